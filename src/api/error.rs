@@ -1,0 +1,74 @@
+//! The one error shape of the API: `{"error": {"code", "message"}}` with a status.
+//!
+//! Every failure a client can see is an [`ApiError`]: a stable `code` (scripts match on it),
+//! a message that says what to fix, and the HTTP status it travels with. Codes are the
+//! contract of DESIGN.md §2 and §4; add new ones here, never inline elsewhere.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// An error answered to a client. Cheap to build; `code` is usually a static string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: Cow<'static, str>,
+    pub message: String,
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        ApiError { status, code: code.into(), message: message.into() }
+    }
+    /// 400 for input that is malformed or invalid, with the code naming what is wrong.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self::new(404, "not_found", format!("no {what} {id:?}"))
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(409, code, message)
+    }
+    /// 422: a pre-trade risk rejection (the order is stored as `rejected`).
+    pub fn rejected(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(422, code, message)
+    }
+    pub fn unavailable(service: &str) -> Self {
+        Self::new(
+            503,
+            "service_unavailable",
+            format!("the {service} service is restarting or down; retry shortly (agt service list shows its state)"),
+        )
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(504, "timeout", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal", message)
+    }
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message.clone() } }
+    }
+}

@@ -1,0 +1,500 @@
+//! Wire types shared by the daemon and its clients (DESIGN.md §4).
+//!
+//! **API Boundary:** these are plain serde structs with no tokio and no SQLite in them.
+//! The daemon answers with them and the CLI and TUI read them, so the two cannot drift.
+//! Decimals are written as strings and read from a number or a string ([`decimal`]).
+
+pub mod decimal;
+mod error;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The current time as the API writes it: RFC 3339 in UTC with microseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+// ---------------------------------------------------------------- daemon
+
+/// `$AGT_HOME/agtd.json`: how clients find a running daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub socket: String,
+    /// The bound TCP address (`127.0.0.1:8000`), or null when TCP is off.
+    pub http: Option<String>,
+    pub version: String,
+    pub started_at: String,
+}
+
+/// `GET /health`, in the seed's shape plus the state of every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub service: String,
+    /// `healthy` when every service runs, else `degraded`.
+    pub status: String,
+    pub timestamp: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub services: BTreeMap<String, String>,
+}
+
+/// One row of `GET /api/services`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// `starting`, `running`, `restarting`, `failed` or `stopped`.
+    pub state: String,
+    pub restarts: u32,
+    pub started_at: Option<String>,
+    pub uptime_s: u64,
+    pub last_error: Option<String>,
+    pub mailbox_depth: u64,
+}
+
+// ---------------------------------------------------------------- users
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+    pub email: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /api/users`, the seed's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+}
+
+/// `PUT /api/users/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+// ---------------------------------------------------------------- tokens
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Trader,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Trader => "trader",
+            Role::Viewer => "viewer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "trader" => Some(Role::Trader),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /api/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewToken {
+    pub role: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The answer to `POST /api/tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub id: String,
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub user_id: Option<String>,
+    pub created_at: String,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub user_id: Option<String>,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
+// ---------------------------------------------------------------- events and audit
+
+/// The bus envelope: the seed's Event plus `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub timestamp: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub timestamp: String,
+    /// Who: `socket`, `token:<id>`, or `event:<source>` for records of bus events.
+    pub actor: String,
+    /// What: `POST /api/users` for a command, the event type for an event.
+    pub action: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerify {
+    pub ok: bool,
+    pub records: u64,
+    /// The sequence number of the first record whose hash does not match, if any.
+    pub first_bad: Option<u64>,
+}
+
+// ---------------------------------------------------------------- trading
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderType {
+    Limit,
+    Market,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeInForce {
+    Gtc,
+    Ioc,
+    Fok,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    New,
+    PartiallyFilled,
+    Filled,
+    Cancelled,
+    Rejected,
+    Expired,
+}
+
+impl OrderStatus {
+    pub fn is_open(self) -> bool {
+        matches!(self, OrderStatus::New | OrderStatus::PartiallyFilled)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::New => "new",
+            OrderStatus::PartiallyFilled => "partially_filled",
+            OrderStatus::Filled => "filled",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::Expired => "expired",
+        }
+    }
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        Some(match s {
+            "new" => OrderStatus::New,
+            "partially_filled" => OrderStatus::PartiallyFilled,
+            "filled" => OrderStatus::Filled,
+            "cancelled" => OrderStatus::Cancelled,
+            "rejected" => OrderStatus::Rejected,
+            "expired" => OrderStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// The order placement body (seed-compatible).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    /// A user id or username; a trader token implies it.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    pub symbol: String,
+    pub side: Side,
+    #[serde(deserialize_with = "decimal::de")]
+    pub quantity: Decimal,
+    #[serde(default, deserialize_with = "decimal::de_opt")]
+    pub price: Option<Decimal>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<OrderType>,
+    #[serde(default)]
+    pub time_in_force: Option<TimeInForce>,
+    #[serde(default)]
+    pub client_order_id: Option<String>,
+}
+
+/// `PATCH /api/orders/{id}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AmendOrder {
+    #[serde(default, deserialize_with = "decimal::de_opt")]
+    pub price: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal::de_opt")]
+    pub quantity: Option<Decimal>,
+}
+
+/// `POST /api/orders/cancel-all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CancelAll {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub symbol: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fill {
+    pub trade_id: String,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: String,
+    pub symbol: String,
+    pub side: Side,
+    #[serde(rename = "type")]
+    pub kind: OrderType,
+    pub time_in_force: TimeInForce,
+    pub price: Option<Decimal>,
+    pub quantity: Decimal,
+    pub filled_quantity: Decimal,
+    pub remaining_quantity: Decimal,
+    pub average_price: Option<Decimal>,
+    pub status: OrderStatus,
+    pub fills: Vec<Fill>,
+    pub client_order_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub reject_reason: Option<String>,
+}
+
+/// A trade on the tape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trade {
+    pub trade_id: String,
+    pub symbol: String,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    /// The side of the incoming (taker) order.
+    pub taker_side: Side,
+    pub buy_order_id: String,
+    pub sell_order_id: String,
+    pub timestamp: String,
+}
+
+/// `GET /api/book/{symbol}`: aggregated levels, best first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookView {
+    pub symbol: String,
+    pub bids: Vec<(Decimal, Decimal)>,
+    pub asks: Vec<(Decimal, Decimal)>,
+    /// Increases with every change to this book.
+    pub sequence: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instrument {
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    pub tick: Decimal,
+    pub lot: Decimal,
+    pub min_quantity: Decimal,
+    pub max_quantity: Decimal,
+}
+
+/// `POST /api/symbols`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewInstrument {
+    pub symbol: String,
+    #[serde(alias = "tick_size", deserialize_with = "decimal::de")]
+    pub tick: Decimal,
+    #[serde(alias = "lot_size", deserialize_with = "decimal::de")]
+    pub lot: Decimal,
+    #[serde(default, deserialize_with = "decimal::de_opt")]
+    pub min_quantity: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal::de_opt")]
+    pub max_quantity: Option<Decimal>,
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// `POST /api/users/{id}/deposits` and `/withdrawals`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transfer {
+    pub asset: String,
+    #[serde(deserialize_with = "decimal::de")]
+    pub amount: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub asset: String,
+    pub total: Decimal,
+    pub held: Decimal,
+    pub available: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub symbol: String,
+    pub quantity: Decimal,
+    pub average_price: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub user_id: String,
+    pub balances: Vec<Balance>,
+    pub positions: Vec<Position>,
+}
+
+/// Risk limits, global or for one user; on a user, absent fields inherit the global value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_orders: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "decimal::de_opt")]
+    pub max_order_quantity: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "decimal::de_opt")]
+    pub max_order_notional: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_orders_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "decimal::de_opt")]
+    pub price_band_pct: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_short: Option<bool>,
+}
+
+// ---------------------------------------------------------------- market data
+
+/// `GET /api/market/{symbol}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub symbol: String,
+    pub last: Option<Decimal>,
+    pub best_bid: Option<Decimal>,
+    pub best_ask: Option<Decimal>,
+    pub volume_24h: Decimal,
+    pub high_24h: Option<Decimal>,
+    pub low_24h: Option<Decimal>,
+    pub trades_24h: u64,
+    pub timestamp: String,
+}
+
+/// One OHLCV bar. `open_time` is the start of its interval (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candle {
+    pub symbol: String,
+    pub interval: String,
+    pub open_time: String,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub volume: Decimal,
+    pub trades: u64,
+}
+
+/// Trading halts: global and per symbol (`agt risk halt|resume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradingState {
+    pub halted: bool,
+    pub halted_symbols: Vec<String>,
+}
+
+/// `POST /api/risk/halt` and `/resume`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HaltRequest {
+    #[serde(default)]
+    pub symbol: Option<String>,
+}
+
+// ---------------------------------------------------------------- notifications
+
+/// One webhook delivery (`GET /api/notifications`, `agt notify list`). Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Also sent as `X-Agt-Delivery`, the same on every attempt, so receivers can de-duplicate.
+    pub id: String,
+    /// The rule that queued it: `config:N` (the Nth `[[notify.webhooks]]`) or a run-time rule's id.
+    pub rule: String,
+    pub url: String,
+    pub event_type: String,
+    pub event_seq: u64,
+    /// `pending` (queued or being retried), `sent`, or `failed` (attempts used up).
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// `POST /api/notifications/rules`: a webhook added at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhookRule {
+    pub url: String,
+    /// Event types, or `["*"]` for every event but `NOTIFICATION_*`.
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A webhook rule as shown: its secret only as `"***"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRule {
+    /// `config:N` for the Nth `[[notify.webhooks]]`, else the run-time rule's id.
+    pub id: String,
+    /// `config` or `api`.
+    pub source: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: Option<String>,
+    pub created_at: Option<String>,
+}

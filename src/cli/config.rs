@@ -1,0 +1,102 @@
+//! `agt config show | get KEY | set KEY VALUE`: the live configuration.
+//!
+//! Keys are dotted (`risk.max_open_orders`). `get` reads the whole configuration and
+//! walks the key locally; `set` sends `{"KEY": VALUE}` with the dotted key as one flat
+//! JSON key, and the daemon validates, persists and applies it.
+
+use super::output::{cell, flatten};
+use super::{json_value, CliError, CliResult, Ctx};
+use clap::Subcommand;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Every key with its current value
+    Show,
+    /// One key's value, e.g. `agt config get risk.max_open_orders`
+    Get { key: String },
+    /// Change a key; the daemon validates it, writes it to agt.toml and applies it live
+    /// where it can
+    #[command(allow_negative_numbers = true)]
+    Set {
+        key: String,
+        /// A number, true/false or a JSON array/object (sent as JSON), anything else as a string
+        value: String,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
+    match cmd {
+        ConfigCmd::Show => {
+            let v = ctx.get("/api/config")?;
+            ctx.show(&v, show)
+        }
+        ConfigCmd::Get { key } => {
+            let v = ctx.get("/api/config")?;
+            let found = lookup(&v, &key).ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
+            ctx.show(&found, |f| match f {
+                Value::Object(_) => show(f),
+                Value::Array(_) => serde_json::to_string_pretty(f).unwrap_or_default(),
+                other => cell(other),
+            })
+        }
+        ConfigCmd::Set { key, value } => {
+            let mut body = Map::new();
+            body.insert(key.clone(), json_value(&value));
+            let v = ctx.put("/api/config", &Value::Object(body))?;
+            ctx.show(&v, |v| match lookup(v, &key) {
+                Some(now) => format!("{key} = {}", cell(&now)),
+                None => format!("{key} set"),
+            })
+        }
+    }
+}
+
+/// `key = value` lines, one per leaf, sorted as the daemon sent them.
+fn show(v: &Value) -> String {
+    let mut pairs = Vec::new();
+    flatten("", v, &mut pairs);
+    pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join("\n")
+}
+
+/// The value at a dotted key: a flat key as sent, else a walk through nested objects
+/// (trying the longest key at each level, so `a.b` may itself be a key), also inside a
+/// `{"config": …}` wrapper.
+pub fn lookup(v: &Value, key: &str) -> Option<Value> {
+    if let Some(found) = walk(v, key) {
+        return Some(found.clone());
+    }
+    ["config", "effective", "values"].iter().find_map(|w| v.get(*w).and_then(|inner| walk(inner, key)).cloned())
+}
+
+fn walk<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    if let Some(found) = obj.get(key) {
+        return Some(found);
+    }
+    // Split at each dot, left to right: `a.b.c` tries `a` → `b.c`, then `a.b` → `c`.
+    for (i, _) in key.match_indices('.') {
+        if let Some(inner) = obj.get(&key[..i]) {
+            if let Some(found) = walk(inner, &key[i + 1..]) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn looks_up_dotted_keys() {
+        let c = json!({"risk": {"max_open_orders": 100}, "http.listen": "x", "durability": "normal"});
+        assert_eq!(lookup(&c, "risk.max_open_orders"), Some(json!(100)));
+        assert_eq!(lookup(&c, "http.listen"), Some(json!("x")));
+        assert_eq!(lookup(&c, "durability"), Some(json!("normal")));
+        assert_eq!(lookup(&c, "risk.nope"), None);
+        assert_eq!(lookup(&json!({"config": {"log": {"level": "info"}}}), "log.level"), Some(json!("info")));
+    }
+}

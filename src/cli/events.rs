@@ -1,0 +1,123 @@
+//! `agt events tail [--since SEQ] [--type T[,T]] [-f]`: the event stream.
+//!
+//! Without `--since` it shows the last 20 events (and with `-f` then follows from the
+//! newest); with `--since` it shows every event after that sequence number. `-o json`
+//! prints NDJSON: each event exactly as the daemon sent it, one per line.
+
+use super::output::{clean, field};
+use super::{CliError, CliResult, Ctx};
+use crate::client::with_query;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+
+/// How many events `events tail` shows when not told where to start.
+const TAIL: usize = 20;
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Show recent events, or follow them live with -f
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Start after this sequence number (0 = from the beginning)
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Only these event types, e.g. ORDER_CREATED,TRADE_EXECUTED
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Keep streaming new events until interrupted
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
+    let EventsCmd::Tail(args) = cmd;
+    let types = (!args.types.is_empty()).then(|| args.types.join(","));
+    let path = |since: u64, follow: bool| {
+        with_query(
+            "/api/events",
+            &[("since", Some(since.to_string())), ("type", types.clone()), ("follow", follow.then(|| "true".to_string()))],
+        )
+    };
+    let client = ctx.client()?;
+    if !ctx.json() && !ctx.quiet() && args.follow {
+        eprintln!("following events; Ctrl-C to stop");
+    }
+    let since = match args.since {
+        Some(s) => s,
+        None => {
+            // The last TAIL events, then (with -f) everything after the newest of them.
+            let mut last: VecDeque<String> = VecDeque::with_capacity(TAIL + 1);
+            client.for_each_line(&path(0, false), |line| {
+                last.push_back(line.to_string());
+                if last.len() > TAIL {
+                    last.pop_front();
+                }
+                ControlFlow::Continue(())
+            })?;
+            let mut newest = 0;
+            for line in &last {
+                newest = newest.max(print(ctx, line).unwrap_or(0));
+            }
+            if !args.follow {
+                if last.is_empty() && !ctx.json() {
+                    ctx.say("no events");
+                }
+                return Ok(());
+            }
+            newest
+        }
+    };
+    client.for_each_line(&path(since, args.follow), |line| {
+        print(ctx, line);
+        ControlFlow::Continue(())
+    })?;
+    if args.follow {
+        // A followed stream only ends when the daemon goes away.
+        return Err(CliError::NotRunning("the daemon ended the event stream (it stopped or restarted)".into()));
+    }
+    Ok(())
+}
+
+/// Prints one event line and returns its sequence number.
+fn print(ctx: &Ctx, line: &str) -> Option<u64> {
+    let v: Option<Value> = serde_json::from_str(line).ok();
+    if !ctx.quiet() {
+        if ctx.json() {
+            println!("{line}");
+        } else {
+            match &v {
+                Some(e) => println!("{}", event_line(e)),
+                None => println!("{}", clean(line)),
+            }
+        }
+    }
+    v.and_then(|e| e.get("seq").and_then(Value::as_u64))
+}
+
+/// `seq  time  TYPE  source  data` in fixed columns, so a live stream stays aligned.
+pub fn event_line(e: &Value) -> String {
+    let data = e.get("data").map(|d| d.to_string()).unwrap_or_default();
+    format!(
+        "{:>7}  {:<27}  {:<21}  {:<8}  {}",
+        field(e, "seq"),
+        field(e, "timestamp"),
+        field(e, "type"),
+        field(e, "source"),
+        clean(&shorten(&data, 160))
+    )
+}
+
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}

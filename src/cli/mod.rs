@@ -1,0 +1,381 @@
+//! The `agt` command line: the clap command tree (DESIGN.md §5) and one handler file
+//! per noun. Handlers turn arguments into requests on the daemon's API (§4) through
+//! [`crate::client`] and print the answers as tables for people or JSON for scripts.
+//!
+//! **Exit codes** (a contract scripts rely on):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the daemon answered with an error (`error: <code>: <message>` on stderr), or a check failed (`audit verify`) |
+//! | 2 | usage error: unknown command, missing or malformed argument |
+//! | 3 | the daemon cannot be reached (the message says how to start it) |
+
+pub mod audit;
+pub mod book;
+pub mod completions;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod health;
+pub mod market;
+pub mod metrics;
+pub mod notify;
+pub mod order;
+pub mod output;
+pub mod risk;
+pub mod service;
+pub mod symbol;
+pub mod token;
+pub mod trades;
+pub mod user;
+
+use crate::api::ApiError;
+use crate::client::{BlockingClient, Client, ClientError, Endpoint};
+use crate::daemon::Home;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::cell::OnceCell;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// agt: a trading platform in a box. One daemon, one HTTP API, this CLI.
+#[derive(Debug, Parser)]
+#[command(name = "agt", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Start the daemon with `agt daemon start` (background) or `agt daemon run` (foreground).\n\
+Exit codes: 0 ok, 1 the daemon answered an error, 2 usage error, 3 daemon unreachable.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// The daemon's home [default: $AGT_HOME, else $XDG_DATA_HOME/agt, else ~/.local/share/agt]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Talk to the daemon on this socket [default: the one in $AGT_HOME/agtd.json, else $AGT_HOME/agt.sock]
+    #[arg(long, global = true, env = "AGT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Talk to a daemon over TCP instead, e.g. http://127.0.0.1:8000 (needs --token)
+    #[arg(long, global = true, env = "AGT_URL")]
+    pub url: Option<String>,
+    /// Bearer token for --url
+    #[arg(long, global = true, env = "AGT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format: tables for people, JSON for scripts (NDJSON for streams)
+    #[arg(short = 'o', long, global = true, env = "AGT_OUTPUT", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Print nothing on success (errors still go to stderr)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run, start, stop or inspect the daemon
+    #[command(subcommand)]
+    Daemon(daemon::DaemonCmd),
+    /// The daemon's health and the state of every service
+    Health,
+    /// The supervised services: list, restart
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
+    /// Users, their funds and accounts
+    #[command(subcommand)]
+    User(user::UserCmd),
+    /// Place, inspect, amend and cancel orders
+    #[command(subcommand)]
+    Order(order::OrderCmd),
+    /// The order book of a symbol
+    Book(book::BookArgs),
+    /// The trades tape of a symbol, newest first
+    Trades(trades::TradesArgs),
+    /// Quotes and candles
+    #[command(subcommand)]
+    Market(market::MarketCmd),
+    /// Instruments: list, add
+    #[command(subcommand)]
+    Symbol(symbol::SymbolCmd),
+    /// Risk limits and trading halts
+    #[command(subcommand)]
+    Risk(risk::RiskCmd),
+    /// The event stream
+    #[command(subcommand)]
+    Events(events::EventsCmd),
+    /// The hash-chained audit log
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// The live configuration
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// API tokens for TCP clients
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Notification deliveries (webhooks)
+    #[command(subcommand)]
+    Notify(notify::NotifyCmd),
+    /// A readable summary of the daemon's Prometheus metrics
+    Metrics,
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+}
+
+/// Why a command failed; each variant is one exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A check the command makes itself failed (exit 1), e.g. an unknown config key.
+    #[error("{code}: {message}")]
+    Failed { code: String, message: String },
+    /// Arguments that clap accepted but that do not fit together (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// No daemon runs where one is needed (exit 3).
+    #[error("{0}")]
+    NotRunning(String),
+    /// Anything else: local I/O, a daemon that would not start (exit 1).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn failed(code: &str, message: impl Into<String>) -> CliError {
+        CliError::Failed { code: code.to_string(), message: message.into() }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::Unreachable { .. }) | CliError::NotRunning(_) => 3,
+            CliError::Client(ClientError::BadUrl { .. }) | CliError::Usage(_) => 2,
+            CliError::Client(_) | CliError::Failed { .. } | CliError::Other(_) => 1,
+        }
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// What every handler gets: where the daemon is, how to print, and a client made on
+/// first use (so `daemon run` and `completions` never build one).
+pub struct Ctx {
+    pub global: Global,
+    pub home: Home,
+    client: OnceCell<BlockingClient>,
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> Ctx {
+        let home = Home::resolve(global.home.as_deref());
+        Ctx { global, home, client: OnceCell::new() }
+    }
+
+    pub fn json(&self) -> bool {
+        self.global.output == Format::Json
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.global.quiet
+    }
+
+    /// The daemon this invocation talks to: `--url`/`AGT_URL` (TCP) if given, else
+    /// `--socket`/`AGT_SOCKET`, else the socket named in `agtd.json`, else `agt.sock`.
+    pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
+        if let Some(url) = self.global.url.as_deref().filter(|u| !u.is_empty()) {
+            return Endpoint::tcp(url, self.global.token.clone());
+        }
+        if let Some(sock) = self.global.socket.as_ref().filter(|s| !s.as_os_str().is_empty()) {
+            return Ok(Endpoint::Unix(sock.clone()));
+        }
+        Ok(Endpoint::for_home(&self.home))
+    }
+
+    pub fn client(&self) -> Result<&BlockingClient, CliError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = BlockingClient::new(Client::new(self.endpoint()?)).map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
+        Ok(self.client.get_or_init(|| c))
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.client()?.get(path)?)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        Ok(self.client()?.post(path, Some(body))?)
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        Ok(self.client()?.put(path, Some(body))?)
+    }
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        Ok(self.client()?.patch(path, Some(body))?)
+    }
+    pub fn delete(&self, path: &str) -> Result<Value, CliError> {
+        Ok(self.client()?.delete(path, None)?)
+    }
+
+    /// Prints an answer: exactly the JSON with `-o json`, else what `table` makes of it;
+    /// nothing with `-q`.
+    pub fn show(&self, v: &Value, table: impl FnOnce(&Value) -> String) -> CliResult {
+        if self.quiet() {
+            return Ok(());
+        }
+        if self.json() {
+            println!("{}", serde_json::to_string_pretty(v).expect("a JSON value serializes"));
+        } else {
+            let text = table(v);
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One record of a stream: a compact JSON line with `-o json`, else `line`.
+    pub fn stream_item(&self, v: &Value, line: impl FnOnce(&Value) -> String) {
+        if self.quiet() {
+            return;
+        }
+        if self.json() {
+            println!("{}", serde_json::to_string(v).expect("a JSON value serializes"));
+        } else {
+            println!("{}", line(v));
+        }
+    }
+
+    /// A line for people (never printed with `-q`).
+    pub fn say(&self, text: &str) {
+        if !self.quiet() {
+            println!("{text}");
+        }
+    }
+}
+
+/// Parses, dispatches and maps the outcome to an exit code; what `main` calls.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    run(cli)
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Daemon(_)) {
+        // A CLI whose output is piped into `head` should end quietly, like other Unix
+        // tools. Not for the daemon, which must survive peers closing sockets.
+        // SAFETY: setting a signal disposition before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let ctx = Ctx::new(cli.global);
+    match dispatch(&ctx, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&ctx, &e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
+    match command {
+        Command::Daemon(c) => daemon::run(ctx, c),
+        Command::Health => health::run(ctx),
+        Command::Service(c) => service::run(ctx, c),
+        Command::User(c) => user::run(ctx, c),
+        Command::Order(c) => order::run(ctx, c),
+        Command::Book(a) => book::run(ctx, a),
+        Command::Trades(a) => trades::run(ctx, a),
+        Command::Market(c) => market::run(ctx, c),
+        Command::Symbol(c) => symbol::run(ctx, c),
+        Command::Risk(c) => risk::run(ctx, c),
+        Command::Events(c) => events::run(ctx, c),
+        Command::Audit(c) => audit::run(ctx, c),
+        Command::Config(c) => config::run(ctx, c),
+        Command::Token(c) => token::run(ctx, c),
+        Command::Notify(c) => notify::run(ctx, c),
+        Command::Metrics => metrics::run(ctx),
+        Command::Completions(a) => completions::run(a),
+    }
+}
+
+/// Writes the failure to stderr, with a hint where one helps.
+fn report(ctx: &Ctx, e: &CliError) {
+    match e {
+        CliError::Client(ClientError::Api(ApiError { status, code, message })) => {
+            eprintln!("error: {code}: {message}");
+            if *status == 401 {
+                eprintln!("hint: pass a token with --token or AGT_TOKEN (`agt token create` makes one)");
+            }
+        }
+        CliError::Client(ClientError::Unreachable { .. }) => {
+            eprintln!("error: {e}");
+            match ctx.endpoint() {
+                Ok(Endpoint::Tcp { .. }) => eprintln!(
+                    "hint: is the agt daemon running there? Check --url/AGT_URL; on that machine start it with `agt daemon start`"
+                ),
+                _ => eprintln!(
+                    "hint: start the daemon with `agt daemon start` (background) or `agt daemon run` (foreground){}",
+                    home_hint(ctx)
+                ),
+            }
+        }
+        CliError::Client(ClientError::BadUrl { .. }) | CliError::Usage(_) => {
+            eprintln!("error: {e}\n\nFor more information, try '--help'.");
+        }
+        CliError::NotRunning(msg) => {
+            eprintln!("{msg}");
+            eprintln!("hint: start it with `agt daemon start` (background) or `agt daemon run` (foreground){}", home_hint(ctx));
+        }
+        CliError::Other(e) => eprintln!("error: {e:#}"),
+        other => eprintln!("error: {other}"),
+    }
+}
+
+fn home_hint(ctx: &Ctx) -> String {
+    if ctx.global.home.is_some() {
+        format!(", with the same --home {}", ctx.home.root().display())
+    } else {
+        String::new()
+    }
+}
+
+/// A command-line value as JSON: a number, bool, array or object when it parses as one,
+/// else the string itself (`3` → 3, `true` → true, `0.05` → 0.05, `abc` → "abc").
+pub fn json_value(raw: &str) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => v,
+        _ => Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_from_the_command_line() {
+        assert_eq!(json_value("3"), serde_json::json!(3));
+        assert_eq!(json_value("true"), serde_json::json!(true));
+        assert_eq!(json_value("0.05"), serde_json::json!(0.05));
+        assert_eq!(json_value("info"), serde_json::json!("info"));
+        assert_eq!(json_value("\"x\""), serde_json::json!("\"x\""));
+        assert_eq!(json_value("007"), serde_json::json!("007"));
+    }
+}

@@ -1,0 +1,238 @@
+//! `agt order …`: place, get, list, cancel, amend, cancel-all.
+
+use super::output::{field, items, list_or_none, table_of, Table};
+use super::{CliError, CliResult, Ctx};
+use crate::client::{encode, with_query};
+use clap::{ArgGroup, Subcommand, ValueEnum};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Limit,
+    Market,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Tif {
+    /// Good till cancelled: the remainder rests on the book
+    Gtc,
+    /// Immediate or cancel: the remainder is cancelled
+    Ioc,
+    /// Fill or kill: all at once or nothing
+    Fok,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCmd {
+    /// Place an order; without PRICE it is a market order
+    #[command(allow_negative_numbers = true)]
+    Place {
+        /// Username or user id
+        user: String,
+        symbol: String,
+        #[arg(value_enum)]
+        side: Side,
+        #[arg(value_name = "QTY")]
+        quantity: String,
+        /// Limit price; omit for a market order
+        price: Option<String>,
+        /// limit (needs PRICE) or market (no PRICE) [default: limit with PRICE, else market]
+        #[arg(long = "type", value_enum)]
+        kind: Option<Kind>,
+        /// Time in force [daemon default: gtc]
+        #[arg(long, value_enum)]
+        tif: Option<Tif>,
+        /// Your id for this order; placing the same id again returns the first order
+        #[arg(long = "client-id", value_name = "ID")]
+        client_id: Option<String>,
+    },
+    /// Show one order with its fills
+    Get { id: String },
+    /// List orders, newest first (open ones unless --all)
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this user's (username or id)
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Include filled, cancelled, rejected and expired orders
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Cancel an open order
+    Cancel { id: String },
+    /// Change an open order's price or quantity (keeps its id)
+    #[command(allow_negative_numbers = true)]
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["price", "qty"])))]
+    Amend {
+        id: String,
+        #[arg(long)]
+        price: Option<String>,
+        #[arg(long)]
+        qty: Option<String>,
+    },
+    /// Cancel every open order, or those of one user and/or symbol
+    CancelAll {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        symbol: Option<String>,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
+    match cmd {
+        OrderCmd::Place { user, symbol, side, quantity, price, kind, tif, client_id } => {
+            let kind = match (kind, &price) {
+                (Some(Kind::Limit), None) => return Err(CliError::Usage("a limit order needs a PRICE".into())),
+                (Some(Kind::Market), Some(_)) => {
+                    return Err(CliError::Usage("a market order takes no PRICE; drop it or use --type limit".into()))
+                }
+                (Some(k), _) => k,
+                (None, Some(_)) => Kind::Limit,
+                (None, None) => Kind::Market,
+            };
+            let mut body = Map::new();
+            body.insert("user_id".into(), user.into());
+            body.insert("symbol".into(), symbol.into());
+            body.insert("side".into(), name(side).into());
+            body.insert("quantity".into(), quantity.into());
+            if let Some(p) = price {
+                body.insert("price".into(), p.into());
+            }
+            body.insert("type".into(), name(kind).into());
+            if let Some(t) = tif {
+                body.insert("time_in_force".into(), name(t).into());
+            }
+            if let Some(c) = client_id {
+                body.insert("client_order_id".into(), c.into());
+            }
+            let v = ctx.post("/api/orders", &Value::Object(body))?;
+            ctx.show(&v, order_view)
+        }
+        OrderCmd::Get { id } => {
+            let v = ctx.get(&path(&id))?;
+            ctx.show(&v, order_view)
+        }
+        OrderCmd::List { user, symbol, all, limit } => {
+            let q = with_query(
+                "/api/orders",
+                &[
+                    ("user_id", user),
+                    ("symbol", symbol),
+                    ("status", Some(if all { "all" } else { "open" }.to_string())),
+                    ("limit", limit.map(|l| l.to_string())),
+                ],
+            );
+            let v = ctx.get(&q)?;
+            ctx.show(&v, |v| list_or_none(orders_table(&items(v)), if all { "no orders" } else { "no open orders" }))
+        }
+        OrderCmd::Cancel { id } => {
+            let v = ctx.delete(&path(&id))?;
+            ctx.show(&v, order_view)
+        }
+        OrderCmd::Amend { id, price, qty } => {
+            let mut body = Map::new();
+            if let Some(p) = price {
+                body.insert("price".into(), p.into());
+            }
+            if let Some(q) = qty {
+                body.insert("quantity".into(), q.into());
+            }
+            let v = ctx.patch(&path(&id), &Value::Object(body))?;
+            ctx.show(&v, order_view)
+        }
+        OrderCmd::CancelAll { user, symbol } => {
+            let mut body = Map::new();
+            if let Some(u) = user {
+                body.insert("user_id".into(), u.into());
+            }
+            if let Some(s) = symbol {
+                body.insert("symbol".into(), s.into());
+            }
+            let v = ctx.post("/api/orders/cancel-all", &Value::Object(body))?;
+            ctx.show(&v, cancelled_view)
+        }
+    }
+}
+
+fn name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value().expect("no skipped variants").get_name().to_string()
+}
+
+fn path(id: &str) -> String {
+    format!("/api/orders/{}", if id.is_empty() { "%20".to_string() } else { encode(id) })
+}
+
+pub fn orders_table(orders: &[Value]) -> Table {
+    table_of(
+        orders,
+        &[
+            ("ORDER ID", "order_id"),
+            ("USER", "user_id"),
+            ("SYMBOL", "symbol"),
+            ("SIDE", "side"),
+            ("TYPE", "type"),
+            ("PRICE", "price"),
+            ("QTY", "quantity"),
+            ("FILLED", "filled_quantity"),
+            ("STATUS", "status"),
+            ("CREATED", "created_at"),
+        ],
+    )
+}
+
+/// One order: its fields, then its fills.
+pub fn order_view(o: &Value) -> String {
+    let price = match o.get("price") {
+        Some(Value::Null) | None => "market".to_string(),
+        Some(_) => field(o, "price"),
+    };
+    let mut lines = vec![
+        ("order", field(o, "order_id")),
+        ("status", field(o, "status")),
+        ("user", field(o, "user_id")),
+        ("symbol", field(o, "symbol")),
+        ("side", format!("{} {} {}", field(o, "side"), field(o, "type"), field(o, "time_in_force"))),
+        ("price", price),
+        ("quantity", field(o, "quantity")),
+        ("filled", format!("{} (avg price {})", field(o, "filled_quantity"), field(o, "average_price"))),
+        ("remaining", field(o, "remaining_quantity")),
+    ];
+    if o.get("client_order_id").is_some_and(|c| !c.is_null()) {
+        lines.push(("client id", field(o, "client_order_id")));
+    }
+    if o.get("reject_reason").is_some_and(|c| !c.is_null()) {
+        lines.push(("rejected", field(o, "reject_reason")));
+    }
+    lines.push(("created", field(o, "created_at")));
+    lines.push(("updated", field(o, "updated_at")));
+    let mut out = lines.iter().map(|(k, v)| format!("{k}:{}{v}", " ".repeat(11 - k.len()))).collect::<Vec<_>>().join("\n");
+    let fills = items(o.get("fills").unwrap_or(&Value::Null));
+    if !fills.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&table_of(&fills, &[("TRADE ID", "trade_id"), ("PRICE", "price"), ("QTY", "quantity"), ("TIME", "timestamp")]).render());
+    }
+    out
+}
+
+/// The answer to cancel-all: the cancelled orders, or a count.
+fn cancelled_view(v: &Value) -> String {
+    if let Some(n) = v.get("cancelled").and_then(Value::as_u64).or_else(|| v.get("count").and_then(Value::as_u64)) {
+        return format!("cancelled {n} order{}", if n == 1 { "" } else { "s" });
+    }
+    let orders = items(v);
+    if orders.is_empty() {
+        return "no open orders to cancel".to_string();
+    }
+    format!("cancelled {} order{}\n\n{}", orders.len(), if orders.len() == 1 { "" } else { "s" }, orders_table(&orders).render())
+}

@@ -1,0 +1,75 @@
+//! `agt token create | list | revoke`: bearer tokens for TCP clients.
+
+use super::output::{field, items, list_or_none, table_of};
+use super::{CliResult, Ctx};
+use crate::client::encode;
+use clap::Subcommand;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a token; its secret is printed once, store it now
+    Create {
+        /// admin does everything; trader trades for one user (--user); viewer reads
+        #[arg(long, value_parser = ["admin", "trader", "viewer"])]
+        role: String,
+        /// The user a trader token acts for (username or id)
+        #[arg(long)]
+        user: Option<String>,
+        /// A label to recognise it by
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets)
+    #[command(visible_alias = "ls")]
+    List,
+    /// Revoke a token: it stops working at once
+    Revoke { id: String },
+}
+
+pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
+    match cmd {
+        TokenCmd::Create { role, user, name } => {
+            let mut body = Map::new();
+            body.insert("role".into(), role.into());
+            if let Some(u) = user {
+                body.insert("user_id".into(), u.into());
+            }
+            if let Some(n) = name {
+                body.insert("name".into(), n.into());
+            }
+            let v = ctx.post("/api/tokens", &Value::Object(body))?;
+            if ctx.quiet() {
+                // The secret is shown only now: even -q prints it, alone, for scripts.
+                println!("{}", field(&v, "token"));
+                return Ok(());
+            }
+            ctx.show(&v, |v| {
+                format!(
+                    "token:   {}\nid:      {}\nname:    {}\nrole:    {}\nuser:    {}\ncreated: {}\n\nThe secret is shown only once; store it now. Use it with --token or AGT_TOKEN.",
+                    field(v, "token"),
+                    field(v, "id"),
+                    field(v, "name"),
+                    field(v, "role"),
+                    field(v, "user_id"),
+                    field(v, "created_at"),
+                )
+            })
+        }
+        TokenCmd::List => {
+            let v = ctx.get("/api/tokens")?;
+            ctx.show(&v, |v| {
+                let t = table_of(
+                    &items(v),
+                    &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("USER", "user_id"), ("CREATED", "created_at"), ("REVOKED", "revoked")],
+                );
+                list_or_none(t, "no tokens")
+            })
+        }
+        TokenCmd::Revoke { id } => {
+            let seg = if id.is_empty() { "%20".to_string() } else { encode(&id) };
+            let v = ctx.delete(&format!("/api/tokens/{seg}"))?;
+            ctx.show(&v, |_| format!("revoked token {id}"))
+        }
+    }
+}

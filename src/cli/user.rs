@@ -1,0 +1,148 @@
+//! `agt user …`: users, deposits and withdrawals, accounts.
+//!
+//! Wherever a user is named it is passed through as typed: the daemon accepts a
+//! username or a user id.
+
+use super::output::{field, items, kv, list_or_none, table_of, Table};
+use super::{CliError, CliResult, Ctx};
+use crate::client::encode;
+use clap::{ArgGroup, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user
+    Create {
+        /// Username: 1-64 letters, digits, `_`, `.` or `-`
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Show one user
+    Get {
+        /// Username or user id
+        user: String,
+    },
+    /// List users
+    #[command(visible_alias = "ls")]
+    List,
+    /// Change a user's email or status
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["email", "status"])))]
+    Update {
+        /// Username or user id
+        user: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, value_parser = ["active", "disabled"])]
+        status: Option<String>,
+    },
+    /// Disable a user: their new orders are refused (user_disabled)
+    Disable {
+        /// Username or user id
+        user: String,
+    },
+    /// Re-enable a disabled user
+    Enable {
+        /// Username or user id
+        user: String,
+    },
+    /// Credit cash (USD) or an asset to a user's account
+    #[command(allow_negative_numbers = true)]
+    Deposit {
+        /// Username or user id
+        user: String,
+        /// USD, or a symbol's base asset (AAPL, BTC)
+        asset: String,
+        amount: String,
+    },
+    /// Debit cash or an asset from a user's account (only what is available)
+    #[command(allow_negative_numbers = true)]
+    Withdraw {
+        /// Username or user id
+        user: String,
+        asset: String,
+        amount: String,
+    },
+    /// Balances (total, held, available) and positions
+    Account {
+        /// Username or user id
+        user: String,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
+    match cmd {
+        UserCmd::Create { name, email } => {
+            let v = ctx.post("/api/users", &json!({ "username": name, "email": email }))?;
+            ctx.show(&v, kv)
+        }
+        UserCmd::Get { user } => {
+            let v = ctx.get(&path(&user))?;
+            ctx.show(&v, kv)
+        }
+        UserCmd::List => {
+            let v = ctx.get("/api/users")?;
+            ctx.show(&v, |v| list_or_none(users_table(&items(v)), "no users"))
+        }
+        UserCmd::Update { user, email, status } => {
+            let mut body = serde_json::Map::new();
+            if let Some(e) = email {
+                body.insert("email".into(), e.into());
+            }
+            if let Some(s) = status {
+                body.insert("status".into(), s.into());
+            }
+            let v = ctx.put(&path(&user), &Value::Object(body))?;
+            ctx.show(&v, kv)
+        }
+        UserCmd::Disable { user } => set_status(ctx, &user, "disabled"),
+        UserCmd::Enable { user } => set_status(ctx, &user, "active"),
+        UserCmd::Deposit { user, asset, amount } => transfer(ctx, &user, "deposits", asset, amount),
+        UserCmd::Withdraw { user, asset, amount } => transfer(ctx, &user, "withdrawals", asset, amount),
+        UserCmd::Account { user } => {
+            let v = ctx.get(&format!("{}/account", path(&user)))?;
+            ctx.show(&v, account)
+        }
+    }
+}
+
+fn path(user: &str) -> String {
+    if user.is_empty() {
+        // An empty segment would address the list route instead.
+        return "/api/users/%20".to_string();
+    }
+    format!("/api/users/{}", encode(user))
+}
+
+fn set_status(ctx: &Ctx, user: &str, status: &str) -> CliResult {
+    let v = ctx.put(&path(user), &json!({ "status": status }))?;
+    ctx.show(&v, |v| format!("{} is {}", field(v, "username"), field(v, "status")))
+}
+
+fn transfer(ctx: &Ctx, user: &str, kind: &str, asset: String, amount: String) -> CliResult {
+    if asset.is_empty() {
+        return Err(CliError::Usage("ASSET must not be empty".into()));
+    }
+    let v = ctx.post(&format!("{}/{kind}", path(user)), &json!({ "asset": asset, "amount": amount }))?;
+    ctx.show(&v, |v| if v.get("balances").is_some() { account(v) } else { kv(v) })
+}
+
+pub fn users_table(users: &[Value]) -> Table {
+    table_of(users, &[("USER ID", "user_id|id"), ("USERNAME", "username"), ("EMAIL", "email"), ("STATUS", "status"), ("CREATED", "created_at")])
+}
+
+/// Balances, then positions when there are any.
+pub fn account(v: &Value) -> String {
+    let mut out = format!("user: {}\n\n", field(v, "user_id"));
+    let balances = table_of(
+        &items(v.get("balances").unwrap_or(&Value::Null)),
+        &[("ASSET", "asset"), ("TOTAL", "total"), ("HELD", "held"), ("AVAILABLE", "available")],
+    );
+    out.push_str(&list_or_none(balances, "no balances"));
+    let positions = items(v.get("positions").unwrap_or(&Value::Null));
+    if !positions.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&table_of(&positions, &[("SYMBOL", "symbol"), ("QUANTITY", "quantity"), ("AVG PRICE", "average_price")]).render());
+    }
+    out
+}

@@ -1,0 +1,475 @@
+//! The HTTP client of the daemon's API, over the Unix socket or TCP (DESIGN.md §3, §4).
+//!
+//! The CLI and the TUI both talk to the daemon through [`Client`]. Every request opens
+//! its own HTTP/1.1 connection: a local socket costs microseconds to dial, and a fresh
+//! connection per request means a daemon restart never leaves a client holding a dead
+//! one. Answers are JSON ([`serde_json::Value`]); an error answer becomes
+//! [`ClientError::Api`] carrying the daemon's stable `code`.
+//!
+//! [`BlockingClient`] wraps a `Client` with its own current-thread runtime, for callers
+//! that are not async (the CLI).
+
+use crate::api::{ApiError, DaemonInfo, ErrorBody};
+use crate::daemon::Home;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long dialling the daemon may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longer than the daemon's own placement timeout (`trading.order_timeout_s`, 30 s by
+/// default), so that the daemon's 504 reaches the user rather than a client-side timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody answered: no socket, connection refused, or the connection dropped before
+    /// an answer. The CLI exits 3 and says how to start the daemon.
+    #[error("cannot reach the agt daemon at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    /// The daemon answered with its error shape `{"error": {"code", "message"}}`.
+    #[error("{0}")]
+    Api(ApiError),
+    /// The daemon answered, but not in a shape this client understands.
+    #[error("unexpected answer from the daemon: {0}")]
+    Protocol(String),
+    /// The daemon's URL (`--url`, `AGT_URL`) cannot be used.
+    #[error("invalid daemon URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The daemon's error code, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The local socket: every caller is admin, no token.
+    Unix(PathBuf),
+    /// A daemon's TCP listener, with a bearer token for `/api`.
+    Tcp {
+        /// `host:port`, as dialled and sent in `Host`.
+        authority: String,
+        /// A path prefix from the URL (`http://h:8000/agt` → `/agt`), usually empty.
+        prefix: String,
+        token: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// Parses `http://host:port[/prefix]` (a bare `host:port` is taken as http).
+    pub fn tcp(url: &str, token: Option<String>) -> Result<Endpoint, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+        let rest = if let Some(r) = url.strip_prefix("http://") {
+            r
+        } else if url.starts_with("https://") {
+            return Err(bad("https is not supported; put a TLS proxy in front or use http://"));
+        } else if url.contains("://") {
+            return Err(bad("only http:// URLs are supported"));
+        } else {
+            url
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad("no host"));
+        }
+        let authority = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+        let prefix = path.trim_end_matches('/').to_string();
+        let token = token.filter(|t| !t.is_empty());
+        Ok(Endpoint::Tcp { authority, prefix, token })
+    }
+
+    /// The socket of the daemon of `home`: the `socket` named in `agtd.json` if there is
+    /// one, else `$AGT_HOME/agt.sock`.
+    pub fn for_home(home: &Home) -> Endpoint {
+        let sock = read_info(home).map(|i| PathBuf::from(i.socket)).filter(|p| !p.as_os_str().is_empty());
+        Endpoint::Unix(sock.unwrap_or_else(|| home.socket()))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+            Endpoint::Tcp { authority, prefix, .. } => write!(f, "http://{authority}{prefix}"),
+        }
+    }
+}
+
+fn has_port(authority: &str) -> bool {
+    // `[::1]:8000` and `host:8000` have one; `[::1]` and `host` do not.
+    match authority.rfind(':') {
+        Some(i) => !authority[i..].contains(']') && authority[i + 1..].parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+/// Reads `$AGT_HOME/agtd.json`, if a daemon wrote one and it parses.
+pub fn read_info(home: &Home) -> Option<DaemonInfo> {
+    let text = std::fs::read_to_string(home.info_file()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A client of one daemon. Cheap to clone; holds no connection between requests.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    /// Applies to whole request/response exchanges, not to streams.
+    timeout: Option<Duration>,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client { endpoint, timeout: Some(DEFAULT_REQUEST_TIMEOUT) }
+    }
+
+    /// `None` waits as long as the daemon takes.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.request(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.request(Method::POST, path, body).await
+    }
+    pub async fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.request(Method::PUT, path, body).await
+    }
+    pub async fn patch(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.request(Method::PATCH, path, body).await
+    }
+    pub async fn delete(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.request(Method::DELETE, path, body).await
+    }
+
+    /// Sends a request and returns the JSON answer (`Null` for an empty body).
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let bytes = self.exchange(method, path, body, "application/json").await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{path} did not answer JSON ({e})")))
+    }
+
+    /// Sends a GET and returns the answer as text (for `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let bytes = self.exchange(Method::GET, path, None, "text/plain").await?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| ClientError::Protocol(format!("{path} did not answer UTF-8 text")))
+    }
+
+    /// Opens a GET whose answer is a stream of lines (NDJSON events) and returns it as
+    /// soon as the headers arrive; lines are read as the daemon flushes them.
+    pub async fn get_lines(&self, path: &str) -> Result<Lines, ClientError> {
+        let resp = self.send(Method::GET, path, None, "application/x-ndjson").await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = collect(resp.into_body(), &self.endpoint).await?;
+            return Err(api_error(status, &body));
+        }
+        Ok(Lines { body: resp.into_body(), buf: Vec::new(), done: false, target: self.endpoint.to_string() })
+    }
+
+    async fn exchange(&self, method: Method, path: &str, body: Option<&Value>, accept: &'static str) -> Result<Bytes, ClientError> {
+        let work = async {
+            let resp = self.send(method, path, body, accept).await?;
+            let status = resp.status();
+            let bytes = collect(resp.into_body(), &self.endpoint).await?;
+            if status.is_success() {
+                Ok(bytes)
+            } else {
+                Err(api_error(status, &bytes))
+            }
+        };
+        match self.timeout {
+            Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ClientError::Unreachable {
+                target: self.endpoint.to_string(),
+                reason: format!("no answer within {} s", t.as_secs()),
+            })?,
+            None => work.await,
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>, accept: &'static str) -> Result<Response<Incoming>, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable { target: self.endpoint.to_string(), reason };
+        let payload = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")),
+            None => Bytes::new(),
+        };
+        let (uri, host, token) = match &self.endpoint {
+            Endpoint::Unix(_) => (path.to_string(), "localhost".to_string(), None),
+            Endpoint::Tcp { authority, prefix, token } => (format!("{prefix}{path}"), authority.clone(), token.clone()),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(HOST, host)
+            .header(USER_AGENT, concat!("agt/", env!("CARGO_PKG_VERSION")))
+            .header(ACCEPT, accept);
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(t) = token {
+            let v = HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| ClientError::BadUrl { url: self.endpoint.to_string(), reason: "the token has characters a header cannot carry".into() })?;
+            req = req.header(AUTHORIZATION, v);
+        }
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| ClientError::Protocol(format!("cannot build a request for {uri:?}: {e}")))?;
+
+        let mut sender = match &self.endpoint {
+            Endpoint::Unix(sock) => {
+                let stream = dial(tokio::net::UnixStream::connect(sock)).await.map_err(unreachable)?;
+                handshake(stream).await.map_err(unreachable)?
+            }
+            Endpoint::Tcp { authority, .. } => {
+                let stream = dial(tokio::net::TcpStream::connect(authority.as_str())).await.map_err(unreachable)?;
+                let _ = stream.set_nodelay(true);
+                handshake(stream).await.map_err(unreachable)?
+            }
+        };
+        sender.send_request(req).await.map_err(|e| unreachable(format!("the connection failed ({e})")))
+    }
+}
+
+async fn dial<S>(connect: impl std::future::Future<Output = std::io::Result<S>>) -> Result<S, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(match e.kind() {
+            std::io::ErrorKind::NotFound => "no socket there".to_string(),
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            _ => e.to_string(),
+        }),
+        Err(_) => Err(format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())),
+    }
+}
+
+async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    // The connection task drives the socket; it ends when the exchange (or stream) does.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn collect(body: Incoming, endpoint: &Endpoint) -> Result<Bytes, ClientError> {
+    body.collect().await.map(|c| c.to_bytes()).map_err(|e| ClientError::Unreachable {
+        target: endpoint.to_string(),
+        reason: format!("the connection dropped during the answer ({e})"),
+    })
+}
+
+/// The daemon's error body, or a stand-in when an answer is not in that shape (a proxy's
+/// page, say).
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
+        return ClientError::Api(ApiError::new(status.as_u16(), b.error.code, b.error.message));
+    }
+    // Not an agt error body (a proxy's page, another server): keep a short plain-text
+    // first line, never a page of HTML.
+    let text = String::from_utf8_lossy(body);
+    let first = text.trim().lines().next().unwrap_or("").trim();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if first.is_empty() || first.starts_with('<') || first.len() > 200 {
+        format!("HTTP {} {reason}, without an agt error body (is this an agt daemon?)", status.as_u16())
+    } else {
+        format!("HTTP {} {reason}: {first}", status.as_u16())
+    };
+    ClientError::Api(ApiError::new(status.as_u16(), format!("http_{}", status.as_u16()), message))
+}
+
+/// A streamed answer read line by line (NDJSON).
+pub struct Lines {
+    body: Incoming,
+    buf: Vec<u8>,
+    done: bool,
+    target: String,
+}
+
+impl Lines {
+    /// The next non-empty line, without its newline; `None` once the daemon ends the stream.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.done {
+                let rest = String::from_utf8_lossy(&std::mem::take(&mut self.buf)).trim().to_string();
+                return Ok(if rest.is_empty() { None } else { Some(rest) });
+            }
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ClientError::Unreachable {
+                        target: self.target.clone(),
+                        reason: format!("the stream broke ({e})"),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// A [`Client`] with its own current-thread runtime, for synchronous callers.
+/// Do not use it from inside another tokio runtime.
+pub struct BlockingClient {
+    rt: tokio::runtime::Runtime,
+    inner: Client,
+}
+
+impl BlockingClient {
+    pub fn new(inner: Client) -> std::io::Result<BlockingClient> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(BlockingClient { rt, inner })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.get(path))
+    }
+    pub fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.post(path, body))
+    }
+    pub fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.put(path, body))
+    }
+    pub fn patch(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.patch(path, body))
+    }
+    pub fn delete(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.delete(path, body))
+    }
+    pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        self.rt.block_on(self.inner.get_text(path))
+    }
+
+    /// Streams `path` and calls `each` with every line as it arrives, until the stream
+    /// ends or `each` breaks.
+    pub fn for_each_line(&self, path: &str, mut each: impl FnMut(&str) -> ControlFlow<()>) -> Result<(), ClientError> {
+        self.rt.block_on(async {
+            let mut lines = self.inner.get_lines(path).await?;
+            while let Some(line) = lines.next_line().await? {
+                if each(&line).is_break() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Percent-encodes one path segment or query value (everything but RFC 3986 unreserved
+/// characters), so that any id or name a user types stays one segment.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `path?k=v&…` from the pairs whose value is present, values encoded.
+pub fn with_query(path: &str, pairs: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        // A comma stays literal: it separates the values of list filters (`type=A,B`).
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v).replace("%2C", ","))))
+        .collect();
+    if q.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", q.join("&"))
+    }
+}
+
+/// True when `path` is a Unix socket a daemon could be listening on.
+pub fn socket_exists(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(
+            Endpoint::tcp("http://127.0.0.1:8000", None).unwrap(),
+            Endpoint::Tcp { authority: "127.0.0.1:8000".into(), prefix: "".into(), token: None }
+        );
+        assert_eq!(
+            Endpoint::tcp("localhost:9/agt/", Some("t".into())).unwrap(),
+            Endpoint::Tcp { authority: "localhost:9".into(), prefix: "/agt".into(), token: Some("t".into()) }
+        );
+        assert_eq!(
+            Endpoint::tcp("http://[::1]", None).unwrap(),
+            Endpoint::Tcp { authority: "[::1]:80".into(), prefix: "".into(), token: None }
+        );
+        assert!(Endpoint::tcp("https://x", None).is_err());
+        assert!(Endpoint::tcp("http:///x", None).is_err());
+    }
+
+    #[test]
+    fn encodes() {
+        assert_eq!(encode("a b/c?"), "a%20b%2Fc%3F");
+        assert_eq!(encode("BTC-USD"), "BTC-USD");
+        assert_eq!(with_query("/x", &[("a", Some("1".into())), ("b", None), ("c", Some("x,y".into()))]), "/x?a=1&c=x,y");
+    }
+
+    #[test]
+    fn error_bodies() {
+        let e = api_error(StatusCode::NOT_FOUND, br#"{"error":{"code":"not_found","message":"no user"}}"#);
+        assert_eq!(e.code(), Some("not_found"));
+        let e = api_error(StatusCode::BAD_GATEWAY, b"");
+        assert_eq!(e.code(), Some("http_502"));
+    }
+}

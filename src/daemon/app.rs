@@ -1,0 +1,35 @@
+//! The daemon's shared state: one handle per service, the bus, the live settings.
+//!
+//! Routes reach services only through these handles (typed messages), never through a
+//! service's store or state.
+
+use crate::daemon::supervisor::Supervisor;
+use crate::daemon::Home;
+use crate::services::actor::Handle;
+use crate::services::bus::Bus;
+use crate::services::config::SharedSettings;
+use crate::services::{audit, auth, config, health, market, orders, trading, users};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct App {
+    pub home: Home,
+    pub version: &'static str,
+    pub started: Instant,
+    pub started_at: String,
+    pub bus: Bus,
+    pub settings: SharedSettings,
+    pub supervisor: Arc<Supervisor>,
+    pub config: Handle<config::service::Cmd>,
+    pub health: Handle<health::Cmd>,
+    pub audit: Handle<audit::Cmd>,
+    pub users: Handle<users::Cmd>,
+    pub auth: Handle<auth::Cmd>,
+    pub risk: Handle<crate::services::risk::Cmd>,
+    pub market: Handle<market::Cmd>,
+    pub trading: Handle<trading::Cmd>,
+    pub orders: Handle<orders::Cmd>,
+    pub notify: Handle<crate::services::notify::Cmd>,
+    /// Flips to true when the daemon begins to shut down: long streams end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}

@@ -1,0 +1,73 @@
+//! Feeds bus events to a service that builds its state from them (audit, health, market,
+//! notify), resuming after the last event the service has recorded.
+//!
+//! The service answers "the last sequence I recorded" and ignores anything at or below
+//! it, so replaying after a restart (of the daemon or of the service) neither loses nor
+//! doubles an event.
+
+use crate::services::actor::{Handle, Reply, State};
+use crate::services::bus::{Bus, BusEvent};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+pub fn spawn<C: Send + 'static>(
+    bus: Bus,
+    handle: Handle<C>,
+    last_seq: fn(Reply<u64>) -> C,
+    wrap: fn(BusEvent) -> C,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if handle.status.state() != State::Running {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let restarts = handle.status.restarts.load(std::sync::atomic::Ordering::Relaxed);
+            let mut live = bus.subscribe();
+            let Ok(mut last) = handle.call(last_seq).await else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            // Replay what the service has not seen yet.
+            loop {
+                let (b, from) = (bus.clone(), last);
+                let page = tokio::task::spawn_blocking(move || b.read_since(from, None, 1000)).await;
+                let Ok(Ok(page)) = page else { break };
+                let n = page.len();
+                for e in page {
+                    last = e.event.seq;
+                    handle.tell(wrap(e));
+                }
+                if n < 1000 {
+                    break;
+                }
+            }
+            // Then follow, until the service restarts or we fall behind.
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    r = live.recv() => match r {
+                        Ok(e) => {
+                            if e.event.seq > last {
+                                last = e.event.seq;
+                                handle.tell(wrap((*e).clone()));
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => {
+                        if handle.status.restarts.load(std::sync::atomic::Ordering::Relaxed) != restarts {
+                            break;
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,163 @@
+//! HTTP plumbing shared by every route: who is calling, JSON in, JSON errors out.
+//!
+//! **Architecture Invariant:** a handler never builds an error body itself; it returns an
+//! [`ApiError`], and this module turns it into `{"error":{"code","message"}}` with its
+//! status. Malformed JSON, wrong types and missing fields are answered here, before any
+//! service sees the request.
+
+use crate::api::{ApiError, Role, TokenInfo};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// The error code of an error response, for the `http_errors_total` metric.
+#[derive(Clone, Debug)]
+pub struct ErrorCode(pub String);
+
+/// An [`ApiError`] as an axum response.
+pub struct Failure(pub ApiError);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(self.0.body())).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.0.code.to_string()));
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, Failure>;
+
+/// How a request arrived: the socket is the owner's (admin); TCP needs a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Socket,
+    Tcp,
+}
+
+/// Who is calling, set by the transport guard before any handler runs.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// Over the Unix socket: the owner of the machine account, an admin.
+    Socket,
+    Token(TokenInfo),
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::Socket => Role::Admin,
+            Caller::Token(t) => t.role,
+        }
+    }
+    /// Who did it, for the audit log: never a secret.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Socket => "socket".into(),
+            Caller::Token(t) => format!("token:{}", t.id),
+        }
+    }
+    /// Admin only: deposits, users, symbols, limits, halts, config, services, tokens.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Admin => Ok(()),
+            r => Err(ApiError::forbidden(format!("a {} token may not do this; it needs an admin token", r.as_str()))),
+        }
+    }
+    /// Anyone but a trader may read everything (a viewer reads all, except tokens).
+    pub fn require_reader(&self) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Admin | Role::Viewer => Ok(()),
+            Role::Trader => Err(ApiError::forbidden("a trader token may only read its own user's data and market data")),
+        }
+    }
+    /// Admins and traders may place, amend and cancel; viewers change nothing.
+    pub fn require_trading(&self) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Admin | Role::Trader => Ok(()),
+            Role::Viewer => Err(ApiError::forbidden("a viewer token cannot change anything")),
+        }
+    }
+    /// The user a trader token is bound to (`None` for admins and viewers).
+    pub fn bound_user(&self) -> Option<&str> {
+        match self {
+            Caller::Token(t) if t.role == Role::Trader => t.user_id.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn is_trader(&self) -> bool {
+        self.role() == Role::Trader
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Failure(ApiError::unauthorized("no caller identity on this request")))
+    }
+}
+
+/// A JSON body, refused with a 400 that says what is wrong (not axum's plain-text one).
+pub struct Json<T>(pub T);
+
+/// The largest request body accepted (a placement is ~200 bytes).
+pub const MAX_BODY: usize = 1 << 20;
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = Failure;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Failure(ApiError::bad_request(format!("could not read the request body: {e}"))))?;
+        parse_json(&bytes).map(Json).map_err(Failure)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ApiError::invalid("invalid_json", "the request needs a JSON object body"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };
+        ApiError::invalid(code, format!("invalid request body: {e}"))
+    })
+}
+
+/// Query strings, refused with a JSON 400 naming the bad parameter.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from_str(q).map(Query).map_err(Failure)
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::bad_request("malformed query string"))?)
+        .map(|axum::extract::Query(t)| t)
+        .map_err(|e| ApiError::invalid("invalid_query", format!("{}", e.body_text())))
+}
+
+/// 201 with a JSON body.
+pub fn created<T: serde::Serialize>(t: T) -> Response {
+    (StatusCode::CREATED, axum::Json(t)).into_response()
+}
+
+pub fn ok<T: serde::Serialize>(t: T) -> Response {
+    (StatusCode::OK, axum::Json(t)).into_response()
+}

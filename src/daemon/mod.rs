@@ -1,0 +1,187 @@
+//! The daemon: boot, supervisor, HTTP server on the socket and TCP, routes and auth.
+//!
+//! [`run`] is `agt daemon run`: take the home's lock, load the config, open the bus and
+//! start every service under the supervisor, bind the socket (0600) and TCP, write
+//! `agtd.json`, then serve until SIGINT/SIGTERM and shut down in reverse.
+
+pub mod app;
+mod follower;
+pub mod home;
+pub mod http;
+mod lock;
+mod logging;
+pub mod metrics;
+mod routes;
+mod server;
+pub mod supervisor;
+
+pub use home::Home;
+
+use crate::api::DaemonInfo;
+use crate::services::actor::ServiceCtx;
+use crate::services::config::settings::Settings;
+use crate::services::config::SharedSettings;
+use crate::services::store::Durability;
+use crate::services::{audit, auth, config, health, market, orders, trading, users};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What `agt daemon run` was asked for.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub home: Home,
+    /// `--http ADDR`: overrides `http.listen` (and `AGT_HTTP_ADDR`).
+    pub http: Option<String>,
+}
+
+/// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let home = opts.home;
+    std::fs::create_dir_all(home.data_dir())?;
+    let _lock = lock::acquire(&home)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(addr) = opts.http {
+        settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+    }
+    crate::services::notify::check_webhooks(&settings).map_err(|e| anyhow::anyhow!("{}: {e}", home.config_file().display()))?;
+    let logging = logging::init(&home, settings.log.level.as_str())?;
+    lock::clear_stale_socket(&home)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
+    let result = runtime.block_on(serve(home.clone(), settings, logging));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    for f in [home.socket(), home.pid_file(), home.info_file()] {
+        let _ = std::fs::remove_file(f);
+    }
+    result
+}
+
+fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
+    let path = home.socket();
+    // Created 0600 before it listens: bind() under a umask that grants nobody else anything.
+    // SAFETY: umask only changes this process's file-creation mask; we restore it at once.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(&path);
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::UnixListener::from_std(listener)?)
+}
+
+async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let durability = match settings.durability {
+        crate::services::config::settings::Durability::Normal => Durability::Normal,
+        crate::services::config::settings::Durability::Full => Durability::Full,
+    };
+    let bus = crate::services::bus::Bus::open(&home, durability)?;
+    let shared = SharedSettings::new(settings.clone());
+    let policy = supervisor::Policy {
+        max_restarts: settings.supervisor.max_restarts,
+        window: Duration::from_secs(settings.supervisor.window_s),
+        backoff_initial: Duration::from_millis(settings.supervisor.backoff_initial_ms),
+        backoff_max: Duration::from_millis(settings.supervisor.backoff_max_ms),
+    };
+    let ctx = ServiceCtx { home: home.clone(), durability, bus: bus.clone(), settings: shared.clone() };
+    let mut sup = supervisor::Supervisor::new(policy);
+    let config = sup.spawn::<config::service::Config>(ctx.clone());
+    let health = sup.spawn::<health::Health>(ctx.clone());
+    let audit = sup.spawn::<audit::Audit>(ctx.clone());
+    let users = sup.spawn::<users::Users>(ctx.clone());
+    let auth = sup.spawn::<auth::Auth>(ctx.clone());
+    let risk = sup.spawn::<crate::services::risk::Risk>(ctx.clone());
+    let market = sup.spawn::<market::Market>(ctx.clone());
+    let trading = sup.spawn::<trading::Trading>(ctx.clone());
+    let orders = sup.spawn::<orders::Orders>(ctx.clone());
+    let notify = sup.spawn::<crate::services::notify::Notify>(ctx.clone());
+    let supervisor = Arc::new(sup);
+    let (shutdown, _) = tokio::sync::watch::channel(false);
+    let app = Arc::new(app::App {
+        home: home.clone(),
+        version: VERSION,
+        started,
+        started_at: crate::api::now_rfc3339(),
+        bus: bus.clone(),
+        settings: shared.clone(),
+        supervisor: supervisor.clone(),
+        config,
+        health,
+        audit,
+        users,
+        auth,
+        risk,
+        market,
+        trading,
+        orders,
+        notify,
+        shutdown,
+    });
+    follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, app.shutdown.subscribe());
+    follower::spawn(bus.clone(), app.health.clone(), health::Cmd::LastEventSeq, health::Cmd::Event, app.shutdown.subscribe());
+    follower::spawn(bus.clone(), app.market.clone(), market::Cmd::LastEventSeq, market::Cmd::Event, app.shutdown.subscribe());
+    follower::spawn(bus.clone(), app.notify.clone(), crate::services::notify::Cmd::LastEventSeq, crate::services::notify::Cmd::Event, app.shutdown.subscribe());
+    crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
+
+    tokio::spawn(crate::services::orders::saga::recover(app.clone()));
+
+    let router = routes::router(app.clone());
+    let unix = bind_socket(&home)?;
+    let mut servers = vec![tokio::spawn(server::serve(unix, router.clone(), http::Transport::Socket, app.shutdown.subscribe()))];
+    let listen = settings.http.listen.trim().to_string();
+    let mut http_addr = None;
+    if !listen.is_empty() {
+        let tcp = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on http.listen = {listen:?}: {e}"))?;
+        http_addr = Some(tcp.local_addr()?.to_string());
+        servers.push(tokio::spawn(server::serve(tcp, router, http::Transport::Tcp, app.shutdown.subscribe())));
+    }
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        socket: home.socket().display().to_string(),
+        http: http_addr.clone(),
+        version: VERSION.into(),
+        started_at: app.started_at.clone(),
+    };
+    write_atomically(&home.pid_file(), format!("{}\n", info.pid).as_bytes())?;
+    write_atomically(&home.info_file(), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    tracing::info!(pid = info.pid, socket = %info.socket, http = ?http_addr, "agt daemon started");
+
+    // Keep the log level in step with the live config.
+    let mut level = settings.log.level;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = tick.tick() => {
+                let now = shared.get().log.level;
+                if now != level {
+                    logging.set_level(now.as_str());
+                    level = now;
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: draining connections, then services");
+    let _ = app.shutdown.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    let sup = supervisor.clone();
+    tokio::task::spawn_blocking(move || sup.shutdown()).await?;
+    let b = bus.clone();
+    tokio::task::spawn_blocking(move || b.shutdown()).await?;
+    tracing::info!("agt daemon stopped");
+    Ok(())
+}
+
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}

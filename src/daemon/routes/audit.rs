@@ -1,0 +1,30 @@
+//! `/api/audit` and `/api/audit/verify`.
+
+use crate::daemon::app::App;
+use crate::daemon::http::{ok, ApiResult, Caller, Query};
+use crate::services::audit::Cmd;
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    actor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let (since, actor, limit) = (q.since.unwrap_or(0), q.actor, q.limit.unwrap_or(100).min(100_000));
+    Ok(ok(app.audit.call(|reply| Cmd::List { since, actor, limit, reply }).await?))
+}
+
+pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(app.audit.call(Cmd::Verify).await?))
+}

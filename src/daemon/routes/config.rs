@@ -1,0 +1,41 @@
+//! `GET/PUT /api/config`: the live configuration; PUT validates, persists and applies.
+
+use crate::api::ApiError;
+use crate::daemon::app::App;
+use crate::daemon::http::{ok, ApiResult, Caller, Json};
+use crate::services::config::service::Cmd;
+use axum::extract::State;
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn show(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(app.config.call(Cmd::Show).await?))
+}
+
+/// Flattens `{"risk": {"max_open_orders": 3}}` and `{"risk.max_open_orders": 3}` alike.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) if !prefix.is_empty() || !m.is_empty() => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if v.is_object() {
+                    flatten(&key, v, out);
+                } else {
+                    out.push((key, v.clone()));
+                }
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<serde_json::Value>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if !body.is_object() {
+        return Err(ApiError::invalid("invalid_request", "send a JSON object of dotted keys, e.g. {\"log.level\": \"debug\"}").into());
+    }
+    let mut changes = Vec::new();
+    flatten("", &body, &mut changes);
+    Ok(ok(app.config.call(|r| Cmd::Set(changes, r)).await?))
+}

@@ -1,0 +1,147 @@
+//! `GET /api/events`: the bus as one long NDJSON (or SSE) response — replay, then follow.
+
+use crate::api::ApiError;
+use crate::daemon::app::App;
+use crate::daemon::http::{ApiResult, Caller, Query};
+use crate::services::bus::{BusEvent, EVENT_TYPES};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Deserialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default, rename = "type")]
+    types: Option<String>,
+    #[serde(default)]
+    follow: Option<bool>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+const PAGE: usize = 1000;
+
+pub async fn events(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let types: Option<Vec<String>> = match q.types.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => {
+            let list: Vec<String> = t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            if let Some(bad) = list.iter().find(|x| !EVENT_TYPES.contains(&x.as_str())) {
+                return Err(ApiError::invalid("unknown_event_type", format!("unknown event type {bad:?}; known: {}", EVENT_TYPES.join(" "))).into());
+            }
+            Some(list)
+        }
+    };
+    let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
+    let follow = q.follow.unwrap_or(false);
+    let since = q.since.unwrap_or(0);
+    let limit = q.limit.unwrap_or(usize::MAX);
+    tokio::spawn(stream(app, since, types, follow, limit, sse, tx));
+    let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
+    Ok((
+        [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
+    if sse {
+        format!("id: {}\nevent: {}\ndata: {}\n\n", e.event.seq, e.event.kind, e.line).into()
+    } else {
+        let mut s = String::with_capacity(e.line.len() + 1);
+        s.push_str(&e.line);
+        s.push('\n');
+        s.into()
+    }
+}
+
+/// Replays from the store after `last`, sending at most `left` events; false if the client left.
+async fn replay(
+    app: &Arc<App>,
+    last: &mut u64,
+    types: &Option<Vec<String>>,
+    left: &mut usize,
+    sse: bool,
+    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) -> bool {
+    while *left > 0 {
+        let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
+        let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
+        let Ok(Ok(page)) = page else { return false };
+        for e in &page {
+            *last = e.event.seq;
+            *left -= 1;
+            if tx.send(Ok(frame(e, sse))).await.is_err() {
+                return false;
+            }
+        }
+        if page.len() < n {
+            break;
+        }
+    }
+    true
+}
+
+async fn stream(
+    app: Arc<App>,
+    since: u64,
+    types: Option<Vec<String>>,
+    follow: bool,
+    mut left: usize,
+    sse: bool,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
+    // Subscribe before replaying, so nothing committed in between is missed.
+    let mut live = app.bus.subscribe();
+    let mut shutdown = app.shutdown.subscribe();
+    let mut last = since;
+    if !replay(&app, &mut last, &types, &mut left, sse, &tx).await || !follow {
+        return;
+    }
+    // Replay may have stopped at a type filter's last match; follow from the bus's head.
+    last = last.max(since);
+    loop {
+        tokio::select! {
+            r = live.recv() => match r {
+                Ok(e) => {
+                    if e.event.seq <= last {
+                        continue;
+                    }
+                    last = e.event.seq;
+                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.event.kind)) {
+                        continue;
+                    }
+                    if tx.send(Ok(frame(&e, sse))).await.is_err() {
+                        return;
+                    }
+                    left -= 1;
+                    if left == 0 {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Too slow for the live feed: catch up from the store instead.
+                    if !replay(&app, &mut last, &types, &mut left, sse, &tx).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+        }
+    }
+}

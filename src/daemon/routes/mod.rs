@@ -1,0 +1,188 @@
+//! The router: every route of DESIGN.md §4, and the layers every request passes through
+//! (metrics, the transport guard, the audit of commands).
+//!
+//! The same router serves the socket and TCP; the [`Transport`] a connection came in on
+//! decides who the caller is.
+
+mod accounts;
+mod audit;
+mod config;
+mod events;
+mod market;
+mod notify;
+mod orders;
+mod risk;
+mod system;
+mod tokens;
+mod users;
+
+use crate::api::ApiError;
+use crate::daemon::app::App;
+use crate::daemon::http::{Caller, ErrorCode, Failure, Transport};
+use crate::daemon::metrics::{self, EndpointLabels, ErrorLabels, HttpLabels};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self as mw, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::metrics))
+        .route("/api/services", get(system::services))
+        .route("/api/services/{name}/restart", post(system::restart))
+        .route("/api/services/{name}/crash", post(system::crash))
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/{id}", get(users::get).put(users::update))
+        .route("/api/users/{id}/deposits", post(accounts::deposit))
+        .route("/api/users/{id}/withdrawals", post(accounts::withdraw))
+        .route("/api/users/{id}/account", get(accounts::account))
+        .route("/api/risk/limits", get(risk::limits).put(risk::set_limits))
+        .route("/api/risk/halt", post(risk::halt))
+        .route("/api/risk/resume", post(risk::resume))
+        .route("/api/risk/state", get(risk::state))
+        .route("/api/risk/holds", get(risk::holds))
+        .route("/api/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/events", get(events::events))
+        .route("/api/audit", get(audit::list))
+        .route("/api/audit/verify", get(audit::verify))
+        .route("/api/config", get(config::show).put(config::set))
+        .route("/api/notifications", get(notify::list))
+        .route("/api/notifications/rules", get(notify::rules).post(notify::add_rule))
+        .route("/api/notifications/rules/{id}", axum::routing::delete(notify::remove_rule))
+        .route("/api/symbols", get(market::list_symbols).post(market::add_symbol))
+        .route("/api/symbols/{symbol}", get(market::get_symbol))
+        .route("/api/trades/{symbol}", get(market::trades))
+        .route("/api/market/{symbol}", get(market::quote))
+        .route("/api/market/{symbol}/candles", get(market::candles))
+        .route("/api/orders", get(orders::list).post(orders::place))
+        .route("/api/trading/orders", axum::routing::post(orders::place))
+        .route("/api/orders/cancel-all", post(orders::cancel_all))
+        .route("/api/orders/{id}", get(orders::get).delete(orders::cancel).patch(orders::amend))
+        .route("/api/trading/orders/{id}", get(orders::get))
+        .route("/api/orders/{id}/status", axum::routing::put(orders::set_status))
+        .route("/api/book/{symbol}", get(orders::book))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(mw::from_fn_with_state(app.clone(), audit_commands))
+        .layer(mw::from_fn_with_state(app.clone(), guard))
+        .layer(mw::from_fn(observe))
+        .with_state(app)
+}
+
+async fn not_found(req: Request) -> Failure {
+    Failure(ApiError::new(404, "not_found", format!("no route {} {}; see DESIGN.md §4 for the API", req.method(), req.uri().path())))
+}
+
+async fn method_not_allowed(req: Request) -> Failure {
+    Failure(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.uri().path())))
+}
+
+/// The service a route belongs to, for the seed's `service` metric label.
+fn service_of(path: &str) -> &'static str {
+    let seg = path.strip_prefix("/api/").unwrap_or("").split('/').next().unwrap_or("");
+    match seg {
+        "users" => "users",
+        "tokens" => "auth",
+        "orders" | "trading" => "orders",
+        "book" => "trading",
+        "symbols" | "market" | "trades" => "market",
+        "risk" => "risk",
+        "events" => "bus",
+        "audit" => "audit",
+        "config" => "config",
+        "notifications" => "notify",
+        _ => "health",
+    }
+}
+
+/// Counts and times every request (seed metric names), and its errors by code.
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let service = service_of(&endpoint);
+    let resp = next.run(req).await;
+    let m = metrics::get();
+    m.http_requests.get_or_create(&HttpLabels { service, endpoint: endpoint.clone(), method }).inc();
+    m.http_duration.get_or_create(&EndpointLabels { service, endpoint: endpoint.clone() }).observe(started.elapsed().as_secs_f64());
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        let error_type = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()).unwrap_or_else(|| resp.status().as_u16().to_string());
+        m.http_errors.get_or_create(&ErrorLabels { service, endpoint, error_type }).inc();
+    }
+    resp
+}
+
+fn is_public(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Decides who is calling. On the socket everyone is the owner (admin), but a request
+/// carrying `Origin` or `Referer` came from a browser page and is refused. On TCP,
+/// everything under `/api` needs a valid bearer token.
+async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let transport = req.extensions().get::<Transport>().copied().unwrap_or(Transport::Tcp);
+    match transport {
+        Transport::Socket => {
+            if req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(header::REFERER) {
+                return Failure(ApiError::forbidden("requests from web pages (with Origin or Referer) are refused on the socket"))
+                    .into_response();
+            }
+            req.extensions_mut().insert(Caller::Socket);
+        }
+        Transport::Tcp => {
+            if !is_public(req.uri().path()) {
+                let bearer = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                    .map(|s| s.trim().to_string());
+                let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
+                    return Failure(ApiError::unauthorized("this route needs `Authorization: Bearer <token>`; create one with `agt token create`"))
+                        .into_response();
+                };
+                match app.auth.call(|r| crate::services::auth::Cmd::Verify(secret, r)).await {
+                    Ok(Some(token)) => {
+                        req.extensions_mut().insert(Caller::Token(token));
+                    }
+                    Ok(None) => return Failure(ApiError::unauthorized("the bearer token is unknown or revoked")).into_response(),
+                    Err(e) => return Failure(e).into_response(),
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Records every command (any method but GET/HEAD under `/api`) in the audit log before
+/// its answer leaves, so an acknowledged command always has its audit record.
+async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
+    if !is_command {
+        return next.run(req).await;
+    }
+    let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
+    let action = format!("{} {}", req.method(), req.uri().path());
+    let resp = next.run(req).await;
+    let detail = serde_json::json!({
+        "status": resp.status().as_u16(),
+        "error": resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()),
+    });
+    let logged = app
+        .audit
+        .call(|r| crate::services::audit::Cmd::Append { actor, action, detail, reply: Some(r) })
+        .await;
+    match logged {
+        Ok(()) => resp,
+        // Nothing may be acknowledged without its audit record.
+        Err(e) => Failure(ApiError::new(503, "service_unavailable", format!("the command ran but could not be audited: {}", e.message)))
+            .into_response(),
+    }
+}

@@ -1,0 +1,54 @@
+//! `/api/notifications`: the webhook delivery log, and webhook rules added at run time.
+//!
+//! Reading is for admins and viewers; adding and removing rules is admin-only. Secrets
+//! are never answered back (shown as `"***"`).
+
+use crate::api::{ApiError, NewWebhookRule};
+use crate::daemon::app::App;
+use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Query};
+use crate::services::notify::Cmd;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Deliveries, newest first: `?limit=` (default 100, 1 to 10000), `?status=pending|sent|failed`.
+pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::invalid("invalid_limit", "limit must be between 1 and 10000").into());
+    }
+    let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "all") {
+        None => None,
+        Some(s @ ("pending" | "sent" | "failed")) => Some(s.to_string()),
+        Some(other) => {
+            return Err(ApiError::invalid("invalid_status", format!("status must be pending, sent, failed or all, got {other:?}")).into())
+        }
+    };
+    Ok(ok(app.notify.call(|reply| Cmd::List { limit, status, reply }).await?))
+}
+
+pub async fn rules(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(app.notify.call(Cmd::Rules).await?))
+}
+
+/// Body `{"url", "events", "secret"?}` → 201 the rule (its secret masked).
+pub async fn add_rule(State(app): State<Arc<App>>, caller: Caller, Json(rule): Json<NewWebhookRule>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(created(app.notify.call(|reply| Cmd::AddRule { rule, reply }).await?))
+}
+
+pub async fn remove_rule(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(ok(app.notify.call(|reply| Cmd::RemoveRule { id, reply }).await?))
+}

@@ -1,0 +1,112 @@
+//! Orders and books: placement, queries, cancel, amend, mass cancel (DESIGN.md §4),
+//! including the seed-compatible routes.
+
+use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder};
+use crate::daemon::app::App;
+use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
+use crate::services::orders::{saga, Cmd, ListFilter};
+use crate::services::{market, trading};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub async fn place(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<PlaceOrder>) -> ApiResult<Response> {
+    let (status, order) = saga::place(app, &caller, body).await?;
+    Ok(if status == 201 { created(order) } else { ok(order) })
+}
+
+pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(ok(saga::visible_order(&app, &caller, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_id: Option<String>,
+    symbol: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+    let user_id = match (caller.bound_user(), q.user_id.as_deref().filter(|u| !u.is_empty())) {
+        (None, None) => None,
+        (_, named) => Some(saga::resolve_user(&app, &caller, named).await?.user_id),
+    };
+    let statuses = match q.status.as_deref().unwrap_or("open") {
+        "open" => vec![OrderStatus::New, OrderStatus::PartiallyFilled],
+        "all" | "" => vec![],
+        list => list
+            .split(',')
+            .map(|s| {
+                OrderStatus::parse(s.trim()).ok_or_else(|| {
+                    ApiError::invalid("invalid_status", format!("status must be open, all, or one of new, partially_filled, filled, cancelled, rejected, expired; got {s:?}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::invalid("invalid_limit", "limit must be between 1 and 10000").into());
+    }
+    let filter = ListFilter { user_id, symbol: q.symbol.filter(|s| !s.is_empty()), statuses, limit };
+    Ok(ok(app.orders.call(|reply| Cmd::List { filter, reply }).await?))
+}
+
+pub async fn cancel(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(ok(saga::cancel(&app, &caller, &id).await?))
+}
+
+#[derive(Deserialize, Default)]
+struct StatusBody {
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct StatusQuery {
+    status: Option<String>,
+}
+
+/// The seed's `PUT /api/orders/{id}/status`: only `cancelled` is accepted (= cancel).
+pub async fn set_status(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<StatusQuery>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<StatusBody>(&body)?.status };
+    let status = from_body.or(q.status).ok_or_else(|| ApiError::invalid("invalid_status", "send {\"status\": \"cancelled\"} or ?status=cancelled"))?;
+    if status != "cancelled" {
+        // Check the order exists first, so an unknown id is still a 404.
+        saga::visible_order(&app, &caller, &id).await?;
+        return Err(ApiError::rejected(
+            "invalid_status_transition",
+            format!("only \"cancelled\" can be set by a client; {status:?} is decided by the matching engine"),
+        )
+        .into());
+    }
+    Ok(ok(saga::cancel(&app, &caller, &id).await?))
+}
+
+pub async fn amend(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, Json(body): Json<AmendOrder>) -> ApiResult<Response> {
+    Ok(ok(saga::amend(&app, &caller, &id, body).await?))
+}
+
+pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    let req: CancelAll = if body.iter().all(u8::is_ascii_whitespace) { CancelAll::default() } else { parse_json(&body)? };
+    let symbol = req.symbol.filter(|s| !s.is_empty());
+    Ok(ok(saga::cancel_all(&app, &caller, req.user_id.as_deref(), symbol).await?))
+}
+
+#[derive(Deserialize)]
+pub struct BookQuery {
+    depth: Option<usize>,
+}
+
+pub async fn book(State(app): State<Arc<App>>, Path(symbol): Path<String>, Query(q): Query<BookQuery>) -> ApiResult<Response> {
+    app.market.call(|r| market::Cmd::Symbol(symbol.clone(), r)).await?;
+    let depth = q.depth.unwrap_or(10).clamp(1, 1000);
+    Ok(ok(app.trading.call(|reply| trading::Cmd::Book { symbol, depth, reply }).await?))
+}

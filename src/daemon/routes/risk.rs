@@ -1,0 +1,128 @@
+//! `/api/risk/*` (DESIGN.md §4): pre-trade limits, trading halts and the holds.
+//!
+//! Global limits are configuration (`risk.*`): `PUT /api/risk/limits` without `user_id`
+//! goes to the config service, exactly as `PUT /api/config` would. A user's own limits
+//! live in the risk service.
+
+use super::users::visible_user;
+use crate::api::{ApiError, HaltRequest, RiskLimits};
+use crate::daemon::app::App;
+use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, Query, MAX_BODY};
+use crate::services::risk::checks::LIMIT_KEYS;
+use crate::services::{config, risk, users};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UserQuery {
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+impl UserQuery {
+    fn user(self) -> Option<String> {
+        self.user_id.filter(|u| !u.trim().is_empty())
+    }
+}
+
+/// The global limits, or a user's effective limits (readers; a trader its own).
+pub async fn limits(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<UserQuery>) -> ApiResult<Response> {
+    let user_id = match q.user() {
+        Some(key) => Some(visible_user(&app, &caller, &key).await?.user_id),
+        None => {
+            caller.require_reader()?;
+            None
+        }
+    };
+    Ok(ok(app.risk.call(|reply| risk::Cmd::Limits { user_id, reply }).await?))
+}
+
+/// Reads a limits body: an object of known limit names, each with a value of its type.
+fn parse_limits(body: &serde_json::Value) -> Result<RiskLimits, ApiError> {
+    let known = LIMIT_KEYS.join(", ");
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::invalid("invalid_request", format!("send a JSON object of limits, e.g. {{\"max_open_orders\": 50}}; the limits are {known}")));
+    };
+    if obj.is_empty() {
+        return Err(ApiError::invalid("invalid_request", format!("send at least one limit, e.g. {{\"max_open_orders\": 50}}; the limits are {known}")));
+    }
+    for (k, v) in obj {
+        if !LIMIT_KEYS.contains(&k.as_str()) {
+            return Err(ApiError::invalid("invalid_limit", format!("unknown limit {k:?}; the limits are {known}")));
+        }
+        if v.is_null() {
+            return Err(ApiError::invalid("invalid_limit", format!("{k} needs a value, not null")));
+        }
+    }
+    let limits: RiskLimits =
+        serde_json::from_value(body.clone()).map_err(|e| ApiError::invalid("invalid_limit", format!("invalid limits: {e}")))?;
+    risk::checks::validate_limits(&limits)?;
+    Ok(limits)
+}
+
+/// Admin: with `?user_id=` sets that user's own limits; without, the global ones (config).
+pub async fn set_limits(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(q): Query<UserQuery>,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let limits = parse_limits(&body)?;
+    if let Some(key) = q.user() {
+        let user_id = app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id;
+        return Ok(ok(app.risk.call(|reply| risk::Cmd::SetLimits { user_id, limits, reply }).await?));
+    }
+    let changes: Vec<(String, serde_json::Value)> = body
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (format!("risk.{k}"), v.clone())).collect())
+        .unwrap_or_default();
+    app.config.call(|r| config::service::Cmd::Set(changes, r)).await?;
+    // The config service announces it (CONFIG_CHANGED and RISK_LIMIT_CHANGED).
+    Ok(ok(app.risk.call(|reply| risk::Cmd::Limits { user_id: None, reply }).await?))
+}
+
+/// A `HaltRequest` body, where an empty body means "everywhere".
+async fn halt_body(req: Request) -> Result<HaltRequest, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(HaltRequest::default());
+    }
+    parse_json(&bytes)
+}
+
+pub async fn halt(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let symbol = halt_body(req).await?.symbol;
+    Ok(ok(app.risk.call(|reply| risk::Cmd::Halt { symbol, reply }).await?))
+}
+
+pub async fn resume(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let symbol = halt_body(req).await?.symbol;
+    Ok(ok(app.risk.call(|reply| risk::Cmd::Resume { symbol, reply }).await?))
+}
+
+/// `{"halted", "halted_symbols"}` (readers).
+pub async fn state(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(app.risk.call(risk::Cmd::TradingState).await?))
+}
+
+/// Every open hold, or one user's (readers): what open orders have set aside.
+pub async fn holds(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<UserQuery>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let user_id = match q.user() {
+        Some(key) => Some(app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id),
+        None => None,
+    };
+    let mut holds = app.risk.call(risk::Cmd::Holds).await?;
+    if let Some(u) = user_id {
+        holds.retain(|h| h.user_id == u);
+    }
+    Ok(ok(holds))
+}

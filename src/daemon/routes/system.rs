@@ -1,0 +1,79 @@
+//! `/health`, `/ready`, `/metrics` and the supervisor's view (`/api/services`).
+
+use crate::api::{ApiError, Health};
+use crate::daemon::app::App;
+use crate::daemon::http::{ApiResult, Caller};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+
+pub async fn health(State(app): State<Arc<App>>) -> Json<Health> {
+    let services = app.supervisor.list().into_iter().map(|s| (s.name, s.state)).collect();
+    Json(Health {
+        service: "agt".into(),
+        status: if app.supervisor.all_running() { "healthy" } else { "degraded" }.into(),
+        timestamp: crate::api::now_rfc3339(),
+        version: app.version.into(),
+        uptime_s: app.started.elapsed().as_secs(),
+        services,
+    })
+}
+
+pub async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.supervisor.all_running() {
+        (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
+    } else {
+        let down: Vec<_> = app.supervisor.list().into_iter().filter(|s| s.state != "running").map(|s| s.name).collect();
+        crate::daemon::http::Failure(ApiError::new(503, "not_ready", format!("services not running: {}", down.join(", "))))
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.supervisor.export_gauges();
+    let text = crate::daemon::metrics::get().encode();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+pub async fn services(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(crate::daemon::http::ok(app.supervisor.list()))
+}
+
+fn known(app: &App, name: &str) -> Result<(), ApiError> {
+    if app.supervisor.has(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(404, "unknown_service", format!("no service {name:?}; known: {}", app.supervisor.names().join(", "))))
+    }
+}
+
+pub async fn restart(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    known(&app, &name)?;
+    let before = app.supervisor.list().into_iter().find(|s| s.name == name).map(|s| s.restarts).unwrap_or(0);
+    app.supervisor.restart(&name);
+    // Answer once the new incarnation runs, so `agt service restart` means "restarted".
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = app.supervisor.list().into_iter().find(|s| s.name == name);
+        if let Some(s) = s {
+            if s.restarts > before && s.state == "running" || std::time::Instant::now() > deadline {
+                return Ok(crate::daemon::http::ok(s));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+pub async fn crash(State(app): State<Arc<App>>, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if !app.settings.get().debug.fault_injection {
+        return Err(ApiError::forbidden("fault injection is off; set debug.fault_injection = true to use it").into());
+    }
+    known(&app, &name)?;
+    app.supervisor.crash(&name);
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"service": name, "crash": "requested"}))).into_response())
+}

@@ -1,0 +1,38 @@
+//! `/api/tokens`: bearer tokens for TCP clients; the secret is answered once.
+
+use crate::api::{ApiError, NewToken, Role};
+use crate::daemon::app::App;
+use crate::daemon::http::{created, ok, ApiResult, Caller, Json};
+use crate::services::auth::{Cmd, Create};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<NewToken>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| ApiError::invalid("invalid_role", format!("role must be admin, trader or viewer, got {:?}", body.role)))?;
+    let user_id = match body.user_id.as_deref().filter(|u| !u.is_empty()) {
+        Some(key) => Some(app.users.call(|r| crate::services::users::Cmd::Get(key.to_string(), r)).await?.user_id),
+        None => None,
+    };
+    if role == Role::Trader && user_id.is_none() {
+        return Err(ApiError::invalid("user_required", "a trader token is bound to one user: pass user_id (or --user)").into());
+    }
+    let name = body.name.unwrap_or_else(|| format!("{}-token", role.as_str()));
+    if name.len() > 256 {
+        return Err(ApiError::invalid("invalid_name", "a token name is at most 256 bytes").into());
+    }
+    let token = app.auth.call(|r| Cmd::Create(Create { role, user_id, name }, r)).await?;
+    Ok(created(token))
+}
+
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(ok(app.auth.call(Cmd::List).await?))
+}
+
+pub async fn revoke(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(ok(app.auth.call(|r| Cmd::Revoke(id, r)).await?))
+}

@@ -1,0 +1,44 @@
+//! `/api/users`: create, read, update (DESIGN.md §4, seed-compatible).
+
+use crate::api::{ApiError, NewUser, User, UserUpdate};
+use crate::daemon::app::App;
+use crate::daemon::http::{created, ok, ApiResult, Caller, Json};
+use crate::services::users::Cmd;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<NewUser>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let user = app.users.call(|r| Cmd::Create(body, r)).await?;
+    Ok(created(user))
+}
+
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(app.users.call(Cmd::List).await?))
+}
+
+/// A user the caller may see: a trader sees only its own user (others are 404, not 403,
+/// so a trader cannot probe which users exist).
+pub async fn visible_user(app: &App, caller: &Caller, key: &str) -> Result<User, ApiError> {
+    let user = app.users.call(|r| Cmd::Get(key.to_string(), r)).await?;
+    if caller.is_trader() && caller.bound_user() != Some(user.user_id.as_str()) {
+        return Err(ApiError::not_found("user", key));
+    }
+    Ok(user)
+}
+
+pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(ok(visible_user(&app, &caller, &id).await?))
+}
+
+pub async fn update(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<UserUpdate>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    Ok(ok(app.users.call(|r| Cmd::Update(id, body, r)).await?))
+}

@@ -1,0 +1,222 @@
+//! The supervisor: runs every service on its own thread and restarts it when it fails.
+//!
+//! A service that panics or returns an error is restarted with exponential backoff
+//! (100 ms doubling to 5 s); more than `max_restarts` failures within `window_s` marks it
+//! `failed` — the daemon stays up and reports `degraded` until an operator restarts it.
+//! A manual restart (`agt service restart`) finishes the queued work first and counts as a
+//! restart. While a service is not running its handles answer 503 at once.
+
+use crate::api::ServiceInfo;
+use crate::services::actor::{run_incarnation, Control, Envelope, Exit, Handle, Service, ServiceCtx, State, Status};
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Restart policy (config `[supervisor]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_restarts: u32,
+    pub window: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Entry {
+    status: Arc<Status>,
+    control: Box<dyn Fn(Control) -> bool + Send + Sync>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// All supervised services, in start order (shutdown runs in reverse).
+#[derive(Default)]
+pub struct Supervisor {
+    entries: Vec<Entry>,
+    pub policy: Policy,
+}
+
+impl Supervisor {
+    pub fn new(policy: Policy) -> Self {
+        Supervisor { entries: Vec::new(), policy }
+    }
+
+    /// Starts `S` on its own thread and returns the handle callers use.
+    pub fn spawn<S: Service>(&mut self, ctx: ServiceCtx) -> Handle<S::Cmd> {
+        let (tx, rx) = mpsc::channel::<Envelope<S::Cmd>>();
+        let status = Arc::new(Status::new(S::NAME));
+        let handle = Handle::new(tx.clone(), status.clone());
+        let policy = self.policy;
+        let st = status.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("svc-{}", S::NAME))
+            .spawn(move || supervise::<S>(ctx, rx, st, policy))
+            .expect("spawning a service thread");
+        let ctl = handle.clone();
+        self.entries.push(Entry {
+            status,
+            control: Box::new(move |c| ctl.control(c)),
+            thread: Mutex::new(Some(thread)),
+        });
+        handle
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.status.name == name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.status.name).collect()
+    }
+
+    pub fn list(&self) -> Vec<ServiceInfo> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let s = &e.status;
+                let started = s.started_at.lock().unwrap().clone();
+                let state = s.state();
+                ServiceInfo {
+                    name: s.name.to_string(),
+                    state: state.as_str().to_string(),
+                    restarts: s.restarts.load(Ordering::Relaxed),
+                    uptime_s: match (&started, state) {
+                        (Some((at, _)), State::Running) => at.elapsed().as_secs(),
+                        _ => 0,
+                    },
+                    started_at: started.map(|(_, t)| t),
+                    last_error: s.last_error.lock().unwrap().clone(),
+                    mailbox_depth: s.depth.load(Ordering::Relaxed).max(0) as u64,
+                }
+            })
+            .collect()
+    }
+
+    pub fn all_running(&self) -> bool {
+        self.entries.iter().all(|e| e.status.state() == State::Running)
+    }
+
+    /// Asks a service to restart (after its queued work). `false` if there is no such service.
+    pub fn restart(&self, name: &str) -> bool {
+        self.entry(name).map(|e| (e.control)(Control::Restart)).unwrap_or(false)
+    }
+
+    /// Fault injection: makes a service panic.
+    pub fn crash(&self, name: &str) -> bool {
+        self.entry(name).map(|e| (e.control)(Control::Crash)).unwrap_or(false)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.entry(name).is_some()
+    }
+
+    /// Stops every service in reverse start order, each after its queued work.
+    pub fn shutdown(&self) {
+        for e in self.entries.iter().rev() {
+            (e.control)(Control::Stop);
+            if let Some(t) = e.thread.lock().unwrap().take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Sets the `agt_service_up` and `agt_mailbox_depth` gauges (at scrape time).
+    pub fn export_gauges(&self) {
+        let m = crate::daemon::metrics::get();
+        for e in &self.entries {
+            let label = crate::daemon::metrics::ServiceLabel { service: e.status.name.to_string() };
+            m.service_up.get_or_create(&label).set((e.status.state() == State::Running) as i64);
+            m.mailbox_depth.get_or_create(&label).set(e.status.depth.load(Ordering::Relaxed).max(0));
+        }
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+fn supervise<S: Service>(ctx: ServiceCtx, rx: mpsc::Receiver<Envelope<S::Cmd>>, status: Arc<Status>, policy: Policy) {
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut backoff = policy.backoff_initial;
+    loop {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_incarnation::<S>(&ctx, &rx, &status)));
+        let error = match outcome {
+            Ok(Ok(Exit::Stop)) => {
+                status.set_state(State::Stopped);
+                return;
+            }
+            Ok(Ok(Exit::Restart)) => {
+                record_restart(&ctx, &status, "requested by an operator");
+                backoff = policy.backoff_initial;
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(p) => panic_text(p.as_ref()),
+        };
+        tracing::error!(service = S::NAME, error = %error, "service failed");
+        *status.last_error.lock().unwrap() = Some(error.clone());
+        status.set_state(State::Restarting);
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+            failures.pop_front();
+        }
+        if failures.len() as u32 > policy.max_restarts {
+            status.set_state(State::Failed);
+            ctx.bus.publish("SERVICE_FAILED", "health", serde_json::json!({"service": S::NAME, "error": error}));
+            tracing::error!(service = S::NAME, "too many restarts; marked failed until `agt service restart`");
+            if !wait_for_restart(&rx, &status) {
+                status.set_state(State::Stopped);
+                return;
+            }
+            failures.clear();
+            record_restart(&ctx, &status, "requested by an operator after failure");
+            backoff = policy.backoff_initial;
+            continue;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(policy.backoff_max);
+        record_restart(&ctx, &status, &error);
+    }
+}
+
+fn record_restart(ctx: &ServiceCtx, status: &Status, reason: &str) {
+    status.restarts.fetch_add(1, Ordering::Relaxed);
+    crate::daemon::metrics::get()
+        .service_restarts
+        .get_or_create(&crate::daemon::metrics::ServiceLabel { service: status.name.to_string() })
+        .inc();
+    tracing::warn!(service = status.name, reason, "restarting service");
+    ctx.bus.publish("SERVICE_RESTARTED", "health", serde_json::json!({"service": status.name, "reason": reason}));
+}
+
+/// A failed service drops every command (its callers get 503) until told to restart.
+fn wait_for_restart<C>(rx: &mpsc::Receiver<Envelope<C>>, status: &Status) -> bool {
+    loop {
+        match rx.recv() {
+            Ok(Envelope::Control(Control::Restart)) => return true,
+            Ok(Envelope::Control(Control::Stop)) | Err(_) => return false,
+            Ok(Envelope::Control(Control::Crash)) => {}
+            Ok(Envelope::Cmd(_)) => {
+                status.depth.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

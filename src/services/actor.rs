@@ -1,0 +1,305 @@
+//! The actor shape every service shares (DESIGN.md §2).
+//!
+//! A service is a [`Service`]: state plus a SQLite store, driven by one dedicated thread
+//! that drains its mailbox in batches and handles each batch inside one transaction.
+//! Replies and events wait in an [`AfterCommit`] until that transaction has committed,
+//! so a caller never hears of anything that a crash could take back.
+//!
+//! Callers hold a [`Handle`]: `call` refuses at once with 503 `service_unavailable` while
+//! the service is not running, so a request never hangs on a restarting service.
+
+use crate::api::ApiError;
+use crate::services::bus::{Bus, NewEvent};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How many commands one transaction takes at most.
+pub const MAX_BATCH: usize = 512;
+
+/// The reply channel of one command.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A failure that ends a service's incarnation: the supervisor restarts it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] crate::services::store::StoreError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One service: its name, its commands, its store schema and how it handles a batch.
+pub trait Service: Sized + Send + 'static {
+    type Cmd: Send + 'static;
+    /// The service's name, which is also its store's file name (`data/<NAME>.db`).
+    const NAME: &'static str;
+    /// `MIGRATIONS[i]` takes the store from schema version `i` to `i + 1`.
+    const MIGRATIONS: &'static [&'static str];
+    /// How often [`Service::tick`] runs while the mailbox is idle; `None` for never.
+    const TICK: Option<Duration> = None;
+
+    /// Rebuilds the in-memory state from the store (on start and on every restart).
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError>;
+
+    /// Handles one command inside the batch's transaction. Replies go through `after`;
+    /// an `Err` aborts the whole batch (its callers get 503) and restarts the service.
+    fn handle(&mut self, tx: &rusqlite::Transaction, cmd: Self::Cmd, after: &mut AfterCommit) -> Result<(), ServiceError>;
+
+    /// Periodic work (retries, expiry), in its own transaction.
+    fn tick(&mut self, _tx: &rusqlite::Transaction, _after: &mut AfterCommit) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
+/// What every incarnation of a service is given.
+#[derive(Clone)]
+pub struct ServiceCtx {
+    pub home: crate::daemon::Home,
+    pub durability: crate::services::store::Durability,
+    pub bus: Bus,
+    pub settings: crate::services::config::SharedSettings,
+}
+
+/// Replies and events held until the batch's transaction commits.
+pub struct AfterCommit {
+    source: &'static str,
+    replies: Vec<Box<dyn FnOnce() + Send>>,
+    events: Vec<NewEvent>,
+}
+
+impl AfterCommit {
+    pub fn new(source: &'static str) -> Self {
+        AfterCommit { source, replies: Vec::new(), events: Vec::new() }
+    }
+    /// Answers `reply` with `result` once the batch has committed.
+    pub fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, ApiError>) {
+        self.replies.push(Box::new(move || {
+            let _ = reply.send(result);
+        }));
+    }
+    /// Publishes an event once the batch has committed.
+    pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {
+        self.events.push(NewEvent { kind, source: self.source, data });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.events.is_empty()
+    }
+    /// After commit: the bus persists the events, then sends the replies, so a caller that
+    /// got an answer can read the event that goes with it.
+    fn release(self, bus: &Bus) {
+        bus.publish_then(self.events, self.replies);
+    }
+}
+
+/// Supervisor orders delivered through the mailbox, behind the commands already queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Finish the queued work, close the store and start again.
+    Restart,
+    /// Panic (fault injection): the supervisor restarts with backoff.
+    Crash,
+    /// Finish the queued work, close the store and end.
+    Stop,
+}
+
+pub enum Envelope<C> {
+    Cmd(C),
+    Control(Control),
+}
+
+/// The lifecycle state of a service, as `GET /api/services` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Starting = 0,
+    Running = 1,
+    Restarting = 2,
+    Failed = 3,
+    Stopped = 4,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Starting,
+            1 => State::Running,
+            2 => State::Restarting,
+            3 => State::Failed,
+            _ => State::Stopped,
+        }
+    }
+}
+
+/// Shared between a service's thread, its handles and the supervisor.
+pub struct Status {
+    pub name: &'static str,
+    state: AtomicU8,
+    pub restarts: AtomicU32,
+    /// Commands sent but not yet taken by the service (the `agt_mailbox_depth` gauge).
+    pub depth: AtomicI64,
+    pub started_at: Mutex<Option<(Instant, String)>>,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    pub fn new(name: &'static str) -> Status {
+        Status {
+            name,
+            state: AtomicU8::new(State::Starting as u8),
+            restarts: AtomicU32::new(0),
+            depth: AtomicI64::new(0),
+            started_at: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+    pub fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+        if s == State::Running {
+            *self.started_at.lock().unwrap() = Some((Instant::now(), crate::api::now_rfc3339()));
+        }
+    }
+}
+
+/// A caller's end of a service's mailbox. Cheap to clone.
+pub struct Handle<C> {
+    tx: mpsc::Sender<Envelope<C>>,
+    pub status: Arc<Status>,
+}
+
+impl<C> Clone for Handle<C> {
+    fn clone(&self) -> Self {
+        Handle { tx: self.tx.clone(), status: self.status.clone() }
+    }
+}
+
+impl<C: Send + 'static> Handle<C> {
+    pub fn new(tx: mpsc::Sender<Envelope<C>>, status: Arc<Status>) -> Self {
+        Handle { tx, status }
+    }
+
+    /// Sends a command built around a reply channel and waits for the committed answer.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> C) -> Result<T, ApiError> {
+        let rx = self.send(make)?;
+        rx.await.unwrap_or_else(|_| Err(ApiError::unavailable(self.status.name)))
+    }
+
+    /// Sends without waiting; the receiver yields the answer.
+    pub fn send<T>(&self, make: impl FnOnce(Reply<T>) -> C) -> Result<oneshot::Receiver<Result<T, ApiError>>, ApiError> {
+        if self.status.state() != State::Running {
+            return Err(ApiError::unavailable(self.status.name));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.status.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Envelope::Cmd(make(reply))).is_err() {
+            self.status.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(self.status.name));
+        }
+        Ok(rx)
+    }
+
+    /// Sends a command whose answer nobody waits for (event feeds).
+    pub fn tell(&self, cmd: C) -> bool {
+        self.status.depth.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(Envelope::Cmd(cmd)).is_ok()
+    }
+
+    pub fn control(&self, c: Control) -> bool {
+        self.tx.send(Envelope::Control(c)).is_ok()
+    }
+}
+
+/// Why an incarnation ended.
+pub enum Exit {
+    /// Restart requested (`agt service restart`): restart now, no backoff.
+    Restart,
+    /// Stop requested, or every handle is gone.
+    Stop,
+}
+
+/// Runs one incarnation of a service: open the store, load, then drain the mailbox until
+/// told to stop or restart. A panic or an `Err` ends it; the supervisor decides what next.
+pub fn run_incarnation<S: Service>(
+    ctx: &ServiceCtx,
+    rx: &mpsc::Receiver<Envelope<S::Cmd>>,
+    status: &Status,
+) -> Result<Exit, ServiceError> {
+    let path = ctx.home.store(S::NAME);
+    let mut conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
+    let _checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(200));
+    let mut svc = S::load(&conn, ctx)?;
+    status.set_state(State::Running);
+    ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": S::NAME}));
+    let mut batch: Vec<Envelope<S::Cmd>> = Vec::with_capacity(MAX_BATCH);
+    let mut last_tick = Instant::now();
+    loop {
+        let first = match S::TICK {
+            None => match rx.recv() {
+                Ok(e) => Some(e),
+                Err(_) => return Ok(Exit::Stop),
+            },
+            Some(period) => {
+                let wait = period.saturating_sub(last_tick.elapsed());
+                match rx.recv_timeout(wait) {
+                    Ok(e) => Some(e),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Exit::Stop),
+                }
+            }
+        };
+        batch.extend(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let mut after = AfterCommit::new(S::NAME);
+        let mut exit = None;
+        let started = Instant::now();
+        let tx = conn.transaction()?;
+        for env in batch.drain(..) {
+            match env {
+                Envelope::Cmd(cmd) => {
+                    status.depth.fetch_sub(1, Ordering::Relaxed);
+                    svc.handle(&tx, cmd, &mut after)?;
+                }
+                Envelope::Control(Control::Crash) => {
+                    panic!("fault injection: {} was told to crash", S::NAME)
+                }
+                Envelope::Control(Control::Restart) => exit = Some(Exit::Restart),
+                Envelope::Control(Control::Stop) => exit = Some(Exit::Stop),
+            }
+        }
+        if let Some(period) = S::TICK {
+            if last_tick.elapsed() >= period {
+                last_tick = Instant::now();
+                svc.tick(&tx, &mut after)?;
+            }
+        }
+        tx.commit()?;
+        crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
+        if !after.is_empty() {
+            after.release(&ctx.bus);
+        }
+        if let Some(e) = exit {
+            status.set_state(State::Restarting);
+            return Ok(e);
+        }
+    }
+}

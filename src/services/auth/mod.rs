@@ -1,0 +1,133 @@
+//! The auth service: API tokens for TCP clients (DESIGN.md §4).
+//!
+//! A token's secret is shown once, when it is created; the store keeps only its SHA-256.
+//! Verification is a lookup of that hash in memory, so it costs no disk read.
+
+use crate::api::{ApiError, Role, TokenCreated, TokenInfo};
+use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
+use rusqlite::{params, Transaction};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// A token request, its user already resolved by the caller.
+pub struct Create {
+    pub role: Role,
+    pub user_id: Option<String>,
+    pub name: String,
+}
+
+pub enum Cmd {
+    Create(Create, Reply<TokenCreated>),
+    List(Reply<Vec<TokenInfo>>),
+    Revoke(String, Reply<TokenInfo>),
+    /// The token a bearer secret belongs to, if it is valid and not revoked.
+    Verify(String, Reply<Option<TokenInfo>>),
+}
+
+pub struct Auth {
+    /// Live tokens by the hash of their secret.
+    by_hash: HashMap<String, TokenInfo>,
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        user_id TEXT,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );"];
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn row_to_info(r: &rusqlite::Row) -> rusqlite::Result<TokenInfo> {
+    let role: String = r.get(2)?;
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        user_id: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked: r.get::<_, Option<String>>(5)?.is_some(),
+    })
+}
+
+impl Service for Auth {
+    type Cmd = Cmd;
+    const NAME: &'static str = "auth";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let mut by_hash = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, role, user_id, created_at, revoked_at, secret_sha256 FROM tokens WHERE revoked_at IS NULL",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            by_hash.insert(r.get::<_, String>(6)?, row_to_info(r)?);
+        }
+        Ok(Auth { by_hash })
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Create(c, reply) => {
+                let secret = format!("agt_{}", hex::encode(rand::random::<[u8; 24]>()));
+                let hash = hash_secret(&secret);
+                let info = TokenInfo {
+                    id: format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+                    name: c.name,
+                    role: c.role,
+                    user_id: c.user_id,
+                    created_at: crate::api::now_rfc3339(),
+                    revoked: false,
+                };
+                tx.prepare_cached(
+                    "INSERT INTO tokens (id, name, role, user_id, secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![info.id, info.name, info.role.as_str(), info.user_id, hash, info.created_at])?;
+                after.event("TOKEN_CREATED", serde_json::to_value(&info).unwrap_or_default());
+                let created = TokenCreated {
+                    id: info.id.clone(),
+                    token: secret,
+                    name: info.name.clone(),
+                    role: info.role,
+                    user_id: info.user_id.clone(),
+                    created_at: info.created_at.clone(),
+                };
+                self.by_hash.insert(hash, info);
+                after.reply(reply, Ok(created));
+            }
+            Cmd::List(reply) => {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, name, role, user_id, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+                )?;
+                let list = stmt.query_map([], row_to_info)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                after.reply(reply, Ok(list));
+            }
+            Cmd::Revoke(id, reply) => {
+                let now = crate::api::now_rfc3339();
+                let n = tx
+                    .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+                    .execute(params![id, now])?;
+                if n == 0 {
+                    after.reply(reply, Err(ApiError::not_found("token", &id)));
+                    return Ok(());
+                }
+                let hash = self.by_hash.iter().find(|(_, t)| t.id == id).map(|(h, _)| h.clone());
+                let mut info = hash.and_then(|h| self.by_hash.remove(&h)).ok_or_else(|| ServiceError::Other(format!("token {id} missing from memory")))?;
+                info.revoked = true;
+                after.event("TOKEN_REVOKED", serde_json::json!({"id": info.id, "name": info.name, "role": info.role}));
+                after.reply(reply, Ok(info));
+            }
+            Cmd::Verify(secret, reply) => {
+                let found = self.by_hash.get(&hash_secret(&secret)).cloned();
+                after.reply(reply, Ok(found));
+            }
+        }
+        Ok(())
+    }
+}

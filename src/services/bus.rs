@@ -1,0 +1,209 @@
+//! The event bus: every event gets a global sequence number and is kept in
+//! `data/events.db` before anyone hears of it.
+//!
+//! Producers never wait: `publish_then` hands the events (and the replies that must not
+//! overtake them) to the bus thread, which commits a whole drain of them in one
+//! transaction, then sends the replies, then broadcasts the events. Live subscribers get a
+//! bounded broadcast channel; one that falls behind is told it lagged and catches up from
+//! the store ([`Bus::read_since`]), so a slow subscriber never blocks a producer.
+
+use crate::api::Event;
+use rusqlite::params;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+/// Every event type of DESIGN.md §2. A service may only publish one of these.
+pub const EVENT_TYPES: &[&str] = &[
+    "USER_CREATED", "USER_UPDATED", "ACCOUNT_DEPOSITED", "ACCOUNT_WITHDRAWN", "ORDER_CREATED",
+    "ORDER_REJECTED", "ORDER_STATUS_UPDATED", "ORDER_EXECUTED", "ORDER_CANCELLED", "ORDER_EXPIRED",
+    "TRADE_EXECUTED", "RISK_LIMIT_CHANGED", "TRADING_STATE_CHANGED", "SERVICE_STARTED",
+    "SERVICE_RESTARTED", "SERVICE_FAILED", "CONFIG_CHANGED", "NOTIFICATION_SENT",
+    "NOTIFICATION_FAILED", "TOKEN_CREATED", "TOKEN_REVOKED",
+];
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        envelope TEXT NOT NULL
+    );
+    CREATE INDEX events_type ON events(type, seq);"];
+
+/// An event before the bus has numbered it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub source: &'static str,
+    pub data: serde_json::Value,
+}
+
+/// A committed event: the envelope and its JSON text (what NDJSON streams send as is).
+#[derive(Debug, Clone)]
+pub struct BusEvent {
+    pub event: Event,
+    pub line: Arc<str>,
+}
+
+enum Msg {
+    Publish { events: Vec<NewEvent>, then: Vec<Box<dyn FnOnce() + Send>> },
+    Stop,
+}
+
+/// A handle on the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    live: broadcast::Sender<Arc<BusEvent>>,
+    reader: Mutex<rusqlite::Connection>,
+    last_seq: AtomicU64,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Bus {
+    /// Opens `events.db` and starts the bus thread.
+    pub fn open(home: &crate::daemon::Home, durability: crate::services::store::Durability) -> anyhow::Result<Bus> {
+        let path = home.store("events");
+        let conn = crate::services::store::open(&path, durability, MIGRATIONS)?;
+        let last: u64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        let reader = crate::services::store::open_reader(&path)?;
+        let (tx, rx) = mpsc::channel();
+        let (live, _) = broadcast::channel(8192);
+        let inner = Arc::new(Inner { tx, live, reader: Mutex::new(reader), last_seq: AtomicU64::new(last), thread: Mutex::new(None) });
+        let worker = inner.clone();
+        let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
+            let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(200));
+            run(conn, rx, &worker)
+        })?;
+        *inner.thread.lock().unwrap() = Some(handle);
+        Ok(Bus { inner })
+    }
+
+    /// Persists `events`, then runs `then` (the replies that go with them), then
+    /// broadcasts the events.
+    pub fn publish_then(&self, events: Vec<NewEvent>, then: Vec<Box<dyn FnOnce() + Send>>) {
+        if let Err(mpsc::SendError(Msg::Publish { then, .. })) = self.inner.tx.send(Msg::Publish { events, then }) {
+            // The bus is gone (shutdown): answer anyway rather than leave callers hanging.
+            for f in then {
+                f();
+            }
+        }
+    }
+
+    pub fn publish(&self, kind: &'static str, source: &'static str, data: serde_json::Value) {
+        self.publish_then(vec![NewEvent { kind, source, data }], Vec::new());
+    }
+
+    /// Live events from now on. Pair it with [`Bus::read_since`] to replay first.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {
+        self.inner.live.subscribe()
+    }
+
+    /// The highest sequence number committed so far.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
+    /// some types only. Blocking: call it from `spawn_blocking` in async code.
+    pub fn read_since(&self, since: u64, types: Option<&[String]>, limit: usize) -> anyhow::Result<Vec<BusEvent>> {
+        let conn = self.inner.reader.lock().unwrap();
+        let mut sql = String::from("SELECT envelope FROM events WHERE seq > ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![(since as i64).into()];
+        if let Some(t) = types {
+            sql.push_str(" AND type IN (");
+            sql.push_str(&vec!["?"; t.len()].join(","));
+            sql.push(')');
+            args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        args.push((limit.min(i64::MAX as usize) as i64).into());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let line: String = row.get(0)?;
+            let event: Event = serde_json::from_str(&line)?;
+            out.push(BusEvent { event, line: line.into() });
+        }
+        Ok(out)
+    }
+
+    /// Commits what is queued and stops the bus thread.
+    pub fn shutdown(&self) {
+        let _ = self.inner.tx.send(Msg::Stop);
+        if let Some(h) = self.inner.thread.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>, inner: &Inner) {
+    let mut seq = inner.last_seq.load(Ordering::Acquire);
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        let Ok(first) = rx.recv() else { return };
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut stop = false;
+        let mut committed: Vec<BusEvent> = Vec::new();
+        let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        let result: rusqlite::Result<()> = (|| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached("INSERT INTO events(seq, type, envelope) VALUES (?1, ?2, ?3)")?;
+                for m in batch.drain(..) {
+                    match m {
+                        Msg::Stop => stop = true,
+                        Msg::Publish { events, then } => {
+                            for e in events {
+                                seq += 1;
+                                let event = Event {
+                                    seq,
+                                    event_id: uuid::Uuid::new_v4().to_string(),
+                                    kind: e.kind.to_string(),
+                                    source: e.source.to_string(),
+                                    timestamp: crate::api::now_rfc3339(),
+                                    data: e.data,
+                                };
+                                let line = serde_json::to_string(&event).expect("an event serializes");
+                                insert.execute(params![seq as i64, e.kind, line])?;
+                                crate::daemon::metrics::bus_event(e.kind);
+                                committed.push(BusEvent { event, line: line.into() });
+                            }
+                            replies.extend(then);
+                        }
+                    }
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            // events.db is unwritable (disk full?): nothing here can be made durable.
+            tracing::error!(error = %e, "the event bus could not commit; events of this batch are lost");
+            seq = inner.last_seq.load(Ordering::Acquire);
+        } else {
+            inner.last_seq.store(seq, Ordering::Release);
+            crate::daemon::metrics::observe_commit("bus", started.elapsed());
+        }
+        for r in replies {
+            r();
+        }
+        for e in committed {
+            let _ = inner.live.send(Arc::new(e));
+        }
+        if stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The market actor: its store, its state and how it answers each [`Cmd`].
+
+use super::candles::{Bars, Interval};
+use super::instruments::Instruments;
+use super::tape::{now_us, Tape};
+use super::Cmd;
+use crate::api::{ApiError, Instrument, NewInstrument, Quote, Trade};
+use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use crate::services::bus::BusEvent;
+use crate::services::config::settings::SymbolSettings;
+use rusqlite::Transaction;
+
+pub struct Market {
+    instruments: Instruments,
+    tape: Tape,
+    bars: Bars,
+    /// The last bus event applied; the follower resumes after it and anything at or below
+    /// it is ignored, so a replay neither loses nor doubles a trade.
+    last_event_seq: u64,
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE instruments (
+        symbol TEXT PRIMARY KEY,
+        base TEXT NOT NULL,
+        quote TEXT NOT NULL,
+        tick TEXT NOT NULL,
+        lot TEXT NOT NULL,
+        min_quantity TEXT NOT NULL,
+        max_quantity TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE trades (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        trade_id TEXT NOT NULL UNIQUE,
+        symbol TEXT NOT NULL,
+        price TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        taker_side TEXT NOT NULL,
+        buy_order_id TEXT NOT NULL,
+        sell_order_id TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        ts_us INTEGER NOT NULL
+    );
+    CREATE INDEX trades_by_time ON trades(symbol, ts_us, id);
+    CREATE TABLE candles (
+        symbol TEXT NOT NULL,
+        interval TEXT NOT NULL,
+        open_time INTEGER NOT NULL,
+        open TEXT NOT NULL,
+        high TEXT NOT NULL,
+        low TEXT NOT NULL,
+        close TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        trades INTEGER NOT NULL,
+        first_us INTEGER NOT NULL,
+        last_us INTEGER NOT NULL,
+        PRIMARY KEY (symbol, interval, open_time)
+    ) WITHOUT ROWID;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('last_event_seq', 0);"];
+
+impl Market {
+    /// Rebuilds the state from the store, after adding the config's new instruments.
+    pub(super) fn open(conn: &rusqlite::Connection, seeds: &[SymbolSettings]) -> Result<Market, ServiceError> {
+        let mut instruments = Instruments::load(conn)?;
+        let tx = conn.unchecked_transaction()?;
+        instruments.seed(&tx, seeds)?;
+        tx.commit()?;
+        let last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
+        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64 })
+    }
+
+    pub(super) fn add_symbol(&mut self, tx: &Transaction, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
+        Ok(self.instruments.add(tx, new)?)
+    }
+
+    pub(super) fn symbol(&self, symbol: &str) -> Result<Instrument, ApiError> {
+        self.instruments.require(symbol).cloned()
+    }
+
+    /// Applies one bus event: a `TRADE_EXECUTED` goes on the tape and into the candles;
+    /// every event, applied or not, moves `last_event_seq`.
+    pub(super) fn apply(&mut self, tx: &Transaction, e: &BusEvent) -> Result<(), ServiceError> {
+        let ev = &e.event;
+        if ev.seq <= self.last_event_seq {
+            return Ok(());
+        }
+        if ev.kind == "TRADE_EXECUTED" {
+            match serde_json::from_value::<Trade>(ev.data.clone()) {
+                Ok(trade) => {
+                    let fallback = super::tape::micros(&ev.timestamp).unwrap_or_else(now_us);
+                    self.tape.record(tx, &mut self.bars, &trade, fallback)?;
+                }
+                // A malformed event must not stop the tape (a restart would replay it forever).
+                Err(err) => tracing::warn!(seq = ev.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
+            }
+        }
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([ev.seq as i64])?;
+        self.last_event_seq = ev.seq;
+        Ok(())
+    }
+
+    pub(super) fn trades(&self, tx: &Transaction, symbol: &str, limit: usize) -> Result<Result<Vec<Trade>, ApiError>, ServiceError> {
+        if let Err(e) = self.instruments.require(symbol) {
+            return Ok(Err(e));
+        }
+        Ok(Ok(Tape::trades(tx, symbol, limit)?))
+    }
+
+    /// The quote as of `now_us`; best bid and ask are the book's, left for the route.
+    pub(super) fn quote(&self, tx: &Transaction, symbol: &str, now_us: i64) -> Result<Result<Quote, ApiError>, ServiceError> {
+        if let Err(e) = self.instruments.require(symbol) {
+            return Ok(Err(e));
+        }
+        let stats = Tape::stats_24h(tx, symbol, now_us)?;
+        let timestamp = chrono::DateTime::from_timestamp_micros(now_us)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_else(crate::api::now_rfc3339);
+        Ok(Ok(Quote {
+            symbol: symbol.to_string(),
+            last: self.tape.last_price(symbol),
+            best_bid: None,
+            best_ask: None,
+            volume_24h: stats.volume,
+            high_24h: stats.high,
+            low_24h: stats.low,
+            trades_24h: stats.trades,
+            timestamp,
+        }))
+    }
+
+    pub(super) fn candles(
+        &self,
+        tx: &Transaction,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+    ) -> Result<Result<Vec<crate::api::Candle>, ApiError>, ServiceError> {
+        let Some(iv) = Interval::parse(interval) else {
+            return Ok(Err(ApiError::invalid(
+                "invalid_interval",
+                format!("interval must be one of {}; got {:?}", Interval::allowed(), interval.chars().take(40).collect::<String>()),
+            )));
+        };
+        if let Err(e) = self.instruments.require(symbol) {
+            return Ok(Err(e));
+        }
+        Ok(Ok(Bars::list(tx, symbol, iv, limit)?.iter().map(|b| b.to_candle(symbol, iv)).collect()))
+    }
+
+    #[cfg(test)]
+    pub(super) fn last_event_seq(&self) -> u64 {
+        self.last_event_seq
+    }
+
+    /// What a reload must reproduce: instruments, last prices and the event position.
+    #[cfg(test)]
+    pub(super) fn same_state(&self, other: &Market) -> bool {
+        self.instruments == other.instruments && self.tape == other.tape && self.last_event_seq == other.last_event_seq
+    }
+}
+
+impl Service for Market {
+    type Cmd = Cmd;
+    const NAME: &'static str = "market";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        Market::open(conn, &ctx.settings.get().symbols)
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::AddSymbol(new, reply) => {
+                let r = self.add_symbol(tx, new)?;
+                after.reply(reply, r);
+            }
+            Cmd::Symbols(reply) => after.reply(reply, Ok(self.instruments.list())),
+            Cmd::Symbol(s, reply) => after.reply(reply, self.symbol(&s)),
+            Cmd::Event(e) => self.apply(tx, &e)?,
+            Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::Trades { symbol, limit, reply } => {
+                let r = self.trades(tx, &symbol, limit)?;
+                after.reply(reply, r);
+            }
+            Cmd::Quote { symbol, reply } => {
+                let r = self.quote(tx, &symbol, now_us())?;
+                after.reply(reply, r);
+            }
+            Cmd::Candles { symbol, interval, limit, reply } => {
+                let r = self.candles(tx, &symbol, &interval, limit)?;
+                after.reply(reply, r);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(super) const TEST_MIGRATIONS: &[&str] = MIGRATIONS;

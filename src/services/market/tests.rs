@@ -1,0 +1,307 @@
+//! The market service against a real store: instruments, the tape, quotes, candles,
+//! replayed events and reloads.
+
+use super::service::TEST_MIGRATIONS;
+use super::Market;
+use crate::api::{ApiError, Event, NewInstrument, Side, Trade};
+use crate::services::bus::BusEvent;
+use crate::services::config::settings::SymbolSettings;
+use crate::services::store::{self, Durability};
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    conn: rusqlite::Connection,
+    market: Market,
+    seq: u64,
+}
+
+impl Fixture {
+    fn new(seeds: &[SymbolSettings]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("market.db");
+        let conn = store::open(&path, Durability::Normal, TEST_MIGRATIONS).unwrap();
+        let market = Market::open(&conn, seeds).unwrap();
+        Fixture { _dir: dir, path, conn, market, seq: 0 }
+    }
+
+    /// Runs `f` in one committed transaction, as the actor runs a batch.
+    fn tx<T>(&mut self, f: impl FnOnce(&mut Market, &rusqlite::Transaction) -> T) -> T {
+        let tx = self.conn.transaction().unwrap();
+        let out = f(&mut self.market, &tx);
+        tx.commit().unwrap();
+        out
+    }
+
+    fn add(&mut self, symbol: &str, tick: &str, lot: &str) -> Result<crate::api::Instrument, ApiError> {
+        let new = NewInstrument { symbol: symbol.into(), tick: d(tick), lot: d(lot), min_quantity: None, max_quantity: None };
+        self.tx(|m, tx| m.add_symbol(tx, new).unwrap())
+    }
+
+    fn event(&mut self, seq: u64, kind: &str, data: serde_json::Value) {
+        let e = BusEvent {
+            event: Event {
+                seq,
+                event_id: format!("evt_{seq}"),
+                kind: kind.into(),
+                source: "trading".into(),
+                timestamp: crate::api::now_rfc3339(),
+                data,
+            },
+            line: "".into(),
+        };
+        self.tx(|m, tx| m.apply(tx, &e).unwrap());
+        self.seq = self.seq.max(seq);
+    }
+
+    /// A TRADE_EXECUTED event with the next sequence number.
+    fn trade(&mut self, id: &str, symbol: &str, price: &str, qty: &str, ts_us: i64) {
+        let t = trade(id, symbol, price, qty, ts_us);
+        let seq = self.seq + 1;
+        self.event(seq, "TRADE_EXECUTED", serde_json::to_value(t).unwrap());
+    }
+
+    fn tape(&mut self, symbol: &str, limit: usize) -> Vec<String> {
+        self.tx(|m, tx| m.trades(tx, symbol, limit).unwrap().unwrap()).into_iter().map(|t| t.trade_id).collect()
+    }
+
+    fn reopen(&mut self, seeds: &[SymbolSettings]) -> Market {
+        let conn = store::open(&self.path, Durability::Normal, TEST_MIGRATIONS).unwrap();
+        Market::open(&conn, seeds).unwrap()
+    }
+}
+
+fn ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn trade(id: &str, symbol: &str, price: &str, qty: &str, ts_us: i64) -> Trade {
+    Trade {
+        trade_id: id.into(),
+        symbol: symbol.into(),
+        price: d(price),
+        quantity: d(qty),
+        taker_side: Side::Buy,
+        buy_order_id: format!("b_{id}"),
+        sell_order_id: format!("s_{id}"),
+        timestamp: ts(ts_us),
+    }
+}
+
+fn seed(symbol: &str, tick: &str, lot: &str) -> SymbolSettings {
+    SymbolSettings { symbol: symbol.into(), tick: d(tick), lot: d(lot), min_quantity: d(lot), max_quantity: d("1000") }
+}
+
+const S: i64 = 1_000_000;
+/// 2024-05-01T00:00:00Z in microseconds.
+const T0: i64 = 1_714_521_600 * S;
+
+#[test]
+fn symbols_are_validated_with_codes_that_say_what_is_wrong() {
+    let mut f = Fixture::new(&[]);
+    let i = f.add("BTC-USD", "0.01", "0.0001").unwrap();
+    assert_eq!((i.base.as_str(), i.quote.as_str()), ("BTC", "USD"));
+    assert_eq!((i.min_quantity, i.max_quantity), (d("0.0001"), d("1000000000")));
+    assert_eq!(f.add("BRK.B", "0.01", "1").unwrap().base, "BRK.B");
+    assert_eq!(f.add(&"X".repeat(32), "1", "1").unwrap().symbol.len(), 32);
+
+    for bad in ["", "aapl", "AAPL ", "A B", "X'; DROP TABLE instruments;--", "\u{1f680}", "A\u{0}B", "USD", "-USD"] {
+        let e = f.add(bad, "0.01", "1").unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (400, "invalid_symbol"), "{bad:?}");
+    }
+    let e = f.add(&"X".repeat(33), "1", "1").unwrap_err();
+    assert!(e.message.contains("upper-case"), "{}", e.message);
+    assert_eq!(f.add("NEG", "-1", "1").unwrap_err().code, "invalid_tick");
+    assert_eq!(f.add("ZERO", "0", "1").unwrap_err().code, "invalid_tick");
+    assert_eq!(f.add("LOT", "0.01", "0").unwrap_err().code, "invalid_lot");
+
+    let inverted = NewInstrument { symbol: "INV".into(), tick: d("1"), lot: d("1"), min_quantity: Some(d("10")), max_quantity: Some(d("5")) };
+    assert_eq!(f.tx(|m, tx| m.add_symbol(tx, inverted).unwrap()).unwrap_err().code, "invalid_quantity");
+
+    let e = f.add("BTC-USD", "1", "1").unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (409, "symbol_exists"));
+    let e = f.market.symbol("NOPE").unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (404, "unknown_symbol"));
+    assert_eq!(f.market.symbol("BTC-USD").unwrap().tick, d("0.01"));
+}
+
+#[test]
+fn config_symbols_are_seeded_but_never_replace_the_operators() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    assert_eq!(f.market.symbol("AAPL").unwrap().tick, d("0.01"));
+    f.add("MSFT", "0.05", "10").unwrap();
+    // Next start: the config now also names MSFT (differently) and a new symbol.
+    let m = f.reopen(&[seed("AAPL", "0.01", "1"), seed("MSFT", "0.01", "1"), seed("ETH-USD", "0.01", "0.001")]);
+    assert_eq!(m.symbol("MSFT").unwrap().tick, d("0.05"));
+    assert_eq!(m.symbol("MSFT").unwrap().lot, d("10"));
+    assert_eq!(m.symbol("ETH-USD").unwrap().base, "ETH");
+    let all: Vec<_> = f.reopen(&[]).symbol("AAPL").into_iter().map(|i| i.symbol).collect();
+    assert_eq!(all, ["AAPL"], "seeded instruments stay in the store");
+}
+
+#[test]
+fn the_tape_is_newest_first_by_time_then_arrival_and_honours_limit() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1"), seed("MSFT", "0.01", "1")]);
+    f.trade("t1", "AAPL", "100", "2", T0);
+    f.trade("t2", "AAPL", "101", "3", T0 + S);
+    f.trade("t3", "AAPL", "102", "1", T0 + S); // same instant as t2: arrival decides
+    f.trade("m1", "MSFT", "50", "1", T0 + 2 * S);
+    f.trade("t0", "AAPL", "99", "1", T0 - S); // late, but older
+    assert_eq!(f.tape("AAPL", 100), ["t3", "t2", "t1", "t0"]);
+    assert_eq!(f.tape("AAPL", 2), ["t3", "t2"]);
+    assert!(f.tape("AAPL", 0).is_empty());
+    assert_eq!(f.tape("MSFT", 10), ["m1"]);
+    let full = f.tx(|m, tx| m.trades(tx, "AAPL", 1).unwrap().unwrap());
+    assert_eq!(full, vec![trade("t3", "AAPL", "102", "1", T0 + S)], "a trade reads back as it was sent");
+    // The late older trade did not become the last price.
+    let q = f.tx(|m, tx| m.quote(tx, "AAPL", T0 + 10 * S).unwrap().unwrap());
+    assert_eq!(q.last, Some(d("102")));
+    let e = f.tx(|m, tx| m.trades(tx, "NOPE", 10).unwrap()).unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (404, "unknown_symbol"));
+}
+
+#[test]
+fn the_quote_counts_exactly_the_trades_of_the_last_24_hours() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    let now = T0 + 30 * 3600 * S + 17 * S + 250_000; // not on a minute boundary
+    let q = f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap());
+    assert_eq!((q.last, q.volume_24h, q.high_24h, q.low_24h, q.trades_24h), (None, d("0"), None, None, 0));
+    assert_eq!((q.best_bid, q.best_ask), (None, None));
+
+    let day = 24 * 3600 * S;
+    f.trade("old", "AAPL", "500", "100", now - day - 1); // just outside
+    f.trade("edge_out", "AAPL", "1", "7", now - day - 5 * S); // same minute as the window start, before it
+    f.trade("edge_in", "AAPL", "90", "2", now - day + 2 * S); // same minute, inside
+    f.trade("start", "AAPL", "95", "1", now - day); // exactly 24h ago: inside
+    f.trade("mid", "AAPL", "120", "3", now - 3600 * S);
+    f.trade("recent", "AAPL", "110", "4", now - S);
+    let q = f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap());
+    assert_eq!(q.last, Some(d("110")));
+    assert_eq!(q.trades_24h, 4);
+    assert_eq!(q.volume_24h, d("10"));
+    assert_eq!((q.high_24h, q.low_24h), (Some(d("120")), Some(d("90"))));
+    assert_eq!(q.symbol, "AAPL");
+
+    // A day later only the recent trades' window has moved on.
+    let q = f.tx(|m, tx| m.quote(tx, "AAPL", now + day).unwrap().unwrap());
+    assert_eq!((q.trades_24h, q.volume_24h, q.last), (0, d("0"), Some(d("110"))));
+}
+
+#[test]
+fn candles_answer_by_interval_and_refuse_unknown_ones() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    f.trade("a", "AAPL", "100", "1", T0 + 5 * S);
+    f.trade("b", "AAPL", "104", "2", T0 + 50 * S);
+    f.trade("c", "AAPL", "98", "3", T0 + 70 * S);
+    f.trade("d", "AAPL", "101", "4", T0 + 3600 * S);
+    let get = |f: &mut Fixture, iv: &str, limit: usize| f.tx(|m, tx| m.candles(tx, "AAPL", iv, limit).unwrap());
+
+    let m1 = get(&mut f, "1m", 100).unwrap();
+    let rows: Vec<_> = m1.iter().map(|c| (c.open_time.as_str(), c.open, c.high, c.low, c.close, c.volume, c.trades)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("2024-05-01T00:00:00Z", d("100"), d("104"), d("100"), d("104"), d("3"), 2),
+            ("2024-05-01T00:01:00Z", d("98"), d("98"), d("98"), d("98"), d("3"), 1),
+            ("2024-05-01T01:00:00Z", d("101"), d("101"), d("101"), d("101"), d("4"), 1),
+        ]
+    );
+    assert!(m1.iter().all(|c| c.symbol == "AAPL" && c.interval == "1m"));
+    // The newest `limit`, oldest first.
+    let last2: Vec<_> = get(&mut f, "1m", 2).unwrap().into_iter().map(|c| c.open_time).collect();
+    assert_eq!(last2, ["2024-05-01T00:01:00Z", "2024-05-01T01:00:00Z"]);
+    assert_eq!(get(&mut f, "1s", 100).unwrap().len(), 4);
+    let h = get(&mut f, "1h", 100).unwrap();
+    assert_eq!((h.len(), h[0].open, h[0].high, h[0].low, h[0].close, h[0].volume), (2, d("100"), d("104"), d("98"), d("98"), d("6")));
+    let day = get(&mut f, "1d", 100).unwrap();
+    assert_eq!((day.len(), day[0].close, day[0].volume, day[0].trades), (1, d("101"), d("10"), 4));
+    assert_eq!(get(&mut f, "5m", 100).unwrap().len(), 2);
+
+    let e = get(&mut f, "2m", 10).unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (400, "invalid_interval"));
+    assert!(e.message.contains("1s, 1m, 5m, 1h, 1d"), "{}", e.message);
+    let e = f.tx(|m, tx| m.candles(tx, "NOPE", "1m", 10).unwrap()).unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (404, "unknown_symbol"));
+}
+
+#[test]
+fn a_replayed_event_or_trade_counts_once() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    let t = serde_json::to_value(trade("t1", "AAPL", "100", "5", T0)).unwrap();
+    f.event(1, "TRADE_EXECUTED", t.clone());
+    f.event(1, "TRADE_EXECUTED", t.clone()); // the same event again (follower replay)
+    f.event(2, "ORDER_CREATED", serde_json::json!({"order_id": "o1"}));
+    f.event(3, "TRADE_EXECUTED", t); // the same trade under a new sequence
+    f.event(4, "TRADE_EXECUTED", serde_json::json!({"not": "a trade"}));
+    assert_eq!(f.market.last_event_seq(), 4);
+    assert_eq!(f.tape("AAPL", 10), ["t1"]);
+    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap());
+    assert_eq!((c.len(), c[0].volume, c[0].trades), (1, d("5"), 1));
+    assert_eq!(f.reopen(&[]).last_event_seq(), 4, "the position survives a restart");
+}
+
+#[test]
+fn a_reload_from_the_store_gives_the_same_state() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    f.add("ZZZ", "0.5", "2").unwrap();
+    f.trade("a", "AAPL", "100", "1", T0);
+    f.trade("b", "ZZZ", "7.5", "4", T0 + S);
+    f.trade("c", "AAPL", "101", "2", T0 + 61 * S);
+    f.trade("x", "AAPL", "90", "1", T0 - S); // late and older: not the last price
+    let now = T0 + 120 * S;
+    let before = (
+        f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap()),
+        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap()),
+        f.tape("AAPL", 10),
+    );
+    f.market = f.reopen(&[seed("AAPL", "0.01", "1")]);
+    let fresh = f.reopen(&[]);
+    assert!(f.market.same_state(&fresh));
+    let after = (
+        f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap()),
+        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap()),
+        f.tape("AAPL", 10),
+    );
+    assert_eq!(before, after);
+    assert_eq!(after.0.last, Some(d("101")));
+    // Trading on after the reload extends the bars the store already had.
+    f.trade("d", "AAPL", "105", "3", T0 + 62 * S);
+    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap());
+    let last = c.last().unwrap();
+    assert_eq!((last.open, last.high, last.close, last.volume, last.trades), (d("101"), d("105"), d("105"), d("5"), 2));
+}
+
+#[test]
+fn a_rolled_back_batch_leaves_nothing_behind_after_the_restart() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    f.trade("a", "AAPL", "100", "1", T0);
+    // A batch that fails: the actor drops the transaction and reloads the service.
+    {
+        let tx = f.conn.transaction().unwrap();
+        let e = BusEvent {
+            event: Event {
+                seq: 99,
+                event_id: "e".into(),
+                kind: "TRADE_EXECUTED".into(),
+                source: "trading".into(),
+                timestamp: ts(T0),
+                data: serde_json::to_value(trade("b", "AAPL", "200", "1", T0 + S)).unwrap(),
+            },
+            line: "".into(),
+        };
+        f.market.apply(&tx, &e).unwrap();
+        assert!(super::tape::Tape::has(&tx, "b").unwrap());
+        drop(tx);
+    }
+    f.market = f.reopen(&[]);
+    assert_eq!(f.market.last_event_seq(), 1);
+    assert_eq!(f.tape("AAPL", 10), ["a"]);
+    let q = f.tx(|m, tx| m.quote(tx, "AAPL", T0 + 2 * S).unwrap().unwrap());
+    assert_eq!((q.last, q.volume_24h), (Some(d("100")), d("1")));
+}

@@ -1,0 +1,15 @@
+//! The services of agt: one folder per service, each an actor that owns its SQLite store.
+pub mod config;
+pub mod trading;
+
+pub mod actor;
+pub mod audit;
+pub mod auth;
+pub mod bus;
+pub mod health;
+pub mod market;
+pub mod notify;
+pub mod orders;
+pub mod risk;
+pub mod store;
+pub mod users;

@@ -1,0 +1,285 @@
+//! The notify service: webhook rules and a durable queue of deliveries (DESIGN.md §2).
+//!
+//! - [`service`] is the actor. Fed by the bus (like audit and health), it turns every
+//!   event that a rule wants into a *delivery* row in `data/notify.db`, in the same
+//!   transaction that records the event as seen, and keeps each delivery's state:
+//!   `pending` → `sent`, or `pending` → `failed` after the last attempt.
+//! - [`sender`] is a tokio task that asks the actor for due deliveries, POSTs them
+//!   (bounded concurrency, a timeout per attempt) and reports each outcome back.
+//!
+//! **Architecture Invariant:** the actor thread never touches the network, and nothing on
+//! the order path waits for notify: events reach it through the bus and its mailbox, and
+//! a dead or hanging receiver only occupies one of the sender's slots until its timeout.
+//!
+//! Delivery is at least once: a delivery is in `notify.db` before it is attempted, and one
+//! that was in flight when the daemon died is pending again after a restart, so it may
+//! reach its receiver twice; the `X-Agt-Delivery` header (stable across retries) lets a
+//! receiver drop duplicates.
+//!
+//! What a receiver gets: `POST <url>` with the event envelope as the JSON body and
+//! `Content-Type: application/json`, `X-Agt-Event: <type>`, `X-Agt-Delivery: <id>`, and,
+//! when the rule has a secret, `X-Agt-Signature: sha256=<hex HMAC-SHA256(secret, body)>`.
+//! Any 2xx is delivered; anything else, a timeout or a connection error is a failed
+//! attempt, retried after [`Tuning::backoff`]. Only `http://` URLs can be delivered: this
+//! build has no TLS client (put a TLS-terminating proxy in front of an https receiver).
+//!
+//! Tuning comes from the environment, read once when the service (or the sender) starts;
+//! the defaults are what production wants, the overrides let tests run in seconds:
+//! `AGT_NOTIFY_BACKOFF_MS` (first retry delay, default 1000), `AGT_NOTIFY_MAX_ATTEMPTS`
+//! (default 10), `AGT_NOTIFY_TIMEOUT_MS` (per attempt, default 5000).
+
+pub mod sender;
+pub mod service;
+
+pub use service::Notify;
+
+use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
+use crate::services::actor::Reply;
+use crate::services::bus::BusEvent;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::time::Duration;
+
+pub enum Cmd {
+    /// A bus event: queues a delivery for every rule that wants it (once per sequence).
+    Event(BusEvent),
+    /// The last bus sequence handled, for the follower to resume after.
+    LastEventSeq(Reply<u64>),
+    /// Deliveries newest first, optionally of one status (`pending`, `sent`, `failed`).
+    List { limit: usize, status: Option<String>, reply: Reply<Vec<Delivery>> },
+    /// Up to `max` deliveries due now, for the sender. When none is due the actor keeps
+    /// the reply and answers as soon as one is (a long poll), so an idle sender costs
+    /// nothing and a new event goes out at once.
+    Due { max: usize, reply: Reply<Vec<Attempt>> },
+    /// What became of one attempt; the actor records it and schedules the next one.
+    Outcome { id: String, result: AttemptResult },
+    /// Adds a run-time rule (kept in `notify.db`, beside the `[[notify.webhooks]]` of the config).
+    AddRule { rule: NewWebhookRule, reply: Reply<WebhookRule> },
+    /// Every rule: the config's first (ids `config:N`), then the run-time ones.
+    Rules(Reply<Vec<WebhookRule>>),
+    /// Removes a run-time rule; its pending deliveries still go out.
+    RemoveRule { id: String, reply: Reply<WebhookRule> },
+}
+
+/// One delivery handed to the sender: everything it needs to make the request.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    pub url: String,
+    /// The rule's signing key, copied into the delivery so a later config change cannot
+    /// leave a queued delivery unsigned.
+    pub secret: Option<String>,
+    pub event_type: String,
+    /// The event envelope, exactly as the bus keeps it: the request body.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// No 2xx: retried later unless `permanent` (a URL that can never be delivered to) or
+    /// the attempts are used up.
+    Failed { error: String, permanent: bool },
+}
+
+/// Delivery timing: production defaults, overridable from the environment (module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// The wait after the first failed attempt; it doubles with each further one.
+    pub backoff_base: Duration,
+    /// No wait between attempts is longer than this.
+    pub backoff_max: Duration,
+    /// After this many failed attempts a delivery is `failed` for good.
+    pub max_attempts: u32,
+    /// How long one attempt may take, connecting and reading the answer included.
+    pub timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 10,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Tuning {
+    pub fn from_env() -> Tuning {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&n| n > 0);
+        let d = Tuning::default();
+        Tuning {
+            backoff_base: var("AGT_NOTIFY_BACKOFF_MS").map(Duration::from_millis).unwrap_or(d.backoff_base),
+            backoff_max: d.backoff_max,
+            max_attempts: var("AGT_NOTIFY_MAX_ATTEMPTS").map(|n| n.min(1000) as u32).unwrap_or(d.max_attempts),
+            timeout: var("AGT_NOTIFY_TIMEOUT_MS").map(Duration::from_millis).unwrap_or(d.timeout),
+        }
+    }
+
+    /// The wait after `failed` failed attempts (>= 1): base, 2·base, 4·base, … up to the max.
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let doublings = failed.saturating_sub(1).min(31);
+        self.backoff_base.saturating_mul(1u32 << doublings).min(self.backoff_max)
+    }
+}
+
+/// Whether a rule subscribed to `events` wants `event`.
+///
+/// `"*"` means every event except `NOTIFICATION_SENT`/`NOTIFICATION_FAILED`: those must be
+/// named, and even then an event about the delivery of a `NOTIFICATION_*` event is not
+/// delivered, so a dead receiver subscribed to its own failures cannot feed a loop.
+pub fn wants(events: &[String], event: &crate::api::Event) -> bool {
+    let named = events.contains(&event.kind);
+    if event.kind.starts_with("NOTIFICATION_") {
+        let about_notification =
+            event.data.get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
+        return named && !about_notification;
+    }
+    named || events.iter().any(|e| e == "*")
+}
+
+/// The `X-Agt-Signature` value of `body` under `secret`: `sha256=<hex HMAC-SHA256>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Parses a webhook URL into what the sender can POST to: `http://host[:port][/path]`.
+pub fn parse_url(url: &str) -> Result<hyper::Uri, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{url:?}: https:// webhooks are not supported by this build of agt (it has no TLS client); \
+                 use an http:// URL, e.g. a local TLS-terminating proxy"
+            ))
+        }
+        _ => return Err(format!("{url:?} is not an http:// URL such as \"http://127.0.0.1:9000/hook\"")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{url:?} has no host; expected http://host[:port]/path"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("{}: credentials in the URL are not supported; set a secret to sign deliveries", shown_url(url)));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{url:?} has no host; expected http://host[:port]/path"));
+    }
+    Ok(uri)
+}
+
+/// Checks the `[[notify.webhooks]]` of a configuration at start-up, so a webhook that can
+/// never be delivered to stops the daemon with a message instead of failing quietly later.
+pub fn check_webhooks(settings: &crate::services::config::settings::Settings) -> Result<(), String> {
+    for (i, w) in settings.notify.webhooks.iter().enumerate() {
+        parse_url(&w.url).map_err(|e| format!("notify.webhooks[{i}].url: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A URL as the API and events show it: any `user:password@` replaced by `***@`.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Checks a run-time rule the way the config checks `[[notify.webhooks]]`.
+fn check_rule(rule: &NewWebhookRule) -> Result<(), ApiError> {
+    parse_url(&rule.url).map_err(|e| ApiError::invalid("invalid_url", e))?;
+    if rule.events.is_empty() {
+        return Err(ApiError::invalid("invalid_events", "events needs at least one event type, or [\"*\"] for all"));
+    }
+    for e in &rule.events {
+        if e != "*" && !crate::services::bus::EVENT_TYPES.contains(&e.as_str()) {
+            return Err(ApiError::invalid(
+                "invalid_events",
+                format!("unknown event type {e:?}; expected \"*\" or one of {}", crate::services::bus::EVENT_TYPES.join(", ")),
+            ));
+        }
+    }
+    if rule.secret.as_ref().is_some_and(|s| s.len() > 256) {
+        return Err(ApiError::invalid("invalid_secret", "a secret is at most 256 bytes"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Event;
+
+    fn event(kind: &str, data: serde_json::Value) -> Event {
+        Event { seq: 1, event_id: "e".into(), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data }
+    }
+
+    fn list(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_ne!(signature("other", b"what do ya want for nothing?"), signature("Jefe", b"what do ya want for nothing?"));
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let t = Tuning::default();
+        let secs: Vec<u64> = (1..=12).map(|n| t.backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(t.backoff(u32::MAX), Duration::from_secs(300));
+        let fast = Tuning { backoff_base: Duration::from_millis(50), ..t };
+        assert_eq!(fast.backoff(3), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn rules_match_named_types_and_star() {
+        let created = event("USER_CREATED", serde_json::json!({}));
+        assert!(wants(&list(&["USER_CREATED"]), &created));
+        assert!(wants(&list(&["TRADE_EXECUTED", "*"]), &created));
+        assert!(!wants(&list(&["TRADE_EXECUTED"]), &created));
+        assert!(!wants(&[], &created));
+    }
+
+    #[test]
+    fn notification_events_go_only_where_named_and_never_loop() {
+        let failed = event("NOTIFICATION_FAILED", serde_json::json!({"event_type": "TRADE_EXECUTED"}));
+        assert!(!wants(&list(&["*"]), &failed));
+        assert!(wants(&list(&["NOTIFICATION_FAILED"]), &failed));
+        let about_itself = event("NOTIFICATION_FAILED", serde_json::json!({"event_type": "NOTIFICATION_FAILED"}));
+        assert!(!wants(&list(&["NOTIFICATION_FAILED", "*"]), &about_itself));
+    }
+
+    #[test]
+    fn only_plain_http_urls_with_a_host_are_deliverable() {
+        assert!(parse_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(parse_url("http://example.com").is_ok());
+        assert!(parse_url("https://example.com/hook").unwrap_err().contains("https"));
+        assert!(parse_url("ftp://example.com/").is_err());
+        assert!(parse_url("not a url").is_err());
+        assert!(parse_url("/just/a/path").is_err());
+        assert!(parse_url("http://user:pw@example.com/").unwrap_err().contains("***@example.com"));
+    }
+
+    #[test]
+    fn shown_urls_hide_credentials() {
+        assert_eq!(shown_url("http://u:p@h:1/x@y"), "http://***@h:1/x@y");
+        assert_eq!(shown_url("http://h/x"), "http://h/x");
+    }
+}

@@ -1,0 +1,598 @@
+//! The notify actor: rules, the delivery queue in `data/notify.db`, and the outcome of
+//! every attempt. It never does network I/O itself; [`super::sender`] does.
+
+use super::{check_rule, shown_url, wants, Attempt, AttemptResult, Cmd, Tuning};
+use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
+use crate::daemon::metrics::{self, ResultLabel};
+use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
+use crate::services::config::settings::MASKED_SECRET;
+use crate::services::config::SharedSettings;
+use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Finished (sent or failed) deliveries kept for the log; older ones are pruned.
+const KEEP_FINISHED: i64 = 100_000;
+/// How often finished deliveries are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Notify {
+    /// The last bus sequence handled: replays at or below it are ignored.
+    last_event_seq: u64,
+    /// The run-time rules; the config's `[[notify.webhooks]]` are read live from `settings`.
+    rules: Vec<Rule>,
+    settings: SharedSettings,
+    tuning: Tuning,
+    /// Deliveries handed to the sender and not yet reported back. Memory only: after a
+    /// restart every pending delivery is due again, including those that were in flight.
+    in_flight: HashSet<String>,
+    /// The sender's `Due` request while nothing was due, answered when something is.
+    parked: Option<(usize, Reply<Vec<Attempt>>)>,
+    last_prune: Instant,
+}
+
+/// A webhook subscription, from the config or added at run time.
+#[derive(Debug, Clone)]
+struct Rule {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    secret: Option<String>,
+    created_at: Option<String>,
+}
+
+impl Rule {
+    fn shown(&self) -> WebhookRule {
+        WebhookRule {
+            source: if self.id.starts_with("config:") { "config" } else { "api" }.into(),
+            id: self.id.clone(),
+            url: shown_url(&self.url),
+            events: self.events.clone(),
+            secret: self.secret.as_ref().map(|_| MASKED_SECRET.to_string()),
+            created_at: self.created_at.clone(),
+        }
+    }
+}
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE deliveries (
+        n INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        rule TEXT NOT NULL,
+        url TEXT NOT NULL,
+        secret TEXT,
+        event_seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        delivered_at TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+    CREATE TABLE rules (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('last_event_seq', -1);"];
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn rfc3339_of_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+fn count(result: &str) {
+    metrics::get().notification_deliveries.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+}
+
+fn row_to_delivery(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        url: shown_url(&r.get::<_, String>(2)?),
+        event_type: r.get(3)?,
+        event_seq: r.get::<_, i64>(4)? as u64,
+        status: r.get(5)?,
+        attempts: r.get::<_, i64>(6)? as u32,
+        last_error: r.get(7)?,
+        next_attempt_at: r.get::<_, Option<i64>>(8)?.map(rfc3339_of_ms),
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        delivered_at: r.get(11)?,
+    })
+}
+
+impl Notify {
+    /// Every rule: the config's first, then the run-time ones.
+    fn all_rules(&self) -> Vec<Rule> {
+        let settings = self.settings.get();
+        let config = settings.notify.webhooks.iter().enumerate().map(|(i, w)| Rule {
+            id: format!("config:{i}"),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            secret: w.secret.clone().filter(|s| !s.is_empty()),
+            created_at: None,
+        });
+        config.chain(self.rules.iter().cloned()).collect()
+    }
+
+    /// Queues one delivery per URL whose rule wants the event (two rules naming the same
+    /// URL make one delivery, signed with the first one's secret). Returns how many.
+    fn enqueue(&self, tx: &Transaction, e: &crate::services::bus::BusEvent) -> Result<usize, ServiceError> {
+        let settings = self.settings.get();
+        // Every event passes through here: find the wanting rules before allocating anything.
+        let config = settings.notify.webhooks.iter().enumerate().filter(|(_, w)| wants(&w.events, &e.event));
+        let wanting: Vec<_> = config
+            .map(|(i, w)| (format!("config:{i}"), &w.url, &w.secret))
+            .chain(self.rules.iter().filter(|r| wants(&r.events, &e.event)).map(|r| (r.id.clone(), &r.url, &r.secret)))
+            .collect();
+        if wanting.is_empty() {
+            return Ok(0);
+        }
+        let mut urls = HashSet::new();
+        let (now, at) = (now_ms(), crate::api::now_rfc3339());
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO deliveries (id, rule, url, secret, event_seq, event_type, payload, status, attempts,
+                                     next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?9)",
+        )?;
+        for (rule, url, secret) in wanting {
+            if urls.insert(url.clone()) {
+                let id = uuid::Uuid::now_v7().to_string();
+                let secret = secret.as_deref().filter(|s| !s.is_empty());
+                insert.execute(params![id, rule, url, secret, e.event.seq as i64, e.event.kind, &*e.line, now, at])?;
+            }
+        }
+        Ok(urls.len())
+    }
+
+    /// Up to `max` pending deliveries due now and not already with the sender; marks them
+    /// as with the sender.
+    fn due(&mut self, tx: &Transaction, max: usize) -> Result<Vec<Attempt>, ServiceError> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, url, secret, event_type, payload, attempts FROM deliveries
+             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, n LIMIT ?2",
+        )?;
+        let fetch = (max + self.in_flight.len()) as i64;
+        let rows = stmt.query_map(params![now_ms(), fetch], |r| {
+            Ok(Attempt {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                secret: r.get(2)?,
+                event_type: r.get(3)?,
+                payload: r.get(4)?,
+                attempts: r.get::<_, i64>(5)? as u32,
+            })
+        })?;
+        let mut out = Vec::new();
+        for a in rows {
+            let a = a?;
+            if out.len() < max && !self.in_flight.contains(&a.id) {
+                self.in_flight.insert(a.id.clone());
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Answers a parked `Due` if anything has become due.
+    fn wake_sender(&mut self, tx: &Transaction, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        if let Some((max, reply)) = self.parked.take() {
+            if reply.is_closed() {
+                return Ok(());
+            }
+            let due = self.due(tx, max)?;
+            if due.is_empty() {
+                self.parked = Some((max, reply));
+            } else {
+                after.reply(reply, Ok(due));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records one attempt's outcome; emits `NOTIFICATION_SENT` on success and
+    /// `NOTIFICATION_FAILED` when the delivery is given up (not on each failed attempt).
+    fn record(&mut self, tx: &Transaction, id: &str, result: AttemptResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        self.in_flight.remove(id);
+        let row: Option<(String, String, i64, i64, String)> = tx
+            .prepare_cached("SELECT url, event_type, event_seq, attempts, status FROM deliveries WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .optional()?;
+        // Unknown, or already settled (a duplicate report after a restart): nothing to do.
+        let Some((url, event_type, event_seq, attempts, status)) = row else { return Ok(()) };
+        if status != "pending" {
+            return Ok(());
+        }
+        let attempts = attempts + 1;
+        let at = crate::api::now_rfc3339();
+        let url = shown_url(&url);
+        match result {
+            AttemptResult::Delivered => {
+                tx.prepare_cached(
+                    "UPDATE deliveries SET status = 'sent', attempts = ?2, next_attempt_at = NULL, updated_at = ?3,
+                     delivered_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, attempts, at])?;
+                count("sent");
+                after.event(
+                    "NOTIFICATION_SENT",
+                    serde_json::json!({"delivery_id": id, "url": url, "event_type": event_type, "event_seq": event_seq, "attempts": attempts}),
+                );
+            }
+            AttemptResult::Failed { error, permanent } => {
+                let error: String = error.chars().take(1000).collect();
+                if permanent || attempts >= i64::from(self.tuning.max_attempts) {
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET status = 'failed', attempts = ?2, last_error = ?3, next_attempt_at = NULL,
+                         updated_at = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, attempts, error, at])?;
+                    count("failed");
+                    tracing::warn!(delivery = id, %url, attempts, %error, "webhook delivery given up");
+                    after.event(
+                        "NOTIFICATION_FAILED",
+                        serde_json::json!({"delivery_id": id, "url": url, "event_type": event_type, "event_seq": event_seq,
+                                           "attempts": attempts, "error": error}),
+                    );
+                } else {
+                    let wait = self.tuning.backoff(attempts as u32);
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET attempts = ?2, last_error = ?3, next_attempt_at = ?4, updated_at = ?5 WHERE id = ?1",
+                    )?
+                    .execute(params![id, attempts, error, now_ms() + wait.as_millis() as i64, at])?;
+                    count("retry");
+                    tracing::debug!(delivery = id, %url, attempts, %error, retry_in = ?wait, "webhook delivery failed; will retry");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_rule(&mut self, tx: &Transaction, new: NewWebhookRule) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
+        if let Err(e) = check_rule(&new) {
+            return Ok(Err(e));
+        }
+        let rule = Rule {
+            id: uuid::Uuid::now_v7().to_string(),
+            url: new.url,
+            events: new.events,
+            secret: new.secret.filter(|s| !s.is_empty()),
+            created_at: Some(crate::api::now_rfc3339()),
+        };
+        tx.prepare_cached("INSERT INTO rules (id, url, events, secret, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
+            rule.id,
+            rule.url,
+            serde_json::to_string(&rule.events).expect("strings serialize"),
+            rule.secret,
+            rule.created_at
+        ])?;
+        let shown = rule.shown();
+        self.rules.push(rule);
+        Ok(Ok(shown))
+    }
+
+    fn remove_rule(&mut self, tx: &Transaction, id: &str) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
+        if id.starts_with("config:") {
+            return Ok(Err(ApiError::conflict(
+                "config_rule",
+                format!("{id} comes from [[notify.webhooks]] in agt.toml; change it there (or with `agt config set notify.webhooks`)"),
+            )));
+        }
+        let Some(i) = self.rules.iter().position(|r| r.id == id) else {
+            return Ok(Err(ApiError::not_found("notification rule", id)));
+        };
+        tx.prepare_cached("DELETE FROM rules WHERE id = ?1")?.execute([id])?;
+        Ok(Ok(self.rules.remove(i).shown()))
+    }
+
+    fn list(&self, tx: &Transaction, limit: usize, status: Option<String>) -> Result<Vec<Delivery>, ServiceError> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, rule, url, event_type, event_seq, status, attempts, last_error, next_attempt_at,
+                    created_at, updated_at, delivered_at
+             FROM deliveries WHERE (?1 IS NULL OR status = ?1) ORDER BY n DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![status, limit.min(i64::MAX as usize) as i64], row_to_delivery)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+impl Service for Notify {
+    type Cmd = Cmd;
+    const NAME: &'static str = "notify";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    /// Retries come due with time, not with a message: the tick answers a parked `Due`.
+    const TICK: Option<Duration> = Some(Duration::from_millis(100));
+
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let mut last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
+        if last < 0 {
+            // A new store starts at the bus's current end: a home that had events before
+            // notify existed does not replay its whole history to the webhooks.
+            last = ctx.bus.last_seq() as i64;
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'", [last])?;
+        }
+        let mut stmt = conn.prepare("SELECT id, url, events, secret, created_at FROM rules ORDER BY created_at, id")?;
+        let rules = stmt
+            .query_map([], |r| {
+                let events: String = r.get(2)?;
+                Ok(Rule {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    events: serde_json::from_str(&events).unwrap_or_default(),
+                    secret: r.get(3)?,
+                    created_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let pending: i64 = conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0))?;
+        if pending > 0 {
+            tracing::info!(pending, "notify: resuming pending webhook deliveries");
+        }
+        Ok(Notify {
+            last_event_seq: last as u64,
+            rules,
+            settings: ctx.settings.clone(),
+            tuning: Tuning::from_env(),
+            in_flight: HashSet::new(),
+            parked: None,
+            last_prune: Instant::now(),
+        })
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Event(e) => {
+                if e.event.seq > self.last_event_seq {
+                    let queued = self.enqueue(tx, &e)?;
+                    self.last_event_seq = e.event.seq;
+                    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?
+                        .execute([self.last_event_seq as i64])?;
+                    if queued > 0 {
+                        self.wake_sender(tx, after)?;
+                    }
+                }
+            }
+            Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::List { limit, status, reply } => {
+                let list = self.list(tx, limit, status)?;
+                after.reply(reply, Ok(list));
+            }
+            Cmd::Due { max, reply } => {
+                let due = self.due(tx, max)?;
+                if due.is_empty() {
+                    self.parked = Some((max, reply));
+                } else {
+                    after.reply(reply, Ok(due));
+                }
+            }
+            Cmd::Outcome { id, result } => self.record(tx, &id, result, after)?,
+            Cmd::AddRule { rule, reply } => {
+                let result = self.add_rule(tx, rule)?;
+                after.reply(reply, result);
+            }
+            Cmd::Rules(reply) => after.reply(reply, Ok(self.all_rules().iter().map(Rule::shown).collect())),
+            Cmd::RemoveRule { id, reply } => {
+                let result = self.remove_rule(tx, &id)?;
+                after.reply(reply, result);
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, tx: &Transaction, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        self.wake_sender(tx, after)?;
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            tx.prepare_cached(
+                "DELETE FROM deliveries WHERE status != 'pending' AND n < (
+                     SELECT n FROM deliveries WHERE status != 'pending' ORDER BY n DESC LIMIT 1 OFFSET ?1)",
+            )?
+            .execute([KEEP_FINISHED])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Event;
+    use crate::services::bus::BusEvent;
+
+    /// A notify actor on a temporary store, driven by hand (no thread, no bus).
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        conn: rusqlite::Connection,
+        svc: Notify,
+    }
+
+    fn fixture(webhooks: &str, tuning: Tuning) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::services::store::open(&dir.path().join("notify.db"), Default::default(), MIGRATIONS).unwrap();
+        let file = dir.path().join("agt.toml");
+        std::fs::write(&file, webhooks).unwrap();
+        let settings = crate::services::config::settings::Settings::load(&file, &|_: &str| None).unwrap();
+        let svc = Notify {
+            last_event_seq: 0,
+            rules: Vec::new(),
+            settings: SharedSettings::new(settings),
+            tuning,
+            in_flight: HashSet::new(),
+            parked: None,
+            last_prune: Instant::now(),
+        };
+        Fixture { _dir: dir, conn, svc }
+    }
+
+    impl Fixture {
+        fn run(&mut self, cmd: Cmd) -> AfterCommit {
+            let mut after = AfterCommit::new("notify");
+            let tx = self.conn.transaction().unwrap();
+            self.svc.handle(&tx, cmd, &mut after).unwrap();
+            tx.commit().unwrap();
+            after
+        }
+        /// Runs `f` inside a committed transaction (for the parts whose answers go through
+        /// `AfterCommit`, which only a running actor releases).
+        fn with_tx<T>(&mut self, f: impl FnOnce(&mut Notify, &Transaction) -> T) -> T {
+            let tx = self.conn.transaction().unwrap();
+            let out = f(&mut self.svc, &tx);
+            tx.commit().unwrap();
+            out
+        }
+        fn event(&mut self, seq: u64, kind: &str) {
+            let event = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
+            let line = serde_json::to_string(&event).unwrap();
+            self.run(Cmd::Event(BusEvent { event, line: line.into() }));
+        }
+        fn deliveries(&mut self) -> Vec<Delivery> {
+            let tx = self.conn.transaction().unwrap();
+            self.svc.list(&tx, 100, None).unwrap()
+        }
+        fn due(&mut self) -> Vec<Attempt> {
+            let tx = self.conn.transaction().unwrap();
+            let due = self.svc.due(&tx, 16).unwrap();
+            tx.commit().unwrap();
+            due
+        }
+    }
+
+    const HOOK: &str = "[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nevents = [\"USER_CREATED\"]\nsecret = \"s\"\n";
+
+    #[test]
+    fn a_matching_event_queues_one_delivery_once() {
+        let mut f = fixture(HOOK, Tuning::default());
+        f.event(1, "USER_CREATED");
+        f.event(1, "USER_CREATED"); // a replay
+        f.event(2, "TRADE_EXECUTED");
+        let d = f.deliveries();
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].event_seq, d[0].status.as_str(), d[0].attempts, d[0].rule.as_str()), (1, "pending", 0, "config:0"));
+        let due = f.due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].secret.as_deref(), Some("s"));
+        assert!(due[0].payload.contains("USER_CREATED"));
+        assert!(f.due().is_empty(), "a delivery with the sender is not handed out twice");
+    }
+
+    #[test]
+    fn failed_attempts_back_off_then_a_success_settles_it() {
+        let tuning = Tuning { backoff_base: Duration::from_millis(1), ..Tuning::default() };
+        let mut f = fixture(HOOK, tuning);
+        f.event(1, "USER_CREATED");
+        for n in 1..=2 {
+            let a = f.due().pop().expect("due");
+            assert_eq!(a.attempts, n - 1);
+            f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "HTTP 500".into(), permanent: false } });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = f.due().pop().expect("due again");
+        let after = f.run(Cmd::Outcome { id: a.id.clone(), result: AttemptResult::Delivered });
+        assert!(!after.is_empty(), "NOTIFICATION_SENT is published");
+        // A duplicate report (after a restart) changes nothing.
+        f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "late".into(), permanent: false } });
+        let d = &f.deliveries()[0];
+        assert_eq!((d.status.as_str(), d.attempts), ("sent", 3));
+        assert_eq!(d.last_error.as_deref(), Some("HTTP 500"));
+        assert!(d.delivered_at.is_some());
+        assert!(f.due().is_empty());
+    }
+
+    #[test]
+    fn the_last_attempt_or_a_permanent_error_fails_the_delivery() {
+        let tuning = Tuning { backoff_base: Duration::from_millis(1), max_attempts: 2, ..Tuning::default() };
+        let mut f = fixture(HOOK, tuning);
+        f.event(1, "USER_CREATED");
+        f.event(2, "USER_CREATED");
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(5));
+            for a in f.due() {
+                let permanent = a.attempts == 0 && f.deliveries().iter().any(|d| d.id == a.id && d.event_seq == 2);
+                f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "refused".into(), permanent } });
+            }
+        }
+        let d = f.deliveries();
+        assert!(d.iter().all(|d| d.status == "failed"), "{d:?}");
+        assert_eq!(d.iter().map(|d| d.attempts).collect::<Vec<_>>(), [1, 2], "newest first: the permanent one stopped at once");
+    }
+
+    #[test]
+    fn a_parked_due_is_answered_by_a_new_delivery() {
+        let mut f = fixture(HOOK, Tuning::default());
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        f.run(Cmd::Due { max: 4, reply });
+        assert!(f.svc.parked.is_some(), "nothing due: the request waits");
+        f.event(1, "USER_CREATED");
+        assert!(f.svc.parked.is_none(), "the new delivery answered it");
+        assert_eq!(f.svc.in_flight.len(), 1);
+    }
+
+    #[test]
+    fn run_time_rules_are_checked_listed_and_removed() {
+        let mut f = fixture("", Tuning::default());
+        let rule = |url: &str, events: &[&str], secret: Option<&str>| NewWebhookRule {
+            url: url.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            secret: secret.map(Into::into),
+        };
+        let bad = f.with_tx(|s, tx| s.add_rule(tx, rule("https://x/", &["*"], None)).unwrap());
+        assert_eq!(bad.unwrap_err().code, "invalid_url");
+        let bad = f.with_tx(|s, tx| s.add_rule(tx, rule("http://x/", &["NOPE"], None)).unwrap());
+        assert_eq!(bad.unwrap_err().code, "invalid_events");
+        let added = f.with_tx(|s, tx| s.add_rule(tx, rule("http://x/", &["*"], Some("k"))).unwrap()).unwrap();
+        assert_eq!(added.secret.as_deref(), Some(MASKED_SECRET));
+        f.event(1, "ORDER_CREATED");
+        f.event(2, "NOTIFICATION_SENT");
+        assert_eq!(f.deliveries().len(), 1, "\"*\" leaves NOTIFICATION_* out");
+        assert_eq!(f.due()[0].secret.as_deref(), Some("k"));
+        let config = f.with_tx(|s, tx| s.remove_rule(tx, "config:0").unwrap());
+        assert_eq!(config.unwrap_err().code, "config_rule");
+        let removed = f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
+        assert_eq!(removed.id, added.id);
+        assert!(f.svc.all_rules().is_empty());
+    }
+
+    #[test]
+    fn load_starts_a_new_store_at_the_bus_end_and_keeps_rules_and_pending_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+        bus.publish("USER_CREATED", "users", serde_json::json!({}));
+        while bus.last_seq() < 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let file = dir.path().join("agt.toml");
+        std::fs::write(&file, HOOK).unwrap();
+        let settings = crate::services::config::settings::Settings::load(&file, &|_: &str| None).unwrap();
+        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings: SharedSettings::new(settings) };
+        let mut conn = crate::services::store::open(&home.store("notify"), Default::default(), MIGRATIONS).unwrap();
+        let mut svc = Notify::load(&conn, &ctx).unwrap();
+        assert_eq!(svc.last_event_seq, 1, "history before notify existed is not replayed");
+        let tx = conn.transaction().unwrap();
+        svc.add_rule(&tx, NewWebhookRule { url: "http://x/".into(), events: vec!["*".into()], secret: None }).unwrap().unwrap();
+        let event = Event { seq: 2, event_id: "e".into(), kind: "USER_CREATED".into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
+        let line = serde_json::to_string(&event).unwrap();
+        svc.handle(&tx, Cmd::Event(BusEvent { event, line: line.into() }), &mut AfterCommit::new("notify")).unwrap();
+        assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
+        tx.commit().unwrap();
+        // A restart (or SIGKILL): what was with the sender is due again.
+        let mut svc = Notify::load(&conn, &ctx).unwrap();
+        assert_eq!((svc.last_event_seq, svc.rules.len()), (2, 1));
+        let tx = conn.transaction().unwrap();
+        assert_eq!(svc.due(&tx, 16).unwrap().len(), 2);
+        drop(tx);
+        bus.shutdown();
+    }
+}

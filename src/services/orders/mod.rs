@@ -1,0 +1,60 @@
+//! The orders service: order records and their lifecycle, and the placement saga.
+//!
+//! The actor ([`service`]) owns `data/orders.db`: every order, its fills, and the stage
+//! its saga has reached. The saga ([`saga`]) runs in async code and walks an order
+//! through the other services — accept here, reserve in risk, match in trading, settle in
+//! risk, record here — each step idempotent, so [`saga::recover`] can replay any step a
+//! crash interrupted. This file is the **message contract**.
+
+pub mod saga;
+mod service;
+
+pub use service::Orders;
+
+use crate::api::{Order, OrderStatus, OrderType, Side, TimeInForce};
+use crate::services::actor::Reply;
+use crate::services::trading::{Cancelled, MatchResult};
+use rust_decimal::Decimal;
+
+pub enum Cmd {
+    /// Stores a new order at stage `accepted`; a repeated `client_order_id` of the same
+    /// user answers the first order instead (`Accepted::Existing`).
+    Accept { order: NewOrder, reply: Reply<Accepted> },
+    /// A risk rejection (or an abort): status `rejected` with its reason.
+    Reject { order_id: String, code: String, message: String, reply: Reply<Order> },
+    /// The match outcome of a taker (placement or amend) and its makers' fills.
+    Record { result: MatchResult, amended: Option<(Decimal, Decimal)>, reply: Reply<Order> },
+    /// Orders taken out of the book by a cancel.
+    Cancelled { cancelled: Vec<Cancelled>, reply: Reply<Vec<Order>> },
+    Get { order_id: String, reply: Reply<Order> },
+    List { filter: ListFilter, reply: Reply<Vec<Order>> },
+    /// Orders whose saga did not finish (for recovery).
+    Unfinished(Reply<Vec<Order>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub order_id: String,
+    pub user_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub kind: OrderType,
+    pub time_in_force: TimeInForce,
+    pub price: Option<Decimal>,
+    pub quantity: Decimal,
+    pub client_order_id: Option<String>,
+}
+
+pub enum Accepted {
+    New(Order),
+    Existing(Order),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub user_id: Option<String>,
+    pub symbol: Option<String>,
+    /// `None` or empty = every status; otherwise only these.
+    pub statuses: Vec<OrderStatus>,
+    pub limit: usize,
+}

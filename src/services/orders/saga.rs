@@ -1,0 +1,379 @@
+//! The placement saga: accept → reserve → match → settle → record (DESIGN.md §2).
+//!
+//! Each step is a message to the service that owns it, and each is idempotent by order
+//! id or trade id. A step that failed with 503 did not commit (a reply is only ever sent
+//! after commit; a lost reply means the batch rolled back), so before the book has
+//! traded an order can be aborted cleanly; after it, the remaining steps are retried
+//! until they land. [`recover`] replays every unfinished saga at start-up, and finishes
+//! cancels that a crash interrupted.
+
+use super::{Accepted, Cmd, NewOrder};
+use crate::api::{AmendOrder, ApiError, Instrument, Order, OrderType, PlaceOrder, Side, TimeInForce};
+use crate::daemon::app::App;
+use crate::daemon::http::Caller;
+use crate::services::market::base_asset;
+use crate::services::trading::{self, Cancelled, MatchRequest, MatchResult};
+use crate::services::{market, risk, users};
+use rust_decimal::Decimal;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the remaining steps of a traded order are retried before recovery at the
+/// next start takes over.
+const FINISH_RETRY: Duration = Duration::from_secs(300);
+
+fn invalid(code: &'static str, msg: impl Into<String>) -> ApiError {
+    ApiError::invalid(code, msg)
+}
+
+/// Resolves the user an order or a query is for: a trader's own user, or the named one.
+pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Result<crate::api::User, ApiError> {
+    match (caller.bound_user(), named.filter(|s| !s.is_empty())) {
+        (Some(own), None) => app.users.call(|r| users::Cmd::Get(own.to_string(), r)).await,
+        (Some(own), Some(name)) => {
+            let u = app.users.call(|r| users::Cmd::Get(name.to_string(), r)).await.map_err(|_| ApiError::forbidden("a trader token acts only for its own user"))?;
+            if u.user_id != own {
+                return Err(ApiError::forbidden("a trader token acts only for its own user"));
+            }
+            Ok(u)
+        }
+        (None, Some(name)) => app.users.call(|r| users::Cmd::Get(name.to_string(), r)).await,
+        (None, None) => Err(invalid("missing_user", "user_id is required: the id or username of the user placing the order")),
+    }
+}
+
+/// Checks the body, resolves user and instrument, then runs the saga on its own task so
+/// that a client that gives up (or the 504 timeout) never leaves it half-way.
+/// Answers 201 with a new order or 200 with the first order of a repeated client id.
+pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(u16, Order), ApiError> {
+    caller.require_trading()?;
+    let started = std::time::Instant::now();
+    let symbol = body.symbol.trim().to_string();
+    if symbol.is_empty() || symbol.len() > 32 {
+        return Err(invalid("invalid_symbol", "symbol must be 1-32 characters, e.g. \"AAPL\""));
+    }
+    if body.quantity <= Decimal::ZERO {
+        return Err(invalid("invalid_quantity", format!("quantity must be greater than zero, got {}", body.quantity)));
+    }
+    if let Some(p) = body.price {
+        if p <= Decimal::ZERO {
+            return Err(invalid("invalid_price", format!("price must be greater than zero, got {p}")));
+        }
+    }
+    let kind = body.kind.unwrap_or(if body.price.is_some() { OrderType::Limit } else { OrderType::Market });
+    match (kind, body.price) {
+        (OrderType::Limit, None) => return Err(invalid("invalid_price", "a limit order needs a price (or use \"type\": \"market\")")),
+        (OrderType::Market, Some(_)) => return Err(invalid("invalid_price", "a market order takes no price: leave price out or use \"type\": \"limit\"")),
+        _ => {}
+    }
+    if let Some(c) = &body.client_order_id {
+        if c.len() > 256 {
+            return Err(invalid("invalid_client_order_id", "client_order_id is at most 256 bytes"));
+        }
+    }
+    let user = resolve_user(&app, caller, body.user_id.as_deref()).await?;
+    let instrument = app.market.call(|r| market::Cmd::Symbol(symbol.clone(), r)).await?;
+    let new = NewOrder {
+        order_id: format!("ord_{}", uuid::Uuid::now_v7().simple()),
+        user_id: user.user_id.clone(),
+        symbol,
+        side: body.side,
+        kind,
+        time_in_force: body.time_in_force.unwrap_or(TimeInForce::Gtc),
+        price: body.price,
+        quantity: body.quantity,
+        client_order_id: body.client_order_id.filter(|c| !c.is_empty()),
+    };
+    let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
+    let active = user.status == "active";
+    let task = tokio::spawn({
+        let app = app.clone();
+        async move {
+            match app.orders.call(|reply| Cmd::Accept { order: new.clone(), reply }).await? {
+                Accepted::Existing(o) => Ok((200, o)),
+                Accepted::New(_) => advance(&app, &new, active, &instrument).await.map(|o| (201, o)),
+            }
+        }
+    });
+    let answer = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(join)) => Err(ApiError::internal(format!("the placement task failed: {join}"))),
+        Err(_) => Err(ApiError::timeout(format!(
+            "placement took longer than trading.order_timeout_s = {}s; it goes on in the background: check the order by its client_order_id",
+            timeout.as_secs()
+        ))),
+    };
+    crate::daemon::metrics::get().order_place_duration.observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+/// Reserve, match, settle, record. Before the match an error aborts the order cleanly.
+async fn advance(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<Order, ApiError> {
+    let req = risk::ReserveRequest {
+        order_id: new.order_id.clone(),
+        user_id: new.user_id.clone(),
+        user_active,
+        instrument: instrument.clone(),
+        side: new.side,
+        kind: new.kind,
+        price: new.price,
+        quantity: new.quantity,
+    };
+    let reserved = match app.risk.call(|reply| risk::Cmd::Reserve { req, reply }).await {
+        Ok(r) => r,
+        Err(e) => {
+            abort(app, &new.order_id, &e).await;
+            return Err(e);
+        }
+    };
+    let req = MatchRequest {
+        order_id: new.order_id.clone(),
+        user_id: new.user_id.clone(),
+        symbol: new.symbol.clone(),
+        side: new.side,
+        kind: new.kind,
+        time_in_force: new.time_in_force,
+        price: new.price,
+        quantity: new.quantity,
+        tick: instrument.tick,
+        lot: instrument.lot,
+        budget: reserved.budget,
+    };
+    let result = match app.trading.call(|reply| trading::Cmd::Match { req, reply }).await {
+        Ok(r) => r,
+        Err(e) => {
+            abort(app, &new.order_id, &e).await;
+            return Err(e);
+        }
+    };
+    finish(app, &new.user_id, &new.symbol, new.side, result, None).await
+}
+
+/// The order never reached the book: release whatever it holds and mark it rejected.
+async fn abort(app: &App, order_id: &str, why: &ApiError) {
+    let release = risk::SettleRequest { trades: vec![], release: vec![order_id.to_string()] };
+    if app.risk.call(|reply| risk::Cmd::Settle { req: release, reply }).await.is_err() {
+        return; // left unfinished: recovery completes it
+    }
+    let (code, message) = (why.code.to_string(), why.message.clone());
+    let _ = app.orders.call(|reply| Cmd::Reject { order_id: order_id.to_string(), code, message, reply }).await;
+}
+
+/// Retries a step that must happen (the book has traded) while its service restarts.
+async fn must<T, F, Fut>(mut step: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let deadline = std::time::Instant::now() + FINISH_RETRY;
+    loop {
+        match step().await {
+            Err(e) if e.status == 503 && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Settles the trades of a match (taker `user_id` on `side`) and records the outcome.
+async fn finish(
+    app: &App,
+    user_id: &str,
+    symbol: &str,
+    side: Side,
+    result: MatchResult,
+    amended: Option<(Decimal, Decimal)>,
+) -> Result<Order, ApiError> {
+    let base = base_asset(symbol).to_string();
+    let trades: Vec<risk::SettleTrade> = result
+        .fills
+        .iter()
+        .map(|f| {
+            let (buy, sell) = match side {
+                Side::Buy => ((result.order_id.clone(), user_id.to_string()), (f.maker_order_id.clone(), f.maker_user_id.clone())),
+                Side::Sell => ((f.maker_order_id.clone(), f.maker_user_id.clone()), (result.order_id.clone(), user_id.to_string())),
+            };
+            risk::SettleTrade {
+                trade_id: f.trade_id.clone(),
+                symbol: symbol.to_string(),
+                base_asset: base.clone(),
+                price: f.price,
+                quantity: f.quantity,
+                buy_order_id: buy.0,
+                buy_user_id: buy.1,
+                sell_order_id: sell.0,
+                sell_user_id: sell.1,
+            }
+        })
+        .collect();
+    let mut release: Vec<String> = result.fills.iter().filter(|f| f.maker_remaining.is_zero()).map(|f| f.maker_order_id.clone()).collect();
+    if !result.rests {
+        release.push(result.order_id.clone());
+    }
+    let req = risk::SettleRequest { trades, release };
+    must(|| {
+        let req = req.clone();
+        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
+    })
+    .await?;
+    must(|| {
+        let result = result.clone();
+        app.orders.call(|reply| Cmd::Record { result, amended, reply })
+    })
+    .await
+}
+
+/// The order a caller may act on: a trader's own only (others look absent: 404).
+pub async fn visible_order(app: &App, caller: &Caller, order_id: &str) -> Result<Order, ApiError> {
+    let o = app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await?;
+    if caller.is_trader() && caller.bound_user() != Some(o.user_id.as_str()) {
+        return Err(ApiError::not_found("order", order_id));
+    }
+    Ok(o)
+}
+
+fn not_open(o: &Order) -> ApiError {
+    ApiError::conflict("order_not_open", format!("order {} is already {}; only new or partially filled orders can change", o.order_id, o.status.as_str()))
+}
+
+pub async fn cancel(app: &App, caller: &Caller, order_id: &str) -> Result<Order, ApiError> {
+    caller.require_trading()?;
+    let o = visible_order(app, caller, order_id).await?;
+    if !o.status.is_open() {
+        return Err(not_open(&o));
+    }
+    let cancelled = match app.trading.call(|reply| trading::Cmd::Cancel { order_id: order_id.to_string(), reply }).await {
+        Ok(c) => c,
+        Err(e) if e.status == 409 => {
+            let now = app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await?;
+            return Err(if now.status.is_open() { e } else { not_open(&now) });
+        }
+        Err(e) => return Err(e),
+    };
+    let mut done = finish_cancel(app, vec![cancelled]).await?;
+    done.pop().ok_or_else(|| ApiError::not_found("order", order_id))
+}
+
+/// Releases the holds of orders taken out of the book and marks them cancelled.
+async fn finish_cancel(app: &App, cancelled: Vec<Cancelled>) -> Result<Vec<Order>, ApiError> {
+    if cancelled.is_empty() {
+        return Ok(vec![]);
+    }
+    let req = risk::SettleRequest { trades: vec![], release: cancelled.iter().map(|c| c.order_id.clone()).collect() };
+    must(|| {
+        let req = req.clone();
+        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
+    })
+    .await?;
+    must(|| {
+        let cancelled = cancelled.clone();
+        app.orders.call(|reply| Cmd::Cancelled { cancelled, reply })
+    })
+    .await
+}
+
+pub async fn cancel_all(app: &App, caller: &Caller, user: Option<&str>, symbol: Option<String>) -> Result<Vec<Order>, ApiError> {
+    caller.require_trading()?;
+    let user_id = match (caller.bound_user(), user) {
+        (None, None) => None,
+        _ => Some(resolve_user(app, caller, user).await?.user_id),
+    };
+    let cancelled = app.trading.call(|reply| trading::Cmd::CancelMany { user_id, symbol, reply }).await?;
+    finish_cancel(app, cancelled).await
+}
+
+pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder) -> Result<Order, ApiError> {
+    caller.require_trading()?;
+    let o = visible_order(app, caller, order_id).await?;
+    if body.price.is_none() && body.quantity.is_none() {
+        return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
+    }
+    if !o.status.is_open() || o.kind != OrderType::Limit {
+        return Err(not_open(&o));
+    }
+    let price = body.price.or(o.price).unwrap_or_default();
+    let quantity = body.quantity.unwrap_or(o.quantity);
+    if price <= Decimal::ZERO {
+        return Err(invalid("invalid_price", format!("price must be greater than zero, got {price}")));
+    }
+    if quantity <= o.filled_quantity {
+        return Err(invalid("invalid_quantity", format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity)));
+    }
+    let instrument = app.market.call(|r| market::Cmd::Symbol(o.symbol.clone(), r)).await?;
+    if (price % instrument.tick) != Decimal::ZERO {
+        return Err(ApiError::rejected("invalid_tick", format!("price {price} is not a multiple of the tick {}", instrument.tick)));
+    }
+    let remaining = quantity - o.filled_quantity;
+    if (remaining % instrument.lot) != Decimal::ZERO {
+        return Err(ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {}", instrument.lot)));
+    }
+    app.risk.call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price, remaining, reply }).await?;
+    let result = match app.trading.call(|reply| trading::Cmd::Amend { order_id: order_id.to_string(), price, remaining, reply }).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Put the hold back as it was.
+            let (old_price, old_remaining) = (o.price.unwrap_or_default(), o.remaining_quantity);
+            let _ = app.risk.call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price: old_price, remaining: old_remaining, reply }).await;
+            return Err(e);
+        }
+    };
+    finish(app, &o.user_id, &o.symbol, o.side, result, Some((price, quantity))).await
+}
+
+/// At start-up: finishes every saga a crash interrupted, and every cancel whose order left
+/// the book but is still open in the orders store.
+pub async fn recover(app: Arc<App>) {
+    let unfinished = loop {
+        match app.orders.call(Cmd::Unfinished).await {
+            Ok(u) => break u,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    if !unfinished.is_empty() {
+        tracing::info!(orders = unfinished.len(), "resuming interrupted order placements");
+    }
+    for o in unfinished {
+        let new = NewOrder {
+            order_id: o.order_id.clone(),
+            user_id: o.user_id.clone(),
+            symbol: o.symbol.clone(),
+            side: o.side,
+            kind: o.kind,
+            time_in_force: o.time_in_force,
+            price: o.price,
+            quantity: o.quantity,
+            client_order_id: o.client_order_id.clone(),
+        };
+        let user = must(|| app.users.call(|r| users::Cmd::Get(o.user_id.clone(), r))).await;
+        let instrument = must(|| app.market.call(|r| market::Cmd::Symbol(o.symbol.clone(), r))).await;
+        let outcome = match (user, instrument) {
+            (Ok(u), Ok(i)) => advance(&app, &new, u.status == "active", &i).await,
+            (Err(e), _) | (_, Err(e)) => {
+                abort(&app, &o.order_id, &e).await;
+                Err(e)
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::info!(order_id = %o.order_id, error = %e, "an interrupted placement ended rejected");
+        }
+    }
+    // Open orders that the book no longer holds were being cancelled: finish that.
+    let filter = super::ListFilter {
+        statuses: vec![crate::api::OrderStatus::New, crate::api::OrderStatus::PartiallyFilled],
+        limit: usize::MAX >> 1,
+        ..Default::default()
+    };
+    let Ok(open) = must(|| app.orders.call(|reply| Cmd::List { filter: filter.clone(), reply })).await else { return };
+    let mut stray = Vec::new();
+    for o in open {
+        let state = must(|| app.trading.call(|reply| trading::Cmd::Status { order_id: o.order_id.clone(), reply })).await;
+        if matches!(state, Ok(trading::OrderState::Cancelled)) {
+            stray.push(Cancelled { order_id: o.order_id.clone(), user_id: o.user_id.clone(), remaining: o.remaining_quantity });
+        }
+    }
+    if !stray.is_empty() {
+        tracing::info!(orders = stray.len(), "finishing interrupted cancels");
+        let _ = finish_cancel(&app, stray).await;
+    }
+}

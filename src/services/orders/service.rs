@@ -1,0 +1,345 @@
+//! The orders actor: `data/orders.db` holds every order, its fills and its saga stage.
+
+use super::{Accepted, Cmd, ListFilter, NewOrder};
+use crate::api::{ApiError, Fill, Order, OrderStatus};
+use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use crate::services::trading::MatchResult;
+use rusqlite::{params, OptionalExtension, Transaction};
+use rust_decimal::Decimal;
+use std::str::FromStr;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE orders (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        type TEXT NOT NULL,
+        time_in_force TEXT NOT NULL,
+        price TEXT,
+        quantity TEXT NOT NULL,
+        filled TEXT NOT NULL,
+        status TEXT NOT NULL,
+        client_order_id TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        reject_reason TEXT,
+        stage TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX orders_client_id ON orders(user_id, client_order_id) WHERE client_order_id IS NOT NULL;
+    CREATE INDEX orders_user ON orders(user_id, seq);
+    CREATE INDEX orders_symbol ON orders(symbol, seq);
+    CREATE INDEX orders_open ON orders(status) WHERE status IN ('new', 'partially_filled');
+    CREATE INDEX orders_unfinished ON orders(stage) WHERE stage <> 'done';
+    CREATE TABLE fills (
+        order_id TEXT NOT NULL,
+        trade_id TEXT NOT NULL,
+        price TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        PRIMARY KEY (order_id, trade_id)
+    );"];
+
+const COLUMNS: &str = "order_id, user_id, symbol, side, type, time_in_force, price, quantity, filled, status, \
+                       client_order_id, created_at, updated_at, reject_reason";
+
+pub struct Orders;
+
+fn enum_str<T: serde::Serialize>(t: &T) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn dec(s: &str) -> rusqlite::Result<Decimal> {
+    Decimal::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
+    let quantity = dec(&r.get::<_, String>(7)?)?;
+    let filled = dec(&r.get::<_, String>(8)?)?;
+    let status: OrderStatus = parse_enum(&r.get::<_, String>(9)?)?;
+    Ok(Order {
+        order_id: r.get(0)?,
+        user_id: r.get(1)?,
+        symbol: r.get(2)?,
+        side: parse_enum(&r.get::<_, String>(3)?)?,
+        kind: parse_enum(&r.get::<_, String>(4)?)?,
+        time_in_force: parse_enum(&r.get::<_, String>(5)?)?,
+        price: r.get::<_, Option<String>>(6)?.map(|p| dec(&p)).transpose()?,
+        quantity,
+        filled_quantity: filled,
+        // Only an open order has something remaining; a closed one's rest was cancelled.
+        remaining_quantity: if status.is_open() { quantity - filled } else { Decimal::ZERO },
+        average_price: None,
+        status,
+        fills: Vec::new(),
+        client_order_id: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        reject_reason: r.get(13)?,
+    })
+}
+
+/// Fills and the volume-weighted average price.
+fn with_fills(tx: &Transaction, mut o: Order) -> rusqlite::Result<Order> {
+    let mut stmt = tx.prepare_cached("SELECT trade_id, price, quantity, timestamp FROM fills WHERE order_id = ?1 ORDER BY timestamp, trade_id")?;
+    let fills = stmt
+        .query_map([&o.order_id], |r| {
+            Ok(Fill { trade_id: r.get(0)?, price: dec(&r.get::<_, String>(1)?)?, quantity: dec(&r.get::<_, String>(2)?)?, timestamp: r.get(3)? })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let qty: Decimal = fills.iter().map(|f| f.quantity).sum();
+    if qty > Decimal::ZERO {
+        let notional: Decimal = fills.iter().map(|f| f.price * f.quantity).sum();
+        o.average_price = Some((notional / qty).round_dp(12).normalize());
+    }
+    o.fills = fills;
+    Ok(o)
+}
+
+fn load(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Order>> {
+    let o = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?
+        .query_row([order_id], row_to_order)
+        .optional()?;
+    o.map(|o| with_fills(tx, o)).transpose()
+}
+
+fn save(tx: &Transaction, o: &mut Order, stage: &str) -> rusqlite::Result<()> {
+    o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
+    tx.prepare_cached(
+        "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7, stage = ?8
+         WHERE order_id = ?1",
+    )?
+    .execute(params![
+        o.order_id,
+        o.price.map(|p| p.to_string()),
+        o.quantity.to_string(),
+        o.filled_quantity.to_string(),
+        o.status.as_str(),
+        o.updated_at,
+        o.reject_reason,
+        stage
+    ])?;
+    Ok(())
+}
+
+fn stage_of(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached("SELECT stage FROM orders WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()
+}
+
+fn summary(o: &Order) -> serde_json::Value {
+    serde_json::json!({
+        "order_id": o.order_id, "user_id": o.user_id, "symbol": o.symbol, "side": o.side,
+        "type": o.kind, "price": o.price, "quantity": o.quantity, "filled_quantity": o.filled_quantity,
+        "remaining_quantity": o.remaining_quantity, "average_price": o.average_price, "status": o.status,
+    })
+}
+
+/// Adds a fill to an order once (by trade id); true if it was new.
+fn add_fill(tx: &Transaction, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached("INSERT OR IGNORE INTO fills (order_id, trade_id, price, quantity, timestamp) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![order_id, trade_id, price.to_string(), qty.to_string(), ts])?;
+    Ok(n == 1)
+}
+
+impl Orders {
+    fn accept(tx: &Transaction, n: NewOrder, after: &mut AfterCommit) -> Result<Accepted, ServiceError> {
+        if let Some(coid) = &n.client_order_id {
+            let existing: Option<String> = tx
+                .prepare_cached("SELECT order_id FROM orders WHERE user_id = ?1 AND client_order_id = ?2")?
+                .query_row(params![n.user_id, coid], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                let o = load(tx, &id)?.ok_or_else(|| ServiceError::Other(format!("order {id} vanished")))?;
+                return Ok(Accepted::Existing(o));
+            }
+        }
+        let now = crate::api::now_rfc3339();
+        tx.prepare_cached(&format!(
+            "INSERT INTO orders ({COLUMNS}, stage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '0', 'new', ?9, ?10, ?10, NULL, 'accepted')"
+        ))?
+        .execute(params![
+            n.order_id,
+            n.user_id,
+            n.symbol,
+            enum_str(&n.side),
+            enum_str(&n.kind),
+            enum_str(&n.time_in_force),
+            n.price.map(|p| p.to_string()),
+            n.quantity.to_string(),
+            n.client_order_id,
+            now
+        ])?;
+        let _ = after;
+        let o = load(tx, &n.order_id)?.ok_or_else(|| ServiceError::Other("order vanished after insert".into()))?;
+        Ok(Accepted::New(o))
+    }
+
+    fn record(tx: &Transaction, result: MatchResult, amended: Option<(Decimal, Decimal)>, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
+        let Some(mut taker) = load(tx, &result.order_id)? else {
+            return Ok(Err(ApiError::not_found("order", &result.order_id)));
+        };
+        let first_record = stage_of(tx, &result.order_id)?.as_deref() != Some("done");
+        if !first_record && amended.is_none() {
+            return Ok(Ok(taker)); // a replayed step: already recorded
+        }
+        let now = crate::api::now_rfc3339();
+        let before = taker.status;
+        if let Some((price, quantity)) = amended {
+            taker.price = Some(price);
+            taker.quantity = quantity;
+        }
+        let mut trades = Vec::new();
+        for f in &result.fills {
+            if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
+                taker.filled_quantity += f.quantity;
+            }
+            trades.push(serde_json::json!({"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity}));
+            if let Some(mut maker) = load(tx, &f.maker_order_id)? {
+                if add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
+                    let was = maker.status;
+                    maker.filled_quantity += f.quantity;
+                    maker.status = if f.maker_remaining.is_zero() { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
+                    maker.updated_at = now.clone();
+                    save(tx, &mut maker, "done")?;
+                    let maker = with_fills(tx, maker)?;
+                    let mut data = summary(&maker);
+                    data["trade_id"] = serde_json::json!(f.trade_id);
+                    data["price"] = serde_json::json!(f.price);
+                    data["fill_quantity"] = serde_json::json!(f.quantity);
+                    after.event("ORDER_EXECUTED", data);
+                    if was != maker.status {
+                        after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": maker.order_id, "user_id": maker.user_id, "from": was, "to": maker.status}));
+                    }
+                }
+            }
+        }
+        taker.status = if taker.filled_quantity >= taker.quantity {
+            OrderStatus::Filled
+        } else if result.rests {
+            if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
+        } else {
+            OrderStatus::Cancelled
+        };
+        if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
+            taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
+        }
+        taker.updated_at = now;
+        save(tx, &mut taker, "done")?;
+        let taker = with_fills(tx, taker)?;
+        if first_record {
+            crate::daemon::metrics::order(taker.status.as_str());
+            after.event("ORDER_CREATED", summary(&taker));
+        }
+        if !result.fills.is_empty() {
+            let mut data = summary(&taker);
+            data["trades"] = serde_json::Value::Array(trades);
+            after.event("ORDER_EXECUTED", data);
+        }
+        if before != taker.status && !first_record {
+            after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": taker.order_id, "user_id": taker.user_id, "from": before, "to": taker.status}));
+        }
+        if taker.status == OrderStatus::Cancelled {
+            after.event("ORDER_CANCELLED", summary(&taker));
+        }
+        Ok(Ok(taker))
+    }
+
+    fn list(tx: &Transaction, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
+        let mut sql = format!("SELECT {COLUMNS} FROM orders WHERE stage = 'done'");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(u) = &f.user_id {
+            sql.push_str(" AND user_id = ?");
+            args.push(u.clone().into());
+        }
+        if let Some(s) = &f.symbol {
+            sql.push_str(" AND symbol = ?");
+            args.push(s.clone().into());
+        }
+        if !f.statuses.is_empty() {
+            sql.push_str(&format!(" AND status IN ({})", vec!["?"; f.statuses.len()].join(",")));
+            args.extend(f.statuses.iter().map(|s| rusqlite::types::Value::from(s.as_str().to_string())));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        args.push((f.limit as i64).into());
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let orders = stmt.query_map(rusqlite::params_from_iter(args), row_to_order)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        orders.into_iter().map(|o| with_fills(tx, o)).collect()
+    }
+}
+
+impl Service for Orders {
+    type Cmd = Cmd;
+    const NAME: &'static str = "orders";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    fn load(_conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        Ok(Orders)
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Accept { order, reply } => {
+                let r = Orders::accept(tx, order, after)?;
+                after.reply(reply, Ok(r));
+            }
+            Cmd::Reject { order_id, code, message, reply } => {
+                let Some(mut o) = load(tx, &order_id)? else {
+                    after.reply(reply, Err(ApiError::not_found("order", &order_id)));
+                    return Ok(());
+                };
+                if stage_of(tx, &order_id)?.as_deref() != Some("done") {
+                    o.status = OrderStatus::Rejected;
+                    o.reject_reason = Some(format!("{code}: {message}"));
+                    o.remaining_quantity = Decimal::ZERO;
+                    o.updated_at = crate::api::now_rfc3339();
+                    save(tx, &mut o, "done")?;
+                    crate::daemon::metrics::order("rejected");
+                    let mut data = summary(&o);
+                    data["reject_reason"] = serde_json::json!(o.reject_reason);
+                    data["code"] = serde_json::json!(code);
+                    after.event("ORDER_REJECTED", data);
+                }
+                after.reply(reply, Ok(o));
+            }
+            Cmd::Record { result, amended, reply } => {
+                let r = Orders::record(tx, result, amended, after)?;
+                after.reply(reply, r);
+            }
+            Cmd::Cancelled { cancelled, reply } => {
+                let mut out = Vec::with_capacity(cancelled.len());
+                for c in cancelled {
+                    let Some(mut o) = load(tx, &c.order_id)? else { continue };
+                    if o.status.is_open() {
+                        let was = o.status;
+                        o.status = OrderStatus::Cancelled;
+                        o.remaining_quantity = Decimal::ZERO;
+                        o.updated_at = crate::api::now_rfc3339();
+                        save(tx, &mut o, "done")?;
+                        after.event("ORDER_CANCELLED", summary(&o));
+                        after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": o.order_id, "user_id": o.user_id, "from": was, "to": o.status}));
+                    }
+                    out.push(o);
+                }
+                after.reply(reply, Ok(out));
+            }
+            Cmd::Get { order_id, reply } => {
+                let o = load(tx, &order_id)?.ok_or_else(|| ApiError::not_found("order", &order_id));
+                after.reply(reply, o);
+            }
+            Cmd::List { filter, reply } => after.reply(reply, Ok(Orders::list(tx, &filter)?)),
+            Cmd::Unfinished(reply) => {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE stage <> 'done' ORDER BY seq"))?;
+                let orders = stmt.query_map([], row_to_order)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                after.reply(reply, Ok(orders));
+            }
+        }
+        Ok(())
+    }
+}

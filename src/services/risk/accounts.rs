@@ -1,0 +1,492 @@
+//! The ledger: balances, holds and positions, kept in memory and written through to
+//! `data/risk.db`.
+//!
+//! **Invariants** (checked by the proptest in `tests.rs`): `held` of a balance is the sum
+//! of the open holds of that user and asset; `available = total - held`; a total, a held
+//! amount or an available amount never goes below zero (short selling, when allowed, is
+//! the one way a base-asset total goes negative); settling a trade moves USD and the base
+//! asset between two users and changes no sum over users.
+//!
+//! Every change marks what it touched; [`Ledger::flush`] writes exactly those rows in the
+//! batch's transaction, so memory and store never disagree once the batch commits (and if
+//! it does not commit, the service restarts and [`Ledger::load`] rebuilds memory).
+
+use super::checks::{Plan, QUOTE};
+use super::{Hold, SettleTrade};
+use crate::api::{Account, Balance, Position, Side};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+
+/// One user's amount of one asset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bal {
+    pub total: Decimal,
+    /// Set aside for open orders.
+    pub held: Decimal,
+}
+
+impl Bal {
+    pub fn available(&self) -> Decimal {
+        self.total - self.held
+    }
+}
+
+/// What one order holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRec {
+    pub order_id: String,
+    pub user_id: String,
+    pub symbol: String,
+    pub asset: String,
+    pub side: Side,
+    /// A limit buy's price: a fill of `q` shrinks the hold by `q × limit`, whatever price it
+    /// traded at (the difference goes back to available). `None` for sells and market buys.
+    pub limit: Option<Decimal>,
+    pub amount: Decimal,
+    /// A market buy's budget as reserved: the answer to a repeated `Reserve`.
+    pub budget: Option<Decimal>,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub quantity: Decimal,
+    pub average_price: Decimal,
+}
+
+/// The rows a change touched, written by [`Ledger::flush`].
+#[derive(Default)]
+struct Dirty {
+    balances: HashSet<(String, String)>,
+    /// Snapshots, closed holds included (they leave memory but stay in the store).
+    holds: HashMap<String, HoldRec>,
+    positions: HashSet<(String, String)>,
+}
+
+#[derive(Default)]
+pub struct Ledger {
+    /// user → asset → balance; an asset appears once anything has touched it.
+    balances: HashMap<String, BTreeMap<String, Bal>>,
+    /// Open holds by order id (closed ones live only in the store).
+    holds: HashMap<String, HoldRec>,
+    /// Open holds per user: the `max_open_orders` count.
+    open_orders: HashMap<String, u32>,
+    /// user → symbol → position; only nonzero quantities.
+    positions: HashMap<String, BTreeMap<String, Pos>>,
+    dirty: Dirty,
+}
+
+/// A ledger change the ledger cannot make (its callers map it to an API error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `needed` is more than `available`.
+    Insufficient { asset: String, needed: Decimal, available: Decimal },
+    /// A result would not fit in a decimal.
+    TooLarge,
+    NoHold,
+}
+
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE balances (
+        user_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        total TEXT NOT NULL,
+        held TEXT NOT NULL,
+        PRIMARY KEY (user_id, asset)
+    ) WITHOUT ROWID;
+    CREATE TABLE holds (
+        order_id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        side TEXT NOT NULL,
+        limit_price TEXT,
+        amount TEXT NOT NULL,
+        budget TEXT,
+        open INTEGER NOT NULL
+    );
+    CREATE INDEX holds_open ON holds(open) WHERE open = 1;
+    CREATE TABLE settled_trades (trade_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE positions (
+        user_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        average_price TEXT NOT NULL,
+        PRIMARY KEY (user_id, symbol)
+    ) WITHOUT ROWID;
+    CREATE TABLE user_limits (user_id TEXT PRIMARY KEY, limits TEXT NOT NULL);
+    CREATE TABLE halts (scope TEXT PRIMARY KEY);
+    CREATE TABLE last_prices (symbol TEXT PRIMARY KEY, price TEXT NOT NULL);"];
+
+/// Decimals are stored as their exact text.
+pub fn dec(text: &str) -> rusqlite::Result<Decimal> {
+    Decimal::from_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub fn text(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+fn side_str(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+impl Ledger {
+    pub fn balance(&self, user: &str, asset: &str) -> Bal {
+        self.balances.get(user).and_then(|m| m.get(asset)).copied().unwrap_or_default()
+    }
+
+    pub fn available(&self, user: &str, asset: &str) -> Decimal {
+        self.balance(user, asset).available()
+    }
+
+    pub fn open_orders(&self, user: &str) -> u32 {
+        self.open_orders.get(user).copied().unwrap_or(0)
+    }
+
+    pub fn hold(&self, order_id: &str) -> Option<&HoldRec> {
+        self.holds.get(order_id)
+    }
+
+    pub fn position(&self, user: &str, symbol: &str) -> Pos {
+        self.positions.get(user).and_then(|m| m.get(symbol)).copied().unwrap_or_default()
+    }
+
+    fn bal_mut(&mut self, user: &str, asset: &str) -> &mut Bal {
+        self.dirty.balances.insert((user.to_string(), asset.to_string()));
+        self.balances.entry(user.to_string()).or_default().entry(asset.to_string()).or_default()
+    }
+
+    pub fn account(&self, user: &str) -> Account {
+        let balances = self
+            .balances
+            .get(user)
+            .map(|m| {
+                m.iter()
+                    .map(|(asset, b)| Balance {
+                        asset: asset.clone(),
+                        total: b.total.normalize(),
+                        held: b.held.normalize(),
+                        available: b.available().normalize(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let positions = self
+            .positions
+            .get(user)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, p)| !p.quantity.is_zero())
+                    .map(|(symbol, p)| Position {
+                        symbol: symbol.clone(),
+                        quantity: p.quantity.normalize(),
+                        average_price: p.average_price.normalize(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Account { user_id: user.to_string(), balances, positions }
+    }
+
+    pub fn deposit(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
+        let b = self.balance(user, asset);
+        let total = b.total.checked_add(amount).ok_or(Refusal::TooLarge)?;
+        let bal = self.bal_mut(user, asset);
+        bal.total = total;
+        Ok(*bal)
+    }
+
+    pub fn withdraw(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
+        let available = self.available(user, asset);
+        if amount > available {
+            return Err(Refusal::Insufficient { asset: asset.to_string(), needed: amount, available });
+        }
+        let bal = self.bal_mut(user, asset);
+        bal.total -= amount;
+        Ok(*bal)
+    }
+
+    /// Takes the hold the checks planned. The checks made sure it fits in available.
+    pub fn place_hold(&mut self, order_id: &str, user: &str, symbol: &str, side: Side, plan: &Plan) {
+        let rec = HoldRec {
+            order_id: order_id.to_string(),
+            user_id: user.to_string(),
+            symbol: symbol.to_string(),
+            asset: plan.asset.clone(),
+            side,
+            limit: plan.limit,
+            amount: plan.amount,
+            budget: plan.budget,
+            open: true,
+        };
+        self.bal_mut(user, &plan.asset).held += plan.amount;
+        *self.open_orders.entry(user.to_string()).or_default() += 1;
+        self.dirty.holds.insert(order_id.to_string(), rec.clone());
+        self.holds.insert(order_id.to_string(), rec);
+    }
+
+    /// Closes an order's hold and returns what it still held to available. False if the
+    /// order holds nothing open (never reserved, or already released).
+    pub fn release(&mut self, order_id: &str) -> bool {
+        let Some(mut rec) = self.holds.remove(order_id) else { return false };
+        let bal = self.bal_mut(&rec.user_id, &rec.asset);
+        bal.held = (bal.held - rec.amount).max(Decimal::ZERO);
+        if let Some(n) = self.open_orders.get_mut(&rec.user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.open_orders.remove(&rec.user_id);
+            }
+        }
+        rec.amount = Decimal::ZERO;
+        rec.open = false;
+        self.dirty.holds.insert(order_id.to_string(), rec);
+        true
+    }
+
+    /// Re-sizes an open hold for an amend: a buy to `remaining × price`, a sell to
+    /// `remaining` (or what is available, short selling). Refused if the growth is more than
+    /// is available.
+    pub fn resize(&mut self, order_id: &str, price: Decimal, remaining: Decimal, allow_short: bool) -> Result<(), Refusal> {
+        let Some(rec) = self.holds.get(order_id) else { return Err(Refusal::NoHold) };
+        let (user, asset, old) = (rec.user_id.clone(), rec.asset.clone(), rec.amount);
+        let available = self.available(&user, &asset);
+        let mut want = match rec.side {
+            Side::Buy => price.checked_mul(remaining).ok_or(Refusal::TooLarge)?,
+            Side::Sell => remaining,
+        };
+        if want > old && want - old > available {
+            if rec.side == Side::Sell && allow_short {
+                want = old + available.max(Decimal::ZERO);
+            } else {
+                return Err(Refusal::Insufficient { asset, needed: want - old, available });
+            }
+        }
+        let rec = self.holds.get_mut(order_id).expect("checked above");
+        rec.amount = want;
+        if rec.side == Side::Buy {
+            rec.limit = Some(price);
+        }
+        let snapshot = rec.clone();
+        self.dirty.holds.insert(order_id.to_string(), snapshot);
+        let bal = self.bal_mut(&user, &asset);
+        bal.held = (bal.held - old + want).max(Decimal::ZERO);
+        Ok(())
+    }
+
+    /// Shrinks an order's open hold by up to `by` and takes as much off its owner's held
+    /// amount.
+    fn shrink_hold(&mut self, order_id: &str, by: Decimal) {
+        let Some(rec) = self.holds.get_mut(order_id) else { return };
+        let take = by.min(rec.amount).max(Decimal::ZERO);
+        rec.amount -= take;
+        let snapshot = rec.clone();
+        self.dirty.holds.insert(order_id.to_string(), snapshot.clone());
+        let bal = self.bal_mut(&snapshot.user_id, &snapshot.asset);
+        bal.held = (bal.held - take).max(Decimal::ZERO);
+    }
+
+    /// Moves cash and asset for one trade: the buyer pays `price × qty` USD out of its
+    /// hold, the seller delivers `qty` of the base asset out of its hold.
+    pub fn settle(&mut self, t: &SettleTrade) -> Result<(), Refusal> {
+        let notional = t.price.checked_mul(t.quantity).ok_or(Refusal::TooLarge)?;
+        let base = t.base_asset.as_str();
+        // Buyer: a limit buy's hold shrinks at its limit price, a budget at the fill price.
+        let by = match self.holds.get(&t.buy_order_id) {
+            Some(h) if h.asset == QUOTE => match h.limit {
+                Some(limit) => limit.checked_mul(t.quantity).ok_or(Refusal::TooLarge)?,
+                None => notional,
+            },
+            _ => Decimal::ZERO,
+        };
+        self.shrink_hold(&t.buy_order_id, by);
+        self.bal_mut(&t.buy_user_id, QUOTE).total -= notional;
+        let b = self.bal_mut(&t.buy_user_id, base);
+        b.total = b.total.checked_add(t.quantity).ok_or(Refusal::TooLarge)?;
+        // Seller.
+        let by = match self.holds.get(&t.sell_order_id) {
+            Some(h) if h.asset == base => t.quantity,
+            _ => Decimal::ZERO,
+        };
+        self.shrink_hold(&t.sell_order_id, by);
+        self.bal_mut(&t.sell_user_id, base).total -= t.quantity;
+        let s = self.bal_mut(&t.sell_user_id, QUOTE);
+        s.total = s.total.checked_add(notional).ok_or(Refusal::TooLarge)?;
+        for (user, b) in [(&t.buy_user_id, QUOTE), (&t.sell_user_id, base)] {
+            if self.balance(user, b).available() < Decimal::ZERO {
+                tracing::error!(user = %user, asset = b, trade = %t.trade_id, "a settled trade left a balance below its holds");
+            }
+        }
+        self.move_position(&t.buy_user_id, &t.symbol, t.quantity, t.price);
+        // Selling what was deposited rather than bought opens no short position: a sale
+        // takes the position down to zero, and below only as far as the asset total went
+        // below zero (short selling).
+        let held_before = self.position(&t.sell_user_id, &t.symbol).quantity;
+        let floor = self.balance(&t.sell_user_id, base).total.min(Decimal::ZERO);
+        let delta = (held_before - t.quantity).max(floor.min(held_before)) - held_before;
+        if !delta.is_zero() {
+            self.move_position(&t.sell_user_id, &t.symbol, delta, t.price);
+        }
+        Ok(())
+    }
+
+    /// A position's quantity moves by `delta` at `price`; its average price is that of
+    /// the quantity held (a weighted average while it grows, unchanged while it shrinks).
+    fn move_position(&mut self, user: &str, symbol: &str, delta: Decimal, price: Decimal) {
+        self.dirty.positions.insert((user.to_string(), symbol.to_string()));
+        let map = self.positions.entry(user.to_string()).or_default();
+        let p = map.get(symbol).copied().unwrap_or_default();
+        let q = p.quantity + delta;
+        let average_price = if p.quantity.is_zero() || p.quantity.is_sign_positive() == delta.is_sign_positive() {
+            let cost = p.quantity.abs() * p.average_price + delta.abs() * price;
+            (cost / q.abs()).round_dp(10)
+        } else if q.is_zero() {
+            Decimal::ZERO
+        } else if q.is_sign_positive() == p.quantity.is_sign_positive() {
+            p.average_price
+        } else {
+            price
+        };
+        if q.is_zero() {
+            map.remove(symbol);
+        } else {
+            map.insert(symbol.to_string(), Pos { quantity: q, average_price: average_price.normalize() });
+        }
+    }
+
+    /// Every open hold, by user then order id.
+    pub fn holds(&self) -> Vec<Hold> {
+        let mut v: Vec<Hold> = self
+            .holds
+            .values()
+            .map(|h| Hold { order_id: h.order_id.clone(), user_id: h.user_id.clone(), asset: h.asset.clone(), amount: h.amount.normalize() })
+            .collect();
+        v.sort_by(|a, b| (&a.user_id, &a.order_id).cmp(&(&b.user_id, &b.order_id)));
+        v
+    }
+
+    /// All balances, for consistency checks: (user, asset) → balance.
+    pub fn all_balances(&self) -> BTreeMap<(String, String), Bal> {
+        self.balances
+            .iter()
+            .flat_map(|(u, m)| m.iter().map(move |(a, b)| ((u.clone(), a.clone()), *b)))
+            .collect()
+    }
+
+    /// All nonzero positions: (user, symbol) → position.
+    pub fn all_positions(&self) -> BTreeMap<(String, String), Pos> {
+        self.positions
+            .iter()
+            .flat_map(|(u, m)| m.iter().map(move |(s, p)| ((u.clone(), s.clone()), *p)))
+            .collect()
+    }
+
+    /// Writes what changed since the last flush.
+    pub fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        let dirty = std::mem::take(&mut self.dirty);
+        if !dirty.balances.is_empty() {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO balances (user_id, asset, total, held) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id, asset) DO UPDATE SET total = excluded.total, held = excluded.held",
+            )?;
+            for (user, asset) in &dirty.balances {
+                let b = self.balance(user, asset);
+                stmt.execute(params![user, asset, text(b.total), text(b.held)])?;
+            }
+        }
+        if !dirty.holds.is_empty() {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO holds (order_id, user_id, symbol, asset, side, limit_price, amount, budget, open)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (order_id) DO UPDATE SET limit_price = excluded.limit_price,
+                     amount = excluded.amount, open = excluded.open",
+            )?;
+            for h in dirty.holds.values() {
+                stmt.execute(params![
+                    h.order_id,
+                    h.user_id,
+                    h.symbol,
+                    h.asset,
+                    side_str(h.side),
+                    h.limit.map(text),
+                    text(h.amount),
+                    h.budget.map(text),
+                    h.open
+                ])?;
+            }
+        }
+        if !dirty.positions.is_empty() {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO positions (user_id, symbol, quantity, average_price) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user_id, symbol) DO UPDATE SET quantity = excluded.quantity, average_price = excluded.average_price",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM positions WHERE user_id = ?1 AND symbol = ?2")?;
+            for (user, symbol) in &dirty.positions {
+                match self.positions.get(user).and_then(|m| m.get(symbol)) {
+                    Some(p) => upsert.execute(params![user, symbol, text(p.quantity), text(p.average_price)])?,
+                    None => delete.execute(params![user, symbol])?,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the ledger from the store (on start and after every restart).
+    pub fn load(conn: &Connection) -> rusqlite::Result<Ledger> {
+        let mut ledger = Ledger::default();
+        let mut stmt = conn.prepare("SELECT user_id, asset, total, held FROM balances")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (user, asset): (String, String) = (r.get(0)?, r.get(1)?);
+            let bal = Bal { total: dec(&r.get::<_, String>(2)?)?, held: dec(&r.get::<_, String>(3)?)? };
+            ledger.balances.entry(user).or_default().insert(asset, bal);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget FROM holds WHERE open = 1",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let side: String = r.get(4)?;
+            let rec = HoldRec {
+                order_id: r.get(0)?,
+                user_id: r.get(1)?,
+                symbol: r.get(2)?,
+                asset: r.get(3)?,
+                side: if side == "sell" { Side::Sell } else { Side::Buy },
+                limit: r.get::<_, Option<String>>(5)?.map(|t| dec(&t)).transpose()?,
+                amount: dec(&r.get::<_, String>(6)?)?,
+                budget: r.get::<_, Option<String>>(7)?.map(|t| dec(&t)).transpose()?,
+                open: true,
+            };
+            *ledger.open_orders.entry(rec.user_id.clone()).or_default() += 1;
+            ledger.holds.insert(rec.order_id.clone(), rec);
+        }
+        let mut stmt = conn.prepare("SELECT user_id, symbol, quantity, average_price FROM positions")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (user, symbol): (String, String) = (r.get(0)?, r.get(1)?);
+            let p = Pos { quantity: dec(&r.get::<_, String>(2)?)?, average_price: dec(&r.get::<_, String>(3)?)? };
+            ledger.positions.entry(user).or_default().insert(symbol, p);
+        }
+        Ok(ledger)
+    }
+}
+
+/// The budget a stored (possibly closed) hold was reserved with: `Some(budget)` when the
+/// order was reserved before, `None` when it never was.
+pub fn reserved_before(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Option<Decimal>>> {
+    let row: Option<Option<String>> = tx
+        .prepare_cached("SELECT budget FROM holds WHERE order_id = ?1")?
+        .query_row([order_id], |r| r.get(0))
+        .optional()?;
+    row.map(|b| b.map(|t| dec(&t)).transpose()).transpose()
+}
+
+/// Records a trade as settled; false if it already was.
+pub fn mark_settled(tx: &Transaction, trade_id: &str) -> rusqlite::Result<bool> {
+    Ok(tx.prepare_cached("INSERT OR IGNORE INTO settled_trades (trade_id) VALUES (?1)")?.execute([trade_id])? == 1)
+}

@@ -1,0 +1,348 @@
+//! The pre-trade checks (DESIGN.md §2), as plain functions of what the risk service knows.
+//!
+//! [`admit`] runs them in the contract's order and answers the hold an order needs, or the
+//! first rejection: a 422 whose code names the check and whose message says which limit
+//! was hit and by how much. The only state a check changes is the caller's rate window,
+//! and only once the order has got that far.
+
+use super::ReserveRequest;
+use crate::api::{ApiError, OrderType, RiskLimits, Side};
+use crate::services::config::settings::RiskSettings;
+use rust_decimal::Decimal;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The quote asset every instrument trades against.
+pub const QUOTE: &str = "USD";
+
+/// The limits that apply to one user: its own overrides over the global `risk.*` config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub max_open_orders: u32,
+    pub max_order_quantity: Decimal,
+    pub max_order_notional: Decimal,
+    pub max_orders_per_second: u32,
+    pub price_band_pct: Decimal,
+    pub allow_short: bool,
+}
+
+impl Effective {
+    pub fn new(global: &RiskSettings, user: Option<&RiskLimits>) -> Effective {
+        let u = user.cloned().unwrap_or_default();
+        Effective {
+            max_open_orders: u.max_open_orders.unwrap_or(global.max_open_orders),
+            max_order_quantity: u.max_order_quantity.unwrap_or(global.max_order_quantity),
+            max_order_notional: u.max_order_notional.unwrap_or(global.max_order_notional),
+            max_orders_per_second: u.max_orders_per_second.unwrap_or(global.max_orders_per_second),
+            price_band_pct: u.price_band_pct.unwrap_or(global.price_band_pct),
+            allow_short: u.allow_short.unwrap_or(global.allow_short),
+        }
+    }
+
+    /// As the API shows limits: every field present.
+    pub fn to_limits(&self) -> RiskLimits {
+        RiskLimits {
+            max_open_orders: Some(self.max_open_orders),
+            max_order_quantity: Some(self.max_order_quantity),
+            max_order_notional: Some(self.max_order_notional),
+            max_orders_per_second: Some(self.max_orders_per_second),
+            price_band_pct: Some(self.price_band_pct),
+            allow_short: Some(self.allow_short),
+        }
+    }
+}
+
+/// The ranges a limit may take, the same as config `risk.*` allows, so a per-user limit
+/// cannot be set to something the global one refuses.
+pub fn validate_limits(l: &RiskLimits) -> Result<(), ApiError> {
+    let bad = |key: &str, what: &str| Err(ApiError::invalid("invalid_limit", format!("{key} must be {what}")));
+    if l.max_open_orders == Some(0) {
+        return bad("max_open_orders", "a whole number >= 1");
+    }
+    if l.max_orders_per_second == Some(0) {
+        return bad("max_orders_per_second", "a whole number >= 1");
+    }
+    if l.max_order_quantity.is_some_and(|d| d <= Decimal::ZERO) {
+        return bad("max_order_quantity", "a decimal > 0");
+    }
+    if l.max_order_notional.is_some_and(|d| d <= Decimal::ZERO) {
+        return bad("max_order_notional", "a decimal > 0");
+    }
+    if l.price_band_pct.is_some_and(|d| d <= Decimal::ZERO || d > Decimal::from(1000)) {
+        return bad("price_band_pct", "a decimal > 0 and <= 1000 (percent)");
+    }
+    Ok(())
+}
+
+/// The names a limit has on the wire (and, under `risk.`, in the config).
+pub const LIMIT_KEYS: &[&str] =
+    &["max_open_orders", "max_order_quantity", "max_order_notional", "max_orders_per_second", "price_band_pct", "allow_short"];
+
+/// An asset or symbol name: 1–32 of `A-Z`, `0-9`, `-` and `.`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+pub fn validate_asset(asset: &str) -> Result<(), ApiError> {
+    if valid_name(asset) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_asset",
+            format!("asset must be 1-32 characters of A-Z, 0-9, '-' and '.' (such as \"USD\" or \"AAPL\"), got {asset:?}"),
+        ))
+    }
+}
+
+/// A deposit or withdrawal amount: a decimal greater than zero.
+pub fn validate_amount(amount: Decimal) -> Result<(), ApiError> {
+    if amount > Decimal::ZERO {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_amount", format!("amount must be greater than zero, got {amount}")))
+    }
+}
+
+/// Placements of one user in the last second (the `rate_limited` check).
+#[derive(Debug, Default, Clone)]
+pub struct RateWindow(VecDeque<Instant>);
+
+impl RateWindow {
+    /// Admits one more placement at `now` unless `limit` were already admitted in the
+    /// second before it.
+    pub fn admit(&mut self, now: Instant, limit: u32) -> Result<(), ApiError> {
+        while self.0.front().is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1)) {
+            self.0.pop_front();
+        }
+        if self.0.len() >= limit as usize {
+            return Err(ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "more than max_orders_per_second = {limit} orders in the last second; wait a moment and retry"
+                ),
+            ));
+        }
+        self.0.push_back(now);
+        Ok(())
+    }
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.0.back().is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(1))
+    }
+}
+
+/// What the checks need to know about the user and the market, read by the caller.
+pub struct Context<'a> {
+    pub limits: &'a Effective,
+    /// Trading is halted everywhere.
+    pub halted: bool,
+    /// Trading is halted in this order's symbol.
+    pub symbol_halted: bool,
+    /// The user's open holds (one per open order).
+    pub open_orders: u32,
+    /// The symbol's last trade price, once it has traded.
+    pub last_price: Option<Decimal>,
+    /// Available USD.
+    pub available_quote: Decimal,
+    /// Available base asset.
+    pub available_base: Decimal,
+    pub rate: &'a mut RateWindow,
+    pub now: Instant,
+}
+
+/// The hold an admitted order takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// USD for a buy, the base asset for a sell.
+    pub asset: String,
+    pub amount: Decimal,
+    /// A limit buy's price: its fills shrink the hold by quantity × this price.
+    pub limit: Option<Decimal>,
+    /// A market buy's budget: all the USD it holds.
+    pub budget: Option<Decimal>,
+}
+
+/// Runs every pre-trade check in order and answers the hold, or the first rejection.
+pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
+    let inst = &req.instrument;
+    let symbol = inst.symbol.as_str();
+    let qty = req.quantity;
+    let limits = cx.limits;
+    if !req.user_active {
+        return Err(ApiError::rejected("user_disabled", format!("user {} is disabled; an admin can re-enable it", req.user_id)));
+    }
+    if cx.halted {
+        return Err(ApiError::rejected("trading_halted", "trading is halted everywhere; an admin resumes it with `agt risk resume`"));
+    }
+    if cx.symbol_halted {
+        return Err(ApiError::rejected(
+            "trading_halted",
+            format!("trading in {symbol} is halted; an admin resumes it with `agt risk resume {symbol}`"),
+        ));
+    }
+    let limit = match (req.kind, req.price) {
+        (OrderType::Limit, Some(p)) => Some(p),
+        (OrderType::Limit, None) => return Err(ApiError::invalid("invalid_price", "a limit order needs a price")),
+        (OrderType::Market, _) => None,
+    };
+    if let Some(p) = limit {
+        check_tick(p, inst.tick)?;
+    }
+    check_lot(qty, inst.lot, inst.min_quantity)?;
+    check_quantity(qty, limits.max_order_quantity, inst.max_quantity)?;
+    // A market order's notional is estimated at the last price; unknown before any trade.
+    if let Some(p) = limit.or(cx.last_price) {
+        check_notional(p, qty, limits.max_order_notional, limit.is_none())?;
+    }
+    if cx.open_orders >= limits.max_open_orders {
+        return Err(ApiError::rejected(
+            "max_open_orders",
+            format!(
+                "user {} already has {} open orders, the limit max_open_orders is {}; cancel one first",
+                req.user_id, cx.open_orders, limits.max_open_orders
+            ),
+        ));
+    }
+    cx.rate.admit(cx.now, limits.max_orders_per_second)?;
+    if let (Some(p), Some(last)) = (limit, cx.last_price) {
+        check_band(p, last, limits.price_band_pct, symbol)?;
+    }
+    match req.side {
+        Side::Buy => match limit {
+            Some(p) => {
+                let need = p.checked_mul(qty).ok_or_else(|| too_large(p, qty))?;
+                if need > cx.available_quote {
+                    return Err(ApiError::rejected(
+                        "insufficient_funds",
+                        format!(
+                            "buying {qty} at {p} needs {need} {QUOTE}, but only {} is available (short by {})",
+                            cx.available_quote,
+                            need - cx.available_quote
+                        ),
+                    ));
+                }
+                Ok(Plan { asset: QUOTE.into(), amount: need, limit: Some(p), budget: None })
+            }
+            None => {
+                if cx.available_quote <= Decimal::ZERO {
+                    return Err(ApiError::rejected(
+                        "insufficient_funds",
+                        format!("a market buy needs available {QUOTE}, and there is none; deposit some first"),
+                    ));
+                }
+                let budget = cx.available_quote;
+                Ok(Plan { asset: QUOTE.into(), amount: budget, limit: None, budget: Some(budget) })
+            }
+        },
+        Side::Sell => {
+            let base = crate::services::market::base_asset(symbol).to_string();
+            let held = if qty > cx.available_base {
+                if !limits.allow_short {
+                    return Err(ApiError::rejected(
+                        "insufficient_position",
+                        format!(
+                            "selling {qty} {base} needs {qty} available, but only {} is (short by {}); short selling is off (risk.allow_short)",
+                            cx.available_base,
+                            qty - cx.available_base.max(Decimal::ZERO)
+                        ),
+                    ));
+                }
+                // Short selling: hold what there is, the rest is sold short.
+                cx.available_base.max(Decimal::ZERO)
+            } else {
+                qty
+            };
+            Ok(Plan { asset: base, amount: held, limit: None, budget: None })
+        }
+    }
+}
+
+fn too_large(p: Decimal, q: Decimal) -> ApiError {
+    ApiError::rejected("max_order_notional", format!("price {p} × quantity {q} is too large to compute"))
+}
+
+/// A limit price must be a positive multiple of the instrument's tick.
+pub fn check_tick(price: Decimal, tick: Decimal) -> Result<(), ApiError> {
+    if price <= Decimal::ZERO {
+        return Err(ApiError::rejected("invalid_tick", format!("price must be greater than zero, got {price}")));
+    }
+    if tick > Decimal::ZERO && !(price % tick).is_zero() {
+        let below = price - price % tick;
+        return Err(ApiError::rejected(
+            "invalid_tick",
+            format!("price {price} is not a multiple of the tick {tick} (nearest below: {})", below.normalize()),
+        ));
+    }
+    Ok(())
+}
+
+/// A quantity must be a positive multiple of the lot, and at least the minimum.
+pub fn check_lot(qty: Decimal, lot: Decimal, min_quantity: Decimal) -> Result<(), ApiError> {
+    if qty <= Decimal::ZERO {
+        return Err(ApiError::rejected("invalid_lot", format!("quantity must be greater than zero, got {qty}")));
+    }
+    if lot > Decimal::ZERO && !(qty % lot).is_zero() {
+        return Err(ApiError::rejected("invalid_lot", format!("quantity {qty} is not a multiple of the lot {lot}")));
+    }
+    if qty < min_quantity {
+        return Err(ApiError::rejected(
+            "invalid_lot",
+            format!("quantity {qty} is below the minimum {min_quantity} (by {})", min_quantity - qty),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_quantity(qty: Decimal, user_max: Decimal, instrument_max: Decimal) -> Result<(), ApiError> {
+    if qty > user_max {
+        return Err(ApiError::rejected(
+            "max_order_quantity",
+            format!("quantity {qty} is above max_order_quantity = {user_max} (by {})", qty - user_max),
+        ));
+    }
+    if instrument_max > Decimal::ZERO && qty > instrument_max {
+        return Err(ApiError::rejected(
+            "max_order_quantity",
+            format!("quantity {qty} is above the instrument's max_quantity {instrument_max} (by {})", qty - instrument_max),
+        ));
+    }
+    Ok(())
+}
+
+/// Price × quantity against `max_order_notional`; `estimated` when the price is the last
+/// trade price (a market order).
+pub fn check_notional(price: Decimal, qty: Decimal, max: Decimal, estimated: bool) -> Result<(), ApiError> {
+    let notional = price.checked_mul(qty).ok_or_else(|| too_large(price, qty))?;
+    if notional > max {
+        let at = if estimated { format!("about {notional} at the last price {price}") } else { notional.to_string() };
+        return Err(ApiError::rejected(
+            "max_order_notional",
+            format!("the order's notional ({at} {QUOTE}) is above max_order_notional = {max} (by {})", notional - max),
+        ));
+    }
+    Ok(())
+}
+
+/// A limit price at most `pct` percent away from the last trade price.
+pub fn check_band(price: Decimal, last: Decimal, pct: Decimal, symbol: &str) -> Result<(), ApiError> {
+    if last <= Decimal::ZERO {
+        return Ok(());
+    }
+    let away = ((price - last).abs() / last) * Decimal::ONE_HUNDRED;
+    if away > pct {
+        let lo = last - last * pct / Decimal::ONE_HUNDRED;
+        let hi = last + last * pct / Decimal::ONE_HUNDRED;
+        return Err(ApiError::rejected(
+            "price_band",
+            format!(
+                "price {price} is {}% away from {symbol}'s last price {last}; price_band_pct = {pct} allows {} to {}",
+                away.round_dp(4).normalize(),
+                lo.normalize(),
+                hi.normalize()
+            ),
+        ));
+    }
+    Ok(())
+}

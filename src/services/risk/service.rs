@@ -1,0 +1,367 @@
+//! The risk actor: serves the [`Cmd`](super::Cmd) contract over the [`Ledger`], the
+//! per-user limits, the halts and the last trade prices.
+//!
+//! The global limits are read from the live settings (`risk.*`) on every check, so a hot
+//! config change applies to the next order. Everything else lives in memory and is written
+//! through to `data/risk.db` in the batch's transaction; [`Risk::open`] rebuilds it.
+
+use super::accounts::{self, Ledger, Refusal};
+use super::checks::{self, Context, Effective, RateWindow, QUOTE};
+use super::{Cmd, Hold, ReserveRequest, Reserved, SettleRequest};
+use crate::api::{Account, ApiError, RiskLimits, Side, TradingState};
+use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use crate::services::config::SharedSettings;
+use rusqlite::{params, Connection, Transaction};
+use rust_decimal::Decimal;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// A command's outcome: the inner error is the caller's, the outer one restarts the service.
+pub(super) type Outcome<T> = Result<Result<T, ApiError>, ServiceError>;
+
+/// The scope stored in `halts` for a halt of all trading (no symbol can be named `*`).
+const GLOBAL: &str = "*";
+
+pub struct Risk {
+    /// The live config: the global limits come from its `risk.*` on every check.
+    settings: SharedSettings,
+    ledger: Ledger,
+    /// Each user's own limits; fields left out inherit the global value.
+    user_limits: HashMap<String, RiskLimits>,
+    halted: bool,
+    halted_symbols: BTreeSet<String>,
+    /// The last trade price per symbol: the price band's anchor.
+    last_price: HashMap<String, Decimal>,
+    /// Recent placements per user (`rate_limited`); in memory only, a restart forgets them.
+    rates: HashMap<String, RateWindow>,
+}
+
+impl Service for Risk {
+    type Cmd = Cmd;
+    const NAME: &'static str = "risk";
+    const MIGRATIONS: &'static [&'static str] = accounts::MIGRATIONS;
+
+    fn load(conn: &Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        Risk::open(conn, ctx.settings.clone())
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Deposit { user_id, asset, amount, reply } => {
+                let r = self.deposit(tx, after, &user_id, &asset, amount)?;
+                after.reply(reply, r);
+            }
+            Cmd::Withdraw { user_id, asset, amount, reply } => {
+                let r = self.withdraw(tx, after, &user_id, &asset, amount)?;
+                after.reply(reply, r);
+            }
+            Cmd::Account { user_id, reply } => after.reply(reply, Ok(self.ledger.account(&user_id))),
+            Cmd::Reserve { req, reply } => {
+                let r = self.reserve(tx, &req)?;
+                after.reply(reply, r);
+            }
+            Cmd::Settle { req, reply } => {
+                let r = self.settle(tx, &req)?;
+                after.reply(reply, r);
+            }
+            Cmd::Amend { order_id, price, remaining, reply } => {
+                let r = self.amend(tx, &order_id, price, remaining)?;
+                after.reply(reply, r);
+            }
+            Cmd::Limits { user_id, reply } => after.reply(reply, Ok(self.limits(user_id.as_deref()).to_limits())),
+            Cmd::SetLimits { user_id, limits, reply } => {
+                let r = self.set_limits(tx, after, &user_id, limits)?;
+                after.reply(reply, r);
+            }
+            Cmd::Halt { symbol, reply } => {
+                let r = self.set_halt(tx, after, symbol, true)?;
+                after.reply(reply, r);
+            }
+            Cmd::Resume { symbol, reply } => {
+                let r = self.set_halt(tx, after, symbol, false)?;
+                after.reply(reply, r);
+            }
+            Cmd::TradingState(reply) => after.reply(reply, Ok(self.trading_state())),
+            Cmd::Holds(reply) => after.reply(reply, Ok(self.holds())),
+        }
+        Ok(())
+    }
+}
+
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Insufficient { asset, needed, available } => {
+            let code = if asset == QUOTE { "insufficient_funds" } else { "insufficient_position" };
+            ApiError::rejected(
+                code,
+                format!("needs {needed} {asset} but only {available} is available (short by {})", needed - available),
+            )
+        }
+        Refusal::TooLarge => ApiError::invalid("invalid_amount", "the amount is too large: the balance would not fit in 28 digits"),
+        Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
+    }
+}
+
+impl Risk {
+    /// Rebuilds the service's memory from its store.
+    pub fn open(conn: &Connection, settings: SharedSettings) -> Result<Risk, ServiceError> {
+        let ledger = Ledger::load(conn)?;
+        let mut user_limits = HashMap::new();
+        let mut stmt = conn.prepare("SELECT user_id, limits FROM user_limits")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (user, json): (String, String) = (r.get(0)?, r.get(1)?);
+            let limits: RiskLimits =
+                serde_json::from_str(&json).map_err(|e| ServiceError::Other(format!("risk.db: limits of {user}: {e}")))?;
+            user_limits.insert(user, limits);
+        }
+        let mut halted = false;
+        let mut halted_symbols = BTreeSet::new();
+        let mut stmt = conn.prepare("SELECT scope FROM halts")?;
+        for scope in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            let scope = scope?;
+            if scope == GLOBAL {
+                halted = true;
+            } else {
+                halted_symbols.insert(scope);
+            }
+        }
+        let mut last_price = HashMap::new();
+        let mut stmt = conn.prepare("SELECT symbol, price FROM last_prices")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            last_price.insert(r.get::<_, String>(0)?, accounts::dec(&r.get::<_, String>(1)?)?);
+        }
+        Ok(Risk { settings, ledger, user_limits, halted, halted_symbols, last_price, rates: HashMap::new() })
+    }
+
+    /// The limits that apply to `user` (the global ones without a user).
+    pub fn limits(&self, user: Option<&str>) -> Effective {
+        Effective::new(&self.settings.get().risk, user.and_then(|u| self.user_limits.get(u)))
+    }
+
+    pub fn account(&self, user: &str) -> Account {
+        self.ledger.account(user)
+    }
+
+    pub fn holds(&self) -> Vec<Hold> {
+        self.ledger.holds()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn trading_state(&self) -> TradingState {
+        TradingState { halted: self.halted, halted_symbols: self.halted_symbols.iter().cloned().collect() }
+    }
+
+    pub fn deposit(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
+        if let Err(e) = checks::validate_asset(asset).and_then(|_| checks::validate_amount(amount)) {
+            return Ok(Err(e));
+        }
+        let bal = match self.ledger.deposit(user, asset, amount) {
+            Ok(b) => b,
+            Err(r) => return Ok(Err(refused(r))),
+        };
+        self.ledger.flush(tx)?;
+        after.event(
+            "ACCOUNT_DEPOSITED",
+            serde_json::json!({"user_id": user, "asset": asset, "amount": amount.normalize(), "total": bal.total.normalize()}),
+        );
+        Ok(Ok(self.ledger.account(user)))
+    }
+
+    pub fn withdraw(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
+        if let Err(e) = checks::validate_asset(asset).and_then(|_| checks::validate_amount(amount)) {
+            return Ok(Err(e));
+        }
+        let bal = match self.ledger.withdraw(user, asset, amount) {
+            Ok(b) => b,
+            Err(Refusal::Insufficient { needed, available, .. }) => {
+                return Ok(Err(ApiError::rejected(
+                    "insufficient_funds",
+                    format!(
+                        "cannot withdraw {needed} {asset}: only {available} is available (short by {}); open orders hold the rest",
+                        needed - available
+                    ),
+                )))
+            }
+            Err(r) => return Ok(Err(refused(r))),
+        };
+        self.ledger.flush(tx)?;
+        after.event(
+            "ACCOUNT_WITHDRAWN",
+            serde_json::json!({"user_id": user, "asset": asset, "amount": amount.normalize(), "total": bal.total.normalize()}),
+        );
+        Ok(Ok(self.ledger.account(user)))
+    }
+
+    pub fn reserve(&mut self, tx: &Transaction, req: &ReserveRequest) -> Outcome<Reserved> {
+        // Idempotent: an order reserved before (open, or closed since) is answered as then.
+        if let Some(h) = self.ledger.hold(&req.order_id) {
+            return Ok(Ok(Reserved { budget: h.budget }));
+        }
+        if let Some(budget) = accounts::reserved_before(tx, &req.order_id)? {
+            return Ok(Ok(Reserved { budget }));
+        }
+        let limits = self.limits(Some(&req.user_id));
+        let symbol = req.instrument.symbol.as_str();
+        let base = crate::services::market::base_asset(symbol);
+        let now = Instant::now();
+        if self.rates.len() > 10_000 {
+            self.rates.retain(|_, w| !w.is_idle(now));
+        }
+        let cx = Context {
+            limits: &limits,
+            halted: self.halted,
+            symbol_halted: self.halted_symbols.contains(symbol),
+            open_orders: self.ledger.open_orders(&req.user_id),
+            last_price: self.last_price.get(symbol).copied(),
+            available_quote: self.ledger.available(&req.user_id, QUOTE),
+            available_base: self.ledger.available(&req.user_id, base),
+            rate: self.rates.entry(req.user_id.clone()).or_default(),
+            now,
+        };
+        let plan = match checks::admit(req, cx) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
+        self.ledger.flush(tx)?;
+        Ok(Ok(Reserved { budget: plan.budget }))
+    }
+
+    pub fn settle(&mut self, tx: &Transaction, req: &SettleRequest) -> Outcome<()> {
+        // Refuse a malformed request whole, before anything moves.
+        for t in &req.trades {
+            let ok = t.price > Decimal::ZERO
+                && t.quantity > Decimal::ZERO
+                && t.price.checked_mul(t.quantity).is_some()
+                && !t.base_asset.is_empty()
+                && t.base_asset != QUOTE;
+            if !ok {
+                return Ok(Err(ApiError::invalid(
+                    "invalid_trade",
+                    format!("trade {} has price {} and quantity {} of {:?}: both must be > 0", t.trade_id, t.price, t.quantity, t.base_asset),
+                )));
+            }
+        }
+        let mut last: Vec<(&str, Decimal)> = Vec::new();
+        for t in &req.trades {
+            if !accounts::mark_settled(tx, &t.trade_id)? {
+                continue;
+            }
+            self.ledger
+                .settle(t)
+                .map_err(|r| ServiceError::Other(format!("cannot settle trade {}: {r:?}", t.trade_id)))?;
+            self.last_price.insert(t.symbol.clone(), t.price);
+            last.retain(|(s, _)| *s != t.symbol);
+            last.push((&t.symbol, t.price));
+        }
+        for order_id in &req.release {
+            self.ledger.release(order_id);
+        }
+        self.ledger.flush(tx)?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO last_prices (symbol, price) VALUES (?1, ?2) ON CONFLICT (symbol) DO UPDATE SET price = excluded.price",
+        )?;
+        for (symbol, price) in last {
+            stmt.execute(params![symbol, accounts::text(price)])?;
+        }
+        Ok(Ok(()))
+    }
+
+    pub fn amend(&mut self, tx: &Transaction, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
+        if price <= Decimal::ZERO || remaining <= Decimal::ZERO {
+            return Ok(Err(ApiError::invalid(
+                "invalid_amend",
+                format!("an amend needs a price and a remaining quantity > 0, got {price} and {remaining}"),
+            )));
+        }
+        let Some(hold) = self.ledger.hold(order_id) else {
+            return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} holds nothing: it is not open"))));
+        };
+        let (user, side) = (hold.user_id.clone(), hold.side);
+        let allow_short = self.limits(Some(&user)).allow_short;
+        match self.ledger.resize(order_id, price, remaining, allow_short) {
+            Ok(()) => {
+                self.ledger.flush(tx)?;
+                Ok(Ok(()))
+            }
+            Err(Refusal::Insufficient { asset, needed, available }) => {
+                let (code, what) = match side {
+                    Side::Buy => ("insufficient_funds", format!("{remaining} at {price}")),
+                    Side::Sell => ("insufficient_position", format!("{remaining}")),
+                };
+                Ok(Err(ApiError::rejected(
+                    code,
+                    format!(
+                        "amending order {order_id} to {what} needs {needed} more {asset}, but only {available} is available (short by {})",
+                        needed - available
+                    ),
+                )))
+            }
+            Err(Refusal::TooLarge) => Ok(Err(ApiError::rejected(
+                "max_order_notional",
+                format!("price {price} × quantity {remaining} is too large to compute"),
+            ))),
+            Err(r) => Ok(Err(refused(r))),
+        }
+    }
+
+    pub fn set_limits(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, limits: RiskLimits) -> Outcome<RiskLimits> {
+        if let Err(e) = checks::validate_limits(&limits) {
+            return Ok(Err(e));
+        }
+        let mut own = self.user_limits.get(user).cloned().unwrap_or_default();
+        own.max_open_orders = limits.max_open_orders.or(own.max_open_orders);
+        own.max_order_quantity = limits.max_order_quantity.or(own.max_order_quantity);
+        own.max_order_notional = limits.max_order_notional.or(own.max_order_notional);
+        own.max_orders_per_second = limits.max_orders_per_second.or(own.max_orders_per_second);
+        own.price_band_pct = limits.price_band_pct.or(own.price_band_pct);
+        own.allow_short = limits.allow_short.or(own.allow_short);
+        let json = serde_json::to_string(&own).map_err(|e| ServiceError::Other(e.to_string()))?;
+        tx.prepare_cached("INSERT INTO user_limits (user_id, limits) VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET limits = excluded.limits")?
+            .execute(params![user, json])?;
+        self.user_limits.insert(user.to_string(), own.clone());
+        let effective = self.limits(Some(user)).to_limits();
+        after.event("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": user, "limits": own, "effective": effective}));
+        Ok(Ok(effective))
+    }
+
+    pub fn set_halt(&mut self, tx: &Transaction, after: &mut AfterCommit, symbol: Option<String>, halt: bool) -> Outcome<TradingState> {
+        if let Some(s) = &symbol {
+            if !checks::valid_name(s) {
+                return Ok(Err(ApiError::invalid(
+                    "invalid_symbol",
+                    format!("symbol must be 1-32 characters of A-Z, 0-9, '-' and '.' (such as \"AAPL\"), got {s:?}"),
+                )));
+            }
+        }
+        let changed = match (&symbol, halt) {
+            (None, h) => std::mem::replace(&mut self.halted, h) != h,
+            (Some(s), true) => self.halted_symbols.insert(s.clone()),
+            (Some(s), false) => self.halted_symbols.remove(s),
+        };
+        let state = self.trading_state();
+        if changed {
+            let scope = symbol.as_deref().unwrap_or(GLOBAL);
+            if halt {
+                tx.prepare_cached("INSERT OR IGNORE INTO halts (scope) VALUES (?1)")?.execute([scope])?;
+            } else {
+                tx.prepare_cached("DELETE FROM halts WHERE scope = ?1")?.execute([scope])?;
+            }
+            after.event(
+                "TRADING_STATE_CHANGED",
+                serde_json::json!({
+                    "halted": state.halted,
+                    "halted_symbols": state.halted_symbols,
+                    "symbol": symbol,
+                    "action": if halt { "halt" } else { "resume" },
+                }),
+            );
+        }
+        Ok(Ok(state))
+    }
+}

@@ -1,0 +1,972 @@
+//! Tests of the risk service: each pre-trade check on its own, the service through its
+//! store, and a proptest of the ledger's invariants over random sessions.
+
+use super::accounts::{Bal, MIGRATIONS};
+use super::checks::{self, admit, Context, Effective, RateWindow};
+use super::service::{Outcome, Risk};
+use super::{Hold, ReserveRequest, Reserved, SettleRequest, SettleTrade};
+use crate::api::{ApiError, Instrument, OrderType, RiskLimits, Side};
+use crate::services::actor::AfterCommit;
+use crate::services::config::settings::Settings;
+use crate::services::config::SharedSettings;
+use crate::services::store::{self, Durability};
+use rusqlite::{Connection, Transaction};
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn instrument(symbol: &str) -> Instrument {
+    Instrument {
+        symbol: symbol.into(),
+        base: crate::services::market::base_asset(symbol).into(),
+        quote: "USD".into(),
+        tick: d("0.01"),
+        lot: d("1"),
+        min_quantity: d("1"),
+        max_quantity: d("100000"),
+    }
+}
+
+fn order(id: &str, user: &str, side: Side, price: Option<&str>, qty: &str) -> ReserveRequest {
+    ReserveRequest {
+        order_id: id.into(),
+        user_id: user.into(),
+        user_active: true,
+        instrument: instrument("AAPL"),
+        side,
+        kind: if price.is_some() { OrderType::Limit } else { OrderType::Market },
+        price: price.map(d),
+        quantity: d(qty),
+    }
+}
+
+// ---------------------------------------------------------------- the checks, one by one
+
+fn global() -> Effective {
+    Effective::new(&Settings::defaults().risk, None)
+}
+
+/// A user with plenty of everything, in a market that has not traded.
+struct Scene {
+    limits: Effective,
+    halted: bool,
+    symbol_halted: bool,
+    open_orders: u32,
+    last_price: Option<Decimal>,
+    quote: Decimal,
+    base: Decimal,
+    rate: RateWindow,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        Scene {
+            limits: global(),
+            halted: false,
+            symbol_halted: false,
+            open_orders: 0,
+            last_price: None,
+            quote: d("1000000"),
+            base: d("1000"),
+            rate: RateWindow::default(),
+        }
+    }
+    fn admit(&mut self, req: &ReserveRequest) -> Result<checks::Plan, ApiError> {
+        admit(
+            req,
+            Context {
+                limits: &self.limits,
+                halted: self.halted,
+                symbol_halted: self.symbol_halted,
+                open_orders: self.open_orders,
+                last_price: self.last_price,
+                available_quote: self.quote,
+                available_base: self.base,
+                rate: &mut self.rate,
+                now: Instant::now(),
+            },
+        )
+    }
+    fn code(&mut self, req: &ReserveRequest) -> String {
+        match self.admit(req) {
+            Ok(p) => format!("ok {} {}", p.asset, p.amount),
+            Err(e) => {
+                assert!(!e.message.is_empty());
+                e.code.to_string()
+            }
+        }
+    }
+}
+
+#[test]
+fn admits_a_limit_buy_with_a_hold_of_price_times_quantity() {
+    let plan = Scene::new().admit(&order("o", "u", Side::Buy, Some("10.50"), "3")).unwrap();
+    assert_eq!((plan.asset.as_str(), plan.amount, plan.limit, plan.budget), ("USD", d("31.5"), Some(d("10.50")), None));
+}
+
+#[test]
+fn admits_a_sell_with_a_hold_of_its_quantity_of_the_base_asset() {
+    let mut req = order("o", "u", Side::Sell, Some("10"), "3");
+    req.instrument = instrument("BTC-USD");
+    let plan = Scene::new().admit(&req).unwrap();
+    assert_eq!((plan.asset.as_str(), plan.amount), ("BTC", d("3")));
+}
+
+#[test]
+fn a_market_buy_holds_all_available_usd_as_its_budget() {
+    let mut s = Scene::new();
+    s.quote = d("123.45");
+    let plan = s.admit(&order("o", "u", Side::Buy, None, "3")).unwrap();
+    assert_eq!((plan.amount, plan.budget), (d("123.45"), Some(d("123.45"))));
+    s.quote = Decimal::ZERO;
+    assert_eq!(s.code(&order("o", "u", Side::Buy, None, "3")), "insufficient_funds");
+}
+
+#[test]
+fn user_disabled() {
+    let mut req = order("o", "u", Side::Buy, Some("10"), "1");
+    req.user_active = false;
+    assert_eq!(Scene::new().code(&req), "user_disabled");
+}
+
+#[test]
+fn trading_halted_globally_or_in_the_symbol() {
+    let req = order("o", "u", Side::Buy, Some("10"), "1");
+    let mut s = Scene::new();
+    s.halted = true;
+    assert_eq!(s.code(&req), "trading_halted");
+    let mut s = Scene::new();
+    s.symbol_halted = true;
+    assert_eq!(s.code(&req), "trading_halted");
+}
+
+#[test]
+fn invalid_tick() {
+    let mut s = Scene::new();
+    for p in ["10.005", "0", "-1", "0.001"] {
+        assert_eq!(s.code(&order("o", "u", Side::Buy, Some(p), "1")), "invalid_tick", "price {p}");
+    }
+    assert!(checks::check_tick(d("100.05"), d("0.05")).is_ok());
+    assert_eq!(checks::check_tick(d("100.03"), d("0.05")).unwrap_err().code, "invalid_tick");
+    let e = checks::check_tick(d("100.03"), d("0.05")).unwrap_err();
+    assert!(e.message.contains("100.03") && e.message.contains("0.05"), "{}", e.message);
+    assert_eq!(e.status, 422);
+}
+
+#[test]
+fn invalid_lot() {
+    let mut s = Scene::new();
+    for q in ["1.5", "0", "-2"] {
+        assert_eq!(s.code(&order("o", "u", Side::Buy, Some("10"), q)), "invalid_lot", "quantity {q}");
+    }
+    assert_eq!(checks::check_lot(d("15"), d("10"), d("10")).unwrap_err().code, "invalid_lot");
+    assert!(checks::check_lot(d("20"), d("10"), d("10")).is_ok());
+    // Below the minimum although on the lot.
+    let e = checks::check_lot(d("5"), d("5"), d("10")).unwrap_err();
+    assert!(e.message.contains("minimum 10"), "{}", e.message);
+}
+
+#[test]
+fn max_order_quantity_of_the_user_and_of_the_instrument() {
+    let mut s = Scene::new();
+    s.limits.max_order_quantity = d("5");
+    let e = s.admit(&order("o", "u", Side::Buy, Some("1"), "6")).unwrap_err();
+    assert_eq!(e.code, "max_order_quantity");
+    assert!(e.message.contains("by 1"), "{}", e.message);
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("1"), "5")).is_ok());
+    let mut s = Scene::new();
+    assert_eq!(s.code(&order("o", "u", Side::Buy, Some("1"), "100001")), "max_order_quantity");
+}
+
+#[test]
+fn max_order_notional_for_limits_and_for_markets_once_there_is_a_last_price() {
+    let mut s = Scene::new();
+    s.limits.max_order_notional = d("100");
+    let e = s.admit(&order("o", "u", Side::Buy, Some("10.01"), "10")).unwrap_err();
+    assert_eq!(e.code, "max_order_notional");
+    assert!(e.message.contains("by 0.1"), "{}", e.message);
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("10"), "10")).is_ok());
+    // A market order is estimated at the last price, and not checked before one exists.
+    assert!(s.admit(&order("o", "u", Side::Sell, None, "11")).is_ok());
+    s.last_price = Some(d("10"));
+    assert_eq!(s.code(&order("o", "u", Side::Sell, None, "11")), "max_order_notional");
+    assert_eq!(s.code(&order("o", "u", Side::Buy, None, "11")), "max_order_notional");
+}
+
+#[test]
+fn max_open_orders() {
+    let mut s = Scene::new();
+    s.limits.max_open_orders = 3;
+    s.open_orders = 2;
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("1"), "1")).is_ok());
+    s.open_orders = 3;
+    let e = s.admit(&order("o", "u", Side::Buy, Some("1"), "1")).unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("max_open_orders", 422));
+    assert!(e.message.contains('3'), "{}", e.message);
+}
+
+#[test]
+fn rate_limited_within_a_sliding_second() {
+    let mut w = RateWindow::default();
+    let t0 = Instant::now();
+    for i in 0..3 {
+        w.admit(t0 + Duration::from_millis(i * 100), 3).unwrap();
+    }
+    let e = w.admit(t0 + Duration::from_millis(500), 3).unwrap_err();
+    assert_eq!(e.code, "rate_limited");
+    // The first placement leaves the window one second after it.
+    w.admit(t0 + Duration::from_millis(1000), 3).unwrap();
+    assert!(w.admit(t0 + Duration::from_millis(1050), 3).is_err());
+    assert!(w.is_idle(t0 + Duration::from_secs(3)));
+
+    let mut s = Scene::new();
+    s.limits.max_orders_per_second = 2;
+    let req = order("o", "u", Side::Buy, Some("1"), "1");
+    assert!(s.admit(&req).is_ok());
+    assert!(s.admit(&req).is_ok());
+    assert_eq!(s.code(&req), "rate_limited");
+}
+
+#[test]
+fn price_band_applies_only_once_the_symbol_has_a_last_price() {
+    let mut s = Scene::new();
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("500"), "1")).is_ok());
+    s.last_price = Some(d("100"));
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("110"), "1")).is_ok());
+    assert!(s.admit(&order("o", "u", Side::Sell, Some("90"), "1")).is_ok());
+    let e = s.admit(&order("o", "u", Side::Buy, Some("110.01"), "1")).unwrap_err();
+    assert_eq!(e.code, "price_band");
+    assert!(e.message.contains("90 to 110"), "{}", e.message);
+    assert_eq!(s.code(&order("o", "u", Side::Sell, Some("89.99"), "1")), "price_band");
+    // Market orders have no price to band.
+    assert!(s.admit(&order("o", "u", Side::Buy, None, "1")).is_ok());
+}
+
+#[test]
+fn insufficient_funds_says_by_how_much() {
+    let mut s = Scene::new();
+    s.quote = d("100");
+    let e = s.admit(&order("o", "u", Side::Buy, Some("100"), "10")).unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("insufficient_funds", 422));
+    assert!(e.message.contains("1000") && e.message.contains("short by 900"), "{}", e.message);
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("10"), "10")).is_ok());
+}
+
+#[test]
+fn insufficient_position_unless_short_selling_is_allowed() {
+    let mut s = Scene::new();
+    s.base = d("2");
+    let e = s.admit(&order("o", "u", Side::Sell, Some("10"), "3")).unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("insufficient_position", 422));
+    assert!(e.message.contains("short by 1"), "{}", e.message);
+    s.limits.allow_short = true;
+    let plan = s.admit(&order("o", "u", Side::Sell, Some("10"), "3")).unwrap();
+    assert_eq!(plan.amount, d("2"), "a short sale holds what there is");
+}
+
+#[test]
+fn checks_run_in_the_contract_order() {
+    // Everything wrong at once: the first check in the list wins.
+    let mut s = Scene::new();
+    s.halted = true;
+    s.quote = Decimal::ZERO;
+    s.open_orders = 1000;
+    let mut req = order("o", "u", Side::Buy, Some("10.001"), "1.5");
+    req.user_active = false;
+    assert_eq!(s.code(&req), "user_disabled");
+    req.user_active = true;
+    assert_eq!(s.code(&req), "trading_halted");
+    s.halted = false;
+    assert_eq!(s.code(&req), "invalid_tick");
+    req.price = Some(d("10"));
+    assert_eq!(s.code(&req), "invalid_lot");
+    req.quantity = d("2000000");
+    assert_eq!(s.code(&req), "max_order_quantity");
+    req.quantity = d("99999");
+    req.price = Some(d("1000"));
+    assert_eq!(s.code(&req), "max_order_notional");
+    req.price = Some(d("10"));
+    assert_eq!(s.code(&req), "max_open_orders");
+    s.open_orders = 0;
+    s.limits.max_orders_per_second = 1;
+    s.rate.admit(Instant::now(), 1).unwrap();
+    assert_eq!(s.code(&req), "rate_limited");
+    s.rate = RateWindow::default();
+    s.last_price = Some(d("1"));
+    assert_eq!(s.code(&req), "price_band");
+    s.last_price = None;
+    s.rate = RateWindow::default();
+    assert_eq!(s.code(&req), "insufficient_funds");
+}
+
+#[test]
+fn limits_are_validated_like_the_config() {
+    for bad in [
+        RiskLimits { max_open_orders: Some(0), ..Default::default() },
+        RiskLimits { max_orders_per_second: Some(0), ..Default::default() },
+        RiskLimits { max_order_quantity: Some(d("0")), ..Default::default() },
+        RiskLimits { max_order_notional: Some(d("-1")), ..Default::default() },
+        RiskLimits { price_band_pct: Some(d("1000.1")), ..Default::default() },
+    ] {
+        assert_eq!(checks::validate_limits(&bad).unwrap_err().code, "invalid_limit", "{bad:?}");
+    }
+    assert!(checks::validate_limits(&RiskLimits { max_open_orders: Some(1), allow_short: Some(true), ..Default::default() }).is_ok());
+}
+
+#[test]
+fn asset_and_amount_validation() {
+    for ok in ["USD", "AAPL", "BTC", "BRK.B", "X-1"] {
+        assert!(checks::validate_asset(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "usd", "A B", "A'; DROP", "🚀", &"A".repeat(33)] {
+        assert_eq!(checks::validate_asset(bad).unwrap_err().code, "invalid_asset", "{bad:?}");
+    }
+    assert_eq!(checks::validate_amount(d("0")).unwrap_err().code, "invalid_amount");
+    assert_eq!(checks::validate_amount(d("-5")).unwrap_err().status, 400);
+    assert!(checks::validate_amount(d("0.0000000000000000000000000001")).is_ok());
+}
+
+// ---------------------------------------------------------------- the service and its store
+
+/// A risk service on a temporary store, driven one committed command at a time.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    conn: Connection,
+    settings: SharedSettings,
+    risk: Risk,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::with(Settings::defaults())
+    }
+    fn with(settings: Settings) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&dir.path().join("risk.db"), Durability::Normal, MIGRATIONS).unwrap();
+        let settings = SharedSettings::new(settings);
+        let risk = Risk::open(&conn, settings.clone()).unwrap();
+        Fixture { _dir: dir, conn, settings, risk }
+    }
+    /// Runs one command in its own committed transaction.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Risk, &Transaction, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
+        let tx = self.conn.transaction().unwrap();
+        let mut after = AfterCommit::new("risk");
+        let out = f(&mut self.risk, &tx, &mut after).expect("the service must not fail");
+        tx.commit().unwrap();
+        out
+    }
+    fn deposit(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
+        let a = d(amount);
+        self.run(|r, tx, after| r.deposit(tx, after, user, asset, a))
+    }
+    fn withdraw(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
+        let a = d(amount);
+        self.run(|r, tx, after| r.withdraw(tx, after, user, asset, a))
+    }
+    fn reserve(&mut self, req: &ReserveRequest) -> Result<Reserved, ApiError> {
+        self.run(|r, tx, _| r.reserve(tx, req))
+    }
+    fn settle(&mut self, req: &SettleRequest) -> Result<(), ApiError> {
+        self.run(|r, tx, _| r.settle(tx, req))
+    }
+    fn release(&mut self, ids: &[&str]) {
+        let req = SettleRequest { trades: vec![], release: ids.iter().map(|s| s.to_string()).collect() };
+        self.settle(&req).unwrap();
+    }
+    fn amend(&mut self, id: &str, price: &str, remaining: &str) -> Result<(), ApiError> {
+        let (p, q) = (d(price), d(remaining));
+        self.run(|r, tx, _| r.amend(tx, id, p, q))
+    }
+    fn bal(&self, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
+        let b: Bal = self.risk.ledger().balance(user, asset);
+        (b.total, b.held, b.available())
+    }
+    /// Everything the service knows, for comparing before and after a reload.
+    fn snapshot(&self) -> impl PartialEq + std::fmt::Debug {
+        (
+            self.risk.ledger().all_balances(),
+            self.risk.holds(),
+            self.risk.ledger().all_positions(),
+            self.risk.trading_state(),
+            self.risk.limits(Some("u1")),
+        )
+    }
+    fn reload(&mut self) {
+        self.risk = Risk::open(&self.conn, self.settings.clone()).unwrap();
+    }
+}
+
+fn trade(id: &str, price: &str, qty: &str, buy: (&str, &str), sell: (&str, &str)) -> SettleTrade {
+    SettleTrade {
+        trade_id: id.into(),
+        symbol: "AAPL".into(),
+        base_asset: "AAPL".into(),
+        price: d(price),
+        quantity: d(qty),
+        buy_order_id: buy.0.into(),
+        buy_user_id: buy.1.into(),
+        sell_order_id: sell.0.into(),
+        sell_user_id: sell.1.into(),
+    }
+}
+
+#[test]
+fn deposits_and_withdrawals_move_balances_exactly() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "1000.50").unwrap();
+    f.deposit("u1", "USD", "250").unwrap();
+    let a = f.deposit("u1", "AAPL", "7").unwrap();
+    assert_eq!(a.balances.iter().map(|b| b.asset.as_str()).collect::<Vec<_>>(), ["AAPL", "USD"], "sorted by asset");
+    assert_eq!(f.bal("u1", "USD"), (d("1250.5"), d("0"), d("1250.5")));
+    let a = f.withdraw("u1", "USD", "200.25").unwrap();
+    assert_eq!(a.balances[1].total, d("1050.25"));
+    let e = f.withdraw("u1", "USD", "5000").unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("insufficient_funds", 422));
+    assert_eq!(f.deposit("u1", "USD", "0").unwrap_err().code, "invalid_amount");
+    assert_eq!(f.deposit("u1", "USD", "-5").unwrap_err().code, "invalid_amount");
+    assert_eq!(f.deposit("u1", "", "5").unwrap_err().code, "invalid_asset");
+    assert_eq!(f.deposit("u1", "usd", "5").unwrap_err().code, "invalid_asset");
+    assert_eq!(f.withdraw("u1", "NOPE", "1").unwrap_err().code, "insufficient_funds");
+    assert_eq!(f.bal("u1", "USD"), (d("1050.25"), d("0"), d("1050.25")));
+    let big = Decimal::MAX.to_string();
+    assert_eq!(f.deposit("u1", "USD", &big).unwrap_err().code, "invalid_amount", "overflow is refused");
+    assert_eq!(f.risk.account("nobody").balances, vec![]);
+}
+
+#[test]
+fn cannot_withdraw_what_orders_hold() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "100").unwrap();
+    f.reserve(&order("o1", "u1", Side::Buy, Some("10"), "6")).unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("100"), d("60"), d("40")));
+    assert_eq!(f.withdraw("u1", "USD", "40.01").unwrap_err().code, "insufficient_funds");
+    f.withdraw("u1", "USD", "40").unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("60"), d("60"), d("0")));
+}
+
+#[test]
+fn a_cross_trade_moves_cash_and_asset_exactly() {
+    let mut f = Fixture::new();
+    f.deposit("buyer", "USD", "10000").unwrap();
+    f.deposit("seller", "AAPL", "10").unwrap();
+    f.reserve(&order("s", "seller", Side::Sell, Some("100"), "10")).unwrap();
+    assert_eq!(f.bal("seller", "AAPL"), (d("10"), d("10"), d("0")));
+    f.reserve(&order("b", "buyer", Side::Buy, Some("101"), "10")).unwrap();
+    assert_eq!(f.bal("buyer", "USD"), (d("10000"), d("1010"), d("8990")));
+    let t = trade("t1", "100", "10", ("b", "buyer"), ("s", "seller"));
+    f.settle(&SettleRequest { trades: vec![t.clone()], release: vec!["b".into(), "s".into()] }).unwrap();
+    assert_eq!(f.bal("buyer", "USD"), (d("9000"), d("0"), d("9000")));
+    assert_eq!(f.bal("buyer", "AAPL"), (d("10"), d("0"), d("10")));
+    assert_eq!(f.bal("seller", "USD"), (d("1000"), d("0"), d("1000")));
+    assert_eq!(f.bal("seller", "AAPL"), (d("0"), d("0"), d("0")));
+    let acct = f.risk.account("buyer");
+    assert_eq!(acct.positions.len(), 1);
+    assert_eq!((acct.positions[0].quantity, acct.positions[0].average_price), (d("10"), d("100")));
+    assert!(f.risk.account("seller").positions.is_empty(), "a closed position is not listed");
+    // Settling the same trade again changes nothing, also after a restart.
+    let before = f.snapshot();
+    f.settle(&SettleRequest { trades: vec![t.clone()], release: vec!["b".into()] }).unwrap();
+    f.reload();
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["b".into(), "s".into()] }).unwrap();
+    assert_eq!(f.snapshot(), before);
+    assert!(f.risk.holds().is_empty());
+}
+
+#[test]
+fn a_partial_fill_holds_exactly_the_rest_and_release_frees_it() {
+    let mut f = Fixture::new();
+    f.deposit("buyer", "USD", "1000").unwrap();
+    f.deposit("seller", "AAPL", "10").unwrap();
+    f.reserve(&order("s", "seller", Side::Sell, Some("50"), "4")).unwrap();
+    f.reserve(&order("b", "buyer", Side::Buy, Some("50"), "10")).unwrap();
+    let t = trade("t1", "50", "4", ("b", "buyer"), ("s", "seller"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s".into()] }).unwrap();
+    assert_eq!(f.bal("buyer", "USD"), (d("800"), d("300"), d("500")));
+    assert_eq!(f.risk.holds(), vec![Hold { order_id: "b".into(), user_id: "buyer".into(), asset: "USD".into(), amount: d("300") }]);
+    f.release(&["b"]);
+    f.release(&["b", "never-reserved"]);
+    assert_eq!(f.bal("buyer", "USD"), (d("800"), d("0"), d("800")));
+    assert_eq!(f.bal("seller", "AAPL"), (d("6"), d("0"), d("6")));
+}
+
+#[test]
+fn a_limit_buy_filled_below_its_limit_gets_the_difference_back() {
+    let mut f = Fixture::new();
+    f.deposit("buyer", "USD", "1000").unwrap();
+    f.deposit("seller", "AAPL", "10").unwrap();
+    f.reserve(&order("b", "buyer", Side::Buy, Some("60"), "10")).unwrap();
+    f.reserve(&order("s", "seller", Side::Sell, Some("50"), "4")).unwrap();
+    // Amend lowered the price after resting? No: here the maker (buy) sets the price.
+    let t = trade("t1", "55", "4", ("b", "buyer"), ("s", "seller"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s".into()] }).unwrap();
+    // Paid 220; the hold shrank by 4 × 60 = 240; 6 × 60 = 360 still held.
+    assert_eq!(f.bal("buyer", "USD"), (d("780"), d("360"), d("420")));
+}
+
+#[test]
+fn a_market_buy_spends_its_budget_and_the_rest_is_released() {
+    let mut f = Fixture::new();
+    f.deposit("buyer", "USD", "10000").unwrap();
+    f.deposit("s1", "AAPL", "5").unwrap();
+    f.deposit("s2", "AAPL", "5").unwrap();
+    f.reserve(&order("a1", "s1", Side::Sell, Some("100"), "5")).unwrap();
+    f.reserve(&order("a2", "s2", Side::Sell, Some("101"), "5")).unwrap();
+    let r = f.reserve(&order("m", "buyer", Side::Buy, None, "10")).unwrap();
+    assert_eq!(r, Reserved { budget: Some(d("10000")) });
+    assert_eq!(f.reserve(&order("m", "buyer", Side::Buy, None, "10")).unwrap(), r, "same answer again");
+    assert_eq!(f.bal("buyer", "USD"), (d("10000"), d("10000"), d("0")));
+    let trades = vec![
+        trade("t1", "100", "5", ("m", "buyer"), ("a1", "s1")),
+        trade("t2", "101", "5", ("m", "buyer"), ("a2", "s2")),
+    ];
+    f.settle(&SettleRequest { trades, release: vec!["a1".into(), "a2".into(), "m".into()] }).unwrap();
+    assert_eq!(f.bal("buyer", "USD"), (d("8995"), d("0"), d("8995")));
+    assert_eq!(f.bal("s1", "USD").0, d("500"));
+    assert_eq!(f.bal("s2", "USD").0, d("505"));
+    let p = &f.risk.account("buyer").positions[0];
+    assert_eq!((p.quantity, p.average_price), (d("10"), d("100.5")));
+    // Reserved and closed: a replay answers the budget it had, and holds nothing.
+    f.reload();
+    assert_eq!(f.reserve(&order("m", "buyer", Side::Buy, None, "10")).unwrap(), r);
+    assert_eq!(f.bal("buyer", "USD"), (d("8995"), d("0"), d("8995")));
+}
+
+#[test]
+fn reserve_is_idempotent_across_restarts() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "1000").unwrap();
+    let req = order("o1", "u1", Side::Buy, Some("10"), "10");
+    f.reserve(&req).unwrap();
+    f.reserve(&req).unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("1000"), d("100"), d("900")));
+    f.reload();
+    f.reserve(&req).unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("1000"), d("100"), d("900")));
+    f.release(&["o1"]);
+    f.reload();
+    f.reserve(&req).unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("1000"), d("0"), d("1000")), "a released order is not held again");
+    // A rejected order holds nothing and may be tried again.
+    let big = order("o2", "u1", Side::Buy, Some("10"), "101");
+    assert_eq!(f.reserve(&big).unwrap_err().code, "insufficient_funds");
+    f.deposit("u1", "USD", "10").unwrap();
+    f.reserve(&big).unwrap();
+}
+
+#[test]
+fn max_open_orders_counts_open_holds_and_follows_the_live_config() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "1000").unwrap();
+    let mut s = (*f.settings.get()).clone();
+    s.risk.max_open_orders = 3;
+    f.settings.replace(s);
+    for i in 0..3 {
+        f.reserve(&order(&format!("o{i}"), "u1", Side::Buy, Some("10"), "1")).unwrap();
+    }
+    assert_eq!(f.reserve(&order("o3", "u1", Side::Buy, Some("10"), "1")).unwrap_err().code, "max_open_orders");
+    f.release(&["o0"]);
+    f.reserve(&order("o3", "u1", Side::Buy, Some("10"), "1")).unwrap();
+    // A user's own limit wins over the global one.
+    let own = RiskLimits { max_open_orders: Some(5), ..Default::default() };
+    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", own)).unwrap();
+    assert_eq!((eff.max_open_orders, eff.allow_short), (Some(5), Some(false)));
+    f.reserve(&order("o4", "u1", Side::Buy, Some("10"), "1")).unwrap();
+    f.reload();
+    assert_eq!(f.risk.limits(Some("u1")).max_open_orders, 5);
+    assert_eq!(f.risk.limits(None).max_open_orders, 3);
+    f.reserve(&order("o5", "u1", Side::Buy, Some("10"), "1")).unwrap();
+    assert_eq!(f.reserve(&order("o6", "u1", Side::Buy, Some("10"), "1")).unwrap_err().code, "max_open_orders");
+    // Setting another limit keeps the first.
+    let more = RiskLimits { price_band_pct: Some(d("5")), ..Default::default() };
+    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", more)).unwrap();
+    assert_eq!((eff.max_open_orders, eff.price_band_pct), (Some(5), Some(d("5"))));
+    let bad = RiskLimits { max_open_orders: Some(0), ..Default::default() };
+    assert_eq!(f.run(|r, tx, after| r.set_limits(tx, after, "u1", bad)).unwrap_err().code, "invalid_limit");
+}
+
+#[test]
+fn halts_are_kept_across_restarts() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "1000").unwrap();
+    let s = f.run(|r, tx, after| r.set_halt(tx, after, Some("AAPL".into()), true)).unwrap();
+    assert_eq!((s.halted, s.halted_symbols.clone()), (false, vec!["AAPL".to_string()]));
+    assert_eq!(f.reserve(&order("o1", "u1", Side::Buy, Some("10"), "1")).unwrap_err().code, "trading_halted");
+    f.run(|r, tx, after| r.set_halt(tx, after, None, true)).unwrap();
+    f.reload();
+    let s = f.risk.trading_state();
+    assert!(s.halted && s.halted_symbols == ["AAPL"]);
+    f.run(|r, tx, after| r.set_halt(tx, after, None, false)).unwrap();
+    assert_eq!(f.reserve(&order("o1", "u1", Side::Buy, Some("10"), "1")).unwrap_err().code, "trading_halted");
+    f.run(|r, tx, after| r.set_halt(tx, after, Some("AAPL".into()), false)).unwrap();
+    f.reload();
+    assert_eq!(f.risk.trading_state(), Default::default());
+    f.reserve(&order("o1", "u1", Side::Buy, Some("10"), "1")).unwrap();
+    let e = f.run(|r, tx, after| r.set_halt(tx, after, Some("a'; drop".into()), true)).unwrap_err();
+    assert_eq!(e.code, "invalid_symbol");
+}
+
+#[test]
+fn the_price_band_starts_with_the_first_settled_trade() {
+    let mut f = Fixture::new();
+    f.deposit("b", "USD", "100000").unwrap();
+    f.deposit("s", "AAPL", "100").unwrap();
+    f.reserve(&order("b1", "b", Side::Buy, Some("500"), "1")).unwrap();
+    f.reserve(&order("s1", "s", Side::Sell, Some("100"), "1")).unwrap();
+    f.settle(&SettleRequest { trades: vec![trade("t1", "100", "1", ("b1", "b"), ("s1", "s"))], release: vec!["s1".into()] })
+        .unwrap();
+    f.reload();
+    assert_eq!(f.reserve(&order("b2", "b", Side::Buy, Some("111"), "1")).unwrap_err().code, "price_band");
+    f.reserve(&order("b3", "b", Side::Buy, Some("110"), "1")).unwrap();
+}
+
+#[test]
+fn amend_resizes_the_hold_or_refuses() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "100").unwrap();
+    f.deposit("u1", "AAPL", "10").unwrap();
+    f.reserve(&order("b", "u1", Side::Buy, Some("10"), "5")).unwrap();
+    f.reserve(&order("s", "u1", Side::Sell, Some("20"), "5")).unwrap();
+    f.amend("b", "9", "10").unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("100"), d("90"), d("10")));
+    let e = f.amend("b", "10", "11").unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("insufficient_funds", 422));
+    assert!(e.message.contains("short by 10"), "{}", e.message);
+    assert_eq!(f.bal("u1", "USD"), (d("100"), d("90"), d("10")), "a refused amend changes nothing");
+    f.amend("b", "5", "2").unwrap();
+    assert_eq!(f.bal("u1", "USD"), (d("100"), d("10"), d("90")));
+    f.amend("s", "21", "10").unwrap();
+    assert_eq!(f.bal("u1", "AAPL"), (d("10"), d("10"), d("0")));
+    assert_eq!(f.amend("s", "21", "11").unwrap_err().code, "insufficient_position");
+    f.release(&["b"]);
+    assert_eq!(f.amend("b", "5", "2").unwrap_err().status, 409);
+    assert_eq!(f.amend("s", "0", "2").unwrap_err().status, 400);
+    // Fills after an amend shrink the hold at the new price.
+    f.deposit("v", "AAPL", "5").unwrap();
+    f.reserve(&order("b2", "u1", Side::Buy, Some("10"), "5")).unwrap();
+    f.amend("b2", "12", "5").unwrap();
+    f.reserve(&order("vs", "v", Side::Sell, Some("11"), "5")).unwrap();
+    f.settle(&SettleRequest { trades: vec![trade("t", "12", "2", ("b2", "u1"), ("vs", "v"))], release: vec![] }).unwrap();
+    assert_eq!(f.risk.holds().iter().find(|h| h.order_id == "b2").unwrap().amount, d("36"));
+}
+
+#[test]
+fn positions_follow_trades_with_the_average_buy_price() {
+    let mut f = Fixture::new();
+    f.deposit("b", "USD", "100000").unwrap();
+    f.deposit("s", "AAPL", "100").unwrap();
+    f.deposit("s", "USD", "1000").unwrap();
+    let mut n = 0;
+    let mut cross = |f: &mut Fixture, buyer: &str, seller: &str, price: &str, qty: &str| {
+        n += 1;
+        let (bo, so) = (format!("b{n}"), format!("s{n}"));
+        f.reserve(&order(&so, seller, Side::Sell, Some(price), qty)).unwrap();
+        f.reserve(&order(&bo, buyer, Side::Buy, Some(price), qty)).unwrap();
+        let t = trade(&format!("t{n}"), price, qty, (&bo, buyer), (&so, seller));
+        f.settle(&SettleRequest { trades: vec![t], release: vec![bo, so] }).unwrap();
+    };
+    cross(&mut f, "b", "s", "100", "10");
+    cross(&mut f, "b", "s", "110", "10");
+    let pos = |f: &Fixture, u: &str| f.risk.account(u).positions.first().map(|p| (p.quantity, p.average_price));
+    assert_eq!(pos(&f, "b"), Some((d("20"), d("105"))));
+    assert_eq!(pos(&f, "s"), None, "selling deposited shares opens no short position");
+    cross(&mut f, "s", "b", "120", "5");
+    assert_eq!(pos(&f, "b"), Some((d("15"), d("105"))), "a sale keeps the average");
+    assert_eq!(pos(&f, "s"), Some((d("5"), d("120"))));
+    cross(&mut f, "s", "b", "110", "15");
+    assert_eq!(pos(&f, "b"), None);
+    f.reload();
+    assert_eq!(pos(&f, "s"), Some((d("20"), d("112.5"))));
+}
+
+#[test]
+fn a_malformed_settlement_moves_nothing() {
+    let mut f = Fixture::new();
+    f.deposit("b", "USD", "100").unwrap();
+    let before = f.snapshot();
+    let bad = trade("t", "0", "1", ("x", "b"), ("y", "s"));
+    assert_eq!(f.settle(&SettleRequest { trades: vec![bad], release: vec![] }).unwrap_err().code, "invalid_trade");
+    assert_eq!(f.snapshot(), before);
+}
+
+// ---------------------------------------------------------------- proptest of the ledger
+
+mod ledger_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const USERS: [&str; 3] = ["ann", "bob", "cy"];
+    const SYMBOLS: [&str; 2] = ["AAA", "BBB-USD"];
+    const ASSETS: [&str; 3] = ["USD", "AAA", "BBB"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit { user: usize, asset: usize, cents: u32 },
+        Withdraw { user: usize, asset: usize, cents: u32 },
+        /// `price` in ticks of 0.5; None for a market order.
+        Reserve { user: usize, symbol: usize, buy: bool, price: Option<u8>, qty: u8 },
+        /// Reserves an order again (by index among those reserved).
+        Again(usize),
+        /// Matches an open buy with an open sell of the same symbol (by index).
+        Trade { buy: usize, sell: usize, part: u8 },
+        /// Settles a trade already settled (by index).
+        Replay(usize),
+        Release(usize),
+        Amend { order: usize, price: u8, qty: u8 },
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..3usize, 0..3usize, 1..200_000u32).prop_map(|(user, asset, cents)| Op::Deposit { user, asset, cents }),
+            1 => (0..3usize, 0..3usize, 1..50_000u32).prop_map(|(user, asset, cents)| Op::Withdraw { user, asset, cents }),
+            5 => (0..3usize, 0..2usize, any::<bool>(), prop::option::weighted(0.8, 1..40u8), 1..20u8)
+                .prop_map(|(user, symbol, buy, price, qty)| Op::Reserve { user, symbol, buy, price, qty }),
+            1 => any::<usize>().prop_map(Op::Again),
+            8 => (any::<usize>(), any::<usize>(), 1..=4u8).prop_map(|(buy, sell, part)| Op::Trade { buy, sell, part }),
+            1 => any::<usize>().prop_map(Op::Replay),
+            2 => any::<usize>().prop_map(Op::Release),
+            2 => (any::<usize>(), 1..40u8, 1..20u8).prop_map(|(order, price, qty)| Op::Amend { order, price, qty }),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    /// What the test knows of an order it reserved.
+    #[derive(Debug, Clone)]
+    struct Placed {
+        req: ReserveRequest,
+        remaining: Decimal,
+        /// A limit order's current price (after amends).
+        price: Option<Decimal>,
+        /// A market buy's budget still unspent.
+        budget: Option<Decimal>,
+        /// What the first Reserve answered.
+        reserved: Reserved,
+        open: bool,
+    }
+
+    fn instrument_of(symbol: &str) -> Instrument {
+        Instrument { tick: d("0.5"), ..instrument(symbol) }
+    }
+
+    fn check_invariants(f: &Fixture, net: &BTreeMap<&str, Decimal>) -> Result<(), TestCaseError> {
+        let balances = f.risk.ledger().all_balances();
+        let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
+        for ((user, asset), b) in &balances {
+            prop_assert!(b.total >= Decimal::ZERO, "{user} {asset} total {}", b.total);
+            prop_assert!(b.held >= Decimal::ZERO, "{user} {asset} held {}", b.held);
+            prop_assert!(b.available() >= Decimal::ZERO, "{user} {asset} available {}", b.available());
+            *sums.entry(asset.clone()).or_default() += b.total;
+        }
+        for asset in ASSETS {
+            let want = net.get(asset).copied().unwrap_or_default();
+            let got = sums.get(asset).copied().unwrap_or_default();
+            prop_assert_eq!(got, want, "sum of {} totals", asset);
+        }
+        let mut held: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+        for h in f.risk.holds() {
+            prop_assert!(h.amount >= Decimal::ZERO);
+            *held.entry((h.user_id.clone(), h.asset.clone())).or_default() += h.amount;
+        }
+        for (key, b) in &balances {
+            prop_assert_eq!(b.held, held.get(key).copied().unwrap_or_default(), "held of {:?} vs its open holds", key);
+        }
+        for key in held.keys() {
+            prop_assert!(balances.contains_key(key), "a hold on {key:?} without a balance");
+        }
+        Ok(())
+    }
+
+    fn run_session(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mut settings = Settings::defaults();
+        settings.risk.price_band_pct = Decimal::from(1000);
+        let mut f = Fixture::with(settings);
+        let mut net: BTreeMap<&str, Decimal> = BTreeMap::new();
+        // Everyone starts with something to trade (the session's deposits come on top).
+        for user in USERS {
+            for (asset, amount) in [("USD", d("5000")), ("AAA", d("40")), ("BBB", d("40"))] {
+                f.run(|r, tx, after| r.deposit(tx, after, user, asset, amount)).unwrap();
+                *net.entry(asset).or_default() += amount;
+            }
+        }
+        let mut placed: Vec<Placed> = Vec::new();
+        let mut settled: Vec<SettleTrade> = Vec::new();
+        let mut next_id = 0u32;
+        for op in ops {
+            match op {
+                Op::Deposit { user, asset, cents } => {
+                    let amount = Decimal::new(i64::from(cents), 2);
+                    let a = f.run(|r, tx, after| r.deposit(tx, after, USERS[user], ASSETS[asset], amount));
+                    prop_assert!(a.is_ok());
+                    *net.entry(ASSETS[asset]).or_default() += amount;
+                }
+                Op::Withdraw { user, asset, cents } => {
+                    let amount = Decimal::new(i64::from(cents), 2);
+                    let available = f.risk.ledger().available(USERS[user], ASSETS[asset]);
+                    let r = f.run(|r, tx, after| r.withdraw(tx, after, USERS[user], ASSETS[asset], amount));
+                    prop_assert_eq!(r.is_ok(), amount <= available);
+                    if r.is_ok() {
+                        *net.entry(ASSETS[asset]).or_default() -= amount;
+                    }
+                }
+                Op::Reserve { user, symbol, buy, price, qty } => {
+                    next_id += 1;
+                    let price = price.map(|p| Decimal::new(i64::from(p) * 5, 1));
+                    let req = ReserveRequest {
+                        order_id: format!("o{next_id}"),
+                        user_id: USERS[user].into(),
+                        user_active: true,
+                        instrument: instrument_of(SYMBOLS[symbol]),
+                        side: if buy { Side::Buy } else { Side::Sell },
+                        kind: if price.is_some() { OrderType::Limit } else { OrderType::Market },
+                        price,
+                        quantity: Decimal::from(qty),
+                    };
+                    if let Ok(r) = f.reserve(&req) {
+                        placed.push(Placed { remaining: req.quantity, price, budget: r.budget, reserved: r, open: true, req });
+                    }
+                }
+                Op::Again(i) if !placed.is_empty() => {
+                    let p = &placed[i % placed.len()];
+                    let before = (f.risk.ledger().all_balances(), f.risk.holds());
+                    let r = f.reserve(&p.req);
+                    prop_assert_eq!(r, Ok(p.reserved.clone()), "a reserved order reserved again");
+                    prop_assert_eq!(before, (f.risk.ledger().all_balances(), f.risk.holds()), "held twice");
+                }
+                Op::Trade { buy, sell, part } => {
+                    let buys: Vec<usize> = (0..placed.len()).filter(|&i| placed[i].open && placed[i].req.side == Side::Buy).collect();
+                    let sells: Vec<usize> = (0..placed.len()).filter(|&i| placed[i].open && placed[i].req.side == Side::Sell).collect();
+                    if buys.is_empty() || sells.is_empty() {
+                        continue;
+                    }
+                    let bi = buys[buy % buys.len()];
+                    let b = &placed[bi];
+                    // Only sells of the same symbol that cross this buy.
+                    let sells: Vec<usize> = sells
+                        .into_iter()
+                        .filter(|&i| {
+                            let s = &placed[i];
+                            s.req.instrument.symbol == b.req.instrument.symbol
+                                && match (b.price, s.price) {
+                                    (Some(bp), Some(sp)) => sp <= bp,
+                                    (None, None) => false,
+                                    _ => true,
+                                }
+                        })
+                        .collect();
+                    if sells.is_empty() {
+                        continue;
+                    }
+                    let si = sells[sell % sells.len()];
+                    let s = &placed[si];
+                    // The maker's price; a market taker trades at the resting limit.
+                    let price = match (b.price, s.price) {
+                        (Some(bp), Some(sp)) if sp <= bp => sp,
+                        (Some(_), Some(_)) => continue,
+                        (Some(bp), None) => bp,
+                        (None, Some(sp)) => sp,
+                        (None, None) => continue,
+                    };
+                    let mut qty = (b.remaining.min(s.remaining) * Decimal::from(part) / Decimal::from(4)).floor();
+                    if let Some(budget) = b.budget {
+                        qty = qty.min((budget / price).floor());
+                    }
+                    if qty <= Decimal::ZERO {
+                        continue;
+                    }
+                    let t = SettleTrade {
+                        trade_id: format!("t{}", settled.len()),
+                        symbol: b.req.instrument.symbol.clone(),
+                        base_asset: crate::services::market::base_asset(&b.req.instrument.symbol).into(),
+                        price,
+                        quantity: qty,
+                        buy_order_id: b.req.order_id.clone(),
+                        buy_user_id: b.req.user_id.clone(),
+                        sell_order_id: s.req.order_id.clone(),
+                        sell_user_id: s.req.user_id.clone(),
+                    };
+                    placed[bi].remaining -= qty;
+                    placed[si].remaining -= qty;
+                    if let Some(budget) = &mut placed[bi].budget {
+                        *budget -= qty * price;
+                    }
+                    // As the saga does: an order done with is released with its last trade.
+                    let mut release = Vec::new();
+                    for i in [bi, si] {
+                        if placed[i].remaining.is_zero() {
+                            placed[i].open = false;
+                            release.push(placed[i].req.order_id.clone());
+                        }
+                    }
+                    let r = f.settle(&SettleRequest { trades: vec![t.clone()], release });
+                    prop_assert!(r.is_ok(), "settle: {:?}", r);
+                    settled.push(t);
+                }
+                Op::Replay(i) if !settled.is_empty() => {
+                    let before = f.snapshot();
+                    let t = settled[i % settled.len()].clone();
+                    let r = f.settle(&SettleRequest { trades: vec![t], release: vec![] });
+                    prop_assert!(r.is_ok(), "replay: {:?}", r);
+                    prop_assert_eq!(before, f.snapshot(), "a replayed trade moved something");
+                }
+                Op::Release(i) if !placed.is_empty() => {
+                    let n = placed.len();
+                    let p = &mut placed[i % n];
+                    p.open = false;
+                    let id = p.req.order_id.clone();
+                    f.release(&[id.as_str()]);
+                    f.release(&[id.as_str()]);
+                }
+                Op::Amend { order, price, qty } if !placed.is_empty() => {
+                    let n = placed.len();
+                    let p = &mut placed[order % n];
+                    if !p.open || p.req.kind != OrderType::Limit {
+                        continue;
+                    }
+                    let (price, qty) = (Decimal::new(i64::from(price) * 5, 1), Decimal::from(qty));
+                    let id = p.req.order_id.clone();
+                    let before = f.snapshot();
+                    match f.amend(&id, &price.to_string(), &qty.to_string()) {
+                        Ok(()) => {
+                            p.price = Some(price);
+                            p.remaining = qty;
+                        }
+                        Err(e) => {
+                            prop_assert!(e.code == "insufficient_funds" || e.code == "insufficient_position", "{e:?}");
+                            prop_assert_eq!(before, f.snapshot(), "a refused amend moved something");
+                        }
+                    }
+                }
+                Op::Restart => {
+                    let before = f.snapshot();
+                    let accounts: Vec<_> = USERS.iter().map(|u| f.risk.account(u)).collect();
+                    f.reload();
+                    prop_assert_eq!(before, f.snapshot(), "the store lost something");
+                    prop_assert_eq!(accounts, USERS.iter().map(|u| f.risk.account(u)).collect::<Vec<_>>());
+                }
+                _ => {}
+            }
+            check_invariants(&f, &net)?;
+        }
+        // Closing every order leaves nothing held.
+        let ids: Vec<String> = placed.iter().map(|p| p.req.order_id.clone()).collect();
+        f.settle(&SettleRequest { trades: vec![], release: ids }).unwrap();
+        prop_assert!(f.risk.holds().is_empty());
+        for (_, b) in f.risk.ledger().all_balances() {
+            prop_assert_eq!(b.held, Decimal::ZERO);
+        }
+        check_invariants(&f, &net)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #[test]
+        fn conservation_holds_and_idempotence(ops in prop::collection::vec(op(), 1..120)) {
+            run_session(ops)?;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! SQLite helpers shared by every service's store.
+//!
+//! Each service opens its own `data/<name>.db` here and nowhere else. A store is in WAL
+//! mode with `synchronous=NORMAL` (or `FULL` with `durability = "full"`), schema versions
+//! tracked by `PRAGMA user_version`, and the automatic WAL checkpoint moved off the writer
+//! onto a background thread: a checkpoint inside the writer stalls it for ~10 ms every
+//! thousand pages (see PERFORMANCE-NOTES.md), which is what dominates order-path p99.
+
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How hard a commit is pushed to disk (config key `durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// WAL + `synchronous=NORMAL`: a commit survives a crash or SIGKILL of the daemon, but
+    /// the last commits may be lost if the machine loses power or the OS crashes.
+    #[default]
+    Normal,
+    /// WAL + `synchronous=FULL`: every commit is fsynced; survives power loss.
+    Full,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "normal" => Some(Durability::Normal),
+            "full" => Some(Durability::Full),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("{path}: the store is at schema version {found}, newer than this agt ({known}); upgrade agt")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+}
+
+/// Opens (creating if needed) a service's store and brings its schema up to date.
+///
+/// `migrations[i]` takes the schema from version `i` to `i + 1`; each runs in its own
+/// transaction together with the `user_version` bump, so a crash mid-migration leaves
+/// the old version intact.
+pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let mut conn = Connection::open(path).map_err(wrap)?;
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;"
+    ))
+    .map_err(wrap)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(wrap)?;
+    let known = migrations.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
+    }
+    for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(wrap)?;
+        tx.execute_batch(sql).map_err(wrap)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+    }
+    Ok(conn)
+}
+
+/// A read-only connection beside the writer (WAL lets it read while the writer commits).
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(wrap)?;
+    conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every `period` until the
+/// returned guard is dropped, so the writer never pays for checkpoints itself.
+pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let path = path.to_path_buf();
+    let name = format!("ckpt-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else { return };
+            let _ = conn.execute_batch("PRAGMA busy_timeout=1000;");
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::park_timeout(period);
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+            // Leave a small WAL behind on a clean stop.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .ok();
+    CheckpointGuard { stop, handle }
+}
+
+/// Stops the checkpoint thread when dropped (after a final checkpoint).
+pub struct CheckpointGuard {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CheckpointGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        let m = ["CREATE TABLE a(x INTEGER);", "ALTER TABLE a ADD COLUMN y TEXT;"];
+        let c = open(&p, Durability::Normal, &m[..1]).unwrap();
+        c.execute("INSERT INTO a(x) VALUES (1)", []).unwrap();
+        drop(c);
+        let c = open(&p, Durability::Normal, &m).unwrap();
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, 2);
+        let n: i64 = c.query_row("SELECT count(*) FROM a WHERE y IS NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        drop(c);
+        assert!(matches!(open(&p, Durability::Normal, &m[..1]), Err(StoreError::TooNew { .. })));
+    }
+}

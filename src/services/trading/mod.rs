@@ -1,0 +1,91 @@
+//! The trading service: one price-time-priority book per symbol, and the fills.
+//!
+//! [`engine`] is the pure matching engine (integers, no I/O); [`service`] is the actor
+//! that owns the books, converts decimals to ticks and lots, persists resting orders,
+//! fills and each order's match outcome in `data/trading.db`, and publishes
+//! `TRADE_EXECUTED`. This file is its **message contract**.
+//!
+//! `Match` is idempotent by order id: the outcome is stored with the fills in the same
+//! transaction, and a repeated `Match` (the saga resuming after a crash) answers it again.
+
+pub mod engine;
+mod service;
+
+pub use service::Trading;
+
+use crate::api::{BookView, OrderType, Side, TimeInForce};
+use crate::services::actor::Reply;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub enum Cmd {
+    Match { req: MatchRequest, reply: Reply<MatchResult> },
+    /// Takes a resting order out of its book: 409 `order_not_open` if it is not resting.
+    Cancel { order_id: String, reply: Reply<Cancelled> },
+    /// Cancels every resting order of a user and/or a symbol.
+    CancelMany { user_id: Option<String>, symbol: Option<String>, reply: Reply<Vec<Cancelled>> },
+    /// New price and/or remaining quantity for a resting order; may trade (as taker).
+    Amend { order_id: String, price: Decimal, remaining: Decimal, reply: Reply<MatchResult> },
+    Book { symbol: String, depth: usize, reply: Reply<BookView> },
+    /// Where an order stands in the books (for recovery after a crash).
+    Status { order_id: String, reply: Reply<OrderState> },
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchRequest {
+    pub order_id: String,
+    pub user_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub kind: OrderType,
+    pub time_in_force: TimeInForce,
+    pub price: Option<Decimal>,
+    pub quantity: Decimal,
+    pub tick: Decimal,
+    pub lot: Decimal,
+    /// A market buy's spendable USD (what risk holds for it).
+    pub budget: Option<Decimal>,
+}
+
+/// One trade as the taker and the maker see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeFill {
+    pub trade_id: String,
+    pub maker_order_id: String,
+    pub maker_user_id: String,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    /// The maker's open quantity after this trade; zero means it left the book.
+    pub maker_remaining: Decimal,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchResult {
+    pub order_id: String,
+    pub fills: Vec<TradeFill>,
+    pub filled: Decimal,
+    pub remaining: Decimal,
+    /// True when the remainder rests in the book; false when it was cancelled (IOC, FOK,
+    /// market, self-trade prevention) or nothing remains.
+    pub rests: bool,
+    pub self_trade_prevented: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub order_id: String,
+    pub user_id: String,
+    pub remaining: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderState {
+    Resting { remaining: Decimal },
+    /// Matched and no longer resting (filled or its remainder cancelled by the rules).
+    Done,
+    /// Taken out of the book by a cancel.
+    Cancelled,
+    /// The book has never seen it.
+    Unknown,
+}

@@ -1,0 +1,448 @@
+//! The trading actor: books in memory, their state in `data/trading.db`.
+
+use super::engine::{self, Book, Incoming, Rest, RestingOrder};
+use super::{Cancelled, Cmd, MatchRequest, MatchResult, OrderState, TradeFill};
+use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
+use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use rusqlite::{params, OptionalExtension, Transaction};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE resting (
+        internal_id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL UNIQUE,
+        user_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        price TEXT NOT NULL,
+        remaining TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        tick TEXT NOT NULL,
+        lot TEXT NOT NULL
+    );
+    CREATE TABLE outcomes (order_id TEXT PRIMARY KEY, result TEXT NOT NULL);
+    CREATE TABLE cancels (order_id TEXT PRIMARY KEY, remaining TEXT NOT NULL, timestamp TEXT NOT NULL);
+    CREATE TABLE trades (
+        trade_id TEXT PRIMARY KEY,
+        symbol TEXT NOT NULL,
+        price TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        taker_side TEXT NOT NULL,
+        buy_order_id TEXT NOT NULL,
+        sell_order_id TEXT NOT NULL,
+        timestamp TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('next_id', 1), ('sequence', 0);"];
+
+/// One symbol's book and the grid its integers are counted on.
+struct SymbolBook {
+    book: Book,
+    tick: Decimal,
+    lot: Decimal,
+    /// Bumped on every change, for `BookView.sequence`.
+    sequence: u64,
+}
+
+/// What the actor remembers of a resting order besides the engine's integers.
+struct Meta {
+    order_id: String,
+    user_id: String,
+    symbol: String,
+}
+
+pub struct Trading {
+    books: HashMap<String, SymbolBook>,
+    /// Engine id of each resting order, by order id.
+    ids: HashMap<String, u64>,
+    meta: HashMap<u64, Meta>,
+    /// A small integer per user for self-trade prevention.
+    owners: HashMap<String, u64>,
+    next_id: u64,
+    sequence: u64,
+    /// Reused for every match: no allocation per order once warm.
+    fills: Vec<engine::Fill>,
+}
+
+fn dec(s: &str) -> Result<Decimal, ServiceError> {
+    Decimal::from_str(s).map_err(|e| ServiceError::Other(format!("corrupt decimal {s:?} in trading.db: {e}")))
+}
+
+/// `value / unit` as a whole number, or an error naming what is off the grid.
+fn units(value: Decimal, unit: Decimal, what: &'static str) -> Result<i64, ApiError> {
+    let code = if what == "price" { "invalid_tick" } else { "invalid_lot" };
+    if unit <= Decimal::ZERO {
+        return Err(ApiError::invalid(code, format!("the instrument's {what} unit must be positive")));
+    }
+    let n = value.checked_div(unit).ok_or_else(|| ApiError::invalid(code, format!("{what} {value} is too large")))?;
+    if n.fract() != Decimal::ZERO {
+        return Err(ApiError::rejected(code, format!("{what} {value} is not a multiple of {unit}")));
+    }
+    i64::try_from(n).map_err(|_| ApiError::invalid(code, format!("{what} {value} is too large")))
+}
+
+fn side_str(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+impl Trading {
+    fn owner(&mut self, user_id: &str) -> u64 {
+        let n = self.owners.len() as u64 + 1;
+        *self.owners.entry(user_id.to_string()).or_insert(n)
+    }
+
+    fn book_mut(&mut self, symbol: &str, tick: Decimal, lot: Decimal) -> &mut SymbolBook {
+        self.books
+            .entry(symbol.to_string())
+            .or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
+    }
+
+    fn take_id(&mut self, tx: &Transaction) -> Result<u64, ServiceError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_id'")?.execute([self.next_id as i64])?;
+        Ok(id)
+    }
+
+    fn bump(&mut self, tx: &Transaction, symbol: &str) -> Result<(), ServiceError> {
+        self.sequence += 1;
+        if let Some(b) = self.books.get_mut(symbol) {
+            b.sequence = self.sequence;
+        }
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'sequence'")?.execute([self.sequence as i64])?;
+        Ok(())
+    }
+
+    /// Writes the trades of `self.fills` for taker `order`, updates or removes the makers,
+    /// and returns them as the API sees them.
+    fn record_fills(
+        &mut self,
+        tx: &Transaction,
+        symbol: &str,
+        taker_order_id: &str,
+        taker_side: Side,
+        after: &mut AfterCommit,
+    ) -> Result<Vec<TradeFill>, ServiceError> {
+        let (tick, lot) = {
+            let b = &self.books[symbol];
+            (b.tick, b.lot)
+        };
+        let now = crate::api::now_rfc3339();
+        let mut out = Vec::with_capacity(self.fills.len());
+        let fills = std::mem::take(&mut self.fills);
+        for f in &fills {
+            let maker = self.meta.get(&f.maker_id).ok_or_else(|| ServiceError::Other(format!("maker {} unknown", f.maker_id)))?;
+            let (maker_order_id, maker_user_id) = (maker.order_id.clone(), maker.user_id.clone());
+            let price = Decimal::from(f.price) * tick;
+            let quantity = Decimal::from(f.qty) * lot;
+            let maker_remaining = Decimal::from(f.maker_remaining) * lot;
+            let trade_id = format!("trd_{}", uuid::Uuid::now_v7().simple());
+            let (buy, sell) = match taker_side {
+                Side::Buy => (taker_order_id.to_string(), maker_order_id.clone()),
+                Side::Sell => (maker_order_id.clone(), taker_order_id.to_string()),
+            };
+            tx.prepare_cached(
+                "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), side_str(taker_side), buy, sell, now])?;
+            if f.maker_remaining == 0 {
+                tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
+                self.ids.remove(&maker_order_id);
+                self.meta.remove(&f.maker_id);
+            } else {
+                tx.prepare_cached("UPDATE resting SET remaining = ?2 WHERE internal_id = ?1")?
+                    .execute(params![f.maker_id as i64, maker_remaining.to_string()])?;
+            }
+            let trade = Trade {
+                trade_id: trade_id.clone(),
+                symbol: symbol.to_string(),
+                price,
+                quantity,
+                taker_side,
+                buy_order_id: buy,
+                sell_order_id: sell,
+                timestamp: now.clone(),
+            };
+            after.event("TRADE_EXECUTED", serde_json::to_value(&trade).unwrap_or_default());
+            out.push(TradeFill { trade_id, maker_order_id, maker_user_id, price, quantity, maker_remaining, timestamp: now.clone() });
+        }
+        crate::daemon::metrics::get().trades.inc_by(fills.len() as u64);
+        self.fills = fills;
+        self.fills.clear();
+        Ok(out)
+    }
+
+    fn rest(&mut self, tx: &Transaction, req: &MatchRequest, internal: u64, priority: u64, remaining: i64) -> Result<(), ServiceError> {
+        let b = &self.books[&req.symbol];
+        let (tick, lot) = (b.tick, b.lot);
+        let price = req.price.unwrap_or_default();
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO resting (internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            internal as i64,
+            req.order_id,
+            req.user_id,
+            req.symbol,
+            side_str(req.side),
+            price.to_string(),
+            (Decimal::from(remaining) * lot).to_string(),
+            priority as i64,
+            tick.to_string(),
+            lot.to_string()
+        ])?;
+        self.ids.insert(req.order_id.clone(), internal);
+        self.meta.insert(internal, Meta { order_id: req.order_id.clone(), user_id: req.user_id.clone(), symbol: req.symbol.clone() });
+        Ok(())
+    }
+
+    fn do_match(&mut self, tx: &Transaction, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+        if let Some(json) = tx
+            .prepare_cached("SELECT result FROM outcomes WHERE order_id = ?1")?
+            .query_row([&req.order_id], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            let stored: MatchResult = serde_json::from_str(&json).map_err(|e| ServiceError::Other(e.to_string()))?;
+            return Ok(Ok(stored));
+        }
+        let qty = match units(req.quantity, req.lot, "quantity") {
+            Ok(q) => q,
+            Err(e) => return Ok(Err(e)),
+        };
+        let limit = match (req.kind, req.price) {
+            (OrderType::Limit, Some(p)) => match units(p, req.tick, "price") {
+                Ok(t) => Some(t),
+                Err(e) => return Ok(Err(e)),
+            },
+            (OrderType::Limit, None) => return Ok(Err(ApiError::invalid("invalid_price", "a limit order needs a price"))),
+            (OrderType::Market, _) => None,
+        };
+        let budget = req.budget.map(|b| {
+            let unit = req.tick * req.lot;
+            rust_decimal::prelude::ToPrimitive::to_i128(&(b / unit).floor()).unwrap_or(i128::MAX)
+        });
+        let owner = self.owner(&req.user_id);
+        let internal = self.take_id(tx)?;
+        let incoming = Incoming { id: internal, owner, side: req.side, limit, qty, tif: req.time_in_force, budget };
+        let mut fills = std::mem::take(&mut self.fills);
+        let outcome = self.book_mut(&req.symbol, req.tick, req.lot).book.place(incoming, &mut fills);
+        self.fills = fills;
+        let lot = req.lot;
+        let trade_fills = self.record_fills(tx, &req.symbol, &req.order_id, req.side, after)?;
+        if outcome.rest == Rest::Resting {
+            self.rest(tx, &req, internal, internal, outcome.remaining)?;
+        }
+        let result = MatchResult {
+            order_id: req.order_id.clone(),
+            fills: trade_fills,
+            filled: Decimal::from(outcome.filled) * lot,
+            remaining: Decimal::from(outcome.remaining) * lot,
+            rests: outcome.rest == Rest::Resting,
+            self_trade_prevented: outcome.self_trade_prevented,
+        };
+        tx.prepare_cached("INSERT INTO outcomes (order_id, result) VALUES (?1, ?2)")?
+            .execute(params![req.order_id, serde_json::to_string(&result).unwrap_or_default()])?;
+        self.bump(tx, &req.symbol)?;
+        Ok(Ok(result))
+    }
+
+    fn cancel(&mut self, tx: &Transaction, order_id: &str) -> Result<Option<Cancelled>, ServiceError> {
+        let Some(&internal) = self.ids.get(order_id) else { return Ok(None) };
+        let Some(meta) = self.meta.get(&internal) else { return Ok(None) };
+        let symbol = meta.symbol.clone();
+        let user_id = meta.user_id.clone();
+        let Some(book) = self.books.get_mut(&symbol) else { return Ok(None) };
+        let Some(removed) = book.book.cancel(internal) else { return Ok(None) };
+        let remaining = Decimal::from(removed.remaining) * book.lot;
+        tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO cancels (order_id, remaining, timestamp) VALUES (?1, ?2, ?3)")?
+            .execute(params![order_id, remaining.to_string(), crate::api::now_rfc3339()])?;
+        self.ids.remove(order_id);
+        self.meta.remove(&internal);
+        self.bump(tx, &symbol)?;
+        Ok(Some(Cancelled { order_id: order_id.to_string(), user_id, remaining }))
+    }
+
+    fn amend(
+        &mut self,
+        tx: &Transaction,
+        order_id: &str,
+        price: Decimal,
+        remaining: Decimal,
+        after: &mut AfterCommit,
+    ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+        let Some(&internal) = self.ids.get(order_id) else {
+            return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book"))));
+        };
+        let (symbol, user_id) = {
+            let m = &self.meta[&internal];
+            (m.symbol.clone(), m.user_id.clone())
+        };
+        let (tick, lot) = {
+            let b = &self.books[&symbol];
+            (b.tick, b.lot)
+        };
+        let (ticks, lots) = match (units(price, tick, "price"), units(remaining, lot, "quantity")) {
+            (Ok(t), Ok(l)) => (t, l),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        let current = *self.books[&symbol].book.get(internal).expect("an indexed order is in its book");
+        let priority = self.take_id(tx)?;
+        let mut fills = std::mem::take(&mut self.fills);
+        let outcome = self.books.get_mut(&symbol).expect("book").book.amend(internal, ticks, lots, priority, &mut fills);
+        self.fills = fills;
+        let Some(outcome) = outcome else {
+            return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book"))));
+        };
+        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, after)?;
+        let req = MatchRequest {
+            order_id: order_id.to_string(),
+            user_id,
+            symbol: symbol.clone(),
+            side: current.side,
+            kind: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            price: Some(price),
+            quantity: remaining,
+            tick,
+            lot,
+            budget: None,
+        };
+        if outcome.rest == Rest::Resting {
+            let rested: RestingOrder = *self.books[&symbol].book.get(internal).expect("a resting order is in its book");
+            self.rest(tx, &req, internal, rested.priority, outcome.remaining)?;
+        } else {
+            tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+            self.ids.remove(order_id);
+            self.meta.remove(&internal);
+        }
+        self.bump(tx, &symbol)?;
+        Ok(Ok(MatchResult {
+            order_id: order_id.to_string(),
+            fills: trade_fills,
+            filled: Decimal::from(outcome.filled) * lot,
+            remaining: Decimal::from(outcome.remaining) * lot,
+            rests: outcome.rest == Rest::Resting,
+            self_trade_prevented: outcome.self_trade_prevented,
+        }))
+    }
+
+    fn state(&self, tx: &Transaction, order_id: &str) -> Result<OrderState, ServiceError> {
+        if let Some(&internal) = self.ids.get(order_id) {
+            let m = &self.meta[&internal];
+            let b = &self.books[&m.symbol];
+            if let Some(r) = b.book.get(internal) {
+                return Ok(OrderState::Resting { remaining: Decimal::from(r.remaining) * b.lot });
+            }
+        }
+        if tx.prepare_cached("SELECT 1 FROM cancels WHERE order_id = ?1")?.query_row([order_id], |_| Ok(())).optional()?.is_some() {
+            return Ok(OrderState::Cancelled);
+        }
+        if tx.prepare_cached("SELECT 1 FROM outcomes WHERE order_id = ?1")?.query_row([order_id], |_| Ok(())).optional()?.is_some() {
+            return Ok(OrderState::Done);
+        }
+        Ok(OrderState::Unknown)
+    }
+}
+
+impl Service for Trading {
+    type Cmd = Cmd;
+    const NAME: &'static str = "trading";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    /// Rebuilds every book from its resting orders, in their original priority.
+    fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let next_id: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'next_id'", [], |r| r.get(0))?;
+        let sequence: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'sequence'", [], |r| r.get(0))?;
+        let mut t = Trading {
+            books: HashMap::new(),
+            ids: HashMap::new(),
+            meta: HashMap::new(),
+            owners: HashMap::new(),
+            next_id: next_id as u64,
+            sequence: sequence as u64,
+            fills: Vec::with_capacity(256),
+        };
+        let mut stmt = conn.prepare(
+            "SELECT internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot FROM resting ORDER BY priority",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let internal = r.get::<_, i64>(0)? as u64;
+            let (order_id, user_id, symbol, side): (String, String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let (price, remaining, priority) = (dec(&r.get::<_, String>(5)?)?, dec(&r.get::<_, String>(6)?)?, r.get::<_, i64>(7)? as u64);
+            let (tick, lot) = (dec(&r.get::<_, String>(8)?)?, dec(&r.get::<_, String>(9)?)?);
+            let owner = t.owner(&user_id);
+            let side = if side == "buy" { Side::Buy } else { Side::Sell };
+            let (price_t, rem_l) = (
+                units(price, tick, "price").map_err(|e| ServiceError::Other(e.message))?,
+                units(remaining, lot, "quantity").map_err(|e| ServiceError::Other(e.message))?,
+            );
+            let sb = t.book_mut(&symbol, tick, lot);
+            sb.sequence = sequence as u64;
+            sb.book.insert_resting(RestingOrder { id: internal, owner, side, price: price_t, remaining: rem_l, priority });
+            t.ids.insert(order_id.clone(), internal);
+            t.meta.insert(internal, Meta { order_id, user_id, symbol });
+        }
+        drop(rows);
+        Ok(t)
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Match { req, reply } => {
+                let r = self.do_match(tx, req, after)?;
+                after.reply(reply, r);
+            }
+            Cmd::Cancel { order_id, reply } => {
+                let r = self.cancel(tx, &order_id)?.ok_or_else(|| {
+                    ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book (already filled or cancelled)"))
+                });
+                after.reply(reply, r);
+            }
+            Cmd::CancelMany { user_id, symbol, reply } => {
+                let targets: Vec<String> = self
+                    .meta
+                    .values()
+                    .filter(|m| user_id.as_ref().is_none_or(|u| *u == m.user_id) && symbol.as_ref().is_none_or(|s| *s == m.symbol))
+                    .map(|m| m.order_id.clone())
+                    .collect();
+                let mut done = Vec::with_capacity(targets.len());
+                for id in targets {
+                    if let Some(c) = self.cancel(tx, &id)? {
+                        done.push(c);
+                    }
+                }
+                after.reply(reply, Ok(done));
+            }
+            Cmd::Amend { order_id, price, remaining, reply } => {
+                let r = self.amend(tx, &order_id, price, remaining, after)?;
+                after.reply(reply, r);
+            }
+            Cmd::Book { symbol, depth, reply } => {
+                let view = match self.books.get(&symbol) {
+                    None => BookView { symbol, bids: vec![], asks: vec![], sequence: 0 },
+                    Some(b) => {
+                        let (bids, asks) = b.book.depth(depth);
+                        let conv = |v: Vec<(i64, i64)>| {
+                            v.into_iter().map(|(p, q)| ((Decimal::from(p) * b.tick).normalize(), (Decimal::from(q) * b.lot).normalize())).collect()
+                        };
+                        BookView { symbol, bids: conv(bids), asks: conv(asks), sequence: b.sequence }
+                    }
+                };
+                after.reply(reply, Ok(view));
+            }
+            Cmd::Status { order_id, reply } => {
+                let s = self.state(tx, &order_id)?;
+                after.reply(reply, Ok(s));
+            }
+        }
+        Ok(())
+    }
+}

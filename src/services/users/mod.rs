@@ -1,0 +1,177 @@
+//! The users service: who may trade (DESIGN.md §4 users).
+//!
+//! Owns `data/users.db`. Every lookup takes a user id or a username, so the CLI and the
+//! API can name a user either way.
+
+use crate::api::{ApiError, NewUser, User, UserUpdate};
+use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+pub enum Cmd {
+    Create(NewUser, Reply<User>),
+    /// By id or username.
+    Get(String, Reply<User>),
+    List(Reply<Vec<User>>),
+    Update(String, UserUpdate, Reply<User>),
+}
+
+pub struct Users;
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE users (
+        user_id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        email TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );"];
+
+/// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7).
+pub fn validate_username(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_username",
+            "username must be 1-64 characters of letters, digits, '_', '.' and '-'",
+        ))
+    }
+}
+
+pub fn validate_email(email: &str) -> Result<(), ApiError> {
+    let ok = email.len() <= 254
+        && email.matches('@').count() == 1
+        && !email.starts_with('@')
+        && !email.ends_with('@')
+        && !email.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_email", "email must contain exactly one '@', no spaces, and at most 254 characters"))
+    }
+}
+
+fn row_to_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        user_id: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+const COLUMNS: &str = "user_id, username, email, status, created_at, updated_at";
+
+fn find(tx: &Transaction, key: &str) -> rusqlite::Result<Option<User>> {
+    // An id wins over a username that happens to look like one.
+    let by_id = tx
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE user_id = ?1"))?
+        .query_row([key], row_to_user)
+        .optional()?;
+    if by_id.is_some() {
+        return Ok(by_id);
+    }
+    tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?
+        .query_row([key], row_to_user)
+        .optional()
+}
+
+fn taken(tx: &Transaction, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
+    let sql = format!("SELECT 1 FROM users WHERE {column} = ?1 AND user_id <> ?2");
+    Ok(tx.prepare_cached(&sql)?.query_row(params![value, except], |_| Ok(())).optional()?.is_some())
+}
+
+impl Service for Users {
+    type Cmd = Cmd;
+    const NAME: &'static str = "users";
+    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    fn load(_conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        Ok(Users)
+    }
+
+    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        match cmd {
+            Cmd::Create(new, reply) => {
+                let result = create(tx, new, after)?;
+                after.reply(reply, result);
+            }
+            Cmd::Get(key, reply) => {
+                let user = find(tx, &key)?.ok_or_else(|| ApiError::not_found("user", &key));
+                after.reply(reply, user);
+            }
+            Cmd::List(reply) => {
+                let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users ORDER BY created_at, user_id"))?;
+                let users = stmt.query_map([], row_to_user)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                after.reply(reply, Ok(users));
+            }
+            Cmd::Update(key, update, reply) => {
+                let result = update_user(tx, &key, update, after)?;
+                after.reply(reply, result);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create(tx: &Transaction, new: NewUser, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
+    if let Err(e) = validate_username(&new.username).and_then(|_| validate_email(&new.email)) {
+        return Ok(Err(e));
+    }
+    if taken(tx, "username", &new.username, "")? {
+        return Ok(Err(ApiError::conflict("username_taken", format!("username {:?} is already taken", new.username))));
+    }
+    if taken(tx, "email", &new.email, "")? {
+        return Ok(Err(ApiError::conflict("email_taken", format!("email {:?} is already in use", new.email))));
+    }
+    let now = crate::api::now_rfc3339();
+    let user = User {
+        user_id: format!("usr_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        username: new.username,
+        email: new.email,
+        status: "active".into(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    tx.prepare_cached(&format!("INSERT INTO users ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))?.execute(params![
+        user.user_id,
+        user.username,
+        user.email,
+        user.status,
+        user.created_at,
+        user.updated_at
+    ])?;
+    after.event("USER_CREATED", serde_json::to_value(&user).unwrap_or_default());
+    Ok(Ok(user))
+}
+
+fn update_user(tx: &Transaction, key: &str, update: UserUpdate, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
+    let Some(mut user) = find(tx, key)? else {
+        return Ok(Err(ApiError::not_found("user", key)));
+    };
+    if let Some(email) = &update.email {
+        if let Err(e) = validate_email(email) {
+            return Ok(Err(e));
+        }
+        if taken(tx, "email", email, &user.user_id)? {
+            return Ok(Err(ApiError::conflict("email_taken", format!("email {email:?} is already in use"))));
+        }
+        user.email = email.clone();
+    }
+    if let Some(status) = &update.status {
+        if status != "active" && status != "disabled" {
+            return Ok(Err(ApiError::invalid("invalid_status", format!("status must be \"active\" or \"disabled\", got {status:?}"))));
+        }
+        user.status = status.clone();
+    }
+    user.updated_at = crate::api::now_rfc3339();
+    tx.prepare_cached("UPDATE users SET email = ?2, status = ?3, updated_at = ?4 WHERE user_id = ?1")?
+        .execute(params![user.user_id, user.email, user.status, user.updated_at])?;
+    after.event("USER_UPDATED", serde_json::to_value(&user).unwrap_or_default());
+    Ok(Ok(user))
+}

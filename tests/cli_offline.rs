@@ -1,0 +1,119 @@
+//! The CLI without a daemon: usage errors (exit 2), an unreachable daemon (exit 3 with a
+//! hint), and the commands that need no daemon at all.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+/// `agt` with a clean environment: no client settings leak in from the caller's shell.
+fn agt(home: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::cargo_bin("agt").expect("the agt binary is built");
+    for var in ["AGT_URL", "AGT_TOKEN", "AGT_SOCKET", "AGT_OUTPUT", "AGT_HTTP_ADDR"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AGT_HOME", home.path()).env("NO_COLOR", "1");
+    cmd
+}
+
+fn home() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary home")
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let h = home();
+    for args in [
+        &["no-such-command"][..],
+        &["order", "place"],
+        &["user", "deposit", "x", "USD"],
+        &["-o", "yaml", "health"],
+        &["order", "place", "u", "AAPL", "hold", "1"],
+        &["order", "place", "u", "AAPL", "buy", "1", "--type", "limit"],
+        &["order", "amend", "some-id"],
+        &["user", "update", "someone"],
+        &["token", "create", "--role", "root"],
+        &["events", "tail", "--since", "abc"],
+        &["--url", "https://example.com", "health"],
+    ] {
+        agt(&h).args(args).assert().code(2).stderr(predicate::str::is_empty().not());
+    }
+}
+
+#[test]
+fn no_daemon_exits_3_with_a_hint() {
+    let h = home();
+    for args in [&["health"][..], &["user", "list"], &["-o", "json", "order", "list"], &["events", "tail"]] {
+        agt(&h).args(args).assert().code(3).stderr(predicate::str::contains("daemon start"));
+    }
+    // --home given explicitly, with the environment pointing elsewhere.
+    let other = home();
+    agt(&other)
+        .arg("--home")
+        .arg(h.path())
+        .arg("health")
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("daemon"));
+}
+
+#[test]
+fn unreachable_url_exits_3() {
+    let h = home();
+    agt(&h)
+        .args(["--url", "http://127.0.0.1:1", "--token", "x", "health"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("daemon"));
+    agt(&h)
+        .env("AGT_URL", "http://127.0.0.1:1")
+        .env("AGT_TOKEN", "x")
+        .args(["user", "list"])
+        .assert()
+        .code(3);
+}
+
+#[test]
+fn a_socket_nobody_listens_on_exits_3() {
+    let h = home();
+    let sock = h.path().join("dead.sock");
+    // Bound and dropped: the file stays, nobody accepts.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    agt(&h).arg("--socket").arg(&sock).arg("health").assert().code(3);
+}
+
+#[test]
+fn daemon_status_and_stop_without_a_daemon() {
+    let h = home();
+    agt(&h).args(["daemon", "status"]).assert().code(3).stderr(predicate::str::contains("not running"));
+    agt(&h).args(["-o", "json", "daemon", "status"]).assert().code(3).stdout(predicate::str::contains("\"running\":false"));
+    // Stopping nothing is not an error: scripts may stop unconditionally.
+    agt(&h).args(["daemon", "stop"]).assert().success().stdout(predicate::str::contains("not running"));
+}
+
+#[test]
+fn daemon_stop_ignores_a_stale_pid() {
+    let h = home();
+    // A live process that is not an agt daemon must not be signalled.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(h.path().join("agtd.pid"), other.id().to_string()).unwrap();
+    agt(&h).args(["daemon", "stop"]).assert().success().stdout(predicate::str::contains("not running"));
+    assert!(other.try_wait().unwrap().is_none(), "daemon stop signalled an unrelated process");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+#[test]
+fn completions_need_no_daemon() {
+    let h = home();
+    for shell in ["bash", "zsh", "fish"] {
+        agt(&h).args(["completions", shell]).assert().success().stdout(predicate::str::contains("agt"));
+    }
+    agt(&h).args(["completions", "tcsh"]).assert().code(2);
+}
+
+#[test]
+fn help_and_version() {
+    let h = home();
+    agt(&h).arg("--help").assert().success().stdout(predicate::str::contains("daemon"));
+    agt(&h).arg("--version").assert().success().stdout(predicate::str::contains("agt"));
+    agt(&h).args(["order", "place", "--help"]).assert().success().stdout(predicate::str::contains("--client-id"));
+}

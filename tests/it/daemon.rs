@@ -1,0 +1,81 @@
+//! Lifecycle: start, one daemon per home, stale files after SIGKILL, graceful stop.
+
+use crate::util::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn socket_is_private_and_agtd_json_describes_the_daemon() {
+    let d = Daemon::start();
+    let mode = std::fs::metadata(d.sock()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("agtd.json")).unwrap()).unwrap();
+    assert_eq!(info["pid"].as_u64().unwrap(), d.pid() as u64);
+    assert!(info["http"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(!info["http"].as_str().unwrap().ends_with(":0"), "port 0 must be reported as the bound port");
+    assert_eq!(std::fs::read_to_string(d.path().join("agtd.pid")).unwrap().trim(), d.pid().to_string());
+    for db in ["users", "auth", "audit", "config", "health", "events", "orders", "trading", "risk", "market", "notify"] {
+        assert!(d.path().join(format!("data/{db}.db")).exists(), "data/{db}.db missing");
+    }
+    let logs: Vec<_> = std::fs::read_dir(d.path().join("logs")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert!(logs.iter().any(|f| f.starts_with("agtd.log.")), "no daily log file in {logs:?}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_home_refuses_and_leaves_the_first_alone() {
+    let d = Daemon::start();
+    let out = std::process::Command::new(BIN).args(["--home", d.path().to_str().unwrap(), "daemon", "run"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already running"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.req("GET", "/ready", None).0, 200);
+}
+
+#[test]
+fn sigkill_leaves_stale_files_that_the_next_start_cleans_up() {
+    let mut d = Daemon::start();
+    let user = d.user("keep");
+    d.kill9();
+    assert!(d.sock().exists(), "the killed daemon's socket should still be there");
+    d.spawn();
+    assert_eq!(d.ok("GET", &format!("/api/users/{user}"), None)["user_id"], user.as_str());
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_removes_the_socket_and_pid_files() {
+    let mut d = Daemon::start();
+    assert!(d.stop().success());
+    assert!(!d.sock().exists());
+    assert!(!d.path().join("agtd.pid").exists());
+    assert!(!d.path().join("agtd.json").exists());
+}
+
+#[test]
+fn cli_daemon_start_status_stop() {
+    let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    std::fs::write(home.path().join("agt.toml"), BASE_CONFIG).unwrap();
+    let agt = |args: &[&str]| {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET");
+        c
+    };
+    agt(&["daemon", "status"]).assert().code(3);
+    agt(&["daemon", "start"]).assert().success();
+    agt(&["daemon", "status"]).assert().success();
+    agt(&["health"]).assert().success();
+    agt(&["daemon", "stop"]).assert().success();
+    agt(&["daemon", "status"]).assert().code(3);
+    agt(&["health"]).assert().code(3).stderr(predicates::str::contains("daemon"));
+}
+
+#[test]
+fn a_bad_config_stops_start_up_with_a_message_naming_file_and_key() {
+    let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    std::fs::write(home.path().join("agt.toml"), "[risk]\nmax_open_orders = \"lots\"\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["--home", home.path().to_str().unwrap(), "daemon", "run"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("agt.toml") && err.contains("risk.max_open_orders"), "{err}");
+    std::fs::write(home.path().join("agt.toml"), "[risk]\nmax_open_order = 3\n").unwrap();
+    let out = std::process::Command::new(BIN).args(["--home", home.path().to_str().unwrap(), "daemon", "run"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_open_order"));
+}

@@ -1,0 +1,9 @@
+//! Black-box tests: each starts a real daemon on a temporary home and drives it over the
+//! socket, TCP and the `agt` binary. One test binary, modules by area.
+
+mod util;
+
+mod daemon;
+mod notify;
+mod platform;
+mod trading;

@@ -1,0 +1,332 @@
+//! Webhooks: retried until delivered, durable across SIGKILL, never in trading's way.
+//!
+//! The receivers here are tiny HTTP servers on 127.0.0.1:0 that answer as each test says.
+//! The daemons get `AGT_NOTIFY_BACKOFF_MS` and friends so retries take milliseconds.
+
+use crate::util::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Retries in tens of milliseconds instead of seconds.
+const FAST: &[(&str, &str)] = &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_NOTIFY_TIMEOUT_MS", "1000")];
+
+/// One request a receiver got, and what it answered (`None`: it hung).
+#[derive(Debug, Clone)]
+struct Hit {
+    path: String,
+    /// Header names lower-cased.
+    headers: HashMap<String, String>,
+    body: String,
+    answered: Option<u16>,
+}
+
+/// A webhook receiver: answers its n-th request (from 0) with `answer(n)`, a status code,
+/// or hangs when that is `None`.
+struct Receiver {
+    port: u16,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Receiver {
+    fn start(answer: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> Receiver {
+        Receiver::on(TcpListener::bind("127.0.0.1:0").unwrap(), answer)
+    }
+
+    fn on(listener: TcpListener, answer: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> Receiver {
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let (record, answer, count) = (hits.clone(), Arc::new(answer), Arc::new(AtomicUsize::new(0)));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (record, answer, count) = (record.clone(), answer.clone(), count.clone());
+                std::thread::spawn(move || serve_one(stream, &record, &*answer, &count));
+            }
+        });
+        Receiver { port, hits }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut s: TcpStream, record: &Mutex<Vec<Hit>>, answer: &dyn Fn(usize) -> Option<u16>, count: &AtomicUsize) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, body) = loop {
+        let Ok(n) = s.read(&mut buf) else { return };
+        if n == 0 {
+            return;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .unwrap_or(0);
+            if body.len() >= len {
+                break (head.to_string(), body.to_string());
+            }
+        }
+    };
+    let mut lines = head.lines();
+    let path = lines.next().unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let answered = answer(count.fetch_add(1, Ordering::SeqCst));
+    record.lock().unwrap().push(Hit { path, headers, body, answered });
+    match answered {
+        Some(status) => {
+            let _ = s.write_all(format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+        // Hang: hold the connection until the daemon gives up on it.
+        None => while s.read(&mut buf).is_ok_and(|n| n > 0) {},
+    }
+}
+
+/// A port nobody listens on (connection refused).
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn webhook(url: &str, events: &[&str], secret: Option<&str>) -> String {
+    let mut s = format!("[[notify.webhooks]]\nurl = {url:?}\nevents = {events:?}\n");
+    if let Some(k) = secret {
+        s.push_str(&format!("secret = {k:?}\n"));
+    }
+    s
+}
+
+fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn deliveries(d: &Daemon) -> Vec<Value> {
+    d.ok("GET", "/api/notifications", None).as_array().expect("a JSON array").clone()
+}
+
+/// The events of some types, from the NDJSON of `GET /api/events`.
+fn events(d: &Daemon, types: &str) -> Vec<Value> {
+    match d.ok("GET", &format!("/api/events?type={types}"), None) {
+        Value::String(text) => text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect(),
+        one @ Value::Object(_) => vec![one],
+        other => panic!("events: {other}"),
+    }
+}
+
+fn metric(d: &Daemon, result: &str) -> u64 {
+    let Value::String(text) = d.ok("GET", "/metrics", None) else { panic!("metrics are text") };
+    let name = format!("agt_notification_deliveries_total{{result=\"{result}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&name)).map(|v| v.trim().parse().unwrap()).unwrap_or(0)
+}
+
+fn hmac_hex(secret: &str, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
+    let hook = Receiver::start(|n| Some(if n < 2 { 500 } else { 200 }));
+    let d = Daemon::with_config_env(&webhook(&hook.url(), &["USER_CREATED"], Some("s3cret")), FAST);
+    let user = d.user("hooked");
+
+    let sent = wait_until("the delivery to be sent", Duration::from_secs(15), || {
+        deliveries(&d).into_iter().find(|x| x["status"] == "sent")
+    });
+    std::thread::sleep(Duration::from_millis(500)); // room for a wrong fourth attempt
+    let hits = hook.hits();
+    assert_eq!(hits.iter().map(|h| h.answered).collect::<Vec<_>>(), [Some(500), Some(500), Some(200)], "{hits:#?}");
+    for h in &hits {
+        assert_eq!(h.path, "/hook");
+        assert_eq!(h.headers["content-type"], "application/json");
+        assert_eq!(h.headers["x-agt-event"], "USER_CREATED");
+        assert_eq!(h.headers["x-agt-delivery"], sent["id"].as_str().unwrap(), "one delivery id across its retries");
+        assert_eq!(h.headers["x-agt-signature"], format!("sha256={}", hmac_hex("s3cret", &h.body)));
+        let envelope: Value = serde_json::from_str(&h.body).unwrap();
+        assert_eq!(envelope["type"], "USER_CREATED");
+        assert_eq!(envelope["data"]["user_id"], user.as_str(), "{envelope}");
+        for k in ["seq", "event_id", "source", "timestamp"] {
+            assert!(envelope.get(k).is_some(), "the body is the event envelope; {k} missing");
+        }
+    }
+
+    assert_eq!(sent["attempts"], 3);
+    assert_eq!(sent["event_type"], "USER_CREATED");
+    assert_eq!(sent["url"], hook.url());
+    assert!(sent["last_error"].as_str().unwrap().contains("500"), "{sent}");
+    assert!(sent["delivered_at"].is_string() && sent["created_at"].is_string() && sent["event_seq"].is_u64());
+    assert_eq!(deliveries(&d).len(), 1);
+    assert!(!d.ok("GET", "/api/notifications", None).to_string().contains("s3cret"), "a secret is never shown");
+
+    let notes = wait_until("NOTIFICATION_SENT", Duration::from_secs(5), || {
+        let e = events(&d, "NOTIFICATION_SENT");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["data"]["delivery_id"], sent["id"]);
+    assert_eq!(notes[0]["data"]["attempts"], 3);
+    assert_eq!((metric(&d, "retry"), metric(&d, "sent"), metric(&d, "failed")), (2, 1, 0));
+
+    let out = d.cli().args(["notify", "list"]).assert().success().get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("USER_CREATED") && out.contains("sent"), "{out}");
+}
+
+#[test]
+fn sigkill_with_a_delivery_pending_loses_none() {
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut d = Daemon::with_config_env(&webhook(&url, &["USER_CREATED"], None), FAST);
+    let user = d.user("durable");
+    let pending = wait_until("a failed attempt", Duration::from_secs(10), || {
+        deliveries(&d).into_iter().find(|x| x["attempts"].as_u64() >= Some(1))
+    });
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert!(pending["last_error"].as_str().unwrap().to_lowercase().contains("refused"), "{pending}");
+
+    d.kill9();
+    d.spawn();
+    let hook = Receiver::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), |_| Some(200));
+    let hit = wait_until("the pending delivery after the restart", Duration::from_secs(20), || {
+        hook.hits().into_iter().find(|h| h.answered == Some(200))
+    });
+    assert_eq!(hit.headers["x-agt-delivery"], pending["id"].as_str().unwrap(), "the same delivery, not a new one");
+    assert!(hit.body.contains(&user));
+    let after = wait_until("the log to say sent", Duration::from_secs(5), || {
+        deliveries(&d).into_iter().find(|x| x["id"] == pending["id"] && x["status"] == "sent")
+    });
+    assert!(after["attempts"].as_u64().unwrap() >= 2);
+    assert_eq!(deliveries(&d).len(), 1, "the restart neither lost nor duplicated the delivery");
+}
+
+#[test]
+fn hanging_and_dead_receivers_fail_cleanly_and_never_slow_the_daemon() {
+    let hang = Receiver::start(|_| None);
+    let dead = format!("http://127.0.0.1:{}/hook", dead_port());
+    let config = format!("{}\n{}", webhook(&hang.url(), &["USER_CREATED"], None), webhook(&dead, &["*"], None));
+    let env = [("AGT_NOTIFY_BACKOFF_MS", "20"), ("AGT_NOTIFY_TIMEOUT_MS", "300"), ("AGT_NOTIFY_MAX_ATTEMPTS", "2")];
+    let d = Daemon::with_config_env(&config, &env);
+    for i in 0..5 {
+        let started = Instant::now();
+        d.user(&format!("u{i}x"));
+        assert!(started.elapsed() < Duration::from_secs(2), "creating a user took {:?}", started.elapsed());
+    }
+    let failed = wait_until("every delivery to fail", Duration::from_secs(20), || {
+        let list: Vec<Value> = deliveries(&d).into_iter().filter(|x| x["event_type"] == "USER_CREATED").collect();
+        (list.len() == 10 && list.iter().all(|x| x["status"] == "failed")).then_some(list)
+    });
+    for x in &failed {
+        assert_eq!(x["attempts"], 2, "{x}");
+        let error = x["last_error"].as_str().unwrap().to_lowercase();
+        if x["url"] == hang.url() {
+            assert_eq!(error, "no answer within 300 ms");
+        } else {
+            assert!(error.contains("refused"), "{error}");
+        }
+    }
+    assert_eq!(hang.hits().len(), 10, "5 deliveries, 2 attempts each");
+    let notes = wait_until("10 NOTIFICATION_FAILED", Duration::from_secs(5), || {
+        let e = events(&d, "NOTIFICATION_FAILED");
+        (e.len() >= 10).then_some(e)
+    });
+    assert!(notes.iter().all(|e| e["data"]["error"].is_string() && e["data"]["attempts"] == 2));
+    // "*" leaves NOTIFICATION_* out, so the dead receiver's own failures were not queued to it.
+    assert!(deliveries(&d).iter().all(|x| !x["event_type"].as_str().unwrap().starts_with("NOTIFICATION_")));
+    assert_eq!(d.req("GET", "/ready", None).0, 200);
+    assert!(metric(&d, "failed") >= 10);
+    let (s, v) = d.req("GET", "/api/notifications?status=failed&limit=3", None);
+    assert_eq!((s, v.as_array().unwrap().len()), (200, 3));
+}
+
+#[test]
+fn a_webhook_url_that_cannot_be_delivered_to_stops_the_daemon_at_start() {
+    for (url, expect) in [("https://example.com/hook", "https"), ("ftp://example.com/hook", "notify.webhooks[0].url")] {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{}", webhook(url, &["*"], None))).unwrap();
+        let mut child = std::process::Command::new(BIN)
+            .args(["--home", home.path().to_str().unwrap(), "daemon", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = wait_until("the daemon to refuse its config", Duration::from_secs(10), || child.try_wait().unwrap());
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(!status.success());
+        assert!(err.contains(expect) && err.contains("notify.webhooks"), "{url}: {err}");
+    }
+}
+
+#[test]
+fn run_time_rules_persist_and_the_log_is_for_readers_only() {
+    let hook = Receiver::start(|_| Some(204));
+    let mut d = Daemon::with_config_env("", FAST);
+    let (s, rule) = d.req("POST", "/api/notifications/rules", Some(json!({"url": hook.url(), "events": ["USER_CREATED"], "secret": "k3y"})));
+    assert_eq!(s, 201, "{rule}");
+    assert_eq!((rule["secret"].as_str(), rule["source"].as_str()), (Some("***"), Some("api")));
+    for (body, want) in [
+        (json!({"url": "https://example.com/", "events": ["*"]}), "invalid_url"),
+        (json!({"url": "not a url", "events": ["*"]}), "invalid_url"),
+        (json!({"url": hook.url(), "events": ["NOPE"]}), "invalid_events"),
+        (json!({"url": hook.url(), "events": []}), "invalid_events"),
+        (json!({"url": hook.url()}), "invalid_request"),
+    ] {
+        let (s, e) = d.req("POST", "/api/notifications/rules", Some(body.clone()));
+        assert_eq!((s, code(&e)), (400, want), "{body}");
+    }
+    d.restart();
+    let rules = d.ok("GET", "/api/notifications/rules", None);
+    assert_eq!(rules.as_array().unwrap().len(), 1, "{rules}");
+    assert!(!rules.to_string().contains("k3y"));
+
+    let user = d.user("ruled");
+    let hit = wait_until("a delivery through the run-time rule", Duration::from_secs(10), || hook.hits().pop());
+    assert!(hit.body.contains(&user));
+    assert_eq!(hit.headers["x-agt-signature"], format!("sha256={}", hmac_hex("k3y", &hit.body)));
+    wait_until("the log to say sent", Duration::from_secs(5), || {
+        deliveries(&d).iter().any(|x| x["status"] == "sent" && x["rule"] == rule["id"]).then_some(())
+    });
+
+    let id = rule["id"].as_str().unwrap();
+    assert_eq!(d.ok("DELETE", &format!("/api/notifications/rules/{id}"), None)["id"], id);
+    assert_eq!(d.req("DELETE", &format!("/api/notifications/rules/{id}"), None).0, 404);
+    d.user("unheard");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hook.hits().len(), 1, "a removed rule queues nothing more");
+
+    for (q, want) in [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_query")] {
+        let (s, e) = d.req("GET", &format!("/api/notifications?{q}"), None);
+        assert_eq!((s, code(&e)), (400, want), "{q}");
+    }
+
+    // Over TCP: viewers read the log, traders may not, and only admins change rules.
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let trader = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": user})))["token"].as_str().unwrap().to_string();
+    assert_eq!(d.tcp("GET", "/api/notifications", None, Some(&viewer)).0, 200);
+    assert_eq!(d.tcp("GET", "/api/notifications", None, Some(&trader)).0, 403);
+    assert_eq!(d.tcp("GET", "/api/notifications", None, None).0, 401);
+    let body = json!({"url": hook.url(), "events": ["*"]});
+    assert_eq!(d.tcp("POST", "/api/notifications/rules", Some(body), Some(&viewer)).0, 403);
+}

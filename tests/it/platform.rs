@@ -1,0 +1,273 @@
+//! Users, tokens and the auth matrix, events, audit, config, supervisor, bad input.
+
+use crate::util::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+#[test]
+fn users_round_trip_and_conflicts() {
+    let d = Daemon::start();
+    let name = format!("alice{}", unique());
+    let (s, u) = d.req("POST", "/api/users", Some(json!({"username": name, "email": format!("{name}@x.io")})));
+    assert_eq!(s, 201, "{u}");
+    for k in ["user_id", "username", "email", "status", "created_at"] {
+        assert!(u.get(k).is_some(), "missing {k}");
+    }
+    let id = u["user_id"].as_str().unwrap();
+    assert_eq!(d.ok("GET", &format!("/api/users/{name}"), None)["user_id"], id, "lookup by username");
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": name, "email": "other@x.io"})));
+    assert_eq!((s, code(&e)), (409, "username_taken"));
+    let (s, e) = d.req("PUT", &format!("/api/users/{id}"), Some(json!({"status": "sleeping"})));
+    assert_eq!((s, code(&e)), (400, "invalid_status"));
+    assert_eq!(d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"status": "disabled"})))["status"], "disabled");
+    assert_eq!(d.req("GET", "/api/users/nobody-here", None).0, 404);
+    d.cli().args(["-o", "json", "user", "get", &name]).assert().success();
+    d.cli().args(["user", "get", "nobody-here"]).assert().code(1).stderr(predicates::str::contains("not_found"));
+}
+
+#[test]
+fn hostile_strings_are_refused_or_kept_byte_for_byte() {
+    let d = Daemon::start();
+    for bad in ["robert'); drop table users;--", "a\u{0}b", "\u{1b}[31m", "🚀", &"x".repeat(65)] {
+        let (s, e) = d.req("POST", "/api/users", Some(json!({"username": bad, "email": "h@x.io"})));
+        assert_eq!((s, code(&e)), (400, "invalid_username"), "{bad:?}");
+    }
+    let u = d.user("victim");
+    let name = "tok'); drop table tokens;-- 🚀\u{7}";
+    let (s, t) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "name": name})));
+    assert_eq!(s, 201, "{t}");
+    let list = d.ok("GET", "/api/tokens", None);
+    assert!(list.as_array().unwrap().iter().any(|x| x["name"] == name), "token name not kept byte for byte");
+    assert_eq!(d.req("GET", &format!("/api/users/{u}"), None).0, 200);
+}
+
+#[test]
+fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
+    let d = Daemon::start();
+    let cases: &[(&str, &str, &str)] = &[
+        ("POST", "/api/users", "{not json"),
+        ("POST", "/api/users", ""),
+        ("POST", "/api/users", "[]"),
+        ("POST", "/api/users", "{\"username\": 5, \"email\": []}"),
+        ("POST", "/api/users", "{\"email\": \"a@b.c\"}"),
+        ("PUT", "/api/config", "{{"),
+        ("POST", "/api/tokens", "{\"role\": \"root\"}"),
+        ("POST", "/api/tokens", "{\"role\": \"trader\"}"),
+        ("GET", "/api/no/such/route", ""),
+        ("DELETE", "/api/users", ""),
+        ("GET", "/api/events?since=abc", ""),
+        ("GET", "/api/events?type=NOPE", ""),
+    ];
+    for (m, p, b) in cases {
+        let (s, v) = d.raw(m, p, b, &[]);
+        assert!((400..500).contains(&s), "{m} {p} {b:?} -> {s} {v}");
+        assert!(!code(&v).is_empty() && v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{m} {p}: {v}");
+    }
+    assert_eq!(d.req("GET", "/health", None).1["status"], "healthy");
+}
+
+#[test]
+fn socket_refuses_browser_requests() {
+    let d = Daemon::start();
+    let (s, v) = d.raw("GET", "/api/users", "", &[("Origin", "http://evil.example")]);
+    assert_eq!((s, code(&v)), (403, "forbidden"));
+    let (s, _) = d.raw("GET", "/api/users", "", &[("Referer", "http://evil.example/x")]);
+    assert_eq!(s, 403);
+}
+
+#[test]
+fn tcp_auth_matrix() {
+    let d = Daemon::start();
+    let alice = d.user("alice");
+    let bob = d.user("bob");
+    let tok = |role: &str, user: Option<&str>| {
+        let mut b = json!({"role": role});
+        if let Some(u) = user {
+            b["user_id"] = u.into();
+        }
+        let t = d.ok("POST", "/api/tokens", Some(b));
+        assert!(t["token"].as_str().unwrap().len() >= 32);
+        t["token"].as_str().unwrap().to_string()
+    };
+    let (admin, viewer, trader) = (tok("admin", None), tok("viewer", None), tok("trader", Some(&alice)));
+    for p in ["/health", "/ready", "/metrics"] {
+        assert_eq!(d.tcp("GET", p, None, None).0, 200, "{p} is open");
+    }
+    assert_eq!(d.tcp("GET", "/api/users", None, None).0, 401);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some("agt_wrong")).0, 401);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some(&admin)).0, 200);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 200);
+    assert_eq!(d.tcp("GET", "/api/tokens", None, Some(&viewer)).0, 403, "viewers do not see tokens");
+    assert_eq!(d.tcp("POST", "/api/users", Some(json!({"username": "v1", "email": "v1@x.io"})), Some(&viewer)).0, 403);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some(&trader)).0, 403);
+    assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
+    assert_eq!(d.tcp("GET", &format!("/api/users/{bob}"), None, Some(&trader)).0, 404, "a trader cannot see other users");
+    // The secret is never stored nor listed.
+    let listed = d.ok("GET", "/api/tokens", None).to_string();
+    assert!(!listed.contains(&admin) && !listed.contains(&trader));
+    let raw = std::fs::read(d.path().join("data/auth.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains(&admin), "token secret stored in clear");
+    // Revoked tokens stop working.
+    let id = d.ok("GET", "/api/tokens", None).as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"].as_str().unwrap().to_string();
+    d.ok("DELETE", &format!("/api/tokens/{id}"), None);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 401);
+    let logs = std::fs::read_dir(d.path().join("logs")).unwrap().flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect::<String>();
+    assert!(!logs.contains(&admin), "a secret reached the logs");
+}
+
+#[test]
+fn tokens_users_and_audit_survive_sigkill() {
+    let mut d = Daemon::start();
+    let u = d.user("durable");
+    let t = d.ok("POST", "/api/tokens", Some(json!({"role": "admin"})))["token"].as_str().unwrap().to_string();
+    let audit_before = d.ok("GET", "/api/audit?limit=100000", None).as_array().unwrap().len();
+    d.kill9();
+    d.spawn();
+    assert_eq!(d.req("GET", &format!("/api/users/{u}"), None).0, 200);
+    assert_eq!(d.tcp("GET", "/api/users", None, Some(&t)).0, 200);
+    let after = d.ok("GET", "/api/audit?limit=100000", None).as_array().unwrap().len();
+    assert!(after >= audit_before, "audit records lost: {audit_before} -> {after}");
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+}
+
+#[test]
+fn events_resume_from_since_and_follow_live() {
+    let d = Daemon::start();
+    d.user("e1");
+    let (_, all) = d.raw("GET", "/api/events?since=0", "", &[]);
+    let lines: Vec<serde_json::Value> = all.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<u64> = lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let last = *seqs.last().unwrap();
+    let mid = seqs[seqs.len() / 2];
+    let (_, later) = d.raw("GET", &format!("/api/events?since={mid}"), "", &[]);
+    assert!(later.as_str().unwrap().lines().all(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap() > mid));
+    // follow: a new event arrives on the open stream
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    write!(s, "GET /api/events?since={last}&follow=true&type=USER_CREATED HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let id = d.user("e2");
+    let mut found = false;
+    for _ in 0..20 {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains(&id) {
+            assert!(line.contains("USER_CREATED"));
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "USER_CREATED did not arrive on the follow stream");
+    d.cli().args(["-o", "json", "events", "tail", "--since", "0", "--type", "USER_CREATED"]).assert().success().stdout(predicates::str::contains(&id));
+}
+
+#[test]
+fn audit_chain_detects_tampering_and_names_the_record() {
+    let mut d = Daemon::start();
+    for i in 0..3 {
+        d.user(&format!("a{i}"));
+    }
+    let v = d.ok("GET", "/api/audit/verify", None);
+    assert_eq!(v["ok"], true);
+    let n = v["records"].as_u64().unwrap();
+    assert!(n >= 6, "commands and events are both audited ({n})");
+    d.cli().args(["audit", "verify"]).assert().success();
+    d.stop();
+    let conn = rusqlite::Connection::open(d.path().join("data/audit.db")).unwrap();
+    conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 3", []).unwrap();
+    drop(conn);
+    d.spawn();
+    let v = d.ok("GET", "/api/audit/verify", None);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_bad"], 3);
+    d.cli().args(["audit", "verify"]).assert().code(1);
+}
+
+#[test]
+fn config_set_validates_persists_and_applies_hot_keys() {
+    let mut d = Daemon::start();
+    d.cli().args(["config", "set", "risk.max_open_orders", "7"]).assert().success();
+    d.cli().args(["config", "get", "risk.max_open_orders"]).assert().success().stdout(predicates::str::contains("7"));
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"risk.max_open_orders": "many"})));
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("risk.max_open_orders"));
+    let (s, _) = d.req("PUT", "/api/config", Some(json!({"no.such.key": 1})));
+    assert_eq!(s, 400);
+    d.cli().args(["config", "set", "log.level", "loud"]).assert().code(1);
+    assert!(std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("max_open_orders = 7"));
+    d.restart();
+    assert_eq!(d.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 7);
+}
+
+fn service(d: &Daemon, name: &str) -> serde_json::Value {
+    d.ok("GET", "/api/services", None).as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone()
+}
+
+#[test]
+fn supervisor_restarts_crashed_services_and_gives_up_after_too_many() {
+    let d = Daemon::with_config("[supervisor]\nmax_restarts = 2\nwindow_s = 60\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n");
+    let names: Vec<String> = d.ok("GET", "/api/services", None).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    for s in ["users", "auth", "risk", "orders", "trading", "market", "notify", "audit", "config", "health"] {
+        assert!(names.iter().any(|n| n == s), "service {s} not registered");
+    }
+    d.ok("POST", "/api/services/users/restart", None);
+    assert_eq!(service(&d, "users")["restarts"], 1);
+    assert_eq!(service(&d, "users")["state"], "running");
+    // Crash it until the supervisor gives up.
+    for _ in 0..3 {
+        let before = service(&d, "users")["restarts"].as_u64().unwrap();
+        d.ok("POST", "/api/services/users/crash", None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = service(&d, "users");
+            if s["state"] == "failed" || (s["restarts"].as_u64().unwrap() > before && s["state"] == "running") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no restart after a crash: {s}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(service(&d, "users")["state"], "failed");
+    let (s, e) = d.req("GET", "/api/users", None);
+    assert_eq!((s, code(&e)), (503, "service_unavailable"));
+    assert_eq!(d.ok("GET", "/health", None)["status"], "degraded");
+    assert_eq!(d.req("GET", "/ready", None).0, 503);
+    // An operator brings it back.
+    d.ok("POST", "/api/services/users/restart", None);
+    assert_eq!(service(&d, "users")["state"], "running");
+    assert_eq!(d.req("GET", "/api/users", None).0, 200);
+    let metrics = d.ok("GET", "/metrics", None);
+    assert!(metrics.as_str().unwrap().contains("agt_service_restarts_total{service=\"users\"}"));
+}
+
+#[test]
+fn crash_injection_obeys_the_live_config() {
+    let d = Daemon::start();
+    d.ok("PUT", "/api/config", Some(json!({"debug.fault_injection": false})));
+    assert_eq!(d.req("POST", "/api/services/users/crash", None).0, 403);
+}
+
+#[test]
+fn metrics_expose_the_contract_families() {
+    let d = Daemon::start();
+    d.user("m");
+    let text = d.ok("GET", "/metrics", None);
+    let text = text.as_str().unwrap();
+    for name in ["http_requests_total", "http_request_duration_seconds", "agt_service_up", "agt_bus_events_total", "agt_store_commit_duration_seconds", "active_connections"] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    assert!(text.contains("http_requests_total{service=\"users\",endpoint=\"/api/users\",method=\"POST\"}"));
+    d.cli().arg("metrics").assert().success();
+}

@@ -1,0 +1,278 @@
+//! Trading end to end: funds, orders through the saga, fills to the cent, recovery.
+
+use crate::util::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// {asset: (total, held, available)}
+fn account(dm: &Daemon, user: &str) -> HashMap<String, (Decimal, Decimal, Decimal)> {
+    let a = dm.ok("GET", &format!("/api/users/{user}/account"), None);
+    a["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let (t, h, av) = (dec(&b["total"]), dec(&b["held"]), dec(&b["available"]));
+            assert_eq!(t, h + av, "total != held + available in {b}");
+            (b["asset"].as_str().unwrap().to_string(), (t, h, av))
+        })
+        .collect()
+}
+
+fn bal(dm: &Daemon, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
+    account(dm, user).get(asset).copied().unwrap_or_default()
+}
+
+#[test]
+fn a_crossing_order_fills_at_the_makers_price_and_moves_money_exactly() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (buyer, seller) = (dm.user("b"), dm.user("s"));
+    dm.deposit(&buyer, "USD", "10000");
+    dm.deposit(&seller, &sym, "10");
+    let (s, sell) = dm.place(&seller, &sym, "sell", "10", Some("100.00"));
+    assert_eq!((s, sell["status"].as_str()), (201, Some("new")), "{sell}");
+    assert_eq!(bal(&dm, &seller, &sym), (d("10"), d("10"), d("0")));
+    let (s, buy) = dm.place(&buyer, &sym, "buy", "4", Some("101.00"));
+    assert_eq!(s, 201, "{buy}");
+    assert_eq!(buy["status"], "filled");
+    assert_eq!(dec(&buy["average_price"]), d("100"));
+    assert_eq!(buy["fills"].as_array().unwrap().len(), 1);
+    assert_eq!(bal(&dm, &buyer, "USD"), (d("9600"), d("0"), d("9600")));
+    assert_eq!(bal(&dm, &buyer, &sym), (d("4"), d("0"), d("4")));
+    assert_eq!(bal(&dm, &seller, "USD"), (d("400"), d("0"), d("400")));
+    assert_eq!(bal(&dm, &seller, &sym), (d("6"), d("6"), d("0")));
+    let maker = dm.ok("GET", &format!("/api/orders/{}", sell["order_id"].as_str().unwrap()), None);
+    assert_eq!(maker["status"], "partially_filled");
+    assert_eq!(dec(&maker["remaining_quantity"]), d("6"));
+    let book = dm.ok("GET", &format!("/api/book/{sym}"), None);
+    assert_eq!(book["asks"], json!([["100", "6"]]));
+    let tape = dm.ok("GET", &format!("/api/trades/{sym}"), None);
+    assert_eq!(tape.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn rejections_are_422_with_their_code_and_stay_queryable() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.05", "10");
+    let u = dm.user("r");
+    dm.deposit(&u, "USD", "100");
+    let cases = [
+        ("buy", "10", Some("100.03"), "invalid_tick"),
+        ("buy", "15", Some("1.00"), "invalid_lot"),
+        ("buy", "10", Some("100.00"), "insufficient_funds"),
+        ("sell", "10", Some("1.00"), "insufficient_position"),
+    ];
+    for (side, q, p, want) in cases {
+        let (s, e) = dm.place(&u, &sym, side, q, p);
+        assert_eq!((s, code(&e)), (422, want), "{side} {q} @ {p:?}: {e}");
+    }
+    let rejected = dm.ok("GET", &format!("/api/orders?user_id={u}&status=rejected"), None);
+    assert_eq!(rejected.as_array().unwrap().len(), 4);
+    assert!(rejected[0]["reject_reason"].as_str().unwrap().contains("insufficient_position"));
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
+    let (s, e) = dm.place(&u, "NOSUCH", "buy", "1", Some("1"));
+    assert_eq!((s, code(&e)), (404, "unknown_symbol"));
+    for (q, p) in [("0", "1"), ("-1", "1"), ("1", "0"), ("abc", "1"), ("1e400", "1")] {
+        let body = format!(r#"{{"user_id":"{u}","symbol":"{sym}","side":"buy","quantity":{q:?},"price":{p:?}}}"#);
+        let (s, e) = dm.raw("POST", "/api/orders", &body, &[]);
+        assert_eq!(s, 400, "{q} @ {p}: {e}");
+    }
+}
+
+#[test]
+fn cancel_amend_and_mass_cancel_release_exactly_what_was_held() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("c");
+    dm.deposit(&u, "USD", "1000");
+    let ids: Vec<String> = ["10.00", "11.00", "12.00"].iter().map(|p| dm.place(&u, &sym, "buy", "2", Some(p)).1["order_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(bal(&dm, &u, "USD").1, d("66"));
+    let amended = dm.ok("PATCH", &format!("/api/orders/{}", ids[0]), Some(json!({"price": "20.00", "quantity": "3"})));
+    assert_eq!(dec(&amended["price"]), d("20"));
+    assert_eq!(bal(&dm, &u, "USD").1, d("106"), "amend re-sizes the hold to 3 × 20");
+    let c = dm.ok("DELETE", &format!("/api/orders/{}", ids[1]), None);
+    assert_eq!(c["status"], "cancelled");
+    let (s, e) = dm.req("DELETE", &format!("/api/orders/{}", ids[1]), None);
+    assert_eq!((s, code(&e)), (409, "order_not_open"));
+    assert_eq!(bal(&dm, &u, "USD").1, d("84"));
+    dm.ok("POST", "/api/orders/cancel-all", Some(json!({"user_id": u})));
+    assert_eq!(bal(&dm, &u, "USD"), (d("1000"), d("0"), d("1000")));
+    assert!(dm.ok("GET", &format!("/api/orders?user_id={u}&status=open"), None).as_array().unwrap().is_empty());
+    let (s, _) = dm.req("PUT", &format!("/api/orders/{}/status?status=filled", ids[2]), None);
+    assert_eq!(s, 422);
+}
+
+#[test]
+fn self_trade_prevention_ioc_fok_and_market_orders() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (a, b) = (dm.user("a"), dm.user("b"));
+    for u in [&a, &b] {
+        dm.deposit(u, "USD", "10000");
+        dm.deposit(u, &sym, "100");
+    }
+    dm.place(&a, &sym, "sell", "5", Some("100.00"));
+    let (_, own) = dm.place(&a, &sym, "buy", "5", Some("100.00"));
+    assert_eq!(own["status"], "cancelled", "self-trade prevented: {own}");
+    assert_eq!(dec(&own["filled_quantity"]), d("0"));
+    let (_, fok) = dm.req("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "fok"})));
+    assert_eq!(fok["status"], "cancelled");
+    assert_eq!(dec(&fok["filled_quantity"]), d("0"));
+    let (_, ioc) = dm.req("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "ioc"})));
+    assert_eq!((ioc["status"].as_str(), dec(&ioc["filled_quantity"])), (Some("cancelled"), d("5")));
+    dm.place(&a, &sym, "sell", "2", Some("101.00"));
+    dm.place(&a, &sym, "sell", "2", Some("102.00"));
+    let (_, mkt) = dm.place(&b, &sym, "buy", "3", None);
+    assert_eq!(mkt["status"], "filled", "{mkt}");
+    assert_eq!(dec(&mkt["average_price"]), d("101.333333333333"));
+    assert_eq!(bal(&dm, &b, "USD").1, d("0"), "a market buy holds nothing once done");
+}
+
+/// Sums every user's balances per asset.
+fn totals(dm: &Daemon, users: &[String]) -> HashMap<String, Decimal> {
+    let mut t = HashMap::new();
+    for u in users {
+        for (asset, (total, _, _)) in account(dm, u) {
+            *t.entry(asset).or_default() += total;
+        }
+    }
+    t
+}
+
+fn check_consistency(dm: &Daemon, users: &[String], sym: &str, expected: &HashMap<String, Decimal>) {
+    assert_eq!(&totals(dm, users), expected, "cash or assets were created or destroyed");
+    let book = dm.ok("GET", &format!("/api/book/{sym}?depth=1"), None);
+    if let (Some(bid), Some(ask)) = (book["bids"].get(0), book["asks"].get(0)) {
+        assert!(dec(&bid[0]) < dec(&ask[0]), "crossed book {book}");
+    }
+    // Holds equal what open orders need.
+    for u in users {
+        let open = dm.ok("GET", &format!("/api/orders?user_id={u}&status=open&limit=10000"), None);
+        let (mut usd, mut base) = (Decimal::ZERO, Decimal::ZERO);
+        for o in open.as_array().unwrap() {
+            let rem = dec(&o["remaining_quantity"]);
+            if o["side"] == "buy" {
+                usd += rem * dec(&o["price"]);
+            } else {
+                base += rem;
+            }
+        }
+        assert_eq!(bal(dm, u, "USD").1, usd, "USD held by {u} != open buys");
+        assert_eq!(bal(dm, u, sym).1, base, "{sym} held by {u} != open sells");
+    }
+}
+
+#[test]
+fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("k{i}"))).collect();
+    for u in &users {
+        dm.deposit(u, "USD", "100000");
+        dm.deposit(u, &sym, "1000");
+    }
+    let expected = totals(&dm, &users);
+    for cycle in 0..3 {
+        let acked: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let sock = dm.sock();
+        let threads: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let (u, sym, acked, sock) = (u.clone(), sym.clone(), acked.clone(), sock.clone());
+                std::thread::spawn(move || {
+                    for n in 0..400 {
+                        let side = if (n + i) % 2 == 0 { "buy" } else { "sell" };
+                        let price = format!("{}.{:02}", 99 + (n % 3), (n * 7 + i) % 100);
+                        let body = json!({"user_id": u, "symbol": sym, "side": side, "quantity": "1", "price": price}).to_string();
+                        let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else { return };
+                        match exchange(s, "POST", "/api/orders", Some(&body), &[]) {
+                            Ok((201, o)) => acked.lock().unwrap().push(o),
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(150 + 100 * cycle));
+        dm.kill9();
+        for t in threads {
+            t.join().unwrap();
+        }
+        dm.spawn();
+        let acked = acked.lock().unwrap();
+        assert!(!acked.is_empty(), "cycle {cycle}: nothing was acknowledged before the kill");
+        for o in acked.iter() {
+            let now = dm.ok("GET", &format!("/api/orders/{}", o["order_id"].as_str().unwrap()), None);
+            assert!(dec(&now["filled_quantity"]) >= dec(&o["filled_quantity"]), "fills lost: {o} -> {now}");
+            for f in o["fills"].as_array().unwrap() {
+                assert!(now["fills"].as_array().unwrap().contains(f), "fill {f} lost");
+            }
+        }
+        check_consistency(&dm, &users, &sym, &expected);
+    }
+}
+
+#[test]
+fn books_are_rebuilt_in_priority_order_after_a_restart() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (m1, m2, t) = (dm.user("m1"), dm.user("m2"), dm.user("t"));
+    dm.deposit(&m1, &sym, "5");
+    dm.deposit(&m2, &sym, "5");
+    dm.deposit(&t, "USD", "1000");
+    let first = dm.place(&m1, &sym, "sell", "5", Some("10.00")).1;
+    dm.place(&m2, &sym, "sell", "5", Some("10.00"));
+    dm.kill9();
+    dm.spawn();
+    let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
+    assert_eq!(buy["status"], "filled");
+    let first_now = dm.ok("GET", &format!("/api/orders/{}", first["order_id"].as_str().unwrap()), None);
+    assert_eq!(first_now["status"], "filled", "time priority lost across the restart");
+}
+
+#[test]
+fn client_order_id_is_idempotent_per_user() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("i");
+    dm.deposit(&u, "USD", "100");
+    let body = json!({"user_id": u, "symbol": sym, "side": "buy", "quantity": "1", "price": "10", "client_order_id": "c-1 🚀'"});
+    let (s1, o1) = dm.req("POST", "/api/orders", Some(body.clone()));
+    let (s2, o2) = dm.req("POST", "/api/orders", Some(body));
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(o1["order_id"], o2["order_id"]);
+    assert_eq!(o2["client_order_id"], "c-1 🚀'");
+    assert_eq!(bal(&dm, &u, "USD").1, d("10"));
+}
+
+#[test]
+fn traders_see_and_touch_only_their_own_orders() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (a, b) = (dm.user("ta"), dm.user("tb"));
+    dm.deposit(&a, "USD", "100");
+    dm.deposit(&b, "USD", "100");
+    let tok = dm.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": a})))["token"].as_str().unwrap().to_string();
+    let (s, mine) = dm.tcp("POST", "/api/orders", Some(json!({"symbol": sym, "side": "buy", "quantity": "1", "price": "1"})), Some(&tok));
+    assert_eq!(s, 201, "{mine}");
+    assert_eq!(mine["user_id"], a.as_str());
+    let theirs = dm.place(&b, &sym, "buy", "1", Some("1")).1;
+    let tid = theirs["order_id"].as_str().unwrap();
+    assert_eq!(dm.tcp("GET", &format!("/api/orders/{tid}"), None, Some(&tok)).0, 404);
+    assert_eq!(dm.tcp("DELETE", &format!("/api/orders/{tid}"), None, Some(&tok)).0, 404);
+    let (s, _) = dm.tcp("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "1", "price": "1"})), Some(&tok));
+    assert_eq!(s, 403);
+    assert_eq!(dm.tcp("GET", &format!("/api/users/{b}/account"), None, Some(&tok)).0, 404);
+    assert_eq!(dm.tcp("POST", &format!("/api/users/{a}/deposits"), Some(json!({"asset": "USD", "amount": "5"})), Some(&tok)).0, 403);
+    let listed = dm.tcp("GET", "/api/orders?status=all", None, Some(&tok)).1;
+    assert!(listed.as_array().unwrap().iter().all(|o| o["user_id"] == a.as_str()));
+    assert_eq!(dm.tcp("GET", &format!("/api/book/{sym}"), None, Some(&tok)).0, 200);
+}

@@ -1,0 +1,249 @@
+//! A real daemon on a temporary home, driven like a user would: over its Unix socket, over
+//! TCP, and through the `agt` binary.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agt");
+
+pub struct Daemon {
+    pub home: tempfile::TempDir,
+    child: Option<Child>,
+    pub http: Option<String>,
+    /// Extra environment for every start of this daemon (test-only knobs such as
+    /// `AGT_NOTIFY_BACKOFF_MS`).
+    pub env: Vec<(String, String)>,
+}
+
+/// The config every test daemon gets: TCP on a free port, fault injection on.
+pub const BASE_CONFIG: &str = "[http]\nlisten = \"127.0.0.1:0\"\n\n[debug]\nfault_injection = true\n";
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::with_config("")
+    }
+
+    pub fn with_config(extra: &str) -> Daemon {
+        Daemon::with_config_env(extra, &[])
+    }
+
+    /// A daemon with extra config and extra environment variables.
+    pub fn with_config_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+        std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{extra}\n")).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { home, child: None, http: None, env };
+        d.spawn();
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.path().join("agt.sock")
+    }
+
+    /// Starts `agt daemon run` and waits until agtd.json names it and /ready answers 200.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("daemon.out")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--home", self.path().to_str().unwrap(), "daemon", "run"])
+            .env_remove("AGT_URL")
+            .env_remove("AGT_TOKEN")
+            .env_remove("AGT_SOCKET")
+            .env_remove("AGT_HTTP_ADDR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("agt daemon run");
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited during start-up ({status}): {}", self.log());
+            }
+            if let Ok(text) = std::fs::read_to_string(self.path().join("agtd.json")) {
+                if let Ok(info) = serde_json::from_str::<Value>(&text) {
+                    if info["pid"].as_u64() == Some(pid as u64) && self.try_get("/ready").is_some_and(|(s, _)| s == 200) {
+                        self.http = info["http"].as_str().map(String::from);
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "daemon not ready in 30 s: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("daemon.out")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a graceful stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        let stream = UnixStream::connect(self.sock()).ok()?;
+        exchange(stream, "GET", path, None, &[]).ok()
+    }
+
+    /// One request over the Unix socket.
+    pub fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let stream = UnixStream::connect(self.sock()).expect("connect to the socket");
+        exchange(stream, method, path, body.map(|b| b.to_string()).as_deref(), &[]).expect("HTTP exchange")
+    }
+
+    /// A request with a raw body (malformed JSON and the like) and extra headers.
+    pub fn raw(&self, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let stream = UnixStream::connect(self.sock()).expect("connect to the socket");
+        exchange(stream, method, path, Some(body), headers).expect("HTTP exchange")
+    }
+
+    /// One request over TCP, with an optional bearer token.
+    pub fn tcp(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let addr = self.http.as_ref().expect("TCP is on");
+        let stream = std::net::TcpStream::connect(addr).expect("connect over TCP");
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        exchange(stream, method, path, body.map(|b| b.to_string()).as_deref(), &headers).expect("HTTP exchange")
+    }
+
+    /// `agt --home H ARGS`, ready to run and assert on.
+    pub fn cli(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(self.path()).env_remove("AGT_URL").env_remove("AGT_TOKEN").env_remove("AGT_SOCKET").env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (s, v) = self.req(method, path, body.clone());
+        assert!((200..300).contains(&s), "{method} {path} {body:?} -> {s} {v}");
+        v
+    }
+
+    pub fn user(&self, name: &str) -> String {
+        let name = format!("{name}{}", unique());
+        let u = self.ok("POST", "/api/users", Some(serde_json::json!({"username": name, "email": format!("{name}@example.com")})));
+        u["user_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn deposit(&self, user: &str, asset: &str, amount: &str) {
+        self.ok("POST", &format!("/api/users/{user}/deposits"), Some(serde_json::json!({"asset": asset, "amount": amount})));
+    }
+
+    pub fn symbol(&self, tick: &str, lot: &str) -> String {
+        let sym = format!("T{}", unique().to_uppercase());
+        self.ok("POST", "/api/symbols", Some(serde_json::json!({"symbol": sym, "tick": tick, "lot": lot})));
+        sym
+    }
+
+    pub fn place(&self, user: &str, symbol: &str, side: &str, qty: &str, price: Option<&str>) -> (u16, Value) {
+        let mut b = serde_json::json!({"user_id": user, "symbol": symbol, "side": side, "quantity": qty});
+        if let Some(p) = price {
+            b["price"] = p.into();
+        }
+        self.req("POST", "/api/orders", Some(b))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A short random suffix for names.
+pub fn unique() -> String {
+    use rand::Rng;
+    let mut r = rand::thread_rng();
+    (0..8).map(|_| (b'a' + r.gen_range(0..26)) as char).collect()
+}
+
+/// A minimal HTTP/1.1 exchange with `Connection: close`; the body parsed as JSON when it is.
+pub fn exchange<S: Read + Write>(mut s: S, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> std::io::Result<(u16, Value)> {
+    let body = body.unwrap_or("");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let payload = if chunked { dechunk(rest) } else { rest.to_string() };
+    let value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+    Ok((status, value))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The error code of an error body.
+pub fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+pub fn dec(v: &Value) -> rust_decimal::Decimal {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
+}
