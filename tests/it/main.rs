@@ -6,4 +6,5 @@ mod util;
 mod daemon;
 mod notify;
 mod platform;
+mod risk;
 mod trading;

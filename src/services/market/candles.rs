@@ -127,7 +127,9 @@ impl Bar {
     }
 }
 
-/// The bars of `interval` that a list of trades makes, oldest first.
+/// The bars of `interval` that a list of trades makes, oldest first (what the store's
+/// bars must equal, whatever order the trades came in).
+#[cfg(test)]
 pub fn aggregate(interval: Interval, prints: &[Print]) -> Vec<Bar> {
     let mut bars: std::collections::BTreeMap<i64, Bar> = Default::default();
     for p in prints {

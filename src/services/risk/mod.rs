@@ -6,6 +6,12 @@
 //! after the book has traded, and `Release` when an order closes with something left.
 //! Every one of them is idempotent by order id or trade id, because the saga replays
 //! interrupted steps after a crash.
+//!
+//! Beside it: [`checks`] (the pre-trade checks as plain functions, in the contract's
+//! order), `accounts.rs` (the ledger of balances, holds and positions, and its store) and
+//! `service.rs` (the actor). Settling releases through `Settle { release }`: an order that
+//! closes (filled, cancelled, an IOC/FOK/market remainder, a rejection) must be listed
+//! there once, or its hold stays open and counts toward `max_open_orders`.
 
 mod accounts;
 pub mod checks;

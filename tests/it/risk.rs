@@ -1,0 +1,207 @@
+//! Accounts and risk over HTTP: deposits and withdrawals, who may read an account, limits
+//! (global through config, per user through risk), halts, and the holds open orders take.
+
+use crate::util::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// (total, held, available) of one asset, zeros when the account does not list it.
+fn bal(dm: &Daemon, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
+    let a = dm.ok("GET", &format!("/api/users/{user}/account"), None);
+    a["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == asset)
+        .map(|b| (dec(&b["total"]), dec(&b["held"]), dec(&b["available"])))
+        .unwrap_or_default()
+}
+
+fn events_of(dm: &Daemon, kind: &str) -> Vec<Value> {
+    let (_, body) = dm.req("GET", &format!("/api/events?since=0&type={kind}"), None);
+    match body {
+        Value::String(s) => s.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        v => vec![v],
+    }
+}
+
+#[test]
+fn deposits_withdrawals_and_who_may_read_an_account() {
+    let dm = Daemon::start();
+    let u = dm.user("acct");
+    let name = dm.ok("GET", &format!("/api/users/{u}"), None)["username"].as_str().unwrap().to_string();
+    // By username too; the answer is the account after.
+    let a = dm.ok("POST", &format!("/api/users/{name}/deposits"), Some(json!({"asset": "USD", "amount": 100.25})));
+    assert_eq!(a["user_id"], u.as_str());
+    assert_eq!(a["balances"][0], json!({"asset": "USD", "total": "100.25", "held": "0", "available": "100.25"}));
+    dm.deposit(&u, "AAPL", "3");
+    let a = dm.ok("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": "USD", "amount": "0.25"})));
+    let assets: Vec<&str> = a["balances"].as_array().unwrap().iter().map(|b| b["asset"].as_str().unwrap()).collect();
+    assert_eq!(assets, ["AAPL", "USD"], "balances sorted by asset");
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
+
+    for (path, body, status, want) in [
+        ("withdrawals", json!({"asset": "USD", "amount": "100.01"}), 422, "insufficient_funds"),
+        ("withdrawals", json!({"asset": "GOLD", "amount": "1"}), 422, "insufficient_funds"),
+        ("deposits", json!({"asset": "USD", "amount": "0"}), 400, "invalid_amount"),
+        ("deposits", json!({"asset": "USD", "amount": "-1"}), 400, "invalid_amount"),
+        ("deposits", json!({"asset": "usd", "amount": "1"}), 400, "invalid_asset"),
+        ("deposits", json!({"asset": "", "amount": "1"}), 400, "invalid_asset"),
+        ("deposits", json!({"asset": "USD'; DROP TABLE balances;--", "amount": "1"}), 400, "invalid_asset"),
+    ] {
+        let (s, e) = dm.req("POST", &format!("/api/users/{u}/{path}"), Some(body.clone()));
+        assert_eq!((s, code(&e)), (status, want), "{path} {body}: {e}");
+        assert!(!e["error"]["message"].as_str().unwrap().is_empty());
+    }
+    for body in ["{", "", "[]", r#"{"asset": "USD"}"#, r#"{"asset": "USD", "amount": "abc"}"#, r#"{"asset": 5, "amount": "1"}"#] {
+        let (s, e) = dm.raw("POST", &format!("/api/users/{u}/deposits"), body, &[]);
+        assert_eq!(s, 400, "{body}: {e}");
+    }
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")), "refused requests moved money");
+    assert_eq!(dm.req("POST", "/api/users/nobody-x/deposits", Some(json!({"asset": "USD", "amount": "1"}))).0, 404);
+    assert_eq!(dm.req("GET", "/api/users/nobody-x/account", None).0, 404);
+    let fresh = dm.user("empty");
+    assert_eq!(dm.ok("GET", &format!("/api/users/{fresh}/account"), None), json!({"user_id": fresh, "balances": [], "positions": []}));
+
+    let deposited = events_of(&dm, "ACCOUNT_DEPOSITED");
+    assert!(deposited.iter().any(|e| e["data"] == json!({"user_id": u, "asset": "AAPL", "amount": "3", "total": "3"})), "{deposited:?}");
+    assert!(events_of(&dm, "ACCOUNT_WITHDRAWN").iter().any(|e| e["data"]["total"] == "100"));
+
+    // Over TCP: viewers read any account, a trader only its own; only admins move money.
+    let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let trader = dm.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": fresh})))["token"].as_str().unwrap().to_string();
+    assert_eq!(dm.tcp("GET", &format!("/api/users/{u}/account"), None, Some(&viewer)).0, 200);
+    assert_eq!(dm.tcp("GET", &format!("/api/users/{fresh}/account"), None, Some(&trader)).0, 200);
+    assert_eq!(dm.tcp("GET", &format!("/api/users/{u}/account"), None, Some(&trader)).0, 404);
+    assert_eq!(dm.tcp("GET", &format!("/api/users/{u}/account"), None, None).0, 401);
+    let dep = json!({"asset": "USD", "amount": "1"});
+    assert_eq!(dm.tcp("POST", &format!("/api/users/{u}/deposits"), Some(dep.clone()), Some(&viewer)).0, 403);
+    assert_eq!(dm.tcp("POST", &format!("/api/users/{fresh}/withdrawals"), Some(dep), Some(&trader)).0, 403);
+}
+
+#[test]
+fn limits_global_through_config_and_per_user_through_risk() {
+    let dm = Daemon::start();
+    let g = dm.ok("GET", "/api/risk/limits", None);
+    assert_eq!(g["max_open_orders"], 100);
+    assert_eq!(g["price_band_pct"], "10");
+    assert_eq!(g["allow_short"], false);
+    let g = dm.ok("PUT", "/api/risk/limits", Some(json!({"max_open_orders": 2, "max_order_quantity": "50"})));
+    assert_eq!((g["max_open_orders"].clone(), g["max_order_quantity"].clone()), (json!(2), json!("50")));
+    assert_eq!(dm.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 2, "global limits are config");
+    for (body, want) in [
+        (json!({}), "invalid_request"),
+        (json!({"max_open_order": 3}), "invalid_limit"),
+        (json!({"max_open_orders": 0}), "invalid_limit"),
+        (json!({"max_open_orders": "many"}), "invalid_limit"),
+        (json!({"price_band_pct": "-1"}), "invalid_limit"),
+        (json!([1]), "invalid_request"),
+    ] {
+        let (s, e) = dm.req("PUT", "/api/risk/limits", Some(body.clone()));
+        assert_eq!((s, code(&e)), (400, want), "{body}: {e}");
+    }
+    assert_eq!(dm.raw("PUT", "/api/risk/limits", "{{", &[]).0, 400);
+
+    let sym = dm.symbol("0.01", "1");
+    let (u, v) = (dm.user("lim"), dm.user("other"));
+    dm.deposit(&u, "USD", "1000");
+    dm.deposit(&v, "USD", "1000");
+    let mine = dm.ok("PUT", &format!("/api/risk/limits?user_id={u}"), Some(json!({"max_open_orders": 3})));
+    assert_eq!((mine["max_open_orders"].clone(), mine["max_order_quantity"].clone()), (json!(3), json!("50")), "own over global");
+    assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None)["max_open_orders"], 3);
+    assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={v}"), None)["max_open_orders"], 2);
+    assert_eq!(dm.req("PUT", "/api/risk/limits?user_id=nobody-x", Some(json!({"max_open_orders": 3}))).0, 404);
+    for p in ["1.00", "1.01", "1.02"] {
+        assert_eq!(dm.place(&u, &sym, "buy", "1", Some(p)).0, 201);
+    }
+    let (s, e) = dm.place(&u, &sym, "buy", "1", Some("1.03"));
+    assert_eq!((s, code(&e)), (422, "max_open_orders"), "{e}");
+    for p in ["1.00", "1.01"] {
+        assert_eq!(dm.place(&v, &sym, "buy", "1", Some(p)).0, 201);
+    }
+    assert_eq!(code(&dm.place(&v, &sym, "buy", "1", Some("1.02")).1), "max_open_orders");
+    let (s, e) = dm.place(&u, &sym, "sell", "51", Some("1"));
+    assert_eq!((s, code(&e)), (422, "max_order_quantity"), "{e}");
+    let changed = events_of(&dm, "RISK_LIMIT_CHANGED");
+    assert!(changed.iter().any(|e| e["data"]["user_id"] == u.as_str()), "{changed:?}");
+
+    // The CLI's way, and a restart keeps the user's limit.
+    dm.cli().args(["risk", "set", "max_order_notional", "5", "--user", &u]).assert().success();
+    let mut dm = dm;
+    dm.restart();
+    let l = dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None);
+    assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(3), json!("5")));
+    let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    assert_eq!(dm.tcp("GET", "/api/risk/limits", None, Some(&viewer)).0, 200);
+    assert_eq!(dm.tcp("PUT", "/api/risk/limits", Some(json!({"max_open_orders": 9})), Some(&viewer)).0, 403);
+}
+
+#[test]
+fn halts_resume_and_survive_a_restart() {
+    let mut dm = Daemon::start();
+    let (s1, s2) = (dm.symbol("0.01", "1"), dm.symbol("0.01", "1"));
+    let u = dm.user("halt");
+    dm.deposit(&u, "USD", "1000");
+    let st = dm.ok("POST", "/api/risk/halt", Some(json!({"symbol": s1})));
+    assert_eq!(st, json!({"halted": false, "halted_symbols": [s1]}));
+    assert_eq!(code(&dm.place(&u, &s1, "buy", "1", Some("1")).1), "trading_halted");
+    assert_eq!(dm.place(&u, &s2, "buy", "1", Some("1")).0, 201);
+    // An empty body halts everything.
+    let (s, st) = dm.raw("POST", "/api/risk/halt", "", &[]);
+    assert_eq!((s, st["halted"].clone()), (200, json!(true)));
+    dm.kill9();
+    dm.spawn();
+    assert_eq!(dm.ok("GET", "/api/risk/state", None), json!({"halted": true, "halted_symbols": [s1]}));
+    let (s, e) = dm.place(&u, &s2, "buy", "1", Some("1"));
+    assert_eq!((s, code(&e)), (422, "trading_halted"));
+    assert_eq!(dm.ok("POST", "/api/risk/resume", Some(json!({}))), json!({"halted": false, "halted_symbols": [s1]}));
+    assert_eq!(code(&dm.place(&u, &s1, "buy", "1", Some("1")).1), "trading_halted", "resume without a symbol keeps symbol halts");
+    dm.ok("POST", "/api/risk/resume", Some(json!({"symbol": s1})));
+    assert_eq!(dm.place(&u, &s1, "buy", "1", Some("1")).0, 201);
+    let (s, e) = dm.req("POST", "/api/risk/halt", Some(json!({"symbol": "bad symbol"})));
+    assert_eq!((s, code(&e)), (400, "invalid_symbol"));
+    assert_eq!(dm.raw("POST", "/api/risk/halt", "{nope", &[]).0, 400);
+    let changes = events_of(&dm, "TRADING_STATE_CHANGED");
+    assert!(changes.iter().any(|e| e["data"]["action"] == "halt" && e["data"]["symbol"] == s1.as_str()), "{changes:?}");
+    let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    assert_eq!(dm.tcp("GET", "/api/risk/state", None, Some(&viewer)).0, 200);
+    assert_eq!(dm.tcp("POST", "/api/risk/halt", None, Some(&viewer)).0, 403);
+}
+
+#[test]
+fn holds_are_exactly_what_open_orders_need() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (b, s) = (dm.user("hb"), dm.user("hs"));
+    dm.deposit(&b, "USD", "1000");
+    dm.deposit(&s, &sym, "10");
+    dm.place(&b, &sym, "buy", "3", Some("10.00"));
+    dm.place(&b, &sym, "buy", "2", Some("9.50"));
+    let sell = dm.place(&s, &sym, "sell", "4", Some("11.00")).1;
+    let holds = dm.ok("GET", &format!("/api/risk/holds?user_id={b}"), None);
+    let mut amounts: Vec<Decimal> = holds.as_array().unwrap().iter().map(|h| dec(&h["amount"])).collect();
+    amounts.sort();
+    assert_eq!(amounts, [d("19"), d("30")]);
+    assert_eq!(bal(&dm, &b, "USD"), (d("1000"), d("49"), d("951")));
+    assert_eq!(bal(&dm, &s, &sym), (d("10"), d("4"), d("6")));
+    // A sell crossing the first buy: fills at 10.00, the rest rests.
+    let o = dm.place(&s, &sym, "sell", "5", Some("10.00")).1;
+    assert_eq!(o["status"], "partially_filled", "{o}");
+    assert_eq!(bal(&dm, &b, "USD"), (d("970"), d("19"), d("951")));
+    assert_eq!(bal(&dm, &s, &sym), (d("7"), d("6"), d("1")));
+    assert_eq!(bal(&dm, &s, "USD"), (d("30"), d("0"), d("30")));
+    let all = dm.ok("GET", "/api/risk/holds", None);
+    let held_by_s: Decimal = all.as_array().unwrap().iter().filter(|h| h["user_id"] == s.as_str()).map(|h| dec(&h["amount"])).sum();
+    assert_eq!(held_by_s, d("6"));
+    let p = dm.ok("GET", &format!("/api/users/{b}/account"), None)["positions"].clone();
+    assert_eq!(p, json!([{"symbol": sym, "quantity": "3", "average_price": "10"}]));
+    // Cancelling releases the hold; the price band now anchors at 10.00.
+    dm.ok("DELETE", &format!("/api/orders/{}", sell["order_id"].as_str().unwrap()), None);
+    assert_eq!(bal(&dm, &s, &sym), (d("7"), d("2"), d("5")));
+    let (st, e) = dm.place(&b, &sym, "buy", "1", Some("11.01"));
+    assert_eq!((st, code(&e)), (422, "price_band"), "{e}");
+}
