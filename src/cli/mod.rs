@@ -12,6 +12,7 @@
 //! | 3 | the daemon cannot be reached (the message says how to start it) |
 
 pub mod audit;
+pub mod bench;
 pub mod book;
 pub mod completions;
 pub mod config;
@@ -127,6 +128,8 @@ pub enum Command {
     Notify(notify::NotifyCmd),
     /// A readable summary of the daemon's Prometheus metrics
     Metrics,
+    /// Load the daemon with orders: orders/s, trades/s, latency percentiles, verification
+    Bench(bench::BenchArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -305,6 +308,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Token(c) => token::run(ctx, c),
         Command::Notify(c) => notify::run(ctx, c),
         Command::Metrics => metrics::run(ctx),
+        Command::Bench(a) => bench::run(ctx, a),
         Command::Completions(a) => completions::run(a),
     }
 }

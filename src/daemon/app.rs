@@ -30,6 +30,8 @@ pub struct App {
     pub trading: Handle<trading::Cmd>,
     pub orders: Handle<orders::Cmd>,
     pub notify: Handle<crate::services::notify::Cmd>,
+    /// Instruments the order saga has looked up (they never change once created).
+    pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

@@ -78,14 +78,8 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     };
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
-    let policy = supervisor::Policy {
-        max_restarts: settings.supervisor.max_restarts,
-        window: Duration::from_secs(settings.supervisor.window_s),
-        backoff_initial: Duration::from_millis(settings.supervisor.backoff_initial_ms),
-        backoff_max: Duration::from_millis(settings.supervisor.backoff_max_ms),
-    };
     let ctx = ServiceCtx { home: home.clone(), durability, bus: bus.clone(), settings: shared.clone() };
-    let mut sup = supervisor::Supervisor::new(policy);
+    let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());
     let health = sup.spawn::<health::Health>(ctx.clone());
     let audit = sup.spawn::<audit::Audit>(ctx.clone());
@@ -116,6 +110,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         trading,
         orders,
         notify,
+        instruments: Default::default(),
         shutdown,
     });
     follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, app.shutdown.subscribe());

@@ -23,16 +23,6 @@ pub struct Policy {
     pub backoff_max: Duration,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            max_restarts: 5,
-            window: Duration::from_secs(60),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-        }
-    }
-}
 
 struct Entry {
     status: Arc<Status>,
@@ -44,24 +34,19 @@ struct Entry {
 #[derive(Default)]
 pub struct Supervisor {
     entries: Vec<Entry>,
-    pub policy: Policy,
 }
 
 impl Supervisor {
-    pub fn new(policy: Policy) -> Self {
-        Supervisor { entries: Vec::new(), policy }
-    }
 
     /// Starts `S` on its own thread and returns the handle callers use.
     pub fn spawn<S: Service>(&mut self, ctx: ServiceCtx) -> Handle<S::Cmd> {
         let (tx, rx) = mpsc::channel::<Envelope<S::Cmd>>();
         let status = Arc::new(Status::new(S::NAME));
         let handle = Handle::new(tx.clone(), status.clone());
-        let policy = self.policy;
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", S::NAME))
-            .spawn(move || supervise::<S>(ctx, rx, st, policy))
+            .spawn(move || supervise::<S>(ctx, rx, st))
             .expect("spawning a service thread");
         let ctl = handle.clone();
         self.entries.push(Entry {
@@ -152,10 +137,12 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn supervise<S: Service>(ctx: ServiceCtx, rx: mpsc::Receiver<Envelope<S::Cmd>>, status: Arc<Status>, policy: Policy) {
+fn supervise<S: Service>(ctx: ServiceCtx, rx: mpsc::Receiver<Envelope<S::Cmd>>, status: Arc<Status>) {
     let mut failures: VecDeque<Instant> = VecDeque::new();
-    let mut backoff = policy.backoff_initial;
+    let mut backoff = live_policy(&ctx).backoff_initial;
     loop {
+        // `[supervisor]` keys are hot: read the policy afresh after every incarnation.
+        let policy = live_policy(&ctx);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_incarnation::<S>(&ctx, &rx, &status)));
         let error = match outcome {
             Ok(Ok(Exit::Stop)) => {
@@ -194,6 +181,16 @@ fn supervise<S: Service>(ctx: ServiceCtx, rx: mpsc::Receiver<Envelope<S::Cmd>>, 
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(policy.backoff_max);
         record_restart(&ctx, &status, &error);
+    }
+}
+
+fn live_policy(ctx: &ServiceCtx) -> Policy {
+    let s = ctx.settings.get();
+    Policy {
+        max_restarts: s.supervisor.max_restarts,
+        window: s.supervisor.window(),
+        backoff_initial: s.supervisor.backoff_initial(),
+        backoff_max: s.supervisor.backoff_max(),
     }
 }
 

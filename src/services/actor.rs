@@ -5,6 +5,12 @@
 //! Replies and events wait in an [`AfterCommit`] until that transaction has committed,
 //! so a caller never hears of anything that a crash could take back.
 //!
+//! Events are written to the store's `outbox` table inside that same transaction and
+//! handed to the bus after commit; the bus confirms, and the next batch deletes them from
+//! the outbox. A crash in between leaves them in the outbox, and the next incarnation
+//! hands them to the bus again (which stores each event id once): an event is never lost
+//! once the change it announces is committed.
+//!
 //! Callers hold a [`Handle`]: `call` refuses at once with 503 `service_unavailable` while
 //! the service is not running, so a request never hangs on a restarting service.
 
@@ -83,16 +89,64 @@ impl AfterCommit {
     }
     /// Publishes an event once the batch has committed.
     pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {
-        self.events.push(NewEvent { kind, source: self.source, data });
+        let event_id = uuid::Uuid::new_v4().to_string();
+        self.events.push(NewEvent { event_id, kind, source: self.source, data });
     }
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.events.is_empty()
     }
-    /// After commit: the bus persists the events, then sends the replies, so a caller that
-    /// got an answer can read the event that goes with it.
-    fn release(self, bus: &Bus) {
-        bus.publish_then(self.events, self.replies);
+    /// Writes the batch's events into the outbox (inside the batch's transaction).
+    fn stage(&self, tx: &rusqlite::Transaction) -> rusqlite::Result<Option<i64>> {
+        if self.events.is_empty() {
+            return Ok(None);
+        }
+        let mut insert = tx.prepare_cached("INSERT INTO outbox (event_id, kind, data) VALUES (?1, ?2, ?3)")?;
+        for e in &self.events {
+            insert.execute(rusqlite::params![e.event_id, e.kind, e.data.to_string()])?;
+        }
+        Ok(Some(tx.last_insert_rowid()))
     }
+    /// After commit: events to the bus first (so a reader who syncs with the bus after our
+    /// reply sees them), then the replies.
+    fn release(self, bus: &Bus, outbox_upto: Option<(i64, &Arc<AtomicI64>)>) {
+        if !self.events.is_empty() {
+            let then: Vec<crate::services::bus::Committed> = match outbox_upto {
+                Some((id, acked)) => {
+                    let acked = acked.clone();
+                    vec![Box::new(move || {
+                        acked.fetch_max(id, Ordering::AcqRel);
+                    })]
+                }
+                None => vec![],
+            };
+            bus.publish_then(self.events, then);
+        }
+        for r in self.replies {
+            r();
+        }
+    }
+}
+
+/// Hands events left in the outbox by a crash to the bus again.
+fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, acked: &Arc<AtomicI64>) -> Result<(), ServiceError> {
+    let mut stmt = conn.prepare("SELECT id, event_id, kind, data FROM outbox ORDER BY id")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let Some(last) = rows.last().map(|r| r.0) else { return Ok(()) };
+    let events = rows
+        .into_iter()
+        .filter_map(|(_, event_id, kind, data)| {
+            let kind = crate::services::bus::EVENT_TYPES.iter().find(|k| **k == kind)?;
+            Some(NewEvent { event_id, kind, source, data: serde_json::from_str(&data).unwrap_or_default() })
+        })
+        .collect();
+    tracing::info!(service = source, upto = last, "re-sending events left in the outbox");
+    let acked = acked.clone();
+    bus.publish_then(events, vec![Box::new(move || {
+        acked.fetch_max(last, Ordering::AcqRel);
+    })]);
+    Ok(())
 }
 
 /// Supervisor orders delivered through the mailbox, behind the commands already queued.
@@ -243,6 +297,10 @@ pub fn run_incarnation<S: Service>(
     let mut conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
     let _checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(200));
     let mut svc = S::load(&conn, ctx)?;
+    // The outbox rows the bus has confirmed; deleted at the start of the next batch.
+    let acked = Arc::new(AtomicI64::new(0));
+    let mut deleted = 0i64;
+    replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
     status.set_state(State::Running);
     ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": S::NAME}));
     let mut batch: Vec<Envelope<S::Cmd>> = Vec::with_capacity(MAX_BATCH);
@@ -273,6 +331,11 @@ pub fn run_incarnation<S: Service>(
         let mut exit = None;
         let started = Instant::now();
         let tx = conn.transaction()?;
+        let confirmed = acked.load(Ordering::Acquire);
+        if confirmed > deleted {
+            tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([confirmed])?;
+            deleted = confirmed;
+        }
         for env in batch.drain(..) {
             match env {
                 Envelope::Cmd(cmd) => {
@@ -292,10 +355,11 @@ pub fn run_incarnation<S: Service>(
                 svc.tick(&tx, &mut after)?;
             }
         }
+        let staged = after.stage(&tx)?;
         tx.commit()?;
         crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
         if !after.is_empty() {
-            after.release(&ctx.bus);
+            after.release(&ctx.bus, staged.map(|id| (id, &acked)));
         }
         if let Some(e) = exit {
             status.set_state(State::Restarting);

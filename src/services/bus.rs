@@ -25,14 +25,17 @@ pub const EVENT_TYPES: &[&str] = &[
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
         type TEXT NOT NULL,
         envelope TEXT NOT NULL
     );
     CREATE INDEX events_type ON events(type, seq);"];
 
-/// An event before the bus has numbered it.
+/// An event before the bus has numbered it. `event_id` is chosen by the producer, so an
+/// event re-sent from a service's outbox after a crash is stored once.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    pub event_id: String,
     pub kind: &'static str,
     pub source: &'static str,
     pub data: serde_json::Value,
@@ -45,8 +48,12 @@ pub struct BusEvent {
     pub line: Arc<str>,
 }
 
+/// Called by the bus thread once a batch of events is committed (a service then drops
+/// them from its outbox).
+pub type Committed = Box<dyn FnOnce() + Send>;
+
 enum Msg {
-    Publish { events: Vec<NewEvent>, then: Vec<Box<dyn FnOnce() + Send>> },
+    Publish { events: Vec<NewEvent>, then: Vec<Committed> },
     Stop,
 }
 
@@ -61,6 +68,11 @@ struct Inner {
     live: broadcast::Sender<Arc<BusEvent>>,
     reader: Mutex<rusqlite::Connection>,
     last_seq: AtomicU64,
+    /// Events handed to the bus so far, and events it has committed (or found stored
+    /// already): a reader that waits for `processed >= submitted` sees every event
+    /// published before it asked.
+    submitted: AtomicU64,
+    processed: tokio::sync::watch::Sender<u64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -73,7 +85,15 @@ impl Bus {
         let reader = crate::services::store::open_reader(&path)?;
         let (tx, rx) = mpsc::channel();
         let (live, _) = broadcast::channel(8192);
-        let inner = Arc::new(Inner { tx, live, reader: Mutex::new(reader), last_seq: AtomicU64::new(last), thread: Mutex::new(None) });
+        let inner = Arc::new(Inner {
+            tx,
+            live,
+            reader: Mutex::new(reader),
+            last_seq: AtomicU64::new(last),
+            submitted: AtomicU64::new(0),
+            processed: tokio::sync::watch::channel(0).0,
+            thread: Mutex::new(None),
+        });
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
             let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(200));
@@ -83,19 +103,23 @@ impl Bus {
         Ok(Bus { inner })
     }
 
-    /// Persists `events`, then runs `then` (the replies that go with them), then
-    /// broadcasts the events.
-    pub fn publish_then(&self, events: Vec<NewEvent>, then: Vec<Box<dyn FnOnce() + Send>>) {
-        if let Err(mpsc::SendError(Msg::Publish { then, .. })) = self.inner.tx.send(Msg::Publish { events, then }) {
-            // The bus is gone (shutdown): answer anyway rather than leave callers hanging.
-            for f in then {
-                f();
-            }
-        }
+    /// Persists `events`, then runs `then`, then broadcasts the events.
+    pub fn publish_then(&self, events: Vec<NewEvent>, then: Vec<Committed>) {
+        self.inner.submitted.fetch_add(events.len() as u64, Ordering::AcqRel);
+        let _ = self.inner.tx.send(Msg::Publish { events, then });
     }
 
     pub fn publish(&self, kind: &'static str, source: &'static str, data: serde_json::Value) {
-        self.publish_then(vec![NewEvent { kind, source, data }], Vec::new());
+        let event_id = uuid::Uuid::new_v4().to_string();
+        self.publish_then(vec![NewEvent { event_id, kind, source, data }], Vec::new());
+    }
+
+    /// Waits until every event published before this call is committed (read-your-writes
+    /// for `/api/events` and for services fed from the bus). Gives up after `timeout`.
+    pub async fn sync(&self, timeout: std::time::Duration) {
+        let target = self.inner.submitted.load(Ordering::Acquire);
+        let mut rx = self.inner.processed.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target)).await;
     }
 
     /// Live events from now on. Pair it with [`Bus::read_since`] to replay first.
@@ -157,27 +181,33 @@ fn run(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>, inner: &Inner) {
         let started = Instant::now();
         let mut stop = false;
         let mut committed: Vec<BusEvent> = Vec::new();
-        let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
+        let mut replies: Vec<Committed> = Vec::new();
+        let mut handled = 0u64;
         let result: rusqlite::Result<()> = (|| {
             let tx = conn.transaction()?;
             {
-                let mut insert = tx.prepare_cached("INSERT INTO events(seq, type, envelope) VALUES (?1, ?2, ?3)")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO events(seq, event_id, type, envelope) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(event_id) DO NOTHING",
+                )?;
                 for m in batch.drain(..) {
                     match m {
                         Msg::Stop => stop = true,
                         Msg::Publish { events, then } => {
                             for e in events {
-                                seq += 1;
+                                handled += 1;
                                 let event = Event {
-                                    seq,
-                                    event_id: uuid::Uuid::new_v4().to_string(),
+                                    seq: seq + 1,
+                                    event_id: e.event_id,
                                     kind: e.kind.to_string(),
                                     source: e.source.to_string(),
                                     timestamp: crate::api::now_rfc3339(),
                                     data: e.data,
                                 };
                                 let line = serde_json::to_string(&event).expect("an event serializes");
-                                insert.execute(params![seq as i64, e.kind, line])?;
+                                if insert.execute(params![event.seq as i64, event.event_id, e.kind, line])? == 0 {
+                                    continue; // re-sent from an outbox after a crash: stored already
+                                }
+                                seq += 1;
                                 crate::daemon::metrics::bus_event(e.kind);
                                 committed.push(BusEvent { event, line: line.into() });
                             }
@@ -195,10 +225,11 @@ fn run(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>, inner: &Inner) {
         } else {
             inner.last_seq.store(seq, Ordering::Release);
             crate::daemon::metrics::observe_commit("bus", started.elapsed());
+            for r in replies {
+                r();
+            }
         }
-        for r in replies {
-            r();
-        }
+        inner.processed.send_modify(|p| *p += handled);
         for e in committed {
             let _ = inner.live.send(Arc::new(e));
         }

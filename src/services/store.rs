@@ -67,6 +67,12 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
     if version > known {
         return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
     }
+    // Every store carries an outbox: a service's events are written in the same
+    // transaction as the change they announce, and handed to the bus after commit.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)",
+    )
+    .map_err(wrap)?;
     for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(wrap)?;
         tx.execute_batch(sql).map_err(wrap)?;

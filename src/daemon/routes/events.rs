@@ -108,6 +108,8 @@ async fn stream(
     let mut live = app.bus.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
+    // Read our writes: every event published before this request is committed first.
+    app.bus.sync(std::time::Duration::from_secs(2)).await;
     if !replay(&app, &mut last, &types, &mut left, sse, &tx).await || !follow {
         return;
     }

@@ -1,15 +1,17 @@
 //! Instruments and market data: `/api/symbols`, `/api/trades/{symbol}`,
-//! `/api/market/{symbol}` and its candles (DESIGN.md §4).
+//! `/api/market/{symbol}` and its candles, and `/api/market/import` (DESIGN.md §4).
 //!
-//! Market data is readable by every role, traders included; only adding an instrument
-//! needs an admin.
+//! Market data is readable by every role, traders included; adding an instrument and
+//! importing history need an admin.
 
 use crate::api::NewInstrument;
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Query};
-use crate::services::market::Cmd;
-use crate::services::trading;
-use axum::extract::{Path, State};
+use crate::api::ApiError;
+use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
+use crate::services::market::{import, Cmd};
+use crate::services::{risk, trading};
+use axum::extract::{Path, Request, State};
+use axum::http::header;
 use axum::response::Response;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -44,6 +46,23 @@ pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, Path(symbo
     Ok(ok(app.market.call(|r| Cmd::Symbol(symbol, r)).await?))
 }
 
+/// Market data is built from bus events: before answering, wait (briefly) until the
+/// market service has seen every event published so far, so a client that has just
+/// traded reads its own trade on the tape.
+async fn caught_up(app: &App) {
+    app.bus.sync(SYNC_WAIT).await;
+    let target = app.bus.last_seq();
+    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+    while let Ok(seen) = app.market.call(Cmd::LastEventSeq).await {
+        if seen >= target || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+}
+
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The tape, newest first: `?limit=` (default 100, at most 10000).
 pub async fn trades(
     State(app): State<Arc<App>>,
@@ -52,11 +71,13 @@ pub async fn trades(
     Query(q): Query<LimitQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    caught_up(&app).await;
     Ok(ok(app.market.call(|reply| Cmd::Trades { symbol, limit, reply }).await?))
 }
 
 /// Last price and 24h figures from the market service, best bid and ask from the book.
 pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, Path(symbol): Path<String>) -> ApiResult<Response> {
+    caught_up(&app).await;
     let mut quote = app.market.call(|reply| Cmd::Quote { symbol: symbol.clone(), reply }).await?;
     // The quote is still worth answering while the trading service restarts: without a book.
     if let Ok(book) = app.trading.call(|reply| trading::Cmd::Book { symbol, depth: 1, reply }).await {
@@ -76,5 +97,62 @@ pub async fn candles(
 ) -> ApiResult<Response> {
     let interval = q.interval.unwrap_or_else(|| "1m".into());
     let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    caught_up(&app).await;
     Ok(ok(app.market.call(|reply| Cmd::Candles { symbol, interval, limit, reply }).await?))
+}
+
+/// The largest import body: about half a million bars.
+pub const MAX_IMPORT_BODY: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct ImportBody {
+    csv: String,
+}
+
+/// `POST /api/market/import` (admin): historical OHLCV bars, all or none. The body is the
+/// CSV itself with `Content-Type: text/csv` (or `text/plain`), or any other type carrying
+/// JSON `{"csv": "<the file>"}` (what `agt market import` sends). Answers
+/// `{"imported", "symbols", "last": {symbol: close}, "last_price_updated": [symbol]}`, or
+/// 400 `invalid_csv` listing every bad row by line. Where an import set a symbol's last
+/// price, risk is told before the answer, so the price band applies to the next order.
+pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let raw_csv = content_type.starts_with("text/csv") || content_type.starts_with("text/plain");
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_IMPORT_BODY).await.map_err(|e| {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("could not read the request body ({e}); an import takes at most {} MiB: split the file", MAX_IMPORT_BODY >> 20),
+        )
+    })?;
+    let text = if raw_csv {
+        String::from_utf8(bytes.to_vec()).map_err(|e| ApiError::invalid("invalid_csv", format!("the CSV is not UTF-8 text: {e}")))?
+    } else {
+        parse_json::<ImportBody>(&bytes)
+            .map_err(|e| ApiError::invalid(
+                if e.code == "invalid_json" { "invalid_json" } else { "invalid_request" },
+                format!("{}; send {{\"csv\": \"<the CSV file>\"}}, or the CSV itself with Content-Type: text/csv", e.message),
+            ))?
+            .csv
+    };
+    // Parsing a large file is CPU work: off the runtime's workers, and outside the actor.
+    let now_secs = chrono::Utc::now().timestamp();
+    let rows = tokio::task::spawn_blocking(move || import::parse(&text, now_secs))
+        .await
+        .map_err(|e| ApiError::new(500, "internal", format!("the CSV parser failed: {e}")))??;
+    let summary = app.market.call(|reply| Cmd::Import { rows, reply }).await?;
+    for (symbol, price, as_of_us) in summary.new_last_prices.iter().cloned() {
+        app.risk.call(|reply| risk::Cmd::SetLastPrice { symbol, price, as_of_us, reply }).await.map_err(|e| {
+            ApiError::new(
+                e.status,
+                e.code.clone(),
+                format!(
+                    "the {} bars were imported, but the risk service could not take the new last prices ({}); import the file again (it replaces the same bars) to apply the price band",
+                    summary.imported, e.message
+                ),
+            )
+        })?;
+    }
+    Ok(ok(summary))
 }

@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/symbols", get(market::list_symbols).post(market::add_symbol))
         .route("/api/symbols/{symbol}", get(market::get_symbol))
         .route("/api/trades/{symbol}", get(market::trades))
+        .route("/api/market/import", post(market::import))
         .route("/api/market/{symbol}", get(market::quote))
         .route("/api/market/{symbol}/candles", get(market::candles))
         .route("/api/orders", get(orders::list).post(orders::place))
@@ -161,8 +162,10 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-/// Records every command (any method but GET/HEAD under `/api`) in the audit log before
-/// its answer leaves, so an acknowledged command always has its audit record.
+/// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
+/// answers only once that record is committed: an acknowledged command always has its
+/// audit record. The append is sent before the handler runs so the two overlap; the
+/// outcome of the command is recorded by the events it causes.
 async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
     if !is_command {
@@ -170,19 +173,17 @@ async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -
     }
     let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
     let action = format!("{} {}", req.method(), req.uri().path());
+    let detail = serde_json::json!({"query": req.uri().query()});
+    let logged = app.audit.send(|r| crate::services::audit::Cmd::Append { actor, action, detail, reply: Some(r) });
     let resp = next.run(req).await;
-    let detail = serde_json::json!({
-        "status": resp.status().as_u16(),
-        "error": resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()),
-    });
-    let logged = app
-        .audit
-        .call(|r| crate::services::audit::Cmd::Append { actor, action, detail, reply: Some(r) })
-        .await;
+    let logged = match logged {
+        Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
+        Err(e) => Err(e),
+    };
     match logged {
         Ok(()) => resp,
         // Nothing may be acknowledged without its audit record.
-        Err(e) => Failure(ApiError::new(503, "service_unavailable", format!("the command ran but could not be audited: {}", e.message)))
+        Err(e) => Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it is not acknowledged: {}", e.message)))
             .into_response(),
     }
 }

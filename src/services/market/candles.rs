@@ -96,6 +96,22 @@ impl Bar {
         }
     }
 
+    /// An imported bar. It counts no trades, and its open and close stand at its start:
+    /// a later trade in the same interval becomes its close, none can become its open.
+    pub fn imported(b: &super::import::ImportBar) -> Bar {
+        Bar {
+            open_time: b.open_time,
+            open: b.open,
+            high: b.high,
+            low: b.low,
+            close: b.close,
+            volume: b.volume,
+            trades: 0,
+            first_us: b.open_time * 1_000_000,
+            last_us: b.open_time * 1_000_000,
+        }
+    }
+
     /// Adds a trade of this bar's interval to it.
     pub fn add(&mut self, p: &Print) {
         if p.ts_us < self.first_us {
@@ -175,6 +191,17 @@ impl Bars {
             };
             write(tx, symbol, interval, &bar)?;
             self.current.insert(key, bar);
+        }
+        Ok(())
+    }
+
+    /// Writes an imported bar over whatever the store had at its open time (a bar built
+    /// from trades included).
+    pub fn put(&mut self, tx: &Transaction, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
+        write(tx, symbol, interval, bar)?;
+        let key = (symbol.to_string(), interval);
+        if self.current.get(&key).is_some_and(|b| b.open_time == bar.open_time) {
+            self.current.insert(key, bar.clone());
         }
         Ok(())
     }

@@ -5,8 +5,11 @@
 //! `agt symbol add`; the tape and candles are built from `TRADE_EXECUTED` events, which the
 //! trading service publishes with an [`crate::api::Trade`] as their data, fed to this
 //! service by a bus follower (`Event` / `LastEventSeq`, idempotent by event sequence).
+//! Historical bars come in through `Import` (`agt market import`, CSV parsed by
+//! [`import::parse`] outside the actor).
 
 mod candles;
+pub mod import;
 mod instruments;
 mod service;
 mod tape;
@@ -19,6 +22,8 @@ pub use service::Market;
 use crate::api::{Candle, Instrument, NewInstrument, Quote, Trade};
 use crate::services::actor::Reply;
 use crate::services::bus::BusEvent;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 
 pub enum Cmd {
     /// 409 `symbol_exists` if it exists; 400 `invalid_symbol` if its fields are invalid.
@@ -34,6 +39,28 @@ pub enum Cmd {
     Quote { symbol: String, reply: Reply<Quote> },
     /// Oldest first, the newest `limit` bars of `interval` (`1s 1m 5m 1h 1d`).
     Candles { symbol: String, interval: String, limit: usize, reply: Reply<Vec<Candle>> },
+    /// Historical OHLCV bars, all or nothing: if any row is bad or names an unknown
+    /// symbol, 400 `invalid_csv` listing the bad rows by line, and nothing is written.
+    /// Otherwise every bar is written (replacing a bar with the same symbol, interval and
+    /// open time) in one transaction. A symbol's newest imported close becomes its last
+    /// price only if it is newer than the last trade (see [`import::as_of_us`]).
+    Import { rows: Vec<import::CsvRow>, reply: Reply<Imported> },
+}
+
+/// What an import did (`POST /api/market/import` answers it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Imported {
+    /// Bars written.
+    pub imported: usize,
+    /// The symbols they belong to, sorted.
+    pub symbols: Vec<String>,
+    /// Per symbol, the close of its newest imported bar (the one whose interval ends last).
+    pub last: BTreeMap<String, Decimal>,
+    /// The symbols whose last price the import set (the others have a newer trade).
+    pub last_price_updated: Vec<String>,
+    /// For the route, to tell risk: (symbol, price, the moment it stands for in µs).
+    #[serde(skip)]
+    pub new_last_prices: Vec<(String, Decimal, i64)>,
 }
 
 /// The base asset an instrument trades against USD: `AAPL` → `AAPL`, `BTC-USD` → `BTC`.

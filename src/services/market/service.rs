@@ -1,9 +1,10 @@
 //! The market actor: its store, its state and how it answers each [`Cmd`].
 
-use super::candles::{Bars, Interval};
+use super::candles::{Bar, Bars, Interval};
+use super::import::{self, CsvRow};
 use super::instruments::Instruments;
 use super::tape::{now_us, Tape};
-use super::Cmd;
+use super::{Cmd, Imported};
 use crate::api::{ApiError, Instrument, NewInstrument, Quote, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
@@ -58,7 +59,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE instruments (
         PRIMARY KEY (symbol, interval, open_time)
     ) WITHOUT ROWID;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO meta VALUES ('last_event_seq', 0);"];
+    INSERT INTO meta VALUES ('last_event_seq', 0);",
+    // The last price an import set, and the moment it stands for (`import::as_of_us`).
+    "CREATE TABLE imported_last (symbol TEXT PRIMARY KEY, price TEXT NOT NULL, ts_us INTEGER NOT NULL);"];
 
 impl Market {
     /// Rebuilds the state from the store, after adding the config's new instruments.
@@ -149,6 +152,36 @@ impl Market {
         Ok(Ok(Bars::list(tx, symbol, iv, limit)?.iter().map(|b| b.to_candle(symbol, iv)).collect()))
     }
 
+    /// Checks every row, then writes every bar or none (see [`Cmd::Import`]). `now_us`
+    /// dates the close of a bar that has not ended yet.
+    pub(super) fn import(&mut self, tx: &Transaction, rows: Vec<CsvRow>, now_us: i64) -> Result<Result<Imported, ApiError>, ServiceError> {
+        let bars = match import::check(rows, |s| self.instruments.get(s).is_some()) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Per symbol, the newest bar: the one whose close stands for the latest moment
+        // (a tie goes to the later line of the file).
+        let mut newest: std::collections::BTreeMap<String, (i64, usize, rust_decimal::Decimal)> = Default::default();
+        for (line, b) in &bars {
+            self.bars.put(tx, &b.symbol, b.interval, &Bar::imported(b))?;
+            let at = import::as_of_us(b, now_us);
+            let e = newest.entry(b.symbol.clone()).or_insert((at, *line, b.close));
+            if (at, *line) >= (e.0, e.1) {
+                *e = (at, *line, b.close);
+            }
+        }
+        let mut out = Imported { imported: bars.len(), ..Default::default() };
+        for (symbol, (at, _, close)) in newest {
+            if self.tape.import_last(tx, &symbol, close, at)? {
+                out.last_price_updated.push(symbol.clone());
+                out.new_last_prices.push((symbol.clone(), close, at));
+            }
+            out.symbols.push(symbol.clone());
+            out.last.insert(symbol, close);
+        }
+        Ok(Ok(out))
+    }
+
     #[cfg(test)]
     pub(super) fn last_event_seq(&self) -> u64 {
         self.last_event_seq
@@ -190,6 +223,10 @@ impl Service for Market {
             }
             Cmd::Candles { symbol, interval, limit, reply } => {
                 let r = self.candles(tx, &symbol, &interval, limit)?;
+                after.reply(reply, r);
+            }
+            Cmd::Import { rows, reply } => {
+                let r = self.import(tx, rows, now_us())?;
                 after.reply(reply, r);
             }
         }

@@ -67,6 +67,7 @@ impl Stats {
 struct Last {
     price: Decimal,
     ts_us: i64,
+    /// The trade's row on the tape; 0 for an imported close.
     row: i64,
 }
 
@@ -91,7 +92,33 @@ impl Tape {
             let l = newest.query_row([&s], |r| Ok(Last { price: decimal_at(r, 0)?, ts_us: r.get(1)?, row: r.get(2)? }))?;
             last.insert(s, l);
         }
+        // Imported history stands for a moment too; it wins only where it is newer.
+        let mut imported = conn.prepare("SELECT symbol, price, ts_us FROM imported_last")?;
+        let mut rows = imported.query([])?;
+        while let Some(r) = rows.next()? {
+            let (symbol, l) = (r.get::<_, String>(0)?, Last { price: decimal_at(r, 1)?, ts_us: r.get(2)?, row: 0 });
+            if last.get(&symbol).is_none_or(|t: &Last| l.ts_us > t.ts_us) {
+                last.insert(symbol, l);
+            }
+        }
         Ok(Tape { last })
+    }
+
+    /// Makes an imported close the last price, if it stands for a moment after the last
+    /// trade (a trade at the same instant wins); `true` if it did. Kept in the store, so a
+    /// restart agrees.
+    pub fn import_last(&mut self, tx: &Transaction, symbol: &str, price: Decimal, ts_us: i64) -> rusqlite::Result<bool> {
+        let newer = self.last.get(symbol).is_none_or(|l| ts_us > l.ts_us || (ts_us == l.ts_us && l.row == 0));
+        if !newer {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "INSERT INTO imported_last (symbol, price, ts_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, ts_us = excluded.ts_us",
+        )?
+        .execute(params![symbol, price.to_string(), ts_us])?;
+        self.last.insert(symbol.to_string(), Last { price, ts_us, row: 0 });
+        Ok(true)
     }
 
     pub fn last_price(&self, symbol: &str) -> Option<Decimal> {

@@ -305,3 +305,117 @@ fn a_rolled_back_batch_leaves_nothing_behind_after_the_restart() {
     let q = f.tx(|m, tx| m.quote(tx, "AAPL", T0 + 2 * S).unwrap().unwrap());
     assert_eq!((q.last, q.volume_24h), (Some(d("100")), d("1")));
 }
+
+// ---------------------------------------------------------------- CSV import
+
+const HEADER: &str = "symbol,interval,open_time,open,high,low,close,volume\n";
+
+impl Fixture {
+    /// Imports a CSV body as the route does, as of `now_us`.
+    fn import(&mut self, body: &str, now_us: i64) -> Result<super::Imported, ApiError> {
+        let rows = super::import::parse(&format!("{HEADER}{body}"), now_us / S)?;
+        self.tx(|m, tx| m.import(tx, rows, now_us).unwrap())
+    }
+
+    fn candles(&mut self, symbol: &str, iv: &str) -> Vec<(String, Decimal, Decimal, Decimal, Decimal, Decimal, u64)> {
+        self.tx(|m, tx| m.candles(tx, symbol, iv, 100).unwrap().unwrap())
+            .into_iter()
+            .map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades))
+            .collect()
+    }
+
+    fn last(&mut self, symbol: &str) -> Option<Decimal> {
+        self.tx(|m, tx| m.quote(tx, symbol, T0 + 100 * 86_400 * S).unwrap().unwrap()).last
+    }
+}
+
+#[test]
+fn imported_bars_become_candles_and_the_newest_close_the_last_price() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1"), seed("MSFT", "0.01", "1")]);
+    let now = T0 + 3 * 86_400 * S;
+    let out = f
+        .import(
+            "AAPL,1d,2024-05-02,101,105,100,104,1000\n\
+             AAPL,1d,2024-05-01,100,102,99,101,900\n\
+             AAPL,1m,2024-05-01T00:00:00Z,100,100.5,99.5,100.25,10\n\
+             MSFT,1h,2024-05-01T05:00:00Z,50,51,49,50.5,7\n",
+            now,
+        )
+        .unwrap();
+    assert_eq!(out.imported, 4);
+    assert_eq!(out.symbols, ["AAPL", "MSFT"]);
+    assert_eq!(out.last.get("AAPL"), Some(&d("104")));
+    assert_eq!(out.last.get("MSFT"), Some(&d("50.5")));
+    assert_eq!(out.last_price_updated, ["AAPL", "MSFT"]);
+    assert_eq!(out.new_last_prices[0], ("AAPL".to_string(), d("104"), T0 + 2 * 86_400 * S - 1));
+    assert_eq!(
+        f.candles("AAPL", "1d"),
+        vec![
+            ("2024-05-01T00:00:00Z".into(), d("100"), d("102"), d("99"), d("101"), d("900"), 0),
+            ("2024-05-02T00:00:00Z".into(), d("101"), d("105"), d("100"), d("104"), d("1000"), 0),
+        ]
+    );
+    assert_eq!(f.candles("AAPL", "1m").len(), 1);
+    assert!(f.candles("AAPL", "1h").is_empty(), "an import writes the intervals it names, nothing derived");
+    assert_eq!(f.last("AAPL"), Some(d("104")));
+    assert_eq!(f.last("MSFT"), Some(d("50.5")));
+
+    // Importing again replaces bars, it does not add to them.
+    let out = f.import("AAPL,1d,2024-05-02,101,106,100,103,1100\n", now).unwrap();
+    assert_eq!((out.imported, out.last_price_updated.len()), (1, 1));
+    assert_eq!(f.candles("AAPL", "1d")[1], ("2024-05-02T00:00:00Z".into(), d("101"), d("106"), d("100"), d("103"), d("1100"), 0));
+    assert_eq!(f.last("AAPL"), Some(d("103")));
+
+    // The store agrees after a restart.
+    let fresh = f.reopen(&[]);
+    assert!(f.market.same_state(&fresh));
+}
+
+#[test]
+fn an_import_never_replaces_a_newer_trade_price_and_trades_extend_imported_bars() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    let now = T0 + 86_400 * S;
+    f.trade("t1", "AAPL", "200", "1", T0 + 3600 * S); // 01:00
+    // A bar that ended before the trade: history, not the last price.
+    let out = f.import("AAPL,1m,2024-05-01T00:30:00Z,150,150,150,150,1\n", now).unwrap();
+    assert!(out.last_price_updated.is_empty());
+    assert_eq!(out.last.get("AAPL"), Some(&d("150")));
+    assert_eq!(f.last("AAPL"), Some(d("200")));
+    // One that ends after it: the last price.
+    let out = f.import("AAPL,1m,2024-05-01T02:00:00Z,190,195,185,191,1\n", now).unwrap();
+    assert_eq!(out.last_price_updated, ["AAPL"]);
+    assert_eq!(f.last("AAPL"), Some(d("191")));
+    assert!(f.reopen(&[]).same_state(&f.market), "the imported last price survives a restart");
+    // A later trade wins again, and lands in the imported bar: its close, not its open.
+    f.trade("t2", "AAPL", "196", "2", T0 + 2 * 3600 * S + 30 * S);
+    assert_eq!(f.last("AAPL"), Some(d("196")));
+    let bar = f.candles("AAPL", "1m").last().cloned().unwrap();
+    assert_eq!(bar, ("2024-05-01T02:00:00Z".into(), d("190"), d("196"), d("185"), d("196"), d("3"), 1));
+    assert!(f.reopen(&[]).same_state(&f.market));
+
+    // A bar still open stands for the moment of the import: trades after it win.
+    let now = T0 + 3 * 3600 * S + 10 * S;
+    let out = f.import("AAPL,1h,2024-05-01T03:00:00Z,190,199,189,198,5\n", now).unwrap();
+    assert_eq!(out.new_last_prices, [("AAPL".to_string(), d("198"), now)]);
+    f.trade("t3", "AAPL", "197", "1", now + 1);
+    assert_eq!(f.last("AAPL"), Some(d("197")));
+}
+
+#[test]
+fn a_bad_import_writes_nothing() {
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    let now = T0 + 86_400 * S;
+    let e = f
+        .import(
+            "AAPL,1m,2024-05-01T00:00:00Z,100,101,99,100,1\n\
+             MSFT,1m,2024-05-01T00:00:00Z,100,101,99,100,1\n\
+             AAPL,1m,2024-05-01T00:01:00Z,100,99,101,100,1\n",
+            now,
+        )
+        .unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (400, "invalid_csv"));
+    assert!(e.message.contains("line 3: unknown symbol \"MSFT\""), "{}", e.message);
+    assert!(e.message.contains("line 4: high 99 is below low 101"), "{}", e.message);
+    assert!(f.candles("AAPL", "1m").is_empty());
+    assert_eq!(f.last("AAPL"), None);
+}

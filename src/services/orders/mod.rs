@@ -24,6 +24,8 @@ pub enum Cmd {
     Reject { order_id: String, code: String, message: String, reply: Reply<Order> },
     /// The match outcome of a taker (placement or amend) and its makers' fills.
     Record { result: MatchResult, amended: Option<(Decimal, Decimal)>, reply: Reply<Order> },
+    /// Risk has settled a recorded placement: its saga is done (no reply).
+    Settled { order_id: String },
     /// Orders taken out of the book by a cancel.
     Cancelled { cancelled: Vec<Cancelled>, reply: Reply<Vec<Order>> },
     Get { order_id: String, reply: Reply<Order> },

@@ -42,6 +42,17 @@ pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Re
     }
 }
 
+/// An instrument, from the saga's cache or the market service. Instruments never change
+/// once created, so a cached copy is as good as the market service's answer.
+pub async fn instrument(app: &App, symbol: &str) -> Result<Instrument, ApiError> {
+    if let Some(i) = app.instruments.read().unwrap().get(symbol) {
+        return Ok(i.clone());
+    }
+    let i = app.market.call(|r| market::Cmd::Symbol(symbol.to_string(), r)).await?;
+    app.instruments.write().unwrap().insert(symbol.to_string(), i.clone());
+    Ok(i)
+}
+
 /// Checks the body, resolves user and instrument, then runs the saga on its own task so
 /// that a client that gives up (or the 504 timeout) never leaves it half-way.
 /// Answers 201 with a new order or 200 with the first order of a repeated client id.
@@ -71,8 +82,8 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
             return Err(invalid("invalid_client_order_id", "client_order_id is at most 256 bytes"));
         }
     }
-    let user = resolve_user(&app, caller, body.user_id.as_deref()).await?;
-    let instrument = app.market.call(|r| market::Cmd::Symbol(symbol.clone(), r)).await?;
+    let (user, instrument) = tokio::join!(resolve_user(&app, caller, body.user_id.as_deref()), instrument(&app, &symbol));
+    let (user, instrument) = (user?, instrument?);
     let new = NewOrder {
         order_id: format!("ord_{}", uuid::Uuid::now_v7().simple()),
         user_id: user.user_id.clone(),
@@ -212,16 +223,25 @@ async fn finish(
         release.push(result.order_id.clone());
     }
     let req = risk::SettleRequest { trades, release };
-    must(|| {
+    let settle = || {
         let req = req.clone();
         app.risk.call(|reply| risk::Cmd::Settle { req, reply })
-    })
-    .await?;
-    must(|| {
+    };
+    let record = || {
         let result = result.clone();
         app.orders.call(|reply| Cmd::Record { result, amended, reply })
-    })
-    .await
+    };
+    if amended.is_some() {
+        must(settle).await?;
+        return must(record).await;
+    }
+    // A placement records (stage `settling`) and settles side by side, then marks itself
+    // done; recovery replays any order still `settling`, and both steps are idempotent.
+    let (settled, recorded) = tokio::join!(must(settle), must(record));
+    settled?;
+    let order = recorded?;
+    app.orders.tell(Cmd::Settled { order_id: order.order_id.clone() });
+    Ok(order)
 }
 
 /// The order a caller may act on: a trader's own only (others look absent: 404).
@@ -300,7 +320,7 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
     if quantity <= o.filled_quantity {
         return Err(invalid("invalid_quantity", format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity)));
     }
-    let instrument = app.market.call(|r| market::Cmd::Symbol(o.symbol.clone(), r)).await?;
+    let instrument = instrument(app, &o.symbol).await?;
     if (price % instrument.tick) != Decimal::ZERO {
         return Err(ApiError::rejected("invalid_tick", format!("price {price} is not a multiple of the tick {}", instrument.tick)));
     }
@@ -346,7 +366,7 @@ pub async fn recover(app: Arc<App>) {
             client_order_id: o.client_order_id.clone(),
         };
         let user = must(|| app.users.call(|r| users::Cmd::Get(o.user_id.clone(), r))).await;
-        let instrument = must(|| app.market.call(|r| market::Cmd::Symbol(o.symbol.clone(), r))).await;
+        let instrument = must(|| instrument(&app, &o.symbol)).await;
         let outcome = match (user, instrument) {
             (Ok(u), Ok(i)) => advance(&app, &new, u.status == "active", &i).await,
             (Err(e), _) | (_, Err(e)) => {

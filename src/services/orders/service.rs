@@ -109,11 +109,13 @@ fn load(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Order>> {
     o.map(|o| with_fills(tx, o)).transpose()
 }
 
-fn save(tx: &Transaction, o: &mut Order, stage: &str) -> rusqlite::Result<()> {
+/// Stages of an order's saga: `accepted` (stored, not yet through the book), `settling`
+/// (matched and recorded; risk settlement may still be in flight), `done`.
+fn save(tx: &Transaction, o: &mut Order, stage: Option<&str>) -> rusqlite::Result<()> {
     o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
     tx.prepare_cached(
-        "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7, stage = ?8
-         WHERE order_id = ?1",
+        "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
+         stage = coalesce(?8, stage) WHERE order_id = ?1",
     )?
     .execute(params![
         o.order_id,
@@ -185,7 +187,7 @@ impl Orders {
         let Some(mut taker) = load(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
-        let first_record = stage_of(tx, &result.order_id)?.as_deref() != Some("done");
+        let first_record = stage_of(tx, &result.order_id)?.as_deref() == Some("accepted");
         if !first_record && amended.is_none() {
             return Ok(Ok(taker)); // a replayed step: already recorded
         }
@@ -207,7 +209,7 @@ impl Orders {
                     maker.filled_quantity += f.quantity;
                     maker.status = if f.maker_remaining.is_zero() { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
                     maker.updated_at = now.clone();
-                    save(tx, &mut maker, "done")?;
+                    save(tx, &mut maker, None)?;
                     let maker = with_fills(tx, maker)?;
                     let mut data = summary(&maker);
                     data["trade_id"] = serde_json::json!(f.trade_id);
@@ -231,7 +233,9 @@ impl Orders {
             taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
         }
         taker.updated_at = now;
-        save(tx, &mut taker, "done")?;
+        // A placement waits in `settling` until the saga confirms risk has settled it; an
+        // amend is recorded only after its settlement, so it is done at once.
+        save(tx, &mut taker, Some(if amended.is_some() { "done" } else { "settling" }))?;
         let taker = with_fills(tx, taker)?;
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
@@ -252,7 +256,7 @@ impl Orders {
     }
 
     fn list(tx: &Transaction, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM orders WHERE stage = 'done'");
+        let mut sql = format!("SELECT {COLUMNS} FROM orders WHERE stage <> 'accepted'");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(u) = &f.user_id {
             sql.push_str(" AND user_id = ?");
@@ -294,12 +298,12 @@ impl Service for Orders {
                     after.reply(reply, Err(ApiError::not_found("order", &order_id)));
                     return Ok(());
                 };
-                if stage_of(tx, &order_id)?.as_deref() != Some("done") {
+                if stage_of(tx, &order_id)?.as_deref() == Some("accepted") {
                     o.status = OrderStatus::Rejected;
                     o.reject_reason = Some(format!("{code}: {message}"));
                     o.remaining_quantity = Decimal::ZERO;
                     o.updated_at = crate::api::now_rfc3339();
-                    save(tx, &mut o, "done")?;
+                    save(tx, &mut o, Some("done"))?;
                     crate::daemon::metrics::order("rejected");
                     let mut data = summary(&o);
                     data["reject_reason"] = serde_json::json!(o.reject_reason);
@@ -321,13 +325,16 @@ impl Service for Orders {
                         o.status = OrderStatus::Cancelled;
                         o.remaining_quantity = Decimal::ZERO;
                         o.updated_at = crate::api::now_rfc3339();
-                        save(tx, &mut o, "done")?;
+                        save(tx, &mut o, Some("done"))?;
                         after.event("ORDER_CANCELLED", summary(&o));
                         after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": o.order_id, "user_id": o.user_id, "from": was, "to": o.status}));
                     }
                     out.push(o);
                 }
                 after.reply(reply, Ok(out));
+            }
+            Cmd::Settled { order_id } => {
+                tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([order_id])?;
             }
             Cmd::Get { order_id, reply } => {
                 let o = load(tx, &order_id)?.ok_or_else(|| ApiError::not_found("order", &order_id));

@@ -50,6 +50,13 @@ pub enum Cmd {
     TradingState(Reply<TradingState>),
     /// Every hold still open, for consistency checks.
     Holds(Reply<Vec<Hold>>),
+    /// Sets a symbol's last price (the price band's anchor) from imported history
+    /// (`POST /api/market/import`, after the market service made that close the symbol's
+    /// last price). `as_of_us` is the moment the price stands for (µs since the epoch).
+    /// Answers `false` and changes nothing if risk has settled a trade of the symbol after
+    /// that moment since it started; 400 `invalid_price` for a price <= 0. Persisted like a
+    /// settled trade's price.
+    SetLastPrice { symbol: String, price: Decimal, as_of_us: i64, reply: Reply<bool> },
 }
 
 /// An order asking to be admitted. The caller has resolved the user and the instrument.

@@ -32,6 +32,9 @@ pub struct Risk {
     halted_symbols: BTreeSet<String>,
     /// The last trade price per symbol: the price band's anchor.
     last_price: HashMap<String, Decimal>,
+    /// When each last price was set (µs since the epoch), since this incarnation started:
+    /// an imported price older than a settled trade must not replace it.
+    last_price_at: HashMap<String, i64>,
     /// Recent placements per user (`rate_limited`); in memory only, a restart forgets them.
     rates: HashMap<String, RateWindow>,
 }
@@ -83,6 +86,10 @@ impl Service for Risk {
             }
             Cmd::TradingState(reply) => after.reply(reply, Ok(self.trading_state())),
             Cmd::Holds(reply) => after.reply(reply, Ok(self.holds())),
+            Cmd::SetLastPrice { symbol, price, as_of_us, reply } => {
+                let r = self.set_last_price(tx, &symbol, price, as_of_us)?;
+                after.reply(reply, r);
+            }
         }
         Ok(())
     }
@@ -132,7 +139,16 @@ impl Risk {
         while let Some(r) = rows.next()? {
             last_price.insert(r.get::<_, String>(0)?, accounts::dec(&r.get::<_, String>(1)?)?);
         }
-        Ok(Risk { settings, ledger, user_limits, halted, halted_symbols, last_price, rates: HashMap::new() })
+        Ok(Risk {
+            settings,
+            ledger,
+            user_limits,
+            halted,
+            halted_symbols,
+            last_price,
+            last_price_at: HashMap::new(),
+            rates: HashMap::new(),
+        })
     }
 
     /// The limits that apply to `user` (the global ones without a user).
@@ -248,6 +264,7 @@ impl Risk {
             }
         }
         let mut last: Vec<(&str, Decimal)> = Vec::new();
+        let settled_at = if req.trades.is_empty() { 0 } else { chrono::Utc::now().timestamp_micros() };
         for t in &req.trades {
             if !accounts::mark_settled(tx, &t.trade_id)? {
                 continue;
@@ -256,6 +273,7 @@ impl Risk {
                 .settle(t)
                 .map_err(|r| ServiceError::Other(format!("cannot settle trade {}: {r:?}", t.trade_id)))?;
             self.last_price.insert(t.symbol.clone(), t.price);
+            self.last_price_at.insert(t.symbol.clone(), settled_at);
             last.retain(|(s, _)| *s != t.symbol);
             last.push((&t.symbol, t.price));
         }
@@ -270,6 +288,29 @@ impl Risk {
             stmt.execute(params![symbol, accounts::text(price)])?;
         }
         Ok(Ok(()))
+    }
+
+    /// A last price from imported history (see `Cmd::SetLastPrice`): `Ok(false)` when a
+    /// trade settled since this incarnation started is newer than `as_of_us`.
+    pub fn set_last_price(&mut self, tx: &Transaction, symbol: &str, price: Decimal, as_of_us: i64) -> Outcome<bool> {
+        if price <= Decimal::ZERO {
+            return Ok(Err(ApiError::invalid("invalid_price", format!("a last price must be > 0, got {price} for {symbol}"))));
+        }
+        if self.last_price_at.get(symbol).is_some_and(|at| *at > as_of_us) {
+            return Ok(Ok(false));
+        }
+        tx.prepare_cached(
+            "INSERT INTO last_prices (symbol, price) VALUES (?1, ?2) ON CONFLICT (symbol) DO UPDATE SET price = excluded.price",
+        )?
+        .execute(params![symbol, accounts::text(price)])?;
+        self.last_price.insert(symbol.to_string(), price);
+        self.last_price_at.insert(symbol.to_string(), as_of_us);
+        Ok(Ok(true))
+    }
+
+    /// The price band's anchor for a symbol.
+    pub fn last_price(&self, symbol: &str) -> Option<Decimal> {
+        self.last_price.get(symbol).copied()
     }
 
     pub fn amend(&mut self, tx: &Transaction, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
@@ -363,5 +404,72 @@ impl Risk {
             );
         }
         Ok(Ok(state))
+    }
+}
+
+#[cfg(test)]
+mod set_last_price_tests {
+    use super::*;
+    use crate::api::{Instrument, OrderType};
+    use crate::services::config::settings::Settings;
+    use crate::services::store::{self, Durability};
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn run<T>(conn: &mut Connection, f: impl FnOnce(&Transaction, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("risk");
+        let out = f(&tx, &mut after).unwrap();
+        tx.commit().unwrap();
+        out
+    }
+
+    #[test]
+    fn an_imported_price_anchors_the_band_unless_a_newer_trade_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = store::open(&dir.path().join("risk.db"), Durability::Normal, accounts::MIGRATIONS).unwrap();
+        let settings = SharedSettings::new(Settings::defaults());
+        let mut risk = Risk::open(&conn, settings.clone()).unwrap();
+        assert_eq!(risk.last_price("AAPL"), None);
+        let e = run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("0"), 1)).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (400, "invalid_price"));
+        assert!(run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("100"), 1_000)).unwrap());
+        assert_eq!(risk.last_price("AAPL"), Some(d("100")));
+
+        // The band now applies: 10% by default.
+        run(&mut conn, |tx, after| risk.deposit(tx, after, "u", "USD", d("100000"))).unwrap();
+        let instrument = Instrument {
+            symbol: "AAPL".into(),
+            base: "AAPL".into(),
+            quote: "USD".into(),
+            tick: d("0.01"),
+            lot: d("1"),
+            min_quantity: d("1"),
+            max_quantity: d("1000"),
+        };
+        let req = |id: &str, price: &str| ReserveRequest {
+            order_id: id.into(),
+            user_id: "u".into(),
+            user_active: true,
+            instrument: instrument.clone(),
+            side: Side::Buy,
+            kind: OrderType::Limit,
+            price: Some(d(price)),
+            quantity: d("1"),
+        };
+        let e = run(&mut conn, |tx, _| risk.reserve(tx, &req("o1", "150"))).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (422, "price_band"));
+        run(&mut conn, |tx, _| risk.reserve(tx, &req("o2", "105"))).unwrap();
+
+        // A trade settled after the moment an import stands for wins.
+        risk.last_price_at.insert("AAPL".into(), 5_000);
+        assert!(!run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("50"), 4_999)).unwrap());
+        assert_eq!(risk.last_price("AAPL"), Some(d("100")));
+        assert!(run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("101"), 5_001)).unwrap());
+        // Persisted like a settled trade's price.
+        assert_eq!(Risk::open(&conn, settings).unwrap().last_price("AAPL"), Some(d("101")));
     }
 }

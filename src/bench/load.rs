@@ -1,0 +1,735 @@
+//! The phases of a run: set up bench users and symbols, place orders from C connections
+//! (closed or open loop), verify every acknowledged order, clean up.
+
+use super::conn::Conn;
+use super::report::{Cleanup, Latency, Report, Verification};
+use super::{Options, Via};
+use crate::api::{Account, Order, OrderStatus, Side};
+use crate::client::{encode, ClientError, Endpoint};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::Method;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The mid price every bench symbol trades around, in ticks of 0.01 (100.00).
+const MID_TICKS: i64 = 10_000;
+/// Limit prices are jittered this many ticks either side of the mid.
+const JITTER_TICKS: i64 = 2;
+/// Quantities are 1..=MAX_QTY lots of 1.
+const MAX_QTY: u64 = 10;
+/// What each buyer gets in USD and each seller in every bench asset: far more than any run spends.
+const USD_FUNDS: i64 = 1_000_000_000_000;
+const ASSET_FUNDS: i64 = 1_000_000_000;
+/// Per-user limits high enough that the bench measures the order path, not the limiter.
+const MAX_OPEN_ORDERS: u32 = 100_000_000;
+const MAX_ORDERS_PER_SECOND: u32 = 100_000_000;
+/// Setup and clean-up run on at most this many connections.
+const CONTROL_CONNS: usize = 8;
+/// How many problems the report lists one by one.
+const MAX_PROBLEMS: usize = 20;
+
+/// Who trades: buyer `i` only buys and seller `i` only sells, so no order can meet one of
+/// its own user's orders (self-trade prevention would cancel it instead of trading).
+struct Users {
+    buyers: Vec<String>,
+    sellers: Vec<String>,
+}
+
+/// What the workers share.
+struct Plan {
+    next: AtomicU64,
+    /// Orders this phase sends.
+    n: u64,
+    /// Open loop: nanoseconds between scheduled sends.
+    interval_ns: Option<f64>,
+    route: String,
+    symbols: Vec<String>,
+    users: Users,
+    seed: u64,
+}
+
+/// An acknowledged order, as its placement answer described it.
+#[derive(Debug, Clone)]
+struct Placed {
+    order_id: String,
+    worker: u32,
+    side: Side,
+    symbol: u16,
+    quantity: u64,
+    price_ticks: i64,
+    status: OrderStatus,
+    filled: Decimal,
+    fills: u32,
+}
+
+/// The placement answer, read leanly: only what the report and the verification use.
+#[derive(Deserialize)]
+struct PlaceAnswer {
+    order_id: String,
+    status: OrderStatus,
+    filled_quantity: Decimal,
+    #[serde(default)]
+    fills: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Serialize)]
+struct PlaceBody<'a> {
+    user_id: &'a str,
+    symbol: &'a str,
+    side: Side,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    quantity: String,
+    price: String,
+}
+
+/// What one worker saw in one phase.
+struct WorkerOut {
+    hist: Histogram<u64>,
+    placed: Vec<Placed>,
+    errors: BTreeMap<String, u64>,
+    statuses: BTreeMap<String, u64>,
+    trades: u64,
+    last_answer: Option<Instant>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// xorshift64*: cheap and good enough to jitter prices.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn progress(opts: &Options, msg: &str) {
+    if opts.progress {
+        eprintln!("agt bench: {msg}");
+    }
+}
+
+fn random_tag(len: usize) -> String {
+    use rand::Rng as _;
+    let mut r = rand::thread_rng();
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len).map(|_| CHARS[r.gen_range(0..CHARS.len())] as char).collect()
+}
+
+/// Runs `f` over `items` on the connections of `pool`, each connection taking every
+/// `pool.len()`-th item; gives the pool back with the results in item order.
+async fn on_pool<T, R, F, Fut>(pool: Vec<Conn>, items: Vec<T>, f: F) -> (Vec<Conn>, Vec<R>)
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Conn, T) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = (Conn, R)> + Send,
+{
+    let k = pool.len().max(1);
+    let mut lanes: Vec<Vec<(usize, T)>> = (0..k).map(|_| Vec::new()).collect();
+    for (i, it) in items.into_iter().enumerate() {
+        lanes[i % k].push((i, it));
+    }
+    let mut tasks = Vec::new();
+    for (conn, lane) in pool.into_iter().zip(lanes) {
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = conn;
+            let mut out = Vec::with_capacity(lane.len());
+            for (i, it) in lane {
+                let (c, r) = f(conn, it).await;
+                conn = c;
+                out.push((i, r));
+            }
+            (conn, out)
+        }));
+    }
+    let mut conns = Vec::new();
+    let mut all = Vec::new();
+    for t in tasks {
+        let (c, out) = t.await.expect("a bench task panicked");
+        conns.push(c);
+        all.extend(out);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    (conns, all.into_iter().map(|(_, r)| r).collect())
+}
+
+async fn open_pool(endpoint: &Endpoint, n: usize) -> Result<Vec<Conn>, ClientError> {
+    let dials = (0..n).map(|_| Conn::open(endpoint));
+    futures::future::join_all(dials).await.into_iter().collect()
+}
+
+/// One complete run.
+pub async fn run(opts: Options) -> Result<Report, ClientError> {
+    let c = opts.concurrency.max(1);
+    let k = opts.symbols.max(1);
+    let tag = random_tag(6);
+    let prefix = format!("bench{}", tag.to_lowercase());
+    let mut control = open_pool(&opts.control, CONTROL_CONNS.min(c).max(1)).await?;
+
+    // Symbols: BENCH<tag><i>, tick 0.01, lot 1.
+    progress(&opts, &format!("setting up {k} symbols and {} users (prefix {prefix})", 2 * c));
+    let mut symbols = Vec::with_capacity(k);
+    for i in 0..k {
+        let symbol = format!("BENCH{tag}{i}");
+        control[0].call(Method::POST, "/api/symbols", Some(&json!({"symbol": symbol, "tick": "0.01", "lot": "1"}))).await?.ok()?;
+        symbols.push(symbol);
+    }
+
+    // The load endpoint; over TCP without a token, an admin token made over the socket.
+    let mut load = opts.load.clone();
+    let mut token_id = None;
+    if let Endpoint::Tcp { token, .. } = &mut load {
+        if token.is_none() {
+            let t = control[0]
+                .call(Method::POST, "/api/tokens", Some(&json!({"role": "admin", "name": format!("{prefix}-token")})))
+                .await?
+                .ok()?;
+            let created: crate::api::TokenCreated = t.json("POST /api/tokens")?;
+            *token = Some(created.token);
+            token_id = Some(created.id);
+        }
+    }
+
+    // Users: a buyer (USD) and a seller (every bench asset) per connection, with high limits.
+    let specs: Vec<(String, bool)> =
+        (0..c).flat_map(|w| [(format!("{prefix}-b{w}"), true), (format!("{prefix}-s{w}"), false)]).collect();
+    let assets = Arc::new(symbols.clone());
+    let (pool, ids) = on_pool(control, specs, move |mut conn, (name, buyer)| {
+        let assets = assets.clone();
+        async move {
+            let r = setup_user(&mut conn, &name, buyer, &assets).await;
+            (conn, r)
+        }
+    })
+    .await;
+    control = pool;
+    let ids: Vec<String> = ids.into_iter().collect::<Result<_, _>>()?;
+    let users = Users {
+        buyers: ids.iter().step_by(2).cloned().collect(),
+        sellers: ids.iter().skip(1).step_by(2).cloned().collect(),
+    };
+
+    // The load connections: one keep-alive connection per worker.
+    let mut conns = open_pool(&load, c).await?;
+    let route = opts.route.clone();
+    let mut plan = Plan {
+        next: AtomicU64::new(0),
+        n: opts.warmup,
+        interval_ns: None,
+        route: route.clone(),
+        symbols: symbols.clone(),
+        users,
+        seed: rand::random(),
+    };
+
+    let mut placed: Vec<Placed> = Vec::new();
+    let mut unanswered = 0u64;
+    if opts.warmup > 0 {
+        progress(&opts, &format!("warm-up: {} orders", opts.warmup));
+        let (back, outs, _) = phase(conns, Arc::new(plan)).await;
+        conns = back.0;
+        plan = back.1;
+        for o in outs {
+            unanswered += o.errors.values().sum::<u64>();
+            placed.extend(o.placed);
+        }
+    }
+    let warm_placed = placed.len();
+
+    plan.next = AtomicU64::new(0);
+    plan.n = opts.orders;
+    plan.interval_ns = opts.rate.map(|r| 1e9 / r);
+    plan.seed = plan.seed.wrapping_add(1);
+    progress(
+        &opts,
+        &match opts.rate {
+            Some(r) => format!("placing {} orders at {r} orders/s on {c} connections", opts.orders),
+            None => format!("placing {} orders as fast as {c} connections go", opts.orders),
+        },
+    );
+    let ((back_conns, back_plan), outs, started) = phase(conns, Arc::new(plan)).await;
+    conns = back_conns;
+    let plan = back_plan;
+
+    let mut hist = histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut trades = 0u64;
+    let mut end = started;
+    for o in outs {
+        hist.add(&o.hist).expect("same histogram bounds");
+        for (k, v) in o.errors {
+            *errors.entry(k).or_default() += v;
+        }
+        for (k, v) in o.statuses {
+            *statuses.entry(k).or_default() += v;
+        }
+        trades += o.trades;
+        if let Some(t) = o.last_answer {
+            end = end.max(t);
+        }
+        placed.extend(o.placed);
+    }
+    let duration = end.saturating_duration_since(started).as_secs_f64();
+    let acknowledged = (placed.len() - warm_placed) as u64;
+    unanswered += errors.values().sum::<u64>();
+
+    // Verification: every acknowledged order, looked up on the same connections.
+    progress(&opts, &format!("verifying {} orders", placed.len()));
+    let get_route = if route == "/api/trading/orders" { "/api/trading/orders" } else { "/api/orders" };
+    let (back, mut verification, fills_seen) = verify(conns, &placed, get_route, &plan).await;
+    drop(back);
+    // Every trade is between two bench orders: the fills on all of them are twice the
+    // trades, which the takers' answers counted (warm-up included).
+    let all_trades: u64 = placed.iter().map(|p| p.fills as u64).sum();
+    if unanswered == 0 && verification.lookup_errors == 0 {
+        let ok = fills_seen == 2 * all_trades;
+        if !ok {
+            verification.problems.push(format!(
+                "the bench orders record {fills_seen} fills, but their placement answers reported {all_trades} trades (expected {} fills)",
+                2 * all_trades
+            ));
+        }
+        verification.fills_match_trades = Some(ok);
+    }
+
+    // Conservation: trades move cash and assets only between bench users.
+    let all_users: Vec<String> = plan.users.buyers.iter().chain(&plan.users.sellers).cloned().collect();
+    let (pool, accounts) = on_pool(control, all_users.clone(), |mut conn, user| async move {
+        let r = match conn.call(Method::GET, &format!("/api/users/{}/account", encode(&user)), None).await {
+            Ok(a) => a.ok().and_then(|a| a.json::<Account>("GET /api/users/{id}/account")),
+            Err(e) => Err(e),
+        };
+        (conn, r)
+    })
+    .await;
+    control = pool;
+    match accounts.into_iter().collect::<Result<Vec<Account>, _>>() {
+        Ok(accounts) => {
+            let mut totals: HashMap<String, Decimal> = HashMap::new();
+            for a in &accounts {
+                for b in &a.balances {
+                    *totals.entry(b.asset.clone()).or_default() += b.total;
+                }
+            }
+            let n = Decimal::from(c as u64);
+            let mut ok = true;
+            let mut expect = vec![("USD".to_string(), n * Decimal::from(USD_FUNDS))];
+            expect.extend(symbols.iter().map(|s| (s.clone(), n * Decimal::from(ASSET_FUNDS))));
+            for (asset, want) in expect {
+                let got = totals.get(&asset).copied().unwrap_or_default();
+                if got != want {
+                    ok = false;
+                    verification.problems.push(format!("the bench users hold {got} {asset} in total, but {want} was deposited"));
+                }
+            }
+            verification.balances_conserved = Some(ok);
+        }
+        Err(e) => verification.problems.push(format!("cannot read the bench accounts: {e}")),
+    }
+    verification.problems.truncate(MAX_PROBLEMS);
+
+    // Clean up: cancel what still rests, revoke the token made for the run.
+    progress(&opts, "cancelling the bench users' open orders");
+    let (pool, cancelled) = on_pool(control, all_users, |mut conn, user| async move {
+        let r = conn.call(Method::POST, "/api/orders/cancel-all", Some(&json!({ "user_id": user }))).await;
+        let n = match r.and_then(|a| a.ok()) {
+            Ok(a) => serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&a.body).map(|v| v.len() as u64).map_err(|_| ()),
+            Err(_) => Err(()),
+        };
+        (conn, n)
+    })
+    .await;
+    control = pool;
+    let mut cleanup = Cleanup::default();
+    for r in cancelled {
+        match r {
+            Ok(n) => cleanup.cancelled += n,
+            Err(()) => cleanup.errors += 1,
+        }
+    }
+    if let Some(id) = token_id {
+        let r = control[0].call(Method::DELETE, &format!("/api/tokens/{}", encode(&id)), None).await;
+        cleanup.token_revoked = Some(matches!(r, Ok(a) if a.is_success()));
+    }
+
+    let secs = duration.max(1e-9);
+    let ok = errors.is_empty() && acknowledged == opts.orders && verification.passed();
+    Ok(Report {
+        ok,
+        via: match opts.via {
+            Via::Socket => "socket",
+            Via::Http => "http",
+        }
+        .to_string(),
+        target: opts.load.to_string(),
+        route,
+        mode: if opts.rate.is_some() { "open" } else { "closed" }.to_string(),
+        rate: opts.rate,
+        concurrency: c,
+        symbols,
+        users: 2 * c,
+        warmup: opts.warmup,
+        orders: opts.orders,
+        acknowledged,
+        errors,
+        duration_s: (duration * 1e6).round() / 1e6,
+        orders_per_s: ((acknowledged as f64 / secs) * 10.0).round() / 10.0,
+        trades,
+        trades_per_s: ((trades as f64 / secs) * 10.0).round() / 10.0,
+        statuses,
+        latency_us: Latency::of(&hist),
+        verified: verification.verified,
+        verification,
+        cleanup,
+    })
+}
+
+/// Creates one bench user, funds it and raises its limits; its id.
+async fn setup_user(conn: &mut Conn, name: &str, buyer: bool, assets: &[String]) -> Result<String, ClientError> {
+    let user = conn
+        .call(Method::POST, "/api/users", Some(&json!({"username": name, "email": format!("{name}@bench.invalid")})))
+        .await?
+        .ok()?;
+    let user: crate::api::User = user.json("POST /api/users")?;
+    let id = encode(&user.user_id);
+    let deposits: Vec<(String, i64)> =
+        if buyer { vec![("USD".into(), USD_FUNDS)] } else { assets.iter().map(|a| (a.clone(), ASSET_FUNDS)).collect() };
+    for (asset, amount) in deposits {
+        conn.call(Method::POST, &format!("/api/users/{id}/deposits"), Some(&json!({"asset": asset, "amount": amount.to_string()})))
+            .await?
+            .ok()?;
+    }
+    conn.call(
+        Method::PUT,
+        &format!("/api/risk/limits?user_id={id}"),
+        Some(&json!({"max_open_orders": MAX_OPEN_ORDERS, "max_orders_per_second": MAX_ORDERS_PER_SECOND})),
+    )
+    .await?
+    .ok()?;
+    Ok(user.user_id)
+}
+
+/// Runs one placement phase on all connections; gives back the connections and the plan.
+async fn phase(conns: Vec<Conn>, plan: Arc<Plan>) -> ((Vec<Conn>, Plan), Vec<WorkerOut>, Instant) {
+    // Open loop: the schedule starts a moment from now so that every worker is waiting.
+    let started = Instant::now() + if plan.interval_ns.is_some() { Duration::from_millis(5) } else { Duration::ZERO };
+    let mut tasks = Vec::with_capacity(conns.len());
+    for (w, conn) in conns.into_iter().enumerate() {
+        let plan = plan.clone();
+        tasks.push(tokio::spawn(worker(w as u32, conn, plan, started)));
+    }
+    let mut conns = Vec::new();
+    let mut outs = Vec::new();
+    for t in tasks {
+        let (c, o) = t.await.expect("a bench worker panicked");
+        conns.push(c);
+        outs.push(o);
+    }
+    let plan = Arc::try_unwrap(plan).ok().expect("the workers are done");
+    ((conns, plan), outs, started)
+}
+
+async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (Conn, WorkerOut) {
+    let mut out = WorkerOut {
+        hist: histogram(),
+        placed: Vec::new(),
+        errors: BTreeMap::new(),
+        statuses: BTreeMap::new(),
+        trades: 0,
+        last_answer: None,
+    };
+    let mut rng = Rng::new(plan.seed ^ ((w as u64 + 1) << 32));
+    let buyer = &plan.users.buyers[w as usize];
+    let seller = &plan.users.sellers[w as usize];
+    loop {
+        let i = plan.next.fetch_add(1, Ordering::Relaxed);
+        if i >= plan.n {
+            break;
+        }
+        let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+        let symbol = (rng.below(plan.symbols.len() as u64)) as u16;
+        let price_ticks = MID_TICKS + rng.below(2 * JITTER_TICKS as u64 + 1) as i64 - JITTER_TICKS;
+        let quantity = 1 + rng.below(MAX_QTY);
+        let body = PlaceBody {
+            user_id: if side == Side::Buy { buyer } else { seller },
+            symbol: &plan.symbols[symbol as usize],
+            side,
+            kind: "limit",
+            quantity: quantity.to_string(),
+            price: Decimal::new(price_ticks, 2).to_string(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&body).expect("a body serializes"));
+
+        // Open loop: latency counts from the scheduled time when this order is late (the
+        // daemon or the connections fell behind: coordinated omission), from the actual
+        // send when the worker waited for its slot (so timer slack is not counted).
+        let t0 = match plan.interval_ns {
+            Some(ns) => {
+                let due = started + Duration::from_nanos((i as f64 * ns) as u64);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due
+                }
+            }
+            None => Instant::now(),
+        };
+        let answer = conn.request(Method::POST, &plan.route, Some(body)).await;
+        let done = Instant::now();
+        out.last_answer = Some(done);
+        match answer {
+            Ok(a) if a.is_success() => match serde_json::from_slice::<PlaceAnswer>(&a.body) {
+                Ok(p) => {
+                    let us = done.saturating_duration_since(t0).as_micros().max(1) as u64;
+                    out.hist.saturating_record(us);
+                    *out.statuses.entry(p.status.as_str().to_string()).or_default() += 1;
+                    out.trades += p.fills.len() as u64;
+                    out.placed.push(Placed {
+                        order_id: p.order_id,
+                        worker: w,
+                        side,
+                        symbol,
+                        quantity,
+                        price_ticks,
+                        status: p.status,
+                        filled: p.filled_quantity,
+                        fills: p.fills.len() as u32,
+                    });
+                }
+                Err(_) => *out.errors.entry("bad_answer".into()).or_default() += 1,
+            },
+            Ok(a) => *out.errors.entry(a.error_code()).or_default() += 1,
+            Err(_) => *out.errors.entry("connection".into()).or_default() += 1,
+        }
+    }
+    (conn, out)
+}
+
+/// Looks every acknowledged order up and compares it with its placement answer. Returns
+/// the connections, the verdict and the number of fills recorded on all the orders.
+async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Plan) -> (Vec<Conn>, Verification, u64) {
+    let k = conns.len().max(1);
+    let shared = Arc::new((placed.to_vec(), get_route.to_string(), plan.symbols.clone(), plan.users.buyers.clone(), plan.users.sellers.clone()));
+    let mut tasks = Vec::new();
+    for (lane, conn) in conns.into_iter().enumerate() {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let (placed, route, symbols, buyers, sellers) = &*shared;
+            let mut conn = conn;
+            let mut v = Verification::default();
+            let mut fills = 0u64;
+            for p in placed.iter().skip(lane).step_by(k) {
+                v.checked += 1;
+                let path = format!("{route}/{}", encode(&p.order_id));
+                match conn.request(Method::GET, &path, None).await {
+                    Ok(a) if a.is_success() => match serde_json::from_slice::<Order>(&a.body) {
+                        Ok(o) => {
+                            fills += o.fills.len() as u64;
+                            let user = if p.side == Side::Buy { &buyers[p.worker as usize] } else { &sellers[p.worker as usize] };
+                            match check(p, &o, user, &symbols[p.symbol as usize]) {
+                                Ok(()) => v.verified += 1,
+                                Err(why) => {
+                                    v.inconsistent += 1;
+                                    v.problems.push(format!("order {}: {why}", p.order_id));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            v.lookup_errors += 1;
+                            v.problems.push(format!("order {}: the answer is not an order ({e})", p.order_id));
+                        }
+                    },
+                    Ok(a) if a.status == 404 => {
+                        v.missing += 1;
+                        v.problems.push(format!("order {}: acknowledged as {} but the daemon does not know it", p.order_id, p.status.as_str()));
+                    }
+                    Ok(a) => {
+                        v.lookup_errors += 1;
+                        v.problems.push(format!("order {}: lookup answered {} {}", p.order_id, a.status, a.error_code()));
+                    }
+                    Err(e) => {
+                        v.lookup_errors += 1;
+                        v.problems.push(format!("order {}: lookup failed: {e}", p.order_id));
+                    }
+                }
+                v.problems.truncate(MAX_PROBLEMS);
+            }
+            (conn, v, fills)
+        }));
+    }
+    let mut conns = Vec::new();
+    let mut total = Verification::default();
+    let mut fills = 0;
+    for t in tasks {
+        let (c, v, f) = t.await.expect("a verification task panicked");
+        conns.push(c);
+        fills += f;
+        total.checked += v.checked;
+        total.verified += v.verified;
+        total.missing += v.missing;
+        total.inconsistent += v.inconsistent;
+        total.lookup_errors += v.lookup_errors;
+        total.problems.extend(v.problems);
+    }
+    total.problems.truncate(MAX_PROBLEMS);
+    (conns, total, fills)
+}
+
+/// Whether the order the daemon has now is the one it acknowledged, allowing only what
+/// may have happened since: a resting order filled further by later orders.
+fn check(p: &Placed, o: &Order, user: &str, symbol: &str) -> Result<(), String> {
+    let qty = Decimal::from(p.quantity);
+    let price = Decimal::new(p.price_ticks, 2);
+    if o.order_id != p.order_id {
+        return Err(format!("looked up, got order {}", o.order_id));
+    }
+    if o.user_id != user || o.symbol != symbol || o.side != p.side || o.quantity != qty || o.price != Some(price) {
+        return Err(format!(
+            "placed as {user} {symbol} {:?} {qty} @ {price}, stored as {} {} {:?} {} @ {:?}",
+            p.side, o.user_id, o.symbol, o.side, o.quantity, o.price
+        ));
+    }
+    if o.filled_quantity < p.filled {
+        return Err(format!("acknowledged with {} filled, now {} filled", p.filled, o.filled_quantity));
+    }
+    let allowed = if p.status.is_open() {
+        matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled | OrderStatus::Filled)
+    } else {
+        o.status == p.status && o.filled_quantity == p.filled
+    };
+    if !allowed {
+        return Err(format!(
+            "acknowledged as {} ({} filled), now {} ({} filled)",
+            p.status.as_str(),
+            p.filled,
+            o.status.as_str(),
+            o.filled_quantity
+        ));
+    }
+    let coherent = match o.status {
+        OrderStatus::New => o.filled_quantity.is_zero(),
+        OrderStatus::PartiallyFilled => o.filled_quantity > Decimal::ZERO && o.filled_quantity < qty,
+        OrderStatus::Filled => o.filled_quantity == qty,
+        _ => o.filled_quantity <= qty,
+    };
+    if !coherent {
+        return Err(format!("status {} does not fit {} of {qty} filled", o.status.as_str(), o.filled_quantity));
+    }
+    let fills: Decimal = o.fills.iter().map(|f| f.quantity).sum();
+    if fills != o.filled_quantity || (o.fills.len() as u32) < p.fills {
+        return Err(format!(
+            "{} fills totalling {fills} recorded, filled_quantity {} (the placement answer had {} fills)",
+            o.fills.len(),
+            o.filled_quantity,
+            p.fills
+        ));
+    }
+    if o.status != OrderStatus::Cancelled && o.remaining_quantity != qty - o.filled_quantity {
+        return Err(format!("remaining {} + filled {} is not the quantity {qty}", o.remaining_quantity, o.filled_quantity));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(status: OrderStatus, filled: i64, fills: usize) -> Order {
+        Order {
+            order_id: "o1".into(),
+            user_id: "u1".into(),
+            symbol: "S".into(),
+            side: Side::Buy,
+            kind: crate::api::OrderType::Limit,
+            time_in_force: crate::api::TimeInForce::Gtc,
+            price: Some(Decimal::new(10001, 2)),
+            quantity: Decimal::from(4),
+            filled_quantity: Decimal::from(filled),
+            remaining_quantity: Decimal::from(4 - filled),
+            average_price: None,
+            status,
+            fills: (0..fills)
+                .map(|i| crate::api::Fill {
+                    trade_id: format!("t{i}"),
+                    price: Decimal::new(10001, 2),
+                    quantity: Decimal::from(filled) / Decimal::from(fills as u64),
+                    timestamp: String::new(),
+                })
+                .collect(),
+            client_order_id: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            reject_reason: None,
+        }
+    }
+
+    fn placed(status: OrderStatus, filled: i64, fills: u32) -> Placed {
+        Placed {
+            order_id: "o1".into(),
+            worker: 0,
+            side: Side::Buy,
+            symbol: 0,
+            quantity: 4,
+            price_ticks: 10001,
+            status,
+            filled: Decimal::from(filled),
+            fills,
+        }
+    }
+
+    #[test]
+    fn a_resting_order_may_fill_later() {
+        let p = placed(OrderStatus::New, 0, 0);
+        assert_eq!(check(&p, &order(OrderStatus::New, 0, 0), "u1", "S"), Ok(()));
+        assert_eq!(check(&p, &order(OrderStatus::PartiallyFilled, 2, 1), "u1", "S"), Ok(()));
+        assert_eq!(check(&p, &order(OrderStatus::Filled, 4, 2), "u1", "S"), Ok(()));
+    }
+
+    #[test]
+    fn what_was_acknowledged_cannot_go_back_or_change() {
+        let p = placed(OrderStatus::Filled, 4, 2);
+        assert!(check(&p, &order(OrderStatus::PartiallyFilled, 2, 1), "u1", "S").is_err());
+        assert!(check(&p, &order(OrderStatus::Cancelled, 4, 2), "u1", "S").is_err());
+        assert!(check(&p, &order(OrderStatus::Filled, 4, 2), "u2", "S").is_err());
+        assert!(check(&p, &order(OrderStatus::Filled, 4, 2), "u1", "T").is_err());
+        let p = placed(OrderStatus::PartiallyFilled, 2, 1);
+        assert!(check(&p, &order(OrderStatus::New, 0, 0), "u1", "S").is_err());
+        assert!(check(&p, &order(OrderStatus::Cancelled, 2, 1), "u1", "S").is_err());
+        // Fills that do not add up to the filled quantity.
+        let mut o = order(OrderStatus::Filled, 4, 2);
+        o.fills.pop();
+        assert!(check(&placed(OrderStatus::New, 0, 0), &o, "u1", "S").is_err());
+    }
+
+    #[test]
+    fn rng_jitter_stays_in_band() {
+        let mut r = Rng::new(7);
+        for _ in 0..1000 {
+            let t = MID_TICKS + r.below(2 * JITTER_TICKS as u64 + 1) as i64 - JITTER_TICKS;
+            assert!((MID_TICKS - JITTER_TICKS..=MID_TICKS + JITTER_TICKS).contains(&t));
+        }
+    }
+}

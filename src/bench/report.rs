@@ -1,0 +1,210 @@
+//! What `agt bench` reports: one JSON document (`-o json`) or a table for people.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The result of one run. Its JSON is the `-o json` output; field names are a contract
+/// for scripts (README: `agt bench`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when every order was acknowledged and every acknowledged order verified.
+    pub ok: bool,
+    /// `socket` or `http`.
+    pub via: String,
+    /// The socket path or URL the load went to.
+    pub target: String,
+    pub route: String,
+    /// `closed` (as fast as the connections go) or `open` (fixed rate).
+    pub mode: String,
+    /// The target rate of an open-loop run, orders/s.
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+    pub symbols: Vec<String>,
+    pub users: usize,
+    /// Orders placed before measuring (not in the figures below, but verified).
+    pub warmup: u64,
+    /// Orders sent in the measured phase.
+    pub orders: u64,
+    /// Of those, answered 201/200 with an order.
+    pub acknowledged: u64,
+    /// Everything else, by the daemon's error code (`connection` when no answer came).
+    pub errors: BTreeMap<String, u64>,
+    /// Measured phase, first send to last answer, seconds.
+    pub duration_s: f64,
+    /// Acknowledged orders per second.
+    pub orders_per_s: f64,
+    /// Trades the acknowledged orders made as takers (the fills in their answers).
+    pub trades: u64,
+    pub trades_per_s: f64,
+    /// The statuses the placement answers reported.
+    pub statuses: BTreeMap<String, u64>,
+    /// Placement latency of acknowledged orders, µs. Open loop: from the scheduled send time.
+    pub latency_us: Latency,
+    /// Acknowledged orders (warm-up included) found in the daemon as they were acknowledged.
+    pub verified: u64,
+    pub verification: Verification,
+    pub cleanup: Cleanup,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    #[serde(rename = "p99.9")]
+    pub p99_9: u64,
+    pub max: u64,
+    /// How many placements the histogram holds.
+    pub count: u64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            min: h.min(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+            count: h.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verification {
+    /// Acknowledged orders looked up.
+    pub checked: u64,
+    pub verified: u64,
+    /// Acknowledged but unknown to the daemon (404).
+    pub missing: u64,
+    /// Found, but not as acknowledged (fields, status or fills disagree).
+    pub inconsistent: u64,
+    /// Lookups that failed for another reason.
+    pub lookup_errors: u64,
+    /// Fills recorded on all bench orders = 2 × trades (every trade has a bench order on
+    /// each side). `None` when not checkable (some placement got no answer).
+    pub fills_match_trades: Option<bool>,
+    /// Cash and every bench asset summed over the bench users equal what was deposited.
+    pub balances_conserved: Option<bool>,
+    /// The first problems found, one line each.
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    pub fn passed(&self) -> bool {
+        self.missing == 0
+            && self.inconsistent == 0
+            && self.lookup_errors == 0
+            && self.verified == self.checked
+            && self.fills_match_trades != Some(false)
+            && self.balances_conserved != Some(false)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cleanup {
+    /// Open bench orders cancelled after the run.
+    pub cancelled: u64,
+    pub errors: u64,
+    /// Whether the HTTP token the bench made was revoked (null when it made none).
+    pub token_revoked: Option<bool>,
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// The report for people.
+pub fn render(r: &Report) -> String {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mode = match r.rate {
+        Some(rate) => format!("open loop at {} orders/s", fmt_rate(rate)),
+        None => "closed loop".to_string(),
+    };
+    lines.push(("target".into(), format!("{} ({}), POST {}", r.target, r.via, r.route)));
+    lines.push((
+        "load".into(),
+        format!("{mode}, {} connections, {} symbols, {} users, warm-up {}", r.concurrency, r.symbols.len(), r.users, r.warmup),
+    ));
+    let errors: u64 = r.errors.values().sum();
+    lines.push(("orders".into(), format!("{} sent, {} acknowledged, {} errors", r.orders, r.acknowledged, errors)));
+    if !r.errors.is_empty() {
+        let by: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        lines.push(("errors".into(), by.join(", ")));
+    }
+    lines.push(("duration".into(), format!("{:.3} s", r.duration_s)));
+    lines.push(("orders/s".into(), fmt_rate(r.orders_per_s)));
+    lines.push(("trades".into(), format!("{} ({}/s)", r.trades, fmt_rate(r.trades_per_s))));
+    if !r.statuses.is_empty() {
+        let by: Vec<String> = r.statuses.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        lines.push(("statuses".into(), by.join(", ")));
+    }
+    let l = &r.latency_us;
+    let latency = format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})",
+        l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min
+    );
+    lines.push(("latency µs".into(), latency));
+    let v = &r.verification;
+    let mut ver = format!("{}/{}", v.verified, v.checked);
+    if v.missing + v.inconsistent + v.lookup_errors > 0 {
+        ver.push_str(&format!(" ({} missing, {} inconsistent, {} lookup errors)", v.missing, v.inconsistent, v.lookup_errors));
+    }
+    let yn = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "not checked",
+    };
+    ver.push_str(&format!("; fills = 2×trades: {}; balances conserved: {}", yn(v.fills_match_trades), yn(v.balances_conserved)));
+    lines.push(("verified".into(), ver));
+    lines.push(("cleanup".into(), format!("{} open orders cancelled", r.cleanup.cancelled)));
+    let width = lines.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let mut out: Vec<String> = lines.into_iter().map(|(k, v)| format!("{k:<width$}  {v}")).collect();
+    for p in &v.problems {
+        out.push(format!("problem: {}", crate::cli::output::clean(p)));
+    }
+    out.push(if r.ok { "result: ok".to_string() } else { "result: FAILED".to_string() });
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_summary() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let l = Latency::of(&h);
+        assert_eq!(l.count, 1000);
+        assert!(l.p50 >= 499 && l.p50 <= 501, "{l:?}");
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max);
+        assert_eq!(l.max, 1000);
+        assert_eq!(Latency::of(&Histogram::<u64>::new(3).unwrap()).count, 0);
+    }
+
+    #[test]
+    fn verification_passes_only_when_clean() {
+        let mut v = Verification { checked: 3, verified: 3, ..Default::default() };
+        assert!(v.passed());
+        v.fills_match_trades = Some(false);
+        assert!(!v.passed());
+        let v = Verification { checked: 3, verified: 2, missing: 1, ..Default::default() };
+        assert!(!v.passed());
+    }
+}

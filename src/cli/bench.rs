@@ -1,0 +1,134 @@
+//! `agt bench`: load the daemon with orders and report throughput and latency
+//! (DESIGN.md §5). The work is in [`crate::bench`]; this file turns flags into its
+//! options and prints the report.
+
+use super::{CliError, CliResult, Ctx};
+use crate::bench::{self, Options, Via};
+use crate::client::{read_info, Endpoint};
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    /// The daemon's Unix socket
+    Socket,
+    /// The daemon's TCP listener (--url, else the address in agtd.json)
+    Http,
+}
+
+/// Places orders from C keep-alive connections, reports orders/s, trades/s and placement
+/// latency, then checks that every acknowledged order is in the daemon as acknowledged.
+#[derive(Debug, Args)]
+#[command(after_help = "Setup (symbols BENCH<tag><i>, funded users <prefix>-b<i> and <prefix>-s<i>, raised limits) goes over the \
+socket, or over --url with an admin --token. Over --via http without --token, an admin token is made for the run and revoked after it.\n\
+Exit status 1 when an order was not acknowledged or the verification found a problem.")]
+pub struct BenchArgs {
+    /// Orders to place in the measured phase
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub orders: u64,
+    /// Connections, each with one worker placing orders on it
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+    /// Bench symbols to spread the orders over
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub symbols: u64,
+    /// Transport of the load [default: http with --url, else socket]
+    #[arg(long, value_enum)]
+    pub via: Option<ViaArg>,
+    /// Open loop at this many orders/s (latency counts from each order's scheduled time);
+    /// without it, closed loop as fast as the connections go
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// The placement route
+    #[arg(long, default_value = "/api/orders", value_parser = ["/api/orders", "/api/trading/orders"])]
+    pub route: String,
+    /// Orders to place before measuring (closed loop; verified, not reported)
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
+        _ => Err(format!("the rate is orders per second, a number > 0 and <= 10000000, got {s:?}")),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
+    let url = ctx.global.url.as_deref().filter(|u| !u.is_empty());
+    let token = ctx.global.token.clone().filter(|t| !t.is_empty());
+    let via = match args.via {
+        Some(ViaArg::Socket) => Via::Socket,
+        Some(ViaArg::Http) => Via::Http,
+        None if url.is_some() => Via::Http,
+        None => Via::Socket,
+    };
+    if url.is_some() && via == Via::Socket {
+        return Err(CliError::Usage("--via socket loads the local daemon's socket; leave out --url (or use --via http)".into()));
+    }
+    if url.is_some() && token.is_none() {
+        return Err(CliError::Usage("agt bench with --url needs --token, an admin token (setup creates users and symbols)".into()));
+    }
+    // Setup and clean-up: the socket, or the URL with its admin token.
+    let control = ctx.endpoint()?;
+    let load = match via {
+        Via::Socket => control.clone(),
+        Via::Http => match url {
+            Some(u) => Endpoint::tcp(u, token)?,
+            None => {
+                let Some(info) = read_info(&ctx.home) else {
+                    return Err(CliError::NotRunning(format!(
+                        "no agt daemon is running at {} (no agtd.json), so there is no HTTP address to load",
+                        ctx.home.root().display()
+                    )));
+                };
+                let Some(addr) = info.http.filter(|a| !a.is_empty()) else {
+                    return Err(CliError::failed(
+                        "tcp_off",
+                        "the daemon does not listen on TCP (http.listen = \"\"); use --via socket, or set http.listen and restart it",
+                    ));
+                };
+                Endpoint::tcp(&format!("http://{addr}"), token)?
+            }
+        },
+    };
+    let opts = Options {
+        orders: args.orders,
+        concurrency: args.concurrency as usize,
+        symbols: args.symbols as usize,
+        via,
+        rate: args.rate,
+        route: args.route,
+        warmup: args.warmup,
+        control,
+        load,
+        progress: !ctx.quiet() && !ctx.json() && std::io::stderr().is_terminal(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agt-bench")
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
+    let report = rt.block_on(bench::run(opts))?;
+    let json = serde_json::to_value(&report).expect("a report serializes");
+    ctx.show(&json, |_| bench::report::render(&report))?;
+    if report.ok {
+        return Ok(());
+    }
+    let errors: u64 = report.errors.values().sum();
+    let v = &report.verification;
+    let mut why = Vec::new();
+    if errors > 0 {
+        why.push(format!("{errors} of {} orders were not acknowledged", report.orders));
+    }
+    if !v.passed() {
+        why.push(format!(
+            "verification failed: {}/{} verified, {} missing, {} inconsistent, {} lookup errors",
+            v.verified, v.checked, v.missing, v.inconsistent, v.lookup_errors
+        ));
+    }
+    if why.is_empty() {
+        why.push(format!("{} of {} orders acknowledged", report.acknowledged, report.orders));
+    }
+    Err(CliError::failed("bench_failed", why.join("; ")))
+}

@@ -1,0 +1,170 @@
+//! The two halves of the update contract: an [`Action`] is everything that can happen
+//! to the dashboard (a key, a tick, a line of the event stream, an answer of the
+//! daemon); an [`Effect`] is a request [`App::update`](super::app::App::update) makes
+//! and the event loop performs (a snapshot to fetch, a command to send).
+//!
+//! Keeping I/O out of `update` is what lets the tests drive the whole dashboard by
+//! feeding actions and reading the effects it asks for.
+
+use crate::api::{
+    Account, AmendOrder, AuditRecord, AuditVerify, BookView, Candle, Event, Health, Instrument, Order, PlaceOrder, Role,
+    ServiceInfo, Trade, Transfer, User,
+};
+use crate::client::ClientError;
+use crossterm::event::KeyEvent;
+
+use super::rates::MetricsSample;
+
+/// Something that happened; fed to `App::update` one at a time, in arrival order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A key press (releases are dropped by the input thread).
+    Key(KeyEvent),
+    /// The terminal changed size: redraw.
+    Resize,
+    /// Once a second: clocks, per-second rates, the metrics sample on Overview.
+    Tick,
+    /// The debounce window has passed: fetch the snapshots that events made stale.
+    Flush,
+    /// SIGTERM or SIGHUP: leave as if the user had pressed `q`.
+    Quit,
+    /// Something from the daemon.
+    Net(Net),
+}
+
+/// What the network side reports.
+#[derive(Debug, Clone)]
+pub enum Net {
+    /// The event stream is open again: every snapshot may be out of date.
+    Connected,
+    /// The event stream broke or could not be opened; the net task retries by itself.
+    Disconnected(String),
+    /// The role of the token (probed once per connection over TCP; the socket is admin).
+    Role(Role),
+    /// One event of `/api/events?follow=true`.
+    Event(Box<Event>),
+    /// A snapshot arrived.
+    Snapshot(Snapshot),
+    /// A snapshot could not be fetched.
+    FetchFailed(Fetch, Failure),
+    /// A command was answered: the daemon's JSON, or its error.
+    Done(Command, Result<serde_json::Value, Failure>),
+}
+
+/// A snapshot the dashboard shows; each is the answer to one [`Fetch`].
+#[derive(Debug, Clone)]
+pub enum Snapshot {
+    Health(Health),
+    Services(Vec<ServiceInfo>),
+    Orders(Vec<Order>),
+    Users(Vec<User>),
+    Symbols(Vec<Instrument>),
+    Market(MarketData),
+    Account(Account),
+    Audit(Vec<AuditRecord>),
+    AuditVerify(AuditVerify),
+    Metrics(MetricsSample),
+}
+
+/// The Book tab's data for one symbol, fetched together so the ladder, the tape and the
+/// chart always describe the same moment.
+#[derive(Debug, Clone)]
+pub struct MarketData {
+    pub symbol: String,
+    pub book: BookView,
+    /// Newest first.
+    pub trades: Vec<Trade>,
+    /// Oldest first.
+    pub candles: Vec<Candle>,
+}
+
+/// A snapshot to fetch. Also the key of staleness and in-flight tracking: one fetch per
+/// key at a time, and only for keys an event made stale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fetch {
+    Health,
+    Services,
+    Orders,
+    Users,
+    Symbols,
+    /// Book, tape and candles of a symbol.
+    Market(String),
+    /// The account of a user id.
+    Account(String),
+    Audit,
+    AuditVerify,
+    Metrics,
+}
+
+/// A change the user asked for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Place(PlaceOrder),
+    Cancel { order_id: String },
+    Amend { order_id: String, amend: AmendOrder },
+    Deposit { user_id: String, transfer: Transfer },
+    Withdraw { user_id: String, transfer: Transfer },
+}
+
+impl Command {
+    /// What the command is, in a few words, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::Place(p) => {
+                let side = match p.side {
+                    crate::api::Side::Buy => "buy",
+                    crate::api::Side::Sell => "sell",
+                };
+                match p.price {
+                    Some(px) => format!("{side} {} {} @ {px}", p.quantity, p.symbol),
+                    None => format!("{side} {} {} at market", p.quantity, p.symbol),
+                }
+            }
+            Command::Cancel { order_id } => format!("cancel {}", short_id(order_id)),
+            Command::Amend { order_id, .. } => format!("amend {}", short_id(order_id)),
+            Command::Deposit { transfer, .. } => format!("deposit {} {}", transfer.amount, transfer.asset),
+            Command::Withdraw { transfer, .. } => format!("withdraw {} {}", transfer.amount, transfer.asset),
+        }
+    }
+}
+
+/// The first 8 characters of an id: enough to tell orders apart on one screen.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// A request that got no usable answer, in a shape the state can keep and compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status; 0 when the daemon could not be reached.
+    pub status: u16,
+    /// The daemon's stable error code (`insufficient_funds`), or `unreachable`.
+    pub code: String,
+    pub message: String,
+}
+
+impl Failure {
+    /// `code: message`, as the CLI prints it.
+    pub fn text(&self) -> String {
+        format!("{}: {}", self.code, self.message)
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Api(a) => Failure { status: a.status, code: a.code.into_owned(), message: a.message },
+            ClientError::Unreachable { .. } => Failure { status: 0, code: "unreachable".into(), message: e.to_string() },
+            ClientError::Protocol(m) => Failure { status: 0, code: "protocol".into(), message: m },
+            ClientError::BadUrl { .. } => Failure { status: 0, code: "bad_url".into(), message: e.to_string() },
+        }
+    }
+}
+
+/// A request `update` wants performed. The event loop hands it to the net side, whose
+/// answer comes back as an [`Action::Net`].
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Fetch(Fetch),
+    Send(Command),
+}
