@@ -18,5 +18,6 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod demo;
 pub mod services;
 pub mod tui;

@@ -12,7 +12,7 @@ use hyper::Method;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,12 @@ struct PlaceAnswer {
     status: OrderStatus,
     filled_quantity: Decimal,
     #[serde(default)]
-    fills: Vec<serde::de::IgnoredAny>,
+    fills: Vec<FillId>,
+}
+
+#[derive(Deserialize)]
+struct FillId {
+    trade_id: String,
 }
 
 #[derive(serde::Serialize)]
@@ -95,7 +100,10 @@ struct WorkerOut {
     placed: Vec<Placed>,
     errors: BTreeMap<String, u64>,
     statuses: BTreeMap<String, u64>,
-    trades: u64,
+    /// The trade ids in the answers. An answer lists the order's fills when it was
+    /// answered: its own trades as taker, and possibly trades in which it already rested
+    /// as maker, which another order's answer lists too; so trades are counted by id.
+    trades: Vec<String>,
     last_answer: Option<Instant>,
 }
 
@@ -245,6 +253,8 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
 
     let mut placed: Vec<Placed> = Vec::new();
     let mut unanswered = 0u64;
+    // Every trade id the answers named, warm-up included.
+    let mut answered_trades: HashSet<String> = HashSet::new();
     if opts.warmup > 0 {
         progress(&opts, &format!("warm-up: {} orders", opts.warmup));
         let (back, outs, _) = phase(conns, Arc::new(plan)).await;
@@ -253,6 +263,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         for o in outs {
             unanswered += o.errors.values().sum::<u64>();
             placed.extend(o.placed);
+            answered_trades.extend(o.trades);
         }
     }
     let warm_placed = placed.len();
@@ -275,7 +286,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     let mut hist = histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut trades = 0u64;
+    let mut measured_trades: HashSet<String> = HashSet::new();
     let mut end = started;
     for o in outs {
         hist.add(&o.hist).expect("same histogram bounds");
@@ -285,7 +296,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         for (k, v) in o.statuses {
             *statuses.entry(k).or_default() += v;
         }
-        trades += o.trades;
+        measured_trades.extend(o.trades);
         if let Some(t) = o.last_answer {
             end = end.max(t);
         }
@@ -300,16 +311,29 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     let get_route = if route == "/api/trading/orders" { "/api/trading/orders" } else { "/api/orders" };
     let (back, mut verification, fills_seen) = verify(conns, &placed, get_route, &plan).await;
     drop(back);
-    // Every trade is between two bench orders: the fills on all of them are twice the
-    // trades, which the takers' answers counted (warm-up included).
-    let all_trades: u64 = placed.iter().map(|p| p.fills as u64).sum();
+    let trades = measured_trades.len() as u64;
+    answered_trades.extend(measured_trades);
+    // Every trade is between two bench orders: each trade an answer named is recorded on
+    // exactly two of them, and no other trade is.
     if unanswered == 0 && verification.lookup_errors == 0 {
-        let ok = fills_seen == 2 * all_trades;
+        let all_trades = answered_trades.len() as u64;
+        let recorded: u64 = fills_seen.values().map(|o| o.len() as u64).sum();
+        let unknown = fills_seen.keys().filter(|t| !answered_trades.contains(*t)).count();
+        let unrecorded = answered_trades.iter().filter(|t| !fills_seen.contains_key(*t)).count();
+        let mut ok = recorded == 2 * all_trades && unknown == 0 && unrecorded == 0;
         if !ok {
             verification.problems.push(format!(
-                "the bench orders record {fills_seen} fills, but their placement answers reported {all_trades} trades (expected {} fills)",
+                "the bench orders record {recorded} fills of {} trades, but the placement answers named {all_trades} trades \
+                 (expected {} fills; {unrecorded} named trades not recorded, {unknown} recorded trades never named)",
+                fills_seen.len(),
                 2 * all_trades
             ));
+        }
+        let mut odd: Vec<(&String, &Vec<String>)> = fills_seen.iter().filter(|(_, o)| o.len() != 2).collect();
+        odd.sort();
+        for (trade, orders) in odd.into_iter().take(MAX_PROBLEMS) {
+            ok = false;
+            verification.problems.push(format!("trade {trade} is recorded on {} bench orders ({}), not 2", orders.len(), orders.join(", ")));
         }
         verification.fills_match_trades = Some(ok);
     }
@@ -385,6 +409,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         .to_string(),
         target: opts.load.to_string(),
         route,
+        prefix,
         mode: if opts.rate.is_some() { "open" } else { "closed" }.to_string(),
         rate: opts.rate,
         concurrency: c,
@@ -457,7 +482,7 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
         placed: Vec::new(),
         errors: BTreeMap::new(),
         statuses: BTreeMap::new(),
-        trades: 0,
+        trades: Vec::new(),
         last_answer: None,
     };
     let mut rng = Rng::new(plan.seed ^ ((w as u64 + 1) << 32));
@@ -506,7 +531,6 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
                     let us = done.saturating_duration_since(t0).as_micros().max(1) as u64;
                     out.hist.saturating_record(us);
                     *out.statuses.entry(p.status.as_str().to_string()).or_default() += 1;
-                    out.trades += p.fills.len() as u64;
                     out.placed.push(Placed {
                         order_id: p.order_id,
                         worker: w,
@@ -518,6 +542,7 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
                         filled: p.filled_quantity,
                         fills: p.fills.len() as u32,
                     });
+                    out.trades.extend(p.fills.into_iter().map(|f| f.trade_id));
                 }
                 Err(_) => *out.errors.entry("bad_answer".into()).or_default() += 1,
             },
@@ -529,8 +554,8 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
 }
 
 /// Looks every acknowledged order up and compares it with its placement answer. Returns
-/// the connections, the verdict and the number of fills recorded on all the orders.
-async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Plan) -> (Vec<Conn>, Verification, u64) {
+/// the connections, the verdict and, per trade id, the orders that record a fill of it.
+async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Plan) -> (Vec<Conn>, Verification, HashMap<String, Vec<String>>) {
     let k = conns.len().max(1);
     let shared = Arc::new((placed.to_vec(), get_route.to_string(), plan.symbols.clone(), plan.users.buyers.clone(), plan.users.sellers.clone()));
     let mut tasks = Vec::new();
@@ -540,14 +565,16 @@ async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Pla
             let (placed, route, symbols, buyers, sellers) = &*shared;
             let mut conn = conn;
             let mut v = Verification::default();
-            let mut fills = 0u64;
+            let mut fills: HashMap<String, Vec<String>> = HashMap::new();
             for p in placed.iter().skip(lane).step_by(k) {
                 v.checked += 1;
                 let path = format!("{route}/{}", encode(&p.order_id));
                 match conn.request(Method::GET, &path, None).await {
                     Ok(a) if a.is_success() => match serde_json::from_slice::<Order>(&a.body) {
                         Ok(o) => {
-                            fills += o.fills.len() as u64;
+                            for f in &o.fills {
+                                fills.entry(f.trade_id.clone()).or_default().push(o.order_id.clone());
+                            }
                             let user = if p.side == Side::Buy { &buyers[p.worker as usize] } else { &sellers[p.worker as usize] };
                             match check(p, &o, user, &symbols[p.symbol as usize]) {
                                 Ok(()) => v.verified += 1,
@@ -582,11 +609,13 @@ async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Pla
     }
     let mut conns = Vec::new();
     let mut total = Verification::default();
-    let mut fills = 0;
+    let mut fills: HashMap<String, Vec<String>> = HashMap::new();
     for t in tasks {
         let (c, v, f) = t.await.expect("a verification task panicked");
         conns.push(c);
-        fills += f;
+        for (trade, orders) in f {
+            fills.entry(trade).or_default().extend(orders);
+        }
         total.checked += v.checked;
         total.verified += v.verified;
         total.missing += v.missing;

@@ -15,6 +15,9 @@ pub struct Report {
     /// The socket path or URL the load went to.
     pub target: String,
     pub route: String,
+    /// The per-run tag in every name the run made: users `<prefix>-b<i>` (buyers) and
+    /// `<prefix>-s<i>` (sellers).
+    pub prefix: String,
     /// `closed` (as fast as the connections go) or `open` (fixed rate).
     pub mode: String,
     /// The target rate of an open-loop run, orders/s.
@@ -34,7 +37,7 @@ pub struct Report {
     pub duration_s: f64,
     /// Acknowledged orders per second.
     pub orders_per_s: f64,
-    /// Trades the acknowledged orders made as takers (the fills in their answers).
+    /// Distinct trades named in the placement answers of the measured phase.
     pub trades: u64,
     pub trades_per_s: f64,
     /// The statuses the placement answers reported.

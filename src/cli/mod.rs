@@ -17,6 +17,7 @@ pub mod book;
 pub mod completions;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod events;
 pub mod health;
 pub mod market;
@@ -130,6 +131,10 @@ pub enum Command {
     Metrics,
     /// Load the daemon with orders: orders/s, trades/s, latency percentiles, verification
     Bench(bench::BenchArgs),
+    /// A live synthetic market (makers, takers, a random walk) for a first look
+    Demo(demo::DemoArgs),
+    /// The terminal dashboard: services, orders, book, accounts, events, audit
+    Tui(crate::tui::Options),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -309,8 +314,18 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
         Command::Notify(c) => notify::run(ctx, c),
         Command::Metrics => metrics::run(ctx),
         Command::Bench(a) => bench::run(ctx, a),
+        Command::Demo(a) => demo::run(ctx, a),
         Command::Completions(a) => completions::run(a),
+        Command::Tui(o) => tui(ctx, o),
     }
+}
+
+/// `agt tui`: the daemon must answer once before the terminal is taken over, so that a
+/// daemon that is not running gets the usual message and exit code 3; after that the
+/// dashboard rides out restarts by itself.
+fn tui(ctx: &Ctx, opts: crate::tui::Options) -> CliResult {
+    ctx.get("/health")?;
+    crate::tui::run(Client::new(ctx.endpoint()?), opts).map_err(CliError::Other)
 }
 
 /// Writes the failure to stderr, with a hint where one helps.

@@ -32,6 +32,8 @@ pub struct App {
     pub notify: Handle<crate::services::notify::Cmd>,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
+    /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.
+    pub recovered: std::sync::atomic::AtomicBool,
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

@@ -150,7 +150,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::bad_request("malformed query string"))?)
         .map(|axum::extract::Query(t)| t)
-        .map_err(|e| ApiError::invalid("invalid_query", format!("{}", e.body_text())))
+        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
 /// 201 with a JSON body.

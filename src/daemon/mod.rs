@@ -111,6 +111,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         orders,
         notify,
         instruments: Default::default(),
+        recovered: Default::default(),
         shutdown,
     });
     follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, app.shutdown.subscribe());

@@ -35,8 +35,9 @@ pub enum Action {
 /// What the network side reports.
 #[derive(Debug, Clone)]
 pub enum Net {
-    /// The event stream is open again: every snapshot may be out of date.
-    Connected,
+    /// The event stream is open again: every snapshot may be out of date. `head` is the
+    /// newest event at that moment; the stream first replays a little history up to it.
+    Connected { head: u64 },
     /// The event stream broke or could not be opened; the net task retries by itself.
     Disconnected(String),
     /// The role of the token (probed once per connection over TCP; the socket is admin).
@@ -128,9 +129,16 @@ impl Command {
     }
 }
 
-/// The first 8 characters of an id: enough to tell orders apart on one screen.
+/// The last 8 characters of an id: enough to tell orders apart on one screen. Not the
+/// first ones: ids start with a kind prefix (`ord_`) and a time-ordered part that
+/// orders placed together share.
 pub fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+    let n = id.chars().count();
+    if n <= 8 {
+        return id;
+    }
+    let start = id.char_indices().nth(n - 8).map(|(i, _)| i).unwrap_or(0);
+    &id[start..]
 }
 
 /// A request that got no usable answer, in a shape the state can keep and compare.

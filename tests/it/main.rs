@@ -3,8 +3,12 @@
 
 mod util;
 
+mod bench;
 mod daemon;
+mod market;
+mod monitoring;
 mod notify;
 mod platform;
 mod risk;
 mod trading;
+mod tui;

@@ -4,9 +4,8 @@
 //! Market data is readable by every role, traders included; adding an instrument and
 //! importing history need an admin.
 
-use crate::api::NewInstrument;
+use crate::api::{ApiError, NewInstrument};
 use crate::daemon::app::App;
-use crate::api::ApiError;
 use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
@@ -141,6 +140,9 @@ pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -
     let rows = tokio::task::spawn_blocking(move || import::parse(&text, now_secs))
         .await
         .map_err(|e| ApiError::new(500, "internal", format!("the CSV parser failed: {e}")))??;
+    // Compare the bars with every trade published so far, not only those the market
+    // service has already taken from the bus.
+    caught_up(&app).await;
     let summary = app.market.call(|reply| Cmd::Import { rows, reply }).await?;
     for (symbol, price, as_of_us) in summary.new_last_prices.iter().cloned() {
         app.risk.call(|reply| risk::Cmd::SetLastPrice { symbol, price, as_of_us, reply }).await.map_err(|e| {

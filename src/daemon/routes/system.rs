@@ -22,6 +22,9 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Health> {
 }
 
 pub async fn ready(State(app): State<Arc<App>>) -> Response {
+    if !app.recovered.load(std::sync::atomic::Ordering::Acquire) {
+        return crate::daemon::http::Failure(ApiError::new(503, "not_ready", "recovering interrupted orders")).into_response();
+    }
     if app.supervisor.all_running() {
         (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
     } else {

@@ -96,9 +96,12 @@ impl Bar {
         }
     }
 
-    /// An imported bar. It counts no trades, and its open and close stand at its start:
-    /// a later trade in the same interval becomes its close, none can become its open.
-    pub fn imported(b: &super::import::ImportBar) -> Bar {
+    /// An imported bar. It counts no trades; its open stands at its start and its close at
+    /// `as_of_us` (its end, or the moment of the import for a bar still open: see
+    /// [`super::import::as_of_us`]), the moment its close counts for as the last price. So
+    /// a trade in the same interval widens it and adds volume, and becomes its close only
+    /// if it is later than that.
+    pub fn imported(b: &super::import::ImportBar, as_of_us: i64) -> Bar {
         Bar {
             open_time: b.open_time,
             open: b.open,
@@ -108,7 +111,7 @@ impl Bar {
             volume: b.volume,
             trades: 0,
             first_us: b.open_time * 1_000_000,
-            last_us: b.open_time * 1_000_000,
+            last_us: as_of_us.max(b.open_time * 1_000_000),
         }
     }
 

@@ -163,8 +163,8 @@ impl Market {
         // (a tie goes to the later line of the file).
         let mut newest: std::collections::BTreeMap<String, (i64, usize, rust_decimal::Decimal)> = Default::default();
         for (line, b) in &bars {
-            self.bars.put(tx, &b.symbol, b.interval, &Bar::imported(b))?;
             let at = import::as_of_us(b, now_us);
+            self.bars.put(tx, &b.symbol, b.interval, &Bar::imported(b, at))?;
             let e = newest.entry(b.symbol.clone()).or_insert((at, *line, b.close));
             if (at, *line) >= (e.0, e.1) {
                 *e = (at, *line, b.close);

@@ -386,19 +386,25 @@ fn an_import_never_replaces_a_newer_trade_price_and_trades_extend_imported_bars(
     assert_eq!(out.last_price_updated, ["AAPL"]);
     assert_eq!(f.last("AAPL"), Some(d("191")));
     assert!(f.reopen(&[]).same_state(&f.market), "the imported last price survives a restart");
-    // A later trade wins again, and lands in the imported bar: its close, not its open.
+    // A trade inside that (ended) bar widens it and adds to it, but is older than its
+    // close: neither the bar's close nor the last price.
     f.trade("t2", "AAPL", "196", "2", T0 + 2 * 3600 * S + 30 * S);
-    assert_eq!(f.last("AAPL"), Some(d("196")));
+    assert_eq!(f.last("AAPL"), Some(d("191")));
     let bar = f.candles("AAPL", "1m").last().cloned().unwrap();
-    assert_eq!(bar, ("2024-05-01T02:00:00Z".into(), d("190"), d("196"), d("185"), d("196"), d("3"), 1));
+    assert_eq!(bar, ("2024-05-01T02:00:00Z".into(), d("190"), d("196"), d("185"), d("191"), d("3"), 1));
+    // A later trade is the last price again.
+    f.trade("t3", "AAPL", "189", "1", T0 + 2 * 3600 * S + 61 * S);
+    assert_eq!(f.last("AAPL"), Some(d("189")));
     assert!(f.reopen(&[]).same_state(&f.market));
 
     // A bar still open stands for the moment of the import: trades after it win.
     let now = T0 + 3 * 3600 * S + 10 * S;
     let out = f.import("AAPL,1h,2024-05-01T03:00:00Z,190,199,189,198,5\n", now).unwrap();
     assert_eq!(out.new_last_prices, [("AAPL".to_string(), d("198"), now)]);
-    f.trade("t3", "AAPL", "197", "1", now + 1);
+    f.trade("t4", "AAPL", "197", "1", now + 1);
     assert_eq!(f.last("AAPL"), Some(d("197")));
+    let bar = f.candles("AAPL", "1h").last().cloned().unwrap();
+    assert_eq!(bar, ("2024-05-01T03:00:00Z".into(), d("190"), d("199"), d("189"), d("197"), d("6"), 1));
 }
 
 #[test]

@@ -342,8 +342,14 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
 }
 
 /// At start-up: finishes every saga a crash interrupted, and every cancel whose order left
-/// the book but is still open in the orders store.
+/// the book but is still open in the orders store. The daemon is not ready until then.
 pub async fn recover(app: Arc<App>) {
+    resume(&app).await;
+    app.recovered.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!("recovery finished");
+}
+
+async fn resume(app: &Arc<App>) {
     let unfinished = loop {
         match app.orders.call(Cmd::Unfinished).await {
             Ok(u) => break u,
@@ -366,11 +372,11 @@ pub async fn recover(app: Arc<App>) {
             client_order_id: o.client_order_id.clone(),
         };
         let user = must(|| app.users.call(|r| users::Cmd::Get(o.user_id.clone(), r))).await;
-        let instrument = must(|| instrument(&app, &o.symbol)).await;
+        let instrument = must(|| instrument(app, &o.symbol)).await;
         let outcome = match (user, instrument) {
-            (Ok(u), Ok(i)) => advance(&app, &new, u.status == "active", &i).await,
+            (Ok(u), Ok(i)) => advance(app, &new, u.status == "active", &i).await,
             (Err(e), _) | (_, Err(e)) => {
-                abort(&app, &o.order_id, &e).await;
+                abort(app, &o.order_id, &e).await;
                 Err(e)
             }
         };
@@ -394,6 +400,6 @@ pub async fn recover(app: Arc<App>) {
     }
     if !stray.is_empty() {
         tracing::info!(orders = stray.len(), "finishing interrupted cancels");
-        let _ = finish_cancel(&app, stray).await;
+        let _ = finish_cancel(app, stray).await;
     }
 }

@@ -183,14 +183,16 @@ impl Orders {
         Ok(Accepted::New(o))
     }
 
+    /// Records a match outcome. Sagas run side by side, so the records of one order can
+    /// arrive in any order (a later fill before an earlier one, a cancel before the fill
+    /// that preceded it): fills are added once each by trade id, a status is derived from
+    /// what is filled, and a final status (cancelled) is never undone.
     fn record(tx: &Transaction, result: MatchResult, amended: Option<(Decimal, Decimal)>, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
         let Some(mut taker) = load(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
-        let first_record = stage_of(tx, &result.order_id)?.as_deref() == Some("accepted");
-        if !first_record && amended.is_none() {
-            return Ok(Ok(taker)); // a replayed step: already recorded
-        }
+        let stage = stage_of(tx, &result.order_id)?;
+        let first_record = stage.as_deref() == Some("accepted");
         let now = crate::api::now_rfc3339();
         let before = taker.status;
         if let Some((price, quantity)) = amended {
@@ -201,47 +203,60 @@ impl Orders {
         for f in &result.fills {
             if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 taker.filled_quantity += f.quantity;
+                trades.push(serde_json::json!({"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity}));
             }
-            trades.push(serde_json::json!({"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity}));
-            if let Some(mut maker) = load(tx, &f.maker_order_id)? {
-                if add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
-                    let was = maker.status;
-                    maker.filled_quantity += f.quantity;
-                    maker.status = if f.maker_remaining.is_zero() { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
-                    maker.updated_at = now.clone();
-                    save(tx, &mut maker, None)?;
-                    let maker = with_fills(tx, maker)?;
-                    let mut data = summary(&maker);
-                    data["trade_id"] = serde_json::json!(f.trade_id);
-                    data["price"] = serde_json::json!(f.price);
-                    data["fill_quantity"] = serde_json::json!(f.quantity);
-                    after.event("ORDER_EXECUTED", data);
-                    if was != maker.status {
-                        after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": maker.order_id, "user_id": maker.user_id, "from": was, "to": maker.status}));
-                    }
-                }
+            let Some(mut maker) = load(tx, &f.maker_order_id)? else { continue };
+            if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
+                continue;
+            }
+            let was = maker.status;
+            maker.filled_quantity += f.quantity;
+            if maker.status.is_open() {
+                maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
+            }
+            maker.updated_at = now.clone();
+            save(tx, &mut maker, None)?;
+            let maker = with_fills(tx, maker)?;
+            let mut data = summary(&maker);
+            data["trade_id"] = serde_json::json!(f.trade_id);
+            data["price"] = serde_json::json!(f.price);
+            data["fill_quantity"] = serde_json::json!(f.quantity);
+            after.event("ORDER_EXECUTED", data);
+            if was != maker.status {
+                after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": maker.order_id, "user_id": maker.user_id, "from": was, "to": maker.status}));
             }
         }
-        taker.status = if taker.filled_quantity >= taker.quantity {
-            OrderStatus::Filled
-        } else if result.rests {
-            if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
-        } else {
-            OrderStatus::Cancelled
-        };
-        if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
-            taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
+        if taker.status.is_open() {
+            taker.status = if taker.filled_quantity >= taker.quantity {
+                OrderStatus::Filled
+            } else if result.rests {
+                if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
+            } else {
+                OrderStatus::Cancelled
+            };
+            if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
+                taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
+            }
+        }
+        let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
+        if unchanged {
+            return Ok(Ok(taker)); // a replayed step: recorded already
         }
         taker.updated_at = now;
         // A placement waits in `settling` until the saga confirms risk has settled it; an
         // amend is recorded only after its settlement, so it is done at once.
-        save(tx, &mut taker, Some(if amended.is_some() { "done" } else { "settling" }))?;
+        let next_stage = match (amended.is_some(), first_record) {
+            (true, _) => Some("done"),
+            (false, true) => Some("settling"),
+            (false, false) => None,
+        };
+        save(tx, &mut taker, next_stage)?;
         let taker = with_fills(tx, taker)?;
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
             after.event("ORDER_CREATED", summary(&taker));
         }
-        if !result.fills.is_empty() {
+        if !trades.is_empty() {
             let mut data = summary(&taker);
             data["trades"] = serde_json::Value::Array(trades);
             after.event("ORDER_EXECUTED", data);
@@ -249,7 +264,7 @@ impl Orders {
         if before != taker.status && !first_record {
             after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": taker.order_id, "user_id": taker.user_id, "from": before, "to": taker.status}));
         }
-        if taker.status == OrderStatus::Cancelled {
+        if taker.status == OrderStatus::Cancelled && before != OrderStatus::Cancelled {
             after.event("ORDER_CANCELLED", summary(&taker));
         }
         Ok(Ok(taker))
@@ -325,7 +340,8 @@ impl Service for Orders {
                         o.status = OrderStatus::Cancelled;
                         o.remaining_quantity = Decimal::ZERO;
                         o.updated_at = crate::api::now_rfc3339();
-                        save(tx, &mut o, Some("done"))?;
+                        // The stage is the placement saga's to finish (it may still be settling).
+                        save(tx, &mut o, None)?;
                         after.event("ORDER_CANCELLED", summary(&o));
                         after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": o.order_id, "user_id": o.user_id, "from": was, "to": o.status}));
                     }

@@ -1,0 +1,946 @@
+//! The dashboard's state and its one pure transition, [`App::update`].
+//!
+//! `update` takes an [`Action`] and answers the [`Effect`]s it wants performed; it never
+//! does I/O, never reads a clock and never sleeps, so a test can drive it with key
+//! sequences and canned daemon answers and check both the state and the requests.
+//!
+//! **Snapshots follow events.** Every event marks the snapshots it changes as stale
+//! (`ORDER_*` → the orders table and that symbol's book, `TRADE_EXECUTED` → that book and
+//! tape, `ACCOUNT_*` → that account, …). A stale snapshot is fetched only if a visible
+//! view shows it, at most one request per snapshot at a time, and only when the event
+//! loop says the debounce window has passed ([`Action::Flush`]). A burst of a thousand
+//! orders therefore costs a few fetches, and a hidden tab costs none.
+
+use super::action::{short_id, Action, Command, Effect, Failure, Fetch, MarketData, Net, Snapshot};
+use super::form::{Form, Known, Outcome};
+use super::rates::Rates;
+use crate::api::{Account, AuditRecord, AuditVerify, Event, Health, Instrument, Order, Role, ServiceInfo, User};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// How many events the Events tab keeps (newest first).
+pub const EVENT_HISTORY: usize = 1000;
+/// How many events are held back while the Events tab is paused.
+const HELD_MAX: usize = 10_000;
+/// How long a message in the status line stays, in ticks (seconds).
+const FLASH_TICKS: u64 = 6;
+/// Rows PageUp/PageDown move.
+const PAGE: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Overview,
+    Orders,
+    Book,
+    Accounts,
+    Events,
+    Audit,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 6] = [Tab::Overview, Tab::Orders, Tab::Book, Tab::Accounts, Tab::Events, Tab::Audit];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Overview => "Overview",
+            Tab::Orders => "Orders",
+            Tab::Book => "Book",
+            Tab::Accounts => "Accounts",
+            Tab::Events => "Events",
+            Tab::Audit => "Audit",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+}
+
+/// The state of the event stream, which is also the state of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conn {
+    /// The first attempt has not finished yet.
+    Connecting,
+    Live,
+    /// The stream broke (why); the net task retries with backoff.
+    Reconnecting(String),
+}
+
+/// What sits on top of the current tab and takes the keys first.
+#[derive(Debug, Clone)]
+pub enum Overlay {
+    None,
+    Help,
+    /// Typing a filter for the current tab; `before` is restored by Esc.
+    Filter { before: String },
+    Form(Form),
+    /// A question to answer with y or n before a command is sent.
+    Confirm { question: String, command: Command },
+}
+
+/// A message in the status line for a few seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    pub text: String,
+    pub error: bool,
+    /// The tick after which it disappears.
+    until: u64,
+}
+
+/// How the dashboard starts.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Where the daemon is, as shown in the status line.
+    pub endpoint: String,
+    /// `--read-only`: never send a command, whatever the token may do.
+    pub read_only: bool,
+    /// `--symbol`: the Book tab's first symbol.
+    pub symbol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrdersTab {
+    /// Newest first, as the daemon lists them.
+    pub rows: Vec<Order>,
+    /// Index into the filtered rows.
+    pub selected: usize,
+    pub filter: String,
+    /// An order just placed: selected once the table shows it.
+    pub select_next: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BookTab {
+    pub symbol: Option<String>,
+    /// The last market data fetched; shown only while it is for `symbol`.
+    pub data: Option<MarketData>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccountsTab {
+    /// Index into `App::users`.
+    pub selected: usize,
+    /// The selected user's account, once fetched.
+    pub account: Option<Account>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventsTab {
+    /// Newest first.
+    pub items: VecDeque<Event>,
+    /// Arrived while paused; shown on resume, so pausing loses nothing.
+    pub held: Vec<Event>,
+    pub paused: bool,
+    /// Event types to show: words matched against the type, any of them.
+    pub filter: String,
+    /// Index into the filtered items; 0 follows the newest.
+    pub selected: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditTab {
+    /// Oldest first, as the daemon lists them; shown newest first.
+    pub records: Vec<AuditRecord>,
+    pub verify: Option<AuditVerify>,
+    pub selected: usize,
+}
+
+/// Everything the dashboard shows and remembers.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub settings: Settings,
+    pub tab: Tab,
+    /// Tabs left before, so Esc can go back.
+    history: Vec<Tab>,
+    pub overlay: Overlay,
+    pub conn: Conn,
+    pub role: Option<Role>,
+    pub quit: bool,
+    /// Something visible changed since the last frame.
+    pub dirty: bool,
+    /// Seconds since start, counted in ticks: the state's only notion of time.
+    pub clock: u64,
+    pub flash: Option<Flash>,
+    /// The sequence number of the newest event seen.
+    pub last_seq: u64,
+    /// The newest event when the stream (re)connected; older ones are replayed history.
+    replayed_to: u64,
+
+    pub health: Option<Health>,
+    /// `clock` when `health` arrived, to keep its uptime counting between fetches.
+    health_at: u64,
+    pub services: Vec<ServiceInfo>,
+    services_at: u64,
+    pub rates: Rates,
+    pub users: Vec<User>,
+    pub symbols: Vec<Instrument>,
+    pub orders: OrdersTab,
+    pub book: BookTab,
+    pub accounts: AccountsTab,
+    pub events: EventsTab,
+    pub audit: AuditTab,
+    /// Why a snapshot could not be fetched, shown where it would be.
+    pub errors: BTreeMap<Fetch, String>,
+
+    /// Snapshots an event (or a connect) has made out of date.
+    stale: BTreeSet<Fetch>,
+    /// Snapshots requested and not answered yet.
+    inflight: BTreeSet<Fetch>,
+    /// The user of the last order form, to prefill the next one.
+    last_user: String,
+}
+
+impl App {
+    pub fn new(settings: Settings) -> App {
+        let symbol = settings.symbol.clone().map(|s| s.to_uppercase());
+        App {
+            settings,
+            tab: Tab::Overview,
+            history: Vec::new(),
+            overlay: Overlay::None,
+            conn: Conn::Connecting,
+            role: None,
+            quit: false,
+            dirty: true,
+            clock: 0,
+            flash: None,
+            last_seq: 0,
+            replayed_to: 0,
+            health: None,
+            health_at: 0,
+            services: Vec::new(),
+            services_at: 0,
+            rates: Rates::default(),
+            users: Vec::new(),
+            symbols: Vec::new(),
+            orders: OrdersTab::default(),
+            book: BookTab { symbol, data: None },
+            accounts: AccountsTab::default(),
+            events: EventsTab::default(),
+            audit: AuditTab::default(),
+            errors: BTreeMap::new(),
+            stale: BTreeSet::new(),
+            inflight: BTreeSet::new(),
+            last_user: String::new(),
+        }
+    }
+
+    /// True when no command may be sent: `--read-only`, or a viewer's token.
+    pub fn read_only(&self) -> bool {
+        self.settings.read_only || self.role == Some(Role::Viewer)
+    }
+
+    /// The one transition: applies `action` and answers what to fetch or send.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match action {
+            Action::Key(k) => self.on_key(k, &mut fx),
+            Action::Resize => {}
+            Action::Tick => self.on_tick(&mut fx),
+            Action::Flush => {
+                self.flush(&mut fx);
+                return fx;
+            }
+            Action::Quit => self.quit = true,
+            Action::Net(n) => self.on_net(n),
+        }
+        self.dirty = true;
+        fx
+    }
+
+    /// True when a stale snapshot is wanted by a visible view and not yet requested: the
+    /// event loop then schedules an [`Action::Flush`].
+    pub fn wants_flush(&self) -> bool {
+        self.stale.iter().any(|k| self.wanted(k) && !self.inflight.contains(k))
+    }
+
+    // ------------------------------------------------------------ lookups for views
+
+    /// A user's name, or a short form of the id when the users list does not know it.
+    pub fn username<'a>(&'a self, user_id: &'a str) -> &'a str {
+        self.users.iter().find(|u| u.user_id == user_id).map(|u| u.username.as_str()).unwrap_or_else(|| short_id(user_id))
+    }
+
+    /// The orders the filter lets through, newest first.
+    pub fn visible_orders(&self) -> Vec<&Order> {
+        let terms = terms(&self.orders.filter);
+        self.orders.rows.iter().filter(|o| terms.iter().all(|t| self.order_matches(o, t))).collect()
+    }
+
+    fn order_matches(&self, o: &Order, term: &str) -> bool {
+        let value = term.split_once(':').map(|(_, v)| v).unwrap_or(term);
+        let has = |field: &str| field.to_lowercase().contains(value);
+        // `filled` must not match `partially_filled`: statuses match from their start.
+        let is_status = o.status.as_str().starts_with(value);
+        let user = self.username(&o.user_id);
+        let side = match o.side {
+            crate::api::Side::Buy => "buy",
+            crate::api::Side::Sell => "sell",
+        };
+        match term.split_once(':') {
+            Some(("user" | "u", _)) => has(user) || has(&o.user_id),
+            Some(("symbol" | "sym" | "s", _)) => has(&o.symbol),
+            Some(("status" | "st", _)) => is_status,
+            Some(("side", _)) => has(side),
+            _ => has(user) || o.user_id.starts_with(term) || has(&o.symbol) || is_status || has(side),
+        }
+    }
+
+    pub fn selected_order(&self) -> Option<&Order> {
+        self.visible_orders().get(self.orders.selected).copied()
+    }
+
+    /// The events the filter lets through, newest first.
+    pub fn visible_events(&self) -> Vec<&Event> {
+        let terms = terms(&self.events.filter);
+        self.events.items.iter().filter(|e| terms.is_empty() || terms.iter().any(|t| e.kind.to_lowercase().contains(t.as_str()))).collect()
+    }
+
+    pub fn selected_user(&self) -> Option<&User> {
+        self.users.get(self.accounts.selected)
+    }
+
+    /// The market data of the Book's symbol, if it has arrived.
+    pub fn market(&self) -> Option<&MarketData> {
+        self.book.data.as_ref().filter(|d| Some(&d.symbol) == self.book.symbol.as_ref())
+    }
+
+    /// The selected user's account, if it has arrived.
+    pub fn account(&self) -> Option<&Account> {
+        let uid = self.selected_user()?.user_id.as_str();
+        self.accounts.account.as_ref().filter(|a| a.user_id == uid)
+    }
+
+    /// The daemon's uptime now, counting on from the last `/health`.
+    pub fn daemon_uptime(&self) -> Option<u64> {
+        self.health.as_ref().map(|h| h.uptime_s + self.clock.saturating_sub(self.health_at))
+    }
+
+    /// A service's uptime now, counting on from the last `/api/services`.
+    pub fn service_uptime(&self, s: &ServiceInfo) -> u64 {
+        if s.state == "running" {
+            s.uptime_s + self.clock.saturating_sub(self.services_at)
+        } else {
+            s.uptime_s
+        }
+    }
+
+    /// Is this snapshot being fetched (for "loading…")?
+    pub fn loading(&self, key: &Fetch) -> bool {
+        self.inflight.contains(key) || self.stale.contains(key)
+    }
+
+    /// The filter of the current tab, if it has one.
+    pub fn filter(&self) -> Option<&str> {
+        match self.tab {
+            Tab::Orders => Some(&self.orders.filter),
+            Tab::Events => Some(&self.events.filter),
+            _ => None,
+        }
+    }
+
+    // ------------------------------------------------------------ keys
+
+    fn on_key(&mut self, key: KeyEvent, fx: &mut Vec<Effect>) {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+            self.quit = true;
+            return;
+        }
+        match std::mem::replace(&mut self.overlay, Overlay::None) {
+            Overlay::None => self.on_view_key(key),
+            Overlay::Help => match key.code {
+                KeyCode::Char('q') => self.quit = true,
+                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => {}
+                _ => self.overlay = Overlay::Help,
+            },
+            Overlay::Filter { before } => self.on_filter_key(key, before),
+            Overlay::Form(mut form) => match form.key(key) {
+                Outcome::Cancel => {}
+                Outcome::Editing => self.overlay = Overlay::Form(form),
+                Outcome::Submit => {
+                    let known = Known { symbols: &self.symbols, users: &self.users };
+                    if let Some(command) = form.validate(&known) {
+                        if let Command::Place(p) = &command {
+                            self.last_user = p.user_id.clone().unwrap_or_default();
+                        }
+                        form.sending = true;
+                        fx.push(Effect::Send(command));
+                    }
+                    self.overlay = Overlay::Form(form);
+                }
+            },
+            Overlay::Confirm { question, command } => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    self.say(format!("{}…", command.describe()), false);
+                    fx.push(Effect::Send(command));
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {}
+                _ => self.overlay = Overlay::Confirm { question, command },
+            },
+        }
+    }
+
+    fn on_filter_key(&mut self, key: KeyEvent, before: String) {
+        let Some(filter) = self.filter_mut() else { return };
+        match key.code {
+            KeyCode::Enter => return,
+            KeyCode::Esc => *filter = before.clone(),
+            KeyCode::Backspace => {
+                filter.pop();
+            }
+            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => filter.clear(),
+            KeyCode::Char(c) if !c.is_control() && filter.chars().count() < 64 => filter.push(c),
+            _ => {}
+        }
+        self.select_first();
+        if key.code != KeyCode::Esc {
+            self.overlay = Overlay::Filter { before };
+        }
+    }
+
+    fn filter_mut(&mut self) -> Option<&mut String> {
+        match self.tab {
+            Tab::Orders => Some(&mut self.orders.filter),
+            Tab::Events => Some(&mut self.events.filter),
+            _ => None,
+        }
+    }
+
+    fn on_view_key(&mut self, key: KeyEvent) {
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.overlay = Overlay::Help,
+            KeyCode::Esc => self.back(),
+            KeyCode::Tab => self.set_tab(Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()]),
+            KeyCode::BackTab => self.set_tab(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]),
+            KeyCode::Char(c @ '1'..='6') => self.set_tab(Tab::ALL[c as usize - '1' as usize]),
+            KeyCode::Char('j') | KeyCode::Down => self.move_selection(1),
+            KeyCode::Char('k') | KeyCode::Up => self.move_selection(-1),
+            KeyCode::PageDown => self.move_selection(PAGE as isize),
+            KeyCode::PageUp => self.move_selection(-(PAGE as isize)),
+            KeyCode::Char('g') | KeyCode::Home => self.select_first(),
+            KeyCode::Char('G') | KeyCode::End => self.move_selection(isize::MAX / 2),
+            KeyCode::Char('r') => {
+                self.refresh_view();
+                self.say("refreshing…", false);
+            }
+            KeyCode::Char('/') if self.filter().is_some() => {
+                let before = self.filter().unwrap_or_default().to_string();
+                self.overlay = Overlay::Filter { before };
+            }
+            _ => self.on_tab_key(key),
+        }
+    }
+
+    fn on_tab_key(&mut self, key: KeyEvent) {
+        match (self.tab, key.code) {
+            (Tab::Orders | Tab::Book | Tab::Accounts, KeyCode::Char('n')) => self.open_place_form(),
+            (Tab::Orders, KeyCode::Char('c')) => self.ask_cancel(),
+            (Tab::Orders, KeyCode::Char('a')) => self.open_amend_form(),
+            (Tab::Book, KeyCode::Char('h') | KeyCode::Left) => self.step_symbol(-1),
+            (Tab::Book, KeyCode::Char('l') | KeyCode::Right) => self.step_symbol(1),
+            (Tab::Accounts, KeyCode::Char('d')) => self.open_transfer_form(true),
+            (Tab::Accounts, KeyCode::Char('w')) => self.open_transfer_form(false),
+            (Tab::Events, KeyCode::Char(' ')) => self.toggle_pause(),
+            (Tab::Audit, KeyCode::Char('v')) => {
+                self.stale.insert(Fetch::AuditVerify);
+                self.audit.verify = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Esc with nothing open: clear the tab's filter, else return to the previous tab.
+    fn back(&mut self) {
+        if let Some(f) = self.filter_mut().filter(|f| !f.is_empty()) {
+            f.clear();
+            self.select_first();
+            return;
+        }
+        if self.tab == Tab::Events && self.events.paused {
+            self.toggle_pause();
+            return;
+        }
+        if let Some(t) = self.history.pop() {
+            self.tab = t;
+            self.enter_view();
+        }
+    }
+
+    fn set_tab(&mut self, tab: Tab) {
+        if tab == self.tab {
+            return;
+        }
+        self.history.push(self.tab);
+        if self.history.len() > 32 {
+            self.history.remove(0);
+        }
+        self.tab = tab;
+        self.enter_view();
+    }
+
+    /// Makes sure the view just shown has its snapshots (fetched at the next flush).
+    fn enter_view(&mut self) {
+        match self.tab {
+            Tab::Book => {
+                if self.book.symbol.is_none() {
+                    self.book.symbol = self.symbols.first().map(|i| i.symbol.clone());
+                }
+                if let Some(s) = &self.book.symbol {
+                    if self.market().is_none() {
+                        self.stale.insert(Fetch::Market(s.clone()));
+                    }
+                }
+            }
+            Tab::Accounts => self.want_account(),
+            Tab::Audit => {
+                if self.audit.verify.is_none() {
+                    self.stale.insert(Fetch::AuditVerify);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `r`: fetch everything the current view shows again.
+    fn refresh_view(&mut self) {
+        self.stale.extend([Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols]);
+        match self.tab {
+            Tab::Orders => {
+                self.stale.insert(Fetch::Orders);
+            }
+            Tab::Book => {
+                if let Some(s) = &self.book.symbol {
+                    self.stale.insert(Fetch::Market(s.clone()));
+                }
+            }
+            Tab::Accounts => {
+                if let Some(u) = self.selected_user() {
+                    self.stale.insert(Fetch::Account(u.user_id.clone()));
+                }
+            }
+            Tab::Audit => self.stale.extend([Fetch::Audit, Fetch::AuditVerify]),
+            Tab::Overview | Tab::Events => {}
+        }
+        self.errors.clear();
+    }
+
+    fn list_len(&self) -> usize {
+        match self.tab {
+            Tab::Orders => self.visible_orders().len(),
+            Tab::Accounts => self.users.len(),
+            Tab::Events => self.visible_events().len(),
+            Tab::Audit => self.audit.records.len(),
+            Tab::Overview | Tab::Book => 0,
+        }
+    }
+
+    fn selection_mut(&mut self) -> Option<&mut usize> {
+        match self.tab {
+            Tab::Orders => Some(&mut self.orders.selected),
+            Tab::Accounts => Some(&mut self.accounts.selected),
+            Tab::Events => Some(&mut self.events.selected),
+            Tab::Audit => Some(&mut self.audit.selected),
+            Tab::Overview | Tab::Book => None,
+        }
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        let len = self.list_len();
+        let before = self.accounts.selected;
+        if let Some(sel) = self.selection_mut() {
+            let max = len.saturating_sub(1) as isize;
+            *sel = (*sel as isize).saturating_add(by).clamp(0, max) as usize;
+        }
+        if self.tab == Tab::Accounts && self.accounts.selected != before {
+            self.want_account();
+        }
+    }
+
+    fn select_first(&mut self) {
+        let before = self.accounts.selected;
+        if let Some(sel) = self.selection_mut() {
+            *sel = 0;
+        }
+        if self.tab == Tab::Accounts && self.accounts.selected != before {
+            self.want_account();
+        }
+    }
+
+    fn want_account(&mut self) {
+        if let Some(u) = self.selected_user() {
+            if self.account().is_none() {
+                let key = Fetch::Account(u.user_id.clone());
+                self.stale.insert(key);
+            }
+        }
+    }
+
+    fn step_symbol(&mut self, by: isize) {
+        if self.symbols.is_empty() {
+            return;
+        }
+        let n = self.symbols.len() as isize;
+        let at = self.book.symbol.as_ref().and_then(|s| self.symbols.iter().position(|i| &i.symbol == s)).map(|i| i as isize).unwrap_or(-by.signum());
+        let next = self.symbols[(at + by).rem_euclid(n) as usize].symbol.clone();
+        self.show_symbol(next);
+    }
+
+    fn show_symbol(&mut self, symbol: String) {
+        if self.book.symbol.as_deref() != Some(symbol.as_str()) {
+            self.book.symbol = Some(symbol.clone());
+            self.stale.insert(Fetch::Market(symbol));
+        }
+    }
+
+    fn toggle_pause(&mut self) {
+        self.events.paused = !self.events.paused;
+        if !self.events.paused {
+            for e in std::mem::take(&mut self.events.held) {
+                self.show_event(e);
+            }
+        }
+    }
+
+    /// Refuses a change in a read-only session, saying why.
+    fn writable(&mut self) -> bool {
+        if self.read_only() {
+            let why = if self.role == Some(Role::Viewer) { "a viewer token" } else { "--read-only" };
+            self.say(format!("read-only session ({why}): nothing can be changed from here"), true);
+            false
+        } else {
+            true
+        }
+    }
+
+    fn open_place_form(&mut self) {
+        if !self.writable() {
+            return;
+        }
+        let user = match self.tab {
+            Tab::Accounts => self.selected_user().map(|u| u.username.clone()),
+            Tab::Orders => self.selected_order().map(|o| self.username(&o.user_id).to_string()),
+            _ => None,
+        };
+        let user = user.filter(|_| self.last_user.is_empty()).unwrap_or_else(|| self.last_user.clone());
+        let symbol = match self.tab {
+            Tab::Orders => self.selected_order().map(|o| o.symbol.clone()).or(self.book.symbol.clone()),
+            _ => self.book.symbol.clone(),
+        };
+        self.overlay = Overlay::Form(Form::place(&user, &symbol.unwrap_or_default()));
+    }
+
+    fn ask_cancel(&mut self) {
+        let Some(o) = self.selected_order().cloned() else {
+            self.say("no order selected", true);
+            return;
+        };
+        if !o.status.is_open() {
+            self.say(format!("order {} is {}; only open orders can be cancelled", short_id(&o.order_id), o.status.as_str()), true);
+            return;
+        }
+        if !self.writable() {
+            return;
+        }
+        let question = format!("Cancel order {} ({}: {})?", short_id(&o.order_id), self.username(&o.user_id), describe(&o));
+        self.overlay = Overlay::Confirm { question, command: Command::Cancel { order_id: o.order_id } };
+    }
+
+    fn open_amend_form(&mut self) {
+        let Some(o) = self.selected_order().cloned() else {
+            self.say("no order selected", true);
+            return;
+        };
+        if !o.status.is_open() || o.price.is_none() {
+            self.say(format!("order {} is {}; only open limit orders can be amended", short_id(&o.order_id), o.status.as_str()), true);
+            return;
+        }
+        if !self.writable() {
+            return;
+        }
+        self.overlay = Overlay::Form(Form::amend(&o.order_id, o.price, o.quantity));
+    }
+
+    fn open_transfer_form(&mut self, deposit: bool) {
+        let Some(u) = self.selected_user().cloned() else {
+            self.say("no user selected", true);
+            return;
+        };
+        if !self.writable() {
+            return;
+        }
+        let form = if deposit { Form::deposit(&u.user_id, &u.username) } else { Form::withdraw(&u.user_id, &u.username) };
+        self.overlay = Overlay::Form(form);
+    }
+
+    fn say(&mut self, text: impl Into<String>, error: bool) {
+        self.flash = Some(Flash { text: text.into(), error, until: self.clock + FLASH_TICKS });
+    }
+
+    // ------------------------------------------------------------ time
+
+    fn on_tick(&mut self, fx: &mut Vec<Effect>) {
+        self.clock += 1;
+        self.rates.tick();
+        if self.flash.as_ref().is_some_and(|f| self.clock > f.until) {
+            self.flash = None;
+        }
+        // The only polled snapshot: counters have no events. Only while someone looks.
+        if self.tab == Tab::Overview && self.conn == Conn::Live && self.inflight.insert(Fetch::Metrics) {
+            fx.push(Effect::Fetch(Fetch::Metrics));
+        }
+    }
+
+    /// Would a visible view show this snapshot?
+    fn wanted(&self, key: &Fetch) -> bool {
+        match key {
+            Fetch::Health | Fetch::Services | Fetch::Users | Fetch::Symbols => true,
+            Fetch::Orders => self.tab == Tab::Orders,
+            Fetch::Market(s) => self.tab == Tab::Book && self.book.symbol.as_ref() == Some(s),
+            Fetch::Account(u) => self.tab == Tab::Accounts && self.selected_user().is_some_and(|x| &x.user_id == u),
+            Fetch::Audit | Fetch::AuditVerify => self.tab == Tab::Audit,
+            Fetch::Metrics => false,
+        }
+    }
+
+    fn flush(&mut self, fx: &mut Vec<Effect>) {
+        if self.conn != Conn::Live {
+            return;
+        }
+        let due: Vec<Fetch> = self.stale.iter().filter(|k| self.wanted(k) && !self.inflight.contains(k)).cloned().collect();
+        for key in due {
+            self.stale.remove(&key);
+            self.inflight.insert(key.clone());
+            fx.push(Effect::Fetch(key));
+        }
+    }
+
+    // ------------------------------------------------------------ the daemon
+
+    fn on_net(&mut self, net: Net) {
+        match net {
+            Net::Connected { head } => {
+                self.conn = Conn::Live;
+                self.replayed_to = head;
+                // Anything may have changed while we were away.
+                self.inflight.clear();
+                self.errors.clear();
+                self.rates.reset_metrics();
+                self.stale.extend([Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols, Fetch::Orders, Fetch::Audit, Fetch::AuditVerify]);
+                if let Some(s) = &self.book.symbol {
+                    self.stale.insert(Fetch::Market(s.clone()));
+                }
+                if let Some(u) = self.selected_user() {
+                    self.stale.insert(Fetch::Account(u.user_id.clone()));
+                }
+            }
+            Net::Disconnected(why) => self.conn = Conn::Reconnecting(why),
+            Net::Role(role) => self.role = Some(role),
+            Net::Event(e) => self.on_event(*e),
+            Net::Snapshot(s) => self.on_snapshot(s),
+            Net::FetchFailed(key, failure) => {
+                self.inflight.remove(&key);
+                if key != Fetch::Metrics {
+                    self.errors.insert(key, failure.text());
+                }
+            }
+            Net::Done(command, result) => self.on_done(command, result),
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        self.last_seq = self.last_seq.max(e.seq);
+        // History replayed on connect is not a rate.
+        if e.seq > self.replayed_to {
+            self.rates.count_event();
+        }
+        let data = &e.data;
+        let text = |k: &str| data.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let kind = e.kind.as_str();
+        // Every event is also an audit record.
+        self.stale.insert(Fetch::Audit);
+        if kind.starts_with("ORDER_") || kind == "TRADE_EXECUTED" {
+            if kind.starts_with("ORDER_") {
+                self.stale.insert(Fetch::Orders);
+            }
+            // A status update carries no symbol: it may concern the book on screen.
+            let symbol = text("symbol").or_else(|| self.book.symbol.clone());
+            if let Some(s) = symbol {
+                if !self.symbols.is_empty() && !self.symbols.iter().any(|i| i.symbol == s) {
+                    self.stale.insert(Fetch::Symbols);
+                }
+                self.stale.insert(Fetch::Market(s));
+            }
+            // Orders hold and settle funds; a trade names orders, not users.
+            let user = text("user_id").or_else(|| self.selected_user().map(|u| u.user_id.clone()));
+            if let Some(u) = user {
+                self.stale.insert(Fetch::Account(u));
+            }
+        } else if kind.starts_with("ACCOUNT_") {
+            if let Some(u) = text("user_id") {
+                self.stale.insert(Fetch::Account(u));
+            }
+        } else if kind.starts_with("USER_") {
+            self.stale.insert(Fetch::Users);
+        } else if kind.starts_with("SERVICE_") {
+            self.stale.extend([Fetch::Services, Fetch::Health]);
+        }
+        if self.events.paused {
+            if self.events.held.len() < HELD_MAX {
+                self.events.held.push(e);
+            }
+        } else {
+            self.show_event(e);
+        }
+    }
+
+    fn show_event(&mut self, e: Event) {
+        // Keep the selected event under the cursor when new ones arrive above it.
+        if self.events.selected > 0 {
+            let terms = terms(&self.events.filter);
+            if terms.is_empty() || terms.iter().any(|t| e.kind.to_lowercase().contains(t.as_str())) {
+                self.events.selected += 1;
+            }
+        }
+        self.events.items.push_front(e);
+        self.events.items.truncate(EVENT_HISTORY);
+        let len = self.visible_events().len();
+        self.events.selected = self.events.selected.min(len.saturating_sub(1));
+    }
+
+    fn on_snapshot(&mut self, s: Snapshot) {
+        let key = match &s {
+            Snapshot::Health(_) => Fetch::Health,
+            Snapshot::Services(_) => Fetch::Services,
+            Snapshot::Orders(_) => Fetch::Orders,
+            Snapshot::Users(_) => Fetch::Users,
+            Snapshot::Symbols(_) => Fetch::Symbols,
+            Snapshot::Market(m) => Fetch::Market(m.symbol.clone()),
+            Snapshot::Account(a) => Fetch::Account(a.user_id.clone()),
+            Snapshot::Audit(_) => Fetch::Audit,
+            Snapshot::AuditVerify(_) => Fetch::AuditVerify,
+            Snapshot::Metrics(_) => Fetch::Metrics,
+        };
+        self.inflight.remove(&key);
+        self.errors.remove(&key);
+        match s {
+            Snapshot::Health(h) => {
+                self.health = Some(h);
+                self.health_at = self.clock;
+            }
+            Snapshot::Services(list) => {
+                self.services = list;
+                self.services_at = self.clock;
+            }
+            Snapshot::Orders(rows) => {
+                let keep = self.orders.select_next.take().or_else(|| self.selected_order().map(|o| o.order_id.clone()));
+                self.orders.rows = rows;
+                let visible = self.visible_orders();
+                self.orders.selected = keep
+                    .and_then(|id| visible.iter().position(|o| o.order_id == id))
+                    .unwrap_or(self.orders.selected)
+                    .min(visible.len().saturating_sub(1));
+            }
+            Snapshot::Users(mut users) => {
+                users.sort_by(|a, b| a.username.cmp(&b.username));
+                let keep = self.selected_user().map(|u| u.user_id.clone());
+                self.users = users;
+                self.accounts.selected = keep
+                    .and_then(|id| self.users.iter().position(|u| u.user_id == id))
+                    .unwrap_or(self.accounts.selected)
+                    .min(self.users.len().saturating_sub(1));
+                self.want_account();
+            }
+            Snapshot::Symbols(list) => {
+                self.symbols = list;
+                if self.book.symbol.is_none() {
+                    if let Some(first) = self.symbols.first().map(|i| i.symbol.clone()) {
+                        self.show_symbol(first);
+                    }
+                }
+            }
+            Snapshot::Market(m) => self.book.data = Some(m),
+            Snapshot::Account(a) => self.accounts.account = Some(a),
+            Snapshot::Audit(records) => {
+                self.audit.records = records;
+                self.audit.selected = self.audit.selected.min(self.audit.records.len().saturating_sub(1));
+            }
+            Snapshot::AuditVerify(v) => self.audit.verify = Some(v),
+            Snapshot::Metrics(m) => self.rates.add_metrics(m),
+        }
+    }
+
+    fn on_done(&mut self, command: Command, result: Result<serde_json::Value, Failure>) {
+        let form_waiting = matches!(&self.overlay, Overlay::Form(f) if f.sending);
+        match result {
+            Ok(answer) => {
+                if form_waiting {
+                    self.overlay = Overlay::None;
+                }
+                match &command {
+                    Command::Place(_) | Command::Amend { .. } | Command::Cancel { .. } => {
+                        let order: Option<Order> = serde_json::from_value(answer).ok();
+                        let text = match (&command, &order) {
+                            (Command::Place(_), Some(o)) => format!("placed {} {}: {}", short_id(&o.order_id), describe(o), o.status.as_str()),
+                            (Command::Amend { .. }, Some(o)) => format!("amended {}: {}", short_id(&o.order_id), describe(o)),
+                            (Command::Cancel { .. }, Some(o)) => format!("cancelled {} ({})", short_id(&o.order_id), o.status.as_str()),
+                            _ => format!("done: {}", command.describe()),
+                        };
+                        self.say(text, false);
+                        self.stale.insert(Fetch::Orders);
+                        if let Some(o) = order {
+                            if let Command::Place(_) = command {
+                                // Show the new order where the user will look for it.
+                                self.orders.select_next = Some(o.order_id.clone());
+                                self.show_symbol(o.symbol.clone());
+                            }
+                            self.stale.insert(Fetch::Market(o.symbol));
+                            self.stale.insert(Fetch::Account(o.user_id));
+                        }
+                    }
+                    Command::Deposit { .. } | Command::Withdraw { .. } => {
+                        if let Ok(a) = serde_json::from_value::<Account>(answer) {
+                            self.accounts.account = Some(a);
+                        }
+                        self.say(format!("done: {}", command.describe()), false);
+                    }
+                }
+            }
+            Err(failure) => {
+                if let Overlay::Form(f) = &mut self.overlay {
+                    if f.sending {
+                        // The form stays open with the daemon's own words, to fix and resend.
+                        f.sending = false;
+                        f.error = Some(failure.text());
+                        return;
+                    }
+                }
+                self.say(format!("{} failed: {}", command.describe(), failure.text()), true);
+                // A refused cancel usually means the order moved on: show what it is now.
+                self.stale.insert(Fetch::Orders);
+            }
+        }
+    }
+}
+
+/// `buy 10 AAPL @ 150.25`, `sell 3 AAPL mkt`.
+pub fn describe(o: &Order) -> String {
+    let side = match o.side {
+        crate::api::Side::Buy => "buy",
+        crate::api::Side::Sell => "sell",
+    };
+    match o.price {
+        Some(p) => format!("{side} {} {} @ {}", o.quantity.normalize(), o.symbol, p.normalize()),
+        None => format!("{side} {} {} mkt", o.quantity.normalize(), o.symbol),
+    }
+}
+
+/// The words of a filter, lower-cased.
+fn terms(filter: &str) -> Vec<String> {
+    filter.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+}
+
+#[cfg(test)]
+#[path = "app_tests.rs"]
+mod tests;

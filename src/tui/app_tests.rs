@@ -1,0 +1,391 @@
+//! `update` driven by key sequences and canned daemon answers, as a user would drive it.
+
+use super::*;
+use crate::tui::action::{Failure, Snapshot};
+use crate::tui::fixture::{self, ch, ctrl, key, snap, typing, ALICE};
+use crate::tui::form;
+
+fn fetches(fx: &[Effect]) -> Vec<Fetch> {
+    fx.iter().filter_map(|e| if let Effect::Fetch(f) = e { Some(f.clone()) } else { None }).collect()
+}
+
+fn sent(fx: &[Effect]) -> Vec<Command> {
+    fx.iter().filter_map(|e| if let Effect::Send(c) = e { Some(c.clone()) } else { None }).collect()
+}
+
+fn form(app: &App) -> &Form {
+    match &app.overlay {
+        Overlay::Form(f) => f,
+        other => panic!("expected a form, got {other:?}"),
+    }
+}
+
+fn event(kind: &str, data: serde_json::Value) -> Action {
+    Action::Net(Net::Event(Box::new(fixture::event(900, kind, "orders", data))))
+}
+
+#[test]
+fn digits_tab_and_esc_move_between_tabs() {
+    let mut app = fixture::app();
+    assert_eq!(app.tab, Tab::Overview);
+    app.update(ch('3'));
+    assert_eq!(app.tab, Tab::Book);
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.tab, Tab::Accounts);
+    app.update(key(KeyCode::BackTab));
+    app.update(key(KeyCode::BackTab));
+    assert_eq!(app.tab, Tab::Orders);
+    app.update(ch('6'));
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.tab, Tab::Overview, "Tab wraps around");
+    // Esc walks back through the tabs visited.
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.tab, Tab::Audit);
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.tab, Tab::Orders);
+    assert!(!app.quit, "Esc goes back, it never quits");
+}
+
+#[test]
+fn q_and_ctrl_c_quit_but_q_in_a_text_field_is_typed() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('n'));
+    app.update(ch('q'));
+    assert!(!app.quit);
+    assert_eq!(form(&app).field(form::QUANTITY).unwrap().value(), "q");
+    app.update(ctrl('c'));
+    assert!(app.quit, "Ctrl-C quits from anywhere");
+
+    let mut app = fixture::app();
+    app.update(ch('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn help_overlay_opens_and_closes() {
+    let mut app = fixture::app();
+    app.update(ch('?'));
+    assert!(matches!(app.overlay, Overlay::Help));
+    app.update(ch('2'));
+    assert!(matches!(app.overlay, Overlay::Help), "keys do not leak through the help");
+    assert_eq!(app.tab, Tab::Overview);
+    app.update(key(KeyCode::Esc));
+    assert!(matches!(app.overlay, Overlay::None));
+    app.update(ch('?'));
+    app.update(ch('?'));
+    assert!(matches!(app.overlay, Overlay::None));
+}
+
+#[test]
+fn orders_filter_by_user_symbol_and_status() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    assert_eq!(app.visible_orders().len(), 5);
+    app.update(ch('/'));
+    typing(&mut app, "bob");
+    assert_eq!(app.visible_orders().len(), 2, "filters while typing");
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(app.overlay, Overlay::None));
+    assert_eq!(app.orders.filter, "bob");
+
+    // Esc while typing restores the filter as it was.
+    app.update(ch('/'));
+    typing(&mut app, "zzz");
+    assert!(app.visible_orders().is_empty());
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.orders.filter, "bob");
+
+    for (filter, n) in [("status:filled", 1), ("sym:aapl side:sell", 2), ("user:alice new", 1), ("cancelled", 1), ("msft", 0)] {
+        app.orders.filter = filter.into();
+        assert_eq!(app.visible_orders().len(), n, "{filter}");
+    }
+    // Esc with a filter set clears it, and stays on the tab.
+    app.update(key(KeyCode::Esc));
+    assert_eq!((app.orders.filter.as_str(), app.tab), ("", Tab::Orders));
+    assert_eq!(app.visible_orders().len(), 5);
+}
+
+#[test]
+fn j_k_move_the_selection_within_bounds() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(key(KeyCode::Up));
+    assert_eq!(app.orders.selected, 0);
+    app.update(ch('j'));
+    app.update(key(KeyCode::Down));
+    assert_eq!(app.selected_order().unwrap().order_id, "ord_0195aaaa00000000c0ffee03");
+    app.update(ch('G'));
+    assert_eq!(app.orders.selected, 4);
+    app.update(ch('j'));
+    assert_eq!(app.orders.selected, 4);
+    app.update(ch('k'));
+    app.update(ch('g'));
+    assert_eq!(app.orders.selected, 0);
+}
+
+#[test]
+fn the_order_form_validates_inline_before_sending() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('n'));
+    let f = form(&app);
+    assert_eq!(f.field(form::USER).unwrap().value(), "alice", "prefilled from the selected order");
+    assert_eq!(f.field(form::SYMBOL).unwrap().value(), "AAPL");
+
+    // Nothing is sent while a field is wrong; each complaint sits by its field.
+    typing(&mut app, "10.5");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(sent(&fx).is_empty());
+    assert_eq!(form(&app).field(form::QUANTITY).unwrap().error.as_deref(), Some("must be a multiple of the lot 1"));
+    assert_eq!(form(&app).field(form::PRICE).unwrap().error.as_deref(), Some("required, e.g. 150.25"));
+
+    // Fix both: focus went to the first complaint.
+    assert_eq!(form(&app).fields[form(&app).focus].label, form::QUANTITY);
+    app.update(key(KeyCode::Backspace));
+    app.update(key(KeyCode::Backspace));
+    app.update(key(KeyCode::Tab));
+    typing(&mut app, "150.2");
+    let fx = app.update(key(KeyCode::Enter));
+    let Ok::<[Command; 1], _>([Command::Place(p)]) = sent(&fx).try_into() else { panic!("one order sent") };
+    assert_eq!((p.user_id.as_deref(), p.quantity, p.price), (Some("alice"), fixture::d("10"), Some(fixture::d("150.2"))));
+    assert!(form(&app).sending);
+
+    // The daemon refuses: its message is shown and the form stays open to fix it.
+    let refused = Failure { status: 422, code: "insufficient_funds".into(), message: "needs 1502 USD, 10 available".into() };
+    app.update(Action::Net(Net::Done(Command::Place(p.clone()), Err(refused))));
+    let f = form(&app);
+    assert!(!f.sending);
+    assert_eq!(f.error.as_deref(), Some("insufficient_funds: needs 1502 USD, 10 available"));
+
+    // Accepted: the form closes, the message says so, and the new order gets selected.
+    app.update(key(KeyCode::Enter));
+    let mut placed = fixture::orders()[0].clone();
+    placed.order_id = "ord_0195aaaa00000000c0ffee99".into();
+    let fx = app.update(Action::Net(Net::Done(Command::Place(p), Ok(serde_json::to_value(&placed).unwrap()))));
+    assert!(fx.is_empty());
+    assert!(matches!(app.overlay, Overlay::None));
+    assert!(app.flash.as_ref().unwrap().text.starts_with("placed c0ffee99 buy 10 AAPL @ 150.25"), "{:?}", app.flash);
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Orders]);
+    let mut rows = fixture::orders();
+    rows.insert(0, placed);
+    app.update(snap(Snapshot::Orders(rows)));
+    assert_eq!(app.selected_order().unwrap().order_id, "ord_0195aaaa00000000c0ffee99");
+}
+
+#[test]
+fn esc_closes_a_form_without_sending() {
+    let mut app = fixture::app();
+    app.update(ch('3'));
+    app.update(ch('n'));
+    assert_eq!(form(&app).field(form::SYMBOL).unwrap().value(), "AAPL", "the Book's symbol");
+    let fx = app.update(key(KeyCode::Esc));
+    assert!(fx.is_empty());
+    assert!(matches!(app.overlay, Overlay::None));
+    assert_eq!(app.tab, Tab::Book, "Esc closed the form only");
+}
+
+#[test]
+fn cancel_asks_first() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    let fx = app.update(ch('c'));
+    assert!(fx.is_empty());
+    let Overlay::Confirm { question, .. } = &app.overlay else { panic!("a question") };
+    assert_eq!(question, "Cancel order c0ffee01 (alice: buy 10 AAPL @ 150.25)?");
+    assert!(sent(&app.update(ch('n'))).is_empty());
+    assert!(matches!(app.overlay, Overlay::None));
+
+    app.update(ch('c'));
+    let fx = app.update(ch('y'));
+    assert!(matches!(sent(&fx).as_slice(), [Command::Cancel { order_id }] if order_id == "ord_0195aaaa00000000c0ffee01"));
+
+    // A final order cannot be cancelled: no question, a message.
+    app.update(ch('j'));
+    app.update(ch('j'));
+    app.update(ch('c'));
+    assert!(matches!(app.overlay, Overlay::None));
+    assert_eq!(app.flash.as_ref().unwrap().text, "order c0ffee03 is filled; only open orders can be cancelled");
+
+    // A refused cancel shows the daemon's message.
+    let refused = Failure { status: 409, code: "order_not_open".into(), message: "order is filled".into() };
+    app.update(Action::Net(Net::Done(Command::Cancel { order_id: "ord_x".into() }, Err(refused))));
+    let flash = app.flash.clone().unwrap();
+    assert!(flash.error);
+    assert_eq!(flash.text, "cancel ord_x failed: order_not_open: order is filled");
+}
+
+#[test]
+fn amend_prefills_the_order() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('a'));
+    let f = form(&app);
+    assert_eq!((f.field(form::PRICE).unwrap().value(), f.field(form::QUANTITY).unwrap().value()), ("150.25", "10"));
+    assert_eq!(f.fields[f.focus].label, form::PRICE);
+    app.update(key(KeyCode::Backspace));
+    typing(&mut app, "4");
+    let fx = app.update(key(KeyCode::Enter));
+    let Ok::<[Command; 1], _>([Command::Amend { order_id, amend }]) = sent(&fx).try_into() else { panic!("one amend") };
+    assert_eq!((order_id.as_str(), amend.price, amend.quantity), ("ord_0195aaaa00000000c0ffee01", Some(fixture::d("150.24")), Some(fixture::d("10"))));
+}
+
+#[test]
+fn deposit_and_withdraw_from_accounts() {
+    let mut app = fixture::app();
+    app.update(ch('4'));
+    assert_eq!(app.selected_user().unwrap().username, "alice", "users sorted by name");
+    app.update(ch('d'));
+    assert_eq!(form(&app).title(), "Deposit to alice");
+    typing(&mut app, "250");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(matches!(sent(&fx).as_slice(), [Command::Deposit { user_id, transfer }] if user_id == ALICE && transfer.asset == "USD"));
+    app.update(key(KeyCode::Esc));
+    app.update(ch('w'));
+    assert_eq!(form(&app).title(), "Withdraw from alice");
+}
+
+#[test]
+fn space_pauses_the_event_stream_without_losing_events() {
+    let mut app = fixture::app();
+    app.update(ch('5'));
+    let before = app.events.items.len();
+    app.update(ch(' '));
+    assert!(app.events.paused);
+    app.update(event("ORDER_CREATED", serde_json::json!({"symbol": "AAPL"})));
+    assert_eq!((app.events.items.len(), app.events.held.len()), (before, 1), "held, not shown");
+    app.update(ch(' '));
+    assert!(!app.events.paused);
+    assert_eq!((app.events.items.len(), app.events.held.len()), (before + 1, 0));
+    assert_eq!(app.events.items[0].seq, 900);
+}
+
+#[test]
+fn events_filter_by_type() {
+    let mut app = fixture::app();
+    app.update(ch('5'));
+    app.update(ch('/'));
+    typing(&mut app, "order trade");
+    app.update(key(KeyCode::Enter));
+    let kinds: Vec<&str> = app.visible_events().iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["TRADE_EXECUTED", "ORDER_CREATED"]);
+}
+
+#[test]
+fn a_scrolled_event_list_keeps_its_place() {
+    let mut app = fixture::app();
+    app.update(ch('5'));
+    app.update(ch('j'));
+    let seq = app.visible_events()[app.events.selected].seq;
+    app.update(event("ORDER_CREATED", serde_json::json!({})));
+    assert_eq!(app.visible_events()[app.events.selected].seq, seq);
+}
+
+#[test]
+fn snapshots_are_fetched_when_stale_and_visible() {
+    let mut app = fixture::app();
+    assert!(fetches(&app.update(Action::Flush)).is_empty(), "nothing stale");
+    // An order event on Overview: the orders table is stale but not on screen.
+    app.update(event("ORDER_CREATED", serde_json::json!({"symbol": "AAPL", "user_id": ALICE})));
+    assert!(!app.wants_flush());
+    assert!(fetches(&app.update(Action::Flush)).is_empty());
+    app.update(ch('2'));
+    assert!(app.wants_flush());
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Orders]);
+    // In flight: another event does not ask again until the answer is in.
+    app.update(event("ORDER_CANCELLED", serde_json::json!({"symbol": "AAPL"})));
+    assert!(fetches(&app.update(Action::Flush)).is_empty());
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Orders]);
+    // The Book refetches on a trade of its own symbol only.
+    app.update(ch('3'));
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Market("AAPL".into())], "made stale by the fixture's trade");
+    app.update(snap(Snapshot::Market(fixture::market())));
+    app.update(event("TRADE_EXECUTED", serde_json::json!({"symbol": "BTC-USD"})));
+    assert!(!fetches(&app.update(Action::Flush)).contains(&Fetch::Market("AAPL".into())));
+    app.update(event("TRADE_EXECUTED", serde_json::json!({"symbol": "AAPL"})));
+    assert!(fetches(&app.update(Action::Flush)).contains(&Fetch::Market("AAPL".into())));
+    // h/l changes the symbol and asks for its book.
+    app.update(ch('l'));
+    assert_eq!(app.book.symbol.as_deref(), Some("BTC-USD"));
+    assert!(fetches(&app.update(Action::Flush)).contains(&Fetch::Market("BTC-USD".into())));
+}
+
+#[test]
+fn metrics_are_polled_only_on_overview() {
+    let mut app = fixture::app();
+    assert_eq!(fetches(&app.update(Action::Tick)), vec![Fetch::Metrics]);
+    assert!(fetches(&app.update(Action::Tick)).is_empty(), "one at a time");
+    app.update(fixture::snap(fixture::metrics(99_000, 1, 1, 1, 0)));
+    app.update(ch('2'));
+    assert!(fetches(&app.update(Action::Tick)).is_empty());
+}
+
+#[test]
+fn a_lost_connection_is_shown_and_recovered() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(Action::Net(Net::Disconnected("connection refused".into())));
+    assert_eq!(app.conn, Conn::Reconnecting("connection refused".into()));
+    app.update(event("ORDER_CREATED", serde_json::json!({})));
+    assert!(fetches(&app.update(Action::Flush)).is_empty(), "no fetches while the daemon is away");
+    app.update(Action::Net(Net::Connected { head: 1000 }));
+    assert_eq!(app.conn, Conn::Live);
+    let fx = fetches(&app.update(Action::Flush));
+    for k in [Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols, Fetch::Orders] {
+        assert!(fx.contains(&k), "{k:?} refetched after a reconnect: {fx:?}");
+    }
+}
+
+#[test]
+fn a_viewer_session_is_read_only() {
+    let mut app = fixture::app();
+    app.update(Action::Net(Net::Role(Role::Viewer)));
+    assert!(app.read_only());
+    app.update(ch('2'));
+    for k in ['n', 'c', 'a'] {
+        let fx = app.update(ch(k));
+        assert!(fx.is_empty() && matches!(app.overlay, Overlay::None), "{k}");
+        assert!(app.flash.as_ref().unwrap().text.starts_with("read-only session (a viewer token)"));
+    }
+    app.update(ch('4'));
+    app.update(ch('d'));
+    assert!(matches!(app.overlay, Overlay::None));
+}
+
+#[test]
+fn a_failed_fetch_is_shown_where_the_data_would_be() {
+    let mut app = fixture::app();
+    app.update(ch('6'));
+    app.update(Action::Net(Net::FetchFailed(
+        Fetch::AuditVerify,
+        Failure { status: 503, code: "service_unavailable".into(), message: "audit is restarting".into() },
+    )));
+    assert_eq!(app.errors.get(&Fetch::AuditVerify).map(String::as_str), Some("service_unavailable: audit is restarting"));
+    app.update(ch('v'));
+    app.update(snap(Snapshot::AuditVerify(crate::api::AuditVerify { ok: true, records: 1, first_bad: None })));
+    assert!(app.errors.is_empty());
+}
+
+#[test]
+fn replayed_history_is_not_counted_as_a_rate() {
+    let mut app = App::new(Settings::default());
+    app.update(Action::Net(Net::Connected { head: 10 }));
+    for seq in 1..=12 {
+        app.update(Action::Net(Net::Event(Box::new(fixture::event(seq, "USER_CREATED", "users", serde_json::json!({}))))));
+    }
+    app.update(Action::Tick);
+    assert_eq!(app.rates.events_per_s.last(), Some(2));
+    assert_eq!(app.last_seq, 12);
+}
+
+#[test]
+fn messages_fade() {
+    let mut app = fixture::app();
+    app.update(ch('r'));
+    assert!(app.flash.is_some());
+    for _ in 0..10 {
+        app.update(Action::Tick);
+    }
+    assert!(app.flash.is_none());
+}

@@ -1,0 +1,224 @@
+//! The dashboard's side of the wire: one task follows the event stream, and every
+//! [`Effect`] becomes a short task that fetches a snapshot or sends a command. All of
+//! them talk through the CLI's [`Client`] and report back as [`Action::Net`].
+//!
+//! **Following.** The stream is `GET /api/events?follow=true&since=N`. On the first
+//! connect `N` is a little before the newest event, so the Events tab opens with recent
+//! history without replaying the whole log; after a break `N` is the last event seen, so
+//! nothing is missed, unless the gap is longer than [`BACKLOG`], in which case the
+//! stream skips ahead (the snapshots, refetched on every connect, cover the rest).
+//! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
+//! about two seconds of its socket answering again.
+
+use super::action::{Action, Command, Effect, Failure, Fetch, MarketData, Net, Snapshot};
+use super::rates::MetricsSample;
+use crate::api::{Account, AuditRecord, AuditVerify, BookView, Candle, Event, Health, Instrument, Order, Role, ServiceInfo, Trade, User};
+use crate::client::{encode, Client, ClientError, Endpoint};
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How many past events the stream replays at most when it (re)connects.
+pub const BACKLOG: u64 = 200;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Rows asked for: enough to fill a tall terminal, few enough to fetch in a millisecond.
+const ORDERS_LIMIT: usize = 200;
+const AUDIT_LIMIT: usize = 200;
+const TRADES_LIMIT: usize = 60;
+const CANDLES_LIMIT: usize = 120;
+const BOOK_DEPTH: usize = 20;
+
+/// Performs effects and follows the stream; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Wire {
+    client: Client,
+    tx: UnboundedSender<Action>,
+    /// The zero of [`MetricsSample::at_ms`].
+    started: Instant,
+}
+
+impl Wire {
+    pub fn new(client: Client, tx: UnboundedSender<Action>) -> Wire {
+        Wire { client, tx, started: Instant::now() }
+    }
+
+    fn report(&self, net: Net) -> bool {
+        self.tx.send(Action::Net(net)).is_ok()
+    }
+
+    /// Starts the task that follows `/api/events`; it ends when the dashboard does.
+    pub fn follow(&self) {
+        let wire = self.clone();
+        tokio::spawn(async move { wire.follow_forever().await });
+    }
+
+    async fn follow_forever(self) {
+        let mut last_seen: Option<u64> = None;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let why = match self.follow_once(&mut last_seen, &mut backoff).await {
+                Ok(()) => return, // the dashboard has gone
+                Err(why) => why,
+            };
+            if !self.report(Net::Disconnected(why)) {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection: find where to start, open the stream, forward events until it
+    /// breaks. `Ok` means nobody listens any more; `Err` says why the stream ended.
+    async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), String> {
+        let head = newest_seq(&self.client).await.map_err(|e| e.to_string())?;
+        let floor = head.saturating_sub(BACKLOG);
+        let since = last_seen.map_or(floor, |s| s.max(floor));
+        let path = format!("/api/events?follow=true&since={since}");
+        let mut lines = self.client.get_lines(&path).await.map_err(|e| e.to_string())?;
+        *backoff = BACKOFF_MIN;
+        if !self.report(Net::Connected { head }) {
+            return Ok(());
+        }
+        if let Some(role) = probe_role(&self.client).await {
+            self.report(Net::Role(role));
+        }
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    // A line this client cannot read is skipped, not fatal.
+                    let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
+                    *last_seen = Some(event.seq);
+                    if !self.report(Net::Event(Box::new(event))) {
+                        return Ok(());
+                    }
+                }
+                Ok(None) => return Err("the daemon closed the event stream".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Performs one effect on its own task; the answer comes back as an action.
+    pub fn perform(&self, effect: Effect) {
+        let wire = self.clone();
+        tokio::spawn(async move {
+            match effect {
+                Effect::Fetch(key) => {
+                    let net = match wire.fetch(&key).await {
+                        Ok(s) => Net::Snapshot(s),
+                        Err(f) => Net::FetchFailed(key, f),
+                    };
+                    wire.report(net);
+                }
+                Effect::Send(command) => {
+                    let result = send(&wire.client, &command).await.map_err(Failure::from);
+                    wire.report(Net::Done(command, result));
+                }
+            }
+        });
+    }
+
+    async fn fetch(&self, key: &Fetch) -> Result<Snapshot, Failure> {
+        let c = &self.client;
+        Ok(match key {
+            Fetch::Health => Snapshot::Health(get::<Health>(c, "/health").await?),
+            Fetch::Services => Snapshot::Services(get::<Vec<ServiceInfo>>(c, "/api/services").await?),
+            Fetch::Orders => Snapshot::Orders(get::<Vec<Order>>(c, &format!("/api/orders?status=all&limit={ORDERS_LIMIT}")).await?),
+            Fetch::Users => Snapshot::Users(get::<Vec<User>>(c, "/api/users").await?),
+            Fetch::Symbols => Snapshot::Symbols(get::<Vec<Instrument>>(c, "/api/symbols").await?),
+            Fetch::Market(symbol) => {
+                let s = encode(symbol);
+                let book = format!("/api/book/{s}?depth={BOOK_DEPTH}");
+                let trades = format!("/api/trades/{s}?limit={TRADES_LIMIT}");
+                let candles = format!("/api/market/{s}/candles?interval=1m&limit={CANDLES_LIMIT}");
+                let (book, trades, candles) =
+                    tokio::join!(get::<BookView>(c, &book), get::<Vec<Trade>>(c, &trades), get::<Vec<Candle>>(c, &candles));
+                Snapshot::Market(MarketData { symbol: symbol.clone(), book: book?, trades: trades?, candles: candles? })
+            }
+            Fetch::Account(user_id) => Snapshot::Account(get::<Account>(c, &format!("/api/users/{}/account", encode(user_id))).await?),
+            Fetch::Audit => Snapshot::Audit(get::<Vec<AuditRecord>>(c, &format!("/api/audit?limit={AUDIT_LIMIT}")).await?),
+            Fetch::AuditVerify => Snapshot::AuditVerify(get::<AuditVerify>(c, "/api/audit/verify").await?),
+            Fetch::Metrics => {
+                let text = c.get_text("/metrics").await?;
+                Snapshot::Metrics(MetricsSample::from_text(&text, self.started.elapsed().as_millis() as u64))
+            }
+        })
+    }
+}
+
+async fn get<T: DeserializeOwned>(client: &Client, path: &str) -> Result<T, Failure> {
+    let v = client.get(path).await?;
+    serde_json::from_value(v).map_err(|e| Failure { status: 0, code: "protocol".into(), message: format!("{path}: unexpected answer ({e})") })
+}
+
+async fn send(client: &Client, command: &Command) -> Result<serde_json::Value, ClientError> {
+    match command {
+        Command::Place(p) => client.post("/api/orders", Some(&json(p))).await,
+        Command::Cancel { order_id } => client.delete(&format!("/api/orders/{}", encode(order_id)), None).await,
+        Command::Amend { order_id, amend } => client.patch(&format!("/api/orders/{}", encode(order_id)), Some(&json(amend))).await,
+        Command::Deposit { user_id, transfer } => client.post(&format!("/api/users/{}/deposits", encode(user_id)), Some(&json(transfer))).await,
+        Command::Withdraw { user_id, transfer } => client.post(&format!("/api/users/{}/withdrawals", encode(user_id)), Some(&json(transfer))).await,
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).expect("wire types serialize")
+}
+
+/// True when the daemon holds an event after `seq`.
+async fn has_event_after(client: &Client, seq: u64) -> Result<bool, ClientError> {
+    let mut lines = client.get_lines(&format!("/api/events?since={seq}&limit=1")).await?;
+    Ok(lines.next_line().await?.is_some())
+}
+
+/// The newest event's sequence number (0 without events). The API has no "last N" for
+/// events, so this searches: doubling, then bisecting, on `since=N&limit=1` — about
+/// 2·log2(N) tiny requests, a few milliseconds on the socket.
+async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
+    if !has_event_after(client, 0).await? {
+        return Ok(0);
+    }
+    let (mut lo, mut hi) = (0u64, 1024u64);
+    while has_event_after(client, hi).await? {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    // Events exist after `lo` and none after `hi`: the newest is in (lo, hi].
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if has_event_after(client, mid).await? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// The token's role, over TCP: `GET /api/tokens` is for admins only, and `GET
+/// /api/users` for readers (admins and viewers), so two reads tell the three roles apart
+/// without changing anything. The socket is always admin: no probe.
+async fn probe_role(client: &Client) -> Option<Role> {
+    if matches!(client.endpoint(), Endpoint::Unix(_)) {
+        return Some(Role::Admin);
+    }
+    let forbidden = |r: &Result<serde_json::Value, ClientError>| matches!(r, Err(ClientError::Api(e)) if e.status == 403);
+    let tokens = client.get("/api/tokens").await;
+    if tokens.is_ok() {
+        return Some(Role::Admin);
+    }
+    if !forbidden(&tokens) {
+        return None;
+    }
+    let users = client.get("/api/users").await;
+    if users.is_ok() {
+        Some(Role::Viewer)
+    } else if forbidden(&users) {
+        Some(Role::Trader)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,94 @@
+//! Accounts: users on the left; the selected user's balances (total, held by open
+//! orders, available) and positions on the right.
+
+use super::text::{clean, cut, dec};
+use super::Theme;
+use crate::tui::action::{short_id, Fetch};
+use crate::tui::app::App;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::widgets::{Block, Cell, Row, Table, TableState};
+use ratatui::Frame;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let users_w = if area.width >= 110 { 36 } else { 26 };
+    let [left, right] = Layout::horizontal([Constraint::Length(users_w), Constraint::Min(0)]).areas(area);
+    users(frame, left, app, theme);
+
+    let Some(user) = app.selected_user() else {
+        let block = Block::bordered().title(" Account ");
+        let inner = block.inner(right);
+        frame.render_widget(block, right);
+        super::notice(frame, inner, "no user selected", theme.dim());
+        return;
+    };
+    let [balances_area, positions_area] = Layout::vertical([Constraint::Ratio(3, 5), Constraint::Ratio(2, 5)]).areas(right);
+    let title = format!(" {} · {} · {} ", clean(&user.username), user.status, short_id(&user.user_id));
+    let Some(account) = app.account() else {
+        let block = Block::bordered().title(title);
+        let inner = block.inner(balances_area);
+        frame.render_widget(block, balances_area);
+        let text = match app.errors.get(&Fetch::Account(user.user_id.clone())) {
+            Some(e) => format!("cannot load the account: {e}"),
+            None => "loading account…".into(),
+        };
+        super::notice(frame, inner, &text, theme.dim());
+        frame.render_widget(Block::bordered().title(" Positions "), positions_area);
+        return;
+    };
+
+    let block = Block::bordered().title(title);
+    if account.balances.is_empty() {
+        let inner = block.inner(balances_area);
+        frame.render_widget(block, balances_area);
+        super::notice(frame, inner, "no funds yet · d deposits", theme.dim());
+    } else {
+        let rows = account.balances.iter().map(|b| {
+            let held = Cell::from(dec(b.held)).style(if b.held.is_zero() { theme.dim() } else { theme.warn() });
+            Row::new(vec![Cell::from(clean(&b.asset)), Cell::from(dec(b.total)), held, Cell::from(dec(b.available))])
+        });
+        let widths = [Constraint::Length(8), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        let header = Row::new(["ASSET", "TOTAL", "HELD", "AVAILABLE"]).style(theme.header());
+        frame.render_widget(Table::new(rows, widths).header(header).block(block), balances_area);
+    }
+
+    let block = Block::bordered().title(" Positions ");
+    if account.positions.is_empty() {
+        let inner = block.inner(positions_area);
+        frame.render_widget(block, positions_area);
+        super::notice(frame, inner, "no positions", theme.dim());
+    } else {
+        let rows = account.positions.iter().map(|p| {
+            let style = if p.quantity.is_sign_negative() { theme.sell() } else { theme.buy() };
+            Row::new(vec![Cell::from(clean(&p.symbol)), Cell::from(dec(p.quantity)).style(style), Cell::from(dec(p.average_price))])
+        });
+        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Fill(1)];
+        let header = Row::new(["SYMBOL", "QUANTITY", "AVG PRICE"]).style(theme.header());
+        frame.render_widget(Table::new(rows, widths).header(header).block(block), positions_area);
+    }
+}
+
+fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let block = Block::bordered().title(format!(" Users · {} ", app.users.len()));
+    if app.users.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let text = match app.errors.get(&Fetch::Users) {
+            Some(e) => format!("cannot list users: {e}"),
+            None => "no users yet".into(),
+        };
+        super::notice(frame, inner, &text, theme.dim());
+        return;
+    }
+    let name_w = area.width.saturating_sub(2 + 2 + 9) as usize;
+    let rows = app.users.iter().map(|u| {
+        let status = Cell::from(u.status.clone()).style(if u.status == "active" { theme.dim() } else { theme.warn() });
+        Row::new(vec![Cell::from(cut(&clean(&u.username), name_w)), status])
+    });
+    let widths = [Constraint::Min(0), Constraint::Length(8)];
+    let table = Table::new(rows, widths)
+        .header(Row::new(["USER", "STATUS"]).style(theme.header()))
+        .block(block)
+        .row_highlight_style(theme.selected())
+        .highlight_symbol("▶ ");
+    frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(Some(app.accounts.selected)));
+}

@@ -1,0 +1,79 @@
+//! Audit: whether the hash chain verifies, and the newest records, newest first.
+
+use super::text::{clean, clock, cut};
+use super::Theme;
+use crate::tui::action::Fetch;
+use crate::tui::app::App;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
+use ratatui::Frame;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let [head, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(area);
+    let verdict = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
+        (_, Some(e)) => Line::from(Span::styled(format!("cannot verify: {e}"), theme.bad())),
+        (None, None) => Line::from(Span::styled("verifying the chain…", theme.dim())),
+        (Some(v), None) if v.ok => Line::from(vec![
+            Span::styled("chain OK", theme.ok()),
+            Span::raw(format!(": {} records, every hash matches", v.records)),
+        ]),
+        (Some(v), None) => Line::from(vec![
+            Span::styled("chain BROKEN", theme.bad()),
+            Span::raw(format!(
+                ": {} records; the first bad one is seq {}",
+                v.records,
+                v.first_bad.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
+            )),
+        ]),
+    };
+    frame.render_widget(Paragraph::new(verdict).block(Block::bordered().title(" Verify · v runs it again ")), head);
+
+    let records = &app.audit.records;
+    let block = Block::bordered().title(format!(" Audit · newest {} ", records.len()));
+    if records.is_empty() {
+        let inner = block.inner(body);
+        frame.render_widget(block, body);
+        let text = match app.errors.get(&Fetch::Audit) {
+            Some(e) => format!("cannot load the audit log: {e}"),
+            None if app.loading(&Fetch::Audit) => "loading…".into(),
+            None => "no records".into(),
+        };
+        super::notice(frame, inner, &text, theme.dim());
+        return;
+    }
+    let wide = area.width >= 110;
+    // Borders, the highlight mark, the fixed columns and one space between columns.
+    let detail_w = area.width.saturating_sub(2 + 2 + 8 + 8 + 14 + 24 + if wide { 10 + 5 } else { 4 }) as usize;
+    let rows = records.iter().rev().map(|r| {
+        let detail = match &r.detail {
+            serde_json::Value::Null => String::new(),
+            v => v.to_string(),
+        };
+        let mut cells = vec![
+            Cell::from(r.seq.to_string()),
+            Cell::from(clock(&r.timestamp).to_string()),
+            Cell::from(cut(&clean(&r.actor), 14)),
+            Cell::from(cut(&clean(&r.action), 24)),
+        ];
+        if wide {
+            cells.push(Cell::from(r.hash.get(..10).unwrap_or(&r.hash).to_string()).style(theme.dim()));
+        }
+        cells.push(Cell::from(cut(&clean(&detail), detail_w)).style(theme.dim()));
+        Row::new(cells)
+    });
+    let mut widths = vec![Constraint::Length(8), Constraint::Length(8), Constraint::Length(14), Constraint::Length(24)];
+    let mut header = vec!["SEQ", "TIME", "ACTOR", "ACTION"];
+    if wide {
+        widths.push(Constraint::Length(10));
+        header.push("HASH");
+    }
+    widths.push(Constraint::Min(0));
+    header.push("DETAIL");
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.header()))
+        .block(block)
+        .row_highlight_style(theme.selected())
+        .highlight_symbol("▶ ");
+    frame.render_stateful_widget(table, body, &mut TableState::default().with_selected(Some(app.audit.selected)));
+}

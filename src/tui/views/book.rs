@@ -1,0 +1,149 @@
+//! Book: the depth ladder of one symbol (asks above, bids below, with cumulative size
+//! and the spread between them), its trades tape, and a price chart of 1-minute closes.
+
+use super::text::{clean, clock, dec, price, side};
+use super::Theme;
+use crate::api::{Candle, Side};
+use crate::tui::action::Fetch;
+use crate::tui::app::{App, Conn};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Cell, Chart, Dataset, GraphType, Paragraph, Row, Table};
+use ratatui::Frame;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let ladder_w = if area.width >= 110 { 50 } else { 36 };
+    let [left, right] = Layout::horizontal([Constraint::Length(ladder_w), Constraint::Min(0)]).areas(area);
+    let [tape, chart] = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(right);
+
+    let Some(symbol) = app.book.symbol.as_deref() else {
+        let block = Block::bordered().title(" Book ");
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let text = if let Some(e) = app.errors.get(&Fetch::Symbols) {
+            format!("cannot list instruments: {e}")
+        } else if app.symbols.is_empty() && (app.conn != Conn::Live || app.loading(&Fetch::Symbols)) {
+            "loading instruments…".into()
+        } else if app.symbols.is_empty() {
+            "no instruments yet · add one with `agt symbol add`".into()
+        } else {
+            "choose a symbol with h/l".into()
+        };
+        super::notice(frame, inner, &text, theme.dim());
+        return;
+    };
+    let symbol = clean(symbol);
+    let Some(m) = app.market() else {
+        for (a, t) in [(left, "book"), (tape, "trades"), (chart, "price")] {
+            let block = Block::bordered().title(format!(" {symbol} {t} "));
+            let inner = block.inner(a);
+            frame.render_widget(block, a);
+            let text = match app.errors.get(&Fetch::Market(symbol.clone())) {
+                Some(e) => format!("cannot load {symbol}: {e}"),
+                None => format!("loading {symbol}…"),
+            };
+            super::notice(frame, inner, &text, theme.dim());
+        }
+        return;
+    };
+    let decimals = app.symbols.iter().find(|i| i.symbol == symbol).map(|i| i.tick.normalize().scale());
+    ladder(frame, left, &symbol, &m.book.bids, &m.book.asks, decimals, theme);
+    trades(frame, tape, &symbol, m, decimals, theme);
+    price_chart(frame, chart, &symbol, &m.candles, decimals, theme);
+}
+
+fn ladder(frame: &mut Frame, area: Rect, symbol: &str, bids: &[(Decimal, Decimal)], asks: &[(Decimal, Decimal)], decimals: Option<u32>, theme: Theme) {
+    let spread = match (bids.first(), asks.first()) {
+        (Some(b), Some(a)) => format!("spread {}", price(a.0 - b.0, decimals)),
+        _ => "no spread".into(),
+    };
+    let block = Block::bordered().title(Line::from(vec![
+        Span::raw(format!(" {symbol} · ")),
+        Span::styled(spread.clone(), theme.header()),
+        Span::raw(" · ◀ h l ▶ "),
+    ]));
+    let inner = block.inner(area);
+    // Header and spread line take two rows; the rest is shared by asks and bids.
+    let half = (inner.height.saturating_sub(2) / 2) as usize;
+    let cumulative = |levels: &[(Decimal, Decimal)]| -> Vec<(Decimal, Decimal, Decimal)> {
+        let mut total = Decimal::ZERO;
+        levels.iter().take(half).map(|&(p, q)| {
+            total += q;
+            (p, q, total)
+        }).collect()
+    };
+    let asks = cumulative(asks);
+    let bids = cumulative(bids);
+    // Numbers right-aligned in three equal columns, so digits line up across levels.
+    let w = (inner.width.saturating_sub(6) / 3) as usize;
+    let level = |word: &'static str, (p, q, c): (Decimal, Decimal, Decimal), style| {
+        Line::from(vec![
+            Span::styled(format!("{word:<3} {:>w$}", price(p, decimals)), style),
+            Span::raw(format!(" {:>w$} {:>w$}", dec(q), dec(c))),
+        ])
+    };
+    let mut lines = vec![Line::styled(format!("{:<3} {:>w$} {:>w$} {:>w$}", "", "PRICE", "SIZE", "CUM"), theme.header())];
+    // Asks from the furthest down to the best, so the best ask sits just above the spread.
+    for _ in asks.len()..half {
+        lines.push(Line::raw(""));
+    }
+    for l in asks.iter().rev() {
+        lines.push(level("ask", *l, theme.sell()));
+    }
+    let mid = if asks.is_empty() && bids.is_empty() { "── empty book ──".to_string() } else { format!("── {spread} ──") };
+    lines.push(Line::styled(mid, theme.dim()).centered());
+    for l in &bids {
+        lines.push(level("bid", *l, theme.buy()));
+    }
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn trades(frame: &mut Frame, area: Rect, symbol: &str, m: &crate::tui::action::MarketData, decimals: Option<u32>, theme: Theme) {
+    let last = m.trades.first().map(|t| format!(" · last {}", price(t.price, decimals))).unwrap_or_default();
+    let block = Block::bordered().title(format!(" {symbol} trades{last} "));
+    if m.trades.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        super::notice(frame, inner, "no trades yet", theme.dim());
+        return;
+    }
+    let rows = m.trades.iter().map(|t| {
+        let style = if t.taker_side == Side::Buy { theme.buy() } else { theme.sell() };
+        Row::new(vec![
+            Cell::from(clock(&t.timestamp).to_string()),
+            Cell::from(side(t.taker_side)).style(style),
+            Cell::from(price(t.price, decimals)).style(style),
+            Cell::from(dec(t.quantity)),
+        ])
+    });
+    let widths = [Constraint::Length(8), Constraint::Length(4), Constraint::Min(8), Constraint::Min(6)];
+    let header = Row::new(["TIME", "SIDE", "PRICE", "QTY"]).style(theme.header());
+    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+}
+
+fn price_chart(frame: &mut Frame, area: Rect, symbol: &str, candles: &[Candle], decimals: Option<u32>, theme: Theme) {
+    let block = Block::bordered().title(format!(" {symbol} 1m closes "));
+    // Plotting is the one place a price becomes a float: it only picks a screen row.
+    let points: Vec<(f64, f64)> = candles.iter().enumerate().filter_map(|(i, c)| Some((i as f64, c.close.to_f64()?))).collect();
+    if points.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        super::notice(frame, inner, "no candles yet", theme.dim());
+        return;
+    }
+    let low = candles.iter().map(|c| c.low).min().unwrap_or_default();
+    let high = candles.iter().map(|c| c.high).max().unwrap_or_default();
+    let (lo, hi) = (low.to_f64().unwrap_or(0.0), high.to_f64().unwrap_or(0.0));
+    let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.001).max(1e-9);
+    let hhmm = |c: Option<&Candle>| c.map(|c| clock(&c.open_time).chars().take(5).collect::<String>()).unwrap_or_default();
+    let (first, last) = (hhmm(candles.first()), hhmm(candles.last()));
+    let dataset = Dataset::default().data(&points).graph_type(GraphType::Line).marker(Marker::Braille).style(theme.chart());
+    let chart = Chart::new(vec![dataset])
+        .block(block)
+        .x_axis(Axis::default().bounds([0.0, (points.len().max(2) - 1) as f64]).labels([first, last]).style(theme.dim()))
+        .y_axis(Axis::default().bounds([lo - pad, hi + pad]).labels([price(low, decimals), price(high, decimals)]).style(theme.dim()));
+    frame.render_widget(chart, area);
+}

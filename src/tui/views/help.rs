@@ -1,0 +1,78 @@
+//! The `?` overlay: every key, by where it works. The footer shows the same keys for the
+//! current tab, from the same tables, so the two cannot disagree.
+
+use super::Theme;
+use crate::tui::app::Tab;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+use ratatui::Frame;
+
+/// Keys that work on every tab.
+pub const GLOBAL: &[(&str, &str)] = &[
+    ("q Ctrl-C", "quit"),
+    ("Esc", "close, clear, go back"),
+    ("?", "this help"),
+    ("Tab S-Tab", "next / previous tab"),
+    ("1-6", "go to tab"),
+    ("j k ↓ ↑", "move"),
+    ("g G", "first / last"),
+    ("PgUp PgDn", "page"),
+    ("r", "refresh now"),
+];
+
+/// Keys in forms (new order, amend, deposit, withdraw).
+pub const FORM: &[(&str, &str)] =
+    &[("Tab ↓", "next field"), ("S-Tab ↑", "previous field"), ("← → space", "change a choice"), ("Enter", "check and send"), ("Esc", "cancel")];
+
+/// Keys of one tab: the keys, a word for the footer, and what they do for the help.
+pub fn tab_keys(tab: Tab) -> &'static [(&'static str, &'static str, &'static str)] {
+    match tab {
+        Tab::Overview => &[],
+        Tab::Orders => &[
+            ("/", "filter", "filter (user: sym: st:)"),
+            ("n", "new", "new order"),
+            ("c", "cancel", "cancel selected order"),
+            ("a", "amend", "amend selected order"),
+        ],
+        Tab::Book => &[("h l ← →", "symbol", "previous / next symbol"), ("n", "new order", "new order")],
+        Tab::Accounts => &[("d", "deposit", "deposit"), ("w", "withdraw", "withdraw"), ("n", "new order", "new order")],
+        Tab::Events => &[("space", "pause", "pause / resume"), ("/", "filter", "filter by type")],
+        Tab::Audit => &[("v", "verify", "verify the chain again")],
+    }
+}
+
+fn long(keys: &[(&'static str, &'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    keys.iter().map(|(k, _, what)| (*k, *what)).collect()
+}
+
+fn section(title: &'static str, keys: &[(&'static str, &'static str)], theme: Theme, out: &mut Vec<Line<'static>>) {
+    if !out.is_empty() {
+        out.push(Line::raw(""));
+    }
+    out.push(Line::styled(title, theme.header()));
+    for (k, what) in keys {
+        out.push(Line::from(vec![Span::styled(format!("  {k:<11}"), theme.key()), Span::raw(*what)]));
+    }
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, theme: Theme) {
+    let mut left = Vec::new();
+    section("Everywhere", GLOBAL, theme, &mut left);
+    section("Orders", &long(tab_keys(Tab::Orders)), theme, &mut left);
+    section("Audit", &long(tab_keys(Tab::Audit)), theme, &mut left);
+    let mut right = Vec::new();
+    section("Book", &long(tab_keys(Tab::Book)), theme, &mut right);
+    section("Accounts", &long(tab_keys(Tab::Accounts)), theme, &mut right);
+    section("Events", &long(tab_keys(Tab::Events)), theme, &mut right);
+    section("Forms", FORM, theme, &mut right);
+    let rows = left.len().max(right.len()) as u16;
+    let popup = super::centered(area, 78, rows + 2);
+    frame.render_widget(Clear, popup);
+    let block = Block::bordered().title(" Keys · Esc or ? closes ");
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
+    let [l, r] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).spacing(1).areas(inner);
+    frame.render_widget(Paragraph::new(left), l);
+    frame.render_widget(Paragraph::new(right), r);
+}

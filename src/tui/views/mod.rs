@@ -1,0 +1,120 @@
+//! Drawing: one file per tab, plus the chrome every tab shares (tab bar, status line,
+//! footer), the help overlay and the forms. Views read [`App`] and never change it.
+//!
+//! The screen, top to bottom: the tab bar with the connection state at its right, a
+//! status line (daemon version and uptime, health, role; or a message), the tab's body,
+//! and a footer with the keys of what has the focus. Everything is laid out from the
+//! frame's size at each draw, so resizes need no handling beyond a redraw.
+
+mod accounts;
+mod audit;
+mod book;
+mod events;
+mod footer;
+mod form;
+mod help;
+mod overview;
+mod orders;
+pub mod text;
+pub mod theme;
+
+pub use theme::Theme;
+
+use super::app::{App, Conn, Overlay, Tab};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::Frame;
+
+pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
+    let [tabs, status, body, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(frame.area());
+    tab_bar(frame, tabs, app, theme);
+    status_line(frame, status, app, theme);
+    match app.tab {
+        Tab::Overview => overview::draw(frame, body, app, theme),
+        Tab::Orders => orders::draw(frame, body, app, theme),
+        Tab::Book => book::draw(frame, body, app, theme),
+        Tab::Accounts => accounts::draw(frame, body, app, theme),
+        Tab::Events => events::draw(frame, body, app, theme),
+        Tab::Audit => audit::draw(frame, body, app, theme),
+    }
+    footer::draw(frame, footer, app, theme);
+    match &app.overlay {
+        Overlay::Help => help::draw(frame, frame.area(), theme),
+        Overlay::Form(f) => form::draw(frame, frame.area(), f, theme),
+        Overlay::Confirm { question, .. } => form::confirm(frame, frame.area(), question, theme),
+        Overlay::Filter { .. } | Overlay::None => {}
+    }
+}
+
+fn tab_bar(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let (conn, style) = match &app.conn {
+        Conn::Live => ("● live", theme.ok()),
+        Conn::Connecting => ("connecting…", theme.warn()),
+        Conn::Reconnecting(_) => ("reconnecting…", theme.warn()),
+    };
+    let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(conn.chars().count() as u16 + 1)]).areas(area);
+    let titles = Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title()));
+    let tabs = Tabs::new(titles).select(app.tab.index()).divider("│").padding(" ", " ").highlight_style(theme.active_tab());
+    frame.render_widget(tabs, left);
+    frame.render_widget(Paragraph::new(Span::styled(conn, style)).right_aligned(), right);
+}
+
+/// A message if there is one, else why we are reconnecting, else who we talk to.
+fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let line = if let Some(flash) = &app.flash {
+        let style = if flash.error { theme.bad() } else { theme.ok() };
+        Line::from(Span::styled(text::clean(&flash.text), style))
+    } else if let Conn::Reconnecting(why) = &app.conn {
+        Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])
+    } else {
+        let mut spans = Vec::new();
+        match &app.health {
+            Some(h) => {
+                spans.push(Span::raw(format!("agt {}", h.version)));
+                spans.push(Span::styled(" · up ", theme.dim()));
+                spans.push(Span::raw(text::duration(app.daemon_uptime().unwrap_or(0))));
+                spans.push(Span::styled(" · ", theme.dim()));
+                if h.status == "healthy" {
+                    spans.push(Span::styled("healthy", theme.ok()));
+                } else {
+                    spans.push(Span::styled(h.status.to_uppercase(), theme.bad()));
+                }
+            }
+            None => spans.push(Span::raw("agt")),
+        }
+        spans.push(Span::styled(" · ", theme.dim()));
+        spans.push(Span::raw(text::clean(&app.settings.endpoint)));
+        if let Some(role) = app.role {
+            spans.push(Span::styled(" · ", theme.dim()));
+            spans.push(Span::raw(role.as_str()));
+        }
+        if app.read_only() {
+            spans.push(Span::styled(" · ", theme.dim()));
+            spans.push(Span::styled("read-only", theme.warn()));
+        }
+        Line::from(spans)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// A `w`×`h` rectangle in the middle of `area`, shrunk to fit.
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+/// A one-line notice in the middle of an empty area ("no orders yet").
+pub fn notice(frame: &mut Frame, area: Rect, text: &str, style: ratatui::style::Style) {
+    if area.height == 0 {
+        return;
+    }
+    let y = area.y + area.height / 2;
+    let line = Rect { x: area.x, y, width: area.width, height: 1 };
+    frame.render_widget(Paragraph::new(Span::styled(text.to_string(), style)).centered(), line);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! Orders: the newest orders of every user, live, with the selected one ready for
+//! `c` (cancel) and `a` (amend). Wider terminals get more columns.
+
+use super::text::{clean, clock, cut, dec, price, side, status};
+use super::Theme;
+use crate::api::{OrderStatus, Side};
+use crate::tui::action::{short_id, Fetch};
+use crate::tui::app::App;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Row, Table, TableState};
+use ratatui::Frame;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let visible = app.visible_orders();
+    let mut title = vec![Span::raw(format!(" Orders · {} of {}", visible.len(), app.orders.rows.len()))];
+    if !app.orders.filter.is_empty() {
+        title.push(Span::raw(" · filter: "));
+        title.push(Span::styled(clean(&app.orders.filter), theme.warn()));
+    }
+    title.push(Span::raw(" "));
+    let block = Block::bordered().title(Line::from(title));
+    let inner = block.inner(area);
+    let wide = area.width >= 110;
+
+    if visible.is_empty() {
+        frame.render_widget(block, area);
+        let text = if let Some(e) = app.errors.get(&Fetch::Orders) {
+            format!("cannot load orders: {e}")
+        } else if app.orders.rows.is_empty() && app.loading(&Fetch::Orders) {
+            "loading orders…".into()
+        } else if app.orders.rows.is_empty() {
+            "no orders yet · n places one".into()
+        } else {
+            "no order matches the filter · Esc clears it".into()
+        };
+        super::notice(frame, inner, &text, theme.dim());
+        return;
+    }
+
+    let rows = visible.iter().map(|o| {
+        let side_style = if o.side == Side::Buy { theme.buy() } else { theme.sell() };
+        let status_style = match o.status {
+            OrderStatus::Rejected | OrderStatus::Expired => theme.bad(),
+            OrderStatus::Filled => theme.ok(),
+            OrderStatus::Cancelled => theme.dim(),
+            OrderStatus::New | OrderStatus::PartiallyFilled => ratatui::style::Style::new(),
+        };
+        let decimals = app.symbols.iter().find(|i| i.symbol == o.symbol).map(|i| i.tick.normalize().scale());
+        let limit = o.price.map(|p| price(p, decimals)).unwrap_or_else(|| "market".into());
+        let mut cells = vec![Cell::from(short_id(&o.order_id).to_string())];
+        if wide {
+            cells.push(Cell::from(clock(&o.created_at).to_string()));
+        }
+        cells.extend([
+            Cell::from(cut(&clean(app.username(&o.user_id)), 12)),
+            Cell::from(cut(&clean(&o.symbol), 10)),
+            Cell::from(side(o.side)).style(side_style),
+            Cell::from(limit),
+            Cell::from(dec(o.quantity)),
+            Cell::from(dec(o.filled_quantity)),
+        ]);
+        if wide {
+            cells.push(Cell::from(o.average_price.map(|p| price(p, decimals)).unwrap_or_default()));
+            cells.push(Cell::from(format!("{:?}", o.time_in_force).to_lowercase()));
+        }
+        let mut status_text = status(o.status).to_string();
+        if wide {
+            if let Some(r) = &o.reject_reason {
+                status_text = format!("{status_text}: {}", clean(r));
+            }
+        }
+        cells.push(Cell::from(status_text).style(status_style));
+        Row::new(cells)
+    });
+
+    let mut header = vec!["ID"];
+    let mut widths = vec![Constraint::Length(8)];
+    if wide {
+        header.push("TIME");
+        widths.push(Constraint::Length(8));
+    }
+    header.extend(["USER", "SYMBOL", "SIDE", "PRICE", "QTY", "FILLED"]);
+    widths.extend([
+        Constraint::Length(if wide { 12 } else { 9 }),
+        Constraint::Length(10),
+        Constraint::Length(4),
+        Constraint::Length(10),
+        Constraint::Length(8),
+        Constraint::Length(8),
+    ]);
+    if wide {
+        header.extend(["AVG", "TIF"]);
+        widths.extend([Constraint::Length(10), Constraint::Length(3)]);
+    }
+    header.push("STATUS");
+    widths.push(Constraint::Min(11));
+
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.header()))
+        .block(block)
+        .row_highlight_style(theme.selected())
+        .highlight_symbol("▶ ");
+    let mut state = TableState::default().with_selected(Some(app.orders.selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}

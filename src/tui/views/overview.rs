@@ -1,0 +1,97 @@
+//! Overview: the ten services with state, uptime and restarts, and the sparklines of
+//! orders/s, trades/s, placement p99 and the event rate.
+//!
+//! A service that restarted says `restarted N×` and one that failed says `FAILED` with
+//! its last error, in words first and colour second.
+
+use super::text::{cut, duration, micros};
+use super::Theme;
+use crate::tui::app::App;
+use crate::tui::rates::Series;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Row, Sparkline, Table};
+use ratatui::Frame;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    // Ten rows, a header and the borders: the services always fit whole.
+    let services_h = (app.services.len().max(1) as u16 + 3).min(area.height);
+    let [top, bottom] = Layout::vertical([Constraint::Length(services_h), Constraint::Min(0)]).areas(area);
+    services(frame, top, app, theme);
+
+    let [upper, lower] = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(bottom);
+    let [a, b] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(upper);
+    let [c, d] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(lower);
+    let r = &app.rates;
+    let per_s = |s: &Series| s.last().map(|v| v.to_string()).unwrap_or_else(|| "–".into());
+    sparkline(frame, a, &format!("orders/s {}", per_s(&r.orders_per_s)), &r.orders_per_s, theme);
+    sparkline(frame, b, &format!("trades/s {}", per_s(&r.trades_per_s)), &r.trades_per_s, theme);
+    let p99 = r.place_p99_us.last().map(|v| if v == 0 { "–".to_string() } else { micros(v) }).unwrap_or_else(|| "–".into());
+    sparkline(frame, c, &format!("placement p99 {p99}"), &r.place_p99_us, theme);
+    sparkline(frame, d, &format!("events/s {}", per_s(&r.events_per_s)), &r.events_per_s, theme);
+}
+
+fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let running = app.services.iter().filter(|s| s.state == "running").count();
+    let restarts: u32 = app.services.iter().map(|s| s.restarts).sum();
+    let failed = app.services.iter().filter(|s| s.state == "failed").count();
+    let mut title = vec![Span::raw(if app.services.is_empty() {
+        " Services".to_string()
+    } else {
+        format!(" Services · {running}/{} running", app.services.len())
+    })];
+    if failed > 0 {
+        title.push(Span::raw(" · "));
+        title.push(Span::styled(format!("{failed} FAILED"), theme.bad()));
+    }
+    if restarts > 0 {
+        title.push(Span::raw(" · "));
+        title.push(Span::styled(format!("{restarts} restarts"), theme.warn()));
+    }
+    title.push(Span::raw(" "));
+    let block = Block::bordered().title(Line::from(title));
+    if app.services.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let why = app.errors.get(&crate::tui::action::Fetch::Services).cloned().unwrap_or_else(|| "loading services…".into());
+        super::notice(frame, inner, &why, theme.dim());
+        return;
+    }
+    let note_w = area.width.saturating_sub(2 + 9 + 11 + 8 + 9 + 8 + 5) as usize;
+    let rows = app.services.iter().map(|s| {
+        let (state, note, style) = match s.state.as_str() {
+            "failed" => ("FAILED".to_string(), format!("failed after {} restarts: {}", s.restarts, s.last_error.as_deref().unwrap_or("")), theme.bad()),
+            "running" if s.restarts > 0 => {
+                let why = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                ("running".into(), format!("restarted {}×{why}", s.restarts), theme.warn())
+            }
+            "running" => ("running".into(), String::new(), theme.ok()),
+            other => (other.to_string(), s.last_error.clone().unwrap_or_default(), theme.warn()),
+        };
+        Row::new(vec![
+            Cell::from(s.name.clone()),
+            Cell::from(state).style(style),
+            Cell::from(duration(app.service_uptime(s))),
+            Cell::from(s.restarts.to_string()).style(if s.restarts > 0 { theme.warn() } else { theme.dim() }),
+            Cell::from(s.mailbox_depth.to_string()),
+            Cell::from(cut(&super::text::clean(&note), note_w)).style(style),
+        ])
+    });
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Length(11),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Min(0),
+    ];
+    let header = Row::new(["SERVICE", "STATE", "UPTIME", "RESTARTS", "MAILBOX", "NOTE"]).style(theme.header());
+    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+}
+
+fn sparkline(frame: &mut Frame, area: Rect, title: &str, series: &Series, theme: Theme) {
+    let block = Block::bordered().title(format!(" {title} "));
+    let width = block.inner(area).width as usize;
+    let data = series.last_n(width);
+    frame.render_widget(Sparkline::default().block(block).data(&data).style(theme.chart()), area);
+}

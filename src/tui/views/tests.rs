@@ -1,0 +1,170 @@
+//! Every view drawn with fixed data on ratatui's `TestBackend`, at 80x24 (the smallest
+//! supported terminal) and 120x40, and compared with the snapshots in `snapshots/`.
+//! `cargo insta review` (or `INSTA_UPDATE=always`) accepts intended changes.
+
+use super::*;
+use crate::tui::action::{Action, Command, Net};
+use crate::tui::app::App;
+use crate::tui::fixture::{self, ch, key, typing};
+use crossterm::event::KeyCode;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
+
+fn render(app: &App, w: u16, h: u16, theme: Theme) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, app, theme)).unwrap();
+    t
+}
+
+fn check(name: &str, app: &App) {
+    for (w, h) in SIZES {
+        let t = render(app, w, h, Theme { color: true });
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), t.backend());
+    }
+}
+
+fn on_tab(c: char) -> App {
+    let mut app = fixture::app();
+    app.update(ch(c));
+    app.update(Action::Flush);
+    app
+}
+
+#[test]
+fn overview() {
+    check("overview", &fixture::app());
+}
+
+#[test]
+fn orders() {
+    check("orders", &on_tab('2'));
+}
+
+#[test]
+fn orders_filtered() {
+    let mut app = on_tab('2');
+    app.update(ch('/'));
+    typing(&mut app, "bob");
+    check("orders_filtering", &app);
+}
+
+#[test]
+fn book() {
+    check("book", &on_tab('3'));
+}
+
+#[test]
+fn accounts() {
+    check("accounts", &on_tab('4'));
+}
+
+#[test]
+fn events() {
+    let mut app = on_tab('5');
+    app.update(ch(' '));
+    app.update(Action::Net(Net::Event(Box::new(fixture::event(306, "ORDER_CANCELLED", "orders", serde_json::json!({}))))));
+    check("events_paused", &app);
+    app.update(ch(' '));
+    check("events", &app);
+}
+
+#[test]
+fn audit() {
+    check("audit", &on_tab('6'));
+}
+
+#[test]
+fn help() {
+    let mut app = on_tab('2');
+    app.update(ch('?'));
+    check("help", &app);
+}
+
+#[test]
+fn order_form_with_errors() {
+    let mut app = on_tab('2');
+    app.update(ch('n'));
+    typing(&mut app, "1.5");
+    app.update(key(KeyCode::Enter));
+    check("form_errors", &app);
+}
+
+#[test]
+fn order_form_refused_by_the_daemon() {
+    let mut app = on_tab('2');
+    app.update(ch('n'));
+    typing(&mut app, "10");
+    app.update(key(KeyCode::Tab));
+    typing(&mut app, "150.25");
+    let fx = app.update(key(KeyCode::Enter));
+    let Some(crate::tui::action::Effect::Send(command)) = fx.into_iter().next() else { panic!("sent") };
+    let failure = crate::tui::action::Failure {
+        status: 422,
+        code: "insufficient_funds".into(),
+        message: "buying 10 AAPL at 150.25 needs 1502.50 USD available, but only 1000 is (short by 502.50)".into(),
+    };
+    app.update(Action::Net(Net::Done(command, Err(failure))));
+    check("form_refused", &app);
+}
+
+#[test]
+fn cancel_confirm() {
+    let mut app = on_tab('2');
+    app.update(ch('c'));
+    check("confirm", &app);
+    app.update(ch('y'));
+    let mut done = fixture::orders()[0].clone();
+    done.status = crate::api::OrderStatus::Cancelled;
+    app.update(Action::Net(Net::Done(Command::Cancel { order_id: done.order_id.clone() }, Ok(serde_json::to_value(&done).unwrap()))));
+    check("cancelled", &app);
+}
+
+#[test]
+fn reconnecting() {
+    let mut app = fixture::app();
+    app.update(Action::Net(Net::Disconnected("cannot reach the agt daemon at /tmp/agt.sock: connection refused".into())));
+    check("reconnecting", &app);
+}
+
+#[test]
+fn before_any_data() {
+    let app = App::new(crate::tui::app::Settings { endpoint: "http://10.0.0.5:8000".into(), read_only: true, symbol: None });
+    check("empty", &app);
+    let mut app = app;
+    for c in ['2', '3', '4', '5', '6'] {
+        app.update(ch(c));
+        check(&format!("empty_{}", app.tab.title().to_lowercase()), &app);
+    }
+}
+
+/// Without colour nothing has a foreground or background colour, and the words that
+/// carry the meaning are still there.
+#[test]
+fn no_color_draws_no_colour() {
+    for tab in ['1', '2', '3', '4', '5', '6'] {
+        let app = on_tab(tab);
+        let t = render(&app, 120, 40, Theme { color: false });
+        for cell in t.backend().buffer().content() {
+            assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset), "tab {tab}: {:?}", cell.symbol());
+        }
+    }
+    let t = render(&fixture::app(), 80, 24, Theme { color: false });
+    let text = format!("{}", t.backend());
+    assert!(text.contains("FAILED") && text.contains("restarted 2×"), "{text}");
+}
+
+/// Drawing never panics, however small or large the terminal.
+#[test]
+fn any_size_draws() {
+    for tab in ['1', '2', '3', '4', '5', '6'] {
+        let mut app = on_tab(tab);
+        for (w, h) in [(1, 1), (20, 5), (40, 10), (79, 23), (200, 60)] {
+            render(&app, w, h, Theme { color: true });
+        }
+        app.update(ch('?'));
+        render(&app, 30, 8, Theme { color: true });
+    }
+}

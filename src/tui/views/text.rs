@@ -1,0 +1,97 @@
+//! Turning wire values into short, fixed-width words for tables.
+
+use crate::api::{OrderStatus, Side};
+use rust_decimal::Decimal;
+
+/// `45s`, `12m03s`, `3h02m`, `2d04h`.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h")
+    } else if h > 0 {
+        format!("{h}h{m:02}m")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `HH:MM:SS` of an RFC 3339 timestamp (UTC, as the daemon writes them).
+pub fn clock(ts: &str) -> &str {
+    ts.get(11..19).unwrap_or(ts)
+}
+
+/// A decimal without trailing zeros.
+pub fn dec(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+/// A price with the decimals of its instrument's tick (`150.00` on a 0.01 tick), so a
+/// column of prices lines up; without a known tick, as [`dec`].
+pub fn price(p: Decimal, decimals: Option<u32>) -> String {
+    match decimals {
+        Some(n) => format!("{:.*}", n as usize, p),
+        None => dec(p),
+    }
+}
+
+pub fn side(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+/// Status words that fit a column; `partially_filled` is the only long one.
+pub fn status(s: OrderStatus) -> &'static str {
+    match s {
+        OrderStatus::PartiallyFilled => "part-filled",
+        other => other.as_str(),
+    }
+}
+
+/// `n µs`, `n.nn ms`.
+pub fn micros(us: u64) -> String {
+    if us >= 1000 {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// Cuts `s` to `max` characters, marking the cut with `…`.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Control characters (from hostile names or messages) would move the cursor: replace them.
+pub fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '�' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(723), "12m03s");
+        assert_eq!(duration(3 * 3600 + 120), "3h02m");
+        assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d04h");
+        assert_eq!(clock("2024-05-01T12:34:56.123456Z"), "12:34:56");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(micros(85), "85 µs");
+        assert_eq!(micros(1500), "1.50 ms");
+        assert_eq!(clean("a\x1b[2Jb"), "a�[2Jb");
+        assert_eq!(price(Decimal::new(150, 0), Some(2)), "150.00");
+        assert_eq!(price(Decimal::new(15025, 2), None), "150.25");
+    }
+}

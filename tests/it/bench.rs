@@ -1,0 +1,125 @@
+//! `agt bench` against a real daemon: small runs whose report and verification are checked.
+
+use crate::util::Daemon;
+use serde_json::Value;
+
+fn bench(d: &Daemon, args: &[&str]) -> Value {
+    let out = d.cli().args(["-o", "json", "bench"]).args(args).output().expect("run agt bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "agt bench {args:?} exited {:?}\nstdout: {stdout}\nstderr: {stderr}", out.status.code());
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("agt bench -o json printed no JSON document ({e}): {stdout}"))
+}
+
+fn num(r: &Value, path: &[&str]) -> f64 {
+    let mut v = r;
+    for k in path {
+        v = &v[*k];
+    }
+    v.as_f64().unwrap_or_else(|| panic!("{path:?} is not a number in {r}"))
+}
+
+/// What every successful run reports.
+fn sane(d: &Daemon, r: &Value, orders: u64, verified: u64, concurrency: u64, symbols: usize) {
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["orders"], orders, "{r}");
+    assert_eq!(r["acknowledged"], orders, "{r}");
+    assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+    assert_eq!(r["concurrency"], concurrency, "{r}");
+    assert_eq!(r["users"], 2 * concurrency, "{r}");
+    assert_eq!(r["symbols"].as_array().unwrap().len(), symbols, "{r}");
+    assert!(num(r, &["duration_s"]) > 0.0, "{r}");
+    assert!(num(r, &["orders_per_s"]) > 0.0, "{r}");
+    assert!(num(r, &["trades"]) > 0.0, "orders around one mid price must trade: {r}");
+    assert!(num(r, &["trades_per_s"]) > 0.0, "{r}");
+    let statuses: f64 = r["statuses"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert_eq!(statuses as u64, orders, "{r}");
+    let l = |k: &str| num(r, &["latency_us", k]);
+    assert_eq!(l("count") as u64, orders, "{r}");
+    assert!(l("min") >= 1.0, "{r}");
+    assert!(l("min") <= l("p50") && l("p50") <= l("p90") && l("p90") <= l("p99"), "{r}");
+    assert!(l("p99") <= l("p99.9") && l("p99.9") <= l("max"), "{r}");
+    assert!(l("mean") >= l("min") && l("mean") <= l("max"), "{r}");
+    // Verification: every acknowledged order is in the daemon as acknowledged.
+    assert_eq!(r["verified"], verified, "{r}");
+    let v = &r["verification"];
+    assert_eq!(v["checked"], verified, "{r}");
+    assert_eq!(v["missing"], 0, "{r}");
+    assert_eq!(v["inconsistent"], 0, "{r}");
+    assert_eq!(v["fills_match_trades"], true, "{r}");
+    assert_eq!(v["balances_conserved"], true, "{r}");
+    assert_eq!(v["problems"], serde_json::json!([]), "{r}");
+    // Clean-up: no bench order is left open.
+    let prefix = r["prefix"].as_str().unwrap();
+    for i in 0..concurrency {
+        for side in ["b", "s"] {
+            let open = d.ok("GET", &format!("/api/orders?user_id={prefix}-{side}{i}&status=open"), None);
+            assert_eq!(open, serde_json::json!([]), "{prefix}-{side}{i} still has open orders");
+        }
+    }
+}
+
+#[test]
+fn closed_loop_over_the_socket_and_over_http() {
+    let d = Daemon::start();
+    let r = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2"]);
+    sane(&d, &r, 300, 300, 4, 2);
+    assert_eq!(r["via"], "socket");
+    assert_eq!(r["mode"], "closed");
+    assert_eq!(r["route"], "/api/orders");
+    assert_eq!(r["cleanup"]["token_revoked"], Value::Null, "no token is made for the socket");
+
+    // Over TCP: the bench makes an admin token over the socket and revokes it after.
+    let r2 = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2", "--via", "http"]);
+    sane(&d, &r2, 300, 300, 4, 2);
+    assert_eq!(r2["via"], "http");
+    assert!(r2["target"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{r2}");
+    assert_eq!(r2["cleanup"]["token_revoked"], true, "{r2}");
+    assert_ne!(r["prefix"], r2["prefix"], "runs name their users and symbols apart");
+    assert_ne!(r["symbols"], r2["symbols"]);
+    let tokens = d.ok("GET", "/api/tokens", None);
+    assert!(tokens.as_array().unwrap().iter().all(|t| t["revoked"] == true), "{tokens}");
+}
+
+#[test]
+fn open_loop_at_a_fixed_rate() {
+    let d = Daemon::start();
+    let r = bench(
+        &d,
+        &["--orders", "100", "--rate", "200", "--concurrency", "4", "--symbols", "2", "--route", "/api/trading/orders", "--warmup", "20"],
+    );
+    // The 20 warm-up orders are verified too.
+    sane(&d, &r, 100, 120, 4, 2);
+    assert_eq!(r["mode"], "open");
+    assert_eq!(r["rate"], 200.0);
+    assert_eq!(r["route"], "/api/trading/orders");
+    assert_eq!(r["warmup"], 20);
+    // 100 orders at 200/s: the last is due 0.495 s after the first, so the run cannot be
+    // faster, and it should not take much longer on an idle daemon.
+    let secs = num(&r, &["duration_s"]);
+    assert!(secs >= 0.49, "an open-loop run keeps its schedule: {r}");
+    assert!(num(&r, &["orders_per_s"]) <= 210.0, "{r}");
+}
+
+#[test]
+fn bad_invocations() {
+    let d = Daemon::start();
+    // --url needs an admin token: setup creates users and symbols.
+    d.cli().args(["bench", "--url", "http://127.0.0.1:9"]).assert().code(2);
+    d.cli().args(["bench", "--via", "socket", "--url", "http://127.0.0.1:9", "--token", "x"]).assert().code(2);
+    d.cli().args(["bench", "--orders", "0"]).assert().code(2);
+    d.cli().args(["bench", "--rate", "-5"]).assert().code(2);
+    d.cli().args(["bench", "--route", "/api/users"]).assert().code(2);
+    // No daemon there: exit 3, like every command.
+    let empty = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    assert_cmd::Command::new(crate::util::BIN)
+        .args(["--home", empty.path().to_str().unwrap(), "bench", "--orders", "10"])
+        .env_remove("AGT_URL")
+        .env_remove("AGT_TOKEN")
+        .env_remove("AGT_SOCKET")
+        .assert()
+        .code(3);
+    // A wrong token over --url is the daemon's 401: exit 1.
+    let url = format!("http://{}", d.http.as_ref().unwrap());
+    d.cli().args(["bench", "--orders", "10", "--url", &url, "--token", "nope"]).assert().code(1);
+}

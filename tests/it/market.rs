@@ -1,0 +1,267 @@
+//! Market data end to end: CSV import of history (all or nothing, the price band
+//! anchored), and candles built from trades placed through the API.
+
+use crate::util::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+const HEADER: &str = "symbol,interval,open_time,open,high,low,close,volume\n";
+
+/// RFC 3339 of Unix seconds, as the API writes a bar's start.
+fn rfc(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn candles(dm: &Daemon, sym: &str, interval: &str) -> Vec<Value> {
+    dm.ok("GET", &format!("/api/market/{sym}/candles?interval={interval}&limit=1000"), None).as_array().unwrap().clone()
+}
+
+/// (open_time, open, high, low, close, volume) of each bar.
+fn ohlcv(bars: &[Value]) -> Vec<(String, Decimal, Decimal, Decimal, Decimal, Decimal)> {
+    bars.iter()
+        .map(|b| {
+            (b["open_time"].as_str().unwrap().to_string(), dec(&b["open"]), dec(&b["high"]), dec(&b["low"]), dec(&b["close"]), dec(&b["volume"]))
+        })
+        .collect()
+}
+
+fn last(dm: &Daemon, sym: &str) -> Option<Decimal> {
+    let q = dm.ok("GET", &format!("/api/market/{sym}"), None);
+    q["last"].as_str().map(|s| s.parse().unwrap())
+}
+
+/// A POST of a raw CSV body with `Content-Type: text/csv` over the socket.
+fn post_csv(dm: &Daemon, body: &str) -> (u16, Value) {
+    let mut s = std::os::unix::net::UnixStream::connect(dm.sock()).unwrap();
+    write!(
+        s,
+        "POST /api/market/import HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(rest).unwrap_or(Value::String(rest.into())))
+}
+
+#[test]
+fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the_band() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let now = chrono::Utc::now().timestamp();
+    let m0 = now - now.rem_euclid(60) - 10 * 60; // ten minutes ago, on a minute
+    let day = now - now.rem_euclid(86_400) - 86_400; // yesterday, midnight UTC
+
+    // Bad rows: every one is named by its line, and nothing is imported.
+    let bad = format!(
+        "{HEADER}{sym},1m,{m0},100,101,99,100.5,10\n\
+         {sym},1m,{},100,99,101,100,10\n\
+         NOSUCH,1m,{},100,101,99,100,10\n\
+         {sym},1m,{},100,101,99,100,-3\n\
+         {sym},7m,{},100,101,99,100,1\n\
+         {sym},1m,{},100,101,99,100,1\n\
+         {sym},1m,{},abc,101,99,100,1\n",
+        rfc(m0 + 60),
+        m0 + 120,
+        m0 + 180,
+        m0 + 240,
+        m0 + 301,
+        m0 + 360,
+    );
+    let file = dm.path().join("bad.csv");
+    std::fs::write(&file, &bad).unwrap();
+    let out = dm.cli().args(["market", "import"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_csv") && err.contains("6 of 7 row(s) are bad, so nothing was imported"), "{err}");
+    for (line, what) in [
+        (3, "high 99 is below low 101"),
+        (4, "unknown symbol \"NOSUCH\""),
+        (5, "volume must not be negative"),
+        (6, "interval \"7m\" is not one of 1s, 1m, 5m, 1h, 1d"),
+        (7, "is not the start of a 1m bar"),
+        (8, "open \"abc\" is not a decimal number"),
+    ] {
+        assert!(err.lines().any(|l| l.contains(&format!("line {line}: ")) && l.contains(what)), "line {line} ({what}) in:\n{err}");
+    }
+    assert!(!err.contains("line 2:"), "{err}");
+    assert!(candles(&dm, &sym, "1m").is_empty(), "a bad file imports nothing");
+    assert_eq!(last(&dm, &sym), None);
+    // The same over the API, as text/csv.
+    let (s, e) = post_csv(&dm, &bad);
+    assert_eq!((s, code(&e)), (400, "invalid_csv"), "{e}");
+    // Not for viewers.
+    let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let (s, _) = dm.tcp("POST", "/api/market/import", Some(json!({"csv": bad})), Some(&viewer));
+    assert_eq!(s, 403);
+
+    // A good file: candles appear, the newest close is the last price.
+    let good = format!(
+        "{HEADER}# yesterday, then three minutes of this hour\n\
+         {sym},1d,{},90,110,85,95,5000\n\
+         {sym},1m,{},100,101,99,100.5,10\n\
+         {sym},1m,{},100.5,102,100,101.25,7\n\
+         \"{sym}\", 1m, {m0}, 99, 100.5, 98, 100, 12\n",
+        rfc(day),
+        rfc(m0 + 60),
+        m0 + 120,
+    );
+    let file = dm.path().join("good.csv");
+    std::fs::write(&file, &good).unwrap();
+    let out = dm.cli().args(["market", "import"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("imported 4 bar(s)") && text.contains("101.25"), "{text}");
+    let m1 = candles(&dm, &sym, "1m");
+    assert_eq!(
+        ohlcv(&m1),
+        vec![
+            (rfc(m0), d("99"), d("100.5"), d("98"), d("100"), d("12")),
+            (rfc(m0 + 60), d("100"), d("101"), d("99"), d("100.5"), d("10")),
+            (rfc(m0 + 120), d("100.5"), d("102"), d("100"), d("101.25"), d("7")),
+        ]
+    );
+    assert_eq!(ohlcv(&candles(&dm, &sym, "1d")), vec![(rfc(day), d("90"), d("110"), d("85"), d("95"), d("5000"))]);
+    assert_eq!(last(&dm, &sym), Some(d("101.25")));
+
+    // Importing the same file again replaces the bars rather than adding to them.
+    let again = dm.cli().args(["-o", "json", "market", "import"]).arg(&file).output().unwrap();
+    assert!(again.status.success(), "{again:?}");
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["imported"], 4);
+    assert_eq!(v["symbols"], json!([sym]));
+    assert_eq!(v["last"][&sym], "101.25");
+    assert_eq!(ohlcv(&candles(&dm, &sym, "1m")), ohlcv(&m1));
+
+    // The price band now applies (10% by default around 101.25).
+    let u = dm.user("band");
+    dm.deposit(&u, "USD", "100000");
+    let (s, e) = dm.place(&u, &sym, "buy", "1", Some("150.00"));
+    assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+    let (s, e) = dm.place(&u, &sym, "buy", "1", Some("50.00"));
+    assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+    let (s, o) = dm.place(&u, &sym, "buy", "1", Some("105.00"));
+    assert_eq!(s, 201, "{o}");
+
+    // And it survives a restart.
+    let mut dm = dm;
+    dm.restart();
+    assert_eq!(last(&dm, &sym), Some(d("101.25")));
+    let (s, e) = dm.place(&u, &sym, "buy", "1", Some("150.00"));
+    assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+}
+
+#[test]
+fn candles_add_up_the_trades_placed_through_the_api() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (buyer, seller) = (dm.user("cb"), dm.user("cs"));
+    dm.deposit(&buyer, "USD", "1000000");
+    dm.deposit(&seller, &sym, "1000");
+    // Makers at several prices, a taker sweeping them, then single crossings.
+    for (p, q) in [("100.00", "3"), ("100.50", "2"), ("101.00", "4")] {
+        let (s, o) = dm.place(&seller, &sym, "sell", q, Some(p));
+        assert_eq!(s, 201, "{o}");
+    }
+    let (s, o) = dm.place(&buyer, &sym, "buy", "9", Some("101.00"));
+    assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    for (p, q) in [("99.00", "5"), ("102.25", "1"), ("98.75", "2")] {
+        dm.place(&seller, &sym, "sell", q, Some(p));
+        let (s, o) = dm.place(&buyer, &sym, "buy", q, Some(p));
+        assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    }
+
+    // The tape has every trade once the market service has caught up with the bus.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tape = loop {
+        let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
+        if t.as_array().unwrap().len() == 6 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the tape has {} trades, not 6", t.as_array().unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // What the trades imply, per minute: oldest first (the tape is newest first).
+    let mut expected: BTreeMap<i64, (Decimal, Decimal, Decimal, Decimal, Decimal)> = BTreeMap::new();
+    for t in tape.as_array().unwrap().iter().rev() {
+        let ts = chrono::DateTime::parse_from_rfc3339(t["timestamp"].as_str().unwrap()).unwrap().timestamp();
+        let (p, q) = (dec(&t["price"]), dec(&t["quantity"]));
+        let bar = expected.entry(ts - ts.rem_euclid(60)).or_insert((p, p, p, p, Decimal::ZERO));
+        bar.1 = bar.1.max(p);
+        bar.2 = bar.2.min(p);
+        bar.3 = p;
+        bar.4 += q;
+    }
+    let want: Vec<_> = expected.iter().map(|(t, b)| (rfc(*t), b.0, b.1, b.2, b.3, b.4)).collect();
+    let bars = candles(&dm, &sym, "1m");
+    assert_eq!(ohlcv(&bars), want);
+    assert_eq!(bars.iter().map(|b| b["trades"].as_u64().unwrap()).sum::<u64>(), 6);
+    assert_eq!(bars.iter().map(|b| dec(&b["volume"])).sum::<Decimal>(), d("17"));
+    // In the order they traded: 100, 100.5, 101 (the sweep), then 99, 102.25, 98.75.
+    let all = (want.first().unwrap().1, want.iter().map(|b| b.2).max().unwrap(), want.iter().map(|b| b.3).min().unwrap(), want.last().unwrap().4);
+    assert_eq!(all, (d("100"), d("102.25"), d("98.75"), d("98.75")));
+    assert_eq!(last(&dm, &sym), Some(d("98.75")));
+    // The day's bar holds them all (unless the test ran across midnight UTC).
+    let days = candles(&dm, &sym, "1d");
+    if days.len() == 1 {
+        let (_, o, h, l, c, v) = ohlcv(&days).remove(0);
+        assert_eq!((o, h, l, c, v), (d("100"), d("102.25"), d("98.75"), d("98.75"), d("17")));
+    }
+}
+
+#[test]
+fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
+    let dm = Daemon::start();
+    let out = dm.cli().args(["demo", "--users", "2", "--rate", "50", "--duration", "2"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert!(out.status.success(), "{out:?}\n{}", dm.log());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.trim_start().starts_with("1s  orders ")), "a progress line a second:\n{text}");
+    assert!(text.contains("done 2s  orders "), "{text}");
+
+    let mut traded = 0;
+    for sym in ["AAPL", "MSFT", "BTC-USD", "ETH-USD"] {
+        let tape = dm.ok("GET", &format!("/api/trades/{sym}?limit=10000"), None);
+        let n = tape.as_array().unwrap().len();
+        traded += n;
+        if n > 0 {
+            let bars = candles(&dm, sym, "1s");
+            assert!(!bars.is_empty(), "{sym} traded but has no candles");
+            let volume: Decimal = bars.iter().map(|b| dec(&b["volume"])).sum();
+            let tape_volume: Decimal = tape.as_array().unwrap().iter().map(|t| dec(&t["quantity"])).sum();
+            assert_eq!(volume, tape_volume, "{sym}: the candles add up to the tape");
+            assert!(last(&dm, sym).is_some());
+        }
+    }
+    assert!(traded >= 20, "only {traded} trades in 2 s at 50 orders/s");
+    // The makers' quotes are cancelled at the end; nothing of the demo rests.
+    for u in ["demo-mm-1", "demo-mm-2", "demo-taker-1", "demo-taker-2"] {
+        let open = dm.ok("GET", &format!("/api/orders?user_id={u}&status=open"), None);
+        assert_eq!(open.as_array().unwrap().len(), 0, "{u}: {open}");
+    }
+
+    // Again: the same users, topped up rather than duplicated; JSON progress for scripts.
+    let out = dm.cli().args(["-o", "json", "demo", "--users", "2", "--rate", "20", "--duration", "1", "--symbols", "AAPL"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let done = lines.last().unwrap();
+    assert_eq!(done["done"], true, "{done}");
+    assert!(done["orders"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(done["mid"].as_object().unwrap().keys().collect::<Vec<_>>(), ["AAPL"]);
+    let users = dm.ok("GET", "/api/users", None);
+    let demo: Vec<&str> = users.as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).filter(|n| n.starts_with("demo-")).collect();
+    assert_eq!(demo.len(), 4, "{demo:?}");
+
+    // Bad flags are usage errors; an unknown symbol is the daemon's kind of error.
+    dm.cli().args(["demo", "--rate", "0"]).assert().code(2);
+    dm.cli().args(["demo", "--duration", "5d"]).assert().code(2);
+    dm.cli().args(["demo", "--symbols", "NOPE", "--duration", "1"]).assert().code(1).stderr(predicates::str::contains("unknown_symbol"));
+}

@@ -1,0 +1,203 @@
+//! `agt tui` for real: the binary in a tmux pane (120x40) against a real daemon, driven
+//! with keys and read back with `capture-pane`. Skipped, with a note, where tmux is not
+//! installed (CI installs it).
+
+use crate::util::*;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long any one thing may take to appear on screen.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A private tmux server (its own socket) holding one shell in a 120x40 pane.
+struct Pane {
+    server: String,
+}
+
+impl Pane {
+    fn available() -> bool {
+        let ok = Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("note: tmux is not installed; skipping the `agt tui` terminal test");
+        }
+        ok
+    }
+
+    fn open() -> Pane {
+        let pane = Pane { server: format!("agt-tui-{}", unique()) };
+        // A bare shell with a known prompt; the dashboard's variables, nothing of ours.
+        let shell = "env -u AGT_URL -u AGT_TOKEN -u AGT_SOCKET -u AGT_HOME NO_COLOR=1 TERM=xterm-256color PS1='$ ' sh";
+        pane.tmux(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "40", shell]);
+        // capture-pane drops trailing blanks: the prompt reads `$`.
+        pane.wait_until("the shell prompt", |s| s.lines().any(|l| l.trim_end() == "$"));
+        pane
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-L").arg(&self.server).args(args).output().expect("run tmux");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Named keys (`Enter`, `Tab`, `BSpace`) or single characters.
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Text typed as is.
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "t", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Polls the screen until `pred` holds; fails with the screen after [`WAIT`].
+    fn wait_until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        self.wait_until(&format!("{text:?}"), |s| s.contains(text))
+    }
+
+    fn alternate_screen(&self) -> bool {
+        self.tmux(&["display-message", "-p", "-t", "t", "#{alternate_on}"]).trim() == "1"
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").arg("-L").arg(&self.server).arg("kill-server").output();
+    }
+}
+
+/// The line of the screen that holds `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
+    screen.lines().find(|l| l.contains(needle))
+}
+
+#[test]
+fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
+    if !Pane::available() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let alice = format!("alice{}", unique());
+    d.ok("POST", "/api/users", Some(json!({"username": alice, "email": format!("{alice}@example.com")})));
+    d.deposit(&alice, "USD", "100000");
+    let sym = d.symbol("0.01", "1");
+
+    let pane = Pane::open();
+    pane.type_text(&format!("{BIN} --home {} tui --symbol {sym}; echo \"tui exited $?\"", d.path().display()));
+    pane.keys(&["Enter"]);
+    pane.wait_for("● live");
+    assert!(pane.alternate_screen(), "the dashboard runs on the alternate screen");
+    pane.wait_for("Services · 10/10 running");
+
+    // Tabs switch with digits and Tab.
+    pane.keys(&["2"]);
+    pane.wait_for("no orders yet");
+    pane.keys(&["Tab"]);
+    pane.wait_for(&format!(" {sym} · "));
+    pane.keys(&["BTab"]);
+    pane.wait_for("Orders · 0 of 0");
+
+    // The form says what is wrong before anything is sent.
+    pane.keys(&["n"]);
+    pane.wait_for("New order");
+    pane.type_text(&alice);
+    pane.keys(&["Tab", "C-u"]);
+    pane.type_text(&sym);
+    pane.keys(&["Tab", "Tab", "Tab"]);
+    pane.type_text("7");
+    pane.keys(&["Tab"]);
+    pane.type_text("101.255");
+    pane.keys(&["Enter"]);
+    pane.wait_for("✗ must be on the tick 0.01");
+    pane.keys(&["BSpace", "Enter"]);
+    let screen = pane.wait_for("placed ");
+    assert!(screen.contains(&format!("buy 7 {sym} @ 101.25: new")), "{screen}");
+
+    // The order is in the table, selected, and resting in the book.
+    let screen = pane.wait_until("the order in the table", |s| line_with(s, "▶").is_some_and(|l| l.contains(&sym) && l.contains("101.25")));
+    assert!(line_with(&screen, "▶").unwrap().contains("new"), "{screen}");
+    pane.keys(&["3"]);
+    pane.wait_until("the bid in the ladder", |s| line_with(s, "bid").is_some_and(|l| l.contains("101.25") && l.contains(" 7 ")));
+
+    // Cancel asks first, then the table and the book show it.
+    pane.keys(&["2"]);
+    pane.wait_for("Orders · 1 of 1");
+    pane.keys(&["c"]);
+    pane.wait_for("Cancel order");
+    pane.keys(&["y"]);
+    pane.wait_until("the order cancelled", |s| line_with(s, "▶").is_some_and(|l| l.contains("cancelled")));
+    let orders = d.ok("GET", &format!("/api/orders?symbol={sym}&status=all"), None);
+    assert_eq!(orders[0]["status"], "cancelled", "{orders}");
+    pane.keys(&["3"]);
+    pane.wait_for("empty book");
+
+    // The daemon goes away and comes back: the dashboard says so and recovers by itself.
+    d.kill9();
+    pane.wait_for("reconnecting…");
+    d.spawn();
+    pane.wait_for("● live");
+    pane.keys(&["1"]);
+    pane.wait_for("Services · 10/10 running");
+
+    // Help, then quit: the shell is back, on the main screen, in cooked mode.
+    pane.keys(&["?"]);
+    pane.wait_for("Keys · Esc or ? closes");
+    pane.keys(&["Escape"]);
+    pane.wait_until("the help closed", |s| !s.contains("Keys · Esc"));
+    pane.keys(&["q"]);
+    pane.wait_for("tui exited 0");
+    assert!(!pane.alternate_screen(), "the alternate screen is left");
+    pane.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ,");
+    pane.keys(&["Enter"]);
+    pane.wait_for("icanon,echo,");
+}
+
+#[test]
+fn tui_with_a_viewer_token_is_read_only() {
+    if !Pane::available() {
+        return;
+    }
+    let d = Daemon::start();
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer", "name": "tui-test"})));
+    let url = format!("http://{}", d.http.as_ref().unwrap());
+
+    let pane = Pane::open();
+    pane.type_text(&format!("{BIN} tui --url {url} --token {}; echo \"tui exited $?\"", token["token"].as_str().unwrap()));
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("viewer · read-only");
+    assert!(screen.contains("● live"), "{screen}");
+    pane.keys(&["2"]);
+    pane.wait_for("Orders · ");
+    pane.keys(&["n"]);
+    pane.wait_for("read-only session (a viewer token)");
+    assert!(!pane.screen().contains("New order"));
+    pane.keys(&["C-c"]);
+    pane.wait_for("tui exited 0");
+    assert!(!pane.alternate_screen());
+}
+
+#[test]
+fn tui_without_a_daemon_says_how_to_start_one() {
+    let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    let out = Command::new(BIN).arg("--home").arg(home.path()).arg("tui").env_remove("AGT_URL").env_remove("AGT_SOCKET").output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agt daemon start"));
+}
