@@ -493,7 +493,7 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
         if i >= plan.n {
             break;
         }
-        let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
+        let side = if i.is_multiple_of(2) { Side::Buy } else { Side::Sell };
         let symbol = (rng.below(plan.symbols.len() as u64)) as u16;
         let price_ticks = MID_TICKS + rng.below(2 * JITTER_TICKS as u64 + 1) as i64 - JITTER_TICKS;
         let quantity = 1 + rng.below(MAX_QTY);

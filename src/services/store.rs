@@ -58,7 +58,8 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;"
+         PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;
+         PRAGMA journal_size_limit=67108864;"
     ))
     .map_err(wrap)?;
     conn.set_prepared_statement_cache_capacity(64);

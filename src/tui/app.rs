@@ -128,7 +128,7 @@ pub struct AccountsTab {
 pub struct EventsTab {
     /// Newest first.
     pub items: VecDeque<Event>,
-    /// Arrived while paused; shown on resume, so pausing loses nothing.
+    /// Arrived while paused (up to 10 000); shown on resume, so a pause loses nothing.
     pub held: Vec<Event>,
     pub paused: bool,
     /// Event types to show: words matched against the type, any of them.
@@ -494,10 +494,8 @@ impl App {
                 }
             }
             Tab::Accounts => self.want_account(),
-            Tab::Audit => {
-                if self.audit.verify.is_none() {
-                    self.stale.insert(Fetch::AuditVerify);
-                }
+            Tab::Audit if self.audit.verify.is_none() => {
+                self.stale.insert(Fetch::AuditVerify);
             }
             _ => {}
         }
@@ -755,9 +753,12 @@ impl App {
         if e.seq > self.replayed_to {
             self.rates.count_event();
         }
-        let data = &e.data;
-        let text = |k: &str| data.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let text = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let kind = e.kind.as_str();
+        // Only the book and the account on screen are tracked: choosing another symbol or
+        // user fetches it anyway, and this keeps the stale set a handful of keys.
+        let shown_symbol = self.book.symbol.clone();
+        let shown_user = self.selected_user().map(|u| u.user_id.clone());
         // Every event is also an audit record.
         self.stale.insert(Fetch::Audit);
         if kind.starts_with("ORDER_") || kind == "TRADE_EXECUTED" {
@@ -765,21 +766,22 @@ impl App {
                 self.stale.insert(Fetch::Orders);
             }
             // A status update carries no symbol: it may concern the book on screen.
-            let symbol = text("symbol").or_else(|| self.book.symbol.clone());
-            if let Some(s) = symbol {
-                if !self.symbols.is_empty() && !self.symbols.iter().any(|i| i.symbol == s) {
+            let symbol = text("symbol");
+            if let Some(s) = &symbol {
+                if !self.symbols.is_empty() && !self.symbols.iter().any(|i| &i.symbol == s) {
                     self.stale.insert(Fetch::Symbols);
                 }
-                self.stale.insert(Fetch::Market(s));
+            }
+            if let Some(shown) = shown_symbol.filter(|s| symbol.as_ref().is_none_or(|x| x == s)) {
+                self.stale.insert(Fetch::Market(shown));
             }
             // Orders hold and settle funds; a trade names orders, not users.
-            let user = text("user_id").or_else(|| self.selected_user().map(|u| u.user_id.clone()));
-            if let Some(u) = user {
-                self.stale.insert(Fetch::Account(u));
+            if let Some(shown) = shown_user.filter(|u| text("user_id").is_none_or(|x| &x == u)) {
+                self.stale.insert(Fetch::Account(shown));
             }
         } else if kind.starts_with("ACCOUNT_") {
-            if let Some(u) = text("user_id") {
-                self.stale.insert(Fetch::Account(u));
+            if let Some(shown) = shown_user.filter(|u| text("user_id").as_ref() == Some(u)) {
+                self.stale.insert(Fetch::Account(shown));
             }
         } else if kind.starts_with("USER_") {
             self.stale.insert(Fetch::Users);
@@ -805,8 +807,11 @@ impl App {
         }
         self.events.items.push_front(e);
         self.events.items.truncate(EVENT_HISTORY);
-        let len = self.visible_events().len();
-        self.events.selected = self.events.selected.min(len.saturating_sub(1));
+        // Counting what the filter shows walks the whole list: only when scrolled.
+        if self.events.selected > 0 {
+            let len = self.visible_events().len();
+            self.events.selected = self.events.selected.min(len.saturating_sub(1));
+        }
     }
 
     fn on_snapshot(&mut self, s: Snapshot) {

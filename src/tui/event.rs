@@ -79,6 +79,12 @@ impl Events {
     }
 }
 
+impl Default for Events {
+    fn default() -> Events {
+        Events::new()
+    }
+}
+
 impl Drop for Events {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -85,6 +85,7 @@ pub fn services() -> Vec<ServiceInfo> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)] // one row of a table of fixtures, read across
 pub fn order(id: &str, user: &str, side: Side, qty: &str, price: Option<&str>, filled: &str, status: OrderStatus, at: &str) -> Order {
     let q = d(qty);
     let f = d(filled);

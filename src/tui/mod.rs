@@ -63,6 +63,8 @@ const BATCH: usize = 5000;
 
 /// `agt tui` options.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits. Over --url, a viewer's token makes a read-only session.\n\
+Colour follows NO_COLOR.")]
 pub struct Options {
     /// Never send a change (orders, transfers), even with a token that may
     #[arg(long)]

@@ -75,7 +75,11 @@ impl Wire {
     async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), String> {
         let head = newest_seq(&self.client).await.map_err(|e| e.to_string())?;
         let floor = head.saturating_sub(BACKLOG);
-        let since = last_seen.map_or(floor, |s| s.max(floor));
+        // A head below what we saw means a new event log (another home, a wiped one).
+        let since = match *last_seen {
+            Some(seen) if seen <= head => seen.max(floor),
+            _ => floor,
+        };
         let path = format!("/api/events?follow=true&since={since}");
         let mut lines = self.client.get_lines(&path).await.map_err(|e| e.to_string())?;
         *backoff = BACKOFF_MIN;

@@ -157,6 +157,16 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.keys(&["1"]);
     pane.wait_for("Services · 10/10 running");
 
+    // Down to the smallest supported size: everything is laid out again, nothing lost.
+    pane.tmux(&["resize-window", "-t", "t", "-x", "80", "-y", "24"]);
+    let screen = pane.wait_until("a redraw at 80x24", |s| {
+        let lines: Vec<&str> = s.lines().collect();
+        lines.len() == 24 && lines[0].ends_with("● live") && lines[23].starts_with("j/k move")
+    });
+    for needle in ["Services · 10/10 running", "notify", "orders/s", "events/s"] {
+        assert!(screen.contains(needle), "{needle} missing at 80x24:\n{screen}");
+    }
+
     // Help, then quit: the shell is back, on the main screen, in cooked mode.
     pane.keys(&["?"]);
     pane.wait_for("Keys · Esc or ? closes");

@@ -80,7 +80,8 @@ fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
     let name_w = area.width.saturating_sub(2 + 2 + 9) as usize;
-    let rows = app.users.iter().map(|u| {
+    let (shown, selected) = super::window(app.users.len(), app.accounts.selected, area);
+    let rows = app.users[shown].iter().map(|u| {
         let status = Cell::from(u.status.clone()).style(if u.status == "active" { theme.dim() } else { theme.warn() });
         Row::new(vec![Cell::from(cut(&clean(&u.username), name_w)), status])
     });
@@ -90,5 +91,5 @@ fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .block(block)
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
-    frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(Some(app.accounts.selected)));
+    frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(Some(selected)));
 }

@@ -45,7 +45,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let wide = area.width >= 110;
     // Borders, the highlight mark, the fixed columns and one space between columns.
     let detail_w = area.width.saturating_sub(2 + 2 + 8 + 8 + 14 + 24 + if wide { 10 + 5 } else { 4 }) as usize;
-    let rows = records.iter().rev().map(|r| {
+    let (shown, selected) = super::window(records.len(), app.audit.selected, body);
+    let rows = records.iter().rev().skip(shown.start).take(shown.len()).map(|r| {
         let detail = match &r.detail {
             serde_json::Value::Null => String::new(),
             v => v.to_string(),
@@ -75,5 +76,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .block(block)
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
-    frame.render_stateful_widget(table, body, &mut TableState::default().with_selected(Some(app.audit.selected)));
+    frame.render_stateful_widget(table, body, &mut TableState::default().with_selected(Some(selected)));
 }

@@ -36,7 +36,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let wide = area.width >= 110;
     // Borders, the highlight mark, the fixed columns and one space between columns.
     let detail_w = area.width.saturating_sub(2 + 2 + 8 + 8 + 20 + if wide { 8 + 4 } else { 3 }) as usize;
-    let rows = visible.iter().map(|e| {
+    let (shown, selected) = super::window(visible.len(), ev.selected, area);
+    let rows = visible[shown].iter().map(|e| {
         let style = match e.kind.as_str() {
             "SERVICE_FAILED" | "ORDER_REJECTED" | "NOTIFICATION_FAILED" => theme.bad(),
             "SERVICE_RESTARTED" | "TRADING_STATE_CHANGED" => theme.warn(),
@@ -64,7 +65,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
     // Following: no highlight, the newest on top. Scrolled: the selected event.
-    let selected = (ev.selected > 0 || ev.paused).then_some(ev.selected);
+    let selected = (ev.selected > 0 || ev.paused).then_some(selected);
     frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(selected));
 }
 

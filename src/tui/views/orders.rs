@@ -38,7 +38,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
 
-    let rows = visible.iter().map(|o| {
+    let (shown, selected) = super::window(visible.len(), app.orders.selected, area);
+    let rows = visible[shown].iter().map(|o| {
         let side_style = if o.side == Side::Buy { theme.buy() } else { theme.sell() };
         let status_style = match o.status {
             OrderStatus::Rejected | OrderStatus::Expired => theme.bad(),
@@ -101,6 +102,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .block(block)
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(Some(app.orders.selected));
+    let mut state = TableState::default().with_selected(Some(selected));
     frame.render_stateful_widget(table, area, &mut state);
 }
