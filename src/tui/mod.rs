@@ -29,7 +29,15 @@
 //! admins, `GET /api/users` only readers). A viewer's session, or one started with
 //! `--read-only`, refuses `n`, `c`, `a`, `d` and `w` with a message instead of sending
 //! something the daemon would refuse; the status line says `read-only`. Anything the
-//! daemon still refuses (a trader's deposit, say) shows the daemon's own message.
+//! daemon still refuses shows the daemon's own message. A trader's token cannot read
+//! the event stream, so `agt tui` refuses it before taking over the terminal (the CLI
+//! serves traders).
+//!
+//! # Limits
+//!
+//! An amend that neither fills nor changes status publishes no event, so another
+//! client's quiet amend shows up with the next order event or `r`. The Orders tab holds
+//! the newest 200 orders, the Events tab the newest 1000 events.
 
 pub mod action;
 pub mod app;

@@ -13,6 +13,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// A private tmux server (its own socket) holding one shell in a 120x40 pane.
 struct Pane {
     server: String,
+    /// The server's socket file, which `kill-server` leaves behind.
+    socket: Option<String>,
 }
 
 impl Pane {
@@ -25,10 +27,11 @@ impl Pane {
     }
 
     fn open() -> Pane {
-        let pane = Pane { server: format!("agt-tui-{}", unique()) };
+        let mut pane = Pane { server: format!("agt-tui-{}", unique()), socket: None };
         // A bare shell with a known prompt; the dashboard's variables, nothing of ours.
         let shell = "env -u AGT_URL -u AGT_TOKEN -u AGT_SOCKET -u AGT_HOME NO_COLOR=1 TERM=xterm-256color PS1='$ ' sh";
         pane.tmux(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "40", shell]);
+        pane.socket = Some(pane.tmux(&["display-message", "-p", "#{socket_path}"]).trim().to_string());
         // capture-pane drops trailing blanks: the prompt reads `$`.
         pane.wait_until("the shell prompt", |s| s.lines().any(|l| l.trim_end() == "$"));
         pane
@@ -81,6 +84,9 @@ impl Pane {
 impl Drop for Pane {
     fn drop(&mut self) {
         let _ = Command::new("tmux").arg("-L").arg(&self.server).arg("kill-server").output();
+        if let Some(socket) = &self.socket {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
 
