@@ -125,13 +125,20 @@ pub fn quantile(samples: &[Sample], histogram: &str, q: f64) -> Option<f64> {
         buckets.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
     }
     let buckets: Vec<(f64, f64)> = buckets.into_values().collect();
+    bucket_quantile(&buckets, q)
+}
+
+/// The `q` quantile of cumulative `(le, count)` buckets in ascending `le`, interpolated
+/// inside its bucket as Prometheus' `histogram_quantile` does; `None` without
+/// observations. Shared with the TUI's sparklines.
+pub fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
     }
     let rank = q * total;
     let (mut lower, mut below) = (0.0, 0.0);
-    for &(le, count) in &buckets {
+    for &(le, count) in buckets {
         if count >= rank {
             if le.is_infinite() {
                 return Some(lower);

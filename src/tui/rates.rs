@@ -126,27 +126,9 @@ fn delta_buckets(prev: &[(f64, f64)], now: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The `q` quantile of cumulative buckets, interpolated inside its bucket as Prometheus'
-/// `histogram_quantile` does; `None` without observations.
+/// The `q` quantile of cumulative buckets (the same interpolation as `agt metrics`).
 fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for &(le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(lower);
-            }
-            let share = if count > below { (rank - below) / (count - below) } else { 1.0 };
-            return Some(lower + (le - lower) * share);
-        }
-        lower = le;
-        below = count;
-    }
-    Some(lower)
+    crate::cli::metrics::bucket_quantile(buckets, q)
 }
 
 #[cfg(test)]
