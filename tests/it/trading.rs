@@ -276,3 +276,23 @@ fn traders_see_and_touch_only_their_own_orders() {
     assert!(listed.as_array().unwrap().iter().all(|o| o["user_id"] == a.as_str()));
     assert_eq!(dm.tcp("GET", &format!("/api/book/{sym}"), None, Some(&tok)).0, 200);
 }
+
+#[test]
+fn a_cancel_interrupted_after_the_book_let_go_is_finished_at_start_up() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("rc");
+    dm.deposit(&u, "USD", "100");
+    let o = dm.place(&u, &sym, "buy", "2", Some("10.00")).1;
+    let id = o["order_id"].as_str().unwrap().to_string();
+    dm.ok("DELETE", &format!("/api/orders/{id}"), None);
+    dm.stop();
+    // As if the daemon died after the book and risk let go, before orders recorded it.
+    let conn = rusqlite::Connection::open(dm.path().join("data/orders.db")).unwrap();
+    assert_eq!(conn.execute("UPDATE orders SET status = 'new' WHERE order_id = ?1", [&id]).unwrap(), 1);
+    drop(conn);
+    dm.spawn();
+    let now = dm.ok("GET", &format!("/api/orders/{id}"), None);
+    assert_eq!(now["status"], "cancelled", "recovery did not finish the cancel: {now}");
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
+}

@@ -391,13 +391,15 @@ async fn resume(app: &Arc<App>) {
         ..Default::default()
     };
     let Ok(open) = must(|| app.orders.call(|reply| Cmd::List { filter: filter.clone(), reply })).await else { return };
-    let mut stray = Vec::new();
-    for o in open {
-        let state = must(|| app.trading.call(|reply| trading::Cmd::Status { order_id: o.order_id.clone(), reply })).await;
-        if matches!(state, Ok(trading::OrderState::Cancelled)) {
-            stray.push(Cancelled { order_id: o.order_id.clone(), user_id: o.user_id.clone(), remaining: o.remaining_quantity });
-        }
-    }
+    // One question for all of them: a restart with many open orders must stay fast.
+    let order_ids: Vec<String> = open.iter().map(|o| o.order_id.clone()).collect();
+    let Ok(states) = must(|| app.trading.call(|reply| trading::Cmd::Status { order_ids: order_ids.clone(), reply })).await else { return };
+    let stray: Vec<Cancelled> = open
+        .iter()
+        .zip(states)
+        .filter(|(_, state)| *state == trading::OrderState::Cancelled)
+        .map(|(o, _)| Cancelled { order_id: o.order_id.clone(), user_id: o.user_id.clone(), remaining: o.remaining_quantity })
+        .collect();
     if !stray.is_empty() {
         tracing::info!(orders = stray.len(), "finishing interrupted cancels");
         let _ = finish_cancel(app, stray).await;

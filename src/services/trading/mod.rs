@@ -27,8 +27,8 @@ pub enum Cmd {
     /// New price and/or remaining quantity for a resting order; may trade (as taker).
     Amend { order_id: String, price: Decimal, remaining: Decimal, reply: Reply<MatchResult> },
     Book { symbol: String, depth: usize, reply: Reply<BookView> },
-    /// Where an order stands in the books (for recovery after a crash).
-    Status { order_id: String, reply: Reply<OrderState> },
+    /// Where orders stand in the books (for recovery after a crash), in the order asked.
+    Status { order_ids: Vec<String>, reply: Reply<Vec<OrderState>> },
 }
 
 #[derive(Debug, Clone)]

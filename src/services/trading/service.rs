@@ -438,9 +438,9 @@ impl Service for Trading {
                 };
                 after.reply(reply, Ok(view));
             }
-            Cmd::Status { order_id, reply } => {
-                let s = self.state(tx, &order_id)?;
-                after.reply(reply, Ok(s));
+            Cmd::Status { order_ids, reply } => {
+                let states = order_ids.iter().map(|id| self.state(tx, id)).collect::<Result<Vec<_>, _>>()?;
+                after.reply(reply, Ok(states));
             }
         }
         Ok(())
