@@ -305,6 +305,7 @@ pub fn run_incarnation<S: Service>(
     ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": S::NAME}));
     let mut batch: Vec<Envelope<S::Cmd>> = Vec::with_capacity(MAX_BATCH);
     let mut last_tick = Instant::now();
+    let mut batches = 0u64;
     loop {
         let first = match S::TICK {
             None => match rx.recv() {
@@ -360,6 +361,10 @@ pub fn run_incarnation<S: Service>(
         crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
         if !after.is_empty() {
             after.release(&ctx.bus, staged.map(|id| (id, &acked)));
+        }
+        batches += 1;
+        if batches % 64 == 0 {
+            crate::services::store::bound_wal(&conn, &path);
         }
         if let Some(e) = exit {
             status.set_state(State::Restarting);

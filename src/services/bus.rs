@@ -97,7 +97,7 @@ impl Bus {
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
             let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(200));
-            run(conn, rx, &worker)
+            run(conn, &path, rx, &worker)
         })?;
         *inner.thread.lock().unwrap() = Some(handle);
         Ok(Bus { inner })
@@ -166,8 +166,9 @@ impl Bus {
     }
 }
 
-fn run(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>, inner: &Inner) {
+fn run(mut conn: rusqlite::Connection, path: &std::path::Path, rx: mpsc::Receiver<Msg>, inner: &Inner) {
     let mut seq = inner.last_seq.load(Ordering::Acquire);
+    let mut batches = 0u64;
     let mut batch = Vec::with_capacity(1024);
     loop {
         let Ok(first) = rx.recv() else { return };
@@ -230,6 +231,10 @@ fn run(mut conn: rusqlite::Connection, rx: mpsc::Receiver<Msg>, inner: &Inner) {
             }
         }
         inner.processed.send_modify(|p| *p += handled);
+        batches += 1;
+        if batches % 64 == 0 {
+            crate::services::store::bound_wal(&conn, &path);
+        }
         for e in committed {
             let _ = inner.live.send(Arc::new(e));
         }
