@@ -2,16 +2,33 @@
 //!
 //! Orders by status, trades, placement latency (p50/p99 estimated from the histogram
 //! buckets of `agt_order_place_duration_seconds`, as Prometheus' `histogram_quantile`
-//! does), services, and HTTP requests. `-o json` prints the same summary as one object.
+//! does), services, and HTTP requests, plus current orders/s, trades/s and requests/s
+//! from two scrapes one second apart. `-o json` prints the same summary as one object.
 
 use super::output::Table;
 use super::{CliResult, Ctx};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+/// How long `agt metrics` watches the counters to report current rates.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn run(ctx: &Ctx) -> CliResult {
-    let text = ctx.client()?.get_text("/metrics")?;
-    let summary = summarize(&parse(&text));
+    let client = ctx.client()?;
+    let first = parse(&client.get_text("/metrics")?);
+    let started = std::time::Instant::now();
+    std::thread::sleep(RATE_WINDOW);
+    let text = client.get_text("/metrics")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let now = parse(&text);
+    let mut summary = summarize(&now);
+    let rate = |name: &str| number(((sum(&now, name) - sum(&first, name)) / elapsed).max(0.0));
+    summary["rates"] = json!({
+        "window_s": elapsed,
+        "orders_per_s": rate("agt_orders_total"),
+        "trades_per_s": rate("agt_trades_total"),
+        "http_requests_per_s": rate("http_requests_total"),
+    });
     ctx.show(&summary, render)
 }
 
@@ -208,6 +225,17 @@ fn render(m: &Value) -> String {
         orders.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     };
     let p = &m["order_place_seconds"];
+    let r = &m["rates"];
+    if r.is_object() {
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        out.push(format!(
+            "rates:          {:.1} orders/s, {:.1} trades/s, {:.1} requests/s (over {:.1} s)",
+            f("orders_per_s"),
+            f("trades_per_s"),
+            f("http_requests_per_s"),
+            f("window_s")
+        ));
+    }
     out.push(format!("orders:         {orders_line}"));
     out.push(format!("trades:         {}", m["trades"]));
     out.push(format!("placement:      p50 {}, p99 {} ({} orders)", latency(&p["p50"]), latency(&p["p99"]), p["count"]));
