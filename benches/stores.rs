@@ -73,7 +73,7 @@ fn take_waiters() -> Vec<Waiter> {
 }
 
 fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
-    ServiceCtx { home: home.clone(), durability: Durability::Normal, bus: bus.clone(), settings: SharedSettings::new(Settings::defaults()) }
+    ServiceCtx { home: home.clone(), durability: Durability::Normal, bus: bus.clone(), settings: SharedSettings::new(Settings::defaults()), directory: Default::default() }
 }
 
 fn temp_home() -> (tempfile::TempDir, Home) {

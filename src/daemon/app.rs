@@ -30,6 +30,8 @@ pub struct App {
     pub trading: Handle<trading::Cmd>,
     pub orders: Handle<orders::Cmd>,
     pub notify: Handle<crate::services::notify::Cmd>,
+    /// The users service's read model: lookups without a round trip (read only here).
+    pub directory: crate::services::users::Directory,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.

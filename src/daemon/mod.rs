@@ -78,7 +78,8 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     };
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
-    let ctx = ServiceCtx { home: home.clone(), durability, bus: bus.clone(), settings: shared.clone() };
+    let directory = crate::services::users::Directory::default();
+    let ctx = ServiceCtx { home: home.clone(), durability, bus: bus.clone(), settings: shared.clone(), directory: directory.clone() };
     let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());
     let health = sup.spawn::<health::Health>(ctx.clone());
@@ -111,6 +112,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         orders,
         notify,
         instruments: Default::default(),
+        directory,
         recovered: Default::default(),
         shutdown,
     });

@@ -68,6 +68,8 @@ pub struct ServiceCtx {
     pub durability: crate::services::store::Durability,
     pub bus: Bus,
     pub settings: crate::services::config::SharedSettings,
+    /// The users service's read model (written only by that service).
+    pub directory: crate::services::users::Directory,
 }
 
 /// Replies and events held until the batch's transaction commits.
@@ -86,6 +88,11 @@ impl AfterCommit {
         self.replies.push(Box::new(move || {
             let _ = reply.send(result);
         }));
+    }
+    /// Runs `f` once the batch has committed, in order with the replies (a read model
+    /// updated here is current before the reply that follows it leaves).
+    pub fn then(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.replies.push(Box::new(f));
     }
     /// Publishes an event once the batch has committed.
     pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {

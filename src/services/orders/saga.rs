@@ -29,16 +29,25 @@ fn invalid(code: &'static str, msg: impl Into<String>) -> ApiError {
 /// Resolves the user an order or a query is for: a trader's own user, or the named one.
 pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Result<crate::api::User, ApiError> {
     match (caller.bound_user(), named.filter(|s| !s.is_empty())) {
-        (Some(own), None) => app.users.call(|r| users::Cmd::Get(own.to_string(), r)).await,
+        (Some(own), None) => lookup_user(app, own).await,
         (Some(own), Some(name)) => {
-            let u = app.users.call(|r| users::Cmd::Get(name.to_string(), r)).await.map_err(|_| ApiError::forbidden("a trader token acts only for its own user"))?;
+            let u = lookup_user(app, name).await.map_err(|_| ApiError::forbidden("a trader token acts only for its own user"))?;
             if u.user_id != own {
                 return Err(ApiError::forbidden("a trader token acts only for its own user"));
             }
             Ok(u)
         }
-        (None, Some(name)) => app.users.call(|r| users::Cmd::Get(name.to_string(), r)).await,
+        (None, Some(name)) => lookup_user(app, name).await,
         (None, None) => Err(invalid("missing_user", "user_id is required: the id or username of the user placing the order")),
+    }
+}
+
+/// The users service's directory first; the service itself (which answers 404 or 503)
+/// when the directory does not know the key.
+async fn lookup_user(app: &App, key: &str) -> Result<crate::api::User, ApiError> {
+    match app.directory.get(key) {
+        Some(u) => Ok(u),
+        None => app.users.call(|r| users::Cmd::Get(key.to_string(), r)).await,
     }
 }
 

@@ -3,6 +3,10 @@
 //! Owns `data/users.db`. Every lookup takes a user id or a username, so the CLI and the
 //! API can name a user either way.
 
+mod directory;
+
+pub use directory::Directory;
+
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -15,7 +19,9 @@ pub enum Cmd {
     Update(String, UserUpdate, Reply<User>),
 }
 
-pub struct Users;
+pub struct Users {
+    directory: Directory,
+}
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         user_id TEXT PRIMARY KEY,
@@ -91,14 +97,18 @@ impl Service for Users {
     const NAME: &'static str = "users";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
-    fn load(_conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        Ok(Users)
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users"))?;
+        let users = stmt.query_map([], row_to_user)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        ctx.directory.replace_all(users);
+        Ok(Users { directory: ctx.directory.clone() })
     }
 
     fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Create(new, reply) => {
                 let result = create(tx, new, after)?;
+                self.publish(&result, after);
                 after.reply(reply, result);
             }
             Cmd::Get(key, reply) => {
@@ -112,10 +122,21 @@ impl Service for Users {
             }
             Cmd::Update(key, update, reply) => {
                 let result = update_user(tx, &key, update, after)?;
+                self.publish(&result, after);
                 after.reply(reply, result);
             }
         }
         Ok(())
+    }
+}
+
+impl Users {
+    /// Updates the directory once the batch has committed, before the reply leaves.
+    fn publish(&self, result: &Result<User, ApiError>, after: &mut AfterCommit) {
+        if let Ok(user) = result {
+            let (directory, user) = (self.directory.clone(), user.clone());
+            after.then(move || directory.put(user));
+        }
     }
 }
 
