@@ -370,7 +370,7 @@ pub fn run_incarnation<S: Service>(
             after.release(&ctx.bus, staged.map(|id| (id, &acked)));
         }
         batches += 1;
-        if batches % 64 == 0 {
+        if batches.is_multiple_of(64) {
             crate::services::store::bound_wal(&conn, &path);
         }
         if let Some(e) = exit {

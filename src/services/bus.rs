@@ -232,8 +232,8 @@ fn run(mut conn: rusqlite::Connection, path: &std::path::Path, rx: mpsc::Receive
         }
         inner.processed.send_modify(|p| *p += handled);
         batches += 1;
-        if batches % 64 == 0 {
-            crate::services::store::bound_wal(&conn, &path);
+        if batches.is_multiple_of(64) {
+            crate::services::store::bound_wal(&conn, path);
         }
         for e in committed {
             let _ = inner.live.send(Arc::new(e));
