@@ -296,3 +296,24 @@ fn a_cancel_interrupted_after_the_book_let_go_is_finished_at_start_up() {
     assert_eq!(now["status"], "cancelled", "recovery did not finish the cancel: {now}");
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
 }
+
+#[test]
+fn a_hold_whose_order_was_never_stored_is_released_at_start_up() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("orphan");
+    dm.deposit(&u, "USD", "100");
+    dm.stop();
+    // As if the daemon died after risk held funds for a placement and before orders stored it.
+    let conn = rusqlite::Connection::open(dm.path().join("data/risk.db")).unwrap();
+    conn.execute(
+        "INSERT INTO holds (order_id, user_id, symbol, asset, side, limit_price, amount, budget, open)
+         VALUES ('ord_never_stored', ?1, ?2, 'USD', 'buy', '10', '30', NULL, 1)",
+        [&u, &sym],
+    )
+    .unwrap();
+    conn.execute("UPDATE balances SET held = '30' WHERE user_id = ?1 AND asset = 'USD'", [&u]).unwrap();
+    drop(conn);
+    dm.spawn();
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")), "the orphan hold was not released");
+}

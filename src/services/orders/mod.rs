@@ -30,6 +30,8 @@ pub enum Cmd {
     Cancelled { cancelled: Vec<Cancelled>, reply: Reply<Vec<Order>> },
     Get { order_id: String, reply: Reply<Order> },
     List { filter: ListFilter, reply: Reply<Vec<Order>> },
+    /// Which of these order ids are stored, in the order asked (for recovery).
+    Known { order_ids: Vec<String>, reply: Reply<Vec<bool>> },
     /// Orders whose saga did not finish (for recovery).
     Unfinished(Reply<Vec<Order>>),
 }

@@ -109,10 +109,7 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
     let task = tokio::spawn({
         let app = app.clone();
         async move {
-            match app.orders.call(|reply| Cmd::Accept { order: new.clone(), reply }).await? {
-                Accepted::Existing(o) => Ok((200, o)),
-                Accepted::New(_) => advance(&app, &new, active, &instrument).await.map(|o| (201, o)),
-            }
+            accept_and_reserve(&app, &new, active, &instrument).await
         }
     });
     let answer = match tokio::time::timeout(timeout, task).await {
@@ -129,6 +126,18 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
 
 /// Reserve, match, settle, record. Before the match an error aborts the order cleanly.
 async fn advance(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<Order, ApiError> {
+    let reserved = match reserve(app, new, user_active, instrument).await {
+        Ok(r) => r,
+        Err(e) => {
+            abort(app, &new.order_id, &e).await;
+            return Err(e);
+        }
+    };
+    trade(app, new, instrument, reserved).await
+}
+
+/// The pre-trade checks and the hold.
+async fn reserve(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<risk::Reserved, ApiError> {
     let req = risk::ReserveRequest {
         order_id: new.order_id.clone(),
         user_id: new.user_id.clone(),
@@ -139,13 +148,11 @@ async fn advance(app: &App, new: &NewOrder, user_active: bool, instrument: &Inst
         price: new.price,
         quantity: new.quantity,
     };
-    let reserved = match app.risk.call(|reply| risk::Cmd::Reserve { req, reply }).await {
-        Ok(r) => r,
-        Err(e) => {
-            abort(app, &new.order_id, &e).await;
-            return Err(e);
-        }
-    };
+    app.risk.call(|reply| risk::Cmd::Reserve { req, reply }).await
+}
+
+/// Match (an error still aborts cleanly: the book has not traded), then settle and record.
+async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: risk::Reserved) -> Result<Order, ApiError> {
     let req = MatchRequest {
         order_id: new.order_id.clone(),
         user_id: new.user_id.clone(),
@@ -167,6 +174,67 @@ async fn advance(app: &App, new: &NewOrder, user_active: bool, instrument: &Inst
         }
     };
     finish(app, &new.user_id, &new.symbol, new.side, result, None).await
+}
+
+/// A new placement: storing the order (orders) and the checks and hold (risk) do not
+/// depend on each other, so they run side by side; whichever way either ends, no hold is
+/// left without its order. (A crash between the two commits can leave a hold whose order
+/// was never stored: [`release_orphan_holds`] frees those before the daemon serves.)
+async fn accept_and_reserve(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<(u16, Order), ApiError> {
+    let accept = app.orders.call(|reply| Cmd::Accept { order: new.clone(), reply });
+    let (accepted, reserved) = tokio::join!(accept, reserve(app, new, user_active, instrument));
+    match (accepted, reserved) {
+        (Ok(Accepted::New(_)), Ok(r)) => trade(app, new, instrument, r).await.map(|o| (201, o)),
+        (Ok(Accepted::New(_)), Err(e)) => {
+            abort(app, &new.order_id, &e).await;
+            Err(e)
+        }
+        (Ok(Accepted::Existing(first)), reserved) => {
+            if reserved.is_ok() {
+                release(app, &new.order_id).await;
+            }
+            Ok((200, first))
+        }
+        (Err(e), reserved) => {
+            if reserved.is_ok() {
+                release(app, &new.order_id).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn release(app: &App, order_id: &str) {
+    let req = risk::SettleRequest { trades: vec![], release: vec![order_id.to_string()] };
+    let _ = must(|| {
+        let req = req.clone();
+        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
+    })
+    .await;
+}
+
+/// At start-up, before anything is served: frees holds whose order the orders service has
+/// never stored (the daemon died between the two commits of [`accept_and_reserve`]).
+pub async fn release_orphan_holds(app: &App) {
+    let Ok(holds) = must(|| app.risk.call(risk::Cmd::Holds)).await else { return };
+    if holds.is_empty() {
+        return;
+    }
+    let mut ids: Vec<String> = holds.into_iter().map(|h| h.order_id).collect();
+    ids.sort();
+    ids.dedup();
+    let Ok(known) = must(|| app.orders.call(|reply| Cmd::Known { order_ids: ids.clone(), reply })).await else { return };
+    let orphans: Vec<String> = ids.into_iter().zip(known).filter(|(_, k)| !k).map(|(id, _)| id).collect();
+    if orphans.is_empty() {
+        return;
+    }
+    tracing::info!(holds = orphans.len(), "releasing holds of orders that were never stored");
+    let req = risk::SettleRequest { trades: vec![], release: orphans };
+    let _ = must(|| {
+        let req = req.clone();
+        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
+    })
+    .await;
 }
 
 /// The order never reached the book: release whatever it holds and mark it rejected.

@@ -352,6 +352,11 @@ impl Service for Orders {
             Cmd::Settled { order_id } => {
                 tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([order_id])?;
             }
+            Cmd::Known { order_ids, reply } => {
+                let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;
+                let known = order_ids.iter().map(|id| stmt.exists([id])).collect::<rusqlite::Result<Vec<_>>>()?;
+                after.reply(reply, Ok(known));
+            }
             Cmd::Get { order_id, reply } => {
                 let o = load(tx, &order_id)?.ok_or_else(|| ApiError::not_found("order", &order_id));
                 after.reply(reply, o);
