@@ -21,7 +21,6 @@ use crate::api::DaemonInfo;
 use crate::services::actor::ServiceCtx;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
-use crate::services::store::Durability;
 use crate::services::{audit, auth, config, health, market, orders, trading, users};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,10 +71,7 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
 
 async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> anyhow::Result<()> {
     let started = Instant::now();
-    let durability = match settings.durability {
-        crate::services::config::settings::Durability::Normal => Durability::Normal,
-        crate::services::config::settings::Durability::Full => Durability::Full,
-    };
+    let durability = settings.durability;
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
     let directory = crate::services::users::Directory::default();

@@ -7,7 +7,7 @@
 use crate::daemon::http::Transport;
 use crate::daemon::metrics::{self, ServiceLabel};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::time::Duration;
@@ -70,5 +70,4 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    let _ = TokioExecutor::new();
 }

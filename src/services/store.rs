@@ -12,26 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How hard a commit is pushed to disk (config key `durability`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// WAL + `synchronous=NORMAL`: a commit survives a crash or SIGKILL of the daemon, but
-    /// the last commits may be lost if the machine loses power or the OS crashes.
-    #[default]
-    Normal,
-    /// WAL + `synchronous=FULL`: every commit is fsynced; survives power loss.
-    Full,
-}
-
-impl Durability {
-    pub fn parse(s: &str) -> Option<Durability> {
-        match s {
-            "normal" => Some(Durability::Normal),
-            "full" => Some(Durability::Full),
-            _ => None,
-        }
-    }
-}
+/// How hard a commit is pushed to disk: the config key `durability`, one type for both.
+pub use crate::services::config::settings::Durability;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -160,11 +160,12 @@ pub struct Webhook {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// SQLite WAL + `synchronous=NORMAL`: survives a crash or SIGKILL of the daemon; the
     /// last commits may be lost on power loss or an OS crash.
+    #[default]
     Normal,
     /// SQLite WAL + `synchronous=FULL`: every commit is fsynced; survives power loss too.
     Full,

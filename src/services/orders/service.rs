@@ -151,7 +151,7 @@ fn add_fill(tx: &Transaction, order_id: &str, trade_id: &str, price: Decimal, qt
 }
 
 impl Orders {
-    fn accept(tx: &Transaction, n: NewOrder, after: &mut AfterCommit) -> Result<Accepted, ServiceError> {
+    fn accept(tx: &Transaction, n: NewOrder) -> Result<Accepted, ServiceError> {
         if let Some(coid) = &n.client_order_id {
             let existing: Option<String> = tx
                 .prepare_cached("SELECT order_id FROM orders WHERE user_id = ?1 AND client_order_id = ?2")?
@@ -178,7 +178,6 @@ impl Orders {
             n.client_order_id,
             now
         ])?;
-        let _ = after;
         let o = load(tx, &n.order_id)?.ok_or_else(|| ServiceError::Other("order vanished after insert".into()))?;
         Ok(Accepted::New(o))
     }
@@ -305,7 +304,7 @@ impl Service for Orders {
     fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Accept { order, reply } => {
-                let r = Orders::accept(tx, order, after)?;
+                let r = Orders::accept(tx, order)?;
                 after.reply(reply, Ok(r));
             }
             Cmd::Reject { order_id, code, message, reply } => {
