@@ -245,10 +245,10 @@ fn now() -> String {
     agt::api::now_rfc3339()
 }
 
-fn event(seq: u64, kind: &str, data: serde_json::Value) -> BusEvent {
+fn event(seq: u64, kind: &str, data: serde_json::Value) -> std::sync::Arc<BusEvent> {
     let event = Event { seq, event_id: format!("evt_{seq}"), kind: kind.into(), source: "bench".into(), timestamp: now(), data };
     let line = serde_json::to_string(&event).expect("an event serializes");
-    BusEvent { event, line: line.into() }
+    std::sync::Arc::new(BusEvent { event, line: line.into() })
 }
 
 fn instrument() -> Instrument {

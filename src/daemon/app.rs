@@ -29,6 +29,8 @@ pub struct App {
     pub market: Handle<market::Cmd>,
     pub trading: Handle<trading::Cmd>,
     pub orders: Handle<orders::Cmd>,
+    /// New orders, to the trading lane that runs orders, risk and trading together.
+    pub placements: Handle<crate::services::lane::LaneCmd>,
     pub notify: Handle<crate::services::notify::Cmd>,
     /// The users service's read model: lookups without a round trip (read only here).
     pub directory: crate::services::users::Directory,

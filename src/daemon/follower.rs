@@ -14,7 +14,7 @@ pub fn spawn<C: Send + 'static>(
     bus: Bus,
     handle: Handle<C>,
     last_seq: fn(Reply<u64>) -> C,
-    wrap: fn(BusEvent) -> C,
+    wrap: fn(std::sync::Arc<BusEvent>) -> C,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -40,7 +40,7 @@ pub fn spawn<C: Send + 'static>(
                 let n = page.len();
                 for e in page {
                     last = e.event.seq;
-                    handle.tell(wrap(e));
+                    handle.tell(wrap(std::sync::Arc::new(e)));
                 }
                 if n < 1000 {
                     break;
@@ -54,7 +54,7 @@ pub fn spawn<C: Send + 'static>(
                         Ok(e) => {
                             if e.event.seq > last {
                                 last = e.event.seq;
-                                handle.tell(wrap((*e).clone()));
+                                handle.tell(wrap(e));
                             }
                         }
                         Err(RecvError::Lagged(_)) => break,

@@ -21,7 +21,7 @@ use crate::api::DaemonInfo;
 use crate::services::actor::ServiceCtx;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
-use crate::services::{audit, auth, config, health, market, orders, trading, users};
+use crate::services::{audit, auth, config, health, market, users};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,10 +82,8 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let audit = sup.spawn::<audit::Audit>(ctx.clone());
     let users = sup.spawn::<users::Users>(ctx.clone());
     let auth = sup.spawn::<auth::Auth>(ctx.clone());
-    let risk = sup.spawn::<crate::services::risk::Risk>(ctx.clone());
     let market = sup.spawn::<market::Market>(ctx.clone());
-    let trading = sup.spawn::<trading::Trading>(ctx.clone());
-    let orders = sup.spawn::<orders::Orders>(ctx.clone());
+    let lane = sup.spawn_lane(ctx.clone());
     let notify = sup.spawn::<crate::services::notify::Notify>(ctx.clone());
     let supervisor = Arc::new(sup);
     let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -102,10 +100,11 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         audit,
         users,
         auth,
-        risk,
+        risk: lane.risk,
         market,
-        trading,
-        orders,
+        trading: lane.trading,
+        orders: lane.orders,
+        placements: lane.placements,
         notify,
         instruments: Default::default(),
         directory,

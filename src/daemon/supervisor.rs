@@ -46,7 +46,12 @@ impl Supervisor {
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", S::NAME))
-            .spawn(move || supervise::<S>(ctx, rx, st))
+            .spawn(move || {
+                let statuses = vec![st.clone()];
+                supervise(ctx, rx, statuses, |ctx, rx| run_incarnation::<S>(ctx, rx, &st), |_| {
+                    st.depth.fetch_sub(1, Ordering::Relaxed);
+                })
+            })
             .expect("spawning a service thread");
         let ctl = handle.clone();
         self.entries.push(Entry {
@@ -55,6 +60,33 @@ impl Supervisor {
             thread: Mutex::new(Some(thread)),
         });
         handle
+    }
+
+    /// Starts the trading lane: orders, risk and trading on one thread (see
+    /// `services::lane`), listed as three services that restart together.
+    pub fn spawn_lane(&mut self, ctx: ServiceCtx) -> crate::services::lane::Handles {
+        use crate::services::lane::{self, LaneCmd};
+        let (tx, rx) = mpsc::channel::<Envelope<LaneCmd>>();
+        let statuses = lane::Statuses::new();
+        let handles = lane::Handles::new(tx, &statuses);
+        let st = statuses.clone();
+        let thread = std::thread::Builder::new()
+            .name("svc-lane".into())
+            .spawn(move || {
+                let all = st.all();
+                supervise(ctx, rx, all, |ctx, rx| lane::run_incarnation(ctx, rx, &st), |c| st.dropped(c))
+            })
+            .expect("spawning the lane thread");
+        let mut thread = Some(thread);
+        for status in statuses.all() {
+            let ctl = handles.clone();
+            self.entries.push(Entry {
+                status,
+                control: Box::new(move |c| ctl.control(c)),
+                thread: Mutex::new(thread.take()),
+            });
+        }
+        handles
     }
 
     fn entry(&self, name: &str) -> Option<&Entry> {
@@ -137,50 +169,63 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn supervise<S: Service>(ctx: ServiceCtx, rx: mpsc::Receiver<Envelope<S::Cmd>>, status: Arc<Status>) {
+/// Restarts one thread's incarnations: a single service's, or the trading lane's three
+/// services at once (they share a thread, so they fail and restart together).
+fn supervise<C>(
+    ctx: ServiceCtx,
+    rx: mpsc::Receiver<Envelope<C>>,
+    statuses: Vec<Arc<Status>>,
+    run: impl Fn(&ServiceCtx, &mpsc::Receiver<Envelope<C>>) -> Result<Exit, crate::services::actor::ServiceError>,
+    dropped: impl Fn(&C),
+) {
+    let set = |s: State| statuses.iter().for_each(|st| st.set_state(s));
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut backoff = live_policy(&ctx).backoff_initial;
     loop {
         // `[supervisor]` keys are hot: read the policy afresh after every incarnation.
         let policy = live_policy(&ctx);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run_incarnation::<S>(&ctx, &rx, &status)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&ctx, &rx)));
         let error = match outcome {
             Ok(Ok(Exit::Stop)) => {
-                status.set_state(State::Stopped);
+                set(State::Stopped);
                 return;
             }
             Ok(Ok(Exit::Restart)) => {
-                record_restart(&ctx, &status, "requested by an operator");
+                statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator"));
                 backoff = policy.backoff_initial;
                 continue;
             }
             Ok(Err(e)) => e.to_string(),
             Err(p) => panic_text(p.as_ref()),
         };
-        tracing::error!(service = S::NAME, error = %error, "service failed");
-        *status.last_error.lock().unwrap() = Some(error.clone());
-        status.set_state(State::Restarting);
+        for status in &statuses {
+            tracing::error!(service = status.name, error = %error, "service failed");
+            *status.last_error.lock().unwrap() = Some(error.clone());
+        }
+        set(State::Restarting);
         let now = Instant::now();
         failures.push_back(now);
         while failures.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
             failures.pop_front();
         }
         if failures.len() as u32 > policy.max_restarts {
-            status.set_state(State::Failed);
-            ctx.bus.publish("SERVICE_FAILED", "health", serde_json::json!({"service": S::NAME, "error": error}));
-            tracing::error!(service = S::NAME, "too many restarts; marked failed until `agt service restart`");
-            if !wait_for_restart(&rx, &status) {
-                status.set_state(State::Stopped);
+            set(State::Failed);
+            for status in &statuses {
+                ctx.bus.publish("SERVICE_FAILED", "health", serde_json::json!({"service": status.name, "error": error}));
+                tracing::error!(service = status.name, "too many restarts; marked failed until `agt service restart`");
+            }
+            if !wait_for_restart(&rx, &dropped) {
+                set(State::Stopped);
                 return;
             }
             failures.clear();
-            record_restart(&ctx, &status, "requested by an operator after failure");
+            statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator after failure"));
             backoff = policy.backoff_initial;
             continue;
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(policy.backoff_max);
-        record_restart(&ctx, &status, &error);
+        statuses.iter().for_each(|st| record_restart(&ctx, st, &error));
     }
 }
 
@@ -205,15 +250,13 @@ fn record_restart(ctx: &ServiceCtx, status: &Status, reason: &str) {
 }
 
 /// A failed service drops every command (its callers get 503) until told to restart.
-fn wait_for_restart<C>(rx: &mpsc::Receiver<Envelope<C>>, status: &Status) -> bool {
+fn wait_for_restart<C>(rx: &mpsc::Receiver<Envelope<C>>, dropped: &impl Fn(&C)) -> bool {
     loop {
         match rx.recv() {
             Ok(Envelope::Control(Control::Restart)) => return true,
             Ok(Envelope::Control(Control::Stop)) | Err(_) => return false,
             Ok(Envelope::Control(Control::Crash)) => {}
-            Ok(Envelope::Cmd(_)) => {
-                status.depth.fetch_sub(1, Ordering::Relaxed);
-            }
+            Ok(Envelope::Cmd(c)) => dropped(&c),
         }
     }
 }

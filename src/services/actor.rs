@@ -96,7 +96,7 @@ impl AfterCommit {
     }
     /// Publishes an event once the batch has committed.
     pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {
-        let event_id = uuid::Uuid::new_v4().to_string();
+        let event_id = uuid::Uuid::now_v7().to_string();
         self.events.push(NewEvent { event_id, kind, source: self.source, data });
     }
     pub fn is_empty(&self) -> bool {
@@ -239,7 +239,9 @@ impl Status {
 
 /// A caller's end of a service's mailbox. Cheap to clone.
 pub struct Handle<C> {
-    tx: mpsc::Sender<Envelope<C>>,
+    /// Puts an envelope in the mailbox of the thread that runs the service (its own, or
+    /// the lane it shares); false once that thread is gone.
+    tx: Arc<dyn Fn(Envelope<C>) -> bool + Send + Sync>,
     pub status: Arc<Status>,
 }
 
@@ -251,7 +253,12 @@ impl<C> Clone for Handle<C> {
 
 impl<C: Send + 'static> Handle<C> {
     pub fn new(tx: mpsc::Sender<Envelope<C>>, status: Arc<Status>) -> Self {
-        Handle { tx, status }
+        Handle { tx: Arc::new(move |e| tx.send(e).is_ok()), status }
+    }
+
+    /// A handle whose envelopes go through `send` (a service that shares a thread).
+    pub fn routed(send: impl Fn(Envelope<C>) -> bool + Send + Sync + 'static, status: Arc<Status>) -> Self {
+        Handle { tx: Arc::new(send), status }
     }
 
     /// Sends a command built around a reply channel and waits for the committed answer.
@@ -267,7 +274,7 @@ impl<C: Send + 'static> Handle<C> {
         }
         let (reply, rx) = oneshot::channel();
         self.status.depth.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Envelope::Cmd(make(reply))).is_err() {
+        if !(self.tx)(Envelope::Cmd(make(reply))) {
             self.status.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(ApiError::unavailable(self.status.name));
         }
@@ -277,11 +284,11 @@ impl<C: Send + 'static> Handle<C> {
     /// Sends a command whose answer nobody waits for (event feeds).
     pub fn tell(&self, cmd: C) -> bool {
         self.status.depth.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Envelope::Cmd(cmd)).is_ok()
+        (self.tx)(Envelope::Cmd(cmd))
     }
 
     pub fn control(&self, c: Control) -> bool {
-        self.tx.send(Envelope::Control(c)).is_ok()
+        (self.tx)(Envelope::Control(c))
     }
 }
 
@@ -293,6 +300,61 @@ pub enum Exit {
     Stop,
 }
 
+/// One service's state and store as a thread drives it: the mailbox loop of
+/// [`run_incarnation`] runs one, the trading lane (`services::lane`) runs three.
+pub struct Unit<S: Service> {
+    pub svc: S,
+    conn: rusqlite::Connection,
+    path: std::path::PathBuf,
+    /// The outbox rows the bus has confirmed; deleted at the start of the next batch.
+    acked: Arc<AtomicI64>,
+    deleted: i64,
+    batches: u64,
+    _checkpointer: crate::services::store::CheckpointGuard,
+}
+
+impl<S: Service> Unit<S> {
+    /// Opens the store, loads the state and re-sends events a crash left in the outbox.
+    pub fn open(ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let path = ctx.home.store(S::NAME);
+        let conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
+        let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(200));
+        let svc = S::load(&conn, ctx)?;
+        let acked = Arc::new(AtomicI64::new(0));
+        replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
+        Ok(Unit { svc, conn, path, acked, deleted: 0, batches: 0, _checkpointer: checkpointer })
+    }
+
+    /// Runs `work` inside one transaction, writes its events to the outbox, commits, then
+    /// hands the events to the bus and sends the replies.
+    pub fn batch<R>(
+        &mut self,
+        bus: &Bus,
+        work: impl FnOnce(&mut S, &rusqlite::Transaction, &mut AfterCommit) -> Result<R, ServiceError>,
+    ) -> Result<R, ServiceError> {
+        let mut after = AfterCommit::new(S::NAME);
+        let started = Instant::now();
+        let tx = self.conn.transaction()?;
+        let confirmed = self.acked.load(Ordering::Acquire);
+        if confirmed > self.deleted {
+            tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([confirmed])?;
+            self.deleted = confirmed;
+        }
+        let out = work(&mut self.svc, &tx, &mut after)?;
+        let staged = after.stage(&tx)?;
+        tx.commit()?;
+        crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
+        if !after.is_empty() {
+            after.release(bus, staged.map(|id| (id, &self.acked)));
+        }
+        self.batches += 1;
+        if self.batches.is_multiple_of(64) {
+            crate::services::store::bound_wal(&self.conn, &self.path);
+        }
+        Ok(out)
+    }
+}
+
 /// Runs one incarnation of a service: open the store, load, then drain the mailbox until
 /// told to stop or restart. A panic or an `Err` ends it; the supervisor decides what next.
 pub fn run_incarnation<S: Service>(
@@ -300,19 +362,11 @@ pub fn run_incarnation<S: Service>(
     rx: &mpsc::Receiver<Envelope<S::Cmd>>,
     status: &Status,
 ) -> Result<Exit, ServiceError> {
-    let path = ctx.home.store(S::NAME);
-    let mut conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
-    let _checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(200));
-    let mut svc = S::load(&conn, ctx)?;
-    // The outbox rows the bus has confirmed; deleted at the start of the next batch.
-    let acked = Arc::new(AtomicI64::new(0));
-    let mut deleted = 0i64;
-    replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
+    let mut unit = Unit::<S>::open(ctx)?;
     status.set_state(State::Running);
     ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": S::NAME}));
     let mut batch: Vec<Envelope<S::Cmd>> = Vec::with_capacity(MAX_BATCH);
     let mut last_tick = Instant::now();
-    let mut batches = 0u64;
     loop {
         let first = match S::TICK {
             None => match rx.recv() {
@@ -335,44 +389,29 @@ pub fn run_incarnation<S: Service>(
                 Err(_) => break,
             }
         }
-        let mut after = AfterCommit::new(S::NAME);
-        let mut exit = None;
-        let started = Instant::now();
-        let tx = conn.transaction()?;
-        let confirmed = acked.load(Ordering::Acquire);
-        if confirmed > deleted {
-            tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([confirmed])?;
-            deleted = confirmed;
-        }
-        for env in batch.drain(..) {
-            match env {
-                Envelope::Cmd(cmd) => {
-                    status.depth.fetch_sub(1, Ordering::Relaxed);
-                    svc.handle(&tx, cmd, &mut after)?;
+        let exit = unit.batch(&ctx.bus, |svc, tx, after| {
+            let mut exit = None;
+            for env in batch.drain(..) {
+                match env {
+                    Envelope::Cmd(cmd) => {
+                        status.depth.fetch_sub(1, Ordering::Relaxed);
+                        svc.handle(tx, cmd, after)?;
+                    }
+                    Envelope::Control(Control::Crash) => {
+                        panic!("fault injection: {} was told to crash", S::NAME)
+                    }
+                    Envelope::Control(Control::Restart) => exit = Some(Exit::Restart),
+                    Envelope::Control(Control::Stop) => exit = Some(Exit::Stop),
                 }
-                Envelope::Control(Control::Crash) => {
-                    panic!("fault injection: {} was told to crash", S::NAME)
+            }
+            if let Some(period) = S::TICK {
+                if last_tick.elapsed() >= period {
+                    last_tick = Instant::now();
+                    svc.tick(tx, after)?;
                 }
-                Envelope::Control(Control::Restart) => exit = Some(Exit::Restart),
-                Envelope::Control(Control::Stop) => exit = Some(Exit::Stop),
             }
-        }
-        if let Some(period) = S::TICK {
-            if last_tick.elapsed() >= period {
-                last_tick = Instant::now();
-                svc.tick(&tx, &mut after)?;
-            }
-        }
-        let staged = after.stage(&tx)?;
-        tx.commit()?;
-        crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
-        if !after.is_empty() {
-            after.release(&ctx.bus, staged.map(|id| (id, &acked)));
-        }
-        batches += 1;
-        if batches.is_multiple_of(64) {
-            crate::services::store::bound_wal(&conn, &path);
-        }
+            Ok(exit)
+        })?;
         if let Some(e) = exit {
             status.set_state(State::Restarting);
             return Ok(e);

@@ -110,7 +110,7 @@ impl Bus {
     }
 
     pub fn publish(&self, kind: &'static str, source: &'static str, data: serde_json::Value) {
-        let event_id = uuid::Uuid::new_v4().to_string();
+        let event_id = uuid::Uuid::now_v7().to_string();
         self.publish_then(vec![NewEvent { event_id, kind, source, data }], Vec::new());
     }
 

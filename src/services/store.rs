@@ -40,7 +40,7 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY;
+         PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;
          PRAGMA journal_size_limit=67108864;"
     ))
     .map_err(wrap)?;

@@ -16,7 +16,7 @@ pub enum Cmd {
     /// A command someone ran (`actor` did `action`); the reply comes after commit.
     Append { actor: String, action: String, detail: serde_json::Value, reply: Option<Reply<()>> },
     /// A bus event to record (skipped if its sequence was recorded already).
-    Event(BusEvent),
+    Event(std::sync::Arc<BusEvent>),
     /// The last bus sequence recorded, for the follower to resume after.
     LastEventSeq(Reply<u64>),
     List { since: u64, actor: Option<String>, limit: usize, reply: Reply<Vec<AuditRecord>> },

@@ -9,7 +9,7 @@ use crate::services::bus::BusEvent;
 use rusqlite::{params, Transaction};
 
 pub enum Cmd {
-    Event(BusEvent),
+    Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
     /// The newest `limit` lifecycle events, newest first.
     History { limit: usize, reply: Reply<Vec<serde_json::Value>> },

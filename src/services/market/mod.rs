@@ -31,7 +31,7 @@ pub enum Cmd {
     Symbols(Reply<Vec<Instrument>>),
     /// 404 `unknown_symbol` if there is no such instrument.
     Symbol(String, Reply<Instrument>),
-    Event(BusEvent),
+    Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
     /// Newest first.
     Trades { symbol: String, limit: usize, reply: Reply<Vec<Trade>> },

@@ -98,8 +98,10 @@ impl Market {
                 // A malformed event must not stop the tape (a restart would replay it forever).
                 Err(err) => tracing::warn!(seq = ev.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
             }
+            // Stored with the trade it follows: other events change nothing here, so a
+            // restart that replays them from the last trade on loses nothing.
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([ev.seq as i64])?;
         }
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([ev.seq as i64])?;
         self.last_event_seq = ev.seq;
         Ok(())
     }

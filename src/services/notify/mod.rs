@@ -42,7 +42,7 @@ use std::time::Duration;
 
 pub enum Cmd {
     /// A bus event: queues a delivery for every rule that wants it (once per sequence).
-    Event(BusEvent),
+    Event(std::sync::Arc<BusEvent>),
     /// The last bus sequence handled, for the follower to resume after.
     LastEventSeq(Reply<u64>),
     /// Deliveries newest first, optionally of one status (`pending`, `sent`, `failed`).

@@ -455,7 +455,7 @@ mod tests {
         fn event(&mut self, seq: u64, kind: &str) {
             let event = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
             let line = serde_json::to_string(&event).unwrap();
-            self.run(Cmd::Event(BusEvent { event, line: line.into() }));
+            self.run(Cmd::Event(std::sync::Arc::new(BusEvent { event, line: line.into() })));
         }
         fn deliveries(&mut self) -> Vec<Delivery> {
             let tx = self.conn.transaction().unwrap();
@@ -584,7 +584,7 @@ mod tests {
         svc.add_rule(&tx, NewWebhookRule { url: "http://x/".into(), events: vec!["*".into()], secret: None }).unwrap().unwrap();
         let event = Event { seq: 2, event_id: "e".into(), kind: "USER_CREATED".into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
         let line = serde_json::to_string(&event).unwrap();
-        svc.handle(&tx, Cmd::Event(BusEvent { event, line: line.into() }), &mut AfterCommit::new("notify")).unwrap();
+        svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent { event, line: line.into() })), &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
         tx.commit().unwrap();
         // A restart (or SIGKILL): what was with the sender is due again.

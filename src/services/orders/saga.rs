@@ -7,12 +7,13 @@
 //! until they land. [`recover`] replays every unfinished saga at start-up, and finishes
 //! cancels that a crash interrupted.
 
-use super::{Accepted, Cmd, NewOrder};
+use super::{Cmd, NewOrder};
 use crate::api::{AmendOrder, ApiError, Instrument, Order, OrderType, PlaceOrder, Side, TimeInForce};
 use crate::daemon::app::App;
 use crate::daemon::http::Caller;
 use crate::services::market::base_asset;
 use crate::services::trading::{self, Cancelled, MatchRequest, MatchResult};
+use crate::services::lane::{LaneCmd, Placement};
 use crate::services::{market, risk, users};
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -62,8 +63,9 @@ pub async fn instrument(app: &App, symbol: &str) -> Result<Instrument, ApiError>
     Ok(i)
 }
 
-/// Checks the body, resolves user and instrument, then runs the saga on its own task so
-/// that a client that gives up (or the 504 timeout) never leaves it half-way.
+/// Checks the body, resolves user and instrument, then hands the placement to the trading
+/// lane (`services::lane`), which runs the saga's steps for a whole batch of placements;
+/// a client that gives up (or the 504 timeout) never leaves it half-way.
 /// Answers 201 with a new order or 200 with the first order of a repeated client id.
 pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(u16, Order), ApiError> {
     caller.require_trading()?;
@@ -105,16 +107,12 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
         client_order_id: body.client_order_id.filter(|c| !c.is_empty()),
     };
     let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
-    let active = user.status == "active";
-    let task = tokio::spawn({
-        let app = app.clone();
-        async move {
-            accept_and_reserve(&app, &new, active, &instrument).await
-        }
-    });
-    let answer = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(ApiError::internal(format!("the placement task failed: {join}"))),
+    let placement = |reply| {
+        LaneCmd::Place(Placement { order: new, user_active: user.status == "active", instrument, reply })
+    };
+    // The lane finishes the placement whether or not anyone still waits for it.
+    let answer = match tokio::time::timeout(timeout, app.placements.call(placement)).await {
+        Ok(r) => r,
         Err(_) => Err(ApiError::timeout(format!(
             "placement took longer than trading.order_timeout_s = {}s; it goes on in the background: check the order by its client_order_id",
             timeout.as_secs()
@@ -176,43 +174,6 @@ async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: ris
     finish(app, &new.user_id, &new.symbol, new.side, result, None).await
 }
 
-/// A new placement: storing the order (orders) and the checks and hold (risk) do not
-/// depend on each other, so they run side by side; whichever way either ends, no hold is
-/// left without its order. (A crash between the two commits can leave a hold whose order
-/// was never stored: [`release_orphan_holds`] frees those before the daemon serves.)
-async fn accept_and_reserve(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<(u16, Order), ApiError> {
-    let accept = app.orders.call(|reply| Cmd::Accept { order: new.clone(), reply });
-    let (accepted, reserved) = tokio::join!(accept, reserve(app, new, user_active, instrument));
-    match (accepted, reserved) {
-        (Ok(Accepted::New(_)), Ok(r)) => trade(app, new, instrument, r).await.map(|o| (201, o)),
-        (Ok(Accepted::New(_)), Err(e)) => {
-            abort(app, &new.order_id, &e).await;
-            Err(e)
-        }
-        (Ok(Accepted::Existing(first)), reserved) => {
-            if reserved.is_ok() {
-                release(app, &new.order_id).await;
-            }
-            Ok((200, first))
-        }
-        (Err(e), reserved) => {
-            if reserved.is_ok() {
-                release(app, &new.order_id).await;
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn release(app: &App, order_id: &str) {
-    let req = risk::SettleRequest { trades: vec![], release: vec![order_id.to_string()] };
-    let _ = must(|| {
-        let req = req.clone();
-        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
-    })
-    .await;
-}
-
 /// At start-up, before anything is served: frees holds whose order the orders service has
 /// never stored (the daemon died between the two commits of [`accept_and_reserve`]).
 pub async fn release_orphan_holds(app: &App) {
@@ -264,15 +225,9 @@ where
     }
 }
 
-/// Settles the trades of a match (taker `user_id` on `side`) and records the outcome.
-async fn finish(
-    app: &App,
-    user_id: &str,
-    symbol: &str,
-    side: Side,
-    result: MatchResult,
-    amended: Option<(Decimal, Decimal)>,
-) -> Result<Order, ApiError> {
+/// What risk must do for a match (taker `user_id` on `side`): move cash and assets for
+/// each trade, and release the holds of the orders the match closed.
+pub fn settlement(user_id: &str, symbol: &str, side: Side, result: &MatchResult) -> risk::SettleRequest {
     let base = base_asset(symbol).to_string();
     let trades: Vec<risk::SettleTrade> = result
         .fills
@@ -299,7 +254,19 @@ async fn finish(
     if !result.rests {
         release.push(result.order_id.clone());
     }
-    let req = risk::SettleRequest { trades, release };
+    risk::SettleRequest { trades, release }
+}
+
+/// Settles the trades of a match (taker `user_id` on `side`) and records the outcome.
+async fn finish(
+    app: &App,
+    user_id: &str,
+    symbol: &str,
+    side: Side,
+    result: MatchResult,
+    amended: Option<(Decimal, Decimal)>,
+) -> Result<Order, ApiError> {
+    let req = settlement(user_id, symbol, side, &result);
     let settle = || {
         let req = req.clone();
         app.risk.call(|reply| risk::Cmd::Settle { req, reply })
