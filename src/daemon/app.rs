@@ -38,6 +38,8 @@ pub struct App {
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.
     pub recovered: std::sync::atomic::AtomicBool,
+    /// How far the market service's event feed has gone (`daemon::follower`).
+    pub market_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }

@@ -4,6 +4,13 @@
 //! The service answers "the last sequence I recorded" and ignores anything at or below
 //! it, so replaying after a restart (of the daemon or of the service) neither loses nor
 //! doubles an event.
+//!
+//! `wants` keeps from a service the event types it does nothing with (market builds its
+//! tape from trades only, health its history from service lifecycle events): at several
+//! events per order, a mailbox message and a transaction for each would cost more than
+//! the work the service does. `seen` tells how far the feed has gone, delivered or
+//! skipped: a reader that needs the service caught up waits for `seen`, then for one
+//! round trip through the service's mailbox (behind everything delivered).
 
 use crate::services::actor::{Handle, Reply, State};
 use crate::services::bus::{Bus, BusEvent};
@@ -15,8 +22,11 @@ pub fn spawn<C: Send + 'static>(
     handle: Handle<C>,
     last_seq: fn(Reply<u64>) -> C,
     wrap: fn(std::sync::Arc<BusEvent>) -> C,
+    wants: fn(&str) -> bool,
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    use std::sync::atomic::Ordering::Release;
     tokio::spawn(async move {
         loop {
             if *shutdown.borrow() {
@@ -40,8 +50,11 @@ pub fn spawn<C: Send + 'static>(
                 let n = page.len();
                 for e in page {
                     last = e.event.seq;
-                    handle.tell(wrap(std::sync::Arc::new(e)));
+                    if wants(&e.event.kind) {
+                        handle.tell(wrap(std::sync::Arc::new(e)));
+                    }
                 }
+                seen.store(last, Release);
                 if n < 1000 {
                     break;
                 }
@@ -54,7 +67,10 @@ pub fn spawn<C: Send + 'static>(
                         Ok(e) => {
                             if e.event.seq > last {
                                 last = e.event.seq;
-                                handle.tell(wrap(e));
+                                if wants(&e.event.kind) {
+                                    handle.tell(wrap(e));
+                                }
+                                seen.store(last, Release);
                             }
                         }
                         Err(RecvError::Lagged(_)) => break,

@@ -109,12 +109,19 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         instruments: Default::default(),
         directory,
         recovered: Default::default(),
+        market_seen: Default::default(),
         shutdown,
     });
-    follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, app.shutdown.subscribe());
-    follower::spawn(bus.clone(), app.health.clone(), health::Cmd::LastEventSeq, health::Cmd::Event, app.shutdown.subscribe());
-    follower::spawn(bus.clone(), app.market.clone(), market::Cmd::LastEventSeq, market::Cmd::Event, app.shutdown.subscribe());
-    follower::spawn(bus.clone(), app.notify.clone(), crate::services::notify::Cmd::LastEventSeq, crate::services::notify::Cmd::Event, app.shutdown.subscribe());
+    let all = |_: &str| true;
+    let seen = || Arc::new(std::sync::atomic::AtomicU64::new(0));
+    follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, all, seen(), app.shutdown.subscribe());
+    let lifecycle = |kind: &str| kind.starts_with("SERVICE_");
+    follower::spawn(bus.clone(), app.health.clone(), health::Cmd::LastEventSeq, health::Cmd::Event, lifecycle, seen(), app.shutdown.subscribe());
+    let trades = |kind: &str| kind == "TRADE_EXECUTED";
+    let market_feed = app.market_seen.clone();
+    follower::spawn(bus.clone(), app.market.clone(), market::Cmd::LastEventSeq, market::Cmd::Event, trades, market_feed, app.shutdown.subscribe());
+    let notify = app.notify.clone();
+    follower::spawn(bus.clone(), notify, crate::services::notify::Cmd::LastEventSeq, crate::services::notify::Cmd::Event, all, seen(), app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 
     // Before anything is served: no placement can be between its two first commits.

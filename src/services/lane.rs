@@ -16,8 +16,9 @@
 //! 2. trading: queued trading commands, then **match** each placement that was accepted
 //!    and reserved. Commit.
 //! 3. risk: **settle** each match and release the holds of placements that ended
-//!    (rejected, repeated `client_order_id`). Commit. orders: **record** each match and
-//!    mark its saga done (risk has committed), reject the aborted. Commit.
+//!    (rejected, repeated `client_order_id`). Commit. orders: **record** each match with
+//!    its saga done (risk has committed, so no `settling` stage), reject the aborted.
+//!    Commit.
 //!
 //! Placements are answered after phase 3; every other command after its own phase.
 
@@ -196,7 +197,9 @@ fn answer<T>(mut rx: Asked<T>) -> Result<T, ApiError> {
     rx.try_recv().unwrap_or_else(|_| Err(ApiError::internal("a lane step gave no answer")))
 }
 
-/// Where a placement stands after phase 1 or 2.
+/// Where a placement stands after phase 1 or 2 (a short-lived list per batch, so the
+/// size of its variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Next {
     /// Accepted and reserved: to the book.
     Match(Placement, risk::Reserved),
@@ -308,12 +311,10 @@ impl Lane {
         self.orders.batch(&bus, |svc, tx, after| {
             for (n, settled) in next.iter().zip(&settled) {
                 match n {
-                    Next::Finish(p, result) => {
+                    Next::Finish(_, result) => {
                         let (reply, rx) = ask();
-                        svc.handle(tx, orders::Cmd::Record { result: result.clone(), amended: None, reply }, after)?;
-                        if *settled {
-                            svc.handle(tx, orders::Cmd::Settled { order_id: p.order.order_id.clone() }, after)?;
-                        }
+                        let (result, settled) = (result.clone(), *settled);
+                        svc.handle(tx, orders::Cmd::Record { result, amended: None, settled, reply }, after)?;
                         recorded.push(Some(rx));
                     }
                     // An abort whose hold could not be released stays `accepted`: recovery

@@ -47,17 +47,16 @@ pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, Path(symbo
 
 /// Market data is built from bus events: before answering, wait (briefly) until the
 /// market service has seen every event published so far, so a client that has just
-/// traded reads its own trade on the tape.
+/// traded reads its own trade on the tape. The feed skips events market does not use, so
+/// "seen" is the feed's progress, then one round trip behind what it delivered.
 async fn caught_up(app: &App) {
     app.bus.sync(SYNC_WAIT).await;
     let target = app.bus.last_seq();
     let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-    while let Ok(seen) = app.market.call(Cmd::LastEventSeq).await {
-        if seen >= target || tokio::time::Instant::now() > deadline {
-            break;
-        }
+    while app.market_seen.load(std::sync::atomic::Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
+    let _ = app.market.call(Cmd::LastEventSeq).await;
 }
 
 const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

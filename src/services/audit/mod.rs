@@ -68,9 +68,12 @@ fn row_to_record(r: &rusqlite::Row) -> rusqlite::Result<AuditRecord> {
 
 impl Audit {
     fn append(&mut self, tx: &Transaction, actor: &str, action: &str, detail: &serde_json::Value) -> rusqlite::Result<()> {
+        self.append_text(tx, actor, action, detail.to_string())
+    }
+
+    fn append_text(&mut self, tx: &Transaction, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
         let seq = self.last_seq + 1;
         let ts = crate::api::now_rfc3339();
-        let detail = detail.to_string();
         let hash = chain_hash(&self.last_hash, seq, &ts, actor, action, &detail);
         tx.prepare_cached(
             "INSERT INTO records (seq, timestamp, actor, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -114,7 +117,16 @@ impl Service for Audit {
         let last: Option<(i64, String)> = conn
             .query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        let last_event_seq: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
+        // The feed's position: the newest event record's seq (older stores kept it in meta).
+        let in_meta: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
+        let newest: Option<String> = conn
+            .query_row("SELECT detail FROM records WHERE actor LIKE 'event:%' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let recorded = newest
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+            .and_then(|d| d["seq"].as_i64())
+            .unwrap_or(0);
+        let last_event_seq = in_meta.max(recorded);
         let (last_seq, last_hash) = last.map(|(s, h)| (s as u64, h)).unwrap_or((0, GENESIS.to_string()));
         Ok(Audit { last_seq, last_hash, last_event_seq: last_event_seq as u64 })
     }
@@ -129,11 +141,15 @@ impl Service for Audit {
             }
             Cmd::Event(e) => {
                 if e.event.seq > self.last_event_seq {
-                    let detail = serde_json::json!({"seq": e.event.seq, "event_id": e.event.event_id, "data": e.event.data});
-                    self.append(tx, &format!("event:{}", e.event.source), &e.event.kind, &detail)?;
-                    self.last_event_seq = e.event.seq;
-                    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?
-                        .execute([self.last_event_seq as i64])?;
+                    // `{"data", "event_id", "seq"}` as `json!` would write it (keys sorted),
+                    // without copying the event's data first. The record's seq is where
+                    // `load` finds the feed's position again.
+                    let ev = &e.event;
+                    let data = serde_json::to_string(&ev.data).unwrap_or_else(|_| "null".into());
+                    let event_id = serde_json::to_string(&ev.event_id).unwrap_or_default();
+                    let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, ev.seq);
+                    self.append_text(tx, &format!("event:{}", ev.source), &ev.kind, detail)?;
+                    self.last_event_seq = ev.seq;
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
@@ -165,5 +181,46 @@ mod tests {
         assert_ne!(a, chain_hash(GENESIS, 2, "t", "ab", "c", "{}"));
         assert_ne!(a, chain_hash(&a, 1, "t", "ab", "c", "{}"));
         assert_eq!(a, chain_hash(GENESIS, 1, "t", "ab", "c", "{}"));
+    }
+
+    fn event(seq: u64) -> std::sync::Arc<BusEvent> {
+        let event = crate::api::Event {
+            seq,
+            event_id: format!("evt_{seq}"),
+            kind: "ORDER_CREATED".into(),
+            source: "orders".into(),
+            timestamp: crate::api::now_rfc3339(),
+            data: serde_json::json!({"order_id": "ord_1", "quantity": "1.5"}),
+        };
+        let line = serde_json::to_string(&event).unwrap();
+        std::sync::Arc::new(BusEvent { event, line: line.into() })
+    }
+
+    #[test]
+    fn an_event_record_reads_as_before_and_a_reload_resumes_after_the_newest_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+        let settings = crate::services::config::SharedSettings::new(Default::default());
+        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
+        let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        for seq in [3, 7] {
+            svc.handle(&tx, Cmd::Event(event(seq)), &mut after).unwrap();
+        }
+        // A command's record after the events: the feed's position is still the event's.
+        let detail = serde_json::json!({"user": "x"});
+        svc.handle(&tx, Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail, reply: None }, &mut after).unwrap();
+        svc.handle(&tx, Cmd::Event(event(7)), &mut after).unwrap(); // replayed: ignored
+        let detail: String = tx.query_row("SELECT detail FROM records WHERE seq = 2", [], |r| r.get(0)).unwrap();
+        let as_json = serde_json::json!({"seq": 7, "event_id": "evt_7", "data": {"order_id": "ord_1", "quantity": "1.5"}});
+        assert_eq!(detail, as_json.to_string(), "the same text json! gave, so old and new records read alike");
+        tx.commit().unwrap();
+        let reloaded = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!((reloaded.last_event_seq, reloaded.last_seq), (7, 3));
+        assert!(Audit::verify(&conn.transaction().unwrap()).unwrap().ok);
+        bus.shutdown();
     }
 }

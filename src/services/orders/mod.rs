@@ -23,7 +23,9 @@ pub enum Cmd {
     /// A risk rejection (or an abort): status `rejected` with its reason.
     Reject { order_id: String, code: String, message: String, reply: Reply<Order> },
     /// The match outcome of a taker (placement or amend) and its makers' fills.
-    Record { result: MatchResult, amended: Option<(Decimal, Decimal)>, reply: Reply<Order> },
+    /// `settled`: risk has committed the settlement already, so a placement's saga ends
+    /// here (otherwise it waits in `settling` for [`Cmd::Settled`]).
+    Record { result: MatchResult, amended: Option<(Decimal, Decimal)>, settled: bool, reply: Reply<Order> },
     /// Risk has settled a recorded placement: its saga is done (no reply).
     Settled { order_id: String },
     /// Orders taken out of the book by a cancel.

@@ -273,7 +273,7 @@ async fn finish(
     };
     let record = || {
         let result = result.clone();
-        app.orders.call(|reply| Cmd::Record { result, amended, reply })
+        app.orders.call(|reply| Cmd::Record { result, amended, settled: false, reply })
     };
     if amended.is_some() {
         must(settle).await?;

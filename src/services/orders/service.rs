@@ -92,13 +92,25 @@ fn with_fills(tx: &Transaction, mut o: Order) -> rusqlite::Result<Order> {
             Ok(Fill { trade_id: r.get(0)?, price: dec(&r.get::<_, String>(1)?)?, quantity: dec(&r.get::<_, String>(2)?)?, timestamp: r.get(3)? })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let qty: Decimal = fills.iter().map(|f| f.quantity).sum();
+    o.fills = fills;
+    average(&mut o);
+    Ok(o)
+}
+
+/// Sets the volume-weighted average price from the order's fills.
+fn average(o: &mut Order) {
+    let qty: Decimal = o.fills.iter().map(|f| f.quantity).sum();
     if qty > Decimal::ZERO {
-        let notional: Decimal = fills.iter().map(|f| f.price * f.quantity).sum();
+        let notional: Decimal = o.fills.iter().map(|f| f.price * f.quantity).sum();
         o.average_price = Some((notional / qty).round_dp(12).normalize());
     }
-    o.fills = fills;
-    Ok(o)
+}
+
+/// An order without its fills, and its saga stage: one read.
+fn load_bare(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
+    tx.prepare_cached(&format!("SELECT {COLUMNS}, stage FROM orders WHERE order_id = ?1"))?
+        .query_row([order_id], |r| Ok((row_to_order(r)?, r.get(14)?)))
+        .optional()
 }
 
 fn load(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Order>> {
@@ -178,20 +190,51 @@ impl Orders {
             n.client_order_id,
             now
         ])?;
-        let o = load(tx, &n.order_id)?.ok_or_else(|| ServiceError::Other("order vanished after insert".into()))?;
-        Ok(Accepted::New(o))
+        // What was just inserted, built in memory rather than read back.
+        Ok(Accepted::New(Order {
+            order_id: n.order_id,
+            user_id: n.user_id,
+            symbol: n.symbol,
+            side: n.side,
+            kind: n.kind,
+            time_in_force: n.time_in_force,
+            price: n.price,
+            quantity: n.quantity,
+            filled_quantity: Decimal::ZERO,
+            remaining_quantity: n.quantity,
+            average_price: None,
+            status: OrderStatus::New,
+            fills: Vec::new(),
+            client_order_id: n.client_order_id,
+            created_at: now.clone(),
+            updated_at: now,
+            reject_reason: None,
+        }))
     }
 
     /// Records a match outcome. Sagas run side by side, so the records of one order can
     /// arrive in any order (a later fill before an earlier one, a cancel before the fill
     /// that preceded it): fills are added once each by trade id, a status is derived from
     /// what is filled, and a final status (cancelled) is never undone.
-    fn record(tx: &Transaction, result: MatchResult, amended: Option<(Decimal, Decimal)>, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
-        let Some(mut taker) = load(tx, &result.order_id)? else {
+    ///
+    /// `settled`: risk has already committed this match's settlement, so a placement's
+    /// saga is done with this record (the lane settles before it records).
+    fn record(
+        tx: &Transaction,
+        result: MatchResult,
+        amended: Option<(Decimal, Decimal)>,
+        settled: bool,
+        after: &mut AfterCommit,
+    ) -> Result<Result<Order, ApiError>, ServiceError> {
+        let Some((mut taker, stage)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
-        let stage = stage_of(tx, &result.order_id)?;
-        let first_record = stage.as_deref() == Some("accepted");
+        // Fills are read only when there were some before; a new order's are this match's.
+        let had_fills = !taker.filled_quantity.is_zero();
+        if had_fills {
+            taker = with_fills(tx, taker)?;
+        }
+        let first_record = stage == "accepted";
         let now = crate::api::now_rfc3339();
         let before = taker.status;
         if let Some((price, quantity)) = amended {
@@ -202,20 +245,28 @@ impl Orders {
         for f in &result.fills {
             if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 taker.filled_quantity += f.quantity;
+                taker.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
                 trades.push(serde_json::json!({"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity}));
             }
-            let Some(mut maker) = load(tx, &f.maker_order_id)? else { continue };
+            let Some((mut maker, _)) = load_bare(tx, &f.maker_order_id)? else { continue };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 continue;
             }
             let was = maker.status;
+            let first_fill = maker.filled_quantity.is_zero();
             maker.filled_quantity += f.quantity;
             if maker.status.is_open() {
                 maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
             }
             maker.updated_at = now.clone();
             save(tx, &mut maker, None)?;
-            let maker = with_fills(tx, maker)?;
+            // The event's average price: this fill's, unless the maker had fills before.
+            let maker = if first_fill {
+                maker.average_price = Some(f.price.normalize());
+                maker
+            } else {
+                with_fills(tx, maker)?
+            };
             let mut data = summary(&maker);
             data["trade_id"] = serde_json::json!(f.trade_id);
             data["price"] = serde_json::json!(f.price);
@@ -246,11 +297,12 @@ impl Orders {
         // amend is recorded only after its settlement, so it is done at once.
         let next_stage = match (amended.is_some(), first_record) {
             (true, _) => Some("done"),
+            (false, true) if settled => Some("done"),
             (false, true) => Some("settling"),
             (false, false) => None,
         };
         save(tx, &mut taker, next_stage)?;
-        let taker = with_fills(tx, taker)?;
+        average(&mut taker);
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
             after.event("ORDER_CREATED", summary(&taker));
@@ -326,8 +378,8 @@ impl Service for Orders {
                 }
                 after.reply(reply, Ok(o));
             }
-            Cmd::Record { result, amended, reply } => {
-                let r = Orders::record(tx, result, amended, after)?;
+            Cmd::Record { result, amended, settled, reply } => {
+                let r = Orders::record(tx, result, amended, settled, after)?;
                 after.reply(reply, r);
             }
             Cmd::Cancelled { cancelled, reply } => {
