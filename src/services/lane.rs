@@ -378,3 +378,142 @@ fn match_request(p: &Placement, r: &risk::Reserved) -> MatchRequest {
         budget: r.budget,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The lane on its own thread, driven through its handles as the daemon drives it:
+    //! placements sent together land in one batch and must come out as the step-by-step
+    //! saga would have left them.
+    use super::*;
+    use crate::api::{OrderStatus, OrderType, Side, TimeInForce};
+    use rust_decimal::Decimal;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    struct Running {
+        handles: Handles,
+        statuses: Statuses,
+        thread: Option<std::thread::JoinHandle<()>>,
+        bus: crate::services::bus::Bus,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Running {
+        fn start() -> Running {
+            let dir = tempfile::tempdir().unwrap();
+            let home = crate::daemon::Home::at(dir.path());
+            let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+            let settings = crate::services::config::SharedSettings::new(Default::default());
+            let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
+            let (tx, rx) = mpsc::channel();
+            let statuses = Statuses::new();
+            let handles = Handles::new(tx, &statuses);
+            let st = statuses.clone();
+            let thread = std::thread::spawn(move || {
+                run_incarnation(&ctx, &rx, &st).map(|_| ()).unwrap();
+            });
+            while statuses.orders.state() != State::Running {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Running { handles, statuses, thread: Some(thread), bus, _dir: dir }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.handles.control(Control::Stop);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            self.bus.shutdown();
+        }
+    }
+
+    fn aapl() -> Instrument {
+        Instrument {
+            symbol: "AAPL".into(),
+            base: "AAPL".into(),
+            quote: "USD".into(),
+            tick: dec("0.01"),
+            lot: dec("1"),
+            min_quantity: dec("1"),
+            max_quantity: dec("1000000"),
+        }
+    }
+
+    fn order(id: &str, user: &str, side: Side, qty: Decimal, coid: Option<&str>) -> NewOrder {
+        NewOrder {
+            order_id: id.into(),
+            user_id: user.into(),
+            symbol: "AAPL".into(),
+            side,
+            kind: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            price: Some(dec("100")),
+            quantity: qty,
+            client_order_id: coid.map(String::from),
+        }
+    }
+
+    #[test]
+    fn placements_of_one_batch_trade_repeat_and_reject_as_the_saga_would() {
+        let lane = Running::start();
+        let h = &lane.handles;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let deposit = |user: &str, asset: &str, amount| {
+                let (user_id, asset) = (user.to_string(), asset.to_string());
+                h.risk.call(move |reply| risk::Cmd::Deposit { user_id, asset, amount, reply })
+            };
+            deposit("bob", "AAPL", dec("10")).await.unwrap();
+            deposit("alice", "USD", dec("1000")).await.unwrap();
+            // Sent back to back without waiting, so one drain of the mailbox takes them all.
+            let place = |o: NewOrder| {
+                h.placements.send(|reply| LaneCmd::Place(Placement { order: o, user_active: true, instrument: aapl(), reply })).unwrap()
+            };
+            let sell = place(order("ord_s", "bob", Side::Sell, dec("5"), None));
+            let buy = place(order("ord_b", "alice", Side::Buy, dec("3"), Some("b1")));
+            let again = place(order("ord_b2", "alice", Side::Buy, dec("3"), Some("b1")));
+            let too_big = place(order("ord_x", "alice", Side::Buy, dec("9"), None));
+            let (sell, buy, again, too_big) = (sell.await.unwrap(), buy.await.unwrap(), again.await.unwrap(), too_big.await.unwrap());
+
+            let (code, sell) = sell.unwrap();
+            assert_eq!((code, sell.status), (201, OrderStatus::New), "it rested before the buy crossed it");
+            let (code, buy) = buy.unwrap();
+            assert_eq!((code, buy.status, buy.filled_quantity, buy.fills.len()), (201, OrderStatus::Filled, dec("3"), 1));
+            assert_eq!(buy.average_price, Some(dec("100")));
+            let (code, first) = again.unwrap();
+            assert_eq!((code, first.order_id.as_str()), (200, "ord_b"), "a repeated client_order_id answers the first order");
+            let e = too_big.unwrap_err();
+            assert_eq!((e.status, e.code.as_ref()), (422, "insufficient_funds"), "700 USD left cannot buy 9 at 100");
+
+            let get = |id: &str| {
+                let order_id = id.to_string();
+                h.orders.call(move |reply| orders::Cmd::Get { order_id, reply })
+            };
+            assert_eq!(get("ord_s").await.unwrap().status, OrderStatus::PartiallyFilled);
+            assert_eq!(get("ord_x").await.unwrap().status, OrderStatus::Rejected);
+            assert!(get("ord_b2").await.is_err(), "the repeat was never stored");
+            let unfinished = h.orders.call(orders::Cmd::Unfinished).await.unwrap();
+            assert!(unfinished.is_empty(), "every saga of the batch is done: {unfinished:?}");
+
+            // Cash and assets moved exactly; only the resting sell still holds anything.
+            let account = |user: &str| {
+                let user_id = user.to_string();
+                h.risk.call(move |reply| risk::Cmd::Account { user_id, reply })
+            };
+            let bal = |a: &crate::api::Account, asset: &str| a.balances.iter().find(|b| b.asset == asset).map(|b| (b.total, b.held));
+            let alice = account("alice").await.unwrap();
+            assert_eq!(bal(&alice, "USD"), Some((dec("700"), dec("0"))));
+            assert_eq!(bal(&alice, "AAPL"), Some((dec("3"), dec("0"))));
+            let bob = account("bob").await.unwrap();
+            assert_eq!(bal(&bob, "USD"), Some((dec("300"), dec("0"))));
+            assert_eq!(bal(&bob, "AAPL"), Some((dec("7"), dec("2"))));
+            let holds = h.risk.call(risk::Cmd::Holds).await.unwrap();
+            assert_eq!(holds.iter().map(|h| h.order_id.as_str()).collect::<Vec<_>>(), ["ord_s"]);
+        });
+        assert_eq!(lane.statuses.risk.state(), State::Running);
+    }
+}
