@@ -318,7 +318,7 @@ impl<S: Service> Unit<S> {
     pub fn open(ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let path = ctx.home.store(S::NAME);
         let conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
-        let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(200));
+        let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(50));
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
         replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;

@@ -96,7 +96,7 @@ impl Bus {
         });
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
-            let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(200));
+            let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50));
             run(conn, &path, rx, &worker)
         })?;
         *inner.thread.lock().unwrap() = Some(handle);
