@@ -109,6 +109,7 @@ impl<S: Service> Store<S> {
         for cmd in cmds {
             self.svc.handle(&tx, cmd, &mut after).expect("the service handles the command");
         }
+        self.svc.before_commit(&tx).expect("the service writes its batch");
         tx.commit().expect("commit");
     }
 }

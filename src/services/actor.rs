@@ -55,6 +55,13 @@ pub trait Service: Sized + Send + 'static {
     /// an `Err` aborts the whole batch (its callers get 503) and restarts the service.
     fn handle(&mut self, tx: &rusqlite::Transaction, cmd: Self::Cmd, after: &mut AfterCommit) -> Result<(), ServiceError>;
 
+    /// Writes what the batch's commands left in memory, once per batch after the last
+    /// command (risk flushes its ledger here: a balance touched by many orders of one
+    /// batch is written once).
+    fn before_commit(&mut self, _tx: &rusqlite::Transaction) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
     /// Periodic work (retries, expiry), in its own transaction.
     fn tick(&mut self, _tx: &rusqlite::Transaction, _after: &mut AfterCommit) -> Result<(), ServiceError> {
         Ok(())
@@ -341,6 +348,7 @@ impl<S: Service> Unit<S> {
             self.deleted = confirmed;
         }
         let out = work(&mut self.svc, &tx, &mut after)?;
+        self.svc.before_commit(&tx)?;
         let staged = after.stage(&tx)?;
         tx.commit()?;
         crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());

@@ -168,6 +168,11 @@ impl Ledger {
         self.holds.get(order_id)
     }
 
+    /// A hold changed since the last flush, closed ones included (not in the store yet).
+    pub fn unflushed_hold(&self, order_id: &str) -> Option<&HoldRec> {
+        self.dirty.holds.get(order_id)
+    }
+
     pub fn position(&self, user: &str, symbol: &str) -> Pos {
         self.positions.get(user).and_then(|m| m.get(symbol)).copied().unwrap_or_default()
     }

@@ -3,7 +3,8 @@
 //!
 //! The global limits are read from the live settings (`risk.*`) on every check, so a hot
 //! config change applies to the next order. Everything else lives in memory and is written
-//! through to `data/risk.db` in the batch's transaction; [`Risk::open`] rebuilds it.
+//! through to `data/risk.db` once per batch, just before its transaction commits
+//! ([`Service::before_commit`]); [`Risk::open`] rebuilds it.
 
 use super::accounts::{self, Ledger, Refusal};
 use super::checks::{self, Context, Effective, RateWindow, QUOTE};
@@ -48,14 +49,19 @@ impl Service for Risk {
         Risk::open(conn, ctx.settings.clone())
     }
 
+    /// The ledger changes in memory command by command and is written once per batch.
+    fn before_commit(&mut self, tx: &Transaction) -> Result<(), ServiceError> {
+        Ok(self.ledger.flush(tx)?)
+    }
+
     fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Deposit { user_id, asset, amount, reply } => {
-                let r = self.deposit(tx, after, &user_id, &asset, amount)?;
+                let r = self.deposit(after, &user_id, &asset, amount)?;
                 after.reply(reply, r);
             }
             Cmd::Withdraw { user_id, asset, amount, reply } => {
-                let r = self.withdraw(tx, after, &user_id, &asset, amount)?;
+                let r = self.withdraw(after, &user_id, &asset, amount)?;
                 after.reply(reply, r);
             }
             Cmd::Account { user_id, reply } => after.reply(reply, Ok(self.ledger.account(&user_id))),
@@ -68,7 +74,7 @@ impl Service for Risk {
                 after.reply(reply, r);
             }
             Cmd::Amend { order_id, price, remaining, reply } => {
-                let r = self.amend(tx, &order_id, price, remaining)?;
+                let r = self.amend(&order_id, price, remaining)?;
                 after.reply(reply, r);
             }
             Cmd::Limits { user_id, reply } => after.reply(reply, Ok(self.limits(user_id.as_deref()).to_limits())),
@@ -172,7 +178,7 @@ impl Risk {
         TradingState { halted: self.halted, halted_symbols: self.halted_symbols.iter().cloned().collect() }
     }
 
-    pub fn deposit(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
+    pub fn deposit(&mut self, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
         if let Err(e) = checks::validate_asset(asset).and_then(|_| checks::validate_amount(amount)) {
             return Ok(Err(e));
         }
@@ -180,7 +186,6 @@ impl Risk {
             Ok(b) => b,
             Err(r) => return Ok(Err(refused(r))),
         };
-        self.ledger.flush(tx)?;
         after.event(
             "ACCOUNT_DEPOSITED",
             serde_json::json!({"user_id": user, "asset": asset, "amount": amount.normalize(), "total": bal.total.normalize()}),
@@ -188,7 +193,7 @@ impl Risk {
         Ok(Ok(self.ledger.account(user)))
     }
 
-    pub fn withdraw(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
+    pub fn withdraw(&mut self, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
         if let Err(e) = checks::validate_asset(asset).and_then(|_| checks::validate_amount(amount)) {
             return Ok(Err(e));
         }
@@ -205,7 +210,6 @@ impl Risk {
             }
             Err(r) => return Ok(Err(refused(r))),
         };
-        self.ledger.flush(tx)?;
         after.event(
             "ACCOUNT_WITHDRAWN",
             serde_json::json!({"user_id": user, "asset": asset, "amount": amount.normalize(), "total": bal.total.normalize()}),
@@ -215,7 +219,7 @@ impl Risk {
 
     pub fn reserve(&mut self, tx: &Transaction, req: &ReserveRequest) -> Outcome<Reserved> {
         // Idempotent: an order reserved before (open, or closed since) is answered as then.
-        if let Some(h) = self.ledger.hold(&req.order_id) {
+        if let Some(h) = self.ledger.hold(&req.order_id).or_else(|| self.ledger.unflushed_hold(&req.order_id)) {
             return Ok(Ok(Reserved { budget: h.budget }));
         }
         if let Some(budget) = accounts::reserved_before(tx, &req.order_id)? {
@@ -244,7 +248,6 @@ impl Risk {
             Err(e) => return Ok(Err(e)),
         };
         self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
-        self.ledger.flush(tx)?;
         Ok(Ok(Reserved { budget: plan.budget }))
     }
 
@@ -280,7 +283,6 @@ impl Risk {
         for order_id in &req.release {
             self.ledger.release(order_id);
         }
-        self.ledger.flush(tx)?;
         let mut stmt = tx.prepare_cached(
             "INSERT INTO last_prices (symbol, price) VALUES (?1, ?2) ON CONFLICT (symbol) DO UPDATE SET price = excluded.price",
         )?;
@@ -313,7 +315,7 @@ impl Risk {
         self.last_price.get(symbol).copied()
     }
 
-    pub fn amend(&mut self, tx: &Transaction, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
+    pub fn amend(&mut self, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
         if price <= Decimal::ZERO || remaining <= Decimal::ZERO {
             return Ok(Err(ApiError::invalid(
                 "invalid_amend",
@@ -327,8 +329,7 @@ impl Risk {
         let allow_short = self.limits(Some(&user)).allow_short;
         match self.ledger.resize(order_id, price, remaining, allow_short) {
             Ok(()) => {
-                self.ledger.flush(tx)?;
-                Ok(Ok(()))
+                        Ok(Ok(()))
             }
             Err(Refusal::Insufficient { asset, needed, available }) => {
                 let (code, what) = match side {
@@ -440,7 +441,7 @@ mod set_last_price_tests {
         assert_eq!(risk.last_price("AAPL"), Some(d("100")));
 
         // The band now applies: 10% by default.
-        run(&mut conn, |tx, after| risk.deposit(tx, after, "u", "USD", d("100000"))).unwrap();
+        run(&mut conn, |_, after| risk.deposit(after, "u", "USD", d("100000"))).unwrap();
         let instrument = Instrument {
             symbol: "AAPL".into(),
             base: "AAPL".into(),

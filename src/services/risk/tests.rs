@@ -357,16 +357,17 @@ impl Fixture {
         let tx = self.conn.transaction().unwrap();
         let mut after = AfterCommit::new("risk");
         let out = f(&mut self.risk, &tx, &mut after).expect("the service must not fail");
+        crate::services::actor::Service::before_commit(&mut self.risk, &tx).unwrap();
         tx.commit().unwrap();
         out
     }
     fn deposit(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
         let a = d(amount);
-        self.run(|r, tx, after| r.deposit(tx, after, user, asset, a))
+        self.run(|r, _, after| r.deposit(after, user, asset, a))
     }
     fn withdraw(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
         let a = d(amount);
-        self.run(|r, tx, after| r.withdraw(tx, after, user, asset, a))
+        self.run(|r, _, after| r.withdraw(after, user, asset, a))
     }
     fn reserve(&mut self, req: &ReserveRequest) -> Result<Reserved, ApiError> {
         self.run(|r, tx, _| r.reserve(tx, req))
@@ -380,7 +381,7 @@ impl Fixture {
     }
     fn amend(&mut self, id: &str, price: &str, remaining: &str) -> Result<(), ApiError> {
         let (p, q) = (d(price), d(remaining));
-        self.run(|r, tx, _| r.amend(tx, id, p, q))
+        self.run(|r, _, _| r.amend(id, p, q))
     }
     fn bal(&self, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
         let b: Bal = self.risk.ledger().balance(user, asset);
@@ -789,7 +790,7 @@ mod ledger_properties {
         // Everyone starts with something to trade (the session's deposits come on top).
         for user in USERS {
             for (asset, amount) in [("USD", d("5000")), ("AAA", d("40")), ("BBB", d("40"))] {
-                f.run(|r, tx, after| r.deposit(tx, after, user, asset, amount)).unwrap();
+                f.run(|r, _, after| r.deposit(after, user, asset, amount)).unwrap();
                 *net.entry(asset).or_default() += amount;
             }
         }
@@ -800,14 +801,14 @@ mod ledger_properties {
             match op {
                 Op::Deposit { user, asset, cents } => {
                     let amount = Decimal::new(i64::from(cents), 2);
-                    let a = f.run(|r, tx, after| r.deposit(tx, after, USERS[user], ASSETS[asset], amount));
+                    let a = f.run(|r, _, after| r.deposit(after, USERS[user], ASSETS[asset], amount));
                     prop_assert!(a.is_ok());
                     *net.entry(ASSETS[asset]).or_default() += amount;
                 }
                 Op::Withdraw { user, asset, cents } => {
                     let amount = Decimal::new(i64::from(cents), 2);
                     let available = f.risk.ledger().available(USERS[user], ASSETS[asset]);
-                    let r = f.run(|r, tx, after| r.withdraw(tx, after, USERS[user], ASSETS[asset], amount));
+                    let r = f.run(|r, _, after| r.withdraw(after, USERS[user], ASSETS[asset], amount));
                     prop_assert_eq!(r.is_ok(), amount <= available);
                     if r.is_ok() {
                         *net.entry(ASSETS[asset]).or_default() -= amount;
