@@ -177,8 +177,14 @@ mod tests {
                 Trading::MIGRATIONS,
                 "INSERT INTO outcomes VALUES ('ord_1', '{}'), ('ord_2', '{}');
                  INSERT INTO cancels VALUES ('ord_3', '1', 't');
-                 INSERT INTO trades VALUES ('trd_1', 'AAPL', '100', '2', 'sell', 'ord_1', 'ord_2', 't');",
-                &["SELECT count(*) FROM outcomes", "SELECT count(*) FROM cancels", "SELECT count(*) FROM trades WHERE buy_order_id = 'ord_1'"],
+                 INSERT INTO trades VALUES ('trd_1', 'AAPL', '100', '2', 'sell', 'ord_1', 'ord_2', 't');
+                 INSERT INTO resting VALUES (7, 'ord_1', 'u', 'AAPL', 'buy', '100', '3', 9, '0.01', '1');",
+                &[
+                    "SELECT count(*) FROM outcomes",
+                    "SELECT count(*) FROM cancels",
+                    "SELECT count(*) FROM trades WHERE buy_order_id = 'ord_1'",
+                    "SELECT internal_id + priority FROM resting WHERE order_id = 'ord_1'",
+                ],
             ),
             (
                 "risk",

@@ -56,7 +56,25 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE resting (
     ) WITHOUT ROWID;
     INSERT INTO trades_v2 SELECT * FROM trades;
     DROP TABLE trades;
-    ALTER TABLE trades_v2 RENAME TO trades;"];
+    ALTER TABLE trades_v2 RENAME TO trades;",
+    // No unique index on the order id of a resting order: nothing reads by it (the actor
+    // keeps order id → engine id in memory, one each), and every rest, fill and cancel
+    // wrote a page of it.
+    "CREATE TABLE resting_v2 (
+        internal_id INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        symbol TEXT NOT NULL,
+        side TEXT NOT NULL,
+        price TEXT NOT NULL,
+        remaining TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        tick TEXT NOT NULL,
+        lot TEXT NOT NULL
+    );
+    INSERT INTO resting_v2 SELECT * FROM resting;
+    DROP TABLE resting;
+    ALTER TABLE resting_v2 RENAME TO resting;"];
 
 /// One symbol's book and the grid its integers are counted on.
 struct SymbolBook {
