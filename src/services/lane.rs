@@ -26,7 +26,7 @@ use crate::api::{ApiError, Instrument, Order};
 use crate::services::actor::{Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, Risk};
-use crate::services::trading::{self, MatchRequest, MatchResult, Trading};
+use crate::services::trading::{self, MatchResult, Trading};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
@@ -238,7 +238,8 @@ impl Lane {
                 }
                 for p in &places {
                     let (reply, rx) = ask();
-                    svc.handle(tx, risk::Cmd::Reserve { req: reserve_request(p), reply }, after)?;
+                    let req = saga::reserve_request(&p.order, p.user_active, &p.instrument);
+                    svc.handle(tx, risk::Cmd::Reserve { req, reply }, after)?;
                     reserved.push(rx);
                 }
                 Ok(())
@@ -266,7 +267,8 @@ impl Lane {
                 for n in &next {
                     if let Next::Match(p, r) = n {
                         let (reply, rx) = ask();
-                        svc.handle(tx, trading::Cmd::Match { req: match_request(p, r), reply }, after)?;
+                        let req = saga::match_request(&p.order, &p.instrument, r.budget);
+                        svc.handle(tx, trading::Cmd::Match { req, reply }, after)?;
                         matched.push(rx);
                     }
                 }
@@ -345,37 +347,6 @@ impl Lane {
             }
         }
         Ok(())
-    }
-}
-
-fn reserve_request(p: &Placement) -> risk::ReserveRequest {
-    let o = &p.order;
-    risk::ReserveRequest {
-        order_id: o.order_id.clone(),
-        user_id: o.user_id.clone(),
-        user_active: p.user_active,
-        instrument: p.instrument.clone(),
-        side: o.side,
-        kind: o.kind,
-        price: o.price,
-        quantity: o.quantity,
-    }
-}
-
-fn match_request(p: &Placement, r: &risk::Reserved) -> MatchRequest {
-    let o = &p.order;
-    MatchRequest {
-        order_id: o.order_id.clone(),
-        user_id: o.user_id.clone(),
-        symbol: o.symbol.clone(),
-        side: o.side,
-        kind: o.kind,
-        time_in_force: o.time_in_force,
-        price: o.price,
-        quantity: o.quantity,
-        tick: p.instrument.tick,
-        lot: p.instrument.lot,
-        budget: r.budget,
     }
 }
 

@@ -136,7 +136,13 @@ async fn advance(app: &App, new: &NewOrder, user_active: bool, instrument: &Inst
 
 /// The pre-trade checks and the hold.
 async fn reserve(app: &App, new: &NewOrder, user_active: bool, instrument: &Instrument) -> Result<risk::Reserved, ApiError> {
-    let req = risk::ReserveRequest {
+    let req = reserve_request(new, user_active, instrument);
+    app.risk.call(|reply| risk::Cmd::Reserve { req, reply }).await
+}
+
+/// What risk checks and holds for a new order.
+pub fn reserve_request(new: &NewOrder, user_active: bool, instrument: &Instrument) -> risk::ReserveRequest {
+    risk::ReserveRequest {
         order_id: new.order_id.clone(),
         user_id: new.user_id.clone(),
         user_active,
@@ -145,13 +151,12 @@ async fn reserve(app: &App, new: &NewOrder, user_active: bool, instrument: &Inst
         kind: new.kind,
         price: new.price,
         quantity: new.quantity,
-    };
-    app.risk.call(|reply| risk::Cmd::Reserve { req, reply }).await
+    }
 }
 
-/// Match (an error still aborts cleanly: the book has not traded), then settle and record.
-async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: risk::Reserved) -> Result<Order, ApiError> {
-    let req = MatchRequest {
+/// What the book matches for a new order that risk reserved (`budget`: a market buy's).
+pub fn match_request(new: &NewOrder, instrument: &Instrument, budget: Option<Decimal>) -> MatchRequest {
+    MatchRequest {
         order_id: new.order_id.clone(),
         user_id: new.user_id.clone(),
         symbol: new.symbol.clone(),
@@ -162,8 +167,13 @@ async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: ris
         quantity: new.quantity,
         tick: instrument.tick,
         lot: instrument.lot,
-        budget: reserved.budget,
-    };
+        budget,
+    }
+}
+
+/// Match (an error still aborts cleanly: the book has not traded), then settle and record.
+async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: risk::Reserved) -> Result<Order, ApiError> {
+    let req = match_request(new, instrument, reserved.budget);
     let result = match app.trading.call(|reply| trading::Cmd::Match { req, reply }).await {
         Ok(r) => r,
         Err(e) => {
