@@ -316,7 +316,7 @@ pub struct Unit<S: Service> {
     pub svc: S,
     conn: rusqlite::Connection,
     path: std::path::PathBuf,
-    /// The outbox rows the bus has confirmed; deleted at the start of the next batch.
+    /// The outbox rows the bus has confirmed (deleted in bulk, see `OUTBOX_DELETE_EVERY`).
     acked: Arc<AtomicI64>,
     deleted: i64,
     batches: u64,
