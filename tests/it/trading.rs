@@ -220,6 +220,61 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
     }
 }
 
+/// risk, trading and orders share one thread (the trading lane): a crash of it restarts
+/// all three, and placements sent meanwhile either land whole or are refused (503).
+#[test]
+fn a_crash_of_the_trading_lane_during_a_burst_leaves_every_store_consistent() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("l{i}"))).collect();
+    for u in &users {
+        dm.deposit(u, "USD", "100000");
+        dm.deposit(u, &sym, "1000");
+    }
+    let expected = totals(&dm, &users);
+    let restarts = |name: &str| -> u64 {
+        let list = dm.ok("GET", "/api/services", None);
+        list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["restarts"].as_u64().unwrap()
+    };
+    let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(n)).collect();
+    let (placed, refused) = (std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)), std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)));
+    let sock = dm.sock();
+    let threads: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let (u, sym, sock, placed, refused) = (u.clone(), sym.clone(), sock.clone(), placed.clone(), refused.clone());
+            std::thread::spawn(move || {
+                for n in 0..150 {
+                    let side = if (n + i) % 2 == 0 { "buy" } else { "sell" };
+                    let price = format!("{}.{:02}", 99 + (n % 3), (n * 7 + i) % 100);
+                    let body = json!({"user_id": u, "symbol": sym, "side": side, "quantity": "1", "price": price}).to_string();
+                    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+                    match exchange(s, "POST", "/api/orders", Some(&body), &[]).unwrap().0 {
+                        201 => placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        503 => refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        other => panic!("a placement answered {other}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    dm.ok("POST", "/api/services/orders/crash", None);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ["risk", "trading", "orders"].iter().zip(&before).any(|(n, b)| restarts(n) <= *b) {
+        assert!(std::time::Instant::now() < deadline, "the lane's three services did not all restart");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(placed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    check_consistency(&dm, &users, &sym, &expected);
+    // And it trades on.
+    assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
+}
+
 #[test]
 fn books_are_rebuilt_in_priority_order_after_a_restart() {
     let mut dm = Daemon::start();

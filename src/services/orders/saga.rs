@@ -401,6 +401,30 @@ pub async fn recover(app: Arc<App>) {
     resume(&app).await;
     app.recovered.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("recovery finished");
+    after_lane_restarts(app).await;
+}
+
+/// The trading lane restarts after a failed commit (a full disk, say) and may leave its
+/// last batch half-way: orders accepted but not matched, or matched but not recorded.
+/// Each time it is running again, finish them as start-up recovery does. (The lane
+/// finishes every batch it starts, so nothing it is working on looks unfinished here;
+/// and every step is idempotent.)
+async fn after_lane_restarts(app: Arc<App>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut shutdown = app.shutdown.subscribe();
+    let mut seen = app.orders.status.restarts.load(Relaxed);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = app.orders.status.restarts.load(Relaxed);
+        if now != seen && app.orders.status.state() == crate::services::actor::State::Running {
+            seen = now;
+            tracing::info!("the trading lane restarted: finishing what it left");
+            resume(&app).await;
+        }
+    }
 }
 
 async fn resume(app: &Arc<App>) {
