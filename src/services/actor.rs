@@ -315,12 +315,10 @@ pub enum Exit {
 pub struct Unit<S: Service> {
     pub svc: S,
     conn: rusqlite::Connection,
-    path: std::path::PathBuf,
     /// The outbox rows the bus has confirmed (deleted in bulk, see `OUTBOX_DELETE_EVERY`).
     acked: Arc<AtomicI64>,
     deleted: i64,
-    batches: u64,
-    _checkpointer: crate::services::store::CheckpointGuard,
+    checkpointer: crate::services::store::CheckpointGuard,
 }
 
 impl<S: Service> Unit<S> {
@@ -332,7 +330,7 @@ impl<S: Service> Unit<S> {
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
         replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
-        Ok(Unit { svc, conn, path, acked, deleted: 0, batches: 0, _checkpointer: checkpointer })
+        Ok(Unit { svc, conn, acked, deleted: 0, checkpointer })
     }
 
     /// Runs `work` inside one transaction, writes its events to the outbox, commits, then
@@ -361,10 +359,7 @@ impl<S: Service> Unit<S> {
         if !after.is_empty() {
             after.release(bus, staged.map(|id| (id, &self.acked)));
         }
-        self.batches += 1;
-        if self.batches.is_multiple_of(64) {
-            crate::services::store::bound_wal(&self.conn, &self.path);
-        }
+        crate::services::store::bound_wal(&self.conn, &self.checkpointer);
         Ok(out)
     }
 }

@@ -96,8 +96,8 @@ impl Bus {
         });
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
-            let _ckpt = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50));
-            run(conn, &path, rx, &worker)
+            let checkpointer = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50));
+            run(conn, &checkpointer, rx, &worker)
         })?;
         *inner.thread.lock().unwrap() = Some(handle);
         Ok(Bus { inner })
@@ -166,9 +166,8 @@ impl Bus {
     }
 }
 
-fn run(mut conn: rusqlite::Connection, path: &std::path::Path, rx: mpsc::Receiver<Msg>, inner: &Inner) {
+fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::CheckpointGuard, rx: mpsc::Receiver<Msg>, inner: &Inner) {
     let mut seq = inner.last_seq.load(Ordering::Acquire);
-    let mut batches = 0u64;
     let mut batch = Vec::with_capacity(1024);
     loop {
         let Ok(first) = rx.recv() else { return };
@@ -231,10 +230,7 @@ fn run(mut conn: rusqlite::Connection, path: &std::path::Path, rx: mpsc::Receive
             }
         }
         inner.processed.send_modify(|p| *p += handled);
-        batches += 1;
-        if batches.is_multiple_of(64) {
-            crate::services::store::bound_wal(&conn, path);
-        }
+        crate::services::store::bound_wal(&conn, checkpointer);
         for e in committed {
             let _ = inner.live.send(Arc::new(e));
         }

@@ -8,7 +8,7 @@
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
     conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
          PRAGMA busy_timeout=5000; PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-16384;
-         PRAGMA journal_size_limit={WAL_LIMIT};"
+         PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT};"
     ))
     .map_err(wrap)?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -74,24 +74,27 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The WAL size past which the writer restarts the log itself (see [`bound_wal`]). It is
-/// also the `journal_size_limit`: a restarted log is cut back to this size, so a file
-/// larger than it means that many bytes were written since the last restart.
-const WAL_LIMIT: u64 = 8 << 20;
+/// The WAL size past which the writer restarts the log itself (see [`bound_wal`]).
+const WAL_LIMIT: i64 = 8 << 20;
+
+/// The WAL file is cut back to this size when the log restarts. It is well above
+/// [`WAL_LIMIT`], so it rarely is: on a filesystem mounted with `discard`, every cut was
+/// a synchronous discard on the writer's thread.
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Under sustained writes the background passive checkpoint never quite catches up with
 /// the writer (the log restarts only when a checkpoint has copied every frame before the
 /// next write begins), so the WAL only grows (agt bench saw 1 GB for 40k orders). The
-/// writer calls this between batches: past [`WAL_LIMIT`] it finishes the checkpoint on
-/// its own connection (RESTART: the background checkpoint has copied most frames
-/// already) and the next write starts the log from its beginning. A small limit keeps
-/// each of these stalls short: at 64 MB with TRUNCATE, p99.9 of a placement at 32
-/// connections was ~250 ms; at 8 MB with RESTART, ~80 ms (`agt bench`).
-pub fn bound_wal(conn: &Connection, db: &Path) {
-    let mut wal = db.as_os_str().to_owned();
-    wal.push("-wal");
-    if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > WAL_LIMIT {
+/// writer calls this between batches: once the checkpointer has seen [`WAL_LIMIT`] bytes
+/// of frames since the last restart, it finishes the checkpoint on its own connection
+/// (RESTART: the background checkpoint has copied most frames already) and the next
+/// write starts the log from its beginning. A small limit keeps each of these stalls
+/// short: at 64 MB with TRUNCATE, p99.9 of a placement at 32 connections was ~250 ms; at
+/// 8 MB with RESTART, ~80 ms (`agt bench`).
+pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
+    if checkpointer.wal_bytes.load(Ordering::Relaxed) > WAL_LIMIT {
         let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        checkpointer.wal_bytes.store(0, Ordering::Relaxed);
     }
 }
 
@@ -107,6 +110,8 @@ pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
     const IDLE: Duration = Duration::from_secs(1);
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let wal_bytes = Arc::new(AtomicI64::new(0));
+    let seen = wal_bytes.clone();
     let path = path.to_path_buf();
     let name = format!("ckpt-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
     let handle = std::thread::Builder::new()
@@ -114,6 +119,8 @@ pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
         .spawn(move || {
             let Ok(conn) = Connection::open(&path) else { return };
             let _ = conn.execute_batch("PRAGMA busy_timeout=1000;");
+            // A WAL frame is a page and a 24-byte header.
+            let frame = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096) + 24;
             let (mut wait, mut last_log) = (period, -1i64);
             while !flag.load(Ordering::Relaxed) {
                 std::thread::park_timeout(wait);
@@ -125,18 +132,21 @@ pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
                 let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)).unwrap_or(last_log);
                 wait = if log != last_log { period } else { (wait * 2).min(IDLE) };
                 last_log = log;
+                seen.store(log.max(0) * frame, Ordering::Relaxed);
             }
             // Leave a small WAL behind on a clean stop.
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         })
         .ok();
-    CheckpointGuard { stop, handle }
+    CheckpointGuard { stop, handle, wal_bytes }
 }
 
 /// Stops the checkpoint thread when dropped (after a final checkpoint).
 pub struct CheckpointGuard {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,
+    /// Bytes of frames in the WAL since its last restart, as of the last checkpoint pass.
+    wal_bytes: Arc<AtomicI64>,
 }
 
 impl Drop for CheckpointGuard {
