@@ -222,6 +222,35 @@ mod tests {
         assert_eq!(c.query_row(live, [], |r| r.get::<_, i64>(0)).unwrap(), 2);
     }
 
+    /// The checkpointer counts the log's frames since its last restart; past the limit
+    /// the writer restarts it, and the next write starts the log from its beginning.
+    #[test]
+    fn the_writer_restarts_a_log_the_checkpointer_saw_pass_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.db");
+        let mut c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
+        let ckpt = spawn_checkpointer(&p, Duration::from_millis(5));
+        let tx = c.transaction().unwrap();
+        for _ in 0..2600 {
+            tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap(); // ~10 MB of pages
+        }
+        tx.commit().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ckpt.wal_bytes.load(Ordering::Relaxed) <= WAL_LIMIT {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer never counted the frames");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let counted = ckpt.wal_bytes.load(Ordering::Relaxed);
+        assert!(counted < 2 * WAL_LIMIT, "{counted} bytes counted for ~10 MB written");
+        bound_wal(&c, &ckpt);
+        assert_eq!(ckpt.wal_bytes.load(Ordering::Relaxed), 0, "restarted: nothing counted until the next pass");
+        c.execute("INSERT INTO t VALUES (x'00')", []).unwrap();
+        let frames: i64 = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap();
+        assert!(frames < 10, "the log starts again from its beginning, {frames} frames");
+        bound_wal(&c, &ckpt);
+        assert_eq!(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap(), 2601);
+    }
+
     #[test]
     fn migrations_run_once_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
