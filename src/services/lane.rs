@@ -286,11 +286,18 @@ impl Lane {
                 })
                 .collect();
         }
-        if next.is_empty() {
+        // Phase 3: settle (risk commits first), then record and mark done. A batch whose
+        // placements all ended before the book with nothing held or stored (repeated
+        // client ids, refused accepts) writes nothing more.
+        let writes = |n: &Next| matches!(n, Next::Finish(..) | Next::End { release: true, .. } | Next::End { reject: Some(_), .. });
+        if !next.iter().any(writes) {
+            for n in next {
+                if let Next::End { p, answer, .. } = n {
+                    let _ = p.reply.send(answer);
+                }
+            }
             return Ok(());
         }
-
-        // Phase 3: settle (risk commits first), then record and mark done.
         let mut settled = Vec::with_capacity(next.len());
         self.risk.batch(&bus, |svc, tx, after| {
             for n in &next {
