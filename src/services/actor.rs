@@ -56,17 +56,17 @@ pub trait Service: Sized + Send + 'static {
 
     /// Handles one command inside the batch's transaction. Replies go through `after`;
     /// an `Err` aborts the whole batch (its callers get 503) and restarts the service.
-    fn handle(&mut self, tx: &rusqlite::Transaction, cmd: Self::Cmd, after: &mut AfterCommit) -> Result<(), ServiceError>;
+    fn handle(&mut self, tx: &rusqlite::Connection, cmd: Self::Cmd, after: &mut AfterCommit) -> Result<(), ServiceError>;
 
     /// Writes what the batch's commands left in memory, once per batch after the last
     /// command (risk flushes its ledger here: a balance touched by many orders of one
     /// batch is written once).
-    fn before_commit(&mut self, _tx: &rusqlite::Transaction) -> Result<(), ServiceError> {
+    fn before_commit(&mut self, _tx: &rusqlite::Connection) -> Result<(), ServiceError> {
         Ok(())
     }
 
     /// Periodic work (retries, expiry), in its own transaction.
-    fn tick(&mut self, _tx: &rusqlite::Transaction, _after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn tick(&mut self, _tx: &rusqlite::Connection, _after: &mut AfterCommit) -> Result<(), ServiceError> {
         Ok(())
     }
 }
@@ -113,7 +113,7 @@ impl AfterCommit {
         self.replies.is_empty() && self.events.is_empty()
     }
     /// Writes the batch's events into the outbox (inside the batch's transaction).
-    fn stage(&self, tx: &rusqlite::Transaction) -> rusqlite::Result<Option<i64>> {
+    fn stage(&self, tx: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
         if self.events.is_empty() {
             return Ok(None);
         }
@@ -312,6 +312,11 @@ pub enum Exit {
 
 /// One service's state and store as a thread drives it: the mailbox loop of
 /// [`run_incarnation`] runs one, the trading lane (`services::lane`) runs three.
+///
+/// Work goes into the store's open transaction ([`Unit::work`]) and becomes true, answered
+/// and published only at [`Unit::commit`]. Most callers do both at once ([`Unit::batch`]);
+/// the lane keeps a transaction open across two of its phases so that one commit carries
+/// the end of one batch and the start of the next.
 pub struct Unit<S: Service> {
     pub svc: S,
     conn: rusqlite::Connection,
@@ -319,6 +324,14 @@ pub struct Unit<S: Service> {
     acked: Arc<AtomicI64>,
     deleted: i64,
     checkpointer: crate::services::store::CheckpointGuard,
+    /// The transaction work has gone into and that has not committed yet.
+    open: Option<Pending>,
+}
+
+/// An open transaction: what to release when it commits, and the time spent in it.
+struct Pending {
+    after: AfterCommit,
+    busy: Duration,
 }
 
 impl<S: Service> Unit<S> {
@@ -330,37 +343,83 @@ impl<S: Service> Unit<S> {
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
         replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
-        Ok(Unit { svc, conn, acked, deleted: 0, checkpointer })
+        Ok(Unit { svc, conn, acked, deleted: 0, checkpointer, open: None })
     }
 
-    /// Runs `work` inside one transaction, writes its events to the outbox, commits, then
-    /// hands the events to the bus and sends the replies.
+    /// Runs `work` inside the open transaction (beginning one if none is open). Its
+    /// replies and events wait for [`Unit::commit`]. If `work` fails, the whole open
+    /// transaction is rolled back and its replies dropped (callers see the service fail).
+    pub fn work<R>(
+        &mut self,
+        work: impl FnOnce(&mut S, &rusqlite::Connection, &mut AfterCommit) -> Result<R, ServiceError>,
+    ) -> Result<R, ServiceError> {
+        let started = Instant::now();
+        if self.open.is_none() {
+            self.conn.prepare_cached("BEGIN")?.execute([])?;
+            self.open = Some(Pending { after: AfterCommit::new(S::NAME), busy: Duration::ZERO });
+            // Confirmed outbox rows go in bulk: deleting them every batch wrote a page per
+            // commit; left a while longer they are only re-sent (and ignored by the bus)
+            // after a crash.
+            let confirmed = self.acked.load(Ordering::Acquire);
+            if confirmed - self.deleted >= OUTBOX_DELETE_EVERY {
+                if let Err(e) = self.conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1").and_then(|mut s| s.execute([confirmed])) {
+                    self.rollback();
+                    return Err(e.into());
+                }
+                self.deleted = confirmed;
+            }
+        }
+        let pending = self.open.as_mut().expect("a transaction is open");
+        let out = work(&mut self.svc, &self.conn, &mut pending.after);
+        pending.busy += started.elapsed();
+        if out.is_err() {
+            self.rollback();
+        }
+        out
+    }
+
+    /// Commits the open transaction (if any), then hands its events to the bus and sends
+    /// its replies, in the order they were made.
+    pub fn commit(&mut self, bus: &Bus) -> Result<(), ServiceError> {
+        let Some(pending) = self.open.take() else { return Ok(()) };
+        let started = Instant::now();
+        let committed = (|| -> Result<Option<i64>, ServiceError> {
+            self.svc.before_commit(&self.conn)?;
+            let staged = pending.after.stage(&self.conn)?;
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(staged)
+        })();
+        let staged = match committed {
+            Ok(staged) => staged,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        crate::daemon::metrics::observe_commit(S::NAME, pending.busy + started.elapsed());
+        if !pending.after.is_empty() {
+            pending.after.release(bus, staged.map(|id| (id, &self.acked)));
+        }
+        crate::services::store::bound_wal(&self.conn, &self.checkpointer);
+        Ok(())
+    }
+
+    /// [`Unit::work`] then [`Unit::commit`]: one transaction for one batch.
     pub fn batch<R>(
         &mut self,
         bus: &Bus,
-        work: impl FnOnce(&mut S, &rusqlite::Transaction, &mut AfterCommit) -> Result<R, ServiceError>,
+        work: impl FnOnce(&mut S, &rusqlite::Connection, &mut AfterCommit) -> Result<R, ServiceError>,
     ) -> Result<R, ServiceError> {
-        let mut after = AfterCommit::new(S::NAME);
-        let started = Instant::now();
-        let tx = self.conn.transaction()?;
-        // Confirmed outbox rows go in bulk: deleting them every batch wrote a page per
-        // commit; left a while longer they are only re-sent (and ignored by the bus)
-        // after a crash.
-        let confirmed = self.acked.load(Ordering::Acquire);
-        if confirmed - self.deleted >= OUTBOX_DELETE_EVERY {
-            tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([confirmed])?;
-            self.deleted = confirmed;
-        }
-        let out = work(&mut self.svc, &tx, &mut after)?;
-        self.svc.before_commit(&tx)?;
-        let staged = after.stage(&tx)?;
-        tx.commit()?;
-        crate::daemon::metrics::observe_commit(S::NAME, started.elapsed());
-        if !after.is_empty() {
-            after.release(bus, staged.map(|id| (id, &self.acked)));
-        }
-        crate::services::store::bound_wal(&self.conn, &self.checkpointer);
+        let out = self.work(work)?;
+        self.commit(bus)?;
         Ok(out)
+    }
+
+    /// Drops the open transaction and what waited on it.
+    fn rollback(&mut self) {
+        if self.open.take().is_some() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
     }
 }
 

@@ -8,19 +8,33 @@
 //! a placement are function calls, and every store commits once per phase for all the
 //! placements drained from the mailbox together.
 //!
-//! One batch runs in three phases, in the same durable order as the step-by-step saga in
-//! `orders::saga`, so its recovery (`recover`, `release_orphan_holds`) holds unchanged:
+//! One batch runs in three phases, in the durable order of the step-by-step saga in
+//! `orders::saga`, and the end of one batch shares its commits with the start of the
+//! next (a pipeline), so a batch costs three commits, not five:
 //!
-//! 1. orders: queued orders commands, then **accept** each placement; risk: queued risk
-//!    commands, then **reserve** each placement. Commit orders, then risk.
+//! 1. risk: queued risk commands, then **reserve** each placement; orders: queued
+//!    orders commands, then **accept** each placement. Both transactions still hold the
+//!    previous batch's settle (risk) and record (orders). Commit risk, then orders: the
+//!    previous batch's placements are answered now.
 //! 2. trading: queued trading commands, then **match** each placement that was accepted
 //!    and reserved. Commit.
 //! 3. risk: **settle** each match and release the holds of placements that ended
-//!    (rejected, repeated `client_order_id`). Commit. orders: **record** each match with
-//!    its saga done (risk has committed, so no `settling` stage), reject the aborted.
-//!    Commit.
+//!    (rejected, repeated `client_order_id`); orders: **record** each match with its
+//!    saga done, reject the aborted, and queue each placement's answer. Neither commits
+//!    here: the next batch's phase 1 commits them, or, when the mailbox is empty, the
+//!    lane commits them at once (risk first).
 //!
-//! Placements are answered after phase 3; every other command after its own phase.
+//! Why this order is safe to crash in at any point (recovery: `saga::recover`,
+//! `saga::release_orphan_holds`):
+//! - risk committed, orders not: the previous batch is settled but its orders are still
+//!   `accepted`, which recovery finishes (every step is idempotent); this batch's holds
+//!   have no stored order, which `release_orphan_holds` frees.
+//! - orders committed, trading not: accepted and reserved, never matched: recovery
+//!   matches them.
+//! - trading committed: matched, not settled or recorded: recovery settles and records
+//!   them from trading's stored outcome.
+//!
+//! Every other command is answered after its own service's commit.
 
 use crate::api::{ApiError, Instrument, Order};
 use crate::services::actor::{Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
@@ -127,17 +141,30 @@ impl Handles {
 
 /// One incarnation of the lane: open the three stores, then drain the mailbox in batches.
 pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>, st: &Statuses) -> Result<Exit, ServiceError> {
-    let mut lane = Lane { risk: Unit::open(ctx)?, trading: Unit::open(ctx)?, orders: Unit::open(ctx)?, bus: ctx.bus.clone() };
+    let split_fault = if ctx.settings.get().debug.fault_injection { SplitFault::from_env() } else { None };
+    let mut lane = Lane { risk: Unit::open(ctx)?, trading: Unit::open(ctx)?, orders: Unit::open(ctx)?, bus: ctx.bus.clone(), split_fault };
     st.set(State::Running);
     for s in st.all() {
         ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": s.name}));
     }
     let mut batch: Vec<Envelope<LaneCmd>> = Vec::with_capacity(MAX_BATCH);
     loop {
-        match rx.recv() {
-            Ok(e) => batch.push(e),
-            Err(_) => return Ok(Exit::Stop),
-        }
+        let first = match rx.try_recv() {
+            Ok(e) => e,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                lane.finish()?;
+                return Ok(Exit::Stop);
+            }
+            // Nothing waiting to share the commits with: finish the last batch now.
+            Err(mpsc::TryRecvError::Empty) => {
+                lane.finish()?;
+                match rx.recv() {
+                    Ok(e) => e,
+                    Err(_) => return Ok(Exit::Stop),
+                }
+            }
+        };
+        batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
@@ -164,6 +191,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
         }
         lane.run(work)?;
         if let Some(e) = exit {
+            lane.finish()?;
             st.set(State::Restarting);
             return Ok(e);
         }
@@ -183,6 +211,32 @@ struct Lane {
     trading: Unit<Trading>,
     orders: Unit<Orders>,
     bus: crate::services::bus::Bus,
+    split_fault: Option<SplitFault>,
+}
+
+/// A test-only fault point (read only with `debug.fault_injection = true`):
+/// `AGT_FAULT_LANE_SPLIT=N` makes the lane panic between the risk and the orders commit
+/// of its N-th batch of placements, once per process. That is the one place a crash
+/// leaves holds whose orders were never stored, for `saga::release_orphan_holds`.
+struct SplitFault {
+    countdown: u64,
+}
+
+static SPLIT_FAULT_FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl SplitFault {
+    fn from_env() -> Option<SplitFault> {
+        let countdown = std::env::var("AGT_FAULT_LANE_SPLIT").ok()?.trim().parse().ok()?;
+        (!SPLIT_FAULT_FIRED.load(Ordering::Relaxed)).then_some(SplitFault { countdown })
+    }
+    fn tick(fault: &mut Option<SplitFault>) {
+        if let Some(f) = fault {
+            f.countdown = f.countdown.saturating_sub(1);
+            if f.countdown == 0 && !SPLIT_FAULT_FIRED.swap(true, Ordering::Relaxed) {
+                panic!("fault injection: the trading lane stopped between its risk and orders commits");
+            }
+        }
+    }
 }
 
 /// An answer the lane asked its own service for: already sent, since the batch that
@@ -211,48 +265,55 @@ enum Next {
 }
 
 impl Lane {
+    /// Commits what phase 3 of the last batch left open: risk first, then orders (which
+    /// answers that batch's placements).
+    fn finish(&mut self) -> Result<(), ServiceError> {
+        self.risk.commit(&self.bus)?;
+        self.orders.commit(&self.bus)
+    }
+
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
         let Work { orders: orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
         let bus = self.bus.clone();
 
-        // Phase 1: accept ‖ reserve.
-        let mut accepted = Vec::with_capacity(places.len());
-        if !orders_cmds.is_empty() || !places.is_empty() {
-            self.orders.batch(&bus, |svc, tx, after| {
-                for c in orders_cmds {
-                    svc.handle(tx, c, after)?;
-                }
-                for p in &places {
-                    let (reply, rx) = ask();
-                    svc.handle(tx, orders::Cmd::Accept { order: p.order.clone(), reply }, after)?;
-                    accepted.push(rx);
-                }
-                Ok(())
-            })?;
-        }
+        // Phase 1: reserve ‖ accept, committed with the previous batch's settle and record.
         let mut reserved = Vec::with_capacity(places.len());
         if !risk_cmds.is_empty() || !places.is_empty() {
-            self.risk.batch(&bus, |svc, tx, after| {
+            self.risk.work(|svc, tx, after| {
                 for c in risk_cmds {
                     svc.handle(tx, c, after)?;
                 }
                 for p in &places {
-                    let (reply, rx) = ask();
                     let req = saga::reserve_request(&p.order, p.user_active, &p.instrument);
-                    svc.handle(tx, risk::Cmd::Reserve { req, reply }, after)?;
-                    reserved.push(rx);
+                    reserved.push(svc.reserve(tx, &req)?);
                 }
                 Ok(())
             })?;
         }
+        let mut accepted = Vec::with_capacity(places.len());
+        if !orders_cmds.is_empty() || !places.is_empty() {
+            self.orders.work(|svc, tx, after| {
+                for c in orders_cmds {
+                    svc.handle(tx, c, after)?;
+                }
+                for p in &places {
+                    accepted.push(Orders::accept(tx, p.order.clone())?);
+                }
+                Ok(())
+            })?;
+        }
+        self.risk.commit(&bus)?;
+        if !places.is_empty() {
+            SplitFault::tick(&mut self.split_fault);
+        }
+        self.orders.commit(&bus)?;
         let mut next: Vec<Next> = places
             .into_iter()
             .zip(accepted.into_iter().zip(reserved))
-            .map(|(p, (a, r))| match (answer(a), answer(r)) {
-                (Ok(Accepted::New(_)), Ok(r)) => Next::Match(p, r),
-                (Ok(Accepted::New(_)), Err(e)) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
-                (Ok(Accepted::Existing(first)), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Ok((200, first)) },
-                (Err(e), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Err(e) },
+            .map(|(p, (a, r))| match (a, r) {
+                (Accepted::New(_), Ok(r)) => Next::Match(p, r),
+                (Accepted::New(_), Err(e)) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
+                (Accepted::Existing(first), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Ok((200, first)) },
             })
             .collect();
 
@@ -286,9 +347,11 @@ impl Lane {
                 })
                 .collect();
         }
-        // Phase 3: settle (risk commits first), then record and mark done. A batch whose
-        // placements all ended before the book with nothing held or stored (repeated
-        // client ids, refused accepts) writes nothing more.
+
+        // Phase 3: settle, then record and mark done, in the open transactions the next
+        // phase 1 (or `finish`) commits, risk first. A batch whose placements all ended
+        // before the book with nothing held or stored (repeated client ids) writes
+        // nothing and is answered now.
         let writes = |n: &Next| matches!(n, Next::Finish(..) | Next::End { release: true, .. } | Next::End { reject: Some(_), .. });
         if !next.iter().any(writes) {
             for n in next {
@@ -299,61 +362,46 @@ impl Lane {
             return Ok(());
         }
         let mut settled = Vec::with_capacity(next.len());
-        self.risk.batch(&bus, |svc, tx, after| {
+        self.risk.work(|svc, tx, _| {
             for n in &next {
                 let req = match n {
                     Next::Finish(p, result) => saga::settlement(&p.order.user_id, &p.order.symbol, p.order.side, result),
                     Next::End { p, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![p.order.order_id.clone()] },
                     _ => {
-                        settled.push(None);
+                        settled.push(true);
                         continue;
                     }
                 };
-                let (reply, rx) = ask();
-                svc.handle(tx, risk::Cmd::Settle { req, reply }, after)?;
-                settled.push(Some(rx));
+                settled.push(svc.settle(tx, &req)?.is_ok());
             }
             Ok(())
         })?;
-        let settled: Vec<bool> = settled.into_iter().map(|s| s.is_none_or(|rx| answer(rx).is_ok())).collect();
-        let mut recorded = Vec::with_capacity(next.len());
-        self.orders.batch(&bus, |svc, tx, after| {
-            for (n, settled) in next.iter().zip(&settled) {
+        self.orders.work(|_, tx, after| {
+            for (n, settled) in next.into_iter().zip(settled) {
                 match n {
-                    Next::Finish(_, result) => {
-                        let (reply, rx) = ask();
-                        let (result, settled) = (result.clone(), *settled);
-                        svc.handle(tx, orders::Cmd::Record { result, amended: None, settled, reply }, after)?;
-                        recorded.push(Some(rx));
+                    Next::Finish(p, result) => {
+                        let order = Orders::record(tx, result, None, settled, after)?;
+                        after.then(move || {
+                            let _ = p.reply.send(order.map(|o| (201, o)));
+                        });
                     }
-                    // An abort whose hold could not be released stays `accepted`: recovery
-                    // finishes it at the next start.
-                    Next::End { p, reject: Some(e), .. } if *settled => {
-                        let (reply, _) = ask();
-                        let (code, message) = (e.code.to_string(), e.message.clone());
-                        svc.handle(tx, orders::Cmd::Reject { order_id: p.order.order_id.clone(), code, message, reply }, after)?;
-                        recorded.push(None);
+                    Next::End { p, reject, answer, .. } => {
+                        // An abort whose hold could not be released stays `accepted`:
+                        // recovery finishes it.
+                        if let (Some(e), true) = (reject, settled) {
+                            let _ = Orders::reject(tx, &p.order.order_id, e.code.as_ref(), &e.message, after)?;
+                        }
+                        after.then(move || {
+                            let _ = p.reply.send(answer);
+                        });
                     }
-                    _ => recorded.push(None),
+                    Next::Match(p, _) => after.then(move || {
+                        let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
+                    }),
                 }
             }
             Ok(())
-        })?;
-        for (n, rec) in next.into_iter().zip(recorded) {
-            match n {
-                Next::Finish(p, _) => {
-                    let order = rec.map(answer).unwrap_or_else(|| Err(ApiError::internal("no record")));
-                    let _ = p.reply.send(order.map(|o| (201, o)));
-                }
-                Next::End { p, answer, .. } => {
-                    let _ = p.reply.send(answer);
-                }
-                Next::Match(p, _) => {
-                    let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
-                }
-            }
-        }
-        Ok(())
+        })
     }
 }
 

@@ -220,30 +220,17 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
     }
 }
 
-/// risk, trading and orders share one thread (the trading lane): a crash of it restarts
-/// all three, and placements sent meanwhile either land whole or are refused (503).
-#[test]
-fn a_crash_of_the_trading_lane_during_a_burst_leaves_every_store_consistent() {
-    let dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("l{i}"))).collect();
-    for u in &users {
-        dm.deposit(u, "USD", "100000");
-        dm.deposit(u, &sym, "1000");
-    }
-    let expected = totals(&dm, &users);
-    let restarts = |name: &str| -> u64 {
-        let list = dm.ok("GET", "/api/services", None);
-        list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["restarts"].as_u64().unwrap()
-    };
-    let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(n)).collect();
-    let (placed, refused) = (std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)), std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0)));
+/// Four traders each place 150 crossing orders at once over the socket; `meanwhile` runs
+/// 100 ms in. Returns how many were placed (201) and refused (503, the lane restarting).
+fn burst(dm: &Daemon, users: &[String], sym: &str, meanwhile: impl FnOnce()) -> (u32, u32) {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    let (placed, refused) = (std::sync::Arc::new(AtomicU32::new(0)), std::sync::Arc::new(AtomicU32::new(0)));
     let sock = dm.sock();
     let threads: Vec<_> = users
         .iter()
         .enumerate()
         .map(|(i, u)| {
-            let (u, sym, sock, placed, refused) = (u.clone(), sym.clone(), sock.clone(), placed.clone(), refused.clone());
+            let (u, sym, sock, placed, refused) = (u.clone(), sym.to_string(), sock.clone(), placed.clone(), refused.clone());
             std::thread::spawn(move || {
                 for n in 0..150 {
                     let side = if (n + i) % 2 == 0 { "buy" } else { "sell" };
@@ -251,8 +238,8 @@ fn a_crash_of_the_trading_lane_during_a_burst_leaves_every_store_consistent() {
                     let body = json!({"user_id": u, "symbol": sym, "side": side, "quantity": "1", "price": price}).to_string();
                     let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
                     match exchange(s, "POST", "/api/orders", Some(&body), &[]).unwrap().0 {
-                        201 => placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                        503 => refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        201 => placed.fetch_add(1, Relaxed),
+                        503 => refused.fetch_add(1, Relaxed),
                         other => panic!("a placement answered {other}"),
                     };
                 }
@@ -260,18 +247,80 @@ fn a_crash_of_the_trading_lane_during_a_burst_leaves_every_store_consistent() {
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(100));
-    dm.ok("POST", "/api/services/orders/crash", None);
+    meanwhile();
     for t in threads {
         t.join().unwrap();
     }
+    (placed.load(Relaxed), refused.load(Relaxed))
+}
+
+fn restarts(dm: &Daemon, name: &str) -> u64 {
+    let list = dm.ok("GET", "/api/services", None);
+    list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["restarts"].as_u64().unwrap()
+}
+
+/// Waits (10 s at most) until the lane's three services have all restarted since `before`.
+fn wait_for_lane_restart(dm: &Daemon, before: &[u64]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ["risk", "trading", "orders"].iter().zip(&before).any(|(n, b)| restarts(n) <= *b) {
+    while ["risk", "trading", "orders"].iter().zip(before).any(|(n, b)| restarts(dm, n) <= *b) {
         assert!(std::time::Instant::now() < deadline, "the lane's three services did not all restart");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert!(placed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+fn funded_traders(dm: &Daemon, prefix: &str, sym: &str) -> Vec<String> {
+    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("{prefix}{i}"))).collect();
+    for u in &users {
+        dm.deposit(u, "USD", "100000");
+        dm.deposit(u, sym, "1000");
+    }
+    users
+}
+
+/// risk, trading and orders share one thread (the trading lane): a crash of it restarts
+/// all three, and placements sent meanwhile either land whole or are refused (503).
+#[test]
+fn a_crash_of_the_trading_lane_during_a_burst_leaves_every_store_consistent() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let users = funded_traders(&dm, "l", &sym);
+    let expected = totals(&dm, &users);
+    let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(&dm, n)).collect();
+    let (placed, _) = burst(&dm, &users, &sym, || {
+        dm.ok("POST", "/api/services/orders/crash", None);
+    });
+    wait_for_lane_restart(&dm, &before);
+    assert!(placed > 0);
     check_consistency(&dm, &users, &sym, &expected);
     // And it trades on.
+    assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
+}
+
+/// The lane commits a batch's reserves (risk) just before its accepts (orders). A crash
+/// between the two leaves holds for orders that were never stored; once the lane is back,
+/// they are released without a daemon restart.
+#[test]
+fn holds_left_by_a_lane_crash_between_its_commits_are_released_when_it_restarts() {
+    let dm = Daemon::with_config_env("", &[("AGT_FAULT_LANE_SPLIT", "20")]);
+    let sym = dm.symbol("0.01", "1");
+    let users = funded_traders(&dm, "h", &sym);
+    let expected = totals(&dm, &users);
+    let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(&dm, n)).collect();
+    let (placed, refused) = burst(&dm, &users, &sym, || {});
+    wait_for_lane_restart(&dm, &before);
+    assert!(placed > 0 && refused > 0, "the fault point fired during the burst: {placed} placed, {refused} refused");
+    // Orphan holds are released by the restart watcher (it looks every 250 ms).
+    let held = |dm: &Daemon| users.iter().map(|u| bal(dm, u, "USD").1 + bal(dm, u, &sym).1).sum::<Decimal>();
+    let open_need = |dm: &Daemon| {
+        let open = dm.ok("GET", "/api/orders?status=open&limit=10000", None);
+        open.as_array().unwrap().iter().map(|o| if o["side"] == "buy" { dec(&o["remaining_quantity"]) * dec(&o["price"]) } else { dec(&o["remaining_quantity"]) }).sum::<Decimal>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held(&dm) != open_need(&dm) {
+        assert!(std::time::Instant::now() < deadline, "holds of never-stored orders were not released");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    check_consistency(&dm, &users, &sym, &expected);
     assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
 }
 

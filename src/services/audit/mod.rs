@@ -9,7 +9,7 @@
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 use sha2::{Digest, Sha256};
 
 pub enum Cmd {
@@ -67,11 +67,11 @@ fn row_to_record(r: &rusqlite::Row) -> rusqlite::Result<AuditRecord> {
 }
 
 impl Audit {
-    fn append(&mut self, tx: &Transaction, actor: &str, action: &str, detail: &serde_json::Value) -> rusqlite::Result<()> {
+    fn append(&mut self, tx: &Connection, actor: &str, action: &str, detail: &serde_json::Value) -> rusqlite::Result<()> {
         self.append_text(tx, actor, action, detail.to_string())
     }
 
-    fn append_text(&mut self, tx: &Transaction, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
+    fn append_text(&mut self, tx: &Connection, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
         let seq = self.last_seq + 1;
         let ts = crate::api::now_rfc3339();
         let hash = chain_hash(&self.last_hash, seq, &ts, actor, action, &detail);
@@ -84,7 +84,7 @@ impl Audit {
         Ok(())
     }
 
-    fn verify(tx: &Transaction) -> rusqlite::Result<AuditVerify> {
+    fn verify(tx: &Connection) -> rusqlite::Result<AuditVerify> {
         let mut stmt = tx.prepare_cached("SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records ORDER BY seq")?;
         let mut rows = stmt.query([])?;
         let (mut prev, mut expect_seq, mut n) = (GENESIS.to_string(), 1u64, 0u64);
@@ -131,7 +131,7 @@ impl Service for Audit {
         Ok(Audit { last_seq, last_hash, last_event_seq: last_event_seq as u64 })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Append { actor, action, detail, reply } => {
                 self.append(tx, &actor, &action, &detail)?;

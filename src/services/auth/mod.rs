@@ -5,7 +5,7 @@
 
 use crate::api::{ApiError, Role, TokenCreated, TokenInfo};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -72,7 +72,7 @@ impl Service for Auth {
         Ok(Auth { by_hash })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Create(c, reply) => {
                 let secret = format!("agt_{}", hex::encode(rand::random::<[u8; 24]>()));

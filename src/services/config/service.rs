@@ -8,7 +8,7 @@ use super::settings::Settings;
 use super::SharedSettings;
 use crate::api::ApiError;
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 pub enum Cmd {
     Show(Reply<serde_json::Value>),
@@ -38,7 +38,7 @@ impl Service for Config {
         Ok(Config { live: ctx.settings.clone(), file: ctx.home.config_file() })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Show(reply) => after.reply(reply, Ok(self.live.get().to_json())),
             Cmd::Set(changes, reply) => {
@@ -53,7 +53,7 @@ impl Service for Config {
 impl Config {
     fn set(
         &mut self,
-        tx: &Transaction,
+        tx: &Connection,
         changes: Vec<(String, serde_json::Value)>,
         after: &mut AfterCommit,
     ) -> Result<Result<serde_json::Value, ApiError>, ServiceError> {

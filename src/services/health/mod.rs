@@ -6,7 +6,7 @@
 
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 pub enum Cmd {
     Event(std::sync::Arc<BusEvent>),
@@ -37,7 +37,7 @@ impl Service for Health {
         Ok(Health { last_event_seq: last as u64 })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Event(e) => {
                 let ev = &e.event;

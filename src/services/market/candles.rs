@@ -10,7 +10,7 @@
 
 use super::tape::Print;
 use crate::api::Candle;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 
@@ -176,7 +176,7 @@ pub struct Bars {
 
 impl Bars {
     /// Adds a trade to its bar of every interval.
-    pub fn record(&mut self, tx: &Transaction, symbol: &str, p: &Print) -> rusqlite::Result<()> {
+    pub fn record(&mut self, tx: &Connection, symbol: &str, p: &Print) -> rusqlite::Result<()> {
         for interval in Interval::ALL {
             let open_time = interval.bucket(p.ts_us);
             let key = (symbol.to_string(), interval);
@@ -200,7 +200,7 @@ impl Bars {
 
     /// Writes an imported bar over whatever the store had at its open time (a bar built
     /// from trades included).
-    pub fn put(&mut self, tx: &Transaction, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
+    pub fn put(&mut self, tx: &Connection, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
         write(tx, symbol, interval, bar)?;
         let key = (symbol.to_string(), interval);
         if self.current.get(&key).is_some_and(|b| b.open_time == bar.open_time) {
@@ -210,7 +210,7 @@ impl Bars {
     }
 
     /// The newest `limit` bars, oldest first.
-    pub fn list(tx: &Transaction, symbol: &str, interval: Interval, limit: usize) -> rusqlite::Result<Vec<Bar>> {
+    pub fn list(tx: &Connection, symbol: &str, interval: Interval, limit: usize) -> rusqlite::Result<Vec<Bar>> {
         let mut stmt = tx.prepare_cached(
             "SELECT * FROM (SELECT open_time, open, high, low, close, volume, trades, first_us, last_us FROM candles
              WHERE symbol = ?1 AND interval = ?2 ORDER BY open_time DESC LIMIT ?3) ORDER BY open_time",
@@ -220,7 +220,7 @@ impl Bars {
     }
 
     /// The bars of `interval` that start at or after `from` (Unix seconds), oldest first.
-    pub fn since(tx: &Transaction, symbol: &str, interval: Interval, from: i64) -> rusqlite::Result<Vec<Bar>> {
+    pub fn since(tx: &Connection, symbol: &str, interval: Interval, from: i64) -> rusqlite::Result<Vec<Bar>> {
         let mut stmt = tx.prepare_cached(
             "SELECT open_time, open, high, low, close, volume, trades, first_us, last_us FROM candles
              WHERE symbol = ?1 AND interval = ?2 AND open_time >= ?3 ORDER BY open_time",
@@ -230,7 +230,7 @@ impl Bars {
     }
 }
 
-fn read(tx: &Transaction, symbol: &str, interval: Interval, open_time: i64) -> rusqlite::Result<Option<Bar>> {
+fn read(tx: &Connection, symbol: &str, interval: Interval, open_time: i64) -> rusqlite::Result<Option<Bar>> {
     tx.prepare_cached(
         "SELECT open_time, open, high, low, close, volume, trades, first_us, last_us FROM candles
          WHERE symbol = ?1 AND interval = ?2 AND open_time = ?3",
@@ -239,7 +239,7 @@ fn read(tx: &Transaction, symbol: &str, interval: Interval, open_time: i64) -> r
     .optional()
 }
 
-fn write(tx: &Transaction, symbol: &str, interval: Interval, b: &Bar) -> rusqlite::Result<()> {
+fn write(tx: &Connection, symbol: &str, interval: Interval, b: &Bar) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO candles (symbol, interval, open_time, open, high, low, close, volume, trades, first_us, last_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)

@@ -8,7 +8,7 @@ use super::base_asset;
 use super::tape::decimal_at;
 use crate::api::{ApiError, Instrument, NewInstrument};
 use crate::services::config::settings::SymbolSettings;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -110,7 +110,7 @@ impl Instruments {
     }
 
     /// Adds the config's instruments the store does not have yet.
-    pub fn seed(&mut self, tx: &Transaction, symbols: &[SymbolSettings]) -> rusqlite::Result<()> {
+    pub fn seed(&mut self, tx: &Connection, symbols: &[SymbolSettings]) -> rusqlite::Result<()> {
         for s in symbols {
             if self.by_symbol.contains_key(&s.symbol) {
                 continue;
@@ -132,7 +132,7 @@ impl Instruments {
     }
 
     /// `POST /api/symbols`: 400 if invalid, 409 `symbol_exists` if taken.
-    pub fn add(&mut self, tx: &Transaction, new: NewInstrument) -> rusqlite::Result<Result<Instrument, ApiError>> {
+    pub fn add(&mut self, tx: &Connection, new: NewInstrument) -> rusqlite::Result<Result<Instrument, ApiError>> {
         let inst = match validate(new) {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
@@ -144,7 +144,7 @@ impl Instruments {
         Ok(Ok(inst))
     }
 
-    fn insert(&mut self, tx: &Transaction, i: Instrument, source: &str) -> rusqlite::Result<()> {
+    fn insert(&mut self, tx: &Connection, i: Instrument, source: &str) -> rusqlite::Result<()> {
         tx.prepare_cached(
             "INSERT INTO instruments (symbol, base, quote, tick, lot, min_quantity, max_quantity, source, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

@@ -9,7 +9,7 @@ use crate::api::{ApiError, Instrument, NewInstrument, Quote, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
 use crate::services::config::settings::SymbolSettings;
-use rusqlite::Transaction;
+use rusqlite::Connection;
 
 pub struct Market {
     instruments: Instruments,
@@ -74,7 +74,7 @@ impl Market {
         Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64 })
     }
 
-    pub(super) fn add_symbol(&mut self, tx: &Transaction, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
+    pub(super) fn add_symbol(&mut self, tx: &Connection, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
         Ok(self.instruments.add(tx, new)?)
     }
 
@@ -84,7 +84,7 @@ impl Market {
 
     /// Applies one bus event: a `TRADE_EXECUTED` goes on the tape and into the candles;
     /// every event, applied or not, moves `last_event_seq`.
-    pub(super) fn apply(&mut self, tx: &Transaction, e: &BusEvent) -> Result<(), ServiceError> {
+    pub(super) fn apply(&mut self, tx: &Connection, e: &BusEvent) -> Result<(), ServiceError> {
         let ev = &e.event;
         if ev.seq <= self.last_event_seq {
             return Ok(());
@@ -106,7 +106,7 @@ impl Market {
         Ok(())
     }
 
-    pub(super) fn trades(&self, tx: &Transaction, symbol: &str, limit: usize) -> Result<Result<Vec<Trade>, ApiError>, ServiceError> {
+    pub(super) fn trades(&self, tx: &Connection, symbol: &str, limit: usize) -> Result<Result<Vec<Trade>, ApiError>, ServiceError> {
         if let Err(e) = self.instruments.require(symbol) {
             return Ok(Err(e));
         }
@@ -114,7 +114,7 @@ impl Market {
     }
 
     /// The quote as of `now_us`; best bid and ask are the book's, left for the route.
-    pub(super) fn quote(&self, tx: &Transaction, symbol: &str, now_us: i64) -> Result<Result<Quote, ApiError>, ServiceError> {
+    pub(super) fn quote(&self, tx: &Connection, symbol: &str, now_us: i64) -> Result<Result<Quote, ApiError>, ServiceError> {
         if let Err(e) = self.instruments.require(symbol) {
             return Ok(Err(e));
         }
@@ -137,7 +137,7 @@ impl Market {
 
     pub(super) fn candles(
         &self,
-        tx: &Transaction,
+        tx: &Connection,
         symbol: &str,
         interval: &str,
         limit: usize,
@@ -156,7 +156,7 @@ impl Market {
 
     /// Checks every row, then writes every bar or none (see [`Cmd::Import`]). `now_us`
     /// dates the close of a bar that has not ended yet.
-    pub(super) fn import(&mut self, tx: &Transaction, rows: Vec<CsvRow>, now_us: i64) -> Result<Result<Imported, ApiError>, ServiceError> {
+    pub(super) fn import(&mut self, tx: &Connection, rows: Vec<CsvRow>, now_us: i64) -> Result<Result<Imported, ApiError>, ServiceError> {
         let bars = match import::check(rows, |s| self.instruments.get(s).is_some()) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
@@ -205,7 +205,7 @@ impl Service for Market {
         Market::open(conn, &ctx.settings.get().symbols)
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::AddSymbol(new, reply) => {
                 let r = self.add_symbol(tx, new)?;

@@ -5,7 +5,7 @@
 
 use super::candles::{Bars, Interval};
 use crate::api::{Side, Trade};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -107,7 +107,7 @@ impl Tape {
     /// Makes an imported close the last price, if it stands for a moment after the last
     /// trade (a trade at the same instant wins); `true` if it did. Kept in the store, so a
     /// restart agrees.
-    pub fn import_last(&mut self, tx: &Transaction, symbol: &str, price: Decimal, ts_us: i64) -> rusqlite::Result<bool> {
+    pub fn import_last(&mut self, tx: &Connection, symbol: &str, price: Decimal, ts_us: i64) -> rusqlite::Result<bool> {
         let newer = self.last.get(symbol).is_none_or(|l| ts_us > l.ts_us || (ts_us == l.ts_us && l.row == 0));
         if !newer {
             return Ok(false);
@@ -127,7 +127,7 @@ impl Tape {
 
     /// Puts a trade on the tape and into its candles, once: `false` if its id was seen
     /// before. `fallback_us` dates a trade whose own timestamp cannot be read.
-    pub fn record(&mut self, tx: &Transaction, bars: &mut Bars, t: &Trade, fallback_us: i64) -> rusqlite::Result<bool> {
+    pub fn record(&mut self, tx: &Connection, bars: &mut Bars, t: &Trade, fallback_us: i64) -> rusqlite::Result<bool> {
         let ts_us = micros(&t.timestamp).unwrap_or(fallback_us);
         let inserted = tx
             .prepare_cached(&format!(
@@ -157,7 +157,7 @@ impl Tape {
     }
 
     /// The newest `limit` trades of a symbol, newest first.
-    pub fn trades(tx: &Transaction, symbol: &str, limit: usize) -> rusqlite::Result<Vec<Trade>> {
+    pub fn trades(tx: &Connection, symbol: &str, limit: usize) -> rusqlite::Result<Vec<Trade>> {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {TRADE_COLUMNS} FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT ?2"
         ))?;
@@ -170,7 +170,7 @@ impl Tape {
     /// Whole minutes of the window come from the `1m` candles, and only the minute the
     /// window starts in from the trades themselves, so the cost does not grow with the
     /// number of trades.
-    pub fn stats_24h(tx: &Transaction, symbol: &str, now_us: i64) -> rusqlite::Result<Stats> {
+    pub fn stats_24h(tx: &Connection, symbol: &str, now_us: i64) -> rusqlite::Result<Stats> {
         let from_us = now_us - DAY_US;
         // The first minute boundary at or after the window's start.
         let minute_us = 60 * 1_000_000;
@@ -191,7 +191,7 @@ impl Tape {
 
     /// Whether a trade with this id is on the tape.
     #[cfg(test)]
-    pub fn has(tx: &Transaction, trade_id: &str) -> rusqlite::Result<bool> {
+    pub fn has(tx: &Connection, trade_id: &str) -> rusqlite::Result<bool> {
         tx.query_row("SELECT count(*) > 0 FROM trades WHERE trade_id = ?1", [trade_id], |r| r.get(0))
     }
 }

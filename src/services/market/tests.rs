@@ -32,7 +32,7 @@ impl Fixture {
     }
 
     /// Runs `f` in one committed transaction, as the actor runs a batch.
-    fn tx<T>(&mut self, f: impl FnOnce(&mut Market, &rusqlite::Transaction) -> T) -> T {
+    fn tx<T>(&mut self, f: impl FnOnce(&mut Market, &rusqlite::Connection) -> T) -> T {
         let tx = self.conn.transaction().unwrap();
         let out = f(&mut self.market, &tx);
         tx.commit().unwrap();

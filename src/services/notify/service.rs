@@ -7,7 +7,7 @@ use crate::daemon::metrics::{self, ResultLabel};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::config::settings::MASKED_SECRET;
 use crate::services::config::SharedSettings;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -129,7 +129,7 @@ impl Notify {
 
     /// Queues one delivery per URL whose rule wants the event (two rules naming the same
     /// URL make one delivery, signed with the first one's secret). Returns how many.
-    fn enqueue(&self, tx: &Transaction, e: &crate::services::bus::BusEvent) -> Result<usize, ServiceError> {
+    fn enqueue(&self, tx: &Connection, e: &crate::services::bus::BusEvent) -> Result<usize, ServiceError> {
         let settings = self.settings.get();
         // Every event passes through here: find the wanting rules before allocating anything.
         let config = settings.notify.webhooks.iter().enumerate().filter(|(_, w)| wants(&w.events, &e.event));
@@ -159,7 +159,7 @@ impl Notify {
 
     /// Up to `max` pending deliveries due now and not already with the sender; marks them
     /// as with the sender.
-    fn due(&mut self, tx: &Transaction, max: usize) -> Result<Vec<Attempt>, ServiceError> {
+    fn due(&mut self, tx: &Connection, max: usize) -> Result<Vec<Attempt>, ServiceError> {
         let mut stmt = tx.prepare_cached(
             "SELECT id, url, secret, event_type, payload, attempts FROM deliveries
              WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, n LIMIT ?2",
@@ -187,7 +187,7 @@ impl Notify {
     }
 
     /// Answers a parked `Due` if anything has become due.
-    fn wake_sender(&mut self, tx: &Transaction, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn wake_sender(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
         if let Some((max, reply)) = self.parked.take() {
             if reply.is_closed() {
                 return Ok(());
@@ -204,7 +204,7 @@ impl Notify {
 
     /// Records one attempt's outcome; emits `NOTIFICATION_SENT` on success and
     /// `NOTIFICATION_FAILED` when the delivery is given up (not on each failed attempt).
-    fn record(&mut self, tx: &Transaction, id: &str, result: AttemptResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn record(&mut self, tx: &Connection, id: &str, result: AttemptResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
         self.in_flight.remove(id);
         let row: Option<(String, String, i64, i64, String)> = tx
             .prepare_cached("SELECT url, event_type, event_seq, attempts, status FROM deliveries WHERE id = ?1")?
@@ -260,7 +260,7 @@ impl Notify {
         Ok(())
     }
 
-    fn add_rule(&mut self, tx: &Transaction, new: NewWebhookRule) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
+    fn add_rule(&mut self, tx: &Connection, new: NewWebhookRule) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
         if let Err(e) = check_rule(&new) {
             return Ok(Err(e));
         }
@@ -283,7 +283,7 @@ impl Notify {
         Ok(Ok(shown))
     }
 
-    fn remove_rule(&mut self, tx: &Transaction, id: &str) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
+    fn remove_rule(&mut self, tx: &Connection, id: &str) -> Result<Result<WebhookRule, ApiError>, ServiceError> {
         if id.starts_with("config:") {
             return Ok(Err(ApiError::conflict(
                 "config_rule",
@@ -297,7 +297,7 @@ impl Notify {
         Ok(Ok(self.rules.remove(i).shown()))
     }
 
-    fn list(&self, tx: &Transaction, limit: usize, status: Option<String>) -> Result<Vec<Delivery>, ServiceError> {
+    fn list(&self, tx: &Connection, limit: usize, status: Option<String>) -> Result<Vec<Delivery>, ServiceError> {
         let mut stmt = tx.prepare_cached(
             "SELECT id, rule, url, event_type, event_seq, status, attempts, last_error, next_attempt_at,
                     created_at, updated_at, delivered_at
@@ -351,7 +351,7 @@ impl Service for Notify {
         })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Event(e) => {
                 if e.event.seq > self.last_event_seq {
@@ -391,7 +391,7 @@ impl Service for Notify {
         Ok(())
     }
 
-    fn tick(&mut self, tx: &Transaction, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
         self.wake_sender(tx, after)?;
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.last_prune = Instant::now();
@@ -446,7 +446,7 @@ mod tests {
         }
         /// Runs `f` inside a committed transaction (for the parts whose answers go through
         /// `AfterCommit`, which only a running actor releases).
-        fn with_tx<T>(&mut self, f: impl FnOnce(&mut Notify, &Transaction) -> T) -> T {
+        fn with_tx<T>(&mut self, f: impl FnOnce(&mut Notify, &Connection) -> T) -> T {
             let tx = self.conn.transaction().unwrap();
             let out = f(&mut self.svc, &tx);
             tx.commit().unwrap();

@@ -184,8 +184,12 @@ async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: ris
     finish(app, &new.user_id, &new.symbol, new.side, result, None).await
 }
 
-/// At start-up, before anything is served: frees holds whose order the orders service has
-/// never stored (the daemon died between the two commits of [`accept_and_reserve`]).
+/// Frees holds whose order the orders service has never stored: the lane commits a
+/// batch's reserves (risk) just before its accepts (orders), and a crash between the two
+/// leaves holds behind. Run at start-up before anything is served, and after the lane
+/// restarts. (Safe while serving: the lane answers `Holds` after the risk commit it
+/// makes its accepts durable right behind, so every order it names is stored by the
+/// time `Known` is asked.)
 pub async fn release_orphan_holds(app: &App) {
     let Ok(holds) = must(|| app.risk.call(risk::Cmd::Holds)).await else { return };
     if holds.is_empty() {
@@ -422,6 +426,7 @@ async fn after_lane_restarts(app: Arc<App>) {
         if now != seen && app.orders.status.state() == crate::services::actor::State::Running {
             seen = now;
             tracing::info!("the trading lane restarted: finishing what it left");
+            release_orphan_holds(&app).await;
             resume(&app).await;
         }
     }

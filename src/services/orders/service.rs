@@ -4,7 +4,7 @@ use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::trading::MatchResult;
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -128,7 +128,7 @@ fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
 }
 
 /// Fills and the volume-weighted average price.
-fn with_fills(tx: &Transaction, mut o: Order) -> rusqlite::Result<Order> {
+fn with_fills(tx: &Connection, mut o: Order) -> rusqlite::Result<Order> {
     let mut stmt = tx.prepare_cached("SELECT trade_id, price, quantity, timestamp FROM fills WHERE order_id = ?1 ORDER BY timestamp, trade_id")?;
     let fills = stmt
         .query_map([&o.order_id], |r| {
@@ -150,13 +150,13 @@ fn average(o: &mut Order) {
 }
 
 /// An order without its fills, and its saga stage: one read.
-fn load_bare(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
+fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
     tx.prepare_cached(&format!("SELECT {COLUMNS}, stage FROM orders WHERE order_id = ?1"))?
         .query_row([order_id], |r| Ok((row_to_order(r)?, r.get(14)?)))
         .optional()
 }
 
-fn load(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Order>> {
+fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
     let o = tx
         .prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?
         .query_row([order_id], row_to_order)
@@ -166,7 +166,7 @@ fn load(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Order>> {
 
 /// Stages of an order's saga: `accepted` (stored, not yet through the book), `settling`
 /// (matched and recorded; risk settlement may still be in flight), `done`.
-fn save(tx: &Transaction, o: &mut Order, stage: Option<&str>) -> rusqlite::Result<()> {
+fn save(tx: &Connection, o: &mut Order, stage: Option<&str>) -> rusqlite::Result<()> {
     o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
     tx.prepare_cached(
         "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
@@ -185,7 +185,7 @@ fn save(tx: &Transaction, o: &mut Order, stage: Option<&str>) -> rusqlite::Resul
     Ok(())
 }
 
-fn stage_of(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<String>> {
+fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>> {
     tx.prepare_cached("SELECT stage FROM orders WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()
 }
 
@@ -198,7 +198,7 @@ fn summary(o: &Order) -> serde_json::Value {
 }
 
 /// Adds a fill to an order once (by trade id); true if it was new.
-fn add_fill(tx: &Transaction, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
+fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
     let n = tx
         .prepare_cached("INSERT OR IGNORE INTO fills (order_id, trade_id, price, quantity, timestamp) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![order_id, trade_id, price.to_string(), qty.to_string(), ts])?;
@@ -206,7 +206,7 @@ fn add_fill(tx: &Transaction, order_id: &str, trade_id: &str, price: Decimal, qt
 }
 
 impl Orders {
-    fn accept(tx: &Transaction, n: NewOrder) -> Result<Accepted, ServiceError> {
+    pub(crate) fn accept(tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
         if let Some(coid) = &n.client_order_id {
             let existing: Option<String> = tx
                 .prepare_cached("SELECT order_id FROM orders WHERE user_id = ?1 AND client_order_id = ?2")?
@@ -255,6 +255,27 @@ impl Orders {
         }))
     }
 
+    /// Marks an order that never reached the book rejected, if its saga is still at
+    /// `accepted` (a repeat answers the order as it stands).
+    pub(crate) fn reject(tx: &Connection, order_id: &str, code: &str, message: &str, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
+        let Some(mut o) = load(tx, order_id)? else {
+            return Ok(Err(ApiError::not_found("order", order_id)));
+        };
+        if stage_of(tx, order_id)?.as_deref() == Some("accepted") {
+            o.status = OrderStatus::Rejected;
+            o.reject_reason = Some(format!("{code}: {message}"));
+            o.remaining_quantity = Decimal::ZERO;
+            o.updated_at = crate::api::now_rfc3339();
+            save(tx, &mut o, Some("done"))?;
+            crate::daemon::metrics::order("rejected");
+            let mut data = summary(&o);
+            data["reject_reason"] = serde_json::json!(o.reject_reason);
+            data["code"] = serde_json::json!(code);
+            after.event("ORDER_REJECTED", data);
+        }
+        Ok(Ok(o))
+    }
+
     /// Records a match outcome. Sagas run side by side, so the records of one order can
     /// arrive in any order (a later fill before an earlier one, a cancel before the fill
     /// that preceded it): fills are added once each by trade id, a status is derived from
@@ -262,8 +283,8 @@ impl Orders {
     ///
     /// `settled`: risk has already committed this match's settlement, so a placement's
     /// saga is done with this record (the lane settles before it records).
-    fn record(
-        tx: &Transaction,
+    pub(crate) fn record(
+        tx: &Connection,
         result: MatchResult,
         amended: Option<(Decimal, Decimal)>,
         settled: bool,
@@ -364,7 +385,7 @@ impl Orders {
         Ok(Ok(taker))
     }
 
-    fn list(tx: &Transaction, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
+    fn list(tx: &Connection, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
         // Open orders are few beside all the closed ones: read them through `orders_live`.
         let open_only = !f.statuses.is_empty() && f.statuses.iter().all(|s| s.is_open());
         let mut sql = if open_only {
@@ -402,30 +423,15 @@ impl Service for Orders {
         Ok(Orders)
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Accept { order, reply } => {
                 let r = Orders::accept(tx, order)?;
                 after.reply(reply, Ok(r));
             }
             Cmd::Reject { order_id, code, message, reply } => {
-                let Some(mut o) = load(tx, &order_id)? else {
-                    after.reply(reply, Err(ApiError::not_found("order", &order_id)));
-                    return Ok(());
-                };
-                if stage_of(tx, &order_id)?.as_deref() == Some("accepted") {
-                    o.status = OrderStatus::Rejected;
-                    o.reject_reason = Some(format!("{code}: {message}"));
-                    o.remaining_quantity = Decimal::ZERO;
-                    o.updated_at = crate::api::now_rfc3339();
-                    save(tx, &mut o, Some("done"))?;
-                    crate::daemon::metrics::order("rejected");
-                    let mut data = summary(&o);
-                    data["reject_reason"] = serde_json::json!(o.reject_reason);
-                    data["code"] = serde_json::json!(code);
-                    after.event("ORDER_REJECTED", data);
-                }
-                after.reply(reply, Ok(o));
+                let r = Orders::reject(tx, &order_id, &code, &message, after)?;
+                after.reply(reply, r);
             }
             Cmd::Record { result, amended, settled, reply } => {
                 let r = Orders::record(tx, result, amended, settled, after)?;

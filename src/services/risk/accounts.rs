@@ -14,7 +14,7 @@
 use super::checks::{Plan, QUOTE};
 use super::{Hold, SettleTrade};
 use crate::api::{Account, Balance, Position, Side};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
@@ -407,7 +407,7 @@ impl Ledger {
     }
 
     /// Writes what changed since the last flush.
-    pub fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+    pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
         let dirty = std::mem::take(&mut self.dirty);
         if !dirty.balances.is_empty() {
             let mut stmt = tx.prepare_cached(
@@ -499,7 +499,7 @@ impl Ledger {
 
 /// The budget a stored (possibly closed) hold was reserved with: `Some(budget)` when the
 /// order was reserved before, `None` when it never was.
-pub fn reserved_before(tx: &Transaction, order_id: &str) -> rusqlite::Result<Option<Option<Decimal>>> {
+pub fn reserved_before(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Option<Decimal>>> {
     let row: Option<Option<String>> = tx
         .prepare_cached("SELECT budget FROM holds WHERE order_id = ?1")?
         .query_row([order_id], |r| r.get(0))
@@ -508,6 +508,6 @@ pub fn reserved_before(tx: &Transaction, order_id: &str) -> rusqlite::Result<Opt
 }
 
 /// Records a trade as settled; false if it already was.
-pub fn mark_settled(tx: &Transaction, trade_id: &str) -> rusqlite::Result<bool> {
+pub fn mark_settled(tx: &Connection, trade_id: &str) -> rusqlite::Result<bool> {
     Ok(tx.prepare_cached("INSERT OR IGNORE INTO settled_trades (trade_id) VALUES (?1)")?.execute([trade_id])? == 1)
 }

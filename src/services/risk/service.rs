@@ -12,7 +12,7 @@ use super::{Cmd, Hold, ReserveRequest, Reserved, SettleRequest};
 use crate::api::{Account, ApiError, RiskLimits, Side, TradingState};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::config::SharedSettings;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -50,11 +50,11 @@ impl Service for Risk {
     }
 
     /// The ledger changes in memory command by command and is written once per batch.
-    fn before_commit(&mut self, tx: &Transaction) -> Result<(), ServiceError> {
+    fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
         Ok(self.ledger.flush(tx)?)
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Deposit { user_id, asset, amount, reply } => {
                 let r = self.deposit(after, &user_id, &asset, amount)?;
@@ -217,7 +217,7 @@ impl Risk {
         Ok(Ok(self.ledger.account(user)))
     }
 
-    pub fn reserve(&mut self, tx: &Transaction, req: &ReserveRequest) -> Outcome<Reserved> {
+    pub fn reserve(&mut self, tx: &Connection, req: &ReserveRequest) -> Outcome<Reserved> {
         // Idempotent: an order reserved before (open, or closed since) is answered as then.
         if let Some(h) = self.ledger.hold(&req.order_id).or_else(|| self.ledger.unflushed_hold(&req.order_id)) {
             return Ok(Ok(Reserved { budget: h.budget }));
@@ -251,7 +251,7 @@ impl Risk {
         Ok(Ok(Reserved { budget: plan.budget }))
     }
 
-    pub fn settle(&mut self, tx: &Transaction, req: &SettleRequest) -> Outcome<()> {
+    pub fn settle(&mut self, tx: &Connection, req: &SettleRequest) -> Outcome<()> {
         // Refuse a malformed request whole, before anything moves.
         for t in &req.trades {
             let ok = t.price > Decimal::ZERO
@@ -294,7 +294,7 @@ impl Risk {
 
     /// A last price from imported history (see `Cmd::SetLastPrice`): `Ok(false)` when a
     /// trade settled since this incarnation started is newer than `as_of_us`.
-    pub fn set_last_price(&mut self, tx: &Transaction, symbol: &str, price: Decimal, as_of_us: i64) -> Outcome<bool> {
+    pub fn set_last_price(&mut self, tx: &Connection, symbol: &str, price: Decimal, as_of_us: i64) -> Outcome<bool> {
         if price <= Decimal::ZERO {
             return Ok(Err(ApiError::invalid("invalid_price", format!("a last price must be > 0, got {price} for {symbol}"))));
         }
@@ -352,7 +352,7 @@ impl Risk {
         }
     }
 
-    pub fn set_limits(&mut self, tx: &Transaction, after: &mut AfterCommit, user: &str, limits: RiskLimits) -> Outcome<RiskLimits> {
+    pub fn set_limits(&mut self, tx: &Connection, after: &mut AfterCommit, user: &str, limits: RiskLimits) -> Outcome<RiskLimits> {
         if let Err(e) = checks::validate_limits(&limits) {
             return Ok(Err(e));
         }
@@ -372,7 +372,7 @@ impl Risk {
         Ok(Ok(effective))
     }
 
-    pub fn set_halt(&mut self, tx: &Transaction, after: &mut AfterCommit, symbol: Option<String>, halt: bool) -> Outcome<TradingState> {
+    pub fn set_halt(&mut self, tx: &Connection, after: &mut AfterCommit, symbol: Option<String>, halt: bool) -> Outcome<TradingState> {
         if let Some(s) = &symbol {
             if !checks::valid_name(s) {
                 return Ok(Err(ApiError::invalid(
@@ -420,7 +420,7 @@ mod set_last_price_tests {
         Decimal::from_str(s).unwrap()
     }
 
-    fn run<T>(conn: &mut Connection, f: impl FnOnce(&Transaction, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
+    fn run<T>(conn: &mut Connection, f: impl FnOnce(&Connection, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("risk");
         let out = f(&tx, &mut after).unwrap();

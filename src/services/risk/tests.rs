@@ -10,7 +10,7 @@ use crate::services::actor::AfterCommit;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
 use crate::services::store::{self, Durability};
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -353,7 +353,7 @@ impl Fixture {
         Fixture { _dir: dir, conn, settings, risk }
     }
     /// Runs one command in its own committed transaction.
-    fn run<T>(&mut self, f: impl FnOnce(&mut Risk, &Transaction, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
+    fn run<T>(&mut self, f: impl FnOnce(&mut Risk, &Connection, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
         let tx = self.conn.transaction().unwrap();
         let mut after = AfterCommit::new("risk");
         let out = f(&mut self.risk, &tx, &mut after).expect("the service must not fail");

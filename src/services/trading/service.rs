@@ -4,7 +4,7 @@ use super::engine::{self, Book, Incoming, Rest, RestingOrder};
 use super::{Cancelled, Cmd, MatchRequest, MatchResult, OrderState, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -141,14 +141,14 @@ impl Trading {
             .or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
     }
 
-    fn take_id(&mut self, tx: &Transaction) -> Result<u64, ServiceError> {
+    fn take_id(&mut self, tx: &Connection) -> Result<u64, ServiceError> {
         let id = self.next_id;
         self.next_id += 1;
         tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_id'")?.execute([self.next_id as i64])?;
         Ok(id)
     }
 
-    fn bump(&mut self, tx: &Transaction, symbol: &str) -> Result<(), ServiceError> {
+    fn bump(&mut self, tx: &Connection, symbol: &str) -> Result<(), ServiceError> {
         self.sequence += 1;
         if let Some(b) = self.books.get_mut(symbol) {
             b.sequence = self.sequence;
@@ -161,7 +161,7 @@ impl Trading {
     /// and returns them as the API sees them.
     fn record_fills(
         &mut self,
-        tx: &Transaction,
+        tx: &Connection,
         symbol: &str,
         taker_order_id: &str,
         taker_side: Side,
@@ -217,7 +217,7 @@ impl Trading {
         Ok(out)
     }
 
-    fn rest(&mut self, tx: &Transaction, req: &MatchRequest, internal: u64, priority: u64, remaining: i64) -> Result<(), ServiceError> {
+    fn rest(&mut self, tx: &Connection, req: &MatchRequest, internal: u64, priority: u64, remaining: i64) -> Result<(), ServiceError> {
         let b = &self.books[&req.symbol];
         let (tick, lot) = (b.tick, b.lot);
         let price = req.price.unwrap_or_default();
@@ -242,7 +242,7 @@ impl Trading {
         Ok(())
     }
 
-    fn do_match(&mut self, tx: &Transaction, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+    fn do_match(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         if let Some(json) = tx
             .prepare_cached("SELECT result FROM outcomes WHERE order_id = ?1")?
             .query_row([&req.order_id], |r| r.get::<_, String>(0))
@@ -292,7 +292,7 @@ impl Trading {
         Ok(Ok(result))
     }
 
-    fn cancel(&mut self, tx: &Transaction, order_id: &str) -> Result<Option<Cancelled>, ServiceError> {
+    fn cancel(&mut self, tx: &Connection, order_id: &str) -> Result<Option<Cancelled>, ServiceError> {
         let Some(&internal) = self.ids.get(order_id) else { return Ok(None) };
         let Some(meta) = self.meta.get(&internal) else { return Ok(None) };
         let symbol = meta.symbol.clone();
@@ -311,7 +311,7 @@ impl Trading {
 
     fn amend(
         &mut self,
-        tx: &Transaction,
+        tx: &Connection,
         order_id: &str,
         price: Decimal,
         remaining: Decimal,
@@ -373,7 +373,7 @@ impl Trading {
         }))
     }
 
-    fn state(&self, tx: &Transaction, order_id: &str) -> Result<OrderState, ServiceError> {
+    fn state(&self, tx: &Connection, order_id: &str) -> Result<OrderState, ServiceError> {
         if let Some(&internal) = self.ids.get(order_id) {
             let m = &self.meta[&internal];
             let b = &self.books[&m.symbol];
@@ -434,7 +434,7 @@ impl Service for Trading {
         Ok(t)
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Match { req, reply } => {
                 let r = self.do_match(tx, req, after)?;

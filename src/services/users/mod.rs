@@ -9,7 +9,7 @@ pub use directory::Directory;
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Connection};
 
 pub enum Cmd {
     Create(NewUser, Reply<User>),
@@ -73,7 +73,7 @@ fn row_to_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
 
 const COLUMNS: &str = "user_id, username, email, status, created_at, updated_at";
 
-fn find(tx: &Transaction, key: &str) -> rusqlite::Result<Option<User>> {
+fn find(tx: &Connection, key: &str) -> rusqlite::Result<Option<User>> {
     // An id wins over a username that happens to look like one.
     let by_id = tx
         .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE user_id = ?1"))?
@@ -87,7 +87,7 @@ fn find(tx: &Transaction, key: &str) -> rusqlite::Result<Option<User>> {
         .optional()
 }
 
-fn taken(tx: &Transaction, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
+fn taken(tx: &Connection, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
     let sql = format!("SELECT 1 FROM users WHERE {column} = ?1 AND user_id <> ?2");
     Ok(tx.prepare_cached(&sql)?.query_row(params![value, except], |_| Ok(())).optional()?.is_some())
 }
@@ -104,7 +104,7 @@ impl Service for Users {
         Ok(Users { directory: ctx.directory.clone() })
     }
 
-    fn handle(&mut self, tx: &Transaction, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Create(new, reply) => {
                 let result = create(tx, new, after)?;
@@ -140,7 +140,7 @@ impl Users {
     }
 }
 
-fn create(tx: &Transaction, new: NewUser, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
+fn create(tx: &Connection, new: NewUser, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
     if let Err(e) = validate_username(&new.username).and_then(|_| validate_email(&new.email)) {
         return Ok(Err(e));
     }
@@ -171,7 +171,7 @@ fn create(tx: &Transaction, new: NewUser, after: &mut AfterCommit) -> Result<Res
     Ok(Ok(user))
 }
 
-fn update_user(tx: &Transaction, key: &str, update: UserUpdate, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
+fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
     let Some(mut user) = find(tx, key)? else {
         return Ok(Err(ApiError::not_found("user", key)));
     };
