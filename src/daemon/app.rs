@@ -43,3 +43,14 @@ pub struct App {
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
+
+impl App {
+    /// Read-your-writes for readers of the bus: waits (at most `timeout`) until every
+    /// event of what was acknowledged before this call is committed on the bus. The
+    /// trading lane answers a placement before its record commits, so it is asked first
+    /// (one round trip, answered behind that commit), then the bus.
+    pub async fn sync_events(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.orders.call(orders::Cmd::Sync)).await;
+        self.bus.sync(timeout).await;
+    }
+}

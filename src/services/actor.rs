@@ -415,6 +415,11 @@ impl<S: Service> Unit<S> {
         Ok(out)
     }
 
+    /// Whether work is waiting for [`Unit::commit`].
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// Drops the open transaction and what waited on it.
     fn rollback(&mut self) {
         if self.open.take().is_some() {

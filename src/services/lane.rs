@@ -20,9 +20,14 @@
 //!    and reserved. Commit.
 //! 3. risk: **settle** each match and release the holds of placements that ended
 //!    (rejected, repeated `client_order_id`); orders: **record** each match with its
-//!    saga done, reject the aborted, and queue each placement's answer. Neither commits
-//!    here: the next batch's phase 1 commits them, or, when the mailbox is empty, the
-//!    lane commits them at once (risk first).
+//!    saga done and reject the aborted. Neither commits here: the next batch's phase 1
+//!    commits them, or the lane does (risk first) when no command arrives within
+//!    [`LINGER`]. A placement that traded or rests is answered now, before that commit:
+//!    its order, hold and match are committed, and recovery records the same from
+//!    trading's stored outcome if this commit is lost. Reads that could tell (orders,
+//!    accounts, books) are lane commands answered behind the commit; `/api/events` asks
+//!    the lane first (`orders::Cmd::Sync`). Placements that ended are answered when
+//!    orders commits, since their rejection is stored nowhere else.
 //!
 //! Why this order is safe to crash in at any point (recovery: `saga::recover`,
 //! `saga::release_orphan_holds`):
@@ -43,6 +48,7 @@ use crate::services::risk::{self, Risk};
 use crate::services::trading::{self, MatchResult, Trading};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What the lane's mailbox carries: a command for one of its services, or a placement.
@@ -155,12 +161,19 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                 lane.finish()?;
                 return Ok(Exit::Stop);
             }
-            // Nothing waiting to share the commits with: finish the last batch now.
+            // Nothing waiting: give the next command a moment to share the commits
+            // with the last batch's settle and record, then commit them alone.
             Err(mpsc::TryRecvError::Empty) => {
-                lane.finish()?;
-                match rx.recv() {
+                let waited = if lane.pending() { rx.recv_timeout(LINGER) } else { Err(mpsc::RecvTimeoutError::Timeout) };
+                match waited {
                     Ok(e) => e,
-                    Err(_) => return Ok(Exit::Stop),
+                    Err(_) => {
+                        lane.finish()?;
+                        match rx.recv() {
+                            Ok(e) => e,
+                            Err(_) => return Ok(Exit::Stop),
+                        }
+                    }
                 }
             }
         };
@@ -264,7 +277,17 @@ enum Next {
     End { p: Placement, release: bool, reject: Option<ApiError>, answer: Result<(u16, Order), ApiError> },
 }
 
+/// How long an idle lane keeps the last batch's settle and record open for the next
+/// command to share their commits. Its placements are answered already; a client that
+/// sends its next order on the answer (a closed loop) gets it into the same commits.
+const LINGER: Duration = Duration::from_micros(300);
+
 impl Lane {
+    /// Whether phase 3 of the last batch waits for a commit.
+    fn pending(&self) -> bool {
+        self.risk.is_open() || self.orders.is_open()
+    }
+
     /// Commits what phase 3 of the last batch left open: risk first, then orders (which
     /// answers that batch's placements).
     fn finish(&mut self) -> Result<(), ServiceError> {
@@ -379,11 +402,13 @@ impl Lane {
         self.orders.work(|_, tx, after| {
             for (n, settled) in next.into_iter().zip(settled) {
                 match n {
+                    // Answered now: what it says (accepted, reserved, these fills) is
+                    // committed in orders, risk and trading, and recovery records the
+                    // same from trading's stored outcome if this transaction is lost.
+                    // Reads of it go through this lane, behind the commit.
                     Next::Finish(p, result) => {
                         let order = Orders::record(tx, result, None, settled, after)?;
-                        after.then(move || {
-                            let _ = p.reply.send(order.map(|o| (201, o)));
-                        });
+                        let _ = p.reply.send(order.map(|o| (201, o)));
                     }
                     Next::End { p, reject, answer, .. } => {
                         // An abort whose hold could not be released stays `accepted`:

@@ -421,3 +421,29 @@ fn a_hold_whose_order_was_never_stored_is_released_at_start_up() {
     dm.spawn();
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")), "the orphan hold was not released");
 }
+
+/// A placement is answered before the lane commits its record (recovery would write the
+/// same from trading's stored outcome), so readers must still see it at once: the order
+/// and account routes go through the lane, and `/api/events` waits for the lane first.
+#[test]
+fn what_a_placement_answered_is_readable_at_once_in_orders_accounts_and_events() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (maker, taker) = (dm.user("rm"), dm.user("rt"));
+    dm.deposit(&maker, &sym, "100");
+    dm.deposit(&taker, "USD", "100000");
+    for i in 0..10 {
+        let (_, sell) = dm.place(&maker, &sym, "sell", "1", Some("10.00"));
+        let (s, buy) = dm.place(&taker, &sym, "buy", "1", Some("10.00"));
+        assert_eq!((s, buy["status"].as_str()), (201, Some("filled")), "{buy}");
+        let (_, body) = dm.req("GET", "/api/events?since=0&type=ORDER_EXECUTED", None);
+        let text = match body {
+            Value::String(s) => s,
+            v => v.to_string(),
+        };
+        assert!(text.contains(buy["order_id"].as_str().unwrap()), "ORDER_EXECUTED of {} not readable yet", buy["order_id"]);
+        let sell_now = dm.ok("GET", &format!("/api/orders/{}", sell["order_id"].as_str().unwrap()), None);
+        assert_eq!(sell_now["status"], "filled");
+        assert_eq!(bal(&dm, &taker, &sym).0, d(&(i + 1).to_string()), "the taker's asset arrived");
+    }
+}

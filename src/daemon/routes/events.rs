@@ -109,7 +109,7 @@ async fn stream(
     let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
     // Read our writes: every event published before this request is committed first.
-    app.bus.sync(std::time::Duration::from_secs(2)).await;
+    app.sync_events(std::time::Duration::from_secs(2)).await;
     if !replay(&app, &mut last, &types, &mut left, sse, &tx).await || !follow {
         return;
     }

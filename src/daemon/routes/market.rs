@@ -50,7 +50,7 @@ pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, Path(symbo
 /// traded reads its own trade on the tape. The feed skips events market does not use, so
 /// "seen" is the feed's progress, then one round trip behind what it delivered.
 async fn caught_up(app: &App) {
-    app.bus.sync(SYNC_WAIT).await;
+    app.sync_events(SYNC_WAIT).await;
     let target = app.bus.last_seq();
     let deadline = tokio::time::Instant::now() + SYNC_WAIT;
     while app.market_seen.load(std::sync::atomic::Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {

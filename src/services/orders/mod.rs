@@ -36,6 +36,10 @@ pub enum Cmd {
     Known { order_ids: Vec<String>, reply: Reply<Vec<bool>> },
     /// Orders whose saga did not finish (for recovery).
     Unfinished(Reply<Vec<Order>>),
+    /// Answered once everything the lane acknowledged before it is committed and its
+    /// events handed to the bus (placements are answered before their record commits;
+    /// see `services::lane`).
+    Sync(Reply<()>),
 }
 
 #[derive(Debug, Clone)]

@@ -458,6 +458,7 @@ impl Service for Orders {
             Cmd::Settled { order_id } => {
                 tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([order_id])?;
             }
+            Cmd::Sync(reply) => after.reply(reply, Ok(())),
             Cmd::Known { order_ids, reply } => {
                 let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;
                 let known = order_ids.iter().map(|id| stmt.exists([id])).collect::<rusqlite::Result<Vec<_>>>()?;
