@@ -5,51 +5,53 @@
 //! 90 µs of wake-ups each on a small VM — and each store committed once per step. Here
 //! the three share one thread: each keeps its own store, state and message contract
 //! (other callers still talk to them through their usual [`Handle`]s), but the steps of
-//! a placement are function calls, and every store commits once per phase for all the
-//! placements drained from the mailbox together.
+//! a placement are function calls, and one commit makes a whole batch of placements
+//! durable: trading's, which holds the batch's matches and its **intake journal**
+//! (`services::intake`).
 //!
-//! One batch runs in three phases, in the durable order of the step-by-step saga in
-//! `orders::saga`, and the end of one batch shares its commits with the start of the
-//! next (a pipeline), so a batch costs three commits, not five:
+//! A batch drained from the mailbox runs in phases:
 //!
-//! 1. risk: queued risk commands, then **reserve** each placement; orders: queued
-//!    orders commands, then **accept** each placement. Both transactions still hold the
-//!    previous batch's settle (risk) and record (orders). Commit risk, then orders: the
-//!    previous batch's placements are answered now.
+//! 0. Commands to risk and orders (deposits, limits, reads, the saga's single steps) are
+//!    handled and **flushed** first (below), so that they are answered at a commit of
+//!    their own and no placement is journalled on top of a change a crash could undo.
+//! 1. risk: **reserve** each placement (checks, hold); orders: **accept** each one.
+//!    Both go into open transactions; nothing commits.
 //! 2. trading: queued trading commands, then **match** each placement that was accepted
-//!    and reserved. Commit.
-//! 3. risk: **settle** each match and release the holds of placements that ended
-//!    (rejected, repeated `client_order_id`); orders: **record** each match with its
-//!    saga done and reject the aborted. Neither commits here: the next batch's phase 1
-//!    commits them, or the lane does (risk first) when no command arrives within
-//!    [`LINGER`]. A placement that traded or rests is answered now, before that commit:
-//!    its order, hold and match are committed, and recovery records the same from
-//!    trading's stored outcome if this commit is lost. Reads that could tell (orders,
-//!    accounts, books) are lane commands answered behind the commit; `/api/events` asks
-//!    the lane first (`orders::Cmd::Sync`). Placements that ended are answered when
-//!    orders commits, since their rejection is stored nowhere else.
+//!    and reserved, and append one intake record per placement stored new (the order,
+//!    the batch's time, the hold's plan, the match outcome or the rejection). Commit:
+//!    from here every placement of the batch is durable.
+//! 3. risk: **settle** each match and release the holds of placements that ended;
+//!    orders: **record** each match (or the rejection) with its saga done. Each
+//!    placement is answered as its record is made. These stay in the open transactions.
 //!
-//! Why this order is safe to crash in at any point (recovery: `saga::recover`,
-//! `saga::release_orphan_holds`):
-//! - risk committed, orders not: the previous batch is settled but its orders are still
-//!   `accepted`, which recovery finishes (every step is idempotent); this batch's holds
-//!   have no stored order, which `release_orphan_holds` frees.
-//! - orders committed, trading not: accepted and reserved, never matched: recovery
-//!   matches them.
-//! - trading committed: matched, not settled or recorded: recovery settles and records
-//!   them from trading's stored outcome.
+//! A **flush** commits risk, then orders, each with the number of the last intake record
+//! it holds. It happens [`FLUSH_AFTER`] after the first unflushed placement (also when
+//! the lane is idle), after [`FLUSH_AT`] placements, before a command to risk or orders,
+//! and on stop. So under load, and for a closed-loop client, risk and orders commit
+//! every few milliseconds for many placements instead of once or twice each; their
+//! events (`ORDER_*`, account changes) reach the bus at the flush. Reads that could tell
+//! (orders, accounts, holds) are commands to risk or orders, answered behind a flush;
+//! `/api/events` and the market routes ask the lane first (`orders::Cmd::Sync`).
+//!
+//! Why this is safe to crash in at any point: whatever risk or orders had not committed
+//! is redone from the journal by [`Lane::recover`] when the lane starts — at daemon
+//! start-up and after a lane restart, before it takes a command. Each store redoes the
+//! records after its own mark, deciding nothing anew (the hold is placed as journalled,
+//! not re-checked), so a crash between risk's and orders' commits is repaired too. A
+//! crash before trading's commit loses a batch nobody was answered for: its placements
+//! get 503, like any command whose service stopped before committing.
 //!
 //! Every other command is answered after its own service's commit.
 
 use crate::api::{ApiError, Instrument, Order};
 use crate::services::actor::{Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
+use crate::services::intake::{self, Intake, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
-use crate::services::risk::{self, Risk};
+use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::trading::{self, MatchResult, Trading};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
 
 /// What the lane's mailbox carries: a command for one of its services, or a placement.
 pub enum LaneCmd {
@@ -148,7 +150,7 @@ impl Handles {
 /// One incarnation of the lane: open the three stores, then drain the mailbox in batches.
 pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>, st: &Statuses) -> Result<Exit, ServiceError> {
     let split_fault = if ctx.settings.get().debug.fault_injection { SplitFault::from_env() } else { None };
-    let mut lane = Lane { risk: Unit::open(ctx)?, trading: Unit::open(ctx)?, orders: Unit::open(ctx)?, bus: ctx.bus.clone(), split_fault };
+    let mut lane = Lane::open(ctx, split_fault)?;
     st.set(State::Running);
     for s in st.all() {
         ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": s.name}));
@@ -158,17 +160,17 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
         let first = match rx.try_recv() {
             Ok(e) => e,
             Err(mpsc::TryRecvError::Disconnected) => {
-                lane.finish()?;
+                lane.flush()?;
                 return Ok(Exit::Stop);
             }
-            // Nothing waiting: give the next command a moment to share the commits
-            // with the last batch's settle and record, then commit them alone.
+            // Nothing waiting: the open transactions may wait for more placements until
+            // their flush is due, then commit alone.
             Err(mpsc::TryRecvError::Empty) => {
-                let waited = if lane.pending() { rx.recv_timeout(LINGER) } else { Err(mpsc::RecvTimeoutError::Timeout) };
+                let waited = if lane.pending() { rx.recv_timeout(lane.flush_in()) } else { Err(mpsc::RecvTimeoutError::Timeout) };
                 match waited {
                     Ok(e) => e,
                     Err(_) => {
-                        lane.finish()?;
+                        lane.flush()?;
                         match rx.recv() {
                             Ok(e) => e,
                             Err(_) => return Ok(Exit::Stop),
@@ -204,7 +206,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
         }
         lane.run(work)?;
         if let Some(e) = exit {
-            lane.finish()?;
+            lane.flush()?;
             st.set(State::Restarting);
             return Ok(e);
         }
@@ -225,12 +227,21 @@ struct Lane {
     orders: Unit<Orders>,
     bus: crate::services::bus::Bus,
     split_fault: Option<SplitFault>,
+    /// The newest intake record, committed with trading.
+    journalled: i64,
+    /// The record that risk's and orders' committed state both reach.
+    applied: i64,
+    /// Records deleted from the journal up to here.
+    pruned: i64,
+    /// Placements journalled since the last flush, and when the first of them was.
+    unflushed: usize,
+    since: Option<Instant>,
 }
 
 /// A test-only fault point (read only with `debug.fault_injection = true`):
 /// `AGT_FAULT_LANE_SPLIT=N` makes the lane panic between the risk and the orders commit
-/// of its N-th batch of placements, once per process. That is the one place a crash
-/// leaves holds whose orders were never stored, for `saga::release_orphan_holds`.
+/// of its N-th flush of placements, once per process: risk's store is then ahead of
+/// orders', which the restarted lane brings level from the intake journal.
 struct SplitFault {
     countdown: u64,
 }
@@ -252,18 +263,6 @@ impl SplitFault {
     }
 }
 
-/// An answer the lane asked its own service for: already sent, since the batch that
-/// produced it has committed.
-type Asked<T> = oneshot::Receiver<Result<T, ApiError>>;
-
-fn ask<T>() -> (Reply<T>, Asked<T>) {
-    oneshot::channel()
-}
-
-fn answer<T>(mut rx: Asked<T>) -> Result<T, ApiError> {
-    rx.try_recv().unwrap_or_else(|_| Err(ApiError::internal("a lane step gave no answer")))
-}
-
 /// Where a placement stands after phase 1 or 2 (a short-lived list per batch, so the
 /// size of its variants does not matter).
 #[allow(clippy::large_enum_variant)]
@@ -277,60 +276,178 @@ enum Next {
     End { p: Placement, release: bool, reject: Option<ApiError>, answer: Result<(u16, Order), ApiError> },
 }
 
-/// How long an idle lane keeps the last batch's settle and record open for the next
-/// command to share their commits. Its placements are answered already; a client that
-/// sends its next order on the answer (a closed loop) gets it into the same commits.
-const LINGER: Duration = Duration::from_micros(300);
+impl Next {
+    /// The intake record of a placement that was stored new (a repeated
+    /// `client_order_id` writes nothing, so it has none).
+    fn intake(&self, hold: &Option<Plan>, at: &str) -> Option<Intake> {
+        let (p, result, rejected) = match self {
+            Next::Finish(p, result) => (p, Some(result.clone()), None),
+            Next::End { p, reject: Some(e), .. } => (p, None, Some(Rejected { code: e.code.to_string(), message: e.message.clone() })),
+            _ => return None,
+        };
+        Some(Intake { order: p.order.clone(), at: at.to_string(), hold: hold.clone(), result, rejected })
+    }
+}
+
+/// Risk's and orders' open transactions commit together (a flush) once this many
+/// placements wait in them, or [`FLUSH_AFTER`] after the first did, or before a command
+/// that is answered at their commit. Until then their placements are durable in the
+/// intake journal only; a flush bounds what a restart redoes and how late their events
+/// (`ORDER_*`) reach the bus.
+const FLUSH_AT: usize = 512;
+const FLUSH_AFTER: Duration = Duration::from_millis(10);
+
+/// Journal records both stores have passed are deleted this many at a time: each delete
+/// writes pages of its own.
+const PRUNE_EVERY: i64 = 1024;
 
 impl Lane {
-    /// Whether phase 3 of the last batch waits for a commit.
+    /// Opens the three stores and brings risk and orders level with the journal.
+    fn open(ctx: &ServiceCtx, split_fault: Option<SplitFault>) -> Result<Lane, ServiceError> {
+        let mut lane = Lane {
+            risk: Unit::open(ctx)?,
+            trading: Unit::open(ctx)?,
+            orders: Unit::open(ctx)?,
+            bus: ctx.bus.clone(),
+            split_fault,
+            journalled: 0,
+            applied: 0,
+            pruned: 0,
+            unflushed: 0,
+            since: None,
+        };
+        lane.recover()?;
+        Ok(lane)
+    }
+
+    /// Whether risk or orders holds work that waits for a flush.
     fn pending(&self) -> bool {
         self.risk.is_open() || self.orders.is_open()
     }
 
-    /// Commits what phase 3 of the last batch left open: risk first, then orders (which
-    /// answers that batch's placements).
-    fn finish(&mut self) -> Result<(), ServiceError> {
+    /// How long an idle lane may still wait before it must flush.
+    fn flush_in(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| FLUSH_AFTER.saturating_sub(t.elapsed()))
+    }
+
+    fn due(&self) -> bool {
+        self.unflushed >= FLUSH_AT || self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
+    }
+
+    /// Commits risk, then orders, each with the journal record it now reaches, and
+    /// releases their replies and events.
+    fn flush(&mut self) -> Result<(), ServiceError> {
+        let seq = self.journalled;
+        let placements = self.applied < seq;
+        if placements {
+            self.risk.work(|_, tx, _| intake::mark_applied(tx, seq))?;
+            self.orders.work(|_, tx, _| intake::mark_applied(tx, seq))?;
+        }
         self.risk.commit(&self.bus)?;
-        self.orders.commit(&self.bus)
+        if placements {
+            SplitFault::tick(&mut self.split_fault);
+        }
+        self.orders.commit(&self.bus)?;
+        self.applied = seq;
+        self.unflushed = 0;
+        self.since = None;
+        Ok(())
+    }
+
+    /// Brings risk and orders level with the journal after a crash: each redoes, from
+    /// the records after its own mark, what the lane had done in its open transaction —
+    /// the same holds, settlements, orders, fills and times, decided nothing anew.
+    fn recover(&mut self) -> Result<(), ServiceError> {
+        let risk_at = self.risk.work(|_, tx, _| intake::applied(tx))?;
+        let orders_at = self.orders.work(|_, tx, _| intake::applied(tx))?;
+        let (last, records) = self.trading.work(|_, tx, _| Ok((intake::last(tx)?, intake::after(tx, risk_at.min(orders_at))?)))?;
+        // Every number handed out is in the journal or below a mark.
+        let end = last.max(risk_at).max(orders_at);
+        if !records.is_empty() {
+            tracing::info!(risk = risk_at, orders = orders_at, journal = last, "redoing placements from the intake journal");
+        }
+        self.risk.work(|svc, tx, _| {
+            for (_, r) in records.iter().filter(|(seq, _)| *seq > risk_at) {
+                if let Some(plan) = &r.hold {
+                    svc.restore_hold(tx, &r.order, plan)?;
+                }
+                let req = match (&r.result, &r.hold) {
+                    (Some(result), _) => saga::settlement(&r.order.user_id, &r.order.symbol, r.order.side, result),
+                    (None, Some(_)) => risk::SettleRequest { trades: vec![], release: vec![r.order.order_id.clone()] },
+                    (None, None) => continue,
+                };
+                if let Err(e) = svc.settle(tx, &req)? {
+                    return Err(ServiceError::Other(format!("cannot redo the settlement of {}: {}", r.order.order_id, e.message)));
+                }
+            }
+            intake::mark_applied(tx, end)
+        })?;
+        self.risk.commit(&self.bus)?;
+        self.orders.work(|_, tx, after| {
+            for (_, r) in records.iter().filter(|(seq, _)| *seq > orders_at) {
+                if let Accepted::Existing(_) = Orders::accept_at(tx, r.order.clone(), r.at.clone())? {
+                    continue;
+                }
+                match (&r.result, &r.rejected) {
+                    (Some(result), _) => drop(Orders::record_at(tx, result.clone(), None, true, &r.at, after)?),
+                    (None, Some(e)) => drop(Orders::reject_at(tx, &r.order.order_id, &e.code, &e.message, &r.at, after)?),
+                    (None, None) => {}
+                }
+            }
+            intake::mark_applied(tx, end)
+        })?;
+        self.orders.commit(&self.bus)?;
+        self.trading.batch(&self.bus, |_, tx, _| intake::prune(tx, end))?;
+        (self.journalled, self.applied, self.pruned) = (end, end, end);
+        Ok(())
     }
 
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
         let Work { orders: orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
         let bus = self.bus.clone();
 
-        // Phase 1: reserve ‖ accept, committed with the previous batch's settle and record.
+        // Phase 0: commands to risk and orders, answered at a flush of their own before
+        // this batch's placements, which must not be journalled on top of a change (a
+        // deposit, a limit) that a crash could still take back.
+        if !risk_cmds.is_empty() || !orders_cmds.is_empty() {
+            if !risk_cmds.is_empty() {
+                self.risk.work(|svc, tx, after| risk_cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after)))?;
+            }
+            if !orders_cmds.is_empty() {
+                self.orders.work(|svc, tx, after| orders_cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after)))?;
+            }
+            self.flush()?;
+        }
+        if places.is_empty() && trading_cmds.is_empty() {
+            return Ok(());
+        }
+        // One time for the batch: the journal repeats it when it redoes the batch.
+        let at = crate::api::now_rfc3339();
+
+        // Phase 1: reserve ‖ accept, in the open transactions.
         let mut reserved = Vec::with_capacity(places.len());
-        if !risk_cmds.is_empty() || !places.is_empty() {
-            self.risk.work(|svc, tx, after| {
-                for c in risk_cmds {
-                    svc.handle(tx, c, after)?;
-                }
+        let mut holds = Vec::with_capacity(places.len());
+        if !places.is_empty() {
+            self.risk.work(|svc, tx, _| {
                 for p in &places {
                     let req = saga::reserve_request(&p.order, p.user_active, &p.instrument);
-                    reserved.push(svc.reserve(tx, &req)?);
+                    let r = svc.reserve(tx, &req)?;
+                    holds.push(r.as_ref().ok().and_then(|_| svc.hold_plan(&p.order.order_id)));
+                    reserved.push(r);
                 }
                 Ok(())
             })?;
         }
         let mut accepted = Vec::with_capacity(places.len());
-        if !orders_cmds.is_empty() || !places.is_empty() {
-            self.orders.work(|svc, tx, after| {
-                for c in orders_cmds {
-                    svc.handle(tx, c, after)?;
-                }
+        if !places.is_empty() {
+            self.orders.work(|_, tx, _| {
                 for p in &places {
-                    accepted.push(Orders::accept(tx, p.order.clone())?);
+                    accepted.push(Orders::accept_at(tx, p.order.clone(), at.clone())?);
                 }
                 Ok(())
             })?;
         }
-        self.risk.commit(&bus)?;
-        if !places.is_empty() {
-            SplitFault::tick(&mut self.split_fault);
-        }
-        self.orders.commit(&bus)?;
-        let mut next: Vec<Next> = places
+        let next: Vec<Next> = places
             .into_iter()
             .zip(accepted.into_iter().zip(reserved))
             .map(|(p, (a, r))| match (a, r) {
@@ -340,93 +457,96 @@ impl Lane {
             })
             .collect();
 
-        // Phase 2: match.
-        let to_match = next.iter().any(|n| matches!(n, Next::Match(..)));
-        if !trading_cmds.is_empty() || to_match {
-            let mut matched = Vec::new();
-            self.trading.batch(&bus, |svc, tx, after| {
-                for c in trading_cmds {
-                    svc.handle(tx, c, after)?;
-                }
-                for n in &next {
-                    if let Next::Match(p, r) = n {
-                        let (reply, rx) = ask();
-                        let req = saga::match_request(&p.order, &p.instrument, r.budget);
-                        svc.handle(tx, trading::Cmd::Match { req, reply }, after)?;
-                        matched.push(rx);
-                    }
-                }
-                Ok(())
-            })?;
-            let mut matched = matched.into_iter();
-            next = next
-                .into_iter()
-                .map(|n| match n {
-                    Next::Match(p, _) => match answer(matched.next().expect("one answer per match")) {
+        // Phase 2: match, and journal every placement stored new. Trading's commit makes
+        // the whole batch durable: from here on, each placement can be answered.
+        let (mut seq, prune) = (self.journalled, self.applied - self.pruned >= PRUNE_EVERY);
+        let applied = self.applied;
+        let next = self.trading.batch(&bus, |svc, tx, after| {
+            for c in trading_cmds {
+                svc.handle(tx, c, after)?;
+            }
+            let mut out = Vec::with_capacity(next.len());
+            for (n, hold) in next.into_iter().zip(&holds) {
+                let n = match n {
+                    Next::Match(p, r) => match svc.do_match(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
                         Ok(result) => Next::Finish(p, result),
                         Err(e) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
                     },
                     other => other,
-                })
-                .collect();
+                };
+                if let Some(record) = n.intake(hold, &at) {
+                    seq += 1;
+                    intake::append(tx, seq, &record)?;
+                }
+                out.push(n);
+            }
+            if prune {
+                intake::prune(tx, applied)?;
+            }
+            Ok(out)
+        })?;
+        if prune {
+            self.pruned = applied;
         }
+        let journalled = (seq - self.journalled) as usize;
+        self.journalled = seq;
 
-        // Phase 3: settle, then record and mark done, in the open transactions the next
-        // phase 1 (or `finish`) commits, risk first. A batch whose placements all ended
-        // before the book with nothing held or stored (repeated client ids) writes
-        // nothing and is answered now.
-        let writes = |n: &Next| matches!(n, Next::Finish(..) | Next::End { release: true, .. } | Next::End { reject: Some(_), .. });
-        if !next.iter().any(writes) {
+        // Phase 3: settle, then record, in the open transactions the next flush commits
+        // (risk first). Each placement is answered as soon as its record is made.
+        if journalled > 0 || next.iter().any(|n| matches!(n, Next::End { release: true, .. })) {
+            let mut settled = Vec::with_capacity(next.len());
+            self.risk.work(|svc, tx, _| {
+                for n in &next {
+                    let req = match n {
+                        Next::Finish(p, result) => saga::settlement(&p.order.user_id, &p.order.symbol, p.order.side, result),
+                        Next::End { p, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![p.order.order_id.clone()] },
+                        _ => {
+                            settled.push(true);
+                            continue;
+                        }
+                    };
+                    settled.push(svc.settle(tx, &req)?.is_ok());
+                }
+                Ok(())
+            })?;
+            self.orders.work(|_, tx, after| {
+                for (n, settled) in next.into_iter().zip(settled) {
+                    match n {
+                        Next::Finish(p, result) => {
+                            let order = Orders::record_at(tx, result, None, settled, &at, after)?;
+                            let _ = p.reply.send(order.map(|o| (201, o)));
+                        }
+                        Next::End { p, reject, answer, .. } => {
+                            // An abort whose hold could not be released stays `accepted`:
+                            // recovery finishes it.
+                            if let (Some(e), true) = (reject, settled) {
+                                let _ = Orders::reject_at(tx, &p.order.order_id, e.code.as_ref(), &e.message, &at, after)?;
+                            }
+                            let _ = p.reply.send(answer);
+                        }
+                        Next::Match(p, _) => {
+                            let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        } else {
+            // Only repeated client ids: nothing to write.
             for n in next {
                 if let Next::End { p, answer, .. } = n {
                     let _ = p.reply.send(answer);
                 }
             }
-            return Ok(());
         }
-        let mut settled = Vec::with_capacity(next.len());
-        self.risk.work(|svc, tx, _| {
-            for n in &next {
-                let req = match n {
-                    Next::Finish(p, result) => saga::settlement(&p.order.user_id, &p.order.symbol, p.order.side, result),
-                    Next::End { p, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![p.order.order_id.clone()] },
-                    _ => {
-                        settled.push(true);
-                        continue;
-                    }
-                };
-                settled.push(svc.settle(tx, &req)?.is_ok());
-            }
-            Ok(())
-        })?;
-        self.orders.work(|_, tx, after| {
-            for (n, settled) in next.into_iter().zip(settled) {
-                match n {
-                    // Answered now: what it says (accepted, reserved, these fills) is
-                    // committed in orders, risk and trading, and recovery records the
-                    // same from trading's stored outcome if this transaction is lost.
-                    // Reads of it go through this lane, behind the commit.
-                    Next::Finish(p, result) => {
-                        let order = Orders::record(tx, result, None, settled, after)?;
-                        let _ = p.reply.send(order.map(|o| (201, o)));
-                    }
-                    Next::End { p, reject, answer, .. } => {
-                        // An abort whose hold could not be released stays `accepted`:
-                        // recovery finishes it.
-                        if let (Some(e), true) = (reject, settled) {
-                            let _ = Orders::reject(tx, &p.order.order_id, e.code.as_ref(), &e.message, after)?;
-                        }
-                        after.then(move || {
-                            let _ = p.reply.send(answer);
-                        });
-                    }
-                    Next::Match(p, _) => after.then(move || {
-                        let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
-                    }),
-                }
-            }
-            Ok(())
-        })
+        if journalled > 0 {
+            self.unflushed += journalled;
+            self.since.get_or_insert_with(Instant::now);
+        }
+        if self.due() {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -438,6 +558,7 @@ mod tests {
     use super::*;
     use crate::api::{OrderStatus, OrderType, Side, TimeInForce};
     use rust_decimal::Decimal;
+    use tokio::sync::oneshot;
 
     fn dec(s: &str) -> Decimal {
         s.parse().unwrap()
@@ -566,5 +687,70 @@ mod tests {
             assert_eq!(holds.iter().map(|h| h.order_id.as_str()).collect::<Vec<_>>(), ["ord_s"]);
         });
         assert_eq!(lane.statuses.risk.state(), State::Running);
+    }
+
+    /// Runs one batch of commands on a lane driven by hand (no thread), and answers the
+    /// first reply.
+    fn one<T>(lane: &mut Lane, work: Work, rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+        lane.run(work).unwrap();
+        let mut rx = rx;
+        rx.try_recv().expect("answered within the batch")
+    }
+
+    #[test]
+    fn a_lane_that_stops_before_its_flush_redoes_what_it_answered_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+        let settings = crate::services::config::SharedSettings::new(Default::default());
+        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        for (user, asset, amount) in [("bob", "AAPL", "10"), ("alice", "USD", "1000")] {
+            let (reply, rx) = oneshot::channel();
+            let cmd = risk::Cmd::Deposit { user_id: user.into(), asset: asset.into(), amount: dec(amount), reply };
+            one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
+        }
+        let mut answers = Vec::new();
+        let mut places = Vec::new();
+        for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None), order("ord_x", "alice", Side::Buy, dec("9"), None)] {
+            let (reply, rx) = oneshot::channel();
+            places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
+            answers.push(rx);
+        }
+        lane.run(Work { places, ..Default::default() }).unwrap();
+        let answered: Vec<_> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap()).collect();
+        let buy = answered[1].as_ref().unwrap().1.clone();
+        assert_eq!((buy.status, buy.filled_quantity), (OrderStatus::Filled, dec("3")));
+        assert_eq!(answered[2].as_ref().unwrap_err().code.as_ref(), "insufficient_funds");
+        assert!(lane.pending(), "risk and orders wait for their flush");
+        // Stopped as by a crash: the open transactions are rolled back.
+        drop(lane);
+
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        let get = |lane: &mut Lane, id: &str| {
+            let (reply, rx) = oneshot::channel();
+            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx)
+        };
+        let stored = get(&mut lane, "ord_b").unwrap();
+        assert_eq!(stored, buy, "the order is stored as it was answered, times included");
+        assert_eq!(get(&mut lane, "ord_s").unwrap().status, OrderStatus::PartiallyFilled);
+        assert_eq!(get(&mut lane, "ord_x").unwrap().status, OrderStatus::Rejected);
+        let account = |lane: &mut Lane, user: &str| {
+            let (reply, rx) = oneshot::channel();
+            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
+            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
+        };
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
+        assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("7"), dec("2")), ("USD".into(), dec("300"), dec("0"))]);
+        let (reply, rx) = oneshot::channel();
+        let unfinished = one(&mut lane, Work { orders: vec![orders::Cmd::Unfinished(reply)], ..Default::default() }, rx).unwrap();
+        assert!(unfinished.is_empty(), "{unfinished:?}");
+        // Redone once: a third start finds nothing more to do and changes nothing.
+        drop(lane);
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
+        assert_eq!(lane.trading.work(|_, tx, _| intake::after(tx, 0)).unwrap().len(), 0, "the journal was pruned");
+        drop(lane);
+        bus.shutdown();
     }
 }

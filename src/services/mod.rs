@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod health;
+pub mod intake;
 pub mod lane;
 pub mod market;
 pub mod notify;

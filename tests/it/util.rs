@@ -180,6 +180,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(dir) = std::env::var("AGT_TEST_KEEP") {
+                let _ = std::process::Command::new("cp").arg("-r").arg(self.home.path()).arg(&dir).status();
+            }
+        }
         if let Some(c) = self.child.as_mut() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);

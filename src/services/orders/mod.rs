@@ -42,7 +42,7 @@ pub enum Cmd {
     Sync(Reply<()>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
     pub order_id: String,
     pub user_id: String,

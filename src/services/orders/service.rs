@@ -77,7 +77,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE orders (
     ) WITHOUT ROWID;
     INSERT INTO fills_v2 SELECT * FROM fills;
     DROP TABLE fills;
-    ALTER TABLE fills_v2 RENAME TO fills;"];
+    ALTER TABLE fills_v2 RENAME TO fills;",
+    crate::services::intake::APPLIED_MIGRATION,
+];
 
 /// The condition of the `orders_live` partial index, written out in queries of open or
 /// unfinished orders so that SQLite can prove the index covers them.
@@ -207,6 +209,12 @@ fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty
 
 impl Orders {
     pub(crate) fn accept(tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
+        Self::accept_at(tx, n, crate::api::now_rfc3339())
+    }
+
+    /// [`Orders::accept`] at a given time: the lane stamps a batch once, so that redoing
+    /// it from the intake journal (`services::intake`) stores the times it answered.
+    pub(crate) fn accept_at(tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
         if let Some(coid) = &n.client_order_id {
             let existing: Option<String> = tx
                 .prepare_cached("SELECT order_id FROM orders WHERE user_id = ?1 AND client_order_id = ?2")?
@@ -217,7 +225,6 @@ impl Orders {
                 return Ok(Accepted::Existing(o));
             }
         }
-        let now = crate::api::now_rfc3339();
         tx.prepare_cached(&format!(
             "INSERT INTO orders ({COLUMNS}, stage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '0', 'new', ?9, ?10, ?10, NULL, 'accepted')"
         ))?
@@ -258,6 +265,18 @@ impl Orders {
     /// Marks an order that never reached the book rejected, if its saga is still at
     /// `accepted` (a repeat answers the order as it stands).
     pub(crate) fn reject(tx: &Connection, order_id: &str, code: &str, message: &str, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
+        Self::reject_at(tx, order_id, code, message, &crate::api::now_rfc3339(), after)
+    }
+
+    /// [`Orders::reject`] at a given time (see [`Orders::accept_at`]).
+    pub(crate) fn reject_at(
+        tx: &Connection,
+        order_id: &str,
+        code: &str,
+        message: &str,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Result<Order, ApiError>, ServiceError> {
         let Some(mut o) = load(tx, order_id)? else {
             return Ok(Err(ApiError::not_found("order", order_id)));
         };
@@ -265,7 +284,7 @@ impl Orders {
             o.status = OrderStatus::Rejected;
             o.reject_reason = Some(format!("{code}: {message}"));
             o.remaining_quantity = Decimal::ZERO;
-            o.updated_at = crate::api::now_rfc3339();
+            o.updated_at = now.to_string();
             save(tx, &mut o, Some("done"))?;
             crate::daemon::metrics::order("rejected");
             let mut data = summary(&o);
@@ -290,6 +309,18 @@ impl Orders {
         settled: bool,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
+        Self::record_at(tx, result, amended, settled, &crate::api::now_rfc3339(), after)
+    }
+
+    /// [`Orders::record`] at a given time (see [`Orders::accept_at`]).
+    pub(crate) fn record_at(
+        tx: &Connection,
+        result: MatchResult,
+        amended: Option<(Decimal, Decimal)>,
+        settled: bool,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Result<Order, ApiError>, ServiceError> {
         let Some((mut taker, stage)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
@@ -299,7 +330,6 @@ impl Orders {
             taker = with_fills(tx, taker)?;
         }
         let first_record = stage == "accepted";
-        let now = crate::api::now_rfc3339();
         let before = taker.status;
         if let Some((price, quantity)) = amended {
             taker.price = Some(price);
@@ -322,7 +352,7 @@ impl Orders {
             if maker.status.is_open() {
                 maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
             }
-            maker.updated_at = now.clone();
+            maker.updated_at = now.to_string();
             save(tx, &mut maker, None)?;
             // The event's average price: this fill's, unless the maker had fills before.
             let maker = if first_fill {
@@ -356,7 +386,7 @@ impl Orders {
         if unchanged {
             return Ok(Ok(taker)); // a replayed step: recorded already
         }
-        taker.updated_at = now;
+        taker.updated_at = now.to_string();
         // A placement waits in `settling` until the saga confirms risk has settled it; an
         // amend is recorded only after its settlement, so it is done at once.
         let next_stage = match (amended.is_some(), first_record) {

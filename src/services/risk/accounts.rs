@@ -133,7 +133,9 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE balances (
     INSERT INTO holds_v2 SELECT * FROM holds;
     DROP TABLE holds;
     ALTER TABLE holds_v2 RENAME TO holds;
-    CREATE INDEX holds_open ON holds(open) WHERE open = 1;"];
+    CREATE INDEX holds_open ON holds(open) WHERE open = 1;",
+    crate::services::intake::APPLIED_MIGRATION,
+];
 
 /// Decimals are stored as their exact text.
 pub fn dec(text: &str) -> rusqlite::Result<Decimal> {

@@ -153,7 +153,7 @@ pub struct Context<'a> {
 }
 
 /// The hold an admitted order takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// USD for a buy, the base asset for a sell.
     pub asset: String,

@@ -251,6 +251,23 @@ impl Risk {
         Ok(Ok(Reserved { budget: plan.budget }))
     }
 
+    /// The hold a reserve placed for an open order, as its plan: what the lane journals
+    /// (`services::intake`) so that the hold can be placed again without the checks.
+    pub fn hold_plan(&self, order_id: &str) -> Option<checks::Plan> {
+        let h = self.ledger.hold(order_id)?;
+        Some(checks::Plan { asset: h.asset.clone(), amount: h.amount, limit: h.limit, budget: h.budget })
+    }
+
+    /// Places a journalled hold again, as it was admitted (no checks: its placement has
+    /// been answered). Nothing if the order was reserved before.
+    pub fn restore_hold(&mut self, tx: &Connection, order: &crate::services::orders::NewOrder, plan: &checks::Plan) -> Result<(), ServiceError> {
+        let known = self.ledger.hold(&order.order_id).or_else(|| self.ledger.unflushed_hold(&order.order_id)).is_some();
+        if !known && accounts::reserved_before(tx, &order.order_id)?.is_none() {
+            self.ledger.place_hold(&order.order_id, &order.user_id, &order.symbol, order.side, plan);
+        }
+        Ok(())
+    }
+
     pub fn settle(&mut self, tx: &Connection, req: &SettleRequest) -> Outcome<()> {
         // Refuse a malformed request whole, before anything moves.
         for t in &req.trades {

@@ -74,7 +74,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE resting (
     );
     INSERT INTO resting_v2 SELECT * FROM resting;
     DROP TABLE resting;
-    ALTER TABLE resting_v2 RENAME TO resting;"];
+    ALTER TABLE resting_v2 RENAME TO resting;",
+    crate::services::intake::JOURNAL_MIGRATION,
+];
 
 /// One symbol's book and the grid its integers are counted on.
 struct SymbolBook {
@@ -242,7 +244,8 @@ impl Trading {
         Ok(())
     }
 
-    fn do_match(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+    /// Matches one order (`Cmd::Match`), for the lane to call directly.
+    pub(crate) fn do_match(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         if let Some(json) = tx
             .prepare_cached("SELECT result FROM outcomes WHERE order_id = ?1")?
             .query_row([&req.order_id], |r| r.get::<_, String>(0))
