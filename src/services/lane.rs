@@ -44,7 +44,7 @@
 //! Every other command is answered after its own service's commit.
 
 use crate::api::{ApiError, Instrument, Order};
-use crate::services::actor::{Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
+use crate::services::actor::{Control, Envelope, Exit, Handle, HeldEvents, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
 use crate::services::intake::{self, Intake, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
@@ -233,9 +233,12 @@ struct Lane {
     applied: i64,
     /// Records deleted from the journal up to here.
     pruned: i64,
-    /// Placements journalled since the last flush, and when the first of them was.
+    /// Placements journalled since the last flush, and when the first of them (or of
+    /// trading's held events) was.
     unflushed: usize,
     since: Option<Instant>,
+    /// Trading's committed events, handed to the bus at the flush.
+    held: HeldEvents,
 }
 
 /// A test-only fault point (read only with `debug.fault_injection = true`):
@@ -267,10 +270,10 @@ impl SplitFault {
 /// size of its variants does not matter).
 #[allow(clippy::large_enum_variant)]
 enum Next {
-    /// Accepted and reserved: to the book.
-    Match(Placement, risk::Reserved),
-    /// Matched: settle and record.
-    Finish(Placement, MatchResult),
+    /// Accepted (as this order) and reserved: to the book.
+    Match(Placement, risk::Reserved, Order),
+    /// Matched: answer, then settle and record.
+    Finish(Placement, MatchResult, Order),
     /// Ends without trading: release its hold (if it has one), reject it (if it was
     /// stored new), then answer.
     End { p: Placement, release: bool, reject: Option<ApiError>, answer: Result<(u16, Order), ApiError> },
@@ -281,12 +284,20 @@ impl Next {
     /// `client_order_id` writes nothing, so it has none).
     fn intake(&self, hold: &Option<Plan>, at: &str) -> Option<Intake> {
         let (p, result, rejected) = match self {
-            Next::Finish(p, result) => (p, Some(result.clone()), None),
+            Next::Finish(p, result, _) => (p, Some(result.clone()), None),
             Next::End { p, reject: Some(e), .. } => (p, None, Some(Rejected { code: e.code.to_string(), message: e.message.clone() })),
             _ => return None,
         };
         Some(Intake { order: p.order.clone(), at: at.to_string(), hold: hold.clone(), result, rejected })
     }
+}
+
+/// What phase 3 does for an answered placement.
+enum Then {
+    /// Settle the match, then record it.
+    Record(NewOrder, MatchResult),
+    /// Release its hold (if it took one), then reject it (if it was stored new).
+    End { order: NewOrder, release: bool, reject: Option<ApiError> },
 }
 
 /// Risk's and orders' open transactions commit together (a flush) once this many
@@ -315,14 +326,15 @@ impl Lane {
             pruned: 0,
             unflushed: 0,
             since: None,
+            held: HeldEvents::default(),
         };
         lane.recover()?;
         Ok(lane)
     }
 
-    /// Whether risk or orders holds work that waits for a flush.
+    /// Whether risk or orders holds work that waits for a flush, or trading events do.
     fn pending(&self) -> bool {
-        self.risk.is_open() || self.orders.is_open()
+        self.risk.is_open() || self.orders.is_open() || !self.held.is_empty()
     }
 
     /// How long an idle lane may still wait before it must flush.
@@ -334,9 +346,10 @@ impl Lane {
         self.unflushed >= FLUSH_AT || self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
     }
 
-    /// Commits risk, then orders, each with the journal record it now reaches, and
-    /// releases their replies and events.
+    /// Hands trading's held events to the bus, then commits risk, then orders, each with
+    /// the journal record it now reaches, and releases their replies and events.
     fn flush(&mut self) -> Result<(), ServiceError> {
+        self.held.publish(&self.bus);
         let seq = self.journalled;
         let placements = self.applied < seq;
         if placements {
@@ -404,8 +417,6 @@ impl Lane {
 
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
         let Work { orders: orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
-        let bus = self.bus.clone();
-
         // Phase 0: commands to risk and orders, answered at a flush of their own before
         // this batch's placements, which must not be journalled on top of a change (a
         // deposit, a limit) that a crash could still take back.
@@ -451,7 +462,7 @@ impl Lane {
             .into_iter()
             .zip(accepted.into_iter().zip(reserved))
             .map(|(p, (a, r))| match (a, r) {
-                (Accepted::New(_), Ok(r)) => Next::Match(p, r),
+                (Accepted::New(o), Ok(r)) => Next::Match(p, r, o),
                 (Accepted::New(_), Err(e)) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
                 (Accepted::Existing(first), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Ok((200, first)) },
             })
@@ -461,15 +472,15 @@ impl Lane {
         // the whole batch durable: from here on, each placement can be answered.
         let (mut seq, prune) = (self.journalled, self.applied - self.pruned >= PRUNE_EVERY);
         let applied = self.applied;
-        let next = self.trading.batch(&bus, |svc, tx, after| {
+        let next = self.trading.work(|svc, tx, after| {
             for c in trading_cmds {
                 svc.handle(tx, c, after)?;
             }
             let mut out = Vec::with_capacity(next.len());
             for (n, hold) in next.into_iter().zip(&holds) {
                 let n = match n {
-                    Next::Match(p, r) => match svc.do_match(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
-                        Ok(result) => Next::Finish(p, result),
+                    Next::Match(p, r, o) => match svc.do_match(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
+                        Ok(result) => Next::Finish(p, result, o),
                         Err(e) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
                     },
                     other => other,
@@ -485,22 +496,45 @@ impl Lane {
             }
             Ok(out)
         })?;
+        self.trading.commit_holding_events(&mut self.held)?;
         if prune {
             self.pruned = applied;
         }
         let journalled = (seq - self.journalled) as usize;
         self.journalled = seq;
+        if journalled > 0 || !self.held.is_empty() {
+            self.since.get_or_insert_with(Instant::now);
+        }
+
+        // Every placement is answered now: the batch is durable. A traded one with its
+        // order as its record is about to store it (`orders::matched`).
+        let mut then = Vec::with_capacity(next.len());
+        for n in next {
+            match n {
+                Next::Finish(p, result, order) => {
+                    let _ = p.reply.send(Ok((201, orders::matched(order, &result, &at))));
+                    then.push(Then::Record(p.order, result));
+                }
+                Next::End { p, release, reject, answer } => {
+                    let _ = p.reply.send(answer);
+                    then.push(Then::End { order: p.order, release, reject });
+                }
+                Next::Match(p, ..) => {
+                    let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
+                }
+            }
+        }
 
         // Phase 3: settle, then record, in the open transactions the next flush commits
-        // (risk first). Each placement is answered as soon as its record is made.
-        if journalled > 0 || next.iter().any(|n| matches!(n, Next::End { release: true, .. })) {
-            let mut settled = Vec::with_capacity(next.len());
+        // (risk first). A batch of repeated client ids only has nothing to write.
+        if journalled > 0 || then.iter().any(|t| matches!(t, Then::End { release: true, .. })) {
+            let mut settled = Vec::with_capacity(then.len());
             self.risk.work(|svc, tx, _| {
-                for n in &next {
-                    let req = match n {
-                        Next::Finish(p, result) => saga::settlement(&p.order.user_id, &p.order.symbol, p.order.side, result),
-                        Next::End { p, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![p.order.order_id.clone()] },
-                        _ => {
+                for t in &then {
+                    let req = match t {
+                        Then::Record(o, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
+                        Then::End { order, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![order.order_id.clone()] },
+                        Then::End { .. } => {
                             settled.push(true);
                             continue;
                         }
@@ -510,39 +544,21 @@ impl Lane {
                 Ok(())
             })?;
             self.orders.work(|_, tx, after| {
-                for (n, settled) in next.into_iter().zip(settled) {
-                    match n {
-                        Next::Finish(p, result) => {
-                            let order = Orders::record_at(tx, result, None, settled, &at, after)?;
-                            let _ = p.reply.send(order.map(|o| (201, o)));
+                for (t, settled) in then.into_iter().zip(settled) {
+                    match t {
+                        Then::Record(_, result) => drop(Orders::record_at(tx, result, None, settled, &at, after)?),
+                        // An abort whose hold could not be released stays `accepted`:
+                        // recovery finishes it.
+                        Then::End { order, reject: Some(e), .. } if settled => {
+                            drop(Orders::reject_at(tx, &order.order_id, e.code.as_ref(), &e.message, &at, after)?)
                         }
-                        Next::End { p, reject, answer, .. } => {
-                            // An abort whose hold could not be released stays `accepted`:
-                            // recovery finishes it.
-                            if let (Some(e), true) = (reject, settled) {
-                                let _ = Orders::reject_at(tx, &p.order.order_id, e.code.as_ref(), &e.message, &at, after)?;
-                            }
-                            let _ = p.reply.send(answer);
-                        }
-                        Next::Match(p, _) => {
-                            let _ = p.reply.send(Err(ApiError::internal("an order was left unmatched")));
-                        }
+                        Then::End { .. } => {}
                     }
                 }
                 Ok(())
             })?;
-        } else {
-            // Only repeated client ids: nothing to write.
-            for n in next {
-                if let Next::End { p, answer, .. } = n {
-                    let _ = p.reply.send(answer);
-                }
-            }
         }
-        if journalled > 0 {
-            self.unflushed += journalled;
-            self.since.get_or_insert_with(Instant::now);
-        }
+        self.unflushed += journalled;
         if self.due() {
             self.flush()?;
         }
@@ -705,22 +721,31 @@ mod tests {
         let settings = crate::services::config::SharedSettings::new(Default::default());
         let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
         let mut lane = Lane::open(&ctx, None).unwrap();
-        for (user, asset, amount) in [("bob", "AAPL", "10"), ("alice", "USD", "1000")] {
+        for (user, asset, amount) in [("bob", "AAPL", "10"), ("bob", "USD", "1000"), ("alice", "USD", "1000")] {
             let (reply, rx) = oneshot::channel();
             let cmd = risk::Cmd::Deposit { user_id: user.into(), asset: asset.into(), amount: dec(amount), reply };
             one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
         }
         let mut answers = Vec::new();
         let mut places = Vec::new();
-        for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None), order("ord_x", "alice", Side::Buy, dec("9"), None)] {
+        let at_101 = |o: NewOrder| NewOrder { price: Some(dec("101")), ..o };
+        let batch = [
+            order("ord_s", "bob", Side::Sell, dec("5"), None),
+            order("ord_b", "alice", Side::Buy, dec("3"), None),
+            order("ord_x", "alice", Side::Buy, dec("9"), None),
+            // 2 of 5 fill, the rest is cancelled.
+            NewOrder { time_in_force: TimeInForce::Ioc, ..order("ord_i", "alice", Side::Buy, dec("5"), None) },
+            at_101(order("ord_s2", "bob", Side::Sell, dec("1"), None)),
+            // Crosses bob's own sell: self-trade prevention cancels it.
+            at_101(order("ord_b2", "bob", Side::Buy, dec("1"), None)),
+        ];
+        for o in batch {
             let (reply, rx) = oneshot::channel();
             places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
             answers.push(rx);
         }
         lane.run(Work { places, ..Default::default() }).unwrap();
         let answered: Vec<_> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap()).collect();
-        let buy = answered[1].as_ref().unwrap().1.clone();
-        assert_eq!((buy.status, buy.filled_quantity), (OrderStatus::Filled, dec("3")));
         assert_eq!(answered[2].as_ref().unwrap_err().code.as_ref(), "insufficient_funds");
         assert!(lane.pending(), "risk and orders wait for their flush");
         // Stopped as by a crash: the open transactions are rolled back.
@@ -731,24 +756,31 @@ mod tests {
             let (reply, rx) = oneshot::channel();
             one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx)
         };
-        let stored = get(&mut lane, "ord_b").unwrap();
-        assert_eq!(stored, buy, "the order is stored as it was answered, times included");
-        assert_eq!(get(&mut lane, "ord_s").unwrap().status, OrderStatus::PartiallyFilled);
+        let statuses = [OrderStatus::Filled, OrderStatus::Cancelled, OrderStatus::New, OrderStatus::Cancelled];
+        for (answer, status) in [&answered[1], &answered[3], &answered[4], &answered[5]].into_iter().zip(statuses) {
+            let (_, answer) = answer.as_ref().unwrap();
+            assert_eq!(answer.status, status, "{answer:?}");
+            let stored = get(&mut lane, &answer.order_id).unwrap();
+            assert_eq!(&stored, answer, "the order is stored as it was answered, times included");
+        }
+        assert!(answered[5].as_ref().unwrap().1.reject_reason.as_deref().unwrap().starts_with("self_trade_prevented"));
+        assert_eq!(answered[3].as_ref().unwrap().1.filled_quantity, dec("2"));
+        assert_eq!(get(&mut lane, "ord_s").unwrap().status, OrderStatus::Filled);
         assert_eq!(get(&mut lane, "ord_x").unwrap().status, OrderStatus::Rejected);
         let account = |lane: &mut Lane, user: &str| {
             let (reply, rx) = oneshot::channel();
             let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
             a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
         };
-        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
-        assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("7"), dec("2")), ("USD".into(), dec("300"), dec("0"))]);
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("5"), dec("0")), ("USD".into(), dec("500"), dec("0"))]);
+        assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("5"), dec("1")), ("USD".into(), dec("1500"), dec("0"))]);
         let (reply, rx) = oneshot::channel();
         let unfinished = one(&mut lane, Work { orders: vec![orders::Cmd::Unfinished(reply)], ..Default::default() }, rx).unwrap();
         assert!(unfinished.is_empty(), "{unfinished:?}");
         // Redone once: a third start finds nothing more to do and changes nothing.
         drop(lane);
         let mut lane = Lane::open(&ctx, None).unwrap();
-        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("5"), dec("0")), ("USD".into(), dec("500"), dec("0"))]);
         assert_eq!(lane.trading.work(|_, tx, _| intake::after(tx, 0)).unwrap().len(), 0, "the journal was pruned");
         drop(lane);
         bus.shutdown();

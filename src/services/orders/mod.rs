@@ -10,6 +10,7 @@ pub mod saga;
 mod service;
 
 pub use service::Orders;
+pub(crate) use service::matched;
 
 use crate::api::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::Reply;

@@ -151,6 +151,37 @@ fn average(o: &mut Order) {
     }
 }
 
+/// The status a match leaves its taker in, from what is filled; a final status stays.
+fn after_match(taker: &mut Order, result: &MatchResult) {
+    if taker.status.is_open() {
+        taker.status = if taker.filled_quantity >= taker.quantity {
+            OrderStatus::Filled
+        } else if result.rests {
+            if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
+        } else {
+            OrderStatus::Cancelled
+        };
+        if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
+            taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
+        }
+    }
+}
+
+/// A new order (as [`Orders::accept_at`] answered it) as its first record after
+/// `result` stores it, built in memory: the lane answers with this before it writes the
+/// record.
+pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
+    for f in &result.fills {
+        o.filled_quantity += f.quantity;
+        o.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
+    }
+    after_match(&mut o, result);
+    o.updated_at = now.to_string();
+    o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
+    average(&mut o);
+    o
+}
+
 /// An order without its fills, and its saga stage: one read.
 fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
     tx.prepare_cached(&format!("SELECT {COLUMNS}, stage FROM orders WHERE order_id = ?1"))?
@@ -370,18 +401,7 @@ impl Orders {
                 after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": maker.order_id, "user_id": maker.user_id, "from": was, "to": maker.status}));
             }
         }
-        if taker.status.is_open() {
-            taker.status = if taker.filled_quantity >= taker.quantity {
-                OrderStatus::Filled
-            } else if result.rests {
-                if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
-            } else {
-                OrderStatus::Cancelled
-            };
-            if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
-                taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
-            }
-        }
+        after_match(&mut taker, &result);
         let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
         if unchanged {
             return Ok(Ok(taker)); // a replayed step: recorded already
