@@ -19,19 +19,21 @@
 //! 2. trading: queued trading commands, then **match** each placement that was accepted
 //!    and reserved, and append one intake record per placement stored new (the order,
 //!    the batch's time, the hold's plan, the match outcome or the rejection). Commit:
-//!    from here every placement of the batch is durable.
+//!    every placement of the batch is durable, and is answered now (a traded one with
+//!    the order its record will store, built in memory: `orders::matched`).
 //! 3. risk: **settle** each match and release the holds of placements that ended;
-//!    orders: **record** each match (or the rejection) with its saga done. Each
-//!    placement is answered as its record is made. These stay in the open transactions.
+//!    orders: **record** each match (or the rejection) with its saga done. These stay
+//!    in the open transactions.
 //!
 //! A **flush** commits risk, then orders, each with the number of the last intake record
 //! it holds. It happens [`FLUSH_AFTER`] after the first unflushed placement (also when
 //! the lane is idle), after [`FLUSH_AT`] placements, before a command to risk or orders,
 //! and on stop. So under load, and for a closed-loop client, risk and orders commit
-//! every few milliseconds for many placements instead of once or twice each; their
-//! events (`ORDER_*`, account changes) reach the bus at the flush. Reads that could tell
-//! (orders, accounts, holds) are commands to risk or orders, answered behind a flush;
-//! `/api/events` and the market routes ask the lane first (`orders::Cmd::Sync`).
+//! every few milliseconds for many placements instead of once or twice each. Events
+//! reach the bus at the flush: risk's and orders' as they commit, and trading's, held
+//! since their commit, just before. Reads that could tell (orders, accounts, holds) are
+//! commands to risk or orders, answered behind a flush; `/api/events` and the market
+//! routes ask the lane first (`orders::Cmd::Sync`).
 //!
 //! Why this is safe to crash in at any point: whatever risk or orders had not committed
 //! is redone from the journal by [`Lane::recover`] when the lane starts — at daemon
