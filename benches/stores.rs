@@ -451,12 +451,7 @@ fn bus_publish(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     (0..n)
-                        .map(|i| NewEvent {
-                            event_id: uuid::Uuid::new_v4().to_string(),
-                            kind: "ORDER_CREATED",
-                            source: "orders",
-                            data: serde_json::json!({"order_id": format!("ord_{i}")}),
-                        })
+                        .map(|i| NewEvent::new("ORDER_CREATED", "orders", serde_json::json!({"order_id": format!("ord_{i}")})))
                         .collect::<Vec<_>>()
                 },
                 |events| {

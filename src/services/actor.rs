@@ -106,8 +106,7 @@ impl AfterCommit {
     }
     /// Publishes an event once the batch has committed.
     pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        self.events.push(NewEvent { event_id, kind, source: self.source, data });
+        self.events.push(NewEvent::new(kind, self.source, data));
     }
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.events.is_empty()
@@ -119,7 +118,7 @@ impl AfterCommit {
         }
         let mut insert = tx.prepare_cached("INSERT INTO outbox (event_id, kind, data) VALUES (?1, ?2, ?3)")?;
         for e in &self.events {
-            insert.execute(rusqlite::params![e.event_id, e.kind, e.data.to_string()])?;
+            insert.execute(rusqlite::params![e.event_id, e.kind, e.text])?;
         }
         Ok(Some(tx.last_insert_rowid()))
     }
@@ -187,7 +186,11 @@ fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, a
         .into_iter()
         .filter_map(|(_, event_id, kind, data)| {
             let kind = crate::services::bus::EVENT_TYPES.iter().find(|k| **k == kind)?;
-            Some(NewEvent { event_id, kind, source, data: serde_json::from_str(&data).unwrap_or_default() })
+            let (data, text) = match serde_json::from_str(&data) {
+                Ok(value) => (value, data),
+                Err(_) => (serde_json::Value::Null, "null".to_string()),
+            };
+            Some(NewEvent { event_id, kind, source, data, text })
         })
         .collect();
     tracing::info!(service = source, upto = last, "re-sending events left in the outbox");

@@ -142,10 +142,11 @@ impl Service for Audit {
             Cmd::Event(e) => {
                 if e.event.seq > self.last_event_seq {
                     // `{"data", "event_id", "seq"}` as `json!` would write it (keys sorted),
-                    // without copying the event's data first. The record's seq is where
+                    // with the data's text as its producer encoded it (no copy, no second
+                    // encoding). The record's seq is where
                     // `load` finds the feed's position again.
                     let ev = &e.event;
-                    let data = serde_json::to_string(&ev.data).unwrap_or_else(|_| "null".into());
+                    let data = e.data_text();
                     let event_id = serde_json::to_string(&ev.event_id).unwrap_or_default();
                     let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, ev.seq);
                     self.append_text(tx, &format!("event:{}", ev.source), &ev.kind, detail)?;
