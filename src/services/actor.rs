@@ -394,10 +394,15 @@ impl<S: Service> Unit<S> {
             self.open = Some(Pending { after: AfterCommit::new(S::NAME), busy: Duration::ZERO });
             // Confirmed outbox rows go in bulk: deleting them every batch wrote a page per
             // commit; left a while longer they are only re-sent (and ignored by the bus)
-            // after a crash.
+            // after a crash. The newest row stays: outbox ids are rowids, and an emptied
+            // table would number its next row 1 again, below what the bus has confirmed
+            // (`acked` only rises), so the next bulk delete would take rows the bus had
+            // not stored yet, and rows below the old number were never deleted (72 k of
+            // them after 1 M orders, all re-sent at every start).
             let confirmed = self.acked.load(Ordering::Acquire);
             if confirmed - self.deleted >= OUTBOX_DELETE_EVERY {
-                if let Err(e) = self.conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1").and_then(|mut s| s.execute([confirmed])) {
+                let delete = "DELETE FROM outbox WHERE id <= ?1 AND id < (SELECT max(id) FROM outbox)";
+                if let Err(e) = self.conn.prepare_cached(delete).and_then(|mut s| s.execute([confirmed])) {
                     self.rollback();
                     return Err(e.into());
                 }
@@ -535,5 +540,61 @@ pub fn run_incarnation<S: Service>(
             status.set_state(State::Restarting);
             return Ok(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose every command publishes one event.
+    struct Emitter;
+
+    impl Service for Emitter {
+        type Cmd = ();
+        const NAME: &'static str = "emitter";
+        const MIGRATIONS: &'static [&'static str] = &[];
+        fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
+            Ok(Emitter)
+        }
+        fn handle(&mut self, _: &rusqlite::Connection, _: (), after: &mut AfterCommit) -> Result<(), ServiceError> {
+            after.event("ORDER_CREATED", serde_json::json!({"order_id": "ord_1"}));
+            Ok(())
+        }
+    }
+
+    fn emit(unit: &mut Unit<Emitter>, bus: &Bus, n: i64) -> i64 {
+        unit.work(|svc, tx, after| (0..n).try_for_each(|_| svc.handle(tx, (), after))).unwrap();
+        unit.commit(bus).unwrap();
+        unit.conn.query_row("SELECT max(id) FROM outbox", [], |r| r.get(0)).unwrap()
+    }
+
+    fn confirmed(unit: &Unit<Emitter>, id: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unit.acked.load(Ordering::Acquire) < id {
+            assert!(Instant::now() < deadline, "the bus never confirmed outbox row {id}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A bulk delete of confirmed rows must not let the outbox number rows from 1 again:
+    /// `acked` would then count the new, unconfirmed rows as confirmed.
+    #[test]
+    fn outbox_ids_keep_rising_across_a_bulk_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        let settings = crate::services::config::SharedSettings::new(Default::default());
+        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        let first = emit(&mut unit, &bus, OUTBOX_DELETE_EVERY);
+        confirmed(&unit, first);
+        // The next transaction deletes the confirmed rows in bulk, then adds its own.
+        let next = emit(&mut unit, &bus, 1);
+        assert!(next > first, "the row after a bulk delete got id {next}, not above {first}");
+        let left: i64 = unit.conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 2, "the bulk delete keeps only the newest confirmed row");
+        confirmed(&unit, next);
+        bus.shutdown();
     }
 }
