@@ -143,8 +143,8 @@ impl Service for Audit {
                 if e.event.seq > self.last_event_seq {
                     // `{"data", "event_id", "seq"}` as `json!` would write it (keys sorted),
                     // with the data's text as its producer encoded it (no copy, no second
-                    // encoding). The record's seq is where
-                    // `load` finds the feed's position again.
+                    // encoding). The record's seq is where `load` finds the feed's
+                    // position again.
                     let ev = &e.event;
                     let data = e.data_text();
                     let event_id = serde_json::to_string(&ev.event_id).unwrap_or_default();
