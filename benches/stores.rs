@@ -248,8 +248,7 @@ fn now() -> String {
 
 fn event(seq: u64, kind: &str, data: serde_json::Value) -> std::sync::Arc<BusEvent> {
     let event = Event { seq, event_id: format!("evt_{seq}"), kind: kind.into(), source: "bench".into(), timestamp: now(), data };
-    let line = serde_json::to_string(&event).expect("an event serializes");
-    std::sync::Arc::new(BusEvent { event, line: line.into() })
+    std::sync::Arc::new(BusEvent::from_event(event))
 }
 
 fn instrument() -> Instrument {

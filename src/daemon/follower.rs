@@ -49,8 +49,8 @@ pub fn spawn<C: Send + 'static>(
                 let Ok(Ok(page)) = page else { break };
                 let n = page.len();
                 for e in page {
-                    last = e.event.seq;
-                    if wants(&e.event.kind) {
+                    last = e.seq;
+                    if wants(&e.kind) {
                         handle.tell(wrap(std::sync::Arc::new(e)));
                     }
                 }
@@ -65,9 +65,9 @@ pub fn spawn<C: Send + 'static>(
                 tokio::select! {
                     r = live.recv() => match r {
                         Ok(e) => {
-                            if e.event.seq > last {
-                                last = e.event.seq;
-                                if wants(&e.event.kind) {
+                            if e.seq > last {
+                                last = e.seq;
+                                if wants(&e.kind) {
                                     handle.tell(wrap(e));
                                 }
                                 seen.store(last, Release);

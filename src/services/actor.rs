@@ -108,6 +108,11 @@ impl AfterCommit {
     pub fn event(&mut self, kind: &'static str, data: serde_json::Value) {
         self.events.push(NewEvent::new(kind, self.source, data));
     }
+    /// [`AfterCommit::event`] with `data` encoded straight to JSON text (no
+    /// `serde_json::Value` built): for the events of the order path.
+    pub fn event_of(&mut self, kind: &'static str, data: &impl serde::Serialize) {
+        self.events.push(NewEvent::encoded(kind, self.source, data));
+    }
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.events.is_empty()
     }
@@ -186,11 +191,11 @@ fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, a
         .into_iter()
         .filter_map(|(_, event_id, kind, data)| {
             let kind = crate::services::bus::EVENT_TYPES.iter().find(|k| **k == kind)?;
-            let (data, text) = match serde_json::from_str(&data) {
-                Ok(value) => (value, data),
-                Err(_) => (serde_json::Value::Null, "null".to_string()),
+            let text = match serde_json::from_str::<serde::de::IgnoredAny>(&data) {
+                Ok(_) => data,
+                Err(_) => "null".to_string(),
             };
-            Some(NewEvent { event_id, kind, source, data, text })
+            Some(NewEvent { event_id, kind, source, text, value: None })
         })
         .collect();
     tracing::info!(service = source, upto = last, "re-sending events left in the outbox");

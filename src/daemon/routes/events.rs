@@ -59,7 +59,7 @@ pub async fn events(
 
 fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
     if sse {
-        format!("id: {}\nevent: {}\ndata: {}\n\n", e.event.seq, e.event.kind, e.line).into()
+        format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.line).into()
     } else {
         let mut s = String::with_capacity(e.line.len() + 1);
         s.push_str(&e.line);
@@ -82,7 +82,7 @@ async fn replay(
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
         let Ok(Ok(page)) = page else { return false };
         for e in &page {
-            *last = e.event.seq;
+            *last = e.seq;
             *left -= 1;
             if tx.send(Ok(frame(e, sse))).await.is_err() {
                 return false;
@@ -119,11 +119,11 @@ async fn stream(
         tokio::select! {
             r = live.recv() => match r {
                 Ok(e) => {
-                    if e.event.seq <= last {
+                    if e.seq <= last {
                         continue;
                     }
-                    last = e.event.seq;
-                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.event.kind)) {
+                    last = e.seq;
+                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) {
                         continue;
                     }
                     if tx.send(Ok(frame(&e, sse))).await.is_err() {

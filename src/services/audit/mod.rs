@@ -140,12 +140,12 @@ impl Service for Audit {
                 }
             }
             Cmd::Event(e) => {
-                if e.event.seq > self.last_event_seq {
+                if e.seq > self.last_event_seq {
                     // `{"data", "event_id", "seq"}` as `json!` would write it (keys sorted),
                     // with the data's text as its producer encoded it (no copy, no second
                     // encoding). The record's seq is where `load` finds the feed's
                     // position again.
-                    let ev = &e.event;
+                    let ev = &e;
                     let data = e.data_text();
                     let event_id = serde_json::to_string(&ev.event_id).unwrap_or_default();
                     let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, ev.seq);
@@ -193,8 +193,7 @@ mod tests {
             timestamp: crate::api::now_rfc3339(),
             data: serde_json::json!({"order_id": "ord_1", "quantity": "1.5"}),
         };
-        let line = serde_json::to_string(&event).unwrap();
-        std::sync::Arc::new(BusEvent { event, line: line.into() })
+        std::sync::Arc::new(BusEvent::from_event(event))
     }
 
     #[test]

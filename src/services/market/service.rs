@@ -85,12 +85,12 @@ impl Market {
     /// Applies one bus event: a `TRADE_EXECUTED` goes on the tape and into the candles;
     /// every event, applied or not, moves `last_event_seq`.
     pub(super) fn apply(&mut self, tx: &Connection, e: &BusEvent) -> Result<(), ServiceError> {
-        let ev = &e.event;
+        let ev = e;
         if ev.seq <= self.last_event_seq {
             return Ok(());
         }
         if ev.kind == "TRADE_EXECUTED" {
-            match serde_json::from_value::<Trade>(ev.data.clone()) {
+            match serde_json::from_str::<Trade>(ev.data_text()) {
                 Ok(trade) => {
                     let fallback = super::tape::micros(&ev.timestamp).unwrap_or_else(now_us);
                     self.tape.record(tx, &mut self.bars, &trade, fallback)?;

@@ -45,17 +45,14 @@ impl Fixture {
     }
 
     fn event(&mut self, seq: u64, kind: &str, data: serde_json::Value) {
-        let e = BusEvent {
-            event: Event {
-                seq,
-                event_id: format!("evt_{seq}"),
-                kind: kind.into(),
-                source: "trading".into(),
-                timestamp: crate::api::now_rfc3339(),
-                data,
-            },
-            line: "".into(),
-        };
+        let e = BusEvent::from_event(Event {
+            seq,
+            event_id: format!("evt_{seq}"),
+            kind: kind.into(),
+            source: "trading".into(),
+            timestamp: crate::api::now_rfc3339(),
+            data,
+        });
         self.tx(|m, tx| m.apply(tx, &e).unwrap());
         self.seq = self.seq.max(seq);
     }
@@ -284,17 +281,14 @@ fn a_rolled_back_batch_leaves_nothing_behind_after_the_restart() {
     // A batch that fails: the actor drops the transaction and reloads the service.
     {
         let tx = f.conn.transaction().unwrap();
-        let e = BusEvent {
-            event: Event {
-                seq: 99,
-                event_id: "e".into(),
-                kind: "TRADE_EXECUTED".into(),
-                source: "trading".into(),
-                timestamp: ts(T0),
-                data: serde_json::to_value(trade("b", "AAPL", "200", "1", T0 + S)).unwrap(),
-            },
-            line: "".into(),
-        };
+        let e = BusEvent::from_event(Event {
+            seq: 99,
+            event_id: "e".into(),
+            kind: "TRADE_EXECUTED".into(),
+            source: "trading".into(),
+            timestamp: ts(T0),
+            data: serde_json::to_value(trade("b", "AAPL", "200", "1", T0 + S)).unwrap(),
+        });
         f.market.apply(&tx, &e).unwrap();
         assert!(super::tape::Tape::has(&tx, "b").unwrap());
         drop(tx);

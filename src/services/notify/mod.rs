@@ -134,11 +134,11 @@ impl Tuning {
 /// `"*"` means every event except `NOTIFICATION_SENT`/`NOTIFICATION_FAILED`: those must be
 /// named, and even then an event about the delivery of a `NOTIFICATION_*` event is not
 /// delivered, so a dead receiver subscribed to its own failures cannot feed a loop.
-pub fn wants(events: &[String], event: &crate::api::Event) -> bool {
+pub fn wants(events: &[String], event: &crate::services::bus::BusEvent) -> bool {
     let named = events.contains(&event.kind);
     if event.kind.starts_with("NOTIFICATION_") {
         let about_notification =
-            event.data.get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
+            event.data().get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
         return named && !about_notification;
     }
     named || events.iter().any(|e| e == "*")
@@ -220,8 +220,8 @@ mod tests {
     use super::*;
     use crate::api::Event;
 
-    fn event(kind: &str, data: serde_json::Value) -> Event {
-        Event { seq: 1, event_id: "e".into(), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data }
+    fn event(kind: &str, data: serde_json::Value) -> crate::services::bus::BusEvent {
+        crate::services::bus::BusEvent::from_event(Event { seq: 1, event_id: "e".into(), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data })
     }
 
     fn list(items: &[&str]) -> Vec<String> {

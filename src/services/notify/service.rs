@@ -132,10 +132,10 @@ impl Notify {
     fn enqueue(&self, tx: &Connection, e: &crate::services::bus::BusEvent) -> Result<usize, ServiceError> {
         let settings = self.settings.get();
         // Every event passes through here: find the wanting rules before allocating anything.
-        let config = settings.notify.webhooks.iter().enumerate().filter(|(_, w)| wants(&w.events, &e.event));
+        let config = settings.notify.webhooks.iter().enumerate().filter(|(_, w)| wants(&w.events, e));
         let wanting: Vec<_> = config
             .map(|(i, w)| (format!("config:{i}"), &w.url, &w.secret))
-            .chain(self.rules.iter().filter(|r| wants(&r.events, &e.event)).map(|r| (r.id.clone(), &r.url, &r.secret)))
+            .chain(self.rules.iter().filter(|r| wants(&r.events, e)).map(|r| (r.id.clone(), &r.url, &r.secret)))
             .collect();
         if wanting.is_empty() {
             return Ok(0);
@@ -151,7 +151,7 @@ impl Notify {
             if urls.insert(url.clone()) {
                 let id = uuid::Uuid::now_v7().to_string();
                 let secret = secret.as_deref().filter(|s| !s.is_empty());
-                insert.execute(params![id, rule, url, secret, e.event.seq as i64, e.event.kind, &*e.line, now, at])?;
+                insert.execute(params![id, rule, url, secret, e.seq as i64, e.kind, &*e.line, now, at])?;
             }
         }
         Ok(urls.len())
@@ -354,9 +354,9 @@ impl Service for Notify {
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Event(e) => {
-                if e.event.seq > self.last_event_seq {
+                if e.seq > self.last_event_seq {
                     let queued = self.enqueue(tx, &e)?;
-                    self.last_event_seq = e.event.seq;
+                    self.last_event_seq = e.seq;
                     tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?
                         .execute([self.last_event_seq as i64])?;
                     if queued > 0 {
@@ -454,8 +454,7 @@ mod tests {
         }
         fn event(&mut self, seq: u64, kind: &str) {
             let event = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
-            let line = serde_json::to_string(&event).unwrap();
-            self.run(Cmd::Event(std::sync::Arc::new(BusEvent { event, line: line.into() })));
+            self.run(Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))));
         }
         fn deliveries(&mut self) -> Vec<Delivery> {
             let tx = self.conn.transaction().unwrap();
@@ -583,8 +582,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         svc.add_rule(&tx, NewWebhookRule { url: "http://x/".into(), events: vec!["*".into()], secret: None }).unwrap().unwrap();
         let event = Event { seq: 2, event_id: "e".into(), kind: "USER_CREATED".into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
-        let line = serde_json::to_string(&event).unwrap();
-        svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent { event, line: line.into() })), &mut AfterCommit::new("notify")).unwrap();
+        svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))), &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
         tx.commit().unwrap();
         // A restart (or SIGKILL): what was with the sender is due again.

@@ -7,6 +7,7 @@
 //! crash interrupted. This file is the **message contract**.
 
 pub mod saga;
+mod events;
 mod service;
 
 pub use service::Orders;

@@ -1,5 +1,6 @@
 //! The orders actor: `data/orders.db` holds every order, its fills and its saga stage.
 
+use super::events::{OrderEvent, StatusChange, TradeRef};
 use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
@@ -222,14 +223,6 @@ fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>>
     tx.prepare_cached("SELECT stage FROM orders WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()
 }
 
-fn summary(o: &Order) -> serde_json::Value {
-    serde_json::json!({
-        "order_id": o.order_id, "user_id": o.user_id, "symbol": o.symbol, "side": o.side,
-        "type": o.kind, "price": o.price, "quantity": o.quantity, "filled_quantity": o.filled_quantity,
-        "remaining_quantity": o.remaining_quantity, "average_price": o.average_price, "status": o.status,
-    })
-}
-
 /// Adds a fill to an order once (by trade id); true if it was new.
 fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
     let n = tx
@@ -318,10 +311,7 @@ impl Orders {
             o.updated_at = now.to_string();
             save(tx, &mut o, Some("done"))?;
             crate::daemon::metrics::order("rejected");
-            let mut data = summary(&o);
-            data["reject_reason"] = serde_json::json!(o.reject_reason);
-            data["code"] = serde_json::json!(code);
-            after.event("ORDER_REJECTED", data);
+            after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         }
         Ok(Ok(o))
     }
@@ -371,7 +361,7 @@ impl Orders {
             if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 taker.filled_quantity += f.quantity;
                 taker.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
-                trades.push(serde_json::json!({"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity}));
+                trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
             let Some((mut maker, _)) = load_bare(tx, &f.maker_order_id)? else { continue };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
@@ -392,13 +382,9 @@ impl Orders {
             } else {
                 with_fills(tx, maker)?
             };
-            let mut data = summary(&maker);
-            data["trade_id"] = serde_json::json!(f.trade_id);
-            data["price"] = serde_json::json!(f.price);
-            data["fill_quantity"] = serde_json::json!(f.quantity);
-            after.event("ORDER_EXECUTED", data);
+            after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
-                after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": maker.order_id, "user_id": maker.user_id, "from": was, "to": maker.status}));
+                after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
             }
         }
         after_match(&mut taker, &result);
@@ -419,18 +405,16 @@ impl Orders {
         average(&mut taker);
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
-            after.event("ORDER_CREATED", summary(&taker));
+            after.event_of("ORDER_CREATED", &OrderEvent::of(&taker));
         }
         if !trades.is_empty() {
-            let mut data = summary(&taker);
-            data["trades"] = serde_json::Value::Array(trades);
-            after.event("ORDER_EXECUTED", data);
+            after.event_of("ORDER_EXECUTED", &OrderEvent::taker_fills(&taker, &trades));
         }
         if before != taker.status && !first_record {
-            after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": taker.order_id, "user_id": taker.user_id, "from": before, "to": taker.status}));
+            after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&taker, before));
         }
         if taker.status == OrderStatus::Cancelled && before != OrderStatus::Cancelled {
-            after.event("ORDER_CANCELLED", summary(&taker));
+            after.event_of("ORDER_CANCELLED", &OrderEvent::of(&taker));
         }
         Ok(Ok(taker))
     }
@@ -498,8 +482,8 @@ impl Service for Orders {
                         o.updated_at = crate::api::now_rfc3339();
                         // The stage is the placement saga's to finish (it may still be settling).
                         save(tx, &mut o, None)?;
-                        after.event("ORDER_CANCELLED", summary(&o));
-                        after.event("ORDER_STATUS_UPDATED", serde_json::json!({"order_id": o.order_id, "user_id": o.user_id, "from": was, "to": o.status}));
+                        after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
+                        after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
                     }
                     out.push(o);
                 }

@@ -210,7 +210,7 @@ impl Trading {
                 sell_order_id: sell,
                 timestamp: now.clone(),
             };
-            after.event("TRADE_EXECUTED", serde_json::to_value(&trade).unwrap_or_default());
+            after.event_of("TRADE_EXECUTED", &trade);
             out.push(TradeFill { trade_id, maker_order_id, maker_user_id, price, quantity, maker_remaining, timestamp: now.clone() });
         }
         crate::daemon::metrics::get().trades.inc_by(fills.len() as u64);
