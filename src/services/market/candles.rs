@@ -12,7 +12,7 @@ use super::tape::Print;
 use crate::api::Candle;
 use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A candle width. Bars start on whole multiples of it since the Unix epoch, in UTC, so
 /// `1d` bars start at midnight UTC.
@@ -167,11 +167,15 @@ pub fn rfc3339(secs: i64) -> String {
 }
 
 /// The bars in the store, with the bar each (symbol, interval) last touched kept in memory:
-/// trades arrive in time order, so nearly every trade lands in that bar and costs a
-/// write but no read.
+/// trades arrive in time order, so nearly every trade lands in that bar and costs no
+/// read. A bar a trade changed is written back once per batch ([`Bars::flush`], from the
+/// market service's `before_commit` and before it reads bars), not once per trade: that
+/// was five upserts per trade, most of them rewriting the row the previous trade wrote.
 #[derive(Default)]
 pub struct Bars {
     current: HashMap<(String, Interval), Bar>,
+    /// Bars in `current` the store does not have yet.
+    dirty: HashSet<(String, Interval)>,
 }
 
 impl Bars {
@@ -180,7 +184,15 @@ impl Bars {
         for interval in Interval::ALL {
             let open_time = interval.bucket(p.ts_us);
             let key = (symbol.to_string(), interval);
-            let cached = self.current.get(&key).filter(|b| b.open_time == open_time).cloned();
+            let cached = match self.current.get(&key) {
+                Some(b) if b.open_time == open_time => Some(b.clone()),
+                // Another bar is about to take this one's place in memory: store it first.
+                Some(b) if self.dirty.remove(&key) => {
+                    write(tx, symbol, interval, b)?;
+                    None
+                }
+                _ => None,
+            };
             let stored = match cached {
                 Some(b) => Some(b),
                 None => read(tx, symbol, interval, open_time)?,
@@ -192,8 +204,18 @@ impl Bars {
                 }
                 None => Bar::opened_by(interval, p),
             };
-            write(tx, symbol, interval, &bar)?;
-            self.current.insert(key, bar);
+            self.current.insert(key.clone(), bar);
+            self.dirty.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Writes the bars trades have changed since the last flush.
+    pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        for key in self.dirty.drain() {
+            if let Some(bar) = self.current.get(&key) {
+                write(tx, &key.0, key.1, bar)?;
+            }
         }
         Ok(())
     }
@@ -204,6 +226,7 @@ impl Bars {
         write(tx, symbol, interval, bar)?;
         let key = (symbol.to_string(), interval);
         if self.current.get(&key).is_some_and(|b| b.open_time == bar.open_time) {
+            self.dirty.remove(&key);
             self.current.insert(key, bar.clone());
         }
         Ok(())

@@ -114,10 +114,11 @@ impl Market {
     }
 
     /// The quote as of `now_us`; best bid and ask are the book's, left for the route.
-    pub(super) fn quote(&self, tx: &Connection, symbol: &str, now_us: i64) -> Result<Result<Quote, ApiError>, ServiceError> {
+    pub(super) fn quote(&mut self, tx: &Connection, symbol: &str, now_us: i64) -> Result<Result<Quote, ApiError>, ServiceError> {
         if let Err(e) = self.instruments.require(symbol) {
             return Ok(Err(e));
         }
+        self.bars.flush(tx)?; // the 24 hours' figures come from the 1m bars
         let stats = Tape::stats_24h(tx, symbol, now_us)?;
         let timestamp = chrono::DateTime::from_timestamp_micros(now_us)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
@@ -136,7 +137,7 @@ impl Market {
     }
 
     pub(super) fn candles(
-        &self,
+        &mut self,
         tx: &Connection,
         symbol: &str,
         interval: &str,
@@ -151,6 +152,7 @@ impl Market {
         if let Err(e) = self.instruments.require(symbol) {
             return Ok(Err(e));
         }
+        self.bars.flush(tx)?;
         Ok(Ok(Bars::list(tx, symbol, iv, limit)?.iter().map(|b| b.to_candle(symbol, iv)).collect()))
     }
 
@@ -203,6 +205,11 @@ impl Service for Market {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         Market::open(conn, &ctx.settings.get().symbols)
+    }
+
+    /// The batch's trades have changed some bars: written once each, here.
+    fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
+        Ok(self.bars.flush(tx)?)
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {

@@ -35,6 +35,7 @@ impl Fixture {
     fn tx<T>(&mut self, f: impl FnOnce(&mut Market, &rusqlite::Connection) -> T) -> T {
         let tx = self.conn.transaction().unwrap();
         let out = f(&mut self.market, &tx);
+        crate::services::actor::Service::before_commit(&mut self.market, &tx).unwrap();
         tx.commit().unwrap();
         out
     }
@@ -418,4 +419,43 @@ fn a_bad_import_writes_nothing() {
     assert!(e.message.contains("line 4: high 99 is below low 101"), "{}", e.message);
     assert!(f.candles("AAPL", "1m").is_empty());
     assert_eq!(f.last("AAPL"), None);
+}
+
+/// Bars are written back once per batch: a batch of trades in any time order, crossing
+/// bars of every interval, leaves each bar as the trades add up, before and after a
+/// reload of the service.
+#[test]
+fn a_batch_of_trades_out_of_order_leaves_every_bar_as_its_trades_add_up() {
+    use super::candles::{aggregate, Interval};
+    use super::tape::Print;
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
+    let offsets = [61, 0, 5, 3_600, 62, 1, 301, 2, 86_400 + 7, 60, 3_599, 300];
+    let prints: Vec<Print> = offsets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Print { ts_us: T0 + s * S, price: d("100") + Decimal::from(i as i64), quantity: Decimal::from(1 + i as i64 % 3) })
+        .collect();
+    f.tx(|m, tx| {
+        for (i, p) in prints.iter().enumerate() {
+            let t = Trade { price: p.price, quantity: p.quantity, ..trade(&format!("t{i}"), "AAPL", "1", "1", p.ts_us) };
+            let event = Event {
+                seq: i as u64 + 1,
+                event_id: format!("evt_{i}"),
+                kind: "TRADE_EXECUTED".into(),
+                source: "trading".into(),
+                timestamp: ts(p.ts_us),
+                data: serde_json::to_value(t).unwrap(),
+            };
+            m.apply(tx, &BusEvent::from_event(event)).unwrap();
+        }
+    });
+    let expected = |iv: Interval| -> Vec<_> {
+        aggregate(iv, &prints).iter().map(|b| b.to_candle("AAPL", iv)).map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades)).collect()
+    };
+    for round in ["as written", "after a reload"] {
+        for iv in Interval::ALL {
+            assert_eq!(f.candles("AAPL", iv.as_str()), expected(iv), "{iv:?} {round}");
+        }
+        f.market = Market::open(&f.conn, &[seed("AAPL", "0.01", "1")]).unwrap();
+    }
 }
