@@ -110,18 +110,6 @@ impl BusEvent {
     pub fn data(&self) -> &serde_json::Value {
         self.data.get_or_init(|| serde_json::from_str(self.data_text()).unwrap_or_default())
     }
-
-    /// The event in its API form.
-    pub fn to_event(&self) -> Event {
-        Event {
-            seq: self.seq,
-            event_id: self.event_id.clone(),
-            kind: self.kind.clone(),
-            source: self.source.clone(),
-            timestamp: self.timestamp.clone(),
-            data: self.data().clone(),
-        }
-    }
 }
 
 /// An event's envelope as JSON text, the same text `serde_json::to_string(&Event)` gives,
@@ -358,7 +346,6 @@ mod tests {
             let e = BusEvent { data: new.value.map(std::sync::OnceLock::from).unwrap_or_default(), ..BusEvent::from_event(event.clone()) };
             assert_eq!(e.data_text(), new.text);
             assert_eq!(e.data(), &data);
-            assert_eq!(e.to_event().data, event.data);
         }
     }
 }

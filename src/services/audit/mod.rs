@@ -145,12 +145,11 @@ impl Service for Audit {
                     // with the data's text as its producer encoded it (no copy, no second
                     // encoding). The record's seq is where `load` finds the feed's
                     // position again.
-                    let ev = &e;
                     let data = e.data_text();
-                    let event_id = serde_json::to_string(&ev.event_id).unwrap_or_default();
-                    let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, ev.seq);
-                    self.append_text(tx, &format!("event:{}", ev.source), &ev.kind, detail)?;
-                    self.last_event_seq = ev.seq;
+                    let event_id = serde_json::to_string(&e.event_id).unwrap_or_default();
+                    let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, e.seq);
+                    self.append_text(tx, &format!("event:{}", e.source), &e.kind, detail)?;
+                    self.last_event_seq = e.seq;
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),

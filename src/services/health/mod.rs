@@ -40,17 +40,16 @@ impl Service for Health {
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Event(e) => {
-                let ev = &e;
-                if ev.seq > self.last_event_seq && ev.kind.starts_with("SERVICE_") {
+                if e.seq > self.last_event_seq && e.kind.starts_with("SERVICE_") {
                     tx.prepare_cached("INSERT INTO lifecycle (seq, timestamp, service, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5)")?
                         .execute(params![
-                            ev.seq as i64,
-                            ev.timestamp,
-                            ev.data()["service"].as_str().unwrap_or(""),
-                            ev.kind,
-                            ev.data().get("reason").or(ev.data().get("error")).and_then(|v| v.as_str())
+                            e.seq as i64,
+                            e.timestamp,
+                            e.data()["service"].as_str().unwrap_or(""),
+                            e.kind,
+                            e.data().get("reason").or(e.data().get("error")).and_then(|v| v.as_str())
                         ])?;
-                    self.last_event_seq = ev.seq;
+                    self.last_event_seq = e.seq;
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),

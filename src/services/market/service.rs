@@ -85,24 +85,23 @@ impl Market {
     /// Applies one bus event: a `TRADE_EXECUTED` goes on the tape and into the candles;
     /// every event, applied or not, moves `last_event_seq`.
     pub(super) fn apply(&mut self, tx: &Connection, e: &BusEvent) -> Result<(), ServiceError> {
-        let ev = e;
-        if ev.seq <= self.last_event_seq {
+        if e.seq <= self.last_event_seq {
             return Ok(());
         }
-        if ev.kind == "TRADE_EXECUTED" {
-            match serde_json::from_str::<Trade>(ev.data_text()) {
+        if e.kind == "TRADE_EXECUTED" {
+            match serde_json::from_str::<Trade>(e.data_text()) {
                 Ok(trade) => {
-                    let fallback = super::tape::micros(&ev.timestamp).unwrap_or_else(now_us);
+                    let fallback = super::tape::micros(&e.timestamp).unwrap_or_else(now_us);
                     self.tape.record(tx, &mut self.bars, &trade, fallback)?;
                 }
                 // A malformed event must not stop the tape (a restart would replay it forever).
-                Err(err) => tracing::warn!(seq = ev.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
+                Err(err) => tracing::warn!(seq = e.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
             }
             // Stored with the trade it follows: other events change nothing here, so a
             // restart that replays them from the last trade on loses nothing.
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([ev.seq as i64])?;
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([e.seq as i64])?;
         }
-        self.last_event_seq = ev.seq;
+        self.last_event_seq = e.seq;
         Ok(())
     }
 
