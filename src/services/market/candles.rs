@@ -12,7 +12,7 @@ use super::tape::Print;
 use crate::api::Candle;
 use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// A candle width. Bars start on whole multiples of it since the Unix epoch, in UTC, so
 /// `1d` bars start at midnight UTC.
@@ -173,9 +173,13 @@ pub fn rfc3339(secs: i64) -> String {
 /// was five upserts per trade, most of them rewriting the row the previous trade wrote.
 #[derive(Default)]
 pub struct Bars {
-    current: HashMap<(String, Interval), Bar>,
-    /// Bars in `current` the store does not have yet.
-    dirty: HashSet<(String, Interval)>,
+    current: HashMap<(String, Interval), Held>,
+}
+
+/// A bar kept in memory, and whether the store has it as it is.
+struct Held {
+    bar: Bar,
+    dirty: bool,
 }
 
 impl Bars {
@@ -184,38 +188,33 @@ impl Bars {
         for interval in Interval::ALL {
             let open_time = interval.bucket(p.ts_us);
             let key = (symbol.to_string(), interval);
-            let cached = match self.current.get(&key) {
-                Some(b) if b.open_time == open_time => Some(b.clone()),
-                // Another bar is about to take this one's place in memory: store it first.
-                Some(b) if self.dirty.remove(&key) => {
-                    write(tx, symbol, interval, b)?;
-                    None
+            match self.current.get_mut(&key) {
+                Some(held) if held.bar.open_time == open_time => {
+                    held.bar.add(p);
+                    held.dirty = true;
+                    continue;
                 }
-                _ => None,
-            };
-            let stored = match cached {
-                Some(b) => Some(b),
-                None => read(tx, symbol, interval, open_time)?,
-            };
-            let bar = match stored {
+                // Another bar is about to take this one's place in memory: store it first.
+                Some(held) if held.dirty => write(tx, symbol, interval, &held.bar)?,
+                _ => {}
+            }
+            let bar = match read(tx, symbol, interval, open_time)? {
                 Some(mut b) => {
                     b.add(p);
                     b
                 }
                 None => Bar::opened_by(interval, p),
             };
-            self.current.insert(key.clone(), bar);
-            self.dirty.insert(key);
+            self.current.insert(key, Held { bar, dirty: true });
         }
         Ok(())
     }
 
     /// Writes the bars trades have changed since the last flush.
     pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        for key in self.dirty.drain() {
-            if let Some(bar) = self.current.get(&key) {
-                write(tx, &key.0, key.1, bar)?;
-            }
+        for ((symbol, interval), held) in self.current.iter_mut().filter(|(_, h)| h.dirty) {
+            write(tx, symbol, *interval, &held.bar)?;
+            held.dirty = false;
         }
         Ok(())
     }
@@ -225,9 +224,8 @@ impl Bars {
     pub fn put(&mut self, tx: &Connection, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
         write(tx, symbol, interval, bar)?;
         let key = (symbol.to_string(), interval);
-        if self.current.get(&key).is_some_and(|b| b.open_time == bar.open_time) {
-            self.dirty.remove(&key);
-            self.current.insert(key, bar.clone());
+        if self.current.get(&key).is_some_and(|h| h.bar.open_time == bar.open_time) {
+            self.current.insert(key, Held { bar: bar.clone(), dirty: false });
         }
         Ok(())
     }
