@@ -51,11 +51,25 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
         return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
     }
     // Every store carries an outbox: a service's events are written in the same
-    // transaction as the change they announce, and handed to the bus after commit.
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)",
-    )
-    .map_err(wrap)?;
+    // transaction as the change they announce, and handed to the bus after commit. A
+    // row holds all the events of one commit (`services::actor::outbox_text`).
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS outbox_batches (id INTEGER PRIMARY KEY, events TEXT NOT NULL)").map_err(wrap)?;
+    // A store from before batches kept a row per event: what it holds, in order, becomes
+    // one batch.
+    let legacy: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'outbox'", [], |r| r.get::<_, i64>(0))
+        .map_err(wrap)?
+        > 0;
+    if legacy {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT INTO outbox_batches (events)
+                 SELECT group_concat(event_id || ' ' || kind || ' ' || data, char(10) ORDER BY id) FROM outbox HAVING count(*) > 0;
+             DROP TABLE outbox;
+             COMMIT;",
+        )
+        .map_err(wrap)?;
+    }
     for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(wrap)?;
         tx.execute_batch(sql).map_err(wrap)?;
