@@ -441,10 +441,10 @@ impl Lane {
         let mut reserved = Vec::with_capacity(places.len());
         let mut holds = Vec::with_capacity(places.len());
         if !places.is_empty() {
-            self.risk.work(|svc, tx, _| {
+            self.risk.work(|svc, _, _| {
                 for p in &places {
                     let req = saga::reserve_request(&p.order, p.user_active, &p.instrument);
-                    let r = svc.reserve(tx, &req)?;
+                    let r = svc.reserve_new(&req);
                     holds.push(r.as_ref().ok().and_then(|_| svc.hold_plan(&p.order.order_id)));
                     reserved.push(r);
                 }
@@ -481,7 +481,7 @@ impl Lane {
             let mut out = Vec::with_capacity(next.len());
             for (n, hold) in next.into_iter().zip(&holds) {
                 let n = match n {
-                    Next::Match(p, r, o) => match svc.do_match(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
+                    Next::Match(p, r, o) => match svc.match_new(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
                         Ok(result) => Next::Finish(p, result, o),
                         Err(e) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
                     },

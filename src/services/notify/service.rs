@@ -19,6 +19,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub struct Notify {
     /// The last bus sequence handled: replays at or below it are ignored.
     last_event_seq: u64,
+    /// `last_event_seq` as `meta` holds it: written once per batch
+    /// ([`Service::before_commit`]), not once per event.
+    stored_event_seq: u64,
     /// The run-time rules; the config's `[[notify.webhooks]]` are read live from `settings`.
     rules: Vec<Rule>,
     settings: SharedSettings,
@@ -315,6 +318,15 @@ impl Service for Notify {
     /// Retries come due with time, not with a message: the tick answers a parked `Due`.
     const TICK: Option<Duration> = Some(Duration::from_millis(100));
 
+    /// Stores how far the feed has been handled, with the deliveries it queued.
+    fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if self.stored_event_seq != self.last_event_seq {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([self.last_event_seq as i64])?;
+            self.stored_event_seq = self.last_event_seq;
+        }
+        Ok(())
+    }
+
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let mut last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
         if last < 0 {
@@ -342,6 +354,7 @@ impl Service for Notify {
         }
         Ok(Notify {
             last_event_seq: last as u64,
+            stored_event_seq: last as u64,
             rules,
             settings: ctx.settings.clone(),
             tuning: Tuning::from_env(),
@@ -357,8 +370,6 @@ impl Service for Notify {
                 if e.seq > self.last_event_seq {
                     let queued = self.enqueue(tx, &e)?;
                     self.last_event_seq = e.seq;
-                    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?
-                        .execute([self.last_event_seq as i64])?;
                     if queued > 0 {
                         self.wake_sender(tx, after)?;
                     }
@@ -426,6 +437,7 @@ mod tests {
         let settings = crate::services::config::settings::Settings::load(&file, &|_: &str| None).unwrap();
         let svc = Notify {
             last_event_seq: 0,
+            stored_event_seq: 0,
             rules: Vec::new(),
             settings: SharedSettings::new(settings),
             tuning,
@@ -441,6 +453,7 @@ mod tests {
             let mut after = AfterCommit::new("notify");
             let tx = self.conn.transaction().unwrap();
             self.svc.handle(&tx, cmd, &mut after).unwrap();
+            self.svc.before_commit(&tx).unwrap();
             tx.commit().unwrap();
             after
         }
@@ -584,6 +597,7 @@ mod tests {
         let event = Event { seq: 2, event_id: "e".into(), kind: "USER_CREATED".into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
         svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))), &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
+        svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
         // A restart (or SIGKILL): what was with the sender is due again.
         let mut svc = Notify::load(&conn, &ctx).unwrap();

@@ -36,6 +36,9 @@ pub struct Risk {
     /// When each last price was set (µs since the epoch), since this incarnation started:
     /// an imported price older than a settled trade must not replace it.
     last_price_at: HashMap<String, i64>,
+    /// Symbols whose last price settlements moved since the last commit: written once per
+    /// batch, like the ledger.
+    prices_unsaved: BTreeSet<String>,
     /// Recent placements per user (`rate_limited`); in memory only, a restart forgets them.
     rates: HashMap<String, RateWindow>,
 }
@@ -51,6 +54,16 @@ impl Service for Risk {
 
     /// The ledger changes in memory command by command and is written once per batch.
     fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if !self.prices_unsaved.is_empty() {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO last_prices (symbol, price) VALUES (?1, ?2) ON CONFLICT (symbol) DO UPDATE SET price = excluded.price",
+            )?;
+            for symbol in std::mem::take(&mut self.prices_unsaved) {
+                if let Some(price) = self.last_price.get(&symbol) {
+                    stmt.execute(params![symbol, accounts::text(*price)])?;
+                }
+            }
+        }
         Ok(self.ledger.flush(tx)?)
     }
 
@@ -153,6 +166,7 @@ impl Risk {
             halted_symbols,
             last_price,
             last_price_at: HashMap::new(),
+            prices_unsaved: BTreeSet::new(),
             rates: HashMap::new(),
         })
     }
@@ -225,6 +239,12 @@ impl Risk {
         if let Some(budget) = accounts::reserved_before(tx, &req.order_id)? {
             return Ok(Ok(Reserved { budget }));
         }
+        Ok(self.reserve_new(req))
+    }
+
+    /// [`Risk::reserve`] for an order never reserved before, without looking for its
+    /// stored hold: the lane's placements, whose ids `saga::place` has just made.
+    pub fn reserve_new(&mut self, req: &ReserveRequest) -> Result<Reserved, ApiError> {
         let limits = self.limits(Some(&req.user_id));
         let symbol = req.instrument.symbol.as_str();
         let base = crate::services::market::base_asset(symbol);
@@ -243,12 +263,9 @@ impl Risk {
             rate: self.rates.entry(req.user_id.clone()).or_default(),
             now,
         };
-        let plan = match checks::admit(req, cx) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
+        let plan = checks::admit(req, cx)?;
         self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
-        Ok(Ok(Reserved { budget: plan.budget }))
+        Ok(Reserved { budget: plan.budget })
     }
 
     /// The hold a reserve placed for an open order, as its plan: what the lane journals
@@ -283,7 +300,6 @@ impl Risk {
                 )));
             }
         }
-        let mut last: Vec<(&str, Decimal)> = Vec::new();
         let settled_at = if req.trades.is_empty() { 0 } else { chrono::Utc::now().timestamp_micros() };
         for t in &req.trades {
             if !accounts::mark_settled(tx, &t.trade_id)? {
@@ -294,17 +310,12 @@ impl Risk {
                 .map_err(|r| ServiceError::Other(format!("cannot settle trade {}: {r:?}", t.trade_id)))?;
             self.last_price.insert(t.symbol.clone(), t.price);
             self.last_price_at.insert(t.symbol.clone(), settled_at);
-            last.retain(|(s, _)| *s != t.symbol);
-            last.push((&t.symbol, t.price));
+            if !self.prices_unsaved.contains(&t.symbol) {
+                self.prices_unsaved.insert(t.symbol.clone());
+            }
         }
         for order_id in &req.release {
             self.ledger.release(order_id);
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO last_prices (symbol, price) VALUES (?1, ?2) ON CONFLICT (symbol) DO UPDATE SET price = excluded.price",
-        )?;
-        for (symbol, price) in last {
-            stmt.execute(params![symbol, accounts::text(price)])?;
         }
         Ok(Ok(()))
     }

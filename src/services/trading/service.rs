@@ -103,6 +103,9 @@ pub struct Trading {
     owners: HashMap<String, u64>,
     next_id: u64,
     sequence: u64,
+    /// `next_id` and `sequence` as `meta` holds them: both are written once per batch
+    /// ([`Service::before_commit`]), not once per order and change.
+    stored: (u64, u64),
     /// Reused for every match: no allocation per order once warm.
     fills: Vec<engine::Fill>,
 }
@@ -143,20 +146,17 @@ impl Trading {
             .or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
     }
 
-    fn take_id(&mut self, tx: &Connection) -> Result<u64, ServiceError> {
+    fn take_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'next_id'")?.execute([self.next_id as i64])?;
-        Ok(id)
+        id
     }
 
-    fn bump(&mut self, tx: &Connection, symbol: &str) -> Result<(), ServiceError> {
+    fn bump(&mut self, symbol: &str) {
         self.sequence += 1;
         if let Some(b) = self.books.get_mut(symbol) {
             b.sequence = self.sequence;
         }
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'sequence'")?.execute([self.sequence as i64])?;
-        Ok(())
     }
 
     /// Writes the trades of `self.fills` for taker `order`, updates or removes the makers,
@@ -254,6 +254,12 @@ impl Trading {
             let stored: MatchResult = serde_json::from_str(&json).map_err(|e| ServiceError::Other(e.to_string()))?;
             return Ok(Ok(stored));
         }
+        self.match_new(tx, req, after)
+    }
+
+    /// [`Trading::do_match`] for an order never matched before, without looking for its
+    /// stored outcome: the lane's placements, whose ids `saga::place` has just made.
+    pub(crate) fn match_new(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         let qty = match units(req.quantity, req.lot, "quantity") {
             Ok(q) => q,
             Err(e) => return Ok(Err(e)),
@@ -271,7 +277,7 @@ impl Trading {
             rust_decimal::prelude::ToPrimitive::to_i128(&(b / unit).floor()).unwrap_or(i128::MAX)
         });
         let owner = self.owner(&req.user_id);
-        let internal = self.take_id(tx)?;
+        let internal = self.take_id();
         let incoming = Incoming { id: internal, owner, side: req.side, limit, qty, tif: req.time_in_force, budget };
         let mut fills = std::mem::take(&mut self.fills);
         let outcome = self.book_mut(&req.symbol, req.tick, req.lot).book.place(incoming, &mut fills);
@@ -291,7 +297,7 @@ impl Trading {
         };
         tx.prepare_cached("INSERT INTO outcomes (order_id, result) VALUES (?1, ?2)")?
             .execute(params![req.order_id, serde_json::to_string(&result).unwrap_or_default()])?;
-        self.bump(tx, &req.symbol)?;
+        self.bump(&req.symbol);
         Ok(Ok(result))
     }
 
@@ -308,7 +314,7 @@ impl Trading {
             .execute(params![order_id, remaining.to_string(), crate::api::now_rfc3339()])?;
         self.ids.remove(order_id);
         self.meta.remove(&internal);
-        self.bump(tx, &symbol)?;
+        self.bump(&symbol);
         Ok(Some(Cancelled { order_id: order_id.to_string(), user_id, remaining }))
     }
 
@@ -336,7 +342,7 @@ impl Trading {
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         };
         let current = *self.books[&symbol].book.get(internal).expect("an indexed order is in its book");
-        let priority = self.take_id(tx)?;
+        let priority = self.take_id();
         let mut fills = std::mem::take(&mut self.fills);
         let outcome = self.books.get_mut(&symbol).expect("book").book.amend(internal, ticks, lots, priority, &mut fills);
         self.fills = fills;
@@ -365,7 +371,7 @@ impl Trading {
             self.ids.remove(order_id);
             self.meta.remove(&internal);
         }
-        self.bump(tx, &symbol)?;
+        self.bump(&symbol);
         Ok(Ok(MatchResult {
             order_id: order_id.to_string(),
             fills: trade_fills,
@@ -399,6 +405,18 @@ impl Service for Trading {
     const NAME: &'static str = "trading";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
+    /// Stores the engine-id counter and the book sequence if the batch moved them. A
+    /// failed batch rolls back and restarts the service, which reloads both.
+    fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if self.stored != (self.next_id, self.sequence) {
+            let mut set = tx.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?;
+            set.execute(params!["next_id", self.next_id as i64])?;
+            set.execute(params!["sequence", self.sequence as i64])?;
+            self.stored = (self.next_id, self.sequence);
+        }
+        Ok(())
+    }
+
     /// Rebuilds every book from its resting orders, in their original priority.
     fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let next_id: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'next_id'", [], |r| r.get(0))?;
@@ -410,6 +428,7 @@ impl Service for Trading {
             owners: HashMap::new(),
             next_id: next_id as u64,
             sequence: sequence as u64,
+            stored: (next_id as u64, sequence as u64),
             fills: Vec::with_capacity(256),
         };
         let mut stmt = conn.prepare(
