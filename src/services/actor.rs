@@ -116,6 +116,11 @@ impl AfterCommit {
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.events.is_empty()
     }
+    /// The events held so far, as (type, data text): for tests of what a step announces.
+    #[cfg(test)]
+    pub fn event_texts(&self) -> Vec<(&'static str, &str)> {
+        self.events.iter().map(|e| (e.kind, e.text.as_str())).collect()
+    }
     /// Writes the batch's events into the outbox (inside the batch's transaction), as one
     /// row: a row per event was a b-tree insert per event on the order path (~5 per order).
     fn stage(&self, tx: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {

@@ -296,8 +296,8 @@ impl Next {
 
 /// What phase 3 does for an answered placement.
 enum Then {
-    /// Settle the match, then record it.
-    Record(NewOrder, MatchResult),
+    /// Settle the match, then record it (the order as accept stored it).
+    Record(NewOrder, Order, MatchResult),
     /// Release its hold (if it took one), then reject it (if it was stored new).
     End { order: NewOrder, release: bool, reject: Option<ApiError> },
 }
@@ -514,8 +514,8 @@ impl Lane {
         for n in next {
             match n {
                 Next::Finish(p, result, order) => {
-                    let _ = p.reply.send(Ok((201, orders::matched(order, &result, &at))));
-                    then.push(Then::Record(p.order, result));
+                    let _ = p.reply.send(Ok((201, orders::matched(order.clone(), &result, &at))));
+                    then.push(Then::Record(p.order, order, result));
                 }
                 Next::End { p, release, reject, answer } => {
                     let _ = p.reply.send(answer);
@@ -534,7 +534,7 @@ impl Lane {
             self.risk.work(|svc, tx, _| {
                 for t in &then {
                     let req = match t {
-                        Then::Record(o, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
+                        Then::Record(o, _, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
                         Then::End { order, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![order.order_id.clone()] },
                         Then::End { .. } => {
                             settled.push(true);
@@ -548,7 +548,7 @@ impl Lane {
             self.orders.work(|_, tx, after| {
                 for (t, settled) in then.into_iter().zip(settled) {
                     match t {
-                        Then::Record(_, result) => drop(Orders::record_at(tx, result, None, settled, &at, after)?),
+                        Then::Record(_, order, result) => drop(Orders::record_accepted(tx, order, result, settled, &at, after)?),
                         // An abort whose hold could not be released stays `accepted`:
                         // recovery finishes it.
                         Then::End { order, reject: Some(e), .. } if settled => {

@@ -80,6 +80,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE orders (
     DROP TABLE fills;
     ALTER TABLE fills_v2 RENAME TO fills;",
     crate::services::intake::APPLIED_MIGRATION,
+    // The sum of price × quantity over an order's fills, so that a fill gives its order's
+    // average price without reading every fill before it (a big resting order hit by many
+    // small ones read them all at each fill). NULL in rows from before: summed from their
+    // fills at their next fill.
+    "ALTER TABLE orders ADD COLUMN notional TEXT;",
 ];
 
 /// The condition of the `orders_live` partial index, written out in queries of open or
@@ -184,10 +189,25 @@ pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
 }
 
 /// An order without its fills, and its saga stage: one read.
-fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
-    tx.prepare_cached(&format!("SELECT {COLUMNS}, stage FROM orders WHERE order_id = ?1"))?
-        .query_row([order_id], |r| Ok((row_to_order(r)?, r.get(14)?)))
+/// An order without its fills, its saga stage, and its fills' notional (`None` in a row
+/// stored before the column was).
+fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String, Option<Decimal>)>> {
+    tx.prepare_cached(&format!("SELECT {COLUMNS}, stage, notional FROM orders WHERE order_id = ?1"))?
+        .query_row([order_id], |r| {
+            let notional = r.get::<_, Option<String>>(15)?.map(|t| dec(&t)).transpose()?;
+            Ok((row_to_order(r)?, r.get(14)?, notional))
+        })
         .optional()
+}
+
+/// The sum of price × quantity over `fills`.
+fn notional_of(fills: &[Fill]) -> Decimal {
+    fills.iter().map(|f| f.price * f.quantity).sum()
+}
+
+/// The average price of `filled` bought or sold for `notional`, rounded as [`average`] does.
+fn average_of(notional: Decimal, filled: Decimal) -> Option<Decimal> {
+    (filled > Decimal::ZERO).then(|| (notional / filled).round_dp(12).normalize())
 }
 
 fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
@@ -200,11 +220,12 @@ fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
 
 /// Stages of an order's saga: `accepted` (stored, not yet through the book), `settling`
 /// (matched and recorded; risk settlement may still be in flight), `done`.
-fn save(tx: &Connection, o: &mut Order, stage: Option<&str>) -> rusqlite::Result<()> {
+/// `notional` is given by whoever added fills; others leave the stored one.
+fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<Decimal>) -> rusqlite::Result<()> {
     o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
     tx.prepare_cached(
         "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
-         stage = coalesce(?8, stage) WHERE order_id = ?1",
+         stage = coalesce(?8, stage), notional = coalesce(?9, notional) WHERE order_id = ?1",
     )?
     .execute(params![
         o.order_id,
@@ -214,7 +235,8 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>) -> rusqlite::Result
         o.status.as_str(),
         o.updated_at,
         o.reject_reason,
-        stage
+        stage,
+        notional.map(|n| n.to_string())
     ])?;
     Ok(())
 }
@@ -250,7 +272,7 @@ impl Orders {
             }
         }
         tx.prepare_cached(&format!(
-            "INSERT INTO orders ({COLUMNS}, stage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '0', 'new', ?9, ?10, ?10, NULL, 'accepted')"
+            "INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '0', 'new', ?9, ?10, ?10, NULL, 'accepted', '0')"
         ))?
         .execute(params![
             n.order_id,
@@ -309,7 +331,7 @@ impl Orders {
             o.reject_reason = Some(format!("{code}: {message}"));
             o.remaining_quantity = Decimal::ZERO;
             o.updated_at = now.to_string();
-            save(tx, &mut o, Some("done"))?;
+            save(tx, &mut o, Some("done"), None)?;
             crate::daemon::metrics::order("rejected");
             after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         }
@@ -342,7 +364,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        let Some((mut taker, stage)) = load_bare(tx, &result.order_id)? else {
+        let Some((mut taker, stage, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
         // Fills are read only when there were some before; a new order's are this match's.
@@ -350,7 +372,28 @@ impl Orders {
         if had_fills {
             taker = with_fills(tx, taker)?;
         }
-        let first_record = stage == "accepted";
+        Ok(Ok(Self::record_loaded(tx, taker, stage == "accepted", result, amended, settled, now, after)?))
+    }
+
+    /// The first record of an order the lane accepted in this same transaction, as
+    /// accept answered it (so it is not read back).
+    pub(crate) fn record_accepted(tx: &Connection, taker: Order, result: MatchResult, settled: bool, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
+        debug_assert!(taker.fills.is_empty() && taker.status == OrderStatus::New);
+        Self::record_loaded(tx, taker, true, result, None, settled, now, after)
+    }
+
+    /// [`Orders::record_at`] for `taker` as stored (with its fills, if it had any).
+    #[allow(clippy::too_many_arguments)]
+    fn record_loaded(
+        tx: &Connection,
+        mut taker: Order,
+        first_record: bool,
+        result: MatchResult,
+        amended: Option<(Decimal, Decimal)>,
+        settled: bool,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Order, ServiceError> {
         let before = taker.status;
         if let Some((price, quantity)) = amended {
             taker.price = Some(price);
@@ -363,25 +406,26 @@ impl Orders {
                 taker.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
                 trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
-            let Some((mut maker, _)) = load_bare(tx, &f.maker_order_id)? else { continue };
+            let Some((mut maker, _, notional)) = load_bare(tx, &f.maker_order_id)? else { continue };
+            // What its fills so far came to: stored, or summed from them in a row stored
+            // before the column was.
+            let before = match notional {
+                Some(n) => n,
+                None if maker.filled_quantity.is_zero() => Decimal::ZERO,
+                None => notional_of(&with_fills(tx, maker.clone())?.fills),
+            };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 continue;
             }
+            let notional = before + f.price * f.quantity;
             let was = maker.status;
-            let first_fill = maker.filled_quantity.is_zero();
             maker.filled_quantity += f.quantity;
             if maker.status.is_open() {
                 maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
             }
             maker.updated_at = now.to_string();
-            save(tx, &mut maker, None)?;
-            // The event's average price: this fill's, unless the maker had fills before.
-            let maker = if first_fill {
-                maker.average_price = Some(f.price.normalize());
-                maker
-            } else {
-                with_fills(tx, maker)?
-            };
+            maker.average_price = average_of(notional, maker.filled_quantity);
+            save(tx, &mut maker, None, Some(notional))?;
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
@@ -390,7 +434,7 @@ impl Orders {
         after_match(&mut taker, &result);
         let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
         if unchanged {
-            return Ok(Ok(taker)); // a replayed step: recorded already
+            return Ok(taker); // a replayed step: recorded already
         }
         taker.updated_at = now.to_string();
         // A placement waits in `settling` until the saga confirms risk has settled it; an
@@ -401,7 +445,8 @@ impl Orders {
             (false, true) => Some("settling"),
             (false, false) => None,
         };
-        save(tx, &mut taker, next_stage)?;
+        let notional = notional_of(&taker.fills);
+        save(tx, &mut taker, next_stage, Some(notional))?;
         average(&mut taker);
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
@@ -416,7 +461,7 @@ impl Orders {
         if taker.status == OrderStatus::Cancelled && before != OrderStatus::Cancelled {
             after.event_of("ORDER_CANCELLED", &OrderEvent::of(&taker));
         }
-        Ok(Ok(taker))
+        Ok(taker)
     }
 
     fn list(tx: &Connection, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
@@ -481,7 +526,7 @@ impl Service for Orders {
                         o.remaining_quantity = Decimal::ZERO;
                         o.updated_at = crate::api::now_rfc3339();
                         // The stage is the placement saga's to finish (it may still be settling).
-                        save(tx, &mut o, None)?;
+                        save(tx, &mut o, None, None)?;
                         after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
                         after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
                     }
@@ -510,5 +555,89 @@ impl Service for Orders {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{OrderType, Side, TimeInForce};
+    use crate::services::orders::NewOrder;
+    use crate::services::trading::TradeFill;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn order(id: &str, side: Side, price: &str, quantity: &str) -> NewOrder {
+        NewOrder {
+            order_id: id.into(),
+            user_id: format!("usr_{id}"),
+            symbol: "AAPL".into(),
+            side,
+            kind: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            price: Some(d(price)),
+            quantity: d(quantity),
+            client_order_id: None,
+        }
+    }
+
+    /// Places `taker` for `quantity` at `price` against the resting maker `mk`; the
+    /// average price the maker's `ORDER_EXECUTED` gives.
+    fn trade(tx: &Connection, n: usize, price: &str, quantity: &str) -> Decimal {
+        let taker = order(&format!("tk{n}"), Side::Buy, price, quantity);
+        Orders::accept_at(tx, taker.clone(), "t".into()).unwrap();
+        let fill = TradeFill {
+            trade_id: format!("trd_{n}"),
+            maker_order_id: "mk".into(),
+            maker_user_id: "usr_mk".into(),
+            price: d(price),
+            quantity: d(quantity),
+            maker_remaining: Decimal::ZERO,
+            timestamp: format!("t{n:03}"),
+        };
+        let result = MatchResult { order_id: taker.order_id, fills: vec![fill], filled: d(quantity), remaining: Decimal::ZERO, rests: false, self_trade_prevented: false };
+        let mut after = AfterCommit::new("orders");
+        Orders::record_at(tx, result, None, true, "t", &mut after).unwrap().unwrap();
+        let events = after.event_texts();
+        let (_, text) = events.iter().find(|(kind, text)| *kind == "ORDER_EXECUTED" && text.contains(r#""order_id":"mk""#)).unwrap();
+        let data: serde_json::Value = serde_json::from_str(text).unwrap();
+        d(data["average_price"].as_str().unwrap())
+    }
+
+    /// A maker's average price comes from its stored notional, not from reading its fills
+    /// again at each one; a row stored before the notional column gets it from its fills.
+    #[test]
+    fn a_makers_average_price_is_exact_after_many_fills_and_in_rows_from_before_the_notional() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let tx = conn.transaction().unwrap();
+        let maker = order("mk", Side::Sell, "100", "100");
+        Orders::accept_at(&tx, maker, "t".into()).unwrap();
+        let rests = MatchResult { order_id: "mk".into(), fills: vec![], filled: Decimal::ZERO, remaining: d("100"), rests: true, self_trade_prevented: false };
+        Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        let fills = [("100.01", "3"), ("99.99", "7"), ("100.5", "0.25")];
+        let vwap = |fills: &[(&str, &str)]| {
+            let (notional, qty) = fills.iter().fold((Decimal::ZERO, Decimal::ZERO), |(n, q), (p, x)| (n + d(p) * d(x), q + d(x)));
+            (notional / qty).round_dp(12).normalize()
+        };
+        for (n, (price, quantity)) in fills.iter().enumerate() {
+            assert_eq!(trade(&tx, n, price, quantity), vwap(&fills[..=n]), "the event after fill {n}");
+        }
+        let stored = load(&tx, "mk").unwrap().unwrap();
+        assert_eq!(stored.average_price, Some(vwap(&fills)));
+        assert_eq!(stored.filled_quantity, d("10.25"));
+
+        // As a row from before the column: its next fill sums the fills it has.
+        tx.execute("UPDATE orders SET notional = NULL WHERE order_id = 'mk'", []).unwrap();
+        let all = [fills[0], fills[1], fills[2], ("101", "1.75")];
+        assert_eq!(trade(&tx, 3, "101", "1.75"), vwap(&all));
+        let (notional, stored) = tx
+            .query_row("SELECT notional, filled FROM orders WHERE order_id = 'mk'", [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap();
+        assert_eq!(d(&notional), all.iter().map(|(p, q)| d(p) * d(q)).sum::<Decimal>());
+        assert_eq!(d(&stored), d("12"));
+        assert_eq!(load(&tx, "mk").unwrap().unwrap().average_price, Some(vwap(&all)));
     }
 }
