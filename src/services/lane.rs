@@ -294,7 +294,9 @@ impl Next {
     }
 }
 
-/// What phase 3 does for an answered placement.
+/// What phase 3 does for an answered placement (a short-lived list per batch, like
+/// [`Next`]).
+#[allow(clippy::large_enum_variant)]
 enum Then {
     /// Settle the match, then record it (the order as accept stored it).
     Record(NewOrder, Order, MatchResult),
