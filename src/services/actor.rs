@@ -24,8 +24,10 @@ use tokio::sync::oneshot;
 /// How many commands one transaction takes at most.
 pub const MAX_BATCH: usize = 512;
 
-/// Confirmed outbox rows (a batch of events each) are deleted once this many have gathered.
-const OUTBOX_DELETE_EVERY: i64 = 256;
+/// Confirmed outbox rows are deleted once this many have gathered. A row holds a
+/// commit's events (tens of KB under load), and the file keeps the pages of what the
+/// table once held: at 256 rows `orders.db` was twice its size after 30 k orders.
+const OUTBOX_DELETE_EVERY: i64 = 16;
 
 /// The reply channel of one command.
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
