@@ -125,15 +125,6 @@ fn deliveries(d: &Daemon) -> Vec<Value> {
     d.ok("GET", "/api/notifications", None).as_array().expect("a JSON array").clone()
 }
 
-/// The events of some types, from the NDJSON of `GET /api/events`.
-fn events(d: &Daemon, types: &str) -> Vec<Value> {
-    match d.ok("GET", &format!("/api/events?type={types}"), None) {
-        Value::String(text) => text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect(),
-        one @ Value::Object(_) => vec![one],
-        other => panic!("events: {other}"),
-    }
-}
-
 fn metric(d: &Daemon, result: &str) -> u64 {
     let Value::String(text) = d.ok("GET", "/metrics", None) else { panic!("metrics are text") };
     let name = format!("agt_notification_deliveries_total{{result=\"{result}\"}} ");
@@ -181,7 +172,7 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
     assert!(!d.ok("GET", "/api/notifications", None).to_string().contains("s3cret"), "a secret is never shown");
 
     let notes = wait_until("NOTIFICATION_SENT", Duration::from_secs(5), || {
-        let e = events(&d, "NOTIFICATION_SENT");
+        let e = d.events("NOTIFICATION_SENT");
         (!e.is_empty()).then_some(e)
     });
     assert_eq!(notes.len(), 1);
@@ -248,7 +239,7 @@ fn hanging_and_dead_receivers_fail_cleanly_and_never_slow_the_daemon() {
     }
     assert_eq!(hang.hits().len(), 10, "5 deliveries, 2 attempts each");
     let notes = wait_until("10 NOTIFICATION_FAILED", Duration::from_secs(5), || {
-        let e = events(&d, "NOTIFICATION_FAILED");
+        let e = d.events("NOTIFICATION_FAILED");
         (e.len() >= 10).then_some(e)
     });
     assert!(notes.iter().all(|e| e["data"]["error"].is_string() && e["data"]["attempts"] == 2));

@@ -217,6 +217,27 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
             }
         }
         check_consistency(&dm, &users, &sym, &expected);
+        check_events(&dm, &acked);
+    }
+}
+
+/// Every acknowledged order has its `ORDER_CREATED` and each of its trades its
+/// `TRADE_EXECUTED`, once each, whatever a crash left in the stores' outboxes; and no
+/// event is stored twice.
+fn check_events(dm: &Daemon, acked: &[Value]) {
+    let events = dm.events("ORDER_CREATED,TRADE_EXECUTED");
+    let mut ids = std::collections::HashSet::new();
+    let (mut created, mut traded) = (HashMap::<String, u32>::new(), HashMap::<String, u32>::new());
+    for e in &events {
+        assert!(ids.insert(e["event_id"].as_str().unwrap().to_string()), "event {} stored twice", e["event_id"]);
+        let (map, key) = if e["type"] == "ORDER_CREATED" { (&mut created, "order_id") } else { (&mut traded, "trade_id") };
+        *map.entry(e["data"][key].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    for o in acked {
+        assert_eq!(created.get(o["order_id"].as_str().unwrap()), Some(&1), "ORDER_CREATED of {}", o["order_id"]);
+        for f in o["fills"].as_array().unwrap() {
+            assert_eq!(traded.get(f["trade_id"].as_str().unwrap()), Some(&1), "TRADE_EXECUTED of {}", f["trade_id"]);
+        }
     }
 }
 

@@ -153,6 +153,15 @@ impl Daemon {
         v
     }
 
+    /// The events of some types (comma-separated), from the NDJSON of `GET /api/events`.
+    pub fn events(&self, types: &str) -> Vec<Value> {
+        match self.ok("GET", &format!("/api/events?type={types}"), None) {
+            Value::String(text) => text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect(),
+            one @ Value::Object(_) => vec![one],
+            other => panic!("events: {other}"),
+        }
+    }
+
     pub fn user(&self, name: &str) -> String {
         let name = format!("{name}{}", unique());
         let u = self.ok("POST", "/api/users", Some(serde_json::json!({"username": name, "email": format!("{name}@example.com")})));
