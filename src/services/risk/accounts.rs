@@ -60,8 +60,14 @@ pub struct Pos {
 #[derive(Default)]
 struct Dirty {
     balances: HashSet<(String, String)>,
-    /// Snapshots, closed holds included (they leave memory but stay in the store).
+    /// Snapshots, closed holds included (they leave memory; the store keeps those it saw open).
     holds: HashMap<String, HoldRec>,
+    /// Holds placed since the last flush. One that is also closed by then is not written
+    /// at all: no stored row ever showed it open, and only a stored open hold can be asked
+    /// about again (a placement whose order was stored `accepted`; the lane stores a
+    /// placement's order together with its record). Most of the lane's placements are
+    /// placed, traded and closed between two flushes.
+    placed: HashSet<String>,
     positions: HashSet<(String, String)>,
 }
 
@@ -250,6 +256,7 @@ impl Ledger {
         self.bal_mut(user, &plan.asset).held += plan.amount;
         *self.open_orders.entry(user.to_string()).or_default() += 1;
         self.dirty.holds.insert(order_id.to_string(), rec.clone());
+        self.dirty.placed.insert(order_id.to_string());
         self.holds.insert(order_id.to_string(), rec);
     }
 
@@ -428,7 +435,7 @@ impl Ledger {
                  ON CONFLICT (order_id) DO UPDATE SET limit_price = excluded.limit_price,
                      amount = excluded.amount, open = excluded.open",
             )?;
-            for h in dirty.holds.values() {
+            for h in dirty.holds.values().filter(|h| h.open || !dirty.placed.contains(&h.order_id)) {
                 stmt.execute(params![
                     h.order_id,
                     h.user_id,

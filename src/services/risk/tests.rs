@@ -10,7 +10,7 @@ use crate::services::actor::AfterCommit;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
 use crate::services::store::{self, Durability};
-use rusqlite::{Connection};
+use rusqlite::{Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -557,6 +557,34 @@ fn reserve_is_idempotent_across_restarts() {
     assert_eq!(f.reserve(&big).unwrap_err().code, "insufficient_funds");
     f.deposit("u1", "USD", "10").unwrap();
     f.reserve(&big).unwrap();
+}
+
+/// A hold stored open is stored closed when released (a repeated reserve is answered
+/// from it); a hold placed and released between two commits — most of the lane's
+/// placements — is never written.
+#[test]
+fn only_holds_a_commit_saw_open_are_kept_once_closed() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "USD", "1000").unwrap();
+    let stored = |f: &Fixture, id: &str| -> Option<bool> {
+        f.conn.query_row("SELECT open FROM holds WHERE order_id = ?1", [id], |r| r.get(0)).optional().unwrap()
+    };
+    f.reserve(&order("kept", "u1", Side::Buy, Some("10"), "1")).unwrap();
+    assert_eq!(stored(&f, "kept"), Some(true));
+    f.release(&["kept"]);
+    assert_eq!(stored(&f, "kept"), Some(false));
+
+    let req = order("passing", "u1", Side::Buy, Some("10"), "2");
+    let release = SettleRequest { trades: vec![], release: vec!["passing".into()] };
+    f.run(|r, tx, _| {
+        r.reserve_new(&req).unwrap();
+        r.settle(tx, &release)
+    })
+    .unwrap();
+    assert_eq!(stored(&f, "passing"), None, "placed and released in one transaction: nothing to keep");
+    assert_eq!(f.bal("u1", "USD"), (d("1000"), d("0"), d("1000")));
+    f.reload();
+    assert_eq!(f.bal("u1", "USD"), (d("1000"), d("0"), d("1000")));
 }
 
 #[test]
