@@ -1,8 +1,8 @@
 #!/bin/bash
 # Instructions the daemon executes per order placed, from two runs under callgrind (2,000
 # and 4,000 orders at C = 8): the difference divided by 2,000 leaves out start-up, users,
-# deposits and shutdown. Stable to ~1 % where wall-clock numbers on a shared VM move by
-# 10-20 %. Note: valgrind hides SHA-NI, so SHA-256 counts as software here (~10 % of the
+# deposits and shutdown. Runs of one build agree within ~3-6 % (batch sizes still depend
+# on how threads interleave), where wall-clock numbers on a shared VM move by 10-20 %. Note: valgrind hides SHA-NI, so SHA-256 counts as software here (~10 % of the
 # total) while natively it is ~0.6 %. Usage: scripts/instructions-per-order.sh [AGT_BINARY]
 # (needs valgrind; takes a few minutes). See BENCHMARKS.md.
 set -euo pipefail
