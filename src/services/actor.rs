@@ -191,6 +191,7 @@ impl HeldEvents {
 pub(crate) fn outbox_text(events: &[NewEvent]) -> String {
     let mut out = String::with_capacity(events.iter().map(|e| e.event_id.len() + e.kind.len() + e.text.len() + 3).sum());
     for (i, e) in events.iter().enumerate() {
+        debug_assert!(!e.event_id.contains([' ', '\n']) && !e.text.contains('\n'), "an event the outbox line format cannot hold");
         if i > 0 {
             out.push('\n');
         }

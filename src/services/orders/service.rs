@@ -188,9 +188,8 @@ pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
     o
 }
 
-/// An order without its fills, and its saga stage: one read.
 /// An order without its fills, its saga stage, and its fills' notional (`None` in a row
-/// stored before the column was).
+/// stored before the column was): one read.
 fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String, Option<Decimal>)>> {
     tx.prepare_cached(&format!("SELECT {COLUMNS}, stage, notional FROM orders WHERE order_id = ?1"))?
         .query_row([order_id], |r| {
@@ -409,7 +408,7 @@ impl Orders {
             let Some((mut maker, _, notional)) = load_bare(tx, &f.maker_order_id)? else { continue };
             // What its fills so far came to: stored, or summed from them in a row stored
             // before the column was.
-            let before = match notional {
+            let so_far = match notional {
                 Some(n) => n,
                 None if maker.filled_quantity.is_zero() => Decimal::ZERO,
                 None => notional_of(&with_fills(tx, maker.clone())?.fills),
@@ -417,7 +416,7 @@ impl Orders {
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 continue;
             }
-            let notional = before + f.price * f.quantity;
+            let notional = so_far + f.price * f.quantity;
             let was = maker.status;
             maker.filled_quantity += f.quantity;
             if maker.status.is_open() {
