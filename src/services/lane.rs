@@ -299,7 +299,7 @@ impl Next {
 #[allow(clippy::large_enum_variant)]
 enum Then {
     /// Settle the match, then record it (the order as accept stored it).
-    Record(NewOrder, Order, MatchResult),
+    Record(Order, MatchResult),
     /// Release its hold (if it took one), then reject it (if it was stored new).
     End { order: NewOrder, release: bool, reject: Option<ApiError> },
 }
@@ -517,7 +517,7 @@ impl Lane {
             match n {
                 Next::Finish(p, result, order) => {
                     let _ = p.reply.send(Ok((201, orders::matched(order.clone(), &result, &at))));
-                    then.push(Then::Record(p.order, order, result));
+                    then.push(Then::Record(order, result));
                 }
                 Next::End { p, release, reject, answer } => {
                     let _ = p.reply.send(answer);
@@ -536,7 +536,7 @@ impl Lane {
             self.risk.work(|svc, tx, _| {
                 for t in &then {
                     let req = match t {
-                        Then::Record(o, _, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
+                        Then::Record(o, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
                         Then::End { order, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![order.order_id.clone()] },
                         Then::End { .. } => {
                             settled.push(true);
@@ -550,7 +550,7 @@ impl Lane {
             self.orders.work(|_, tx, after| {
                 for (t, settled) in then.into_iter().zip(settled) {
                     match t {
-                        Then::Record(_, order, result) => drop(Orders::record_accepted(tx, order, result, settled, &at, after)?),
+                        Then::Record(order, result) => drop(Orders::record_accepted(tx, order, result, settled, &at, after)?),
                         // An abort whose hold could not be released stays `accepted`:
                         // recovery finishes it.
                         Then::End { order, reject: Some(e), .. } if settled => {
