@@ -61,14 +61,15 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
         .map_err(wrap)?
         > 0;
     if legacy {
-        conn.execute_batch(
-            "BEGIN;
-             INSERT INTO outbox_batches (events)
+        // One transaction (rolled back if any step fails): the rows move whole or not at all.
+        let tx = conn.transaction().map_err(wrap)?;
+        tx.execute_batch(
+            "INSERT INTO outbox_batches (events)
                  SELECT group_concat(event_id || ' ' || kind || ' ' || data, char(10) ORDER BY id) FROM outbox HAVING count(*) > 0;
-             DROP TABLE outbox;
-             COMMIT;",
+             DROP TABLE outbox;",
         )
         .map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
     }
     for (i, sql) in migrations.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction().map_err(wrap)?;
