@@ -133,8 +133,8 @@ impl AfterCommit {
         Ok(Some(tx.last_insert_rowid()))
     }
     /// After commit: the events to the bus first (so a reader who syncs with the bus after
-    /// our reply sees them), or held (see [`HeldEvents`]); gives back the replies to run.
-    fn hold_events(self, outbox_upto: Option<(i64, &Arc<AtomicI64>)>, into: Holder) -> Vec<Box<dyn FnOnce() + Send>> {
+    /// our reply sees them); gives back the replies to run.
+    fn publish(self, outbox_upto: Option<(i64, &Arc<AtomicI64>)>, bus: &Bus) -> Vec<Box<dyn FnOnce() + Send>> {
         if !self.events.is_empty() {
             let then: Vec<crate::services::bus::Committed> = match outbox_upto {
                 Some((id, acked)) => {
@@ -145,43 +145,9 @@ impl AfterCommit {
                 }
                 None => vec![],
             };
-            match into {
-                Holder::Bus(bus) => bus.publish_then(self.events, then),
-                Holder::Held(held) => {
-                    held.events.extend(self.events);
-                    held.then.extend(then);
-                }
-            }
+            bus.publish_then(self.events, then);
         }
         self.replies
-    }
-}
-
-/// Where committed events go: to the bus now, or held.
-enum Holder<'a> {
-    Bus(&'a Bus),
-    Held(&'a mut HeldEvents),
-}
-
-/// Events that commits have made durable (in their outbox) but not yet handed to the
-/// bus. The trading lane holds trading's until its next flush, so that the bus and its
-/// followers wake once per flush rather than once per batch.
-#[derive(Default)]
-pub struct HeldEvents {
-    events: Vec<NewEvent>,
-    then: Vec<crate::services::bus::Committed>,
-}
-
-impl HeldEvents {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    /// Hands the events to the bus, in the order they were committed.
-    pub fn publish(&mut self, bus: &Bus) {
-        if !self.events.is_empty() {
-            bus.publish_then(std::mem::take(&mut self.events), std::mem::take(&mut self.then));
-        }
     }
 }
 
@@ -455,15 +421,6 @@ impl<S: Service> Unit<S> {
     /// Commits the open transaction (if any), then hands its events to the bus and sends
     /// its replies, in the order they were made.
     pub fn commit(&mut self, bus: &Bus) -> Result<(), ServiceError> {
-        self.commit_to(Holder::Bus(bus))
-    }
-
-    /// [`Unit::commit`], but the events are added to `held` for the caller to publish.
-    pub fn commit_holding_events(&mut self, held: &mut HeldEvents) -> Result<(), ServiceError> {
-        self.commit_to(Holder::Held(held))
-    }
-
-    fn commit_to(&mut self, events: Holder) -> Result<(), ServiceError> {
         let Some(pending) = self.open.take() else { return Ok(()) };
         let started = Instant::now();
         let committed = (|| -> Result<Option<i64>, ServiceError> {
@@ -481,7 +438,7 @@ impl<S: Service> Unit<S> {
         };
         crate::daemon::metrics::observe_commit(S::NAME, pending.busy + started.elapsed());
         if !pending.after.is_empty() {
-            for r in pending.after.hold_events(staged.map(|id| (id, &self.acked)), events) {
+            for r in pending.after.publish(staged.map(|id| (id, &self.acked)), bus) {
                 r();
             }
         }

@@ -1,36 +1,46 @@
-//! The trading lane's intake journal: how a placement is made durable with one commit.
+//! The trading lane's intake journal: how a placement is made durable with one small
+//! commit.
 //!
 //! A placement changes three stores: risk (the hold, then the settlement), orders (the
 //! order, then its fills and status) and trading (the book and the trades). Committing
 //! all three before answering cost three commits on every placement's path, and a commit
 //! is most of a placement's cost (each dirty 4 KiB page is a WAL frame). So the lane
-//! writes one **intake record** per placement into trading's transaction, beside the
-//! match it led to, and answers once trading commits. The record holds what risk and
-//! orders need to redo their part without deciding anything again: the order and its
-//! time, the hold risk placed (its plan, not the checks that admitted it), the match
-//! outcome, or the rejection.
+//! appends one **intake record** per placement to a journal of its own
+//! (`data/trading-journal.db`), commits that, and answers. The record holds what each
+//! store needs to redo its part without deciding anything again: the order and its
+//! time, the hold risk placed (its plan, not the checks that admitted it), the book's
+//! grid, the match outcome (fills with their trade ids and times), or the rejection.
 //!
-//! Risk's and orders' own transactions stay open over many placements and commit
+//! The three stores' own transactions stay open over many placements and commit
 //! together every few milliseconds (see `services::lane`), each with the sequence number
 //! of the last record it holds (`intake_applied`, in its own store and transaction). At
-//! start-up, and when the lane restarts, each of the two redoes the records after its
-//! own mark ([`crate::services::lane`] `recover`). Records both marks have passed are
-//! deleted in bulk.
+//! start-up, and when the lane restarts, each redoes the records after its own mark
+//! ([`crate::services::lane`] `recover`); trading matches the order again and must make
+//! the same fills. Records all marks have passed are deleted in bulk.
 //!
-//! The journal table lives in `trading.db` and the marks in `risk.db` and `orders.db`:
-//! each service's store is still opened only by its service (the lane runs all three).
+//! A placement's commit is then one row in one b-tree (two or three WAL frames) instead
+//! of trading's book, outcome, trade and counter pages (seven or eight).
+//!
+//! The journal belongs to trading (the lane runs it); the marks live in each store. An
+//! agt from before kept the journal in `trading.db` (table `intake`): what it left there
+//! is redone by risk and orders at the first start, then deleted.
 
 use crate::services::actor::ServiceError;
 use crate::services::orders::NewOrder;
 use crate::services::risk::checks::Plan;
 use crate::services::trading::MatchResult;
+use crate::services::actor::ServiceCtx;
+use crate::services::store::{self, CheckpointGuard};
+use rust_decimal::Decimal;
 use rusqlite::{params, Connection, OptionalExtension};
+use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
-/// Trading's migration: the journal.
+/// The journal's table: in `trading-journal.db`, and in `trading.db` of an agt from
+/// before (trading's migration, kept for what an older agt left there).
 pub const JOURNAL_MIGRATION: &str = "CREATE TABLE intake (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);";
 
-/// Risk's and orders' migration: how far into the journal the store's committed state is.
+/// Each lane store's migration (risk, orders, trading): how far into the journal the store's committed state is.
 pub const APPLIED_MIGRATION: &str = "CREATE TABLE intake_applied (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
     INSERT INTO intake_applied VALUES (1, 0);";
 
@@ -44,7 +54,18 @@ pub struct Intake {
     pub hold: Option<Plan>,
     /// What the book did with it; `None` if it never traded (rejected).
     pub result: Option<MatchResult>,
+    /// The book's grid the match used (`None` in records of an agt from before, which
+    /// trading never redoes, and in rejections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Grid>,
     pub rejected: Option<Rejected>,
+}
+
+/// An instrument's tick and lot, for matching an order again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grid {
+    pub tick: Decimal,
+    pub lot: Decimal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +78,7 @@ fn bad(e: serde_json::Error) -> ServiceError {
     ServiceError::Other(format!("an intake record does not read back: {e}"))
 }
 
-/// Appends record `seq` (trading's transaction).
+/// Appends record `seq`.
 pub fn append(tx: &Connection, seq: i64, record: &Intake) -> Result<(), ServiceError> {
     let json = serde_json::to_string(record).map_err(bad)?;
     tx.prepare_cached("INSERT INTO intake (seq, record) VALUES (?1, ?2)")?.execute(params![seq, json])?;
@@ -81,13 +102,13 @@ pub fn last(tx: &Connection) -> Result<i64, ServiceError> {
     Ok(tx.prepare_cached("SELECT max(seq) FROM intake")?.query_row([], |r| r.get::<_, Option<i64>>(0))?.unwrap_or(0))
 }
 
-/// Deletes the records up to `seq`, which both risk and orders have committed.
+/// Deletes the records up to `seq`, which every store has committed.
 pub fn prune(tx: &Connection, seq: i64) -> Result<(), ServiceError> {
     tx.prepare_cached("DELETE FROM intake WHERE seq <= ?1")?.execute([seq])?;
     Ok(())
 }
 
-/// How far this store (risk or orders) has applied the journal.
+/// How far this store (risk, orders or trading) has applied the journal.
 pub fn applied(tx: &Connection) -> Result<i64, ServiceError> {
     let seq = tx.prepare_cached("SELECT seq FROM intake_applied WHERE one = 1")?.query_row([], |r| r.get(0)).optional()?;
     Ok(seq.unwrap_or(0))
@@ -97,4 +118,49 @@ pub fn applied(tx: &Connection) -> Result<i64, ServiceError> {
 pub fn mark_applied(tx: &Connection, seq: i64) -> Result<(), ServiceError> {
     tx.prepare_cached("UPDATE intake_applied SET seq = ?1 WHERE one = 1")?.execute([seq])?;
     Ok(())
+}
+
+/// The journal's own store: one writer, the lane.
+pub struct Journal {
+    conn: Connection,
+    checkpointer: CheckpointGuard,
+}
+
+/// The journal's store name, `data/<name>.db`.
+pub const STORE: &str = "trading-journal";
+
+impl Journal {
+    pub fn open(ctx: &ServiceCtx) -> Result<Journal, ServiceError> {
+        let path = ctx.home.store(STORE);
+        let conn = store::open(&path, ctx.durability, &[JOURNAL_MIGRATION])?;
+        let checkpointer = store::spawn_checkpointer(&path, Duration::from_millis(50));
+        Ok(Journal { conn, checkpointer })
+    }
+
+    /// Appends `records`, numbered from `first`, and first deletes those up to `prune`
+    /// if given; one commit. Once it returns, the placements are durable.
+    pub fn append_all(&mut self, first: i64, records: &[Intake], prune: Option<i64>) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        let tx = self.conn.transaction()?;
+        if let Some(upto) = prune {
+            self::prune(&tx, upto)?;
+        }
+        for (i, r) in records.iter().enumerate() {
+            append(&tx, first + i as i64, r)?;
+        }
+        tx.commit()?;
+        crate::daemon::metrics::observe_commit(STORE, started.elapsed());
+        store::bound_wal(&self.conn, &self.checkpointer);
+        Ok(())
+    }
+
+    /// The records after `seq`, oldest first, and the newest record's number.
+    pub fn after(&self, seq: i64) -> Result<(i64, Vec<(i64, Intake)>), ServiceError> {
+        Ok((last(&self.conn)?, after(&self.conn, seq)?))
+    }
+
+    /// Deletes the records up to `seq` (one commit).
+    pub fn prune(&mut self, seq: i64) -> Result<(), ServiceError> {
+        self.append_all(0, &[], Some(seq))
+    }
 }

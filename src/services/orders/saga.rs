@@ -156,6 +156,12 @@ pub fn reserve_request(new: &NewOrder, user_active: bool, instrument: &Instrumen
 
 /// What the book matches for a new order that risk reserved (`budget`: a market buy's).
 pub fn match_request(new: &NewOrder, instrument: &Instrument, budget: Option<Decimal>) -> MatchRequest {
+    match_on(new, instrument.tick, instrument.lot, budget)
+}
+
+/// [`match_request`] on a grid given without its instrument (the lane's redo has it from
+/// the journal).
+pub fn match_on(new: &NewOrder, tick: Decimal, lot: Decimal, budget: Option<Decimal>) -> MatchRequest {
     MatchRequest {
         order_id: new.order_id.clone(),
         user_id: new.user_id.clone(),
@@ -165,8 +171,8 @@ pub fn match_request(new: &NewOrder, instrument: &Instrument, budget: Option<Dec
         time_in_force: new.time_in_force,
         price: new.price,
         quantity: new.quantity,
-        tick: instrument.tick,
-        lot: instrument.lot,
+        tick,
+        lot,
         budget,
     }
 }

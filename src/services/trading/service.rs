@@ -76,6 +76,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE resting (
     DROP TABLE resting;
     ALTER TABLE resting_v2 RENAME TO resting;",
     crate::services::intake::JOURNAL_MIGRATION,
+    // The journal moved to its own store (`trading-journal.db`), and trading's book now
+    // commits with risk and orders: it keeps a mark of the records it holds, as they do.
+    // The old table stays for the records an older agt left there.
+    crate::services::intake::APPLIED_MIGRATION,
 ];
 
 /// One symbol's book and the grid its integers are counted on.
@@ -160,13 +164,15 @@ impl Trading {
     }
 
     /// Writes the trades of `self.fills` for taker `order`, updates or removes the makers,
-    /// and returns them as the API sees them.
+    /// and returns them as the API sees them. A redo passes the fills the journal
+    /// recorded: their trade ids and times are kept, and any other difference is an error.
     fn record_fills(
         &mut self,
         tx: &Connection,
         symbol: &str,
         taker_order_id: &str,
         taker_side: Side,
+        journaled: Option<&[TradeFill]>,
         after: &mut AfterCommit,
     ) -> Result<Vec<TradeFill>, ServiceError> {
         let (tick, lot) = {
@@ -176,13 +182,28 @@ impl Trading {
         let now = crate::api::now_rfc3339();
         let mut out = Vec::with_capacity(self.fills.len());
         let fills = std::mem::take(&mut self.fills);
-        for f in &fills {
+        if journaled.is_some_and(|j| j.len() != fills.len()) {
+            self.fills = fills;
+            return Err(ServiceError::Other(format!("redoing {taker_order_id}: the book made other fills than the journal recorded")));
+        }
+        for (i, f) in fills.iter().enumerate() {
             let maker = self.meta.get(&f.maker_id).ok_or_else(|| ServiceError::Other(format!("maker {} unknown", f.maker_id)))?;
             let (maker_order_id, maker_user_id) = (maker.order_id.clone(), maker.user_id.clone());
             let price = Decimal::from(f.price) * tick;
             let quantity = Decimal::from(f.qty) * lot;
             let maker_remaining = Decimal::from(f.maker_remaining) * lot;
-            let trade_id = format!("trd_{}", uuid::Uuid::now_v7().simple());
+            let (trade_id, now) = match journaled.map(|j| &j[i]) {
+                None => (format!("trd_{}", uuid::Uuid::now_v7().simple()), now.clone()),
+                Some(j) if (&j.maker_order_id, j.price, j.quantity, j.maker_remaining) == (&maker_order_id, price, quantity, maker_remaining) => {
+                    (j.trade_id.clone(), j.timestamp.clone())
+                }
+                Some(j) => {
+                    return Err(ServiceError::Other(format!(
+                        "redoing {taker_order_id}: the book filled {quantity} at {price} against {maker_order_id}, the journal {} at {} against {}",
+                        j.quantity, j.price, j.maker_order_id
+                    )))
+                }
+            };
             let (buy, sell) = match taker_side {
                 Side::Buy => (taker_order_id.to_string(), maker_order_id.clone()),
                 Side::Sell => (maker_order_id.clone(), taker_order_id.to_string()),
@@ -260,6 +281,29 @@ impl Trading {
     /// [`Trading::do_match`] for an order never matched before, without looking for its
     /// stored outcome: the lane's placements, whose ids `saga::place` has just made.
     pub(crate) fn match_new(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+        self.match_as(tx, req, None, after)
+    }
+
+    /// Matches a placement again from the lane's intake journal after a crash took
+    /// trading's uncommitted work: the book is as it was then, so the engine must make
+    /// the same fills, and they keep the trade ids and times already answered (and
+    /// recorded by orders). Anything else is an error, never a silent difference.
+    pub(crate) fn redo_match(&mut self, tx: &Connection, req: MatchRequest, journaled: &MatchResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        let order_id = req.order_id.clone();
+        match self.match_as(tx, req, Some(journaled), after)? {
+            Ok(result) if &result == journaled => Ok(()),
+            Ok(result) => Err(ServiceError::Other(format!("redoing {order_id}: the book answered {result:?}, the journal {journaled:?}"))),
+            Err(e) => Err(ServiceError::Other(format!("redoing {order_id}: the book refused it ({}) but the journal has it matched", e.message))),
+        }
+    }
+
+    fn match_as(
+        &mut self,
+        tx: &Connection,
+        req: MatchRequest,
+        journaled: Option<&MatchResult>,
+        after: &mut AfterCommit,
+    ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         let qty = match units(req.quantity, req.lot, "quantity") {
             Ok(q) => q,
             Err(e) => return Ok(Err(e)),
@@ -283,7 +327,7 @@ impl Trading {
         let outcome = self.book_mut(&req.symbol, req.tick, req.lot).book.place(incoming, &mut fills);
         self.fills = fills;
         let lot = req.lot;
-        let trade_fills = self.record_fills(tx, &req.symbol, &req.order_id, req.side, after)?;
+        let trade_fills = self.record_fills(tx, &req.symbol, &req.order_id, req.side, journaled.map(|j| &j.fills[..]), after)?;
         if outcome.rest == Rest::Resting {
             self.rest(tx, &req, internal, internal, outcome.remaining)?;
         }
@@ -349,7 +393,7 @@ impl Trading {
         let Some(outcome) = outcome else {
             return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book"))));
         };
-        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, after)?;
+        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, None, after)?;
         let req = MatchRequest {
             order_id: order_id.to_string(),
             user_id,
