@@ -737,19 +737,25 @@ mod tests {
         rx.try_recv().expect("answered within the batch")
     }
 
-    #[test]
-    fn a_lane_that_stops_before_its_flush_redoes_what_it_answered_when_it_starts() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A lane driven by hand (no thread) on a fresh home, with these deposits made.
+    fn funded(dir: &tempfile::TempDir, deposits: &[(&str, &str, &str)]) -> (Lane, ServiceCtx, crate::services::bus::Bus) {
         let home = crate::daemon::Home::at(dir.path());
         let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
         let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
         let mut lane = Lane::open(&ctx, None).unwrap();
-        for (user, asset, amount) in [("bob", "AAPL", "10"), ("bob", "USD", "1000"), ("alice", "USD", "1000")] {
+        for (user, asset, amount) in deposits {
             let (reply, rx) = oneshot::channel();
-            let cmd = risk::Cmd::Deposit { user_id: user.into(), asset: asset.into(), amount: dec(amount), reply };
+            let cmd = risk::Cmd::Deposit { user_id: user.to_string(), asset: asset.to_string(), amount: dec(amount), reply };
             one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
         }
+        (lane, ctx, bus)
+    }
+
+    #[test]
+    fn a_lane_that_stops_before_its_flush_redoes_what_it_answered_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("bob", "USD", "1000"), ("alice", "USD", "1000")]);
         let mut answers = Vec::new();
         let mut places = Vec::new();
         let at_101 = |o: NewOrder| NewOrder { price: Some(dec("101")), ..o };
@@ -834,16 +840,7 @@ mod tests {
     #[test]
     fn records_an_older_agt_left_in_trading_db_are_redone_once() {
         let dir = tempfile::tempdir().unwrap();
-        let home = crate::daemon::Home::at(dir.path());
-        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
-        let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
-        let mut lane = Lane::open(&ctx, None).unwrap();
-        for (user, asset, amount) in [("bob", "AAPL", "10"), ("alice", "USD", "1000")] {
-            let (reply, rx) = oneshot::channel();
-            let cmd = risk::Cmd::Deposit { user_id: user.into(), asset: asset.into(), amount: dec(amount), reply };
-            one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
-        }
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
         let mut places = Vec::new();
         let mut answers = Vec::new();
         for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)] {
