@@ -26,6 +26,7 @@
 //! | health  | `Event(SERVICE_STARTED)` (lifecycle row) |
 //! | notify  | `Event` matching one webhook rule (a queued delivery) |
 //! | bus     | `publish_then` of N events until committed (through the bus thread) |
+//! | trading-journal | the lane's intake journal: N records of a traded placement appended in one commit (`commit/` only: the lane calls it directly) |
 //!
 //! Event commands have no reply: an actor batch ends with one `LastEventSeq` query, whose
 //! answer comes after the events' commit. Throughput is per command.
@@ -469,6 +470,68 @@ fn bus_publish(c: &mut Criterion) {
     bus.shutdown();
 }
 
+/// The lane's intake journal: what a batch of placements waits for (`intake::Journal`).
+fn journal_append(c: &mut Criterion) {
+    use agt::services::intake::{Grid, Intake, Journal};
+    use agt::services::trading::{MatchResult, TradeFill};
+    let (_dir, home) = temp_home();
+    let bus = Bus::open(&home, Durability::Normal).expect("the bus opens");
+    let mut journal = Journal::open(&ctx(&home, &bus)).expect("the journal opens");
+    let dec = |s: &str| s.parse::<Decimal>().expect("a decimal");
+    let record = |i: u64| Intake {
+        order: orders::NewOrder {
+            order_id: format!("ord_{i:032}"),
+            user_id: "usr_0123456789abcdef".into(),
+            symbol: "AAPL".into(),
+            side: Side::Buy,
+            kind: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            price: Some(dec("187.25")),
+            quantity: dec("10"),
+            client_order_id: None,
+        },
+        at: now(),
+        hold: Some(risk::checks::Plan { asset: "USD".into(), amount: dec("1872.50"), limit: Some(dec("187.25")), budget: None }),
+        result: Some(MatchResult {
+            order_id: format!("ord_{i:032}"),
+            fills: vec![TradeFill {
+                trade_id: format!("trd_{i:032}"),
+                maker_order_id: format!("ord_{:032}", i + 1),
+                maker_user_id: "usr_fedcba9876543210".into(),
+                price: dec("187.25"),
+                quantity: dec("10"),
+                maker_remaining: dec("0"),
+                timestamp: now(),
+            }],
+            filled: dec("10"),
+            remaining: dec("0"),
+            rests: false,
+            self_trade_prevented: false,
+        }),
+        grid: Some(Grid { tick: dec("0.01"), lot: dec("1") }),
+        rejected: None,
+    };
+    // Numbers go on rising across batches, as in the lane.
+    let seq = std::cell::Cell::new(1i64);
+    let mut g = group(c, "commit/trading-journal".into());
+    for n in BATCHES {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_batched(
+                || (0..n as u64).map(|i| record(seq.get() as u64 + i)).collect::<Vec<_>>(),
+                |records| {
+                    journal.append_all(seq.get(), &records, None).expect("the journal commits");
+                    seq.set(seq.get() + records.len() as i64);
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+    drop(journal);
+    bus.shutdown();
+}
+
 criterion_group!(
     stores,
     orders_accept,
@@ -480,6 +543,7 @@ criterion_group!(
     auth_create,
     health_events,
     notify_events,
-    bus_publish
+    bus_publish,
+    journal_append
 );
 criterion_main!(stores);
