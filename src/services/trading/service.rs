@@ -192,7 +192,7 @@ impl Trading {
             let price = Decimal::from(f.price) * tick;
             let quantity = Decimal::from(f.qty) * lot;
             let maker_remaining = Decimal::from(f.maker_remaining) * lot;
-            let (trade_id, now) = match journaled.map(|j| &j[i]) {
+            let (trade_id, timestamp) = match journaled.map(|j| &j[i]) {
                 None => (format!("trd_{}", uuid::Uuid::now_v7().simple()), now.clone()),
                 Some(j) if (&j.maker_order_id, j.price, j.quantity, j.maker_remaining) == (&maker_order_id, price, quantity, maker_remaining) => {
                     (j.trade_id.clone(), j.timestamp.clone())
@@ -212,7 +212,7 @@ impl Trading {
                 "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), side_str(taker_side), buy, sell, now])?;
+            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), side_str(taker_side), buy, sell, timestamp])?;
             if f.maker_remaining == 0 {
                 tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
                 self.ids.remove(&maker_order_id);
@@ -229,10 +229,10 @@ impl Trading {
                 taker_side,
                 buy_order_id: buy,
                 sell_order_id: sell,
-                timestamp: now.clone(),
+                timestamp: timestamp.clone(),
             };
             after.event_of("TRADE_EXECUTED", &trade);
-            out.push(TradeFill { trade_id, maker_order_id, maker_user_id, price, quantity, maker_remaining, timestamp: now.clone() });
+            out.push(TradeFill { trade_id, maker_order_id, maker_user_id, price, quantity, maker_remaining, timestamp });
         }
         crate::daemon::metrics::get().trades.inc_by(fills.len() as u64);
         self.fills = fills;
