@@ -125,6 +125,10 @@ pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
                 h.thread().unpark();
             }
         }
+    } else if checkpointer.ready.load(Ordering::Relaxed) {
+        // The log restarted on its own since the pass it asked for: a later ask needs
+        // a pass of its own.
+        checkpointer.ready.store(false, Ordering::Relaxed);
     }
 }
 
@@ -140,10 +144,10 @@ const CHECKPOINT_LATEST: Duration = Duration::from_secs(1);
 /// The log's last frame as the wal-index header in `<db>-shm` says (`mxFrame`, a
 /// native-endian u32 at offset 16: <https://www.sqlite.org/walformat.html>), read
 /// without a lock: a hint of how much was written, never a decision about data.
-fn log_frames(shm: &Path) -> Option<i64> {
+fn log_frames(shm: &std::fs::File) -> Option<i64> {
     use std::os::unix::fs::FileExt;
     let mut b = [0u8; 4];
-    std::fs::File::open(shm).ok()?.read_exact_at(&mut b, 16).ok()?;
+    shm.read_exact_at(&mut b, 16).ok()?;
     Some(u32::from_ne_bytes(b) as i64)
 }
 
@@ -185,6 +189,8 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
             let _ = conn.execute_batch("PRAGMA busy_timeout=1000;");
             // A WAL frame is a page and a 24-byte header.
             let frame = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096) + 24;
+            // Opened once: this thread's connection keeps the file from being removed.
+            let mut shm_file = None;
             let (mut wait, mut last_seen, mut copied, mut last_pass) = (period, -1i64, 0i64, std::time::Instant::now());
             while !flag.load(Ordering::Relaxed) {
                 std::thread::park_timeout(wait);
@@ -193,7 +199,10 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
                 }
                 // Frames written since the last pass copied up to `copied` (a smaller
                 // number: the log has restarted since). Unknown: pass as before.
-                let frames = log_frames(&shm);
+                if shm_file.is_none() {
+                    shm_file = std::fs::File::open(&shm).ok();
+                }
+                let frames = shm_file.as_ref().and_then(log_frames);
                 let uncopied = frames.map_or(CHECKPOINT_FRAMES, |f| if f >= copied { f - copied } else { f });
                 let asked = urgent.load(Ordering::Acquire);
                 if asked || uncopied >= CHECKPOINT_FRAMES || (uncopied > 0 && last_pass.elapsed() >= latest) {
@@ -388,7 +397,8 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no pass for {CHECKPOINT_FRAMES} frames");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let frames = log_frames(&dir.path().join("f.db-shm")).expect("the wal-index header reads");
+        let shm = std::fs::File::open(dir.path().join("f.db-shm")).unwrap();
+        let frames = log_frames(&shm).expect("the wal-index header reads");
         assert!(frames > CHECKPOINT_FRAMES, "{frames} frames in the log");
     }
 
