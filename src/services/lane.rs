@@ -725,7 +725,28 @@ mod tests {
             assert_eq!(bal(&bob, "AAPL"), Some((dec("7"), dec("2"))));
             let holds = h.risk.call(risk::Cmd::Holds).await.unwrap();
             assert_eq!(holds.iter().map(|h| h.order_id.as_str()).collect::<Vec<_>>(), ["ord_s"]);
+
+            // The saga's own match step (what a resumed saga replays) stores its outcome,
+            // so a replay answers it again instead of trading twice.
+            let req = saga::match_request(&order("ord_m", "alice", Side::Buy, dec("1"), None), &aapl(), None);
+            let first = h.trading.call(|reply| trading::Cmd::Match { req: req.clone(), reply }).await.unwrap();
+            let replay = h.trading.call(|reply| trading::Cmd::Match { req, reply }).await.unwrap();
+            assert_eq!(first.fills.len(), 1);
+            assert_eq!(replay, first, "a replayed match answers the stored outcome");
+            let states = h.trading.call(|reply| trading::Cmd::Status { order_ids: vec!["ord_s".into()], reply }).await.unwrap();
+            assert_eq!(states, [trading::OrderState::Resting { remaining: dec("1") }], "filled once, not twice");
         });
+        // Lane placements keep no outcome: the journal holds it until all three stores
+        // have applied it, and no saga is resumed for them.
+        let trading_db = rusqlite::Connection::open(lane._dir.path().join("data/trading.db")).unwrap();
+        let stored: Vec<String> = trading_db
+            .prepare("SELECT order_id FROM outcomes")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, ["ord_m"]);
         assert_eq!(lane.statuses.risk.state(), State::Running);
     }
 

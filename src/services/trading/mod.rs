@@ -82,10 +82,9 @@ pub struct Cancelled {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderState {
     Resting { remaining: Decimal },
-    /// Matched and no longer resting (filled or its remainder cancelled by the rules).
-    Done,
     /// Taken out of the book by a cancel.
     Cancelled,
-    /// The book has never seen it.
-    Unknown,
+    /// Neither resting nor cancelled from the book: matched away (filled, or its
+    /// remainder ended by its time in force), or never seen.
+    NotResting,
 }
