@@ -414,7 +414,7 @@ impl Lane {
                     (None, Some(_)) => risk::SettleRequest { trades: vec![], release: vec![r.order.order_id.clone()] },
                     (None, None) => continue,
                 };
-                if let Err(e) = svc.settle(tx, &req)? {
+                if let Err(e) = svc.settle_new(tx, &req)? {
                     return Err(ServiceError::Other(format!("cannot redo the settlement of {}: {}", r.order.order_id, e.message)));
                 }
             }
@@ -563,7 +563,7 @@ impl Lane {
                             continue;
                         }
                     };
-                    settled.push(svc.settle(tx, &req)?.is_ok());
+                    settled.push(svc.settle_new(tx, &req)?.is_ok());
                 }
                 Ok(())
             })?;
@@ -747,6 +747,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(stored, ["ord_m"]);
+        // Nor does risk store their trade ids: the journal keeps a redo from settling twice.
+        let risk_db = rusqlite::Connection::open(lane._dir.path().join("data/risk.db")).unwrap();
+        let settled: i64 = risk_db.query_row("SELECT count(*) FROM settled_trades", [], |r| r.get(0)).unwrap();
+        assert_eq!(settled, 0);
         assert_eq!(lane.statuses.risk.state(), State::Running);
     }
 
