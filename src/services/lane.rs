@@ -567,6 +567,18 @@ impl Lane {
                 }
                 Ok(())
             })?;
+            // A match risk refused to settle leaves its order `settling` for recovery to
+            // finish, and recovery's match step must answer this outcome, not trade again.
+            if then.iter().zip(&settled).any(|(t, ok)| !ok && matches!(t, Then::Record(..))) {
+                self.trading.work(|_, tx, _| {
+                    for (t, _) in then.iter().zip(&settled).filter(|(_, ok)| !**ok) {
+                        if let Then::Record(_, result) = t {
+                            Trading::keep_outcome(tx, result)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
             self.orders.work(|_, tx, after| {
                 for (t, settled) in then.into_iter().zip(settled) {
                     match t {
@@ -752,6 +764,41 @@ mod tests {
         let settled: i64 = risk_db.query_row("SELECT count(*) FROM settled_trades", [], |r| r.get(0)).unwrap();
         assert_eq!(settled, 0);
         assert_eq!(lane.statuses.risk.state(), State::Running);
+    }
+
+    /// If risk ever refuses a match's settlement, the order is left `settling` for
+    /// recovery, and trading keeps its outcome so that recovery's match step answers it
+    /// instead of trading again. (The engine's trades always settle; a symbol whose base
+    /// asset is the quote currency, `USD-USD`, is the one way to make risk refuse them.)
+    #[test]
+    fn a_match_risk_refuses_to_settle_keeps_its_outcome_for_recovery() {
+        let lane = Running::start();
+        let h = &lane.handles;
+        let odd = Instrument { symbol: "USD-USD".into(), base: "USD".into(), ..aapl() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for user in ["bob", "alice"] {
+                let user_id = user.to_string();
+                h.risk.call(move |reply| risk::Cmd::Deposit { user_id, asset: "USD".into(), amount: dec("1000"), reply }).await.unwrap();
+            }
+            let place = |o: NewOrder| {
+                let instrument = odd.clone();
+                h.placements.send(|reply| LaneCmd::Place(Placement { order: o, user_active: true, instrument, reply })).unwrap()
+            };
+            let usdx = |mut o: NewOrder| {
+                o.symbol = "USD-USD".into();
+                o
+            };
+            place(usdx(order("ord_s", "bob", Side::Sell, dec("1"), None))).await.unwrap().unwrap();
+            let (_, buy) = place(usdx(order("ord_b", "alice", Side::Buy, dec("1"), None))).await.unwrap().unwrap();
+            assert_eq!(buy.fills.len(), 1, "the book traded");
+            let unfinished = h.orders.call(orders::Cmd::Unfinished).await.unwrap();
+            assert_eq!(unfinished.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(), ["ord_b"], "left for recovery");
+            // Recovery's match step answers what the book did, and trades nothing more.
+            let req = saga::match_request(&usdx(order("ord_b", "alice", Side::Buy, dec("1"), None)), &odd, None);
+            let replayed = h.trading.call(|reply| trading::Cmd::Match { req, reply }).await.unwrap();
+            assert_eq!(replayed.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>(), buy.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>());
+        });
     }
 
     /// Runs one batch of commands on a lane driven by hand (no thread), and answers the

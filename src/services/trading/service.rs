@@ -276,21 +276,30 @@ impl Trading {
             let stored: MatchResult = serde_json::from_str(&json).map_err(|e| ServiceError::Other(e.to_string()))?;
             return Ok(Ok(stored));
         }
-        let order_id = req.order_id.clone();
         let result = self.match_as(tx, req, None, after)?;
         if let Ok(r) = &result {
-            tx.prepare_cached("INSERT INTO outcomes (order_id, result) VALUES (?1, ?2)")?
-                .execute(params![order_id, serde_json::to_string(r).unwrap_or_default()])?;
+            Self::keep_outcome(tx, r)?;
         }
         Ok(result)
+    }
+
+    /// Stores a match's outcome, for [`Trading::do_match`] to answer when a resumed saga
+    /// replays its match step. The lane calls it for a placement whose settlement risk
+    /// refused: that order stays `settling` for recovery to finish, and recovery must
+    /// find this outcome rather than match the order a second time.
+    pub(crate) fn keep_outcome(tx: &Connection, result: &MatchResult) -> Result<(), ServiceError> {
+        tx.prepare_cached("INSERT OR IGNORE INTO outcomes (order_id, result) VALUES (?1, ?2)")?
+            .execute(params![result.order_id, serde_json::to_string(result).unwrap_or_default()])?;
+        Ok(())
     }
 
     /// Matches a lane placement: an order never matched before (its id was just made by
     /// `saga::place`), so no stored outcome is looked for, and none is stored. A replay
     /// needs none: the intake journal holds the outcome until all three stores have
     /// applied it ([`Trading::redo_match`]), and the order is recorded done in the same
-    /// flush, so no saga is ever resumed for it. (Storing it was ~40 % of the pages
-    /// trading wrote per order.)
+    /// flush, so no saga is resumed for it (unless risk refuses its settlement: see
+    /// [`Trading::keep_outcome`]). Storing it was ~40 % of the pages trading wrote per
+    /// order.
     pub(crate) fn match_new(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         self.match_as(tx, req, None, after)
     }
