@@ -18,6 +18,9 @@ pub struct Market {
     /// The last bus event applied; the follower resumes after it and anything at or below
     /// it is ignored, so a replay neither loses nor doubles a trade.
     last_event_seq: u64,
+    /// The seq of the batch's last trade, until `before_commit` stores it (once per batch,
+    /// like the bars, instead of once per trade).
+    unsaved_trade_seq: Option<u64>,
 }
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE instruments (
@@ -71,7 +74,7 @@ impl Market {
         instruments.seed(&tx, seeds)?;
         tx.commit()?;
         let last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
-        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64 })
+        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64, unsaved_trade_seq: None })
     }
 
     pub(super) fn add_symbol(&mut self, tx: &Connection, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
@@ -97,9 +100,10 @@ impl Market {
                 // A malformed event must not stop the tape (a restart would replay it forever).
                 Err(err) => tracing::warn!(seq = e.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
             }
-            // Stored with the trade it follows: other events change nothing here, so a
-            // restart that replays them from the last trade on loses nothing.
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([e.seq as i64])?;
+            // Stored with the trades it follows (at the batch's commit): other events
+            // change nothing here, so a restart that replays them from the last trade on
+            // loses nothing.
+            self.unsaved_trade_seq = Some(e.seq);
         }
         self.last_event_seq = e.seq;
         Ok(())
@@ -208,6 +212,9 @@ impl Service for Market {
 
     /// The batch's trades have changed some bars: written once each, here.
     fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
+        if let Some(seq) = self.unsaved_trade_seq.take() {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([seq as i64])?;
+        }
         Ok(self.bars.flush(tx)?)
     }
 
