@@ -6,7 +6,7 @@
 //! all three before answering cost three commits on every placement's path, and a commit
 //! is most of a placement's cost (each dirty 4 KiB page is a WAL frame). So the lane
 //! appends one **intake record** per placement to a journal of its own
-//! (`data/trading-journal.db`), commits that, and answers. The record holds what each
+//! (`data/trading-journal/`, see `services::journal`), and answers. The record holds what each
 //! store needs to redo its part without deciding anything again: the order and its
 //! time, the hold risk placed (its plan, not the checks that admitted it), the book's
 //! grid, the match outcome (fills with their trade ids and times), or the rejection.
@@ -18,8 +18,9 @@
 //! ([`crate::services::lane`] `recover`); trading matches the order again and must make
 //! the same fills. Records all marks have passed are deleted in bulk.
 //!
-//! A placement's commit is then one row in one b-tree (two or three WAL frames) instead
-//! of trading's book, outcome, trade and counter pages (seven or eight).
+//! A placement then waits for one `write` of its record (session 7 made it a commit
+//! of one row in a store of its own, two or three WAL frames, instead of trading's
+//! book, outcome, trade and counter pages; session 8 a file of its own).
 //!
 //! The journal belongs to trading (the lane runs it); the marks live in each store. An
 //! agt from before kept the journal in `trading.db` (table `intake`): what it left there
@@ -29,15 +30,13 @@ use crate::services::actor::ServiceError;
 use crate::services::orders::NewOrder;
 use crate::services::risk::checks::Plan;
 use crate::services::trading::MatchResult;
-use crate::services::actor::ServiceCtx;
-use crate::services::store::{self, CheckpointGuard};
 use rust_decimal::Decimal;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
-/// The journal's table: in `trading-journal.db`, and in `trading.db` of an agt from
-/// before (trading's migration, kept for what an older agt left there).
+/// The journal's table in the stores of an agt from before: `trading-journal.db`
+/// (moved into the journal's file by `services::journal`) and `trading.db` (trading's
+/// migration, kept for what an older agt left there).
 pub const JOURNAL_MIGRATION: &str = "CREATE TABLE intake (seq INTEGER PRIMARY KEY, record TEXT NOT NULL);";
 
 /// Each lane store's migration (risk, orders, trading): how far into the journal the store's committed state is.
@@ -120,47 +119,4 @@ pub fn mark_applied(tx: &Connection, seq: i64) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// The journal's own store: one writer, the lane.
-pub struct Journal {
-    conn: Connection,
-    checkpointer: CheckpointGuard,
-}
-
-/// The journal's store name, `data/<name>.db`.
-pub const STORE: &str = "trading-journal";
-
-impl Journal {
-    pub fn open(ctx: &ServiceCtx) -> Result<Journal, ServiceError> {
-        let path = ctx.home.store(STORE);
-        let conn = store::open(&path, ctx.durability, &[JOURNAL_MIGRATION])?;
-        let checkpointer = store::spawn_checkpointer(&path, Duration::from_millis(50));
-        Ok(Journal { conn, checkpointer })
-    }
-
-    /// Appends `records`, numbered from `first`, and first deletes those up to `prune`
-    /// if given; one commit. Once it returns, the placements are durable.
-    pub fn append_all(&mut self, first: i64, records: &[Intake], prune: Option<i64>) -> Result<(), ServiceError> {
-        let started = Instant::now();
-        let tx = self.conn.transaction()?;
-        if let Some(upto) = prune {
-            self::prune(&tx, upto)?;
-        }
-        for (i, r) in records.iter().enumerate() {
-            append(&tx, first + i as i64, r)?;
-        }
-        tx.commit()?;
-        crate::daemon::metrics::observe_commit(STORE, started.elapsed());
-        store::bound_wal(&self.conn, &self.checkpointer);
-        Ok(())
-    }
-
-    /// The records after `seq`, oldest first, and the newest record's number.
-    pub fn after(&self, seq: i64) -> Result<(i64, Vec<(i64, Intake)>), ServiceError> {
-        Ok((last(&self.conn)?, after(&self.conn, seq)?))
-    }
-
-    /// Deletes the records up to `seq` (one commit).
-    pub fn prune(&mut self, seq: i64) -> Result<(), ServiceError> {
-        self.append_all(0, &[], Some(seq))
-    }
-}
+pub use crate::services::journal::Journal;

@@ -20,7 +20,7 @@
 //! 2. trading: **match** each placement that was accepted and reserved, in its open
 //!    transaction; then the journal appends one intake record per placement stored new
 //!    (the order, the batch's time, the hold's plan, the book's grid, the match outcome
-//!    or the rejection) and commits: every placement of the batch is durable, and is
+//!    or the rejection) in one write: every placement of the batch is durable, and is
 //!    answered now (a traded one with the order its record will store, built in memory:
 //!    `orders::matched`).
 //! 3. risk: **settle** each match and release the holds of placements that ended;
@@ -42,7 +42,7 @@
 //! records after its own mark, deciding nothing anew (the hold is placed as journalled,
 //! not re-checked; the book must make the journalled fills, which keep their trade ids),
 //! so a crash between two of the flush's commits is repaired too. A crash before the
-//! journal's commit loses a batch nobody was answered for: its placements get 503, like
+//! journal's append loses a batch nobody was answered for: its placements get 503, like
 //! any command whose service stopped before committing.
 //!
 //! Every other command is answered after its own service's commit.
@@ -232,7 +232,7 @@ struct Lane {
     journal: Journal,
     bus: crate::services::bus::Bus,
     split_fault: Option<SplitFault>,
-    /// The newest intake record, committed in the journal.
+    /// The newest intake record, appended to the journal.
     journalled: i64,
     /// The record that the three stores' committed state all reach.
     applied: i64,
@@ -324,7 +324,7 @@ impl Lane {
             risk: Unit::open(ctx)?,
             trading: Unit::open(ctx)?,
             orders: Unit::open(ctx)?,
-            journal: Journal::open(ctx)?,
+            journal: Journal::open(&ctx.home, ctx.durability)?,
             bus: ctx.bus.clone(),
             split_fault,
             journalled: 0,
@@ -499,7 +499,7 @@ impl Lane {
             })
             .collect();
 
-        // Phase 2: match, and journal every placement stored new. The journal's commit
+        // Phase 2: match, and journal every placement stored new. The journal's append
         // makes the whole batch durable: from here on, each placement can be answered.
         let mut records = Vec::with_capacity(next.len());
         let next = self.trading.work(|svc, tx, after| {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bus;
 pub mod health;
 pub mod intake;
+pub mod journal;
 pub mod lane;
 pub mod market;
 pub mod notify;

@@ -1,0 +1,409 @@
+//! The intake journal's log: an append-only file of checksummed records, the one write a
+//! placement waits for (see `services::intake` for what a record holds and why).
+//!
+//! A SQLite store did this job before (`data/trading-journal.db`). Its commit wrote two
+//! or three 4 KiB pages per batch, and its log had to be checkpointed into the database
+//! (fsyncs) and restarted by the lane itself: 3–18 ms stalls on the answer's path under
+//! load. The journal needs none of that: records are only ever appended, read back once
+//! when the lane starts, and deleted once trading, risk and orders have all committed
+//! them. So it is a directory of segment files, `data/trading-journal/<first seq>.log`,
+//! each a run of frames:
+//!
+//! ```text
+//! length: u32 LE | seq: u64 LE | check: first 8 bytes of SHA-256(seq | payload) | payload (JSON)
+//! ```
+//!
+//! **Durable like the stores.** With `durability = "normal"` an append is one `write`
+//! (in the page cache once it returns, so it survives SIGKILL, like a commit with
+//! `synchronous=NORMAL`); with `"full"` it is also `fdatasync`ed before the lane
+//! answers. A frame that does not check out (a power loss cut the tail) ends the
+//! journal: it and everything after it are dropped when the journal opens, like an
+//! invalid frame in SQLite's log. Record numbers only rise; a number that does not is
+//! damage, and the journal refuses to open.
+//!
+//! **Pruning** deletes whole segments: a new segment begins once the current one passes
+//! [`SEGMENT_BYTES`], and an older one goes once every record in it is applied.
+//!
+//! **Upgrade:** records an agt from before left in `trading-journal.db` are copied into
+//! the log when it first opens (the log made durable), then that store is removed.
+
+use crate::services::actor::ServiceError;
+use crate::services::config::settings::Durability;
+use crate::services::intake::{self, Intake};
+use sha2::{Digest, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A segment is closed, and a new one begun, once it holds this many bytes (~5 k
+/// records): small enough that pruning frees space soon, large enough that segments are
+/// rarely created.
+pub const SEGMENT_BYTES: u64 = 4 << 20;
+
+/// The journal's directory under `data/`, and the name of its commit metric.
+pub const NAME: &str = "trading-journal";
+
+const HEADER: usize = 4 + 8 + 8;
+
+/// The lane's intake journal. One writer: the lane.
+pub struct Journal {
+    dir: PathBuf,
+    durability: Durability,
+    segment_bytes: u64,
+    /// Segments by first record number, oldest first; the last is written.
+    segments: Vec<(i64, PathBuf)>,
+    /// The last segment, open for appending, and its length.
+    current: Option<(File, u64)>,
+    last: i64,
+    buf: Vec<u8>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> ServiceError {
+    ServiceError::Other(format!("the intake journal cannot {what} {}: {e}", path.display()))
+}
+
+fn check(seq: i64, payload: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(seq.to_le_bytes());
+    h.update(payload);
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.finalize()[..8]);
+    out
+}
+
+/// One frame, appended to `buf`.
+fn encode(buf: &mut Vec<u8>, seq: i64, record: &Intake) -> Result<(), ServiceError> {
+    let at = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    serde_json::to_writer(&mut *buf, record).map_err(|e| ServiceError::Other(format!("an intake record does not encode: {e}")))?;
+    let len = (buf.len() - at - HEADER) as u32;
+    let sum = check(seq, &buf[at + HEADER..]);
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    buf[at + 4..at + 12].copy_from_slice(&seq.to_le_bytes());
+    buf[at + 12..at + 20].copy_from_slice(&sum);
+    Ok(())
+}
+
+/// The frames of one segment that check out, and the length they span.
+fn decode(bytes: &[u8]) -> (Vec<(i64, &[u8])>, usize) {
+    let (mut out, mut at) = (Vec::new(), 0);
+    while bytes.len() - at >= HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let seq = i64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap());
+        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
+        if check(seq, payload)[..] != bytes[at + 12..at + 20] {
+            break;
+        }
+        out.push((seq, payload));
+        at += HEADER + len;
+    }
+    (out, at)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `data/trading-journal/` and reads what it holds.
+    pub fn open(home: &crate::daemon::Home, durability: Durability) -> Result<Journal, ServiceError> {
+        Self::open_with(home, durability, SEGMENT_BYTES)
+    }
+
+    pub(crate) fn open_with(home: &crate::daemon::Home, durability: Durability, segment_bytes: u64) -> Result<Journal, ServiceError> {
+        let dir = home.data_dir().join(NAME);
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let mut segments: Vec<(i64, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(|e| io("list", &dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<i64>().ok()?, p)))
+            .collect();
+        segments.sort();
+        let mut j = Journal { dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new() };
+        j.last = j.scan(true)?.last().map_or(0, |(seq, _)| *seq);
+        j.take_over_old_store(home)?;
+        Ok(j)
+    }
+
+    /// Reads every record, checking that each frame checks out and that the numbers run
+    /// on without a gap. With `repair`, a journal that ends in a frame that does not
+    /// check out is cut there (that segment truncated, later ones removed).
+    fn scan(&mut self, repair: bool) -> Result<Vec<(i64, Intake)>, ServiceError> {
+        let mut out: Vec<(i64, Intake)> = Vec::new();
+        let mut cut_at = None;
+        for (i, (_, path)) in self.segments.iter().enumerate() {
+            let mut bytes = Vec::new();
+            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", path, e))?;
+            let (frames, good) = decode(&bytes);
+            for (seq, payload) in frames {
+                if let Some((prev, _)) = out.last() {
+                    if seq <= *prev {
+                        return Err(ServiceError::Other(format!("the intake journal is damaged: record {seq} follows {prev} in {}", path.display())));
+                    }
+                }
+                let record = serde_json::from_slice(payload).map_err(|e| ServiceError::Other(format!("intake record {seq} does not read back: {e}")))?;
+                out.push((seq, record));
+            }
+            if good < bytes.len() {
+                cut_at = Some((i, good, bytes.len() - good));
+                break;
+            }
+        }
+        if let (Some((i, good, dropped)), true) = (cut_at, repair) {
+            let path = self.segments[i].1.clone();
+            tracing::warn!(path = %path.display(), kept = good, dropped, "the intake journal ends in a frame that does not check out (cut by a power loss?): dropped from there");
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
+            f.set_len(good as u64).and_then(|_| f.sync_all()).map_err(|e| io("truncate", &path, e))?;
+            for (_, later) in self.segments.drain(i + 1..) {
+                std::fs::remove_file(&later).map_err(|e| io("remove", &later, e))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies what an agt from before left in `trading-journal.db` into the log, makes
+    /// the log durable, then removes that store. A crash in between copies nothing twice:
+    /// only records after the log's last are copied.
+    fn take_over_old_store(&mut self, home: &crate::daemon::Home) -> Result<(), ServiceError> {
+        let path = home.store(NAME);
+        if !path.exists() {
+            return Ok(());
+        }
+        let conn = rusqlite::Connection::open(&path)?;
+        let has_table: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'intake'", [], |r| r.get(0))?;
+        let old = if has_table { intake::after(&conn, self.last)? } else { Vec::new() };
+        drop(conn);
+        if !old.is_empty() {
+            tracing::info!(records = old.len(), "moving the intake journal out of trading-journal.db into data/trading-journal/");
+            // Numbered as they were: appended one at a time, since a gap may lie
+            // between them (records pruned in the middle are not expected, but cost
+            // nothing to keep right).
+            let durability = std::mem::replace(&mut self.durability, Durability::Full);
+            let appended = old.iter().try_for_each(|(seq, r)| self.append_all(*seq, std::slice::from_ref(r), None));
+            self.durability = durability;
+            appended?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| io("remove", &p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `records`, numbered from `first`, after deleting the segments whose
+    /// records are all at or below `prune`, if given. Once it returns, the placements
+    /// are durable (see the module's note on durability).
+    pub fn append_all(&mut self, first: i64, records: &[Intake], prune: Option<i64>) -> Result<(), ServiceError> {
+        if let Some(upto) = prune {
+            self.prune_to(upto)?;
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if first <= self.last {
+            return Err(ServiceError::Other(format!("intake record {first} would follow {}", self.last)));
+        }
+        self.buf.clear();
+        for (i, r) in records.iter().enumerate() {
+            encode(&mut self.buf, first + i as i64, r)?;
+        }
+        self.open_segment(first)?;
+        let (file, len) = self.current.as_mut().expect("a segment is open");
+        let path = &self.segments.last().expect("a segment is open").1;
+        file.write_all(&self.buf).map_err(|e| io("append to", path, e))?;
+        if self.durability == Durability::Full {
+            file.sync_data().map_err(|e| io("sync", path, e))?;
+        }
+        *len += self.buf.len() as u64;
+        self.last = first + records.len() as i64 - 1;
+        crate::daemon::metrics::observe_commit(NAME, started.elapsed());
+        Ok(())
+    }
+
+    /// Opens the segment to append to, begun anew at record `first` when there is none
+    /// or the current one is full.
+    fn open_segment(&mut self, first: i64) -> Result<(), ServiceError> {
+        if self.current.is_none() {
+            if let Some((_, path)) = self.segments.last() {
+                let len = std::fs::metadata(path).map_err(|e| io("read", path, e))?.len();
+                if len < self.segment_bytes {
+                    let f = OpenOptions::new().append(true).open(path).map_err(|e| io("open", path, e))?;
+                    self.current = Some((f, len));
+                }
+            }
+        }
+        if self.current.as_ref().is_none_or(|(_, len)| *len >= self.segment_bytes) {
+            let path = self.dir.join(format!("{first:020}.log"));
+            let f = OpenOptions::new().create_new(true).append(true).open(&path).map_err(|e| io("create", &path, e))?;
+            if self.durability == Durability::Full {
+                // The new file's name must survive a power loss with what it holds.
+                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io("sync", &self.dir, e))?;
+            }
+            self.segments.push((first, path));
+            self.current = Some((f, 0));
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments all of whose records are at or below `upto`: each one whose
+    /// successor begins at or below `upto + 1`, and all of them once `upto` reaches the
+    /// newest record (the next append begins a new segment).
+    fn prune_to(&mut self, upto: i64) -> Result<(), ServiceError> {
+        let all = upto >= self.last;
+        while !self.segments.is_empty() && (all || (self.segments.len() > 1 && self.segments[1].0 <= upto + 1)) {
+            let (_, path) = self.segments.remove(0);
+            if self.segments.is_empty() {
+                self.current = None;
+            }
+            std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The records after `seq`, oldest first, read from the log, and the newest record's
+    /// number (0 if the journal never held one). The lane asks as it starts.
+    pub fn after(&mut self, seq: i64) -> Result<(i64, Vec<(i64, Intake)>), ServiceError> {
+        let records = self.scan(false)?;
+        Ok((self.last, records.into_iter().filter(|(s, _)| *s > seq).collect()))
+    }
+
+    /// Deletes the segments whose records are all at or below `seq`.
+    pub fn prune(&mut self, seq: i64) -> Result<(), ServiceError> {
+        self.prune_to(seq)
+    }
+
+    /// The segment files, oldest first (for tests).
+    #[cfg(test)]
+    fn files(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|(_, p)| p.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{OrderType, Side, TimeInForce};
+    use crate::services::intake::Rejected;
+    use crate::services::orders::NewOrder;
+
+    fn record(id: &str) -> Intake {
+        Intake {
+            order: NewOrder {
+                order_id: id.into(),
+                user_id: "usr_1".into(),
+                symbol: "AAPL".into(),
+                side: Side::Buy,
+                kind: OrderType::Limit,
+                time_in_force: TimeInForce::Gtc,
+                price: Some("100.5".parse().unwrap()),
+                quantity: "2".parse().unwrap(),
+                client_order_id: None,
+            },
+            at: "2026-12-03T00:00:00Z".into(),
+            hold: None,
+            result: None,
+            grid: None,
+            rejected: Some(Rejected { code: "halted".into(), message: "m".into() }),
+        }
+    }
+
+    fn ids(records: &[(i64, Intake)]) -> Vec<(i64, String)> {
+        records.iter().map(|(s, r)| (*s, r.order.order_id.clone())).collect()
+    }
+
+    #[test]
+    fn records_read_back_after_a_reopen_and_numbering_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        j.append_all(1, &[record("a"), record("b")], None).unwrap();
+        j.append_all(3, &[record("c")], None).unwrap();
+        assert!(j.append_all(3, &[record("again")], None).is_err(), "a number is never used twice");
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Full).unwrap();
+        let (last, records) = j.after(1).unwrap();
+        assert_eq!((last, ids(&records)), (3, vec![(2, "b".into()), (3, "c".into())]));
+        assert_eq!(records[1].1.order.price, Some("100.5".parse().unwrap()));
+        j.append_all(4, &[record("d")], None).unwrap();
+        assert_eq!(ids(&j.after(3).unwrap().1), [(4, "d".to_string())]);
+    }
+
+    /// A power loss may leave the last frame half written: it and what follows are
+    /// dropped, and the journal goes on from the last whole record.
+    #[test]
+    fn a_torn_tail_is_cut_off_when_the_journal_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        j.append_all(1, &[record("a"), record("b")], None).unwrap();
+        let file = j.files()[0].clone();
+        drop(j);
+        let whole = std::fs::metadata(&file).unwrap().len();
+        // Half of a third frame, and then a frame whose payload was changed.
+        let mut frame = Vec::new();
+        encode(&mut frame, 3, &record("c")).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&file).unwrap();
+        f.write_all(&frame[..frame.len() / 2]).unwrap();
+        drop(f);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), whole, "cut back to the whole frames");
+        assert_eq!(ids(&j.after(0).unwrap().1), [(1, "a".to_string()), (2, "b".into())]);
+        j.append_all(3, &[record("c")], None).unwrap();
+        drop(j);
+
+        let mut bytes = std::fs::read(&file).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x55; // the last frame's payload, changed
+        std::fs::write(&file, &bytes).unwrap();
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        assert_eq!(ids(&j.after(0).unwrap().1), [(1, "a".to_string()), (2, "b".into())]);
+    }
+
+    #[test]
+    fn pruning_deletes_the_segments_whose_records_are_all_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        // A segment per append: any segment is full once written to.
+        let mut j = Journal::open_with(&home, Durability::Normal, 1).unwrap();
+        j.append_all(1, &[record("a"), record("b")], None).unwrap();
+        j.append_all(3, &[record("c")], None).unwrap();
+        j.append_all(4, &[record("d"), record("e")], None).unwrap();
+        assert_eq!(j.files().len(), 3);
+        j.prune(3).unwrap();
+        assert_eq!(j.files().len(), 1, "1-2 and 3 are applied; 4-5 is not wholly");
+        j.append_all(6, &[record("f")], Some(4)).unwrap();
+        assert_eq!(ids(&j.after(4).unwrap().1), [(5, "e".to_string()), (6, "f".into())], "4-5 stays while 5 is not applied");
+        j.prune(6).unwrap();
+        assert!(j.files().is_empty(), "everything applied: nothing left");
+        j.append_all(7, &[record("g")], None).unwrap();
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        let (last, records) = j.after(0).unwrap();
+        assert_eq!((last, ids(&records)), (7, vec![(7, "g".to_string())]));
+    }
+
+    /// An agt from before kept the journal in `data/trading-journal.db`: its records move
+    /// into the log once, and that store goes.
+    #[test]
+    fn records_in_an_older_agts_journal_store_move_into_the_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let path = home.store(NAME);
+        let mut conn = crate::services::store::open(&path, Durability::Normal, &[intake::JOURNAL_MIGRATION]).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (seq, id) in [(7, "a"), (8, "b")] {
+            intake::append(&tx, seq, &record(id)).unwrap();
+        }
+        tx.commit().unwrap();
+        drop(conn);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        let (last, records) = j.after(0).unwrap();
+        assert_eq!((last, ids(&records)), (8, vec![(7, "a".to_string()), (8, "b".into())]));
+        assert!(!path.exists(), "the old store is removed");
+        j.append_all(9, &[record("c")], None).unwrap();
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        assert_eq!(ids(&j.after(0).unwrap().1), [(7, "a".to_string()), (8, "b".into()), (9, "c".into())], "copied once");
+    }
+}
