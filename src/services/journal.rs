@@ -173,11 +173,17 @@ impl Journal {
         drop(conn);
         if !old.is_empty() {
             tracing::info!(records = old.len(), "moving the intake journal out of trading-journal.db into data/trading-journal/");
-            // Numbered as they were: appended one at a time, since a gap may lie
-            // between them (records pruned in the middle are not expected, but cost
-            // nothing to keep right).
+            // Numbered as they were, in runs of consecutive numbers (one append, and one
+            // fdatasync, each: a gap is not expected, but costs nothing to keep right).
             let durability = std::mem::replace(&mut self.durability, Durability::Full);
-            let appended = old.iter().try_for_each(|(seq, r)| self.append_all(*seq, std::slice::from_ref(r), None));
+            let mut appended = Ok(());
+            for run in old.chunk_by(|(a, _), (b, _)| *b == a + 1) {
+                let records: Vec<Intake> = run.iter().map(|(_, r)| r.clone()).collect();
+                appended = self.append_all(run[0].0, &records, None);
+                if appended.is_err() {
+                    break;
+                }
+            }
             self.durability = durability;
             appended?;
         }
@@ -392,18 +398,19 @@ mod tests {
         let path = home.store(NAME);
         let mut conn = crate::services::store::open(&path, Durability::Normal, &[intake::JOURNAL_MIGRATION]).unwrap();
         let tx = conn.transaction().unwrap();
-        for (seq, id) in [(7, "a"), (8, "b")] {
+        for (seq, id) in [(7, "a"), (8, "b"), (10, "d")] {
             intake::append(&tx, seq, &record(id)).unwrap();
         }
         tx.commit().unwrap();
         drop(conn);
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
         let (last, records) = j.after(0).unwrap();
-        assert_eq!((last, ids(&records)), (8, vec![(7, "a".to_string()), (8, "b".into())]));
+        assert_eq!((last, ids(&records)), (10, vec![(7, "a".to_string()), (8, "b".into()), (10, "d".into())]));
         assert!(!path.exists(), "the old store is removed");
-        j.append_all(9, &[record("c")], None).unwrap();
+        j.append_all(11, &[record("e")], None).unwrap();
         drop(j);
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
-        assert_eq!(ids(&j.after(0).unwrap().1), [(7, "a".to_string()), (8, "b".into()), (9, "c".into())], "copied once");
+        let all = [(7, "a".to_string()), (8, "b".into()), (10, "d".into()), (11, "e".into())];
+        assert_eq!(ids(&j.after(0).unwrap().1), all, "copied once");
     }
 }
