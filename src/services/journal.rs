@@ -107,6 +107,7 @@ impl Journal {
         Self::open_with(home, durability, SEGMENT_BYTES)
     }
 
+    /// [`Journal::open`] with segments closed at `segment_bytes` (tests use tiny ones).
     pub(crate) fn open_with(home: &crate::daemon::Home, durability: Durability, segment_bytes: u64) -> Result<Journal, ServiceError> {
         let dir = home.data_dir().join(NAME);
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
@@ -123,9 +124,9 @@ impl Journal {
         Ok(j)
     }
 
-    /// Reads every record, checking that each frame checks out and that the numbers run
-    /// on without a gap. With `repair`, a journal that ends in a frame that does not
-    /// check out is cut there (that segment truncated, later ones removed).
+    /// Reads every record, checking that each frame checks out and that the numbers
+    /// rise. With `repair`, a journal that ends in a frame that does not check out is cut
+    /// there (that segment truncated, later ones removed).
     fn scan(&mut self, repair: bool) -> Result<Vec<(i64, Intake)>, ServiceError> {
         let mut out: Vec<(i64, Intake)> = Vec::new();
         let mut cut_at = None;
