@@ -15,8 +15,9 @@
 //!    single steps) are handled and **flushed** first (below), so that they are answered
 //!    at a commit of their own and no placement is journalled on top of a change a crash
 //!    could undo (trading's redo matches each order again on the book as committed).
-//! 1. risk: **reserve** each placement (checks, hold); orders: **accept** each one.
-//!    Both go into open transactions; nothing commits.
+//! 1. risk: **reserve** each placement (checks, hold), in its open transaction;
+//!    orders: **accept** each one, in memory only (`Orders::accept_unstored`: a repeated
+//!    `client_order_id` is looked up, nothing is written). Nothing commits.
 //! 2. trading: **match** each placement that was accepted and reserved, in its open
 //!    transaction; then the journal appends one intake record per placement stored new
 //!    (the order, the batch's time, the hold's plan, the book's grid, the match outcome
@@ -24,8 +25,9 @@
 //!    answered now (a traded one with the order its record will store, built in memory:
 //!    `orders::matched`).
 //! 3. risk: **settle** each match and release the holds of placements that ended;
-//!    orders: **record** each match (or the rejection) with its saga done. These stay
-//!    in the open transactions.
+//!    orders: **record** each match (or the rejection) with its saga done, writing each
+//!    new order's row once, as it stands after its match. These stay in the open
+//!    transactions.
 //!
 //! A **flush** commits trading, risk, then orders, each with the number of the last
 //! intake record it holds. It happens [`FLUSH_AFTER`] after the first unflushed
@@ -53,6 +55,7 @@ use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::trading::{self, MatchResult, Trading};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -277,8 +280,8 @@ enum Next {
     /// Matched: answer, then settle and record.
     Finish(Placement, MatchResult, Order),
     /// Ends without trading: release its hold (if it has one), reject it (if it was
-    /// stored new), then answer.
-    End { p: Placement, release: bool, reject: Option<ApiError>, answer: Result<(u16, Order), ApiError> },
+    /// accepted new: the order as accept answered it, stored by the reject), then answer.
+    End { p: Placement, release: bool, reject: Option<(ApiError, Order)>, answer: Result<(u16, Order), ApiError> },
 }
 
 impl Next {
@@ -287,7 +290,7 @@ impl Next {
     fn intake(&self, hold: &Option<Plan>, at: &str) -> Option<Intake> {
         let (p, result, rejected) = match self {
             Next::Finish(p, result, _) => (p, Some(result.clone()), None),
-            Next::End { p, reject: Some(e), .. } => (p, None, Some(Rejected { code: e.code.to_string(), message: e.message.clone() })),
+            Next::End { p, reject: Some((e, _)), .. } => (p, None, Some(Rejected { code: e.code.to_string(), message: e.message.clone() })),
             _ => return None,
         };
         let grid = result.is_some().then_some(Grid { tick: p.instrument.tick, lot: p.instrument.lot });
@@ -299,10 +302,12 @@ impl Next {
 /// [`Next`]).
 #[allow(clippy::large_enum_variant)]
 enum Then {
-    /// Settle the match, then record it (the order as accept stored it).
+    /// Settle the match, then record it (the order as accept answered it, not stored
+    /// yet: the record stores it).
     Record(Order, MatchResult),
-    /// Release its hold (if it took one), then reject it (if it was stored new).
-    End { order: NewOrder, release: bool, reject: Option<ApiError> },
+    /// Release its hold (if it took one), then reject it (if it was accepted new: the
+    /// reject stores it).
+    End { order: NewOrder, release: bool, reject: Option<(ApiError, Order)> },
 }
 
 /// The three stores' open transactions commit together (a flush) once this many
@@ -480,11 +485,13 @@ impl Lane {
                 Ok(())
             })?;
         }
+        // Accept stores nothing yet: phase 3 writes each order once, with its outcome.
         let mut accepted = Vec::with_capacity(places.len());
         if !places.is_empty() {
             self.orders.work(|_, tx, _| {
+                let mut batch = HashMap::new();
                 for p in &places {
-                    accepted.push(Orders::accept_at(tx, p.order.clone(), at.clone())?);
+                    accepted.push(Orders::accept_unstored(tx, p.order.clone(), at.clone(), &mut batch)?);
                 }
                 Ok(())
             })?;
@@ -494,7 +501,7 @@ impl Lane {
             .zip(accepted.into_iter().zip(reserved))
             .map(|(p, (a, r))| match (a, r) {
                 (Accepted::New(o), Ok(r)) => Next::Match(p, r, o),
-                (Accepted::New(_), Err(e)) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
+                (Accepted::New(o), Err(e)) => Next::End { p, release: true, reject: Some((e.clone(), o)), answer: Err(e) },
                 (Accepted::Existing(first), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Ok((200, first)) },
             })
             .collect();
@@ -508,7 +515,7 @@ impl Lane {
                 let n = match n {
                     Next::Match(p, r, o) => match svc.match_new(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
                         Ok(result) => Next::Finish(p, result, o),
-                        Err(e) => Next::End { p, release: true, reject: Some(e.clone()), answer: Err(e) },
+                        Err(e) => Next::End { p, release: true, reject: Some((e.clone(), o)), answer: Err(e) },
                     },
                     other => other,
                 };
@@ -583,11 +590,12 @@ impl Lane {
                 for (t, settled) in then.into_iter().zip(settled) {
                     match t {
                         Then::Record(order, result) => drop(Orders::record_accepted(tx, order, result, settled, &at, after)?),
+                        Then::End { reject: Some((e, order)), .. } if settled => {
+                            drop(Orders::reject_unstored(tx, order, e.code.as_ref(), &e.message, &at, after)?)
+                        }
                         // An abort whose hold could not be released stays `accepted`:
                         // recovery finishes it.
-                        Then::End { order, reject: Some(e), .. } if settled => {
-                            drop(Orders::reject_at(tx, &order.order_id, e.code.as_ref(), &e.message, &at, after)?)
-                        }
+                        Then::End { reject: Some((_, order)), .. } => Orders::store_accepted(tx, &order)?,
                         Then::End { .. } => {}
                     }
                 }

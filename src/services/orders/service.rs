@@ -7,6 +7,7 @@ use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::trading::MatchResult;
 use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
+use std::collections::HashMap;
 use std::str::FromStr;
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE orders (
@@ -240,6 +241,30 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<De
     Ok(())
 }
 
+/// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
+fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!("INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
+        .execute(params![
+            o.order_id,
+            o.user_id,
+            o.symbol,
+            enum_str(&o.side),
+            enum_str(&o.kind),
+            enum_str(&o.time_in_force),
+            o.price.map(|p| p.to_string()),
+            o.quantity.to_string(),
+            o.filled_quantity.to_string(),
+            o.status.as_str(),
+            o.client_order_id,
+            o.created_at,
+            o.updated_at,
+            o.reject_reason,
+            stage,
+            notional.to_string()
+        ])?;
+    Ok(())
+}
+
 fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>> {
     tx.prepare_cached("SELECT stage FROM orders WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()
 }
@@ -260,7 +285,25 @@ impl Orders {
     /// [`Orders::accept`] at a given time: the lane stamps a batch once, so that redoing
     /// it from the intake journal (`services::intake`) stores the times it answered.
     pub(crate) fn accept_at(tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
+        let accepted = Self::accept_unstored(tx, n, now, &mut HashMap::new())?;
+        if let Accepted::New(o) = &accepted {
+            insert(tx, o, "accepted", Decimal::ZERO)?;
+        }
+        Ok(accepted)
+    }
+
+    /// [`Orders::accept_at`] without the write: the order as it would be stored, for the
+    /// lane to store once, with its outcome, when it records the batch
+    /// ([`Orders::record_accepted`], [`Orders::reject_unstored`],
+    /// [`Orders::store_accepted`]). One row written per placement instead of a row and
+    /// then its update. `batch` holds this batch's client order ids, which are in no
+    /// row yet: a repeat within the batch answers the first as accepted, as a read of
+    /// its `accepted` row did.
+    pub(crate) fn accept_unstored(tx: &Connection, n: NewOrder, now: String, batch: &mut HashMap<(String, String), Order>) -> Result<Accepted, ServiceError> {
         if let Some(coid) = &n.client_order_id {
+            if let Some(first) = batch.get(&(n.user_id.clone(), coid.clone())) {
+                return Ok(Accepted::Existing(first.clone()));
+            }
             let existing: Option<String> = tx
                 .prepare_cached("SELECT order_id FROM orders WHERE user_id = ?1 AND client_order_id = ?2")?
                 .query_row(params![n.user_id, coid], |r| r.get(0))
@@ -270,23 +313,7 @@ impl Orders {
                 return Ok(Accepted::Existing(o));
             }
         }
-        tx.prepare_cached(&format!(
-            "INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '0', 'new', ?9, ?10, ?10, NULL, 'accepted', '0')"
-        ))?
-        .execute(params![
-            n.order_id,
-            n.user_id,
-            n.symbol,
-            enum_str(&n.side),
-            enum_str(&n.kind),
-            enum_str(&n.time_in_force),
-            n.price.map(|p| p.to_string()),
-            n.quantity.to_string(),
-            n.client_order_id,
-            now
-        ])?;
-        // What was just inserted, built in memory rather than read back.
-        Ok(Accepted::New(Order {
+        let order = Order {
             order_id: n.order_id,
             user_id: n.user_id,
             symbol: n.symbol,
@@ -304,7 +331,31 @@ impl Orders {
             created_at: now.clone(),
             updated_at: now,
             reject_reason: None,
-        }))
+        };
+        if let Some(coid) = &order.client_order_id {
+            batch.insert((order.user_id.clone(), coid.clone()), order.clone());
+        }
+        Ok(Accepted::New(order))
+    }
+
+    /// Stores an order [`Orders::accept_unstored`] answered at stage `accepted`, as
+    /// [`Orders::accept_at`] would have: the lane's placement that could not be finished
+    /// (its hold not released), for recovery to find.
+    pub(crate) fn store_accepted(tx: &Connection, o: &Order) -> Result<(), ServiceError> {
+        Ok(insert(tx, o, "accepted", Decimal::ZERO)?)
+    }
+
+    /// Stores an order [`Orders::accept_unstored`] answered as rejected, its saga done:
+    /// what [`Orders::reject_at`] leaves of a stored `accepted` order, in one write.
+    pub(crate) fn reject_unstored(tx: &Connection, mut o: Order, code: &str, message: &str, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
+        o.status = OrderStatus::Rejected;
+        o.reject_reason = Some(format!("{code}: {message}"));
+        o.remaining_quantity = Decimal::ZERO;
+        o.updated_at = now.to_string();
+        insert(tx, &o, "done", Decimal::ZERO)?;
+        crate::daemon::metrics::order("rejected");
+        after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
+        Ok(o)
     }
 
     /// Marks an order that never reached the book rejected, if its saga is still at
@@ -371,21 +422,23 @@ impl Orders {
         if had_fills {
             taker = with_fills(tx, taker)?;
         }
-        Ok(Ok(Self::record_loaded(tx, taker, stage == "accepted", result, amended, settled, now, after)?))
+        Ok(Ok(Self::record_loaded(tx, taker, true, stage == "accepted", result, amended, settled, now, after)?))
     }
 
-    /// The first record of an order the lane accepted in this same transaction, as
-    /// accept answered it (so it is not read back).
+    /// The first record of an order the lane accepted unstored in this same transaction
+    /// ([`Orders::accept_unstored`]): its row is written once, with its outcome.
     pub(crate) fn record_accepted(tx: &Connection, taker: Order, result: MatchResult, settled: bool, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
         debug_assert!(taker.fills.is_empty() && taker.status == OrderStatus::New);
-        Self::record_loaded(tx, taker, true, result, None, settled, now, after)
+        Self::record_loaded(tx, taker, false, true, result, None, settled, now, after)
     }
 
-    /// [`Orders::record_at`] for `taker` as stored (with its fills, if it had any).
+    /// [`Orders::record_at`] for `taker` as stored (with its fills, if it had any), or
+    /// as accepted and not stored yet (`stored` false: the record inserts its row).
     #[allow(clippy::too_many_arguments)]
     fn record_loaded(
         tx: &Connection,
         mut taker: Order,
+        stored: bool,
         first_record: bool,
         result: MatchResult,
         amended: Option<(Decimal, Decimal)>,
@@ -445,7 +498,12 @@ impl Orders {
             (false, false) => None,
         };
         let notional = notional_of(&taker.fills);
-        save(tx, &mut taker, next_stage, Some(notional))?;
+        if stored {
+            save(tx, &mut taker, next_stage, Some(notional))?;
+        } else {
+            taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
+            insert(tx, &taker, next_stage.unwrap_or("accepted"), notional)?;
+        }
         average(&mut taker);
         if first_record {
             crate::daemon::metrics::order(taker.status.as_str());
