@@ -34,6 +34,8 @@ pub struct App {
     pub notify: Handle<crate::services::notify::Cmd>,
     /// The users service's read model: lookups without a round trip (read only here).
     pub directory: crate::services::users::Directory,
+    /// The auth service's read model: bearer tokens checked without a round trip.
+    pub tokens: crate::services::auth::Tokens,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.

@@ -75,7 +75,15 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
     let directory = crate::services::users::Directory::default();
-    let ctx = ServiceCtx { home: home.clone(), durability, bus: bus.clone(), settings: shared.clone(), directory: directory.clone() };
+    let tokens = auth::Tokens::default();
+    let ctx = ServiceCtx {
+        home: home.clone(),
+        durability,
+        bus: bus.clone(),
+        settings: shared.clone(),
+        directory: directory.clone(),
+        tokens: tokens.clone(),
+    };
     let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());
     let health = sup.spawn::<health::Health>(ctx.clone());
@@ -108,6 +116,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         notify,
         instruments: Default::default(),
         directory,
+        tokens,
         recovered: Default::default(),
         market_seen: Default::default(),
         shutdown,

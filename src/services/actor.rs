@@ -82,6 +82,8 @@ pub struct ServiceCtx {
     pub settings: crate::services::config::SharedSettings,
     /// The users service's read model (written only by that service).
     pub directory: crate::services::users::Directory,
+    /// The auth service's read model (written only by that service).
+    pub tokens: crate::services::auth::Tokens,
 }
 
 /// Replies and events held until the batch's transaction commits.
@@ -567,7 +569,7 @@ mod tests {
         let home = crate::daemon::Home::at(dir);
         let bus = Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
-        (bus.clone(), ServiceCtx { home, durability: Default::default(), bus, settings, directory: Default::default() })
+        (bus.clone(), ServiceCtx { home, durability: Default::default(), bus, settings, directory: Default::default(), tokens: Default::default() })
     }
 
     #[test]

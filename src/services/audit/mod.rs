@@ -201,7 +201,7 @@ mod tests {
         let home = crate::daemon::Home::at(dir.path());
         let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default() };
+        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default() };
         let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();

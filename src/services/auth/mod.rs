@@ -1,7 +1,12 @@
 //! The auth service: API tokens for TCP clients (DESIGN.md §4).
 //!
 //! A token's secret is shown once, when it is created; the store keeps only its SHA-256.
-//! Verification is a lookup of that hash in memory, so it costs no disk read.
+//! Verification is a lookup of that hash in memory ([`Tokens`], the service's read
+//! model), so it costs neither a disk read nor a message to this service's thread.
+
+mod tokens;
+
+pub use tokens::Tokens;
 
 use crate::api::{ApiError, Role, TokenCreated, TokenInfo};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -20,13 +25,13 @@ pub enum Cmd {
     Create(Create, Reply<TokenCreated>),
     List(Reply<Vec<TokenInfo>>),
     Revoke(String, Reply<TokenInfo>),
-    /// The token a bearer secret belongs to, if it is valid and not revoked.
-    Verify(String, Reply<Option<TokenInfo>>),
 }
 
 pub struct Auth {
-    /// Live tokens by the hash of their secret.
+    /// Live tokens by the hash of their secret, as this service's transactions leave
+    /// them; `tokens` follows at each commit.
     by_hash: HashMap<String, TokenInfo>,
+    tokens: Tokens,
 }
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
@@ -60,7 +65,7 @@ impl Service for Auth {
     const NAME: &'static str = "auth";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
-    fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let mut by_hash = HashMap::new();
         let mut stmt = conn.prepare(
             "SELECT id, name, role, user_id, created_at, revoked_at, secret_sha256 FROM tokens WHERE revoked_at IS NULL",
@@ -69,7 +74,8 @@ impl Service for Auth {
         while let Some(r) = rows.next()? {
             by_hash.insert(r.get::<_, String>(6)?, row_to_info(r)?);
         }
-        Ok(Auth { by_hash })
+        ctx.tokens.replace_all(by_hash.clone());
+        Ok(Auth { by_hash, tokens: ctx.tokens.clone() })
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -98,7 +104,9 @@ impl Service for Auth {
                     user_id: info.user_id.clone(),
                     created_at: info.created_at.clone(),
                 };
-                self.by_hash.insert(hash, info);
+                self.by_hash.insert(hash.clone(), info.clone());
+                let tokens = self.tokens.clone();
+                after.then(move || tokens.put(hash, info));
                 after.reply(reply, Ok(created));
             }
             Cmd::List(reply) => {
@@ -118,14 +126,15 @@ impl Service for Auth {
                     return Ok(());
                 }
                 let hash = self.by_hash.iter().find(|(_, t)| t.id == id).map(|(h, _)| h.clone());
-                let mut info = hash.and_then(|h| self.by_hash.remove(&h)).ok_or_else(|| ServiceError::Other(format!("token {id} missing from memory")))?;
+                let mut info = hash
+                    .as_ref()
+                    .and_then(|h| self.by_hash.remove(h))
+                    .ok_or_else(|| ServiceError::Other(format!("token {id} missing from memory")))?;
+                let (tokens, hash) = (self.tokens.clone(), hash.unwrap_or_default());
+                after.then(move || tokens.remove(&hash));
                 info.revoked = true;
                 after.event("TOKEN_REVOKED", serde_json::json!({"id": info.id, "name": info.name, "role": info.role}));
                 after.reply(reply, Ok(info));
-            }
-            Cmd::Verify(secret, reply) => {
-                let found = self.by_hash.get(&hash_secret(&secret)).cloned();
-                after.reply(reply, Ok(found));
             }
         }
         Ok(())
