@@ -204,6 +204,24 @@ pub enum TimeInForce {
     Fok,
 }
 
+/// The wire names of the order enums (as serde writes them), for stores that keep them
+/// as text: a match instead of a trip through `serde_json::Value` per column.
+macro_rules! wire_names {
+    ($t:ident { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($t::$v => $s),+ }
+            }
+            pub fn parse(s: &str) -> Option<$t> {
+                match s { $($s => Some($t::$v),)+ _ => None }
+            }
+        }
+    };
+}
+wire_names!(Side { Buy => "buy", Sell => "sell" });
+wire_names!(OrderType { Limit => "limit", Market => "market" });
+wire_names!(TimeInForce { Gtc => "gtc", Ioc => "ioc", Fok => "fok" });
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {

@@ -138,7 +138,7 @@ impl Tape {
                 t.symbol,
                 t.price.to_string(),
                 t.quantity.to_string(),
-                side_str(t.taker_side),
+                t.taker_side.as_str(),
                 t.buy_order_id,
                 t.sell_order_id,
                 t.timestamp,
@@ -193,13 +193,6 @@ impl Tape {
     #[cfg(test)]
     pub fn has(tx: &Connection, trade_id: &str) -> rusqlite::Result<bool> {
         tx.query_row("SELECT count(*) > 0 FROM trades WHERE trade_id = ?1", [trade_id], |r| r.get(0))
-    }
-}
-
-fn side_str(s: Side) -> &'static str {
-    match s {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
     }
 }
 

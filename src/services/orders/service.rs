@@ -2,7 +2,7 @@
 
 use super::events::{OrderEvent, StatusChange, TradeRef};
 use super::{Accepted, Cmd, ListFilter, NewOrder};
-use crate::api::{ApiError, Fill, Order, OrderStatus};
+use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::trading::MatchResult;
 use rusqlite::{params, OptionalExtension, Connection};
@@ -97,13 +97,15 @@ const COLUMNS: &str = "order_id, user_id, symbol, side, type, time_in_force, pri
 
 pub struct Orders;
 
-fn enum_str<T: serde::Serialize>(t: &T) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+/// Column `i` of a row as text, without copying it out.
+fn text_at<'r>(r: &'r rusqlite::Row, i: usize) -> rusqlite::Result<&'r str> {
+    r.get_ref(i)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+/// Column `i` of a row as one of the order enums, by its wire name.
+fn enum_at<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s = text_at(r, i)?;
+    parse(s).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("unknown value {s:?}").into()))
 }
 
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
@@ -111,16 +113,16 @@ fn dec(s: &str) -> rusqlite::Result<Decimal> {
 }
 
 fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
-    let quantity = dec(&r.get::<_, String>(7)?)?;
-    let filled = dec(&r.get::<_, String>(8)?)?;
-    let status: OrderStatus = parse_enum(&r.get::<_, String>(9)?)?;
+    let quantity = dec(text_at(r, 7)?)?;
+    let filled = dec(text_at(r, 8)?)?;
+    let status = enum_at(r, 9, OrderStatus::parse)?;
     Ok(Order {
         order_id: r.get(0)?,
         user_id: r.get(1)?,
         symbol: r.get(2)?,
-        side: parse_enum(&r.get::<_, String>(3)?)?,
-        kind: parse_enum(&r.get::<_, String>(4)?)?,
-        time_in_force: parse_enum(&r.get::<_, String>(5)?)?,
+        side: enum_at(r, 3, Side::parse)?,
+        kind: enum_at(r, 4, OrderType::parse)?,
+        time_in_force: enum_at(r, 5, TimeInForce::parse)?,
         price: r.get::<_, Option<String>>(6)?.map(|p| dec(&p)).transpose()?,
         quantity,
         filled_quantity: filled,
@@ -248,9 +250,9 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlit
             o.order_id,
             o.user_id,
             o.symbol,
-            enum_str(&o.side),
-            enum_str(&o.kind),
-            enum_str(&o.time_in_force),
+            o.side.as_str(),
+            o.kind.as_str(),
+            o.time_in_force.as_str(),
             o.price.map(|p| p.to_string()),
             o.quantity.to_string(),
             o.filled_quantity.to_string(),

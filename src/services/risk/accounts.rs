@@ -152,13 +152,6 @@ pub fn text(d: Decimal) -> String {
     d.normalize().to_string()
 }
 
-fn side_str(s: Side) -> &'static str {
-    match s {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
-    }
-}
-
 impl Ledger {
     pub fn balance(&self, user: &str, asset: &str) -> Bal {
         self.balances.get(user).and_then(|m| m.get(asset)).copied().unwrap_or_default()
@@ -441,7 +434,7 @@ impl Ledger {
                     h.user_id,
                     h.symbol,
                     h.asset,
-                    side_str(h.side),
+                    h.side.as_str(),
                     h.limit.map(text),
                     text(h.amount),
                     h.budget.map(text),

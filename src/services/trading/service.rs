@@ -131,13 +131,6 @@ fn units(value: Decimal, unit: Decimal, what: &'static str) -> Result<i64, ApiEr
     i64::try_from(n).map_err(|_| ApiError::invalid(code, format!("{what} {value} is too large")))
 }
 
-fn side_str(s: Side) -> &'static str {
-    match s {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
-    }
-}
-
 impl Trading {
     fn owner(&mut self, user_id: &str) -> u64 {
         let n = self.owners.len() as u64 + 1;
@@ -212,7 +205,7 @@ impl Trading {
                 "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), side_str(taker_side), buy, sell, timestamp])?;
+            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), taker_side.as_str(), buy, sell, timestamp])?;
             if f.maker_remaining == 0 {
                 tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
                 self.ids.remove(&maker_order_id);
@@ -253,7 +246,7 @@ impl Trading {
             req.order_id,
             req.user_id,
             req.symbol,
-            side_str(req.side),
+            req.side.as_str(),
             price.to_string(),
             (Decimal::from(remaining) * lot).to_string(),
             priority as i64,
