@@ -74,7 +74,7 @@ fn take_waiters() -> Vec<Waiter> {
 }
 
 fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
-    ServiceCtx { home: home.clone(), durability: Durability::Normal, bus: bus.clone(), settings: SharedSettings::new(Settings::defaults()), directory: Default::default(), tokens: Default::default() }
+    ServiceCtx { home: home.clone(), durability: Durability::Normal, bus: bus.clone(), settings: SharedSettings::new(Settings::defaults()), directory: Default::default(), tokens: Default::default(), command_log: Default::default() }
 }
 
 fn temp_home() -> (tempfile::TempDir, Home) {

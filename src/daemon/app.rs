@@ -36,6 +36,8 @@ pub struct App {
     pub directory: crate::services::users::Directory,
     /// The auth service's read model: bearer tokens checked without a round trip.
     pub tokens: crate::services::auth::Tokens,
+    /// Audit's journal of commands: a command is answered once it is in it.
+    pub command_log: crate::services::audit::CommandLog,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.

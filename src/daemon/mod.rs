@@ -76,6 +76,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let shared = SharedSettings::new(settings.clone());
     let directory = crate::services::users::Directory::default();
     let tokens = auth::Tokens::default();
+    let command_log = audit::CommandLog::default();
     let ctx = ServiceCtx {
         home: home.clone(),
         durability,
@@ -83,6 +84,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         settings: shared.clone(),
         directory: directory.clone(),
         tokens: tokens.clone(),
+        command_log: command_log.clone(),
     };
     let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());
@@ -117,6 +119,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         instruments: Default::default(),
         directory,
         tokens,
+        command_log,
         recovered: Default::default(),
         market_seen: Default::default(),
         shutdown,

@@ -84,6 +84,9 @@ pub struct ServiceCtx {
     pub directory: crate::services::users::Directory,
     /// The auth service's read model (written only by that service).
     pub tokens: crate::services::auth::Tokens,
+    /// Audit's journal of commands (installed by the audit service, appended to by the
+    /// HTTP layer).
+    pub command_log: crate::services::audit::CommandLog,
 }
 
 /// Replies and events held until the batch's transaction commits.
@@ -569,7 +572,7 @@ mod tests {
         let home = crate::daemon::Home::at(dir);
         let bus = Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
-        (bus.clone(), ServiceCtx { home, durability: Default::default(), bus, settings, directory: Default::default(), tokens: Default::default() })
+        (bus.clone(), ServiceCtx { home, durability: Default::default(), bus, settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() })
     }
 
     #[test]

@@ -33,6 +33,9 @@ use crate::services::intake::{self, Intake};
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -46,8 +49,11 @@ pub const NAME: &str = "trading-journal";
 
 const HEADER: usize = 4 + 8 + 8;
 
-/// The lane's intake journal. One writer: the lane.
-pub struct Journal {
+/// An append-only journal of records of type `T` in `data/<name>/`: the lane's intake
+/// journal (the default), and audit's journal of commands (`services::audit`). One
+/// writer at a time.
+pub struct Journal<T = Intake> {
+    name: &'static str,
     dir: PathBuf,
     durability: Durability,
     segment_bytes: u64,
@@ -57,10 +63,11 @@ pub struct Journal {
     current: Option<(File, u64)>,
     last: i64,
     buf: Vec<u8>,
+    records: PhantomData<fn() -> T>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> ServiceError {
-    ServiceError::Other(format!("the intake journal cannot {what} {}: {e}", path.display()))
+    ServiceError::Other(format!("the journal cannot {what} {}: {e}", path.display()))
 }
 
 fn check(seq: i64, payload: &[u8]) -> [u8; 8] {
@@ -73,10 +80,10 @@ fn check(seq: i64, payload: &[u8]) -> [u8; 8] {
 }
 
 /// One frame, appended to `buf`.
-fn encode(buf: &mut Vec<u8>, seq: i64, record: &Intake) -> Result<(), ServiceError> {
+fn encode<T: Serialize>(buf: &mut Vec<u8>, seq: i64, record: &T) -> Result<(), ServiceError> {
     let at = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
-    serde_json::to_writer(&mut *buf, record).map_err(|e| ServiceError::Other(format!("an intake record does not encode: {e}")))?;
+    serde_json::to_writer(&mut *buf, record).map_err(|e| ServiceError::Other(format!("a journal record does not encode: {e}")))?;
     let len = (buf.len() - at - HEADER) as u32;
     let sum = check(seq, &buf[at + HEADER..]);
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -101,63 +108,18 @@ fn decode(bytes: &[u8]) -> (Vec<(i64, &[u8])>, usize) {
     (out, at)
 }
 
-impl Journal {
-    /// Opens (or creates) the journal in `data/trading-journal/` and reads what it holds.
+impl Journal<Intake> {
+    /// Opens (or creates) the intake journal in `data/trading-journal/` and reads what it
+    /// holds.
     pub fn open(home: &crate::daemon::Home, durability: Durability) -> Result<Journal, ServiceError> {
         Self::open_with(home, durability, SEGMENT_BYTES)
     }
 
     /// [`Journal::open`] with segments closed at `segment_bytes` (tests use tiny ones).
     pub(crate) fn open_with(home: &crate::daemon::Home, durability: Durability, segment_bytes: u64) -> Result<Journal, ServiceError> {
-        let dir = home.data_dir().join(NAME);
-        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
-        let mut segments: Vec<(i64, PathBuf)> = std::fs::read_dir(&dir)
-            .map_err(|e| io("list", &dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
-            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<i64>().ok()?, p)))
-            .collect();
-        segments.sort();
-        let mut j = Journal { dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new() };
-        j.last = j.scan(true)?.last().map_or(0, |(seq, _)| *seq);
+        let mut j = Journal::open_named(home, NAME, durability, segment_bytes)?;
         j.take_over_old_store(home)?;
         Ok(j)
-    }
-
-    /// Reads every record, checking that each frame checks out and that the numbers
-    /// rise. With `repair`, a journal that ends in a frame that does not check out is cut
-    /// there (that segment truncated, later ones removed).
-    fn scan(&mut self, repair: bool) -> Result<Vec<(i64, Intake)>, ServiceError> {
-        let mut out: Vec<(i64, Intake)> = Vec::new();
-        let mut cut_at = None;
-        for (i, (_, path)) in self.segments.iter().enumerate() {
-            let mut bytes = Vec::new();
-            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", path, e))?;
-            let (frames, good) = decode(&bytes);
-            for (seq, payload) in frames {
-                if let Some((prev, _)) = out.last() {
-                    if seq <= *prev {
-                        return Err(ServiceError::Other(format!("the intake journal is damaged: record {seq} follows {prev} in {}", path.display())));
-                    }
-                }
-                let record = serde_json::from_slice(payload).map_err(|e| ServiceError::Other(format!("intake record {seq} does not read back: {e}")))?;
-                out.push((seq, record));
-            }
-            if good < bytes.len() {
-                cut_at = Some((i, good, bytes.len() - good));
-                break;
-            }
-        }
-        if let (Some((i, good, dropped)), true) = (cut_at, repair) {
-            let path = self.segments[i].1.clone();
-            tracing::warn!(path = %path.display(), kept = good, dropped, "the intake journal ends in a frame that does not check out (cut by a power loss?): dropped from there");
-            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
-            f.set_len(good as u64).and_then(|_| f.sync_all()).map_err(|e| io("truncate", &path, e))?;
-            for (_, later) in self.segments.drain(i + 1..) {
-                std::fs::remove_file(&later).map_err(|e| io("remove", &later, e))?;
-            }
-        }
-        Ok(out)
     }
 
     /// Copies what an agt from before left in `trading-journal.db` into the log, makes
@@ -196,11 +158,67 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
+    /// Opens (or creates) the journal in `data/<name>/` and reads what it holds, cutting
+    /// a torn tail.
+    pub fn open_named(home: &crate::daemon::Home, name: &'static str, durability: Durability, segment_bytes: u64) -> Result<Journal<T>, ServiceError> {
+        let dir = home.data_dir().join(name);
+
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let mut segments: Vec<(i64, PathBuf)> = std::fs::read_dir(&dir)
+            .map_err(|e| io("list", &dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<i64>().ok()?, p)))
+            .collect();
+        segments.sort();
+        let mut j = Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
+        j.last = j.scan(true)?.last().map_or(0, |(seq, _)| *seq);
+        Ok(j)
+    }
+
+    /// Reads every record, checking that each frame checks out and that the numbers
+    /// rise. With `repair`, a journal that ends in a frame that does not check out is cut
+    /// there (that segment truncated, later ones removed).
+    fn scan(&mut self, repair: bool) -> Result<Vec<(i64, T)>, ServiceError> {
+        let mut out: Vec<(i64, T)> = Vec::new();
+        let mut cut_at = None;
+        for (i, (_, path)) in self.segments.iter().enumerate() {
+            let mut bytes = Vec::new();
+            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", path, e))?;
+            let (frames, good) = decode(&bytes);
+            for (seq, payload) in frames {
+                if let Some((prev, _)) = out.last() {
+                    if seq <= *prev {
+                        return Err(ServiceError::Other(format!("the journal {} is damaged: record {seq} follows {prev} in {}", self.name, path.display())));
+                    }
+                }
+                let record = serde_json::from_slice(payload).map_err(|e| ServiceError::Other(format!("record {seq} of the journal {} does not read back: {e}", self.name)))?;
+                out.push((seq, record));
+            }
+            if good < bytes.len() {
+                cut_at = Some((i, good, bytes.len() - good));
+                break;
+            }
+        }
+        if let (Some((i, good, dropped)), true) = (cut_at, repair) {
+            let path = self.segments[i].1.clone();
+            tracing::warn!(path = %path.display(), kept = good, dropped, "a journal ends in a frame that does not check out (cut by a power loss?): dropped from there");
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
+            f.set_len(good as u64).and_then(|_| f.sync_all()).map_err(|e| io("truncate", &path, e))?;
+            for (_, later) in self.segments.drain(i + 1..) {
+                std::fs::remove_file(&later).map_err(|e| io("remove", &later, e))?;
+            }
+        }
+        Ok(out)
+    }
 
     /// Appends `records`, numbered from `first`, after deleting the segments whose
     /// records are all at or below `prune`, if given. Once it returns, the placements
     /// are durable (see the module's note on durability).
-    pub fn append_all(&mut self, first: i64, records: &[Intake], prune: Option<i64>) -> Result<(), ServiceError> {
+    pub fn append_all(&mut self, first: i64, records: &[T], prune: Option<i64>) -> Result<(), ServiceError> {
         if let Some(upto) = prune {
             self.prune_to(upto)?;
         }
@@ -209,7 +227,7 @@ impl Journal {
         }
         let started = Instant::now();
         if first <= self.last {
-            return Err(ServiceError::Other(format!("intake record {first} would follow {}", self.last)));
+            return Err(ServiceError::Other(format!("record {first} of the journal {} would follow {}", self.name, self.last)));
         }
         self.buf.clear();
         for (i, r) in records.iter().enumerate() {
@@ -224,7 +242,7 @@ impl Journal {
         }
         *len += self.buf.len() as u64;
         self.last = first + records.len() as i64 - 1;
-        crate::daemon::metrics::observe_commit(NAME, started.elapsed());
+        crate::daemon::metrics::observe_commit(self.name, started.elapsed());
         Ok(())
     }
 
@@ -270,9 +288,14 @@ impl Journal {
 
     /// The records after `seq`, oldest first, read from the log, and the newest record's
     /// number (0 if the journal never held one). The lane asks as it starts.
-    pub fn after(&mut self, seq: i64) -> Result<(i64, Vec<(i64, Intake)>), ServiceError> {
+    pub fn after(&mut self, seq: i64) -> Result<(i64, Vec<(i64, T)>), ServiceError> {
         let records = self.scan(false)?;
         Ok((self.last, records.into_iter().filter(|(s, _)| *s > seq).collect()))
+    }
+
+    /// The newest record's number (0 if the journal never held one).
+    pub fn last(&self) -> i64 {
+        self.last
     }
 
     /// Deletes the segments whose records are all at or below `seq`.

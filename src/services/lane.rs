@@ -638,7 +638,7 @@ mod tests {
             let home = crate::daemon::Home::at(dir.path());
             let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
             let settings = crate::services::config::SharedSettings::new(Default::default());
-            let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default() };
+            let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
             let (tx, rx) = mpsc::channel();
             let statuses = Statuses::new();
             let handles = Handles::new(tx, &statuses);
@@ -822,7 +822,7 @@ mod tests {
         let home = crate::daemon::Home::at(dir.path());
         let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default() };
+        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
         let mut lane = Lane::open(&ctx, None).unwrap();
         for (user, asset, amount) in deposits {
             let (reply, rx) = oneshot::channel();

@@ -162,9 +162,12 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
 }
 
 /// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
-/// answers only once that record is committed: an acknowledged command always has its
-/// audit record. The append is sent before the handler runs so the two overlap; the
-/// outcome of the command is recorded by the events it causes.
+/// answers only once that record is durable: an acknowledged command always has its
+/// audit record. It is appended to audit's journal of commands before the handler runs
+/// (`services::audit::CommandLog`); without one (durability "full", audit not running)
+/// it is sent to audit before the handler runs, so the two overlap, and the answer
+/// waits for audit's commit. The outcome of the command is recorded by the events it
+/// causes.
 async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
     if !is_command {
@@ -173,6 +176,15 @@ async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -
     let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
     let action = format!("{} {}", req.method(), req.uri().path());
     let detail = serde_json::json!({"query": req.uri().query()});
+    // Journalled (and so durable) at once, or failing that, appended and committed.
+    match app.command_log.append(&app.audit, actor.clone(), action.clone(), detail.to_string()) {
+        Some(Ok(())) => return next.run(req).await,
+        Some(Err(e)) => {
+            return Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it was not run: {}", e.message)))
+                .into_response()
+        }
+        None => {}
+    }
     let logged = app.audit.send(|r| crate::services::audit::Cmd::Append { actor, action, detail, reply: Some(r) });
     let resp = next.run(req).await;
     let logged = match logged {

@@ -6,6 +6,10 @@
 //! Events arrive from the bus through a follower and are recorded once each (by their
 //! bus sequence), so a restart replays what was missed instead of losing or doubling it.
 
+mod commands;
+
+pub use commands::{Command, CommandLog};
+
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
@@ -17,6 +21,9 @@ pub enum Cmd {
     Append { actor: String, action: String, detail: serde_json::Value, reply: Option<Reply<()>> },
     /// A bus event to record (skipped if its sequence was recorded already).
     Event(std::sync::Arc<BusEvent>),
+    /// A command the HTTP layer journalled (`commands`) and answered: chained and stored
+    /// once (by its journal number).
+    Journalled { seq: i64, command: Command },
     /// The last bus sequence recorded, for the follower to resume after.
     LastEventSeq(Reply<u64>),
     List { since: u64, actor: Option<String>, limit: usize, reply: Reply<Vec<AuditRecord>> },
@@ -27,7 +34,16 @@ pub struct Audit {
     last_seq: u64,
     last_hash: String,
     last_event_seq: u64,
+    log: CommandLog,
+    /// The last journalled command chained, the last one `meta` holds as stored, and how
+    /// far the journal has been pruned.
+    journal_applied: i64,
+    journal_stored: i64,
+    journal_pruned: i64,
 }
+
+/// The journal of commands is pruned once this many stored commands have gathered in it.
+const PRUNE_EVERY: i64 = 1024;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -41,7 +57,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE records (
         hash TEXT NOT NULL
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO meta VALUES ('last_event_seq', 0);"];
+    INSERT INTO meta VALUES ('last_event_seq', 0);",
+    // The last command of the journal (`commands`) this store holds.
+    "INSERT INTO meta VALUES ('command_journal_seq', 0);"];
 
 /// The chain hash of one record.
 pub fn chain_hash(prev: &str, seq: u64, timestamp: &str, actor: &str, action: &str, detail: &str) -> String {
@@ -72,8 +90,11 @@ impl Audit {
     }
 
     fn append_text(&mut self, tx: &Connection, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
+        self.append_at(tx, crate::api::now_rfc3339(), actor, action, detail)
+    }
+
+    fn append_at(&mut self, tx: &Connection, ts: String, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
         let seq = self.last_seq + 1;
-        let ts = crate::api::now_rfc3339();
         let hash = chain_hash(&self.last_hash, seq, &ts, actor, action, &detail);
         tx.prepare_cached(
             "INSERT INTO records (seq, timestamp, actor, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -113,7 +134,7 @@ impl Service for Audit {
     const NAME: &'static str = "audit";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
-    fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let last: Option<(i64, String)> = conn
             .query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
@@ -128,7 +149,56 @@ impl Service for Audit {
             .unwrap_or(0);
         let last_event_seq = in_meta.max(recorded);
         let (last_seq, last_hash) = last.map(|(s, h)| (s as u64, h)).unwrap_or((0, GENESIS.to_string()));
-        Ok(Audit { last_seq, last_hash, last_event_seq: last_event_seq as u64 })
+        let stored: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'command_journal_seq'", [], |r| r.get(0))?;
+        let mut audit = Audit {
+            last_seq,
+            last_hash,
+            last_event_seq: last_event_seq as u64,
+            log: ctx.command_log.clone(),
+            journal_applied: stored,
+            journal_stored: stored,
+            journal_pruned: 0,
+        };
+        // Commands answered but not yet stored when the daemon (or this service) stopped
+        // are chained first, before anything newer. The journal stays locked meanwhile:
+        // a command answered now is numbered after them.
+        let log = audit.log.clone();
+        let mut slot = log.lock();
+        let mut journal = match slot.take() {
+            Some(j) => j,
+            None => crate::services::journal::Journal::open_named(&ctx.home, commands::NAME, ctx.durability, crate::services::journal::SEGMENT_BYTES)?,
+        };
+        let (_, unstored) = journal.after(stored)?;
+        if let Some((newest, _)) = unstored.last() {
+            tracing::info!(commands = unstored.len(), "audit: storing commands answered before the last stop");
+            let tx = conn.unchecked_transaction()?;
+            for (_, c) in &unstored {
+                audit.append_at(&tx, c.timestamp.clone(), &c.actor, &c.action, c.detail.clone())?;
+            }
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'", [newest])?;
+            tx.commit()?;
+            (audit.journal_applied, audit.journal_stored) = (*newest, *newest);
+        }
+        // With "full" durability commands wait for audit's group commit instead.
+        if ctx.durability != crate::services::store::Durability::Full {
+            *slot = Some(journal);
+        }
+        drop(slot);
+        Ok(audit)
+    }
+
+    /// Stores how far the journal of commands is chained, once per batch; prunes what
+    /// earlier batches committed.
+    fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if self.journal_stored - self.journal_pruned >= PRUNE_EVERY {
+            self.log.prune(self.journal_stored)?;
+            self.journal_pruned = self.journal_stored;
+        }
+        if self.journal_applied != self.journal_stored {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'")?.execute([self.journal_applied])?;
+            self.journal_stored = self.journal_applied;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -150,6 +220,12 @@ impl Service for Audit {
                     let detail = format!(r#"{{"data":{data},"event_id":{event_id},"seq":{}}}"#, e.seq);
                     self.append_text(tx, &format!("event:{}", e.source), &e.kind, detail)?;
                     self.last_event_seq = e.seq;
+                }
+            }
+            Cmd::Journalled { seq, command } => {
+                if seq > self.journal_applied {
+                    self.append_at(tx, command.timestamp, &command.actor, &command.action, command.detail)?;
+                    self.journal_applied = seq;
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
@@ -201,7 +277,7 @@ mod tests {
         let home = crate::daemon::Home::at(dir.path());
         let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
         let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default() };
+        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
         let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
@@ -222,4 +298,55 @@ mod tests {
         assert!(Audit::verify(&conn.transaction().unwrap()).unwrap().ok);
         bus.shutdown();
     }
+
+    /// A command answered from the journal and never seen by the service (it stopped
+    /// first: the journal's message went nowhere) is chained when audit next starts,
+    /// once, in journal order, and the chain verifies.
+    #[test]
+    fn commands_answered_from_the_journal_are_stored_when_audit_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+        let settings = crate::services::config::SharedSettings::new(Default::default());
+        let ctx = ServiceCtx {
+            home: home.clone(),
+            durability: Default::default(),
+            bus: bus.clone(),
+            settings,
+            directory: Default::default(),
+            tokens: Default::default(),
+            command_log: Default::default(),
+        };
+        let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        svc.handle(&tx, Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None }, &mut after).unwrap();
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+
+        let (sender, _unserved) = std::sync::mpsc::channel();
+        let nobody = crate::services::actor::Handle::new(sender, std::sync::Arc::new(crate::services::actor::Status::new("audit")));
+        for i in 1..=3 {
+            let answered = ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), r#"{"query":null}"#.into());
+            assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
+        }
+        drop(svc);
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!((svc.last_seq, svc.journal_applied), (4, 3));
+        let actions: Vec<String> =
+            conn.prepare("SELECT action FROM records ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(actions, ["USER_CREATE", "POST /api/x1", "POST /api/x2", "POST /api/x3"]);
+
+        // Started again, it stores them no second time; a late message for one is ignored.
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!(svc.last_seq, 4);
+        let tx = conn.transaction().unwrap();
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x3".into(), detail: "{}".into() };
+        svc.handle(&tx, Cmd::Journalled { seq: 3, command }, &mut after).unwrap();
+        assert_eq!(svc.last_seq, 4);
+        assert!(Audit::verify(&tx).unwrap().ok);
+        bus.shutdown();
+    }
+
 }

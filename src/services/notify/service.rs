@@ -588,7 +588,7 @@ mod tests {
         let file = dir.path().join("agt.toml");
         std::fs::write(&file, HOOK).unwrap();
         let settings = crate::services::config::settings::Settings::load(&file, &|_: &str| None).unwrap();
-        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings: SharedSettings::new(settings), directory: Default::default(), tokens: Default::default() };
+        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings: SharedSettings::new(settings), directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
         let mut conn = crate::services::store::open(&home.store("notify"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Notify::load(&conn, &ctx).unwrap();
         assert_eq!(svc.last_event_seq, 1, "history before notify existed is not replayed");
