@@ -178,6 +178,7 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
         dm.deposit(u, &sym, "1000");
     }
     let expected = totals(&dm, &users);
+    let mut acked_in_all = 0;
     for cycle in 0..3 {
         let acked: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
         let sock = dm.sock();
@@ -218,6 +219,13 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
         }
         check_consistency(&dm, &users, &sym, &expected);
         check_events(&dm, &acked);
+        // Every acknowledged command has its audit record (it was journalled before it
+        // was answered), and the chain still verifies.
+        acked_in_all += acked.len();
+        let audit = dm.ok("GET", "/api/audit?limit=100000", None);
+        let placed = audit.as_array().unwrap().iter().filter(|r| r["action"] == "POST /api/orders").count();
+        assert!(placed >= acked_in_all, "cycle {cycle}: {placed} audit records of placements for {acked_in_all} acknowledged");
+        assert_eq!(dm.ok("GET", "/api/audit/verify", None)["ok"], true);
     }
 }
 

@@ -47,6 +47,10 @@ impl CommandLog {
     /// journal (durability "full", or audit not started): the caller waits for audit's
     /// commit instead. Once this answers `Some(Ok)`, the command may be acknowledged.
     pub fn append(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: String) -> Option<Result<(), ApiError>> {
+        // As before the journal: while audit is down a command is refused, not piled up.
+        if audit.status.state() != crate::services::actor::State::Running {
+            return Some(Err(ApiError::unavailable("audit")));
+        }
         let mut slot = self.journal.lock().unwrap();
         let journal = slot.as_mut()?;
         let command = Command { timestamp: crate::api::now_rfc3339(), actor, action, detail };
@@ -55,8 +59,9 @@ impl CommandLog {
             tracing::error!(error = %e, "the audit journal could not append a command");
             return Some(Err(ApiError::unavailable("audit")));
         }
-        // Sent under the lock, so the service receives commands in journal order. If
-        // it is down, the journal still holds the command: its next start chains it.
+        // Sent under the lock, so the service receives commands in journal order. If it
+        // stopped in between, the journal still holds the command: its next start
+        // chains it.
         audit.tell(Cmd::Journalled { seq, command });
         Some(Ok(()))
     }

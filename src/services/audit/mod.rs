@@ -326,11 +326,16 @@ mod tests {
         tx.commit().unwrap();
 
         let (sender, _unserved) = std::sync::mpsc::channel();
-        let nobody = crate::services::actor::Handle::new(sender, std::sync::Arc::new(crate::services::actor::Status::new("audit")));
+        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
+        status.set_state(crate::services::actor::State::Running);
+        let nobody = crate::services::actor::Handle::new(sender, status.clone());
         for i in 1..=3 {
             let answered = ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), r#"{"query":null}"#.into());
             assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
         }
+        status.set_state(crate::services::actor::State::Restarting);
+        let refused = ctx.command_log.append(&nobody, "admin".into(), "POST /api/x4".into(), "{}".into());
+        assert!(matches!(refused, Some(Err(_))), "refused while audit is down, as before the journal");
         drop(svc);
         let svc = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((svc.last_seq, svc.journal_applied), (4, 3));
