@@ -89,6 +89,26 @@ pub struct ServiceCtx {
     pub command_log: crate::services::audit::CommandLog,
 }
 
+#[cfg(test)]
+impl ServiceCtx {
+    /// A context on a home in `dir`, with defaults everywhere, and its bus (for tests).
+    pub(crate) fn for_tests(dir: &std::path::Path) -> (Bus, ServiceCtx) {
+        let home = crate::daemon::Home::at(dir);
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        let settings = crate::services::config::SharedSettings::new(Default::default());
+        let ctx = ServiceCtx {
+            home,
+            durability: Default::default(),
+            bus: bus.clone(),
+            settings,
+            directory: Default::default(),
+            tokens: Default::default(),
+            command_log: Default::default(),
+        };
+        (bus, ctx)
+    }
+}
+
 /// Replies and events held until the batch's transaction commits.
 pub struct AfterCommit {
     source: &'static str,
@@ -569,10 +589,7 @@ mod tests {
     }
 
     fn ctx(dir: &std::path::Path) -> (Bus, ServiceCtx) {
-        let home = crate::daemon::Home::at(dir);
-        let bus = Bus::open(&home, Default::default()).unwrap();
-        let settings = crate::services::config::SharedSettings::new(Default::default());
-        (bus.clone(), ServiceCtx { home, durability: Default::default(), bus, settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() })
+        ServiceCtx::for_tests(dir)
     }
 
     #[test]

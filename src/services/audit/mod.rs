@@ -274,10 +274,8 @@ mod tests {
     #[test]
     fn an_event_record_reads_as_before_and_a_reload_resumes_after_the_newest_one() {
         let dir = tempfile::tempdir().unwrap();
-        let home = crate::daemon::Home::at(dir.path());
-        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
-        let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let home = ctx.home.clone();
         let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
@@ -305,18 +303,8 @@ mod tests {
     #[test]
     fn commands_answered_from_the_journal_are_stored_when_audit_starts() {
         let dir = tempfile::tempdir().unwrap();
-        let home = crate::daemon::Home::at(dir.path());
-        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
-        let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx {
-            home: home.clone(),
-            durability: Default::default(),
-            bus: bus.clone(),
-            settings,
-            directory: Default::default(),
-            tokens: Default::default(),
-            command_log: Default::default(),
-        };
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let home = ctx.home.clone();
         let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
