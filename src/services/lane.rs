@@ -543,10 +543,16 @@ impl Lane {
         for n in next {
             match n {
                 Next::Finish(p, result, order) => {
-                    let _ = p.reply.send(Ok((201, orders::matched(order.clone(), &result, &at))));
+                    // Counted as answered, so `/metrics` read after the answer has it.
+                    let answered = orders::matched(order.clone(), &result, &at);
+                    crate::daemon::metrics::order(answered.status.as_str());
+                    let _ = p.reply.send(Ok((201, answered)));
                     then.push(Then::Record(order, result));
                 }
                 Next::End { p, release, reject, answer } => {
+                    if reject.is_some() {
+                        crate::daemon::metrics::order("rejected");
+                    }
                     let _ = p.reply.send(answer);
                     then.push(Then::End { order: p.order, release, reject });
                 }

@@ -253,3 +253,30 @@ fn the_prometheus_and_systemd_files_say_what_the_readme_says() {
         assert!(settings.contains(&want), "agt.service lacks {want:?}");
     }
 }
+
+/// `agt_orders_total` counts an order by the time its placement is answered: a scrape
+/// right after the answer sees it (the lane records the order after it answers, and
+/// counting there left a window in which it did not).
+#[test]
+fn an_answered_order_is_already_counted() {
+    let d = Daemon::start();
+    let sym = d.symbol("0.01", "1");
+    let u = d.user("counted");
+    d.deposit(&u, "USD", "100");
+    let orders = |d: &Daemon| -> f64 {
+        let (_, text) = d.req("GET", "/metrics", None);
+        text.as_str()
+            .expect("Prometheus text")
+            .lines()
+            .filter(|l| l.starts_with("agt_orders_total"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    for n in 1..=20 {
+        // The last one asks for more than the account holds: rejected, and counted too.
+        let qty = if n == 20 { "500" } else { "1" };
+        let (status, body) = d.place(&u, &sym, "buy", qty, Some("1.00"));
+        assert_eq!(status, if n == 20 { 422 } else { 201 }, "{body}");
+        assert_eq!(orders(&d), n as f64, "order {n} answered but not counted");
+    }
+}

@@ -355,7 +355,7 @@ impl Orders {
         o.remaining_quantity = Decimal::ZERO;
         o.updated_at = now.to_string();
         insert(tx, &o, "done", Decimal::ZERO)?;
-        crate::daemon::metrics::order("rejected");
+        // Counted in `agt_orders_total` by the lane, as it answers.
         after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         Ok(o)
     }
@@ -508,7 +508,10 @@ impl Orders {
         }
         average(&mut taker);
         if first_record {
-            crate::daemon::metrics::order(taker.status.as_str());
+            // The lane counts its placements as it answers them, before this record.
+            if stored {
+                crate::daemon::metrics::order(taker.status.as_str());
+            }
             after.event_of("ORDER_CREATED", &OrderEvent::of(&taker));
         }
         if !trades.is_empty() {
