@@ -52,6 +52,14 @@ pub trait Service: Sized + Send + 'static {
     const MIGRATIONS: &'static [&'static str];
     /// How often [`Service::tick`] runs while the mailbox is idle; `None` for never.
     const TICK: Option<Duration> = None;
+    /// How long a batch that holds only [`Service::deferrable`] commands waits for more
+    /// before it commits; `None` for not at all. A follower of the bus (audit, notify)
+    /// is woken for every handful of events and commits each handful: at several events
+    /// per order most of its time went to commits of a few rows. Waiting a few
+    /// milliseconds makes each commit cover many orders; nothing is lost meanwhile (the
+    /// bus, or audit's journal of commands, still holds it), and a command that someone
+    /// waits for ends the wait at once.
+    const LINGER: Option<Duration> = None;
 
     /// Rebuilds the in-memory state from the store (on start and on every restart).
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError>;
@@ -65,6 +73,12 @@ pub trait Service: Sized + Send + 'static {
     /// batch is written once).
     fn before_commit(&mut self, _tx: &rusqlite::Connection) -> Result<(), ServiceError> {
         Ok(())
+    }
+
+    /// Whether nobody waits for this command's outcome, so that its batch may linger
+    /// ([`Service::LINGER`]).
+    fn deferrable(_cmd: &Self::Cmd) -> bool {
+        false
     }
 
     /// Periodic work (retries, expiry), in its own transaction.
@@ -529,6 +543,9 @@ pub fn run_incarnation<S: Service>(
                 Err(_) => break,
             }
         }
+        if let Some(linger) = S::LINGER {
+            linger_for_more::<S>(rx, &mut batch, linger);
+        }
         let exit = unit.batch(&ctx.bus, |svc, tx, after| {
             let mut exit = None;
             for env in batch.drain(..) {
@@ -555,6 +572,34 @@ pub fn run_incarnation<S: Service>(
         if let Some(e) = exit {
             status.set_state(State::Restarting);
             return Ok(e);
+        }
+    }
+}
+
+/// Whether `e` is a command nobody waits for (a control message is never one).
+fn deferrable<S: Service>(e: &Envelope<S::Cmd>) -> bool {
+    matches!(e, Envelope::Cmd(c) if S::deferrable(c))
+}
+
+/// Adds to a batch of only deferrable commands what arrives within `linger`, until a
+/// command someone waits for arrives (it ends the wait) or the batch is full.
+fn linger_for_more<S: Service>(rx: &mpsc::Receiver<Envelope<S::Cmd>>, batch: &mut Vec<Envelope<S::Cmd>>, linger: Duration) {
+    if batch.is_empty() || !batch.iter().all(deferrable::<S>) {
+        return;
+    }
+    let until = Instant::now() + linger;
+    while batch.len() < MAX_BATCH {
+        let Some(left) = until.checked_duration_since(Instant::now()) else { return };
+        match rx.recv_timeout(left) {
+            Ok(e) => {
+                let waited_for = !deferrable::<S>(&e);
+                batch.push(e);
+                if waited_for {
+                    return;
+                }
+            }
+            // A disconnected mailbox is seen (and ends the incarnation) at the next recv.
+            Err(_) => return,
         }
     }
 }
@@ -632,6 +677,73 @@ mod tests {
         let legacy: i64 = unit.conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox'", [], |r| r.get(0)).unwrap();
         assert_eq!(legacy, 0, "the old table is gone");
         bus.shutdown();
+    }
+
+    /// A service whose `true` commands nobody waits for.
+    struct Lingerer;
+
+    impl Service for Lingerer {
+        type Cmd = bool;
+        const NAME: &'static str = "lingerer";
+        const MIGRATIONS: &'static [&'static str] = &[];
+        const LINGER: Option<Duration> = Some(Duration::from_secs(60));
+        fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
+            Ok(Lingerer)
+        }
+        fn deferrable(cmd: &bool) -> bool {
+            *cmd
+        }
+        fn handle(&mut self, _: &rusqlite::Connection, _: bool, _: &mut AfterCommit) -> Result<(), ServiceError> {
+            Ok(())
+        }
+    }
+
+    fn kinds(batch: &[Envelope<bool>]) -> Vec<Option<bool>> {
+        batch.iter().map(|e| if let Envelope::Cmd(c) = e { Some(*c) } else { None }).collect()
+    }
+
+    /// A batch of deferrable commands gathers what follows until a command someone waits
+    /// for (or a control message) arrives, and that one ends the wait at once.
+    #[test]
+    fn a_lingering_batch_gathers_until_a_command_someone_waits_for() {
+        let (tx, rx) = mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            for e in [Envelope::Cmd(true), Envelope::Cmd(true), Envelope::Cmd(false), Envelope::Cmd(true)] {
+                std::thread::sleep(Duration::from_millis(5));
+                tx.send(e).unwrap();
+            }
+            tx
+        });
+        let started = Instant::now();
+        let mut batch = vec![Envelope::Cmd(true)];
+        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(30), "the waited-for command ended the wait");
+        assert_eq!(kinds(&batch), [Some(true), Some(true), Some(true), Some(false)]);
+        let tx = sender.join().unwrap();
+
+        // A control message ends it too; a batch that already holds a waited-for command
+        // does not wait at all.
+        tx.send(Envelope::Control(Control::Stop)).unwrap();
+        let mut batch = vec![Envelope::Cmd(true)];
+        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
+        assert_eq!(kinds(&batch), [Some(true), Some(true), None], "the queued deferrable command, then the control");
+        let started = Instant::now();
+        let mut batch = vec![Envelope::Cmd(false)];
+        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(kinds(&batch), [Some(false)]);
+    }
+
+    /// Without anything waited for, the batch commits once the linger is over.
+    #[test]
+    fn a_lingering_batch_commits_when_the_time_is_up() {
+        let (_tx, rx) = mpsc::channel::<Envelope<bool>>();
+        let started = Instant::now();
+        let mut batch = vec![Envelope::Cmd(true)];
+        linger_for_more::<Lingerer>(&rx, &mut batch, Duration::from_millis(30));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(30) && waited < Duration::from_secs(30), "waited {waited:?}");
+        assert_eq!(kinds(&batch), [Some(true)]);
     }
 
     fn confirmed(unit: &Unit<Emitter>, id: i64) {

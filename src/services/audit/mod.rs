@@ -42,6 +42,10 @@ pub struct Audit {
     journal_pruned: i64,
 }
 
+/// How long audit gathers events and journalled commands into one commit (see
+/// [`Service::LINGER`]); anything that reads the records ends the wait.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The journal of commands is pruned once this many stored commands have gathered in it.
 const PRUNE_EVERY: i64 = 1024;
 
@@ -133,6 +137,13 @@ impl Service for Audit {
     type Cmd = Cmd;
     const NAME: &'static str = "audit";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const LINGER: Option<std::time::Duration> = Some(LINGER);
+
+    /// Events and journalled commands are recorded already (in the bus, in the journal
+    /// of commands) and a follower is not waited for.
+    fn deferrable(cmd: &Cmd) -> bool {
+        matches!(cmd, Cmd::Event(_) | Cmd::Journalled { .. } | Cmd::Append { reply: None, .. })
+    }
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let last: Option<(i64, String)> = conn

@@ -317,6 +317,13 @@ impl Service for Notify {
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
     /// Retries come due with time, not with a message: the tick answers a parked `Due`.
     const TICK: Option<Duration> = Some(Duration::from_millis(100));
+    /// Events are gathered a few milliseconds per commit (a webhook goes out that much
+    /// later); anything else ends the wait.
+    const LINGER: Option<Duration> = Some(Duration::from_millis(5));
+
+    fn deferrable(cmd: &Cmd) -> bool {
+        matches!(cmd, Cmd::Event(_))
+    }
 
     /// Stores how far the feed has been handled, with the deliveries it queued.
     fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
