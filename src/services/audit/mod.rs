@@ -282,12 +282,17 @@ mod tests {
         std::sync::Arc::new(BusEvent::from_event(event))
     }
 
+    /// A context on a home in `dir`, its bus, and audit's store opened there.
+    fn opened(dir: &std::path::Path) -> (crate::services::bus::Bus, ServiceCtx, Connection) {
+        let (bus, ctx) = ServiceCtx::for_tests(dir);
+        let conn = crate::services::store::open(&ctx.home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        (bus, ctx, conn)
+    }
+
     #[test]
     fn an_event_record_reads_as_before_and_a_reload_resumes_after_the_newest_one() {
         let dir = tempfile::tempdir().unwrap();
-        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
-        let home = ctx.home.clone();
-        let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
@@ -314,9 +319,7 @@ mod tests {
     #[test]
     fn commands_answered_from_the_journal_are_stored_when_audit_starts() {
         let dir = tempfile::tempdir().unwrap();
-        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
-        let home = ctx.home.clone();
-        let mut conn = crate::services::store::open(&home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
