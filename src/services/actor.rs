@@ -53,12 +53,12 @@ pub trait Service: Sized + Send + 'static {
     /// How often [`Service::tick`] runs while the mailbox is idle; `None` for never.
     const TICK: Option<Duration> = None;
     /// How long a batch that holds only [`Service::deferrable`] commands waits for more
-    /// before it commits; `None` for not at all. A follower of the bus (audit, notify)
-    /// is woken for every handful of events and commits each handful: at several events
-    /// per order most of its time went to commits of a few rows. Waiting a few
-    /// milliseconds makes each commit cover many orders; nothing is lost meanwhile (the
-    /// bus, or audit's journal of commands, still holds it), and a command that someone
-    /// waits for ends the wait at once.
+    /// before it commits; `None` for not at all. At light load a follower of the bus
+    /// (audit, notify) was woken, and committed, for every handful of events; waiting a
+    /// few milliseconds makes each commit cover many orders (a third less of audit's CPU
+    /// per order at one connection, BENCHMARKS.md session 10). Nothing is lost meanwhile
+    /// (the bus, or audit's journal of commands, still holds it), and a command that
+    /// someone waits for ends the wait at once.
     const LINGER: Option<Duration> = None;
 
     /// Rebuilds the in-memory state from the store (on start and on every restart).
