@@ -52,14 +52,6 @@ pub trait Service: Sized + Send + 'static {
     const MIGRATIONS: &'static [&'static str];
     /// How often [`Service::tick`] runs while the mailbox is idle; `None` for never.
     const TICK: Option<Duration> = None;
-    /// How long a batch that holds only [`Service::deferrable`] commands waits for more
-    /// before it commits; `None` for not at all. At light load a follower of the bus
-    /// (audit, notify) was woken, and committed, for every handful of events; waiting a
-    /// few milliseconds makes each commit cover many orders (a third less of audit's CPU
-    /// per order at one connection, BENCHMARKS.md session 10). Nothing is lost meanwhile
-    /// (the bus, or audit's journal of commands, still holds it), and a command that
-    /// someone waits for ends the wait at once.
-    const LINGER: Option<Duration> = None;
 
     /// Rebuilds the in-memory state from the store (on start and on every restart).
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError>;
@@ -75,8 +67,20 @@ pub trait Service: Sized + Send + 'static {
         Ok(())
     }
 
+    /// How long a batch that holds only [`Service::deferrable`] commands sleeps before it
+    /// takes what has queued meanwhile and commits; `None` for not at all. At several
+    /// events per order a follower of the bus (audit, notify) was woken for nearly every
+    /// message, and at light load committed every handful of them. Sleeping a few
+    /// milliseconds instead means one wake-up and one commit for many orders (what it
+    /// saves: BENCHMARKS.md, session 10). Nothing is lost meanwhile (the bus, or audit's
+    /// journal of commands, still holds it); a command someone waits for that arrives
+    /// during the sleep waits at most this long.
+    fn linger(&self) -> Option<Duration> {
+        None
+    }
+
     /// Whether nobody waits for this command's outcome, so that its batch may linger
-    /// ([`Service::LINGER`]).
+    /// ([`Service::linger`]).
     fn deferrable(_cmd: &Self::Cmd) -> bool {
         false
     }
@@ -543,7 +547,7 @@ pub fn run_incarnation<S: Service>(
                 Err(_) => break,
             }
         }
-        if let Some(linger) = S::LINGER {
+        if let Some(linger) = unit.svc.linger() {
             linger_for_more::<S>(rx, &mut batch, linger);
         }
         let exit = unit.batch(&ctx.bus, |svc, tx, after| {
@@ -581,23 +585,17 @@ fn deferrable<S: Service>(e: &Envelope<S::Cmd>) -> bool {
     matches!(e, Envelope::Cmd(c) if S::deferrable(c))
 }
 
-/// Adds to a batch of only deferrable commands what arrives within `linger`, until a
-/// command someone waits for arrives (it ends the wait) or the batch is full.
+/// If a batch holds only deferrable commands, sleeps for `linger`, then adds what has
+/// queued meanwhile (up to a full batch). The sleep does not listen to the mailbox: a
+/// sender does not wake the thread for each message, which is the point.
 fn linger_for_more<S: Service>(rx: &mpsc::Receiver<Envelope<S::Cmd>>, batch: &mut Vec<Envelope<S::Cmd>>, linger: Duration) {
     if batch.is_empty() || !batch.iter().all(deferrable::<S>) {
         return;
     }
-    let until = Instant::now() + linger;
+    std::thread::sleep(linger);
     while batch.len() < MAX_BATCH {
-        let Some(left) = until.checked_duration_since(Instant::now()) else { return };
-        match rx.recv_timeout(left) {
-            Ok(e) => {
-                let waited_for = !deferrable::<S>(&e);
-                batch.push(e);
-                if waited_for {
-                    return;
-                }
-            }
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
             // A disconnected mailbox is seen (and ends the incarnation) at the next recv.
             Err(_) => return,
         }
@@ -686,9 +684,11 @@ mod tests {
         type Cmd = bool;
         const NAME: &'static str = "lingerer";
         const MIGRATIONS: &'static [&'static str] = &[];
-        const LINGER: Option<Duration> = Some(Duration::from_secs(60));
         fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
             Ok(Lingerer)
+        }
+        fn linger(&self) -> Option<Duration> {
+            Some(Duration::from_millis(100))
         }
         fn deferrable(cmd: &bool) -> bool {
             *cmd
@@ -702,48 +702,40 @@ mod tests {
         batch.iter().map(|e| if let Envelope::Cmd(c) = e { Some(*c) } else { None }).collect()
     }
 
-    /// A batch of deferrable commands gathers what follows until a command someone waits
-    /// for (or a control message) arrives, and that one ends the wait at once.
+    /// A batch of deferrable commands sleeps through its linger, then takes everything
+    /// that queued meanwhile, in order, a waited-for command and a control included.
     #[test]
-    fn a_lingering_batch_gathers_until_a_command_someone_waits_for() {
+    fn a_lingering_batch_takes_what_queued_while_it_slept() {
         let (tx, rx) = mpsc::channel();
+        let linger = Lingerer.linger().unwrap();
         let sender = std::thread::spawn(move || {
-            for e in [Envelope::Cmd(true), Envelope::Cmd(true), Envelope::Cmd(false), Envelope::Cmd(true)] {
+            for e in [Envelope::Cmd(true), Envelope::Cmd(false), Envelope::Cmd(true), Envelope::Control(Control::Stop)] {
                 std::thread::sleep(Duration::from_millis(5));
                 tx.send(e).unwrap();
             }
-            tx
         });
         let started = Instant::now();
         let mut batch = vec![Envelope::Cmd(true)];
-        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
-        assert!(started.elapsed() < Duration::from_secs(30), "the waited-for command ended the wait");
-        assert_eq!(kinds(&batch), [Some(true), Some(true), Some(true), Some(false)]);
-        let tx = sender.join().unwrap();
-
-        // A control message ends it too; a batch that already holds a waited-for command
-        // does not wait at all.
-        tx.send(Envelope::Control(Control::Stop)).unwrap();
-        let mut batch = vec![Envelope::Cmd(true)];
-        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
-        assert_eq!(kinds(&batch), [Some(true), Some(true), None], "the queued deferrable command, then the control");
-        let started = Instant::now();
-        let mut batch = vec![Envelope::Cmd(false)];
-        linger_for_more::<Lingerer>(&rx, &mut batch, Lingerer::LINGER.unwrap());
-        assert!(started.elapsed() < Duration::from_secs(30));
-        assert_eq!(kinds(&batch), [Some(false)]);
+        sender.join().unwrap();
+        linger_for_more::<Lingerer>(&rx, &mut batch, linger);
+        assert!(started.elapsed() >= linger, "it slept the linger through");
+        assert_eq!(kinds(&batch), [Some(true), Some(true), Some(false), Some(true), None]);
     }
 
-    /// Without anything waited for, the batch commits once the linger is over.
+    /// A batch that holds a command someone waits for, or a control message, does not
+    /// linger at all.
     #[test]
-    fn a_lingering_batch_commits_when_the_time_is_up() {
-        let (_tx, rx) = mpsc::channel::<Envelope<bool>>();
-        let started = Instant::now();
-        let mut batch = vec![Envelope::Cmd(true)];
-        linger_for_more::<Lingerer>(&rx, &mut batch, Duration::from_millis(30));
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(30) && waited < Duration::from_secs(30), "waited {waited:?}");
-        assert_eq!(kinds(&batch), [Some(true)]);
+    fn a_batch_someone_waits_for_does_not_linger() {
+        let (tx, rx) = mpsc::channel();
+        for first in [Envelope::Cmd(false), Envelope::Control(Control::Stop)] {
+            tx.send(Envelope::Cmd(true)).unwrap();
+            let started = Instant::now();
+            let mut batch = vec![first];
+            linger_for_more::<Lingerer>(&rx, &mut batch, Duration::from_secs(60));
+            assert!(started.elapsed() < Duration::from_secs(30), "it did not sleep");
+            assert_eq!(batch.len(), 1, "and took nothing more: the loop's own drain does that");
+            rx.try_recv().unwrap();
+        }
     }
 
     fn confirmed(unit: &Unit<Emitter>, id: i64) {

@@ -40,10 +40,12 @@ pub struct Audit {
     journal_applied: i64,
     journal_stored: i64,
     journal_pruned: i64,
+    /// Commands wait for audit's commit ("full" durability: no journal of commands).
+    commits_answer_commands: bool,
 }
 
 /// How long audit gathers events and journalled commands into one commit (see
-/// [`Service::LINGER`]); anything that reads the records ends the wait.
+/// [`Service::linger`]).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The journal of commands is pruned once this many stored commands have gathered in it.
@@ -148,7 +150,11 @@ impl Service for Audit {
     type Cmd = Cmd;
     const NAME: &'static str = "audit";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
-    const LINGER: Option<std::time::Duration> = Some(LINGER);
+
+    /// Not with "full" durability: there every command waits for audit's commit.
+    fn linger(&self) -> Option<std::time::Duration> {
+        (!self.commits_answer_commands).then_some(LINGER)
+    }
 
     /// Events and journalled commands are recorded already (in the bus, in the journal
     /// of commands) and a follower is not waited for.
@@ -180,6 +186,7 @@ impl Service for Audit {
             journal_applied: stored,
             journal_stored: stored,
             journal_pruned: 0,
+            commits_answer_commands: ctx.durability == crate::services::store::Durability::Full,
         };
         // Commands answered but not yet stored when the daemon (or this service) stopped
         // are chained first, before anything newer. The journal stays locked meanwhile:

@@ -318,8 +318,10 @@ impl Service for Notify {
     /// Retries come due with time, not with a message: the tick answers a parked `Due`.
     const TICK: Option<Duration> = Some(Duration::from_millis(100));
     /// Events are gathered a few milliseconds per commit (a webhook goes out that much
-    /// later); anything else ends the wait.
-    const LINGER: Option<Duration> = Some(Duration::from_millis(5));
+    /// later).
+    fn linger(&self) -> Option<Duration> {
+        Some(Duration::from_millis(5))
+    }
 
     fn deferrable(cmd: &Cmd) -> bool {
         matches!(cmd, Cmd::Event(_))
