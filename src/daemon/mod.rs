@@ -38,7 +38,11 @@ pub struct RunOptions {
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let home = opts.home;
+    // The stores hold webhook signing keys, e-mail addresses, balances and orders: like
+    // the socket, they are the owner's alone, whatever the umask made of the folder.
     std::fs::create_dir_all(home.data_dir())?;
+    std::fs::set_permissions(home.data_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", home.data_dir().display()))?;
     let _lock = lock::acquire(&home)?;
     let env = |k: &str| std::env::var(k).ok();
     let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;

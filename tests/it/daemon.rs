@@ -8,6 +8,8 @@ fn socket_is_private_and_agtd_json_describes_the_daemon() {
     let d = Daemon::start();
     let mode = std::fs::metadata(d.sock()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let data = std::fs::metadata(d.path().join("data")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(data, 0o700, "the stores (webhook keys, e-mails, balances) are the owner's alone");
     let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("agtd.json")).unwrap()).unwrap();
     assert_eq!(info["pid"].as_u64().unwrap(), d.pid() as u64);
     assert!(info["http"].as_str().unwrap().starts_with("127.0.0.1:"));
@@ -18,6 +20,18 @@ fn socket_is_private_and_agtd_json_describes_the_daemon() {
     }
     let logs: Vec<_> = std::fs::read_dir(d.path().join("logs")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
     assert!(logs.iter().any(|f| f.starts_with("agtd.log.")), "no daily log file in {logs:?}");
+}
+
+/// A home whose `data/` an older agt or a loose umask left readable by others is made
+/// private again when the daemon starts.
+#[test]
+fn a_readable_data_folder_is_made_private_at_start() {
+    let mut d = Daemon::start();
+    d.kill9();
+    let data = d.path().join("data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.spawn();
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
 }
 
 #[test]
