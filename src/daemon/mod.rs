@@ -51,6 +51,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     crate::services::notify::check_webhooks(&settings).map_err(|e| anyhow::anyhow!("{}: {e}", home.config_file().display()))?;
     let logging = logging::init(&home, settings.log.level.as_str())?;
+    warn_if_secrets_are_readable(&home, &settings);
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
     let result = runtime.block_on(serve(home.clone(), settings, logging));
@@ -59,6 +60,27 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(f);
     }
     result
+}
+
+/// Says so in the log when `agt.toml` holds a webhook's signing key or a URL's password
+/// and others may read it (ssh refuses such a key file; we warn). The daemon writes the
+/// file 0600 and keeps its mode when it rewrites it, but a file the user wrote is theirs.
+fn warn_if_secrets_are_readable(home: &Home, settings: &Settings) {
+    use std::os::unix::fs::PermissionsExt;
+    let webhooks = &settings.notify.webhooks;
+    if !webhooks.iter().any(|w| w.secret.is_some() || crate::services::notify::shown_url(&w.url) != w.url) {
+        return;
+    }
+    let file = home.config_file();
+    let Ok(meta) = std::fs::metadata(&file) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            file = %file.display(),
+            mode = format!("{mode:o}"),
+            "the config file holds webhook secrets and others can read it: `chmod 600` it"
+        );
+    }
 }
 
 fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {

@@ -34,6 +34,27 @@ fn a_readable_data_folder_is_made_private_at_start() {
     assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
 }
 
+/// A config file with a webhook secret that others can read is named in the log; one
+/// that only its owner reads, or that holds no secret, is not.
+#[test]
+fn a_readable_config_with_webhook_secrets_is_warned_about() {
+    const WARNING: &str = "holds webhook secrets and others can read it";
+    let hook = "[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nevents = [\"TRADE_EXECUTED\"]\n";
+    // The test harness writes agt.toml 0644, as an editor under the usual umask would.
+    let mut d = Daemon::with_config(&format!("{hook}secret = \"s3cret\"\n"));
+    let config = d.path().join("agt.toml");
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(d.log().matches(WARNING).count(), 1, "{}", d.log());
+    assert!(!d.log().contains("s3cret"), "the secret itself is never logged");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    d.kill9();
+    d.spawn();
+    assert_eq!(d.log().matches(WARNING).count(), 1, "no second warning once the file is private");
+
+    let plain = Daemon::with_config(hook);
+    assert!(!plain.log().contains(WARNING), "no secret, no warning");
+}
+
 #[test]
 fn a_second_daemon_on_the_same_home_refuses_and_leaves_the_first_alone() {
     let d = Daemon::start();
