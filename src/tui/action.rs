@@ -112,10 +112,7 @@ impl Command {
     pub fn describe(&self) -> String {
         match self {
             Command::Place(p) => {
-                let side = match p.side {
-                    crate::api::Side::Buy => "buy",
-                    crate::api::Side::Sell => "sell",
-                };
+                let side = p.side.as_str();
                 match p.price {
                     Some(px) => format!("{side} {} {} @ {px}", p.quantity, p.symbol),
                     None => format!("{side} {} {} at market", p.quantity, p.symbol),

@@ -273,10 +273,7 @@ impl App {
         // `filled` must not match `partially_filled`: statuses match from their start.
         let is_status = o.status.as_str().starts_with(value);
         let user = self.username(&o.user_id);
-        let side = match o.side {
-            crate::api::Side::Buy => "buy",
-            crate::api::Side::Sell => "sell",
-        };
+        let side = o.side.as_str();
         match term.split_once(':') {
             Some(("user" | "u", _)) => has(user) || has(&o.user_id),
             Some(("symbol" | "sym" | "s", _)) => has(&o.symbol),
@@ -931,10 +928,7 @@ impl App {
 
 /// `buy 10 AAPL @ 150.25`, `sell 3 AAPL mkt`.
 pub fn describe(o: &Order) -> String {
-    let side = match o.side {
-        crate::api::Side::Buy => "buy",
-        crate::api::Side::Sell => "sell",
-    };
+    let side = o.side.as_str();
     match o.price {
         Some(p) => format!("{side} {} {} @ {}", o.quantity.normalize(), o.symbol, p.normalize()),
         None => format!("{side} {} {} mkt", o.quantity.normalize(), o.symbol),

@@ -1,7 +1,7 @@
 //! Book: the depth ladder of one symbol (asks above, bids below, with cumulative size
 //! and the spread between them), its trades tape, and a price chart of 1-minute closes.
 
-use super::text::{clean, clock, dec, price, side};
+use super::text::{clean, clock, dec, price};
 use super::Theme;
 use crate::api::{Candle, Side};
 use crate::tui::action::Fetch;
@@ -114,7 +114,7 @@ fn trades(frame: &mut Frame, area: Rect, symbol: &str, m: &crate::tui::action::M
         let style = if t.taker_side == Side::Buy { theme.buy() } else { theme.sell() };
         Row::new(vec![
             Cell::from(clock(&t.timestamp).to_string()),
-            Cell::from(side(t.taker_side)).style(style),
+            Cell::from(t.taker_side.as_str()).style(style),
             Cell::from(price(t.price, decimals)).style(style),
             Cell::from(dec(t.quantity)),
         ])

@@ -1,7 +1,7 @@
 //! Orders: the newest orders of every user, live, with the selected one ready for
 //! `c` (cancel) and `a` (amend). Wider terminals get more columns.
 
-use super::text::{clean, clock, cut, dec, price, side, status};
+use super::text::{clean, clock, cut, dec, price, status};
 use super::Theme;
 use crate::api::{OrderStatus, Side};
 use crate::tui::action::{short_id, Fetch};
@@ -56,7 +56,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         cells.extend([
             Cell::from(cut(&clean(app.username(&o.user_id)), 12)),
             Cell::from(cut(&clean(&o.symbol), 10)),
-            Cell::from(side(o.side)).style(side_style),
+            Cell::from(o.side.as_str()).style(side_style),
             Cell::from(limit),
             Cell::from(dec(o.quantity)),
             Cell::from(dec(o.filled_quantity)),

@@ -1,6 +1,6 @@
 //! Turning wire values into short, fixed-width words for tables.
 
-use crate::api::{OrderStatus, Side};
+use crate::api::OrderStatus;
 use rust_decimal::Decimal;
 
 /// `45s`, `12m03s`, `3h02m`, `2d04h`.
@@ -33,13 +33,6 @@ pub fn price(p: Decimal, decimals: Option<u32>) -> String {
     match decimals {
         Some(n) => format!("{:.*}", n as usize, p),
         None => dec(p),
-    }
-}
-
-pub fn side(s: Side) -> &'static str {
-    match s {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
     }
 }
 
