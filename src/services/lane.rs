@@ -641,10 +641,7 @@ mod tests {
     impl Running {
         fn start() -> Running {
             let dir = tempfile::tempdir().unwrap();
-            let home = crate::daemon::Home::at(dir.path());
-            let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
-            let settings = crate::services::config::SharedSettings::new(Default::default());
-            let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
+            let (bus, ctx) = ServiceCtx::for_tests(dir.path());
             let (tx, rx) = mpsc::channel();
             let statuses = Statuses::new();
             let handles = Handles::new(tx, &statuses);
@@ -825,10 +822,7 @@ mod tests {
 
     /// A lane driven by hand (no thread) on a fresh home, with these deposits made.
     fn funded(dir: &tempfile::TempDir, deposits: &[(&str, &str, &str)]) -> (Lane, ServiceCtx, crate::services::bus::Bus) {
-        let home = crate::daemon::Home::at(dir.path());
-        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
-        let settings = crate::services::config::SharedSettings::new(Default::default());
-        let ctx = ServiceCtx { home, durability: Default::default(), bus: bus.clone(), settings, directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
         let mut lane = Lane::open(&ctx, None).unwrap();
         for (user, asset, amount) in deposits {
             let (reply, rx) = oneshot::channel();

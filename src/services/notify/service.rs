@@ -588,8 +588,8 @@ mod tests {
     #[test]
     fn load_starts_a_new_store_at_the_bus_end_and_keeps_rules_and_pending_deliveries() {
         let dir = tempfile::tempdir().unwrap();
-        let home = crate::daemon::Home::at(dir.path());
-        let bus = crate::services::bus::Bus::open(&home, Default::default()).unwrap();
+        let (bus, mut ctx) = ServiceCtx::for_tests(dir.path());
+        let home = ctx.home.clone();
         bus.publish("USER_CREATED", "users", serde_json::json!({}));
         while bus.last_seq() < 1 {
             std::thread::sleep(Duration::from_millis(1));
@@ -597,7 +597,7 @@ mod tests {
         let file = dir.path().join("agt.toml");
         std::fs::write(&file, HOOK).unwrap();
         let settings = crate::services::config::settings::Settings::load(&file, &|_: &str| None).unwrap();
-        let ctx = ServiceCtx { home: home.clone(), durability: Default::default(), bus: bus.clone(), settings: SharedSettings::new(settings), directory: Default::default(), tokens: Default::default(), command_log: Default::default() };
+        ctx.settings = SharedSettings::new(settings);
         let mut conn = crate::services::store::open(&home.store("notify"), Default::default(), MIGRATIONS).unwrap();
         let mut svc = Notify::load(&conn, &ctx).unwrap();
         assert_eq!(svc.last_event_seq, 1, "history before notify existed is not replayed");
