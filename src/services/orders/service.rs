@@ -267,6 +267,14 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlit
     Ok(())
 }
 
+/// An order that never reached the book, as rejected: nothing left, and why.
+fn mark_rejected(o: &mut Order, code: &str, message: &str, now: &str) {
+    o.status = OrderStatus::Rejected;
+    o.reject_reason = Some(format!("{code}: {message}"));
+    o.remaining_quantity = Decimal::ZERO;
+    o.updated_at = now.to_string();
+}
+
 fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>> {
     tx.prepare_cached("SELECT stage FROM orders WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()
 }
@@ -350,10 +358,7 @@ impl Orders {
     /// Stores an order [`Orders::accept_unstored`] answered as rejected, its saga done:
     /// what [`Orders::reject_at`] leaves of a stored `accepted` order, in one write.
     pub(crate) fn reject_unstored(tx: &Connection, mut o: Order, code: &str, message: &str, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
-        o.status = OrderStatus::Rejected;
-        o.reject_reason = Some(format!("{code}: {message}"));
-        o.remaining_quantity = Decimal::ZERO;
-        o.updated_at = now.to_string();
+        mark_rejected(&mut o, code, message, now);
         insert(tx, &o, "done", Decimal::ZERO)?;
         // Counted in `agt_orders_total` by the lane, as it answers.
         after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
@@ -379,10 +384,7 @@ impl Orders {
             return Ok(Err(ApiError::not_found("order", order_id)));
         };
         if stage_of(tx, order_id)?.as_deref() == Some("accepted") {
-            o.status = OrderStatus::Rejected;
-            o.reject_reason = Some(format!("{code}: {message}"));
-            o.remaining_quantity = Decimal::ZERO;
-            o.updated_at = now.to_string();
+            mark_rejected(&mut o, code, message, now);
             save(tx, &mut o, Some("done"), None)?;
             crate::daemon::metrics::order("rejected");
             after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
