@@ -209,7 +209,7 @@ impl Service for Audit {
             (audit.journal_applied, audit.journal_stored) = (*newest, *newest);
         }
         // With "full" durability commands wait for audit's group commit instead.
-        if ctx.durability != crate::services::store::Durability::Full {
+        if !audit.commits_answer_commands {
             *slot = Some(journal);
         }
         drop(slot);
