@@ -489,6 +489,23 @@ impl<S: Service> Unit<S> {
         Ok(())
     }
 
+    /// Runs `work`, which only reads, on the store as its open transaction sees it (or as
+    /// committed, if none is open), and sends its replies at once instead of at the next
+    /// commit. The caller vouches that the open transaction holds nothing a crash could
+    /// take back: the trading lane's holds only what its intake journal would redo.
+    pub fn read(
+        &mut self,
+        work: impl FnOnce(&mut S, &rusqlite::Connection, &mut AfterCommit) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        let mut after = AfterCommit::new(S::NAME);
+        work(&mut self.svc, &self.conn, &mut after)?;
+        debug_assert!(after.events.is_empty(), "{}: a read announced an event", S::NAME);
+        for r in after.replies {
+            r();
+        }
+        Ok(())
+    }
+
     /// [`Unit::work`] then [`Unit::commit`]: one transaction for one batch.
     pub fn batch<R>(
         &mut self,

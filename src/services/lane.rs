@@ -11,10 +11,13 @@
 //!
 //! A batch drained from the mailbox runs in phases:
 //!
-//! 0. Commands to risk, orders and trading (deposits, limits, cancels, reads, the saga's
-//!    single steps) are handled and **flushed** first (below), so that they are answered
-//!    at a commit of their own and no placement is journalled on top of a change a crash
-//!    could undo (trading's redo matches each order again on the book as committed).
+//! 0. Commands to risk, orders and trading (deposits, limits, cancels, the saga's single
+//!    steps) are handled and **flushed** first (below), so that they are answered at a
+//!    commit of their own and no placement is journalled on top of a change a crash could
+//!    undo (trading's redo matches each order again on the book as committed). A batch
+//!    whose commands only read (orders, accounts, limits, holds, books) is answered at
+//!    once from the open transactions, without a flush: they hold nothing the journal
+//!    would not redo.
 //! 1. risk: **reserve** each placement (checks, hold), in its open transaction;
 //!    orders: **accept** each one, in memory only (`Orders::accept_unstored`: a repeated
 //!    `client_order_id` is looked up, nothing is written). Nothing commits.
@@ -34,9 +37,10 @@
 //! placement (also when the lane is idle), after [`FLUSH_AT`] placements, before a
 //! command to any of the three, and on stop. So under load, and for a closed-loop
 //! client, the three commit every few milliseconds for many placements instead of once
-//! or twice each. Events reach the bus at the flush, as each store commits. Reads that
-//! could tell (orders, accounts, holds, books) are commands, answered behind a flush;
-//! `/api/events` and the market routes ask the lane first (`orders::Cmd::Sync`).
+//! or twice each. Events reach the bus at the flush, as each store commits. Reads of orders,
+//! accounts, holds and books see the open transactions (phase 0); `/api/events` and the
+//! market routes, which read what the bus has, ask the lane to flush first
+//! (`orders::Cmd::Sync`).
 //!
 //! Why this is safe to crash in at any point: whatever the three stores had not committed
 //! is redone from the journal by [`Lane::recover`] when the lane starts — at daemon
@@ -452,17 +456,17 @@ impl Lane {
         let Work { orders: orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
         // Phase 0: commands to the three, answered at a flush of their own before this
         // batch's placements, which must not be journalled on top of a change (a deposit,
-        // a limit, a cancel) that a crash could still take back.
-        if !risk_cmds.is_empty() || !orders_cmds.is_empty() || !trading_cmds.is_empty() {
-            if !risk_cmds.is_empty() {
-                self.risk.work(|svc, tx, after| risk_cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after)))?;
-            }
-            if !orders_cmds.is_empty() {
-                self.orders.work(|svc, tx, after| orders_cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after)))?;
-            }
-            if !trading_cmds.is_empty() {
-                self.trading.work(|svc, tx, after| trading_cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after)))?;
-            }
+        // a limit, a cancel) that a crash could still take back. Reads alone need no
+        // flush: the open transactions hold only what the journal redoes after a crash,
+        // so what they show is as durable as what is committed. (Flushing for each read
+        // made a client that polls its orders cost a commit of three stores per poll.)
+        let reads_only = risk_cmds.iter().all(risk::Cmd::is_read)
+            && orders_cmds.iter().all(orders::Cmd::is_read)
+            && trading_cmds.iter().all(trading::Cmd::is_read);
+        handle_all(&mut self.risk, risk_cmds, reads_only)?;
+        handle_all(&mut self.orders, orders_cmds, reads_only)?;
+        handle_all(&mut self.trading, trading_cmds, reads_only)?;
+        if !reads_only {
             self.flush()?;
         }
         if places.is_empty() {
@@ -613,6 +617,22 @@ impl Lane {
             self.flush()?;
         }
         Ok(())
+    }
+}
+
+/// Handles a service's commands of phase 0: in its open transaction, answered at the
+/// flush, or, for a batch of reads only, answered at once ([`Unit::read`]).
+fn handle_all<S: Service>(unit: &mut Unit<S>, cmds: Vec<S::Cmd>, reads_only: bool) -> Result<(), ServiceError> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let each = |svc: &mut S, tx: &rusqlite::Connection, after: &mut crate::services::actor::AfterCommit| {
+        cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after))
+    };
+    if reads_only {
+        unit.read(each)
+    } else {
+        unit.work(each)
     }
 }
 
@@ -910,6 +930,67 @@ mod tests {
         let o = NewOrder { price: Some(dec("101")), ..order("ord_b3", "alice", Side::Buy, dec("1"), None) };
         let (_, taken) = one(&mut lane, Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() }, rx).unwrap();
         assert_eq!((taken.status, taken.fills[0].price), (OrderStatus::Filled, dec("101")));
+        drop(lane);
+        bus.shutdown();
+    }
+
+    /// A client that polls its orders must not make the lane commit three stores per
+    /// poll: reads are answered from the open transactions, which hold only what the
+    /// journal redoes, so a crash right after the read still shows what it showed.
+    #[test]
+    fn reads_are_answered_from_the_open_transactions_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
+        let mut places = Vec::new();
+        let mut answers = Vec::new();
+        for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)] {
+            let (reply, rx) = oneshot::channel();
+            places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
+            answers.push(rx);
+        }
+        lane.run(Work { places, ..Default::default() }).unwrap();
+        let answered: Vec<Order> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap().unwrap().1).collect();
+        assert!(lane.pending());
+
+        let get = |lane: &mut Lane, id: &str| {
+            let (reply, rx) = oneshot::channel();
+            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx).unwrap()
+        };
+        let account = |lane: &mut Lane, user: &str| {
+            let (reply, rx) = oneshot::channel();
+            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
+            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
+        };
+        let book = |lane: &mut Lane| {
+            let (reply, rx) = oneshot::channel();
+            let b = one(lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx).unwrap();
+            (b.bids, b.asks)
+        };
+        let seen = (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
+        assert_eq!((seen.0.status, seen.0.filled_quantity), (OrderStatus::PartiallyFilled, dec("3")));
+        assert_eq!(seen.1, answered[1], "the read shows the order as it was answered");
+        assert_eq!(seen.2, [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
+        assert_eq!(seen.3, [("AAPL".into(), dec("7"), dec("2")), ("USD".into(), dec("300"), dec("0"))]);
+        assert_eq!(seen.4, (vec![], vec![(dec("100"), dec("2"))]));
+        assert!(lane.pending(), "reads alone do not flush");
+
+        // Stopped as by a crash: the journal's redo shows the same again.
+        drop(lane);
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        let again = (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
+        assert_eq!(again, seen);
+
+        // A read in the same batch as a change waits for the change's flush, as before.
+        let (reply, _deposited) = oneshot::channel();
+        let deposit = risk::Cmd::Deposit { user_id: "alice".into(), asset: "USD".into(), amount: dec("1"), reply };
+        let (reply, rx) = oneshot::channel();
+        let o = NewOrder { price: Some(dec("100")), ..order("ord_b2", "alice", Side::Buy, dec("1"), None) };
+        lane.run(Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() }).unwrap();
+        drop(rx);
+        assert!(lane.pending());
+        let (reply, rx) = oneshot::channel();
+        one(&mut lane, Work { risk: vec![deposit], orders: vec![orders::Cmd::Get { order_id: "ord_b2".into(), reply }], ..Default::default() }, rx).unwrap();
+        assert!(!lane.pending(), "a change is flushed before it is answered");
         drop(lane);
         bus.shutdown();
     }

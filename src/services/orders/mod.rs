@@ -44,6 +44,14 @@ pub enum Cmd {
     Sync(Reply<()>),
 }
 
+impl Cmd {
+    /// Whether the command only reads. The lane answers a batch of reads at once from
+    /// its open transactions instead of flushing first (see `services::lane`).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Cmd::Get { .. } | Cmd::List { .. } | Cmd::Known { .. } | Cmd::Unfinished(_))
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
     pub order_id: String,

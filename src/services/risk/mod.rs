@@ -59,6 +59,14 @@ pub enum Cmd {
     SetLastPrice { symbol: String, price: Decimal, as_of_us: i64, reply: Reply<bool> },
 }
 
+impl Cmd {
+    /// Whether the command only reads. The lane answers a batch of reads at once from
+    /// its open transactions instead of flushing first (see `services::lane`).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Cmd::Account { .. } | Cmd::Limits { .. } | Cmd::TradingState(_) | Cmd::Holds(_))
+    }
+}
+
 /// An order asking to be admitted. The caller has resolved the user and the instrument.
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {

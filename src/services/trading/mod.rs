@@ -31,6 +31,14 @@ pub enum Cmd {
     Status { order_ids: Vec<String>, reply: Reply<Vec<OrderState>> },
 }
 
+impl Cmd {
+    /// Whether the command only reads. The lane answers a batch of reads at once from
+    /// its open transactions instead of flushing first (see `services::lane`).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Cmd::Book { .. } | Cmd::Status { .. })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MatchRequest {
     pub order_id: String,
