@@ -23,6 +23,19 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64, known: i64 },
 }
 
+/// Column `i` of a row as text, without copying it out.
+pub fn text_at<'r>(r: &'r rusqlite::Row, i: usize) -> rusqlite::Result<&'r str> {
+    r.get_ref(i)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// Column `i` of a row as one of the wire enums (`Side::parse`, `OrderStatus::parse`, …):
+/// a value none of them spells is an error, never a default (a corrupt `side` read as
+/// `buy` would move money the wrong way).
+pub fn enum_at<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let s = text_at(r, i)?;
+    parse(s).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("unknown value {s:?}").into()))
+}
+
 /// Opens (creating if needed) a service's store and brings its schema up to date.
 ///
 /// `migrations[i]` takes the schema from version `i` to `i + 1`; each runs in its own

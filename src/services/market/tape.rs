@@ -197,13 +197,12 @@ impl Tape {
 }
 
 fn row_to_trade(r: &rusqlite::Row) -> rusqlite::Result<Trade> {
-    let side: String = r.get(4)?;
     Ok(Trade {
         trade_id: r.get(0)?,
         symbol: r.get(1)?,
         price: decimal_at(r, 2)?,
         quantity: decimal_at(r, 3)?,
-        taker_side: if side == "sell" { Side::Sell } else { Side::Buy },
+        taker_side: crate::services::store::enum_at(r, 4, Side::parse)?,
         buy_order_id: r.get(5)?,
         sell_order_id: r.get(6)?,
         timestamp: r.get(7)?,

@@ -4,6 +4,7 @@ use super::events::{OrderEvent, StatusChange, TradeRef};
 use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use crate::services::store::{enum_at, text_at};
 use crate::services::trading::MatchResult;
 use rusqlite::{params, OptionalExtension, Connection};
 use rust_decimal::Decimal;
@@ -96,17 +97,6 @@ const COLUMNS: &str = "order_id, user_id, symbol, side, type, time_in_force, pri
                        client_order_id, created_at, updated_at, reject_reason";
 
 pub struct Orders;
-
-/// Column `i` of a row as text, without copying it out.
-fn text_at<'r>(r: &'r rusqlite::Row, i: usize) -> rusqlite::Result<&'r str> {
-    r.get_ref(i)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
-}
-
-/// Column `i` of a row as one of the order enums, by its wire name.
-fn enum_at<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-    let s = text_at(r, i)?;
-    parse(s).ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("unknown value {s:?}").into()))
-}
 
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
     Decimal::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))

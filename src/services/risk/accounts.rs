@@ -473,13 +473,12 @@ impl Ledger {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let side: String = r.get(4)?;
             let rec = HoldRec {
                 order_id: r.get(0)?,
                 user_id: r.get(1)?,
                 symbol: r.get(2)?,
                 asset: r.get(3)?,
-                side: if side == "sell" { Side::Sell } else { Side::Buy },
+                side: crate::services::store::enum_at(r, 4, Side::parse)?,
                 limit: r.get::<_, Option<String>>(5)?.map(|t| dec(&t)).transpose()?,
                 amount: dec(&r.get::<_, String>(6)?)?,
                 budget: r.get::<_, Option<String>>(7)?.map(|t| dec(&t)).transpose()?,

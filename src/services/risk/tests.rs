@@ -537,6 +537,20 @@ fn a_market_buy_spends_its_budget_and_the_rest_is_released() {
     assert_eq!(f.bal("buyer", "USD"), (d("8995"), d("0"), d("8995")));
 }
 
+/// A hold whose stored side no agt writes (a hand edit, a bad restore) stops the load
+/// with the value named, instead of being read as a buy and holding the wrong asset.
+#[test]
+fn a_hold_with_an_unknown_side_is_a_load_error_not_a_buy() {
+    let mut f = Fixture::new();
+    f.deposit("u1", "AAPL", "10").unwrap();
+    f.reserve(&order("o1", "u1", Side::Sell, Some("10"), "5")).unwrap();
+    f.reload();
+    assert_eq!(f.bal("u1", "AAPL"), (d("10"), d("5"), d("5")));
+    f.conn.execute("UPDATE holds SET side = 'sel' WHERE order_id = 'o1'", []).unwrap();
+    let err = Risk::open(&f.conn, f.settings.clone()).err().expect("the load must fail");
+    assert!(err.to_string().contains("unknown value \"sel\""), "{err}");
+}
+
 #[test]
 fn reserve_is_idempotent_across_restarts() {
     let mut f = Fixture::new();

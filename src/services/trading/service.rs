@@ -489,11 +489,11 @@ impl Service for Trading {
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let internal = r.get::<_, i64>(0)? as u64;
-            let (order_id, user_id, symbol, side): (String, String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            let (order_id, user_id, symbol): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+            let side = crate::services::store::enum_at(r, 4, Side::parse)?;
             let (price, remaining, priority) = (dec(&r.get::<_, String>(5)?)?, dec(&r.get::<_, String>(6)?)?, r.get::<_, i64>(7)? as u64);
             let (tick, lot) = (dec(&r.get::<_, String>(8)?)?, dec(&r.get::<_, String>(9)?)?);
             let owner = t.owner(&user_id);
-            let side = if side == "buy" { Side::Buy } else { Side::Sell };
             let (price_t, rem_l) = (
                 units(price, tick, "price").map_err(|e| ServiceError::Other(e.message))?,
                 units(remaining, lot, "quantity").map_err(|e| ServiceError::Other(e.message))?,
