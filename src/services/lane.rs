@@ -35,7 +35,7 @@
 //! A **flush** commits trading, risk, then orders, each with the number of the last
 //! intake record it holds. It happens [`FLUSH_AFTER`] after the first unflushed
 //! placement (also when the lane is idle), after [`FLUSH_AT`] placements, before a
-//! command to any of the three, and on stop. So under load, and for a closed-loop
+//! command that changes any of the three, and on stop. So under load, and for a closed-loop
 //! client, the three commit every few milliseconds for many placements instead of once
 //! or twice each. Events reach the bus at the flush, as each store commits. Reads of orders,
 //! accounts, holds and books see the open transactions (phase 0); `/api/events` and the
@@ -54,7 +54,7 @@
 //! Every other command is answered after its own service's commit.
 
 use crate::api::{ApiError, Instrument, Order};
-use crate::services::actor::{Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
+use crate::services::actor::{AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
 use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
@@ -626,7 +626,7 @@ fn handle_all<S: Service>(unit: &mut Unit<S>, cmds: Vec<S::Cmd>, reads_only: boo
     if cmds.is_empty() {
         return Ok(());
     }
-    let each = |svc: &mut S, tx: &rusqlite::Connection, after: &mut crate::services::actor::AfterCommit| {
+    let each = |svc: &mut S, tx: &rusqlite::Connection, after: &mut AfterCommit| {
         cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after))
     };
     if reads_only {
