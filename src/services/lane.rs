@@ -852,12 +852,24 @@ mod tests {
         (lane, ctx, bus)
     }
 
+    /// Runs `orders` as one batch of placements on a lane driven by hand, and gives each
+    /// one's answer, in order.
+    fn place_batch(lane: &mut Lane, orders: impl IntoIterator<Item = NewOrder>) -> Vec<Result<(u16, Order), ApiError>> {
+        let (places, answers): (Vec<_>, Vec<_>) = orders
+            .into_iter()
+            .map(|order| {
+                let (reply, rx) = oneshot::channel();
+                (Placement { order, user_active: true, instrument: aapl(), reply }, rx)
+            })
+            .unzip();
+        lane.run(Work { places, ..Default::default() }).unwrap();
+        answers.into_iter().map(|mut rx| rx.try_recv().expect("answered within the batch")).collect()
+    }
+
     #[test]
     fn a_lane_that_stops_before_its_flush_redoes_what_it_answered_when_it_starts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("bob", "USD", "1000"), ("alice", "USD", "1000")]);
-        let mut answers = Vec::new();
-        let mut places = Vec::new();
         let at_101 = |o: NewOrder| NewOrder { price: Some(dec("101")), ..o };
         let batch = [
             order("ord_s", "bob", Side::Sell, dec("5"), None),
@@ -869,13 +881,7 @@ mod tests {
             // Crosses bob's own sell: self-trade prevention cancels it.
             at_101(order("ord_b2", "bob", Side::Buy, dec("1"), None)),
         ];
-        for o in batch {
-            let (reply, rx) = oneshot::channel();
-            places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
-            answers.push(rx);
-        }
-        lane.run(Work { places, ..Default::default() }).unwrap();
-        let answered: Vec<_> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap()).collect();
+        let answered = place_batch(&mut lane, batch);
         assert_eq!(answered[2].as_ref().unwrap_err().code.as_ref(), "insufficient_funds");
         assert!(lane.pending(), "risk and orders wait for their flush");
         // Stopped as by a crash: the open transactions are rolled back.
@@ -941,15 +947,8 @@ mod tests {
     fn reads_are_answered_from_the_open_transactions_without_a_flush() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
-        let mut places = Vec::new();
-        let mut answers = Vec::new();
-        for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)] {
-            let (reply, rx) = oneshot::channel();
-            places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
-            answers.push(rx);
-        }
-        lane.run(Work { places, ..Default::default() }).unwrap();
-        let answered: Vec<Order> = answers.into_iter().map(|mut rx| rx.try_recv().unwrap().unwrap().1).collect();
+        let batch = [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)];
+        let answered: Vec<Order> = place_batch(&mut lane, batch).into_iter().map(|a| a.unwrap().1).collect();
         assert!(lane.pending());
 
         let get = |lane: &mut Lane, id: &str| {
@@ -1002,14 +1001,7 @@ mod tests {
     fn records_an_older_agt_left_in_trading_db_are_redone_once() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
-        let mut places = Vec::new();
-        let mut answers = Vec::new();
-        for o in [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)] {
-            let (reply, rx) = oneshot::channel();
-            places.push(Placement { order: o, user_active: true, instrument: aapl(), reply });
-            answers.push(rx);
-        }
-        lane.run(Work { places, ..Default::default() }).unwrap();
+        place_batch(&mut lane, [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)]);
         // As the older agt left it: the book and the journal committed together in
         // trading.db, risk and orders not yet.
         let (_, records) = lane.journal.after(0).unwrap();
