@@ -202,15 +202,34 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
                 })
             })
             .collect();
+        // A reader polls the traders' newest orders meanwhile. Reads are answered from the
+        // lane's open transactions, before its flush: what they show must survive the kill.
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+        let reader = {
+            let (users, sock, seen) = (users.clone(), sock.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for u in users.iter().cycle() {
+                    let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else { return };
+                    match exchange(s, "GET", &format!("/api/orders?user_id={u}&limit=20"), None, &[]) {
+                        Ok((200, list)) => seen.lock().unwrap().extend(list.as_array().unwrap().iter().cloned()),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        };
         std::thread::sleep(std::time::Duration::from_millis(150 + 100 * cycle));
         dm.kill9();
         for t in threads {
             t.join().unwrap();
         }
+        reader.join().unwrap();
         dm.spawn();
         let acked = acked.lock().unwrap();
+        let seen = seen.lock().unwrap();
         assert!(!acked.is_empty(), "cycle {cycle}: nothing was acknowledged before the kill");
-        for o in acked.iter() {
+        assert!(!seen.is_empty(), "cycle {cycle}: the reader saw nothing before the kill");
+        for o in acked.iter().chain(seen.iter()) {
             let now = dm.ok("GET", &format!("/api/orders/{}", o["order_id"].as_str().unwrap()), None);
             assert!(dec(&now["filled_quantity"]) >= dec(&o["filled_quantity"]), "fills lost: {o} -> {now}");
             for f in o["fills"].as_array().unwrap() {
