@@ -107,6 +107,11 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 /// under load: at 16 MiB, RSS reached 144 MB after 40k orders; at 4 MiB, 81 MB, at the
 /// same orders/s (the order path's working set is the tables' right edges and the open
 /// orders, far smaller than this). See BENCHMARKS.md.
+///
+/// Each connection's cache is its own: SQLite is built without
+/// `SQLITE_ENABLE_MEMORY_MANAGEMENT` (`.cargo/config.toml`), which would pool every
+/// connection's pages in one LRU, so that one store's large transaction made every other
+/// store drop its hot pages as soon as it released them.
 const CACHE_KIB: i64 = 4096;
 
 /// The WAL size past which the writer restarts the log itself (see [`bound_wal`]).
@@ -289,6 +294,16 @@ impl Drop for CheckpointGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stores' page caches are separate (see [`CACHE_KIB`]): lost if the bundled
+    /// SQLite is built without `.cargo/config.toml`'s flags.
+    #[test]
+    fn each_store_has_a_page_cache_of_its_own() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn.prepare("PRAGMA compile_options").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert!(options.iter().any(|o| o.starts_with("THREADSAFE=")), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "SQLite pools every connection's pages: {options:?}");
+    }
 
     /// The rebuilds that took the order path's tables to fewer b-trees keep every row.
     #[test]
