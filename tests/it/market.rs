@@ -59,7 +59,10 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
     let sym = dm.symbol("0.01", "1");
     let now = chrono::Utc::now().timestamp();
     let m0 = now - now.rem_euclid(60) - 10 * 60; // ten minutes ago, on a minute
-    let day = now - now.rem_euclid(86_400) - 86_400; // yesterday, midnight UTC
+    // The day before the minutes' day, at midnight UTC: its bar must end before the
+    // minutes start (in the first minutes after midnight, "ten minutes ago" is the day
+    // before today, and a bar of that day ended after them and had the newest close).
+    let day = m0 - m0.rem_euclid(86_400) - 86_400;
 
     // Bad rows: every one is named by its line, and nothing is imported.
     let bad = format!(
@@ -106,7 +109,7 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
 
     // A good file: candles appear, the newest close is the last price.
     let good = format!(
-        "{HEADER}# yesterday, then three minutes of this hour\n\
+        "{HEADER}# the day before, then three minutes ten minutes ago\n\
          {sym},1d,{},90,110,85,95,5000\n\
          {sym},1m,{},100,101,99,100.5,10\n\
          {sym},1m,{},100.5,102,100,101.25,7\n\
