@@ -39,8 +39,8 @@
 //! client, the three commit every few milliseconds for many placements instead of once
 //! or twice each. Events reach the bus at the flush, as each store commits. Reads of orders,
 //! accounts, holds and books see the open transactions (phase 0); `/api/events` and the
-//! market routes, which read what the bus has, ask the lane to flush first
-//! (`orders::Cmd::Sync`).
+//! market routes, which read what the bus has, first wait for the lane's next flush
+//! (`orders::Cmd::Sync`, answered at once when nothing waits for one).
 //!
 //! Why this is safe to crash in at any point: whatever the three stores had not committed
 //! is redone from the journal by [`Lane::recover`] when the lane starts — at daemon
@@ -248,6 +248,9 @@ struct Lane {
     /// Placements journalled since the last flush, and when the first of them was.
     unflushed: usize,
     since: Option<Instant>,
+    /// A `Sync` waits for the next flush: the lane flushes as soon as its mailbox is
+    /// empty instead of waiting for more placements.
+    sync_waiting: bool,
 }
 
 /// A test-only fault point (read only with `debug.fault_injection = true`):
@@ -341,6 +344,7 @@ impl Lane {
             pruned: 0,
             unflushed: 0,
             since: None,
+            sync_waiting: false,
         };
         lane.recover()?;
         Ok(lane)
@@ -351,9 +355,13 @@ impl Lane {
         self.risk.is_open() || self.orders.is_open() || self.trading.is_open()
     }
 
-    /// How long an idle lane may still wait before it must flush.
+    /// How long an idle lane may still wait before it must flush: not at all once a
+    /// `Sync` waits (nothing else is queued to share the flush with).
     fn flush_in(&self) -> Duration {
-        self.since.map_or(Duration::ZERO, |t| FLUSH_AFTER.saturating_sub(t.elapsed()))
+        match self.since {
+            Some(t) if !self.sync_waiting => FLUSH_AFTER.saturating_sub(t.elapsed()),
+            _ => Duration::ZERO,
+        }
     }
 
     fn due(&self) -> bool {
@@ -379,6 +387,7 @@ impl Lane {
         self.applied = seq;
         self.unflushed = 0;
         self.since = None;
+        self.sync_waiting = false;
         Ok(())
     }
 
@@ -453,13 +462,18 @@ impl Lane {
     }
 
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
-        let Work { orders: orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
+        let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places } = work;
         // Phase 0: commands to the three, answered at a flush of their own before this
         // batch's placements, which must not be journalled on top of a change (a deposit,
         // a limit, a cancel) that a crash could still take back. Reads alone need no
         // flush: the open transactions hold only what the journal redoes after a crash,
         // so what they show is as durable as what is committed. (Flushing for each read
         // made a client that polls its orders cost a commit of three stores per poll.)
+        // A `Sync` asks for what was acknowledged to be committed and on the bus: it rides
+        // on the next flush rather than forcing one here (the market routes and
+        // `/api/events` send one per request). Under load that is the next due flush; when
+        // the mailbox runs dry, the lane flushes at once (`flush_in`).
+        let syncs: Vec<orders::Cmd> = orders_cmds.extract_if(.., |c| matches!(c, orders::Cmd::Sync(_))).collect();
         let reads_only = risk_cmds.iter().all(risk::Cmd::is_read)
             && orders_cmds.iter().all(orders::Cmd::is_read)
             && trading_cmds.iter().all(trading::Cmd::is_read);
@@ -469,6 +483,10 @@ impl Lane {
         if !reads_only {
             self.flush()?;
         }
+        // With nothing waiting for a flush, everything acknowledged is on the bus already.
+        let nothing_pending = !self.pending();
+        self.sync_waiting |= !syncs.is_empty() && !nothing_pending;
+        handle_all(&mut self.orders, syncs, nothing_pending)?;
         if places.is_empty() {
             return Ok(());
         }
@@ -621,15 +639,15 @@ impl Lane {
 }
 
 /// Handles a service's commands of phase 0: in its open transaction, answered at the
-/// flush, or, for a batch of reads only, answered at once ([`Unit::read`]).
-fn handle_all<S: Service>(unit: &mut Unit<S>, cmds: Vec<S::Cmd>, reads_only: bool) -> Result<(), ServiceError> {
+/// flush, or, for commands that change nothing, answered at once ([`Unit::read`]).
+fn handle_all<S: Service>(unit: &mut Unit<S>, cmds: Vec<S::Cmd>, at_once: bool) -> Result<(), ServiceError> {
     if cmds.is_empty() {
         return Ok(());
     }
     let each = |svc: &mut S, tx: &rusqlite::Connection, after: &mut AfterCommit| {
         cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after))
     };
-    if reads_only {
+    if at_once {
         unit.read(each)
     } else {
         unit.work(each)
@@ -990,6 +1008,32 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         one(&mut lane, Work { risk: vec![deposit], orders: vec![orders::Cmd::Get { order_id: "ord_b2".into(), reply }], ..Default::default() }, rx).unwrap();
         assert!(!lane.pending(), "a change is flushed before it is answered");
+        drop(lane);
+        bus.shutdown();
+    }
+
+    /// `/api/events` and the market routes wait for what was acknowledged to reach the bus
+    /// (`orders::Cmd::Sync`): the next flush, not one of their own.
+    #[test]
+    fn a_sync_waits_for_the_next_flush_instead_of_forcing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, _ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
+        let sync = |lane: &mut Lane| {
+            let (reply, rx) = oneshot::channel();
+            lane.run(Work { orders: vec![orders::Cmd::Sync(reply)], ..Default::default() }).unwrap();
+            rx
+        };
+        let mut rx = sync(&mut lane);
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))), "nothing waits for a flush: answered at once");
+
+        place_batch(&mut lane, [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)]);
+        assert!(lane.flush_in() > Duration::ZERO, "placements alone wait for more");
+        let mut rx = sync(&mut lane);
+        assert!(lane.pending(), "a sync does not flush");
+        assert!(rx.try_recv().is_err(), "answered before the placements' events reached the bus");
+        assert_eq!(lane.flush_in(), Duration::ZERO, "once the mailbox is empty, the lane flushes at once");
+        lane.flush().unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))), "answered by the flush, after it handed the events to the bus");
         drop(lane);
         bus.shutdown();
     }
