@@ -35,10 +35,11 @@
 //! A **flush** commits trading, risk, then orders, each with the number of the last
 //! intake record it holds. It happens [`FLUSH_AFTER`] after the first unflushed
 //! placement (also when the lane is idle), after [`FLUSH_AT`] placements, before a
-//! command that changes any of the three, and on stop. So under load, and for a closed-loop
-//! client, the three commit every few milliseconds for many placements instead of once
-//! or twice each. Events reach the bus at the flush, as each store commits. Reads of orders,
-//! accounts, holds and books see the open transactions (phase 0); `/api/events` and the
+//! command that changes any of the three, and on stop. So under load, and for a
+//! closed-loop client, the three commit every few milliseconds for many placements
+//! instead of once or twice each. Events reach the bus at the flush, as each store
+//! commits. Reads of orders, accounts, holds and books see the open transactions
+//! (phase 0); `/api/events` and the
 //! market routes, which read what the bus has, first wait for the lane's next flush
 //! (`orders::Cmd::Sync`, answered at once when nothing waits for one).
 //!
@@ -483,7 +484,8 @@ impl Lane {
         if !reads_only {
             self.flush()?;
         }
-        // With nothing waiting for a flush, everything acknowledged is on the bus already.
+        // With nothing waiting for a flush, everything acknowledged is committed and its
+        // events handed to the bus already (`App::sync_events` then waits for the bus).
         let nothing_pending = !self.pending();
         self.sync_waiting |= !syncs.is_empty() && !nothing_pending;
         handle_all(&mut self.orders, syncs, nothing_pending)?;
