@@ -3,11 +3,13 @@
 other over one keep-alive connection to HOME's socket, N times; prints the latency of
 the read (`GET /api/orders/{id}`) that follows each placement, which is when the lane
 still holds the placement's records in its open transactions. Usage:
-read-after-place.py HOME [N]. See BENCHMARKS.md (session 11)."""
+read-after-place.py HOME [N] [PATH]: PATH reads something else after each placement
+instead of the order (e.g. /api/trades/AAPL?limit=1). See BENCHMARKS.md (session 11)."""
 import json, socket, sys, time
 
 home = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+other = sys.argv[3] if len(sys.argv) > 3 else None
 conn = socket.socket(socket.AF_UNIX)
 conn.connect(f"{home}/agt.sock")
 
@@ -42,9 +44,9 @@ for i in range(n):
     order = {"user_id": users[i % 2], "symbol": "AAPL", "side": side, "type": "limit", "price": "100", "quantity": "1"}
     placed = call("POST", "/api/orders", order)
     start = time.perf_counter()
-    read = call("GET", f"/api/orders/{placed['order_id']}")
+    read = call("GET", other or f"/api/orders/{placed['order_id']}")
     took.append(time.perf_counter() - start)
-    if read["status"] != placed["status"]:
+    if other is None and read["status"] != placed["status"]:
         sys.exit(f"read {read['status']} after placing {placed['status']}")
 took.sort()
 print(f"read after place, {n} times: p50 {took[n // 2] * 1e6:.0f} µs, p90 {took[n * 9 // 10] * 1e6:.0f} µs, mean {sum(took) / n * 1e6:.0f} µs")
