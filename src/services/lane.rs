@@ -60,6 +60,7 @@ use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::trading::{self, MatchResult, Trading};
+use crate::services::spin::{self, SpinHistory};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -168,6 +169,8 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
         ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": s.name}));
     }
     let mut batch: Vec<Envelope<LaneCmd>> = Vec::with_capacity(MAX_BATCH);
+    // How long the lane's recent waits for a command were: whether to wait awake.
+    let idle = SpinHistory::default();
     loop {
         let first = match rx.try_recv() {
             Ok(e) => e,
@@ -178,8 +181,18 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
             // Nothing waiting: the open transactions may wait for more placements until
             // their flush is due, then commit alone.
             Err(mpsc::TryRecvError::Empty) => {
-                let waited = if lane.pending() { rx.recv_timeout(lane.flush_in()) } else { Err(mpsc::RecvTimeoutError::Timeout) };
-                match waited {
+                let waiting = Instant::now();
+                let budget = ctx.settings.get().trading.spin();
+                // Awake first when the last waits were short (`services::spin`), but
+                // never past a flush that is due.
+                let spin = if lane.pending() { budget.min(lane.flush_in()) } else { budget };
+                let spun = if idle.should_spin(budget) { spin::spin_for(spin, || rx.try_recv().ok(), std::thread::yield_now) } else { None };
+                let waited = match spun {
+                    Some(e) => Ok(e),
+                    None if lane.pending() => rx.recv_timeout(lane.flush_in()),
+                    None => Err(mpsc::RecvTimeoutError::Timeout),
+                };
+                let first = match waited {
                     Ok(e) => e,
                     Err(_) => {
                         lane.flush()?;
@@ -188,7 +201,9 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                             Err(_) => return Ok(Exit::Stop),
                         }
                     }
-                }
+                };
+                idle.record(waiting.elapsed(), budget);
+                first
             }
         };
         batch.push(first);

@@ -14,5 +14,6 @@ pub mod market;
 pub mod notify;
 pub mod orders;
 pub mod risk;
+pub mod spin;
 pub mod store;
 pub mod users;

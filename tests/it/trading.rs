@@ -494,3 +494,37 @@ fn what_a_placement_answered_is_readable_at_once_in_orders_accounts_and_events()
         assert_eq!(bal(&dm, &taker, &sym).0, d(&(i + 1).to_string()), "the taker's asset arrived");
     }
 }
+
+/// Placements that follow each other closely make the order path wait awake
+/// (`trading.spin_us`, `services::spin`). Each is answered and stored, and moves money
+/// exactly, with spinning on, off and at its longest; the key is live and bounded.
+#[test]
+fn placements_one_after_another_are_answered_with_spinning_on_and_off() {
+    let dm = Daemon::with_config("[trading]\norder_timeout_s = 5\n");
+    let sym = dm.symbol("0.01", "1");
+    let (buyer, seller) = (dm.user("b"), dm.user("s"));
+    dm.deposit(&buyer, "USD", "10000");
+    dm.deposit(&seller, &sym, "100");
+    let trade_round = |n: usize| {
+        for _ in 0..n {
+            let (s, sell) = dm.place(&seller, &sym, "sell", "1", Some("50.00"));
+            assert_eq!(s, 201, "{sell}");
+            let (s, buy) = dm.place(&buyer, &sym, "buy", "1", Some("50.00"));
+            assert_eq!((s, buy["status"].as_str()), (201, Some("filled")), "{buy}");
+        }
+    };
+    trade_round(30);
+    dm.cli().args(["config", "set", "trading.spin_us", "0"]).assert().success();
+    trade_round(10);
+    dm.cli().args(["config", "set", "trading.spin_us", "1000"]).assert().success();
+    trade_round(30);
+    dm.cli()
+        .args(["config", "set", "trading.spin_us", "1001"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("trading.spin_us"));
+    assert_eq!(bal(&dm, &buyer, &sym), (d("70"), d("0"), d("70")));
+    assert_eq!(bal(&dm, &buyer, "USD"), (d("6500"), d("0"), d("6500")));
+    assert_eq!(bal(&dm, &seller, "USD"), (d("3500"), d("0"), d("3500")));
+    assert_eq!(bal(&dm, &seller, &sym), (d("30"), d("0"), d("30")));
+}

@@ -89,6 +89,9 @@ pub struct LogSettings {
 pub struct TradingSettings {
     /// A placement still running after this long answers 504 `timeout`.
     pub order_timeout_s: u64,
+    /// How long the order path may wait awake (spinning) rather than asleep, in
+    /// microseconds; 0 never spins. See `services::spin`.
+    pub spin_us: u64,
 }
 
 /// The global pre-trade limits (per-user limits, kept by the risk service, override them).
@@ -293,6 +296,11 @@ const KEYS: &[Key] = &[
     Key {
         name: "trading.order_timeout_s",
         kind: Kind::Whole { min: 1, max: 3600 },
+        hot: true,
+    },
+    Key {
+        name: "trading.spin_us",
+        kind: Kind::Whole { min: 0, max: 1000 },
         hot: true,
     },
     Key {
@@ -544,6 +552,10 @@ impl HttpSettings {
 impl TradingSettings {
     pub fn order_timeout(&self) -> Duration {
         Duration::from_secs(self.order_timeout_s)
+    }
+    /// The longest a wait on the order path spins before it sleeps.
+    pub fn spin(&self) -> Duration {
+        Duration::from_micros(self.spin_us)
     }
 }
 

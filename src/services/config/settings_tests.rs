@@ -558,6 +558,7 @@ fn hot_keys_are_the_ones_services_can_apply_live() {
         [
             "log.level",
             "trading.order_timeout_s",
+            "trading.spin_us",
             "risk.max_open_orders",
             "risk.max_order_quantity",
             "risk.max_order_notional",
