@@ -9,21 +9,22 @@
 //! ~200 µs. Spinning on one side alone barely helps: the other side's vCPU halts
 //! instead (measured: 160–190 µs with either alone, 65–120 µs with both).
 //!
-//! Spinning holds a core while it lasts, so a wait spins only when waits have recently
-//! been short: [`SpinHistory`] remembers whether each of the last eight ended within
-//! twice the budget (`trading.spin_us`; a wait spent asleep includes its own wake-up),
-//! and the next one spins only if six of them did. A steady client that places, reads
-//! the answer and places again (one connection, a bot) keeps both sides awake; orders
-//! that arrive at random, further apart than that, and an idle daemon, sleep as before.
+//! Spinning holds a core while it lasts, so a wait spins only while placements have
+//! recently followed each other closely: [`SpinHistory`] remembers whether each of the
+//! last eight gaps (the lane's waits for a command; on the HTTP side, the time from an
+//! answer to the next placement) was within twice the budget (`trading.spin_us`; a wait
+//! spent asleep includes its own wake-up), and the next wait spins only if six were. A
+//! steady client that places, reads the answer and places again (one connection, a
+//! bot) keeps both sides awake; orders that arrive at random, further apart than that,
+//! and an idle daemon, sleep as before.
 //! A spinning thread yields its core at every turn (`yield_now`), so a thread with work
 //! to do on that core (the lane's flush, the bus, the client) runs first.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
-/// The outcomes of the last eight waits, one bit each (1: it ended within twice the
-/// budget).
+/// The last eight gaps, one bit each (1: within twice the budget).
 #[derive(Debug, Default)]
 pub struct SpinHistory(AtomicU8);
 
@@ -36,7 +37,7 @@ impl SpinHistory {
         !budget.is_zero() && self.0.load(Ordering::Relaxed).count_ones() >= SHORT_OF_EIGHT
     }
 
-    /// Records how long a wait took, spinning or asleep.
+    /// Records a gap: how long a wait took, spinning or asleep, or between placements.
     pub fn record(&self, waited: Duration, budget: Duration) {
         let short = u8::from(waited <= budget * 2);
         // Lost updates between racing waiters only blur a heuristic.
@@ -62,19 +63,32 @@ pub fn spin_for<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>, mut pa
 
 /// The HTTP side of a placement: waiting for the lane's answer.
 ///
+/// Its history is of how soon each placement followed the previous answer, the same
+/// thing the lane's history measures from its side: only when placements follow each
+/// other closely is the lane awake, so that the answer is quick and a spin catches it.
 /// It spins only while this is the one placement in flight: a worker that spins serves
 /// no other connection meanwhile, and with other placements in flight the lane is busy
 /// and the answer will not be quick anyway.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnswerWait {
     in_flight: AtomicUsize,
     history: SpinHistory,
+    epoch: Instant,
+    /// When the last answer came, in µs since `epoch`.
+    answered_at: AtomicU64,
+}
+
+impl Default for AnswerWait {
+    fn default() -> Self {
+        AnswerWait { in_flight: AtomicUsize::new(0), history: SpinHistory::default(), epoch: Instant::now(), answered_at: AtomicU64::new(0) }
+    }
 }
 
 impl AnswerWait {
     /// The answer on `rx`, or `None` if its sender was dropped.
     pub async fn wait<T>(&self, mut rx: oneshot::Receiver<T>, budget: Duration) -> Option<T> {
-        let started = Instant::now();
+        let since_answer = self.now_us().saturating_sub(self.answered_at.load(Ordering::Relaxed));
+        self.history.record(Duration::from_micros(since_answer), budget);
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _leave = Leave(&self.in_flight);
         let mut answer = None;
@@ -93,8 +107,12 @@ impl AnswerWait {
             Some(a) => a,
             None => rx.await.ok(),
         };
-        self.history.record(started.elapsed(), budget);
+        self.answered_at.store(self.now_us(), Ordering::Relaxed);
         answer
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 }
 
@@ -147,14 +165,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_wait_learns_to_spin_and_counts_its_placements_out() {
+    async fn an_answer_wait_spins_for_placements_that_follow_closely_and_counts_them_out() {
         let w = AnswerWait::default();
         for i in 0..8 {
             let (tx, rx) = oneshot::channel();
             tx.send(i).unwrap();
             assert_eq!(w.wait(rx, BUDGET).await, Some(i));
         }
-        assert!(w.history.should_spin(BUDGET), "eight quick answers");
+        assert!(w.history.should_spin(BUDGET), "eight placements one right after another");
         let (tx, rx) = oneshot::channel::<u32>();
         drop(tx);
         assert_eq!(w.wait(rx, BUDGET).await, None, "a dropped sender while spinning");
@@ -168,5 +186,12 @@ mod tests {
         let (_tx, rx) = oneshot::channel::<u32>();
         let _ = tokio::time::timeout(Duration::from_millis(1), w.wait(rx, BUDGET)).await;
         assert_eq!(w.in_flight.load(Ordering::Relaxed), 0, "a wait given up on is out of flight");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let (tx, rx) = oneshot::channel();
+            tx.send(0).unwrap();
+            w.wait(rx, BUDGET).await;
+        }
+        assert!(!w.history.should_spin(BUDGET), "three placements a while after the last answer: sleep");
     }
 }
