@@ -84,14 +84,7 @@ fn passive(rng: &mut Rng, id: OrderId) -> Incoming {
         Side::Buy => MID - 1 - distance,
         Side::Sell => MID + distance,
     };
-    Incoming::limit(
-        id,
-        rng.below(OWNERS),
-        side,
-        price,
-        1 + rng.below(10) as i64,
-        TimeInForce::Gtc,
-    )
+    Incoming::limit(id, rng.below(OWNERS), side, price, 1 + rng.below(10) as i64, TimeInForce::Gtc)
 }
 
 /// An order that takes liquidity: a market order, an IOC or a marketable GTC limit,
@@ -138,9 +131,7 @@ fn run(book: &mut Book, ops: &[Op], fills: &mut Vec<Fill>) {
 /// Passive orders only: bids below the mid and asks at or above it never cross.
 fn adds() -> Vec<Op> {
     let mut rng = Rng::seeded(0x5EED_0001);
-    (1..=ORDERS as u64)
-        .map(|id| Op::Place(passive(&mut rng, id)))
-        .collect()
+    (1..=ORDERS as u64).map(|id| Op::Place(passive(&mut rng, id))).collect()
 }
 
 /// Cancels of every order in `adds`, in a shuffled order.
@@ -206,10 +197,7 @@ fn mixed() -> Vec<Op> {
 
 /// The benchmark thread's CPU time: what it spent running, not waiting for a core.
 fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec for the call to write.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
@@ -264,9 +252,7 @@ fn engine(c: &mut Criterion) {
         book
     };
 
-    let share = |f: fn(&Op) -> bool| {
-        100.0 * measured.iter().filter(|op| f(op)).count() as f64 / measured.len() as f64
-    };
+    let share = |f: fn(&Op) -> bool| 100.0 * measured.iter().filter(|op| f(op)).count() as f64 / measured.len() as f64;
     let mut fills = Vec::with_capacity(1024);
     let mut book = warm();
     let resting_before = book.len();
@@ -285,33 +271,20 @@ fn engine(c: &mut Criterion) {
         resting_before,
         book.len(),
     );
-    for (name, n) in [
-        ("add", allocations(empty, &adds)),
-        ("cancel", allocations(full, &cancels)),
-        ("mixed", allocations(warm, measured)),
-    ] {
+    for (name, n) in [("add", allocations(empty, &adds)), ("cancel", allocations(full, &cancels)), ("mixed", allocations(warm, measured))] {
         eprintln!("{name}: {n} allocations on the hot path");
         assert_eq!(n, 0, "{name} allocated on the hot path");
     }
 
     let cpu = std::env::var("ENGINE_BENCH_CLOCK").is_ok_and(|v| v == "cpu");
-    eprintln!(
-        "timing with the {} clock",
-        if cpu { "thread CPU" } else { "wall" }
-    );
+    eprintln!("timing with the {} clock", if cpu { "thread CPU" } else { "wall" });
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(adds.len() as u64));
-    group.bench_function("add", |b| {
-        b.iter_custom(|iters| timed(iters, empty, &adds, cpu))
-    });
+    group.bench_function("add", |b| b.iter_custom(|iters| timed(iters, empty, &adds, cpu)));
     group.throughput(Throughput::Elements(cancels.len() as u64));
-    group.bench_function("cancel", |b| {
-        b.iter_custom(|iters| timed(iters, full, &cancels, cpu))
-    });
+    group.bench_function("cancel", |b| b.iter_custom(|iters| timed(iters, full, &cancels, cpu)));
     group.throughput(Throughput::Elements(measured.len() as u64));
-    group.bench_function("mixed", |b| {
-        b.iter_custom(|iters| timed(iters, warm, measured, cpu))
-    });
+    group.bench_function("mixed", |b| b.iter_custom(|iters| timed(iters, warm, measured, cpu)));
     group.finish();
 }
 

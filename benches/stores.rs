@@ -74,7 +74,15 @@ fn take_waiters() -> Vec<Waiter> {
 }
 
 fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
-    ServiceCtx { home: home.clone(), durability: Durability::Normal, bus: bus.clone(), settings: SharedSettings::new(Settings::defaults()), directory: Default::default(), tokens: Default::default(), command_log: Default::default() }
+    ServiceCtx {
+        home: home.clone(),
+        durability: Durability::Normal,
+        bus: bus.clone(),
+        settings: SharedSettings::new(Settings::defaults()),
+        directory: Default::default(),
+        tokens: Default::default(),
+        command_log: Default::default(),
+    }
 }
 
 fn temp_home() -> (tempfile::TempDir, Home) {
@@ -296,7 +304,12 @@ fn risk_reserve(c: &mut Criterion) {
             setup: || {
                 let limits = RiskLimits { max_open_orders: Some(u32::MAX), max_orders_per_second: Some(u32::MAX), ..Default::default() };
                 vec![
-                    risk::Cmd::Deposit { user_id: "usr_bench".into(), asset: "USD".into(), amount: Decimal::from(1_000_000_000_000_000i64), reply: reply() },
+                    risk::Cmd::Deposit {
+                        user_id: "usr_bench".into(),
+                        asset: "USD".into(),
+                        amount: Decimal::from(1_000_000_000_000_000i64),
+                        reply: reply(),
+                    },
                     risk::Cmd::SetLimits { user_id: "usr_bench".into(), limits, reply: reply() },
                 ]
             },
@@ -354,7 +367,13 @@ fn market_trades(c: &mut Criterion) {
         c,
         Work::<market::Market, _> {
             setup: || {
-                let new = NewInstrument { symbol: "BENCH".into(), tick: Decimal::new(1, 2), lot: Decimal::ONE, min_quantity: None, max_quantity: None };
+                let new = NewInstrument {
+                    symbol: "BENCH".into(),
+                    tick: Decimal::new(1, 2),
+                    lot: Decimal::ONE,
+                    min_quantity: None,
+                    max_quantity: None,
+                };
                 vec![market::Cmd::AddSymbol(new, reply())]
             },
             make: |i| {
@@ -397,7 +416,9 @@ fn users_create(c: &mut Criterion) {
         c,
         Work::<users::Users, _> {
             setup: Vec::new,
-            make: move |i| users::Cmd::Create(NewUser { username: format!("u{run}-{i}"), email: format!("u{run}-{i}@example.com") }, reply()),
+            make: move |i| {
+                users::Cmd::Create(NewUser { username: format!("u{run}-{i}"), email: format!("u{run}-{i}@example.com") }, reply())
+            },
             sync: None,
         },
     );
@@ -457,9 +478,12 @@ fn bus_publish(c: &mut Criterion) {
                 |events| {
                     // Committed when the bus runs the closure queued behind the events.
                     let (tx, rx) = std::sync::mpsc::channel::<()>();
-                    bus.publish_then(events, vec![Box::new(move || {
-                        let _ = tx.send(());
-                    })]);
+                    bus.publish_then(
+                        events,
+                        vec![Box::new(move || {
+                            let _ = tx.send(());
+                        })],
+                    );
                     rx.recv().expect("the bus commits");
                 },
                 BatchSize::SmallInput,

@@ -216,7 +216,13 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>, accept: &'static str) -> Result<Response<Incoming>, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        accept: &'static str,
+    ) -> Result<Response<Incoming>, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable { target: self.endpoint.to_string(), reason };
         let payload = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")),
@@ -236,13 +242,13 @@ impl Client {
             req = req.header(CONTENT_TYPE, "application/json");
         }
         if let Some(t) = token {
-            let v = HeaderValue::from_str(&format!("Bearer {t}"))
-                .map_err(|_| ClientError::BadUrl { url: self.endpoint.to_string(), reason: "the token has characters a header cannot carry".into() })?;
+            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| ClientError::BadUrl {
+                url: self.endpoint.to_string(),
+                reason: "the token has characters a header cannot carry".into(),
+            })?;
             req = req.header(AUTHORIZATION, v);
         }
-        let req = req
-            .body(Full::new(payload))
-            .map_err(|e| ClientError::Protocol(format!("cannot build a request for {uri:?}: {e}")))?;
+        let req = req.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("cannot build a request for {uri:?}: {e}")))?;
 
         let mut sender = match &self.endpoint {
             Endpoint::Unix(sock) => {
@@ -341,10 +347,7 @@ impl Lines {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(ClientError::Unreachable {
-                        target: self.target.clone(),
-                        reason: format!("the stream broke ({e})"),
-                    })
+                    return Err(ClientError::Unreachable { target: self.target.clone(), reason: format!("the stream broke ({e})") })
                 }
             }
         }

@@ -287,7 +287,10 @@ async fn instruments(client: &Client, wanted: &[String]) -> Result<Vec<Instrumen
             .iter()
             .map(|w| {
                 all.iter().find(|i| &i.symbol == w).cloned().ok_or_else(|| {
-                    failed("unknown_symbol", format!("the daemon has no symbol {w:?}; `agt symbol list` shows them, `agt symbol add` adds one"))
+                    failed(
+                        "unknown_symbol",
+                        format!("the daemon has no symbol {w:?}; `agt symbol list` shows them, `agt symbol add` adds one"),
+                    )
                 })
             })
             .collect();
@@ -378,7 +381,12 @@ async fn pause(stop: &mut watch::Receiver<bool>, d: Duration) -> bool {
 /// Runs the demo until `opts.duration` has passed or `stop` completes, calling `report`
 /// every second; answers the final tally. Setup (users, funds, first quotes) happens
 /// before the clock starts.
-pub async fn run(client: Client, opts: Options, stop: impl Future<Output = ()>, mut report: impl FnMut(&Progress)) -> Result<Progress, DemoError> {
+pub async fn run(
+    client: Client,
+    opts: Options,
+    stop: impl Future<Output = ()>,
+    mut report: impl FnMut(&Progress),
+) -> Result<Progress, DemoError> {
     if opts.users == 0 {
         return Err(failed("invalid_users", "--users must be at least 1"));
     }
@@ -561,7 +569,8 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         "h" => 3600.0,
         _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h (e.g. 90s, 5m), or 0 to run until Ctrl-C")),
     };
-    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 60, 90s, 5m or 1h, or 0 to run until Ctrl-C"))?;
+    let n: f64 =
+        num.trim().parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 60, 90s, 5m or 1h, or 0 to run until Ctrl-C"))?;
     if !n.is_finite() || n < 0.0 || n * scale > 366.0 * 86_400.0 {
         return Err(format!("{s:?} is out of range: from 0 (until Ctrl-C) to a year"));
     }

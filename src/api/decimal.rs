@@ -20,9 +20,9 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
         return Err(format!("expected a finite decimal number, got {t:?}"));
     }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
-    parsed.map(|d| d.normalize()).map_err(|_| {
-        format!("expected a decimal number such as \"10.5\" with at most 28 significant digits, got {t:?}")
-    })
+    parsed
+        .map(|d| d.normalize())
+        .map_err(|_| format!("expected a decimal number such as \"10.5\" with at most 28 significant digits, got {t:?}"))
 }
 
 struct DecimalVisitor;
@@ -102,8 +102,18 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_finite_decimal() {
-        for bad in [r#""abc""#, r#""NaN""#, r#""Infinity""#, "true", "[1]", "{}", r#""""#, "1e400",
-                    r#""123456789012345678901234567890""#, r#""1e400""#] {
+        for bad in [
+            r#""abc""#,
+            r#""NaN""#,
+            r#""Infinity""#,
+            "true",
+            "[1]",
+            "{}",
+            r#""""#,
+            "1e400",
+            r#""123456789012345678901234567890""#,
+            r#""1e400""#,
+        ] {
             assert!(p(&format!(r#"{{"v": {bad}}}"#)).is_err(), "{bad} was accepted");
         }
     }

@@ -77,7 +77,10 @@ impl Conn {
         let (host, auth, prefix) = match endpoint {
             Endpoint::Unix(_) => (HeaderValue::from_static("localhost"), None, String::new()),
             Endpoint::Tcp { authority, prefix, token } => {
-                let bad = |what: &str| ClientError::BadUrl { url: endpoint.to_string(), reason: format!("the {what} cannot be sent in a header") };
+                let bad = |what: &str| ClientError::BadUrl {
+                    url: endpoint.to_string(),
+                    reason: format!("the {what} cannot be sent in a header"),
+                };
                 let host = HeaderValue::from_str(authority).map_err(|_| bad("host"))?;
                 let auth = match token {
                     Some(t) => Some(HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| bad("token"))?),
@@ -151,9 +154,7 @@ impl Conn {
     /// [`Conn::request`] with transport failures as [`ClientError::Unreachable`], for setup.
     pub async fn call(&mut self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, ClientError> {
         let body = body.map(|v| Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")));
-        self.request(method, path, body)
-            .await
-            .map_err(|e| ClientError::Unreachable { target: self.endpoint.to_string(), reason: e.0 })
+        self.request(method, path, body).await.map_err(|e| ClientError::Unreachable { target: self.endpoint.to_string(), reason: e.0 })
     }
 }
 
@@ -173,9 +174,8 @@ async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ConnError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnError(format!("HTTP handshake failed: {e}")))?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| ConnError(format!("HTTP handshake failed: {e}")))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

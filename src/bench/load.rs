@@ -214,8 +214,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     }
 
     // Users: a buyer (USD) and a seller (every bench asset) per connection, with high limits.
-    let specs: Vec<(String, bool)> =
-        (0..c).flat_map(|w| [(format!("{prefix}-b{w}"), true), (format!("{prefix}-s{w}"), false)]).collect();
+    let specs: Vec<(String, bool)> = (0..c).flat_map(|w| [(format!("{prefix}-b{w}"), true), (format!("{prefix}-s{w}"), false)]).collect();
     let assets = Arc::new(symbols.clone());
     let (pool, ids) = on_pool(control, specs, move |mut conn, (name, buyer)| {
         let assets = assets.clone();
@@ -227,10 +226,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     .await;
     control = pool;
     let ids: Vec<String> = ids.into_iter().collect::<Result<_, _>>()?;
-    let users = Users {
-        buyers: ids.iter().step_by(2).cloned().collect(),
-        sellers: ids.iter().skip(1).step_by(2).cloned().collect(),
-    };
+    let users = Users { buyers: ids.iter().step_by(2).cloned().collect(), sellers: ids.iter().skip(1).step_by(2).cloned().collect() };
 
     // The load connections: one keep-alive connection per worker.
     let mut conns = open_pool(&load, c).await?;
@@ -327,7 +323,11 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         odd.sort();
         for (trade, orders) in odd.into_iter().take(MAX_PROBLEMS) {
             ok = false;
-            verification.problems.push(format!("trade {trade} is recorded on {} bench orders ({}), not 2", orders.len(), orders.join(", ")));
+            verification.problems.push(format!(
+                "trade {trade} is recorded on {} bench orders ({}), not 2",
+                orders.len(),
+                orders.join(", ")
+            ));
         }
         verification.fills_match_trades = Some(ok);
     }
@@ -427,10 +427,8 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
 
 /// Creates one bench user, funds it and raises its limits; its id.
 async fn setup_user(conn: &mut Conn, name: &str, buyer: bool, assets: &[String]) -> Result<String, ClientError> {
-    let user = conn
-        .call(Method::POST, "/api/users", Some(&json!({"username": name, "email": format!("{name}@bench.invalid")})))
-        .await?
-        .ok()?;
+    let user =
+        conn.call(Method::POST, "/api/users", Some(&json!({"username": name, "email": format!("{name}@bench.invalid")}))).await?.ok()?;
     let user: crate::api::User = user.json("POST /api/users")?;
     let id = encode(&user.user_id);
     let deposits: Vec<(String, i64)> =
@@ -549,9 +547,15 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
 
 /// Looks every acknowledged order up and compares it with its placement answer. Returns
 /// the connections, the verdict and, per trade id, the orders that record a fill of it.
-async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Plan) -> (Vec<Conn>, Verification, HashMap<String, Vec<String>>) {
+async fn verify(
+    conns: Vec<Conn>,
+    placed: &[Placed],
+    get_route: &str,
+    plan: &Plan,
+) -> (Vec<Conn>, Verification, HashMap<String, Vec<String>>) {
     let k = conns.len().max(1);
-    let shared = Arc::new((placed.to_vec(), get_route.to_string(), plan.symbols.clone(), plan.users.buyers.clone(), plan.users.sellers.clone()));
+    let shared =
+        Arc::new((placed.to_vec(), get_route.to_string(), plan.symbols.clone(), plan.users.buyers.clone(), plan.users.sellers.clone()));
     let mut tasks = Vec::new();
     for (lane, conn) in conns.into_iter().enumerate() {
         let shared = shared.clone();
@@ -585,7 +589,11 @@ async fn verify(conns: Vec<Conn>, placed: &[Placed], get_route: &str, plan: &Pla
                     },
                     Ok(a) if a.status == 404 => {
                         v.missing += 1;
-                        v.problems.push(format!("order {}: acknowledged as {} but the daemon does not know it", p.order_id, p.status.as_str()));
+                        v.problems.push(format!(
+                            "order {}: acknowledged as {} but the daemon does not know it",
+                            p.order_id,
+                            p.status.as_str()
+                        ));
                     }
                     Ok(a) => {
                         v.lookup_errors += 1;

@@ -156,10 +156,8 @@ pub fn render(r: &Report) -> String {
         lines.push(("statuses".into(), by.join(", ")));
     }
     let l = &r.latency_us;
-    let latency = format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})",
-        l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min
-    );
+    let latency =
+        format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
     lines.push(("latency µs".into(), latency));
     let v = &r.verification;
     let mut ver = format!("{}/{}", v.verified, v.checked);

@@ -74,6 +74,9 @@ fn verify(ctx: &Ctx) -> CliResult {
     }
     Err(CliError::failed(
         "audit_chain_broken",
-        format!("the audit chain breaks at record {} ({records} records checked); records from there on were altered or lost", field(&v, "first_bad")),
+        format!(
+            "the audit chain breaks at record {} ({records} records checked); records from there on were altered or lost",
+            field(&v, "first_bad")
+        ),
     ))
 }

@@ -1,7 +1,7 @@
 //! `agt book SYMBOL [--depth N]`: the aggregated order book.
 
 use super::output::{cell, field};
-use super::{CliResult, Ctx, output::Table};
+use super::{output::Table, CliResult, Ctx};
 use crate::client::{encode, with_query};
 use clap::Args;
 use serde_json::Value;

@@ -33,7 +33,8 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
         }
         ConfigCmd::Get { key } => {
             let v = ctx.get("/api/config")?;
-            let found = lookup(&v, &key).ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
+            let found = lookup(&v, &key)
+                .ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
             ctx.show(&found, |f| match f {
                 Value::Object(_) => show(f),
                 Value::Array(_) => serde_json::to_string_pretty(f).unwrap_or_default(),

@@ -72,14 +72,10 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
         ));
     }
     if answers(&Endpoint::for_home(home)) {
-        return Err(CliError::failed(
-            "already_running",
-            format!("a daemon already answers on {}", Endpoint::for_home(home)),
-        ));
+        return Err(CliError::failed("already_running", format!("a daemon already answers on {}", Endpoint::for_home(home))));
     }
     let log_path = home.logs_dir().join("daemon.out");
-    std::fs::create_dir_all(home.logs_dir())
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.logs_dir().display()))?;
+    std::fs::create_dir_all(home.logs_dir()).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.logs_dir().display()))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -254,9 +250,8 @@ fn answers(endpoint: &Endpoint) -> bool {
 /// `agtd.pid`) records, when that process is alive and is an agt daemon rather than an
 /// unrelated process that inherited a stale pid.
 pub fn running_daemon(home: &Home) -> Option<u32> {
-    let pid = read_info(home).map(|i| i.pid).or_else(|| {
-        std::fs::read_to_string(home.pid_file()).ok().and_then(|s| s.trim().parse().ok())
-    })?;
+    let pid =
+        read_info(home).map(|i| i.pid).or_else(|| std::fs::read_to_string(home.pid_file()).ok().and_then(|s| s.trim().parse().ok()))?;
     if pid <= 1 || !process_alive(pid) {
         return None;
     }
@@ -272,17 +267,14 @@ pub fn running_daemon(home: &Home) -> Option<u32> {
 /// counts as gone: it will never serve again.
 fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
-    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     exists && !is_zombie(pid)
 }
 
 fn is_zombie(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     // `pid (comm) S …`: the state follows the last `)` (comm may hold spaces or parens).
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .is_some_and(|state| state == "Z" || state == "X")
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// The last `lines` lines written to `path` since byte `from`.

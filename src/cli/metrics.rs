@@ -171,8 +171,7 @@ pub fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
 
 /// The summary `agt metrics` prints.
 pub fn summarize(samples: &[Sample]) -> Value {
-    let orders: Map<String, Value> =
-        by_label(samples, "agt_orders_total", "status").into_iter().map(|(k, v)| (k, number(v))).collect();
+    let orders: Map<String, Value> = by_label(samples, "agt_orders_total", "status").into_iter().map(|(k, v)| (k, number(v))).collect();
     let place = "agt_order_place_duration_seconds";
     let mut services: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (metric, key) in [("agt_service_up", "up"), ("agt_service_restarts_total", "restarts"), ("agt_mailbox_depth", "mailbox_depth")] {
@@ -219,11 +218,8 @@ fn latency(v: &Value) -> String {
 fn render(m: &Value) -> String {
     let mut out = Vec::new();
     let orders = m["orders"].as_object().cloned().unwrap_or_default();
-    let orders_line = if orders.is_empty() {
-        "0".to_string()
-    } else {
-        orders.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-    };
+    let orders_line =
+        if orders.is_empty() { "0".to_string() } else { orders.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") };
     let p = &m["order_place_seconds"];
     let r = &m["rates"];
     if r.is_object() {

@@ -327,7 +327,10 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
 fn tui(ctx: &Ctx, opts: crate::tui::Options) -> CliResult {
     match ctx.client()?.get("/api/events?limit=0") {
         Err(ClientError::Api(e)) if e.status == 403 => {
-            return Err(CliError::failed("forbidden", format!("{}; agt tui follows the event stream and needs an admin or viewer token", e.message)))
+            return Err(CliError::failed(
+                "forbidden",
+                format!("{}; agt tui follows the event stream and needs an admin or viewer token", e.message),
+            ))
         }
         other => other?,
     };

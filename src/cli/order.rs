@@ -220,7 +220,9 @@ pub fn order_view(o: &Value) -> String {
     let fills = items(o.get("fills").unwrap_or(&Value::Null));
     if !fills.is_empty() {
         out.push_str("\n\n");
-        out.push_str(&table_of(&fills, &[("TRADE ID", "trade_id"), ("PRICE", "price"), ("QTY", "quantity"), ("TIME", "timestamp")]).render());
+        out.push_str(
+            &table_of(&fills, &[("TRADE ID", "trade_id"), ("PRICE", "price"), ("QTY", "quantity"), ("TIME", "timestamp")]).render(),
+        );
     }
     out
 }

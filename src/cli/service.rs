@@ -1,6 +1,6 @@
 //! `agt service list | restart NAME`: the supervisor's view and control.
 
-use super::output::{duration, items, list_or_none, Table, field, field_any};
+use super::output::{duration, field, field_any, items, list_or_none, Table};
 use super::{CliResult, Ctx};
 use crate::client::encode;
 use clap::Subcommand;

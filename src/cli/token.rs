@@ -61,7 +61,14 @@ pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             ctx.show(&v, |v| {
                 let t = table_of(
                     &items(v),
-                    &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("USER", "user_id"), ("CREATED", "created_at"), ("REVOKED", "revoked")],
+                    &[
+                        ("ID", "id"),
+                        ("NAME", "name"),
+                        ("ROLE", "role"),
+                        ("USER", "user_id"),
+                        ("CREATED", "created_at"),
+                        ("REVOKED", "revoked"),
+                    ],
                 );
                 list_or_none(t, "no tokens")
             })

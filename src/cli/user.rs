@@ -128,7 +128,10 @@ fn transfer(ctx: &Ctx, user: &str, kind: &str, asset: String, amount: String) ->
 }
 
 pub fn users_table(users: &[Value]) -> Table {
-    table_of(users, &[("USER ID", "user_id|id"), ("USERNAME", "username"), ("EMAIL", "email"), ("STATUS", "status"), ("CREATED", "created_at")])
+    table_of(
+        users,
+        &[("USER ID", "user_id|id"), ("USERNAME", "username"), ("EMAIL", "email"), ("STATUS", "status"), ("CREATED", "created_at")],
+    )
 }
 
 /// Balances, then positions when there are any.

@@ -27,11 +27,7 @@ impl Home {
 
     pub fn at(root: &Path) -> Home {
         // Absolute, so that a detached daemon and its clients agree on every path.
-        let root = if root.is_absolute() {
-            root.to_path_buf()
-        } else {
-            std::env::current_dir().unwrap_or_default().join(root)
-        };
+        let root = if root.is_absolute() { root.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(root) };
         Home { root }
     }
 

@@ -102,11 +102,7 @@ impl Caller {
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Failure;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Failure(ApiError::unauthorized("no caller identity on this request")))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| Failure(ApiError::unauthorized("no caller identity on this request")))
     }
 }
 

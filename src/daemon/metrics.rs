@@ -84,9 +84,8 @@ impl Metrics {
     fn new() -> Metrics {
         let mut r = Registry::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
-        );
+        let http_duration =
+            Family::<EndpointLabels, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
         let http_errors = Family::<ErrorLabels, Counter>::default();
         let active_connections = Family::<ServiceLabel, Gauge>::default();
         let orders = Family::<StatusLabel, Counter>::default();
@@ -95,9 +94,8 @@ impl Metrics {
         let service_restarts = Family::<ServiceLabel, Counter>::default();
         let service_up = Family::<ServiceLabel, Gauge>::default();
         let mailbox_depth = Family::<ServiceLabel, Gauge>::default();
-        let store_commit = Family::<ServiceLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(latency_buckets())) as fn() -> Histogram,
-        );
+        let store_commit =
+            Family::<ServiceLabel, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
         let bus_events = Family::<TypeLabel, Counter>::default();
         let notification_deliveries = Family::<ResultLabel, Counter>::default();
         r.register("http_requests", "HTTP requests by service, route and method", http_requests.clone());

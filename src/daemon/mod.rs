@@ -155,12 +155,36 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let seen = || Arc::new(std::sync::atomic::AtomicU64::new(0));
     follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, all, seen(), app.shutdown.subscribe());
     let lifecycle = |kind: &str| kind.starts_with("SERVICE_");
-    follower::spawn(bus.clone(), app.health.clone(), health::Cmd::LastEventSeq, health::Cmd::Event, lifecycle, seen(), app.shutdown.subscribe());
+    follower::spawn(
+        bus.clone(),
+        app.health.clone(),
+        health::Cmd::LastEventSeq,
+        health::Cmd::Event,
+        lifecycle,
+        seen(),
+        app.shutdown.subscribe(),
+    );
     let trades = |kind: &str| kind == "TRADE_EXECUTED";
     let market_feed = app.market_seen.clone();
-    follower::spawn(bus.clone(), app.market.clone(), market::Cmd::LastEventSeq, market::Cmd::Event, trades, market_feed, app.shutdown.subscribe());
+    follower::spawn(
+        bus.clone(),
+        app.market.clone(),
+        market::Cmd::LastEventSeq,
+        market::Cmd::Event,
+        trades,
+        market_feed,
+        app.shutdown.subscribe(),
+    );
     let notify = app.notify.clone();
-    follower::spawn(bus.clone(), notify, crate::services::notify::Cmd::LastEventSeq, crate::services::notify::Cmd::Event, all, seen(), app.shutdown.subscribe());
+    follower::spawn(
+        bus.clone(),
+        notify,
+        crate::services::notify::Cmd::LastEventSeq,
+        crate::services::notify::Cmd::Event,
+        all,
+        seen(),
+        app.shutdown.subscribe(),
+    );
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 
     // Before anything is served: no placement can be between its two first commits.
@@ -173,9 +197,8 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let listen = settings.http.listen.trim().to_string();
     let mut http_addr = None;
     if !listen.is_empty() {
-        let tcp = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on http.listen = {listen:?}: {e}"))?;
+        let tcp =
+            tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on http.listen = {listen:?}: {e}"))?;
         http_addr = Some(tcp.local_addr()?.to_string());
         servers.push(tokio::spawn(server::serve(tcp, router, http::Transport::Tcp, app.shutdown.subscribe())));
     }

@@ -40,7 +40,13 @@ impl Accept for tokio::net::TcpListener {
 pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let router = router.layer(axum::Extension(transport));
     let graceful = GracefulShutdown::new();
-    let label = ServiceLabel { service: match transport { Transport::Socket => "socket", Transport::Tcp => "tcp" }.into() };
+    let label = ServiceLabel {
+        service: match transport {
+            Transport::Socket => "socket",
+            Transport::Tcp => "tcp",
+        }
+        .into(),
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {

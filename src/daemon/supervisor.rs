@@ -23,7 +23,6 @@ pub struct Policy {
     pub backoff_max: Duration,
 }
 
-
 struct Entry {
     status: Arc<Status>,
     control: Box<dyn Fn(Control) -> bool + Send + Sync>,
@@ -37,7 +36,6 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-
     /// Starts `S` on its own thread and returns the handle callers use.
     pub fn spawn<S: Service>(&mut self, ctx: ServiceCtx) -> Handle<S::Cmd> {
         let (tx, rx) = mpsc::channel::<Envelope<S::Cmd>>();
@@ -48,17 +46,19 @@ impl Supervisor {
             .name(format!("svc-{}", S::NAME))
             .spawn(move || {
                 let statuses = vec![st.clone()];
-                supervise(ctx, rx, statuses, |ctx, rx| run_incarnation::<S>(ctx, rx, &st), |_| {
-                    st.depth.fetch_sub(1, Ordering::Relaxed);
-                })
+                supervise(
+                    ctx,
+                    rx,
+                    statuses,
+                    |ctx, rx| run_incarnation::<S>(ctx, rx, &st),
+                    |_| {
+                        st.depth.fetch_sub(1, Ordering::Relaxed);
+                    },
+                )
             })
             .expect("spawning a service thread");
         let ctl = handle.clone();
-        self.entries.push(Entry {
-            status,
-            control: Box::new(move |c| ctl.control(c)),
-            thread: Mutex::new(Some(thread)),
-        });
+        self.entries.push(Entry { status, control: Box::new(move |c| ctl.control(c)), thread: Mutex::new(Some(thread)) });
         handle
     }
 
@@ -80,11 +80,7 @@ impl Supervisor {
         let mut thread = Some(thread);
         for status in statuses.all() {
             let ctl = handles.clone();
-            self.entries.push(Entry {
-                status,
-                control: Box::new(move |c| ctl.control(c)),
-                thread: Mutex::new(thread.take()),
-            });
+            self.entries.push(Entry { status, control: Box::new(move |c| ctl.control(c)), thread: Mutex::new(thread.take()) });
         }
         handles
     }

@@ -238,9 +238,12 @@ fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, a
     let events: Vec<NewEvent> = rows.iter().flat_map(|(_, text)| outbox_events(text, source)).collect();
     tracing::info!(service = source, upto = last, "re-sending events left in the outbox");
     let acked = acked.clone();
-    bus.publish_then(events, vec![Box::new(move || {
-        acked.fetch_max(last, Ordering::AcqRel);
-    })]);
+    bus.publish_then(
+        events,
+        vec![Box::new(move || {
+            acked.fetch_max(last, Ordering::AcqRel);
+        })],
+    );
     Ok(())
 }
 
@@ -532,11 +535,7 @@ impl<S: Service> Unit<S> {
 
 /// Runs one incarnation of a service: open the store, load, then drain the mailbox until
 /// told to stop or restart. A panic or an `Err` ends it; the supervisor decides what next.
-pub fn run_incarnation<S: Service>(
-    ctx: &ServiceCtx,
-    rx: &mpsc::Receiver<Envelope<S::Cmd>>,
-    status: &Status,
-) -> Result<Exit, ServiceError> {
+pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<S::Cmd>>, status: &Status) -> Result<Exit, ServiceError> {
     let mut unit = Unit::<S>::open(ctx)?;
     status.set_state(State::Running);
     ctx.bus.publish("SERVICE_STARTED", "health", serde_json::json!({"service": S::NAME}));

@@ -30,8 +30,8 @@ use crate::services::actor::ServiceError;
 use crate::services::orders::NewOrder;
 use crate::services::risk::checks::Plan;
 use crate::services::trading::MatchResult;
-use rust_decimal::Decimal;
 use rusqlite::{params, Connection, OptionalExtension};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// The journal's table in the stores of an agt from before: `trading-journal.db`

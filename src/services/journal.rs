@@ -30,11 +30,11 @@
 use crate::services::actor::ServiceError;
 use crate::services::config::settings::Durability;
 use crate::services::intake::{self, Intake};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -163,7 +163,12 @@ impl Journal<Intake> {
 impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
     /// Opens (or creates) the journal in `data/<name>/` and reads what it holds, cutting
     /// a torn tail.
-    pub fn open_named(home: &crate::daemon::Home, name: &'static str, durability: Durability, segment_bytes: u64) -> Result<Journal<T>, ServiceError> {
+    pub fn open_named(
+        home: &crate::daemon::Home,
+        name: &'static str,
+        durability: Durability,
+        segment_bytes: u64,
+    ) -> Result<Journal<T>, ServiceError> {
         let dir = home.data_dir().join(name);
 
         std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
@@ -174,7 +179,8 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
             .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<i64>().ok()?, p)))
             .collect();
         segments.sort();
-        let mut j = Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
+        let mut j =
+            Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
         j.last = j.scan(true)?.last().map_or(0, |(seq, _)| *seq);
         Ok(j)
     }
@@ -192,10 +198,15 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
             for (seq, payload) in frames {
                 if let Some((prev, _)) = out.last() {
                     if seq <= *prev {
-                        return Err(ServiceError::Other(format!("the journal {} is damaged: record {seq} follows {prev} in {}", self.name, path.display())));
+                        return Err(ServiceError::Other(format!(
+                            "the journal {} is damaged: record {seq} follows {prev} in {}",
+                            self.name,
+                            path.display()
+                        )));
                     }
                 }
-                let record = serde_json::from_slice(payload).map_err(|e| ServiceError::Other(format!("record {seq} of the journal {} does not read back: {e}", self.name)))?;
+                let record = serde_json::from_slice(payload)
+                    .map_err(|e| ServiceError::Other(format!("record {seq} of the journal {} does not read back: {e}", self.name)))?;
                 out.push((seq, record));
             }
             if good < bytes.len() {

@@ -55,12 +55,14 @@
 //! Every other command is answered after its own service's commit.
 
 use crate::api::{ApiError, Instrument, Order};
-use crate::services::actor::{AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH};
+use crate::services::actor::{
+    AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
+};
 use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
-use crate::services::trading::{self, MatchResult, Trading};
 use crate::services::spin::{self, SpinHistory};
+use crate::services::trading::{self, MatchResult, Trading};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -93,11 +95,7 @@ pub struct Statuses {
 
 impl Statuses {
     pub fn new() -> Self {
-        Statuses {
-            orders: Arc::new(Status::new("orders")),
-            risk: Arc::new(Status::new("risk")),
-            trading: Arc::new(Status::new("trading")),
-        }
+        Statuses { orders: Arc::new(Status::new("orders")), risk: Arc::new(Status::new("risk")), trading: Arc::new(Status::new("trading")) }
     }
     pub fn all(&self) -> Vec<Arc<Status>> {
         vec![self.risk.clone(), self.trading.clone(), self.orders.clone()]
@@ -186,7 +184,8 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                 // Awake first when the last waits were short (`services::spin`), but
                 // never past a flush that is due.
                 let spin = if lane.pending() { budget.min(lane.flush_in()) } else { budget };
-                let spun = if idle.should_spin(budget) { spin::spin_for(spin, || rx.try_recv().ok(), std::thread::yield_now) } else { None };
+                let spun =
+                    if idle.should_spin(budget) { spin::spin_for(spin, || rx.try_recv().ok(), std::thread::yield_now) } else { None };
                 let waited = match spun {
                     Some(e) => Ok(e),
                     None if lane.pending() => rx.recv_timeout(lane.flush_in()),
@@ -424,7 +423,13 @@ impl Lane {
         // Every number handed out is in the journal or below a mark.
         let end = last.max(old_last).max(risk_at).max(orders_at).max(trading_at);
         if !records.is_empty() {
-            tracing::info!(trading = trading_at, risk = risk_at, orders = orders_at, journal = last, "redoing placements from the intake journal");
+            tracing::info!(
+                trading = trading_at,
+                risk = risk_at,
+                orders = orders_at,
+                journal = last,
+                "redoing placements from the intake journal"
+            );
         }
         self.trading.work(|svc, tx, after| {
             for (seq, r) in records.iter().filter(|(seq, _)| *seq > trading_at) {
@@ -609,7 +614,9 @@ impl Lane {
                 for t in &then {
                     let req = match t {
                         Then::Record(o, result) => saga::settlement(&o.user_id, &o.symbol, o.side, result),
-                        Then::End { order, release: true, .. } => risk::SettleRequest { trades: vec![], release: vec![order.order_id.clone()] },
+                        Then::End { order, release: true, .. } => {
+                            risk::SettleRequest { trades: vec![], release: vec![order.order_id.clone()] }
+                        }
                         Then::End { .. } => {
                             settled.push(true);
                             continue;
@@ -661,9 +668,8 @@ fn handle_all<S: Service>(unit: &mut Unit<S>, cmds: Vec<S::Cmd>, at_once: bool) 
     if cmds.is_empty() {
         return Ok(());
     }
-    let each = |svc: &mut S, tx: &rusqlite::Connection, after: &mut AfterCommit| {
-        cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after))
-    };
+    let each =
+        |svc: &mut S, tx: &rusqlite::Connection, after: &mut AfterCommit| cmds.into_iter().try_for_each(|c| svc.handle(tx, c, after));
     if at_once {
         unit.read(each)
     } else {
@@ -863,7 +869,10 @@ mod tests {
             // Recovery's match step answers what the book did, and trades nothing more.
             let req = saga::match_request(&usdx(order("ord_b", "alice", Side::Buy, dec("1"), None)), &odd, None);
             let replayed = h.trading.call(|reply| trading::Cmd::Match { req, reply }).await.unwrap();
-            assert_eq!(replayed.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>(), buy.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>());
+            assert_eq!(
+                replayed.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>(),
+                buy.fills.iter().map(|f| &f.trade_id).collect::<Vec<_>>()
+            );
         });
     }
 
@@ -938,12 +947,20 @@ mod tests {
         // Trading matched the batch again on its committed book: the same book, and the
         // same trades under the ids the answers gave.
         let (reply, rx) = oneshot::channel();
-        let book = one(&mut lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx).unwrap();
+        let book = one(
+            &mut lane,
+            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
         assert_eq!((book.bids, book.asks), (vec![], vec![(dec("101"), dec("1"))]), "only ord_s2 rests");
-        let answered_trades: Vec<String> = answered.iter().flatten().flat_map(|(_, o)| o.fills.iter().map(|f| f.trade_id.clone())).collect();
+        let answered_trades: Vec<String> =
+            answered.iter().flatten().flat_map(|(_, o)| o.fills.iter().map(|f| f.trade_id.clone())).collect();
         let stored_trades: Vec<String> = lane
             .trading
-            .work(|_, tx, _| Ok(tx.prepare("SELECT trade_id FROM trades ORDER BY trade_id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?))
+            .work(|_, tx, _| {
+                Ok(tx.prepare("SELECT trade_id FROM trades ORDER BY trade_id")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
             .unwrap();
         let mut answered_trades = answered_trades;
         answered_trades.sort();
@@ -969,7 +986,12 @@ mod tests {
         // The redone book trades on: alice takes ord_s2.
         let (reply, rx) = oneshot::channel();
         let o = NewOrder { price: Some(dec("101")), ..order("ord_b3", "alice", Side::Buy, dec("1"), None) };
-        let (_, taken) = one(&mut lane, Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() }, rx).unwrap();
+        let (_, taken) = one(
+            &mut lane,
+            Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
         assert_eq!((taken.status, taken.fills[0].price), (OrderStatus::Filled, dec("101")));
         drop(lane);
         bus.shutdown();
@@ -997,10 +1019,13 @@ mod tests {
         };
         let book = |lane: &mut Lane| {
             let (reply, rx) = oneshot::channel();
-            let b = one(lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx).unwrap();
+            let b =
+                one(lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx)
+                    .unwrap();
             (b.bids, b.asks)
         };
-        let seen = (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
+        let seen =
+            (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
         assert_eq!((seen.0.status, seen.0.filled_quantity), (OrderStatus::PartiallyFilled, dec("3")));
         assert_eq!(seen.1, answered[1], "the read shows the order as it was answered");
         assert_eq!(seen.2, [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("0"))]);
@@ -1011,7 +1036,8 @@ mod tests {
         // Stopped as by a crash: the journal's redo shows the same again.
         drop(lane);
         let mut lane = Lane::open(&ctx, None).unwrap();
-        let again = (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
+        let again =
+            (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
         assert_eq!(again, seen);
 
         // A read in the same batch as a change waits for the change's flush, as before.
@@ -1019,11 +1045,17 @@ mod tests {
         let deposit = risk::Cmd::Deposit { user_id: "alice".into(), asset: "USD".into(), amount: dec("1"), reply };
         let (reply, rx) = oneshot::channel();
         let o = NewOrder { price: Some(dec("100")), ..order("ord_b2", "alice", Side::Buy, dec("1"), None) };
-        lane.run(Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() }).unwrap();
+        lane.run(Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() })
+            .unwrap();
         drop(rx);
         assert!(lane.pending());
         let (reply, rx) = oneshot::channel();
-        one(&mut lane, Work { risk: vec![deposit], orders: vec![orders::Cmd::Get { order_id: "ord_b2".into(), reply }], ..Default::default() }, rx).unwrap();
+        one(
+            &mut lane,
+            Work { risk: vec![deposit], orders: vec![orders::Cmd::Get { order_id: "ord_b2".into(), reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
         assert!(!lane.pending(), "a change is flushed before it is answered");
         drop(lane);
         bus.shutdown();
@@ -1074,14 +1106,20 @@ mod tests {
 
         let mut lane = Lane::open(&ctx, None).unwrap();
         let (reply, rx) = oneshot::channel();
-        let buy = one(&mut lane, Work { orders: vec![orders::Cmd::Get { order_id: "ord_b".into(), reply }], ..Default::default() }, rx).unwrap();
+        let buy =
+            one(&mut lane, Work { orders: vec![orders::Cmd::Get { order_id: "ord_b".into(), reply }], ..Default::default() }, rx).unwrap();
         assert_eq!((buy.status, buy.filled_quantity), (OrderStatus::Filled, dec("3")));
         let (reply, rx) = oneshot::channel();
         let a = one(&mut lane, Work { risk: vec![risk::Cmd::Account { user_id: "bob".into(), reply }], ..Default::default() }, rx).unwrap();
         let bob: Vec<_> = a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect();
         assert_eq!(bob, [("AAPL".into(), dec("7"), dec("2")), ("USD".into(), dec("300"), dec("0"))]);
         let (reply, rx) = oneshot::channel();
-        let book = one(&mut lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx).unwrap();
+        let book = one(
+            &mut lane,
+            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
         assert_eq!(book.asks, vec![(dec("100"), dec("2"))], "trading did not match the orders a second time");
         assert_eq!(lane.trading.work(|_, tx, _| intake::after(tx, 0)).unwrap().len(), 0, "the old journal was emptied");
         drop(lane);

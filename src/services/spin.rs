@@ -80,7 +80,12 @@ pub struct AnswerWait {
 
 impl Default for AnswerWait {
     fn default() -> Self {
-        AnswerWait { in_flight: AtomicUsize::new(0), history: SpinHistory::default(), epoch: Instant::now(), answered_at: AtomicU64::new(0) }
+        AnswerWait {
+            in_flight: AtomicUsize::new(0),
+            history: SpinHistory::default(),
+            epoch: Instant::now(),
+            answered_at: AtomicU64::new(0),
+        }
     }
 }
 
@@ -157,7 +162,14 @@ mod tests {
     #[test]
     fn spin_for_returns_what_arrives_or_gives_up_after_the_budget() {
         let mut polls = 0;
-        let got = spin_for(Duration::from_secs(5), || { polls += 1; (polls == 3).then_some(polls) }, || {});
+        let got = spin_for(
+            Duration::from_secs(5),
+            || {
+                polls += 1;
+                (polls == 3).then_some(polls)
+            },
+            || {},
+        );
         assert_eq!(got, Some(3));
         let started = Instant::now();
         assert_eq!(spin_for(Duration::from_millis(2), || None::<()>, std::hint::spin_loop), None);

@@ -96,8 +96,7 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
 /// A read-only connection beside the writer (WAL lets it read while the writer commits).
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let wrap = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(wrap)?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(wrap)?;
     conn.execute_batch("PRAGMA busy_timeout=5000;").map_err(wrap)?;
     Ok(conn)
 }
@@ -225,7 +224,9 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
                 let asked = urgent.load(Ordering::Acquire);
                 if asked || uncopied >= CHECKPOINT_FRAMES || (uncopied > 0 && last_pass.elapsed() >= latest) {
                     // Answers (busy, frames in the log, frames checkpointed).
-                    if let Ok((log, done)) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                    if let Ok((log, done)) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                    {
                         copied = done.max(0);
                         seen.store(log.max(0) * frame, Ordering::Relaxed);
                     }
@@ -300,7 +301,8 @@ mod tests {
     #[test]
     fn each_store_has_a_page_cache_of_its_own() {
         let conn = Connection::open_in_memory().unwrap();
-        let options: Vec<String> = conn.prepare("PRAGMA compile_options").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        let options: Vec<String> =
+            conn.prepare("PRAGMA compile_options").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
         assert!(options.iter().any(|o| o.starts_with("THREADSAFE=")), "{options:?}");
         assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "SQLite pools every connection's pages: {options:?}");
     }
@@ -320,9 +322,11 @@ mod tests {
                  VALUES ('ord_1', 'u', 'AAPL', 'buy', 'limit', 'gtc', '100', '5', '2', 'partially_filled', 'c1', 't', 't', NULL, 'done'),
                         ('ord_2', 'u', 'AAPL', 'sell', 'limit', 'gtc', '100', '2', '2', 'filled', NULL, 't', 't', NULL, 'settling');
                  INSERT INTO fills VALUES ('ord_1', 'trd_1', '100', '2', 't'), ('ord_2', 'trd_1', '100', '2', 't');",
-                &["SELECT count(*) FROM orders WHERE (status IN ('new', 'partially_filled') OR stage <> 'done')",
-                  "SELECT count(*) FROM fills WHERE trade_id = 'trd_1'",
-                  "SELECT seq FROM orders WHERE order_id = 'ord_2'"],
+                &[
+                    "SELECT count(*) FROM orders WHERE (status IN ('new', 'partially_filled') OR stage <> 'done')",
+                    "SELECT count(*) FROM fills WHERE trade_id = 'trd_1'",
+                    "SELECT seq FROM orders WHERE order_id = 'ord_2'",
+                ],
             ),
             (
                 "trading",

@@ -7,8 +7,8 @@
 //! feeding actions and reading the effects it asks for.
 
 use crate::api::{
-    Account, AmendOrder, AuditRecord, AuditVerify, BookView, Candle, Event, Health, Instrument, Order, PlaceOrder, Role,
-    ServiceInfo, Trade, Transfer, User,
+    Account, AmendOrder, AuditRecord, AuditVerify, BookView, Candle, Event, Health, Instrument, Order, PlaceOrder, Role, ServiceInfo,
+    Trade, Transfer, User,
 };
 use crate::client::ClientError;
 use crossterm::event::KeyEvent;

@@ -72,10 +72,15 @@ pub enum Overlay {
     None,
     Help,
     /// Typing a filter for the current tab; `before` is restored by Esc.
-    Filter { before: String },
+    Filter {
+        before: String,
+    },
     Form(Form),
     /// A question to answer with y or n before a command is sent.
-    Confirm { question: String, command: Command },
+    Confirm {
+        question: String,
+        command: Command,
+    },
 }
 
 /// A message in the status line for a few seconds.
@@ -577,7 +582,13 @@ impl App {
             return;
         }
         let n = self.symbols.len() as isize;
-        let at = self.book.symbol.as_ref().and_then(|s| self.symbols.iter().position(|i| &i.symbol == s)).map(|i| i as isize).unwrap_or(-by.signum());
+        let at = self
+            .book
+            .symbol
+            .as_ref()
+            .and_then(|s| self.symbols.iter().position(|i| &i.symbol == s))
+            .map(|i| i as isize)
+            .unwrap_or(-by.signum());
         let next = self.symbols[(at + by).rem_euclid(n) as usize].symbol.clone();
         self.show_symbol(next);
     }
@@ -722,7 +733,15 @@ impl App {
                 self.inflight.clear();
                 self.errors.clear();
                 self.rates.reset_metrics();
-                self.stale.extend([Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols, Fetch::Orders, Fetch::Audit, Fetch::AuditVerify]);
+                self.stale.extend([
+                    Fetch::Health,
+                    Fetch::Services,
+                    Fetch::Users,
+                    Fetch::Symbols,
+                    Fetch::Orders,
+                    Fetch::Audit,
+                    Fetch::AuditVerify,
+                ]);
                 if let Some(s) = &self.book.symbol {
                     self.stale.insert(Fetch::Market(s.clone()));
                 }
@@ -884,7 +903,9 @@ impl App {
                     Command::Place(_) | Command::Amend { .. } | Command::Cancel { .. } => {
                         let order: Option<Order> = serde_json::from_value(answer).ok();
                         let text = match (&command, &order) {
-                            (Command::Place(_), Some(o)) => format!("placed {} {}: {}", short_id(&o.order_id), describe(o), o.status.as_str()),
+                            (Command::Place(_), Some(o)) => {
+                                format!("placed {} {}: {}", short_id(&o.order_id), describe(o), o.status.as_str())
+                            }
                             (Command::Amend { .. }, Some(o)) => format!("amended {}: {}", short_id(&o.order_id), describe(o)),
                             (Command::Cancel { .. }, Some(o)) => format!("cancelled {} ({})", short_id(&o.order_id), o.status.as_str()),
                             _ => format!("done: {}", command.describe()),

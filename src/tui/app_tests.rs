@@ -227,7 +227,10 @@ fn amend_prefills_the_order() {
     typing(&mut app, "4");
     let fx = app.update(key(KeyCode::Enter));
     let Ok::<[Command; 1], _>([Command::Amend { order_id, amend }]) = sent(&fx).try_into() else { panic!("one amend") };
-    assert_eq!((order_id.as_str(), amend.price, amend.quantity), ("ord_0195aaaa00000000c0ffee01", Some(fixture::d("150.24")), Some(fixture::d("10"))));
+    assert_eq!(
+        (order_id.as_str(), amend.price, amend.quantity),
+        ("ord_0195aaaa00000000c0ffee01", Some(fixture::d("150.24")), Some(fixture::d("10")))
+    );
 }
 
 #[test]

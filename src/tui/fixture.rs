@@ -190,7 +190,12 @@ pub fn event(seq: u64, kind: &str, source: &str, data: serde_json::Value) -> Eve
 
 pub fn events() -> Vec<Event> {
     vec![
-        event(301, "USER_CREATED", "users", json!({"user_id": ALICE, "username": "alice", "email": "alice@example.com", "status": "active"})),
+        event(
+            301,
+            "USER_CREATED",
+            "users",
+            json!({"user_id": ALICE, "username": "alice", "email": "alice@example.com", "status": "active"}),
+        ),
         event(302, "ACCOUNT_DEPOSITED", "risk", json!({"user_id": ALICE, "asset": "USD", "amount": "100000", "total": "100000"})),
         event(303, "SERVICE_RESTARTED", "health", json!({"service": "risk", "reason": "fault injection: risk was told to crash"})),
         event(

@@ -27,7 +27,10 @@ pub enum FormKind {
 pub enum Input {
     Text(String),
     /// One of a fixed set, changed with ←/→ or space.
-    Choice { options: &'static [&'static str], index: usize },
+    Choice {
+        options: &'static [&'static str],
+        index: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -155,7 +155,11 @@ impl Wire {
 
 async fn get<T: DeserializeOwned>(client: &Client, path: &str) -> Result<T, Failure> {
     let v = client.get(path).await?;
-    serde_json::from_value(v).map_err(|e| Failure { status: 0, code: "protocol".into(), message: format!("{path}: unexpected answer ({e})") })
+    serde_json::from_value(v).map_err(|e| Failure {
+        status: 0,
+        code: "protocol".into(),
+        message: format!("{path}: unexpected answer ({e})"),
+    })
 }
 
 async fn send(client: &Client, command: &Command) -> Result<serde_json::Value, ClientError> {
@@ -163,8 +167,12 @@ async fn send(client: &Client, command: &Command) -> Result<serde_json::Value, C
         Command::Place(p) => client.post("/api/orders", Some(&json(p))).await,
         Command::Cancel { order_id } => client.delete(&format!("/api/orders/{}", encode(order_id)), None).await,
         Command::Amend { order_id, amend } => client.patch(&format!("/api/orders/{}", encode(order_id)), Some(&json(amend))).await,
-        Command::Deposit { user_id, transfer } => client.post(&format!("/api/users/{}/deposits", encode(user_id)), Some(&json(transfer))).await,
-        Command::Withdraw { user_id, transfer } => client.post(&format!("/api/users/{}/withdrawals", encode(user_id)), Some(&json(transfer))).await,
+        Command::Deposit { user_id, transfer } => {
+            client.post(&format!("/api/users/{}/deposits", encode(user_id)), Some(&json(transfer))).await
+        }
+        Command::Withdraw { user_id, transfer } => {
+            client.post(&format!("/api/users/{}/withdrawals", encode(user_id)), Some(&json(transfer))).await
+        }
     }
 }
 

@@ -46,29 +46,14 @@ fn no_daemon_exits_3_with_a_hint() {
     }
     // --home given explicitly, with the environment pointing elsewhere.
     let other = home();
-    agt(&other)
-        .arg("--home")
-        .arg(h.path())
-        .arg("health")
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains("daemon"));
+    agt(&other).arg("--home").arg(h.path()).arg("health").assert().code(3).stderr(predicate::str::contains("daemon"));
 }
 
 #[test]
 fn unreachable_url_exits_3() {
     let h = home();
-    agt(&h)
-        .args(["--url", "http://127.0.0.1:1", "--token", "x", "health"])
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains("daemon"));
-    agt(&h)
-        .env("AGT_URL", "http://127.0.0.1:1")
-        .env("AGT_TOKEN", "x")
-        .args(["user", "list"])
-        .assert()
-        .code(3);
+    agt(&h).args(["--url", "http://127.0.0.1:1", "--token", "x", "health"]).assert().code(3).stderr(predicate::str::contains("daemon"));
+    agt(&h).env("AGT_URL", "http://127.0.0.1:1").env("AGT_TOKEN", "x").args(["user", "list"]).assert().code(3);
 }
 
 #[test]

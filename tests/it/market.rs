@@ -27,7 +27,14 @@ fn candles(dm: &Daemon, sym: &str, interval: &str) -> Vec<Value> {
 fn ohlcv(bars: &[Value]) -> Vec<(String, Decimal, Decimal, Decimal, Decimal, Decimal)> {
     bars.iter()
         .map(|b| {
-            (b["open_time"].as_str().unwrap().to_string(), dec(&b["open"]), dec(&b["high"]), dec(&b["low"]), dec(&b["close"]), dec(&b["volume"]))
+            (
+                b["open_time"].as_str().unwrap().to_string(),
+                dec(&b["open"]),
+                dec(&b["high"]),
+                dec(&b["low"]),
+                dec(&b["close"]),
+                dec(&b["volume"]),
+            )
         })
         .collect()
 }
@@ -59,9 +66,9 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
     let sym = dm.symbol("0.01", "1");
     let now = chrono::Utc::now().timestamp();
     let m0 = now - now.rem_euclid(60) - 10 * 60; // ten minutes ago, on a minute
-    // The day before the minutes' day, at midnight UTC: its bar must end before the
-    // minutes start (in the first minutes after midnight, "ten minutes ago" is the day
-    // before today, and a bar of that day ended after them and had the newest close).
+                                                 // The day before the minutes' day, at midnight UTC: its bar must end before the
+                                                 // minutes start (in the first minutes after midnight, "ten minutes ago" is the day
+                                                 // before today, and a bar of that day ended after them and had the newest close).
     let day = m0 - m0.rem_euclid(86_400) - 86_400;
 
     // Bad rows: every one is named by its line, and nothing is imported.
@@ -210,7 +217,8 @@ fn candles_add_up_the_trades_placed_through_the_api() {
     assert_eq!(bars.iter().map(|b| b["trades"].as_u64().unwrap()).sum::<u64>(), 6);
     assert_eq!(bars.iter().map(|b| dec(&b["volume"])).sum::<Decimal>(), d("17"));
     // In the order they traded: 100, 100.5, 101 (the sweep), then 99, 102.25, 98.75.
-    let all = (want.first().unwrap().1, want.iter().map(|b| b.2).max().unwrap(), want.iter().map(|b| b.3).min().unwrap(), want.last().unwrap().4);
+    let all =
+        (want.first().unwrap().1, want.iter().map(|b| b.2).max().unwrap(), want.iter().map(|b| b.3).min().unwrap(), want.last().unwrap().4);
     assert_eq!(all, (d("100"), d("102.25"), d("98.75"), d("98.75")));
     assert_eq!(last(&dm, &sym), Some(d("98.75")));
     // The day's bar holds them all (unless the test ran across midnight UTC).
@@ -252,7 +260,8 @@ fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
     }
 
     // Again: the same users, topped up rather than duplicated; JSON progress for scripts.
-    let out = dm.cli().args(["-o", "json", "demo", "--users", "2", "--rate", "20", "--duration", "1", "--symbols", "AAPL"]).output().unwrap();
+    let out =
+        dm.cli().args(["-o", "json", "demo", "--users", "2", "--rate", "20", "--duration", "1", "--symbols", "AAPL"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let done = lines.last().unwrap();
@@ -260,7 +269,8 @@ fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
     assert!(done["orders"].as_u64().unwrap() > 0, "{done}");
     assert_eq!(done["mid"].as_object().unwrap().keys().collect::<Vec<_>>(), ["AAPL"]);
     let users = dm.ok("GET", "/api/users", None);
-    let demo: Vec<&str> = users.as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).filter(|n| n.starts_with("demo-")).collect();
+    let demo: Vec<&str> =
+        users.as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).filter(|n| n.starts_with("demo-")).collect();
     assert_eq!(demo.len(), 4, "{demo:?}");
 
     // Bad flags are usage errors; an unknown symbol is the daemon's kind of error.

@@ -107,9 +107,13 @@ fn family(name: &str) -> &str {
 
 #[test]
 fn metric_names_are_read_out_of_promql() {
-    let got = metric_names(r#"histogram_quantile(0.99, sum(rate(agt_store_commit_duration_seconds_bucket{instance=~"$instance"}[1m])) by (le, service))"#);
+    let got = metric_names(
+        r#"histogram_quantile(0.99, sum(rate(agt_store_commit_duration_seconds_bucket{instance=~"$instance"}[1m])) by (le, service))"#,
+    );
     assert_eq!(got, BTreeSet::from(["agt_store_commit_duration_seconds_bucket".to_string()]));
-    let got = metric_names(r#"sum by (status) (rate(agt_orders_total{a="b{c}"}[1m])) / on (x) group_left sum(up) > bool 0.5e1 and agt_trades_total"#);
+    let got = metric_names(
+        r#"sum by (status) (rate(agt_orders_total{a="b{c}"}[1m])) / on (x) group_left sum(up) > bool 0.5e1 and agt_trades_total"#,
+    );
     assert_eq!(got, BTreeSet::from(["agt_orders_total".into(), "up".into(), "agt_trades_total".into()]));
     assert_eq!(family("agt_order_place_duration_seconds_bucket"), "agt_order_place_duration_seconds");
 }
@@ -120,7 +124,10 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
     assert!(dash["schemaVersion"].as_u64().unwrap() >= 36, "a current Grafana schema");
     assert!(dash["title"].as_str().is_some_and(|t| !t.is_empty()));
     let vars = dash["templating"]["list"].as_array().unwrap();
-    assert!(vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"), "a Prometheus datasource variable");
+    assert!(
+        vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"),
+        "a Prometheus datasource variable"
+    );
 
     let mut exprs = Vec::new();
     let mut ids = BTreeSet::new();
@@ -180,7 +187,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
     let (st, o) = dm.place(&b, &sym, "buy", "2", Some("10.00"));
     assert_eq!((st, o["status"].as_str()), (201, Some("filled")), "{o}");
     dm.place(&b, &sym, "buy", "1000", Some("10.00")); // an error answer too
-    // /metrics is open on TCP: no token.
+                                                      // /metrics is open on TCP: no token.
     let (st, text) = dm.tcp("GET", "/metrics", None, None);
     assert_eq!(st, 200);
     let text = text.as_str().expect("Prometheus text").to_string();

@@ -82,10 +82,7 @@ fn serve_one(mut s: TcpStream, record: &Mutex<Vec<Hit>>, answer: &dyn Fn(usize) 
     };
     let mut lines = head.lines();
     let path = lines.next().unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
     let answered = answer(count.fetch_add(1, Ordering::SeqCst));
     record.lock().unwrap().push(Hit { path, headers, body, answered });
     match answered {
@@ -143,9 +140,8 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
     let d = Daemon::with_config_env(&webhook(&hook.url(), &["USER_CREATED"], Some("s3cret")), FAST);
     let user = d.user("hooked");
 
-    let sent = wait_until("the delivery to be sent", Duration::from_secs(15), || {
-        deliveries(&d).into_iter().find(|x| x["status"] == "sent")
-    });
+    let sent =
+        wait_until("the delivery to be sent", Duration::from_secs(15), || deliveries(&d).into_iter().find(|x| x["status"] == "sent"));
     std::thread::sleep(Duration::from_millis(500)); // room for a wrong fourth attempt
     let hits = hook.hits();
     assert_eq!(hits.iter().map(|h| h.answered).collect::<Vec<_>>(), [Some(500), Some(500), Some(200)], "{hits:#?}");
@@ -191,9 +187,8 @@ fn sigkill_with_a_delivery_pending_loses_none() {
     let url = format!("http://127.0.0.1:{port}/hook");
     let mut d = Daemon::with_config_env(&webhook(&url, &["USER_CREATED"], None), FAST);
     let user = d.user("durable");
-    let pending = wait_until("a failed attempt", Duration::from_secs(10), || {
-        deliveries(&d).into_iter().find(|x| x["attempts"].as_u64() >= Some(1))
-    });
+    let pending =
+        wait_until("a failed attempt", Duration::from_secs(10), || deliveries(&d).into_iter().find(|x| x["attempts"].as_u64() >= Some(1)));
     assert_eq!(pending["status"], "pending", "{pending}");
     assert!(pending["last_error"].as_str().unwrap().to_lowercase().contains("refused"), "{pending}");
 
@@ -274,7 +269,8 @@ fn a_webhook_url_that_cannot_be_delivered_to_stops_the_daemon_at_start() {
 fn run_time_rules_persist_and_the_log_is_for_readers_only() {
     let hook = Receiver::start(|_| Some(204));
     let mut d = Daemon::with_config_env("", FAST);
-    let (s, rule) = d.req("POST", "/api/notifications/rules", Some(json!({"url": hook.url(), "events": ["USER_CREATED"], "secret": "k3y"})));
+    let (s, rule) =
+        d.req("POST", "/api/notifications/rules", Some(json!({"url": hook.url(), "events": ["USER_CREATED"], "secret": "k3y"})));
     assert_eq!(s, 201, "{rule}");
     assert_eq!((rule["secret"].as_str(), rule["source"].as_str()), (Some("***"), Some("api")));
     for (body, want) in [

@@ -109,10 +109,17 @@ fn tcp_auth_matrix() {
     let raw = std::fs::read(d.path().join("data/auth.db")).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains(&admin), "token secret stored in clear");
     // Revoked tokens stop working.
-    let id = d.ok("GET", "/api/tokens", None).as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"].as_str().unwrap().to_string();
+    let id = d.ok("GET", "/api/tokens", None).as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     d.ok("DELETE", &format!("/api/tokens/{id}"), None);
     assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 401);
-    let logs = std::fs::read_dir(d.path().join("logs")).unwrap().flatten().map(|e| std::fs::read_to_string(e.path()).unwrap_or_default()).collect::<String>();
+    let logs = std::fs::read_dir(d.path().join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
     assert!(!logs.contains(&admin), "a secret reached the logs");
 }
 
@@ -170,7 +177,11 @@ fn events_resume_from_since_and_follow_live() {
         }
     }
     assert!(found, "USER_CREATED did not arrive on the follow stream");
-    d.cli().args(["-o", "json", "events", "tail", "--since", "0", "--type", "USER_CREATED"]).assert().success().stdout(predicates::str::contains(&id));
+    d.cli()
+        .args(["-o", "json", "events", "tail", "--since", "0", "--type", "USER_CREATED"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(&id));
 }
 
 #[test]
@@ -218,7 +229,8 @@ fn service(d: &Daemon, name: &str) -> serde_json::Value {
 #[test]
 fn supervisor_restarts_crashed_services_and_gives_up_after_too_many() {
     let d = Daemon::with_config("[supervisor]\nmax_restarts = 2\nwindow_s = 60\nbackoff_initial_ms = 10\nbackoff_max_ms = 50\n");
-    let names: Vec<String> = d.ok("GET", "/api/services", None).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> =
+        d.ok("GET", "/api/services", None).as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     for s in ["users", "auth", "risk", "orders", "trading", "market", "notify", "audit", "config", "health"] {
         assert!(names.iter().any(|n| n == s), "service {s} not registered");
     }
@@ -265,7 +277,14 @@ fn metrics_expose_the_contract_families() {
     d.user("m");
     let text = d.ok("GET", "/metrics", None);
     let text = text.as_str().unwrap();
-    for name in ["http_requests_total", "http_request_duration_seconds", "agt_service_up", "agt_bus_events_total", "agt_store_commit_duration_seconds", "active_connections"] {
+    for name in [
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "agt_service_up",
+        "agt_bus_events_total",
+        "agt_store_commit_duration_seconds",
+        "active_connections",
+    ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
     assert!(text.contains("http_requests_total{service=\"users\",endpoint=\"/api/users\",method=\"POST\"}"));

@@ -91,7 +91,10 @@ fn cancel_amend_and_mass_cancel_release_exactly_what_was_held() {
     let sym = dm.symbol("0.01", "1");
     let u = dm.user("c");
     dm.deposit(&u, "USD", "1000");
-    let ids: Vec<String> = ["10.00", "11.00", "12.00"].iter().map(|p| dm.place(&u, &sym, "buy", "2", Some(p)).1["order_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = ["10.00", "11.00", "12.00"]
+        .iter()
+        .map(|p| dm.place(&u, &sym, "buy", "2", Some(p)).1["order_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(bal(&dm, &u, "USD").1, d("66"));
     let amended = dm.ok("PATCH", &format!("/api/orders/{}", ids[0]), Some(json!({"price": "20.00", "quantity": "3"})));
     assert_eq!(dec(&amended["price"]), d("20"));
@@ -121,10 +124,18 @@ fn self_trade_prevention_ioc_fok_and_market_orders() {
     let (_, own) = dm.place(&a, &sym, "buy", "5", Some("100.00"));
     assert_eq!(own["status"], "cancelled", "self-trade prevented: {own}");
     assert_eq!(dec(&own["filled_quantity"]), d("0"));
-    let (_, fok) = dm.req("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "fok"})));
+    let (_, fok) = dm.req(
+        "POST",
+        "/api/orders",
+        Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "fok"})),
+    );
     assert_eq!(fok["status"], "cancelled");
     assert_eq!(dec(&fok["filled_quantity"]), d("0"));
-    let (_, ioc) = dm.req("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "ioc"})));
+    let (_, ioc) = dm.req(
+        "POST",
+        "/api/orders",
+        Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "ioc"})),
+    );
     assert_eq!((ioc["status"].as_str(), dec(&ioc["filled_quantity"])), (Some("cancelled"), d("5")));
     dm.place(&a, &sym, "sell", "2", Some("101.00"));
     dm.place(&a, &sym, "sell", "2", Some("102.00"));
@@ -365,7 +376,12 @@ fn a_lane_crash_between_risk_and_orders_commits_loses_no_answered_order() {
     assert_eq!(stored.as_array().unwrap().len() as u32, placed, "every answered placement is stored, and nothing else");
     let held = users.iter().map(|u| bal(&dm, u, "USD").1 + bal(&dm, u, &sym).1).sum::<Decimal>();
     let open = dm.ok("GET", "/api/orders?status=open&limit=10000", None);
-    let open_need = open.as_array().unwrap().iter().map(|o| if o["side"] == "buy" { dec(&o["remaining_quantity"]) * dec(&o["price"]) } else { dec(&o["remaining_quantity"]) }).sum::<Decimal>();
+    let open_need = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| if o["side"] == "buy" { dec(&o["remaining_quantity"]) * dec(&o["price"]) } else { dec(&o["remaining_quantity"]) })
+        .sum::<Decimal>();
     assert_eq!(held, open_need, "holds are what open orders need");
     check_consistency(&dm, &users, &sym, &expected);
     assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
@@ -419,7 +435,8 @@ fn traders_see_and_touch_only_their_own_orders() {
     let tid = theirs["order_id"].as_str().unwrap();
     assert_eq!(dm.tcp("GET", &format!("/api/orders/{tid}"), None, Some(&tok)).0, 404);
     assert_eq!(dm.tcp("DELETE", &format!("/api/orders/{tid}"), None, Some(&tok)).0, 404);
-    let (s, _) = dm.tcp("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "1", "price": "1"})), Some(&tok));
+    let (s, _) =
+        dm.tcp("POST", "/api/orders", Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "1", "price": "1"})), Some(&tok));
     assert_eq!(s, 403);
     assert_eq!(dm.tcp("GET", &format!("/api/users/{b}/account"), None, Some(&tok)).0, 404);
     assert_eq!(dm.tcp("POST", &format!("/api/users/{a}/deposits"), Some(json!({"asset": "USD", "amount": "5"})), Some(&tok)).0, 403);
@@ -518,11 +535,7 @@ fn placements_one_after_another_are_answered_with_spinning_on_and_off() {
     trade_round(10);
     dm.cli().args(["config", "set", "trading.spin_us", "1000"]).assert().success();
     trade_round(30);
-    dm.cli()
-        .args(["config", "set", "trading.spin_us", "1001"])
-        .assert()
-        .code(1)
-        .stderr(predicates::str::contains("trading.spin_us"));
+    dm.cli().args(["config", "set", "trading.spin_us", "1001"]).assert().code(1).stderr(predicates::str::contains("trading.spin_us"));
     assert_eq!(bal(&dm, &buyer, &sym), (d("70"), d("0"), d("70")));
     assert_eq!(bal(&dm, &buyer, "USD"), (d("6500"), d("0"), d("6500")));
     assert_eq!(bal(&dm, &seller, "USD"), (d("3500"), d("0"), d("3500")));

@@ -217,7 +217,13 @@ pub fn unique() -> String {
 }
 
 /// A minimal HTTP/1.1 exchange with `Connection: close`; the body parsed as JSON when it is.
-pub fn exchange<S: Read + Write>(mut s: S, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> std::io::Result<(u16, Value)> {
+pub fn exchange<S: Read + Write>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Value)> {
     let body = body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !body.is_empty() {

@@ -26,19 +26,18 @@ pub struct EventQuery {
 
 const PAGE: usize = 1000;
 
-pub async fn events(
-    State(app): State<Arc<App>>,
-    caller: Caller,
-    headers: HeaderMap,
-    Query(q): Query<EventQuery>,
-) -> ApiResult<Response> {
+pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: HeaderMap, Query(q): Query<EventQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
     let types: Option<Vec<String>> = match q.types.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => {
             let list: Vec<String> = t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
             if let Some(bad) = list.iter().find(|x| !EVENT_TYPES.contains(&x.as_str())) {
-                return Err(ApiError::invalid("unknown_event_type", format!("unknown event type {bad:?}; known: {}", EVENT_TYPES.join(" "))).into());
+                return Err(ApiError::invalid(
+                    "unknown_event_type",
+                    format!("unknown event type {bad:?}; known: {}", EVENT_TYPES.join(" ")),
+                )
+                .into());
             }
             Some(list)
         }

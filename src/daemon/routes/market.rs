@@ -128,10 +128,12 @@ pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -
         String::from_utf8(bytes.to_vec()).map_err(|e| ApiError::invalid("invalid_csv", format!("the CSV is not UTF-8 text: {e}")))?
     } else {
         parse_json::<ImportBody>(&bytes)
-            .map_err(|e| ApiError::invalid(
-                if e.code == "invalid_json" { "invalid_json" } else { "invalid_request" },
-                format!("{}; send {{\"csv\": \"<the CSV file>\"}}, or the CSV itself with Content-Type: text/csv", e.message),
-            ))?
+            .map_err(|e| {
+                ApiError::invalid(
+                    if e.code == "invalid_json" { "invalid_json" } else { "invalid_request" },
+                    format!("{}; send {{\"csv\": \"<the CSV file>\"}}, or the CSV itself with Content-Type: text/csv", e.message),
+                )
+            })?
             .csv
     };
     // Parsing a large file is CPU work: off the runtime's workers, and outside the actor.

@@ -146,8 +146,10 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
                     .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                     .map(|s| s.trim().to_string());
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
-                    return Failure(ApiError::unauthorized("this route needs `Authorization: Bearer <token>`; create one with `agt token create`"))
-                        .into_response();
+                    return Failure(ApiError::unauthorized(
+                        "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
+                    ))
+                    .into_response();
                 };
                 match app.tokens.verify(&secret) {
                     Some(token) => {
@@ -180,8 +182,12 @@ async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -
     match app.command_log.append(&app.audit, actor.clone(), action.clone(), detail.to_string()) {
         Some(Ok(())) => return next.run(req).await,
         Some(Err(e)) => {
-            return Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it was not run: {}", e.message)))
-                .into_response()
+            return Failure(ApiError::new(
+                503,
+                "service_unavailable",
+                format!("the command was not audited, so it was not run: {}", e.message),
+            ))
+            .into_response()
         }
         None => {}
     }
@@ -194,7 +200,11 @@ async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -
     match logged {
         Ok(()) => resp,
         // Nothing may be acknowledged without its audit record.
-        Err(e) => Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it is not acknowledged: {}", e.message)))
-            .into_response(),
+        Err(e) => Failure(ApiError::new(
+            503,
+            "service_unavailable",
+            format!("the command was not audited, so it is not acknowledged: {}", e.message),
+        ))
+        .into_response(),
     }
 }

@@ -41,7 +41,12 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
             .split(',')
             .map(|s| {
                 OrderStatus::parse(s.trim()).ok_or_else(|| {
-                    ApiError::invalid("invalid_status", format!("status must be open, all, or one of new, partially_filled, filled, cancelled, rejected, expired; got {s:?}"))
+                    ApiError::invalid(
+                        "invalid_status",
+                        format!(
+                            "status must be open, all, or one of new, partially_filled, filled, cancelled, rejected, expired; got {s:?}"
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -77,7 +82,9 @@ pub async fn set_status(
     body: Bytes,
 ) -> ApiResult<Response> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<StatusBody>(&body)?.status };
-    let status = from_body.or(q.status).ok_or_else(|| ApiError::invalid("invalid_status", "send {\"status\": \"cancelled\"} or ?status=cancelled"))?;
+    let status = from_body
+        .or(q.status)
+        .ok_or_else(|| ApiError::invalid("invalid_status", "send {\"status\": \"cancelled\"} or ?status=cancelled"))?;
     if status != "cancelled" {
         // Check the order exists first, so an unknown id is still a 404.
         saga::visible_order(&app, &caller, &id).await?;
@@ -90,7 +97,12 @@ pub async fn set_status(
     Ok(ok(saga::cancel(&app, &caller, &id).await?))
 }
 
-pub async fn amend(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>, Json(body): Json<AmendOrder>) -> ApiResult<Response> {
+pub async fn amend(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<AmendOrder>,
+) -> ApiResult<Response> {
     Ok(ok(saga::amend(&app, &caller, &id, body).await?))
 }
 

@@ -43,10 +43,16 @@ pub async fn limits(State(app): State<Arc<App>>, caller: Caller, Query(q): Query
 fn parse_limits(body: &serde_json::Value) -> Result<RiskLimits, ApiError> {
     let known = LIMIT_KEYS.join(", ");
     let Some(obj) = body.as_object() else {
-        return Err(ApiError::invalid("invalid_request", format!("send a JSON object of limits, e.g. {{\"max_open_orders\": 50}}; the limits are {known}")));
+        return Err(ApiError::invalid(
+            "invalid_request",
+            format!("send a JSON object of limits, e.g. {{\"max_open_orders\": 50}}; the limits are {known}"),
+        ));
     };
     if obj.is_empty() {
-        return Err(ApiError::invalid("invalid_request", format!("send at least one limit, e.g. {{\"max_open_orders\": 50}}; the limits are {known}")));
+        return Err(ApiError::invalid(
+            "invalid_request",
+            format!("send at least one limit, e.g. {{\"max_open_orders\": 50}}; the limits are {known}"),
+        ));
     }
     for (k, v) in obj {
         if !LIMIT_KEYS.contains(&k.as_str()) {
@@ -75,10 +81,8 @@ pub async fn set_limits(
         let user_id = app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id;
         return Ok(ok(app.risk.call(|reply| risk::Cmd::SetLimits { user_id, limits, reply }).await?));
     }
-    let changes: Vec<(String, serde_json::Value)> = body
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (format!("risk.{k}"), v.clone())).collect())
-        .unwrap_or_default();
+    let changes: Vec<(String, serde_json::Value)> =
+        body.as_object().map(|m| m.iter().map(|(k, v)| (format!("risk.{k}"), v.clone())).collect()).unwrap_or_default();
     app.config.call(|r| config::service::Cmd::Set(changes, r)).await?;
     // The config service announces it (CONFIG_CHANGED and RISK_LIMIT_CHANGED).
     Ok(ok(app.risk.call(|reply| risk::Cmd::Limits { user_id: None, reply }).await?))

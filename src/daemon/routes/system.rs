@@ -29,8 +29,7 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
         (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
     } else {
         let down: Vec<_> = app.supervisor.list().into_iter().filter(|s| s.state != "running").map(|s| s.name).collect();
-        crate::daemon::http::Failure(ApiError::new(503, "not_ready", format!("services not running: {}", down.join(", "))))
-            .into_response()
+        crate::daemon::http::Failure(ApiError::new(503, "not_ready", format!("services not running: {}", down.join(", ")))).into_response()
     }
 }
 

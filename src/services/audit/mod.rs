@@ -13,20 +13,33 @@ pub use commands::{Command, CommandLog};
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::bus::BusEvent;
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub enum Cmd {
     /// A command someone ran (`actor` did `action`); the reply comes after commit.
-    Append { actor: String, action: String, detail: serde_json::Value, reply: Option<Reply<()>> },
+    Append {
+        actor: String,
+        action: String,
+        detail: serde_json::Value,
+        reply: Option<Reply<()>>,
+    },
     /// A bus event to record (skipped if its sequence was recorded already).
     Event(std::sync::Arc<BusEvent>),
     /// A command the HTTP layer journalled (`commands`) and answered: chained and stored
     /// once (by its journal number).
-    Journalled { seq: i64, command: Command },
+    Journalled {
+        seq: i64,
+        command: Command,
+    },
     /// The last bus sequence recorded, for the follower to resume after.
     LastEventSeq(Reply<u64>),
-    List { since: u64, actor: Option<String>, limit: usize, reply: Reply<Vec<AuditRecord>> },
+    List {
+        since: u64,
+        actor: Option<String>,
+        limit: usize,
+        reply: Reply<Vec<AuditRecord>>,
+    },
     Verify(Reply<AuditVerify>),
 }
 
@@ -53,7 +66,8 @@ const PRUNE_EVERY: i64 = 1024;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE records (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE records (
         seq INTEGER PRIMARY KEY,
         timestamp TEXT NOT NULL,
         actor TEXT NOT NULL,
@@ -65,7 +79,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE records (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('last_event_seq', 0);",
     // The last command of the journal (`commands`) this store holds.
-    "INSERT INTO meta VALUES ('command_journal_seq', 0);"];
+    "INSERT INTO meta VALUES ('command_journal_seq', 0);",
+];
 
 /// The chain hash of one record.
 pub fn chain_hash(prev: &str, seq: u64, timestamp: &str, actor: &str, action: &str, detail: &str) -> String {
@@ -163,18 +178,14 @@ impl Service for Audit {
     }
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        let last: Option<(i64, String)> = conn
-            .query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let last: Option<(i64, String)> =
+            conn.query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
         // The feed's position: the newest event record's seq (older stores kept it in meta).
         let in_meta: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
         let newest: Option<String> = conn
             .query_row("SELECT detail FROM records WHERE actor LIKE 'event:%' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
             .optional()?;
-        let recorded = newest
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
-            .and_then(|d| d["seq"].as_i64())
-            .unwrap_or(0);
+        let recorded = newest.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()).and_then(|d| d["seq"].as_i64()).unwrap_or(0);
         let last_event_seq = in_meta.max(recorded);
         let (last_seq, last_hash) = last.map(|(s, h)| (s as u64, h)).unwrap_or((0, GENESIS.to_string()));
         let stored: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'command_journal_seq'", [], |r| r.get(0))?;
@@ -195,7 +206,12 @@ impl Service for Audit {
         let mut slot = log.lock();
         let mut journal = match slot.take() {
             Some(j) => j,
-            None => crate::services::journal::Journal::open_named(&ctx.home, commands::NAME, ctx.durability, crate::services::journal::SEGMENT_BYTES)?,
+            None => crate::services::journal::Journal::open_named(
+                &ctx.home,
+                commands::NAME,
+                ctx.durability,
+                crate::services::journal::SEGMENT_BYTES,
+            )?,
         };
         let (_, unstored) = journal.after(stored)?;
         if let Some((newest, _)) = unstored.last() {
@@ -264,9 +280,8 @@ impl Service for Audit {
                     "SELECT * FROM (SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
                      WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
                 )?;
-                let list = stmt
-                    .query_map(params![since as i64, actor, limit as i64], row_to_record)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let list =
+                    stmt.query_map(params![since as i64, actor, limit as i64], row_to_record)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 after.reply(reply, Ok(list));
             }
             Cmd::Verify(reply) => after.reply(reply, Ok(Audit::verify(tx)?)),
@@ -346,7 +361,12 @@ mod tests {
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
-        svc.handle(&tx, Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None }, &mut after).unwrap();
+        svc.handle(
+            &tx,
+            Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None },
+            &mut after,
+        )
+        .unwrap();
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
 
@@ -364,8 +384,13 @@ mod tests {
         drop(svc);
         let svc = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((svc.last_seq, svc.journal_applied), (4, 3));
-        let actions: Vec<String> =
-            conn.prepare("SELECT action FROM records ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        let actions: Vec<String> = conn
+            .prepare("SELECT action FROM records ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(actions, ["USER_CREATE", "POST /api/x1", "POST /api/x2", "POST /api/x3"]);
 
         // Started again, it stores them no second time; a late message for one is ignored.
@@ -378,5 +403,4 @@ mod tests {
         assert!(Audit::verify(&tx).unwrap().ok);
         bus.shutdown();
     }
-
 }

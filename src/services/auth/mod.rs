@@ -67,9 +67,8 @@ impl Service for Auth {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let mut by_hash = HashMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT id, name, role, user_id, created_at, revoked_at, secret_sha256 FROM tokens WHERE revoked_at IS NULL",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, role, user_id, created_at, revoked_at, secret_sha256 FROM tokens WHERE revoked_at IS NULL")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             by_hash.insert(r.get::<_, String>(6)?, row_to_info(r)?);
@@ -110,9 +109,8 @@ impl Service for Auth {
                 after.reply(reply, Ok(created));
             }
             Cmd::List(reply) => {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, name, role, user_id, created_at, revoked_at FROM tokens ORDER BY created_at, id",
-                )?;
+                let mut stmt =
+                    tx.prepare_cached("SELECT id, name, role, user_id, created_at, revoked_at FROM tokens ORDER BY created_at, id")?;
                 let list = stmt.query_map([], row_to_info)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 after.reply(reply, Ok(list));
             }

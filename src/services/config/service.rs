@@ -72,10 +72,17 @@ impl Config {
             return Ok(Err(ApiError::new(500, "config_not_saved", e.to_string())));
         }
         for change in &applied {
-            tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![crate::api::now_rfc3339(), change.key, change.new.to_string(), change.hot])?;
+            tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+                crate::api::now_rfc3339(),
+                change.key,
+                change.new.to_string(),
+                change.hot
+            ])?;
             let applied_when = if change.hot { "now" } else { "at restart" };
-            after.event("CONFIG_CHANGED", serde_json::json!({"key": change.key, "old": change.old, "value": change.new, "applied": applied_when}));
+            after.event(
+                "CONFIG_CHANGED",
+                serde_json::json!({"key": change.key, "old": change.old, "value": change.new, "applied": applied_when}),
+            );
             if change.key.starts_with("risk.") {
                 after.event("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": null, "key": change.key, "value": change.new}));
             }

@@ -202,18 +202,10 @@ pub struct Change {
 pub enum ConfigError {
     /// A value outside what its key allows.
     #[error("{}{key}: {message}", prefix(.origin))]
-    Invalid {
-        origin: String,
-        key: String,
-        message: String,
-    },
+    Invalid { origin: String, key: String, message: String },
     /// A key agt does not know (usually a typo).
     #[error("{}unknown key {key:?} ({hint})", prefix(.origin))]
-    UnknownKey {
-        origin: String,
-        key: String,
-        hint: String,
-    },
+    UnknownKey { origin: String, key: String, hint: String },
     /// A file that is not valid TOML.
     #[error("{origin}: not valid TOML: {message}")]
     Syntax { origin: String, message: String },
@@ -239,11 +231,7 @@ impl ConfigError {
         }
     }
     fn invalid(origin: &str, key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { origin: origin.to_string(), key: key.into(), message: message.into() }
     }
 }
 
@@ -278,95 +266,22 @@ const U32: u64 = u32::MAX as u64;
 
 /// Every single-value key. The lists (`symbols`, `notify.webhooks`) are handled apart.
 const KEYS: &[Key] = &[
-    Key {
-        name: "durability",
-        kind: Kind::Durability,
-        hot: false,
-    },
-    Key {
-        name: "http.listen",
-        kind: Kind::Listen,
-        hot: false,
-    },
-    Key {
-        name: "log.level",
-        kind: Kind::LogLevel,
-        hot: true,
-    },
-    Key {
-        name: "trading.order_timeout_s",
-        kind: Kind::Whole { min: 1, max: 3600 },
-        hot: true,
-    },
-    Key {
-        name: "trading.spin_us",
-        kind: Kind::Whole { min: 0, max: 1000 },
-        hot: true,
-    },
-    Key {
-        name: "risk.max_open_orders",
-        kind: Kind::Whole { min: 1, max: U32 },
-        hot: true,
-    },
-    Key {
-        name: "risk.max_order_quantity",
-        kind: Kind::Positive { max: None },
-        hot: true,
-    },
-    Key {
-        name: "risk.max_order_notional",
-        kind: Kind::Positive { max: None },
-        hot: true,
-    },
-    Key {
-        name: "risk.max_orders_per_second",
-        kind: Kind::Whole { min: 1, max: U32 },
-        hot: true,
-    },
-    Key {
-        name: "risk.price_band_pct",
-        kind: Kind::Positive { max: Some(1000) },
-        hot: true,
-    },
-    Key {
-        name: "risk.allow_short",
-        kind: Kind::Bool,
-        hot: true,
-    },
-    Key {
-        name: "debug.fault_injection",
-        kind: Kind::Bool,
-        hot: true,
-    },
-    Key {
-        name: "supervisor.max_restarts",
-        kind: Kind::Whole { min: 0, max: 1000 },
-        hot: true,
-    },
-    Key {
-        name: "supervisor.window_s",
-        kind: Kind::Whole {
-            min: 1,
-            max: 86_400,
-        },
-        hot: true,
-    },
-    Key {
-        name: "supervisor.backoff_initial_ms",
-        kind: Kind::Whole {
-            min: 1,
-            max: 3_600_000,
-        },
-        hot: true,
-    },
-    Key {
-        name: "supervisor.backoff_max_ms",
-        kind: Kind::Whole {
-            min: 1,
-            max: 3_600_000,
-        },
-        hot: true,
-    },
+    Key { name: "durability", kind: Kind::Durability, hot: false },
+    Key { name: "http.listen", kind: Kind::Listen, hot: false },
+    Key { name: "log.level", kind: Kind::LogLevel, hot: true },
+    Key { name: "trading.order_timeout_s", kind: Kind::Whole { min: 1, max: 3600 }, hot: true },
+    Key { name: "trading.spin_us", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
+    Key { name: "risk.max_open_orders", kind: Kind::Whole { min: 1, max: U32 }, hot: true },
+    Key { name: "risk.max_order_quantity", kind: Kind::Positive { max: None }, hot: true },
+    Key { name: "risk.max_order_notional", kind: Kind::Positive { max: None }, hot: true },
+    Key { name: "risk.max_orders_per_second", kind: Kind::Whole { min: 1, max: U32 }, hot: true },
+    Key { name: "risk.price_band_pct", kind: Kind::Positive { max: Some(1000) }, hot: true },
+    Key { name: "risk.allow_short", kind: Kind::Bool, hot: true },
+    Key { name: "debug.fault_injection", kind: Kind::Bool, hot: true },
+    Key { name: "supervisor.max_restarts", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
+    Key { name: "supervisor.window_s", kind: Kind::Whole { min: 1, max: 86_400 }, hot: true },
+    Key { name: "supervisor.backoff_initial_ms", kind: Kind::Whole { min: 1, max: 3_600_000 }, hot: true },
+    Key { name: "supervisor.backoff_max_ms", kind: Kind::Whole { min: 1, max: 3_600_000 }, hot: true },
 ];
 
 const SYMBOLS: &str = "symbols";
@@ -381,19 +296,14 @@ fn find_key(name: &str) -> Option<&'static Key> {
 }
 
 fn is_section(name: &str) -> bool {
-    name == "notify"
-        || KEYS
-            .iter()
-            .any(|k| k.name.split_once('.').is_some_and(|(s, _)| s == name))
+    name == "notify" || KEYS.iter().any(|k| k.name.split_once('.').is_some_and(|(s, _)| s == name))
 }
 
 impl Kind {
     /// What the key allows, as the error messages say it.
     fn allowed(self) -> String {
         match self {
-            Kind::Listen => {
-                "\"host:port\" such as \"127.0.0.1:8000\" (port 0 picks a free port), or \"\" to turn TCP off".into()
-            }
+            Kind::Listen => "\"host:port\" such as \"127.0.0.1:8000\" (port 0 picks a free port), or \"\" to turn TCP off".into(),
             Kind::LogLevel => "one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"".into(),
             Kind::Durability => "\"normal\" or \"full\"".into(),
             Kind::Whole { min, max } if max == U32 => format!("a whole number >= {min}"),
@@ -414,18 +324,12 @@ impl Kind {
                 Ok(Toml::String(text.to_string()))
             }
             Kind::LogLevel => {
-                let text = value
-                    .as_str()
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .ok_or_else(refuse)?;
+                let text = value.as_str().map(|s| s.trim().to_ascii_lowercase()).ok_or_else(refuse)?;
                 LogLevel::parse(&text).ok_or_else(refuse)?;
                 Ok(Toml::String(text))
             }
             Kind::Durability => {
-                let text = value
-                    .as_str()
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .ok_or_else(refuse)?;
+                let text = value.as_str().map(|s| s.trim().to_ascii_lowercase()).ok_or_else(refuse)?;
                 Durability::parse(&text).ok_or_else(refuse)?;
                 Ok(Toml::String(text))
             }
@@ -494,10 +398,7 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(Some(addr));
     }
-    if let Some(port) = text
-        .strip_prefix("localhost:")
-        .and_then(|p| p.parse::<u16>().ok())
-    {
+    if let Some(port) = text.strip_prefix("localhost:").and_then(|p| p.parse::<u16>().ok()) {
         return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
     }
     Err(format!("expected {}, got {text:?}", Kind::Listen.allowed()))
@@ -589,8 +490,7 @@ impl Default for Settings {
 impl Settings {
     /// The shipped defaults of `config/agt.toml`.
     pub fn defaults() -> Settings {
-        let table =
-            parse_layer(DEFAULTS_ORIGIN, DEFAULTS).expect("config/agt.toml is valid (tested)");
+        let table = parse_layer(DEFAULTS_ORIGIN, DEFAULTS).expect("config/agt.toml is valid (tested)");
         from_table(DEFAULTS_ORIGIN, table).expect("config/agt.toml is valid (tested)")
     }
 
@@ -601,27 +501,17 @@ impl Settings {
     /// (`AGT_RISK_MAX_OPEN_ORDERS`, `AGT_DURABILITY`), and `AGT_HTTP_ADDR`, which wins over
     /// `AGT_HTTP_LISTEN`. An empty variable counts as unset, except that an empty
     /// `AGT_HTTP_ADDR`/`AGT_HTTP_LISTEN` turns TCP off.
-    pub fn load(
-        home_file: &Path,
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Settings, ConfigError> {
+    pub fn load(home_file: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let mut settings = Settings::defaults();
         let origin = home_file.display().to_string();
         match std::fs::read_to_string(home_file) {
             Ok(text) => {
                 let layer = parse_layer(&origin, &text)?;
                 let changed = layer_keys(&layer);
-                settings = settings.layered(layer, &|key| {
-                    changed.iter().any(|c| c == key).then(|| origin.clone())
-                })?;
+                settings = settings.layered(layer, &|key| changed.iter().any(|c| c == key).then(|| origin.clone()))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ConfigError::Io {
-                    path: origin,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+            Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot read: {e}") }),
         }
         let mut layer = toml::Table::new();
         let mut vars: Vec<(&'static str, String)> = Vec::new();
@@ -635,19 +525,14 @@ impl Settings {
                 if raw.is_empty() && !matches!(key.kind, Kind::Listen) {
                     continue;
                 }
-                let value = key
-                    .kind
-                    .normalize(&Toml::String(raw))
-                    .map_err(|m| ConfigError::invalid(&name, key.name, m))?;
+                let value = key.kind.normalize(&Toml::String(raw)).map_err(|m| ConfigError::invalid(&name, key.name, m))?;
                 insert_dotted(&mut layer, key.name, value);
                 vars.retain(|(k, _)| *k != key.name);
                 vars.push((key.name, name));
             }
         }
         if !vars.is_empty() {
-            settings = settings.layered(layer, &|key| {
-                vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-            })?;
+            settings = settings.layered(layer, &|key| vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()))?;
         }
         Ok(settings)
     }
@@ -660,10 +545,7 @@ impl Settings {
 
     /// Every dotted key `get`/`set` take, single-value keys first, then the lists.
     pub fn known_keys() -> Vec<&'static str> {
-        KEYS.iter()
-            .map(|k| k.name)
-            .chain([SYMBOLS, WEBHOOKS])
-            .collect()
+        KEYS.iter().map(|k| k.name).chain([SYMBOLS, WEBHOOKS]).collect()
     }
 
     /// Whether a change to `key` reaches running services without a restart: `log.level`,
@@ -676,11 +558,7 @@ impl Settings {
 
     /// Merges a normalized layer over these settings. `origin_of(key)` names where a
     /// changed key came from (file or variable), for cross-key errors.
-    fn layered(
-        &self,
-        layer: toml::Table,
-        origin_of: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Settings, ConfigError> {
+    fn layered(&self, layer: toml::Table, origin_of: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let mut table = self.to_table();
         merge(&mut table, layer);
         let next = from_table("", table)?;
@@ -692,8 +570,7 @@ impl Settings {
     fn check_across(&self, origin_of: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let s = &self.supervisor;
         if s.backoff_initial_ms > s.backoff_max_ms {
-            let (key, message) = if origin_of("supervisor.backoff_max_ms").is_some()
-                || origin_of("supervisor.backoff_initial_ms").is_none()
+            let (key, message) = if origin_of("supervisor.backoff_max_ms").is_some() || origin_of("supervisor.backoff_initial_ms").is_none()
             {
                 (
                     "supervisor.backoff_max_ms",
@@ -705,17 +582,10 @@ impl Settings {
             } else {
                 (
                     "supervisor.backoff_initial_ms",
-                    format!(
-                        "expected a whole number <= supervisor.backoff_max_ms ({}), got {}",
-                        s.backoff_max_ms, s.backoff_initial_ms
-                    ),
+                    format!("expected a whole number <= supervisor.backoff_max_ms ({}), got {}", s.backoff_max_ms, s.backoff_initial_ms),
                 )
             };
-            return Err(ConfigError::invalid(
-                &origin_of(key).unwrap_or_default(),
-                key,
-                message,
-            ));
+            return Err(ConfigError::invalid(&origin_of(key).unwrap_or_default(), key, message));
         }
         Ok(())
     }
@@ -732,10 +602,7 @@ impl Settings {
     /// The whole configuration as nested JSON: decimals as strings, webhook secrets masked.
     pub fn to_json(&self) -> Json {
         let mut json = serde_json::to_value(self).expect("Settings serialize to JSON");
-        if let Some(hooks) = json
-            .pointer_mut("/notify/webhooks")
-            .and_then(Json::as_array_mut)
-        {
+        if let Some(hooks) = json.pointer_mut("/notify/webhooks").and_then(Json::as_array_mut) {
             for hook in hooks {
                 if let Some(secret) = hook.get_mut("secret") {
                     *secret = Json::String(MASKED_SECRET.into());
@@ -758,10 +625,7 @@ impl Settings {
                 if rest == s.symbol {
                     return Some(entry.clone());
                 }
-                if let Some(field) = rest
-                    .strip_prefix(s.symbol.as_str())
-                    .and_then(|r| r.strip_prefix('.'))
-                {
+                if let Some(field) = rest.strip_prefix(s.symbol.as_str()).and_then(|r| r.strip_prefix('.')) {
                     return entry.get(field).cloned();
                 }
             }
@@ -805,38 +669,22 @@ impl Settings {
             insert_dotted(&mut layer, key, value);
             keys.push(key);
         }
-        let before: Vec<Json> = keys
-            .iter()
-            .map(|k| self.get(k).unwrap_or(Json::Null))
-            .collect();
+        let before: Vec<Json> = keys.iter().map(|k| self.get(k).unwrap_or(Json::Null)).collect();
         let next = self.layered(layer, &|k| keys.contains(&k).then(String::new))?;
         *self = next;
         Ok(keys
             .iter()
             .zip(before)
-            .map(|(key, old)| Change {
-                key: key.to_string(),
-                old,
-                new: self.get(key).unwrap_or(Json::Null),
-                hot: Self::is_hot(key),
-            })
+            .map(|(key, old)| Change { key: key.to_string(), old, new: self.get(key).unwrap_or(Json::Null), hot: Self::is_hot(key) })
             .collect())
     }
 
     /// Flattens a `PUT /api/config` body into `(dotted key, value)` pairs for `set_many`:
     /// nested (`{"risk": {"max_open_orders": 5}}`) or dotted (`{"risk.max_open_orders": 5}`).
     pub fn flatten(patch: &Json) -> Result<Vec<(String, Json)>, ConfigError> {
-        fn walk(
-            prefix: &str,
-            object: &serde_json::Map<String, Json>,
-            out: &mut Vec<(String, Json)>,
-        ) {
+        fn walk(prefix: &str, object: &serde_json::Map<String, Json>, out: &mut Vec<(String, Json)>) {
             for (k, v) in object {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 match v {
                     Json::Object(inner) if is_section(&key) => walk(&key, inner, out),
                     _ => out.push((key, v.clone())),
@@ -863,13 +711,7 @@ impl Settings {
                 if let Toml::Table(t) = &mut hook {
                     if t.get("secret").and_then(Toml::as_str) == Some(MASKED_SECRET) {
                         let url = t.get("url").and_then(Toml::as_str).unwrap_or_default();
-                        match self
-                            .notify
-                            .webhooks
-                            .iter()
-                            .find(|w| w.url == url)
-                            .and_then(|w| w.secret.clone())
-                        {
+                        match self.notify.webhooks.iter().find(|w| w.url == url).and_then(|w| w.secret.clone()) {
                             Some(secret) => t.insert("secret".into(), Toml::String(secret)),
                             None => t.remove("secret"),
                         };
@@ -899,19 +741,10 @@ impl Settings {
         let text = match std::fs::read_to_string(&target) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(ConfigError::Io {
-                    path: origin,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+            Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot read: {e}") }),
         };
         let mut doc: toml_edit::DocumentMut =
-            text.parse()
-                .map_err(|e: toml_edit::TomlError| ConfigError::Syntax {
-                    origin: origin.clone(),
-                    message: e.to_string(),
-                })?;
+            text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Syntax { origin: origin.clone(), message: e.to_string() })?;
         for (key, value) in entries {
             let value = normalize_json(key, value)?;
             edit(&mut doc, &origin, key, value)?;
@@ -920,13 +753,8 @@ impl Settings {
         // Refuse to write a file that would stop the daemon from starting.
         let layer = parse_layer(&origin, &text)?;
         let persisted: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
-        Settings::defaults().layered(layer, &|key| {
-            persisted.contains(&key).then(|| origin.clone())
-        })?;
-        write_atomically(&target, &text).map_err(|e| ConfigError::Io {
-            path: origin,
-            message: format!("cannot write: {e}"),
-        })
+        Settings::defaults().layered(layer, &|key| persisted.contains(&key).then(|| origin.clone()))?;
+        write_atomically(&target, &text).map_err(|e| ConfigError::Io { path: origin, message: format!("cannot write: {e}") })
     }
 }
 
@@ -936,12 +764,10 @@ fn env_var(key: &str) -> String {
 
 /// Reads one file's text into a normalized layer.
 fn parse_layer(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: e.message().to_string() + &location(text, &e),
-        })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        origin: origin.to_string(),
+        message: e.message().to_string() + &location(text, &e),
+    })?;
     normalize_layer(origin, &table)
 }
 
@@ -957,12 +783,7 @@ fn location(text: &str, e: &toml::de::Error) -> String {
 
 fn from_table(origin: &str, table: toml::Table) -> Result<Settings, ConfigError> {
     // Normalization has checked every key and value, so this fails only on an agt bug.
-    Toml::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })
+    Toml::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Syntax { origin: origin.to_string(), message: e.to_string() })
 }
 
 /// The dotted keys a normalized layer sets, for blaming cross-key errors.
@@ -983,9 +804,7 @@ fn insert_dotted(table: &mut toml::Table, key: &str, value: Toml) {
             table.insert(key.to_string(), value);
         }
         Some((section, leaf)) => {
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| Toml::Table(toml::Table::new()));
+            let entry = table.entry(section.to_string()).or_insert_with(|| Toml::Table(toml::Table::new()));
             if let Toml::Table(t) = entry {
                 t.insert(leaf.to_string(), value);
             }
@@ -1000,15 +819,11 @@ fn merge(base: &mut toml::Table, layer: toml::Table) {
         match (name.as_str(), value) {
             (SYMBOLS, Toml::Array(entries)) => merge_entries(base, SYMBOLS, "symbol", entries),
             (_, Toml::Table(section)) => {
-                let slot = base
-                    .entry(name.clone())
-                    .or_insert_with(|| Toml::Table(toml::Table::new()));
+                let slot = base.entry(name.clone()).or_insert_with(|| Toml::Table(toml::Table::new()));
                 let Toml::Table(slot) = slot else { continue };
                 for (leaf, v) in section {
                     match (name.as_str(), leaf.as_str(), v) {
-                        ("notify", "webhooks", Toml::Array(entries)) => {
-                            merge_entries(slot, "webhooks", "url", entries)
-                        }
+                        ("notify", "webhooks", Toml::Array(entries)) => merge_entries(slot, "webhooks", "url", entries),
                         (_, _, v) => {
                             slot.insert(leaf, v);
                         }
@@ -1023,9 +838,7 @@ fn merge(base: &mut toml::Table, layer: toml::Table) {
 }
 
 fn merge_entries(table: &mut toml::Table, name: &str, id: &str, entries: Vec<Toml>) {
-    let list = table
-        .entry(name.to_string())
-        .or_insert_with(|| Toml::Array(Vec::new()));
+    let list = table.entry(name.to_string()).or_insert_with(|| Toml::Array(Vec::new()));
     let Toml::Array(list) = list else { return };
     for entry in entries {
         let same = |e: &Toml| e.get(id).is_some() && e.get(id) == entry.get(id);
@@ -1050,22 +863,15 @@ fn unknown(origin: &str, key: &str, known: &[String]) -> ConfigError {
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| format!("did you mean {k:?}? "))
         .unwrap_or_default();
-    ConfigError::UnknownKey {
-        origin: origin.to_string(),
-        key: key.to_string(),
-        hint: format!("{near}known keys: {}", known.join(", ")),
-    }
+    ConfigError::UnknownKey { origin: origin.to_string(), key: key.to_string(), hint: format!("{near}known keys: {}", known.join(", ")) }
 }
 
 /// The known keys to list when `key` is unknown: its section's if it names one, else all.
 fn known_near(key: &str) -> Vec<String> {
     let section = key.split('.').next().unwrap_or_default();
     let all = Settings::known_keys();
-    let in_section: Vec<String> = all
-        .iter()
-        .filter(|k| k.split('.').next() == Some(section) && k.contains('.'))
-        .map(|k| k.to_string())
-        .collect();
+    let in_section: Vec<String> =
+        all.iter().filter(|k| k.split('.').next() == Some(section) && k.contains('.')).map(|k| k.to_string()).collect();
     if key.contains('.') && !in_section.is_empty() {
         in_section
     } else {
@@ -1080,9 +886,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut prev = row[0];
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(prev + usize::from(ca != *cb));
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + usize::from(ca != *cb));
             prev = row[j + 1];
             row[j + 1] = next;
         }
@@ -1092,14 +896,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn section<'a>(origin: &str, name: &str, value: &'a Toml) -> Result<&'a toml::Table, ConfigError> {
     value.as_table().ok_or_else(|| {
-        ConfigError::invalid(
-            origin,
-            name,
-            format!(
-                "expected a table ([{name}] with its keys below it), got {}",
-                shown(value)
-            ),
-        )
+        ConfigError::invalid(origin, name, format!("expected a table ([{name}] with its keys below it), got {}", shown(value)))
     })
 }
 
@@ -1110,10 +907,7 @@ fn normalize_layer(origin: &str, table: &toml::Table) -> Result<toml::Table, Con
         if name == SYMBOLS {
             out.insert(name.clone(), normalize_list(origin, SYMBOLS, value)?);
         } else if let Some(key) = find_key(name) {
-            let v = key
-                .kind
-                .normalize(value)
-                .map_err(|m| ConfigError::invalid(origin, name.as_str(), m))?;
+            let v = key.kind.normalize(value).map_err(|m| ConfigError::invalid(origin, name.as_str(), m))?;
             out.insert(name.clone(), v);
         } else if is_section(name) {
             for (leaf, v) in section(origin, name, value)? {
@@ -1121,11 +915,8 @@ fn normalize_layer(origin: &str, table: &toml::Table) -> Result<toml::Table, Con
                 let v = if dotted == WEBHOOKS {
                     normalize_list(origin, WEBHOOKS, v)?
                 } else {
-                    let key = find_key(&dotted)
-                        .ok_or_else(|| unknown(origin, &dotted, &known_near(&dotted)))?;
-                    key.kind
-                        .normalize(v)
-                        .map_err(|m| ConfigError::invalid(origin, dotted.as_str(), m))?
+                    let key = find_key(&dotted).ok_or_else(|| unknown(origin, &dotted, &known_near(&dotted)))?;
+                    key.kind.normalize(v).map_err(|m| ConfigError::invalid(origin, dotted.as_str(), m))?
                 };
                 insert_dotted(&mut out, &dotted, v);
             }
@@ -1144,13 +935,7 @@ fn normalize_json(key: &str, value: &Json) -> Result<Toml, ConfigError> {
         let list = match toml {
             Some(t @ Toml::Table(_)) => Toml::Array(vec![t]),
             Some(t) => t,
-            None => {
-                return Err(ConfigError::invalid(
-                    "",
-                    key,
-                    "expected a list of entries, got null",
-                ))
-            }
+            None => return Err(ConfigError::invalid("", key, "expected a list of entries, got null")),
         };
         return normalize_list("", key, &list);
     }
@@ -1158,15 +943,9 @@ fn normalize_json(key: &str, value: &Json) -> Result<Toml, ConfigError> {
         return Err(unknown("", key, &known_near(key)));
     };
     let Some(toml) = toml else {
-        return Err(ConfigError::invalid(
-            "",
-            key,
-            format!("expected {}, got null", k.kind.allowed()),
-        ));
+        return Err(ConfigError::invalid("", key, format!("expected {}, got null", k.kind.allowed())));
     };
-    k.kind
-        .normalize(&toml)
-        .map_err(|m| ConfigError::invalid("", key, m))
+    k.kind.normalize(&toml).map_err(|m| ConfigError::invalid("", key, m))
 }
 
 /// JSON as TOML; `null` is absent (a `null` field of an object is left out).
@@ -1180,70 +959,33 @@ fn json_to_toml(value: &Json) -> Option<Toml> {
         },
         Json::String(s) => Toml::String(s.clone()),
         Json::Array(items) => Toml::Array(items.iter().filter_map(json_to_toml).collect()),
-        Json::Object(map) => Toml::Table(
-            map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?)))
-                .collect(),
-        ),
+        Json::Object(map) => Toml::Table(map.iter().filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect()),
     })
 }
 
 /// Checks a `[[symbols]]` or `[[notify.webhooks]]` list.
 fn normalize_list(origin: &str, key: &str, value: &Toml) -> Result<Toml, ConfigError> {
     let Toml::Array(items) = value else {
-        let example = if key == SYMBOLS {
-            "[[symbols]] entries"
-        } else {
-            "[[notify.webhooks]] entries"
-        };
-        return Err(ConfigError::invalid(
-            origin,
-            key,
-            format!("expected a list of {example}, got {}", shown(value)),
-        ));
+        let example = if key == SYMBOLS { "[[symbols]] entries" } else { "[[notify.webhooks]] entries" };
+        return Err(ConfigError::invalid(origin, key, format!("expected a list of {example}, got {}", shown(value))));
     };
     let mut out: Vec<Toml> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let entry = if key == SYMBOLS {
-            normalize_symbol(origin, i, item)?
-        } else {
-            normalize_webhook(origin, i, item)?
-        };
-        let (id, name) = if key == SYMBOLS {
-            ("symbol", "symbols")
-        } else {
-            ("url", "notify.webhooks")
-        };
+        let entry = if key == SYMBOLS { normalize_symbol(origin, i, item)? } else { normalize_webhook(origin, i, item)? };
+        let (id, name) = if key == SYMBOLS { ("symbol", "symbols") } else { ("url", "notify.webhooks") };
         if out.iter().any(|e| e.get(id) == entry.get(id)) {
             let shown_id = entry.get(id).map(shown).unwrap_or_default();
-            return Err(ConfigError::invalid(
-                origin,
-                format!("{name}[{i}].{id}"),
-                format!("{shown_id} is listed twice"),
-            ));
+            return Err(ConfigError::invalid(origin, format!("{name}[{i}].{id}"), format!("{shown_id} is listed twice")));
         }
         out.push(entry);
     }
     Ok(Toml::Array(out))
 }
 
-fn entry_table<'a>(
-    origin: &str,
-    key: &str,
-    fields: &[&str],
-    item: &'a Toml,
-) -> Result<&'a toml::Table, ConfigError> {
-    let table = item.as_table().ok_or_else(|| {
-        ConfigError::invalid(
-            origin,
-            key,
-            format!(
-                "expected a table with {}, got {}",
-                fields.join(", "),
-                shown(item)
-            ),
-        )
-    })?;
+fn entry_table<'a>(origin: &str, key: &str, fields: &[&str], item: &'a Toml) -> Result<&'a toml::Table, ConfigError> {
+    let table = item
+        .as_table()
+        .ok_or_else(|| ConfigError::invalid(origin, key, format!("expected a table with {}, got {}", fields.join(", "), shown(item))))?;
     if let Some(extra) = table.keys().find(|k| !fields.contains(&k.as_str())) {
         let known: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
         return Err(unknown(origin, &format!("{key}.{extra}"), &known));
@@ -1252,10 +994,7 @@ fn entry_table<'a>(
 }
 
 fn is_symbol(text: &str) -> bool {
-    (1..=32).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 fn normalize_symbol(origin: &str, index: usize, item: &Toml) -> Result<Toml, ConfigError> {
@@ -1276,50 +1015,27 @@ fn normalize_symbol(origin: &str, index: usize, item: &Toml) -> Result<Toml, Con
     let decimal = |field: &str, default: Option<Decimal>| -> Result<Decimal, ConfigError> {
         let key = format!("{at}.{field}");
         match table.get(field) {
-            None => default.ok_or_else(|| {
-                ConfigError::invalid(
-                    origin,
-                    &key,
-                    "missing: expected a decimal number > 0 such as \"0.01\"",
-                )
-            }),
+            None => default.ok_or_else(|| ConfigError::invalid(origin, &key, "missing: expected a decimal number > 0 such as \"0.01\"")),
             Some(v) => match decimal_of(v) {
                 Some(d) if d > Decimal::ZERO => Ok(d),
-                _ => Err(ConfigError::invalid(
-                    origin,
-                    &key,
-                    format!(
-                        "expected a decimal number > 0 such as \"0.01\", got {}",
-                        shown(v)
-                    ),
-                )),
+                _ => Err(ConfigError::invalid(origin, &key, format!("expected a decimal number > 0 such as \"0.01\", got {}", shown(v)))),
             },
         }
     };
     let tick = decimal("tick", None)?;
     let lot = decimal("lot", None)?;
     let min_quantity = decimal("min_quantity", Some(lot))?;
-    let max_quantity = decimal(
-        "max_quantity",
-        Some(Decimal::from(DEFAULT_MAX_QUANTITY).max(min_quantity)),
-    )?;
+    let max_quantity = decimal("max_quantity", Some(Decimal::from(DEFAULT_MAX_QUANTITY).max(min_quantity)))?;
     if max_quantity < min_quantity {
         return Err(ConfigError::invalid(
             origin,
             format!("{at}.max_quantity"),
-            format!(
-                "expected a decimal number >= min_quantity ({min_quantity}), got {max_quantity}"
-            ),
+            format!("expected a decimal number >= min_quantity ({min_quantity}), got {max_quantity}"),
         ));
     }
     let mut out = toml::Table::new();
     out.insert("symbol".into(), Toml::String(symbol));
-    for (field, d) in [
-        ("tick", tick),
-        ("lot", lot),
-        ("min_quantity", min_quantity),
-        ("max_quantity", max_quantity),
-    ] {
+    for (field, d) in [("tick", tick), ("lot", lot), ("min_quantity", min_quantity), ("max_quantity", max_quantity)] {
         out.insert(field.into(), Toml::String(d.to_string()));
     }
     Ok(Toml::Table(out))
@@ -1331,9 +1047,7 @@ fn is_webhook_url(url: &str) -> bool {
     let rest = url.strip_prefix("http://");
     rest.is_some_and(|r| {
         let host = r.split(['/', '?', '#']).next().unwrap_or_default();
-        !host.is_empty()
-            && !host.starts_with(':')
-            && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        !host.is_empty() && !host.starts_with(':') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
     })
 }
 
@@ -1365,9 +1079,7 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
             let mut events = Vec::new();
             for e in items {
                 match e.as_str() {
-                    Some(name) if name == "*" || EVENT_TYPES.contains(&name) => {
-                        events.push(Toml::String(name.into()))
-                    }
+                    Some(name) if name == "*" || EVENT_TYPES.contains(&name) => events.push(Toml::String(name.into())),
                     _ => {
                         return Err(ConfigError::invalid(
                             origin,
@@ -1383,11 +1095,7 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
             return Err(ConfigError::invalid(
                 origin,
                 format!("{at}.events"),
-                format!(
-                    "expected a non-empty list of {}, got {}",
-                    allowed(),
-                    shown(v)
-                ),
+                format!("expected a non-empty list of {}, got {}", allowed(), shown(v)),
             ))
         }
     };
@@ -1400,13 +1108,7 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
         Some(Toml::String(s)) => {
             out.insert("secret".into(), Toml::String(s.clone()));
         }
-        Some(v) => {
-            return Err(ConfigError::invalid(
-                origin,
-                format!("{at}.secret"),
-                format!("expected a string, got {}", shown(v)),
-            ))
-        }
+        Some(v) => return Err(ConfigError::invalid(origin, format!("{at}.secret"), format!("expected a string, got {}", shown(v)))),
     }
     Ok(Toml::Table(out))
 }
@@ -1448,12 +1150,7 @@ fn put(table: &mut dyn toml_edit::TableLike, leaf: &str, value: &Toml) {
 }
 
 /// Writes one normalized key into the operator's document.
-fn edit(
-    doc: &mut toml_edit::DocumentMut,
-    origin: &str,
-    key: &str,
-    value: Toml,
-) -> Result<(), ConfigError> {
+fn edit(doc: &mut toml_edit::DocumentMut, origin: &str, key: &str, value: Toml) -> Result<(), ConfigError> {
     let root = doc.as_table_mut();
     let (parent, leaf): (&mut dyn toml_edit::TableLike, &str) = match key.split_once('.') {
         None => (root, key),
@@ -1465,20 +1162,14 @@ fn edit(
                 t.decor_mut().set_prefix("\n");
                 toml_edit::Item::Table(t)
             });
-            let table = item.as_table_like_mut().ok_or_else(|| {
-                ConfigError::invalid(
-                    origin,
-                    section,
-                    format!("expected a table ([{section}] with its keys below it)"),
-                )
-            })?;
+            let table = item
+                .as_table_like_mut()
+                .ok_or_else(|| ConfigError::invalid(origin, section, format!("expected a table ([{section}] with its keys below it)")))?;
             (table, leaf)
         }
     };
     match (key, value) {
-        (SYMBOLS, Toml::Array(entries)) => {
-            edit_entries(parent, origin, key, leaf, "symbol", entries)
-        }
+        (SYMBOLS, Toml::Array(entries)) => edit_entries(parent, origin, key, leaf, "symbol", entries),
         (WEBHOOKS, Toml::Array(entries)) => edit_entries(parent, origin, key, leaf, "url", entries),
         (_, value) => {
             put(parent, leaf, &value);
@@ -1497,9 +1188,7 @@ fn edit_entries(
     id: &str,
     entries: Vec<Toml>,
 ) -> Result<(), ConfigError> {
-    let item = parent.entry(leaf).or_insert(toml_edit::Item::ArrayOfTables(
-        toml_edit::ArrayOfTables::new(),
-    ));
+    let item = parent.entry(leaf).or_insert(toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()));
     if item.is_none() {
         *item = toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new());
     }
@@ -1509,35 +1198,21 @@ fn edit_entries(
         let mut aot = toml_edit::ArrayOfTables::new();
         for v in array.iter() {
             let Some(inline) = v.as_inline_table() else {
-                return Err(ConfigError::invalid(
-                    origin,
-                    key,
-                    "expected a list of tables",
-                ));
+                return Err(ConfigError::invalid(origin, key, "expected a list of tables"));
             };
             aot.push(inline.clone().into_table());
         }
         *item = toml_edit::Item::ArrayOfTables(aot);
     }
     let Some(aot) = item.as_array_of_tables_mut() else {
-        return Err(ConfigError::invalid(
-            origin,
-            key,
-            "expected a list of tables",
-        ));
+        return Err(ConfigError::invalid(origin, key, "expected a list of tables"));
     };
     for entry in entries {
         let Toml::Table(mut fields) = entry else {
             continue;
         };
-        let wanted = fields
-            .get(id)
-            .and_then(Toml::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let existing = aot
-            .iter_mut()
-            .find(|t| t.get(id).and_then(|i| i.as_str()) == Some(wanted.as_str()));
+        let wanted = fields.get(id).and_then(Toml::as_str).unwrap_or_default().to_string();
+        let existing = aot.iter_mut().find(|t| t.get(id).and_then(|i| i.as_str()) == Some(wanted.as_str()));
         let table = match existing {
             Some(t) => t,
             None => {
@@ -1551,20 +1226,12 @@ fn edit_entries(
                 None => fields.remove("secret"),
             };
         }
-        let stale: Vec<String> = table
-            .iter()
-            .map(|(k, _)| k.to_string())
-            .filter(|k| !fields.contains_key(k))
-            .collect();
+        let stale: Vec<String> = table.iter().map(|(k, _)| k.to_string()).filter(|k| !fields.contains_key(k)).collect();
         for k in stale {
             table.remove(&k);
         }
         // In the order the docs list them, not alphabetically.
-        let order = if id == "symbol" {
-            SYMBOL_FIELDS
-        } else {
-            WEBHOOK_FIELDS
-        };
+        let order = if id == "symbol" { SYMBOL_FIELDS } else { WEBHOOK_FIELDS };
         for k in order {
             if let Some(v) = fields.get(*k) {
                 put(table, k, v);
@@ -1584,22 +1251,13 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "agt.toml".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "agt.toml".into());
     let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let temp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     // Webhook secrets may live here: new files are the owner's alone; old ones keep their mode.
-    let mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o600);
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
     let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;

@@ -26,15 +26,11 @@ fn load_text(text: &str) -> Result<Settings, ConfigError> {
 fn load_error(text: &str) -> String {
     let (_dir, file) = home_with(text);
     let err = Settings::load(&file, &no_env).expect_err("should not load");
-    err.to_string()
-        .replace(&file.display().to_string(), "/h/agt.toml")
+    err.to_string().replace(&file.display().to_string(), "/h/agt.toml")
 }
 
 fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     move |name| map.get(name).cloned()
 }
 
@@ -58,20 +54,12 @@ fn defaults_are_the_shipped_file() {
     assert!(!s.risk.allow_short);
     assert!(!s.debug.fault_injection);
     assert_eq!(
-        (
-            s.supervisor.max_restarts,
-            s.supervisor.window_s,
-            s.supervisor.backoff_initial_ms,
-            s.supervisor.backoff_max_ms
-        ),
+        (s.supervisor.max_restarts, s.supervisor.window_s, s.supervisor.backoff_initial_ms, s.supervisor.backoff_max_ms),
         (5, 60, 100, 5000)
     );
     assert!(s.notify.webhooks.is_empty());
-    let symbols: Vec<(&str, String, String)> = s
-        .symbols
-        .iter()
-        .map(|x| (x.symbol.as_str(), x.tick.to_string(), x.lot.to_string()))
-        .collect();
+    let symbols: Vec<(&str, String, String)> =
+        s.symbols.iter().map(|x| (x.symbol.as_str(), x.tick.to_string(), x.lot.to_string())).collect();
     assert_eq!(
         symbols,
         [
@@ -81,10 +69,7 @@ fn defaults_are_the_shipped_file() {
             ("ETH-USD", "0.01".into(), "0.001".into()),
         ]
     );
-    assert!(s
-        .symbols
-        .iter()
-        .all(|x| x.min_quantity > Decimal::ZERO && x.min_quantity <= x.max_quantity));
+    assert!(s.symbols.iter().all(|x| x.min_quantity > Decimal::ZERO && x.min_quantity <= x.max_quantity));
     assert_eq!(s.symbols[2].base(), "BTC");
     assert_eq!(s.symbols[0].base(), "AAPL");
     assert_eq!(Settings::default(), s);
@@ -101,14 +86,9 @@ fn every_key_is_in_the_shipped_file_with_a_comment() {
             _ => format!("{leaf} = "),
         };
         let lines: Vec<&str> = text.lines().collect();
-        let at = lines
-            .iter()
-            .position(|l| l.starts_with(&line))
-            .unwrap_or_else(|| panic!("{key} is not in agt.toml"));
+        let at = lines.iter().position(|l| l.starts_with(&line)).unwrap_or_else(|| panic!("{key} is not in agt.toml"));
         // Grouped keys share one comment block, so look for a comment a few lines above.
-        let commented = lines[at.saturating_sub(4)..at]
-            .iter()
-            .any(|l| l.starts_with('#'));
+        let commented = lines[at.saturating_sub(4)..at].iter().any(|l| l.starts_with('#'));
         assert!(commented, "{key} has no comment above it in agt.toml");
     }
 }
@@ -122,8 +102,7 @@ fn a_missing_home_file_gives_the_defaults() {
 
 #[test]
 fn the_acceptance_harness_home_file_loads() {
-    let s =
-        load_text("[http]\nlisten = \"127.0.0.1:0\"\n\n[debug]\nfault_injection = true\n").unwrap();
+    let s = load_text("[http]\nlisten = \"127.0.0.1:0\"\n\n[debug]\nfault_injection = true\n").unwrap();
     assert_eq!(s.http.listen, "127.0.0.1:0");
     assert_eq!(s.http.addr().unwrap().port(), 0);
     assert!(s.debug.fault_injection);
@@ -157,27 +136,16 @@ max_quantity = "10"
     assert_eq!(s.durability, Durability::Full);
     assert_eq!(s.risk.max_open_orders, 5);
     assert_eq!(s.risk.max_order_quantity, dec("250.5"));
-    assert_eq!(
-        s.risk.price_band_pct.to_string(),
-        "0.1",
-        "a float is read from its shortest text"
-    );
+    assert_eq!(s.risk.price_band_pct.to_string(), "0.1", "a float is read from its shortest text");
     // Keys the file does not name keep their defaults, even in the same table.
     assert_eq!(s.risk.max_orders_per_second, 1000);
     let names: Vec<&str> = s.symbols.iter().map(|x| x.symbol.as_str()).collect();
     assert_eq!(names, ["AAPL", "MSFT", "BTC-USD", "ETH-USD", "TSLA"]);
     let btc = &s.symbols[2];
-    assert_eq!(
-        (btc.tick.to_string(), btc.max_quantity.to_string()),
-        ("0.5".into(), "10".into())
-    );
+    assert_eq!((btc.tick.to_string(), btc.max_quantity.to_string()), ("0.5".into(), "10".into()));
     let tsla = &s.symbols[4];
     assert_eq!(tsla.tick.to_string(), "0.05");
-    assert_eq!(
-        (tsla.min_quantity, tsla.max_quantity),
-        (dec("1"), dec("1000000")),
-        "min defaults to the lot"
-    );
+    assert_eq!((tsla.min_quantity, tsla.max_quantity), (dec("1"), dec("1000000")), "min defaults to the lot");
 }
 
 #[test]
@@ -195,19 +163,12 @@ url = "http://127.0.0.1:9000/all"
     .unwrap();
     assert_eq!(s.notify.webhooks.len(), 2);
     assert_eq!(s.notify.webhooks[0].secret.as_deref(), Some("s3cret"));
-    assert_eq!(
-        s.notify.webhooks[1].events,
-        ["*"],
-        "no events means every event"
-    );
+    assert_eq!(s.notify.webhooks[1].events, ["*"], "no events means every event");
     let json = s.to_json();
     assert_eq!(json["notify"]["webhooks"][0]["secret"], "***");
     assert!(!json.to_string().contains("s3cret"));
     assert_eq!(s.get("notify.webhooks.0.secret"), Some(json!("***")));
-    assert_eq!(
-        s.get("notify.webhooks.1.url"),
-        Some(json!("http://127.0.0.1:9000/all"))
-    );
+    assert_eq!(s.get("notify.webhooks.1.url"), Some(json!("http://127.0.0.1:9000/all")));
 }
 
 #[test]
@@ -231,10 +192,7 @@ fn the_environment_overrides_the_home_file() {
     assert_eq!(s.risk.price_band_pct, dec("2.5"));
     assert!(s.risk.allow_short);
     assert_eq!(s.supervisor.max_restarts, 5, "an empty variable is ignored");
-    assert_eq!(
-        Settings::env_var("risk.max_open_orders"),
-        "AGT_RISK_MAX_OPEN_ORDERS"
-    );
+    assert_eq!(Settings::env_var("risk.max_open_orders"), "AGT_RISK_MAX_OPEN_ORDERS");
     assert_eq!(Settings::env_var("durability"), "AGT_DURABILITY");
 }
 
@@ -242,14 +200,7 @@ fn the_environment_overrides_the_home_file() {
 fn agt_http_addr_wins_and_empty_turns_tcp_off() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agt.toml");
-    let s = Settings::load(
-        &file,
-        &env_of(&[
-            ("AGT_HTTP_LISTEN", "127.0.0.1:1"),
-            ("AGT_HTTP_ADDR", "127.0.0.1:2"),
-        ]),
-    )
-    .unwrap();
+    let s = Settings::load(&file, &env_of(&[("AGT_HTTP_LISTEN", "127.0.0.1:1"), ("AGT_HTTP_ADDR", "127.0.0.1:2")])).unwrap();
     assert_eq!(s.http.listen, "127.0.0.1:2");
     let s = Settings::load(&file, &env_of(&[("AGT_HTTP_ADDR", "")])).unwrap();
     assert_eq!(s.http.listen, "");
@@ -262,18 +213,12 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
         load_error("[risk]\nmax_open_orders = \"abc\"\n"),
         r#"/h/agt.toml: risk.max_open_orders: expected a whole number >= 1, got "abc""#
     );
-    assert_eq!(
-        load_error("[risk]\nmax_open_orders = 0\n"),
-        "/h/agt.toml: risk.max_open_orders: expected a whole number >= 1, got 0"
-    );
+    assert_eq!(load_error("[risk]\nmax_open_orders = 0\n"), "/h/agt.toml: risk.max_open_orders: expected a whole number >= 1, got 0");
     assert_eq!(
         load_error("[log]\nlevel = \"verbose\"\n"),
         r#"/h/agt.toml: log.level: expected one of "error", "warn", "info", "debug", "trace", got "verbose""#
     );
-    assert_eq!(
-        load_error("durability = \"fast\"\n"),
-        r#"/h/agt.toml: durability: expected "normal" or "full", got "fast""#
-    );
+    assert_eq!(load_error("durability = \"fast\"\n"), r#"/h/agt.toml: durability: expected "normal" or "full", got "fast""#);
     assert_eq!(
         load_error("[http]\nlisten = \"nowhere\"\n"),
         "/h/agt.toml: http.listen: expected \"host:port\" such as \"127.0.0.1:8000\" (port 0 picks a free port), \
@@ -287,18 +232,12 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
         load_error("[risk]\nmax_order_notional = -5\n"),
         r#"/h/agt.toml: risk.max_order_notional: expected a decimal number > 0 such as "10.5", got -5"#
     );
-    assert_eq!(
-        load_error("[risk]\nallow_short = \"maybe\"\n"),
-        r#"/h/agt.toml: risk.allow_short: expected true or false, got "maybe""#
-    );
+    assert_eq!(load_error("[risk]\nallow_short = \"maybe\"\n"), r#"/h/agt.toml: risk.allow_short: expected true or false, got "maybe""#);
     assert_eq!(
         load_error("[trading]\norder_timeout_s = 99999\n"),
         "/h/agt.toml: trading.order_timeout_s: expected a whole number from 1 to 3600, got 99999"
     );
-    assert_eq!(
-        load_error("risk = 5\n"),
-        "/h/agt.toml: risk: expected a table ([risk] with its keys below it), got 5"
-    );
+    assert_eq!(load_error("risk = 5\n"), "/h/agt.toml: risk: expected a table ([risk] with its keys below it), got 5");
 }
 
 #[test]
@@ -309,21 +248,12 @@ fn an_unknown_key_is_named_with_a_suggestion_and_the_known_keys() {
         "{err}"
     );
     let err = load_error("[rsik]\nmax_open_orders = 5\n");
-    assert!(
-        err.starts_with(r#"/h/agt.toml: unknown key "rsik" ("#),
-        "{err}"
-    );
-    assert!(
-        err.contains("known keys: durability, http.listen, log.level"),
-        "{err}"
-    );
+    assert!(err.starts_with(r#"/h/agt.toml: unknown key "rsik" ("#), "{err}");
+    assert!(err.contains("known keys: durability, http.listen, log.level"), "{err}");
     let err = load_error("[[symbols]]\nsymbol = \"X\"\ntick = 1\nlot = 1\nticks = 2\n");
     assert!(err.starts_with(r#"/h/agt.toml: unknown key "symbols[0].ticks" (did you mean "tick"? known keys: symbol, tick, lot"#), "{err}");
     let err = load_error("[notify]\nwebhook = []\n");
-    assert!(
-        err.contains(r#"unknown key "notify.webhook" (did you mean "notify.webhooks"?"#),
-        "{err}"
-    );
+    assert!(err.contains(r#"unknown key "notify.webhook" (did you mean "notify.webhooks"?"#), "{err}");
 }
 
 #[test]
@@ -365,17 +295,10 @@ fn a_bad_environment_variable_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agt.toml");
     let err = Settings::load(&file, &env_of(&[("AGT_RISK_MAX_OPEN_ORDERS", "lots")])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        r#"AGT_RISK_MAX_OPEN_ORDERS: risk.max_open_orders: expected a whole number >= 1, got "lots""#
-    );
+    assert_eq!(err.to_string(), r#"AGT_RISK_MAX_OPEN_ORDERS: risk.max_open_orders: expected a whole number >= 1, got "lots""#);
     assert_eq!(err.key(), Some("risk.max_open_orders"));
     let err = Settings::load(&file, &env_of(&[("AGT_HTTP_ADDR", "8000")])).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("AGT_HTTP_ADDR: http.listen: expected \"host:port\""),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("AGT_HTTP_ADDR: http.listen: expected \"host:port\""), "{err}");
 }
 
 #[test]
@@ -396,27 +319,15 @@ fn rules_between_keys_blame_the_key_that_changed() {
         "/h/agt.toml: supervisor.backoff_max_ms: expected a whole number >= supervisor.backoff_initial_ms (100), got 50"
     );
     let dir = tempfile::tempdir().unwrap();
-    let err = Settings::load(
-        &dir.path().join("agt.toml"),
-        &env_of(&[("AGT_SUPERVISOR_BACKOFF_MAX_MS", "10")]),
-    )
-    .unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("AGT_SUPERVISOR_BACKOFF_MAX_MS: supervisor.backoff_max_ms: "),
-        "{err}"
-    );
+    let err = Settings::load(&dir.path().join("agt.toml"), &env_of(&[("AGT_SUPERVISOR_BACKOFF_MAX_MS", "10")])).unwrap_err();
+    assert!(err.to_string().starts_with("AGT_SUPERVISOR_BACKOFF_MAX_MS: supervisor.backoff_max_ms: "), "{err}");
 }
 
 #[test]
 fn get_and_set_round_trip_through_dotted_keys() {
     let mut s = Settings::defaults();
     assert_eq!(s.get("risk.max_open_orders"), Some(json!(100)));
-    assert_eq!(
-        s.get("risk.max_order_notional"),
-        Some(json!("10000000")),
-        "decimals are strings"
-    );
+    assert_eq!(s.get("risk.max_order_notional"), Some(json!("10000000")), "decimals are strings");
     assert_eq!(s.get("durability"), Some(json!("normal")));
     assert_eq!(s.get("symbols.BTC-USD.lot"), Some(json!("0.0001")));
     assert_eq!(s.get("symbols.AAPL").unwrap()["tick"], "0.01");
@@ -425,15 +336,7 @@ fn get_and_set_round_trip_through_dotted_keys() {
     assert_eq!(s.get(""), None);
 
     let change = s.set("risk.max_open_orders", &json!("3")).unwrap();
-    assert_eq!(
-        change,
-        Change {
-            key: "risk.max_open_orders".into(),
-            old: json!(100),
-            new: json!(3),
-            hot: true
-        }
-    );
+    assert_eq!(change, Change { key: "risk.max_open_orders".into(), old: json!(100), new: json!(3), hot: true });
     assert_eq!(s.risk.max_open_orders, 3);
 
     s.set("risk.max_order_quantity", &json!(12.5)).unwrap();
@@ -446,20 +349,11 @@ fn get_and_set_round_trip_through_dotted_keys() {
     assert!(!change.hot);
     assert_eq!(s.http.addr(), None);
 
-    let change = s
-        .set(
-            "symbols",
-            &json!({"symbol": "TSLA", "tick": "0.05", "lot": 1}),
-        )
-        .unwrap();
+    let change = s.set("symbols", &json!({"symbol": "TSLA", "tick": "0.05", "lot": 1})).unwrap();
     assert!(!change.hot);
     assert_eq!(s.symbols.len(), 5);
     assert_eq!(s.get("symbols.TSLA.max_quantity"), Some(json!("1000000")));
-    s.set(
-        "symbols",
-        &json!([{"symbol": "AAPL", "tick": "0.05", "lot": 10}]),
-    )
-    .unwrap();
+    s.set("symbols", &json!([{"symbol": "AAPL", "tick": "0.05", "lot": 10}])).unwrap();
     assert_eq!(s.symbols.len(), 5, "the same symbol is replaced, not added");
     assert_eq!(s.symbols[0].lot, dec("10"));
 }
@@ -469,79 +363,39 @@ fn a_failed_set_changes_nothing() {
     let mut s = Settings::defaults();
     let before = s.clone();
     let err = s.set("risk.max_open_order", &json!(5)).unwrap_err();
-    assert!(
-        err.to_string().starts_with(
-            r#"unknown key "risk.max_open_order" (did you mean "risk.max_open_orders"?"#
-        ),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(r#"unknown key "risk.max_open_order" (did you mean "risk.max_open_orders"?"#), "{err}");
     let err = s.set("risk.max_open_orders", &json!("abc")).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        r#"risk.max_open_orders: expected a whole number >= 1, got "abc""#
-    );
+    assert_eq!(err.to_string(), r#"risk.max_open_orders: expected a whole number >= 1, got "abc""#);
     assert!(s.set("risk.max_open_orders", &json!(-1)).is_err());
     assert!(s.set("risk.max_open_orders", &json!(1.5)).is_err());
     assert!(s.set("risk.max_open_orders", &Json::Null).is_err());
     assert!(s.set("risk.price_band_pct", &json!("NaN")).is_err());
     assert!(s.set("durability", &json!(true)).is_err());
     assert!(s.set("supervisor.backoff_max_ms", &json!(1)).is_err());
-    assert!(s
-        .set("symbols", &json!({"symbol": "bad", "tick": 1, "lot": 1}))
-        .is_err());
+    assert!(s.set("symbols", &json!({"symbol": "bad", "tick": 1, "lot": 1})).is_err());
     assert!(s.set("risk", &json!({"max_open_orders": 5})).is_err());
-    assert!(s
-        .set_many(&[
-            ("risk.max_open_orders", &json!(5)),
-            ("risk.allow_short", &json!("perhaps"))
-        ])
-        .is_err());
+    assert!(s.set_many(&[("risk.max_open_orders", &json!(5)), ("risk.allow_short", &json!("perhaps"))]).is_err());
     assert_eq!(s, before);
 }
 
 #[test]
 fn set_many_checks_rules_between_keys_at_the_end() {
     let mut s = Settings::defaults();
-    let patch = Settings::flatten(
-        &json!({"supervisor": {"backoff_initial_ms": 10000, "backoff_max_ms": 20000}}),
-    )
-    .unwrap();
+    let patch = Settings::flatten(&json!({"supervisor": {"backoff_initial_ms": 10000, "backoff_max_ms": 20000}})).unwrap();
     let entries: Vec<(&str, &Json)> = patch.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let changes = s.set_many(&entries).unwrap();
     assert_eq!(changes.len(), 2);
-    assert_eq!(
-        (s.supervisor.backoff_initial_ms, s.supervisor.backoff_max_ms),
-        (10000, 20000)
-    );
-    let flat =
-        Settings::flatten(&json!({"risk.max_open_orders": 1, "notify": {"webhooks": []}})).unwrap();
-    assert_eq!(
-        flat,
-        [
-            ("notify.webhooks".to_string(), json!([])),
-            ("risk.max_open_orders".to_string(), json!(1))
-        ]
-    );
+    assert_eq!((s.supervisor.backoff_initial_ms, s.supervisor.backoff_max_ms), (10000, 20000));
+    let flat = Settings::flatten(&json!({"risk.max_open_orders": 1, "notify": {"webhooks": []}})).unwrap();
+    assert_eq!(flat, [("notify.webhooks".to_string(), json!([])), ("risk.max_open_orders".to_string(), json!(1))]);
 }
 
 #[test]
 fn a_webhook_set_with_the_masked_secret_keeps_its_secret() {
     let mut s = Settings::defaults();
-    let change = s
-        .set(
-            "notify.webhooks",
-            &json!([{"url": "http://x.test/h", "events": ["*"], "secret": "k"}]),
-        )
-        .unwrap();
-    assert_eq!(
-        change.new[0]["secret"], "***",
-        "a change never shows a secret"
-    );
-    s.set(
-        "notify.webhooks",
-        &json!({"url": "http://x.test/h", "events": ["TRADE_EXECUTED"], "secret": "***"}),
-    )
-    .unwrap();
+    let change = s.set("notify.webhooks", &json!([{"url": "http://x.test/h", "events": ["*"], "secret": "k"}])).unwrap();
+    assert_eq!(change.new[0]["secret"], "***", "a change never shows a secret");
+    s.set("notify.webhooks", &json!({"url": "http://x.test/h", "events": ["TRADE_EXECUTED"], "secret": "***"})).unwrap();
     assert_eq!(s.notify.webhooks.len(), 1);
     assert_eq!(s.notify.webhooks[0].secret.as_deref(), Some("k"));
     assert_eq!(s.notify.webhooks[0].events, ["TRADE_EXECUTED"]);
@@ -549,10 +403,7 @@ fn a_webhook_set_with_the_masked_secret_keeps_its_secret() {
 
 #[test]
 fn hot_keys_are_the_ones_services_can_apply_live() {
-    let hot: Vec<&str> = Settings::known_keys()
-        .into_iter()
-        .filter(|k| Settings::is_hot(k))
-        .collect();
+    let hot: Vec<&str> = Settings::known_keys().into_iter().filter(|k| Settings::is_hot(k)).collect();
     assert_eq!(
         hot,
         [
@@ -572,13 +423,7 @@ fn hot_keys_are_the_ones_services_can_apply_live() {
             "supervisor.backoff_max_ms",
         ]
     );
-    for cold in [
-        "http.listen",
-        "durability",
-        "symbols",
-        "notify.webhooks",
-        "nope",
-    ] {
+    for cold in ["http.listen", "durability", "symbols", "notify.webhooks", "nope"] {
         assert!(!Settings::is_hot(cold), "{cold}");
     }
 }
@@ -592,10 +437,7 @@ fn persist_keeps_the_operators_comments_and_reloads() {
     Settings::persist(&file, "supervisor.window_s", &json!(30)).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("# my settings\n"), "{text}");
-    assert!(
-        text.contains("# keep this low\nmax_open_orders = 7 # tight\n"),
-        "{text}"
-    );
+    assert!(text.contains("# keep this low\nmax_open_orders = 7 # tight\n"), "{text}");
     assert!(text.contains("allow_short = true"), "{text}");
     assert!(text.contains("level = \"debug\""), "{text}");
     assert!(text.contains("durability = \"full\""), "{text}");
@@ -606,10 +448,7 @@ fn persist_keeps_the_operators_comments_and_reloads() {
     assert_eq!(s.durability, Durability::Full);
     assert_eq!(s.supervisor.window_s, 30);
     assert_eq!(s.log.level, LogLevel::Debug);
-    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, ["agt.toml"], "no temp file is left behind");
 }
 
@@ -621,14 +460,8 @@ fn persist_creates_the_home_file_and_writes_decimals_exactly() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.trim(), "[risk]\nprice_band_pct = \"0.1\"");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(
-        Settings::load(&file, &no_env).unwrap().risk.price_band_pct,
-        dec("0.1")
-    );
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(Settings::load(&file, &no_env).unwrap().risk.price_band_pct, dec("0.1"));
 }
 
 #[test]
@@ -638,65 +471,32 @@ fn persist_refuses_a_bad_value_and_leaves_the_file_alone() {
     assert!(Settings::persist(&file, "risk.max_open_orders", &json!("abc")).is_err());
     assert!(Settings::persist(&file, "risk.nope", &json!(1)).is_err());
     let err = Settings::persist(&file, "supervisor.backoff_initial_ms", &json!(2000)).unwrap_err();
-    assert!(err.to_string().contains("supervisor.backoff_initial_ms: expected a whole number <= supervisor.backoff_max_ms (1000)"), "{err}");
+    assert!(
+        err.to_string().contains("supervisor.backoff_initial_ms: expected a whole number <= supervisor.backoff_max_ms (1000)"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
     // Both together are fine.
-    Settings::persist_many(
-        &file,
-        &[
-            ("supervisor.backoff_initial_ms", &json!(2000)),
-            ("supervisor.backoff_max_ms", &json!(4000)),
-        ],
-    )
-    .unwrap();
+    Settings::persist_many(&file, &[("supervisor.backoff_initial_ms", &json!(2000)), ("supervisor.backoff_max_ms", &json!(4000))]).unwrap();
     let s = Settings::load(&file, &no_env).unwrap();
-    assert_eq!(
-        (s.supervisor.backoff_initial_ms, s.supervisor.backoff_max_ms),
-        (2000, 4000)
-    );
-    assert!(std::fs::read_to_string(&file)
-        .unwrap()
-        .contains("backoff_max_ms = 4000 # careful"));
+    assert_eq!((s.supervisor.backoff_initial_ms, s.supervisor.backoff_max_ms), (2000, 4000));
+    assert!(std::fs::read_to_string(&file).unwrap().contains("backoff_max_ms = 4000 # careful"));
 }
 
 #[test]
 fn persist_adds_and_replaces_list_entries() {
     let original = "# symbols I trade\n[[symbols]]\n# a comment on TSLA\nsymbol = \"TSLA\"\ntick = \"0.05\"\nlot = \"1\"\n\n[[notify.webhooks]]\nurl = \"http://x.test/h\"\nevents = [\"*\"]\nsecret = \"k\"\n";
     let (_dir, file) = home_with(original);
-    Settings::persist(
-        &file,
-        "symbols",
-        &json!({"symbol": "TSLA", "tick": "0.01", "lot": 1}),
-    )
-    .unwrap();
-    Settings::persist(
-        &file,
-        "symbols",
-        &json!([{"symbol": "NVDA", "tick": 0.01, "lot": 1}]),
-    )
-    .unwrap();
-    Settings::persist(
-        &file,
-        "notify.webhooks",
-        &json!({"url": "http://x.test/h", "events": ["TRADE_EXECUTED"], "secret": "***"}),
-    )
-    .unwrap();
+    Settings::persist(&file, "symbols", &json!({"symbol": "TSLA", "tick": "0.01", "lot": 1})).unwrap();
+    Settings::persist(&file, "symbols", &json!([{"symbol": "NVDA", "tick": 0.01, "lot": 1}])).unwrap();
+    Settings::persist(&file, "notify.webhooks", &json!({"url": "http://x.test/h", "events": ["TRADE_EXECUTED"], "secret": "***"})).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        text.contains("# a comment on TSLA\nsymbol = \"TSLA\"\ntick = \"0.01\""),
-        "{text}"
-    );
+    assert!(text.contains("# a comment on TSLA\nsymbol = \"TSLA\"\ntick = \"0.01\""), "{text}");
     assert_eq!(text.matches("[[symbols]]").count(), 2, "{text}");
-    assert!(
-        text.contains("secret = \"k\""),
-        "the masked secret keeps the secret: {text}"
-    );
+    assert!(text.contains("secret = \"k\""), "the masked secret keeps the secret: {text}");
     let s = Settings::load(&file, &no_env).unwrap();
     let names: Vec<&str> = s.symbols.iter().map(|x| x.symbol.as_str()).collect();
-    assert_eq!(
-        names,
-        ["AAPL", "MSFT", "BTC-USD", "ETH-USD", "TSLA", "NVDA"]
-    );
+    assert_eq!(names, ["AAPL", "MSFT", "BTC-USD", "ETH-USD", "TSLA", "NVDA"]);
     assert_eq!(s.notify.webhooks[0].events, ["TRADE_EXECUTED"]);
     assert_eq!(s.notify.webhooks[0].secret.as_deref(), Some("k"));
 }
@@ -705,46 +505,19 @@ fn persist_adds_and_replaces_list_entries() {
 fn persist_into_a_file_without_webhooks_writes_an_array_of_tables() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agt.toml");
-    Settings::persist(
-        &file,
-        "notify.webhooks",
-        &json!([{"url": "http://h.test/x", "events": ["ORDER_CREATED"]}]),
-    )
-    .unwrap();
+    Settings::persist(&file, "notify.webhooks", &json!([{"url": "http://h.test/x", "events": ["ORDER_CREATED"]}])).unwrap();
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        text.contains("[[notify.webhooks]]\nurl = \"http://h.test/x\""),
-        "{text}"
-    );
+    assert!(text.contains("[[notify.webhooks]]\nurl = \"http://h.test/x\""), "{text}");
     assert!(!text.contains("[notify]\n"), "{text}");
-    assert_eq!(
-        Settings::load(&file, &no_env)
-            .unwrap()
-            .notify
-            .webhooks
-            .len(),
-        1
-    );
+    assert_eq!(Settings::load(&file, &no_env).unwrap().notify.webhooks.len(), 1);
 }
 
 #[test]
 fn parse_listen_takes_ip_or_localhost_with_a_port() {
     assert_eq!(parse_listen("").unwrap(), None);
-    assert_eq!(
-        parse_listen("[::1]:80").unwrap(),
-        Some("[::1]:80".parse().unwrap())
-    );
-    assert_eq!(
-        parse_listen("localhost:0").unwrap(),
-        Some("127.0.0.1:0".parse().unwrap())
-    );
-    for bad in [
-        "8000",
-        "127.0.0.1",
-        "host:80",
-        "127.0.0.1:99999",
-        " 127.0.0.1:80",
-    ] {
+    assert_eq!(parse_listen("[::1]:80").unwrap(), Some("[::1]:80".parse().unwrap()));
+    assert_eq!(parse_listen("localhost:0").unwrap(), Some("127.0.0.1:0".parse().unwrap()));
+    for bad in ["8000", "127.0.0.1", "host:80", "127.0.0.1:99999", " 127.0.0.1:80"] {
         assert!(parse_listen(bad).is_err(), "{bad}");
     }
 }

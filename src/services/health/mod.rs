@@ -12,7 +12,10 @@ pub enum Cmd {
     Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
     /// The newest `limit` lifecycle events, newest first.
-    History { limit: usize, reply: Reply<Vec<serde_json::Value>> },
+    History {
+        limit: usize,
+        reply: Reply<Vec<serde_json::Value>>,
+    },
 }
 
 pub struct Health {
@@ -54,9 +57,8 @@ impl Service for Health {
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
             Cmd::History { limit, reply } => {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT seq, timestamp, service, kind, reason FROM lifecycle ORDER BY seq DESC LIMIT ?1",
-                )?;
+                let mut stmt =
+                    tx.prepare_cached("SELECT seq, timestamp, service, kind, reason FROM lifecycle ORDER BY seq DESC LIMIT ?1")?;
                 let rows = stmt
                     .query_map([limit as i64], |r| {
                         Ok(serde_json::json!({

@@ -10,7 +10,7 @@
 
 use super::tape::Print;
 use crate::api::Candle;
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 
@@ -152,9 +152,7 @@ impl Bar {
 pub fn aggregate(interval: Interval, prints: &[Print]) -> Vec<Bar> {
     let mut bars: std::collections::BTreeMap<i64, Bar> = Default::default();
     for p in prints {
-        bars.entry(interval.bucket(p.ts_us))
-            .and_modify(|b| b.add(p))
-            .or_insert_with(|| Bar::opened_by(interval, p));
+        bars.entry(interval.bucket(p.ts_us)).and_modify(|b| b.add(p)).or_insert_with(|| Bar::opened_by(interval, p));
     }
     bars.into_values().collect()
 }

@@ -375,10 +375,7 @@ pub fn check(rows: Vec<CsvRow>, known: impl Fn(&str) -> bool) -> Result<Vec<(usi
     if bad.is_empty() {
         return Ok(bars);
     }
-    let mut message = format!(
-        "{} of {total} row(s) are bad, so nothing was imported; fix them and import the file again:",
-        bad.len()
-    );
+    let mut message = format!("{} of {total} row(s) are bad, so nothing was imported; fix them and import the file again:", bad.len());
     for b in bad.iter().take(MAX_REPORTED) {
         message.push_str("\n  ");
         message.push_str(b);

@@ -56,7 +56,10 @@ pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
         return Err(ApiError::invalid("invalid_tick", format!("tick must be a decimal number > 0 such as \"0.01\"; got {}", new.tick)));
     }
     if new.lot <= Decimal::ZERO {
-        return Err(ApiError::invalid("invalid_lot", format!("lot must be a decimal number > 0 such as \"1\" or \"0.001\"; got {}", new.lot)));
+        return Err(ApiError::invalid(
+            "invalid_lot",
+            format!("lot must be a decimal number > 0 such as \"1\" or \"0.001\"; got {}", new.lot),
+        ));
     }
     let min_quantity = new.min_quantity.unwrap_or(new.lot);
     if min_quantity <= Decimal::ZERO {
@@ -170,9 +173,8 @@ impl Instruments {
 
     /// The instrument, or 404 `unknown_symbol`.
     pub fn require(&self, symbol: &str) -> Result<&Instrument, ApiError> {
-        self.get(symbol).ok_or_else(|| {
-            ApiError::new(404, "unknown_symbol", format!("no symbol {}; `agt symbol list` shows them", shown(symbol)))
-        })
+        self.get(symbol)
+            .ok_or_else(|| ApiError::new(404, "unknown_symbol", format!("no symbol {}; `agt symbol list` shows them", shown(symbol))))
     }
 
     /// Every instrument, by symbol.

@@ -34,17 +34,32 @@ pub enum Cmd {
     Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
     /// Newest first.
-    Trades { symbol: String, limit: usize, reply: Reply<Vec<Trade>> },
+    Trades {
+        symbol: String,
+        limit: usize,
+        reply: Reply<Vec<Trade>>,
+    },
     /// Last price and 24h figures (best bid/ask are the book's: the route fills them in).
-    Quote { symbol: String, reply: Reply<Quote> },
+    Quote {
+        symbol: String,
+        reply: Reply<Quote>,
+    },
     /// Oldest first, the newest `limit` bars of `interval` (`1s 1m 5m 1h 1d`).
-    Candles { symbol: String, interval: String, limit: usize, reply: Reply<Vec<Candle>> },
+    Candles {
+        symbol: String,
+        interval: String,
+        limit: usize,
+        reply: Reply<Vec<Candle>>,
+    },
     /// Historical OHLCV bars, all or nothing: if any row is bad or names an unknown
     /// symbol, 400 `invalid_csv` listing the bad rows by line, and nothing is written.
     /// Otherwise every bar is written (replacing a bar with the same symbol, interval and
     /// open time) in one transaction. A symbol's newest imported close becomes its last
     /// price only if it is newer than the last trade (see [`import::as_of_us`]).
-    Import { rows: Vec<import::CsvRow>, reply: Reply<Imported> },
+    Import {
+        rows: Vec<import::CsvRow>,
+        reply: Reply<Imported>,
+    },
 }
 
 /// What an import did (`POST /api/market/import` answers it).

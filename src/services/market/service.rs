@@ -23,7 +23,8 @@ pub struct Market {
     unsaved_trade_seq: Option<u64>,
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE instruments (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE instruments (
         symbol TEXT PRIMARY KEY,
         base TEXT NOT NULL,
         quote TEXT NOT NULL,
@@ -64,7 +65,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE instruments (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('last_event_seq', 0);",
     // The last price an import set, and the moment it stands for (`import::as_of_us`).
-    "CREATE TABLE imported_last (symbol TEXT PRIMARY KEY, price TEXT NOT NULL, ts_us INTEGER NOT NULL);"];
+    "CREATE TABLE imported_last (symbol TEXT PRIMARY KEY, price TEXT NOT NULL, ts_us INTEGER NOT NULL);",
+];
 
 impl Market {
     /// Rebuilds the state from the store, after adding the config's new instruments.

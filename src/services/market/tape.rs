@@ -84,9 +84,7 @@ impl Tape {
     pub fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Tape> {
         let symbols: Vec<String> =
             conn.prepare("SELECT DISTINCT symbol FROM trades")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        let mut newest = conn.prepare(
-            "SELECT price, ts_us, id FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT 1",
-        )?;
+        let mut newest = conn.prepare("SELECT price, ts_us, id FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT 1")?;
         let mut last = HashMap::new();
         for s in symbols {
             let l = newest.query_row([&s], |r| Ok(Last { price: decimal_at(r, 0)?, ts_us: r.get(1)?, row: r.get(2)? }))?;
@@ -130,9 +128,7 @@ impl Tape {
     pub fn record(&mut self, tx: &Connection, bars: &mut Bars, t: &Trade, fallback_us: i64) -> rusqlite::Result<bool> {
         let ts_us = micros(&t.timestamp).unwrap_or(fallback_us);
         let inserted = tx
-            .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO trades ({TRADE_COLUMNS}, ts_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?
+            .prepare_cached(&format!("INSERT OR IGNORE INTO trades ({TRADE_COLUMNS}, ts_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?
             .execute(params![
                 t.trade_id,
                 t.symbol,
@@ -158,9 +154,8 @@ impl Tape {
 
     /// The newest `limit` trades of a symbol, newest first.
     pub fn trades(tx: &Connection, symbol: &str, limit: usize) -> rusqlite::Result<Vec<Trade>> {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {TRADE_COLUMNS} FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT ?2"
-        ))?;
+        let mut stmt =
+            tx.prepare_cached(&format!("SELECT {TRADE_COLUMNS} FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT ?2"))?;
         let rows = stmt.query_map(params![symbol, limit.min(i64::MAX as usize) as i64], row_to_trade)?;
         rows.collect()
     }
@@ -176,9 +171,8 @@ impl Tape {
         let minute_us = 60 * 1_000_000;
         let edge_us = from_us.div_euclid(minute_us) * minute_us + if from_us.rem_euclid(minute_us) == 0 { 0 } else { minute_us };
         let mut stats = Stats::default();
-        let mut stmt = tx.prepare_cached(
-            "SELECT price, quantity FROM trades WHERE symbol = ?1 AND ts_us >= ?2 AND ts_us < ?3 AND ts_us <= ?4",
-        )?;
+        let mut stmt =
+            tx.prepare_cached("SELECT price, quantity FROM trades WHERE symbol = ?1 AND ts_us >= ?2 AND ts_us < ?3 AND ts_us <= ?4")?;
         let mut rows = stmt.query(params![symbol, from_us, edge_us, now_us])?;
         while let Some(r) = rows.next()? {
             stats.add_trade(decimal_at(r, 0)?, decimal_at(r, 1)?);

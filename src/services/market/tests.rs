@@ -119,7 +119,8 @@ fn symbols_are_validated_with_codes_that_say_what_is_wrong() {
     assert_eq!(f.add("ZERO", "0", "1").unwrap_err().code, "invalid_tick");
     assert_eq!(f.add("LOT", "0.01", "0").unwrap_err().code, "invalid_lot");
 
-    let inverted = NewInstrument { symbol: "INV".into(), tick: d("1"), lot: d("1"), min_quantity: Some(d("10")), max_quantity: Some(d("5")) };
+    let inverted =
+        NewInstrument { symbol: "INV".into(), tick: d("1"), lot: d("1"), min_quantity: Some(d("10")), max_quantity: Some(d("5")) };
     assert_eq!(f.tx(|m, tx| m.add_symbol(tx, inverted).unwrap()).unwrap_err().code, "invalid_quantity");
 
     let e = f.add("BTC-USD", "1", "1").unwrap_err();
@@ -371,7 +372,7 @@ fn an_import_never_replaces_a_newer_trade_price_and_trades_extend_imported_bars(
     let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
     let now = T0 + 86_400 * S;
     f.trade("t1", "AAPL", "200", "1", T0 + 3600 * S); // 01:00
-    // A bar that ended before the trade: history, not the last price.
+                                                      // A bar that ended before the trade: history, not the last price.
     let out = f.import("AAPL,1m,2024-05-01T00:30:00Z,150,150,150,150,1\n", now).unwrap();
     assert!(out.last_price_updated.is_empty());
     assert_eq!(out.last.get("AAPL"), Some(&d("150")));
@@ -450,7 +451,11 @@ fn a_batch_of_trades_out_of_order_leaves_every_bar_as_its_trades_add_up() {
         }
     });
     let expected = |iv: Interval| -> Vec<_> {
-        aggregate(iv, &prints).iter().map(|b| b.to_candle("AAPL", iv)).map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades)).collect()
+        aggregate(iv, &prints)
+            .iter()
+            .map(|b| b.to_candle("AAPL", iv))
+            .map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades))
+            .collect()
     };
     for round in ["as written", "after a reload"] {
         for iv in Interval::ALL {

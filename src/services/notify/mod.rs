@@ -137,8 +137,7 @@ impl Tuning {
 pub fn wants(events: &[String], event: &crate::services::bus::BusEvent) -> bool {
     let named = events.contains(&event.kind);
     if event.kind.starts_with("NOTIFICATION_") {
-        let about_notification =
-            event.data().get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
+        let about_notification = event.data().get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
         return named && !about_notification;
     }
     named || events.iter().any(|e| e == "*")
@@ -221,7 +220,14 @@ mod tests {
     use crate::api::Event;
 
     fn event(kind: &str, data: serde_json::Value) -> crate::services::bus::BusEvent {
-        crate::services::bus::BusEvent::from_event(Event { seq: 1, event_id: "e".into(), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data })
+        crate::services::bus::BusEvent::from_event(Event {
+            seq: 1,
+            event_id: "e".into(),
+            kind: kind.into(),
+            source: "t".into(),
+            timestamp: "now".into(),
+            data,
+        })
     }
 
     fn list(items: &[&str]) -> Vec<String> {

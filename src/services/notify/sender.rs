@@ -179,7 +179,9 @@ mod tests {
                         if let Some(end) = text.find("\r\n\r\n") {
                             let len = text[..end]
                                 .lines()
-                                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                                })
                                 .unwrap_or(0);
                             if got.len() >= end + 4 + len {
                                 break;

@@ -7,7 +7,7 @@ use crate::daemon::metrics::{self, ResultLabel};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use crate::services::config::settings::MASKED_SECRET;
 use crate::services::config::SharedSettings;
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -90,9 +90,7 @@ fn now_ms() -> i64 {
 }
 
 fn rfc3339_of_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default()
 }
 
 fn count(result: &str) {
@@ -475,7 +473,14 @@ mod tests {
             out
         }
         fn event(&mut self, seq: u64, kind: &str) {
-            let event = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
+            let event = Event {
+                seq,
+                event_id: format!("e{seq}"),
+                kind: kind.into(),
+                source: "t".into(),
+                timestamp: "now".into(),
+                data: serde_json::json!({}),
+            };
             self.run(Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))));
         }
         fn deliveries(&mut self) -> Vec<Delivery> {
@@ -603,7 +608,14 @@ mod tests {
         assert_eq!(svc.last_event_seq, 1, "history before notify existed is not replayed");
         let tx = conn.transaction().unwrap();
         svc.add_rule(&tx, NewWebhookRule { url: "http://x/".into(), events: vec!["*".into()], secret: None }).unwrap().unwrap();
-        let event = Event { seq: 2, event_id: "e".into(), kind: "USER_CREATED".into(), source: "t".into(), timestamp: "now".into(), data: serde_json::json!({}) };
+        let event = Event {
+            seq: 2,
+            event_id: "e".into(),
+            kind: "USER_CREATED".into(),
+            source: "t".into(),
+            timestamp: "now".into(),
+            data: serde_json::json!({}),
+        };
         svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))), &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
         svc.before_commit(&tx).unwrap();

@@ -6,12 +6,12 @@
 //! risk, record here — each step idempotent, so [`saga::recover`] can replay any step a
 //! crash interrupted. This file is the **message contract**.
 
-pub mod saga;
 mod events;
+pub mod saga;
 mod service;
 
-pub use service::Orders;
 pub(crate) use service::matched;
+pub use service::Orders;
 
 use crate::api::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::Reply;
@@ -21,21 +21,48 @@ use rust_decimal::Decimal;
 pub enum Cmd {
     /// Stores a new order at stage `accepted`; a repeated `client_order_id` of the same
     /// user answers the first order instead (`Accepted::Existing`).
-    Accept { order: NewOrder, reply: Reply<Accepted> },
+    Accept {
+        order: NewOrder,
+        reply: Reply<Accepted>,
+    },
     /// A risk rejection (or an abort): status `rejected` with its reason.
-    Reject { order_id: String, code: String, message: String, reply: Reply<Order> },
+    Reject {
+        order_id: String,
+        code: String,
+        message: String,
+        reply: Reply<Order>,
+    },
     /// The match outcome of a taker (placement or amend) and its makers' fills.
     /// `settled`: risk has committed the settlement already, so a placement's saga ends
     /// here (otherwise it waits in `settling` for [`Cmd::Settled`]).
-    Record { result: MatchResult, amended: Option<(Decimal, Decimal)>, settled: bool, reply: Reply<Order> },
+    Record {
+        result: MatchResult,
+        amended: Option<(Decimal, Decimal)>,
+        settled: bool,
+        reply: Reply<Order>,
+    },
     /// Risk has settled a recorded placement: its saga is done (no reply).
-    Settled { order_id: String },
+    Settled {
+        order_id: String,
+    },
     /// Orders taken out of the book by a cancel.
-    Cancelled { cancelled: Vec<Cancelled>, reply: Reply<Vec<Order>> },
-    Get { order_id: String, reply: Reply<Order> },
-    List { filter: ListFilter, reply: Reply<Vec<Order>> },
+    Cancelled {
+        cancelled: Vec<Cancelled>,
+        reply: Reply<Vec<Order>>,
+    },
+    Get {
+        order_id: String,
+        reply: Reply<Order>,
+    },
+    List {
+        filter: ListFilter,
+        reply: Reply<Vec<Order>>,
+    },
     /// Which of these order ids are stored, in the order asked (for recovery).
-    Known { order_ids: Vec<String>, reply: Reply<Vec<bool>> },
+    Known {
+        order_ids: Vec<String>,
+        reply: Reply<Vec<bool>>,
+    },
     /// Orders whose saga did not finish (for recovery).
     Unfinished(Reply<Vec<Order>>),
     /// Answered once everything the lane acknowledged before it is committed and its

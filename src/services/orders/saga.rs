@@ -11,9 +11,9 @@ use super::{Cmd, NewOrder};
 use crate::api::{AmendOrder, ApiError, Instrument, Order, OrderType, PlaceOrder, Side, TimeInForce};
 use crate::daemon::app::App;
 use crate::daemon::http::Caller;
+use crate::services::lane::{LaneCmd, Placement};
 use crate::services::market::base_asset;
 use crate::services::trading::{self, Cancelled, MatchRequest, MatchResult};
-use crate::services::lane::{LaneCmd, Placement};
 use crate::services::{market, risk, users};
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -85,7 +85,9 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
     let kind = body.kind.unwrap_or(if body.price.is_some() { OrderType::Limit } else { OrderType::Market });
     match (kind, body.price) {
         (OrderType::Limit, None) => return Err(invalid("invalid_price", "a limit order needs a price (or use \"type\": \"market\")")),
-        (OrderType::Market, Some(_)) => return Err(invalid("invalid_price", "a market order takes no price: leave price out or use \"type\": \"limit\"")),
+        (OrderType::Market, Some(_)) => {
+            return Err(invalid("invalid_price", "a market order takes no price: leave price out or use \"type\": \"limit\""))
+        }
         _ => {}
     }
     if let Some(c) = &body.client_order_id {
@@ -107,9 +109,7 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
         client_order_id: body.client_order_id.filter(|c| !c.is_empty()),
     };
     let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
-    let placement = |reply| {
-        LaneCmd::Place(Placement { order: new, user_active: user.status == "active", instrument, reply })
-    };
+    let placement = |reply| LaneCmd::Place(Placement { order: new, user_active: user.status == "active", instrument, reply });
     // The lane finishes the placement whether or not anyone still waits for it.
     let waited = async {
         let rx = app.placements.send(placement)?;
@@ -323,7 +323,10 @@ pub async fn visible_order(app: &App, caller: &Caller, order_id: &str) -> Result
 }
 
 fn not_open(o: &Order) -> ApiError {
-    ApiError::conflict("order_not_open", format!("order {} is already {}; only new or partially filled orders can change", o.order_id, o.status.as_str()))
+    ApiError::conflict(
+        "order_not_open",
+        format!("order {} is already {}; only new or partially filled orders can change", o.order_id, o.status.as_str()),
+    )
 }
 
 pub async fn cancel(app: &App, caller: &Caller, order_id: &str) -> Result<Order, ApiError> {
@@ -387,7 +390,10 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
         return Err(invalid("invalid_price", format!("price must be greater than zero, got {price}")));
     }
     if quantity <= o.filled_quantity {
-        return Err(invalid("invalid_quantity", format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity)));
+        return Err(invalid(
+            "invalid_quantity",
+            format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity),
+        ));
     }
     let instrument = instrument(app, &o.symbol).await?;
     if (price % instrument.tick) != Decimal::ZERO {
@@ -403,7 +409,10 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
         Err(e) => {
             // Put the hold back as it was.
             let (old_price, old_remaining) = (o.price.unwrap_or_default(), o.remaining_quantity);
-            let _ = app.risk.call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price: old_price, remaining: old_remaining, reply }).await;
+            let _ = app
+                .risk
+                .call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price: old_price, remaining: old_remaining, reply })
+                .await;
             return Err(e);
         }
     };

@@ -6,12 +6,13 @@ use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForc
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::store::{enum_at, text_at};
 use crate::services::trading::MatchResult;
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE orders (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE orders (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         order_id TEXT NOT NULL UNIQUE,
         user_id TEXT NOT NULL,
@@ -130,10 +131,16 @@ fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
 
 /// Fills and the volume-weighted average price.
 fn with_fills(tx: &Connection, mut o: Order) -> rusqlite::Result<Order> {
-    let mut stmt = tx.prepare_cached("SELECT trade_id, price, quantity, timestamp FROM fills WHERE order_id = ?1 ORDER BY timestamp, trade_id")?;
+    let mut stmt =
+        tx.prepare_cached("SELECT trade_id, price, quantity, timestamp FROM fills WHERE order_id = ?1 ORDER BY timestamp, trade_id")?;
     let fills = stmt
         .query_map([&o.order_id], |r| {
-            Ok(Fill { trade_id: r.get(0)?, price: dec(&r.get::<_, String>(1)?)?, quantity: dec(&r.get::<_, String>(2)?)?, timestamp: r.get(3)? })
+            Ok(Fill {
+                trade_id: r.get(0)?,
+                price: dec(&r.get::<_, String>(1)?)?,
+                quantity: dec(&r.get::<_, String>(2)?)?,
+                timestamp: r.get(3)?,
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     o.fills = fills;
@@ -156,7 +163,11 @@ fn after_match(taker: &mut Order, result: &MatchResult) {
         taker.status = if taker.filled_quantity >= taker.quantity {
             OrderStatus::Filled
         } else if result.rests {
-            if taker.filled_quantity > Decimal::ZERO { OrderStatus::PartiallyFilled } else { OrderStatus::New }
+            if taker.filled_quantity > Decimal::ZERO {
+                OrderStatus::PartiallyFilled
+            } else {
+                OrderStatus::New
+            }
         } else {
             OrderStatus::Cancelled
         };
@@ -203,10 +214,8 @@ fn average_of(notional: Decimal, filled: Decimal) -> Option<Decimal> {
 }
 
 fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
-    let o = tx
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?
-        .query_row([order_id], row_to_order)
-        .optional()?;
+    let o =
+        tx.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?.query_row([order_id], row_to_order).optional()?;
     o.map(|o| with_fills(tx, o)).transpose()
 }
 
@@ -235,25 +244,27 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<De
 
 /// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
 fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!("INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
-        .execute(params![
-            o.order_id,
-            o.user_id,
-            o.symbol,
-            o.side.as_str(),
-            o.kind.as_str(),
-            o.time_in_force.as_str(),
-            o.price.map(|p| p.to_string()),
-            o.quantity.to_string(),
-            o.filled_quantity.to_string(),
-            o.status.as_str(),
-            o.client_order_id,
-            o.created_at,
-            o.updated_at,
-            o.reject_reason,
-            stage,
-            notional.to_string()
-        ])?;
+    tx.prepare_cached(&format!(
+        "INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))?
+    .execute(params![
+        o.order_id,
+        o.user_id,
+        o.symbol,
+        o.side.as_str(),
+        o.kind.as_str(),
+        o.time_in_force.as_str(),
+        o.price.map(|p| p.to_string()),
+        o.quantity.to_string(),
+        o.filled_quantity.to_string(),
+        o.status.as_str(),
+        o.client_order_id,
+        o.created_at,
+        o.updated_at,
+        o.reject_reason,
+        stage,
+        notional.to_string()
+    ])?;
     Ok(())
 }
 
@@ -299,7 +310,12 @@ impl Orders {
     /// then its update. `batch` holds this batch's client order ids, which are in no
     /// row yet: a repeat within the batch answers the first as accepted, as a read of
     /// its `accepted` row did.
-    pub(crate) fn accept_unstored(tx: &Connection, n: NewOrder, now: String, batch: &mut HashMap<(String, String), Order>) -> Result<Accepted, ServiceError> {
+    pub(crate) fn accept_unstored(
+        tx: &Connection,
+        n: NewOrder,
+        now: String,
+        batch: &mut HashMap<(String, String), Order>,
+    ) -> Result<Accepted, ServiceError> {
         if let Some(coid) = &n.client_order_id {
             if let Some(first) = batch.get(&(n.user_id.clone(), coid.clone())) {
                 return Ok(Accepted::Existing(first.clone()));
@@ -347,7 +363,14 @@ impl Orders {
 
     /// Stores an order [`Orders::accept_unstored`] answered as rejected, its saga done:
     /// what [`Orders::reject_at`] leaves of a stored `accepted` order, in one write.
-    pub(crate) fn reject_unstored(tx: &Connection, mut o: Order, code: &str, message: &str, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
+    pub(crate) fn reject_unstored(
+        tx: &Connection,
+        mut o: Order,
+        code: &str,
+        message: &str,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Order, ServiceError> {
         mark_rejected(&mut o, code, message, now);
         insert(tx, &o, "done", Decimal::ZERO)?;
         // Counted in `agt_orders_total` by the lane, as it answers.
@@ -357,7 +380,13 @@ impl Orders {
 
     /// Marks an order that never reached the book rejected, if its saga is still at
     /// `accepted` (a repeat answers the order as it stands).
-    pub(crate) fn reject(tx: &Connection, order_id: &str, code: &str, message: &str, after: &mut AfterCommit) -> Result<Result<Order, ApiError>, ServiceError> {
+    pub(crate) fn reject(
+        tx: &Connection,
+        order_id: &str,
+        code: &str,
+        message: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Result<Order, ApiError>, ServiceError> {
         Self::reject_at(tx, order_id, code, message, &crate::api::now_rfc3339(), after)
     }
 
@@ -421,7 +450,14 @@ impl Orders {
 
     /// The first record of an order the lane accepted unstored in this same transaction
     /// ([`Orders::accept_unstored`]): its row is written once, with its outcome.
-    pub(crate) fn record_accepted(tx: &Connection, taker: Order, result: MatchResult, settled: bool, now: &str, after: &mut AfterCommit) -> Result<Order, ServiceError> {
+    pub(crate) fn record_accepted(
+        tx: &Connection,
+        taker: Order,
+        result: MatchResult,
+        settled: bool,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Order, ServiceError> {
         debug_assert!(taker.fills.is_empty() && taker.status == OrderStatus::New);
         Self::record_loaded(tx, taker, false, true, result, None, settled, now, after)
     }
@@ -449,7 +485,12 @@ impl Orders {
         for f in &result.fills {
             if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 taker.filled_quantity += f.quantity;
-                taker.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
+                taker.fills.push(Fill {
+                    trade_id: f.trade_id.clone(),
+                    price: f.price,
+                    quantity: f.quantity,
+                    timestamp: f.timestamp.clone(),
+                });
                 trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
             let Some((mut maker, _, notional)) = load_bare(tx, &f.maker_order_id)? else { continue };
@@ -603,7 +644,9 @@ impl Service for Orders {
             }
             Cmd::List { filter, reply } => after.reply(reply, Ok(Orders::list(tx, &filter)?)),
             Cmd::Unfinished(reply) => {
-                let mut stmt = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM orders INDEXED BY orders_live WHERE {LIVE} AND stage <> 'done' ORDER BY seq"))?;
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM orders INDEXED BY orders_live WHERE {LIVE} AND stage <> 'done' ORDER BY seq"
+                ))?;
                 let orders = stmt.query_map([], row_to_order)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 after.reply(reply, Ok(orders));
             }
@@ -651,7 +694,14 @@ mod tests {
             maker_remaining: Decimal::ZERO,
             timestamp: format!("t{n:03}"),
         };
-        let result = MatchResult { order_id: taker.order_id, fills: vec![fill], filled: d(quantity), remaining: Decimal::ZERO, rests: false, self_trade_prevented: false };
+        let result = MatchResult {
+            order_id: taker.order_id,
+            fills: vec![fill],
+            filled: d(quantity),
+            remaining: Decimal::ZERO,
+            rests: false,
+            self_trade_prevented: false,
+        };
         let mut after = AfterCommit::new("orders");
         Orders::record_at(tx, result, None, true, "t", &mut after).unwrap().unwrap();
         let events = after.event_texts();
@@ -669,7 +719,14 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let maker = order("mk", Side::Sell, "100", "100");
         Orders::accept_at(&tx, maker, "t".into()).unwrap();
-        let rests = MatchResult { order_id: "mk".into(), fills: vec![], filled: Decimal::ZERO, remaining: d("100"), rests: true, self_trade_prevented: false };
+        let rests = MatchResult {
+            order_id: "mk".into(),
+            fills: vec![],
+            filled: Decimal::ZERO,
+            remaining: d("100"),
+            rests: true,
+            self_trade_prevented: false,
+        };
         Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
         let fills = [("100.01", "3"), ("99.99", "7"), ("100.5", "0.25")];
         let vwap = |fills: &[(&str, &str)]| {
@@ -688,7 +745,9 @@ mod tests {
         let all = [fills[0], fills[1], fills[2], ("101", "1.75")];
         assert_eq!(trade(&tx, 3, "101", "1.75"), vwap(&all));
         let (notional, stored) = tx
-            .query_row("SELECT notional, filled FROM orders WHERE order_id = 'mk'", [], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_row("SELECT notional, filled FROM orders WHERE order_id = 'mk'", [], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .unwrap();
         assert_eq!(d(&notional), all.iter().map(|(p, q)| d(p) * d(q)).sum::<Decimal>());
         assert_eq!(d(&stored), d("12"));

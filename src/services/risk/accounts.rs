@@ -88,13 +88,18 @@ pub struct Ledger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// `needed` is more than `available`.
-    Insufficient { asset: String, needed: Decimal, available: Decimal },
+    Insufficient {
+        asset: String,
+        needed: Decimal,
+        available: Decimal,
+    },
     /// A result would not fit in a decimal.
     TooLarge,
     NoHold,
 }
 
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE balances (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE balances (
         user_id TEXT NOT NULL,
         asset TEXT NOT NULL,
         total TEXT NOT NULL,
@@ -386,7 +391,12 @@ impl Ledger {
         let mut v: Vec<Hold> = self
             .holds
             .values()
-            .map(|h| Hold { order_id: h.order_id.clone(), user_id: h.user_id.clone(), asset: h.asset.clone(), amount: h.amount.normalize() })
+            .map(|h| Hold {
+                order_id: h.order_id.clone(),
+                user_id: h.user_id.clone(),
+                asset: h.asset.clone(),
+                amount: h.amount.normalize(),
+            })
             .collect();
         v.sort_by(|a, b| (&a.user_id, &a.order_id).cmp(&(&b.user_id, &b.order_id)));
         v
@@ -394,18 +404,12 @@ impl Ledger {
 
     /// All balances, for consistency checks: (user, asset) → balance.
     pub fn all_balances(&self) -> BTreeMap<(String, String), Bal> {
-        self.balances
-            .iter()
-            .flat_map(|(u, m)| m.iter().map(move |(a, b)| ((u.clone(), a.clone()), *b)))
-            .collect()
+        self.balances.iter().flat_map(|(u, m)| m.iter().map(move |(a, b)| ((u.clone(), a.clone()), *b))).collect()
     }
 
     /// All nonzero positions: (user, symbol) → position.
     pub fn all_positions(&self) -> BTreeMap<(String, String), Pos> {
-        self.positions
-            .iter()
-            .flat_map(|(u, m)| m.iter().map(move |(s, p)| ((u.clone(), s.clone()), *p)))
-            .collect()
+        self.positions.iter().flat_map(|(u, m)| m.iter().map(move |(s, p)| ((u.clone(), s.clone()), *p))).collect()
     }
 
     /// Writes what changed since the last flush.
@@ -468,9 +472,8 @@ impl Ledger {
             let bal = Bal { total: dec(&r.get::<_, String>(2)?)?, held: dec(&r.get::<_, String>(3)?)? };
             ledger.balances.entry(user).or_default().insert(asset, bal);
         }
-        let mut stmt = conn.prepare(
-            "SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget FROM holds WHERE open = 1",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget FROM holds WHERE open = 1")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let rec = HoldRec {
@@ -501,10 +504,8 @@ impl Ledger {
 /// The budget a stored (possibly closed) hold was reserved with: `Some(budget)` when the
 /// order was reserved before, `None` when it never was.
 pub fn reserved_before(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Option<Decimal>>> {
-    let row: Option<Option<String>> = tx
-        .prepare_cached("SELECT budget FROM holds WHERE order_id = ?1")?
-        .query_row([order_id], |r| r.get(0))
-        .optional()?;
+    let row: Option<Option<String>> =
+        tx.prepare_cached("SELECT budget FROM holds WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()?;
     row.map(|b| b.map(|t| dec(&t)).transpose()).transpose()
 }
 

@@ -80,9 +80,7 @@ pub const LIMIT_KEYS: &[&str] =
 
 /// An asset or symbol name: 1–32 of `A-Z`, `0-9`, `-` and `.`.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 32
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 pub fn validate_asset(asset: &str) -> Result<(), ApiError> {
@@ -120,9 +118,7 @@ impl RateWindow {
             return Err(ApiError::new(
                 429,
                 "rate_limited",
-                format!(
-                    "more than max_orders_per_second = {limit} orders in the last second; wait a moment and retry"
-                ),
+                format!("more than max_orders_per_second = {limit} orders in the last second; wait a moment and retry"),
             ));
         }
         self.0.push_back(now);

@@ -27,26 +27,63 @@ use rust_decimal::Decimal;
 
 pub enum Cmd {
     /// Adds to a balance; answers the account after.
-    Deposit { user_id: String, asset: String, amount: Decimal, reply: Reply<Account> },
+    Deposit {
+        user_id: String,
+        asset: String,
+        amount: Decimal,
+        reply: Reply<Account>,
+    },
     /// Takes from the available balance (422 `insufficient_funds` if there is not enough).
-    Withdraw { user_id: String, asset: String, amount: Decimal, reply: Reply<Account> },
-    Account { user_id: String, reply: Reply<Account> },
+    Withdraw {
+        user_id: String,
+        asset: String,
+        amount: Decimal,
+        reply: Reply<Account>,
+    },
+    Account {
+        user_id: String,
+        reply: Reply<Account>,
+    },
     /// The pre-trade checks, then the hold. Idempotent: reserving an order id already
     /// reserved answers the same `Reserved` without holding twice. A rejection is a 422
     /// `ApiError` with the check's code.
-    Reserve { req: ReserveRequest, reply: Reply<Reserved> },
+    Reserve {
+        req: ReserveRequest,
+        reply: Reply<Reserved>,
+    },
     /// Moves cash and assets for trades (each once, by trade id), then releases what the
     /// orders in `release` still hold (each once).
-    Settle { req: SettleRequest, reply: Reply<()> },
+    Settle {
+        req: SettleRequest,
+        reply: Reply<()>,
+    },
     /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /
     /// `insufficient_position` when the new size needs more than is available).
-    Amend { order_id: String, price: Decimal, remaining: Decimal, reply: Reply<()> },
+    Amend {
+        order_id: String,
+        price: Decimal,
+        remaining: Decimal,
+        reply: Reply<()>,
+    },
     /// Global limits (from config `risk.*`) or a user's effective limits.
-    Limits { user_id: Option<String>, reply: Reply<RiskLimits> },
+    Limits {
+        user_id: Option<String>,
+        reply: Reply<RiskLimits>,
+    },
     /// A user's own limits (fields left out inherit the global value).
-    SetLimits { user_id: String, limits: RiskLimits, reply: Reply<RiskLimits> },
-    Halt { symbol: Option<String>, reply: Reply<TradingState> },
-    Resume { symbol: Option<String>, reply: Reply<TradingState> },
+    SetLimits {
+        user_id: String,
+        limits: RiskLimits,
+        reply: Reply<RiskLimits>,
+    },
+    Halt {
+        symbol: Option<String>,
+        reply: Reply<TradingState>,
+    },
+    Resume {
+        symbol: Option<String>,
+        reply: Reply<TradingState>,
+    },
     TradingState(Reply<TradingState>),
     /// Every hold still open, for consistency checks.
     Holds(Reply<Vec<Hold>>),
@@ -56,7 +93,12 @@ pub enum Cmd {
     /// Answers `false` and changes nothing if risk has settled a trade of the symbol after
     /// that moment since it started; 400 `invalid_price` for a price <= 0. Persisted like a
     /// settled trade's price.
-    SetLastPrice { symbol: String, price: Decimal, as_of_us: i64, reply: Reply<bool> },
+    SetLastPrice {
+        symbol: String,
+        price: Decimal,
+        as_of_us: i64,
+        reply: Reply<bool>,
+    },
 }
 
 impl Cmd {

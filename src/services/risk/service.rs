@@ -118,10 +118,7 @@ fn refused(r: Refusal) -> ApiError {
     match r {
         Refusal::Insufficient { asset, needed, available } => {
             let code = if asset == QUOTE { "insufficient_funds" } else { "insufficient_position" };
-            ApiError::rejected(
-                code,
-                format!("needs {needed} {asset} but only {available} is available (short by {})", needed - available),
-            )
+            ApiError::rejected(code, format!("needs {needed} {asset} but only {available} is available (short by {})", needed - available))
         }
         Refusal::TooLarge => ApiError::invalid("invalid_amount", "the amount is too large: the balance would not fit in 28 digits"),
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
@@ -277,7 +274,12 @@ impl Risk {
 
     /// Places a journalled hold again, as it was admitted (no checks: its placement has
     /// been answered). Nothing if the order was reserved before.
-    pub fn restore_hold(&mut self, tx: &Connection, order: &crate::services::orders::NewOrder, plan: &checks::Plan) -> Result<(), ServiceError> {
+    pub fn restore_hold(
+        &mut self,
+        tx: &Connection,
+        order: &crate::services::orders::NewOrder,
+        plan: &checks::Plan,
+    ) -> Result<(), ServiceError> {
         let known = self.ledger.hold(&order.order_id).or_else(|| self.ledger.unflushed_hold(&order.order_id)).is_some();
         if !known && accounts::reserved_before(tx, &order.order_id)?.is_none() {
             self.ledger.place_hold(&order.order_id, &order.user_id, &order.symbol, order.side, plan);
@@ -310,7 +312,10 @@ impl Risk {
             if !ok {
                 return Ok(Err(ApiError::invalid(
                     "invalid_trade",
-                    format!("trade {} has price {} and quantity {} of {:?}: both must be > 0", t.trade_id, t.price, t.quantity, t.base_asset),
+                    format!(
+                        "trade {} has price {} and quantity {} of {:?}: both must be > 0",
+                        t.trade_id, t.price, t.quantity, t.base_asset
+                    ),
                 )));
             }
         }
@@ -319,9 +324,7 @@ impl Risk {
             if remember && !accounts::mark_settled(tx, &t.trade_id)? {
                 continue;
             }
-            self.ledger
-                .settle(t)
-                .map_err(|r| ServiceError::Other(format!("cannot settle trade {}: {r:?}", t.trade_id)))?;
+            self.ledger.settle(t).map_err(|r| ServiceError::Other(format!("cannot settle trade {}: {r:?}", t.trade_id)))?;
             self.last_price.insert(t.symbol.clone(), t.price);
             self.last_price_at.insert(t.symbol.clone(), settled_at);
             if !self.prices_unsaved.contains(&t.symbol) {
@@ -370,9 +373,7 @@ impl Risk {
         let (user, side) = (hold.user_id.clone(), hold.side);
         let allow_short = self.limits(Some(&user)).allow_short;
         match self.ledger.resize(order_id, price, remaining, allow_short) {
-            Ok(()) => {
-                        Ok(Ok(()))
-            }
+            Ok(()) => Ok(Ok(())),
             Err(Refusal::Insufficient { asset, needed, available }) => {
                 let (code, what) = match side {
                     Side::Buy => ("insufficient_funds", format!("{remaining} at {price}")),
@@ -386,10 +387,9 @@ impl Risk {
                     ),
                 )))
             }
-            Err(Refusal::TooLarge) => Ok(Err(ApiError::rejected(
-                "max_order_notional",
-                format!("price {price} × quantity {remaining} is too large to compute"),
-            ))),
+            Err(Refusal::TooLarge) => {
+                Ok(Err(ApiError::rejected("max_order_notional", format!("price {price} × quantity {remaining} is too large to compute"))))
+            }
             Err(r) => Ok(Err(refused(r))),
         }
     }
@@ -406,8 +406,10 @@ impl Risk {
         own.price_band_pct = limits.price_band_pct.or(own.price_band_pct);
         own.allow_short = limits.allow_short.or(own.allow_short);
         let json = serde_json::to_string(&own).map_err(|e| ServiceError::Other(e.to_string()))?;
-        tx.prepare_cached("INSERT INTO user_limits (user_id, limits) VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET limits = excluded.limits")?
-            .execute(params![user, json])?;
+        tx.prepare_cached(
+            "INSERT INTO user_limits (user_id, limits) VALUES (?1, ?2) ON CONFLICT (user_id) DO UPDATE SET limits = excluded.limits",
+        )?
+        .execute(params![user, json])?;
         self.user_limits.insert(user.to_string(), own.clone());
         let effective = self.limits(Some(user)).to_limits();
         after.event("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": user, "limits": own, "effective": effective}));

@@ -521,10 +521,7 @@ fn a_market_buy_spends_its_budget_and_the_rest_is_released() {
     assert_eq!(r, Reserved { budget: Some(d("10000")) });
     assert_eq!(f.reserve(&order("m", "buyer", Side::Buy, None, "10")).unwrap(), r, "same answer again");
     assert_eq!(f.bal("buyer", "USD"), (d("10000"), d("10000"), d("0")));
-    let trades = vec![
-        trade("t1", "100", "5", ("m", "buyer"), ("a1", "s1")),
-        trade("t2", "101", "5", ("m", "buyer"), ("a2", "s2")),
-    ];
+    let trades = vec![trade("t1", "100", "5", ("m", "buyer"), ("a1", "s1")), trade("t2", "101", "5", ("m", "buyer"), ("a2", "s2"))];
     f.settle(&SettleRequest { trades, release: vec!["a1".into(), "a2".into(), "m".into()] }).unwrap();
     assert_eq!(f.bal("buyer", "USD"), (d("8995"), d("0"), d("8995")));
     assert_eq!(f.bal("s1", "USD").0, d("500"));
@@ -660,8 +657,7 @@ fn the_price_band_starts_with_the_first_settled_trade() {
     f.deposit("s", "AAPL", "100").unwrap();
     f.reserve(&order("b1", "b", Side::Buy, Some("500"), "1")).unwrap();
     f.reserve(&order("s1", "s", Side::Sell, Some("100"), "1")).unwrap();
-    f.settle(&SettleRequest { trades: vec![trade("t1", "100", "1", ("b1", "b"), ("s1", "s"))], release: vec!["s1".into()] })
-        .unwrap();
+    f.settle(&SettleRequest { trades: vec![trade("t1", "100", "1", ("b1", "b"), ("s1", "s"))], release: vec!["s1".into()] }).unwrap();
     f.reload();
     assert_eq!(f.reserve(&order("b2", "b", Side::Buy, Some("111"), "1")).unwrap_err().code, "price_band");
     f.reserve(&order("b3", "b", Side::Buy, Some("110"), "1")).unwrap();
@@ -748,18 +744,40 @@ mod ledger_properties {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Deposit { user: usize, asset: usize, cents: u32 },
-        Withdraw { user: usize, asset: usize, cents: u32 },
+        Deposit {
+            user: usize,
+            asset: usize,
+            cents: u32,
+        },
+        Withdraw {
+            user: usize,
+            asset: usize,
+            cents: u32,
+        },
         /// `price` in ticks of 0.5; None for a market order.
-        Reserve { user: usize, symbol: usize, buy: bool, price: Option<u8>, qty: u8 },
+        Reserve {
+            user: usize,
+            symbol: usize,
+            buy: bool,
+            price: Option<u8>,
+            qty: u8,
+        },
         /// Reserves an order again (by index among those reserved).
         Again(usize),
         /// Matches an open buy with an open sell of the same symbol (by index).
-        Trade { buy: usize, sell: usize, part: u8 },
+        Trade {
+            buy: usize,
+            sell: usize,
+            part: u8,
+        },
         /// Settles a trade already settled (by index).
         Replay(usize),
         Release(usize),
-        Amend { order: usize, price: u8, qty: u8 },
+        Amend {
+            order: usize,
+            price: u8,
+            qty: u8,
+        },
         Restart,
     }
 

@@ -73,8 +73,7 @@ impl Ladder {
 
     fn find(&self, price: i64) -> Result<usize, usize> {
         let key = self.key(price);
-        self.levels
-            .binary_search_by_key(&key, |l| self.key(l.price))
+        self.levels.binary_search_by_key(&key, |l| self.key(l.price))
     }
 }
 
@@ -133,22 +132,14 @@ impl Book {
             arena: Vec::with_capacity(orders),
             free: NIL,
             index: HashMap::with_capacity_and_hasher(orders.saturating_mul(2), Default::default()),
-            bids: Ladder {
-                side: Side::Buy,
-                levels: Vec::with_capacity(orders),
-            },
-            asks: Ladder {
-                side: Side::Sell,
-                levels: Vec::with_capacity(orders),
-            },
+            bids: Ladder { side: Side::Buy, levels: Vec::with_capacity(orders) },
+            asks: Ladder { side: Side::Sell, levels: Vec::with_capacity(orders) },
         }
     }
 
     /// The resting order with this id, if it is still in the book.
     pub fn get(&self, id: OrderId) -> Option<&RestingOrder> {
-        self.index
-            .get(&id)
-            .map(|&slot| &self.arena[slot as usize].order)
+        self.index.get(&id).map(|&slot| &self.arena[slot as usize].order)
     }
 
     /// Number of resting orders on both sides.
@@ -171,22 +162,14 @@ impl Book {
     /// Aggregated `(price, total lots)` for up to `levels` levels per side, best first:
     /// `(bids, asks)`.
     pub fn depth(&self, levels: usize) -> (Levels, Levels) {
-        let side = |l: &Ladder| {
-            l.levels
-                .iter()
-                .rev()
-                .take(levels)
-                .map(|l| (l.price, l.total))
-                .collect()
-        };
+        let side = |l: &Ladder| l.levels.iter().rev().take(levels).map(|l| (l.price, l.total)).collect();
         (side(&self.bids), side(&self.asks))
     }
 
     /// Every resting order: bids best level first, then asks best level first, each level
     /// in queue order. Replaying this through [`Book::insert_resting`] rebuilds the book.
     pub fn resting(&self) -> impl Iterator<Item = &RestingOrder> + '_ {
-        self.side_orders(Side::Buy)
-            .chain(self.side_orders(Side::Sell))
+        self.side_orders(Side::Buy).chain(self.side_orders(Side::Sell))
     }
 
     /// Recovery: puts an order back without matching it. Orders are expected in their
@@ -210,14 +193,7 @@ impl Book {
     /// One side's orders in priority order (best level first, FIFO within a level).
     pub(super) fn side_orders(&self, side: Side) -> impl Iterator<Item = &RestingOrder> + '_ {
         let arena = &self.arena;
-        self.ladder(side)
-            .levels
-            .iter()
-            .rev()
-            .flat_map(move |l| Queue {
-                arena,
-                slot: l.head,
-            })
+        self.ladder(side).levels.iter().rev().flat_map(move |l| Queue { arena, slot: l.head })
     }
 
     /// The order first in line on `side` (the head of its best level).
@@ -233,10 +209,7 @@ impl Book {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let level = ladder
-            .levels
-            .last_mut()
-            .expect("fill_first on an empty side");
+        let level = ladder.levels.last_mut().expect("fill_first on an empty side");
         let slot = level.head;
         let node = &mut self.arena[slot as usize];
         debug_assert!(0 < qty && qty <= node.order.remaining);
@@ -282,15 +255,7 @@ impl Book {
         let at = match ladder.find(order.price) {
             Ok(at) => at,
             Err(at) => {
-                ladder.levels.insert(
-                    at,
-                    Level {
-                        price: order.price,
-                        total: 0,
-                        head: NIL,
-                        tail: NIL,
-                    },
-                );
+                ladder.levels.insert(at, Level { price: order.price, total: 0, head: NIL, tail: NIL });
                 at
             }
         };
@@ -301,11 +266,7 @@ impl Book {
         while after != NIL && self.arena[after as usize].order.priority > order.priority {
             after = self.arena[after as usize].prev;
         }
-        let next = if after == NIL {
-            level.head
-        } else {
-            self.arena[after as usize].next
-        };
+        let next = if after == NIL { level.head } else { self.arena[after as usize].next };
         let node = &mut self.arena[slot as usize];
         node.prev = after;
         node.next = next;
@@ -342,9 +303,7 @@ impl Book {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let at = ladder
-            .find(order.price)
-            .expect("resting order without its level");
+        let at = ladder.find(order.price).expect("resting order without its level");
         let level = &mut ladder.levels[at];
         level.total -= order.remaining;
         if prev == NIL {
@@ -365,17 +324,10 @@ impl Book {
     }
 
     fn alloc(&mut self, order: RestingOrder) -> Slot {
-        let node = Node {
-            order,
-            prev: NIL,
-            next: NIL,
-        };
+        let node = Node { order, prev: NIL, next: NIL };
         if self.free == NIL {
             // NIL is never a real slot, so `Queue` can stop on an out-of-range index.
-            let slot = Slot::try_from(self.arena.len())
-                .ok()
-                .filter(|&s| s != NIL)
-                .expect("too many resting orders");
+            let slot = Slot::try_from(self.arena.len()).ok().filter(|&s| s != NIL).expect("too many resting orders");
             self.arena.push(node);
             slot
         } else {

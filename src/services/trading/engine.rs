@@ -56,37 +56,14 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub fn limit(
-        id: OrderId,
-        owner: OwnerId,
-        side: Side,
-        price: i64,
-        qty: i64,
-        tif: TimeInForce,
-    ) -> Incoming {
-        Incoming {
-            id,
-            owner,
-            side,
-            limit: Some(price),
-            qty,
-            tif,
-            budget: None,
-        }
+    pub fn limit(id: OrderId, owner: OwnerId, side: Side, price: i64, qty: i64, tif: TimeInForce) -> Incoming {
+        Incoming { id, owner, side, limit: Some(price), qty, tif, budget: None }
     }
 
     /// A market order; its time in force matters only as FOK (all or nothing), since a
     /// market order never rests.
     pub fn market(id: OrderId, owner: OwnerId, side: Side, qty: i64) -> Incoming {
-        Incoming {
-            id,
-            owner,
-            side,
-            limit: None,
-            qty,
-            tif: TimeInForce::Ioc,
-            budget: None,
-        }
+        Incoming { id, owner, side, limit: None, qty, tif: TimeInForce::Ioc, budget: None }
     }
 }
 
@@ -130,12 +107,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn cancelled(remaining: i64, self_trade_prevented: bool) -> Outcome {
-        Outcome {
-            filled: 0,
-            remaining,
-            rest: Rest::Cancelled,
-            self_trade_prevented,
-        }
+        Outcome { filled: 0, remaining, rest: Rest::Cancelled, self_trade_prevented }
     }
 }
 
@@ -184,12 +156,7 @@ impl Book {
         }
         if new_limit == current.price && new_qty_remaining <= current.remaining {
             self.reduce(id, new_qty_remaining);
-            return Some(Outcome {
-                filled: 0,
-                remaining: new_qty_remaining,
-                rest: Rest::Resting,
-                self_trade_prevented: false,
-            });
+            return Some(Outcome { filled: 0, remaining: new_qty_remaining, rest: Rest::Resting, self_trade_prevented: false });
         }
         self.cancel(id);
         let again = Incoming {
@@ -230,14 +197,7 @@ impl Book {
             };
             let (maker_id, maker_owner, price) = (maker.id, maker.owner, maker.price);
             let maker_remaining = self.fill_first(makers, qty);
-            fills.push(Fill {
-                maker_id,
-                maker_owner,
-                taker_id: o.id,
-                price,
-                qty,
-                maker_remaining,
-            });
+            fills.push(Fill { maker_id, maker_owner, taker_id: o.id, price, qty, maker_remaining });
             remaining -= qty;
             budget = budget.map(|b| b - i128::from(price) * i128::from(qty));
         };
@@ -245,24 +205,12 @@ impl Book {
         let rest = match (stop, o.limit, o.tif) {
             (None, _, _) => Rest::Filled,
             (Some(Stop::Empty | Stop::Price), Some(price), TimeInForce::Gtc) => {
-                self.push(RestingOrder {
-                    id: o.id,
-                    owner: o.owner,
-                    side: o.side,
-                    price,
-                    remaining,
-                    priority,
-                });
+                self.push(RestingOrder { id: o.id, owner: o.owner, side: o.side, price, remaining, priority });
                 Rest::Resting
             }
             _ => Rest::Cancelled,
         };
-        Outcome {
-            filled,
-            remaining,
-            rest,
-            self_trade_prevented: stop == Some(Stop::SelfTrade),
-        }
+        Outcome { filled, remaining, rest, self_trade_prevented: stop == Some(Stop::SelfTrade) }
     }
 
     /// FOK's dry run: walks the makers `enter` would trade with, in the same order and
@@ -290,12 +238,7 @@ impl Book {
 /// How many lots the taker may take from `maker` now, or why it may take none. The one
 /// place where the limit, self-trade and budget rules are written, shared by matching
 /// and by the FOK dry run so that the two cannot disagree.
-fn allowance(
-    o: &Incoming,
-    maker: &RestingOrder,
-    remaining: i64,
-    budget: Option<i128>,
-) -> Result<i64, Stop> {
+fn allowance(o: &Incoming, maker: &RestingOrder, remaining: i64, budget: Option<i128>) -> Result<i64, Stop> {
     let crosses = match (o.limit, o.side) {
         (None, _) => true,
         (Some(limit), Side::Buy) => limit >= maker.price,

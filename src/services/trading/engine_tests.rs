@@ -21,12 +21,7 @@ fn place(book: &mut Book, o: Incoming) -> (Outcome, Vec<Fill>) {
 fn seed(book: &mut Book, orders: &[Incoming]) {
     for &o in orders {
         let (outcome, fills) = place(book, o);
-        assert_eq!(
-            (outcome.rest, fills.len()),
-            (Rest::Resting, 0),
-            "seed order {} traded",
-            o.id
-        );
+        assert_eq!((outcome.rest, fills.len()), (Rest::Resting, 0), "seed order {} traded", o.id);
     }
 }
 
@@ -36,19 +31,11 @@ fn trades(fills: &[Fill]) -> Vec<(OrderId, i64, i64)> {
 }
 
 fn queue(book: &Book, side: Side) -> Vec<(OrderId, i64, i64)> {
-    book.resting()
-        .filter(|r| r.side == side)
-        .map(|r| (r.id, r.price, r.remaining))
-        .collect()
+    book.resting().filter(|r| r.side == side).map(|r| (r.id, r.price, r.remaining)).collect()
 }
 
 fn outcome(filled: i64, remaining: i64, rest: Rest) -> Outcome {
-    Outcome {
-        filled,
-        remaining,
-        rest,
-        self_trade_prevented: false,
-    }
+    Outcome { filled, remaining, rest, self_trade_prevented: false }
 }
 
 #[test]
@@ -58,35 +45,14 @@ fn a_limit_order_that_does_not_cross_rests_at_its_price() {
     assert_eq!(o, outcome(0, 5, Rest::Resting));
     assert!(fills.is_empty());
     seed(&mut book, &[gtc(2, 2, Sell, 100, 3)]);
-    assert_eq!(
-        (book.best_bid(), book.best_ask(), book.len()),
-        (Some(99), Some(100), 2)
-    );
-    assert_eq!(
-        book.get(1),
-        Some(&RestingOrder {
-            id: 1,
-            owner: 1,
-            side: Buy,
-            price: 99,
-            remaining: 5,
-            priority: 1
-        })
-    );
+    assert_eq!((book.best_bid(), book.best_ask(), book.len()), (Some(99), Some(100), 2));
+    assert_eq!(book.get(1), Some(&RestingOrder { id: 1, owner: 1, side: Buy, price: 99, remaining: 5, priority: 1 }));
 }
 
 #[test]
 fn better_price_trades_first_then_earlier_order() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 101, 1),
-            gtc(2, 1, Sell, 100, 1),
-            gtc(3, 2, Sell, 100, 1),
-            gtc(4, 2, Sell, 102, 1),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 101, 1), gtc(2, 1, Sell, 100, 1), gtc(3, 2, Sell, 100, 1), gtc(4, 2, Sell, 102, 1)]);
     let (o, fills) = place(&mut book, gtc(5, 3, Buy, 101, 3));
     assert_eq!(o, outcome(3, 0, Rest::Filled));
     assert_eq!(trades(&fills), vec![(2, 100, 1), (3, 100, 1), (1, 101, 1)]);
@@ -97,14 +63,7 @@ fn better_price_trades_first_then_earlier_order() {
 #[test]
 fn bids_are_served_highest_first() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Buy, 98, 1),
-            gtc(2, 1, Buy, 99, 1),
-            gtc(3, 2, Buy, 99, 1),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Buy, 98, 1), gtc(2, 1, Buy, 99, 1), gtc(3, 2, Buy, 99, 1)]);
     let (_, fills) = place(&mut book, gtc(4, 3, Sell, 90, 3));
     assert_eq!(trades(&fills), vec![(2, 99, 1), (3, 99, 1), (1, 98, 1)]);
 }
@@ -122,10 +81,7 @@ fn a_trade_happens_at_the_resting_orders_price() {
 #[test]
 fn a_partly_filled_maker_keeps_its_place_in_the_queue() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 10), gtc(2, 2, Sell, 100, 5)],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 10), gtc(2, 2, Sell, 100, 5)]);
     let (o, fills) = place(&mut book, gtc(3, 3, Buy, 100, 4));
     assert_eq!(o, outcome(4, 0, Rest::Filled));
     assert_eq!(fills[0].maker_remaining, 6);
@@ -140,10 +96,7 @@ fn a_partly_filled_maker_keeps_its_place_in_the_queue() {
 #[test]
 fn a_partly_filled_gtc_order_rests_its_remainder() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 4), gtc(2, 1, Sell, 102, 4)],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 4), gtc(2, 1, Sell, 102, 4)]);
     let (o, fills) = place(&mut book, gtc(3, 2, Buy, 101, 10));
     assert_eq!(o, outcome(4, 6, Rest::Resting));
     assert_eq!(trades(&fills), vec![(1, 100, 4)]);
@@ -154,26 +107,17 @@ fn a_partly_filled_gtc_order_rests_its_remainder() {
 #[test]
 fn place_appends_to_the_callers_fills_without_clearing_them() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 1), gtc(2, 1, Sell, 100, 1)],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 1), gtc(2, 1, Sell, 100, 1)]);
     let mut fills = Vec::new();
     book.place(gtc(3, 2, Buy, 100, 1), &mut fills);
     book.place(gtc(4, 2, Buy, 100, 1), &mut fills);
-    assert_eq!(
-        fills.iter().map(|f| f.taker_id).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
+    assert_eq!(fills.iter().map(|f| f.taker_id).collect::<Vec<_>>(), vec![3, 4]);
 }
 
 #[test]
 fn ioc_trades_what_it_can_and_cancels_the_rest() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 3), gtc(2, 1, Sell, 101, 3)],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 3), gtc(2, 1, Sell, 101, 3)]);
     let (o, fills) = place(&mut book, Incoming::limit(3, 2, Buy, 100, 5, Ioc));
     assert_eq!(o, outcome(3, 2, Rest::Cancelled));
     assert_eq!(trades(&fills), vec![(1, 100, 3)]);
@@ -186,14 +130,7 @@ fn ioc_trades_what_it_can_and_cancels_the_rest() {
 #[test]
 fn fok_that_cannot_fill_completely_trades_nothing() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 100, 3),
-            gtc(2, 1, Sell, 101, 2),
-            gtc(3, 1, Sell, 103, 9),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 3), gtc(2, 1, Sell, 101, 2), gtc(3, 1, Sell, 103, 9)]);
     let before: Vec<_> = book.resting().copied().collect();
     // Enough lots exist, but not within the limit.
     let (o, fills) = place(&mut book, Incoming::limit(4, 2, Buy, 101, 6, Fok));
@@ -205,24 +142,11 @@ fn fok_that_cannot_fill_completely_trades_nothing() {
 #[test]
 fn fok_that_can_fill_sweeps_levels() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 100, 3),
-            gtc(2, 1, Sell, 101, 2),
-            gtc(3, 1, Sell, 103, 9),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 3), gtc(2, 1, Sell, 101, 2), gtc(3, 1, Sell, 103, 9)]);
     let (o, fills) = place(&mut book, Incoming::limit(4, 2, Buy, 101, 5, Fok));
     assert_eq!(o, outcome(5, 0, Rest::Filled));
     assert_eq!(trades(&fills), vec![(1, 100, 3), (2, 101, 2)]);
-    let (o, _) = place(
-        &mut book,
-        Incoming {
-            tif: Fok,
-            ..Incoming::market(5, 2, Buy, 9)
-        },
-    );
+    let (o, _) = place(&mut book, Incoming { tif: Fok, ..Incoming::market(5, 2, Buy, 9) });
     assert_eq!(o, outcome(9, 0, Rest::Filled));
     assert!(book.is_empty());
 }
@@ -230,24 +154,9 @@ fn fok_that_can_fill_sweeps_levels() {
 #[test]
 fn fok_counts_only_liquidity_before_the_first_own_order() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 100, 3),
-            gtc(2, 2, Sell, 100, 3),
-            gtc(3, 1, Sell, 101, 10),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 3), gtc(2, 2, Sell, 100, 3), gtc(3, 1, Sell, 101, 10)]);
     let (o, fills) = place(&mut book, Incoming::limit(4, 2, Buy, 101, 5, Fok));
-    assert_eq!(
-        o,
-        Outcome {
-            filled: 0,
-            remaining: 5,
-            rest: Rest::Cancelled,
-            self_trade_prevented: true
-        }
-    );
+    assert_eq!(o, Outcome { filled: 0, remaining: 5, rest: Rest::Cancelled, self_trade_prevented: true });
     assert!(fills.is_empty());
     let (o, fills) = place(&mut book, Incoming::limit(5, 2, Buy, 101, 3, Fok));
     assert_eq!(o, outcome(3, 0, Rest::Filled));
@@ -257,23 +166,10 @@ fn fok_counts_only_liquidity_before_the_first_own_order() {
 #[test]
 fn a_market_order_sweeps_levels_and_never_rests() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 100, 3),
-            gtc(2, 1, Sell, 101, 4),
-            gtc(3, 1, Buy, 90, 1),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 3), gtc(2, 1, Sell, 101, 4), gtc(3, 1, Buy, 90, 1)]);
     for tif in [Gtc, Ioc] {
         let mut b = book.clone();
-        let (o, fills) = place(
-            &mut b,
-            Incoming {
-                tif,
-                ..Incoming::market(4, 2, Buy, 10)
-            },
-        );
+        let (o, fills) = place(&mut b, Incoming { tif, ..Incoming::market(4, 2, Buy, 10) });
         assert_eq!(o, outcome(7, 3, Rest::Cancelled));
         assert_eq!(trades(&fills), vec![(1, 100, 3), (2, 101, 4)]);
         assert_eq!((b.best_bid(), b.best_ask()), (Some(90), None));
@@ -296,72 +192,34 @@ fn a_market_order_on_an_empty_side_is_cancelled() {
 #[test]
 fn a_market_buy_spends_at_most_its_budget_in_whole_lots() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 5), gtc(2, 1, Sell, 200, 5)],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 5), gtc(2, 1, Sell, 200, 5)]);
     let mut b = book.clone();
     // 5 × 100 = 500, then floor(400 / 200) = 2 lots at 200.
-    let (o, fills) = place(
-        &mut b,
-        Incoming {
-            budget: Some(900),
-            ..Incoming::market(3, 2, Buy, 100)
-        },
-    );
+    let (o, fills) = place(&mut b, Incoming { budget: Some(900), ..Incoming::market(3, 2, Buy, 100) });
     assert_eq!(o, outcome(7, 93, Rest::Cancelled));
     assert_eq!(trades(&fills), vec![(1, 100, 5), (2, 200, 2)]);
     assert_eq!(b.get(2).map(|r| r.remaining), Some(3));
     // Cannot afford the last lot at 100: stops inside the level, the order keeps its rest.
     let mut b = book.clone();
-    let (o, fills) = place(
-        &mut b,
-        Incoming {
-            budget: Some(450),
-            ..Incoming::market(3, 2, Buy, 100)
-        },
-    );
+    let (o, fills) = place(&mut b, Incoming { budget: Some(450), ..Incoming::market(3, 2, Buy, 100) });
     assert_eq!(o, outcome(4, 96, Rest::Cancelled));
     assert_eq!(trades(&fills), vec![(1, 100, 4)]);
     // Quantity, not budget, can be the binding limit.
     let mut b = book.clone();
-    let (o, _) = place(
-        &mut b,
-        Incoming {
-            budget: Some(10_000),
-            ..Incoming::market(3, 2, Buy, 6)
-        },
-    );
+    let (o, _) = place(&mut b, Incoming { budget: Some(10_000), ..Incoming::market(3, 2, Buy, 6) });
     assert_eq!(o, outcome(6, 0, Rest::Filled));
     for budget in [0, 99, -5] {
         let mut b = book.clone();
-        let (o, fills) = place(
-            &mut b,
-            Incoming {
-                budget: Some(budget),
-                ..Incoming::market(3, 2, Buy, 6)
-            },
-        );
-        assert_eq!(
-            (o, fills.len()),
-            (outcome(0, 6, Rest::Cancelled), 0),
-            "budget {budget}"
-        );
+        let (o, fills) = place(&mut b, Incoming { budget: Some(budget), ..Incoming::market(3, 2, Buy, 6) });
+        assert_eq!((o, fills.len()), (outcome(0, 6, Rest::Cancelled), 0), "budget {budget}");
     }
 }
 
 #[test]
 fn fok_with_a_budget_counts_only_what_it_can_afford() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[gtc(1, 1, Sell, 100, 5), gtc(2, 1, Sell, 200, 5)],
-    );
-    let fok = |id, qty| Incoming {
-        tif: Fok,
-        budget: Some(900),
-        ..Incoming::market(id, 2, Buy, qty)
-    };
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 5), gtc(2, 1, Sell, 200, 5)]);
+    let fok = |id, qty| Incoming { tif: Fok, budget: Some(900), ..Incoming::market(id, 2, Buy, qty) };
     let (o, fills) = place(&mut book.clone(), fok(3, 8));
     assert_eq!((o, fills.len()), (outcome(0, 8, Rest::Cancelled), 0));
     let (o, fills) = place(&mut book, fok(4, 7));
@@ -373,13 +231,7 @@ fn fok_with_a_budget_counts_only_what_it_can_afford() {
 fn fok_out_of_budget_before_an_own_order_is_not_a_self_trade() {
     let mut book = Book::with_capacity(8);
     seed(&mut book, &[gtc(1, 1, Sell, 95, 5), gtc(2, 2, Sell, 95, 1)]);
-    let (o, _) = place(
-        &mut book,
-        Incoming {
-            budget: Some(95),
-            ..Incoming::limit(3, 2, Buy, 95, 5, Fok)
-        },
-    );
+    let (o, _) = place(&mut book, Incoming { budget: Some(95), ..Incoming::limit(3, 2, Buy, 95, 5, Fok) });
     assert_eq!(o, outcome(0, 5, Rest::Cancelled));
 }
 
@@ -387,44 +239,19 @@ fn fok_out_of_budget_before_an_own_order_is_not_a_self_trade() {
 fn a_budget_on_a_sell_is_ignored() {
     let mut book = Book::with_capacity(8);
     seed(&mut book, &[gtc(1, 1, Buy, 100, 5)]);
-    let (o, _) = place(
-        &mut book,
-        Incoming {
-            budget: Some(0),
-            ..Incoming::market(2, 2, Sell, 5)
-        },
-    );
+    let (o, _) = place(&mut book, Incoming { budget: Some(0), ..Incoming::market(2, 2, Sell, 5) });
     assert_eq!(o, outcome(5, 0, Rest::Filled));
 }
 
 #[test]
 fn self_trade_prevention_cancels_the_incoming_remainder_and_spares_the_resting_order() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 2, Sell, 99, 2),
-            gtc(2, 1, Sell, 100, 5),
-            gtc(3, 2, Sell, 100, 5),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 2, Sell, 99, 2), gtc(2, 1, Sell, 100, 5), gtc(3, 2, Sell, 100, 5)]);
     let (o, fills) = place(&mut book, gtc(4, 1, Buy, 100, 10));
-    assert_eq!(
-        o,
-        Outcome {
-            filled: 2,
-            remaining: 8,
-            rest: Rest::Cancelled,
-            self_trade_prevented: true
-        }
-    );
+    assert_eq!(o, Outcome { filled: 2, remaining: 8, rest: Rest::Cancelled, self_trade_prevented: true });
     assert_eq!(trades(&fills), vec![(1, 99, 2)]);
     assert_eq!(queue(&book, Sell), vec![(2, 100, 5), (3, 100, 5)]);
-    assert_eq!(
-        book.best_bid(),
-        None,
-        "a GTC remainder stopped by STP must not rest and cross"
-    );
+    assert_eq!(book.best_bid(), None, "a GTC remainder stopped by STP must not rest and cross");
     // An own order beyond the limit is not a self-trade.
     let (o, _) = place(&mut book, gtc(5, 1, Buy, 99, 1));
     assert_eq!(o, outcome(0, 1, Rest::Resting));
@@ -437,11 +264,7 @@ fn zero_or_negative_quantity_is_cancelled_without_trading() {
     let mut book = Book::with_capacity(8);
     seed(&mut book, &[gtc(1, 1, Sell, 100, 5)]);
     for qty in [0, -3] {
-        for o in [
-            gtc(2, 2, Buy, 100, qty),
-            Incoming::market(3, 2, Buy, qty),
-            Incoming::limit(4, 2, Buy, 100, qty, Fok),
-        ] {
+        for o in [gtc(2, 2, Buy, 100, qty), Incoming::market(3, 2, Buy, qty), Incoming::limit(4, 2, Buy, 100, qty, Fok)] {
             let (out, fills) = place(&mut book, o);
             assert_eq!((out, fills.len()), (outcome(0, 0, Rest::Cancelled), 0));
         }
@@ -461,21 +284,10 @@ fn an_id_that_is_already_resting_is_refused() {
 #[test]
 fn cancel_removes_the_order_and_returns_what_was_left() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Sell, 100, 5),
-            gtc(2, 1, Sell, 100, 5),
-            gtc(3, 1, Sell, 100, 5),
-            gtc(4, 1, Sell, 101, 1),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Sell, 100, 5), gtc(2, 1, Sell, 100, 5), gtc(3, 1, Sell, 100, 5), gtc(4, 1, Sell, 101, 1)]);
     place(&mut book, gtc(5, 2, Buy, 100, 2));
     let cancelled = book.cancel(1).expect("order 1 rests");
-    assert_eq!(
-        (cancelled.id, cancelled.remaining, cancelled.price),
-        (1, 3, 100)
-    );
+    assert_eq!((cancelled.id, cancelled.remaining, cancelled.price), (1, 3, 100));
     assert_eq!(book.cancel(1), None);
     assert_eq!(book.cancel(5), None, "a filled order is not resting");
     assert_eq!(book.cancel(42), None);
@@ -494,14 +306,8 @@ fn amend_down_at_the_same_price_keeps_priority() {
     let mut book = Book::with_capacity(8);
     seed(&mut book, &[gtc(1, 1, Buy, 100, 5), gtc(2, 1, Buy, 100, 5)]);
     let mut fills = Vec::new();
-    assert_eq!(
-        book.amend(1, 100, 3, 3, &mut fills),
-        Some(outcome(0, 3, Rest::Resting))
-    );
-    assert_eq!(
-        book.amend(1, 100, 3, 4, &mut fills),
-        Some(outcome(0, 3, Rest::Resting))
-    );
+    assert_eq!(book.amend(1, 100, 3, 3, &mut fills), Some(outcome(0, 3, Rest::Resting)));
+    assert_eq!(book.amend(1, 100, 3, 4, &mut fills), Some(outcome(0, 3, Rest::Resting)));
     assert_eq!(queue(&book, Buy), vec![(1, 100, 3), (2, 100, 5)]);
     assert_eq!(book.get(1).map(|r| r.priority), Some(1));
     assert_eq!(book.depth(1).0, vec![(100, 8)]);
@@ -511,30 +317,14 @@ fn amend_down_at_the_same_price_keeps_priority() {
 #[test]
 fn amend_up_or_to_another_price_loses_priority() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Buy, 100, 5),
-            gtc(2, 1, Buy, 100, 5),
-            gtc(3, 1, Buy, 100, 5),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Buy, 100, 5), gtc(2, 1, Buy, 100, 5), gtc(3, 1, Buy, 100, 5)]);
     let mut fills = Vec::new();
-    assert_eq!(
-        book.amend(1, 100, 6, 4, &mut fills),
-        Some(outcome(0, 6, Rest::Resting))
-    );
-    assert_eq!(
-        queue(&book, Buy),
-        vec![(2, 100, 5), (3, 100, 5), (1, 100, 6)]
-    );
+    assert_eq!(book.amend(1, 100, 6, 4, &mut fills), Some(outcome(0, 6, Rest::Resting)));
+    assert_eq!(queue(&book, Buy), vec![(2, 100, 5), (3, 100, 5), (1, 100, 6)]);
     assert_eq!(book.get(1).map(|r| r.priority), Some(4));
     book.amend(2, 99, 5, 5, &mut fills);
     book.amend(2, 100, 5, 6, &mut fills);
-    assert_eq!(
-        queue(&book, Buy),
-        vec![(3, 100, 5), (1, 100, 6), (2, 100, 5)]
-    );
+    assert_eq!(queue(&book, Buy), vec![(3, 100, 5), (1, 100, 6), (2, 100, 5)]);
     assert_eq!(book.depth(3).0, vec![(100, 16)]);
     assert!(fills.is_empty());
 }
@@ -542,39 +332,12 @@ fn amend_up_or_to_another_price_loses_priority() {
 #[test]
 fn amend_that_crosses_trades_as_taker_under_its_own_id() {
     let mut book = Book::with_capacity(8);
-    seed(
-        &mut book,
-        &[
-            gtc(1, 1, Buy, 99, 5),
-            gtc(2, 2, Sell, 100, 3),
-            gtc(3, 1, Buy, 99, 1),
-        ],
-    );
+    seed(&mut book, &[gtc(1, 1, Buy, 99, 5), gtc(2, 2, Sell, 100, 3), gtc(3, 1, Buy, 99, 1)]);
     let mut fills = Vec::new();
     let o = book.amend(1, 100, 5, 4, &mut fills);
     assert_eq!(o, Some(outcome(3, 2, Rest::Resting)));
-    assert_eq!(
-        fills,
-        vec![Fill {
-            maker_id: 2,
-            maker_owner: 2,
-            taker_id: 1,
-            price: 100,
-            qty: 3,
-            maker_remaining: 0
-        }]
-    );
-    assert_eq!(
-        book.get(1),
-        Some(&RestingOrder {
-            id: 1,
-            owner: 1,
-            side: Buy,
-            price: 100,
-            remaining: 2,
-            priority: 4
-        })
-    );
+    assert_eq!(fills, vec![Fill { maker_id: 2, maker_owner: 2, taker_id: 1, price: 100, qty: 3, maker_remaining: 0 }]);
+    assert_eq!(book.get(1), Some(&RestingOrder { id: 1, owner: 1, side: Buy, price: 100, remaining: 2, priority: 4 }));
     assert_eq!((book.best_bid(), book.best_ask()), (Some(100), None));
 }
 
@@ -584,10 +347,7 @@ fn amend_to_zero_cancels_and_amend_of_an_unknown_order_is_none() {
     seed(&mut book, &[gtc(1, 1, Buy, 99, 5)]);
     let mut fills = Vec::new();
     assert_eq!(book.amend(7, 99, 1, 8, &mut fills), None);
-    assert_eq!(
-        book.amend(1, 99, 0, 8, &mut fills),
-        Some(outcome(0, 5, Rest::Cancelled))
-    );
+    assert_eq!(book.amend(1, 99, 0, 8, &mut fills), Some(outcome(0, 5, Rest::Cancelled)));
     assert!(book.is_empty());
     assert_eq!(book.amend(1, 99, 1, 9, &mut fills), None);
 }
@@ -595,56 +355,28 @@ fn amend_to_zero_cancels_and_amend_of_an_unknown_order_is_none() {
 #[test]
 fn insert_resting_restores_priority_without_matching() {
     let mut original = Book::with_capacity(8);
-    seed(
-        &mut original,
-        &[
-            gtc(1, 1, Buy, 100, 5),
-            gtc(2, 2, Buy, 100, 5),
-            gtc(3, 1, Sell, 102, 5),
-            gtc(4, 2, Buy, 101, 1),
-        ],
-    );
+    seed(&mut original, &[gtc(1, 1, Buy, 100, 5), gtc(2, 2, Buy, 100, 5), gtc(3, 1, Sell, 102, 5), gtc(4, 2, Buy, 101, 1)]);
     original.amend(1, 100, 6, 5, &mut Vec::new());
     let mut restored = Book::with_capacity(0);
     for r in original.resting() {
         assert!(restored.insert_resting(*r));
     }
-    assert_eq!(
-        restored.resting().collect::<Vec<_>>(),
-        original.resting().collect::<Vec<_>>()
-    );
+    assert_eq!(restored.resting().collect::<Vec<_>>(), original.resting().collect::<Vec<_>>());
     assert_eq!(restored.depth(10), original.depth(10));
     let (_, fills) = place(&mut restored, gtc(6, 3, Sell, 100, 7));
     assert_eq!(trades(&fills), vec![(4, 101, 1), (2, 100, 5), (1, 100, 1)]);
     // Duplicates and empty orders are refused.
     assert!(!restored.insert_resting(*restored.get(1).unwrap()));
-    assert!(!restored.insert_resting(RestingOrder {
-        id: 9,
-        owner: 1,
-        side: Buy,
-        price: 1,
-        remaining: 0,
-        priority: 9
-    }));
+    assert!(!restored.insert_resting(RestingOrder { id: 9, owner: 1, side: Buy, price: 1, remaining: 0, priority: 9 }));
 }
 
 #[test]
 fn insert_resting_out_of_order_still_queues_by_priority() {
     let mut book = Book::with_capacity(8);
     for (id, priority) in [(1, 30), (2, 10), (3, 20)] {
-        book.insert_resting(RestingOrder {
-            id,
-            owner: 1,
-            side: Sell,
-            price: 100,
-            remaining: 1,
-            priority,
-        });
+        book.insert_resting(RestingOrder { id, owner: 1, side: Sell, price: 100, remaining: 1, priority });
     }
-    assert_eq!(
-        queue(&book, Sell).iter().map(|q| q.0).collect::<Vec<_>>(),
-        vec![2, 3, 1]
-    );
+    assert_eq!(queue(&book, Sell).iter().map(|q| q.0).collect::<Vec<_>>(), vec![2, 3, 1]);
 }
 
 #[test]
@@ -661,10 +393,7 @@ fn depth_aggregates_each_level_best_first() {
             gtc(6, 1, Sell, 101, 2),
         ],
     );
-    assert_eq!(
-        book.depth(10),
-        (vec![(99, 7), (98, 2)], vec![(101, 3), (103, 6)])
-    );
+    assert_eq!(book.depth(10), (vec![(99, 7), (98, 2)], vec![(101, 3), (103, 6)]));
     assert_eq!(book.depth(1), (vec![(99, 7)], vec![(101, 3)]));
     assert_eq!(book.depth(0), (vec![], vec![]));
 }
@@ -691,26 +420,13 @@ struct Model {
 impl Model {
     fn place(&mut self, o: Incoming, priority: u64) -> (Outcome, Vec<Fill>) {
         if o.qty <= 0 {
-            return (
-                Outcome {
-                    filled: 0,
-                    remaining: 0,
-                    rest: Rest::Cancelled,
-                    self_trade_prevented: false,
-                },
-                vec![],
-            );
+            return (Outcome { filled: 0, remaining: 0, rest: Rest::Cancelled, self_trade_prevented: false }, vec![]);
         }
         if o.tif == Fok {
             let mut trial = self.clone();
             let (out, fills) = trial.trade(o, priority);
             if out.filled < o.qty {
-                let out = Outcome {
-                    filled: 0,
-                    remaining: o.qty,
-                    rest: Rest::Cancelled,
-                    ..out
-                };
+                let out = Outcome { filled: 0, remaining: o.qty, rest: Rest::Cancelled, ..out };
                 return (out, vec![]);
             }
             *self = trial;
@@ -726,12 +442,10 @@ impl Model {
         let mut stp = false;
         let mut may_rest = false;
         while left > 0 {
-            let best = (0..self.orders.len())
-                .filter(|&i| self.orders[i].side != o.side)
-                .min_by_key(|&i| {
-                    let r = &self.orders[i];
-                    (if r.side == Sell { r.price } else { -r.price }, r.priority)
-                });
+            let best = (0..self.orders.len()).filter(|&i| self.orders[i].side != o.side).min_by_key(|&i| {
+                let r = &self.orders[i];
+                (if r.side == Sell { r.price } else { -r.price }, r.priority)
+            });
             let Some(i) = best else {
                 may_rest = true;
                 break;
@@ -739,9 +453,7 @@ impl Model {
             let maker = self.orders[i];
             let crosses = match o.limit {
                 None => true,
-                Some(l) => {
-                    (o.side == Buy && l >= maker.price) || (o.side == Sell && l <= maker.price)
-                }
+                Some(l) => (o.side == Buy && l >= maker.price) || (o.side == Sell && l <= maker.price),
             };
             if !crosses {
                 may_rest = true;
@@ -778,27 +490,12 @@ impl Model {
         let rest = if left == 0 {
             Rest::Filled
         } else if may_rest && o.limit.is_some() && o.tif == Gtc {
-            self.orders.push(RestingOrder {
-                id: o.id,
-                owner: o.owner,
-                side: o.side,
-                price: o.limit.unwrap(),
-                remaining: left,
-                priority,
-            });
+            self.orders.push(RestingOrder { id: o.id, owner: o.owner, side: o.side, price: o.limit.unwrap(), remaining: left, priority });
             Rest::Resting
         } else {
             Rest::Cancelled
         };
-        (
-            Outcome {
-                filled: o.qty - left,
-                remaining: left,
-                rest,
-                self_trade_prevented: stp,
-            },
-            fills,
-        )
+        (Outcome { filled: o.qty - left, remaining: left, rest, self_trade_prevented: stp }, fills)
     }
 
     fn cancel(&mut self, id: OrderId) -> Option<RestingOrder> {
@@ -806,38 +503,16 @@ impl Model {
         Some(self.orders.remove(i))
     }
 
-    fn amend(
-        &mut self,
-        id: OrderId,
-        price: i64,
-        qty: i64,
-        priority: u64,
-    ) -> Option<(Outcome, Vec<Fill>)> {
+    fn amend(&mut self, id: OrderId, price: i64, qty: i64, priority: u64) -> Option<(Outcome, Vec<Fill>)> {
         let i = self.orders.iter().position(|r| r.id == id)?;
         let r = self.orders[i];
         if qty <= 0 {
             self.orders.remove(i);
-            return Some((
-                Outcome {
-                    filled: 0,
-                    remaining: r.remaining,
-                    rest: Rest::Cancelled,
-                    self_trade_prevented: false,
-                },
-                vec![],
-            ));
+            return Some((Outcome { filled: 0, remaining: r.remaining, rest: Rest::Cancelled, self_trade_prevented: false }, vec![]));
         }
         if price == r.price && qty <= r.remaining {
             self.orders[i].remaining = qty;
-            return Some((
-                Outcome {
-                    filled: 0,
-                    remaining: qty,
-                    rest: Rest::Resting,
-                    self_trade_prevented: false,
-                },
-                vec![],
-            ));
+            return Some((Outcome { filled: 0, remaining: qty, rest: Rest::Resting, self_trade_prevented: false }, vec![]));
         }
         self.orders.remove(i);
         Some(self.trade(gtc(id, r.owner, r.side, price, qty), priority))
@@ -846,13 +521,7 @@ impl Model {
     /// Bids best first, then asks best first, FIFO by priority within a price.
     fn sorted(&self) -> Vec<RestingOrder> {
         let mut all = self.orders.clone();
-        all.sort_by_key(|r| {
-            (
-                r.side == Sell,
-                if r.side == Buy { -r.price } else { r.price },
-                r.priority,
-            )
-        });
+        all.sort_by_key(|r| (r.side == Sell, if r.side == Buy { -r.price } else { r.price }, r.priority));
         all
     }
 }
@@ -868,7 +537,10 @@ enum Op {
         budget: Option<i128>,
     },
     /// `pick` chooses among resting orders, or among every id issued when `stale`.
-    Cancel { pick: usize, stale: bool },
+    Cancel {
+        pick: usize,
+        stale: bool,
+    },
     Amend {
         pick: usize,
         stale: bool,
@@ -912,17 +584,8 @@ fn check_book(book: &Book, ledgers: &HashMap<OrderId, Ledger>) -> Result<(), Tes
         let orders: Vec<_> = all.iter().filter(|r| r.side == side).collect();
         for pair in orders.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            let better = if side == Buy {
-                a.price > b.price
-            } else {
-                a.price < b.price
-            };
-            prop_assert!(
-                better || (a.price == b.price && a.priority < b.priority),
-                "out of order: {:?} then {:?}",
-                a,
-                b
-            );
+            let better = if side == Buy { a.price > b.price } else { a.price < b.price };
+            prop_assert!(better || (a.price == b.price && a.priority < b.priority), "out of order: {:?} then {:?}", a, b);
         }
         let mut levels: Vec<(i64, i64)> = Vec::new();
         for r in &orders {
@@ -940,32 +603,19 @@ fn check_book(book: &Book, ledgers: &HashMap<OrderId, Ledger>) -> Result<(), Tes
     }
     for (id, l) in ledgers {
         let resting = book.get(*id).map_or(0, |r| r.remaining);
-        prop_assert_eq!(
-            l.given,
-            l.filled + l.cancelled + resting,
-            "quantity not conserved for order {}: {:?}",
-            id,
-            l
-        );
+        prop_assert_eq!(l.given, l.filled + l.cancelled + resting, "quantity not conserved for order {}: {:?}", id, l);
     }
     Ok(())
 }
 
 /// The checks on one call's fills: taker, maker price, limit, no self-trade, totals.
-fn check_fills(
-    before: &HashMap<OrderId, RestingOrder>,
-    taker: &Incoming,
-    out: &Outcome,
-    fills: &[Fill],
-) -> Result<(), TestCaseError> {
+fn check_fills(before: &HashMap<OrderId, RestingOrder>, taker: &Incoming, out: &Outcome, fills: &[Fill]) -> Result<(), TestCaseError> {
     prop_assert_eq!(fills.iter().map(|f| f.qty).sum::<i64>(), out.filled);
     prop_assert_eq!(out.filled + out.remaining, taker.qty.max(0));
     let mut left: HashMap<OrderId, i64> = HashMap::new();
     let mut spent: i128 = 0;
     for f in fills {
-        let maker = before
-            .get(&f.maker_id)
-            .expect("fill against an order that was not resting");
+        let maker = before.get(&f.maker_id).expect("fill against an order that was not resting");
         prop_assert_eq!(f.taker_id, taker.id);
         prop_assert_eq!(f.price, maker.price);
         prop_assert_eq!(f.maker_owner, maker.owner);
@@ -1004,23 +654,8 @@ fn run_session(ops: Vec<Op>) -> Result<(), TestCaseError> {
         };
         let mut fills = Vec::new();
         match op {
-            Op::Place {
-                owner,
-                side,
-                limit,
-                qty,
-                tif,
-                budget,
-            } => {
-                let o = Incoming {
-                    id: next_id,
-                    owner,
-                    side,
-                    limit,
-                    qty,
-                    tif,
-                    budget,
-                };
+            Op::Place { owner, side, limit, qty, tif, budget } => {
+                let o = Incoming { id: next_id, owner, side, limit, qty, tif, budget };
                 next_id += 1;
                 let out = book.place(o, &mut fills);
                 let (want, want_fills) = model.place(o, o.id);
@@ -1043,12 +678,7 @@ fn run_session(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ledgers.get_mut(&id).unwrap().cancelled += r.remaining;
                 }
             }
-            Op::Amend {
-                pick: p,
-                stale,
-                price,
-                qty,
-            } => {
+            Op::Amend { pick: p, stale, price, qty } => {
                 let id = pick(p, stale);
                 let priority = next_id;
                 next_id += 1;

@@ -19,16 +19,38 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub enum Cmd {
-    Match { req: MatchRequest, reply: Reply<MatchResult> },
+    Match {
+        req: MatchRequest,
+        reply: Reply<MatchResult>,
+    },
     /// Takes a resting order out of its book: 409 `order_not_open` if it is not resting.
-    Cancel { order_id: String, reply: Reply<Cancelled> },
+    Cancel {
+        order_id: String,
+        reply: Reply<Cancelled>,
+    },
     /// Cancels every resting order of a user and/or a symbol.
-    CancelMany { user_id: Option<String>, symbol: Option<String>, reply: Reply<Vec<Cancelled>> },
+    CancelMany {
+        user_id: Option<String>,
+        symbol: Option<String>,
+        reply: Reply<Vec<Cancelled>>,
+    },
     /// New price and/or remaining quantity for a resting order; may trade (as taker).
-    Amend { order_id: String, price: Decimal, remaining: Decimal, reply: Reply<MatchResult> },
-    Book { symbol: String, depth: usize, reply: Reply<BookView> },
+    Amend {
+        order_id: String,
+        price: Decimal,
+        remaining: Decimal,
+        reply: Reply<MatchResult>,
+    },
+    Book {
+        symbol: String,
+        depth: usize,
+        reply: Reply<BookView>,
+    },
     /// Where orders stand in the books (for recovery after a crash), in the order asked.
-    Status { order_ids: Vec<String>, reply: Reply<Vec<OrderState>> },
+    Status {
+        order_ids: Vec<String>,
+        reply: Reply<Vec<OrderState>>,
+    },
 }
 
 impl Cmd {
@@ -89,7 +111,9 @@ pub struct Cancelled {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderState {
-    Resting { remaining: Decimal },
+    Resting {
+        remaining: Decimal,
+    },
     /// Taken out of the book by a cancel.
     Cancelled,
     /// Neither resting nor cancelled from the book: matched away (filled, or its

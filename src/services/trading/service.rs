@@ -4,12 +4,13 @@ use super::engine::{self, Book, Incoming, Rest, RestingOrder};
 use super::{Cancelled, Cmd, MatchRequest, MatchResult, OrderState, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE resting (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE resting (
         internal_id INTEGER PRIMARY KEY,
         order_id TEXT NOT NULL UNIQUE,
         user_id TEXT NOT NULL,
@@ -138,9 +139,7 @@ impl Trading {
     }
 
     fn book_mut(&mut self, symbol: &str, tick: Decimal, lot: Decimal) -> &mut SymbolBook {
-        self.books
-            .entry(symbol.to_string())
-            .or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
+        self.books.entry(symbol.to_string()).or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
     }
 
     fn take_id(&mut self) -> u64 {
@@ -205,7 +204,16 @@ impl Trading {
                 "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![trade_id, symbol, price.to_string(), quantity.to_string(), taker_side.as_str(), buy, sell, timestamp])?;
+            .execute(params![
+                trade_id,
+                symbol,
+                price.to_string(),
+                quantity.to_string(),
+                taker_side.as_str(),
+                buy,
+                sell,
+                timestamp
+            ])?;
             if f.maker_remaining == 0 {
                 tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
                 self.ids.remove(&maker_order_id);
@@ -260,7 +268,12 @@ impl Trading {
 
     /// Matches one order (`Cmd::Match`, the step a resumed saga replays): an order matched
     /// before answers its stored outcome, and a new one stores its outcome for a replay.
-    pub(crate) fn do_match(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+    pub(crate) fn do_match(
+        &mut self,
+        tx: &Connection,
+        req: MatchRequest,
+        after: &mut AfterCommit,
+    ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         if let Some(json) = tx
             .prepare_cached("SELECT result FROM outcomes WHERE order_id = ?1")?
             .query_row([&req.order_id], |r| r.get::<_, String>(0))
@@ -293,7 +306,12 @@ impl Trading {
     /// flush, so no saga is resumed for it (unless risk refuses its settlement: see
     /// [`Trading::keep_outcome`]). Storing it was ~40 % of the pages trading wrote per
     /// order.
-    pub(crate) fn match_new(&mut self, tx: &Connection, req: MatchRequest, after: &mut AfterCommit) -> Result<Result<MatchResult, ApiError>, ServiceError> {
+    pub(crate) fn match_new(
+        &mut self,
+        tx: &Connection,
+        req: MatchRequest,
+        after: &mut AfterCommit,
+    ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         self.match_as(tx, req, None, after)
     }
 
@@ -301,12 +319,20 @@ impl Trading {
     /// trading's uncommitted work: the book is as it was then, so the engine must make
     /// the same fills, and they keep the trade ids and times already answered (and
     /// recorded by orders). Anything else is an error, never a silent difference.
-    pub(crate) fn redo_match(&mut self, tx: &Connection, req: MatchRequest, journaled: &MatchResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    pub(crate) fn redo_match(
+        &mut self,
+        tx: &Connection,
+        req: MatchRequest,
+        journaled: &MatchResult,
+        after: &mut AfterCommit,
+    ) -> Result<(), ServiceError> {
         let order_id = req.order_id.clone();
         match self.match_as(tx, req, Some(journaled), after)? {
             Ok(result) if &result == journaled => Ok(()),
             Ok(result) => Err(ServiceError::Other(format!("redoing {order_id}: the book answered {result:?}, the journal {journaled:?}"))),
-            Err(e) => Err(ServiceError::Other(format!("redoing {order_id}: the book refused it ({}) but the journal has it matched", e.message))),
+            Err(e) => {
+                Err(ServiceError::Other(format!("redoing {order_id}: the book refused it ({}) but the journal has it matched", e.message)))
+            }
         }
     }
 
@@ -365,8 +391,11 @@ impl Trading {
         let Some(removed) = book.book.cancel(internal) else { return Ok(None) };
         let remaining = Decimal::from(removed.remaining) * book.lot;
         tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
-        tx.prepare_cached("INSERT OR REPLACE INTO cancels (order_id, remaining, timestamp) VALUES (?1, ?2, ?3)")?
-            .execute(params![order_id, remaining.to_string(), crate::api::now_rfc3339()])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO cancels (order_id, remaining, timestamp) VALUES (?1, ?2, ?3)")?.execute(params![
+            order_id,
+            remaining.to_string(),
+            crate::api::now_rfc3339()
+        ])?;
         self.ids.remove(order_id);
         self.meta.remove(&internal);
         self.bump(&symbol);
@@ -545,7 +574,9 @@ impl Service for Trading {
                     Some(b) => {
                         let (bids, asks) = b.book.depth(depth);
                         let conv = |v: Vec<(i64, i64)>| {
-                            v.into_iter().map(|(p, q)| ((Decimal::from(p) * b.tick).normalize(), (Decimal::from(q) * b.lot).normalize())).collect()
+                            v.into_iter()
+                                .map(|(p, q)| ((Decimal::from(p) * b.tick).normalize(), (Decimal::from(q) * b.lot).normalize()))
+                                .collect()
                         };
                         BookView { symbol, bids: conv(bids), asks: conv(asks), sequence: b.sequence }
                     }

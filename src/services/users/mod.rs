@@ -9,7 +9,7 @@ pub use directory::Directory;
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, OptionalExtension, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 pub enum Cmd {
     Create(NewUser, Reply<User>),
@@ -34,16 +34,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
 
 /// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7).
 pub fn validate_username(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            "invalid_username",
-            "username must be 1-64 characters of letters, digits, '_', '.' and '-'",
-        ))
+        Err(ApiError::invalid("invalid_username", "username must be 1-64 characters of letters, digits, '_', '.' and '-'"))
     }
 }
 
@@ -61,30 +56,18 @@ pub fn validate_email(email: &str) -> Result<(), ApiError> {
 }
 
 fn row_to_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
-    Ok(User {
-        user_id: r.get(0)?,
-        username: r.get(1)?,
-        email: r.get(2)?,
-        status: r.get(3)?,
-        created_at: r.get(4)?,
-        updated_at: r.get(5)?,
-    })
+    Ok(User { user_id: r.get(0)?, username: r.get(1)?, email: r.get(2)?, status: r.get(3)?, created_at: r.get(4)?, updated_at: r.get(5)? })
 }
 
 const COLUMNS: &str = "user_id, username, email, status, created_at, updated_at";
 
 fn find(tx: &Connection, key: &str) -> rusqlite::Result<Option<User>> {
     // An id wins over a username that happens to look like one.
-    let by_id = tx
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE user_id = ?1"))?
-        .query_row([key], row_to_user)
-        .optional()?;
+    let by_id = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE user_id = ?1"))?.query_row([key], row_to_user).optional()?;
     if by_id.is_some() {
         return Ok(by_id);
     }
-    tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?
-        .query_row([key], row_to_user)
-        .optional()
+    tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?.query_row([key], row_to_user).optional()
 }
 
 fn taken(tx: &Connection, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
@@ -191,8 +174,12 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
         user.status = status.clone();
     }
     user.updated_at = crate::api::now_rfc3339();
-    tx.prepare_cached("UPDATE users SET email = ?2, status = ?3, updated_at = ?4 WHERE user_id = ?1")?
-        .execute(params![user.user_id, user.email, user.status, user.updated_at])?;
+    tx.prepare_cached("UPDATE users SET email = ?2, status = ?3, updated_at = ?4 WHERE user_id = ?1")?.execute(params![
+        user.user_id,
+        user.email,
+        user.status,
+        user.updated_at
+    ])?;
     after.event("USER_UPDATED", serde_json::to_value(&user).unwrap_or_default());
     Ok(Ok(user))
 }

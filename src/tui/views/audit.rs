@@ -14,10 +14,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let verdict = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
         (_, Some(e)) => Line::from(Span::styled(format!("cannot verify: {e}"), theme.bad())),
         (None, None) => Line::from(Span::styled("verifying the chain…", theme.dim())),
-        (Some(v), None) if v.ok => Line::from(vec![
-            Span::styled("chain OK", theme.ok()),
-            Span::raw(format!(": {} records, every hash matches", v.records)),
-        ]),
+        (Some(v), None) if v.ok => {
+            Line::from(vec![Span::styled("chain OK", theme.ok()), Span::raw(format!(": {} records, every hash matches", v.records))])
+        }
         (Some(v), None) => Line::from(vec![
             Span::styled("chain BROKEN", theme.bad()),
             Span::raw(format!(

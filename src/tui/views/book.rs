@@ -55,7 +55,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     price_chart(frame, chart, &symbol, &m.candles, decimals, theme);
 }
 
-fn ladder(frame: &mut Frame, area: Rect, symbol: &str, bids: &[(Decimal, Decimal)], asks: &[(Decimal, Decimal)], decimals: Option<u32>, theme: Theme) {
+fn ladder(
+    frame: &mut Frame,
+    area: Rect,
+    symbol: &str,
+    bids: &[(Decimal, Decimal)],
+    asks: &[(Decimal, Decimal)],
+    decimals: Option<u32>,
+    theme: Theme,
+) {
     let spread = match (bids.first(), asks.first()) {
         (Some(b), Some(a)) => format!("spread {}", price(a.0 - b.0, decimals)),
         _ => "no spread".into(),
@@ -70,10 +78,14 @@ fn ladder(frame: &mut Frame, area: Rect, symbol: &str, bids: &[(Decimal, Decimal
     let half = (inner.height.saturating_sub(2) / 2) as usize;
     let cumulative = |levels: &[(Decimal, Decimal)]| -> Vec<(Decimal, Decimal, Decimal)> {
         let mut total = Decimal::ZERO;
-        levels.iter().take(half).map(|&(p, q)| {
-            total += q;
-            (p, q, total)
-        }).collect()
+        levels
+            .iter()
+            .take(half)
+            .map(|&(p, q)| {
+                total += q;
+                (p, q, total)
+            })
+            .collect()
     };
     let asks = cumulative(asks);
     let bids = cumulative(bids);

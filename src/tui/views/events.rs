@@ -44,7 +44,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             "TRADE_EXECUTED" => theme.ok(),
             _ => ratatui::style::Style::new(),
         };
-        let mut cells = vec![Cell::from(e.seq.to_string()), Cell::from(clock(&e.timestamp).to_string()), Cell::from(clean(&e.kind)).style(style)];
+        let mut cells =
+            vec![Cell::from(e.seq.to_string()), Cell::from(clock(&e.timestamp).to_string()), Cell::from(clean(&e.kind)).style(style)];
         if wide {
             cells.push(Cell::from(clean(&e.source)));
         }

@@ -22,8 +22,13 @@ pub const GLOBAL: &[(&str, &str)] = &[
 ];
 
 /// Keys in forms (new order, amend, deposit, withdraw).
-pub const FORM: &[(&str, &str)] =
-    &[("Tab ↓", "next field"), ("S-Tab ↑", "previous field"), ("← → space", "change a choice"), ("Enter", "check and send"), ("Esc", "cancel")];
+pub const FORM: &[(&str, &str)] = &[
+    ("Tab ↓", "next field"),
+    ("S-Tab ↑", "previous field"),
+    ("← → space", "change a choice"),
+    ("Enter", "check and send"),
+    ("Esc", "cancel"),
+];
 
 /// Keys of one tab: the keys, a word for the footer, and what they do for the help.
 pub fn tab_keys(tab: Tab) -> &'static [(&'static str, &'static str, &'static str)] {

@@ -13,8 +13,8 @@ mod events;
 mod footer;
 mod form;
 mod help;
-mod overview;
 mod orders;
+mod overview;
 pub mod text;
 pub mod theme;
 

@@ -60,7 +60,11 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let note_w = area.width.saturating_sub(2 + 9 + 11 + 8 + 9 + 8 + 5) as usize;
     let rows = app.services.iter().map(|s| {
         let (state, note, style) = match s.state.as_str() {
-            "failed" => ("FAILED".to_string(), format!("failed after {} restarts: {}", s.restarts, s.last_error.as_deref().unwrap_or("")), theme.bad()),
+            "failed" => (
+                "FAILED".to_string(),
+                format!("failed after {} restarts: {}", s.restarts, s.last_error.as_deref().unwrap_or("")),
+                theme.bad(),
+            ),
             "running" if s.restarts > 0 => {
                 let why = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
                 ("running".into(), format!("restarted {}×{why}", s.restarts), theme.warn())
