@@ -38,8 +38,6 @@ pub struct App {
     pub tokens: crate::services::auth::Tokens,
     /// Audit's journal of commands: a command is answered once it is in it.
     pub command_log: crate::services::audit::CommandLog,
-    /// How the order saga waits for the lane's answers (`services::spin`).
-    pub answer_wait: crate::services::spin::AnswerWait,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.

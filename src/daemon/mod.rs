@@ -142,7 +142,6 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         orders: lane.orders,
         placements: lane.placements,
         notify,
-        answer_wait: Default::default(),
         instruments: Default::default(),
         directory,
         tokens,

@@ -68,7 +68,8 @@ impl Supervisor {
         use crate::services::lane::{self, LaneCmd};
         let (tx, rx) = mpsc::channel::<Envelope<LaneCmd>>();
         let statuses = lane::Statuses::new();
-        let handles = lane::Handles::new(tx, &statuses);
+        let wait = std::sync::Arc::new(crate::services::spin::AnswerWait::new(ctx.settings.clone()));
+        let handles = lane::Handles::new(tx, &statuses, wait);
         let st = statuses.clone();
         let thread = std::thread::Builder::new()
             .name("svc-lane".into())

@@ -16,6 +16,7 @@
 
 use crate::api::ApiError;
 use crate::services::bus::{Bus, NewEvent};
+use crate::services::spin::AnswerWait;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -334,28 +335,41 @@ pub struct Handle<C> {
     /// the lane it shares); false once that thread is gone.
     tx: Arc<dyn Fn(Envelope<C>) -> bool + Send + Sync>,
     pub status: Arc<Status>,
+    /// How [`Handle::call`] waits for the answer: asleep, or first awake for a moment
+    /// (the trading lane's handles; `services::spin`).
+    answer_wait: Option<Arc<AnswerWait>>,
 }
 
 impl<C> Clone for Handle<C> {
     fn clone(&self) -> Self {
-        Handle { tx: self.tx.clone(), status: self.status.clone() }
+        Handle { tx: self.tx.clone(), status: self.status.clone(), answer_wait: self.answer_wait.clone() }
     }
 }
 
 impl<C: Send + 'static> Handle<C> {
     pub fn new(tx: mpsc::Sender<Envelope<C>>, status: Arc<Status>) -> Self {
-        Handle { tx: Arc::new(move |e| tx.send(e).is_ok()), status }
+        Handle { tx: Arc::new(move |e| tx.send(e).is_ok()), status, answer_wait: None }
     }
 
     /// A handle whose envelopes go through `send` (a service that shares a thread).
     pub fn routed(send: impl Fn(Envelope<C>) -> bool + Send + Sync + 'static, status: Arc<Status>) -> Self {
-        Handle { tx: Arc::new(send), status }
+        Handle { tx: Arc::new(send), status, answer_wait: None }
+    }
+
+    /// The same handle, waiting for its answers through `wait`.
+    pub fn waiting_with(mut self, wait: Arc<AnswerWait>) -> Self {
+        self.answer_wait = Some(wait);
+        self
     }
 
     /// Sends a command built around a reply channel and waits for the committed answer.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> C) -> Result<T, ApiError> {
         let rx = self.send(make)?;
-        rx.await.unwrap_or_else(|_| Err(ApiError::unavailable(self.status.name)))
+        let answer = match &self.answer_wait {
+            Some(w) => w.wait(rx).await,
+            None => rx.await.ok(),
+        };
+        answer.unwrap_or_else(|| Err(ApiError::unavailable(self.status.name)))
     }
 
     /// Sends without waiting; the receiver yields the answer.

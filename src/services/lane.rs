@@ -61,7 +61,7 @@ use crate::services::actor::{
 use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
-use crate::services::spin::{self, SpinHistory};
+use crate::services::spin::{self, AnswerWait, SpinHistory};
 use crate::services::trading::{self, MatchResult, Trading};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -132,7 +132,8 @@ pub struct Handles {
 }
 
 impl Handles {
-    pub fn new(tx: mpsc::Sender<Envelope<LaneCmd>>, st: &Statuses) -> Self {
+    /// Every caller of the lane waits for its answers through `wait` (`services::spin`).
+    pub fn new(tx: mpsc::Sender<Envelope<LaneCmd>>, st: &Statuses, wait: Arc<AnswerWait>) -> Self {
         fn route<C: Send + 'static>(tx: &mpsc::Sender<Envelope<LaneCmd>>, wrap: fn(C) -> LaneCmd, status: &Arc<Status>) -> Handle<C> {
             let tx = tx.clone();
             Handle::routed(
@@ -147,10 +148,10 @@ impl Handles {
             )
         }
         Handles {
-            orders: route(&tx, LaneCmd::Orders, &st.orders),
-            risk: route(&tx, LaneCmd::Risk, &st.risk),
-            trading: route(&tx, LaneCmd::Trading, &st.trading),
-            placements: Handle::new(tx, st.orders.clone()),
+            orders: route(&tx, LaneCmd::Orders, &st.orders).waiting_with(wait.clone()),
+            risk: route(&tx, LaneCmd::Risk, &st.risk).waiting_with(wait.clone()),
+            trading: route(&tx, LaneCmd::Trading, &st.trading).waiting_with(wait.clone()),
+            placements: Handle::new(tx, st.orders.clone()).waiting_with(wait),
         }
     }
     pub fn control(&self, c: Control) -> bool {
@@ -705,7 +706,7 @@ mod tests {
             let (bus, ctx) = ServiceCtx::for_tests(dir.path());
             let (tx, rx) = mpsc::channel();
             let statuses = Statuses::new();
-            let handles = Handles::new(tx, &statuses);
+            let handles = Handles::new(tx, &statuses, Arc::new(AnswerWait::new(ctx.settings.clone())));
             let st = statuses.clone();
             let thread = std::thread::spawn(move || {
                 run_incarnation(&ctx, &rx, &st).map(|_| ()).unwrap();

@@ -1,25 +1,28 @@
-//! Waiting awake: the order path's two waits spin for a short while before they sleep,
-//! when the recent past says the wait will be short.
+//! Waiting awake: the trading lane's two waits spin for a short while before they
+//! sleep, when the recent past says the wait will be short.
 //!
 //! On a virtual machine a thread that sleeps lets its vCPU halt, and waking it costs an
 //! interrupt to the host and a reschedule of that vCPU: tens of µs here (BENCHMARKS.md,
-//! "Where the time goes"). An unloaded placement paid that twice: the lane slept on its
-//! mailbox until the HTTP worker sent the order, and the worker slept on its answer
-//! until the lane gave it. Together that was about half of an unloaded placement's
-//! ~200 µs. Spinning on one side alone barely helps: the other side's vCPU halts
-//! instead (measured: 160–190 µs with either alone, 65–120 µs with both).
+//! "Session 12"). An unloaded placement paid that twice: the lane slept on its mailbox
+//! until the HTTP worker sent the order, and the worker slept on its answer until the
+//! lane gave it. Together that was about half of an unloaded placement's ~200 µs.
+//! Spinning on one side alone barely helps: the other side's vCPU halts instead
+//! (measured: 160–190 µs with either alone, 60–120 µs with both). Reads, cancels and
+//! every other call to the lane wait the same way ([`AnswerWait`] sits in each of the
+//! lane's handles), so a bot that places and then reads its order gains too.
 //!
-//! Spinning holds a core while it lasts, so a wait spins only while placements have
-//! recently followed each other closely: [`SpinHistory`] remembers whether each of the
-//! last eight gaps (the lane's waits for a command; on the HTTP side, the time from an
-//! answer to the next placement) was within twice the budget (`trading.spin_us`; a wait
-//! spent asleep includes its own wake-up), and the next wait spins only if six were. A
-//! steady client that places, reads the answer and places again (one connection, a
-//! bot) keeps both sides awake; orders that arrive at random, further apart than that,
-//! and an idle daemon, sleep as before.
-//! A spinning thread yields its core at every turn (`yield_now`), so a thread with work
-//! to do on that core (the lane's flush, the bus, the client) runs first.
+//! Spinning holds a core while it lasts, so a wait spins only while calls to the lane
+//! have recently followed each other closely: [`SpinHistory`] remembers whether each of
+//! the last eight gaps (the lane's waits for a command; on the callers' side, the time
+//! from an answer to the next call) was within twice the budget (`trading.spin_us`; a
+//! wait spent asleep includes its own wake-up), and the next wait spins only if six
+//! were. A steady client that places, reads the answer and places again (one
+//! connection, a bot) keeps both sides awake; orders that arrive at random, further
+//! apart than that, and an idle daemon, sleep as before. A spinning thread yields its
+//! core at every turn (`yield_now`), so a thread with work to do on that core (the
+//! lane's flush, the bus, the client) runs first.
 
+use crate::services::config::SharedSettings;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -61,16 +64,17 @@ pub fn spin_for<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>, mut pa
     }
 }
 
-/// The HTTP side of a placement: waiting for the lane's answer.
+/// The caller's side of the trading lane: waiting for its answer (a placement's, or a
+/// read's or a cancel's; every handle of the lane waits through one of these).
 ///
-/// Its history is of how soon each placement followed the previous answer, the same
-/// thing the lane's history measures from its side: only when placements follow each
-/// other closely is the lane awake, so that the answer is quick and a spin catches it.
-/// It spins only while this is the one placement in flight: a worker that spins serves
-/// no other connection meanwhile, and with other placements in flight the lane is busy
-/// and the answer will not be quick anyway.
-#[derive(Debug)]
+/// Its history is of how soon each call followed the previous answer, the same thing
+/// the lane's history measures from its side: only when calls follow each other closely
+/// is the lane awake, so that the answer is quick and a spin catches it. It spins only
+/// while this is the one call in flight: an HTTP worker that spins serves no other
+/// connection meanwhile, and with other calls in flight the lane is busy and the answer
+/// will not be quick anyway.
 pub struct AnswerWait {
+    settings: SharedSettings,
     in_flight: AtomicUsize,
     history: SpinHistory,
     epoch: Instant,
@@ -78,20 +82,21 @@ pub struct AnswerWait {
     answered_at: AtomicU64,
 }
 
-impl Default for AnswerWait {
-    fn default() -> Self {
+impl AnswerWait {
+    /// Spins for up to `trading.spin_us` of the live settings.
+    pub fn new(settings: SharedSettings) -> Self {
         AnswerWait {
+            settings,
             in_flight: AtomicUsize::new(0),
             history: SpinHistory::default(),
             epoch: Instant::now(),
             answered_at: AtomicU64::new(0),
         }
     }
-}
 
-impl AnswerWait {
     /// The answer on `rx`, or `None` if its sender was dropped.
-    pub async fn wait<T>(&self, mut rx: oneshot::Receiver<T>, budget: Duration) -> Option<T> {
+    pub async fn wait<T>(&self, mut rx: oneshot::Receiver<T>) -> Option<T> {
+        let budget = self.settings.get().trading.spin();
         let since_answer = self.now_us().saturating_sub(self.answered_at.load(Ordering::Relaxed));
         self.history.record(Duration::from_micros(since_answer), budget);
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
@@ -121,7 +126,7 @@ impl AnswerWait {
     }
 }
 
-/// Counts a placement out of flight however its wait ends (a timeout drops it).
+/// Counts a call out of flight however its wait ends (a timeout drops it).
 struct Leave<'a>(&'a AtomicUsize);
 
 impl Drop for Leave<'_> {
@@ -178,31 +183,32 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_wait_spins_for_placements_that_follow_closely_and_counts_them_out() {
-        let w = AnswerWait::default();
+        let w = AnswerWait::new(SharedSettings::new(crate::services::config::settings::Settings::defaults()));
+        assert_eq!(w.settings.get().trading.spin(), BUDGET, "the shipped default");
         for i in 0..8 {
             let (tx, rx) = oneshot::channel();
             tx.send(i).unwrap();
-            assert_eq!(w.wait(rx, BUDGET).await, Some(i));
+            assert_eq!(w.wait(rx).await, Some(i));
         }
         assert!(w.history.should_spin(BUDGET), "eight placements one right after another");
         let (tx, rx) = oneshot::channel::<u32>();
         drop(tx);
-        assert_eq!(w.wait(rx, BUDGET).await, None, "a dropped sender while spinning");
+        assert_eq!(w.wait(rx).await, None, "a dropped sender while spinning");
         let (tx, rx) = oneshot::channel();
         let late = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
             tx.send(7).unwrap();
         });
-        assert_eq!(w.wait(rx, BUDGET).await, Some(7), "an answer after the spin is awaited");
+        assert_eq!(w.wait(rx).await, Some(7), "an answer after the spin is awaited");
         late.await.unwrap();
         let (_tx, rx) = oneshot::channel::<u32>();
-        let _ = tokio::time::timeout(Duration::from_millis(1), w.wait(rx, BUDGET)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(1), w.wait(rx)).await;
         assert_eq!(w.in_flight.load(Ordering::Relaxed), 0, "a wait given up on is out of flight");
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(2)).await;
             let (tx, rx) = oneshot::channel();
             tx.send(0).unwrap();
-            w.wait(rx, BUDGET).await;
+            w.wait(rx).await;
         }
         assert!(!w.history.should_spin(BUDGET), "three placements a while after the last answer: sleep");
     }

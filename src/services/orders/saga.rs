@@ -111,12 +111,7 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
     let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
     let placement = |reply| LaneCmd::Place(Placement { order: new, user_active: user.status == "active", instrument, reply });
     // The lane finishes the placement whether or not anyone still waits for it.
-    let waited = async {
-        let rx = app.placements.send(placement)?;
-        let spin = app.settings.get().trading.spin();
-        app.answer_wait.wait(rx, spin).await.unwrap_or_else(|| Err(ApiError::unavailable(app.placements.status.name)))
-    };
-    let answer = match tokio::time::timeout(timeout, waited).await {
+    let answer = match tokio::time::timeout(timeout, app.placements.call(placement)).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::timeout(format!(
             "placement took longer than trading.order_timeout_s = {}s; it goes on in the background: check the order by its client_order_id",
