@@ -31,7 +31,7 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 #[derive(Debug, Default)]
 pub struct SpinHistory(AtomicU8);
 
-/// How many of the last eight waits must have been short for the next one to spin.
+/// How many of the last eight gaps must have been short for the next wait to spin.
 const SHORT_OF_EIGHT: u32 = 6;
 
 impl SpinHistory {
@@ -40,7 +40,7 @@ impl SpinHistory {
         !budget.is_zero() && self.0.load(Ordering::Relaxed).count_ones() >= SHORT_OF_EIGHT
     }
 
-    /// Records a gap: how long a wait took, spinning or asleep, or between placements.
+    /// Records a gap: how long a wait took, spinning or asleep, or the time between calls.
     pub fn record(&self, waited: Duration, budget: Duration) {
         let short = u8::from(waited <= budget * 2);
         // Lost updates between racing waiters only blur a heuristic.
