@@ -99,6 +99,28 @@ impl BusEvent {
         Self::with_line(event, line)
     }
 
+    /// A committed event read back from the store: the envelope's fields are parsed and
+    /// its `data` stays text until a follower reads it (serde skips it without building
+    /// it). Parsing every event's data into a `serde_json::Value` and dropping it was
+    /// most of a replay's cost: a follower catching up, `GET /api/events?since=`.
+    fn from_line(line: String) -> serde_json::Result<Self> {
+        if !(line.contains(",\"data\":") && line.ends_with('}')) {
+            // Not the layout `data_text` slices: parse it whole.
+            let event: Event = serde_json::from_str(&line)?;
+            return Ok(Self::with_line(event, line));
+        }
+        let h: Head = serde_json::from_str(&line)?;
+        Ok(BusEvent {
+            seq: h.seq,
+            event_id: h.event_id,
+            kind: h.kind,
+            source: h.source,
+            timestamp: h.timestamp,
+            line: line.into(),
+            data: std::sync::OnceLock::new(),
+        })
+    }
+
     fn with_line(e: Event, line: String) -> Self {
         BusEvent {
             seq: e.seq,
@@ -126,6 +148,17 @@ impl BusEvent {
     pub fn data(&self) -> &serde_json::Value {
         self.data.get_or_init(|| serde_json::from_str(self.data_text()).unwrap_or_default())
     }
+}
+
+/// An envelope's fields but `data`, which serde skips without building it.
+#[derive(serde::Deserialize)]
+struct Head {
+    seq: u64,
+    event_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    source: String,
+    timestamp: String,
 }
 
 /// An event's envelope as JSON text, the same text `serde_json::to_string(&Event)` gives,
@@ -248,8 +281,7 @@ impl Bus {
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let line: String = row.get(0)?;
-            let event: Event = serde_json::from_str(&line)?;
-            out.push(BusEvent::with_line(event, line));
+            out.push(BusEvent::from_line(line)?);
         }
         Ok(out)
     }
@@ -362,6 +394,24 @@ mod tests {
             let e = BusEvent { data: new.value.map(std::sync::OnceLock::from).unwrap_or_default(), ..BusEvent::from_event(event.clone()) };
             assert_eq!(e.data_text(), new.text);
             assert_eq!(e.data(), &data);
+            // Read back from the store: the envelope's fields, and the data, unparsed until asked.
+            let back = BusEvent::from_line(line).unwrap();
+            assert_eq!((back.seq, back.kind.as_str(), back.source.as_str()), (42, "ORDER_CREATED", "orders"));
+            assert_eq!((&back.event_id, &back.timestamp), (&event.event_id, &event.timestamp));
+            assert!(back.data.get().is_none(), "data is not parsed on the way in");
+            assert_eq!(back.data_text(), new.text);
+            assert_eq!(back.data(), &data);
         }
+    }
+
+    /// A stored line whose `data` is not last (no agt writes one) is parsed whole rather
+    /// than sliced wrong.
+    #[test]
+    fn a_line_in_another_layout_still_gives_its_data() {
+        let line = r#"{"data":{"a":1},"seq":7,"event_id":"e","type":"T","source":"s","timestamp":"t"}"#;
+        let e = BusEvent::from_line(line.to_string()).unwrap();
+        assert_eq!((e.seq, e.kind.as_str()), (7, "T"));
+        assert_eq!(e.data(), &serde_json::json!({"a": 1}));
+        assert!(BusEvent::from_line("{\"seq\":1}".to_string()).is_err(), "a line without an envelope is an error");
     }
 }
