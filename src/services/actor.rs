@@ -17,6 +17,7 @@
 use crate::api::ApiError;
 use crate::services::bus::{Bus, NewEvent};
 use crate::services::spin::AnswerWait;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +29,17 @@ pub const MAX_BATCH: usize = 512;
 /// Confirmed outbox rows are deleted once this many have gathered. A row holds a
 /// commit's events (tens of KB under load), and the file keeps the pages of what the
 /// table once held: at 256 rows `orders.db` was twice its size after 30 k orders.
-const OUTBOX_DELETE_EVERY: i64 = 16;
+const OUTBOX_DELETE_EVERY: usize = 16;
+
+/// ... or once they hold this many bytes: one commit of a mass cancel holds thousands of
+/// events, and a row left behind is re-sent at the next start.
+const OUTBOX_DELETE_BYTES: usize = 1 << 20;
+
+/// A store that has not committed for this long deletes every confirmed outbox row
+/// ([`Unit::tidy`]): an idle store kept up to [`OUTBOX_DELETE_EVERY`] rows, re-sent at
+/// every start (after `agt bench`'s clean-up, 170 k events and 46 MB, the whole of the
+/// daemon's peak memory at its next start).
+pub const TIDY_AFTER: Duration = Duration::from_secs(1);
 
 /// The reply channel of one command.
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -169,12 +180,14 @@ impl AfterCommit {
     }
     /// Writes the batch's events into the outbox (inside the batch's transaction), as one
     /// row: a row per event was a b-tree insert per event on the order path (~5 per order).
-    fn stage(&self, tx: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+    /// Gives the row's id and size.
+    fn stage(&self, tx: &rusqlite::Connection) -> rusqlite::Result<Option<(i64, usize)>> {
         if self.events.is_empty() {
             return Ok(None);
         }
-        tx.prepare_cached("INSERT INTO outbox_batches (events) VALUES (?1)")?.execute([outbox_text(&self.events)])?;
-        Ok(Some(tx.last_insert_rowid()))
+        let text = outbox_text(&self.events);
+        tx.prepare_cached("INSERT INTO outbox_batches (events) VALUES (?1)")?.execute([&text])?;
+        Ok(Some((tx.last_insert_rowid(), text.len())))
     }
     /// After commit: the events to the bus first (so a reader who syncs with the bus after
     /// our reply sees them); gives back the replies to run.
@@ -231,11 +244,18 @@ pub(crate) fn outbox_events(text: &str, source: &'static str) -> Vec<NewEvent> {
         .collect()
 }
 
-/// Hands events left in the outbox by a crash to the bus again.
-fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, acked: &Arc<AtomicI64>) -> Result<(), ServiceError> {
-    let mut stmt = conn.prepare("SELECT id, events FROM outbox_batches ORDER BY id")?;
+/// Hands events left in the outbox (by a crash, or not deleted yet) to the bus again;
+/// gives back the rows it re-sent, (id, bytes), for [`Unit`] to delete once confirmed.
+fn replay_outbox(
+    conn: &rusqlite::Connection,
+    source: &'static str,
+    bus: &Bus,
+    acked: &Arc<AtomicI64>,
+) -> Result<VecDeque<(i64, usize)>, ServiceError> {
+    // A blanked row (the newest, kept for its id) holds nothing to send.
+    let mut stmt = conn.prepare("SELECT id, events FROM outbox_batches WHERE events <> '' ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    let Some(last) = rows.last().map(|r| r.0) else { return Ok(()) };
+    let Some(last) = rows.last().map(|r| r.0) else { return Ok(VecDeque::new()) };
     let events: Vec<NewEvent> = rows.iter().flat_map(|(_, text)| outbox_events(text, source)).collect();
     tracing::info!(service = source, upto = last, "re-sending events left in the outbox");
     let acked = acked.clone();
@@ -245,7 +265,7 @@ fn replay_outbox(conn: &rusqlite::Connection, source: &'static str, bus: &Bus, a
             acked.fetch_max(last, Ordering::AcqRel);
         })],
     );
-    Ok(())
+    Ok(rows.iter().map(|(id, text)| (*id, text.len())).collect())
 }
 
 /// Supervisor orders delivered through the mailbox, behind the commands already queued.
@@ -417,7 +437,10 @@ pub struct Unit<S: Service> {
     conn: rusqlite::Connection,
     /// The outbox rows the bus has confirmed (deleted in bulk, see `OUTBOX_DELETE_EVERY`).
     acked: Arc<AtomicI64>,
-    deleted: i64,
+    /// The outbox rows written (or re-sent) and not deleted yet, oldest first: (id, bytes).
+    outbox: VecDeque<(i64, usize)>,
+    /// When the last outbox row was written: [`Unit::tidy`] waits for [`TIDY_AFTER`].
+    staged_at: Instant,
     checkpointer: crate::services::store::CheckpointGuard,
     /// The transaction work has gone into and that has not committed yet.
     open: Option<Pending>,
@@ -437,8 +460,8 @@ impl<S: Service> Unit<S> {
         let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(50));
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
-        replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
-        Ok(Unit { svc, conn, acked, deleted: 0, checkpointer, open: None })
+        let outbox = replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
+        Ok(Unit { svc, conn, acked, outbox, staged_at: Instant::now(), checkpointer, open: None })
     }
 
     /// Runs `work` inside the open transaction (beginning one if none is open). Its
@@ -454,19 +477,10 @@ impl<S: Service> Unit<S> {
             self.open = Some(Pending { after: AfterCommit::new(S::NAME), busy: Duration::ZERO });
             // Confirmed outbox rows go in bulk: deleting them every batch wrote a page per
             // commit; left a while longer they are only re-sent (and ignored by the bus)
-            // after a crash. The newest row stays: outbox ids are rowids, and an emptied
-            // table would number its next row 1 again, below what the bus has confirmed
-            // (`acked` only rises), so the next bulk delete would take rows the bus had
-            // not stored yet, and rows below the old number were never deleted (72 k of
-            // them after 1 M orders, all re-sent at every start).
-            let confirmed = self.acked.load(Ordering::Acquire);
-            if confirmed - self.deleted >= OUTBOX_DELETE_EVERY {
-                let delete = "DELETE FROM outbox_batches WHERE id <= ?1 AND id < (SELECT max(id) FROM outbox_batches)";
-                if let Err(e) = self.conn.prepare_cached(delete).and_then(|mut s| s.execute([confirmed])) {
-                    self.rollback();
-                    return Err(e.into());
-                }
-                self.deleted = confirmed;
+            // after a crash.
+            if let Err(e) = self.delete_confirmed(OUTBOX_DELETE_EVERY, OUTBOX_DELETE_BYTES) {
+                self.rollback();
+                return Err(e.into());
             }
         }
         let pending = self.open.as_mut().expect("a transaction is open");
@@ -478,12 +492,60 @@ impl<S: Service> Unit<S> {
         out
     }
 
+    /// Deletes, in the open transaction, the outbox rows the bus has confirmed, if there
+    /// are at least `rows` of them or `bytes` in them. The newest row keeps its id, its
+    /// events blanked: outbox ids are rowids, and an emptied table would number its next
+    /// row 1 again, below what the bus has confirmed (`acked` only rises), so the next
+    /// bulk delete would take rows the bus had not stored yet, and rows below the old
+    /// number were never deleted (72 k of them after 1 M orders, all re-sent at every
+    /// start).
+    fn delete_confirmed(&mut self, rows: usize, bytes: usize) -> rusqlite::Result<()> {
+        let acked = self.acked.load(Ordering::Acquire);
+        let (mut n, mut size) = (0, 0);
+        for (id, b) in &self.outbox {
+            if *id > acked {
+                break;
+            }
+            (n, size) = (n + 1, size + b);
+        }
+        if n == 0 || (n < rows && size < bytes) {
+            return Ok(());
+        }
+        let delete = "DELETE FROM outbox_batches WHERE id <= ?1 AND id < (SELECT max(id) FROM outbox_batches)";
+        self.conn.prepare_cached(delete)?.execute([acked])?;
+        let blank = "UPDATE outbox_batches SET events = '' WHERE id = (SELECT max(id) FROM outbox_batches) AND id <= ?1 AND events <> ''";
+        self.conn.prepare_cached(blank)?.execute([acked])?;
+        self.outbox.drain(..n);
+        Ok(())
+    }
+
+    /// Whether outbox rows wait to be deleted: the service's loop then wakes after
+    /// [`TIDY_AFTER`] without a command, to call [`Unit::tidy`].
+    pub fn outbox_waiting(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Deletes every outbox row the bus has confirmed, in a transaction of its own, once
+    /// the store has written no event for [`TIDY_AFTER`] (an idle store).
+    pub fn tidy(&mut self) -> Result<(), ServiceError> {
+        if self.open.is_some() || self.outbox.is_empty() || self.staged_at.elapsed() < TIDY_AFTER {
+            return Ok(());
+        }
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let done = self.delete_confirmed(1, 0).and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(drop));
+        if let Err(e) = done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Commits the open transaction (if any), then hands its events to the bus and sends
     /// its replies, in the order they were made.
     pub fn commit(&mut self, bus: &Bus) -> Result<(), ServiceError> {
         let Some(pending) = self.open.take() else { return Ok(()) };
         let started = Instant::now();
-        let committed = (|| -> Result<Option<i64>, ServiceError> {
+        let committed = (|| -> Result<Option<(i64, usize)>, ServiceError> {
             self.svc.before_commit(&self.conn)?;
             let staged = pending.after.stage(&self.conn)?;
             self.conn.prepare_cached("COMMIT")?.execute([])?;
@@ -497,8 +559,12 @@ impl<S: Service> Unit<S> {
             }
         };
         crate::daemon::metrics::observe_commit(S::NAME, pending.busy + started.elapsed());
+        if let Some(row) = staged {
+            self.outbox.push_back(row);
+            self.staged_at = Instant::now();
+        }
         if !pending.after.is_empty() {
-            for r in pending.after.publish(staged.map(|id| (id, &self.acked)), bus) {
+            for r in pending.after.publish(staged.map(|(id, _)| (id, &self.acked)), bus) {
                 r();
             }
         }
@@ -557,6 +623,14 @@ pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelop
     let mut last_tick = Instant::now();
     loop {
         let first = match S::TICK {
+            None if unit.outbox_waiting() => match rx.recv_timeout(TIDY_AFTER) {
+                Ok(e) => Some(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    unit.tidy()?;
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Exit::Stop),
+            },
             None => match rx.recv() {
                 Ok(e) => Some(e),
                 Err(_) => return Ok(Exit::Stop),
@@ -565,7 +639,10 @@ pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelop
                 let wait = period.saturating_sub(last_tick.elapsed());
                 match rx.recv_timeout(wait) {
                     Ok(e) => Some(e),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        unit.tidy()?;
+                        None
+                    }
                     Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Exit::Stop),
                 }
             }
@@ -776,6 +853,65 @@ mod tests {
         }
     }
 
+    /// What the outbox table holds: (rows, bytes of events).
+    fn outbox_table(unit: &Unit<Emitter>) -> (i64, i64) {
+        unit.conn
+            .query_row("SELECT count(*), coalesce(sum(length(events)), 0) FROM outbox_batches", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+    }
+
+    /// An idle store deletes the rows the bus has confirmed, however few, so that its
+    /// next start re-sends nothing; a store that is not idle yet keeps them.
+    #[test]
+    fn an_idle_store_deletes_its_confirmed_outbox_rows_and_its_next_start_resends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ctx(dir.path());
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        let last = emit(&mut unit, &bus, 3);
+        confirmed(&unit, last);
+        unit.tidy().unwrap();
+        assert_eq!(outbox_table(&unit).0, 3, "not idle yet: the rows stay");
+        assert!(unit.outbox_waiting());
+        unit.staged_at = Instant::now() - TIDY_AFTER;
+        unit.tidy().unwrap();
+        assert_eq!(outbox_table(&unit), (1, 0), "only the newest row's id is left, its events blanked");
+        assert!(!unit.outbox_waiting(), "nothing waits: the loop may sleep until its next command");
+        drop(unit);
+        let before = bus.read_since(0, None, 100).unwrap().len();
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        assert!(!unit.outbox_waiting(), "nothing was re-sent");
+        let next = emit(&mut unit, &bus, 1);
+        assert!(next > last, "ids keep rising past the blanked row");
+        confirmed(&unit, next);
+        assert_eq!(bus.read_since(0, None, 100).unwrap().len(), before + 1);
+        bus.shutdown();
+    }
+
+    /// A confirmed row of a large commit (a mass cancel's thousands of events) goes at the
+    /// next transaction, without waiting for [`OUTBOX_DELETE_EVERY`] rows.
+    #[test]
+    fn a_large_confirmed_outbox_row_goes_at_the_next_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ctx(dir.path());
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        unit.work(|svc, tx, after| {
+            while after.events.len() * 70 < OUTBOX_DELETE_BYTES {
+                svc.handle(tx, (), after)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        unit.commit(&bus).unwrap();
+        let (rows, bytes) = outbox_table(&unit);
+        assert!(rows == 1 && bytes as usize >= OUTBOX_DELETE_BYTES, "one large row: {rows} rows, {bytes} bytes");
+        confirmed(&unit, 1);
+        emit(&mut unit, &bus, 1);
+        let (rows, bytes) = outbox_table(&unit);
+        assert_eq!(rows, 2, "the large row's id, blanked, and the new row");
+        assert!(bytes < 1000, "the large row's events are gone: {bytes} bytes left");
+        bus.shutdown();
+    }
+
     /// A bulk delete of confirmed rows must not let the outbox number rows from 1 again:
     /// `acked` would then count the new, unconfirmed rows as confirmed.
     #[test]
@@ -783,7 +919,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bus, ctx) = ctx(dir.path());
         let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
-        let first = emit(&mut unit, &bus, OUTBOX_DELETE_EVERY);
+        let first = emit(&mut unit, &bus, OUTBOX_DELETE_EVERY as i64);
         confirmed(&unit, first);
         // The next transaction deletes the confirmed rows in bulk, then adds its own.
         let next = emit(&mut unit, &bus, 1);

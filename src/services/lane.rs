@@ -56,7 +56,7 @@
 
 use crate::api::{ApiError, Instrument, Order};
 use crate::services::actor::{
-    AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
+    self, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
 };
 use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
@@ -196,9 +196,9 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                     Ok(e) => e,
                     Err(_) => {
                         lane.flush()?;
-                        match rx.recv() {
-                            Ok(e) => e,
-                            Err(_) => return Ok(Exit::Stop),
+                        match lane.next_when_idle(rx)? {
+                            Some(e) => e,
+                            None => return Ok(Exit::Stop),
                         }
                     }
                 };
@@ -405,6 +405,26 @@ impl Lane {
         self.since = None;
         self.sync_waiting = false;
         Ok(())
+    }
+
+    /// Waits for the next command with nothing left to flush (`None`: the mailbox
+    /// closed). While outbox rows wait to be deleted, it wakes after
+    /// [`actor::TIDY_AFTER`] without a command and deletes what the bus has confirmed.
+    fn next_when_idle(&mut self, rx: &mpsc::Receiver<Envelope<LaneCmd>>) -> Result<Option<Envelope<LaneCmd>>, ServiceError> {
+        loop {
+            if !(self.trading.outbox_waiting() || self.risk.outbox_waiting() || self.orders.outbox_waiting()) {
+                return Ok(rx.recv().ok());
+            }
+            match rx.recv_timeout(actor::TIDY_AFTER) {
+                Ok(e) => return Ok(Some(e)),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.trading.tidy()?;
+                    self.risk.tidy()?;
+                    self.orders.tidy()?;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
     }
 
     /// Brings the three stores level with the journal after a crash: each redoes, from
