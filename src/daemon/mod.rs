@@ -243,6 +243,20 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     Ok(())
 }
 
+/// Gives the heap memory freed so far back to the system; called once start-up
+/// recovery has finished (`saga::recover`). Each service loads its state on its own
+/// thread, so glibc's malloc spreads start-up's temporary allocations (rows read, a
+/// journal redone, outbox rows re-sent) over per-thread arenas and keeps them when they
+/// are freed: after a SIGKILL of a daemon with 1.4 M orders, RSS was 158 MB at `/ready`
+/// and 96 MB after a trim.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory, under the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;

@@ -420,6 +420,7 @@ pub async fn recover(app: Arc<App>) {
     resume(&app).await;
     app.recovered.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("recovery finished");
+    crate::daemon::trim_heap();
     after_lane_restarts(app).await;
 }
 
