@@ -484,20 +484,15 @@ async fn resume(app: &Arc<App>) {
         }
     }
     // Open orders that the book no longer holds were being cancelled: finish that.
-    let filter = super::ListFilter {
-        statuses: vec![crate::api::OrderStatus::New, crate::api::OrderStatus::PartiallyFilled],
-        limit: usize::MAX >> 1,
-        ..Default::default()
-    };
-    let Ok(open) = must(|| app.orders.call(|reply| Cmd::List { filter: filter.clone(), reply })).await else { return };
+    let Ok(open) = must(|| app.orders.call(Cmd::Open)).await else { return };
     // One question for all of them: a restart with many open orders must stay fast.
     let order_ids: Vec<String> = open.iter().map(|o| o.order_id.clone()).collect();
     let Ok(states) = must(|| app.trading.call(|reply| trading::Cmd::Status { order_ids: order_ids.clone(), reply })).await else { return };
     let stray: Vec<Cancelled> = open
-        .iter()
+        .into_iter()
         .zip(states)
         .filter(|(_, state)| *state == trading::OrderState::Cancelled)
-        .map(|(o, _)| Cancelled { order_id: o.order_id.clone(), user_id: o.user_id.clone(), remaining: o.remaining_quantity })
+        .map(|(o, _)| Cancelled { order_id: o.order_id, user_id: o.user_id, remaining: o.remaining })
         .collect();
     if !stray.is_empty() {
         tracing::info!(orders = stray.len(), "finishing interrupted cancels");

@@ -1,7 +1,7 @@
 //! The orders actor: `data/orders.db` holds every order, its fills and its saga stage.
 
 use super::events::{OrderEvent, StatusChange, TradeRef};
-use super::{Accepted, Cmd, ListFilter, NewOrder};
+use super::{Accepted, Cmd, ListFilter, NewOrder, OpenOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::store::{enum_at, text_at};
@@ -559,6 +559,19 @@ impl Orders {
         Ok(taker)
     }
 
+    /// Every open order (as [`Orders::list`] shows them: not one still `accepted`), oldest
+    /// first, without its fills.
+    pub(crate) fn open(tx: &Connection) -> rusqlite::Result<Vec<OpenOrder>> {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT order_id, user_id, quantity, filled FROM orders INDEXED BY orders_live
+             WHERE {LIVE} AND status IN ('new', 'partially_filled') AND stage <> 'accepted' ORDER BY seq"
+        ))?;
+        let open = stmt.query_map([], |r| {
+            Ok(OpenOrder { order_id: r.get(0)?, user_id: r.get(1)?, remaining: dec(text_at(r, 2)?)? - dec(text_at(r, 3)?)? })
+        })?;
+        open.collect()
+    }
+
     fn list(tx: &Connection, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
         // Open orders are few beside all the closed ones: read them through `orders_live`.
         let open_only = !f.statuses.is_empty() && f.statuses.iter().all(|s| s.is_open());
@@ -643,6 +656,7 @@ impl Service for Orders {
                 after.reply(reply, o);
             }
             Cmd::List { filter, reply } => after.reply(reply, Ok(Orders::list(tx, &filter)?)),
+            Cmd::Open(reply) => after.reply(reply, Ok(Orders::open(tx)?)),
             Cmd::Unfinished(reply) => {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM orders INDEXED BY orders_live WHERE {LIVE} AND stage <> 'done' ORDER BY seq"
@@ -708,6 +722,41 @@ mod tests {
         let (_, text) = events.iter().find(|(kind, text)| *kind == "ORDER_EXECUTED" && text.contains(r#""order_id":"mk""#)).unwrap();
         let data: serde_json::Value = serde_json::from_str(text).unwrap();
         d(data["average_price"].as_str().unwrap())
+    }
+
+    /// Recovery's lean list of open orders holds what the full list of open orders holds:
+    /// a partly filled maker with what remains of it; not a filled taker, and not an order
+    /// still `accepted` (its saga is resumed instead).
+    #[test]
+    fn the_open_orders_for_recovery_are_the_listed_open_orders_without_their_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let tx = conn.transaction().unwrap();
+        for (id, quantity) in [("mk", "100"), ("rest", "5")] {
+            Orders::accept_at(&tx, order(id, Side::Sell, "100", quantity), "t".into()).unwrap();
+            let rests = MatchResult {
+                order_id: id.into(),
+                fills: vec![],
+                filled: Decimal::ZERO,
+                remaining: d(quantity),
+                rests: true,
+                self_trade_prevented: false,
+            };
+            Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        }
+        trade(&tx, 0, "100", "3");
+        Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
+        let open = Orders::open(&tx).unwrap();
+        let want = [("mk", "usr_mk", d("97")), ("rest", "usr_rest", d("5"))];
+        assert_eq!(open, want.map(|(o, u, r)| OpenOrder { order_id: o.into(), user_id: u.into(), remaining: r }));
+        let filter = ListFilter { statuses: vec![OrderStatus::New, OrderStatus::PartiallyFilled], limit: 100, ..Default::default() };
+        let mut listed: Vec<OpenOrder> = Orders::list(&tx, &filter)
+            .unwrap()
+            .into_iter()
+            .map(|o| OpenOrder { order_id: o.order_id, user_id: o.user_id, remaining: o.remaining_quantity })
+            .collect();
+        listed.reverse();
+        assert_eq!(open, listed);
     }
 
     /// A maker's average price comes from its stored notional, not from reading its fills
