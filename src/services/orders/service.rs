@@ -572,6 +572,22 @@ impl Orders {
         open.collect()
     }
 
+    /// Which of `order_ids` are stored. Recovery asks about the order of every open hold
+    /// (100 k of them after a busy day): those are open orders, so a long list is first
+    /// checked against one read of the open orders' ids, and only the rest looked up one by
+    /// one (109.6 k lookups took 359 ms; the read takes a fraction of that).
+    fn known(tx: &Connection, order_ids: &[String]) -> rusqlite::Result<Vec<bool>> {
+        let open: std::collections::HashSet<String> = if order_ids.len() > 1000 {
+            let mut stmt = tx.prepare_cached(&format!("SELECT order_id FROM orders INDEXED BY orders_live WHERE {LIVE}"))?;
+            let ids = stmt.query_map([], |r| r.get(0))?;
+            ids.collect::<rusqlite::Result<_>>()?
+        } else {
+            Default::default()
+        };
+        let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;
+        order_ids.iter().map(|id| if open.contains(id) { Ok(true) } else { stmt.exists([id]) }).collect()
+    }
+
     fn list(tx: &Connection, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
         // Open orders are few beside all the closed ones: read them through `orders_live`.
         let open_only = !f.statuses.is_empty() && f.statuses.iter().all(|s| s.is_open());
@@ -646,11 +662,7 @@ impl Service for Orders {
                 tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([order_id])?;
             }
             Cmd::Sync(reply) => after.reply(reply, Ok(())),
-            Cmd::Known { order_ids, reply } => {
-                let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;
-                let known = order_ids.iter().map(|id| stmt.exists([id])).collect::<rusqlite::Result<Vec<_>>>()?;
-                after.reply(reply, Ok(known));
-            }
+            Cmd::Known { order_ids, reply } => after.reply(reply, Ok(Orders::known(tx, &order_ids)?)),
             Cmd::Get { order_id, reply } => {
                 let o = load(tx, &order_id)?.ok_or_else(|| ApiError::not_found("order", &order_id));
                 after.reply(reply, o);
@@ -757,6 +769,32 @@ mod tests {
             .collect();
         listed.reverse();
         assert_eq!(open, listed);
+    }
+
+    /// Whether orders are stored is answered alike for a short list and for a long one
+    /// (checked against the open orders first): open, closed, still `accepted`, unknown.
+    #[test]
+    fn known_orders_are_the_stored_ones_in_long_and_short_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let tx = conn.transaction().unwrap();
+        Orders::accept_at(&tx, order("mk", Side::Sell, "100", "100"), "t".into()).unwrap();
+        let rests = MatchResult {
+            order_id: "mk".into(),
+            fills: vec![],
+            filled: Decimal::ZERO,
+            remaining: d("100"),
+            rests: true,
+            self_trade_prevented: false,
+        };
+        Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        trade(&tx, 0, "100", "3"); // tk0: filled, closed
+        Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
+        let asked = ["mk", "tk0", "acc", "nope"].map(String::from);
+        assert_eq!(Orders::known(&tx, &asked).unwrap(), [true, true, true, false]);
+        let long: Vec<String> = asked.iter().cloned().cycle().take(1001).collect();
+        let want: Vec<bool> = long.iter().map(|id| id != "nope").collect();
+        assert_eq!(Orders::known(&tx, &long).unwrap(), want);
     }
 
     /// A maker's average price comes from its stored notional, not from reading its fills
