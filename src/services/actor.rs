@@ -35,7 +35,7 @@ const OUTBOX_DELETE_EVERY: usize = 16;
 /// events, and a row left behind is re-sent at the next start.
 const OUTBOX_DELETE_BYTES: usize = 1 << 20;
 
-/// A store that has not committed for this long deletes every confirmed outbox row
+/// A store that has written no event for this long deletes every confirmed outbox row
 /// ([`Unit::tidy`]): an idle store kept up to [`OUTBOX_DELETE_EVERY`] rows, re-sent at
 /// every start (after `agt bench`'s clean-up, 170 k events and 46 MB, the whole of the
 /// daemon's peak memory at its next start).
