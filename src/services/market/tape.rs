@@ -82,8 +82,19 @@ const TRADE_COLUMNS: &str = "trade_id, symbol, price, quantity, taker_side, buy_
 impl Tape {
     /// The last prices, from the newest trade of each symbol in the store.
     pub fn load(conn: &rusqlite::Connection) -> rusqlite::Result<Tape> {
-        let symbols: Vec<String> =
-            conn.prepare("SELECT DISTINCT symbol FROM trades")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        // The traded symbols, one index seek each: `SELECT DISTINCT` would read the whole
+        // index (85 MB after 2.3 M trades, most of a cold start).
+        let symbols: Vec<String> = conn
+            .prepare(
+                "WITH RECURSIVE traded(symbol) AS (
+                    SELECT min(symbol) FROM trades
+                    UNION ALL
+                    SELECT (SELECT min(symbol) FROM trades WHERE symbol > traded.symbol) FROM traded WHERE traded.symbol IS NOT NULL
+                )
+                SELECT symbol FROM traded WHERE symbol IS NOT NULL",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         let mut newest = conn.prepare("SELECT price, ts_us, id FROM trades WHERE symbol = ?1 ORDER BY ts_us DESC, id DESC LIMIT 1")?;
         let mut last = HashMap::new();
         for s in symbols {
