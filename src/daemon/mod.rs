@@ -150,40 +150,19 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         market_seen: Default::default(),
         shutdown,
     });
-    let all = |_: &str| true;
+    use follower::{Feed, Filter};
     let seen = || Arc::new(std::sync::atomic::AtomicU64::new(0));
-    follower::spawn(bus.clone(), app.audit.clone(), audit::Cmd::LastEventSeq, audit::Cmd::Event, all, seen(), app.shutdown.subscribe());
-    let lifecycle = |kind: &str| kind.starts_with("SERVICE_");
-    follower::spawn(
-        bus.clone(),
-        app.health.clone(),
-        health::Cmd::LastEventSeq,
-        health::Cmd::Event,
-        lifecycle,
-        seen(),
-        app.shutdown.subscribe(),
-    );
-    let trades = |kind: &str| kind == "TRADE_EXECUTED";
-    let market_feed = app.market_seen.clone();
-    follower::spawn(
-        bus.clone(),
-        app.market.clone(),
-        market::Cmd::LastEventSeq,
-        market::Cmd::Event,
-        trades,
-        market_feed,
-        app.shutdown.subscribe(),
-    );
-    let notify = app.notify.clone();
-    follower::spawn(
-        bus.clone(),
-        notify,
-        crate::services::notify::Cmd::LastEventSeq,
-        crate::services::notify::Cmd::Event,
-        all,
-        seen(),
-        app.shutdown.subscribe(),
-    );
+    let feed = Feed { last_seq: audit::Cmd::LastEventSeq, event: audit::Cmd::Event, filter: Filter::All };
+    follower::spawn(bus.clone(), app.audit.clone(), feed, seen(), app.shutdown.subscribe());
+    let lifecycle = Filter::Only { wants: |kind| kind.starts_with("SERVICE_"), passed: health::Cmd::Passed };
+    let feed = Feed { last_seq: health::Cmd::LastEventSeq, event: health::Cmd::Event, filter: lifecycle };
+    follower::spawn(bus.clone(), app.health.clone(), feed, seen(), app.shutdown.subscribe());
+    let trades = Filter::Only { wants: |kind| kind == "TRADE_EXECUTED", passed: market::Cmd::Passed };
+    let feed = Feed { last_seq: market::Cmd::LastEventSeq, event: market::Cmd::Event, filter: trades };
+    follower::spawn(bus.clone(), app.market.clone(), feed, app.market_seen.clone(), app.shutdown.subscribe());
+    use crate::services::notify;
+    let feed = Feed { last_seq: notify::Cmd::LastEventSeq, event: notify::Cmd::Event, filter: Filter::All };
+    follower::spawn(bus.clone(), app.notify.clone(), feed, seen(), app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 
     // Before anything is served: no placement can be between its two first commits.

@@ -11,6 +11,9 @@ use rusqlite::{params, Connection};
 pub enum Cmd {
     Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
+    /// Every lifecycle event up to this seq has been handed over (the follower skips the
+    /// others): the position to record.
+    Passed(u64),
     /// The newest `limit` lifecycle events, newest first.
     History {
         limit: usize,
@@ -20,15 +23,22 @@ pub enum Cmd {
 
 pub struct Health {
     last_event_seq: u64,
+    /// `last_event_seq` moved by a `Passed`, until `before_commit` stores it.
+    unsaved: bool,
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE lifecycle (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE lifecycle (
         seq INTEGER PRIMARY KEY,
         timestamp TEXT NOT NULL,
         service TEXT NOT NULL,
         kind TEXT NOT NULL,
         reason TEXT
-    );"];
+    );",
+    // How far the feed has gone, past the last lifecycle event (`Cmd::Passed`).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('last_event_seq', 0);",
+];
 
 impl Service for Health {
     type Cmd = Cmd;
@@ -36,8 +46,19 @@ impl Service for Health {
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
     fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        let last: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM lifecycle", [], |r| r.get(0))?;
-        Ok(Health { last_event_seq: last as u64 })
+        let last: i64 = conn.query_row(
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM lifecycle), (SELECT value FROM meta WHERE key = 'last_event_seq'))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Health { last_event_seq: last as u64, unsaved: false })
+    }
+
+    fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
+        if std::mem::take(&mut self.unsaved) {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([self.last_event_seq as i64])?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -56,6 +77,12 @@ impl Service for Health {
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::Passed(seq) => {
+                if seq > self.last_event_seq {
+                    self.last_event_seq = seq;
+                    self.unsaved = true;
+                }
+            }
             Cmd::History { limit, reply } => {
                 let mut stmt =
                     tx.prepare_cached("SELECT seq, timestamp, service, kind, reason FROM lifecycle ORDER BY seq DESC LIMIT ?1")?;
@@ -72,5 +99,51 @@ impl Service for Health {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Event;
+    use std::sync::Arc;
+
+    fn event(seq: u64, kind: &str) -> Cmd {
+        let data = serde_json::json!({"service": "risk"});
+        let e = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "daemon".into(), timestamp: "now".into(), data };
+        Cmd::Event(Arc::new(BusEvent::from_event(e)))
+    }
+
+    /// The follower hands health only lifecycle events; `Passed` records how far it went
+    /// past them, so that a restart replays none of the skipped events again.
+    #[test]
+    fn the_position_passed_survives_a_reload_and_a_lower_one_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let mut conn = crate::services::store::open(&ctx.home.store("health"), Default::default(), MIGRATIONS).unwrap();
+        let mut run = |cmds: Vec<Cmd>| {
+            let mut svc = Health::load(&conn, &ctx).unwrap();
+            let tx = conn.transaction().unwrap();
+            for cmd in cmds {
+                svc.handle(&tx, cmd, &mut AfterCommit::new("health")).unwrap();
+            }
+            svc.before_commit(&tx).unwrap();
+            tx.commit().unwrap();
+            Health::load(&conn, &ctx).unwrap().last_event_seq
+        };
+        assert_eq!(run(vec![event(3, "SERVICE_STARTED")]), 3);
+        assert_eq!(run(vec![Cmd::Passed(1000)]), 1000, "the position passed is stored");
+        assert_eq!(run(vec![Cmd::Passed(900), event(950, "SERVICE_STOPPED")]), 1000, "nothing at or below it counts");
+        assert_eq!(run(vec![event(1001, "SERVICE_FAILED"), Cmd::Passed(1500)]), 1500);
+        assert_eq!(run(vec![event(1600, "SERVICE_STARTED")]), 1600, "a newer lifecycle event moves it too");
+        let kinds: Vec<u64> = conn
+            .prepare("SELECT seq FROM lifecycle ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(kinds, [3, 1001, 1600]);
+        bus.shutdown();
     }
 }

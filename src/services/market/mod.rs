@@ -33,6 +33,9 @@ pub enum Cmd {
     Symbol(String, Reply<Instrument>),
     Event(std::sync::Arc<BusEvent>),
     LastEventSeq(Reply<u64>),
+    /// Every trade up to this seq has been handed over (the follower skips the other
+    /// events): the position to record.
+    Passed(u64),
     /// Newest first.
     Trades {
         symbol: String,

@@ -18,9 +18,9 @@ pub struct Market {
     /// The last bus event applied; the follower resumes after it and anything at or below
     /// it is ignored, so a replay neither loses nor doubles a trade.
     last_event_seq: u64,
-    /// The seq of the batch's last trade, until `before_commit` stores it (once per batch,
-    /// like the bars, instead of once per trade).
-    unsaved_trade_seq: Option<u64>,
+    /// `last_event_seq` moved by the batch's trades or a `Passed`, until `before_commit`
+    /// stores it (once per batch, like the bars, instead of once per trade).
+    unsaved_seq: bool,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -76,7 +76,7 @@ impl Market {
         instruments.seed(&tx, seeds)?;
         tx.commit()?;
         let last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
-        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64, unsaved_trade_seq: None })
+        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64, unsaved_seq: false })
     }
 
     pub(super) fn add_symbol(&mut self, tx: &Connection, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
@@ -102,13 +102,21 @@ impl Market {
                 // A malformed event must not stop the tape (a restart would replay it forever).
                 Err(err) => tracing::warn!(seq = e.seq, error = %err, "TRADE_EXECUTED without a readable trade; skipped"),
             }
-            // Stored with the trades it follows (at the batch's commit): other events
-            // change nothing here, so a restart that replays them from the last trade on
-            // loses nothing.
-            self.unsaved_trade_seq = Some(e.seq);
+            // Stored with the trades it follows (at the batch's commit). Other events
+            // change nothing here: the follower's `Passed` moves the stored position past
+            // them, and a restart that replays them from the last trade on loses nothing.
+            self.unsaved_seq = true;
         }
         self.last_event_seq = e.seq;
         Ok(())
+    }
+
+    /// The follower has handed over every trade up to `seq`.
+    pub(super) fn passed(&mut self, seq: u64) {
+        if seq > self.last_event_seq {
+            self.last_event_seq = seq;
+            self.unsaved_seq = true;
+        }
     }
 
     pub(super) fn trades(&self, tx: &Connection, symbol: &str, limit: usize) -> Result<Result<Vec<Trade>, ApiError>, ServiceError> {
@@ -214,8 +222,8 @@ impl Service for Market {
 
     /// The batch's trades have changed some bars: written once each, here.
     fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
-        if let Some(seq) = self.unsaved_trade_seq.take() {
-            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([seq as i64])?;
+        if std::mem::take(&mut self.unsaved_seq) {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([self.last_event_seq as i64])?;
         }
         Ok(self.bars.flush(tx)?)
     }
@@ -230,6 +238,7 @@ impl Service for Market {
             Cmd::Symbol(s, reply) => after.reply(reply, self.symbol(&s)),
             Cmd::Event(e) => self.apply(tx, &e)?,
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::Passed(seq) => self.passed(seq),
             Cmd::Trades { symbol, limit, reply } => {
                 let r = self.trades(tx, &symbol, limit)?;
                 after.reply(reply, r);
