@@ -455,13 +455,26 @@ struct Pending {
 impl<S: Service> Unit<S> {
     /// Opens the store, loads the state and re-sends events a crash left in the outbox.
     pub fn open(ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+        let mut unit = Unit::load(ctx)?;
+        unit.resend(ctx)?;
+        Ok(unit)
+    }
+
+    /// Opens the store and loads the state, without touching the bus: several units can
+    /// load side by side (the lane's three), then [`Unit::resend`] one after another.
+    pub fn load(ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let path = ctx.home.store(S::NAME);
         let conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
         let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(50));
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
-        let outbox = replay_outbox(&conn, S::NAME, &ctx.bus, &acked)?;
-        Ok(Unit { svc, conn, acked, outbox, staged_at: Instant::now(), checkpointer, open: None })
+        Ok(Unit { svc, conn, acked, outbox: VecDeque::new(), staged_at: Instant::now(), checkpointer, open: None })
+    }
+
+    /// Re-sends the events a crash left in the outbox.
+    pub fn resend(&mut self, ctx: &ServiceCtx) -> Result<(), ServiceError> {
+        self.outbox = replay_outbox(&self.conn, S::NAME, &ctx.bus, &self.acked)?;
+        Ok(())
     }
 
     /// Runs `work` inside the open transaction (beginning one if none is open). Its

@@ -345,13 +345,39 @@ const FLUSH_AFTER: Duration = Duration::from_millis(10);
 /// writes pages of its own.
 const PRUNE_EVERY: i64 = 1024;
 
+/// Starts `load` on a thread of its own within `scope`; the returned closure waits for
+/// its result (a panic there goes on in the caller, for the supervisor to catch).
+fn load_beside<'s, T: Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    name: &'static str,
+    load: impl FnOnce() -> Result<T, ServiceError> + Send + 's,
+) -> impl FnOnce() -> Result<T, ServiceError> + 's {
+    let handle = std::thread::Builder::new().name(format!("load-{name}")).spawn_scoped(scope, load);
+    move || match handle {
+        Ok(h) => h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(e) => Err(ServiceError::Other(format!("cannot start a thread to load {name}: {e}"))),
+    }
+}
+
 impl Lane {
     /// Opens the three stores and brings risk and orders level with the journal.
     fn open(ctx: &ServiceCtx, split_fault: Option<SplitFault>) -> Result<Lane, ServiceError> {
+        // The three stores load side by side: with many open orders each takes a while
+        // (the books rebuilt, the ledger's holds, the orders' index), on separate cores.
+        let (risk, trading, orders) = std::thread::scope(|s| {
+            let risk = load_beside(s, "risk", || Unit::<Risk>::load(ctx));
+            let trading = load_beside(s, "trading", || Unit::<Trading>::load(ctx));
+            let orders = Unit::<Orders>::load(ctx);
+            (risk(), trading(), orders)
+        });
+        let (mut risk, mut trading, mut orders) = (risk?, trading?, orders?);
+        risk.resend(ctx)?;
+        trading.resend(ctx)?;
+        orders.resend(ctx)?;
         let mut lane = Lane {
-            risk: Unit::open(ctx)?,
-            trading: Unit::open(ctx)?,
-            orders: Unit::open(ctx)?,
+            risk,
+            trading,
+            orders,
             journal: Journal::open(&ctx.home, ctx.durability)?,
             bus: ctx.bus.clone(),
             split_fault,
