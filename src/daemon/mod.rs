@@ -165,8 +165,6 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     follower::spawn(bus.clone(), app.notify.clone(), feed, seen(), app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 
-    // Before anything is served: no placement can be between its two first commits.
-    crate::services::orders::saga::release_orphan_holds(&app).await;
     tokio::spawn(crate::services::orders::saga::recover(app.clone()));
 
     let router = routes::router(app.clone());

@@ -389,7 +389,29 @@ impl Lane {
             sync_waiting: false,
         };
         lane.recover()?;
+        lane.release_orphan_holds()?;
         Ok(lane)
+    }
+
+    /// Frees open holds whose order was never stored, before the lane takes any command.
+    /// The intake journal redoes a placement's records in all three stores, so none
+    /// should be left; this keeps a store that lost its part (an older agt's crash, a
+    /// restored backup) from holding funds forever. Here, not through the mailboxes: the
+    /// ids stay borrowed from risk's ledger instead of being copied across, which with
+    /// 105 k open orders took ~0.4 s of a restart's ~0.9 s.
+    fn release_orphan_holds(&mut self) -> Result<(), ServiceError> {
+        let holds = self.risk.svc.ledger().hold_ids();
+        let orphans = self.orders.work(|_, tx, _| Ok(Orders::unknown(tx, holds)?))?;
+        self.orders.commit(&self.bus)?;
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(holds = orphans.len(), "releasing holds of orders that were never stored");
+        let req = risk::SettleRequest { trades: vec![], release: orphans };
+        if let Err(e) = self.risk.work(|svc, tx, _| svc.settle(tx, &req))? {
+            return Err(ServiceError::Other(format!("cannot release the holds of orders never stored: {}", e.message)));
+        }
+        self.risk.commit(&self.bus)
     }
 
     /// Whether any of the three holds work that waits for a flush.

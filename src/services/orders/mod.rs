@@ -58,11 +58,6 @@ pub enum Cmd {
         filter: ListFilter,
         reply: Reply<Vec<Order>>,
     },
-    /// Which of these order ids are stored, in the order asked (for recovery).
-    Known {
-        order_ids: Vec<String>,
-        reply: Reply<Vec<bool>>,
-    },
     /// Orders whose saga did not finish (for recovery).
     Unfinished(Reply<Vec<Order>>),
     /// Every open order, without its fills (for recovery: a restart with 100 k open
@@ -78,7 +73,7 @@ impl Cmd {
     /// Whether the command only reads. The lane answers a batch of reads at once from
     /// its open transactions instead of flushing first (see `services::lane`).
     pub fn is_read(&self) -> bool {
-        matches!(self, Cmd::Get { .. } | Cmd::List { .. } | Cmd::Known { .. } | Cmd::Unfinished(_) | Cmd::Open(_))
+        matches!(self, Cmd::Get { .. } | Cmd::List { .. } | Cmd::Unfinished(_) | Cmd::Open(_))
     }
 }
 

@@ -190,34 +190,6 @@ async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: ris
     finish(app, &new.user_id, &new.symbol, new.side, result, None).await
 }
 
-/// Frees holds whose order the orders service has never stored: the lane commits a
-/// batch's reserves (risk) just before its accepts (orders), and a crash between the two
-/// leaves holds behind. Run at start-up before anything is served, and after the lane
-/// restarts. (Safe while serving: the lane answers `Holds` after the risk commit it
-/// makes its accepts durable right behind, so every order it names is stored by the
-/// time `Known` is asked.)
-pub async fn release_orphan_holds(app: &App) {
-    let Ok(holds) = must(|| app.risk.call(risk::Cmd::Holds)).await else { return };
-    if holds.is_empty() {
-        return;
-    }
-    let mut ids: Vec<String> = holds.into_iter().map(|h| h.order_id).collect();
-    ids.sort();
-    ids.dedup();
-    let Ok(known) = must(|| app.orders.call(|reply| Cmd::Known { order_ids: ids.clone(), reply })).await else { return };
-    let orphans: Vec<String> = ids.into_iter().zip(known).filter(|(_, k)| !k).map(|(id, _)| id).collect();
-    if orphans.is_empty() {
-        return;
-    }
-    tracing::info!(holds = orphans.len(), "releasing holds of orders that were never stored");
-    let req = risk::SettleRequest { trades: vec![], release: orphans };
-    let _ = must(|| {
-        let req = req.clone();
-        app.risk.call(|reply| risk::Cmd::Settle { req, reply })
-    })
-    .await;
-}
-
 /// The order never reached the book: release whatever it holds and mark it rejected.
 async fn abort(app: &App, order_id: &str, why: &ApiError) {
     let release = risk::SettleRequest { trades: vec![], release: vec![order_id.to_string()] };
@@ -442,7 +414,6 @@ async fn after_lane_restarts(app: Arc<App>) {
         if now != seen && app.orders.status.state() == crate::services::actor::State::Running {
             seen = now;
             tracing::info!("the trading lane restarted: finishing what it left");
-            release_orphan_holds(&app).await;
             resume(&app).await;
         }
     }
