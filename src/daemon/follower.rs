@@ -31,8 +31,43 @@ pub struct Feed<C> {
     /// Asks for the last event the service has recorded.
     pub last_seq: fn(Reply<u64>) -> C,
     /// Hands over one event.
-    pub event: fn(std::sync::Arc<BusEvent>) -> C,
+    pub event: fn(Handed) -> C,
     pub filter: Filter<C>,
+}
+
+/// One event handed to a service, with where the follower left the service before it.
+///
+/// The service's mailbox outlives a failed batch (the supervisor restarts the service on
+/// the same mailbox), so the events of that batch are gone while the ones after it still
+/// wait: applied, they would move the service's position past the lost ones for good.
+/// `after` lets the service see the gap and skip the rest, until the follower, seeing
+/// the restart, asks again and hands everything over from the service's position.
+pub struct Handed {
+    /// The seq of the event handed over, or passed, just before this one.
+    pub after: u64,
+    pub event: std::sync::Arc<BusEvent>,
+}
+
+impl Handed {
+    /// Whether a service whose position is `last` applies this event: not one it has
+    /// (a replay), nor one after a gap.
+    pub fn is_next(&self, last: u64) -> bool {
+        self.after <= last && self.event.seq > last
+    }
+}
+
+/// Every event up to `seq` the service wants has been handed over (see [`Handed`] for
+/// `after`).
+pub struct Passed {
+    pub after: u64,
+    pub seq: u64,
+}
+
+impl Passed {
+    /// Whether a service whose position is `last` moves it to `seq`.
+    pub fn is_next(&self, last: u64) -> bool {
+        self.after <= last && self.seq > last
+    }
 }
 
 /// Which events a service is handed.
@@ -43,7 +78,7 @@ pub enum Filter<C> {
     /// position (it comes through the mailbox behind those events).
     Only {
         wants: fn(&str) -> bool,
-        passed: fn(u64) -> C,
+        passed: fn(Passed) -> C,
     },
 }
 
@@ -60,7 +95,7 @@ impl<C: Send + 'static> Filter<C> {
     fn tell_passed(&self, handle: &Handle<C>, last: u64, told: &mut u64) {
         if let Filter::Only { passed, .. } = self {
             if last > *told {
-                handle.tell(passed(last));
+                handle.tell(passed(Passed { after: *told, seq: last }));
             }
         }
         *told = last;
@@ -115,7 +150,7 @@ pub fn spawn<C: Send + 'static>(
                 for e in page {
                     last = e.seq;
                     if filter.wants(&e.kind) {
-                        handle.tell(wrap(std::sync::Arc::new(e)));
+                        handle.tell(wrap(Handed { after: told, event: std::sync::Arc::new(e) }));
                         told = last;
                     }
                 }
@@ -134,7 +169,7 @@ pub fn spawn<C: Send + 'static>(
                             if e.seq > last {
                                 last = e.seq;
                                 if filter.wants(&e.kind) {
-                                    handle.tell(wrap(e));
+                                    handle.tell(wrap(Handed { after: told, event: e }));
                                     told = last;
                                 }
                                 seen.store(last, Release);
@@ -170,8 +205,8 @@ mod tests {
 
     enum Cmd {
         LastSeq(Reply<u64>),
-        Event(Arc<BusEvent>),
-        Passed(u64),
+        Event(Handed),
+        Passed(Passed),
     }
 
     /// A filtered feed tells its service how far it has gone past the events it wanted:
@@ -204,8 +239,8 @@ mod tests {
             move |e| {
                 match e {
                     Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
-                    Envelope::Cmd(Cmd::Event(e)) => keep.lock().unwrap().push((e.kind.clone(), e.seq)),
-                    Envelope::Cmd(Cmd::Passed(seq)) => keep.lock().unwrap().push(("passed".into(), seq)),
+                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.clone(), h.after, h.event.seq)),
+                    Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push(("passed".into(), p.after, p.seq)),
                     Envelope::Control(_) => {}
                 }
                 true
@@ -218,7 +253,7 @@ mod tests {
         let logged = |entry: (&str, u64)| {
             rt.block_on(async {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                while !log.lock().unwrap().iter().any(|(k, s)| (k.as_str(), *s) == entry) {
+                while !log.lock().unwrap().iter().any(|(k, _, s)| (k.as_str(), *s) == entry) {
                     assert!(tokio::time::Instant::now() < deadline, "{entry:?} never came: {:?}", log.lock().unwrap());
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -228,7 +263,8 @@ mod tests {
             Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::Only { wants: |k| k == "WANTED", passed: Cmd::Passed } };
         rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
         logged(("passed", base + 1500));
-        let entries = |log: &Mutex<Vec<(String, u64)>>| log.lock().unwrap().iter().map(|(k, s)| (k.clone(), s - base)).collect::<Vec<_>>();
+        let entries =
+            |log: &Mutex<Vec<(String, u64, u64)>>| log.lock().unwrap().iter().map(|(k, _, s)| (k.clone(), s - base)).collect::<Vec<_>>();
         let replayed = vec![("WANTED".to_string(), 700), ("passed".to_string(), 1000), ("passed".to_string(), 1500)];
         assert_eq!(entries(&log), replayed, "the wanted event, then each page's end");
 
@@ -243,6 +279,34 @@ mod tests {
         let before = log.lock().unwrap().len();
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(450)).await });
         assert_eq!(log.lock().unwrap().len(), before, "told again while nothing happened: {:?}", entries(&log));
+        // Each message says where the one before it left the service.
+        let log = log.lock().unwrap();
+        let afters: Vec<u64> = log.iter().map(|(_, after, _)| *after).collect();
+        let before: Vec<u64> = std::iter::once(base).chain(log.iter().map(|(_, _, seq)| *seq)).take(log.len()).collect();
+        assert_eq!(afters, before);
+    }
+
+    /// A service applies the next event or mark, and neither one it has nor one after a gap
+    /// (messages lost with a failed batch).
+    #[test]
+    fn a_service_applies_what_follows_its_position_only() {
+        let seq = 8;
+        let event = |seq: u64| crate::api::Event {
+            seq,
+            event_id: "e".into(),
+            kind: "OTHER".into(),
+            source: "test".into(),
+            timestamp: "now".into(),
+            data: serde_json::json!({}),
+        };
+        let handed = |after: u64| Handed { after, event: Arc::new(BusEvent::from_event(event(seq))) };
+        assert!(handed(seq - 1).is_next(seq - 1), "the next one");
+        assert!(!handed(seq - 1).is_next(seq), "one it has");
+        assert!(!handed(seq - 1).is_next(seq - 2), "after a gap");
+        assert!(handed(seq - 2).is_next(seq - 1), "its position moved on by itself");
+        let passed = |after: u64| Passed { after, seq: 10 };
+        assert!(passed(5).is_next(5) && passed(5).is_next(7));
+        assert!(!passed(5).is_next(10) && !passed(5).is_next(4));
     }
 
     /// A follower that falls behind the live feed goes on after what it handed over,
@@ -261,7 +325,7 @@ mod tests {
             move |e| {
                 match e {
                     Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(0))),
-                    Envelope::Cmd(Cmd::Event(e)) => keep.lock().unwrap().push(e.seq),
+                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push(h.event.seq),
                     Envelope::Cmd(Cmd::Passed(_)) | Envelope::Control(_) => {}
                 }
                 true

@@ -5,7 +5,7 @@
 //! `agtd.json`, then serve until SIGINT/SIGTERM and shut down in reverse.
 
 pub mod app;
-mod follower;
+pub mod follower;
 pub mod home;
 pub mod http;
 mod lock;

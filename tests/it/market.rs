@@ -278,3 +278,55 @@ fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
     dm.cli().args(["demo", "--duration", "5d"]).assert().code(2);
     dm.cli().args(["demo", "--symbols", "NOPE", "--duration", "1"]).assert().code(1).stderr(predicates::str::contains("unknown_symbol"));
 }
+
+/// A market batch that fails (here another process holds `market.db`'s write lock past
+/// the busy timeout, as a backup tool might) loses the trades it held, while the trades
+/// after them still wait in market's mailbox for the restarted service. Applied, those
+/// would move market's position past the lost ones for good; the tape must end with
+/// every trade.
+#[test]
+fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (buyer, seller) = (dm.user("fb"), dm.user("fs"));
+    dm.deposit(&buyer, "USD", "1000000");
+    dm.deposit(&seller, &sym, "1000");
+    let trade = || {
+        dm.place(&seller, &sym, "sell", "1", Some("10.00"));
+        let (s, o) = dm.place(&buyer, &sym, "buy", "1", Some("10.00"));
+        assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    };
+    let tape_has = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
+            if t.as_array().unwrap().len() == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the tape has {} trades, not {n}", t.as_array().unwrap().len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let market_restarts = || {
+        let list = dm.ok("GET", "/api/services", None);
+        list.as_array().unwrap().iter().find(|s| s["name"] == "market").unwrap()["restarts"].as_u64().unwrap()
+    };
+    trade();
+    tape_has(1);
+
+    let lock = rusqlite::Connection::open(dm.path().join("data/market.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The first trade's batch waits for the lock; the next ones queue behind it.
+    for _ in 0..3 {
+        trade();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while market_restarts() == 0 {
+        assert!(Instant::now() < deadline, "market never failed on the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    trade();
+    tape_has(5);
+}

@@ -12,7 +12,6 @@ pub use commands::{Command, CommandLog};
 
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use crate::services::bus::BusEvent;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
@@ -25,7 +24,7 @@ pub enum Cmd {
         reply: Option<Reply<()>>,
     },
     /// A bus event to record (skipped if its sequence was recorded already).
-    Event(std::sync::Arc<BusEvent>),
+    Event(crate::daemon::follower::Handed),
     /// A command the HTTP layer journalled (`commands`) and answered: chained and stored
     /// once (by its journal number).
     Journalled {
@@ -254,8 +253,9 @@ impl Service for Audit {
                     after.reply(r, Ok(()));
                 }
             }
-            Cmd::Event(e) => {
-                if e.seq > self.last_event_seq {
+            Cmd::Event(handed) => {
+                if handed.is_next(self.last_event_seq) {
+                    let e = &handed.event;
                     // `{"data", "event_id", "seq"}` as `json!` would write it (keys sorted),
                     // with the data's text as its producer encoded it (no copy, no second
                     // encoding). The record's seq is where `load` finds the feed's
@@ -308,7 +308,8 @@ mod tests {
         assert_eq!(chain_hash(GENESIS, u64::MAX, "t", "ab", "c", "{}"), hex::encode(h.finalize()));
     }
 
-    fn event(seq: u64) -> std::sync::Arc<BusEvent> {
+    /// The event `seq`, handed over by a follower that left audit at `after`.
+    fn event(after: u64, seq: u64) -> crate::daemon::follower::Handed {
         let event = crate::api::Event {
             seq,
             event_id: format!("evt_{seq}"),
@@ -317,7 +318,8 @@ mod tests {
             timestamp: crate::api::now_rfc3339(),
             data: serde_json::json!({"order_id": "ord_1", "quantity": "1.5"}),
         };
-        std::sync::Arc::new(BusEvent::from_event(event))
+        let event = std::sync::Arc::new(crate::services::bus::BusEvent::from_event(event));
+        crate::daemon::follower::Handed { after, event }
     }
 
     /// A context on a home in `dir`, its bus, and audit's store opened there.
@@ -334,13 +336,14 @@ mod tests {
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
-        for seq in [3, 7] {
-            svc.handle(&tx, Cmd::Event(event(seq)), &mut after).unwrap();
+        for (prev, seq) in [(0, 3), (3, 7)] {
+            svc.handle(&tx, Cmd::Event(event(prev, seq)), &mut after).unwrap();
         }
         // A command's record after the events: the feed's position is still the event's.
         let detail = serde_json::json!({"user": "x"});
         svc.handle(&tx, Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail, reply: None }, &mut after).unwrap();
-        svc.handle(&tx, Cmd::Event(event(7)), &mut after).unwrap(); // replayed: ignored
+        svc.handle(&tx, Cmd::Event(event(3, 7)), &mut after).unwrap(); // replayed: ignored
+        svc.handle(&tx, Cmd::Event(event(9, 10)), &mut after).unwrap(); // after a gap (8 and 9 lost): ignored
         let detail: String = tx.query_row("SELECT detail FROM records WHERE seq = 2", [], |r| r.get(0)).unwrap();
         let as_json = serde_json::json!({"seq": 7, "event_id": "evt_7", "data": {"order_id": "ord_1", "quantity": "1.5"}});
         assert_eq!(detail, as_json.to_string(), "the same text json! gave, so old and new records read alike");

@@ -5,15 +5,14 @@
 //! see after a restart of the daemon which service failed and why.
 
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use crate::services::bus::BusEvent;
 use rusqlite::{params, Connection};
 
 pub enum Cmd {
-    Event(std::sync::Arc<BusEvent>),
+    Event(crate::daemon::follower::Handed),
     LastEventSeq(Reply<u64>),
     /// Every lifecycle event up to this seq has been handed over (the follower skips the
     /// others): the position to record.
-    Passed(u64),
+    Passed(crate::daemon::follower::Passed),
     /// The newest `limit` lifecycle events, newest first.
     History {
         limit: usize,
@@ -63,8 +62,9 @@ impl Service for Health {
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
-            Cmd::Event(e) => {
-                if e.seq > self.last_event_seq && e.kind.starts_with("SERVICE_") {
+            Cmd::Event(handed) => {
+                let e = &handed.event;
+                if handed.is_next(self.last_event_seq) && e.kind.starts_with("SERVICE_") {
                     tx.prepare_cached("INSERT INTO lifecycle (seq, timestamp, service, kind, reason) VALUES (?1, ?2, ?3, ?4, ?5)")?
                         .execute(params![
                             e.seq as i64,
@@ -77,9 +77,9 @@ impl Service for Health {
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
-            Cmd::Passed(seq) => {
-                if seq > self.last_event_seq {
-                    self.last_event_seq = seq;
+            Cmd::Passed(passed) => {
+                if passed.is_next(self.last_event_seq) {
+                    self.last_event_seq = passed.seq;
                     self.unsaved = true;
                 }
             }
@@ -106,12 +106,18 @@ impl Service for Health {
 mod tests {
     use super::*;
     use crate::api::Event;
+    use crate::daemon::follower::{Handed, Passed};
     use std::sync::Arc;
 
-    fn event(seq: u64, kind: &str) -> Cmd {
+    /// The event `seq`, handed over by a follower that left health at `after`.
+    fn event(after: u64, seq: u64, kind: &str) -> Cmd {
         let data = serde_json::json!({"service": "risk"});
         let e = Event { seq, event_id: format!("e{seq}"), kind: kind.into(), source: "daemon".into(), timestamp: "now".into(), data };
-        Cmd::Event(Arc::new(BusEvent::from_event(e)))
+        Cmd::Event(Handed { after, event: Arc::new(crate::services::bus::BusEvent::from_event(e)) })
+    }
+
+    fn passed(after: u64, seq: u64) -> Cmd {
+        Cmd::Passed(Passed { after, seq })
     }
 
     /// The follower hands health only lifecycle events; `Passed` records how far it went
@@ -131,11 +137,13 @@ mod tests {
             tx.commit().unwrap();
             Health::load(&conn, &ctx).unwrap().last_event_seq
         };
-        assert_eq!(run(vec![event(3, "SERVICE_STARTED")]), 3);
-        assert_eq!(run(vec![Cmd::Passed(1000)]), 1000, "the position passed is stored");
-        assert_eq!(run(vec![Cmd::Passed(900), event(950, "SERVICE_STOPPED")]), 1000, "nothing at or below it counts");
-        assert_eq!(run(vec![event(1001, "SERVICE_FAILED"), Cmd::Passed(1500)]), 1500);
-        assert_eq!(run(vec![event(1600, "SERVICE_STARTED")]), 1600, "a newer lifecycle event moves it too");
+        assert_eq!(run(vec![event(0, 3, "SERVICE_STARTED")]), 3);
+        assert_eq!(run(vec![passed(3, 1000)]), 1000, "the position passed is stored");
+        assert_eq!(run(vec![passed(3, 900), event(900, 950, "SERVICE_STOPPED")]), 1000, "nothing at or below it counts");
+        assert_eq!(run(vec![event(1000, 1001, "SERVICE_FAILED"), passed(1001, 1500)]), 1500);
+        // Messages after a lost batch (the follower left health at 1550, not 1500).
+        assert_eq!(run(vec![event(1550, 1600, "SERVICE_STARTED"), passed(1600, 1700)]), 1500, "after a gap nothing counts");
+        assert_eq!(run(vec![event(1500, 1600, "SERVICE_STARTED")]), 1600, "a newer lifecycle event moves it too");
         let kinds: Vec<u64> = conn
             .prepare("SELECT seq FROM lifecycle ORDER BY seq")
             .unwrap()

@@ -21,7 +21,6 @@ pub use service::Market;
 
 use crate::api::{Candle, Instrument, NewInstrument, Quote, Trade};
 use crate::services::actor::Reply;
-use crate::services::bus::BusEvent;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -31,11 +30,11 @@ pub enum Cmd {
     Symbols(Reply<Vec<Instrument>>),
     /// 404 `unknown_symbol` if there is no such instrument.
     Symbol(String, Reply<Instrument>),
-    Event(std::sync::Arc<BusEvent>),
+    Event(crate::daemon::follower::Handed),
     LastEventSeq(Reply<u64>),
     /// Every trade up to this seq has been handed over (the follower skips the other
     /// events): the position to record.
-    Passed(u64),
+    Passed(crate::daemon::follower::Passed),
     /// Newest first.
     Trades {
         symbol: String,

@@ -236,9 +236,17 @@ impl Service for Market {
             }
             Cmd::Symbols(reply) => after.reply(reply, Ok(self.instruments.list())),
             Cmd::Symbol(s, reply) => after.reply(reply, self.symbol(&s)),
-            Cmd::Event(e) => self.apply(tx, &e)?,
+            Cmd::Event(handed) => {
+                if handed.is_next(self.last_event_seq) {
+                    self.apply(tx, &handed.event)?
+                }
+            }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
-            Cmd::Passed(seq) => self.passed(seq),
+            Cmd::Passed(passed) => {
+                if passed.is_next(self.last_event_seq) {
+                    self.passed(passed.seq)
+                }
+            }
             Cmd::Trades { symbol, limit, reply } => {
                 let r = self.trades(tx, &symbol, limit)?;
                 after.reply(reply, r);

@@ -35,14 +35,13 @@ pub use service::Notify;
 
 use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
 use crate::services::actor::Reply;
-use crate::services::bus::BusEvent;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
 
 pub enum Cmd {
     /// A bus event: queues a delivery for every rule that wants it (once per sequence).
-    Event(std::sync::Arc<BusEvent>),
+    Event(crate::daemon::follower::Handed),
     /// The last bus sequence handled, for the follower to resume after.
     LastEventSeq(Reply<u64>),
     /// Deliveries newest first, optionally of one status (`pending`, `sent`, `failed`).

@@ -373,9 +373,10 @@ impl Service for Notify {
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
-            Cmd::Event(e) => {
-                if e.seq > self.last_event_seq {
-                    let queued = self.enqueue(tx, &e)?;
+            Cmd::Event(handed) => {
+                if handed.is_next(self.last_event_seq) {
+                    let e = &handed.event;
+                    let queued = self.enqueue(tx, e)?;
                     self.last_event_seq = e.seq;
                     if queued > 0 {
                         self.wake_sender(tx, after)?;
@@ -481,7 +482,8 @@ mod tests {
                 timestamp: "now".into(),
                 data: serde_json::json!({}),
             };
-            self.run(Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))));
+            let after = self.svc.last_event_seq;
+            self.run(Cmd::Event(crate::daemon::follower::Handed { after, event: std::sync::Arc::new(BusEvent::from_event(event)) }));
         }
         fn deliveries(&mut self) -> Vec<Delivery> {
             let tx = self.conn.transaction().unwrap();
@@ -616,7 +618,8 @@ mod tests {
             timestamp: "now".into(),
             data: serde_json::json!({}),
         };
-        svc.handle(&tx, Cmd::Event(std::sync::Arc::new(BusEvent::from_event(event))), &mut AfterCommit::new("notify")).unwrap();
+        let handed = crate::daemon::follower::Handed { after: 1, event: std::sync::Arc::new(BusEvent::from_event(event)) };
+        svc.handle(&tx, Cmd::Event(handed), &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
