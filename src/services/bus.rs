@@ -295,67 +295,95 @@ impl Bus {
     }
 }
 
+/// The first wait before a failed batch is tried again, and the longest.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::CheckpointGuard, rx: mpsc::Receiver<Msg>, inner: &Inner) {
     let mut seq = inner.last_seq.load(Ordering::Acquire);
     let mut batch = Vec::with_capacity(1024);
+    let mut retry = RETRY_FIRST;
     loop {
-        let Ok(first) = rx.recv() else { return };
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        // A batch that failed to commit is tried again as it is (with what queued since):
+        // its events keep their order, and no later event overtakes them.
+        if batch.is_empty() {
+            let Ok(first) = rx.recv() else { return };
+            batch.push(first);
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
             }
         }
         let started = Instant::now();
-        let mut stop = false;
-        let mut committed: Vec<BusEvent> = Vec::new();
-        let mut replies: Vec<Committed> = Vec::new();
-        let mut handled = 0u64;
+        let stop = batch.iter().any(|m| matches!(m, Msg::Stop));
+        // Per event of the batch, in order: its seq, envelope and time if it is new, None
+        // if it was stored already (re-sent from an outbox after a crash).
+        let mut stored: Vec<Option<(u64, String, String)>> = Vec::new();
+        let mut next = seq;
         let result: rusqlite::Result<()> = (|| {
             let tx = conn.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO events(seq, event_id, type, envelope) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(event_id) DO NOTHING",
                 )?;
-                for m in batch.drain(..) {
-                    match m {
-                        Msg::Stop => stop = true,
-                        Msg::Publish { events, then } => {
-                            for e in events {
-                                handled += 1;
-                                let timestamp = crate::api::now_rfc3339();
-                                let line = envelope(seq + 1, &e.event_id, e.kind, e.source, &timestamp, &e.text);
-                                if insert.execute(params![(seq + 1) as i64, e.event_id, e.kind, line])? == 0 {
-                                    continue; // re-sent from an outbox after a crash: stored already
-                                }
-                                seq += 1;
-                                crate::daemon::metrics::bus_event(e.kind);
-                                committed.push(BusEvent {
-                                    seq,
-                                    event_id: e.event_id,
-                                    kind: e.kind.to_string(),
-                                    source: e.source.to_string(),
-                                    timestamp,
-                                    line: line.into(),
-                                    data: e.value.map(std::sync::OnceLock::from).unwrap_or_default(),
-                                });
-                            }
-                            replies.extend(then);
-                        }
+                for e in batch.iter().flat_map(|m| match m {
+                    Msg::Publish { events, .. } => events.as_slice(),
+                    Msg::Stop => &[],
+                }) {
+                    let timestamp = crate::api::now_rfc3339();
+                    let line = envelope(next + 1, &e.event_id, e.kind, e.source, &timestamp, &e.text);
+                    if insert.execute(params![(next + 1) as i64, e.event_id, e.kind, line])? == 0 {
+                        stored.push(None);
+                        continue;
                     }
+                    next += 1;
+                    stored.push(Some((next, line, timestamp)));
                 }
             }
             tx.commit()
         })();
         if let Err(e) = result {
-            // events.db is unwritable (disk full?): nothing here can be made durable.
-            tracing::error!(error = %e, "the event bus could not commit; events of this batch are lost");
-            seq = inner.last_seq.load(Ordering::Acquire);
-        } else {
-            inner.last_seq.store(seq, Ordering::Release);
-            crate::daemon::metrics::observe_commit("bus", started.elapsed());
-            for r in replies {
+            if stop {
+                // Shutting down: the producers' outboxes still hold these events (they
+                // are confirmed only after a commit) and re-send them at the next start.
+                tracing::error!(error = %e, "the event bus could not commit at shutdown; the next start re-sends the events");
+                return;
+            }
+            // events.db is unwritable for now (disk full, locked by another process).
+            tracing::error!(error = %e, retry_in_ms = retry.as_millis() as u64, "the event bus could not commit; trying again");
+            std::thread::sleep(retry);
+            retry = (retry * 2).min(RETRY_MAX);
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            continue;
+        }
+        retry = RETRY_FIRST;
+        seq = next;
+        inner.last_seq.store(seq, Ordering::Release);
+        crate::daemon::metrics::observe_commit("bus", started.elapsed());
+        let mut handled = 0u64;
+        let mut committed: Vec<BusEvent> = Vec::new();
+        let mut stored = stored.into_iter();
+        for m in batch.drain(..) {
+            let Msg::Publish { events, then } = m else { continue };
+            for e in events {
+                handled += 1;
+                let Some(Some((seq, line, timestamp))) = stored.next() else { continue };
+                crate::daemon::metrics::bus_event(e.kind);
+                committed.push(BusEvent {
+                    seq,
+                    event_id: e.event_id,
+                    kind: e.kind.to_string(),
+                    source: e.source.to_string(),
+                    timestamp,
+                    line: line.into(),
+                    data: e.value.map(std::sync::OnceLock::from).unwrap_or_default(),
+                });
+            }
+            for r in then {
                 r();
             }
         }

@@ -114,3 +114,38 @@ fn a_bad_config_stops_start_up_with_a_message_naming_file_and_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_open_order"));
 }
+
+/// A bus that cannot commit (here another process holds `events.db`'s write lock past
+/// the busy timeout, as a backup tool might) keeps its events and tries again: once it
+/// can, every event is there, in order, each once.
+#[test]
+fn events_the_bus_could_not_commit_at_first_are_stored_once_it_can() {
+    let dm = Daemon::start();
+    let u = dm.user("bus");
+    dm.deposit(&u, "USD", "1");
+    let lock = rusqlite::Connection::open(dm.path().join("data/events.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for amount in ["2", "3", "4"] {
+        dm.deposit(&u, "USD", amount);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dm.log().contains("the event bus could not commit") {
+        assert!(std::time::Instant::now() < deadline, "the bus never failed on the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    dm.deposit(&u, "USD", "5"); // queued behind the failed batch
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deposits = loop {
+        let mine: Vec<serde_json::Value> =
+            dm.events("ACCOUNT_DEPOSITED").into_iter().filter(|e| e["data"]["user_id"].as_str() == Some(u.as_str())).collect();
+        if mine.len() >= 5 || std::time::Instant::now() > deadline {
+            break mine;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let amounts: Vec<&str> = deposits.iter().map(|e| e["data"]["amount"].as_str().unwrap_or("?")).collect();
+    assert_eq!(amounts, ["1", "2", "3", "4", "5"], "{deposits:?}");
+    assert!(deposits.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()), "in order: {deposits:?}");
+}
