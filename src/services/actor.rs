@@ -486,7 +486,12 @@ impl<S: Service> Unit<S> {
     ) -> Result<R, ServiceError> {
         let started = Instant::now();
         if self.open.is_none() {
-            self.conn.prepare_cached("BEGIN")?.execute([])?;
+            // IMMEDIATE: the service is its store's only writer, so this costs nothing,
+            // but a deferred transaction that reads before it writes fails at once (no
+            // busy wait) if anything else holds the write lock — `sqlite3` opened on the
+            // store by an operator, a backup tool — and the service restarts, five times
+            // in a few seconds and it is marked failed.
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             self.open = Some(Pending { after: AfterCommit::new(S::NAME), busy: Duration::ZERO });
             // Confirmed outbox rows go in bulk: deleting them every batch wrote a page per
             // commit; left a while longer they are only re-sent (and ignored by the bus)
@@ -544,7 +549,7 @@ impl<S: Service> Unit<S> {
         if self.open.is_some() || self.outbox.is_empty() || self.staged_at.elapsed() < TIDY_AFTER {
             return Ok(());
         }
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let done = self.delete_confirmed(1, 0).and_then(|()| self.conn.prepare_cached("COMMIT")?.execute([]).map(drop));
         if let Err(e) = done {
             let _ = self.conn.execute_batch("ROLLBACK");

@@ -149,3 +149,24 @@ fn events_the_bus_could_not_commit_at_first_are_stored_once_it_can() {
     assert_eq!(amounts, ["1", "2", "3", "4", "5"], "{deposits:?}");
     assert!(deposits.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()), "in order: {deposits:?}");
 }
+
+/// A store's write lock held a moment by someone else (`sqlite3` opened by an operator,
+/// a backup tool) makes its service wait, not fail: creating a user reads before it
+/// writes, and a transaction begun as a read gave up at once, restarting the service.
+#[test]
+fn a_command_waits_for_a_store_locked_a_moment_by_another_process() {
+    let dm = Daemon::start();
+    let lock = rusqlite::Connection::open(dm.path().join("data/users.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        lock.execute_batch("ROLLBACK").unwrap();
+    });
+    let name = format!("locked{}", unique());
+    let (status, body) = dm.req("POST", "/api/users", Some(serde_json::json!({"username": name, "email": format!("{name}@example.com")})));
+    release.join().unwrap();
+    assert_eq!(status, 201, "{body}");
+    let services = dm.ok("GET", "/api/services", None);
+    let users = services.as_array().unwrap().iter().find(|s| s["name"] == "users").unwrap();
+    assert_eq!(users["restarts"], 0, "{users}");
+}
