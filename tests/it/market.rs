@@ -45,6 +45,20 @@ fn last(dm: &Daemon, sym: &str) -> Option<Decimal> {
 }
 
 /// A POST of a raw CSV body with `Content-Type: text/csv` over the socket.
+/// The tape of `sym` once it has `n` trades (the market service follows the bus), newest
+/// first; fails after 20 s.
+fn tape_of(dm: &Daemon, sym: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
+        if t.as_array().unwrap().len() == n {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "the tape has {} trades, not {n}", t.as_array().unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn post_csv(dm: &Daemon, body: &str) -> (u16, Value) {
     let mut s = std::os::unix::net::UnixStream::connect(dm.sock()).unwrap();
     write!(
@@ -191,15 +205,7 @@ fn candles_add_up_the_trades_placed_through_the_api() {
     }
 
     // The tape has every trade once the market service has caught up with the bus.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let tape = loop {
-        let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
-        if t.as_array().unwrap().len() == 6 {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "the tape has {} trades, not 6", t.as_array().unwrap().len());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let tape = tape_of(&dm, &sym, 6);
     // What the trades imply, per minute: oldest first (the tape is newest first).
     let mut expected: BTreeMap<i64, (Decimal, Decimal, Decimal, Decimal, Decimal)> = BTreeMap::new();
     for t in tape.as_array().unwrap().iter().rev() {
@@ -296,23 +302,12 @@ fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
         let (s, o) = dm.place(&buyer, &sym, "buy", "1", Some("10.00"));
         assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
     };
-    let tape_has = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
-            if t.as_array().unwrap().len() == n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the tape has {} trades, not {n}", t.as_array().unwrap().len());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     let market_restarts = || {
         let list = dm.ok("GET", "/api/services", None);
         list.as_array().unwrap().iter().find(|s| s["name"] == "market").unwrap()["restarts"].as_u64().unwrap()
     };
     trade();
-    tape_has(1);
+    tape_of(&dm, &sym, 1);
 
     let lock = rusqlite::Connection::open(dm.path().join("data/market.db")).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -328,5 +323,5 @@ fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
     lock.execute_batch("ROLLBACK").unwrap();
     drop(lock);
     trade();
-    tape_has(5);
+    tape_of(&dm, &sym, 5);
 }
