@@ -35,6 +35,7 @@
 //! as `-- commit/orders`). On a shared machine the numbers move with other load.
 
 use agt::api::{Event, Instrument, NewInstrument, NewUser, NewWebhookRule, OrderType, RiskLimits, Side, TimeInForce, Trade};
+use agt::daemon::follower::Handed;
 use agt::daemon::Home;
 use agt::services::actor::{run_incarnation, AfterCommit, Control, Handle, Reply, Service, ServiceCtx, State, Status};
 use agt::services::bus::{Bus, BusEvent, NewEvent};
@@ -255,9 +256,11 @@ fn now() -> String {
     agt::api::now_rfc3339()
 }
 
-fn event(seq: u64, kind: &str, data: serde_json::Value) -> std::sync::Arc<BusEvent> {
+/// Event `seq` as a follower hands it over. `after: 0` vouches for no gap before it: the
+/// benches hand events over in order, but not from each store's own position.
+fn event(seq: u64, kind: &str, data: serde_json::Value) -> Handed {
     let event = Event { seq, event_id: format!("evt_{seq}"), kind: kind.into(), source: "bench".into(), timestamp: now(), data };
-    std::sync::Arc::new(BusEvent::from_event(event))
+    Handed { after: 0, event: std::sync::Arc::new(BusEvent::from_event(event)) }
 }
 
 fn instrument() -> Instrument {

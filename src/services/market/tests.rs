@@ -251,13 +251,13 @@ fn a_replayed_event_or_trade_counts_once() {
 fn the_position_passed_after_the_last_trade_survives_a_restart() {
     let mut f = Fixture::new(&[seed("AAPL", "0.01", "1")]);
     f.event(5, "TRADE_EXECUTED", serde_json::to_value(trade("t1", "AAPL", "100", "5", T0)).unwrap());
-    f.tx(|m, tx| m.passed(900));
+    f.tx(|m, _| m.passed(900));
     assert_eq!(f.reopen(&[]).last_event_seq(), 900);
-    f.tx(|m, tx| m.passed(800));
+    f.tx(|m, _| m.passed(800));
     f.event(850, "TRADE_EXECUTED", serde_json::to_value(trade("t2", "AAPL", "101", "1", T0)).unwrap());
     assert_eq!((f.reopen(&[]).last_event_seq(), f.tape("AAPL", 10)), (900, vec!["t1".to_string()]), "nothing at or below it counts");
     f.event(901, "TRADE_EXECUTED", serde_json::to_value(trade("t3", "AAPL", "102", "1", T0)).unwrap());
-    f.tx(|m, tx| m.passed(1200));
+    f.tx(|m, _| m.passed(1200));
     let reopened = f.reopen(&[]);
     assert_eq!(reopened.last_event_seq(), 1200);
     assert_eq!(f.tape("AAPL", 10), ["t3", "t1"]);
