@@ -176,6 +176,10 @@ pub fn spawn<C: Send + 'static>(
                             }
                         }
                         Err(RecvError::Lagged(_)) => {
+                            // The feed goes on from `last`: the service is told it has
+                            // passed what was skipped up to there, or the next event
+                            // would follow a position the service never heard of.
+                            filter.tell_passed(&handle, last, &mut told);
                             behind = Some((last, restarts));
                             break;
                         }
@@ -313,20 +317,48 @@ mod tests {
     /// instead of handing over again what the service has not recorded yet.
     #[test]
     fn a_follower_that_falls_behind_hands_over_each_event_once() {
+        let log = falling_behind(Filter::All);
+        let handed: Vec<u64> = log.iter().filter(|m| m.0).map(|m| m.2).collect();
+        let twice = handed.len() - handed.iter().collect::<std::collections::HashSet<_>>().len();
+        assert_eq!(twice, 0, "{twice} events handed over twice");
+        assert_eq!(handed.len(), 10_100, "every event handed over");
+        assert!(handed.windows(2).all(|w| w[0] < w[1]), "in order");
+        assert!(log.iter().all(|m| m.0), "nothing passed: every event is wanted");
+    }
+
+    /// A filtered feed that falls behind tells its service how far it went before it goes
+    /// on: otherwise the first event after the gap would say it follows events the
+    /// service was never told about, and the service would ignore it and all after it.
+    #[test]
+    fn a_filtered_follower_that_falls_behind_keeps_its_service_in_step() {
+        let log = falling_behind(Filter::Only { wants: |k| k == "WANTED", passed: Cmd::Passed });
+        let handed: Vec<u64> = log.iter().filter(|m| m.0).map(|m| m.2).collect();
+        assert_eq!(handed.len(), 5050, "every wanted event handed over once");
+        assert!(handed.windows(2).all(|w| w[0] < w[1]), "in order");
+        let before = std::iter::once(0).chain(log.iter().map(|m| m.2));
+        let wrong = log.iter().zip(before).position(|(m, before)| m.1 != before);
+        assert_eq!(wrong.map(|i| &log[i.saturating_sub(1)..(i + 1).min(log.len())]), None, "each message follows the one before it");
+    }
+
+    /// Runs a follower on a service that records nothing (its position stays where it
+    /// started) through 100 events, then 10,000 published while it cannot run (more than
+    /// the live feed holds), every other one `WANTED`. Gives what the service was told, in order:
+    /// (an event?, after, seq), seqs counted from the first published.
+    fn falling_behind(filter: Filter<Cmd>) -> Vec<(bool, u64, u64)> {
         let dir = tempfile::tempdir().unwrap();
         let (bus, _ctx) = crate::services::actor::ServiceCtx::for_tests(dir.path());
-        // A service that records nothing (its last recorded seq stays 0) and keeps what
-        // it is handed.
-        let told = Arc::new(Mutex::new(Vec::new()));
+        let base = bus.last_seq();
+        let log = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Status::new("test"));
         status.set_state(State::Running);
-        let keep = told.clone();
+        let keep = log.clone();
         let handle = Handle::routed(
             move |e| {
                 match e {
-                    Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(0))),
-                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push(h.event.seq),
-                    Envelope::Cmd(Cmd::Passed(_)) | Envelope::Control(_) => {}
+                    Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
+                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((true, h.after - base, h.event.seq - base)),
+                    Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push((false, p.after - base, p.seq - base)),
+                    Envelope::Control(_) => {}
                 }
                 true
             },
@@ -334,12 +366,14 @@ mod tests {
         );
         let seen = Arc::new(AtomicU64::new(0));
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        // One thread: the follower runs only while the test awaits.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // One thread: the follower runs only while the test awaits. Paused time: its
+        // 200 ms timer cannot fire while the test publishes, so it meets the lag first.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        // Every other event is wanted, counting from the first.
         let published = |n: u64| {
             let target = bus.last_seq() + n;
-            for i in 0..n {
-                bus.publish("CONFIG_CHANGED", "config", serde_json::json!({"i": i}));
+            for i in bus.last_seq() - base..target - base {
+                bus.publish(if i % 2 == 0 { "WANTED" } else { "OTHER" }, "test", serde_json::json!({"i": i}));
             }
             while bus.last_seq() < target {
                 std::thread::sleep(Duration::from_millis(1));
@@ -347,23 +381,24 @@ mod tests {
         };
         let wait_until = |n: u64| {
             rt.block_on(async {
-                while seen.load(Ordering::Acquire) < n {
+                while seen.load(Ordering::Acquire) < base + n {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
         };
-        let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::All };
+        let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter };
         rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
-        wait_until(0);
-        published(100);
+        // The follower has replayed the first event, and follows the live feed from then
+        // on: the next 99 come live, the last of them skipped.
+        published(1);
+        wait_until(1);
+        published(99);
         wait_until(100);
-        // More than the live feed holds, while the follower cannot run: it falls behind.
-        published(9000);
-        wait_until(9100);
-        let told = told.lock().unwrap().clone();
-        let twice = told.len() - told.iter().collect::<std::collections::HashSet<_>>().len();
-        assert_eq!(twice, 0, "{twice} events handed over twice");
-        assert_eq!(told.len(), 9100, "every event handed over");
-        assert!(told.windows(2).all(|w| w[0] < w[1]), "in order");
+        // More than the live feed holds (by more than the bus's last batch, which may
+        // still be on its way), while the follower cannot run: it falls behind at once.
+        published(10_000);
+        wait_until(10_100);
+        let log = log.lock().unwrap().clone();
+        log
     }
 }
