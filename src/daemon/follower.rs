@@ -4,8 +4,8 @@
 //! The service answers "the last sequence I recorded" and ignores anything at or below
 //! it, so replaying after a restart (of the daemon or of the service) neither loses nor
 //! doubles an event. A feed that falls behind the bus's live channel (a service slower
-//! than the order flow) replays from the store after the last event it handed over, not
-//! after the last one the service recorded: the ones in between already wait in the
+//! than the order flow) replays from the store after the last event it handed over (or
+//! told the service it passed), not after the last one the service recorded: the ones in between already wait in the
 //! service's mailbox, and handing them over again made a service that was behind fall
 //! further behind.
 //!
@@ -112,8 +112,8 @@ pub fn spawn<C: Send + 'static>(
     use std::sync::atomic::Ordering::Release;
     let Feed { last_seq, event: wrap, filter } = feed;
     tokio::spawn(async move {
-        // After falling behind the live feed: the last event handed over, and the
-        // service's restart count then.
+        // After falling behind the live feed: the last event handed over or passed, and
+        // the service's restart count then.
         let mut behind: Option<(u64, u32)> = None;
         loop {
             if *shutdown.borrow() {
