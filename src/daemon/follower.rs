@@ -235,22 +235,7 @@ mod tests {
         // Before the follower starts: 1,500 events, one of them wanted.
         let end = published(&mut (1..=1500).map(|i| if i == 700 { "WANTED" } else { "OTHER" }));
         assert_eq!(end, base + 1500);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(Status::new("test"));
-        status.set_state(State::Running);
-        let keep = log.clone();
-        let handle = Handle::routed(
-            move |e| {
-                match e {
-                    Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
-                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.clone(), h.after, h.event.seq)),
-                    Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push(("passed".into(), p.after, p.seq)),
-                    Envelope::Control(_) => {}
-                }
-                true
-            },
-            status,
-        );
+        let (handle, log) = recorder(base);
         let seen = Arc::new(AtomicU64::new(0));
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -348,22 +333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bus, _ctx) = crate::services::actor::ServiceCtx::for_tests(dir.path());
         let base = bus.last_seq();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let status = Arc::new(Status::new("test"));
-        status.set_state(State::Running);
-        let keep = log.clone();
-        let handle = Handle::routed(
-            move |e| {
-                match e {
-                    Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
-                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((true, h.after - base, h.event.seq - base)),
-                    Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push((false, p.after - base, p.seq - base)),
-                    Envelope::Control(_) => {}
-                }
-                true
-            },
-            status,
-        );
+        let (handle, log) = recorder(base);
         let seen = Arc::new(AtomicU64::new(0));
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         // One thread: the follower runs only while the test awaits. Paused time: its
@@ -398,7 +368,30 @@ mod tests {
         // still be on its way), while the follower cannot run: it falls behind at once.
         published(10_000);
         wait_until(10_100);
-        let log = log.lock().unwrap().clone();
+        let log = log.lock().unwrap().iter().map(|(kind, after, seq)| (kind != "passed", after - base, seq - base)).collect();
         log
+    }
+
+    /// A service whose position stays at `base` and which records what it is told, in
+    /// order: (the event's type, or `passed`; after; seq).
+    #[allow(clippy::type_complexity)]
+    fn recorder(base: u64) -> (Handle<Cmd>, Arc<Mutex<Vec<(String, u64, u64)>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Status::new("test"));
+        status.set_state(State::Running);
+        let keep = log.clone();
+        let handle = Handle::routed(
+            move |e| {
+                match e {
+                    Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
+                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.clone(), h.after, h.event.seq)),
+                    Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push(("passed".to_string(), p.after, p.seq)),
+                    Envelope::Control(_) => {}
+                }
+                true
+            },
+            status,
+        );
+        (handle, log)
     }
 }
