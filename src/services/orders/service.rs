@@ -701,6 +701,21 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Stores a sell limit order of `quantity` at 100 as accepted, then resting unfilled
+    /// (a maker for the tests' takers).
+    fn resting_sell(tx: &Connection, id: &str, quantity: &str) {
+        Orders::accept_at(tx, order(id, Side::Sell, "100", quantity), "t".into()).unwrap();
+        let rests = MatchResult {
+            order_id: id.into(),
+            fills: vec![],
+            filled: Decimal::ZERO,
+            remaining: d(quantity),
+            rests: true,
+            self_trade_prevented: false,
+        };
+        Orders::record_at(tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+    }
+
     fn order(id: &str, side: Side, price: &str, quantity: &str) -> NewOrder {
         NewOrder {
             order_id: id.into(),
@@ -754,16 +769,7 @@ mod tests {
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
         for (id, quantity) in [("mk", "100"), ("rest", "5")] {
-            Orders::accept_at(&tx, order(id, Side::Sell, "100", quantity), "t".into()).unwrap();
-            let rests = MatchResult {
-                order_id: id.into(),
-                fills: vec![],
-                filled: Decimal::ZERO,
-                remaining: d(quantity),
-                rests: true,
-                self_trade_prevented: false,
-            };
-            Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+            resting_sell(&tx, id, quantity);
         }
         trade(&tx, 0, "100", "3");
         Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
@@ -787,16 +793,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
-        Orders::accept_at(&tx, order("mk", Side::Sell, "100", "100"), "t".into()).unwrap();
-        let rests = MatchResult {
-            order_id: "mk".into(),
-            fills: vec![],
-            filled: Decimal::ZERO,
-            remaining: d("100"),
-            rests: true,
-            self_trade_prevented: false,
-        };
-        Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        resting_sell(&tx, "mk", "100");
         trade(&tx, 0, "100", "3"); // tk0: filled, closed
         Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
         assert_eq!(Orders::unknown(&tx, ["mk", "tk0", "acc", "nope"]).unwrap(), ["nope"]);
@@ -816,17 +813,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
-        let maker = order("mk", Side::Sell, "100", "100");
-        Orders::accept_at(&tx, maker, "t".into()).unwrap();
-        let rests = MatchResult {
-            order_id: "mk".into(),
-            fills: vec![],
-            filled: Decimal::ZERO,
-            remaining: d("100"),
-            rests: true,
-            self_trade_prevented: false,
-        };
-        Orders::record_at(&tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        resting_sell(&tx, "mk", "100");
         let fills = [("100.01", "3"), ("99.99", "7"), ("100.5", "0.25")];
         let vwap = |fills: &[(&str, &str)]| {
             let (notional, qty) = fills.iter().fold((Decimal::ZERO, Decimal::ZERO), |(n, q), (p, x)| (n + d(p) * d(x), q + d(x)));
