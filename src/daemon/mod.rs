@@ -21,7 +21,7 @@ use crate::api::DaemonInfo;
 use crate::services::actor::ServiceCtx;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
-use crate::services::{audit, auth, config, health, market, users};
+use crate::services::{audit, auth, config, health, market, notify, users};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,6 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let trades = Filter::Only { wants: |kind| kind == "TRADE_EXECUTED", passed: market::Cmd::Passed };
     let feed = Feed { last_seq: market::Cmd::LastEventSeq, event: market::Cmd::Event, filter: trades };
     follower::spawn(bus.clone(), app.market.clone(), feed, app.market_seen.clone(), app.shutdown.subscribe());
-    use crate::services::notify;
     let feed = Feed { last_seq: notify::Cmd::LastEventSeq, event: notify::Cmd::Event, filter: Filter::All };
     follower::spawn(bus.clone(), app.notify.clone(), feed, seen(), app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
