@@ -60,9 +60,6 @@ pub enum Cmd {
     },
     /// Orders whose saga did not finish (for recovery).
     Unfinished(Reply<Vec<Order>>),
-    /// Every open order, without its fills (for recovery: a restart with 100 k open
-    /// orders read each one's fills to learn their ids and remaining quantities).
-    Open(Reply<Vec<OpenOrder>>),
     /// Answered once everything the lane acknowledged before it is committed and its
     /// events handed to the bus (placements are answered before their record commits;
     /// see `services::lane`).
@@ -73,16 +70,8 @@ impl Cmd {
     /// Whether the command only reads. The lane answers a batch of reads at once from
     /// its open transactions instead of flushing first (see `services::lane`).
     pub fn is_read(&self) -> bool {
-        matches!(self, Cmd::Get { .. } | Cmd::List { .. } | Cmd::Unfinished(_) | Cmd::Open(_))
+        matches!(self, Cmd::Get { .. } | Cmd::List { .. } | Cmd::Unfinished(_))
     }
-}
-
-/// An open order as recovery needs it ([`Cmd::Open`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OpenOrder {
-    pub order_id: String,
-    pub user_id: String,
-    pub remaining: Decimal,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -454,17 +454,9 @@ async fn resume(app: &Arc<App>) {
             tracing::info!(order_id = %o.order_id, error = %e, "an interrupted placement ended rejected");
         }
     }
-    // Open orders that the book no longer holds were being cancelled: finish that.
-    let Ok(open) = must(|| app.orders.call(Cmd::Open)).await else { return };
-    // One question for all of them: a restart with many open orders must stay fast.
-    let order_ids: Vec<String> = open.iter().map(|o| o.order_id.clone()).collect();
-    let Ok(states) = must(|| app.trading.call(|reply| trading::Cmd::Status { order_ids: order_ids.clone(), reply })).await else { return };
-    let stray: Vec<Cancelled> = open
-        .into_iter()
-        .zip(states)
-        .filter(|(_, state)| *state == trading::OrderState::Cancelled)
-        .map(|(o, _)| Cancelled { order_id: o.order_id, user_id: o.user_id, remaining: o.remaining })
-        .collect();
+    // Open orders that the book no longer holds were being cancelled: finish that. The
+    // lane found the candidates when it opened (`Lane::check_live_orders`).
+    let Ok(stray) = must(|| app.placements.call(LaneCmd::StrayCancels)).await else { return };
     if !stray.is_empty() {
         tracing::info!(orders = stray.len(), "finishing interrupted cancels");
         let _ = finish_cancel(app, stray).await;

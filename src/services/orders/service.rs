@@ -1,11 +1,11 @@
 //! The orders actor: `data/orders.db` holds every order, its fills and its saga stage.
 
 use super::events::{OrderEvent, StatusChange, TradeRef};
-use super::{Accepted, Cmd, ListFilter, NewOrder, OpenOrder};
+use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::store::{enum_at, text_at};
-use crate::services::trading::MatchResult;
+use crate::services::trading::{Cancelled, MatchResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -559,37 +559,39 @@ impl Orders {
         Ok(taker)
     }
 
-    /// Every open order (as [`Orders::list`] shows them: not one still `accepted`), oldest
-    /// first, without its fills.
-    pub(crate) fn open(tx: &Connection) -> rusqlite::Result<Vec<OpenOrder>> {
+    /// Calls `each` with the id of every live order (open, or with its saga unfinished),
+    /// and whether it is open as [`Orders::list`] shows it (not still `accepted`). One read
+    /// of the live orders' index: the lane checks them all when it opens (114 k after a
+    /// busy day), against risk's holds and trading's books at once.
+    pub(crate) fn each_live(tx: &Connection, mut each: impl FnMut(&str, bool)) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT order_id, user_id, quantity, filled FROM orders INDEXED BY orders_live
-             WHERE {LIVE} AND status IN ('new', 'partially_filled') AND stage <> 'accepted' ORDER BY seq"
+            "SELECT order_id, status IN ('new', 'partially_filled') AND stage <> 'accepted'
+             FROM orders INDEXED BY orders_live WHERE {LIVE}"
         ))?;
-        let open = stmt.query_map([], |r| {
-            Ok(OpenOrder { order_id: r.get(0)?, user_id: r.get(1)?, remaining: dec(text_at(r, 2)?)? - dec(text_at(r, 3)?)? })
-        })?;
-        open.collect()
-    }
-
-    /// Which of `order_ids` are not stored, sorted. The lane asks about the order of every
-    /// open hold when it opens (100 k of them after a busy day): those are open orders, so
-    /// a long list is first checked off against one read of the open orders' ids, and only
-    /// the rest looked up one by one (109.6 k lookups took 359 ms).
-    pub fn unknown<'a>(tx: &Connection, order_ids: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<Vec<String>> {
-        let mut left: std::collections::HashSet<&str> = order_ids.into_iter().collect();
-        if left.len() > 1000 {
-            let mut stmt = tx.prepare_cached(&format!("SELECT order_id FROM orders INDEXED BY orders_live WHERE {LIVE}"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                if let Ok(id) = r.get_ref(0)?.as_str() {
-                    left.remove(id);
-                }
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            if let Ok(id) = r.get_ref(0)?.as_str() {
+                each(id, r.get(1)?);
             }
         }
+        Ok(())
+    }
+
+    /// What finishing a cancel of the order needs, if it is open as [`Orders::list`] shows
+    /// it (not still `accepted`).
+    pub(crate) fn cancellable(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Cancelled>> {
+        Ok(load_bare(tx, order_id)?.filter(|(o, stage, _)| o.status.is_open() && stage != "accepted").map(|(o, _, _)| Cancelled {
+            order_id: o.order_id,
+            user_id: o.user_id,
+            remaining: o.remaining_quantity,
+        }))
+    }
+
+    /// Which of `order_ids` are not stored at all, sorted: one lookup each.
+    pub fn unknown<'a>(tx: &Connection, order_ids: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<Vec<String>> {
         let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;
         let mut unknown = Vec::new();
-        for id in left {
+        for id in order_ids {
             if !stmt.exists([id])? {
                 unknown.push(id.to_string());
             }
@@ -677,7 +679,6 @@ impl Service for Orders {
                 after.reply(reply, o);
             }
             Cmd::List { filter, reply } => after.reply(reply, Ok(Orders::list(tx, &filter)?)),
-            Cmd::Open(reply) => after.reply(reply, Ok(Orders::open(tx)?)),
             Cmd::Unfinished(reply) => {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM orders INDEXED BY orders_live WHERE {LIVE} AND stage <> 'done' ORDER BY seq"
@@ -760,50 +761,46 @@ mod tests {
         d(data["average_price"].as_str().unwrap())
     }
 
-    /// Recovery's lean list of open orders holds what the full list of open orders holds:
-    /// a partly filled maker with what remains of it; not a filled taker, and not an order
-    /// still `accepted` (its saga is resumed instead).
+    /// The live orders the lane checks when it opens: a partly filled maker and a resting
+    /// order are open as the list shows them; an order still `accepted` is live but not
+    /// open; a filled taker is neither. Finishing a cancel takes what remains of an open one.
     #[test]
-    fn the_open_orders_for_recovery_are_the_listed_open_orders_without_their_fills() {
+    fn the_live_orders_are_read_with_whether_each_is_open_as_the_list_shows_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
         for (id, quantity) in [("mk", "100"), ("rest", "5")] {
             resting_sell(&tx, id, quantity);
         }
-        trade(&tx, 0, "100", "3");
+        trade(&tx, 0, "100", "3"); // tk0: filled, closed
         Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
-        let open = Orders::open(&tx).unwrap();
-        let want = [("mk", "usr_mk", d("97")), ("rest", "usr_rest", d("5"))];
-        assert_eq!(open, want.map(|(o, u, r)| OpenOrder { order_id: o.into(), user_id: u.into(), remaining: r }));
+        let mut live = Vec::new();
+        Orders::each_live(&tx, |id, open| live.push((id.to_string(), open))).unwrap();
+        live.sort();
+        assert_eq!(live, [("acc".to_string(), false), ("mk".into(), true), ("rest".into(), true)]);
+
         let filter = ListFilter { statuses: vec![OrderStatus::New, OrderStatus::PartiallyFilled], limit: 100, ..Default::default() };
-        let mut listed: Vec<OpenOrder> = Orders::list(&tx, &filter)
-            .unwrap()
-            .into_iter()
-            .map(|o| OpenOrder { order_id: o.order_id, user_id: o.user_id, remaining: o.remaining_quantity })
-            .collect();
-        listed.reverse();
-        assert_eq!(open, listed);
+        let mut listed: Vec<String> = Orders::list(&tx, &filter).unwrap().into_iter().map(|o| o.order_id).collect();
+        listed.sort();
+        assert_eq!(listed, live.iter().filter(|(_, open)| *open).map(|(id, _)| id.clone()).collect::<Vec<_>>());
+
+        let mk = Orders::cancellable(&tx, "mk").unwrap();
+        assert_eq!(mk, Some(Cancelled { order_id: "mk".into(), user_id: "usr_mk".into(), remaining: d("97") }));
+        for id in ["acc", "tk0", "nope"] {
+            assert_eq!(Orders::cancellable(&tx, id).unwrap(), None, "{id}");
+        }
     }
 
-    /// Which orders are not stored is answered alike for a short list and for a long one
-    /// (checked off against the open orders first): open, closed, still `accepted`, unknown.
+    /// Only an order never stored is unknown: open, closed and still `accepted` ones are not.
     #[test]
-    fn unknown_orders_are_the_unstored_ones_in_long_and_short_lists() {
+    fn unknown_orders_are_the_unstored_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
         resting_sell(&tx, "mk", "100");
         trade(&tx, 0, "100", "3"); // tk0: filled, closed
         Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
-        assert_eq!(Orders::unknown(&tx, ["mk", "tk0", "acc", "nope"]).unwrap(), ["nope"]);
-        let long: Vec<String> = (0..1001).map(|i| format!("nope{i}")).chain(["mk", "tk0", "acc"].map(String::from)).collect();
-        let want: Vec<String> = {
-            let mut v: Vec<String> = long.iter().filter(|id| id.starts_with("nope")).cloned().collect();
-            v.sort();
-            v
-        };
-        assert_eq!(Orders::unknown(&tx, long.iter().map(String::as_str)).unwrap(), want);
+        assert_eq!(Orders::unknown(&tx, ["nope2", "mk", "tk0", "acc", "nope1"]).unwrap(), ["nope1", "nope2"]);
     }
 
     /// A maker's average price comes from its stored notional, not from reading its fills

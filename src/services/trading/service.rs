@@ -466,6 +466,16 @@ impl Trading {
         }))
     }
 
+    /// Whether the order rests in a book.
+    pub(crate) fn rests(&self, order_id: &str) -> bool {
+        self.ids.contains_key(order_id)
+    }
+
+    /// Whether a cancel took the order out of its book.
+    pub(crate) fn cancelled_from_book(tx: &Connection, order_id: &str) -> rusqlite::Result<bool> {
+        tx.prepare_cached("SELECT 1 FROM cancels WHERE order_id = ?1")?.exists([order_id])
+    }
+
     fn state(&self, tx: &Connection, order_id: &str) -> Result<OrderState, ServiceError> {
         if let Some(&internal) = self.ids.get(order_id) {
             let m = &self.meta[&internal];
@@ -474,7 +484,7 @@ impl Trading {
                 return Ok(OrderState::Resting { remaining: Decimal::from(r.remaining) * b.lot });
             }
         }
-        if tx.prepare_cached("SELECT 1 FROM cancels WHERE order_id = ?1")?.query_row([order_id], |_| Ok(())).optional()?.is_some() {
+        if Self::cancelled_from_book(tx, order_id)? {
             return Ok(OrderState::Cancelled);
         }
         Ok(OrderState::NotResting)
