@@ -11,6 +11,7 @@ pub mod intake;
 pub mod journal;
 pub mod lane;
 pub mod market;
+pub mod names;
 pub mod notify;
 pub mod orders;
 pub mod risk;

@@ -88,6 +88,11 @@ const MIGRATIONS: &[&str] = &[
     // small ones read them all at each fill). NULL in rows from before: summed from their
     // fills at their next fill.
     "ALTER TABLE orders ADD COLUMN notional TEXT;",
+    // The live index holds the order id too, so the lane's check of every live order when
+    // it opens (`Orders::each_live`) reads the index alone, not a table row per order
+    // (114 k open orders: ~0.25 s on the lane before it was ready).
+    "DROP INDEX orders_live;
+    CREATE INDEX orders_live ON orders(stage, status, order_id) WHERE status IN ('new', 'partially_filled') OR stage <> 'done';",
 ];
 
 /// The condition of the `orders_live` partial index, written out in queries of open or

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One user's amount of one asset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,13 +34,16 @@ impl Bal {
     }
 }
 
-/// What one order holds.
+/// What one order holds. Its texts are shared: the order id with the ledger's key, the
+/// user, symbol and asset with every other hold that names them
+/// (`services::names`). With 100 k
+/// open orders a hold's own copies of them were most of its ~0.5 KB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRec {
-    pub order_id: String,
-    pub user_id: String,
-    pub symbol: String,
-    pub asset: String,
+    pub order_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub symbol: Arc<str>,
+    pub asset: Arc<str>,
     pub side: Side,
     /// A limit buy's price: a fill of `q` shrinks the hold by `q × limit`, whatever price it
     /// traded at (the difference goes back to available). `None` for sells and market buys.
@@ -61,13 +65,13 @@ pub struct Pos {
 struct Dirty {
     balances: HashSet<(String, String)>,
     /// Snapshots, closed holds included (they leave memory; the store keeps those it saw open).
-    holds: HashMap<String, HoldRec>,
+    holds: HashMap<Arc<str>, HoldRec>,
     /// Holds placed since the last flush. One that is also closed by then is not written
     /// at all: no stored row ever showed it open, and only a stored open hold can be asked
     /// about again (a placement whose order was stored `accepted`; the lane stores a
     /// placement's order together with its record). Most of the lane's placements are
     /// placed, traded and closed between two flushes.
-    placed: HashSet<String>,
+    placed: HashSet<Arc<str>>,
     positions: HashSet<(String, String)>,
 }
 
@@ -76,7 +80,8 @@ pub struct Ledger {
     /// user → asset → balance; an asset appears once anything has touched it.
     balances: HashMap<String, BTreeMap<String, Bal>>,
     /// Open holds by order id (closed ones live only in the store).
-    holds: HashMap<String, HoldRec>,
+    holds: HashMap<Arc<str>, HoldRec>,
+    names: crate::services::names::Names,
     /// Open holds per user: the `max_open_orders` count.
     open_orders: HashMap<String, u32>,
     /// user → symbol → position; only nonzero quantities.
@@ -240,11 +245,12 @@ impl Ledger {
 
     /// Takes the hold the checks planned. The checks made sure it fits in available.
     pub fn place_hold(&mut self, order_id: &str, user: &str, symbol: &str, side: Side, plan: &Plan) {
+        let order_id: Arc<str> = Arc::from(order_id);
         let rec = HoldRec {
-            order_id: order_id.to_string(),
-            user_id: user.to_string(),
-            symbol: symbol.to_string(),
-            asset: plan.asset.clone(),
+            order_id: order_id.clone(),
+            user_id: self.names.get(user),
+            symbol: self.names.get(symbol),
+            asset: self.names.get(&plan.asset),
             side,
             limit: plan.limit,
             amount: plan.amount,
@@ -253,9 +259,9 @@ impl Ledger {
         };
         self.bal_mut(user, &plan.asset).held += plan.amount;
         *self.open_orders.entry(user.to_string()).or_default() += 1;
-        self.dirty.holds.insert(order_id.to_string(), rec.clone());
-        self.dirty.placed.insert(order_id.to_string());
-        self.holds.insert(order_id.to_string(), rec);
+        self.dirty.holds.insert(order_id.clone(), rec.clone());
+        self.dirty.placed.insert(order_id.clone());
+        self.holds.insert(order_id, rec);
     }
 
     /// Closes an order's hold and returns what it still held to available. False if the
@@ -264,15 +270,15 @@ impl Ledger {
         let Some(mut rec) = self.holds.remove(order_id) else { return false };
         let bal = self.bal_mut(&rec.user_id, &rec.asset);
         bal.held = (bal.held - rec.amount).max(Decimal::ZERO);
-        if let Some(n) = self.open_orders.get_mut(&rec.user_id) {
+        if let Some(n) = self.open_orders.get_mut(&*rec.user_id) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.open_orders.remove(&rec.user_id);
+                self.open_orders.remove(&*rec.user_id);
             }
         }
         rec.amount = Decimal::ZERO;
         rec.open = false;
-        self.dirty.holds.insert(order_id.to_string(), rec);
+        self.dirty.holds.insert(rec.order_id.clone(), rec);
         true
     }
 
@@ -291,7 +297,7 @@ impl Ledger {
             if rec.side == Side::Sell && allow_short {
                 want = old + available.max(Decimal::ZERO);
             } else {
-                return Err(Refusal::Insufficient { asset, needed: want - old, available });
+                return Err(Refusal::Insufficient { asset: asset.to_string(), needed: want - old, available });
             }
         }
         let rec = self.holds.get_mut(order_id).expect("checked above");
@@ -300,7 +306,7 @@ impl Ledger {
             rec.limit = Some(price);
         }
         let snapshot = rec.clone();
-        self.dirty.holds.insert(order_id.to_string(), snapshot);
+        self.dirty.holds.insert(snapshot.order_id.clone(), snapshot);
         let bal = self.bal_mut(&user, &asset);
         bal.held = (bal.held - old + want).max(Decimal::ZERO);
         Ok(())
@@ -313,7 +319,7 @@ impl Ledger {
         let take = by.min(rec.amount).max(Decimal::ZERO);
         rec.amount -= take;
         let snapshot = rec.clone();
-        self.dirty.holds.insert(order_id.to_string(), snapshot.clone());
+        self.dirty.holds.insert(snapshot.order_id.clone(), snapshot.clone());
         let bal = self.bal_mut(&snapshot.user_id, &snapshot.asset);
         bal.held = (bal.held - take).max(Decimal::ZERO);
     }
@@ -324,8 +330,8 @@ impl Ledger {
         let notional = t.price.checked_mul(t.quantity).ok_or(Refusal::TooLarge)?;
         let base = t.base_asset.as_str();
         // Buyer: a limit buy's hold shrinks at its limit price, a budget at the fill price.
-        let by = match self.holds.get(&t.buy_order_id) {
-            Some(h) if h.asset == QUOTE => match h.limit {
+        let by = match self.holds.get(t.buy_order_id.as_str()) {
+            Some(h) if &*h.asset == QUOTE => match h.limit {
                 Some(limit) => limit.checked_mul(t.quantity).ok_or(Refusal::TooLarge)?,
                 None => notional,
             },
@@ -336,8 +342,8 @@ impl Ledger {
         let b = self.bal_mut(&t.buy_user_id, base);
         b.total = b.total.checked_add(t.quantity).ok_or(Refusal::TooLarge)?;
         // Seller.
-        let by = match self.holds.get(&t.sell_order_id) {
-            Some(h) if h.asset == base => t.quantity,
+        let by = match self.holds.get(t.sell_order_id.as_str()) {
+            Some(h) if &*h.asset == base => t.quantity,
             _ => Decimal::ZERO,
         };
         self.shrink_hold(&t.sell_order_id, by);
@@ -389,7 +395,7 @@ impl Ledger {
     /// Every open hold, by user then order id.
     /// The order ids of the open holds, in no order.
     pub fn hold_ids(&self) -> impl Iterator<Item = &str> {
-        self.holds.keys().map(String::as_str)
+        self.holds.keys().map(|id| &**id)
     }
 
     pub fn holds(&self) -> Vec<Hold> {
@@ -397,9 +403,9 @@ impl Ledger {
             .holds
             .values()
             .map(|h| Hold {
-                order_id: h.order_id.clone(),
-                user_id: h.user_id.clone(),
-                asset: h.asset.clone(),
+                order_id: h.order_id.to_string(),
+                user_id: h.user_id.to_string(),
+                asset: h.asset.to_string(),
                 amount: h.amount.normalize(),
             })
             .collect();
@@ -439,10 +445,10 @@ impl Ledger {
             )?;
             for h in dirty.holds.values().filter(|h| h.open || !dirty.placed.contains(&h.order_id)) {
                 stmt.execute(params![
-                    h.order_id,
-                    h.user_id,
-                    h.symbol,
-                    h.asset,
+                    &*h.order_id,
+                    &*h.user_id,
+                    &*h.symbol,
+                    &*h.asset,
                     h.side.as_str(),
                     h.limit.map(text),
                     text(h.amount),
@@ -480,19 +486,22 @@ impl Ledger {
         let mut stmt =
             conn.prepare("SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget FROM holds WHERE open = 1")?;
         let mut rows = stmt.query([])?;
+        let open: usize = conn.query_row("SELECT count(*) FROM holds WHERE open = 1", [], |r| r.get(0))?;
+        ledger.holds.reserve(open);
+        let text_at = crate::services::store::text_at;
         while let Some(r) = rows.next()? {
             let rec = HoldRec {
-                order_id: r.get(0)?,
-                user_id: r.get(1)?,
-                symbol: r.get(2)?,
-                asset: r.get(3)?,
+                order_id: Arc::from(text_at(r, 0)?),
+                user_id: ledger.names.get(text_at(r, 1)?),
+                symbol: ledger.names.get(text_at(r, 2)?),
+                asset: ledger.names.get(text_at(r, 3)?),
                 side: crate::services::store::enum_at(r, 4, Side::parse)?,
                 limit: r.get::<_, Option<String>>(5)?.map(|t| dec(&t)).transpose()?,
                 amount: dec(&r.get::<_, String>(6)?)?,
                 budget: r.get::<_, Option<String>>(7)?.map(|t| dec(&t)).transpose()?,
                 open: true,
             };
-            *ledger.open_orders.entry(rec.user_id.clone()).or_default() += 1;
+            *ledger.open_orders.entry(rec.user_id.to_string()).or_default() += 1;
             ledger.holds.insert(rec.order_id.clone(), rec);
         }
         let mut stmt = conn.prepare("SELECT user_id, symbol, quantity, average_price FROM positions")?;

@@ -269,7 +269,7 @@ impl Risk {
     /// (`services::intake`) so that the hold can be placed again without the checks.
     pub fn hold_plan(&self, order_id: &str) -> Option<checks::Plan> {
         let h = self.ledger.hold(order_id)?;
-        Some(checks::Plan { asset: h.asset.clone(), amount: h.amount, limit: h.limit, budget: h.budget })
+        Some(checks::Plan { asset: h.asset.to_string(), amount: h.amount, limit: h.limit, budget: h.budget })
     }
 
     /// Places a journalled hold again, as it was admitted (no checks: its placement has

@@ -4,10 +4,12 @@ use super::engine::{self, Book, Incoming, Rest, RestingOrder};
 use super::{Cancelled, Cmd, MatchRequest, MatchResult, OrderState, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
+use crate::services::names::Names;
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE resting (
@@ -93,17 +95,21 @@ struct SymbolBook {
 }
 
 /// What the actor remembers of a resting order besides the engine's integers.
+/// A resting order's texts, shared: the order id with [`Trading::ids`]' key, the user and
+/// symbol with every other order that names them (`names`).
 struct Meta {
-    order_id: String,
-    user_id: String,
-    symbol: String,
+    order_id: Arc<str>,
+    user_id: Arc<str>,
+    symbol: Arc<str>,
 }
 
 pub struct Trading {
     books: HashMap<String, SymbolBook>,
     /// Engine id of each resting order, by order id.
-    ids: HashMap<String, u64>,
+    ids: HashMap<Arc<str>, u64>,
     meta: HashMap<u64, Meta>,
+    /// One shared copy of each user id and symbol resting orders name.
+    names: Names,
     /// A small integer per user for self-trade prevention.
     owners: HashMap<String, u64>,
     next_id: u64,
@@ -180,7 +186,7 @@ impl Trading {
         }
         for (i, f) in fills.iter().enumerate() {
             let maker = self.meta.get(&f.maker_id).ok_or_else(|| ServiceError::Other(format!("maker {} unknown", f.maker_id)))?;
-            let (maker_order_id, maker_user_id) = (maker.order_id.clone(), maker.user_id.clone());
+            let (maker_order_id, maker_user_id) = (maker.order_id.to_string(), maker.user_id.to_string());
             let price = Decimal::from(f.price) * tick;
             let quantity = Decimal::from(f.qty) * lot;
             let maker_remaining = Decimal::from(f.maker_remaining) * lot;
@@ -216,7 +222,7 @@ impl Trading {
             ])?;
             if f.maker_remaining == 0 {
                 tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
-                self.ids.remove(&maker_order_id);
+                self.ids.remove(maker_order_id.as_str());
                 self.meta.remove(&f.maker_id);
             } else {
                 tx.prepare_cached("UPDATE resting SET remaining = ?2 WHERE internal_id = ?1")?
@@ -261,8 +267,7 @@ impl Trading {
             tick.to_string(),
             lot.to_string()
         ])?;
-        self.ids.insert(req.order_id.clone(), internal);
-        self.meta.insert(internal, Meta { order_id: req.order_id.clone(), user_id: req.user_id.clone(), symbol: req.symbol.clone() });
+        self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
         Ok(())
     }
 
@@ -386,8 +391,8 @@ impl Trading {
         let Some(&internal) = self.ids.get(order_id) else { return Ok(None) };
         let Some(meta) = self.meta.get(&internal) else { return Ok(None) };
         let symbol = meta.symbol.clone();
-        let user_id = meta.user_id.clone();
-        let Some(book) = self.books.get_mut(&symbol) else { return Ok(None) };
+        let user_id = meta.user_id.to_string();
+        let Some(book) = self.books.get_mut(&*symbol) else { return Ok(None) };
         let Some(removed) = book.book.cancel(internal) else { return Ok(None) };
         let remaining = Decimal::from(removed.remaining) * book.lot;
         tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
@@ -415,7 +420,7 @@ impl Trading {
         };
         let (symbol, user_id) = {
             let m = &self.meta[&internal];
-            (m.symbol.clone(), m.user_id.clone())
+            (m.symbol.to_string(), m.user_id.to_string())
         };
         let (tick, lot) = {
             let b = &self.books[&symbol];
@@ -466,6 +471,14 @@ impl Trading {
         }))
     }
 
+    /// Indexes a resting order by its order id, with its texts.
+    fn remember(&mut self, internal: u64, order_id: &str, user_id: &str, symbol: &str) {
+        let order_id: Arc<str> = Arc::from(order_id);
+        let (user_id, symbol) = (self.names.get(user_id), self.names.get(symbol));
+        self.ids.insert(order_id.clone(), internal);
+        self.meta.insert(internal, Meta { order_id, user_id, symbol });
+    }
+
     /// Whether the order rests in a book.
     pub(crate) fn rests(&self, order_id: &str) -> bool {
         self.ids.contains_key(order_id)
@@ -479,7 +492,7 @@ impl Trading {
     fn state(&self, tx: &Connection, order_id: &str) -> Result<OrderState, ServiceError> {
         if let Some(&internal) = self.ids.get(order_id) {
             let m = &self.meta[&internal];
-            let b = &self.books[&m.symbol];
+            let b = &self.books[&*m.symbol];
             if let Some(r) = b.book.get(internal) {
                 return Ok(OrderState::Resting { remaining: Decimal::from(r.remaining) * b.lot });
             }
@@ -516,32 +529,36 @@ impl Service for Trading {
             books: HashMap::new(),
             ids: HashMap::new(),
             meta: HashMap::new(),
+            names: Names::default(),
             owners: HashMap::new(),
             next_id: next_id as u64,
             sequence: sequence as u64,
             stored: (next_id as u64, sequence as u64),
             fills: Vec::with_capacity(256),
         };
+        let resting: usize = conn.query_row("SELECT count(*) FROM resting", [], |r| r.get(0))?;
+        t.ids.reserve(resting);
+        t.meta.reserve(resting);
         let mut stmt = conn.prepare(
             "SELECT internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot FROM resting ORDER BY priority",
         )?;
+        let text_at = crate::services::store::text_at;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let internal = r.get::<_, i64>(0)? as u64;
-            let (order_id, user_id, symbol): (String, String, String) = (r.get(1)?, r.get(2)?, r.get(3)?);
+            let (order_id, user_id, symbol) = (text_at(r, 1)?, text_at(r, 2)?, text_at(r, 3)?);
             let side = crate::services::store::enum_at(r, 4, Side::parse)?;
             let (price, remaining, priority) = (dec(&r.get::<_, String>(5)?)?, dec(&r.get::<_, String>(6)?)?, r.get::<_, i64>(7)? as u64);
             let (tick, lot) = (dec(&r.get::<_, String>(8)?)?, dec(&r.get::<_, String>(9)?)?);
-            let owner = t.owner(&user_id);
+            let owner = t.owner(user_id);
             let (price_t, rem_l) = (
                 units(price, tick, "price").map_err(|e| ServiceError::Other(e.message))?,
                 units(remaining, lot, "quantity").map_err(|e| ServiceError::Other(e.message))?,
             );
-            let sb = t.book_mut(&symbol, tick, lot);
+            let sb = t.book_mut(symbol, tick, lot);
             sb.sequence = sequence as u64;
             sb.book.insert_resting(RestingOrder { id: internal, owner, side, price: price_t, remaining: rem_l, priority });
-            t.ids.insert(order_id.clone(), internal);
-            t.meta.insert(internal, Meta { order_id, user_id, symbol });
+            t.remember(internal, order_id, user_id, symbol);
         }
         drop(rows);
         Ok(t)
@@ -563,8 +580,8 @@ impl Service for Trading {
                 let targets: Vec<String> = self
                     .meta
                     .values()
-                    .filter(|m| user_id.as_ref().is_none_or(|u| *u == m.user_id) && symbol.as_ref().is_none_or(|s| *s == m.symbol))
-                    .map(|m| m.order_id.clone())
+                    .filter(|m| user_id.as_deref().is_none_or(|u| u == &*m.user_id) && symbol.as_deref().is_none_or(|s| s == &*m.symbol))
+                    .map(|m| m.order_id.to_string())
                     .collect();
                 let mut done = Vec::with_capacity(targets.len());
                 for id in targets {
