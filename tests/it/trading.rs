@@ -405,6 +405,29 @@ fn books_are_rebuilt_in_priority_order_after_a_restart() {
     assert_eq!(first_now["status"], "filled", "time priority lost across the restart");
 }
 
+/// An amend that grew an order moved it behind the orders at its price; the order keeps
+/// its engine id, so its stored row sits before theirs. A restart must still queue it last.
+#[test]
+fn an_order_an_amend_sent_to_the_back_stays_there_after_a_restart() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let (m1, m2, t) = (dm.user("a1"), dm.user("a2"), dm.user("at"));
+    dm.deposit(&m1, &sym, "6");
+    dm.deposit(&m2, &sym, "5");
+    dm.deposit(&t, "USD", "1000");
+    let first = dm.place(&m1, &sym, "sell", "5", Some("10.00")).1;
+    let second = dm.place(&m2, &sym, "sell", "5", Some("10.00")).1;
+    let first_id = first["order_id"].as_str().unwrap().to_string();
+    dm.ok("PATCH", &format!("/api/orders/{first_id}"), Some(json!({"quantity": "6"})));
+    dm.kill9();
+    dm.spawn();
+    let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
+    assert_eq!(buy["status"], "filled");
+    let second_now = dm.ok("GET", &format!("/api/orders/{}", second["order_id"].as_str().unwrap()), None);
+    assert_eq!(second_now["status"], "filled", "the amended order got its old place back: {second_now}");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{first_id}"), None)["status"], "new");
+}
+
 #[test]
 fn client_order_id_is_idempotent_per_user() {
     let dm = Daemon::start();

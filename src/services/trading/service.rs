@@ -145,7 +145,10 @@ impl Trading {
     }
 
     fn book_mut(&mut self, symbol: &str, tick: Decimal, lot: Decimal) -> &mut SymbolBook {
-        self.books.entry(symbol.to_string()).or_insert_with(|| SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 })
+        if !self.books.contains_key(symbol) {
+            self.books.insert(symbol.to_string(), SymbolBook { book: Book::with_capacity(1024), tick, lot, sequence: 0 });
+        }
+        self.books.get_mut(symbol).expect("inserted above")
     }
 
     fn take_id(&mut self) -> u64 {
@@ -267,7 +270,7 @@ impl Trading {
             tick.to_string(),
             lot.to_string()
         ])?;
-        self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
+        let _ = self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
         Ok(())
     }
 
@@ -471,12 +474,13 @@ impl Trading {
         }))
     }
 
-    /// Indexes a resting order by its order id, with its texts.
-    fn remember(&mut self, internal: u64, order_id: &str, user_id: &str, symbol: &str) {
+    /// Indexes a resting order by its order id, with its texts; the shared symbol.
+    fn remember(&mut self, internal: u64, order_id: &str, user_id: &str, symbol: &str) -> Arc<str> {
         let order_id: Arc<str> = Arc::from(order_id);
         let (user_id, symbol) = (self.names.get(user_id), self.names.get(symbol));
         self.ids.insert(order_id.clone(), internal);
-        self.meta.insert(internal, Meta { order_id, user_id, symbol });
+        self.meta.insert(internal, Meta { order_id, user_id, symbol: symbol.clone() });
+        symbol
     }
 
     /// Whether the order rests in a book.
@@ -539,9 +543,11 @@ impl Service for Trading {
         let resting: usize = conn.query_row("SELECT count(*) FROM resting", [], |r| r.get(0))?;
         t.ids.reserve(resting);
         t.meta.reserve(resting);
-        let mut stmt = conn.prepare(
-            "SELECT internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot FROM resting ORDER BY priority",
-        )?;
+        // In the table's order, sorted by priority below: SQLite's own sort of every row
+        // (`ORDER BY priority`) was ~100 ms of a restart with 114 k resting orders.
+        let mut stmt =
+            conn.prepare("SELECT internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot FROM resting")?;
+        let mut queued: Vec<(Arc<str>, RestingOrder)> = Vec::with_capacity(resting);
         let text_at = crate::services::store::text_at;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
@@ -555,12 +561,19 @@ impl Service for Trading {
                 units(price, tick, "price").map_err(|e| ServiceError::Other(e.message))?,
                 units(remaining, lot, "quantity").map_err(|e| ServiceError::Other(e.message))?,
             );
-            let sb = t.book_mut(symbol, tick, lot);
-            sb.sequence = sequence as u64;
-            sb.book.insert_resting(RestingOrder { id: internal, owner, side, price: price_t, remaining: rem_l, priority });
-            t.remember(internal, order_id, user_id, symbol);
+            t.book_mut(symbol, tick, lot).sequence = sequence as u64;
+            let symbol = t.remember(internal, order_id, user_id, symbol);
+            queued.push((symbol, RestingOrder { id: internal, owner, side, price: price_t, remaining: rem_l, priority }));
         }
         drop(rows);
+        // Engine ids are mostly in priority order already (only an amend that lost its
+        // place moves an order back), so this sort runs over a nearly sorted list. A book
+        // queues each order by priority whatever the order they come in, but walks back
+        // past every later one to do it: sorted, each insert is at a level's tail.
+        queued.sort_by_key(|(_, o)| o.priority);
+        for (symbol, order) in queued {
+            t.books.get_mut(&*symbol).expect("made for its first order").book.insert_resting(order);
+        }
         Ok(t)
     }
 
