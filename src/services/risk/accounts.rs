@@ -79,8 +79,9 @@ struct Dirty {
 pub struct Ledger {
     /// user → asset → balance; an asset appears once anything has touched it.
     balances: HashMap<String, BTreeMap<String, Bal>>,
-    /// Open holds by order id (closed ones live only in the store).
-    holds: HashMap<Arc<str>, HoldRec>,
+    /// Open holds by order id (closed ones live only in the store). Boxed: the table
+    /// doubles as it grows, and with 128 k holds a table of whole records took 38 MB.
+    holds: HashMap<Arc<str>, Box<HoldRec>>,
     names: crate::services::names::Names,
     /// Open holds per user: the `max_open_orders` count.
     open_orders: HashMap<String, u32>,
@@ -176,7 +177,7 @@ impl Ledger {
     }
 
     pub fn hold(&self, order_id: &str) -> Option<&HoldRec> {
-        self.holds.get(order_id)
+        self.holds.get(order_id).map(|h| &**h)
     }
 
     /// A hold changed since the last flush, closed ones included (not in the store yet).
@@ -261,7 +262,7 @@ impl Ledger {
         *self.open_orders.entry(user.to_string()).or_default() += 1;
         self.dirty.holds.insert(order_id.clone(), rec.clone());
         self.dirty.placed.insert(order_id.clone());
-        self.holds.insert(order_id, rec);
+        self.holds.insert(order_id, Box::new(rec));
     }
 
     /// Closes an order's hold and returns what it still held to available. False if the
@@ -278,7 +279,7 @@ impl Ledger {
         }
         rec.amount = Decimal::ZERO;
         rec.open = false;
-        self.dirty.holds.insert(rec.order_id.clone(), rec);
+        self.dirty.holds.insert(rec.order_id.clone(), *rec);
         true
     }
 
@@ -305,7 +306,7 @@ impl Ledger {
         if rec.side == Side::Buy {
             rec.limit = Some(price);
         }
-        let snapshot = rec.clone();
+        let snapshot = HoldRec::clone(rec);
         self.dirty.holds.insert(snapshot.order_id.clone(), snapshot);
         let bal = self.bal_mut(&user, &asset);
         bal.held = (bal.held - old + want).max(Decimal::ZERO);
@@ -318,7 +319,7 @@ impl Ledger {
         let Some(rec) = self.holds.get_mut(order_id) else { return };
         let take = by.min(rec.amount).max(Decimal::ZERO);
         rec.amount -= take;
-        let snapshot = rec.clone();
+        let snapshot = HoldRec::clone(rec);
         self.dirty.holds.insert(snapshot.order_id.clone(), snapshot.clone());
         let bal = self.bal_mut(&snapshot.user_id, &snapshot.asset);
         bal.held = (bal.held - take).max(Decimal::ZERO);
@@ -502,7 +503,7 @@ impl Ledger {
                 open: true,
             };
             *ledger.open_orders.entry(rec.user_id.to_string()).or_default() += 1;
-            ledger.holds.insert(rec.order_id.clone(), rec);
+            ledger.holds.insert(rec.order_id.clone(), Box::new(rec));
         }
         let mut stmt = conn.prepare("SELECT user_id, symbol, quantity, average_price FROM positions")?;
         let mut rows = stmt.query([])?;
