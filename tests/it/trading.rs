@@ -387,21 +387,29 @@ fn a_lane_crash_between_risk_and_orders_commits_loses_no_answered_order() {
     assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
 }
 
-#[test]
-fn books_are_rebuilt_in_priority_order_after_a_restart() {
-    let mut dm = Daemon::start();
+/// Two makers' sells of 5 at 10.00, one after the other (the first maker holds 6, so its
+/// order can grow by one), and a taker with cash: the symbol, the two order ids, the taker.
+fn two_sells_at_ten(dm: &Daemon, tag: &str) -> (String, String, String, String) {
     let sym = dm.symbol("0.01", "1");
-    let (m1, m2, t) = (dm.user("m1"), dm.user("m2"), dm.user("t"));
-    dm.deposit(&m1, &sym, "5");
+    let (m1, m2, t) = (dm.user(&format!("{tag}1")), dm.user(&format!("{tag}2")), dm.user(&format!("{tag}t")));
+    dm.deposit(&m1, &sym, "6");
     dm.deposit(&m2, &sym, "5");
     dm.deposit(&t, "USD", "1000");
     let first = dm.place(&m1, &sym, "sell", "5", Some("10.00")).1;
-    dm.place(&m2, &sym, "sell", "5", Some("10.00"));
+    let second = dm.place(&m2, &sym, "sell", "5", Some("10.00")).1;
+    let id = |o: &Value| o["order_id"].as_str().unwrap().to_string();
+    (sym, id(&first), id(&second), t)
+}
+
+#[test]
+fn books_are_rebuilt_in_priority_order_after_a_restart() {
+    let mut dm = Daemon::start();
+    let (sym, first, _, t) = two_sells_at_ten(&dm, "m");
     dm.kill9();
     dm.spawn();
     let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
     assert_eq!(buy["status"], "filled");
-    let first_now = dm.ok("GET", &format!("/api/orders/{}", first["order_id"].as_str().unwrap()), None);
+    let first_now = dm.ok("GET", &format!("/api/orders/{first}"), None);
     assert_eq!(first_now["status"], "filled", "time priority lost across the restart");
 }
 
@@ -410,22 +418,15 @@ fn books_are_rebuilt_in_priority_order_after_a_restart() {
 #[test]
 fn an_order_an_amend_sent_to_the_back_stays_there_after_a_restart() {
     let mut dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let (m1, m2, t) = (dm.user("a1"), dm.user("a2"), dm.user("at"));
-    dm.deposit(&m1, &sym, "6");
-    dm.deposit(&m2, &sym, "5");
-    dm.deposit(&t, "USD", "1000");
-    let first = dm.place(&m1, &sym, "sell", "5", Some("10.00")).1;
-    let second = dm.place(&m2, &sym, "sell", "5", Some("10.00")).1;
-    let first_id = first["order_id"].as_str().unwrap().to_string();
-    dm.ok("PATCH", &format!("/api/orders/{first_id}"), Some(json!({"quantity": "6"})));
+    let (sym, first, second, t) = two_sells_at_ten(&dm, "a");
+    dm.ok("PATCH", &format!("/api/orders/{first}"), Some(json!({"quantity": "6"})));
     dm.kill9();
     dm.spawn();
     let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
     assert_eq!(buy["status"], "filled");
-    let second_now = dm.ok("GET", &format!("/api/orders/{}", second["order_id"].as_str().unwrap()), None);
+    let second_now = dm.ok("GET", &format!("/api/orders/{second}"), None);
     assert_eq!(second_now["status"], "filled", "the amended order got its old place back: {second_now}");
-    assert_eq!(dm.ok("GET", &format!("/api/orders/{first_id}"), None)["status"], "new");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{first}"), None)["status"], "new");
 }
 
 #[test]
