@@ -187,10 +187,7 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
 #[test]
 fn candles_add_up_the_trades_placed_through_the_api() {
     let dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let (buyer, seller) = (dm.user("cb"), dm.user("cs"));
-    dm.deposit(&buyer, "USD", "1000000");
-    dm.deposit(&seller, &sym, "1000");
+    let (sym, buyer, seller) = dm.market_pair("1000000", "1000");
     // Makers at several prices, a taker sweeping them, then single crossings.
     for (p, q) in [("100.00", "3"), ("100.50", "2"), ("101.00", "4")] {
         let (s, o) = dm.place(&seller, &sym, "sell", q, Some(p));
@@ -293,10 +290,7 @@ fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
 #[test]
 fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
     let dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let (buyer, seller) = (dm.user("fb"), dm.user("fs"));
-    dm.deposit(&buyer, "USD", "1000000");
-    dm.deposit(&seller, &sym, "1000");
+    let (sym, buyer, seller) = dm.market_pair("1000000", "1000");
     let trade = || {
         dm.place(&seller, &sym, "sell", "1", Some("10.00"));
         let (s, o) = dm.place(&buyer, &sym, "buy", "1", Some("10.00"));

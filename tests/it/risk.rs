@@ -175,10 +175,7 @@ fn halts_resume_and_survive_a_restart() {
 #[test]
 fn holds_are_exactly_what_open_orders_need() {
     let dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let (b, s) = (dm.user("hb"), dm.user("hs"));
-    dm.deposit(&b, "USD", "1000");
-    dm.deposit(&s, &sym, "10");
+    let (sym, b, s) = dm.market_pair("1000", "10");
     dm.place(&b, &sym, "buy", "3", Some("10.00"));
     dm.place(&b, &sym, "buy", "2", Some("9.50"));
     let sell = dm.place(&s, &sym, "sell", "4", Some("11.00")).1;

@@ -31,10 +31,7 @@ fn bal(dm: &Daemon, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
 #[test]
 fn a_crossing_order_fills_at_the_makers_price_and_moves_money_exactly() {
     let dm = Daemon::start();
-    let sym = dm.symbol("0.01", "1");
-    let (buyer, seller) = (dm.user("b"), dm.user("s"));
-    dm.deposit(&buyer, "USD", "10000");
-    dm.deposit(&seller, &sym, "10");
+    let (sym, buyer, seller) = dm.market_pair("10000", "10");
     let (s, sell) = dm.place(&seller, &sym, "sell", "10", Some("100.00"));
     assert_eq!((s, sell["status"].as_str()), (201, Some("new")), "{sell}");
     assert_eq!(bal(&dm, &seller, &sym), (d("10"), d("10"), d("0")));
@@ -401,14 +398,19 @@ fn two_sells_at_ten(dm: &Daemon, tag: &str) -> (String, String, String, String) 
     (sym, id(&first), id(&second), t)
 }
 
+/// SIGKILL and restart, then the taker buys 5 at 10.00, which must fill at once.
+fn kill_restart_and_buy_five(dm: &mut Daemon, sym: &str, taker: &str) {
+    dm.kill9();
+    dm.spawn();
+    let (_, buy) = dm.place(taker, sym, "buy", "5", Some("10.00"));
+    assert_eq!(buy["status"], "filled", "{buy}");
+}
+
 #[test]
 fn books_are_rebuilt_in_priority_order_after_a_restart() {
     let mut dm = Daemon::start();
     let (sym, first, _, t) = two_sells_at_ten(&dm, "m");
-    dm.kill9();
-    dm.spawn();
-    let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
-    assert_eq!(buy["status"], "filled");
+    kill_restart_and_buy_five(&mut dm, &sym, &t);
     let first_now = dm.ok("GET", &format!("/api/orders/{first}"), None);
     assert_eq!(first_now["status"], "filled", "time priority lost across the restart");
 }
@@ -420,10 +422,7 @@ fn an_order_an_amend_sent_to_the_back_stays_there_after_a_restart() {
     let mut dm = Daemon::start();
     let (sym, first, second, t) = two_sells_at_ten(&dm, "a");
     dm.ok("PATCH", &format!("/api/orders/{first}"), Some(json!({"quantity": "6"})));
-    dm.kill9();
-    dm.spawn();
-    let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
-    assert_eq!(buy["status"], "filled");
+    kill_restart_and_buy_five(&mut dm, &sym, &t);
     let second_now = dm.ok("GET", &format!("/api/orders/{second}"), None);
     assert_eq!(second_now["status"], "filled", "the amended order got its old place back: {second_now}");
     assert_eq!(dm.ok("GET", &format!("/api/orders/{first}"), None)["status"], "new");
@@ -542,10 +541,7 @@ fn what_a_placement_answered_is_readable_at_once_in_orders_accounts_and_events()
 #[test]
 fn placements_one_after_another_are_answered_with_spinning_on_and_off() {
     let dm = Daemon::with_config("[trading]\norder_timeout_s = 5\n");
-    let sym = dm.symbol("0.01", "1");
-    let (buyer, seller) = (dm.user("b"), dm.user("s"));
-    dm.deposit(&buyer, "USD", "10000");
-    dm.deposit(&seller, &sym, "100");
+    let (sym, buyer, seller) = dm.market_pair("10000", "100");
     let trade_round = |n: usize| {
         for _ in 0..n {
             let (s, sell) = dm.place(&seller, &sym, "sell", "1", Some("50.00"));

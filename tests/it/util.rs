@@ -178,6 +178,16 @@ impl Daemon {
         sym
     }
 
+    /// A new symbol (tick 0.01, lot 1), a buyer with `usd` USD and a seller with `units`
+    /// of it: the symbol, the buyer, the seller.
+    pub fn market_pair(&self, usd: &str, units: &str) -> (String, String, String) {
+        let sym = self.symbol("0.01", "1");
+        let (buyer, seller) = (self.user("buyer"), self.user("seller"));
+        self.deposit(&buyer, "USD", usd);
+        self.deposit(&seller, &sym, units);
+        (sym, buyer, seller)
+    }
+
     pub fn place(&self, user: &str, symbol: &str, side: &str, qty: &str, price: Option<&str>) -> (u16, Value) {
         let mut b = serde_json::json!({"user_id": user, "symbol": symbol, "side": side, "quantity": qty});
         if let Some(p) = price {
