@@ -943,8 +943,9 @@ mod tests {
             let replay = h.trading.call(|reply| trading::Cmd::Match { req, reply }).await.unwrap();
             assert_eq!(first.fills.len(), 1);
             assert_eq!(replay, first, "a replayed match answers the stored outcome");
-            let states = h.trading.call(|reply| trading::Cmd::Status { order_ids: vec!["ord_s".into()], reply }).await.unwrap();
-            assert_eq!(states, [trading::OrderState::Resting { remaining: dec("1") }], "filled once, not twice");
+            let book = h.trading.call(|reply| trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }).await.unwrap();
+            let resting: Decimal = book.asks.iter().map(|(_, qty)| *qty).sum();
+            assert_eq!(resting, dec("1"), "ord_s, the one ask, filled once, not twice: {book:?}");
         });
         // Lane placements keep no outcome: the journal holds it until all three stores
         // have applied it, and no saga is resumed for them.

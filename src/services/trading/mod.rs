@@ -46,18 +46,13 @@ pub enum Cmd {
         depth: usize,
         reply: Reply<BookView>,
     },
-    /// Where orders stand in the books (for recovery after a crash), in the order asked.
-    Status {
-        order_ids: Vec<String>,
-        reply: Reply<Vec<OrderState>>,
-    },
 }
 
 impl Cmd {
     /// Whether the command only reads. The lane answers a batch of reads at once from
     /// its open transactions instead of flushing first (see `services::lane`).
     pub fn is_read(&self) -> bool {
-        matches!(self, Cmd::Book { .. } | Cmd::Status { .. })
+        matches!(self, Cmd::Book { .. })
     }
 }
 
@@ -107,16 +102,4 @@ pub struct Cancelled {
     pub order_id: String,
     pub user_id: String,
     pub remaining: Decimal,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderState {
-    Resting {
-        remaining: Decimal,
-    },
-    /// Taken out of the book by a cancel.
-    Cancelled,
-    /// Neither resting nor cancelled from the book: matched away (filled, or its
-    /// remainder ended by its time in force), or never seen.
-    NotResting,
 }

@@ -1,7 +1,7 @@
 //! The trading actor: books in memory, their state in `data/trading.db`.
 
 use super::engine::{self, Book, Incoming, Rest, RestingOrder};
-use super::{Cancelled, Cmd, MatchRequest, MatchResult, OrderState, TradeFill};
+use super::{Cancelled, Cmd, MatchRequest, MatchResult, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::names::Names;
@@ -492,20 +492,6 @@ impl Trading {
     pub(crate) fn cancelled_from_book(tx: &Connection, order_id: &str) -> rusqlite::Result<bool> {
         tx.prepare_cached("SELECT 1 FROM cancels WHERE order_id = ?1")?.exists([order_id])
     }
-
-    fn state(&self, tx: &Connection, order_id: &str) -> Result<OrderState, ServiceError> {
-        if let Some(&internal) = self.ids.get(order_id) {
-            let m = &self.meta[&internal];
-            let b = &self.books[&*m.symbol];
-            if let Some(r) = b.book.get(internal) {
-                return Ok(OrderState::Resting { remaining: Decimal::from(r.remaining) * b.lot });
-            }
-        }
-        if Self::cancelled_from_book(tx, order_id)? {
-            return Ok(OrderState::Cancelled);
-        }
-        Ok(OrderState::NotResting)
-    }
 }
 
 impl Service for Trading {
@@ -622,10 +608,6 @@ impl Service for Trading {
                     }
                 };
                 after.reply(reply, Ok(view));
-            }
-            Cmd::Status { order_ids, reply } => {
-                let states = order_ids.iter().map(|id| self.state(tx, id)).collect::<Result<Vec<_>, _>>()?;
-                after.reply(reply, Ok(states));
             }
         }
         Ok(())
