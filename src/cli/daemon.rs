@@ -15,6 +15,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -75,10 +76,16 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
         return Err(CliError::failed("already_running", format!("a daemon already answers on {}", Endpoint::for_home(home))));
     }
     let log_path = home.logs_dir().join("daemon.out");
-    std::fs::create_dir_all(home.logs_dir()).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.logs_dir().display()))?;
+    // The daemon's own files are private (it runs under umask 077); so is what it prints.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home.logs_dir())
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.logs_dir().display()))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);

@@ -38,6 +38,12 @@ pub struct RunOptions {
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let home = opts.home;
+    // Everything the daemon creates (stores and their -wal/-shm files, journals, logs,
+    // agtd.json) is its owner's alone. Set once, before any thread exists: umask is
+    // per process, and the socket's narrower umask below would otherwise race with
+    // services creating their stores, leaving some files 0600 and others 0644.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     // The stores hold webhook signing keys, e-mail addresses, balances and orders: like
     // the socket, they are the owner's alone, whatever the umask made of the folder.
     std::fs::create_dir_all(home.data_dir())?;

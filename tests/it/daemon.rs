@@ -18,6 +18,14 @@ fn socket_is_private_and_agtd_json_describes_the_daemon() {
     for db in ["users", "auth", "audit", "config", "health", "events", "orders", "trading", "risk", "market", "notify"] {
         assert!(d.path().join(format!("data/{db}.db")).exists(), "data/{db}.db missing");
     }
+    // Every file the daemon made is its owner's alone, whichever service made it when.
+    for dir in ["data", "data/trading-journal", "data/audit-journal", "logs"] {
+        for f in std::fs::read_dir(d.path().join(dir)).unwrap().flatten() {
+            let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+            let want = if f.file_type().unwrap().is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{dir}/{:?} is {mode:o}", f.file_name());
+        }
+    }
     let logs: Vec<_> = std::fs::read_dir(d.path().join("logs")).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
     assert!(logs.iter().any(|f| f.starts_with("agtd.log.")), "no daily log file in {logs:?}");
 }
@@ -94,6 +102,8 @@ fn cli_daemon_start_status_stop() {
     };
     agt(&["daemon", "status"]).assert().code(3);
     agt(&["daemon", "start"]).assert().success();
+    let mode = |p: &str| std::fs::metadata(home.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("logs"), mode("logs/daemon.out")), (0o700, 0o600), "what the daemon prints is private too");
     agt(&["daemon", "status"]).assert().success();
     agt(&["health"]).assert().success();
     agt(&["daemon", "stop"]).assert().success();
