@@ -178,7 +178,10 @@ fn check_consistency(dm: &Daemon, users: &[String], sym: &str, expected: &HashMa
 
 #[test]
 fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
-    let mut dm = Daemon::start();
+    // Orders pile up over the cycles; at the default limit of 100 open orders a user, a
+    // fast machine had each trader at the limit by the third cycle, and nothing more was
+    // acknowledged to check.
+    let mut dm = Daemon::with_config("[risk]\nmax_open_orders = 100000\n");
     let sym = dm.symbol("0.01", "1");
     let users: Vec<String> = (0..4).map(|i| dm.user(&format!("k{i}"))).collect();
     for u in &users {
@@ -313,14 +316,23 @@ fn burst(dm: &Daemon, users: &[String], sym: &str, meanwhile: impl FnOnce()) -> 
 }
 
 fn restarts(dm: &Daemon, name: &str) -> u64 {
-    let list = dm.ok("GET", "/api/services", None);
-    list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["restarts"].as_u64().unwrap()
+    service(dm, name)["restarts"].as_u64().unwrap()
 }
 
-/// Waits (10 s at most) until the lane's three services have all restarted since `before`.
+fn service(dm: &Daemon, name: &str) -> Value {
+    let list = dm.ok("GET", "/api/services", None);
+    list.as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone()
+}
+
+/// Waits (10 s at most) until the lane's three services have all restarted since `before`
+/// and run again (the count goes up when a restart begins, before the stores reopen).
 fn wait_for_lane_restart(dm: &Daemon, before: &[u64]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while ["risk", "trading", "orders"].iter().zip(before).any(|(n, b)| restarts(dm, n) <= *b) {
+    let back = |n: &str, b: u64| {
+        let s = service(dm, n);
+        s["restarts"].as_u64().unwrap() > b && s["state"] == "running"
+    };
+    while !["risk", "trading", "orders"].iter().zip(before).all(|(n, b)| back(n, *b)) {
         assert!(std::time::Instant::now() < deadline, "the lane's three services did not all restart");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
