@@ -102,15 +102,25 @@ impl<C: Send + 'static> Filter<C> {
     }
 }
 
+/// Asks a follower's service for the last event it has recorded (`None` if it does not
+/// answer): the bus keeps every event after it (`daemon::retention`).
+pub type Position = Box<dyn Fn() -> futures::future::BoxFuture<'static, Option<u64>> + Send + Sync>;
+
+/// Starts feeding `handle`'s service; returns how to ask where it stands.
 pub fn spawn<C: Send + 'static>(
     bus: Bus,
     handle: Handle<C>,
     feed: Feed<C>,
     seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Position {
     use std::sync::atomic::Ordering::Release;
     let Feed { last_seq, event: wrap, filter } = feed;
+    let asked = handle.clone();
+    let position: Position = Box::new(move || {
+        let h = asked.clone();
+        Box::pin(async move { h.call(last_seq).await.ok() })
+    });
     tokio::spawn(async move {
         // After falling behind the live feed: the last event handed over or passed, and
         // the service's restart count then.
@@ -198,6 +208,7 @@ pub fn spawn<C: Send + 'static>(
             }
         }
     });
+    position
 }
 
 #[cfg(test)]
@@ -250,8 +261,9 @@ mod tests {
         };
         let feed =
             Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::Only { wants: |k| k == "WANTED", passed: Cmd::Passed } };
-        rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
+        let position = rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
         logged(("passed", base + 1500));
+        assert_eq!(rt.block_on(position()), Some(base), "the position is what the service answers it recorded");
         let entries =
             |log: &Mutex<Vec<(String, u64, u64)>>| log.lock().unwrap().iter().map(|(k, _, s)| (k.clone(), s - base)).collect::<Vec<_>>();
         let replayed = vec![("WANTED".to_string(), 700), ("passed".to_string(), 1000), ("passed".to_string(), 1500)];
@@ -357,7 +369,7 @@ mod tests {
             })
         };
         let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter };
-        rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
+        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
         // The follower has replayed the first event, and follows the live feed from then
         // on: the next 99 come live, the last of them skipped.
         published(1);

@@ -6,6 +6,10 @@
 //! transaction, then sends the replies, then broadcasts the events. Live subscribers get a
 //! bounded broadcast channel; one that falls behind is told it lagged and catches up from
 //! the store ([`Bus::read_since`]), so a slow subscriber never blocks a producer.
+//!
+//! Old events are pruned on request ([`Bus::prune`], from `daemon::retention`), a chunk
+//! at a time between batches, so a large backlog to prune never holds up new events.
+//! The newest event is never pruned: the next start numbers on from it.
 
 use crate::api::Event;
 use rusqlite::params;
@@ -184,9 +188,17 @@ fn envelope(seq: u64, event_id: &str, kind: &str, source: &str, timestamp: &str,
 pub type Committed = Box<dyn FnOnce() + Send>;
 
 enum Msg {
-    Publish { events: Vec<NewEvent>, then: Vec<Committed> },
+    Publish {
+        events: Vec<NewEvent>,
+        then: Vec<Committed>,
+    },
+    /// Prune every event up to this seq (at most up to the newest but one).
+    Prune(u64),
     Stop,
 }
+
+/// Events deleted per transaction when pruning: ~10 ms of the bus thread, between batches.
+const PRUNE_CHUNK: u64 = 2000;
 
 /// A handle on the bus. Cheap to clone.
 #[derive(Clone)]
@@ -199,6 +211,9 @@ struct Inner {
     live: broadcast::Sender<Arc<BusEvent>>,
     reader: Mutex<rusqlite::Connection>,
     last_seq: AtomicU64,
+    /// The oldest seq still stored (every event before it was pruned), or `last_seq + 1`
+    /// while there are none.
+    first_kept: AtomicU64,
     /// Events handed to the bus so far, and events it has committed (or found stored
     /// already): a reader that waits for `processed >= submitted` sees every event
     /// published before it asked.
@@ -212,7 +227,9 @@ impl Bus {
     pub fn open(home: &crate::daemon::Home, durability: crate::services::store::Durability) -> anyhow::Result<Bus> {
         let path = home.store("events");
         let conn = crate::services::store::open(&path, durability, MIGRATIONS)?;
-        let last: u64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64;
+        let (first, last) = conn.query_row("SELECT min(seq), coalesce(max(seq), 0) FROM events", [], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         let reader = crate::services::store::open_reader(&path)?;
         let (tx, rx) = mpsc::channel();
         let (live, _) = broadcast::channel(8192);
@@ -221,6 +238,7 @@ impl Bus {
             live,
             reader: Mutex::new(reader),
             last_seq: AtomicU64::new(last),
+            first_kept: AtomicU64::new(first.map_or(last + 1, |f| f as u64)),
             submitted: AtomicU64::new(0),
             processed: tokio::sync::watch::channel(0).0,
             thread: Mutex::new(None),
@@ -260,6 +278,44 @@ impl Bus {
     /// The highest sequence number committed so far.
     pub fn last_seq(&self) -> u64 {
         self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The oldest event still stored: every event before it has been pruned.
+    pub fn first_kept(&self) -> u64 {
+        self.inner.first_kept.load(Ordering::Acquire)
+    }
+
+    /// Asks the bus thread to prune every event up to `upto` (it keeps the newest one
+    /// whatever `upto` says). Returns at once; [`Bus::first_kept`] moves as it goes.
+    pub fn prune(&self, upto: u64) {
+        let _ = self.inner.tx.send(Msg::Prune(upto));
+    }
+
+    /// The newest stored event stamped before `cutoff` (an RFC 3339 time as
+    /// `api::now_rfc3339` writes it, which sorts as text), or 0 if none is. The bus stamps
+    /// events as it numbers them, so their times rise with their seqs: a binary search of
+    /// ~log2(events) lookups by seq. Blocking.
+    pub fn seq_before(&self, cutoff: &str) -> anyhow::Result<u64> {
+        let conn = self.inner.reader.lock().unwrap();
+        let mut stmt = conn.prepare_cached("SELECT envelope FROM events WHERE seq >= ? ORDER BY seq LIMIT 1")?;
+        let mut at_or_after = |seq: u64| -> anyhow::Result<Option<(u64, String)>> {
+            let mut rows = stmt.query([seq as i64])?;
+            let Some(row) = rows.next()? else { return Ok(None) };
+            let e = BusEvent::from_line(row.get(0)?)?;
+            Ok(Some((e.seq, e.timestamp)))
+        };
+        let (mut lo, mut hi, mut best) = (self.first_kept(), self.last_seq(), 0);
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            match at_or_after(mid)? {
+                Some((seq, at)) if at.as_str() < cutoff => {
+                    best = seq;
+                    lo = seq + 1;
+                }
+                _ => hi = mid - 1,
+            }
+        }
+        Ok(best)
     }
 
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
@@ -303,17 +359,45 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
     let mut seq = inner.last_seq.load(Ordering::Acquire);
     let mut batch = Vec::with_capacity(1024);
     let mut retry = RETRY_FIRST;
+    // Prune requests are noted, not batched: the highest seq asked to be pruned.
+    let mut prune_to = 0u64;
+    let take = |m: Msg, batch: &mut Vec<Msg>, prune_to: &mut u64| match m {
+        Msg::Prune(upto) => *prune_to = (*prune_to).max(upto),
+        m => batch.push(m),
+    };
     loop {
         // A batch that failed to commit is tried again as it is (with what queued since):
         // its events keep their order, and no later event overtakes them.
         if batch.is_empty() {
-            let Ok(first) = rx.recv() else { return };
-            batch.push(first);
+            // With pruning left to do, a chunk of it per round, before the next batch:
+            // under load that keeps pace with any order flow, and idle it goes on until done.
+            let upto = prune_to.min(seq.saturating_sub(1));
+            let pending = upto >= inner.first_kept.load(Ordering::Acquire);
+            if pending {
+                if !prune_chunk(&conn, inner, upto) {
+                    prune_to = 0;
+                }
+                crate::services::store::bound_wal(&conn, checkpointer);
+            }
+            let first = if pending {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(mpsc::TryRecvError::Empty) => continue,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            } else {
+                let Ok(m) = rx.recv() else { return };
+                m
+            };
+            take(first, &mut batch, &mut prune_to);
             while batch.len() < 1024 {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) => take(m, &mut batch, &mut prune_to),
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                continue;
             }
         }
         let started = Instant::now();
@@ -330,7 +414,7 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
                 )?;
                 for e in batch.iter().flat_map(|m| match m {
                     Msg::Publish { events, .. } => events.as_slice(),
-                    Msg::Stop => &[],
+                    Msg::Prune(_) | Msg::Stop => &[],
                 }) {
                     let timestamp = crate::api::now_rfc3339();
                     let line = envelope(next + 1, &e.event_id, e.kind, e.source, &timestamp, &e.text);
@@ -356,7 +440,7 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
             std::thread::sleep(retry);
             retry = (retry * 2).min(RETRY_MAX);
             while let Ok(m) = rx.try_recv() {
-                batch.push(m);
+                take(m, &mut batch, &mut prune_to);
             }
             continue;
         }
@@ -398,6 +482,23 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
     }
 }
 
+/// Deletes the next chunk of events up to `upto` in one transaction and moves
+/// `first_kept` past it. False if the store refused (pruning stops until asked again).
+fn prune_chunk(conn: &rusqlite::Connection, inner: &Inner, upto: u64) -> bool {
+    let end = upto.min(inner.first_kept.load(Ordering::Acquire) + PRUNE_CHUNK - 1);
+    // Everything below first_kept is gone already, so this deletes one chunk.
+    match conn.execute("DELETE FROM events WHERE seq <= ?1", [end as i64]) {
+        Ok(_) => {
+            inner.first_kept.store(end + 1, Ordering::Release);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, upto = end, "the event bus could not prune old events; it tries again at the next round");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +531,71 @@ mod tests {
             assert_eq!(back.data_text(), new.text);
             assert_eq!(back.data(), &data);
         }
+    }
+
+    /// Waits until `done` holds (the bus thread works on its own).
+    fn wait_until(done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "the bus did not get there");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// Pruning removes events from the oldest on, in chunks, up to what it is asked but
+    /// never the newest event, and a reopened bus numbers on from where it was.
+    #[test]
+    fn old_events_are_pruned_and_the_newest_is_always_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        let n = 2 * PRUNE_CHUNK + 500;
+        bus.publish_then((0..n).map(|i| NewEvent::new("ORDER_CREATED", "test", serde_json::json!({ "i": i }))).collect(), Vec::new());
+        wait_until(|| bus.last_seq() == n);
+        assert_eq!(bus.first_kept(), 1);
+
+        bus.prune(PRUNE_CHUNK + 700);
+        wait_until(|| bus.first_kept() == PRUNE_CHUNK + 701);
+        let kept = bus.read_since(0, None, 10).unwrap();
+        assert_eq!(kept[0].seq, PRUNE_CHUNK + 701, "reading from the start gives the oldest kept");
+        assert_eq!(bus.read_since(5, None, 1).unwrap()[0].seq, PRUNE_CHUNK + 701);
+
+        bus.prune(u64::MAX);
+        wait_until(|| bus.first_kept() == n);
+        assert_eq!(bus.read_since(0, None, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [n], "the newest stays");
+        bus.shutdown();
+
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        assert_eq!((bus.first_kept(), bus.last_seq()), (n, n));
+        bus.publish("ORDER_CREATED", "test", serde_json::json!({}));
+        wait_until(|| bus.last_seq() == n + 1);
+        assert_eq!(bus.read_since(n, None, 10).unwrap()[0].seq, n + 1, "numbering goes on after a prune and a restart");
+        bus.shutdown();
+    }
+
+    /// `seq_before` finds the newest event stamped before a time, from the events' own
+    /// stamps; nothing older gives 0.
+    #[test]
+    fn the_newest_event_before_a_time_is_found_by_its_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
+        for i in 0..300 {
+            bus.publish("ORDER_CREATED", "test", serde_json::json!({ "i": i }));
+        }
+        wait_until(|| bus.last_seq() == 300);
+        let stamps: Vec<String> = bus.read_since(0, None, 300).unwrap().into_iter().map(|e| e.timestamp).collect();
+        for k in [1usize, 2, 77, 150, 299, 300] {
+            let cutoff = &stamps[k - 1];
+            let found = bus.seq_before(cutoff).unwrap() as usize;
+            let want = stamps.iter().rposition(|t| t < cutoff).map_or(0, |i| i + 1);
+            assert_eq!(found, want, "before the stamp of event {k}");
+        }
+        assert_eq!(bus.seq_before("9999-12-31T00:00:00.000000Z").unwrap(), 300);
+        bus.prune(100);
+        wait_until(|| bus.first_kept() == 101);
+        assert_eq!(bus.seq_before(&stamps[49]).unwrap(), 0, "what was pruned is not found");
+        assert_eq!(bus.seq_before(&stamps[200]).unwrap() as usize, stamps.iter().rposition(|t| t < &stamps[200]).unwrap() + 1);
+        bus.shutdown();
     }
 
     /// A stored line whose `data` is not last (no agt writes one) is parsed whole rather

@@ -6,7 +6,9 @@
 //! connect `N` is a little before the newest event, so the Events tab opens with recent
 //! history without replaying the whole log; after a break `N` is the last event seen, so
 //! nothing is missed, unless the gap is longer than [`BACKLOG`], in which case the
-//! stream skips ahead (the snapshots, refetched on every connect, cover the rest).
+//! stream skips ahead (the snapshots, refetched on every connect, cover the rest). The
+//! same goes when the events after `N` were pruned (`events.retain_s`): it starts from
+//! the oldest kept.
 //! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
 //! about two seconds of its socket answering again.
 
@@ -20,6 +22,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// How many past events the stream replays at most when it (re)connects.
 pub const BACKLOG: u64 = 200;
+/// The error code of a `since` whose next events the daemon no longer keeps.
+const PRUNED: &str = "events_pruned";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -81,7 +85,13 @@ impl Wire {
             _ => floor,
         };
         let path = format!("/api/events?follow=true&since={since}");
-        let mut lines = self.client.get_lines(&path).await.map_err(|e| e.to_string())?;
+        let mut lines = match self.client.get_lines(&path).await {
+            // `since` is at least the newest minus BACKLOG, so if events after it were
+            // pruned, fewer than BACKLOG are kept: all of them is a short replay.
+            Err(e) if e.code() == Some(PRUNED) => self.client.get_lines("/api/events?follow=true&since=0").await,
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
         *backoff = BACKOFF_MIN;
         if !self.report(Net::Connected { head }) {
             return Ok(());
@@ -182,8 +192,12 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 
 /// True when the daemon holds an event after `seq`.
 async fn has_event_after(client: &Client, seq: u64) -> Result<bool, ClientError> {
-    let mut lines = client.get_lines(&format!("/api/events?since={seq}&limit=1")).await?;
-    Ok(lines.next_line().await?.is_some())
+    match client.get_lines(&format!("/api/events?since={seq}&limit=1")).await {
+        Ok(mut lines) => Ok(lines.next_line().await?.is_some()),
+        // Events after `seq` were pruned, so there were some, and the newest is kept.
+        Err(e) if e.code() == Some(PRUNED) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// The newest event's sequence number (0 without events). The API has no "last N" for

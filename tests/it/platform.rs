@@ -184,6 +184,50 @@ fn events_resume_from_since_and_follow_live() {
         .stdout(predicates::str::contains(&id));
 }
 
+/// With a short retention, set on a running daemon, old events leave `events.db` once every service following the
+/// bus has passed them: resuming from a pruned seq says so (410) instead of skipping,
+/// reading from the start gives what is kept, the audit log still holds every event, and
+/// numbering goes on after a restart.
+#[test]
+fn events_older_than_the_retention_are_pruned_and_a_stale_since_says_so() {
+    let mut d = Daemon::start();
+    let first = d.user("kept-in-audit");
+    d.user("later");
+    // A hot key: the running daemon starts pruning without a restart.
+    d.cli().args(["config", "set", "events.retain_s", "1"]).assert().success();
+    let created = d.events("USER_CREATED");
+    let seq = created.iter().find(|e| e["data"]["user_id"] == first.as_str()).unwrap()["seq"].as_u64().unwrap();
+    let stale = format!("/api/events?since={}", seq - 1);
+    // Pruning is checked every second, for events older than a second.
+    let start = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = d.req("GET", &stale, None);
+        if status != 200 || start.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((status, code(&body)), (410, "events_pruned"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("since="), "says how to resume: {body}");
+    d.cli()
+        .args(["events", "tail", "--since", &(seq - 1).to_string()])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("no longer kept"));
+    assert!(d.events("USER_CREATED").iter().all(|e| e["data"]["user_id"] != first.as_str()), "read from the start, only what is kept");
+    let audit = d.ok("GET", "/api/audit?limit=100000", None);
+    let audited = audit.as_array().unwrap().iter().any(|r| r["action"] == "USER_CREATED" && r["detail"].to_string().contains(&first));
+    assert!(audited, "the audit log keeps every event");
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+
+    let last = d.events("").iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
+    d.restart();
+    let again = d.user("after-restart");
+    let after = d.events("USER_CREATED");
+    let seq_again = after.iter().find(|e| e["data"]["user_id"] == again.as_str()).unwrap()["seq"].as_u64().unwrap();
+    assert!(seq_again > last, "numbering goes on after pruning and a restart: {seq_again} after {last}");
+}
+
 #[test]
 fn audit_chain_detects_tampering_and_names_the_record() {
     let mut d = Daemon::start();

@@ -186,6 +186,36 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.wait_for("icanon,echo,");
 }
 
+/// With most of the event log pruned (`events.retain_s`), the dashboard still finds the
+/// newest event, goes live from the oldest kept, and shows what happens next.
+#[test]
+fn tui_goes_live_on_a_daemon_that_pruned_its_old_events() {
+    if !Pane::available() {
+        return;
+    }
+    let d = Daemon::with_config("[events]\nretain_s = 1\n");
+    // More events than the dashboard's backlog, then wait until all but the newest are gone.
+    for i in 0..260 {
+        d.user(&format!("old{i}"));
+    }
+    let start = std::time::Instant::now();
+    while d.req("GET", "/api/events?since=1", None).0 != 410 || d.events("").len() > 1 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the old events were not pruned");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let pane = Pane::open();
+    pane.type_text(&format!("{BIN} --home {} tui; echo \"tui exited $?\"", d.path().display()));
+    pane.keys(&["Enter"]);
+    pane.wait_for("● live");
+    pane.keys(&["5"]);
+    let name = format!("fresh{}", unique());
+    d.user(&name);
+    pane.wait_until("the new user's event", |s| s.contains("USER_CREATED") && s.contains(&name));
+    pane.keys(&["q"]);
+    pane.wait_for("tui exited 0");
+}
+
 #[test]
 fn tui_with_a_viewer_token_is_read_only() {
     if !Pane::available() {

@@ -46,6 +46,17 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     let follow = q.follow.unwrap_or(false);
     let since = q.since.unwrap_or(0);
+    if let Some(gone) = pruned_after(&app, since) {
+        return Err(ApiError::new(
+            410,
+            "events_pruned",
+            format!(
+                "events {}..{gone} are no longer kept (older than events.retain_s); resume with since={gone} (from the oldest kept) or since=0",
+                since + 1
+            ),
+        )
+        .into());
+    }
     let limit = q.limit.unwrap_or(usize::MAX);
     tokio::spawn(stream(app, since, types, follow, limit, sse, tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
@@ -67,6 +78,13 @@ fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
     }
 }
 
+/// The last pruned seq, if a reader resuming after `since` would miss events that were
+/// pruned (`daemon::retention`). `since = 0` asks for whatever is kept, so it never does.
+fn pruned_after(app: &App, since: u64) -> Option<u64> {
+    let first = app.bus.first_kept();
+    (since > 0 && since + 1 < first).then(|| first - 1)
+}
+
 /// Replays from the store after `last`, sending at most `left` events; false if the client left.
 async fn replay(
     app: &Arc<App>,
@@ -80,6 +98,11 @@ async fn replay(
         let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
         let Ok(Ok(page)) = page else { return false };
+        // Pruned before the read (a client that fell hours behind): end the stream rather
+        // than skip; resuming from `last` then answers `events_pruned`.
+        if pruned_after(app, *last).is_some() {
+            return false;
+        }
         for e in &page {
             *last = e.seq;
             *left -= 1;

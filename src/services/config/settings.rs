@@ -66,6 +66,7 @@ pub struct Settings {
     pub risk: RiskSettings,
     pub debug: DebugSettings,
     pub supervisor: SupervisorSettings,
+    pub events: EventsSettings,
     /// The instruments the market service seeds on start.
     pub symbols: Vec<SymbolSettings>,
     pub notify: NotifySettings,
@@ -127,6 +128,14 @@ pub struct SupervisorSettings {
     /// The first restart's delay; it doubles per restart up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Events older than this many seconds are pruned from `events.db` once every
+    /// service that follows the bus has passed them; 0 keeps every event.
+    pub retain_s: u64,
 }
 
 /// One `[[symbols]]` entry: an instrument trading its base asset against USD.
@@ -282,6 +291,7 @@ const KEYS: &[Key] = &[
     Key { name: "supervisor.window_s", kind: Kind::Whole { min: 1, max: 86_400 }, hot: true },
     Key { name: "supervisor.backoff_initial_ms", kind: Kind::Whole { min: 1, max: 3_600_000 }, hot: true },
     Key { name: "supervisor.backoff_max_ms", kind: Kind::Whole { min: 1, max: 3_600_000 }, hot: true },
+    Key { name: "events.retain_s", kind: Kind::Whole { min: 0, max: U32 }, hot: true },
 ];
 
 const SYMBOLS: &str = "symbols";
@@ -460,6 +470,13 @@ impl TradingSettings {
     }
 }
 
+impl EventsSettings {
+    /// How long events are kept, or `None` to keep them all.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retain_s > 0).then(|| Duration::from_secs(self.retain_s))
+    }
+}
+
 impl SupervisorSettings {
     pub fn window(&self) -> Duration {
         Duration::from_secs(self.window_s)
@@ -549,7 +566,7 @@ impl Settings {
     }
 
     /// Whether a change to `key` reaches running services without a restart: `log.level`,
-    /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`. `http.listen`, `durability`,
+    /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`, `events.*`. `http.listen`, `durability`,
     /// `symbols` and `notify.webhooks` apply at the next start (symbols can be added live
     /// with `agt symbol add`). Unknown keys are not hot.
     pub fn is_hot(key: &str) -> bool {

@@ -421,6 +421,7 @@ fn hot_keys_are_the_ones_services_can_apply_live() {
             "supervisor.window_s",
             "supervisor.backoff_initial_ms",
             "supervisor.backoff_max_ms",
+            "events.retain_s",
         ]
     );
     for cold in ["http.listen", "durability", "symbols", "notify.webhooks", "nope"] {
