@@ -72,6 +72,7 @@ pub struct Metrics {
     pub mailbox_depth: Family<ServiceLabel, Gauge>,
     pub store_commit: Family<ServiceLabel, Histogram>,
     pub bus_events: Family<TypeLabel, Counter>,
+    pub bus_events_kept: Gauge,
     pub notification_deliveries: Family<ResultLabel, Counter>,
 }
 
@@ -97,6 +98,7 @@ impl Metrics {
         let store_commit =
             Family::<ServiceLabel, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
         let bus_events = Family::<TypeLabel, Counter>::default();
+        let bus_events_kept = Gauge::default();
         let notification_deliveries = Family::<ResultLabel, Counter>::default();
         r.register("http_requests", "HTTP requests by service, route and method", http_requests.clone());
         r.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
@@ -110,6 +112,11 @@ impl Metrics {
         r.register("agt_mailbox_depth", "Commands waiting in a service's mailbox", mailbox_depth.clone());
         r.register("agt_store_commit_duration_seconds", "One batch transaction's duration", store_commit.clone());
         r.register("agt_bus_events", "Events committed to the bus by type", bus_events.clone());
+        r.register(
+            "agt_bus_events_kept",
+            "Events kept in events.db for replay (older ones are pruned: events.retain_s)",
+            bus_events_kept.clone(),
+        );
         r.register("agt_notification_deliveries", "Webhook delivery attempts by result", notification_deliveries.clone());
         Metrics {
             registry: r,
@@ -125,6 +132,7 @@ impl Metrics {
             mailbox_depth,
             store_commit,
             bus_events,
+            bus_events_kept,
             notification_deliveries,
         }
     }
@@ -143,6 +151,11 @@ pub fn observe_commit(service: &str, took: Duration) {
 
 pub fn bus_event(kind: &str) {
     get().bus_events.get_or_create(&TypeLabel { r#type: kind.to_string() }).inc();
+}
+
+/// Events stored from the oldest kept to the newest.
+pub fn bus_events_kept(first: u64, last: u64) {
+    get().bus_events_kept.set((last + 1).saturating_sub(first) as i64);
 }
 
 pub fn order(status: &str) {

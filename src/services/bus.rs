@@ -249,6 +249,7 @@ impl Bus {
             run(conn, &checkpointer, rx, &worker)
         })?;
         *inner.thread.lock().unwrap() = Some(handle);
+        crate::daemon::metrics::bus_events_kept(inner.first_kept.load(Ordering::Acquire), last);
         Ok(Bus { inner })
     }
 
@@ -448,6 +449,7 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
         seq = next;
         inner.last_seq.store(seq, Ordering::Release);
         crate::daemon::metrics::observe_commit("bus", started.elapsed());
+        crate::daemon::metrics::bus_events_kept(inner.first_kept.load(Ordering::Acquire), seq);
         let mut handled = 0u64;
         let mut committed: Vec<BusEvent> = Vec::new();
         let mut stored = stored.into_iter();
@@ -490,6 +492,7 @@ fn prune_chunk(conn: &rusqlite::Connection, inner: &Inner, upto: u64) -> bool {
     match conn.execute("DELETE FROM events WHERE seq <= ?1", [end as i64]) {
         Ok(_) => {
             inner.first_kept.store(end + 1, Ordering::Release);
+            crate::daemon::metrics::bus_events_kept(end + 1, inner.last_seq.load(Ordering::Acquire));
             true
         }
         Err(e) => {

@@ -215,6 +215,9 @@ fn events_older_than_the_retention_are_pruned_and_a_stale_since_says_so() {
         .code(1)
         .stderr(predicates::str::contains("no longer kept"));
     assert!(d.events("USER_CREATED").iter().all(|e| e["data"]["user_id"] != first.as_str()), "read from the start, only what is kept");
+    let (_, metrics) = d.req("GET", "/metrics", None);
+    let kept = metrics.as_str().unwrap().lines().find_map(|l| l.strip_prefix("agt_bus_events_kept ")).map(|v| v.parse::<u64>().unwrap());
+    assert!(kept.is_some_and(|k| k < seq), "/metrics says how many events are kept: {kept:?} (the pruned one was {seq})");
     let audit = d.ok("GET", "/api/audit?limit=100000", None);
     let audited = audit.as_array().unwrap().iter().any(|r| r["action"] == "USER_CREATED" && r["detail"].to_string().contains(&first));
     assert!(audited, "the audit log keeps every event");
