@@ -187,7 +187,7 @@ fn events_resume_from_since_and_follow_live() {
 /// With a short retention, set on a running daemon, old events leave `events.db` once every service following the
 /// bus has passed them: resuming from a pruned seq says so (410) instead of skipping,
 /// reading from the start gives what is kept, the audit log still holds every event, and
-/// numbering goes on after a restart.
+/// numbering goes on after a SIGKILL.
 #[test]
 fn events_older_than_the_retention_are_pruned_and_a_stale_since_says_so() {
     let mut d = Daemon::start();
@@ -224,11 +224,12 @@ fn events_older_than_the_retention_are_pruned_and_a_stale_since_says_so() {
     assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
 
     let last = d.events("").iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
-    d.restart();
+    d.kill9();
+    d.spawn();
     let again = d.user("after-restart");
     let after = d.events("USER_CREATED");
     let seq_again = after.iter().find(|e| e["data"]["user_id"] == again.as_str()).unwrap()["seq"].as_u64().unwrap();
-    assert!(seq_again > last, "numbering goes on after pruning and a restart: {seq_again} after {last}");
+    assert!(seq_again > last, "numbering goes on after pruning and a SIGKILL: {seq_again} after {last}");
 }
 
 #[test]
