@@ -9,7 +9,6 @@ use super::{CliError, CliResult, Ctx};
 use crate::client::with_query;
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 /// How many events `events tail` shows when not told where to start.
@@ -37,45 +36,26 @@ pub struct TailArgs {
 pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
     let EventsCmd::Tail(args) = cmd;
     let types = (!args.types.is_empty()).then(|| args.types.join(","));
-    let path = |since: u64, follow: bool| {
-        with_query(
-            "/api/events",
-            &[("since", Some(since.to_string())), ("type", types.clone()), ("follow", follow.then(|| "true".to_string()))],
-        )
+    // Where to start: after `--since`, or the last TAIL events (the daemon finds them,
+    // so a long event log is not streamed only to keep its end).
+    let start = match args.since {
+        Some(s) => ("since", s.to_string()),
+        None => ("tail", TAIL.to_string()),
     };
+    let path = with_query("/api/events", &[(start.0, Some(start.1)), ("type", types), ("follow", args.follow.then(|| "true".to_string()))]);
     let client = ctx.client()?;
     if !ctx.json() && !ctx.quiet() && args.follow {
         eprintln!("following events; Ctrl-C to stop");
     }
-    let since = match args.since {
-        Some(s) => s,
-        None => {
-            // The last TAIL events, then (with -f) everything after the newest of them.
-            let mut last: VecDeque<String> = VecDeque::with_capacity(TAIL + 1);
-            client.for_each_line(&path(0, false), |line| {
-                last.push_back(line.to_string());
-                if last.len() > TAIL {
-                    last.pop_front();
-                }
-                ControlFlow::Continue(())
-            })?;
-            let mut newest = 0;
-            for line in &last {
-                newest = newest.max(print(ctx, line).unwrap_or(0));
-            }
-            if !args.follow {
-                if last.is_empty() && !ctx.json() {
-                    ctx.say("no events");
-                }
-                return Ok(());
-            }
-            newest
-        }
-    };
-    client.for_each_line(&path(since, args.follow), |line| {
+    let mut shown = 0usize;
+    client.for_each_line(&path, |line| {
         print(ctx, line);
+        shown += 1;
         ControlFlow::Continue(())
     })?;
+    if shown == 0 && !args.follow && args.since.is_none() && !ctx.json() {
+        ctx.say("no events");
+    }
     if args.follow {
         // A followed stream only ends when the daemon goes away.
         return Err(CliError::NotRunning("the daemon ended the event stream (it stopped or restarted)".into()));

@@ -12,7 +12,7 @@
 //! The newest event is never pruned: the next start numbers on from it.
 
 use crate::api::Event;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
@@ -317,6 +317,28 @@ impl Bus {
             }
         }
         Ok(best)
+    }
+
+    /// Where to start reading to get the newest `n` events (of some types only, if
+    /// given): the seq just before the `n`-th newest, or 0 when fewer are kept. Blocking.
+    pub fn since_for_last(&self, n: usize, types: Option<&[String]>) -> anyhow::Result<u64> {
+        if n == 0 {
+            return Ok(self.last_seq());
+        }
+        let conn = self.inner.reader.lock().unwrap();
+        let mut sql = String::from("SELECT seq FROM events");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(t) = types {
+            sql.push_str(" WHERE type IN (");
+            sql.push_str(&vec!["?"; t.len()].join(","));
+            sql.push(')');
+            args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT 1 OFFSET ?");
+        args.push(((n - 1).min(i64::MAX as usize) as i64).into());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let nth: Option<i64> = stmt.query_row(rusqlite::params_from_iter(args), |r| r.get(0)).optional()?;
+        Ok(nth.map_or(0, |seq| seq as u64 - 1))
     }
 
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of

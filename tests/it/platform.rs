@@ -184,6 +184,32 @@ fn events_resume_from_since_and_follow_live() {
         .stdout(predicates::str::contains(&id));
 }
 
+/// `agt events tail` without `--since` shows the newest 20 events (of the asked types),
+/// oldest first, which the daemon finds itself (`tail=N`): a long log is not streamed to
+/// the client only for its end.
+#[test]
+fn events_tail_shows_the_newest_events() {
+    let d = Daemon::start();
+    let ids: Vec<String> = (0..25).map(|i| d.user(&format!("t{i}"))).collect();
+    let out = d.cli().args(["-o", "json", "events", "tail", "--type", "USER_CREATED"]).assert().success().get_output().stdout.clone();
+    let shown: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let users: Vec<&str> = shown.iter().map(|e| e["data"]["user_id"].as_str().unwrap()).collect();
+    assert_eq!(users, ids[5..].iter().map(String::as_str).collect::<Vec<_>>(), "the newest 20, oldest first");
+    let all = d.cli().args(["-o", "json", "events", "tail"]).assert().success().get_output().stdout.clone();
+    let all: Vec<serde_json::Value> = String::from_utf8(all).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let newest = d.events("").iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
+    assert_eq!(all.len(), 20);
+    assert_eq!(all.last().unwrap()["seq"].as_u64(), Some(newest), "ends at the newest event");
+
+    let (_, three) = d.raw("GET", "/api/events?tail=3&type=USER_CREATED", "", &[]);
+    let three: Vec<serde_json::Value> = three.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(three.iter().map(|e| e["data"]["user_id"].as_str().unwrap()).collect::<Vec<_>>(), ids[22..].to_vec());
+    let (status, body) = d.req("GET", "/api/events?tail=3&since=1", None);
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    let (status, body) = d.req("GET", "/api/events?tail=many", None);
+    assert_eq!(status, 400, "{body}");
+}
+
 /// With a short retention, set on a running daemon, old events leave `events.db` once every service following the
 /// bus has passed them: resuming from a pruned seq says so (410) instead of skipping,
 /// reading from the start gives what is kept, the audit log still holds every event, and

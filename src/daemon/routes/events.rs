@@ -22,6 +22,9 @@ pub struct EventQuery {
     follow: Option<bool>,
     #[serde(default)]
     limit: Option<usize>,
+    /// Start with the newest N events (of the asked types) instead of after `since`.
+    #[serde(default)]
+    tail: Option<usize>,
 }
 
 const PAGE: usize = 1000;
@@ -45,7 +48,20 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     let follow = q.follow.unwrap_or(false);
-    let since = q.since.unwrap_or(0);
+    let since = match (q.since, q.tail) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("invalid", "give since (events after a seq) or tail (the newest N), not both").into());
+        }
+        (_, Some(n)) => {
+            let (bus, t) = (app.bus.clone(), types.clone());
+            app.sync_events(std::time::Duration::from_secs(2)).await;
+            match tokio::task::spawn_blocking(move || bus.since_for_last(n, t.as_deref())).await {
+                Ok(Ok(since)) => since,
+                _ => return Err(ApiError::unavailable("bus").into()),
+            }
+        }
+        (since, None) => since.unwrap_or(0),
+    };
     if let Some(gone) = pruned_after(&app, since) {
         return Err(ApiError::new(
             410,
