@@ -326,14 +326,9 @@ impl Bus {
             return Ok(self.last_seq());
         }
         let conn = self.inner.reader.lock().unwrap();
-        let mut sql = String::from("SELECT seq FROM events");
+        let mut sql = String::from("SELECT seq FROM events WHERE seq > 0");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(t) = types {
-            sql.push_str(" WHERE type IN (");
-            sql.push_str(&vec!["?"; t.len()].join(","));
-            sql.push(')');
-            args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
-        }
+        and_types(&mut sql, &mut args, types);
         sql.push_str(" ORDER BY seq DESC LIMIT 1 OFFSET ?");
         args.push(((n - 1).min(i64::MAX as usize) as i64).into());
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -347,12 +342,7 @@ impl Bus {
         let conn = self.inner.reader.lock().unwrap();
         let mut sql = String::from("SELECT envelope FROM events WHERE seq > ?");
         let mut args: Vec<rusqlite::types::Value> = vec![(since as i64).into()];
-        if let Some(t) = types {
-            sql.push_str(" AND type IN (");
-            sql.push_str(&vec!["?"; t.len()].join(","));
-            sql.push(')');
-            args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
-        }
+        and_types(&mut sql, &mut args, types);
         sql.push_str(" ORDER BY seq LIMIT ?");
         args.push((limit.min(i64::MAX as usize) as i64).into());
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -371,6 +361,17 @@ impl Bus {
         if let Some(h) = self.inner.thread.lock().unwrap().take() {
             let _ = h.join();
         }
+    }
+}
+
+/// Narrows a query on `events` to some types (`None`: all): ` AND type IN (?, …)` and
+/// the values to bind.
+fn and_types(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, types: Option<&[String]>) {
+    if let Some(t) = types {
+        sql.push_str(" AND type IN (");
+        sql.push_str(&vec!["?"; t.len()].join(","));
+        sql.push(')');
+        args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
     }
 }
 
