@@ -12,7 +12,7 @@ const TAIL: usize = 20;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
-    /// Show the newest records (or every record after --since)
+    /// Show the newest records (or, with --since, the ones after it, oldest first)
     Tail(TailArgs),
     /// Recompute the hash chain; exits 1 if any record was altered
     Verify,
@@ -23,7 +23,7 @@ pub struct TailArgs {
     /// Records after this sequence number, oldest first
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
-    /// At most this many records [default: the newest 20 without --since]
+    /// At most this many records [default: 20; with --since, 100]
     #[arg(long)]
     pub limit: Option<usize>,
 }
@@ -36,15 +36,11 @@ pub fn run(ctx: &Ctx, cmd: AuditCmd) -> CliResult {
 }
 
 fn tail(ctx: &Ctx, args: TailArgs) -> CliResult {
-    // With --since the daemon pages forward; without it we keep the newest ones here.
-    let limit = args.since.and(args.limit).map(|l| l.to_string());
-    let path = with_query("/api/audit", &[("since", Some(args.since.unwrap_or(0).to_string())), ("limit", limit)]);
+    // With --since the daemon pages forward from it; without, it answers the newest.
+    let limit = args.limit.or(args.since.is_none().then_some(TAIL)).map(|l| l.to_string());
+    let path = with_query("/api/audit", &[("since", args.since.map(|s| s.to_string())), ("limit", limit)]);
     let v = ctx.get(&path)?;
-    let mut records = items(&v);
-    if args.since.is_none() {
-        let keep = args.limit.unwrap_or(TAIL);
-        records.drain(..records.len().saturating_sub(keep));
-    }
+    let records = items(&v);
     if ctx.quiet() {
         return Ok(());
     }

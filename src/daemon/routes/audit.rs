@@ -20,7 +20,7 @@ pub struct AuditQuery {
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let (since, actor, limit) = (q.since.unwrap_or(0), q.actor, q.limit.unwrap_or(100).min(100_000));
+    let (since, actor, limit) = (q.since, q.actor, q.limit.unwrap_or(100).min(100_000));
     Ok(ok(app.audit.call(|reply| Cmd::List { since, actor, limit, reply }).await?))
 }
 

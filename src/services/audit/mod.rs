@@ -33,8 +33,10 @@ pub enum Cmd {
     },
     /// The last bus sequence recorded, for the follower to resume after.
     LastEventSeq(Reply<u64>),
+    /// Records after `since`, oldest first, at most `limit`: the first ones after it (a
+    /// reader resuming where it stopped), or without `since` the newest ones.
     List {
-        since: u64,
+        since: Option<u64>,
         actor: Option<String>,
         limit: usize,
         reply: Reply<Vec<AuditRecord>>,
@@ -275,13 +277,18 @@ impl Service for Audit {
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
             Cmd::List { since, actor, limit, reply } => {
-                // The newest `limit` records after `since`, oldest first.
-                let mut stmt = tx.prepare_cached(
-                    "SELECT * FROM (SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-                     WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq DESC LIMIT ?3) ORDER BY seq",
-                )?;
-                let list =
-                    stmt.query_map(params![since as i64, actor, limit as i64], row_to_record)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut stmt = tx.prepare_cached(match since {
+                    Some(_) => {
+                        "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
+                         WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq LIMIT ?3"
+                    }
+                    None => {
+                        "SELECT * FROM (SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
+                         WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq DESC LIMIT ?3) ORDER BY seq"
+                    }
+                })?;
+                let from = since.unwrap_or(0) as i64;
+                let list = stmt.query_map(params![from, actor, limit as i64], row_to_record)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 after.reply(reply, Ok(list));
             }
             Cmd::Verify(reply) => after.reply(reply, Ok(Audit::verify(tx)?)),
