@@ -210,6 +210,28 @@ fn events_tail_shows_the_newest_events() {
     assert_eq!(status, 400, "{body}");
 }
 
+/// Server-sent events carry the seq as their `id`, and a browser's EventSource resumes
+/// with `Last-Event-ID`: the stream goes on after it, whatever `since` its URL says.
+#[test]
+fn sse_resumes_after_the_last_event_id() {
+    let d = Daemon::start();
+    for i in 0..3 {
+        d.user(&format!("s{i}"));
+    }
+    let sse = [("Accept", "text/event-stream")];
+    let (_, body) = d.raw("GET", "/api/events?since=0", "", &sse);
+    let ids = |body: &serde_json::Value| -> Vec<u64> {
+        body.as_str().unwrap().lines().filter_map(|l| l.strip_prefix("id: ")).map(|i| i.parse().unwrap()).collect()
+    };
+    let all = ids(&body);
+    assert!(all.len() > 5 && all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    let mid = all[all.len() / 2].to_string();
+    let (_, resumed) = d.raw("GET", "/api/events?since=0", "", &[sse[0], ("Last-Event-ID", mid.as_str())]);
+    assert_eq!(ids(&resumed), all[all.len() / 2 + 1..], "after the last id, not from since=0");
+    let (status, body) = d.raw("GET", "/api/events", "", &[sse[0], ("Last-Event-ID", "yesterday")]);
+    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+}
+
 /// With a short retention, set on a running daemon, old events leave `events.db` once every service following the
 /// bus has passed them: resuming from a pruned seq says so (410) instead of skipping,
 /// reading from the start gives what is kept, the audit log still holds every event, and
@@ -268,7 +290,16 @@ fn audit_pages_forward_from_since_and_tails_without_it() {
         d.user(&format!("p{i}"));
     }
     let seqs = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>();
-    let all = seqs(&d.ok("GET", "/api/audit?limit=100000", None));
+    // Events reach the audit log a moment after their commands: wait for the last one.
+    let start = std::time::Instant::now();
+    let all = loop {
+        let log = d.ok("GET", "/api/audit?limit=100000", None);
+        if log.as_array().unwrap().iter().filter(|r| r["action"] == "USER_CREATED").count() == 8 {
+            break seqs(&log);
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the users' events were not audited: {log}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(all.len() > 12, "{all:?}");
     assert_eq!(seqs(&d.ok("GET", "/api/audit?since=0&limit=3", None)), all[..3], "the first records after since");
     assert_eq!(seqs(&d.ok("GET", "/api/audit?limit=3", None)), all[all.len() - 3..], "the newest without since");

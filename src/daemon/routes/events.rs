@@ -48,11 +48,19 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     let follow = q.follow.unwrap_or(false);
-    let since = match (q.since, q.tail) {
-        (Some(_), Some(_)) => {
+    // A browser's EventSource reconnects with the last `id:` it got (the seq) in
+    // `Last-Event-ID`, and the URL it first used: resume after that id, whatever the URL says.
+    let resume = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok())) {
+        None => None,
+        Some(Some(seq)) => Some(seq),
+        Some(None) => return Err(ApiError::invalid("invalid", "Last-Event-ID must be the seq of an event (a whole number)").into()),
+    };
+    let since = match (resume, q.since, q.tail) {
+        (Some(seq), _, _) => seq,
+        (None, Some(_), Some(_)) => {
             return Err(ApiError::invalid("invalid", "give since (events after a seq) or tail (the newest N), not both").into());
         }
-        (_, Some(n)) => {
+        (None, None, Some(n)) => {
             let (bus, t) = (app.bus.clone(), types.clone());
             app.sync_events(std::time::Duration::from_secs(2)).await;
             match tokio::task::spawn_blocking(move || bus.since_for_last(n, t.as_deref())).await {
@@ -60,7 +68,7 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
                 _ => return Err(ApiError::unavailable("bus").into()),
             }
         }
-        (since, None) => since.unwrap_or(0),
+        (None, since, None) => since.unwrap_or(0),
     };
     if let Some(gone) = pruned_after(&app, since) {
         return Err(ApiError::new(
