@@ -190,38 +190,11 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("wire types serialize")
 }
 
-/// True when the daemon holds an event after `seq`.
-async fn has_event_after(client: &Client, seq: u64) -> Result<bool, ClientError> {
-    match client.get_lines(&format!("/api/events?since={seq}&limit=1")).await {
-        Ok(mut lines) => Ok(lines.next_line().await?.is_some()),
-        // Events after `seq` were pruned, so there were some, and the newest is kept.
-        Err(e) if e.code() == Some(PRUNED) => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// The newest event's sequence number (0 without events). The API has no "last N" for
-/// events, so this searches: doubling, then bisecting, on `since=N&limit=1` — about
-/// 2·log2(N) tiny requests, a few milliseconds on the socket.
+/// The newest event's sequence number (0 without events): one request, `tail=1`.
 async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
-    if !has_event_after(client, 0).await? {
-        return Ok(0);
-    }
-    let (mut lo, mut hi) = (0u64, 1024u64);
-    while has_event_after(client, hi).await? {
-        lo = hi;
-        hi = hi.saturating_mul(2);
-    }
-    // Events exist after `lo` and none after `hi`: the newest is in (lo, hi].
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if has_event_after(client, mid).await? {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(hi)
+    let mut lines = client.get_lines("/api/events?tail=1").await?;
+    let Some(line) = lines.next_line().await? else { return Ok(0) };
+    serde_json::from_str::<Event>(&line).map(|e| e.seq).map_err(|e| ClientError::Protocol(format!("an event line: {e}")))
 }
 
 /// The token's role, over TCP: `GET /api/tokens` is for admins only, and `GET
