@@ -55,6 +55,9 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
         Some(Some(seq)) => Some(seq),
         Some(None) => return Err(ApiError::invalid("invalid", "Last-Event-ID must be the seq of an event (a whole number)").into()),
     };
+    // Read our writes: every event published before this request is committed first (the
+    // newest N of `tail` included).
+    app.sync_events(std::time::Duration::from_secs(2)).await;
     let since = match (resume, q.since, q.tail) {
         (Some(seq), _, _) => seq,
         (None, Some(_), Some(_)) => {
@@ -62,7 +65,6 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
         }
         (None, None, Some(n)) => {
             let (bus, t) = (app.bus.clone(), types.clone());
-            app.sync_events(std::time::Duration::from_secs(2)).await;
             match tokio::task::spawn_blocking(move || bus.since_for_last(n, t.as_deref())).await {
                 Ok(Ok(since)) => since,
                 _ => return Err(ApiError::unavailable("bus").into()),
@@ -150,12 +152,11 @@ async fn stream(
     sse: bool,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
-    // Subscribe before replaying, so nothing committed in between is missed.
+    // Subscribe before replaying, so nothing committed in between is missed. (The
+    // handler has waited for the events published before the request.)
     let mut live = app.bus.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
-    // Read our writes: every event published before this request is committed first.
-    app.sync_events(std::time::Duration::from_secs(2)).await;
     if !replay(&app, &mut last, &types, &mut left, sse, &tx).await || !follow {
         return;
     }
