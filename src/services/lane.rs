@@ -74,6 +74,9 @@ pub enum LaneCmd {
     Risk(risk::Cmd),
     Trading(trading::Cmd),
     Place(Placement),
+    /// Cancels one order, or many: out of the book, hold released, recorded cancelled,
+    /// in one pass and one flush (see [`Cancel`]).
+    Cancel(Cancel),
     /// The open orders that the book no longer holds because a cancel took them out, a
     /// cancel a crash interrupted before orders recorded it: recovery finishes them.
     StrayCancels(Reply<Vec<trading::Cancelled>>),
@@ -86,6 +89,22 @@ pub struct Placement {
     pub instrument: Instrument,
     /// 201 and the order, or 200 and the first order of a repeated `client_order_id`.
     pub reply: Reply<(u16, Order)>,
+}
+
+/// A cancel the lane runs whole: trading takes the order(s) out of the book, risk
+/// releases their holds, orders records them cancelled, all in the open transactions,
+/// answered at the flush that follows (the orders' commit, the flush's last). As three
+/// calls from the saga it was three round trips between threads and three flushes.
+///
+/// A crash between the flush's commits leaves an order out of its book but still open
+/// in the orders store: the lane notes it when it opens and recovery finishes the
+/// cancel (`LaneCmd::StrayCancels`), as before.
+pub enum Cancel {
+    /// One order. `owner`: a trader may cancel only their own (another's answers 404,
+    /// as if absent).
+    One { order_id: String, owner: Option<String>, reply: Reply<Order> },
+    /// Every resting order of a user and/or a symbol (all of them with neither).
+    Many { user_id: Option<String>, symbol: Option<String>, reply: Reply<Vec<Order>> },
 }
 
 /// The three services' statuses; they share a thread, so they share a state.
@@ -106,7 +125,7 @@ impl Statuses {
     /// Counts a command as taken off the mailbox (the `agt_mailbox_depth` gauge).
     pub fn dropped(&self, c: &LaneCmd) {
         let s = match c {
-            LaneCmd::Orders(_) | LaneCmd::Place(_) | LaneCmd::StrayCancels(_) => &self.orders,
+            LaneCmd::Orders(_) | LaneCmd::Place(_) | LaneCmd::Cancel(_) | LaneCmd::StrayCancels(_) => &self.orders,
             LaneCmd::Risk(_) => &self.risk,
             LaneCmd::Trading(_) => &self.trading,
         };
@@ -227,6 +246,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                         LaneCmd::Risk(c) => work.risk.push(c),
                         LaneCmd::Trading(c) => work.trading.push(c),
                         LaneCmd::Place(p) => work.places.push(p),
+                        LaneCmd::Cancel(c) => work.cancels.push(c),
                         LaneCmd::StrayCancels(r) => work.strays.push(r),
                     }
                 }
@@ -250,6 +270,7 @@ struct Work {
     risk: Vec<risk::Cmd>,
     trading: Vec<trading::Cmd>,
     places: Vec<Placement>,
+    cancels: Vec<Cancel>,
     strays: Vec<Reply<Vec<trading::Cancelled>>>,
 }
 
@@ -602,8 +623,56 @@ impl Lane {
         Ok(())
     }
 
+    /// Runs a [`Cancel`] in the open transactions; its answer waits for the flush (a
+    /// refusal, which changed nothing, is answered at once).
+    fn cancel(&mut self, cancel: Cancel) -> Result<(), ServiceError> {
+        let (cancelled, reply) = match cancel {
+            Cancel::One { order_id, owner, reply } => {
+                let order = self.orders.work(|_, tx, _| Ok(Orders::get(tx, &order_id)?))?;
+                let order = match order {
+                    Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => o,
+                    _ => return Ok(drop(reply.send(Err(ApiError::not_found("order", &order_id))))),
+                };
+                if !order.status.is_open() {
+                    return Ok(drop(reply.send(Err(saga::not_open(&order)))));
+                }
+                let Some(c) = self.trading.work(|svc, tx, _| svc.cancel(tx, &order_id))? else {
+                    let e = ApiError::conflict(
+                        "order_not_open",
+                        format!("order {order_id} is not resting in a book (its placement has not finished)"),
+                    );
+                    return Ok(drop(reply.send(Err(e))));
+                };
+                let reply: Box<dyn FnOnce(Vec<Order>, &mut AfterCommit) + Send> = Box::new(move |mut done, after| {
+                    let one = done.pop().ok_or_else(|| ApiError::not_found("order", &order_id));
+                    after.reply(reply, one)
+                });
+                (vec![c], reply)
+            }
+            Cancel::Many { user_id, symbol, reply } => {
+                let done = self.trading.work(|svc, tx, _| svc.cancel_many(tx, user_id.as_deref(), symbol.as_deref()))?;
+                let reply: Box<dyn FnOnce(Vec<Order>, &mut AfterCommit) + Send> = Box::new(move |done, after| after.reply(reply, Ok(done)));
+                (done, reply)
+            }
+        };
+        if cancelled.is_empty() {
+            return self.orders.work(|_, _, after| Ok(reply(vec![], after)));
+        }
+        let release = risk::SettleRequest { trades: vec![], release: cancelled.iter().map(|c| c.order_id.clone()).collect() };
+        if let Err(e) = self.risk.work(|svc, tx, _| svc.settle(tx, &release))? {
+            // A release alone is never refused; were it, the lane would restart and its
+            // open transactions, this cancel's included, roll back (the caller: 503).
+            return Err(ServiceError::Other(format!("cannot release the holds of cancelled orders: {}", e.message)));
+        }
+        self.orders.work(|_, tx, after| {
+            let done = Orders::cancelled(tx, cancelled, after)?;
+            reply(done, after);
+            Ok(())
+        })
+    }
+
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
-        let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places, strays } = work;
+        let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places, cancels, strays } = work;
         if !strays.is_empty() {
             let found = self.stray_cancels()?;
             for reply in strays {
@@ -621,12 +690,16 @@ impl Lane {
         // `/api/events` send one per request). Under load that is the next due flush; when
         // the mailbox runs dry, the lane flushes at once (`flush_in`).
         let syncs: Vec<orders::Cmd> = orders_cmds.extract_if(.., |c| matches!(c, orders::Cmd::Sync(_))).collect();
-        let reads_only = risk_cmds.iter().all(risk::Cmd::is_read)
+        let reads_only = cancels.is_empty()
+            && risk_cmds.iter().all(risk::Cmd::is_read)
             && orders_cmds.iter().all(orders::Cmd::is_read)
             && trading_cmds.iter().all(trading::Cmd::is_read);
         handle_all(&mut self.risk, risk_cmds, reads_only)?;
         handle_all(&mut self.orders, orders_cmds, reads_only)?;
         handle_all(&mut self.trading, trading_cmds, reads_only)?;
+        for c in cancels {
+            self.cancel(c)?;
+        }
         if !reads_only {
             self.flush()?;
         }

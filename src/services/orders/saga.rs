@@ -11,7 +11,7 @@ use super::{Cmd, NewOrder};
 use crate::api::{AmendOrder, ApiError, Instrument, Order, OrderType, PlaceOrder, Side, TimeInForce};
 use crate::daemon::app::App;
 use crate::daemon::http::Caller;
-use crate::services::lane::{LaneCmd, Placement};
+use crate::services::lane::{Cancel, LaneCmd, Placement};
 use crate::services::market::base_asset;
 use crate::services::trading::{self, Cancelled, MatchRequest, MatchResult};
 use crate::services::{market, risk, users};
@@ -289,7 +289,7 @@ pub async fn visible_order(app: &App, caller: &Caller, order_id: &str) -> Result
     Ok(o)
 }
 
-fn not_open(o: &Order) -> ApiError {
+pub(crate) fn not_open(o: &Order) -> ApiError {
     ApiError::conflict(
         "order_not_open",
         format!("order {} is already {}; only new or partially filled orders can change", o.order_id, o.status.as_str()),
@@ -298,20 +298,8 @@ fn not_open(o: &Order) -> ApiError {
 
 pub async fn cancel(app: &App, caller: &Caller, order_id: &str) -> Result<Order, ApiError> {
     caller.require_trading()?;
-    let o = visible_order(app, caller, order_id).await?;
-    if !o.status.is_open() {
-        return Err(not_open(&o));
-    }
-    let cancelled = match app.trading.call(|reply| trading::Cmd::Cancel { order_id: order_id.to_string(), reply }).await {
-        Ok(c) => c,
-        Err(e) if e.status == 409 => {
-            let now = app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await?;
-            return Err(if now.status.is_open() { e } else { not_open(&now) });
-        }
-        Err(e) => return Err(e),
-    };
-    let mut done = finish_cancel(app, vec![cancelled]).await?;
-    done.pop().ok_or_else(|| ApiError::not_found("order", order_id))
+    let owner = caller.is_trader().then(|| caller.bound_user().unwrap_or_default().to_string());
+    app.placements.call(|reply| LaneCmd::Cancel(Cancel::One { order_id: order_id.to_string(), owner, reply })).await
 }
 
 /// Releases the holds of orders taken out of the book and marks them cancelled.
@@ -338,8 +326,7 @@ pub async fn cancel_all(app: &App, caller: &Caller, user: Option<&str>, symbol: 
         (None, None) => None,
         _ => Some(resolve_user(app, caller, user).await?.user_id),
     };
-    let cancelled = app.trading.call(|reply| trading::Cmd::CancelMany { user_id, symbol, reply }).await?;
-    finish_cancel(app, cancelled).await
+    app.placements.call(|reply| LaneCmd::Cancel(Cancel::Many { user_id, symbol, reply })).await
 }
 
 pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder) -> Result<Order, ApiError> {

@@ -605,6 +605,34 @@ impl Orders {
         Ok(unknown)
     }
 
+    /// An order as stored.
+    pub(crate) fn get(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
+        load(tx, order_id)
+    }
+
+    /// Marks cancelled the open orders trading took out of its books (their holds
+    /// released first), with their events; answers each order as it now stands, open or
+    /// not (a fill may have ended it first).
+    pub(crate) fn cancelled(tx: &Connection, cancelled: Vec<Cancelled>, after: &mut AfterCommit) -> Result<Vec<Order>, ServiceError> {
+        let mut out = Vec::with_capacity(cancelled.len());
+        let now = crate::api::now_rfc3339();
+        for c in cancelled {
+            let Some(mut o) = load(tx, &c.order_id)? else { continue };
+            if o.status.is_open() {
+                let was = o.status;
+                o.status = OrderStatus::Cancelled;
+                o.remaining_quantity = Decimal::ZERO;
+                o.updated_at = now.clone();
+                // The stage is the placement saga's to finish (it may still be settling).
+                save(tx, &mut o, None, None)?;
+                after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
+                after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+
     fn list(tx: &Connection, f: &ListFilter) -> rusqlite::Result<Vec<Order>> {
         // Open orders are few beside all the closed ones: read them through `orders_live`.
         let open_only = !f.statuses.is_empty() && f.statuses.iter().all(|s| s.is_open());
@@ -658,21 +686,7 @@ impl Service for Orders {
                 after.reply(reply, r);
             }
             Cmd::Cancelled { cancelled, reply } => {
-                let mut out = Vec::with_capacity(cancelled.len());
-                for c in cancelled {
-                    let Some(mut o) = load(tx, &c.order_id)? else { continue };
-                    if o.status.is_open() {
-                        let was = o.status;
-                        o.status = OrderStatus::Cancelled;
-                        o.remaining_quantity = Decimal::ZERO;
-                        o.updated_at = crate::api::now_rfc3339();
-                        // The stage is the placement saga's to finish (it may still be settling).
-                        save(tx, &mut o, None, None)?;
-                        after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
-                        after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
-                    }
-                    out.push(o);
-                }
+                let out = Orders::cancelled(tx, cancelled, after)?;
                 after.reply(reply, Ok(out));
             }
             Cmd::Settled { order_id } => {

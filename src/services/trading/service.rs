@@ -390,7 +390,31 @@ impl Trading {
         Ok(Ok(result))
     }
 
-    fn cancel(&mut self, tx: &Connection, order_id: &str) -> Result<Option<Cancelled>, ServiceError> {
+    /// Takes every resting order of `user_id` and/or `symbol` (all, with neither) out of
+    /// its book.
+    pub(crate) fn cancel_many(
+        &mut self,
+        tx: &Connection,
+        user_id: Option<&str>,
+        symbol: Option<&str>,
+    ) -> Result<Vec<Cancelled>, ServiceError> {
+        let targets: Vec<String> = self
+            .meta
+            .values()
+            .filter(|m| user_id.is_none_or(|u| u == &*m.user_id) && symbol.is_none_or(|s| s == &*m.symbol))
+            .map(|m| m.order_id.to_string())
+            .collect();
+        let mut done = Vec::with_capacity(targets.len());
+        for id in targets {
+            if let Some(c) = self.cancel(tx, &id)? {
+                done.push(c);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Takes a resting order out of its book (`None`: it rests in none).
+    pub(crate) fn cancel(&mut self, tx: &Connection, order_id: &str) -> Result<Option<Cancelled>, ServiceError> {
         let Some(&internal) = self.ids.get(order_id) else { return Ok(None) };
         let Some(meta) = self.meta.get(&internal) else { return Ok(None) };
         let symbol = meta.symbol.clone();
@@ -576,18 +600,7 @@ impl Service for Trading {
                 after.reply(reply, r);
             }
             Cmd::CancelMany { user_id, symbol, reply } => {
-                let targets: Vec<String> = self
-                    .meta
-                    .values()
-                    .filter(|m| user_id.as_deref().is_none_or(|u| u == &*m.user_id) && symbol.as_deref().is_none_or(|s| s == &*m.symbol))
-                    .map(|m| m.order_id.to_string())
-                    .collect();
-                let mut done = Vec::with_capacity(targets.len());
-                for id in targets {
-                    if let Some(c) = self.cancel(tx, &id)? {
-                        done.push(c);
-                    }
-                }
+                let done = self.cancel_many(tx, user_id.as_deref(), symbol.as_deref())?;
                 after.reply(reply, Ok(done));
             }
             Cmd::Amend { order_id, price, remaining, reply } => {
