@@ -499,43 +499,45 @@ fn bus_publish(c: &mut Criterion) {
 
 /// The lane's intake journal: what a batch of placements waits for (`intake::Journal`).
 fn journal_append(c: &mut Criterion) {
-    use agt::services::intake::{Grid, Intake, Journal};
+    use agt::services::intake::{Grid, Intake, Journal, Record};
     use agt::services::trading::{MatchResult, TradeFill};
     let (_dir, home) = temp_home();
     let mut journal = Journal::open(&home, Durability::Normal).expect("the journal opens");
     let dec = |s: &str| s.parse::<Decimal>().expect("a decimal");
-    let record = |i: u64| Intake {
-        order: orders::NewOrder {
-            order_id: format!("ord_{i:032}"),
-            user_id: "usr_0123456789abcdef".into(),
-            symbol: "AAPL".into(),
-            side: Side::Buy,
-            kind: OrderType::Limit,
-            time_in_force: TimeInForce::Gtc,
-            price: Some(dec("187.25")),
-            quantity: dec("10"),
-            client_order_id: None,
-        },
-        at: now(),
-        hold: Some(risk::checks::Plan { asset: "USD".into(), amount: dec("1872.50"), limit: Some(dec("187.25")), budget: None }),
-        result: Some(MatchResult {
-            order_id: format!("ord_{i:032}"),
-            fills: vec![TradeFill {
-                trade_id: format!("trd_{i:032}"),
-                maker_order_id: format!("ord_{:032}", i + 1),
-                maker_user_id: "usr_fedcba9876543210".into(),
-                price: dec("187.25"),
+    let record = |i: u64| {
+        Record::Place(Intake {
+            order: orders::NewOrder {
+                order_id: format!("ord_{i:032}"),
+                user_id: "usr_0123456789abcdef".into(),
+                symbol: "AAPL".into(),
+                side: Side::Buy,
+                kind: OrderType::Limit,
+                time_in_force: TimeInForce::Gtc,
+                price: Some(dec("187.25")),
                 quantity: dec("10"),
-                maker_remaining: dec("0"),
-                timestamp: now(),
-            }],
-            filled: dec("10"),
-            remaining: dec("0"),
-            rests: false,
-            self_trade_prevented: false,
-        }),
-        grid: Some(Grid { tick: dec("0.01"), lot: dec("1") }),
-        rejected: None,
+                client_order_id: None,
+            },
+            at: now(),
+            hold: Some(risk::checks::Plan { asset: "USD".into(), amount: dec("1872.50"), limit: Some(dec("187.25")), budget: None }),
+            result: Some(MatchResult {
+                order_id: format!("ord_{i:032}"),
+                fills: vec![TradeFill {
+                    trade_id: format!("trd_{i:032}"),
+                    maker_order_id: format!("ord_{:032}", i + 1),
+                    maker_user_id: "usr_fedcba9876543210".into(),
+                    price: dec("187.25"),
+                    quantity: dec("10"),
+                    maker_remaining: dec("0"),
+                    timestamp: now(),
+                }],
+                filled: dec("10"),
+                remaining: dec("0"),
+                rests: false,
+                self_trade_prevented: false,
+            }),
+            grid: Some(Grid { tick: dec("0.01"), lot: dec("1") }),
+            rejected: None,
+        })
     };
     // Numbers go on rising across batches, as in the lane.
     let seq = std::cell::Cell::new(1i64);

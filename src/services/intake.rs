@@ -9,7 +9,9 @@
 //! (`data/trading-journal/`, see `services::journal`), and answers. The record holds what each
 //! store needs to redo its part without deciding anything again: the order and its
 //! time, the hold risk placed (its plan, not the checks that admitted it), the book's
-//! grid, the match outcome (fills with their trade ids and times), or the rejection.
+//! grid, the match outcome (fills with their trade ids and times), or the rejection. A
+//! cancel is journalled the same way ([`CancelRecord`]: the orders it took out of their
+//! books, and when), in its place between the placements.
 //!
 //! The three stores' own transactions stay open over many placements and commit
 //! together every few milliseconds (see `services::lane`), each with the sequence number
@@ -29,7 +31,7 @@
 use crate::services::actor::ServiceError;
 use crate::services::orders::NewOrder;
 use crate::services::risk::checks::Plan;
-use crate::services::trading::MatchResult;
+use crate::services::trading::{Cancelled, MatchResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,27 @@ pub const JOURNAL_MIGRATION: &str = "CREATE TABLE intake (seq INTEGER PRIMARY KE
 /// Each lane store's migration (risk, orders, trading): how far into the journal the store's committed state is.
 pub const APPLIED_MIGRATION: &str = "CREATE TABLE intake_applied (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL);
     INSERT INTO intake_applied VALUES (1, 0);";
+
+/// One entry of the intake journal: a placement, or a cancel (both change the books, so
+/// both are redone, in the order the lane made them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // one per journalled command, never stored in bulk
+pub enum Record {
+    Cancel(CancelRecord),
+    /// Records of an agt from before cancels were journalled are all placements.
+    Place(Intake),
+}
+
+/// Orders a cancel took out of their books, and when. Redone, trading takes each out of
+/// its book (if it still rests there), risk releases its hold, and orders records it
+/// cancelled at `at`, as it answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRecord {
+    pub cancelled: Vec<Cancelled>,
+    pub at: String,
+}
 
 /// One placement as the lane decided it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,7 +29,7 @@
 
 use crate::services::actor::ServiceError;
 use crate::services::config::settings::Durability;
-use crate::services::intake::{self, Intake};
+use crate::services::intake::{self, Record};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -52,7 +52,7 @@ const HEADER: usize = 4 + 8 + 8;
 /// An append-only journal of records of type `T` in `data/<name>/`: the lane's intake
 /// journal (the default), and audit's journal of commands (`services::audit`). One
 /// writer at a time.
-pub struct Journal<T = Intake> {
+pub struct Journal<T = Record> {
     name: &'static str,
     dir: PathBuf,
     durability: Durability,
@@ -108,7 +108,7 @@ fn decode(bytes: &[u8]) -> (Vec<(i64, &[u8])>, usize) {
     (out, at)
 }
 
-impl Journal<Intake> {
+impl Journal<Record> {
     /// Opens (or creates) the intake journal in `data/trading-journal/` and reads what it
     /// holds.
     pub fn open(home: &crate::daemon::Home, durability: Durability) -> Result<Journal, ServiceError> {
@@ -141,7 +141,7 @@ impl Journal<Intake> {
             let durability = std::mem::replace(&mut self.durability, Durability::Full);
             let mut appended = Ok(());
             for run in old.chunk_by(|(a, _), (b, _)| *b == a + 1) {
-                let records: Vec<Intake> = run.iter().map(|(_, r)| r.clone()).collect();
+                let records: Vec<Record> = run.iter().map(|(_, r)| Record::Place(r.clone())).collect();
                 appended = self.append_all(run[0].0, &records, None);
                 if appended.is_err() {
                     break;
@@ -325,10 +325,15 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
 mod tests {
     use super::*;
     use crate::api::{OrderType, Side, TimeInForce};
-    use crate::services::intake::Rejected;
+    use crate::services::intake::{CancelRecord, Intake, Rejected};
     use crate::services::orders::NewOrder;
+    use crate::services::trading::Cancelled;
 
-    fn record(id: &str) -> Intake {
+    fn record(id: &str) -> Record {
+        Record::Place(placement(id))
+    }
+
+    fn placement(id: &str) -> Intake {
         Intake {
             order: NewOrder {
                 order_id: id.into(),
@@ -349,8 +354,17 @@ mod tests {
         }
     }
 
-    fn ids(records: &[(i64, Intake)]) -> Vec<(i64, String)> {
-        records.iter().map(|(s, r)| (*s, r.order.order_id.clone())).collect()
+    fn cancel(id: &str) -> Record {
+        let c = Cancelled { order_id: id.into(), user_id: "usr_1".into(), remaining: "2".parse().unwrap() };
+        Record::Cancel(CancelRecord { cancelled: vec![c], at: "2026-12-04T00:00:00Z".into() })
+    }
+
+    fn ids(records: &[(i64, Record)]) -> Vec<(i64, String)> {
+        let id = |r: &Record| match r {
+            Record::Place(p) => p.order.order_id.clone(),
+            Record::Cancel(c) => format!("cancel {}", c.cancelled[0].order_id),
+        };
+        records.iter().map(|(s, r)| (*s, id(r))).collect()
     }
 
     #[test]
@@ -365,7 +379,8 @@ mod tests {
         let mut j = Journal::open(&home, Durability::Full).unwrap();
         let (last, records) = j.after(1).unwrap();
         assert_eq!((last, ids(&records)), (3, vec![(2, "b".into()), (3, "c".into())]));
-        assert_eq!(records[1].1.order.price, Some("100.5".parse().unwrap()));
+        let Record::Place(c) = &records[1].1 else { panic!("a placement read back as a cancel") };
+        assert_eq!(c.order.price, Some("100.5".parse().unwrap()));
         j.append_all(4, &[record("d")], None).unwrap();
         assert_eq!(ids(&j.after(3).unwrap().1), [(4, "d".to_string())]);
     }
@@ -434,7 +449,7 @@ mod tests {
         let mut conn = crate::services::store::open(&path, Durability::Normal, &[intake::JOURNAL_MIGRATION]).unwrap();
         let tx = conn.transaction().unwrap();
         for (seq, id) in [(7, "a"), (8, "b"), (10, "d")] {
-            intake::append(&tx, seq, &record(id)).unwrap();
+            intake::append(&tx, seq, &placement(id)).unwrap();
         }
         tx.commit().unwrap();
         drop(conn);
@@ -447,5 +462,22 @@ mod tests {
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
         let all = [(7, "a".to_string()), (8, "b".into()), (10, "d".into()), (11, "e".into())];
         assert_eq!(ids(&j.after(0).unwrap().1), all, "copied once");
+    }
+
+    /// Cancels and placements share the journal and read back as what they were, and a
+    /// placement written before cancels were journalled (no `cancelled` field) still reads
+    /// as a placement.
+    #[test]
+    fn cancels_and_placements_read_back_as_what_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        j.append_all(1, &[record("a"), cancel("a"), record("b")], None).unwrap();
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        let (_, records) = j.after(0).unwrap();
+        assert_eq!(ids(&records), [(1, "a".to_string()), (2, "cancel a".to_string()), (3, "b".to_string())]);
+        let old = serde_json::to_string(&placement("old")).unwrap();
+        assert!(matches!(serde_json::from_str::<Record>(&old).unwrap(), Record::Place(_)));
     }
 }

@@ -11,13 +11,19 @@
 //!
 //! A batch drained from the mailbox runs in phases:
 //!
-//! 0. Commands to risk, orders and trading (deposits, limits, cancels, the saga's single
+//! 0. Commands to risk, orders and trading (deposits, limits, amends, the saga's single
 //!    steps) are handled and **flushed** first (below), so that they are answered at a
 //!    commit of their own and no placement is journalled on top of a change a crash could
 //!    undo (trading's redo matches each order again on the book as committed). A batch
 //!    whose commands only read (orders, accounts, limits, holds, books) is answered at
 //!    once from the open transactions, without a flush: they hold nothing the journal
 //!    would not redo.
+//!
+//!    Then the batch's **cancels** ([`Cancel`]): out of the book, hold released,
+//!    recorded cancelled, in the open transactions, each with an intake record of its
+//!    own ([`CancelRecord`]) that goes into the journal ahead of the batch's placements
+//!    and is answered with them. The placements then match on books without the
+//!    cancelled orders, and a redo goes through the records in the same order.
 //! 1. risk: **reserve** each placement (checks, hold), in its open transaction;
 //!    orders: **accept** each one, in memory only (`Orders::accept_unstored`: a repeated
 //!    `client_order_id` is looked up, nothing is written). Nothing commits.
@@ -49,8 +55,8 @@
 //! records after its own mark, deciding nothing anew (the hold is placed as journalled,
 //! not re-checked; the book must make the journalled fills, which keep their trade ids),
 //! so a crash between two of the flush's commits is repaired too. A crash before the
-//! journal's append loses a batch nobody was answered for: its placements get 503, like
-//! any command whose service stopped before committing.
+//! journal's append loses a batch nobody was answered for: its placements and cancels
+//! get 503, like any command whose service stopped before committing.
 //!
 //! Every other command is answered after its own service's commit.
 
@@ -58,7 +64,7 @@ use crate::api::{ApiError, Instrument, Order};
 use crate::services::actor::{
     self, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
 };
-use crate::services::intake::{self, Grid, Intake, Journal, Rejected};
+use crate::services::intake::{self, CancelRecord, Grid, Intake, Journal, Record, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::spin::{self, AnswerWait, SpinHistory};
@@ -91,20 +97,37 @@ pub struct Placement {
     pub reply: Reply<(u16, Order)>,
 }
 
-/// A cancel the lane runs whole: trading takes the order(s) out of the book, risk
-/// releases their holds, orders records them cancelled, all in the open transactions,
-/// answered at the flush that follows (the orders' commit, the flush's last). As three
-/// calls from the saga it was three round trips between threads and three flushes.
+/// A cancel the lane runs whole, like a placement: trading takes the order(s) out of
+/// the book, risk releases their holds, orders records them cancelled, all in the open
+/// transactions; an intake record ([`CancelRecord`]) makes it durable and it is
+/// answered then. As three calls from the saga it was three round trips between threads
+/// and three flushes of the three stores; and a flush forced by a cancel in every batch
+/// would cost a mixed flow of placements and cancels three commits a batch.
 ///
-/// A crash between the flush's commits leaves an order out of its book but still open
-/// in the orders store: the lane notes it when it opens and recovery finishes the
-/// cancel (`LaneCmd::StrayCancels`), as before.
+/// Cancels go into the journal in the order the lane ran them, between placements, so
+/// a redo rebuilds the books as they were when each journalled placement matched. A
+/// crash between the flush's commits is redone from the journal as for placements.
 pub enum Cancel {
     /// One order. `owner`: a trader may cancel only their own (another's answers 404,
     /// as if absent).
     One { order_id: String, owner: Option<String>, reply: Reply<Order> },
     /// Every resting order of a user and/or a symbol (all of them with neither).
     Many { user_id: Option<String>, symbol: Option<String>, reply: Reply<Vec<Order>> },
+}
+
+/// How a [`Cancel`] is answered, once its record is in the journal.
+enum CancelAnswer {
+    One(String, Reply<Order>),
+    Many(Reply<Vec<Order>>),
+}
+
+impl CancelAnswer {
+    fn send(self, mut done: Vec<Order>) {
+        match self {
+            CancelAnswer::One(order_id, reply) => drop(reply.send(done.pop().ok_or_else(|| ApiError::not_found("order", &order_id)))),
+            CancelAnswer::Many(reply) => drop(reply.send(Ok(done))),
+        }
+    }
 }
 
 /// The three services' statuses; they share a thread, so they share a state.
@@ -560,7 +583,7 @@ impl Lane {
         let (old_last, old) = self.trading.work(|_, tx, _| Ok((intake::last(tx)?, intake::after(tx, risk_at.min(orders_at))?)))?;
         let trading_at = self.trading.work(|_, tx, _| intake::applied(tx))?.max(old_last);
         let (last, new) = self.journal.after(risk_at.min(orders_at).min(trading_at))?;
-        let records: Vec<(i64, Intake)> = old.into_iter().chain(new).collect();
+        let records: Vec<(i64, Record)> = old.into_iter().map(|(seq, r)| (seq, Record::Place(r))).chain(new).collect();
         // Every number handed out is in the journal or below a mark.
         let end = last.max(old_last).max(risk_at).max(orders_at).max(trading_at);
         if !records.is_empty() {
@@ -569,11 +592,20 @@ impl Lane {
                 risk = risk_at,
                 orders = orders_at,
                 journal = last,
-                "redoing placements from the intake journal"
+                "redoing placements and cancels from the intake journal"
             );
         }
         self.trading.work(|svc, tx, after| {
             for (seq, r) in records.iter().filter(|(seq, _)| *seq > trading_at) {
+                let r = match r {
+                    Record::Place(r) => r,
+                    Record::Cancel(c) => {
+                        for one in &c.cancelled {
+                            svc.cancel(tx, &one.order_id)?;
+                        }
+                        continue;
+                    }
+                };
                 let Some(result) = &r.result else { continue };
                 let Some(grid) = r.grid else {
                     return Err(ServiceError::Other(format!("intake record {seq} has a match but not the book's grid")));
@@ -586,6 +618,16 @@ impl Lane {
         self.trading.commit(&self.bus)?;
         self.risk.work(|svc, tx, _| {
             for (_, r) in records.iter().filter(|(seq, _)| *seq > risk_at) {
+                let r = match r {
+                    Record::Place(r) => r,
+                    Record::Cancel(c) => {
+                        let release = c.cancelled.iter().map(|one| one.order_id.clone()).collect();
+                        if let Err(e) = svc.settle(tx, &risk::SettleRequest { trades: vec![], release })? {
+                            return Err(ServiceError::Other(format!("cannot redo the release of a cancel: {}", e.message)));
+                        }
+                        continue;
+                    }
+                };
                 if let Some(plan) = &r.hold {
                     svc.restore_hold(tx, &r.order, plan)?;
                 }
@@ -603,6 +645,13 @@ impl Lane {
         self.risk.commit(&self.bus)?;
         self.orders.work(|_, tx, after| {
             for (_, r) in records.iter().filter(|(seq, _)| *seq > orders_at) {
+                let r = match r {
+                    Record::Place(r) => r,
+                    Record::Cancel(c) => {
+                        Orders::cancelled(tx, c.cancelled.clone(), &c.at, after)?;
+                        continue;
+                    }
+                };
                 if let Accepted::Existing(_) = Orders::accept_at(tx, r.order.clone(), r.at.clone())? {
                     continue;
                 }
@@ -623,52 +672,48 @@ impl Lane {
         Ok(())
     }
 
-    /// Runs a [`Cancel`] in the open transactions; its answer waits for the flush (a
-    /// refusal, which changed nothing, is answered at once).
-    fn cancel(&mut self, cancel: Cancel) -> Result<(), ServiceError> {
-        let (cancelled, reply) = match cancel {
+    /// Runs a [`Cancel`] in the open transactions at `at`: its journal record, its
+    /// answer and the orders it answers with, to send once the record is appended. A
+    /// refusal changes nothing and is answered at once (`None`).
+    fn cancel(&mut self, cancel: Cancel, at: &str) -> Result<Option<(CancelRecord, CancelAnswer, Vec<Order>)>, ServiceError> {
+        let (cancelled, answer) = match cancel {
             Cancel::One { order_id, owner, reply } => {
                 let order = self.orders.work(|_, tx, _| Ok(Orders::get(tx, &order_id)?))?;
-                let order = match order {
-                    Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => o,
-                    _ => return Ok(drop(reply.send(Err(ApiError::not_found("order", &order_id))))),
+                let refused = match &order {
+                    Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => (!o.status.is_open()).then(|| saga::not_open(o)),
+                    _ => Some(ApiError::not_found("order", &order_id)),
                 };
-                if !order.status.is_open() {
-                    return Ok(drop(reply.send(Err(saga::not_open(&order)))));
+                if let Some(e) = refused {
+                    let _ = reply.send(Err(e));
+                    return Ok(None);
                 }
                 let Some(c) = self.trading.work(|svc, tx, _| svc.cancel(tx, &order_id))? else {
                     let e = ApiError::conflict(
                         "order_not_open",
                         format!("order {order_id} is not resting in a book (its placement has not finished)"),
                     );
-                    return Ok(drop(reply.send(Err(e))));
+                    let _ = reply.send(Err(e));
+                    return Ok(None);
                 };
-                let reply: Box<dyn FnOnce(Vec<Order>, &mut AfterCommit) + Send> = Box::new(move |mut done, after| {
-                    let one = done.pop().ok_or_else(|| ApiError::not_found("order", &order_id));
-                    after.reply(reply, one)
-                });
-                (vec![c], reply)
+                (vec![c], CancelAnswer::One(order_id, reply))
             }
             Cancel::Many { user_id, symbol, reply } => {
                 let done = self.trading.work(|svc, tx, _| svc.cancel_many(tx, user_id.as_deref(), symbol.as_deref()))?;
-                let reply: Box<dyn FnOnce(Vec<Order>, &mut AfterCommit) + Send> = Box::new(move |done, after| after.reply(reply, Ok(done)));
-                (done, reply)
+                if done.is_empty() {
+                    let _ = reply.send(Ok(vec![]));
+                    return Ok(None);
+                }
+                (done, CancelAnswer::Many(reply))
             }
         };
-        if cancelled.is_empty() {
-            return self.orders.work(|_, _, after| Ok(reply(vec![], after)));
-        }
         let release = risk::SettleRequest { trades: vec![], release: cancelled.iter().map(|c| c.order_id.clone()).collect() };
         if let Err(e) = self.risk.work(|svc, tx, _| svc.settle(tx, &release))? {
             // A release alone is never refused; were it, the lane would restart and its
             // open transactions, this cancel's included, roll back (the caller: 503).
             return Err(ServiceError::Other(format!("cannot release the holds of cancelled orders: {}", e.message)));
         }
-        self.orders.work(|_, tx, after| {
-            let done = Orders::cancelled(tx, cancelled, after)?;
-            reply(done, after);
-            Ok(())
-        })
+        let done = self.orders.work(|_, tx, after| Orders::cancelled(tx, cancelled.clone(), at, after))?;
+        Ok(Some((CancelRecord { cancelled, at: at.to_string() }, answer, done)))
     }
 
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
@@ -690,16 +735,12 @@ impl Lane {
         // `/api/events` send one per request). Under load that is the next due flush; when
         // the mailbox runs dry, the lane flushes at once (`flush_in`).
         let syncs: Vec<orders::Cmd> = orders_cmds.extract_if(.., |c| matches!(c, orders::Cmd::Sync(_))).collect();
-        let reads_only = cancels.is_empty()
-            && risk_cmds.iter().all(risk::Cmd::is_read)
+        let reads_only = risk_cmds.iter().all(risk::Cmd::is_read)
             && orders_cmds.iter().all(orders::Cmd::is_read)
             && trading_cmds.iter().all(trading::Cmd::is_read);
         handle_all(&mut self.risk, risk_cmds, reads_only)?;
         handle_all(&mut self.orders, orders_cmds, reads_only)?;
         handle_all(&mut self.trading, trading_cmds, reads_only)?;
-        for c in cancels {
-            self.cancel(c)?;
-        }
         if !reads_only {
             self.flush()?;
         }
@@ -708,11 +749,22 @@ impl Lane {
         let nothing_pending = !self.pending();
         self.sync_waiting |= !syncs.is_empty() && !nothing_pending;
         handle_all(&mut self.orders, syncs, nothing_pending)?;
-        if places.is_empty() {
+        if places.is_empty() && cancels.is_empty() {
             return Ok(());
         }
         // One time for the batch: the journal repeats it when it redoes the batch.
         let at = crate::api::now_rfc3339();
+
+        // Cancels first, journalled ahead of the batch's placements, which then match
+        // on books without the cancelled orders (and are redone so).
+        let mut records = Vec::with_capacity(places.len() + cancels.len());
+        let mut cancelled = Vec::with_capacity(cancels.len());
+        for c in cancels {
+            if let Some((record, answer, done)) = self.cancel(c, &at)? {
+                records.push(Record::Cancel(record));
+                cancelled.push((answer, done));
+            }
+        }
 
         // Phase 1: reserve ‖ accept, in the open transactions.
         let mut reserved = Vec::with_capacity(places.len());
@@ -751,7 +803,6 @@ impl Lane {
 
         // Phase 2: match, and journal every placement stored new. The journal's append
         // makes the whole batch durable: from here on, each placement can be answered.
-        let mut records = Vec::with_capacity(next.len());
         let next = self.trading.work(|svc, tx, after| {
             let mut out = Vec::with_capacity(next.len());
             for (n, hold) in next.into_iter().zip(&holds) {
@@ -762,7 +813,7 @@ impl Lane {
                     },
                     other => other,
                 };
-                records.extend(n.intake(hold, &at));
+                records.extend(n.intake(hold, &at).map(Record::Place));
                 out.push(n);
             }
             Ok(out)
@@ -780,6 +831,9 @@ impl Lane {
             self.since.get_or_insert_with(Instant::now);
         }
 
+        for (answer, done) in cancelled {
+            answer.send(done);
+        }
         // Every placement is answered now: the batch is durable. A traded one with its
         // order as its record is about to store it (`orders::matched`).
         let mut then = Vec::with_capacity(next.len());
@@ -1197,6 +1251,81 @@ mod tests {
         bus.shutdown();
     }
 
+    /// A cancel is answered once its record is in the journal, like a placement, and a
+    /// placement later in the same batch matches on the book without the cancelled order.
+    /// Stopped before the flush, the lane redoes the cancels from the journal, in their
+    /// place between the placements: the same book, holds, orders and times.
+    #[test]
+    fn cancels_are_answered_from_the_journal_and_redone_in_order_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
+        let at = |price: &str, o: NewOrder| NewOrder { price: Some(dec(price)), ..o };
+        // ord_s sells 5, ord_b takes 3 of them; ord_r rests at 99.
+        let first = [
+            order("ord_s", "bob", Side::Sell, dec("5"), None),
+            order("ord_b", "alice", Side::Buy, dec("3"), None),
+            at("99", order("ord_r", "alice", Side::Buy, dec("2"), None)),
+        ];
+        assert!(place_batch(&mut lane, first).iter().all(|a| a.is_ok()));
+        lane.flush().unwrap();
+
+        let cancel_one = |id: &str, owner: Option<&str>| {
+            let (reply, rx) = oneshot::channel();
+            (Cancel::One { order_id: id.into(), owner: owner.map(String::from), reply }, rx)
+        };
+        let (mine, mut mine_rx) = cancel_one("ord_s", None);
+        let (not_his, mut not_his_rx) = cancel_one("ord_r", Some("bob"));
+        let (reply, mut many_rx) = oneshot::channel();
+        let many = Cancel::Many { user_id: Some("alice".into()), symbol: None, reply };
+        // Would have taken ord_s's last 2, had the cancel not come first.
+        let (reply, mut late_rx) = oneshot::channel();
+        let late = Placement { order: order("ord_late", "alice", Side::Buy, dec("2"), None), user_active: true, instrument: aapl(), reply };
+        lane.run(Work { cancels: vec![mine, not_his, many], places: vec![late], ..Default::default() }).unwrap();
+        assert!(lane.pending(), "answered before risk and orders commit");
+        let cancelled = mine_rx.try_recv().unwrap().unwrap();
+        assert_eq!(
+            (cancelled.status, cancelled.remaining_quantity, cancelled.filled_quantity),
+            (OrderStatus::Cancelled, dec("0"), dec("3"))
+        );
+        assert_eq!(not_his_rx.try_recv().unwrap().unwrap_err().status, 404, "another user's order looks absent");
+        let many: Vec<Order> = many_rx.try_recv().unwrap().unwrap();
+        assert_eq!(many.iter().map(|o| (o.order_id.as_str(), o.status)).collect::<Vec<_>>(), [("ord_r", OrderStatus::Cancelled)]);
+        let (_, late) = late_rx.try_recv().unwrap().unwrap();
+        assert_eq!(late.status, OrderStatus::New, "matched against a book without the cancelled sell");
+        // Stopped as by a crash: the open transactions are rolled back.
+        drop(lane);
+
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        let get = |lane: &mut Lane, id: &str| {
+            let (reply, rx) = oneshot::channel();
+            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx)
+        };
+        assert_eq!(get(&mut lane, "ord_s").unwrap(), cancelled, "stored as answered, times included");
+        assert_eq!(get(&mut lane, "ord_r").unwrap(), many[0]);
+        assert_eq!(get(&mut lane, "ord_late").unwrap(), late);
+        let (reply, rx) = oneshot::channel();
+        let book = one(
+            &mut lane,
+            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
+        assert_eq!((book.bids, book.asks), (vec![(dec("100"), dec("2"))], vec![]), "only ord_late rests");
+        let account = |lane: &mut Lane, user: &str| {
+            let (reply, rx) = oneshot::channel();
+            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
+            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
+        };
+        assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("7"), dec("0")), ("USD".into(), dec("300"), dec("0"))]);
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("200"))]);
+        // A cancel of a cancelled order changes nothing: 409.
+        let (again, mut again_rx) = cancel_one("ord_s", None);
+        lane.run(Work { cancels: vec![again], ..Default::default() }).unwrap();
+        assert_eq!(again_rx.try_recv().unwrap().unwrap_err().status, 409);
+        drop(lane);
+        bus.shutdown();
+    }
+
     /// A client that polls its orders must not make the lane commit three stores per
     /// poll: reads are answered from the open transactions, which hold only what the
     /// journal redoes, so a crash right after the read still shows what it showed.
@@ -1299,7 +1428,14 @@ mod tests {
         // trading.db, risk and orders not yet.
         let (_, records) = lane.journal.after(0).unwrap();
         assert_eq!(records.len(), 2);
-        lane.trading.work(|_, tx, _| records.iter().try_for_each(|(seq, r)| intake::append(tx, *seq, r))).unwrap();
+        lane.trading
+            .work(|_, tx, _| {
+                records.iter().try_for_each(|(seq, r)| match r {
+                    Record::Place(r) => intake::append(tx, *seq, r),
+                    Record::Cancel(_) => unreachable!("no cancels here"),
+                })
+            })
+            .unwrap();
         lane.trading.commit(&bus).unwrap();
         lane.journal.prune(i64::MAX).unwrap();
         drop(lane);

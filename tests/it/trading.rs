@@ -396,6 +396,62 @@ fn a_lane_crash_between_risk_and_orders_commits_loses_no_answered_order() {
     assert_eq!(dm.place(&users[0], &sym, "buy", "1", Some("99.00")).0, 201);
 }
 
+/// A cancel is answered once its record is in the lane's journal, before risk and orders
+/// commit it (as a placement is). A crash of the lane between those two commits leaves
+/// the orders store without it: the restarted lane redoes it from the journal, so the
+/// order stays cancelled as answered, with one `ORDER_CANCELLED`, its hold released and
+/// nothing left in the book.
+#[test]
+fn a_cancel_answered_before_a_lane_crash_between_commits_stays_cancelled() {
+    // The lane's second flush of journalled records stops between risk's and orders' commits.
+    let dm = Daemon::with_config_env("", &[("AGT_FAULT_LANE_SPLIT", "2")]);
+    let sym = dm.symbol("0.01", "1");
+    let (buyer, seller) = (dm.user("cb"), dm.user("cs"));
+    dm.deposit(&buyer, "USD", "100");
+    dm.deposit(&seller, &sym, "2");
+    let id = dm.place(&buyer, &sym, "buy", "2", Some("10.00")).1["order_id"].as_str().unwrap().to_string();
+    // Reading events waits for the lane's next flush: the placement's, the first.
+    assert_eq!(dm.events("ORDER_CREATED").len(), 1);
+    let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(&dm, n)).collect();
+    let answered = dm.ok("DELETE", &format!("/api/orders/{id}"), None);
+    assert_eq!((answered["status"].as_str(), answered["remaining_quantity"].as_str()), (Some("cancelled"), Some("0")));
+    wait_for_lane_restart(&dm, &before);
+    let now = dm.ok("GET", &format!("/api/orders/{id}"), None);
+    assert_eq!(now, answered, "stored as it was answered");
+    assert_eq!(bal(&dm, &buyer, "USD"), (d("100"), d("0"), d("100")), "the hold is released");
+    let cancels = dm.events("ORDER_CANCELLED");
+    assert_eq!(cancels.iter().filter(|e| e["data"]["order_id"] == id.as_str()).count(), 1, "{cancels:?}");
+    let (_, sell) = dm.place(&seller, &sym, "sell", "2", Some("10.00"));
+    assert_eq!(sell["status"], "new", "the cancelled buy still rested: {sell}");
+}
+
+/// Cancels answered right before a SIGKILL (most of them not yet committed by risk and
+/// orders) are all there after the restart: orders cancelled, holds released, books empty.
+#[test]
+fn cancels_acknowledged_before_a_sigkill_survive_it() {
+    let mut dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("ck");
+    dm.deposit(&u, "USD", "1000");
+    let ids: Vec<String> = (0..20)
+        .map(|i| dm.place(&u, &sym, "buy", "1", Some(&format!("{}.00", 10 + i))).1["order_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bal(&dm, &u, "USD").1, d("390"), "held for the 20 buys");
+    for id in &ids[..10] {
+        dm.ok("DELETE", &format!("/api/orders/{id}"), None);
+    }
+    let rest = dm.ok("POST", "/api/orders/cancel-all", Some(json!({"user_id": u})));
+    assert_eq!(rest.as_array().unwrap().len(), 10);
+    dm.kill9();
+    dm.spawn();
+    for id in &ids {
+        assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "cancelled", "{id}");
+    }
+    assert_eq!(bal(&dm, &u, "USD"), (d("1000"), d("0"), d("1000")), "every hold released");
+    let book = dm.ok("GET", &format!("/api/book/{sym}"), None);
+    assert_eq!(book["bids"], json!([]), "{book}");
+}
+
 /// Two makers' sells of 5 at 10.00, one after the other (the first maker holds 6, so its
 /// order can grow by one), and a taker with cash: the symbol, the two order ids, the taker.
 fn two_sells_at_ten(dm: &Daemon, tag: &str) -> (String, String, String, String) {

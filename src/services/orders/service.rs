@@ -610,19 +610,23 @@ impl Orders {
         load(tx, order_id)
     }
 
-    /// Marks cancelled the open orders trading took out of its books (their holds
-    /// released first), with their events; answers each order as it now stands, open or
-    /// not (a fill may have ended it first).
-    pub(crate) fn cancelled(tx: &Connection, cancelled: Vec<Cancelled>, after: &mut AfterCommit) -> Result<Vec<Order>, ServiceError> {
+    /// Marks cancelled, at `at`, the open orders trading took out of its books (their
+    /// holds released first), with their events; answers each order as it now stands,
+    /// open or not (a fill may have ended it first).
+    pub(crate) fn cancelled(
+        tx: &Connection,
+        cancelled: Vec<Cancelled>,
+        at: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Vec<Order>, ServiceError> {
         let mut out = Vec::with_capacity(cancelled.len());
-        let now = crate::api::now_rfc3339();
         for c in cancelled {
             let Some(mut o) = load(tx, &c.order_id)? else { continue };
             if o.status.is_open() {
                 let was = o.status;
                 o.status = OrderStatus::Cancelled;
                 o.remaining_quantity = Decimal::ZERO;
-                o.updated_at = now.clone();
+                o.updated_at = at.to_string();
                 // The stage is the placement saga's to finish (it may still be settling).
                 save(tx, &mut o, None, None)?;
                 after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
@@ -686,7 +690,7 @@ impl Service for Orders {
                 after.reply(reply, r);
             }
             Cmd::Cancelled { cancelled, reply } => {
-                let out = Orders::cancelled(tx, cancelled, after)?;
+                let out = Orders::cancelled(tx, cancelled, &crate::api::now_rfc3339(), after)?;
                 after.reply(reply, Ok(out));
             }
             Cmd::Settled { order_id } => {

@@ -23,17 +23,6 @@ pub enum Cmd {
         req: MatchRequest,
         reply: Reply<MatchResult>,
     },
-    /// Takes a resting order out of its book: 409 `order_not_open` if it is not resting.
-    Cancel {
-        order_id: String,
-        reply: Reply<Cancelled>,
-    },
-    /// Cancels every resting order of a user and/or a symbol.
-    CancelMany {
-        user_id: Option<String>,
-        symbol: Option<String>,
-        reply: Reply<Vec<Cancelled>>,
-    },
     /// New price and/or remaining quantity for a resting order; may trade (as taker).
     Amend {
         order_id: String,

@@ -593,16 +593,6 @@ impl Service for Trading {
                 let r = self.do_match(tx, req, after)?;
                 after.reply(reply, r);
             }
-            Cmd::Cancel { order_id, reply } => {
-                let r = self.cancel(tx, &order_id)?.ok_or_else(|| {
-                    ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book (already filled or cancelled)"))
-                });
-                after.reply(reply, r);
-            }
-            Cmd::CancelMany { user_id, symbol, reply } => {
-                let done = self.cancel_many(tx, user_id.as_deref(), symbol.as_deref())?;
-                after.reply(reply, Ok(done));
-            }
             Cmd::Amend { order_id, price, remaining, reply } => {
                 let r = self.amend(tx, &order_id, price, remaining, after)?;
                 after.reply(reply, r);
