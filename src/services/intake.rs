@@ -11,7 +11,8 @@
 //! time, the hold risk placed (its plan, not the checks that admitted it), the book's
 //! grid, the match outcome (fills with their trade ids and times), or the rejection. A
 //! cancel is journalled the same way ([`CancelRecord`]: the orders it took out of their
-//! books, and when), in its place between the placements.
+//! books, and when), and an amend ([`AmendRecord`]: the new price and size, and what
+//! the book did), each in its place between the placements.
 //!
 //! The three stores' own transactions stay open over many placements and commit
 //! together every few milliseconds (see `services::lane`), each with the sequence number
@@ -28,6 +29,7 @@
 //! agt from before kept the journal in `trading.db` (table `intake`): what it left there
 //! is redone by risk and orders at the first start, then deleted.
 
+use crate::api::Side;
 use crate::services::actor::ServiceError;
 use crate::services::orders::NewOrder;
 use crate::services::risk::checks::Plan;
@@ -52,6 +54,7 @@ pub const APPLIED_MIGRATION: &str = "CREATE TABLE intake_applied (one INTEGER PR
 #[allow(clippy::large_enum_variant)] // one per journalled command, never stored in bulk
 pub enum Record {
     Cancel(CancelRecord),
+    Amend(AmendRecord),
     /// Records of an agt from before cancels were journalled are all placements.
     Place(Intake),
 }
@@ -63,6 +66,24 @@ pub enum Record {
 #[serde(deny_unknown_fields)]
 pub struct CancelRecord {
     pub cancelled: Vec<Cancelled>,
+    pub at: String,
+}
+
+/// An amend as the lane made it: the order's new price, total quantity and remaining
+/// quantity, and what the book did with it (an amend that crosses trades as a taker).
+/// Redone, risk resizes the hold and settles the fills, trading amends the order again
+/// and must make the same fills, and orders records them at `at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmendRecord {
+    pub order_id: String,
+    pub user_id: String,
+    pub symbol: String,
+    pub side: Side,
+    pub price: Decimal,
+    pub quantity: Decimal,
+    pub remaining: Decimal,
+    pub result: MatchResult,
     pub at: String,
 }
 

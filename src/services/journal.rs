@@ -325,9 +325,9 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
 mod tests {
     use super::*;
     use crate::api::{OrderType, Side, TimeInForce};
-    use crate::services::intake::{CancelRecord, Intake, Rejected};
+    use crate::services::intake::{AmendRecord, CancelRecord, Intake, Rejected};
     use crate::services::orders::NewOrder;
-    use crate::services::trading::Cancelled;
+    use crate::services::trading::{Cancelled, MatchResult};
 
     fn record(id: &str) -> Record {
         Record::Place(placement(id))
@@ -359,10 +359,25 @@ mod tests {
         Record::Cancel(CancelRecord { cancelled: vec![c], at: "2026-12-04T00:00:00Z".into() })
     }
 
+    fn amend(id: &str) -> Record {
+        let result = MatchResult {
+            order_id: id.into(),
+            fills: vec![],
+            filled: "0".parse().unwrap(),
+            remaining: "3".parse().unwrap(),
+            rests: true,
+            self_trade_prevented: false,
+        };
+        let (price, quantity, remaining) = ("99".parse().unwrap(), "3".parse().unwrap(), "3".parse().unwrap());
+        let (order_id, user_id, symbol, at) = (id.into(), "usr_1".into(), "AAPL".into(), "2026-12-04T00:00:00Z".into());
+        Record::Amend(AmendRecord { order_id, user_id, symbol, side: Side::Buy, price, quantity, remaining, result, at })
+    }
+
     fn ids(records: &[(i64, Record)]) -> Vec<(i64, String)> {
         let id = |r: &Record| match r {
             Record::Place(p) => p.order.order_id.clone(),
             Record::Cancel(c) => format!("cancel {}", c.cancelled[0].order_id),
+            Record::Amend(a) => format!("amend {}", a.order_id),
         };
         records.iter().map(|(s, r)| (*s, id(r))).collect()
     }
@@ -464,7 +479,7 @@ mod tests {
         assert_eq!(ids(&j.after(0).unwrap().1), all, "copied once");
     }
 
-    /// Cancels and placements share the journal and read back as what they were, and a
+    /// Cancels, amends and placements share the journal and read back as what they were, and a
     /// placement written before cancels were journalled (no `cancelled` field) still reads
     /// as a placement.
     #[test]
@@ -472,11 +487,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = crate::daemon::Home::at(dir.path());
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
-        j.append_all(1, &[record("a"), cancel("a"), record("b")], None).unwrap();
+        j.append_all(1, &[record("a"), cancel("a"), record("b"), amend("b")], None).unwrap();
         drop(j);
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
         let (_, records) = j.after(0).unwrap();
-        assert_eq!(ids(&records), [(1, "a".to_string()), (2, "cancel a".to_string()), (3, "b".to_string())]);
+        let expected = [(1, "a"), (2, "cancel a"), (3, "b"), (4, "amend b")].map(|(s, id)| (s, id.to_string()));
+        assert_eq!(ids(&records), expected);
         let old = serde_json::to_string(&placement("old")).unwrap();
         assert!(matches!(serde_json::from_str::<Record>(&old).unwrap(), Record::Place(_)));
     }

@@ -11,19 +11,20 @@
 //!
 //! A batch drained from the mailbox runs in phases:
 //!
-//! 0. Commands to risk, orders and trading (deposits, limits, amends, the saga's single
-//!    steps) are handled and **flushed** first (below), so that they are answered at a
+//! 0. Commands to risk, orders and trading (deposits, limits, the saga's single steps) are handled and **flushed** first (below), so that they are answered at a
 //!    commit of their own and no placement is journalled on top of a change a crash could
 //!    undo (trading's redo matches each order again on the book as committed). A batch
 //!    whose commands only read (orders, accounts, limits, holds, books) is answered at
 //!    once from the open transactions, without a flush: they hold nothing the journal
 //!    would not redo.
 //!
-//!    Then the batch's **cancels** ([`Cancel`]): out of the book, hold released,
-//!    recorded cancelled, in the open transactions, each with an intake record of its
-//!    own ([`CancelRecord`]) that goes into the journal ahead of the batch's placements
-//!    and is answered with them. The placements then match on books without the
-//!    cancelled orders, and a redo goes through the records in the same order.
+//!    Then the batch's **cancels** ([`Cancel`]: out of the book, hold released, recorded
+//!    cancelled) and **amends** ([`Amend`]: hold resized, the order moved in its book,
+//!    any fills settled and recorded), in the open transactions, each with an intake
+//!    record of its own ([`CancelRecord`], [`AmendRecord`]) that goes into the journal
+//!    ahead of the batch's placements and is answered with them. The placements then
+//!    match on the books they left, and a redo goes through the records in the same
+//!    order.
 //! 1. risk: **reserve** each placement (checks, hold), in its open transaction;
 //!    orders: **accept** each one, in memory only (`Orders::accept_unstored`: a repeated
 //!    `client_order_id` is looked up, nothing is written). Nothing commits.
@@ -55,20 +56,21 @@
 //! records after its own mark, deciding nothing anew (the hold is placed as journalled,
 //! not re-checked; the book must make the journalled fills, which keep their trade ids),
 //! so a crash between two of the flush's commits is repaired too. A crash before the
-//! journal's append loses a batch nobody was answered for: its placements and cancels
-//! get 503, like any command whose service stopped before committing.
+//! journal's append loses a batch nobody was answered for: its placements, cancels and
+//! amends get 503, like any command whose service stopped before committing.
 //!
 //! Every other command is answered after its own service's commit.
 
-use crate::api::{ApiError, Instrument, Order};
+use crate::api::{ApiError, Instrument, Order, OrderType};
 use crate::services::actor::{
     self, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
 };
-use crate::services::intake::{self, CancelRecord, Grid, Intake, Journal, Record, Rejected};
+use crate::services::intake::{self, AmendRecord, CancelRecord, Grid, Intake, Journal, Record, Rejected};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::spin::{self, AnswerWait, SpinHistory};
 use crate::services::trading::{self, MatchResult, Trading};
+use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -83,6 +85,8 @@ pub enum LaneCmd {
     /// Cancels one order, or many: out of the book, hold released, recorded cancelled,
     /// in one pass and one flush (see [`Cancel`]).
     Cancel(Cancel),
+    /// Amends an order's price and/or size, journalled like a cancel (see [`Amend`]).
+    Amend(Amend),
     /// The open orders that the book no longer holds because a cancel took them out, a
     /// cancel a crash interrupted before orders recorded it: recovery finishes them.
     StrayCancels(Reply<Vec<trading::Cancelled>>),
@@ -113,6 +117,22 @@ pub enum Cancel {
     One { order_id: String, owner: Option<String>, reply: Reply<Order> },
     /// Every resting order of a user and/or a symbol (all of them with neither).
     Many { user_id: Option<String>, symbol: Option<String>, reply: Reply<Vec<Order>> },
+}
+
+/// An amend the lane runs whole, like a [`Cancel`]: risk resizes the hold, trading
+/// moves the order (a price change or a larger size loses its place; a price that
+/// crosses trades at once, as a taker), risk settles any fills and orders records them,
+/// in the open transactions, made durable by an intake record ([`AmendRecord`]) and
+/// answered then. As calls from the saga it was five round trips and four flushes, and
+/// a crash after trading's commit left its fills unsettled and unrecorded.
+pub struct Amend {
+    pub order_id: String,
+    /// A trader may amend only their own orders (another's answers 404, as if absent).
+    pub owner: Option<String>,
+    /// The new price, and/or the new total quantity: at least one of them.
+    pub price: Option<Decimal>,
+    pub quantity: Option<Decimal>,
+    pub reply: Reply<Order>,
 }
 
 /// How a [`Cancel`] is answered, once its record is in the journal.
@@ -148,7 +168,7 @@ impl Statuses {
     /// Counts a command as taken off the mailbox (the `agt_mailbox_depth` gauge).
     pub fn dropped(&self, c: &LaneCmd) {
         let s = match c {
-            LaneCmd::Orders(_) | LaneCmd::Place(_) | LaneCmd::Cancel(_) | LaneCmd::StrayCancels(_) => &self.orders,
+            LaneCmd::Orders(_) | LaneCmd::Place(_) | LaneCmd::Cancel(_) | LaneCmd::Amend(_) | LaneCmd::StrayCancels(_) => &self.orders,
             LaneCmd::Risk(_) => &self.risk,
             LaneCmd::Trading(_) => &self.trading,
         };
@@ -270,6 +290,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                         LaneCmd::Trading(c) => work.trading.push(c),
                         LaneCmd::Place(p) => work.places.push(p),
                         LaneCmd::Cancel(c) => work.cancels.push(c),
+                        LaneCmd::Amend(a) => work.amends.push(a),
                         LaneCmd::StrayCancels(r) => work.strays.push(r),
                     }
                 }
@@ -294,6 +315,7 @@ struct Work {
     trading: Vec<trading::Cmd>,
     places: Vec<Placement>,
     cancels: Vec<Cancel>,
+    amends: Vec<Amend>,
     strays: Vec<Reply<Vec<trading::Cancelled>>>,
 }
 
@@ -605,6 +627,10 @@ impl Lane {
                         }
                         continue;
                     }
+                    Record::Amend(a) => {
+                        svc.redo_amend(tx, &a.order_id, a.price, a.remaining, &a.result, after)?;
+                        continue;
+                    }
                 };
                 let Some(result) = &r.result else { continue };
                 let Some(grid) = r.grid else {
@@ -624,6 +650,17 @@ impl Lane {
                         let release = c.cancelled.iter().map(|one| one.order_id.clone()).collect();
                         if let Err(e) = svc.settle(tx, &risk::SettleRequest { trades: vec![], release })? {
                             return Err(ServiceError::Other(format!("cannot redo the release of a cancel: {}", e.message)));
+                        }
+                        continue;
+                    }
+                    Record::Amend(a) => {
+                        let settlement = saga::settlement(&a.user_id, &a.symbol, a.side, &a.result);
+                        let mut redone = svc.amend(&a.order_id, a.price, a.remaining)?;
+                        if redone.is_ok() {
+                            redone = svc.settle_new(tx, &settlement)?;
+                        }
+                        if let Err(e) = redone {
+                            return Err(ServiceError::Other(format!("cannot redo the amend of {}: {}", a.order_id, e.message)));
                         }
                         continue;
                     }
@@ -649,6 +686,13 @@ impl Lane {
                     Record::Place(r) => r,
                     Record::Cancel(c) => {
                         Orders::cancelled(tx, c.cancelled.clone(), &c.at, after)?;
+                        continue;
+                    }
+                    Record::Amend(a) => {
+                        let amended = Some((a.price, a.quantity));
+                        if let Err(e) = Orders::record_at(tx, a.result.clone(), amended, true, &a.at, after)? {
+                            return Err(ServiceError::Other(format!("cannot redo the amend of {}: {}", a.order_id, e.message)));
+                        }
                         continue;
                     }
                 };
@@ -716,8 +760,83 @@ impl Lane {
         Ok(Some((CancelRecord { cancelled, at: at.to_string() }, answer, done)))
     }
 
+    /// Runs an [`Amend`] in the open transactions at `at`: its journal record, and its
+    /// answer to send once the record is appended. A refusal changes nothing and is
+    /// answered at once (`None`). The checks and their order are the saga's before.
+    fn amend(&mut self, amend: Amend, at: &str) -> Result<Option<(AmendRecord, Reply<Order>, Order)>, ServiceError> {
+        let Amend { order_id, owner, price, quantity, reply } = amend;
+        let refuse = |reply: Reply<Order>, e: ApiError| {
+            let _ = reply.send(Err(e));
+            Ok(None)
+        };
+        let o = match self.orders.work(|_, tx, _| Ok(Orders::get(tx, &order_id)?))? {
+            Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => o,
+            _ => return refuse(reply, ApiError::not_found("order", &order_id)),
+        };
+        if !o.status.is_open() || o.kind != OrderType::Limit {
+            return refuse(reply, saga::not_open(&o));
+        }
+        let price = price.or(o.price).unwrap_or_default();
+        let quantity = quantity.unwrap_or(o.quantity);
+        if price <= Decimal::ZERO {
+            return refuse(reply, ApiError::invalid("invalid_price", format!("price must be greater than zero, got {price}")));
+        }
+        if quantity <= o.filled_quantity {
+            let e = format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity);
+            return refuse(reply, ApiError::invalid("invalid_quantity", e));
+        }
+        let Some((tick, lot)) = self.trading.svc.grid_of(&order_id) else {
+            let e = format!("order {order_id} is not resting in a book (its placement has not finished)");
+            return refuse(reply, ApiError::conflict("order_not_open", e));
+        };
+        if (price % tick) != Decimal::ZERO {
+            return refuse(reply, ApiError::rejected("invalid_tick", format!("price {price} is not a multiple of the tick {tick}")));
+        }
+        let remaining = quantity - o.filled_quantity;
+        if (remaining % lot) != Decimal::ZERO {
+            return refuse(reply, ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {lot}")));
+        }
+        if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining))? {
+            return refuse(reply, e);
+        }
+        let result = match self.trading.work(|svc, tx, after| svc.amend(tx, &order_id, price, remaining, None, after))? {
+            Ok(result) => result,
+            Err(e) => {
+                // The hold goes back to what it was.
+                let (old_price, old_remaining) = (o.price.unwrap_or_default(), o.remaining_quantity);
+                if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, old_price, old_remaining))? {
+                    return Err(ServiceError::Other(format!("cannot put back the hold of {order_id}: {}", e.message)));
+                }
+                return refuse(reply, e);
+            }
+        };
+        let settlement = saga::settlement(&o.user_id, &o.symbol, o.side, &result);
+        if let Err(e) = self.risk.work(|svc, tx, _| svc.settle_new(tx, &settlement))? {
+            // Never expected (the fills were just made against open holds); the lane
+            // restarts and the open transactions, this amend's included, roll back.
+            return Err(ServiceError::Other(format!("cannot settle the amend of {order_id}: {}", e.message)));
+        }
+        let amended = (price, quantity);
+        let order = match self.orders.work(|_, tx, after| Orders::record_at(tx, result.clone(), Some(amended), true, at, after))? {
+            Ok(order) => order,
+            Err(e) => return Err(ServiceError::Other(format!("cannot record the amend of {order_id}: {}", e.message))),
+        };
+        let record = AmendRecord {
+            order_id,
+            user_id: o.user_id,
+            symbol: o.symbol,
+            side: o.side,
+            price,
+            quantity,
+            remaining,
+            result,
+            at: at.to_string(),
+        };
+        Ok(Some((record, reply, order)))
+    }
+
     fn run(&mut self, work: Work) -> Result<(), ServiceError> {
-        let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places, cancels, strays } = work;
+        let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places, cancels, amends, strays } = work;
         if !strays.is_empty() {
             let found = self.stray_cancels()?;
             for reply in strays {
@@ -749,20 +868,27 @@ impl Lane {
         let nothing_pending = !self.pending();
         self.sync_waiting |= !syncs.is_empty() && !nothing_pending;
         handle_all(&mut self.orders, syncs, nothing_pending)?;
-        if places.is_empty() && cancels.is_empty() {
+        if places.is_empty() && cancels.is_empty() && amends.is_empty() {
             return Ok(());
         }
         // One time for the batch: the journal repeats it when it redoes the batch.
         let at = crate::api::now_rfc3339();
 
-        // Cancels first, journalled ahead of the batch's placements, which then match
-        // on books without the cancelled orders (and are redone so).
-        let mut records = Vec::with_capacity(places.len() + cancels.len());
+        // Cancels and amends first, journalled ahead of the batch's placements, which
+        // then match on the books they left (and are redone so).
+        let mut records = Vec::with_capacity(places.len() + cancels.len() + amends.len());
         let mut cancelled = Vec::with_capacity(cancels.len());
         for c in cancels {
             if let Some((record, answer, done)) = self.cancel(c, &at)? {
                 records.push(Record::Cancel(record));
                 cancelled.push((answer, done));
+            }
+        }
+        let mut amended = Vec::with_capacity(amends.len());
+        for a in amends {
+            if let Some((record, reply, order)) = self.amend(a, &at)? {
+                records.push(Record::Amend(record));
+                amended.push((reply, order));
             }
         }
 
@@ -833,6 +959,9 @@ impl Lane {
 
         for (answer, done) in cancelled {
             answer.send(done);
+        }
+        for (reply, order) in amended {
+            let _ = reply.send(Ok(order));
         }
         // Every placement is answered now: the batch is durable. A traded one with its
         // order as its record is about to store it (`orders::matched`).
@@ -1326,6 +1455,86 @@ mod tests {
         bus.shutdown();
     }
 
+    /// An amend is answered once its record is in the journal; one that crosses trades
+    /// at once, and a placement later in the batch matches on the book it left. Stopped
+    /// before the flush, the lane redoes the amends in their place: the same fills under
+    /// the same trade ids, holds, orders and times.
+    #[test]
+    fn amends_are_answered_from_the_journal_and_redone_in_order_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
+        let at = |price: &str, o: NewOrder| NewOrder { price: Some(dec(price)), ..o };
+        let first = [
+            at("101", order("ord_s", "bob", Side::Sell, dec("5"), None)),
+            order("ord_b", "alice", Side::Buy, dec("3"), None),
+            at("99", order("ord_b2", "alice", Side::Buy, dec("2"), None)),
+        ];
+        assert!(place_batch(&mut lane, first).iter().all(|a| a.is_ok()));
+        lane.flush().unwrap();
+
+        let amend = |id: &str, owner: Option<&str>, price: Option<&str>, quantity: Option<&str>| {
+            let (reply, rx) = oneshot::channel();
+            let a =
+                Amend { order_id: id.into(), owner: owner.map(String::from), price: price.map(dec), quantity: quantity.map(dec), reply };
+            (a, rx)
+        };
+        // ord_b to 101 takes 3 of ord_s; bob may not touch alice's ord_b2; ord_b2 grows to 4.
+        let (crossing, mut crossing_rx) = amend("ord_b", None, Some("101"), None);
+        let (not_his, mut not_his_rx) = amend("ord_b2", Some("bob"), None, Some("4"));
+        let (grown, mut grown_rx) = amend("ord_b2", None, None, Some("4"));
+        let (off_tick, mut off_tick_rx) = amend("ord_b2", None, Some("99.001"), None);
+        let (reply, mut late_rx) = oneshot::channel();
+        let late = Placement {
+            order: at("99", order("ord_late", "bob", Side::Sell, dec("2"), None)),
+            user_active: true,
+            instrument: aapl(),
+            reply,
+        };
+        lane.run(Work { amends: vec![crossing, not_his, grown, off_tick], places: vec![late], ..Default::default() }).unwrap();
+        assert!(lane.pending(), "answered before risk and orders commit");
+        let crossed = crossing_rx.try_recv().unwrap().unwrap();
+        assert_eq!((crossed.status, crossed.price, crossed.filled_quantity), (OrderStatus::Filled, Some(dec("101")), dec("3")));
+        assert_eq!(crossed.fills.iter().map(|f| f.price).collect::<Vec<_>>(), [dec("101")]);
+        assert_eq!(not_his_rx.try_recv().unwrap().unwrap_err().status, 404, "another user's order looks absent");
+        let grown = grown_rx.try_recv().unwrap().unwrap();
+        assert_eq!((grown.status, grown.quantity, grown.remaining_quantity), (OrderStatus::New, dec("4"), dec("4")));
+        assert_eq!(off_tick_rx.try_recv().unwrap().unwrap_err().code.as_ref(), "invalid_tick");
+        let (_, late) = late_rx.try_recv().unwrap().unwrap();
+        assert_eq!((late.status, late.fills[0].price), (OrderStatus::Filled, dec("99")), "sold into the grown ord_b2");
+        // Stopped as by a crash: the open transactions are rolled back.
+        drop(lane);
+
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        let get = |lane: &mut Lane, id: &str| {
+            let (reply, rx) = oneshot::channel();
+            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx).unwrap()
+        };
+        assert_eq!(get(&mut lane, "ord_b"), crossed, "stored as answered, fills and times included");
+        assert_eq!(get(&mut lane, "ord_late"), late);
+        let b2 = get(&mut lane, "ord_b2");
+        assert_eq!(
+            (b2.status, b2.quantity, b2.filled_quantity, b2.updated_at),
+            (OrderStatus::PartiallyFilled, dec("4"), dec("2"), late.updated_at)
+        );
+        let (reply, rx) = oneshot::channel();
+        let book = one(
+            &mut lane,
+            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
+            rx,
+        )
+        .unwrap();
+        assert_eq!((book.bids, book.asks), (vec![(dec("99"), dec("2"))], vec![(dec("101"), dec("2"))]));
+        let account = |lane: &mut Lane, user: &str| {
+            let (reply, rx) = oneshot::channel();
+            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
+            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
+        };
+        assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("5"), dec("0")), ("USD".into(), dec("499"), dec("198"))]);
+        assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("5"), dec("2")), ("USD".into(), dec("501"), dec("0"))]);
+        drop(lane);
+        bus.shutdown();
+    }
+
     /// A client that polls its orders must not make the lane commit three stores per
     /// poll: reads are answered from the open transactions, which hold only what the
     /// journal redoes, so a crash right after the read still shows what it showed.
@@ -1432,7 +1641,7 @@ mod tests {
             .work(|_, tx, _| {
                 records.iter().try_for_each(|(seq, r)| match r {
                     Record::Place(r) => intake::append(tx, *seq, r),
-                    Record::Cancel(_) => unreachable!("no cancels here"),
+                    Record::Cancel(_) | Record::Amend(_) => unreachable!("only placements here"),
                 })
             })
             .unwrap();

@@ -452,6 +452,32 @@ fn cancels_acknowledged_before_a_sigkill_survive_it() {
     assert_eq!(book["bids"], json!([]), "{book}");
 }
 
+/// Amends answered right before a SIGKILL (not yet committed by risk and orders) are
+/// all there after the restart: the one that crossed has its fills settled, the one that
+/// grew holds for its new size, and the books are as the answers left them.
+#[test]
+fn amends_acknowledged_before_a_sigkill_survive_it() {
+    let mut dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("1000", "10");
+    let sell = dm.place(&seller, &sym, "sell", "5", Some("11.00")).1["order_id"].as_str().unwrap().to_string();
+    let crossing = dm.place(&buyer, &sym, "buy", "3", Some("10.00")).1["order_id"].as_str().unwrap().to_string();
+    let growing = dm.place(&buyer, &sym, "buy", "1", Some("9.00")).1["order_id"].as_str().unwrap().to_string();
+    let crossed = dm.ok("PATCH", &format!("/api/orders/{crossing}"), Some(json!({"price": "11.00"})));
+    assert_eq!((crossed["status"].as_str(), crossed["filled_quantity"].as_str()), (Some("filled"), Some("3")), "{crossed}");
+    let grown = dm.ok("PATCH", &format!("/api/orders/{growing}"), Some(json!({"quantity": "4"})));
+    assert_eq!(grown["quantity"], "4");
+    dm.kill9();
+    dm.spawn();
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{crossing}"), None), crossed, "stored as answered");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{growing}"), None), grown);
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{sell}"), None)["filled_quantity"], "3");
+    assert_eq!(bal(&dm, &buyer, "USD"), (d("967"), d("36"), d("931")), "paid 33, holds 4 at 9.00");
+    assert_eq!(bal(&dm, &buyer, &sym), (d("3"), d("0"), d("3")));
+    assert_eq!(bal(&dm, &seller, &sym), (d("7"), d("2"), d("5")));
+    let book = dm.ok("GET", &format!("/api/book/{sym}"), None);
+    assert_eq!((book["bids"].clone(), book["asks"].clone()), (json!([["9", "4"]]), json!([["11", "2"]])), "{book}");
+}
+
 /// Two makers' sells of 5 at 10.00, one after the other (the first maker holds 6, so its
 /// order can grow by one), and a taker with cash: the symbol, the two order ids, the taker.
 fn two_sells_at_ten(dm: &Daemon, tag: &str) -> (String, String, String, String) {

@@ -32,12 +32,11 @@ pub enum Cmd {
         message: String,
         reply: Reply<Order>,
     },
-    /// The match outcome of a taker (placement or amend) and its makers' fills.
+    /// The match outcome of a placement's taker and its makers' fills (recovery's step).
     /// `settled`: risk has committed the settlement already, so a placement's saga ends
     /// here (otherwise it waits in `settling` for [`Cmd::Settled`]).
     Record {
         result: MatchResult,
-        amended: Option<(Decimal, Decimal)>,
         settled: bool,
         reply: Reply<Order>,
     },

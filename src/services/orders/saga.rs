@@ -11,7 +11,7 @@ use super::{Cmd, NewOrder};
 use crate::api::{AmendOrder, ApiError, Instrument, Order, OrderType, PlaceOrder, Side, TimeInForce};
 use crate::daemon::app::App;
 use crate::daemon::http::Caller;
-use crate::services::lane::{Cancel, LaneCmd, Placement};
+use crate::services::lane::{Amend, Cancel, LaneCmd, Placement};
 use crate::services::market::base_asset;
 use crate::services::trading::{self, Cancelled, MatchRequest, MatchResult};
 use crate::services::{market, risk, users};
@@ -187,7 +187,7 @@ async fn trade(app: &App, new: &NewOrder, instrument: &Instrument, reserved: ris
             return Err(e);
         }
     };
-    finish(app, &new.user_id, &new.symbol, new.side, result, None).await
+    finish(app, &new.user_id, &new.symbol, new.side, result).await
 }
 
 /// The order never reached the book: release whatever it holds and mark it rejected.
@@ -249,15 +249,9 @@ pub fn settlement(user_id: &str, symbol: &str, side: Side, result: &MatchResult)
     risk::SettleRequest { trades, release }
 }
 
-/// Settles the trades of a match (taker `user_id` on `side`) and records the outcome.
-async fn finish(
-    app: &App,
-    user_id: &str,
-    symbol: &str,
-    side: Side,
-    result: MatchResult,
-    amended: Option<(Decimal, Decimal)>,
-) -> Result<Order, ApiError> {
+/// Settles the trades of a placement's match (taker `user_id` on `side`) and records the
+/// outcome (recovery's step; the lane does both for its own placements).
+async fn finish(app: &App, user_id: &str, symbol: &str, side: Side, result: MatchResult) -> Result<Order, ApiError> {
     let req = settlement(user_id, symbol, side, &result);
     let settle = || {
         let req = req.clone();
@@ -265,12 +259,8 @@ async fn finish(
     };
     let record = || {
         let result = result.clone();
-        app.orders.call(|reply| Cmd::Record { result, amended, settled: false, reply })
+        app.orders.call(|reply| Cmd::Record { result, settled: false, reply })
     };
-    if amended.is_some() {
-        must(settle).await?;
-        return must(record).await;
-    }
     // A placement records (stage `settling`) and settles side by side, then marks itself
     // done; recovery replays any order still `settling`, and both steps are idempotent.
     let (settled, recorded) = tokio::join!(must(settle), must(record));
@@ -331,46 +321,13 @@ pub async fn cancel_all(app: &App, caller: &Caller, user: Option<&str>, symbol: 
 
 pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder) -> Result<Order, ApiError> {
     caller.require_trading()?;
-    let o = visible_order(app, caller, order_id).await?;
     if body.price.is_none() && body.quantity.is_none() {
         return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
     }
-    if !o.status.is_open() || o.kind != OrderType::Limit {
-        return Err(not_open(&o));
-    }
-    let price = body.price.or(o.price).unwrap_or_default();
-    let quantity = body.quantity.unwrap_or(o.quantity);
-    if price <= Decimal::ZERO {
-        return Err(invalid("invalid_price", format!("price must be greater than zero, got {price}")));
-    }
-    if quantity <= o.filled_quantity {
-        return Err(invalid(
-            "invalid_quantity",
-            format!("quantity is the new total and must exceed the filled {}, got {quantity}", o.filled_quantity),
-        ));
-    }
-    let instrument = instrument(app, &o.symbol).await?;
-    if (price % instrument.tick) != Decimal::ZERO {
-        return Err(ApiError::rejected("invalid_tick", format!("price {price} is not a multiple of the tick {}", instrument.tick)));
-    }
-    let remaining = quantity - o.filled_quantity;
-    if (remaining % instrument.lot) != Decimal::ZERO {
-        return Err(ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {}", instrument.lot)));
-    }
-    app.risk.call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price, remaining, reply }).await?;
-    let result = match app.trading.call(|reply| trading::Cmd::Amend { order_id: order_id.to_string(), price, remaining, reply }).await {
-        Ok(r) => r,
-        Err(e) => {
-            // Put the hold back as it was.
-            let (old_price, old_remaining) = (o.price.unwrap_or_default(), o.remaining_quantity);
-            let _ = app
-                .risk
-                .call(|reply| risk::Cmd::Amend { order_id: order_id.to_string(), price: old_price, remaining: old_remaining, reply })
-                .await;
-            return Err(e);
-        }
-    };
-    finish(app, &o.user_id, &o.symbol, o.side, result, Some((price, quantity))).await
+    // The other checks need the order as the lane has it (`lane::Amend`).
+    let owner = caller.is_trader().then(|| caller.bound_user().unwrap_or_default().to_string());
+    let (order_id, price, quantity) = (order_id.to_string(), body.price, body.quantity);
+    app.placements.call(|reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, reply })).await
 }
 
 /// At start-up: finishes every saga a crash interrupted, and every cancel whose order left

@@ -426,11 +426,10 @@ impl Orders {
     pub(crate) fn record(
         tx: &Connection,
         result: MatchResult,
-        amended: Option<(Decimal, Decimal)>,
         settled: bool,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        Self::record_at(tx, result, amended, settled, &crate::api::now_rfc3339(), after)
+        Self::record_at(tx, result, None, settled, &crate::api::now_rfc3339(), after)
     }
 
     /// [`Orders::record`] at a given time (see [`Orders::accept_at`]).
@@ -685,8 +684,8 @@ impl Service for Orders {
                 let r = Orders::reject(tx, &order_id, &code, &message, after)?;
                 after.reply(reply, r);
             }
-            Cmd::Record { result, amended, settled, reply } => {
-                let r = Orders::record(tx, result, amended, settled, after)?;
+            Cmd::Record { result, settled, reply } => {
+                let r = Orders::record(tx, result, settled, after)?;
                 after.reply(reply, r);
             }
             Cmd::Cancelled { cancelled, reply } => {

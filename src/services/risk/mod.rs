@@ -57,14 +57,6 @@ pub enum Cmd {
         req: SettleRequest,
         reply: Reply<()>,
     },
-    /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /
-    /// `insufficient_position` when the new size needs more than is available).
-    Amend {
-        order_id: String,
-        price: Decimal,
-        remaining: Decimal,
-        reply: Reply<()>,
-    },
     /// Global limits (from config `risk.*`) or a user's effective limits.
     Limits {
         user_id: Option<String>,

@@ -86,10 +86,6 @@ impl Service for Risk {
                 let r = self.settle(tx, &req)?;
                 after.reply(reply, r);
             }
-            Cmd::Amend { order_id, price, remaining, reply } => {
-                let r = self.amend(&order_id, price, remaining)?;
-                after.reply(reply, r);
-            }
             Cmd::Limits { user_id, reply } => after.reply(reply, Ok(self.limits(user_id.as_deref()).to_limits())),
             Cmd::SetLimits { user_id, limits, reply } => {
                 let r = self.set_limits(tx, after, &user_id, limits)?;
@@ -360,6 +356,8 @@ impl Risk {
         self.last_price.get(symbol).copied()
     }
 
+    /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /
+    /// `insufficient_position` when the new size needs more than is available).
     pub fn amend(&mut self, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
         if price <= Decimal::ZERO || remaining <= Decimal::ZERO {
             return Ok(Err(ApiError::invalid(

@@ -19,22 +19,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub enum Cmd {
-    Match {
-        req: MatchRequest,
-        reply: Reply<MatchResult>,
-    },
-    /// New price and/or remaining quantity for a resting order; may trade (as taker).
-    Amend {
-        order_id: String,
-        price: Decimal,
-        remaining: Decimal,
-        reply: Reply<MatchResult>,
-    },
-    Book {
-        symbol: String,
-        depth: usize,
-        reply: Reply<BookView>,
-    },
+    Match { req: MatchRequest, reply: Reply<MatchResult> },
+    Book { symbol: String, depth: usize, reply: Reply<BookView> },
 }
 
 impl Cmd {

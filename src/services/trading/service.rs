@@ -434,12 +434,42 @@ impl Trading {
         Ok(Some(Cancelled { order_id: order_id.to_string(), user_id, remaining }))
     }
 
-    fn amend(
+    /// The tick and lot of the book an order rests in.
+    pub(crate) fn grid_of(&self, order_id: &str) -> Option<(Decimal, Decimal)> {
+        let internal = self.ids.get(order_id)?;
+        let book = &self.books[&*self.meta.get(internal)?.symbol];
+        Some((book.tick, book.lot))
+    }
+
+    /// [`Trading::amend`] again, from the intake journal: the book must make the fills
+    /// the journal has, which keep their trade ids and times (see [`Trading::redo_match`]).
+    pub(crate) fn redo_amend(
         &mut self,
         tx: &Connection,
         order_id: &str,
         price: Decimal,
         remaining: Decimal,
+        journaled: &MatchResult,
+        after: &mut AfterCommit,
+    ) -> Result<(), ServiceError> {
+        match self.amend(tx, order_id, price, remaining, Some(journaled), after)? {
+            Ok(result) if &result == journaled => Ok(()),
+            Ok(result) => Err(ServiceError::Other(format!(
+                "redoing the amend of {order_id}: the book answered {result:?}, the journal {journaled:?}"
+            ))),
+            Err(e) => Err(ServiceError::Other(format!("redoing the amend of {order_id}: the book refused it ({})", e.message))),
+        }
+    }
+
+    /// A resting order's new price and/or remaining quantity; it may trade as a taker.
+    /// `journaled`: the fills a redo must make ([`Trading::redo_amend`]).
+    pub(crate) fn amend(
+        &mut self,
+        tx: &Connection,
+        order_id: &str,
+        price: Decimal,
+        remaining: Decimal,
+        journaled: Option<&MatchResult>,
         after: &mut AfterCommit,
     ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
         let Some(&internal) = self.ids.get(order_id) else {
@@ -465,7 +495,7 @@ impl Trading {
         let Some(outcome) = outcome else {
             return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book"))));
         };
-        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, None, after)?;
+        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, journaled.map(|j| &j.fills[..]), after)?;
         let req = MatchRequest {
             order_id: order_id.to_string(),
             user_id,
@@ -591,10 +621,6 @@ impl Service for Trading {
         match cmd {
             Cmd::Match { req, reply } => {
                 let r = self.do_match(tx, req, after)?;
-                after.reply(reply, r);
-            }
-            Cmd::Amend { order_id, price, remaining, reply } => {
-                let r = self.amend(tx, &order_id, price, remaining, after)?;
                 after.reply(reply, r);
             }
             Cmd::Book { symbol, depth, reply } => {
