@@ -1323,6 +1323,33 @@ mod tests {
         });
     }
 
+    /// An order as the lane has it.
+    fn get(lane: &mut Lane, id: &str) -> Order {
+        let (reply, rx) = oneshot::channel();
+        one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx).unwrap()
+    }
+
+    /// A user's balances, as (asset, total, held).
+    fn account(lane: &mut Lane, user: &str) -> Vec<(String, Decimal, Decimal)> {
+        let (reply, rx) = oneshot::channel();
+        let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
+        a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect()
+    }
+
+    /// AAPL's book: (bids, asks), each (price, quantity) best first.
+    #[allow(clippy::type_complexity)]
+    fn book(lane: &mut Lane) -> (Vec<(Decimal, Decimal)>, Vec<(Decimal, Decimal)>) {
+        let (reply, rx) = oneshot::channel();
+        let b = one(lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx)
+            .unwrap();
+        (b.bids, b.asks)
+    }
+
+    /// `o` at another price.
+    fn priced(price: &str, o: NewOrder) -> NewOrder {
+        NewOrder { price: Some(dec(price)), ..o }
+    }
+
     /// Runs one batch of commands on a lane driven by hand (no thread), and answers the
     /// first reply.
     fn one<T>(lane: &mut Lane, work: Work, rx: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
@@ -1379,28 +1406,18 @@ mod tests {
         drop(lane);
 
         let mut lane = Lane::open(&ctx, None).unwrap();
-        let get = |lane: &mut Lane, id: &str| {
-            let (reply, rx) = oneshot::channel();
-            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx)
-        };
         let statuses = [OrderStatus::Filled, OrderStatus::Cancelled, OrderStatus::New, OrderStatus::Cancelled];
         for (answer, status) in [&answered[1], &answered[3], &answered[4], &answered[5]].into_iter().zip(statuses) {
             let (_, answer) = answer.as_ref().unwrap();
             assert_eq!(answer.status, status, "{answer:?}");
-            let stored = get(&mut lane, &answer.order_id).unwrap();
+            let stored = get(&mut lane, &answer.order_id);
             assert_eq!(&stored, answer, "the order is stored as it was answered, times included");
         }
         assert!(answered[5].as_ref().unwrap().1.reject_reason.as_deref().unwrap().starts_with("self_trade_prevented"));
         // Trading matched the batch again on its committed book: the same book, and the
         // same trades under the ids the answers gave.
-        let (reply, rx) = oneshot::channel();
-        let book = one(
-            &mut lane,
-            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
-            rx,
-        )
-        .unwrap();
-        assert_eq!((book.bids, book.asks), (vec![], vec![(dec("101"), dec("1"))]), "only ord_s2 rests");
+        let book = book(&mut lane);
+        assert_eq!(book, (vec![], vec![(dec("101"), dec("1"))]), "only ord_s2 rests");
         let answered_trades: Vec<String> =
             answered.iter().flatten().flat_map(|(_, o)| o.fills.iter().map(|f| f.trade_id.clone())).collect();
         let stored_trades: Vec<String> = lane
@@ -1413,13 +1430,8 @@ mod tests {
         answered_trades.sort();
         assert_eq!(stored_trades, answered_trades);
         assert_eq!(answered[3].as_ref().unwrap().1.filled_quantity, dec("2"));
-        assert_eq!(get(&mut lane, "ord_s").unwrap().status, OrderStatus::Filled);
-        assert_eq!(get(&mut lane, "ord_x").unwrap().status, OrderStatus::Rejected);
-        let account = |lane: &mut Lane, user: &str| {
-            let (reply, rx) = oneshot::channel();
-            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
-            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
-        };
+        assert_eq!(get(&mut lane, "ord_s").status, OrderStatus::Filled);
+        assert_eq!(get(&mut lane, "ord_x").status, OrderStatus::Rejected);
         assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("5"), dec("0")), ("USD".into(), dec("500"), dec("0"))]);
         assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("5"), dec("1")), ("USD".into(), dec("1500"), dec("0"))]);
         let (reply, rx) = oneshot::channel();
@@ -1452,12 +1464,11 @@ mod tests {
     fn cancels_are_answered_from_the_journal_and_redone_in_order_when_it_starts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
-        let at = |price: &str, o: NewOrder| NewOrder { price: Some(dec(price)), ..o };
         // ord_s sells 5, ord_b takes 3 of them; ord_r rests at 99.
         let first = [
             order("ord_s", "bob", Side::Sell, dec("5"), None),
             order("ord_b", "alice", Side::Buy, dec("3"), None),
-            at("99", order("ord_r", "alice", Side::Buy, dec("2"), None)),
+            priced("99", order("ord_r", "alice", Side::Buy, dec("2"), None)),
         ];
         assert!(place_batch(&mut lane, first).iter().all(|a| a.is_ok()));
         lane.flush().unwrap();
@@ -1489,26 +1500,11 @@ mod tests {
         drop(lane);
 
         let mut lane = Lane::open(&ctx, None).unwrap();
-        let get = |lane: &mut Lane, id: &str| {
-            let (reply, rx) = oneshot::channel();
-            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx)
-        };
-        assert_eq!(get(&mut lane, "ord_s").unwrap(), cancelled, "stored as answered, times included");
-        assert_eq!(get(&mut lane, "ord_r").unwrap(), many[0]);
-        assert_eq!(get(&mut lane, "ord_late").unwrap(), late);
-        let (reply, rx) = oneshot::channel();
-        let book = one(
-            &mut lane,
-            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
-            rx,
-        )
-        .unwrap();
-        assert_eq!((book.bids, book.asks), (vec![(dec("100"), dec("2"))], vec![]), "only ord_late rests");
-        let account = |lane: &mut Lane, user: &str| {
-            let (reply, rx) = oneshot::channel();
-            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
-            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
-        };
+        assert_eq!(get(&mut lane, "ord_s"), cancelled, "stored as answered, times included");
+        assert_eq!(get(&mut lane, "ord_r"), many[0]);
+        assert_eq!(get(&mut lane, "ord_late"), late);
+        let book = book(&mut lane);
+        assert_eq!(book, (vec![(dec("100"), dec("2"))], vec![]), "only ord_late rests");
         assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("7"), dec("0")), ("USD".into(), dec("300"), dec("0"))]);
         assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("3"), dec("0")), ("USD".into(), dec("700"), dec("200"))]);
         // A cancel of a cancelled order changes nothing: 409.
@@ -1567,11 +1563,10 @@ mod tests {
     fn amends_are_answered_from_the_journal_and_redone_in_order_when_it_starts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
-        let at = |price: &str, o: NewOrder| NewOrder { price: Some(dec(price)), ..o };
         let first = [
-            at("101", order("ord_s", "bob", Side::Sell, dec("5"), None)),
+            priced("101", order("ord_s", "bob", Side::Sell, dec("5"), None)),
             order("ord_b", "alice", Side::Buy, dec("3"), None),
-            at("99", order("ord_b2", "alice", Side::Buy, dec("2"), None)),
+            priced("99", order("ord_b2", "alice", Side::Buy, dec("2"), None)),
         ];
         assert!(place_batch(&mut lane, first).iter().all(|a| a.is_ok()));
         lane.flush().unwrap();
@@ -1589,7 +1584,7 @@ mod tests {
         let (off_tick, mut off_tick_rx) = amend("ord_b2", None, Some("99.001"), None);
         let (reply, mut late_rx) = oneshot::channel();
         let late = Placement {
-            order: at("99", order("ord_late", "bob", Side::Sell, dec("2"), None)),
+            order: priced("99", order("ord_late", "bob", Side::Sell, dec("2"), None)),
             user_active: true,
             instrument: aapl(),
             reply,
@@ -1609,10 +1604,6 @@ mod tests {
         drop(lane);
 
         let mut lane = Lane::open(&ctx, None).unwrap();
-        let get = |lane: &mut Lane, id: &str| {
-            let (reply, rx) = oneshot::channel();
-            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx).unwrap()
-        };
         assert_eq!(get(&mut lane, "ord_b"), crossed, "stored as answered, fills and times included");
         assert_eq!(get(&mut lane, "ord_late"), late);
         let b2 = get(&mut lane, "ord_b2");
@@ -1620,19 +1611,8 @@ mod tests {
             (b2.status, b2.quantity, b2.filled_quantity, b2.updated_at),
             (OrderStatus::PartiallyFilled, dec("4"), dec("2"), late.updated_at)
         );
-        let (reply, rx) = oneshot::channel();
-        let book = one(
-            &mut lane,
-            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
-            rx,
-        )
-        .unwrap();
-        assert_eq!((book.bids, book.asks), (vec![(dec("99"), dec("2"))], vec![(dec("101"), dec("2"))]));
-        let account = |lane: &mut Lane, user: &str| {
-            let (reply, rx) = oneshot::channel();
-            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
-            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
-        };
+        let book = book(&mut lane);
+        assert_eq!(book, (vec![(dec("99"), dec("2"))], vec![(dec("101"), dec("2"))]));
         assert_eq!(account(&mut lane, "alice"), [("AAPL".into(), dec("5"), dec("0")), ("USD".into(), dec("499"), dec("198"))]);
         assert_eq!(account(&mut lane, "bob"), [("AAPL".into(), dec("5"), dec("2")), ("USD".into(), dec("501"), dec("0"))]);
         drop(lane);
@@ -1650,22 +1630,6 @@ mod tests {
         let answered: Vec<Order> = place_batch(&mut lane, batch).into_iter().map(|a| a.unwrap().1).collect();
         assert!(lane.pending());
 
-        let get = |lane: &mut Lane, id: &str| {
-            let (reply, rx) = oneshot::channel();
-            one(lane, Work { orders: vec![orders::Cmd::Get { order_id: id.into(), reply }], ..Default::default() }, rx).unwrap()
-        };
-        let account = |lane: &mut Lane, user: &str| {
-            let (reply, rx) = oneshot::channel();
-            let a = one(lane, Work { risk: vec![risk::Cmd::Account { user_id: user.into(), reply }], ..Default::default() }, rx).unwrap();
-            a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect::<Vec<_>>()
-        };
-        let book = |lane: &mut Lane| {
-            let (reply, rx) = oneshot::channel();
-            let b =
-                one(lane, Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() }, rx)
-                    .unwrap();
-            (b.bids, b.asks)
-        };
         let seen =
             (get(&mut lane, "ord_s"), get(&mut lane, "ord_b"), account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
         assert_eq!((seen.0.status, seen.0.filled_quantity), (OrderStatus::PartiallyFilled, dec("3")));
@@ -1762,14 +1726,8 @@ mod tests {
         let a = one(&mut lane, Work { risk: vec![risk::Cmd::Account { user_id: "bob".into(), reply }], ..Default::default() }, rx).unwrap();
         let bob: Vec<_> = a.balances.iter().map(|b| (b.asset.clone(), b.total, b.held)).collect();
         assert_eq!(bob, [("AAPL".into(), dec("7"), dec("2")), ("USD".into(), dec("300"), dec("0"))]);
-        let (reply, rx) = oneshot::channel();
-        let book = one(
-            &mut lane,
-            Work { trading: vec![trading::Cmd::Book { symbol: "AAPL".into(), depth: 10, reply }], ..Default::default() },
-            rx,
-        )
-        .unwrap();
-        assert_eq!(book.asks, vec![(dec("100"), dec("2"))], "trading did not match the orders a second time");
+        let book = book(&mut lane);
+        assert_eq!(book.1, vec![(dec("100"), dec("2"))], "trading did not match the orders a second time");
         assert_eq!(lane.trading.work(|_, tx, _| intake::after(tx, 0)).unwrap().len(), 0, "the old journal was emptied");
         drop(lane);
         bus.shutdown();
