@@ -1540,17 +1540,8 @@ mod tests {
         drop(lane);
 
         let mut lane = Lane::open(&ctx, None).unwrap();
-        let (reply, rx) = oneshot::channel();
-        let account =
-            one(&mut lane, Work { risk: vec![risk::Cmd::Account { user_id: "alice".into(), reply }], ..Default::default() }, rx).unwrap();
-        assert_eq!(
-            account.balances.iter().map(|b| (b.total, b.held)).collect::<Vec<_>>(),
-            [(dec("10000"), dec("100"))],
-            "holds only ord_late"
-        );
-        let (reply, rx) = oneshot::channel();
-        let get = orders::Cmd::Get { order_id: "ord_09".into(), reply };
-        assert_eq!(one(&mut lane, Work { orders: vec![get], ..Default::default() }, rx).unwrap().status, OrderStatus::Cancelled);
+        assert_eq!(account(&mut lane, "alice"), [("USD".into(), dec("10000"), dec("100"))], "holds only ord_late");
+        assert_eq!(get(&mut lane, "ord_09").status, OrderStatus::Cancelled);
         drop(lane);
         bus.shutdown();
     }
