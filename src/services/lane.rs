@@ -11,12 +11,13 @@
 //!
 //! A batch drained from the mailbox runs in phases:
 //!
-//! 0. Commands to risk, orders and trading (deposits, limits, the saga's single steps) are handled and **flushed** first (below), so that they are answered at a
-//!    commit of their own and no placement is journalled on top of a change a crash could
-//!    undo (trading's redo matches each order again on the book as committed). A batch
-//!    whose commands only read (orders, accounts, limits, holds, books) is answered at
-//!    once from the open transactions, without a flush: they hold nothing the journal
-//!    would not redo.
+//! 0. Commands to risk, orders and trading (deposits, limits, the saga's single steps)
+//!    are handled and **flushed** first (below), so that they are answered at a commit
+//!    of their own and no placement is journalled on top of a change a crash could undo
+//!    (trading's redo matches each order again on the book as committed). A batch whose
+//!    commands only read (orders, accounts, limits, holds, books) is answered at once
+//!    from the open transactions, without a flush: they hold nothing the journal would
+//!    not redo.
 //!
 //!    Then the batch's **cancels** ([`Cancel`]: out of the book, hold released, recorded
 //!    cancelled) and **amends** ([`Amend`]: hold resized, the order moved in its book,
@@ -83,7 +84,7 @@ pub enum LaneCmd {
     Trading(trading::Cmd),
     Place(Placement),
     /// Cancels one order, or many: out of the book, hold released, recorded cancelled,
-    /// in one pass and one flush (see [`Cancel`]).
+    /// journalled like a placement (see [`Cancel`]).
     Cancel(Cancel),
     /// Amends an order's price and/or size, journalled like a cancel (see [`Amend`]).
     Amend(Amend),
@@ -636,7 +637,7 @@ impl Lane {
                 risk = risk_at,
                 orders = orders_at,
                 journal = last,
-                "redoing placements and cancels from the intake journal"
+                "redoing placements, cancels and amends from the intake journal"
             );
         }
         self.trading.work(|svc, tx, after| {

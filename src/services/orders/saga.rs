@@ -279,6 +279,12 @@ pub async fn visible_order(app: &App, caller: &Caller, order_id: &str) -> Result
     Ok(o)
 }
 
+/// Whose orders a caller may cancel or amend: a trader only their own user's (the lane
+/// answers 404 for another's, as [`visible_order`] does); others any (`None`).
+fn owner(caller: &Caller) -> Option<String> {
+    caller.is_trader().then(|| caller.bound_user().unwrap_or_default().to_string())
+}
+
 pub(crate) fn not_open(o: &Order) -> ApiError {
     ApiError::conflict(
         "order_not_open",
@@ -288,7 +294,7 @@ pub(crate) fn not_open(o: &Order) -> ApiError {
 
 pub async fn cancel(app: &App, caller: &Caller, order_id: &str) -> Result<Order, ApiError> {
     caller.require_trading()?;
-    let owner = caller.is_trader().then(|| caller.bound_user().unwrap_or_default().to_string());
+    let owner = owner(caller);
     app.placements.call(|reply| LaneCmd::Cancel(Cancel::One { order_id: order_id.to_string(), owner, reply })).await
 }
 
@@ -325,7 +331,7 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
         return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
     }
     // The other checks need the order as the lane has it (`lane::Amend`).
-    let owner = caller.is_trader().then(|| caller.bound_user().unwrap_or_default().to_string());
+    let owner = owner(caller);
     let (order_id, price, quantity) = (order_id.to_string(), body.price, body.quantity);
     app.placements.call(|reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, reply })).await
 }
