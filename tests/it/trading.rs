@@ -261,6 +261,88 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
     }
 }
 
+/// Cancels and amends are answered once journalled, like placements. Four traders cancel
+/// or amend their resting orders at once (some amends cross and trade) while the daemon
+/// is SIGKILLed: every acknowledged cancel and amend is there after the restart, with
+/// its fills, and money, holds and the book agree.
+#[test]
+fn sigkill_during_a_burst_of_cancels_and_amends_loses_nothing_acknowledged() {
+    let mut dm = Daemon::with_config("[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\n");
+    let sym = dm.symbol("0.01", "1");
+    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("e{i}"))).collect();
+    for u in &users {
+        dm.deposit(u, "USD", "100000");
+        dm.deposit(u, &sym, "1000");
+    }
+    let expected = totals(&dm, &users);
+    // Resting orders, none crossing: buys at 90-94, sells at 106-110.
+    let resting: Vec<Vec<(String, &str)>> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            (0..120)
+                .map(|n| {
+                    let side = if (n + i) % 2 == 0 { "buy" } else { "sell" };
+                    let price = if side == "buy" { format!("{}.00", 90 + n % 5) } else { format!("{}.00", 106 + n % 5) };
+                    let (status, o) = dm.place(u, &sym, side, "1", Some(&price));
+                    assert_eq!(status, 201, "{o}");
+                    (o["order_id"].as_str().unwrap().to_string(), side)
+                })
+                .collect()
+        })
+        .collect();
+    let acked: std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Value)>>> = Default::default();
+    let sock = dm.sock();
+    let threads: Vec<_> = resting
+        .into_iter()
+        .map(|orders| {
+            let (acked, sock) = (acked.clone(), sock.clone());
+            std::thread::spawn(move || {
+                for (n, (id, side)) in orders.into_iter().enumerate() {
+                    let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) else { return };
+                    let (what, r) = match n % 3 {
+                        0 => ("cancel", exchange(s, "DELETE", &format!("/api/orders/{id}"), None, &[])),
+                        // Across the book: buys up to 107, sells down to 93; they may trade.
+                        1 => {
+                            let price = if side == "buy" { "107.00" } else { "93.00" };
+                            ("amend", exchange(s, "PATCH", &format!("/api/orders/{id}"), Some(&json!({"price": price}).to_string()), &[]))
+                        }
+                        _ => {
+                            ("amend", exchange(s, "PATCH", &format!("/api/orders/{id}"), Some(&json!({"quantity": "2"}).to_string()), &[]))
+                        }
+                    };
+                    match r {
+                        Ok((200, o)) => acked.lock().unwrap().push((what, o)),
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(120));
+    dm.kill9();
+    for t in threads {
+        t.join().unwrap();
+    }
+    dm.spawn();
+    let acked = acked.lock().unwrap();
+    assert!(acked.iter().any(|(w, _)| *w == "cancel") && acked.iter().any(|(w, _)| *w == "amend"), "too little was acknowledged");
+    for (what, o) in acked.iter() {
+        let now = dm.ok("GET", &format!("/api/orders/{}", o["order_id"].as_str().unwrap()), None);
+        match *what {
+            "cancel" => assert_eq!(now["status"], "cancelled", "a cancel was lost: {o} -> {now}"),
+            _ => {
+                assert_eq!((&now["price"], &now["quantity"]), (&o["price"], &o["quantity"]), "an amend was lost: {o} -> {now}");
+                for f in o["fills"].as_array().unwrap() {
+                    assert!(now["fills"].as_array().unwrap().contains(f), "fill {f} of an amend lost");
+                }
+            }
+        }
+    }
+    check_consistency(&dm, &users, &sym, &expected);
+}
+
 /// Every acknowledged order has its `ORDER_CREATED` and each of its trades its
 /// `TRADE_EXECUTED`, once each, whatever a crash left in the stores' outboxes; and no
 /// event is stored twice.
