@@ -52,6 +52,8 @@ struct Plan {
     symbols: Vec<String>,
     users: Users,
     seed: u64,
+    /// Percent of the orders that rest to cancel at once (`--cancels`).
+    cancels: u8,
 }
 
 /// An acknowledged order, as its placement answer described it.
@@ -105,6 +107,10 @@ struct WorkerOut {
     /// as maker, which another order's answer lists too; so trades are counted by id.
     trades: Vec<String>,
     last_answer: Option<Instant>,
+    /// `--cancels`: latency of the cancels answered 200, and those refused because the
+    /// order had filled first (409).
+    cancel_hist: Histogram<u64>,
+    too_late: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -239,6 +245,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         symbols: symbols.clone(),
         users,
         seed: rand::random(),
+        cancels: opts.cancels,
     };
 
     let mut placed: Vec<Placed> = Vec::new();
@@ -274,12 +281,15 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     let plan = back_plan;
 
     let mut hist = histogram();
+    let (mut cancel_hist, mut too_late) = (histogram(), 0);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut measured_trades: HashSet<String> = HashSet::new();
     let mut end = started;
     for o in outs {
         hist.add(&o.hist).expect("same histogram bounds");
+        cancel_hist.add(&o.cancel_hist).expect("same histogram bounds");
+        too_late += o.too_late;
         for (k, v) in o.errors {
             *errors.entry(k).or_default() += v;
         }
@@ -419,6 +429,10 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         trades_per_s: ((trades as f64 / secs) * 10.0).round() / 10.0,
         statuses,
         latency_us: Latency::of(&hist),
+        cancels: cancel_hist.len(),
+        cancels_per_s: ((cancel_hist.len() as f64 / secs) * 10.0).round() / 10.0,
+        cancels_too_late: too_late,
+        cancel_latency_us: Latency::of(&cancel_hist),
         verified: verification.verified,
         verification,
         cleanup,
@@ -476,6 +490,8 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
         statuses: BTreeMap::new(),
         trades: Vec::new(),
         last_answer: None,
+        cancel_hist: histogram(),
+        too_late: 0,
     };
     let mut rng = Rng::new(plan.seed ^ ((w as u64 + 1) << 32));
     let buyer = &plan.users.buyers[w as usize];
@@ -535,6 +551,11 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
                         fills: p.fills.len() as u32,
                     });
                     out.trades.extend(p.fills.into_iter().map(|f| f.trade_id));
+                    if p.status.is_open() && rng.below(100) < u64::from(plan.cancels) {
+                        let placed = out.placed.last_mut().expect("just pushed");
+                        cancel(&mut conn, placed, &mut out.cancel_hist, &mut out.too_late, &mut out.errors).await;
+                        out.last_answer = Some(Instant::now());
+                    }
                 }
                 Err(_) => *out.errors.entry("bad_answer".into()).or_default() += 1,
             },
@@ -543,6 +564,35 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
         }
     }
     (conn, out)
+}
+
+/// The cancel answer, read leanly: what the verification then expects.
+#[derive(Deserialize)]
+struct CancelAnswer {
+    status: OrderStatus,
+    filled_quantity: Decimal,
+    #[serde(default)]
+    fills: Vec<FillId>,
+}
+
+/// Cancels an order that rested, on the worker's connection; its verification then
+/// expects it as the cancel answered it. A 409 (it filled first) is counted, not an error.
+async fn cancel(conn: &mut Conn, placed: &mut Placed, hist: &mut Histogram<u64>, too_late: &mut u64, errors: &mut BTreeMap<String, u64>) {
+    let t0 = Instant::now();
+    let answer = conn.request(Method::DELETE, &format!("/api/orders/{}", encode(&placed.order_id)), None).await;
+    let us = t0.elapsed().as_micros().max(1) as u64;
+    match answer {
+        Ok(a) if a.is_success() => match serde_json::from_slice::<CancelAnswer>(&a.body) {
+            Ok(c) => {
+                hist.saturating_record(us);
+                (placed.status, placed.filled, placed.fills) = (c.status, c.filled_quantity, c.fills.len() as u32);
+            }
+            Err(_) => *errors.entry("bad_cancel_answer".into()).or_default() += 1,
+        },
+        Ok(a) if a.status == 409 => *too_late += 1,
+        Ok(a) => *errors.entry(format!("cancel_{}", a.error_code())).or_default() += 1,
+        Err(_) => *errors.entry("connection".into()).or_default() += 1,
+    }
 }
 
 /// Looks every acknowledged order up and compares it with its placement answer. Returns

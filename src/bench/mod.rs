@@ -14,6 +14,11 @@
 //! `start + i/R`; a late order's latency counts from when it was due, so a slow daemon
 //! cannot hide behind the load generator (coordinated omission).
 //!
+//! With `--cancels P`, a worker cancels P % of its orders that rest right after their
+//! answer (`DELETE /api/orders/{id}`), as a market maker replacing quotes does; cancels
+//! are reported with their own rate and latency, and a cancelled order must be found
+//! cancelled.
+//!
 //! Afterwards every acknowledged order is looked up and compared with its placement
 //! answer (a resting order may have filled further since; nothing may be missing or go
 //! back), the fills on all bench orders must be twice the trades the answers reported, and
@@ -50,6 +55,9 @@ pub struct Options {
     pub route: String,
     /// Orders placed before measuring (closed loop), verified but not reported.
     pub warmup: u64,
+    /// Percent (0-100) of the orders that rest which the worker cancels at once, on its
+    /// connection: a market maker's flow of quotes and cancels.
+    pub cancels: u8,
     /// Where setup and clean-up go: needs admin rights.
     pub control: Endpoint,
     /// Where the load goes. A TCP endpoint without a token gets an admin token made over

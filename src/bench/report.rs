@@ -44,6 +44,13 @@ pub struct Report {
     pub statuses: BTreeMap<String, u64>,
     /// Placement latency of acknowledged orders, µs. Open loop: from the scheduled send time.
     pub latency_us: Latency,
+    /// `--cancels`: cancels answered 200 in the measured phase (0 without it).
+    pub cancels: u64,
+    pub cancels_per_s: f64,
+    /// Cancels refused because their order had filled meanwhile (409), not errors.
+    pub cancels_too_late: u64,
+    /// Cancel latency, µs (from the cancel's send).
+    pub cancel_latency_us: Latency,
     /// Acknowledged orders (warm-up included) found in the daemon as they were acknowledged.
     pub verified: u64,
     pub verification: Verification,
@@ -159,6 +166,14 @@ pub fn render(r: &Report) -> String {
     let latency =
         format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
     lines.push(("latency µs".into(), latency));
+    if r.cancels + r.cancels_too_late > 0 {
+        let l = &r.cancel_latency_us;
+        let late = if r.cancels_too_late > 0 { format!(", {} too late (filled first)", r.cancels_too_late) } else { String::new() };
+        lines.push(("cancels".into(), format!("{} ({}/s){late}", r.cancels, fmt_rate(r.cancels_per_s))));
+        let latency =
+            format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
+        lines.push(("cancel µs".into(), latency));
+    }
     let v = &r.verification;
     let mut ver = format!("{}/{}", v.verified, v.checked);
     if v.missing + v.inconsistent + v.lookup_errors > 0 {

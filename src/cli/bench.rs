@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Orders to place before measuring (closed loop; verified, not reported)
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
+    /// Cancel this percent of the orders that rest, right after their answer, on the same
+    /// connection (a market maker's flow); reported as cancels/s with their own latency
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub cancels: u8,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -100,6 +104,7 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         rate: args.rate,
         route: args.route,
         warmup: args.warmup,
+        cancels: args.cancels,
         control,
         load,
         progress: !ctx.quiet() && !ctx.json() && std::io::stderr().is_terminal(),

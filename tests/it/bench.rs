@@ -101,6 +101,34 @@ fn open_loop_at_a_fixed_rate() {
     assert!(num(&r, &["orders_per_s"]) <= 210.0, "{r}");
 }
 
+/// `--cancels 100`: every order that rests is cancelled right after its answer; the
+/// report counts the cancels apart, and the verification finds each one cancelled.
+#[test]
+fn a_market_makers_flow_with_cancels() {
+    let d = Daemon::start();
+    let r = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2", "--cancels", "100"]);
+    sane(&d, &r, 300, 300, 4, 2);
+    let resting = num(&r, &["statuses", "new"]) + r["statuses"]["partially_filled"].as_f64().unwrap_or(0.0);
+    let (cancels, too_late) = (num(&r, &["cancels"]), num(&r, &["cancels_too_late"]));
+    assert!(cancels > 0.0, "{r}");
+    assert_eq!(cancels + too_late, resting, "every order that rested was cancelled, or had filled first: {r}");
+    assert!(num(&r, &["cancels_per_s"]) > 0.0, "{r}");
+    assert_eq!(num(&r, &["cancel_latency_us", "count"]), cancels, "{r}");
+    // The daemon agrees: the bench users' cancelled orders are at least the cancels.
+    let prefix = r["prefix"].as_str().unwrap();
+    let mut cancelled = 0;
+    for i in 0..4 {
+        for side in ["b", "s"] {
+            let list = d.ok("GET", &format!("/api/orders?user_id={prefix}-{side}{i}&status=cancelled&limit=1000"), None);
+            cancelled += list.as_array().unwrap().len();
+        }
+    }
+    assert!(cancelled as f64 >= cancels, "{cancelled} cancelled in the daemon, {cancels} reported: {r}");
+    // Without the flag, nothing is cancelled during the run.
+    let r = bench(&d, &["--orders", "100", "--concurrency", "2"]);
+    assert_eq!((num(&r, &["cancels"]), num(&r, &["cancels_too_late"])), (0.0, 0.0), "{r}");
+}
+
 #[test]
 fn bad_invocations() {
     let d = Daemon::start();
@@ -110,6 +138,7 @@ fn bad_invocations() {
     d.cli().args(["bench", "--orders", "0"]).assert().code(2);
     d.cli().args(["bench", "--rate", "-5"]).assert().code(2);
     d.cli().args(["bench", "--route", "/api/users"]).assert().code(2);
+    d.cli().args(["bench", "--cancels", "101"]).assert().code(2);
     // No daemon there: exit 3, like every command.
     let empty = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
     assert_cmd::Command::new(crate::util::BIN)
