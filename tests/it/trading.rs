@@ -183,11 +183,7 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
     // acknowledged to check.
     let mut dm = Daemon::with_config("[risk]\nmax_open_orders = 100000\n");
     let sym = dm.symbol("0.01", "1");
-    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("k{i}"))).collect();
-    for u in &users {
-        dm.deposit(u, "USD", "100000");
-        dm.deposit(u, &sym, "1000");
-    }
+    let users = funded_traders(&dm, "k", &sym);
     let expected = totals(&dm, &users);
     let mut acked_in_all = 0;
     for cycle in 0..3 {
@@ -269,11 +265,7 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
 fn sigkill_during_a_burst_of_cancels_and_amends_loses_nothing_acknowledged() {
     let mut dm = Daemon::with_config("[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\n");
     let sym = dm.symbol("0.01", "1");
-    let users: Vec<String> = (0..4).map(|i| dm.user(&format!("e{i}"))).collect();
-    for u in &users {
-        dm.deposit(u, "USD", "100000");
-        dm.deposit(u, &sym, "1000");
-    }
+    let users = funded_traders(&dm, "e", &sym);
     let expected = totals(&dm, &users);
     // Resting orders, none crossing: buys at 90-94, sells at 106-110.
     let resting: Vec<Vec<(String, &str)>> = users
