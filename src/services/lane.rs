@@ -739,18 +739,26 @@ impl Lane {
         Ok(())
     }
 
+    /// The open order a cancel or an amend is for, without its fills: 404 if there is
+    /// none, or if `owner` is given and is not its user (another's order looks absent);
+    /// 409 if it is final.
+    fn open_order_of(&mut self, order_id: &str, owner: Option<&str>) -> Result<Result<Order, ApiError>, ServiceError> {
+        let order = self.orders.work(|_, tx, _| Ok(Orders::head(tx, order_id)?))?;
+        Ok(match order {
+            Some(o) if owner.is_some_and(|u| u != o.user_id) => Err(ApiError::not_found("order", order_id)),
+            Some(o) if !o.status.is_open() => Err(saga::not_open(&o)),
+            Some(o) => Ok(o),
+            None => Err(ApiError::not_found("order", order_id)),
+        })
+    }
+
     /// Runs a [`Cancel`] in the open transactions at `at`: its journal record, its
     /// answer and the orders it answers with, to send once the record is appended. A
     /// refusal changes nothing and is answered at once (`None`).
     fn cancel(&mut self, cancel: Cancel, at: &str) -> Result<Option<(CancelRecord, CancelAnswer, Vec<Order>)>, ServiceError> {
         let (cancelled, answer) = match cancel {
             Cancel::One { order_id, owner, reply } => {
-                let order = self.orders.work(|_, tx, _| Ok(Orders::get(tx, &order_id)?))?;
-                let refused = match &order {
-                    Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => (!o.status.is_open()).then(|| saga::not_open(o)),
-                    _ => Some(ApiError::not_found("order", &order_id)),
-                };
-                if let Some(e) = refused {
+                if let Err(e) = self.open_order_of(&order_id, owner.as_deref())? {
                     let _ = reply.send(Err(e));
                     return Ok(None);
                 }
@@ -829,13 +837,11 @@ impl Lane {
             let _ = reply.send(Err(e));
             Ok(None)
         };
-        let o = match self.orders.work(|_, tx, _| Ok(Orders::get(tx, &order_id)?))? {
-            Some(o) if owner.as_deref().is_none_or(|u| u == o.user_id) => o,
-            _ => return refuse(reply, ApiError::not_found("order", &order_id)),
+        let o = match self.open_order_of(&order_id, owner.as_deref())? {
+            Ok(o) if o.kind == OrderType::Limit => o,
+            Ok(o) => return refuse(reply, saga::not_open(&o)),
+            Err(e) => return refuse(reply, e),
         };
-        if !o.status.is_open() || o.kind != OrderType::Limit {
-            return refuse(reply, saga::not_open(&o));
-        }
         let price = price.or(o.price).unwrap_or_default();
         let quantity = quantity.unwrap_or(o.quantity);
         if price <= Decimal::ZERO {

@@ -604,9 +604,10 @@ impl Orders {
         Ok(unknown)
     }
 
-    /// An order as stored.
-    pub(crate) fn get(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
-        load(tx, order_id)
+    /// An order as stored, without its fills (one read): enough to check a cancel or an
+    /// amend against.
+    pub(crate) fn head(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
+        Ok(load_bare(tx, order_id)?.map(|(o, _, _)| o))
     }
 
     /// Marks cancelled, at `at`, the open orders trading took out of its books (their
