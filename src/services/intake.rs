@@ -51,7 +51,7 @@ pub const APPLIED_MIGRATION: &str = "CREATE TABLE intake_applied (one INTEGER PR
 /// both are redone, in the order the lane made them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
-#[allow(clippy::large_enum_variant)] // one per journalled command, never stored in bulk
+#[allow(clippy::large_enum_variant)] // one per journalled command; held in bulk only while recovery reads them
 pub enum Record {
     Cancel(CancelRecord),
     Amend(AmendRecord),
