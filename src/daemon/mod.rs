@@ -105,6 +105,7 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
 async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> anyhow::Result<()> {
     let started = Instant::now();
     let durability = settings.durability;
+    crate::services::priority::set_background_nice(settings.trading.background_nice as u32);
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
     let directory = crate::services::users::Directory::default();

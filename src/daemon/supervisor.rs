@@ -45,6 +45,9 @@ impl Supervisor {
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", S::NAME))
             .spawn(move || {
+                if S::background(ctx.durability) {
+                    crate::services::priority::lower_this_thread();
+                }
                 let statuses = vec![st.clone()];
                 supervise(
                     ctx,

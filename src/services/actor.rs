@@ -97,6 +97,13 @@ pub trait Service: Sized + Send + 'static {
         false
     }
 
+    /// Whether nobody's answer waits for this service's work (under `durability`), so
+    /// that its thread, and its store's checkpointer, may run at a lower CPU priority
+    /// than the order path (`services::priority`).
+    fn background(_durability: crate::services::store::Durability) -> bool {
+        false
+    }
+
     /// Periodic work (retries, expiry), in its own transaction.
     fn tick(&mut self, _tx: &rusqlite::Connection, _after: &mut AfterCommit) -> Result<(), ServiceError> {
         Ok(())

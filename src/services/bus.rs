@@ -245,6 +245,8 @@ impl Bus {
         });
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
+            // Nobody's answer waits for the bus (replies go out at commit, before it).
+            crate::services::priority::lower_this_thread();
             let checkpointer = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50));
             run(conn, &checkpointer, rx, &worker)
         })?;

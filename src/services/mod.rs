@@ -14,6 +14,7 @@ pub mod market;
 pub mod names;
 pub mod notify;
 pub mod orders;
+pub mod priority;
 pub mod risk;
 pub mod spin;
 pub mod store;

@@ -180,3 +180,45 @@ fn a_command_waits_for_a_store_locked_a_moment_by_another_process() {
     let users = services.as_array().unwrap().iter().find(|s| s["name"] == "users").unwrap();
     assert_eq!(users["restarts"], 0, "{users}");
 }
+
+/// The nice value of each of the daemon's threads, by name (`/proc/PID/task/*/stat`).
+fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat"))) else {
+            continue;
+        };
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        out.insert(name.trim().to_string(), after_name.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+/// Threads nobody's answer waits for run lower than the order path
+/// (`trading.background_nice`), audit only while commands do not wait for its commit;
+/// 0 runs every thread alike.
+#[test]
+#[cfg(target_os = "linux")]
+fn background_threads_run_at_a_lower_priority_than_the_order_path() {
+    let dm = Daemon::with_config("[trading]\nbackground_nice = 7\n");
+    let nice = nice_by_thread(dm.pid());
+    // The main thread runs as the test that started the daemon.
+    let base = nice["agt"];
+    for lowered in ["bus", "svc-audit", "svc-market", "svc-notify", "svc-health", "ckpt-events", "ckpt-audit", "ckpt-market"] {
+        assert_eq!(nice[lowered], (base + 7).min(19), "{lowered}: {nice:?}");
+    }
+    for kept in ["svc-lane", "agtd", "svc-users", "svc-auth", "svc-config", "ckpt-orders", "ckpt-risk", "ckpt-trading"] {
+        assert_eq!(nice[kept], base, "{kept}: {nice:?}");
+    }
+
+    let full = Daemon::with_config_env("[trading]\nbackground_nice = 7\n", &[("AGT_DURABILITY", "full")]);
+    let nice = nice_by_thread(full.pid());
+    assert_eq!(nice["svc-audit"], base, "commands wait for audit's commit under full durability");
+    assert_eq!(nice["bus"], (base + 7).min(19));
+
+    let alike = Daemon::with_config("[trading]\nbackground_nice = 0\n");
+    let nice = nice_by_thread(alike.pid());
+    assert!(nice.values().all(|n| *n == nice["agt"]), "{nice:?}");
+    alike.cli().args(["config", "set", "trading.background_nice", "20"]).assert().code(1).stderr(predicates::str::contains("from 0 to 19"));
+}

@@ -93,6 +93,9 @@ pub struct TradingSettings {
     /// How long the order path may wait awake (spinning) rather than asleep, in
     /// microseconds; 0 never spins. See `services::spin`.
     pub spin_us: u64,
+    /// How much lower (a nice increment) the threads nobody's answer waits for run than
+    /// the order path. See `services::priority`.
+    pub background_nice: u64,
 }
 
 /// The global pre-trade limits (per-user limits, kept by the risk service, override them).
@@ -280,6 +283,7 @@ const KEYS: &[Key] = &[
     Key { name: "log.level", kind: Kind::LogLevel, hot: true },
     Key { name: "trading.order_timeout_s", kind: Kind::Whole { min: 1, max: 3600 }, hot: true },
     Key { name: "trading.spin_us", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
+    Key { name: "trading.background_nice", kind: Kind::Whole { min: 0, max: 19 }, hot: false },
     Key { name: "risk.max_open_orders", kind: Kind::Whole { min: 1, max: U32 }, hot: true },
     Key { name: "risk.max_order_quantity", kind: Kind::Positive { max: None }, hot: true },
     Key { name: "risk.max_order_notional", kind: Kind::Positive { max: None }, hot: true },

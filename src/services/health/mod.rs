@@ -44,6 +44,11 @@ impl Service for Health {
     const NAME: &'static str = "health";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
+    /// It follows the bus: nobody's answer waits for it (`/health` and `/ready` ask the supervisor, not it).
+    fn background(_durability: crate::services::store::Durability) -> bool {
+        true
+    }
+
     fn load(conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let last: i64 = conn.query_row(
             "SELECT max((SELECT coalesce(max(seq), 0) FROM lifecycle), (SELECT value FROM meta WHERE key = 'last_event_seq'))",

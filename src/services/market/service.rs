@@ -216,6 +216,11 @@ impl Service for Market {
     const NAME: &'static str = "market";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
+    /// It follows the bus: nobody's answer waits for it (reads of it do, under load).
+    fn background(_durability: crate::services::store::Durability) -> bool {
+        true
+    }
+
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         Market::open(conn, &ctx.settings.get().symbols)
     }

@@ -313,6 +313,11 @@ impl Service for Notify {
     type Cmd = Cmd;
     const NAME: &'static str = "notify";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+
+    /// It follows the bus: nobody's answer waits for it (webhooks go out on their own time).
+    fn background(_durability: crate::services::store::Durability) -> bool {
+        true
+    }
     /// Retries come due with time, not with a message: the tick answers a parked `Due`.
     const TICK: Option<Duration> = Some(Duration::from_millis(100));
     /// Events are gathered a few milliseconds per commit (a webhook goes out that much

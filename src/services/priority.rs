@@ -1,0 +1,90 @@
+//! The order path first: threads whose work nobody's answer waits for run at a lower CPU
+//! priority than the trading lane and the HTTP workers.
+//!
+//! After each placement is answered, the event bus, audit, market data, notify and their
+//! stores' checkpointers wake up and do about a third of the daemon's work for that order
+//! (BENCHMARKS.md, "Where the time goes"). On two cores they took a core from the lane or
+//! an HTTP worker whenever they woke, and the order that arrived then waited for them: at
+//! 5,000 orders/s from 32 connections, p99 was 4.4–6.5 ms with every thread alike and
+//! 3.6–5.4 ms with the background threads at nice 10 (BENCHMARKS.md, session 18). They
+//! still get their share when the order path waits, which it does between batches, so
+//! they do not fall behind: a closed-loop run ends with them as caught up as before.
+//!
+//! A Linux nice value is per thread, and a thread starts with its creator's: a service
+//! lowers its own thread before it opens its store, so the store's checkpointer is
+//! lowered too. The lane's and the HTTP workers' threads are never lowered.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How much lower background threads run (`trading.background_nice`); 0 until the daemon
+/// sets it, so tests and tools that start services run them all alike.
+static BACKGROUND_NICE: AtomicU32 = AtomicU32::new(0);
+
+/// Sets how much lower (a nice increment, 0–19) the threads started from now on as
+/// background run. Read once per thread, when it starts: not hot.
+pub fn set_background_nice(nice: u32) {
+    BACKGROUND_NICE.store(nice.min(19), Ordering::Relaxed);
+}
+
+/// Lowers the calling thread's priority by the configured increment, and so that of the
+/// threads it starts afterwards. Gives the thread's nice value afterwards, `None` where
+/// it cannot (not Linux, or refused: then the thread runs as before, which is only
+/// slower under load).
+pub fn lower_this_thread() -> Option<i32> {
+    let by = BACKGROUND_NICE.load(Ordering::Relaxed);
+    lower_by(by)
+}
+
+#[cfg(target_os = "linux")]
+fn lower_by(by: u32) -> Option<i32> {
+    // `nice(2)` changes the calling thread only on Linux (its nice value is per thread),
+    // and raising it never needs a privilege. It answers the new value, and -1 both for
+    // an error and for a new value of -1: errno tells them apart.
+    // SAFETY: `nice` and `errno` touch only this thread's own state.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let now = libc::nice(by as libc::c_int);
+        if now == -1 && *libc::__errno_location() != 0 {
+            return None;
+        }
+        Some(now)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_by(_by: u32) -> Option<i32> {
+    None
+}
+
+/// This thread's nice value as the kernel reports it (`/proc/thread-self/stat`, field 19),
+/// for tests.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn nice_of_this_thread() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// One thread is lowered; the thread that started it, and a thread started before,
+    /// keep their priority; a thread the lowered one starts inherits it.
+    #[test]
+    fn a_lowered_thread_and_only_its_own_children_run_lower() {
+        let before = nice_of_this_thread();
+        let (lowered, child) = std::thread::spawn(move || {
+            let now = lower_by(7).expect("raising a nice value needs no privilege");
+            let child = std::thread::spawn(nice_of_this_thread).join().unwrap();
+            (now, child)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, (before + 7).min(19));
+        assert_eq!(child, lowered, "a thread starts with its creator's nice value");
+        assert_eq!(nice_of_this_thread(), before, "the creator keeps its own");
+        assert_eq!(lower_by(0), Some(before), "0 changes nothing");
+    }
+}
