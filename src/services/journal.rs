@@ -66,6 +66,21 @@ pub struct Journal<T = Record> {
     records: PhantomData<fn() -> T>,
 }
 
+/// Segment files taken out of a journal ([`Journal::detach`]), to delete.
+#[must_use = "the files stay on disk until deleted"]
+pub struct Detached {
+    files: Vec<PathBuf>,
+}
+
+impl Detached {
+    pub fn delete(self) -> Result<(), ServiceError> {
+        for path in self.files {
+            std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+        }
+        Ok(())
+    }
+}
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> ServiceError {
     ServiceError::Other(format!("the journal cannot {what} {}: {e}", path.display()))
 }
@@ -286,15 +301,25 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
     /// successor begins at or below `upto + 1`, and all of them once `upto` reaches the
     /// newest record (the next append begins a new segment).
     fn prune_to(&mut self, upto: i64) -> Result<(), ServiceError> {
+        self.detach(upto).delete()
+    }
+
+    /// Takes the segments whose records are all at or below `upto` out of the journal,
+    /// without deleting their files yet: [`Detached::delete`] does, and a caller that
+    /// shares the journal behind a lock calls it after releasing the lock, so that an
+    /// `unlink` (a millisecond for a large file) never holds up an append. A crash in
+    /// between leaves files whose records are all stored, which the next start reads
+    /// and passes over as it does any stored record.
+    pub fn detach(&mut self, upto: i64) -> Detached {
         let all = upto >= self.last;
+        let mut files = Vec::new();
         while !self.segments.is_empty() && (all || (self.segments.len() > 1 && self.segments[1].0 <= upto + 1)) {
-            let (_, path) = self.segments.remove(0);
+            files.push(self.segments.remove(0).1);
             if self.segments.is_empty() {
                 self.current = None;
             }
-            std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
         }
-        Ok(())
+        Detached { files }
     }
 
     /// The records after `seq`, oldest first, read from the log, and the newest record's
@@ -452,6 +477,35 @@ mod tests {
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
         let (last, records) = j.after(0).unwrap();
         assert_eq!((last, ids(&records)), (7, vec![(7, "g".to_string())]));
+    }
+
+    /// Detached segments leave the journal at once but stay on disk until deleted; an
+    /// append in between starts a segment of its own, which the deletion leaves alone.
+    /// A start that finds detached files still there (a crash before the deletion) reads
+    /// their records as stored ones.
+    #[test]
+    fn detached_segments_are_deleted_apart_from_the_appends_that_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open_with(&home, Durability::Normal, 1).unwrap();
+        j.append_all(1, &[record("a")], None).unwrap();
+        j.append_all(2, &[record("b")], None).unwrap();
+        let folder = j.dir.clone();
+        let on_disk = || std::fs::read_dir(&folder).unwrap().count();
+        let detached = j.detach(2);
+        assert!(j.files().is_empty(), "out of the journal");
+        assert_eq!(on_disk(), 2, "but not deleted yet");
+        j.append_all(3, &[record("c")], None).unwrap();
+        detached.delete().unwrap();
+        assert_eq!(j.files().len(), 1);
+        assert_eq!(on_disk(), 1, "the new segment stays");
+
+        let crashed = j.detach(3);
+        std::mem::forget(crashed);
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        let (last, records) = j.after(3).unwrap();
+        assert_eq!((last, records.len()), (3, 0), "nothing after what was stored");
     }
 
     /// An agt from before kept the journal in `data/trading-journal.db`: its records move

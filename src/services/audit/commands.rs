@@ -71,11 +71,15 @@ impl CommandLog {
         self.journal.lock().unwrap()
     }
 
-    /// Deletes the journal's segments whose commands are all stored (at or below `seq`).
+    /// Deletes the journal's segments whose commands are all stored (at or below `seq`),
+    /// outside the lock: audit runs at a lower priority than the HTTP workers that append
+    /// (`services::priority`), and a lower thread preempted while it deletes a file under
+    /// the lock would hold every command up.
     pub(super) fn prune(&self, seq: i64) -> Result<(), ServiceError> {
-        match self.journal.lock().unwrap().as_mut() {
-            Some(j) => j.prune(seq),
-            None => Ok(()),
-        }
+        let detached = match self.journal.lock().unwrap().as_mut() {
+            Some(j) => j.detach(seq),
+            None => return Ok(()),
+        };
+        detached.delete()
     }
 }
