@@ -117,6 +117,53 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// A record as the lane writes it: the same JSON as [`Record`], borrowing the order, its
+/// hold and its match from the batch instead of copying them (the copies were ~9
+/// allocations per placement on the lane).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum RecordRef<'a> {
+    Cancel(&'a CancelRecord),
+    Amend(&'a AmendRecord),
+    Place(IntakeRef<'a>),
+}
+
+impl Record {
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        match self {
+            Record::Cancel(c) => RecordRef::Cancel(c),
+            Record::Amend(a) => RecordRef::Amend(a),
+            Record::Place(i) => RecordRef::Place(IntakeRef {
+                order: &i.order,
+                at: &i.at,
+                hold: i.hold.as_ref(),
+                result: i.result.as_ref(),
+                grid: i.grid,
+                rejected: i.rejected.as_ref().map(|r| RejectedRef { code: &r.code, message: &r.message }),
+            }),
+        }
+    }
+}
+
+/// [`Intake`], borrowed (see [`RecordRef`]).
+#[derive(Serialize)]
+pub struct IntakeRef<'a> {
+    pub order: &'a NewOrder,
+    pub at: &'a str,
+    pub hold: Option<&'a Plan>,
+    pub result: Option<&'a MatchResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid: Option<Grid>,
+    pub rejected: Option<RejectedRef<'a>>,
+}
+
+/// [`Rejected`], borrowed.
+#[derive(Serialize)]
+pub struct RejectedRef<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
 fn bad(e: serde_json::Error) -> ServiceError {
     ServiceError::Other(format!("an intake record does not read back: {e}"))
 }

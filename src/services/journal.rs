@@ -244,7 +244,9 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
     /// Appends `records`, numbered from `first`, after deleting the segments whose
     /// records are all at or below `prune`, if given. Once it returns, the placements
     /// are durable (see the module's note on durability).
-    pub fn append_all(&mut self, first: i64, records: &[T], prune: Option<i64>) -> Result<(), ServiceError> {
+    /// The records may be any type that writes the JSON `T` reads (a borrowed view of
+    /// it, say: `intake::RecordRef`).
+    pub fn append_all<R: Serialize>(&mut self, first: i64, records: &[R], prune: Option<i64>) -> Result<(), ServiceError> {
         if let Some(upto) = prune {
             self.prune_to(upto)?;
         }
@@ -535,6 +537,36 @@ mod tests {
 
     /// Cancels, amends and placements share the journal and read back as what they were, and a
     /// placement written before cancels were journalled (no `cancelled` field) still reads
+    /// The lane writes borrowed views of its records (`RecordRef`): each must write the
+    /// bytes its owned record writes, or a redo would read something else than the lane
+    /// decided.
+    #[test]
+    fn a_borrowed_record_writes_what_the_record_writes() {
+        use crate::services::intake::Grid;
+        use crate::services::risk::checks::Plan;
+        use crate::services::trading::TradeFill;
+        let mut traded = placement("t");
+        traded.rejected = None;
+        traded.hold =
+            Some(Plan { asset: "USD".into(), amount: "201".parse().unwrap(), limit: Some("100.5".parse().unwrap()), budget: None });
+        traded.grid = Some(Grid { tick: "0.01".parse().unwrap(), lot: "1".parse().unwrap() });
+        let fill = TradeFill {
+            trade_id: "trd_1".into(),
+            maker_order_id: "m".into(),
+            maker_user_id: "usr_2".into(),
+            price: "100".parse().unwrap(),
+            quantity: "2".parse().unwrap(),
+            maker_remaining: "0".parse().unwrap(),
+            timestamp: "2026-12-03T00:00:00.000001Z".into(),
+        };
+        let (filled, remaining) = ("2".parse().unwrap(), "0".parse().unwrap());
+        traded.result =
+            Some(MatchResult { order_id: "t".into(), fills: vec![fill], filled, remaining, rests: false, self_trade_prevented: false });
+        for r in [Record::Place(traded), record("rejected"), cancel("c"), amend("a")] {
+            assert_eq!(serde_json::to_string(&r.as_ref()).unwrap(), serde_json::to_string(&r).unwrap());
+        }
+    }
+
     /// as a placement.
     #[test]
     fn cancels_and_placements_read_back_as_what_they_were() {

@@ -66,7 +66,7 @@ use crate::api::{ApiError, Instrument, Order, OrderType};
 use crate::services::actor::{
     self, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
 };
-use crate::services::intake::{self, AmendRecord, CancelRecord, Grid, Intake, Journal, Record, Rejected};
+use crate::services::intake::{self, AmendRecord, CancelRecord, Grid, IntakeRef, Journal, Record, RecordRef, RejectedRef};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::spin::{self, AnswerWait, SpinHistory};
@@ -406,14 +406,14 @@ enum Next {
 impl Next {
     /// The intake record of a placement that was stored new (a repeated
     /// `client_order_id` writes nothing, so it has none).
-    fn intake(&self, hold: &Option<Plan>, at: &str) -> Option<Intake> {
+    fn intake<'a>(&'a self, hold: &'a Option<Plan>, at: &'a str) -> Option<IntakeRef<'a>> {
         let (p, result, rejected) = match self {
-            Next::Finish(p, result, _) => (p, Some(result.clone()), None),
-            Next::End { p, reject: Some((e, _)), .. } => (p, None, Some(Rejected { code: e.code.to_string(), message: e.message.clone() })),
+            Next::Finish(p, result, _) => (p, Some(result), None),
+            Next::End { p, reject: Some((e, _)), .. } => (p, None, Some(RejectedRef { code: &e.code, message: &e.message })),
             _ => return None,
         };
         let grid = result.is_some().then_some(Grid { tick: p.instrument.tick, lot: p.instrument.lot });
-        Some(Intake { order: p.order.clone(), at: at.to_string(), hold: hold.clone(), result, grid, rejected })
+        Some(IntakeRef { order: &p.order, at, hold: hold.as_ref(), result, grid, rejected })
     }
 }
 
@@ -1002,7 +1002,7 @@ impl Lane {
         // makes the whole batch durable: from here on, each placement can be answered.
         let next = self.trading.work(|svc, tx, after| {
             let mut out = Vec::with_capacity(next.len());
-            for (n, hold) in next.into_iter().zip(&holds) {
+            for n in next {
                 let n = match n {
                     Next::Match(p, r, o) => match svc.match_new(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
                         Ok(result) => Next::Finish(p, result, o),
@@ -1010,19 +1010,25 @@ impl Lane {
                     },
                     other => other,
                 };
-                records.extend(n.intake(hold, &at).map(Record::Place));
                 out.push(n);
             }
             Ok(out)
         })?;
+        // Cancels and amends first, then each placement stored new, in batch order.
+        let refs: Vec<RecordRef> = records
+            .iter()
+            .map(Record::as_ref)
+            .chain(next.iter().zip(&holds).filter_map(|(n, hold)| n.intake(hold, &at).map(RecordRef::Place)))
+            .collect();
         let prune = (self.applied - self.pruned >= PRUNE_EVERY).then_some(self.applied);
-        if !records.is_empty() || prune.is_some() {
-            self.journal.append_all(self.journalled + 1, &records, prune)?;
+        if !refs.is_empty() || prune.is_some() {
+            self.journal.append_all(self.journalled + 1, &refs, prune)?;
         }
         if let Some(upto) = prune {
             self.pruned = upto;
         }
-        let journalled = records.len();
+        let journalled = refs.len();
+        drop(refs);
         self.journalled += journalled as i64;
         if journalled > 0 {
             self.since.get_or_insert_with(Instant::now);

@@ -4,7 +4,7 @@ use super::events::{OrderEvent, StatusChange, TradeRef};
 use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
-use crate::services::store::{enum_at, text_at};
+use crate::services::store::{enum_at, text_at, DecimalText};
 use crate::services::trading::{Cancelled, MatchResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
@@ -99,8 +99,15 @@ const MIGRATIONS: &[&str] = &[
 /// unfinished orders so that SQLite can prove the index covers them.
 const LIVE: &str = "(status IN ('new', 'partially_filled') OR stage <> 'done')";
 
-const COLUMNS: &str = "order_id, user_id, symbol, side, type, time_in_force, price, quantity, filled, status, \
-                       client_order_id, created_at, updated_at, reject_reason";
+/// The order row's columns, as a macro so that the order path's statements are built
+/// at compile time (`concat!`): a `format!` per statement was an allocation per call.
+macro_rules! columns {
+    () => {
+        "order_id, user_id, symbol, side, type, time_in_force, price, quantity, filled, status, \
+         client_order_id, created_at, updated_at, reject_reason"
+    };
+}
+const COLUMNS: &str = columns!();
 
 pub struct Orders;
 
@@ -200,7 +207,7 @@ pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
 /// An order without its fills, its saga stage, and its fills' notional (`None` in a row
 /// stored before the column was): one read.
 fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String, Option<Decimal>)>> {
-    tx.prepare_cached(&format!("SELECT {COLUMNS}, stage, notional FROM orders WHERE order_id = ?1"))?
+    tx.prepare_cached(concat!("SELECT ", columns!(), ", stage, notional FROM orders WHERE order_id = ?1"))?
         .query_row([order_id], |r| {
             let notional = r.get::<_, Option<String>>(15)?.map(|t| dec(&t)).transpose()?;
             Ok((row_to_order(r)?, r.get(14)?, notional))
@@ -219,8 +226,10 @@ fn average_of(notional: Decimal, filled: Decimal) -> Option<Decimal> {
 }
 
 fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
-    let o =
-        tx.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?.query_row([order_id], row_to_order).optional()?;
+    let o = tx
+        .prepare_cached(concat!("SELECT ", columns!(), " FROM orders WHERE order_id = ?1"))?
+        .query_row([order_id], row_to_order)
+        .optional()?;
     o.map(|o| with_fills(tx, o)).transpose()
 }
 
@@ -235,22 +244,24 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<De
     )?
     .execute(params![
         o.order_id,
-        o.price.map(|p| p.to_string()),
-        o.quantity.to_string(),
-        o.filled_quantity.to_string(),
+        o.price.map(DecimalText::of),
+        DecimalText::of(o.quantity),
+        DecimalText::of(o.filled_quantity),
         o.status.as_str(),
         o.updated_at,
         o.reject_reason,
         stage,
-        notional.map(|n| n.to_string())
+        notional.map(DecimalText::of)
     ])?;
     Ok(())
 }
 
 /// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
 fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!(
-        "INSERT INTO orders ({COLUMNS}, stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    tx.prepare_cached(concat!(
+        "INSERT INTO orders (",
+        columns!(),
+        ", stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     ))?
     .execute(params![
         o.order_id,
@@ -259,16 +270,16 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlit
         o.side.as_str(),
         o.kind.as_str(),
         o.time_in_force.as_str(),
-        o.price.map(|p| p.to_string()),
-        o.quantity.to_string(),
-        o.filled_quantity.to_string(),
+        o.price.map(DecimalText::of),
+        DecimalText::of(o.quantity),
+        DecimalText::of(o.filled_quantity),
         o.status.as_str(),
         o.client_order_id,
         o.created_at,
         o.updated_at,
         o.reject_reason,
         stage,
-        notional.to_string()
+        DecimalText::of(notional)
     ])?;
     Ok(())
 }
@@ -289,7 +300,7 @@ fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>>
 fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
     let n = tx
         .prepare_cached("INSERT OR IGNORE INTO fills (order_id, trade_id, price, quantity, timestamp) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![order_id, trade_id, price.to_string(), qty.to_string(), ts])?;
+        .execute(params![order_id, trade_id, DecimalText::of(price), DecimalText::of(qty), ts])?;
     Ok(n == 1)
 }
 

@@ -5,6 +5,7 @@ use super::{Cancelled, Cmd, MatchRequest, MatchResult, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::names::Names;
+use crate::services::store::DecimalText;
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -140,6 +141,9 @@ fn units(value: Decimal, unit: Decimal, what: &'static str) -> Result<i64, ApiEr
 
 impl Trading {
     fn owner(&mut self, user_id: &str) -> u64 {
+        if let Some(&known) = self.owners.get(user_id) {
+            return known;
+        }
         let n = self.owners.len() as u64 + 1;
         *self.owners.entry(user_id.to_string()).or_insert(n)
     }
@@ -216,8 +220,8 @@ impl Trading {
             .execute(params![
                 trade_id,
                 symbol,
-                price.to_string(),
-                quantity.to_string(),
+                DecimalText::of(price),
+                DecimalText::of(quantity),
                 taker_side.as_str(),
                 buy,
                 sell,
@@ -229,7 +233,7 @@ impl Trading {
                 self.meta.remove(&f.maker_id);
             } else {
                 tx.prepare_cached("UPDATE resting SET remaining = ?2 WHERE internal_id = ?1")?
-                    .execute(params![f.maker_id as i64, maker_remaining.to_string()])?;
+                    .execute(params![f.maker_id as i64, DecimalText::of(maker_remaining)])?;
             }
             let trade = Trade {
                 trade_id: trade_id.clone(),
@@ -264,11 +268,11 @@ impl Trading {
             req.user_id,
             req.symbol,
             req.side.as_str(),
-            price.to_string(),
-            (Decimal::from(remaining) * lot).to_string(),
+            DecimalText::of(price),
+            DecimalText::of(Decimal::from(remaining) * lot),
             priority as i64,
-            tick.to_string(),
-            lot.to_string()
+            DecimalText::of(tick),
+            DecimalText::of(lot)
         ])?;
         let _ = self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
         Ok(())
