@@ -12,7 +12,9 @@ run() {
     rm -rf "$home"; mkdir -p "$home"; printf '[http]\nlisten = "127.0.0.1:0"\n' > "$home/agt.toml"
     valgrind --tool=callgrind --callgrind-out-file="$home/cg.out" "$bin" --home "$home" daemon run >"$home/log" 2>&1 &
     local vg=$!
-    for _ in $(seq 1 600); do "$bin" --home "$home" daemon status >/dev/null 2>&1 && break; sleep 0.5; done
+    # Every service running (`/ready`), not only the daemon up: under valgrind the
+    # threads take turns, and a service still starting refuses the bench's first calls.
+    for _ in $(seq 1 600); do curl -sf --unix-socket "$home/agt.sock" http://agt/ready >/dev/null 2>&1 && break; sleep 0.5; done
     "$bin" --home "$home" bench --orders "$n" --concurrency 8 --warmup 0 | grep -q "verified    $n/$n"
     "$bin" --home "$home" daemon stop >/dev/null
     wait "$vg" || true

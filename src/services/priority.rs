@@ -1,14 +1,20 @@
 //! The order path first: threads whose work nobody's answer waits for run at a lower CPU
 //! priority than the trading lane and the HTTP workers.
 //!
-//! After each placement is answered, the event bus, audit, market data, notify and their
-//! stores' checkpointers wake up and do about a third of the daemon's work for that order
-//! (BENCHMARKS.md, "Where the time goes"). On two cores they took a core from the lane or
-//! an HTTP worker whenever they woke, and the order that arrived then waited for them: at
-//! 5,000 orders/s from 32 connections, p99 was 4.4–6.5 ms with every thread alike and
-//! 3.6–5.4 ms with the background threads at nice 10 (BENCHMARKS.md, session 18). They
-//! still get their share when the order path waits, which it does between batches, so
-//! they do not fall behind: a closed-loop run ends with them as caught up as before.
+//! After each placement is answered, the event bus, market data, notify and their stores'
+//! checkpointers wake up and do their part for that order. On two cores they took a core
+//! from the lane or an HTTP worker whenever they woke, and the order that arrived then
+//! waited for them (BENCHMARKS.md, session 18: with them at nice 10, p99 at one
+//! connection 1.4–1.6 ms instead of 1.6–1.9 ms, at 5,000 orders/s 5.0–5.7 ms instead of
+//! 5.5–10.9 ms). They still get their share when the order path waits, which it does
+//! between batches, and keep up: over a 30 s closed-loop overload their mailboxes stay
+//! empty and the daemon's memory as it was.
+//!
+//! Audit is not one of them, though nobody waits for it either (except under `durability
+//! = "full"`): it is the heaviest follower, a record for every event and every command.
+//! Lowered, it fell behind under that overload (53 k messages waiting in its mailbox
+//! after 20 s, the daemon at 228 MB instead of 80), because a follower's mailbox has no
+//! bound.
 //!
 //! A Linux nice value is per thread, and a thread starts with its creator's: a service
 //! lowers its own thread before it opens its store, so the store's checkpointer is

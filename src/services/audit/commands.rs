@@ -72,9 +72,9 @@ impl CommandLog {
     }
 
     /// Deletes the journal's segments whose commands are all stored (at or below `seq`),
-    /// outside the lock: audit runs at a lower priority than the HTTP workers that append
-    /// (`services::priority`), and a lower thread preempted while it deletes a file under
-    /// the lock would hold every command up.
+    /// outside the lock: every command's append waits for that lock, and an `unlink` of a
+    /// full segment (a millisecond, longer if audit is preempted meanwhile) held them all
+    /// up.
     pub(super) fn prune(&self, seq: i64) -> Result<(), ServiceError> {
         let detached = match self.journal.lock().unwrap().as_mut() {
             Some(j) => j.detach(seq),

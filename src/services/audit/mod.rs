@@ -172,11 +172,6 @@ impl Service for Audit {
         (!self.commits_answer_commands).then_some(LINGER)
     }
 
-    /// Not with "full" durability either, for the same reason.
-    fn background(durability: crate::services::store::Durability) -> bool {
-        durability != crate::services::store::Durability::Full
-    }
-
     /// Events and journalled commands are recorded already (in the bus, in the journal
     /// of commands) and a follower is not waited for.
     fn deferrable(cmd: &Cmd) -> bool {
