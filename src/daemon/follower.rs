@@ -106,6 +106,30 @@ impl<C: Send + 'static> Filter<C> {
 /// answer): the bus keeps every event after it (`daemon::retention`).
 pub type Position = Box<dyn Fn() -> futures::future::BoxFuture<'static, Option<u64>> + Send + Sync>;
 
+/// A service's mailbox holds at most about this many messages from its follower. Past
+/// it the follower waits until the service has taken half of them; meanwhile the bus's
+/// live channel overflows, and the follower later reads what it skipped from
+/// `events.db`, which holds it anyway. Without a bound, a service slower than the order
+/// flow let its mailbox, and the daemon's memory, grow for as long as the flow lasted
+/// (audit at a lower priority, session 18: 53 k messages after 20 s of overload).
+pub const MAILBOX_BOUND: i64 = 8192;
+
+/// Waits until `handle`'s mailbox has room again (see [`MAILBOX_BOUND`]). False if the
+/// daemon is stopping.
+async fn room<C>(handle: &Handle<C>, shutdown: &tokio::sync::watch::Receiver<bool>) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    if handle.status.depth.load(Relaxed) < MAILBOX_BOUND {
+        return true;
+    }
+    while handle.status.depth.load(Relaxed) > MAILBOX_BOUND / 2 {
+        if *shutdown.borrow() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
 /// Starts feeding `handle`'s service; returns how to ask where it stands.
 pub fn spawn<C: Send + 'static>(
     bus: Bus,
@@ -160,6 +184,9 @@ pub fn spawn<C: Send + 'static>(
                 for e in page {
                     last = e.seq;
                     if filter.wants(&e.kind) {
+                        if !room(&handle, &shutdown).await {
+                            return;
+                        }
                         handle.tell(wrap(Handed { after: told, event: std::sync::Arc::new(e) }));
                         told = last;
                     }
@@ -179,6 +206,9 @@ pub fn spawn<C: Send + 'static>(
                             if e.seq > last {
                                 last = e.seq;
                                 if filter.wants(&e.kind) {
+                                    if !room(&handle, &shutdown).await {
+                                        return;
+                                    }
                                     handle.tell(wrap(Handed { after: told, event: e }));
                                     told = last;
                                 }
@@ -337,6 +367,64 @@ mod tests {
         assert_eq!(wrong.map(|i| &log[i.saturating_sub(1)..(i + 1).min(log.len())]), None, "each message follows the one before it");
     }
 
+    /// A service that takes nothing for a while holds at most [`MAILBOX_BOUND`] messages
+    /// from its follower; once it takes them it still gets every event, each once and in
+    /// order, what the live feed could not hold read back from the store.
+    #[test]
+    fn a_slow_service_holds_a_bounded_mailbox_and_still_gets_every_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, _ctx) = crate::services::actor::ServiceCtx::for_tests(dir.path());
+        let base = bus.last_seq();
+        let status = Arc::new(Status::new("test"));
+        status.set_state(State::Running);
+        // The events handed over and not yet taken, and the deepest the mailbox got.
+        let (mailbox, deepest) = (Arc::new(Mutex::new(Vec::new())), Arc::new(std::sync::atomic::AtomicI64::new(0)));
+        let (inbox, depth, st) = (mailbox.clone(), deepest.clone(), status.clone());
+        let handle = Handle::routed(
+            move |e| {
+                depth.fetch_max(st.depth.load(Ordering::Relaxed), Ordering::Relaxed);
+                match e {
+                    Envelope::Cmd(Cmd::LastSeq(r)) => {
+                        st.depth.fetch_sub(1, Ordering::Relaxed);
+                        drop(r.send(Ok(base)))
+                    }
+                    Envelope::Cmd(Cmd::Event(h)) => inbox.lock().unwrap().push(h.event.seq - base),
+                    Envelope::Cmd(Cmd::Passed(_)) => panic!("nothing is filtered"),
+                    Envelope::Control(_) => {}
+                }
+                true
+            },
+            status.clone(),
+        );
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::All };
+        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, Arc::new(AtomicU64::new(0)), shutdown) });
+        let total = 3 * MAILBOX_BOUND as u64;
+        for i in 0..total {
+            bus.publish("OTHER", "test", serde_json::json!({ "i": i }));
+        }
+        while bus.last_seq() < base + total {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+        let held = mailbox.lock().unwrap().len() as i64;
+        assert!(held <= MAILBOX_BOUND, "{held} messages waiting");
+        assert_eq!(status.depth.load(Ordering::Relaxed), held);
+        // The service takes what waits, a while at a time, until it has every event.
+        let mut taken = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while (taken.len() as u64) < total {
+            assert!(std::time::Instant::now() < deadline, "{} of {total} events taken", taken.len());
+            let batch = std::mem::take(&mut *mailbox.lock().unwrap());
+            status.depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+            taken.extend(batch);
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
+        }
+        assert_eq!(taken, (1..=total).collect::<Vec<_>>(), "each event once, in order");
+        assert!(deepest.load(Ordering::Relaxed) <= MAILBOX_BOUND + 1, "the mailbox got {} deep", deepest.load(Ordering::Relaxed));
+    }
+
     /// Runs a follower on a service that records nothing (its position stays where it
     /// started) through 100 events, then 10,000 published while it cannot run (more than
     /// the live feed holds), every other one `WANTED`. Gives what the service was told, in order:
@@ -392,8 +480,12 @@ mod tests {
         let status = Arc::new(Status::new("test"));
         status.set_state(State::Running);
         let keep = log.clone();
+        let taken = status.clone();
         let handle = Handle::routed(
             move |e| {
+                if matches!(e, Envelope::Cmd(_)) {
+                    taken.depth.fetch_sub(1, Ordering::Relaxed);
+                }
                 match e {
                     Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
                     Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.clone(), h.after, h.event.seq)),
