@@ -13,8 +13,9 @@
 //! Audit is not one of them, though nobody waits for it either (except under `durability
 //! = "full"`): it is the heaviest follower, a record for every event and every command.
 //! Lowered, it fell behind under that overload (53 k messages waiting in its mailbox
-//! after 20 s, the daemon at 228 MB instead of 80), because a follower's mailbox has no
-//! bound.
+//! after 20 s, the daemon at 228 MB instead of 80). Its follower now stops at
+//! `follower::MAILBOX_BOUND`, but the commands the HTTP layer hands it (one per order)
+//! would still pile up.
 //!
 //! A Linux nice value is per thread, and a thread starts with its creator's: a service
 //! lowers its own thread before it opens its store, so the store's checkpointer is
