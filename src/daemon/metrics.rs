@@ -15,20 +15,20 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub service: &'static str,
-    pub endpoint: String,
-    pub method: String,
+    pub endpoint: &'static str,
+    pub method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub service: &'static str,
-    pub endpoint: String,
+    pub endpoint: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub service: &'static str,
-    pub endpoint: String,
+    pub endpoint: &'static str,
     pub error_type: String,
 }
 

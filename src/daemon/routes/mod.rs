@@ -71,9 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/book/{symbol}", get(orders::book))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(mw::from_fn_with_state(app.clone(), audit_commands))
-        .layer(mw::from_fn_with_state(app.clone(), guard))
-        .layer(mw::from_fn(observe))
+        .layer(mw::from_fn_with_state(app.clone(), front))
         .with_state(app)
 }
 
@@ -103,21 +101,62 @@ fn service_of(path: &str) -> &'static str {
     }
 }
 
-/// Counts and times every request (seed metric names), and its errors by code.
-async fn observe(req: Request, next: Next) -> Response {
+/// Every request passes here, in one layer (each `from_fn` layer costs a boxed future
+/// and a clone of the service under it, per request): it is counted and timed
+/// ([`observe`]), its caller decided ([`guard`]), and if it is a command, audited
+/// ([`audit_commands`]).
+async fn front(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let endpoint = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
-    let service = service_of(&endpoint);
-    let resp = next.run(req).await;
+    let endpoint = endpoint_of(&req);
+    let method = method_label(req.method());
+    let resp = match guard(&app, req) {
+        Ok(req) => audit_commands(&app, req, next).await,
+        Err(refused) => refused,
+    };
+    observe(endpoint, method, started, &resp);
+    resp
+}
+
+/// The route a request matched, as a label: one shared copy of each route's pattern
+/// (the router has a few dozen), so that labelling a request allocates nothing.
+fn endpoint_of(req: &Request) -> &'static str {
+    static SEEN: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    let Some(path) = req.extensions().get::<MatchedPath>().map(|p| p.as_str()) else { return "unmatched" };
+    if let Some(known) = SEEN.read().unwrap().iter().find(|p| **p == path) {
+        return known;
+    }
+    let mut seen = SEEN.write().unwrap();
+    if let Some(known) = seen.iter().find(|p| **p == path) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(path.to_string().into_boxed_str());
+    seen.push(leaked);
+    leaked
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Counts and times every request (seed metric names), and its errors by code.
+fn observe(endpoint: &'static str, method: &'static str, started: Instant, resp: &Response) {
+    let service = service_of(endpoint);
     let m = metrics::get();
-    m.http_requests.get_or_create(&HttpLabels { service, endpoint: endpoint.clone(), method }).inc();
-    m.http_duration.get_or_create(&EndpointLabels { service, endpoint: endpoint.clone() }).observe(started.elapsed().as_secs_f64());
+    m.http_requests.get_or_create(&HttpLabels { service, endpoint, method }).inc();
+    m.http_duration.get_or_create(&EndpointLabels { service, endpoint }).observe(started.elapsed().as_secs_f64());
     if resp.status().is_client_error() || resp.status().is_server_error() {
         let error_type = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()).unwrap_or_else(|| resp.status().as_u16().to_string());
         m.http_errors.get_or_create(&ErrorLabels { service, endpoint, error_type }).inc();
     }
-    resp
 }
 
 fn is_public(path: &str) -> bool {
@@ -127,13 +166,13 @@ fn is_public(path: &str) -> bool {
 /// Decides who is calling. On the socket everyone is the owner (admin), but a request
 /// carrying `Origin` or `Referer` came from a browser page and is refused. On TCP,
 /// everything under `/api` needs a valid bearer token.
-async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+fn guard(app: &App, mut req: Request) -> Result<Request, Response> {
     let transport = req.extensions().get::<Transport>().copied().unwrap_or(Transport::Tcp);
     match transport {
         Transport::Socket => {
             if req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(header::REFERER) {
-                return Failure(ApiError::forbidden("requests from web pages (with Origin or Referer) are refused on the socket"))
-                    .into_response();
+                return Err(Failure(ApiError::forbidden("requests from web pages (with Origin or Referer) are refused on the socket"))
+                    .into_response());
             }
             req.extensions_mut().insert(Caller::Socket);
         }
@@ -146,21 +185,21 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
                     .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                     .map(|s| s.trim().to_string());
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
-                    return Failure(ApiError::unauthorized(
+                    return Err(Failure(ApiError::unauthorized(
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
                     ))
-                    .into_response();
+                    .into_response());
                 };
                 match app.tokens.verify(&secret) {
                     Some(token) => {
                         req.extensions_mut().insert(Caller::Token(token));
                     }
-                    None => return Failure(ApiError::unauthorized("the bearer token is unknown or revoked")).into_response(),
+                    None => return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked")).into_response()),
                 }
             }
         }
     }
-    next.run(req).await
+    Ok(req)
 }
 
 /// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
@@ -170,7 +209,7 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
 /// it is sent to audit before the handler runs, so the two overlap, and the answer
 /// waits for audit's commit. The outcome of the command is recorded by the events it
 /// causes.
-async fn audit_commands(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
     if !is_command {
         return next.run(req).await;

@@ -32,7 +32,7 @@ pub struct ListQuery {
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
     let user_id = match (caller.bound_user(), q.user_id.as_deref().filter(|u| !u.is_empty())) {
         (None, None) => None,
-        (_, named) => Some(saga::resolve_user(&app, &caller, named).await?.user_id),
+        (_, named) => Some(saga::resolve_user(&app, &caller, named).await?.user_id.clone()),
     };
     let statuses = match q.status.as_deref().unwrap_or("open") {
         "open" => vec![OrderStatus::New, OrderStatus::PartiallyFilled],

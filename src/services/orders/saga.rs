@@ -28,7 +28,7 @@ fn invalid(code: &'static str, msg: impl Into<String>) -> ApiError {
 }
 
 /// Resolves the user an order or a query is for: a trader's own user, or the named one.
-pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Result<crate::api::User, ApiError> {
+pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Result<Arc<crate::api::User>, ApiError> {
     match (caller.bound_user(), named.filter(|s| !s.is_empty())) {
         (Some(own), None) => lookup_user(app, own).await,
         (Some(own), Some(name)) => {
@@ -45,10 +45,10 @@ pub async fn resolve_user(app: &App, caller: &Caller, named: Option<&str>) -> Re
 
 /// The users service's directory first; the service itself (which answers 404 or 503)
 /// when the directory does not know the key.
-async fn lookup_user(app: &App, key: &str) -> Result<crate::api::User, ApiError> {
+async fn lookup_user(app: &App, key: &str) -> Result<Arc<crate::api::User>, ApiError> {
     match app.directory.get(key) {
         Some(u) => Ok(u),
-        None => app.users.call(|r| users::Cmd::Get(key.to_string(), r)).await,
+        None => app.users.call(|r| users::Cmd::Get(key.to_string(), r)).await.map(Arc::new),
     }
 }
 
@@ -320,7 +320,7 @@ pub async fn cancel_all(app: &App, caller: &Caller, user: Option<&str>, symbol: 
     caller.require_trading()?;
     let user_id = match (caller.bound_user(), user) {
         (None, None) => None,
-        _ => Some(resolve_user(app, caller, user).await?.user_id),
+        _ => Some(resolve_user(app, caller, user).await?.user_id.clone()),
     };
     app.placements.call(|reply| LaneCmd::Cancel(Cancel::Many { user_id, symbol, reply })).await
 }
