@@ -111,7 +111,7 @@ async fn front(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let method = method_label(req.method());
     let resp = match guard(&app, req) {
         Ok(req) => audit_commands(&app, req, next).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     };
     observe(endpoint, method, started, &resp);
     resp
@@ -166,13 +166,12 @@ fn is_public(path: &str) -> bool {
 /// Decides who is calling. On the socket everyone is the owner (admin), but a request
 /// carrying `Origin` or `Referer` came from a browser page and is refused. On TCP,
 /// everything under `/api` needs a valid bearer token.
-fn guard(app: &App, mut req: Request) -> Result<Request, Response> {
+fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
     let transport = req.extensions().get::<Transport>().copied().unwrap_or(Transport::Tcp);
     match transport {
         Transport::Socket => {
             if req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(header::REFERER) {
-                return Err(Failure(ApiError::forbidden("requests from web pages (with Origin or Referer) are refused on the socket"))
-                    .into_response());
+                return Err(Failure(ApiError::forbidden("requests from web pages (with Origin or Referer) are refused on the socket")));
             }
             req.extensions_mut().insert(Caller::Socket);
         }
@@ -187,14 +186,13 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Response> {
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
                     return Err(Failure(ApiError::unauthorized(
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
-                    ))
-                    .into_response());
+                    )));
                 };
                 match app.tokens.verify(&secret) {
                     Some(token) => {
                         req.extensions_mut().insert(Caller::Token(token));
                     }
-                    None => return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked")).into_response()),
+                    None => return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked"))),
                 }
             }
         }
