@@ -73,6 +73,8 @@ pub struct Metrics {
     pub store_commit: Family<ServiceLabel, Histogram>,
     pub bus_events: Family<TypeLabel, Counter>,
     pub bus_events_kept: Gauge,
+    /// Events handed to the bus and not stored yet (set at scrape time).
+    pub bus_backlog: Gauge,
     pub notification_deliveries: Family<ResultLabel, Counter>,
 }
 
@@ -99,6 +101,7 @@ impl Metrics {
             Family::<ServiceLabel, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
         let bus_events = Family::<TypeLabel, Counter>::default();
         let bus_events_kept = Gauge::default();
+        let bus_backlog = Gauge::default();
         let notification_deliveries = Family::<ResultLabel, Counter>::default();
         r.register("http_requests", "HTTP requests by service, route and method", http_requests.clone());
         r.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
@@ -117,6 +120,11 @@ impl Metrics {
             "Events kept in events.db for replay (older ones are pruned: events.retain_s)",
             bus_events_kept.clone(),
         );
+        r.register(
+            "agt_bus_backlog",
+            "Events handed to the bus and not yet stored in events.db (it runs below the order path: this shows whether it keeps up)",
+            bus_backlog.clone(),
+        );
         r.register("agt_notification_deliveries", "Webhook delivery attempts by result", notification_deliveries.clone());
         Metrics {
             registry: r,
@@ -133,6 +141,7 @@ impl Metrics {
             store_commit,
             bus_events,
             bus_events_kept,
+            bus_backlog,
             notification_deliveries,
         }
     }

@@ -273,6 +273,11 @@ impl Bus {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target)).await;
     }
 
+    /// Events handed to the bus and not stored yet (the `agt_bus_backlog` gauge).
+    pub fn backlog(&self) -> u64 {
+        self.inner.submitted.load(Ordering::Acquire).saturating_sub(*self.inner.processed.borrow())
+    }
+
     /// Live events from now on. Pair it with [`Bus::read_since`] to replay first.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BusEvent>> {
         self.inner.live.subscribe()

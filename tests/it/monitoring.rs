@@ -159,6 +159,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
         "agt_service_up",
         "agt_service_restarts_total",
         "agt_mailbox_depth",
+        "agt_bus_backlog",
         "agt_store_commit_duration_seconds",
         "agt_bus_events_total",
         "agt_notification_deliveries_total",
@@ -219,6 +220,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
         "agt_order_place_duration_seconds",
         "agt_service_up",
         "agt_mailbox_depth",
+        "agt_bus_backlog",
         "agt_store_commit_duration_seconds",
         "agt_bus_events_total",
     ] {

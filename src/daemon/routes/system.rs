@@ -35,6 +35,7 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.supervisor.export_gauges();
+    crate::daemon::metrics::get().bus_backlog.set(app.bus.backlog() as i64);
     let text = crate::daemon::metrics::get().encode();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
