@@ -198,6 +198,7 @@ pub fn summarize(samples: &[Sample]) -> Value {
             "p99": quantile(samples, place, 0.99).map(nanos),
         },
         "services": services,
+        "bus_backlog": number(sum(samples, "agt_bus_backlog")),
         "http_requests": {
             "total": number(sum(samples, "http_requests_total")),
             "errors": number(sum(samples, "http_errors_total")),
@@ -237,6 +238,7 @@ fn render(m: &Value) -> String {
     out.push(format!("placement:      p50 {}, p99 {} ({} orders)", latency(&p["p50"]), latency(&p["p99"]), p["count"]));
     let http = &m["http_requests"];
     out.push(format!("http requests:  {} ({} errors)", http["total"], http["errors"]));
+    out.push(format!("bus backlog:    {} events not stored yet", m["bus_backlog"]));
     if let Some(services) = m["services"].as_object().filter(|s| !s.is_empty()) {
         let mut t = Table::new(&["SERVICE", "UP", "RESTARTS", "MAILBOX"]);
         for (name, s) in services {
@@ -281,6 +283,7 @@ agt_order_place_duration_seconds_sum 0.5
 agt_service_up{service="market"} 1
 agt_service_restarts_total{service="market"} 2
 agt_mailbox_depth{service="market"} 0
+agt_bus_backlog 17
 http_requests_total{service="agt",endpoint="/health",method="GET"} 7
 http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \"q\""} 5
 # EOF
@@ -289,8 +292,8 @@ http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \
     #[test]
     fn parses_the_text_format() {
         let s = parse(TEXT);
-        assert_eq!(s.len(), 13);
-        assert_eq!(s[12].label("note"), Some("a \"q\""));
+        assert_eq!(s.len(), 14);
+        assert_eq!(s[13].label("note"), Some("a \"q\""));
         assert_eq!((s[5].label("le"), s[5].value), (Some("+Inf"), 100.0));
         assert_eq!(s[7], Sample { name: "agt_order_place_duration_seconds_sum".into(), labels: vec![], value: 0.5 });
     }
@@ -309,6 +312,8 @@ http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \
         // p99: rank 99 is past the last finite bucket: its bound.
         assert!((m["order_place_seconds"]["p99"].as_f64().unwrap() - 0.01).abs() < 1e-12);
         assert!(render(&m).contains("p50 1.00 ms"));
+        assert_eq!(m["bus_backlog"], 17);
+        assert!(render(&m).contains("bus backlog:    17 events not stored yet"));
     }
 
     #[test]
