@@ -742,12 +742,12 @@ impl Lane {
     /// The open order a cancel or an amend is for, without its fills: 404 if there is
     /// none, or if `owner` is given and is not its user (another's order looks absent);
     /// 409 if it is final.
-    fn open_order_of(&mut self, order_id: &str, owner: Option<&str>) -> Result<Result<Order, ApiError>, ServiceError> {
+    fn open_order_of(&mut self, order_id: &str, owner: Option<&str>) -> Result<Result<(Order, String), ApiError>, ServiceError> {
         let order = self.orders.work(|_, tx, _| Ok(Orders::head(tx, order_id)?))?;
         Ok(match order {
-            Some(o) if owner.is_some_and(|u| u != o.user_id) => Err(ApiError::not_found("order", order_id)),
-            Some(o) if !o.status.is_open() => Err(saga::not_open(&o)),
-            Some(o) => Ok(o),
+            Some((o, _)) if owner.is_some_and(|u| u != o.user_id) => Err(ApiError::not_found("order", order_id)),
+            Some((o, _)) if !o.status.is_open() => Err(saga::not_open(&o)),
+            Some(head) => Ok(head),
             None => Err(ApiError::not_found("order", order_id)),
         })
     }
@@ -837,9 +837,9 @@ impl Lane {
             let _ = reply.send(Err(e));
             Ok(None)
         };
-        let o = match self.open_order_of(&order_id, owner.as_deref())? {
-            Ok(o) if o.kind == OrderType::Limit => o,
-            Ok(o) => return refuse(reply, saga::not_open(&o)),
+        let (o, stage) = match self.open_order_of(&order_id, owner.as_deref())? {
+            Ok((o, stage)) if o.kind == OrderType::Limit => (o, stage),
+            Ok((o, _)) => return refuse(reply, saga::not_open(&o)),
             Err(e) => return refuse(reply, e),
         };
         let price = price.or(o.price).unwrap_or_default();
@@ -883,21 +883,10 @@ impl Lane {
             return Err(ServiceError::Other(format!("cannot settle the amend of {order_id}: {}", e.message)));
         }
         let amended = (price, quantity);
-        let order = match self.orders.work(|_, tx, after| Orders::record_at(tx, result.clone(), Some(amended), true, at, after))? {
-            Ok(order) => order,
-            Err(e) => return Err(ServiceError::Other(format!("cannot record the amend of {order_id}: {}", e.message))),
-        };
-        let record = AmendRecord {
-            order_id,
-            user_id: o.user_id,
-            symbol: o.symbol,
-            side: o.side,
-            price,
-            quantity,
-            remaining,
-            result,
-            at: at.to_string(),
-        };
+        let (user_id, symbol, side) = (o.user_id.clone(), o.symbol.clone(), o.side);
+        // The row the check read is still the order's: nothing between wrote to orders.
+        let order = self.orders.work(|_, tx, after| Orders::record_head(tx, o, &stage, result.clone(), Some(amended), true, at, after))?;
+        let record = AmendRecord { order_id, user_id, symbol, side, price, quantity, remaining, result, at: at.to_string() };
         Ok(Some((record, reply, order)))
     }
 

@@ -452,15 +452,30 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        let Some((mut taker, stage, _)) = load_bare(tx, &result.order_id)? else {
+        let Some((taker, stage, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
+        Ok(Ok(Self::record_head(tx, taker, &stage, result, amended, settled, now, after)?))
+    }
+
+    /// [`Orders::record_at`] for an order whose row the caller has just read with
+    /// [`Orders::head`] in this transaction (an amend checks it first): not read again.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_head(
+        tx: &Connection,
+        mut taker: Order,
+        stage: &str,
+        result: MatchResult,
+        amended: Option<(Decimal, Decimal)>,
+        settled: bool,
+        now: &str,
+        after: &mut AfterCommit,
+    ) -> Result<Order, ServiceError> {
         // Fills are read only when there were some before; a new order's are this match's.
-        let had_fills = !taker.filled_quantity.is_zero();
-        if had_fills {
+        if !taker.filled_quantity.is_zero() {
             taker = with_fills(tx, taker)?;
         }
-        Ok(Ok(Self::record_loaded(tx, taker, true, stage == "accepted", result, amended, settled, now, after)?))
+        Self::record_loaded(tx, taker, true, stage == "accepted", result, amended, settled, now, after)
     }
 
     /// The first record of an order the lane accepted unstored in this same transaction
@@ -617,8 +632,8 @@ impl Orders {
 
     /// An order as stored, without its fills (one read): enough to check a cancel or an
     /// amend against.
-    pub(crate) fn head(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
-        Ok(load_bare(tx, order_id)?.map(|(o, _, _)| o))
+    pub(crate) fn head(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
+        Ok(load_bare(tx, order_id)?.map(|(o, stage, _)| (o, stage)))
     }
 
     /// Marks cancelled, at `at`, the open orders trading took out of its books (their
