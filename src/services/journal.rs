@@ -66,6 +66,46 @@ pub struct Journal<T = Record> {
     records: PhantomData<fn() -> T>,
 }
 
+/// A journal's segment files and newest record number at one moment
+/// ([`Journal::snapshot`]).
+pub struct Snapshot<T> {
+    name: &'static str,
+    segments: Vec<(i64, PathBuf)>,
+    last: i64,
+    records: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Snapshot<T> {
+    /// The newest record's number when the snapshot was taken.
+    pub fn last(&self) -> i64 {
+        self.last
+    }
+
+    /// The records after `seq` up to the snapshot's newest, oldest first, reading only
+    /// the segments that can hold them. Appends made since are past the snapshot's newest
+    /// and are left alone, a frame half written among them included. The caller must
+    /// keep the segments from being deleted meanwhile (only it prunes).
+    pub fn read(&self, seq: i64) -> Result<Vec<(i64, T)>, ServiceError> {
+        let mut out = Vec::new();
+        for (i, (_, path)) in self.segments.iter().enumerate() {
+            if self.segments.get(i + 1).is_some_and(|(next, _)| *next <= seq + 1) {
+                continue; // every record in it is at or below `seq`
+            }
+            let mut bytes = Vec::new();
+            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", path, e))?;
+            for (at, payload) in decode(&bytes).0 {
+                if at <= seq || at > self.last {
+                    continue;
+                }
+                let record = serde_json::from_slice(payload)
+                    .map_err(|e| ServiceError::Other(format!("record {at} of the journal {} does not read back: {e}", self.name)))?;
+                out.push((at, record));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Segment files taken out of a journal ([`Journal::detach`]), to delete.
 #[must_use = "the files stay on disk until deleted"]
 pub struct Detached {
@@ -336,6 +376,13 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         self.last
     }
 
+    /// Where the journal's records are at this moment, for reading them while appends
+    /// go on ([`Snapshot::read`]): a reader that shares the journal behind a lock holds
+    /// it only to take this, not while it reads.
+    pub fn snapshot(&self) -> Snapshot<T> {
+        Snapshot { name: self.name, segments: self.segments.clone(), last: self.last, records: PhantomData }
+    }
+
     /// Deletes the segments whose records are all at or below `seq`.
     pub fn prune(&mut self, seq: i64) -> Result<(), ServiceError> {
         self.prune_to(seq)
@@ -456,6 +503,27 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
         let mut j = Journal::open(&home, Durability::Normal).unwrap();
         assert_eq!(ids(&j.after(0).unwrap().1), [(1, "a".to_string()), (2, "b".into())]);
+    }
+
+    /// A snapshot reads what was appended before it, from the segments that hold it,
+    /// and nothing appended after, while the journal goes on appending.
+    #[test]
+    fn a_snapshot_reads_the_records_it_saw_while_appends_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open_with(&home, Durability::Normal, 1).unwrap();
+        j.append_all(1, &[record("a"), record("b")], None).unwrap();
+        j.append_all(3, &[record("c")], None).unwrap();
+        let snapshot = j.snapshot();
+        j.append_all(4, &[record("d")], None).unwrap();
+        assert_eq!(snapshot.last(), 3);
+        assert_eq!(ids(&snapshot.read(1).unwrap()), [(2, "b".to_string()), (3, "c".into())]);
+        assert_eq!(ids(&snapshot.read(2).unwrap()), [(3, "c".to_string())]);
+        assert!(snapshot.read(3).unwrap().is_empty());
+        // The first segment (records 1 and 2) is not read for what follows 2: deleting it
+        // does not matter.
+        std::fs::remove_file(&j.files()[0]).unwrap();
+        assert_eq!(ids(&j.snapshot().read(2).unwrap()), [(3, "c".to_string()), (4, "d".into())]);
     }
 
     #[test]

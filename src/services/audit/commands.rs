@@ -11,6 +11,12 @@
 //! in order, and when it starts it first chains whatever the journal holds past the
 //! last command its store committed (`meta.command_journal_seq`).
 //!
+//! **Bounded.** A command is handed over by message only while audit's mailbox holds
+//! fewer than [`MAILBOX_BOUND`] messages. Past that, commands are only journalled, and
+//! audit is told once to read them back from the journal (`Cmd::CatchUp`) until it has
+//! them all. An audit that falls behind under overload so keeps its backlog on disk,
+//! where the journal holds it anyway, instead of in memory (one message per order).
+//!
 //! With `durability = "full"` there is no journal: a journal `fdatasync` per command
 //! would cost more than audit's group commit, so commands wait for the commit as before.
 //! The same happens while the audit service is not running (the journal is installed by
@@ -39,8 +45,25 @@ pub struct Command {
 /// service (which installs it when it starts, and prunes it).
 #[derive(Clone, Default)]
 pub struct CommandLog {
-    journal: Arc<Mutex<Option<Journal<Command>>>>,
+    shared: Arc<Mutex<Shared>>,
 }
+
+/// What the lock guards: the journal (absent with "full" durability or while audit is
+/// not running), and whether audit is reading commands from it instead of its mailbox.
+#[derive(Default)]
+pub(super) struct Shared {
+    pub(super) journal: Option<Journal<Command>>,
+    /// Set once audit's mailbox held [`MAILBOX_BOUND`] messages when a command came:
+    /// from then on commands are only journalled, and audit reads them back from the
+    /// journal ([`Cmd::CatchUp`]) until it has them all, then clears this. So a slow
+    /// audit holds its backlog on disk, not in memory, and still chains every command
+    /// once, in journal order.
+    pub(super) behind: bool,
+}
+
+/// Audit's mailbox holds at most about this many messages from the HTTP layer (and as
+/// many from its follower of the bus, which stops at the same bound).
+pub const MAILBOX_BOUND: i64 = crate::daemon::follower::MAILBOX_BOUND;
 
 impl CommandLog {
     /// Journals a command and hands it to the audit service. `None` when there is no
@@ -51,8 +74,9 @@ impl CommandLog {
         if audit.status.state() != crate::services::actor::State::Running {
             return Some(Err(ApiError::unavailable("audit")));
         }
-        let mut slot = self.journal.lock().unwrap();
-        let journal = slot.as_mut()?;
+        let mut shared = self.shared.lock().unwrap();
+        let Shared { journal, behind } = &mut *shared;
+        let journal = journal.as_mut()?;
         let command = Command { timestamp: crate::api::now_rfc3339(), actor, action, detail };
         let seq = journal.last() + 1;
         if let Err(e) = journal.append_all(seq, std::slice::from_ref(&command), None) {
@@ -62,13 +86,22 @@ impl CommandLog {
         // Sent under the lock, so the service receives commands in journal order. If it
         // stopped in between, the journal still holds the command: its next start
         // chains it.
-        audit.tell(Cmd::Journalled { seq, command });
+        if *behind {
+            return Some(Ok(()));
+        }
+        if audit.status.depth.load(std::sync::atomic::Ordering::Relaxed) >= MAILBOX_BOUND {
+            *behind = true;
+            audit.tell(Cmd::CatchUp);
+        } else {
+            audit.tell(Cmd::Journalled { seq, command });
+        }
         Some(Ok(()))
     }
 
-    /// Puts the journal in place (the audit service, when it starts), or takes it out.
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Option<Journal<Command>>> {
-        self.journal.lock().unwrap()
+    /// The journal and the flag it guards. Every command's append waits for this lock:
+    /// hold it only briefly.
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap()
     }
 
     /// Deletes the journal's segments whose commands are all stored (at or below `seq`),
@@ -76,7 +109,7 @@ impl CommandLog {
     /// full segment (a millisecond, longer if audit is preempted meanwhile) held them all
     /// up.
     pub(super) fn prune(&self, seq: i64) -> Result<(), ServiceError> {
-        let detached = match self.journal.lock().unwrap().as_mut() {
+        let detached = match self.lock().journal.as_mut() {
             Some(j) => j.detach(seq),
             None => return Ok(()),
         };

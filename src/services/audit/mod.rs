@@ -31,6 +31,9 @@ pub enum Cmd {
         seq: i64,
         command: Command,
     },
+    /// Chain the commands the journal holds past the last one chained: the HTTP layer
+    /// stopped handing them over because the mailbox was full (`CommandLog`'s `behind`).
+    CatchUp,
     /// The last bus sequence recorded, for the follower to resume after.
     LastEventSeq(Reply<u64>),
     /// Records after `since`, oldest first, at most `limit`: the first ones after it (a
@@ -61,6 +64,11 @@ pub struct Audit {
 /// How long audit gathers events and journalled commands into one commit (see
 /// [`Service::linger`]).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A catch-up from the journal of commands reads the last this many under the
+/// journal's lock (every command's append waits for it meanwhile): a few hundred
+/// microseconds.
+const CATCH_UP_UNDER_LOCK: i64 = 256;
 
 /// The journal of commands is pruned once this many stored commands have gathered in it.
 const PRUNE_EVERY: i64 = 1024;
@@ -138,6 +146,39 @@ impl Audit {
         Ok(())
     }
 
+    /// Chains the commands the journal holds past the last one chained, in journal
+    /// order, and then has the HTTP layer hand commands over by message again. Most are
+    /// read without the journal's lock (commands go on being appended meanwhile); only
+    /// the last few, and the switch back, are read under it, so that no command is
+    /// appended between the last one read and the switch.
+    fn catch_up(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        loop {
+            let Some(snapshot) = self.log.lock().journal.as_ref().map(|j| j.snapshot()) else { return Ok(()) };
+            if snapshot.last() - self.journal_applied > CATCH_UP_UNDER_LOCK {
+                self.chain_journalled(tx, snapshot.read(self.journal_applied)?)?;
+                continue;
+            }
+            let log = self.log.clone();
+            let mut shared = log.lock();
+            if let Some(journal) = shared.journal.as_ref() {
+                let rest = journal.snapshot().read(self.journal_applied)?;
+                self.chain_journalled(tx, rest)?;
+            }
+            shared.behind = false;
+            return Ok(());
+        }
+    }
+
+    fn chain_journalled(&mut self, tx: &Connection, commands: impl IntoIterator<Item = (i64, Command)>) -> Result<(), ServiceError> {
+        for (seq, c) in commands {
+            if seq > self.journal_applied {
+                self.append_at(tx, c.timestamp, &c.actor, &c.action, c.detail)?;
+                self.journal_applied = seq;
+            }
+        }
+        Ok(())
+    }
+
     fn verify(tx: &Connection) -> rusqlite::Result<AuditVerify> {
         let mut stmt = tx.prepare_cached("SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records ORDER BY seq")?;
         let mut rows = stmt.query([])?;
@@ -175,7 +216,7 @@ impl Service for Audit {
     /// Events and journalled commands are recorded already (in the bus, in the journal
     /// of commands) and a follower is not waited for.
     fn deferrable(cmd: &Cmd) -> bool {
-        matches!(cmd, Cmd::Event(_) | Cmd::Journalled { .. } | Cmd::Append { reply: None, .. })
+        matches!(cmd, Cmd::Event(_) | Cmd::Journalled { .. } | Cmd::CatchUp | Cmd::Append { reply: None, .. })
     }
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
@@ -204,8 +245,8 @@ impl Service for Audit {
         // are chained first, before anything newer. The journal stays locked meanwhile:
         // a command answered now is numbered after them.
         let log = audit.log.clone();
-        let mut slot = log.lock();
-        let mut journal = match slot.take() {
+        let mut shared = log.lock();
+        let mut journal = match shared.journal.take() {
             Some(j) => j,
             None => crate::services::journal::Journal::open_named(
                 &ctx.home,
@@ -226,10 +267,12 @@ impl Service for Audit {
             (audit.journal_applied, audit.journal_stored) = (*newest, *newest);
         }
         // With "full" durability commands wait for audit's group commit instead.
+        // Every command journalled so far is stored now: the next ones come by message.
+        shared.behind = false;
         if !audit.commits_answer_commands {
-            *slot = Some(journal);
+            shared.journal = Some(journal);
         }
-        drop(slot);
+        drop(shared);
         Ok(audit)
     }
 
@@ -269,12 +312,8 @@ impl Service for Audit {
                     self.last_event_seq = e.seq;
                 }
             }
-            Cmd::Journalled { seq, command } => {
-                if seq > self.journal_applied {
-                    self.append_at(tx, command.timestamp, &command.actor, &command.action, command.detail)?;
-                    self.journal_applied = seq;
-                }
-            }
+            Cmd::Journalled { seq, command } => self.chain_journalled(tx, [(seq, command)])?,
+            Cmd::CatchUp => self.catch_up(tx)?,
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
             Cmd::List { since, actor, limit, reply } => {
                 let mut stmt = tx.prepare_cached(match since {
@@ -410,6 +449,68 @@ mod tests {
         let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x3".into(), detail: "{}".into() };
         svc.handle(&tx, Cmd::Journalled { seq: 3, command }, &mut after).unwrap();
         assert_eq!(svc.last_seq, 4);
+        assert!(Audit::verify(&tx).unwrap().ok);
+        bus.shutdown();
+    }
+
+    /// With audit's mailbox full, commands are journalled and not handed over: audit
+    /// is told once to catch up, reads them all back from the journal, chains each once
+    /// in journal order, and from then on takes commands by message again.
+    #[test]
+    fn a_full_mailbox_sends_commands_to_the_journal_and_audit_catches_up_from_it() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let (sender, mailbox) = std::sync::mpsc::channel();
+        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
+        status.set_state(crate::services::actor::State::Running);
+        let audit = crate::services::actor::Handle::new(sender, status.clone());
+        let append = |i: usize| {
+            let answered = ctx.command_log.append(&audit, "admin".into(), format!("POST /api/x{i}"), "{}".into());
+            assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
+        };
+        let told = || -> Vec<String> {
+            mailbox
+                .try_iter()
+                .map(|m| match m {
+                    crate::services::actor::Envelope::Cmd(Cmd::Journalled { seq, .. }) => format!("command {seq}"),
+                    crate::services::actor::Envelope::Cmd(Cmd::CatchUp) => "catch up".into(),
+                    _ => "other".into(),
+                })
+                .collect()
+        };
+        append(1);
+        status.depth.store(commands::MAILBOX_BOUND, Relaxed); // full: the next ones stay in the journal
+        for i in 2..=600 {
+            append(i);
+        }
+        assert_eq!(told(), ["command 1", "catch up"], "one message to catch up, not one per command");
+        status.depth.store(0, Relaxed);
+        append(601);
+        assert!(told().is_empty(), "still behind: the journal holds it until audit has caught up");
+
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x1".into(), detail: "{}".into() };
+        svc.handle(&tx, Cmd::Journalled { seq: 1, command }, &mut after).unwrap();
+        svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
+        append(602);
+        assert_eq!(told(), ["command 602"], "caught up: commands come by message again");
+        // A second catch-up reads 602 from the journal; its message then changes nothing.
+        svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x602".into(), detail: "{}".into() };
+        svc.handle(&tx, Cmd::Journalled { seq: 602, command }, &mut after).unwrap();
+        let actions: Vec<String> = tx
+            .prepare("SELECT action FROM records ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want: Vec<String> = (1..=602).map(|i| format!("POST /api/x{i}")).collect();
+        assert!(actions == want, "every command once, in journal order: {} records", actions.len());
+        assert_eq!(svc.journal_applied, 602);
         assert!(Audit::verify(&tx).unwrap().ok);
         bus.shutdown();
     }
