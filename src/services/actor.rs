@@ -594,6 +594,8 @@ impl<S: Service> Unit<S> {
             }
         }
         crate::services::store::bound_wal(&self.conn, &self.checkpointer);
+        // Answered; more work waits while the bus is far behind (a bounded backlog).
+        bus.wait_for_room();
         Ok(())
     }
 

@@ -197,6 +197,12 @@ enum Msg {
     Stop,
 }
 
+/// Events handed to the bus and not yet stored at which a service waits after its
+/// commit ([`Bus::wait_for_room`]): ~16 MB of events. Under a closed-loop overload the
+/// backlog stays under a few thousand (BENCHMARKS.md, session 18); this bounds the
+/// cases where the bus cannot keep up at all.
+pub const BACKLOG_BOUND: u64 = 16_384;
+
 /// Events deleted per transaction when pruning: ~10 ms of the bus thread, between batches.
 const PRUNE_CHUNK: u64 = 2000;
 
@@ -276,6 +282,26 @@ impl Bus {
     /// Events handed to the bus and not stored yet (the `agt_bus_backlog` gauge).
     pub fn backlog(&self) -> u64 {
         self.inner.submitted.load(Ordering::Acquire).saturating_sub(*self.inner.processed.borrow())
+    }
+
+    /// Waits while the bus holds [`BACKLOG_BOUND`] events not yet stored, until it holds
+    /// half that (or its thread has ended). A service's thread calls it after each commit,
+    /// before it takes more work: when events cannot be stored as fast as they are made
+    /// (the bus runs at a lower priority, or its store refuses writes for a while), the
+    /// order path slows to the bus's pace instead of piling events up in memory. Its
+    /// committed work is answered first; its events are safe in its outbox meanwhile.
+    pub fn wait_for_room(&self) {
+        if self.backlog() < BACKLOG_BOUND {
+            return;
+        }
+        let started = Instant::now();
+        while self.backlog() > BACKLOG_BOUND / 2 {
+            if self.inner.thread.lock().unwrap().as_ref().is_none_or(|h| h.is_finished()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        tracing::debug!(waited_ms = started.elapsed().as_millis() as u64, "waited for the event bus to store its backlog");
     }
 
     /// Live events from now on. Pair it with [`Bus::read_since`] to replay first.
@@ -640,5 +666,35 @@ mod tests {
         assert_eq!((e.seq, e.kind.as_str()), (7, "T"));
         assert_eq!(e.data(), &serde_json::json!({"a": 1}));
         assert!(BusEvent::from_line("{\"seq\":1}".to_string()).is_err(), "a line without an envelope is an error");
+    }
+
+    /// While the bus cannot store events (another connection holds events.db's write
+    /// lock), a publisher past the bound waits; once the bus has stored its backlog down
+    /// to half the bound, the publisher goes on, and nothing was lost.
+    #[test]
+    fn a_publisher_waits_while_the_bus_holds_its_bound_of_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        bus.wait_for_room(); // nothing held: no wait
+        let blocker = rusqlite::Connection::open(home.store("events")).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let n = BACKLOG_BOUND;
+        bus.publish_then((0..n).map(|i| NewEvent::new("ORDER_CREATED", "test", serde_json::json!({ "i": i }))).collect(), Vec::new());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                bus.wait_for_room();
+                done_tx.send(bus.backlog()).unwrap();
+            })
+        };
+        assert!(done_rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "held back while the events cannot be stored");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        let held = done_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("goes on once the bus stores them");
+        assert!(held <= BACKLOG_BOUND / 2);
+        waiter.join().unwrap();
+        wait_until(|| bus.last_seq() == n);
+        bus.shutdown();
     }
 }
