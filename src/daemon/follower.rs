@@ -488,7 +488,7 @@ mod tests {
                 }
                 match e {
                     Envelope::Cmd(Cmd::LastSeq(r)) => drop(r.send(Ok(base))),
-                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.clone(), h.after, h.event.seq)),
+                    Envelope::Cmd(Cmd::Event(h)) => keep.lock().unwrap().push((h.event.kind.to_string(), h.after, h.event.seq)),
                     Envelope::Cmd(Cmd::Passed(p)) => keep.lock().unwrap().push(("passed".to_string(), p.after, p.seq)),
                     Envelope::Control(_) => {}
                 }

@@ -34,17 +34,17 @@ pub struct ErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabel {
-    pub service: String,
+    pub service: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
-    pub status: String,
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
-    pub r#type: String,
+    pub r#type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -154,12 +154,12 @@ impl Metrics {
     }
 }
 
-pub fn observe_commit(service: &str, took: Duration) {
-    get().store_commit.get_or_create(&ServiceLabel { service: service.to_string() }).observe(took.as_secs_f64());
+pub fn observe_commit(service: &'static str, took: Duration) {
+    get().store_commit.get_or_create(&ServiceLabel { service }).observe(took.as_secs_f64());
 }
 
-pub fn bus_event(kind: &str) {
-    get().bus_events.get_or_create(&TypeLabel { r#type: kind.to_string() }).inc();
+pub fn bus_event(kind: &'static str) {
+    get().bus_events.get_or_create(&TypeLabel { r#type: kind }).inc();
 }
 
 /// Events stored from the oldest kept to the newest.
@@ -167,6 +167,6 @@ pub fn bus_events_kept(first: u64, last: u64) {
     get().bus_events_kept.set((last + 1).saturating_sub(first) as i64);
 }
 
-pub fn order(status: &str) {
-    get().orders.get_or_create(&StatusLabel { status: status.to_string() }).inc();
+pub fn order(status: &'static str) {
+    get().orders.get_or_create(&StatusLabel { status }).inc();
 }

@@ -44,8 +44,7 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
         service: match transport {
             Transport::Socket => "socket",
             Transport::Tcp => "tcp",
-        }
-        .into(),
+        },
     };
     loop {
         tokio::select! {

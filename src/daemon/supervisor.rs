@@ -152,7 +152,7 @@ impl Supervisor {
     pub fn export_gauges(&self) {
         let m = crate::daemon::metrics::get();
         for e in &self.entries {
-            let label = crate::daemon::metrics::ServiceLabel { service: e.status.name.to_string() };
+            let label = crate::daemon::metrics::ServiceLabel { service: e.status.name };
             m.service_up.get_or_create(&label).set((e.status.state() == State::Running) as i64);
             m.mailbox_depth.get_or_create(&label).set(e.status.depth.load(Ordering::Relaxed).max(0));
         }
@@ -241,10 +241,7 @@ fn live_policy(ctx: &ServiceCtx) -> Policy {
 
 fn record_restart(ctx: &ServiceCtx, status: &Status, reason: &str) {
     status.restarts.fetch_add(1, Ordering::Relaxed);
-    crate::daemon::metrics::get()
-        .service_restarts
-        .get_or_create(&crate::daemon::metrics::ServiceLabel { service: status.name.to_string() })
-        .inc();
+    crate::daemon::metrics::get().service_restarts.get_or_create(&crate::daemon::metrics::ServiceLabel { service: status.name }).inc();
     tracing::warn!(service = status.name, reason, "restarting service");
     ctx.bus.publish("SERVICE_RESTARTED", "health", serde_json::json!({"service": status.name, "reason": reason}));
 }

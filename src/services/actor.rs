@@ -802,8 +802,12 @@ mod tests {
         }
         let unit = Unit::<Emitter>::open(&ctx).unwrap();
         confirmed(&unit, 1);
-        let stored: Vec<(String, String, String)> =
-            bus.read_since(0, None, 10).unwrap().iter().map(|e| (e.event_id.clone(), e.kind.clone(), e.data_text().to_string())).collect();
+        let stored: Vec<(String, String, String)> = bus
+            .read_since(0, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| (e.event_id.clone(), e.kind.to_string(), e.data_text().to_string()))
+            .collect();
         let want = [("e-a", "ORDER_CREATED", r#"{"n":1}"#), ("e-b", "ORDER_CANCELLED", r#"{"n":"x y"}"#)];
         assert_eq!(stored, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
         let legacy: i64 = unit.conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox'", [], |r| r.get(0)).unwrap();

@@ -134,7 +134,7 @@ impl Tuning {
 /// named, and even then an event about the delivery of a `NOTIFICATION_*` event is not
 /// delivered, so a dead receiver subscribed to its own failures cannot feed a loop.
 pub fn wants(events: &[String], event: &crate::services::bus::BusEvent) -> bool {
-    let named = events.contains(&event.kind);
+    let named = events.iter().any(|e| *e == event.kind);
     if event.kind.starts_with("NOTIFICATION_") {
         let about_notification = event.data().get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
         return named && !about_notification;
