@@ -43,7 +43,10 @@
 //! A **flush** commits trading, risk, then orders, each with the number of the last
 //! intake record it holds. It happens [`FLUSH_AFTER`] after the first unflushed
 //! placement (also when the lane is idle), after [`FLUSH_AT`] placements, before a
-//! command that changes any of the three, and on stop. So under load, and for a
+//! command that changes any of the three, and on stop. When it is due by time or count
+//! it goes one store at a time ([`Lane::flush_step`]), taking the commands that came
+//! between two commits, so that an order arriving meanwhile waits for one commit, not
+//! three. So under load, and for a
 //! closed-loop client, the three commit every few milliseconds for many placements
 //! instead of once or twice each. Events reach the bus at the flush, as each store
 //! commits. Reads of orders, accounts, holds and books see the open transactions
@@ -280,7 +283,11 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                 let first = match waited {
                     Ok(e) => e,
                     Err(_) => {
-                        lane.flush()?;
+                        lane.flush_step()?;
+                        if lane.pending() {
+                            // More of the flush to commit: first what came meanwhile.
+                            continue;
+                        }
                         match lane.next_when_idle(rx)? {
                             Some(e) => e,
                             None => return Ok(Exit::Stop),
@@ -339,6 +346,18 @@ struct Work {
     strays: Vec<Reply<Vec<trading::Cancelled>>>,
 }
 
+/// Commits `unit` with the number of the last journal record it holds (`seq`), noted in
+/// `mark`. True if the mark moved (the commit holds placements).
+fn commit_to<S: Service>(unit: &mut Unit<S>, mark: &mut i64, seq: i64, bus: &crate::services::bus::Bus) -> Result<bool, ServiceError> {
+    let moved = *mark < seq;
+    if moved {
+        unit.work(|_, tx, _| intake::mark_applied(tx, seq))?;
+        *mark = seq;
+    }
+    unit.commit(bus)?;
+    Ok(moved)
+}
+
 struct Lane {
     risk: Unit<Risk>,
     trading: Unit<Trading>,
@@ -350,6 +369,11 @@ struct Lane {
     journalled: i64,
     /// The record that the three stores' committed state all reach.
     applied: i64,
+    /// The record each store's committed state reaches: trading, risk, orders.
+    marks: [i64; 3],
+    /// A flush under way, one store at a time (see [`Lane::flush_step`]): how many of
+    /// trading, risk and orders it has committed so far (0: none under way).
+    flushing: usize,
     /// Records deleted from the journal up to here.
     pruned: i64,
     /// Placements journalled since the last flush, and when the first of them was.
@@ -479,6 +503,8 @@ impl Lane {
             split_fault,
             journalled: 0,
             applied: 0,
+            marks: [0; 3],
+            flushing: 0,
             pruned: 0,
             unflushed: 0,
             since: None,
@@ -562,6 +588,9 @@ impl Lane {
     /// How long an idle lane may still wait before it must flush: not at all once a
     /// `Sync` waits (nothing else is queued to share the flush with).
     fn flush_in(&self) -> Duration {
+        if self.flushing > 0 {
+            return Duration::ZERO;
+        }
         match self.since {
             Some(t) if !self.sync_waiting => FLUSH_AFTER.saturating_sub(t.elapsed()),
             _ => Duration::ZERO,
@@ -573,25 +602,56 @@ impl Lane {
     }
 
     /// Commits trading, risk, then orders, each with the journal record it now reaches,
-    /// and releases their replies and events.
+    /// and releases their replies and events: the whole flush at once (before a command
+    /// that changes one of the three, for a `Sync`, on stop), finishing one under way.
     fn flush(&mut self) -> Result<(), ServiceError> {
         let seq = self.journalled;
-        let placements = self.applied < seq;
-        if placements {
-            self.trading.work(|_, tx, _| intake::mark_applied(tx, seq))?;
-            self.risk.work(|_, tx, _| intake::mark_applied(tx, seq))?;
-            self.orders.work(|_, tx, _| intake::mark_applied(tx, seq))?;
-        }
-        self.trading.commit(&self.bus)?;
-        self.risk.commit(&self.bus)?;
-        if placements {
+        commit_to(&mut self.trading, &mut self.marks[0], seq, &self.bus)?;
+        if commit_to(&mut self.risk, &mut self.marks[1], seq, &self.bus)? {
             SplitFault::tick(&mut self.split_fault);
         }
-        self.orders.commit(&self.bus)?;
+        commit_to(&mut self.orders, &mut self.marks[2], seq, &self.bus)?;
         self.applied = seq;
+        self.flushing = 0;
         self.unflushed = 0;
         self.since = None;
         self.sync_waiting = false;
+        Ok(())
+    }
+
+    /// Commits the next store of a flush (trading, risk, then orders), beginning one
+    /// if none is under way. Between two steps the lane takes the commands that came
+    /// meanwhile: the three commits together held the lane for ~1.5 ms at 5,000
+    /// orders/s (p90 2.4 ms), and every order that arrived then waited for all of
+    /// them. Each store's commit carries the journal record it reaches, so they need not
+    /// commit together (a crash between them is repaired as in [`Lane::recover`]).
+    /// Placements taken between two steps go into the stores' open transactions; those
+    /// of a store already committed wait for the next flush. A `Sync` waits for all
+    /// three to commit what it was answered after: with one waiting, the rest of the
+    /// flush is done at once.
+    fn flush_step(&mut self) -> Result<(), ServiceError> {
+        if self.sync_waiting {
+            return self.flush();
+        }
+        let seq = self.journalled;
+        match self.flushing {
+            0 => {
+                // What is placed from now on counts toward the next flush.
+                self.unflushed = 0;
+                self.since = None;
+                commit_to(&mut self.trading, &mut self.marks[0], seq, &self.bus)?;
+            }
+            1 => {
+                if commit_to(&mut self.risk, &mut self.marks[1], seq, &self.bus)? {
+                    SplitFault::tick(&mut self.split_fault);
+                }
+            }
+            _ => {
+                commit_to(&mut self.orders, &mut self.marks[2], seq, &self.bus)?;
+            }
+        }
+        self.flushing = (self.flushing + 1) % 3;
+        self.applied = self.marks.iter().copied().min().unwrap_or(0);
         Ok(())
     }
 
@@ -736,6 +796,7 @@ impl Lane {
         }
         self.journal.prune(end)?;
         (self.journalled, self.applied, self.pruned) = (end, end, end);
+        self.marks = [end; 3];
         Ok(())
     }
 
@@ -1103,8 +1164,8 @@ impl Lane {
             })?;
         }
         self.unflushed += journalled;
-        if self.due() {
-            self.flush()?;
+        if self.due() || self.flushing > 0 {
+            self.flush_step()?;
         }
         Ok(())
     }
@@ -1454,6 +1515,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!((taken.status, taken.fills[0].price), (OrderStatus::Filled, dec("101")));
+        drop(lane);
+        bus.shutdown();
+    }
+
+    /// A flush commits one store per step, and placements taken between two steps join
+    /// the stores not committed yet. Stopped as by a crash with the stores at three
+    /// different marks, the lane redoes for each what its mark lacks: every order,
+    /// account and resting order as answered.
+    #[test]
+    fn a_flush_commits_one_store_at_a_time_and_a_crash_between_steps_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
+        let start = lane.journalled;
+        place_batch(&mut lane, [order("ord_s", "bob", Side::Sell, dec("5"), None), order("ord_b", "alice", Side::Buy, dec("3"), None)]);
+        let first = lane.journalled;
+        assert_eq!(first, start + 2);
+        lane.flush_step().unwrap();
+        assert_eq!((lane.marks, lane.flushing), ([first, start, start], 1), "trading first, alone");
+        assert!(lane.flush_in().is_zero(), "an idle lane goes straight on with the flush");
+        // Each batch the lane runs meanwhile takes the flush one step on.
+        place_batch(&mut lane, [order("ord_b2", "alice", Side::Buy, dec("1"), None)]);
+        let second = lane.journalled;
+        assert_eq!((lane.marks, lane.flushing), ([first, second, start], 2), "then risk, with the placement made meanwhile");
+        place_batch(&mut lane, [order("ord_s2", "bob", Side::Sell, dec("2"), Some("c1"))]);
+        let third = lane.journalled;
+        assert_eq!((lane.marks, lane.flushing, lane.applied), ([first, second, third], 0, first), "then orders; the flush is over");
+        assert!(lane.pending(), "trading holds what came after its commit, for the next flush");
+        assert!(lane.since.is_some(), "counted toward the next flush, which waits as any does");
+        let answered: Vec<Order> = ["ord_s", "ord_b", "ord_b2", "ord_s2"].iter().map(|id| get(&mut lane, id)).collect();
+        let accounts = (account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane));
+        drop(lane);
+
+        let mut lane = Lane::open(&ctx, None).unwrap();
+        for order in &answered {
+            assert_eq!(&get(&mut lane, &order.order_id), order);
+        }
+        assert_eq!((account(&mut lane, "alice"), account(&mut lane, "bob"), book(&mut lane)), accounts);
+        assert_eq!(accounts.2, (vec![], vec![(dec("100"), dec("3"))]), "what ord_b and ord_b2 left of ord_s, and ord_s2");
+        assert_eq!(lane.marks, [third; 3]);
         drop(lane);
         bus.shutdown();
     }
