@@ -10,6 +10,7 @@
 
 use super::tape::Print;
 use crate::api::Candle;
+use crate::services::store::DecimalText;
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -171,7 +172,9 @@ pub fn rfc3339(secs: i64) -> String {
 /// was five upserts per trade, most of them rewriting the row the previous trade wrote.
 #[derive(Default)]
 pub struct Bars {
-    current: HashMap<(String, Interval), Held>,
+    /// By symbol, then by interval (in the order of [`Interval::ALL`]): a symbol is
+    /// looked up by `&str`, without a `String` built per trade and interval.
+    current: HashMap<String, [Option<Held>; 5]>,
 }
 
 /// A bar kept in memory, and whether the store has it as it is.
@@ -183,10 +186,13 @@ struct Held {
 impl Bars {
     /// Adds a trade to its bar of every interval.
     pub fn record(&mut self, tx: &Connection, symbol: &str, p: &Print) -> rusqlite::Result<()> {
-        for interval in Interval::ALL {
+        if !self.current.contains_key(symbol) {
+            self.current.insert(symbol.to_string(), Default::default());
+        }
+        let slots = self.current.get_mut(symbol).expect("inserted above");
+        for (interval, slot) in Interval::ALL.into_iter().zip(slots.iter_mut()) {
             let open_time = interval.bucket(p.ts_us);
-            let key = (symbol.to_string(), interval);
-            match self.current.get_mut(&key) {
+            match slot {
                 Some(held) if held.bar.open_time == open_time => {
                     held.bar.add(p);
                     held.dirty = true;
@@ -203,16 +209,20 @@ impl Bars {
                 }
                 None => Bar::opened_by(interval, p),
             };
-            self.current.insert(key, Held { bar, dirty: true });
+            *slot = Some(Held { bar, dirty: true });
         }
         Ok(())
     }
 
     /// Writes the bars trades have changed since the last flush.
     pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
-        for ((symbol, interval), held) in self.current.iter_mut().filter(|(_, h)| h.dirty) {
-            write(tx, symbol, *interval, &held.bar)?;
-            held.dirty = false;
+        for (symbol, slots) in self.current.iter_mut() {
+            for (interval, held) in Interval::ALL.into_iter().zip(slots.iter_mut()) {
+                if let Some(held) = held.as_mut().filter(|h| h.dirty) {
+                    write(tx, symbol, interval, &held.bar)?;
+                    held.dirty = false;
+                }
+            }
         }
         Ok(())
     }
@@ -221,9 +231,11 @@ impl Bars {
     /// from trades included).
     pub fn put(&mut self, tx: &Connection, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
         write(tx, symbol, interval, bar)?;
-        let key = (symbol.to_string(), interval);
-        if self.current.get(&key).is_some_and(|h| h.bar.open_time == bar.open_time) {
-            self.current.insert(key, Held { bar: bar.clone(), dirty: false });
+        let at = Interval::ALL.iter().position(|i| *i == interval).expect("every interval is in ALL");
+        if let Some(slot) = self.current.get_mut(symbol).map(|slots| &mut slots[at]) {
+            if slot.as_ref().is_some_and(|h| h.bar.open_time == bar.open_time) {
+                *slot = Some(Held { bar: bar.clone(), dirty: false });
+            }
         }
         Ok(())
     }
@@ -270,11 +282,11 @@ fn write(tx: &Connection, symbol: &str, interval: Interval, b: &Bar) -> rusqlite
         symbol,
         interval.as_str(),
         b.open_time,
-        b.open.to_string(),
-        b.high.to_string(),
-        b.low.to_string(),
-        b.close.to_string(),
-        b.volume.to_string(),
+        DecimalText::of(b.open),
+        DecimalText::of(b.high),
+        DecimalText::of(b.low),
+        DecimalText::of(b.close),
+        DecimalText::of(b.volume),
         b.trades as i64,
         b.first_us,
         b.last_us
