@@ -19,3 +19,4 @@ pub mod risk;
 pub mod spin;
 pub mod store;
 pub mod users;
+pub mod wal_writes;

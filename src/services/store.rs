@@ -21,6 +21,8 @@ pub enum StoreError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("{path}: the store is at schema version {found}, newer than this agt ({known}); upgrade agt")]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("{path}: {reason}")]
+    Vfs { path: PathBuf, reason: String },
 }
 
 /// Column `i` of a row as text, without copying it out.
@@ -90,7 +92,9 @@ pub fn open(path: &Path, durability: Durability, migrations: &[&str]) -> Result<
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let mut conn = Connection::open(path).map_err(wrap)?;
+    // The writer appends to its log through `wal_writes`: one write per commit.
+    crate::services::wal_writes::register().map_err(|reason| StoreError::Vfs { path: path.to_path_buf(), reason })?;
+    let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), crate::services::wal_writes::NAME).map_err(wrap)?;
     let sync = match durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
