@@ -410,6 +410,16 @@ mod tests {
         crate::daemon::follower::Handed { after, event }
     }
 
+    /// Every record's action, in chain order.
+    fn actions(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT action FROM records ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// A context on a home in `dir`, its bus, and audit's store opened there.
     fn opened(dir: &std::path::Path) -> (crate::services::bus::Bus, ServiceCtx, Connection) {
         let (bus, ctx) = ServiceCtx::for_tests(dir);
@@ -475,13 +485,7 @@ mod tests {
         drop(svc);
         let svc = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((svc.last_seq, svc.journal_applied), (4, 3));
-        let actions: Vec<String> = conn
-            .prepare("SELECT action FROM records ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let actions = actions(&conn);
         assert_eq!(actions, ["USER_CREATE", "POST /api/x1", "POST /api/x2", "POST /api/x3"]);
 
         // Started again, it stores them no second time; a late message for one is ignored.
@@ -543,13 +547,7 @@ mod tests {
         svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
         let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x602".into(), detail: "{}".into() };
         svc.handle(&tx, Cmd::Journalled { seq: 602, command }, &mut after).unwrap();
-        let actions: Vec<String> = tx
-            .prepare("SELECT action FROM records ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let actions = actions(&tx);
         let want: Vec<String> = (1..=602).map(|i| format!("POST /api/x{i}")).collect();
         assert!(actions == want, "every command once, in journal order: {} records", actions.len());
         assert_eq!(svc.journal_applied, 602);
