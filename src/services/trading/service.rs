@@ -2,7 +2,7 @@
 
 use super::engine::{self, Book, Incoming, Rest, RestingOrder};
 use super::{Cancelled, Cmd, MatchRequest, MatchResult, TradeFill};
-use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce, Trade};
+use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::names::Names;
 use crate::services::store::DecimalText;
@@ -102,6 +102,21 @@ struct Meta {
     order_id: Arc<str>,
     user_id: Arc<str>,
     symbol: Arc<str>,
+}
+
+/// A `TRADE_EXECUTED` event's data, borrowed from the fill it announces: the same JSON
+/// as [`crate::api::Trade`] (checked by a test), without copying the ids, the symbol and
+/// the time into a `Trade` first (five strings per fill).
+#[derive(serde::Serialize)]
+struct TradeRef<'a> {
+    trade_id: &'a str,
+    symbol: &'a str,
+    price: Decimal,
+    quantity: Decimal,
+    taker_side: Side,
+    buy_order_id: &'a str,
+    sell_order_id: &'a str,
+    timestamp: &'a str,
 }
 
 pub struct Trading {
@@ -210,8 +225,8 @@ impl Trading {
                 }
             };
             let (buy, sell) = match taker_side {
-                Side::Buy => (taker_order_id.to_string(), maker_order_id.clone()),
-                Side::Sell => (maker_order_id.clone(), taker_order_id.to_string()),
+                Side::Buy => (taker_order_id, maker_order_id.as_str()),
+                Side::Sell => (maker_order_id.as_str(), taker_order_id),
             };
             tx.prepare_cached(
                 "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
@@ -235,15 +250,15 @@ impl Trading {
                 tx.prepare_cached("UPDATE resting SET remaining = ?2 WHERE internal_id = ?1")?
                     .execute(params![f.maker_id as i64, DecimalText::of(maker_remaining)])?;
             }
-            let trade = Trade {
-                trade_id: trade_id.clone(),
-                symbol: symbol.to_string(),
+            let trade = TradeRef {
+                trade_id: &trade_id,
+                symbol,
                 price,
                 quantity,
                 taker_side,
                 buy_order_id: buy,
                 sell_order_id: sell,
-                timestamp: timestamp.clone(),
+                timestamp: &timestamp,
             };
             after.event_of("TRADE_EXECUTED", &trade);
             out.push(TradeFill { trade_id, maker_order_id, maker_user_id, price, quantity, maker_remaining, timestamp });
@@ -635,5 +650,39 @@ impl Service for Trading {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The borrowed event data writes exactly what `api::Trade` writes, so a
+    /// `TRADE_EXECUTED` reads back as a `Trade`.
+    #[test]
+    fn a_borrowed_trade_writes_what_a_trade_writes() {
+        let trade = crate::api::Trade {
+            trade_id: "trd_\"1\"".into(),
+            symbol: "BTC-USD".into(),
+            price: "64123.50".parse().unwrap(),
+            quantity: "0.00000001".parse().unwrap(),
+            taker_side: Side::Sell,
+            buy_order_id: "ord_b".into(),
+            sell_order_id: "ord_s".into(),
+            timestamp: "2026-12-05T01:02:03.456789Z".into(),
+        };
+        let borrowed = TradeRef {
+            trade_id: &trade.trade_id,
+            symbol: &trade.symbol,
+            price: trade.price,
+            quantity: trade.quantity,
+            taker_side: trade.taker_side,
+            buy_order_id: &trade.buy_order_id,
+            sell_order_id: &trade.sell_order_id,
+            timestamp: &trade.timestamp,
+        };
+        let text = serde_json::to_string(&borrowed).unwrap();
+        assert_eq!(text, serde_json::to_string(&trade).unwrap());
+        assert_eq!(serde_json::from_str::<crate::api::Trade>(&text).unwrap(), trade);
     }
 }
