@@ -82,12 +82,17 @@ impl<T: DeserializeOwned> Snapshot<T> {
     }
 
     /// The records after `seq` up to the snapshot's newest, oldest first, reading only
-    /// the segments that can hold them. Appends made since are past the snapshot's newest
-    /// and are left alone, a frame half written among them included. The caller must
-    /// keep the segments from being deleted meanwhile (only it prunes).
-    pub fn read(&self, seq: i64) -> Result<Vec<(i64, T)>, ServiceError> {
+    /// the segments that can hold them, and no further segment once it has `limit` (so
+    /// a reader far behind holds a segment or so at a time). Appends made since are past
+    /// the snapshot's newest and are left alone, a frame half written among them
+    /// included. The caller must keep the segments from being deleted meanwhile (only it
+    /// prunes).
+    pub fn read(&self, seq: i64, limit: usize) -> Result<Vec<(i64, T)>, ServiceError> {
         let mut out = Vec::new();
         for (i, (_, path)) in self.segments.iter().enumerate() {
+            if out.len() >= limit {
+                break;
+            }
             if self.segments.get(i + 1).is_some_and(|(next, _)| *next <= seq + 1) {
                 continue; // every record in it is at or below `seq`
             }
@@ -517,13 +522,15 @@ mod tests {
         let snapshot = j.snapshot();
         j.append_all(4, &[record("d")], None).unwrap();
         assert_eq!(snapshot.last(), 3);
-        assert_eq!(ids(&snapshot.read(1).unwrap()), [(2, "b".to_string()), (3, "c".into())]);
-        assert_eq!(ids(&snapshot.read(2).unwrap()), [(3, "c".to_string())]);
-        assert!(snapshot.read(3).unwrap().is_empty());
+        assert_eq!(ids(&snapshot.read(1, usize::MAX).unwrap()), [(2, "b".to_string()), (3, "c".into())]);
+        assert_eq!(ids(&snapshot.read(2, usize::MAX).unwrap()), [(3, "c".to_string())]);
+        assert!(snapshot.read(3, usize::MAX).unwrap().is_empty());
+        // With a limit, no further segment once it is reached (a segment is read whole).
+        assert_eq!(ids(&snapshot.read(0, 1).unwrap()), [(1, "a".to_string()), (2, "b".into())]);
         // The first segment (records 1 and 2) is not read for what follows 2: deleting it
         // does not matter.
         std::fs::remove_file(&j.files()[0]).unwrap();
-        assert_eq!(ids(&j.snapshot().read(2).unwrap()), [(3, "c".to_string()), (4, "d".into())]);
+        assert_eq!(ids(&j.snapshot().read(2, usize::MAX).unwrap()), [(3, "c".to_string()), (4, "d".into())]);
     }
 
     #[test]

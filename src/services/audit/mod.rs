@@ -71,6 +71,10 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// microseconds.
 const CATCH_UP_UNDER_LOCK: i64 = 256;
 
+/// A catch-up from the journal of commands holds about this many commands in memory at
+/// a time (a segment is read whole: ~13 k commands of ~300 bytes in 4 MiB).
+const CATCH_UP_AT_ONCE: usize = 8192;
+
 /// The journal of commands is pruned once this many stored commands have gathered in it.
 const PRUNE_EVERY: i64 = 1024;
 
@@ -191,13 +195,13 @@ impl Audit {
         loop {
             let Some(snapshot) = self.log.lock().journal.as_ref().map(|j| j.snapshot()) else { return Ok(()) };
             if snapshot.last() - self.journal_applied > CATCH_UP_UNDER_LOCK {
-                self.chain_journalled(tx, snapshot.read(self.journal_applied)?)?;
+                self.chain_journalled(tx, snapshot.read(self.journal_applied, CATCH_UP_AT_ONCE)?)?;
                 continue;
             }
             let log = self.log.clone();
             let mut shared = log.lock();
             if let Some(journal) = shared.journal.as_ref() {
-                let rest = journal.snapshot().read(self.journal_applied)?;
+                let rest = journal.snapshot().read(self.journal_applied, usize::MAX)?;
                 self.chain_journalled(tx, rest)?;
             }
             shared.behind = false;
