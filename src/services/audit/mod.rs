@@ -296,15 +296,13 @@ impl Service for Audit {
             )?,
         };
         let (_, unstored) = journal.after(stored)?;
-        if let Some((newest, _)) = unstored.last() {
+        if !unstored.is_empty() {
             tracing::info!(commands = unstored.len(), "audit: storing commands answered before the last stop");
             let tx = conn.unchecked_transaction()?;
-            for (_, c) in &unstored {
-                audit.append_at(&tx, c.timestamp.clone(), &c.actor, &c.action, c.detail.clone())?;
-            }
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'", [newest])?;
+            audit.chain_journalled(&tx, unstored)?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'", [audit.journal_applied])?;
             tx.commit()?;
-            (audit.journal_applied, audit.journal_stored) = (*newest, *newest);
+            audit.journal_stored = audit.journal_applied;
         }
         // With "full" durability commands wait for audit's group commit instead.
         // Every command journalled so far is stored now: the next ones come by message.
