@@ -169,10 +169,8 @@ impl File {
             }
             at += chunk.len() as i64;
         }
+        // The capacity stays as it grew: at most twice FLUSH_AT (a page past it doubles).
         self.buf.clear();
-        if self.buf.capacity() > FLUSH_AT * 2 {
-            self.buf.shrink_to(FLUSH_AT * 2);
-        }
         rc
     }
 
