@@ -436,6 +436,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         verified: verification.verified,
         verification,
         cleanup,
+        sched: opts.sched.to_string(),
     })
 }
 

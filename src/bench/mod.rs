@@ -65,6 +65,9 @@ pub struct Options {
     pub load: Endpoint,
     /// Say what is happening on stderr.
     pub progress: bool,
+    /// The scheduling class the load generator's threads run in, `batch` or `normal`
+    /// (reported; the caller puts its thread in it before it starts the runtime).
+    pub sched: &'static str,
 }
 
 /// Runs the benchmark. `Err` when the daemon cannot be reached or setup is refused; a run

@@ -55,6 +55,9 @@ pub struct Report {
     pub verified: u64,
     pub verification: Verification,
     pub cleanup: Cleanup,
+    /// The scheduling class the load generator's threads ran in: `batch` (`--sched`, the
+    /// default on Linux) or `normal`.
+    pub sched: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -147,7 +150,14 @@ pub fn render(r: &Report) -> String {
     lines.push(("target".into(), format!("{} ({}), POST {}", r.target, r.via, r.route)));
     lines.push((
         "load".into(),
-        format!("{mode}, {} connections, {} symbols, {} users, warm-up {}", r.concurrency, r.symbols.len(), r.users, r.warmup),
+        format!(
+            "{mode}, {} connections, {} symbols, {} users, warm-up {}, client sched {}",
+            r.concurrency,
+            r.symbols.len(),
+            r.users,
+            r.warmup,
+            r.sched
+        ),
     ));
     let errors: u64 = r.errors.values().sum();
     lines.push(("orders".into(), format!("{} sent, {} acknowledged, {} errors", r.orders, r.acknowledged, errors)));

@@ -8,6 +8,16 @@ use crate::client::{read_info, Endpoint};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 
+/// The scheduling class of the load generator's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchedArg {
+    /// Linux's SCHED_BATCH: an answer that wakes the generator does not preempt the
+    /// daemon's thread that sent it, as a client on another machine would not
+    Batch,
+    /// The normal class: the generator preempts the daemon whenever an answer wakes it
+    Normal,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ViaArg {
     /// The daemon's Unix socket
@@ -49,6 +59,9 @@ pub struct BenchArgs {
     /// connection (a market maker's flow); reported as cancels/s with their own latency
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub cancels: u8,
+    /// Scheduling class of the load generator's threads (Linux; elsewhere always normal)
+    #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
+    pub sched: SchedArg,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -108,6 +121,8 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         control,
         load,
         progress: !ctx.quiet() && !ctx.json() && std::io::stderr().is_terminal(),
+        // Before the runtime starts its threads: they inherit the class.
+        sched: if args.sched == SchedArg::Batch && crate::services::priority::batch_this_thread() { "batch" } else { "normal" },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -57,7 +57,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
     crate::services::notify::check_webhooks(&settings).map_err(|e| anyhow::anyhow!("{}: {e}", home.config_file().display()))?;
+    // Before any thread starts (the log writer is the first): each inherits the class.
+    let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
     let logging = logging::init(&home, settings.log.level.as_str())?;
+    if settings.trading.sched_batch && !batch {
+        tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
+    }
     warn_if_secrets_are_readable(&home, &settings);
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;

@@ -68,11 +68,14 @@ fn closed_loop_over_the_socket_and_over_http() {
     assert_eq!(r["mode"], "closed");
     assert_eq!(r["route"], "/api/orders");
     assert_eq!(r["cleanup"]["token_revoked"], Value::Null, "no token is made for the socket");
+    let batch = if cfg!(target_os = "linux") { "batch" } else { "normal" };
+    assert_eq!(r["sched"], batch, "the generator runs in the batch class by default: {r}");
 
     // Over TCP: the bench makes an admin token over the socket and revokes it after.
     let r2 = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2", "--via", "http"]);
     sane(&d, &r2, 300, 300, 4, 2);
     assert_eq!(r2["via"], "http");
+    assert_eq!(r2["sched"], batch);
     assert!(r2["target"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{r2}");
     assert_eq!(r2["cleanup"]["token_revoked"], true, "{r2}");
     assert_ne!(r["prefix"], r2["prefix"], "runs name their users and symbols apart");
@@ -86,11 +89,27 @@ fn open_loop_at_a_fixed_rate() {
     let d = Daemon::start();
     let r = bench(
         &d,
-        &["--orders", "100", "--rate", "200", "--concurrency", "4", "--symbols", "2", "--route", "/api/trading/orders", "--warmup", "20"],
+        &[
+            "--orders",
+            "100",
+            "--rate",
+            "200",
+            "--concurrency",
+            "4",
+            "--symbols",
+            "2",
+            "--route",
+            "/api/trading/orders",
+            "--warmup",
+            "20",
+            "--sched",
+            "normal",
+        ],
     );
     // The 20 warm-up orders are verified too.
     sane(&d, &r, 100, 120, 4, 2);
     assert_eq!(r["mode"], "open");
+    assert_eq!(r["sched"], "normal", "--sched normal: {r}");
     assert_eq!(r["rate"], 200.0);
     assert_eq!(r["route"], "/api/trading/orders");
     assert_eq!(r["warmup"], 20);

@@ -219,3 +219,38 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
     assert!(nice.values().all(|n| *n == nice["agt"]), "{nice:?}");
     alike.cli().args(["config", "set", "trading.background_nice", "20"]).assert().code(1).stderr(predicates::str::contains("from 0 to 19"));
 }
+
+/// The scheduling class of each of the daemon's threads, by name (`chrt`'s numbers:
+/// 0 normal, 3 batch), from field 41 of `/proc/PID/task/*/stat`.
+fn class_by_thread(pid: u32) -> std::collections::BTreeMap<String, u32> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat"))) else {
+            continue;
+        };
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        out.insert(name.trim().to_string(), after_name.split(' ').nth(38).unwrap().parse().unwrap());
+    }
+    out
+}
+
+/// Every thread of the daemon runs in the batch class (`trading.sched_batch`, on by
+/// default), so that a thread woken by a hand-off does not preempt the one handing over;
+/// `false` leaves them all in the class they started in (the test's).
+#[test]
+#[cfg(target_os = "linux")]
+fn the_daemons_threads_run_in_the_batch_class_unless_told_not_to() {
+    const BATCH: u32 = 3;
+    // SAFETY: pid 0 asks about the calling thread.
+    let inherited = unsafe { libc::sched_getscheduler(0) } as u32;
+    let dm = Daemon::start();
+    let class = class_by_thread(dm.pid());
+    for name in ["agt", "agtd", "svc-lane", "bus", "svc-audit", "ckpt-orders", "svc-market"] {
+        assert_eq!(class.get(name), Some(&BATCH), "{name}: {class:?}");
+    }
+    assert!(class.values().all(|c| *c == BATCH), "{class:?}");
+    let normal = Daemon::with_config("[trading]\nsched_batch = false\n");
+    let class = class_by_thread(normal.pid());
+    assert!(class.values().all(|c| *c == inherited), "{class:?}");
+}

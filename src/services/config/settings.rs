@@ -96,6 +96,9 @@ pub struct TradingSettings {
     /// How much lower (a nice increment) the threads nobody's answer waits for run than
     /// the order path. See `services::priority`.
     pub background_nice: u64,
+    /// Whether the daemon's threads run in Linux's batch scheduling class, where a thread
+    /// that wakes does not preempt the one running. See `services::priority`.
+    pub sched_batch: bool,
 }
 
 /// The global pre-trade limits (per-user limits, kept by the risk service, override them).
@@ -284,6 +287,7 @@ const KEYS: &[Key] = &[
     Key { name: "trading.order_timeout_s", kind: Kind::Whole { min: 1, max: 3600 }, hot: true },
     Key { name: "trading.spin_us", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
     Key { name: "trading.background_nice", kind: Kind::Whole { min: 0, max: 19 }, hot: false },
+    Key { name: "trading.sched_batch", kind: Kind::Bool, hot: false },
     Key { name: "risk.max_open_orders", kind: Kind::Whole { min: 1, max: U32 }, hot: true },
     Key { name: "risk.max_order_quantity", kind: Kind::Positive { max: None }, hot: true },
     Key { name: "risk.max_order_notional", kind: Kind::Positive { max: None }, hot: true },
