@@ -216,7 +216,20 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let action = format!("{} {}", req.method(), req.uri().path());
     let detail = serde_json::json!({"query": req.uri().query()});
     // Journalled (and so durable) at once, or failing that, appended and committed.
-    match app.command_log.append(&app.audit, actor.clone(), action.clone(), detail.to_string()) {
+    let (_in_flight, others) = app.command_log.enter();
+    let journalled = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail.to_string()) {
+        Some(Ok(ticket)) => {
+            // With other commands in flight, the other requests this worker has ready
+            // stage theirs meanwhile, and the first to write puts them all in the
+            // journal with one `write`.
+            if others {
+                tokio::task::yield_now().await;
+            }
+            Some(app.command_log.write_through(&app.audit, ticket))
+        }
+        other => other.map(|staged| staged.map(|_| ())),
+    };
+    match journalled {
         Some(Ok(())) => return next.run(req).await,
         Some(Err(e)) => {
             return Failure(ApiError::new(

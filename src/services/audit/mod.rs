@@ -501,6 +501,53 @@ mod tests {
         bus.shutdown();
     }
 
+    /// Staged commands reach the journal together, in one write, when the first of them
+    /// is written through; the others are then written already. Audit is told each
+    /// once, in journal order, only after they are in the journal.
+    #[test]
+    fn staged_commands_are_written_together_by_the_first_write_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, conn) = opened(dir.path());
+        let _svc = Audit::load(&conn, &ctx).unwrap();
+        let (sender, mailbox) = std::sync::mpsc::channel();
+        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
+        status.set_state(crate::services::actor::State::Running);
+        let audit = crate::services::actor::Handle::new(sender, status);
+        let log = &ctx.command_log;
+        let journalled = || log.lock().journal.as_ref().unwrap().last();
+        let told = || -> Vec<(i64, String)> {
+            mailbox
+                .try_iter()
+                .filter_map(|m| match m {
+                    crate::services::actor::Envelope::Cmd(Cmd::Journalled { seq, command }) => Some((seq, command.action)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let tickets: Vec<_> =
+            (1..=3).map(|i| log.stage(&audit, "admin".into(), format!("POST /api/x{i}"), "{}".into()).unwrap().unwrap()).collect();
+        assert_eq!(journalled(), 0, "staged, not written");
+        assert!(told().is_empty(), "audit hears of a command only once it is in the journal");
+        log.write_through(&audit, tickets[1]).unwrap();
+        assert_eq!(journalled(), 3, "the middle ticket wrote all three");
+        let expected: Vec<(i64, String)> = (1..=3).map(|i| (i, format!("POST /api/x{i}"))).collect();
+        assert_eq!(told(), expected);
+        log.write_through(&audit, tickets[0]).unwrap();
+        log.write_through(&audit, tickets[2]).unwrap();
+        assert_eq!(journalled(), 3, "written already: nothing more");
+        assert!(told().is_empty());
+        assert!(matches!(log.append(&audit, "admin".into(), "POST /api/x4".into(), "{}".into()), Some(Ok(()))));
+        assert_eq!((journalled(), told()), (4, vec![(4, "POST /api/x4".to_string())]));
+
+        // Only a command with others in flight waits for theirs to be staged.
+        let (first, alone) = log.enter();
+        let (second, others) = log.enter();
+        assert_eq!((alone, others), (false, true));
+        drop((first, second));
+        assert!(!log.enter().1, "both answered: the next is alone again");
+        bus.shutdown();
+    }
+
     /// With audit's mailbox full, commands are journalled and not handed over: audit
     /// is told once to catch up, reads them all back from the journal, chains each once
     /// in journal order, and from then on takes commands by message again.
