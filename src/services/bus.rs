@@ -675,10 +675,13 @@ mod tests {
     fn the_newest_event_before_a_time_is_found_by_its_stamp() {
         let dir = tempfile::tempdir().unwrap();
         let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
+        // The events of one commit share a stamp: thirty commits of ten.
         for i in 0..300 {
             bus.publish("ORDER_CREATED", "test", serde_json::json!({ "i": i }));
+            if i % 10 == 9 {
+                wait_until(|| bus.last_seq() == i + 1);
+            }
         }
-        wait_until(|| bus.last_seq() == 300);
         let stamps: Vec<String> = bus.read_since(0, None, 300).unwrap().into_iter().map(|e| e.timestamp).collect();
         for k in [1usize, 2, 77, 150, 299, 300] {
             let cutoff = &stamps[k - 1];
@@ -691,6 +694,7 @@ mod tests {
         wait_until(|| bus.first_kept() == 101);
         assert_eq!(bus.seq_before(&stamps[49]).unwrap(), 0, "what was pruned is not found");
         assert_eq!(bus.seq_before(&stamps[200]).unwrap() as usize, stamps.iter().rposition(|t| t < &stamps[200]).unwrap() + 1);
+        assert!(stamps.iter().filter(|t| *t < &stamps[200]).count() > 100, "the cut-off is past what was pruned");
         bus.shutdown();
     }
 
