@@ -124,9 +124,11 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         // Before the runtime starts its threads: they inherit the class.
         sched: if args.sched == SchedArg::Batch && crate::services::priority::batch_this_thread() { "batch" } else { "normal" },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the load of a few thousand connections is ~13 µs of CPU per order,
+    // and with two workers each answer's wake-up crossed threads (~15 µs per order,
+    // fewer orders/s from the daemon sharing the cores; BENCHMARKS.md, session 20).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("agt-bench")
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
     let report = rt.block_on(bench::run(opts))?;
