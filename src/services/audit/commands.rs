@@ -134,7 +134,9 @@ impl CommandLog {
     /// command staged before or after it, not yet written) if no other call has. Then
     /// the command may be run and acknowledged. Written commands are handed to audit in
     /// journal order, by message, or once a [`Cmd::CatchUp`] when its mailbox is full.
-    /// A failed write leaves them staged for the next call to try again.
+    /// A failed write leaves them staged for the next call to try again: a command
+    /// refused then (503, not run) may still get its record from a later write, as a
+    /// command journalled and then refused by its handler does.
     pub fn write_through(&self, audit: &Handle<Cmd>, ticket: Ticket) -> Result<(), ApiError> {
         let mut shared = self.shared.lock().unwrap();
         if shared.written >= ticket.0 {
