@@ -181,18 +181,28 @@ fn a_command_waits_for_a_store_locked_a_moment_by_another_process() {
     assert_eq!(users["restarts"], 0, "{users}");
 }
 
-/// The nice value of each of the daemon's threads, by name (`/proc/PID/task/*/stat`).
-fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
+/// Field `field` (numbered as in proc(5), from 3 on) of `/proc/PID/task/*/stat` for each
+/// of the daemon's threads, by name.
+fn stat_by_thread<T: std::str::FromStr>(pid: u32, field: usize) -> std::collections::BTreeMap<String, T>
+where
+    T::Err: std::fmt::Debug,
+{
     let mut out = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat"))) else {
             continue;
         };
+        // The name (field 2) is in parentheses and may hold spaces: count after it.
         let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        out.insert(name.trim().to_string(), after_name.split(' ').nth(16).unwrap().parse().unwrap());
+        out.insert(name.trim().to_string(), after_name.split(' ').nth(field - 3).unwrap().parse().unwrap());
     }
     out
+}
+
+/// The nice value of each of the daemon's threads, by name.
+fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
+    stat_by_thread(pid, 19)
 }
 
 /// Threads nobody's answer waits for run lower than the order path
@@ -221,18 +231,9 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
 }
 
 /// The scheduling class of each of the daemon's threads, by name (`chrt`'s numbers:
-/// 0 normal, 3 batch), from field 41 of `/proc/PID/task/*/stat`.
+/// 0 normal, 3 batch).
 fn class_by_thread(pid: u32) -> std::collections::BTreeMap<String, u32> {
-    let mut out = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let (Ok(name), Ok(stat)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("stat"))) else {
-            continue;
-        };
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        out.insert(name.trim().to_string(), after_name.split(' ').nth(38).unwrap().parse().unwrap());
-    }
-    out
+    stat_by_thread(pid, 41)
 }
 
 /// Every thread of the daemon runs in the batch class (`trading.sched_batch`, on by

@@ -454,6 +454,19 @@ mod tests {
         bus.shutdown();
     }
 
+    /// A handle on an audit service that says it is running, whose mailbox the test
+    /// reads instead of a service.
+    fn running_handle() -> (
+        crate::services::actor::Handle<Cmd>,
+        std::sync::Arc<crate::services::actor::Status>,
+        std::sync::mpsc::Receiver<crate::services::actor::Envelope<Cmd>>,
+    ) {
+        let (sender, mailbox) = std::sync::mpsc::channel();
+        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
+        status.set_state(crate::services::actor::State::Running);
+        (crate::services::actor::Handle::new(sender, status.clone()), status, mailbox)
+    }
+
     /// A command answered from the journal and never seen by the service (it stopped
     /// first: the journal's message went nowhere) is chained when audit next starts,
     /// once, in journal order, and the chain verifies.
@@ -473,10 +486,7 @@ mod tests {
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
 
-        let (sender, _unserved) = std::sync::mpsc::channel();
-        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
-        status.set_state(crate::services::actor::State::Running);
-        let nobody = crate::services::actor::Handle::new(sender, status.clone());
+        let (nobody, status, _unserved) = running_handle();
         for i in 1..=3 {
             let answered = ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), r#"{"query":null}"#.into());
             assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
@@ -509,10 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bus, ctx, conn) = opened(dir.path());
         let _svc = Audit::load(&conn, &ctx).unwrap();
-        let (sender, mailbox) = std::sync::mpsc::channel();
-        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
-        status.set_state(crate::services::actor::State::Running);
-        let audit = crate::services::actor::Handle::new(sender, status);
+        let (audit, _, mailbox) = running_handle();
         let log = &ctx.command_log;
         let journalled = || log.lock().journal.as_ref().unwrap().last();
         let told = || -> Vec<(i64, String)> {
@@ -557,10 +564,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (bus, ctx, mut conn) = opened(dir.path());
         let mut svc = Audit::load(&conn, &ctx).unwrap();
-        let (sender, mailbox) = std::sync::mpsc::channel();
-        let status = std::sync::Arc::new(crate::services::actor::Status::new("audit"));
-        status.set_state(crate::services::actor::State::Running);
-        let audit = crate::services::actor::Handle::new(sender, status.clone());
+        let (audit, status, mailbox) = running_handle();
         let append = |i: usize| {
             let answered = ctx.command_log.append(&audit, "admin".into(), format!("POST /api/x{i}"), "{}".into());
             assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
