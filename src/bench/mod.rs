@@ -65,7 +65,7 @@ pub struct Options {
     pub load: Endpoint,
     /// Say what is happening on stderr.
     pub progress: bool,
-    /// The scheduling class the load generator's threads run in, `batch` or `normal`
+    /// The scheduling class the load generator's thread runs in, `batch` or `normal`
     /// (reported; the caller puts its thread in it before it starts the runtime).
     pub sched: &'static str,
 }

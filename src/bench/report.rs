@@ -55,7 +55,7 @@ pub struct Report {
     pub verified: u64,
     pub verification: Verification,
     pub cleanup: Cleanup,
-    /// The scheduling class the load generator's threads ran in: `batch` (`--sched`, the
+    /// The scheduling class the load generator's thread ran in: `batch` (`--sched`, the
     /// default on Linux) or `normal`.
     pub sched: String,
 }

@@ -8,7 +8,7 @@ use crate::client::{read_info, Endpoint};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 
-/// The scheduling class of the load generator's threads.
+/// The scheduling class of the load generator's thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SchedArg {
     /// Linux's SCHED_BATCH: an answer that wakes the generator does not preempt the
@@ -59,7 +59,7 @@ pub struct BenchArgs {
     /// connection (a market maker's flow); reported as cancels/s with their own latency
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub cancels: u8,
-    /// Scheduling class of the load generator's threads (Linux; elsewhere always normal)
+    /// Scheduling class of the load generator's thread (Linux; elsewhere always normal)
     #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
     pub sched: SchedArg,
 }
@@ -121,7 +121,8 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         control,
         load,
         progress: !ctx.quiet() && !ctx.json() && std::io::stderr().is_terminal(),
-        // Before the runtime starts its threads: they inherit the class.
+        // This thread runs the generator's runtime (and any thread it starts inherits the
+        // class).
         sched: if args.sched == SchedArg::Batch && crate::services::priority::batch_this_thread() { "batch" } else { "normal" },
     };
     // One thread: the load of a few thousand connections is ~13 µs of CPU per order,
