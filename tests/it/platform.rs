@@ -280,6 +280,40 @@ fn events_older_than_the_retention_are_pruned_and_a_stale_since_says_so() {
     assert!(seq_again > last, "numbering goes on after pruning and a SIGKILL: {seq_again} after {last}");
 }
 
+/// Commands sent at once from many connections each get one audit record: the HTTP
+/// workers write the commands they have ready to audit's journal together
+/// (`CommandLog::stage`), and none is lost or doubled on the way, nor the chain broken.
+#[test]
+fn concurrent_commands_each_get_one_audit_record() {
+    let d = Daemon::start();
+    let user = d.user("many");
+    let (threads, each) = (8, 25);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..each {
+                    d.deposit(&user, "USD", "1");
+                }
+            });
+        }
+    });
+    let action = format!("POST /api/users/{user}/deposits");
+    let start = std::time::Instant::now();
+    loop {
+        let log = d.ok("GET", "/api/audit?limit=100000", None);
+        let n = log.as_array().unwrap().iter().filter(|r| r["action"] == action.as_str()).count();
+        if n == threads * each {
+            break;
+        }
+        assert!(n < threads * each, "{n} records for {} deposits", threads * each);
+        assert!(start.elapsed() < Duration::from_secs(10), "{n} of {} deposits audited", threads * each);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+    let account = d.ok("GET", &format!("/api/users/{user}/account"), None);
+    assert_eq!(account["balances"][0]["total"], "200", "every deposit ran once: {account}");
+}
+
 /// `since=N` on the audit log pages forward: the first records after `N`, so a reader
 /// passing the last seq it saw goes through every record once. Without `since`, the
 /// newest ones.
