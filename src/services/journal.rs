@@ -510,15 +510,22 @@ mod tests {
         assert_eq!(ids(&j.after(0).unwrap().1), [(1, "a".to_string()), (2, "b".into())]);
     }
 
-    /// A snapshot reads what was appended before it, from the segments that hold it,
-    /// and nothing appended after, while the journal goes on appending.
-    #[test]
-    fn a_snapshot_reads_the_records_it_saw_while_appends_go_on() {
+    /// A journal in a temporary folder with a segment per append (any segment is full
+    /// once written to): records 1–2 ("a", "b") in the first, 3 ("c") in the second.
+    fn two_segments() -> (tempfile::TempDir, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let home = crate::daemon::Home::at(dir.path());
         let mut j = Journal::open_with(&home, Durability::Normal, 1).unwrap();
         j.append_all(1, &[record("a"), record("b")], None).unwrap();
         j.append_all(3, &[record("c")], None).unwrap();
+        (dir, j)
+    }
+
+    /// A snapshot reads what was appended before it, from the segments that hold it,
+    /// and nothing appended after, while the journal goes on appending.
+    #[test]
+    fn a_snapshot_reads_the_records_it_saw_while_appends_go_on() {
+        let (_dir, mut j) = two_segments();
         let snapshot = j.snapshot();
         j.append_all(4, &[record("d")], None).unwrap();
         assert_eq!(snapshot.last(), 3);
@@ -535,12 +542,7 @@ mod tests {
 
     #[test]
     fn pruning_deletes_the_segments_whose_records_are_all_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = crate::daemon::Home::at(dir.path());
-        // A segment per append: any segment is full once written to.
-        let mut j = Journal::open_with(&home, Durability::Normal, 1).unwrap();
-        j.append_all(1, &[record("a"), record("b")], None).unwrap();
-        j.append_all(3, &[record("c")], None).unwrap();
+        let (dir, mut j) = two_segments();
         j.append_all(4, &[record("d"), record("e")], None).unwrap();
         assert_eq!(j.files().len(), 3);
         j.prune(3).unwrap();
@@ -551,7 +553,7 @@ mod tests {
         assert!(j.files().is_empty(), "everything applied: nothing left");
         j.append_all(7, &[record("g")], None).unwrap();
         drop(j);
-        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        let mut j = Journal::open(&crate::daemon::Home::at(dir.path()), Durability::Normal).unwrap();
         let (last, records) = j.after(0).unwrap();
         assert_eq!((last, ids(&records)), (7, vec![(7, "g".to_string())]));
     }

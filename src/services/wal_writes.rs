@@ -368,15 +368,22 @@ mod tests {
         c
     }
 
+    /// A new store in a temporary folder, opened through this VFS, with table `t` made
+    /// by `schema` (the folder lives as long as the first element).
+    fn store_with(schema: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let w = open(&path);
+        w.execute_batch(schema).unwrap();
+        (dir, path, w)
+    }
+
     /// A commit of many pages reaches the log in one write, and what it wrote reads back:
     /// through the same connection, through another one on the platform's VFS while the
     /// writer is open (it reads the log), and after the writer closes.
     #[test]
     fn a_commit_is_one_write_and_reads_back_everywhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let w = open(&path);
-        w.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").unwrap();
+        let (_dir, path, w) = store_with("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)");
         let text = "x".repeat(500);
         for round in 0..3 {
             let before = log_writes();
@@ -409,10 +416,7 @@ mod tests {
     /// opens with every committed row, though the writer never checkpointed or closed.
     #[test]
     fn every_commit_is_in_the_files_when_it_returns() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let w = open(&path);
-        w.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").unwrap();
+        let (dir, path, w) = store_with("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)");
         for round in 0..5i64 {
             let tx = w.unchecked_transaction().unwrap();
             for k in 0..(1 + round * 40) {
@@ -432,10 +436,7 @@ mod tests {
     /// one leaves nothing behind: the log's frames past the last commit are ignored.
     #[test]
     fn a_large_or_rolled_back_transaction_keeps_the_store_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let w = open(&path);
-        w.execute_batch("PRAGMA cache_size=-256; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").unwrap();
+        let (_dir, path, w) = store_with("PRAGMA cache_size=-256; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)");
         let blob = vec![7u8; 3000];
         let tx = w.unchecked_transaction().unwrap();
         for k in 0..2000 {
