@@ -53,9 +53,9 @@ pub struct CommandLog {
 }
 
 /// Counts a command in flight until it is dropped (with the command's answer).
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight<'a>(&'a AtomicUsize);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -104,9 +104,9 @@ impl CommandLog {
     /// whether others were: only then can its write wait for theirs to be staged
     /// (`routes::audit_commands`). Alone, waiting would cost a turn of the worker's
     /// event loop (an `epoll_wait`) and gather nothing.
-    pub fn enter(&self) -> (InFlight, bool) {
+    pub fn enter(&self) -> (InFlight<'_>, bool) {
         let others = self.in_flight.fetch_add(1, Ordering::Relaxed) > 0;
-        (InFlight(self.in_flight.clone()), others)
+        (InFlight(&self.in_flight), others)
     }
 
     /// Queues a command for the journal, without writing it yet: [`Self::write_through`]
