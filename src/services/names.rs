@@ -3,7 +3,7 @@
 //! symbol in strings of their own; with 100 k open orders those copies were a good part of
 //! the ~1 KB of memory each open order cost.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 use std::sync::Arc;
 
 /// Interned names. Never shrinks: it holds each user, symbol and asset once, however many

@@ -11,9 +11,9 @@
 use super::tape::Print;
 use crate::api::Candle;
 use crate::services::store::DecimalText;
+use foldhash::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 
 /// A candle width. Bars start on whole multiples of it since the Unix epoch, in UTC, so
 /// `1d` bars start at midnight UTC.

@@ -5,9 +5,9 @@
 
 use super::candles::{Bars, Interval};
 use crate::api::{Side, Trade};
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use std::str::FromStr;
 
 /// What candles and statistics need of a trade.

@@ -14,9 +14,10 @@
 use super::checks::{Plan, QUOTE};
 use super::{Hold, SettleTrade};
 use crate::api::{Account, Balance, Position, Side};
+use foldhash::{HashMap, HashSet};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 

@@ -12,9 +12,10 @@ use super::{Cmd, Hold, ReserveRequest, Reserved, SettleRequest};
 use crate::api::{Account, ApiError, RiskLimits, Side, TradingState};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::config::SharedSettings;
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{params, Connection};
 use rust_decimal::Decimal;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// A command's outcome: the inner error is the caller's, the outer one restarts the service.

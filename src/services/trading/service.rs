@@ -6,9 +6,9 @@ use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::names::Names;
 use crate::services::store::DecimalText;
+use foldhash::{HashMap, HashMapExt};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
