@@ -162,12 +162,21 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
 const CACHE_KIB: i64 = 4096;
 
 /// The WAL size past which the writer restarts the log itself (see [`bound_wal`]).
-const WAL_LIMIT: i64 = 8 << 20;
+///
+/// Each restart stalls the writer for three `fsync`s (the log, the database, then the
+/// log's new header), and for the trading lane, the bus and audit that stall is on the
+/// order path: at 10,000 orders/s, with 8 MiB, orders' log restarted ~5 times a second
+/// and the lane spent ~20 ms of each second in 70 such `fsync`s, 1–14 ms each as the
+/// disk allowed; with 64 MiB, 3 per second and ~3 ms (BENCHMARKS.md, session 21). What a
+/// restart copies does not grow with the limit (the checkpointer passes first); the
+/// price is disk, up to this much log per busy store under load, and recovery after a
+/// SIGKILL reads the logs whole (~70 ms more with ~380 MB of them).
+const WAL_LIMIT: i64 = 64 << 20;
 
 /// The WAL file is cut back to this size when the log restarts. It is well above
 /// [`WAL_LIMIT`], so it rarely is: on a filesystem mounted with `discard`, every cut was
 /// a synchronous discard on the writer's thread.
-const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+const JOURNAL_SIZE_LIMIT: i64 = 128 << 20;
 
 /// Under sustained writes the background passive checkpoint never quite catches up with
 /// the writer (the log restarts only when a checkpoint has copied every frame before the
@@ -176,12 +185,13 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 /// of frames since the last restart, the writer asks it for a pass now, and at its next
 /// commit after that pass finishes the checkpoint on its own connection (RESTART) and the
 /// next write starts the log from its beginning. Right after a pass, the RESTART has only
-/// the frames of one commit left to copy and fsync. A small limit keeps each of these
-/// stalls short: at 64 MB with TRUNCATE, p99.9 of a placement at 32 connections was
-/// ~250 ms; at 8 MB with RESTART, ~80 ms (`agt bench`).
+/// the frames of one commit left to copy and fsync, whatever the limit. (Before the
+/// writer asked for that pass, its own checkpoint copied everything the checkpointer had
+/// not, and the limit had to be small: at 64 MB with TRUNCATE, p99.9 of a placement at
+/// 32 connections was ~250 ms; at 8 MB with RESTART, ~80 ms.)
 pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
     checkpointer.wake_if_idle();
-    if checkpointer.wal_bytes.load(Ordering::Relaxed) > WAL_LIMIT {
+    if checkpointer.wal_bytes.load(Ordering::Relaxed) > checkpointer.wal_limit {
         if checkpointer.ready.swap(false, Ordering::AcqRel) {
             let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
             checkpointer.wal_bytes.store(0, Ordering::Relaxed);
@@ -228,12 +238,12 @@ fn log_frames(shm: &std::fs::File) -> Option<i64> {
 /// the lane spent ~1.2 s of a 5 s `agt bench` run in those restarts (10–37 ms each); at
 /// 50 ms, ~0.5 s (~6 ms each).
 pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
-    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST)
+    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, WAL_LIMIT)
 }
 
-/// [`spawn_checkpointer`] with the longest wait between looks while idle, and the
-/// longest a few frames wait for a pass.
-fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration, latest: Duration) -> CheckpointGuard {
+/// [`spawn_checkpointer`] with the longest wait between looks while idle, the longest a
+/// few frames wait for a pass, and the log size past which the writer restarts it.
+fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration, latest: Duration, wal_limit: i64) -> CheckpointGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let wal_bytes = Arc::new(AtomicI64::new(0));
@@ -295,7 +305,7 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         })
         .ok();
-    CheckpointGuard { stop, handle, wal_bytes, idle, passes, urgent: urgent_flag, ready: ready_flag }
+    CheckpointGuard { stop, handle, wal_bytes, wal_limit, idle, passes, urgent: urgent_flag, ready: ready_flag }
 }
 
 /// Stops the checkpoint thread when dropped (after a final checkpoint).
@@ -304,6 +314,8 @@ pub struct CheckpointGuard {
     handle: Option<std::thread::JoinHandle<()>>,
     /// Bytes of frames in the WAL since its last restart, as of the last checkpoint pass.
     wal_bytes: Arc<AtomicI64>,
+    /// Past this many, the writer restarts the log ([`WAL_LIMIT`]; smaller in tests).
+    wal_limit: i64,
     /// Set while the checkpointer has backed off (nothing was written lately).
     idle: Arc<AtomicBool>,
     /// Checkpoint passes run so far (read by tests).
@@ -423,19 +435,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.db");
         let mut c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
-        let ckpt = spawn_checkpointer(&p, Duration::from_millis(5));
+        // A small limit, so that the test writes little: the daemon's is [`WAL_LIMIT`].
+        let limit = 8 << 20;
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, limit);
         let tx = c.transaction().unwrap();
         for _ in 0..2600 {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap(); // ~10 MB of pages
         }
         tx.commit().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while ckpt.wal_bytes.load(Ordering::Relaxed) <= WAL_LIMIT {
+        while ckpt.wal_bytes.load(Ordering::Relaxed) <= limit {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never counted the frames");
             std::thread::sleep(Duration::from_millis(2));
         }
         let counted = ckpt.wal_bytes.load(Ordering::Relaxed);
-        assert!(counted < 2 * WAL_LIMIT, "{counted} bytes counted for ~10 MB written");
+        assert!(counted < 2 * limit, "{counted} bytes counted for ~10 MB written");
         // The first call asks the checkpointer for a pass; the call after it restarts.
         let passes = ckpt.passes.load(Ordering::Relaxed);
         bound_wal(&c, &ckpt);
@@ -462,7 +476,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60));
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), WAL_LIMIT);
         c.execute("INSERT INTO t VALUES (x'00')", []).unwrap();
         // Twenty looks at the log go by without a pass.
         std::thread::sleep(Duration::from_millis(100));
@@ -490,7 +504,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO);
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, WAL_LIMIT);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ckpt.idle.load(Ordering::Relaxed) {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never backed off");
