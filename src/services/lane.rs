@@ -613,7 +613,7 @@ impl Lane {
 
     /// Whether any of the three holds work that waits for a flush.
     fn pending(&self) -> bool {
-        self.risk.is_open() || self.orders.is_open() || self.trading.is_open() || !self.deferred.is_empty()
+        self.risk.is_open() || self.orders.is_open() || self.trading.is_open() || self.has_deferred()
     }
 
     /// Whether answered batches wait for orders to record them ([`Deferred`]).
