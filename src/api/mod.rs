@@ -301,7 +301,9 @@ pub struct CancelAll {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fill {
     pub trade_id: String,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub price: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub quantity: Decimal,
     pub timestamp: String,
 }
@@ -315,10 +317,15 @@ pub struct Order {
     #[serde(rename = "type")]
     pub kind: OrderType,
     pub time_in_force: TimeInForce,
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     pub price: Option<Decimal>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub quantity: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub filled_quantity: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub remaining_quantity: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     pub average_price: Option<Decimal>,
     pub status: OrderStatus,
     pub fills: Vec<Fill>,

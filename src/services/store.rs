@@ -41,46 +41,7 @@ pub fn enum_at<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> 
 /// A decimal as SQLite text, written on the stack. Stores keep decimals as text (exact,
 /// and readable with the `sqlite3` shell); binding each as a `String` was an allocation
 /// per value, ~20 per order on the trading lane.
-pub struct DecimalText {
-    buf: [u8; DecimalText::MAX],
-    len: u8,
-}
-
-impl DecimalText {
-    /// Longer than any decimal's text: 29 digits, a sign and a point are 31 (28 fraction
-    /// digits need a "0." before them: "-0.000…1" is 31 too).
-    const MAX: usize = 40;
-
-    /// `d` as its `Display` writes it (normalize first where trailing zeros must go).
-    pub fn of(d: rust_decimal::Decimal) -> DecimalText {
-        use std::fmt::Write;
-        let mut t = DecimalText { buf: [0; Self::MAX], len: 0 };
-        write!(t, "{d}").expect("a decimal's text fits in DecimalText::MAX bytes");
-        t
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len as usize]).expect("written from a str")
-    }
-}
-
-impl std::fmt::Write for DecimalText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len as usize + s.len();
-        if end > Self::MAX {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len as usize..end].copy_from_slice(s.as_bytes());
-        self.len = end as u8;
-        Ok(())
-    }
-}
-
-impl rusqlite::ToSql for DecimalText {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(self.as_str().as_bytes())))
-    }
-}
+pub use crate::api::decimal::DecimalText;
 
 /// Opens (creating if needed) a service's store and brings its schema up to date.
 ///

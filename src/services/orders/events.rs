@@ -12,20 +12,26 @@ use serde::Serialize;
 /// An order as its events describe it, with what some events add.
 #[derive(Serialize)]
 pub(super) struct OrderEvent<'a> {
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     average_price: Option<Decimal>,
     /// `ORDER_REJECTED`: the reason's code.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<&'a str>,
     /// A maker's `ORDER_EXECUTED`: this fill's quantity.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     fill_quantity: Option<Decimal>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     filled_quantity: Decimal,
     order_id: &'a str,
     /// The order's limit price, or in a maker's `ORDER_EXECUTED` the fill's price.
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     price: Option<Decimal>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     quantity: Decimal,
     #[serde(skip_serializing_if = "Option::is_none")]
     reject_reason: Option<&'a str>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     remaining_quantity: Decimal,
     side: Side,
     status: OrderStatus,
@@ -44,7 +50,9 @@ pub(super) struct OrderEvent<'a> {
 /// One trade of a taker's `ORDER_EXECUTED`.
 #[derive(Serialize)]
 pub(super) struct TradeRef<'a> {
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub price: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub quantity: Decimal,
     pub trade_id: &'a str,
 }

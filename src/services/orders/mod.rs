@@ -81,7 +81,9 @@ pub struct NewOrder {
     pub side: Side,
     pub kind: OrderType,
     pub time_in_force: TimeInForce,
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
     pub price: Option<Decimal>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub quantity: Decimal,
     pub client_order_id: Option<String>,
 }

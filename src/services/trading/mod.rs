@@ -53,9 +53,12 @@ pub struct TradeFill {
     pub trade_id: String,
     pub maker_order_id: String,
     pub maker_user_id: String,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub price: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub quantity: Decimal,
     /// The maker's open quantity after this trade; zero means it left the book.
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub maker_remaining: Decimal,
     pub timestamp: String,
 }
@@ -64,7 +67,9 @@ pub struct TradeFill {
 pub struct MatchResult {
     pub order_id: String,
     pub fills: Vec<TradeFill>,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub filled: Decimal,
+    #[serde(serialize_with = "crate::api::decimal::ser")]
     pub remaining: Decimal,
     /// True when the remainder rests in the book; false when it was cancelled (IOC, FOK,
     /// market, self-trade prevention) or nothing remains.
