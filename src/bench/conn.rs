@@ -177,11 +177,20 @@ impl Conn {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&body);
         let result = exchange(self.io.as_mut().expect("dialled"), &self.out, &mut self.inp).await;
-        if result.is_err() {
-            // What is left of the stream cannot be trusted: the next request dials again.
-            self.io = None;
+        match result {
+            Ok((answer, keep)) => {
+                if !keep {
+                    // The daemon (or a proxy before it) closes after this answer.
+                    self.io = None;
+                }
+                Ok(answer)
+            }
+            Err(e) => {
+                // What is left of the stream cannot be trusted: the next request dials again.
+                self.io = None;
+                Err(e)
+            }
         }
-        result
     }
 
     /// [`Conn::request`] with transport failures as [`ClientError::Unreachable`], for setup.
@@ -191,17 +200,29 @@ impl Conn {
     }
 }
 
-/// Writes `request` and reads its answer into `inp` (empty at the start and the end).
-async fn exchange(io: &mut Box<dyn Io>, request: &[u8], inp: &mut bytes::BytesMut) -> Result<Answer, ConnError> {
+/// Writes `request` and reads its answer into `inp` (empty at the start and the end);
+/// with whether the connection may carry another request.
+async fn exchange(io: &mut Box<dyn Io>, request: &[u8], inp: &mut bytes::BytesMut) -> Result<(Answer, bool), ConnError> {
     use tokio::io::AsyncWriteExt;
     let failed = |e: std::io::Error| ConnError(format!("the connection failed: {e}"));
     io.write_all(request).await.map_err(failed)?;
     inp.clear();
-    let (status, head_len, framing) = loop {
+    let (status, head_len, framing, keep) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(inp) {
-            Ok(httparse::Status::Complete(n)) => break (resp.code.unwrap_or(0), n, Framing::of(resp.headers)?),
+            Ok(httparse::Status::Complete(n)) => {
+                let status = resp.code.unwrap_or(0);
+                // HTTP/1.0 closes unless told otherwise; HTTP/1.1 keeps unless told to close.
+                let keep = header(resp.headers, "connection").map_or(resp.version == Some(1), |v| {
+                    if resp.version == Some(1) {
+                        !v.eq_ignore_ascii_case(b"close")
+                    } else {
+                        v.eq_ignore_ascii_case(b"keep-alive")
+                    }
+                });
+                break (status, n, Framing::of(status, resp.headers)?, keep);
+            }
             Ok(httparse::Status::Partial) if inp.len() < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => return Err(ConnError("the answer's head is too long".into())),
             Err(e) => return Err(ConnError(format!("the answer is not HTTP/1.1: {e}"))),
@@ -221,7 +242,12 @@ async fn exchange(io: &mut Box<dyn Io>, request: &[u8], inp: &mut bytes::BytesMu
     if !inp.is_empty() {
         return Err(ConnError("the daemon sent more than one answer".into()));
     }
-    Ok(Answer { status, body })
+    Ok((Answer { status, body }, keep))
+}
+
+/// The value of the header `name`, if the answer has it.
+fn header<'a>(headers: &[httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
+    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
 /// How an answer's body ends.
@@ -231,7 +257,11 @@ enum Framing {
 }
 
 impl Framing {
-    fn of(headers: &[httparse::Header]) -> Result<Framing, ConnError> {
+    fn of(status: u16, headers: &[httparse::Header]) -> Result<Framing, ConnError> {
+        // These never have a body, whatever the headers say.
+        if status == 204 || status == 304 || (100..200).contains(&status) {
+            return Ok(Framing::Length(0));
+        }
         let mut framing = None;
         for h in headers {
             if h.name.eq_ignore_ascii_case("content-length") {
@@ -434,6 +464,31 @@ mod tests {
         let mut c = Conn::open(&ep).await.unwrap();
         assert!(c.request(Method::GET, "/a", None).await.unwrap_err().0.contains("not HTTP/1.1"));
         assert_eq!(c.request(Method::GET, "/a", None).await.unwrap().status, 200);
+        assert_eq!(c.dials, 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_closes_the_connection_or_has_no_body_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let ep = serve(&dir, |mut s, n| async move {
+            while read_request(&mut s).await.is_some() {
+                let answer: &[u8] = match n {
+                    // A proxy that closes after each answer.
+                    0 => b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}",
+                    _ => b"HTTP/1.1 204 No Content\r\n\r\n",
+                };
+                s.write_all(answer).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        let mut c = Conn::open(&ep).await.unwrap();
+        assert_eq!(&c.request(Method::GET, "/a", None).await.unwrap().body[..], b"{}");
+        let a = c.request(Method::DELETE, "/b", None).await.unwrap();
+        assert_eq!((a.status, a.body.len()), (204, 0));
+        assert_eq!(c.dials, 2, "the closing answer made the next request dial first");
+        assert!(c.request(Method::DELETE, "/b", None).await.is_ok(), "the 204 left the connection usable");
         assert_eq!(c.dials, 2);
     }
 }
