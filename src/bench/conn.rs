@@ -98,6 +98,8 @@ pub struct Conn {
     inp: bytes::BytesMut,
     /// How many times this connection was dialled (1 when it never broke).
     pub dials: u32,
+    /// The daemon's process id, when the kernel names the peer (the Unix socket).
+    pub peer_pid: Option<u32>,
 }
 
 /// The longest answer head read before giving up: the daemon's are ~150 bytes.
@@ -132,6 +134,7 @@ impl Conn {
             out: Vec::with_capacity(512),
             inp: bytes::BytesMut::with_capacity(4096),
             dials: 0,
+            peer_pid: None,
         };
         c.dial().await.map_err(|e| ClientError::Unreachable { target: endpoint.to_string(), reason: e.0 })?;
         Ok(c)
@@ -141,7 +144,11 @@ impl Conn {
         self.io = None;
         self.dials += 1;
         let io: Box<dyn Io> = match &self.endpoint {
-            Endpoint::Unix(path) => Box::new(timed(tokio::net::UnixStream::connect(path)).await?),
+            Endpoint::Unix(path) => {
+                let s = timed(tokio::net::UnixStream::connect(path)).await?;
+                self.peer_pid = s.peer_cred().ok().and_then(|c| c.pid()).and_then(|p| u32::try_from(p).ok());
+                Box::new(s)
+            }
             Endpoint::Tcp { authority, .. } => {
                 let s = timed(tokio::net::TcpStream::connect(authority.as_str())).await?;
                 let _ = s.set_nodelay(true);

@@ -2,7 +2,7 @@
 //! (closed or open loop), verify every acknowledged order, clean up.
 
 use super::conn::Conn;
-use super::report::{Cleanup, Latency, Report, Verification};
+use super::report::{Cleanup, CpuPerOrder, Latency, Report, Verification};
 use super::{Options, Via};
 use crate::api::{Account, Order, OrderStatus, Side};
 use crate::client::{encode, ClientError, Endpoint};
@@ -276,7 +276,10 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
             None => format!("placing {} orders as fast as {c} connections go", opts.orders),
         },
     );
+    let daemon_pid = conns.first().and_then(|c| c.peer_pid);
+    let cpu_before = super::cpu::Usage::now(daemon_pid);
     let ((back_conns, back_plan), outs, started) = phase(conns, Arc::new(plan)).await;
+    let cpu_after = super::cpu::Usage::now(daemon_pid);
     conns = back_conns;
     let plan = back_plan;
 
@@ -437,6 +440,10 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         verification,
         cleanup,
         sched: opts.sched.to_string(),
+        cpu_us_per_order: {
+            let (bench, daemon) = cpu_before.per_order(&cpu_after, acknowledged);
+            CpuPerOrder { bench, daemon }
+        },
     })
 }
 

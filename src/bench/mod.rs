@@ -26,6 +26,7 @@
 //! bench users' open orders are cancelled and a token made for the run is revoked.
 
 pub mod conn;
+mod cpu;
 mod load;
 pub mod report;
 

@@ -58,6 +58,20 @@ pub struct Report {
     /// The scheduling class the load generator's thread ran in: `batch` (`--sched`, the
     /// default on Linux) or `normal`.
     pub sched: String,
+    /// CPU time per acknowledged order during the measured phase.
+    pub cpu_us_per_order: CpuPerOrder,
+}
+
+/// CPU time (user and system) per acknowledged order, µs, spent during the measured phase:
+/// when the generator and the daemon share a machine, orders/s is bounded by the sum.
+/// Work the daemon does after the phase (events still being stored) is not counted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuPerOrder {
+    /// This load generator.
+    pub bench: Option<f64>,
+    /// The daemon, all its threads: known over the Unix socket on Linux (the socket names
+    /// its peer), `null` over TCP.
+    pub daemon: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -183,6 +197,12 @@ pub fn render(r: &Report) -> String {
         let latency =
             format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
         lines.push(("cancel µs".into(), latency));
+    }
+    let cpu = &r.cpu_us_per_order;
+    let part = |name: &str, us: Option<f64>| us.map(|us| format!("{name} {us:.1}"));
+    let parts: Vec<String> = [part("daemon", cpu.daemon), part("bench", cpu.bench)].into_iter().flatten().collect();
+    if !parts.is_empty() {
+        lines.push(("cpu µs/order".into(), parts.join(", ")));
     }
     let v = &r.verification;
     let mut ver = format!("{}/{}", v.verified, v.checked);

@@ -70,6 +70,12 @@ fn closed_loop_over_the_socket_and_over_http() {
     assert_eq!(r["cleanup"]["token_revoked"], Value::Null, "no token is made for the socket");
     let batch = if cfg!(target_os = "linux") { "batch" } else { "normal" };
     assert_eq!(r["sched"], batch, "the generator runs in the batch class by default: {r}");
+    // CPU per order: the generator's own, and the daemon's, whose process the socket names.
+    let cpu = &r["cpu_us_per_order"];
+    assert!(cpu["bench"].as_f64().is_some_and(|us| us > 0.0), "{r}");
+    if cfg!(target_os = "linux") {
+        assert!(cpu["daemon"].as_f64().is_some_and(|us| us >= 0.0), "{r}");
+    }
 
     // Over TCP: the bench makes an admin token over the socket and revokes it after.
     let r2 = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2", "--via", "http"]);
@@ -78,6 +84,8 @@ fn closed_loop_over_the_socket_and_over_http() {
     assert_eq!(r2["sched"], batch);
     assert!(r2["target"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{r2}");
     assert_eq!(r2["cleanup"]["token_revoked"], true, "{r2}");
+    assert!(r2["cpu_us_per_order"]["bench"].as_f64().is_some(), "{r2}");
+    assert_eq!(r2["cpu_us_per_order"]["daemon"], Value::Null, "a TCP peer's process is not known: {r2}");
     assert_ne!(r["prefix"], r2["prefix"], "runs name their users and symbols apart");
     assert_ne!(r["symbols"], r2["symbols"]);
     let tokens = d.ok("GET", "/api/tokens", None);
