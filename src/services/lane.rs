@@ -624,16 +624,16 @@ impl Lane {
     /// Records the oldest answered batch in orders' open transaction ([`Deferred`]).
     fn record_one_deferred(&mut self) -> Result<(), ServiceError> {
         let Some(Deferred { at, outcomes }) = self.deferred.pop_front() else { return Ok(()) };
-        self.orders.work(|_, tx, after| {
+        self.orders.work(|orders, tx, after| {
             for (t, settled) in outcomes {
                 match t {
-                    Then::Record(order, result) => drop(Orders::record_accepted(tx, order, result, settled, &at, after)?),
+                    Then::Record(order, result) => drop(orders.record_accepted(tx, order, result, settled, &at, after)?),
                     Then::End { reject: Some((e, order)), .. } if settled => {
-                        drop(Orders::reject_unstored(tx, order, e.code.as_ref(), &e.message, &at, after)?)
+                        drop(orders.reject_unstored(tx, order, e.code.as_ref(), &e.message, &at, after)?)
                     }
                     // An abort whose hold could not be released stays `accepted`:
                     // recovery finishes it.
-                    Then::End { reject: Some((_, order)), .. } => Orders::store_accepted(tx, &order)?,
+                    Then::End { reject: Some((_, order)), .. } => orders.store_accepted(tx, &order)?,
                     Then::End { .. } => {}
                 }
             }
@@ -830,28 +830,28 @@ impl Lane {
             intake::mark_applied(tx, end)
         })?;
         self.risk.commit(&self.bus)?;
-        self.orders.work(|_, tx, after| {
+        self.orders.work(|orders, tx, after| {
             for (_, r) in records.iter().filter(|(seq, _)| *seq > orders_at) {
                 let r = match r {
                     Record::Place(r) => r,
                     Record::Cancel(c) => {
-                        Orders::cancelled(tx, c.cancelled.clone(), &c.at, after)?;
+                        orders.cancelled(tx, c.cancelled.clone(), &c.at, after)?;
                         continue;
                     }
                     Record::Amend(a) => {
                         let amended = Some((a.price, a.quantity));
-                        if let Err(e) = Orders::record_at(tx, a.result.clone(), amended, true, &a.at, after)? {
+                        if let Err(e) = orders.record_at(tx, a.result.clone(), amended, true, &a.at, after)? {
                             return Err(ServiceError::Other(format!("cannot redo the amend of {}: {}", a.order_id, e.message)));
                         }
                         continue;
                     }
                 };
-                if let Accepted::Existing(_) = Orders::accept_at(tx, r.order.clone(), r.at.clone())? {
+                if let Accepted::Existing(_) = orders.accept_at(tx, r.order.clone(), r.at.clone())? {
                     continue;
                 }
                 match (&r.result, &r.rejected) {
-                    (Some(result), _) => drop(Orders::record_at(tx, result.clone(), None, true, &r.at, after)?),
-                    (None, Some(e)) => drop(Orders::reject_at(tx, &r.order.order_id, &e.code, &e.message, &r.at, after)?),
+                    (Some(result), _) => drop(orders.record_at(tx, result.clone(), None, true, &r.at, after)?),
+                    (None, Some(e)) => drop(orders.reject_at(tx, &r.order.order_id, &e.code, &e.message, &r.at, after)?),
                     (None, None) => {}
                 }
             }
@@ -919,7 +919,7 @@ impl Lane {
             // open transactions, this cancel's included, roll back (the caller: 503).
             return Err(ServiceError::Other(format!("cannot release the holds of cancelled orders: {}", e.message)));
         }
-        let done = self.orders.work(|_, tx, after| Orders::cancelled(tx, cancelled.clone(), at, after))?;
+        let done = self.orders.work(|orders, tx, after| orders.cancelled(tx, cancelled.clone(), at, after))?;
         Ok((CancelRecord { cancelled, at: at.to_string() }, done))
     }
 
@@ -1013,7 +1013,8 @@ impl Lane {
         let amended = (price, quantity);
         let (user_id, symbol, side) = (o.user_id.clone(), o.symbol.clone(), o.side);
         // The row the check read is still the order's: nothing between wrote to orders.
-        let order = self.orders.work(|_, tx, after| Orders::record_head(tx, o, &stage, result.clone(), Some(amended), true, at, after))?;
+        let order =
+            self.orders.work(|orders, tx, after| orders.record_head(tx, o, &stage, result.clone(), Some(amended), true, at, after))?;
         let record = AmendRecord { order_id, user_id, symbol, side, price, quantity, remaining, result, at: at.to_string() };
         Ok(Some((record, reply, order)))
     }

@@ -109,7 +109,93 @@ macro_rules! columns {
 }
 const COLUMNS: &str = columns!();
 
-pub struct Orders;
+/// The orders service. Its only state is [`Resting`], open orders' rows kept for the
+/// trading lane's maker fills; everything else is read from the store.
+#[derive(Default)]
+pub struct Orders {
+    resting: Resting,
+}
+
+/// An order row as [`load_bare`] reads it: the order without fills or average price, its
+/// saga stage, and its fills' notional.
+type Bare = (Order, String, Option<Decimal>);
+
+/// Open orders' rows as [`load_bare`] would read them, so that a fill against a resting
+/// order need not read its row back: by its text id (an index descent), decoded into an
+/// `Order` (strings and decimals), ~12 k instructions per order, ~5 % of the trading
+/// lane (BENCHMARKS.md, session 22).
+///
+/// **Kept in step with the store:** every write of an order row goes through [`insert`]
+/// or [`save`], which update this within the open transaction, and the stage's own
+/// update (`Cmd::Settled`) does too. A transaction that fails ends the service's
+/// incarnation (the lane's too), and the next one starts with nothing cached. Debug
+/// builds (the tests) check each row taken from here against the store.
+#[derive(Default)]
+struct Resting {
+    rows: foldhash::HashMap<String, Bare>,
+}
+
+/// At most this many rows are kept (~0.5 KB each); orders that rest beyond it are read
+/// from the store when they fill, as before.
+const RESTING_KEPT: usize = 16_384;
+
+impl Resting {
+    /// After [`insert`] wrote `o` at `stage` with `notional`.
+    fn inserted(&mut self, o: &Order, stage: &str, notional: Decimal) {
+        let mut row = o.clone();
+        row.fills = Vec::new();
+        self.put((row, stage.to_string(), Some(notional)));
+    }
+
+    /// After [`save`] wrote `o`'s columns, and `stage` and `notional` where given.
+    fn saved(&mut self, o: &Order, stage: Option<&str>, notional: Option<Decimal>) {
+        if !o.status.is_open() {
+            self.rows.remove(&o.order_id);
+            return;
+        }
+        let Some((row, row_stage, row_notional)) = self.rows.get_mut(&o.order_id) else { return };
+        row.price = o.price;
+        row.quantity = o.quantity;
+        row.filled_quantity = o.filled_quantity;
+        row.status = o.status;
+        row.updated_at.clone_from(&o.updated_at);
+        row.reject_reason.clone_from(&o.reject_reason);
+        row.remaining_quantity = o.quantity - o.filled_quantity;
+        if let Some(stage) = stage {
+            *row_stage = stage.to_string();
+        }
+        if notional.is_some() {
+            *row_notional = notional;
+        }
+    }
+
+    /// Keeps a row as [`load_bare`] would read it, if the order is open and there is room.
+    fn put(&mut self, (mut row, stage, notional): Bare) {
+        if !row.status.is_open() {
+            self.rows.remove(&row.order_id);
+            return;
+        }
+        if self.rows.len() >= RESTING_KEPT && !self.rows.contains_key(&row.order_id) {
+            return;
+        }
+        // As `row_to_order` reads it: no average price, and what is left to fill.
+        row.average_price = None;
+        row.remaining_quantity = row.quantity - row.filled_quantity;
+        self.rows.insert(row.order_id.clone(), (row, stage, notional));
+    }
+
+    /// The row of `order_id`, taken out (the caller saves the order and puts it back), or
+    /// read from the store.
+    fn take(&mut self, tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Bare>> {
+        match self.rows.remove(order_id) {
+            Some(row) => {
+                debug_assert_eq!(Some(&row), load_bare(tx, order_id)?.as_ref(), "the resting row of {order_id} is not the stored one");
+                Ok(Some(row))
+            }
+            None => load_bare(tx, order_id),
+        }
+    }
+}
 
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
     Decimal::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -236,7 +322,7 @@ fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
 /// Stages of an order's saga: `accepted` (stored, not yet through the book), `settling`
 /// (matched and recorded; risk settlement may still be in flight), `done`.
 /// `notional` is given by whoever added fills; others leave the stored one.
-fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<Decimal>) -> rusqlite::Result<()> {
+fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<Decimal>, resting: &mut Resting) -> rusqlite::Result<()> {
     o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
     tx.prepare_cached(
         "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
@@ -253,11 +339,12 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<De
         stage,
         notional.map(DecimalText::of)
     ])?;
+    resting.saved(o, stage, notional);
     Ok(())
 }
 
 /// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
-fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlite::Result<()> {
+fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, resting: &mut Resting) -> rusqlite::Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO orders (",
         columns!(),
@@ -281,6 +368,7 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal) -> rusqlit
         stage,
         DecimalText::of(notional)
     ])?;
+    resting.inserted(o, stage, notional);
     Ok(())
 }
 
@@ -305,16 +393,16 @@ fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty
 }
 
 impl Orders {
-    pub(crate) fn accept(tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
-        Self::accept_at(tx, n, crate::api::now_rfc3339())
+    pub(crate) fn accept(&mut self, tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
+        self.accept_at(tx, n, crate::api::now_rfc3339())
     }
 
     /// [`Orders::accept`] at a given time: the lane stamps a batch once, so that redoing
     /// it from the intake journal (`services::intake`) stores the times it answered.
-    pub(crate) fn accept_at(tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
+    pub(crate) fn accept_at(&mut self, tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
         let accepted = Self::accept_unstored(tx, n, now, &mut HashMap::new())?;
         if let Accepted::New(o) = &accepted {
-            insert(tx, o, "accepted", Decimal::ZERO)?;
+            insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?;
         }
         Ok(accepted)
     }
@@ -373,13 +461,14 @@ impl Orders {
     /// Stores an order [`Orders::accept_unstored`] answered at stage `accepted`, as
     /// [`Orders::accept_at`] would have: the lane's placement that could not be finished
     /// (its hold not released), for recovery to find.
-    pub(crate) fn store_accepted(tx: &Connection, o: &Order) -> Result<(), ServiceError> {
-        Ok(insert(tx, o, "accepted", Decimal::ZERO)?)
+    pub(crate) fn store_accepted(&mut self, tx: &Connection, o: &Order) -> Result<(), ServiceError> {
+        Ok(insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?)
     }
 
     /// Stores an order [`Orders::accept_unstored`] answered as rejected, its saga done:
     /// what [`Orders::reject_at`] leaves of a stored `accepted` order, in one write.
     pub(crate) fn reject_unstored(
+        &mut self,
         tx: &Connection,
         mut o: Order,
         code: &str,
@@ -388,7 +477,7 @@ impl Orders {
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
         mark_rejected(&mut o, code, message, now);
-        insert(tx, &o, "done", Decimal::ZERO)?;
+        insert(tx, &o, "done", Decimal::ZERO, &mut self.resting)?;
         // Counted in `agt_orders_total` by the lane, as it answers.
         after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         Ok(o)
@@ -397,17 +486,19 @@ impl Orders {
     /// Marks an order that never reached the book rejected, if its saga is still at
     /// `accepted` (a repeat answers the order as it stands).
     pub(crate) fn reject(
+        &mut self,
         tx: &Connection,
         order_id: &str,
         code: &str,
         message: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        Self::reject_at(tx, order_id, code, message, &crate::api::now_rfc3339(), after)
+        self.reject_at(tx, order_id, code, message, &crate::api::now_rfc3339(), after)
     }
 
     /// [`Orders::reject`] at a given time (see [`Orders::accept_at`]).
     pub(crate) fn reject_at(
+        &mut self,
         tx: &Connection,
         order_id: &str,
         code: &str,
@@ -420,7 +511,7 @@ impl Orders {
         };
         if stage_of(tx, order_id)?.as_deref() == Some("accepted") {
             mark_rejected(&mut o, code, message, now);
-            save(tx, &mut o, Some("done"), None)?;
+            save(tx, &mut o, Some("done"), None, &mut self.resting)?;
             crate::daemon::metrics::order("rejected");
             after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         }
@@ -435,16 +526,18 @@ impl Orders {
     /// `settled`: risk has already committed this match's settlement, so a placement's
     /// saga is done with this record (the lane settles before it records).
     pub(crate) fn record(
+        &mut self,
         tx: &Connection,
         result: MatchResult,
         settled: bool,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        Self::record_at(tx, result, None, settled, &crate::api::now_rfc3339(), after)
+        self.record_at(tx, result, None, settled, &crate::api::now_rfc3339(), after)
     }
 
     /// [`Orders::record`] at a given time (see [`Orders::accept_at`]).
     pub(crate) fn record_at(
+        &mut self,
         tx: &Connection,
         result: MatchResult,
         amended: Option<(Decimal, Decimal)>,
@@ -455,13 +548,14 @@ impl Orders {
         let Some((taker, stage, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
-        Ok(Ok(Self::record_head(tx, taker, &stage, result, amended, settled, now, after)?))
+        Ok(Ok(self.record_head(tx, taker, &stage, result, amended, settled, now, after)?))
     }
 
     /// [`Orders::record_at`] for an order whose row the caller has just read with
     /// [`Orders::head`] in this transaction (an amend checks it first): not read again.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record_head(
+        &mut self,
         tx: &Connection,
         mut taker: Order,
         stage: &str,
@@ -475,12 +569,13 @@ impl Orders {
         if !taker.filled_quantity.is_zero() {
             taker = with_fills(tx, taker)?;
         }
-        Self::record_loaded(tx, taker, true, stage == "accepted", result, amended, settled, now, after)
+        self.record_loaded(tx, taker, true, stage == "accepted", result, amended, settled, now, after)
     }
 
     /// The first record of an order the lane accepted unstored in this same transaction
     /// ([`Orders::accept_unstored`]): its row is written once, with its outcome.
     pub(crate) fn record_accepted(
+        &mut self,
         tx: &Connection,
         taker: Order,
         result: MatchResult,
@@ -489,13 +584,14 @@ impl Orders {
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
         debug_assert!(taker.fills.is_empty() && taker.status == OrderStatus::New);
-        Self::record_loaded(tx, taker, false, true, result, None, settled, now, after)
+        self.record_loaded(tx, taker, false, true, result, None, settled, now, after)
     }
 
     /// [`Orders::record_at`] for `taker` as stored (with its fills, if it had any), or
     /// as accepted and not stored yet (`stored` false: the record inserts its row).
     #[allow(clippy::too_many_arguments)]
     fn record_loaded(
+        &mut self,
         tx: &Connection,
         mut taker: Order,
         stored: bool,
@@ -523,7 +619,7 @@ impl Orders {
                 });
                 trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
-            let Some((mut maker, _, notional)) = load_bare(tx, &f.maker_order_id)? else { continue };
+            let Some((mut maker, stage, notional)) = self.resting.take(tx, &f.maker_order_id)? else { continue };
             // What its fills so far came to: stored, or summed from them in a row stored
             // before the column was.
             let so_far = match notional {
@@ -532,6 +628,8 @@ impl Orders {
                 None => notional_of(&with_fills(tx, maker.clone())?.fills),
             };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
+                // Recorded before (a redo): the row is as it was.
+                self.resting.put((maker, stage, notional));
                 continue;
             }
             let notional = so_far + f.price * f.quantity;
@@ -542,11 +640,12 @@ impl Orders {
             }
             maker.updated_at = now.to_string();
             maker.average_price = average_of(notional, maker.filled_quantity);
-            save(tx, &mut maker, None, Some(notional))?;
+            save(tx, &mut maker, None, Some(notional), &mut self.resting)?;
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
             }
+            self.resting.put((maker, stage, Some(notional)));
         }
         after_match(&mut taker, &result);
         let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
@@ -564,10 +663,10 @@ impl Orders {
         };
         let notional = notional_of(&taker.fills);
         if stored {
-            save(tx, &mut taker, next_stage, Some(notional))?;
+            save(tx, &mut taker, next_stage, Some(notional), &mut self.resting)?;
         } else {
             taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
-            insert(tx, &taker, next_stage.unwrap_or("accepted"), notional)?;
+            insert(tx, &taker, next_stage.unwrap_or("accepted"), notional, &mut self.resting)?;
         }
         average(&mut taker);
         if first_record {
@@ -640,6 +739,7 @@ impl Orders {
     /// holds released first), with their events; answers each order as it now stands,
     /// open or not (a fill may have ended it first).
     pub(crate) fn cancelled(
+        &mut self,
         tx: &Connection,
         cancelled: Vec<Cancelled>,
         at: &str,
@@ -654,7 +754,7 @@ impl Orders {
                 o.remaining_quantity = Decimal::ZERO;
                 o.updated_at = at.to_string();
                 // The stage is the placement saga's to finish (it may still be settling).
-                save(tx, &mut o, None, None)?;
+                save(tx, &mut o, None, None, &mut self.resting)?;
                 after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
             }
@@ -698,29 +798,34 @@ impl Service for Orders {
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
     fn load(_conn: &rusqlite::Connection, _ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        Ok(Orders)
+        Ok(Orders::default())
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
             Cmd::Accept { order, reply } => {
-                let r = Orders::accept(tx, order)?;
+                let r = self.accept(tx, order)?;
                 after.reply(reply, Ok(r));
             }
             Cmd::Reject { order_id, code, message, reply } => {
-                let r = Orders::reject(tx, &order_id, &code, &message, after)?;
+                let r = self.reject(tx, &order_id, &code, &message, after)?;
                 after.reply(reply, r);
             }
             Cmd::Record { result, settled, reply } => {
-                let r = Orders::record(tx, result, settled, after)?;
+                let r = self.record(tx, result, settled, after)?;
                 after.reply(reply, r);
             }
             Cmd::Cancelled { cancelled, reply } => {
-                let out = Orders::cancelled(tx, cancelled, &crate::api::now_rfc3339(), after)?;
+                let out = self.cancelled(tx, cancelled, &crate::api::now_rfc3339(), after)?;
                 after.reply(reply, Ok(out));
             }
             Cmd::Settled { order_id } => {
-                tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([order_id])?;
+                tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([&order_id])?;
+                if let Some((_, stage, _)) = self.resting.rows.get_mut(&order_id) {
+                    if stage == "settling" {
+                        *stage = "done".to_string();
+                    }
+                }
             }
             Cmd::Sync(reply) => after.reply(reply, Ok(())),
             Cmd::Get { order_id, reply } => {
@@ -753,8 +858,8 @@ mod tests {
 
     /// Stores a sell limit order of `quantity` at 100 as accepted, then resting unfilled
     /// (a maker for the tests' takers).
-    fn resting_sell(tx: &Connection, id: &str, quantity: &str) {
-        Orders::accept_at(tx, order(id, Side::Sell, "100", quantity), "t".into()).unwrap();
+    fn resting_sell(orders: &mut Orders, tx: &Connection, id: &str, quantity: &str) {
+        orders.accept_at(tx, order(id, Side::Sell, "100", quantity), "t".into()).unwrap();
         let rests = MatchResult {
             order_id: id.into(),
             fills: vec![],
@@ -763,7 +868,7 @@ mod tests {
             rests: true,
             self_trade_prevented: false,
         };
-        Orders::record_at(tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
+        orders.record_at(tx, rests, None, true, "t", &mut AfterCommit::new("orders")).unwrap().unwrap();
     }
 
     fn order(id: &str, side: Side, price: &str, quantity: &str) -> NewOrder {
@@ -782,9 +887,9 @@ mod tests {
 
     /// Places `taker` for `quantity` at `price` against the resting maker `mk`; the
     /// average price the maker's `ORDER_EXECUTED` gives.
-    fn trade(tx: &Connection, n: usize, price: &str, quantity: &str) -> Decimal {
+    fn trade(orders: &mut Orders, tx: &Connection, n: usize, price: &str, quantity: &str) -> Decimal {
         let taker = order(&format!("tk{n}"), Side::Buy, price, quantity);
-        Orders::accept_at(tx, taker.clone(), "t".into()).unwrap();
+        orders.accept_at(tx, taker.clone(), "t".into()).unwrap();
         let fill = TradeFill {
             trade_id: format!("trd_{n}"),
             maker_order_id: "mk".into(),
@@ -803,7 +908,7 @@ mod tests {
             self_trade_prevented: false,
         };
         let mut after = AfterCommit::new("orders");
-        Orders::record_at(tx, result, None, true, "t", &mut after).unwrap().unwrap();
+        orders.record_at(tx, result, None, true, "t", &mut after).unwrap().unwrap();
         let events = after.event_texts();
         let (_, text) = events.iter().find(|(kind, text)| *kind == "ORDER_EXECUTED" && text.contains(r#""order_id":"mk""#)).unwrap();
         let data: serde_json::Value = serde_json::from_str(text).unwrap();
@@ -818,11 +923,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
+        let orders = &mut Orders::default();
         for (id, quantity) in [("mk", "100"), ("rest", "5")] {
-            resting_sell(&tx, id, quantity);
+            resting_sell(orders, &tx, id, quantity);
         }
-        trade(&tx, 0, "100", "3"); // tk0: filled, closed
-        Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
+        trade(orders, &tx, 0, "100", "3"); // tk0: filled, closed
+        orders.accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
         let mut live = Vec::new();
         Orders::each_live(&tx, |id, open| live.push((id.to_string(), open))).unwrap();
         live.sort();
@@ -846,9 +952,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
-        resting_sell(&tx, "mk", "100");
-        trade(&tx, 0, "100", "3"); // tk0: filled, closed
-        Orders::accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
+        let orders = &mut Orders::default();
+        resting_sell(orders, &tx, "mk", "100");
+        trade(orders, &tx, 0, "100", "3"); // tk0: filled, closed
+        orders.accept_at(&tx, order("acc", Side::Buy, "99", "1"), "t".into()).unwrap();
         assert_eq!(Orders::unknown(&tx, ["nope2", "mk", "tk0", "acc", "nope1"]).unwrap(), ["nope1", "nope2"]);
     }
 
@@ -859,23 +966,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
         let tx = conn.transaction().unwrap();
-        resting_sell(&tx, "mk", "100");
+        let orders = &mut Orders::default();
+        resting_sell(orders, &tx, "mk", "100");
         let fills = [("100.01", "3"), ("99.99", "7"), ("100.5", "0.25")];
         let vwap = |fills: &[(&str, &str)]| {
             let (notional, qty) = fills.iter().fold((Decimal::ZERO, Decimal::ZERO), |(n, q), (p, x)| (n + d(p) * d(x), q + d(x)));
             (notional / qty).round_dp(12).normalize()
         };
         for (n, (price, quantity)) in fills.iter().enumerate() {
-            assert_eq!(trade(&tx, n, price, quantity), vwap(&fills[..=n]), "the event after fill {n}");
+            assert_eq!(trade(orders, &tx, n, price, quantity), vwap(&fills[..=n]), "the event after fill {n}");
         }
         let stored = load(&tx, "mk").unwrap().unwrap();
         assert_eq!(stored.average_price, Some(vwap(&fills)));
         assert_eq!(stored.filled_quantity, d("10.25"));
 
-        // As a row from before the column: its next fill sums the fills it has.
+        // As a row from before the column (an older agt wrote it, so this one starts with
+        // nothing kept): its next fill sums the fills it has.
         tx.execute("UPDATE orders SET notional = NULL WHERE order_id = 'mk'", []).unwrap();
         let all = [fills[0], fills[1], fills[2], ("101", "1.75")];
-        assert_eq!(trade(&tx, 3, "101", "1.75"), vwap(&all));
+        assert_eq!(trade(&mut Orders::default(), &tx, 3, "101", "1.75"), vwap(&all));
         let (notional, stored) = tx
             .query_row("SELECT notional, filled FROM orders WHERE order_id = 'mk'", [], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -884,5 +993,47 @@ mod tests {
         assert_eq!(d(&notional), all.iter().map(|(p, q)| d(p) * d(q)).sum::<Decimal>());
         assert_eq!(d(&stored), d("12"));
         assert_eq!(load(&tx, "mk").unwrap().unwrap().average_price, Some(vwap(&all)));
+    }
+
+    /// The rows kept for maker fills are the stored ones after every kind of write: a
+    /// resting order, each partial fill, the stage's own update, an amend (a save of the
+    /// taker); a filled or cancelled order is no longer kept. (Debug builds also check
+    /// every row taken for a fill against the store.)
+    #[test]
+    fn the_rows_kept_for_maker_fills_are_the_stored_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let tx = conn.transaction().unwrap();
+        let orders = &mut Orders::default();
+        let same = |orders: &Orders, id: &str| {
+            assert_eq!(orders.resting.rows.get(id), load_bare(&tx, id).unwrap().as_ref(), "{id}");
+        };
+        resting_sell(orders, &tx, "mk", "10");
+        resting_sell(orders, &tx, "gone", "1");
+        same(orders, "mk");
+        trade(orders, &tx, 0, "100", "3");
+        same(orders, "mk");
+        assert_eq!(orders.resting.rows["mk"].0.status, OrderStatus::PartiallyFilled);
+        orders.handle(&tx, Cmd::Settled { order_id: "mk".into() }, &mut AfterCommit::new("orders")).unwrap();
+        same(orders, "mk");
+        // An amend of the maker: a new price, recorded as the lane records one.
+        let head = Orders::head(&tx, "mk").unwrap().unwrap();
+        let unfilled = MatchResult {
+            order_id: "mk".into(),
+            fills: vec![],
+            filled: d("3"),
+            remaining: d("6"),
+            rests: true,
+            self_trade_prevented: false,
+        };
+        orders.record_head(&tx, head.0, &head.1, unfilled, Some((d("101"), d("9"))), true, "t2", &mut AfterCommit::new("orders")).unwrap();
+        same(orders, "mk");
+        assert_eq!(orders.resting.rows["mk"].0.price, Some(d("101")));
+        // Filled: no longer kept. Cancelled: the same.
+        trade(orders, &tx, 1, "101", "6");
+        assert!(!orders.resting.rows.contains_key("mk"));
+        let c = Orders::cancellable(&tx, "gone").unwrap().unwrap();
+        orders.cancelled(&tx, vec![c], "t3", &mut AfterCommit::new("orders")).unwrap();
+        assert!(orders.resting.rows.is_empty(), "{:?}", orders.resting.rows.keys().collect::<Vec<_>>());
     }
 }
