@@ -856,6 +856,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// A fresh orders store (and the directory that holds it).
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        (dir, conn)
+    }
+
     /// Stores a sell limit order of `quantity` at 100 as accepted, then resting unfilled
     /// (a maker for the tests' takers).
     fn resting_sell(orders: &mut Orders, tx: &Connection, id: &str, quantity: &str) {
@@ -920,8 +927,7 @@ mod tests {
     /// open; a filled taker is neither. Finishing a cancel takes what remains of an open one.
     #[test]
     fn the_live_orders_are_read_with_whether_each_is_open_as_the_list_shows_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let (_dir, mut conn) = store();
         let tx = conn.transaction().unwrap();
         let orders = &mut Orders::default();
         for (id, quantity) in [("mk", "100"), ("rest", "5")] {
@@ -949,8 +955,7 @@ mod tests {
     /// Only an order never stored is unknown: open, closed and still `accepted` ones are not.
     #[test]
     fn unknown_orders_are_the_unstored_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let (_dir, mut conn) = store();
         let tx = conn.transaction().unwrap();
         let orders = &mut Orders::default();
         resting_sell(orders, &tx, "mk", "100");
@@ -963,8 +968,7 @@ mod tests {
     /// again at each one; a row stored before the notional column gets it from its fills.
     #[test]
     fn a_makers_average_price_is_exact_after_many_fills_and_in_rows_from_before_the_notional() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let (_dir, mut conn) = store();
         let tx = conn.transaction().unwrap();
         let orders = &mut Orders::default();
         resting_sell(orders, &tx, "mk", "100");
@@ -1001,8 +1005,7 @@ mod tests {
     /// every row taken for a fill against the store.)
     #[test]
     fn the_rows_kept_for_maker_fills_are_the_stored_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::services::store::open(&dir.path().join("orders.db"), Default::default(), MIGRATIONS).unwrap();
+        let (_dir, mut conn) = store();
         let tx = conn.transaction().unwrap();
         let orders = &mut Orders::default();
         let same = |orders: &Orders, id: &str| {
