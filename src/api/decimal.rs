@@ -84,8 +84,8 @@ pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Err
 /// rust_decimal finds each digit by dividing its 96-bit mantissa by 10 (three words per
 /// division) and pushes characters one at a time: ~240 instructions per decimal, and an
 /// order's path writes ~45 of them (store rows, events, the journal, the answer), ~10 %
-/// of the trading lane. Prices and quantities fit a `u64` mantissa, whose digits cost a
-/// multiplication each; a larger one takes rust_decimal's path.
+/// of the trading lane. Prices and quantities fit a `u64` mantissa, which `itoa` writes
+/// two digits at a time; a larger one takes rust_decimal's path.
 #[derive(Clone, Copy)]
 pub struct DecimalText {
     buf: [u8; DecimalText::MAX],
