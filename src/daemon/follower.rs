@@ -24,7 +24,11 @@
 use crate::services::actor::{Handle, Reply, State};
 use crate::services::bus::{Bus, BusEvent};
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+/// Events a feed hands over after the one that woke it before it looks at its tick and
+/// shutdown again.
+const DRAIN_AT_ONCE: usize = 256;
 
 /// How a follower talks to its service.
 pub struct Feed<C> {
@@ -199,9 +203,28 @@ pub fn spawn<C: Send + 'static>(
             }
             // Then follow, until the service restarts or we fall behind.
             let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    r = live.recv() => match r {
+            'follow: loop {
+                let first = tokio::select! {
+                    r = live.recv() => r,
+                    _ = tick.tick() => {
+                        // A restarted service may have lost events from its mailbox:
+                        // it is asked again, not told it has passed them.
+                        if handle.status.restarts.load(std::sync::atomic::Ordering::Relaxed) != restarts {
+                            break;
+                        }
+                        filter.tell_passed(&handle, last, &mut told);
+                        continue;
+                    }
+                    _ = shutdown.changed() => return,
+                };
+                // The event that woke the feed, then those already waiting behind it (a
+                // bus commit sends a batch at once), up to a bound so that the tick still
+                // comes round: `select!` builds and polls all three of its futures each
+                // time, which per event was most of the feeds' cost on the HTTP workers.
+                let mut next = Some(first);
+                let mut drained = 0;
+                while let Some(r) = next.take() {
+                    match r {
                         Ok(e) => {
                             if e.seq > last {
                                 last = e.seq;
@@ -221,19 +244,19 @@ pub fn spawn<C: Send + 'static>(
                             // would follow a position the service never heard of.
                             filter.tell_passed(&handle, last, &mut told);
                             behind = Some((last, restarts));
-                            break;
+                            break 'follow;
                         }
                         Err(RecvError::Closed) => return,
-                    },
-                    _ = tick.tick() => {
-                        // A restarted service may have lost events from its mailbox:
-                        // it is asked again, not told it has passed them.
-                        if handle.status.restarts.load(std::sync::atomic::Ordering::Relaxed) != restarts {
-                            break;
-                        }
-                        filter.tell_passed(&handle, last, &mut told);
                     }
-                    _ = shutdown.changed() => return,
+                    drained += 1;
+                    if drained < DRAIN_AT_ONCE {
+                        next = match live.try_recv() {
+                            Ok(e) => Some(Ok(e)),
+                            Err(TryRecvError::Empty) => None,
+                            Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                        };
+                    }
                 }
             }
         }
