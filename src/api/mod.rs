@@ -14,6 +14,27 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The current time as the API writes it: RFC 3339 in UTC with microseconds.
+/// `t` as JSON text at its exact size. It is written into a per-thread buffer and copied
+/// out once: `serde_json::to_vec` starts at 128 bytes and doubles, and an order's event
+/// (~300–450 bytes) or a placement's answer (~600) took two or three reallocations and
+/// their copies. A buffer grown by a large document (a page of thousands of orders) is not
+/// kept for the thread's life.
+pub fn to_json_exact<T: Serialize + ?Sized>(t: &T) -> serde_json::Result<Vec<u8>> {
+    const KEPT: usize = 64 << 10;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        let out = serde_json::to_writer(&mut *buf, t).map(|()| buf.to_vec());
+        if buf.capacity() > KEPT {
+            *buf = Vec::new();
+        }
+        out
+    })
+}
+
 pub fn now_rfc3339() -> String {
     rfc3339_micros(std::time::SystemTime::now())
 }

@@ -158,26 +158,11 @@ pub fn ok<T: serde::Serialize>(t: T) -> Response {
     json(StatusCode::OK, &t)
 }
 
-/// `t` as a JSON answer, as `axum::Json` writes it (`content-type: application/json`).
-///
-/// The text is written into a per-thread buffer and copied out at its exact size:
-/// `axum::Json` starts at 128 bytes and doubles, and a placement's answer (an order with
-/// its fills, ~600 bytes) took three reallocations and their copies.
+/// `t` as a JSON answer, as `axum::Json` writes it (`content-type: application/json`),
+/// written at its exact size ([`crate::api::to_json_exact`]) instead of in a buffer that
+/// starts at 128 bytes and doubles.
 fn json<T: serde::Serialize>(status: StatusCode, t: &T) -> Response {
-    const SCRATCH_KEPT: usize = 64 << 10;
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let body = SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.clear();
-        let body = serde_json::to_writer(&mut *buf, t).map(|()| Bytes::copy_from_slice(&buf));
-        // A large list (a page of thousands of orders) is not kept for the thread's life.
-        if buf.capacity() > SCRATCH_KEPT {
-            *buf = Vec::new();
-        }
-        body
-    });
+    let body = crate::api::to_json_exact(t).map(Bytes::from);
     match body {
         Ok(body) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
         // What `axum::Json` answers: only a type that cannot be JSON gets here.

@@ -78,19 +78,10 @@ impl NewEvent {
     /// `serde_json::Value` built on the way: the order path's events are built this way
     /// (building, encoding and dropping their maps was ~10 % of the trading lane).
     ///
-    /// The text is written into a per-thread buffer and copied out at its exact size:
-    /// `serde_json::to_string` starts at 128 bytes and doubles, and an order's event
-    /// (~300–450 bytes) took two reallocations and their copies.
+    /// The text is written at its exact size ([`crate::api::to_json_exact`]).
     pub fn encoded(kind: &'static str, source: &'static str, data: &impl serde::Serialize) -> Self {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let text = SCRATCH.with(|scratch| {
-            let mut buf = scratch.borrow_mut();
-            buf.clear();
-            serde_json::to_writer(&mut *buf, data).expect("event data encodes");
-            String::from_utf8(buf.to_vec()).expect("serde_json writes UTF-8")
-        });
+        let text = crate::api::to_json_exact(data).expect("event data encodes");
+        let text = String::from_utf8(text).expect("serde_json writes UTF-8");
         NewEvent { event_id: uuid::Uuid::now_v7().to_string(), kind, source, text, value: None }
     }
 }
