@@ -69,14 +69,20 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
 
 impl Io for tokio::net::UnixStream {
     fn closed_by_peer(&self) -> bool {
-        !matches!(self.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        unusable(self.try_read(&mut [0u8; 1]))
     }
 }
 
 impl Io for tokio::net::TcpStream {
     fn closed_by_peer(&self) -> bool {
-        !matches!(self.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        unusable(self.try_read(&mut [0u8; 1]))
     }
+}
+
+/// Whether an idle connection's `try_read` shows it unusable: anything but "nothing to
+/// read yet" (the end of the stream, an error, or bytes no request asked for).
+fn unusable(read: std::io::Result<usize>) -> bool {
+    !matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// One keep-alive connection, speaking just the HTTP/1.1 a client of the daemon needs:
