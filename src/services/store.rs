@@ -168,13 +168,17 @@ pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
     }
 }
 
-/// A checkpoint pass waits until this many frames (~2 MiB) are in the log and not yet
+/// A checkpoint pass waits until this many frames (32 MiB) are in the log and not yet
 /// copied, or [`CHECKPOINT_LATEST`] has passed since the last one. Each pass fsyncs the
 /// log and the database, and the log then restarts, which fsyncs the log's header on the
 /// writer's thread. Passes every 50 ms whatever was written made ~155 fsyncs a second
-/// for the daemon at 1,000 orders/s; ~60 with this (`perf stat -e
-/// syscalls:sys_enter_fsync`). Under load a pass is due at every period anyway.
-const CHECKPOINT_FRAMES: i64 = 512;
+/// for the daemon at 1,000 orders/s; ~60 with 2 MiB (`perf stat -e
+/// syscalls:sys_enter_fsync`). A pass writes each page once however often the frames
+/// since the last pass changed it, so the pages a store keeps rewriting (an index's
+/// leaf per active user, a table's last leaf) cost less the more frames a pass waits
+/// for: at C = 32 the checkpointers' CPU per order went from ~11 to ~8 µs with 32 MiB
+/// instead of 2 MiB (BENCHMARKS.md, session 23); 64 MiB, the log's limit, was no better.
+const CHECKPOINT_FRAMES: i64 = 8192;
 const CHECKPOINT_LATEST: Duration = Duration::from_secs(1);
 
 /// The log's last frame as the wal-index header in `<db>-shm` says (`mxFrame`, a
@@ -199,12 +203,20 @@ fn log_frames(shm: &std::fs::File) -> Option<i64> {
 /// the lane spent ~1.2 s of a 5 s `agt bench` run in those restarts (10–37 ms each); at
 /// 50 ms, ~0.5 s (~6 ms each).
 pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
-    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, WAL_LIMIT)
+    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, CHECKPOINT_FRAMES, WAL_LIMIT)
 }
 
 /// [`spawn_checkpointer`] with the longest wait between looks while idle, the longest a
-/// few frames wait for a pass, and the log size past which the writer restarts it.
-fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration, latest: Duration, wal_limit: i64) -> CheckpointGuard {
+/// few frames wait for a pass, the frames that make a pass due at once, and the log
+/// size past which the writer restarts it.
+fn spawn_checkpointer_idling(
+    path: &Path,
+    period: Duration,
+    idle_wait: Duration,
+    latest: Duration,
+    pass_frames: i64,
+    wal_limit: i64,
+) -> CheckpointGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let wal_bytes = Arc::new(AtomicI64::new(0));
@@ -239,9 +251,9 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
                     shm_file = std::fs::File::open(&shm).ok();
                 }
                 let frames = shm_file.as_ref().and_then(log_frames);
-                let uncopied = frames.map_or(CHECKPOINT_FRAMES, |f| if f >= copied { f - copied } else { f });
+                let uncopied = frames.map_or(pass_frames, |f| if f >= copied { f - copied } else { f });
                 let asked = urgent.load(Ordering::Acquire);
-                if asked || uncopied >= CHECKPOINT_FRAMES || (uncopied > 0 && last_pass.elapsed() >= latest) {
+                if asked || uncopied >= pass_frames || (uncopied > 0 && last_pass.elapsed() >= latest) {
                     // Answers (busy, frames in the log, frames checkpointed).
                     if let Ok((log, done)) =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
@@ -398,7 +410,8 @@ mod tests {
         let mut c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
         // A small limit, so that the test writes little: the daemon's is [`WAL_LIMIT`].
         let limit = 8 << 20;
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, limit);
+        let ckpt =
+            spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, CHECKPOINT_FRAMES, limit);
         let tx = c.transaction().unwrap();
         for _ in 0..2600 {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap(); // ~10 MB of pages
@@ -431,30 +444,33 @@ mod tests {
     }
 
     /// A few frames wait for a pass (each pass fsyncs twice, and the log's restart after
-    /// it fsyncs on the writer); a log that has grown by [`CHECKPOINT_FRAMES`] does not.
+    /// it fsyncs on the writer); a log that has grown by the frames that make a pass due
+    /// ([`CHECKPOINT_FRAMES`] in the daemon) does not.
     #[test]
     fn a_pass_waits_for_enough_frames() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), WAL_LIMIT);
+        const DUE: i64 = 256;
+        let ckpt =
+            spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), DUE, WAL_LIMIT);
         c.execute("INSERT INTO t VALUES (x'00')", []).unwrap();
         // Twenty looks at the log go by without a pass.
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(ckpt.passes.load(Ordering::Relaxed), 0, "a pass for a few frames");
         let tx = c.unchecked_transaction().unwrap();
-        for _ in 0..CHECKPOINT_FRAMES {
+        for _ in 0..DUE {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap();
         }
         tx.commit().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while ckpt.passes.load(Ordering::Relaxed) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no pass for {CHECKPOINT_FRAMES} frames");
+            assert!(std::time::Instant::now() < deadline, "no pass for {DUE} frames");
             std::thread::sleep(Duration::from_millis(2));
         }
         let shm = std::fs::File::open(dir.path().join("f.db-shm")).unwrap();
         let frames = log_frames(&shm).expect("the wal-index header reads");
-        assert!(frames > CHECKPOINT_FRAMES, "{frames} frames in the log");
+        assert!(frames > DUE, "{frames} frames in the log");
     }
 
     /// A burst after an idle spell must not wait for the idle checkpointer's next pass:
@@ -465,7 +481,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, WAL_LIMIT);
+        let ckpt =
+            spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, CHECKPOINT_FRAMES, WAL_LIMIT);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ckpt.idle.load(Ordering::Relaxed) {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never backed off");
