@@ -117,8 +117,9 @@ pub struct Orders {
 }
 
 /// An order row as [`load_bare`] reads it: the order without fills or average price, its
-/// saga stage, and its fills' notional.
-type Bare = (Order, String, Option<Decimal>);
+/// saga stage, its fills' notional, and its rowid (`seq`, which never changes: orders
+/// are never deleted), by which [`save`] finds the row without the `order_id` index.
+type Bare = (Order, String, Option<Decimal>, i64);
 
 /// Open orders' rows as [`load_bare`] would read them, so that a fill against a resting
 /// order need not read its row back: by its text id (an index descent), decoded into an
@@ -141,10 +142,10 @@ const RESTING_KEPT: usize = 16_384;
 
 impl Resting {
     /// After [`insert`] wrote `o` at `stage` with `notional`.
-    fn inserted(&mut self, o: &Order, stage: &str, notional: Decimal) {
+    fn inserted(&mut self, o: &Order, stage: &str, notional: Decimal, seq: i64) {
         let mut row = o.clone();
         row.fills = Vec::new();
-        self.put((row, stage.to_string(), Some(notional)));
+        self.put((row, stage.to_string(), Some(notional), seq));
     }
 
     /// After [`save`] wrote `o`'s columns, and `stage` and `notional` where given.
@@ -153,7 +154,7 @@ impl Resting {
             self.rows.remove(&o.order_id);
             return;
         }
-        let Some((row, row_stage, row_notional)) = self.rows.get_mut(&o.order_id) else { return };
+        let Some((row, row_stage, row_notional, _)) = self.rows.get_mut(&o.order_id) else { return };
         row.price = o.price;
         row.quantity = o.quantity;
         row.filled_quantity = o.filled_quantity;
@@ -170,7 +171,7 @@ impl Resting {
     }
 
     /// Keeps a row as [`load_bare`] would read it, if the order is open and there is room.
-    fn put(&mut self, (mut row, stage, notional): Bare) {
+    fn put(&mut self, (mut row, stage, notional, seq): Bare) {
         if !row.status.is_open() {
             self.rows.remove(&row.order_id);
             return;
@@ -181,7 +182,7 @@ impl Resting {
         // As `row_to_order` reads it: no average price, and what is left to fill.
         row.average_price = None;
         row.remaining_quantity = row.quantity - row.filled_quantity;
-        self.rows.insert(row.order_id.clone(), (row, stage, notional));
+        self.rows.insert(row.order_id.clone(), (row, stage, notional, seq));
     }
 
     /// The row of `order_id`, taken out (the caller saves the order and puts it back), or
@@ -292,11 +293,11 @@ pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
 
 /// An order without its fills, its saga stage, and its fills' notional (`None` in a row
 /// stored before the column was): one read.
-fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String, Option<Decimal>)>> {
-    tx.prepare_cached(concat!("SELECT ", columns!(), ", stage, notional FROM orders WHERE order_id = ?1"))?
+fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Bare>> {
+    tx.prepare_cached(concat!("SELECT ", columns!(), ", stage, notional, seq FROM orders WHERE order_id = ?1"))?
         .query_row([order_id], |r| {
             let notional = r.get::<_, Option<String>>(15)?.map(|t| dec(&t)).transpose()?;
-            Ok((row_to_order(r)?, r.get(14)?, notional))
+            Ok((row_to_order(r)?, r.get(14)?, notional, r.get(16)?))
         })
         .optional()
 }
@@ -321,15 +322,34 @@ fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
 
 /// Stages of an order's saga: `accepted` (stored, not yet through the book), `settling`
 /// (matched and recorded; risk settlement may still be in flight), `done`.
-/// `notional` is given by whoever added fills; others leave the stored one.
-fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<Decimal>, resting: &mut Resting) -> rusqlite::Result<()> {
+/// `notional` is given by whoever added fills; others leave the stored one. The row is
+/// found by its `seq` where the caller has it (a row from [`load_bare`] or [`Resting`]),
+/// else by `order_id`.
+fn save(
+    tx: &Connection,
+    o: &mut Order,
+    stage: Option<&str>,
+    notional: Option<Decimal>,
+    seq: Option<i64>,
+    resting: &mut Resting,
+) -> rusqlite::Result<()> {
     o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
-    tx.prepare_cached(
-        "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
-         stage = coalesce(?8, stage), notional = coalesce(?9, notional) WHERE order_id = ?1",
-    )?
-    .execute(params![
-        o.order_id,
+    macro_rules! update {
+        ($by:literal) => {
+            concat!(
+                "UPDATE orders SET price = ?2, quantity = ?3, filled = ?4, status = ?5, updated_at = ?6, reject_reason = ?7,
+                 stage = coalesce(?8, stage), notional = coalesce(?9, notional) WHERE ",
+                $by,
+                " = ?1"
+            )
+        };
+    }
+    let (mut stmt, key): (_, &dyn rusqlite::ToSql) = match &seq {
+        Some(seq) => (tx.prepare_cached(update!("seq"))?, seq),
+        None => (tx.prepare_cached(update!("order_id"))?, &o.order_id),
+    };
+    let changed = stmt.execute(params![
+        key,
         o.price.map(DecimalText::of),
         DecimalText::of(o.quantity),
         DecimalText::of(o.filled_quantity),
@@ -339,6 +359,7 @@ fn save(tx: &Connection, o: &mut Order, stage: Option<&str>, notional: Option<De
         stage,
         notional.map(DecimalText::of)
     ])?;
+    debug_assert!(changed == 1 || seq.is_none(), "no row {seq:?} for order {}", o.order_id);
     resting.saved(o, stage, notional);
     Ok(())
 }
@@ -368,7 +389,7 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, resting: &
         stage,
         DecimalText::of(notional)
     ])?;
-    resting.inserted(o, stage, notional);
+    resting.inserted(o, stage, notional, tx.last_insert_rowid());
     Ok(())
 }
 
@@ -511,7 +532,7 @@ impl Orders {
         };
         if stage_of(tx, order_id)?.as_deref() == Some("accepted") {
             mark_rejected(&mut o, code, message, now);
-            save(tx, &mut o, Some("done"), None, &mut self.resting)?;
+            save(tx, &mut o, Some("done"), None, None, &mut self.resting)?;
             crate::daemon::metrics::order("rejected");
             after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         }
@@ -545,7 +566,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        let Some((taker, stage, _)) = load_bare(tx, &result.order_id)? else {
+        let Some((taker, stage, _, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
         Ok(Ok(self.record_head(tx, taker, &stage, result, amended, settled, now, after)?))
@@ -619,7 +640,7 @@ impl Orders {
                 });
                 trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
-            let Some((mut maker, stage, notional)) = self.resting.take(tx, &f.maker_order_id)? else { continue };
+            let Some((mut maker, stage, notional, seq)) = self.resting.take(tx, &f.maker_order_id)? else { continue };
             // What its fills so far came to: stored, or summed from them in a row stored
             // before the column was.
             let so_far = match notional {
@@ -629,7 +650,7 @@ impl Orders {
             };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 // Recorded before (a redo): the row is as it was.
-                self.resting.put((maker, stage, notional));
+                self.resting.put((maker, stage, notional, seq));
                 continue;
             }
             let notional = so_far + f.price * f.quantity;
@@ -640,12 +661,12 @@ impl Orders {
             }
             maker.updated_at = now.to_string();
             maker.average_price = average_of(notional, maker.filled_quantity);
-            save(tx, &mut maker, None, Some(notional), &mut self.resting)?;
+            save(tx, &mut maker, None, Some(notional), Some(seq), &mut self.resting)?;
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
             }
-            self.resting.put((maker, stage, Some(notional)));
+            self.resting.put((maker, stage, Some(notional), seq));
         }
         after_match(&mut taker, &result);
         let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
@@ -663,7 +684,7 @@ impl Orders {
         };
         let notional = notional_of(&taker.fills);
         if stored {
-            save(tx, &mut taker, next_stage, Some(notional), &mut self.resting)?;
+            save(tx, &mut taker, next_stage, Some(notional), None, &mut self.resting)?;
         } else {
             taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
             insert(tx, &taker, next_stage.unwrap_or("accepted"), notional, &mut self.resting)?;
@@ -709,7 +730,7 @@ impl Orders {
     /// What finishing a cancel of the order needs, if it is open as [`Orders::list`] shows
     /// it (not still `accepted`).
     pub(crate) fn cancellable(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Cancelled>> {
-        Ok(load_bare(tx, order_id)?.filter(|(o, stage, _)| o.status.is_open() && stage != "accepted").map(|(o, _, _)| Cancelled {
+        Ok(load_bare(tx, order_id)?.filter(|(o, stage, _, _)| o.status.is_open() && stage != "accepted").map(|(o, _, _, _)| Cancelled {
             order_id: o.order_id,
             user_id: o.user_id,
             remaining: o.remaining_quantity,
@@ -732,7 +753,7 @@ impl Orders {
     /// An order as stored, without its fills (one read): enough to check a cancel or an
     /// amend against.
     pub(crate) fn head(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<(Order, String)>> {
-        Ok(load_bare(tx, order_id)?.map(|(o, stage, _)| (o, stage)))
+        Ok(load_bare(tx, order_id)?.map(|(o, stage, _, _)| (o, stage)))
     }
 
     /// Marks cancelled, at `at`, the open orders trading took out of its books (their
@@ -754,7 +775,7 @@ impl Orders {
                 o.remaining_quantity = Decimal::ZERO;
                 o.updated_at = at.to_string();
                 // The stage is the placement saga's to finish (it may still be settling).
-                save(tx, &mut o, None, None, &mut self.resting)?;
+                save(tx, &mut o, None, None, None, &mut self.resting)?;
                 after.event_of("ORDER_CANCELLED", &OrderEvent::of(&o));
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&o, was));
             }
@@ -821,7 +842,7 @@ impl Service for Orders {
             }
             Cmd::Settled { order_id } => {
                 tx.prepare_cached("UPDATE orders SET stage = 'done' WHERE order_id = ?1 AND stage = 'settling'")?.execute([&order_id])?;
-                if let Some((_, stage, _)) = self.resting.rows.get_mut(&order_id) {
+                if let Some((_, stage, _, _)) = self.resting.rows.get_mut(&order_id) {
                     if stage == "settling" {
                         *stage = "done".to_string();
                     }
