@@ -83,6 +83,7 @@ fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
         directory: Default::default(),
         tokens: Default::default(),
         command_log: Default::default(),
+        notify_interest: Default::default(),
     }
 }
 

@@ -10,7 +10,8 @@
 //! further behind.
 //!
 //! A [`Filter::Only`] keeps from a service the event types it does nothing with (market
-//! builds its tape from trades only, health its history from service lifecycle events):
+//! builds its tape from trades only, health its history from service lifecycle events,
+//! notify queues only what a webhook names: `notify::Interest`):
 //! at several events per order, a mailbox message and a transaction for each would cost
 //! more than the work the service does. What the filter skips, the service is still told
 //! it has passed (`passed`, after each replayed page and at most every 200 ms while
@@ -81,7 +82,7 @@ pub enum Filter<C> {
     /// event up to `seq` it wants has been handed over, so it can record `seq` as its
     /// position (it comes through the mailbox behind those events).
     Only {
-        wants: fn(&str) -> bool,
+        wants: Box<dyn Fn(&str) -> bool + Send + Sync>,
         passed: fn(Passed) -> C,
     },
 }
@@ -312,8 +313,11 @@ mod tests {
                 }
             })
         };
-        let feed =
-            Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::Only { wants: |k| k == "WANTED", passed: Cmd::Passed } };
+        let feed = Feed {
+            last_seq: Cmd::LastSeq,
+            event: Cmd::Event,
+            filter: Filter::Only { wants: Box::new(|k| k == "WANTED"), passed: Cmd::Passed },
+        };
         let position = rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
         logged(("passed", base + 1500));
         assert_eq!(rt.block_on(position()), Some(base), "the position is what the service answers it recorded");
@@ -381,7 +385,7 @@ mod tests {
     /// service was never told about, and the service would ignore it and all after it.
     #[test]
     fn a_filtered_follower_that_falls_behind_keeps_its_service_in_step() {
-        let log = falling_behind(Filter::Only { wants: |k| k == "WANTED", passed: Cmd::Passed });
+        let log = falling_behind(Filter::Only { wants: Box::new(|k| k == "WANTED"), passed: Cmd::Passed });
         let handed: Vec<u64> = log.iter().filter(|m| m.0).map(|m| m.2).collect();
         assert_eq!(handed.len(), 5050, "every wanted event handed over once");
         assert!(handed.windows(2).all(|w| w[0] < w[1]), "in order");

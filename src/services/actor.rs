@@ -124,6 +124,9 @@ pub struct ServiceCtx {
     /// Audit's journal of commands (installed by the audit service, appended to by the
     /// HTTP layer).
     pub command_log: crate::services::audit::CommandLog,
+    /// The event types notify's run-time rules name (written only by notify; its feed
+    /// skips the rest).
+    pub notify_interest: crate::services::notify::Interest,
 }
 
 #[cfg(test)]
@@ -141,6 +144,7 @@ impl ServiceCtx {
             directory: Default::default(),
             tokens: Default::default(),
             command_log: Default::default(),
+            notify_interest: Default::default(),
         };
         (bus, ctx)
     }

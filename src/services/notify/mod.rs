@@ -28,8 +28,11 @@
 //! `AGT_NOTIFY_BACKOFF_MS` (first retry delay, default 1000), `AGT_NOTIFY_MAX_ATTEMPTS`
 //! (default 10), `AGT_NOTIFY_TIMEOUT_MS` (per attempt, default 5000).
 
+pub mod interest;
 pub mod sender;
 pub mod service;
+
+pub use interest::Interest;
 
 pub use service::Notify;
 
@@ -58,6 +61,8 @@ pub enum Cmd {
     Rules(Reply<Vec<WebhookRule>>),
     /// Removes a run-time rule; its pending deliveries still go out.
     RemoveRule { id: String, reply: Reply<WebhookRule> },
+    /// The feed skipped events no rule wanted ([`Interest`]) up to this one.
+    Passed(crate::daemon::follower::Passed),
 }
 
 /// One delivery handed to the sender: everything it needs to make the request.

@@ -25,6 +25,8 @@ pub struct Notify {
     /// The run-time rules; the config's `[[notify.webhooks]]` are read live from `settings`.
     rules: Vec<Rule>,
     settings: SharedSettings,
+    /// The event types of `rules`, for the feed ([`super::Interest`]).
+    interest: super::Interest,
     tuning: Tuning,
     /// Deliveries handed to the sender and not yet reported back. Memory only: after a
     /// restart every pending delivery is due again, including those that were in flight.
@@ -279,6 +281,8 @@ impl Notify {
             rule.secret,
             rule.created_at
         ])?;
+        // Before the commit that answers it: see `Interest`.
+        self.interest.add(&rule.events);
         let shown = rule.shown();
         self.rules.push(rule);
         Ok(Ok(shown))
@@ -295,7 +299,9 @@ impl Notify {
             return Ok(Err(ApiError::not_found("notification rule", id)));
         };
         tx.prepare_cached("DELETE FROM rules WHERE id = ?1")?.execute([id])?;
-        Ok(Ok(self.rules.remove(i).shown()))
+        let removed = self.rules.remove(i);
+        self.interest.set(self.rules.iter().map(|r| r.events.as_slice()));
+        Ok(Ok(removed.shown()))
     }
 
     fn list(&self, tx: &Connection, limit: usize, status: Option<String>) -> Result<Vec<Delivery>, ServiceError> {
@@ -327,7 +333,7 @@ impl Service for Notify {
     }
 
     fn deferrable(cmd: &Cmd) -> bool {
-        matches!(cmd, Cmd::Event(_))
+        matches!(cmd, Cmd::Event(_) | Cmd::Passed(_))
     }
 
     /// Stores how far the feed has been handled, with the deliveries it queued.
@@ -364,11 +370,13 @@ impl Service for Notify {
         if pending > 0 {
             tracing::info!(pending, "notify: resuming pending webhook deliveries");
         }
+        ctx.notify_interest.set(rules.iter().map(|r| r.events.as_slice()));
         Ok(Notify {
             last_event_seq: last as u64,
             stored_event_seq: last as u64,
             rules,
             settings: ctx.settings.clone(),
+            interest: ctx.notify_interest.clone(),
             tuning: Tuning::from_env(),
             in_flight: HashSet::new(),
             parked: None,
@@ -389,6 +397,11 @@ impl Service for Notify {
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::Passed(passed) => {
+                if passed.is_next(self.last_event_seq) {
+                    self.last_event_seq = passed.seq;
+                }
+            }
             Cmd::List { limit, status, reply } => {
                 let list = self.list(tx, limit, status)?;
                 after.reply(reply, Ok(list));
@@ -453,6 +466,7 @@ mod tests {
             stored_event_seq: 0,
             rules: Vec::new(),
             settings: SharedSettings::new(settings),
+            interest: Default::default(),
             tuning,
             in_flight: HashSet::new(),
             parked: None,
@@ -584,8 +598,11 @@ mod tests {
         assert_eq!(bad.unwrap_err().code, "invalid_url");
         let bad = f.with_tx(|s, tx| s.add_rule(tx, rule("http://x/", &["NOPE"], None)).unwrap());
         assert_eq!(bad.unwrap_err().code, "invalid_events");
+        let feed_wants = f.svc.interest.clone().feed_wants(SharedSettings::new(Default::default()));
+        assert!(!feed_wants("ORDER_CREATED"), "a refused rule wants nothing");
         let added = f.with_tx(|s, tx| s.add_rule(tx, rule("http://x/", &["*"], Some("k"))).unwrap()).unwrap();
         assert_eq!(added.secret.as_deref(), Some(MASKED_SECRET));
+        assert!(feed_wants("ORDER_CREATED"), "the feed hands notify what the new rule wants");
         f.event(1, "ORDER_CREATED");
         f.event(2, "NOTIFICATION_SENT");
         assert_eq!(f.deliveries().len(), 1, "\"*\" leaves NOTIFICATION_* out");
@@ -595,6 +612,12 @@ mod tests {
         let removed = f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
         assert_eq!(removed.id, added.id);
         assert!(f.svc.all_rules().is_empty());
+        assert!(!feed_wants("ORDER_CREATED"), "nor after it is removed");
+        // What the feed skipped moves notify's position, as an event would.
+        f.run(Cmd::Passed(crate::daemon::follower::Passed { after: 2, seq: 9 }));
+        assert_eq!(f.svc.last_event_seq, 9);
+        f.run(Cmd::Passed(crate::daemon::follower::Passed { after: 12, seq: 15 }));
+        assert_eq!(f.svc.last_event_seq, 9, "after a gap: ignored");
     }
 
     #[test]
