@@ -168,17 +168,19 @@ pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
     }
 }
 
-/// A checkpoint pass waits until this many frames (32 MiB) are in the log and not yet
+/// A checkpoint pass waits until this many frames (~2 MiB) are in the log and not yet
 /// copied, or [`CHECKPOINT_LATEST`] has passed since the last one. Each pass fsyncs the
 /// log and the database, and the log then restarts, which fsyncs the log's header on the
 /// writer's thread. Passes every 50 ms whatever was written made ~155 fsyncs a second
-/// for the daemon at 1,000 orders/s; ~60 with 2 MiB (`perf stat -e
-/// syscalls:sys_enter_fsync`). A pass writes each page once however often the frames
-/// since the last pass changed it, so the pages a store keeps rewriting (an index's
-/// leaf per active user, a table's last leaf) cost less the more frames a pass waits
-/// for: at C = 32 the checkpointers' CPU per order went from ~11 to ~8 µs with 32 MiB
-/// instead of 2 MiB (BENCHMARKS.md, session 23); 64 MiB, the log's limit, was no better.
-const CHECKPOINT_FRAMES: i64 = 8192;
+/// for the daemon at 1,000 orders/s; ~60 with this (`perf stat -e
+/// syscalls:sys_enter_fsync`). Under load a pass is due at every period anyway.
+///
+/// Longer passes write a page the writer keeps changing (an index's leaf per active
+/// user, a table's last leaf) fewer times: at 32 MiB the checkpointers' CPU per order at
+/// C = 32 fell from ~11 to ~8 µs. But a pass is a burst of kernel work the daemon's
+/// woken threads wait behind, and at 10,000 orders/s p99 rose from 4.1–5.6 ms to
+/// 5.5–8.5 ms (8 MiB: 5.1–7.3 ms; BENCHMARKS.md, session 23), so passes stay short.
+const CHECKPOINT_FRAMES: i64 = 512;
 const CHECKPOINT_LATEST: Duration = Duration::from_secs(1);
 
 /// The log's last frame as the wal-index header in `<db>-shm` says (`mxFrame`, a
