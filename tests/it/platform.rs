@@ -437,6 +437,35 @@ fn crash_injection_obeys_the_live_config() {
     assert_eq!(d.req("POST", "/api/services/users/crash", None).0, 403);
 }
 
+/// Connections allow half-closes, so hyper no longer reads a busy connection to notice
+/// its client has gone: a followed stream whose events never come looks for its client
+/// itself, and ends (with its connection) once the client has closed.
+#[test]
+fn a_quiet_followed_stream_ends_when_its_client_goes() {
+    let d = Daemon::start();
+    let open = || -> f64 {
+        let (_, text) = d.raw("GET", "/metrics", "", &[]);
+        let text = text.as_str().unwrap().to_string();
+        let line = text.lines().find(|l| l.starts_with("active_connections") && l.contains("\"socket\"")).expect("a socket gauge");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = open();
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    write!(s, "GET /api/events?follow=true&type=TOKEN_REVOKED HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    assert_eq!(open(), before + 1.0, "the stream's connection is open");
+    drop(r);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open() > before {
+        assert!(std::time::Instant::now() < deadline, "the stream outlived its client");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn metrics_expose_the_contract_families() {
     let d = Daemon::start();

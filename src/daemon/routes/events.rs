@@ -3,11 +3,13 @@
 use crate::api::ApiError;
 use crate::daemon::app::App;
 use crate::daemon::http::{ApiResult, Caller, Query};
+use crate::daemon::server::Peer;
 use crate::services::bus::{BusEvent, EVENT_TYPES};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -29,7 +31,19 @@ pub struct EventQuery {
 
 const PAGE: usize = 1000;
 
-pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: HeaderMap, Query(q): Query<EventQuery>) -> ApiResult<Response> {
+/// How often a followed stream with nothing to send looks whether its client is still
+/// there (`server::Peer`): a stream of events that never come would otherwise outlive
+/// its client until the daemon stops (hyper notices a closed connection only when it
+/// writes to it).
+const PEER_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub async fn events(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Response> {
     caller.require_reader()?;
     let types: Option<Vec<String>> = match q.types.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         None => None,
@@ -84,7 +98,7 @@ pub async fn events(State(app): State<Arc<App>>, caller: Caller, headers: Header
         .into());
     }
     let limit = q.limit.unwrap_or(usize::MAX);
-    tokio::spawn(stream(app, since, types, follow, limit, sse, tx));
+    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((
         [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
@@ -143,6 +157,7 @@ async fn replay(
     true
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream(
     app: Arc<App>,
     since: u64,
@@ -150,6 +165,7 @@ async fn stream(
     follow: bool,
     mut left: usize,
     sse: bool,
+    peer: Option<Peer>,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
     // Subscribe before replaying, so nothing committed in between is missed. (The
@@ -162,6 +178,8 @@ async fn stream(
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
     last = last.max(since);
+    let mut check = tokio::time::interval(PEER_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             r = live.recv() => match r {
@@ -191,6 +209,11 @@ async fn stream(
             },
             _ = shutdown.changed() => return,
             _ = tx.closed() => return,
+            _ = check.tick() => {
+                if peer.as_ref().is_some_and(Peer::gone) {
+                    return;
+                }
+            }
         }
     }
 }
