@@ -265,6 +265,24 @@ fn a_webhook_url_that_cannot_be_delivered_to_stops_the_daemon_at_start() {
     }
 }
 
+/// Notify's feed hands it only the event types some webhook names (`notify::Interest`):
+/// a webhook set through the live config is read as it stands, so its events arrive
+/// from the change on, and one it does not name is skipped.
+#[test]
+fn a_webhook_set_in_the_running_config_gets_the_events_it_names() {
+    let hook = Receiver::start(|_| Some(204));
+    let d = Daemon::with_config_env("", FAST);
+    d.user("before");
+    let (s, body) = d.req("PUT", "/api/config", Some(json!({"notify.webhooks": [{"url": hook.url(), "events": ["USER_CREATED"]}]})));
+    assert_eq!(s, 200, "{body}");
+    let user = d.user("after");
+    d.deposit(&user, "USD", "10");
+    let hit = wait_until("a delivery through the configured webhook", Duration::from_secs(10), || hook.hits().pop());
+    assert!(hit.body.contains(&user) && hit.body.contains("USER_CREATED"), "{}", hit.body);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hook.hits().len(), 1, "only the type it names: {:?}", hook.hits().iter().map(|h| &h.body).collect::<Vec<_>>());
+}
+
 #[test]
 fn run_time_rules_persist_and_the_log_is_for_readers_only() {
     let hook = Receiver::start(|_| Some(204));

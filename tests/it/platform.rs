@@ -466,6 +466,24 @@ fn a_quiet_followed_stream_ends_when_its_client_goes() {
     }
 }
 
+/// A client may send its request, shut its writing side, and still read the answer.
+#[test]
+fn a_half_closed_connection_still_gets_its_answer() {
+    use std::io::Read;
+    let d = Daemon::start();
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let body = r#"{"username":"halfway","email":"halfway@example.com"}"#;
+    write!(s, "POST /api/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("halfway"), "{answer}");
+    assert_eq!(d.ok("GET", "/api/users", None).as_array().unwrap().iter().filter(|u| u["username"] == "halfway").count(), 1);
+}
+
 #[test]
 fn metrics_expose_the_contract_families() {
     let d = Daemon::start();
