@@ -36,6 +36,24 @@ pub struct RunOptions {
     pub http: Option<String>,
 }
 
+/// Raises the soft limit on open files to the hard one, as a server should (Go's runtime
+/// does the same): a connection holds two descriptors (hyper's and `server::Peer`'s),
+/// each store three or four, and a login shell's soft limit is often 1,024. Logged, and
+/// left alone where it cannot be raised.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::info!(from = lim.rlim_cur, to = lim.rlim_max, "raised the open-file limit");
+    } else {
+        tracing::warn!(limit = lim.rlim_cur, "could not raise the open-file limit; each connection takes two descriptors");
+    }
+}
+
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let home = opts.home;
@@ -64,6 +82,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
     }
     warn_if_secrets_are_readable(&home, &settings);
+    raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
     let result = runtime.block_on(serve(home.clone(), settings, logging));
@@ -254,4 +273,23 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    fn open_file_limit() -> libc::rlimit {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        lim
+    }
+
+    /// Lowered by one below the hard limit (harmless to the tests beside it), then raised.
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_one() {
+        let hard = open_file_limit().rlim_max;
+        let lowered = libc::rlimit { rlim_cur: hard - 1, rlim_max: hard };
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        super::raise_open_file_limit();
+        assert_eq!(open_file_limit().rlim_cur, hard);
+    }
 }
