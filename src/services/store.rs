@@ -205,20 +205,12 @@ fn log_frames(shm: &std::fs::File) -> Option<i64> {
 /// the lane spent ~1.2 s of a 5 s `agt bench` run in those restarts (10–37 ms each); at
 /// 50 ms, ~0.5 s (~6 ms each).
 pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
-    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, CHECKPOINT_FRAMES, WAL_LIMIT)
+    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, WAL_LIMIT)
 }
 
 /// [`spawn_checkpointer`] with the longest wait between looks while idle, the longest a
-/// few frames wait for a pass, the frames that make a pass due at once, and the log
-/// size past which the writer restarts it.
-fn spawn_checkpointer_idling(
-    path: &Path,
-    period: Duration,
-    idle_wait: Duration,
-    latest: Duration,
-    pass_frames: i64,
-    wal_limit: i64,
-) -> CheckpointGuard {
+/// few frames wait for a pass, and the log size past which the writer restarts it.
+fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration, latest: Duration, wal_limit: i64) -> CheckpointGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let wal_bytes = Arc::new(AtomicI64::new(0));
@@ -253,9 +245,9 @@ fn spawn_checkpointer_idling(
                     shm_file = std::fs::File::open(&shm).ok();
                 }
                 let frames = shm_file.as_ref().and_then(log_frames);
-                let uncopied = frames.map_or(pass_frames, |f| if f >= copied { f - copied } else { f });
+                let uncopied = frames.map_or(CHECKPOINT_FRAMES, |f| if f >= copied { f - copied } else { f });
                 let asked = urgent.load(Ordering::Acquire);
-                if asked || uncopied >= pass_frames || (uncopied > 0 && last_pass.elapsed() >= latest) {
+                if asked || uncopied >= CHECKPOINT_FRAMES || (uncopied > 0 && last_pass.elapsed() >= latest) {
                     // Answers (busy, frames in the log, frames checkpointed).
                     if let Ok((log, done)) =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
@@ -412,8 +404,7 @@ mod tests {
         let mut c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
         // A small limit, so that the test writes little: the daemon's is [`WAL_LIMIT`].
         let limit = 8 << 20;
-        let ckpt =
-            spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, CHECKPOINT_FRAMES, limit);
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, limit);
         let tx = c.transaction().unwrap();
         for _ in 0..2600 {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap(); // ~10 MB of pages
@@ -446,33 +437,30 @@ mod tests {
     }
 
     /// A few frames wait for a pass (each pass fsyncs twice, and the log's restart after
-    /// it fsyncs on the writer); a log that has grown by the frames that make a pass due
-    /// ([`CHECKPOINT_FRAMES`] in the daemon) does not.
+    /// it fsyncs on the writer); a log that has grown by [`CHECKPOINT_FRAMES`] does not.
     #[test]
     fn a_pass_waits_for_enough_frames() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
-        const DUE: i64 = 256;
-        let ckpt =
-            spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), DUE, WAL_LIMIT);
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), WAL_LIMIT);
         c.execute("INSERT INTO t VALUES (x'00')", []).unwrap();
         // Twenty looks at the log go by without a pass.
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(ckpt.passes.load(Ordering::Relaxed), 0, "a pass for a few frames");
         let tx = c.unchecked_transaction().unwrap();
-        for _ in 0..DUE {
+        for _ in 0..CHECKPOINT_FRAMES {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap();
         }
         tx.commit().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while ckpt.passes.load(Ordering::Relaxed) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no pass for {DUE} frames");
+            assert!(std::time::Instant::now() < deadline, "no pass for {CHECKPOINT_FRAMES} frames");
             std::thread::sleep(Duration::from_millis(2));
         }
         let shm = std::fs::File::open(dir.path().join("f.db-shm")).unwrap();
         let frames = log_frames(&shm).expect("the wal-index header reads");
-        assert!(frames > DUE, "{frames} frames in the log");
+        assert!(frames > CHECKPOINT_FRAMES, "{frames} frames in the log");
     }
 
     /// A burst after an idle spell must not wait for the idle checkpointer's next pass:
@@ -483,8 +471,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x)"]).unwrap();
-        let ckpt =
-            spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, CHECKPOINT_FRAMES, WAL_LIMIT);
+        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, WAL_LIMIT);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ckpt.idle.load(Ordering::Relaxed) {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never backed off");
