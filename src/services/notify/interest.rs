@@ -14,7 +14,7 @@
 //! many until notify's next incarnation loads its rules again. The config's
 //! `[[notify.webhooks]]` are read live from the settings, as notify itself reads them.
 //! The test is coarse (a type named, or `*`); notify still decides exactly, with
-//! [`super::wants`].
+//! [`super::wants`]; the config's webhooks are asked [`super::may_want`].
 
 use crate::services::bus::EVENT_TYPES;
 use crate::services::config::SharedSettings;
@@ -52,7 +52,7 @@ impl Interest {
     /// What notify's feed asks of each event: whether a run-time rule or a webhook of
     /// the config (as it stands now) could want it.
     pub fn feed_wants(self, settings: SharedSettings) -> impl Fn(&str) -> bool + Send + Sync + 'static {
-        move |kind| self.names(kind) || settings.get().notify.webhooks.iter().any(|w| w.events.iter().any(|e| e == kind || e == "*"))
+        move |kind| self.names(kind) || settings.get().notify.webhooks.iter().any(|w| super::may_want(&w.events, kind))
     }
 }
 

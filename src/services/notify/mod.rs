@@ -133,6 +133,13 @@ impl Tuning {
     }
 }
 
+/// Whether a rule subscribed to `events` could want an event of type `kind`: the type is
+/// named, or `*` is. [`wants`] decides exactly; this is all notify's feed asks
+/// ([`Interest`]).
+pub fn may_want(events: &[String], kind: &str) -> bool {
+    events.iter().any(|e| e == kind || e == "*")
+}
+
 /// Whether a rule subscribed to `events` wants `event`.
 ///
 /// `"*"` means every event except `NOTIFICATION_SENT`/`NOTIFICATION_FAILED`: those must be
@@ -144,7 +151,7 @@ pub fn wants(events: &[String], event: &crate::services::bus::BusEvent) -> bool 
         let about_notification = event.data().get("event_type").and_then(|t| t.as_str()).is_some_and(|t| t.starts_with("NOTIFICATION_"));
         return named && !about_notification;
     }
-    named || events.iter().any(|e| e == "*")
+    may_want(events, &event.kind)
 }
 
 /// The `X-Agt-Signature` value of `body` under `secret`: `sha256=<hex HMAC-SHA256>`.
