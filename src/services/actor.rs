@@ -204,16 +204,16 @@ impl AfterCommit {
     /// our reply sees them); gives back the replies to run.
     fn publish(self, outbox_upto: Option<(i64, &Arc<AtomicI64>)>, bus: &Bus) -> Vec<Box<dyn FnOnce() + Send>> {
         if !self.events.is_empty() {
-            let then: Vec<crate::services::bus::Committed> = match outbox_upto {
+            match outbox_upto {
                 Some((id, acked)) => {
                     let acked = acked.clone();
-                    vec![Box::new(move || {
+                    let then: crate::services::bus::Committed = Box::new(move || {
                         acked.fetch_max(id, Ordering::AcqRel);
-                    })]
+                    });
+                    bus.publish_outbox(self.source, id, self.events, vec![then]);
                 }
-                None => vec![],
-            };
-            bus.publish_then(self.events, then);
+                None => bus.publish_then(self.events, Vec::new()),
+            }
         }
         self.replies
     }
@@ -267,15 +267,15 @@ fn replay_outbox(
     let mut stmt = conn.prepare("SELECT id, events FROM outbox_batches WHERE events <> '' ORDER BY id")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
     let Some(last) = rows.last().map(|r| r.0) else { return Ok(VecDeque::new()) };
-    let events: Vec<NewEvent> = rows.iter().flat_map(|(_, text)| outbox_events(text, source)).collect();
     tracing::info!(service = source, upto = last, "re-sending events left in the outbox");
-    let acked = acked.clone();
-    bus.publish_then(
-        events,
-        vec![Box::new(move || {
-            acked.fetch_max(last, Ordering::AcqRel);
-        })],
-    );
+    // A row at a time, under its id: the bus drops a row it has stored already.
+    for (id, text) in &rows {
+        let (acked, id) = (acked.clone(), *id);
+        let then: crate::services::bus::Committed = Box::new(move || {
+            acked.fetch_max(id, Ordering::AcqRel);
+        });
+        bus.publish_outbox(source, id, outbox_events(text, source), vec![then]);
+    }
     Ok(rows.iter().map(|(id, text)| (*id, text.len())).collect())
 }
 

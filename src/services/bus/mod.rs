@@ -12,7 +12,6 @@
 //! The newest event is never pruned: the next start numbers on from it.
 
 use crate::api::Event;
-use rusqlite::{params, OptionalExtension};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -44,16 +43,11 @@ pub const EVENT_TYPES: &[&str] = &[
     "TOKEN_REVOKED",
 ];
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE events (
-        seq INTEGER PRIMARY KEY,
-        event_id TEXT NOT NULL UNIQUE,
-        type TEXT NOT NULL,
-        envelope TEXT NOT NULL
-    );
-    CREATE INDEX events_type ON events(type, seq);"];
+mod blocks;
 
-/// An event before the bus has numbered it. `event_id` is chosen by the producer, so an
-/// event re-sent from a service's outbox after a crash is stored once.
+/// An event before the bus has numbered it. `event_id` is chosen by the producer; an
+/// event re-sent from a service's outbox after a crash is stored once (by the outbox
+/// row's id, [`Bus::publish_outbox`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_id: String,
@@ -214,6 +208,8 @@ enum Msg {
     Publish {
         events: Vec<NewEvent>,
         then: Vec<Committed>,
+        /// The producer and the id of the outbox row that holds these events, if one does.
+        outbox: Option<(&'static str, i64)>,
     },
     /// Prune every event up to this seq (at most up to the newest but one).
     Prune(u64),
@@ -239,6 +235,8 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     live: broadcast::Sender<Arc<BusEvent>>,
     reader: Mutex<rusqlite::Connection>,
+    /// The newest seq of an older agt's table of a row per event (0: none), see `blocks`.
+    legacy_last: u64,
     last_seq: AtomicU64,
     /// The oldest seq still stored (every event before it was pruned), or `last_seq + 1`
     /// while there are none.
@@ -255,10 +253,8 @@ impl Bus {
     /// Opens `events.db` and starts the bus thread.
     pub fn open(home: &crate::daemon::Home, durability: crate::services::store::Durability) -> anyhow::Result<Bus> {
         let path = home.store("events");
-        let conn = crate::services::store::open(&path, durability, MIGRATIONS)?;
-        let (first, last) = conn.query_row("SELECT min(seq), coalesce(max(seq), 0) FROM events", [], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
+        let conn = crate::services::store::open(&path, durability, blocks::MIGRATIONS)?;
+        let (first, last, legacy_last) = blocks::bounds(&conn)?;
         let reader = crate::services::store::open_reader(&path)?;
         let (tx, rx) = mpsc::channel();
         let (live, _) = broadcast::channel(8192);
@@ -266,8 +262,9 @@ impl Bus {
             tx,
             live,
             reader: Mutex::new(reader),
+            legacy_last,
             last_seq: AtomicU64::new(last),
-            first_kept: AtomicU64::new(first.map_or(last + 1, |f| f as u64)),
+            first_kept: AtomicU64::new(first.unwrap_or(last + 1)),
             submitted: AtomicU64::new(0),
             processed: tokio::sync::watch::channel(0).0,
             thread: Mutex::new(None),
@@ -286,8 +283,20 @@ impl Bus {
 
     /// Persists `events`, then runs `then`, then broadcasts the events.
     pub fn publish_then(&self, events: Vec<NewEvent>, then: Vec<Committed>) {
+        self.send(events, then, None);
+    }
+
+    /// [`Bus::publish_then`] for the events of `source`'s outbox row `id`. Outbox ids
+    /// only rise: the bus keeps, with the events, the highest it has stored per source,
+    /// and drops a row sent again at or below it (re-sent after a crash), running only
+    /// its `then`.
+    pub fn publish_outbox(&self, source: &'static str, id: i64, events: Vec<NewEvent>, then: Vec<Committed>) {
+        self.send(events, then, Some((source, id)));
+    }
+
+    fn send(&self, events: Vec<NewEvent>, then: Vec<Committed>, outbox: Option<(&'static str, i64)>) {
         self.inner.submitted.fetch_add(events.len() as u64, Ordering::AcqRel);
-        let _ = self.inner.tx.send(Msg::Publish { events, then });
+        let _ = self.inner.tx.send(Msg::Publish { events, then, outbox });
     }
 
     pub fn publish(&self, kind: &'static str, source: &'static str, data: serde_json::Value) {
@@ -354,13 +363,7 @@ impl Bus {
     /// ~log2(events) lookups by seq. Blocking.
     pub fn seq_before(&self, cutoff: &str) -> anyhow::Result<u64> {
         let conn = self.inner.reader.lock().unwrap();
-        let mut stmt = conn.prepare_cached("SELECT envelope FROM events WHERE seq >= ? ORDER BY seq LIMIT 1")?;
-        let mut at_or_after = |seq: u64| -> anyhow::Result<Option<(u64, String)>> {
-            let mut rows = stmt.query([seq as i64])?;
-            let Some(row) = rows.next()? else { return Ok(None) };
-            let e = BusEvent::from_line(row.get(0)?)?;
-            Ok(Some((e.seq, e.timestamp)))
-        };
+        let at_or_after = |seq: u64| blocks::at_or_after(&conn, self.inner.legacy_last, seq);
         let (mut lo, mut hi, mut best) = (self.first_kept(), self.last_seq(), 0);
         while lo <= hi {
             let mid = lo + (hi - lo) / 2;
@@ -382,33 +385,14 @@ impl Bus {
             return Ok(self.last_seq());
         }
         let conn = self.inner.reader.lock().unwrap();
-        let mut sql = String::from("SELECT seq FROM events WHERE seq > 0");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        and_types(&mut sql, &mut args, types);
-        sql.push_str(" ORDER BY seq DESC LIMIT 1 OFFSET ?");
-        args.push(((n - 1).min(i64::MAX as usize) as i64).into());
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let nth: Option<i64> = stmt.query_row(rusqlite::params_from_iter(args), |r| r.get(0)).optional()?;
-        Ok(nth.map_or(0, |seq| seq as u64 - 1))
+        Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| seq - 1))
     }
 
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
     /// some types only. Blocking: call it from `spawn_blocking` in async code.
     pub fn read_since(&self, since: u64, types: Option<&[String]>, limit: usize) -> anyhow::Result<Vec<BusEvent>> {
         let conn = self.inner.reader.lock().unwrap();
-        let mut sql = String::from("SELECT envelope FROM events WHERE seq > ?");
-        let mut args: Vec<rusqlite::types::Value> = vec![(since as i64).into()];
-        and_types(&mut sql, &mut args, types);
-        sql.push_str(" ORDER BY seq LIMIT ?");
-        args.push((limit.min(i64::MAX as usize) as i64).into());
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let line: String = row.get(0)?;
-            out.push(BusEvent::from_line(line)?);
-        }
-        Ok(out)
+        blocks::read_since(&conn, self.inner.legacy_last, since, types, limit)
     }
 
     /// Commits what is queued and stops the bus thread.
@@ -420,23 +404,21 @@ impl Bus {
     }
 }
 
-/// Narrows a query on `events` to some types (`None`: all): ` AND type IN (?, …)` and
-/// the values to bind.
-fn and_types(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, types: Option<&[String]>) {
-    if let Some(t) = types {
-        sql.push_str(" AND type IN (");
-        sql.push_str(&vec!["?"; t.len()].join(","));
-        sql.push(')');
-        args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
-    }
-}
-
 /// The first wait before a failed batch is tried again, and the longest.
 const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
 const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::CheckpointGuard, rx: mpsc::Receiver<Msg>, inner: &Inner) {
     let mut seq = inner.last_seq.load(Ordering::Acquire);
+    // The highest outbox row stored per producer (see `blocks`).
+    let mut marks = match blocks::load_marks(&conn) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "the event bus could not read its outbox marks; it stops");
+            return;
+        }
+    };
+
     let mut batch = Vec::with_capacity(1024);
     let mut retry = RETRY_FIRST;
     // Prune requests are noted, not batched: the highest seq asked to be pruned.
@@ -454,7 +436,7 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
             let upto = prune_to.min(seq.saturating_sub(1));
             let pending = upto >= inner.first_kept.load(Ordering::Acquire);
             if pending {
-                if !prune_chunk(&conn, inner, upto) {
+                if !prune_chunk(&mut conn, inner, upto) {
                     prune_to = 0;
                 }
                 crate::services::store::bound_wal(&conn, checkpointer);
@@ -485,29 +467,47 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
         // Per event of the batch, in order: its seq, envelope and time if it is new, None
         // if it was stored already (re-sent from an outbox after a crash).
         let events = batch.iter().map(|m| if let Msg::Publish { events, .. } = m { events.len() } else { 0 }).sum();
-        let mut stored: Vec<Option<(u64, String, usize, String)>> = Vec::with_capacity(events);
+        let mut stored: Vec<Option<(u64, String, usize)>> = Vec::with_capacity(events);
         let mut next = seq;
+        // The outbox marks this batch moves: applied once it has committed.
+        let mut moved: Vec<(&'static str, i64)> = Vec::new();
         // One time for the batch's events: they are stored by one commit, and formatting
         // a time per event was ~1 µs of each order's ~4 events.
         let timestamp = crate::api::now_rfc3339();
         let result: rusqlite::Result<()> = (|| {
             let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO events(seq, event_id, type, envelope) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(event_id) DO NOTHING",
-                )?;
-                for e in batch.iter().flat_map(|m| match m {
-                    Msg::Publish { events, .. } => events.as_slice(),
-                    Msg::Prune(_) | Msg::Stop => &[],
-                }) {
-                    let (line, data_at) = envelope(next + 1, &e.event_id, e.kind, e.source, &timestamp, &e.text);
-                    if insert.execute(params![(next + 1) as i64, e.event_id, e.kind, line])? == 0 {
+            let mut block = blocks::Block::new();
+            for m in &batch {
+                let Msg::Publish { events, outbox, .. } = m else { continue };
+                let mut stale = false;
+                if let Some((source, id)) = *outbox {
+                    let mark = moved.iter().rev().find(|(s, _)| *s == source).map(|m| m.1).or_else(|| marks.get(source).copied());
+                    stale = mark.is_some_and(|upto| id <= upto);
+                    if !stale {
+                        moved.push((source, id));
+                    }
+                }
+                for e in events {
+                    // A producer with no mark yet may re-send what an older agt stored.
+                    let known = stale
+                        || (inner.legacy_last > 0
+                            && outbox.is_some_and(|(source, _)| !marks.contains_key(source))
+                            && blocks::legacy_holds(&tx, &e.event_id)?);
+                    if known {
                         stored.push(None);
                         continue;
                     }
                     next += 1;
-                    stored.push(Some((next, line, data_at, timestamp.clone())));
+                    let (line, data_at) = envelope(next, &e.event_id, e.kind, e.source, &timestamp, &e.text);
+                    if block.push(next, e.kind, &line) {
+                        block.insert(&tx, &timestamp)?;
+                    }
+                    stored.push(Some((next, line, data_at)));
                 }
+            }
+            block.insert(&tx, &timestamp)?;
+            for (source, id) in &moved {
+                blocks::save_mark(&tx, source, *id)?;
             }
             tx.commit()
         })();
@@ -529,6 +529,9 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
         }
         retry = RETRY_FIRST;
         seq = next;
+        for (source, id) in moved {
+            marks.insert(source.to_string(), id);
+        }
         inner.last_seq.store(seq, Ordering::Release);
         crate::daemon::metrics::observe_commit("bus", started.elapsed());
         crate::daemon::metrics::bus_events_kept(inner.first_kept.load(Ordering::Acquire), seq);
@@ -536,17 +539,17 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
         let mut committed: Vec<BusEvent> = Vec::with_capacity(events);
         let mut stored = stored.into_iter();
         for m in batch.drain(..) {
-            let Msg::Publish { events, then } = m else { continue };
+            let Msg::Publish { events, then, .. } = m else { continue };
             for e in events {
                 handled += 1;
-                let Some(Some((seq, line, data_at, timestamp))) = stored.next() else { continue };
+                let Some(Some((seq, line, data_at))) = stored.next() else { continue };
                 crate::daemon::metrics::bus_event(e.kind);
                 committed.push(BusEvent {
                     seq,
                     event_id: e.event_id,
                     kind: Cow::Borrowed(e.kind),
                     source: Cow::Borrowed(e.source),
-                    timestamp,
+                    timestamp: timestamp.clone(),
                     line,
                     data_at: Some(data_at),
                     data: e.value.map(std::sync::OnceLock::from).unwrap_or_default(),
@@ -568,15 +571,23 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
 }
 
 /// Deletes the next chunk of events up to `upto` in one transaction and moves
-/// `first_kept` past it. False if the store refused (pruning stops until asked again).
-fn prune_chunk(conn: &rusqlite::Connection, inner: &Inner, upto: u64) -> bool {
+/// `first_kept` past it. False once it has got to `upto`, or if the store refused
+/// (pruning stops until asked again).
+fn prune_chunk(conn: &mut rusqlite::Connection, inner: &Inner, upto: u64) -> bool {
+    const _: () = assert!(blocks::BLOCK_EVENTS as u64 <= PRUNE_CHUNK, "a chunk passes at least a block");
     let end = upto.min(inner.first_kept.load(Ordering::Acquire) + PRUNE_CHUNK - 1);
-    // Everything below first_kept is gone already, so this deletes one chunk.
-    match conn.execute("DELETE FROM events WHERE seq <= ?1", [end as i64]) {
-        Ok(_) => {
-            inner.first_kept.store(end + 1, Ordering::Release);
-            crate::daemon::metrics::bus_events_kept(end + 1, inner.last_seq.load(Ordering::Acquire));
-            true
+    let pruned = conn.transaction().and_then(|tx| {
+        let first = blocks::prune(&tx, end)?;
+        tx.commit()?;
+        Ok(first)
+    });
+    match pruned {
+        Ok(first) => {
+            let last = inner.last_seq.load(Ordering::Acquire);
+            let first = first.unwrap_or(last + 1).max(end + 1);
+            inner.first_kept.store(first, Ordering::Release);
+            crate::daemon::metrics::bus_events_kept(first, last);
+            end < upto
         }
         Err(e) => {
             tracing::warn!(error = %e, upto = end, "the event bus could not prune old events; it tries again at the next round");
@@ -727,6 +738,126 @@ mod tests {
         assert!(held <= BACKLOG_BOUND / 2);
         waiter.join().unwrap();
         wait_until(|| bus.last_seq() == n);
+        bus.shutdown();
+    }
+
+    fn event(kind: &'static str, i: u64) -> NewEvent {
+        NewEvent::new(kind, "orders", serde_json::json!({ "i": i }))
+    }
+
+    fn seqs(events: &[BusEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    /// A producer's outbox row sent again (a crash before the bus's confirmation reached
+    /// it) is dropped by its id, its `then` still runs, and the mark survives a restart;
+    /// another producer's ids are its own.
+    #[test]
+    fn an_outbox_row_sent_again_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        let confirmed = Arc::new(AtomicU64::new(0));
+        let then = || -> Vec<Committed> {
+            let c = confirmed.clone();
+            vec![Box::new(move || {
+                c.fetch_add(1, Ordering::AcqRel);
+            })]
+        };
+        let row5 = vec![event("ORDER_CREATED", 1), event("ORDER_EXECUTED", 2)];
+        bus.publish_outbox("orders", 5, row5.clone(), then());
+        bus.publish_outbox("orders", 5, row5.clone(), then());
+        bus.publish_outbox("orders", 4, vec![event("ORDER_CREATED", 0)], then());
+        bus.publish_outbox("orders", 6, vec![event("ORDER_CANCELLED", 3)], then());
+        wait_until(|| confirmed.load(Ordering::Acquire) == 4);
+        assert_eq!(bus.last_seq(), 3, "rows 5 and 6 once, row 4 (older than 5) not at all");
+        let data: Vec<_> = bus.read_since(0, None, 10).unwrap().iter().map(|e| e.data()["i"].as_u64().unwrap()).collect();
+        assert_eq!(data, [1, 2, 3]);
+        bus.shutdown();
+
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        let confirmed_before = confirmed.load(Ordering::Acquire);
+        bus.publish_outbox("orders", 6, vec![event("ORDER_CANCELLED", 3)], then());
+        bus.publish_outbox("risk", 1, vec![event("ACCOUNT_DEPOSITED", 4)], then());
+        wait_until(|| confirmed.load(Ordering::Acquire) == confirmed_before + 2);
+        assert_eq!(bus.last_seq(), 4, "the mark outlived the restart; risk's row 1 is new");
+        bus.shutdown();
+    }
+
+    /// Events of one commit span several blocks; reads start in the middle of one, filter
+    /// by type across them, count back from the newest, and pruning into a block keeps
+    /// exactly the events after the cut.
+    #[test]
+    fn reads_and_pruning_cross_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
+        let n = 3 * blocks::BLOCK_EVENTS as u64 + 10;
+        let kind = |i: u64| if i.is_multiple_of(3) { "TRADE_EXECUTED" } else { "ORDER_CREATED" };
+        bus.publish_then((1..=n).map(|i| event(kind(i), i)).collect(), Vec::new());
+        bus.publish("USER_CREATED", "users", serde_json::json!({}));
+        wait_until(|| bus.last_seq() == n + 1);
+
+        assert_eq!(seqs(&bus.read_since(0, None, 1000).unwrap()), (1..=n + 1).collect::<Vec<_>>());
+        assert_eq!(seqs(&bus.read_since(100, None, 5).unwrap()), [101, 102, 103, 104, 105]);
+        let trades = vec!["TRADE_EXECUTED".to_string()];
+        let want: Vec<u64> = (120..=n).filter(|i| i.is_multiple_of(3)).take(60).collect();
+        assert_eq!(seqs(&bus.read_since(119, Some(&trades), 60).unwrap()), want, "across blocks, one type");
+        let users = vec!["USER_CREATED".to_string()];
+        assert_eq!(seqs(&bus.read_since(0, Some(&users), 10).unwrap()), [n + 1], "blocks without the type are skipped");
+        assert_eq!(bus.since_for_last(3, None).unwrap(), n - 2);
+        let third_newest_trade = (1..=n).rev().filter(|i| i.is_multiple_of(3)).nth(2).unwrap();
+        assert_eq!(bus.since_for_last(3, Some(&trades)).unwrap(), third_newest_trade - 1);
+        assert_eq!(bus.since_for_last(10 * n as usize, None).unwrap(), 0, "fewer than asked: from the start");
+
+        let cut = blocks::BLOCK_EVENTS as u64 + 7;
+        bus.prune(cut);
+        wait_until(|| bus.first_kept() == cut + 1);
+        assert_eq!(bus.read_since(0, None, 1).unwrap()[0].seq, cut + 1);
+        assert_eq!(seqs(&bus.read_since(0, None, 1000).unwrap()), (cut + 1..=n + 1).collect::<Vec<_>>());
+        bus.shutdown();
+        let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
+        assert_eq!((bus.first_kept(), bus.last_seq()), (cut + 1, n + 1), "the cut block reopens as cut");
+        bus.shutdown();
+    }
+
+    /// An older agt kept a row per event (`events`): a store of its is read as it is, its
+    /// events before the new blocks, and pruned like them; an event it stored that a
+    /// producer re-sends from its outbox (no mark yet) is not stored again.
+    #[test]
+    fn an_older_agts_row_per_event_store_is_read_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        std::fs::create_dir_all(home.store("events").parent().unwrap()).unwrap();
+        let old = rusqlite::Connection::open(home.store("events")).unwrap();
+        old.execute_batch(blocks::MIGRATIONS[0]).unwrap();
+        old.execute_batch("PRAGMA user_version = 1").unwrap();
+        let kinds = ["USER_CREATED", "ORDER_CREATED", "USER_CREATED", "ORDER_CREATED", "ORDER_CREATED"];
+        for (i, kind) in kinds.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let (line, _) = envelope(seq, &format!("old-{seq}"), kind, "users", "2026-01-01T00:00:00.000000Z", "{}");
+            old.execute("INSERT INTO events VALUES (?1, ?2, ?3, ?4)", rusqlite::params![seq as i64, format!("old-{seq}"), kind, line])
+                .unwrap();
+        }
+        drop(old);
+
+        let bus = Bus::open(&home, Default::default()).unwrap();
+        assert_eq!((bus.first_kept(), bus.last_seq()), (1, 5));
+        let resent = NewEvent { event_id: "old-4".into(), ..event("ORDER_CREATED", 4) };
+        bus.publish_outbox("orders", 9, vec![resent, event("ORDER_CREATED", 6)], Vec::new());
+        bus.publish("USER_CREATED", "users", serde_json::json!({}));
+        wait_until(|| bus.last_seq() == 7);
+        assert_eq!(seqs(&bus.read_since(0, None, 100).unwrap()), [1, 2, 3, 4, 5, 6, 7], "old-4 was not stored again");
+        assert_eq!(seqs(&bus.read_since(3, None, 3).unwrap()), [4, 5, 6]);
+        let users = vec!["USER_CREATED".to_string()];
+        assert_eq!(seqs(&bus.read_since(0, Some(&users), 100).unwrap()), [1, 3, 7]);
+        assert_eq!(bus.since_for_last(2, Some(&users)).unwrap(), 2, "counting back into the old rows");
+        assert_eq!(bus.since_for_last(4, None).unwrap(), 3);
+        assert_eq!(bus.seq_before("2026-06-01T00:00:00.000000Z").unwrap(), 5, "the old rows' own stamps");
+        assert_eq!(bus.seq_before("9999-01-01T00:00:00.000000Z").unwrap(), 7);
+
+        bus.prune(6);
+        wait_until(|| bus.first_kept() == 7);
+        assert_eq!(seqs(&bus.read_since(0, None, 100).unwrap()), [7]);
         bus.shutdown();
     }
 }

@@ -1,0 +1,309 @@
+//! How `events.db` keeps events: a row per **block** of consecutive events, not a row
+//! per event.
+//!
+//! A block holds up to [`BLOCK_EVENTS`] envelopes of one bus commit, a line each (an
+//! envelope is compact JSON, so it holds no raw line break), keyed by its last seq, with
+//! the commit's time and a bit per event type it holds. A row per event was three b-tree
+//! inserts per event (the table, the unique `event_id` index, the `events_type` index),
+//! ~5 events per order: most of the bus thread's CPU, and a third of the pages its
+//! checkpointer copied (BENCHMARKS.md, session 24).
+//!
+//! What the unique `event_id` index did, dropping an event a producer re-sends from its
+//! outbox after a crash, the outbox's own ids do now: they only rise, so the bus keeps
+//! the highest outbox id it has stored per producer (`outbox_marks`, committed with the
+//! events) and drops a re-sent batch at or below it.
+//!
+//! An older agt's `events` table (a row per event) is read as it is, not rebuilt: its
+//! events are all older than the first block, and retention prunes them like the rest.
+
+use super::{BusEvent, EVENT_TYPES};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+/// The store's schema; the first entry is an older agt's.
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        envelope TEXT NOT NULL
+    );
+    CREATE INDEX events_type ON events(type, seq);",
+    "CREATE TABLE event_blocks (
+        last_seq INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        stamp TEXT NOT NULL,
+        types INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE outbox_marks (source TEXT PRIMARY KEY, upto INTEGER NOT NULL) WITHOUT ROWID;",
+];
+
+/// The most events in one block. It is what a read from the middle of a block decodes in
+/// vain at most; and a block must be smaller than a prune chunk (`PRUNE_CHUNK`).
+pub(super) const BLOCK_EVENTS: usize = 128;
+
+/// A block is closed once its lines pass this many bytes, whatever their number.
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// The bit of an event type in a block's `types`: its place in [`EVENT_TYPES`], and one
+/// bit for any other type (tests publish some).
+fn type_bit(kind: &str) -> i64 {
+    const OTHER: u32 = 62;
+    const _: () = assert!(EVENT_TYPES.len() < OTHER as usize, "a bit per event type");
+    1 << EVENT_TYPES.iter().position(|t| *t == kind).map_or(OTHER, |i| i as u32)
+}
+
+/// The bits a block must share with a reader that wants only `types` (all bits: any).
+fn mask_of(types: Option<&[String]>) -> i64 {
+    types.map_or(-1, |t| t.iter().fold(0, |m, k| m | type_bit(k)))
+}
+
+/// The seq an envelope line starts with (`{"seq":N,…`, as `envelope` writes it).
+fn line_seq(line: &str) -> Option<u64> {
+    let digits = line.strip_prefix("{\"seq\":")?;
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    digits[..end].parse().ok()
+}
+
+/// A block being filled by the bus thread, then inserted.
+pub(super) struct Block {
+    first: u64,
+    last: u64,
+    types: i64,
+    body: String,
+    count: usize,
+}
+
+impl Block {
+    pub(super) fn new() -> Self {
+        Block { first: 0, last: 0, types: 0, body: String::new(), count: 0 }
+    }
+
+    /// Adds an event's envelope line; true once the block is full.
+    pub(super) fn push(&mut self, seq: u64, kind: &str, line: &str) -> bool {
+        debug_assert!(!line.contains('\n'), "an envelope is one line");
+        if self.count == 0 {
+            self.first = seq;
+        } else {
+            self.body.push('\n');
+        }
+        self.body.push_str(line);
+        self.last = seq;
+        self.types |= type_bit(kind);
+        self.count += 1;
+        self.count >= BLOCK_EVENTS || self.body.len() >= BLOCK_BYTES
+    }
+
+    /// Inserts the block (if it holds any event) and empties it.
+    pub(super) fn insert(&mut self, tx: &Connection, stamp: &str) -> rusqlite::Result<()> {
+        if self.count > 0 {
+            tx.prepare_cached("INSERT INTO event_blocks (last_seq, first_seq, stamp, types, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![self.last as i64, self.first as i64, stamp, self.types, self.body])?;
+        }
+        self.body.clear();
+        self.count = 0;
+        self.types = 0;
+        Ok(())
+    }
+}
+
+/// The highest outbox id stored per producer.
+pub(super) fn load_marks(conn: &Connection) -> rusqlite::Result<HashMap<String, i64>> {
+    let mut stmt = conn.prepare("SELECT source, upto FROM outbox_marks")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+pub(super) fn save_mark(tx: &Connection, source: &str, upto: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO outbox_marks (source, upto) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET upto = excluded.upto")?
+        .execute(params![source, upto])?;
+    Ok(())
+}
+
+/// Whether an older agt's table holds an event (by its id): a producer with no mark yet
+/// may re-send what that agt stored.
+pub(super) fn legacy_holds(conn: &Connection, event_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")?.exists([event_id])
+}
+
+/// The stored events' span: the oldest seq kept (if any), the newest, and the newest in
+/// an older agt's table (0 if it holds none).
+pub(super) fn bounds(conn: &Connection) -> rusqlite::Result<(Option<u64>, u64, u64)> {
+    let (legacy_first, legacy_last): (Option<i64>, i64) =
+        conn.query_row("SELECT min(seq), coalesce(max(seq), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (first, last): (Option<i64>, i64) =
+        conn.query_row("SELECT min(first_seq), coalesce(max(last_seq), 0) FROM event_blocks", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let first = legacy_first.or(first).map(|s| s as u64);
+    Ok((first, (last.max(legacy_last)) as u64, legacy_last as u64))
+}
+
+/// Narrows a query on an older agt's `events` to some types (`None`: all):
+/// ` AND type IN (?, …)` and the values to bind.
+fn and_types(sql: &mut String, args: &mut Vec<rusqlite::types::Value>, types: Option<&[String]>) {
+    if let Some(t) = types {
+        sql.push_str(" AND type IN (");
+        sql.push_str(&vec!["?"; t.len()].join(","));
+        sql.push(')');
+        args.extend(t.iter().map(|x| rusqlite::types::Value::from(x.clone())));
+    }
+}
+
+/// Stored events with `seq > since`, oldest first, at most `limit`, optionally of some
+/// types only. `legacy_last` is the newest seq of an older agt's table.
+pub(super) fn read_since(
+    conn: &Connection,
+    legacy_last: u64,
+    since: u64,
+    types: Option<&[String]>,
+    limit: usize,
+) -> anyhow::Result<Vec<BusEvent>> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    if since < legacy_last {
+        let mut sql = String::from("SELECT envelope FROM events WHERE seq > ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![(since as i64).into()];
+        and_types(&mut sql, &mut args, types);
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        args.push((limit.min(i64::MAX as usize) as i64).into());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(row) = rows.next()? {
+            out.push(BusEvent::from_line(row.get(0)?)?);
+        }
+    }
+    let since = since.max(legacy_last);
+    // A block none of whose types is wanted is skipped without reading its body.
+    let mut stmt =
+        conn.prepare_cached("SELECT CASE WHEN types & ?2 <> 0 THEN body END FROM event_blocks WHERE last_seq > ?1 ORDER BY last_seq")?;
+    let mut rows = stmt.query(params![since as i64, mask_of(types)])?;
+    while out.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let Some(body) = row.get_ref(0)?.as_str_or_null()? else { continue };
+        for line in body.split('\n') {
+            if line_seq(line).is_some_and(|seq| seq <= since) {
+                continue;
+            }
+            let e = BusEvent::from_line(line.to_string())?;
+            if types.is_none_or(|t| t.iter().any(|k| *k == e.kind)) {
+                out.push(e);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The seq of the `n`-th newest stored event (of some types only, if given), counting
+/// from 1, or `None` when fewer are stored.
+pub(super) fn nth_newest(conn: &Connection, n: usize, types: Option<&[String]>) -> anyhow::Result<Option<u64>> {
+    let mut left = n;
+    {
+        let mut stmt = conn.prepare_cached("SELECT CASE WHEN types & ?1 <> 0 THEN body END FROM event_blocks ORDER BY last_seq DESC")?;
+        let mut rows = stmt.query([mask_of(types)])?;
+        while let Some(row) = rows.next()? {
+            let Some(body) = row.get_ref(0)?.as_str_or_null()? else { continue };
+            for line in body.rsplit('\n') {
+                let wanted = match types {
+                    None => true,
+                    Some(t) => {
+                        let e = BusEvent::from_line(line.to_string())?;
+                        t.iter().any(|k| *k == e.kind)
+                    }
+                };
+                if wanted {
+                    left -= 1;
+                    if left == 0 {
+                        let seq = line_seq(line).map_or_else(|| BusEvent::from_line(line.to_string()).map(|e| e.seq), Ok)?;
+                        return Ok(Some(seq));
+                    }
+                }
+            }
+        }
+    }
+    let mut sql = String::from("SELECT seq FROM events WHERE seq > 0");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    and_types(&mut sql, &mut args, types);
+    sql.push_str(" ORDER BY seq DESC LIMIT 1 OFFSET ?");
+    args.push(((left - 1).min(i64::MAX as usize) as i64).into());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let nth: Option<i64> = stmt.query_row(rusqlite::params_from_iter(args), |r| r.get(0)).optional()?;
+    Ok(nth.map(|s| s as u64))
+}
+
+/// The first stored event at or after `seq`: its seq and its time.
+pub(super) fn at_or_after(conn: &Connection, legacy_last: u64, seq: u64) -> anyhow::Result<Option<(u64, String)>> {
+    if seq <= legacy_last {
+        let mut stmt = conn.prepare_cached("SELECT envelope FROM events WHERE seq >= ? ORDER BY seq LIMIT 1")?;
+        if let Some(line) = stmt.query_row([seq as i64], |r| r.get::<_, String>(0)).optional()? {
+            let e = BusEvent::from_line(line)?;
+            return Ok(Some((e.seq, e.timestamp)));
+        }
+    }
+    // Every event of a block has the block's time (a bus commit stamps its events once).
+    let mut stmt = conn.prepare_cached("SELECT first_seq, stamp FROM event_blocks WHERE last_seq >= ? ORDER BY last_seq LIMIT 1")?;
+    let found = stmt.query_row([seq as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?;
+    Ok(found.map(|(first, stamp)| (first.max(seq), stamp)))
+}
+
+/// Deletes every stored event up to `end`, in the open transaction: the rows of an
+/// older agt's table and the blocks that end by then; a block that holds `end` keeps only
+/// the events after it. Gives the oldest seq still stored, if any.
+pub(super) fn prune(conn: &Connection, end: u64) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached("DELETE FROM events WHERE seq <= ?1")?.execute([end as i64])?;
+    conn.prepare_cached("DELETE FROM event_blocks WHERE last_seq <= ?1")?.execute([end as i64])?;
+    let straddling: Option<(i64, String)> = conn
+        .prepare_cached("SELECT last_seq, body FROM event_blocks WHERE last_seq > ?1 AND first_seq <= ?1")?
+        .query_row([end as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((last, body)) = straddling {
+        // Its lines after `end`: they begin after the line of `end`, the first whose seq
+        // passes it.
+        let mut from = 0;
+        for line in body.split('\n') {
+            if line_seq(line).is_some_and(|seq| seq > end) {
+                break;
+            }
+            from += line.len() + 1;
+        }
+        conn.prepare_cached("UPDATE event_blocks SET first_seq = ?2, body = ?3 WHERE last_seq = ?1")?.execute(params![
+            last,
+            (end + 1) as i64,
+            &body[from.min(body.len())..]
+        ])?;
+    }
+    let legacy: Option<i64> = conn.query_row("SELECT min(seq) FROM events", [], |r| r.get(0))?;
+    let blocks: Option<i64> = conn.query_row("SELECT min(first_seq) FROM event_blocks", [], |r| r.get(0))?;
+    Ok(legacy.or(blocks).map(|s| s as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_gives_its_seq_and_a_type_its_bit() {
+        assert_eq!(line_seq(r#"{"seq":4711,"event_id":"e"}"#), Some(4711));
+        assert_eq!(line_seq(r#"{"data":{},"seq":1}"#), None);
+        assert_ne!(type_bit("ORDER_CREATED"), type_bit("ORDER_CANCELLED"));
+        assert_eq!(type_bit("OTHER"), type_bit("WANTED"), "types agt does not know share a bit");
+        let m = mask_of(Some(&["ORDER_CREATED".to_string()]));
+        assert_eq!(m & type_bit("ORDER_CREATED"), type_bit("ORDER_CREATED"));
+        assert_eq!(m & type_bit("TRADE_EXECUTED"), 0);
+        assert_eq!(mask_of(None), -1);
+    }
+
+    #[test]
+    fn a_block_closes_at_its_count_or_its_size() {
+        let mut b = Block::new();
+        let full = (1..=BLOCK_EVENTS as u64).map(|s| b.push(s, "ORDER_CREATED", "{}")).collect::<Vec<_>>();
+        assert_eq!(full.iter().filter(|f| **f).count(), 1);
+        assert!(full[BLOCK_EVENTS - 1]);
+        let mut b = Block::new();
+        assert!(b.push(1, "ORDER_CREATED", &"x".repeat(BLOCK_BYTES)));
+    }
+}
