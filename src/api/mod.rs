@@ -233,7 +233,7 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditVerify {
     pub ok: bool,
     pub records: u64,

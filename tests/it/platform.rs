@@ -362,8 +362,24 @@ fn audit_chain_detects_tampering_and_names_the_record() {
     assert!(n >= 6, "commands and events are both audited ({n})");
     d.cli().args(["audit", "verify"]).assert().success();
     d.stop();
+    // Record 3's actor changed in place: records are kept a line each in blocks.
     let conn = rusqlite::Connection::open(d.path().join("data/audit.db")).unwrap();
-    conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 3", []).unwrap();
+    let (last, body): (i64, String) = conn
+        .query_row("SELECT last_seq, body FROM record_blocks WHERE first_seq <= 3 AND last_seq >= 3", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    let lines: Vec<String> = body
+        .split('\n')
+        .map(|l| match l.starts_with("[3,") {
+            true => {
+                let mut record: serde_json::Value = serde_json::from_str(l).unwrap();
+                record[2] = json!("mallory");
+                record.to_string()
+            }
+            false => l.to_string(),
+        })
+        .collect();
+    assert_ne!(lines.join("\n"), body);
+    conn.execute("UPDATE record_blocks SET body = ?1 WHERE last_seq = ?2", rusqlite::params![lines.join("\n"), last]).unwrap();
     drop(conn);
     d.spawn();
     let v = d.ok("GET", "/api/audit/verify", None);

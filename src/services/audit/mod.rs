@@ -7,12 +7,13 @@
 //! bus sequence), so a restart replays what was missed instead of losing or doubling it.
 
 mod commands;
+mod records;
 
 pub use commands::{Command, CommandLog};
 
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
@@ -51,6 +52,10 @@ pub enum Cmd {
 pub struct Audit {
     last_seq: u64,
     last_hash: String,
+    /// The records of the open transaction not written yet (`records`).
+    pending: records::Pending,
+    /// The newest seq of an older agt's table of a row per record (0: none).
+    legacy_last: u64,
     last_event_seq: u64,
     log: CommandLog,
     /// The last journalled command chained, the last one `meta` holds as stored, and how
@@ -79,22 +84,6 @@ const CATCH_UP_AT_ONCE: usize = 8192;
 const PRUNE_EVERY: i64 = 1024;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE records (
-        seq INTEGER PRIMARY KEY,
-        timestamp TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
-    );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO meta VALUES ('last_event_seq', 0);",
-    // The last command of the journal (`commands`) this store holds.
-    "INSERT INTO meta VALUES ('command_journal_seq', 0);",
-];
 
 /// The chain hash of one record.
 pub fn chain_hash(prev: &str, seq: u64, timestamp: &str, actor: &str, action: &str, detail: &str) -> String {
@@ -152,19 +141,6 @@ fn event_actor(source: &str) -> Cow<'static, str> {
     }
 }
 
-fn row_to_record(r: &rusqlite::Row) -> rusqlite::Result<AuditRecord> {
-    let detail: String = r.get(4)?;
-    Ok(AuditRecord {
-        seq: r.get::<_, i64>(0)? as u64,
-        timestamp: r.get(1)?,
-        actor: r.get(2)?,
-        action: r.get(3)?,
-        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
-        prev_hash: r.get(5)?,
-        hash: r.get(6)?,
-    })
-}
-
 impl Audit {
     fn append(&mut self, tx: &Connection, actor: &str, action: &str, detail: &serde_json::Value) -> rusqlite::Result<()> {
         self.append_text(tx, actor, action, detail.to_string())
@@ -177,10 +153,7 @@ impl Audit {
     fn append_at(&mut self, tx: &Connection, ts: String, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
         let seq = self.last_seq + 1;
         let hash = chain_hash(&self.last_hash, seq, &ts, actor, action, &detail);
-        tx.prepare_cached(
-            "INSERT INTO records (seq, timestamp, actor, action, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![seq as i64, ts, actor, action, detail, self.last_hash, hash])?;
+        self.pending.push(tx, seq, &ts, actor, action, &detail, &self.last_hash, &hash, self.last_event_seq)?;
         self.last_seq = seq;
         self.last_hash = hash;
         Ok(())
@@ -220,33 +193,35 @@ impl Audit {
     }
 
     fn verify(tx: &Connection) -> rusqlite::Result<AuditVerify> {
-        let mut stmt = tx.prepare_cached("SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records ORDER BY seq")?;
-        let mut rows = stmt.query([])?;
         let (mut prev, mut expect_seq, mut n) = (GENESIS.to_string(), 1u64, 0u64);
         let mut first_bad = None;
-        while let Some(r) = rows.next()? {
+        records::walk(tx, |seq, ts, actor, action, detail, prev_hash, hash| {
             n += 1;
             if first_bad.is_some() {
-                continue;
+                return;
             }
-            let seq = r.get::<_, i64>(0)? as u64;
-            let (ts, actor, action, detail, prev_hash, hash): (String, String, String, String, String, String) =
-                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
-            let good = seq == expect_seq && prev_hash == prev && chain_hash(&prev, seq, &ts, &actor, &action, &detail) == hash;
+            let good = seq == expect_seq && prev_hash == prev && chain_hash(&prev, seq, ts, actor, action, detail) == hash;
             if !good {
-                first_bad = Some(expect_seq.min(seq));
+                // A line that no longer parses walks as seq 0.
+                first_bad = Some(if seq == 0 { expect_seq } else { expect_seq.min(seq) });
             }
-            prev = hash;
+            prev = hash.to_string();
             expect_seq = seq + 1;
-        }
+        })?;
         Ok(AuditVerify { ok: first_bad.is_none(), records: n, first_bad })
+    }
+
+    /// Writes the records not written yet into the open transaction, so that it can
+    /// commit or be read.
+    fn write_pending(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        self.pending.write(tx, self.last_event_seq)
     }
 }
 
 impl Service for Audit {
     type Cmd = Cmd;
     const NAME: &'static str = "audit";
-    const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    const MIGRATIONS: &'static [&'static str] = records::MIGRATIONS;
 
     /// Not with "full" durability: there every command waits for audit's commit.
     fn linger(&self) -> Option<std::time::Duration> {
@@ -260,21 +235,18 @@ impl Service for Audit {
     }
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        let last: Option<(i64, String)> =
-            conn.query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        let last = records::newest(conn)?;
         // The feed's position: the newest event record's seq (older stores kept it in meta).
         let in_meta: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
-        let newest: Option<String> = conn
-            .query_row("SELECT detail FROM records WHERE actor LIKE 'event:%' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
-            .optional()?;
-        let recorded = newest.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()).and_then(|d| d["seq"].as_i64()).unwrap_or(0);
-        let last_event_seq = in_meta.max(recorded);
-        let (last_seq, last_hash) = last.map(|(s, h)| (s as u64, h)).unwrap_or((0, GENESIS.to_string()));
+        let last_event_seq = (in_meta as u64).max(records::last_event_seq(conn)?);
+        let (last_seq, last_hash) = last.unwrap_or((0, GENESIS.to_string()));
         let stored: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'command_journal_seq'", [], |r| r.get(0))?;
         let mut audit = Audit {
             last_seq,
             last_hash,
-            last_event_seq: last_event_seq as u64,
+            pending: records::Pending::default(),
+            legacy_last: records::legacy_last(conn)?,
+            last_event_seq,
             log: ctx.command_log.clone(),
             journal_applied: stored,
             journal_stored: stored,
@@ -300,6 +272,7 @@ impl Service for Audit {
             tracing::info!(commands = unstored.len(), "audit: storing commands answered before the last stop");
             let tx = conn.unchecked_transaction()?;
             audit.chain_journalled(&tx, unstored)?;
+            audit.write_pending(&tx)?;
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'", [audit.journal_applied])?;
             tx.commit()?;
             audit.journal_stored = audit.journal_applied;
@@ -325,6 +298,7 @@ impl Service for Audit {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'")?.execute([self.journal_applied])?;
             self.journal_stored = self.journal_applied;
         }
+        self.write_pending(tx)?;
         Ok(())
     }
 
@@ -344,29 +318,27 @@ impl Service for Audit {
                     // encoding). The record's seq is where `load` finds the feed's
                     // position again.
                     let detail = event_detail(e);
-                    self.append_text(tx, &event_actor(&e.source), &e.kind, detail)?;
+                    // Moved first: a block written by this append holds the feed's
+                    // position after it.
                     self.last_event_seq = e.seq;
+                    self.append_text(tx, &event_actor(&e.source), &e.kind, detail)?;
                 }
             }
             Cmd::Journalled { seq, command } => self.chain_journalled(tx, [(seq, command)])?,
             Cmd::CatchUp => self.catch_up(tx)?,
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
             Cmd::List { since, actor, limit, reply } => {
-                let mut stmt = tx.prepare_cached(match since {
-                    Some(_) => {
-                        "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-                         WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq LIMIT ?3"
-                    }
-                    None => {
-                        "SELECT * FROM (SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-                         WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq DESC LIMIT ?3) ORDER BY seq"
-                    }
-                })?;
-                let from = since.unwrap_or(0) as i64;
-                let list = stmt.query_map(params![from, actor, limit as i64], row_to_record)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                self.write_pending(tx)?;
+                let list = match since {
+                    Some(since) => records::after(tx, self.legacy_last, since, actor.as_deref(), limit)?,
+                    None => records::newest_records(tx, actor.as_deref(), limit)?,
+                };
                 after.reply(reply, Ok(list));
             }
-            Cmd::Verify(reply) => after.reply(reply, Ok(Audit::verify(tx)?)),
+            Cmd::Verify(reply) => {
+                self.write_pending(tx)?;
+                after.reply(reply, Ok(Audit::verify(tx)?));
+            }
         }
         Ok(())
     }
@@ -414,18 +386,27 @@ mod tests {
 
     /// Every record's action, in chain order.
     fn actions(conn: &Connection) -> Vec<String> {
-        conn.prepare("SELECT action FROM records ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        let mut out = Vec::new();
+        records::walk(conn, |_, _, _, action, _, _, _| out.push(action.to_string())).unwrap();
+        out
+    }
+
+    /// Record `seq`'s detail, as it was hashed.
+    fn detail_of(conn: &Connection, seq: u64) -> String {
+        let mut out = None;
+        records::walk(conn, |s, _, _, _, detail, _, _| {
+            if s == seq {
+                out = Some(detail.to_string());
+            }
+        })
+        .unwrap();
+        out.expect("the record is stored")
     }
 
     /// A context on a home in `dir`, its bus, and audit's store opened there.
     fn opened(dir: &std::path::Path) -> (crate::services::bus::Bus, ServiceCtx, Connection) {
         let (bus, ctx) = ServiceCtx::for_tests(dir);
-        let conn = crate::services::store::open(&ctx.home.store("audit"), Default::default(), MIGRATIONS).unwrap();
+        let conn = crate::services::store::open(&ctx.home.store("audit"), Default::default(), records::MIGRATIONS).unwrap();
         (bus, ctx, conn)
     }
 
@@ -444,7 +425,8 @@ mod tests {
         svc.handle(&tx, Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail, reply: None }, &mut after).unwrap();
         svc.handle(&tx, Cmd::Event(event(3, 7)), &mut after).unwrap(); // replayed: ignored
         svc.handle(&tx, Cmd::Event(event(9, 10)), &mut after).unwrap(); // after a gap (8 and 9 lost): ignored
-        let detail: String = tx.query_row("SELECT detail FROM records WHERE seq = 2", [], |r| r.get(0)).unwrap();
+        svc.before_commit(&tx).unwrap();
+        let detail = detail_of(&tx, 2);
         let as_json = serde_json::json!({"seq": 7, "event_id": "evt_7", "data": {"order_id": "ord_1", "quantity": "1.5"}});
         assert_eq!(detail, as_json.to_string(), "the same text json! gave, so old and new records read alike");
         tx.commit().unwrap();
@@ -600,11 +582,111 @@ mod tests {
         svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
         let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x602".into(), detail: "{}".into() };
         svc.handle(&tx, Cmd::Journalled { seq: 602, command }, &mut after).unwrap();
+        svc.write_pending(&tx).unwrap();
         let actions = actions(&tx);
         let want: Vec<String> = (1..=602).map(|i| format!("POST /api/x{i}")).collect();
         assert!(actions == want, "every command once, in journal order: {} records", actions.len());
         assert_eq!(svc.journal_applied, 602);
         assert!(Audit::verify(&tx).unwrap().ok);
+        bus.shutdown();
+    }
+
+    /// Records past a block's size span blocks: listing from the middle of one, by actor,
+    /// the newest across them, and `prev_hash` across a block's edge all read as one
+    /// chain; a line changed in place is found by `verify`.
+    #[test]
+    fn a_chain_spans_blocks_and_reads_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        let n = 300u64;
+        for i in 1..=n {
+            let actor = if i % 2 == 0 { "even" } else { "odd" };
+            svc.handle(
+                &tx,
+                Cmd::Append { actor: actor.into(), action: format!("A{i}"), detail: serde_json::json!({"i": i}), reply: None },
+                &mut after,
+            )
+            .unwrap();
+        }
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+        let blocks: i64 = conn.query_row("SELECT count(*) FROM record_blocks", [], |r| r.get(0)).unwrap();
+        assert!(blocks >= 3, "{blocks} blocks");
+
+        let (tx, after_list) = (conn.transaction().unwrap(), |list: &[AuditRecord]| list.iter().map(|r| r.seq).collect::<Vec<_>>());
+        let page = records::after(&tx, 0, 126, None, 5).unwrap();
+        assert_eq!(after_list(&page), [127, 128, 129, 130, 131]);
+        for pair in page.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "prev_hash is the record before's, across a block's edge");
+        }
+        let evens = records::after(&tx, 0, 250, Some("even"), 100).unwrap();
+        assert_eq!(after_list(&evens), (252..=n).step_by(2).collect::<Vec<_>>());
+        let newest = records::newest_records(&tx, Some("odd"), 70).unwrap();
+        assert_eq!(after_list(&newest), (n - 139..=n - 1).step_by(2).collect::<Vec<_>>());
+        assert_eq!(newest[0].detail, serde_json::json!({"i": n - 139}));
+        assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: n, first_bad: None });
+        tx.commit().unwrap();
+
+        let reloaded = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!(reloaded.last_seq, n);
+        conn.execute("UPDATE record_blocks SET body = replace(body, '\"A200\"', '\"B200\"')", []).unwrap();
+        assert_eq!(Audit::verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(200));
+        bus.shutdown();
+    }
+
+    /// An older agt's store, a row per record: the chain goes on from its last hash in
+    /// blocks, reads and `verify` walk both, and a change to an old row is still found.
+    #[test]
+    fn an_older_agts_row_per_record_chain_goes_on_in_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        {
+            let old = crate::services::store::open(&ctx.home.store("audit"), Default::default(), &records::MIGRATIONS[..2]).unwrap();
+            let mut prev = GENESIS.to_string();
+            for seq in 1..=3u64 {
+                let (actor, action, detail) =
+                    ("event:orders", "ORDER_CREATED", format!(r#"{{"data":{{}},"event_id":"e{seq}","seq":{}}}"#, seq + 10));
+                let hash = chain_hash(&prev, seq, "t", actor, action, &detail);
+                old.execute(
+                    "INSERT INTO records VALUES (?1, 't', ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![seq as i64, actor, action, detail, prev, hash],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        }
+        let mut conn = crate::services::store::open(&ctx.home.store("audit"), Default::default(), records::MIGRATIONS).unwrap();
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!((svc.last_seq, svc.last_event_seq, svc.legacy_last), (3, 13, 3), "the old rows give the chain's end and the feed's");
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        svc.handle(&tx, Cmd::Event(event(13, 14)), &mut after).unwrap();
+        svc.handle(
+            &tx,
+            Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None },
+            &mut after,
+        )
+        .unwrap();
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+
+        let tx = conn.transaction().unwrap();
+        let all = records::after(&tx, svc.legacy_last, 0, None, 100).unwrap();
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        assert_eq!(all[3].prev_hash, all[2].hash, "the first block goes on from the last old row");
+        assert_eq!(records::after(&tx, 3, 2, None, 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        let newest = records::newest_records(&tx, Some("event:orders"), 2).unwrap();
+        assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "newest by actor, across both");
+        assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: 5, first_bad: None });
+        tx.commit().unwrap();
+        let reloaded = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!((reloaded.last_seq, reloaded.last_event_seq), (5, 14));
+
+        conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 2", []).unwrap();
+        assert_eq!(Audit::verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(2));
         bus.shutdown();
     }
 }

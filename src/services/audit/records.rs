@@ -1,0 +1,334 @@
+//! How `audit.db` keeps the chain: a row per **block** of consecutive records, not a row
+//! per record.
+//!
+//! A block holds up to [`BLOCK_RECORDS`] records of one commit, a line each: the JSON
+//! array `[seq, timestamp, actor, action, hash, detail]`, with `detail` last and as it
+//! was hashed (it is JSON text, so it is written as it is and read back as the same
+//! text). A record's `prev_hash` is the hash on the line before it; the block keeps the
+//! one before its first line. A row per record was a b-tree insert of seven columns for
+//! each of an order's ~6 records (its command and its events): most of audit's thread
+//! after SHA-256 (BENCHMARKS.md, session 24). A block also keeps the newest bus seq audit
+//! had recorded by then, where the feed resumes after a restart.
+//!
+//! An older agt's `records` table (a row per record) is read as it is: its records come
+//! before the first block, and the chain goes on from its last hash.
+
+use crate::api::AuditRecord;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The store's schema; the first two entries are an older agt's.
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE records (
+        seq INTEGER PRIMARY KEY,
+        timestamp TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('last_event_seq', 0);",
+    // The last command of the journal (`commands`) this store holds.
+    "INSERT INTO meta VALUES ('command_journal_seq', 0);",
+    "CREATE TABLE record_blocks (
+        last_seq INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        prev_hash TEXT NOT NULL,
+        last_event_seq INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );",
+];
+
+/// The most records in one block: what a read from the middle of one decodes in vain.
+const BLOCK_RECORDS: usize = 128;
+
+/// A block is closed once its lines pass this many bytes, whatever their number.
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// The records of the open transaction not yet written, as the lines of the next block.
+#[derive(Default)]
+pub(super) struct Pending {
+    first_seq: u64,
+    last_seq: u64,
+    prev_hash: String,
+    body: String,
+    count: usize,
+}
+
+impl Pending {
+    /// Adds a record (after the one whose hash is `prev_hash`). Writes the block into `tx`
+    /// when it is full.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn push(
+        &mut self,
+        tx: &Connection,
+        seq: u64,
+        timestamp: &str,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        prev_hash: &str,
+        hash: &str,
+        last_event_seq: u64,
+    ) -> rusqlite::Result<()> {
+        debug_assert!(serde_json::from_str::<serde::de::IgnoredAny>(detail).is_ok(), "a detail is JSON text: {detail}");
+        if self.count == 0 {
+            self.first_seq = seq;
+            self.prev_hash.clear();
+            self.prev_hash.push_str(prev_hash);
+        } else {
+            self.body.push('\n');
+        }
+        self.body.push('[');
+        self.body.push_str(itoa::Buffer::new().format(seq));
+        for field in [timestamp, actor, action, hash] {
+            self.body.push(',');
+            push_json_str(&mut self.body, field);
+        }
+        self.body.push(',');
+        self.body.push_str(detail);
+        self.body.push(']');
+        self.last_seq = seq;
+        self.count += 1;
+        if self.count >= BLOCK_RECORDS || self.body.len() >= BLOCK_BYTES {
+            self.write(tx, last_event_seq)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what it holds as a block into `tx` (a reader in the same transaction then
+    /// sees it), and empties.
+    pub(super) fn write(&mut self, tx: &Connection, last_event_seq: u64) -> rusqlite::Result<()> {
+        if self.count > 0 {
+            tx.prepare_cached(
+                "INSERT INTO record_blocks (last_seq, first_seq, prev_hash, last_event_seq, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                self.last_seq as i64,
+                self.first_seq as i64,
+                self.prev_hash,
+                last_event_seq as i64,
+                self.body
+            ])?;
+        }
+        self.body.clear();
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// Writes `s` as a JSON string. Timestamps, hashes and most actors and actions need no
+/// escape: they are copied as they are.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).expect("a string encodes"));
+    }
+}
+
+/// A record as its line holds it: `prev_hash` comes from the line before.
+struct Line<'a> {
+    seq: u64,
+    timestamp: String,
+    actor: String,
+    action: String,
+    hash: String,
+    detail: &'a str,
+}
+
+fn parse(line: &str) -> rusqlite::Result<Line<'_>> {
+    let (seq, timestamp, actor, action, hash, detail): (u64, String, String, String, String, &serde_json::value::RawValue) =
+        serde_json::from_str(line).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?;
+    Ok(Line { seq, timestamp, actor, action, hash, detail: detail.get() })
+}
+
+/// A record in the API's form, its detail parsed.
+fn record(l: Line, prev_hash: String) -> AuditRecord {
+    AuditRecord {
+        seq: l.seq,
+        timestamp: l.timestamp,
+        actor: l.actor,
+        action: l.action,
+        detail: serde_json::from_str(l.detail).unwrap_or_else(|_| serde_json::Value::String(l.detail.to_string())),
+        prev_hash,
+        hash: l.hash,
+    }
+}
+
+/// The newest seq of an older agt's `records` (0: none).
+pub(super) fn legacy_last(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| r.get::<_, i64>(0)).map(|s| s as u64)
+}
+
+/// The newest record's seq and hash, if any.
+pub(super) fn newest(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {
+    let block: Option<String> =
+        conn.query_row("SELECT body FROM record_blocks ORDER BY last_seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    if let Some(body) = block {
+        let l = parse(body.rsplit('\n').next().unwrap_or_default())?;
+        return Ok(Some((l.seq, l.hash)));
+    }
+    conn.query_row("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .optional()
+}
+
+/// The newest bus seq recorded: kept with each block, or an older agt's newest event
+/// record's.
+pub(super) fn last_event_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    let block: Option<i64> =
+        conn.query_row("SELECT last_event_seq FROM record_blocks ORDER BY last_seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    if let Some(seq) = block {
+        return Ok(seq as u64);
+    }
+    let newest: Option<String> =
+        conn.query_row("SELECT detail FROM records WHERE actor LIKE 'event:%' ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    Ok(newest.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()).and_then(|d| d["seq"].as_u64()).unwrap_or(0))
+}
+
+fn legacy_record(r: &rusqlite::Row) -> rusqlite::Result<AuditRecord> {
+    let detail: String = r.get(4)?;
+    Ok(AuditRecord {
+        seq: r.get::<_, i64>(0)? as u64,
+        timestamp: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+        prev_hash: r.get(5)?,
+        hash: r.get(6)?,
+    })
+}
+
+/// Every line of a block with its record's `prev_hash`, in order.
+fn lines<'a>(prev_hash: String, body: &'a str) -> impl Iterator<Item = rusqlite::Result<(Line<'a>, String)>> + 'a {
+    let mut prev = prev_hash;
+    body.split('\n').map(move |text| {
+        let l = parse(text)?;
+        let before = std::mem::replace(&mut prev, l.hash.clone());
+        Ok((l, before))
+    })
+}
+
+/// Records with `seq > since` (by `actor`, if given), oldest first, at most `limit`.
+pub(super) fn after(
+    conn: &Connection,
+    legacy_last: u64,
+    since: u64,
+    actor: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<AuditRecord>> {
+    let mut out = Vec::new();
+    if since < legacy_last {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
+             WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq LIMIT ?3",
+        )?;
+        out = stmt.query_map(params![since as i64, actor, limit as i64], legacy_record)?.collect::<rusqlite::Result<_>>()?;
+    }
+    let since = since.max(legacy_last);
+    let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks WHERE last_seq > ?1 ORDER BY last_seq")?;
+    let mut rows = stmt.query([since as i64])?;
+    while out.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let body: String = row.get(1)?;
+        for line in lines(row.get(0)?, &body) {
+            let (l, prev) = line?;
+            if l.seq > since && actor.is_none_or(|a| a == l.actor) {
+                out.push(record(l, prev));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The newest `limit` records (by `actor`, if given), oldest first.
+pub(super) fn newest_records(conn: &Connection, actor: Option<&str>, limit: usize) -> rusqlite::Result<Vec<AuditRecord>> {
+    let mut out = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks ORDER BY last_seq DESC")?;
+        let mut rows = stmt.query([])?;
+        while out.len() < limit {
+            let Some(row) = rows.next()? else { break };
+            let body: String = row.get(1)?;
+            let block = lines(row.get(0)?, &body).collect::<rusqlite::Result<Vec<_>>>()?;
+            for (l, prev) in block.into_iter().rev() {
+                if actor.is_none_or(|a| a == l.actor) {
+                    out.push(record(l, prev));
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if out.len() < limit {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
+             WHERE (?1 IS NULL OR actor = ?1) ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let older = stmt.query_map(params![actor, (limit - out.len()) as i64], legacy_record)?;
+        for r in older {
+            out.push(r?);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Calls `each` with every record in chain order: seq, timestamp, actor, action, detail
+/// (as hashed), the `prev_hash` it holds and its hash.
+pub(super) fn walk(conn: &Connection, mut each: impl FnMut(u64, &str, &str, &str, &str, &str, &str)) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
+        each(r.get::<_, i64>(0)? as u64, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?, text(6)?);
+    }
+    let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks ORDER BY last_seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let body = r.get_ref(1)?.as_str()?;
+        for line in lines(r.get(0)?, body) {
+            match line {
+                Ok((l, prev)) => each(l.seq, &l.timestamp, &l.actor, &l.action, l.detail, &prev, &l.hash),
+                // A line that does not parse was changed: it verifies as no record does.
+                Err(_) => each(0, "", "", "", "", "", ""),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_gives_back_its_record_and_the_detail_as_it_was_hashed() {
+        let conn = Connection::open_in_memory().unwrap();
+        for m in MIGRATIONS {
+            conn.execute_batch(m).unwrap();
+        }
+        let mut p = Pending::default();
+        let detail = r#"{"b": 1,"a":"x\"y\n"}"#;
+        p.push(&conn, 7, "t", "user \"q\"", "POST /api/x", detail, "h6", "h7", 3).unwrap();
+        p.push(&conn, 8, "t2", "event:orders", "ORDER_CREATED", "{}", "h7", "h8", 4).unwrap();
+        p.write(&conn, 4).unwrap();
+        let mut seen = Vec::new();
+        walk(&conn, |seq, ts, actor, action, detail, prev, hash| {
+            seen.push(format!("{seq}|{ts}|{actor}|{action}|{detail}|{prev}|{hash}"));
+        })
+        .unwrap();
+        assert_eq!(seen, [format!("7|t|user \"q\"|POST /api/x|{detail}|h6|h7"), "8|t2|event:orders|ORDER_CREATED|{}|h7|h8".to_string()]);
+        assert_eq!(newest(&conn).unwrap(), Some((8, "h8".to_string())));
+        assert_eq!(last_event_seq(&conn).unwrap(), 4);
+        let listed = after(&conn, 0, 7, None, 10).unwrap();
+        assert_eq!((listed[0].seq, &*listed[0].prev_hash, &listed[0].detail), (8, "h7", &serde_json::json!({})));
+    }
+}
