@@ -323,15 +323,17 @@ impl Drop for CheckpointGuard {
 mod tests {
     use super::*;
 
-    /// The stores' page caches are separate (see [`CACHE_KIB`]): lost if the bundled
-    /// SQLite is built without `.cargo/config.toml`'s flags.
+    /// The stores' page caches are separate (see [`CACHE_KIB`]), and SQLite's allocations
+    /// take no process-wide lock: lost if the bundled SQLite is built without
+    /// `.cargo/config.toml`'s flags.
     #[test]
-    fn each_store_has_a_page_cache_of_its_own() {
+    fn each_store_has_a_page_cache_of_its_own_and_allocates_without_a_global_lock() {
         let conn = Connection::open_in_memory().unwrap();
         let options: Vec<String> =
             conn.prepare("PRAGMA compile_options").unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
         assert!(options.iter().any(|o| o.starts_with("THREADSAFE=")), "{options:?}");
         assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "SQLite pools every connection's pages: {options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "SQLite counts every allocation under one mutex: {options:?}");
     }
 
     /// The rebuilds that took the order path's tables to fewer b-trees keep every row.
