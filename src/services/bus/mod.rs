@@ -18,6 +18,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::broadcast;
 
+mod blocks;
+
 /// Every event type of DESIGN.md §2. A service may only publish one of these.
 pub const EVENT_TYPES: &[&str] = &[
     "USER_CREATED",
@@ -42,8 +44,6 @@ pub const EVENT_TYPES: &[&str] = &[
     "TOKEN_CREATED",
     "TOKEN_REVOKED",
 ];
-
-mod blocks;
 
 /// An event before the bus has numbered it. `event_id` is chosen by the producer; an
 /// event re-sent from a service's outbox after a crash is stored once (by the outbox
