@@ -384,6 +384,11 @@ mod tests {
         crate::daemon::follower::Handed { after, event }
     }
 
+    /// An admin's `USER_CREATE` command, nobody waiting for it.
+    fn user_created() -> Cmd {
+        Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None }
+    }
+
     /// Every record's action, in chain order.
     fn actions(conn: &Connection) -> Vec<String> {
         let mut out = Vec::new();
@@ -459,12 +464,7 @@ mod tests {
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
-        svc.handle(
-            &tx,
-            Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None },
-            &mut after,
-        )
-        .unwrap();
+        svc.handle(&tx, user_created(), &mut after).unwrap();
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
 
@@ -664,12 +664,7 @@ mod tests {
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
         svc.handle(&tx, Cmd::Event(event(13, 14)), &mut after).unwrap();
-        svc.handle(
-            &tx,
-            Cmd::Append { actor: "admin".into(), action: "USER_CREATE".into(), detail: serde_json::json!({}), reply: None },
-            &mut after,
-        )
-        .unwrap();
+        svc.handle(&tx, user_created(), &mut after).unwrap();
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
 

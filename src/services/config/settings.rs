@@ -27,29 +27,7 @@ const DEFAULTS: &str = include_str!("../../../config/agt.toml");
 const DEFAULTS_ORIGIN: &str = "config/agt.toml (built in)";
 
 /// The event types of DESIGN.md §2: what a webhook may subscribe to (or `"*"` for all).
-pub const EVENT_TYPES: &[&str] = &[
-    "USER_CREATED",
-    "USER_UPDATED",
-    "ACCOUNT_DEPOSITED",
-    "ACCOUNT_WITHDRAWN",
-    "ORDER_CREATED",
-    "ORDER_REJECTED",
-    "ORDER_STATUS_UPDATED",
-    "ORDER_EXECUTED",
-    "ORDER_CANCELLED",
-    "ORDER_EXPIRED",
-    "TRADE_EXECUTED",
-    "RISK_LIMIT_CHANGED",
-    "TRADING_STATE_CHANGED",
-    "SERVICE_STARTED",
-    "SERVICE_RESTARTED",
-    "SERVICE_FAILED",
-    "CONFIG_CHANGED",
-    "NOTIFICATION_SENT",
-    "NOTIFICATION_FAILED",
-    "TOKEN_CREATED",
-    "TOKEN_REVOKED",
-];
+pub use crate::services::bus::EVENT_TYPES;
 
 /// How webhook secrets are shown: they are write-only once configured.
 pub const MASKED_SECRET: &str = "***";
