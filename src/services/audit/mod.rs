@@ -153,7 +153,8 @@ impl Audit {
     fn append_at(&mut self, tx: &Connection, ts: String, actor: &str, action: &str, detail: String) -> rusqlite::Result<()> {
         let seq = self.last_seq + 1;
         let hash = chain_hash(&self.last_hash, seq, &ts, actor, action, &detail);
-        self.pending.push(tx, seq, &ts, actor, action, &detail, &self.last_hash, &hash, self.last_event_seq)?;
+        let record = records::Chained { seq, timestamp: &ts, actor, action, detail: &detail, prev_hash: &self.last_hash, hash: &hash };
+        self.pending.push(tx, &record, self.last_event_seq)?;
         self.last_seq = seq;
         self.last_hash = hash;
         Ok(())
@@ -195,18 +196,19 @@ impl Audit {
     fn verify(tx: &Connection) -> rusqlite::Result<AuditVerify> {
         let (mut prev, mut expect_seq, mut n) = (GENESIS.to_string(), 1u64, 0u64);
         let mut first_bad = None;
-        records::walk(tx, |seq, ts, actor, action, detail, prev_hash, hash| {
+        records::walk(tx, |r| {
             n += 1;
             if first_bad.is_some() {
                 return;
             }
-            let good = seq == expect_seq && prev_hash == prev && chain_hash(&prev, seq, ts, actor, action, detail) == hash;
+            let good =
+                r.seq == expect_seq && r.prev_hash == prev && chain_hash(&prev, r.seq, r.timestamp, r.actor, r.action, r.detail) == r.hash;
             if !good {
                 // A line that no longer parses walks as seq 0.
-                first_bad = Some(if seq == 0 { expect_seq } else { expect_seq.min(seq) });
+                first_bad = Some(if r.seq == 0 { expect_seq } else { expect_seq.min(r.seq) });
             }
-            prev = hash.to_string();
-            expect_seq = seq + 1;
+            prev = r.hash.to_string();
+            expect_seq = r.seq + 1;
         })?;
         Ok(AuditVerify { ok: first_bad.is_none(), records: n, first_bad })
     }
@@ -392,16 +394,16 @@ mod tests {
     /// Every record's action, in chain order.
     fn actions(conn: &Connection) -> Vec<String> {
         let mut out = Vec::new();
-        records::walk(conn, |_, _, _, action, _, _, _| out.push(action.to_string())).unwrap();
+        records::walk(conn, |r| out.push(r.action.to_string())).unwrap();
         out
     }
 
     /// Record `seq`'s detail, as it was hashed.
     fn detail_of(conn: &Connection, seq: u64) -> String {
         let mut out = None;
-        records::walk(conn, |s, _, _, _, detail, _, _| {
-            if s == seq {
-                out = Some(detail.to_string());
+        records::walk(conn, |r| {
+            if r.seq == seq {
+                out = Some(r.detail.to_string());
             }
         })
         .unwrap();

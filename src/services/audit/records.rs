@@ -46,7 +46,19 @@ const BLOCK_RECORDS: usize = 128;
 /// A block is closed once its lines pass this many bytes, whatever their number.
 const BLOCK_BYTES: usize = 64 * 1024;
 
-/// The records of the open transaction not yet written, as the lines of the next block.
+/// One record of the chain as it is hashed and stored, borrowed.
+pub(super) struct Chained<'a> {
+    pub seq: u64,
+    pub timestamp: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    /// JSON text, exactly as hashed.
+    pub detail: &'a str,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+/// The records of the open transaction not written yet, as the lines of the next block.
 #[derive(Default)]
 pub(super) struct Pending {
     first_seq: u64,
@@ -57,39 +69,27 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Adds a record (after the one whose hash is `prev_hash`). Writes the block into `tx`
+    /// Adds a record, with the newest bus seq recorded by then. Writes the block into `tx`
     /// when it is full.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn push(
-        &mut self,
-        tx: &Connection,
-        seq: u64,
-        timestamp: &str,
-        actor: &str,
-        action: &str,
-        detail: &str,
-        prev_hash: &str,
-        hash: &str,
-        last_event_seq: u64,
-    ) -> rusqlite::Result<()> {
-        debug_assert!(serde_json::from_str::<serde::de::IgnoredAny>(detail).is_ok(), "a detail is JSON text: {detail}");
+    pub(super) fn push(&mut self, tx: &Connection, r: &Chained, last_event_seq: u64) -> rusqlite::Result<()> {
+        debug_assert!(serde_json::from_str::<serde::de::IgnoredAny>(r.detail).is_ok(), "a detail is JSON text: {}", r.detail);
         if self.count == 0 {
-            self.first_seq = seq;
+            self.first_seq = r.seq;
             self.prev_hash.clear();
-            self.prev_hash.push_str(prev_hash);
+            self.prev_hash.push_str(r.prev_hash);
         } else {
             self.body.push('\n');
         }
         self.body.push('[');
-        self.body.push_str(itoa::Buffer::new().format(seq));
-        for field in [timestamp, actor, action, hash] {
+        self.body.push_str(itoa::Buffer::new().format(r.seq));
+        for field in [r.timestamp, r.actor, r.action, r.hash] {
             self.body.push(',');
             push_json_str(&mut self.body, field);
         }
         self.body.push(',');
-        self.body.push_str(detail);
+        self.body.push_str(r.detail);
         self.body.push(']');
-        self.last_seq = seq;
+        self.last_seq = r.seq;
         self.count += 1;
         if self.count >= BLOCK_RECORDS || self.body.len() >= BLOCK_BYTES {
             self.write(tx, last_event_seq)?;
@@ -281,14 +281,22 @@ pub(super) fn newest_records(conn: &Connection, actor: Option<&str>, limit: usiz
     Ok(out)
 }
 
-/// Calls `each` with every record in chain order: seq, timestamp, actor, action, detail
-/// (as hashed), the `prev_hash` it holds and its hash.
-pub(super) fn walk(conn: &Connection, mut each: impl FnMut(u64, &str, &str, &str, &str, &str, &str)) -> rusqlite::Result<()> {
+/// Calls `each` with every record in chain order. A line that no longer parses (it was
+/// changed) is walked as a record of seq 0 with empty fields: it verifies as no record does.
+pub(super) fn walk(conn: &Connection, mut each: impl FnMut(&Chained)) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached("SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records ORDER BY seq")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let text = |i| r.get_ref(i).and_then(|v| v.as_str().map_err(Into::into));
-        each(r.get::<_, i64>(0)? as u64, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?, text(6)?);
+        each(&Chained {
+            seq: r.get::<_, i64>(0)? as u64,
+            timestamp: text(1)?,
+            actor: text(2)?,
+            action: text(3)?,
+            detail: text(4)?,
+            prev_hash: text(5)?,
+            hash: text(6)?,
+        });
     }
     let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks ORDER BY last_seq")?;
     let mut rows = stmt.query([])?;
@@ -296,9 +304,16 @@ pub(super) fn walk(conn: &Connection, mut each: impl FnMut(u64, &str, &str, &str
         let body = r.get_ref(1)?.as_str()?;
         for line in lines(r.get(0)?, body) {
             match line {
-                Ok((l, prev)) => each(l.seq, &l.timestamp, &l.actor, &l.action, l.detail, &prev, &l.hash),
-                // A line that does not parse was changed: it verifies as no record does.
-                Err(_) => each(0, "", "", "", "", "", ""),
+                Ok((l, prev)) => each(&Chained {
+                    seq: l.seq,
+                    timestamp: &l.timestamp,
+                    actor: &l.actor,
+                    action: &l.action,
+                    detail: l.detail,
+                    prev_hash: &prev,
+                    hash: &l.hash,
+                }),
+                Err(_) => each(&Chained { seq: 0, timestamp: "", actor: "", action: "", detail: "", prev_hash: "", hash: "" }),
             }
         }
     }
@@ -317,14 +332,15 @@ mod tests {
         }
         let mut p = Pending::default();
         let detail = r#"{"b": 1,"a":"x\"y\n"}"#;
-        p.push(&conn, 7, "t", "user \"q\"", "POST /api/x", detail, "h6", "h7", 3).unwrap();
-        p.push(&conn, 8, "t2", "event:orders", "ORDER_CREATED", "{}", "h7", "h8", 4).unwrap();
+        let first = Chained { seq: 7, timestamp: "t", actor: "user \"q\"", action: "POST /api/x", detail, prev_hash: "h6", hash: "h7" };
+        p.push(&conn, &first, 3).unwrap();
+        let second =
+            Chained { seq: 8, timestamp: "t2", actor: "event:orders", action: "ORDER_CREATED", detail: "{}", prev_hash: "h7", hash: "h8" };
+        p.push(&conn, &second, 4).unwrap();
         p.write(&conn, 4).unwrap();
         let mut seen = Vec::new();
-        walk(&conn, |seq, ts, actor, action, detail, prev, hash| {
-            seen.push(format!("{seq}|{ts}|{actor}|{action}|{detail}|{prev}|{hash}"));
-        })
-        .unwrap();
+        walk(&conn, |r| seen.push(format!("{}|{}|{}|{}|{}|{}|{}", r.seq, r.timestamp, r.actor, r.action, r.detail, r.prev_hash, r.hash)))
+            .unwrap();
         assert_eq!(seen, [format!("7|t|user \"q\"|POST /api/x|{detail}|h6|h7"), "8|t2|event:orders|ORDER_CREATED|{}|h7|h8".to_string()]);
         assert_eq!(newest(&conn).unwrap(), Some((8, "h8".to_string())));
         assert_eq!(last_event_seq(&conn).unwrap(), 4);
