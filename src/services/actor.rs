@@ -482,9 +482,24 @@ impl<S: Service> Unit<S> {
         Ok(Unit { svc, conn, acked, outbox: VecDeque::new(), staged_at: Instant::now(), checkpointer, open: None })
     }
 
-    /// Re-sends the events a crash left in the outbox.
+    /// Re-sends the events a crash left in the outbox, and makes sure the outbox's next
+    /// ids pass what the bus has stored for this service: the bus drops a row whose id is
+    /// at or below its mark (a re-send). A store replaced or restored from a backup
+    /// numbers its outbox from an older id, and its new events would be dropped unseen.
     pub fn resend(&mut self, ctx: &ServiceCtx) -> Result<(), ServiceError> {
         self.outbox = replay_outbox(&self.conn, S::NAME, &ctx.bus, &self.acked)?;
+        let Some(mark) = ctx.bus.outbox_mark(S::NAME)? else { return Ok(()) };
+        let newest: i64 = self.conn.query_row("SELECT coalesce(max(id), 0) FROM outbox_batches", [], |r| r.get(0))?;
+        if newest < mark {
+            tracing::warn!(
+                service = S::NAME,
+                outbox = newest,
+                bus = mark,
+                "the store's outbox is behind what the event bus stored from it (was the store replaced or restored?); its next events are numbered past the bus's mark"
+            );
+            // An empty row: nothing to send, only the id (the newest row is always kept).
+            self.conn.execute("INSERT INTO outbox_batches (id, events) VALUES (?1, '')", [mark])?;
+        }
         Ok(())
     }
 
@@ -895,6 +910,29 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(30), "it did not sleep");
         assert_eq!(batch.len(), MAX_BATCH);
         rx.try_recv().unwrap();
+    }
+
+    /// A store replaced by an empty one (or restored from an older backup) numbers its
+    /// outbox from an id the bus has passed: opening it moves the numbering past the bus's
+    /// mark, so its new events are stored, not dropped as re-sent.
+    #[test]
+    fn a_replaced_store_numbers_its_outbox_past_what_the_bus_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ctx(dir.path());
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        let last = emit(&mut unit, &bus, 3);
+        confirmed(&unit, last);
+        drop(unit);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", ctx.home.store("emitter").display()));
+        }
+        let before = bus.last_seq();
+        let mut unit = Unit::<Emitter>::open(&ctx).unwrap();
+        let next = emit(&mut unit, &bus, 1);
+        assert!(next > last, "outbox id {next} passes the bus's mark {last}");
+        confirmed(&unit, next);
+        assert_eq!(bus.last_seq(), before + 1, "the new store's event was stored");
+        bus.shutdown();
     }
 
     fn confirmed(unit: &Unit<Emitter>, id: i64) {

@@ -115,6 +115,10 @@ pub(super) fn load_marks(conn: &Connection) -> rusqlite::Result<HashMap<String, 
     rows.collect()
 }
 
+pub(super) fn mark_of(conn: &Connection, source: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT upto FROM outbox_marks WHERE source = ?1")?.query_row([source], |r| r.get(0)).optional()
+}
+
 pub(super) fn save_mark(tx: &Connection, source: &str, upto: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO outbox_marks (source, upto) VALUES (?1, ?2) ON CONFLICT(source) DO UPDATE SET upto = excluded.upto")?
         .execute(params![source, upto])?;

@@ -388,6 +388,11 @@ impl Bus {
         Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| seq - 1))
     }
 
+    /// The highest outbox row id stored from `source` (see [`Bus::publish_outbox`]).
+    pub fn outbox_mark(&self, source: &str) -> rusqlite::Result<Option<i64>> {
+        blocks::mark_of(&self.inner.reader.lock().unwrap(), source)
+    }
+
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
     /// some types only. Blocking: call it from `spawn_blocking` in async code.
     pub fn read_since(&self, since: u64, types: Option<&[String]>, limit: usize) -> anyhow::Result<Vec<BusEvent>> {
