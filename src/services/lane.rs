@@ -44,7 +44,8 @@
 //!
 //! A **flush** commits trading, risk, then orders, each with the number of the last
 //! intake record it holds. It happens [`FLUSH_AFTER`] after the first unflushed
-//! placement (also when the lane is idle), after [`FLUSH_AT`] placements, before a
+//! placement (also when the lane is idle; [`FLUSH_AFTER_BUSY`] when placements come
+//! faster than [`BUSY_AT`] in that time), after [`FLUSH_AT`] placements, before a
 //! command that changes any of the three, and on stop. When it is due by time or count
 //! it goes one store at a time ([`Lane::flush_step`]), taking the commands that came
 //! between two commits, so that an order arriving meanwhile waits for one commit, not
@@ -484,12 +485,26 @@ enum Then {
 }
 
 /// The three stores' open transactions commit together (a flush) once this many
-/// placements wait in them, or [`FLUSH_AFTER`] after the first did, or before a command
+/// placements wait in them, or [`FLUSH_AFTER`] after the first did (while fewer than
+/// [`BUSY_AT`] have come since; [`FLUSH_AFTER_BUSY`] once more have), or before a command
 /// that is answered at their commit. Until then their placements are durable in the
 /// intake journal only; a flush bounds what a restart redoes and how late their events
 /// (`ORDER_*`) reach the bus.
-const FLUSH_AT: usize = 512;
+const FLUSH_AT: usize = 1536;
 const FLUSH_AFTER: Duration = Duration::from_millis(10);
+
+/// Past this many placements in [`FLUSH_AFTER`] (15,000/s), a flush waits until
+/// [`FLUSH_AFTER_BUSY`]. A commit rewrites a page per b-tree leaf it touches, and many of
+/// those are touched by any commit, however small (a leaf of `orders_user` per active
+/// user, the makers' rows and fills scattered through their tables): `orders.db` wrote
+/// ~280 pages a commit at C = 32 whether the commit held 200 placements or more. Under
+/// such load the lane is short of CPU, and three times the placements per commit took
+/// the daemon's CPU per order from ~72 to ~66 µs and C = 32 from ~20.7 k to ~22.5 k
+/// orders/s (BENCHMARKS.md, session 25). Below it the lane has CPU to spare, and shorter
+/// commits keep its stretches of work, which a placement arriving then waits out,
+/// short: at 10,000/s a 30 ms window for every flush made p90–p99.9 5–15 % worse.
+const BUSY_AT: usize = 150;
+const FLUSH_AFTER_BUSY: Duration = Duration::from_millis(30);
 
 /// Journal records both stores have passed are deleted this many at a time: each delete
 /// writes pages of its own.
@@ -656,13 +671,23 @@ impl Lane {
             return Duration::ZERO;
         }
         match self.since {
-            Some(t) if !self.sync_waiting => FLUSH_AFTER.saturating_sub(t.elapsed()),
+            Some(t) if !self.sync_waiting => self.flush_window().saturating_sub(t.elapsed()),
             _ => Duration::ZERO,
         }
     }
 
+    /// How long after its first placement a flush waits for more: longer under heavy
+    /// load ([`BUSY_AT`]).
+    fn flush_window(&self) -> Duration {
+        if self.unflushed >= BUSY_AT {
+            FLUSH_AFTER_BUSY
+        } else {
+            FLUSH_AFTER
+        }
+    }
+
     fn due(&self) -> bool {
-        self.unflushed >= FLUSH_AT || self.since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER)
+        self.unflushed >= FLUSH_AT || self.since.is_some_and(|t| t.elapsed() >= self.flush_window())
     }
 
     /// Commits trading, risk, then orders, each with the journal record it now reaches,
@@ -1872,6 +1897,32 @@ mod tests {
     }
 
     /// `/api/events` and the market routes wait for what was acknowledged to reach the bus
+    /// A flush waits [`FLUSH_AFTER`] for more placements, and [`FLUSH_AFTER_BUSY`] once
+    /// [`BUSY_AT`] have come: fewer, bigger commits under heavy load.
+    #[test]
+    fn a_flush_waits_longer_once_placements_come_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, _ctx, bus) = funded(&dir, &[("bob", "AAPL", "1000"), ("alice", "USD", "1000000")]);
+        place_batch(&mut lane, [order("ord_s0", "bob", Side::Sell, dec("1"), None), order("ord_b0", "alice", Side::Buy, dec("1"), None)]);
+        assert!(lane.pending() && lane.flush_window() == FLUSH_AFTER, "a few placements wait {FLUSH_AFTER:?}");
+        let pairs = (1..BUSY_AT / 2 + 1).flat_map(|i| {
+            [
+                order(&format!("ord_s{i}"), "bob", Side::Sell, dec("1"), None),
+                order(&format!("ord_b{i}"), "alice", Side::Buy, dec("1"), None),
+            ]
+        });
+        // Counted from now, so that only a batch slower than FLUSH_AFTER_BUSY flushes.
+        lane.since = Some(Instant::now());
+        let answers = place_batch(&mut lane, pairs);
+        assert!(answers.iter().all(|a| matches!(a, Ok((201, _)))), "every placement stands: {:?}", answers.iter().find(|a| a.is_err()));
+        assert!(lane.unflushed >= BUSY_AT && lane.pending(), "{} placements, not flushed yet", lane.unflushed);
+        assert_eq!(lane.flush_window(), FLUSH_AFTER_BUSY, "{} placements wait longer", lane.unflushed);
+        lane.flush().unwrap();
+        assert!(!lane.pending() && lane.unflushed == 0);
+        drop(lane);
+        bus.shutdown();
+    }
+
     /// (`orders::Cmd::Sync`): the next flush, not one of their own.
     #[test]
     fn a_sync_waits_for_the_next_flush_instead_of_forcing_one() {
