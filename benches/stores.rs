@@ -108,7 +108,7 @@ impl<S: Service> Store<S> {
         let bus = Bus::open(&home, Durability::Normal).expect("the bus opens");
         let path = home.store(S::NAME);
         let conn = store::open(&path, Durability::Normal, S::MIGRATIONS).expect("the store opens");
-        let ckpt = store::spawn_checkpointer(&path, Duration::from_millis(200));
+        let ckpt = store::spawn_checkpointer(&path, Duration::from_millis(200), &store::Load::default());
         let svc = S::load(&conn, &ctx(&home, &bus)).expect("the service loads");
         Store { svc, conn, _ckpt: ckpt, bus, _dir: dir }
     }

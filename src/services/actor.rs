@@ -476,7 +476,7 @@ impl<S: Service> Unit<S> {
     pub fn load(ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let path = ctx.home.store(S::NAME);
         let conn = crate::services::store::open(&path, ctx.durability, S::MIGRATIONS)?;
-        let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(50));
+        let checkpointer = crate::services::store::spawn_checkpointer(&path, Duration::from_millis(50), ctx.bus.load());
         let svc = S::load(&conn, ctx)?;
         let acked = Arc::new(AtomicI64::new(0));
         Ok(Unit { svc, conn, acked, outbox: VecDeque::new(), staged_at: Instant::now(), checkpointer, open: None })

@@ -726,6 +726,7 @@ impl Lane {
         let seq = self.journalled;
         match self.flushing {
             0 => {
+                self.bus.load().set_heavy(self.unflushed >= BUSY_AT);
                 // What is placed from now on counts toward the next flush.
                 self.unflushed = 0;
                 self.since = None;
@@ -1917,8 +1918,14 @@ mod tests {
         assert!(answers.iter().all(|a| matches!(a, Ok((201, _)))), "every placement stands: {:?}", answers.iter().find(|a| a.is_err()));
         assert!(lane.unflushed >= BUSY_AT && lane.pending(), "{} placements, not flushed yet", lane.unflushed);
         assert_eq!(lane.flush_window(), FLUSH_AFTER_BUSY, "{} placements wait longer", lane.unflushed);
+        assert!(!lane.bus.load().is_heavy());
+        lane.flush_step().unwrap();
+        assert!(lane.bus.load().is_heavy(), "the stores' checkpointers are told: their passes wait longer too");
         lane.flush().unwrap();
         assert!(!lane.pending() && lane.unflushed == 0);
+        place_batch(&mut lane, [order("ord_s", "bob", Side::Sell, dec("1"), None)]);
+        lane.flush_step().unwrap();
+        assert!(!lane.bus.load().is_heavy(), "and told when the load is light again");
         drop(lane);
         bus.shutdown();
     }

@@ -183,6 +183,41 @@ pub fn bound_wal(conn: &Connection, checkpointer: &CheckpointGuard) {
 const CHECKPOINT_FRAMES: i64 = 512;
 const CHECKPOINT_LATEST: Duration = Duration::from_secs(1);
 
+/// [`CHECKPOINT_FRAMES`] under heavy load (~32 MiB): then the CPU is short, the tail is
+/// queueing anyway, and a page that many commits rewrite is copied once a pass. At C = 32
+/// this took the checkpointers from ~9–10 to ~7 µs of CPU per order (BENCHMARKS.md,
+/// session 25); below that load, passes stay short for the tail's sake (above).
+const CHECKPOINT_FRAMES_BUSY: i64 = 8192;
+
+/// How heavily the daemon is loaded, as the trading lane sees it (its flushes wait
+/// longer under heavy load, `lane::BUSY_AT`): every store's checkpointer then waits for
+/// [`CHECKPOINT_FRAMES_BUSY`]. One per daemon, carried by its bus ([`Bus::load`]).
+///
+/// [`Bus::load`]: crate::services::bus::Bus::load
+#[derive(Clone, Default, Debug)]
+pub struct Load(Arc<AtomicBool>);
+
+impl Load {
+    pub fn set_heavy(&self, heavy: bool) {
+        if self.0.load(Ordering::Relaxed) != heavy {
+            self.0.store(heavy, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_heavy(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// How many uncopied frames a checkpoint pass waits for now.
+    fn pass_frames(&self) -> i64 {
+        if self.is_heavy() {
+            CHECKPOINT_FRAMES_BUSY
+        } else {
+            CHECKPOINT_FRAMES
+        }
+    }
+}
+
 /// The log's last frame as the wal-index header in `<db>-shm` says (`mxFrame`, a
 /// native-endian u32 at offset 16: <https://www.sqlite.org/walformat.html>), read
 /// without a lock: a hint of how much was written, never a decision about data.
@@ -204,13 +239,20 @@ fn log_frames(shm: &std::fs::File) -> Option<i64> {
 /// fsync the frames not yet checkpointed, and that stall is on the order path. At 200 ms
 /// the lane spent ~1.2 s of a 5 s `agt bench` run in those restarts (10–37 ms each); at
 /// 50 ms, ~0.5 s (~6 ms each).
-pub fn spawn_checkpointer(path: &Path, period: Duration) -> CheckpointGuard {
-    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, WAL_LIMIT)
+pub fn spawn_checkpointer(path: &Path, period: Duration, load: &Load) -> CheckpointGuard {
+    spawn_checkpointer_idling(path, period, Duration::from_secs(1), CHECKPOINT_LATEST, WAL_LIMIT, load.clone())
 }
 
 /// [`spawn_checkpointer`] with the longest wait between looks while idle, the longest a
 /// few frames wait for a pass, and the log size past which the writer restarts it.
-fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration, latest: Duration, wal_limit: i64) -> CheckpointGuard {
+fn spawn_checkpointer_idling(
+    path: &Path,
+    period: Duration,
+    idle_wait: Duration,
+    latest: Duration,
+    wal_limit: i64,
+    load: Load,
+) -> CheckpointGuard {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let wal_bytes = Arc::new(AtomicI64::new(0));
@@ -245,9 +287,10 @@ fn spawn_checkpointer_idling(path: &Path, period: Duration, idle_wait: Duration,
                     shm_file = std::fs::File::open(&shm).ok();
                 }
                 let frames = shm_file.as_ref().and_then(log_frames);
-                let uncopied = frames.map_or(CHECKPOINT_FRAMES, |f| if f >= copied { f - copied } else { f });
+                let pass_frames = load.pass_frames();
+                let uncopied = frames.map_or(pass_frames, |f| if f >= copied { f - copied } else { f });
                 let asked = urgent.load(Ordering::Acquire);
-                if asked || uncopied >= CHECKPOINT_FRAMES || (uncopied > 0 && last_pass.elapsed() >= latest) {
+                if asked || uncopied >= pass_frames || (uncopied > 0 && last_pass.elapsed() >= latest) {
                     // Answers (busy, frames in the log, frames checkpointed).
                     if let Ok((log, done)) =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
@@ -322,6 +365,17 @@ impl Drop for CheckpointGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under heavy load a checkpoint pass waits for more of the log.
+    #[test]
+    fn a_pass_waits_for_more_frames_under_heavy_load() {
+        let load = Load::default();
+        assert_eq!(load.pass_frames(), CHECKPOINT_FRAMES);
+        load.clone().set_heavy(true);
+        assert_eq!(load.pass_frames(), CHECKPOINT_FRAMES_BUSY, "a clone is the same signal");
+        load.set_heavy(false);
+        assert_eq!(load.pass_frames(), CHECKPOINT_FRAMES);
+    }
 
     /// The stores' page caches are separate (see [`CACHE_KIB`]), and SQLite's allocations
     /// take no process-wide lock: lost if the bundled SQLite is built without
@@ -406,7 +460,8 @@ mod tests {
         let mut c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
         // A small limit, so that the test writes little: the daemon's is [`WAL_LIMIT`].
         let limit = 8 << 20;
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, limit);
+        let ckpt =
+            spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_secs(1), CHECKPOINT_LATEST, limit, Load::default());
         let tx = c.transaction().unwrap();
         for _ in 0..2600 {
             tx.execute("INSERT INTO t VALUES (zeroblob(4000))", []).unwrap(); // ~10 MB of pages
@@ -445,7 +500,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x BLOB)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(5), Duration::from_millis(5), Duration::from_secs(60), WAL_LIMIT);
+        let ckpt = spawn_checkpointer_idling(
+            &p,
+            Duration::from_millis(5),
+            Duration::from_millis(5),
+            Duration::from_secs(60),
+            WAL_LIMIT,
+            Load::default(),
+        );
         c.execute("INSERT INTO t VALUES (x'00')", []).unwrap();
         // Twenty looks at the log go by without a pass.
         std::thread::sleep(Duration::from_millis(100));
@@ -473,7 +535,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("i.db");
         let c = open(&p, Durability::Normal, &["CREATE TABLE t(x)"]).unwrap();
-        let ckpt = spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, WAL_LIMIT);
+        let ckpt =
+            spawn_checkpointer_idling(&p, Duration::from_millis(10), Duration::from_secs(60), Duration::ZERO, WAL_LIMIT, Load::default());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !ckpt.idle.load(Ordering::Relaxed) {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never backed off");

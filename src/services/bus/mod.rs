@@ -247,6 +247,8 @@ struct Inner {
     submitted: AtomicU64,
     processed: tokio::sync::watch::Sender<u64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The daemon's load, for every store's checkpointer ([`Bus::load`]).
+    load: crate::services::store::Load,
 }
 
 impl Bus {
@@ -268,12 +270,13 @@ impl Bus {
             submitted: AtomicU64::new(0),
             processed: tokio::sync::watch::channel(0).0,
             thread: Mutex::new(None),
+            load: crate::services::store::Load::default(),
         });
         let worker = inner.clone();
         let handle = std::thread::Builder::new().name("bus".into()).spawn(move || {
             // Nobody's answer waits for the bus (replies go out at commit, before it).
             crate::services::priority::lower_this_thread();
-            let checkpointer = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50));
+            let checkpointer = crate::services::store::spawn_checkpointer(&path, std::time::Duration::from_millis(50), &worker.load);
             run(conn, &checkpointer, rx, &worker)
         })?;
         *inner.thread.lock().unwrap() = Some(handle);
@@ -386,6 +389,12 @@ impl Bus {
         }
         let conn = self.inner.reader.lock().unwrap();
         Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| seq - 1))
+    }
+
+    /// How heavily the daemon is loaded (set by the trading lane, read by every store's
+    /// checkpointer): the bus is what every service of one daemon shares.
+    pub fn load(&self) -> &crate::services::store::Load {
+        &self.inner.load
     }
 
     /// The highest outbox row id stored from `source` (see [`Bus::publish_outbox`]).
