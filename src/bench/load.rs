@@ -2,6 +2,7 @@
 //! (closed or open loop), verify every acknowledged order, clean up.
 
 use super::conn::Conn;
+use super::pacer::Pacer;
 use super::report::{Cleanup, CpuPerOrder, Latency, Report, Verification};
 use super::{Options, Via};
 use crate::api::{Account, Order, OrderStatus, Side};
@@ -474,10 +475,11 @@ async fn setup_user(conn: &mut Conn, name: &str, buyer: bool, assets: &[String])
 async fn phase(conns: Vec<Conn>, plan: Arc<Plan>) -> ((Vec<Conn>, Plan), Vec<WorkerOut>, Instant) {
     // Open loop: the schedule starts a moment from now so that every worker is waiting.
     let started = Instant::now() + if plan.interval_ns.is_some() { Duration::from_millis(5) } else { Duration::ZERO };
+    let pacer = plan.interval_ns.map(|ns| Arc::new(Pacer::start(started, ns, plan.n, conns.len())));
     let mut tasks = Vec::with_capacity(conns.len());
     for (w, conn) in conns.into_iter().enumerate() {
         let plan = plan.clone();
-        tasks.push(tokio::spawn(worker(w as u32, conn, plan, started)));
+        tasks.push(tokio::spawn(worker(w as u32, conn, plan, started, pacer.clone())));
     }
     let mut conns = Vec::new();
     let mut outs = Vec::new();
@@ -490,7 +492,7 @@ async fn phase(conns: Vec<Conn>, plan: Arc<Plan>) -> ((Vec<Conn>, Plan), Vec<Wor
     ((conns, plan), outs, started)
 }
 
-async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (Conn, WorkerOut) {
+async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer: Option<Arc<Pacer>>) -> (Conn, WorkerOut) {
     let mut out = WorkerOut {
         hist: histogram(),
         placed: Vec::new(),
@@ -505,6 +507,11 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
     let buyer = &plan.users.buyers[w as usize];
     let seller = &plan.users.sellers[w as usize];
     loop {
+        // Open loop: a send slot first ([`Pacer`]).
+        let waited = match &pacer {
+            Some(p) => p.next_slot().await,
+            None => false,
+        };
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.n {
             break;
@@ -526,17 +533,10 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant) -> (C
         // Open loop: latency counts from the scheduled time when this order is late (the
         // daemon or the connections fell behind: coordinated omission), from the actual
         // send when the worker waited for its slot (so timer slack is not counted).
+        let now = Instant::now();
         let t0 = match plan.interval_ns {
-            Some(ns) => {
-                let due = started + Duration::from_nanos((i as f64 * ns) as u64);
-                if due > Instant::now() {
-                    tokio::time::sleep_until(due.into()).await;
-                    Instant::now()
-                } else {
-                    due
-                }
-            }
-            None => Instant::now(),
+            Some(ns) if !waited => now.min(started + Duration::from_nanos((i as f64 * ns) as u64)),
+            _ => now,
         };
         let answer = conn.request(Method::POST, &plan.route, Some(body)).await;
         let done = Instant::now();

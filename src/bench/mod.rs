@@ -28,6 +28,7 @@
 pub mod conn;
 mod cpu;
 mod load;
+mod pacer;
 pub mod report;
 
 pub use report::Report;
