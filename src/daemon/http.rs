@@ -49,7 +49,8 @@ pub enum Transport {
 pub enum Caller {
     /// Over the Unix socket: the owner of the machine account, an admin.
     Socket,
-    Token(TokenInfo),
+    /// Shared with the tokens' read model: a request clones a pointer, not the token.
+    Token(std::sync::Arc<TokenInfo>),
 }
 
 impl Caller {

@@ -182,13 +182,13 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                    .map(|s| s.trim().to_string());
+                    .map(str::trim);
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
                     return Err(Failure(ApiError::unauthorized(
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
                     )));
                 };
-                match app.tokens.verify(&secret) {
+                match app.tokens.verify(secret) {
                     Some(token) => {
                         req.extensions_mut().insert(Caller::Token(token));
                     }

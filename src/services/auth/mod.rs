@@ -45,7 +45,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
     );"];
 
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    let mut hex = [0u8; 64];
+    hash_secret_into(secret, &mut hex).to_string()
+}
+
+/// [`hash_secret`] written into `out`: lowercase hex of the secret's SHA-256.
+pub fn hash_secret_into<'a>(secret: &str, out: &'a mut [u8; 64]) -> &'a str {
+    hex::encode_to_slice(Sha256::digest(secret.as_bytes()), out).expect("32 bytes are 64 hex digits");
+    std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
 fn row_to_info(r: &rusqlite::Row) -> rusqlite::Result<TokenInfo> {
