@@ -1899,7 +1899,6 @@ mod tests {
         bus.shutdown();
     }
 
-    /// `/api/events` and the market routes wait for what was acknowledged to reach the bus
     /// A flush waits [`FLUSH_AFTER`] for more placements, and [`FLUSH_AFTER_BUSY`] once
     /// [`BUSY_AT`] have come: fewer, bigger commits under heavy load.
     #[test]
@@ -1932,6 +1931,7 @@ mod tests {
         bus.shutdown();
     }
 
+    /// `/api/events` and the market routes wait for what was acknowledged to reach the bus
     /// (`orders::Cmd::Sync`): the next flush, not one of their own.
     #[test]
     fn a_sync_waits_for_the_next_flush_instead_of_forcing_one() {
