@@ -135,6 +135,14 @@ pub struct Trading {
     stored: (u64, u64),
     /// Reused for every match: no allocation per order once warm.
     fills: Vec<engine::Fill>,
+    /// The resting orders a command changed since the last commit (rested, filled,
+    /// amended, cancelled), by engine id, each with whether the committed `resting`
+    /// table holds a row for it. Their rows are written once, as the commit finds them
+    /// ([`Trading::write_resting`]): an order that rests and is filled between two
+    /// commits is never written, and one filled five times is written once.
+    changed: HashMap<u64, bool>,
+    /// Reused by [`Trading::write_resting`] to write the rows in engine-id order.
+    changed_ids: Vec<(u64, bool)>,
 }
 
 fn dec(s: &str) -> Result<Decimal, ServiceError> {
@@ -242,13 +250,10 @@ impl Trading {
                 sell,
                 timestamp
             ])?;
+            self.changed.entry(f.maker_id).or_insert(true);
             if f.maker_remaining == 0 {
-                tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([f.maker_id as i64])?;
                 self.ids.remove(maker_order_id.as_str());
                 self.meta.remove(&f.maker_id);
-            } else {
-                tx.prepare_cached("UPDATE resting SET remaining = ?2 WHERE internal_id = ?1")?
-                    .execute(params![f.maker_id as i64, DecimalText::of(maker_remaining)])?;
             }
             let trade = TradeRef {
                 trade_id: &trade_id,
@@ -269,28 +274,62 @@ impl Trading {
         Ok(out)
     }
 
-    fn rest(&mut self, tx: &Connection, req: &MatchRequest, internal: u64, priority: u64, remaining: i64) -> Result<(), ServiceError> {
-        let b = &self.books[&req.symbol];
-        let (tick, lot) = (b.tick, b.lot);
-        let price = req.price.unwrap_or_default();
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO resting (internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            internal as i64,
-            req.order_id,
-            req.user_id,
-            req.symbol,
-            req.side.as_str(),
-            DecimalText::of(price),
-            DecimalText::of(Decimal::from(remaining) * lot),
-            priority as i64,
-            DecimalText::of(tick),
-            DecimalText::of(lot)
-        ])?;
+    /// Notes that an order rests (a new one, or an amended one at its new price and
+    /// size); its row is written at the commit ([`Trading::write_resting`]).
+    /// `stored`: whether the committed table may already hold its row (an amend's order
+    /// rested before).
+    fn rest(&mut self, req: &MatchRequest, internal: u64, stored: bool) {
+        self.changed.entry(internal).or_insert(stored);
         let _ = self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
-        Ok(())
+    }
+
+    /// Brings the `resting` table level with the books for every order changed since
+    /// the last commit: the row of an order that still rests is written as it rests now,
+    /// the row of one that left its book is deleted, and one that came and went between
+    /// two commits is never written. Rows go in engine-id order, the table's own.
+    fn write_resting(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut ids = std::mem::take(&mut self.changed_ids);
+        ids.extend(self.changed.drain());
+        ids.sort_unstable_by_key(|(internal, _)| *internal);
+        let written = (|| -> Result<(), ServiceError> {
+            for &(internal, stored) in &ids {
+                let resting = self.meta.get(&internal).and_then(|m| {
+                    let b = &self.books[&*m.symbol];
+                    b.book.get(internal).map(|o| (m, b, o))
+                });
+                match resting {
+                    Some((m, b, o)) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO resting (internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )?
+                        .execute(params![
+                            internal as i64,
+                            &*m.order_id,
+                            &*m.user_id,
+                            &*m.symbol,
+                            o.side.as_str(),
+                            DecimalText::of((Decimal::from(o.price) * b.tick).normalize()),
+                            DecimalText::of(Decimal::from(o.remaining) * b.lot),
+                            o.priority as i64,
+                            DecimalText::of(b.tick),
+                            DecimalText::of(b.lot)
+                        ])?;
+                    }
+                    None if stored => {
+                        tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+                    }
+                    None => {}
+                }
+            }
+            Ok(())
+        })();
+        ids.clear();
+        self.changed_ids = ids;
+        written
     }
 
     /// Matches one order (`Cmd::Match`, the step a resumed saga replays): an order matched
@@ -395,7 +434,7 @@ impl Trading {
         let lot = req.lot;
         let trade_fills = self.record_fills(tx, &req.symbol, &req.order_id, req.side, journaled.map(|j| &j.fills[..]), after)?;
         if outcome.rest == Rest::Resting {
-            self.rest(tx, &req, internal, internal, outcome.remaining)?;
+            self.rest(&req, internal, false);
         }
         let result = MatchResult {
             order_id: req.order_id.clone(),
@@ -432,7 +471,7 @@ impl Trading {
         let Some(book) = self.books.get_mut(&*symbol) else { return Ok(None) };
         let Some(removed) = book.book.cancel(internal) else { return Ok(None) };
         let remaining = Decimal::from(removed.remaining) * book.lot;
-        tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+        self.changed.entry(internal).or_insert(true);
         tx.prepare_cached("INSERT OR REPLACE INTO cancels (order_id, remaining, timestamp) VALUES (?1, ?2, ?3)")?.execute(params![
             order_id,
             remaining.to_string(),
@@ -520,10 +559,9 @@ impl Trading {
             budget: None,
         };
         if outcome.rest == Rest::Resting {
-            let rested: RestingOrder = *self.books[&symbol].book.get(internal).expect("a resting order is in its book");
-            self.rest(tx, &req, internal, rested.priority, outcome.remaining)?;
+            self.rest(&req, internal, true);
         } else {
-            tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+            self.changed.entry(internal).or_insert(true);
             self.ids.remove(order_id);
             self.meta.remove(&internal);
         }
@@ -563,9 +601,11 @@ impl Service for Trading {
     const NAME: &'static str = "trading";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
 
-    /// Stores the engine-id counter and the book sequence if the batch moved them. A
-    /// failed batch rolls back and restarts the service, which reloads both.
+    /// Writes the resting orders the batch changed ([`Trading::write_resting`]), and the
+    /// engine-id counter and the book sequence if the batch moved them. A failed batch
+    /// rolls back and restarts the service, which reloads all three.
     fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        self.write_resting(tx)?;
         if self.stored != (self.next_id, self.sequence) {
             let mut set = tx.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?;
             set.execute(params!["next_id", self.next_id as i64])?;
@@ -589,6 +629,8 @@ impl Service for Trading {
             sequence: sequence as u64,
             stored: (next_id as u64, sequence as u64),
             fills: Vec::with_capacity(256),
+            changed: HashMap::new(),
+            changed_ids: Vec::new(),
         };
         let resting: usize = conn.query_row("SELECT count(*) FROM resting", [], |r| r.get(0))?;
         t.ids.reserve(resting);
@@ -656,6 +698,119 @@ impl Service for Trading {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::actor::{ServiceCtx, Unit};
+
+    fn order(id: &str, user: &str, side: Side, price: &str, quantity: &str) -> MatchRequest {
+        MatchRequest {
+            order_id: id.into(),
+            user_id: user.into(),
+            symbol: "AAPL".into(),
+            side,
+            kind: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            price: Some(price.parse().unwrap()),
+            quantity: quantity.parse().unwrap(),
+            tick: "0.01".parse().unwrap(),
+            lot: "1".parse().unwrap(),
+            budget: None,
+        }
+    }
+
+    fn place(unit: &mut Unit<Trading>, o: MatchRequest) {
+        unit.work(|svc, tx, after| svc.match_new(tx, o, after)).unwrap().unwrap();
+    }
+
+    /// A `resting` row: order id, price, remaining, priority.
+    type Row = (String, String, String, i64);
+
+    /// Each row of `resting`, and every write a temporary trigger saw since the last look.
+    fn rows_and_writes(unit: &mut Unit<Trading>) -> (Vec<Row>, Vec<String>) {
+        unit.work(|_, tx, _| {
+            let rows = tx
+                .prepare("SELECT order_id, price, remaining, priority FROM resting ORDER BY internal_id")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?;
+            let writes =
+                tx.prepare("SELECT what FROM temp.writes ORDER BY rowid")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            tx.execute("DELETE FROM temp.writes", [])?;
+            Ok((rows, writes))
+        })
+        .unwrap()
+    }
+
+    /// The `resting` table is written at the commit, once per order a batch changed, as
+    /// the book then holds it: an order that rests and is filled between two commits is
+    /// never written, a filled, amended or cancelled one is rewritten or deleted once,
+    /// and the books a restart rebuilds from the table are the books that were committed.
+    #[test]
+    fn resting_rows_are_written_once_per_commit_as_the_books_stand() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let mut unit = Unit::<Trading>::open(&ctx).unwrap();
+        unit.work(|_, tx, _| {
+            tx.execute_batch(
+                "CREATE TEMP TABLE writes (what TEXT);
+                 CREATE TEMP TRIGGER resting_in AFTER INSERT ON main.resting BEGIN INSERT INTO writes VALUES ('insert ' || new.order_id); END;
+                 CREATE TEMP TRIGGER resting_up AFTER UPDATE ON main.resting BEGIN INSERT INTO writes VALUES ('update ' || new.order_id); END;
+                 CREATE TEMP TRIGGER resting_out AFTER DELETE ON main.resting BEGIN INSERT INTO writes VALUES ('delete ' || old.order_id); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        place(&mut unit, order("ord_a", "u1", Side::Sell, "100", "5"));
+        place(&mut unit, order("ord_b", "u1", Side::Sell, "101", "3"));
+        place(&mut unit, order("ord_c", "u2", Side::Buy, "100", "1"));
+        let (_, writes) = rows_and_writes(&mut unit);
+        assert!(writes.is_empty(), "nothing is written before the commit: {writes:?}");
+        unit.commit(&bus).unwrap();
+        let (rows, writes) = rows_and_writes(&mut unit);
+        assert_eq!(writes, ["insert ord_a", "insert ord_b"], "ord_a once, as the fill of ord_c left it");
+        let a_priority = rows[0].3;
+        assert_eq!(rows, [("ord_a".into(), "100".into(), "4".into(), a_priority), ("ord_b".into(), "101".into(), "3".into(), rows[1].3)]);
+
+        // Rests and is filled between two commits: never written.
+        place(&mut unit, order("ord_d", "u1", Side::Sell, "99", "2"));
+        place(&mut unit, order("ord_e", "u2", Side::Buy, "99", "2"));
+        // Filled twice: written once.
+        place(&mut unit, order("ord_f", "u2", Side::Buy, "100", "1"));
+        place(&mut unit, order("ord_g", "u2", Side::Buy, "100", "1"));
+        unit.work(|svc, tx, _| {
+            assert!(svc.cancel(tx, "ord_b")?.is_some());
+            Ok(())
+        })
+        .unwrap();
+        unit.commit(&bus).unwrap();
+        let (rows, writes) = rows_and_writes(&mut unit);
+        assert_eq!(writes, ["insert ord_a", "delete ord_b"], "ord_a once after two fills, ord_b once, ord_d never");
+        assert_eq!(rows, [("ord_a".into(), "100".into(), "2".into(), a_priority)]);
+
+        // An amend moves the order and its priority; a later full fill in the same batch
+        // deletes the row.
+        unit.work(|svc, tx, after| Ok(svc.amend(tx, "ord_a", "100.5".parse().unwrap(), "2".parse().unwrap(), None, after)?.unwrap()))
+            .unwrap();
+        place(&mut unit, order("ord_h", "u3", Side::Sell, "102", "7"));
+        unit.commit(&bus).unwrap();
+        let (rows, _) = rows_and_writes(&mut unit);
+        assert_eq!(
+            rows.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str())).collect::<Vec<_>>(),
+            [("ord_a", "100.5", "2"), ("ord_h", "102", "7")]
+        );
+        assert!(rows[0].3 > a_priority, "an amend that changes the price loses its place");
+        place(&mut unit, order("ord_i", "u2", Side::Buy, "100.5", "2"));
+        unit.commit(&bus).unwrap();
+        let (rows, writes) = rows_and_writes(&mut unit);
+        assert_eq!(writes, ["delete ord_a"]);
+        assert_eq!(rows.len(), 1);
+
+        // What a restart rebuilds is what was committed.
+        let book =
+            |unit: &mut Unit<Trading>| unit.work(|svc, _, _| Ok((svc.resting_of(None, None), svc.books["AAPL"].book.depth(10)))).unwrap();
+        let before = book(&mut unit);
+        assert_eq!(before.0, ["ord_h"]);
+        drop(unit);
+        let mut reopened = Unit::<Trading>::open(&ctx).unwrap();
+        assert_eq!(book(&mut reopened), before);
+    }
 
     /// The borrowed event data writes exactly what `api::Trade` writes, so a
     /// `TRADE_EXECUTED` reads back as a `Trade`.
