@@ -619,7 +619,8 @@ impl Lane {
             Ok(())
         })?;
         let mut stray = Vec::new();
-        self.orders.read(|_, tx, _| {
+        self.orders.read(|orders, tx, _| {
+            orders.write_unwritten(tx)?;
             for id in &cancelled {
                 stray.extend(Orders::cancellable(tx, id)?);
             }
@@ -658,10 +659,15 @@ impl Lane {
         })
     }
 
-    /// Records every answered batch ([`Deferred`]).
+    /// Records every answered batch ([`Deferred`]), and writes the order rows they left
+    /// unwritten (`orders::Unwritten`): whatever reads or writes `orders.db` after this
+    /// finds every row as it stands.
     fn record_deferred(&mut self) -> Result<(), ServiceError> {
         while self.has_deferred() {
             self.record_one_deferred()?;
+        }
+        if self.orders.svc.has_unwritten() {
+            self.orders.work(|orders, tx, _| orders.write_unwritten(tx))?;
         }
         Ok(())
     }
@@ -899,7 +905,10 @@ impl Lane {
     /// none, or if `owner` is given and is not its user (another's order looks absent);
     /// 409 if it is final.
     fn open_order_of(&mut self, order_id: &str, owner: Option<&str>) -> Result<Result<(Order, String), ApiError>, ServiceError> {
-        let order = self.orders.work(|_, tx, _| Ok(Orders::head(tx, order_id)?))?;
+        let order = self.orders.work(|orders, tx, _| {
+            orders.write_unwritten(tx)?;
+            Ok(Orders::head(tx, order_id)?)
+        })?;
         Ok(match order {
             Some((o, _)) if owner.is_some_and(|u| u != o.user_id) => Err(ApiError::not_found("order", order_id)),
             Some((o, _)) if !o.status.is_open() => Err(saga::not_open(&o)),
@@ -1139,9 +1148,14 @@ impl Lane {
         // Accept stores nothing yet: phase 3 writes each order once, with its outcome.
         let mut accepted = Vec::with_capacity(places.len());
         if !places.is_empty() {
-            self.orders.work(|_, tx, _| {
+            self.orders.work(|orders, tx, _| {
                 let mut batch = HashMap::new();
                 for p in &places {
+                    // A client order id is looked up in the store (the batch's placements
+                    // then wait for orders to record what came before: `placements_only`).
+                    if p.order.client_order_id.is_some() {
+                        orders.write_unwritten(tx)?;
+                    }
                     accepted.push(Orders::accept_unstored(tx, p.order.clone(), at.clone(), &mut batch)?);
                 }
                 Ok(())
@@ -1873,10 +1887,12 @@ mod tests {
         assert_eq!(answered[0].as_ref().unwrap().1.status, OrderStatus::Filled, "answered before ord_s is stored");
         assert_eq!(lane.deferred.len(), 2);
         assert!(!stored(&mut lane, "ord_s") && !stored(&mut lane, "ord_b"));
-        // Recorded oldest first: the maker is stored before the fill against it.
+        // Recorded oldest first: the maker is recorded before the fill against it. Its row
+        // waits, unwritten, until something reads or writes orders' store.
         lane.record_one_deferred().unwrap();
-        assert!(stored(&mut lane, "ord_s") && !stored(&mut lane, "ord_b"));
+        assert!(lane.orders.svc.has_unwritten() && !stored(&mut lane, "ord_s"));
         assert_eq!(get(&mut lane, "ord_b").status, OrderStatus::Filled, "a read records the rest first");
+        assert!(stored(&mut lane, "ord_s") && stored(&mut lane, "ord_b") && !lane.orders.svc.has_unwritten());
         assert_eq!((get(&mut lane, "ord_s").status, get(&mut lane, "ord_s").filled_quantity), (OrderStatus::PartiallyFilled, dec("3")));
         assert!(!lane.has_deferred());
 

@@ -109,11 +109,67 @@ macro_rules! columns {
 }
 const COLUMNS: &str = columns!();
 
-/// The orders service. Its only state is [`Resting`], open orders' rows kept for the
-/// trading lane's maker fills; everything else is read from the store.
+/// The orders service. Its state is [`Resting`], open orders' rows kept for the trading
+/// lane's maker fills, and [`Unwritten`], the rows the lane's placements changed since
+/// orders last wrote them; everything else is read from the store.
 #[derive(Default)]
 pub struct Orders {
     resting: Resting,
+    unwritten: Unwritten,
+}
+
+/// Order rows the lane's placements made or changed and orders has not written yet, in
+/// the order they first changed: each is written once, as it then stands
+/// ([`Orders::write_unwritten`]), before anything else reads or writes `orders.db` and
+/// at the commit. A maker placed and filled between two writes is inserted once,
+/// already filled, instead of inserted `new` and updated at each fill (with its
+/// `orders_live` entry made and removed); a maker filled five times is updated once.
+/// New rows keep their placements' order, so `seq` still numbers orders as they came.
+///
+/// **Architecture Invariant:** every method of [`Orders`] that reads or writes order
+/// rows, other than the lane's record of its placements
+/// ([`Orders::record_accepted`]), writes these first; the functions without `self`
+/// ([`Orders::head`], [`Orders::cancellable`], [`Orders::each_live`],
+/// [`Orders::unknown`], [`Orders::accept_unstored`] for a client order id) run only
+/// after the lane has written them (`Lane::record_deferred`).
+#[derive(Default)]
+struct Unwritten {
+    /// In the order they first changed; `None` while a fill has one taken out.
+    rows: Vec<Option<UnwrittenRow>>,
+    /// Where each order's row is in `rows`.
+    at: foldhash::HashMap<String, usize>,
+}
+
+struct UnwrittenRow {
+    /// As [`load_bare`] would read it: no fills, no average price.
+    order: Order,
+    stage: String,
+    notional: Decimal,
+    /// Its rowid if the store holds it already (then it is updated), `None` for an
+    /// order not stored yet (then it is inserted).
+    seq: Option<i64>,
+}
+
+impl Unwritten {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Keeps `row` to write, in place of the order's earlier unwritten row if it has one.
+    fn put(&mut self, row: UnwrittenRow) {
+        match self.at.get(&row.order.order_id) {
+            Some(&i) => self.rows[i] = Some(row),
+            None => {
+                self.at.insert(row.order.order_id.clone(), self.rows.len());
+                self.rows.push(Some(row));
+            }
+        }
+    }
+
+    /// The order's unwritten row, taken out for a fill (the caller puts it back).
+    fn take(&mut self, order_id: &str) -> Option<UnwrittenRow> {
+        self.at.get(order_id).and_then(|&i| self.rows[i].take())
+    }
 }
 
 /// An order row as [`load_bare`] reads it: the order without fills or average price, its
@@ -414,6 +470,32 @@ fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty
 }
 
 impl Orders {
+    /// Whether [`Unwritten`] holds rows to write.
+    pub(crate) fn has_unwritten(&self) -> bool {
+        !self.unwritten.is_empty()
+    }
+
+    /// Writes the rows [`Unwritten`] holds, each once as it stands, in the order they
+    /// first changed, and keeps the open ones in [`Resting`] as [`insert`] and [`save`]
+    /// would.
+    pub(crate) fn write_unwritten(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.unwritten.at.clear();
+        let rows = std::mem::take(&mut self.unwritten.rows);
+        for UnwrittenRow { mut order, stage, notional, seq } in rows.into_iter().flatten() {
+            match seq {
+                None => insert(tx, &order, &stage, notional, &mut self.resting)?,
+                Some(seq) => {
+                    save(tx, &mut order, Some(&stage), Some(notional), Some(seq), &mut self.resting)?;
+                    self.resting.put((order, stage, Some(notional), seq));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn accept(&mut self, tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
         self.accept_at(tx, n, crate::api::now_rfc3339())
     }
@@ -421,6 +503,7 @@ impl Orders {
     /// [`Orders::accept`] at a given time: the lane stamps a batch once, so that redoing
     /// it from the intake journal (`services::intake`) stores the times it answered.
     pub(crate) fn accept_at(&mut self, tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
+        self.write_unwritten(tx)?;
         let accepted = Self::accept_unstored(tx, n, now, &mut HashMap::new())?;
         if let Accepted::New(o) = &accepted {
             insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?;
@@ -483,6 +566,7 @@ impl Orders {
     /// [`Orders::accept_at`] would have: the lane's placement that could not be finished
     /// (its hold not released), for recovery to find.
     pub(crate) fn store_accepted(&mut self, tx: &Connection, o: &Order) -> Result<(), ServiceError> {
+        self.write_unwritten(tx)?;
         Ok(insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?)
     }
 
@@ -497,6 +581,8 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
+        // Written in its turn: `seq` numbers orders as they came.
+        self.write_unwritten(tx)?;
         mark_rejected(&mut o, code, message, now);
         insert(tx, &o, "done", Decimal::ZERO, &mut self.resting)?;
         // Counted in `agt_orders_total` by the lane, as it answers.
@@ -527,6 +613,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
+        self.write_unwritten(tx)?;
         let Some(mut o) = load(tx, order_id)? else {
             return Ok(Err(ApiError::not_found("order", order_id)));
         };
@@ -566,6 +653,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
+        self.write_unwritten(tx)?;
         let Some((taker, stage, _, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
@@ -586,6 +674,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
+        self.write_unwritten(tx)?;
         // Fills are read only when there were some before; a new order's are this match's.
         if !taker.filled_quantity.is_zero() {
             taker = with_fills(tx, taker)?;
@@ -594,7 +683,8 @@ impl Orders {
     }
 
     /// The first record of an order the lane accepted unstored in this same transaction
-    /// ([`Orders::accept_unstored`]): its row is written once, with its outcome.
+    /// ([`Orders::accept_unstored`]): its row is written once, with its outcome, and its
+    /// makers' rows once each, when orders next writes [`Unwritten`].
     pub(crate) fn record_accepted(
         &mut self,
         tx: &Connection,
@@ -623,6 +713,8 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
+        // The lane's placements leave their rows and their makers' to [`Unwritten`].
+        let behind = !stored;
         let before = taker.status;
         if let Some((price, quantity)) = amended {
             taker.price = Some(price);
@@ -640,7 +732,15 @@ impl Orders {
                 });
                 trades.push(TradeRef { trade_id: &f.trade_id, price: f.price, quantity: f.quantity });
             }
-            let Some((mut maker, stage, notional, seq)) = self.resting.take(tx, &f.maker_order_id)? else { continue };
+            // A maker's row: unwritten (the lane's placements only; any other record
+            // wrote those first), kept in `Resting`, or read.
+            let (mut maker, stage, notional, seq) = match self.unwritten.take(&f.maker_order_id) {
+                Some(UnwrittenRow { order, stage, notional, seq }) => (order, stage, Some(notional), seq),
+                None => match self.resting.take(tx, &f.maker_order_id)? {
+                    Some((order, stage, notional, seq)) => (order, stage, notional, Some(seq)),
+                    None => continue,
+                },
+            };
             // What its fills so far came to: stored, or summed from them in a row stored
             // before the column was.
             let so_far = match notional {
@@ -650,7 +750,12 @@ impl Orders {
             };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 // Recorded before (a redo): the row is as it was.
-                self.resting.put((maker, stage, notional, seq));
+                match (behind, seq) {
+                    (true, _) | (false, None) => {
+                        self.unwritten.put(UnwrittenRow { order: maker, stage, notional: notional.unwrap_or_default(), seq })
+                    }
+                    (false, Some(seq)) => self.resting.put((maker, stage, notional, seq)),
+                }
                 continue;
             }
             let notional = so_far + f.price * f.quantity;
@@ -661,12 +766,21 @@ impl Orders {
             }
             maker.updated_at = now.to_string();
             maker.average_price = average_of(notional, maker.filled_quantity);
-            save(tx, &mut maker, None, Some(notional), Some(seq), &mut self.resting)?;
+            maker.remaining_quantity = if maker.status.is_open() { maker.quantity - maker.filled_quantity } else { Decimal::ZERO };
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
             }
-            self.resting.put((maker, stage, Some(notional), seq));
+            match (behind, seq) {
+                (false, Some(seq)) => {
+                    save(tx, &mut maker, None, Some(notional), Some(seq), &mut self.resting)?;
+                    self.resting.put((maker, stage, Some(notional), seq));
+                }
+                _ => {
+                    maker.average_price = None;
+                    self.unwritten.put(UnwrittenRow { order: maker, stage, notional, seq });
+                }
+            }
         }
         after_match(&mut taker, &result);
         let unchanged = trades.is_empty() && before == taker.status && amended.is_none() && !first_record;
@@ -687,7 +801,10 @@ impl Orders {
             save(tx, &mut taker, next_stage, Some(notional), None, &mut self.resting)?;
         } else {
             taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
-            insert(tx, &taker, next_stage.unwrap_or("accepted"), notional, &mut self.resting)?;
+            let mut row = taker.clone();
+            row.fills = Vec::new();
+            let stage = next_stage.unwrap_or("accepted").to_string();
+            self.unwritten.put(UnwrittenRow { order: row, stage, notional, seq: None });
         }
         average(&mut taker);
         if first_record {
@@ -766,6 +883,7 @@ impl Orders {
         at: &str,
         after: &mut AfterCommit,
     ) -> Result<Vec<Order>, ServiceError> {
+        self.write_unwritten(tx)?;
         let mut out = Vec::with_capacity(cancelled.len());
         for c in cancelled {
             let Some(mut o) = load(tx, &c.order_id)? else { continue };
@@ -822,7 +940,13 @@ impl Service for Orders {
         Ok(Orders::default())
     }
 
+    /// Writes what [`Unwritten`] still holds.
+    fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+        self.write_unwritten(tx)
+    }
+
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        self.write_unwritten(tx)?;
         match cmd {
             Cmd::Accept { order, reply } => {
                 let r = self.accept(tx, order)?;
@@ -941,6 +1065,96 @@ mod tests {
         let (_, text) = events.iter().find(|(kind, text)| *kind == "ORDER_EXECUTED" && text.contains(r#""order_id":"mk""#)).unwrap();
         let data: serde_json::Value = serde_json::from_str(text).unwrap();
         d(data["average_price"].as_str().unwrap())
+    }
+
+    /// The lane's record of a placement (`record_accepted`) for `taker`, which filled
+    /// `fills` (maker id, trade id, quantity) at 100 and rests with what is left.
+    fn record_placement(orders: &mut Orders, tx: &Connection, taker: NewOrder, fills: &[(&str, &str, &str)]) {
+        let Accepted::New(o) = Orders::accept_unstored(tx, taker, "t".into(), &mut HashMap::new()).unwrap() else { panic!() };
+        let filled: Decimal = fills.iter().map(|(_, _, q)| d(q)).sum();
+        let result = MatchResult {
+            order_id: o.order_id.clone(),
+            fills: fills
+                .iter()
+                .map(|(maker, trade, q)| TradeFill {
+                    trade_id: trade.to_string(),
+                    maker_order_id: maker.to_string(),
+                    maker_user_id: format!("usr_{maker}"),
+                    price: d("100"),
+                    quantity: d(q),
+                    maker_remaining: Decimal::ZERO,
+                    timestamp: "t".into(),
+                })
+                .collect(),
+            filled,
+            remaining: o.quantity - filled,
+            rests: filled < o.quantity,
+            self_trade_prevented: false,
+        };
+        orders.record_accepted(tx, o, result, true, "t", &mut AfterCommit::new("orders")).unwrap();
+    }
+
+    /// Every write to `orders` a temporary trigger saw since the last look.
+    fn writes(tx: &Connection) -> Vec<String> {
+        let mut stmt = tx.prepare("SELECT what FROM temp.writes ORDER BY rowid").unwrap();
+        let w = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<Vec<String>, _>>().unwrap();
+        drop(stmt);
+        tx.execute("DELETE FROM temp.writes", []).unwrap();
+        w
+    }
+
+    /// The lane's placements leave their order rows, and their makers', unwritten until
+    /// something reads or writes the store or it commits: then each is written once as
+    /// it stands, new rows in the order the placements came (their `seq`), and a read
+    /// sees them all. A maker placed and filled meanwhile is inserted filled, never `new`
+    /// and then updated; a stored maker filled twice is updated once.
+    #[test]
+    fn placements_rows_are_written_once_as_they_stand_in_the_order_they_came() {
+        let (_dir, mut conn) = store();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(
+            "CREATE TEMP TABLE writes (what TEXT);
+             CREATE TEMP TRIGGER orders_in AFTER INSERT ON main.orders BEGIN INSERT INTO writes VALUES ('insert ' || new.order_id || ' ' || new.status || ' ' || new.filled); END;
+             CREATE TEMP TRIGGER orders_up AFTER UPDATE ON main.orders BEGIN INSERT INTO writes VALUES ('update ' || new.order_id || ' ' || new.status || ' ' || new.filled); END;",
+        )
+        .unwrap();
+        let orders = &mut Orders::default();
+        resting_sell(orders, &tx, "old", "10");
+        writes(&tx);
+
+        record_placement(orders, &tx, order("s1", Side::Sell, "100", "5"), &[]);
+        record_placement(orders, &tx, order("b1", Side::Buy, "100", "2"), &[("s1", "trd_1", "2")]);
+        record_placement(orders, &tx, order("b2", Side::Buy, "100", "3"), &[("s1", "trd_2", "3")]);
+        record_placement(orders, &tx, order("b3", Side::Buy, "100", "4"), &[("old", "trd_3", "1"), ("old", "trd_4", "3")]);
+        assert!(writes(&tx).is_empty(), "nothing written yet");
+        assert!(orders.has_unwritten());
+        // Any other command writes them first (here one that changes nothing of theirs).
+        orders.handle(&tx, Cmd::Settled { order_id: "s1".into() }, &mut AfterCommit::new("orders")).unwrap();
+        let s1 = load(&tx, "s1").unwrap().unwrap();
+        assert_eq!((s1.status, s1.filled_quantity, s1.fills.len()), (OrderStatus::Filled, d("5"), 2));
+        assert_eq!(
+            writes(&tx),
+            ["insert s1 filled 5", "insert b1 filled 2", "insert b2 filled 3", "update old partially_filled 4", "insert b3 filled 4"],
+            "once each, as it stands; new rows in the placements' order"
+        );
+        assert!(!orders.has_unwritten());
+        let seqs: Vec<String> = tx
+            .prepare("SELECT order_id FROM orders ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(seqs, ["old", "s1", "b1", "b2", "b3"]);
+        // The maker kept for the next fill is the stored row (debug builds check it).
+        record_placement(orders, &tx, order("b4", Side::Buy, "100", "6"), &[("old", "trd_5", "6")]);
+        orders.before_commit(&tx).unwrap();
+        assert_eq!(writes(&tx), ["update old filled 10", "insert b4 filled 6"]);
+        let old = load(&tx, "old").unwrap().unwrap();
+        assert_eq!(
+            (old.status, old.filled_quantity, old.average_price, old.fills.len()),
+            (OrderStatus::Filled, d("10"), Some(d("100")), 3)
+        );
     }
 
     /// The live orders the lane checks when it opens: a partly filled maker and a resting
