@@ -116,18 +116,26 @@ const COLUMNS: &str = columns!();
 pub struct Orders {
     resting: Resting,
     unwritten: Unwritten,
+    /// The `seq` the next new row gets (read from the store at the first one): an open
+    /// order's row may be written after later orders' rows ([`Unwritten`]), and keeps the
+    /// number of its place.
+    next_seq: Option<i64>,
 }
 
-/// Order rows the lane's placements made or changed and orders has not written yet, in
-/// the order they first changed: each is written once, as it then stands
-/// ([`Orders::write_unwritten`]), before anything else reads or writes `orders.db` and
-/// at the commit. A maker placed and filled between two writes is inserted once,
-/// already filled, instead of inserted `new` and updated at each fill (with its
-/// `orders_live` entry made and removed); a maker filled five times is updated once.
-/// New rows keep their placements' order, so `seq` still numbers orders as they came.
+/// The rows of open orders the lane's placements made or changed and orders has not
+/// written yet: each is written once, as it then stands ([`Orders::write_unwritten`]),
+/// when the order closes (it cannot change again), before anything else reads or writes
+/// `orders.db`, or at the commit. A maker placed and filled before then is inserted
+/// once, already filled, instead of inserted `new` and updated at each fill (with its
+/// `orders_live` entry made and removed); a maker partly filled five times is updated
+/// once. A new row has its `seq` from when its order came ([`Orders::take_seq`]).
 ///
-/// **Architecture Invariant:** every method of [`Orders`] that reads or writes order
-/// rows, other than the lane's record of its placements
+/// Closed orders' rows are written at once, as before: writing every row at the flush
+/// moved that work out of the lane's idle moments into its flush (at C = 32 p99 rose from
+/// ~7 to ~11 ms, BENCHMARKS.md, session 26).
+///
+/// **Architecture Invariant:** every method of [`Orders`] that reads order rows or
+/// changes stored ones, other than the lane's record of its placements
 /// ([`Orders::record_accepted`]), writes these first; the functions without `self`
 /// ([`Orders::head`], [`Orders::cancellable`], [`Orders::each_live`],
 /// [`Orders::unknown`], [`Orders::accept_unstored`] for a client order id) run only
@@ -145,9 +153,10 @@ struct UnwrittenRow {
     order: Order,
     stage: String,
     notional: Decimal,
-    /// Its rowid if the store holds it already (then it is updated), `None` for an
-    /// order not stored yet (then it is inserted).
-    seq: Option<i64>,
+    /// Its rowid, in the store or to be.
+    seq: i64,
+    /// Whether the store holds the row already (then it is updated, else inserted).
+    stored: bool,
 }
 
 impl Unwritten {
@@ -166,9 +175,17 @@ impl Unwritten {
         }
     }
 
-    /// The order's unwritten row, taken out for a fill (the caller puts it back).
+    /// The order's unwritten row, taken out for a fill (the caller puts it back, or
+    /// writes it and [`Unwritten::forget`]s it).
     fn take(&mut self, order_id: &str) -> Option<UnwrittenRow> {
         self.at.get(order_id).and_then(|&i| self.rows[i].take())
+    }
+
+    /// The order's row was written: nothing of it is left to write.
+    fn forget(&mut self, order_id: &str) {
+        if let Some(i) = self.at.remove(order_id) {
+            self.rows[i] = None;
+        }
     }
 }
 
@@ -421,11 +438,11 @@ fn save(
 }
 
 /// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
-fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, resting: &mut Resting) -> rusqlite::Result<()> {
+fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, seq: i64, resting: &mut Resting) -> rusqlite::Result<()> {
     tx.prepare_cached(concat!(
         "INSERT INTO orders (",
         columns!(),
-        ", stage, notional) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+        ", stage, notional, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))?
     .execute(params![
         o.order_id,
@@ -443,9 +460,10 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, resting: &
         o.updated_at,
         o.reject_reason,
         stage,
-        DecimalText::of(notional)
+        DecimalText::of(notional),
+        seq
     ])?;
-    resting.inserted(o, stage, notional, tx.last_insert_rowid());
+    resting.inserted(o, stage, notional, seq);
     Ok(())
 }
 
@@ -484,16 +502,26 @@ impl Orders {
         }
         self.unwritten.at.clear();
         let rows = std::mem::take(&mut self.unwritten.rows);
-        for UnwrittenRow { mut order, stage, notional, seq } in rows.into_iter().flatten() {
-            match seq {
-                None => insert(tx, &order, &stage, notional, &mut self.resting)?,
-                Some(seq) => {
-                    save(tx, &mut order, Some(&stage), Some(notional), Some(seq), &mut self.resting)?;
-                    self.resting.put((order, stage, Some(notional), seq));
-                }
+        for UnwrittenRow { mut order, stage, notional, seq, stored } in rows.into_iter().flatten() {
+            if stored {
+                save(tx, &mut order, Some(&stage), Some(notional), Some(seq), &mut self.resting)?;
+                self.resting.put((order, stage, Some(notional), seq));
+            } else {
+                insert(tx, &order, &stage, notional, seq, &mut self.resting)?;
             }
         }
         Ok(())
+    }
+
+    /// The `seq` of the next new row: one past the store's highest, then counted here.
+    /// An incarnation whose transaction failed ends, and the next reads it again.
+    fn take_seq(&mut self, tx: &Connection) -> rusqlite::Result<i64> {
+        let seq = match self.next_seq {
+            Some(seq) => seq,
+            None => tx.query_row("SELECT coalesce(max(seq), 0) + 1 FROM orders", [], |r| r.get(0))?,
+        };
+        self.next_seq = Some(seq + 1);
+        Ok(seq)
     }
 
     pub(crate) fn accept(&mut self, tx: &Connection, n: NewOrder) -> Result<Accepted, ServiceError> {
@@ -506,7 +534,8 @@ impl Orders {
         self.write_unwritten(tx)?;
         let accepted = Self::accept_unstored(tx, n, now, &mut HashMap::new())?;
         if let Accepted::New(o) = &accepted {
-            insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?;
+            let seq = self.take_seq(tx)?;
+            insert(tx, o, "accepted", Decimal::ZERO, seq, &mut self.resting)?;
         }
         Ok(accepted)
     }
@@ -566,8 +595,8 @@ impl Orders {
     /// [`Orders::accept_at`] would have: the lane's placement that could not be finished
     /// (its hold not released), for recovery to find.
     pub(crate) fn store_accepted(&mut self, tx: &Connection, o: &Order) -> Result<(), ServiceError> {
-        self.write_unwritten(tx)?;
-        Ok(insert(tx, o, "accepted", Decimal::ZERO, &mut self.resting)?)
+        let seq = self.take_seq(tx)?;
+        Ok(insert(tx, o, "accepted", Decimal::ZERO, seq, &mut self.resting)?)
     }
 
     /// Stores an order [`Orders::accept_unstored`] answered as rejected, its saga done:
@@ -581,10 +610,9 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
-        // Written in its turn: `seq` numbers orders as they came.
-        self.write_unwritten(tx)?;
         mark_rejected(&mut o, code, message, now);
-        insert(tx, &o, "done", Decimal::ZERO, &mut self.resting)?;
+        let seq = self.take_seq(tx)?;
+        insert(tx, &o, "done", Decimal::ZERO, seq, &mut self.resting)?;
         // Counted in `agt_orders_total` by the lane, as it answers.
         after.event_of("ORDER_REJECTED", &OrderEvent::rejected(&o, code));
         Ok(o)
@@ -734,10 +762,10 @@ impl Orders {
             }
             // A maker's row: unwritten (the lane's placements only; any other record
             // wrote those first), kept in `Resting`, or read.
-            let (mut maker, stage, notional, seq) = match self.unwritten.take(&f.maker_order_id) {
-                Some(UnwrittenRow { order, stage, notional, seq }) => (order, stage, Some(notional), seq),
+            let (mut maker, stage, notional, seq, unwritten, stored) = match self.unwritten.take(&f.maker_order_id) {
+                Some(UnwrittenRow { order, stage, notional, seq, stored }) => (order, stage, Some(notional), seq, true, stored),
                 None => match self.resting.take(tx, &f.maker_order_id)? {
-                    Some((order, stage, notional, seq)) => (order, stage, notional, Some(seq)),
+                    Some((order, stage, notional, seq)) => (order, stage, notional, seq, false, true),
                     None => continue,
                 },
             };
@@ -750,11 +778,10 @@ impl Orders {
             };
             if !add_fill(tx, &maker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
                 // Recorded before (a redo): the row is as it was.
-                match (behind, seq) {
-                    (true, _) | (false, None) => {
-                        self.unwritten.put(UnwrittenRow { order: maker, stage, notional: notional.unwrap_or_default(), seq })
-                    }
-                    (false, Some(seq)) => self.resting.put((maker, stage, notional, seq)),
+                if unwritten {
+                    self.unwritten.put(UnwrittenRow { order: maker, stage, notional: notional.unwrap_or_default(), seq, stored });
+                } else {
+                    self.resting.put((maker, stage, notional, seq));
                 }
                 continue;
             }
@@ -771,14 +798,17 @@ impl Orders {
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
             }
-            match (behind, seq) {
-                (false, Some(seq)) => {
+            if behind && maker.status.is_open() {
+                maker.average_price = None;
+                self.unwritten.put(UnwrittenRow { order: maker, stage, notional, seq, stored });
+            } else {
+                // Closed, it cannot change again: written now, in the lane's idle time.
+                self.unwritten.forget(&maker.order_id);
+                if stored {
                     save(tx, &mut maker, None, Some(notional), Some(seq), &mut self.resting)?;
                     self.resting.put((maker, stage, Some(notional), seq));
-                }
-                _ => {
-                    maker.average_price = None;
-                    self.unwritten.put(UnwrittenRow { order: maker, stage, notional, seq });
+                } else {
+                    insert(tx, &maker, &stage, notional, seq, &mut self.resting)?;
                 }
             }
         }
@@ -801,10 +831,15 @@ impl Orders {
             save(tx, &mut taker, next_stage, Some(notional), None, &mut self.resting)?;
         } else {
             taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
-            let mut row = taker.clone();
-            row.fills = Vec::new();
-            let stage = next_stage.unwrap_or("accepted").to_string();
-            self.unwritten.put(UnwrittenRow { order: row, stage, notional, seq: None });
+            let stage = next_stage.unwrap_or("accepted");
+            let seq = self.take_seq(tx)?;
+            if taker.status.is_open() {
+                let mut row = taker.clone();
+                row.fills = Vec::new();
+                self.unwritten.put(UnwrittenRow { order: row, stage: stage.to_string(), notional, seq, stored: false });
+            } else {
+                insert(tx, &taker, stage, notional, seq, &mut self.resting)?;
+            }
         }
         average(&mut taker);
         if first_record {
@@ -1103,13 +1138,14 @@ mod tests {
         w
     }
 
-    /// The lane's placements leave their order rows, and their makers', unwritten until
-    /// something reads or writes the store or it commits: then each is written once as
-    /// it stands, new rows in the order the placements came (their `seq`), and a read
-    /// sees them all. A maker placed and filled meanwhile is inserted filled, never `new`
-    /// and then updated; a stored maker filled twice is updated once.
+    /// The lane's placements leave open orders' rows, their own and their makers',
+    /// unwritten until the order closes, something else reads or writes the store, or
+    /// it commits: then each is written once, as it stands. A maker placed and filled
+    /// meanwhile is inserted filled, never `new` and then updated; a stored maker partly
+    /// filled twice is updated once. Closed orders' rows are written at once, and every
+    /// new row keeps the `seq` of its order's place.
     #[test]
-    fn placements_rows_are_written_once_as_they_stand_in_the_order_they_came() {
+    fn open_orders_rows_are_written_once_as_they_stand_and_keep_their_place() {
         let (_dir, mut conn) = store();
         let tx = conn.transaction().unwrap();
         tx.execute_batch(
@@ -1126,30 +1162,35 @@ mod tests {
         record_placement(orders, &tx, order("b1", Side::Buy, "100", "2"), &[("s1", "trd_1", "2")]);
         record_placement(orders, &tx, order("b2", Side::Buy, "100", "3"), &[("s1", "trd_2", "3")]);
         record_placement(orders, &tx, order("b3", Side::Buy, "100", "4"), &[("old", "trd_3", "1"), ("old", "trd_4", "3")]);
-        assert!(writes(&tx).is_empty(), "nothing written yet");
-        assert!(orders.has_unwritten());
-        // Any other command writes them first (here one that changes nothing of theirs).
-        orders.handle(&tx, Cmd::Settled { order_id: "s1".into() }, &mut AfterCommit::new("orders")).unwrap();
-        let s1 = load(&tx, "s1").unwrap().unwrap();
-        assert_eq!((s1.status, s1.filled_quantity, s1.fills.len()), (OrderStatus::Filled, d("5"), 2));
         assert_eq!(
             writes(&tx),
-            ["insert s1 filled 5", "insert b1 filled 2", "insert b2 filled 3", "update old partially_filled 4", "insert b3 filled 4"],
-            "once each, as it stands; new rows in the placements' order"
+            ["insert b1 filled 2", "insert s1 filled 5", "insert b2 filled 3", "insert b3 filled 4"],
+            "closed orders at once; s1 once, filled, never `new`; old not yet"
         );
+        assert!(orders.has_unwritten());
+        // Any other command writes the rest first (here one that changes nothing of theirs).
+        orders.handle(&tx, Cmd::Settled { order_id: "old".into() }, &mut AfterCommit::new("orders")).unwrap();
+        assert_eq!(writes(&tx), ["update old partially_filled 4"], "two fills, one update");
         assert!(!orders.has_unwritten());
-        let seqs: Vec<String> = tx
+        let old = load(&tx, "old").unwrap().unwrap();
+        assert_eq!((old.status, old.filled_quantity, old.fills.len()), (OrderStatus::PartiallyFilled, d("4"), 2));
+
+        // A stored maker's closing fill is written at once; a new order still open at the
+        // commit is written then, as it stands.
+        record_placement(orders, &tx, order("b4", Side::Buy, "100", "6"), &[("old", "trd_5", "6")]);
+        record_placement(orders, &tx, order("s2", Side::Sell, "100", "5"), &[]);
+        record_placement(orders, &tx, order("b5", Side::Buy, "100", "1"), &[("s2", "trd_6", "1")]);
+        assert_eq!(writes(&tx), ["update old filled 10", "insert b4 filled 6", "insert b5 filled 1"]);
+        orders.before_commit(&tx).unwrap();
+        assert_eq!(writes(&tx), ["insert s2 partially_filled 1"]);
+        let in_place: Vec<String> = tx
             .prepare("SELECT order_id FROM orders ORDER BY seq")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(seqs, ["old", "s1", "b1", "b2", "b3"]);
-        // The maker kept for the next fill is the stored row (debug builds check it).
-        record_placement(orders, &tx, order("b4", Side::Buy, "100", "6"), &[("old", "trd_5", "6")]);
-        orders.before_commit(&tx).unwrap();
-        assert_eq!(writes(&tx), ["update old filled 10", "insert b4 filled 6"]);
+        assert_eq!(in_place, ["old", "s1", "b1", "b2", "b3", "b4", "s2", "b5"], "each in its order's place");
         let old = load(&tx, "old").unwrap().unwrap();
         assert_eq!(
             (old.status, old.filled_quantity, old.average_price, old.fills.len()),
