@@ -110,8 +110,8 @@ macro_rules! columns {
 const COLUMNS: &str = columns!();
 
 /// The orders service. Its state is [`Resting`], open orders' rows kept for the trading
-/// lane's maker fills, and [`Unwritten`], the rows the lane's placements changed since
-/// orders last wrote them; everything else is read from the store.
+/// lane's maker fills, and [`Unwritten`], the open orders' rows the lane's placements
+/// changed since orders last wrote them; everything else is read from the store.
 #[derive(Default)]
 pub struct Orders {
     resting: Resting,
@@ -711,8 +711,9 @@ impl Orders {
     }
 
     /// The first record of an order the lane accepted unstored in this same transaction
-    /// ([`Orders::accept_unstored`]): its row is written once, with its outcome, and its
-    /// makers' rows once each, when orders next writes [`Unwritten`].
+    /// ([`Orders::accept_unstored`]): its row is written once, at once if its match
+    /// closed it, else when it closes or orders next writes [`Unwritten`]; its makers'
+    /// rows the same way.
     pub(crate) fn record_accepted(
         &mut self,
         tx: &Connection,
@@ -741,7 +742,8 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
-        // The lane's placements leave their rows and their makers' to [`Unwritten`].
+        // The lane's placements leave open orders' rows (theirs and their makers') to
+        // [`Unwritten`].
         let behind = !stored;
         let before = taker.status;
         if let Some((price, quantity)) = amended {
@@ -802,7 +804,8 @@ impl Orders {
                 maker.average_price = None;
                 self.unwritten.put(UnwrittenRow { order: maker, stage, notional, seq, stored });
             } else {
-                // Closed, it cannot change again: written now, in the lane's idle time.
+                // Closed (it cannot change again), or not the lane's placement: written now,
+                // in the lane's idle time.
                 self.unwritten.forget(&maker.order_id);
                 if stored {
                     save(tx, &mut maker, None, Some(notional), Some(seq), &mut self.resting)?;
