@@ -383,6 +383,9 @@ struct Lane {
     /// A flush under way, one store at a time (see [`Lane::flush_step`]): how many of
     /// trading, risk and orders it has committed so far (0: none under way).
     flushing: usize,
+    /// The next store's rows that wait for the commit are written (a step of its own):
+    /// its commit comes next.
+    prepared: bool,
     /// Records deleted from the journal up to here.
     pruned: i64,
     /// Placements journalled since the last flush, and when the first of them was.
@@ -552,6 +555,7 @@ impl Lane {
             applied: 0,
             marks: [0; 3],
             flushing: 0,
+            prepared: false,
             pruned: 0,
             unflushed: 0,
             since: None,
@@ -675,7 +679,7 @@ impl Lane {
     /// How long an idle lane may still wait before it must flush: not at all once a
     /// `Sync` waits (nothing else is queued to share the flush with).
     fn flush_in(&self) -> Duration {
-        if self.flushing > 0 {
+        if self.flush_under_way() {
             return Duration::ZERO;
         }
         match self.since {
@@ -692,6 +696,11 @@ impl Lane {
         } else {
             FLUSH_AFTER
         }
+    }
+
+    /// Whether a flush has begun and has steps left.
+    fn flush_under_way(&self) -> bool {
+        self.flushing > 0 || self.prepared
     }
 
     fn due(&self) -> bool {
@@ -711,6 +720,7 @@ impl Lane {
         commit_to(&mut self.orders, &mut self.marks[2], seq, &self.bus)?;
         self.applied = seq;
         self.flushing = 0;
+        self.prepared = false;
         self.unflushed = 0;
         self.since = None;
         self.sync_waiting = false;
@@ -726,7 +736,10 @@ impl Lane {
     /// Placements taken between two steps go into the stores' open transactions; those
     /// of a store already committed wait for the next flush. A `Sync` waits for all
     /// three to commit what it was answered after: with one waiting, the rest of the
-    /// flush is done at once.
+    /// flush is done at once. The rows a store writes only when it commits (trading's
+    /// resting rows, orders' records of answered batches and open orders' rows) are
+    /// written in a step before its commit ([`Lane::prepared`]): at C = 32 they are
+    /// hundreds of rows.
     fn flush_step(&mut self) -> Result<(), ServiceError> {
         if self.sync_waiting {
             return self.flush();
@@ -734,10 +747,19 @@ impl Lane {
         let seq = self.journalled;
         match self.flushing {
             0 => {
-                self.bus.load().set_heavy(self.unflushed >= BUSY_AT);
-                // What is placed from now on counts toward the next flush.
-                self.unflushed = 0;
-                self.since = None;
+                if !self.prepared {
+                    self.bus.load().set_heavy(self.unflushed >= BUSY_AT);
+                    // What is placed from now on counts toward the next flush.
+                    self.unflushed = 0;
+                    self.since = None;
+                    // Trading's resting rows, written at the commit, are a step of
+                    // their own: the commit alone comes next.
+                    if self.trading.svc.has_unwritten() {
+                        self.trading.work(|svc, tx, _| svc.write_resting(tx))?;
+                        self.prepared = true;
+                        return Ok(());
+                    }
+                }
                 commit_to(&mut self.trading, &mut self.marks[0], seq, &self.bus)?;
             }
             1 => {
@@ -746,11 +768,19 @@ impl Lane {
                 }
             }
             _ => {
+                // Recording the answered batches and writing open orders' rows is a step
+                // of its own too.
+                if !self.prepared && (self.has_deferred() || self.orders.svc.has_unwritten()) {
+                    self.record_deferred()?;
+                    self.prepared = true;
+                    return Ok(());
+                }
                 // Orders' mark must cover only what it holds.
                 self.record_deferred()?;
                 commit_to(&mut self.orders, &mut self.marks[2], seq, &self.bus)?;
             }
         }
+        self.prepared = false;
         self.flushing = (self.flushing + 1) % 3;
         self.applied = self.marks.iter().copied().min().unwrap_or(0);
         Ok(())
@@ -1274,7 +1304,7 @@ impl Lane {
             self.deferred.push_back(Deferred { at, outcomes: then.into_iter().zip(settled).collect() });
         }
         self.unflushed += journalled;
-        if self.due() || self.flushing > 0 {
+        if self.due() || self.flush_under_way() {
             self.flush_step()?;
         }
         Ok(())
@@ -1642,7 +1672,9 @@ mod tests {
         let first = lane.journalled;
         assert_eq!(first, start + 2);
         lane.flush_step().unwrap();
-        assert_eq!((lane.marks, lane.flushing), ([first, start, start], 1), "trading first, alone");
+        assert_eq!((lane.marks, lane.flushing, lane.prepared), ([start, start, start], 0, true), "trading's resting rows first");
+        lane.flush_step().unwrap();
+        assert_eq!((lane.marks, lane.flushing, lane.prepared), ([first, start, start], 1, false), "then trading's commit, alone");
         assert!(lane.flush_in().is_zero(), "an idle lane goes straight on with the flush");
         // Each batch the lane runs meanwhile takes the flush one step on.
         place_batch(&mut lane, [order("ord_b2", "alice", Side::Buy, dec("1"), None)]);
@@ -1650,7 +1682,10 @@ mod tests {
         assert_eq!((lane.marks, lane.flushing), ([first, second, start], 2), "then risk, with the placement made meanwhile");
         place_batch(&mut lane, [order("ord_s2", "bob", Side::Sell, dec("2"), Some("c1"))]);
         let third = lane.journalled;
-        assert_eq!((lane.marks, lane.flushing, lane.applied), ([first, second, third], 0, first), "then orders; the flush is over");
+        assert_eq!((lane.marks, lane.flushing, lane.prepared), ([first, second, start], 2, true), "orders records what waits");
+        assert!(!lane.has_deferred() && !lane.orders.svc.has_unwritten());
+        lane.flush_step().unwrap();
+        assert_eq!((lane.marks, lane.flushing, lane.applied), ([first, second, third], 0, first), "then commits; the flush is over");
         assert!(lane.pending(), "trading holds what came after its commit, for the next flush");
         assert!(lane.since.is_some(), "counted toward the next flush, which waits as any does");
         let answered: Vec<Order> = ["ord_s", "ord_b", "ord_b2", "ord_s2"].iter().map(|id| get(&mut lane, id)).collect();

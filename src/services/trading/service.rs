@@ -283,11 +283,16 @@ impl Trading {
         let _ = self.remember(internal, &req.order_id, &req.user_id, &req.symbol);
     }
 
+    /// Whether resting orders changed since the `resting` table was last written.
+    pub(crate) fn has_unwritten(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// Brings the `resting` table level with the books for every order changed since
     /// the last commit: the row of an order that still rests is written as it rests now,
     /// the row of one that left its book is deleted, and one that came and went between
     /// two commits is never written. Rows go in engine-id order, the table's own.
-    fn write_resting(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+    pub(crate) fn write_resting(&mut self, tx: &Connection) -> Result<(), ServiceError> {
         if self.changed.is_empty() {
             return Ok(());
         }
