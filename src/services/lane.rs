@@ -624,7 +624,7 @@ impl Lane {
         })?;
         let mut stray = Vec::new();
         self.orders.read(|orders, tx, _| {
-            orders.write_unwritten(tx)?;
+            debug_assert!(!orders.has_unwritten(), "stray cancels come after record_deferred");
             for id in &cancelled {
                 stray.extend(Orders::cancellable(tx, id)?);
             }
@@ -936,7 +936,7 @@ impl Lane {
     /// 409 if it is final.
     fn open_order_of(&mut self, order_id: &str, owner: Option<&str>) -> Result<Result<(Order, String), ApiError>, ServiceError> {
         let order = self.orders.work(|orders, tx, _| {
-            orders.write_unwritten(tx)?;
+            debug_assert!(!orders.has_unwritten(), "cancels and amends come after record_deferred");
             Ok(Orders::head(tx, order_id)?)
         })?;
         Ok(match order {
@@ -1181,11 +1181,9 @@ impl Lane {
             self.orders.work(|orders, tx, _| {
                 let mut batch = HashMap::new();
                 for p in &places {
-                    // A client order id is looked up in the store (the batch's placements
-                    // then wait for orders to record what came before: `placements_only`).
-                    if p.order.client_order_id.is_some() {
-                        orders.write_unwritten(tx)?;
-                    }
+                    // A client order id is looked up in the store: its batch came after
+                    // `record_deferred` (`placements_only`).
+                    debug_assert!(p.order.client_order_id.is_none() || !orders.has_unwritten());
                     accepted.push(Orders::accept_unstored(tx, p.order.clone(), at.clone(), &mut batch)?);
                 }
                 Ok(())
