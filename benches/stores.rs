@@ -550,8 +550,10 @@ fn journal_append(c: &mut Criterion) {
                 || (0..n as u64).map(|i| record(seq.get() as u64 + i)).collect::<Vec<_>>(),
                 |records| {
                     // Pruned now and then, as the lane does once the stores have flushed.
-                    let prune = (seq.get() % 4096 < records.len() as i64).then(|| seq.get() - 1);
-                    journal.append_all(seq.get(), &records, prune).expect("the journal appends");
+                    if seq.get() % 4096 < records.len() as i64 {
+                        journal.detach(seq.get() - 1).delete_apart();
+                    }
+                    journal.append_all(seq.get(), &records).expect("the journal appends");
                     seq.set(seq.get() + records.len() as i64);
                 },
                 BatchSize::SmallInput,

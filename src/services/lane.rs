@@ -1221,13 +1221,11 @@ impl Lane {
             .map(Record::as_ref)
             .chain(next.iter().zip(&holds).filter_map(|(n, hold)| n.intake(hold, &at).map(RecordRef::Place)))
             .collect();
-        let prune = (self.applied - self.pruned >= PRUNE_EVERY).then_some(self.applied);
-        if !refs.is_empty() || prune.is_some() {
-            self.journal.append_all(self.journalled + 1, &refs, prune)?;
+        if self.applied - self.pruned >= PRUNE_EVERY {
+            self.journal.detach(self.applied).delete_apart();
+            self.pruned = self.applied;
         }
-        if let Some(upto) = prune {
-            self.pruned = upto;
-        }
+        self.journal.append_all(self.journalled + 1, &refs)?;
         let journalled = refs.len();
         drop(refs);
         self.journalled += journalled as i64;

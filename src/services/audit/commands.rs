@@ -145,7 +145,7 @@ impl CommandLog {
         let Shared { journal, behind, pending, written, .. } = &mut *shared;
         let Some(journal) = journal.as_mut() else { return Err(ApiError::unavailable("audit")) };
         let first = journal.last() + 1;
-        if let Err(e) = journal.append_all(first, pending, None) {
+        if let Err(e) = journal.append_all(first, pending) {
             tracing::error!(error = %e, "the audit journal could not append a command");
             return Err(ApiError::unavailable("audit"));
         }
