@@ -48,6 +48,11 @@ pub struct TypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkLabel {
+    pub work: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -71,6 +76,9 @@ pub struct Metrics {
     pub service_up: Family<ServiceLabel, Gauge>,
     pub mailbox_depth: Family<ServiceLabel, Gauge>,
     pub store_commit: Family<ServiceLabel, Histogram>,
+    /// The trading lane's stretches of work, each one a wait for every placement that
+    /// arrives meanwhile (`lane_busy`).
+    pub lane_busy: Family<WorkLabel, Histogram>,
     pub bus_events: Family<TypeLabel, Counter>,
     pub bus_events_kept: Gauge,
     /// Events handed to the bus and not stored yet (set at scrape time).
@@ -99,6 +107,7 @@ impl Metrics {
         let mailbox_depth = Family::<ServiceLabel, Gauge>::default();
         let store_commit =
             Family::<ServiceLabel, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
+        let lane_busy = Family::<WorkLabel, Histogram>::new_with_constructor((|| Histogram::new(latency_buckets())) as fn() -> Histogram);
         let bus_events = Family::<TypeLabel, Counter>::default();
         let bus_events_kept = Gauge::default();
         let bus_backlog = Gauge::default();
@@ -114,6 +123,11 @@ impl Metrics {
         r.register("agt_service_up", "1 when the service is running", service_up.clone());
         r.register("agt_mailbox_depth", "Commands waiting in a service's mailbox", mailbox_depth.clone());
         r.register("agt_store_commit_duration_seconds", "One batch transaction's duration", store_commit.clone());
+        r.register(
+            "agt_lane_busy_seconds",
+            "The trading lane's stretches of work without a look at its mailbox: a batch of commands (with a flush step it made due), or, while no command waits, a flush step or the record of one answered batch",
+            lane_busy.clone(),
+        );
         r.register("agt_bus_events", "Events committed to the bus by type", bus_events.clone());
         r.register(
             "agt_bus_events_kept",
@@ -139,6 +153,7 @@ impl Metrics {
             service_up,
             mailbox_depth,
             store_commit,
+            lane_busy,
             bus_events,
             bus_events_kept,
             bus_backlog,
@@ -156,6 +171,12 @@ impl Metrics {
 
 pub fn observe_commit(service: &'static str, took: Duration) {
     get().store_commit.get_or_create(&ServiceLabel { service }).observe(took.as_secs_f64());
+}
+
+/// The histogram of the trading lane's stretches of `work` ("batch", "flush_step",
+/// "record"), taken once by the lane: a stretch is observed without a label lookup.
+pub fn lane_busy(work: &'static str) -> Histogram {
+    get().lane_busy.get_or_create(&WorkLabel { work }).clone()
 }
 
 pub fn bus_event(kind: &'static str) {

@@ -77,6 +77,7 @@ use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::spin::{self, AnswerWait, SpinHistory};
 use crate::services::trading::{self, MatchResult, Trading};
+use prometheus_client::metrics::histogram::Histogram;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -259,6 +260,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
     let mut batch: Vec<Envelope<LaneCmd>> = Vec::with_capacity(MAX_BATCH);
     // How long the lane's recent waits for a command were: whether to wait awake.
     let idle = SpinHistory::default();
+    let busy = Busy::new();
     loop {
         let first = match rx.try_recv() {
             Ok(e) => Some(e),
@@ -271,7 +273,9 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
             // Nothing waiting: what orders has to record of answered batches, a batch
             // at a time, looking for commands between two.
             Err(mpsc::TryRecvError::Empty) if lane.has_deferred() => {
+                let started = Instant::now();
                 lane.record_one_deferred()?;
+                busy.record.observe(started.elapsed().as_secs_f64());
                 continue;
             }
             // Nothing waiting: the open transactions may wait for more placements until
@@ -292,7 +296,9 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                 let first = match waited {
                     Ok(e) => e,
                     Err(_) => {
+                        let started = Instant::now();
                         lane.flush_step()?;
+                        busy.flush_step.observe(started.elapsed().as_secs_f64());
                         if lane.pending() {
                             // More of the flush to commit: first what came meanwhile.
                             continue;
@@ -335,12 +341,30 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
                 Envelope::Control(Control::Stop) => exit = Some(Exit::Stop),
             }
         }
+        let started = Instant::now();
         lane.run(work)?;
+        busy.batch.observe(started.elapsed().as_secs_f64());
         if let Some(e) = exit {
             lane.flush()?;
             st.set(State::Restarting);
             return Ok(e);
         }
+    }
+}
+
+/// Where the lane's stretches of work are counted (`agt_lane_busy_seconds`): each one
+/// holds up every placement that arrives meanwhile, so their lengths bound the lane's
+/// part of a placement's tail (BENCHMARKS.md, session 27).
+struct Busy {
+    batch: Histogram,
+    flush_step: Histogram,
+    record: Histogram,
+}
+
+impl Busy {
+    fn new() -> Busy {
+        use crate::daemon::metrics::lane_busy;
+        Busy { batch: lane_busy("batch"), flush_step: lane_busy("flush_step"), record: lane_busy("record") }
     }
 }
 

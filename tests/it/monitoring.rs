@@ -222,6 +222,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
         "agt_mailbox_depth",
         "agt_bus_backlog",
         "agt_store_commit_duration_seconds",
+        "agt_lane_busy_seconds",
         "agt_bus_events_total",
     ] {
         assert!(sampled.contains(f), "{f} has no sample after a trade:\n{text}");
