@@ -19,7 +19,11 @@
 //!
 //! A Linux nice value is per thread, and a thread starts with its creator's: a service
 //! lowers its own thread before it opens its store, so the store's checkpointer is
-//! lowered too. The lane's and the HTTP workers' threads are never lowered.
+//! lowered too. The lane's and the HTTP workers' threads are never lowered, nor is
+//! audit's, but their stores' checkpointers lower themselves (`store::spawn_checkpointer`):
+//! at nice 0 a pass (a few ms of copying) held up a woken lane or HTTP worker until the
+//! next tick; lowered, p99.9 at 10,000 orders/s fell from 6.9–11.4 to 5.6–7.0 ms and
+//! C = 32 gained 2–3 % (BENCHMARKS.md, session 27).
 //!
 //! Apart from that, every thread of the daemon runs in the batch scheduling class
 //! ([`batch_this_thread`]): woken, it waits for the running thread's tick instead of
@@ -43,7 +47,21 @@ pub fn set_background_nice(nice: u32) {
 /// slower under load).
 pub fn lower_this_thread() -> Option<i32> {
     let by = BACKGROUND_NICE.load(Ordering::Relaxed);
-    lower_by(by)
+    let now = lower_by(by);
+    LOWERED.set(now.is_some());
+    now
+}
+
+thread_local! {
+    /// Whether [`lower_this_thread`] lowered this thread (a thread it starts runs lower
+    /// already).
+    static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread was lowered: a thread it starts then runs lower already, and
+/// [`lower_this_thread`] there would lower it twice.
+pub fn is_lowered() -> bool {
+    LOWERED.get()
 }
 
 #[cfg(target_os = "linux")]

@@ -266,9 +266,15 @@ fn spawn_checkpointer_idling(
     let path = path.to_path_buf();
     let shm = PathBuf::from(format!("{}-shm", path.display()));
     let name = format!("ckpt-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
+    let lowered = crate::services::priority::is_lowered();
     let handle = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
+            // Nobody's answer waits for a checkpoint pass, whoever's store it is: the
+            // trading lane's and audit's checkpointers run lower too.
+            if !lowered {
+                crate::services::priority::lower_this_thread();
+            }
             let Ok(conn) = Connection::open(&path) else { return };
             let _ = conn.execute_batch("PRAGMA busy_timeout=1000;");
             // A WAL frame is a page and a 24-byte header.

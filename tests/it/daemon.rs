@@ -206,8 +206,9 @@ fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
 }
 
 /// Threads nobody's answer waits for run lower than the order path
-/// (`trading.background_nice`), except audit (it fell behind under overload); 0 runs
-/// every thread alike.
+/// (`trading.background_nice`): every store's checkpointer among them, the trading
+/// lane's and audit's too; audit itself does not (it fell behind under overload). 0
+/// runs every thread alike.
 #[test]
 #[cfg(target_os = "linux")]
 fn background_threads_run_at_a_lower_priority_than_the_order_path() {
@@ -215,12 +216,17 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
     let nice = nice_by_thread(dm.pid());
     // The main thread runs as the test that started the daemon.
     let base = nice["agt"];
-    for lowered in ["bus", "svc-market", "svc-notify", "svc-health", "ckpt-events", "ckpt-market", "ckpt-notify", "ckpt-health"] {
+    let checkpointers = nice.keys().filter(|t| t.starts_with("ckpt-")).count();
+    assert_eq!(checkpointers, 11, "one per store: {nice:?}");
+    for (thread, n) in &nice {
+        if thread.starts_with("ckpt-") {
+            assert_eq!(*n, (base + 7).min(19), "{thread}, lowered once: {nice:?}");
+        }
+    }
+    for lowered in ["bus", "svc-market", "svc-notify", "svc-health"] {
         assert_eq!(nice[lowered], (base + 7).min(19), "{lowered}: {nice:?}");
     }
-    for kept in
-        ["svc-lane", "agtd", "svc-audit", "ckpt-audit", "svc-users", "svc-auth", "svc-config", "ckpt-orders", "ckpt-risk", "ckpt-trading"]
-    {
+    for kept in ["svc-lane", "agtd", "svc-audit", "svc-users", "svc-auth", "svc-config"] {
         assert_eq!(nice[kept], base, "{kept}: {nice:?}");
     }
 
