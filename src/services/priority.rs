@@ -10,17 +10,21 @@
 //! between batches, and keep up: over a 30 s closed-loop overload their mailboxes stay
 //! empty and the daemon's memory as it was.
 //!
-//! Audit is not one of them, though nobody waits for it either (except under `durability
-//! = "full"`): it is the heaviest follower, a record for every event and every command.
-//! Lowered, it fell behind under that overload (53 k messages waiting in its mailbox
-//! after 20 s, the daemon at 228 MB instead of 80). Its follower now stops at
-//! `follower::MAILBOX_BOUND`, but the commands the HTTP layer hands it (one per order)
-//! would still pile up.
+//! Audit is one of them too, except under `durability = "full"` (there every command
+//! waits for audit's commit). It is the heaviest follower, a record for every event and
+//! every command, and once (session 18), lowered, it fell behind under overload (53 k
+//! messages waiting in its mailbox after 20 s, the daemon at 228 MB instead of 80).
+//! Nothing piles up in memory any more when it does: its follower stops at
+//! `follower::MAILBOX_BOUND`, and the commands the HTTP layer hands it go only to its
+//! journal while its mailbox is full (`audit::CommandLog`). Lowered, it kept up with a
+//! 300,000-order closed-loop overload, and with two CPU hogs beside the daemon its
+//! mailbox was back to empty right after; at 10,000 orders/s p99 was 3.2 ms against 3.5
+//! (BENCHMARKS.md, session 27).
 //!
 //! A Linux nice value is per thread, and a thread starts with its creator's: a service
 //! lowers its own thread before it opens its store, so the store's checkpointer is
-//! lowered too. The lane's and the HTTP workers' threads are never lowered, nor is
-//! audit's, but their stores' checkpointers lower themselves (`store::spawn_checkpointer`):
+//! lowered too. The lane's and the HTTP workers' threads are never lowered, but their
+//! stores' checkpointers lower themselves (`store::spawn_checkpointer`):
 //! at nice 0 a pass (a few ms of copying) held up a woken lane or HTTP worker until the
 //! next tick; lowered, p99.9 at 10,000 orders/s fell from 6.9–11.4 to 5.6–7.0 ms and
 //! C = 32 gained 2–3 % (BENCHMARKS.md, session 27).

@@ -207,8 +207,8 @@ fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
 
 /// Threads nobody's answer waits for run lower than the order path
 /// (`trading.background_nice`): every store's checkpointer among them, the trading
-/// lane's and audit's too; audit itself does not (it fell behind under overload). 0
-/// runs every thread alike.
+/// lane's too, and audit, except under "full" durability, where each command waits for
+/// its commit. 0 runs every thread alike.
 #[test]
 #[cfg(target_os = "linux")]
 fn background_threads_run_at_a_lower_priority_than_the_order_path() {
@@ -223,12 +223,16 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
             assert_eq!(*n, (base + 7).min(19), "{thread}, lowered once: {nice:?}");
         }
     }
-    for lowered in ["bus", "svc-market", "svc-notify", "svc-health"] {
+    for lowered in ["bus", "svc-market", "svc-notify", "svc-health", "svc-audit"] {
         assert_eq!(nice[lowered], (base + 7).min(19), "{lowered}: {nice:?}");
     }
-    for kept in ["svc-lane", "agtd", "svc-audit", "svc-users", "svc-auth", "svc-config"] {
+    for kept in ["svc-lane", "agtd", "svc-users", "svc-auth", "svc-config"] {
         assert_eq!(nice[kept], base, "{kept}: {nice:?}");
     }
+    let full = Daemon::with_config_env("[trading]\nbackground_nice = 7\n", &[("AGT_DURABILITY", "full")]);
+    let nice = nice_by_thread(full.pid());
+    assert_eq!(nice["svc-audit"], nice["agt"], "commands wait for audit's commit: {nice:?}");
+    assert_eq!(nice["ckpt-audit"], (nice["agt"] + 7).min(19), "{nice:?}");
 
     let alike = Daemon::with_config("[trading]\nbackground_nice = 0\n");
     let nice = nice_by_thread(alike.pid());

@@ -225,6 +225,13 @@ impl Service for Audit {
     const NAME: &'static str = "audit";
     const MIGRATIONS: &'static [&'static str] = records::MIGRATIONS;
 
+    /// Nobody's answer waits for audit's commit but under "full" durability: it runs
+    /// lower than the order path, and catches up when the order path waits
+    /// (`services::priority`).
+    fn background(durability: crate::services::store::Durability) -> bool {
+        durability == crate::services::store::Durability::Normal
+    }
+
     /// Not with "full" durability: there every command waits for audit's commit.
     fn linger(&self) -> Option<std::time::Duration> {
         (!self.commits_answer_commands).then_some(LINGER)
