@@ -23,11 +23,12 @@
 //!
 //! A Linux nice value is per thread, and a thread starts with its creator's: a service
 //! lowers its own thread before it opens its store, so the store's checkpointer is
-//! lowered too. The lane's and the HTTP workers' threads are never lowered, but their
-//! stores' checkpointers lower themselves (`store::spawn_checkpointer`):
-//! at nice 0 a pass (a few ms of copying) held up a woken lane or HTTP worker until the
-//! next tick; lowered, p99.9 at 10,000 orders/s fell from 6.9–11.4 to 5.6–7.0 ms and
-//! C = 32 gained 2–3 % (BENCHMARKS.md, session 27).
+//! lowered too. The lane's and the HTTP workers' threads are never lowered; the
+//! checkpointers of the lane's stores (and of audit's, under "full" durability) lower
+//! themselves (`store::spawn_checkpointer`): at nice 0 a pass (a few ms of copying) held
+//! up a woken lane or HTTP worker until the next tick; lowered, p99.9 at 10,000
+//! orders/s fell from 6.9–11.4 to 5.6–7.0 ms and C = 32 gained 2–3 % (BENCHMARKS.md,
+//! session 27).
 //!
 //! Apart from that, every thread of the daemon runs in the batch scheduling class
 //! ([`batch_this_thread`]): woken, it waits for the running thread's tick instead of
