@@ -136,6 +136,26 @@ async fn room<C>(handle: &Handle<C>, shutdown: &tokio::sync::watch::Receiver<boo
 }
 
 /// Starts feeding `handle`'s service; returns how to ask where it stands.
+/// A runtime of the followers' own, on a thread at the background priority
+/// (`services::priority`), running until `shutdown`: spawn them inside its
+/// [`tokio::runtime::Handle::enter`]. On the HTTP workers' runtime, every bus commit woke
+/// a worker for four feeds' work nobody's answer waits for, at the order path's priority
+/// and across two threads; on one lowered thread, the feeds of a commit run in one
+/// wake-up (closed loop at C = 32: +3 % orders/s, seven pairs; BENCHMARKS.md,
+/// session 27). `spawn_blocking` (a fallen-behind feed's replay) gets threads of its own
+/// that start lowered too.
+pub fn background_runtime(mut shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<tokio::runtime::Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new().name("followers".into()).spawn(move || {
+        crate::services::priority::lower_this_thread();
+        rt.block_on(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+    })?;
+    Ok(handle)
+}
+
 pub fn spawn<C: Send + 'static>(
     bus: Bus,
     handle: Handle<C>,

@@ -184,6 +184,8 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         shutdown,
     });
     use follower::{Feed, Filter};
+    let followers_rt = follower::background_runtime(app.shutdown.subscribe())?;
+    let on_followers_rt = followers_rt.enter();
     let seen = || Arc::new(std::sync::atomic::AtomicU64::new(0));
     let feed = Feed { last_seq: audit::Cmd::LastEventSeq, event: audit::Cmd::Event, filter: Filter::All };
     let audit_at = follower::spawn(bus.clone(), app.audit.clone(), feed, seen(), app.shutdown.subscribe());
@@ -197,6 +199,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let feed = Feed { last_seq: notify::Cmd::LastEventSeq, event: notify::Cmd::Event, filter: rules };
     let notify_at = follower::spawn(bus.clone(), app.notify.clone(), feed, seen(), app.shutdown.subscribe());
     let followers = vec![audit_at, health_at, market_at, notify_at];
+    drop(on_followers_rt);
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 

@@ -1,8 +1,9 @@
 //! The order path first: threads whose work nobody's answer waits for run at a lower CPU
 //! priority than the trading lane and the HTTP workers.
 //!
-//! After each placement is answered, the event bus, market data, notify and their stores'
-//! checkpointers wake up and do their part for that order. On two cores they took a core
+//! After each placement is answered, the event bus, the feeds it hands events to
+//! (`daemon::follower`, on a thread of their own), market data, notify and their
+//! stores' checkpointers wake up and do their part for that order. On two cores they took a core
 //! from the lane or an HTTP worker whenever they woke, and the order that arrived then
 //! waited for them (BENCHMARKS.md, session 18: with them at nice 10, p99 at one
 //! connection 1.4–1.6 ms instead of 1.6–1.9 ms, at 5,000 orders/s 5.0–5.7 ms instead of

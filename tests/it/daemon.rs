@@ -223,7 +223,7 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
             assert_eq!(*n, (base + 7).min(19), "{thread}, lowered once: {nice:?}");
         }
     }
-    for lowered in ["bus", "svc-market", "svc-notify", "svc-health", "svc-audit"] {
+    for lowered in ["bus", "followers", "svc-market", "svc-notify", "svc-health", "svc-audit"] {
         assert_eq!(nice[lowered], (base + 7).min(19), "{lowered}: {nice:?}");
     }
     for kept in ["svc-lane", "agtd", "svc-users", "svc-auth", "svc-config"] {
