@@ -336,6 +336,8 @@ pub struct Status {
     pub depth: AtomicI64,
     pub started_at: Mutex<Option<(Instant, String)>>,
     pub last_error: Mutex<Option<String>>,
+    /// Wakes whoever waits for the service to run ([`Status::until_running`]).
+    running: tokio::sync::Notify,
 }
 
 impl Status {
@@ -347,6 +349,7 @@ impl Status {
             depth: AtomicI64::new(0),
             started_at: Mutex::new(None),
             last_error: Mutex::new(None),
+            running: tokio::sync::Notify::new(),
         }
     }
     pub fn state(&self) -> State {
@@ -356,6 +359,22 @@ impl Status {
         self.state.store(s as u8, Ordering::Release);
         if s == State::Running {
             *self.started_at.lock().unwrap() = Some((Instant::now(), crate::api::now_rfc3339()));
+            self.running.notify_waiters();
+        }
+    }
+
+    /// Returns once the service is running: at once if it is, else when it next starts
+    /// (a caller at start-up that polled every 50 ms made every cold start ~50 ms late).
+    pub async fn until_running(&self) {
+        loop {
+            let started = self.running.notified();
+            tokio::pin!(started);
+            // Registered before the state is read, so a start in between still wakes it.
+            started.as_mut().enable();
+            if self.state() == State::Running {
+                return;
+            }
+            started.await;
         }
     }
 }
@@ -776,6 +795,25 @@ mod tests {
             after.event("ORDER_CREATED", serde_json::json!({"order_id": "ord_1"}));
             Ok(())
         }
+    }
+
+    /// A caller waiting for a service to run is woken when it starts, not by polling,
+    /// through a restart in between; one that asks a running service returns at once.
+    #[tokio::test]
+    async fn a_wait_for_a_service_to_run_ends_when_it_starts() {
+        let status = Arc::new(Status::new("starting"));
+        let waiter = tokio::spawn({
+            let status = status.clone();
+            async move { status.until_running().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the service has not started yet");
+        status.set_state(State::Restarting);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "restarting is not running");
+        status.set_state(State::Running);
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken when the service runs").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), status.until_running()).await.expect("a running service answers at once");
     }
 
     /// `n` commits of one event each; the id of the last one's outbox row.

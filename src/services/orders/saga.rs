@@ -373,6 +373,11 @@ async fn resume(app: &Arc<App>) {
     let unfinished = loop {
         match app.orders.call(Cmd::Unfinished).await {
             Ok(u) => break u,
+            // At start-up the lane is still opening its stores: ask again as soon as it
+            // runs. A lane that runs and still fails is given 50 ms before the next try.
+            Err(_) if app.orders.status.state() != crate::services::actor::State::Running => {
+                let _ = tokio::time::timeout(Duration::from_millis(50), app.orders.status.until_running()).await;
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
