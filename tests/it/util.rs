@@ -80,7 +80,7 @@ impl Daemon {
                 }
             }
             assert!(Instant::now() < deadline, "daemon not ready in 30 s: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
