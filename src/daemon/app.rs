@@ -3,6 +3,7 @@
 //! Routes reach services only through these handles (typed messages), never through a
 //! service's store or state.
 
+use crate::daemon::follower::Progress;
 use crate::daemon::supervisor::Supervisor;
 use crate::daemon::Home;
 use crate::services::actor::Handle;
@@ -42,8 +43,8 @@ pub struct App {
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.
     pub recovered: std::sync::atomic::AtomicBool,
-    /// How far the market service's event feed has gone (`daemon::follower`).
-    pub market_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// How far each service's event feed has gone (`daemon::follower`).
+    pub feeds: Feeds,
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -56,5 +57,38 @@ impl App {
     pub async fn sync_events(&self, timeout: std::time::Duration) {
         let _ = tokio::time::timeout(timeout, self.orders.call(orders::Cmd::Sync)).await;
         self.bus.sync(timeout).await;
+    }
+
+    /// Waits (each step at most [`SYNC_WAIT`]) until `feed` has handed its service every
+    /// event published so far, or skipped it: a call to the service after this comes
+    /// through its mailbox behind them, so a client reads what it has just done.
+    pub async fn feed_caught_up(&self, feed: &Progress) {
+        self.sync_events(SYNC_WAIT).await;
+        let target = self.bus.last_seq();
+        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+        while feed.seen.load(std::sync::atomic::Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+    }
+}
+
+/// The longest a read waits for each step of [`App::feed_caught_up`]: a service far
+/// behind under load answers with what it has by then.
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The progress of the event feeds of the services that build state from the bus.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    pub audit: Arc<Progress>,
+    pub health: Arc<Progress>,
+    pub market: Arc<Progress>,
+    pub notify: Arc<Progress>,
+}
+
+impl Feeds {
+    /// The feeds that have not caught up with the bus yet since start-up.
+    pub fn starting(&self) -> Vec<&'static str> {
+        let feeds = [("audit", &self.audit), ("health", &self.health), ("market", &self.market), ("notify", &self.notify)];
+        feeds.into_iter().filter(|(_, p)| !p.following.load(std::sync::atomic::Ordering::Acquire)).map(|(name, _)| name).collect()
     }
 }

@@ -107,6 +107,19 @@ impl<C: Send + 'static> Filter<C> {
     }
 }
 
+/// How far a feed has gone: `seen`, the last event it handed over or skipped (a reader
+/// that needs the service caught up waits for it, see the module's docs); `following`,
+/// whether it has caught up with the bus once since the daemon started, after the events
+/// its service had not recorded: `/ready` waits for every feed to get there, so that a
+/// client that starts the daemon and acts at once is audited, notified and on the tape
+/// like any later one (a webhook set right after start-up otherwise saw events from
+/// before it, replayed late).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub seen: std::sync::atomic::AtomicU64,
+    pub following: std::sync::atomic::AtomicBool,
+}
+
 /// Asks a follower's service for the last event it has recorded (`None` if it does not
 /// answer): the bus keeps every event after it (`daemon::retention`).
 pub type Position = Box<dyn Fn() -> futures::future::BoxFuture<'static, Option<u64>> + Send + Sync>;
@@ -160,7 +173,7 @@ pub fn spawn<C: Send + 'static>(
     bus: Bus,
     handle: Handle<C>,
     feed: Feed<C>,
-    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    progress: std::sync::Arc<Progress>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Position {
     use std::sync::atomic::Ordering::Release;
@@ -179,7 +192,8 @@ pub fn spawn<C: Send + 'static>(
                 return;
             }
             if handle.status.state() != State::Running {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Looks at shutdown again at least every 20 ms.
+                let _ = tokio::time::timeout(Duration::from_millis(20), handle.status.until_running()).await;
                 continue;
             }
             let restarts = handle.status.restarts.load(std::sync::atomic::Ordering::Relaxed);
@@ -217,11 +231,12 @@ pub fn spawn<C: Send + 'static>(
                     }
                 }
                 filter.tell_passed(&handle, last, &mut told);
-                seen.store(last, Release);
+                progress.seen.store(last, Release);
                 if n < 1000 {
                     break;
                 }
             }
+            progress.following.store(true, Release);
             // Then follow, until the service restarts or we fall behind.
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             'follow: loop {
@@ -256,7 +271,7 @@ pub fn spawn<C: Send + 'static>(
                                     handle.tell(wrap(Handed { after: told, event: e }));
                                     told = last;
                                 }
-                                seen.store(last, Release);
+                                progress.seen.store(last, Release);
                             }
                         }
                         Err(RecvError::Lagged(_)) => {
@@ -289,7 +304,7 @@ pub fn spawn<C: Send + 'static>(
 mod tests {
     use super::*;
     use crate::services::actor::{Envelope, Status};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex};
 
     enum Cmd {
@@ -321,7 +336,7 @@ mod tests {
         let end = published(&mut (1..=1500).map(|i| if i == 700 { "WANTED" } else { "OTHER" }));
         assert_eq!(end, base + 1500);
         let (handle, log) = recorder(base);
-        let seen = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress::default());
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let logged = |entry: (&str, u64)| {
@@ -338,7 +353,7 @@ mod tests {
             event: Cmd::Event,
             filter: Filter::Only { wants: Box::new(|k| k == "WANTED"), passed: Cmd::Passed },
         };
-        let position = rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
+        let position = rt.block_on(async { spawn(bus.clone(), handle, feed, progress.clone(), shutdown) });
         logged(("passed", base + 1500));
         assert_eq!(rt.block_on(position()), Some(base), "the position is what the service answers it recorded");
         let entries =
@@ -446,7 +461,7 @@ mod tests {
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter: Filter::All };
-        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, Arc::new(AtomicU64::new(0)), shutdown) });
+        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, Default::default(), shutdown) });
         let total = 3 * MAILBOX_BOUND as u64;
         for i in 0..total {
             bus.publish("OTHER", "test", serde_json::json!({ "i": i }));
@@ -481,7 +496,7 @@ mod tests {
         let (bus, _ctx) = crate::services::actor::ServiceCtx::for_tests(dir.path());
         let base = bus.last_seq();
         let (handle, log) = recorder(base);
-        let seen = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress::default());
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         // One thread: the follower runs only while the test awaits. Paused time: its
         // 200 ms timer cannot fire while the test publishes, so it meets the lag first.
@@ -498,13 +513,13 @@ mod tests {
         };
         let wait_until = |n: u64| {
             rt.block_on(async {
-                while seen.load(Ordering::Acquire) < base + n {
+                while progress.seen.load(Ordering::Acquire) < base + n {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
         };
         let feed = Feed { last_seq: Cmd::LastSeq, event: Cmd::Event, filter };
-        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, seen.clone(), shutdown) });
+        let _position = rt.block_on(async { spawn(bus.clone(), handle, feed, progress.clone(), shutdown) });
         // The follower has replayed the first event, and follows the live feed from then
         // on: the next 99 come live, the last of them skipped.
         published(1);

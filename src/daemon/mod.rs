@@ -180,24 +180,23 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         tokens,
         command_log,
         recovered: Default::default(),
-        market_seen: Default::default(),
+        feeds: Default::default(),
         shutdown,
     });
     use follower::{Feed, Filter};
     let followers_rt = follower::background_runtime(app.shutdown.subscribe())?;
     let on_followers_rt = followers_rt.enter();
-    let seen = || Arc::new(std::sync::atomic::AtomicU64::new(0));
     let feed = Feed { last_seq: audit::Cmd::LastEventSeq, event: audit::Cmd::Event, filter: Filter::All };
-    let audit_at = follower::spawn(bus.clone(), app.audit.clone(), feed, seen(), app.shutdown.subscribe());
+    let audit_at = follower::spawn(bus.clone(), app.audit.clone(), feed, app.feeds.audit.clone(), app.shutdown.subscribe());
     let lifecycle = Filter::Only { wants: Box::new(|kind| kind.starts_with("SERVICE_")), passed: health::Cmd::Passed };
     let feed = Feed { last_seq: health::Cmd::LastEventSeq, event: health::Cmd::Event, filter: lifecycle };
-    let health_at = follower::spawn(bus.clone(), app.health.clone(), feed, seen(), app.shutdown.subscribe());
+    let health_at = follower::spawn(bus.clone(), app.health.clone(), feed, app.feeds.health.clone(), app.shutdown.subscribe());
     let trades = Filter::Only { wants: Box::new(|kind| kind == "TRADE_EXECUTED"), passed: market::Cmd::Passed };
     let feed = Feed { last_seq: market::Cmd::LastEventSeq, event: market::Cmd::Event, filter: trades };
-    let market_at = follower::spawn(bus.clone(), app.market.clone(), feed, app.market_seen.clone(), app.shutdown.subscribe());
+    let market_at = follower::spawn(bus.clone(), app.market.clone(), feed, app.feeds.market.clone(), app.shutdown.subscribe());
     let rules = Filter::Only { wants: Box::new(ctx.notify_interest.clone().feed_wants(shared.clone())), passed: notify::Cmd::Passed };
     let feed = Feed { last_seq: notify::Cmd::LastEventSeq, event: notify::Cmd::Event, filter: rules };
-    let notify_at = follower::spawn(bus.clone(), app.notify.clone(), feed, seen(), app.shutdown.subscribe());
+    let notify_at = follower::spawn(bus.clone(), app.notify.clone(), feed, app.feeds.notify.clone(), app.shutdown.subscribe());
     let followers = vec![audit_at, health_at, market_at, notify_at];
     drop(on_followers_rt);
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());

@@ -2,6 +2,7 @@
 
 use crate::util::*;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 #[test]
 fn socket_is_private_and_agtd_json_describes_the_daemon() {
@@ -213,15 +214,17 @@ fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
 #[cfg(target_os = "linux")]
 fn background_threads_run_at_a_lower_priority_than_the_order_path() {
     let dm = Daemon::with_config("[trading]\nbackground_nice = 7\n");
-    let nice = nice_by_thread(dm.pid());
-    // The main thread runs as the test that started the daemon.
-    let base = nice["agt"];
-    let checkpointers = nice.keys().filter(|t| t.starts_with("ckpt-")).count();
     let stores = std::fs::read_dir(dm.path().join("data"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "db"))
         .count();
-    assert_eq!(checkpointers, stores, "one per store: {nice:?}");
+    // A new thread names itself once it runs: until then it has its creator's name.
+    let nice = wait_until("a checkpointer per store", Duration::from_secs(10), || {
+        let nice = nice_by_thread(dm.pid());
+        (nice.keys().filter(|t| t.starts_with("ckpt-")).count() == stores).then_some(nice)
+    });
+    // The main thread runs as the test that started the daemon.
+    let base = nice["agt"];
     for (thread, n) in &nice {
         if thread.starts_with("ckpt-") {
             assert_eq!(*n, (base + 7).min(19), "{thread}, lowered once: {nice:?}");

@@ -107,17 +107,6 @@ fn webhook(url: &str, events: &[&str], secret: Option<&str>) -> String {
     s
 }
 
-fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn deliveries(d: &Daemon) -> Vec<Value> {
     d.ok("GET", "/api/notifications", None).as_array().expect("a JSON array").clone()
 }

@@ -277,3 +277,16 @@ pub fn code(v: &Value) -> &str {
 pub fn dec(v: &Value) -> rust_decimal::Decimal {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
+
+/// Polls `f` until it gives something, for at most `within`: a readiness check for
+/// what the daemon does in the background.
+pub fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -21,10 +21,13 @@ pub struct AuditQuery {
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
     let (since, actor, limit) = (q.since, q.actor, q.limit.unwrap_or(100).min(100_000));
+    // Events reach audit through its feed: a client lists what it has just done.
+    app.feed_caught_up(&app.feeds.audit).await;
     Ok(ok(app.audit.call(|reply| Cmd::List { since, actor, limit, reply }).await?))
 }
 
 pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
     caller.require_reader()?;
+    app.feed_caught_up(&app.feeds.audit).await;
     Ok(ok(app.audit.call(Cmd::Verify).await?))
 }

@@ -37,5 +37,12 @@ pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<s
     }
     let mut changes = Vec::new();
     flatten("", &body, &mut changes);
+    if changes.iter().any(|(key, _)| key.starts_with("notify.")) {
+        // Notify reads its webhooks as they stand when an event reaches it: first let it
+        // handle every event published so far, so that a webhook changed here applies
+        // to the events after the change, not to older ones its feed had not handed over.
+        app.feed_caught_up(&app.feeds.notify).await;
+        let _ = app.notify.call(crate::services::notify::Cmd::LastEventSeq).await;
+    }
     Ok(ok(app.config.call(|r| Cmd::Set(changes, r)).await?))
 }

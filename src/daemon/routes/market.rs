@@ -50,16 +50,9 @@ pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, Path(symbo
 /// traded reads its own trade on the tape. The feed skips events market does not use, so
 /// "seen" is the feed's progress, then one round trip behind what it delivered.
 async fn caught_up(app: &App) {
-    app.sync_events(SYNC_WAIT).await;
-    let target = app.bus.last_seq();
-    let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-    while app.market_seen.load(std::sync::atomic::Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-    }
+    app.feed_caught_up(&app.feeds.market).await;
     let _ = app.market.call(Cmd::LastEventSeq).await;
 }
-
-const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The tape, newest first: `?limit=` (default 100, at most 10000).
 pub async fn trades(

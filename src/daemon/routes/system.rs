@@ -22,15 +22,19 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Health> {
 }
 
 pub async fn ready(State(app): State<Arc<App>>) -> Response {
+    let not_ready = |message: String| crate::daemon::http::Failure(ApiError::new(503, "not_ready", message)).into_response();
     if !app.recovered.load(std::sync::atomic::Ordering::Acquire) {
-        return crate::daemon::http::Failure(ApiError::new(503, "not_ready", "recovering interrupted orders")).into_response();
+        return not_ready("recovering interrupted orders".into());
     }
-    if app.supervisor.all_running() {
-        (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
-    } else {
+    if !app.supervisor.all_running() {
         let down: Vec<_> = app.supervisor.list().into_iter().filter(|s| s.state != "running").map(|s| s.name).collect();
-        crate::daemon::http::Failure(ApiError::new(503, "not_ready", format!("services not running: {}", down.join(", ")))).into_response()
+        return not_ready(format!("services not running: {}", down.join(", ")));
     }
+    let starting = app.feeds.starting();
+    if !starting.is_empty() {
+        return not_ready(format!("event feeds catching up with the bus: {}", starting.join(", ")));
+    }
+    (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
 }
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
