@@ -84,11 +84,3 @@ pub struct Feeds {
     pub market: Arc<Progress>,
     pub notify: Arc<Progress>,
 }
-
-impl Feeds {
-    /// The feeds that have not caught up with the bus yet since start-up.
-    pub fn starting(&self) -> Vec<&'static str> {
-        let feeds = [("audit", &self.audit), ("health", &self.health), ("market", &self.market), ("notify", &self.notify)];
-        feeds.into_iter().filter(|(_, p)| !p.following.load(std::sync::atomic::Ordering::Acquire)).map(|(name, _)| name).collect()
-    }
-}

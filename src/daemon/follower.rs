@@ -107,17 +107,12 @@ impl<C: Send + 'static> Filter<C> {
     }
 }
 
-/// How far a feed has gone: `seen`, the last event it handed over or skipped (a reader
-/// that needs the service caught up waits for it, see the module's docs); `following`,
-/// whether it has caught up with the bus once since the daemon started, after the events
-/// its service had not recorded: `/ready` waits for every feed to get there, so that a
-/// client that starts the daemon and acts at once is audited, notified and on the tape
-/// like any later one (a webhook set right after start-up otherwise saw events from
-/// before it, replayed late).
+/// How far a feed has gone: the last event it handed over or skipped. A reader that needs
+/// the service caught up waits for it (`App::feed_caught_up`, see the module's docs);
+/// right after start-up that includes the replay of what the service had not recorded.
 #[derive(Debug, Default)]
 pub struct Progress {
     pub seen: std::sync::atomic::AtomicU64,
-    pub following: std::sync::atomic::AtomicBool,
 }
 
 /// Asks a follower's service for the last event it has recorded (`None` if it does not
@@ -236,7 +231,6 @@ pub fn spawn<C: Send + 'static>(
                     break;
                 }
             }
-            progress.following.store(true, Release);
             // Then follow, until the service restarts or we fall behind.
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             'follow: loop {

@@ -30,10 +30,6 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
         let down: Vec<_> = app.supervisor.list().into_iter().filter(|s| s.state != "running").map(|s| s.name).collect();
         return not_ready(format!("services not running: {}", down.join(", ")));
     }
-    let starting = app.feeds.starting();
-    if !starting.is_empty() {
-        return not_ready(format!("event feeds catching up with the bus: {}", starting.join(", ")));
-    }
     (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
 }
 
