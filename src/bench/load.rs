@@ -278,10 +278,12 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         },
     );
     let daemon_pid = conns.first().and_then(|c| c.peer_pid);
+    let times_before = placement_times(&mut conns).await;
     let cpu_before = super::cpu::Usage::now(daemon_pid);
     let ((back_conns, back_plan), outs, started) = phase(conns, Arc::new(plan)).await;
     let cpu_after = super::cpu::Usage::now(daemon_pid);
     conns = back_conns;
+    let times_after = placement_times(&mut conns).await;
     let plan = back_plan;
 
     let mut hist = histogram();
@@ -445,7 +447,18 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
             let (bench, daemon) = cpu_before.per_order(&cpu_after, acknowledged);
             CpuPerOrder { bench, daemon }
         },
+        daemon_time: times_before.zip(times_after).map(|(before, after)| after.since(&before)),
     })
+}
+
+/// The daemon's placement-time histogram (`super::daemon_time`), read on the first
+/// connection; `None` if the daemon does not give it.
+async fn placement_times(conns: &mut [Conn]) -> Option<super::daemon_time::Buckets> {
+    let answer = conns.first_mut()?.request(Method::GET, "/metrics", None).await.ok()?;
+    if !answer.is_success() {
+        return None;
+    }
+    super::daemon_time::Buckets::parse(std::str::from_utf8(&answer.body).ok()?)
 }
 
 /// Creates one bench user, funds it and raises its limits; its id.

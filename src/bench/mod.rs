@@ -27,6 +27,7 @@
 
 pub mod conn;
 mod cpu;
+pub mod daemon_time;
 mod load;
 mod pacer;
 pub mod report;

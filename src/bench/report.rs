@@ -60,6 +60,9 @@ pub struct Report {
     pub sched: String,
     /// CPU time per acknowledged order during the measured phase.
     pub cpu_us_per_order: CpuPerOrder,
+    /// The daemon's own placement time during the measured phase: the share of its
+    /// placements over each bound (`null` if its `/metrics` could not be read).
+    pub daemon_time: Option<super::daemon_time::DaemonTime>,
 }
 
 /// CPU time (user and system) per acknowledged order, µs, spent during the measured phase:
@@ -190,6 +193,9 @@ pub fn render(r: &Report) -> String {
     let latency =
         format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
     lines.push(("latency µs".into(), latency));
+    if let Some(t) = &r.daemon_time {
+        lines.push(("daemon time".into(), super::daemon_time::render(t)));
+    }
     if r.cancels + r.cancels_too_late > 0 {
         let l = &r.cancel_latency_us;
         let late = if r.cancels_too_late > 0 { format!(", {} too late (filled first)", r.cancels_too_late) } else { String::new() };

@@ -59,6 +59,19 @@ fn sane(d: &Daemon, r: &Value, orders: u64, verified: u64, concurrency: u64, sym
     }
 }
 
+/// The daemon's own placement times in the measured phase: at least the bench's orders
+/// (only the bench places here), and shares over the bounds that fall as the bounds grow.
+fn daemon_time_is_sane(r: &Value, orders: u64) {
+    let t = &r["daemon_time"];
+    assert_eq!(t["placements"], orders, "the daemon timed every measured placement, warm-up apart: {r}");
+    let mut over: Vec<(u64, f64)> =
+        t["over_us"].as_object().unwrap().iter().map(|(k, v)| (k.parse().unwrap(), v.as_f64().unwrap())).collect();
+    over.sort_by_key(|(us, _)| *us);
+    assert_eq!(over.iter().map(|(us, _)| *us).collect::<Vec<_>>(), [160, 320, 640, 1280, 2560, 5120], "{r}");
+    assert!(over.iter().all(|(_, share)| (0.0..=1.0).contains(share)), "{r}");
+    assert!(over.windows(2).all(|w| w[0].1 >= w[1].1), "a longer bound has no more placements over it: {r}");
+}
+
 #[test]
 fn closed_loop_over_the_socket_and_over_http() {
     let d = Daemon::start();
@@ -76,6 +89,7 @@ fn closed_loop_over_the_socket_and_over_http() {
     if cfg!(target_os = "linux") {
         assert!(cpu["daemon"].as_f64().is_some_and(|us| us >= 0.0), "{r}");
     }
+    daemon_time_is_sane(&r, 300);
 
     // Over TCP: the bench makes an admin token over the socket and revokes it after.
     let r2 = bench(&d, &["--orders", "300", "--concurrency", "4", "--symbols", "2", "--via", "http"]);
@@ -86,6 +100,7 @@ fn closed_loop_over_the_socket_and_over_http() {
     assert_eq!(r2["cleanup"]["token_revoked"], true, "{r2}");
     assert!(r2["cpu_us_per_order"]["bench"].as_f64().is_some(), "{r2}");
     assert_eq!(r2["cpu_us_per_order"]["daemon"], Value::Null, "a TCP peer's process is not known: {r2}");
+    daemon_time_is_sane(&r2, 300);
     assert_ne!(r["prefix"], r2["prefix"], "runs name their users and symbols apart");
     assert_ne!(r["symbols"], r2["symbols"]);
     let tokens = d.ok("GET", "/api/tokens", None);
