@@ -97,7 +97,13 @@ impl<T: DeserializeOwned> Snapshot<T> {
                 continue; // every record in it is at or below `seq`
             }
             let mut bytes = Vec::new();
-            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| io("read", path, e))?;
+            match File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+                Ok(_) => {}
+                // Only a pruned segment goes while the journal is open, and every record
+                // in it was applied (see [`Journal::check_frames`]).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", path, e)),
+            }
             for (at, payload) in decode(&bytes).0 {
                 if at <= seq || at > self.last {
                     continue;
@@ -267,15 +273,19 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         segments.sort();
         let mut j =
             Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
-        j.last = j.scan(true)?.last().map_or(0, |(seq, _)| *seq);
+        j.last = j.check_frames(true)?;
         Ok(j)
     }
 
-    /// Reads every record, checking that each frame checks out and that the numbers
-    /// rise. With `repair`, a journal that ends in a frame that does not check out is cut
-    /// there (that segment truncated, later ones removed).
-    fn scan(&mut self, repair: bool) -> Result<Vec<(i64, T)>, ServiceError> {
-        let mut out: Vec<(i64, T)> = Vec::new();
+    /// Reads every frame, checking that each checks out and that the numbers rise, and
+    /// gives the newest record's number (0 if none). With `repair`, a journal that ends
+    /// in a frame that does not check out is cut there (that segment truncated, later
+    /// ones removed). Records are not decoded here: after a clean stop every one is
+    /// applied already, and decoding a segment's JSON twice (here, then for the lane's
+    /// redo) was most of a start-up after a busy run (60 ms against 27 with ~5 k records
+    /// left; BENCHMARKS.md, session 28). [`Journal::after`] decodes what is to be redone.
+    fn check_frames(&mut self, repair: bool) -> Result<i64, ServiceError> {
+        let mut last: Option<i64> = None;
         let mut cut_at = None;
         for (i, (_, path)) in self.segments.iter().enumerate() {
             let mut bytes = Vec::new();
@@ -288,19 +298,15 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
                 Err(e) => return Err(io("read", path, e)),
             }
             let (frames, good) = decode(&bytes);
-            for (seq, payload) in frames {
-                if let Some((prev, _)) = out.last() {
-                    if seq <= *prev {
-                        return Err(ServiceError::Other(format!(
-                            "the journal {} is damaged: record {seq} follows {prev} in {}",
-                            self.name,
-                            path.display()
-                        )));
-                    }
+            for (seq, _) in frames {
+                if let Some(prev) = last.filter(|prev| seq <= *prev) {
+                    return Err(ServiceError::Other(format!(
+                        "the journal {} is damaged: record {seq} follows {prev} in {}",
+                        self.name,
+                        path.display()
+                    )));
                 }
-                let record = serde_json::from_slice(payload)
-                    .map_err(|e| ServiceError::Other(format!("record {seq} of the journal {} does not read back: {e}", self.name)))?;
-                out.push((seq, record));
+                last = Some(seq);
             }
             if good < bytes.len() {
                 cut_at = Some((i, good, bytes.len() - good));
@@ -316,7 +322,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
                 std::fs::remove_file(&later).map_err(|e| io("remove", &later, e))?;
             }
         }
-        Ok(out)
+        Ok(last.unwrap_or(0))
     }
 
     /// Appends `records`, numbered from `first`. Once it returns, the placements are
@@ -392,10 +398,10 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
     }
 
     /// The records after `seq`, oldest first, read from the log, and the newest record's
-    /// number (0 if the journal never held one). The lane asks as it starts.
+    /// number (0 if the journal never held one). The lane asks as it starts; only the
+    /// segments that can hold such records are read, and only those records decoded.
     pub fn after(&mut self, seq: i64) -> Result<(i64, Vec<(i64, T)>), ServiceError> {
-        let records = self.scan(false)?;
-        Ok((self.last, records.into_iter().filter(|(s, _)| *s > seq).collect()))
+        Ok((self.last, self.snapshot().read(seq, usize::MAX)?))
     }
 
     /// The newest record's number (0 if the journal never held one).
@@ -501,6 +507,25 @@ mod tests {
         assert_eq!(c.order.price, Some("100.5".parse().unwrap()));
         j.append_all(4, &[record("d")]).unwrap();
         assert_eq!(ids(&j.after(3).unwrap().1), [(4, "d".to_string())]);
+    }
+
+    /// Opening checks the frames without decoding a record, and `after` decodes only the
+    /// records it returns: one at or below the mark that would not read back costs
+    /// nothing (it was applied), one past the mark is an error.
+    #[test]
+    fn only_the_records_past_the_mark_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::daemon::Home::at(dir.path());
+        let mut j = Journal::open(&home, Durability::Normal).unwrap();
+        j.append_all(1, &[record("a")]).unwrap();
+        j.append_all(2, &["not an intake record"]).unwrap();
+        j.append_all(3, &[record("c")]).unwrap();
+        drop(j);
+        let mut j = Journal::open(&home, Durability::Normal).expect("the frames check out");
+        let (last, records) = j.after(2).unwrap();
+        assert_eq!((last, ids(&records)), (3, vec![(3, "c".into())]));
+        let err = j.after(1).expect_err("record 2 is to be redone and does not read back");
+        assert!(err.to_string().contains("record 2"), "{err}");
     }
 
     /// A power loss may leave the last frame half written: it and what follows are

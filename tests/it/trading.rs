@@ -574,6 +574,26 @@ fn kill_restart_and_buy_five(dm: &mut Daemon, sym: &str, taker: &str) {
     assert_eq!(buy["status"], "filled", "{buy}");
 }
 
+/// A clean stop leaves the intake journal empty: the three stores hold every record, so
+/// the next start has nothing to read or redo, and the book and the orders are all
+/// there (the priority too).
+#[test]
+fn a_clean_stop_leaves_nothing_in_the_intake_journal() {
+    let mut dm = Daemon::start();
+    let (sym, first, _, t) = two_sells_at_ten(&dm, "c");
+    let journal = dm.path().join("data/trading-journal");
+    let segments = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log")).count()
+    };
+    assert!(segments(&journal) > 0, "the placements are journalled");
+    assert!(dm.stop().success());
+    assert_eq!(segments(&journal), 0, "a clean stop prunes what the stores have committed");
+    dm.spawn();
+    let (_, buy) = dm.place(&t, &sym, "buy", "5", Some("10.00"));
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{first}"), None)["status"], "filled", "time priority kept");
+}
+
 #[test]
 fn books_are_rebuilt_in_priority_order_after_a_restart() {
     let mut dm = Daemon::start();
