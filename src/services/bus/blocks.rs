@@ -136,8 +136,8 @@ pub(super) fn legacy_holds(conn: &Connection, event_id: &str) -> rusqlite::Resul
 pub(super) fn bounds(conn: &Connection) -> rusqlite::Result<(Option<u64>, u64, u64)> {
     let (legacy_first, legacy_last): (Option<i64>, i64) =
         conn.query_row("SELECT min(seq), coalesce(max(seq), 0) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let (first, last): (Option<i64>, i64) =
-        conn.query_row("SELECT min(first_seq), coalesce(max(last_seq), 0) FROM event_blocks", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let first = first_in_blocks(conn)?;
+    let last: i64 = conn.query_row("SELECT coalesce(max(last_seq), 0) FROM event_blocks", [], |r| r.get(0))?;
     let first = legacy_first.or(first).map(|s| s as u64);
     Ok((first, (last.max(legacy_last)) as u64, legacy_last as u64))
 }
@@ -281,8 +281,15 @@ pub(super) fn prune(conn: &Connection, end: u64) -> rusqlite::Result<Option<u64>
         ])?;
     }
     let legacy: Option<i64> = conn.query_row("SELECT min(seq) FROM events", [], |r| r.get(0))?;
-    let blocks: Option<i64> = conn.query_row("SELECT min(first_seq) FROM event_blocks", [], |r| r.get(0))?;
-    Ok(legacy.or(blocks).map(|s| s as u64))
+    Ok(legacy.or(first_in_blocks(conn)?).map(|s| s as u64))
+}
+
+/// The oldest event kept in blocks: the first of the block with the lowest `last_seq`
+/// (blocks hold consecutive runs, in order). `min(first_seq)` read every block, as no
+/// index holds `first_seq`: ~40 ms with 40 k blocks (2 GB) in the page cache, at each
+/// start (on the main thread, before any service) and at each pruning pass.
+fn first_in_blocks(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT first_seq FROM event_blocks ORDER BY last_seq LIMIT 1", [], |r| r.get(0)).optional()
 }
 
 #[cfg(test)]
