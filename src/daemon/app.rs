@@ -76,11 +76,11 @@ impl App {
 /// behind under load answers with what it has by then.
 pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The progress of the event feeds of the services that build state from the bus.
+/// The progress of the event feeds whose services' state a route reads (health's
+/// history is read by nobody who must see their own write).
 #[derive(Debug, Default)]
 pub struct Feeds {
     pub audit: Arc<Progress>,
-    pub health: Arc<Progress>,
     pub market: Arc<Progress>,
     pub notify: Arc<Progress>,
 }

@@ -273,18 +273,17 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         segments.sort();
         let mut j =
             Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
-        j.last = j.check_frames(true)?;
+        j.last = j.check_frames()?;
         Ok(j)
     }
 
     /// Reads every frame, checking that each checks out and that the numbers rise, and
-    /// gives the newest record's number (0 if none). With `repair`, a journal that ends
-    /// in a frame that does not check out is cut there (that segment truncated, later
-    /// ones removed). Records are not decoded here: after a clean stop every one is
+    /// gives the newest record's number (0 if none). A journal that ends in a frame that
+    /// does not check out is cut there (that segment truncated, later ones removed). Records are not decoded here: after a clean stop every one is
     /// applied already, and decoding a segment's JSON twice (here, then for the lane's
     /// redo) was most of a start-up after a busy run (60 ms against 27 with ~5 k records
     /// left; BENCHMARKS.md, session 28). [`Journal::after`] decodes what is to be redone.
-    fn check_frames(&mut self, repair: bool) -> Result<i64, ServiceError> {
+    fn check_frames(&mut self) -> Result<i64, ServiceError> {
         let mut last: Option<i64> = None;
         let mut cut_at = None;
         for (i, (_, path)) in self.segments.iter().enumerate() {
@@ -313,7 +312,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
                 break;
             }
         }
-        if let (Some((i, good, dropped)), true) = (cut_at, repair) {
+        if let Some((i, good, dropped)) = cut_at {
             let path = self.segments[i].1.clone();
             tracing::warn!(path = %path.display(), kept = good, dropped, "a journal ends in a frame that does not check out (cut by a power loss?): dropped from there");
             let f = OpenOptions::new().write(true).open(&path).map_err(|e| io("open", &path, e))?;
