@@ -130,6 +130,10 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let started = Instant::now();
     let durability = settings.durability;
     crate::services::priority::set_background_nice(settings.trading.background_nice as u32);
+    let cores = crate::services::priority::confine_background(settings.trading.confine_background);
+    if !cores.is_empty() {
+        tracing::debug!(?cores, "the background threads run on these cores");
+    }
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
     let directory = crate::services::users::Directory::default();

@@ -34,8 +34,21 @@
 //! Apart from that, every thread of the daemon runs in the batch scheduling class
 //! ([`batch_this_thread`]): woken, it waits for the running thread's tick instead of
 //! preempting it, so work handed over in batches is done in batches.
+//!
+//! The same threads also run on fewer cores ([`confine_background`],
+//! `trading.confine_background`): the last quarter of the cores the daemon may use, at
+//! least one, when it may use two or more. The order path keeps every core. On two
+//! cores that leaves one where no background burst (an audit batch, a checkpoint pass)
+//! is running when an order wakes the lane or an HTTP worker. It matters most when
+//! other programs want the cores too: with two CPU hogs beside the daemon, closed loop
+//! at C = 32 gave 11.6–13.8 k orders/s against 9.3–11.4 k, better in each of five pairs.
+//! Alone, the daemon keeps its throughput (six pairs, 22.3 k against 22.4 k) and
+//! background work keeps up (audit's mailbox and the bus's backlog over a 300 k-order
+//! overload as without); at 10,000/s the median p99 of ten pairs was 3.8 against 3.9
+//! ms (BENCHMARKS.md, session 29).
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 /// How much lower background threads run (`trading.background_nice`); 0 until the daemon
 /// sets it, so tests and tools that start services run them all alike.
@@ -47,14 +60,43 @@ pub fn set_background_nice(nice: u32) {
     BACKGROUND_NICE.store(nice.min(19), Ordering::Relaxed);
 }
 
+/// The cores background threads are confined to ([`confine_background`]); empty: every
+/// core, as before the daemon sets it, so tests and tools that start services run them
+/// all alike.
+static BACKGROUND_CORES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Confines the threads started as background from now on to [`background_cores`] of the
+/// cores this thread may run on, or (`on` false) to none. Read once per thread, when it
+/// starts: not hot. Gives the cores chosen (empty: every core).
+pub fn confine_background(on: bool) -> Vec<usize> {
+    let cores = if on { background_cores(&allowed_cores()) } else { Vec::new() };
+    *BACKGROUND_CORES.lock().unwrap_or_else(|e| e.into_inner()) = cores.clone();
+    cores
+}
+
+/// Which of `allowed` (the cores the daemon may use, in ascending order) its background
+/// threads get: the last quarter, at least one; none (every core) below two cores, where
+/// there is no core to keep for the order path.
+pub fn background_cores(allowed: &[usize]) -> Vec<usize> {
+    if allowed.len() < 2 {
+        return Vec::new();
+    }
+    let n = (allowed.len() / 4).max(1);
+    allowed[allowed.len() - n..].to_vec()
+}
+
 /// Lowers the calling thread's priority by the configured increment, and so that of the
-/// threads it starts afterwards. Gives the thread's nice value afterwards, `None` where
-/// it cannot (not Linux, or refused: then the thread runs as before, which is only
-/// slower under load).
+/// threads it starts afterwards, and confines it to the background's cores. Gives the
+/// thread's nice value afterwards, `None` where it cannot (not Linux, or refused: then
+/// the thread runs as before, which is only slower under load).
 pub fn lower_this_thread() -> Option<i32> {
     let by = BACKGROUND_NICE.load(Ordering::Relaxed);
     let now = lower_by(by);
     LOWERED.set(now.is_some());
+    let cores = BACKGROUND_CORES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !cores.is_empty() {
+        run_on(&cores);
+    }
     now
 }
 
@@ -122,6 +164,43 @@ fn batch() -> bool {
     false
 }
 
+/// The cores the calling thread may run on (its affinity), in ascending order.
+#[cfg(target_os = "linux")]
+pub fn allowed_cores() -> Vec<usize> {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn allowed_cores() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Confines the calling thread, and the threads it starts afterwards, to `cores`.
+#[cfg(target_os = "linux")]
+fn run_on(cores: &[usize]) -> bool {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; `CPU_SET` stays within it (cores come
+    // from `sched_getaffinity`, below `CPU_SETSIZE`); pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_on(_cores: &[usize]) -> bool {
+    false
+}
+
 /// This thread's nice value as the kernel reports it (`/proc/thread-self/stat`, field 19),
 /// for tests.
 #[cfg(all(test, target_os = "linux"))]
@@ -152,6 +231,35 @@ mod tests {
         assert_eq!(child, lowered, "a thread starts with its creator's nice value");
         assert_eq!(nice_of_this_thread(), before, "the creator keeps its own");
         assert_eq!(lower_by(0), Some(before), "0 changes nothing");
+    }
+
+    /// The background gets the last quarter of the cores, at least one, and none (every
+    /// core) when there is only one: the order path must keep a core of its own.
+    #[test]
+    fn the_background_gets_the_last_quarter_of_the_cores() {
+        assert_eq!(background_cores(&[]), Vec::<usize>::new());
+        assert_eq!(background_cores(&[3]), Vec::<usize>::new(), "one core: nothing to keep apart");
+        assert_eq!(background_cores(&[0, 1]), [1]);
+        assert_eq!(background_cores(&[0, 1, 2]), [2]);
+        assert_eq!(background_cores(&[0, 1, 2, 3, 4, 5, 6, 7]), [6, 7]);
+        assert_eq!(background_cores(&[2, 5, 9, 11]), [11], "the cores allowed, not 0..n");
+    }
+
+    /// A confined thread runs on the cores given, so does a thread it starts, and the
+    /// thread that started it keeps its own.
+    #[test]
+    fn a_confined_thread_and_its_children_run_on_its_cores() {
+        let before = allowed_cores();
+        assert!(!before.is_empty(), "this thread runs somewhere");
+        let last = *before.last().unwrap();
+        let (own, child) = std::thread::spawn(move || {
+            assert!(run_on(&[last]), "narrowing one's own affinity needs no privilege");
+            (allowed_cores(), std::thread::spawn(allowed_cores).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, child), (vec![last], vec![last]));
+        assert_eq!(allowed_cores(), before, "the creator keeps its own cores");
     }
 
     /// A thread put in the batch class is in it, so is a thread it starts, and the

@@ -247,6 +247,64 @@ fn background_threads_run_at_a_lower_priority_than_the_order_path() {
     alike.cli().args(["config", "set", "trading.background_nice", "20"]).assert().code(1).stderr(predicates::str::contains("from 0 to 19"));
 }
 
+/// The cores a thread may run on, from a `Cpus_allowed_list` line's value ("0-1,4").
+fn cores_in(list: &str) -> Vec<usize> {
+    let mut cores = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        cores.extend(from.parse::<usize>().unwrap()..=to.parse::<usize>().unwrap());
+    }
+    cores
+}
+
+/// The cores each of the daemon's threads may run on, by name.
+fn cores_by_thread(pid: u32) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(status)) = (std::fs::read_to_string(task.join("comm")), std::fs::read_to_string(task.join("status"))) else {
+            continue;
+        };
+        let list = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap();
+        out.insert(name.trim().to_string(), cores_in(list));
+    }
+    out
+}
+
+/// The threads nobody's answer waits for run on the last quarter of the daemon's cores
+/// (at least one, when it has two or more: `trading.confine_background`), every store's
+/// checkpointer among them; the order path keeps every core. `false` leaves every thread
+/// on every core.
+#[test]
+#[cfg(target_os = "linux")]
+fn background_threads_run_on_fewer_cores_than_the_order_path() {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let all = cores_in(status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap());
+    let background = if all.len() >= 2 { all[all.len() - (all.len() / 4).max(1)..].to_vec() } else { all.clone() };
+    let dm = Daemon::start();
+    let stores = std::fs::read_dir(dm.path().join("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "db"))
+        .count();
+    // A new thread names itself once it runs: until then it has its creator's name.
+    let cores = wait_until("a checkpointer per store", Duration::from_secs(10), || {
+        let cores = cores_by_thread(dm.pid());
+        (cores.keys().filter(|t| t.starts_with("ckpt-")).count() == stores).then_some(cores)
+    });
+    for (thread, c) in cores.iter().filter(|(t, _)| t.starts_with("ckpt-")) {
+        assert_eq!(*c, background, "{thread}: {cores:?}");
+    }
+    for confined in ["bus", "followers", "svc-market", "svc-notify", "svc-health", "svc-audit"] {
+        assert_eq!(cores[confined], background, "{confined}: {cores:?}");
+    }
+    for kept in ["svc-lane", "agtd", "svc-users", "svc-auth", "svc-config", "agt"] {
+        assert_eq!(cores[kept], all, "{kept}: {cores:?}");
+    }
+    let free = Daemon::with_config("[trading]\nconfine_background = false\n");
+    let cores = cores_by_thread(free.pid());
+    assert!(cores.values().all(|c| *c == all), "{cores:?}");
+}
+
 /// The scheduling class of each of the daemon's threads, by name (`chrt`'s numbers:
 /// 0 normal, 3 batch).
 fn class_by_thread(pid: u32) -> std::collections::BTreeMap<String, u32> {

@@ -77,6 +77,9 @@ pub struct TradingSettings {
     /// Whether the daemon's threads run in Linux's batch scheduling class, where a thread
     /// that wakes does not preempt the one running. See `services::priority`.
     pub sched_batch: bool,
+    /// Whether the threads nobody's answer waits for run on fewer cores than the order
+    /// path. See `services::priority`.
+    pub confine_background: bool,
 }
 
 /// The global pre-trade limits (per-user limits, kept by the risk service, override them).
@@ -266,6 +269,7 @@ const KEYS: &[Key] = &[
     Key { name: "trading.spin_us", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
     Key { name: "trading.background_nice", kind: Kind::Whole { min: 0, max: 19 }, hot: false },
     Key { name: "trading.sched_batch", kind: Kind::Bool, hot: false },
+    Key { name: "trading.confine_background", kind: Kind::Bool, hot: false },
     Key { name: "risk.max_open_orders", kind: Kind::Whole { min: 1, max: U32 }, hot: true },
     Key { name: "risk.max_order_quantity", kind: Kind::Positive { max: None }, hot: true },
     Key { name: "risk.max_order_notional", kind: Kind::Positive { max: None }, hot: true },
