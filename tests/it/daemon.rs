@@ -201,6 +201,22 @@ where
     out
 }
 
+/// `by_thread` of the daemon's threads once every store's checkpointer runs under its
+/// own name (a new thread names itself once it runs: until then it has its creator's).
+fn once_every_checkpointer_runs<T>(
+    dm: &Daemon,
+    by_thread: fn(u32) -> std::collections::BTreeMap<String, T>,
+) -> std::collections::BTreeMap<String, T> {
+    let stores = std::fs::read_dir(dm.path().join("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "db"))
+        .count();
+    wait_until("a checkpointer per store", Duration::from_secs(10), || {
+        let threads = by_thread(dm.pid());
+        (threads.keys().filter(|t| t.starts_with("ckpt-")).count() == stores).then_some(threads)
+    })
+}
+
 /// The nice value of each of the daemon's threads, by name.
 fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
     stat_by_thread(pid, 19)
@@ -214,15 +230,7 @@ fn nice_by_thread(pid: u32) -> std::collections::BTreeMap<String, i32> {
 #[cfg(target_os = "linux")]
 fn background_threads_run_at_a_lower_priority_than_the_order_path() {
     let dm = Daemon::with_config("[trading]\nbackground_nice = 7\n");
-    let stores = std::fs::read_dir(dm.path().join("data"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "db"))
-        .count();
-    // A new thread names itself once it runs: until then it has its creator's name.
-    let nice = wait_until("a checkpointer per store", Duration::from_secs(10), || {
-        let nice = nice_by_thread(dm.pid());
-        (nice.keys().filter(|t| t.starts_with("ckpt-")).count() == stores).then_some(nice)
-    });
+    let nice = once_every_checkpointer_runs(&dm, nice_by_thread);
     // The main thread runs as the test that started the daemon.
     let base = nice["agt"];
     for (thread, n) in &nice {
@@ -282,15 +290,7 @@ fn background_threads_run_on_fewer_cores_than_the_order_path() {
     let all = cores_in(status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap());
     let background = if all.len() >= 2 { all[all.len() - (all.len() / 4).max(1)..].to_vec() } else { all.clone() };
     let dm = Daemon::start();
-    let stores = std::fs::read_dir(dm.path().join("data"))
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "db"))
-        .count();
-    // A new thread names itself once it runs: until then it has its creator's name.
-    let cores = wait_until("a checkpointer per store", Duration::from_secs(10), || {
-        let cores = cores_by_thread(dm.pid());
-        (cores.keys().filter(|t| t.starts_with("ckpt-")).count() == stores).then_some(cores)
-    });
+    let cores = once_every_checkpointer_runs(&dm, cores_by_thread);
     for (thread, c) in cores.iter().filter(|(t, _)| t.starts_with("ckpt-")) {
         assert_eq!(*c, background, "{thread}: {cores:?}");
     }
