@@ -20,9 +20,119 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
         return Err(format!("expected a finite decimal number, got {t:?}"));
     }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
-    parsed
+    let d = parsed
         .map(|d| d.normalize())
-        .map_err(|_| format!("expected a decimal number such as \"10.5\" with at most 28 significant digits, got {t:?}"))
+        .map_err(|_| format!("expected a decimal number such as \"10.5\" with at most 28 significant digits, got {t:?}"))?;
+    if !same_digits(t, DecimalText::of(d).as_str()) {
+        return Err(format!("{t:?} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)"));
+    }
+    Ok(d)
+}
+
+/// Whether two decimal texts have the same significant digits: the digits without the
+/// sign, the point, the exponent, and leading or trailing zeros (`"-001.2300e5"` has
+/// `123`). rust_decimal rounds a text with more digits than its 96-bit mantissa holds;
+/// a rounded value has other digits than the text it came from, an exact one the same.
+/// Compared digit by digit, without allocating: this runs twice per placement.
+fn same_digits(a: &str, b: &str) -> bool {
+    fn digits(t: &str) -> impl Iterator<Item = u8> + '_ {
+        let mantissa = t.split(['e', 'E']).next().unwrap_or("");
+        mantissa.bytes().filter(u8::is_ascii_digit).skip_while(|&c| c == b'0')
+    }
+    let (mut x, mut y) = (digits(a), digits(b));
+    loop {
+        match (x.next(), y.next()) {
+            (Some(p), Some(q)) if p == q => {}
+            (Some(_), Some(_)) => return false,
+            (None, None) => return true,
+            (Some(p), None) => return p == b'0' && x.all(|c| c == b'0'),
+            (None, Some(q)) => return q == b'0' && y.all(|c| c == b'0'),
+        }
+    }
+}
+
+/// `a + b` if the sum is exact, else `None`. rust_decimal rounds a sum whose digits do not
+/// fit its 96-bit mantissa (`10^27 + 0.3` is `10^27`): money must never move that way.
+/// Summed here in 128 bits at the finer of the two scales, and kept only if it fits.
+pub fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let (a, b) = (a.normalize(), b.normalize());
+    let scale = a.scale().max(b.scale());
+    let at = |d: Decimal| d.mantissa().checked_mul(10i128.checked_pow(scale - d.scale())?);
+    Decimal::try_from_i128_with_scale(at(a)?.checked_add(at(b)?)?, scale).ok()
+}
+
+/// `a × b` if the product is exact, else `None` (see [`exact_add`]).
+pub fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let (a, b) = (a.normalize(), b.normalize());
+    let (mut m, mut scale) = (a.mantissa().checked_mul(b.mantissa())?, a.scale() + b.scale());
+    while scale > 0 && m % 10 == 0 {
+        m /= 10;
+        scale -= 1;
+    }
+    Decimal::try_from_i128_with_scale(m, scale).ok()
+}
+
+/// A JSON text with every number a float would not hold exactly written as a string:
+/// numbers with a point or an exponent and more than 15 significant digits, and integers
+/// of more than 18 digits. serde_json reads the others exactly (an `f64` holds any 15
+/// digits, an `i64` any 18), and hands these to the decimal visitor as a rounded `f64`
+/// (`0.30000000000000001` as `0.3`); as strings they are parsed digit for digit, or
+/// refused. Borrowed when no number needs it, as in nearly every request.
+pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    i += if json[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let (mut digits, mut fraction) = (0usize, false);
+                let mut leading = true;
+                while i < json.len() && matches!(json[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    match json[i] {
+                        b'.' => fraction = true,
+                        b'e' | b'E' => {
+                            fraction = true;
+                            // The exponent's digits are not the number's.
+                            while i + 1 < json.len() && matches!(json[i + 1], b'-' | b'+' | b'0'..=b'9') {
+                                i += 1;
+                            }
+                        }
+                        b'0' if leading => {}
+                        b'0'..=b'9' => {
+                            leading = false;
+                            digits += 1;
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if (fraction && digits > 15) || (!fraction && digits > 18) {
+                    let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len() + 8));
+                    buf.extend_from_slice(&json[copied..start]);
+                    buf.push(b'"');
+                    buf.extend_from_slice(&json[start..i]);
+                    buf.push(b'"');
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(json),
+        Some(mut buf) => {
+            buf.extend_from_slice(&json[copied.min(json.len())..]);
+            std::borrow::Cow::Owned(buf)
+        }
+    }
 }
 
 struct DecimalVisitor;
@@ -200,6 +310,75 @@ mod tests {
         assert_eq!(p(r#"{"v": "1000.50"}"#).unwrap().to_string(), "1000.5");
         assert_eq!(p(r#"{"v": 250}"#).unwrap(), Decimal::from(250));
         assert_eq!(p(r#"{"v": "1e3"}"#).unwrap(), Decimal::from(1000));
+    }
+
+    #[test]
+    fn sums_and_products_are_exact_or_refused() {
+        let d = |t: &str| parse(t).unwrap();
+        assert_eq!(exact_add(d("100"), d("0.0000000000000000000000000001")), None);
+        assert_eq!(exact_add(d("9234567890123456789012345678"), d("0.3")), None);
+        assert_eq!(exact_add(d("1234567890123456789012345678"), d("0.3")), Some(d("1234567890123456789012345678.3")));
+        assert_eq!(exact_add(d("79228162514264337593543950335"), d("1")), None);
+        assert_eq!(exact_add(d("1.50"), d("-0.5")), Some(d("1")));
+        assert_eq!(exact_add(d("10000000000000000000000000"), d("0.001")), Some(d("10000000000000000000000000.001")));
+        assert_eq!(exact_mul(d("190.01"), d("0.0001")), Some(d("0.019001")));
+        assert_eq!(exact_mul(d("0.00000000000001"), d("0.000000000000001")), None);
+        assert_eq!(exact_mul(d("100000000000000"), d("1000000000000000")), None);
+        assert_eq!(exact_mul(d("10000000000000"), d("1000000000000000")), Some(d("10000000000000000000000000000")));
+        assert_eq!(exact_mul(d("79228162514264337593543950335"), d("2")), None);
+    }
+
+    /// As a request body is read: long numbers quoted first ([`exact_numbers`]).
+    fn wire(json: &str) -> Result<Decimal, String> {
+        serde_json::from_slice::<T>(&exact_numbers(json.as_bytes())).map(|t| t.v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn json_numbers_a_float_would_round_are_read_digit_for_digit() {
+        assert_eq!(wire(r#"{"v": 12345678901234567.89}"#).unwrap().to_string(), "12345678901234567.89");
+        assert_eq!(wire(r#"{"v": 0.30000000000000001}"#).unwrap().to_string(), "0.30000000000000001");
+        assert_eq!(wire(r#"{"v": 1.0000000000000001}"#).unwrap().to_string(), "1.0000000000000001");
+        assert_eq!(wire(r#"{"v": 123456789012345678901234}"#).unwrap().to_string(), "123456789012345678901234");
+        assert_eq!(wire(r#"{"v": -190.004999999999999999}"#).unwrap().to_string(), "-190.004999999999999999");
+        // What a float holds exactly is read as before.
+        assert_eq!(wire(r#"{"v": 10.1}"#).unwrap().to_string(), "10.1");
+        assert_eq!(wire(r#"{"v": 1.5e3}"#).unwrap().to_string(), "1500");
+        assert!(wire(r#"{"v": 1e400}"#).is_err());
+        assert!(wire(r#"{"v": 1.00000000000000000000000000001}"#).is_err());
+    }
+
+    #[test]
+    fn only_numbers_outside_strings_are_quoted() {
+        let body = br#"{"a":"x\"12345678901234567890.5","v":[1.23456789012345678,2],"n":-0.5e-3}"#;
+        assert_eq!(
+            std::str::from_utf8(&exact_numbers(body)).unwrap(),
+            r#"{"a":"x\"12345678901234567890.5","v":["1.23456789012345678",2],"n":-0.5e-3}"#
+        );
+        assert!(matches!(exact_numbers(br#"{"v": 10.5, "s": "1234567890123456789012"}"#), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_text_with_more_digits_than_a_decimal_holds_is_refused_not_rounded() {
+        for bad in [
+            "190.00000000000000000000000000001",
+            "1.00000000000000000000000000001",
+            "0.00000000000000000000000000001",
+            "9.9999999999999999999999999999999",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted as {:?}", parse(bad));
+        }
+        for good in [
+            "0.0000000000000000000000000001",
+            "1234567890123456789012345678",
+            "0.1000000000000000000000000000",
+            "-00012.3400",
+            "1.5e-20",
+            "7922816251426433759354395033.5",
+        ] {
+            let d = parse(good);
+            assert!(d.is_ok(), "{good}: {d:?}");
+        }
+        assert_eq!(parse("-00012.3400").unwrap().to_string(), "-12.34");
     }
 
     #[test]

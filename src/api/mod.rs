@@ -341,8 +341,10 @@ pub struct PlaceOrder {
     pub client_order_id: Option<String>,
 }
 
-/// `PATCH /api/orders/{id}`.
+/// `PATCH /api/orders/{id}`. Any other key is refused: `{"price": 5, "qty": 3}` must
+/// not amend the price alone.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AmendOrder {
     #[serde(default, deserialize_with = "decimal::de_opt")]
     pub price: Option<Decimal>,

@@ -127,7 +127,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::invalid("invalid_json", "the request needs a JSON object body"));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    serde_json::from_slice(&crate::api::decimal::exact_numbers(bytes)).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };
         ApiError::invalid(code, format!("invalid request body: {e}"))
     })

@@ -141,6 +141,8 @@ pub struct Amend {
     /// The new price, and/or the new total quantity: at least one of them.
     pub price: Option<Decimal>,
     pub quantity: Option<Decimal>,
+    /// The instrument's `max_quantity` (zero: none), which the new total must not pass.
+    pub instrument_max: Decimal,
     pub reply: Reply<Order>,
 }
 
@@ -1066,7 +1068,7 @@ impl Lane {
     /// answer to send once the record is appended. A refusal changes nothing and is
     /// answered at once (`None`). The checks and their order are the saga's before.
     fn amend(&mut self, amend: Amend, at: &str) -> Result<Option<(AmendRecord, Reply<Order>, Order)>, ServiceError> {
-        let Amend { order_id, owner, price, quantity, reply } = amend;
+        let Amend { order_id, owner, price, quantity, instrument_max, reply } = amend;
         let refuse = |reply: Reply<Order>, e: ApiError| {
             let _ = reply.send(Err(e));
             Ok(None)
@@ -1095,6 +1097,10 @@ impl Lane {
         let remaining = quantity - o.filled_quantity;
         if (remaining % lot) != Decimal::ZERO {
             return refuse(reply, ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {lot}")));
+        }
+        let price_changed = o.price != Some(price);
+        if let Err(e) = self.risk.svc.check_amend(&o.user_id, &o.symbol, (price, quantity), price_changed, instrument_max) {
+            return refuse(reply, e);
         }
         if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining))? {
             return refuse(reply, e);
@@ -1846,8 +1852,14 @@ mod tests {
 
         let amend = |id: &str, owner: Option<&str>, price: Option<&str>, quantity: Option<&str>| {
             let (reply, rx) = oneshot::channel();
-            let a =
-                Amend { order_id: id.into(), owner: owner.map(String::from), price: price.map(dec), quantity: quantity.map(dec), reply };
+            let a = Amend {
+                order_id: id.into(),
+                owner: owner.map(String::from),
+                price: price.map(dec),
+                quantity: quantity.map(dec),
+                instrument_max: Decimal::ZERO,
+                reply,
+            };
             (a, rx)
         };
         // ord_b to 101 takes 3 of ord_s; bob may not touch alice's ord_b2; ord_b2 grows to 4.
@@ -2153,6 +2165,7 @@ mod redo_proptest {
                             owner: None,
                             price: price.or(quantity.is_none().then(|| dec("100"))),
                             quantity,
+                            instrument_max: Decimal::ZERO,
                             reply,
                         });
                     }

@@ -83,6 +83,85 @@ fn rejections_are_422_with_their_code_and_stay_queryable() {
 }
 
 #[test]
+fn money_is_taken_digit_for_digit_or_refused_never_rounded() {
+    let dm = Daemon::start();
+    let u = dm.user("exact");
+    // JSON numbers a float would round are read as written.
+    for (asset, body) in [("USD", "12345678901234567.89"), ("BTC", "0.30000000000000001")] {
+        let (s, a) = dm.raw("POST", &format!("/api/users/{u}/deposits"), &format!(r#"{{"asset":"{asset}","amount":{body}}}"#), &[]);
+        assert_eq!(s, 200, "{body}: {a}");
+        assert_eq!(bal(&dm, &u, asset).0, d(body));
+    }
+    // A deposit the balance could not hold exactly is refused, and changes nothing.
+    for amount in ["0.0000000000001", "0.0000000000000000000000000001"] {
+        let (s, e) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "USD", "amount": amount})));
+        assert_eq!((s, code(&e)), (400, "invalid_amount"), "{amount}: {e}");
+    }
+    let (s, e) =
+        dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "USD", "amount": "190.00000000000000000000000000001"})));
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(bal(&dm, &u, "USD").0, d("12345678901234567.89"));
+    // So is a price or quantity with more digits than a decimal keeps.
+    let (sym, buyer, _) = dm.market_pair("10000", "10");
+    let (s, e) = dm.place(&buyer, &sym, "buy", "1", Some("10.00000000000000000000000000001"));
+    assert_eq!(s, 400, "{e}");
+    let body = format!(r#"{{"user_id":"{buyer}","symbol":"{sym}","side":"buy","quantity":1.0000000000000001,"price":"10"}}"#);
+    let (s, e) = dm.raw("POST", "/api/orders", &body, &[]);
+    assert_eq!((s, code(&e)), (422, "invalid_lot"), "1.0000000000000001 is off the lot of 1, not 1: {e}");
+    assert!(dm.ok("GET", &format!("/api/orders?user_id={buyer}&status=open"), None).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
+    let dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("100000000", "10");
+    let ask = dm.place(&seller, &sym, "sell", "1", Some("100.00")).1;
+    let bid = dm.place(&buyer, &sym, "buy", "1", Some("90.00")).1;
+    let id = bid["order_id"].as_str().unwrap();
+    let amend = |body: Value| dm.req("PATCH", &format!("/api/orders/{id}"), Some(body));
+    // A mistyped key is an error, not an amend of the other one.
+    let (s, e) = amend(json!({"price": "91.00", "qty": "2"}));
+    assert_eq!(s, 400, "{e}");
+    // A halted symbol does not trade by amend either.
+    dm.ok("POST", "/api/risk/halt", Some(json!({"symbol": sym})));
+    let (s, e) = amend(json!({"price": "100.00"}));
+    assert_eq!((s, code(&e)), (422, "trading_halted"), "{e}");
+    dm.ok("POST", "/api/risk/resume", Some(json!({"symbol": sym})));
+    // The limits apply to the new terms (the instrument's max_quantity is 1000000000).
+    dm.ok("PUT", "/api/risk/limits", Some(json!({"max_order_notional": "1000", "max_order_quantity": "50"})));
+    let (s, e) = amend(json!({"quantity": "51"}));
+    assert_eq!((s, code(&e)), (422, "max_order_quantity"), "{e}");
+    let (s, e) = amend(json!({"quantity": "20"}));
+    assert_eq!((s, code(&e)), (422, "max_order_notional"), "{e}");
+    dm.ok("PUT", "/api/risk/limits", Some(json!({"max_order_notional": "1000000", "max_order_quantity": "100000"})));
+    // Once the symbol has traded, the price band (20 % by default) applies too.
+    dm.place(&buyer, &sym, "buy", "1", Some("100.00"));
+    let (s, e) = amend(json!({"price": "1.00"}));
+    assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+    let untouched = dm.ok("GET", &format!("/api/orders/{id}"), None);
+    assert_eq!((dec(&untouched["price"]), dec(&untouched["quantity"])), (d("90"), d("1")));
+    // An amend that passes is an event with the new terms, though the status stays `new`.
+    let amended = amend(json!({"price": "95.00", "quantity": "2"})).1;
+    assert_eq!(amended["status"], "new", "{amended}");
+    let changes: Vec<Value> = dm.events("ORDER_STATUS_UPDATED").into_iter().filter(|e| e["data"]["order_id"] == id).collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let data = &changes[0]["data"];
+    assert_eq!((data["from"].as_str(), data["to"].as_str()), (Some("new"), Some("new")));
+    assert_eq!((dec(&data["price"]), dec(&data["quantity"]), dec(&data["remaining_quantity"])), (d("95"), d("2"), d("2")));
+    let _ = ask;
+    // Halts and mass cancels name symbols that exist.
+    for (path, body) in [
+        ("/api/risk/halt", json!({"symbol": "NOPE"})),
+        ("/api/risk/resume", json!({"symbol": "NOPE"})),
+        ("/api/orders/cancel-all", json!({"symbol": "NOPE"})),
+    ] {
+        let (s, e) = dm.req("POST", path, Some(body));
+        assert_eq!((s, code(&e)), (404, "unknown_symbol"), "{path}: {e}");
+    }
+    assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted_symbols"], json!([]));
+}
+
+#[test]
 fn cancel_amend_and_mass_cancel_release_exactly_what_was_held() {
     let dm = Daemon::start();
     let sym = dm.symbol("0.01", "1");

@@ -88,8 +88,19 @@ pub async fn set_limits(
     Ok(ok(app.risk.call(|reply| risk::Cmd::Limits { user_id: None, reply }).await?))
 }
 
-/// A `HaltRequest` body, where an empty body means "everywhere".
-async fn halt_body(req: Request) -> Result<HaltRequest, ApiError> {
+/// A `HaltRequest` body, where an empty body means "everywhere"; a symbol must be one
+/// the market lists (404 `unknown_symbol`), so that a typo is not a halt of nothing.
+async fn halt_body(app: &App, req: Request) -> Result<HaltRequest, ApiError> {
+    let halt = halt_request(req).await?;
+    // A malformed name is risk's to refuse (400 `invalid_symbol`), a well-formed one the
+    // market does not list is 404.
+    if let Some(symbol) = halt.symbol.as_deref().filter(|s| risk::checks::valid_name(s)) {
+        crate::services::orders::saga::instrument(app, symbol).await?;
+    }
+    Ok(halt)
+}
+
+async fn halt_request(req: Request) -> Result<HaltRequest, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
@@ -101,13 +112,13 @@ async fn halt_body(req: Request) -> Result<HaltRequest, ApiError> {
 
 pub async fn halt(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
     caller.require_admin()?;
-    let symbol = halt_body(req).await?.symbol;
+    let symbol = halt_body(&app, req).await?.symbol;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Halt { symbol, reply }).await?))
 }
 
 pub async fn resume(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
     caller.require_admin()?;
-    let symbol = halt_body(req).await?.symbol;
+    let symbol = halt_body(&app, req).await?.symbol;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Resume { symbol, reply }).await?))
 }
 

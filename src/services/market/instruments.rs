@@ -68,6 +68,12 @@ pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
             format!("min_quantity must be a decimal number > 0 (it defaults to the lot); got {min_quantity}"),
         ));
     }
+    if !(min_quantity % new.lot).is_zero() {
+        return Err(ApiError::invalid(
+            "invalid_quantity",
+            format!("min_quantity ({min_quantity}) must be a multiple of the lot ({}): no order could be exactly that size", new.lot),
+        ));
+    }
     let max_quantity = new.max_quantity.unwrap_or_else(default_max_quantity);
     if max_quantity < min_quantity {
         return Err(ApiError::invalid(

@@ -62,6 +62,18 @@ pub(super) struct TradeRef<'a> {
 pub(super) struct StatusChange<'a> {
     from: OrderStatus,
     order_id: &'a str,
+    /// An amend: the new limit price (the status may stay as it was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
+    price: Option<Decimal>,
+    /// An amend: the new total quantity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
+    quantity: Option<Decimal>,
+    /// An amend: what is left to fill at the new terms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::api::decimal::ser_opt")]
+    remaining_quantity: Option<Decimal>,
     to: OrderStatus,
     user_id: &'a str,
 }
@@ -107,7 +119,20 @@ impl<'a> OrderEvent<'a> {
 
 impl<'a> StatusChange<'a> {
     pub fn of(o: &'a Order, from: OrderStatus) -> Self {
-        StatusChange { from, order_id: &o.order_id, to: o.status, user_id: &o.user_id }
+        StatusChange {
+            from,
+            order_id: &o.order_id,
+            price: None,
+            quantity: None,
+            remaining_quantity: None,
+            to: o.status,
+            user_id: &o.user_id,
+        }
+    }
+
+    /// An amend's change: the new terms, and the status it left the order in.
+    pub fn amended(o: &'a Order, from: OrderStatus) -> Self {
+        StatusChange { price: o.price, quantity: Some(o.quantity), remaining_quantity: Some(o.remaining_quantity), ..Self::of(o, from) }
     }
 }
 
@@ -165,5 +190,9 @@ mod tests {
 
         let change = json!({"order_id": o.order_id, "user_id": o.user_id, "from": OrderStatus::New, "to": o.status});
         assert_eq!(text(StatusChange::of(&o, OrderStatus::New)), change.to_string());
+
+        let amended = json!({"order_id": o.order_id, "user_id": o.user_id, "from": OrderStatus::New, "to": o.status,
+            "price": o.price, "quantity": o.quantity, "remaining_quantity": o.remaining_quantity});
+        assert_eq!(text(StatusChange::amended(&o, OrderStatus::New)), amended.to_string());
     }
 }

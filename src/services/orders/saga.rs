@@ -318,6 +318,9 @@ async fn finish_cancel(app: &App, cancelled: Vec<Cancelled>) -> Result<Vec<Order
 
 pub async fn cancel_all(app: &App, caller: &Caller, user: Option<&str>, symbol: Option<String>) -> Result<Vec<Order>, ApiError> {
     caller.require_trading()?;
+    if let Some(symbol) = &symbol {
+        instrument(app, symbol).await?;
+    }
     let user_id = match (caller.bound_user(), user) {
         (None, None) => None,
         _ => Some(resolve_user(app, caller, user).await?.user_id.clone()),
@@ -330,10 +333,17 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
     if body.price.is_none() && body.quantity.is_none() {
         return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
     }
-    // The other checks need the order as the lane has it (`lane::Amend`).
+    // The other checks need the order as the lane has it (`lane::Amend`); its
+    // instrument's `max_quantity` is the one limit the lane does not keep. An order that
+    // cannot be read here is answered by the lane (404, or 409 once final).
+    let max_of = |o: Order| async move { instrument(app, &o.symbol).await.map(|i| i.max_quantity) };
+    let instrument_max = match app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await {
+        Ok(o) => max_of(o).await.unwrap_or(Decimal::ZERO),
+        Err(_) => Decimal::ZERO,
+    };
     let owner = owner(caller);
     let (order_id, price, quantity) = (order_id.to_string(), body.price, body.quantity);
-    app.placements.call(|reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, reply })).await
+    app.placements.call(|reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, instrument_max, reply })).await
 }
 
 /// At start-up: finishes every saga a crash interrupted, and every cancel whose order left

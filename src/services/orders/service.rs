@@ -855,7 +855,11 @@ impl Orders {
         if !trades.is_empty() {
             after.event_of("ORDER_EXECUTED", &OrderEvent::taker_fills(&taker, &trades));
         }
-        if before != taker.status && !first_record {
+        if amended.is_some() {
+            // Its new terms, even when its status stays: followers of the events (the
+            // dashboard, webhooks) see every change of an open order.
+            after.event_of("ORDER_STATUS_UPDATED", &StatusChange::amended(&taker, before));
+        } else if before != taker.status && !first_record {
             after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&taker, before));
         }
         if taker.status == OrderStatus::Cancelled && before != OrderStatus::Cancelled {

@@ -13,6 +13,7 @@
 
 use super::checks::{Plan, QUOTE};
 use super::{Hold, SettleTrade};
+use crate::api::decimal::exact_add;
 use crate::api::{Account, Balance, Position, Side};
 use foldhash::{HashMap, HashSet};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -92,6 +93,10 @@ pub struct Ledger {
     positions: HashMap<String, BTreeMap<String, Pos>>,
     dirty: Dirty,
 }
+
+/// The decimal places a position's average price is shown with (it is kept exactly as
+/// the division gives it).
+pub const SHOWN_PLACES: u32 = 10;
 
 /// A ledger change the ledger cannot make (its callers map it to an API error).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +258,7 @@ impl Ledger {
                     .map(|(symbol, p)| Position {
                         symbol: symbol.clone(),
                         quantity: p.quantity.normalize(),
-                        average_price: p.average_price.normalize(),
+                        average_price: p.average_price.round_dp(SHOWN_PLACES).normalize(),
                     })
                     .collect()
             })
@@ -263,7 +268,7 @@ impl Ledger {
 
     pub fn deposit(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
         let b = self.balance(user, asset);
-        let total = b.total.checked_add(amount).ok_or(Refusal::TooLarge)?;
+        let total = exact_add(b.total, amount).ok_or(Refusal::TooLarge)?;
         let bal = self.bal_mut(user, asset);
         bal.total = total;
         Ok(*bal)
@@ -274,8 +279,9 @@ impl Ledger {
         if amount > available {
             return Err(Refusal::Insufficient { asset: asset.to_string(), needed: amount, available });
         }
+        let total = exact_add(self.balance(user, asset).total, -amount).ok_or(Refusal::TooLarge)?;
         let bal = self.bal_mut(user, asset);
-        bal.total -= amount;
+        bal.total = total;
         Ok(*bal)
     }
 
@@ -412,8 +418,11 @@ impl Ledger {
         let p = map.get(symbol).copied().unwrap_or_default();
         let q = p.quantity + delta;
         let average_price = if p.quantity.is_zero() || p.quantity.is_sign_positive() == delta.is_sign_positive() {
+            // Kept to all the digits a decimal has (~28): rounded at each fill, a position
+            // built by many fills drifted (1 @ 290 and 6 @ 300 one by one gave
+            // 298.5714285715); it is rounded once, where it is shown (`Ledger::account`).
             let cost = p.quantity.abs() * p.average_price + delta.abs() * price;
-            (cost / q.abs()).round_dp(10)
+            cost / q.abs()
         } else if q.is_zero() {
             Decimal::ZERO
         } else if q.is_sign_positive() == p.quantity.is_sign_positive() {

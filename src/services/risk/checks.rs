@@ -6,6 +6,7 @@
 //! and only once the order has got that far.
 
 use super::ReserveRequest;
+use crate::api::decimal::exact_mul;
 use crate::api::{ApiError, OrderType, RiskLimits, Side};
 use crate::services::config::settings::RiskSettings;
 use rust_decimal::Decimal;
@@ -208,7 +209,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
     match req.side {
         Side::Buy => match limit {
             Some(p) => {
-                let need = p.checked_mul(qty).ok_or_else(|| too_large(p, qty))?;
+                let need = exact_mul(p, qty).ok_or_else(|| too_large(p, qty))?;
                 if need > cx.available_quote {
                     return Err(ApiError::rejected(
                         "insufficient_funds",
@@ -256,7 +257,45 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
 }
 
 fn too_large(p: Decimal, q: Decimal) -> ApiError {
-    ApiError::rejected("max_order_notional", format!("price {p} × quantity {q} is too large to compute"))
+    ApiError::rejected("max_order_notional", format!("price {p} × quantity {q} does not fit in 28 significant digits"))
+}
+
+/// The checks an amend runs on an open limit order's new price and total quantity: those
+/// of a placement that its new terms could fail (halts, the quantity and notional limits,
+/// and the price band when the price changes: an order resting at a price the market has
+/// since moved away from may still change its size). Tick, lot and funds are checked by
+/// the lane and the ledger.
+pub fn admit_amend(
+    symbol: &str,
+    price: Decimal,
+    quantity: Decimal,
+    price_changed: bool,
+    instrument_max: Decimal,
+    cx: &AmendContext,
+) -> Result<(), ApiError> {
+    if cx.halted {
+        return Err(ApiError::rejected("trading_halted", "trading is halted everywhere; an admin resumes it with `agt risk resume`"));
+    }
+    if cx.symbol_halted {
+        return Err(ApiError::rejected(
+            "trading_halted",
+            format!("trading in {symbol} is halted; an admin resumes it with `agt risk resume {symbol}`"),
+        ));
+    }
+    check_quantity(quantity, cx.limits.max_order_quantity, instrument_max)?;
+    check_notional(price, quantity, cx.limits.max_order_notional, false)?;
+    if let (Some(last), true) = (cx.last_price, price_changed) {
+        check_band(price, last, cx.limits.price_band_pct, symbol)?;
+    }
+    Ok(())
+}
+
+/// What [`admit_amend`] needs of risk's state.
+pub struct AmendContext<'a> {
+    pub limits: &'a Effective,
+    pub halted: bool,
+    pub symbol_halted: bool,
+    pub last_price: Option<Decimal>,
 }
 
 /// A limit price must be a positive multiple of the instrument's tick.
@@ -310,7 +349,7 @@ pub fn check_quantity(qty: Decimal, user_max: Decimal, instrument_max: Decimal) 
 /// Price × quantity against `max_order_notional`; `estimated` when the price is the last
 /// trade price (a market order).
 pub fn check_notional(price: Decimal, qty: Decimal, max: Decimal, estimated: bool) -> Result<(), ApiError> {
-    let notional = price.checked_mul(qty).ok_or_else(|| too_large(price, qty))?;
+    let notional = exact_mul(price, qty).ok_or_else(|| too_large(price, qty))?;
     if notional > max {
         let at = if estimated { format!("about {notional} at the last price {price}") } else { notional.to_string() };
         return Err(ApiError::rejected(

@@ -117,7 +117,10 @@ fn refused(r: Refusal) -> ApiError {
             let code = if asset == QUOTE { "insufficient_funds" } else { "insufficient_position" };
             ApiError::rejected(code, format!("needs {needed} {asset} but only {available} is available (short by {})", needed - available))
         }
-        Refusal::TooLarge => ApiError::invalid("invalid_amount", "the amount is too large: the balance would not fit in 28 digits"),
+        Refusal::TooLarge => ApiError::invalid(
+            "invalid_amount",
+            "the balance would not be exact: it would need more than 28 significant digits (agt never rounds money)",
+        ),
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
     }
 }
@@ -355,6 +358,25 @@ impl Risk {
     /// The price band's anchor for a symbol.
     pub fn last_price(&self, symbol: &str) -> Option<Decimal> {
         self.last_price.get(symbol).copied()
+    }
+
+    /// The pre-trade checks an amend's new terms must pass ([`checks::admit_amend`]).
+    pub fn check_amend(
+        &self,
+        user: &str,
+        symbol: &str,
+        (price, quantity): (Decimal, Decimal),
+        price_changed: bool,
+        instrument_max: Decimal,
+    ) -> Result<(), ApiError> {
+        let limits = self.limits(Some(user));
+        let cx = checks::AmendContext {
+            limits: &limits,
+            halted: self.halted,
+            symbol_halted: self.halted_symbols.contains(symbol),
+            last_price: self.last_price.get(symbol).copied(),
+        };
+        checks::admit_amend(symbol, price, quantity, price_changed, instrument_max, &cx)
     }
 
     /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /

@@ -510,6 +510,24 @@ fn a_limit_buy_filled_below_its_limit_gets_the_difference_back() {
 }
 
 #[test]
+fn a_position_built_by_many_fills_shows_its_average_rounded_once() {
+    let mut f = Fixture::new();
+    f.deposit("buyer", "USD", "10000").unwrap();
+    f.deposit("seller", "AAPL", "7").unwrap();
+    // Seven fills of 1: 704 / 7 = 100.571428571428…, shown as 100.5714285714. Rounded
+    // at each fill, the average crept up to …715.
+    let prices = ["100", "100", "100", "100", "100", "101", "103"];
+    for (i, p) in prices.iter().enumerate() {
+        let t = trade(&format!("t{i}"), p, "1", (&format!("b{i}"), "buyer"), (&format!("s{i}"), "seller"));
+        f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+    }
+    let p = &f.risk.account("buyer").positions[0];
+    assert_eq!((p.quantity, p.average_price), (d("7"), d("100.5714285714")));
+    f.reload();
+    assert_eq!(f.risk.account("buyer").positions[0].average_price, d("100.5714285714"), "the same after a reload");
+}
+
+#[test]
 fn a_market_buy_spends_its_budget_and_the_rest_is_released() {
     let mut f = Fixture::new();
     f.deposit("buyer", "USD", "10000").unwrap();
