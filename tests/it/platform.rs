@@ -404,6 +404,32 @@ fn config_set_validates_persists_and_applies_hot_keys() {
     assert_eq!(d.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 7);
 }
 
+#[test]
+fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothing() {
+    let d = Daemon::with_config_env("[risk]\nmax_open_orders = 40\n", &[("AGT_RISK_PRICE_BAND_PCT", "15")]);
+    let file = d.path().join("agt.toml");
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&file, text.replace(from, to)).unwrap();
+    };
+    let limit = || d.ok("GET", "/api/risk/limits", None)["max_open_orders"].as_u64();
+    edit("max_open_orders = 40", "max_open_orders = 9");
+    wait_until("the edit to apply", Duration::from_secs(10), || (limit() == Some(9)).then_some(()));
+    let changes = d.events("CONFIG_CHANGED");
+    assert!(changes.iter().any(|e| e["data"]["key"] == "risk.max_open_orders" && e["data"]["value"] == 9), "{changes:?}");
+    // A file that does not load is reported and leaves everything as it was.
+    edit("max_open_orders = 9", "max_open_orders = \"many\"");
+    wait_until("the bad edit to be reported", Duration::from_secs(10), || d.log().contains("does not load").then_some(()));
+    assert_eq!(limit(), Some(9));
+    // `config set` writes the file itself: that write is not taken for an edit, and the
+    // environment still wins over the file, as at start.
+    edit("max_open_orders = \"many\"", "max_open_orders = 9");
+    d.cli().args(["config", "set", "risk.max_open_orders", "12"]).assert().success();
+    assert_eq!(limit(), Some(12));
+    assert_eq!(d.ok("GET", "/api/config", None)["risk"]["price_band_pct"], "15");
+}
+
 fn service(d: &Daemon, name: &str) -> serde_json::Value {
     d.ok("GET", "/api/services", None).as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone()
 }

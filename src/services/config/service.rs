@@ -1,8 +1,12 @@
-//! The config actor: applies `agt config set` / `PUT /api/config` and keeps their history.
+//! The config actor: applies `agt config set` / `PUT /api/config` and edits of `agt.toml`,
+//! and keeps their history.
 //!
 //! A change is validated on a copy of the live settings, written into `$AGT_HOME/agt.toml`
 //! (comments kept), recorded in `data/config.db`, and only then made live: a hot key takes
 //! effect at once, a cold one (`http.listen`, `durability`, `symbols`) at the next start.
+//! An edit of the file itself is seen within a second (its size and modification time,
+//! checked each [`Config::TICK`]) and applied the same way, without writing it back; a file
+//! that no longer loads is reported in the log and changes nothing.
 
 use super::settings::Settings;
 use super::SharedSettings;
@@ -19,6 +23,16 @@ pub enum Cmd {
 pub struct Config {
     live: SharedSettings,
     file: std::path::PathBuf,
+    /// The file as the live settings last matched it: an edit changes it.
+    seen: Option<Stamp>,
+}
+
+/// A file's size and modification time.
+type Stamp = (u64, std::time::SystemTime);
+
+fn stamp(file: &std::path::Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 const MIGRATIONS: &[&str] = &["CREATE TABLE changes (
@@ -33,9 +47,21 @@ impl Service for Config {
     type Cmd = Cmd;
     const NAME: &'static str = "config";
     const MIGRATIONS: &'static [&'static str] = MIGRATIONS;
+    /// How often the file is looked at: an edit applies within this.
+    const TICK: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
 
     fn load(_conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        Ok(Config { live: ctx.settings.clone(), file: ctx.home.config_file() })
+        let file = ctx.home.config_file();
+        Ok(Config { live: ctx.settings.clone(), seen: stamp(&file), file })
+    }
+
+    fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        let now = stamp(&self.file);
+        if now != self.seen {
+            self.seen = now;
+            self.reload(tx, after)?;
+        }
+        Ok(())
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -71,7 +97,57 @@ impl Config {
         if let Err(e) = Settings::persist_many(&self.file, &entries) {
             return Ok(Err(ApiError::new(500, "config_not_saved", e.to_string())));
         }
-        for change in &applied {
+        // Its own write is not an edit to apply again.
+        self.seen = stamp(&self.file);
+        self.record(tx, &applied, after)?;
+        let json = next.to_json();
+        self.live.replace(next);
+        Ok(Ok(json))
+    }
+
+    /// Applies an edit of the file: every single-value key whose value (with the
+    /// environment's overrides, as at start) differs from the live one, as [`Config::set`]
+    /// would, hot keys at once. A changed `symbols` or `notify.webhooks` list applies at the
+    /// next start (symbols are added live with `agt symbol add`).
+    fn reload(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        let loaded = match Settings::load(&self.file, &|name: &str| std::env::var(name).ok()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(file = %self.file.display(), error = %e, "the configuration file changed but does not load; nothing changed");
+                return Ok(());
+            }
+        };
+        let live = self.live.get();
+        let changed: Vec<(&str, serde_json::Value)> = Settings::known_keys()
+            .into_iter()
+            .filter_map(|key| {
+                let new = loaded.get(key)?;
+                (live.get(key).as_ref() != Some(&new)).then_some((key, new))
+            })
+            .collect();
+        let (lists, keys): (Vec<_>, Vec<_>) = changed.iter().partition(|(key, _)| Settings::is_list(key));
+        for (key, _) in lists {
+            tracing::info!(key, "the configuration file changed {key}: it applies at the next start");
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
+        let mut next: Settings = (*live).clone();
+        match next.set_many(&entries) {
+            Ok(applied) => {
+                tracing::info!(keys = ?applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), "applied an edit of the configuration file");
+                self.record(tx, &applied, after)?;
+                self.live.replace(next);
+            }
+            Err(e) => tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed"),
+        }
+        Ok(())
+    }
+
+    /// Keeps changes in the history and announces them.
+    fn record(&self, tx: &Connection, applied: &[super::settings::Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
+        for change in applied {
             tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
                 crate::api::now_rfc3339(),
                 change.key,
@@ -87,8 +163,6 @@ impl Config {
                 after.event("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": null, "key": change.key, "value": change.new}));
             }
         }
-        let json = next.to_json();
-        self.live.replace(next);
-        Ok(Ok(json))
+        Ok(())
     }
 }

@@ -550,6 +550,11 @@ impl Settings {
         env_var(key)
     }
 
+    /// Whether `key` is one of the lists (`symbols`, `notify.webhooks`).
+    pub fn is_list(key: &str) -> bool {
+        key == SYMBOLS || key == WEBHOOKS
+    }
+
     /// Every dotted key `get`/`set` take, single-value keys first, then the lists.
     pub fn known_keys() -> Vec<&'static str> {
         KEYS.iter().map(|k| k.name).chain([SYMBOLS, WEBHOOKS]).collect()
