@@ -300,7 +300,11 @@ async fn collect(body: Incoming, endpoint: &Endpoint) -> Result<Bytes, ClientErr
 /// page, say).
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
-        return ClientError::Api(ApiError::new(status.as_u16(), b.error.code, b.error.message));
+        let e = ApiError::new(status.as_u16(), b.error.code, b.error.message);
+        return ClientError::Api(match b.error.order_id {
+            Some(id) => e.for_order(&id),
+            None => e,
+        });
     }
     // Not an agt error body (a proxy's page, another server): keep a short plain-text
     // first line, never a page of HTML.

@@ -14,6 +14,9 @@ pub struct ApiError {
     pub status: u16,
     pub code: Cow<'static, str>,
     pub message: String,
+    /// A placement's risk rejection: the order it stored as `rejected`, so that a client
+    /// can read it without listing its orders.
+    pub order_id: Option<String>,
 }
 
 /// The JSON body of an error response.
@@ -26,11 +29,18 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.into(), message: message.into() }
+        ApiError { status, code: code.into(), message: message.into(), order_id: None }
+    }
+    /// The same error, naming the order a rejection stored.
+    pub fn for_order(mut self, order_id: &str) -> Self {
+        self.order_id = Some(order_id.to_string());
+        self
     }
     /// 400 for input that is malformed or invalid, with the code naming what is wrong.
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
@@ -69,6 +79,6 @@ impl ApiError {
         Self::new(500, "internal", message)
     }
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message.clone() } }
+        ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message.clone(), order_id: self.order_id.clone() } }
     }
 }

@@ -340,8 +340,11 @@ fn tui(ctx: &Ctx, opts: crate::tui::Options) -> CliResult {
 /// Writes the failure to stderr, with a hint where one helps.
 fn report(ctx: &Ctx, e: &CliError) {
     match e {
-        CliError::Client(ClientError::Api(ApiError { status, code, message })) => {
+        CliError::Client(ClientError::Api(ApiError { status, code, message, order_id })) => {
             eprintln!("error: {code}: {message}");
+            if let Some(id) = order_id {
+                eprintln!("order {id} is stored as rejected (agt order get {id})");
+            }
             if *status == 401 {
                 eprintln!("hint: pass a token with --token or AGT_TOKEN (`agt token create` makes one)");
             }

@@ -1239,7 +1239,10 @@ impl Lane {
             .zip(accepted.into_iter().zip(reserved))
             .map(|(p, (a, r))| match (a, r) {
                 (Accepted::New(o), Ok(r)) => Next::Match(p, r, o),
-                (Accepted::New(o), Err(e)) => Next::End { p, release: true, reject: Some((e.clone(), o)), answer: Err(e) },
+                (Accepted::New(o), Err(e)) => {
+                    let answer = Err(e.clone().for_order(&o.order_id));
+                    Next::End { p, release: true, reject: Some((e, o)), answer }
+                }
                 (Accepted::Existing(first), r) => Next::End { p, release: r.is_ok(), reject: None, answer: Ok((200, first)) },
             })
             .collect();
@@ -1252,7 +1255,10 @@ impl Lane {
                 let n = match n {
                     Next::Match(p, r, o) => match svc.match_new(tx, saga::match_request(&p.order, &p.instrument, r.budget), after)? {
                         Ok(result) => Next::Finish(p, result, o),
-                        Err(e) => Next::End { p, release: true, reject: Some((e.clone(), o)), answer: Err(e) },
+                        Err(e) => {
+                            let answer = Err(e.clone().for_order(&o.order_id));
+                            Next::End { p, release: true, reject: Some((e, o)), answer }
+                        }
                     },
                     other => other,
                 };

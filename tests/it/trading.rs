@@ -68,10 +68,17 @@ fn rejections_are_422_with_their_code_and_stay_queryable() {
     for (side, q, p, want) in cases {
         let (s, e) = dm.place(&u, &sym, side, q, p);
         assert_eq!((s, code(&e)), (422, want), "{side} {q} @ {p:?}: {e}");
+        // The answer names the order it stored as rejected.
+        let stored = dm.ok("GET", &format!("/api/orders/{}", e["error"]["order_id"].as_str().unwrap()), None);
+        assert_eq!((stored["status"].as_str(), stored["quantity"].as_str()), (Some("rejected"), Some(q)), "{stored}");
+        assert!(stored["reject_reason"].as_str().unwrap().starts_with(want), "{stored}");
     }
+    let out = dm.cli().args(["order", "place", &u, &sym, "buy", "10", "100.00"]).assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("insufficient_funds") && err.contains("is stored as rejected (agt order get ord_"), "{err}");
     let rejected = dm.ok("GET", &format!("/api/orders?user_id={u}&status=rejected"), None);
-    assert_eq!(rejected.as_array().unwrap().len(), 4);
-    assert!(rejected[0]["reject_reason"].as_str().unwrap().contains("insufficient_position"));
+    assert_eq!(rejected.as_array().unwrap().len(), 5);
+    assert!(rejected[0]["reject_reason"].as_str().unwrap().contains("insufficient_funds"), "the newest first: the CLI's");
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
     let (s, e) = dm.place(&u, "NOSUCH", "buy", "1", Some("1"));
     assert_eq!((s, code(&e)), (404, "unknown_symbol"));
@@ -213,12 +220,23 @@ fn self_trade_prevention_ioc_fok_and_market_orders() {
         Some(json!({"user_id": b, "symbol": sym, "side": "buy", "quantity": "6", "price": "100", "time_in_force": "ioc"})),
     );
     assert_eq!((ioc["status"].as_str(), dec(&ioc["filled_quantity"])), (Some("cancelled"), d("5")));
+    // A cancelled order nobody cancelled says what stopped it.
+    let reasons = [&own, &fok, &ioc].map(|o| o["reject_reason"].as_str().unwrap_or_default().split(':').next().unwrap().to_string());
+    assert_eq!(reasons, ["self_trade_prevented", "fok_unfilled", "ioc_unfilled"], "{own} {fok} {ioc}");
+    assert!(ioc["reject_reason"].as_str().unwrap().contains("ioc_unfilled: 1 did not fill"), "{ioc}");
     dm.place(&a, &sym, "sell", "2", Some("101.00"));
     dm.place(&a, &sym, "sell", "2", Some("102.00"));
     let (_, mkt) = dm.place(&b, &sym, "buy", "3", None);
     assert_eq!(mkt["status"], "filled", "{mkt}");
+    assert_eq!(mkt["reject_reason"], Value::Null);
     assert_eq!(dec(&mkt["average_price"]), d("101.333333333333"));
     assert_eq!(bal(&dm, &b, "USD").1, d("0"), "a market buy holds nothing once done");
+    // A market buy the funds cut short ends cancelled with what was left.
+    let poor = dm.user("poor");
+    dm.deposit(&poor, "USD", "150");
+    let (s, short) = dm.place(&poor, &sym, "buy", "2", None);
+    assert_eq!((s, short["status"].as_str(), dec(&short["filled_quantity"])), (201, Some("cancelled"), d("1")), "{short}");
+    assert!(short["reject_reason"].as_str().unwrap().starts_with("market_unfilled: 1 not bought"), "{short}");
 }
 
 /// Sums every user's balances per asset.

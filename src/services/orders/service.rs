@@ -343,9 +343,28 @@ fn after_match(taker: &mut Order, result: &MatchResult) {
         } else {
             OrderStatus::Cancelled
         };
-        if taker.status == OrderStatus::Cancelled && result.self_trade_prevented {
-            taker.reject_reason = Some("self_trade_prevented: the crossing part would have traded with your own order".into());
+        if taker.status == OrderStatus::Cancelled {
+            taker.reject_reason = Some(why_cancelled(taker, result));
         }
+    }
+}
+
+/// Why a placement's remainder ended `cancelled` at its match (201, not an error, as
+/// DESIGN.md has it), in its `reject_reason`: a client reading a cancelled order it did
+/// not cancel learns what stopped it.
+fn why_cancelled(taker: &Order, result: &MatchResult) -> String {
+    let left = (taker.quantity - taker.filled_quantity).normalize();
+    if result.self_trade_prevented {
+        return "self_trade_prevented: the crossing part would have traded with your own order".into();
+    }
+    match (taker.kind, taker.side, taker.time_in_force) {
+        (OrderType::Market, Side::Buy, _) => {
+            format!("market_unfilled: {left} not bought: the book had no more to sell, or the available USD did not cover another lot")
+        }
+        (OrderType::Market, Side::Sell, _) => format!("market_unfilled: {left} not sold: the book had no more bids"),
+        (_, _, TimeInForce::Fok) => "fok_unfilled: the whole quantity could not fill at once, so none of it did".into(),
+        (_, _, TimeInForce::Ioc) => format!("ioc_unfilled: {left} did not fill at once and was cancelled"),
+        _ => format!("unfilled: {left} was cancelled at its match"),
     }
 }
 
