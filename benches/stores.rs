@@ -314,7 +314,7 @@ fn risk_reserve(c: &mut Criterion) {
                         amount: Decimal::from(1_000_000_000_000_000i64),
                         reply: reply(),
                     },
-                    risk::Cmd::SetLimits { user_id: "usr_bench".into(), limits, reply: reply() },
+                    risk::Cmd::SetLimits { user_id: "usr_bench".into(), limits, clear: Vec::new(), reply: reply() },
                 ]
             },
             make: |i| risk::Cmd::Reserve {

@@ -1,4 +1,4 @@
-//! `agt risk limits | set | halt | resume`: pre-trade limits and trading halts.
+//! `agt risk limits | set | halt | resume | state`: pre-trade limits and trading halts.
 
 use super::output::kv;
 use super::{json_value, CliResult, Ctx};
@@ -20,7 +20,8 @@ pub enum RiskCmd {
         /// max_open_orders, max_order_quantity, max_order_notional, max_orders_per_second,
         /// price_band_pct or allow_short
         key: String,
-        /// A number or true/false (sent as JSON), anything else as a string
+        /// A number or true/false (sent as JSON), anything else as a string; `default`
+        /// with --user drops the user's own value (the global one applies again)
         value: String,
         /// Username or user id
         #[arg(long)]
@@ -30,6 +31,8 @@ pub enum RiskCmd {
     Halt { symbol: Option<String> },
     /// Resume trading on one symbol, or everywhere
     Resume { symbol: Option<String> },
+    /// Show what is halted: all trading, and which symbols
+    State,
 }
 
 pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
@@ -40,12 +43,17 @@ pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
         }
         RiskCmd::Set { key, value, user } => {
             let mut body = Map::new();
-            body.insert(key, json_value(&value));
+            let value = if value == "default" && user.is_some() { Value::Null } else { json_value(&value) };
+            body.insert(key, value);
             let v = ctx.put(&with_query("/api/risk/limits", &[("user_id", user)]), &Value::Object(body))?;
             ctx.show(&v, kv)
         }
         RiskCmd::Halt { symbol } => trading_state(ctx, "halt", symbol),
         RiskCmd::Resume { symbol } => trading_state(ctx, "resume", symbol),
+        RiskCmd::State => {
+            let v = ctx.get("/api/risk/state")?;
+            ctx.show(&v, kv)
+        }
     }
 }
 

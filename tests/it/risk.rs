@@ -135,6 +135,13 @@ fn limits_global_through_config_and_per_user_through_risk() {
     dm.restart();
     let l = dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None);
     assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(3), json!("5")));
+    // A user's own value goes with null (the CLI's `default`): the global one applies again.
+    let l = dm.ok("PUT", &format!("/api/risk/limits?user_id={u}"), Some(json!({"max_open_orders": null})));
+    assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(2), json!("5")));
+    dm.cli().args(["risk", "set", "max_order_notional", "default", "--user", &u]).assert().success();
+    assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None), dm.ok("GET", "/api/risk/limits", None));
+    let (s, e) = dm.req("PUT", "/api/risk/limits", Some(json!({"max_open_orders": null})));
+    assert_eq!((s, code(&e)), (400, "invalid_limit"), "a global limit needs a value: {e}");
     let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
     assert_eq!(dm.tcp("GET", "/api/risk/limits", None, Some(&viewer)).0, 200);
     assert_eq!(dm.tcp("PUT", "/api/risk/limits", Some(json!({"max_open_orders": 9})), Some(&viewer)).0, 403);
@@ -165,6 +172,10 @@ fn halts_resume_and_survive_a_restart() {
     let (s, e) = dm.req("POST", "/api/risk/halt", Some(json!({"symbol": "bad symbol"})));
     assert_eq!((s, code(&e)), (400, "invalid_symbol"));
     assert_eq!(dm.raw("POST", "/api/risk/halt", "{nope", &[]).0, 400);
+    dm.cli().args(["risk", "halt", &s1]).assert().success();
+    let out = dm.cli().args(["risk", "state", "-o", "json"]).assert().success();
+    let state: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(state["halted_symbols"], json!([s1]), "{state}");
     let changes = events_of(&dm, "TRADING_STATE_CHANGED");
     assert!(changes.iter().any(|e| e["data"]["action"] == "halt" && e["data"]["symbol"] == s1.as_str()), "{changes:?}");
     let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();

@@ -39,8 +39,9 @@ pub async fn limits(State(app): State<Arc<App>>, caller: Caller, Query(q): Query
     Ok(ok(app.risk.call(|reply| risk::Cmd::Limits { user_id, reply }).await?))
 }
 
-/// Reads a limits body: an object of known limit names, each with a value of its type.
-fn parse_limits(body: &serde_json::Value) -> Result<RiskLimits, ApiError> {
+/// Reads a limits body: an object of known limit names, each with a value of its type,
+/// or for a user's own limits `null`, which drops the user's value (the names returned).
+fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits, Vec<String>), ApiError> {
     let known = LIMIT_KEYS.join(", ");
     let Some(obj) = body.as_object() else {
         return Err(ApiError::invalid(
@@ -58,14 +59,18 @@ fn parse_limits(body: &serde_json::Value) -> Result<RiskLimits, ApiError> {
         if !LIMIT_KEYS.contains(&k.as_str()) {
             return Err(ApiError::invalid("invalid_limit", format!("unknown limit {k:?}; the limits are {known}")));
         }
-        if v.is_null() {
-            return Err(ApiError::invalid("invalid_limit", format!("{k} needs a value, not null")));
+        if v.is_null() && !for_user {
+            return Err(ApiError::invalid(
+                "invalid_limit",
+                format!("{k} needs a value, not null (null removes a user's own limit, with ?user_id=)"),
+            ));
         }
     }
+    let clear: Vec<String> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
     let limits: RiskLimits =
         serde_json::from_value(body.clone()).map_err(|e| ApiError::invalid("invalid_limit", format!("invalid limits: {e}")))?;
     risk::checks::validate_limits(&limits)?;
-    Ok(limits)
+    Ok((limits, clear))
 }
 
 /// Admin: with `?user_id=` sets that user's own limits; without, the global ones (config).
@@ -76,10 +81,11 @@ pub async fn set_limits(
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let limits = parse_limits(&body)?;
-    if let Some(key) = q.user() {
+    let user = q.user();
+    let (limits, clear) = parse_limits(&body, user.is_some())?;
+    if let Some(key) = user {
         let user_id = app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id;
-        return Ok(ok(app.risk.call(|reply| risk::Cmd::SetLimits { user_id, limits, reply }).await?));
+        return Ok(ok(app.risk.call(|reply| risk::Cmd::SetLimits { user_id, limits, clear, reply }).await?));
     }
     let changes: Vec<(String, serde_json::Value)> =
         body.as_object().map(|m| m.iter().map(|(k, v)| (format!("risk.{k}"), v.clone())).collect()).unwrap_or_default();

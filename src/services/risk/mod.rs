@@ -62,10 +62,12 @@ pub enum Cmd {
         user_id: Option<String>,
         reply: Reply<RiskLimits>,
     },
-    /// A user's own limits (fields left out inherit the global value).
+    /// A user's own limits (fields left out inherit the global value); the limits named
+    /// in `clear` lose the user's own value and inherit the global one again.
     SetLimits {
         user_id: String,
         limits: RiskLimits,
+        clear: Vec<String>,
         reply: Reply<RiskLimits>,
     },
     Halt {

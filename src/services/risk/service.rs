@@ -88,8 +88,8 @@ impl Service for Risk {
                 after.reply(reply, r);
             }
             Cmd::Limits { user_id, reply } => after.reply(reply, Ok(self.limits(user_id.as_deref()).to_limits())),
-            Cmd::SetLimits { user_id, limits, reply } => {
-                let r = self.set_limits(tx, after, &user_id, limits)?;
+            Cmd::SetLimits { user_id, limits, clear, reply } => {
+                let r = self.set_limits(tx, after, &user_id, limits, &clear)?;
                 after.reply(reply, r);
             }
             Cmd::Halt { symbol, reply } => {
@@ -415,11 +415,32 @@ impl Risk {
         }
     }
 
-    pub fn set_limits(&mut self, tx: &Connection, after: &mut AfterCommit, user: &str, limits: RiskLimits) -> Outcome<RiskLimits> {
+    pub fn set_limits(
+        &mut self,
+        tx: &Connection,
+        after: &mut AfterCommit,
+        user: &str,
+        limits: RiskLimits,
+        clear: &[String],
+    ) -> Outcome<RiskLimits> {
         if let Err(e) = checks::validate_limits(&limits) {
             return Ok(Err(e));
         }
         let mut own = self.user_limits.get(user).cloned().unwrap_or_default();
+        for key in clear {
+            match key.as_str() {
+                "max_open_orders" => own.max_open_orders = None,
+                "max_order_quantity" => own.max_order_quantity = None,
+                "max_order_notional" => own.max_order_notional = None,
+                "max_orders_per_second" => own.max_orders_per_second = None,
+                "price_band_pct" => own.price_band_pct = None,
+                "allow_short" => own.allow_short = None,
+                other => {
+                    let known = checks::LIMIT_KEYS.join(", ");
+                    return Ok(Err(ApiError::invalid("invalid_limit", format!("unknown limit {other:?}; the limits are {known}"))));
+                }
+            }
+        }
         own.max_open_orders = limits.max_open_orders.or(own.max_open_orders);
         own.max_order_quantity = limits.max_order_quantity.or(own.max_order_quantity);
         own.max_order_notional = limits.max_order_notional.or(own.max_order_notional);

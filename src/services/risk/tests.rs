@@ -631,7 +631,7 @@ fn max_open_orders_counts_open_holds_and_follows_the_live_config() {
     f.reserve(&order("o3", "u1", Side::Buy, Some("10"), "1")).unwrap();
     // A user's own limit wins over the global one.
     let own = RiskLimits { max_open_orders: Some(5), ..Default::default() };
-    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", own)).unwrap();
+    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", own, &[])).unwrap();
     assert_eq!((eff.max_open_orders, eff.allow_short), (Some(5), Some(false)));
     f.reserve(&order("o4", "u1", Side::Buy, Some("10"), "1")).unwrap();
     f.reload();
@@ -641,10 +641,10 @@ fn max_open_orders_counts_open_holds_and_follows_the_live_config() {
     assert_eq!(f.reserve(&order("o6", "u1", Side::Buy, Some("10"), "1")).unwrap_err().code, "max_open_orders");
     // Setting another limit keeps the first.
     let more = RiskLimits { price_band_pct: Some(d("5")), ..Default::default() };
-    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", more)).unwrap();
+    let eff = f.run(|r, tx, after| r.set_limits(tx, after, "u1", more, &[])).unwrap();
     assert_eq!((eff.max_open_orders, eff.price_band_pct), (Some(5), Some(d("5"))));
     let bad = RiskLimits { max_open_orders: Some(0), ..Default::default() };
-    assert_eq!(f.run(|r, tx, after| r.set_limits(tx, after, "u1", bad)).unwrap_err().code, "invalid_limit");
+    assert_eq!(f.run(|r, tx, after| r.set_limits(tx, after, "u1", bad, &[])).unwrap_err().code, "invalid_limit");
 }
 
 #[test]
