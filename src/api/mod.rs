@@ -321,24 +321,50 @@ impl OrderStatus {
     }
 }
 
-/// The order placement body (seed-compatible).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlaceOrder {
-    /// A user id or username; a trader token implies it.
-    #[serde(default)]
-    pub user_id: Option<String>,
-    pub symbol: String,
-    pub side: Side,
-    #[serde(deserialize_with = "decimal::de")]
-    pub quantity: Decimal,
-    #[serde(default, deserialize_with = "decimal::de_opt")]
-    pub price: Option<Decimal>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<OrderType>,
-    #[serde(default)]
-    pub time_in_force: Option<TimeInForce>,
-    #[serde(default)]
-    pub client_order_id: Option<String>,
+/// The order placement body's fields, declared once for its two readings.
+macro_rules! place_order {
+    ($(#[$attr:meta])* $name:ident) => {
+        $(#[$attr])*
+        pub struct $name {
+            /// A user id or username; a trader token implies it.
+            #[serde(default)]
+            pub user_id: Option<String>,
+            pub symbol: String,
+            pub side: Side,
+            #[serde(deserialize_with = "decimal::de")]
+            pub quantity: Decimal,
+            #[serde(default, deserialize_with = "decimal::de_opt")]
+            pub price: Option<Decimal>,
+            #[serde(default, rename = "type")]
+            pub kind: Option<OrderType>,
+            #[serde(default)]
+            pub time_in_force: Option<TimeInForce>,
+            #[serde(default)]
+            pub client_order_id: Option<String>,
+        }
+    };
+}
+
+place_order!(
+    /// The order placement body of `POST /api/orders`. Any other key is refused: a
+    /// mistyped `"tif": "ioc"` must not place a resting `gtc` order.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    PlaceOrder
+);
+
+place_order!(
+    /// The same body as the seed's gateway took it at `POST /api/trading/orders`: other
+    /// keys are ignored, as a client written against the seed may send them.
+    #[derive(Debug, Clone, Deserialize)]
+    SeedPlaceOrder
+);
+
+impl From<SeedPlaceOrder> for PlaceOrder {
+    fn from(o: SeedPlaceOrder) -> PlaceOrder {
+        let SeedPlaceOrder { user_id, symbol, side, quantity, price, kind, time_in_force, client_order_id } = o;
+        PlaceOrder { user_id, symbol, side, quantity, price, kind, time_in_force, client_order_id }
+    }
 }
 
 /// `PATCH /api/orders/{id}`. Any other key is refused: `{"price": 5, "qty": 3}` must

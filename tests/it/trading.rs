@@ -119,6 +119,21 @@ fn money_is_taken_digit_for_digit_or_refused_never_rounded() {
 }
 
 #[test]
+fn a_mistyped_key_is_refused_on_the_own_route_and_ignored_on_the_seeds() {
+    let dm = Daemon::start();
+    let (sym, buyer, _) = dm.market_pair("1000", "10");
+    let body = json!({"user_id": buyer, "symbol": sym, "side": "buy", "quantity": "1", "price": "10", "tif": "ioc"});
+    let (s, e) = dm.req("POST", "/api/orders", Some(body.clone()));
+    assert_eq!((s, code(&e)), (400, "invalid_request"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("unknown field `tif`"), "{e}");
+    // The seed's gateway took any dict: a client written against it keeps working.
+    let (s, o) = dm.req("POST", "/api/trading/orders", Some(body));
+    assert_eq!((s, o["time_in_force"].as_str()), (201, Some("gtc")), "{o}");
+    let seed = dm.ok("GET", &format!("/api/trading/orders/{}", o["order_id"].as_str().unwrap()), None);
+    assert_eq!(seed["status"], "new");
+}
+
+#[test]
 fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
     let dm = Daemon::start();
     let (sym, buyer, seller) = dm.market_pair("100000000", "10");

@@ -63,7 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/market/{symbol}", get(market::quote))
         .route("/api/market/{symbol}/candles", get(market::candles))
         .route("/api/orders", get(orders::list).post(orders::place))
-        .route("/api/trading/orders", axum::routing::post(orders::place))
+        .route("/api/trading/orders", axum::routing::post(orders::place_seed))
         .route("/api/orders/cancel-all", post(orders::cancel_all))
         .route("/api/orders/{id}", get(orders::get).delete(orders::cancel).patch(orders::amend))
         .route("/api/trading/orders/{id}", get(orders::get))

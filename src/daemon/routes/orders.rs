@@ -1,7 +1,7 @@
 //! Orders and books: placement, queries, cancel, amend, mass cancel (DESIGN.md §4),
 //! including the seed-compatible routes.
 
-use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder};
+use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
 use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
 use crate::services::orders::{saga, Cmd, ListFilter};
@@ -15,6 +15,11 @@ use std::sync::Arc;
 pub async fn place(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<PlaceOrder>) -> ApiResult<Response> {
     let (status, order) = saga::place(app, &caller, body).await?;
     Ok(if status == 201 { created(order) } else { ok(order) })
+}
+
+/// `POST /api/trading/orders`, the seed's route: [`place`], ignoring keys it does not know.
+pub async fn place_seed(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<SeedPlaceOrder>) -> ApiResult<Response> {
+    place(State(app), caller, Json(body.into())).await
 }
 
 pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
