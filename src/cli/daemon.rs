@@ -264,6 +264,18 @@ pub fn running_daemon(home: &Home) -> Option<u32> {
     if pid <= 1 || !process_alive(pid) {
         return None;
     }
+    if dying(pid) {
+        // Killed (`kill -9` just before `agt daemon start`), still tearing down its
+        // threads and files: it will never serve again. Wait for it to be gone, so that
+        // its lock and socket are free for the next daemon.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if !process_alive(pid) {
+            return None;
+        }
+    }
     let is_daemon = match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => cmdline.split(|&b| b == 0).any(|arg| arg == b"daemon"),
         // No /proc here: the pid being alive is all we can know.
@@ -278,6 +290,27 @@ fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
     let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     exists && !is_zombie(pid)
+}
+
+/// Whether `pid` is on its way out: exiting (`PF_EXITING` in its flags) or with a
+/// SIGKILL pending that it has not acted on yet.
+fn dying(pid: u32) -> bool {
+    let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    dying_by(&read("stat"), &read("status"))
+}
+
+/// [`dying`] from the texts of `/proc/PID/stat` and `/proc/PID/status`.
+fn dying_by(stat: &str, status: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    // `pid (comm) state ppid pgrp session tty tpgid flags …`
+    let fields: Vec<&str> = stat.rfind(')').map(|i| stat[i + 1..].split_whitespace().collect()).unwrap_or_default();
+    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|flags| flags & PF_EXITING != 0);
+    let killed = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("ShdPnd:").or_else(|| l.strip_prefix("SigPnd:")))
+        .any(|mask| u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0));
+    exiting || killed
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -301,5 +334,23 @@ fn log_tail(path: &Path, from: u64, lines: usize) -> String {
         "(nothing)".to_string()
     } else {
         tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_or_exiting_process_is_dying_a_running_one_is_not() {
+        let stat = |flags: u64| format!("4242 (agt daemon) S 1 4242 4242 0 -1 {flags} 120 0 0 0");
+        let status = |shd: &str| format!("Name:\tagt\nSigPnd:\t0000000000000000\nShdPnd:\t{shd}\nSigBlk:\t0000000000000000\n");
+        assert!(!dying_by(&stat(0x400040), &status("0000000000000000")));
+        assert!(dying_by(&stat(0x400044), &status("0000000000000000")), "PF_EXITING");
+        assert!(dying_by(&stat(0x400040), &status("0000000000000100")), "SIGKILL pending");
+        assert!(!dying_by(&stat(0x400040), &status("0000000000004000")), "SIGTERM pending is not dying");
+        assert!(!dying_by("", ""), "no /proc: not known to be dying");
+        // The process's own state now: alive, not dying.
+        assert!(!dying(std::process::id()));
     }
 }

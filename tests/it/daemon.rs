@@ -107,6 +107,12 @@ fn cli_daemon_start_status_stop() {
     assert_eq!((mode("logs"), mode("logs/daemon.out")), (0o700, 0o600), "what the daemon prints is private too");
     agt(&["daemon", "status"]).assert().success();
     agt(&["health"]).assert().success();
+    // `kill -9` and a start straight after: the killed daemon may still be tearing down,
+    // which is not a daemon that runs.
+    let pid: i32 = std::fs::read_to_string(home.path().join("agtd.pid")).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    agt(&["daemon", "start"]).assert().success();
+    agt(&["health"]).assert().success();
     agt(&["daemon", "stop"]).assert().success();
     agt(&["daemon", "status"]).assert().code(3);
     agt(&["health"]).assert().code(3).stderr(predicates::str::contains("daemon"));
