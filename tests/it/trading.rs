@@ -40,6 +40,7 @@ fn a_crossing_order_fills_at_the_makers_price_and_moves_money_exactly() {
     assert_eq!(buy["status"], "filled");
     assert_eq!(dec(&buy["average_price"]), d("100"));
     assert_eq!(buy["fills"].as_array().unwrap().len(), 1);
+    assert_eq!(buy["fills"][0]["price"], "100", "written as the order's price is, not 100.00: {buy}");
     assert_eq!(bal(&dm, &buyer, "USD"), (d("9600"), d("0"), d("9600")));
     assert_eq!(bal(&dm, &buyer, &sym), (d("4"), d("0"), d("4")));
     assert_eq!(bal(&dm, &seller, "USD"), (d("400"), d("0"), d("400")));

@@ -214,9 +214,10 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
                     return Err(ApiError::rejected(
                         "insufficient_funds",
                         format!(
-                            "buying {qty} at {p} needs {need} {QUOTE}, but only {} is available (short by {})",
-                            cx.available_quote,
-                            need - cx.available_quote
+                            "buying {qty} at {p} needs {} {QUOTE}, but only {} is available (short by {})",
+                            need.normalize(),
+                            cx.available_quote.normalize(),
+                            (need - cx.available_quote).normalize()
                         ),
                     ));
                 }
@@ -241,8 +242,8 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
                         "insufficient_position",
                         format!(
                             "selling {qty} {base} needs {qty} available, but only {} is (short by {}); short selling is off (risk.allow_short)",
-                            cx.available_base,
-                            qty - cx.available_base.max(Decimal::ZERO)
+                            cx.available_base.normalize(),
+                            (qty - cx.available_base.max(Decimal::ZERO)).normalize()
                         ),
                     ));
                 }

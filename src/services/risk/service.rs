@@ -115,7 +115,8 @@ fn refused(r: Refusal) -> ApiError {
     match r {
         Refusal::Insufficient { asset, needed, available } => {
             let code = if asset == QUOTE { "insufficient_funds" } else { "insufficient_position" };
-            ApiError::rejected(code, format!("needs {needed} {asset} but only {available} is available (short by {})", needed - available))
+            let (needed, available, short) = (needed.normalize(), available.normalize(), (needed - available).normalize());
+            ApiError::rejected(code, format!("needs {needed} {asset} but only {available} is available (short by {short})"))
         }
         Refusal::TooLarge => ApiError::invalid(
             "invalid_amount",
@@ -214,8 +215,10 @@ impl Risk {
                 return Ok(Err(ApiError::rejected(
                     "insufficient_funds",
                     format!(
-                        "cannot withdraw {needed} {asset}: only {available} is available (short by {}); open orders hold the rest",
-                        needed - available
+                        "cannot withdraw {} {asset}: only {} is available (short by {}); open orders hold the rest",
+                        needed.normalize(),
+                        available.normalize(),
+                        (needed - available).normalize()
                     ),
                 )))
             }
@@ -403,14 +406,17 @@ impl Risk {
                 Ok(Err(ApiError::rejected(
                     code,
                     format!(
-                        "amending order {order_id} to {what} needs {needed} more {asset}, but only {available} is available (short by {})",
-                        needed - available
+                        "amending order {order_id} to {what} needs {} more {asset}, but only {} is available (short by {})",
+                        needed.normalize(),
+                        available.normalize(),
+                        (needed - available).normalize()
                     ),
                 )))
             }
-            Err(Refusal::TooLarge) => {
-                Ok(Err(ApiError::rejected("max_order_notional", format!("price {price} × quantity {remaining} is too large to compute"))))
-            }
+            Err(Refusal::TooLarge) => Ok(Err(ApiError::rejected(
+                "max_order_notional",
+                format!("price {price} × quantity {remaining} does not fit in 28 significant digits"),
+            ))),
             Err(r) => Ok(Err(refused(r))),
         }
     }

@@ -255,6 +255,10 @@ fn insufficient_funds_says_by_how_much() {
     assert_eq!((e.code.as_ref(), e.status), ("insufficient_funds", 422));
     assert!(e.message.contains("1000") && e.message.contains("short by 900"), "{}", e.message);
     assert!(s.admit(&order("o", "u", Side::Buy, Some("10"), "10")).is_ok());
+    // Amounts in the message as a person writes them, without the scale arithmetic left.
+    s.quote = d("99809.00000");
+    let e = s.admit(&order("o", "u", Side::Buy, Some("99809.010"), "1.000")).unwrap_err();
+    assert!(e.message.contains("needs 99809.01 USD, but only 99809 is available (short by 0.01)"), "{}", e.message);
 }
 
 #[test]

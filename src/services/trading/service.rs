@@ -217,9 +217,11 @@ impl Trading {
         for (i, f) in fills.iter().enumerate() {
             let maker = self.meta.get(&f.maker_id).ok_or_else(|| ServiceError::Other(format!("maker {} unknown", f.maker_id)))?;
             let (maker_order_id, maker_user_id) = (maker.order_id.to_string(), maker.user_id.to_string());
-            let price = Decimal::from(f.price) * tick;
-            let quantity = Decimal::from(f.qty) * lot;
-            let maker_remaining = Decimal::from(f.maker_remaining) * lot;
+            // Normalized: a price of 19000 ticks of 0.01 is 190, not 190.00, as the order's
+            // own price is written.
+            let price = (Decimal::from(f.price) * tick).normalize();
+            let quantity = (Decimal::from(f.qty) * lot).normalize();
+            let maker_remaining = (Decimal::from(f.maker_remaining) * lot).normalize();
             let (trade_id, timestamp) = match journaled.map(|j| &j[i]) {
                 None => (format!("trd_{}", uuid::Uuid::now_v7().simple()), now.clone()),
                 Some(j) if (&j.maker_order_id, j.price, j.quantity, j.maker_remaining) == (&maker_order_id, price, quantity, maker_remaining) => {
@@ -444,8 +446,8 @@ impl Trading {
         let result = MatchResult {
             order_id: req.order_id.clone(),
             fills: trade_fills,
-            filled: Decimal::from(outcome.filled) * lot,
-            remaining: Decimal::from(outcome.remaining) * lot,
+            filled: (Decimal::from(outcome.filled) * lot).normalize(),
+            remaining: (Decimal::from(outcome.remaining) * lot).normalize(),
             rests: outcome.rest == Rest::Resting,
             self_trade_prevented: outcome.self_trade_prevented,
         };
@@ -475,7 +477,7 @@ impl Trading {
         let user_id = meta.user_id.to_string();
         let Some(book) = self.books.get_mut(&*symbol) else { return Ok(None) };
         let Some(removed) = book.book.cancel(internal) else { return Ok(None) };
-        let remaining = Decimal::from(removed.remaining) * book.lot;
+        let remaining = (Decimal::from(removed.remaining) * book.lot).normalize();
         self.changed.entry(internal).or_insert(true);
         tx.prepare_cached("INSERT OR REPLACE INTO cancels (order_id, remaining, timestamp) VALUES (?1, ?2, ?3)")?.execute(params![
             order_id,
@@ -574,8 +576,8 @@ impl Trading {
         Ok(Ok(MatchResult {
             order_id: order_id.to_string(),
             fills: trade_fills,
-            filled: Decimal::from(outcome.filled) * lot,
-            remaining: Decimal::from(outcome.remaining) * lot,
+            filled: (Decimal::from(outcome.filled) * lot).normalize(),
+            remaining: (Decimal::from(outcome.remaining) * lot).normalize(),
             rests: outcome.rest == Rest::Resting,
             self_trade_prevented: outcome.self_trade_prevented,
         }))
