@@ -385,6 +385,10 @@ fn home_hint(ctx: &Ctx) -> String {
 /// else the string itself (`3` → 3, `true` → true, `0.05` → 0.05, `abc` → "abc").
 pub fn json_value(raw: &str) -> Value {
     match serde_json::from_str::<Value>(raw) {
+        // A fraction or a long number goes as the text it is: a JSON number would pass
+        // through a float here (`12345678.123456789012` sent as `12345678.12345679`). The
+        // daemon reads a decimal, or a number of a setting, from a string too.
+        Ok(Value::Number(n)) if !(n.is_i64() || n.is_u64()) => Value::String(raw.trim().to_string()),
         Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => v,
         _ => Value::String(raw.to_string()),
     }
@@ -404,9 +408,11 @@ mod tests {
     fn values_from_the_command_line() {
         assert_eq!(json_value("3"), serde_json::json!(3));
         assert_eq!(json_value("true"), serde_json::json!(true));
-        assert_eq!(json_value("0.05"), serde_json::json!(0.05));
+        assert_eq!(json_value("0.05"), serde_json::json!("0.05"), "a fraction as its text, not through a float");
         assert_eq!(json_value("info"), serde_json::json!("info"));
         assert_eq!(json_value("\"x\""), serde_json::json!("\"x\""));
         assert_eq!(json_value("007"), serde_json::json!("007"));
+        assert_eq!(json_value("12345678.123456789012"), serde_json::json!("12345678.123456789012"));
+        assert_eq!(json_value("79228162514264337593543950335"), serde_json::json!("79228162514264337593543950335"));
     }
 }

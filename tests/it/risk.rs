@@ -135,9 +135,12 @@ fn limits_global_through_config_and_per_user_through_risk() {
     dm.restart();
     let l = dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None);
     assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(3), json!("5")));
+    // The CLI sends a decimal as the digits typed, not through a float.
+    dm.cli().args(["risk", "set", "max_order_notional", "12345678.123456789012", "--user", &u]).assert().success();
+    assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None)["max_order_notional"], "12345678.123456789012");
     // A user's own value goes with null (the CLI's `default`): the global one applies again.
     let l = dm.ok("PUT", &format!("/api/risk/limits?user_id={u}"), Some(json!({"max_open_orders": null})));
-    assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(2), json!("5")));
+    assert_eq!((l["max_open_orders"].clone(), l["max_order_notional"].clone()), (json!(2), json!("12345678.123456789012")));
     dm.cli().args(["risk", "set", "max_order_notional", "default", "--user", &u]).assert().success();
     assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None), dm.ok("GET", "/api/risk/limits", None));
     let (s, e) = dm.req("PUT", "/api/risk/limits", Some(json!({"max_open_orders": null})));
@@ -145,6 +148,27 @@ fn limits_global_through_config_and_per_user_through_risk() {
     let viewer = dm.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
     assert_eq!(dm.tcp("GET", "/api/risk/limits", None, Some(&viewer)).0, 200);
     assert_eq!(dm.tcp("PUT", "/api/risk/limits", Some(json!({"max_open_orders": 9})), Some(&viewer)).0, 403);
+}
+
+#[test]
+fn a_short_sale_holds_what_there_is_and_settles_without_complaint() {
+    let dm = Daemon::with_config("[risk]\nallow_short = true\n");
+    let sym = dm.symbol("0.01", "1");
+    let (short, buyer) = (dm.user("short"), dm.user("long"));
+    dm.deposit(&short, &sym, "1");
+    dm.deposit(&buyer, "USD", "1000");
+    let (s, o) = dm.place(&short, &sym, "sell", "3", Some("10.00"));
+    assert_eq!((s, o["status"].as_str()), (201, Some("new")), "{o}");
+    let held = |u: &str, asset: &str| {
+        let a = dm.ok("GET", &format!("/api/users/{u}/account"), None);
+        let b = a["balances"].as_array().unwrap().iter().find(|b| b["asset"] == asset).cloned().unwrap_or_default();
+        (dec(&b["total"]), dec(&b["held"]))
+    };
+    assert_eq!(held(&short, &sym), (1.into(), 1.into()), "it holds the one it has");
+    assert_eq!(dm.place(&buyer, &sym, "buy", "2", Some("10.00")).0, 201);
+    assert_eq!(held(&short, &sym), ((-1).into(), 0.into()), "short by one, holding nothing it has not");
+    assert_eq!(held(&short, "USD").0, 20.into());
+    assert!(!dm.log().contains("below its holds"), "a short sale is not an inconsistency: {}", dm.log());
 }
 
 #[test]

@@ -83,6 +83,9 @@ fn rejections_are_422_with_their_code_and_stay_queryable() {
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
     let (s, e) = dm.place(&u, "NOSUCH", "buy", "1", Some("1"));
     assert_eq!((s, code(&e)), (404, "unknown_symbol"));
+    // A forgotten price is not a market order: without "type" an order is a limit order.
+    let (s, e) = dm.req("POST", "/api/orders", Some(json!({"user_id": u, "symbol": sym, "side": "buy", "quantity": "10"})));
+    assert_eq!((s, code(&e)), (400, "invalid_price"), "{e}");
     for (q, p) in [("0", "1"), ("-1", "1"), ("1", "0"), ("abc", "1"), ("1e400", "1")] {
         let body = format!(r#"{{"user_id":"{u}","symbol":"{sym}","side":"buy","quantity":{q:?},"price":{p:?}}}"#);
         let (s, e) = dm.raw("POST", "/api/orders", &body, &[]);

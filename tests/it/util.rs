@@ -190,8 +190,9 @@ impl Daemon {
 
     pub fn place(&self, user: &str, symbol: &str, side: &str, qty: &str, price: Option<&str>) -> (u16, Value) {
         let mut b = serde_json::json!({"user_id": user, "symbol": symbol, "side": side, "quantity": qty});
-        if let Some(p) = price {
-            b["price"] = p.into();
+        match price {
+            Some(p) => b["price"] = p.into(),
+            None => b["type"] = "market".into(),
         }
         self.req("POST", "/api/orders", Some(b))
     }

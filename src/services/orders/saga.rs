@@ -82,9 +82,13 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
             return Err(invalid("invalid_price", format!("price must be greater than zero, got {p}")));
         }
     }
-    let kind = body.kind.unwrap_or(if body.price.is_some() { OrderType::Limit } else { OrderType::Market });
+    // A limit order unless it says otherwise: a forgotten price must not make an order
+    // that trades at any price.
+    let kind = body.kind.unwrap_or(OrderType::Limit);
     match (kind, body.price) {
-        (OrderType::Limit, None) => return Err(invalid("invalid_price", "a limit order needs a price (or use \"type\": \"market\")")),
+        (OrderType::Limit, None) => {
+            return Err(invalid("invalid_price", "a limit order needs a price; for a market order send \"type\": \"market\""))
+        }
         (OrderType::Market, Some(_)) => {
             return Err(invalid("invalid_price", "a market order takes no price: leave price out or use \"type\": \"limit\""))
         }

@@ -392,8 +392,13 @@ impl Ledger {
         self.bal_mut(&t.sell_user_id, base).total -= t.quantity;
         let s = self.bal_mut(&t.sell_user_id, QUOTE);
         s.total = s.total.checked_add(notional).ok_or(Refusal::TooLarge)?;
+        // Holds never exceed what there is. A short sale (`risk.allow_short`) takes the
+        // seller's asset below zero by design, holding what there was: there the check is
+        // that it holds nothing it does not have.
         for (user, b) in [(&t.buy_user_id, QUOTE), (&t.sell_user_id, base)] {
-            if self.balance(user, b).available() < Decimal::ZERO {
+            let bal = self.balance(user, b);
+            let short_sale = b != QUOTE && bal.total < Decimal::ZERO;
+            if (short_sale && bal.held > Decimal::ZERO) || (!short_sale && bal.available() < Decimal::ZERO) {
                 tracing::error!(user = %user, asset = b, trade = %t.trade_id, "a settled trade left a balance below its holds");
             }
         }
