@@ -459,8 +459,10 @@ pub struct Instrument {
     pub max_quantity: Decimal,
 }
 
-/// `POST /api/symbols`.
+/// `POST /api/symbols`. Any other key is refused (a mistyped `"max_qty"` must not leave
+/// the default in place unnoticed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewInstrument {
     pub symbol: String,
     #[serde(alias = "tick_size", deserialize_with = "decimal::de")]

@@ -127,9 +127,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(ApiError::invalid("invalid_json", "the request needs a JSON object body"));
     }
+    // Every body of the API is an object; serde would read a struct from an array too, and
+    // its words for the wrong shape name our Rust types.
+    const OBJECT: &str = "the request body must be a JSON object of named fields, such as {\"symbol\": \"AAPL\"}";
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::invalid("invalid_request", OBJECT));
+    }
     serde_json::from_slice(&crate::api::decimal::exact_numbers(bytes)).map_err(|e| {
         let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };
-        ApiError::invalid(code, format!("invalid request body: {e}"))
+        let text = e.to_string();
+        if text.contains("expected struct") {
+            return ApiError::invalid(code, OBJECT);
+        }
+        ApiError::invalid(code, format!("invalid request body: {text}"))
     })
 }
 

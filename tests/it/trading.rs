@@ -83,6 +83,14 @@ fn rejections_are_422_with_their_code_and_stay_queryable() {
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")));
     let (s, e) = dm.place(&u, "NOSUCH", "buy", "1", Some("1"));
     assert_eq!((s, code(&e)), (404, "unknown_symbol"));
+    // Bodies and queries of the wrong shape say what is wanted.
+    let (s, e) = dm.raw("POST", "/api/orders", "[1]", &[]);
+    assert!(s == 400 && e["error"]["message"].as_str().unwrap().contains("must be a JSON object"), "{e}");
+    let (s, e) = dm.req("GET", &format!("/api/book/{sym}?depth=0"), None);
+    assert_eq!((s, code(&e)), (400, "invalid_query"), "{e}");
+    let (s, e) = dm.req("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": "USD", "amount": "101"})));
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(s == 422 && message.contains("only 100 is available (short by 1)") && !message.contains("hold"), "{e}");
     // A forgotten price is not a market order: without "type" an order is a limit order.
     let (s, e) = dm.req("POST", "/api/orders", Some(json!({"user_id": u, "symbol": sym, "side": "buy", "quantity": "10"})));
     assert_eq!((s, code(&e)), (400, "invalid_price"), "{e}");

@@ -129,6 +129,9 @@ pub struct BookQuery {
 
 pub async fn book(State(app): State<Arc<App>>, Path(symbol): Path<String>, Query(q): Query<BookQuery>) -> ApiResult<Response> {
     app.market.call(|r| market::Cmd::Symbol(symbol.clone(), r)).await?;
-    let depth = q.depth.unwrap_or(10).clamp(1, 1000);
+    let depth = match q.depth.unwrap_or(10) {
+        0 => return Err(ApiError::invalid("invalid_query", "depth must be at least 1 (levels per side, at most 1000)").into()),
+        d => d.min(1000),
+    };
     Ok(ok(app.trading.call(|reply| trading::Cmd::Book { symbol, depth, reply }).await?))
 }

@@ -74,7 +74,14 @@ pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
             format!("min_quantity ({min_quantity}) must be a multiple of the lot ({}): no order could be exactly that size", new.lot),
         ));
     }
-    let max_quantity = new.max_quantity.unwrap_or_else(default_max_quantity);
+    // The default, on the lot's grid (a lot of 0.3 cannot make 1000000000).
+    let max_quantity = new.max_quantity.unwrap_or_else(|| default_max_quantity() - default_max_quantity() % new.lot);
+    if !(max_quantity % new.lot).is_zero() {
+        return Err(ApiError::invalid(
+            "invalid_quantity",
+            format!("max_quantity ({max_quantity}) must be a multiple of the lot ({})", new.lot),
+        ));
+    }
     if max_quantity < min_quantity {
         return Err(ApiError::invalid(
             "invalid_quantity",

@@ -122,6 +122,14 @@ fn symbols_are_validated_with_codes_that_say_what_is_wrong() {
     let inverted =
         NewInstrument { symbol: "INV".into(), tick: d("1"), lot: d("1"), min_quantity: Some(d("10")), max_quantity: Some(d("5")) };
     assert_eq!(f.tx(|m, tx| m.add_symbol(tx, inverted).unwrap()).unwrap_err().code, "invalid_quantity");
+    // Quantities on the lot's grid: no order could be exactly a min or max off it.
+    for (min, max) in [(Some("1.5"), None), (Some("4"), Some("5"))] {
+        let off = NewInstrument { symbol: "OFF".into(), tick: d("1"), lot: d("2"), min_quantity: min.map(d), max_quantity: max.map(d) };
+        assert_eq!(f.tx(|m, tx| m.add_symbol(tx, off).unwrap()).unwrap_err().code, "invalid_quantity", "{min:?} {max:?}");
+    }
+    assert_eq!(f.add("THIRDS", "0.01", "0.3").unwrap().max_quantity, d("999999999.9"), "the default max, on the grid");
+    let typo = serde_json::from_str::<NewInstrument>(r#"{"symbol": "TYPO", "tick": "1", "lot": "1", "max_qty": "5"}"#);
+    assert!(typo.unwrap_err().to_string().contains("unknown field `max_qty`"));
 
     let e = f.add("BTC-USD", "1", "1").unwrap_err();
     assert_eq!((e.status, e.code.as_ref()), (409, "symbol_exists"));

@@ -212,15 +212,17 @@ impl Risk {
         let bal = match self.ledger.withdraw(user, asset, amount) {
             Ok(b) => b,
             Err(Refusal::Insufficient { needed, available, .. }) => {
+                let held = self.ledger.balance(user, asset).held;
+                let why = if held > Decimal::ZERO { format!("; open orders hold {}", held.normalize()) } else { String::new() };
                 return Ok(Err(ApiError::rejected(
                     "insufficient_funds",
                     format!(
-                        "cannot withdraw {} {asset}: only {} is available (short by {}); open orders hold the rest",
+                        "cannot withdraw {} {asset}: only {} is available (short by {}){why}",
                         needed.normalize(),
-                        available.normalize(),
-                        (needed - available).normalize()
+                        available.normalize().max(Decimal::ZERO),
+                        (needed - available.max(Decimal::ZERO)).normalize()
                     ),
-                )))
+                )));
             }
             Err(r) => return Ok(Err(refused(r))),
         };
