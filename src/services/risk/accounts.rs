@@ -94,9 +94,11 @@ pub struct Ledger {
     dirty: Dirty,
 }
 
-/// The decimal places a position's average price is shown with (it is kept exactly as
-/// the division gives it).
+/// The decimal places a position's average price is shown with.
 pub const SHOWN_PLACES: u32 = 10;
+/// The decimal places it is kept with: its rounding at each fill stays far below what
+/// is shown.
+const KEPT_PLACES: u32 = SHOWN_PLACES + 4;
 
 /// A ledger change the ledger cannot make (its callers map it to an API error).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,11 +425,13 @@ impl Ledger {
         let p = map.get(symbol).copied().unwrap_or_default();
         let q = p.quantity + delta;
         let average_price = if p.quantity.is_zero() || p.quantity.is_sign_positive() == delta.is_sign_positive() {
-            // Kept to all the digits a decimal has (~28): rounded at each fill, a position
-            // built by many fills drifted (1 @ 290 and 6 @ 300 one by one gave
-            // 298.5714285715); it is rounded once, where it is shown (`Ledger::account`).
+            // Kept to KEPT_PLACES, two more than it is shown with: rounded to the shown
+            // places at each fill, a position built by many fills drifted (seven fills of
+            // one, 704 / 7, gave …715 for …714); it is rounded to those once, where it is
+            // shown (`Ledger::account`). Not to every digit a decimal has: a 28-digit
+            // average made each later fill's arithmetic and row several times dearer.
             let cost = p.quantity.abs() * p.average_price + delta.abs() * price;
-            cost / q.abs()
+            (cost / q.abs()).round_dp(KEPT_PLACES)
         } else if q.is_zero() {
             Decimal::ZERO
         } else if q.is_sign_positive() == p.quantity.is_sign_positive() {
