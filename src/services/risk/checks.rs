@@ -170,15 +170,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
     if !req.user_active {
         return Err(ApiError::rejected("user_disabled", format!("user {} is disabled; an admin can re-enable it", req.user_id)));
     }
-    if cx.halted {
-        return Err(ApiError::rejected("trading_halted", "trading is halted everywhere; an admin resumes it with `agt risk resume`"));
-    }
-    if cx.symbol_halted {
-        return Err(ApiError::rejected(
-            "trading_halted",
-            format!("trading in {symbol} is halted; an admin resumes it with `agt risk resume {symbol}`"),
-        ));
-    }
+    check_halts(cx.halted, cx.symbol_halted, symbol)?;
     let limit = match (req.kind, req.price) {
         (OrderType::Limit, Some(p)) => Some(p),
         (OrderType::Limit, None) => return Err(ApiError::invalid("invalid_price", "a limit order needs a price")),
@@ -261,6 +253,20 @@ fn too_large(p: Decimal, q: Decimal) -> ApiError {
     ApiError::rejected("max_order_notional", format!("price {p} × quantity {q} does not fit in 28 significant digits"))
 }
 
+/// `trading_halted` if trading is halted everywhere or in `symbol`.
+fn check_halts(halted: bool, symbol_halted: bool, symbol: &str) -> Result<(), ApiError> {
+    if halted {
+        return Err(ApiError::rejected("trading_halted", "trading is halted everywhere; an admin resumes it with `agt risk resume`"));
+    }
+    if symbol_halted {
+        return Err(ApiError::rejected(
+            "trading_halted",
+            format!("trading in {symbol} is halted; an admin resumes it with `agt risk resume {symbol}`"),
+        ));
+    }
+    Ok(())
+}
+
 /// The checks an amend runs on an open limit order's new price and total quantity: those
 /// of a placement that its new terms could fail (halts, the quantity and notional limits,
 /// and the price band when the price changes: an order resting at a price the market has
@@ -274,15 +280,7 @@ pub fn admit_amend(
     instrument_max: Decimal,
     cx: &AmendContext,
 ) -> Result<(), ApiError> {
-    if cx.halted {
-        return Err(ApiError::rejected("trading_halted", "trading is halted everywhere; an admin resumes it with `agt risk resume`"));
-    }
-    if cx.symbol_halted {
-        return Err(ApiError::rejected(
-            "trading_halted",
-            format!("trading in {symbol} is halted; an admin resumes it with `agt risk resume {symbol}`"),
-        ));
-    }
+    check_halts(cx.halted, cx.symbol_halted, symbol)?;
     check_quantity(quantity, cx.limits.max_order_quantity, instrument_max)?;
     check_notional(price, quantity, cx.limits.max_order_notional, false)?;
     if let (Some(last), true) = (cx.last_price, price_changed) {
