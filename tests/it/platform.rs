@@ -428,6 +428,10 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     d.cli().args(["config", "set", "risk.max_open_orders", "12"]).assert().success();
     assert_eq!(limit(), Some(12));
     assert_eq!(d.ok("GET", "/api/config", None)["risk"]["price_band_pct"], "15");
+    // An edit followed at once by `config set` of another key: both are live when it answers.
+    edit("max_open_orders = 12", "max_open_orders = 13");
+    d.cli().args(["config", "set", "log.level", "debug"]).assert().success();
+    assert_eq!(limit(), Some(13));
 }
 
 fn service(d: &Daemon, name: &str) -> serde_json::Value {

@@ -86,6 +86,9 @@ impl Config {
         if changes.is_empty() {
             return Ok(Err(ApiError::bad_request("send at least one key, e.g. {\"risk.max_open_orders\": 50}")));
         }
+        // An edit of the file the tick has not seen yet goes first: the write below would
+        // otherwise keep it in the file and leave it out of the live settings.
+        self.tick(tx, after)?;
         // All or nothing: validate every key together (initial <= max backoff, say), then
         // persist what the client sent (not the masked view), then go live.
         let entries: Vec<(&str, &serde_json::Value)> = changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
