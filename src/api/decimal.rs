@@ -1,8 +1,11 @@
 //! Decimals on the wire: accepted as a JSON number or string, always written as a string.
 //!
-//! Money never passes through a float on its way into agt: a JSON number is parsed from its
-//! shortest text form, and `1e400`, `NaN`, `Infinity`, booleans and arrays are refused
-//! with a message that says what a valid amount looks like.
+//! Money never passes through a float on its way into agt: a request body's numbers that a
+//! float could change are quoted before serde reads them ([`exact_numbers`]) and parsed
+//! digit for digit; a text with more digits than a decimal holds is refused, not rounded
+//! ([`parse`]); `1e400`, `NaN`, `Infinity`, booleans and arrays are refused with a message
+//! that says what a valid amount looks like. Arithmetic on money that must not round
+//! goes through [`exact_add`] and [`exact_mul`].
 
 use rust_decimal::Decimal;
 use serde::de::{self, Deserializer, Visitor};
@@ -131,7 +134,7 @@ pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     match out {
         None => std::borrow::Cow::Borrowed(json),
         Some(mut buf) => {
-            buf.extend_from_slice(&json[copied.min(json.len())..]);
+            buf.extend_from_slice(&json[copied..]);
             std::borrow::Cow::Owned(buf)
         }
     }
@@ -158,7 +161,9 @@ impl<'de> Visitor<'de> for DecimalVisitor {
         if !v.is_finite() {
             return Err(E::custom("expected a finite decimal number"));
         }
-        // The shortest text that round-trips is what the client wrote (10.1, not 10.0999…).
+        // Request bodies never get here with a fraction ([`exact_numbers`] quotes them);
+        // other JSON read into a decimal does. The shortest text that round-trips is
+        // what was written for up to 15 digits (10.1, not 10.0999…).
         parse(&format!("{v}")).map_err(E::custom)
     }
 }

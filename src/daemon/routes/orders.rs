@@ -95,11 +95,9 @@ pub async fn set_status(
         saga::visible_order(&app, &caller, &id).await?;
         return Err(ApiError::rejected(
             "invalid_status_transition",
-            match status.as_str() {
-                "new" | "partially_filled" | "filled" | "rejected" | "expired" => {
-                    format!("only \"cancelled\" can be set by a client; {status:?} is decided by the matching engine")
-                }
-                _ => format!("{status:?} is not an order status; the only one a client can set is \"cancelled\""),
+            match OrderStatus::parse(&status) {
+                Some(_) => format!("only \"cancelled\" can be set by a client; {status:?} is decided by the matching engine"),
+                None => format!("{status:?} is not an order status; the only one a client can set is \"cancelled\""),
             },
         )
         .into());

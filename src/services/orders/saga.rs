@@ -340,9 +340,8 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
     // The other checks need the order as the lane has it (`lane::Amend`); its
     // instrument's `max_quantity` is the one limit the lane does not keep. An order that
     // cannot be read here is answered by the lane (404, or 409 once final).
-    let max_of = |o: Order| async move { instrument(app, &o.symbol).await.map(|i| i.max_quantity) };
     let instrument_max = match app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await {
-        Ok(o) => max_of(o).await.unwrap_or(Decimal::ZERO),
+        Ok(o) => instrument(app, &o.symbol).await.map_or(Decimal::ZERO, |i| i.max_quantity),
         Err(_) => Decimal::ZERO,
     };
     let owner = owner(caller);

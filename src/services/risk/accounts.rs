@@ -425,7 +425,7 @@ impl Ledger {
         let p = map.get(symbol).copied().unwrap_or_default();
         let q = p.quantity + delta;
         let average_price = if p.quantity.is_zero() || p.quantity.is_sign_positive() == delta.is_sign_positive() {
-            // Kept to KEPT_PLACES, two more than it is shown with: rounded to the shown
+            // Kept to KEPT_PLACES, four more than it is shown with: rounded to the shown
             // places at each fill, a position built by many fills drifted (seven fills of
             // one, 704 / 7, gave …715 for …714); it is rounded to those once, where it is
             // shown (`Ledger::account`). Not to every digit a decimal has: a 28-digit
