@@ -160,6 +160,21 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError
         .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
+/// A list's `?limit=` (kept as text in the query struct, so that `-1` or `ten` get this
+/// message rather than a parser's): absent gives `default`; else a whole number from 1 to
+/// `max`, or 400 `invalid_limit` saying so. Too large is refused, not cut down, so that a
+/// script never takes a shortened list for the whole one.
+pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be a whole number from 1 to {max}; got {:?}", raw.chars().take(40).collect::<String>()),
+        )),
+    }
+}
+
 /// 201 with a JSON body.
 pub fn created<T: serde::Serialize>(t: T) -> Response {
     json(StatusCode::CREATED, &t)

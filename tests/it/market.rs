@@ -93,20 +93,22 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
          {sym},1m,{},100,101,99,100,-3\n\
          {sym},7m,{},100,101,99,100,1\n\
          {sym},1m,{},100,101,99,100,1\n\
-         {sym},1m,{},abc,101,99,100,1\n",
+         {sym},1m,{},abc,101,99,100,1\n\
+         {sym},1m,{},100,101,99,100.005,1\n",
         rfc(m0 + 60),
         m0 + 120,
         m0 + 180,
         m0 + 240,
         m0 + 301,
         m0 + 360,
+        m0 + 420,
     );
     let file = dm.path().join("bad.csv");
     std::fs::write(&file, &bad).unwrap();
     let out = dm.cli().args(["market", "import"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid_csv") && err.contains("6 of 7 row(s) are bad, so nothing was imported"), "{err}");
+    assert!(err.contains("invalid_csv") && err.contains("7 of 8 row(s) are bad, so nothing was imported"), "{err}");
     for (line, what) in [
         (3, "high 99 is below low 101"),
         (4, "unknown symbol \"NOSUCH\""),
@@ -114,6 +116,7 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
         (6, "interval \"7m\" is not one of 1s, 1m, 5m, 1h, 1d"),
         (7, "is not the start of a 1m bar"),
         (8, "open \"abc\" is not a decimal number"),
+        (9, &format!("close 100.005 is not a multiple of {sym}'s tick 0.01")),
     ] {
         assert!(err.lines().any(|l| l.contains(&format!("line {line}: ")) && l.contains(what)), "line {line} ({what}) in:\n{err}");
     }
@@ -156,6 +159,15 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
     );
     assert_eq!(ohlcv(&candles(&dm, &sym, "1d")), vec![(rfc(day), d("90"), d("110"), d("85"), d("95"), d("5000"))]);
     assert_eq!(last(&dm, &sym), Some(d("101.25")));
+    assert_eq!(dm.ok("GET", &format!("/api/market/{sym}/candles?limit=2"), None).as_array().unwrap().len(), 2);
+    // A limit that is not a whole number from 1 to 10000 is refused, not cut or ignored.
+    for path in [format!("/api/market/{sym}/candles"), format!("/api/trades/{sym}"), "/api/audit".to_string(), "/api/orders".into()] {
+        for bad in ["0", "-1", "ten", "100001"] {
+            let (s, e) = dm.req("GET", &format!("{path}?limit={bad}"), None);
+            assert_eq!((s, code(&e)), (400, "invalid_limit"), "{path}?limit={bad}: {e}");
+            assert!(e["error"]["message"].as_str().unwrap().contains("limit must be a whole number from 1 to"), "{e}");
+        }
+    }
 
     // Importing the same file again replaces the bars rather than adding to them.
     let again = dm.cli().args(["-o", "json", "market", "import"]).arg(&file).output().unwrap();

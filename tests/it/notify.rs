@@ -310,7 +310,7 @@ fn run_time_rules_persist_and_the_log_is_for_readers_only() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(hook.hits().len(), 1, "a removed rule queues nothing more");
 
-    for (q, want) in [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_query")] {
+    for (q, want) in [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_limit")] {
         let (s, e) = d.req("GET", &format!("/api/notifications?{q}"), None);
         assert_eq!((s, code(&e)), (400, want), "{q}");
     }

@@ -1,7 +1,7 @@
 //! `/api/audit` and `/api/audit/verify`.
 
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, ApiResult, Caller, Query};
+use crate::daemon::http::{ok, page_limit, ApiResult, Caller, Query};
 use crate::services::audit::Cmd;
 use axum::extract::State;
 use axum::response::Response;
@@ -15,12 +15,12 @@ pub struct AuditQuery {
     #[serde(default)]
     actor: Option<String>,
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let (since, actor, limit) = (q.since, q.actor, q.limit.unwrap_or(100).min(100_000));
+    let (since, actor, limit) = (q.since, q.actor, page_limit(q.limit.as_deref(), 100, 100_000)?);
     // Events reach audit through its feed: a client lists what it has just done.
     app.feed_caught_up(&app.feeds.audit).await;
     Ok(ok(app.audit.call(|reply| Cmd::List { since, actor, limit, reply }).await?))

@@ -6,7 +6,7 @@
 
 use crate::api::{ApiError, NewInstrument};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
 use axum::extract::{Path, Request, State};
@@ -21,7 +21,7 @@ const MAX_LIMIT: usize = 10_000;
 #[derive(Deserialize)]
 pub struct LimitQuery {
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -29,7 +29,7 @@ pub struct CandlesQuery {
     #[serde(default)]
     interval: Option<String>,
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn list_symbols(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Response> {
@@ -54,14 +54,14 @@ async fn caught_up(app: &App) {
     let _ = app.market.call(Cmd::LastEventSeq).await;
 }
 
-/// The tape, newest first: `?limit=` (default 100, at most 10000).
+/// The tape, newest first: `?limit=` (default 100, 1 to 10000).
 pub async fn trades(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(symbol): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> ApiResult<Response> {
-    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
     caught_up(&app).await;
     Ok(ok(app.market.call(|reply| Cmd::Trades { symbol, limit, reply }).await?))
 }
@@ -79,7 +79,7 @@ pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, Path(symbol): P
 }
 
 /// OHLCV bars, oldest first: `?interval=` (1s 1m 5m 1h 1d, default 1m), `?limit=`
-/// (the newest N, default 100, at most 10000).
+/// (the newest N, default 100, 1 to 10000).
 pub async fn candles(
     State(app): State<Arc<App>>,
     _caller: Caller,
@@ -87,7 +87,7 @@ pub async fn candles(
     Query(q): Query<CandlesQuery>,
 ) -> ApiResult<Response> {
     let interval = q.interval.unwrap_or_else(|| "1m".into());
-    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
     caught_up(&app).await;
     Ok(ok(app.market.call(|reply| Cmd::Candles { symbol, interval, limit, reply }).await?))
 }

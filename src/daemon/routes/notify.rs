@@ -5,7 +5,7 @@
 
 use crate::api::{ApiError, NewWebhookRule};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query};
 use crate::services::notify::Cmd;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<String>,
     #[serde(default)]
     status: Option<String>,
 }
@@ -23,10 +23,7 @@ pub struct ListQuery {
 /// Deliveries, newest first: `?limit=` (default 100, 1 to 10000), `?status=pending|sent|failed`.
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::invalid("invalid_limit", "limit must be between 1 and 10000").into());
-    }
+    let limit = page_limit(q.limit.as_deref(), 100, 10_000)?;
     let status = match q.status.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "all") {
         None => None,
         Some(s @ ("pending" | "sent" | "failed")) => Some(s.to_string()),

@@ -3,7 +3,7 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, parse_json, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
 use axum::body::Bytes;
@@ -31,7 +31,7 @@ pub struct ListQuery {
     user_id: Option<String>,
     symbol: Option<String>,
     status: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
@@ -56,10 +56,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 10_000 {
-        return Err(ApiError::invalid("invalid_limit", "limit must be between 1 and 10000").into());
-    }
+    let limit = page_limit(q.limit.as_deref(), 100, 10_000)?;
     let filter = ListFilter { user_id, symbol: q.symbol.filter(|s| !s.is_empty()), statuses, limit };
     Ok(ok(app.orders.call(|reply| Cmd::List { filter, reply }).await?))
 }

@@ -15,7 +15,7 @@
 //!   must be the start of a bar of that interval (a whole multiple of it since
 //!   1970-01-01T00:00:00Z) and not in the future.
 //! - Prices are decimals > 0, the volume a decimal >= 0, written as text (`170.25`,
-//!   never `1.7e2`); `low <= open, close <= high`.
+//!   never `1.7e2`); `low <= open, close <= high`; prices on the instrument's tick.
 //! - Fields may be double-quoted (`"1,000"` is still not a decimal, though: no thousands
 //!   separators). Blank lines and lines starting with `#` are skipped.
 //!
@@ -344,21 +344,33 @@ pub fn parse(text: &str, now_secs: i64) -> Result<Vec<CsvRow>, ApiError> {
     Ok(rows)
 }
 
-/// The bars, if every row is good and names a known symbol; else 400 `invalid_csv`
-/// listing the bad rows by line (the first [`MAX_REPORTED`]).
-pub fn check(rows: Vec<CsvRow>, known: impl Fn(&str) -> bool) -> Result<Vec<(usize, ImportBar)>, ApiError> {
+/// The bars, if every row is good, names a known symbol and has its prices on that
+/// symbol's tick; else 400 `invalid_csv` listing the bad rows by line (the first
+/// [`MAX_REPORTED`]). `tick` gives a known symbol's tick size. An imported close becomes
+/// the symbol's last price, which anchors the price band, so it must be a price an order
+/// could trade at.
+pub fn check(rows: Vec<CsvRow>, tick: impl Fn(&str) -> Option<Decimal>) -> Result<Vec<(usize, ImportBar)>, ApiError> {
     let total = rows.len();
     let mut bad: Vec<String> = Vec::new();
     let mut bars = Vec::with_capacity(total);
+    let known = |s: &str| tick(s).is_some();
     for r in rows {
         let mut problems = match r.bar {
-            Ok(b) => {
-                if known(&b.symbol) {
-                    bars.push((r.line, b));
-                    continue;
+            Ok(b) => match tick(&b.symbol) {
+                Some(t) => {
+                    let off: Vec<String> = [("open", b.open), ("high", b.high), ("low", b.low), ("close", b.close)]
+                        .into_iter()
+                        .filter(|(_, p)| !(p % t).is_zero())
+                        .map(|(name, p)| format!("{name} {p} is not a multiple of {}'s tick {t}", b.symbol))
+                        .collect();
+                    if off.is_empty() {
+                        bars.push((r.line, b));
+                        continue;
+                    }
+                    off
                 }
-                Vec::new()
-            }
+                None => Vec::new(),
+            },
             Err(p) => p,
         };
         if !r.symbol.is_empty() && !known(&r.symbol) {
@@ -404,8 +416,12 @@ mod tests {
     const DAY: i64 = 1_714_521_600;
     const NOW: i64 = DAY + 10 * 86_400;
 
-    fn known(s: &str) -> bool {
-        matches!(s, "AAPL" | "BTC-USD")
+    fn known(s: &str) -> Option<Decimal> {
+        match s {
+            "AAPL" => Some(d("0.01")),
+            "BTC-USD" => Some(d("0.5")),
+            _ => None,
+        }
     }
 
     fn errors(text: &str) -> String {
@@ -517,6 +533,23 @@ AAPL,1m,2024-05-01T00:13:00Z,10,11,9,10,100
         }
         assert!(m.starts_with("17 of 19 row(s) are bad, so nothing was imported"), "{m}");
         assert!(!m.contains("line 2:") && !m.contains("line 20:"), "{m}");
+    }
+
+    #[test]
+    fn prices_off_the_symbols_tick_are_refused() {
+        let m = errors(
+            "symbol,interval,open_time,open,high,low,close,volume\n\
+             AAPL,1m,2024-05-01T00:00:00Z,10,11,9,10.50,100\n\
+             AAPL,1m,2024-05-01T00:01:00Z,10,11.005,9,10.001,100\n\
+             BTC-USD,1m,2024-05-01T00:00:00Z,100.5,101,100.25,101,1\n",
+        );
+        assert!(m.starts_with("2 of 3 row(s) are bad"), "{m}");
+        assert!(
+            m.contains("line 3: high 11.005 is not a multiple of AAPL's tick 0.01; close 10.001 is not a multiple of AAPL's tick 0.01"),
+            "{m}"
+        );
+        assert!(m.contains("line 4: low 100.25 is not a multiple of BTC-USD's tick 0.5"), "{m}");
+        assert!(!m.contains("line 2:"), "{m}");
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Market {
     /// Checks every row, then writes every bar or none (see [`Cmd::Import`]). `now_us`
     /// dates the close of a bar that has not ended yet.
     pub(super) fn import(&mut self, tx: &Connection, rows: Vec<CsvRow>, now_us: i64) -> Result<Result<Imported, ApiError>, ServiceError> {
-        let bars = match import::check(rows, |s| self.instruments.get(s).is_some()) {
+        let bars = match import::check(rows, |s| self.instruments.get(s).map(|i| i.tick)) {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
