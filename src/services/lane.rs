@@ -143,6 +143,9 @@ pub struct Amend {
     pub quantity: Option<Decimal>,
     /// The instrument's `max_quantity` (zero: none), which the new total must not pass.
     pub instrument_max: Decimal,
+    /// False when the order's user is disabled (`user_disabled`): an amend is a new
+    /// decision to trade.
+    pub user_active: bool,
     pub reply: Reply<Order>,
 }
 
@@ -1068,7 +1071,7 @@ impl Lane {
     /// answer to send once the record is appended. A refusal changes nothing and is
     /// answered at once (`None`). The checks and their order are the saga's before.
     fn amend(&mut self, amend: Amend, at: &str) -> Result<Option<(AmendRecord, Reply<Order>, Order)>, ServiceError> {
-        let Amend { order_id, owner, price, quantity, instrument_max, reply } = amend;
+        let Amend { order_id, owner, price, quantity, instrument_max, user_active, reply } = amend;
         let refuse = |reply: Reply<Order>, e: ApiError| {
             let _ = reply.send(Err(e));
             Ok(None)
@@ -1099,7 +1102,7 @@ impl Lane {
             return refuse(reply, ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {lot}")));
         }
         let price_changed = o.price != Some(price);
-        if let Err(e) = self.risk.svc.check_amend(&o.user_id, &o.symbol, (price, quantity), price_changed, instrument_max) {
+        if let Err(e) = self.risk.svc.check_amend((&o.user_id, user_active), &o.symbol, (price, quantity), price_changed, instrument_max) {
             return refuse(reply, e);
         }
         if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining))? {
@@ -1864,6 +1867,7 @@ mod tests {
                 price: price.map(dec),
                 quantity: quantity.map(dec),
                 instrument_max: Decimal::ZERO,
+                user_active: true,
                 reply,
             };
             (a, rx)
@@ -2172,6 +2176,7 @@ mod redo_proptest {
                             price: price.or(quantity.is_none().then(|| dec("100"))),
                             quantity,
                             instrument_max: Decimal::ZERO,
+                            user_active: true,
                             reply,
                         });
                     }

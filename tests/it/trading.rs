@@ -182,6 +182,16 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
     let data = &changes[0]["data"];
     assert_eq!((data["from"].as_str(), data["to"].as_str()), (Some("new"), Some("new")));
     assert_eq!((dec(&data["price"]), dec(&data["quantity"]), dec(&data["remaining_quantity"])), (d("95"), d("2"), d("2")));
+    // A disabled user trades neither by a new order nor by amending an open one; it may
+    // still cancel.
+    dm.ok("PUT", &format!("/api/users/{buyer}"), Some(json!({"status": "disabled"})));
+    let (s, e) = amend(json!({"price": "100.00"}));
+    assert_eq!((s, code(&e)), (422, "user_disabled"), "{e}");
+    let (s, e) = amend(json!({"quantity": "3"}));
+    assert_eq!((s, code(&e)), (422, "user_disabled"), "{e}");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "new");
+    assert_eq!(dm.ok("DELETE", &format!("/api/orders/{id}"), None)["status"], "cancelled");
+    dm.ok("PUT", &format!("/api/users/{buyer}"), Some(json!({"status": "active"})));
     let _ = ask;
     // Halts and mass cancels name symbols that exist.
     for (path, body) in [

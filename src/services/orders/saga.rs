@@ -338,15 +338,20 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
         return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
     }
     // The other checks need the order as the lane has it (`lane::Amend`); its
-    // instrument's `max_quantity` is the one limit the lane does not keep. An order that
-    // cannot be read here is answered by the lane (404, or 409 once final).
-    let instrument_max = match app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await {
-        Ok(o) => instrument(app, &o.symbol).await.map_or(Decimal::ZERO, |i| i.max_quantity),
-        Err(_) => Decimal::ZERO,
+    // instrument's `max_quantity` and its user's status are what the lane does not keep.
+    // An order that cannot be read here is answered by the lane (404, or 409 once final),
+    // which also refuses another trader's order before any check could tell it exists.
+    let (instrument_max, user_active) = match app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await {
+        Ok(o) => {
+            let (i, u) = tokio::join!(instrument(app, &o.symbol), lookup_user(app, &o.user_id));
+            (i.map_or(Decimal::ZERO, |i| i.max_quantity), u.map_or(true, |u| u.status == "active"))
+        }
+        Err(_) => (Decimal::ZERO, true),
     };
     let owner = owner(caller);
     let (order_id, price, quantity) = (order_id.to_string(), body.price, body.quantity);
-    app.placements.call(|reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, instrument_max, reply })).await
+    let amend = |reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, instrument_max, user_active, reply });
+    app.placements.call(amend).await
 }
 
 /// At start-up: finishes every saga a crash interrupted, and every cancel whose order left

@@ -167,9 +167,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
     let symbol = inst.symbol.as_str();
     let qty = req.quantity;
     let limits = cx.limits;
-    if !req.user_active {
-        return Err(ApiError::rejected("user_disabled", format!("user {} is disabled; an admin can re-enable it", req.user_id)));
-    }
+    check_active(req.user_active, &req.user_id)?;
     check_halts(cx.halted, cx.symbol_halted, symbol)?;
     let limit = match (req.kind, req.price) {
         (OrderType::Limit, Some(p)) => Some(p),
@@ -280,6 +278,7 @@ pub fn admit_amend(
     instrument_max: Decimal,
     cx: &AmendContext,
 ) -> Result<(), ApiError> {
+    check_active(cx.user_active, cx.user_id)?;
     check_halts(cx.halted, cx.symbol_halted, symbol)?;
     check_quantity(quantity, cx.limits.max_order_quantity, instrument_max)?;
     check_notional(price, quantity, cx.limits.max_order_notional, false)?;
@@ -289,8 +288,19 @@ pub fn admit_amend(
     Ok(())
 }
 
-/// What [`admit_amend`] needs of risk's state.
+/// A disabled user may not trade: neither place nor amend (cancelling is still allowed).
+fn check_active(active: bool, user_id: &str) -> Result<(), ApiError> {
+    if active {
+        return Ok(());
+    }
+    Err(ApiError::rejected("user_disabled", format!("user {user_id} is disabled; an admin can re-enable it")))
+}
+
+/// What [`admit_amend`] needs of risk's state, and the order's user.
 pub struct AmendContext<'a> {
+    pub user_id: &'a str,
+    /// False for a disabled user (`user_disabled`).
+    pub user_active: bool,
     pub limits: &'a Effective,
     pub halted: bool,
     pub symbol_halted: bool,

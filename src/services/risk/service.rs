@@ -368,7 +368,7 @@ impl Risk {
     /// The pre-trade checks an amend's new terms must pass ([`checks::admit_amend`]).
     pub fn check_amend(
         &self,
-        user: &str,
+        (user, user_active): (&str, bool),
         symbol: &str,
         (price, quantity): (Decimal, Decimal),
         price_changed: bool,
@@ -376,6 +376,8 @@ impl Risk {
     ) -> Result<(), ApiError> {
         let limits = self.limits(Some(user));
         let cx = checks::AmendContext {
+            user_id: user,
+            user_active,
             limits: &limits,
             halted: self.halted,
             symbol_halted: self.halted_symbols.contains(symbol),
