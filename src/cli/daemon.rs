@@ -50,6 +50,18 @@ pub enum DaemonCmd {
 }
 
 pub fn run(ctx: &Ctx, cmd: DaemonCmd) -> CliResult {
+    // start and stop act on this machine's daemon, by its home and pid; a --url (or
+    // AGT_URL) naming another daemon would otherwise be ignored, and `stop` would say
+    // "not running" of a daemon that goes on running there.
+    let remote = ctx.global.url.as_deref().filter(|u| !u.is_empty());
+    if let (Some(url), DaemonCmd::Start { .. } | DaemonCmd::Stop { .. }) = (remote, &cmd) {
+        let verb = if matches!(cmd, DaemonCmd::Start { .. }) { "start" } else { "stop" };
+        return Err(CliError::Usage(format!(
+            "agt daemon {verb} acts on the daemon of this machine's home ({}), not on --url/AGT_URL {url}: \
+             run it on that machine, or leave out --url (unset AGT_URL)",
+            ctx.home.root().display()
+        )));
+    }
     match cmd {
         DaemonCmd::Run { http } => {
             crate::daemon::run(RunOptions { home: ctx.home.clone(), http })?;
@@ -126,6 +138,15 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
     loop {
         if let Some(status) = child.try_wait().map_err(anyhow::Error::from)? {
             let tail = log_tail(&log_path, log_start, 20);
+            // Another `agt daemon start` on this home won the race for its lock (it may
+            // not have written its pid yet).
+            if tail.contains("is already running on") {
+                let other = running_daemon(home).map(|p| format!(" (pid {p})")).unwrap_or_default();
+                return Err(CliError::failed(
+                    "already_running",
+                    format!("a daemon already runs for {}{other}; `agt daemon stop` stops it", home.root().display()),
+                ));
+            }
             return Err(CliError::failed(
                 "daemon_exited",
                 format!("the daemon exited while starting ({status}). The end of {}:\n{tail}", log_path.display()),
@@ -166,8 +187,8 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
 fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
     let home = &ctx.home;
     let Some(pid) = running_daemon(home) else {
-        ctx.say(&format!("agt daemon is not running (home {})", home.root().display()));
-        return Ok(());
+        let doc = json!({ "running": false, "stopped": false });
+        return ctx.show(&doc, |_| format!("agt daemon is not running (home {})", home.root().display()));
     };
     // SAFETY: kill has no memory effects; pid names a live agt daemon (checked above).
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == -1 {
@@ -186,8 +207,7 @@ fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
         }
         std::thread::sleep(POLL);
     }
-    ctx.say(&format!("agt daemon stopped (pid {pid})"));
-    Ok(())
+    ctx.show(&json!({ "running": false, "stopped": true, "pid": pid }), |_| format!("agt daemon stopped (pid {pid})"))
 }
 
 fn status(ctx: &Ctx) -> CliResult {

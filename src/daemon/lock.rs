@@ -16,10 +16,14 @@ pub fn acquire(home: &Home) -> anyhow::Result<HomeLock> {
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
+        // The other daemon may hold the lock before it has written its pid.
         let pid = std::fs::read_to_string(home.pid_file()).unwrap_or_default();
+        let pid = match pid.trim() {
+            "" => String::new(),
+            p => format!(" (pid {p})"),
+        };
         anyhow::bail!(
-            "another agt daemon (pid {}) is already running on {}; stop it with `agt daemon stop` or use another --home",
-            pid.trim(),
+            "another agt daemon{pid} is already running on {}; stop it with `agt daemon stop` or use another --home",
             home.root().display()
         );
     }

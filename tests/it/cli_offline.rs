@@ -39,6 +39,24 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn daemon_start_and_stop_refuse_a_remote_url_and_stop_answers_json() {
+    let h = home();
+    // They act on this machine's daemon: a --url (here, or in AGT_URL) is not ignored.
+    for verb in ["start", "stop"] {
+        agt(&h)
+            .args(["--url", "http://127.0.0.1:1", "daemon", verb])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!("agt daemon {verb} acts on the daemon of this machine's home")));
+        agt(&h).env("AGT_URL", "http://127.0.0.1:1").args(["daemon", verb]).assert().code(2);
+    }
+    let out = agt(&h).args(["-o", "json", "daemon", "stop"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!((v["running"].as_bool(), v["stopped"].as_bool()), (Some(false), Some(false)), "{v}");
+}
+
+#[test]
 fn no_daemon_exits_3_with_a_hint() {
     let h = home();
     for args in [&["health"][..], &["user", "list"], &["-o", "json", "order", "list"], &["events", "tail"]] {

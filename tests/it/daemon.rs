@@ -116,6 +116,23 @@ fn cli_daemon_start_status_stop() {
     agt(&["daemon", "stop"]).assert().success();
     agt(&["daemon", "status"]).assert().code(3);
     agt(&["health"]).assert().code(3).stderr(predicates::str::contains("daemon"));
+    // Two starts at once: one daemon, and the other start says so as `already_running`.
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let h = home.path().to_path_buf();
+            std::thread::spawn(move || {
+                std::process::Command::new(BIN).arg("--home").arg(h).args(["daemon", "start"]).env_remove("AGT_URL").output().unwrap()
+            })
+        })
+        .collect();
+    let outs: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1, "{outs:?}");
+    let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains("already_running") && !err.contains("(pid )"), "{err}");
+    let out = agt(&["-o", "json", "daemon", "stop"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!((v["stopped"].as_bool(), v["pid"].is_u64()), (Some(true), true), "{v}");
 }
 
 #[test]
