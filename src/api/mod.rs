@@ -137,13 +137,18 @@ pub struct NewUser {
     pub email: String,
 }
 
-/// `PUT /api/users/{id}`: the fields to change.
+/// `PUT /api/users/{id}`: the fields to change. Any other key is refused: the seed stored
+/// whatever it was sent, and a key agt does not keep must not answer 200 having done
+/// nothing. `username` is read only to say that it cannot change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 // ---------------------------------------------------------------- tokens
@@ -174,8 +179,10 @@ impl Role {
     }
 }
 
-/// `POST /api/tokens`.
+/// `POST /api/tokens`. Any other key is refused (a mistyped field must not yield a token
+/// other than the one asked for).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub role: String,
     #[serde(default)]

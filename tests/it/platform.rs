@@ -20,7 +20,27 @@ fn users_round_trip_and_conflicts() {
     assert_eq!((s, code(&e)), (409, "username_taken"));
     let (s, e) = d.req("PUT", &format!("/api/users/{id}"), Some(json!({"status": "sleeping"})));
     assert_eq!((s, code(&e)), (400, "invalid_status"));
-    assert_eq!(d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"status": "disabled"})))["status"], "disabled");
+    let disabled = d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"status": "disabled"})));
+    assert_eq!(disabled["status"], "disabled");
+    // What cannot or need not change is said, not answered 200 having done nothing.
+    for (body, want) in [
+        (json!({"username": "renamed"}), "a username cannot be changed"),
+        (json!({}), "nothing to change"),
+        (json!({"nickname": "al"}), "unknown field `nickname`"),
+    ] {
+        let (s, e) = d.req("PUT", &format!("/api/users/{id}"), Some(body.clone()));
+        assert_eq!(s, 400, "{body}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(want), "{body}: {e}");
+    }
+    let updates = || d.events("USER_UPDATED").into_iter().filter(|e| e["data"]["user_id"] == id).count();
+    let seen = updates();
+    let same = d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"status": "disabled", "username": name})));
+    assert_eq!((&same["updated_at"], updates()), (&disabled["updated_at"], seen), "a change to the same values is no change");
+    // A username with the shape of an id could never be named by it.
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": "usr_0123456789abcdef", "email": "id@x.io"})));
+    assert_eq!((s, code(&e)), (400, "invalid_username"), "{e}");
+    let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "expires": "1h"})));
+    assert_eq!((s, code(&e)), (400, "invalid_request"), "a mistyped token field is refused: {e}");
     assert_eq!(d.req("GET", "/api/users/nobody-here", None).0, 404);
     d.cli().args(["-o", "json", "user", "get", &name]).assert().success();
     d.cli().args(["user", "get", "nobody-here"]).assert().code(1).stderr(predicates::str::contains("not_found"));

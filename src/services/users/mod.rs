@@ -32,14 +32,26 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         updated_at TEXT NOT NULL
     );"];
 
-/// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7).
+/// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7), and not the shape of a user id:
+/// wherever a user is named, its id or its username is accepted, and the id is looked up
+/// first, so such a user could never be named by its username.
 pub fn validate_username(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("invalid_username", "username must be 1-64 characters of letters, digits, '_', '.' and '-'"))
+    if !ok {
+        return Err(ApiError::invalid("invalid_username", "username must be 1-64 characters of letters, digits, '_', '.' and '-'"));
     }
+    if looks_like_id(name) {
+        return Err(ApiError::invalid(
+            "invalid_username",
+            format!("username {name:?} has the shape of a user id (usr_ and 16 hex digits); choose another"),
+        ));
+    }
+    Ok(())
+}
+
+/// `usr_` and 16 lower-case hex digits: what [`create`] makes ids of.
+fn looks_like_id(name: &str) -> bool {
+    name.strip_prefix("usr_").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 pub fn validate_email(email: &str) -> Result<(), ApiError> {
@@ -158,6 +170,16 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
     let Some(mut user) = find(tx, key)? else {
         return Ok(Err(ApiError::not_found("user", key)));
     };
+    if update.username.as_ref().is_some_and(|n| *n != user.username) {
+        return Ok(Err(ApiError::invalid(
+            "invalid_request",
+            "a username cannot be changed (orders, tokens and scripts name the user by it); create a new user instead",
+        )));
+    }
+    if update.email.is_none() && update.status.is_none() {
+        return Ok(Err(ApiError::invalid("invalid_request", "nothing to change: send \"email\" and/or \"status\"")));
+    }
+    let before = user.clone();
     if let Some(email) = &update.email {
         if let Err(e) = validate_email(email) {
             return Ok(Err(e));
@@ -172,6 +194,10 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
             return Ok(Err(ApiError::invalid("invalid_status", format!("status must be \"active\" or \"disabled\", got {status:?}"))));
         }
         user.status = status.clone();
+    }
+    // Nothing changed: no write, no event, and `updated_at` stays.
+    if user.email == before.email && user.status == before.status {
+        return Ok(Ok(user));
     }
     user.updated_at = crate::api::now_rfc3339();
     tx.prepare_cached("UPDATE users SET email = ?2, status = ?3, updated_at = ?4 WHERE user_id = ?1")?.execute(params![
