@@ -6,6 +6,7 @@
 
 use super::output::{cell, flatten};
 use super::{json_value, CliError, CliResult, Ctx};
+use crate::services::config::settings::Settings;
 use clap::Subcommand;
 use serde_json::{Map, Value};
 
@@ -45,9 +46,16 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
             let mut body = Map::new();
             body.insert(key.clone(), json_value(&value));
             let v = ctx.put("/api/config", &Value::Object(body))?;
+            // A key the running daemon cannot apply live is saved for its next start; say
+            // so, or the user takes the echo for a change in effect.
+            let later = if Settings::is_hot(&key) || !Settings::known_keys().contains(&key.as_str()) {
+                ""
+            } else {
+                "\n(saved in agt.toml; it takes effect when the daemon next starts: `agt daemon stop && agt daemon start`)"
+            };
             ctx.show(&v, |v| match lookup(v, &key) {
-                Some(now) => format!("{key} = {}", cell(&now)),
-                None => format!("{key} set"),
+                Some(now) => format!("{key} = {}{later}", cell(&now)),
+                None => format!("{key} set{later}"),
             })
         }
     }

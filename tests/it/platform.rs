@@ -1,6 +1,7 @@
 //! Users, tokens and the auth matrix, events, audit, config, supervisor, bad input.
 
 use crate::util::*;
+use predicates::prelude::PredicateBooleanExt;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
@@ -420,6 +421,22 @@ fn config_set_validates_persists_and_applies_hot_keys() {
     assert_eq!(s, 400);
     d.cli().args(["config", "set", "log.level", "loud"]).assert().code(1);
     assert!(std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("max_open_orders = 7"));
+    // A key the daemon cannot apply live says so; a hot one does not.
+    d.cli()
+        .args(["config", "set", "durability", "normal"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("when the daemon next starts"));
+    d.cli().args(["config", "set", "log.level", "info"]).assert().success().stdout(predicates::str::contains("next starts").not());
+    // The webhooks set are the whole list, live: [] removes them.
+    let hook = json!([{"url": "http://127.0.0.1:9/hook", "events": ["USER_CREATED"]}]);
+    d.ok("PUT", "/api/config", Some(json!({"notify.webhooks": hook})));
+    let config_rules =
+        || d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().iter().filter(|r| r["source"] == "config").count();
+    assert_eq!(config_rules(), 1);
+    d.cli().args(["config", "set", "notify.webhooks", "[]"]).assert().success().stdout(predicates::str::contains("next starts").not());
+    assert_eq!(config_rules(), 0);
+    assert!(!std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("127.0.0.1:9/hook"));
     d.restart();
     assert_eq!(d.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 7);
 }
@@ -452,6 +469,12 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     edit("max_open_orders = 12", "max_open_orders = 13");
     d.cli().args(["config", "set", "log.level", "debug"]).assert().success();
     assert_eq!(limit(), Some(13));
+    // Webhooks written into the file, then taken out again, are live too.
+    let hooks = || d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().iter().filter(|r| r["source"] == "config").count();
+    edit("max_open_orders = 13", "max_open_orders = 13\n\n[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/edit\"\n");
+    wait_until("the added webhook", Duration::from_secs(10), || (hooks() == 1).then_some(()));
+    edit("[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/edit\"\n", "");
+    wait_until("the removed webhook", Duration::from_secs(10), || (hooks() == 0).then_some(()));
 }
 
 fn service(d: &Daemon, name: &str) -> serde_json::Value {

@@ -121,8 +121,12 @@ impl Config {
             }
         };
         let live = self.live.get();
+        // The webhooks are compared whole, secrets included (`get` masks them), and taken
+        // as the file has them; the other lists apply at the next start.
+        const WEBHOOKS: &str = "notify.webhooks";
         let changed: Vec<(&str, serde_json::Value)> = Settings::known_keys()
             .into_iter()
+            .filter(|key| *key != WEBHOOKS)
             .filter_map(|key| {
                 let new = loaded.get(key)?;
                 (live.get(key).as_ref() != Some(&new)).then_some((key, new))
@@ -132,12 +136,22 @@ impl Config {
         for (key, _) in lists {
             tracing::info!(key, "the configuration file changed {key}: it applies at the next start");
         }
-        if keys.is_empty() {
+        let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
+        if keys.is_empty() && !hooks_changed {
             return Ok(());
         }
         let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
         let mut next: Settings = (*live).clone();
-        match next.set_many(&entries) {
+        let result = if entries.is_empty() { Ok(Vec::new()) } else { next.set_many(&entries) };
+        match result.map(|mut applied| {
+            if hooks_changed {
+                let old = next.get(WEBHOOKS).unwrap_or_default();
+                next.notify.webhooks = loaded.notify.webhooks.clone();
+                let new = next.get(WEBHOOKS).unwrap_or_default();
+                applied.push(super::settings::Change { key: WEBHOOKS.into(), old, new, hot: true });
+            }
+            applied
+        }) {
             Ok(applied) => {
                 tracing::info!(keys = ?applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), "applied an edit of the configuration file");
                 self.record(tx, &applied, after)?;

@@ -561,11 +561,11 @@ impl Settings {
     }
 
     /// Whether a change to `key` reaches running services without a restart: `log.level`,
-    /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`, `events.*`. `http.listen`, `durability`,
-    /// `symbols` and `notify.webhooks` apply at the next start (symbols can be added live
-    /// with `agt symbol add`). Unknown keys are not hot.
+    /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`, `events.*`, `notify.webhooks` (notify
+    /// reads them live). `http.listen`, `durability` and `symbols` apply at the next start
+    /// (symbols can be added live with `agt symbol add`). Unknown keys are not hot.
     pub fn is_hot(key: &str) -> bool {
-        find_key(key).is_some_and(|k| k.hot)
+        key == WEBHOOKS || find_key(key).is_some_and(|k| k.hot)
     }
 
     /// Merges a normalized layer over these settings. `origin_of(key)` names where a
@@ -659,8 +659,9 @@ impl Settings {
     ///
     /// Numbers and booleans may come as JSON strings (`"3"`, `"true"`), as the CLI sends
     /// them. `symbols` takes one entry or a list, added to the symbols or replacing the one
-    /// with the same symbol, as in a home file; `notify.webhooks` likewise by url, and a
-    /// secret of `"***"` keeps the webhook's current secret. This changes these settings
+    /// with the same symbol, as in a home file (instruments are never removed, so an empty
+    /// list is refused). `notify.webhooks` is the whole new list (`[]` removes them all),
+    /// and a secret of `"***"` keeps the webhook's current secret. This changes these settings
     /// whether or not the key is hot: [`Change::hot`] says if running services can apply it.
     pub fn set(&mut self, key: &str, value: &Json) -> Result<Change, ConfigError> {
         let mut changes = self.set_many(&[(key, value)])?;
@@ -672,17 +673,28 @@ impl Settings {
     pub fn set_many(&mut self, entries: &[(&str, &Json)]) -> Result<Vec<Change>, ConfigError> {
         let mut layer = toml::Table::new();
         let mut keys: Vec<&str> = Vec::new();
+        let mut base = self.clone();
         for (key, value) in entries {
             let value = normalize_json(key, value)?;
             let value = match (*key, value) {
-                (WEBHOOKS, Toml::Array(hooks)) => Toml::Array(self.keep_secrets(hooks)),
+                (WEBHOOKS, Toml::Array(hooks)) => {
+                    base.notify.webhooks.clear();
+                    Toml::Array(self.keep_secrets(hooks))
+                }
+                (SYMBOLS, Toml::Array(list)) if list.is_empty() => {
+                    return Err(ConfigError::invalid(
+                        "",
+                        SYMBOLS,
+                        "symbols are added or changed one entry at a time and instruments are never removed, so [] changes nothing; give the entries to add or change",
+                    ))
+                }
                 (_, v) => v,
             };
             insert_dotted(&mut layer, key, value);
             keys.push(key);
         }
         let before: Vec<Json> = keys.iter().map(|k| self.get(k).unwrap_or(Json::Null)).collect();
-        let next = self.layered(layer, &|k| keys.contains(&k).then(String::new))?;
+        let next = base.layered(layer, &|k| keys.contains(&k).then(String::new))?;
         *self = next;
         Ok(keys
             .iter()
@@ -1191,7 +1203,8 @@ fn edit(doc: &mut toml_edit::DocumentMut, origin: &str, key: &str, value: Toml) 
 }
 
 /// Adds list entries to `[[symbols]]` or `[[notify.webhooks]]`, replacing the fields of an
-/// entry with the same id in place (so comments around it stay).
+/// entry with the same id in place (so comments around it stay). The webhooks given are
+/// the whole list: the file's others are removed.
 fn edit_entries(
     parent: &mut dyn toml_edit::TableLike,
     origin: &str,
@@ -1219,6 +1232,10 @@ fn edit_entries(
     let Some(aot) = item.as_array_of_tables_mut() else {
         return Err(ConfigError::invalid(origin, key, "expected a list of tables"));
     };
+    let given: Vec<String> = entries.iter().filter_map(|e| e.get(id).and_then(Toml::as_str)).map(String::from).collect();
+    if key == WEBHOOKS {
+        aot.retain(|t| t.get(id).and_then(|i| i.as_str()).is_some_and(|u| given.iter().any(|g| g == u)));
+    }
     for entry in entries {
         let Toml::Table(mut fields) = entry else {
             continue;

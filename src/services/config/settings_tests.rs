@@ -402,6 +402,26 @@ fn a_webhook_set_with_the_masked_secret_keeps_its_secret() {
 }
 
 #[test]
+fn a_set_of_the_webhooks_is_the_whole_list_and_symbols_cannot_be_emptied() {
+    let (_dir, file) = home_with("# mine\n[risk]\nmax_open_orders = 5\n\n[[notify.webhooks]]\nurl = \"http://a.test/h\"\n\n[[notify.webhooks]]\nurl = \"http://b.test/h\"\n");
+    let mut s = Settings::load(&file, &no_env).unwrap();
+    assert_eq!(s.notify.webhooks.len(), 2);
+    let only_c = json!([{"url": "http://c.test/h", "events": ["*"]}]);
+    s.set("notify.webhooks", &only_c).unwrap();
+    Settings::persist(&file, "notify.webhooks", &only_c).unwrap();
+    let urls = |s: &Settings| s.notify.webhooks.iter().map(|w| w.url.clone()).collect::<Vec<_>>();
+    assert_eq!(urls(&s), ["http://c.test/h"]);
+    assert_eq!(urls(&Settings::load(&file, &no_env).unwrap()), ["http://c.test/h"], "the file holds the same list");
+    s.set("notify.webhooks", &json!([])).unwrap();
+    Settings::persist(&file, "notify.webhooks", &json!([])).unwrap();
+    assert!(s.notify.webhooks.is_empty());
+    assert!(Settings::load(&file, &no_env).unwrap().notify.webhooks.is_empty());
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("# mine\n[risk]\nmax_open_orders = 5\n"));
+    let err = s.set("symbols", &json!([])).unwrap_err().to_string();
+    assert!(err.contains("instruments are never removed"), "{err}");
+}
+
+#[test]
 fn hot_keys_are_the_ones_services_can_apply_live() {
     let hot: Vec<&str> = Settings::known_keys().into_iter().filter(|k| Settings::is_hot(k)).collect();
     assert_eq!(
@@ -422,9 +442,10 @@ fn hot_keys_are_the_ones_services_can_apply_live() {
             "supervisor.backoff_initial_ms",
             "supervisor.backoff_max_ms",
             "events.retain_s",
+            "notify.webhooks",
         ]
     );
-    for cold in ["http.listen", "durability", "symbols", "notify.webhooks", "nope"] {
+    for cold in ["http.listen", "durability", "symbols", "nope"] {
         assert!(!Settings::is_hot(cold), "{cold}");
     }
 }
