@@ -335,6 +335,34 @@ fn concurrent_commands_each_get_one_audit_record() {
     assert_eq!(account["balances"][0]["total"], "200", "every deposit ran once: {account}");
 }
 
+/// A command's record keeps what was asked (query and body, secrets masked), and a
+/// refused one gets a second record with the status and error code.
+#[test]
+fn audit_records_say_what_each_command_asked_and_which_were_refused() {
+    let d = Daemon::start();
+    let user = d.user("audited");
+    d.deposit(&user, "USD", "12.34");
+    let trader = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": user})))["token"].as_str().unwrap().to_string();
+    let (s, _) = d.tcp("POST", "/api/users", Some(json!({"username": "sneaky", "email": "s@x.io"})), Some(&trader));
+    assert_eq!(s, 403);
+    d.ok("PUT", "/api/config", Some(json!({"notify.webhooks": [{"url": "http://127.0.0.1:9/a", "secret": "hush"}]})));
+    let records = d.ok("GET", "/api/audit?limit=1000", None);
+    let records = records.as_array().unwrap();
+    let of = |action: &str| records.iter().filter(|r| r["action"] == action).map(|r| r["detail"].clone()).collect::<Vec<_>>();
+    let deposit = of(&format!("POST /api/users/{user}/deposits"));
+    assert_eq!(deposit.len(), 1, "{deposit:?}");
+    assert_eq!((deposit[0]["body"]["asset"].as_str(), deposit[0]["body"]["amount"].as_str()), (Some("USD"), Some("12.34")), "{deposit:?}");
+    let tried = of("POST /api/users");
+    let refused: Vec<_> = tried.iter().filter(|d| d["status"] == 403).collect();
+    assert_eq!(refused.len(), 1, "{tried:?}");
+    assert_eq!(refused[0]["error"], "forbidden");
+    assert!(tried.iter().any(|d| d["body"]["username"] == "sneaky"), "{tried:?}");
+    let config = of("PUT /api/config");
+    assert_eq!(config[0]["body"]["notify.webhooks"][0]["secret"], "***", "{config:?}");
+    assert!(!records.iter().any(|r| r.to_string().contains("hush")), "a secret never reaches the audit log");
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+}
+
 /// `since=N` on the audit log pages forward: the first records after `N`, so a reader
 /// passing the last seq it saw goes through every record once. Without `since`, the
 /// newest ones.

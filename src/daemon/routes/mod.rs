@@ -205,8 +205,10 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
 /// audit record. It is appended to audit's journal of commands before the handler runs
 /// (`services::audit::CommandLog`); without one (durability "full", audit not running)
 /// it is sent to audit before the handler runs, so the two overlap, and the answer
-/// waits for audit's commit. The outcome of the command is recorded by the events it
-/// causes.
+/// waits for audit's commit. The record's detail is the query and the body
+/// ([`command_detail`]). What a command did is recorded by the events it causes; a
+/// command refused (an answer of 400 or more) gets a second record with the status and
+/// error code ([`record_refusal`]), so an attempt that failed is told from one that worked.
 async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
     if !is_command {
@@ -214,10 +216,10 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     }
     let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
     let action = format!("{} {}", req.method(), req.uri().path());
-    let detail = serde_json::json!({"query": req.uri().query()});
+    let (req, detail) = command_detail(req).await;
     // Journalled (and so durable) at once, or failing that, appended and committed.
     let (_in_flight, others) = app.command_log.enter();
-    let journalled = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail.to_string()) {
+    let journalled = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail.clone()) {
         Some(Ok(ticket)) => {
             // With other commands in flight, the other requests this worker has ready
             // stage theirs meanwhile, and the first to write puts them all in the
@@ -230,7 +232,11 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         other => other.map(|staged| staged.map(|_| ())),
     };
     match journalled {
-        Some(Ok(())) => return next.run(req).await,
+        Some(Ok(())) => {
+            let resp = next.run(req).await;
+            record_refusal(app, &actor, &action, &resp);
+            return resp;
+        }
         Some(Err(e)) => {
             return Failure(ApiError::new(
                 503,
@@ -241,8 +247,14 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         }
         None => {}
     }
-    let logged = app.audit.send(|r| crate::services::audit::Cmd::Append { actor, action, detail, reply: Some(r) });
+    let logged = app.audit.send(|r| crate::services::audit::Cmd::Append {
+        actor: actor.clone(),
+        action: action.clone(),
+        detail: serde_json::from_str(&detail).unwrap_or_default(),
+        reply: Some(r),
+    });
     let resp = next.run(req).await;
+    record_refusal(app, &actor, &action, &resp);
     let logged = match logged {
         Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
         Err(e) => Err(e),
@@ -256,5 +268,90 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
             format!("the command was not audited, so it is not acknowledged: {}", e.message),
         ))
         .into_response(),
+    }
+}
+
+/// The largest body a command's audit record keeps whole; a larger one (a CSV import) is
+/// recorded by its size.
+const AUDITED_BODY: u64 = 4096;
+
+/// The detail of a command's record: `{"query": …, "body": …}`. A JSON body is kept as it
+/// came, with the value of every `"secret"` key masked (webhook secrets); another small
+/// body as text; one over [`AUDITED_BODY`] bytes, or streamed without a length, as
+/// `"body_bytes"`. The body is read here only when its length is known and small, and
+/// handed on to the handler unchanged.
+async fn command_detail(req: Request) -> (Request, String) {
+    let query = serde_json::to_string(&req.uri().query()).unwrap_or_else(|_| "null".into());
+    let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body = match length {
+        Some(0) => return (req, format!("{{\"query\":{query}}}")),
+        Some(n) if n <= AUDITED_BODY => {
+            let (parts, body) = req.into_parts();
+            let bytes = match axum::body::to_bytes(body, AUDITED_BODY as usize).await {
+                Ok(b) => b,
+                // The handler would have failed to read it too.
+                Err(_) => axum::body::Bytes::new(),
+            };
+            let kept = audited_body(&bytes);
+            return (Request::from_parts(parts, axum::body::Body::from(bytes)), format!("{{\"query\":{query},\"body\":{kept}}}"));
+        }
+        Some(n) => format!("\"body_bytes\":{n}"),
+        None => "\"body_bytes\":null".to_string(),
+    };
+    (req, format!("{{\"query\":{query},{body}}}"))
+}
+
+/// A body as JSON text for a record: itself if it is JSON (secrets masked), else a string.
+fn audited_body(bytes: &[u8]) -> String {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        let text = std::str::from_utf8(bytes).unwrap_or_default();
+        if !text.contains("\"secret\"") {
+            return text.trim().to_string();
+        }
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) {
+            mask_secrets(&mut v);
+            return v.to_string();
+        }
+    }
+    serde_json::to_string(&String::from_utf8_lossy(bytes)).unwrap_or_else(|_| "null".into())
+}
+
+fn mask_secrets(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, inner) in map.iter_mut() {
+                if k == "secret" && !inner.is_null() {
+                    *inner = serde_json::Value::String(crate::services::config::settings::MASKED_SECRET.into());
+                } else {
+                    mask_secrets(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+/// A second record for a command that was refused: `{"status", "error"}` (the error
+/// code), under the same actor and action. Not waited for: the refusal is answered
+/// either way, and the command's own record is already durable.
+fn record_refusal(app: &App, actor: &str, action: &str, resp: &Response) {
+    let status = resp.status().as_u16();
+    if status < 400 {
+        return;
+    }
+    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.as_str()).unwrap_or("");
+    let detail = serde_json::json!({"status": status, "error": code});
+    match app.command_log.append(&app.audit, actor.to_string(), action.to_string(), detail.to_string()) {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(action, error = %e.message, "could not audit a refused command"),
+        None => {
+            app.audit.tell(crate::services::audit::Cmd::Append {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                detail,
+                reply: None,
+            });
+        }
     }
 }
