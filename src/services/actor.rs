@@ -355,6 +355,21 @@ impl Status {
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
+
+    /// The 503 for a call the service cannot take. A failed service is not restarted by
+    /// the supervisor any more, so "retry shortly" would send the caller round in
+    /// circles: it says how to start it again instead.
+    pub fn unavailable(&self) -> ApiError {
+        if self.state() != State::Failed {
+            return ApiError::unavailable(self.name);
+        }
+        let name = self.name;
+        ApiError::new(
+            503,
+            "service_unavailable",
+            format!("the {name} service has failed (it crashed too often and is not restarted by itself); `agt service restart {name}` starts it again"),
+        )
+    }
     pub fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
         if s == State::Running {
@@ -419,19 +434,19 @@ impl<C: Send + 'static> Handle<C> {
             Some(w) => w.wait(rx).await,
             None => rx.await.ok(),
         };
-        answer.unwrap_or_else(|| Err(ApiError::unavailable(self.status.name)))
+        answer.unwrap_or_else(|| Err(self.status.unavailable()))
     }
 
     /// Sends without waiting; the receiver yields the answer.
     pub fn send<T>(&self, make: impl FnOnce(Reply<T>) -> C) -> Result<oneshot::Receiver<Result<T, ApiError>>, ApiError> {
         if self.status.state() != State::Running {
-            return Err(ApiError::unavailable(self.status.name));
+            return Err(self.status.unavailable());
         }
         let (reply, rx) = oneshot::channel();
         self.status.depth.fetch_add(1, Ordering::Relaxed);
         if !(self.tx)(Envelope::Cmd(make(reply))) {
             self.status.depth.fetch_sub(1, Ordering::Relaxed);
-            return Err(ApiError::unavailable(self.status.name));
+            return Err(self.status.unavailable());
         }
         Ok(rx)
     }

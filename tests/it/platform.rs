@@ -537,6 +537,9 @@ fn supervisor_restarts_crashed_services_and_gives_up_after_too_many() {
     assert_eq!(service(&d, "users")["state"], "failed");
     let (s, e) = d.req("GET", "/api/users", None);
     assert_eq!((s, code(&e)), (503, "service_unavailable"));
+    assert!(e["error"]["message"].as_str().unwrap().contains("`agt service restart users` starts it again"), "{e}");
+    let (s, e) = d.req("POST", "/api/services/users/crash", None);
+    assert_eq!((s, code(&e)), (409, "service_not_running"), "a failed service has nothing to crash: {e}");
     assert_eq!(d.ok("GET", "/health", None)["status"], "degraded");
     assert_eq!(d.req("GET", "/ready", None).0, 503);
     // An operator brings it back.

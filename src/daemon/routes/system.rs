@@ -77,6 +77,12 @@ pub async fn crash(State(app): State<Arc<App>>, caller: Caller, Path(name): Path
         return Err(ApiError::forbidden("fault injection is off; set debug.fault_injection = true to use it").into());
     }
     known(&app, &name)?;
+    let state = app.supervisor.list().into_iter().find(|s| s.name == name).map(|s| s.state).unwrap_or_default();
+    if state != "running" {
+        return Err(
+            ApiError::conflict("service_not_running", format!("the {name} service is {state}, so there is nothing to crash")).into()
+        );
+    }
     app.supervisor.crash(&name);
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"service": name, "crash": "requested"}))).into_response())
 }
