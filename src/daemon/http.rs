@@ -116,9 +116,16 @@ pub const MAX_BODY: usize = 1 << 20;
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = Failure;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Failure(ApiError::bad_request(format!("could not read the request body: {e}"))))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                return Failure(ApiError::new(
+                    413,
+                    "payload_too_large",
+                    format!("the request body is over the {} KiB a request may carry", MAX_BODY >> 10),
+                ));
+            }
+            Failure(ApiError::bad_request(format!("could not read the request body: {e}")))
+        })?;
         parse_json(&bytes).map(Json).map_err(Failure)
     }
 }

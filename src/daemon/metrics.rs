@@ -140,6 +140,11 @@ impl Metrics {
             bus_backlog.clone(),
         );
         r.register("agt_notification_deliveries", "Webhook delivery attempts by result", notification_deliveries.clone());
+        // Every status is there from the start, at 0 (a rate() over a series that does not
+        // exist yet shows no data, not 0).
+        for status in ["new", "partially_filled", "filled", "cancelled", "rejected", "expired"] {
+            let _ = orders.get_or_create(&StatusLabel { status });
+        }
         Metrics {
             registry: r,
             http_requests,

@@ -70,6 +70,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot make {} private: {e}", home.data_dir().display()))?;
     let _lock = lock::acquire(&home)?;
     let env = |k: &str| std::env::var(k).ok();
+    crate::services::config::settings::check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;

@@ -155,6 +155,9 @@ impl Supervisor {
             let label = crate::daemon::metrics::ServiceLabel { service: e.status.name };
             m.service_up.get_or_create(&label).set((e.status.state() == State::Running) as i64);
             m.mailbox_depth.get_or_create(&label).set(e.status.depth.load(Ordering::Relaxed).max(0));
+            // Every service's restart count is there from the first scrape, at 0, so a
+            // rate() over it shows 0 rather than no data.
+            let _ = m.service_restarts.get_or_create(&label);
         }
     }
 }

@@ -147,6 +147,16 @@ fn a_bad_config_stops_start_up_with_a_message_naming_file_and_key() {
     let out = std::process::Command::new(BIN).args(["--home", home.path().to_str().unwrap(), "daemon", "run"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_open_order"));
+    // A mistyped variable would leave the default in force unnoticed: refused the same way.
+    std::fs::write(home.path().join("agt.toml"), "").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--home", home.path().to_str().unwrap(), "daemon", "run"])
+        .env("AGT_RISK_MAX_OPEN_ORDRS", "3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AGT_RISK_MAX_OPEN_ORDRS") && err.contains("did you mean AGT_RISK_MAX_OPEN_ORDERS?"), "{err}");
 }
 
 /// A bus that cannot commit (here another process holds `events.db`'s write lock past

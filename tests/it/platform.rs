@@ -85,6 +85,13 @@ fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
         assert!((400..500).contains(&s), "{m} {p} {b:?} -> {s} {v}");
         assert!(!code(&v).is_empty() && v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{m} {p}: {v}");
     }
+    let (s, v) = d.raw("PUT", "/api/config", "{}", &[]);
+    assert!(s == 400 && v["error"]["message"].as_str().unwrap().contains("nothing to set"), "{v}");
+    let (s, v) = d.raw("GET", "/api/events?since=1&tail=2", "", &[]);
+    assert_eq!((s, code(&v)), (400, "invalid_query"), "{v}");
+    let big = format!("{{\"username\": \"{}\", \"email\": \"a@b.c\"}}", "x".repeat(2 << 20));
+    let (s, v) = d.raw("POST", "/api/users", &big, &[]);
+    assert_eq!((s, code(&v)), (413, "payload_too_large"), "{v}");
     assert_eq!(d.req("GET", "/health", None).1["status"], "healthy");
 }
 
@@ -136,6 +143,9 @@ fn tcp_auth_matrix() {
         .to_string();
     d.ok("DELETE", &format!("/api/tokens/{id}"), None);
     assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 401);
+    let (s, e) = d.req("DELETE", &format!("/api/tokens/{id}"), None);
+    assert_eq!((s, code(&e)), (409, "token_revoked"), "revoked twice: {e}");
+    assert_eq!(d.req("DELETE", "/api/tokens/tok_nosuchtoken", None).0, 404);
     let logs = std::fs::read_dir(d.path().join("logs"))
         .unwrap()
         .flatten()
@@ -621,5 +631,8 @@ fn metrics_expose_the_contract_families() {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
     assert!(text.contains("http_requests_total{service=\"users\",endpoint=\"/api/users\",method=\"POST\"}"));
+    // Counters a dashboard takes rate() of are there at 0 before anything happened.
+    assert!(text.contains("agt_orders_total{status=\"filled\"} 0"), "{text}");
+    assert!(text.contains("agt_service_restarts_total{service=\"market\"} 0"), "{text}");
     d.cli().arg("metrics").assert().success();
 }

@@ -37,6 +37,9 @@ pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<s
     }
     let mut changes = Vec::new();
     flatten("", &body, &mut changes);
+    if changes.is_empty() || changes.iter().all(|(key, _)| key.is_empty()) {
+        return Err(ApiError::invalid("invalid_request", "nothing to set: send keys and values, e.g. {\"log.level\": \"debug\"}").into());
+    }
     if changes.iter().any(|(key, _)| key.starts_with("notify.")) {
         // Notify reads its webhooks as they stand when an event reaches it: first let it
         // handle every event published so far, so that a webhook changed here applies

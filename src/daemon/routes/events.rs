@@ -67,7 +67,7 @@ pub async fn events(
     let resume = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok())) {
         None => None,
         Some(Some(seq)) => Some(seq),
-        Some(None) => return Err(ApiError::invalid("invalid", "Last-Event-ID must be the seq of an event (a whole number)").into()),
+        Some(None) => return Err(ApiError::invalid("invalid_query", "Last-Event-ID must be the seq of an event (a whole number)").into()),
     };
     // Read our writes: every event published before this request is committed first (the
     // newest N of `tail` included).
@@ -75,7 +75,7 @@ pub async fn events(
     let since = match (resume, q.since, q.tail) {
         (Some(seq), _, _) => seq,
         (None, Some(_), Some(_)) => {
-            return Err(ApiError::invalid("invalid", "give since (events after a seq) or tail (the newest N), not both").into());
+            return Err(ApiError::invalid("invalid_query", "give since (events after a seq) or tail (the newest N), not both").into());
         }
         (None, None, Some(n)) => {
             let (bus, t) = (app.bus.clone(), types.clone());

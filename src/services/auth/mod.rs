@@ -127,7 +127,13 @@ impl Service for Auth {
                     .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
                     .execute(params![id, now])?;
                 if n == 0 {
-                    after.reply(reply, Err(ApiError::not_found("token", &id)));
+                    let known = tx.prepare_cached("SELECT 1 FROM tokens WHERE id = ?1")?.exists(params![id])?;
+                    let e = if known {
+                        ApiError::conflict("token_revoked", format!("token {id} is already revoked"))
+                    } else {
+                        ApiError::not_found("token", &id)
+                    };
+                    after.reply(reply, Err(e));
                     return Ok(());
                 }
                 let hash = self.by_hash.iter().find(|(_, t)| t.id == id).map(|(h, _)| h.clone());

@@ -782,6 +782,34 @@ impl Settings {
     }
 }
 
+/// Variables that start like a setting's (`AGT_RISK_…`) but name none, such as the typo
+/// `AGT_RISK_MAX_OPEN_ORDRS`: ignored, they would leave the default in force unnoticed,
+/// so start-up refuses them as it refuses an unknown key in `agt.toml`. Names outside the
+/// sections (`AGT_HOME`, `AGT_URL`, …) and the notify tuning knobs are not settings.
+pub fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    const NOT_SETTINGS: &[&str] = &["AGT_HTTP_ADDR", "AGT_NOTIFY_BACKOFF_MS", "AGT_NOTIFY_MAX_ATTEMPTS", "AGT_NOTIFY_TIMEOUT_MS"];
+    let vars: Vec<String> = KEYS.iter().map(|k| env_var(k.name)).collect();
+    let sections: Vec<String> = KEYS.iter().filter_map(|k| k.name.split_once('.')).map(|(section, _)| env_var(section) + "_").collect();
+    for name in names {
+        if !sections.iter().any(|s| name.starts_with(s.as_str())) || vars.contains(&name) || NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let near = vars
+            .iter()
+            .map(|v| (edit_distance(&name, v), v))
+            .filter(|(d, _)| *d <= 3)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, v)| format!("did you mean {v}? "))
+            .unwrap_or_default();
+        return Err(ConfigError::UnknownKey {
+            origin: "environment".into(),
+            key: name,
+            hint: format!("{near}each setting KEY is read from AGT_<KEY> upper-cased with _ for dots, e.g. AGT_RISK_MAX_OPEN_ORDERS"),
+        });
+    }
+    Ok(())
+}
+
 fn env_var(key: &str) -> String {
     format!("AGT_{}", key.replace(['.', '-'], "_").to_ascii_uppercase())
 }

@@ -543,3 +543,12 @@ fn parse_listen_takes_ip_or_localhost_with_a_port() {
         assert!(parse_listen(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_variable_that_looks_like_a_setting_but_names_none_is_refused() {
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>().into_iter();
+    assert!(check_env_names(names(&["AGT_HOME", "AGT_URL", "AGT_RISK_MAX_OPEN_ORDERS", "AGT_HTTP_ADDR", "AGT_NOTIFY_TIMEOUT_MS", "PATH"]))
+        .is_ok());
+    let err = check_env_names(names(&["AGT_LOG_LEVEL", "AGT_TRADING_SPIN"])).unwrap_err().to_string();
+    assert!(err.starts_with("environment: unknown key \"AGT_TRADING_SPIN\" (did you mean AGT_TRADING_SPIN_US?"), "{err}");
+}
