@@ -171,5 +171,16 @@ impl From<ClientError> for Failure {
 #[derive(Debug, Clone)]
 pub enum Effect {
     Fetch(Fetch),
+    /// [`Fetch::Orders`], narrowed on the daemon to what the filter names exactly.
+    FetchOrders(OrdersScope),
     Send(Command),
+}
+
+/// What the Orders filter names exactly (a known user, a known symbol), sent to the daemon
+/// as `user_id=`/`symbol=` so that the newest rows fetched are that user's or symbol's:
+/// filtered only locally, a user's open order could be older than every row fetched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrdersScope {
+    pub user_id: Option<String>,
+    pub symbol: Option<String>,
 }

@@ -11,7 +11,7 @@
 //! loop says the debounce window has passed ([`Action::Flush`]). A burst of a thousand
 //! orders therefore costs a few fetches, and a hidden tab costs none.
 
-use super::action::{short_id, Action, Command, Effect, Failure, Fetch, MarketData, Net, Snapshot};
+use super::action::{short_id, Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::form::{Form, Known, Outcome};
 use super::rates::Rates;
 use crate::api::{Account, AuditRecord, AuditVerify, Event, Health, Instrument, Order, Role, ServiceInfo, User};
@@ -112,6 +112,8 @@ pub struct OrdersTab {
     pub filter: String,
     /// An order just placed: selected once the table shows it.
     pub select_next: Option<String>,
+    /// What the rows were last asked for (see [`OrdersScope`]).
+    pub scope: OrdersScope,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +197,9 @@ pub struct App {
     last_user: String,
 }
 
+/// How often (in ticks) the Overview refetches the services while it is shown.
+const SERVICES_POLL_TICKS: u64 = 3;
+
 impl App {
     pub fn new(settings: Settings) -> App {
         let symbol = settings.symbol.clone().map(|s| s.to_uppercase());
@@ -270,6 +275,34 @@ impl App {
     pub fn visible_orders(&self) -> Vec<&Order> {
         let terms = terms(&self.orders.filter);
         self.orders.rows.iter().filter(|o| terms.iter().all(|t| self.order_matches(o, t))).collect()
+    }
+
+    /// The user and symbol the Orders filter names exactly, for the daemon to narrow the
+    /// rows by: `user:NAME` or a bare known username (or id), `symbol:SYM` or a bare known
+    /// symbol. Partial words still filter only the rows fetched.
+    pub fn orders_scope(&self) -> OrdersScope {
+        let mut scope = OrdersScope::default();
+        for term in terms(&self.orders.filter) {
+            let (field, value) = term.split_once(':').map_or((None, term.as_str()), |(f, v)| (Some(f), v));
+            if matches!(field, None | Some("user" | "u")) {
+                if let Some(u) = self.users.iter().find(|u| u.username.to_lowercase() == value || u.user_id == value) {
+                    scope.user_id = Some(u.user_id.clone());
+                }
+            }
+            if matches!(field, None | Some("symbol" | "sym" | "s")) {
+                if let Some(i) = self.symbols.iter().find(|i| i.symbol.to_lowercase() == value) {
+                    scope.symbol = Some(i.symbol.clone());
+                }
+            }
+        }
+        scope
+    }
+
+    /// After the Orders filter changed: fetch again if it names another user or symbol.
+    fn rescope_orders(&mut self) {
+        if self.tab == Tab::Orders && self.orders_scope() != self.orders.scope {
+            self.stale.insert(Fetch::Orders);
+        }
     }
 
     fn order_matches(&self, o: &Order, term: &str) -> bool {
@@ -396,6 +429,7 @@ impl App {
             _ => {}
         }
         self.select_first();
+        self.rescope_orders();
         if key.code != KeyCode::Esc {
             self.overlay = Overlay::Filter { before };
         }
@@ -458,6 +492,7 @@ impl App {
         if let Some(f) = self.filter_mut().filter(|f| !f.is_empty()) {
             f.clear();
             self.select_first();
+            self.rescope_orders();
             return;
         }
         if self.tab == Tab::Events && self.events.paused {
@@ -629,7 +664,8 @@ impl App {
             Tab::Orders => self.selected_order().map(|o| self.username(&o.user_id).to_string()),
             _ => None,
         };
-        let user = user.filter(|_| self.last_user.is_empty()).unwrap_or_else(|| self.last_user.clone());
+        // The selected order's or account's user; with none selected, the last form's.
+        let user = user.unwrap_or_else(|| self.last_user.clone());
         let symbol = match self.tab {
             Tab::Orders => self.selected_order().map(|o| o.symbol.clone()).or(self.book.symbol.clone()),
             _ => self.book.symbol.clone(),
@@ -692,10 +728,22 @@ impl App {
         if self.flash.as_ref().is_some_and(|f| self.clock > f.until) {
             self.flash = None;
         }
-        // The only polled snapshot: counters have no events. Only while someone looks.
-        if self.tab == Tab::Overview && self.conn == Conn::Live && self.inflight.insert(Fetch::Metrics) {
-            fx.push(Effect::Fetch(Fetch::Metrics));
+        // Polled snapshots, only while someone looks: counters have no events, and the
+        // services' mailbox depths change without one (every few seconds is enough).
+        if self.tab == Tab::Overview && self.conn == Conn::Live {
+            if self.inflight.insert(Fetch::Metrics) {
+                fx.push(Effect::Fetch(Fetch::Metrics));
+            }
+            if self.clock.is_multiple_of(SERVICES_POLL_TICKS) {
+                self.stale.insert(Fetch::Services);
+            }
         }
+    }
+
+    /// The last refresh of something the current tab shows that failed, if any: its rows
+    /// stay on screen, so the status line must say they are not current.
+    pub fn refresh_error(&self) -> Option<&str> {
+        self.errors.iter().find(|(k, _)| **k != Fetch::Metrics && self.wanted(k)).map(|(_, e)| e.as_str())
     }
 
     /// Would a visible view show this snapshot?
@@ -718,7 +766,12 @@ impl App {
         for key in due {
             self.stale.remove(&key);
             self.inflight.insert(key.clone());
-            fx.push(Effect::Fetch(key));
+            if key == Fetch::Orders {
+                self.orders.scope = self.orders_scope();
+                fx.push(Effect::FetchOrders(self.orders.scope.clone()));
+            } else {
+                fx.push(Effect::Fetch(key));
+            }
         }
     }
 
@@ -855,12 +908,16 @@ impl App {
                 self.services_at = self.clock;
             }
             Snapshot::Orders(rows) => {
-                let keep = self.orders.select_next.take().or_else(|| self.selected_order().map(|o| o.order_id.clone()));
+                // The top row follows the newest order, as in Events; another row stays
+                // on its order.
+                let follow_newest = self.orders.selected == 0;
+                let keep =
+                    self.orders.select_next.take().or_else(|| self.selected_order().filter(|_| !follow_newest).map(|o| o.order_id.clone()));
                 self.orders.rows = rows;
                 let visible = self.visible_orders();
                 self.orders.selected = keep
                     .and_then(|id| visible.iter().position(|o| o.order_id == id))
-                    .unwrap_or(self.orders.selected)
+                    .unwrap_or(if follow_newest { 0 } else { self.orders.selected })
                     .min(visible.len().saturating_sub(1));
             }
             Snapshot::Users(mut users) => {

@@ -6,7 +6,13 @@ use crate::tui::fixture::{self, ch, ctrl, key, snap, typing, ALICE};
 use crate::tui::form;
 
 fn fetches(fx: &[Effect]) -> Vec<Fetch> {
-    fx.iter().filter_map(|e| if let Effect::Fetch(f) = e { Some(f.clone()) } else { None }).collect()
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Fetch(f) => Some(f.clone()),
+            Effect::FetchOrders(_) => Some(Fetch::Orders),
+            Effect::Send(_) => None,
+        })
+        .collect()
 }
 
 fn sent(fx: &[Effect]) -> Vec<Command> {
@@ -391,4 +397,99 @@ fn messages_fade() {
         app.update(Action::Tick);
     }
     assert!(app.flash.is_none());
+}
+
+#[test]
+fn a_filter_naming_a_user_or_symbol_asks_the_daemon_for_their_orders() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(Action::Flush);
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    let scopes =
+        |fx: &[Effect]| fx.iter().filter_map(|e| if let Effect::FetchOrders(s) = e { Some(s.clone()) } else { None }).collect::<Vec<_>>();
+    app.update(ch('/'));
+    typing(&mut app, "bob aapl");
+    app.update(key(KeyCode::Enter));
+    let want = OrdersScope { user_id: Some(fixture::BOB.into()), symbol: Some("AAPL".into()) };
+    assert_eq!(scopes(&app.update(Action::Flush)), vec![want]);
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    // A partial word filters the rows fetched, and asks nothing new of the daemon.
+    app.update(ch('/'));
+    typing(&mut app, " sel");
+    app.update(key(KeyCode::Enter));
+    assert!(scopes(&app.update(Action::Flush)).is_empty());
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    // Cleared: every user's orders again.
+    app.update(key(KeyCode::Esc));
+    assert_eq!(scopes(&app.update(Action::Flush)), vec![OrdersScope::default()]);
+}
+
+#[test]
+fn the_top_row_follows_the_newest_order_and_another_row_stays_on_its_order() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    let mut rows = fixture::orders();
+    let newer = |rows: &mut Vec<Order>, id: &str| {
+        let mut o = rows[0].clone();
+        o.order_id = id.into();
+        rows.insert(0, o);
+    };
+    newer(&mut rows, "ord_0195aaaa00000000c0ffee06");
+    app.update(fixture::snap(Snapshot::Orders(rows.clone())));
+    assert_eq!(app.selected_order().unwrap().order_id, "ord_0195aaaa00000000c0ffee06");
+    app.update(ch('j'));
+    newer(&mut rows, "ord_0195aaaa00000000c0ffee07");
+    app.update(fixture::snap(Snapshot::Orders(rows)));
+    assert_eq!(app.selected_order().unwrap().order_id, "ord_0195aaaa00000000c0ffee01", "a row below the top keeps its order");
+}
+
+#[test]
+fn the_order_form_takes_the_selected_users_name_over_the_last_forms() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('n'));
+    typing(&mut app, "10");
+    app.update(key(KeyCode::Tab));
+    typing(&mut app, "150.2");
+    assert_eq!(sent(&app.update(key(KeyCode::Enter))).len(), 1, "alice's order is sent");
+    app.update(key(KeyCode::Esc));
+    app.update(ch('j'));
+    assert_eq!(app.selected_order().unwrap().user_id, fixture::BOB);
+    app.update(ch('n'));
+    assert_eq!(form(&app).field(form::USER).unwrap().value(), "bob");
+}
+
+#[test]
+fn a_failed_refresh_of_what_the_tab_shows_is_said_even_with_rows_on_screen() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    assert_eq!(app.refresh_error(), None);
+    let down = Failure { status: 503, code: "service_unavailable".into(), message: "the orders service has failed".into() };
+    app.update(Action::Net(Net::FetchFailed(Fetch::Orders, down)));
+    assert_eq!(app.orders.rows.len(), 5, "the last rows stay");
+    assert!(app.refresh_error().is_some_and(|e| e.contains("service_unavailable")), "{:?}", app.refresh_error());
+    app.update(ch('3'));
+    assert_eq!(app.refresh_error(), None, "another tab does not show orders");
+}
+
+#[test]
+fn the_overview_refetches_the_services_every_few_seconds() {
+    let mut app = fixture::app();
+    app.update(Action::Flush);
+    let services = |fx: &[Effect]| fetches(fx).contains(&Fetch::Services);
+    let mut seen = 0;
+    for _ in 0..6 {
+        app.update(Action::Tick);
+        if services(&app.update(Action::Flush)) {
+            seen += 1;
+            app.update(snap(Snapshot::Services(Vec::new())));
+        }
+    }
+    assert_eq!(seen, 2, "every 3 ticks");
+    app.update(ch('2'));
+    for _ in 0..6 {
+        app.update(Action::Tick);
+        assert!(!services(&app.update(Action::Flush)), "not while another tab is shown");
+    }
 }

@@ -12,7 +12,7 @@
 //! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
 //! about two seconds of its socket answering again.
 
-use super::action::{Action, Command, Effect, Failure, Fetch, MarketData, Net, Snapshot};
+use super::action::{Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::rates::MetricsSample;
 use crate::api::{Account, AuditRecord, AuditVerify, BookView, Candle, Event, Health, Instrument, Order, Role, ServiceInfo, Trade, User};
 use crate::client::{encode, Client, ClientError, Endpoint};
@@ -127,6 +127,13 @@ impl Wire {
                     };
                     wire.report(net);
                 }
+                Effect::FetchOrders(scope) => {
+                    let net = match wire.orders(&scope).await {
+                        Ok(rows) => Net::Snapshot(Snapshot::Orders(rows)),
+                        Err(f) => Net::FetchFailed(Fetch::Orders, f),
+                    };
+                    wire.report(net);
+                }
                 Effect::Send(command) => {
                     let result = send(&wire.client, &command).await.map_err(Failure::from);
                     wire.report(Net::Done(command, result));
@@ -135,12 +142,24 @@ impl Wire {
         });
     }
 
+    /// The newest orders of every status, of the scope's user and symbol if it names them.
+    async fn orders(&self, scope: &OrdersScope) -> Result<Vec<Order>, Failure> {
+        let mut path = format!("/api/orders?status=all&limit={ORDERS_LIMIT}");
+        if let Some(u) = &scope.user_id {
+            path.push_str(&format!("&user_id={}", encode(u)));
+        }
+        if let Some(s) = &scope.symbol {
+            path.push_str(&format!("&symbol={}", encode(s)));
+        }
+        get::<Vec<Order>>(&self.client, &path).await
+    }
+
     async fn fetch(&self, key: &Fetch) -> Result<Snapshot, Failure> {
         let c = &self.client;
         Ok(match key {
             Fetch::Health => Snapshot::Health(get::<Health>(c, "/health").await?),
             Fetch::Services => Snapshot::Services(get::<Vec<ServiceInfo>>(c, "/api/services").await?),
-            Fetch::Orders => Snapshot::Orders(get::<Vec<Order>>(c, &format!("/api/orders?status=all&limit={ORDERS_LIMIT}")).await?),
+            Fetch::Orders => Snapshot::Orders(self.orders(&OrdersScope::default()).await?),
             Fetch::Users => Snapshot::Users(get::<Vec<User>>(c, "/api/users").await?),
             Fetch::Symbols => Snapshot::Symbols(get::<Vec<Instrument>>(c, "/api/symbols").await?),
             Fetch::Market(symbol) => {

@@ -167,7 +167,7 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.tmux(&["resize-window", "-t", "t", "-x", "80", "-y", "24"]);
     let screen = pane.wait_until("a redraw at 80x24", |s| {
         let lines: Vec<&str> = s.lines().collect();
-        lines.len() == 24 && lines[0].ends_with("● live") && lines[23].starts_with("j/k move")
+        lines.len() == 24 && lines[0].ends_with("● live") && lines[23].starts_with("Tab switch")
     });
     for needle in ["Services · 10/10 running", "notify", "orders/s", "events/s"] {
         assert!(screen.contains(needle), "{needle} missing at 80x24:\n{screen}");

@@ -4,7 +4,7 @@
 use super::help::tab_keys;
 use super::text::clean;
 use super::Theme;
-use crate::tui::app::{App, Overlay};
+use crate::tui::app::{App, Overlay, Tab};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
@@ -39,7 +39,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Overlay::None => {
             let short: Vec<(&str, &str)> = tab_keys(app.tab).iter().map(|(k, word, _)| (*k, *word)).collect();
             let mut s = keys(&short);
-            s.extend(keys(&[("j/k", "move"), ("Tab", "switch"), ("?", "help"), ("q", "quit")]));
+            // Only the tabs with a list to move in.
+            if matches!(app.tab, Tab::Orders | Tab::Accounts | Tab::Events | Tab::Audit) {
+                s.extend(keys(&[("j/k", "move")]));
+            }
+            s.extend(keys(&[("Tab", "switch"), ("?", "help"), ("q", "quit")]));
             s
         }
     };

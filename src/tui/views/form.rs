@@ -58,7 +58,11 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     };
     lines.push(status);
 
-    let popup = super::centered(area, 72, lines.len() as u16 + 3);
+    // As tall as the lines take once wrapped: a long refusal (which says what to fix)
+    // must not be cut, nor push the keys off the bottom.
+    let inner = 72u16.min(area.width).saturating_sub(2).max(1) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+    let popup = super::centered(area, 72, rows as u16 + 3);
     frame.render_widget(Clear, popup);
     let block = Block::bordered().title(format!(" {} ", form.title()));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), popup);

@@ -68,6 +68,12 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Line::from(Span::styled(text::clean(&flash.text), style))
     } else if let Conn::Reconnecting(why) = &app.conn {
         Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])
+    } else if let Some(e) = app.refresh_error() {
+        Line::from(vec![
+            Span::styled("not refreshed: ", theme.bad()),
+            Span::styled(text::clean(e), theme.warn()),
+            Span::styled(" · showing the last data", theme.dim()),
+        ])
     } else {
         let mut spans = Vec::new();
         match &app.health {
