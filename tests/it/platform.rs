@@ -236,7 +236,7 @@ fn events_tail_shows_the_newest_events() {
     let three: Vec<serde_json::Value> = three.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(three.iter().map(|e| e["data"]["user_id"].as_str().unwrap()).collect::<Vec<_>>(), ids[22..].to_vec());
     let (status, body) = d.req("GET", "/api/events?tail=3&since=1", None);
-    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    assert_eq!((status, code(&body)), (400, "invalid_query"), "{body}");
     let (status, body) = d.req("GET", "/api/events?tail=many", None);
     assert_eq!(status, 400, "{body}");
 }
@@ -260,7 +260,7 @@ fn sse_resumes_after_the_last_event_id() {
     let (_, resumed) = d.raw("GET", "/api/events?since=0", "", &[sse[0], ("Last-Event-ID", mid.as_str())]);
     assert_eq!(ids(&resumed), all[all.len() / 2 + 1..], "after the last id, not from since=0");
     let (status, body) = d.raw("GET", "/api/events", "", &[sse[0], ("Last-Event-ID", "yesterday")]);
-    assert_eq!((status, code(&body)), (400, "invalid"), "{body}");
+    assert_eq!((status, code(&body)), (400, "invalid_query"), "{body}");
 }
 
 /// With a short retention, set on a running daemon, old events leave `events.db` once every service following the
