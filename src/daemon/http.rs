@@ -140,13 +140,29 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::invalid("invalid_request", OBJECT));
     }
-    serde_json::from_slice(&crate::api::decimal::exact_numbers(bytes)).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() { "invalid_json" } else { "invalid_request" };
+    let exact = crate::api::decimal::exact_numbers(bytes);
+    serde_json::from_slice(&exact).map_err(|e| {
+        let syntax = e.is_syntax() || e.is_eof();
+        let code = if syntax { "invalid_json" } else { "invalid_request" };
         let text = e.to_string();
         if text.contains("expected struct") {
             return ApiError::invalid(code, OBJECT);
         }
-        ApiError::invalid(code, format!("invalid request body: {text}"))
+        if syntax {
+            return ApiError::invalid(code, format!("invalid request body: {text}"));
+        }
+        // A value of the wrong kind: name its field (found by reading the body again, only
+        // now, so a good body pays nothing for it), not its column in a line the caller
+        // may never have seen (the CLI builds it).
+        let path = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(&exact))
+            .err()
+            .map(|e| e.path().to_string())
+            .filter(|p| p != ".");
+        let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(t, _)| t);
+        match path {
+            Some(field) => ApiError::invalid(code, format!("invalid request body: {field}: {text}")),
+            None => ApiError::invalid(code, format!("invalid request body: {text}")),
+        }
     })
 }
 

@@ -138,6 +138,12 @@ fn a_mistyped_key_is_refused_on_the_own_route_and_ignored_on_the_seeds() {
     let (s, e) = dm.req("POST", "/api/orders", Some(body.clone()));
     assert_eq!((s, code(&e)), (400, "invalid_request"), "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("unknown field `tif`"), "{e}");
+    // A value of the wrong kind is named by its field, not by a column of a line the
+    // caller never saw (the CLI builds the body).
+    let bad = json!({"user_id": buyer, "symbol": sym, "side": "buy", "quantity": "abc", "price": "10"});
+    let (s, e) = dm.req("POST", "/api/orders", Some(bad));
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(s == 400 && message.contains("quantity: expected a decimal number") && !message.contains("column"), "{e}");
     // The seed's gateway took any dict: a client written against it keeps working.
     let (s, o) = dm.req("POST", "/api/trading/orders", Some(body));
     assert_eq!((s, o["time_in_force"].as_str()), (201, Some("gtc")), "{o}");
