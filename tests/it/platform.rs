@@ -367,6 +367,13 @@ fn audit_records_say_what_each_command_asked_and_which_were_refused() {
     assert_eq!(refused.len(), 1, "{tried:?}");
     assert_eq!(refused[0]["error"], "forbidden");
     assert!(tried.iter().any(|d| d["body"]["username"] == "sneaky"), "{tried:?}");
+    // A body that is not JSON is kept as text: it cannot add fields to the detail.
+    let forged = r#"{"asset": "USD", "amount": "1"}, "status": 201"#;
+    let (s, _) = d.raw("POST", &format!("/api/users/{user}/withdrawals"), forged, &[]);
+    assert_eq!(s, 400);
+    let after = d.ok("GET", "/api/audit?limit=1000", None);
+    let tried: Vec<_> = after.as_array().unwrap().iter().filter(|r| r["action"] == format!("POST /api/users/{user}/withdrawals")).collect();
+    assert!(tried.iter().any(|r| r["detail"]["body"] == forged && r["detail"].get("status").is_none()), "{tried:?}");
     let config = of("PUT /api/config");
     assert_eq!(config[0]["body"]["notify.webhooks"][0]["secret"], "***", "{config:?}");
     assert!(!records.iter().any(|r| r.to_string().contains("hush")), "a secret never reaches the audit log");

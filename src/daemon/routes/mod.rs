@@ -26,6 +26,7 @@ use axum::middleware::{self as mw, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -217,6 +218,7 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
     let action = format!("{} {}", req.method(), req.uri().path());
     let (req, detail) = command_detail(req).await;
+    let for_audit = || serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default();
     // Journalled (and so durable) at once, or failing that, appended and committed.
     let (_in_flight, others) = app.command_log.enter();
     let journalled = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail.clone()) {
@@ -250,7 +252,7 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let logged = app.audit.send(|r| crate::services::audit::Cmd::Append {
         actor: actor.clone(),
         action: action.clone(),
-        detail: serde_json::from_str(&detail).unwrap_or_default(),
+        detail: for_audit(),
         reply: Some(r),
     });
     let resp = next.run(req).await;
@@ -279,41 +281,51 @@ const AUDITED_BODY: u64 = 4096;
 /// came, with the value of every `"secret"` key masked (webhook secrets); another small
 /// body as text; one over [`AUDITED_BODY`] bytes, or streamed without a length, as
 /// `"body_bytes"`. The body is read here only when its length is known and small, and
-/// handed on to the handler unchanged.
-async fn command_detail(req: Request) -> (Request, String) {
-    let query = serde_json::to_string(&req.uri().query()).unwrap_or_else(|_| "null".into());
+/// handed on to the handler unchanged. A JSON body is checked once, here, and then
+/// copied as it is into the detail and the journal: escaped as a string, every quote of
+/// it cost the HTTP worker, for every order.
+async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
+    #[derive(serde::Serialize)]
+    struct Detail<'a, B: serde::Serialize> {
+        query: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<B>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body_bytes: Option<Option<u64>>,
+    }
+    let raw = |d: &Detail<&RawValue>| serde_json::value::to_raw_value(d).expect("a detail serializes");
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let body = match length {
-        Some(0) => return (req, format!("{{\"query\":{query}}}")),
-        Some(n) if n <= AUDITED_BODY => {
+    match length {
+        Some(n) if n > 0 && n <= AUDITED_BODY => {
             let (parts, body) = req.into_parts();
             let bytes = match axum::body::to_bytes(body, AUDITED_BODY as usize).await {
                 Ok(b) => b,
                 // The handler would have failed to read it too.
                 Err(_) => axum::body::Bytes::new(),
             };
-            let kept = audited_body(&bytes);
-            return (Request::from_parts(parts, axum::body::Body::from(bytes)), format!("{{\"query\":{query},\"body\":{kept}}}"));
+            let query = parts.uri.query();
+            let json = std::str::from_utf8(&bytes).ok().and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
+            let detail = match json {
+                Some(body) if !body.get().contains("\"secret\"") => raw(&Detail { query, body: Some(body), body_bytes: None }),
+                _ => {
+                    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        Ok(mut v) => {
+                            mask_secrets(&mut v);
+                            v
+                        }
+                        Err(_) => serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+                    };
+                    serde_json::value::to_raw_value(&Detail { query, body: Some(body), body_bytes: None }).expect("a detail serializes")
+                }
+            };
+            (Request::from_parts(parts, axum::body::Body::from(bytes)), detail)
         }
-        Some(n) => format!("\"body_bytes\":{n}"),
-        None => "\"body_bytes\":null".to_string(),
-    };
-    (req, format!("{{\"query\":{query},{body}}}"))
-}
-
-/// A body as JSON text for a record: itself if it is JSON (secrets masked), else a string.
-fn audited_body(bytes: &[u8]) -> String {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-        let text = std::str::from_utf8(bytes).unwrap_or_default();
-        if !text.contains("\"secret\"") {
-            return text.trim().to_string();
-        }
-        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) {
-            mask_secrets(&mut v);
-            return v.to_string();
+        _ => {
+            let body_bytes = length.filter(|n| *n > 0).map(Some).or(length.is_none().then_some(None));
+            let detail = raw(&Detail { query: req.uri().query(), body: None, body_bytes });
+            (req, detail)
         }
     }
-    serde_json::to_string(&String::from_utf8_lossy(bytes)).unwrap_or_else(|_| "null".into())
 }
 
 fn mask_secrets(v: &mut serde_json::Value) {
@@ -342,7 +354,8 @@ fn record_refusal(app: &App, actor: &str, action: &str, resp: &Response) {
     }
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.as_str()).unwrap_or("");
     let detail = serde_json::json!({"status": status, "error": code});
-    match app.command_log.append(&app.audit, actor.to_string(), action.to_string(), detail.to_string()) {
+    let raw = RawValue::from_string(detail.to_string()).expect("a JSON value makes JSON");
+    match app.command_log.append(&app.audit, actor.to_string(), action.to_string(), raw) {
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::warn!(action, error = %e.message, "could not audit a refused command"),
         None => {

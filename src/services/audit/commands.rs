@@ -28,6 +28,7 @@ use crate::api::ApiError;
 use crate::services::actor::{Handle, ServiceError};
 use crate::services::journal::Journal;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,12 +36,33 @@ use std::sync::{Arc, Mutex};
 pub const NAME: &str = "audit-journal";
 
 /// A command as it is journalled: the audit record it becomes, before it is chained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Command {
     pub timestamp: String,
     pub actor: String,
     pub action: String,
-    pub detail: String,
+    /// JSON text, journalled as it is: as a JSON string, every quote of a request's body
+    /// was escaped on the HTTP worker, for every order.
+    #[serde(deserialize_with = "detail_or_its_text")]
+    pub detail: Box<RawValue>,
+}
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Command) -> bool {
+        (&self.timestamp, &self.actor, &self.action, self.detail.get())
+            == (&other.timestamp, &other.actor, &other.action, other.detail.get())
+    }
+}
+
+/// A detail as journalled: JSON, or (by an agt before session 31) a JSON string holding
+/// the JSON text.
+fn detail_or_its_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let raw = Box::<RawValue>::deserialize(d)?;
+    if !raw.get().starts_with('"') {
+        return Ok(raw);
+    }
+    let text: String = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+    RawValue::from_string(text).map_err(serde::de::Error::custom)
 }
 
 /// The journal of commands, shared by the HTTP layer (which appends) and the audit
@@ -96,7 +118,7 @@ impl CommandLog {
     /// Journals a command and hands it to the audit service. `None` when there is no
     /// journal (durability "full", or audit not started): the caller waits for audit's
     /// commit instead. Once this answers `Some(Ok)`, the command may be acknowledged.
-    pub fn append(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: String) -> Option<Result<(), ApiError>> {
+    pub fn append(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Option<Result<(), ApiError>> {
         Some(self.stage(audit, actor, action, detail)?.and_then(|ticket| self.write_through(audit, ticket)))
     }
 
@@ -115,7 +137,7 @@ impl CommandLog {
     /// it has ready before the first of them writes (`routes::audit_commands`): one
     /// `write` per batch instead of one per command (at 32 connections, ~2 µs of an HTTP
     /// worker's CPU per order). `None` as for [`Self::append`].
-    pub fn stage(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: String) -> Option<Result<Ticket, ApiError>> {
+    pub fn stage(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Option<Result<Ticket, ApiError>> {
         // As before the journal: while audit is down a command is refused, not piled up.
         if audit.status.state() != crate::services::actor::State::Running {
             return Some(Err(ApiError::unavailable("audit")));

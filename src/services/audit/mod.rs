@@ -186,7 +186,7 @@ impl Audit {
     fn chain_journalled(&mut self, tx: &Connection, commands: impl IntoIterator<Item = (i64, Command)>) -> Result<(), ServiceError> {
         for (seq, c) in commands {
             if seq > self.journal_applied {
-                self.append_at(tx, c.timestamp, &c.actor, &c.action, c.detail)?;
+                self.append_at(tx, c.timestamp, &c.actor, &c.action, Box::<str>::from(c.detail).into_string())?;
                 self.journal_applied = seq;
             }
         }
@@ -357,6 +357,21 @@ impl Service for Audit {
 mod tests {
     use super::*;
 
+    fn raw(json: &str) -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn a_command_journals_its_detail_as_json_and_reads_the_older_string_form_too() {
+        let c =
+            Command { timestamp: "t".into(), actor: "socket".into(), action: "POST /api/x".into(), detail: raw(r#"{"body":{"a":"b"}}"#) };
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""detail":{"body":{"a":"b"}}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), c);
+        let older = r#"{"timestamp":"t","actor":"socket","action":"POST /api/x","detail":"{\"body\":{\"a\":\"b\"}}"}"#;
+        assert_eq!(serde_json::from_str::<Command>(older).unwrap(), c);
+    }
+
     #[test]
     fn the_hash_covers_every_field_and_the_boundaries_between_them() {
         let a = chain_hash(GENESIS, 1, "t", "ab", "c", "{}");
@@ -479,11 +494,11 @@ mod tests {
 
         let (nobody, status, _unserved) = running_handle();
         for i in 1..=3 {
-            let answered = ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), r#"{"query":null}"#.into());
+            let answered = ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), raw(r#"{"query":null}"#));
             assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
         }
         status.set_state(crate::services::actor::State::Restarting);
-        let refused = ctx.command_log.append(&nobody, "admin".into(), "POST /api/x4".into(), "{}".into());
+        let refused = ctx.command_log.append(&nobody, "admin".into(), "POST /api/x4".into(), raw("{}"));
         assert!(matches!(refused, Some(Err(_))), "refused while audit is down, as before the journal");
         drop(svc);
         let svc = Audit::load(&conn, &ctx).unwrap();
@@ -495,7 +510,7 @@ mod tests {
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         assert_eq!(svc.last_seq, 4);
         let tx = conn.transaction().unwrap();
-        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x3".into(), detail: "{}".into() };
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x3".into(), detail: raw("{}") };
         svc.handle(&tx, Cmd::Journalled { seq: 3, command }, &mut after).unwrap();
         assert_eq!(svc.last_seq, 4);
         assert!(Audit::verify(&tx).unwrap().ok);
@@ -523,7 +538,7 @@ mod tests {
                 .collect()
         };
         let tickets: Vec<_> =
-            (1..=3).map(|i| log.stage(&audit, "admin".into(), format!("POST /api/x{i}"), "{}".into()).unwrap().unwrap()).collect();
+            (1..=3).map(|i| log.stage(&audit, "admin".into(), format!("POST /api/x{i}"), raw("{}")).unwrap().unwrap()).collect();
         assert_eq!(journalled(), 0, "staged, not written");
         assert!(told().is_empty(), "audit hears of a command only once it is in the journal");
         log.write_through(&audit, tickets[1]).unwrap();
@@ -534,7 +549,7 @@ mod tests {
         log.write_through(&audit, tickets[2]).unwrap();
         assert_eq!(journalled(), 3, "written already: nothing more");
         assert!(told().is_empty());
-        assert!(matches!(log.append(&audit, "admin".into(), "POST /api/x4".into(), "{}".into()), Some(Ok(()))));
+        assert!(matches!(log.append(&audit, "admin".into(), "POST /api/x4".into(), raw("{}")), Some(Ok(()))));
         assert_eq!((journalled(), told()), (4, vec![(4, "POST /api/x4".to_string())]));
 
         // Only a command with others in flight waits for theirs to be staged.
@@ -557,7 +572,7 @@ mod tests {
         let mut svc = Audit::load(&conn, &ctx).unwrap();
         let (audit, status, mailbox) = running_handle();
         let append = |i: usize| {
-            let answered = ctx.command_log.append(&audit, "admin".into(), format!("POST /api/x{i}"), "{}".into());
+            let answered = ctx.command_log.append(&audit, "admin".into(), format!("POST /api/x{i}"), raw("{}"));
             assert!(matches!(answered, Some(Ok(()))), "journalled and answered");
         };
         let told = || -> Vec<String> {
@@ -582,14 +597,14 @@ mod tests {
 
         let tx = conn.transaction().unwrap();
         let mut after = AfterCommit::new("audit");
-        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x1".into(), detail: "{}".into() };
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x1".into(), detail: raw("{}") };
         svc.handle(&tx, Cmd::Journalled { seq: 1, command }, &mut after).unwrap();
         svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
         append(602);
         assert_eq!(told(), ["command 602"], "caught up: commands come by message again");
         // A second catch-up reads 602 from the journal; its message then changes nothing.
         svc.handle(&tx, Cmd::CatchUp, &mut after).unwrap();
-        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x602".into(), detail: "{}".into() };
+        let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x602".into(), detail: raw("{}") };
         svc.handle(&tx, Cmd::Journalled { seq: 602, command }, &mut after).unwrap();
         svc.write_pending(&tx).unwrap();
         let actions = actions(&tx);
