@@ -701,7 +701,7 @@ impl App {
         if !self.writable() {
             return;
         }
-        self.overlay = Overlay::Form(Form::amend(&o.order_id, o.price, o.quantity));
+        self.overlay = Overlay::Form(Form::amend(&o.order_id, &o.symbol, o.price, o.quantity, o.filled_quantity));
     }
 
     fn open_transfer_form(&mut self, deposit: bool) {

@@ -229,6 +229,11 @@ fn amend_prefills_the_order() {
     let f = form(&app);
     assert_eq!((f.field(form::PRICE).unwrap().value(), f.field(form::QUANTITY).unwrap().value()), ("150.25", "10"));
     assert_eq!(f.fields[f.focus].label, form::PRICE);
+    // Off the tick, or not more than has filled: said before anything is sent.
+    typing(&mut app, "5");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert_eq!(form(&app).field(form::PRICE).unwrap().error.as_deref(), Some("must be on the tick 0.01"));
+    app.update(key(KeyCode::Backspace));
     app.update(key(KeyCode::Backspace));
     typing(&mut app, "4");
     let fx = app.update(key(KeyCode::Enter));
@@ -492,4 +497,18 @@ fn the_overview_refetches_the_services_every_few_seconds() {
         app.update(Action::Tick);
         assert!(!services(&app.update(Action::Flush)), "not while another tab is shown");
     }
+}
+
+#[test]
+fn an_amend_of_a_partly_filled_order_needs_a_total_above_the_filled() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('j'));
+    assert_eq!(app.selected_order().unwrap().filled_quantity, fixture::d("2"));
+    app.update(ch('a'));
+    app.update(key(KeyCode::Tab));
+    app.update(ctrl('u'));
+    typing(&mut app, "2");
+    assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
+    assert_eq!(form(&app).field(form::QUANTITY).unwrap().error.as_deref(), Some("the new total must exceed the 2 already filled"));
 }

@@ -17,9 +17,20 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormKind {
     Place,
-    Amend { order_id: String },
-    Deposit { user_id: String, username: String },
-    Withdraw { user_id: String, username: String },
+    /// The order's symbol and filled quantity, to check the new terms against.
+    Amend {
+        order_id: String,
+        symbol: String,
+        filled: Decimal,
+    },
+    Deposit {
+        user_id: String,
+        username: String,
+    },
+    Withdraw {
+        user_id: String,
+        username: String,
+    },
 }
 
 /// What a field holds.
@@ -122,9 +133,11 @@ impl Form {
     }
 
     /// An amend of an open order: its price and quantity, to change either.
-    pub fn amend(order_id: &str, price: Option<Decimal>, quantity: Decimal) -> Form {
+    /// `symbol` and `filled` check the new terms before they are sent: on the tick, and a
+    /// new total above what has filled, its remainder on the lot.
+    pub fn amend(order_id: &str, symbol: &str, price: Option<Decimal>, quantity: Decimal, filled: Decimal) -> Form {
         Form::new(
-            FormKind::Amend { order_id: order_id.to_string() },
+            FormKind::Amend { order_id: order_id.to_string(), symbol: symbol.to_string(), filled },
             vec![
                 Field::text(PRICE, &price.map(|p| p.normalize().to_string()).unwrap_or_default(), "new limit price"),
                 Field::text(QUANTITY, &quantity.normalize().to_string(), "new total quantity"),
@@ -155,7 +168,7 @@ impl Form {
     pub fn title(&self) -> String {
         match &self.kind {
             FormKind::Place => "New order".into(),
-            FormKind::Amend { order_id } => format!("Amend order {}", super::action::short_id(order_id)),
+            FormKind::Amend { order_id, .. } => format!("Amend order {}", super::action::short_id(order_id)),
             FormKind::Deposit { username, .. } => format!("Deposit to {username}"),
             FormKind::Withdraw { username, .. } => format!("Withdraw from {username}"),
         }
@@ -231,7 +244,7 @@ impl Form {
         self.error = None;
         let command = match self.kind.clone() {
             FormKind::Place => self.validate_place(known),
-            FormKind::Amend { order_id } => self.validate_amend(order_id, known),
+            FormKind::Amend { order_id, symbol, filled } => self.validate_amend(order_id, &symbol, filled, known),
             FormKind::Deposit { user_id, .. } => self.transfer().map(|transfer| Command::Deposit { user_id, transfer }),
             FormKind::Withdraw { user_id, .. } => self.transfer().map(|transfer| Command::Withdraw { user_id, transfer }),
         };
@@ -299,10 +312,22 @@ impl Form {
         }))
     }
 
-    fn validate_amend(&mut self, order_id: String, known: &Known) -> Option<Command> {
-        let _ = known;
+    fn validate_amend(&mut self, order_id: String, symbol: &str, filled: Decimal, known: &Known) -> Option<Command> {
         let price = self.positive(PRICE, "e.g. 150.25");
         let quantity = self.positive(QUANTITY, "e.g. 10");
+        let instrument = known.symbols.iter().find(|i| i.symbol == symbol);
+        if let (Some(p), Some(i)) = (price, instrument) {
+            if !multiple_of(p, i.tick) {
+                self.complain(PRICE, format!("must be on the tick {}", i.tick.normalize()));
+            }
+        }
+        if let Some(q) = quantity {
+            if q <= filled {
+                self.complain(QUANTITY, format!("the new total must exceed the {} already filled", filled.normalize()));
+            } else if let Some(i) = instrument.filter(|i| !multiple_of(q - filled, i.lot)) {
+                self.complain(QUANTITY, format!("must be a multiple of the lot {}", i.lot.normalize()));
+            }
+        }
         if self.fields.iter().any(|f| f.error.is_some()) {
             return None;
         }

@@ -37,7 +37,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Overlay::Confirm { .. } => keys(&[("y", "yes"), ("n", "no")]),
         Overlay::Help => keys(&[("Esc", "close")]),
         Overlay::None => {
-            let short: Vec<(&str, &str)> = tab_keys(app.tab).iter().map(|(k, word, _)| (*k, *word)).collect();
+            // A read-only session is not offered the keys that change things.
+            let changes = |k: &str| matches!(k, "n" | "c" | "a" | "d" | "w");
+            let short: Vec<(&str, &str)> =
+                tab_keys(app.tab).iter().filter(|(k, _, _)| !(app.read_only() && changes(k))).map(|(k, word, _)| (*k, *word)).collect();
             let mut s = keys(&short);
             // Only the tabs with a list to move in.
             if matches!(app.tab, Tab::Orders | Tab::Accounts | Tab::Events | Tab::Audit) {
