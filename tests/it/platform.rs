@@ -374,6 +374,11 @@ fn audit_records_say_what_each_command_asked_and_which_were_refused() {
     let after = d.ok("GET", "/api/audit?limit=1000", None);
     let tried: Vec<_> = after.as_array().unwrap().iter().filter(|r| r["action"] == format!("POST /api/users/{user}/withdrawals")).collect();
     assert!(tried.iter().any(|r| r["detail"]["body"] == forged && r["detail"].get("status").is_none()), "{tried:?}");
+    // A secret's key spelled with an escape is masked too.
+    let escaped = r#"{"notify.webhooks": [{"url": "http://127.0.0.1:9/b", "secr\u0065t": "quiet"}]}"#;
+    assert_eq!(d.raw("PUT", "/api/config", escaped, &[]).0, 200);
+    let after = d.ok("GET", "/api/audit?limit=1000", None);
+    assert!(!after.to_string().contains("quiet"), "an escaped secret reached the audit log");
     let config = of("PUT /api/config");
     assert_eq!(config[0]["body"]["notify.webhooks"][0]["secret"], "***", "{config:?}");
     assert!(!records.iter().any(|r| r.to_string().contains("hush")), "a secret never reaches the audit log");

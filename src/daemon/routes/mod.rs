@@ -306,7 +306,11 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
             let query = parts.uri.query();
             let json = std::str::from_utf8(&bytes).ok().and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
             let detail = match json {
-                Some(body) if !body.get().contains("\"secret\"") => raw(&Detail { query, body: Some(body), body_bytes: None }),
+                // A key may be spelled with escapes (`"secr\u0065t"`): such a body is
+                // decoded and masked like one that names a secret plainly.
+                Some(body) if !body.get().contains("\"secret\"") && !body.get().contains("\\u") => {
+                    raw(&Detail { query, body: Some(body), body_bytes: None })
+                }
                 _ => {
                     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                         Ok(mut v) => {
