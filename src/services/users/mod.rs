@@ -179,7 +179,7 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
     if update.email.is_none() && update.status.is_none() {
         return Ok(Err(ApiError::invalid("invalid_request", "nothing to change: send \"email\" and/or \"status\"")));
     }
-    let before = user.clone();
+    let changes = update.email.as_ref().is_some_and(|e| *e != user.email) || update.status.as_ref().is_some_and(|s| *s != user.status);
     if let Some(email) = &update.email {
         if let Err(e) = validate_email(email) {
             return Ok(Err(e));
@@ -195,8 +195,8 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
         }
         user.status = status.clone();
     }
-    // Nothing changed: no write, no event, and `updated_at` stays.
-    if user.email == before.email && user.status == before.status {
+    // The same values again: no write, no event, and `updated_at` stays.
+    if !changes {
         return Ok(Ok(user));
     }
     user.updated_at = crate::api::now_rfc3339();
