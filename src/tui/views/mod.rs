@@ -27,8 +27,16 @@ use ratatui::widgets::{Paragraph, Tabs};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
+    // A message too long for one row (a refusal says what to fix) takes up to three,
+    // with some slack for the words wrapped whole.
+    let width = frame.area().width as usize;
+    let status_rows = match &app.flash {
+        Some(f) => text::clean(&f.text).chars().count().div_ceil(width.saturating_sub(8).max(1)).clamp(1, 3) as u16,
+        None => 1,
+    };
     let [tabs, status, body, footer] =
-        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0), Constraint::Length(1)]).areas(frame.area());
+        Layout::vertical([Constraint::Length(1), Constraint::Length(status_rows), Constraint::Min(0), Constraint::Length(1)])
+            .areas(frame.area());
     tab_bar(frame, tabs, app, theme);
     status_line(frame, status, app, theme);
     match app.tab {
@@ -102,7 +110,7 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         }
         Line::from(spans)
     };
-    frame.render_widget(Paragraph::new(line), area);
+    frame.render_widget(Paragraph::new(line).wrap(ratatui::widgets::Wrap { trim: false }), area);
 }
 
 /// A `w`×`h` rectangle in the middle of `area`, shrunk to fit.

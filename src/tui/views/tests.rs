@@ -168,3 +168,19 @@ fn any_size_draws() {
         render(&app, 30, 8, Theme { color: true });
     }
 }
+
+#[test]
+fn a_long_message_takes_two_rows() {
+    let mut app = on_tab('2');
+    app.update(Action::Net(Net::Done(
+        Command::Cancel { order_id: "ord_0195aaaa00000000c0ffee01".into() },
+        Err(crate::tui::action::Failure {
+            status: 503,
+            code: "service_unavailable".into(),
+            message: "the orders service has failed (it crashed too often and is not restarted by itself); `agt service restart orders` starts it again".into(),
+        }),
+    )));
+    let t = render(&app, 80, 24, Theme { color: false });
+    let screen = format!("{:?}", t.backend());
+    assert!(screen.contains("starts it again"), "{screen}");
+}
