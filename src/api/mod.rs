@@ -440,7 +440,12 @@ pub struct Trade {
     pub quantity: Decimal,
     /// The side of the incoming (taker) order.
     pub taker_side: Side,
+    /// The orders that traded. Left out of the tape a trader token reads
+    /// (`GET /api/trades/{symbol}`): another user's order id is not shown to a trader,
+    /// as its order is not (a trader finds its own trades in its orders' fills).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub buy_order_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sell_order_id: String,
     pub timestamp: String,
 }

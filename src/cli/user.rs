@@ -36,7 +36,7 @@ pub enum UserCmd {
         #[arg(long, value_parser = ["active", "disabled"])]
         status: Option<String>,
     },
-    /// Disable a user: their new orders are refused (user_disabled)
+    /// Disable a user: their new orders are refused (user_disabled), and so are their trader tokens
     Disable {
         /// Username or user id
         user: String,

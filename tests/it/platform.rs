@@ -154,6 +154,81 @@ fn tcp_auth_matrix() {
     assert!(!logs.contains(&admin), "a secret reached the logs");
 }
 
+/// What a token may do follows its role and its user to the end: a disabled user's
+/// trader token is refused, a viewer's write is 403 whatever its body, a viewer does not
+/// read tokens through events or audit, a trader's tape hides whose orders traded, and a
+/// revoke ends a stream already open.
+#[test]
+fn roles_hold_beyond_the_routes_own_checks() {
+    let d = Daemon::start();
+    let (sym, alice, bob) = d.market_pair("1000000", "1000");
+    let tok = |role: &str, user: Option<&str>| {
+        let mut b = json!({"role": role});
+        if let Some(u) = user {
+            b["user_id"] = u.into();
+        }
+        d.ok("POST", "/api/tokens", Some(b))["token"].as_str().unwrap().to_string()
+    };
+    let (viewer, trader) = (tok("viewer", None), tok("trader", Some(&alice)));
+    // A viewer's write is refused for its role, not for its body.
+    for (method, path, body) in
+        [("POST", "/api/users", "{bad"), ("PUT", "/api/orders/ord_x/status", r#"{"status":"filled"}"#), ("POST", "/api/symbols", "{}")]
+    {
+        let (s, e) = d.tcp_raw(method, path, body, &viewer);
+        assert_eq!((s, code(&e)), (403, "forbidden"), "viewer {method} {path}: {e}");
+    }
+    let (s, e) = d.tcp_raw("POST", "/api/symbols", "{}", &trader);
+    assert_eq!((s, code(&e)), (403, "forbidden"), "a trader adding a symbol: {e}");
+    // The tape shows a trader every trade, but not whose orders made it.
+    d.place(&bob, &sym, "sell", "1", Some("10"));
+    d.place(&alice, &sym, "buy", "1", Some("10"));
+    let (s, tape) = d.tcp("GET", &format!("/api/trades/{sym}"), None, Some(&trader));
+    assert_eq!(s, 200, "{tape}");
+    assert_eq!(tape.as_array().unwrap().len(), 1, "{tape}");
+    assert!(tape[0].get("buy_order_id").is_none() && tape[0].get("sell_order_id").is_none(), "{tape}");
+    assert!(d.ok("GET", &format!("/api/trades/{sym}"), None)[0]["buy_order_id"].as_str().unwrap().starts_with("ord_"));
+    // A viewer reads no token's records: not its events, not its commands in the audit log.
+    let (s, events) = d.tcp("GET", "/api/events?limit=1000", None, Some(&viewer));
+    assert_eq!(s, 200);
+    let text = events.as_str().unwrap();
+    assert!(text.contains("USER_CREATED") && !text.contains("TOKEN_CREATED"), "{text}");
+    let (s, e) = d.tcp("GET", "/api/events?type=TOKEN_CREATED", None, Some(&viewer));
+    assert_eq!((s, code(&e)), (403, "forbidden"), "{e}");
+    let (s, audit) = d.tcp("GET", "/api/audit?limit=1000", None, Some(&viewer));
+    assert_eq!(s, 200);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert!(
+        actions.contains(&"POST /api/users") && !actions.iter().any(|a| a.contains("/api/tokens") || a.starts_with("TOKEN_")),
+        "{actions:?}"
+    );
+    assert!(d.ok("GET", "/api/audit?limit=1000", None).to_string().contains("POST /api/tokens"), "an admin reads them");
+    // A disabled user's trader token is refused, and works again once the user is enabled.
+    d.cli().args(["user", "disable", &alice]).assert().success();
+    let (s, e) = d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader));
+    assert_eq!((s, code(&e)), (403, "user_disabled"), "{e}");
+    d.cli().args(["user", "enable", &alice]).assert().success();
+    assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
+    // A revoke ends a followed stream that was opened with the token.
+    let addr = d.tcp_addr();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {viewer}\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let id = d.ok("GET", "/api/tokens", None).as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok("DELETE", &format!("/api/tokens/{id}"), None);
+    d.user("after_the_revoke");
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut r, &mut rest);
+    assert!(!rest.contains("after_the_revoke"), "a revoked token kept reading: {rest}");
+    assert!(rest.ends_with("0\r\n\r\n"), "the stream ended: {rest:?}");
+}
+
 #[test]
 fn tokens_users_and_audit_survive_sigkill() {
     let mut d = Daemon::start();
@@ -377,8 +452,16 @@ fn audit_records_say_what_each_command_asked_and_which_were_refused() {
     // A secret's key spelled with an escape is masked too.
     let escaped = r#"{"notify.webhooks": [{"url": "http://127.0.0.1:9/b", "secr\u0065t": "quiet"}]}"#;
     assert_eq!(d.raw("PUT", "/api/config", escaped, &[]).0, 200);
+    // So is one under a key that names it (refused, but recorded), or inside a string.
+    let dotted = json!({"notify.webhooks.0.secret": "dotted"});
+    assert_eq!(d.req("PUT", "/api/config", Some(dotted)).0, 400);
+    let as_text = json!({"notify.webhooks": r#"[{"url": "http://127.0.0.1:9/c", "secret": "texted"}]"#});
+    d.req("PUT", "/api/config", Some(as_text));
     let after = d.ok("GET", "/api/audit?limit=1000", None);
     assert!(!after.to_string().contains("quiet"), "an escaped secret reached the audit log");
+    for secret in ["dotted", "texted"] {
+        assert!(!after.to_string().contains(secret), "{secret} reached the audit log");
+    }
     let config = of("PUT /api/config");
     assert_eq!(config[0]["body"]["notify.webhooks"][0]["secret"], "***", "{config:?}");
     assert!(!records.iter().any(|r| r.to_string().contains("hush")), "a secret never reaches the audit log");

@@ -140,6 +140,18 @@ impl Daemon {
         exchange(stream, method, path, body.map(|b| b.to_string()).as_deref(), &headers).expect("HTTP exchange")
     }
 
+    /// One request over TCP with a raw body and a bearer token.
+    pub fn tcp_raw(&self, method: &str, path: &str, body: &str, token: &str) -> (u16, Value) {
+        let stream = std::net::TcpStream::connect(self.tcp_addr()).expect("connect over TCP");
+        let auth = format!("Bearer {token}");
+        exchange(stream, method, path, Some(body), &[("Authorization", auth.as_str())]).expect("HTTP exchange")
+    }
+
+    /// The daemon's TCP address.
+    pub fn tcp_addr(&self) -> &str {
+        self.http.as_deref().expect("TCP is on")
+    }
+
     /// `agt --home H ARGS`, ready to run and assert on.
     pub fn cli(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::new(BIN);

@@ -1,8 +1,9 @@
 //! `/api/audit` and `/api/audit/verify`.
 
+use crate::api::Role;
 use crate::daemon::app::App;
 use crate::daemon::http::{ok, page_limit, ApiResult, Caller, Query};
-use crate::services::audit::Cmd;
+use crate::services::audit::{Cmd, Filter};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -20,10 +21,11 @@ pub struct AuditQuery {
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let (since, actor, limit) = (q.since, q.actor, page_limit(q.limit.as_deref(), 100, 100_000)?);
+    let (since, limit) = (q.since, page_limit(q.limit.as_deref(), 100, 100_000)?);
+    let filter = Filter { actor: q.actor, hide_tokens: caller.role() == Role::Viewer };
     // Events reach audit through its feed: a client lists what it has just done.
     app.feed_caught_up(&app.feeds.audit).await;
-    Ok(ok(app.audit.call(|reply| Cmd::List { since, actor, limit, reply }).await?))
+    Ok(ok(app.audit.call(|reply| Cmd::List { since, filter, limit, reply }).await?))
 }
 
 pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {

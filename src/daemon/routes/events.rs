@@ -1,6 +1,6 @@
 //! `GET /api/events`: the bus as one long NDJSON (or SSE) response — replay, then follow.
 
-use crate::api::ApiError;
+use crate::api::{ApiError, Role, TokenInfo};
 use crate::daemon::app::App;
 use crate::daemon::http::{ApiResult, Caller, Query};
 use crate::daemon::server::Peer;
@@ -56,6 +56,11 @@ pub async fn events(
                 )
                 .into());
             }
+            if caller.role() == Role::Viewer {
+                if let Some(t) = list.iter().find(|t| is_token_event(t)) {
+                    return Err(ApiError::forbidden(format!("a viewer token may not read tokens, nor their events ({t})")).into());
+                }
+            }
             Some(list)
         }
     };
@@ -98,7 +103,7 @@ pub async fn events(
         .into());
     }
     let limit = q.limit.unwrap_or(usize::MAX);
-    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), tx));
+    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), Reader::of(caller), tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((
         [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
@@ -118,6 +123,37 @@ fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
     }
 }
 
+/// Who reads a stream, for what it may see while it lasts.
+struct Reader {
+    /// The token it came with (none on the socket): a revoke ends the stream, checked
+    /// before every page of the replay, every event followed and every peer check.
+    token: Option<Arc<TokenInfo>>,
+    /// A viewer reads everything but tokens (DESIGN.md §4): `TOKEN_*` events are skipped.
+    hide_tokens: bool,
+}
+
+impl Reader {
+    fn of(caller: Caller) -> Reader {
+        let hide_tokens = caller.role() == Role::Viewer;
+        match caller {
+            Caller::Token(t) => Reader { token: Some(t), hide_tokens },
+            Caller::Socket => Reader { token: None, hide_tokens },
+        }
+    }
+
+    fn revoked(&self, app: &App) -> bool {
+        self.token.as_ref().is_some_and(|t| !app.tokens.is_live(t))
+    }
+
+    fn shows(&self, e: &BusEvent) -> bool {
+        !(self.hide_tokens && is_token_event(&e.kind))
+    }
+}
+
+fn is_token_event(kind: &str) -> bool {
+    kind.starts_with("TOKEN_")
+}
+
 /// The last pruned seq, if a reader resuming after `since` would miss events that were
 /// pruned (`daemon::retention`). `since = 0` asks for whatever is kept, so it never does.
 fn pruned_after(app: &App, since: u64) -> Option<u64> {
@@ -128,6 +164,7 @@ fn pruned_after(app: &App, since: u64) -> Option<u64> {
 /// Replays from the store after `last`, sending at most `left` events; false if the client left.
 async fn replay(
     app: &Arc<App>,
+    reader: &Reader,
     last: &mut u64,
     types: &Option<Vec<String>>,
     left: &mut usize,
@@ -138,6 +175,10 @@ async fn replay(
         let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
         let Ok(Ok(page)) = page else { return false };
+        // Asked after the read: a page holding anything that followed a revoke is not sent.
+        if reader.revoked(app) {
+            return false;
+        }
         // Pruned before the read (a client that fell hours behind): end the stream rather
         // than skip; resuming from `last` then answers `events_pruned`.
         if pruned_after(app, *last).is_some() {
@@ -145,6 +186,9 @@ async fn replay(
         }
         for e in &page {
             *last = e.seq;
+            if !reader.shows(e) {
+                continue;
+            }
             *left -= 1;
             if tx.send(Ok(frame(e, sse))).await.is_err() {
                 return false;
@@ -166,6 +210,7 @@ async fn stream(
     mut left: usize,
     sse: bool,
     peer: Option<Peer>,
+    reader: Reader,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
     // Subscribe before replaying, so nothing committed in between is missed. (The
@@ -173,7 +218,7 @@ async fn stream(
     let mut live = app.bus.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
-    if !replay(&app, &mut last, &types, &mut left, sse, &tx).await || !follow {
+    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || !follow {
         return;
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
@@ -188,10 +233,10 @@ async fn stream(
                         continue;
                     }
                     last = e.seq;
-                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) {
+                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) || !reader.shows(&e) {
                         continue;
                     }
-                    if tx.send(Ok(frame(&e, sse))).await.is_err() {
+                    if reader.revoked(&app) || tx.send(Ok(frame(&e, sse))).await.is_err() {
                         return;
                     }
                     left -= 1;
@@ -201,7 +246,7 @@ async fn stream(
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow for the live feed: catch up from the store instead.
-                    if !replay(&app, &mut last, &types, &mut left, sse, &tx).await {
+                    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await {
                         return;
                     }
                 }
@@ -210,7 +255,7 @@ async fn stream(
             _ = shutdown.changed() => return,
             _ = tx.closed() => return,
             _ = check.tick() => {
-                if peer.as_ref().is_some_and(Peer::gone) {
+                if peer.as_ref().is_some_and(Peer::gone) || reader.revoked(&app) {
                     return;
                 }
             }

@@ -4,7 +4,7 @@
 //! Market data is readable by every role, traders included; adding an instrument and
 //! importing history need an admin.
 
-use crate::api::{ApiError, NewInstrument};
+use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::App;
 use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query};
 use crate::services::market::{import, Cmd};
@@ -57,13 +57,21 @@ async fn caught_up(app: &App) {
 /// The tape, newest first: `?limit=` (default 100, 1 to 10000).
 pub async fn trades(
     State(app): State<Arc<App>>,
-    _caller: Caller,
+    caller: Caller,
     Path(symbol): Path<String>,
     Query(q): Query<LimitQuery>,
 ) -> ApiResult<Response> {
     let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
     caught_up(&app).await;
-    Ok(ok(app.market.call(|reply| Cmd::Trades { symbol, limit, reply }).await?))
+    let mut trades = app.market.call(|reply| Cmd::Trades { symbol, limit, reply }).await?;
+    if caller.role() == Role::Trader {
+        // The tape is market data: a trader sees every trade, not whose orders made it.
+        for t in &mut trades {
+            t.buy_order_id.clear();
+            t.sell_order_id.clear();
+        }
+    }
+    Ok(ok(trades))
 }
 
 /// Last price and 24h figures from the market service, best bid and ask from the book.

@@ -16,10 +16,11 @@ mod system;
 mod tokens;
 mod users;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, Role, TokenInfo};
 use crate::daemon::app::App;
 use crate::daemon::http::{Caller, ErrorCode, Failure, Transport};
 use crate::daemon::metrics::{self, EndpointLabels, ErrorLabels, HttpLabels};
+use crate::services::audit::Staged;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::{self as mw, Next};
@@ -189,16 +190,44 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
                     )));
                 };
-                match app.tokens.verify(secret) {
-                    Some(token) => {
-                        req.extensions_mut().insert(Caller::Token(token));
-                    }
-                    None => return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked"))),
-                }
+                let Some(token) = app.tokens.verify(secret) else {
+                    return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked")));
+                };
+                check_bound_user(app, &token)?;
+                req.extensions_mut().insert(Caller::Token(token));
             }
         }
     }
     Ok(req)
+}
+
+/// A trader token acts for its user, so it works only while that user can: a disabled
+/// user's token is refused (403 `user_disabled`) until an admin enables the user again.
+/// A trader token bound to no user (the API never makes one, but `auth.db` could hold
+/// one) is refused outright: every check that scopes a trader to its user reads "no
+/// user" as "not a trader", and would let it act for anyone.
+fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
+    if token.role != Role::Trader {
+        return Ok(());
+    }
+    let Some(user_id) = token.user_id.as_deref() else {
+        return Err(Failure(ApiError::unauthorized(format!(
+            "trader token {} is bound to no user; revoke it and create one with `agt token create --role trader --user USER`",
+            token.id
+        ))));
+    };
+    match app.directory.get(user_id) {
+        Some(user) if user.status == "active" => Ok(()),
+        Some(user) => Err(Failure(ApiError::new(
+            403,
+            "user_disabled",
+            format!(
+                "user {} is {}: its tokens work again once an admin enables it (`agt user enable {}`)",
+                user.username, user.status, user.username
+            ),
+        ))),
+        None => Err(Failure(ApiError::unauthorized(format!("trader token {} is bound to user {user_id}, which does not exist", token.id)))),
+    }
 }
 
 /// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
@@ -215,47 +244,51 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     if !is_command {
         return next.run(req).await;
     }
-    let actor = req.extensions().get::<Caller>().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
+    let caller = req.extensions().get::<Caller>().cloned();
+    let actor = caller.as_ref().map(|c| c.actor()).unwrap_or_else(|| "anonymous".into());
     let action = format!("{} {}", req.method(), req.uri().path());
+    // Run only what the caller's role may do, decided before the handler reads the body:
+    // a viewer's write is 403 whatever its body holds, not a 400 about the body. The
+    // attempt is still recorded, with its refusal.
+    let allowed = caller.as_ref().map_or(Ok(()), |c| may_write(c, req.uri().path()));
+    let next = |req| async move {
+        match allowed {
+            Ok(()) => next.run(req).await,
+            Err(e) => Failure(e).into_response(),
+        }
+    };
     let (req, detail) = command_detail(req).await;
-    let for_audit = || serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default();
+    let not_run = |e: ApiError| {
+        Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it was not run: {}", e.message)))
+            .into_response()
+    };
     // Journalled (and so durable) at once, or failing that, appended and committed.
     let (_in_flight, others) = app.command_log.enter();
-    let journalled = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail.clone()) {
-        Some(Ok(ticket)) => {
+    let detail = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail) {
+        Staged::Queued(ticket) => {
             // With other commands in flight, the other requests this worker has ready
             // stage theirs meanwhile, and the first to write puts them all in the
             // journal with one `write`.
             if others {
                 tokio::task::yield_now().await;
             }
-            Some(app.command_log.write_through(&app.audit, ticket))
-        }
-        other => other.map(|staged| staged.map(|_| ())),
-    };
-    match journalled {
-        Some(Ok(())) => {
-            let resp = next.run(req).await;
+            if let Err(e) = app.command_log.write_through(&app.audit, ticket) {
+                return not_run(e);
+            }
+            let resp = next(req).await;
             record_refusal(app, &actor, &action, &resp);
             return resp;
         }
-        Some(Err(e)) => {
-            return Failure(ApiError::new(
-                503,
-                "service_unavailable",
-                format!("the command was not audited, so it was not run: {}", e.message),
-            ))
-            .into_response()
-        }
-        None => {}
-    }
+        Staged::Refused(e) => return not_run(e),
+        Staged::NoJournal(detail) => detail,
+    };
     let logged = app.audit.send(|r| crate::services::audit::Cmd::Append {
         actor: actor.clone(),
         action: action.clone(),
-        detail: for_audit(),
+        detail: serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default(),
         reply: Some(r),
     });
-    let resp = next.run(req).await;
+    let resp = next(req).await;
     record_refusal(app, &actor, &action, &resp);
     let logged = match logged {
         Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
@@ -270,6 +303,19 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
             format!("the command was not audited, so it is not acknowledged: {}", e.message),
         ))
         .into_response(),
+    }
+}
+
+/// Whether a caller's role may send a command to this path (DESIGN.md §4): an admin
+/// anything; a trader only its orders' routes (place, amend, cancel, cancel-all, the
+/// seed's status route), each of which then checks the order is its own; a viewer
+/// nothing. The handlers check again: this only decides first.
+fn may_write(caller: &Caller, path: &str) -> Result<(), ApiError> {
+    match caller.role() {
+        Role::Admin => Ok(()),
+        Role::Viewer => caller.require_trading(),
+        Role::Trader if path.starts_with("/api/orders") || path.starts_with("/api/trading/orders") => Ok(()),
+        Role::Trader => caller.require_admin(),
     }
 }
 
@@ -308,7 +354,7 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
             let detail = match json {
                 // A key may be spelled with escapes (`"secr\u0065t"`): such a body is
                 // decoded and masked like one that names a secret plainly.
-                Some(body) if !body.get().contains("\"secret\"") && !body.get().contains("\\u") => {
+                Some(body) if !body.get().contains("secret") && !body.get().contains("\\u") => {
                     raw(&Detail { query, body: Some(body), body_bytes: None })
                 }
                 _ => {
@@ -332,20 +378,35 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
     }
 }
 
+/// Masks what could be a secret in a command's body before audit keeps it: the value of
+/// any key that names one (`secret`, and keys such as `notify.webhooks.0.secret`, which
+/// `config set` sends and the daemon refuses, but audit records anyway), and any string
+/// that carries one inside it (a webhook list sent as a string of JSON or TOML).
 fn mask_secrets(v: &mut serde_json::Value) {
+    let masked = || serde_json::Value::String(crate::services::config::settings::MASKED_SECRET.into());
     match v {
         serde_json::Value::Object(map) => {
             for (k, inner) in map.iter_mut() {
-                if k == "secret" && !inner.is_null() {
-                    *inner = serde_json::Value::String(crate::services::config::settings::MASKED_SECRET.into());
+                if k.to_ascii_lowercase().contains("secret") && !inner.is_null() {
+                    *inner = masked();
                 } else {
                     mask_secrets(inner);
                 }
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        serde_json::Value::String(text) if carries_secret(text) => *v = masked(),
         _ => {}
     }
+}
+
+/// Whether a string holds a `secret` key with a value: `"secret": …` or `secret = …`.
+fn carries_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.match_indices("secret").any(|(at, word)| {
+        let rest = lower[at + word.len()..].trim_start_matches(|c: char| c == '"' || c == '\'' || c == '\\' || c.is_whitespace());
+        rest.starts_with(':') || rest.starts_with('=')
+    })
 }
 
 /// A second record for a command that was refused: `{"status", "error"}` (the error

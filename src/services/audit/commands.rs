@@ -102,6 +102,19 @@ pub(super) struct Shared {
     written: u64,
 }
 
+/// What [`CommandLog::stage`] did with a command.
+#[derive(Debug)]
+pub enum Staged {
+    /// In line for the journal: [`CommandLog::write_through`] with this ticket writes it.
+    Queued(Ticket),
+    /// Refused (audit is not running, or too many commands wait): it must not run.
+    Refused(ApiError),
+    /// There is no journal (durability "full", or audit not started): the detail comes
+    /// back, for a record that audit commits itself (given back rather than copied
+    /// beforehand for this rare path).
+    NoJournal(Box<RawValue>),
+}
+
 /// A staged command's place in line; see [`CommandLog::write_through`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u64);
@@ -119,7 +132,11 @@ impl CommandLog {
     /// journal (durability "full", or audit not started): the caller waits for audit's
     /// commit instead. Once this answers `Some(Ok)`, the command may be acknowledged.
     pub fn append(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Option<Result<(), ApiError>> {
-        Some(self.stage(audit, actor, action, detail)?.and_then(|ticket| self.write_through(audit, ticket)))
+        match self.stage(audit, actor, action, detail) {
+            Staged::Queued(ticket) => Some(self.write_through(audit, ticket)),
+            Staged::Refused(e) => Some(Err(e)),
+            Staged::NoJournal(_) => None,
+        }
     }
 
     /// Counts a command in flight until its answer (drop the guard then), and tells
@@ -136,20 +153,22 @@ impl CommandLog {
     /// one `write`. Under load the HTTP worker stages the commands of all the requests
     /// it has ready before the first of them writes (`routes::audit_commands`): one
     /// `write` per batch instead of one per command (at 32 connections, ~2 µs of an HTTP
-    /// worker's CPU per order). `None` as for [`Self::append`].
-    pub fn stage(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Option<Result<Ticket, ApiError>> {
+    /// worker's CPU per order).
+    pub fn stage(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Staged {
         // As before the journal: while audit is down a command is refused, not piled up.
         if audit.status.state() != crate::services::actor::State::Running {
-            return Some(Err(ApiError::unavailable("audit")));
+            return Staged::Refused(ApiError::unavailable("audit"));
         }
         let mut shared = self.shared.lock().unwrap();
-        shared.journal.as_ref()?;
+        if shared.journal.is_none() {
+            return Staged::NoJournal(detail);
+        }
         if shared.pending.len() >= PENDING_BOUND {
-            return Some(Err(ApiError::unavailable("audit")));
+            return Staged::Refused(ApiError::unavailable("audit"));
         }
         shared.pending.push(Command { timestamp: crate::api::now_rfc3339(), actor, action, detail });
         shared.staged += 1;
-        Some(Ok(Ticket(shared.staged)))
+        Staged::Queued(Ticket(shared.staged))
     }
 
     /// Returns once the command of `ticket` is in the journal, writing it (and every

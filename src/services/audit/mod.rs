@@ -9,7 +9,8 @@
 mod commands;
 mod records;
 
-pub use commands::{Command, CommandLog};
+pub use commands::{Command, CommandLog, Staged};
+pub use records::Filter;
 
 use crate::api::{AuditRecord, AuditVerify};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -42,7 +43,7 @@ pub enum Cmd {
     /// reader resuming where it stopped), or without `since` the newest ones.
     List {
         since: Option<u64>,
-        actor: Option<String>,
+        filter: records::Filter,
         limit: usize,
         reply: Reply<Vec<AuditRecord>>,
     },
@@ -336,11 +337,11 @@ impl Service for Audit {
             Cmd::Journalled { seq, command } => self.chain_journalled(tx, [(seq, command)])?,
             Cmd::CatchUp => self.catch_up(tx)?,
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
-            Cmd::List { since, actor, limit, reply } => {
+            Cmd::List { since, filter, limit, reply } => {
                 self.write_pending(tx)?;
                 let list = match since {
-                    Some(since) => records::after(tx, self.legacy_last, since, actor.as_deref(), limit)?,
-                    None => records::newest_records(tx, actor.as_deref(), limit)?,
+                    Some(since) => records::after(tx, self.legacy_last, since, &filter, limit)?,
+                    None => records::newest_records(tx, &filter, limit)?,
                 };
                 after.reply(reply, Ok(list));
             }
@@ -537,8 +538,12 @@ mod tests {
                 })
                 .collect()
         };
-        let tickets: Vec<_> =
-            (1..=3).map(|i| log.stage(&audit, "admin".into(), format!("POST /api/x{i}"), raw("{}")).unwrap().unwrap()).collect();
+        let tickets: Vec<_> = (1..=3)
+            .map(|i| match log.stage(&audit, "admin".into(), format!("POST /api/x{i}"), raw("{}")) {
+                super::commands::Staged::Queued(ticket) => ticket,
+                other => panic!("not queued: {other:?}"),
+            })
+            .collect();
         assert_eq!(journalled(), 0, "staged, not written");
         assert!(told().is_empty(), "audit hears of a command only once it is in the journal");
         log.write_through(&audit, tickets[1]).unwrap();
@@ -641,14 +646,14 @@ mod tests {
         assert!(blocks >= 3, "{blocks} blocks");
 
         let (tx, after_list) = (conn.transaction().unwrap(), |list: &[AuditRecord]| list.iter().map(|r| r.seq).collect::<Vec<_>>());
-        let page = records::after(&tx, 0, 126, None, 5).unwrap();
+        let page = records::after(&tx, 0, 126, &Filter::default(), 5).unwrap();
         assert_eq!(after_list(&page), [127, 128, 129, 130, 131]);
         for pair in page.windows(2) {
             assert_eq!(pair[1].prev_hash, pair[0].hash, "prev_hash is the record before's, across a block's edge");
         }
-        let evens = records::after(&tx, 0, 250, Some("even"), 100).unwrap();
+        let evens = records::after(&tx, 0, 250, &Filter { actor: Some("even".into()), ..Filter::default() }, 100).unwrap();
         assert_eq!(after_list(&evens), (252..=n).step_by(2).collect::<Vec<_>>());
-        let newest = records::newest_records(&tx, Some("odd"), 70).unwrap();
+        let newest = records::newest_records(&tx, &Filter { actor: Some("odd".into()), ..Filter::default() }, 70).unwrap();
         assert_eq!(after_list(&newest), (n - 139..=n - 1).step_by(2).collect::<Vec<_>>());
         assert_eq!(newest[0].detail, serde_json::json!({"i": n - 139}));
         assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: n, first_bad: None });
@@ -693,11 +698,11 @@ mod tests {
         tx.commit().unwrap();
 
         let tx = conn.transaction().unwrap();
-        let all = records::after(&tx, svc.legacy_last, 0, None, 100).unwrap();
+        let all = records::after(&tx, svc.legacy_last, 0, &Filter::default(), 100).unwrap();
         assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         assert_eq!(all[3].prev_hash, all[2].hash, "the first block goes on from the last old row");
-        assert_eq!(records::after(&tx, 3, 2, None, 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
-        let newest = records::newest_records(&tx, Some("event:orders"), 2).unwrap();
+        assert_eq!(records::after(&tx, 3, 2, &Filter::default(), 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
+        let newest = records::newest_records(&tx, &Filter { actor: Some("event:orders".into()), ..Filter::default() }, 2).unwrap();
         assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "newest by actor, across both");
         assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: 5, first_bad: None });
         tx.commit().unwrap();

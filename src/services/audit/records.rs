@@ -213,20 +213,18 @@ fn lines<'a>(prev_hash: String, body: &'a str) -> impl Iterator<Item = rusqlite:
 }
 
 /// Records with `seq > since` (by `actor`, if given), oldest first, at most `limit`.
-pub(super) fn after(
-    conn: &Connection,
-    legacy_last: u64,
-    since: u64,
-    actor: Option<&str>,
-    limit: usize,
-) -> rusqlite::Result<Vec<AuditRecord>> {
+pub(super) fn after(conn: &Connection, legacy_last: u64, since: u64, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<AuditRecord>> {
+    let actor = filter.actor.as_deref();
     let mut out = Vec::new();
     if since < legacy_last {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-             WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) ORDER BY seq LIMIT ?3",
+             WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) AND NOT (?4 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR action LIKE '% /api/tokens%'))
+             ORDER BY seq LIMIT ?3",
         )?;
-        out = stmt.query_map(params![since as i64, actor, limit as i64], legacy_record)?.collect::<rusqlite::Result<_>>()?;
+        out = stmt
+            .query_map(params![since as i64, actor, limit as i64, filter.hide_tokens], legacy_record)?
+            .collect::<rusqlite::Result<_>>()?;
     }
     let since = since.max(legacy_last);
     let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks WHERE last_seq > ?1 ORDER BY last_seq")?;
@@ -236,7 +234,7 @@ pub(super) fn after(
         let body: String = row.get(1)?;
         for line in lines(row.get(0)?, &body) {
             let (l, prev) = line?;
-            if l.seq > since && actor.is_none_or(|a| a == l.actor) {
+            if l.seq > since && filter.keeps(&l.actor, &l.action) {
                 out.push(record(l, prev));
                 if out.len() == limit {
                     break;
@@ -247,8 +245,30 @@ pub(super) fn after(
     Ok(out)
 }
 
-/// The newest `limit` records (by `actor`, if given), oldest first.
-pub(super) fn newest_records(conn: &Connection, actor: Option<&str>, limit: usize) -> rusqlite::Result<Vec<AuditRecord>> {
+/// Which records a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Not the records of tokens (their commands and `TOKEN_*` events): a viewer reads
+    /// everything but tokens (DESIGN.md §4).
+    pub hide_tokens: bool,
+}
+
+impl Filter {
+    fn keeps(&self, actor: &str, action: &str) -> bool {
+        self.actor.as_deref().is_none_or(|a| a == actor) && !(self.hide_tokens && is_about_tokens(action))
+    }
+}
+
+/// A token's command (`POST /api/tokens`, `DELETE /api/tokens/{id}`) or event.
+fn is_about_tokens(action: &str) -> bool {
+    action.starts_with("TOKEN_") || action.split_once(' ').is_some_and(|(_, path)| path.starts_with("/api/tokens"))
+}
+
+/// The newest `limit` records (of the filter's), oldest first.
+pub(super) fn newest_records(conn: &Connection, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<AuditRecord>> {
+    let actor = filter.actor.as_deref();
     let mut out = Vec::new();
     {
         let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks ORDER BY last_seq DESC")?;
@@ -258,7 +278,7 @@ pub(super) fn newest_records(conn: &Connection, actor: Option<&str>, limit: usiz
             let body: String = row.get(1)?;
             let block = lines(row.get(0)?, &body).collect::<rusqlite::Result<Vec<_>>>()?;
             for (l, prev) in block.into_iter().rev() {
-                if actor.is_none_or(|a| a == l.actor) {
+                if filter.keeps(&l.actor, &l.action) {
                     out.push(record(l, prev));
                     if out.len() == limit {
                         break;
@@ -270,9 +290,10 @@ pub(super) fn newest_records(conn: &Connection, actor: Option<&str>, limit: usiz
     if out.len() < limit {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-             WHERE (?1 IS NULL OR actor = ?1) ORDER BY seq DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR actor = ?1) AND NOT (?3 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR action LIKE '% /api/tokens%'))
+             ORDER BY seq DESC LIMIT ?2",
         )?;
-        let older = stmt.query_map(params![actor, (limit - out.len()) as i64], legacy_record)?;
+        let older = stmt.query_map(params![actor, (limit - out.len()) as i64, filter.hide_tokens], legacy_record)?;
         for r in older {
             out.push(r?);
         }
@@ -344,7 +365,7 @@ mod tests {
         assert_eq!(seen, [format!("7|t|user \"q\"|POST /api/x|{detail}|h6|h7"), "8|t2|event:orders|ORDER_CREATED|{}|h7|h8".to_string()]);
         assert_eq!(newest(&conn).unwrap(), Some((8, "h8".to_string())));
         assert_eq!(last_event_seq(&conn).unwrap(), 4);
-        let listed = after(&conn, 0, 7, None, 10).unwrap();
+        let listed = after(&conn, 0, 7, &Filter::default(), 10).unwrap();
         assert_eq!((listed[0].seq, &*listed[0].prev_hash, &listed[0].detail), (8, "h7", &serde_json::json!({})));
     }
 }

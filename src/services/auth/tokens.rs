@@ -27,6 +27,14 @@ impl Tokens {
         self.by_hash.read().unwrap().get(hash).cloned()
     }
 
+    /// Whether a token a request was let in with is still live (not revoked since): a
+    /// stream that outlives its request (`GET /api/events?follow=true`) asks before each
+    /// event it sends, so a revoke ends it too. By id, so that a rebuild of the read
+    /// model (a restart of auth) does not end it.
+    pub fn is_live(&self, token: &TokenInfo) -> bool {
+        self.by_hash.read().unwrap().values().any(|t| t.id == token.id)
+    }
+
     pub(super) fn put(&self, hash: String, token: TokenInfo) {
         self.by_hash.write().unwrap().insert(hash, Arc::new(token));
     }
