@@ -22,7 +22,8 @@ impl Usage {
     /// µs per order between `self` and `later`, each part where both ends are known.
     pub fn per_order(&self, later: &Usage, orders: u64) -> (Option<f64>, Option<f64>) {
         let per = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-            (Some(a), Some(b)) if orders > 0 => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / orders as f64),
+            // No tick counted (the daemon's times come in 10 ms ticks): too short to tell.
+            (Some(a), Some(b)) if orders > 0 && b > a => Some(b.saturating_sub(a).as_secs_f64() * 1e6 / orders as f64),
             _ => None,
         };
         (per(self.bench, later.bench), per(self.daemon, later.daemon))

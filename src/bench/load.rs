@@ -32,6 +32,8 @@ const MAX_OPEN_ORDERS: u32 = 100_000_000;
 const MAX_ORDERS_PER_SECOND: u32 = 100_000_000;
 /// Setup and clean-up run on at most this many connections.
 const CONTROL_CONNS: usize = 8;
+/// An open-loop run kept up when it placed at least this share of its target rate.
+const KEPT_UP: f64 = 0.95;
 /// How many problems the report lists one by one.
 const MAX_PROBLEMS: usize = 20;
 
@@ -55,6 +57,8 @@ struct Plan {
     seed: u64,
     /// Percent of the orders that rest to cancel at once (`--cancels`).
     cancels: u8,
+    /// Turns true on Ctrl-C: the workers send no more orders.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An acknowledged order, as its placement answer described it.
@@ -69,6 +73,8 @@ struct Placed {
     status: OrderStatus,
     filled: Decimal,
     fills: u32,
+    /// A cancel was sent and its answer never came: the order may be open or cancelled.
+    cancel_unanswered: bool,
 }
 
 /// The placement answer, read leanly: only what the report and the verification use.
@@ -112,6 +118,8 @@ struct WorkerOut {
     /// order had filled first (409).
     cancel_hist: Histogram<u64>,
     too_late: u64,
+    /// Cancels that failed, by the daemon's error code (`connection` when no answer came).
+    cancel_errors: BTreeMap<String, u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -183,23 +191,89 @@ where
     (conns, all.into_iter().map(|(_, r)| r).collect())
 }
 
+/// A token given for the load (`--token`, `AGT_TOKEN`) must be an admin's: the load
+/// places orders for the bench's own users. Found out before anything is set up, rather
+/// than from every order failing afterwards.
+async fn check_load_token(load: &Endpoint) -> Result<(), ClientError> {
+    if !matches!(load, Endpoint::Tcp { token: Some(_), .. }) {
+        return Ok(());
+    }
+    let mut conn = Conn::open(load).await?;
+    match conn.call(Method::GET, "/api/tokens", None).await?.ok() {
+        Ok(_) => Ok(()),
+        Err(ClientError::Api(e)) if e.status == 401 || e.status == 403 => Err(ClientError::Api(crate::api::ApiError::new(
+            e.status,
+            e.code.clone(),
+            format!(
+                "agt bench loads with an admin token (it places orders for its own bench users); the token given is refused: {}",
+                e.message
+            ),
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 async fn open_pool(endpoint: &Endpoint, n: usize) -> Result<Vec<Conn>, ClientError> {
     let dials = (0..n).map(|_| Conn::open(endpoint));
     futures::future::join_all(dials).await.into_iter().collect()
 }
 
-/// One complete run.
+/// One complete run. Ctrl-C stops the placements; what was placed is still verified and
+/// cleaned up, and the report says the run was interrupted (a second Ctrl-C quits at once).
 pub async fn run(opts: Options) -> Result<Report, ClientError> {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let on_interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("agt bench: interrupted; finishing the orders in flight, then verifying and cleaning up (Ctrl-C again to quit now)");
+            let _ = stop_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let control = opts.control.clone();
+    let mut made_token = None;
+    let result = run_until(opts, stop, &mut made_token).await;
+    on_interrupt.abort();
+    // A run that failed after making its token (setup refused, a connection lost) still
+    // revokes it: an admin token must not outlive the run that made it.
+    if let (Err(_), Some(id)) = (&result, made_token) {
+        let revoked = match Conn::open(&control).await {
+            Ok(mut conn) => conn.call(Method::DELETE, &format!("/api/tokens/{}", encode(&id)), None).await.is_ok_and(|a| a.is_success()),
+            Err(_) => false,
+        };
+        if !revoked {
+            eprintln!("agt bench: could not revoke the run's admin token {id}; revoke it with `agt token revoke {id}`");
+        }
+    }
+    result
+}
+
+fn interrupted(stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), ClientError> {
+    if *stop.borrow() {
+        return Err(ClientError::Api(crate::api::ApiError::new(400, "interrupted", "interrupted during setup; nothing was placed")));
+    }
+    Ok(())
+}
+
+/// The run; `made_token` is set to the id of the admin token it makes, as soon as it has.
+async fn run_until(
+    opts: Options,
+    stop: tokio::sync::watch::Receiver<bool>,
+    made_token: &mut Option<String>,
+) -> Result<Report, ClientError> {
     let c = opts.concurrency.max(1);
     let k = opts.symbols.max(1);
     let tag = random_tag(6);
     let prefix = format!("bench{}", tag.to_lowercase());
     let mut control = open_pool(&opts.control, CONTROL_CONNS.min(c).max(1)).await?;
+    check_load_token(&opts.load).await?;
 
     // Symbols: BENCH<tag><i>, tick 0.01, lot 1.
     progress(&opts, &format!("setting up {k} symbols and {} users (prefix {prefix})", 2 * c));
     let mut symbols = Vec::with_capacity(k);
     for i in 0..k {
+        interrupted(&stop)?;
         let symbol = format!("BENCH{tag}{i}");
         control[0].call(Method::POST, "/api/symbols", Some(&json!({"symbol": symbol, "tick": "0.01", "lot": "1"}))).await?.ok()?;
         symbols.push(symbol);
@@ -219,7 +293,9 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
             token_id = Some(created.id);
         }
     }
+    made_token.clone_from(&token_id);
 
+    interrupted(&stop)?;
     // Users: a buyer (USD) and a seller (every bench asset) per connection, with high limits.
     let specs: Vec<(String, bool)> = (0..c).flat_map(|w| [(format!("{prefix}-b{w}"), true), (format!("{prefix}-s{w}"), false)]).collect();
     let assets = Arc::new(symbols.clone());
@@ -235,6 +311,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     let ids: Vec<String> = ids.into_iter().collect::<Result<_, _>>()?;
     let users = Users { buyers: ids.iter().step_by(2).cloned().collect(), sellers: ids.iter().skip(1).step_by(2).cloned().collect() };
 
+    interrupted(&stop)?;
     // The load connections: one keep-alive connection per worker.
     let mut conns = open_pool(&load, c).await?;
     let route = opts.route.clone();
@@ -245,14 +322,17 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         route: route.clone(),
         symbols: symbols.clone(),
         users,
-        seed: rand::random(),
+        seed: opts.seed.unwrap_or_else(rand::random),
         cancels: opts.cancels,
+        stop: stop.clone(),
     };
+    let seed = plan.seed;
 
     let mut placed: Vec<Placed> = Vec::new();
     let mut unanswered = 0u64;
     // Every trade id the answers named, warm-up included.
     let mut answered_trades: HashSet<String> = HashSet::new();
+    let mut warmup_errors: BTreeMap<String, u64> = BTreeMap::new();
     if opts.warmup > 0 {
         progress(&opts, &format!("warm-up: {} orders", opts.warmup));
         let (back, outs, _) = phase(conns, Arc::new(plan)).await;
@@ -260,6 +340,9 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         plan = back.1;
         for o in outs {
             unanswered += o.errors.values().sum::<u64>();
+            for (k, v) in o.errors.into_iter().chain(o.cancel_errors) {
+                *warmup_errors.entry(k).or_default() += v;
+            }
             placed.extend(o.placed);
             answered_trades.extend(o.trades);
         }
@@ -289,6 +372,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     let mut hist = histogram();
     let (mut cancel_hist, mut too_late) = (histogram(), 0);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut cancel_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     let mut measured_trades: HashSet<String> = HashSet::new();
     let mut end = started;
@@ -298,6 +382,9 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         too_late += o.too_late;
         for (k, v) in o.errors {
             *errors.entry(k).or_default() += v;
+        }
+        for (k, v) in o.cancel_errors {
+            *cancel_errors.entry(k).or_default() += v;
         }
         for (k, v) in o.statuses {
             *statuses.entry(k).or_default() += v;
@@ -315,7 +402,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     // Verification: every acknowledged order, looked up on the same connections.
     progress(&opts, &format!("verifying {} orders", placed.len()));
     let get_route = if route == "/api/trading/orders" { "/api/trading/orders" } else { "/api/orders" };
-    let (back, mut verification, fills_seen) = verify(conns, &placed, get_route, &plan).await;
+    let (back, mut verification, fills_seen, moves) = verify(conns, &placed, get_route, &plan).await;
     drop(back);
     let trades = measured_trades.len() as u64;
     answered_trades.extend(measured_trades);
@@ -379,6 +466,35 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
                 }
             }
             verification.balances_conserved = Some(ok);
+            // Each account, not only the sum: a trade settled to the wrong bench user, or
+            // not at all, leaves the totals right. Checkable when every fill is known.
+            if unanswered == 0 && verification.lookup_errors == 0 && verification.missing == 0 {
+                let mut settled = true;
+                for a in &accounts {
+                    let buyer = plan.users.buyers.contains(&a.user_id);
+                    let mut assets: Vec<&String> = a.balances.iter().map(|b| &b.asset).collect();
+                    assets.extend(moves.keys().filter(|(u, _)| *u == a.user_id).map(|(_, asset)| asset));
+                    assets.sort();
+                    assets.dedup();
+                    for asset in assets {
+                        let funded = match (buyer, asset.as_str()) {
+                            (true, "USD") => Decimal::from(USD_FUNDS),
+                            (false, a) if symbols.iter().any(|s| s == a) => Decimal::from(ASSET_FUNDS),
+                            _ => Decimal::ZERO,
+                        };
+                        let want = funded + moves.get(&(a.user_id.clone(), asset.clone())).copied().unwrap_or_default();
+                        let got = a.balances.iter().find(|b| &b.asset == asset).map(|b| b.total).unwrap_or_default();
+                        if got != want {
+                            settled = false;
+                            verification.problems.push(format!(
+                                "bench user {} holds {got} {asset}, but its deposit and its orders' fills make {want}",
+                                a.user_id
+                            ));
+                        }
+                    }
+                }
+                verification.accounts_match_fills = Some(settled);
+            }
         }
         Err(e) => verification.problems.push(format!("cannot read the bench accounts: {e}")),
     }
@@ -409,7 +525,16 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     }
 
     let secs = duration.max(1e-9);
-    let ok = errors.is_empty() && acknowledged == opts.orders && verification.passed();
+    let was_interrupted = *stop.borrow();
+    let ok = !was_interrupted
+        && errors.is_empty()
+        && warmup_errors.is_empty()
+        && cancel_errors.is_empty()
+        && acknowledged == opts.orders
+        && verification.passed()
+        && cleanup.errors == 0
+        && cleanup.token_revoked != Some(false);
+    let orders_per_s = ((acknowledged as f64 / secs) * 10.0).round() / 10.0;
     Ok(Report {
         ok,
         via: match opts.via {
@@ -429,8 +554,14 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         orders: opts.orders,
         acknowledged,
         errors,
+        warmup_errors,
+        cancel_errors,
+        interrupted: was_interrupted,
+        seed,
+        cancels_percent: opts.cancels,
         duration_s: (duration * 1e6).round() / 1e6,
-        orders_per_s: ((acknowledged as f64 / secs) * 10.0).round() / 10.0,
+        orders_per_s,
+        kept_up: opts.rate.map(|r| orders_per_s >= KEPT_UP * r),
         trades,
         trades_per_s: ((trades as f64 / secs) * 10.0).round() / 10.0,
         statuses,
@@ -515,14 +646,22 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer
         last_answer: None,
         cancel_hist: histogram(),
         too_late: 0,
+        cancel_errors: BTreeMap::new(),
     };
+    let mut stop = plan.stop.clone();
     let mut rng = Rng::new(plan.seed ^ ((w as u64 + 1) << 32));
     let buyer = &plan.users.buyers[w as usize];
     let seller = &plan.users.sellers[w as usize];
     loop {
-        // Open loop: a send slot first ([`Pacer`]).
+        if *stop.borrow() {
+            break;
+        }
+        // Open loop: a send slot first ([`Pacer`]); Ctrl-C ends the wait.
         let waited = match &pacer {
-            Some(p) => p.next_slot().await,
+            Some(p) => tokio::select! {
+                waited = p.next_slot() => waited,
+                _ = stop.changed() => break,
+            },
             None => false,
         };
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
@@ -570,11 +709,12 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer
                         status: p.status,
                         filled: p.filled_quantity,
                         fills: p.fills.len() as u32,
+                        cancel_unanswered: false,
                     });
                     out.trades.extend(p.fills.into_iter().map(|f| f.trade_id));
                     if p.status.is_open() && rng.below(100) < u64::from(plan.cancels) {
                         let placed = out.placed.last_mut().expect("just pushed");
-                        cancel(&mut conn, placed, &mut out.cancel_hist, &mut out.too_late, &mut out.errors).await;
+                        cancel(&mut conn, placed, &mut out.cancel_hist, &mut out.too_late, &mut out.cancel_errors).await;
                         out.last_answer = Some(Instant::now());
                     }
                 }
@@ -598,6 +738,8 @@ struct CancelAnswer {
 
 /// Cancels an order that rested, on the worker's connection; its verification then
 /// expects it as the cancel answered it. A 409 (it filled first) is counted, not an error.
+/// A cancel whose answer never came (or came unreadable) may or may not have been done:
+/// the verification then takes the order open or cancelled.
 async fn cancel(conn: &mut Conn, placed: &mut Placed, hist: &mut Histogram<u64>, too_late: &mut u64, errors: &mut BTreeMap<String, u64>) {
     let t0 = Instant::now();
     let answer = conn.request(Method::DELETE, &format!("/api/orders/{}", encode(&placed.order_id)), None).await;
@@ -608,11 +750,20 @@ async fn cancel(conn: &mut Conn, placed: &mut Placed, hist: &mut Histogram<u64>,
                 hist.saturating_record(us);
                 (placed.status, placed.filled, placed.fills) = (c.status, c.filled_quantity, c.fills.len() as u32);
             }
-            Err(_) => *errors.entry("bad_cancel_answer".into()).or_default() += 1,
+            Err(_) => {
+                placed.cancel_unanswered = true;
+                *errors.entry("bad_answer".into()).or_default() += 1
+            }
         },
         Ok(a) if a.status == 409 => *too_late += 1,
-        Ok(a) => *errors.entry(format!("cancel_{}", a.error_code())).or_default() += 1,
-        Err(_) => *errors.entry("connection".into()).or_default() += 1,
+        Ok(a) => {
+            placed.cancel_unanswered |= a.status >= 500;
+            *errors.entry(a.error_code()).or_default() += 1
+        }
+        Err(_) => {
+            placed.cancel_unanswered = true;
+            *errors.entry("connection".into()).or_default() += 1
+        }
     }
 }
 
@@ -623,7 +774,7 @@ async fn verify(
     placed: &[Placed],
     get_route: &str,
     plan: &Plan,
-) -> (Vec<Conn>, Verification, HashMap<String, Vec<String>>) {
+) -> (Vec<Conn>, Verification, HashMap<String, Vec<String>>, Moves) {
     let k = conns.len().max(1);
     let shared =
         Arc::new((placed.to_vec(), get_route.to_string(), plan.symbols.clone(), plan.users.buyers.clone(), plan.users.sellers.clone()));
@@ -635,6 +786,7 @@ async fn verify(
             let mut conn = conn;
             let mut v = Verification::default();
             let mut fills: HashMap<String, Vec<String>> = HashMap::new();
+            let mut moves = Moves::new();
             for p in placed.iter().skip(lane).step_by(k) {
                 v.checked += 1;
                 let path = format!("{route}/{}", encode(&p.order_id));
@@ -643,6 +795,11 @@ async fn verify(
                         Ok(o) => {
                             for f in &o.fills {
                                 fills.entry(f.trade_id.clone()).or_default().push(o.order_id.clone());
+                                // What the fill moved in its user's account (agt charges no fees).
+                                let (cash, units) = (f.price * f.quantity, f.quantity);
+                                let (cash, units) = if o.side == Side::Buy { (-cash, units) } else { (cash, -units) };
+                                *moves.entry((o.user_id.clone(), "USD".into())).or_default() += cash;
+                                *moves.entry((o.user_id.clone(), o.symbol.clone())).or_default() += units;
                             }
                             let user = if p.side == Side::Buy { &buyers[p.worker as usize] } else { &sellers[p.worker as usize] };
                             match check(p, &o, user, &symbols[p.symbol as usize]) {
@@ -677,15 +834,19 @@ async fn verify(
                 }
                 v.problems.truncate(MAX_PROBLEMS);
             }
-            (conn, v, fills)
+            (conn, v, fills, moves)
         }));
     }
     let mut conns = Vec::new();
     let mut total = Verification::default();
     let mut fills: HashMap<String, Vec<String>> = HashMap::new();
+    let mut moves = Moves::new();
     for t in tasks {
-        let (c, v, f) = t.await.expect("a verification task panicked");
+        let (c, v, f, m) = t.await.expect("a verification task panicked");
         conns.push(c);
+        for (k, d) in m {
+            *moves.entry(k).or_default() += d;
+        }
         for (trade, orders) in f {
             fills.entry(trade).or_default().extend(orders);
         }
@@ -697,8 +858,11 @@ async fn verify(
         total.problems.extend(v.problems);
     }
     total.problems.truncate(MAX_PROBLEMS);
-    (conns, total, fills)
+    (conns, total, fills, moves)
 }
+
+/// Per (user, asset): what the fills recorded on the bench orders moved.
+type Moves = HashMap<(String, String), Decimal>;
 
 /// Whether the order the daemon has now is the one it acknowledged, allowing only what
 /// may have happened since: a resting order filled further by later orders.
@@ -719,6 +883,7 @@ fn check(p: &Placed, o: &Order, user: &str, symbol: &str) -> Result<(), String> 
     }
     let allowed = if p.status.is_open() {
         matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled | OrderStatus::Filled)
+            || (p.cancel_unanswered && o.status == OrderStatus::Cancelled)
     } else {
         o.status == p.status && o.filled_quantity == p.filled
     };
@@ -799,6 +964,7 @@ mod tests {
             status,
             filled: Decimal::from(filled),
             fills,
+            cancel_unanswered: false,
         }
     }
 

@@ -68,6 +68,9 @@ pub struct Options {
     pub load: Endpoint,
     /// Say what is happening on stderr.
     pub progress: bool,
+    /// Seeds the order mix (sides, symbols, prices, quantities, which orders to cancel):
+    /// the same seed and options place the same orders. `None`: a random one, reported.
+    pub seed: Option<u64>,
     /// The scheduling class the load generator's thread runs in, `batch` or `normal`
     /// (reported; the caller puts its thread in it before it starts the runtime).
     pub sched: &'static str,

@@ -9,6 +9,7 @@
 //! waiting is late (its previous order took longer than the interval), and its latency
 //! counts from the slot's time, not from its send (coordinated omission).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -22,8 +23,14 @@ const TICK: Duration = Duration::from_micros(200);
 /// Hands out `n` send slots, one every `interval_ns` from `start`.
 pub struct Pacer {
     slots: Arc<Semaphore>,
+    /// Set when the phase is over (every worker gone: done, or stopped by Ctrl-C), so
+    /// that the thread ends without releasing the rest of its schedule first.
+    over: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// The longest the schedule's thread sleeps before it looks at `over` again.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
 
 impl Pacer {
     /// Starts the schedule. `workers` more permits follow the last slot, so that every
@@ -31,11 +38,13 @@ impl Pacer {
     pub fn start(start: Instant, interval_ns: f64, n: u64, workers: usize) -> Pacer {
         let slots = Arc::new(Semaphore::new(0));
         let out = slots.clone();
+        let over = Arc::new(AtomicBool::new(false));
+        let stop = over.clone();
         let thread = std::thread::Builder::new()
             .name("bench-pacer".into())
             .spawn(move || {
                 let mut released = 0u64;
-                while released < n {
+                while released < n && !stop.load(Ordering::Relaxed) {
                     let now = Instant::now();
                     let due = due_by(start, interval_ns, now).min(n);
                     if due > released {
@@ -43,12 +52,12 @@ impl Pacer {
                         released = due;
                     }
                     let next = start + Duration::from_nanos((released as f64 * interval_ns) as u64);
-                    std::thread::sleep(next.saturating_duration_since(Instant::now()).max(TICK));
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()).clamp(TICK, LOOK_AGAIN));
                 }
                 out.add_permits(workers);
             })
             .expect("a thread for the bench's schedule");
-        Pacer { slots, thread: Some(thread) }
+        Pacer { slots, over, thread: Some(thread) }
     }
 
     /// Waits for the next slot. True if the worker had to wait for it (it was on time and
@@ -70,6 +79,7 @@ impl Pacer {
 
 impl Drop for Pacer {
     fn drop(&mut self) {
+        self.over.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

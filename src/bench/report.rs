@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 /// for scripts (README: `agt bench`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// True when every order was acknowledged and every acknowledged order verified.
+    /// True when every order (warm-up included) was acknowledged, every cancel answered,
+    /// every acknowledged order verified and the clean-up done, and the run was not
+    /// interrupted.
     pub ok: bool,
     /// `socket` or `http`.
     pub via: String,
@@ -27,16 +29,30 @@ pub struct Report {
     pub users: usize,
     /// Orders placed before measuring (not in the figures below, but verified).
     pub warmup: u64,
-    /// Orders sent in the measured phase.
+    /// Orders the measured phase was to send (`--orders`; fewer were sent when interrupted).
     pub orders: u64,
     /// Of those, answered 201/200 with an order.
     pub acknowledged: u64,
     /// Everything else, by the daemon's error code (`connection` when no answer came).
     pub errors: BTreeMap<String, u64>,
+    /// Warm-up placements and cancels that failed, by error code.
+    pub warmup_errors: BTreeMap<String, u64>,
+    /// Cancels (`--cancels`) of the measured phase that failed, by error code; a 409
+    /// (the order filled first) is not one.
+    pub cancel_errors: BTreeMap<String, u64>,
+    /// Ctrl-C stopped the placements before all were sent.
+    pub interrupted: bool,
+    /// The order mix's seed (`--seed` repeats it).
+    pub seed: u64,
+    /// `--cancels`: the percent of resting orders cancelled.
+    pub cancels_percent: u8,
     /// Measured phase, first send to last answer, seconds.
     pub duration_s: f64,
     /// Acknowledged orders per second.
     pub orders_per_s: f64,
+    /// Open loop: whether it placed at least 95 % of the target rate (`null` closed loop).
+    /// Latency counts from each order's scheduled time either way.
+    pub kept_up: Option<bool>,
     /// Distinct trades named in the placement answers of the measured phase.
     pub trades: u64,
     pub trades_per_s: f64,
@@ -125,6 +141,10 @@ pub struct Verification {
     pub fills_match_trades: Option<bool>,
     /// Cash and every bench asset summed over the bench users equal what was deposited.
     pub balances_conserved: Option<bool>,
+    /// Every bench user's cash and assets are its deposit plus what its orders' fills
+    /// moved. `None` when not checkable (some placement got no answer, or some order
+    /// could not be read).
+    pub accounts_match_fills: Option<bool>,
     /// The first problems found, one line each.
     pub problems: Vec<String>,
 }
@@ -137,6 +157,28 @@ impl Verification {
             && self.verified == self.checked
             && self.fills_match_trades != Some(false)
             && self.balances_conserved != Some(false)
+            && self.accounts_match_fills != Some(false)
+    }
+
+    /// The checks that failed, for a one-line summary.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.missing + self.inconsistent + self.lookup_errors > 0 || self.verified != self.checked {
+            out.push(format!(
+                "{}/{} orders verified ({} missing, {} inconsistent, {} lookup errors)",
+                self.verified, self.checked, self.missing, self.inconsistent, self.lookup_errors
+            ));
+        }
+        if self.fills_match_trades == Some(false) {
+            out.push("the fills do not match the trades".into());
+        }
+        if self.balances_conserved == Some(false) {
+            out.push("the bench users' balances are not conserved".into());
+        }
+        if self.accounts_match_fills == Some(false) {
+            out.push("some bench account does not match its fills".into());
+        }
+        out
     }
 }
 
@@ -176,14 +218,26 @@ pub fn render(r: &Report) -> String {
             r.sched
         ),
     ));
+    lines.push(("seed".into(), r.seed.to_string()));
     let errors: u64 = r.errors.values().sum();
-    lines.push(("orders".into(), format!("{} sent, {} acknowledged, {} errors", r.orders, r.acknowledged, errors)));
+    let sent = if r.interrupted { format!("{} of {}", r.acknowledged + errors, r.orders) } else { r.orders.to_string() };
+    lines.push(("orders".into(), format!("{sent} sent, {} acknowledged, {errors} errors", r.acknowledged)));
+    let by = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
     if !r.errors.is_empty() {
-        let by: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        lines.push(("errors".into(), by.join(", ")));
+        lines.push(("errors".into(), by(&r.errors)));
+    }
+    if !r.warmup_errors.is_empty() {
+        lines.push(("warm-up errors".into(), by(&r.warmup_errors)));
+    }
+    if r.interrupted {
+        lines.push(("interrupted".into(), "Ctrl-C: the rest of the orders were not sent".into()));
     }
     lines.push(("duration".into(), format!("{:.3} s", r.duration_s)));
-    lines.push(("orders/s".into(), fmt_rate(r.orders_per_s)));
+    let rate = match (r.kept_up, r.rate) {
+        (Some(false), Some(target)) => format!("{}  (did NOT keep up with {} orders/s)", fmt_rate(r.orders_per_s), fmt_rate(target)),
+        _ => fmt_rate(r.orders_per_s),
+    };
+    lines.push(("orders/s".into(), rate));
     lines.push(("trades".into(), format!("{} ({}/s)", r.trades, fmt_rate(r.trades_per_s))));
     if !r.statuses.is_empty() {
         let by: Vec<String> = r.statuses.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -196,10 +250,15 @@ pub fn render(r: &Report) -> String {
     if let Some(t) = &r.daemon_time {
         lines.push(("daemon time".into(), super::daemon_time::render(t)));
     }
-    if r.cancels + r.cancels_too_late > 0 {
+    if r.cancels_percent > 0 {
         let l = &r.cancel_latency_us;
         let late = if r.cancels_too_late > 0 { format!(", {} too late (filled first)", r.cancels_too_late) } else { String::new() };
-        lines.push(("cancels".into(), format!("{} ({}/s){late}", r.cancels, fmt_rate(r.cancels_per_s))));
+        let failed: u64 = r.cancel_errors.values().sum();
+        let failed = if failed > 0 { format!(", {failed} failed ({})", by(&r.cancel_errors)) } else { String::new() };
+        lines.push((
+            "cancels".into(),
+            format!("{} % of resting orders: {} ({}/s){late}{failed}", r.cancels_percent, r.cancels, fmt_rate(r.cancels_per_s)),
+        ));
         let latency =
             format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.0}, min {})", l.p50, l.p90, l.p99, l.p99_9, l.max, l.mean, l.min);
         lines.push(("cancel µs".into(), latency));
@@ -220,9 +279,23 @@ pub fn render(r: &Report) -> String {
         Some(false) => "NO",
         None => "not checked",
     };
-    ver.push_str(&format!("; fills = 2×trades: {}; balances conserved: {}", yn(v.fills_match_trades), yn(v.balances_conserved)));
+    ver.push_str(&format!(
+        "; fills = 2×trades: {}; balances conserved: {}; accounts match fills: {}",
+        yn(v.fills_match_trades),
+        yn(v.balances_conserved),
+        yn(v.accounts_match_fills)
+    ));
     lines.push(("verified".into(), ver));
-    lines.push(("cleanup".into(), format!("{} open orders cancelled", r.cleanup.cancelled)));
+    let mut cleanup = format!("{} open orders cancelled", r.cleanup.cancelled);
+    if r.cleanup.errors > 0 {
+        cleanup.push_str(&format!("; FAILED for {} bench users (their orders may still rest)", r.cleanup.errors));
+    }
+    match r.cleanup.token_revoked {
+        Some(true) => cleanup.push_str("; the run's token revoked"),
+        Some(false) => cleanup.push_str("; the run's admin token was NOT revoked (`agt token list`, `agt token revoke ID`)"),
+        None => {}
+    }
+    lines.push(("cleanup".into(), cleanup));
     let width = lines.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out: Vec<String> = lines.into_iter().map(|(k, v)| format!("{k:<width$}  {v}")).collect();
     for p in &v.problems {

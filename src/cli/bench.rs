@@ -31,7 +31,11 @@ pub enum ViaArg {
 #[derive(Debug, Args)]
 #[command(after_help = "Setup (symbols BENCH<tag><i>, funded users <prefix>-b<i> and <prefix>-s<i>, raised limits) goes over the \
 socket, or over --url with an admin --token. Over --via http without --token, an admin token is made for the run and revoked after it.\n\
-Exit status 1 when an order was not acknowledged or the verification found a problem.")]
+The symbols and users stay (agt never deletes either): each run adds K symbols and 2C funded users; use a throwaway AGT_HOME \
+for benchmarks. Their open orders are cancelled at the end.\n\
+Ctrl-C stops placing; what was placed is still verified and cleaned up (Ctrl-C again quits at once).\n\
+Exit status 1 when an order or cancel was not acknowledged (warm-up included), the verification found a problem, the clean-up \
+failed, or the run was interrupted.")]
 pub struct BenchArgs {
     /// Orders to place in the measured phase
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -53,12 +57,15 @@ pub struct BenchArgs {
     #[arg(long, default_value = "/api/orders", value_parser = ["/api/orders", "/api/trading/orders"])]
     pub route: String,
     /// Orders to place before measuring (closed loop; verified, not reported)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
     pub warmup: u64,
     /// Cancel this percent of the orders that rest, right after their answer, on the same
     /// connection (a market maker's flow); reported as cancels/s with their own latency
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub cancels: u8,
+    /// Seed of the order mix: the same seed and options place the same orders [default: random, reported]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Scheduling class of the load generator's thread (Linux; elsewhere always normal)
     #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
     pub sched: SchedArg,
@@ -66,8 +73,8 @@ pub struct BenchArgs {
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
-        _ => Err(format!("the rate is orders per second, a number > 0 and <= 10000000, got {s:?}")),
+        Ok(r) if r.is_finite() && (1.0..=10_000_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("the rate is orders per second, a number from 1 to 10000000, got {s:?}")),
     }
 }
 
@@ -118,6 +125,7 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         route: args.route,
         warmup: args.warmup,
         cancels: args.cancels,
+        seed: args.seed,
         control,
         load,
         progress: !ctx.quiet() && !ctx.json() && std::io::stderr().is_terminal(),
@@ -138,17 +146,29 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
     if report.ok {
         return Ok(());
     }
-    let errors: u64 = report.errors.values().sum();
-    let v = &report.verification;
+    let sum = |m: &std::collections::BTreeMap<String, u64>| m.values().sum::<u64>();
     let mut why = Vec::new();
-    if errors > 0 {
-        why.push(format!("{errors} of {} orders were not acknowledged", report.orders));
+    if report.interrupted {
+        why.push("interrupted (Ctrl-C)".to_string());
     }
-    if !v.passed() {
-        why.push(format!(
-            "verification failed: {}/{} verified, {} missing, {} inconsistent, {} lookup errors",
-            v.verified, v.checked, v.missing, v.inconsistent, v.lookup_errors
-        ));
+    if sum(&report.errors) > 0 {
+        why.push(format!("{} of {} orders were not acknowledged", sum(&report.errors), report.orders));
+    }
+    if sum(&report.warmup_errors) > 0 {
+        why.push(format!("{} warm-up orders or cancels failed", sum(&report.warmup_errors)));
+    }
+    if sum(&report.cancel_errors) > 0 {
+        why.push(format!("{} cancels failed", sum(&report.cancel_errors)));
+    }
+    let failed = report.verification.failures();
+    if !failed.is_empty() {
+        why.push(format!("verification failed: {}", failed.join("; ")));
+    }
+    if report.cleanup.errors > 0 {
+        why.push(format!("the clean-up failed for {} bench users", report.cleanup.errors));
+    }
+    if report.cleanup.token_revoked == Some(false) {
+        why.push("the run's admin token was not revoked".to_string());
     }
     if why.is_empty() {
         why.push(format!("{} of {} orders acknowledged", report.acknowledged, report.orders));

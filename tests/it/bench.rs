@@ -48,6 +48,10 @@ fn sane(d: &Daemon, r: &Value, orders: u64, verified: u64, concurrency: u64, sym
     assert_eq!(v["inconsistent"], 0, "{r}");
     assert_eq!(v["fills_match_trades"], true, "{r}");
     assert_eq!(v["balances_conserved"], true, "{r}");
+    assert_eq!(v["accounts_match_fills"], true, "{r}");
+    assert_eq!((&r["warmup_errors"], &r["cancel_errors"]), (&serde_json::json!({}), &serde_json::json!({})), "{r}");
+    assert_eq!(r["interrupted"], false, "{r}");
+    assert!(r["seed"].is_u64(), "{r}");
     assert_eq!(v["problems"], serde_json::json!([]), "{r}");
     // Clean-up: no bench order is left open.
     let prefix = r["prefix"].as_str().unwrap();
@@ -141,6 +145,93 @@ fn open_loop_at_a_fixed_rate() {
     let secs = num(&r, &["duration_s"]);
     assert!(secs >= 0.49, "an open-loop run keeps its schedule: {r}");
     assert!(num(&r, &["orders_per_s"]) <= 210.0, "{r}");
+    assert!(r["kept_up"].is_boolean(), "an open loop says whether it kept up: {r}");
+}
+
+/// The same seed places the same orders: on one connection, the same statuses and trades.
+#[test]
+fn a_seed_repeats_the_order_mix() {
+    let d = Daemon::start();
+    let run = || bench(&d, &["--orders", "60", "--concurrency", "1", "--symbols", "1", "--seed", "42"]);
+    let (a, b) = (run(), run());
+    assert_eq!(a["seed"], 42);
+    assert_eq!((&a["statuses"], &a["trades"]), (&b["statuses"], &b["trades"]), "{a}\n{b}");
+    assert_eq!(a["kept_up"], Value::Null, "a closed loop has no rate to keep up with");
+}
+
+/// Refused warm-up orders fail the run like refused measured ones.
+#[test]
+fn a_refused_warm_up_order_fails_the_run() {
+    let d = Daemon::start();
+    // Quantities are 1 to 10: about half of 40 warm-up orders are over this limit.
+    d.ok("PUT", "/api/risk/limits", Some(serde_json::json!({"max_order_quantity": "5"})));
+    let out = d.cli().args(["-o", "json", "bench", "--orders", "1", "--warmup", "40", "--concurrency", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["warmup_errors"].as_object().is_some_and(|e| !e.is_empty()), "{r}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warm-up"), "the message names the warm-up");
+}
+
+/// Cash moved between two bench users behind the run's back keeps the totals right, but
+/// not the accounts: the bench checks each against its orders' fills.
+#[test]
+fn an_account_that_does_not_match_its_fills_fails_the_run() {
+    let d = Daemon::start();
+    let child = std::process::Command::new(crate::util::BIN)
+        .args(["--home", d.path().to_str().unwrap(), "-o", "json", "bench", "--orders", "400", "--rate", "200", "--concurrency", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (b0, b1) = crate::util::wait_until("the bench's users", std::time::Duration::from_secs(30), || {
+        let users = d.ok("GET", "/api/users", None);
+        let named = |suffix: &str| {
+            users.as_array().unwrap().iter().find(|u| u["username"].as_str().unwrap().ends_with(suffix)).map(|u| u["user_id"].clone())
+        };
+        // The limits are set last: once b1's are, both are funded.
+        let b1 = named("-b1")?;
+        let limits = d.ok("GET", &format!("/api/risk/limits?user_id={}", b1.as_str().unwrap()), None);
+        (limits["max_open_orders"] == 100_000_000).then_some((named("-b0")?, b1))
+    });
+    d.ok("POST", &format!("/api/users/{}/withdrawals", b0.as_str().unwrap()), Some(serde_json::json!({"asset": "USD", "amount": "7"})));
+    d.ok("POST", &format!("/api/users/{}/deposits", b1.as_str().unwrap()), Some(serde_json::json!({"asset": "USD", "amount": "7"})));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = &r["verification"];
+    assert_eq!((&v["balances_conserved"], &v["accounts_match_fills"]), (&Value::Bool(true), &Value::Bool(false)), "{r}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match its fills"));
+}
+
+/// Ctrl-C stops the placements; what was placed is verified and cleaned up, and the
+/// run's admin token revoked.
+#[test]
+fn an_interrupted_run_still_cleans_up() {
+    let d = Daemon::start();
+    let child = std::process::Command::new(crate::util::BIN)
+        .args(["--home", d.path().to_str().unwrap(), "-o", "json", "bench", "--orders", "100000", "--rate", "100"])
+        .args(["--concurrency", "2", "--via", "http"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::util::wait_until("bench orders", std::time::Duration::from_secs(30), || {
+        let m = d.ok("GET", "/metrics", None);
+        let placed = m.as_str().unwrap().lines().filter(|l| l.starts_with("agt_orders_total")).count();
+        (placed > 0 && d.ok("GET", "/api/orders?status=all&limit=20", None).as_array().unwrap().len() >= 20).then_some(())
+    });
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&r["interrupted"], &r["ok"]), (&Value::Bool(true), &Value::Bool(false)), "{r}");
+    assert_eq!(r["cleanup"]["token_revoked"], true, "{r}");
+    assert_eq!(r["verification"]["missing"], 0, "{r}");
+    assert!(r["acknowledged"].as_u64().unwrap() < 100_000, "{r}");
+    assert_eq!(d.ok("GET", "/api/orders?status=open", None), serde_json::json!([]), "nothing left resting");
+    let tokens = d.ok("GET", "/api/tokens", None);
+    assert!(tokens.as_array().unwrap().iter().all(|t| t["revoked"] == true), "{tokens}");
 }
 
 /// `--cancels 100`: every order that rests is cancelled right after its answer; the
@@ -190,7 +281,20 @@ fn bad_invocations() {
         .env_remove("AGT_SOCKET")
         .assert()
         .code(3);
+    d.cli().args(["bench", "--rate", "0.5"]).assert().code(2);
     // A wrong token over --url is the daemon's 401: exit 1.
     let url = format!("http://{}", d.http.as_ref().unwrap());
     d.cli().args(["bench", "--orders", "10", "--url", &url, "--token", "nope"]).assert().code(1);
+    // So is a token that cannot load (a trader's), found before anything is set up.
+    let alice = d.user("alice");
+    let trader =
+        d.ok("POST", "/api/tokens", Some(serde_json::json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let symbols = d.ok("GET", "/api/symbols", None);
+    d.cli()
+        .args(["bench", "--orders", "10", "--via", "http"])
+        .env("AGT_TOKEN", &trader)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("admin token"));
+    assert_eq!(d.ok("GET", "/api/symbols", None), symbols, "nothing was set up");
 }
