@@ -196,6 +196,35 @@ fn sigkill_with_a_delivery_pending_loses_none() {
     assert_eq!(deliveries(&d).len(), 1, "the restart neither lost nor duplicated the delivery");
 }
 
+/// Removing a webhook stops its posts, retries included: a pending delivery of a webhook
+/// no longer configured is given up, not sent on to the old URL. Its secret was never
+/// copied into the delivery.
+#[test]
+fn a_removed_webhook_gets_no_more_retries() {
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let d = Daemon::with_config_env(&webhook(&url, &["USER_CREATED"], Some("0ld-s3cret")), FAST);
+    d.user("pending");
+    let pending =
+        wait_until("a failed attempt", Duration::from_secs(10), || deliveries(&d).into_iter().find(|x| x["attempts"].as_u64() >= Some(1)));
+    let raw = std::fs::read(d.path().join("data/notify.db")).unwrap();
+    let wal = std::fs::read(d.path().join("data/notify.db-wal")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&[raw, wal].concat()).contains("0ld-s3cret"), "the secret is not stored with the delivery");
+    let hook = Receiver::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), |_| Some(200));
+    d.ok("PUT", "/api/config", Some(json!({"notify.webhooks": []})));
+    let given_up = wait_until("the delivery to be given up", Duration::from_secs(10), || {
+        deliveries(&d).into_iter().find(|x| x["id"] == pending["id"] && x["status"] == "failed")
+    });
+    assert!(given_up["last_error"].as_str().unwrap().contains("removed"), "{given_up}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(hook.hits().is_empty(), "nothing was posted to the removed webhook: {:?}", hook.hits());
+    let failed = wait_until("NOTIFICATION_FAILED", Duration::from_secs(5), || {
+        let e = d.events("NOTIFICATION_FAILED");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(failed[0]["data"]["delivery_id"], pending["id"]);
+}
+
 #[test]
 fn hanging_and_dead_receivers_fail_cleanly_and_never_slow_the_daemon() {
     let hang = Receiver::start(|_| None);

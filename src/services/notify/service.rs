@@ -59,7 +59,8 @@ impl Rule {
     }
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE deliveries (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE deliveries (
         n INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         rule TEXT NOT NULL,
@@ -85,7 +86,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE deliveries (
         created_at TEXT NOT NULL
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO meta VALUES ('last_event_seq', -1);"];
+    INSERT INTO meta VALUES ('last_event_seq', -1);",
+    // A delivery's secret is its rule's, looked up when it is sent (`Notify::due`), not
+    // copied into every delivery, where it outlived the webhook.
+    "UPDATE deliveries SET secret = NULL;",
+];
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -150,43 +155,86 @@ impl Notify {
                                      next_attempt_at, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?9)",
         )?;
-        for (rule, url, secret) in wanting {
+        for (rule, url, _) in wanting {
             if urls.insert(url.clone()) {
                 let id = uuid::Uuid::now_v7().to_string();
-                let secret = secret.as_deref().filter(|s| !s.is_empty());
-                insert.execute(params![id, rule, url, secret, e.seq as i64, e.kind, &*e.line, now, at])?;
+                insert.execute(params![id, rule, url, None::<&str>, e.seq as i64, e.kind, &*e.line, now, at])?;
             }
         }
         Ok(urls.len())
     }
 
     /// Up to `max` pending deliveries due now and not already with the sender; marks them
-    /// as with the sender.
-    fn due(&mut self, tx: &Connection, max: usize) -> Result<Vec<Attempt>, ServiceError> {
+    /// as with the sender. Each is signed with its webhook's secret as it stands now; one
+    /// whose webhook is gone (removed from the config, or its rule deleted) is given up
+    /// instead of sent: removing a webhook stops its posts.
+    fn due(&mut self, tx: &Connection, max: usize, after: &mut AfterCommit) -> Result<Vec<Attempt>, ServiceError> {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, url, secret, event_type, payload, attempts FROM deliveries
+            "SELECT id, url, rule, event_type, payload, attempts FROM deliveries
              WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, n LIMIT ?2",
         )?;
         let fetch = (max + self.in_flight.len()) as i64;
         let rows = stmt.query_map(params![now_ms(), fetch], |r| {
-            Ok(Attempt {
-                id: r.get(0)?,
-                url: r.get(1)?,
-                secret: r.get(2)?,
-                event_type: r.get(3)?,
-                payload: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
-            })
+            Ok((
+                r.get::<_, String>(2)?,
+                Attempt {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    secret: None,
+                    event_type: r.get(3)?,
+                    payload: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                },
+            ))
         })?;
-        let mut out = Vec::new();
-        for a in rows {
-            let a = a?;
-            if out.len() < max && !self.in_flight.contains(&a.id) {
-                self.in_flight.insert(a.id.clone());
-                out.push(a);
+        let (mut out, mut orphans) = (Vec::new(), Vec::new());
+        let settings = self.settings.get();
+        for row in rows {
+            let (rule, mut a) = row?;
+            if out.len() >= max || self.in_flight.contains(&a.id) {
+                continue;
+            }
+            // A config webhook by its url (its index moves when the list changes), a
+            // run-time rule by its id.
+            let webhook = if rule.starts_with("config:") {
+                settings.notify.webhooks.iter().find(|w| w.url == a.url).map(|w| w.secret.clone())
+            } else {
+                self.rules.iter().find(|r| r.id == rule).map(|r| r.secret.clone())
+            };
+            match webhook {
+                Some(secret) => {
+                    a.secret = secret.filter(|s| !s.is_empty());
+                    self.in_flight.insert(a.id.clone());
+                    out.push(a);
+                }
+                None => orphans.push(a.id),
             }
         }
+        drop(stmt);
+        for id in orphans {
+            self.give_up_removed(tx, &id, after)?;
+        }
         Ok(out)
+    }
+
+    /// Gives up a pending delivery whose webhook is gone, without an attempt:
+    /// `NOTIFICATION_FAILED` says why.
+    fn give_up_removed(&mut self, tx: &Connection, id: &str, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        let error = "its webhook was removed before it was delivered";
+        let row: (String, String, i64, i64) = tx
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'failed', last_error = ?2, next_attempt_at = NULL, updated_at = ?3
+                 WHERE id = ?1 RETURNING url, event_type, event_seq, attempts",
+            )?
+            .query_row(params![id, error, crate::api::now_rfc3339()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let (url, event_type, event_seq, attempts) = row;
+        count("failed");
+        after.event(
+            "NOTIFICATION_FAILED",
+            serde_json::json!({"delivery_id": id, "url": shown_url(&url), "event_type": event_type, "event_seq": event_seq,
+                               "attempts": attempts, "error": error}),
+        );
+        Ok(())
     }
 
     /// Answers a parked `Due` if anything has become due.
@@ -195,7 +243,7 @@ impl Notify {
             if reply.is_closed() {
                 return Ok(());
             }
-            let due = self.due(tx, max)?;
+            let due = self.due(tx, max, after)?;
             if due.is_empty() {
                 self.parked = Some((max, reply));
             } else {
@@ -407,7 +455,7 @@ impl Service for Notify {
                 after.reply(reply, Ok(list));
             }
             Cmd::Due { max, reply } => {
-                let due = self.due(tx, max)?;
+                let due = self.due(tx, max, after)?;
                 if due.is_empty() {
                     self.parked = Some((max, reply));
                 } else {
@@ -510,7 +558,7 @@ mod tests {
         }
         fn due(&mut self) -> Vec<Attempt> {
             let tx = self.conn.transaction().unwrap();
-            let due = self.svc.due(&tx, 16).unwrap();
+            let due = self.svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap();
             tx.commit().unwrap();
             due
         }
@@ -648,14 +696,14 @@ mod tests {
         };
         let handed = crate::daemon::follower::Handed { after: 1, event: std::sync::Arc::new(BusEvent::from_event(event)) };
         svc.handle(&tx, Cmd::Event(handed), &mut AfterCommit::new("notify")).unwrap();
-        assert_eq!(svc.due(&tx, 16).unwrap().len(), 2, "one per url, both now with the sender");
+        assert_eq!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().len(), 2, "one per url, both now with the sender");
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
         // A restart (or SIGKILL): what was with the sender is due again.
         let mut svc = Notify::load(&conn, &ctx).unwrap();
         assert_eq!((svc.last_event_seq, svc.rules.len()), (2, 1));
         let tx = conn.transaction().unwrap();
-        assert_eq!(svc.due(&tx, 16).unwrap().len(), 2);
+        assert_eq!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().len(), 2);
         drop(tx);
         bus.shutdown();
     }
