@@ -408,6 +408,14 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         self.last
     }
 
+    /// Makes the next record follow `seq` at least. A journal numbers its records from
+    /// the newest it finds on disk, so once every segment has been pruned (all stored)
+    /// it would begin again at 1; a reader that skips what its store holds (at or below
+    /// its mark) would then skip new records as stored. Its owner says where its mark is.
+    pub fn continue_after(&mut self, seq: i64) {
+        self.last = self.last.max(seq);
+    }
+
     /// Where the journal's records are at this moment, for reading them while appends
     /// go on ([`Snapshot::read`]): a reader that shares the journal behind a lock holds
     /// it only to take this, not while it reads.

@@ -229,6 +229,58 @@ fn roles_hold_beyond_the_routes_own_checks() {
     assert!(rest.ends_with("0\r\n\r\n"), "the stream ended: {rest:?}");
 }
 
+/// The journal of commands is pruned whole once every command in it is stored; the
+/// commands answered after the next start must still get their records.
+#[test]
+fn commands_keep_their_audit_records_across_restarts_after_a_prune() {
+    let mut d = Daemon::start();
+    let user = d.user("many");
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let body = r#"{"asset":"USD","amount":"1"}"#;
+    // Over one keep-alive connection: more than a prune's worth of commands, quickly.
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..1100 {
+        write!(
+            s,
+            "POST /api/users/{user}/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.1 201") || head.starts_with("HTTP/1.1 200"), "{head}");
+        let mut answer = vec![0; length];
+        std::io::Read::read_exact(&mut reader, &mut answer).unwrap();
+    }
+    d.restart(); // stores them all and prunes the journal
+    d.restart(); // opens an empty journal
+    for amount in ["0.01", "0.02", "0.03"] {
+        d.ok("POST", &format!("/api/users/{user}/deposits"), Some(json!({"asset": "USD", "amount": amount})));
+    }
+    d.restart();
+    let records = d.ok("GET", "/api/audit?limit=100", None);
+    let amounts: Vec<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"].as_str().unwrap().ends_with("/deposits"))
+        .filter_map(|r| r["detail"]["body"]["amount"].as_str())
+        .collect();
+    assert_eq!(amounts[amounts.len().saturating_sub(3)..], ["0.01", "0.02", "0.03"], "{records}");
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+}
+
 #[test]
 fn tokens_users_and_audit_survive_sigkill() {
     let mut d = Daemon::start();

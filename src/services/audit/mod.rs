@@ -277,6 +277,9 @@ impl Service for Audit {
                 crate::services::journal::SEGMENT_BYTES,
             )?,
         };
+        // Every segment may have been pruned (all stored) before the last stop: the
+        // journal then numbers on from the stored mark, not from 1.
+        journal.continue_after(stored);
         let (_, unstored) = journal.after(stored)?;
         if !unstored.is_empty() {
             tracing::info!(commands = unstored.len(), "audit: storing commands answered before the last stop");
@@ -515,6 +518,38 @@ mod tests {
         svc.handle(&tx, Cmd::Journalled { seq: 3, command }, &mut after).unwrap();
         assert_eq!(svc.last_seq, 4);
         assert!(Audit::verify(&tx).unwrap().ok);
+        bus.shutdown();
+    }
+
+    /// Once every command is stored, pruning deletes every segment of the journal; at
+    /// the next start the journal must number on from the stored mark. It began again
+    /// at 1, below the mark, so the commands answered after that start were skipped as
+    /// stored and their records lost (found by a crash audit; no crash needed).
+    #[test]
+    fn commands_after_a_start_that_finds_the_journal_pruned_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let (nobody, _status, _unserved) = running_handle();
+        let n = PRUNE_EVERY + 10;
+        let _ = Audit::load(&conn, &ctx).unwrap();
+        for i in 1..=n {
+            assert!(matches!(ctx.command_log.append(&nobody, "admin".into(), format!("POST /api/x{i}"), raw("{}")), Some(Ok(()))));
+        }
+        // A start stores them; its first commit prunes the whole journal.
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(std::fs::read_dir(ctx.home.data_dir().join(commands::NAME)).map_or(0, |d| d.count()), 0, "all pruned");
+        // The daemon stops before another command; the next process opens the journal anew.
+        drop(svc);
+        let ctx = ServiceCtx { command_log: Default::default(), ..ctx.clone() };
+        let _svc = Audit::load(&conn, &ctx).unwrap();
+        assert!(matches!(ctx.command_log.append(&nobody, "admin".into(), "POST /api/after".into(), raw("{}")), Some(Ok(()))));
+        let ctx = ServiceCtx { command_log: Default::default(), ..ctx.clone() };
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!(svc.journal_applied, n + 1, "numbered on from the stored mark");
+        assert_eq!(actions(&conn).last().map(String::as_str), Some("POST /api/after"), "its record is stored");
         bus.shutdown();
     }
 
