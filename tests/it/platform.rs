@@ -281,6 +281,31 @@ fn commands_keep_their_audit_records_across_restarts_after_a_prune() {
     assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
 }
 
+/// A change to `agt.toml` made while the daemon was stopped (or a `config set` a crash
+/// cut off after its file write) is recorded and announced at the next start.
+#[test]
+fn a_config_change_made_while_stopped_is_announced_at_start() {
+    let mut d = Daemon::start();
+    d.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 50})));
+    d.stop();
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("max_open_orders = 50"), "{text}");
+    std::fs::write(&file, text.replace("max_open_orders = 50", "max_open_orders = 60")).unwrap();
+    d.spawn();
+    let changed = d.events("CONFIG_CHANGED");
+    let last = changed.last().expect("a CONFIG_CHANGED event");
+    assert_eq!(
+        (&last["data"]["key"], &last["data"]["old"], &last["data"]["value"]),
+        (&json!("risk.max_open_orders"), &json!(50), &json!(60)),
+        "{changed:?}"
+    );
+    assert_eq!(last["data"]["applied"], "at start");
+    // A start with nothing changed announces nothing.
+    d.restart();
+    assert_eq!(d.events("CONFIG_CHANGED").len(), changed.len(), "nothing new to announce");
+}
+
 #[test]
 fn tokens_users_and_audit_survive_sigkill() {
     let mut d = Daemon::start();

@@ -35,13 +35,18 @@ fn stamp(file: &std::path::Path) -> Option<Stamp> {
     Some((meta.len(), meta.modified().ok()?))
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE changes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE changes (
         id INTEGER PRIMARY KEY,
         timestamp TEXT NOT NULL,
         key TEXT NOT NULL,
         value TEXT NOT NULL,
         hot INTEGER NOT NULL
-    );"];
+    );",
+    // Every key's value as the history last left it (secrets masked): what a start
+    // compares the loaded configuration with (`Config::record_offline_changes`).
+    "CREATE TABLE baseline (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
 
 impl Service for Config {
     type Cmd = Cmd;
@@ -50,9 +55,11 @@ impl Service for Config {
     /// How often the file is looked at: an edit applies within this.
     const TICK: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
 
-    fn load(_conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
+    fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
-        Ok(Config { live: ctx.settings.clone(), seen: stamp(&file), file })
+        let config = Config { live: ctx.settings.clone(), seen: stamp(&file), file };
+        config.record_offline_changes(conn, &ctx.bus)?;
+        Ok(config)
     }
 
     fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -74,6 +81,18 @@ impl Service for Config {
         }
         Ok(())
     }
+}
+
+/// Stores every key's value (secrets masked, as `get` shows them) as the history's baseline.
+fn save_baseline(tx: &Connection, settings: &Settings) -> Result<(), ServiceError> {
+    let mut put =
+        tx.prepare_cached("INSERT INTO baseline (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?;
+    for key in Settings::known_keys() {
+        if let Some(v) = settings.get(key) {
+            put.execute(params![key, v.to_string()])?;
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -103,6 +122,7 @@ impl Config {
         // Its own write is not an edit to apply again.
         self.seen = stamp(&self.file);
         self.record(tx, &applied, after)?;
+        save_baseline(tx, &next)?;
         let json = next.to_json();
         self.live.replace(next);
         Ok(Ok(json))
@@ -155,9 +175,54 @@ impl Config {
             Ok(applied) => {
                 tracing::info!(keys = ?applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), "applied an edit of the configuration file");
                 self.record(tx, &applied, after)?;
+                save_baseline(tx, &next)?;
                 self.live.replace(next);
             }
             Err(e) => tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed"),
+        }
+        Ok(())
+    }
+
+    /// Records, as changes applied at this start, where the configuration the daemon
+    /// started with differs from what the history last recorded: an edit of `agt.toml`
+    /// while the daemon was stopped (or a list edited while it ran, which applies only at
+    /// a start), an environment override, or a `config set` that a crash cut off after
+    /// it wrote the file but before its record committed (it was never acknowledged; it
+    /// is in effect now, so it is announced now). The first start of a home only takes the
+    /// configuration as its baseline.
+    fn record_offline_changes(&self, conn: &Connection, bus: &crate::services::bus::Bus) -> Result<(), ServiceError> {
+        let live = self.live.get();
+        let tx = conn.unchecked_transaction()?;
+        let baseline: std::collections::HashMap<String, String> = tx
+            .prepare("SELECT key, value FROM baseline")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut changed = Vec::new();
+        if !baseline.is_empty() {
+            for key in Settings::known_keys() {
+                let Some(now) = live.get(key) else { continue };
+                let was = baseline.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
+                if was.as_ref() != Some(&now) {
+                    changed.push((key, was.unwrap_or(serde_json::Value::Null), now));
+                }
+            }
+        }
+        for (key, _, now) in &changed {
+            tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+                crate::api::now_rfc3339(),
+                key,
+                now.to_string(),
+                Settings::is_hot(key)
+            ])?;
+        }
+        save_baseline(&tx, &live)?;
+        tx.commit()?;
+        for (key, old, now) in changed {
+            tracing::info!(key, "the configuration changed while the daemon was stopped; recorded");
+            bus.publish("CONFIG_CHANGED", "config", serde_json::json!({"key": key, "old": old, "value": now, "applied": "at start"}));
+            if key.starts_with("risk.") {
+                bus.publish("RISK_LIMIT_CHANGED", "config", serde_json::json!({"user_id": null, "key": key, "value": now}));
+            }
         }
         Ok(())
     }
