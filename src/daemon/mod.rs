@@ -208,7 +208,13 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
 
-    tokio::spawn(crate::services::orders::saga::recover(app.clone()));
+    tokio::spawn({
+        let app = app.clone();
+        async move {
+            routes::anchor_imported_prices(&app).await;
+            crate::services::orders::saga::recover(app).await
+        }
+    });
 
     let router = routes::router(app.clone());
     let unix = bind_socket(&home)?;

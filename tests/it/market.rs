@@ -194,6 +194,16 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
     assert_eq!(last(&dm, &sym), Some(d("101.25")));
     let (s, e) = dm.place(&u, &sym, "buy", "1", Some("150.00"));
     assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+
+    // A crash between market's commit of an import and risk's anchor left risk without
+    // it: the next start gives risk the imported last price again.
+    dm.stop();
+    let risk = rusqlite::Connection::open(dm.path().join("data/risk.db")).unwrap();
+    assert_eq!(risk.execute("DELETE FROM last_prices WHERE symbol = ?1", [&sym]).unwrap(), 1);
+    drop(risk);
+    dm.spawn();
+    let (s, e) = dm.place(&u, &sym, "buy", "1", Some("150.00"));
+    assert_eq!((s, code(&e)), (422, "price_band"), "the band is anchored again at start: {e}");
 }
 
 #[test]

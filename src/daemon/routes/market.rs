@@ -114,6 +114,26 @@ struct ImportBody {
 /// `{"imported", "symbols", "last": {symbol: close}, "last_price_updated": [symbol]}`, or
 /// 400 `invalid_csv` listing every bad row by line. Where an import set a symbol's last
 /// price, risk is told before the answer, so the price band applies to the next order.
+/// At start-up, before the daemon is ready: gives risk, as its price band's anchor,
+/// every last price that is an imported close. An import commits in market and is then
+/// handed to risk ([`import`]); a crash in between left market showing the imported last
+/// price and risk with no anchor (or an older one), so orders far from it were accepted.
+/// Market has taken every trade published by then, so an imported close it still shows
+/// as the last price is newer than every trade.
+pub async fn anchor_imported_prices(app: &App) {
+    app.feed_caught_up(&app.feeds.market).await;
+    let lasts = match app.market.call(Cmd::ImportedLast).await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!(error = %e.message, "could not read the imported last prices for the price band"),
+    };
+    for (symbol, price, as_of_us) in lasts {
+        let s = symbol.clone();
+        if let Err(e) = app.risk.call(|reply| risk::Cmd::SetLastPrice { symbol, price, as_of_us, reply }).await {
+            tracing::warn!(symbol = %s, error = %e.message, "could not give risk an imported last price");
+        }
+    }
+}
+
 pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -> ApiResult<Response> {
     caller.require_admin()?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();

@@ -27,6 +27,7 @@ use axum::middleware::{self as mw, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+pub use market::anchor_imported_prices;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Instant;

@@ -31,6 +31,9 @@ pub enum Cmd {
     /// 404 `unknown_symbol` if there is no such instrument.
     Symbol(String, Reply<Instrument>),
     Event(crate::daemon::follower::Handed),
+    /// The last prices that are imported closes (symbol, price, the moment in µs), for
+    /// risk's price band at start-up (`routes::market::anchor_imported_prices`).
+    ImportedLast(Reply<Vec<(String, rust_decimal::Decimal, i64)>>),
     LastEventSeq(Reply<u64>),
     /// Every trade up to this seq has been handed over (the follower skips the other
     /// events): the position to record.

@@ -247,6 +247,7 @@ impl Service for Market {
                 }
             }
             Cmd::LastEventSeq(reply) => after.reply(reply, Ok(self.last_event_seq)),
+            Cmd::ImportedLast(reply) => after.reply(reply, Ok(self.tape.imported_lasts())),
             Cmd::Passed(passed) => {
                 if passed.is_next(self.last_event_seq) {
                     self.passed(passed.seq)

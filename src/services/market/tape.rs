@@ -134,6 +134,12 @@ impl Tape {
         self.last.get(symbol).map(|l| l.price)
     }
 
+    /// The symbols whose last price is an imported close, newer than any trade: with
+    /// that price and the moment it stands for.
+    pub fn imported_lasts(&self) -> Vec<(String, Decimal, i64)> {
+        self.last.iter().filter(|(_, l)| l.row == 0).map(|(s, l)| (s.clone(), l.price, l.ts_us)).collect()
+    }
+
     /// Puts a trade on the tape and into its candles, once: `false` if its id was seen
     /// before. `fallback_us` dates a trade whose own timestamp cannot be read.
     pub fn record(&mut self, tx: &Connection, bars: &mut Bars, t: &Trade, fallback_us: i64) -> rusqlite::Result<bool> {
