@@ -6,6 +6,17 @@ use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
 
+/// Sends a request for a stream and reads its status line, which must be a 200; the
+/// reader is left at the start of the headers.
+fn stream_opened<S: std::io::Read + Write>(mut s: S, request: &str) -> BufReader<S> {
+    s.write_all(request.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    r
+}
+
 #[test]
 fn users_round_trip_and_conflicts() {
     let d = Daemon::start();
@@ -210,13 +221,10 @@ fn roles_hold_beyond_the_routes_own_checks() {
     assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
     // A revoke ends a followed stream that was opened with the token.
     let addr = d.tcp_addr();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {viewer}\r\n\r\n").unwrap();
+    let s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let request = format!("GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {viewer}\r\n\r\n");
+    let mut r = stream_opened(s, &request);
     let id = d.ok("GET", "/api/tokens", None).as_array().unwrap().iter().find(|t| t["role"] == "viewer").unwrap()["id"]
         .as_str()
         .unwrap()
@@ -752,13 +760,9 @@ fn a_quiet_followed_stream_ends_when_its_client_goes() {
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     let before = open();
-    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
-    write!(s, "GET /api/events?follow=true&type=TOKEN_REVOKED HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let r = stream_opened(s, "GET /api/events?follow=true&type=TOKEN_REVOKED HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(open(), before + 1.0, "the stream's connection is open");
     drop(r);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
