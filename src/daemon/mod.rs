@@ -83,7 +83,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     if settings.trading.sched_batch && !batch {
         tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
     }
-    warn_if_secrets_are_readable(&home, &settings);
+    crate::services::config::warn_if_secrets_are_readable(&home.config_file(), &settings);
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
@@ -93,27 +93,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(f);
     }
     result
-}
-
-/// Says so in the log when `agt.toml` holds a webhook's signing key or a URL's password
-/// and others may read it (ssh refuses such a key file; we warn). The daemon writes the
-/// file 0600 and keeps its mode when it rewrites it, but a file the user wrote is theirs.
-fn warn_if_secrets_are_readable(home: &Home, settings: &Settings) {
-    use std::os::unix::fs::PermissionsExt;
-    let webhooks = &settings.notify.webhooks;
-    if !webhooks.iter().any(|w| w.secret.is_some() || crate::services::notify::shown_url(&w.url) != w.url) {
-        return;
-    }
-    let file = home.config_file();
-    let Ok(meta) = std::fs::metadata(&file) else { return };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            file = %file.display(),
-            mode = format!("{mode:o}"),
-            "the config file holds webhook secrets and others can read it: `chmod 600` it"
-        );
-    }
 }
 
 fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {

@@ -62,6 +62,11 @@ fn a_readable_config_with_webhook_secrets_is_warned_about() {
 
     let plain = Daemon::with_config(hook);
     assert!(!plain.log().contains(WARNING), "no secret, no warning");
+    // A `config set` that writes a secret into the readable file warns at once.
+    let webhooks = serde_json::json!([{"url": "http://127.0.0.1:9/hook", "events": ["TRADE_EXECUTED"], "secret": "n3w"}]);
+    plain.ok("PUT", "/api/config", Some(serde_json::json!({ "notify.webhooks": webhooks })));
+    crate::util::wait_until("the warning", std::time::Duration::from_secs(5), || plain.log().contains(WARNING).then_some(()));
+    assert!(!plain.log().contains("n3w"), "the secret itself is never logged");
 }
 
 #[test]

@@ -26,3 +26,24 @@ impl SharedSettings {
         *self.0.write().unwrap() = Arc::new(s);
     }
 }
+
+/// Says so in the log when `agt.toml` holds a webhook's signing key or a URL's password
+/// and others may read it (ssh refuses such a key file; we warn): at start, and when a
+/// `config set` writes such a value into it. The daemon writes the file 0600 and keeps
+/// its mode when it rewrites it, but a file the user wrote is theirs.
+pub fn warn_if_secrets_are_readable(file: &std::path::Path, settings: &settings::Settings) {
+    use std::os::unix::fs::PermissionsExt;
+    let webhooks = &settings.notify.webhooks;
+    if !webhooks.iter().any(|w| w.secret.is_some() || crate::services::notify::shown_url(&w.url) != w.url) {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(file) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            file = %file.display(),
+            mode = format!("{mode:o}"),
+            "the config file holds webhook secrets and others can read it: `chmod 600` it"
+        );
+    }
+}

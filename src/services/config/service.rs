@@ -119,6 +119,9 @@ impl Config {
         if let Err(e) = Settings::persist_many(&self.file, &entries) {
             return Ok(Err(ApiError::new(500, "config_not_saved", e.to_string())));
         }
+        if entries.iter().any(|(key, _)| key.starts_with("notify.webhooks")) {
+            super::warn_if_secrets_are_readable(&self.file, &next);
+        }
         // Its own write is not an edit to apply again.
         self.seen = stamp(&self.file);
         self.record(tx, &applied, after)?;
