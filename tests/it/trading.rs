@@ -209,6 +209,35 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
         assert_eq!((s, code(&e)), (404, "unknown_symbol"), "{path}: {e}");
     }
     assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted_symbols"], json!([]));
+    // A misspelt filter is refused, not dropped: it would halt, or cancel, everything.
+    for (path, body) in [
+        ("/api/risk/halt", json!({"symbl": "X"})),
+        ("/api/risk/resume", json!({"symbl": "X"})),
+        ("/api/orders/cancel-all", json!({"usr_id": "x"})),
+    ] {
+        let (s, e) = dm.req("POST", path, Some(body));
+        assert_eq!((s, code(&e)), (400, "invalid_request"), "{path}: {e}");
+    }
+    assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted"], false);
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "cancelled");
+}
+
+/// Balances near the decimal's limit: a market buy's budget, and a price far from the
+/// last one, are too large to divide into units or percents. Each is an answer, not a
+/// panic of the lane.
+#[test]
+fn amounts_near_the_decimal_limit_are_answered_not_panicked_on() {
+    let dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("9999999999999999999999999999", "100");
+    let (s, ask) = dm.place(&seller, &sym, "sell", "1", Some("10.00"));
+    assert_eq!(s, 201, "{ask}");
+    let (s, o) = dm.place(&buyer, &sym, "buy", "1", None);
+    assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    // The band's distance overflows: refused as outside the band.
+    dm.ok("PUT", "/api/risk/limits", Some(json!({"max_order_notional": "9999999999999999999999999999"})));
+    let (s, e) = dm.place(&buyer, &sym, "buy", "1", Some("9999999999999999999999999999"));
+    assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+    assert_eq!(dm.ok("GET", "/api/services", None).as_array().unwrap().iter().filter(|s| s["restarts"].as_u64() > Some(0)).count(), 0);
 }
 
 #[test]

@@ -374,15 +374,17 @@ pub fn check_band(price: Decimal, last: Decimal, pct: Decimal, symbol: &str) -> 
     if last <= Decimal::ZERO {
         return Ok(());
     }
-    let away = ((price - last).abs() / last) * Decimal::ONE_HUNDRED;
-    if away > pct {
-        let lo = last - last * pct / Decimal::ONE_HUNDRED;
-        let hi = last + last * pct / Decimal::ONE_HUNDRED;
+    // A distance too large for a decimal (a huge price against a tiny last one) is
+    // outside any band: checked, so that it is a rejection and not a panic.
+    let away = (price - last).abs().checked_div(last).and_then(|r| r.checked_mul(Decimal::ONE_HUNDRED));
+    if away.is_none_or(|away| away > pct) {
+        let band = last.checked_mul(pct).map(|x| x / Decimal::ONE_HUNDRED).unwrap_or(Decimal::MAX);
+        let (lo, hi) = (last.saturating_sub(band).max(Decimal::ZERO), last.saturating_add(band));
+        let away = away.map_or_else(|| "too far".to_string(), |a| format!("{}%", a.round_dp(4).normalize()));
         return Err(ApiError::rejected(
             "price_band",
             format!(
-                "price {price} is {}% away from {symbol}'s last price {last}; price_band_pct = {pct} allows {} to {}",
-                away.round_dp(4).normalize(),
+                "price {price} is {away} away from {symbol}'s last price {last}; price_band_pct = {pct} allows {} to {}",
                 lo.normalize(),
                 hi.normalize()
             ),

@@ -428,9 +428,11 @@ impl Trading {
             (OrderType::Limit, None) => return Ok(Err(ApiError::invalid("invalid_price", "a limit order needs a price"))),
             (OrderType::Market, _) => None,
         };
+        // A budget of more units than a decimal holds (a balance near the 28-digit limit,
+        // a small tick) is more than any book can take: unlimited, not a panic.
         let budget = req.budget.map(|b| {
-            let unit = req.tick * req.lot;
-            rust_decimal::prelude::ToPrimitive::to_i128(&(b / unit).floor()).unwrap_or(i128::MAX)
+            let units = req.tick.checked_mul(req.lot).and_then(|unit| b.checked_div(unit));
+            units.and_then(|u| rust_decimal::prelude::ToPrimitive::to_i128(&u.floor())).unwrap_or(i128::MAX)
         });
         let owner = self.owner(&req.user_id);
         let internal = self.take_id();
