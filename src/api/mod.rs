@@ -385,8 +385,10 @@ pub struct AmendOrder {
     pub quantity: Option<Decimal>,
 }
 
-/// `POST /api/orders/cancel-all`.
+/// `POST /api/orders/cancel-all`. Unknown keys are refused: a misspelt filter
+/// (`"usr_id"`) would otherwise widen the cancel to every user's orders.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CancelAll {
     #[serde(default)]
     pub user_id: Option<String>,
@@ -573,8 +575,10 @@ pub struct TradingState {
     pub halted_symbols: Vec<String>,
 }
 
-/// `POST /api/risk/halt` and `/resume`.
+/// `POST /api/risk/halt` and `/resume`. Unknown keys are refused: a misspelt `"symbl"`
+/// would otherwise halt (or resume) every symbol.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HaltRequest {
     #[serde(default)]
     pub symbol: Option<String>,
