@@ -114,6 +114,9 @@ struct ImportBody {
 /// `{"imported", "symbols", "last": {symbol: close}, "last_price_updated": [symbol]}`, or
 /// 400 `invalid_csv` listing every bad row by line. Where an import set a symbol's last
 /// price, risk is told before the answer, so the price band applies to the next order.
+/// How long start-up waits for market and risk to run before it anchors the price band.
+const ANCHOR_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// At start-up, before the daemon is ready: gives risk, as its price band's anchor,
 /// every last price that is an imported close. An import commits in market and is then
 /// handed to risk ([`import`]); a crash in between left market showing the imported last
@@ -121,6 +124,13 @@ struct ImportBody {
 /// Market has taken every trade published by then, so an imported close it still shows
 /// as the last price is newer than every trade.
 pub async fn anchor_imported_prices(app: &App) {
+    // At start-up the services are still loading their stores: wait for both (a service
+    // that does not come up is reported by the supervisor; recovery goes on without this).
+    let market_up = tokio::time::timeout(ANCHOR_WAIT, app.market.status.until_running()).await;
+    let risk_up = tokio::time::timeout(ANCHOR_WAIT, app.risk.status.until_running()).await;
+    if market_up.is_err() || risk_up.is_err() {
+        return tracing::warn!("market or risk is not running: the imported last prices were not given to the price band");
+    }
     app.feed_caught_up(&app.feeds.market).await;
     let lasts = match app.market.call(Cmd::ImportedLast).await {
         Ok(l) => l,
