@@ -8,7 +8,7 @@
 //! checked each [`Config::TICK`]) and applied the same way, without writing it back; a file
 //! that no longer loads is reported in the log and changes nothing.
 
-use super::settings::Settings;
+use super::settings::{Change, Settings};
 use super::SharedSettings;
 use crate::api::ApiError;
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -81,6 +81,27 @@ impl Service for Config {
         }
         Ok(())
     }
+}
+
+/// Keeps a change in the history.
+fn keep(tx: &Connection, change: &Change) -> Result<(), ServiceError> {
+    tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+        crate::api::now_rfc3339(),
+        change.key,
+        change.new.to_string(),
+        change.hot
+    ])?;
+    Ok(())
+}
+
+/// The events that announce a change, `applied` saying when it takes effect.
+fn announcements(change: &Change, applied: &str) -> Vec<(&'static str, serde_json::Value)> {
+    let mut out =
+        vec![("CONFIG_CHANGED", serde_json::json!({"key": change.key, "old": change.old, "value": change.new, "applied": applied}))];
+    if change.key.starts_with("risk.") {
+        out.push(("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": null, "key": change.key, "value": change.new})));
+    }
+    out
 }
 
 /// Stores every key's value (secrets masked, as `get` shows them) as the history's baseline.
@@ -171,7 +192,7 @@ impl Config {
                 let old = next.get(WEBHOOKS).unwrap_or_default();
                 next.notify.webhooks = loaded.notify.webhooks.clone();
                 let new = next.get(WEBHOOKS).unwrap_or_default();
-                applied.push(super::settings::Change { key: WEBHOOKS.into(), old, new, hot: true });
+                applied.push(Change { key: WEBHOOKS.into(), old, new, hot: true });
             }
             applied
         }) {
@@ -203,49 +224,34 @@ impl Config {
         let mut changed = Vec::new();
         if !baseline.is_empty() {
             for key in Settings::known_keys() {
-                let Some(now) = live.get(key) else { continue };
+                let Some(new) = live.get(key) else { continue };
                 let was = baseline.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
-                if was.as_ref() != Some(&now) {
-                    changed.push((key, was.unwrap_or(serde_json::Value::Null), now));
+                if was.as_ref() != Some(&new) {
+                    let old = was.unwrap_or(serde_json::Value::Null);
+                    changed.push(Change { key: key.to_string(), old, new, hot: Settings::is_hot(key) });
                 }
             }
         }
-        for (key, _, now) in &changed {
-            tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
-                crate::api::now_rfc3339(),
-                key,
-                now.to_string(),
-                Settings::is_hot(key)
-            ])?;
+        for change in &changed {
+            keep(&tx, change)?;
         }
         save_baseline(&tx, &live)?;
         tx.commit()?;
-        for (key, old, now) in changed {
-            tracing::info!(key, "the configuration changed while the daemon was stopped; recorded");
-            bus.publish("CONFIG_CHANGED", "config", serde_json::json!({"key": key, "old": old, "value": now, "applied": "at start"}));
-            if key.starts_with("risk.") {
-                bus.publish("RISK_LIMIT_CHANGED", "config", serde_json::json!({"user_id": null, "key": key, "value": now}));
+        for change in &changed {
+            tracing::info!(key = change.key, "the configuration changed while the daemon was stopped; recorded");
+            for (kind, data) in announcements(change, "at start") {
+                bus.publish(kind, "config", data);
             }
         }
         Ok(())
     }
 
     /// Keeps changes in the history and announces them.
-    fn record(&self, tx: &Connection, applied: &[super::settings::Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
+    fn record(&self, tx: &Connection, applied: &[Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
         for change in applied {
-            tx.prepare_cached("INSERT INTO changes (timestamp, key, value, hot) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
-                crate::api::now_rfc3339(),
-                change.key,
-                change.new.to_string(),
-                change.hot
-            ])?;
-            let applied_when = if change.hot { "now" } else { "at restart" };
-            after.event(
-                "CONFIG_CHANGED",
-                serde_json::json!({"key": change.key, "old": change.old, "value": change.new, "applied": applied_when}),
-            );
-            if change.key.starts_with("risk.") {
-                after.event("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": null, "key": change.key, "value": change.new}));
+            keep(tx, change)?;
+            for (kind, data) in announcements(change, if change.hot { "now" } else { "at restart" }) {
+                after.event(kind, data);
             }
         }
         Ok(())
