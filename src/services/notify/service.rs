@@ -142,8 +142,8 @@ impl Notify {
         // Every event passes through here: find the wanting rules before allocating anything.
         let config = settings.notify.webhooks.iter().enumerate().filter(|(_, w)| wants(&w.events, e));
         let wanting: Vec<_> = config
-            .map(|(i, w)| (format!("config:{i}"), &w.url, &w.secret))
-            .chain(self.rules.iter().filter(|r| wants(&r.events, e)).map(|r| (r.id.clone(), &r.url, &r.secret)))
+            .map(|(i, w)| (format!("config:{i}"), &w.url))
+            .chain(self.rules.iter().filter(|r| wants(&r.events, e)).map(|r| (r.id.clone(), &r.url)))
             .collect();
         if wanting.is_empty() {
             return Ok(0);
@@ -155,7 +155,8 @@ impl Notify {
                                      next_attempt_at, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?9)",
         )?;
-        for (rule, url, _) in wanting {
+        // The secret column stays empty: `due` signs with the webhook's secret as it stands.
+        for (rule, url) in wanting {
             if urls.insert(url.clone()) {
                 let id = uuid::Uuid::now_v7().to_string();
                 insert.execute(params![id, rule, url, None::<&str>, e.seq as i64, e.kind, &*e.line, now, at])?;
