@@ -239,7 +239,7 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
     // revokes it: an admin token must not outlive the run that made it.
     if let (Err(_), Some(id)) = (&result, made_token) {
         let revoked = match Conn::open(&control).await {
-            Ok(mut conn) => conn.call(Method::DELETE, &format!("/api/tokens/{}", encode(&id)), None).await.is_ok_and(|a| a.is_success()),
+            Ok(mut conn) => revoke(&mut conn, &id).await,
             Err(_) => false,
         };
         if !revoked {
@@ -247,6 +247,11 @@ pub async fn run(opts: Options) -> Result<Report, ClientError> {
         }
     }
     result
+}
+
+/// Revokes the admin token the run made; whether that worked.
+async fn revoke(conn: &mut Conn, id: &str) -> bool {
+    conn.call(Method::DELETE, &format!("/api/tokens/{}", encode(id)), None).await.is_ok_and(|a| a.is_success())
 }
 
 fn interrupted(stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), ClientError> {
@@ -520,8 +525,7 @@ async fn run_until(
         }
     }
     if let Some(id) = token_id {
-        let r = control[0].call(Method::DELETE, &format!("/api/tokens/{}", encode(&id)), None).await;
-        cleanup.token_revoked = Some(matches!(r, Ok(a) if a.is_success()));
+        cleanup.token_revoked = Some(revoke(&mut control[0], &id).await);
     }
 
     let secs = duration.max(1e-9);
