@@ -217,7 +217,14 @@ fn roles_hold_beyond_the_routes_own_checks() {
     d.cli().args(["user", "disable", &alice]).assert().success();
     let (s, e) = d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader));
     assert_eq!((s, code(&e)), (403, "user_disabled"), "{e}");
+    // Nor is a new token for it made, while it could not act.
+    let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})));
+    assert_eq!((s, code(&e)), (409, "user_disabled"), "{e}");
+    d.cli().args(["token", "create", "--role", "trader", "--user", &alice]).assert().code(1).stderr(predicates::str::contains("enable it first"));
     d.cli().args(["user", "enable", &alice]).assert().success();
+    // A binding that an admin or viewer token would ignore is refused, not kept.
+    let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "user_id": alice})));
+    assert_eq!((s, code(&e)), (400, "user_not_allowed"), "{e}");
     assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
     // A revoke ends a followed stream that was opened with the token.
     let addr = d.tcp_addr();

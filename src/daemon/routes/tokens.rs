@@ -12,13 +12,37 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Jso
     caller.require_admin()?;
     let role = Role::parse(&body.role)
         .ok_or_else(|| ApiError::invalid("invalid_role", format!("role must be admin, trader or viewer, got {:?}", body.role)))?;
-    let user_id = match body.user_id.as_deref().filter(|u| !u.is_empty()) {
-        Some(key) => Some(app.users.call(|r| crate::services::users::Cmd::Get(key.to_string(), r)).await?.user_id),
+    let user = match body.user_id.as_deref().filter(|u| !u.is_empty()) {
+        Some(key) => Some(app.users.call(|r| crate::services::users::Cmd::Get(key.to_string(), r)).await?),
         None => None,
     };
-    if role == Role::Trader && user_id.is_none() {
-        return Err(ApiError::invalid("user_required", "a trader token is bound to one user: pass user_id (or --user)").into());
-    }
+    let user_id = match (role, user) {
+        (Role::Trader, None) => {
+            return Err(ApiError::invalid("user_required", "a trader token is bound to one user: pass user_id (or --user)").into());
+        }
+        // It could not act until the user is enabled; say so now rather than at first use.
+        (Role::Trader, Some(user)) if user.status != "active" => {
+            return Err(ApiError::conflict(
+                "user_disabled",
+                format!(
+                    "user {} is {}: enable it first (`agt user enable {}`), then create its token",
+                    user.username, user.status, user.username
+                ),
+            )
+            .into());
+        }
+        (Role::Trader, Some(user)) => Some(user.user_id),
+        // An admin or viewer token reads every user: a binding would look like a scope
+        // it does not have.
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "user_not_allowed",
+                format!("only a trader token is bound to a user; a {} token acts for every user: drop user_id (or --user)", role.as_str()),
+            )
+            .into());
+        }
+        (_, None) => None,
+    };
     let name = body.name.unwrap_or_else(|| format!("{}-token", role.as_str()));
     if name.len() > 256 {
         return Err(ApiError::invalid("invalid_name", "a token name is at most 256 bytes").into());
