@@ -157,8 +157,6 @@ pub struct AuditTab {
 pub struct App {
     pub settings: Settings,
     pub tab: Tab,
-    /// Tabs left before, so Esc can go back.
-    history: Vec<Tab>,
     pub overlay: Overlay,
     pub conn: Conn,
     pub role: Option<Role>,
@@ -206,7 +204,6 @@ impl App {
         App {
             settings,
             tab: Tab::Overview,
-            history: Vec::new(),
             overlay: Overlay::None,
             conn: Conn::Connecting,
             role: None,
@@ -447,7 +444,7 @@ impl App {
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.overlay = Overlay::Help,
-            KeyCode::Esc => self.back(),
+            KeyCode::Esc => self.escape(),
             KeyCode::Tab => self.set_tab(Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()]),
             KeyCode::BackTab => self.set_tab(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]),
             KeyCode::Char(c @ '1'..='6') => self.set_tab(Tab::ALL[c as usize - '1' as usize]),
@@ -487,8 +484,10 @@ impl App {
         }
     }
 
-    /// Esc with nothing open: clear the tab's filter, else return to the previous tab.
-    fn back(&mut self) {
+    /// Esc with nothing open undoes what the tab has in effect, one thing at a time (its
+    /// filter, then a paused stream), and quits once there is nothing left (DESIGN.md §6:
+    /// "`q`/Esc quit"), as Esc leaves an overlay first.
+    fn escape(&mut self) {
         if let Some(f) = self.filter_mut().filter(|f| !f.is_empty()) {
             f.clear();
             self.select_first();
@@ -499,19 +498,12 @@ impl App {
             self.toggle_pause();
             return;
         }
-        if let Some(t) = self.history.pop() {
-            self.tab = t;
-            self.enter_view();
-        }
+        self.quit = true;
     }
 
     fn set_tab(&mut self, tab: Tab) {
         if tab == self.tab {
             return;
-        }
-        self.history.push(self.tab);
-        if self.history.len() > 32 {
-            self.history.remove(0);
         }
         self.tab = tab;
         self.enter_view();

@@ -44,12 +44,27 @@ fn digits_tab_and_esc_move_between_tabs() {
     app.update(ch('6'));
     app.update(key(KeyCode::Tab));
     assert_eq!(app.tab, Tab::Overview, "Tab wraps around");
-    // Esc walks back through the tabs visited.
+}
+
+#[test]
+fn esc_undoes_what_is_in_effect_then_quits() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(ch('/'));
+    typing(&mut app, "bob");
+    app.update(key(KeyCode::Enter));
+    app.update(ch('?'));
     app.update(key(KeyCode::Esc));
-    assert_eq!(app.tab, Tab::Audit);
+    assert!(matches!(app.overlay, Overlay::None), "first the help closes");
     app.update(key(KeyCode::Esc));
-    assert_eq!(app.tab, Tab::Orders);
-    assert!(!app.quit, "Esc goes back, it never quits");
+    assert_eq!((app.orders.filter.as_str(), app.quit), ("", false), "then the filter clears");
+    app.update(ch('5'));
+    app.update(ch(' '));
+    assert!(app.events.paused);
+    app.update(key(KeyCode::Esc));
+    assert!(!app.events.paused && !app.quit, "then the stream resumes");
+    app.update(key(KeyCode::Esc));
+    assert!(app.quit, "and then Esc quits");
 }
 
 #[test]

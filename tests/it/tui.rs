@@ -173,12 +173,12 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
         assert!(screen.contains(needle), "{needle} missing at 80x24:\n{screen}");
     }
 
-    // Help, then quit: the shell is back, on the main screen, in cooked mode.
+    // Help, then Esc closes it and Esc again quits: the shell is back, on the main screen, in cooked mode.
     pane.keys(&["?"]);
     pane.wait_for("Keys · Esc or ? closes");
     pane.keys(&["Escape"]);
     pane.wait_until("the help closed", |s| !s.contains("Keys · Esc"));
-    pane.keys(&["q"]);
+    pane.keys(&["Escape"]);
     pane.wait_for("tui exited 0");
     assert!(!pane.alternate_screen(), "the alternate screen is left");
     pane.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ,");
