@@ -219,7 +219,7 @@ pub(super) fn after(conn: &Connection, legacy_last: u64, since: u64, filter: &Fi
     if since < legacy_last {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-             WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) AND NOT (?4 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR action LIKE '% /api/tokens%'))
+             WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) AND NOT (?4 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR substr(action, instr(action, ' ') + 1) LIKE '/api/tokens%'))
              ORDER BY seq LIMIT ?3",
         )?;
         out = stmt
@@ -261,7 +261,9 @@ impl Filter {
     }
 }
 
-/// A token's command (`POST /api/tokens`, `DELETE /api/tokens/{id}`) or event.
+/// A token's command (`POST /api/tokens`, `DELETE /api/tokens/{id}`) or event. The
+/// queries of legacy rows say the same in SQL (`substr(action, instr(action, ' ') + 1)`
+/// is the path); change both together.
 fn is_about_tokens(action: &str) -> bool {
     action.starts_with("TOKEN_") || action.split_once(' ').is_some_and(|(_, path)| path.starts_with("/api/tokens"))
 }
@@ -290,7 +292,7 @@ pub(super) fn newest_records(conn: &Connection, filter: &Filter, limit: usize) -
     if out.len() < limit {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, timestamp, actor, action, detail, prev_hash, hash FROM records
-             WHERE (?1 IS NULL OR actor = ?1) AND NOT (?3 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR action LIKE '% /api/tokens%'))
+             WHERE (?1 IS NULL OR actor = ?1) AND NOT (?3 AND (action LIKE 'TOKEN^_%' ESCAPE '^' OR substr(action, instr(action, ' ') + 1) LIKE '/api/tokens%'))
              ORDER BY seq DESC LIMIT ?2",
         )?;
         let older = stmt.query_map(params![actor, (limit - out.len()) as i64, filter.hide_tokens], legacy_record)?;
