@@ -115,6 +115,14 @@ fn limits_global_through_config_and_per_user_through_risk() {
     assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None)["max_open_orders"], 3);
     assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={v}"), None)["max_open_orders"], 2);
     assert_eq!(dm.req("PUT", "/api/risk/limits?user_id=nobody-x", Some(json!({"max_open_orders": 3}))).0, 404);
+    // A blank or misspelt user is refused: without a user the route changes every user's.
+    let global = dm.ok("GET", "/api/risk/limits", None);
+    for (query, code_) in [("?user_id=", "invalid_user"), ("?user_id=%20", "invalid_user"), ("?userid=x", "invalid_query")] {
+        let (s, e) = dm.req("PUT", &format!("/api/risk/limits{query}"), Some(json!({"max_open_orders": 1})));
+        assert_eq!((s, code(&e)), (400, code_), "{query}: {e}");
+    }
+    dm.cli().args(["risk", "set", "max_open_orders", "1", "--user", ""]).assert().code(1);
+    assert_eq!(dm.ok("GET", "/api/risk/limits", None), global, "the global limits are as they were");
     for p in ["1.00", "1.01", "1.02"] {
         assert_eq!(dm.place(&u, &sym, "buy", "1", Some(p)).0, 201);
     }

@@ -15,21 +15,32 @@ use axum::response::Response;
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// `?user_id=`; anything else is refused, because without a user these routes act on
+/// every user (`PUT /api/risk/limits?userid=alice` changed the global limits).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserQuery {
     #[serde(default)]
     pub user_id: Option<String>,
 }
 
 impl UserQuery {
-    fn user(self) -> Option<String> {
-        self.user_id.filter(|u| !u.trim().is_empty())
+    /// The user asked for, or `None` for every user; a blank `user_id` is a mistake (a
+    /// script's empty variable), not a request for the global limits.
+    fn user(self) -> Result<Option<String>, ApiError> {
+        match self.user_id {
+            Some(u) if u.trim().is_empty() => Err(ApiError::invalid(
+                "invalid_user",
+                "user_id is empty: name a user (username or id), or leave user_id out for the global limits",
+            )),
+            other => Ok(other),
+        }
     }
 }
 
 /// The global limits, or a user's effective limits (readers; a trader its own).
 pub async fn limits(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<UserQuery>) -> ApiResult<Response> {
-    let user_id = match q.user() {
+    let user_id = match q.user()? {
         Some(key) => Some(visible_user(&app, &caller, &key).await?.user_id),
         None => {
             caller.require_reader()?;
@@ -81,7 +92,7 @@ pub async fn set_limits(
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let user = q.user();
+    let user = q.user()?;
     let (limits, clear) = parse_limits(&body, user.is_some())?;
     if let Some(key) = user {
         let user_id = app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id;
@@ -137,7 +148,7 @@ pub async fn state(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Res
 /// Every open hold, or one user's (readers): what open orders have set aside.
 pub async fn holds(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<UserQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let user_id = match q.user() {
+    let user_id = match q.user()? {
         Some(key) => Some(app.users.call(|r| users::Cmd::Get(key, r)).await?.user_id),
         None => None,
     };
