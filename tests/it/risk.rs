@@ -158,6 +158,33 @@ fn limits_global_through_config_and_per_user_through_risk() {
     assert_eq!(dm.tcp("PUT", "/api/risk/limits", Some(json!({"max_open_orders": 9})), Some(&viewer)).0, 403);
 }
 
+/// No more than 10^27 of an asset may be deposited across all accounts, so that every
+/// trade's settlement fits in a decimal: a deposit near the decimal limit once let a
+/// filled order fail to settle, failing risk, trading and orders at every start.
+#[test]
+fn deposits_stop_at_the_supply_every_trade_can_settle() {
+    let mut dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("100000", "1000");
+    let (s, e) = dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": sym, "amount": "79228162514264337593543950000"})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains(&format!("already hold 1000 {sym}")), "{e}");
+    dm.deposit(&buyer, &sym, "999999999999999999999999000");
+    let (s, e) = dm.req("POST", &format!("/api/users/{seller}/deposits"), Some(json!({"asset": sym, "amount": "0.5"})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "one over, whoever deposits it: {e}");
+    dm.cli().args(["user", "deposit", &seller, &sym, "1"]).assert().code(1).stderr(predicates::str::contains("10^27"));
+    // At the cap, a trade still settles, and the services stay up across a restart.
+    dm.place(&seller, &sym, "sell", "1000", Some("95.00"));
+    let (s, o) = dm.place(&buyer, &sym, "buy", "1000", Some("95.00"));
+    assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    dm.restart();
+    assert_eq!(bal(&dm, &buyer, &sym).0, d("1000000000000000000000000000"));
+    assert_eq!(bal(&dm, &buyer, "USD").0, d("5000"));
+    assert_eq!(dm.ok("GET", "/health", None)["status"], "healthy");
+    // A withdrawal makes room again.
+    dm.ok("POST", &format!("/api/users/{buyer}/withdrawals"), Some(json!({"asset": sym, "amount": "1"})));
+    dm.deposit(&seller, &sym, "1");
+}
+
 #[test]
 fn a_short_sale_holds_what_there_is_and_settles_without_complaint() {
     let dm = Daemon::with_config("[risk]\nallow_short = true\n");

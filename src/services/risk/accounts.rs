@@ -91,8 +91,19 @@ pub struct Ledger {
     open_orders: HashMap<String, u32>,
     /// user → symbol → position; only nonzero quantities.
     positions: HashMap<String, BTreeMap<String, Pos>>,
+    /// asset → its total over every account: deposits less withdrawals, since a trade
+    /// moves an asset between accounts and makes none. Kept at most [`MAX_SUPPLY`].
+    supply: HashMap<String, Decimal>,
     dirty: Dirty,
 }
+
+/// The most of one asset all accounts together may hold: 10^27. A trade only moves an
+/// asset between accounts, so no balance can pass this (short sales aside, see the
+/// README), and a settlement's sums and products of such amounts stay inside a decimal's
+/// ~7.9 × 10^28. Deposits over it are refused. Without it, a deposit near the decimal
+/// limit let a later trade fail to settle, which failed risk at every start, since the
+/// intake journal hands the same trade back each time.
+pub const MAX_SUPPLY: Decimal = Decimal::from_parts(3_892_314_112, 2_681_241_660, 54_210_108, false, 0);
 
 /// The decimal places a position's average price is shown with.
 pub const SHOWN_PLACES: u32 = 10;
@@ -111,6 +122,11 @@ pub enum Refusal {
     },
     /// A result would not fit in a decimal.
     TooLarge,
+    /// A deposit would take what all accounts hold of `asset` over [`MAX_SUPPLY`].
+    OverSupply {
+        asset: String,
+        supply: Decimal,
+    },
     NoHold,
 }
 
@@ -271,6 +287,11 @@ impl Ledger {
     pub fn deposit(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
         let b = self.balance(user, asset);
         let total = exact_add(b.total, amount).ok_or(Refusal::TooLarge)?;
+        let supply = self.supply.get(asset).copied().unwrap_or_default();
+        let supply = exact_add(supply, amount)
+            .filter(|s| *s <= MAX_SUPPLY)
+            .ok_or_else(|| Refusal::OverSupply { asset: asset.to_string(), supply })?;
+        self.supply.insert(asset.to_string(), supply);
         let bal = self.bal_mut(user, asset);
         bal.total = total;
         Ok(*bal)
@@ -282,6 +303,9 @@ impl Ledger {
             return Err(Refusal::Insufficient { asset: asset.to_string(), needed: amount, available });
         }
         let total = exact_add(self.balance(user, asset).total, -amount).ok_or(Refusal::TooLarge)?;
+        if let Some(s) = self.supply.get_mut(asset) {
+            *s = s.saturating_sub(amount);
+        }
         let bal = self.bal_mut(user, asset);
         bal.total = total;
         Ok(*bal)
@@ -535,6 +559,10 @@ impl Ledger {
         while let Some(r) = rows.next()? {
             let (user, asset): (String, String) = (r.get(0)?, r.get(1)?);
             let bal = Bal { total: dec(&r.get::<_, String>(2)?)?, held: dec(&r.get::<_, String>(3)?)? };
+            // Saturating: a store written before MAX_SUPPLY may hold more; it then takes
+            // no deposit of that asset until withdrawals bring it under.
+            let supply = ledger.supply.entry(asset.clone()).or_default();
+            *supply = supply.saturating_add(bal.total);
             ledger.balances.entry(user).or_default().insert(asset, bal);
         }
         let mut stmt =

@@ -122,6 +122,14 @@ fn refused(r: Refusal) -> ApiError {
             "invalid_amount",
             "the balance would not be exact: it would need more than 28 significant digits (agt never rounds money)",
         ),
+        Refusal::OverSupply { asset, supply } => ApiError::rejected(
+            "max_supply",
+            format!(
+                "all accounts together already hold {} {asset}; agt keeps at most {} of one asset (10^27), so that every trade settles exactly",
+                supply.normalize(),
+                super::accounts::MAX_SUPPLY
+            ),
+        ),
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
     }
 }
