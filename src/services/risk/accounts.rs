@@ -405,10 +405,15 @@ impl Ledger {
             },
             _ => Decimal::ZERO,
         };
+        // Checked before anything changes, so that a refusal leaves the ledger as it was
+        // (MAX_SUPPLY keeps it from happening).
+        let fits = |total: Decimal, plus: Decimal| total.checked_add(plus).ok_or(Refusal::TooLarge);
+        fits(self.balance(&t.buy_user_id, base).total, t.quantity)?;
+        fits(self.balance(&t.sell_user_id, QUOTE).total, notional)?;
         self.shrink_hold(&t.buy_order_id, by);
         self.bal_mut(&t.buy_user_id, QUOTE).total -= notional;
         let b = self.bal_mut(&t.buy_user_id, base);
-        b.total = b.total.checked_add(t.quantity).ok_or(Refusal::TooLarge)?;
+        b.total = fits(b.total, t.quantity)?;
         // Seller.
         let by = match self.holds.get(t.sell_order_id.as_str()) {
             Some(h) if &*h.asset == base => t.quantity,
@@ -417,7 +422,7 @@ impl Ledger {
         self.shrink_hold(&t.sell_order_id, by);
         self.bal_mut(&t.sell_user_id, base).total -= t.quantity;
         let s = self.bal_mut(&t.sell_user_id, QUOTE);
-        s.total = s.total.checked_add(notional).ok_or(Refusal::TooLarge)?;
+        s.total = fits(s.total, notional)?;
         // Holds never exceed what there is. A short sale (`risk.allow_short`) takes the
         // seller's asset below zero by design, holding what there was: there the check is
         // that it holds nothing it does not have.

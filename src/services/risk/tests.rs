@@ -421,6 +421,22 @@ fn trade(id: &str, price: &str, qty: &str, buy: (&str, &str), sell: (&str, &str)
 }
 
 #[test]
+fn an_assets_supply_is_capped_across_accounts_and_rebuilt_on_load() {
+    let mut f = Fixture::new();
+    let cap = crate::services::risk::accounts::MAX_SUPPLY;
+    assert_eq!(cap.to_string(), format!("1{}", "0".repeat(27)));
+    f.deposit("u1", "AAPL", &(cap - Decimal::ONE).to_string()).unwrap();
+    f.deposit("u2", "AAPL", "1").unwrap();
+    f.deposit("u2", "USD", &cap.to_string()).unwrap();
+    let e = f.deposit("u1", "AAPL", "1").unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (422, "max_supply"), "{}", e.message);
+    f.withdraw("u2", "AAPL", "1").unwrap();
+    f.reload();
+    f.deposit("u1", "AAPL", "1").unwrap();
+    assert_eq!(f.deposit("u2", "AAPL", "1").unwrap_err().code, "max_supply", "the supply was rebuilt from the balances");
+}
+
+#[test]
 fn deposits_and_withdrawals_move_balances_exactly() {
     let mut f = Fixture::new();
     f.deposit("u1", "USD", "1000.50").unwrap();
