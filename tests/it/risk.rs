@@ -185,6 +185,29 @@ fn deposits_stop_at_the_supply_every_trade_can_settle() {
     dm.deposit(&seller, &sym, "1");
 }
 
+/// A market buy spends at most max_order_notional, whatever the book asks: its notional
+/// can only be estimated before it trades (at the last price, or not at all before the
+/// first trade).
+#[test]
+fn a_market_buy_stays_within_max_order_notional() {
+    let dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("100000", "1000");
+    dm.ok("PUT", &format!("/api/risk/limits?user_id={buyer}"), Some(json!({"max_order_notional": "1000"})));
+    dm.place(&seller, &sym, "sell", "10", Some("150.00"));
+    let (s, o) = dm.place(&buyer, &sym, "buy", "9", None);
+    assert_eq!(s, 201, "{o}");
+    assert_eq!(dec(&o["filled_quantity"]), d("6"), "6 × 150 fits in 1000, 7 would not: {o}");
+    assert_eq!(bal(&dm, &buyer, "USD"), (d("99100"), d("0"), d("99100")), "nothing stays held");
+    // With a last price (150), the estimate passes, and the book is dearer than it.
+    dm.place(&buyer, &sym, "buy", "4", Some("150.00"));
+    dm.place(&seller, &sym, "sell", "10", Some("165.00"));
+    dm.ok("PUT", &format!("/api/risk/limits?user_id={buyer}"), Some(json!({"max_order_notional": "800"})));
+    let (_, o) = dm.place(&buyer, &sym, "buy", "5", None);
+    assert_eq!(dec(&o["filled_quantity"]), d("4"), "5 × 150 = 750 passes the estimate; 4 × 165 = 660 fits in 800, 5 would not: {o}");
+    assert!(o["reject_reason"].as_str().unwrap().contains("max_order_notional"), "{o}");
+    assert_eq!(bal(&dm, &buyer, "USD").0, d("97840"));
+}
+
 #[test]
 fn a_short_sale_holds_what_there_is_and_settles_without_complaint() {
     let dm = Daemon::with_config("[risk]\nallow_short = true\n");

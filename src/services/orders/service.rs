@@ -359,7 +359,7 @@ fn why_cancelled(taker: &Order, result: &MatchResult) -> String {
     }
     match (taker.kind, taker.side, taker.time_in_force) {
         (OrderType::Market, Side::Buy, _) => {
-            format!("market_unfilled: {left} not bought: the book had no more to sell, or the available USD did not cover another lot")
+            format!("market_unfilled: {left} not bought: the book had no more to sell, or its budget (the available USD, at most max_order_notional) did not cover another lot")
         }
         (OrderType::Market, Side::Sell, _) => format!("market_unfilled: {left} not sold: the book had no more bids"),
         (_, _, TimeInForce::Fok) => "fok_unfilled: the whole quantity could not fill at once, so none of it did".into(),

@@ -220,7 +220,11 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
                         format!("a market buy needs available {QUOTE}, and there is none; deposit some first"),
                     ));
                 }
-                let budget = cx.available_quote;
+                // It spends at most max_order_notional: the notional check above only
+                // estimated it at the last price (or skipped it, before any trade), and
+                // the book may be far above that. What it cannot buy within the budget
+                // goes unfilled, as any market order's rest does.
+                let budget = cx.available_quote.min(limits.max_order_notional);
                 Ok(Plan { asset: QUOTE.into(), amount: budget, limit: None, budget: Some(budget) })
             }
         },
