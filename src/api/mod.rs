@@ -458,7 +458,8 @@ pub struct BookView {
     pub symbol: String,
     pub bids: Vec<(Decimal, Decimal)>,
     pub asks: Vec<(Decimal, Decimal)>,
-    /// Increases with every change to this book.
+    /// Increases with every change to this book and never goes back, across restarts
+    /// too. It is one counter over all books, so it may also move with other books.
     pub sequence: u64,
 }
 

@@ -341,3 +341,29 @@ fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
     trade();
     tape_of(&dm, &sym, 5);
 }
+
+/// A book's `sequence` never goes back, across restarts too, whether or not anything
+/// rests on it: a client that drops snapshots older than one it has would otherwise
+/// stay stale after a restart.
+#[test]
+fn a_books_sequence_never_goes_back() {
+    let mut dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("100000", "1000");
+    let seq = |dm: &Daemon, s: &str| dm.ok("GET", &format!("/api/book/{s}"), None)["sequence"].as_u64().unwrap();
+    dm.place(&seller, &sym, "sell", "5", Some("10.00"));
+    let resting = seq(&dm, &sym);
+    assert!(resting > 0);
+    dm.place(&buyer, &sym, "buy", "5", Some("10.00"));
+    let emptied = seq(&dm, &sym);
+    assert!(emptied > resting, "a fill changed the book");
+    let (other, _, other_seller) = dm.market_pair("1", "10");
+    dm.place(&other_seller, &other, "sell", "1", Some("20.00"));
+    let other_before = seq(&dm, &other);
+    for _ in 0..2 {
+        dm.restart();
+        assert!(seq(&dm, &sym) >= emptied, "the emptied book's sequence went back");
+        assert!(seq(&dm, &other) >= other_before, "the resting book's sequence went back");
+    }
+    dm.place(&seller, &sym, "sell", "1", Some("11.00"));
+    assert!(seq(&dm, &sym) > emptied, "and it moves on with the next change");
+}

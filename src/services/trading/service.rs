@@ -686,7 +686,10 @@ impl Service for Trading {
             }
             Cmd::Book { symbol, depth, reply } => {
                 let view = match self.books.get(&symbol) {
-                    None => BookView { symbol, bids: vec![], asks: vec![], sequence: 0 },
+                    // No book in memory: nothing rests on it since the start. The counter
+                    // as it stands is past every change this book had, where 0 went back
+                    // below what a client saw before a restart.
+                    None => BookView { symbol, bids: vec![], asks: vec![], sequence: self.sequence },
                     Some(b) => {
                         let (bids, asks) = b.book.depth(depth);
                         let conv = |v: Vec<(i64, i64)>| {
