@@ -22,6 +22,12 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
     if lower.contains("nan") || lower.contains("inf") {
         return Err(format!("expected a finite decimal number, got {t:?}"));
     }
+    // rust_decimal skips `_` (`"1_000"` is 1000): a separator is refused, as `,` is.
+    if !t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) {
+        return Err(format!(
+            "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {t:?}"
+        ));
+    }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
     let d = parsed
         .map(|d| d.normalize())
@@ -119,7 +125,9 @@ pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
                     }
                     i += 1;
                 }
-                if fraction || digits > 18 {
+                // Only a number JSON allows: `00.5`, `1.` or `1.e1` are left for the parser
+                // to refuse, where a string of them would be read as a decimal.
+                if (fraction || digits > 18) && is_json_number(&json[start..i]) {
                     let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len() + 8));
                     buf.extend_from_slice(&json[copied..start]);
                     buf.push(b'"');
@@ -138,6 +146,38 @@ pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             std::borrow::Cow::Owned(buf)
         }
     }
+}
+
+/// JSON's number grammar (RFC 8259 §6): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(t: &[u8]) -> bool {
+    fn digits(t: &[u8]) -> usize {
+        t.iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+    let mut i = usize::from(t.first() == Some(&b'-'));
+    match (t.get(i), digits(&t[i..])) {
+        (Some(b'0'), 1) => i += 1,
+        (Some(b'1'..=b'9'), n) => i += n,
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        let n = digits(&t[i + 1..]);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(&t[i..]);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == t.len()
 }
 
 struct DecimalVisitor;
@@ -405,8 +445,22 @@ mod tests {
             "1e400",
             r#""123456789012345678901234567890""#,
             r#""1e400""#,
+            r#""1_000""#,
+            r#""5_""#,
+            r#""1,000""#,
+            r#""1 000""#,
         ] {
             assert!(p(&format!(r#"{{"v": {bad}}}"#)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_number_json_does_not_allow_is_refused_not_quoted() {
+        for bad in ["00.5", "1.", "1.e1", "-.5", "01.5", "1e", "1e+", "--1", "1.5.5", "1-2"] {
+            assert!(wire(&format!(r#"{{"v": {bad}}}"#)).is_err(), "{bad} was accepted");
+        }
+        for good in ["0.5", "-0.5", "10.25", "1e3", "1E-3", "0e0", "-0.0", "12345678901234567890"] {
+            assert!(wire(&format!(r#"{{"v": {good}}}"#)).is_ok(), "{good} was refused");
         }
     }
 }

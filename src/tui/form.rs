@@ -11,7 +11,6 @@ use super::action::Command;
 use crate::api::{AmendOrder, Instrument, OrderType, PlaceOrder, Side, TimeInForce, Transfer, User};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use rust_decimal::Decimal;
-use std::str::FromStr;
 
 /// What a form does when submitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,7 +352,8 @@ impl Form {
             self.complain(label, format!("required, {example}"));
             return None;
         }
-        match Decimal::from_str(&raw) {
+        // The API's own reading: exact, and no `_` separators (rust_decimal skips them).
+        match crate::api::decimal::parse(&raw) {
             Ok(d) if d > Decimal::ZERO => Some(d),
             Ok(_) => {
                 self.complain(label, "must be greater than 0");
