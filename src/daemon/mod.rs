@@ -76,7 +76,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
-    crate::services::notify::check_webhooks(&settings).map_err(|e| anyhow::anyhow!("{}: {e}", home.config_file().display()))?;
     // Before any thread starts (the log writer is the first): each inherits the class.
     let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
     let logging = logging::init(&home, settings.log.level.as_str())?;

@@ -353,3 +353,57 @@ fn run_time_rules_persist_and_the_log_is_for_readers_only() {
     let body = json!({"url": hook.url(), "events": ["*"]});
     assert_eq!(d.tcp("POST", "/api/notifications/rules", Some(body), Some(&viewer)).0, 403);
 }
+
+/// What the running daemon accepts as a webhook URL, its next start accepts: `config set`,
+/// `PUT /api/config` and `POST /api/notifications/rules` refuse what start-up would
+/// (credentials, a character a URL cannot hold, a port that is no port), saying what to fix.
+#[test]
+fn a_webhook_url_start_up_would_refuse_is_refused_at_run_time() {
+    let mut d = Daemon::with_config_env("", FAST);
+    let bad = [
+        ("http://user:pw@127.0.0.1:18701/cred", "credentials"),
+        ("http://x/<>", "not a valid URL"),
+        ("http://[::1/", "not a valid URL"),
+        ("http://127.0.0.1:99999/typo", "from 1 to 65535"),
+        ("http://127.0.0.1:abc/", "from 1 to 65535"),
+    ];
+    for (url, says) in bad {
+        let (s, e) = d.req("PUT", "/api/config", Some(json!({"notify.webhooks": [{"url": url, "events": ["*"]}]})));
+        assert_eq!((s, code(&e)), (400, "invalid_config"), "{url}: {e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("notify.webhooks[0].url") && message.contains(says), "{url}: {message}");
+        assert!(!message.contains("pw@"), "{message}");
+
+        let value = json!([{"url": url, "events": ["*"]}]).to_string();
+        let out = d.cli().args(["config", "set", "notify.webhooks", &value]).assert().code(1).get_output().stderr.clone();
+        assert!(String::from_utf8_lossy(&out).contains(says), "{url}: {}", String::from_utf8_lossy(&out));
+
+        let (s, e) = d.req("POST", "/api/notifications/rules", Some(json!({"url": url, "events": ["*"]})));
+        assert_eq!((s, code(&e)), (400, "invalid_url"), "{url}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{url}: {e}");
+    }
+    assert!(d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().is_empty());
+    assert!(!std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("webhooks"), "nothing was saved");
+    d.restart();
+}
+
+/// `config get` shows a secret as `***`; sent back with a changed URL there is no secret
+/// to keep, so the change is refused rather than made unsigned.
+#[test]
+fn the_masked_secret_with_a_changed_url_is_refused() {
+    let hook = Receiver::start(|_| Some(204));
+    let d = Daemon::with_config_env(&webhook(&hook.url(), &["USER_CREATED"], Some("k3y")), FAST);
+    let shown = d.ok("GET", "/api/config", None)["notify"]["webhooks"].clone();
+    assert_eq!(shown[0]["secret"], "***");
+    let mut moved = shown.clone();
+    moved[0]["url"] = json!(format!("{}/v2", hook.url()));
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"notify.webhooks": moved})));
+    assert_eq!((s, code(&e)), (400, "invalid_config"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"***\" is the masked value") && message.contains("give the secret again"), "{message}");
+    // The same URL keeps its secret: deliveries are still signed with it.
+    d.ok("PUT", "/api/config", Some(json!({"notify.webhooks": shown})));
+    d.user("signed");
+    let hit = wait_until("a signed delivery", Duration::from_secs(10), || hook.hits().pop());
+    assert_eq!(hit.headers["x-agt-signature"], format!("sha256={}", hmac_hex("k3y", &hit.body)));
+}

@@ -27,14 +27,14 @@ impl SharedSettings {
     }
 }
 
-/// Says so in the log when `agt.toml` holds a webhook's signing key or a URL's password
-/// and others may read it (ssh refuses such a key file; we warn): at start, and when a
+/// Says so in the log when `agt.toml` holds a webhook's signing key and others may read
+/// it (a URL with a password in it is refused: `notify::parse_url`) (ssh refuses such a key file; we warn): at start, and when a
 /// `config set` writes such a value into it. The daemon writes the file 0600 and keeps
 /// its mode when it rewrites it, but a file the user wrote is theirs.
 pub fn warn_if_secrets_are_readable(file: &std::path::Path, settings: &settings::Settings) {
     use std::os::unix::fs::PermissionsExt;
     let webhooks = &settings.notify.webhooks;
-    if !webhooks.iter().any(|w| w.secret.is_some() || crate::services::notify::shown_url(&w.url) != w.url) {
+    if !webhooks.iter().any(|w| w.secret.is_some()) {
         return;
     }
     let Ok(meta) = std::fs::metadata(file) else { return };

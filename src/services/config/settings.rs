@@ -679,7 +679,7 @@ impl Settings {
             let value = match (*key, value) {
                 (WEBHOOKS, Toml::Array(hooks)) => {
                     base.notify.webhooks.clear();
-                    Toml::Array(self.keep_secrets(hooks))
+                    Toml::Array(self.keep_secrets(hooks)?)
                 }
                 (SYMBOLS, Toml::Array(list)) if list.is_empty() => {
                     return Err(ConfigError::invalid(
@@ -727,23 +727,24 @@ impl Settings {
         Ok(out)
     }
 
-    /// A webhook given back with the masked secret keeps the secret it has.
-    fn keep_secrets(&self, hooks: Vec<Toml>) -> Vec<Toml> {
-        hooks
-            .into_iter()
-            .map(|mut hook| {
-                if let Toml::Table(t) = &mut hook {
-                    if t.get("secret").and_then(Toml::as_str) == Some(MASKED_SECRET) {
-                        let url = t.get("url").and_then(Toml::as_str).unwrap_or_default();
-                        match self.notify.webhooks.iter().find(|w| w.url == url).and_then(|w| w.secret.clone()) {
-                            Some(secret) => t.insert("secret".into(), Toml::String(secret)),
-                            None => t.remove("secret"),
-                        };
-                    }
+    /// A webhook given back with the masked secret keeps the secret it has. `"***"` for a
+    /// URL that has no secret (a new or changed URL) is refused: dropping it would send
+    /// that webhook's posts unsigned without a word, and taking `"***"` as the key would
+    /// sign them with a key the receiver does not have.
+    fn keep_secrets(&self, hooks: Vec<Toml>) -> Result<Vec<Toml>, ConfigError> {
+        let mut out = Vec::with_capacity(hooks.len());
+        for (i, mut hook) in hooks.into_iter().enumerate() {
+            if let Toml::Table(t) = &mut hook {
+                if t.get("secret").and_then(Toml::as_str) == Some(MASKED_SECRET) {
+                    let url = t.get("url").and_then(Toml::as_str).unwrap_or_default();
+                    let kept = self.notify.webhooks.iter().find(|w| w.url == url).and_then(|w| w.secret.clone());
+                    let secret = kept.ok_or_else(|| masked_secret_without_one(i, url))?;
+                    t.insert("secret".into(), Toml::String(secret));
                 }
-                hook
-            })
-            .collect()
+            }
+            out.push(hook);
+        }
+        Ok(out)
     }
 
     // ------------------------------------------------------------ saving
@@ -1093,21 +1094,16 @@ fn normalize_symbol(origin: &str, index: usize, item: &Toml) -> Result<Toml, Con
     Ok(Toml::Table(out))
 }
 
-/// An `http://` URL with a host and no spaces; delivery finds the rest. `https://` is
-/// refused here, not at delivery: this build has no TLS client (use a TLS proxy).
-fn is_webhook_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://");
-    rest.is_some_and(|r| {
-        let host = r.split(['/', '?', '#']).next().unwrap_or_default();
-        !host.is_empty() && !host.starts_with(':') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-    })
-}
-
 fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, ConfigError> {
     let at = format!("notify.webhooks[{index}]");
     let table = entry_table(origin, &at, WEBHOOK_FIELDS, item)?;
+    // Notify's own check, so that what is accepted here is what start-up and the sender
+    // accept (a URL with credentials, a bad port or a stray character is refused).
     let url = match table.get("url") {
-        Some(Toml::String(u)) if is_webhook_url(u) => u.clone(),
+        Some(Toml::String(u)) => match crate::services::notify::parse_url(u) {
+            Ok(_) => u.clone(),
+            Err(e) => return Err(ConfigError::invalid(origin, format!("{at}.url"), e)),
+        },
         Some(v) => return Err(ConfigError::invalid(
             origin,
             format!("{at}.url"),
@@ -1158,6 +1154,7 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
         None => {}
         Some(Toml::String(s)) if s.is_empty() => {}
         Some(Toml::String(s)) => {
+            crate::services::notify::check_secret(s).map_err(|e| ConfigError::invalid(origin, format!("{at}.secret"), e))?;
             out.insert("secret".into(), Toml::String(s.clone()));
         }
         Some(v) => return Err(ConfigError::invalid(origin, format!("{at}.secret"), format!("expected a string, got {}", shown(v)))),
@@ -1264,7 +1261,7 @@ fn edit_entries(
     if key == WEBHOOKS {
         aot.retain(|t| t.get(id).and_then(|i| i.as_str()).is_some_and(|u| given.iter().any(|g| g == u)));
     }
-    for entry in entries {
+    for (i, entry) in entries.into_iter().enumerate() {
         let Toml::Table(mut fields) = entry else {
             continue;
         };
@@ -1280,7 +1277,7 @@ fn edit_entries(
         if fields.get("secret").and_then(Toml::as_str) == Some(MASKED_SECRET) {
             match table.get("secret").and_then(|s| s.as_str()) {
                 Some(current) => fields.insert("secret".into(), Toml::String(current.to_string())),
-                None => fields.remove("secret"),
+                None => return Err(masked_secret_without_one(i, &wanted)),
             };
         }
         let stale: Vec<String> = table.iter().map(|(k, _)| k.to_string()).filter(|k| !fields.contains_key(k)).collect();
@@ -1296,6 +1293,19 @@ fn edit_entries(
         }
     }
     Ok(())
+}
+
+/// The error for a webhook given the masked secret where there is none to keep.
+fn masked_secret_without_one(index: usize, url: &str) -> ConfigError {
+    ConfigError::invalid(
+        "",
+        format!("notify.webhooks[{index}].secret"),
+        format!(
+            "\"{MASKED_SECRET}\" is the masked value `config get` shows, and the webhook {:?} has no secret to keep \
+             (a new or changed url starts without one): give the secret again, or leave secret out to send unsigned",
+            crate::services::notify::shown_url(url)
+        ),
+    )
 }
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

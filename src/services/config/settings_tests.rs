@@ -280,7 +280,7 @@ fn bad_symbols_and_webhooks_say_what_is_wrong() {
     );
     assert_eq!(
         load_error("[[notify.webhooks]]\nurl = \"ftp://x\"\n"),
-        r#"/h/agt.toml: notify.webhooks[0].url: expected an http:// URL such as "http://example.com/hook" (https is not supported: put a TLS proxy in front of the receiver), got "ftp://x""#
+        r#"/h/agt.toml: notify.webhooks[0].url: "ftp://x" is not an http:// URL such as "http://127.0.0.1:9000/hook""#
     );
     let err = load_error("[[notify.webhooks]]\nurl = \"http://x\"\nevents = [\"TRADE_DONE\"]\n");
     assert!(
@@ -399,6 +399,59 @@ fn a_webhook_set_with_the_masked_secret_keeps_its_secret() {
     assert_eq!(s.notify.webhooks.len(), 1);
     assert_eq!(s.notify.webhooks[0].secret.as_deref(), Some("k"));
     assert_eq!(s.notify.webhooks[0].events, ["TRADE_EXECUTED"]);
+}
+
+/// `config set`, `PUT /api/config` and a live edit of the file take a webhook URL only if
+/// start-up would: the check is notify's own (`notify::parse_url`).
+#[test]
+fn a_webhook_url_is_accepted_by_set_only_if_start_up_accepts_it() {
+    for (url, says) in [
+        ("http://user:pw@127.0.0.1:18701/cred", "credentials"),
+        ("http://x/<>", "not a valid URL"),
+        ("http://[::1/", "not a valid URL"),
+        ("http://127.0.0.1:99999/typo", "from 1 to 65535"),
+        ("http://127.0.0.1:abc/", "from 1 to 65535"),
+        ("https://example.com/hook", "https"),
+    ] {
+        let mut s = Settings::defaults();
+        let err = s.set("notify.webhooks", &json!([{"url": url, "events": ["*"]}])).expect_err(url).to_string();
+        assert!(err.starts_with("notify.webhooks[0].url: ") && err.contains(says), "{url}: {err}");
+        assert!(!err.contains("pw@"), "no password in a message: {err}");
+        assert!(s.notify.webhooks.is_empty(), "nothing changed");
+        let file_err = load_error(&format!("[[notify.webhooks]]\nurl = {url:?}\n"));
+        assert!(file_err.contains(says), "{url}: {file_err}");
+        let (_dir, file) = home_with("");
+        assert!(Settings::persist(&file, "notify.webhooks", &json!([{"url": url}])).is_err(), "{url}: not written");
+    }
+}
+
+#[test]
+fn a_webhook_secret_is_at_most_256_bytes_as_for_a_run_time_rule() {
+    let mut s = Settings::defaults();
+    let long = "k".repeat(257);
+    let err = s.set("notify.webhooks", &json!([{"url": "http://x.test/h", "secret": long}])).unwrap_err().to_string();
+    assert_eq!(err, "notify.webhooks[0].secret: a secret is at most 256 bytes, got 257 bytes");
+    s.set("notify.webhooks", &json!([{"url": "http://x.test/h", "secret": "k".repeat(256)}])).unwrap();
+}
+
+/// `"***"` is what `config get` shows for a secret: given back for a webhook whose URL
+/// changed (or is new), there is no secret to keep, and dropping it would send unsigned.
+#[test]
+fn the_masked_secret_for_a_new_url_is_refused() {
+    let (_dir, file) = home_with("[[notify.webhooks]]\nurl = \"http://x.test/h\"\nsecret = \"k\"\n");
+    let mut s = Settings::load(&file, &no_env).unwrap();
+    let moved = json!([{"url": "http://y.test/h", "events": ["*"], "secret": "***"}]);
+    let err = s.set("notify.webhooks", &moved).unwrap_err().to_string();
+    assert!(err.starts_with("notify.webhooks[0].secret: \"***\" is the masked value"), "{err}");
+    assert!(err.contains("give the secret again"), "{err}");
+    assert_eq!(s.notify.webhooks[0].url, "http://x.test/h", "nothing changed");
+    let err = Settings::persist(&file, "notify.webhooks", &moved).unwrap_err().to_string();
+    assert!(err.contains("is the masked value"), "{err}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("http://x.test/h"), "the file is as it was");
+    let unsigned = json!([{"url": "http://x.test/h", "events": ["*"]}]);
+    s.set("notify.webhooks", &unsigned).unwrap();
+    let err = s.set("notify.webhooks", &json!([{"url": "http://x.test/h", "secret": "***"}])).unwrap_err().to_string();
+    assert!(err.contains("has no secret to keep"), "the same url without a secret: {err}");
 }
 
 #[test]
