@@ -407,3 +407,28 @@ fn the_masked_secret_with_a_changed_url_is_refused() {
     let hit = wait_until("a signed delivery", Duration::from_secs(10), || hook.hits().pop());
     assert_eq!(hit.headers["x-agt-signature"], format!("sha256={}", hmac_hex("k3y", &hit.body)));
 }
+
+/// A rule's secret never reaches the audit log, which viewers read: not under a key
+/// spelled in capitals, not in a body cut short (malformed JSON is otherwise kept as text).
+#[test]
+fn a_rule_secret_never_reaches_the_audit_log() {
+    let d = Daemon::with_config_env("", FAST);
+    let truncated = r#"{"url":"http://127.0.0.1:9/hook","events":["*"],"secret":"TRUNC4TED"#;
+    let (s, e) = d.raw("POST", "/api/notifications/rules", truncated, &[]);
+    assert_eq!(s, 400, "{e}");
+    let capital = r#"{"url":"http://127.0.0.1:9/hook","events":["*"],"Secret":"CAPIT4L"}"#;
+    let (s, e) = d.raw("POST", "/api/notifications/rules", capital, &[]);
+    assert_eq!(s, 400, "an unknown key is refused, and still recorded: {e}");
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let (s, log) = d.tcp("GET", "/api/audit?limit=1000", None, Some(&viewer));
+    assert_eq!(s, 200);
+    let text = log.to_string();
+    assert!(!text.contains("TRUNC4TED") && !text.contains("CAPIT4L"), "{text}");
+    let tried: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "POST /api/notifications/rules" && r["detail"]["body"].is_string())
+        .collect();
+    assert!(tried.iter().any(|r| r["detail"]["body"].as_str().unwrap().contains("withheld")), "the record says what was masked: {tried:?}");
+}

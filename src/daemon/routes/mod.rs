@@ -325,8 +325,9 @@ fn may_write(caller: &Caller, path: &str) -> Result<(), ApiError> {
 const AUDITED_BODY: u64 = 4096;
 
 /// The detail of a command's record: `{"query": …, "body": …}`. A JSON body is kept as it
-/// came, with the value of every `"secret"` key masked (webhook secrets); another small
-/// body as text; one over [`AUDITED_BODY`] bytes, or streamed without a length, as
+/// came, with the value of every key that names a secret masked (webhook secrets; keys
+/// matched in any case); another small body as text, unless it mentions a secret (a
+/// truncated rule body), when it is withheld whole and the detail says why; one over [`AUDITED_BODY`] bytes, or streamed without a length, as
 /// `"body_bytes"`. The body is read here only when its length is known and small, and
 /// handed on to the handler unchanged. A JSON body is checked once, here, and then
 /// copied as it is into the detail and the journal: escaped as a string, every quote of
@@ -353,17 +354,24 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
             let query = parts.uri.query();
             let json = std::str::from_utf8(&bytes).ok().and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
             let detail = match json {
-                // A key may be spelled with escapes (`"secr\u0065t"`): such a body is
-                // decoded and masked like one that names a secret plainly.
-                Some(body) if !body.get().contains("secret") && !body.get().contains("\\u") => {
-                    raw(&Detail { query, body: Some(body), body_bytes: None })
-                }
+                // A key may be spelled with escapes (`"secr\u0065t"`) or in capitals
+                // (`"Secret"`): such a body is decoded and masked like one that names a
+                // secret plainly.
+                Some(body) if !may_name_secret(body.get().as_bytes()) => raw(&Detail { query, body: Some(body), body_bytes: None }),
                 _ => {
                     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                         Ok(mut v) => {
                             mask_secrets(&mut v);
                             v
                         }
+                        // Not JSON, so there are no keys to mask one by one: a body that
+                        // may hold a secret (a truncated rule or config body) is withheld
+                        // whole, and the detail says so.
+                        Err(_) if may_name_secret(&bytes) => serde_json::Value::String(format!(
+                            "{} ({} bytes withheld: the body is not valid JSON and mentions a secret)",
+                            crate::services::config::settings::MASKED_SECRET,
+                            bytes.len()
+                        )),
                         Err(_) => serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()),
                     };
                     serde_json::value::to_raw_value(&Detail { query, body: Some(body), body_bytes: None }).expect("a detail serializes")
@@ -377,6 +385,13 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
             (req, detail)
         }
     }
+}
+
+/// Whether a body could name a secret: `secret` in any case, or a `\u` escape that could
+/// spell it. Every command's body passes here (orders included), so it looks at bytes and
+/// allocates nothing.
+fn may_name_secret(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"secret")) || body.windows(2).any(|w| w == b"\\u")
 }
 
 /// Masks what could be a secret in a command's body before audit keeps it: the value of
@@ -432,5 +447,45 @@ fn record_refusal(app: &App, actor: &str, action: &str, resp: &Response) {
                 reply: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `body` of the audit detail of `body` sent as a command.
+    async fn audited(body: &str) -> serde_json::Value {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/notifications/rules")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let (req, detail) = command_detail(req).await;
+        let handed = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(handed, body.as_bytes(), "the handler gets the body unchanged");
+        let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
+        detail["body"].clone()
+    }
+
+    #[tokio::test]
+    async fn a_secret_under_a_key_in_any_case_is_masked() {
+        let body = audited(r#"{"url": "http://h/x", "Secret": "X1", "nested": {"SECRET": "X2", "webhook_secret": "X3"}}"#).await;
+        assert_eq!(body, serde_json::json!({"url": "http://h/x", "Secret": "***", "nested": {"SECRET": "***", "webhook_secret": "***"}}));
+        let plain = audited(r#"{"user_id": "u", "symbol": "AAPL"}"#).await;
+        assert_eq!(plain["symbol"], "AAPL", "a body without a secret is kept as it came");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_that_mentions_a_secret_is_withheld() {
+        for sent in [r#"{"url":"http://h/x","events":["*"],"secret":"X"#, r#"{"SeCrEt": "X""#, r#"{"secr\u0065t": "X""#] {
+            let body = audited(sent).await;
+            let text = body.as_str().expect("a string");
+            assert!(!text.contains('X'), "{sent} -> {text}");
+            assert!(text.starts_with("*** (") && text.contains("not valid JSON and mentions a secret"), "{text}");
+        }
+        let forged = r#"{"asset": "USD"}, "status": 201"#;
+        assert_eq!(audited(forged).await, forged, "a malformed body without a secret is kept as text");
     }
 }
