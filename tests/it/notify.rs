@@ -432,3 +432,44 @@ fn a_rule_secret_never_reaches_the_audit_log() {
         .collect();
     assert!(tried.iter().any(|r| r["detail"]["body"].as_str().unwrap().contains("withheld")), "the record says what was masked: {tried:?}");
 }
+
+/// A config webhook and a run-time rule on one URL are two subscriptions: the receiver
+/// gets a delivery for each, each signed with its own subscription's secret.
+#[test]
+fn a_rule_and_a_config_webhook_on_one_url_each_sign_with_their_own_secret() {
+    let hook = Receiver::start(|_| Some(204));
+    let d = Daemon::with_config_env(&webhook(&hook.url(), &["USER_CREATED"], Some("from-config")), FAST);
+    let rule =
+        d.ok("POST", "/api/notifications/rules", Some(json!({"url": hook.url(), "events": ["USER_CREATED"], "secret": "from-rule"})));
+    let user = d.user("twice");
+    let hits = wait_until("a delivery per subscription", Duration::from_secs(10), || {
+        let hits = hook.hits();
+        (hits.len() >= 2).then_some(hits)
+    });
+    let mut signed_with: Vec<&str> = hits
+        .iter()
+        .map(|h| {
+            assert!(h.body.contains(&user));
+            let sig = &h.headers["x-agt-signature"];
+            if *sig == format!("sha256={}", hmac_hex("from-config", &h.body)) {
+                "config"
+            } else if *sig == format!("sha256={}", hmac_hex("from-rule", &h.body)) {
+                "rule"
+            } else {
+                panic!("signed with neither secret: {h:?}")
+            }
+        })
+        .collect();
+    signed_with.sort();
+    assert_eq!(signed_with, ["config", "rule"]);
+    assert_ne!(hits[0].headers["x-agt-delivery"], hits[1].headers["x-agt-delivery"]);
+    let sent = wait_until("both to be sent", Duration::from_secs(5), || {
+        let list: Vec<Value> = deliveries(&d).into_iter().filter(|x| x["status"] == "sent").collect();
+        (list.len() == 2).then_some(list)
+    });
+    let mut rules: Vec<&str> = sent.iter().map(|x| x["rule"].as_str().unwrap()).collect();
+    let mut want = vec!["config:0", rule["id"].as_str().unwrap()];
+    rules.sort();
+    want.sort();
+    assert_eq!(rules, want);
+}

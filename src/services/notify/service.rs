@@ -135,8 +135,10 @@ impl Notify {
         config.chain(self.rules.iter().cloned()).collect()
     }
 
-    /// Queues one delivery per URL whose rule wants the event (two rules naming the same
-    /// URL make one delivery, signed with the first one's secret). Returns how many.
+    /// Queues one delivery per rule that wants the event. Two rules naming the same URL
+    /// make two deliveries, each signed with its own rule's secret and given up only when
+    /// its own rule goes: merging them by URL signed one receiver's posts with another
+    /// rule's key. Returns how many.
     fn enqueue(&self, tx: &Connection, e: &crate::services::bus::BusEvent) -> Result<usize, ServiceError> {
         let settings = self.settings.get();
         // Every event passes through here: find the wanting rules before allocating anything.
@@ -148,7 +150,6 @@ impl Notify {
         if wanting.is_empty() {
             return Ok(0);
         }
-        let mut urls = HashSet::new();
         let (now, at) = (now_ms(), crate::api::now_rfc3339());
         let mut insert = tx.prepare_cached(
             "INSERT INTO deliveries (id, rule, url, secret, event_seq, event_type, payload, status, attempts,
@@ -156,13 +157,11 @@ impl Notify {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?9)",
         )?;
         // The secret column stays empty: `due` signs with the webhook's secret as it stands.
-        for (rule, url) in wanting {
-            if urls.insert(url.clone()) {
-                let id = uuid::Uuid::now_v7().to_string();
-                insert.execute(params![id, rule, url, None::<&str>, e.seq as i64, e.kind, &*e.line, now, at])?;
-            }
+        for (rule, url) in &wanting {
+            let id = uuid::Uuid::now_v7().to_string();
+            insert.execute(params![id, rule, url, None::<&str>, e.seq as i64, e.kind, &*e.line, now, at])?;
         }
-        Ok(urls.len())
+        Ok(wanting.len())
     }
 
     /// Up to `max` pending deliveries due now and not already with the sender; marks them
@@ -581,6 +580,36 @@ mod tests {
         assert_eq!(due[0].secret.as_deref(), Some("s"));
         assert!(due[0].payload.contains("USER_CREATED"));
         assert!(f.due().is_empty(), "a delivery with the sender is not handed out twice");
+    }
+
+    /// A config webhook and a run-time rule naming the same URL are two subscriptions:
+    /// each gets its own delivery, signed with its own secret, and removing one gives up
+    /// only its own.
+    #[test]
+    fn a_rule_and_a_webhook_on_one_url_each_get_their_own_signed_delivery() {
+        let mut f = fixture(HOOK, Tuning { backoff_base: Duration::ZERO, ..Tuning::default() });
+        let rule = NewWebhookRule { url: "http://127.0.0.1:9/hook".into(), events: vec!["*".into()], secret: Some("r".into()) };
+        let added = f.with_tx(|s, tx| s.add_rule(tx, rule).unwrap()).unwrap();
+        f.event(1, "USER_CREATED");
+        let mut due: Vec<(String, Option<String>)> = f.due().into_iter().map(|a| (a.id, a.secret)).collect();
+        due.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(due.iter().map(|d| d.1.as_deref()).collect::<Vec<_>>(), [Some("r"), Some("s")], "one each, its own key");
+        let rules: Vec<String> = f.deliveries().into_iter().map(|d| d.rule).collect();
+        assert!(rules.contains(&"config:0".to_string()) && rules.contains(&added.id), "{rules:?}");
+        for (id, _) in due {
+            f.run(Cmd::Outcome { id, result: AttemptResult::Failed { error: "HTTP 500".into(), permanent: false } });
+        }
+        // The config's webhook goes: its pending delivery is given up, the rule's is not.
+        f.svc.settings.replace(Default::default());
+        let due = f.due();
+        assert_eq!(due.iter().map(|a| a.secret.as_deref()).collect::<Vec<_>>(), [Some("r")]);
+        let d = f.deliveries();
+        let config = d.iter().find(|d| d.rule == "config:0").unwrap();
+        assert_eq!(
+            (config.status.as_str(), config.last_error.as_deref()),
+            ("failed", Some("its webhook was removed before it was delivered"))
+        );
+        assert_eq!(d.iter().find(|d| d.rule == added.id).unwrap().status, "pending");
     }
 
     #[test]
