@@ -473,3 +473,24 @@ fn a_rule_and_a_config_webhook_on_one_url_each_sign_with_their_own_secret() {
     want.sort();
     assert_eq!(rules, want);
 }
+
+/// A receiver that hangs holds at most two of the sender's slots: another receiver's
+/// deliveries go out at once instead of waiting for the hanging ones' timeouts.
+#[test]
+fn a_hanging_receiver_does_not_hold_up_another() {
+    let hang = Receiver::start(|_| None);
+    let healthy = Receiver::start(|_| Some(204));
+    let config = format!("{}\n{}", webhook(&hang.url(), &["USER_CREATED"], None), webhook(&healthy.url(), &["USER_CREATED"], None));
+    // Attempts time out only after the test's deadline: what the healthy receiver gets,
+    // it gets while the hanging one holds its slots.
+    let d = Daemon::with_config_env(&config, &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_NOTIFY_TIMEOUT_MS", "60000")]);
+    const USERS: usize = 40;
+    for i in 0..USERS {
+        d.user(&format!("h{i}x"));
+    }
+    wait_until("every delivery to the healthy receiver", Duration::from_secs(15), || (healthy.hits().len() >= USERS).then_some(()));
+    assert_eq!(healthy.hits().len(), USERS);
+    assert!(hang.hits().len() <= 2, "the hanging receiver has at most two attempts in flight: {}", hang.hits().len());
+    let pending = d.ok("GET", "/api/notifications?status=pending&limit=1000", None);
+    assert_eq!(pending.as_array().unwrap().len(), USERS, "the hanging receiver's deliveries wait their turn");
+}

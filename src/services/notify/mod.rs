@@ -9,7 +9,8 @@
 //!
 //! **Architecture Invariant:** the actor thread never touches the network, and nothing on
 //! the order path waits for notify: events reach it through the bus and its mailbox, and
-//! a dead or hanging receiver only occupies one of the sender's slots until its timeout.
+//! a dead or hanging receiver occupies at most [`sender::MAX_IN_FLIGHT_PER_URL`] of the
+//! sender's slots until their timeouts, so other receivers' deliveries keep flowing.
 //!
 //! Delivery is at least once: a delivery is in `notify.db` before it is attempted, and one
 //! that was in flight when the daemon died is pending again after a restart, so it may

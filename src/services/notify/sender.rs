@@ -3,7 +3,8 @@
 //! A tokio task that asks the notify actor for due deliveries (a long poll, answered when
 //! something is due), POSTs each in its own task, at most [`MAX_IN_FLIGHT`] at once and
 //! each bounded by the attempt timeout, and tells the actor what became of it. A receiver
-//! that hangs holds one slot until its timeout; nothing else waits for it.
+//! that hangs holds at most [`MAX_IN_FLIGHT_PER_URL`] slots until their timeouts (the
+//! actor hands out no more for its URL); the other receivers' deliveries use the rest.
 
 use super::{parse_url, signature, Attempt, AttemptResult, Cmd, Tuning};
 use crate::services::actor::Handle;
@@ -20,6 +21,11 @@ use tokio::task::JoinSet;
 
 /// Deliveries being attempted at once, at most.
 pub const MAX_IN_FLIGHT: usize = 16;
+/// Deliveries to one URL being attempted at once, at most (the actor keeps to it when it
+/// hands deliveries out: `Notify::due`). Without it a receiver that hangs, with a backlog,
+/// took every slot and held back every other webhook for its timeout at each round. Two,
+/// not one, so that one slow answer does not serialize a healthy receiver's burst.
+pub const MAX_IN_FLIGHT_PER_URL: usize = 2;
 /// How much of a failed answer's body goes into `last_error`.
 const ERROR_BODY_CHARS: usize = 200;
 

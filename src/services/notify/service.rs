@@ -1,6 +1,7 @@
 //! The notify actor: rules, the delivery queue in `data/notify.db`, and the outcome of
 //! every attempt. It never does network I/O itself; [`super::sender`] does.
 
+use super::sender::MAX_IN_FLIGHT_PER_URL;
 use super::{check_rule, shown_url, wants, Attempt, AttemptResult, Cmd, Tuning};
 use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
 use crate::daemon::metrics::{self, ResultLabel};
@@ -8,7 +9,7 @@ use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceErr
 use crate::services::config::settings::MASKED_SECRET;
 use crate::services::config::SharedSettings;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Finished (sent or failed) deliveries kept for the log; older ones are pruned.
@@ -28,9 +29,10 @@ pub struct Notify {
     /// The event types of `rules`, for the feed ([`super::Interest`]).
     interest: super::Interest,
     tuning: Tuning,
-    /// Deliveries handed to the sender and not yet reported back. Memory only: after a
-    /// restart every pending delivery is due again, including those that were in flight.
-    in_flight: HashSet<String>,
+    /// Deliveries handed to the sender and not yet reported back, by id, with their URL
+    /// (for [`MAX_IN_FLIGHT_PER_URL`]). Memory only: after a restart every pending
+    /// delivery is due again, including those that were in flight.
+    in_flight: HashMap<String, String>,
     /// The sender's `Due` request while nothing was due, answered when something is.
     parked: Option<(usize, Reply<Vec<Attempt>>)>,
     last_prune: Instant,
@@ -168,46 +170,74 @@ impl Notify {
     /// as with the sender. Each is signed with its webhook's secret as it stands now; one
     /// whose webhook is gone (removed from the config, or its rule deleted) is given up
     /// instead of sent: removing a webhook stops its posts.
+    ///
+    /// No URL gets more than [`MAX_IN_FLIGHT_PER_URL`] deliveries with the sender at once,
+    /// so a receiver that hangs holds that many of the sender's slots, not all of them,
+    /// and the others' deliveries keep flowing. The oldest due first, skipping URLs at
+    /// their cap (in SQL, so a hanging receiver's backlog does not fill the page).
     fn due(&mut self, tx: &Connection, max: usize, after: &mut AfterCommit) -> Result<Vec<Attempt>, ServiceError> {
+        let mut per_url: HashMap<String, usize> = HashMap::new();
+        for url in self.in_flight.values() {
+            *per_url.entry(url.clone()).or_default() += 1;
+        }
         let mut stmt = tx.prepare_cached(
             "SELECT id, url, rule, event_type, payload, attempts FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at, n LIMIT ?2",
+             WHERE status = 'pending' AND next_attempt_at <= ?1 AND url NOT IN (SELECT value FROM json_each(?3))
+             ORDER BY next_attempt_at, n LIMIT ?2",
         )?;
-        let fetch = (max + self.in_flight.len()) as i64;
-        let rows = stmt.query_map(params![now_ms(), fetch], |r| {
-            Ok((
-                r.get::<_, String>(2)?,
-                Attempt {
-                    id: r.get(0)?,
-                    url: r.get(1)?,
-                    secret: None,
-                    event_type: r.get(3)?,
-                    payload: r.get(4)?,
-                    attempts: r.get::<_, i64>(5)? as u32,
-                },
-            ))
-        })?;
         let (mut out, mut orphans) = (Vec::new(), Vec::new());
         let settings = self.settings.get();
-        for row in rows {
-            let (rule, mut a) = row?;
-            if out.len() >= max || self.in_flight.contains(&a.id) {
-                continue;
-            }
-            // A config webhook by its url (its index moves when the list changes), a
-            // run-time rule by its id.
-            let webhook = if rule.starts_with("config:") {
-                settings.notify.webhooks.iter().find(|w| w.url == a.url).map(|w| w.secret.clone())
-            } else {
-                self.rules.iter().find(|r| r.id == rule).map(|r| r.secret.clone())
-            };
-            match webhook {
-                Some(secret) => {
-                    a.secret = secret.filter(|s| !s.is_empty());
-                    self.in_flight.insert(a.id.clone());
-                    out.push(a);
+        let now = now_ms();
+        // Each round after the first excludes at least one more URL (one that reached its
+        // cap in the round before), so this ends; it stops early once nothing was skipped.
+        loop {
+            let full: Vec<&String> = per_url.iter().filter(|(_, n)| **n >= MAX_IN_FLIGHT_PER_URL).map(|(u, _)| u).collect();
+            let full = serde_json::to_string(&full).expect("strings serialize");
+            let fetch = max - out.len() + self.in_flight.len() + orphans.len();
+            let rows = stmt.query_map(params![now, fetch as i64, full], |r| {
+                Ok((
+                    r.get::<_, String>(2)?,
+                    Attempt {
+                        id: r.get(0)?,
+                        url: r.get(1)?,
+                        secret: None,
+                        event_type: r.get(3)?,
+                        payload: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)? as u32,
+                    },
+                ))
+            })?;
+            let (mut fetched, mut capped) = (0, false);
+            for row in rows {
+                let (rule, mut a) = row?;
+                fetched += 1;
+                if out.len() >= max || self.in_flight.contains_key(&a.id) || orphans.contains(&a.id) {
+                    continue;
                 }
-                None => orphans.push(a.id),
+                let sending = per_url.entry(a.url.clone()).or_default();
+                if *sending >= MAX_IN_FLIGHT_PER_URL {
+                    capped = true;
+                    continue;
+                }
+                // A config webhook by its url (its index moves when the list changes; a
+                // url is listed once in the config), a run-time rule by its id.
+                let webhook = if rule.starts_with("config:") {
+                    settings.notify.webhooks.iter().find(|w| w.url == a.url).map(|w| w.secret.clone())
+                } else {
+                    self.rules.iter().find(|r| r.id == rule).map(|r| r.secret.clone())
+                };
+                match webhook {
+                    Some(secret) => {
+                        *sending += 1;
+                        a.secret = secret.filter(|s| !s.is_empty());
+                        self.in_flight.insert(a.id.clone(), a.url.clone());
+                        out.push(a);
+                    }
+                    None => orphans.push(a.id),
+                }
+            }
+            if out.len() >= max || !capped || fetched < fetch {
+                break;
             }
         }
         drop(stmt);
@@ -426,7 +456,7 @@ impl Service for Notify {
             settings: ctx.settings.clone(),
             interest: ctx.notify_interest.clone(),
             tuning: Tuning::from_env(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             parked: None,
             last_prune: Instant::now(),
         })
@@ -516,7 +546,7 @@ mod tests {
             settings: SharedSettings::new(settings),
             interest: Default::default(),
             tuning,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             parked: None,
             last_prune: Instant::now(),
         };
@@ -610,6 +640,33 @@ mod tests {
             ("failed", Some("its webhook was removed before it was delivered"))
         );
         assert_eq!(d.iter().find(|d| d.rule == added.id).unwrap().status, "pending");
+    }
+
+    /// A receiver with a backlog gets [`MAX_IN_FLIGHT_PER_URL`] deliveries with the sender
+    /// at a time, so another receiver's newer delivery goes out beside them.
+    #[test]
+    fn one_url_never_takes_more_than_its_share_of_the_sender() {
+        let two = "[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/slow\"\nevents = [\"USER_CREATED\"]\n\n\
+                   [[notify.webhooks]]\nurl = \"http://127.0.0.1:9/fast\"\nevents = [\"TRADE_EXECUTED\"]\n";
+        let mut f = fixture(two, Tuning::default());
+        for seq in 1..=20 {
+            f.event(seq, "USER_CREATED");
+        }
+        f.event(21, "TRADE_EXECUTED");
+        f.event(22, "TRADE_EXECUTED");
+        f.event(23, "TRADE_EXECUTED");
+        let urls = |due: &[Attempt]| due.iter().map(|a| a.url.rsplit('/').next().unwrap().to_string()).collect::<Vec<_>>();
+        let first = f.due();
+        assert_eq!(urls(&first), ["slow", "slow", "fast", "fast"], "oldest first, two per URL");
+        assert!(f.due().is_empty(), "both URLs are at their cap");
+        let done = first.iter().find(|a| a.url.ends_with("fast")).unwrap().id.clone();
+        f.run(Cmd::Outcome { id: done, result: AttemptResult::Delivered });
+        assert_eq!(urls(&f.due()), ["fast"], "a freed slot of one URL goes to that URL's next");
+        let done = first.iter().find(|a| a.url.ends_with("slow")).unwrap().id.clone();
+        f.run(Cmd::Outcome { id: done, result: AttemptResult::Delivered });
+        let next = f.due();
+        assert_eq!(urls(&next), ["slow"]);
+        assert_eq!(Some(next[0].id.clone()), f.deliveries().into_iter().find(|d| d.event_seq == 3).map(|d| d.id), "the next oldest");
     }
 
     #[test]
