@@ -84,6 +84,7 @@ fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
         tokens: Default::default(),
         command_log: Default::default(),
         notify_interest: Default::default(),
+        notify_tuning: Default::default(),
     }
 }
 

@@ -73,6 +73,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     crate::services::config::settings::check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
@@ -86,7 +87,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -106,7 +107,12 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(tokio::net::UnixListener::from_std(listener)?)
 }
 
-async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> anyhow::Result<()> {
+async fn serve(
+    home: Home,
+    settings: Settings,
+    notify_tuning: crate::services::notify::Tuning,
+    logging: logging::Logging,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let durability = settings.durability;
     crate::services::priority::set_background_nice(settings.trading.background_nice as u32);
@@ -128,6 +134,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
         tokens: tokens.clone(),
         command_log: command_log.clone(),
         notify_interest: Default::default(),
+        notify_tuning,
     };
     let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());
@@ -184,7 +191,7 @@ async fn serve(home: Home, settings: Settings, logging: logging::Logging) -> any
     let followers = vec![audit_at, health_at, market_at, notify_at];
     drop(on_followers_rt);
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());
-    crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe());
+    crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe(), notify_tuning);
 
     tokio::spawn({
         let app = app.clone();

@@ -127,6 +127,9 @@ pub struct ServiceCtx {
     /// The event types notify's run-time rules name (written only by notify; its feed
     /// skips the rest).
     pub notify_interest: crate::services::notify::Interest,
+    /// Notify's delivery timing, read from the environment once, at start, where a bad
+    /// value stops the daemon.
+    pub notify_tuning: crate::services::notify::Tuning,
 }
 
 #[cfg(test)]
@@ -145,6 +148,7 @@ impl ServiceCtx {
             tokens: Default::default(),
             command_log: Default::default(),
             notify_interest: Default::default(),
+            notify_tuning: Default::default(),
         };
         (bus, ctx)
     }

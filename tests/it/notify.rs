@@ -264,22 +264,40 @@ fn hanging_and_dead_receivers_fail_cleanly_and_never_slow_the_daemon() {
     assert_eq!((s, v.as_array().unwrap().len()), (200, 3));
 }
 
+/// `agt daemon run` on a home with `config` and extra `env`, which must refuse to start:
+/// its standard error.
+fn refused_start(config: &str, env: &[(&str, &str)]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{config}")).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--home", home.path().to_str().unwrap(), "daemon", "run"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until("the daemon to refuse its config", Duration::from_secs(10), || child.try_wait().unwrap());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    err
+}
+
 #[test]
 fn a_webhook_url_that_cannot_be_delivered_to_stops_the_daemon_at_start() {
     for (url, expect) in [("https://example.com/hook", "https"), ("ftp://example.com/hook", "notify.webhooks[0].url")] {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{}", webhook(url, &["*"], None))).unwrap();
-        let mut child = std::process::Command::new(BIN)
-            .args(["--home", home.path().to_str().unwrap(), "daemon", "run"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let status = wait_until("the daemon to refuse its config", Duration::from_secs(10), || child.try_wait().unwrap());
-        let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(!status.success());
+        let err = refused_start(&webhook(url, &["*"], None), &[]);
         assert!(err.contains(expect) && err.contains("notify.webhooks"), "{url}: {err}");
+    }
+}
+
+/// A tuning variable the daemon cannot use stops it, naming the variable, as a bad
+/// `AGT_<SECTION>_<KEY>` does, instead of leaving the default in force unnoticed.
+#[test]
+fn a_bad_notify_tuning_variable_stops_the_daemon_at_start() {
+    for (name, value) in [("AGT_NOTIFY_TIMEOUT_MS", "5s"), ("AGT_NOTIFY_MAX_ATTEMPTS", "0"), ("AGT_NOTIFY_BACKOFF_MS", "-5")] {
+        let err = refused_start("", &[(name, value)]);
+        assert!(err.contains(name) && err.contains("expected a whole number"), "{name}={value}: {err}");
     }
 }
 

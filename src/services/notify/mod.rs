@@ -24,8 +24,9 @@
 //! attempt, retried after [`Tuning::backoff`]. Only `http://` URLs can be delivered: this
 //! build has no TLS client (put a TLS-terminating proxy in front of an https receiver).
 //!
-//! Tuning comes from the environment, read once when the service (or the sender) starts;
-//! the defaults are what production wants, the overrides let tests run in seconds:
+//! Tuning comes from the environment, read once when the daemon starts (a bad value stops
+//! it, naming the variable) and handed to the service and the sender; the defaults are
+//! what production wants, the overrides let tests run in seconds:
 //! `AGT_NOTIFY_BACKOFF_MS` (first retry delay, default 1000), `AGT_NOTIFY_MAX_ATTEMPTS`
 //! (default 10), `AGT_NOTIFY_TIMEOUT_MS` (per attempt, default 5000).
 
@@ -118,15 +119,32 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    pub fn from_env() -> Tuning {
-        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&n| n > 0);
+    /// The tuning of the process's environment: see [`Tuning::from_vars`].
+    pub fn from_env() -> Result<Tuning, String> {
+        Tuning::from_vars(&|name: &str| std::env::var(name).ok())
+    }
+
+    /// The defaults, with `AGT_NOTIFY_BACKOFF_MS`, `AGT_NOTIFY_TIMEOUT_MS` (1 to 3,600,000)
+    /// and `AGT_NOTIFY_MAX_ATTEMPTS` (1 to 1,000) from `env` where set. An empty variable
+    /// counts as unset and anything else out of range is an error naming the variable, as
+    /// for the `AGT_<SECTION>_<KEY>` settings: the daemon refuses to start on it
+    /// (`daemon::run`) rather than leave the default in force unnoticed.
+    pub fn from_vars(env: &impl Fn(&str) -> Option<String>) -> Result<Tuning, String> {
+        let var = |name: &str, max: u64, unit: &str| -> Result<Option<u64>, String> {
+            let Some(raw) = env(name).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+            match raw.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(format!("{name}: expected a whole number{unit} from 1 to {max}, got {raw:?}")),
+            }
+        };
+        const HOUR_MS: u64 = 3_600_000;
         let d = Tuning::default();
-        Tuning {
-            backoff_base: var("AGT_NOTIFY_BACKOFF_MS").map(Duration::from_millis).unwrap_or(d.backoff_base),
+        Ok(Tuning {
+            backoff_base: var("AGT_NOTIFY_BACKOFF_MS", HOUR_MS, " of milliseconds")?.map(Duration::from_millis).unwrap_or(d.backoff_base),
             backoff_max: d.backoff_max,
-            max_attempts: var("AGT_NOTIFY_MAX_ATTEMPTS").map(|n| n.min(1000) as u32).unwrap_or(d.max_attempts),
-            timeout: var("AGT_NOTIFY_TIMEOUT_MS").map(Duration::from_millis).unwrap_or(d.timeout),
-        }
+            max_attempts: var("AGT_NOTIFY_MAX_ATTEMPTS", 1000, "")?.map(|n| n as u32).unwrap_or(d.max_attempts),
+            timeout: var("AGT_NOTIFY_TIMEOUT_MS", HOUR_MS, " of milliseconds")?.map(Duration::from_millis).unwrap_or(d.timeout),
+        })
     }
 
     /// The wait after `failed` failed attempts (>= 1): base, 2·base, 4·base, … up to the max.
@@ -225,6 +243,33 @@ mod tests {
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_ne!(signature("other", b"what do ya want for nothing?"), signature("Jefe", b"what do ya want for nothing?"));
+    }
+
+    #[test]
+    fn tuning_from_the_environment_is_checked() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Tuning::from_vars(&env(&[])), Ok(Tuning::default()));
+        assert_eq!(Tuning::from_vars(&env(&[("AGT_NOTIFY_TIMEOUT_MS", "")])), Ok(Tuning::default()), "empty is unset");
+        let t = Tuning::from_vars(&env(&[
+            ("AGT_NOTIFY_BACKOFF_MS", "50"),
+            ("AGT_NOTIFY_TIMEOUT_MS", " 300 "),
+            ("AGT_NOTIFY_MAX_ATTEMPTS", "2"),
+        ]));
+        let t = t.unwrap();
+        assert_eq!((t.backoff_base, t.timeout, t.max_attempts), (Duration::from_millis(50), Duration::from_millis(300), 2));
+        for (name, value) in [
+            ("AGT_NOTIFY_TIMEOUT_MS", "5s"),
+            ("AGT_NOTIFY_TIMEOUT_MS", "0"),
+            ("AGT_NOTIFY_BACKOFF_MS", "-1"),
+            ("AGT_NOTIFY_MAX_ATTEMPTS", "1001"),
+            ("AGT_NOTIFY_MAX_ATTEMPTS", "ten"),
+        ] {
+            let vars: &'static [(&'static str, &'static str)] = Box::leak(vec![(name, value)].into_boxed_slice());
+            let e = Tuning::from_vars(&env(vars)).unwrap_err();
+            assert!(e.starts_with(&format!("{name}: expected a whole number")) && e.ends_with(&format!("got {value:?}")), "{e}");
+        }
     }
 
     #[test]

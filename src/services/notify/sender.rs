@@ -33,8 +33,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Starts the sender; it ends when `shutdown` turns true. Deliveries it was attempting
 /// then stay pending in `notify.db` and go out after the next start.
-pub fn spawn(notify: Handle<Cmd>, shutdown: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(notify, shutdown, Tuning::from_env()))
+pub fn spawn(notify: Handle<Cmd>, shutdown: tokio::sync::watch::Receiver<bool>, tuning: Tuning) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(notify, shutdown, tuning))
 }
 
 fn client(timeout: Duration) -> HttpClient {

@@ -455,7 +455,7 @@ impl Service for Notify {
             rules,
             settings: ctx.settings.clone(),
             interest: ctx.notify_interest.clone(),
-            tuning: Tuning::from_env(),
+            tuning: ctx.notify_tuning,
             in_flight: HashMap::new(),
             parked: None,
             last_prune: Instant::now(),
