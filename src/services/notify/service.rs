@@ -302,8 +302,8 @@ impl Notify {
         match result {
             AttemptResult::Delivered => {
                 tx.prepare_cached(
-                    "UPDATE deliveries SET status = 'sent', attempts = ?2, next_attempt_at = NULL, updated_at = ?3,
-                     delivered_at = ?3 WHERE id = ?1",
+                    "UPDATE deliveries SET status = 'sent', attempts = ?2, next_attempt_at = NULL, last_error = NULL,
+                     updated_at = ?3, delivered_at = ?3 WHERE id = ?1",
                 )?
                 .execute(params![id, attempts, at])?;
                 count("sent");
@@ -687,7 +687,7 @@ mod tests {
         f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "late".into(), permanent: false } });
         let d = &f.deliveries()[0];
         assert_eq!((d.status.as_str(), d.attempts), ("sent", 3));
-        assert_eq!(d.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(d.last_error, None, "a sent delivery has no error; its attempts say it was retried");
         assert!(d.delivered_at.is_some());
         assert!(f.due().is_empty());
     }
