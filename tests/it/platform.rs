@@ -220,7 +220,11 @@ fn roles_hold_beyond_the_routes_own_checks() {
     // Nor is a new token for it made, while it could not act.
     let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})));
     assert_eq!((s, code(&e)), (409, "user_disabled"), "{e}");
-    d.cli().args(["token", "create", "--role", "trader", "--user", &alice]).assert().code(1).stderr(predicates::str::contains("enable it first"));
+    d.cli()
+        .args(["token", "create", "--role", "trader", "--user", &alice])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("enable it first"));
     d.cli().args(["user", "enable", &alice]).assert().success();
     // A binding that an admin or viewer token would ignore is refused, not kept.
     let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "user_id": alice})));

@@ -84,8 +84,14 @@ mod tests {
     #[test]
     fn a_port_is_a_number_from_1_to_65535() {
         assert!(parse_url("http://127.0.0.1:65535/").is_ok());
-        for url in ["http://127.0.0.1:99999/typo", "http://127.0.0.1:abc/", "http://127.0.0.1:0/", "http://h:/", "http://[::1]:x/", "http://h:+80/"]
-        {
+        for url in [
+            "http://127.0.0.1:99999/typo",
+            "http://127.0.0.1:abc/",
+            "http://127.0.0.1:0/",
+            "http://h:/",
+            "http://[::1]:x/",
+            "http://h:+80/",
+        ] {
             let e = parse_url(url).expect_err(url);
             assert!(e.contains("port") || e.contains("not a valid URL"), "{url}: {e}");
         }
