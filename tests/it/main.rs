@@ -6,6 +6,7 @@ mod util;
 mod bench;
 mod cli_offline;
 mod daemon;
+mod events;
 mod market;
 mod monitoring;
 mod notify;

@@ -218,7 +218,9 @@ async fn stream(
     let mut live = app.bus.subscribe();
     let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
-    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || !follow {
+    // A stream that has sent its `limit` ends here: following on would skip what was
+    // stored after the replay's last event and before the live feed's next one (a gap).
+    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || !follow || left == 0 {
         return;
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
@@ -246,7 +248,7 @@ async fn stream(
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow for the live feed: catch up from the store instead.
-                    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await {
+                    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || left == 0 {
                         return;
                     }
                 }
