@@ -198,6 +198,24 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize
     }
 }
 
+/// A whole number from a query string (`since`, `tail`, `depth`; kept as text in the
+/// query struct, like `limit`): absent gives `None`; else a number from `min` to `max`,
+/// or 400 `invalid_query` naming the parameter and its range, so that `-1` gets more than
+/// a parser's "invalid digit found in string".
+pub fn query_number(name: &str, raw: Option<&str>, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => {
+            let range = if max == u64::MAX { format!("of {min} or more") } else { format!("from {min} to {max}") };
+            Err(ApiError::invalid(
+                "invalid_query",
+                format!("{name} must be a whole number {range}; got {:?}", raw.chars().take(40).collect::<String>()),
+            ))
+        }
+    }
+}
+
 /// 201 with a JSON body.
 pub fn created<T: serde::Serialize>(t: T) -> Response {
     json(StatusCode::CREATED, &t)
@@ -216,5 +234,26 @@ fn json<T: serde::Serialize>(status: StatusCode, t: &T) -> Response {
         Ok(body) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
         // What `axum::Json` answers: only a type that cannot be JSON gets here.
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query's number that is negative or not a number is told its range, as a
+    /// list's `limit` is.
+    #[test]
+    fn query_numbers_name_their_range() {
+        assert_eq!(query_number("since", None, 0, u64::MAX).unwrap(), None);
+        assert_eq!(query_number("since", Some("18446744073709551615"), 0, u64::MAX).unwrap(), Some(u64::MAX));
+        assert_eq!(query_number("depth", Some(" 7 "), 1, 1000).unwrap(), Some(7));
+        let e = query_number("since", Some("-1"), 0, u64::MAX).unwrap_err();
+        assert_eq!((e.status, &*e.code), (400, "invalid_query"));
+        assert_eq!(e.message, "since must be a whole number of 0 or more; got \"-1\"");
+        let e = query_number("depth", Some("0"), 1, 1000).unwrap_err();
+        assert_eq!(e.message, "depth must be a whole number from 1 to 1000; got \"0\"");
+        assert!(query_number("tail", Some("ten"), 0, u64::MAX).is_err());
+        assert!(page_limit(Some("-1"), 100, 10_000).unwrap_err().message.contains("from 1 to 10000"));
     }
 }

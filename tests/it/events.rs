@@ -1,8 +1,8 @@
 //! `GET /api/events` and `agt events tail`: limits, tails, the ends of the numbering,
 //! and what a viewer sees.
 
-use crate::util::Daemon;
-use serde_json::Value;
+use crate::util::{code, Daemon};
+use serde_json::{json, Value};
 use std::io::Read;
 use std::time::Duration;
 
@@ -23,6 +23,10 @@ fn ended(d: &Daemon, path: &str) -> Option<(u16, Vec<u64>)> {
 
 fn seq_of(line: &str) -> u64 {
     serde_json::from_str::<Value>(line).unwrap()["seq"].as_u64().unwrap()
+}
+
+fn lines(body: &Value) -> Vec<Value> {
+    body.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// A `limit` ends the stream after that many events, followed or not: the stored events
@@ -60,4 +64,67 @@ fn events_with_a_limit_end_after_it_and_never_skip() {
     let text = reader.join().unwrap().expect("the followed stream ends after its 2 events");
     assert!(text.contains(&a) && text.contains(&b), "{text}");
     assert!(!text.contains(&c), "not past the limit: {text}");
+}
+
+/// `tail=N` gives a viewer its newest N events: the `TOKEN_*` events it may not see are
+/// not counted (they used to leave it fewer, or none).
+#[test]
+fn events_tail_for_a_viewer_counts_only_what_it_may_see() {
+    let d = Daemon::start();
+    for i in 0..22 {
+        d.user(&format!("tv{i}"));
+    }
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    for _ in 0..25 {
+        d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    }
+    let visible: Vec<u64> =
+        d.events("").iter().filter(|e| !e["type"].as_str().unwrap().starts_with("TOKEN_")).map(|e| e["seq"].as_u64().unwrap()).collect();
+    let (status, body) = d.tcp("GET", "/api/events?tail=3", None, Some(&viewer));
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<u64> = lines(&body).iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(got, visible[visible.len() - 3..], "the newest 3 a viewer may see");
+
+    let url = format!("http://{}", d.tcp_addr());
+    let out =
+        d.cli().args(["--url", &url, "--token", &viewer, "-o", "json", "events", "tail"]).assert().success().get_output().stdout.clone();
+    let shown: Vec<u64> = String::from_utf8(out).unwrap().lines().map(seq_of).collect();
+    assert_eq!(shown, visible[visible.len() - 20..], "agt events tail: the newest 20 a viewer may see");
+}
+
+/// A `since` at the end of the numbering is simply after every event: an empty 200, not
+/// a 410 claiming "events 0..0" were pruned.
+#[test]
+fn events_since_the_end_of_the_numbering_are_none() {
+    let d = Daemon::start();
+    d.user("end");
+    for since in [u64::MAX, i64::MAX as u64, i64::MAX as u64 + 1] {
+        assert_eq!(ended(&d, &format!("/api/events?since={since}")), Some((200, vec![])), "since={since}");
+    }
+    let (status, body) = d.raw("GET", "/api/events", "", &[("Last-Event-ID", "18446744073709551615")]);
+    assert_eq!((status, body), (200, Value::String(String::new())));
+}
+
+/// Negative or non-numeric `since`, `limit`, `tail` and `depth` are told the range they
+/// may take, as a list's `limit` is, not serde's "invalid digit found in string".
+#[test]
+fn events_and_book_numbers_out_of_range_say_what_is_allowed() {
+    let d = Daemon::start();
+    let sym = d.symbol("0.01", "1");
+    for (path, name) in [
+        ("/api/events?since=-1", "since"),
+        ("/api/events?limit=-1", "limit"),
+        ("/api/events?tail=-3", "tail"),
+        ("/api/events?tail=x", "tail"),
+        ("/api/audit?since=-1", "since"),
+        (&format!("/api/book/{sym}?depth=-1") as &str, "depth"),
+        (&format!("/api/book/{sym}?depth=0"), "depth"),
+    ] {
+        let (status, body) = d.req("GET", path, None);
+        assert_eq!((status, code(&body)), (400, "invalid_query"), "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{name} must be a whole number")), "{path}: {message}");
+        assert!(!message.contains("invalid digit"), "{path}: {message}");
+    }
+    assert_eq!(d.req("GET", &format!("/api/book/{sym}?depth=5000"), None).0, 200, "a deep ask gets what there is");
 }

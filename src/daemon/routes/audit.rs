@@ -2,7 +2,7 @@
 
 use crate::api::Role;
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, page_limit, ApiResult, Caller, Query};
+use crate::daemon::http::{ok, page_limit, query_number, ApiResult, Caller, Query};
 use crate::services::audit::{Cmd, Filter};
 use axum::extract::State;
 use axum::response::Response;
@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 pub struct AuditQuery {
+    /// As text, read by `query_number`: `-1` is told the range, not a parser's error.
     #[serde(default)]
-    since: Option<u64>,
+    since: Option<String>,
     #[serde(default)]
     actor: Option<String>,
     #[serde(default)]
@@ -21,7 +22,8 @@ pub struct AuditQuery {
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
-    let (since, limit) = (q.since, page_limit(q.limit.as_deref(), 100, 100_000)?);
+    let since = query_number("since", q.since.as_deref(), 0, u64::MAX)?;
+    let limit = page_limit(q.limit.as_deref(), 100, 100_000)?;
     let filter = Filter { actor: q.actor, hide_tokens: caller.role() == Role::Viewer };
     // Events reach audit through its feed: a client lists what it has just done.
     app.feed_caught_up(&app.feeds.audit).await;

@@ -2,7 +2,7 @@
 
 use crate::api::{ApiError, Role, TokenInfo};
 use crate::daemon::app::App;
-use crate::daemon::http::{ApiResult, Caller, Query};
+use crate::daemon::http::{query_number, ApiResult, Caller, Query};
 use crate::daemon::server::Peer;
 use crate::services::bus::{BusEvent, EVENT_TYPES};
 use axum::body::Body;
@@ -14,19 +14,21 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
+/// The numbers are kept as text and read by [`query_number`], so that `since=-1` is told
+/// what is allowed rather than what a parser found.
 #[derive(Deserialize)]
 pub struct EventQuery {
     #[serde(default)]
-    since: Option<u64>,
+    since: Option<String>,
     #[serde(default, rename = "type")]
     types: Option<String>,
     #[serde(default)]
     follow: Option<bool>,
     #[serde(default)]
-    limit: Option<usize>,
+    limit: Option<String>,
     /// Start with the newest N events (of the asked types) instead of after `since`.
     #[serde(default)]
-    tail: Option<usize>,
+    tail: Option<String>,
 }
 
 const PAGE: usize = 1000;
@@ -45,6 +47,9 @@ pub async fn events(
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Response> {
     caller.require_reader()?;
+    let q_since = query_number("since", q.since.as_deref(), 0, u64::MAX)?;
+    let q_tail = query_number("tail", q.tail.as_deref(), 0, u64::MAX)?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let limit = query_number("limit", q.limit.as_deref(), 0, u64::MAX)?.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     let types: Option<Vec<String>> = match q.types.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => {
@@ -77,13 +82,16 @@ pub async fn events(
     // Read our writes: every event published before this request is committed first (the
     // newest N of `tail` included).
     app.sync_events(std::time::Duration::from_secs(2)).await;
-    let since = match (resume, q.since, q.tail) {
+    let since = match (resume, q_since, q_tail) {
         (Some(seq), _, _) => seq,
         (None, Some(_), Some(_)) => {
             return Err(ApiError::invalid("invalid_query", "give since (events after a seq) or tail (the newest N), not both").into());
         }
         (None, None, Some(n)) => {
-            let (bus, t) = (app.bus.clone(), types.clone());
+            // Count only what this caller may see: a viewer's newest N leave out the
+            // `TOKEN_*` events the stream will hide.
+            let t = types.clone().or_else(|| (caller.role() == Role::Viewer).then(visible_to_viewers));
+            let bus = app.bus.clone();
             match tokio::task::spawn_blocking(move || bus.since_for_last(n, t.as_deref())).await {
                 Ok(Ok(since)) => since,
                 _ => return Err(ApiError::unavailable("bus").into()),
@@ -102,7 +110,6 @@ pub async fn events(
         )
         .into());
     }
-    let limit = q.limit.unwrap_or(usize::MAX);
     tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), Reader::of(caller), tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((
@@ -154,11 +161,23 @@ fn is_token_event(kind: &str) -> bool {
     kind.starts_with("TOKEN_")
 }
 
+/// Every event type a viewer may read: what its `tail=N` counts.
+fn visible_to_viewers() -> Vec<String> {
+    EVENT_TYPES.iter().filter(|t| !is_token_event(t)).map(|t| t.to_string()).collect()
+}
+
 /// The last pruned seq, if a reader resuming after `since` would miss events that were
-/// pruned (`daemon::retention`). `since = 0` asks for whatever is kept, so it never does.
+/// pruned (`daemon::retention`).
 fn pruned_after(app: &App, since: u64) -> Option<u64> {
-    let first = app.bus.first_kept();
-    (since > 0 && since + 1 < first).then(|| first - 1)
+    pruned_between(since, app.bus.first_kept())
+}
+
+/// The last pruned seq, if events after `since` and before `first_kept` are gone.
+/// `since = 0` asks for whatever is kept, so it never misses any; nor does a `since` at
+/// the end of the numbering, after which no event can come (`since + 1` would wrap to 0).
+fn pruned_between(since: u64, first_kept: u64) -> Option<u64> {
+    let next = since.checked_add(1)?;
+    (since > 0 && next < first_kept).then(|| first_kept - 1)
 }
 
 /// Replays from the store after `last`, sending at most `left` events; false if the client left.
@@ -262,5 +281,28 @@ async fn stream(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `since` whose next events were pruned says so; one at the end of the numbering
+    /// is not "pruned" (its `since + 1` used to wrap to 0 and claim "events 0..0").
+    #[test]
+    fn pruned_only_when_events_after_since_are_gone() {
+        assert_eq!(pruned_between(3, 10), Some(9));
+        assert_eq!(pruned_between(9, 10), None, "the next event is the first kept");
+        assert_eq!(pruned_between(0, 10), None, "since=0 reads what is kept");
+        assert_eq!(pruned_between(u64::MAX, 10), None);
+        assert_eq!(pruned_between(u64::MAX - 1, u64::MAX), None);
+    }
+
+    #[test]
+    fn a_viewer_counts_every_type_but_tokens() {
+        let seen = visible_to_viewers();
+        assert_eq!(seen.len(), EVENT_TYPES.len() - 2);
+        assert!(seen.iter().all(|t| !t.starts_with("TOKEN_")));
     }
 }

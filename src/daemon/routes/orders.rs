@@ -3,7 +3,7 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Query};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
 use axum::body::Bytes;
@@ -119,14 +119,14 @@ pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, body: Bytes
 
 #[derive(Deserialize)]
 pub struct BookQuery {
-    depth: Option<usize>,
+    /// As text, read by `query_number`: `-1` is told the range, not a parser's error.
+    depth: Option<String>,
 }
 
 pub async fn book(State(app): State<Arc<App>>, Path(symbol): Path<String>, Query(q): Query<BookQuery>) -> ApiResult<Response> {
     app.market.call(|r| market::Cmd::Symbol(symbol.clone(), r)).await?;
-    let depth = match q.depth.unwrap_or(10) {
-        0 => return Err(ApiError::invalid("invalid_query", "depth must be at least 1 (levels per side, at most 1000)").into()),
-        d => d.min(1000),
-    };
+    // Levels per side; a deeper ask gets the 1000 there are room for (a ladder, not a list a
+    // script could mistake for the whole book: each level says its price).
+    let depth = query_number("depth", q.depth.as_deref(), 1, u64::MAX)?.map_or(10, |d| d.min(1000) as usize);
     Ok(ok(app.trading.call(|reply| trading::Cmd::Book { symbol, depth, reply }).await?))
 }

@@ -228,7 +228,9 @@ pub(super) fn after(conn: &Connection, legacy_last: u64, since: u64, filter: &Fi
     }
     let since = since.max(legacy_last);
     let mut stmt = conn.prepare_cached("SELECT prev_hash, body FROM record_blocks WHERE last_seq > ?1 ORDER BY last_seq")?;
-    let mut rows = stmt.query([since as i64])?;
+    // Seqs are SQLite integers: a `since` past i64 follows them all (bound as it is, it
+    // would wrap negative and scan every block).
+    let mut rows = stmt.query([since.min(i64::MAX as u64) as i64])?;
     while out.len() < limit {
         let Some(row) = rows.next()? else { break };
         let body: String = row.get(1)?;

@@ -163,7 +163,9 @@ pub(super) fn read_since(
     limit: usize,
 ) -> anyhow::Result<Vec<BusEvent>> {
     let mut out = Vec::new();
-    if limit == 0 {
+    // Seqs are stored as SQLite integers (i64): none follows a `since` past them, which
+    // bound as an i64 would wrap to a negative number and read everything.
+    if limit == 0 || since >= i64::MAX as u64 {
         return Ok(out);
     }
     if since < legacy_last {

@@ -813,6 +813,9 @@ mod tests {
 
         assert_eq!(seqs(&bus.read_since(0, None, 1000).unwrap()), (1..=n + 1).collect::<Vec<_>>());
         assert_eq!(seqs(&bus.read_since(100, None, 5).unwrap()), [101, 102, 103, 104, 105]);
+        for past_the_end in [n + 1, i64::MAX as u64, u64::MAX] {
+            assert!(bus.read_since(past_the_end, None, 5).unwrap().is_empty(), "nothing after {past_the_end}");
+        }
         let trades = vec!["TRADE_EXECUTED".to_string()];
         let want: Vec<u64> = (120..=n).filter(|i| i.is_multiple_of(3)).take(60).collect();
         assert_eq!(seqs(&bus.read_since(119, Some(&trades), 60).unwrap()), want, "across blocks, one type");
