@@ -277,9 +277,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    if !matches!(cli.command, Command::Daemon(_)) {
+    if !matches!(cli.command, Command::Daemon(daemon::DaemonCmd::Run { .. })) {
         // A CLI whose output is piped into `head` should end quietly, like other Unix
-        // tools. Not for the daemon, which must survive peers closing sockets.
+        // tools; `daemon status | head -1` and `daemon start|stop` too (they print like any
+        // command). Not the daemon itself, which must survive peers closing sockets.
         // SAFETY: setting a signal disposition before any thread exists.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);

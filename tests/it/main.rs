@@ -4,6 +4,7 @@
 mod util;
 
 mod bench;
+mod cli;
 mod cli_offline;
 mod daemon;
 mod events;
