@@ -6,7 +6,7 @@
 
 use super::output::{clean, field};
 use super::{CliError, CliResult, Ctx};
-use crate::client::with_query;
+use crate::client::{with_query, ClientError};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::ops::ControlFlow;
@@ -48,19 +48,46 @@ pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
         eprintln!("following events; Ctrl-C to stop");
     }
     let mut shown = 0usize;
-    client.for_each_line(&path, |line| {
-        print(ctx, line);
+    let mut last = args.since;
+    let streamed = client.for_each_line(&path, |line| {
+        if let Some(seq) = print(ctx, line) {
+            last = Some(seq);
+        }
         shown += 1;
         ControlFlow::Continue(())
-    })?;
+    });
+    match streamed {
+        // A followed stream that breaks off is asked about below, like one that ends.
+        Err(ClientError::Unreachable { .. }) if args.follow && shown > 0 => {}
+        other => other?,
+    }
     if shown == 0 && !args.follow && args.since.is_none() && !ctx.json() {
         ctx.say("no events");
     }
     if args.follow {
-        // A followed stream only ends when the daemon goes away.
-        return Err(CliError::NotRunning("the daemon ended the event stream (it stopped or restarted)".into()));
+        return Err(why_the_stream_ended(ctx, last));
     }
     Ok(())
+}
+
+/// A followed stream has ended: the daemon stopped, or it ended the stream (the token was
+/// revoked, the stream fell behind the events kept, the daemon restarted). Asking the
+/// daemon again tells them apart: its refusal (401 for a revoked token, 410 for pruned
+/// events) is the answer (exit 1); nobody answering means it is not running (exit 3).
+fn why_the_stream_ended(ctx: &Ctx, last: Option<u64>) -> CliError {
+    let probe = with_query("/api/events", &[("since", last.map(|s| s.to_string())), ("limit", Some("0".into()))]);
+    let resume = last.map(|s| format!("agt events tail -f --since {s}")).unwrap_or_else(|| "agt events tail -f".into());
+    match ctx.client().map(|c| c.get(&probe)) {
+        Err(e) => e,
+        Ok(Err(e @ ClientError::Unreachable { .. })) => {
+            CliError::NotRunning(format!("the daemon ended the event stream and does not answer ({e}); it stopped"))
+        }
+        Ok(Err(e)) => CliError::Client(e),
+        Ok(Ok(_)) => CliError::failed(
+            "stream_ended",
+            format!("the daemon ended the event stream (it restarted, or is shutting down); resume with `{resume}`"),
+        ),
+    }
 }
 
 /// Prints one event line and returns its sequence number.

@@ -128,3 +128,44 @@ fn events_and_book_numbers_out_of_range_say_what_is_allowed() {
     }
     assert_eq!(d.req("GET", &format!("/api/book/{sym}?depth=5000"), None).0, 200, "a deep ask gets what there is");
 }
+
+/// `agt events tail -f` whose token is revoked ends with the daemon's 401 (exit 1), not
+/// "the daemon stopped" (exit 3) while it runs on; one whose daemon stops exits 3.
+#[test]
+fn events_tail_follow_says_why_its_stream_ended() {
+    let mut d = Daemon::start();
+    let made = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    let (id, token) = (made["id"].as_str().unwrap().to_string(), made["token"].as_str().unwrap().to_string());
+    let url = format!("http://{}", d.tcp_addr());
+    let follow = |args: &[&str]| {
+        std::process::Command::new(crate::util::BIN)
+            .arg("--home")
+            .arg(d.path())
+            .args(args)
+            .args(["events", "tail", "-f"])
+            .env_remove("AGT_URL")
+            .env_remove("AGT_TOKEN")
+            .env_remove("AGT_SOCKET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let revoked = follow(&["--url", &url, "--token", &token]);
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok("DELETE", &format!("/api/tokens/{id}"), None);
+    d.user("after-revoke");
+    let (status, stderr) = finish(revoked);
+    assert_eq!(status, Some(1), "{stderr}");
+    assert!(stderr.contains("unauthorized") && !stderr.contains("stopped"), "{stderr}");
+
+    let stopped = follow(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    d.stop();
+    let (status, stderr) = finish(stopped);
+    assert_eq!(status, Some(3), "{stderr}");
+}
