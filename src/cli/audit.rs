@@ -2,13 +2,13 @@
 
 use super::events::shorten;
 use super::output::{clean, field, items, list_or_none, Table};
-use super::{CliError, CliResult, Ctx};
+use super::{CliError, CliResult, Ctx, Cut};
 use crate::client::with_query;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
 /// How many records `audit tail` shows when not told otherwise.
-const TAIL: usize = 20;
+const TAIL: u32 = 20;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
@@ -23,9 +23,10 @@ pub struct TailArgs {
     /// Records after this sequence number, oldest first
     #[arg(long, value_name = "SEQ")]
     pub since: Option<u64>,
-    /// At most this many records [default: 20; with --since, 100]
-    #[arg(long)]
-    pub limit: Option<usize>,
+    /// At most this many records [default: 20; with --since, 100, at most 100000, and a
+    /// note on stderr when there are more]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
 }
 
 pub fn run(ctx: &Ctx, cmd: AuditCmd) -> CliResult {
@@ -35,28 +36,31 @@ pub fn run(ctx: &Ctx, cmd: AuditCmd) -> CliResult {
     }
 }
 
+/// The records as one list (with `-o json` one array, like every finite list: DESIGN.md
+/// §5 keeps NDJSON for streams, and this is not one).
 fn tail(ctx: &Ctx, args: TailArgs) -> CliResult {
-    // With --since the daemon pages forward from it; without, it answers the newest.
-    let limit = args.limit.or(args.since.is_none().then_some(TAIL)).map(|l| l.to_string());
-    let path = with_query("/api/audit", &[("since", args.since.map(|s| s.to_string())), ("limit", limit)]);
-    let v = ctx.get(&path)?;
-    let records = items(&v);
-    if ctx.quiet() {
-        return Ok(());
-    }
-    if ctx.json() {
-        for r in &records {
-            println!("{}", serde_json::to_string(r).expect("a JSON value serializes"));
+    let table = |v: &Value| {
+        let mut t = Table::new(&["SEQ", "TIME", "ACTOR", "ACTION", "DETAIL"]);
+        for r in &items(v) {
+            let detail = r.get("detail").map(|d| d.to_string()).unwrap_or_default();
+            t.row(vec![field(r, "seq"), field(r, "timestamp"), field(r, "actor"), field(r, "action"), clean(&shorten(&detail, 100))]);
         }
-        return Ok(());
+        list_or_none(t, "no audit records")
+    };
+    match args.since {
+        // Paging forward from --since: the first N after it, and a note when there are more.
+        Some(since) => {
+            let noun = format!("records after {since}");
+            let cut = Cut { noun, which: "first", default: 100, max: 100_000, keep_front: true };
+            let listed = ctx.get_list("/api/audit", &[("since", Some(since.to_string()))], args.limit, cut)?;
+            ctx.show_list(&listed, table)
+        }
+        // A tail: the newest N, as asked.
+        None => {
+            let v = ctx.get(&with_query("/api/audit", &[("limit", Some(args.limit.unwrap_or(TAIL).to_string()))]))?;
+            ctx.show(&v, table)
+        }
     }
-    let mut t = Table::new(&["SEQ", "TIME", "ACTOR", "ACTION", "DETAIL"]);
-    for r in &records {
-        let detail = r.get("detail").map(|d| d.to_string()).unwrap_or_default();
-        t.row(vec![field(r, "seq"), field(r, "timestamp"), field(r, "actor"), field(r, "action"), clean(&shorten(&detail, 100))]);
-    }
-    println!("{}", list_or_none(t, "no audit records"));
-    Ok(())
 }
 
 fn verify(ctx: &Ctx) -> CliResult {

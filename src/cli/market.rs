@@ -2,8 +2,8 @@
 //! historical OHLCV bars (the format is in README.md, "Market data import").
 
 use super::output::{cell, clean, items, kv, list_or_none, table_of, Table};
-use super::{CliError, CliResult, Ctx};
-use crate::client::{encode, with_query};
+use super::{CliError, CliResult, Ctx, Cut};
+use crate::client::encode;
 use clap::Subcommand;
 use serde_json::Value;
 use std::io::Read;
@@ -19,7 +19,9 @@ pub enum MarketCmd {
         /// Candle width, e.g. 1m, 5m, 1h, 1d [daemon default: 1m]
         #[arg(long)]
         interval: Option<String>,
-        #[arg(long)]
+        /// At most this many, the newest (shown oldest first) [default: 100, at most
+        /// 10000]; when there are more, a note on stderr says so
+        #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
     /// Import historical OHLCV bars from a CSV file, all or nothing
@@ -45,12 +47,9 @@ pub fn run(ctx: &Ctx, cmd: MarketCmd) -> CliResult {
             ctx.show(&v, kv)
         }
         MarketCmd::Candles { symbol, interval, limit } => {
-            let path = with_query(
-                &format!("/api/market/{}/candles", encode(&symbol)),
-                &[("interval", interval), ("limit", limit.map(|l| l.to_string()))],
-            );
-            let v = ctx.get(&path)?;
-            ctx.show(&v, |v| {
+            let cut = Cut { noun: "candles".into(), which: "newest", default: 100, max: 10_000, keep_front: false };
+            let listed = ctx.get_list(&format!("/api/market/{}/candles", encode(&symbol)), &[("interval", interval)], limit, cut)?;
+            ctx.show_list(&listed, |v| {
                 let t = table_of(
                     &items(v),
                     &[

@@ -249,6 +249,44 @@ impl Ctx {
         Ok(())
     }
 
+    /// Gets a list the daemon cuts at a `limit` (`cut.default` when `limit` is `None`),
+    /// asking for one more than it shows: when more exist, the extra is dropped and
+    /// [`Ctx::show_list`] says so on stderr. A list cut silently at the default 100 was
+    /// taken for the whole one by people and scripts alike.
+    pub fn get_list(&self, path: &str, query: &[(&str, Option<String>)], limit: Option<u32>, cut: Cut) -> Result<Listed, CliError> {
+        let shown = limit.unwrap_or(cut.default);
+        // A limit the daemon refuses (0, past its maximum) goes as given, for its message.
+        let ask = if (1..cut.max).contains(&shown) { shown + 1 } else { shown };
+        let mut pairs = query.to_vec();
+        pairs.push(("limit", Some(ask.to_string())));
+        let mut value = self.get(&crate::client::with_query(path, &pairs))?;
+        let mut notice = None;
+        if let Value::Array(items) = &mut value {
+            let n = shown as usize;
+            if items.len() > n {
+                if cut.keep_front {
+                    items.truncate(n);
+                } else {
+                    items.drain(..items.len() - n);
+                }
+                notice = Some(format!("showing the {} {shown} {}; pass --limit N for more (at most {})", cut.which, cut.noun, cut.max));
+            } else if n > 0 && items.len() == n && shown == cut.max {
+                notice = Some(format!("showing the {} {shown} {}, the most one request gives; there may be more", cut.which, cut.noun));
+            }
+        }
+        Ok(Listed { value, notice })
+    }
+
+    /// Prints a list from [`Ctx::get_list`] as [`Ctx::show`] does, then its notice, if
+    /// it was cut, on stderr: stdout stays only the data.
+    pub fn show_list(&self, listed: &Listed, table: impl FnOnce(&Value) -> String) -> CliResult {
+        self.show(&listed.value, table)?;
+        if let (Some(notice), false) = (&listed.notice, self.quiet()) {
+            eprintln!("note: {notice}");
+        }
+        Ok(())
+    }
+
     /// One record of a stream: a compact JSON line with `-o json`, else `line`.
     pub fn stream_item(&self, v: &Value, line: impl FnOnce(&Value) -> String) {
         if self.quiet() {
@@ -267,6 +305,26 @@ impl Ctx {
             println!("{text}");
         }
     }
+}
+
+/// How the daemon cuts one kind of list (README.md: "A list's `limit`").
+pub struct Cut {
+    /// What the list holds, for the notice ("orders", "records after 7").
+    pub noun: String,
+    /// Which part of the whole the list shows ("newest", "first").
+    pub which: &'static str,
+    /// The daemon's default and largest `limit` for it.
+    pub default: u32,
+    pub max: u32,
+    /// Whether the items to show come first (a list newest first): the extra one asked
+    /// for is then the last, else the first (candles are the newest N, oldest first).
+    pub keep_front: bool,
+}
+
+/// A list as [`Ctx::get_list`] got it: the items to show, and what to say if there are more.
+pub struct Listed {
+    pub value: Value,
+    pub notice: Option<String>,
 }
 
 /// Parses, dispatches and maps the outcome to an exit code; what `main` calls.

@@ -1,13 +1,12 @@
 //! `agt notify list`: the webhook delivery log.
 
 use super::output::{items, list_or_none, table_of};
-use super::{CliResult, Ctx};
-use crate::client::with_query;
+use super::{CliResult, Ctx, Cut};
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
-    /// Recent deliveries: webhook, event, result, attempts
+    /// Recent deliveries, newest first: webhook, event, result, attempts
     #[command(visible_alias = "ls")]
     List(ListArgs),
 }
@@ -16,9 +15,10 @@ pub enum NotifyCmd {
 /// find the failed deliveries among the last thousands.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// At most this many deliveries, newest first (1 to 10000) [default: 100]
-    #[arg(long)]
-    pub limit: Option<usize>,
+    /// At most this many, the newest [default: 100, at most 10000]; when there are
+    /// more, a note on stderr says so
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
     /// Only deliveries in this state
     #[arg(long, value_parser = ["pending", "sent", "failed", "all"])]
     pub status: Option<String>,
@@ -27,9 +27,9 @@ pub struct ListArgs {
 pub fn run(ctx: &Ctx, cmd: NotifyCmd) -> CliResult {
     match cmd {
         NotifyCmd::List(args) => {
-            let path = with_query("/api/notifications", &[("limit", args.limit.map(|l| l.to_string())), ("status", args.status)]);
-            let v = ctx.get(&path)?;
-            ctx.show(&v, |v| {
+            let cut = Cut { noun: "deliveries".into(), which: "newest", default: 100, max: 10_000, keep_front: true };
+            let listed = ctx.get_list("/api/notifications", &[("status", args.status)], args.limit, cut)?;
+            ctx.show_list(&listed, |v| {
                 let t = table_of(
                     &items(v),
                     &[

@@ -1,8 +1,8 @@
 //! `agt order …`: place, get, list, cancel, amend, cancel-all.
 
 use super::output::{field, items, list_or_none, table_of, Table};
-use super::{CliError, CliResult, Ctx};
-use crate::client::{encode, with_query};
+use super::{CliError, CliResult, Ctx, Cut};
+use crate::client::encode;
 use clap::{ArgGroup, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
@@ -65,7 +65,9 @@ pub enum OrderCmd {
         /// Include filled, cancelled, rejected and expired orders
         #[arg(long)]
         all: bool,
-        #[arg(long)]
+        /// At most this many, the newest [default: 100, at most 10000]; when there are
+        /// more, a note on stderr says so
+        #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
     /// Cancel an open order
@@ -124,17 +126,11 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show(&v, order_view)
         }
         OrderCmd::List { user, symbol, all, limit } => {
-            let q = with_query(
-                "/api/orders",
-                &[
-                    ("user_id", user),
-                    ("symbol", symbol),
-                    ("status", Some(if all { "all" } else { "open" }.to_string())),
-                    ("limit", limit.map(|l| l.to_string())),
-                ],
-            );
-            let v = ctx.get(&q)?;
-            ctx.show(&v, |v| list_or_none(orders_table(&items(v)), if all { "no orders" } else { "no open orders" }))
+            let query = [("user_id", user), ("symbol", symbol), ("status", Some(if all { "all" } else { "open" }.to_string()))];
+            let noun = if all { "orders" } else { "open orders" };
+            let cut = Cut { noun: noun.into(), which: "newest", default: 100, max: 10_000, keep_front: true };
+            let listed = ctx.get_list("/api/orders", &query, limit, cut)?;
+            ctx.show_list(&listed, |v| list_or_none(orders_table(&items(v)), &format!("no {noun}")))
         }
         OrderCmd::Cancel { id } => {
             let v = ctx.delete(&path(&id))?;

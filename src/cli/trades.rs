@@ -1,22 +1,23 @@
 //! `agt trades SYMBOL [--limit N]`: the tape, newest first.
 
 use super::output::{items, list_or_none, table_of};
-use super::{CliResult, Ctx};
-use crate::client::{encode, with_query};
+use super::{CliResult, Ctx, Cut};
+use crate::client::encode;
 use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct TradesArgs {
     pub symbol: String,
-    /// At most this many trades
-    #[arg(long)]
+    /// At most this many, the newest [default: 100, at most 10000]; when there are more,
+    /// a note on stderr says so
+    #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
 }
 
 pub fn run(ctx: &Ctx, args: TradesArgs) -> CliResult {
-    let path = with_query(&format!("/api/trades/{}", encode(&args.symbol)), &[("limit", args.limit.map(|l| l.to_string()))]);
-    let v = ctx.get(&path)?;
-    ctx.show(&v, |v| {
+    let cut = Cut { noun: "trades".into(), which: "newest", default: 100, max: 10_000, keep_front: true };
+    let listed = ctx.get_list(&format!("/api/trades/{}", encode(&args.symbol)), &[], args.limit, cut)?;
+    ctx.show_list(&listed, |v| {
         let t = table_of(
             &items(v),
             &[("TIME", "timestamp"), ("PRICE", "price"), ("QTY", "quantity"), ("TAKER", "taker_side|side"), ("TRADE ID", "trade_id")],

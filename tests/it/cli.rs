@@ -1,7 +1,8 @@
 //! The CLI against a daemon, as a script would use it: lists that say when they were cut,
 //! one JSON document per finite list, closed pipes, and arguments refused before asking.
 
-use crate::util::{Daemon, BIN};
+use crate::util::{code, Daemon, BIN};
+use serde_json::{json, Value};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
@@ -42,4 +43,104 @@ fn cli_daemon_commands_into_a_closed_pipe_end_quietly() {
     let idle = tempfile::tempdir().unwrap();
     let (status, stderr) = into_a_closed_pipe(idle.path(), &["daemon", "stop"]);
     assert_eq!(status.signal(), Some(libc::SIGPIPE), "daemon stop with nothing to stop: {status:?} {stderr}");
+}
+
+fn json_out(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("one JSON document: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A list the daemon cuts at its limit (100 by default) says so on stderr, stdout keeping
+/// only the data, and a list that fits says nothing.
+#[test]
+fn cli_lists_cut_at_their_limit_say_so_on_stderr() {
+    let d = Daemon::start();
+    let sym = d.symbol("0.01", "1");
+    let users = [d.user("many"), d.user("more")];
+    for u in &users {
+        d.deposit(u, "USD", "100000");
+        for i in 0..51 {
+            let (s, v) = d.place(u, &sym, "buy", "1", Some(&format!("{}.00", 10 + i)));
+            assert_eq!(s, 201, "{v}");
+        }
+    }
+    let out = d.cli().args(["-o", "json", "order", "list", "--symbol", &sym]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = json_out(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 100, "the default 100");
+    assert!(stderr(&out).contains("showing the newest 100 open orders; pass --limit N for more"), "{}", stderr(&out));
+    let out = d.cli().args(["-o", "json", "order", "list", "--symbol", &sym, "--limit", "102"]).output().unwrap();
+    assert_eq!((json_out(&out).as_array().unwrap().len(), stderr(&out)), (102, String::new()), "all of them, and no note");
+    let out = d.cli().args(["order", "list", "--user", &users[0], "--all", "--limit", "3"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4, "a header and 3 rows");
+    assert!(stderr(&out).contains("showing the newest 3 orders"), "{}", stderr(&out));
+    let newest: Vec<Value> = d.ok("GET", &format!("/api/orders?user_id={}&status=all&limit=3", users[0]), None).as_array().unwrap().clone();
+    let out = d.cli().args(["-o", "json", "order", "list", "--user", &users[0], "--all", "--limit", "3"]).output().unwrap();
+    assert_eq!(json_out(&out).as_array().unwrap(), &newest, "the newest 3, without the extra one asked for");
+
+    // The tape, newest first: three sells cross the resting buys.
+    let seller = d.user("tape-s");
+    d.deposit(&seller, &sym, "10");
+    for _ in 0..3 {
+        assert_eq!(d.place(&seller, &sym, "sell", "1", Some("59.00")).0, 201);
+    }
+    let out = d.cli().args(["-o", "json", "trades", &sym, "--limit", "2"]).output().unwrap();
+    assert_eq!(json_out(&out).as_array().unwrap().len(), 2);
+    assert!(stderr(&out).contains("showing the newest 2 trades"), "{}", stderr(&out));
+    let out = d.cli().args(["-o", "json", "trades", &sym, "--limit", "3"]).output().unwrap();
+    assert_eq!((json_out(&out).as_array().unwrap().len(), stderr(&out)), (3, String::new()));
+
+    // Candles are the newest N, oldest first: the extra one asked for is the oldest.
+    let sym = d.symbol("0.01", "1");
+    let csv = format!(
+        "symbol,interval,open_time,open,high,low,close,volume\n\
+         {sym},1d,2024-05-01,10,11,9,10,1\n{sym},1d,2024-05-02,10,11,9,10.5,1\n{sym},1d,2024-05-03,10,11,9,10.25,1\n"
+    );
+    d.ok("POST", "/api/market/import", Some(json!({ "csv": csv })));
+    let out = d.cli().args(["-o", "json", "market", "candles", &sym, "--interval", "1d", "--limit", "2"]).output().unwrap();
+    let closes: Vec<String> = json_out(&out).as_array().unwrap().iter().map(|c| c["close"].as_str().unwrap().to_string()).collect();
+    assert_eq!(closes, ["10.5", "10.25"], "the newest two, oldest first");
+    assert!(stderr(&out).contains("showing the newest 2 candles"), "{}", stderr(&out));
+
+    // Deliveries: none here, and nothing to say.
+    let out = d.cli().args(["-o", "json", "notify", "list", "--limit", "5"]).output().unwrap();
+    assert_eq!((json_out(&out), stderr(&out)), (json!([]), String::new()));
+    d.cli().args(["notify", "list", "--limit", "0"]).assert().code(1).stderr(predicates::str::contains("invalid_limit"));
+    d.cli().args(["order", "list", "--help"]).assert().success().stdout(predicates::str::contains("default: 100, at most 10000"));
+}
+
+/// `GET /api/users` honours `limit` as every list does: 1 to 10000, else 400.
+#[test]
+fn cli_user_list_limit_is_checked_like_every_list() {
+    let d = Daemon::start();
+    let ids: Vec<String> = (0..3).map(|i| d.user(&format!("ul{i}"))).collect();
+    let all = d.ok("GET", "/api/users", None);
+    assert_eq!(all.as_array().unwrap().len(), 3, "no limit: every user");
+    let two = d.ok("GET", "/api/users?limit=2", None);
+    let got: Vec<&str> = two.as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
+    assert_eq!(got, ids[..2], "the first two, oldest first");
+    for bad in ["abc", "0", "-1", "10001"] {
+        let (status, body) = d.req("GET", &format!("/api/users?limit={bad}"), None);
+        assert_eq!((status, code(&body)), (400, "invalid_limit"), "limit={bad}: {body}");
+    }
+}
+
+/// `agt -o json audit tail` is one JSON array, like any finite list (DESIGN.md §5), not
+/// NDJSON; paging with --since says when there are more.
+#[test]
+fn cli_audit_tail_prints_one_json_document() {
+    let d = Daemon::start();
+    for i in 0..3 {
+        d.user(&format!("au{i}"));
+    }
+    let out = d.cli().args(["-o", "json", "audit", "tail", "--limit", "4"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(json_out(&out).as_array().unwrap().len(), 4);
+    let out = d.cli().args(["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]).output().unwrap();
+    let seqs: Vec<u64> = json_out(&out).as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert!(stderr(&out).contains("showing the first 2 records after 0"), "{}", stderr(&out));
 }

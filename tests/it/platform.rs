@@ -596,8 +596,8 @@ fn audit_pages_forward_from_since_and_tails_without_it() {
     }
     assert_eq!(paged[..all.len()], all[..], "paging with since visits every record once, in order");
     let out = d.cli().args(["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]).assert().success().get_output().stdout.clone();
-    let lines: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>(), all[..2]);
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(records.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>(), all[..2]);
 }
 
 #[test]

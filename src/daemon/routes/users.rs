@@ -2,10 +2,11 @@
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, ApiResult, Caller, Json};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query};
 use crate::services::users::Cmd;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use serde::Deserialize;
 use std::sync::Arc;
 
 pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<NewUser>) -> ApiResult<Response> {
@@ -14,10 +15,25 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Jso
     Ok(created(user))
 }
 
-pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
-    caller.require_reader()?;
-    Ok(ok(app.users.call(Cmd::List).await?))
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: Option<String>,
 }
+
+/// Every user, oldest first; `?limit=N` the first N, checked as every list's `limit` is
+/// (1 to 10000, else 400 `invalid_limit`). There is no default cut: users are few, and a
+/// list cut silently would pass for the whole one.
+pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+    caller.require_reader()?;
+    let limit = page_limit(q.limit.as_deref(), usize::MAX, MAX_LIMIT)?;
+    let mut users = app.users.call(Cmd::List).await?;
+    users.truncate(limit);
+    Ok(ok(users))
+}
+
+/// The largest `?limit=` of `GET /api/users`, as for the other lists.
+const MAX_LIMIT: usize = 10_000;
 
 /// A user the caller may see: a trader sees only its own user (others are 404, not 403,
 /// so a trader cannot probe which users exist).
