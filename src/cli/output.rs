@@ -52,8 +52,10 @@ impl Table {
     }
 }
 
+/// The columns a cell takes on a terminal: a CJK character or an emoji takes two, a
+/// combining mark none. Counting chars misaligned every column after such a cell.
 fn width(s: &str) -> usize {
-    s.chars().count()
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 /// A value as one cell: strings as they are (control characters escaped, so a hostile
@@ -203,6 +205,22 @@ mod tests {
         t.row(vec!["a".into(), "new".into(), "1".into()]);
         t.row(vec!["bbbb".into(), "partially_filled".into(), "10.5".into()]);
         assert_eq!(t.render(), "ID    STATUS            QTY\na     new               1\nbbbb  partially_filled  10.5");
+    }
+
+    /// Wide characters (a token named in Japanese with an emoji, an e-mail address
+    /// with a CJK domain) take two columns each: the next column still lines up.
+    #[test]
+    fn aligns_columns_of_wide_characters() {
+        let mut t = Table::new(&["NAME", "EMAIL", "ROLE"]);
+        t.row(vec!["日本語トークン🚀".into(), "ü@例え.jp".into(), "viewer".into()]);
+        t.row(vec!["plain".into(), "a@b.c".into(), "admin".into()]);
+        let text = t.render();
+        let at = |line: &str, col: &str| unicode_width::UnicodeWidthStr::width(&line[..line.find(col).unwrap()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(at(lines[0], "ROLE"), at(lines[1], "viewer"), "{text}");
+        assert_eq!(at(lines[1], "viewer"), at(lines[2], "admin"), "{text}");
+        assert_eq!(at(lines[0], "EMAIL"), 18, "the wide name is 16 columns, then two spaces: {text}");
+        assert_eq!(kv(&json!({"名前": "x", "id": "y"})), "id:   y\n名前: x");
     }
 
     #[test]
