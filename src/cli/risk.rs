@@ -1,6 +1,6 @@
 //! `agt risk limits | set | halt | resume | state`: pre-trade limits and trading halts.
 
-use super::output::kv;
+use super::output::{cell, clean, items, kv};
 use super::{json_value, CliResult, Ctx};
 use crate::client::with_query;
 use clap::Subcommand;
@@ -29,7 +29,8 @@ pub enum RiskCmd {
     },
     /// Halt trading on one symbol, or everywhere
     Halt { symbol: Option<String> },
-    /// Resume trading on one symbol, or everywhere
+    /// Resume trading on one symbol, or lift the halt of all trading (symbols halted on
+    /// their own stay halted: the answer names them)
     Resume { symbol: Option<String> },
     /// Show what is halted: all trading, and which symbols
     State,
@@ -63,6 +64,46 @@ fn trading_state(ctx: &Ctx, verb: &str, symbol: Option<String>) -> CliResult {
         body.insert("symbol".into(), s.clone().into());
     }
     let v = ctx.post(&format!("/api/risk/{verb}"), &Value::Object(body))?;
-    let what = symbol.map(|s| format!("trading in {s}")).unwrap_or_else(|| "all trading".into());
-    ctx.show(&v, |_| format!("{what} {}", if verb == "halt" { "halted" } else { "resumed" }))
+    ctx.show(&v, |state| halt_summary(verb, symbol.as_deref(), state))
+}
+
+/// What a halt or resume did, and what stays halted: the global halt and each symbol's are
+/// separate (`agt risk resume` lifts only the global one), so "all trading resumed" while
+/// a symbol's halt remains would mislead.
+fn halt_summary(verb: &str, symbol: Option<&str>, state: &Value) -> String {
+    let what = symbol.map(|s| format!("trading in {}", clean(s))).unwrap_or_else(|| "all trading".into());
+    let mut out = format!("{what} {}", if verb == "halt" { "halted" } else { "resumed" });
+    if verb == "resume" {
+        let everywhere = state.get("halted").and_then(Value::as_bool) == Some(true);
+        let symbols: Vec<String> = items(state.get("halted_symbols").unwrap_or(&Value::Null)).iter().map(cell).collect();
+        if everywhere {
+            out.push_str("; all trading is still halted (`agt risk resume` lifts that)");
+        } else if !symbols.is_empty() {
+            out = format!("{out}, except in {}, halted on their own (`agt risk resume SYMBOL` for each)", symbols.join(", "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_resume_names_what_stays_halted() {
+        let state = json!({"halted": false, "halted_symbols": ["AAPL", "MSFT"]});
+        assert_eq!(
+            halt_summary("resume", None, &state),
+            "all trading resumed, except in AAPL, MSFT, halted on their own (`agt risk resume SYMBOL` for each)"
+        );
+        let none = json!({"halted": false, "halted_symbols": []});
+        assert_eq!(halt_summary("resume", None, &none), "all trading resumed");
+        let global = json!({"halted": true, "halted_symbols": []});
+        assert_eq!(
+            halt_summary("resume", Some("AAPL"), &global),
+            "trading in AAPL resumed; all trading is still halted (`agt risk resume` lifts that)"
+        );
+        assert_eq!(halt_summary("halt", Some("AAPL"), &global), "trading in AAPL halted");
+    }
 }

@@ -144,3 +144,15 @@ fn cli_audit_tail_prints_one_json_document() {
     assert_eq!(seqs, [1, 2]);
     assert!(stderr(&out).contains("showing the first 2 records after 0"), "{}", stderr(&out));
 }
+
+/// `agt risk resume` lifts the halt of all trading; a symbol halted on its own stays
+/// halted, and the answer says so rather than "all trading resumed".
+#[test]
+fn cli_risk_resume_names_what_stays_halted() {
+    let d = Daemon::start();
+    let sym = d.symbol("0.01", "1");
+    d.cli().args(["risk", "halt", &sym]).assert().success();
+    d.cli().args(["risk", "halt"]).assert().success();
+    d.cli().args(["risk", "resume"]).assert().success().stdout(predicates::str::contains(format!("except in {sym}")));
+    d.cli().args(["risk", "resume", &sym]).assert().success().stdout("trading in ".to_string() + &sym + " resumed\n");
+}
