@@ -93,6 +93,7 @@ impl Endpoint {
         if authority.is_empty() {
             return Err(bad("no host"));
         }
+        check_authority(authority).map_err(|reason| bad(&reason))?;
         let authority = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
         let prefix = path.trim_end_matches('/').to_string();
         let token = token.filter(|t| !t.is_empty());
@@ -113,6 +114,42 @@ impl fmt::Display for Endpoint {
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
             Endpoint::Tcp { authority, prefix, .. } => write!(f, "http://{authority}{prefix}"),
         }
+    }
+}
+
+/// Refuses a host or port that no lookup could find (`not a url`, `host:port`, `h:99999`):
+/// a usage error (exit 2) naming what is wrong, rather than a DNS lookup that fails and
+/// reads as a daemon that is not running (exit 3).
+fn check_authority(authority: &str) -> Result<(), String> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let Some((v6, after)) = rest.split_once(']') else { return Err("an IPv6 address needs its closing ']'".into()) };
+            if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')) {
+                return Err(format!("{v6:?} is not an IPv6 address"));
+            }
+            match after {
+                "" => return Ok(()),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (None, Some(port)),
+                    None => return Err(format!("unexpected {after:?} after the IPv6 address (a port is written :PORT)")),
+                },
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        },
+    };
+    if let Some(host) = host {
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+            return Err(format!(
+                "{host:?} is not a host name: write http://HOST:PORT, HOST being letters, digits, '-' and '.' (or an IPv6 address in [])"
+            ));
+        }
+    }
+    match port {
+        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Err(format!("port {p:?} is not a number from 1 to 65535")),
+        _ => Ok(()),
     }
 }
 
@@ -463,6 +500,20 @@ mod tests {
         );
         assert!(Endpoint::tcp("https://x", None).is_err());
         assert!(Endpoint::tcp("http:///x", None).is_err());
+        assert!(Endpoint::tcp("http://[::1]:8000/x", None).is_ok());
+        assert!(Endpoint::tcp("my_host.example-1.com:8000", None).is_ok());
+    }
+
+    /// A URL no lookup could find is a usage error (exit 2), not "cannot reach" (exit 3)
+    /// after a failed DNS lookup.
+    #[test]
+    fn refuses_urls_that_name_no_host() {
+        for url in ["not a url", "http://not a url", "host:port", "http://h:99999", "http://h:0", "http://h:80?x", "[::1", "[zz]", "u@h"] {
+            match Endpoint::tcp(url, None) {
+                Err(ClientError::BadUrl { reason, .. }) => assert!(!reason.is_empty(), "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show(&v, order_view)
         }
         OrderCmd::Get { id } => {
-            let v = ctx.get(&path(&id))?;
+            let v = ctx.get(&path(&id)?)?;
             ctx.show(&v, order_view)
         }
         OrderCmd::List { user, symbol, all, limit } => {
@@ -133,7 +133,7 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show_list(&listed, |v| list_or_none(orders_table(&items(v)), &format!("no {noun}")))
         }
         OrderCmd::Cancel { id } => {
-            let v = ctx.delete(&path(&id))?;
+            let v = ctx.delete(&path(&id)?)?;
             ctx.show(&v, order_view)
         }
         OrderCmd::Amend { id, price, qty } => {
@@ -144,7 +144,7 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             if let Some(q) = qty {
                 body.insert("quantity".into(), q.into());
             }
-            let v = ctx.patch(&path(&id), &Value::Object(body))?;
+            let v = ctx.patch(&path(&id)?, &Value::Object(body))?;
             ctx.show(&v, order_view)
         }
         OrderCmd::CancelAll { user, symbol } => {
@@ -165,8 +165,13 @@ fn name<T: ValueEnum>(v: T) -> String {
     v.to_possible_value().expect("no skipped variants").get_name().to_string()
 }
 
-fn path(id: &str) -> String {
-    format!("/api/orders/{}", if id.is_empty() { "%20".to_string() } else { encode(id) })
+/// The route of one order. An empty id is a usage error: the daemon would only be asked
+/// for the order `" "` and answer that there is none.
+fn path(id: &str) -> Result<String, CliError> {
+    if id.trim().is_empty() {
+        return Err(CliError::Usage("an order id cannot be empty (`agt order list` shows them)".into()));
+    }
+    Ok(format!("/api/orders/{}", encode(id)))
 }
 
 pub fn orders_table(orders: &[Value]) -> Table {

@@ -156,3 +156,21 @@ fn cli_risk_resume_names_what_stays_halted() {
     d.cli().args(["risk", "resume"]).assert().success().stdout(predicates::str::contains(format!("except in {sym}")));
     d.cli().args(["risk", "resume", &sym]).assert().success().stdout("trading in ".to_string() + &sym + " resumed\n");
 }
+
+/// Arguments no daemon could answer are usage errors (exit 2), found before asking one:
+/// an empty order id, a URL that names no host.
+#[test]
+fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
+    let idle = tempfile::tempdir().unwrap();
+    let agt = || {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(idle.path()).env_remove("AGT_URL").env_remove("AGT_TOKEN").env_remove("AGT_SOCKET");
+        c
+    };
+    for args in [&["order", "get", ""][..], &["order", "cancel", " "], &["order", "amend", "", "--qty", "1"]] {
+        agt().args(args).assert().code(2).stderr(predicates::str::contains("order id cannot be empty"));
+    }
+    for url in ["not a url", "http://host:port", "http://h:99999"] {
+        agt().args(["--url", url, "--token", "t", "health"]).assert().code(2).stderr(predicates::str::contains("invalid daemon URL"));
+    }
+}
