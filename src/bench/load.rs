@@ -127,6 +127,13 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// A seed for a run not given one: below 2^53, so the report's `seed` (a JSON number) is
+/// read back exactly by every JSON reader, jq and JavaScript's doubles included, and
+/// `--seed` with what they print repeats the run.
+fn random_seed() -> u64 {
+    rand::random::<u64>() >> 11
+}
+
 /// A seeded generator, so a run's order mix can be repeated.
 struct Rng(rand::rngs::StdRng);
 
@@ -327,7 +334,7 @@ async fn run_until(
         route: route.clone(),
         symbols: symbols.clone(),
         users,
-        seed: opts.seed.unwrap_or_else(rand::random),
+        seed: opts.seed.unwrap_or_else(random_seed),
         cancels: opts.cancels,
         stop: stop.clone(),
     };
@@ -927,6 +934,15 @@ fn check(p: &Placed, o: &Order, user: &str, symbol: &str) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_random_seed_is_exact_as_a_json_double() {
+        for _ in 0..1000 {
+            let seed = random_seed();
+            assert!(seed < 1 << 53, "{seed}");
+            assert_eq!(seed as f64 as u64, seed);
+        }
+    }
 
     fn order(status: OrderStatus, filled: i64, fills: usize) -> Order {
         Order {
