@@ -166,6 +166,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A path's parameters, refused with a JSON 400: axum's own rejection is plain text
+/// (`/api/users/%FF` answered `text/plain`), and every error is JSON (DESIGN.md §4).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(t)) => Ok(Path(t)),
+            Err(e) => Err(Failure(ApiError::new(e.status().as_u16(), "invalid_path", e.body_text()))),
+        }
+    }
+}
+
 /// Query strings, refused with a JSON 400 naming the bad parameter.
 pub struct Query<T>(pub T);
 

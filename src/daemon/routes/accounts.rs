@@ -4,9 +4,9 @@
 use super::users::visible_user;
 use crate::api::Transfer;
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, ApiResult, Caller, Json};
+use crate::daemon::http::{ok, ApiResult, Caller, Json, Path};
 use crate::services::{risk, users};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
 

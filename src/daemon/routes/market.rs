@@ -6,10 +6,10 @@
 
 use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query, Path};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
 use serde::Deserialize;

@@ -3,11 +3,11 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Query, Path};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 
 use crate::api::{ApiError, Health};
 use crate::daemon::app::App;
-use crate::daemon::http::{ApiResult, Caller};
-use axum::extract::{Path, State};
+use crate::daemon::http::{ApiResult, Caller, Path};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;

@@ -2,9 +2,9 @@
 
 use crate::api::{ApiError, NewToken, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, ApiResult, Caller, Json};
+use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Path};
 use crate::services::auth::{Cmd, Create};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
 

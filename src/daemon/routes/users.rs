@@ -2,9 +2,9 @@
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query, Path};
 use crate::services::users::Cmd;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use std::sync::Arc;
