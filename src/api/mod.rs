@@ -130,8 +130,10 @@ pub struct User {
     pub updated_at: String,
 }
 
-/// `POST /api/users`, the seed's body.
+/// `POST /api/users`, the seed's body. Any other key is refused (a misspelt `email`
+/// would otherwise be a 400 about a missing field, and an extra one kept nowhere).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
     pub email: String,
@@ -492,8 +494,10 @@ pub struct NewInstrument {
 
 // ---------------------------------------------------------------- accounts
 
-/// `POST /api/users/{id}/deposits` and `/withdrawals`.
+/// `POST /api/users/{id}/deposits` and `/withdrawals`. Any other key is refused: money
+/// moves only as asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Transfer {
     pub asset: String,
     #[serde(deserialize_with = "decimal::de")]

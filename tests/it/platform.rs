@@ -103,6 +103,13 @@ fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
     }
     let (s, v) = d.raw("PUT", "/api/config", "{}", &[]);
     assert!(s == 400 && v["error"]["message"].as_str().unwrap().contains("nothing to set"), "{v}");
+    // A key the body does not have is refused, not ignored: nothing is made or moved.
+    let (s, v) = d.req("POST", "/api/users", Some(json!({"username": "extra", "email": "e@x.io", "role": "admin"})));
+    assert!(s == 400 && v["error"]["message"].as_str().unwrap().contains("unknown field `role`"), "{v}");
+    let u = d.user("payee");
+    let (s, v) = d.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "USD", "amount": "5", "ammount": "500"})));
+    assert_eq!(s, 400, "{v}");
+    assert!(d.ok("GET", &format!("/api/users/{u}/account"), None)["balances"].as_array().unwrap().is_empty());
     let (s, v) = d.raw("GET", "/api/events?since=1&tail=2", "", &[]);
     assert_eq!((s, code(&v)), (400, "invalid_query"), "{v}");
     let big = format!("{{\"username\": \"{}\", \"email\": \"a@b.c\"}}", "x".repeat(2 << 20));
