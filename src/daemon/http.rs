@@ -31,6 +31,11 @@ impl IntoResponse for Failure {
         let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = json(status, &self.0.body());
         resp.extensions_mut().insert(ErrorCode(self.0.code.to_string()));
+        // The one 429 is `rate_limited`, a count over the last second: a client that
+        // honours Retry-After (RFC 9110 §10.2.3) waits that second, not a guess.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
         resp
     }
 }
@@ -269,5 +274,13 @@ mod tests {
         assert_eq!(e.message, "depth must be a whole number from 1 to 1000; got \"0\"");
         assert!(query_number("tail", Some("ten"), 0, u64::MAX).is_err());
         assert!(page_limit(Some("-1"), 100, 10_000).unwrap_err().message.contains("from 1 to 10000"));
+    }
+
+    #[test]
+    fn a_rate_limited_answer_says_when_to_retry() {
+        let limited = Failure(ApiError::new(429, "rate_limited", "too many")).into_response();
+        assert_eq!(limited.headers()[axum::http::header::RETRY_AFTER], "1");
+        let refused = Failure(ApiError::rejected("price_band", "far")).into_response();
+        assert!(refused.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 }
