@@ -32,13 +32,20 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         updated_at TEXT NOT NULL
     );"];
 
-/// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7), and not the shape of a user id:
+/// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7), not only dots, and not the shape of a user id:
 /// wherever a user is named, its id or its username is accepted, and the id is looked up
 /// first, so such a user could never be named by its username.
 pub fn validate_username(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
         return Err(ApiError::invalid("invalid_username", "username must be 1-64 characters of letters, digits, '_', '.' and '-'"));
+    }
+    // `/api/users/..` is resolved away by every HTTP client before it is sent.
+    if name.bytes().all(|b| b == b'.') {
+        return Err(ApiError::invalid(
+            "invalid_username",
+            format!("username {name:?} is only dots, which a URL cannot name (`/api/users/..` is the parent); add a letter or digit"),
+        ));
     }
     if looks_like_id(name) {
         return Err(ApiError::invalid(
