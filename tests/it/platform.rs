@@ -30,6 +30,14 @@ fn users_round_trip_and_conflicts() {
     assert_eq!(d.ok("GET", &format!("/api/users/{name}"), None)["user_id"], id, "lookup by username");
     let (s, e) = d.req("POST", "/api/users", Some(json!({"username": name, "email": "other@x.io"})));
     assert_eq!((s, code(&e)), (409, "username_taken"));
+    // An email is the same address in any case, at create and at update.
+    let shouted = format!("{}@X.IO", name.to_uppercase());
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": format!("{name}2"), "email": shouted})));
+    assert_eq!((s, code(&e)), (409, "email_taken"), "{e}");
+    let other = d.user("other");
+    let (s, e) = d.req("PUT", &format!("/api/users/{other}"), Some(json!({"email": shouted})));
+    assert_eq!((s, code(&e)), (409, "email_taken"), "{e}");
+    assert_eq!(d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"email": shouted})))["email"], shouted.as_str(), "its own, recased");
     let (s, e) = d.req("PUT", &format!("/api/users/{id}"), Some(json!({"status": "sleeping"})));
     assert_eq!((s, code(&e)), (400, "invalid_status"));
     let disabled = d.ok("PUT", &format!("/api/users/{id}"), Some(json!({"status": "disabled"})));

@@ -30,7 +30,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE users (
         status TEXT NOT NULL,
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
-    );"];
+    );",
+    // Emails are told apart without case (`ALICE@example.com` is alice's address); not a
+    // unique index, since a store may already hold two that differ only in case.
+    "CREATE INDEX users_email_nocase ON users(email COLLATE NOCASE);",
+];
 
 /// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7), not only dots, and not the shape of a user id:
 /// wherever a user is named, its id or its username is accepted, and the id is looked up
@@ -89,8 +93,10 @@ fn find(tx: &Connection, key: &str) -> rusqlite::Result<Option<User>> {
     tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?.query_row([key], row_to_user).optional()
 }
 
+/// Whether another user has this username (exactly) or this email (in any ASCII case).
 fn taken(tx: &Connection, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
-    let sql = format!("SELECT 1 FROM users WHERE {column} = ?1 AND user_id <> ?2");
+    let collate = if column == "email" { " COLLATE NOCASE" } else { "" };
+    let sql = format!("SELECT 1 FROM users WHERE {column} = ?1{collate} AND user_id <> ?2");
     Ok(tx.prepare_cached(&sql)?.query_row(params![value, except], |_| Ok(())).optional()?.is_some())
 }
 
