@@ -165,7 +165,8 @@ fn limits_global_through_config_and_per_user_through_risk() {
 fn deposits_stop_at_the_supply_every_trade_can_settle() {
     let mut dm = Daemon::start();
     let (sym, buyer, seller) = dm.market_pair("100000", "1000");
-    let (s, e) = dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": sym, "amount": "79228162514264337593543950000"})));
+    let (s, e) =
+        dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": sym, "amount": "79228162514264337593543950000"})));
     assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains(&format!("already hold 1000 {sym}")), "{e}");
     dm.deposit(&buyer, &sym, "999999999999999999999999000");

@@ -6,7 +6,7 @@
 
 use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Query, Path};
+use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Path, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
 use axum::extract::{Request, State};

@@ -5,7 +5,7 @@
 
 use crate::api::{ApiError, NewWebhookRule};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query, Path};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Path, Query};
 use crate::services::notify::Cmd;
 use axum::extract::State;
 use axum::response::Response;

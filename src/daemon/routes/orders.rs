@@ -3,7 +3,7 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Query, Path};
+use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Path, Query};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
 use axum::body::Bytes;

@@ -2,7 +2,7 @@
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Query, Path};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Path, Query};
 use crate::services::users::Cmd;
 use axum::extract::State;
 use axum::response::Response;

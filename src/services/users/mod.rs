@@ -23,7 +23,8 @@ pub struct Users {
     directory: Directory,
 }
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE users (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE users (
         user_id TEXT PRIMARY KEY,
         username TEXT NOT NULL UNIQUE,
         email TEXT NOT NULL UNIQUE,
