@@ -412,8 +412,10 @@ impl Risk {
             Ok(()) => Ok(Ok(())),
             Err(Refusal::Insufficient { asset, needed, available }) => {
                 let (code, what) = match side {
-                    Side::Buy => ("insufficient_funds", format!("{remaining} at {price}")),
-                    Side::Sell => ("insufficient_position", format!("{remaining}")),
+                    // `remaining` is what would rest, not the total the amend asked for
+                    // (its fills are already paid): said so, or 200 reads as 193.
+                    Side::Buy => ("insufficient_funds", format!("{remaining} unfilled at {price}")),
+                    Side::Sell => ("insufficient_position", format!("{remaining} unfilled")),
                 };
                 Ok(Err(ApiError::rejected(
                     code,
