@@ -191,6 +191,14 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
                                                       // /metrics is open on TCP: no token.
     let (st, text) = dm.tcp("GET", "/metrics", None, None);
     assert_eq!(st, 200);
+    // The body is OpenMetrics (it ends with `# EOF`), and the content type says so.
+    let mut raw = std::net::TcpStream::connect(dm.tcp_addr()).unwrap();
+    std::io::Write::write_all(&mut raw, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut answer).unwrap();
+    let head = answer.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.contains("content-type: application/openmetrics-text; version=1.0.0"), "{head}");
+    assert!(text.as_str().unwrap().trim_end().ends_with("# EOF"));
     let text = text.as_str().expect("Prometheus text").to_string();
     let mut declared = BTreeSet::new();
     let mut sampled = BTreeSet::new();

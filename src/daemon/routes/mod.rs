@@ -9,6 +9,7 @@ mod audit;
 mod config;
 mod events;
 mod market;
+mod masking;
 mod notify;
 mod orders;
 mod risk;
@@ -351,23 +352,26 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
                 // The handler would have failed to read it too.
                 Err(_) => axum::body::Bytes::new(),
             };
-            let query = parts.uri.query();
+            let query = parts.uri.query().map(masking::query);
+            let query = query.as_deref();
             let json = std::str::from_utf8(&bytes).ok().and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
             let detail = match json {
                 // A key may be spelled with escapes (`"secr\u0065t"`) or in capitals
                 // (`"Secret"`): such a body is decoded and masked like one that names a
                 // secret plainly.
-                Some(body) if !may_name_secret(body.get().as_bytes()) => raw(&Detail { query, body: Some(body), body_bytes: None }),
+                Some(body) if !masking::may_name_secret(body.get().as_bytes()) => {
+                    raw(&Detail { query, body: Some(body), body_bytes: None })
+                }
                 _ => {
                     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                         Ok(mut v) => {
-                            mask_secrets(&mut v);
+                            masking::mask_secrets(&mut v);
                             v
                         }
                         // Not JSON, so there are no keys to mask one by one: a body that
                         // may hold a secret (a truncated rule or config body) is withheld
                         // whole, and the detail says so.
-                        Err(_) if may_name_secret(&bytes) => serde_json::Value::String(format!(
+                        Err(_) if masking::may_name_secret(&bytes) => serde_json::Value::String(format!(
                             "{} ({} bytes withheld: the body is not valid JSON and mentions a secret)",
                             crate::services::config::settings::MASKED_SECRET,
                             bytes.len()
@@ -381,48 +385,11 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
         }
         _ => {
             let body_bytes = length.filter(|n| *n > 0).map(Some).or(length.is_none().then_some(None));
-            let detail = raw(&Detail { query: req.uri().query(), body: None, body_bytes });
+            let query = req.uri().query().map(masking::query);
+            let detail = raw(&Detail { query: query.as_deref(), body: None, body_bytes });
             (req, detail)
         }
     }
-}
-
-/// Whether a body could name a secret: `secret` in any case, or a `\u` escape that could
-/// spell it. Every command's body passes here (orders included), so it looks at bytes and
-/// allocates nothing.
-fn may_name_secret(body: &[u8]) -> bool {
-    body.windows(6).any(|w| w.eq_ignore_ascii_case(b"secret")) || body.windows(2).any(|w| w == b"\\u")
-}
-
-/// Masks what could be a secret in a command's body before audit keeps it: the value of
-/// any key that names one (`secret`, and keys such as `notify.webhooks.0.secret`, which
-/// `config set` sends and the daemon refuses, but audit records anyway), and any string
-/// that carries one inside it (a webhook list sent as a string of JSON or TOML).
-fn mask_secrets(v: &mut serde_json::Value) {
-    let masked = || serde_json::Value::String(crate::services::config::settings::MASKED_SECRET.into());
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, inner) in map.iter_mut() {
-                if k.to_ascii_lowercase().contains("secret") && !inner.is_null() {
-                    *inner = masked();
-                } else {
-                    mask_secrets(inner);
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
-        serde_json::Value::String(text) if carries_secret(text) => *v = masked(),
-        _ => {}
-    }
-}
-
-/// Whether a string holds a `secret` key with a value: `"secret": …` or `secret = …`.
-fn carries_secret(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    lower.match_indices("secret").any(|(at, word)| {
-        let rest = lower[at + word.len()..].trim_start_matches(|c: char| c == '"' || c == '\'' || c == '\\' || c.is_whitespace());
-        rest.starts_with(':') || rest.starts_with('=')
-    })
 }
 
 /// A second record for a command that was refused: `{"status", "error"}` (the error
@@ -475,6 +442,21 @@ mod tests {
         assert_eq!(body, serde_json::json!({"url": "http://h/x", "Secret": "***", "nested": {"SECRET": "***", "webhook_secret": "***"}}));
         let plain = audited(r#"{"user_id": "u", "symbol": "AAPL"}"#).await;
         assert_eq!(plain["symbol"], "AAPL", "a body without a secret is kept as it came");
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_query_and_urls_with_a_user_are_masked() {
+        for body in ["", r#"{"log.level": "info"}"#] {
+            let mut req = Request::builder().method("PUT").uri("/api/config?secret=Q1&token=Q2&dry=1");
+            if !body.is_empty() {
+                req = req.header(header::CONTENT_LENGTH, body.len());
+            }
+            let (_, detail) = command_detail(req.body(axum::body::Body::from(body)).unwrap()).await;
+            let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
+            assert_eq!(detail["query"], "secret=***&token=***&dry=1", "{detail}");
+        }
+        let body = audited(r#"{"notify.webhooks": [{"url": "http://user:PW4@127.0.0.1:9/y", "events": ["*"]}]}"#).await;
+        assert_eq!(body["notify.webhooks"][0]["url"], "http://***@127.0.0.1:9/y");
     }
 
     #[tokio::test]

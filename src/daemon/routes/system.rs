@@ -37,7 +37,9 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.supervisor.export_gauges();
     crate::daemon::metrics::get().bus_backlog.set(app.bus.backlog() as i64);
     let text = crate::daemon::metrics::get().encode();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    // prometheus-client writes OpenMetrics (`# EOF`, a counter's family without `_total`):
+    // said so, since a 0.0.4 parser reads those families' TYPE and HELP as no one's.
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
 pub async fn services(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
