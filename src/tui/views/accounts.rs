@@ -1,7 +1,7 @@
 //! Accounts: users on the left; the selected user's balances (total, held by open
 //! orders, available) and positions on the right.
 
-use super::text::{clean, cut, dec};
+use super::text::{clean, column_widths, cut, dec};
 use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
@@ -42,11 +42,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         frame.render_widget(block, balances_area);
         super::notice(frame, inner, "no funds yet · d deposits", theme.dim());
     } else {
-        let rows = account.balances.iter().map(|b| {
-            let held = Cell::from(dec(b.held)).style(if b.held.is_zero() { theme.dim() } else { theme.warn() });
-            Row::new(vec![Cell::from(clean(&b.asset)), Cell::from(dec(b.total)), held, Cell::from(dec(b.available))])
-        });
         let widths = [Constraint::Length(8), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        let w = column_widths(block.inner(balances_area), &widths, 0);
+        let rows = account.balances.iter().map(|b| {
+            let held = Cell::from(cut(&dec(b.held), w[2])).style(if b.held.is_zero() { theme.dim() } else { theme.warn() });
+            Row::new(vec![
+                Cell::from(cut(&clean(&b.asset), w[0])),
+                Cell::from(cut(&dec(b.total), w[1])),
+                held,
+                Cell::from(cut(&dec(b.available), w[3])),
+            ])
+        });
         let header = Row::new(["ASSET", "TOTAL", "HELD", "AVAILABLE"]).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), balances_area);
     }
@@ -57,11 +63,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         frame.render_widget(block, positions_area);
         super::notice(frame, inner, "no positions", theme.dim());
     } else {
+        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Fill(1)];
+        let w = column_widths(block.inner(positions_area), &widths, 0);
         let rows = account.positions.iter().map(|p| {
             let style = if p.quantity.is_sign_negative() { theme.sell() } else { theme.buy() };
-            Row::new(vec![Cell::from(clean(&p.symbol)), Cell::from(dec(p.quantity)).style(style), Cell::from(dec(p.average_price))])
+            Row::new(vec![
+                Cell::from(cut(&clean(&p.symbol), w[0])),
+                Cell::from(cut(&dec(p.quantity), w[1])).style(style),
+                Cell::from(cut(&dec(p.average_price), w[2])),
+            ])
         });
-        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Fill(1)];
         let header = Row::new(["SYMBOL", "QUANTITY", "AVG PRICE"]).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), positions_area);
     }

@@ -1,7 +1,7 @@
 //! Book: the depth ladder of one symbol (asks above, bids below, with cumulative size
 //! and the spread between them), its trades tape, and a price chart of 1-minute closes.
 
-use super::text::{clean, clock, dec, price};
+use super::text::{clean, clock, column_widths, cut, dec, price};
 use super::Theme;
 use crate::api::{Candle, Side};
 use crate::tui::action::Fetch;
@@ -93,8 +93,9 @@ fn ladder(
     let w = (inner.width.saturating_sub(6) / 3) as usize;
     let level = |word: &'static str, (p, q, c): (Decimal, Decimal, Decimal), style| {
         Line::from(vec![
-            Span::styled(format!("{word:<3} {:>w$}", price(p, decimals)), style),
-            Span::raw(format!(" {:>w$} {:>w$}", dec(q), dec(c))),
+            // Cut with a `…`: the paragraph would cut a long number at the edge unmarked.
+            Span::styled(format!("{word:<3} {:>w$}", cut(&price(p, decimals), w)), style),
+            Span::raw(format!(" {:>w$} {:>w$}", cut(&dec(q), w), cut(&dec(c), w))),
         ])
     };
     let mut lines = vec![Line::styled(format!("{:<3} {:>w$} {:>w$} {:>w$}", "", "PRICE", "SIZE", "CUM"), theme.header())];
@@ -122,16 +123,17 @@ fn trades(frame: &mut Frame, area: Rect, symbol: &str, m: &crate::tui::action::M
         super::notice(frame, inner, "no trades yet", theme.dim());
         return;
     }
+    let widths = [Constraint::Length(8), Constraint::Length(4), Constraint::Min(8), Constraint::Min(6)];
+    let w = column_widths(block.inner(area), &widths, 0);
     let rows = m.trades.iter().map(|t| {
         let style = if t.taker_side == Side::Buy { theme.buy() } else { theme.sell() };
         Row::new(vec![
             Cell::from(clock(&t.timestamp).to_string()),
             Cell::from(t.taker_side.as_str()).style(style),
-            Cell::from(price(t.price, decimals)).style(style),
-            Cell::from(dec(t.quantity)),
+            Cell::from(cut(&price(t.price, decimals), w[2])).style(style),
+            Cell::from(cut(&dec(t.quantity), w[3])),
         ])
     });
-    let widths = [Constraint::Length(8), Constraint::Length(4), Constraint::Min(8), Constraint::Min(6)];
     let header = Row::new(["TIME", "SIDE", "PRICE", "QTY"]).style(theme.header());
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }

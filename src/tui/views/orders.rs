@@ -1,7 +1,7 @@
 //! Orders: the newest orders of every user, live, with the selected one ready for
 //! `c` (cancel) and `a` (amend). Wider terminals get more columns.
 
-use super::text::{clean, clock, cut, dec, price, status};
+use super::text::{clean, clock, column_widths, cut, dec, price, status};
 use super::Theme;
 use crate::api::{OrderStatus, Side};
 use crate::tui::action::{short_id, Fetch};
@@ -38,43 +38,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
 
-    let (shown, selected) = super::window(visible.len(), app.orders.selected, area);
-    let rows = visible[shown].iter().map(|o| {
-        let side_style = if o.side == Side::Buy { theme.buy() } else { theme.sell() };
-        let status_style = match o.status {
-            OrderStatus::Rejected | OrderStatus::Expired => theme.bad(),
-            OrderStatus::Filled => theme.ok(),
-            OrderStatus::Cancelled => theme.dim(),
-            OrderStatus::New | OrderStatus::PartiallyFilled => ratatui::style::Style::new(),
-        };
-        let decimals = app.symbols.iter().find(|i| i.symbol == o.symbol).map(|i| i.tick.normalize().scale());
-        let limit = o.price.map(|p| price(p, decimals)).unwrap_or_else(|| "market".into());
-        let mut cells = vec![Cell::from(short_id(&o.order_id).to_string())];
-        if wide {
-            cells.push(Cell::from(clock(&o.created_at).to_string()));
-        }
-        cells.extend([
-            Cell::from(cut(&clean(app.username(&o.user_id)), 12)),
-            Cell::from(cut(&clean(&o.symbol), 10)),
-            Cell::from(o.side.as_str()).style(side_style),
-            Cell::from(limit),
-            Cell::from(dec(o.quantity)),
-            Cell::from(dec(o.filled_quantity)),
-        ]);
-        if wide {
-            cells.push(Cell::from(o.average_price.map(|p| price(p, decimals)).unwrap_or_default()));
-            cells.push(Cell::from(format!("{:?}", o.time_in_force).to_lowercase()));
-        }
-        let mut status_text = status(o.status).to_string();
-        if wide {
-            if let Some(r) = &o.reject_reason {
-                status_text = format!("{status_text}: {}", clean(r));
-            }
-        }
-        cells.push(Cell::from(status_text).style(status_style));
-        Row::new(cells)
-    });
-
     let mut header = vec!["ID"];
     let mut widths = vec![Constraint::Length(8)];
     if wide {
@@ -96,6 +59,46 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     header.push("STATUS");
     widths.push(Constraint::Min(11));
+    // Every cell is cut to its column with a visible `…` (the "▶ " takes two columns).
+    let w = column_widths(inner, &widths, 2);
+
+    let (shown, selected) = super::window(visible.len(), app.orders.selected, area);
+    let rows = visible[shown].iter().map(|o| {
+        let side_style = if o.side == Side::Buy { theme.buy() } else { theme.sell() };
+        let status_style = match o.status {
+            OrderStatus::Rejected | OrderStatus::Expired => theme.bad(),
+            OrderStatus::Filled => theme.ok(),
+            OrderStatus::Cancelled => theme.dim(),
+            OrderStatus::New | OrderStatus::PartiallyFilled => ratatui::style::Style::new(),
+        };
+        let decimals = app.symbols.iter().find(|i| i.symbol == o.symbol).map(|i| i.tick.normalize().scale());
+        let limit = o.price.map(|p| price(p, decimals)).unwrap_or_else(|| "market".into());
+        let plain = ratatui::style::Style::new();
+        let mut cells = vec![(short_id(&o.order_id).to_string(), plain)];
+        if wide {
+            cells.push((clock(&o.created_at).to_string(), plain));
+        }
+        cells.extend([
+            (clean(app.username(&o.user_id)), plain),
+            (clean(&o.symbol), plain),
+            (o.side.as_str().to_string(), side_style),
+            (limit, plain),
+            (dec(o.quantity), plain),
+            (dec(o.filled_quantity), plain),
+        ]);
+        if wide {
+            cells.push((o.average_price.map(|p| price(p, decimals)).unwrap_or_default(), plain));
+            cells.push((format!("{:?}", o.time_in_force).to_lowercase(), plain));
+        }
+        let mut status_text = status(o.status).to_string();
+        if wide {
+            if let Some(r) = &o.reject_reason {
+                status_text = format!("{status_text}: {}", clean(r));
+            }
+        }
+        cells.push((status_text, status_style));
+        Row::new(cells.into_iter().zip(&w).map(|((text, style), &width)| Cell::from(cut(&text, width)).style(style)))
+    });
 
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.header()))

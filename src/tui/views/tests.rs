@@ -184,3 +184,20 @@ fn a_long_message_takes_two_rows() {
     let screen = format!("{:?}", t.backend());
     assert!(screen.contains("starts it again"), "{screen}");
 }
+
+/// A number wider than its column ends in `…`: cut unmarked, 123456789016.04595678 read
+/// as 123456789016.0, another amount.
+#[test]
+fn a_number_too_wide_for_its_column_is_marked_as_cut() {
+    let mut app = on_tab('4');
+    let mut account = fixture::account();
+    account.balances[1].total = "123456789016.04595678".parse().unwrap();
+    app.update(fixture::snap(crate::tui::action::Snapshot::Account(account)));
+    let t = render(&app, 80, 24, Theme { color: false });
+    let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
+    assert!(screen.contains("123456789016.…"), "{screen}");
+    assert!(!screen.contains("123456789016.0 "), "cut without a mark:\n{}", t.backend());
+    let t = render(&app, 160, 48, Theme { color: false });
+    let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
+    assert!(screen.contains("123456789016.04595678"), "whole where it fits:\n{}", t.backend());
+}

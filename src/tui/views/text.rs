@@ -1,6 +1,7 @@
 //! Turning wire values into short, fixed-width words for tables.
 
 use crate::api::OrderStatus;
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use rust_decimal::Decimal;
 
 /// `45s`, `12m03s`, `3h02m`, `2d04h`.
@@ -62,6 +63,16 @@ pub fn cut(s: &str, max: usize) -> String {
         out.push('…');
         out
     }
+}
+
+/// The width each column of a `Table` gets inside `inner` (the area within its block), as
+/// the table lays them out: columns from the left, one space between them, after
+/// `reserved` columns for a highlight symbol. Cells cut to these widths with [`cut`] end
+/// in `…`, where the table itself would cut them without a mark, and a number cut short
+/// would read as another number (`123456789016.04595678` as `123456789016.0`).
+pub fn column_widths(inner: Rect, widths: &[Constraint], reserved: u16) -> Vec<usize> {
+    let area = Rect { x: inner.x + reserved.min(inner.width), width: inner.width.saturating_sub(reserved), ..inner };
+    Layout::horizontal(widths.iter().copied()).flex(Flex::Start).spacing(1).split(area).iter().map(|r| usize::from(r.width)).collect()
 }
 
 /// Control characters (from hostile names or messages) would move the cursor: replace them.
