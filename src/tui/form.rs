@@ -359,6 +359,12 @@ impl Form {
                 self.complain(label, "must be greater than 0");
                 None
             }
+            // The parser's own reason when there is one beyond "not a number" (too many
+            // digits, a separator), else the example.
+            Err(e) if e.contains("more digits") || raw.contains(['_', ',']) => {
+                self.complain(label, e);
+                None
+            }
             Err(_) => {
                 self.complain(label, format!("not a number, {example}"));
                 None
@@ -435,5 +441,12 @@ mod tests {
         typing(&mut f, "ten");
         assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
         assert_eq!(f.field(AMOUNT).unwrap().error.as_deref(), Some("not a number, e.g. 1000"));
+        for (typed, says) in [("1_000", "without separators"), ("12345678901234567890.123456789012", "more digits than agt keeps")] {
+            f.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+            typing(&mut f, typed);
+            assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
+            let error = f.field(AMOUNT).unwrap().error.clone().unwrap();
+            assert!(error.contains(says), "{typed}: {error}");
+        }
     }
 }
