@@ -109,9 +109,7 @@ pub fn query(q: &str) -> Cow<'_, str> {
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let decoded = percent_decoded(value);
-            if names_credential(&percent_decoded(name)) && !value.is_empty() {
-                format!("{name}={MASKED_SECRET}")
-            } else if carries_secret(&decoded) {
+            if (names_credential(&percent_decoded(name)) && !value.is_empty()) || carries_secret(&decoded) {
                 format!("{name}={MASKED_SECRET}")
             } else if let Cow::Owned(shown) = url_users_masked(&decoded) {
                 format!("{name}={shown}")
