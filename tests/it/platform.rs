@@ -340,9 +340,14 @@ fn a_config_change_made_while_stopped_is_announced_at_start() {
         "{changed:?}"
     );
     assert_eq!(last["data"]["applied"], "at start");
-    // A start with nothing changed announces nothing.
+    // A start with nothing changed announces nothing, nor does a set to the same value.
     d.restart();
     assert_eq!(d.events("CONFIG_CHANGED").len(), changed.len(), "nothing new to announce");
+    d.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 60})));
+    d.cli().args(["config", "set", "risk.max_open_orders", "60"]).assert().success();
+    assert_eq!(d.events("CONFIG_CHANGED").len(), changed.len(), "a set to the value it has is no change");
+    d.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 61})));
+    assert_eq!(d.events("CONFIG_CHANGED").len(), changed.len() + 1);
 }
 
 #[test]

@@ -247,8 +247,10 @@ impl Config {
     }
 
     /// Keeps changes in the history and announces them.
+    /// A key set to the value it has is no change: neither kept nor announced. Webhooks
+    /// are compared masked, so a new secret for the same url looks the same: always kept.
     fn record(&self, tx: &Connection, applied: &[Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
-        for change in applied {
+        for change in applied.iter().filter(|c| c.old != c.new || c.key.starts_with("notify.webhooks")) {
             keep(tx, change)?;
             for (kind, data) in announcements(change, if change.hot { "now" } else { "at restart" }) {
                 after.event(kind, data);
