@@ -40,6 +40,8 @@ pub enum Net {
     Connected { head: u64 },
     /// The event stream broke or could not be opened; the net task retries by itself.
     Disconnected(String),
+    /// The daemon refused the token (401: revoked or unknown); the net task has stopped.
+    Refused(String),
     /// The role of the token (probed once per connection over TCP; the socket is admin).
     Role(Role),
     /// One event of `/api/events?follow=true`.

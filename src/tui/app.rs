@@ -64,6 +64,8 @@ pub enum Conn {
     Live,
     /// The stream broke (why); the net task retries with backoff.
     Reconnecting(String),
+    /// The daemon refused the token for good (why): nothing more will come.
+    Refused(String),
 }
 
 /// What sits on top of the current tab and takes the keys first.
@@ -795,6 +797,7 @@ impl App {
                 }
             }
             Net::Disconnected(why) => self.conn = Conn::Reconnecting(why),
+            Net::Refused(why) => self.conn = Conn::Refused(why),
             Net::Role(role) => self.role = Some(role),
             Net::Event(e) => self.on_event(*e),
             Net::Snapshot(s) => self.on_snapshot(s),

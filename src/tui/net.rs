@@ -64,7 +64,12 @@ impl Wire {
         loop {
             let why = match self.follow_once(&mut last_seen, &mut backoff).await {
                 Ok(()) => return, // the dashboard has gone
-                Err(why) => why,
+                Err(Ended::Broke(why)) => why,
+                // A revoked or unknown token never works again: say so, and stop asking.
+                Err(Ended::Refused(why)) => {
+                    self.report(Net::Refused(why));
+                    return;
+                }
             };
             if !self.report(Net::Disconnected(why)) {
                 return;
@@ -76,8 +81,8 @@ impl Wire {
 
     /// One connection: find where to start, open the stream, forward events until it
     /// breaks. `Ok` means nobody listens any more; `Err` says why the stream ended.
-    async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), String> {
-        let head = newest_seq(&self.client).await.map_err(|e| e.to_string())?;
+    async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), Ended> {
+        let head = newest_seq(&self.client).await.map_err(Ended::of)?;
         let floor = head.saturating_sub(BACKLOG);
         // A head below what we saw means a new event log (another home, a wiped one).
         let since = match *last_seen {
@@ -91,7 +96,7 @@ impl Wire {
             Err(e) if e.code() == Some(PRUNED) => self.client.get_lines("/api/events?follow=true&since=0").await,
             other => other,
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(Ended::of)?;
         *backoff = BACKOFF_MIN;
         if !self.report(Net::Connected { head }) {
             return Ok(());
@@ -109,8 +114,8 @@ impl Wire {
                         return Ok(());
                     }
                 }
-                Ok(None) => return Err("the daemon closed the event stream".into()),
-                Err(e) => return Err(e.to_string()),
+                Ok(None) => return Err(Ended::Broke("the daemon closed the event stream".into())),
+                Err(e) => return Err(Ended::of(e)),
             }
         }
     }
@@ -210,6 +215,22 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
 }
 
 /// The newest event's sequence number (0 without events): one request, `tail=1`.
+/// Why a followed stream ended: a break the net task retries, or the token refused (401),
+/// which no retry mends.
+enum Ended {
+    Broke(String),
+    Refused(String),
+}
+
+impl Ended {
+    fn of(e: ClientError) -> Ended {
+        match &e {
+            ClientError::Api(a) if a.status == 401 => Ended::Refused(a.message.clone()),
+            _ => Ended::Broke(e.to_string()),
+        }
+    }
+}
+
 async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
     let mut lines = client.get_lines("/api/events?tail=1").await?;
     let Some(line) = lines.next_line().await? else { return Ok(0) };
@@ -238,5 +259,20 @@ async fn probe_role(client: &Client) -> Option<Role> {
         Some(Role::Trader)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_401_ends_the_follow_for_good() {
+        let refused = ClientError::Api(crate::api::ApiError::unauthorized("revoked"));
+        assert!(matches!(Ended::of(refused), Ended::Refused(m) if m == "revoked"));
+        let gone = ClientError::Unreachable { target: "x".into(), reason: "refused".into() };
+        assert!(matches!(Ended::of(gone), Ended::Broke(_)));
+        let busy = ClientError::Api(crate::api::ApiError::unavailable("bus"));
+        assert!(matches!(Ended::of(busy), Ended::Broke(_)));
     }
 }

@@ -61,6 +61,7 @@ fn tab_bar(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Conn::Live => ("● live", theme.ok()),
         Conn::Connecting => ("connecting…", theme.warn()),
         Conn::Reconnecting(_) => ("reconnecting…", theme.warn()),
+        Conn::Refused(_) => ("✗ token refused", theme.bad()),
     };
     let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(conn.chars().count() as u16 + 1)]).areas(area);
     let titles = Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title()));
@@ -76,6 +77,11 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Line::from(Span::styled(text::clean(&flash.text), style))
     } else if let Conn::Reconnecting(why) = &app.conn {
         Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])
+    } else if let Conn::Refused(why) = &app.conn {
+        Line::from(vec![
+            Span::styled(format!("{} ", text::clean(why)), theme.bad()),
+            Span::styled("· q quits; start agt tui again with a valid token", theme.dim()),
+        ])
     } else if let Some(e) = app.refresh_error() {
         Line::from(vec![
             Span::styled("not refreshed: ", theme.bad()),

@@ -201,3 +201,14 @@ fn a_number_too_wide_for_its_column_is_marked_as_cut() {
     let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
     assert!(screen.contains("123456789016.04595678"), "whole where it fits:\n{}", t.backend());
 }
+
+/// A revoked token is said once and for good, not retried as an outage.
+#[test]
+fn a_refused_token_is_said_not_retried() {
+    let mut app = fixture::app();
+    app.update(Action::Net(Net::Refused("the bearer token is unknown or revoked".into())));
+    let t = render(&app, 80, 24, Theme { color: false });
+    let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
+    assert!(screen.contains("✗ token refused") && screen.contains("unknown or revoked"), "{}", t.backend());
+    assert!(!screen.contains("reconnecting"), "{}", t.backend());
+}
