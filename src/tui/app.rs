@@ -307,8 +307,9 @@ impl App {
     fn order_matches(&self, o: &Order, term: &str) -> bool {
         let value = term.split_once(':').map(|(_, v)| v).unwrap_or(term);
         let has = |field: &str| field.to_lowercase().contains(value);
-        // `filled` must not match `partially_filled`: statuses match from their start.
-        let is_status = o.status.as_str().starts_with(value);
+        // `filled` must not match `partially_filled`: statuses match from their start, as
+        // the API names them or as the table shows them (`part-filled`).
+        let is_status = o.status.as_str().starts_with(value) || crate::tui::views::text::status(o.status).starts_with(value);
         let user = self.username(&o.user_id);
         let side = o.side.as_str();
         match term.split_once(':') {
@@ -316,7 +317,15 @@ impl App {
             Some(("symbol" | "sym" | "s", _)) => has(&o.symbol),
             Some(("status" | "st", _)) => is_status,
             Some(("side", _)) => has(side),
-            _ => has(user) || o.user_id.starts_with(term) || has(&o.symbol) || is_status || has(side),
+            // The id as the table shows it (its last 8 digits) finds its order too.
+            _ => {
+                has(user)
+                    || o.user_id.starts_with(term)
+                    || crate::tui::action::short_id(&o.order_id).starts_with(term)
+                    || has(&o.symbol)
+                    || is_status
+                    || has(side)
+            }
         }
     }
 

@@ -117,7 +117,15 @@ fn orders_filter_by_user_symbol_and_status() {
     app.update(key(KeyCode::Esc));
     assert_eq!(app.orders.filter, "bob");
 
-    for (filter, n) in [("status:filled", 1), ("sym:aapl side:sell", 2), ("user:alice new", 1), ("cancelled", 1), ("msft", 0)] {
+    for (filter, n) in [
+        ("status:filled", 1),
+        ("st:part-filled", 1),
+        ("c0ffee02", 1),
+        ("sym:aapl side:sell", 2),
+        ("user:alice new", 1),
+        ("cancelled", 1),
+        ("msft", 0),
+    ] {
         app.orders.filter = filter.into();
         assert_eq!(app.visible_orders().len(), n, "{filter}");
     }
