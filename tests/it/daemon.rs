@@ -1,6 +1,7 @@
 //! Lifecycle: start, one daemon per home, stale files after SIGKILL, graceful stop.
 
 use crate::util::*;
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -367,4 +368,22 @@ fn the_daemons_threads_run_in_the_batch_class_unless_told_not_to() {
     let normal = Daemon::with_config("[trading]\nsched_batch = false\n");
     let class = class_by_thread(normal.pid());
     assert!(class.values().all(|c| *c == inherited), "{class:?}");
+}
+
+/// A key the daemon's environment sets (`AGT_<KEY>`) wins over agt.toml at every start, so
+/// a `config set` of it is refused rather than answered ok and undone at the next start.
+#[test]
+fn a_config_set_of_a_key_the_environment_sets_is_refused() {
+    let d = Daemon::with_config_env("", &[("AGT_RISK_PRICE_BAND_PCT", "15")]);
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"risk.price_band_pct": "20", "risk.max_open_orders": 5})));
+    assert_eq!((s, code(&e)), (409, "set_by_environment"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("AGT_RISK_PRICE_BAND_PCT"), "{e}");
+    d.cli().args(["risk", "set", "price_band_pct", "20"]).assert().code(1).stderr(predicates::str::contains("AGT_RISK_PRICE_BAND_PCT"));
+    let limits = d.ok("GET", "/api/risk/limits", None);
+    assert_eq!(
+        (limits["price_band_pct"].as_str(), limits["max_open_orders"].as_u64()),
+        (Some("15"), Some(100)),
+        "nothing changed: {limits}"
+    );
+    d.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 5})));
 }

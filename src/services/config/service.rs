@@ -104,6 +104,17 @@ fn announcements(change: &Change, applied: &str) -> Vec<(&'static str, serde_jso
     out
 }
 
+/// The environment variable that sets `key` for this daemon, if one does (as
+/// `Settings::load` reads them): it wins over agt.toml at every start, so a `config set`
+/// of that key would answer ok and be undone by the next start.
+fn overridden_by_environment(key: &str) -> Option<String> {
+    let mut names = vec![Settings::env_var(key)];
+    if key == "http.listen" {
+        names.push("AGT_HTTP_ADDR".into());
+    }
+    names.into_iter().find(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+}
+
 /// Stores every key's value (secrets masked, as `get` shows them) as the history's baseline.
 fn save_baseline(tx: &Connection, settings: &Settings) -> Result<(), ServiceError> {
     let mut put =
@@ -125,6 +136,15 @@ impl Config {
     ) -> Result<Result<serde_json::Value, ApiError>, ServiceError> {
         if changes.is_empty() {
             return Ok(Err(ApiError::bad_request("send at least one key, e.g. {\"risk.max_open_orders\": 50}")));
+        }
+        if let Some((key, var)) = changes.iter().find_map(|(k, _)| overridden_by_environment(k).map(|v| (k, v))) {
+            return Ok(Err(ApiError::conflict(
+                "set_by_environment",
+                format!(
+                    "{key} is set by {var} in the daemon's environment, which wins over agt.toml at every start: \
+                     this change would be undone at the next one. Change or unset {var} and restart the daemon"
+                ),
+            )));
         }
         // An edit of the file the tick has not seen yet goes first: the write below would
         // otherwise keep it in the file and leave it out of the live settings.
