@@ -32,8 +32,10 @@ pub fn dec(d: Decimal) -> String {
 /// column of prices lines up; without a known tick, as [`dec`].
 pub fn price(p: Decimal, decimals: Option<u32>) -> String {
     match decimals {
-        Some(n) => format!("{:.*}", n as usize, p),
-        None => dec(p),
+        // Padded to the tick's places, never rounded to them: an average price has more
+        // (190.552666666667 showed as 190.55).
+        Some(n) if p.normalize().scale() <= n => format!("{:.*}", n as usize, p),
+        _ => dec(p),
     }
 }
 
@@ -83,6 +85,15 @@ pub fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_price_is_padded_to_its_tick_but_never_rounded_to_it() {
+        let d = |t: &str| t.parse::<Decimal>().unwrap();
+        assert_eq!(price(d("190.5"), Some(2)), "190.50");
+        assert_eq!(price(d("190.552666666667"), Some(2)), "190.552666666667");
+        assert_eq!(price(d("190.5500"), Some(2)), "190.55");
+        assert_eq!(price(d("7"), None), "7");
+    }
 
     #[test]
     fn words() {
