@@ -232,7 +232,10 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
         load_error("[risk]\nmax_order_notional = -5\n"),
         r#"/h/agt.toml: risk.max_order_notional: expected a decimal number > 0 such as "10.5", got -5"#
     );
-    assert_eq!(load_error("[risk]\nallow_short = \"maybe\"\n"), r#"/h/agt.toml: risk.allow_short: expected true or false, got "maybe""#);
+    assert_eq!(
+        load_error("[risk]\nallow_short = \"maybe\"\n"),
+        r#"/h/agt.toml: risk.allow_short: expected true or false (yes/no, on/off and 1/0 are read as those), got "maybe""#
+    );
     assert_eq!(
         load_error("[trading]\norder_timeout_s = 99999\n"),
         "/h/agt.toml: trading.order_timeout_s: expected a whole number from 1 to 3600, got 99999"
@@ -343,6 +346,11 @@ fn get_and_set_round_trip_through_dotted_keys() {
     assert_eq!(s.get("risk.max_order_quantity"), Some(json!("12.5")));
     s.set("risk.allow_short", &json!("true")).unwrap();
     assert!(s.risk.allow_short);
+    s.set("risk.allow_short", &json!(0)).unwrap();
+    assert!(!s.risk.allow_short, "a number 0 is false, as the string \"0\" is");
+    s.set("risk.allow_short", &json!(1)).unwrap();
+    assert!(s.risk.allow_short);
+    assert!(s.set("risk.allow_short", &json!(2)).is_err());
     s.set("log.level", &json!("DEBUG")).unwrap();
     assert_eq!(s.log.level, LogLevel::Debug);
     let change = s.set("http.listen", &json!("")).unwrap();
