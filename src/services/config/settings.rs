@@ -1155,6 +1155,16 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
     match table.get("secret") {
         None => {}
         Some(Toml::String(s)) if s.is_empty() => {}
+        // From the file (a set's `***` was replaced by the kept secret before this), it is
+        // `config get`'s output pasted back: signing with it would sign with a key the
+        // receiver does not have.
+        Some(Toml::String(s)) if s == MASKED_SECRET && !origin.is_empty() => {
+            return Err(ConfigError::invalid(
+                origin,
+                format!("{at}.secret"),
+                format!("\"{MASKED_SECRET}\" is the masked value `config get` shows, not a secret: write the webhook's real secret, or leave secret out to send unsigned"),
+            ))
+        }
         Some(Toml::String(s)) => {
             crate::services::notify::check_secret(s).map_err(|e| ConfigError::invalid(origin, format!("{at}.secret"), e))?;
             out.insert("secret".into(), Toml::String(s.clone()));

@@ -232,6 +232,8 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
         load_error("[risk]\nmax_order_notional = -5\n"),
         r#"/h/agt.toml: risk.max_order_notional: expected a decimal number > 0 such as "10.5", got -5"#
     );
+    let pasted = load_error("[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"***\"\n");
+    assert!(pasted.contains("notify.webhooks[0].secret") && pasted.contains("the masked value"), "{pasted}");
     assert_eq!(
         load_error("[risk]\nallow_short = \"maybe\"\n"),
         r#"/h/agt.toml: risk.allow_short: expected true or false (yes/no, on/off and 1/0 are read as those), got "maybe""#
