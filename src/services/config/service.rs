@@ -104,15 +104,11 @@ fn announcements(change: &Change, applied: &str) -> Vec<(&'static str, serde_jso
     out
 }
 
-/// The environment variable that sets `key` for this daemon, if one does (as
-/// `Settings::load` reads them): it wins over agt.toml at every start, so a `config set`
-/// of that key would answer ok and be undone by the next start.
+/// The environment variable that sets `key` for this daemon, if one does: it wins over
+/// agt.toml at every start, so a `config set` of that key would answer ok and be undone
+/// by the next start.
 fn overridden_by_environment(key: &str) -> Option<String> {
-    let mut names = vec![Settings::env_var(key)];
-    if key == "http.listen" {
-        names.push("AGT_HTTP_ADDR".into());
-    }
-    names.into_iter().find(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+    Settings::env_override(key, &|name: &str| std::env::var(name).ok())
 }
 
 /// Stores every key's value (secrets masked, as `get` shows them) as the history's baseline.

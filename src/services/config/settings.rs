@@ -525,15 +525,8 @@ impl Settings {
         let mut layer = toml::Table::new();
         let mut vars: Vec<(&'static str, String)> = Vec::new();
         for key in KEYS {
-            let mut names = vec![env_var(key.name)];
-            if key.name == "http.listen" {
-                names.push("AGT_HTTP_ADDR".to_string());
-            }
-            for name in names {
-                let Some(raw) = env(&name) else { continue };
-                if raw.is_empty() && !matches!(key.kind, Kind::Listen) {
-                    continue;
-                }
+            for name in env_names(key) {
+                let Some(raw) = env(&name).filter(|raw| overrides(key, raw)) else { continue };
                 let value = key.kind.normalize(&Toml::String(raw)).map_err(|m| ConfigError::invalid(&name, key.name, m))?;
                 insert_dotted(&mut layer, key.name, value);
                 vars.retain(|(k, _)| *k != key.name);
@@ -550,6 +543,13 @@ impl Settings {
     /// `AGT_RISK_MAX_OPEN_ORDERS`).
     pub fn env_var(key: &str) -> String {
         env_var(key)
+    }
+
+    /// The environment variable whose value sets `key` at a start, if `env` has one, as
+    /// [`Settings::load`] reads them (the last of [`env_names`] that [`overrides`]).
+    pub fn env_override(key: &str, env: &impl Fn(&str) -> Option<String>) -> Option<String> {
+        let key = find_key(key)?;
+        env_names(key).into_iter().filter(|name| env(name).is_some_and(|raw| overrides(key, &raw))).last()
     }
 
     /// Whether `key` is one of the lists (`symbols`, `notify.webhooks`).
@@ -815,6 +815,22 @@ pub fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), Config
 
 fn env_var(key: &str) -> String {
     format!("AGT_{}", key.replace(['.', '-'], "_").to_ascii_uppercase())
+}
+
+/// The variables that may set `key`, the later winning: `AGT_<KEY>`, and for
+/// `http.listen` also `AGT_HTTP_ADDR`.
+fn env_names(key: &Key) -> Vec<String> {
+    let mut names = vec![env_var(key.name)];
+    if key.name == "http.listen" {
+        names.push("AGT_HTTP_ADDR".to_string());
+    }
+    names
+}
+
+/// Whether a variable's value sets its key: an empty one counts as unset, except for
+/// `http.listen`, where "" turns TCP off.
+fn overrides(key: &Key, raw: &str) -> bool {
+    !raw.is_empty() || matches!(key.kind, Kind::Listen)
 }
 
 /// Reads one file's text into a normalized layer.

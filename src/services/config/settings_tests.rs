@@ -194,6 +194,16 @@ fn the_environment_overrides_the_home_file() {
     assert_eq!(s.supervisor.max_restarts, 5, "an empty variable is ignored");
     assert_eq!(Settings::env_var("risk.max_open_orders"), "AGT_RISK_MAX_OPEN_ORDERS");
     assert_eq!(Settings::env_var("durability"), "AGT_DURABILITY");
+    // The variable a start would take, as load reads them: the later one wins, and an
+    // empty value counts only for http.listen (it turns TCP off).
+    let both = env_of(&[("AGT_HTTP_LISTEN", "127.0.0.1:1"), ("AGT_HTTP_ADDR", "")]);
+    assert_eq!(Settings::env_override("http.listen", &both).as_deref(), Some("AGT_HTTP_ADDR"));
+    assert_eq!(Settings::env_override("risk.allow_short", &env_of(&[("AGT_RISK_ALLOW_SHORT", "")])), None);
+    assert_eq!(
+        Settings::env_override("risk.allow_short", &env_of(&[("AGT_RISK_ALLOW_SHORT", "1")])).as_deref(),
+        Some("AGT_RISK_ALLOW_SHORT")
+    );
+    assert_eq!(Settings::env_override("no.such.key", &both), None);
 }
 
 #[test]
