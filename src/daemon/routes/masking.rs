@@ -6,6 +6,7 @@
 //! (`http://user:pw@host/`).
 
 use crate::services::config::settings::MASKED_SECRET;
+use crate::services::notify::url::url_users_masked;
 use std::borrow::Cow;
 
 /// The words a credential's name holds, in lower case: `secret`, `password`/`passwd`,
@@ -23,11 +24,19 @@ fn names_credential(name: &str) -> bool {
 /// command's body passes here (orders included), so it looks at bytes and allocates
 /// nothing; a body it passes is kept as it came.
 pub fn may_name_secret(body: &[u8]) -> bool {
-    let word = |w: &[u8]| body.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
-    WORDS.iter().any(|w| word(w))
-        || word(b"key")
-        || body.windows(2).any(|w| w == b"\\u")
-        || (body.contains(&b'@') && body.windows(3).any(|w| w == b"://"))
+    let url_user = body.contains(&b'@');
+    // One pass, comparing only where a needle's first byte is.
+    (0..body.len()).any(|i| {
+        let rest = &body[i..];
+        let starts = |w: &[u8]| rest.len() >= w.len() && rest[..w.len()].eq_ignore_ascii_case(w);
+        match body[i].to_ascii_lowercase() {
+            b's' | b'p' | b't' => WORDS.iter().any(|w| starts(w)),
+            b'k' => starts(b"key"),
+            b'\\' => rest.get(1) == Some(&b'u'),
+            b':' => url_user && rest.starts_with(b"://"),
+            _ => false,
+        }
+    })
 }
 
 /// Masks what could be a credential in a parsed body: the value of any key that names one
@@ -70,32 +79,6 @@ fn carries_secret(text: &str) -> bool {
             rest.starts_with(':') || rest.starts_with('=')
         })
     })
-}
-
-/// `text` with the user part of every URL in it masked (`http://***@host/`), borrowed
-/// when there is none.
-fn url_users_masked(text: &str) -> Cow<'_, str> {
-    let mut out: Option<String> = None;
-    let mut copied = 0;
-    let mut from = 0;
-    while let Some(at) = text[from..].find("://").map(|i| from + i + 3) {
-        // The authority ends at the path, query, fragment, a quote or white space.
-        let end = text[at..].find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace()).map_or(text.len(), |i| at + i);
-        if let Some(user_end) = text[at..end].rfind('@').map(|i| at + i) {
-            let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
-            o.push_str(&text[copied..at]);
-            o.push_str(MASKED_SECRET);
-            copied = user_end;
-        }
-        from = end;
-    }
-    match out {
-        None => Cow::Borrowed(text),
-        Some(mut o) => {
-            o.push_str(&text[copied..]);
-            Cow::Owned(o)
-        }
-    }
 }
 
 /// A command's query string with the value of every parameter that names a credential

@@ -6,6 +6,8 @@
 //! So a URL accepted while the daemon runs is accepted at its next start, and one the
 //! sender could not deliver to is refused when it is given, not failed quietly later.
 
+use std::borrow::Cow;
+
 /// Parses a webhook URL into what the sender can POST to: `http://host[:port][/path]`,
 /// with a port (if any) from 1 to 65535 and no credentials. Messages show the URL as
 /// [`shown_url`] does, so a password in it never reaches an answer or the log.
@@ -55,11 +57,32 @@ fn port_text(authority: &str) -> Option<&str> {
 /// A URL as the API, events, messages and the log show it: any `user:password@` replaced
 /// by `***@`.
 pub fn shown_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
+    url_users_masked(url).into_owned()
+}
+
+/// `text` with the user part of every URL in it masked (`http://***@host/`), borrowed
+/// when there is none.
+pub fn url_users_masked(text: &str) -> Cow<'_, str> {
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = text[from..].find("://").map(|i| from + i + 3) {
+        // The authority ends at the path, query, fragment, a quote or white space.
+        let end = text[at..].find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'') || c.is_whitespace()).map_or(text.len(), |i| at + i);
+        if let Some(user_end) = text[at..end].rfind('@').map(|i| at + i) {
+            let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            o.push_str(&text[copied..at]);
+            o.push_str(crate::services::config::settings::MASKED_SECRET);
+            copied = user_end;
+        }
+        from = end;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
     }
 }
 
