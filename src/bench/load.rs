@@ -2,7 +2,7 @@
 //! (closed or open loop), verify every acknowledged order, clean up.
 
 use super::conn::Conn;
-use super::pacer::Pacer;
+use super::pacer::{self, Pacer};
 use super::report::{Cleanup, CpuPerOrder, Latency, Report, Verification};
 use super::{Options, Via};
 use crate::api::{Account, Order, OrderStatus, Side};
@@ -693,13 +693,12 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer
         };
         let body = Bytes::from(serde_json::to_vec(&body).expect("a body serializes"));
 
-        // Open loop: latency counts from the scheduled time when this order is late (the
-        // daemon or the connections fell behind: coordinated omission), from the actual
-        // send when the worker waited for its slot (so timer slack is not counted).
+        // Open loop: latency counts from the slot's time when this order is late, or when
+        // the pacer released its slot late ([`pacer::counted_from`]).
         let now = Instant::now();
         let t0 = match plan.interval_ns {
-            Some(ns) if !waited => now.min(started + Duration::from_nanos((i as f64 * ns) as u64)),
-            _ => now,
+            Some(ns) => pacer::counted_from(started + Duration::from_nanos((i as f64 * ns) as u64), now, waited),
+            None => now,
         };
         let answer = conn.request(Method::POST, &plan.route, Some(body)).await;
         let done = Instant::now();

@@ -86,6 +86,25 @@ impl Drop for Pacer {
     }
 }
 
+/// How late after its slot's time the pacer may release it while on schedule: it releases
+/// at most every [`TICK`], and its sleep ends within the kernel's timer slack (~50 µs) and
+/// a wake-up. A worker that waited for its slot and got it later than this was held up
+/// by the pacer itself (its thread waited for a core), not by the daemon: a client whose
+/// arrivals do not wait on one generator thread would have sent on time.
+pub const RELEASE_ALLOWANCE: Duration = Duration::from_micros(TICK.as_micros() as u64 + 150);
+
+/// The instant an order's latency counts from (coordinated omission). `scheduled` is its
+/// slot's time; `now` its send; `waited` whether the worker waited for the slot
+/// ([`Pacer::next_slot`]). A late worker (its slot was already due) counts from the slot's
+/// time: the daemon or the connections fell behind. One that waited counts from its send,
+/// so that the pacer's ticks and timer slack are not counted, but from no later than
+/// [`RELEASE_ALLOWANCE`] after the slot: past that, the pacer lagged, and the order would
+/// have gone out earlier from an independent client.
+pub fn counted_from(scheduled: Instant, now: Instant, waited: bool) -> Instant {
+    let latest = if waited { scheduled + RELEASE_ALLOWANCE } else { scheduled };
+    now.min(latest)
+}
+
 /// How many slots are due at `now`: slot k (from 0) is due at `start + k × interval`.
 fn due_by(start: Instant, interval_ns: f64, now: Instant) -> u64 {
     match now.checked_duration_since(start) {
@@ -107,6 +126,16 @@ mod tests {
         assert_eq!(due_by(start, 100_000.0, at(99)), 1);
         assert_eq!(due_by(start, 100_000.0, at(100)), 2);
         assert_eq!(due_by(start, 100_000.0, at(1_050)), 11);
+    }
+
+    #[test]
+    fn latency_counts_from_the_send_unless_the_order_was_late_or_the_pacer_lagged() {
+        let slot = Instant::now();
+        let at = |us: u64| slot + Duration::from_micros(us);
+        assert_eq!(counted_from(slot, at(120), true), at(120), "released within a tick: from the send");
+        assert_eq!(counted_from(slot, at(3_000), false), slot, "a late worker: from the slot");
+        assert_eq!(counted_from(slot, at(3_000), true), slot + RELEASE_ALLOWANCE, "the pacer 3 ms late: its lag counts");
+        assert_eq!(counted_from(at(50), slot, false), slot, "sent before its slot's time (the first slot's rounding)");
     }
 
     #[tokio::test]
