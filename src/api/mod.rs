@@ -6,6 +6,7 @@
 
 pub mod decimal;
 mod error;
+pub mod switch;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
@@ -539,7 +540,7 @@ pub struct RiskLimits {
     pub max_orders_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "decimal::de_opt")]
     pub price_band_pct: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "switch::de_opt")]
     pub allow_short: Option<bool>,
 }
 

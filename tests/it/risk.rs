@@ -161,6 +161,29 @@ fn limits_global_through_config_and_per_user_through_risk() {
 /// No more than 10^27 of an asset may be deposited across all accounts, so that every
 /// trade's settlement fits in a decimal: a deposit near the decimal limit once let a
 /// filled order fail to settle, failing risk, trading and orders at every start.
+/// `agt risk set allow_short` reads a yes/no as `agt config set` does, globally and for
+/// one user, and refuses a typo with what it accepts.
+#[test]
+fn allow_short_reads_yes_and_no_as_config_does() {
+    let dm = Daemon::start();
+    let u = dm.user("shorty");
+    let per_user = || dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None)["allow_short"].clone();
+    for (word, want) in [("True", true), ("off", false), ("YES", true), ("0", false)] {
+        dm.cli().args(["risk", "set", "allow_short", word, "--user", &u]).assert().success();
+        assert_eq!(per_user(), want, "--user, {word}");
+        dm.cli().args(["risk", "set", "allow_short", word]).assert().success();
+        assert_eq!(dm.ok("GET", "/api/risk/limits", None)["allow_short"], want, "global, {word}");
+        dm.cli().args(["config", "set", "risk.allow_short", word]).assert().success();
+        assert_eq!(dm.ok("GET", "/api/config", None)["risk"]["allow_short"], want, "config set, {word}");
+    }
+    for args in [vec!["risk", "set", "allow_short", "ture", "--user", &u], vec!["risk", "set", "allow_short", "2"]] {
+        let out = dm.cli().args(&args).assert().code(1).get_output().stderr.clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains("true or false"), "{args:?}: {err}");
+    }
+    assert_eq!(per_user(), false, "a refused value changed nothing");
+}
+
 #[test]
 fn deposits_stop_at_the_supply_every_trade_can_settle() {
     let mut dm = Daemon::start();

@@ -310,7 +310,7 @@ impl Kind {
             Kind::Whole { min, max } => format!("a whole number from {min} to {max}"),
             Kind::Positive { max: None } => "a decimal number > 0 such as \"10.5\"".into(),
             Kind::Positive { max: Some(m) } => format!("a decimal number > 0 and <= {m} such as \"10\""),
-            Kind::Bool => "true or false (yes/no, on/off and 1/0 are read as those)".into(),
+            Kind::Bool => crate::api::switch::EXPECTED.into(),
         }
     }
 
@@ -356,11 +356,7 @@ impl Kind {
                 Toml::Boolean(b) => Ok(Toml::Boolean(*b)),
                 // As the strings "1" and "0" are: `config set risk.allow_short 1` sends a number.
                 Toml::Integer(n @ (0 | 1)) => Ok(Toml::Boolean(*n == 1)),
-                Toml::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                    "true" | "yes" | "on" | "1" => Ok(Toml::Boolean(true)),
-                    "false" | "no" | "off" | "0" => Ok(Toml::Boolean(false)),
-                    _ => Err(refuse()),
-                },
+                Toml::String(s) => crate::api::switch::parse(s).map(Toml::Boolean).ok_or_else(refuse),
                 _ => Err(refuse()),
             },
         }
