@@ -30,16 +30,22 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
     match cmd {
         ConfigCmd::Show => {
             let v = ctx.get("/api/config")?;
-            ctx.show(&v, show)
+            let pending = pending(ctx);
+            ctx.show(&v, |v| {
+                let mut pairs = Vec::new();
+                flatten("", v, &mut pairs);
+                pairs.iter().map(|(k, v)| format!("{k} = {v}{}", running_note(&pending, k))).collect::<Vec<_>>().join("\n")
+            })
         }
         ConfigCmd::Get { key } => {
             let v = ctx.get("/api/config")?;
             let found = lookup(&v, &key)
                 .ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
+            let pending = if Settings::is_hot(&key) { Map::new() } else { pending(ctx) };
             ctx.show(&found, |f| match f {
                 Value::Object(_) => show(f),
                 Value::Array(_) => serde_json::to_string_pretty(f).unwrap_or_default(),
-                other => cell(other),
+                other => format!("{}{}", cell(other), running_note(&pending, &key)),
             })
         }
         ConfigCmd::Set { key, value } => {
@@ -58,6 +64,23 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
                 None => format!("{key} set{later}"),
             })
         }
+    }
+}
+
+/// The keys saved with a value the running daemon gets only at its next start
+/// (`GET /api/config/pending`); none from a daemon too old to say.
+fn pending(ctx: &Ctx) -> Map<String, Value> {
+    match ctx.get("/api/config/pending") {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `  (running: normal until the daemon restarts)` after a key that waits for a restart.
+fn running_note(pending: &Map<String, Value>, key: &str) -> String {
+    match pending.get(key).and_then(|p| p.get("running")) {
+        Some(running) => format!("  (saved; the daemon runs with {} until it restarts)", cell(running)),
+        None => String::new(),
     }
 }
 

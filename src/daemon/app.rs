@@ -18,6 +18,10 @@ pub struct App {
     pub version: &'static str,
     pub started: Instant,
     pub started_at: String,
+    /// The settings the daemon started with: what a key that applies only at a start
+    /// (`durability`, `http.listen`, …) runs with until the next one, whatever has been
+    /// saved since (`GET /api/config/pending`).
+    pub started_with: crate::services::config::settings::Settings,
     pub bus: Bus,
     pub settings: SharedSettings,
     pub supervisor: Arc<Supervisor>,

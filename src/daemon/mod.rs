@@ -152,6 +152,7 @@ async fn serve(
         version: VERSION,
         started,
         started_at: crate::api::now_rfc3339(),
+        started_with: settings.clone(),
         bus: bus.clone(),
         settings: shared.clone(),
         supervisor: supervisor.clone(),

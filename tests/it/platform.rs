@@ -691,8 +691,28 @@ fn config_set_validates_persists_and_applies_hot_keys() {
     d.cli().args(["config", "set", "notify.webhooks", "[]"]).assert().success().stdout(predicates::str::contains("next starts").not());
     assert_eq!(config_rules(), 0);
     assert!(!std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("127.0.0.1:9/hook"));
+    // Until that start, `get` and `show` say what the daemon runs with.
+    d.cli()
+        .args(["config", "set", "durability", "full"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("when the daemon next starts"));
+    assert_eq!(d.ok("GET", "/api/config/pending", None), json!({"durability": {"saved": "full", "running": "normal"}}));
+    d.cli()
+        .args(["config", "get", "durability"])
+        .assert()
+        .success()
+        .stdout("full  (saved; the daemon runs with normal until it restarts)\n");
+    d.cli().args(["config", "get", "durability", "-o", "json"]).assert().success().stdout("\"full\"\n");
+    d.cli()
+        .args(["config", "show"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("durability = full  (saved; the daemon runs with normal"));
     d.restart();
     assert_eq!(d.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 7);
+    assert_eq!(d.ok("GET", "/api/config/pending", None), json!({}), "applied at the start");
+    d.cli().args(["config", "get", "durability"]).assert().success().stdout("full\n");
 }
 
 #[test]

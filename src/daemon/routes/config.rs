@@ -13,6 +13,13 @@ pub async fn show(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Resp
     Ok(ok(app.config.call(Cmd::Show).await?))
 }
 
+/// The keys saved with a value the running daemon does not have yet: they apply at its
+/// next start (`{"durability": {"saved": "full", "running": "normal"}}`; `{}` when none).
+pub async fn pending(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_reader()?;
+    Ok(ok(serde_json::Value::Object(app.settings.get().pending_restart(&app.started_with))))
+}
+
 /// Flattens `{"risk": {"max_open_orders": 3}}` and `{"risk.max_open_orders": 3}` alike.
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
     match v {

@@ -57,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/audit", get(audit::list))
         .route("/api/audit/verify", get(audit::verify))
         .route("/api/config", get(config::show).put(config::set))
+        .route("/api/config/pending", get(config::pending))
         .route("/api/notifications", get(notify::list))
         .route("/api/notifications/rules", get(notify::rules).post(notify::add_rule))
         .route("/api/notifications/rules/{id}", axum::routing::delete(notify::remove_rule))

@@ -566,6 +566,21 @@ impl Settings {
         key == WEBHOOKS || find_key(key).is_some_and(|k| k.hot)
     }
 
+    /// The single-value keys that apply only at a start whose value in `self` (saved:
+    /// the live settings) differs from `running` (what the daemon started with), as
+    /// `{"durability": {"saved": "full", "running": "normal"}}`: without it, `config get`
+    /// after `config set durability full` reads "full" while every commit still runs
+    /// without fsync.
+    pub fn pending_restart(&self, running: &Settings) -> serde_json::Map<String, Json> {
+        KEYS.iter()
+            .filter(|k| !k.hot)
+            .filter_map(|k| {
+                let (saved, was) = (self.get(k.name)?, running.get(k.name)?);
+                (saved != was).then(|| (k.name.to_string(), serde_json::json!({"saved": saved, "running": was})))
+            })
+            .collect()
+    }
+
     /// Merges a normalized layer over these settings. `origin_of(key)` names where a
     /// changed key came from (file or variable), for cross-key errors.
     fn layered(&self, layer: toml::Table, origin_of: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
