@@ -194,6 +194,7 @@ fn supervise<C>(
                 return;
             }
             Ok(Ok(Exit::Restart)) => {
+                statuses.iter().for_each(|st| clear_last_error(st));
                 statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator"));
                 backoff = policy.backoff_initial;
                 continue;
@@ -222,6 +223,7 @@ fn supervise<C>(
                 return;
             }
             failures.clear();
+            statuses.iter().for_each(|st| clear_last_error(st));
             statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator after failure"));
             backoff = policy.backoff_initial;
             continue;
@@ -230,6 +232,15 @@ fn supervise<C>(
         backoff = (backoff * 2).min(policy.backoff_max);
         statuses.iter().for_each(|st| record_restart(&ctx, st, &error));
     }
+}
+
+/// An operator's restart starts the service afresh: `agt service list` stops showing the
+/// error it had failed with (the events `SERVICE_RESTARTED` and `SERVICE_FAILED` and the
+/// log keep it), so that a
+/// running service does not look broken. A restart by the supervisor keeps it: that error
+/// is why the service restarted.
+fn clear_last_error(status: &Status) {
+    *status.last_error.lock().unwrap() = None;
 }
 
 fn live_policy(ctx: &ServiceCtx) -> Policy {

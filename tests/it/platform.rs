@@ -788,9 +788,11 @@ fn supervisor_restarts_crashed_services_and_gives_up_after_too_many() {
     assert_eq!((s, code(&e)), (409, "service_not_running"), "a failed service has nothing to crash: {e}");
     assert_eq!(d.ok("GET", "/health", None)["status"], "degraded");
     assert_eq!(d.req("GET", "/ready", None).0, 503);
-    // An operator brings it back.
+    assert!(service(&d, "users")["last_error"].as_str().is_some_and(|e| !e.is_empty()), "why it failed is shown");
+    // An operator brings it back, and it no longer shows the error it failed with.
     d.ok("POST", "/api/services/users/restart", None);
     assert_eq!(service(&d, "users")["state"], "running");
+    assert_eq!(service(&d, "users")["last_error"], serde_json::Value::Null, "{}", service(&d, "users"));
     assert_eq!(d.req("GET", "/api/users", None).0, 200);
     let metrics = d.ok("GET", "/metrics", None);
     assert!(metrics.as_str().unwrap().contains("agt_service_restarts_total{service=\"users\"}"));
