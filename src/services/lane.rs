@@ -143,6 +143,8 @@ pub struct Amend {
     pub quantity: Option<Decimal>,
     /// The instrument's `max_quantity` (zero: none), which the new total must not pass.
     pub instrument_max: Decimal,
+    /// The instrument's `min_quantity`, which the new total must reach, as a placement's.
+    pub instrument_min: Decimal,
     /// False when the order's user is disabled (`user_disabled`): an amend is a new
     /// decision to trade.
     pub user_active: bool,
@@ -1071,7 +1073,7 @@ impl Lane {
     /// answer to send once the record is appended. A refusal changes nothing and is
     /// answered at once (`None`). The checks and their order are the saga's before.
     fn amend(&mut self, amend: Amend, at: &str) -> Result<Option<(AmendRecord, Reply<Order>, Order)>, ServiceError> {
-        let Amend { order_id, owner, price, quantity, instrument_max, user_active, reply } = amend;
+        let Amend { order_id, owner, price, quantity, instrument_max, instrument_min, user_active, reply } = amend;
         let refuse = |reply: Reply<Order>, e: ApiError| {
             let _ = reply.send(Err(e));
             Ok(None)
@@ -1100,6 +1102,9 @@ impl Lane {
         let remaining = quantity - o.filled_quantity;
         if (remaining % lot) != Decimal::ZERO {
             return refuse(reply, ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {lot}")));
+        }
+        if let Err(e) = risk::checks::check_lot(quantity, lot, instrument_min) {
+            return refuse(reply, e);
         }
         let price_changed = o.price != Some(price);
         if let Err(e) = self.risk.svc.check_amend((&o.user_id, user_active), &o.symbol, (price, quantity), price_changed, instrument_max) {
@@ -1867,6 +1872,7 @@ mod tests {
                 price: price.map(dec),
                 quantity: quantity.map(dec),
                 instrument_max: Decimal::ZERO,
+                instrument_min: Decimal::ZERO,
                 user_active: true,
                 reply,
             };
@@ -2176,6 +2182,7 @@ mod redo_proptest {
                             price: price.or(quantity.is_none().then(|| dec("100"))),
                             quantity,
                             instrument_max: Decimal::ZERO,
+                            instrument_min: Decimal::ZERO,
                             user_active: true,
                             reply,
                         });
