@@ -119,7 +119,8 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
                 body.insert("client_order_id".into(), c.into());
             }
             let v = ctx.post("/api/orders", &Value::Object(body))?;
-            ctx.show(&v, order_view)
+            ctx.show(&v, order_view)?;
+            refused_before(&v)
         }
         OrderCmd::Get { id } => {
             let v = ctx.get(&path(&id)?)?;
@@ -238,4 +239,22 @@ fn cancelled_view(v: &Value) -> String {
         return "no open orders to cancel".to_string();
     }
     format!("cancelled {} order{}\n\n{}", orders.len(), if orders.len() == 1 { "" } else { "s" }, orders_table(&orders).render())
+}
+
+/// A placement is refused with an error (exit 1), but a retry with the same
+/// `client_order_id` answers the first order as it stands (200), a refused one included:
+/// a script that retries after a lost answer must not read that as placed.
+fn refused_before(order: &Value) -> CliResult {
+    if order.get("status").and_then(Value::as_str) != Some("rejected") {
+        return Ok(());
+    }
+    let id = order.get("order_id").and_then(Value::as_str).unwrap_or("?");
+    let why = order.get("reject_reason").and_then(Value::as_str).unwrap_or("no reason given");
+    Err(CliError::failed(
+        "order_rejected",
+        format!(
+            "order {id} with this client id was rejected when it was first placed ({why}); the same --client-id \
+             always answers that order: place it again with a new one"
+        ),
+    ))
 }
