@@ -57,7 +57,13 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
             .collect::<Result<Vec<_>, _>>()?,
     };
     let limit = page_limit(q.limit.as_deref(), 100, 10_000)?;
-    let filter = ListFilter { user_id, symbol: q.symbol.filter(|s| !s.is_empty()), statuses, limit };
+    let symbol = q.symbol.filter(|s| !s.is_empty());
+    // A symbol the market does not list is 404 `unknown_symbol`, as an unknown user is: a
+    // typo (`aapl`) must not read as "no orders".
+    if let Some(symbol) = &symbol {
+        saga::instrument(&app, symbol).await?;
+    }
+    let filter = ListFilter { user_id, symbol, statuses, limit };
     Ok(ok(app.orders.call(|reply| Cmd::List { filter, reply }).await?))
 }
 
