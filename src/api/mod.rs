@@ -495,6 +495,22 @@ pub struct NewInstrument {
 
 // ---------------------------------------------------------------- accounts
 
+/// An asset or symbol name: 1–32 of `A-Z`, `0-9`, `.` and `-`, beginning and ending with
+/// a letter or digit (`AAPL`, `BRK.B`, `BTC-USD`). Punctuation alone (`..`, `-`) names
+/// nothing a person could tell apart, and `/api/book/..` never reaches the daemon as
+/// written. One rule for `symbol add`, `[[symbols]]`, deposits and halts.
+pub fn valid_name(name: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let bytes = name.as_bytes();
+    bytes.len() <= 32
+        && edge(bytes.first())
+        && edge(bytes.last())
+        && bytes.iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+}
+
+/// What [`valid_name`] allows, for the errors that refuse a name.
+pub const NAME_RULE: &str = "1-32 characters of A-Z, 0-9, '.' and '-', beginning and ending with a letter or digit";
+
 /// `POST /api/users/{id}/deposits` and `/withdrawals`. Any other key is refused: money
 /// moves only as asked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -635,6 +651,21 @@ pub struct WebhookRule {
     pub events: Vec<String>,
     pub secret: Option<String>,
     pub created_at: Option<String>,
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_begin_and_end_with_a_letter_or_digit() {
+        for ok in ["AAPL", "BRK.B", "BTC-USD", "X", "9", "A-B.C", &"A".repeat(32)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "...", "-", "-A-", "USD-", ".-USD", "-USD", "aapl", "A B", "A/B", &"A".repeat(33)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 }
 
 #[cfg(test)]

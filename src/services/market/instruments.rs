@@ -20,10 +20,6 @@ pub fn default_max_quantity() -> Decimal {
     Decimal::from(1_000_000_000u64)
 }
 
-fn is_symbol(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-}
-
 /// At most 40 characters of what the client sent, for an error message.
 fn shown(s: &str) -> String {
     let mut out: String = s.chars().take(40).collect();
@@ -36,13 +32,10 @@ fn shown(s: &str) -> String {
 /// Checks a new instrument and fills in its defaults.
 pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
     let sym = new.symbol;
-    if !is_symbol(&sym) {
+    if !crate::api::valid_name(&sym) {
         return Err(ApiError::invalid(
             "invalid_symbol",
-            format!(
-                "symbol must be 1-32 characters of upper-case letters A-Z, digits 0-9, '.' and '-', such as \"AAPL\" or \"BTC-USD\"; got {}",
-                shown(&sym)
-            ),
+            format!("symbol must be {}, such as \"AAPL\" or \"BTC-USD\"; got {}", crate::api::NAME_RULE, shown(&sym)),
         ));
     }
     let base = base_asset(&sym).to_string();

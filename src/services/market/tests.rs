@@ -109,12 +109,28 @@ fn symbols_are_validated_with_codes_that_say_what_is_wrong() {
     assert_eq!(f.add("BRK.B", "0.01", "1").unwrap().base, "BRK.B");
     assert_eq!(f.add(&"X".repeat(32), "1", "1").unwrap().symbol.len(), 32);
 
-    for bad in ["", "aapl", "AAPL ", "A B", "X'; DROP TABLE instruments;--", "\u{1f680}", "A\u{0}B", "USD", "-USD"] {
+    for bad in [
+        "",
+        "aapl",
+        "AAPL ",
+        "A B",
+        "X'; DROP TABLE instruments;--",
+        "\u{1f680}",
+        "A\u{0}B",
+        "USD",
+        "-USD",
+        ".",
+        "..",
+        "-",
+        "-A-",
+        "USD-",
+        ".-USD",
+    ] {
         let e = f.add(bad, "0.01", "1").unwrap_err();
         assert_eq!((e.status, e.code.as_ref()), (400, "invalid_symbol"), "{bad:?}");
     }
     let e = f.add(&"X".repeat(33), "1", "1").unwrap_err();
-    assert!(e.message.contains("upper-case"), "{}", e.message);
+    assert!(e.message.contains("1-32 characters of A-Z"), "{}", e.message);
     assert_eq!(f.add("NEG", "-1", "1").unwrap_err().code, "invalid_tick");
     assert_eq!(f.add("ZERO", "0", "1").unwrap_err().code, "invalid_tick");
     assert_eq!(f.add("LOT", "0.01", "0").unwrap_err().code, "invalid_lot");

@@ -79,10 +79,7 @@ pub fn validate_limits(l: &RiskLimits) -> Result<(), ApiError> {
 pub const LIMIT_KEYS: &[&str] =
     &["max_open_orders", "max_order_quantity", "max_order_notional", "max_orders_per_second", "price_band_pct", "allow_short"];
 
-/// An asset or symbol name: 1–32 of `A-Z`, `0-9`, `-` and `.`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
+pub use crate::api::valid_name;
 
 pub fn validate_asset(asset: &str) -> Result<(), ApiError> {
     if valid_name(asset) {
@@ -90,7 +87,7 @@ pub fn validate_asset(asset: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(
             "invalid_asset",
-            format!("asset must be 1-32 characters of A-Z, 0-9, '-' and '.' (such as \"USD\" or \"AAPL\"), got {asset:?}"),
+            format!("asset must be {} (such as \"USD\" or \"AAPL\"), got {asset:?}", crate::api::NAME_RULE),
         ))
     }
 }
