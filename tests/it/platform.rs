@@ -870,3 +870,29 @@ fn metrics_expose_the_contract_families() {
     assert!(text.contains("agt_service_restarts_total{service=\"market\"} 0"), "{text}");
     d.cli().arg("metrics").assert().success();
 }
+
+/// `config set symbols` takes what `agt symbol add` takes, and refuses to give an existing
+/// instrument other terms (they would be saved, announced and never applied).
+#[test]
+fn config_symbols_are_checked_as_symbol_add_checks_them() {
+    let d = Daemon::start();
+    let set = |v: &str| d.cli().args(["config", "set", "symbols", v]).assert();
+    let out = set(r#"[{"symbol":"MSFT","tick":"0.05","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("instrument_exists") && err.contains("tick 0.01"), "{err}");
+    set(r#"[{"symbol":"ZZ","tick":"0.01","lot":"1","min_quantity":"0.5"}]"#)
+        .code(1)
+        .stderr(predicates::str::contains("multiple of the lot"));
+    set(r#"[{"symbol":"USD","tick":"0.01","lot":"1"}]"#).code(1).stderr(predicates::str::contains("against itself"));
+    set(r#"[{"symbol":"..","tick":"0.01","lot":"1"}]"#).code(1);
+    let toml = std::fs::read_to_string(d.path().join("agt.toml")).unwrap();
+    assert!(!toml.contains("ZZ") && !toml.contains("0.05"), "nothing refused was saved: {toml}");
+    // An entry as the market has it, and a new symbol, are taken.
+    set(r#"[{"symbol":"MSFT","tick":"0.01","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).success();
+    set(r#"[{"symbol":"NEWCO","tick":"0.01","lot":"1"}]"#).success();
+    assert_eq!(d.ok("GET", "/api/config", None)["symbols"].as_array().unwrap().last().unwrap()["max_quantity"], "1000000000");
+    for name in [".", "..", "-A-", "USD-"] {
+        let (s, e) = d.req("POST", "/api/symbols", Some(json!({"symbol": name, "tick": "0.01", "lot": "1"})));
+        assert_eq!((s, code(&e)), (400, "invalid_symbol"), "{name}: {e}");
+    }
+}

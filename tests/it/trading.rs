@@ -920,3 +920,60 @@ fn placements_one_after_another_are_answered_with_spinning_on_and_off() {
     assert_eq!(bal(&dm, &seller, "USD"), (d("3500"), d("0"), d("3500")));
     assert_eq!(bal(&dm, &seller, &sym), (d("30"), d("0"), d("30")));
 }
+
+/// An amend passes the checks a placement would on its new terms: the instrument's
+/// `min_quantity` as well as its `max_quantity`.
+#[test]
+fn an_amend_cannot_shrink_an_order_below_the_instrument_minimum() {
+    let dm = Daemon::start();
+    let sym = format!("MQ{}", unique().to_uppercase());
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": sym, "tick": "0.01", "lot": "1", "min_quantity": "5", "max_quantity": "20"})));
+    let u = dm.user("mq");
+    dm.deposit(&u, "USD", "1000");
+    let (s, e) = dm.place(&u, &sym, "buy", "3", Some("10"));
+    assert_eq!((s, code(&e)), (422, "invalid_lot"), "{e}");
+    let (s, o) = dm.place(&u, &sym, "buy", "5", Some("10"));
+    assert_eq!(s, 201, "{o}");
+    let id = o["order_id"].as_str().unwrap();
+    let (s, e) = dm.req("PATCH", &format!("/api/orders/{id}"), Some(json!({"quantity": "1"})));
+    assert_eq!((s, code(&e)), (422, "invalid_lot"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("below the minimum 5"), "{e}");
+    let (s, e) = dm.req("PATCH", &format!("/api/orders/{id}"), Some(json!({"quantity": "25"})));
+    assert_eq!(s, 422, "{e}");
+    let amended = dm.ok("PATCH", &format!("/api/orders/{id}"), Some(json!({"quantity": "6"})));
+    assert_eq!(amended["quantity"], "6");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["quantity"], "6", "refused amends changed nothing");
+}
+
+/// A retry with the same `client_order_id` answers the first order; when that one was
+/// refused, `agt order place` says so and exits 1, so that a retrying script does not
+/// take it for placed.
+#[test]
+fn a_retried_placement_of_a_refused_order_exits_1() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("retry");
+    dm.deposit(&u, "USD", "1000");
+    let place = || dm.cli().args(["order", "place", &u, &sym, "buy", "1", "100.001", "--client-id", "retry-7"]).assert().code(1);
+    place().stderr(predicates::str::contains("invalid_tick"));
+    let out = place().get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("order_rejected") && err.contains("new one"), "{err}");
+    let out = dm.cli().args(["-o", "json", "order", "place", &u, &sym, "buy", "1", "100", "--client-id", "retry-7"]).assert().code(1);
+    let shown: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!((shown["status"].as_str(), shown["price"].as_str()), (Some("rejected"), Some("100.001")), "the first order, printed");
+    dm.cli().args(["order", "place", &u, &sym, "buy", "1", "100", "--client-id", "retry-8"]).assert().success();
+}
+
+/// Listing by a symbol the market does not list is 404 `unknown_symbol`, as listing by an
+/// unknown user is: a typo must not read as "no orders".
+#[test]
+fn orders_listed_by_an_unknown_symbol_are_refused() {
+    let dm = Daemon::start();
+    for q in ["aapl", "NOPE"] {
+        let (s, e) = dm.req("GET", &format!("/api/orders?symbol={q}"), None);
+        assert_eq!((s, code(&e)), (404, "unknown_symbol"), "{q}: {e}");
+    }
+    dm.cli().args(["order", "list", "--symbol", "aapl"]).assert().code(1).stderr(predicates::str::contains("unknown_symbol"));
+    assert_eq!(dm.ok("GET", "/api/orders?symbol=AAPL", None), json!([]));
+}

@@ -47,6 +47,7 @@ pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<s
     if changes.is_empty() || changes.iter().all(|(key, _)| key.is_empty()) {
         return Err(ApiError::invalid("invalid_request", "nothing to set: send keys and values, e.g. {\"log.level\": \"debug\"}").into());
     }
+    refuse_changed_instruments(&app, &changes).await?;
     if changes.iter().any(|(key, _)| key.starts_with("notify.")) {
         // Notify reads its webhooks as they stand when an event reaches it: first let it
         // handle every event published so far, so that a webhook changed here applies
@@ -55,4 +56,41 @@ pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<s
         let _ = app.notify.call(crate::services::notify::Cmd::LastEventSeq).await;
     }
     Ok(ok(app.config.call(|r| Cmd::Set(changes, r)).await?))
+}
+
+/// An instrument's terms never change once it exists (`agt symbol add` of an existing
+/// symbol is 409 too): orders rest on its tick and lot, and start-up seeds `[[symbols]]`
+/// only where the market has no such instrument. A `symbols` change that would give an
+/// existing instrument other terms is refused (409 `instrument_exists`) instead of being
+/// saved, announced and never applied. Entries the change leaves as they were are not
+/// looked at; a malformed change is the config service's to refuse.
+async fn refuse_changed_instruments(app: &App, changes: &[(String, serde_json::Value)]) -> Result<(), ApiError> {
+    if !changes.iter().any(|(key, _)| key == "symbols" || key.starts_with("symbols.")) {
+        return Ok(());
+    }
+    let live = app.settings.get();
+    let mut next = (*live).clone();
+    let entries: Vec<(&str, &serde_json::Value)> = changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    if next.set_many(&entries).is_err() {
+        return Ok(());
+    }
+    let changed: Vec<_> = next.symbols.iter().filter(|s| !live.symbols.contains(s)).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let existing = app.market.call(crate::services::market::Cmd::Symbols).await?;
+    for s in changed {
+        let Some(i) = existing.iter().find(|i| i.symbol == s.symbol) else { continue };
+        if (i.tick, i.lot, i.min_quantity, i.max_quantity) != (s.tick, s.lot, s.min_quantity, s.max_quantity) {
+            return Err(ApiError::conflict(
+                "instrument_exists",
+                format!(
+                    "{} already trades with tick {}, lot {}, min_quantity {}, max_quantity {}: an instrument's terms never \
+                     change once it exists; list another symbol instead",
+                    i.symbol, i.tick, i.lot, i.min_quantity, i.max_quantity
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -288,8 +288,6 @@ const SYMBOLS: &str = "symbols";
 const WEBHOOKS: &str = "notify.webhooks";
 const SYMBOL_FIELDS: &[&str] = &["symbol", "tick", "lot", "min_quantity", "max_quantity"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "events", "secret"];
-/// `max_quantity` of a `[[symbols]]` entry that leaves it out.
-const DEFAULT_MAX_QUANTITY: u32 = 1_000_000;
 
 fn find_key(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
@@ -1075,20 +1073,16 @@ fn entry_table<'a>(origin: &str, key: &str, fields: &[&str], item: &'a Toml) -> 
     Ok(table)
 }
 
-fn is_symbol(text: &str) -> bool {
-    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-}
-
 fn normalize_symbol(origin: &str, index: usize, item: &Toml) -> Result<Toml, ConfigError> {
     let at = format!("symbols[{index}]");
     let table = entry_table(origin, &at, SYMBOL_FIELDS, item)?;
     let symbol = match table.get("symbol") {
-        Some(Toml::String(s)) if is_symbol(s) => s.clone(),
+        Some(Toml::String(s)) if crate::api::valid_name(s) => s.clone(),
         Some(v) => {
             return Err(ConfigError::invalid(
                 origin,
                 format!("{at}.symbol"),
-                format!("expected 1 to 32 characters of A-Z, 0-9, \".\" and \"-\" such as \"BTC-USD\", got {}", shown(v)),
+                format!("expected {} such as \"BTC-USD\", got {}", crate::api::NAME_RULE, shown(v)),
             ))
         }
         None => return Err(ConfigError::invalid(origin, format!("{at}.symbol"), "missing: every [[symbols]] entry needs a symbol")),
@@ -1104,20 +1098,21 @@ fn normalize_symbol(origin: &str, index: usize, item: &Toml) -> Result<Toml, Con
             },
         }
     };
-    let tick = decimal("tick", None)?;
-    let lot = decimal("lot", None)?;
-    let min_quantity = decimal("min_quantity", Some(lot))?;
-    let max_quantity = decimal("max_quantity", Some(Decimal::from(DEFAULT_MAX_QUANTITY).max(min_quantity)))?;
-    if max_quantity < min_quantity {
-        return Err(ConfigError::invalid(
-            origin,
-            format!("{at}.max_quantity"),
-            format!("expected a decimal number >= min_quantity ({min_quantity}), got {max_quantity}"),
-        ));
-    }
+    let optional = |field: &str| table.get(field).map(|_| decimal(field, None)).transpose();
+    let new = crate::api::NewInstrument {
+        symbol,
+        tick: decimal("tick", None)?,
+        lot: decimal("lot", None)?,
+        min_quantity: optional("min_quantity")?,
+        max_quantity: optional("max_quantity")?,
+    };
+    // The market's own check, so that an entry here is one `agt symbol add` would take
+    // (a minimum off the lot, a symbol that trades USD against itself): start-up would
+    // otherwise skip it with only a warning in the log.
+    let i = crate::services::market::validate_instrument(new).map_err(|e| ConfigError::invalid(origin, &at, e.message))?;
     let mut out = toml::Table::new();
-    out.insert("symbol".into(), Toml::String(symbol));
-    for (field, d) in [("tick", tick), ("lot", lot), ("min_quantity", min_quantity), ("max_quantity", max_quantity)] {
+    out.insert("symbol".into(), Toml::String(i.symbol));
+    for (field, d) in [("tick", i.tick), ("lot", i.lot), ("min_quantity", i.min_quantity), ("max_quantity", i.max_quantity)] {
         out.insert(field.into(), Toml::String(d.to_string()));
     }
     Ok(Toml::Table(out))

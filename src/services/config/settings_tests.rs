@@ -145,7 +145,7 @@ max_quantity = "10"
     assert_eq!((btc.tick.to_string(), btc.max_quantity.to_string()), ("0.5".into(), "10".into()));
     let tsla = &s.symbols[4];
     assert_eq!(tsla.tick.to_string(), "0.05");
-    assert_eq!((tsla.min_quantity, tsla.max_quantity), (dec("1"), dec("1000000")), "min defaults to the lot");
+    assert_eq!((tsla.min_quantity, tsla.max_quantity), (dec("1"), dec("1000000000")), "min defaults to the lot, max as `symbol add`'s");
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn an_unknown_key_is_named_with_a_suggestion_and_the_known_keys() {
 fn bad_symbols_and_webhooks_say_what_is_wrong() {
     assert_eq!(
         load_error("[[symbols]]\nsymbol = \"aapl\"\ntick = 1\nlot = 1\n"),
-        r#"/h/agt.toml: symbols[0].symbol: expected 1 to 32 characters of A-Z, 0-9, "." and "-" such as "BTC-USD", got "aapl""#
+        r#"/h/agt.toml: symbols[0].symbol: expected 1-32 characters of A-Z, 0-9, '.' and '-', beginning and ending with a letter or digit such as "BTC-USD", got "aapl""#
     );
     assert_eq!(
         load_error("[[symbols]]\nsymbol = \"X\"\ntick = 0\nlot = 1\n"),
@@ -287,8 +287,13 @@ fn bad_symbols_and_webhooks_say_what_is_wrong() {
     );
     assert_eq!(
         load_error("[[symbols]]\nsymbol = \"X\"\ntick = 1\nlot = 1\nmin_quantity = 10\nmax_quantity = 5\n"),
-        "/h/agt.toml: symbols.X.max_quantity: expected a decimal number >= min_quantity (10), got 5"
+        "/h/agt.toml: symbols.X: max_quantity (5) must be at least min_quantity (10)"
     );
+    // What `agt symbol add` refuses, the file refuses too: start-up would skip it.
+    assert!(load_error("[[symbols]]\nsymbol = \"ZZ\"\ntick = \"0.01\"\nlot = 1\nmin_quantity = \"0.5\"\n")
+        .starts_with("/h/agt.toml: symbols.ZZ: min_quantity (0.5) must be a multiple of the lot (1)"));
+    assert!(load_error("[[symbols]]\nsymbol = \"USD\"\ntick = 1\nlot = 1\n").contains("would trade USD against itself"));
+    assert!(load_error("[[symbols]]\nsymbol = \"..\"\ntick = 1\nlot = 1\n").contains("beginning and ending with a letter or digit"));
     assert_eq!(
         load_error("[[symbols]]\nsymbol = \"X\"\ntick = 1\nlot = 1\n[[symbols]]\nsymbol = \"X\"\ntick = 1\nlot = 1\n"),
         r#"/h/agt.toml: symbols[1].symbol: "X" is listed twice"#
@@ -372,7 +377,7 @@ fn get_and_set_round_trip_through_dotted_keys() {
     let change = s.set("symbols", &json!({"symbol": "TSLA", "tick": "0.05", "lot": 1})).unwrap();
     assert!(!change.hot);
     assert_eq!(s.symbols.len(), 5);
-    assert_eq!(s.get("symbols.TSLA.max_quantity"), Some(json!("1000000")));
+    assert_eq!(s.get("symbols.TSLA.max_quantity"), Some(json!("1000000000")));
     s.set("symbols", &json!([{"symbol": "AAPL", "tick": "0.05", "lot": 10}])).unwrap();
     assert_eq!(s.symbols.len(), 5, "the same symbol is replaced, not added");
     assert_eq!(s.symbols[0].lot, dec("10"));

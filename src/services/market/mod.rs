@@ -11,6 +11,7 @@
 mod candles;
 pub mod import;
 mod instruments;
+pub use instruments::validate as validate_instrument;
 mod service;
 mod tape;
 #[cfg(test)]
