@@ -9,6 +9,7 @@ pub mod follower;
 pub mod home;
 pub mod http;
 mod lock;
+mod log_files;
 mod logging;
 pub mod metrics;
 mod retention;
@@ -79,7 +80,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     // Before any thread starts (the log writer is the first): each inherits the class.
     let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
-    let logging = logging::init(&home, settings.log.level.as_str())?;
+    let logging = logging::init(&home, settings.log.level.as_str(), settings.log.keep_days)?;
     if settings.trading.sched_batch && !batch {
         tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
     }
@@ -224,8 +225,8 @@ async fn serve(
     write_atomically(&home.info_file(), serde_json::to_string_pretty(&info)?.as_bytes())?;
     tracing::info!(pid = info.pid, socket = %info.socket, http = ?http_addr, "agt daemon started");
 
-    // Keep the log level in step with the live config.
-    let mut level = settings.log.level;
+    // Keep the log level and how long log files are kept in step with the live config.
+    let (mut level, mut keep_days) = (settings.log.level, settings.log.keep_days);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -234,10 +235,14 @@ async fn serve(
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = tick.tick() => {
-                let now = shared.get().log.level;
-                if now != level {
-                    logging.set_level(now.as_str());
-                    level = now;
+                let live = shared.get();
+                if live.log.level != level {
+                    level = live.log.level;
+                    logging.set_level(level.as_str());
+                }
+                if live.log.keep_days != keep_days {
+                    keep_days = live.log.keep_days;
+                    logging.set_keep_days(keep_days);
                 }
             }
         }

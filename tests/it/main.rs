@@ -8,6 +8,7 @@ mod cli;
 mod cli_offline;
 mod daemon;
 mod events;
+mod logs;
 mod market;
 mod monitoring;
 mod notify;

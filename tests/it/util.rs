@@ -33,12 +33,18 @@ impl Daemon {
 
     /// A daemon with extra config and extra environment variables.
     pub fn with_config_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Daemon::unstarted(extra, env);
+        d.spawn();
+        d
+    }
+
+    /// A home with its config and no daemon yet, for a test that puts files there before
+    /// the first start; `spawn` starts it.
+    pub fn unstarted(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
         std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{extra}\n")).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { home, child: None, http: None, env };
-        d.spawn();
-        d
+        Daemon { home, child: None, http: None, env }
     }
 
     pub fn path(&self) -> &Path {

@@ -61,6 +61,9 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub level: LogLevel,
+    /// How many days of daily log files are kept, today's included; 0 keeps them all.
+    /// See `daemon::log_files`.
+    pub keep_days: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +268,7 @@ const KEYS: &[Key] = &[
     Key { name: "durability", kind: Kind::Durability, hot: false },
     Key { name: "http.listen", kind: Kind::Listen, hot: false },
     Key { name: "log.level", kind: Kind::LogLevel, hot: true },
+    Key { name: "log.keep_days", kind: Kind::Whole { min: 0, max: U32 }, hot: true },
     Key { name: "trading.order_timeout_s", kind: Kind::Whole { min: 1, max: 3600 }, hot: true },
     Key { name: "trading.spin_us", kind: Kind::Whole { min: 0, max: 1000 }, hot: true },
     Key { name: "trading.background_nice", kind: Kind::Whole { min: 0, max: 19 }, hot: false },
@@ -556,7 +560,7 @@ impl Settings {
         KEYS.iter().map(|k| k.name).chain([SYMBOLS, WEBHOOKS]).collect()
     }
 
-    /// Whether a change to `key` reaches running services without a restart: `log.level`,
+    /// Whether a change to `key` reaches running services without a restart: `log.*`,
     /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`, `events.*`, `notify.webhooks` (notify
     /// reads them live). `http.listen`, `durability` and `symbols` apply at the next start
     /// (symbols can be added live with `agt symbol add`). Unknown keys are not hot.

@@ -44,6 +44,7 @@ fn defaults_are_the_shipped_file() {
     assert_eq!(s.http.listen, "127.0.0.1:8000");
     assert_eq!(s.http.addr(), Some("127.0.0.1:8000".parse().unwrap()));
     assert_eq!(s.log.level, LogLevel::Info);
+    assert_eq!(s.log.keep_days, 14);
     assert_eq!(s.durability, Durability::Normal);
     assert_eq!(s.trading.order_timeout_s, 30);
     assert_eq!(s.risk.max_open_orders, 100);
@@ -253,6 +254,30 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
         "/h/agt.toml: trading.order_timeout_s: expected a whole number from 1 to 3600, got 99999"
     );
     assert_eq!(load_error("risk = 5\n"), "/h/agt.toml: risk: expected a table ([risk] with its keys below it), got 5");
+}
+
+/// `log.keep_days` as an operator meets it in each place a value comes from: a whole
+/// number of days, 0 keeping every file, anything else refused with what to write.
+#[test]
+fn log_keep_days_takes_whole_days_and_says_what_to_fix() {
+    assert_eq!(load_text("[log]\nkeep_days = 2\n").unwrap().log.keep_days, 2);
+    assert_eq!(load_text("[log]\nkeep_days = 0\n").unwrap().log.keep_days, 0, "0 keeps every file");
+    for (bad, shown) in [("-1", "-1"), ("\"two\"", "\"two\""), ("1.5", "1.5"), ("true", "true")] {
+        assert_eq!(
+            load_error(&format!("[log]\nkeep_days = {bad}\n")),
+            format!("/h/agt.toml: log.keep_days: expected a whole number >= 0, got {shown}")
+        );
+    }
+    let (_dir, file) = home_with("");
+    assert_eq!(Settings::load(&file, &env_of(&[("AGT_LOG_KEEP_DAYS", "30")])).unwrap().log.keep_days, 30);
+    let err = Settings::load(&file, &env_of(&[("AGT_LOG_KEEP_DAYS", "a week")])).unwrap_err().to_string();
+    assert_eq!(err, r#"AGT_LOG_KEEP_DAYS: log.keep_days: expected a whole number >= 0, got "a week""#);
+    let mut s = Settings::defaults();
+    let change = s.set("log.keep_days", &json!("7")).unwrap();
+    assert_eq!((change.old, change.new, change.hot), (json!(14), json!(7), true));
+    let err = s.set("log.keep_days", &json!(-3)).unwrap_err().to_string();
+    assert_eq!(err, "log.keep_days: expected a whole number >= 0, got -3");
+    assert_eq!(s.log.keep_days, 7, "a refused set changes nothing");
 }
 
 #[test]
@@ -506,6 +531,7 @@ fn hot_keys_are_the_ones_services_can_apply_live() {
         hot,
         [
             "log.level",
+            "log.keep_days",
             "trading.order_timeout_s",
             "trading.spin_us",
             "risk.max_open_orders",

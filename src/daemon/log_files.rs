@@ -1,0 +1,270 @@
+//! The daemon's daily log files, `logs/agtd.log.YYYY-MM-DD`, and how long they are kept
+//! (`log.keep_days`).
+//!
+//! tracing-appender writes them and begins a new one on the first line after midnight
+//! UTC (it dates them in UTC). Deleting old ones is done here rather than with its
+//! `max_log_files`, which keeps a number of files, oldest by creation time first, among
+//! every file whose name merely starts with `agtd.log`: an operator's
+//! `agtd.log.2024-05-01.gz` or `agtd.log.bak` would go, and a copied-back file would
+//! count as new. Here a file is ours only if its whole name is `agtd.log.` and a date,
+//! and its age is that date's.
+//!
+//! Old files are deleted when the daemon starts ([`DailyFiles::open`]), with the first
+//! line written on each new day (so no day's rollover is missed however long the daemon
+//! runs), and when `log.keep_days` changes ([`KeepDays::set`]).
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+
+/// What every daily file's name starts with; the date follows after a dot.
+const PREFIX: &str = "agtd.log";
+
+/// The date in a daily log file's name (`agtd.log.2025-03-01`), or `None` for any other
+/// name, including one with something before or after it (`agtd.log.2025-03-01.gz`).
+fn date_of(name: &str) -> Option<NaiveDate> {
+    let text = name.strip_prefix(PREFIX)?.strip_prefix('.')?;
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    // chrono takes `2025-3-1` too; the appender never writes that, so it is not ours.
+    (date.format("%Y-%m-%d").to_string() == text).then_some(date)
+}
+
+/// Deletes the daily log files in `dir` that are too old to keep on `today`: those dated
+/// `keep_days` or more days before it (so `keep_days` = 2 keeps today's and yesterday's).
+/// `keep_days` = 0 deletes nothing; so does a `dir` that cannot be read. Only regular
+/// files named like ours are looked at. Returns the files deleted.
+pub fn prune(dir: &Path, keep_days: u64, today: NaiveDate) -> Vec<PathBuf> {
+    // A keep_days reaching back before chrono's calendar keeps everything.
+    let Some(oldest_kept) = keep_days.checked_sub(1).and_then(|back| today.checked_sub_days(Days::new(back))) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut deleted = Vec::new();
+    for entry in entries.flatten() {
+        let Some(date) = entry.file_name().to_str().and_then(date_of) else { continue };
+        // file_type does not follow a symlink: a link named like ours is left alone.
+        if date >= oldest_kept || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        // Gone already (the writer's thread and a `config set` may prune at once): fine.
+        if std::fs::remove_file(entry.path()).is_ok() {
+            deleted.push(entry.path());
+        }
+    }
+    deleted
+}
+
+/// The live `log.keep_days`, shared by the log writer's thread (which prunes at each new
+/// day) and the daemon (which changes it when the config does).
+#[derive(Clone)]
+pub struct KeepDays {
+    days: Arc<AtomicU64>,
+    dir: PathBuf,
+}
+
+impl KeepDays {
+    /// Takes a new `log.keep_days` and prunes at once by it, returning the files deleted.
+    pub fn set(&self, days: u64) -> Vec<PathBuf> {
+        self.days.store(days, Ordering::Relaxed);
+        prune(&self.dir, days, Utc::now().date_naive())
+    }
+
+    fn get(&self) -> u64 {
+        self.days.load(Ordering::Relaxed)
+    }
+}
+
+/// The daily files' writer: tracing-appender's, which also prunes with the first line it
+/// writes on each new day (UTC).
+pub struct DailyFiles {
+    appender: RollingFileAppender,
+    keep: KeepDays,
+    /// When the next day begins (Unix seconds): the first write from then on prunes.
+    next_day: i64,
+}
+
+impl DailyFiles {
+    /// Prunes `dir` by `keep_days`, then opens (or creates) today's file there. Returns
+    /// the writer, the handle that changes `keep_days`, and the files deleted.
+    pub fn open(dir: &Path, keep_days: u64) -> io::Result<(DailyFiles, KeepDays, Vec<PathBuf>)> {
+        let now = Utc::now();
+        let deleted = prune(dir, keep_days, now.date_naive());
+        let appender = RollingFileAppender::builder()
+            .rotation(Rotation::DAILY)
+            .filename_prefix(PREFIX)
+            .build(dir)
+            .map_err(|e| io::Error::other(format!("cannot open the daily log file in {}: {e}", dir.display())))?;
+        let keep = KeepDays { days: Arc::new(AtomicU64::new(keep_days)), dir: dir.to_path_buf() };
+        Ok((DailyFiles { appender, keep: keep.clone(), next_day: next_day_after(now) }, keep, deleted))
+    }
+
+    /// Prunes if `now` is in a day after the one of the last prune.
+    fn prune_on_new_day(&mut self, now: DateTime<Utc>) {
+        if now.timestamp() >= self.next_day {
+            prune(&self.keep.dir, self.keep.get(), now.date_naive());
+            self.next_day = next_day_after(now);
+        }
+    }
+}
+
+/// The start of the UTC day after `now`'s, in Unix seconds.
+fn next_day_after(now: DateTime<Utc>) -> i64 {
+    let tomorrow = now.date_naive().succ_opt().unwrap_or(NaiveDate::MAX);
+    tomorrow.and_hms_opt(0, 0, 0).map_or(i64::MAX, |t| t.and_utc().timestamp())
+}
+
+impl Write for DailyFiles {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.prune_on_new_day(Utc::now());
+        self.appender.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.appender.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn day(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    /// A logs folder as an operator may have it: our daily files, and files that only
+    /// look like them.
+    fn logs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "agtd.log.2025-02-20",
+            "agtd.log.2025-02-27",
+            "agtd.log.2025-02-28",
+            "agtd.log.2025-03-01",
+            "agtd.log.2025-03-02",
+            "agtd.log.2025-02-01.gz",
+            "agtd.log.2025-2-1",
+            "agtd.log.bak",
+            "agtd.log",
+            "xagtd.log.2025-02-01",
+            "daemon.out",
+            "daemon.out.1",
+        ] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("agtd.log.2025-01-01")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("daemon.out"), dir.path().join("agtd.log.2025-01-02")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_daily_files_named_like_ours_have_a_date() {
+        assert_eq!(date_of("agtd.log.2025-03-01"), Some(day("2025-03-01")));
+        for other in [
+            "agtd.log",
+            "agtd.log.",
+            "agtd.log.2025-03-01.gz",
+            "agtd.log.2025-3-1",
+            "agtd.log.2025-02-30",
+            "agtd.log-2025-03-01",
+            "xagtd.log.2025-03-01",
+            "agtd.log.bak",
+        ] {
+            assert_eq!(date_of(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn files_older_than_keep_days_go_and_every_other_file_stays() {
+        let dir = logs();
+        let deleted = prune(dir.path(), 2, day("2025-03-01"));
+        let mut deleted: Vec<String> = deleted.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+        deleted.sort();
+        assert_eq!(deleted, ["agtd.log.2025-02-20", "agtd.log.2025-02-27"]);
+        assert_eq!(
+            names(dir.path()),
+            [
+                "agtd.log",
+                "agtd.log.2025-01-01",
+                "agtd.log.2025-01-02",
+                "agtd.log.2025-02-01.gz",
+                "agtd.log.2025-02-28",
+                "agtd.log.2025-03-01",
+                "agtd.log.2025-03-02",
+                "agtd.log.2025-2-1",
+                "agtd.log.bak",
+                "daemon.out",
+                "daemon.out.1",
+                "xagtd.log.2025-02-01",
+            ],
+            "yesterday's, today's and a future day's stay (a clock set back must not lose them); so does every file not named like ours, a folder and a symlink"
+        );
+        assert!(dir.path().join("agtd.log.2025-01-01").is_dir());
+    }
+
+    #[test]
+    fn one_day_keeps_only_today_and_zero_keeps_all() {
+        let dir = logs();
+        let before = names(dir.path());
+        assert!(prune(dir.path(), 0, day("2025-03-01")).is_empty());
+        assert!(prune(dir.path(), u64::MAX, day("2025-03-01")).is_empty(), "more days than the calendar has keeps all");
+        assert_eq!(names(dir.path()), before);
+        prune(dir.path(), 1, day("2025-03-01"));
+        let daily: Vec<String> = names(dir.path()).into_iter().filter(|n| date_of(n).is_some()).collect();
+        // The folder and the symlink named like ours stay, as ever.
+        assert_eq!(daily, ["agtd.log.2025-01-01", "agtd.log.2025-01-02", "agtd.log.2025-03-01", "agtd.log.2025-03-02"]);
+    }
+
+    #[test]
+    fn opening_prunes_and_keeps_the_names_of_daily_files() {
+        let dir = logs();
+        let today = Utc::now().date_naive();
+        let old = format!("agtd.log.{}", today - Days::new(3));
+        let kept = format!("agtd.log.{}", today - Days::new(2));
+        std::fs::write(dir.path().join(&old), "").unwrap();
+        std::fs::write(dir.path().join(&kept), "").unwrap();
+        let (mut files, _keep, deleted) = DailyFiles::open(dir.path(), 3).unwrap();
+        assert!(deleted.contains(&dir.path().join(&old)), "{deleted:?}");
+        assert!(!dir.path().join(&old).exists() && dir.path().join(&kept).exists());
+        files.write_all(b"a line\n").unwrap();
+        files.flush().unwrap();
+        let written = std::fs::read_to_string(dir.path().join(format!("agtd.log.{today}"))).unwrap();
+        assert_eq!(written, "a line\n", "today's file, named agtd.log.YYYY-MM-DD");
+        assert!(dir.path().join("agtd.log.bak").exists());
+    }
+
+    #[test]
+    fn the_first_write_of_a_new_day_prunes_by_the_live_keep_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2).unwrap();
+        let today = Utc::now().date_naive();
+        let yesterday = dir.path().join(format!("agtd.log.{}", today - Days::new(1)));
+        std::fs::write(&yesterday, "").unwrap();
+        files.prune_on_new_day(Utc::now());
+        assert!(yesterday.exists(), "within the day nothing is pruned again");
+        // Tomorrow, yesterday's file is two days old.
+        let tomorrow = Utc.from_utc_datetime(&(today + Days::new(1)).and_hms_opt(0, 0, 1).unwrap());
+        files.prune_on_new_day(tomorrow);
+        assert!(!yesterday.exists(), "pruned at the day's rollover");
+        // A changed keep_days prunes at once, and the next rollover goes by it.
+        let two_ago = dir.path().join(format!("agtd.log.{}", today - Days::new(2)));
+        std::fs::write(&two_ago, "").unwrap();
+        assert!(keep.set(3).is_empty());
+        assert_eq!(keep.set(2), std::slice::from_ref(&two_ago));
+        std::fs::write(&two_ago, "").unwrap();
+        keep.days.store(5, Ordering::Relaxed);
+        let later = Utc.from_utc_datetime(&(today + Days::new(2)).and_hms_opt(0, 0, 0).unwrap());
+        files.prune_on_new_day(later);
+        assert!(two_ago.exists(), "four days old on that day: kept by keep_days = 5");
+    }
+}

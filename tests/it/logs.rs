@@ -1,0 +1,60 @@
+//! Logs: the daily files are kept `log.keep_days` days.
+
+use crate::util::*;
+use chrono::{Days, Utc};
+use predicates::prelude::PredicateBooleanExt;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+/// Daily files from before `log.keep_days` are deleted when the daemon starts and when
+/// the key is lowered; files not named like a daily file are never touched.
+#[test]
+fn daily_log_files_older_than_keep_days_are_deleted_and_other_files_kept() {
+    let mut d = Daemon::unstarted("[log]\nkeep_days = 2\n", &[]);
+    let logs = d.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    // The daemon dates its files in UTC. (A test run across midnight UTC could see the
+    // daemon a day ahead; keep_days = 2 then also deletes `yesterday`.)
+    let today = Utc::now().date_naive();
+    let daily = |back: u64| format!("agtd.log.{}", today - Days::new(back));
+    let unrelated = ["notes.txt".to_string(), format!("{}.gz", daily(30)), "agtd.log.bak".to_string()];
+    for name in [daily(30), daily(2), daily(1)].iter().chain(&unrelated) {
+        std::fs::write(logs.join(name), "an old line\n").unwrap();
+    }
+    d.spawn();
+
+    let mut kept: Vec<String> = [daily(1), daily(0)].into_iter().chain(unrelated.iter().cloned()).collect();
+    kept.sort();
+    assert_eq!(names(&logs), kept, "two days kept: today's (the daemon's own) and yesterday's");
+    let todays = logs.join(daily(0));
+    wait_until("the deletion to be logged", Duration::from_secs(10), || {
+        std::fs::read_to_string(&todays).unwrap().contains("deleted daily log files older than log.keep_days").then_some(())
+    });
+
+    // Lowered while the daemon runs: yesterday's file goes within the daemon's tick.
+    d.cli().args(["config", "set", "log.keep_days", "1"]).assert().success().stdout(predicates::str::contains("next starts").not());
+    wait_until("yesterday's file to go", Duration::from_secs(10), || (!logs.join(daily(1)).exists()).then_some(()));
+    let mut kept: Vec<String> = [daily(0)].into_iter().chain(unrelated.iter().cloned()).collect();
+    kept.sort();
+    assert_eq!(names(&logs), kept);
+    assert!(std::fs::read_to_string(d.path().join("agt.toml")).unwrap().contains("keep_days = 1"));
+
+    // A bad value says what to write, and changes nothing.
+    d.cli()
+        .args(["config", "set", "log.keep_days", "-1"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("log.keep_days: expected a whole number >= 0, got -1"));
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"log.keep_days": "two weeks"})));
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains(r#"log.keep_days: expected a whole number >= 0, got "two weeks""#), "{e}");
+    d.cli().args(["config", "get", "log.keep_days"]).assert().success().stdout("1\n");
+    assert!(d.stop().success());
+}
