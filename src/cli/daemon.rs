@@ -1,8 +1,9 @@
 //! `agt daemon run | start | stop | status` (DESIGN.md §3).
 //!
 //! `run` is the daemon itself, in the foreground. `start` runs the same executable as
-//! `agt --home H daemon run` in a new session, detached from the terminal, with its
-//! stdout and stderr appended to `$AGT_HOME/logs/daemon.out`, and returns once
+//! `agt --home H daemon run --detached` in a new session, detached from the terminal, with
+//! its stdout and stderr appended to `$AGT_HOME/logs/daemon.out` (where `--detached` has it
+//! print only warnings and errors: `daemon::logging::Stderr`), and returns once
 //! `agtd.json` names that process and `GET /ready` answers 200 on its socket. `stop`
 //! sends SIGTERM to the pid in `agtd.json` and waits for the process to end; with no
 //! daemon running it says so and exits 0, so scripts can call it unconditionally.
@@ -29,6 +30,10 @@ pub enum DaemonCmd {
         /// [default: config http.listen, or AGT_HTTP_ADDR]
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// Set by `agt daemon start`: stderr goes to logs/daemon.out and carries only
+        /// warnings and errors, as the daily log files hold every line
+        #[arg(long, hide = true)]
+        detached: bool,
     },
     /// Start the daemon in the background and wait until it is ready
     Start {
@@ -63,8 +68,8 @@ pub fn run(ctx: &Ctx, cmd: DaemonCmd) -> CliResult {
         )));
     }
     match cmd {
-        DaemonCmd::Run { http } => {
-            crate::daemon::run(RunOptions { home: ctx.home.clone(), http })?;
+        DaemonCmd::Run { http, detached } => {
+            crate::daemon::run(RunOptions { home: ctx.home.clone(), http, detached })?;
             Ok(())
         }
         DaemonCmd::Start { http, timeout } => start(ctx, http, Duration::from_secs(timeout)),
@@ -106,7 +111,7 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
     let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the agt executable: {e}"))?;
 
     let mut cmd = Command::new(exe);
-    cmd.arg("--home").arg(home.root()).arg("daemon").arg("run");
+    cmd.arg("--home").arg(home.root()).arg("daemon").arg("run").arg("--detached");
     if let Some(h) = &http {
         cmd.arg("--http").arg(h);
     }

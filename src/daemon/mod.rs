@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub home: Home,
     /// `--http ADDR`: overrides `http.listen` (and `AGT_HTTP_ADDR`).
     pub http: Option<String>,
+    /// `--detached`: launched by `agt daemon start`, with stderr in `logs/daemon.out`,
+    /// which then gets only warnings and errors (`logging::Stderr`).
+    pub detached: bool,
 }
 
 /// Raises the soft limit on open files to the hard one, as a server should (Go's runtime
@@ -80,7 +83,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     // Before any thread starts (the log writer is the first): each inherits the class.
     let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
-    let logging = logging::init(&home, settings.log.level.as_str(), settings.log.keep_days)?;
+    let stderr = if opts.detached { logging::Stderr::WarningsOnly } else { logging::Stderr::AtLevel };
+    let logging = logging::init(&home, &settings.log, stderr)?;
     if settings.trading.sched_batch && !batch {
         tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
     }

@@ -1,10 +1,11 @@
-//! Logs: the daily files are kept `log.keep_days` days.
+//! Logs: the daily files are kept `log.keep_days` days; a detached daemon's
+//! `logs/daemon.out` gets only warnings and errors.
 
 use crate::util::*;
 use chrono::{Days, Utc};
 use predicates::prelude::PredicateBooleanExt;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn names(dir: &Path) -> Vec<String> {
@@ -57,4 +58,62 @@ fn daily_log_files_older_than_keep_days_are_deleted_and_other_files_kept() {
     assert!(e["error"]["message"].as_str().unwrap().contains(r#"log.keep_days: expected a whole number >= 0, got "two weeks""#), "{e}");
     d.cli().args(["config", "get", "log.keep_days"]).assert().success().stdout("1\n");
     assert!(d.stop().success());
+}
+
+/// A home for `agt daemon start`, whose daemon is stopped when the test ends, passed or not.
+struct Detached {
+    home: tempfile::TempDir,
+}
+
+impl Detached {
+    fn new(extra: &str) -> Detached {
+        let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+        std::fs::write(home.path().join("agt.toml"), format!("{BASE_CONFIG}\n{extra}\n")).unwrap();
+        Detached { home }
+    }
+
+    fn agt(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(self.home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET").env_remove("AGT_TOKEN");
+        c
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.home.path().join("logs")
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.logs().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let _ = self.agt(&["daemon", "stop"]).output();
+    }
+}
+
+/// `agt daemon start`: the whole log goes to the daily file, and `daemon.out` gets only
+/// the warnings; `agt daemon run` in the foreground keeps the whole log on stderr (for
+/// a terminal, or systemd's journal).
+#[test]
+fn a_detached_daemon_prints_only_warnings_and_a_foreground_one_the_whole_log() {
+    // A webhook secret in a file others can read: a warning at every start.
+    const WARNING: &str = "holds webhook secrets and others can read it";
+    let hook = "[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nevents = [\"TRADE_EXECUTED\"]\nsecret = \"s3cret\"\n";
+    let h = Detached::new(hook);
+    h.agt(&["daemon", "start"]).assert().success();
+    let today = format!("agtd.log.{}", Utc::now().date_naive());
+    wait_until("the start in the daily file", Duration::from_secs(10), || {
+        let daily = h.read(&today);
+        (daily.contains("agt daemon started") && daily.contains(WARNING)).then_some(())
+    });
+    h.agt(&["daemon", "stop"]).assert().success();
+    let out = h.read("daemon.out");
+    assert!(out.contains(WARNING), "the warning is in daemon.out: {out}");
+    assert!(!out.contains("agt daemon started") && !out.contains("INFO"), "no info lines in daemon.out: {out}");
+    assert!(h.read(&today).contains("agt daemon stopped"));
+
+    let d = Daemon::with_config(hook);
+    assert!(d.log().contains(WARNING) && d.log().contains("agt daemon started"), "{}", d.log());
 }
