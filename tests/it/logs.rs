@@ -1,5 +1,5 @@
 //! Logs: the daily files are kept `log.keep_days` days; a detached daemon's
-//! `logs/daemon.out` gets only warnings and errors.
+//! `logs/daemon.out` gets only warnings and errors, and is set aside once it is big.
 
 use crate::util::*;
 use chrono::{Days, Utc};
@@ -116,4 +116,32 @@ fn a_detached_daemon_prints_only_warnings_and_a_foreground_one_the_whole_log() {
 
     let d = Daemon::with_config(hook);
     assert!(d.log().contains(WARNING) && d.log().contains("agt daemon started"), "{}", d.log());
+}
+
+/// `agt daemon start` sets a `daemon.out` of 8 MiB or more aside as `daemon.out.1`
+/// (replacing the older one) and appends to a smaller one.
+#[test]
+fn daemon_start_sets_a_full_daemon_out_aside() {
+    const LIMIT: usize = 8 * 1024 * 1024;
+    let h = Detached::new("");
+    std::fs::create_dir_all(h.logs()).unwrap();
+    let filled = |first: &str, size: usize| {
+        let mut text = format!("{first}\n").into_bytes();
+        text.resize(size, b'.');
+        std::fs::write(h.logs().join("daemon.out"), text).unwrap();
+    };
+    std::fs::write(h.logs().join("daemon.out.1"), "the oldest run\n").unwrap();
+    filled("a full run", LIMIT);
+    h.agt(&["daemon", "start"]).assert().success();
+    h.agt(&["daemon", "stop"]).assert().success();
+    let aside = std::fs::metadata(h.logs().join("daemon.out.1")).unwrap().len();
+    assert_eq!(aside, LIMIT as u64, "the full file was set aside, replacing the oldest");
+    assert!(h.read("daemon.out.1").starts_with("a full run\n"));
+    assert!(!h.read("daemon.out").contains("a full run"), "the start wrote to a new daemon.out");
+
+    filled("a run just under the limit", LIMIT - 1);
+    h.agt(&["daemon", "start"]).assert().success();
+    h.agt(&["daemon", "stop"]).assert().success();
+    assert!(h.read("daemon.out").starts_with("a run just under the limit\n"), "appended to, not set aside");
+    assert!(h.read("daemon.out.1").starts_with("a full run\n"));
 }
