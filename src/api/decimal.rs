@@ -31,7 +31,7 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
     let d = parsed
         .map(|d| d.normalize())
-        .map_err(|_| format!("expected a decimal number such as \"10.5\" with at most 28 significant digits, got {t:?}"))?;
+        .map_err(|_| format!("{t:?} is beyond what agt keeps exactly: at most 28 digits after the point, and under 7.9e28 in size"))?;
     if !same_digits(t, DecimalText::of(d).as_str()) {
         return Err(format!("{t:?} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)"));
     }

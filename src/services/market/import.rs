@@ -26,7 +26,6 @@ use super::candles::Interval;
 use crate::api::ApiError;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::str::FromStr;
 
 /// The columns, in the documented order.
 pub const COLUMNS: [&str; 8] = ["symbol", "interval", "open_time", "open", "high", "low", "close", "volume"];
@@ -200,10 +199,11 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 fn parse_decimal(name: &str, s: &str, positive: bool) -> Result<Decimal, String> {
     let ok_chars = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'));
-    let d = if ok_chars { Decimal::from_str(s).ok() } else { None };
-    let Some(d) = d else {
+    if !ok_chars {
         return Err(format!("{name} {} is not a decimal number (write it like 170.25, without exponent or separators)", shown(s)));
-    };
+    }
+    // Exact or refused, as every amount the API takes: a 29th digit is not rounded away.
+    let d = crate::api::decimal::parse(s).map_err(|e| format!("{name}: {e}"))?;
     if positive && d <= Decimal::ZERO {
         return Err(format!("{name} must be > 0, got {s}"));
     }
@@ -409,7 +409,7 @@ mod tests {
     use super::*;
 
     fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
+        s.parse().unwrap()
     }
 
     /// 2024-05-01T00:00:00Z.
@@ -504,6 +504,7 @@ AAPL,1m,2099-01-01T00:00:00Z,10,11,9,10,100
 AAPL,1m,2024-05-01T00:11:00Z,0,11,9,10,100
 AAPL,1m,2024-05-01T00:12:00Z,1e1,11,9,10,100
 AAPL,1d,2024-05-01T00:00:00.5Z,10,11,9,10,100
+AAPL,1m,2024-05-01T00:14:00Z,10,11,9,10.0000000000000000000000000001,100
 AAPL,1m,2024-05-01T00:13:00Z,10,11,9,10,100
 ";
         let m = errors(text);
@@ -526,13 +527,14 @@ AAPL,1m,2024-05-01T00:13:00Z,10,11,9,10,100
             ("line 17:", "open must be > 0, got 0"),
             ("line 18:", "open \"1e1\" is not a decimal number"),
             ("line 19:", "has a fraction of a second"),
+            ("line 20:", "close: \"10.0000000000000000000000000001\" has more digits than agt keeps exactly"),
         ];
         assert_eq!(lines.len(), want.len(), "{m}");
         for ((prefix, text), line) in want.iter().zip(&lines) {
             assert!(line.starts_with(prefix) && line.contains(text), "want {prefix} … {text}\n got {line}");
         }
-        assert!(m.starts_with("17 of 19 row(s) are bad, so nothing was imported"), "{m}");
-        assert!(!m.contains("line 2:") && !m.contains("line 20:"), "{m}");
+        assert!(m.starts_with("18 of 20 row(s) are bad, so nothing was imported"), "{m}");
+        assert!(!m.contains("line 2:") && !m.contains("line 21:"), "{m}");
     }
 
     #[test]
