@@ -218,6 +218,9 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
         let (s, e) = dm.req("POST", path, Some(body));
         assert_eq!((s, code(&e)), (400, "invalid_request"), "{path}: {e}");
     }
+    let (s, e) = dm.req("POST", "/api/orders/cancel-all", Some(json!({"user_id": " "})));
+    assert_eq!((s, code(&e)), (400, "invalid_user"), "a blank user is not every user: {e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("leave user_id out"), "{e}");
     assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted"], false);
     assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "cancelled");
 }

@@ -120,6 +120,14 @@ pub async fn amend(
 pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
     let req: CancelAll = if body.iter().all(u8::is_ascii_whitespace) { CancelAll::default() } else { parse_json(&body)? };
     let symbol = req.symbol.filter(|s| !s.is_empty());
+    // A blank user is refused, not read as "every user": that reading cancels everything.
+    if req.user_id.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "invalid_user",
+            "user_id is empty: name the user whose orders to cancel, or leave user_id out to cancel every user's",
+        )
+        .into());
+    }
     Ok(ok(saga::cancel_all(&app, &caller, req.user_id.as_deref(), symbol).await?))
 }
 
