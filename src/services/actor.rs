@@ -79,6 +79,13 @@ pub trait Service: Sized + Send + 'static {
         Ok(())
     }
 
+    /// Runs once the batch's transaction has committed and its replies have gone: work
+    /// that must follow the commit, and that no answer waits for (audit anchors its
+    /// chain's end outside its store here: written before the commit, a crash in between
+    /// would leave the anchor ahead of the store). The batch has committed, so this
+    /// cannot fail it.
+    fn after_commit(&mut self) {}
+
     /// How long a batch that holds only [`Service::deferrable`] commands sleeps before it
     /// takes what has queued meanwhile and commits; `None` for not at all. At several
     /// events per order a follower of the bus (audit, notify) was woken for nearly every
@@ -650,6 +657,7 @@ impl<S: Service> Unit<S> {
                 r();
             }
         }
+        self.svc.after_commit();
         crate::services::store::bound_wal(&self.conn, &self.checkpointer);
         // Answered; more work waits while the bus is far behind (a bounded backlog).
         bus.wait_for_room();
