@@ -247,8 +247,36 @@ pub struct AuditRecord {
 pub struct AuditVerify {
     pub ok: bool,
     pub records: u64,
-    /// The sequence number of the first record whose hash does not match, if any.
+    /// The sequence number of the first record whose hash does not match, or the first
+    /// one missing below the chain's anchor ([`UnmetAnchor::first_missing`]), if any.
     pub first_bad: Option<u64>,
+    /// The chain's end as recorded outside `audit.db`, when the chain no longer holds it
+    /// (its tail was cut off or replaced). Absent when every anchor is met, so that an
+    /// answer of `ok` reads as it always has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmet_anchor: Option<UnmetAnchor>,
+}
+
+/// An anchor of the audit chain (a record's seq and hash, kept in a file beside
+/// `audit.db`) that the chain does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnmetAnchor {
+    /// The record the anchor names: the chain's end after a commit.
+    pub seq: u64,
+    pub hash: String,
+    /// Where the chain ended short of `seq`; `None` when it went on past `seq` with
+    /// another record there (or none: a gap).
+    pub chain_end: Option<u64>,
+    /// The file that keeps the anchor, under `$AGT_HOME`.
+    pub file: String,
+}
+
+impl UnmetAnchor {
+    /// The first record the anchor vouches for that the chain does not hold as it was:
+    /// the one after the chain's end, or the anchor's own record.
+    pub fn first_missing(&self) -> u64 {
+        self.chain_end.map_or(self.seq, |end| end + 1)
+    }
 }
 
 // ---------------------------------------------------------------- trading

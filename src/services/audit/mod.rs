@@ -3,9 +3,13 @@
 //! Record `n` stores `hash = sha256(prev_hash | seq | timestamp | actor | action | detail)`
 //! with `prev_hash` the hash of record `n-1`, so changing, removing or reordering any
 //! record breaks the chain from that point; `verify` names the first record that fails.
+//! A chain's end cut off leaves a shorter chain that hashes well: so the end is also kept
+//! outside `audit.db` after each commit (`anchor`, `data/audit.head`), and `verify` asks
+//! that the chain still hold it.
 //! Events arrive from the bus through a follower and are recorded once each (by their
 //! bus sequence), so a restart replays what was missed instead of losing or doubling it.
 
+mod anchor;
 mod commands;
 mod records;
 
@@ -66,6 +70,8 @@ pub struct Audit {
     journal_pruned: i64,
     /// Commands wait for audit's commit ("full" durability: no journal of commands).
     commits_answer_commands: bool,
+    /// The chain's end as kept outside the store, written after each commit.
+    anchor: anchor::Anchor,
 }
 
 /// How long audit gathers events and journalled commands into one commit (see
@@ -194,11 +200,14 @@ impl Audit {
         Ok(())
     }
 
-    fn verify(tx: &Connection) -> rusqlite::Result<AuditVerify> {
-        let (mut prev, mut expect_seq, mut n) = (GENESIS.to_string(), 1u64, 0u64);
+    /// Walks the chain: each record must follow the one before and hash as it says. Then
+    /// the chain must hold its anchor: a tail cut off leaves a chain that hashes well.
+    fn verify(&self, tx: &Connection) -> rusqlite::Result<AuditVerify> {
+        let (mut prev, mut expect_seq, mut n, mut chain_end) = (GENESIS.to_string(), 1u64, 0u64, 0u64);
         let mut first_bad = None;
         records::walk(tx, |r| {
             n += 1;
+            chain_end = chain_end.max(r.seq);
             if first_bad.is_some() {
                 return;
             }
@@ -211,7 +220,11 @@ impl Audit {
             prev = r.hash.to_string();
             expect_seq = r.seq + 1;
         })?;
-        Ok(AuditVerify { ok: first_bad.is_none(), records: n, first_bad })
+        let unmet_anchor = self.anchor.unmet(tx, chain_end)?;
+        if let Some(missing) = unmet_anchor.as_ref().map(crate::api::UnmetAnchor::first_missing) {
+            first_bad = Some(first_bad.map_or(missing, |bad: u64| bad.min(missing)));
+        }
+        Ok(AuditVerify { ok: first_bad.is_none(), records: n, first_bad, unmet_anchor })
     }
 
     /// Writes the records not written yet into the open transaction, so that it can
@@ -250,6 +263,9 @@ impl Service for Audit {
         let in_meta: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
         let last_event_seq = (in_meta as u64).max(records::last_event_seq(conn)?);
         let (last_seq, last_hash) = last.unwrap_or((0, GENESIS.to_string()));
+        // Before anything is chained: the anchor is compared with the chain as the last
+        // run left it.
+        let anchor = anchor::Anchor::open(ctx.home.data_dir(), conn, last_seq, &last_hash)?;
         let stored: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'command_journal_seq'", [], |r| r.get(0))?;
         let mut audit = Audit {
             last_seq,
@@ -262,6 +278,7 @@ impl Service for Audit {
             journal_stored: stored,
             journal_pruned: 0,
             commits_answer_commands: ctx.durability == crate::services::store::Durability::Full,
+            anchor,
         };
         // Commands answered but not yet stored when the daemon (or this service) stopped
         // are chained first, before anything newer. The journal stays locked meanwhile:
@@ -289,6 +306,7 @@ impl Service for Audit {
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'", [audit.journal_applied])?;
             tx.commit()?;
             audit.journal_stored = audit.journal_applied;
+            audit.anchor.advance(audit.last_seq, &audit.last_hash);
         }
         // With "full" durability commands wait for audit's group commit instead.
         // Every command journalled so far is stored now: the next ones come by message.
@@ -313,6 +331,11 @@ impl Service for Audit {
         }
         self.write_pending(tx)?;
         Ok(())
+    }
+
+    /// Anchors the chain's end outside the store, now that the commit holds it (`anchor`).
+    fn after_commit(&mut self) {
+        self.anchor.advance(self.last_seq, &self.last_hash);
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -350,7 +373,7 @@ impl Service for Audit {
             }
             Cmd::Verify(reply) => {
                 self.write_pending(tx)?;
-                after.reply(reply, Ok(Audit::verify(tx)?));
+                after.reply(reply, Ok(self.verify(tx)?));
             }
         }
         Ok(())
@@ -465,7 +488,7 @@ mod tests {
         tx.commit().unwrap();
         let reloaded = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((reloaded.last_event_seq, reloaded.last_seq), (7, 3));
-        assert!(Audit::verify(&conn.transaction().unwrap()).unwrap().ok);
+        assert!(reloaded.verify(&conn.transaction().unwrap()).unwrap().ok);
         bus.shutdown();
     }
 
@@ -517,7 +540,7 @@ mod tests {
         let command = Command { timestamp: "t".into(), actor: "admin".into(), action: "POST /api/x3".into(), detail: raw("{}") };
         svc.handle(&tx, Cmd::Journalled { seq: 3, command }, &mut after).unwrap();
         assert_eq!(svc.last_seq, 4);
-        assert!(Audit::verify(&tx).unwrap().ok);
+        assert!(svc.verify(&tx).unwrap().ok);
         bus.shutdown();
     }
 
@@ -651,7 +674,7 @@ mod tests {
         let want: Vec<String> = (1..=602).map(|i| format!("POST /api/x{i}")).collect();
         assert!(actions == want, "every command once, in journal order: {} records", actions.len());
         assert_eq!(svc.journal_applied, 602);
-        assert!(Audit::verify(&tx).unwrap().ok);
+        assert!(svc.verify(&tx).unwrap().ok);
         bus.shutdown();
     }
 
@@ -691,13 +714,13 @@ mod tests {
         let newest = records::newest_records(&tx, &Filter { actor: Some("odd".into()), ..Filter::default() }, 70).unwrap();
         assert_eq!(after_list(&newest), (n - 139..=n - 1).step_by(2).collect::<Vec<_>>());
         assert_eq!(newest[0].detail, serde_json::json!({"i": n - 139}));
-        assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: n, first_bad: None });
+        assert_eq!(svc.verify(&tx).unwrap(), AuditVerify { ok: true, records: n, first_bad: None, unmet_anchor: None });
         tx.commit().unwrap();
 
         let reloaded = Audit::load(&conn, &ctx).unwrap();
         assert_eq!(reloaded.last_seq, n);
         conn.execute("UPDATE record_blocks SET body = replace(body, '\"A200\"', '\"B200\"')", []).unwrap();
-        assert_eq!(Audit::verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(200));
+        assert_eq!(reloaded.verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(200));
         bus.shutdown();
     }
 
@@ -739,13 +762,155 @@ mod tests {
         assert_eq!(records::after(&tx, 3, 2, &Filter::default(), 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
         let newest = records::newest_records(&tx, &Filter { actor: Some("event:orders".into()), ..Filter::default() }, 2).unwrap();
         assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "newest by actor, across both");
-        assert_eq!(Audit::verify(&tx).unwrap(), AuditVerify { ok: true, records: 5, first_bad: None });
+        assert_eq!(svc.verify(&tx).unwrap(), AuditVerify { ok: true, records: 5, first_bad: None, unmet_anchor: None });
         tx.commit().unwrap();
         let reloaded = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((reloaded.last_seq, reloaded.last_event_seq), (5, 14));
 
         conn.execute("UPDATE records SET actor = 'mallory' WHERE seq = 2", []).unwrap();
-        assert_eq!(Audit::verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(2));
+        assert_eq!(reloaded.verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(2));
+        bus.shutdown();
+    }
+
+    /// `n` commands chained, committed, and the commit's end anchored, as the service's
+    /// loop does it.
+    fn commit_commands(svc: &mut Audit, conn: &mut Connection, n: usize) {
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        for _ in 0..n {
+            svc.handle(&tx, user_created(), &mut after).unwrap();
+        }
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+        svc.after_commit();
+    }
+
+    /// What `data/<name>` holds, as JSON (`None`: no such file).
+    fn anchor_file(ctx: &ServiceCtx, name: &str) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(ctx.home.data_dir().join(name)).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// Deletes the newest block of the store: the chain's tail, as a tool or a careless
+    /// hand would. Gives the seq the chain now ends at.
+    fn cut_last_block(conn: &Connection) -> u64 {
+        let first: i64 = conn.query_row("SELECT first_seq FROM record_blocks ORDER BY last_seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+        conn.execute("DELETE FROM record_blocks WHERE first_seq = ?1", [first]).unwrap();
+        first as u64 - 1
+    }
+
+    /// The service's loop commits through `Unit`: the anchor follows each commit, never
+    /// the open transaction (ahead of the store, a crash would leave a false alarm).
+    #[test]
+    fn a_commit_anchors_the_chains_end_outside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let mut unit = crate::services::actor::Unit::<Audit>::open(&ctx).unwrap();
+        assert_eq!(anchor_file(&ctx, anchor::HEAD), None, "an empty chain has nothing to anchor");
+        unit.work(|svc, tx, after| svc.handle(tx, user_created(), after)).unwrap();
+        assert_eq!(anchor_file(&ctx, anchor::HEAD), None, "not committed yet: not anchored");
+        unit.commit(&bus).unwrap();
+        let conn = crate::services::store::open(&ctx.home.store("audit"), Default::default(), records::MIGRATIONS).unwrap();
+        let (seq, hash) = records::newest(&conn).unwrap().unwrap();
+        assert_eq!(anchor_file(&ctx, anchor::HEAD), Some(serde_json::json!({"seq": seq, "hash": hash})));
+        unit.batch(&bus, |svc, tx, after| svc.handle(tx, user_created(), after)).unwrap();
+        assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 2);
+        bus.shutdown();
+    }
+
+    /// The chain's tail deleted: the rest hashes well, but the anchor says how far it
+    /// went. A start keeps that anchor before its commits overwrite it, and `verify`
+    /// names the same missing records however far the chain has grown again since, until
+    /// the kept anchor is deleted.
+    #[test]
+    fn a_tail_cut_below_the_anchor_fails_verify_with_the_missing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 300);
+        assert!(svc.verify(&conn.transaction().unwrap()).unwrap().ok);
+        let end = cut_last_block(&conn);
+        assert!(end > 0 && end < 300, "the last block held records {}..300", end + 1);
+
+        let cut = svc.verify(&conn.transaction().unwrap()).unwrap();
+        let unmet = cut.unmet_anchor.clone().expect("the anchor is not met");
+        assert_eq!((cut.ok, cut.records, cut.first_bad), (false, end, Some(end + 1)));
+        assert_eq!((unmet.seq, unmet.chain_end, unmet.file.as_str()), (300, Some(end), "data/audit.head"));
+
+        drop(svc);
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let lost = anchor_file(&ctx, anchor::LOST).expect("the start kept the unmet anchor");
+        assert_eq!((lost["seq"].as_u64(), lost["chain_end"].as_u64()), (Some(300), Some(end)));
+        assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], end, "the chain's end is anchored anew");
+        // The chain grows past the old end again: records end+1.. are new ones.
+        commit_commands(&mut svc, &mut conn, 400);
+        let again = svc.verify(&conn.transaction().unwrap()).unwrap();
+        assert_eq!((again.ok, again.records, again.first_bad), (false, end + 400, Some(end + 1)));
+        let unmet = again.unmet_anchor.unwrap();
+        assert_eq!((unmet.seq, unmet.chain_end, unmet.file.as_str()), (300, Some(end), "data/audit.head.lost"));
+        drop(svc);
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(end + 1), "kept across starts");
+
+        std::fs::remove_file(ctx.home.data_dir().join(anchor::LOST)).unwrap();
+        let accepted = svc.verify(&conn.transaction().unwrap()).unwrap();
+        assert_eq!(accepted, AuditVerify { ok: true, records: end + 400, first_bad: None, unmet_anchor: None });
+        bus.shutdown();
+    }
+
+    /// An anchor behind the chain (a crash between a commit and its anchor, or an older
+    /// copy put back) is met by an older record; a home without one (an older agt's, or
+    /// an anchor a power loss left empty) verifies as before. None of them is kept as lost.
+    #[test]
+    fn an_anchor_behind_the_chain_or_none_at_all_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let head = ctx.home.data_dir().join(anchor::HEAD);
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 5);
+        let older = std::fs::read(&head).unwrap();
+        commit_commands(&mut svc, &mut conn, 5);
+        assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10);
+        let ok = AuditVerify { ok: true, records: 10, first_bad: None, unmet_anchor: None };
+
+        std::fs::write(&head, &older).unwrap();
+        assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok, "behind: fine");
+        drop(svc);
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10, "the start anchors the chain's end");
+        assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok);
+
+        for left in [None, Some(""), Some("{\"seq\":")] {
+            match left {
+                None => std::fs::remove_file(&head).unwrap(),
+                Some(text) => std::fs::write(&head, text).unwrap(),
+            }
+            assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok, "{left:?}: not compared");
+            let svc = Audit::load(&conn, &ctx).unwrap();
+            assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10, "{left:?}: written anew");
+            assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok);
+        }
+        assert_eq!(anchor_file(&ctx, anchor::LOST), None, "nothing was lost");
+        bus.shutdown();
+    }
+
+    /// An anchor whose record the chain holds with another hash (a chain replaced, or the
+    /// anchor edited): `first_bad` is that record, and a start keeps the anchor too.
+    #[test]
+    fn an_anchor_naming_another_record_fails_verify_at_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 10);
+        std::fs::write(ctx.home.data_dir().join(anchor::HEAD), format!("{{\"seq\":7,\"hash\":\"{GENESIS}\"}}\n")).unwrap();
+        let v = svc.verify(&conn.transaction().unwrap()).unwrap();
+        assert_eq!((v.ok, v.records, v.first_bad), (false, 10, Some(7)));
+        assert_eq!(v.unmet_anchor.map(|a| (a.seq, a.chain_end)), Some((7, None)));
+        drop(svc);
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        let lost = anchor_file(&ctx, anchor::LOST).unwrap();
+        assert_eq!(lost, serde_json::json!({"seq": 7, "hash": GENESIS}), "kept, with no chain end: the chain went on past it");
+        assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap().first_bad, Some(7));
         bus.shutdown();
     }
 }

@@ -176,6 +176,21 @@ pub(super) fn newest(conn: &Connection) -> rusqlite::Result<Option<(u64, String)
         .optional()
 }
 
+/// Record `seq`'s hash, if the store holds that record (a line that no longer parses
+/// holds none): how the chain's anchor is compared with the store (`anchor`).
+pub(super) fn hash_at(conn: &Connection, seq: u64) -> rusqlite::Result<Option<String>> {
+    // Seqs are SQLite integers: an anchor's seq past i64 names no record.
+    let Ok(key) = i64::try_from(seq) else { return Ok(None) };
+    let block: Option<(i64, String)> = conn
+        .prepare_cached("SELECT first_seq, body FROM record_blocks WHERE last_seq >= ?1 ORDER BY last_seq LIMIT 1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((_, body)) = block.filter(|(first, _)| *first <= key) {
+        return Ok(body.split('\n').filter_map(|l| parse(l).ok()).find(|l| l.seq == seq).map(|l| l.hash));
+    }
+    conn.prepare_cached("SELECT hash FROM records WHERE seq = ?1")?.query_row([key], |r| r.get(0)).optional()
+}
+
 /// The newest bus seq recorded: kept with each block, or an older agt's newest event
 /// record's.
 pub(super) fn last_event_seq(conn: &Connection) -> rusqlite::Result<u64> {
