@@ -3,6 +3,7 @@
 use super::events::shorten;
 use super::output::{clean, field, items, list_or_none, Table};
 use super::{CliError, CliResult, Ctx, Cut};
+use crate::api::UnmetAnchor;
 use crate::client::with_query;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -14,7 +15,8 @@ const TAIL: u32 = 20;
 pub enum AuditCmd {
     /// Show the newest records (or, with --since, the ones after it, oldest first)
     Tail(TailArgs),
-    /// Recompute the hash chain; exits 1 if any record was altered
+    /// Recompute the hash chain and check that it still holds its anchored end; exits 1
+    /// if any record was altered or lost
     Verify,
 }
 
@@ -72,11 +74,36 @@ fn verify(ctx: &Ctx) -> CliResult {
     if ctx.json() && !ctx.quiet() {
         println!("{}", serde_json::to_string_pretty(&v).expect("a JSON value serializes"));
     }
-    Err(CliError::failed(
-        "audit_chain_broken",
-        format!(
+    Err(CliError::failed("audit_chain_broken", broken(&v)))
+}
+
+/// What a failed verify found: where the chain breaks, and which records its anchor
+/// says are missing.
+fn broken(v: &Value) -> String {
+    let records = field(v, "records");
+    let first_bad = v.get("first_bad").and_then(Value::as_u64);
+    let unmet = v.get("unmet_anchor").cloned().and_then(|a| serde_json::from_value::<UnmetAnchor>(a).ok());
+    let Some(a) = unmet else {
+        return format!(
             "the audit chain breaks at record {} ({records} records checked); records from there on were altered or lost",
-            field(&v, "first_bad")
+            field(v, "first_bad")
+        );
+    };
+    let (m, file) = (a.seq, &a.file);
+    let missing = match a.chain_end {
+        Some(end) => {
+            let which = if end + 1 == m { format!("record {m} is") } else { format!("records {}..{m} are", end + 1) };
+            format!(
+                "{which} missing: the audit chain's anchor ({file}) says records up to {m} were stored, but the chain ended at record {end} (its tail was deleted, or an older audit.db restored)"
+            )
+        }
+        None => format!(
+            "record {m} is not the one the audit chain's anchor ({file}) names: the chain was changed or replaced at or before record {m}"
         ),
-    ))
+    };
+    let earlier = match first_bad {
+        Some(bad) if bad < a.first_missing() => format!("; the chain also breaks earlier, at record {bad}"),
+        _ => String::new(),
+    };
+    format!("{missing}{earlier} ({records} records checked); once you have looked into it, deleting {file} accepts the chain as it is")
 }

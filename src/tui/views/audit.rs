@@ -17,14 +17,20 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         (Some(v), None) if v.ok => {
             Line::from(vec![Span::styled("chain OK", theme.ok()), Span::raw(format!(": {} records, every hash matches", v.records))])
         }
-        (Some(v), None) => Line::from(vec![
-            Span::styled("chain BROKEN", theme.bad()),
-            Span::raw(format!(
-                ": {} records; the first bad one is seq {}",
-                v.records,
-                v.first_bad.map(|s| s.to_string()).unwrap_or_else(|| "?".into())
-            )),
-        ]),
+        (Some(v), None) => {
+            let first_bad = v.first_bad.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
+            let anchor = match &v.unmet_anchor {
+                Some(a) => match a.chain_end {
+                    Some(end) => format!("; records {}..{} missing (anchored in {})", end + 1, a.seq, a.file),
+                    None => format!("; record {} is not the one anchored in {}", a.seq, a.file),
+                },
+                None => String::new(),
+            };
+            Line::from(vec![
+                Span::styled("chain BROKEN", theme.bad()),
+                Span::raw(format!(": {} records; the first bad one is seq {first_bad}{anchor}", v.records)),
+            ])
+        }
     };
     frame.render_widget(Paragraph::new(verdict).block(Block::bordered().title(" Verify · v runs it again ")), head);
 
