@@ -3,6 +3,7 @@
 
 mod util;
 
+mod audit;
 mod bench;
 mod cli;
 mod cli_offline;
