@@ -94,7 +94,7 @@ fn broken(v: &Value) -> String {
         Some(end) => {
             let which = if end + 1 == m { format!("record {m} is") } else { format!("records {}..{m} are", end + 1) };
             format!(
-                "{which} missing: the audit chain's anchor ({file}) says records up to {m} were stored, but the chain ended at record {end} (its tail was deleted, or an older audit.db restored)"
+                "{which} missing: the audit chain ended at record {end}, but its anchor ({file}) says it held records up to {m} (its tail was deleted, or an older audit.db restored)"
             )
         }
         None => format!(
@@ -105,5 +105,30 @@ fn broken(v: &Value) -> String {
         Some(bad) if bad < a.first_missing() => format!("; the chain also breaks earlier, at record {bad}"),
         _ => String::new(),
     };
-    format!("{missing}{earlier} ({records} records checked); once you have looked into it, deleting {file} accepts the chain as it is")
+    format!("{missing}{earlier}; {records} records checked. Once you have looked into it, delete {file} to accept the chain as it is")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broken;
+    use serde_json::json;
+
+    #[test]
+    fn a_failed_verify_says_where_the_chain_breaks_and_what_its_anchor_misses() {
+        let plain = broken(&json!({"ok": false, "records": 9, "first_bad": 3}));
+        assert!(plain.starts_with("the audit chain breaks at record 3 (9 records checked)"), "{plain}");
+
+        let anchor = |chain_end: Option<u64>, first_bad: u64| {
+            let unmet = json!({"seq": 57, "hash": "h", "chain_end": chain_end, "file": "data/audit.head.lost"});
+            broken(&json!({"ok": false, "records": 60, "first_bad": first_bad, "unmet_anchor": unmet}))
+        };
+        let cut = anchor(Some(41), 42);
+        assert!(cut.starts_with("records 42..57 are missing: the audit chain ended at record 41, but its anchor (data/audit.head.lost) says it held records up to 57"), "{cut}");
+        assert!(cut.ends_with("delete data/audit.head.lost to accept the chain as it is"), "{cut}");
+        assert!(!cut.contains("earlier"), "{cut}");
+        assert!(anchor(Some(56), 57).starts_with("record 57 is missing"));
+        let replaced = anchor(None, 12);
+        assert!(replaced.starts_with("record 57 is not the one the audit chain's anchor (data/audit.head.lost) names"), "{replaced}");
+        assert!(replaced.contains("; the chain also breaks earlier, at record 12;"), "{replaced}");
+    }
 }
