@@ -64,6 +64,11 @@ fn deposits_withdrawals_and_who_may_read_an_account() {
     assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")), "refused requests moved money");
     assert_eq!(dm.req("POST", "/api/users/nobody-x/deposits", Some(json!({"asset": "USD", "amount": "1"}))).0, 404);
     assert_eq!(dm.req("GET", "/api/users/nobody-x/account", None).0, 404);
+    // An instrument's name is not an asset: funds under it could never trade.
+    let (s, e) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "BTC-USD", "amount": "1"})));
+    assert_eq!((s, code(&e)), (422, "invalid_asset"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("deposit BTC or USD"), "{e}");
+    dm.deposit(&u, "BTC", "1");
     let fresh = dm.user("empty");
     assert_eq!(dm.ok("GET", &format!("/api/users/{fresh}/account"), None), json!({"user_id": fresh, "balances": [], "positions": []}));
 

@@ -2,7 +2,7 @@
 //! asset balances, kept by the risk service.
 
 use super::users::visible_user;
-use crate::api::Transfer;
+use crate::api::{ApiError, Transfer};
 use crate::daemon::app::App;
 use crate::daemon::http::{ok, ApiResult, Caller, Json, Path};
 use crate::services::{risk, users};
@@ -25,7 +25,26 @@ pub async fn deposit(
     caller.require_admin()?;
     let user_id = user_id(&app, id).await?;
     let Transfer { asset, amount } = body;
+    not_an_instrument(&app, &asset).await?;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Deposit { user_id, asset, amount, reply }).await?))
+}
+
+/// A deposit names an asset; `BTC-USD` is the instrument that trades `BTC`. Funds
+/// deposited under an instrument's name could never be traded or settle anything, so that
+/// mistake is refused (422 `invalid_asset`) with the asset meant. A symbol that is its own
+/// base asset (`AAPL`, `BRK.B`) is an asset as well.
+async fn not_an_instrument(app: &App, asset: &str) -> Result<(), ApiError> {
+    let Ok(i) = crate::services::orders::saga::instrument(app, asset).await else { return Ok(()) };
+    if i.base == asset {
+        return Ok(());
+    }
+    Err(ApiError::rejected(
+        "invalid_asset",
+        format!(
+            "{asset} is an instrument, not an asset: it trades {} against {}; deposit {} or {} instead",
+            i.base, i.quote, i.base, i.quote
+        ),
+    ))
 }
 
 /// Admin only; only what is available (not held by open orders) can be withdrawn.
