@@ -561,9 +561,11 @@ impl Settings {
     }
 
     /// Whether a change to `key` reaches running services without a restart: `log.*`,
-    /// `trading.*`, `risk.*`, `debug.*`, `supervisor.*`, `events.*`, `notify.webhooks` (notify
-    /// reads them live). `http.listen`, `durability` and `symbols` apply at the next start
-    /// (symbols can be added live with `agt symbol add`). Unknown keys are not hot.
+    /// `risk.*`, `debug.*`, `supervisor.*`, `events.*`, `notify.webhooks` (notify reads them
+    /// live) and `trading.*` but for the three that set up threads at start
+    /// (`background_nice`, `sched_batch`, `confine_background`). `http.listen`,
+    /// `durability` and `symbols` apply at the next start (symbols can be added live with
+    /// `agt symbol add`). Unknown keys are not hot; [`KEYS`] says which are.
     pub fn is_hot(key: &str) -> bool {
         key == WEBHOOKS || find_key(key).is_some_and(|k| k.hot)
     }
