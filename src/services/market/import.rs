@@ -184,6 +184,10 @@ fn parse_time(s: &str) -> Result<i64, String> {
         return Ok(secs);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        // chrono keeps a leap second (`23:59:60`) as a second's worth of extra nanoseconds.
+        if t.timestamp_subsec_nanos() >= 1_000_000_000 {
+            return Err(format!("open_time {s} is a leap second: no bar starts there; use the second after it"));
+        }
         if t.timestamp_subsec_nanos() != 0 {
             return Err(format!("open_time {s} has a fraction of a second: a bar starts on a whole second"));
         }
@@ -481,6 +485,14 @@ mod tests {
             assert_eq!(e.code, "invalid_csv");
             assert!(e.message.contains(want), "{text:?}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_named_as_one() {
+        let e = parse_time("2016-12-31T23:59:60Z").unwrap_err();
+        assert!(e.contains("is a leap second"), "{e}");
+        assert!(parse_time("2016-12-31T23:59:59.5Z").unwrap_err().contains("fraction of a second"));
+        assert_eq!(parse_time("2017-01-01T00:00:00Z"), Ok(1_483_228_800));
     }
 
     #[test]
