@@ -225,6 +225,11 @@ pub fn query_number(name: &str, raw: Option<&str>, min: u64, max: u64) -> Result
     let Some(raw) = raw else { return Ok(None) };
     match raw.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        // Digits that overflow are a number, only too large: say so, not "a whole number".
+        Err(_) if !raw.trim().is_empty() && raw.trim().bytes().all(|b| b.is_ascii_digit()) => Err(ApiError::invalid(
+            "invalid_query",
+            format!("{name} is too large: the largest this parameter takes is {max}; got {:?}", raw.chars().take(40).collect::<String>()),
+        )),
         _ => {
             let range = if max == u64::MAX { format!("of {min} or more") } else { format!("from {min} to {max}") };
             Err(ApiError::invalid(
@@ -272,6 +277,8 @@ mod tests {
         assert_eq!(e.message, "since must be a whole number of 0 or more; got \"-1\"");
         let e = query_number("depth", Some("0"), 1, 1000).unwrap_err();
         assert_eq!(e.message, "depth must be a whole number from 1 to 1000; got \"0\"");
+        let e = query_number("depth", Some("18446744073709551616"), 1, u64::MAX).unwrap_err();
+        assert!(e.message.starts_with("depth is too large: the largest this parameter takes is 18446744073709551615"), "{}", e.message);
         assert!(query_number("tail", Some("ten"), 0, u64::MAX).is_err());
         assert!(page_limit(Some("-1"), 100, 10_000).unwrap_err().message.contains("from 1 to 10000"));
     }
