@@ -314,6 +314,11 @@ fn self_trade_prevention_ioc_fok_and_market_orders() {
     let (s, short) = dm.place(&poor, &sym, "buy", "2", None);
     assert_eq!((s, short["status"].as_str(), dec(&short["filled_quantity"])), (201, Some("cancelled"), d("1")), "{short}");
     assert!(short["reject_reason"].as_str().unwrap().starts_with("market_unfilled: 1 not bought"), "{short}");
+    // A fill-or-kill market order that cannot fill whole is killed as fill-or-kill.
+    let body = json!({"user_id": poor, "symbol": sym, "side": "buy", "quantity": "50", "type": "market", "time_in_force": "fok"});
+    let (s, killed) = dm.req("POST", "/api/orders", Some(body));
+    assert_eq!((s, killed["status"].as_str(), dec(&killed["filled_quantity"])), (201, Some("cancelled"), d("0")), "{killed}");
+    assert!(killed["reject_reason"].as_str().unwrap().starts_with("fok_unfilled"), "{killed}");
 }
 
 /// Sums every user's balances per asset.

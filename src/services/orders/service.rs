@@ -358,11 +358,12 @@ fn why_cancelled(taker: &Order, result: &MatchResult) -> String {
         return "self_trade_prevented: the crossing part would have traded with your own order".into();
     }
     match (taker.kind, taker.side, taker.time_in_force) {
+        // A fill-or-kill market order is killed whole, whatever cut it short.
+        (_, _, TimeInForce::Fok) => "fok_unfilled: the whole quantity could not fill at once, so none of it did".into(),
         (OrderType::Market, Side::Buy, _) => {
             format!("market_unfilled: {left} not bought: the book had no more to sell, or its budget (the available USD, at most max_order_notional) did not cover another lot")
         }
         (OrderType::Market, Side::Sell, _) => format!("market_unfilled: {left} not sold: the book had no more bids"),
-        (_, _, TimeInForce::Fok) => "fok_unfilled: the whole quantity could not fill at once, so none of it did".into(),
         (_, _, TimeInForce::Ioc) => format!("ioc_unfilled: {left} did not fill at once and was cancelled"),
         _ => format!("unfilled: {left} was cancelled at its match"),
     }
