@@ -6,11 +6,10 @@ use crate::tui::action::Fetch;
 use crate::tui::app::App;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let [head, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(0)]).areas(area);
     let verdict = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
         (_, Some(e)) => Line::from(Span::styled(format!("cannot verify: {e}"), theme.bad())),
         (None, None) => Line::from(Span::styled("verifying the chain…", theme.dim())),
@@ -32,7 +31,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             ])
         }
     };
-    frame.render_widget(Paragraph::new(verdict).block(Block::bordered().title(" Verify · v runs it again ")), head);
+    // A broken chain's verdict (with what its anchor says is missing) runs past 80
+    // columns: it gets a second row and wraps, where an ok one keeps a single row.
+    let broken = app.audit.verify.as_ref().is_some_and(|v| !v.ok);
+    let rows = if broken { 4 } else { 3 };
+    let [head, body] = Layout::vertical([Constraint::Length(rows), Constraint::Min(0)]).areas(area);
+    let verdict = Paragraph::new(verdict).wrap(Wrap { trim: true });
+    frame.render_widget(verdict.block(Block::bordered().title(" Verify · v runs it again ")), head);
 
     let records = &app.audit.records;
     let block = Block::bordered().title(format!(" Audit · newest {} ", records.len()));

@@ -76,6 +76,17 @@ fn audit() {
     check("audit", &on_tab('6'));
 }
 
+/// A chain cut short of its anchor: the verdict says which records are missing, whole,
+/// at 80 columns too.
+#[test]
+fn audit_broken() {
+    let mut app = on_tab('6');
+    let anchor = crate::api::UnmetAnchor { seq: 1008, hash: "ab".repeat(32), chain_end: Some(1006), file: "data/audit.head.lost".into() };
+    let verify = crate::api::AuditVerify { ok: false, records: 1006, first_bad: Some(1007), unmet_anchor: Some(anchor) };
+    app.update(fixture::snap(crate::tui::action::Snapshot::AuditVerify(verify)));
+    check("audit_broken", &app);
+}
+
 #[test]
 fn help() {
     let mut app = on_tab('2');
