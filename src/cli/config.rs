@@ -78,6 +78,14 @@ fn pending(ctx: &Ctx) -> Map<String, Value> {
 
 /// `  (running: normal until the daemon restarts)` after a key that waits for a restart.
 fn running_note(pending: &Map<String, Value>, key: &str) -> String {
+    if key == "symbols" {
+        // A new entry waits for the next start; one with other terms than its instrument
+        // never applies: the daemon lists which.
+        return match pending.get(key) {
+            Some(_) => "  (saved; some entries are not traded as written: `GET /api/config/pending` says which)".into(),
+            None => String::new(),
+        };
+    }
     match pending.get(key).and_then(|p| p.get("running")) {
         Some(running) => format!("  (saved; the daemon runs with {} until it restarts)", cell(running)),
         None => String::new(),

@@ -875,7 +875,7 @@ fn metrics_expose_the_contract_families() {
 /// instrument other terms (they would be saved, announced and never applied).
 #[test]
 fn config_symbols_are_checked_as_symbol_add_checks_them() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let set = |v: &str| d.cli().args(["config", "set", "symbols", v]).assert();
     let out = set(r#"[{"symbol":"MSFT","tick":"0.05","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).code(1);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
@@ -891,8 +891,23 @@ fn config_symbols_are_checked_as_symbol_add_checks_them() {
     set(r#"[{"symbol":"MSFT","tick":"0.01","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).success();
     set(r#"[{"symbol":"NEWCO","tick":"0.01","lot":"1"}]"#).success();
     assert_eq!(d.ok("GET", "/api/config", None)["symbols"].as_array().unwrap().last().unwrap()["max_quantity"], "1000000000");
+    // Until a start lists it, the new symbol is pending.
+    let pending = d.ok("GET", "/api/config/pending", None);
+    assert_eq!(pending["symbols"]["saved"][0]["symbol"], "NEWCO", "{pending}");
+    assert_eq!(pending["symbols"]["running"][0], serde_json::Value::Null, "{pending}");
+    d.cli().args(["config", "show"]).assert().success().stdout(predicates::str::contains("not traded as written"));
     for name in [".", "..", "-A-", "USD-"] {
         let (s, e) = d.req("POST", "/api/symbols", Some(json!({"symbol": name, "tick": "0.01", "lot": "1"})));
         assert_eq!((s, code(&e)), (400, "invalid_symbol"), "{name}: {e}");
     }
+    // An edit while stopped that asks an existing instrument for other terms is listed as
+    // not in effect, and the instrument keeps its own.
+    d.stop();
+    let file = d.path().join("agt.toml");
+    let toml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, toml.replace(r#"tick = "0.01""#, r#"tick = "0.05""#)).unwrap();
+    d.restart();
+    assert_eq!(d.ok("GET", "/api/config/pending", None)["symbols"]["running"][0]["tick"], "0.01");
+    let msft = d.ok("GET", "/api/symbols", None).as_array().unwrap().iter().find(|i| i["symbol"] == "MSFT").unwrap().clone();
+    assert_eq!(msft["tick"], "0.01", "{msft}");
 }

@@ -15,9 +15,28 @@ pub async fn show(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Resp
 
 /// The keys saved with a value the running daemon does not have yet: they apply at its
 /// next start (`{"durability": {"saved": "full", "running": "normal"}}`; `{}` when none).
+/// Under `symbols`, the entries not traded as written, each beside the instrument's
+/// terms (`null` for a symbol not listed yet).
 pub async fn pending(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
     caller.require_reader()?;
-    Ok(ok(serde_json::Value::Object(app.settings.get().pending_restart(&app.started_with))))
+    let saved = app.settings.get();
+    let mut pending = saved.pending_restart(&app.started_with);
+    // `[[symbols]]` entries the market does not trade as written: a new one waits for the
+    // next start; one that names an existing instrument with other terms never applies.
+    let instruments = app.market.call(crate::services::market::Cmd::Symbols).await?;
+    let (mut entries, mut running) = (Vec::new(), Vec::new());
+    for s in &saved.symbols {
+        let trades = instruments.iter().find(|i| i.symbol == s.symbol);
+        if trades.is_some_and(|i| (i.tick, i.lot, i.min_quantity, i.max_quantity) == (s.tick, s.lot, s.min_quantity, s.max_quantity)) {
+            continue;
+        }
+        entries.push(serde_json::to_value(s).unwrap_or_default());
+        running.push(trades.map(|i| serde_json::json!({"symbol": i.symbol, "tick": i.tick, "lot": i.lot, "min_quantity": i.min_quantity, "max_quantity": i.max_quantity})).unwrap_or(serde_json::Value::Null));
+    }
+    if !entries.is_empty() {
+        pending.insert("symbols".into(), serde_json::json!({"saved": entries, "running": running}));
+    }
+    Ok(ok(serde_json::Value::Object(pending)))
 }
 
 /// Flattens `{"risk": {"max_open_orders": 3}}` and `{"risk.max_open_orders": 3}` alike.

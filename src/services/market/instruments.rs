@@ -121,7 +121,16 @@ impl Instruments {
     /// Adds the config's instruments the store does not have yet.
     pub fn seed(&mut self, tx: &Connection, symbols: &[SymbolSettings]) -> rusqlite::Result<()> {
         for s in symbols {
-            if self.by_symbol.contains_key(&s.symbol) {
+            if let Some(i) = self.by_symbol.get(&s.symbol) {
+                // An instrument's terms never change once it exists: say so where the file
+                // asks for others, instead of leaving them for the operator to find.
+                if (i.tick, i.lot, i.min_quantity, i.max_quantity) != (s.tick, s.lot, s.min_quantity, s.max_quantity) {
+                    tracing::warn!(
+                        symbol = %s.symbol,
+                        trades_with = %format!("tick {}, lot {}, min_quantity {}, max_quantity {}", i.tick, i.lot, i.min_quantity, i.max_quantity),
+                        "a [[symbols]] entry asks for other terms than the instrument has; it keeps its own (`GET /api/config/pending` lists such entries)"
+                    );
+                }
                 continue;
             }
             let new = NewInstrument {
