@@ -42,8 +42,8 @@
 //! the anchor (or holding another record at the anchor's seq), it keeps that anchor, and
 //! where the chain ended, in `data/audit.head.lost` ([`LOST`], synced: it is rare, and it
 //! is the evidence), and `verify` fails until someone deletes that file (or restores a
-//! store that holds the record). Only the first such anchor is kept; a later one is
-//! logged.
+//! store that holds the record). A second loss before the first is accepted keeps
+//! whichever anchor reaches further, from the lower chain end, so `verify` names both.
 //!
 //! **Not a defence against an attacker.** Whoever can edit `audit.db` can edit these
 //! files too (or delete them: a home without an anchor verifies as before). The anchor
@@ -230,19 +230,27 @@ impl Anchor {
         Ok(found.into_iter().min_by_key(UnmetAnchor::first_missing))
     }
 
-    /// Keeps an anchor the chain does not hold in [`LOST`], unless one is kept already
-    /// (the first loss is the evidence; a later one is only logged).
-    fn keep_lost(&self, lost: Lost) -> Result<(), ServiceError> {
+    /// Keeps an anchor the chain does not hold in [`LOST`]. When one is kept already (an
+    /// earlier loss nobody has accepted yet), the one that reaches further is kept, from
+    /// the lower of the two chain ends: a second loss after the first must not leave
+    /// `verify` naming only the first, and deleting the file would then hide the second.
+    fn keep_lost(&self, mut lost: Lost) -> Result<(), ServiceError> {
         let missing = match lost.chain_end {
             Some(end) => format!("the chain ends at record {end}: records {}..{} are missing", end + 1, lost.seq),
             None => format!("the chain holds another record {} (or none)", lost.seq),
         };
-        if self.dir.join(LOST).exists() {
-            tracing::error!(
-                anchor = lost.seq,
-                "the audit chain does not hold its anchor: {missing}; data/{LOST} already keeps an earlier anchor, so this one is only logged"
-            );
-            return Ok(());
+        if let Some(kept) = read::<Lost>(&self.dir.join(LOST)) {
+            if kept.seq >= lost.seq {
+                tracing::error!(
+                    anchor = lost.seq,
+                    "the audit chain does not hold its anchor: {missing}; data/{LOST} already keeps an anchor that reaches as far, so this one is only logged"
+                );
+                return Ok(());
+            }
+            lost.chain_end = match (kept.chain_end, lost.chain_end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         let text = serde_json::to_string(&lost).expect("an anchor encodes") + "\n";
         replace(&self.dir, LOST, text.as_bytes(), true)

@@ -865,6 +865,31 @@ mod tests {
         bus.shutdown();
     }
 
+    /// A second loss before the first is accepted: the kept anchor becomes the one that
+    /// reaches further, so `verify` names every missing record, not the first loss's.
+    #[test]
+    fn a_second_cut_before_the_first_is_accepted_is_named_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 300);
+        let end = cut_last_block(&conn);
+        drop(svc);
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 400);
+        let grown = end + 400;
+        let second_end = cut_last_block(&conn);
+        assert!(second_end < grown, "the second cut took records {}..{grown}", second_end + 1);
+        drop(svc);
+        let svc = Audit::load(&conn, &ctx).unwrap();
+        let lost = anchor_file(&ctx, anchor::LOST).unwrap();
+        assert_eq!((lost["seq"].as_u64(), lost["chain_end"].as_u64()), (Some(grown), Some(end.min(second_end))));
+        let v = svc.verify(&conn.transaction().unwrap()).unwrap();
+        let unmet = v.unmet_anchor.unwrap();
+        assert_eq!((unmet.seq, v.ok), (grown, false), "the whole loss, up to the later anchor");
+        bus.shutdown();
+    }
+
     /// An anchor behind the chain (a crash between a commit and its anchor, or an older
     /// copy put back) is met by an older record; a home without one (an older agt's, or
     /// an anchor a power loss left empty or tore) verifies as before. None of them is
