@@ -39,6 +39,14 @@ pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
         ));
     }
     let base = base_asset(&sym).to_string();
+    // `BTC-USD-USD` would trade an asset named like the instrument `BTC-USD`, which no
+    // deposit can make (a deposit of an instrument's name is refused).
+    if base.ends_with(&format!("-{QUOTE}")) {
+        return Err(ApiError::invalid(
+            "invalid_symbol",
+            format!("symbol {sym:?} would trade {base:?}, an instrument's name, against {QUOTE}; name the base asset, such as \"BTC-USD\""),
+        ));
+    }
     if base.is_empty() || base == QUOTE {
         return Err(ApiError::invalid(
             "invalid_symbol",

@@ -125,6 +125,7 @@ fn symbols_are_validated_with_codes_that_say_what_is_wrong() {
         "-A-",
         "USD-",
         ".-USD",
+        "BTC-USD-USD",
     ] {
         let e = f.add(bad, "0.01", "1").unwrap_err();
         assert_eq!((e.status, e.code.as_ref()), (400, "invalid_symbol"), "{bad:?}");
