@@ -53,11 +53,15 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
             body.insert(key.clone(), json_value(&value));
             let v = ctx.put("/api/config", &Value::Object(body))?;
             // A key the running daemon cannot apply live is saved for its next start; say
-            // so, or the user takes the echo for a change in effect.
-            let later = if Settings::is_hot(&key) || !Settings::known_keys().contains(&key.as_str()) {
-                ""
-            } else {
+            // so, or the user takes the echo for a change in effect. Not when the daemon
+            // runs with that value already (set back to it): nothing waits for a start.
+            let waits = !Settings::is_hot(&key)
+                && Settings::known_keys().contains(&key.as_str())
+                && (key == "symbols" || pending(ctx).contains_key(&key));
+            let later = if waits {
                 "\n(saved in agt.toml; it takes effect when the daemon next starts: `agt daemon stop && agt daemon start`)"
+            } else {
+                ""
             };
             ctx.show(&v, |v| match lookup(v, &key) {
                 Some(now) => format!("{key} = {}{later}", cell(&now)),
