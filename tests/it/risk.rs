@@ -110,6 +110,14 @@ fn limits_global_through_config_and_per_user_through_risk() {
         assert_eq!((s, code(&e)), (400, want), "{body}: {e}");
     }
     assert_eq!(dm.raw("PUT", "/api/risk/limits", "{{", &[]).0, 400);
+    // Refused in the words `agt config set` uses, and a global `default` says why.
+    let (_, e) = dm.req("PUT", "/api/risk/limits", Some(json!({"max_open_orders": "many"})));
+    assert!(e["error"]["message"].as_str().unwrap().contains("expected a whole number >= 1"), "{e}");
+    dm.cli()
+        .args(["risk", "set", "max_open_orders", "default"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("a global limit always has one"));
 
     let sym = dm.symbol("0.01", "1");
     let (u, v) = (dm.user("lim"), dm.user("other"));

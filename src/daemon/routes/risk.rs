@@ -70,11 +70,18 @@ fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits,
         if !LIMIT_KEYS.contains(&k.as_str()) {
             return Err(ApiError::invalid("invalid_limit", format!("unknown limit {k:?}; the limits are {known}")));
         }
-        if v.is_null() && !for_user {
+        if (v.is_null() || v.as_str() == Some("default")) && !for_user {
             return Err(ApiError::invalid(
                 "invalid_limit",
-                format!("{k} needs a value, not null (null removes a user's own limit, with ?user_id=)"),
+                format!("{k} needs a value: a global limit always has one (null or `default` removes a user's own limit, with ?user_id=)"),
             ));
+        }
+        // The global limits are `risk.*` config keys: each value is read, and refused, with
+        // the words `agt config set` uses ("expected a whole number >= 1"), not serde's.
+        if !v.is_null() {
+            crate::services::config::settings::Settings::defaults()
+                .set(&format!("risk.{k}"), v)
+                .map_err(|e| ApiError::invalid("invalid_limit", e.to_string()))?;
         }
     }
     let clear: Vec<String> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
