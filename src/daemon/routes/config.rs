@@ -27,11 +27,11 @@ pub async fn pending(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<R
     let (mut entries, mut running) = (Vec::new(), Vec::new());
     for s in &saved.symbols {
         let trades = instruments.iter().find(|i| i.symbol == s.symbol);
-        if trades.is_some_and(|i| (i.tick, i.lot, i.min_quantity, i.max_quantity) == (s.tick, s.lot, s.min_quantity, s.max_quantity)) {
+        if trades.is_some_and(|i| s.same_terms(i)) {
             continue;
         }
         entries.push(serde_json::to_value(s).unwrap_or_default());
-        running.push(trades.map(|i| serde_json::json!({"symbol": i.symbol, "tick": i.tick, "lot": i.lot, "min_quantity": i.min_quantity, "max_quantity": i.max_quantity})).unwrap_or(serde_json::Value::Null));
+        running.push(trades.map(|i| serde_json::to_value(i).unwrap_or_default()).unwrap_or_default());
     }
     if !entries.is_empty() {
         pending.insert("symbols".into(), serde_json::json!({"saved": entries, "running": running}));
@@ -100,7 +100,7 @@ async fn refuse_changed_instruments(app: &App, changes: &[(String, serde_json::V
     let existing = app.market.call(crate::services::market::Cmd::Symbols).await?;
     for s in changed {
         let Some(i) = existing.iter().find(|i| i.symbol == s.symbol) else { continue };
-        if (i.tick, i.lot, i.min_quantity, i.max_quantity) != (s.tick, s.lot, s.min_quantity, s.max_quantity) {
+        if !s.same_terms(i) {
             return Err(ApiError::conflict(
                 "instrument_exists",
                 format!(

@@ -143,6 +143,15 @@ pub struct SymbolSettings {
     pub max_quantity: Decimal,
 }
 
+impl SymbolSettings {
+    /// Whether the market trades `instrument` on exactly these terms (an instrument's
+    /// terms never change once it exists, so an entry that differs never applies).
+    pub fn same_terms(&self, instrument: &crate::api::Instrument) -> bool {
+        let i = instrument;
+        (i.tick, i.lot, i.min_quantity, i.max_quantity) == (self.tick, self.lot, self.min_quantity, self.max_quantity)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySettings {

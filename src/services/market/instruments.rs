@@ -132,7 +132,7 @@ impl Instruments {
             if let Some(i) = self.by_symbol.get(&s.symbol) {
                 // An instrument's terms never change once it exists: say so where the file
                 // asks for others, instead of leaving them for the operator to find.
-                if (i.tick, i.lot, i.min_quantity, i.max_quantity) != (s.tick, s.lot, s.min_quantity, s.max_quantity) {
+                if !s.same_terms(i) {
                     tracing::warn!(
                         symbol = %s.symbol,
                         trades_with = %format!("tick {}, lot {}, min_quantity {}, max_quantity {}", i.tick, i.lot, i.min_quantity, i.max_quantity),
