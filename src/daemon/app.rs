@@ -43,6 +43,12 @@ pub struct App {
     pub tokens: crate::services::auth::Tokens,
     /// Audit's journal of commands: a command is answered once it is in it.
     pub command_log: crate::services::audit::CommandLog,
+    /// Writes refused by the caller's role, by actor: audited one by one up to a bound
+    /// per window, then counted (`daemon::refusals`).
+    pub refused_commands: crate::daemon::refusals::Refusals,
+    /// Requests refused for want of a valid bearer token, by client address: logged one
+    /// by one up to the same bound, then counted.
+    pub refused_requests: crate::daemon::refusals::Refusals,
     /// Instruments the order saga has looked up (they never change once created).
     pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.

@@ -12,6 +12,7 @@ mod lock;
 mod log_files;
 mod logging;
 pub mod metrics;
+mod refusals;
 mod retention;
 mod routes;
 mod server;
@@ -78,6 +79,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
@@ -92,7 +94,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, refusal_window, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -116,6 +118,7 @@ async fn serve(
     home: Home,
     settings: Settings,
     notify_tuning: crate::services::notify::Tuning,
+    refusal_window: Duration,
     logging: logging::Logging,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -176,6 +179,8 @@ async fn serve(
         directory,
         tokens,
         command_log,
+        refused_commands: refusals::Refusals::new(refusal_window),
+        refused_requests: refusals::Refusals::new(refusal_window),
         recovered: Default::default(),
         feeds: Default::default(),
         shutdown,
@@ -196,6 +201,7 @@ async fn serve(
     let notify_at = follower::spawn(bus.clone(), app.notify.clone(), feed, app.feeds.notify.clone(), app.shutdown.subscribe());
     let followers = vec![audit_at, health_at, market_at, notify_at];
     drop(on_followers_rt);
+    tokio::spawn(routes::settle_refusals(app.clone()));
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe(), notify_tuning);
 

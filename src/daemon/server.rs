@@ -50,25 +50,31 @@ impl Peer {
     }
 }
 
-/// Anything that accepts connections: a `UnixListener` or a `TcpListener`.
+/// A TCP client's address, as a request extension: whom a request refused for want of a
+/// valid token came from (`daemon::refusals`).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// Anything that accepts connections: a `UnixListener` or a `TcpListener`, with the
+/// client's address where it has one.
 pub trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static;
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Io>> + Send;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Io, Option<PeerAddr>)>> + Send;
 }
 
 impl Accept for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
-        tokio::net::UnixListener::accept(self).await.map(|(s, _)| s)
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<PeerAddr>)> {
+        tokio::net::UnixListener::accept(self).await.map(|(s, _)| (s, None))
     }
 }
 
 impl Accept for tokio::net::TcpListener {
     type Io = tokio::net::TcpStream;
-    async fn accept(&self) -> std::io::Result<Self::Io> {
-        let (s, _) = tokio::net::TcpListener::accept(self).await?;
+    async fn accept(&self) -> std::io::Result<(Self::Io, Option<PeerAddr>)> {
+        let (s, addr) = tokio::net::TcpListener::accept(self).await?;
         let _ = s.set_nodelay(true);
-        Ok(s)
+        Ok((s, Some(PeerAddr(addr))))
     }
 }
 
@@ -86,8 +92,8 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let io = match accepted {
-                    Ok(io) => io,
+                let (io, addr) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // EMFILE and friends: back off rather than spin.
                         tracing::warn!(error = %e, "accept failed");
@@ -99,6 +105,9 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
                 let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: hyper::Request<hyper::body::Incoming>| {
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());
+                    }
+                    if let Some(addr) = addr {
+                        req.extensions_mut().insert(addr);
                     }
                     req
                 });

@@ -78,3 +78,45 @@ fn audit_verify_accepts_an_anchor_behind_the_chain() {
     d.cli().args(["audit", "verify"]).assert().success().stdout(contains("audit chain ok"));
     assert!(!d.path().join("data/audit.head.lost").exists(), "nothing was kept as lost");
 }
+
+/// A write a token's role forbids costs its caller nothing, so each window audits only
+/// the first 20 (each a command and its refusal) and then one record of how many more
+/// there were; requests without a valid token are logged the same way, never audited.
+#[test]
+fn refusals_that_cost_nothing_are_recorded_within_bounds() {
+    use crate::util::{code, wait_until};
+    use std::time::Duration;
+    let d = Daemon::with_config_env("", &[("AGT_REFUSAL_WINDOW_MS", "2000")]);
+    let made = d.ok("POST", "/api/tokens", Some(serde_json::json!({"role": "viewer"})));
+    let (viewer, actor) = (made["token"].as_str().unwrap().to_string(), format!("token:{}", made["id"].as_str().unwrap()));
+    for _ in 0..50 {
+        let (s, e) = d.tcp_raw("POST", "/api/users", "{}", &viewer);
+        assert_eq!((s, code(&e)), (403, "forbidden"), "every attempt is refused as before: {e}");
+    }
+    for _ in 0..30 {
+        let (s, e) = d.tcp_raw("POST", "/api/users", "{}", "not-a-token");
+        assert_eq!((s, code(&e)), (401, "unauthorized"), "{e}");
+    }
+    let records = || -> Vec<Value> {
+        let all = d.ok("GET", &format!("/api/audit?actor={actor}&limit=1000"), None);
+        all.as_array().unwrap().iter().filter(|r| r["actor"] == actor.as_str()).cloned().collect()
+    };
+    let summary = wait_until("the window's count in the audit log", Duration::from_secs(20), || {
+        records().into_iter().find(|r| r["detail"].get("unrecorded").is_some())
+    });
+    assert_eq!(summary["action"], "POST /api/users", "{summary}");
+    assert_eq!(summary["detail"], serde_json::json!({"status": 403, "error": "forbidden", "unrecorded": 30, "window_ms": 2000}));
+    let one_by_one = records().iter().filter(|r| r["detail"].get("unrecorded").is_none()).count();
+    assert_eq!(one_by_one, 2 * 20, "the first 20 refusals, each a command and its refusal");
+    assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
+
+    let log = wait_until("the count of refused requests in the log", Duration::from_secs(20), || {
+        let log = d.log();
+        log.contains("refused 10 more requests without a valid bearer token").then_some(log)
+    });
+    assert_eq!(log.matches("refused a request without a valid bearer token").count(), 20, "{log}");
+    assert!(log.contains(r#"client="127.0.0.1""#), "the log names the client: {log}");
+    assert!(!log.contains("not-a-token"), "a presented secret is never logged");
+    let all = d.ok("GET", "/api/audit?limit=1000", None).to_string();
+    assert!(!all.contains("anonymous"), "requests without a token are not audited");
+}

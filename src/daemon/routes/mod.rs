@@ -21,6 +21,8 @@ use crate::api::{ApiError, Role, TokenInfo};
 use crate::daemon::app::App;
 use crate::daemon::http::{Caller, ErrorCode, Failure, Transport};
 use crate::daemon::metrics::{self, EndpointLabels, ErrorLabels, HttpLabels};
+use crate::daemon::refusals::{Ended, Verdict};
+use crate::daemon::server::PeerAddr;
 use crate::services::audit::Staged;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
@@ -114,9 +116,15 @@ async fn front(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     let started = Instant::now();
     let endpoint = endpoint_of(&req);
     let method = method_label(req.method());
+    let peer = req.extensions().get::<PeerAddr>().copied();
     let resp = match guard(&app, req) {
         Ok(req) => audit_commands(&app, req, next).await,
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            if refused.0.status == 401 {
+                log_unauthenticated(&app, peer, method, endpoint, &refused.0);
+            }
+            refused.into_response()
+        }
     };
     observe(endpoint, method, started, &resp);
     resp
@@ -254,6 +262,16 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     // a viewer's write is 403 whatever its body holds, not a 400 about the body. The
     // attempt is still recorded, with its refusal.
     let allowed = caller.as_ref().map_or(Ok(()), |c| may_write(c, req.uri().path()));
+    // Such a refusal costs the caller nothing, so only so many a window are audited.
+    if let Err(e) = &allowed {
+        let (verdict, ended) = app.refused_commands.note(&actor, &action, Instant::now());
+        if let Some(ended) = ended {
+            record_unrecorded(app, &ended);
+        }
+        if verdict == Verdict::Count {
+            return Failure(e.clone()).into_response();
+        }
+    }
     let next = |req| async move {
         match allowed {
             Ok(()) => next.run(req).await,
@@ -393,6 +411,63 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
     }
 }
 
+/// One record for the refusals of a caller's window that were counted, not recorded
+/// one by one (`daemon::refusals`): `{"status": 403, "error": "forbidden",
+/// "unrecorded": N, "window_ms": W}` under the caller's actor and its last such action.
+fn record_unrecorded(app: &App, ended: &Ended) {
+    let detail = serde_json::json!({
+        "status": 403,
+        "error": "forbidden",
+        "unrecorded": ended.unrecorded,
+        "window_ms": ended.window.as_millis() as u64,
+    });
+    append_record(app, &ended.key, &ended.action, detail);
+}
+
+/// Logs a request refused for want of a valid bearer token: the first few of each
+/// client's window one by one, then how many more there were once the window ends
+/// ([`settle_refusals`]). Not audited: anyone who reaches the port could grow the log.
+fn log_unauthenticated(app: &App, peer: Option<PeerAddr>, method: &str, endpoint: &str, e: &ApiError) {
+    let client = peer.map_or_else(|| "unknown".to_string(), |p| p.0.ip().to_string());
+    let action = format!("{method} {endpoint}");
+    let (verdict, ended) = app.refused_requests.note(&client, &action, Instant::now());
+    if let Some(ended) = ended {
+        log_unrecorded(&ended);
+    }
+    if verdict == Verdict::Record {
+        tracing::warn!(client, action, reason = %e.message, "refused a request without a valid bearer token");
+    }
+}
+
+fn log_unrecorded(ended: &Ended) {
+    tracing::warn!(
+        client = ended.key,
+        last_action = ended.action,
+        window_ms = ended.window.as_millis() as u64,
+        "refused {} more requests without a valid bearer token in one window",
+        ended.unrecorded
+    );
+}
+
+/// Records the counted refusals of every window that has ended, once a window, and all
+/// that are left when the daemon begins to stop.
+pub async fn settle_refusals(app: std::sync::Arc<App>) {
+    let mut shutdown = app.shutdown.subscribe();
+    let mut tick = tokio::time::interval(app.refused_commands.window());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = tokio::select! {
+            _ = tick.tick() => Some(Instant::now()),
+            _ = shutdown.changed() => None,
+        };
+        app.refused_commands.take_ended(now).iter().for_each(|e| record_unrecorded(&app, e));
+        app.refused_requests.take_ended(now).iter().for_each(log_unrecorded);
+        if now.is_none() {
+            return;
+        }
+    }
+}
+
 /// A second record for a command that was refused: `{"status", "error"}` (the error
 /// code), under the same actor and action. Not waited for: the refusal is answered
 /// either way, and the command's own record is already durable.
@@ -402,11 +477,16 @@ fn record_refusal(app: &App, actor: &str, action: &str, resp: &Response) {
         return;
     }
     let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.as_str()).unwrap_or("");
-    let detail = serde_json::json!({"status": status, "error": code});
+    append_record(app, actor, action, serde_json::json!({"status": status, "error": code}));
+}
+
+/// Appends a record to audit without waiting for it: to its journal of commands, or
+/// without one, in a message.
+fn append_record(app: &App, actor: &str, action: &str, detail: serde_json::Value) {
     let raw = RawValue::from_string(detail.to_string()).expect("a JSON value makes JSON");
     match app.command_log.append(&app.audit, actor.to_string(), action.to_string(), raw) {
         Some(Ok(())) => {}
-        Some(Err(e)) => tracing::warn!(action, error = %e.message, "could not audit a refused command"),
+        Some(Err(e)) => tracing::warn!(action, error = %e.message, "could not audit a refusal"),
         None => {
             app.audit.tell(crate::services::audit::Cmd::Append {
                 actor: actor.to_string(),
