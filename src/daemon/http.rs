@@ -202,6 +202,21 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError
         .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
+/// Refuses a query string on a command that takes its filters in the body (`cancel-all`,
+/// `halt`, `resume`): dropped, `?symbol=MSFT` would cancel or halt everything.
+pub fn no_query(uri: &axum::http::Uri, body: &str) -> Result<(), ApiError> {
+    match uri.query() {
+        Some(q) if !q.is_empty() => Err(ApiError::invalid(
+            "invalid_query",
+            format!(
+                "this route takes no query parameters (got {:?}); send its filters in the JSON body: {body}",
+                q.chars().take(80).collect::<String>()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A list's `?limit=` (kept as text in the query struct, so that `-1` or `ten` get this
 /// message rather than a parser's): absent gives `default`; else a whole number from 1 to
 /// `max`, or 400 `invalid_limit` saying so. Too large is refused, not cut down, so that a

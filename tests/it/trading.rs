@@ -221,6 +221,19 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
     let (s, e) = dm.req("POST", "/api/orders/cancel-all", Some(json!({"user_id": " "})));
     assert_eq!((s, code(&e)), (400, "invalid_user"), "a blank user is not every user: {e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("leave user_id out"), "{e}");
+    // And filters in the query string: dropped, they would cancel or halt everything.
+    for path in ["/api/orders/cancel-all?symbol=AAPL&user_id=x", "/api/risk/halt?symbol=AAPL", "/api/risk/resume?symbol=AAPL"] {
+        let (s, e) = dm.req("POST", path, None);
+        assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("JSON body"), "{e}");
+    }
+    // So is a blank symbol (a script's unset variable), over the API and from the CLI.
+    for blank in ["", " "] {
+        let (s, e) = dm.req("POST", "/api/orders/cancel-all", Some(json!({"symbol": blank})));
+        assert_eq!((s, code(&e)), (400, "invalid_symbol"), "a blank symbol is not every symbol: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("leave symbol out"), "{e}");
+    }
+    dm.cli().args(["order", "cancel-all", "--symbol", ""]).assert().code(1).stderr(predicates::str::contains("invalid_symbol"));
     assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted"], false);
     assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "cancelled");
 }
@@ -974,7 +987,7 @@ fn a_retried_placement_of_a_refused_order_exits_1() {
 }
 
 /// Listing by a symbol the market does not list is 404 `unknown_symbol`, as listing by an
-/// unknown user is: a typo must not read as "no orders".
+/// unknown user is: a typo must not read as "no orders". A blank filter is refused.
 #[test]
 fn orders_listed_by_an_unknown_symbol_are_refused() {
     let dm = Daemon::start();
@@ -984,4 +997,17 @@ fn orders_listed_by_an_unknown_symbol_are_refused() {
     }
     dm.cli().args(["order", "list", "--symbol", "aapl"]).assert().code(1).stderr(predicates::str::contains("unknown_symbol"));
     assert_eq!(dm.ok("GET", "/api/orders?symbol=AAPL", None), json!([]));
+    // A blank filter (a script's unset variable) is refused, not read as "every".
+    for (q, want) in [
+        ("symbol=", "invalid_symbol"),
+        ("symbol=%20", "invalid_symbol"),
+        ("user_id=", "invalid_user"),
+        ("user_id=&symbol=AAPL", "invalid_user"),
+    ] {
+        let (s, e) = dm.req("GET", &format!("/api/orders?{q}"), None);
+        assert_eq!((s, code(&e)), (400, want), "{q}: {e}");
+    }
+    for flag in ["--symbol", "--user"] {
+        dm.cli().args(["order", "list", flag, ""]).assert().code(1).stderr(predicates::str::contains("is empty"));
+    }
 }

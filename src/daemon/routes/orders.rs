@@ -35,7 +35,17 @@ pub struct ListQuery {
 }
 
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    let user_id = match (caller.bound_user(), q.user_id.as_deref().filter(|u| !u.is_empty())) {
+    // A blank filter is refused, not dropped: a script's unset variable would list
+    // everyone's orders, or every symbol's, as if they were the ones it asked for.
+    for (name, value, what) in [("user_id", &q.user_id, "user"), ("symbol", &q.symbol, "symbol")] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            let code = if name == "user_id" { "invalid_user" } else { "invalid_symbol" };
+            return Err(
+                ApiError::invalid(code, format!("{name} is empty: name the {what} whose orders to list, or leave {name} out")).into()
+            );
+        }
+    }
+    let user_id = match (caller.bound_user(), q.user_id.as_deref()) {
         (None, None) => None,
         (_, named) => Some(saga::resolve_user(&app, &caller, named).await?.user_id.clone()),
     };
@@ -57,7 +67,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
             .collect::<Result<Vec<_>, _>>()?,
     };
     let limit = page_limit(q.limit.as_deref(), 100, 10_000)?;
-    let symbol = q.symbol.filter(|s| !s.is_empty());
+    let symbol = q.symbol;
     // A symbol the market does not list is 404 `unknown_symbol`, as an unknown user is: a
     // typo (`aapl`) must not read as "no orders".
     if let Some(symbol) = &symbol {
@@ -117,10 +127,18 @@ pub async fn amend(
     Ok(ok(saga::amend(&app, &caller, &id, body).await?))
 }
 
-pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, uri: axum::http::Uri, body: Bytes) -> ApiResult<Response> {
+    crate::daemon::http::no_query(&uri, r#"{"user_id": "…", "symbol": "…"}, each optional"#)?;
     let req: CancelAll = if body.iter().all(u8::is_ascii_whitespace) { CancelAll::default() } else { parse_json(&body)? };
-    let symbol = req.symbol.filter(|s| !s.is_empty());
-    // A blank user is refused, not read as "every user": that reading cancels everything.
+    // A blank user or symbol is refused, not read as "every user" or "every symbol": a
+    // script's unset variable would cancel everything.
+    if req.symbol.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            "invalid_symbol",
+            "symbol is empty: name the symbol whose orders to cancel, or leave symbol out to cancel every symbol's",
+        )
+        .into());
+    }
     if req.user_id.as_deref().is_some_and(|u| u.trim().is_empty()) {
         return Err(ApiError::invalid(
             "invalid_user",
@@ -128,7 +146,7 @@ pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, body: Bytes
         )
         .into());
     }
-    Ok(ok(saga::cancel_all(&app, &caller, req.user_id.as_deref(), symbol).await?))
+    Ok(ok(saga::cancel_all(&app, &caller, req.user_id.as_deref(), req.symbol).await?))
 }
 
 #[derive(Deserialize)]

@@ -125,6 +125,7 @@ async fn halt_body(app: &App, req: Request) -> Result<HaltRequest, ApiError> {
 }
 
 async fn halt_request(req: Request) -> Result<HaltRequest, ApiError> {
+    crate::daemon::http::no_query(req.uri(), r#"{"symbol": "AAPL"}, or {} for every symbol"#)?;
     let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
