@@ -20,9 +20,16 @@ pub enum MarketCmd {
         #[arg(long)]
         interval: Option<String>,
         /// At most this many, the newest (shown oldest first) [default: 100, at most
-        /// 10000]; when there are more, a note on stderr says so
+        /// 10000]; when there are more, a note on stderr says so. With --from, the
+        /// first this many from there
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+        /// Only bars that start at or after this time (RFC 3339, Unix seconds or YYYY-MM-DD)
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Only bars that start before this time (RFC 3339, Unix seconds or YYYY-MM-DD)
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
     },
     /// Import historical OHLCV bars from a CSV file, all or nothing
     #[command(after_help = concat!(
@@ -46,9 +53,12 @@ pub fn run(ctx: &Ctx, cmd: MarketCmd) -> CliResult {
             let v = ctx.get(&format!("/api/market/{}", encode(&symbol)))?;
             ctx.show(&v, kv)
         }
-        MarketCmd::Candles { symbol, interval, limit } => {
-            let cut = Cut { noun: "candles".into(), which: "newest", default: 100, max: 10_000, keep_front: false };
-            let listed = ctx.get_list(&format!("/api/market/{}/candles", encode(&symbol)), &[("interval", interval)], limit, cut)?;
+        MarketCmd::Candles { symbol, interval, limit, from, to } => {
+            // From a start, the list is the first N, and a bar past them is the extra one.
+            let (which, keep_front) = if from.is_some() { ("first", true) } else { ("newest", false) };
+            let cut = Cut { noun: "candles".into(), which, default: 100, max: 10_000, keep_front };
+            let query = [("interval", interval), ("from", from), ("to", to)];
+            let listed = ctx.get_list(&format!("/api/market/{}/candles", encode(&symbol)), &query, limit, cut)?;
             ctx.show_list(&listed, |v| {
                 let t = table_of(
                     &items(v),

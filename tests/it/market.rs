@@ -367,3 +367,50 @@ fn a_books_sequence_never_goes_back() {
     dm.place(&seller, &sym, "sell", "1", Some("11.00"));
     assert!(seq(&dm, &sym) > emptied, "and it moves on with the next change");
 }
+
+/// `?from=` / `?to=` pick the bars that start in `[from, to)`: the first `limit` from
+/// `from`, or the newest `limit` before `to`. A query parameter a route does not take is
+/// refused: dropped, `?dept=1` or a time range would answer something else than was asked.
+#[test]
+fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
+    let dm = Daemon::start();
+    let day = 86_400;
+    let start = 1_714_521_600; // 2024-05-01T00:00:00Z
+    let rows: String = (0..10).map(|i| format!("AAPL,1d,{},100,110,90,{},1000\n", start + i * day, 100 + i)).collect();
+    let (s, r) = post_csv(&dm, &format!("{HEADER}{rows}"));
+    assert_eq!(s, 200, "{r}");
+    let closes = |q: &str| -> Vec<String> {
+        let bars = dm.ok("GET", &format!("/api/market/AAPL/candles?interval=1d&{q}"), None);
+        bars.as_array().unwrap().iter().map(|b| b["close"].as_str().unwrap().to_string()).collect()
+    };
+    let (d3, d7) = (rfc(start + 3 * day), start + 7 * day);
+    assert_eq!(closes(&format!("from={d3}&to={d7}")), ["103", "104", "105", "106"], "from is in, to is out");
+    assert_eq!(closes(&format!("from={d3}&limit=2")), ["103", "104"], "the first from `from`");
+    assert_eq!(closes(&format!("to={d7}&limit=2")), ["105", "106"], "the newest before `to`");
+    assert_eq!(closes("from=2024-05-09"), ["108", "109"], "a date is its midnight");
+    assert_eq!(closes("limit=3"), ["107", "108", "109"], "without a range, the newest");
+    assert!(closes("from=2030-01-01").is_empty());
+    for (q, says) in [
+        ("from=2030-01-01&to=2020-01-01", "from must be before to"),
+        ("from=2024-05-03&to=2024-05-03", "from must be before to"),
+        ("from=yesterday", "from \"yesterday\" is not a time"),
+        ("to=1714521600000", "looks like milliseconds"),
+        ("frm=2024-05-03", "unknown field `frm`"),
+    ] {
+        let (s, e) = dm.req("GET", &format!("/api/market/AAPL/candles?{q}"), None);
+        assert_eq!((s, code(&e)), (400, "invalid_query"), "{q}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{q}: {e}");
+    }
+    for path in ["/api/book/AAPL?dept=1", "/api/orders?usr_id=x", "/api/events?bogus=1", "/api/trades/AAPL?x=1", "/api/audit?actr=x"] {
+        let (s, e) = dm.req("GET", path, None);
+        assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
+    }
+    let out = dm
+        .cli()
+        .args(["-o", "json", "market", "candles", "AAPL", "--interval", "1d", "--from", "2024-05-04", "--to", "2024-05-06"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bars: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bars.iter().map(|b| b["close"].as_str().unwrap()).collect::<Vec<_>>(), ["103", "104"]);
+}

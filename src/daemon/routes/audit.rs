@@ -10,6 +10,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// As text, read by `query_number`: `-1` is told the range, not a parser's error.
     #[serde(default)]

@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 /// The numbers are kept as text and read by [`query_number`], so that `since=-1` is told
 /// what is allowed rather than what a parser found.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventQuery {
     #[serde(default)]
     since: Option<String>,

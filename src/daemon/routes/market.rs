@@ -19,17 +19,23 @@ use std::sync::Arc;
 const MAX_LIMIT: usize = 10_000;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitQuery {
     #[serde(default)]
     limit: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CandlesQuery {
     #[serde(default)]
     interval: Option<String>,
     #[serde(default)]
     limit: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
 }
 
 pub async fn list_symbols(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Response> {
@@ -87,7 +93,9 @@ pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, Path(symbol): P
 }
 
 /// OHLCV bars, oldest first: `?interval=` (1s 1m 5m 1h 1d, default 1m), `?limit=`
-/// (the newest N, default 100, 1 to 10000).
+/// (default 100, 1 to 10000), and `?from=` / `?to=` (RFC 3339, Unix seconds or a date;
+/// bars that start in `[from, to)`): the first `limit` from `from` when it is given,
+/// else the newest `limit` before `to`.
 pub async fn candles(
     State(app): State<Arc<App>>,
     _caller: Caller,
@@ -96,8 +104,22 @@ pub async fn candles(
 ) -> ApiResult<Response> {
     let interval = q.interval.unwrap_or_else(|| "1m".into());
     let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
+    let time = |name: &str, raw: Option<String>| {
+        raw.map(|t| import::parse_time_named(name, t.trim()).map_err(|e| ApiError::invalid("invalid_query", e))).transpose()
+    };
+    let (from, to) = (time("from", q.from)?, time("to", q.to)?);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                format!("from must be before to (bars that start in [from, to)); got from {f} and to {t} (Unix seconds)"),
+            )
+            .into());
+        }
+    }
     caught_up(&app).await;
-    Ok(ok(app.market.call(|reply| Cmd::Candles { symbol, interval, limit, reply }).await?))
+    let span = crate::services::market::Span { from, to, limit };
+    Ok(ok(app.market.call(|reply| Cmd::Candles { symbol, interval, span, reply }).await?))
 }
 
 /// The largest import body: about half a million bars.

@@ -27,6 +27,7 @@ pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<Str
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     user_id: Option<String>,
     symbol: Option<String>,
@@ -150,6 +151,7 @@ pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, uri: axum::
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BookQuery {
     /// As text, read by `query_number`: `-1` is told the range, not a parser's error.
     depth: Option<String>,

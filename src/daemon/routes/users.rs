@@ -16,6 +16,7 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Jso
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     limit: Option<String>,

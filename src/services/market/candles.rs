@@ -177,6 +177,23 @@ pub struct Bars {
     current: HashMap<String, [Option<Held>; 5]>,
 }
 
+/// Which bars a reader asks for: those that start in `[from, to)` (Unix seconds; either
+/// open), at most `limit` of them: the first `limit` from `from` when it is given (paging
+/// forward through history), else the newest `limit` before `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub limit: usize,
+}
+
+impl Span {
+    /// The newest `limit` bars.
+    pub fn newest(limit: usize) -> Span {
+        Span { from: None, to: None, limit }
+    }
+}
+
 /// A bar kept in memory, and whether the store has it as it is.
 struct Held {
     bar: Bar,
@@ -240,13 +257,24 @@ impl Bars {
         Ok(())
     }
 
-    /// The newest `limit` bars, oldest first.
-    pub fn list(tx: &Connection, symbol: &str, interval: Interval, limit: usize) -> rusqlite::Result<Vec<Bar>> {
-        let mut stmt = tx.prepare_cached(
-            "SELECT * FROM (SELECT open_time, open, high, low, close, volume, trades, first_us, last_us FROM candles
-             WHERE symbol = ?1 AND interval = ?2 ORDER BY open_time DESC LIMIT ?3) ORDER BY open_time",
-        )?;
-        let rows = stmt.query_map(params![symbol, interval.as_str(), limit.min(i64::MAX as usize) as i64], row_to_bar)?;
+    /// The bars of `span`, oldest first.
+    pub fn list(tx: &Connection, symbol: &str, interval: Interval, span: Span) -> rusqlite::Result<Vec<Bar>> {
+        const COLUMNS: &str = "open_time, open, high, low, close, volume, trades, first_us, last_us";
+        let (from, to) = (span.from.unwrap_or(i64::MIN), span.to.unwrap_or(i64::MAX));
+        let limit = span.limit.min(i64::MAX as usize) as i64;
+        let sql = if span.from.is_some() {
+            format!(
+                "SELECT {COLUMNS} FROM candles WHERE symbol = ?1 AND interval = ?2 AND open_time >= ?3 AND open_time < ?4
+                 ORDER BY open_time LIMIT ?5"
+            )
+        } else {
+            format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM candles WHERE symbol = ?1 AND interval = ?2 AND open_time >= ?3
+                 AND open_time < ?4 ORDER BY open_time DESC LIMIT ?5) ORDER BY open_time"
+            )
+        };
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![symbol, interval.as_str(), from, to, limit], row_to_bar)?;
         rows.collect()
     }
 

@@ -171,25 +171,31 @@ fn header(line_no: usize, line: &str) -> Result<Layout, ApiError> {
 
 /// A bar's start, in Unix seconds, from RFC 3339, Unix seconds or a date.
 fn parse_time(s: &str) -> Result<i64, String> {
+    parse_time_named("open_time", s)
+}
+
+/// A whole second, from RFC 3339, Unix seconds or a date; an error names the value as
+/// `name` and says which forms there are. Also the candles route's `from` and `to`.
+pub fn parse_time_named(name: &str, s: &str) -> Result<i64, String> {
     let hint = "use RFC 3339 (2024-05-01T13:45:00Z), Unix seconds (1714571100) or a date (2024-05-01)";
     if s.is_empty() {
-        return Err(format!("open_time is empty: {hint}"));
+        return Err(format!("{name} is empty: {hint}"));
     }
     let digits = s.strip_prefix('-').unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: i64 = s.parse().map_err(|_| format!("open_time {} is out of range: {hint}", shown(s)))?;
+        let secs: i64 = s.parse().map_err(|_| format!("{name} {} is out of range: {hint}", shown(s)))?;
         if secs >= 100_000_000_000 {
-            return Err(format!("open_time {s} looks like milliseconds (or later than the year 5000): give Unix seconds"));
+            return Err(format!("{name} {s} looks like milliseconds (or later than the year 5000): give Unix seconds"));
         }
         return Ok(secs);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         // chrono keeps a leap second (`23:59:60`) as a second's worth of extra nanoseconds.
         if t.timestamp_subsec_nanos() >= 1_000_000_000 {
-            return Err(format!("open_time {s} is a leap second: no bar starts there; use the second after it"));
+            return Err(format!("{name} {s} is a leap second: no bar starts there; use the second after it"));
         }
         if t.timestamp_subsec_nanos() != 0 {
-            return Err(format!("open_time {s} has a fraction of a second: a bar starts on a whole second"));
+            return Err(format!("{name} {s} has a fraction of a second: a bar starts on a whole second"));
         }
         return Ok(t.timestamp());
     }
@@ -198,7 +204,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
             return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp());
         }
     }
-    Err(format!("open_time {} is not a time: {hint}", shown(s)))
+    Err(format!("{name} {} is not a time: {hint}", shown(s)))
 }
 
 fn parse_decimal(name: &str, s: &str, positive: bool) -> Result<Decimal, String> {

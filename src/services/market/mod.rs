@@ -17,7 +17,7 @@ mod tape;
 #[cfg(test)]
 mod tests;
 
-pub use candles::Interval;
+pub use candles::{Interval, Span};
 pub use service::Market;
 
 use crate::api::{Candle, Instrument, NewInstrument, Quote, Trade};
@@ -50,11 +50,11 @@ pub enum Cmd {
         symbol: String,
         reply: Reply<Quote>,
     },
-    /// Oldest first, the newest `limit` bars of `interval` (`1s 1m 5m 1h 1d`).
+    /// Oldest first, the bars of `interval` (`1s 1m 5m 1h 1d`) that `span` picks.
     Candles {
         symbol: String,
         interval: String,
-        limit: usize,
+        span: candles::Span,
         reply: Reply<Vec<Candle>>,
     },
     /// Historical OHLCV bars, all or nothing: if any row is bad or names an unknown

@@ -1,6 +1,6 @@
 //! The market actor: its store, its state and how it answers each [`Cmd`].
 
-use super::candles::{Bar, Bars, Interval};
+use super::candles::{Bar, Bars, Interval, Span};
 use super::import::{self, CsvRow};
 use super::instruments::Instruments;
 use super::tape::{now_us, Tape};
@@ -154,7 +154,7 @@ impl Market {
         tx: &Connection,
         symbol: &str,
         interval: &str,
-        limit: usize,
+        span: Span,
     ) -> Result<Result<Vec<crate::api::Candle>, ApiError>, ServiceError> {
         let Some(iv) = Interval::parse(interval) else {
             return Ok(Err(ApiError::invalid(
@@ -166,7 +166,7 @@ impl Market {
             return Ok(Err(e));
         }
         self.bars.flush(tx)?;
-        Ok(Ok(Bars::list(tx, symbol, iv, limit)?.iter().map(|b| b.to_candle(symbol, iv)).collect()))
+        Ok(Ok(Bars::list(tx, symbol, iv, span)?.iter().map(|b| b.to_candle(symbol, iv)).collect()))
     }
 
     /// Checks every row, then writes every bar or none (see [`Cmd::Import`]). `now_us`
@@ -261,8 +261,8 @@ impl Service for Market {
                 let r = self.quote(tx, &symbol, now_us())?;
                 after.reply(reply, r);
             }
-            Cmd::Candles { symbol, interval, limit, reply } => {
-                let r = self.candles(tx, &symbol, &interval, limit)?;
+            Cmd::Candles { symbol, interval, span, reply } => {
+                let r = self.candles(tx, &symbol, &interval, span)?;
                 after.reply(reply, r);
             }
             Cmd::Import { rows, reply } => {

@@ -1,6 +1,7 @@
 //! The market service against a real store: instruments, the tape, quotes, candles,
 //! replayed events and reloads.
 
+use super::candles::Span;
 use super::service::TEST_MIGRATIONS;
 use super::Market;
 use crate::api::{ApiError, Event, NewInstrument, Side, Trade};
@@ -224,7 +225,7 @@ fn candles_answer_by_interval_and_refuse_unknown_ones() {
     f.trade("b", "AAPL", "104", "2", T0 + 50 * S);
     f.trade("c", "AAPL", "98", "3", T0 + 70 * S);
     f.trade("d", "AAPL", "101", "4", T0 + 3600 * S);
-    let get = |f: &mut Fixture, iv: &str, limit: usize| f.tx(|m, tx| m.candles(tx, "AAPL", iv, limit).unwrap());
+    let get = |f: &mut Fixture, iv: &str, limit: usize| f.tx(|m, tx| m.candles(tx, "AAPL", iv, Span::newest(limit)).unwrap());
 
     let m1 = get(&mut f, "1m", 100).unwrap();
     let rows: Vec<_> = m1.iter().map(|c| (c.open_time.as_str(), c.open, c.high, c.low, c.close, c.volume, c.trades)).collect();
@@ -250,7 +251,7 @@ fn candles_answer_by_interval_and_refuse_unknown_ones() {
     let e = get(&mut f, "2m", 10).unwrap_err();
     assert_eq!((e.status, e.code.as_ref()), (400, "invalid_interval"));
     assert!(e.message.contains("1s, 1m, 5m, 1h, 1d"), "{}", e.message);
-    let e = f.tx(|m, tx| m.candles(tx, "NOPE", "1m", 10).unwrap()).unwrap_err();
+    let e = f.tx(|m, tx| m.candles(tx, "NOPE", "1m", Span::newest(10)).unwrap()).unwrap_err();
     assert_eq!((e.status, e.code.as_ref()), (404, "unknown_symbol"));
 }
 
@@ -265,7 +266,7 @@ fn a_replayed_event_or_trade_counts_once() {
     f.event(4, "TRADE_EXECUTED", serde_json::json!({"not": "a trade"}));
     assert_eq!(f.market.last_event_seq(), 4);
     assert_eq!(f.tape("AAPL", 10), ["t1"]);
-    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap());
+    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", Span::newest(10)).unwrap().unwrap());
     assert_eq!((c.len(), c[0].volume, c[0].trades), (1, d("5"), 1));
     assert_eq!(f.reopen(&[]).last_event_seq(), 4, "the position survives a restart");
 }
@@ -299,7 +300,7 @@ fn a_reload_from_the_store_gives_the_same_state() {
     let now = T0 + 120 * S;
     let before = (
         f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap()),
-        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap()),
+        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", Span::newest(10)).unwrap().unwrap()),
         f.tape("AAPL", 10),
     );
     f.market = f.reopen(&[seed("AAPL", "0.01", "1")]);
@@ -307,14 +308,14 @@ fn a_reload_from_the_store_gives_the_same_state() {
     assert!(f.market.same_state(&fresh));
     let after = (
         f.tx(|m, tx| m.quote(tx, "AAPL", now).unwrap().unwrap()),
-        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap()),
+        f.tx(|m, tx| m.candles(tx, "AAPL", "1m", Span::newest(10)).unwrap().unwrap()),
         f.tape("AAPL", 10),
     );
     assert_eq!(before, after);
     assert_eq!(after.0.last, Some(d("101")));
     // Trading on after the reload extends the bars the store already had.
     f.trade("d", "AAPL", "105", "3", T0 + 62 * S);
-    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", 10).unwrap().unwrap());
+    let c = f.tx(|m, tx| m.candles(tx, "AAPL", "1m", Span::newest(10)).unwrap().unwrap());
     let last = c.last().unwrap();
     assert_eq!((last.open, last.high, last.close, last.volume, last.trades), (d("101"), d("105"), d("105"), d("5"), 2));
 }
@@ -357,7 +358,7 @@ impl Fixture {
     }
 
     fn candles(&mut self, symbol: &str, iv: &str) -> Vec<(String, Decimal, Decimal, Decimal, Decimal, Decimal, u64)> {
-        self.tx(|m, tx| m.candles(tx, symbol, iv, 100).unwrap().unwrap())
+        self.tx(|m, tx| m.candles(tx, symbol, iv, Span::newest(100)).unwrap().unwrap())
             .into_iter()
             .map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades))
             .collect()
