@@ -804,8 +804,11 @@ impl Settings {
         // Refuse to write a file that would stop the daemon from starting.
         let layer = parse_layer(&origin, &text)?;
         let persisted: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
-        Settings::defaults().layered(layer, &|key| persisted.contains(&key).then(|| origin.clone()))?;
-        write_atomically(&target, &text).map_err(|e| ConfigError::Io { path: origin, message: format!("cannot write: {e}") })
+        let saved = Settings::defaults().layered(layer, &|key| persisted.contains(&key).then(|| origin.clone()))?;
+        // A file that holds a webhook's signing secret is the owner's alone, whatever mode
+        // it had: `config set` must not leave a secret it wrote readable by others.
+        let private = saved.notify.webhooks.iter().any(|w| w.secret.is_some());
+        write_atomically(&target, &text, private).map_err(|e| ConfigError::Io { path: origin, message: format!("cannot write: {e}") })
     }
 }
 
@@ -1360,7 +1363,9 @@ fn masked_secret_without_one(index: usize, url: &str) -> ConfigError {
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Replaces `path` with `text` so that readers see the old file or the new one, never half.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+/// Replaces `path` with `text` through a temp file and a rename. A new file is `0600`; an
+/// existing one keeps its mode, less what group and others had if `private`.
+fn write_atomically(path: &Path, text: &str, private: bool) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -1371,7 +1376,14 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let temp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     // Webhook secrets may live here: new files are the owner's alone; old ones keep their mode.
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+    let old = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+    let mode = if private { old & !0o077 } else { old };
+    if mode != old {
+        tracing::warn!(
+            file = %path.display(),
+            "the config file now holds a webhook secret and others could read it: its mode is now {mode:o} (was {old:o})"
+        );
+    }
     let result = (|| {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
         file.write_all(text.as_bytes())?;

@@ -628,6 +628,23 @@ fn persist_adds_and_replaces_list_entries() {
 }
 
 #[test]
+fn persisting_a_webhook_secret_makes_the_file_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, file) = home_with("[log]\nlevel = \"info\"\n");
+    let mode = |f: &std::path::Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Nothing secret: the operator's mode stays.
+    Settings::persist(&file, "log.level", &json!("debug")).unwrap();
+    assert_eq!(mode(&file), 0o644);
+    Settings::persist(&file, "notify.webhooks", &json!([{"url": "http://h.test/x", "events": ["*"], "secret": "s3cr3t"}])).unwrap();
+    assert_eq!(mode(&file), 0o600, "a secret written into a file others could read");
+    // A file made private stays so, and one with no other bits keeps its own (0700 here).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o740)).unwrap();
+    Settings::persist(&file, "log.level", &json!("info")).unwrap();
+    assert_eq!(mode(&file), 0o700);
+}
+
+#[test]
 fn persist_into_a_file_without_webhooks_writes_an_array_of_tables() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agt.toml");
