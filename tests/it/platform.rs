@@ -785,6 +785,13 @@ fn supervisor_restarts_crashed_services_and_gives_up_after_too_many() {
     assert_eq!((s, code(&e)), (409, "service_not_running"), "a failed service has nothing to crash: {e}");
     assert_eq!(d.ok("GET", "/health", None)["status"], "degraded");
     assert_eq!(d.req("GET", "/ready", None).0, 503);
+    // A probe's 503 is its answer, counted as a request, not as an error; the refused
+    // call to the failed service is an error.
+    let metrics = d.ok("GET", "/metrics", None).as_str().unwrap().to_string();
+    let errors: Vec<&str> = metrics.lines().filter(|l| l.starts_with("http_errors_total{")).collect();
+    assert!(errors.iter().all(|l| !l.contains("endpoint=\"/ready\"") && !l.contains("endpoint=\"/health\"")), "{errors:?}");
+    assert!(errors.iter().any(|l| l.contains("error_type=\"service_unavailable\"")), "{errors:?}");
+    assert!(metrics.lines().any(|l| l.starts_with("http_requests_total{") && l.contains("endpoint=\"/ready\"")), "{metrics}");
     assert!(service(&d, "users")["last_error"].as_str().is_some_and(|e| !e.is_empty()), "why it failed is shown");
     // An operator brings it back, and it no longer shows the error it failed with.
     d.ok("POST", "/api/services/users/restart", None);

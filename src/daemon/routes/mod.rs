@@ -160,13 +160,16 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// Counts and times every request (seed metric names), and its errors by code.
+/// Counts and times every request (seed metric names), and its errors by code. A probe's
+/// 503 (`/ready` while the daemon starts, `/health` while degraded) is its answer, not a
+/// failed request: `agt daemon start` polls `/ready` a few dozen times, and each start
+/// showed as a burst of errors on an error-rate panel.
 fn observe(endpoint: &'static str, method: &'static str, started: Instant, resp: &Response) {
     let service = service_of(endpoint);
     let m = metrics::get();
     m.http_requests.get_or_create(&HttpLabels { service, endpoint, method }).inc();
     m.http_duration.get_or_create(&EndpointLabels { service, endpoint }).observe(started.elapsed().as_secs_f64());
-    if resp.status().is_client_error() || resp.status().is_server_error() {
+    if (resp.status().is_client_error() || resp.status().is_server_error()) && !is_public(endpoint) {
         let error_type = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone()).unwrap_or_else(|| resp.status().as_u16().to_string());
         m.http_errors.get_or_create(&ErrorLabels { service, endpoint, error_type }).inc();
     }
