@@ -8,7 +8,7 @@ pub mod app;
 pub mod follower;
 pub mod home;
 pub mod http;
-mod lock;
+pub mod lock;
 mod log_files;
 mod logging;
 pub mod metrics;
@@ -62,6 +62,9 @@ fn raise_open_file_limit() {
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let home = opts.home;
+    // Before anything is created: bind() would refuse it only after start-up, in words
+    // ("path must be shorter than SUN_LEN") that name neither the path nor the fix.
+    home.check_socket_path().map_err(|e| anyhow::anyhow!(e))?;
     // Everything the daemon creates (stores and their -wal/-shm files, journals, logs,
     // agtd.json) is its owner's alone. Set once, before any thread exists: umask is
     // per process, and the socket's narrower umask below would otherwise race with
