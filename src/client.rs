@@ -100,11 +100,12 @@ impl Endpoint {
         Ok(Endpoint::Tcp { authority, prefix, token })
     }
 
-    /// The socket of the daemon of `home`: the `socket` named in `agtd.json` if there is
-    /// one, else `$AGT_HOME/agt.sock`.
+    /// The socket of the daemon of `home`: always `$AGT_HOME/agt.sock`, where its daemon
+    /// binds it. Not the `socket` named in `agtd.json`: a copy of another home's
+    /// `agtd.json` (a home copied with `cp -a` while its daemon ran) would send every
+    /// command of this home to that other daemon.
     pub fn for_home(home: &Home) -> Endpoint {
-        let sock = read_info(home).map(|i| PathBuf::from(i.socket)).filter(|p| !p.as_os_str().is_empty());
-        Endpoint::Unix(sock.unwrap_or_else(|| home.socket()))
+        Endpoint::Unix(home.socket())
     }
 }
 
@@ -289,7 +290,7 @@ impl Client {
 
         let mut sender = match &self.endpoint {
             Endpoint::Unix(sock) => {
-                let stream = dial(tokio::net::UnixStream::connect(sock)).await.map_err(unreachable)?;
+                let stream = dial(tokio::net::UnixStream::connect(sock)).await.map_err(|why| unreachable(too_long(sock).unwrap_or(why)))?;
                 handshake(stream).await.map_err(unreachable)?
             }
             Endpoint::Tcp { authority, .. } => {
@@ -312,6 +313,18 @@ async fn dial<S>(connect: impl std::future::Future<Output = std::io::Result<S>>)
         }),
         Err(_) => Err(format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())),
     }
+}
+
+/// Why a socket path cannot be dialled when it is too long for a Unix socket address
+/// (the system's own words, "path must be shorter than SUN_LEN", name no fix).
+fn too_long(sock: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = sock.as_os_str().as_bytes().len();
+    // SAFETY: an all-zero sockaddr_un is a valid value; only its field's size is read.
+    let max = unsafe { std::mem::zeroed::<libc::sockaddr_un>() }.sun_path.len() - 1;
+    (len > max).then(|| {
+        format!("the socket path is {len} bytes, longer than the {max} a Unix socket path may have; use a shorter --home or --socket")
+    })
 }
 
 async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>

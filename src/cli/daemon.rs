@@ -6,12 +6,18 @@
 //! print only warnings and errors: `daemon::logging::Stderr`; a file of 8 MiB or more is
 //! first renamed `daemon.out.1`), and returns once
 //! `agtd.json` names that process and `GET /ready` answers 200 on its socket. `stop`
-//! sends SIGTERM to the pid in `agtd.json` and waits for the process to end; with no
+//! sends SIGTERM to the home's daemon and waits for the process to end; with no
 //! daemon running it says so and exits 0, so scripts can call it unconditionally.
+//!
+//! Whether the home's daemon runs, and which process it is, is decided by the home's
+//! own lock ([`running_daemon`]), never by `agtd.pid` or `agtd.json` alone: a stale,
+//! reused or copied pid must not be signalled, nor a copied `agtd.json` followed.
 
 use super::output::{duration, field};
 use super::{CliError, CliResult, Ctx};
+use crate::api::DaemonInfo;
 use crate::client::{read_info, BlockingClient, Client, ClientError, Endpoint};
+use crate::daemon::lock::{self, Holder};
 use crate::daemon::{Home, RunOptions};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -19,7 +25,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,11 +92,24 @@ const POLL: Duration = Duration::from_millis(5);
 
 fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
     let home = &ctx.home;
-    if let Some(pid) = running_daemon(home) {
-        return Err(CliError::failed(
-            "already_running",
-            format!("a daemon already runs for {} (pid {pid}); `agt daemon stop` stops it", home.root().display()),
-        ));
+    home.check_socket_path().map_err(CliError::Usage)?;
+    match running_daemon(home)? {
+        Running::No => {}
+        Running::Daemon(pid) => {
+            return Err(CliError::failed(
+                "already_running",
+                format!("a daemon already runs for {} (pid {pid}); `agt daemon stop` stops it", home.root().display()),
+            ))
+        }
+        Running::Unknown => {
+            return Err(CliError::failed(
+                "already_running",
+                format!("a daemon already runs for {} (it holds {})", home.root().display(), home.lock_file().display()),
+            ))
+        }
+        other @ Running::Other(..) => {
+            return Err(CliError::failed("lock_held", other.held_by_another(home, "no daemon can start on this home until it ends")))
+        }
     }
     if answers(&Endpoint::for_home(home)) {
         return Err(CliError::failed("already_running", format!("a daemon already answers on {}", Endpoint::for_home(home))));
@@ -141,14 +160,17 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
     let pid = child.id();
 
     let deadline = Instant::now() + timeout;
-    let mut probe: Option<(PathBuf, BlockingClient)> = None;
+    let mut probe: Option<BlockingClient> = None;
     loop {
         if let Some(status) = child.try_wait().map_err(anyhow::Error::from)? {
             let tail = log_tail(&log_path, log_start, 20);
             // Another `agt daemon start` on this home won the race for its lock (it may
             // not have written its pid yet).
             if tail.contains("is already running on") {
-                let other = running_daemon(home).map(|p| format!(" (pid {p})")).unwrap_or_default();
+                let other = match running_daemon(home) {
+                    Ok(Running::Daemon(p)) => format!(" (pid {p})"),
+                    _ => String::new(),
+                };
                 return Err(CliError::failed(
                     "already_running",
                     format!("a daemon already runs for {}{other}; `agt daemon stop` stops it", home.root().display()),
@@ -160,17 +182,16 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
             ));
         }
         if let Some(info) = read_info(home).filter(|i| i.pid == pid) {
-            let sock = PathBuf::from(&info.socket);
-            if probe.as_ref().map(|(p, _)| p != &sock).unwrap_or(true) {
-                probe = Some((sock.clone(), quick_client(Endpoint::Unix(sock))?));
+            if probe.is_none() {
+                probe = Some(quick_client(Endpoint::for_home(home))?);
             }
-            let (_, client) = probe.as_ref().expect("set above");
+            let client = probe.as_ref().expect("set above");
             if client.get("/ready").is_ok() {
                 let doc = serde_json::to_value(&info).unwrap_or(Value::Null);
                 return ctx.show(&doc, |_| {
                     format!(
                         "agt daemon started (pid {pid})\nsocket: {}\nhttp:   {}\nlogs:   {}",
-                        info.socket,
+                        home.socket().display(),
                         info.http.as_deref().unwrap_or("off"),
                         home.logs_dir().display()
                     )
@@ -217,11 +238,29 @@ fn set_aside_if_full(path: &Path, limit: u64) -> anyhow::Result<()> {
 
 fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
     let home = &ctx.home;
-    let Some(pid) = running_daemon(home) else {
-        let doc = json!({ "running": false, "stopped": false });
-        return ctx.show(&doc, |_| format!("agt daemon is not running (home {})", home.root().display()));
+    let pid = match running_daemon(home)? {
+        Running::Daemon(pid) => pid,
+        Running::No => {
+            let doc = json!({ "running": false, "stopped": false });
+            return ctx.show(&doc, |_| format!("agt daemon is not running (home {})", home.root().display()));
+        }
+        Running::Unknown => {
+            return Err(CliError::failed(
+                "lock_held",
+                format!(
+                    "a process holds {} but the system does not say which (no /proc/locks) and agtd.pid names no live agt daemon; \
+                     find it with `fuser {}` and end it yourself",
+                    home.lock_file().display(),
+                    home.lock_file().display()
+                ),
+            ))
+        }
+        other @ Running::Other(..) => {
+            let why = other.held_by_another(home, "agt daemon stop signals only this home's daemon; end that process yourself");
+            return Err(CliError::failed("lock_held", why));
+        }
     };
-    // SAFETY: kill has no memory effects; pid names a live agt daemon (checked above).
+    // SAFETY: kill has no memory effects; pid holds this home's lock (checked above).
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == -1 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::ESRCH) {
@@ -243,20 +282,73 @@ fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
 
 fn status(ctx: &Ctx) -> CliResult {
     let endpoint = ctx.endpoint()?;
-    let health = match ctx.get("/health") {
-        Ok(h) => h,
-        Err(CliError::Client(ClientError::Unreachable { .. })) => {
-            if ctx.json() && !ctx.quiet() {
-                println!("{}", json!({ "running": false }));
-            }
-            return Err(CliError::NotRunning(format!("agt daemon is not running (nothing answers at {endpoint})")));
+    // Another daemon than this home's (--url, or a --socket elsewhere): all there is to
+    // ask is its health.
+    let own = endpoint == Endpoint::for_home(&ctx.home);
+    let not_running = |msg: String| {
+        if ctx.json() && !ctx.quiet() {
+            println!("{}", json!({ "running": false }));
         }
+        CliError::NotRunning(msg)
+    };
+    let running = if own { running_daemon(&ctx.home)? } else { Running::Unknown };
+    let pid = match running {
+        Running::No => {
+            return Err(not_running(format!("agt daemon is not running (home {}: no daemon holds its lock)", ctx.home.root().display())))
+        }
+        Running::Other(..) => {
+            if ctx.json() && !ctx.quiet() {
+                println!("{}", json!({ "running": false, "lock_held_by": running.pid() }));
+            }
+            return Err(CliError::NotAnswering(running.held_by_another(&ctx.home, "no daemon can start on this home until it ends")));
+        }
+        Running::Daemon(pid) => Some(pid),
+        Running::Unknown => None,
+    };
+    let unanswered = |problem: &str, message: String| {
+        if ctx.json() && !ctx.quiet() {
+            println!(
+                "{}",
+                json!({ "running": true, "reachable": false, "pid": pid, "problem": problem, "endpoint": endpoint.to_string() })
+            );
+        }
+        CliError::NotAnswering(message)
+    };
+    if let (true, Some(pid), Endpoint::Unix(sock)) = (own, pid, &endpoint) {
+        if !crate::client::socket_exists(sock) {
+            return Err(unanswered(
+                "socket_missing",
+                format!(
+                    "agt daemon runs (pid {pid}) but its socket {} is missing, so no command can reach it; \
+                     restart it: `agt daemon stop`, then `agt daemon start`",
+                    sock.display()
+                ),
+            ));
+        }
+    }
+    let health = match probe_health(ctx) {
+        Ok(h) => h,
+        Err(CliError::Client(ClientError::Unreachable { reason, .. })) if own && pid.is_some() => {
+            let pid = pid.expect("checked");
+            return Err(unanswered(
+                "unreachable",
+                format!(
+                    "agt daemon runs (pid {pid}) but nothing answers on its socket {endpoint} ({reason}); \
+                     restart it: `agt daemon stop`, then `agt daemon start`"
+                ),
+            ));
+        }
+        Err(CliError::Client(ClientError::Unreachable { .. })) if pid.is_none() => {
+            return Err(not_running(format!("agt daemon is not running (nothing answers at {endpoint})")));
+        }
+        Err(e @ CliError::NotAnswering(_)) => return Err(unanswered("no_answer", e.to_string())),
         Err(e) => return Err(e),
     };
-    // agtd.json describes the local daemon; a remote one (--url) has only its health.
-    let info = match endpoint {
-        Endpoint::Unix(_) => read_info(&ctx.home),
-        Endpoint::Tcp { .. } => None,
+    // agtd.json describes the local daemon, when it is the one holding the lock; a
+    // remote one (--url) has only its health.
+    let info: Option<DaemonInfo> = match endpoint {
+        Endpoint::Unix(_) if own => read_info(&ctx.home).filter(|i| pid == Some(i.pid)),
+        _ => None,
     };
     let mut doc = json!({
         "running": true,
@@ -265,19 +357,24 @@ fn status(ctx: &Ctx) -> CliResult {
         "uptime_s": health.get("uptime_s"),
         "endpoint": endpoint.to_string(),
     });
+    if let Some(pid) = pid {
+        doc["pid"] = json!(pid);
+        doc["socket"] = json!(ctx.home.socket().display().to_string());
+    }
     if let Some(i) = &info {
         doc["pid"] = json!(i.pid);
-        doc["socket"] = json!(i.socket);
+        doc["socket"] = json!(ctx.home.socket().display().to_string());
         doc["http"] = json!(i.http);
         doc["started_at"] = json!(i.started_at);
         if doc["version"].is_null() {
             doc["version"] = json!(i.version);
         }
     }
+    let local = doc.get("pid").is_some();
     ctx.show(&doc, |d| {
         let uptime = d["uptime_s"].as_u64().map(duration).unwrap_or_else(|| "-".into());
         let mut lines = vec![format!("agt daemon is running ({})", field(d, "status"))];
-        if info.is_some() {
+        if local {
             lines.push(format!("pid:     {}", field(d, "pid")));
             lines.push(format!("socket:  {}", field(d, "socket")));
             lines.push(format!("http:    {}", d["http"].as_str().unwrap_or("off")));
@@ -288,6 +385,42 @@ fn status(ctx: &Ctx) -> CliResult {
         lines.push(format!("uptime:  {uptime}"));
         lines.join("\n")
     })
+}
+
+/// How long `agt daemon status` and `agt health` wait for `GET /health`: a daemon that
+/// is stopped (SIGSTOP) or hung would otherwise hold them for the whole request timeout
+/// (60 s), and a healthy one answers in milliseconds.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET /health` within [`PROBE_TIMEOUT`]. A daemon that takes longer is
+/// [`CliError::NotAnswering`] (exit 3), named by its pid when it is this home's.
+pub fn probe_health(ctx: &Ctx) -> Result<Value, CliError> {
+    let endpoint = ctx.endpoint()?;
+    let client = BlockingClient::new(Client::new(endpoint.clone()).with_timeout(Some(PROBE_TIMEOUT)))
+        .map_err(|e| anyhow::anyhow!("cannot start the I/O runtime: {e}"))?;
+    let asked = Instant::now();
+    match client.get("/health") {
+        Err(ClientError::Unreachable { .. }) if asked.elapsed() >= PROBE_TIMEOUT => {
+            let secs = PROBE_TIMEOUT.as_secs();
+            let own = endpoint == Endpoint::for_home(&ctx.home);
+            Err(CliError::NotAnswering(match running_daemon(&ctx.home) {
+                Ok(Running::Daemon(pid)) if own => {
+                    let why = if process_state(pid) == Some('T') {
+                        format!("it is stopped (SIGSTOP or Ctrl-Z): `kill -CONT {pid}` resumes it")
+                    } else {
+                        format!(
+                            "it may be overloaded or hung: see {}; if it stays so, `agt daemon stop` (then `kill -9 {pid}` \
+                             if it does not end) and `agt daemon start`",
+                            ctx.home.logs_dir().display()
+                        )
+                    };
+                    format!("agt daemon (pid {pid}) does not answer on {endpoint} within {secs} s; {why}")
+                }
+                _ => format!("the agt daemon at {endpoint} does not answer within {secs} s: it may be stopped, overloaded or hung"),
+            }))
+        }
+        other => Ok(other?),
+    }
 }
 
 /// A client for probing: short timeouts, its own runtime.
@@ -306,33 +439,101 @@ fn answers(endpoint: &Endpoint) -> bool {
     quick_client(endpoint.clone()).map(|c| c.get("/health").is_ok()).unwrap_or(false)
 }
 
-/// The pid of the daemon running for `home`, if one does: the pid `agtd.json` (or
-/// `agtd.pid`) records, when that process is alive and is an agt daemon rather than an
-/// unrelated process that inherited a stale pid.
-pub fn running_daemon(home: &Home) -> Option<u32> {
-    let pid =
-        read_info(home).map(|i| i.pid).or_else(|| std::fs::read_to_string(home.pid_file()).ok().and_then(|s| s.trim().parse().ok()))?;
-    if pid <= 1 || !process_alive(pid) {
-        return None;
+/// What the lock of a home says about its daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Running {
+    /// No process holds the home's lock: no daemon runs for it, whatever `agtd.pid`,
+    /// `agtd.json` or the socket say (stale, reused or copied from another home).
+    No,
+    /// The home's daemon: the process holding its lock.
+    Daemon(u32),
+    /// A process holds the lock that is not an agt daemon (its pid and command line).
+    Other(u32, String),
+    /// The lock is held, and neither the kernel nor a live daemon's pid file says by whom.
+    Unknown,
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Daemon(p) | Running::Other(p, _) => Some(*p),
+            Running::No | Running::Unknown => None,
+        }
     }
-    if dying(pid) {
+
+    /// What to say of a lock held by a process that is not an agt daemon.
+    fn held_by_another(&self, home: &Home, consequence: &str) -> String {
+        let (pid, cmd) = match self {
+            Running::Other(p, c) => (*p, c.as_str()),
+            _ => (0, ""),
+        };
+        format!("{} is held by pid {pid} ({cmd}), which is not an agt daemon; {consequence}", home.lock_file().display())
+    }
+}
+
+/// Whether the daemon of `home` runs, and its pid: the process holding the home's
+/// `agtd.lock` (`daemon::lock::holder`). A holder that is not the pid the home's files
+/// record nor a process with an argv word `daemon` is [`Running::Other`]. Where the
+/// kernel does not name the holder, the recorded pid stands if it is a live agt daemon.
+pub fn running_daemon(home: &Home) -> Result<Running, CliError> {
+    let recorded =
+        read_info(home).map(|i| i.pid).or_else(|| std::fs::read_to_string(home.pid_file()).ok().and_then(|s| s.trim().parse().ok()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = lock::holder(home).map_err(|e| anyhow::anyhow!("cannot read the lock {}: {e}", home.lock_file().display()))?;
+        let running = match held {
+            Holder::Nobody => Running::No,
+            Holder::Pid(pid) if recorded == Some(pid) || is_daemon(pid) => Running::Daemon(pid),
+            Holder::Pid(pid) => Running::Other(pid, command_line(pid)),
+            Holder::Unknown => match recorded.filter(|&p| p > 1 && process_alive(p) && is_daemon(p)) {
+                Some(pid) => Running::Daemon(pid),
+                None => Running::Unknown,
+            },
+        };
         // Killed (`kill -9` just before `agt daemon start`), still tearing down its
-        // threads and files: it will never serve again. Wait for it to be gone, so that
-        // its lock and socket are free for the next daemon.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while process_alive(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        if !process_alive(pid) {
-            return None;
+        // threads and files: it will never serve again. Wait for it to let go of the
+        // lock, so that the next daemon can take it.
+        match running {
+            Running::Daemon(pid) if dying(pid) && Instant::now() < deadline => std::thread::sleep(POLL),
+            _ => return Ok(running),
         }
     }
-    let is_daemon = match std::fs::read(format!("/proc/{pid}/cmdline")) {
+}
+
+/// `agtd.json`, when the daemon it describes is the one holding the home's lock: a
+/// stale one, or one copied from another home, names another daemon's address.
+pub fn running_info(home: &Home) -> Option<DaemonInfo> {
+    let info = read_info(home)?;
+    match running_daemon(home) {
+        Ok(Running::Daemon(pid)) if pid == info.pid => Some(info),
+        _ => None,
+    }
+}
+
+/// Whether `pid`'s command line has the word `daemon` (`agt daemon run`). Without /proc
+/// nothing more can be known: it counts as one.
+fn is_daemon(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
         Ok(cmdline) => cmdline.split(|&b| b == 0).any(|arg| arg == b"daemon"),
-        // No /proc here: the pid being alive is all we can know.
         Err(_) => true,
-    };
-    (is_daemon || answers(&Endpoint::for_home(home))).then_some(pid)
+    }
+}
+
+/// `pid`'s command line, its words joined by spaces, for a message.
+fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = raw.split(|&b| b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into_owned()).collect();
+    if words.is_empty() {
+        "command unknown".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `T` stopped, …).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).and_then(|s| s.chars().next())
 }
 
 /// Whether `pid` is a live process. A zombie (exited, not yet reaped by its parent)

@@ -1,11 +1,12 @@
-//! `agt health`: `GET /health`.
+//! `agt health`: `GET /health`, waiting at most `daemon::PROBE_TIMEOUT` (a stopped or
+//! hung daemon is named as such, exit 3, rather than holding the command for a minute).
 
 use super::output::{cell, duration, field, Table};
 use super::{CliResult, Ctx};
 use serde_json::Value;
 
 pub fn run(ctx: &Ctx) -> CliResult {
-    let h = ctx.get("/health")?;
+    let h = super::daemon::probe_health(ctx)?;
     ctx.show(&h, render)
 }
 

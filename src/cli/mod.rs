@@ -57,10 +57,10 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// The daemon's home [default: $AGT_HOME, else $XDG_DATA_HOME/agt, else ~/.local/share/agt]
+    /// The daemon's home [default: $AGT_HOME, else $XDG_DATA_HOME/agt, else ~/.local/share/agt, ~ from $HOME or passwd]
     #[arg(long, global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// Talk to the daemon on this socket [default: the one in $AGT_HOME/agtd.json, else $AGT_HOME/agt.sock]
+    /// Talk to the daemon on this socket [default: $AGT_HOME/agt.sock]
     #[arg(long, global = true, env = "AGT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Talk to a daemon over TCP instead, e.g. http://127.0.0.1:8000 (needs --token)
@@ -153,6 +153,10 @@ pub enum CliError {
     /// No daemon runs where one is needed (exit 3).
     #[error("{0}")]
     NotRunning(String),
+    /// The daemon runs, or something holds its home, but it cannot be reached: its
+    /// socket is gone, it does not answer in time (exit 3). The message says what to do.
+    #[error("{0}")]
+    NotAnswering(String),
     /// Anything else: local I/O, a daemon that would not start (exit 1).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -165,7 +169,7 @@ impl CliError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Client(ClientError::Unreachable { .. }) | CliError::NotRunning(_) => 3,
+            CliError::Client(ClientError::Unreachable { .. }) | CliError::NotRunning(_) | CliError::NotAnswering(_) => 3,
             CliError::Client(ClientError::BadUrl { .. }) | CliError::Usage(_) => 2,
             CliError::Client(_) | CliError::Failed { .. } | CliError::Other(_) => 1,
         }
@@ -183,9 +187,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(global: Global) -> Ctx {
-        let home = Home::resolve(global.home.as_deref());
-        Ctx { global, home, client: OnceCell::new() }
+    /// Fails when no home can be found (no `--home`, `AGT_HOME`, `HOME`, `XDG_DATA_HOME`
+    /// nor passwd entry): a usage error asking for `--home`.
+    pub fn new(global: Global) -> Result<Ctx, CliError> {
+        let home = Home::resolve(global.home.as_deref()).map_err(CliError::Usage)?;
+        Ok(Ctx { global, home, client: OnceCell::new() })
     }
 
     pub fn json(&self) -> bool {
@@ -197,7 +203,8 @@ impl Ctx {
     }
 
     /// The daemon this invocation talks to: `--url`/`AGT_URL` (TCP) if given, else
-    /// `--socket`/`AGT_SOCKET`, else the socket named in `agtd.json`, else `agt.sock`.
+    /// `--socket`/`AGT_SOCKET`, else the home's `agt.sock` (never a socket `agtd.json`
+    /// names: `Endpoint::for_home`).
     pub fn endpoint(&self) -> Result<Endpoint, ClientError> {
         if let Some(url) = self.global.url.as_deref().filter(|u| !u.is_empty()) {
             return Endpoint::tcp(url, self.global.token.clone());
@@ -344,7 +351,23 @@ pub fn run(cli: Cli) -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let ctx = Ctx::new(cli.global);
+    if let Command::Completions(a) = cli.command {
+        // Needs no home (nor daemon).
+        return match completions::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    let ctx = match Ctx::new(cli.global) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -410,9 +433,24 @@ fn report(ctx: &Ctx, e: &CliError) {
         }
         CliError::Client(ClientError::Unreachable { .. }) => {
             eprintln!("error: {e}");
-            match ctx.endpoint() {
-                Ok(Endpoint::Tcp { .. }) => eprintln!(
+            let endpoint = ctx.endpoint();
+            // The home's daemon may run, its socket gone or refusing: a start would then
+            // be refused as already running.
+            let own_pid = match &endpoint {
+                Ok(ep) if *ep == Endpoint::for_home(&ctx.home) => match daemon::running_daemon(&ctx.home) {
+                    Ok(daemon::Running::Daemon(pid)) => Some(pid),
+                    _ => None,
+                },
+                _ => None,
+            };
+            match (endpoint, own_pid) {
+                (Ok(Endpoint::Tcp { .. }), _) => eprintln!(
                     "hint: is the agt daemon running there? Check --url/AGT_URL; on that machine start it with `agt daemon start`"
+                ),
+                (_, Some(pid)) => eprintln!(
+                    "hint: the daemon runs (pid {pid}) but cannot be reached on its socket; restart it: `agt daemon stop`, then \
+                     `agt daemon start`{}",
+                    home_hint(ctx)
                 ),
                 _ => eprintln!(
                     "hint: start the daemon with `agt daemon start` (background) or `agt daemon run` (foreground){}",

@@ -120,3 +120,23 @@ fn help_and_version() {
     agt(&h).arg("--version").assert().success().stdout(predicate::str::contains("agt"));
     agt(&h).args(["order", "place", "--help"]).assert().success().stdout(predicate::str::contains("--client-id"));
 }
+
+/// With HOME and XDG_DATA_HOME unset (cron, `env -i`), the default home is under the
+/// passwd entry's home directory, never under the folder the command runs in.
+#[test]
+fn without_home_in_the_environment_the_default_home_comes_from_passwd() {
+    let cwd = home();
+    // SAFETY: getpwuid's answer is read at once, on this thread.
+    let passwd_home = unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        assert!(!pw.is_null(), "the test user has a passwd entry");
+        std::ffi::CStr::from_ptr((*pw).pw_dir).to_string_lossy().into_owned()
+    };
+    let out = Command::cargo_bin("agt").unwrap().env_clear().current_dir(cwd.path()).args(["daemon", "status"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let want = std::path::Path::new(&passwd_home).join(".local/share/agt");
+    assert!(err.contains(&format!("home {}", want.display())), "{err}");
+    assert!(!err.contains(&cwd.path().display().to_string()), "a home under the working folder: {err}");
+    assert!(!cwd.path().join(".local").exists());
+}

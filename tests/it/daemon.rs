@@ -1,6 +1,7 @@
 //! Lifecycle: start, one daemon per home, stale files after SIGKILL, graceful stop.
 
 use crate::util::*;
+use predicates::prelude::PredicateBooleanExt;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -386,4 +387,159 @@ fn a_config_set_of_a_key_the_environment_sets_is_refused() {
         "nothing changed: {limits}"
     );
     d.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 5})));
+}
+
+/// The daemon's pid as its home's `agtd.pid` records it.
+fn recorded_pid(home: &std::path::Path) -> u32 {
+    std::fs::read_to_string(home.join("agtd.pid")).unwrap().trim().parse().unwrap()
+}
+
+/// A process named `daemon` (argv[0]), as the old pid check took for an agt daemon.
+fn decoy() -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sleep").arg0("daemon").arg("100").spawn().unwrap()
+}
+
+/// A daemon killed with SIGKILL leaves its pid files; a live process given that pid (here
+/// written into them) is not this home's daemon: no daemon holds the home's lock, so
+/// `stop` signals nobody, `status` says not running and `start` starts one.
+#[test]
+fn stop_and_status_trust_the_homes_lock_not_a_stale_pid() {
+    let mut d = Daemon::start();
+    d.kill9();
+    let mut other = decoy();
+    let pid = other.id();
+    std::fs::write(d.path().join("agtd.pid"), format!("{pid}\n")).unwrap();
+    let mut info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("agtd.json")).unwrap()).unwrap();
+    info["pid"] = json!(pid);
+    std::fs::write(d.path().join("agtd.json"), info.to_string()).unwrap();
+
+    d.cli().args(["daemon", "stop"]).assert().success().stdout(predicates::str::contains("not running"));
+    assert!(other.try_wait().unwrap().is_none(), "daemon stop signalled a process that is not the home's daemon");
+    d.cli().args(["daemon", "status"]).assert().code(3).stderr(predicates::str::contains("not running"));
+    d.cli().args(["daemon", "start"]).assert().success();
+    let started = recorded_pid(d.path());
+    assert_ne!(started, pid);
+    d.cli().args(["daemon", "stop"]).assert().success().stdout(predicates::str::contains(format!("stopped (pid {started})")));
+    assert!(other.try_wait().unwrap().is_none(), "only the home's own daemon was stopped");
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+/// A home copied while its daemon runs (`cp -a`) carries that daemon's pid, socket path
+/// and socket file; nothing runs for the copy, and its commands never reach the original.
+#[test]
+fn a_copy_of_a_running_home_is_not_running_and_reaches_nothing() {
+    let d = Daemon::start();
+    let parent = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    let copy = parent.path().join("copy");
+    assert!(std::process::Command::new("cp").arg("-a").arg(d.path()).arg(&copy).status().unwrap().success());
+    let agt = |args: &[&str]| {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(&copy).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET").env_remove("AGT_TOKEN");
+        c
+    };
+    agt(&["daemon", "status"]).assert().code(3).stderr(predicates::str::contains("not running"));
+    agt(&["-o", "json", "daemon", "status"]).assert().code(3).stdout(predicates::str::contains("\"running\":false"));
+    agt(&["user", "list"]).assert().code(3);
+    agt(&["health"]).assert().code(3);
+    agt(&["daemon", "stop"]).assert().success().stdout(predicates::str::contains("not running"));
+    assert_eq!(d.req("GET", "/ready", None).0, 200, "the original daemon still runs");
+    d.cli().args(["daemon", "status"]).assert().success().stdout(predicates::str::contains(format!("pid:     {}", d.pid())));
+}
+
+/// A daemon whose socket was deleted runs but cannot be reached: `status` says so, with
+/// its pid and how to restart it (exit 3, as for any daemon that cannot be reached), in
+/// line with `start`, which says it already runs.
+#[test]
+fn a_daemon_without_its_socket_is_reported_running_and_unreachable() {
+    let d = Daemon::start();
+    std::fs::remove_file(d.sock()).unwrap();
+    let pid = d.pid();
+    let out = d.cli().args(["daemon", "status"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("runs (pid {pid})")) && err.contains("socket") && err.contains("missing"), "{err}");
+    assert!(err.contains("agt daemon stop") && err.contains("agt daemon start"), "says how to restart it: {err}");
+    let out = d.cli().args(["-o", "json", "daemon", "status"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!((v["running"].as_bool(), v["reachable"].as_bool(), v["pid"].as_u64()), (Some(true), Some(false), Some(pid as u64)), "{v}");
+    d.cli().args(["daemon", "start"]).assert().code(1).stderr(predicates::str::contains("already_running"));
+    d.cli().args(["health"]).assert().code(3).stderr(predicates::str::contains(format!("the daemon runs (pid {pid})")));
+}
+
+/// `agtd.lock` held by a process that is not an agt daemon: status names it (exit 3),
+/// `stop` refuses to signal it, `start` says why it cannot start.
+#[test]
+fn a_lock_held_by_another_process_is_named_and_left_alone() {
+    let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
+    let lock = home.path().join("agtd.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = std::process::Command::new("flock").arg(&lock).args(["sleep", "100"]).spawn().unwrap();
+    let agt = |args: &[&str]| {
+        let mut c = assert_cmd::Command::new(BIN);
+        c.arg("--home").arg(home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET");
+        c
+    };
+    // flock takes the lock once it runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string("/proc/locks").unwrap().contains(&format!(" {} ", holder.id())) {
+        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let held = format!("held by pid {}", holder.id());
+    agt(&["daemon", "status"])
+        .assert()
+        .code(3)
+        .stderr(predicates::str::contains(&held).and(predicates::str::contains("not an agt daemon")));
+    agt(&["daemon", "stop"]).assert().code(1).stderr(predicates::str::contains("lock_held").and(predicates::str::contains(&held)));
+    agt(&["daemon", "start", "--timeout", "5"]).assert().code(1).stderr(predicates::str::contains(&held));
+    assert!(holder.try_wait().unwrap().is_none(), "the holder was left alone");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
+
+/// A stopped (SIGSTOP) daemon: `status` and `health` say it does not answer, with its
+/// pid, within seconds (exit 3), not after the minute of a request's timeout.
+#[test]
+fn a_stopped_daemon_is_named_within_seconds() {
+    let d = Daemon::start();
+    let pid = d.pid();
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    for args in [&["daemon", "status"][..], &["health"]] {
+        let t0 = std::time::Instant::now();
+        let out = d.cli().args(args).timeout(Duration::from_secs(40)).output().unwrap();
+        let took = t0.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if args[0] == "health" {
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains(&format!("(pid {pid}) does not answer")) && err.contains(&format!("kill -CONT {pid}")), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
+    }
+    assert_eq!(d.req("GET", "/ready", None).0, 200, "resumed");
+}
+
+/// What is in the way of a start is named with its path and the fix: a directory where
+/// the socket goes, a home too long for a Unix socket path.
+#[test]
+fn start_errors_name_the_path_and_the_fix() {
+    let d = Daemon::unstarted("", &[]);
+    std::fs::create_dir(d.sock()).unwrap();
+    let out = d.cli().args(["daemon", "run"]).timeout(Duration::from_secs(60)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{} is a directory, not a socket", d.sock().display())) && err.contains("move it away"), "{err}");
+    d.cli().args(["daemon", "start"]).assert().code(1).stderr(predicates::str::contains("is a directory, not a socket"));
+
+    let long = d.path().join("h".repeat(120));
+    for args in [&["daemon", "run"][..], &["daemon", "start"]] {
+        let out = assert_cmd::Command::new(BIN).arg("--home").arg(&long).args(args).timeout(Duration::from_secs(60)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(&long.join("agt.sock").display().to_string()) && err.contains("shorter --home"), "{args:?}: {err}");
+        assert!(!err.contains("SUN_LEN"), "{err}");
+    }
+    assert!(!long.exists(), "a home whose socket cannot be made is not created");
 }
