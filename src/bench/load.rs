@@ -36,6 +36,9 @@ const CONTROL_CONNS: usize = 8;
 const KEPT_UP: f64 = 0.95;
 /// How many problems the report lists one by one.
 const MAX_PROBLEMS: usize = 20;
+/// A worker whose orders got no answer this many times in a row stops placing: the
+/// daemon is likely gone, and the others take what is left of the phase.
+const GIVE_UP_AFTER: u32 = 3;
 
 /// Who trades: buyer `i` only buys and seller `i` only sells, so no order can meet one of
 /// its own user's orders (self-trade prevention would cancel it instead of trading).
@@ -268,6 +271,24 @@ fn interrupted(stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), ClientEr
     Ok(())
 }
 
+/// Fails the run as [`ClientError::Unreachable`] (exit 3) when the daemon is gone: a
+/// fresh connection to it fails. Called where requests went unanswered, so that a daemon
+/// that died mid-run is reported as that, once, and not as thousands of failed orders
+/// and lookups. A daemon that answers again (restarted) lets the run go on.
+async fn unless_gone(control: &Endpoint, acknowledged: usize, during: &str) -> Result<(), ClientError> {
+    match Conn::open(control).await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Unreachable { target, reason }) => Err(ClientError::Unreachable {
+            target,
+            reason: format!(
+                "{reason}; the daemon went away during the bench's {during}, after it acknowledged {acknowledged} orders; \
+                 the run stopped there (its bench users and orders stay: start the daemon and see `agt order list`)"
+            ),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// The run; `made_token` is set to the id of the admin token it makes, as soon as it has.
 async fn run_until(
     opts: Options,
@@ -358,6 +379,9 @@ async fn run_until(
             placed.extend(o.placed);
             answered_trades.extend(o.trades);
         }
+        if warmup_errors.contains_key("connection") {
+            unless_gone(&opts.control, placed.len(), "warm-up").await?;
+        }
     }
     let warm_placed = placed.len();
 
@@ -410,12 +434,18 @@ async fn run_until(
     let duration = end.saturating_duration_since(started).as_secs_f64();
     let acknowledged = (placed.len() - warm_placed) as u64;
     unanswered += errors.values().sum::<u64>();
+    if errors.contains_key("connection") || cancel_errors.contains_key("connection") {
+        unless_gone(&opts.control, placed.len(), "placements").await?;
+    }
 
     // Verification: every acknowledged order, looked up on the same connections.
     progress(&opts, &format!("verifying {} orders", placed.len()));
     let get_route = if route == "/api/trading/orders" { "/api/trading/orders" } else { "/api/orders" };
     let (back, mut verification, fills_seen, moves) = verify(conns, &placed, get_route, &plan).await;
     drop(back);
+    if verification.lookup_errors > 0 {
+        unless_gone(&opts.control, placed.len(), "verification").await?;
+    }
     let trades = measured_trades.len() as u64;
     answered_trades.extend(measured_trades);
     // Every trade is between two bench orders: each trade an answer named is recorded on
@@ -508,7 +538,12 @@ async fn run_until(
                 verification.accounts_match_fills = Some(settled);
             }
         }
-        Err(e) => verification.problems.push(format!("cannot read the bench accounts: {e}")),
+        Err(e) => {
+            if matches!(e, ClientError::Unreachable { .. }) {
+                unless_gone(&opts.control, placed.len(), "verification").await?;
+            }
+            verification.problems.push(format!("cannot read the bench accounts: {e}"))
+        }
     }
     verification.problems.truncate(MAX_PROBLEMS);
 
@@ -530,6 +565,9 @@ async fn run_until(
             Ok(n) => cleanup.cancelled += n,
             Err(()) => cleanup.errors += 1,
         }
+    }
+    if cleanup.errors > 0 {
+        unless_gone(&opts.control, placed.len(), "clean-up").await?;
     }
     if let Some(id) = token_id {
         cleanup.token_revoked = Some(revoke(&mut control[0], &id).await);
@@ -660,11 +698,12 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer
         cancel_errors: BTreeMap::new(),
     };
     let mut stop = plan.stop.clone();
+    let mut unanswered_in_a_row = 0;
     let mut rng = Rng::new(plan.seed ^ ((w as u64 + 1) << 32));
     let buyer = &plan.users.buyers[w as usize];
     let seller = &plan.users.sellers[w as usize];
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || unanswered_in_a_row >= GIVE_UP_AFTER {
             break;
         }
         // Open loop: a send slot first ([`Pacer`]); Ctrl-C ends the wait.
@@ -703,6 +742,7 @@ async fn worker(w: u32, mut conn: Conn, plan: Arc<Plan>, started: Instant, pacer
         let answer = conn.request(Method::POST, &plan.route, Some(body)).await;
         let done = Instant::now();
         out.last_answer = Some(done);
+        unanswered_in_a_row = if answer.is_err() { unanswered_in_a_row + 1 } else { 0 };
         match answer {
             Ok(a) if a.is_success() => match serde_json::from_slice::<PlaceAnswer>(&a.body) {
                 Ok(p) => {

@@ -4,7 +4,7 @@
 
 use super::{CliError, CliResult, Ctx};
 use crate::bench::{self, Options, Via};
-use crate::client::{read_info, Endpoint};
+use crate::client::Endpoint;
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 
@@ -35,7 +35,7 @@ The symbols and users stay (agt never deletes either): each run adds K symbols a
 for benchmarks. Their open orders are cancelled at the end.\n\
 Ctrl-C stops placing; what was placed is still verified and cleaned up (Ctrl-C again quits at once).\n\
 Exit status 1 when an order or cancel was not acknowledged (warm-up included), the verification found a problem, the clean-up \
-failed, or the run was interrupted.")]
+failed, or the run was interrupted; exit status 3 when the daemon cannot be reached, or goes away during the run.")]
 pub struct BenchArgs {
     /// Orders to place in the measured phase
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -100,9 +100,9 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
         Via::Http => match url {
             Some(u) => Endpoint::tcp(u, token)?,
             None => {
-                let Some(info) = read_info(&ctx.home) else {
+                let Some(info) = super::daemon::running_info(&ctx.home) else {
                     return Err(CliError::NotRunning(format!(
-                        "no agt daemon is running at {} (no agtd.json), so there is no HTTP address to load",
+                        "no agt daemon is running at {} (no agtd.json of a daemon holding its lock), so there is no HTTP address to load",
                         ctx.home.root().display()
                     )));
                 };

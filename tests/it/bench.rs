@@ -298,3 +298,41 @@ fn bad_invocations() {
         .stderr(predicates::str::contains("admin token"));
     assert_eq!(d.ok("GET", "/api/symbols", None), symbols, "nothing was set up");
 }
+
+/// A daemon that dies mid-run: the bench says so once and exits 3 (the daemon cannot be
+/// reached), not 1 with a failed order or lookup for every order after it.
+#[test]
+fn a_daemon_that_dies_mid_run_exits_3_with_one_message() {
+    let mut d = Daemon::start();
+    let mut bench = std::process::Command::new(crate::util::BIN)
+        .arg("--home")
+        .arg(d.path())
+        .args(["-o", "json", "bench", "--orders", "5000000", "--concurrency", "4", "--symbols", "1"])
+        .env_remove("AGT_URL")
+        .env_remove("AGT_TOKEN")
+        .env_remove("AGT_SOCKET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once orders are placed, the daemon dies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while d.ok("GET", "/api/orders?limit=1", None).as_array().is_none_or(|a| a.is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "the bench never placed an order");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    d.kill9();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bench.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = bench.kill();
+            panic!("agt bench went on for a minute after the daemon died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}\nstdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("the daemon went away during the bench's"), "{stderr}");
+    assert!(!stderr.contains("lookup failed") && stderr.lines().count() <= 4, "one message: {stderr}");
+}
