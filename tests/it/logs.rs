@@ -53,6 +53,12 @@ fn daily_log_files_older_than_keep_days_are_deleted_and_other_files_kept() {
         .assert()
         .code(1)
         .stderr(predicates::str::contains("log.keep_days: expected a whole number >= 0, got -1"));
+    // Too large for the key: the message names the largest it takes.
+    d.cli()
+        .args(["config", "set", "log.keep_days", "4294967296"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("log.keep_days: expected a whole number from 0 to 4294967295, got 4294967296"));
     let (s, e) = d.req("PUT", "/api/config", Some(json!({"log.keep_days": "two weeks"})));
     assert_eq!(s, 400, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains(r#"log.keep_days: expected a whole number >= 0, got "two weeks""#), "{e}");

@@ -345,13 +345,25 @@ impl Kind {
                 Ok(Toml::String(text))
             }
             Kind::Whole { min, max } => {
+                // A number past the largest allowed is refused naming the whole range: ">= 0"
+                // alone reads as if 4294967296 were fine.
+                let too_large = || format!("expected a whole number from {min} to {max}, got {}", shown(value));
                 let n: i128 = match value {
                     Toml::Integer(i) => i128::from(*i),
                     Toml::Float(f) if f.fract() == 0.0 && f.abs() < 1e18 => *f as i128,
-                    Toml::String(s) => s.trim().parse().map_err(|_| refuse())?,
+                    Toml::Float(f) if *f > max as f64 => return Err(too_large()),
+                    Toml::String(s) => match s.trim().parse() {
+                        Ok(n) => n,
+                        // Digits too many for any integer: a number, only too large.
+                        Err(_) if s.trim().bytes().all(|b| b.is_ascii_digit()) && !s.trim().is_empty() => return Err(too_large()),
+                        Err(_) => return Err(refuse()),
+                    },
                     _ => return Err(refuse()),
                 };
-                if n < i128::from(min) || n > i128::from(max) {
+                if n > i128::from(max) {
+                    return Err(too_large());
+                }
+                if n < i128::from(min) {
                     return Err(refuse());
                 }
                 Ok(Toml::Integer(n as i64))

@@ -280,6 +280,36 @@ fn log_keep_days_takes_whole_days_and_says_what_to_fix() {
     assert_eq!(s.log.keep_days, 7, "a refused set changes nothing");
 }
 
+/// A number past a key's largest value is refused naming the whole range, for every
+/// whole-number key (those whose only bound said is ">= 0" too), from `set`, a file and
+/// the environment alike, however it is written.
+#[test]
+fn a_whole_number_too_large_names_the_largest_allowed() {
+    for key in KEYS {
+        let Kind::Whole { min, max } = key.kind else { continue };
+        let name = key.name;
+        let range = format!("{name}: expected a whole number from {min} to {max}, got");
+        let mut s = Settings::defaults();
+        for too_large in [json!(max + 1), json!((max + 1).to_string()), json!("99999999999999999999999999999999999999999"), json!(1e20)] {
+            let err = s.set(name, &too_large).unwrap_err().to_string();
+            assert!(err.starts_with(&range), "{too_large}: {err}");
+        }
+        assert_eq!(s, Settings::defaults(), "a refused set changes nothing");
+        let (section, leaf) = name.split_once('.').unwrap_or(("", name));
+        let text = if section.is_empty() { format!("{leaf} = {}\n", max + 1) } else { format!("[{section}]\n{leaf} = {}\n", max + 1) };
+        assert_eq!(load_error(&text), format!("/h/agt.toml: {range} {}", max + 1));
+        let (_dir, file) = home_with("");
+        let var = Settings::env_var(name);
+        let err = Settings::load(&file, &env_of(&[(var.as_str(), &(max + 1).to_string())])).unwrap_err().to_string();
+        assert_eq!(err, format!("{var}: {range} \"{}\"", max + 1));
+    }
+    let err = Settings::defaults().set("log.keep_days", &json!(4294967296u64)).unwrap_err().to_string();
+    assert_eq!(err, "log.keep_days: expected a whole number from 0 to 4294967295, got 4294967296");
+    // Below the least allowed, or not a number, keeps the shorter wording.
+    let err = Settings::defaults().set("risk.max_open_orders", &json!(0)).unwrap_err().to_string();
+    assert_eq!(err, "risk.max_open_orders: expected a whole number >= 1, got 0");
+}
+
 #[test]
 fn an_unknown_key_is_named_with_a_suggestion_and_the_known_keys() {
     let err = load_error("[risk]\nmax_open_order = 5\n");
