@@ -883,7 +883,12 @@ fn config_symbols_are_checked_as_symbol_add_checks_them() {
     let set = |v: &str| d.cli().args(["config", "set", "symbols", v]).assert();
     let out = set(r#"[{"symbol":"MSFT","tick":"0.05","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).code(1);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(err.contains("instrument_exists") && err.contains("tick 0.01"), "{err}");
+    // It names each field that differs, with the value the instrument has and the one asked.
+    assert!(err.contains("instrument_exists") && err.contains("tick: trades with 0.01, requested 0.05"), "{err}");
+    assert!(!err.contains("lot:") && !err.contains("min_quantity:"), "only what differs: {err}");
+    let out = set(r#"[{"symbol":"MSFT","tick":"0.01","lot":"2","min_quantity":"2","max_quantity":"100000"}]"#).code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(err.contains("lot: trades with 1, requested 2; min_quantity: trades with 1, requested 2"), "{err}");
     set(r#"[{"symbol":"ZZ","tick":"0.01","lot":"1","min_quantity":"0.5"}]"#)
         .code(1)
         .stderr(predicates::str::contains("multiple of the lot"));

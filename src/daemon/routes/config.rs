@@ -100,15 +100,8 @@ async fn refuse_changed_instruments(app: &App, changes: &[(String, serde_json::V
     let existing = app.market.call(crate::services::market::Cmd::Symbols).await?;
     for s in changed {
         let Some(i) = existing.iter().find(|i| i.symbol == s.symbol) else { continue };
-        if !s.same_terms(i) {
-            return Err(ApiError::conflict(
-                "instrument_exists",
-                format!(
-                    "{} already trades with tick {}, lot {}, min_quantity {}, max_quantity {}: an instrument's terms never \
-                     change once it exists; list another symbol instead",
-                    i.symbol, i.tick, i.lot, i.min_quantity, i.max_quantity
-                ),
-            ));
+        if let Some(why) = s.refusal(i) {
+            return Err(ApiError::conflict("instrument_exists", why));
         }
     }
     Ok(())

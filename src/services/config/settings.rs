@@ -147,8 +147,38 @@ impl SymbolSettings {
     /// Whether the market trades `instrument` on exactly these terms (an instrument's
     /// terms never change once it exists, so an entry that differs never applies).
     pub fn same_terms(&self, instrument: &crate::api::Instrument) -> bool {
+        self.differences(instrument).is_empty()
+    }
+
+    /// Where these terms differ from `instrument`'s, one per field, in the order the
+    /// entry lists them: `tick: trades with 0.01, requested 0.05`. Empty when the market
+    /// trades it on these terms.
+    pub fn differences(&self, instrument: &crate::api::Instrument) -> Vec<String> {
         let i = instrument;
-        (i.tick, i.lot, i.min_quantity, i.max_quantity) == (self.tick, self.lot, self.min_quantity, self.max_quantity)
+        [
+            ("tick", i.tick, self.tick),
+            ("lot", i.lot, self.lot),
+            ("min_quantity", i.min_quantity, self.min_quantity),
+            ("max_quantity", i.max_quantity, self.max_quantity),
+        ]
+        .into_iter()
+        .filter(|(_, has, asked)| has != asked)
+        .map(|(field, has, asked)| format!("{field}: trades with {has}, requested {asked}"))
+        .collect()
+    }
+
+    /// Why this entry cannot apply to `instrument` (`None` when it can): the fields that
+    /// differ, each with both values, and what to do instead.
+    pub fn refusal(&self, instrument: &crate::api::Instrument) -> Option<String> {
+        let differences = self.differences(instrument);
+        (!differences.is_empty()).then(|| {
+            format!(
+                "{} already trades on other terms ({}): an instrument's terms never change once it exists; \
+                 write the entry with the terms it trades on, or list another symbol instead",
+                instrument.symbol,
+                differences.join("; ")
+            )
+        })
     }
 }
 

@@ -310,6 +310,41 @@ fn a_whole_number_too_large_names_the_largest_allowed() {
     assert_eq!(err, "risk.max_open_orders: expected a whole number >= 1, got 0");
 }
 
+/// An entry compared with the instrument it names: each field that differs, with both
+/// values, in the entry's order; nothing for the same terms written otherwise (`0.010`).
+#[test]
+fn a_symbol_entry_names_each_term_that_differs_from_its_instrument() {
+    let instrument = crate::api::Instrument {
+        symbol: "MSFT".into(),
+        base: "MSFT".into(),
+        quote: "USD".into(),
+        tick: dec("0.01"),
+        lot: dec("1"),
+        min_quantity: dec("1"),
+        max_quantity: dec("100000"),
+    };
+    let entry = |tick: &str, max: &str| SymbolSettings {
+        symbol: "MSFT".into(),
+        tick: dec(tick),
+        lot: dec("1"),
+        min_quantity: dec("1"),
+        max_quantity: dec(max),
+    };
+    assert!(entry("0.010", "100000").differences(&instrument).is_empty());
+    assert!(entry("0.010", "100000").same_terms(&instrument) && entry("0.01", "100000").refusal(&instrument).is_none());
+    assert_eq!(entry("0.05", "100000").differences(&instrument), ["tick: trades with 0.01, requested 0.05"]);
+    let two = entry("0.05", "500");
+    assert_eq!(two.differences(&instrument), ["tick: trades with 0.01, requested 0.05", "max_quantity: trades with 100000, requested 500"]);
+    assert!(!two.same_terms(&instrument));
+    let why = two.refusal(&instrument).unwrap();
+    assert!(
+        why.starts_with(
+            "MSFT already trades on other terms (tick: trades with 0.01, requested 0.05; max_quantity: trades with 100000, requested 500)"
+        ),
+        "{why}"
+    );
+}
+
 #[test]
 fn an_unknown_key_is_named_with_a_suggestion_and_the_known_keys() {
     let err = load_error("[risk]\nmax_open_order = 5\n");

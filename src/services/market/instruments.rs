@@ -132,10 +132,11 @@ impl Instruments {
             if let Some(i) = self.by_symbol.get(&s.symbol) {
                 // An instrument's terms never change once it exists: say so where the file
                 // asks for others, instead of leaving them for the operator to find.
-                if !s.same_terms(i) {
+                let differences = s.differences(i);
+                if !differences.is_empty() {
                     tracing::warn!(
                         symbol = %s.symbol,
-                        trades_with = %format!("tick {}, lot {}, min_quantity {}, max_quantity {}", i.tick, i.lot, i.min_quantity, i.max_quantity),
+                        differences = %differences.join("; "),
                         "a [[symbols]] entry asks for other terms than the instrument has; it keeps its own (`GET /api/config/pending` lists such entries)"
                     );
                 }
