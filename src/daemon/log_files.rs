@@ -11,7 +11,8 @@
 //!
 //! Old files are deleted when the daemon starts ([`DailyFiles::open`]), with the first
 //! line written on each new day (so no day's rollover is missed however long the daemon
-//! runs), and when `log.keep_days` changes ([`KeepDays::set`]).
+//! runs), and when `log.keep_days` changes ([`KeepDays::set`]); each of them that deletes
+//! a file logs which ([`say_deleted`]).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use std::io::{self, Write};
@@ -101,13 +102,46 @@ impl DailyFiles {
         Ok((DailyFiles { appender, keep: keep.clone(), next_day: next_day_after(now) }, keep, deleted))
     }
 
-    /// Prunes if `now` is in a day after the one of the last prune.
+    /// Prunes if `now` is in a day after the one of the last prune, and says so in the
+    /// log as a start's prune does. This runs on the log writer's thread: the line goes
+    /// through the non-blocking writer's queue (lossy, so it never waits on itself) and is
+    /// written after the line being written now, the new day's first.
     fn prune_on_new_day(&mut self, now: DateTime<Utc>) {
         if now.timestamp() >= self.next_day {
-            prune(&self.keep.dir, self.keep.get(), now.date_naive());
+            let keep_days = self.keep.get();
+            say_deleted(&prune(&self.keep.dir, keep_days, now.date_naive()), keep_days, Pruned::NewDay);
             self.next_day = next_day_after(now);
         }
     }
+}
+
+/// What made a prune run: said with the files it deleted.
+#[derive(Debug, Clone, Copy)]
+pub enum Pruned {
+    Start,
+    NewDay,
+    KeepDaysChanged,
+}
+
+impl Pruned {
+    fn as_str(self) -> &'static str {
+        match self {
+            Pruned::Start => "the daemon started",
+            Pruned::NewDay => "a new day began (UTC)",
+            Pruned::KeepDaysChanged => "log.keep_days changed",
+        }
+    }
+}
+
+/// Logs the daily files a prune deleted, by name, if it deleted any: the one line every
+/// prune (start, new day, changed `log.keep_days`) writes.
+pub fn say_deleted(deleted: &[PathBuf], keep_days: u64, why: Pruned) {
+    if deleted.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = deleted.iter().map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy().into_owned()).collect();
+    names.sort();
+    tracing::info!(count = names.len(), files = %names.join(", "), keep_days, on = why.as_str(), "deleted daily log files older than log.keep_days");
 }
 
 /// The start of the UTC day after `now`'s, in Unix seconds.
@@ -241,6 +275,47 @@ mod tests {
         let written = std::fs::read_to_string(dir.path().join(format!("agtd.log.{today}"))).unwrap();
         assert_eq!(written, "a line\n", "today's file, named agtd.log.YYYY-MM-DD");
         assert!(dir.path().join("agtd.log.bak").exists());
+    }
+
+    /// The rollover's prune says which files it deleted, as a start's prune does.
+    #[test]
+    fn the_rollover_prune_logs_the_files_it_deleted() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2).unwrap();
+        let today = Utc::now().date_naive();
+        let yesterday = format!("agtd.log.{}", today - Days::new(1));
+        let older = format!("agtd.log.{}", today - Days::new(5));
+        for name in [&yesterday, &older] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let tomorrow = Utc.from_utc_datetime(&(today + Days::new(1)).and_hms_opt(0, 0, 1).unwrap());
+        tracing::subscriber::with_default(subscriber, || files.prune_on_new_day(tomorrow));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("deleted daily log files older than log.keep_days"), "{text}");
+        assert!(text.contains(&format!("files={older}, {yesterday}")) && text.contains("count=2"), "{text}");
+        assert!(text.contains("a new day began"), "{text}");
+        // A rollover that deletes nothing says nothing.
+        assert!(keep.set(0).is_empty());
+        lines.0.lock().unwrap().clear();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+        let later = Utc.from_utc_datetime(&(today + Days::new(2)).and_hms_opt(0, 0, 1).unwrap());
+        tracing::subscriber::with_default(subscriber, || files.prune_on_new_day(later));
+        assert!(lines.0.lock().unwrap().is_empty());
     }
 
     #[test]

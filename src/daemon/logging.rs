@@ -4,7 +4,7 @@
 //! The level comes from `log.level` and can be changed live (`agt config set log.level`),
 //! as can `log.keep_days`. Nothing logs a token secret: tokens are logged by id only.
 
-use super::log_files::{DailyFiles, KeepDays};
+use super::log_files::{say_deleted, DailyFiles, KeepDays, Pruned};
 use crate::daemon::Home;
 use crate::services::config::settings::LogSettings;
 use tracing_subscriber::filter::LevelFilter;
@@ -45,13 +45,7 @@ impl Logging {
 
     /// Takes a changed `log.keep_days` and deletes at once the daily files it no longer keeps.
     pub fn set_keep_days(&self, days: u64) {
-        say_deleted(&self.keep_days.set(days), days);
-    }
-}
-
-fn say_deleted(deleted: &[std::path::PathBuf], keep_days: u64) {
-    if !deleted.is_empty() {
-        tracing::info!(files = deleted.len(), keep_days, "deleted daily log files older than log.keep_days");
+        say_deleted(&self.keep_days.set(days), days, Pruned::KeepDaysChanged);
     }
 }
 
@@ -75,6 +69,6 @@ pub fn init(home: &Home, log: &LogSettings, stderr: Stderr) -> anyhow::Result<Lo
         .with(tracing_subscriber::fmt::layer().with_writer(file).with_ansi(false))
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).with_filter(stderr_filter))
         .try_init();
-    say_deleted(&deleted, log.keep_days);
+    say_deleted(&deleted, log.keep_days, Pruned::Start);
     Ok(Logging { _guard: guard, reload, keep_days: keep })
 }
