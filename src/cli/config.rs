@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
             ctx.show(&v, |v| {
                 let mut pairs = Vec::new();
                 flatten("", v, &mut pairs);
-                pairs.iter().map(|(k, v)| format!("{k} = {v}{}", running_note(&pending, k))).collect::<Vec<_>>().join("\n")
+                pairs.iter().map(|(k, v)| format!("{k} = {}{}", shown_cell(k, v), running_note(&pending, k))).collect::<Vec<_>>().join("\n")
             })
         }
         ConfigCmd::Get { key } => {
@@ -43,9 +43,9 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
                 .ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
             let pending = if Settings::is_hot(&key) { Map::new() } else { pending(ctx) };
             ctx.show(&found, |f| match f {
-                Value::Object(_) => show(f),
+                Value::Object(_) => show(&key, f),
                 Value::Array(_) => serde_json::to_string_pretty(f).unwrap_or_default(),
-                other => format!("{}{}", cell(other), running_note(&pending, &key)),
+                other => format!("{}{}", shown(&key, other), running_note(&pending, &key)),
             })
         }
         ConfigCmd::Set { key, value } => {
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
                 ""
             };
             ctx.show(&v, |v| match lookup(v, &key) {
-                Some(now) => format!("{key} = {}{later}", cell(&now)),
+                Some(now) => format!("{key} = {}{later}", shown(&key, &now)),
                 None => format!("{key} set{later}"),
             })
         }
@@ -91,16 +91,42 @@ fn running_note(pending: &Map<String, Value>, key: &str) -> String {
         };
     }
     match pending.get(key).and_then(|p| p.get("running")) {
-        Some(running) => format!("  (saved; the daemon runs with {} until it restarts)", cell(running)),
+        Some(running) => format!("  (saved; the daemon runs with {} until it restarts)", inline(key, &cell(running))),
         None => String::new(),
     }
 }
 
-/// `key = value` lines, one per leaf, sorted as the daemon sent them.
-fn show(v: &Value) -> String {
+/// A value as people read it: an empty text as `""` (a blank after `=` reads as a value
+/// missing), and an empty `http.listen` with what it means, as `config/agt.toml` says it.
+/// JSON output keeps the value as it is.
+fn shown(key: &str, v: &Value) -> String {
+    shown_cell(key, &cell(v))
+}
+
+/// [`shown`] for a value already made a cell (a string is its text as it is).
+fn shown_cell(key: &str, cell: &str) -> String {
+    match (key, cell) {
+        ("http.listen", "") => "\"\"  (TCP off: the API is served on the Unix socket only)".into(),
+        (_, "") => "\"\"".into(),
+        (_, text) => text.to_string(),
+    }
+}
+
+/// [`shown`] inside a note: the meaning in the same parentheses.
+fn inline(key: &str, cell: &str) -> String {
+    match (key, cell) {
+        ("http.listen", "") => "\"\" (TCP off)".into(),
+        (_, "") => "\"\"".into(),
+        (_, text) => text.to_string(),
+    }
+}
+
+/// `key = value` lines, one per leaf of the section `section`, sorted as the daemon sent
+/// them.
+fn show(section: &str, v: &Value) -> String {
     let mut pairs = Vec::new();
     flatten("", v, &mut pairs);
-    pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join("\n")
+    pairs.iter().map(|(k, v)| format!("{k} = {}", shown_cell(&format!("{section}.{k}"), v))).collect::<Vec<_>>().join("\n")
 }
 
 /// The value at a dotted key: a flat key as sent, else a walk through nested objects
@@ -133,6 +159,17 @@ fn walk<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// An empty `http.listen` says that TCP is off, not a blank; other values as they are.
+    #[test]
+    fn an_empty_listen_address_reads_as_tcp_off() {
+        assert_eq!(shown("http.listen", &json!("")), "\"\"  (TCP off: the API is served on the Unix socket only)");
+        assert_eq!(shown("http.listen", &json!("127.0.0.1:8000")), "127.0.0.1:8000");
+        assert_eq!(shown("log.level", &json!("info")), "info");
+        assert_eq!(show("http", &json!({"listen": ""})), "listen = \"\"  (TCP off: the API is served on the Unix socket only)");
+        let pending: Map<String, Value> = serde_json::from_value(json!({"http.listen": {"saved": "127.0.0.1:1", "running": ""}})).unwrap();
+        assert_eq!(running_note(&pending, "http.listen"), "  (saved; the daemon runs with \"\" (TCP off) until it restarts)");
+    }
 
     #[test]
     fn looks_up_dotted_keys() {

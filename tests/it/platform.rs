@@ -712,6 +712,23 @@ fn config_set_validates_persists_and_applies_hot_keys() {
     d.cli().args(["config", "get", "durability"]).assert().success().stdout("full\n");
 }
 
+/// An empty `http.listen` (TCP off) reads as that in `config get` and `config show`, not
+/// as a blank; scripts still get the value itself.
+#[test]
+fn an_empty_http_listen_reads_as_tcp_off() {
+    let d = Daemon::with_config_env("", &[("AGT_HTTP_ADDR", "")]);
+    assert_eq!(d.http, None, "TCP is off");
+    d.cli()
+        .args(["config", "get", "http.listen"])
+        .assert()
+        .success()
+        .stdout("\"\"  (TCP off: the API is served on the Unix socket only)\n");
+    d.cli().args(["config", "get", "http.listen", "-o", "json"]).assert().success().stdout("\"\"\n");
+    d.cli().args(["config", "get", "http"]).assert().success().stdout(predicates::str::contains("listen = \"\"  (TCP off"));
+    d.cli().args(["config", "show"]).assert().success().stdout(predicates::str::contains("http.listen = \"\"  (TCP off"));
+    assert_eq!(d.ok("GET", "/api/config", None)["http"]["listen"], "", "the API's value is as it was");
+}
+
 #[test]
 fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothing() {
     let d = Daemon::with_config_env("[risk]\nmax_open_orders = 40\n", &[("AGT_RISK_PRICE_BAND_PCT", "15")]);
