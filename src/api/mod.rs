@@ -255,6 +255,49 @@ pub struct AuditVerify {
     /// answer of `ok` reads as it always has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmet_anchor: Option<UnmetAnchor>,
+    /// An anchor file that cannot be read (or does not parse, or does not check out):
+    /// the chain's end cannot be checked against it, so `ok` is false while it stands.
+    /// Absent when every anchor file reads, or none is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_unreadable: Option<UnreadableAnchor>,
+}
+
+/// An anchor file of the audit chain that cannot be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnreadableAnchor {
+    /// The file, under `$AGT_HOME`: `data/audit.head` (unreadable now),
+    /// `data/audit.head.unreadable` (one a start could not read, kept there), or
+    /// `data/audit.head.lost` (a kept unmet anchor).
+    pub file: String,
+    /// Why, as it reads now: `cannot be read (Permission denied …)`, `is empty`,
+    /// `does not parse (…)`, `does not check out (…)`.
+    pub error: String,
+}
+
+impl UnreadableAnchor {
+    /// What it means and what the operator should do about it, by file.
+    pub fn advice(&self) -> String {
+        let (file, error) = (&self.file, &self.error);
+        if file.ends_with(".unreadable") {
+            format!(
+                "the audit chain's anchor could not be read when the daemon started (now: {file} {error}), so the chain's end \
+                 was not checked against it: records cut from its tail then would not show. A power loss can leave the anchor \
+                 so; if nothing else explains it, compare audit.db with a backup. Once you have looked into it, delete {file} \
+                 to accept the chain as it is"
+            )
+        } else if file.ends_with(".lost") {
+            format!(
+                "the audit chain's kept unmet anchor ({file}) {error}, so the records it says are missing cannot be named. \
+                 Restore {file} from a backup if you have one; once you have looked into it, delete {file} to accept the \
+                 chain as it is"
+            )
+        } else {
+            format!(
+                "the audit chain's anchor ({file}) {error}, so the chain's end cannot be checked against it. Make it readable \
+                 and writable by the daemon's user (chmod 600), or delete it: the daemon writes it anew at its next commit"
+            )
+        }
+    }
 }
 
 /// An anchor of the audit chain (a record's seq and hash, kept in a file beside

@@ -3,7 +3,7 @@
 use super::events::shorten;
 use super::output::{clean, field, items, list_or_none, Table};
 use super::{CliError, CliResult, Ctx, Cut};
-use crate::api::UnmetAnchor;
+use crate::api::{UnmetAnchor, UnreadableAnchor};
 use crate::client::with_query;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -77,9 +77,23 @@ fn verify(ctx: &Ctx) -> CliResult {
     Err(CliError::failed("audit_chain_broken", broken(&v)))
 }
 
-/// What a failed verify found: where the chain breaks, and which records its anchor
-/// says are missing.
+/// What a failed verify found: where the chain breaks, which records its anchor says are
+/// missing, and an anchor file that cannot be read (with what to do about it).
 fn broken(v: &Value) -> String {
+    let unreadable = v.get("anchor_unreadable").cloned().and_then(|a| serde_json::from_value::<UnreadableAnchor>(a).ok());
+    let records = field(v, "records");
+    let chain = match (v.get("first_bad").and_then(Value::as_u64), &unreadable) {
+        (None, Some(_)) => format!("{records} records hash well"),
+        _ => chain_broken(v),
+    };
+    match unreadable {
+        Some(a) => format!("{}; {chain}", a.advice()),
+        None => chain,
+    }
+}
+
+/// Where the chain breaks, and which records its anchor says are missing.
+fn chain_broken(v: &Value) -> String {
     let records = field(v, "records");
     let first_bad = v.get("first_bad").and_then(Value::as_u64);
     let unmet = v.get("unmet_anchor").cloned().and_then(|a| serde_json::from_value::<UnmetAnchor>(a).ok());
@@ -130,5 +144,32 @@ mod tests {
         let replaced = anchor(None, 12);
         assert!(replaced.starts_with("record 57 is not the one the audit chain's anchor (data/audit.head.lost) names"), "{replaced}");
         assert!(replaced.contains("; the chain also breaks earlier, at record 12;"), "{replaced}");
+    }
+
+    /// An anchor that cannot be read: what it means and what to do, by file, before what
+    /// the chain itself says.
+    #[test]
+    fn a_verify_with_an_unreadable_anchor_says_what_to_do() {
+        let unreadable = |file: &str| {
+            broken(&json!({"ok": false, "records": 60, "first_bad": null, "anchor_unreadable": {"file": file, "error": "is empty"}}))
+        };
+        let kept = unreadable("data/audit.head.unreadable");
+        assert!(
+            kept.starts_with(
+                "the audit chain's anchor could not be read when the daemon started (now: data/audit.head.unreadable is empty)"
+            ),
+            "{kept}"
+        );
+        assert!(kept.contains("delete data/audit.head.unreadable to accept the chain as it is; 60 records hash well"), "{kept}");
+        let now = unreadable("data/audit.head");
+        assert!(now.starts_with("the audit chain's anchor (data/audit.head) is empty, so the chain's end cannot be checked"), "{now}");
+        assert!(now.contains("chmod 600") && now.contains("or delete it"), "{now}");
+        let lost = unreadable("data/audit.head.lost");
+        assert!(lost.contains("Restore data/audit.head.lost from a backup"), "{lost}");
+        // With a broken chain too, both are said.
+        let both = broken(
+            &json!({"ok": false, "records": 9, "first_bad": 3, "anchor_unreadable": {"file": "data/audit.head", "error": "is empty"}}),
+        );
+        assert!(both.contains("is empty") && both.ends_with("records from there on were altered or lost"), "{both}");
     }
 }

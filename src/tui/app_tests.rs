@@ -400,7 +400,13 @@ fn a_failed_fetch_is_shown_where_the_data_would_be() {
     )));
     assert_eq!(app.errors.get(&Fetch::AuditVerify).map(String::as_str), Some("service_unavailable: audit is restarting"));
     app.update(ch('v'));
-    app.update(snap(Snapshot::AuditVerify(crate::api::AuditVerify { ok: true, records: 1, first_bad: None, unmet_anchor: None })));
+    app.update(snap(Snapshot::AuditVerify(crate::api::AuditVerify {
+        ok: true,
+        records: 1,
+        first_bad: None,
+        unmet_anchor: None,
+        anchor_unreadable: None,
+    })));
     assert!(app.errors.is_empty());
 }
 

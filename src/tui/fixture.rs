@@ -260,7 +260,13 @@ pub fn app() -> App {
     app.update(snap(Snapshot::Market(market())));
     app.update(snap(Snapshot::Account(account())));
     app.update(snap(Snapshot::Audit(audit())));
-    app.update(snap(Snapshot::AuditVerify(AuditVerify { ok: true, records: 1006, first_bad: None, unmet_anchor: None })));
+    app.update(snap(Snapshot::AuditVerify(AuditVerify {
+        ok: true,
+        records: 1006,
+        first_bad: None,
+        unmet_anchor: None,
+        anchor_unreadable: None,
+    })));
     // Sparklines: a minute of readings with a wave in them, and events each second.
     let (mut orders_n, mut trades_n, mut fast, mut slow) = (0, 0, 0, 0);
     for i in 0..60u64 {

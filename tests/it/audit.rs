@@ -1,5 +1,6 @@
 //! The audit chain's anchor (`data/audit.head`): a tail cut from `audit.db` while the
-//! daemon is stopped is reported by `verify`, and an anchor that only lags is not.
+//! daemon is stopped is reported by `verify`, and an anchor that only lags is not; an
+//! anchor a start could not read is reported until the operator accepts it.
 
 use crate::util::Daemon;
 use predicates::str::contains;
@@ -119,4 +120,35 @@ fn refusals_that_cost_nothing_are_recorded_within_bounds() {
     assert!(!log.contains("not-a-token"), "a presented secret is never logged");
     let all = d.ok("GET", "/api/audit?limit=1000", None).to_string();
     assert!(!all.contains("anonymous"), "requests without a token are not audited");
+}
+
+/// An anchor the daemon cannot read when it starts (garbage in place of its record) is
+/// not silently replaced: the start keeps it in `data/audit.head.unreadable`, and verify
+/// fails, saying what to do, until that file is deleted.
+#[test]
+fn audit_verify_fails_while_an_anchor_a_start_could_not_read_is_kept() {
+    let mut d = Daemon::start();
+    d.user("before");
+    d.stop();
+    std::fs::write(d.path().join("data/audit.head"), b"\x00garbage, not an anchor\n").unwrap();
+    d.spawn();
+    assert!(d.log().contains("the chain's end was not checked at this start"), "{}", d.log());
+    let v = d.ok("GET", "/api/audit/verify", None);
+    assert_eq!((v["ok"].clone(), v["first_bad"].clone()), (Value::Bool(false), Value::Null), "{v}");
+    assert!(v.get("unmet_anchor").is_none(), "{v}");
+    assert_eq!(v["anchor_unreadable"]["file"], "data/audit.head.unreadable", "{v}");
+    assert!(v["anchor_unreadable"]["error"].as_str().unwrap().starts_with("does not parse"), "{v}");
+    d.cli()
+        .args(["audit", "verify"])
+        .assert()
+        .code(1)
+        .stderr(contains("audit_chain_broken"))
+        .stderr(contains("could not be read when the daemon started"))
+        .stderr(contains("delete data/audit.head.unreadable to accept the chain as it is"));
+    // The anchor itself was laid down anew and follows the chain again.
+    assert!(anchor(&d, "audit.head")["seq"].as_u64().unwrap() > 0);
+    d.restart();
+    d.cli().args(["audit", "verify"]).assert().code(1).stderr(contains("audit.head.unreadable"));
+    std::fs::remove_file(d.path().join("data/audit.head.unreadable")).unwrap();
+    d.cli().args(["audit", "verify"]).assert().success().stdout(contains("audit chain ok"));
 }

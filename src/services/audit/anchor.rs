@@ -24,9 +24,13 @@
 //!   older record: not an alarm; a crash cannot tear the one `pwrite` of a record;
 //! - a power loss can undo the anchor's last writes (behind again), or tear its record,
 //!   or (on a file system that may persist a rename before the renamed file's data)
-//!   leave a file a start laid down empty: an anchor that does not parse or check out is
-//!   not compared (a warning in the log), as in a home an older agt wrote, and the next
-//!   start lays it down anew;
+//!   leave a file a start laid down empty: an anchor that cannot be read, does not parse
+//!   or does not check out cannot be compared, so the chain's end goes unchecked. That is
+//!   not hidden: `verify` fails while such a file stands (`anchor_unreadable`), and a
+//!   start that finds one moves it to [`UNREADABLE`] before it lays the anchor down anew,
+//!   where it fails `verify` until the operator, having looked into it, deletes it (a
+//!   power loss explains it; a chain cut with the anchor garbled would read the same).
+//!   An older agt's record (no check) is not compared, as before;
 //! - with `durability = "normal"` a power loss can also undo the store's last commits
 //!   (SQLite's `synchronous=NORMAL` does not sync a commit) while the anchor written
 //!   after them survives: the anchor is then ahead, and `verify` reports those records
@@ -52,7 +56,7 @@
 //! (another machine keeping the anchors) would do.
 
 use super::records;
-use crate::api::UnmetAnchor;
+use crate::api::{UnmetAnchor, UnreadableAnchor};
 use crate::services::actor::ServiceError;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -67,12 +71,18 @@ pub(super) const HEAD: &str = "audit.head";
 /// The file under `data/` that keeps an anchor a start found the chain short of.
 pub(super) const LOST: &str = "audit.head.lost";
 
-/// What [`HEAD`] holds: `{"seq", "hash", "check"}`, see [`head_text`].
+/// The file under `data/` that keeps an anchor a start could not read (so could not
+/// compare), moved aside before the start lays [`HEAD`] down anew.
+pub(super) const UNREADABLE: &str = "audit.head.unreadable";
+
+/// What [`HEAD`] holds: `{"seq", "hash", "check"}`, see [`head_text`]. An agt before the
+/// check wrote `{"seq", "hash"}` alone.
 #[derive(Debug, Deserialize)]
 struct Head {
     seq: u64,
     hash: String,
-    check: String,
+    #[serde(default)]
+    check: Option<String>,
 }
 
 /// [`HEAD`]'s record for the chain's end (`seq`, `hash`): a line of JSON of one length
@@ -89,14 +99,18 @@ fn head_check(seq: u64, hash: &str) -> String {
     hex::encode(&digest[..8])
 }
 
-/// [`HEAD`]'s anchor, if there is one that parses and checks out.
-fn read_head(path: &Path) -> Option<Head> {
-    let head = read::<Head>(path)?;
-    if head.check != head_check(head.seq, &head.hash) {
-        tracing::warn!(path = %path.display(), "the audit chain's anchor does not check out (torn, or edited); it is not compared");
-        return None;
+/// [`HEAD`]'s anchor: found if it parses and checks out; unreadable if it cannot be read,
+/// does not parse (a power loss may leave it empty) or does not check out (torn, or
+/// edited); absent if there is none, or if an agt before the check wrote it (a whole
+/// file, but its record is not compared, as before).
+fn read_head(path: &Path) -> Read<Head> {
+    match read::<Head>(path) {
+        Read::Found(Head { check: None, .. }) => Read::Absent,
+        Read::Found(head) if head.check.as_deref() != Some(head_check(head.seq, &head.hash).as_str()) => {
+            Read::Unreadable("does not check out (a power loss tore it, or it was edited)".into())
+        }
+        other => other,
     }
-    Some(head)
 }
 
 /// What [`LOST`] holds: the anchor, and where the chain ended when audit started and
@@ -167,14 +181,41 @@ impl Anchor {
     /// not hold it; then anchors the chain's end.
     pub(super) fn open(dir: PathBuf, conn: &Connection, chain_end: u64, end_hash: &str) -> Result<Anchor, ServiceError> {
         let mut anchor = Anchor { dir, written: 0, laid: 0, failing: false };
-        if let Some(head) = read_head(&anchor.dir.join(HEAD)) {
-            let now = standing(conn, head.seq, &head.hash, chain_end)?;
-            if now != Standing::Met {
-                anchor.keep_lost(Lost { seq: head.seq, hash: head.hash, chain_end: now.chain_end() })?;
+        match read_head(&anchor.dir.join(HEAD)) {
+            Read::Found(head) => {
+                let now = standing(conn, head.seq, &head.hash, chain_end)?;
+                if now != Standing::Met {
+                    anchor.keep_lost(Lost { seq: head.seq, hash: head.hash, chain_end: now.chain_end() })?;
+                }
             }
+            Read::Unreadable(why) => anchor.keep_unreadable(&why, chain_end)?,
+            Read::Absent => {}
         }
         anchor.advance(chain_end, end_hash);
         Ok(anchor)
+    }
+
+    /// Moves an anchor this start cannot read to [`UNREADABLE`] before [`HEAD`] is laid
+    /// down anew: the chain's end was not checked at this start, and laying it down
+    /// would leave nothing to say so. An earlier one nobody has looked into yet is kept
+    /// (it is the older evidence); this one is then only logged.
+    fn keep_unreadable(&self, why: &str, chain_end: u64) -> Result<(), ServiceError> {
+        let (head, kept) = (self.dir.join(HEAD), self.dir.join(UNREADABLE));
+        if std::fs::symlink_metadata(&kept).is_ok() {
+            tracing::error!(
+                chain_end,
+                "the audit chain's anchor (data/{HEAD}) {why}, so the chain's end was not checked at this start; data/{UNREADABLE} already keeps an anchor an earlier start could not read, so this one is only logged"
+            );
+            return Ok(());
+        }
+        std::fs::rename(&head, &kept)
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all())
+            .map_err(|e| ServiceError::Other(format!("keeping the audit chain's unreadable anchor in data/{UNREADABLE}: {e}")))?;
+        tracing::error!(
+            chain_end,
+            "the audit chain's anchor (data/{HEAD}) {why}, so the chain's end was not checked at this start; it is kept in data/{UNREADABLE}, and `agt audit verify` fails until that file is deleted"
+        );
+        Ok(())
     }
 
     /// Anchors the chain's end (`seq`, `hash`) once the commit that stored it is done.
@@ -207,27 +248,48 @@ impl Anchor {
         }
     }
 
-    /// The anchor the chain of `conn` (its newest record `chain_end`) does not hold, if
-    /// any: the one kept in [`LOST`] or the one in [`HEAD`], whichever vouches for the
-    /// earlier missing record.
-    pub(super) fn unmet(&self, conn: &Connection, chain_end: u64) -> rusqlite::Result<Option<UnmetAnchor>> {
+    /// How the chain of `conn` (its newest record `chain_end`) stands against the anchor
+    /// files: the anchor it does not hold, if any (the one kept in [`LOST`] or the one in
+    /// [`HEAD`], whichever vouches for the earlier missing record), and the anchor file
+    /// that cannot be read, if any (one a start kept in [`UNREADABLE`] first, then
+    /// [`LOST`], then [`HEAD`]): an anchor that cannot be read vouches for nothing, so
+    /// the chain's end is unchecked while it stands.
+    pub(super) fn check(&self, conn: &Connection, chain_end: u64) -> rusqlite::Result<(Option<UnmetAnchor>, Option<UnreadableAnchor>)> {
         let mut found: Vec<UnmetAnchor> = Vec::new();
-        if let Some(lost) = read::<Lost>(&self.dir.join(LOST)) {
-            let now = standing(conn, lost.seq, &lost.hash, chain_end)?;
-            if now != Standing::Met {
-                // Where the chain ended when the loss was found: the records numbered
-                // after it since then are newer ones.
-                let chain_end = lost.chain_end.or(now.chain_end());
-                found.push(UnmetAnchor { seq: lost.seq, hash: lost.hash, chain_end, file: format!("data/{LOST}") });
-            }
+        let mut unreadable: Vec<UnreadableAnchor> = Vec::new();
+        let kept = self.dir.join(UNREADABLE);
+        if std::fs::symlink_metadata(&kept).is_ok() {
+            // It is there because a start could not read it: say why, as it reads now.
+            let error = match read_head(&kept) {
+                Read::Unreadable(why) => why,
+                _ => "could not be read when the daemon started".into(),
+            };
+            unreadable.push(UnreadableAnchor { file: format!("data/{UNREADABLE}"), error });
         }
-        if let Some(head) = read_head(&self.dir.join(HEAD)) {
-            let now = standing(conn, head.seq, &head.hash, chain_end)?;
-            if now != Standing::Met {
-                found.push(UnmetAnchor { seq: head.seq, hash: head.hash, chain_end: now.chain_end(), file: format!("data/{HEAD}") });
+        match read::<Lost>(&self.dir.join(LOST)) {
+            Read::Found(lost) => {
+                let now = standing(conn, lost.seq, &lost.hash, chain_end)?;
+                if now != Standing::Met {
+                    // Where the chain ended when the loss was found: the records numbered
+                    // after it since then are newer ones.
+                    let chain_end = lost.chain_end.or(now.chain_end());
+                    found.push(UnmetAnchor { seq: lost.seq, hash: lost.hash, chain_end, file: format!("data/{LOST}") });
+                }
             }
+            Read::Unreadable(error) => unreadable.push(UnreadableAnchor { file: format!("data/{LOST}"), error }),
+            Read::Absent => {}
         }
-        Ok(found.into_iter().min_by_key(UnmetAnchor::first_missing))
+        match read_head(&self.dir.join(HEAD)) {
+            Read::Found(head) => {
+                let now = standing(conn, head.seq, &head.hash, chain_end)?;
+                if now != Standing::Met {
+                    found.push(UnmetAnchor { seq: head.seq, hash: head.hash, chain_end: now.chain_end(), file: format!("data/{HEAD}") });
+                }
+            }
+            Read::Unreadable(error) => unreadable.push(UnreadableAnchor { file: format!("data/{HEAD}"), error }),
+            Read::Absent => {}
+        }
+        Ok((found.into_iter().min_by_key(UnmetAnchor::first_missing), unreadable.into_iter().next()))
     }
 
     /// Keeps an anchor the chain does not hold in [`LOST`]. When one is kept already (an
@@ -239,7 +301,7 @@ impl Anchor {
             Some(end) => format!("the chain ends at record {end}: records {}..{} are missing", end + 1, lost.seq),
             None => format!("the chain holds another record {} (or none)", lost.seq),
         };
-        if let Some(kept) = read::<Lost>(&self.dir.join(LOST)) {
+        if let Read::Found(kept) = read::<Lost>(&self.dir.join(LOST)) {
             if kept.seq >= lost.seq {
                 tracing::error!(
                     anchor = lost.seq,
@@ -263,23 +325,27 @@ impl Anchor {
     }
 }
 
-/// An anchor file's content; `None` if there is none, or if it does not parse (a power
-/// loss may leave it empty: said in the log, and not taken as tampering).
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "the audit chain's anchor cannot be read; it is not compared");
-            return None;
-        }
+/// What reading an anchor file found.
+enum Read<T> {
+    /// No such file.
+    Absent,
+    /// A file that cannot be read or does not parse (a power loss may leave it empty or
+    /// torn; a permission or a stray edit may stand in the way): why, in words.
+    Unreadable(String),
+    Found(T),
+}
+
+/// An anchor file's content.
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Read<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Absent,
+        Err(e) => return Read::Unreadable(format!("cannot be read ({e})")),
     };
-    match serde_json::from_str(&text) {
-        Ok(anchor) => Some(anchor),
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "the audit chain's anchor does not parse; it is not compared");
-            None
-        }
+    match serde_json::from_slice(&bytes) {
+        Ok(anchor) => Read::Found(anchor),
+        Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => Read::Unreadable("is empty".into()),
+        Err(e) => Read::Unreadable(format!("does not parse ({e})")),
     }
 }
 

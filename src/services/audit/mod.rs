@@ -220,11 +220,14 @@ impl Audit {
             prev = r.hash.to_string();
             expect_seq = r.seq + 1;
         })?;
-        let unmet_anchor = self.anchor.unmet(tx, chain_end)?;
+        let (unmet_anchor, anchor_unreadable) = self.anchor.check(tx, chain_end)?;
         if let Some(missing) = unmet_anchor.as_ref().map(crate::api::UnmetAnchor::first_missing) {
             first_bad = Some(first_bad.map_or(missing, |bad: u64| bad.min(missing)));
         }
-        Ok(AuditVerify { ok: first_bad.is_none(), records: n, first_bad, unmet_anchor })
+        // An anchor that cannot be read leaves the chain's end unchecked: not ok, though
+        // no record is known bad.
+        let ok = first_bad.is_none() && anchor_unreadable.is_none();
+        Ok(AuditVerify { ok, records: n, first_bad, unmet_anchor, anchor_unreadable })
     }
 
     /// Writes the records not written yet into the open transaction, so that it can
@@ -714,7 +717,10 @@ mod tests {
         let newest = records::newest_records(&tx, &Filter { actor: Some("odd".into()), ..Filter::default() }, 70).unwrap();
         assert_eq!(after_list(&newest), (n - 139..=n - 1).step_by(2).collect::<Vec<_>>());
         assert_eq!(newest[0].detail, serde_json::json!({"i": n - 139}));
-        assert_eq!(svc.verify(&tx).unwrap(), AuditVerify { ok: true, records: n, first_bad: None, unmet_anchor: None });
+        assert_eq!(
+            svc.verify(&tx).unwrap(),
+            AuditVerify { ok: true, records: n, first_bad: None, unmet_anchor: None, anchor_unreadable: None }
+        );
         tx.commit().unwrap();
 
         let reloaded = Audit::load(&conn, &ctx).unwrap();
@@ -762,7 +768,10 @@ mod tests {
         assert_eq!(records::after(&tx, 3, 2, &Filter::default(), 2).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4]);
         let newest = records::newest_records(&tx, &Filter { actor: Some("event:orders".into()), ..Filter::default() }, 2).unwrap();
         assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 4], "newest by actor, across both");
-        assert_eq!(svc.verify(&tx).unwrap(), AuditVerify { ok: true, records: 5, first_bad: None, unmet_anchor: None });
+        assert_eq!(
+            svc.verify(&tx).unwrap(),
+            AuditVerify { ok: true, records: 5, first_bad: None, unmet_anchor: None, anchor_unreadable: None }
+        );
         tx.commit().unwrap();
         let reloaded = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((reloaded.last_seq, reloaded.last_event_seq), (5, 14));
@@ -861,7 +870,7 @@ mod tests {
 
         std::fs::remove_file(ctx.home.data_dir().join(anchor::LOST)).unwrap();
         let accepted = svc.verify(&conn.transaction().unwrap()).unwrap();
-        assert_eq!(accepted, AuditVerify { ok: true, records: end + 400, first_bad: None, unmet_anchor: None });
+        assert_eq!(accepted, AuditVerify { ok: true, records: end + 400, first_bad: None, unmet_anchor: None, anchor_unreadable: None });
         bus.shutdown();
     }
 
@@ -891,9 +900,8 @@ mod tests {
     }
 
     /// An anchor behind the chain (a crash between a commit and its anchor, or an older
-    /// copy put back) is met by an older record; a home without one (an older agt's, or
-    /// an anchor a power loss left empty or tore) verifies as before. None of them is
-    /// kept as lost.
+    /// copy put back) is met by an older record; a home without one, or with an older
+    /// agt's record (no check), verifies as before. None of them is kept as lost.
     #[test]
     fn an_anchor_behind_the_chain_or_none_at_all_verifies() {
         let dir = tempfile::tempdir().unwrap();
@@ -904,7 +912,7 @@ mod tests {
         let older = std::fs::read(&head).unwrap();
         commit_commands(&mut svc, &mut conn, 5);
         assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10);
-        let ok = AuditVerify { ok: true, records: 10, first_bad: None, unmet_anchor: None };
+        let ok = AuditVerify { ok: true, records: 10, first_bad: None, unmet_anchor: None, anchor_unreadable: None };
 
         std::fs::write(&head, &older).unwrap();
         assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok, "behind: fine");
@@ -913,10 +921,9 @@ mod tests {
         assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10, "the start anchors the chain's end");
         assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok);
 
-        // A record torn by a power loss: a seq the chain lacks beside the hash of another.
-        let torn = anchor::head_text(10, GENESIS).replacen("  10,", "  11,", 1);
-        assert!(torn.contains("  11,"), "{torn}");
-        for left in [None, Some(""), Some("{\"seq\":"), Some(torn.as_str())] {
+        // No anchor, or an older agt's record without a check: not compared.
+        let older = format!("{{\"seq\":11,\"hash\":\"{GENESIS}\"}}\n");
+        for left in [None, Some(older.as_str())] {
             match left {
                 None => std::fs::remove_file(&head).unwrap(),
                 Some(text) => std::fs::write(&head, text).unwrap(),
@@ -927,6 +934,70 @@ mod tests {
             assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok);
         }
         assert_eq!(anchor_file(&ctx, anchor::LOST), None, "nothing was lost");
+        assert!(!ctx.home.data_dir().join(anchor::UNREADABLE).exists(), "nothing was unreadable");
+        bus.shutdown();
+    }
+
+    /// An anchor that cannot be read (torn or emptied by a power loss, garbage, not a
+    /// file) vouches for nothing: verify fails while it stands, naming the file and why.
+    /// A start moves it to `data/audit.head.unreadable` before it lays the anchor down
+    /// anew, and verify fails until that file is deleted: the start could not check the
+    /// chain's end. A kept unmet anchor that cannot be read fails verify too.
+    #[test]
+    fn an_anchor_that_cannot_be_read_fails_verify_until_it_is_dealt_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let (head, kept) = (ctx.home.data_dir().join(anchor::HEAD), ctx.home.data_dir().join(anchor::UNREADABLE));
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        commit_commands(&mut svc, &mut conn, 10);
+        let ok = AuditVerify { ok: true, records: 10, first_bad: None, unmet_anchor: None, anchor_unreadable: None };
+        // A seq the chain lacks beside the hash of another: a record a power loss tore.
+        let torn = anchor::head_text(10, GENESIS).replacen("  10,", "  11,", 1);
+        assert!(torn.contains("  11,"), "{torn}");
+        let garbage = [0xffu8, 0x00, 0x17, b'x'];
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("empty", b"", "is empty"),
+            ("cut short", b"{\"seq\":", "does not parse"),
+            ("torn", torn.as_bytes(), "does not check out"),
+            ("garbage", &garbage, "does not parse"),
+            ("a folder", b"", "cannot be read"),
+        ];
+        for (what, bytes, why) in cases {
+            std::fs::remove_file(&head).unwrap();
+            if what == "a folder" {
+                std::fs::create_dir(&head).unwrap();
+            } else {
+                std::fs::write(&head, bytes).unwrap();
+            }
+            let v = svc.verify(&conn.transaction().unwrap()).unwrap();
+            assert_eq!((v.ok, v.records, v.first_bad, &v.unmet_anchor), (false, 10, None, &None), "{what}: {v:?}");
+            let a = v.anchor_unreadable.expect(what);
+            assert_eq!(a.file, "data/audit.head", "{what}");
+            assert!(a.error.starts_with(why), "{what}: {}", a.error);
+
+            drop(svc);
+            svc = Audit::load(&conn, &ctx).unwrap();
+            assert_eq!(anchor_file(&ctx, anchor::HEAD).unwrap()["seq"], 10, "{what}: laid down anew");
+            assert!(kept.exists(), "{what}: the unreadable one is kept");
+            let v = svc.verify(&conn.transaction().unwrap()).unwrap();
+            let a = v.anchor_unreadable.clone().expect(what);
+            assert_eq!((v.ok, a.file.as_str()), (false, "data/audit.head.unreadable"), "{what}: {v:?}");
+            assert!(a.error.starts_with(why), "{what}: {}", a.error);
+            assert!(a.advice().contains("delete data/audit.head.unreadable"), "{}", a.advice());
+            // Still there after another start; accepted by deleting it.
+            drop(svc);
+            svc = Audit::load(&conn, &ctx).unwrap();
+            assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap().anchor_unreadable.map(|a| a.file), Some(a.file), "{what}");
+            match what {
+                "a folder" => std::fs::remove_dir(&kept).unwrap(),
+                _ => std::fs::remove_file(&kept).unwrap(),
+            }
+            assert_eq!(svc.verify(&conn.transaction().unwrap()).unwrap(), ok, "{what}: accepted");
+        }
+        // A kept unmet anchor that cannot be read cannot name what is missing: not ok.
+        std::fs::write(ctx.home.data_dir().join(anchor::LOST), "{\"seq\": 5").unwrap();
+        let v = svc.verify(&conn.transaction().unwrap()).unwrap();
+        assert_eq!((v.ok, v.anchor_unreadable.map(|a| a.file)), (false, Some("data/audit.head.lost".to_string())));
         bus.shutdown();
     }
 

@@ -16,6 +16,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         (Some(v), None) if v.ok => {
             Line::from(vec![Span::styled("chain OK", theme.ok()), Span::raw(format!(": {} records, every hash matches", v.records))])
         }
+        // Every record hashes well, but an anchor file cannot be read: the chain's end is
+        // unchecked; the CLI's `audit verify` says what to do.
+        (Some(v), None) if v.first_bad.is_none() && v.anchor_unreadable.is_some() => {
+            let a = v.anchor_unreadable.as_ref().expect("matched");
+            Line::from(vec![
+                Span::styled("chain end UNCHECKED", theme.bad()),
+                Span::raw(format!(
+                    ": {} records hash well, but the anchor {} {}; `agt audit verify` says what to do",
+                    v.records, a.file, a.error
+                )),
+            ])
+        }
         (Some(v), None) => {
             let first_bad = v.first_bad.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
             let anchor = match &v.unmet_anchor {
@@ -24,6 +36,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                     None => format!("; record {} is not the one anchored in {}", a.seq, a.file),
                 },
                 None => String::new(),
+            };
+            let anchor = match &v.anchor_unreadable {
+                Some(a) => format!("{anchor}; the anchor {} {}", a.file, a.error),
+                None => anchor,
             };
             Line::from(vec![
                 Span::styled("chain BROKEN", theme.bad()),

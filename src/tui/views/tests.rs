@@ -82,9 +82,22 @@ fn audit() {
 fn audit_broken() {
     let mut app = on_tab('6');
     let anchor = crate::api::UnmetAnchor { seq: 1008, hash: "ab".repeat(32), chain_end: Some(1006), file: "data/audit.head.lost".into() };
-    let verify = crate::api::AuditVerify { ok: false, records: 1006, first_bad: Some(1007), unmet_anchor: Some(anchor) };
+    let verify =
+        crate::api::AuditVerify { ok: false, records: 1006, first_bad: Some(1007), unmet_anchor: Some(anchor), anchor_unreadable: None };
     app.update(fixture::snap(crate::tui::action::Snapshot::AuditVerify(verify)));
     check("audit_broken", &app);
+}
+
+/// An anchor a start could not read: every record hashes well, but the chain's end is
+/// unchecked, and the verdict says so.
+#[test]
+fn audit_anchor_unreadable() {
+    let mut app = on_tab('6');
+    let unreadable = crate::api::UnreadableAnchor { file: "data/audit.head.unreadable".into(), error: "is empty".into() };
+    let verify =
+        crate::api::AuditVerify { ok: false, records: 1006, first_bad: None, unmet_anchor: None, anchor_unreadable: Some(unreadable) };
+    app.update(fixture::snap(crate::tui::action::Snapshot::AuditVerify(verify)));
+    check("audit_anchor_unreadable", &app);
 }
 
 #[test]
