@@ -85,6 +85,7 @@ fn ctx(home: &Home, bus: &Bus) -> ServiceCtx {
         command_log: Default::default(),
         notify_interest: Default::default(),
         notify_tuning: Default::default(),
+        instruments: Default::default(),
     }
 }
 

@@ -146,6 +146,7 @@ async fn serve(
         command_log: command_log.clone(),
         notify_interest: Default::default(),
         notify_tuning,
+        instruments: Default::default(),
     };
     let mut sup = supervisor::Supervisor::default();
     let config = sup.spawn::<config::service::Config>(ctx.clone());

@@ -137,6 +137,9 @@ pub struct ServiceCtx {
     /// Notify's delivery timing, read from the environment once, at start, where a bad
     /// value stops the daemon.
     pub notify_tuning: crate::services::notify::Tuning,
+    /// The market's read model of its instruments (written only by market; config
+    /// reads it).
+    pub instruments: crate::services::market::Listed,
 }
 
 #[cfg(test)]
@@ -156,6 +159,7 @@ impl ServiceCtx {
             command_log: Default::default(),
             notify_interest: Default::default(),
             notify_tuning: Default::default(),
+            instruments: Default::default(),
         };
         (bus, ctx)
     }

@@ -712,6 +712,58 @@ fn config_set_validates_persists_and_applies_hot_keys() {
     d.cli().args(["config", "get", "durability"]).assert().success().stdout("full\n");
 }
 
+/// An edit of `agt.toml` that asks an existing instrument for other terms is not taken
+/// for a change that applies: the edit's log line says it is not applied and why, and
+/// the next start announces only the entries the market then trades as written (a new
+/// symbol), not the refused one, which stays pending.
+#[test]
+fn an_edited_instrument_in_agt_toml_is_not_announced_as_applied() {
+    let mut d = Daemon::start();
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let msft = |tick: &str| {
+        format!("\n[[symbols]]\nsymbol = \"MSFT\"\ntick = \"{tick}\"\nlot = \"1\"\nmin_quantity = \"1\"\nmax_quantity = \"100000\"\n")
+    };
+    let newco = "\n[[symbols]]\nsymbol = \"EDITCO\"\ntick = \"0.01\"\nlot = \"1\"\n";
+    // One added through the API while the daemon runs is known as existing too.
+    d.ok("POST", "/api/symbols", Some(json!({"symbol": "APICO", "tick": "0.01", "lot": "1"})));
+    let apico = "\n[[symbols]]\nsymbol = \"APICO\"\ntick = \"0.1\"\nlot = \"1\"\n";
+    std::fs::write(&file, format!("{text}{}{newco}{apico}", msft("0.05"))).unwrap();
+    wait_until("the edit's symbols to be said", Duration::from_secs(10), || {
+        d.log().contains("not applied, now or at a start").then_some(())
+    });
+    let log = d.log();
+    assert!(log.contains("MSFT already trades on other terms (tick: trades with 0.01, requested 0.05)"), "{log}");
+    assert!(log.contains("the market lists it at the next start") && log.contains("EDITCO"), "{log}");
+    assert!(log.contains("APICO already trades on other terms (tick: trades with 0.01, requested 0.1)"), "{log}");
+    assert!(!log.contains("it applies at the next start"), "no claim for the whole list: {log}");
+    let symbols_changed = |d: &Daemon| d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["key"] == "symbols").collect::<Vec<_>>();
+    assert!(symbols_changed(&d).is_empty(), "nothing applied yet");
+
+    d.restart();
+    let changed = wait_until("the start's symbols change", Duration::from_secs(10), || symbols_changed(&d).pop());
+    assert_eq!(changed["data"]["applied"], "at start", "{changed}");
+    let entry = |list: &serde_json::Value, symbol: &str| list.as_array().unwrap().iter().find(|e| e["symbol"] == symbol).cloned();
+    assert_eq!(entry(&changed["data"]["value"], "EDITCO").expect("the new symbol was applied")["tick"], "0.01", "{changed}");
+    assert_eq!(entry(&changed["data"]["value"], "MSFT").expect("as it was")["tick"], "0.01", "not the refused terms: {changed}");
+    assert!(d.log().contains("is not applied: MSFT already trades on other terms"), "{}", d.log());
+    let pending = d.ok("GET", "/api/config/pending", None);
+    assert_eq!(pending["symbols"]["saved"].as_array().unwrap().len(), 2, "only MSFT and APICO wait: {pending}");
+    assert_eq!(pending["symbols"]["saved"][0]["tick"], "0.05", "{pending}");
+
+    // Only the refused entry changed while stopped: nothing is announced.
+    d.stop();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("tick = \"0.05\"", "tick = \"0.02\"")).unwrap();
+    d.spawn();
+    wait_until("the start to say the entry is not applied", Duration::from_secs(10), || {
+        d.log().contains("is not applied: MSFT already trades on other terms (tick: trades with 0.01, requested 0.02)").then_some(())
+    });
+    // A set answered after that tick's commit: an event of it would be out by now.
+    d.ok("PUT", "/api/config", Some(json!({"log.level": "info"})));
+    assert_eq!(symbols_changed(&d).len(), 1, "no new announcement");
+}
+
 /// An empty `http.listen` (TCP off) reads as that in `config get` and `config show`, not
 /// as a blank; scripts still get the value itself.
 #[test]

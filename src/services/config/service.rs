@@ -7,8 +7,14 @@
 //! An edit of the file itself is seen within a second (its size and modification time,
 //! checked each [`Config::TICK`]) and applied the same way, without writing it back; a file
 //! that no longer loads is reported in the log and changes nothing.
+//!
+//! `[[symbols]]` entries apply only at a start, and only where the market has no such
+//! instrument yet: an instrument's terms never change. So what is said about them is
+//! what the market's read model (`market::Listed`) shows: an edit names the entries a
+//! start will list and those it never will, and a start announces only the entries the
+//! market now trades as written.
 
-use super::settings::{Change, Settings};
+use super::settings::{Change, Settings, SymbolSettings};
 use super::SharedSettings;
 use crate::api::ApiError;
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -25,6 +31,17 @@ pub struct Config {
     file: std::path::PathBuf,
     /// The file as the live settings last matched it: an edit changes it.
     seen: Option<Stamp>,
+    /// The market's instruments (its read model): which `[[symbols]]` entries apply.
+    instruments: crate::services::market::Listed,
+    /// A start's change of `symbols`, announced once the market has loaded (and seeded
+    /// what it could): only the entries it trades as written are announced.
+    held: Option<HeldSymbols>,
+}
+
+/// `symbols` as the history last recorded it and as this start read it.
+struct HeldSymbols {
+    change: Change,
+    saved: Vec<SymbolSettings>,
 }
 
 /// A file's size and modification time.
@@ -57,12 +74,13 @@ impl Service for Config {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
-        let config = Config { live: ctx.settings.clone(), seen: stamp(&file), file };
-        config.record_offline_changes(conn, &ctx.bus)?;
+        let mut config = Config { live: ctx.settings.clone(), seen: stamp(&file), file, instruments: ctx.instruments.clone(), held: None };
+        config.held = config.record_offline_changes(conn, &ctx.bus)?;
         Ok(config)
     }
 
     fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        self.announce_held(after);
         let now = stamp(&self.file);
         if now != self.seen {
             self.seen = now;
@@ -170,8 +188,10 @@ impl Config {
 
     /// Applies an edit of the file: every single-value key whose value (with the
     /// environment's overrides, as at start) differs from the live one, as [`Config::set`]
-    /// would, hot keys at once. A changed `symbols` or `notify.webhooks` list applies at the
-    /// next start (symbols are added live with `agt symbol add`).
+    /// would, hot keys at once, and `notify.webhooks` whole. A changed `symbols` entry
+    /// applies at the next start if it names a new instrument, and never if it asks an
+    /// existing one for other terms: neither is announced now, and the log says which is
+    /// which ([`Config::say_symbols_edit`]).
     fn reload(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
         let loaded = match Settings::load(&self.file, &|name: &str| std::env::var(name).ok()) {
             Ok(s) => s,
@@ -193,8 +213,8 @@ impl Config {
             })
             .collect();
         let (lists, keys): (Vec<_>, Vec<_>) = changed.iter().partition(|(key, _)| Settings::is_list(key));
-        for (key, _) in lists {
-            tracing::info!(key, "the configuration file changed {key}: it applies at the next start");
+        if !lists.is_empty() {
+            self.say_symbols_edit(&live.symbols, &loaded.symbols);
         }
         let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
         if keys.is_empty() && !hooks_changed {
@@ -229,8 +249,10 @@ impl Config {
     /// a start), an environment override, or a `config set` that a crash cut off after
     /// it wrote the file but before its record committed (it was never acknowledged; it
     /// is in effect now, so it is announced now). The first start of a home only takes the
-    /// configuration as its baseline.
-    fn record_offline_changes(&self, conn: &Connection, bus: &crate::services::bus::Bus) -> Result<(), ServiceError> {
+    /// configuration as its baseline. A change of `symbols` is recorded now but given back
+    /// to be announced once the market has loaded ([`Config::announce_held`]): only the
+    /// entries it then trades as written were applied.
+    fn record_offline_changes(&self, conn: &Connection, bus: &crate::services::bus::Bus) -> Result<Option<HeldSymbols>, ServiceError> {
         let live = self.live.get();
         let tx = conn.unchecked_transaction()?;
         let baseline: std::collections::HashMap<String, String> = tx
@@ -253,13 +275,92 @@ impl Config {
         }
         save_baseline(&tx, &live)?;
         tx.commit()?;
-        for change in &changed {
+        let mut held = None;
+        for change in changed {
+            if change.key == "symbols" {
+                held = Some(HeldSymbols { change, saved: live.symbols.clone() });
+                continue;
+            }
             tracing::info!(key = change.key, "the configuration changed while the daemon was stopped; recorded");
-            for (kind, data) in announcements(change, "at start") {
+            for (kind, data) in announcements(&change, "at start") {
                 bus.publish(kind, "config", data);
             }
         }
-        Ok(())
+        Ok(held)
+    }
+
+    /// Announces a start's change of `symbols` once the market has loaded: as a change
+    /// from what the history recorded to that with the entries the market now trades as
+    /// written (a new instrument it listed), and nothing if there are none. An entry that
+    /// asks an existing instrument for other terms was not applied: it is said in the log,
+    /// with the terms that differ, not announced.
+    fn announce_held(&mut self, after: &mut AfterCommit) {
+        if self.held.is_none() {
+            return;
+        }
+        let Some(listed) = self.instruments.get() else { return }; // the market has not loaded yet
+        let HeldSymbols { change, saved } = self.held.take().expect("checked");
+        let recorded: Vec<serde_json::Value> = change.old.as_array().cloned().unwrap_or_default();
+        let mut applied = recorded.clone();
+        for entry in &saved {
+            let json = serde_json::to_value(entry).unwrap_or_default();
+            if recorded.contains(&json) {
+                continue;
+            }
+            match listed.get(&entry.symbol) {
+                Some(i) if entry.same_terms(i) => match applied.iter_mut().find(|e| e["symbol"] == entry.symbol.as_str()) {
+                    Some(slot) => *slot = json,
+                    None => applied.push(json),
+                },
+                Some(i) => tracing::warn!(
+                    symbol = %entry.symbol,
+                    "a [[symbols]] entry changed while the daemon was stopped is not applied: {}; it stays pending (`GET /api/config/pending`)",
+                    entry.refusal(i).unwrap_or_default()
+                ),
+                None => tracing::warn!(
+                    symbol = %entry.symbol,
+                    "a [[symbols]] entry added while the daemon was stopped is not listed by the market; the start's log says why"
+                ),
+            }
+        }
+        let applied = serde_json::Value::Array(applied);
+        if applied == change.old {
+            return;
+        }
+        tracing::info!(key = change.key, "the configuration changed while the daemon was stopped; recorded");
+        let change = Change { new: applied, ..change };
+        for (kind, data) in announcements(&change, "at start") {
+            after.event(kind, data);
+        }
+    }
+
+    /// Says in the log what an edit of the file's `[[symbols]]` will do: an entry for a
+    /// symbol the market does not list yet applies at the next start; one that asks an
+    /// existing instrument for other terms never applies (it stays pending, with the
+    /// terms that differ); one as the market trades it changes nothing.
+    fn say_symbols_edit(&self, live: &[SymbolSettings], loaded: &[SymbolSettings]) {
+        let changed: Vec<&SymbolSettings> = loaded.iter().filter(|s| !live.contains(s)).collect();
+        let Some(listed) = self.instruments.get() else {
+            tracing::info!(key = "symbols", "the configuration file changed symbols: a new symbol is listed at the next start");
+            return;
+        };
+        for s in changed {
+            match listed.get(&s.symbol) {
+                None => tracing::info!(
+                    symbol = %s.symbol,
+                    "the configuration file lists a new symbol: the market lists it at the next start"
+                ),
+                Some(i) => match s.refusal(i) {
+                    Some(why) => tracing::warn!(
+                        symbol = %s.symbol,
+                        "the configuration file's [[symbols]] entry is not applied, now or at a start: {why}; it stays pending (`GET /api/config/pending`)"
+                    ),
+                    None => {
+                        tracing::info!(symbol = %s.symbol, "the configuration file's [[symbols]] entry is as the market trades it already")
+                    }
+                },
+            }
+        }
     }
 
     /// Keeps changes in the history and announces them.

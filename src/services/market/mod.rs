@@ -12,6 +12,8 @@ mod candles;
 pub mod import;
 mod instruments;
 pub use instruments::validate as validate_instrument;
+mod listed;
+pub use listed::Listed;
 mod service;
 mod tape;
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct Market {
     /// `last_event_seq` moved by the batch's trades or a `Passed`, until `before_commit`
     /// stores it (once per batch, like the bars, instead of once per trade).
     unsaved_seq: bool,
+    /// The instruments' read model (`ServiceCtx::instruments`), kept in step after each
+    /// commit that adds one.
+    listed: super::Listed,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -76,7 +79,14 @@ impl Market {
         instruments.seed(&tx, seeds)?;
         tx.commit()?;
         let last: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'last_event_seq'", [], |r| r.get(0))?;
-        Ok(Market { instruments, tape: Tape::load(conn)?, bars: Bars::default(), last_event_seq: last as u64, unsaved_seq: false })
+        Ok(Market {
+            instruments,
+            tape: Tape::load(conn)?,
+            bars: Bars::default(),
+            last_event_seq: last as u64,
+            unsaved_seq: false,
+            listed: super::Listed::default(),
+        })
     }
 
     pub(super) fn add_symbol(&mut self, tx: &Connection, new: NewInstrument) -> Result<Result<Instrument, ApiError>, ServiceError> {
@@ -222,7 +232,11 @@ impl Service for Market {
     }
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        Market::open(conn, &ctx.settings.get().symbols)
+        let mut market = Market::open(conn, &ctx.settings.get().symbols)?;
+        // The seeding has committed: what the read model shows is in the store.
+        market.listed = ctx.instruments.clone();
+        market.listed.replace_all(market.instruments.list());
+        Ok(market)
     }
 
     /// The batch's trades have changed some bars: written once each, here.
@@ -237,6 +251,10 @@ impl Service for Market {
         match cmd {
             Cmd::AddSymbol(new, reply) => {
                 let r = self.add_symbol(tx, new)?;
+                if let Ok(added) = &r {
+                    let (listed, added) = (self.listed.clone(), added.clone());
+                    after.then(move || listed.put(added));
+                }
                 after.reply(reply, r);
             }
             Cmd::Symbols(reply) => after.reply(reply, Ok(self.instruments.list())),
