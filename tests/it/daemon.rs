@@ -64,10 +64,13 @@ fn a_readable_config_with_webhook_secrets_is_warned_about() {
 
     let plain = Daemon::with_config(hook);
     assert!(!plain.log().contains(WARNING), "no secret, no warning");
-    // A `config set` that writes a secret into the readable file warns at once.
+    // A `config set` that writes a secret into the readable file makes it private, and
+    // says so.
     let webhooks = serde_json::json!([{"url": "http://127.0.0.1:9/hook", "events": ["TRADE_EXECUTED"], "secret": "n3w"}]);
     plain.ok("PUT", "/api/config", Some(serde_json::json!({ "notify.webhooks": webhooks })));
-    crate::util::wait_until("the warning", std::time::Duration::from_secs(5), || plain.log().contains(WARNING).then_some(()));
+    let file = plain.path().join("agt.toml");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(plain.log().contains("now holds a webhook secret and others could read it: its mode is now 600 (was 644)"), "{}", plain.log());
     assert!(!plain.log().contains("n3w"), "the secret itself is never logged");
 }
 
@@ -475,7 +478,8 @@ fn a_lock_held_by_another_process_is_named_and_left_alone() {
     let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
     let lock = home.path().join("agtd.lock");
     std::fs::write(&lock, "").unwrap();
-    let mut holder = std::process::Command::new("flock").arg(&lock).args(["sleep", "100"]).spawn().unwrap();
+    // `--no-fork`: flock becomes the `sleep` that holds the lock, so killing it ends both.
+    let mut holder = std::process::Command::new("flock").arg("--no-fork").arg(&lock).args(["sleep", "100"]).spawn().unwrap();
     let agt = |args: &[&str]| {
         let mut c = assert_cmd::Command::new(BIN);
         c.arg("--home").arg(home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET");
