@@ -1011,3 +1011,44 @@ fn orders_listed_by_an_unknown_symbol_are_refused() {
         dm.cli().args(["order", "list", flag, ""]).assert().code(1).stderr(predicates::str::contains("is empty"));
     }
 }
+
+/// Every amount of an order is answered as a person writes it, however many fills made
+/// it: a sum of fills kept the larger scale of its terms (five fills of 0.2 answered
+/// `"filled_quantity":"1.0"`), on the market order that took them and on its maker.
+#[test]
+fn an_order_filled_in_pieces_answers_its_amounts_normalized() {
+    let dm = Daemon::start();
+    let sym = dm.symbol("0.01", "0.0001");
+    let (buyer, seller) = (dm.user("buyer"), dm.user("seller"));
+    dm.deposit(&buyer, "USD", "100000");
+    dm.deposit(&seller, &sym, "10");
+    for p in ["100", "100.5", "101", "101.5", "102"] {
+        assert_eq!(dm.place(&seller, &sym, "sell", "0.2", Some(p)).0, 201);
+    }
+    let (s, o) = dm.place(&buyer, &sym, "buy", "1", None);
+    assert_eq!(s, 201, "{o}");
+    let amounts = |o: &Value| {
+        let fills: Vec<&str> = o["fills"].as_array().unwrap().iter().map(|f| f["quantity"].as_str().unwrap()).collect();
+        let text = |k: &str| o[k].as_str().unwrap_or("null").to_string();
+        (text("quantity"), text("filled_quantity"), text("remaining_quantity"), text("average_price"), fills.join(" "))
+    };
+    let want = |q: &str, filled: &str, left: &str, avg: &str, fills: &str| {
+        (q.to_string(), filled.to_string(), left.to_string(), avg.to_string(), fills.to_string())
+    };
+    assert_eq!(amounts(&o), want("1", "1", "0", "101", "0.2 0.2 0.2 0.2 0.2"), "{o}");
+    let id = o["order_id"].as_str().unwrap();
+    assert_eq!(amounts(&dm.ok("GET", &format!("/api/orders/{id}"), None)), amounts(&o), "read back as answered");
+
+    // A maker filled by five market orders of 0.2.
+    let (_, maker) = dm.place(&seller, &sym, "sell", "2", Some("103"));
+    for _ in 0..5 {
+        let (s, o) = dm.place(&buyer, &sym, "buy", "0.2", None);
+        assert_eq!((s, amounts(&o)), (201, want("0.2", "0.2", "0", "103", "0.2")), "{o}");
+    }
+    let path = format!("/api/orders/{}", maker["order_id"].as_str().unwrap());
+    let maker = dm.ok("GET", &path, None);
+    assert_eq!(amounts(&maker), want("2", "1", "1", "103", "0.2 0.2 0.2 0.2 0.2"), "{maker}");
+    let mut dm = dm;
+    dm.restart();
+    assert_eq!(amounts(&dm.ok("GET", &path, None)), amounts(&maker), "and after a restart");
+}

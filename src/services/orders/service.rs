@@ -234,7 +234,7 @@ impl Resting {
         row.status = o.status;
         row.updated_at.clone_from(&o.updated_at);
         row.reject_reason.clone_from(&o.reject_reason);
-        row.remaining_quantity = o.quantity - o.filled_quantity;
+        row.remaining_quantity = (o.quantity - o.filled_quantity).normalize();
         if let Some(stage) = stage {
             *row_stage = stage.to_string();
         }
@@ -254,7 +254,7 @@ impl Resting {
         }
         // As `row_to_order` reads it: no average price, and what is left to fill.
         row.average_price = None;
-        row.remaining_quantity = row.quantity - row.filled_quantity;
+        row.remaining_quantity = (row.quantity - row.filled_quantity).normalize();
         self.rows.insert(row.order_id.clone(), (row, stage, notional, seq));
     }
 
@@ -277,7 +277,8 @@ fn dec(s: &str) -> rusqlite::Result<Decimal> {
 
 fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
     let quantity = dec(text_at(r, 7)?)?;
-    let filled = dec(text_at(r, 8)?)?;
+    // Normalized: a row written before sums of fills were ("1.0" for five fills of 0.2).
+    let filled = dec(text_at(r, 8)?)?.normalize();
     let status = enum_at(r, 9, OrderStatus::parse)?;
     Ok(Order {
         order_id: r.get(0)?,
@@ -290,7 +291,7 @@ fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
         quantity,
         filled_quantity: filled,
         // Only an open order has something remaining; a closed one's rest was cancelled.
-        remaining_quantity: if status.is_open() { quantity - filled } else { Decimal::ZERO },
+        remaining_quantity: if status.is_open() { (quantity - filled).normalize() } else { Decimal::ZERO },
         average_price: None,
         status,
         fills: Vec::new(),
@@ -374,12 +375,12 @@ fn why_cancelled(taker: &Order, result: &MatchResult) -> String {
 /// record.
 pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
     for f in &result.fills {
-        o.filled_quantity += f.quantity;
+        o.filled_quantity = filled_after(o.filled_quantity, f.quantity);
         o.fills.push(Fill { trade_id: f.trade_id.clone(), price: f.price, quantity: f.quantity, timestamp: f.timestamp.clone() });
     }
     after_match(&mut o, result);
     o.updated_at = now.to_string();
-    o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
+    o.remaining_quantity = if o.status.is_open() { (o.quantity - o.filled_quantity).normalize() } else { Decimal::ZERO };
     average(&mut o);
     o
 }
@@ -393,6 +394,13 @@ fn load_bare(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Bare>> 
             Ok((row_to_order(r)?, r.get(14)?, notional, r.get(16)?))
         })
         .optional()
+}
+
+/// An order's filled quantity after a fill of `quantity`, normalized as every amount the
+/// API answers is: a sum keeps the larger scale of its terms (five fills of 0.2 made
+/// "1.0").
+fn filled_after(filled: Decimal, quantity: Decimal) -> Decimal {
+    (filled + quantity).normalize()
 }
 
 /// The sum of price × quantity over `fills`.
@@ -426,7 +434,7 @@ fn save(
     seq: Option<i64>,
     resting: &mut Resting,
 ) -> rusqlite::Result<()> {
-    o.remaining_quantity = if o.status.is_open() { o.quantity - o.filled_quantity } else { Decimal::ZERO };
+    o.remaining_quantity = if o.status.is_open() { (o.quantity - o.filled_quantity).normalize() } else { Decimal::ZERO };
     macro_rules! update {
         ($by:literal) => {
             concat!(
@@ -773,7 +781,7 @@ impl Orders {
         let mut trades = Vec::new();
         for f in &result.fills {
             if add_fill(tx, &taker.order_id, &f.trade_id, f.price, f.quantity, &f.timestamp)? {
-                taker.filled_quantity += f.quantity;
+                taker.filled_quantity = filled_after(taker.filled_quantity, f.quantity);
                 taker.fills.push(Fill {
                     trade_id: f.trade_id.clone(),
                     price: f.price,
@@ -809,13 +817,14 @@ impl Orders {
             }
             let notional = so_far + f.price * f.quantity;
             let was = maker.status;
-            maker.filled_quantity += f.quantity;
+            maker.filled_quantity = filled_after(maker.filled_quantity, f.quantity);
             if maker.status.is_open() {
                 maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
             }
             maker.updated_at = now.to_string();
             maker.average_price = average_of(notional, maker.filled_quantity);
-            maker.remaining_quantity = if maker.status.is_open() { maker.quantity - maker.filled_quantity } else { Decimal::ZERO };
+            maker.remaining_quantity =
+                if maker.status.is_open() { (maker.quantity - maker.filled_quantity).normalize() } else { Decimal::ZERO };
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
@@ -853,7 +862,8 @@ impl Orders {
         if stored {
             save(tx, &mut taker, next_stage, Some(notional), None, &mut self.resting)?;
         } else {
-            taker.remaining_quantity = if taker.status.is_open() { taker.quantity - taker.filled_quantity } else { Decimal::ZERO };
+            taker.remaining_quantity =
+                if taker.status.is_open() { (taker.quantity - taker.filled_quantity).normalize() } else { Decimal::ZERO };
             let stage = next_stage.unwrap_or("accepted");
             let seq = self.take_seq(tx)?;
             if taker.status.is_open() {
