@@ -1107,7 +1107,9 @@ impl Lane {
             return refuse(reply, e);
         }
         let price_changed = o.price != Some(price);
-        if let Err(e) = self.risk.svc.check_amend((&o.user_id, user_active), &o.symbol, (price, quantity), price_changed, instrument_max) {
+        if let Err(e) =
+            self.risk.svc.check_amend((&o.user_id, user_active), &o.symbol, (price, quantity), price_changed, (tick, instrument_max))
+        {
             return refuse(reply, e);
         }
         if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining))? {

@@ -183,6 +183,8 @@ fn an_import_with_bad_rows_imports_nothing_and_a_good_one_anchors_charts_and_the
     dm.deposit(&u, "USD", "100000");
     let (s, e) = dm.place(&u, &sym, "buy", "1", Some("150.00"));
     assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
+    // 91.125 to 111.375, as the prices on the 0.01 tick one could send.
+    assert!(e["error"]["message"].as_str().unwrap().ends_with("allows 91.13 to 111.37"), "{e}");
     let (s, e) = dm.place(&u, &sym, "buy", "1", Some("50.00"));
     assert_eq!((s, code(&e)), (422, "price_band"), "{e}");
     let (s, o) = dm.place(&u, &sym, "buy", "1", Some("105.00"));

@@ -191,7 +191,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
     }
     cx.rate.admit(cx.now, limits.max_orders_per_second)?;
     if let (Some(p), Some(last)) = (limit, cx.last_price) {
-        check_band(p, last, limits.price_band_pct, symbol)?;
+        check_band(p, last, limits.price_band_pct, inst.tick, symbol)?;
     }
     match req.side {
         Side::Buy => match limit {
@@ -276,7 +276,7 @@ pub fn admit_amend(
     price: Decimal,
     quantity: Decimal,
     price_changed: bool,
-    instrument_max: Decimal,
+    (tick, instrument_max): (Decimal, Decimal),
     cx: &AmendContext,
 ) -> Result<(), ApiError> {
     check_active(cx.user_active, cx.user_id)?;
@@ -284,7 +284,7 @@ pub fn admit_amend(
     check_quantity(quantity, cx.limits.max_order_quantity, instrument_max)?;
     check_notional(price, quantity, cx.limits.max_order_notional, false)?;
     if let (Some(last), true) = (cx.last_price, price_changed) {
-        check_band(price, last, cx.limits.price_band_pct, symbol)?;
+        check_band(price, last, cx.limits.price_band_pct, tick, symbol)?;
     }
     Ok(())
 }
@@ -370,8 +370,10 @@ pub fn check_notional(price: Decimal, qty: Decimal, max: Decimal, estimated: boo
     Ok(())
 }
 
-/// A limit price at most `pct` percent away from the last trade price.
-pub fn check_band(price: Decimal, last: Decimal, pct: Decimal, symbol: &str) -> Result<(), ApiError> {
+/// A limit price at most `pct` percent away from the last trade price. A refusal names
+/// the band as the prices on the instrument's `tick` one could send instead: its ends
+/// rounded inward ("171 to 208.98", not "170.991 to 208.989").
+pub fn check_band(price: Decimal, last: Decimal, pct: Decimal, tick: Decimal, symbol: &str) -> Result<(), ApiError> {
     if last <= Decimal::ZERO {
         return Ok(());
     }
@@ -382,14 +384,27 @@ pub fn check_band(price: Decimal, last: Decimal, pct: Decimal, symbol: &str) -> 
         let band = last.checked_mul(pct).map(|x| x / Decimal::ONE_HUNDRED).unwrap_or(Decimal::MAX);
         let (lo, hi) = (last.saturating_sub(band).max(Decimal::ZERO), last.saturating_add(band));
         let away = away.map_or_else(|| "too far".to_string(), |a| format!("{}%", a.round_dp(4).normalize()));
+        let allows = match inward_to_tick(lo, hi, tick) {
+            Some((lo, hi)) => format!("allows {} to {}", lo.normalize(), hi.normalize()),
+            None => format!("allows {} to {}, which holds no price on the tick {tick}", lo.normalize(), hi.normalize()),
+        };
         return Err(ApiError::rejected(
             "price_band",
-            format!(
-                "price {price} is {away} away from {symbol}'s last price {last}; price_band_pct = {pct} allows {} to {}",
-                lo.normalize(),
-                hi.normalize()
-            ),
+            format!("price {price} is {away} away from {symbol}'s last price {last}; price_band_pct = {pct} {allows}"),
         ));
     }
     Ok(())
+}
+
+/// The prices on `tick` from `lo` to `hi`: `lo` rounded up and `hi` down to multiples of
+/// the tick, and never below one tick (a price is above zero). `None` when no multiple
+/// lies between them; the ends as they are where the tick is unset or the division would
+/// overflow.
+fn inward_to_tick(lo: Decimal, hi: Decimal, tick: Decimal) -> Option<(Decimal, Decimal)> {
+    if tick <= Decimal::ZERO {
+        return Some((lo, hi));
+    }
+    let up = lo.checked_div(tick).and_then(|n| n.ceil().checked_mul(tick)).unwrap_or(lo).max(tick);
+    let down = hi.checked_div(tick).and_then(|n| n.floor().checked_mul(tick)).unwrap_or(hi);
+    (up <= down).then_some((up, down))
 }

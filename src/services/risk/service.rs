@@ -380,7 +380,7 @@ impl Risk {
         symbol: &str,
         (price, quantity): (Decimal, Decimal),
         price_changed: bool,
-        instrument_max: Decimal,
+        (tick, instrument_max): (Decimal, Decimal),
     ) -> Result<(), ApiError> {
         let limits = self.limits(Some(user));
         let cx = checks::AmendContext {
@@ -391,7 +391,7 @@ impl Risk {
             symbol_halted: self.halted_symbols.contains(symbol),
             last_price: self.last_price.get(symbol).copied(),
         };
-        checks::admit_amend(symbol, price, quantity, price_changed, instrument_max, &cx)
+        checks::admit_amend(symbol, price, quantity, price_changed, (tick, instrument_max), &cx)
     }
 
     /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /

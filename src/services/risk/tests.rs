@@ -247,6 +247,26 @@ fn price_band_applies_only_once_the_symbol_has_a_last_price() {
     assert!(s.admit(&order("o", "u", Side::Buy, None, "1")).is_ok());
 }
 
+/// The band a refusal names is the prices one could send: its ends rounded inward to the
+/// tick, not the exact percentages of the last price.
+#[test]
+fn price_band_refusal_names_the_prices_on_the_tick() {
+    let mut s = Scene::new();
+    s.last_price = Some(d("189.99"));
+    let e = s.admit(&order("o", "u", Side::Buy, Some("250"), "1")).unwrap_err();
+    assert!(e.message.ends_with("price_band_pct = 10 allows 171 to 208.98"), "{}", e.message);
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("171"), "1")).is_ok(), "the lower end named is allowed");
+    assert!(s.admit(&order("o", "u", Side::Buy, Some("208.98"), "1")).is_ok(), "the upper end named is allowed");
+    assert_eq!(s.code(&order("o", "u", Side::Buy, Some("170.99"), "1")), "price_band");
+    assert_eq!(s.code(&order("o", "u", Side::Buy, Some("208.99"), "1")), "price_band");
+    // A band wider than the price itself starts at one tick.
+    s.limits.price_band_pct = d("200");
+    let e = s.admit(&order("o", "u", Side::Buy, Some("600"), "1")).unwrap_err();
+    assert!(e.message.ends_with("allows 0.01 to 569.97"), "{}", e.message);
+    let e = checks::check_band(d("0.5"), d("0.333"), d("0.1"), d("0.01"), "X").unwrap_err();
+    assert!(e.message.ends_with("allows 0.332667 to 0.333333, which holds no price on the tick 0.01"), "{}", e.message);
+}
+
 #[test]
 fn insufficient_funds_says_by_how_much() {
     let mut s = Scene::new();
