@@ -128,6 +128,19 @@ fn limits_global_through_config_and_per_user_through_risk() {
     assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={u}"), None)["max_open_orders"], 3);
     assert_eq!(dm.ok("GET", &format!("/api/risk/limits?user_id={v}"), None)["max_open_orders"], 2);
     assert_eq!(dm.req("PUT", "/api/risk/limits?user_id=nobody-x", Some(json!({"max_open_orders": 3}))).0, 404);
+    // A user's limit takes what `PUT /api/config` takes (a number or its text), and is
+    // refused in config's words, never a Rust type's.
+    let v_limits = dm.ok("PUT", &format!("/api/risk/limits?user_id={v}"), Some(json!({"max_open_orders": "5", "allow_short": "yes"})));
+    assert_eq!((v_limits["max_open_orders"].clone(), v_limits["allow_short"].clone()), (json!(5), json!(true)));
+    for bad in [json!({"max_open_orders": "5.5"}), json!({"max_open_orders": "many"}), json!({"max_orders_per_second": -1})] {
+        let (s, e) = dm.req("PUT", &format!("/api/risk/limits?user_id={v}"), Some(bad.clone()));
+        let message = e["error"]["message"].as_str().unwrap_or("");
+        assert_eq!((s, code(&e)), (400, "invalid_limit"), "{bad}: {e}");
+        assert!(message.contains("expected a whole number") && !message.contains("u32"), "{bad}: {message}");
+    }
+    // `"default"` drops a user's own value, as null does (and as the CLI's word).
+    let v_limits = dm.ok("PUT", &format!("/api/risk/limits?user_id={v}"), Some(json!({"max_open_orders": "default", "allow_short": null})));
+    assert_eq!((v_limits["max_open_orders"].clone(), v_limits["allow_short"].clone()), (json!(2), json!(false)));
     // A blank or misspelt user is refused: without a user the route changes every user's.
     let global = dm.ok("GET", "/api/risk/limits", None);
     for (query, code_) in [("?user_id=", "invalid_user"), ("?user_id=%20", "invalid_user"), ("?userid=x", "invalid_query")] {

@@ -66,27 +66,39 @@ fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits,
             format!("send at least one limit, e.g. {{\"max_open_orders\": 50}}; the limits are {known}"),
         ));
     }
+    // `null`, or `"default"` as the CLI's `agt risk set KEY default --user U` says it.
+    let clears = |v: &serde_json::Value| v.is_null() || v.as_str() == Some("default");
     for (k, v) in obj {
         if !LIMIT_KEYS.contains(&k.as_str()) {
             return Err(ApiError::invalid("invalid_limit", format!("unknown limit {k:?}; the limits are {known}")));
         }
-        if (v.is_null() || v.as_str() == Some("default")) && !for_user {
+        if clears(v) && !for_user {
             return Err(ApiError::invalid(
                 "invalid_limit",
                 format!("{k} needs a value: a global limit always has one (null or `default` removes a user's own limit, with ?user_id=)"),
             ));
         }
-        // The global limits are `risk.*` config keys: each value is read, and refused, with
-        // the words `agt config set` uses ("expected a whole number >= 1"), not serde's.
-        if !v.is_null() {
-            crate::services::config::settings::Settings::defaults()
-                .set(&format!("risk.{k}"), v)
-                .map_err(|e| ApiError::invalid("invalid_limit", e.to_string()))?;
+    }
+    // The global limits are `risk.*` config keys: each value is read as `agt config set`
+    // reads it (a number or its text: `"5"` as `5`), and refused in its words ("expected a
+    // whole number >= 1"), not serde's ("expected u32"); a user's limit the same way,
+    // each alone, as the global one it stands in for.
+    let mut limits = RiskLimits::default();
+    for (k, v) in obj.iter().filter(|(_, v)| !clears(v)) {
+        let mut read = crate::services::config::settings::Settings::defaults();
+        read.set(&format!("risk.{k}"), v).map_err(|e| ApiError::invalid("invalid_limit", e.to_string()))?;
+        let r = &read.risk;
+        match k.as_str() {
+            "max_open_orders" => limits.max_open_orders = Some(r.max_open_orders),
+            "max_order_quantity" => limits.max_order_quantity = Some(r.max_order_quantity),
+            "max_order_notional" => limits.max_order_notional = Some(r.max_order_notional),
+            "max_orders_per_second" => limits.max_orders_per_second = Some(r.max_orders_per_second),
+            "price_band_pct" => limits.price_band_pct = Some(r.price_band_pct),
+            "allow_short" => limits.allow_short = Some(r.allow_short),
+            other => return Err(ApiError::invalid("invalid_limit", format!("unknown limit {other:?}; the limits are {known}"))),
         }
     }
-    let clear: Vec<String> = obj.iter().filter(|(_, v)| v.is_null()).map(|(k, _)| k.clone()).collect();
-    let limits: RiskLimits =
-        serde_json::from_value(body.clone()).map_err(|e| ApiError::invalid("invalid_limit", format!("invalid limits: {e}")))?;
+    let clear: Vec<String> = obj.iter().filter(|(_, v)| clears(v)).map(|(k, _)| k.clone()).collect();
     risk::checks::validate_limits(&limits)?;
     Ok((limits, clear))
 }
