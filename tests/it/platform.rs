@@ -155,6 +155,14 @@ fn tcp_auth_matrix() {
     }
     assert_eq!(d.tcp("GET", "/api/users", None, None).0, 401);
     assert_eq!(d.tcp("GET", "/api/users", None, Some("agt_wrong")).0, 401);
+    // Only `/api` needs a token: elsewhere a path no route has is 404, with or without one.
+    for p in ["/nope", "/health/", "/metrics/x", "/apis", "/"] {
+        let (s, e) = d.tcp("GET", p, None, None);
+        assert_eq!((s, code(&e)), (404, "not_found"), "{p}: {e}");
+    }
+    for p in ["/api", "/api/", "/api/nope"] {
+        assert_eq!(d.tcp("GET", p, None, None).0, 401, "{p}: under /api a token comes first");
+    }
     assert_eq!(d.tcp("GET", "/api/users", None, Some(&admin)).0, 200);
     assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 200);
     assert_eq!(d.tcp("GET", "/api/tokens", None, Some(&viewer)).0, 403, "viewers do not see tokens");

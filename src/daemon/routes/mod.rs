@@ -175,8 +175,18 @@ fn observe(endpoint: &'static str, method: &'static str, started: Instant, resp:
     }
 }
 
+/// The probes, open to every caller on TCP: `/health`, `/ready`, `/metrics`.
 fn is_public(path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Whether a path needs a bearer token on TCP: everything under `/api` does, nothing
+/// else (DESIGN.md §4). Outside it are `/health`, `/ready` and `/metrics`, open to all,
+/// and paths no route has, which are 404 whoever asks, not 401 as if a token would find
+/// them something. A handler under `/api` reached without a caller is refused anyway
+/// (`Caller` as an extractor is 401).
+fn needs_token(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
 }
 
 /// Decides who is calling. On the socket everyone is the owner (admin), but a request
@@ -192,7 +202,7 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
             req.extensions_mut().insert(Caller::Socket);
         }
         Transport::Tcp => {
-            if !is_public(req.uri().path()) {
+            if needs_token(req.uri().path()) {
                 let bearer = req
                     .headers()
                     .get(header::AUTHORIZATION)
