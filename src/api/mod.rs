@@ -172,6 +172,14 @@ impl Role {
             Role::Viewer => "viewer",
         }
     }
+    /// The role with its indefinite article, for a sentence: "an admin", "a trader".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Admin => "an admin",
+            Role::Trader => "a trader",
+            Role::Viewer => "a viewer",
+        }
+    }
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),

@@ -76,7 +76,7 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.role() {
             Role::Admin => Ok(()),
-            r => Err(ApiError::forbidden(format!("a {} token may not do this; it needs an admin token", r.as_str()))),
+            r => Err(ApiError::forbidden(format!("{} token may not do this; it needs an admin token", r.with_article()))),
         }
     }
     /// Anyone but a trader may read everything (a viewer reads all, except tokens).

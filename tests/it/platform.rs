@@ -257,6 +257,9 @@ fn roles_hold_beyond_the_routes_own_checks() {
     // A binding that an admin or viewer token would ignore is refused, not kept.
     let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "user_id": alice})));
     assert_eq!((s, code(&e)), (400, "user_not_allowed"), "{e}");
+    let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "admin", "user_id": alice})));
+    assert_eq!((s, code(&e)), (400, "user_not_allowed"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("; an admin token acts for every user"), "{e}");
     assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
     // A revoke ends a followed stream that was opened with the token.
     let addr = d.tcp_addr();

@@ -37,7 +37,10 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Jso
         (_, Some(_)) => {
             return Err(ApiError::invalid(
                 "user_not_allowed",
-                format!("only a trader token is bound to a user; a {} token acts for every user: drop user_id (or --user)", role.as_str()),
+                format!(
+                    "only a trader token is bound to a user; {} token acts for every user: drop user_id (or --user)",
+                    role.with_article()
+                ),
             )
             .into());
         }
