@@ -36,6 +36,10 @@ impl IntoResponse for Failure {
         if status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
+        // A body that never came whole leaves the connection mid-request: it ends here.
+        if status == StatusCode::REQUEST_TIMEOUT {
+            resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
         resp
     }
 }
@@ -121,18 +125,43 @@ pub const MAX_BODY: usize = 1 << 20;
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = Failure;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                return Failure(ApiError::new(
-                    413,
-                    "payload_too_large",
-                    format!("the request body is over the {} KiB a request may carry", MAX_BODY >> 10),
-                ));
-            }
-            Failure(ApiError::bad_request(format!("could not read the request body: {e}")))
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse_json(&bytes).map(Json).map_err(Failure)
     }
+}
+
+/// A body as it came, up to [`MAX_BODY`], for a route that reads an empty one its own
+/// way; refused as [`Json`] refuses one (413, 408, 400), not with axum's plain text.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Failure;
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        read_body(req.into_body(), MAX_BODY).await.map(RawBody).map_err(|e| {
+            Failure(e.unwrap_or_else(|| {
+                ApiError::new(413, "payload_too_large", format!("the request body is over the {} KiB a request may carry", MAX_BODY >> 10))
+            }))
+        })
+    }
+}
+
+/// A request's whole body, at most `limit` bytes. `Err(None)`: it is longer (each route
+/// says what it takes); `Err(Some(e))`: it could not be read, 408 `request_timeout` if it
+/// did not arrive in time (`server::TimedBody`), else 400.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Option<ApiError>> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut cause = Some(&e as &(dyn std::error::Error + 'static));
+        while let Some(c) = cause {
+            if let Some(late) = c.downcast_ref::<crate::daemon::server::BodyTimedOut>() {
+                return Some(ApiError::new(408, "request_timeout", late.to_string()));
+            }
+            if c.is::<http_body_util::LengthLimitError>() {
+                return None;
+            }
+            cause = c.source();
+        }
+        Some(ApiError::bad_request(format!("could not read the request body: {e}")))
+    })
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

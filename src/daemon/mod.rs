@@ -83,6 +83,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body_deadline = server::BodyDeadline::from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
@@ -97,7 +98,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, refusal_window, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, refusal_window, body_deadline, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -122,6 +123,7 @@ async fn serve(
     settings: Settings,
     notify_tuning: crate::services::notify::Tuning,
     refusal_window: Duration,
+    body_deadline: server::BodyDeadline,
     logging: logging::Logging,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -219,14 +221,15 @@ async fn serve(
 
     let router = routes::router(app.clone());
     let unix = bind_socket(&home)?;
-    let mut servers = vec![tokio::spawn(server::serve(unix, router.clone(), http::Transport::Socket, app.shutdown.subscribe()))];
+    let mut servers =
+        vec![tokio::spawn(server::serve(unix, router.clone(), http::Transport::Socket, body_deadline, app.shutdown.subscribe()))];
     let listen = settings.http.listen.trim().to_string();
     let mut http_addr = None;
     if !listen.is_empty() {
         let tcp =
             tokio::net::TcpListener::bind(&listen).await.map_err(|e| anyhow::anyhow!("cannot listen on http.listen = {listen:?}: {e}"))?;
         http_addr = Some(tcp.local_addr()?.to_string());
-        servers.push(tokio::spawn(server::serve(tcp, router, http::Transport::Tcp, app.shutdown.subscribe())));
+        servers.push(tokio::spawn(server::serve(tcp, router, http::Transport::Tcp, body_deadline, app.shutdown.subscribe())));
     }
     let info = DaemonInfo {
         pid: std::process::id(),

@@ -11,6 +11,12 @@
 //! lists for each, ~1.5 µs of an HTTP worker per placement (BENCHMARKS.md, session
 //! 23). A handler that outlives its request's reading (a followed event stream) asks
 //! [`Peer::gone`] instead.
+//!
+//! hyper times out a request's head (30 s), not its body: a client that announced a
+//! body and then stalled, or sent it a byte a second, held its connection and its
+//! request for ever. Every body is read through [`TimedBody`], which ends it with
+//! [`BodyTimedOut`] once it is overdue ([`BodyDeadline`]); the routes answer that 408
+//! `request_timeout` (`http::read_body`).
 
 use crate::daemon::http::Transport;
 use crate::daemon::metrics::{self, ServiceLabel};
@@ -18,6 +24,7 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +54,128 @@ impl Peer {
             n if n > 0 => false,
             _ => !matches!(std::io::Error::last_os_error().kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
         }
+    }
+}
+
+/// How long a request's body may take to arrive: `grace` for the whole of it, plus one
+/// second per `min_rate` bytes received, so a large body (a CSV import of up to 64 MiB)
+/// that keeps coming at a modest rate is read to its end, while a stalled or trickling
+/// one is not. The time is counted from the first moment a route waits for the body,
+/// not from the request's head: a route that reads it late does not make it overdue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDeadline {
+    pub grace: Duration,
+    /// Bytes per second that earn a body another second.
+    pub min_rate: u64,
+}
+
+impl Default for BodyDeadline {
+    /// 30 s, as hyper gives a request's head, plus a second per 64 KiB: 64 MiB at
+    /// 64 KiB/s (half a megabit) arrives in time.
+    fn default() -> Self {
+        BodyDeadline { grace: Duration::from_secs(30), min_rate: 64 * 1024 }
+    }
+}
+
+impl BodyDeadline {
+    /// The default, with `grace` from `AGT_HTTP_BODY_TIMEOUT_MS` (1 to 3,600,000) where
+    /// set: a test's short deadline. An empty variable counts as unset; anything else out
+    /// of range is an error naming the variable, and the daemon refuses to start on it.
+    pub fn from_vars(env: &impl Fn(&str) -> Option<String>) -> Result<BodyDeadline, String> {
+        const NAME: &str = "AGT_HTTP_BODY_TIMEOUT_MS";
+        let d = BodyDeadline::default();
+        let Some(raw) = env(NAME).filter(|v| !v.trim().is_empty()) else { return Ok(d) };
+        match raw.trim().parse::<u64>() {
+            Ok(ms) if (1..=3_600_000).contains(&ms) => Ok(BodyDeadline { grace: Duration::from_millis(ms), ..d }),
+            _ => Err(format!("{NAME}: expected a whole number of milliseconds from 1 to 3600000, got {raw:?}")),
+        }
+    }
+
+    /// When a body first waited for at `since`, `received` bytes in, is overdue.
+    fn due(&self, since: tokio::time::Instant, received: u64) -> tokio::time::Instant {
+        let earned = Duration::from_secs(received / self.min_rate.max(1));
+        since + self.grace.saturating_add(earned)
+    }
+}
+
+/// The error a [`TimedBody`] ends with once it is overdue: the route answers 408.
+#[derive(Debug)]
+pub struct BodyTimedOut(pub BodyDeadline);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let grace = self.0.grace;
+        let grace = if grace.subsec_millis() == 0 { format!("{} s", grace.as_secs()) } else { format!("{} ms", grace.as_millis()) };
+        write!(
+            f,
+            "the request body did not arrive in time: a body must come within {grace}, plus 1 s per {} KiB; send it whole, without pauses",
+            self.0.min_rate >> 10
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// A request's body with a deadline ([`BodyDeadline`]). What arrives at once (nearly every
+/// request: a placement's body comes with its head) passes straight through; a clock is
+/// started, and a timer armed, only once the body keeps its reader waiting.
+pub struct TimedBody {
+    inner: hyper::body::Incoming,
+    deadline: BodyDeadline,
+    received: u64,
+    /// Since when, and until when, the body has been waited for: set at the first wait.
+    waiting: Option<(tokio::time::Instant, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl TimedBody {
+    pub fn new(inner: hyper::body::Incoming, deadline: BodyDeadline) -> TimedBody {
+        TimedBody { inner, deadline, received: 0, waiting: None }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let (since, sleep) = this.waiting.get_or_insert_with(|| {
+                    let now = tokio::time::Instant::now();
+                    (now, Box::pin(tokio::time::sleep_until(now + this.deadline.grace)))
+                });
+                // A body that keeps coming has earned more time since the timer was set.
+                let due = this.deadline.due(*since, this.received);
+                if sleep.deadline() != due {
+                    sleep.as_mut().reset(due);
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.deadline))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -80,7 +209,13 @@ impl Accept for tokio::net::TcpListener {
 
 /// Serves `router` on `listener` until `shutdown` flips, then waits (up to 10 s) for the
 /// connections in flight.
-pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve<L: Accept>(
+    listener: L,
+    router: Router,
+    transport: Transport,
+    deadline: BodyDeadline,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let router = router.layer(axum::Extension(transport));
     let graceful = GracefulShutdown::new();
     let label = ServiceLabel {
@@ -102,7 +237,8 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
                     }
                 };
                 let peer = Peer::of(&io);
-                let svc = tower::ServiceExt::map_request(router.clone(), move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let svc = tower::ServiceExt::map_request(router.clone(), move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, deadline)));
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());
                     }
@@ -134,6 +270,29 @@ pub async fn serve<L: Accept>(listener: L, router: Router, transport: Transport,
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A body earns a second per 64 KiB on top of the grace: a 64 MiB import has ~17
+    /// minutes, one byte at a time has the grace alone. A test shortens the grace.
+    #[test]
+    fn a_body_deadline_grows_with_what_arrived() {
+        let env = |v: Option<&'static str>| move |name: &str| (name == "AGT_HTTP_BODY_TIMEOUT_MS").then(|| v.map(String::from)).flatten();
+        let d = BodyDeadline::from_vars(&env(None)).unwrap();
+        assert_eq!(d, BodyDeadline::default());
+        assert_eq!(BodyDeadline::from_vars(&env(Some(""))).unwrap(), d, "empty is unset");
+        let since = tokio::time::Instant::now();
+        assert_eq!(d.due(since, 1000) - since, Duration::from_secs(30));
+        assert_eq!(d.due(since, 64 << 20) - since, Duration::from_secs(30 + 1024));
+        let short = BodyDeadline::from_vars(&env(Some(" 500 "))).unwrap();
+        assert_eq!(short.due(since, 0) - since, Duration::from_millis(500));
+        assert!(BodyTimedOut(short).to_string().contains("within 500 ms, plus 1 s per 64 KiB"));
+        assert!(BodyTimedOut(d).to_string().contains("within 30 s,"));
+        for bad in ["0", "-1", "5s", "3600001"] {
+            let e = BodyDeadline::from_vars(&env(Some(bad))).unwrap_err();
+            assert!(e.starts_with("AGT_HTTP_BODY_TIMEOUT_MS: expected a whole number of milliseconds"), "{bad}: {e}");
+        }
+        crate::services::config::settings::check_env_names(["AGT_HTTP_BODY_TIMEOUT_MS".to_string()].into_iter())
+            .expect("a tuning knob, not a setting");
+    }
 
     #[test]
     fn a_peer_is_gone_once_its_client_closes_and_not_before() {

@@ -120,9 +120,15 @@ fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
     assert!(d.ok("GET", &format!("/api/users/{u}/account"), None)["balances"].as_array().unwrap().is_empty());
     let (s, v) = d.raw("GET", "/api/events?since=1&tail=2", "", &[]);
     assert_eq!((s, code(&v)), (400, "invalid_query"), "{v}");
+    // Over the 1 MiB a request may carry: answered 413 before the rest is read, so the
+    // client's write of the rest may fail (the daemon is gone from it); the answer is there.
     let big = format!("{{\"username\": \"{}\", \"email\": \"a@b.c\"}}", "x".repeat(2 << 20));
-    let (s, v) = d.raw("POST", "/api/users", &big, &[]);
-    assert_eq!((s, code(&v)), (413, "payload_too_large"), "{v}");
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let head = format!("POST /api/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", big.len());
+    let _ = s.write_all(format!("{head}{big}").as_bytes());
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("\"payload_too_large\""), "{answer}");
     assert_eq!(d.req("GET", "/health", None).1["status"], "healthy");
 }
 
@@ -999,4 +1005,92 @@ fn config_symbols_are_checked_as_symbol_add_checks_them() {
     assert_eq!(d.ok("GET", "/api/config/pending", None)["symbols"]["running"][0]["tick"], "0.01");
     let msft = d.ok("GET", "/api/symbols", None).as_array().unwrap().iter().find(|i| i["symbol"] == "MSFT").unwrap().clone();
     assert_eq!(msft["tick"], "0.01", "{msft}");
+}
+
+/// Sends a request's head and `sent` of its body on `s`, then `trickle` one byte at a
+/// time every 100 ms from another thread; answers the status, the body and how long the
+/// answer took, reading until the daemon closes the connection.
+fn stalled<S: std::io::Read + std::io::Write + Send + 'static>(
+    mut s: S,
+    mut writer: S,
+    head: &str,
+    sent: &str,
+    trickle: usize,
+) -> (u16, serde_json::Value, Duration) {
+    let started = std::time::Instant::now();
+    s.write_all(format!("{head}\r\n{sent}").as_bytes()).unwrap();
+    let feeder = std::thread::spawn(move || {
+        for _ in 0..trickle {
+            std::thread::sleep(Duration::from_millis(100));
+            if writer.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let took = started.elapsed();
+    let _ = feeder.join();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::String(text.clone())), took)
+}
+
+/// A request whose body stalls, or trickles in a byte at a time, is answered 408
+/// `request_timeout` and its connection closed once its body is overdue (here after
+/// 500 ms, `AGT_HTTP_BODY_TIMEOUT_MS`): it held the connection for ever. A command whose
+/// body never came whole is not run (a halt's stalled body is not `{}`, "everywhere"). A
+/// followed event stream, which has no body to wait for, outlives the deadline.
+#[test]
+fn a_stalled_or_trickling_body_is_timed_out() {
+    let d = Daemon::with_config_env("", &[("AGT_HTTP_BODY_TIMEOUT_MS", "500")]);
+    let admin = d.ok("POST", "/api/tokens", Some(json!({"role": "admin"})))["token"].as_str().unwrap().to_string();
+    let tcp = || {
+        let s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let w = s.try_clone().unwrap();
+        (s, w)
+    };
+    let head = |path: &str, length: usize| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n")
+    };
+    let (s, w) = tcp();
+    let (status, e, took) = stalled(s, w, &head("/api/orders", 1000), "{", 0);
+    assert_eq!((status, code(&e)), (408, "request_timeout"), "stalled: {e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("within 500 ms"), "{e}");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    let (s, w) = tcp();
+    let (status, e, took) = stalled(s, w, &head("/api/orders", 1000), "{", 100);
+    assert_eq!((status, code(&e)), (408, "request_timeout"), "a byte every 100 ms: {e}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    // Bodies past audit's reading (a CSV import) and on the socket alike.
+    let (s, w) = tcp();
+    let (status, e, _) = stalled(s, w, &head("/api/market/import", 10_000_000), "symbol,interval", 0);
+    assert_eq!((status, code(&e)), (408, "request_timeout"), "import: {e}");
+    let s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let w = s.try_clone().unwrap();
+    let socket_head = "POST /api/risk/halt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 20\r\n";
+    let (status, e, _) = stalled(s, w, socket_head, "{\"symbol\"", 0);
+    assert_eq!((status, code(&e)), (408, "request_timeout"), "socket: {e}");
+    assert_eq!(d.ok("GET", "/api/risk/state", None)["halted"], false, "a halt whose body never came halted nothing");
+
+    // A followed stream has no body: it outlives the deadline and still delivers.
+    let (mut s, _) = tcp();
+    s.write_all(format!("GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\r\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let name = d.ok("POST", "/api/users", Some(json!({"username": format!("late{}", unique()), "email": "late@x.io"})))["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(&name) {
+        let n = std::io::Read::read(&mut s, &mut buf).expect("the stream is still open");
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // And a body that comes whole is read as ever.
+    assert_eq!(d.tcp("POST", "/api/users", Some(json!({"username": format!("ok{}", unique()), "email": "ok@x.io"})), Some(&admin)).0, 201);
 }

@@ -6,7 +6,7 @@
 
 use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, ApiResult, Caller, Json, Path, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, read_body, ApiResult, Caller, Json, Path, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
 use axum::extract::{Request, State};
@@ -170,12 +170,10 @@ pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -
     caller.require_admin()?;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let raw_csv = content_type.starts_with("text/csv") || content_type.starts_with("text/plain");
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_IMPORT_BODY).await.map_err(|e| {
-        ApiError::new(
-            413,
-            "payload_too_large",
-            format!("could not read the request body ({e}); an import takes at most {} MiB: split the file", MAX_IMPORT_BODY >> 20),
-        )
+    let bytes = read_body(req.into_body(), MAX_IMPORT_BODY).await.map_err(|e| {
+        e.unwrap_or_else(|| {
+            ApiError::new(413, "payload_too_large", format!("an import takes at most {} MiB: split the file", MAX_IMPORT_BODY >> 20))
+        })
     })?;
     let text = if raw_csv {
         String::from_utf8(bytes.to_vec()).map_err(|e| ApiError::invalid("invalid_csv", format!("the CSV is not UTF-8 text: {e}")))?

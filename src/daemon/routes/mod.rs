@@ -291,7 +291,11 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
             Err(e) => Failure(e).into_response(),
         }
     };
-    let (req, detail) = command_detail(req).await;
+    // A body that never came is no command: nothing ran, so there is nothing to audit.
+    let (req, detail) = match command_detail(req).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
     let not_run = |e: ApiError| {
         Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it was not run: {}", e.message)))
             .into_response()
@@ -365,7 +369,7 @@ const AUDITED_BODY: u64 = 4096;
 /// handed on to the handler unchanged. A JSON body is checked once, here, and then
 /// copied as it is into the detail and the journal: escaped as a string, every quote of
 /// it cost the HTTP worker, for every order.
-async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
+async fn command_detail(req: Request) -> Result<(Request, Box<RawValue>), Response> {
     #[derive(serde::Serialize)]
     struct Detail<'a, B: serde::Serialize> {
         query: Option<&'a str>,
@@ -379,10 +383,14 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
     match length {
         Some(n) if n > 0 && n <= AUDITED_BODY => {
             let (parts, body) = req.into_parts();
-            let bytes = match axum::body::to_bytes(body, AUDITED_BODY as usize).await {
+            // A body that could not be read whole (it stalled, the client went) is refused
+            // here: handed on empty, it would read as `{}` (a halt's "everywhere").
+            let bytes = match crate::daemon::http::read_body(body, AUDITED_BODY as usize).await {
                 Ok(b) => b,
-                // The handler would have failed to read it too.
-                Err(_) => axum::body::Bytes::new(),
+                Err(e) => {
+                    let e = e.unwrap_or_else(|| ApiError::bad_request("the request body is longer than its Content-Length"));
+                    return Err(Failure(e).into_response());
+                }
             };
             let query = parts.uri.query().map(masking::query);
             let query = query.as_deref();
@@ -413,13 +421,13 @@ async fn command_detail(req: Request) -> (Request, Box<RawValue>) {
                     serde_json::value::to_raw_value(&Detail { query, body: Some(body), body_bytes: None }).expect("a detail serializes")
                 }
             };
-            (Request::from_parts(parts, axum::body::Body::from(bytes)), detail)
+            Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), detail))
         }
         _ => {
             let body_bytes = length.filter(|n| *n > 0).map(Some).or(length.is_none().then_some(None));
             let query = req.uri().query().map(masking::query);
             let detail = raw(&Detail { query: query.as_deref(), body: None, body_bytes });
-            (req, detail)
+            Ok((req, detail))
         }
     }
 }
@@ -523,7 +531,7 @@ mod tests {
             .header(header::CONTENT_LENGTH, body.len())
             .body(axum::body::Body::from(body.to_string()))
             .unwrap();
-        let (req, detail) = command_detail(req).await;
+        let (req, detail) = command_detail(req).await.expect("a body read whole");
         let handed = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
         assert_eq!(handed, body.as_bytes(), "the handler gets the body unchanged");
         let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
@@ -545,7 +553,7 @@ mod tests {
             if !body.is_empty() {
                 req = req.header(header::CONTENT_LENGTH, body.len());
             }
-            let (_, detail) = command_detail(req.body(axum::body::Body::from(body)).unwrap()).await;
+            let (_, detail) = command_detail(req.body(axum::body::Body::from(body)).unwrap()).await.expect("a body read whole");
             let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
             assert_eq!(detail["query"], "secret=***&token=***&dry=1", "{detail}");
         }

@@ -7,9 +7,10 @@
 use super::users::visible_user;
 use crate::api::{ApiError, HaltRequest, RiskLimits};
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, Query, MAX_BODY};
+use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, Query, RawBody};
 use crate::services::risk::checks::LIMIT_KEYS;
 use crate::services::{config, risk, users};
+use axum::extract::FromRequest;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -138,9 +139,7 @@ async fn halt_body(app: &App, req: Request) -> Result<HaltRequest, ApiError> {
 
 async fn halt_request(req: Request) -> Result<HaltRequest, ApiError> {
     crate::daemon::http::no_query(req.uri(), r#"{"symbol": "AAPL"}, or {} for every symbol"#)?;
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    let RawBody(bytes) = RawBody::from_request(req, &()).await.map_err(|e| e.0)?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(HaltRequest::default());
     }
