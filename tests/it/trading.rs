@@ -277,6 +277,17 @@ fn cancel_amend_and_mass_cancel_release_exactly_what_was_held() {
     let (s, e) = dm.req("DELETE", &format!("/api/orders/{}", ids[1]), None);
     assert_eq!((s, code(&e)), (409, "order_not_open"));
     assert_eq!(bal(&dm, &u, "USD").1, d("84"));
+    // The seed's status route: a query and a body that disagree are refused, naming both,
+    // rather than one silently winning; a key the seed ignored (`reason`) is still ignored.
+    let status = format!("/api/orders/{}/status", ids[2]);
+    let (s, e) = dm.req("PUT", &format!("{status}?status=new"), Some(json!({"status": "cancelled"})));
+    assert_eq!((s, code(&e)), (400, "invalid_status"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"cancelled\"") && message.contains("\"new\""), "{message}");
+    assert_eq!(dm.ok("GET", &format!("/api/orders/{}", ids[2]), None)["status"], "new", "nothing was cancelled");
+    let c = dm.ok("PUT", &format!("{status}?status=cancelled"), Some(json!({"status": "cancelled", "reason": "user request"})));
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(bal(&dm, &u, "USD").1, d("60"));
     dm.ok("POST", "/api/orders/cancel-all", Some(json!({"user_id": u})));
     assert_eq!(bal(&dm, &u, "USD"), (d("1000"), d("0"), d("1000")));
     assert!(dm.ok("GET", &format!("/api/orders?user_id={u}&status=open"), None).as_array().unwrap().is_empty());

@@ -3,10 +3,9 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Path, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Path, Query, RawBody};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -93,17 +92,28 @@ pub struct StatusQuery {
 }
 
 /// The seed's `PUT /api/orders/{id}/status`: only `cancelled` is accepted (= cancel).
+/// The status comes from the body or `?status=`; both may say it, but not differently
+/// (which one meant it?). Other keys of the body (`"reason"`) are ignored, as the seed's
+/// gateway ignored them.
 pub async fn set_status(
     State(app): State<Arc<App>>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<StatusQuery>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<StatusBody>(&body)?.status };
-    let status = from_body
-        .or(q.status)
-        .ok_or_else(|| ApiError::invalid("invalid_status", "send {\"status\": \"cancelled\"} or ?status=cancelled"))?;
+    let status = match (from_body, q.status) {
+        (Some(body), Some(query)) if body != query => {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                format!("the body says status {body:?} and the query ?status= says {query:?}: send the status once, or the same in both"),
+            )
+            .into())
+        }
+        (body, query) => body.or(query),
+    };
+    let status = status.ok_or_else(|| ApiError::invalid("invalid_status", "send {\"status\": \"cancelled\"} or ?status=cancelled"))?;
     if status != "cancelled" {
         // Check the order exists first, so an unknown id is still a 404.
         saga::visible_order(&app, &caller, &id).await?;
@@ -128,7 +138,7 @@ pub async fn amend(
     Ok(ok(saga::amend(&app, &caller, &id, body).await?))
 }
 
-pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, uri: axum::http::Uri, body: Bytes) -> ApiResult<Response> {
+pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, uri: axum::http::Uri, RawBody(body): RawBody) -> ApiResult<Response> {
     crate::daemon::http::no_query(&uri, r#"{"user_id": "…", "symbol": "…"}, each optional"#)?;
     let req: CancelAll = if body.iter().all(u8::is_ascii_whitespace) { CancelAll::default() } else { parse_json(&body)? };
     // A blank user or symbol is refused, not read as "every user" or "every symbol": a
