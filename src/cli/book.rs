@@ -15,7 +15,8 @@ pub struct BookArgs {
 }
 
 pub fn run(ctx: &Ctx, args: BookArgs) -> CliResult {
-    let path = with_query(&format!("/api/book/{}", encode(&args.symbol)), &[("depth", Some(args.depth.to_string()))]);
+    let symbol = super::named(&args.symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+    let path = with_query(&format!("/api/book/{}", encode(symbol)), &[("depth", Some(args.depth.to_string()))]);
     let v = ctx.get(&path)?;
     ctx.show(&v, render)
 }

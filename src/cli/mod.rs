@@ -162,6 +162,17 @@ pub enum CliError {
     Other(#[from] anyhow::Error),
 }
 
+/// A positional argument that names what a command acts on (a user, a symbol, an id),
+/// checked before any request: empty or blank, it is a usage error (exit 2) naming the
+/// argument as the usage line does (`USER`), and `what` it should be. The daemon could
+/// only answer for a user named `" "` ("no user"), or for another route (`/api/book/`).
+pub fn named<'a>(value: &'a str, arg: &str, what: &str) -> Result<&'a str, CliError> {
+    if value.trim().is_empty() {
+        return Err(CliError::Usage(format!("{arg} cannot be empty: give {what}")));
+    }
+    Ok(value)
+}
+
 impl CliError {
     pub fn failed(code: &str, message: impl Into<String>) -> CliError {
         CliError::Failed { code: code.to_string(), message: message.into() }

@@ -166,12 +166,9 @@ fn name<T: ValueEnum>(v: T) -> String {
     v.to_possible_value().expect("no skipped variants").get_name().to_string()
 }
 
-/// The route of one order. An empty id is a usage error: the daemon would only be asked
-/// for the order `" "` and answer that there is none.
+/// The route of one order; an empty id is a usage error ([`super::named`]).
 fn path(id: &str) -> Result<String, CliError> {
-    if id.trim().is_empty() {
-        return Err(CliError::Usage("an order id cannot be empty (`agt order list` shows them)".into()));
-    }
+    let id = super::named(id, "ID", "an order id (`agt order list` shows them)")?;
     Ok(format!("/api/orders/{}", encode(id)))
 }
 

@@ -39,7 +39,8 @@ pub fn run(ctx: &Ctx, cmd: ServiceCmd) -> CliResult {
             })
         }
         ServiceCmd::Restart { name } => {
-            let v = ctx.post(&format!("/api/services/{}/restart", encode(&name)), &Value::Object(Default::default()))?;
+            let name = super::named(&name, "NAME", "a service name (`agt service list` shows them)")?;
+            let v = ctx.post(&format!("/api/services/{}/restart", encode(name)), &Value::Object(Default::default()))?;
             ctx.show(&v, |_| format!("restarting {name}"))
         }
     }

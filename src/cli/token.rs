@@ -74,8 +74,8 @@ pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
             })
         }
         TokenCmd::Revoke { id } => {
-            let seg = if id.is_empty() { "%20".to_string() } else { encode(&id) };
-            let v = ctx.delete(&format!("/api/tokens/{seg}"))?;
+            let id = super::named(&id, "ID", "a token id (`agt token list` shows them)")?;
+            let v = ctx.delete(&format!("/api/tokens/{}", encode(id)))?;
             ctx.show(&v, |_| format!("revoked token {id}"))
         }
     }

@@ -16,7 +16,8 @@ pub struct TradesArgs {
 
 pub fn run(ctx: &Ctx, args: TradesArgs) -> CliResult {
     let cut = Cut { noun: "trades".into(), which: "newest", default: 100, max: 10_000, keep_front: true };
-    let listed = ctx.get_list(&format!("/api/trades/{}", encode(&args.symbol)), &[], args.limit, cut)?;
+    let symbol = super::named(&args.symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+    let listed = ctx.get_list(&format!("/api/trades/{}", encode(symbol)), &[], args.limit, cut)?;
     ctx.show_list(&listed, |v| {
         let t = table_of(
             &items(v),

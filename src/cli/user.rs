@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
             ctx.show(&v, kv)
         }
         UserCmd::Get { user } => {
-            let v = ctx.get(&path(&user))?;
+            let v = ctx.get(&path(&user)?)?;
             ctx.show(&v, kv)
         }
         UserCmd::List => {
@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
             if let Some(s) = status {
                 body.insert("status".into(), s.into());
             }
-            let v = ctx.put(&path(&user), &Value::Object(body))?;
+            let v = ctx.put(&path(&user)?, &Value::Object(body))?;
             ctx.show(&v, kv)
         }
         UserCmd::Disable { user } => set_status(ctx, &user, "disabled"),
@@ -100,30 +100,28 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
         UserCmd::Deposit { user, asset, amount } => transfer(ctx, &user, "deposits", asset, amount),
         UserCmd::Withdraw { user, asset, amount } => transfer(ctx, &user, "withdrawals", asset, amount),
         UserCmd::Account { user } => {
-            let v = ctx.get(&format!("{}/account", path(&user)))?;
+            let v = ctx.get(&format!("{}/account", path(&user)?))?;
             ctx.show(&v, account)
         }
     }
 }
 
-fn path(user: &str) -> String {
-    if user.is_empty() {
-        // An empty segment would address the list route instead.
-        return "/api/users/%20".to_string();
-    }
-    format!("/api/users/{}", encode(user))
+/// The route of one user; an empty name is a usage error ([`super::named`]), not a
+/// request for the user `" "` (or, as an empty segment, for the list).
+fn path(user: &str) -> Result<String, CliError> {
+    let user = super::named(user, "USER", "a username or user id (`agt user list` shows them)")?;
+    Ok(format!("/api/users/{}", encode(user)))
 }
 
 fn set_status(ctx: &Ctx, user: &str, status: &str) -> CliResult {
-    let v = ctx.put(&path(user), &json!({ "status": status }))?;
+    let v = ctx.put(&path(user)?, &json!({ "status": status }))?;
     ctx.show(&v, |v| format!("{} is {}", field(v, "username"), field(v, "status")))
 }
 
 fn transfer(ctx: &Ctx, user: &str, kind: &str, asset: String, amount: String) -> CliResult {
-    if asset.is_empty() {
-        return Err(CliError::Usage("ASSET must not be empty".into()));
-    }
-    let v = ctx.post(&format!("{}/{kind}", path(user)), &json!({ "asset": asset, "amount": amount }))?;
+    let path = path(user)?;
+    super::named(&asset, "ASSET", "USD or a symbol's base asset (AAPL, BTC)")?;
+    let v = ctx.post(&format!("{path}/{kind}"), &json!({ "asset": asset, "amount": amount }))?;
     ctx.show(&v, |v| if v.get("balances").is_some() { account(v) } else { kv(v) })
 }
 

@@ -168,7 +168,27 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         c
     };
     for args in [&["order", "get", ""][..], &["order", "cancel", " "], &["order", "amend", "", "--qty", "1"]] {
-        agt().args(args).assert().code(2).stderr(predicates::str::contains("order id cannot be empty"));
+        agt().args(args).assert().code(2).stderr(predicates::str::contains("ID cannot be empty: give an order id"));
+    }
+    // Any other name a command acts on: a user, a token, a symbol, a service.
+    for (args, arg) in [
+        (&["user", "get", ""][..], "USER"),
+        (&["user", "account", ""], "USER"),
+        (&["user", "disable", " "], "USER"),
+        (&["user", "update", "", "--email", "a@b.c"], "USER"),
+        (&["user", "deposit", "", "USD", "5"], "USER"),
+        (&["user", "withdraw", "bob", "", "5"], "ASSET"),
+        (&["token", "revoke", ""], "ID"),
+        (&["book", ""], "SYMBOL"),
+        (&["trades", " "], "SYMBOL"),
+        (&["market", "quote", ""], "SYMBOL"),
+        (&["market", "candles", ""], "SYMBOL"),
+        (&["service", "restart", ""], "NAME"),
+    ] {
+        let out = agt().args(args).assert().code(2).get_output().stderr.clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains(&format!("{arg} cannot be empty: give ")), "{args:?}: {err}");
+        assert!(!err.contains("no route") && !err.contains("not_found"), "{args:?}: {err}");
     }
     for url in ["not a url", "http://host:port", "http://h:99999"] {
         agt().args(["--url", url, "--token", "t", "health"]).assert().code(2).stderr(predicates::str::contains("invalid daemon URL"));
