@@ -1,6 +1,7 @@
 //! The audit chain's anchor (`data/audit.head`): a tail cut from `audit.db` while the
 //! daemon is stopped is reported by `verify`, and an anchor that only lags is not; an
-//! anchor a start could not read is reported until the operator accepts it.
+//! anchor a start could not read is reported until the operator accepts it. And the
+//! bounds on what a refusal that costs its caller nothing adds to the log.
 
 use crate::util::Daemon;
 use predicates::str::contains;
