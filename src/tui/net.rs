@@ -237,9 +237,10 @@ async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
     serde_json::from_str::<Event>(&line).map(|e| e.seq).map_err(|e| ClientError::Protocol(format!("an event line: {e}")))
 }
 
-/// The token's role, over TCP: `GET /api/tokens` is for admins only, and `GET
-/// /api/users` for readers (admins and viewers), so two reads tell the three roles apart
-/// without changing anything. The socket is always admin: no probe.
+/// The token's role, over TCP: `GET /api/tokens` is for admins only, and the event
+/// stream for readers (admins and viewers; `limit=0` streams nothing), so two reads tell
+/// the three roles apart without changing anything. Not `GET /api/users`: a trader lists
+/// its own user there. The socket is always admin: no probe.
 async fn probe_role(client: &Client) -> Option<Role> {
     if matches!(client.endpoint(), Endpoint::Unix(_)) {
         return Some(Role::Admin);
@@ -252,10 +253,10 @@ async fn probe_role(client: &Client) -> Option<Role> {
     if !forbidden(&tokens) {
         return None;
     }
-    let users = client.get("/api/users").await;
-    if users.is_ok() {
+    let events = client.get("/api/events?limit=0").await;
+    if events.is_ok() {
         Some(Role::Viewer)
-    } else if forbidden(&users) {
+    } else if forbidden(&events) {
         Some(Role::Trader)
     } else {
         None

@@ -173,7 +173,9 @@ fn tcp_auth_matrix() {
     assert_eq!(d.tcp("GET", "/api/users", None, Some(&viewer)).0, 200);
     assert_eq!(d.tcp("GET", "/api/tokens", None, Some(&viewer)).0, 403, "viewers do not see tokens");
     assert_eq!(d.tcp("POST", "/api/users", Some(json!({"username": "v1", "email": "v1@x.io"})), Some(&viewer)).0, 403);
-    assert_eq!(d.tcp("GET", "/api/users", None, Some(&trader)).0, 403);
+    let (s, own) = d.tcp("GET", "/api/users", None, Some(&trader));
+    assert_eq!((s, own.as_array().map(Vec::len)), (200, Some(1)), "a trader lists its own user alone: {own}");
+    assert_eq!(own[0]["user_id"], alice.as_str());
     assert_eq!(d.tcp("GET", &format!("/api/users/{alice}"), None, Some(&trader)).0, 200);
     assert_eq!(d.tcp("GET", &format!("/api/users/{bob}"), None, Some(&trader)).0, 404, "a trader cannot see other users");
     // The secret is never stored nor listed.
@@ -201,8 +203,8 @@ fn tcp_auth_matrix() {
 
 /// What a token may do follows its role and its user to the end: a disabled user's
 /// trader token is refused, a viewer's write is 403 whatever its body, a viewer does not
-/// read tokens through events or audit, a trader's tape hides whose orders traded, and a
-/// revoke ends a stream already open.
+/// read tokens through events or audit, a trader's tape hides whose orders traded and its
+/// list of users holds only its own, and a revoke ends a stream already open.
 #[test]
 fn roles_hold_beyond_the_routes_own_checks() {
     let d = Daemon::start();
@@ -232,6 +234,14 @@ fn roles_hold_beyond_the_routes_own_checks() {
     assert_eq!(tape.as_array().unwrap().len(), 1, "{tape}");
     assert!(tape[0].get("buy_order_id").is_none() && tape[0].get("sell_order_id").is_none(), "{tape}");
     assert!(d.ok("GET", &format!("/api/trades/{sym}"), None)[0]["buy_order_id"].as_str().unwrap().starts_with("ord_"));
+    // A trader lists its own user alone: whose account it holds, not who else trades.
+    let (s, users) = d.tcp("GET", "/api/users", None, Some(&trader));
+    assert_eq!(s, 200, "{users}");
+    let ids: Vec<&str> = users.as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [alice.as_str()], "{users}");
+    assert!(!users.to_string().contains(&bob), "{users}");
+    let (s, e) = d.tcp("GET", "/api/users?limit=0", None, Some(&trader));
+    assert_eq!((s, code(&e)), (400, "invalid_limit"), "{e}");
     // A viewer reads no token's records: not its events, not its commands in the audit log.
     let (s, events) = d.tcp("GET", "/api/events?limit=1000", None, Some(&viewer));
     assert_eq!(s, 200);
