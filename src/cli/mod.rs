@@ -414,19 +414,17 @@ fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
 }
 
 /// `agt tui`: the daemon must answer once before the terminal is taken over, so that a
-/// daemon that is not running (exit 3), a bad token (401) or a trader's token, which may
-/// not read the event stream (403), get the usual message; after that the dashboard
-/// rides out restarts by itself.
+/// daemon that is not running (exit 3), a bad token (401) or a disabled user's token (403
+/// `user_disabled`) get the usual message; after that the dashboard rides out restarts by
+/// itself. A token that may not read the event stream (403 `forbidden`: a trader's) is
+/// let in: its dashboard polls what it may read.
 fn tui(ctx: &Ctx, opts: crate::tui::Options) -> CliResult {
     match ctx.client()?.get("/api/events?limit=0") {
-        Err(ClientError::Api(e)) if e.status == 403 => {
-            return Err(CliError::failed(
-                "forbidden",
-                format!("{}; agt tui follows the event stream and needs an admin or viewer token", e.message),
-            ))
+        Err(ClientError::Api(e)) if e.status == 403 && e.code == "forbidden" => {}
+        other => {
+            other?;
         }
-        other => other?,
-    };
+    }
     crate::tui::run(Client::new(ctx.endpoint()?), opts).map_err(CliError::Other)
 }
 

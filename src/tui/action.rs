@@ -38,6 +38,10 @@ pub enum Net {
     /// The event stream is open again: every snapshot may be out of date. `head` is the
     /// newest event at that moment; the stream first replays a little history up to it.
     Connected { head: u64 },
+    /// The daemon answers this token but refuses it the event stream (why, in its
+    /// words: a trader's token): the net task only watches the connection, and the
+    /// dashboard polls what it shows. The role, probed first, has already been reported.
+    Polling(String),
     /// The event stream broke or could not be opened; the net task retries by itself.
     Disconnected(String),
     /// The daemon refused the token (401: revoked or unknown); the net task has stopped.

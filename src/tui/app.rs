@@ -10,6 +10,12 @@
 //! view shows it, at most one request per snapshot at a time, and only when the event
 //! loop says the debounce window has passed ([`Action::Flush`]). A burst of a thousand
 //! orders therefore costs a few fetches, and a hidden tab costs none.
+//!
+//! **A token that may not read the event stream** (a trader's) gets a polled session
+//! ([`Feed::Polled`]): what the current tab shows is fetched again every second. What
+//! the role may not read at all is never asked for ([`App::unavailable`]): a trader's
+//! Services, Audit and Events panels say so instead of failing, and any other read the
+//! daemon refuses as `forbidden` joins them.
 
 use super::action::{short_id, Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::form::{Form, Known, Outcome};
@@ -66,6 +72,16 @@ pub enum Conn {
     Reconnecting(String),
     /// The daemon refused the token for good (why): nothing more will come.
     Refused(String),
+}
+
+/// How the dashboard learns that its snapshots changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// The event stream (admin and viewer tokens): an event makes its snapshots stale.
+    Events,
+    /// No event stream: the daemon refused it to this token (why, in its words), so what
+    /// the current tab shows is fetched again every second.
+    Polled(String),
 }
 
 /// What sits on top of the current tab and takes the keys first.
@@ -161,6 +177,7 @@ pub struct App {
     pub tab: Tab,
     pub overlay: Overlay,
     pub conn: Conn,
+    pub feed: Feed,
     pub role: Option<Role>,
     pub quit: bool,
     /// Something visible changed since the last frame.
@@ -188,17 +205,36 @@ pub struct App {
     pub audit: AuditTab,
     /// Why a snapshot could not be fetched, shown where it would be.
     pub errors: BTreeMap<Fetch, String>,
+    /// Snapshots this token may not read, and why: never asked for (again) until the
+    /// role is probed anew. Seeded from the role, and joined by any read the daemon
+    /// refuses as `forbidden`.
+    denied: BTreeMap<Fetch, String>,
 
     /// Snapshots an event (or a connect) has made out of date.
     stale: BTreeSet<Fetch>,
     /// Snapshots requested and not answered yet.
     inflight: BTreeSet<Fetch>,
+    /// Snapshots answered since the stream (re)connected.
+    answered: BTreeSet<Fetch>,
     /// The user of the last order form, to prefill the next one.
     last_user: String,
 }
 
-/// How often (in ticks) the Overview refetches the services while it is shown.
+/// How often (in ticks) the Overview refetches the services while it is shown, and a
+/// polled session the health.
 const SERVICES_POLL_TICKS: u64 = 3;
+/// How often (in ticks) a polled session refetches the instruments.
+const SYMBOLS_POLL_TICKS: u64 = 10;
+
+/// What a role may not read (DESIGN.md §4: a trader reads its own user's account, orders
+/// and fills, and market data), so its dashboard does not ask: `(snapshot, why)`.
+fn denied_to(role: Role) -> &'static [(Fetch, &'static str)] {
+    const READERS: &str = "only admin and viewer tokens read it";
+    match role {
+        Role::Trader => &[(Fetch::Services, READERS), (Fetch::Audit, READERS), (Fetch::AuditVerify, READERS)],
+        Role::Admin | Role::Viewer => &[],
+    }
+}
 
 impl App {
     pub fn new(settings: Settings) -> App {
@@ -208,6 +244,7 @@ impl App {
             tab: Tab::Overview,
             overlay: Overlay::None,
             conn: Conn::Connecting,
+            feed: Feed::Events,
             role: None,
             quit: false,
             dirty: true,
@@ -228,8 +265,10 @@ impl App {
             events: EventsTab::default(),
             audit: AuditTab::default(),
             errors: BTreeMap::new(),
+            denied: BTreeMap::new(),
             stale: BTreeSet::new(),
             inflight: BTreeSet::new(),
+            answered: BTreeSet::new(),
             last_user: String::new(),
         }
     }
@@ -237,6 +276,51 @@ impl App {
     /// True when no command may be sent: `--read-only`, or a viewer's token.
     pub fn read_only(&self) -> bool {
         self.settings.read_only || self.role == Some(Role::Viewer)
+    }
+
+    /// True when deposits and withdrawals may be sent: they are an admin's (an unknown
+    /// role is let try; the daemon has the last word).
+    pub fn may_transfer(&self) -> bool {
+        !self.read_only() && self.role != Some(Role::Trader)
+    }
+
+    /// True when snapshots are polled rather than made stale by events.
+    pub fn polled(&self) -> bool {
+        matches!(self.feed, Feed::Polled(_))
+    }
+
+    /// Why this token may not read a snapshot, if it may not.
+    pub fn unavailable(&self, key: &Fetch) -> Option<&str> {
+        self.denied.get(key).map(String::as_str)
+    }
+
+    /// Who may not read something, for messages: "a trader token", "an admin token", or
+    /// "this token".
+    pub fn who(&self) -> String {
+        match self.role {
+            Some(Role::Admin) => "an admin token".into(),
+            Some(r) => format!("a {} token", r.as_str()),
+            None => "this token".into(),
+        }
+    }
+
+    /// Whether a tab has anything this token may see: not Events without the stream, not
+    /// Audit when the log is denied.
+    pub fn tab_available(&self, tab: Tab) -> bool {
+        match tab {
+            Tab::Events => !self.polled(),
+            Tab::Audit => self.unavailable(&Fetch::Audit).is_none(),
+            Tab::Overview | Tab::Orders | Tab::Book | Tab::Accounts => true,
+        }
+    }
+
+    /// A trader's own user: the one user its token lists (`GET /api/users`).
+    pub fn own_user(&self) -> Option<&User> {
+        if self.role == Some(Role::Trader) && self.users.len() == 1 {
+            self.users.first()
+        } else {
+            None
+        }
     }
 
     /// The one transition: applies `action` and answers what to fetch or send.
@@ -368,9 +452,10 @@ impl App {
         }
     }
 
-    /// Is this snapshot being fetched (for "loading…")?
+    /// Is this snapshot being fetched for the first time since the (re)connect (for
+    /// "loading…")? Not a refresh: an empty list polled every second would flicker.
     pub fn loading(&self, key: &Fetch) -> bool {
-        self.inflight.contains(key) || self.stale.contains(key)
+        !self.answered.contains(key) && (self.inflight.contains(key) || self.stale.contains(key))
     }
 
     /// The filter of the current tab, if it has one.
@@ -544,24 +629,22 @@ impl App {
     /// `r`: fetch everything the current view shows again.
     fn refresh_view(&mut self) {
         self.stale.extend([Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols]);
-        match self.tab {
-            Tab::Orders => {
-                self.stale.insert(Fetch::Orders);
-            }
-            Tab::Book => {
-                if let Some(s) = &self.book.symbol {
-                    self.stale.insert(Fetch::Market(s.clone()));
-                }
-            }
-            Tab::Accounts => {
-                if let Some(u) = self.selected_user() {
-                    self.stale.insert(Fetch::Account(u.user_id.clone()));
-                }
-            }
-            Tab::Audit => self.stale.extend([Fetch::Audit, Fetch::AuditVerify]),
-            Tab::Overview | Tab::Events => {}
+        self.stale.extend(self.shown());
+        if self.tab == Tab::Audit {
+            self.stale.insert(Fetch::AuditVerify);
         }
         self.errors.clear();
+    }
+
+    /// The snapshots the current tab's body shows, besides the ones every tab keeps.
+    fn shown(&self) -> Option<Fetch> {
+        match self.tab {
+            Tab::Orders => Some(Fetch::Orders),
+            Tab::Book => self.book.symbol.clone().map(Fetch::Market),
+            Tab::Accounts => self.selected_user().map(|u| Fetch::Account(u.user_id.clone())),
+            Tab::Audit => Some(Fetch::Audit),
+            Tab::Overview | Tab::Events => None,
+        }
     }
 
     fn list_len(&self) -> usize {
@@ -667,8 +750,10 @@ impl App {
             Tab::Orders => self.selected_order().map(|o| self.username(&o.user_id).to_string()),
             _ => None,
         };
-        // The selected order's or account's user; with none selected, the last form's.
-        let user = user.unwrap_or_else(|| self.last_user.clone());
+        // A trader's own user (its token acts for no other); else the selected order's or
+        // account's user; with none selected, the last form's.
+        let own = self.own_user().map(|u| u.username.clone());
+        let user = own.or(user).unwrap_or_else(|| self.last_user.clone());
         let symbol = match self.tab {
             Tab::Orders => self.selected_order().map(|o| o.symbol.clone()).or(self.book.symbol.clone()),
             _ => self.book.symbol.clone(),
@@ -715,6 +800,10 @@ impl App {
         if !self.writable() {
             return;
         }
+        if !self.may_transfer() {
+            self.say(format!("deposits and withdrawals need an admin token; {} places, amends and cancels orders", self.who()), true);
+            return;
+        }
         let form = if deposit { Form::deposit(&u.user_id, &u.username) } else { Form::withdraw(&u.user_id, &u.username) };
         self.overlay = Overlay::Form(form);
     }
@@ -741,6 +830,18 @@ impl App {
                 self.stale.insert(Fetch::Services);
             }
         }
+        // Without events, nothing says a snapshot changed: what the tab shows is asked
+        // for again each second (one request in flight per snapshot at most), the health
+        // and the instruments now and then.
+        if self.polled() && self.conn == Conn::Live {
+            self.stale.extend(self.shown());
+            if self.clock.is_multiple_of(SERVICES_POLL_TICKS) {
+                self.stale.insert(Fetch::Health);
+            }
+            if self.clock.is_multiple_of(SYMBOLS_POLL_TICKS) {
+                self.stale.insert(Fetch::Symbols);
+            }
+        }
     }
 
     /// The last refresh of something the current tab shows that failed, if any: its rows
@@ -749,8 +850,11 @@ impl App {
         self.errors.iter().find(|(k, _)| **k != Fetch::Metrics && self.wanted(k)).map(|(_, e)| e.as_str())
     }
 
-    /// Would a visible view show this snapshot?
+    /// Would a visible view show this snapshot (and may this token read it)?
     fn wanted(&self, key: &Fetch) -> bool {
+        if self.denied.contains_key(key) {
+            return false;
+        }
         match key {
             Fetch::Health | Fetch::Services | Fetch::Users | Fetch::Symbols => true,
             Fetch::Orders => self.tab == Tab::Orders,
@@ -782,41 +886,47 @@ impl App {
 
     fn on_net(&mut self, net: Net) {
         match net {
-            Net::Connected { head } => {
-                self.conn = Conn::Live;
-                self.replayed_to = head;
-                // Anything may have changed while we were away.
-                self.inflight.clear();
-                self.errors.clear();
-                self.rates.reset_metrics();
-                self.stale.extend([
-                    Fetch::Health,
-                    Fetch::Services,
-                    Fetch::Users,
-                    Fetch::Symbols,
-                    Fetch::Orders,
-                    Fetch::Audit,
-                    Fetch::AuditVerify,
-                ]);
-                if let Some(s) = &self.book.symbol {
-                    self.stale.insert(Fetch::Market(s.clone()));
-                }
-                if let Some(u) = self.selected_user() {
-                    self.stale.insert(Fetch::Account(u.user_id.clone()));
-                }
-            }
+            Net::Connected { head } => self.connected(Feed::Events, head),
+            Net::Polling(why) => self.connected(Feed::Polled(why), 0),
             Net::Disconnected(why) => self.conn = Conn::Reconnecting(why),
             Net::Refused(why) => self.conn = Conn::Refused(why),
-            Net::Role(role) => self.role = Some(role),
+            Net::Role(role) => {
+                self.role = Some(role);
+                self.denied = denied_to(role).iter().map(|(k, why)| (k.clone(), why.to_string())).collect();
+            }
             Net::Event(e) => self.on_event(*e),
             Net::Snapshot(s) => self.on_snapshot(s),
             Net::FetchFailed(key, failure) => {
                 self.inflight.remove(&key);
-                if key != Fetch::Metrics {
+                if failure.status == 403 && failure.code == "forbidden" {
+                    // Not an outage: this token may never read it. Say so where it would
+                    // show, and do not ask again.
+                    self.errors.remove(&key);
+                    self.denied.insert(key, failure.message);
+                } else if key != Fetch::Metrics {
                     self.errors.insert(key, failure.text());
                 }
             }
             Net::Done(command, result) => self.on_done(command, result),
+        }
+    }
+
+    /// The daemon answers again, with events or polled: anything may have changed.
+    fn connected(&mut self, feed: Feed, head: u64) {
+        self.conn = Conn::Live;
+        self.feed = feed;
+        self.replayed_to = head;
+        // Anything may have changed while we were away.
+        self.inflight.clear();
+        self.answered.clear();
+        self.errors.clear();
+        self.rates.reset_metrics();
+        self.stale.extend([Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols, Fetch::Orders, Fetch::Audit, Fetch::AuditVerify]);
+        if let Some(s) = &self.book.symbol {
+            self.stale.insert(Fetch::Market(s.clone()));
+        }
+        if let Some(u) = self.selected_user() {
+            self.stale.insert(Fetch::Account(u.user_id.clone()));
         }
     }
 
@@ -902,6 +1012,7 @@ impl App {
         };
         self.inflight.remove(&key);
         self.errors.remove(&key);
+        self.answered.insert(key);
         match s {
             Snapshot::Health(h) => {
                 self.health = Some(h);

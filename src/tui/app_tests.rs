@@ -541,3 +541,143 @@ fn an_amend_of_a_partly_filled_order_needs_a_total_above_the_filled() {
     assert!(sent(&app.update(key(KeyCode::Enter))).is_empty());
     assert_eq!(form(&app).field(form::QUANTITY).unwrap().error.as_deref(), Some("the new total must exceed the 2 already filled"));
 }
+
+/// A trader's token: the stream is refused, so what the tab shows is polled; what the
+/// role may not read (services' details, audit) is never asked for.
+#[test]
+fn a_trader_session_polls_what_it_may_read_and_never_asks_for_the_rest() {
+    let mut app = App::new(Settings::default());
+    app.update(Action::Net(Net::Role(Role::Trader)));
+    app.update(Action::Net(Net::Polling(fixture::TRADER_REFUSED.into())));
+    assert_eq!(app.conn, Conn::Live);
+    assert!(app.polled());
+    let fx = fetches(&app.update(Action::Flush));
+    for k in [Fetch::Health, Fetch::Users, Fetch::Symbols] {
+        assert!(fx.contains(&k), "{k:?} fetched on connect: {fx:?}");
+    }
+    for k in [Fetch::Services, Fetch::Audit, Fetch::AuditVerify] {
+        assert!(!fx.contains(&k), "{k:?} is not a trader's to read: {fx:?}");
+    }
+    app.update(snap(Snapshot::Users(vec![fixture::user(ALICE, "alice")])));
+    app.update(snap(Snapshot::Health(fixture::health(Default::default()))));
+    assert_eq!(app.own_user().map(|u| u.username.as_str()), Some("alice"));
+
+    // Orders: fetched on entering, then again each second, one request at a time.
+    app.update(ch('2'));
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Orders]);
+    app.update(Action::Tick);
+    assert!(fetches(&app.update(Action::Flush)).is_empty(), "still in flight");
+    app.update(snap(Snapshot::Orders(vec![])));
+    app.update(Action::Tick);
+    assert!(!app.loading(&Fetch::Orders), "a poll of an empty list is not a first load: no flicker of \"loading…\"");
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Orders], "polled without any event");
+
+    // Accounts: the one user listed, its account polled.
+    app.update(ch('4'));
+    assert_eq!(fetches(&app.update(Action::Flush)), vec![Fetch::Account(ALICE.into())]);
+    app.update(snap(Snapshot::Account(fixture::account())));
+    app.update(Action::Tick);
+    let fx = fetches(&app.update(Action::Flush));
+    assert!(fx.contains(&Fetch::Account(ALICE.into())), "{fx:?}");
+    answer_as_for_a_trader(&mut app, &fx);
+
+    // Events and Audit have nothing to show, and ask for nothing, `r` and `v` included.
+    assert!(!app.tab_available(Tab::Events) && !app.tab_available(Tab::Audit));
+    assert!(app.tab_available(Tab::Orders) && app.tab_available(Tab::Book) && app.tab_available(Tab::Accounts));
+    for k in ['6', 'v', 'r', '5', 'r'] {
+        app.update(ch(k));
+        for _ in 0..3 {
+            app.update(Action::Tick);
+        }
+        let fx = fetches(&app.update(Action::Flush));
+        assert!(!fx.iter().any(|f| matches!(f, Fetch::Services | Fetch::Audit | Fetch::AuditVerify)), "after {k}: {fx:?}");
+        answer_as_for_a_trader(&mut app, &fx);
+    }
+    assert_eq!(app.refresh_error(), None, "nothing refused is shown as an outage");
+
+    // Overview: the health every few seconds and the public metrics, not the services.
+    app.update(ch('1'));
+    let mut asked = Vec::new();
+    for _ in 0..3 {
+        asked.extend(fetches(&app.update(Action::Tick)));
+        asked.extend(fetches(&app.update(Action::Flush)));
+    }
+    assert!(asked.contains(&Fetch::Health) && asked.contains(&Fetch::Metrics), "{asked:?}");
+    assert!(!asked.contains(&Fetch::Services), "{asked:?}");
+}
+
+/// Answers fetches as the daemon answers a trader (who asks for nothing else).
+fn answer_as_for_a_trader(app: &mut App, fx: &[Fetch]) {
+    for f in fx {
+        let s = match f {
+            Fetch::Health => Snapshot::Health(fixture::health(Default::default())),
+            Fetch::Users => Snapshot::Users(vec![fixture::user(ALICE, "alice")]),
+            Fetch::Symbols => Snapshot::Symbols(vec![fixture::instrument("AAPL", "0.01", "1")]),
+            Fetch::Orders => Snapshot::Orders(vec![]),
+            Fetch::Account(_) => Snapshot::Account(fixture::account()),
+            Fetch::Market(_) => Snapshot::Market(fixture::market()),
+            Fetch::Metrics => fixture::metrics(0, 0, 0, 0, 0),
+            other => panic!("a trader's dashboard asked for {other:?}"),
+        };
+        app.update(snap(s));
+    }
+}
+
+/// A session that follows the stream polls nothing but the Overview's counters.
+#[test]
+fn a_session_with_the_event_stream_is_not_polled() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    app.update(Action::Flush);
+    app.update(snap(Snapshot::Orders(fixture::orders())));
+    for _ in 0..12 {
+        app.update(Action::Tick);
+        assert!(fetches(&app.update(Action::Flush)).is_empty());
+    }
+}
+
+/// A trader places, amends and cancels its own orders, as its own user; transfers are an
+/// admin's and are refused before anything is sent.
+#[test]
+fn a_trader_trades_as_its_own_user_but_does_not_transfer() {
+    let mut app = fixture::trader_app();
+    assert!(!app.read_only());
+    app.update(ch('3'));
+    app.update(ch('n'));
+    assert_eq!(form(&app).field(form::USER).unwrap().value(), "alice", "the new order is the trader's own");
+    app.update(key(KeyCode::Esc));
+    app.update(ch('2'));
+    app.update(ch('c'));
+    assert!(matches!(app.overlay, Overlay::Confirm { .. }), "its own open order can be cancelled");
+    app.update(ch('n'));
+    app.update(ch('4'));
+    for k in ['d', 'w'] {
+        let fx = app.update(ch(k));
+        assert!(fx.is_empty() && matches!(app.overlay, Overlay::None), "{k}");
+        let flash = app.flash.as_ref().unwrap();
+        assert!(flash.error && flash.text.starts_with("deposits and withdrawals need an admin token"), "{flash:?}");
+    }
+}
+
+/// A read the daemon refuses as `forbidden` is that token's for good: said where the data
+/// would be, never asked for again, and not an outage in the status line. A disabled
+/// user's 403 is an error like any other: it passes once the user is enabled.
+#[test]
+fn a_read_refused_as_forbidden_is_not_asked_for_again() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    let forbidden = Failure { status: 403, code: "forbidden".into(), message: "not yours".into() };
+    app.update(Action::Net(Net::FetchFailed(Fetch::Orders, forbidden)));
+    assert_eq!(app.unavailable(&Fetch::Orders), Some("not yours"));
+    assert_eq!(app.who(), "an admin token");
+    assert!(app.errors.is_empty() && app.refresh_error().is_none());
+    app.update(event("ORDER_CREATED", serde_json::json!({"symbol": "AAPL"})));
+    app.update(ch('r'));
+    assert!(!fetches(&app.update(Action::Flush)).contains(&Fetch::Orders));
+
+    let disabled = Failure { status: 403, code: "user_disabled".into(), message: "user alice is disabled".into() };
+    app.update(ch('3'));
+    app.update(Action::Net(Net::FetchFailed(Fetch::Market("AAPL".into()), disabled)));
+    assert_eq!(app.unavailable(&Fetch::Market("AAPL".into())), None);
+    assert!(app.refresh_error().is_some_and(|e| e.starts_with("user_disabled")));
+}

@@ -240,19 +240,24 @@ pub fn metrics(at_ms: u64, orders: u64, trades: u64, fast: u64, slow: u64) -> Sn
     Snapshot::Metrics(MetricsSample::from_text(&text, at_ms))
 }
 
-/// A dashboard connected to a daemon holding all of the above.
-pub fn app() -> App {
-    let mut app = App::new(Settings { endpoint: "/home/op/.local/share/agt/agt.sock".into(), read_only: false, symbol: None });
-    app.update(Action::Net(Net::Connected { head: 300 }));
-    app.update(Action::Net(Net::Role(Role::Admin)));
-    app.update(snap(Snapshot::Health(Health {
+/// `/health` of a degraded daemon up for 2h03m, with these services' states.
+pub fn health(services: std::collections::BTreeMap<String, String>) -> Health {
+    Health {
         service: "agt".into(),
         status: "degraded".into(),
         timestamp: "2025-03-01T10:05:00Z".into(),
         version: "0.1.0".into(),
         uptime_s: 7380,
-        services: Default::default(),
-    })));
+        services,
+    }
+}
+
+/// A dashboard connected to a daemon holding all of the above.
+pub fn app() -> App {
+    let mut app = App::new(Settings { endpoint: "/home/op/.local/share/agt/agt.sock".into(), read_only: false, symbol: None });
+    app.update(Action::Net(Net::Connected { head: 300 }));
+    app.update(Action::Net(Net::Role(Role::Admin)));
+    app.update(snap(Snapshot::Health(health(Default::default()))));
     app.update(snap(Snapshot::Services(services())));
     app.update(snap(Snapshot::Users(vec![user(BOB, "bob"), user(ALICE, "alice")])));
     app.update(snap(Snapshot::Symbols(vec![instrument("AAPL", "0.01", "1"), instrument("BTC-USD", "0.01", "0.0001")])));
@@ -288,6 +293,41 @@ pub fn app() -> App {
     app.update(Action::Flush);
     app.update(snap(Snapshot::Orders(orders())));
     app.update(snap(Snapshot::Services(services())));
+    app.flash = None;
+    app
+}
+
+/// What the daemon says when a trader's token asks for the event stream.
+pub const TRADER_REFUSED: &str = "a trader token may only read its own user's data and market data";
+
+/// Alice's dashboard with her trader token over TCP, answered as the daemon answers a
+/// trader: no event stream (polled), the services' states from `/health` only, her user
+/// alone, her orders alone, the tape without order ids.
+pub fn trader_app() -> App {
+    let mut app = App::new(Settings { endpoint: "http://10.0.0.5:8000".into(), read_only: false, symbol: None });
+    app.update(Action::Net(Net::Role(Role::Trader)));
+    app.update(Action::Net(Net::Polling(TRADER_REFUSED.into())));
+    app.update(snap(Snapshot::Health(health(services().into_iter().map(|s| (s.name, s.state)).collect()))));
+    app.update(snap(Snapshot::Users(vec![user(ALICE, "alice")])));
+    app.update(snap(Snapshot::Symbols(vec![instrument("AAPL", "0.01", "1"), instrument("BTC-USD", "0.01", "0.0001")])));
+    app.update(snap(Snapshot::Orders(orders().into_iter().filter(|o| o.user_id == ALICE).collect())));
+    let mut market = market();
+    for t in &mut market.trades {
+        t.buy_order_id.clear();
+        t.sell_order_id.clear();
+    }
+    app.update(snap(Snapshot::Market(market)));
+    app.update(snap(Snapshot::Account(account())));
+    let (mut orders_n, mut trades_n, mut fast, mut slow) = (0, 0, 0, 0);
+    for i in 0..60u64 {
+        let wave = (i % 10) * 3;
+        orders_n += 20 + wave;
+        trades_n += 5 + wave / 2;
+        fast += 18 + wave;
+        slow += 2 + i % 3;
+        app.update(Action::Tick);
+        app.update(snap(metrics(i * 1000, orders_n, trades_n, fast, slow)));
+    }
     app.flash = None;
     app
 }

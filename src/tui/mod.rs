@@ -23,15 +23,21 @@
 //! shows them, at most every [`DEBOUNCE`]; only the Overview's metrics are polled, once a
 //! second while it is on screen. Idle, the dashboard wakes once a second to tick.
 //!
-//! # Read-only sessions
+//! # Roles
 //!
 //! Over TCP the token's role is probed on connect (`GET /api/tokens` answers only
-//! admins, `GET /api/users` only readers). A viewer's session, or one started with
+//! admins, the event stream only readers). A viewer's session, or one started with
 //! `--read-only`, refuses `n`, `c`, `a`, `d` and `w` with a message instead of sending
 //! something the daemon would refuse; the status line says `read-only`. Anything the
-//! daemon still refuses shows the daemon's own message. A trader's token cannot read
-//! the event stream, so `agt tui` refuses it before taking over the terminal (the CLI
-//! serves traders).
+//! daemon still refuses shows the daemon's own message.
+//!
+//! A trader's token may not read the event stream, the services' details or the audit
+//! log (DESIGN.md §4). Its session is polled (`● polling`): Orders, Book and Accounts
+//! show its own orders, its own account (the one user its `GET /api/users` lists) and
+//! the market, fetched again every second while their tab is shown; Overview shows the
+//! services' states from `/health` and the public metrics; Events and Audit say they are
+//! not available to the role, and are never asked for. `d` and `w` are refused with a
+//! message (deposits are an admin's); `n`, `c` and `a` work on its own orders.
 //!
 //! # Limits
 //!
@@ -71,7 +77,8 @@ const BATCH: usize = 5000;
 
 /// `agt tui` options.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits. Over --url, a viewer's token makes a read-only session.\n\
+#[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits. Over --url, a viewer's token makes a read-only session,\n\
+and a trader's a session of its own orders and account and the market, polled every second.\n\
 Colour follows NO_COLOR.")]
 pub struct Options {
     /// Never send a change (orders, transfers), even with a token that may

@@ -11,6 +11,11 @@
 //! the oldest kept.
 //! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
 //! about two seconds of its socket answering again.
+//!
+//! **Without the stream.** A token the daemon refuses the stream as `forbidden` (a
+//! trader's) gets a watched session instead: the role is probed and reported, then
+//! [`Net::Polling`], and a light read every [`HEARTBEAT`] tells a daemon gone (or the
+//! token revoked) as a broken stream would. The dashboard polls its snapshots itself.
 
 use super::action::{Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::rates::MetricsSample;
@@ -26,6 +31,11 @@ pub const BACKLOG: u64 = 200;
 const PRUNED: &str = "events_pruned";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a session without the event stream checks that the daemon still answers.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// What a session without the stream reads to check the daemon and the token: any role
+/// may list the instruments, and it takes no lock the order path holds.
+const HEARTBEAT_PATH: &str = "/api/symbols";
 
 /// Rows asked for: enough to fill a tall terminal, few enough to fetch in a millisecond.
 const ORDERS_LIMIT: usize = 200;
@@ -62,9 +72,16 @@ impl Wire {
         let mut last_seen: Option<u64> = None;
         let mut backoff = BACKOFF_MIN;
         loop {
-            let why = match self.follow_once(&mut last_seen, &mut backoff).await {
+            let ended = match self.follow_once(&mut last_seen, &mut backoff).await {
+                Err(Ended::Denied(why)) => self.watch(why, &mut backoff).await,
+                other => other,
+            };
+            let why = match ended {
                 Ok(()) => return, // the dashboard has gone
                 Err(Ended::Broke(why)) => why,
+                // The heartbeat itself refused as `forbidden`: should not happen (every
+                // role reads it); retried like a break, saying why.
+                Err(Ended::Denied(why)) => why,
                 // A revoked or unknown token never works again: say so, and stop asking.
                 Err(Ended::Refused(why)) => {
                     self.report(Net::Refused(why));
@@ -117,6 +134,30 @@ impl Wire {
                 Ok(None) => return Err(Ended::Broke("the daemon closed the event stream".into())),
                 Err(e) => return Err(Ended::of(e)),
             }
+        }
+    }
+
+    /// A session the daemon refuses the stream: probes and reports the role (so the
+    /// dashboard never asks for what the role may not read), says it is polled, then
+    /// reads [`HEARTBEAT_PATH`] every [`HEARTBEAT`] until that fails. `Ok` means nobody
+    /// listens any more.
+    async fn watch(&self, why: String, backoff: &mut Duration) -> Result<(), Ended> {
+        let role = probe_role(&self.client).await;
+        if let Some(role) = role {
+            if !self.report(Net::Role(role)) {
+                return Ok(());
+            }
+        }
+        *backoff = BACKOFF_MIN;
+        if !self.report(Net::Polling(why)) {
+            return Ok(());
+        }
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            if self.tx.is_closed() {
+                return Ok(());
+            }
+            self.client.get(HEARTBEAT_PATH).await.map_err(Ended::of)?;
         }
     }
 
@@ -214,23 +255,28 @@ fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("wire types serialize")
 }
 
-/// The newest event's sequence number (0 without events): one request, `tail=1`.
-/// Why a followed stream ended: a break the net task retries, or the token refused (401),
-/// which no retry mends.
+/// Why a followed stream ended: a break the net task retries, the token refused (401),
+/// which no retry mends, or the stream denied to the token's role (403 `forbidden`),
+/// which a session without it can do without.
 enum Ended {
     Broke(String),
     Refused(String),
+    Denied(String),
 }
 
 impl Ended {
     fn of(e: ClientError) -> Ended {
         match &e {
             ClientError::Api(a) if a.status == 401 => Ended::Refused(a.message.clone()),
+            // Not every 403: a disabled user's token (`user_disabled`) works again once
+            // the user is enabled, so that one is retried.
+            ClientError::Api(a) if a.status == 403 && a.code == "forbidden" => Ended::Denied(a.message.clone()),
             _ => Ended::Broke(e.to_string()),
         }
     }
 }
 
+/// The newest event's sequence number (0 without events): one request, `tail=1`.
 async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
     let mut lines = client.get_lines("/api/events?tail=1").await?;
     let Some(line) = lines.next_line().await? else { return Ok(0) };
@@ -275,5 +321,14 @@ mod tests {
         assert!(matches!(Ended::of(gone), Ended::Broke(_)));
         let busy = ClientError::Api(crate::api::ApiError::unavailable("bus"));
         assert!(matches!(Ended::of(busy), Ended::Broke(_)));
+    }
+
+    /// A stream refused to the role is done without; a disabled user's 403 is waited out.
+    #[test]
+    fn a_forbidden_stream_is_done_without_and_a_disabled_user_waited_out() {
+        let denied = ClientError::Api(crate::api::ApiError::forbidden("a trader token may only read its own user's data"));
+        assert!(matches!(Ended::of(denied), Ended::Denied(m) if m.starts_with("a trader token")));
+        let disabled = ClientError::Api(crate::api::ApiError::new(403, "user_disabled", "user alice is disabled"));
+        assert!(matches!(Ended::of(disabled), Ended::Broke(_)));
     }
 }

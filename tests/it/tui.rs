@@ -240,6 +240,102 @@ fn tui_with_a_viewer_token_is_read_only() {
     assert!(!pane.alternate_screen());
 }
 
+/// A trader's token over TCP: the dashboard opens (polled, as the event stream is not the
+/// trader's to read), shows the trader's own orders and account and the market, follows
+/// what others do to them without events, says which panels the role may not read, and
+/// comes back after a crash.
+#[test]
+fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
+    if !Pane::available() {
+        return;
+    }
+    let mut d = Daemon::start();
+    let alice = format!("alice{}", unique());
+    d.ok("POST", "/api/users", Some(json!({"username": alice, "email": format!("{alice}@example.com")})));
+    d.deposit(&alice, "USD", "100000");
+    let sym = d.symbol("0.01", "1");
+    let bob = d.user("bob");
+    d.deposit(&bob, &sym, "10");
+    let (_, bobs) = d.place(&bob, &sym, "sell", "2", Some("250"));
+    let bobs = bobs["order_id"].as_str().unwrap().to_string();
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})));
+    let url = format!("http://{}", d.http.as_ref().unwrap());
+
+    let pane = Pane::open();
+    pane.type_text(&format!("{BIN} tui --url {url} --token {} --symbol {sym}; echo \"tui exited $?\"", token["token"].as_str().unwrap()));
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("● polling");
+    assert!(pane.alternate_screen(), "the dashboard runs on the alternate screen:\n{screen}");
+    let screen = pane.wait_for(&format!("trader {alice}"));
+    assert!(!screen.contains("read-only"), "a trader may trade:\n{screen}");
+    // Overview: the services' states from /health, what is not the trader's said once.
+    let screen = pane.wait_for("Services · 10/10 running");
+    for needle in ["only admin and viewer tokens read it", "no event stream for a trader token"] {
+        assert!(screen.contains(needle), "{needle}:\n{screen}");
+    }
+    assert!(!screen.contains("not refreshed") && !screen.contains("forbidden"), "{screen}");
+
+    // Orders: its own only (bob's resting sell is not there), and a new one placed as itself.
+    pane.keys(&["2"]);
+    pane.wait_for(&format!("{alice}'s own"));
+    let screen = pane.wait_for("no orders yet");
+    assert!(!screen.contains(&bobs[bobs.len() - 8..]), "another user's order is shown:\n{screen}");
+    pane.keys(&["n"]);
+    let screen = pane.wait_for("New order");
+    assert!(screen.contains(&alice) && screen.contains(&sym), "prefilled with the trader and the symbol:\n{screen}");
+    pane.type_text("3");
+    pane.keys(&["Tab"]);
+    pane.type_text("100");
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("placed ");
+    assert!(screen.contains(&format!("buy 3 {sym} @ 100: new")), "{screen}");
+    pane.wait_until("the order in the table", |s| line_with(s, "▶").is_some_and(|l| l.contains(&sym) && l.contains(" new")));
+
+    // Another user's fill and an admin's deposit reach the screen with no event: polled.
+    d.place(&bob, &sym, "sell", "1", Some("100"));
+    pane.wait_until("the fill", |s| line_with(s, "▶").is_some_and(|l| l.contains("part-filled")));
+    pane.keys(&["3"]);
+    pane.wait_until("the bid in the ladder", |s| line_with(s, "bid").is_some_and(|l| l.contains("100.00") && l.contains(" 2 ")));
+    pane.keys(&["4"]);
+    pane.wait_until("its account", |s| line_with(s, "USD").is_some_and(|l| l.contains("99900") && l.contains("200")));
+    d.deposit(&alice, "USD", "5000");
+    pane.wait_until("the deposit", |s| line_with(s, "USD").is_some_and(|l| l.contains("104900")));
+    let screen = pane.screen();
+    assert!(screen.contains("Users · 1") && !screen.contains("bob"), "its own user alone:\n{screen}");
+    pane.keys(&["d"]);
+    pane.wait_for("deposits and withdrawals need an admin token");
+    assert!(!pane.screen().contains("Deposit to"));
+
+    // Events and Audit say what they would show and why not.
+    pane.keys(&["5"]);
+    pane.wait_for("The event stream is not available to a trader token.");
+    pane.keys(&["6"]);
+    pane.wait_for("The audit log is not available to a trader token.");
+
+    // A crash and a start on the same address: reconnecting, then polled again.
+    let addr = d.http.clone().unwrap();
+    d.kill9();
+    pane.wait_for("reconnecting…");
+    let config = std::fs::read_to_string(d.path().join("agt.toml")).unwrap();
+    std::fs::write(d.path().join("agt.toml"), config.replace("127.0.0.1:0", &addr)).unwrap();
+    d.spawn();
+    assert_eq!(d.http.as_deref(), Some(addr.as_str()));
+    pane.wait_for("● polling");
+    pane.keys(&["2"]);
+    pane.wait_until("its order again", |s| line_with(s, "▶").is_some_and(|l| l.contains("part-filled")));
+
+    // Cancel asks first, then the table shows it; the daemon agrees.
+    pane.keys(&["c"]);
+    pane.wait_for("Cancel order");
+    pane.keys(&["y"]);
+    pane.wait_until("the order cancelled", |s| line_with(s, "▶").is_some_and(|l| l.contains("cancelled")));
+    let orders = d.ok("GET", &format!("/api/orders?user_id={alice}&status=all"), None);
+    assert_eq!(orders[0]["status"], "cancelled", "{orders}");
+    pane.keys(&["q"]);
+    pane.wait_for("tui exited 0");
+    assert!(!pane.alternate_screen());
+}
+
 #[test]
 fn tui_without_a_daemon_says_how_to_start_one() {
     let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();

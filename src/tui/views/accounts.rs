@@ -1,5 +1,5 @@
-//! Accounts: users on the left; the selected user's balances (total, held by open
-//! orders, available) and positions on the right.
+//! Accounts: users on the left (a trader's own alone); the selected user's balances
+//! (total, held by open orders, available) and positions on the right.
 
 use super::text::{clean, column_widths, cut, dec};
 use super::Theme;
@@ -27,9 +27,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let block = Block::bordered().title(title);
         let inner = block.inner(balances_area);
         frame.render_widget(block, balances_area);
-        let text = match app.errors.get(&Fetch::Account(user.user_id.clone())) {
-            Some(e) => format!("cannot load the account: {e}"),
-            None => "loading account…".into(),
+        let key = Fetch::Account(user.user_id.clone());
+        let text = match (super::denied(app, &key), app.errors.get(&key)) {
+            (Some(d), _) => d,
+            (None, Some(e)) => format!("cannot load the account: {e}"),
+            (None, None) => "loading account…".into(),
         };
         super::notice(frame, inner, &text, theme.dim());
         frame.render_widget(Block::bordered().title(" Positions "), positions_area);
@@ -40,7 +42,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     if account.balances.is_empty() {
         let inner = block.inner(balances_area);
         frame.render_widget(block, balances_area);
-        super::notice(frame, inner, "no funds yet · d deposits", theme.dim());
+        let text = if app.may_transfer() { "no funds yet · d deposits" } else { "no funds yet" };
+        super::notice(frame, inner, text, theme.dim());
     } else {
         let widths = [Constraint::Length(8), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
         let w = column_widths(block.inner(balances_area), &widths, 0);
@@ -83,9 +86,10 @@ fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     if app.users.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);
-        let text = match app.errors.get(&Fetch::Users) {
-            Some(e) => format!("cannot list users: {e}"),
-            None => "no users yet".into(),
+        let text = match (super::denied(app, &Fetch::Users), app.errors.get(&Fetch::Users)) {
+            (Some(d), _) => d,
+            (None, Some(e)) => format!("cannot list users: {e}"),
+            (None, None) => "no users yet".into(),
         };
         super::notice(frame, inner, &text, theme.dim());
         return;

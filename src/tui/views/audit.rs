@@ -1,4 +1,5 @@
-//! Audit: whether the hash chain verifies, and the newest records, newest first.
+//! Audit: whether the hash chain verifies, and the newest records, newest first; or,
+//! for a token that may not read the log (a trader's), why not.
 
 use super::text::{clean, clock, cut};
 use super::Theme;
@@ -10,6 +11,12 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    if let Some(why) = app.unavailable(&Fetch::Audit) {
+        let what = format!("The audit log is not available to {}.", app.who());
+        let instead = "An admin or viewer token reads it (agt audit tail, agt audit verify).";
+        super::unavailable(frame, area, "Audit", &what, why, instead, theme);
+        return;
+    }
     let verdict = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
         (_, Some(e)) => Line::from(Span::styled(format!("cannot verify: {e}"), theme.bad())),
         (None, None) => Line::from(Span::styled("verifying the chain…", theme.dim())),

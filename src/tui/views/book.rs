@@ -23,7 +23,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let block = Block::bordered().title(" Book ");
         let inner = block.inner(area);
         frame.render_widget(block, area);
-        let text = if let Some(e) = app.errors.get(&Fetch::Symbols) {
+        let text = if let Some(d) = super::denied(app, &Fetch::Symbols) {
+            d
+        } else if let Some(e) = app.errors.get(&Fetch::Symbols) {
             format!("cannot list instruments: {e}")
         } else if app.symbols.is_empty() && (app.conn != Conn::Live || app.loading(&Fetch::Symbols)) {
             "loading instruments…".into()
@@ -41,9 +43,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             let block = Block::bordered().title(format!(" {symbol} {t} "));
             let inner = block.inner(a);
             frame.render_widget(block, a);
-            let text = match app.errors.get(&Fetch::Market(symbol.clone())) {
-                Some(e) => format!("cannot load {symbol}: {e}"),
-                None => format!("loading {symbol}…"),
+            let key = Fetch::Market(symbol.clone());
+            let text = match (super::denied(app, &key), app.errors.get(&key)) {
+                (Some(d), _) => d,
+                (None, Some(e)) => format!("cannot load {symbol}: {e}"),
+                (None, None) => format!("loading {symbol}…"),
             };
             super::notice(frame, inner, &text, theme.dim());
         }

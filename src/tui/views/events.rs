@@ -1,10 +1,11 @@
 //! Events: the live event stream, newest first, with a one-line summary of each
 //! event's data. Space pauses it (arrivals are held, not lost); `/` filters by type.
+//! A session the daemon refuses the stream (a trader's) says so instead.
 
 use super::text::{clean, clock, cut};
 use super::Theme;
 use crate::api::Event;
-use crate::tui::app::App;
+use crate::tui::app::{App, Feed};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Row, Table, TableState};
@@ -12,6 +13,12 @@ use ratatui::Frame;
 use serde_json::Value;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    if let Feed::Polled(why) = &app.feed {
+        let what = format!("The event stream is not available to {}.", app.who());
+        let instead = "Orders, Book and Accounts are fetched again every second instead.";
+        super::unavailable(frame, area, "Events", &what, why, instead, theme);
+        return;
+    }
     let ev = &app.events;
     let visible = app.visible_events();
     let mut title = vec![Span::raw(format!(" Events · {} shown · ", visible.len()))];

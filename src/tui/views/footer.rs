@@ -37,13 +37,20 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Overlay::Confirm { .. } => keys(&[("y", "yes"), ("n", "no")]),
         Overlay::Help => keys(&[("Esc", "close")]),
         Overlay::None => {
-            // A read-only session is not offered the keys that change things.
-            let changes = |k: &str| matches!(k, "n" | "c" | "a" | "d" | "w");
+            // A session is not offered the keys its token may not use: none that change
+            // things when read-only, no transfers but an admin's, nothing in a tab it may
+            // not read.
+            let offered = |k: &str| match k {
+                "n" | "c" | "a" => !app.read_only(),
+                "d" | "w" => app.may_transfer(),
+                _ => true,
+            };
+            let available = app.tab_available(app.tab);
             let short: Vec<(&str, &str)> =
-                tab_keys(app.tab).iter().filter(|(k, _, _)| !(app.read_only() && changes(k))).map(|(k, word, _)| (*k, *word)).collect();
+                tab_keys(app.tab).iter().filter(|(k, _, _)| available && offered(k)).map(|(k, word, _)| (*k, *word)).collect();
             let mut s = keys(&short);
             // Only the tabs with a list to move in.
-            if matches!(app.tab, Tab::Orders | Tab::Accounts | Tab::Events | Tab::Audit) {
+            if available && matches!(app.tab, Tab::Orders | Tab::Accounts | Tab::Events | Tab::Audit) {
                 s.extend(keys(&[("j/k", "move")]));
             }
             s.extend(keys(&[("Tab", "switch"), ("?", "help"), ("q", "quit")]));

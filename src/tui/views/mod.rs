@@ -5,6 +5,9 @@
 //! status line (daemon version and uptime, health, role; or a message), the tab's body,
 //! and a footer with the keys of what has the focus. Everything is laid out from the
 //! frame's size at each draw, so resizes need no handling beyond a redraw.
+//!
+//! A panel whose data the token may not read ([`App::unavailable`]) says so, with the
+//! reason, where the data would be; a tab with nothing to show is dimmed in the tab bar.
 
 mod accounts;
 mod audit;
@@ -20,10 +23,11 @@ pub mod theme;
 
 pub use theme::Theme;
 
+use super::action::Fetch;
 use super::app::{App, Conn, Overlay, Tab};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::widgets::{Block, Paragraph, Tabs};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
@@ -58,13 +62,21 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
 
 fn tab_bar(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let (conn, style) = match &app.conn {
+        Conn::Live if app.polled() => ("● polling", theme.ok()),
         Conn::Live => ("● live", theme.ok()),
         Conn::Connecting => ("connecting…", theme.warn()),
         Conn::Reconnecting(_) => ("reconnecting…", theme.warn()),
         Conn::Refused(_) => ("✗ token refused", theme.bad()),
     };
     let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(conn.chars().count() as u16 + 1)]).areas(area);
-    let titles = Tab::ALL.iter().enumerate().map(|(i, t)| format!("{} {}", i + 1, t.title()));
+    let titles = Tab::ALL.iter().enumerate().map(|(i, t)| {
+        let title = format!("{} {}", i + 1, t.title());
+        if app.tab_available(*t) {
+            Line::raw(title)
+        } else {
+            Line::styled(title, theme.dim())
+        }
+    });
     let tabs = Tabs::new(titles).select(app.tab.index()).divider("│").padding(" ", " ").highlight_style(theme.active_tab());
     frame.render_widget(tabs, left);
     frame.render_widget(Paragraph::new(Span::styled(conn, style)).right_aligned(), right);
@@ -109,6 +121,10 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         if let Some(role) = app.role {
             spans.push(Span::styled(" · ", theme.dim()));
             spans.push(Span::raw(role.as_str()));
+            // Whose orders and account a trader's dashboard shows.
+            if let Some(u) = app.own_user() {
+                spans.push(Span::raw(format!(" {}", text::clean(&u.username))));
+            }
         }
         if app.read_only() {
             spans.push(Span::styled(" · ", theme.dim()));
@@ -136,6 +152,32 @@ pub fn window(len: usize, selected: usize, area: Rect) -> (std::ops::Range<usize
     let selected = selected.min(len.saturating_sub(1));
     let start = selected.saturating_sub(height - 1);
     (start..len.min(start + height), selected - start)
+}
+
+/// "not available to a trader token: why", when the token may not read `key`.
+pub fn denied(app: &App, key: &Fetch) -> Option<String> {
+    app.unavailable(key).map(|why| format!("not available to {}: {}", app.who(), text::clean(why)))
+}
+
+/// A whole panel the token may not read: its title, and in the middle what is missing,
+/// why (the daemon's words or the role's rule) and, dimmer, what to do instead.
+pub fn unavailable(frame: &mut Frame, area: Rect, title: &str, what: &str, why: &str, instead: &str, theme: Theme) {
+    let block = Block::bordered().title(format!(" {title} "));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let lines = vec![
+        Line::styled(what.to_string(), theme.warn()),
+        Line::styled(text::clean(why), theme.dim()),
+        Line::raw(""),
+        Line::styled(instead.to_string(), theme.dim()),
+    ];
+    // Centred on the rows the lines take once wrapped (about: words wrap whole), and
+    // given every row below, so a longer wrap is not cut.
+    let width = inner.width.max(1) as usize;
+    let rows: usize = lines.iter().map(|l| l.width().div_ceil(width).max(1)).sum();
+    let y = inner.y + inner.height.saturating_sub(rows as u16) / 2;
+    let area = Rect { y, height: inner.bottom() - y, ..inner };
+    frame.render_widget(Paragraph::new(lines).centered().wrap(ratatui::widgets::Wrap { trim: true }), area);
 }
 
 /// A one-line notice in the middle of an empty area ("no orders yet").

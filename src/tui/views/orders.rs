@@ -1,5 +1,5 @@
-//! Orders: the newest orders of every user, live, with the selected one ready for
-//! `c` (cancel) and `a` (amend). Wider terminals get more columns.
+//! Orders: the newest orders of every user (a trader's own only), live, with the
+//! selected one ready for `c` (cancel) and `a` (amend). Wider terminals get more columns.
 
 use super::text::{clean, clock, column_widths, cut, dec, price, status};
 use super::Theme;
@@ -14,6 +14,9 @@ use ratatui::Frame;
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let visible = app.visible_orders();
     let mut title = vec![Span::raw(format!(" Orders · {} of {}", visible.len(), app.orders.rows.len()))];
+    if let Some(u) = app.own_user() {
+        title.push(Span::raw(format!(" · {}'s own", clean(&u.username))));
+    }
     if !app.orders.filter.is_empty() {
         title.push(Span::raw(" · filter: "));
         title.push(Span::styled(clean(&app.orders.filter), theme.warn()));
@@ -25,7 +28,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 
     if visible.is_empty() {
         frame.render_widget(block, area);
-        let text = if let Some(e) = app.errors.get(&Fetch::Orders) {
+        let text = if let Some(d) = super::denied(app, &Fetch::Orders) {
+            d
+        } else if let Some(e) = app.errors.get(&Fetch::Orders) {
             format!("cannot load orders: {e}")
         } else if app.orders.rows.is_empty() && app.loading(&Fetch::Orders) {
             "loading orders…".into()

@@ -3,9 +3,13 @@
 //!
 //! A service that restarted says `restarted N×` and one that failed says `FAILED` with
 //! its last error, in words first and colour second.
+//!
+//! A token that may not read `/api/services` (a trader's) sees each service's state from
+//! the public `/health`, and the event rate only where the event stream is followed.
 
 use super::text::{cut, duration, micros};
 use super::Theme;
+use crate::tui::action::Fetch;
 use crate::tui::app::App;
 use crate::tui::rates::Series;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -15,9 +19,14 @@ use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     // Ten rows, a header and the borders: the services always fit whole.
-    let services_h = (app.services.len().max(1) as u16 + 3).min(area.height);
+    let denied = app.unavailable(&Fetch::Services);
+    let rows = if denied.is_some() { app.health.as_ref().map_or(0, |h| h.services.len()) } else { app.services.len() };
+    let services_h = (rows.max(1) as u16 + 3).min(area.height);
     let [top, bottom] = Layout::vertical([Constraint::Length(services_h), Constraint::Min(0)]).areas(area);
-    services(frame, top, app, theme);
+    match denied {
+        Some(why) => states(frame, top, app, why, theme),
+        None => services(frame, top, app, theme),
+    }
 
     let [upper, lower] = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(bottom);
     let [a, b] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(upper);
@@ -28,7 +37,45 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     sparkline(frame, b, &format!("trades/s {}", per_s(&r.trades_per_s)), &r.trades_per_s, theme);
     let p99 = r.place_p99_us.last().map(|v| if v == 0 { "–".to_string() } else { micros(v) }).unwrap_or_else(|| "–".into());
     sparkline(frame, c, &format!("placement p99 {p99}"), &r.place_p99_us, theme);
-    sparkline(frame, d, &format!("events/s {}", per_s(&r.events_per_s)), &r.events_per_s, theme);
+    if app.polled() {
+        let block = Block::bordered().title(" events/s ");
+        let inner = block.inner(d);
+        frame.render_widget(block, d);
+        super::notice(frame, inner, &format!("no event stream for {}", app.who()), theme.dim());
+    } else {
+        sparkline(frame, d, &format!("events/s {}", per_s(&r.events_per_s)), &r.events_per_s, theme);
+    }
+}
+
+/// The services' states as the public `/health` gives them, for a token that may not
+/// read their details (uptime, restarts, mailboxes, errors); the bottom border says why.
+fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
+    let services = app.health.as_ref().map(|h| &h.services);
+    let running = services.map_or(0, |s| s.values().filter(|v| *v == "running").count());
+    let title = match services {
+        Some(s) if !s.is_empty() => format!(" Services · {running}/{} running ", s.len()),
+        _ => " Services ".into(),
+    };
+    let note = format!(" uptime, restarts, mailboxes: {} ", super::text::clean(why));
+    let block = Block::bordered().title(title).title_bottom(Line::styled(cut(&note, area.width.saturating_sub(2) as usize), theme.dim()));
+    let Some(services) = services.filter(|s| !s.is_empty()) else {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        super::notice(frame, inner, "loading services…", theme.dim());
+        return;
+    };
+    let rows = services.iter().map(|(name, state)| {
+        let style = match state.as_str() {
+            "running" => theme.ok(),
+            "failed" => theme.bad(),
+            _ => theme.warn(),
+        };
+        let shown = if state == "failed" { "FAILED".to_string() } else { super::text::clean(state) };
+        Row::new(vec![Cell::from(super::text::clean(name)), Cell::from(shown).style(style)])
+    });
+    let header = Row::new(["SERVICE", "STATE"]).style(theme.header());
+    let widths = [Constraint::Length(9), Constraint::Min(0)];
+    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 
 fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {

@@ -164,6 +164,53 @@ fn before_any_data() {
     }
 }
 
+/// A trader's dashboard: its own orders, account and the market; the services' states
+/// without their details; Events and Audit dimmed in the tab bar and saying why.
+#[test]
+fn trader() {
+    for (tab, name) in [('1', "overview"), ('2', "orders"), ('3', "book"), ('4', "accounts"), ('5', "events"), ('6', "audit")] {
+        let mut app = fixture::trader_app();
+        app.update(ch(tab));
+        check(&format!("trader_{name}"), &app);
+    }
+}
+
+/// The panels a trader may not read say so in words, at 80 columns too, and no error
+/// shows; the tabs it may not read are dimmed, the others not.
+#[test]
+fn a_trader_is_told_what_it_may_not_read() {
+    let mut app = fixture::trader_app();
+    let t = render(&app, 80, 24, Theme { color: true });
+    let screen = format!("{}", t.backend());
+    for needle in ["● polling", "trader alice", "Services · 9/10 running", "only admin and viewer tokens", "no event stream for a trader"]
+    {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
+    assert!(!screen.contains("not refreshed") && !screen.contains("forbidden"), "{screen}");
+    let title_colour = |t: &Terminal<TestBackend>, title: &str| {
+        let row: Vec<_> = t.backend().buffer().content()[..80].to_vec();
+        let text: String = row.iter().map(|c| c.symbol()).collect();
+        let at = text.find(title).unwrap_or_else(|| panic!("{title} in {text}"));
+        row[text[..at].chars().count()].fg
+    };
+    let dim = Theme { color: true }.dim().fg.unwrap();
+    assert_eq!(title_colour(&t, "5 Events"), dim);
+    assert_eq!(title_colour(&t, "6 Audit"), dim);
+    assert_ne!(title_colour(&t, "2 Orders"), dim);
+    for (tab, what, why) in [
+        ('5', "The event stream is not available to a trader token.", "its own user's data"),
+        ('6', "The audit log is not available to a trader token.", "only admin and viewer tokens"),
+    ] {
+        app.update(ch(tab));
+        let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
+        assert!(screen.contains(what) && screen.contains(why), "{screen}");
+        assert!(!screen.contains("space pause") && !screen.contains("v verify"), "keys of an unavailable tab:\n{screen}");
+    }
+    app.update(ch('4'));
+    let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
+    assert!(screen.contains("n new order") && !screen.contains("d deposit"), "{screen}");
+}
+
 /// Without colour nothing has a foreground or background colour, and the words that
 /// carry the meaning are still there.
 #[test]
@@ -183,8 +230,10 @@ fn no_color_draws_no_colour() {
 /// Drawing never panics, however small or large the terminal.
 #[test]
 fn any_size_draws() {
-    for tab in ['1', '2', '3', '4', '5', '6'] {
-        let mut app = on_tab(tab);
+    for (tab, trader) in ['1', '2', '3', '4', '5', '6'].into_iter().flat_map(|t| [(t, false), (t, true)]) {
+        let mut app = if trader { fixture::trader_app() } else { fixture::app() };
+        app.update(ch(tab));
+        app.update(Action::Flush);
         for (w, h) in [(1, 1), (20, 5), (40, 10), (79, 23), (200, 60)] {
             render(&app, w, h, Theme { color: true });
         }
