@@ -8,16 +8,21 @@
 //! may lag.
 //!
 //! **Cheap.** Audit commits up to a few hundred times a second, on a background thread.
-//! A start lays the file down whole (temp file and rename); each commit then overwrites
-//! its one record in place: an `open`, a `pwrite` of 130 bytes at offset 0 and a
-//! `close`, no `fsync`, after the commit (its replies have gone by then), and nothing for
-//! a commit that chained nothing. A temp file and a rename per commit cost ~80 µs of
-//! CPU and 130–260 µs on ext4 (a rename over a file starts the writeback of the new
-//! one, `auto_da_alloc`), against ~3 µs in place. So the record has a fixed length (the
-//! seq padded to 20 places: JSON allows the spaces) and a check of its own (`check`, the
-//! first 16 hex digits of SHA-256 over its seq and hash): a record a power loss tore
-//! reads as unreadable, not as another anchor. Only audit's thread reads it while the
-//! daemon runs.
+//! A start lays the file down whole (temp file and rename) and keeps it open; each
+//! commit then overwrites its one record in place through that handle: one `pwrite` of
+//! 130 bytes at offset 0, no `open`, `close` or `fsync`, after the commit (its replies
+//! have gone by then), and nothing for a commit that chained nothing. A temp file and a
+//! rename per commit cost ~80 µs of CPU and 130–260 µs on ext4 (a rename over a file
+//! starts the writeback of the new one, `auto_da_alloc`); an `open` and a `close` around
+//! each `pwrite` cost about four times the `pwrite` (8 µs against 2 on a VM). So the
+//! record has a fixed length (the seq padded to 20 places: JSON allows the spaces) and a
+//! check of its own (`check`, the first 16 hex digits of SHA-256 over its seq and hash):
+//! a record a power loss tore reads as unreadable, not as another anchor. Only audit's
+//! thread reads it while the daemon runs. A write that fails drops the handle: the next
+//! commit lays the file down anew. So does a file deleted or replaced under the daemon
+//! (writes through the handle would go nowhere anyone reads): at most once a second
+//! ([`RECHECK`]; an `fstat` costs more than the `pwrite`) a commit asks whether the
+//! handle's file is still linked.
 //!
 //! **What a stop can leave.** The anchor is written after the commit that makes it true:
 //! - a crash (SIGKILL, a panic) between the two leaves it behind the store, met by an
@@ -61,9 +66,11 @@ use crate::services::actor::ServiceError;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The anchor's file under `data/`: the chain's end as the last commit left it.
 pub(super) const HEAD: &str = "audit.head";
@@ -74,6 +81,11 @@ pub(super) const LOST: &str = "audit.head.lost";
 /// The file under `data/` that keeps an anchor a start could not read (so could not
 /// compare), moved aside before the start lays [`HEAD`] down anew.
 pub(super) const UNREADABLE: &str = "audit.head.unreadable";
+
+/// How often a commit asks whether the [`HEAD`] it holds open is still linked: a file
+/// deleted (or replaced by a rename) while the daemon runs is laid down anew within this
+/// long, at the next commit.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// What [`HEAD`] holds: `{"seq", "hash", "check"}`, see [`head_text`]. An agt before the
 /// check wrote `{"seq", "hash"}` alone.
@@ -167,12 +179,43 @@ pub(super) struct Anchor {
     /// The seq this incarnation last wrote to [`HEAD`] (0: none yet): a commit that
     /// chained nothing writes nothing.
     written: u64,
-    /// The length of the record this incarnation laid down in [`HEAD`] (0: none, or a
-    /// write failed): a record of that length is overwritten in place, anything else
-    /// replaces the file whole.
-    laid: usize,
+    /// [`HEAD`] as this incarnation laid it down, still open (`None`: nothing laid down
+    /// yet, or a write failed): a record of its length is overwritten in place through
+    /// it, anything else replaces the file whole.
+    held: Option<Held>,
     /// Whether the last write failed: said in the log once, not at every commit.
     failing: bool,
+}
+
+/// [`HEAD`], open for writing since this incarnation laid it down.
+struct Held {
+    file: File,
+    /// The length of the record laid down: the one length written in place.
+    len: usize,
+    /// When the file was last known to be linked: asked again after [`RECHECK`].
+    linked_at: Instant,
+}
+
+impl Held {
+    /// Lays [`HEAD`] down whole in `dir` with `text`, and keeps it open.
+    fn lay_down(dir: &Path, text: &[u8]) -> std::io::Result<Held> {
+        let file = replace(dir, HEAD, text, false)?;
+        Ok(Held { file, len: text.len(), linked_at: Instant::now() })
+    }
+
+    /// Whether the file is still linked (not deleted, nor replaced by a rename), asked of
+    /// the kernel at most once a [`RECHECK`]; an `fstat` that fails counts as gone.
+    fn still_linked(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.linked_at) < RECHECK {
+            return true;
+        }
+        let linked = self.file.metadata().is_ok_and(|m| m.nlink() > 0);
+        if linked {
+            self.linked_at = now;
+        }
+        linked
+    }
 }
 
 impl Anchor {
@@ -180,7 +223,7 @@ impl Anchor {
     /// newest record is `chain_end`, `end_hash`); keeps it in [`LOST`] if the chain does
     /// not hold it; then anchors the chain's end.
     pub(super) fn open(dir: PathBuf, conn: &Connection, chain_end: u64, end_hash: &str) -> Result<Anchor, ServiceError> {
-        let mut anchor = Anchor { dir, written: 0, laid: 0, failing: false };
+        let mut anchor = Anchor { dir, written: 0, held: None, failing: false };
         match read_head(&anchor.dir.join(HEAD)) {
             Read::Found(head) => {
                 let now = standing(conn, head.seq, &head.hash, chain_end)?;
@@ -219,27 +262,34 @@ impl Anchor {
     }
 
     /// Anchors the chain's end (`seq`, `hash`) once the commit that stored it is done.
-    /// A failed write only leaves the anchor behind, which `verify` allows: it is logged
-    /// and tried again at the next commit, and audit goes on.
+    /// A failed write only leaves the anchor behind, which `verify` allows: it is logged,
+    /// the file is laid down anew (and opened again) at the next commit, and audit goes
+    /// on.
     pub(super) fn advance(&mut self, seq: u64, hash: &str) {
         if seq == self.written {
             return;
         }
         let text = head_text(seq, hash);
-        let wrote = match text.len() == self.laid {
-            true => overwrite(&self.dir.join(HEAD), text.as_bytes()),
-            false => replace(&self.dir, HEAD, text.as_bytes(), false),
+        let held = match self.held.take() {
+            Some(mut held) if held.len == text.len() => held.still_linked().then_some(held),
+            _ => None,
+        };
+        let wrote = match held {
+            // Not truncated first: ext4 starts writing a file truncated to nothing back at
+            // its `close` (`auto_da_alloc`), the cost this write is here to avoid.
+            Some(held) => held.file.write_all_at(text.as_bytes(), 0).map(|()| held),
+            None => Held::lay_down(&self.dir, text.as_bytes()),
         };
         match wrote {
-            Ok(()) => {
+            Ok(held) => {
                 if self.failing {
                     tracing::info!(seq, "the audit chain's anchor is written again");
                     self.failing = false;
                 }
-                (self.written, self.laid) = (seq, text.len());
+                self.written = seq;
+                self.held = Some(held);
             }
             Err(e) => {
-                self.laid = 0;
                 if !self.failing {
                     tracing::warn!(error = %e, behind = self.written, "could not write the audit chain's anchor (data/{HEAD}); it stays behind until a write succeeds");
                     self.failing = true;
@@ -349,28 +399,99 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Read<T> {
     }
 }
 
-/// Overwrites the record at the start of `path` (creating the file if it is gone): the
-/// file a start laid down holds one record of the same length. Not truncated first: ext4
-/// starts writing a file truncated to nothing back at its `close` (`auto_da_alloc`), the
-/// cost this write is here to avoid.
-fn overwrite(path: &Path, text: &[u8]) -> std::io::Result<()> {
-    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?.write_all_at(text, 0)
-}
-
 /// Replaces `dir/name` with `text` through a temp file and a rename, so that a reader (or
 /// a crash) sees the old file or the new one; with `sync`, durably (the file, then the
 /// directory's entry). The file is the owner's alone, as everything under `data/` is.
-fn replace(dir: &Path, name: &str, text: &[u8], sync: bool) -> std::io::Result<()> {
+/// Answers the new file, open for writing (the rename keeps the handle on it).
+fn replace(dir: &Path, name: &str, text: &[u8], sync: bool) -> std::io::Result<File> {
     let temp = dir.join(format!("{name}.tmp"));
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp)?;
     file.write_all(text)?;
     if sync {
         file.sync_all()?;
     }
-    drop(file);
     std::fs::rename(&temp, dir.join(name))?;
     if sync {
-        std::fs::File::open(dir)?.sync_all()?;
+        File::open(dir)?.sync_all()?;
     }
-    Ok(())
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12";
+
+    fn inode(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    /// Laid down once, then overwritten in place through the handle kept open: the same
+    /// file (inode) holds each new record.
+    #[test]
+    fn commits_overwrite_the_file_laid_down_through_one_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let head = dir.path().join(HEAD);
+        let mut anchor = Anchor::open(dir.path().to_path_buf(), &conn, 1, HASH).unwrap();
+        assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(1, HASH));
+        let laid = inode(&head);
+        for seq in [2, 3, 99_999] {
+            anchor.advance(seq, HASH);
+            assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(seq, HASH));
+            assert_eq!(inode(&head), laid, "overwritten in place, not replaced");
+        }
+        assert!(!dir.path().join(format!("{HEAD}.tmp")).exists());
+    }
+
+    /// A write through the handle that fails drops it: the next commit lays the file
+    /// down anew, and writes in place through the new handle after that.
+    #[test]
+    fn a_failed_write_lays_the_file_down_anew_at_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let head = dir.path().join(HEAD);
+        let mut anchor = Anchor::open(dir.path().to_path_buf(), &conn, 1, HASH).unwrap();
+        // A handle that cannot write (EBADF), as a failing disk would answer.
+        anchor.held.as_mut().unwrap().file = File::open(&head).unwrap();
+        anchor.advance(2, HASH);
+        assert!(anchor.failing && anchor.held.is_none());
+        assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(1, HASH), "behind, which verify allows");
+        anchor.advance(3, HASH);
+        assert!(!anchor.failing);
+        assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(3, HASH));
+        let laid = inode(&head);
+        anchor.advance(4, HASH);
+        assert_eq!((std::fs::read_to_string(&head).unwrap(), inode(&head)), (head_text(4, HASH), laid));
+    }
+
+    /// A file deleted, or replaced by a rename, under the running daemon would take the
+    /// writes through the handle unseen: once the recheck is due, the next commit lays
+    /// it down anew.
+    #[test]
+    fn a_file_deleted_or_replaced_meanwhile_is_laid_down_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let head = dir.path().join(HEAD);
+        let mut anchor = Anchor::open(dir.path().to_path_buf(), &conn, 1, HASH).unwrap();
+        let due = |anchor: &mut Anchor| anchor.held.as_mut().unwrap().linked_at -= RECHECK;
+
+        std::fs::remove_file(&head).unwrap();
+        due(&mut anchor);
+        anchor.advance(2, HASH);
+        assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(2, HASH), "deleted: laid down anew");
+
+        let other = dir.path().join("other");
+        std::fs::write(&other, "put back by hand\n").unwrap();
+        std::fs::rename(&other, &head).unwrap();
+        due(&mut anchor);
+        anchor.advance(3, HASH);
+        assert_eq!(std::fs::read_to_string(&head).unwrap(), head_text(3, HASH), "replaced: laid down anew");
+
+        // Not due: the handle is trusted, and no fstat is spent.
+        let laid = inode(&head);
+        anchor.advance(4, HASH);
+        assert_eq!((std::fs::read_to_string(&head).unwrap(), inode(&head)), (head_text(4, HASH), laid));
+    }
 }
