@@ -44,13 +44,19 @@ fn last(dm: &Daemon, sym: &str) -> Option<Decimal> {
     q["last"].as_str().map(|s| s.parse().unwrap())
 }
 
-/// A POST of a raw CSV body with `Content-Type: text/csv` over the socket.
 /// The tape of `sym` once it has `n` trades (the market service follows the bus), newest
-/// first; fails after 20 s.
+/// first, waiting out a restart of the market service; fails after 20 s.
 fn tape_of(dm: &Daemon, sym: &str, n: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let t = dm.ok("GET", &format!("/api/trades/{sym}?limit=100"), None);
+        let (status, t) = dm.req("GET", &format!("/api/trades/{sym}?limit=100"), None);
+        // A market service that is restarting answers 503 for a moment: wait it out.
+        if status == 503 {
+            assert!(Instant::now() < deadline, "the market service did not come back: {t}");
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        assert_eq!(status, 200, "{t}");
         if t.as_array().unwrap().len() == n {
             return t;
         }
@@ -59,6 +65,7 @@ fn tape_of(dm: &Daemon, sym: &str, n: usize) -> Value {
     }
 }
 
+/// A POST of a raw CSV body with `Content-Type: text/csv` over the socket.
 fn post_csv(dm: &Daemon, body: &str) -> (u16, Value) {
     let mut s = std::os::unix::net::UnixStream::connect(dm.sock()).unwrap();
     write!(
