@@ -273,19 +273,7 @@ pub fn app() -> App {
         anchor_unreadable: None,
     })));
     // Sparklines: a minute of readings with a wave in them, and events each second.
-    let (mut orders_n, mut trades_n, mut fast, mut slow) = (0, 0, 0, 0);
-    for i in 0..60u64 {
-        let wave = (i % 10) * 3;
-        orders_n += 20 + wave;
-        trades_n += 5 + wave / 2;
-        fast += 18 + wave;
-        slow += 2 + i % 3;
-        for _ in 0..(40 + wave) {
-            app.rates.count_event();
-        }
-        app.update(Action::Tick);
-        app.update(snap(metrics(i * 1000, orders_n, trades_n, fast, slow)));
-    }
+    a_minute_of_readings(&mut app, true);
     for e in events() {
         app.update(Action::Net(Net::Event(Box::new(e))));
     }
@@ -295,6 +283,26 @@ pub fn app() -> App {
     app.update(snap(Snapshot::Services(services())));
     app.flash = None;
     app
+}
+
+/// A minute of `/metrics` readings with a wave in them, a tick each second, and with
+/// `events` the event stream's arrivals of each second too.
+fn a_minute_of_readings(app: &mut App, events: bool) {
+    let (mut orders_n, mut trades_n, mut fast, mut slow) = (0, 0, 0, 0);
+    for i in 0..60u64 {
+        let wave = (i % 10) * 3;
+        orders_n += 20 + wave;
+        trades_n += 5 + wave / 2;
+        fast += 18 + wave;
+        slow += 2 + i % 3;
+        if events {
+            for _ in 0..(40 + wave) {
+                app.rates.count_event();
+            }
+        }
+        app.update(Action::Tick);
+        app.update(snap(metrics(i * 1000, orders_n, trades_n, fast, slow)));
+    }
 }
 
 /// What the daemon says when a trader's token asks for the event stream.
@@ -318,16 +326,8 @@ pub fn trader_app() -> App {
     }
     app.update(snap(Snapshot::Market(market)));
     app.update(snap(Snapshot::Account(account())));
-    let (mut orders_n, mut trades_n, mut fast, mut slow) = (0, 0, 0, 0);
-    for i in 0..60u64 {
-        let wave = (i % 10) * 3;
-        orders_n += 20 + wave;
-        trades_n += 5 + wave / 2;
-        fast += 18 + wave;
-        slow += 2 + i % 3;
-        app.update(Action::Tick);
-        app.update(snap(metrics(i * 1000, orders_n, trades_n, fast, slow)));
-    }
+    // A trader has no event stream: readings only.
+    a_minute_of_readings(&mut app, false);
     app.flash = None;
     app
 }
