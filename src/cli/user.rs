@@ -115,7 +115,38 @@ fn path(user: &str) -> Result<String, CliError> {
 
 fn set_status(ctx: &Ctx, user: &str, status: &str) -> CliResult {
     let v = ctx.put(&path(user)?, &json!({ "status": status }))?;
-    ctx.show(&v, |v| format!("{} is {}", field(v, "username"), field(v, "status")))
+    ctx.show(&v, |v| format!("{} is {}", field(v, "username"), field(v, "status")))?;
+    if status == "disabled" && !ctx.quiet() {
+        resting_orders_note(ctx, &v);
+    }
+    Ok(())
+}
+
+/// The most open orders the note after `disable` counts before it says "or more".
+const COUNTED_OPEN: usize = 1000;
+
+/// Disabling a user refuses its new orders and its tokens, but its resting orders stay on
+/// the book and can still fill, and the user can no longer cancel them itself: say so,
+/// with the command that cancels them, so that an operator who meant "stop this user's
+/// trading" is not left with orders trading on. A note on stderr (the JSON on stdout is
+/// unchanged); a failed count only leaves the note out.
+fn resting_orders_note(ctx: &Ctx, user: &Value) {
+    let (id, name) = (field(user, "user_id"), field(user, "username"));
+    let query = format!("/api/orders?user_id={}&status=open&limit={COUNTED_OPEN}", encode(&id));
+    let Ok(open) = ctx.get(&query) else { return };
+    let n = items(&open).len();
+    if n > 0 {
+        let count = if n >= COUNTED_OPEN {
+            format!("{n} or more open orders")
+        } else if n == 1 {
+            "1 open order".into()
+        } else {
+            format!("{n} open orders")
+        };
+        eprintln!(
+            "note: {name} has {count}: they stay on the book and can still fill; cancel them with `agt order cancel-all --user {name}`"
+        );
+    }
 }
 
 fn transfer(ctx: &Ctx, user: &str, kind: &str, asset: String, amount: String) -> CliResult {

@@ -66,6 +66,32 @@ fn users_round_trip_and_conflicts() {
     d.cli().args(["user", "get", "nobody-here"]).assert().code(1).stderr(predicates::str::contains("not_found"));
 }
 
+/// Disabling a user stops its new orders, not the ones resting: they can still fill, and
+/// the user's own token can no longer cancel them. `agt user disable` says so, with the
+/// command that cancels them; JSON on stdout stays the user alone.
+#[test]
+fn disabling_a_user_with_resting_orders_says_they_stay() {
+    let d = Daemon::start();
+    let (sym, buyer, seller) = d.market_pair("1000", "5");
+    let (s, o) = d.place(&buyer, &sym, "buy", "2", Some("10"));
+    assert_eq!(s, 201, "{o}");
+    let name = d.ok("GET", &format!("/api/users/{buyer}"), None)["username"].as_str().unwrap().to_string();
+    let out = d.cli().args(["user", "disable", &name]).assert().success().get_output().clone();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{name} is disabled"));
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("has 1 open order") && note.contains(&format!("agt order cancel-all --user {name}")), "{note}");
+    // What the note says: the resting order still trades.
+    let (s, sold) = d.place(&seller, &sym, "sell", "2", Some("10"));
+    assert_eq!((s, sold["status"].as_str()), (201, Some("filled")), "{sold}");
+    assert_eq!(d.ok("GET", &format!("/api/orders/{}", o["order_id"].as_str().unwrap()), None)["status"], "filled");
+    // With nothing open, no note; with -o json, stdout is the user as JSON.
+    d.cli().args(["user", "enable", &name]).assert().success();
+    let out = d.cli().args(["-o", "json", "user", "disable", &name]).assert().success().get_output().clone();
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "disabled");
+}
+
 #[test]
 fn hostile_strings_are_refused_or_kept_byte_for_byte() {
     let d = Daemon::start();
