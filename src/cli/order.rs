@@ -48,7 +48,8 @@ pub enum OrderCmd {
         /// Time in force [daemon default: gtc]
         #[arg(long, value_enum)]
         tif: Option<Tif>,
-        /// Your id for this order; placing the same id again returns the first order
+        /// Your id for this order; placing the same id again returns the first order (one
+        /// that was refused is reported as its refusal was: exit 1)
         #[arg(long = "client-id", value_name = "ID")]
         client_id: Option<String>,
     },
@@ -115,12 +116,15 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             if let Some(t) = tif {
                 body.insert("time_in_force".into(), name(t).into());
             }
+            let replayable = client_id.is_some();
             if let Some(c) = client_id {
                 body.insert("client_order_id".into(), c.into());
             }
             let v = ctx.post("/api/orders", &Value::Object(body))?;
-            ctx.show(&v, order_view)?;
-            refused_before(&v)
+            if replayable {
+                refused_before(&v)?;
+            }
+            ctx.show(&v, order_view)
         }
         OrderCmd::Get { id } => {
             let v = ctx.get(&path(&id)?)?;
@@ -239,19 +243,48 @@ fn cancelled_view(v: &Value) -> String {
 }
 
 /// A placement is refused with an error (exit 1), but a retry with the same
-/// `client_order_id` answers the first order as it stands (200), a refused one included:
-/// a script that retries after a lost answer must not read that as placed.
+/// `client_order_id` answers the first order as it stands (200), a refused one included.
+/// Such a retry is told as the refusal was: nothing on stdout, the first refusal's code
+/// and reason on stderr, exit 1. A script that retries after a lost answer must not read
+/// the order it prints as placed, nor see a different error than the first try got.
 fn refused_before(order: &Value) -> CliResult {
     if order.get("status").and_then(Value::as_str) != Some("rejected") {
         return Ok(());
     }
     let id = order.get("order_id").and_then(Value::as_str).unwrap_or("?");
-    let why = order.get("reject_reason").and_then(Value::as_str).unwrap_or("no reason given");
+    let why = order.get("reject_reason").and_then(Value::as_str).unwrap_or("");
+    let (code, reason) = reject_code(why);
     Err(CliError::failed(
-        "order_rejected",
+        code,
         format!(
-            "order {id} with this client id was rejected when it was first placed ({why}); the same --client-id \
-             always answers that order: place it again with a new one"
+            "{reason}\norder {id} is stored as rejected (agt order get {id}): it was rejected when it was first placed \
+             with this --client-id, and the same id always answers that order; place it again with a new --client-id"
         ),
     ))
+}
+
+/// The code and message of a rejected order's `reject_reason` (`"insufficient_funds: …"`,
+/// as the refusal's error had them); `order_rejected` for a reason without a code.
+fn reject_code(reason: &str) -> (&str, &str) {
+    match reason.split_once(": ") {
+        Some((code, message)) if !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => (code, message),
+        _ if reason.is_empty() => ("order_rejected", "the order was rejected (no reason was stored)"),
+        _ => ("order_rejected", reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reject_code;
+
+    #[test]
+    fn a_reject_reason_gives_back_the_refusals_code_and_message() {
+        assert_eq!(
+            reject_code("insufficient_funds: buying 1 at 100 needs 100 USD: short by 100"),
+            ("insufficient_funds", "buying 1 at 100 needs 100 USD: short by 100")
+        );
+        assert_eq!(reject_code("Odd: not a code"), ("order_rejected", "Odd: not a code"));
+        assert_eq!(reject_code("no code at all"), ("order_rejected", "no code at all"));
+        assert_eq!(reject_code("").0, "order_rejected");
+    }
 }

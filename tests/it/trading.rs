@@ -977,24 +977,45 @@ fn an_amend_cannot_shrink_an_order_below_the_instrument_minimum() {
     assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["quantity"], "6", "refused amends changed nothing");
 }
 
-/// A retry with the same `client_order_id` answers the first order; when that one was
-/// refused, `agt order place` says so and exits 1, so that a retrying script does not
-/// take it for placed.
+/// A retry with the same `client_order_id` answers the first order (200, as DESIGN.md
+/// says); when that one was refused, `agt order place` tells the retry as it told the
+/// refusal: nothing on stdout, the refusal's code and reason on stderr, exit 1, so that a
+/// retrying script neither takes it for placed nor sees another error. A retry of an
+/// accepted order prints that order and exits 0.
 #[test]
-fn a_retried_placement_of_a_refused_order_exits_1() {
+fn a_retried_placement_of_a_refused_order_is_told_as_the_refusal() {
     let dm = Daemon::start();
     let sym = dm.symbol("0.01", "1");
     let u = dm.user("retry");
-    dm.deposit(&u, "USD", "1000");
-    let place = || dm.cli().args(["order", "place", &u, &sym, "buy", "1", "100.001", "--client-id", "retry-7"]).assert().code(1);
-    place().stderr(predicates::str::contains("invalid_tick"));
-    let out = place().get_output().clone();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("order_rejected") && err.contains("new one"), "{err}");
-    let out = dm.cli().args(["-o", "json", "order", "place", &u, &sym, "buy", "1", "100", "--client-id", "retry-7"]).assert().code(1);
-    let shown: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    assert_eq!((shown["status"].as_str(), shown["price"].as_str()), (Some("rejected"), Some("100.001")), "the first order, printed");
-    dm.cli().args(["order", "place", &u, &sym, "buy", "1", "100", "--client-id", "retry-8"]).assert().success();
+    dm.deposit(&u, "USD", "50");
+    let place = |args: &[&str]| {
+        let mut c = dm.cli();
+        c.args(args).args(["order", "place", &u, &sym, "buy", "1", "100", "--client-id", "retry-7"]);
+        let out = c.assert().code(1).get_output().clone();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first_out, first_err) = place(&[]);
+    let reason = first_err.lines().next().unwrap().to_string();
+    assert!(reason.starts_with("error: insufficient_funds: ") && first_out.is_empty(), "{first_out}{first_err}");
+    for args in [&[][..], &["-o", "json"]] {
+        let (out, err) = place(args);
+        assert!(out.is_empty(), "a refused order is not printed as if placed ({args:?}): {out}");
+        assert_eq!(err.lines().next(), Some(reason.as_str()), "the refusal's code and reason, as the first try said them: {err}");
+        assert!(err.contains("--client-id") && err.contains("new"), "says why and what to do: {err}");
+    }
+    // The HTTP API answers the first order, rejected as it is stored (DESIGN.md §4).
+    let body = json!({"user_id": u, "symbol": sym, "side": "buy", "quantity": "1", "price": "100", "client_order_id": "retry-7"});
+    let (status, order) = dm.req("POST", "/api/orders", Some(body));
+    assert_eq!((status, order["status"].as_str()), (200, Some("rejected")), "{order}");
+    assert!(order["reject_reason"].as_str().unwrap().starts_with("insufficient_funds: "), "{order}");
+
+    let accepted = |c: &mut assert_cmd::Command| {
+        let out = c.args(["-o", "json", "order", "place", &u, &sym, "buy", "1", "10", "--client-id", "retry-8"]).assert().success();
+        serde_json::from_slice::<Value>(&out.get_output().stdout).unwrap()
+    };
+    let first = accepted(&mut dm.cli());
+    let again = accepted(&mut dm.cli());
+    assert_eq!((again["order_id"].clone(), again["status"].as_str()), (first["order_id"].clone(), Some("new")), "{again}");
 }
 
 /// Listing by a symbol the market does not list is 404 `unknown_symbol`, as listing by an
