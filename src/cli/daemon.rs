@@ -260,12 +260,21 @@ fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
             return Err(CliError::failed("lock_held", why));
         }
     };
+    let was_stopped = process_state(pid) == Some('T');
     // SAFETY: kill has no memory effects; pid holds this home's lock (checked above).
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == -1 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::ESRCH) {
             return Err(anyhow::anyhow!("cannot signal the daemon (pid {pid}): {err}").into());
         }
+    }
+    // Then SIGCONT, as systemd does: a daemon stopped with SIGSTOP (or Ctrl-Z) would hold
+    // the SIGTERM pending and never act on it; woken, it shuts down cleanly. To a running
+    // daemon it is nothing.
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+    if was_stopped && !ctx.quiet() {
+        eprintln!("note: the daemon (pid {pid}) was stopped (SIGSTOP); it was sent SIGCONT so that it can shut down");
     }
     let deadline = Instant::now() + timeout;
     while process_alive(pid) {

@@ -525,6 +525,30 @@ fn a_stopped_daemon_is_named_within_seconds() {
     assert_eq!(d.req("GET", "/ready", None).0, 200, "resumed");
 }
 
+/// `agt daemon stop` of a stopped (SIGSTOP) daemon sends SIGCONT after SIGTERM, as
+/// systemd does: the daemon wakes and shuts down cleanly at once, instead of holding the
+/// SIGTERM until `stop` gives up after its timeout.
+#[test]
+fn stop_wakes_a_stopped_daemon_to_shut_it_down() {
+    let mut d = Daemon::start();
+    let pid = d.pid();
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next()?.split_whitespace().next().map(String::from))
+    };
+    wait_until("the daemon to stop", Duration::from_secs(10), || (state().as_deref() == Some("T")).then_some(()));
+    let t0 = std::time::Instant::now();
+    let out = d.cli().args(["daemon", "stop", "--timeout", "20"]).timeout(Duration::from_secs(40)).output().unwrap();
+    let took = t0.elapsed();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("stopped (pid {pid})")) && stderr.contains("SIGSTOP"), "{stdout}{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}: stop waited for its timeout");
+    assert!(d.stop().success(), "a clean shutdown: {}", d.log());
+}
+
 /// What is in the way of a start is named with its path and the fix: a directory where
 /// the socket goes, a home too long for a Unix socket path.
 #[test]
