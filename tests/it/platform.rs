@@ -1021,6 +1021,12 @@ fn config_symbols_are_checked_as_symbol_add_checks_them() {
     // An entry as the market has it, and a new symbol, are taken.
     set(r#"[{"symbol":"MSFT","tick":"0.01","lot":"1","min_quantity":"1","max_quantity":"100000"}]"#).success();
     set(r#"[{"symbol":"NEWCO","tick":"0.01","lot":"1"}]"#).success();
+    // One entry on its own is a list of one, as `agt symbol add` adds one, over HTTP too.
+    set(r#"{"symbol":"ONECO","tick":"0.01","lot":"1"}"#).success().stdout(predicates::str::contains("ONECO"));
+    let (status, e) = d.req("PUT", "/api/config", Some(json!({"symbols": {"symbol": "TWOCO", "tick": "0.01", "lot": "1"}})));
+    assert_eq!(status, 200, "{e}");
+    let listed = d.ok("GET", "/api/config", None)["symbols"].as_array().unwrap().iter().map(|s| s["symbol"].clone()).collect::<Vec<_>>();
+    assert!(listed.contains(&json!("ONECO")) && listed.contains(&json!("TWOCO")), "{listed:?}");
     assert_eq!(d.ok("GET", "/api/config", None)["symbols"].as_array().unwrap().last().unwrap()["max_quantity"], "1000000000");
     // Until a start lists it, the new symbol is pending.
     let pending = d.ok("GET", "/api/config/pending", None);

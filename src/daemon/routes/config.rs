@@ -4,6 +4,7 @@ use crate::api::ApiError;
 use crate::daemon::app::App;
 use crate::daemon::http::{ok, ApiResult, Caller, Json};
 use crate::services::config::service::Cmd;
+use crate::services::config::settings::Settings;
 use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
@@ -40,12 +41,15 @@ pub async fn pending(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<R
 }
 
 /// Flattens `{"risk": {"max_open_orders": 3}}` and `{"risk.max_open_orders": 3}` alike.
+/// An object under a list key (`symbols`, `notify.webhooks`) is one entry of that list,
+/// not more keys: `{"symbols": {"symbol": "X-USD", …}}` adds one instrument, as
+/// `agt symbol add` does, rather than being refused as an unknown key `symbols.lot`.
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
     match v {
         serde_json::Value::Object(m) if !prefix.is_empty() || !m.is_empty() => {
             for (k, v) in m {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                if v.is_object() {
+                if v.is_object() && !Settings::is_list(&key) {
                     flatten(&key, v, out);
                 } else {
                     out.push((key, v.clone()));
