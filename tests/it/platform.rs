@@ -817,6 +817,37 @@ fn an_edited_instrument_in_agt_toml_is_not_announced_as_applied() {
     assert_eq!(symbols_changed(&d).len(), 1, "no new announcement");
 }
 
+/// An edit of `agt.toml` that adds a `[[symbols]]` entry is said in the log once: the
+/// live settings take the file's symbols (so the entry shows as pending), and a later
+/// edit of another key does not say it again. The start after still announces it.
+#[test]
+fn an_edited_symbol_is_said_once_and_announced_at_the_next_start() {
+    let mut d = Daemon::start();
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\n[[symbols]]\nsymbol = \"ONCECO\"\ntick = \"0.01\"\nlot = \"1\"\n")).unwrap();
+    let said = |d: &Daemon| d.log().matches("lists a new symbol").count();
+    wait_until("the edit's symbol to be said", Duration::from_secs(10), || (said(&d) == 1).then_some(()));
+    let pending = d.ok("GET", "/api/config/pending", None);
+    assert_eq!(pending["symbols"]["saved"][0]["symbol"], "ONCECO", "the saved entry waits for a start: {pending}");
+    let limit = |d: &Daemon| d.ok("GET", "/api/risk/limits", None)["max_open_orders"].as_u64();
+    // Two edits of another key, each seen before the next.
+    let text = std::fs::read_to_string(&file).unwrap();
+    for (n, text) in [(41, format!("[risk]\nmax_open_orders = 41\n\n{text}")), (42, format!("[risk]\nmax_open_orders = 42\n\n{text}"))] {
+        std::fs::write(&file, text).unwrap();
+        wait_until("the edit to apply", Duration::from_secs(10), || (limit(&d) == Some(n)).then_some(()));
+    }
+    assert_eq!(said(&d), 1, "said once, not at every edit after: {}", d.log());
+    let symbols_changed = |d: &Daemon| d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["key"] == "symbols").collect::<Vec<_>>();
+    assert!(symbols_changed(&d).is_empty(), "not announced before a start lists it");
+
+    d.restart();
+    let changed = wait_until("the start's symbols change", Duration::from_secs(10), || symbols_changed(&d).pop());
+    let value = changed["data"]["value"].as_array().unwrap();
+    assert!(value.iter().any(|e| e["symbol"] == "ONCECO"), "{changed}");
+    assert!(d.ok("GET", "/api/symbols", None).as_array().unwrap().iter().any(|i| i["symbol"] == "ONCECO"));
+}
+
 /// An empty `http.listen` (TCP off) reads as that in `config get` and `config show`, not
 /// as a blank; scripts still get the value itself.
 #[test]

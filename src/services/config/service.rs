@@ -129,11 +129,14 @@ fn overridden_by_environment(key: &str) -> Option<String> {
     Settings::env_override(key, &|name: &str| std::env::var(name).ok())
 }
 
-/// Stores every key's value (secrets masked, as `get` shows them) as the history's baseline.
-fn save_baseline(tx: &Connection, settings: &Settings) -> Result<(), ServiceError> {
+/// Stores the value of each of `keys` (secrets masked, as `get` shows them) as the
+/// history's baseline: at a start every key, after a change the keys it recorded. Only
+/// those: the live `symbols` also follow an edit of the file that is not recorded (it
+/// applies at the next start), and that start must still find it changed to announce it.
+fn save_baseline(tx: &Connection, settings: &Settings, keys: &[&str]) -> Result<(), ServiceError> {
     let mut put =
         tx.prepare_cached("INSERT INTO baseline (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?;
-    for key in Settings::known_keys() {
+    for &key in keys {
         if let Some(v) = settings.get(key) {
             put.execute(params![key, v.to_string()])?;
         }
@@ -180,7 +183,7 @@ impl Config {
         // Its own write is not an edit to apply again.
         self.seen = stamp(&self.file);
         self.record(tx, &applied, after)?;
-        save_baseline(tx, &next)?;
+        save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())?;
         let json = next.to_json();
         self.live.replace(next);
         Ok(Ok(json))
@@ -191,7 +194,10 @@ impl Config {
     /// would, hot keys at once, and `notify.webhooks` whole. A changed `symbols` entry
     /// applies at the next start if it names a new instrument, and never if it asks an
     /// existing one for other terms: neither is announced now, and the log says which is
-    /// which ([`Config::say_symbols_edit`]).
+    /// which ([`Config::say_symbols_edit`]). The live `symbols` take the file's all the
+    /// same, as a `config set` of them would (`config get` and `GET /api/config/pending`
+    /// show what is saved): compared with the old ones, every later edit of the file
+    /// said the same entries again.
     fn reload(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
         let loaded = match Settings::load(&self.file, &|name: &str| std::env::var(name).ok()) {
             Ok(s) => s,
@@ -213,11 +219,9 @@ impl Config {
             })
             .collect();
         let (lists, keys): (Vec<_>, Vec<_>) = changed.iter().partition(|(key, _)| Settings::is_list(key));
-        if !lists.is_empty() {
-            self.say_symbols_edit(&live.symbols, &loaded.symbols);
-        }
+        let symbols_changed = !lists.is_empty();
         let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
-        if keys.is_empty() && !hooks_changed {
+        if keys.is_empty() && !hooks_changed && !symbols_changed {
             return Ok(());
         }
         let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
@@ -233,9 +237,16 @@ impl Config {
             applied
         }) {
             Ok(applied) => {
-                tracing::info!(keys = ?applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), "applied an edit of the configuration file");
+                if symbols_changed {
+                    self.say_symbols_edit(&live.symbols, &loaded.symbols);
+                    next.symbols = loaded.symbols.clone();
+                }
+                let recorded: Vec<&str> = applied.iter().map(|c| c.key.as_str()).collect();
+                if !recorded.is_empty() {
+                    tracing::info!(keys = ?recorded, "applied an edit of the configuration file");
+                }
                 self.record(tx, &applied, after)?;
-                save_baseline(tx, &next)?;
+                save_baseline(tx, &next, &recorded)?;
                 self.live.replace(next);
             }
             Err(e) => tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed"),
@@ -273,7 +284,7 @@ impl Config {
         for change in &changed {
             keep(&tx, change)?;
         }
-        save_baseline(&tx, &live)?;
+        save_baseline(&tx, &live, &Settings::known_keys())?;
         tx.commit()?;
         let mut held = None;
         for change in changed {
