@@ -320,7 +320,8 @@ impl Trading {
                             &*m.symbol,
                             o.side.as_str(),
                             DecimalText::of((Decimal::from(o.price) * b.tick).normalize()),
-                            DecimalText::of(Decimal::from(o.remaining) * b.lot),
+                            // Normalised as every stored decimal is: 1000 lots of 0.001 are "1", not "1.000".
+                            DecimalText::of((Decimal::from(o.remaining) * b.lot).normalize()),
                             o.priority as i64,
                             DecimalText::of(b.tick),
                             DecimalText::of(b.lot)
@@ -822,6 +823,32 @@ mod tests {
         drop(unit);
         let mut reopened = Unit::<Trading>::open(&ctx).unwrap();
         assert_eq!(book(&mut reopened), before);
+    }
+
+    /// A resting order's remaining quantity is stored normalised, as every decimal in the
+    /// stores is: on a lot of 0.001, what a fill leaves of 1.5 is "1", not "1.000".
+    #[test]
+    fn resting_rows_hold_normalised_quantities() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let mut unit = Unit::<Trading>::open(&ctx).unwrap();
+        let on_fine_lot = |mut o: MatchRequest| {
+            o.lot = "0.001".parse().unwrap();
+            o
+        };
+        place(&mut unit, on_fine_lot(order("ord_a", "u1", Side::Sell, "100", "1.5")));
+        place(&mut unit, on_fine_lot(order("ord_b", "u2", Side::Buy, "100", "0.5")));
+        place(&mut unit, on_fine_lot(order("ord_c", "u1", Side::Sell, "101", "2")));
+        unit.commit(&bus).unwrap();
+        let rows: Vec<(String, String)> = unit
+            .work(|_, tx, _| {
+                Ok(tx
+                    .prepare("SELECT order_id, remaining FROM resting ORDER BY internal_id")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .unwrap();
+        assert_eq!(rows, [("ord_a".to_string(), "1".to_string()), ("ord_c".to_string(), "2".to_string())]);
     }
 
     /// The borrowed event data writes exactly what `api::Trade` writes, so a
