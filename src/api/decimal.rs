@@ -12,7 +12,9 @@ use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::str::FromStr;
 
-/// Parses a decimal from user text (CLI arguments, query strings, JSON strings).
+/// Parses a decimal from user text (CLI arguments, query strings, JSON strings, CSV
+/// cells): one every reader of amounts shares, so that `"+5"` or `"5."` is refused
+/// everywhere alike ([`misshapen`]).
 pub fn parse(text: &str) -> Result<Decimal, String> {
     let t = text.trim();
     if t.is_empty() {
@@ -28,6 +30,9 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
             "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {t:?}"
         ));
     }
+    if let Some(shape) = misshapen(t) {
+        return Err(shape);
+    }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
     let d = parsed
         .map(|d| d.normalize())
@@ -36,6 +41,39 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
         return Err(format!("{t:?} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)"));
     }
     Ok(d)
+}
+
+/// What is wrong with the shape of a decimal's text, if anything. Text must be written as
+/// a JSON number must (`+5`, `5.` and `.5` are refused either way), except that leading
+/// zeros are allowed (`007.50`): an optional `-`, digits, a point with digits on both
+/// sides, an exponent. rust_decimal takes `+5` and `5.`: the same amount was refused as a
+/// JSON number and taken as a string, and a stray sign or point in an argument or a CSV
+/// row slipped through. A text of the right shape costs a scan and no allocation: a
+/// placement's price and quantity come here.
+fn misshapen(t: &str) -> Option<String> {
+    let b = t.as_bytes();
+    if b.first() == Some(&b'+') {
+        return Some(format!("write a decimal without a plus sign: {:?}, not {t:?}", &t[1..]));
+    }
+    let unsigned = b.strip_prefix(b"-").unwrap_or(b);
+    let split = unsigned.iter().position(|c| matches!(c, b'e' | b'E')).unwrap_or(unsigned.len());
+    let (mantissa, exponent) = unsigned.split_at(split);
+    let (whole, fraction) = match mantissa.iter().position(|&c| c == b'.') {
+        Some(p) => (&mantissa[..p], Some(&mantissa[p + 1..])),
+        None => (mantissa, None),
+    };
+    let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+    if fraction.is_some_and(|f| whole.is_empty() || f.is_empty()) {
+        return Some(format!("a decimal point needs a digit on each side (\"0.5\", \"5\" or \"5.0\"), got {t:?}"));
+    }
+    let exponent_ok = match exponent.split_first() {
+        None => true,
+        Some((_, e)) => digits(e.strip_prefix(b"+").or_else(|| e.strip_prefix(b"-")).unwrap_or(e)),
+    };
+    if !digits(whole) || !fraction.is_none_or(digits) || !exponent_ok {
+        return Some(format!("expected a decimal number such as \"10.5\" or \"-2\", got {t:?}"));
+    }
+    None
 }
 
 /// Whether two decimal texts have the same significant digits: the digits without the
@@ -451,6 +489,37 @@ mod tests {
             r#""1 000""#,
         ] {
             assert!(p(&format!(r#"{{"v": {bad}}}"#)).is_err(), "{bad} was accepted");
+        }
+    }
+
+    /// A string is held to a JSON number's shape: what `{"v": 5.}` refuses, `{"v": "5."}`
+    /// refuses too, and says what to write.
+    #[test]
+    fn a_sign_or_a_bare_point_is_refused_in_text_as_in_a_json_number() {
+        for (bad, says) in [
+            ("+5", "without a plus sign: \"5\""),
+            (" +0.5 ", "without a plus sign"),
+            ("+", "without a plus sign"),
+            ("5.", "a digit on each side"),
+            (".5", "a digit on each side"),
+            ("-.5", "a digit on each side"),
+            ("5.e3", "a digit on each side"),
+            (".", "a digit on each side"),
+            ("1.5.5", "such as \"10.5\""),
+            ("1-2", "such as \"10.5\""),
+            ("--1", "such as \"10.5\""),
+            ("-", "such as \"10.5\""),
+            ("1e", "such as \"10.5\""),
+            ("1e+", "such as \"10.5\""),
+            ("1e5e5", "such as \"10.5\""),
+            ("e5", "such as \"10.5\""),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(p(&format!(r#"{{"v": "{bad}"}}"#)).is_err(), "{bad} was accepted as a JSON string");
+        }
+        for (good, is) in [("5", "5"), ("-5", "-5"), ("0.5", "0.5"), ("007.50", "7.5"), ("1e+3", "1000"), ("1E-3", "0.001"), ("5.0", "5")] {
+            assert_eq!(parse(good).map(|d| d.to_string()), Ok(is.to_string()), "{good}");
         }
     }
 
