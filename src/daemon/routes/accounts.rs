@@ -5,7 +5,7 @@ use super::users::visible_user;
 use crate::api::{ApiError, Transfer};
 use crate::daemon::app::App;
 use crate::daemon::http::{ok, ApiResult, Caller, Json, Path};
-use crate::services::{risk, users};
+use crate::services::{market, risk, users};
 use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
@@ -25,24 +25,52 @@ pub async fn deposit(
     caller.require_admin()?;
     let user_id = user_id(&app, id).await?;
     let Transfer { asset, amount } = body;
-    not_an_instrument(&app, &asset).await?;
+    traded(&app, &asset).await?;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Deposit { user_id, asset, amount, reply }).await?))
 }
 
-/// A deposit names an asset; `BTC-USD` is the instrument that trades `BTC`. Funds
-/// deposited under an instrument's name could never be traded or settle anything, so that
-/// mistake is refused (422 `invalid_asset`) with the asset meant. A symbol that is its own
-/// base asset (`AAPL`, `BRK.B`) is an asset as well.
-async fn not_an_instrument(app: &App, asset: &str) -> Result<(), ApiError> {
-    let Ok(i) = crate::services::orders::saga::instrument(app, asset).await else { return Ok(()) };
-    if i.base == asset {
+/// The cash every instrument is priced in (DESIGN.md §2): deposited before any symbol is
+/// listed, too.
+const CASH: &str = "USD";
+
+/// A deposit must be of an asset some listed instrument trades, as an exchange refuses a
+/// coin it does not support: funds in any other asset (a typo, `APPL`) could never be
+/// traded or settle anything. An instrument's own name (`BTC-USD`, which trades `BTC`) is
+/// refused with the asset meant (422 `invalid_asset`), any other untraded asset with the
+/// list of those that are (400 `unknown_asset`); once its instrument is listed (`agt
+/// symbol add`, `[[symbols]]`) the asset takes deposits. A malformed name is left to
+/// risk's own check (400 `invalid_asset`, saying the rule). Withdrawals are not held to
+/// this: what an account holds can always leave.
+async fn traded(app: &App, asset: &str) -> Result<(), ApiError> {
+    if asset == CASH || !risk::checks::valid_name(asset) {
         return Ok(());
     }
-    Err(ApiError::rejected(
-        "invalid_asset",
+    let listed = app.market.call(market::Cmd::Symbols).await?;
+    if listed.iter().any(|i| i.base == asset || i.quote == asset) {
+        return Ok(());
+    }
+    if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
+        return Err(ApiError::rejected(
+            "invalid_asset",
+            format!(
+                "{asset} is an instrument, not an asset: it trades {} against {}; deposit {} or {} instead",
+                i.base, i.quote, i.base, i.quote
+            ),
+        ));
+    }
+    let mut assets: Vec<&str> = listed.iter().flat_map(|i| [i.base.as_str(), i.quote.as_str()]).chain([CASH]).collect();
+    assets.sort_unstable();
+    assets.dedup();
+    const SHOWN: usize = 20;
+    let more = assets.len().saturating_sub(SHOWN);
+    let mut list = assets[..assets.len().min(SHOWN)].join(", ");
+    if more > 0 {
+        list.push_str(&format!(" and {more} more (`agt symbol list`)"));
+    }
+    Err(ApiError::invalid(
+        "unknown_asset",
         format!(
-            "{asset} is an instrument, not an asset: it trades {} against {}; deposit {} or {} instead",
-            i.base, i.quote, i.base, i.quote
+            "no listed instrument trades {asset}, so it takes no deposits (the assets traded: {list}); list an instrument that trades it first (`agt symbol add {asset} --tick T --lot L`, or {asset}-USD)"
         ),
     ))
 }
