@@ -88,6 +88,65 @@ fn deposits_withdrawals_and_who_may_read_an_account() {
     assert_eq!(dm.tcp("POST", &format!("/api/users/{fresh}/withdrawals"), Some(dep), Some(&trader)).0, 403);
 }
 
+/// An amount is written as a JSON number is, in a string too: `"+5"`, `"5."` and `".5"`
+/// are refused by deposits, withdrawals and orders alike, as `5.` is in a body.
+#[test]
+fn an_amount_with_a_sign_or_a_bare_point_is_refused_everywhere() {
+    let dm = Daemon::start();
+    let u = dm.user("signs");
+    dm.deposit(&u, "USD", "100");
+    for amount in ["+5", "5.", ".5", "+0.5e1"] {
+        for path in ["deposits", "withdrawals"] {
+            let (s, e) = dm.req("POST", &format!("/api/users/{u}/{path}"), Some(json!({"asset": "USD", "amount": amount})));
+            assert_eq!((s, code(&e)), (400, "invalid_request"), "{path} {amount}: {e}");
+            assert!(e["error"]["message"].as_str().unwrap().contains("amount: "), "{e}");
+        }
+        let (s, e) = dm.place(&u, "AAPL", "buy", "1", Some(amount));
+        assert_eq!(s, 400, "price {amount}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("price: "), "{e}");
+        let (s, e) = dm.place(&u, "AAPL", "buy", amount, Some("1"));
+        assert_eq!(s, 400, "quantity {amount}: {e}");
+    }
+    let (s, e) = dm.raw("POST", &format!("/api/users/{u}/deposits"), r#"{"asset": "USD", "amount": 5.}"#, &[]);
+    assert_eq!((s, code(&e)), (400, "invalid_json"), "a JSON number: {e}");
+    assert_eq!(bal(&dm, &u, "USD"), (d("100"), d("0"), d("100")), "refused amounts moved money");
+    assert_eq!(dm.req("GET", &format!("/api/orders?user_id={u}&status=all"), None).1, json!([]), "refused orders were stored");
+    // The CLI's arguments go the same way.
+    dm.cli().args(["user", "deposit", &u, "USD", "+5"]).assert().code(1).stderr(predicates::str::contains("without a plus sign"));
+    dm.cli()
+        .args(["order", "place", &u, "AAPL", "buy", "1", "5."])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("a digit on each side"));
+}
+
+/// A deposit is of an asset some listed instrument trades (or USD): another is refused
+/// with the list of those that are, until an instrument for it is listed. What an account
+/// holds can still be withdrawn.
+#[test]
+fn a_deposit_in_an_asset_no_instrument_trades_is_refused() {
+    let dm = Daemon::start();
+    let u = dm.user("coins");
+    let (s, e) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "ZZZ", "amount": "5"})));
+    assert_eq!((s, code(&e)), (400, "unknown_asset"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    for traded in ["AAPL", "BTC", "ETH", "MSFT", "USD"] {
+        assert!(message.contains(traded), "{traded} missing from {message}");
+    }
+    assert!(message.contains("agt symbol add ZZZ"), "{message}");
+    dm.cli().args(["user", "deposit", &u, "ZZZ", "5"]).assert().code(1).stderr(predicates::str::contains("unknown_asset"));
+    assert_eq!(bal(&dm, &u, "ZZZ"), Default::default());
+    // Listed later, it takes deposits, as the base of a `-USD` symbol does.
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": "ZZZ", "tick": "0.01", "lot": "1"})));
+    dm.deposit(&u, "ZZZ", "5");
+    let (s, e) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "QQ", "amount": "5"})));
+    assert_eq!((s, code(&e)), (400, "unknown_asset"), "{e}");
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": "QQ-USD", "tick": "0.01", "lot": "1"})));
+    dm.deposit(&u, "QQ", "5");
+    assert_eq!(bal(&dm, &u, "QQ"), (d("5"), d("0"), d("5")));
+    dm.ok("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": "QQ", "amount": "5"})));
+}
+
 #[test]
 fn limits_global_through_config_and_per_user_through_risk() {
     let dm = Daemon::start();
@@ -147,7 +206,12 @@ fn limits_global_through_config_and_per_user_through_risk() {
         let (s, e) = dm.req("PUT", &format!("/api/risk/limits{query}"), Some(json!({"max_open_orders": 1})));
         assert_eq!((s, code(&e)), (400, code_), "{query}: {e}");
     }
-    dm.cli().args(["risk", "set", "max_open_orders", "1", "--user", ""]).assert().code(1);
+    // The CLI refuses an empty --user itself, as a usage error.
+    dm.cli()
+        .args(["risk", "set", "max_open_orders", "1", "--user", ""])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--user cannot be empty"));
     assert_eq!(dm.ok("GET", "/api/risk/limits", None), global, "the global limits are as they were");
     for p in ["1.00", "1.01", "1.02"] {
         assert_eq!(dm.place(&u, &sym, "buy", "1", Some(p)).0, 201);
