@@ -147,8 +147,14 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 
 /// A request's whole body, at most `limit` bytes. `Err(None)`: it is longer (each route
 /// says what it takes); `Err(Some(e))`: it could not be read, 408 `request_timeout` if it
-/// did not arrive in time (`server::TimedBody`), else 400.
+/// did not arrive in time (`server::TimedBody`), else 400. A body whose announced length
+/// (`Content-Length`, hyper's size hint) is over `limit` is refused before it is polled:
+/// hyper answers `Expect: 100-continue` when a body is first polled, and a client that
+/// announced too much should get its 413 at once, not be asked to send it all first.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Option<ApiError>> {
+    if hyper::body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(None);
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let mut cause = Some(&e as &(dyn std::error::Error + 'static));
         while let Some(c) = cause {
@@ -162,6 +168,52 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Op
         }
         Some(ApiError::bad_request(format!("could not read the request body: {e}")))
     })
+}
+
+/// The route that takes a body other than JSON: a CSV import may come as the CSV itself.
+pub const IMPORT_PATH: &str = "/api/market/import";
+
+/// Whether a command's body comes as JSON, by its `Content-Type` (415
+/// `unsupported_media_type` if not). Every body of the API is JSON; one labelled as
+/// something else (curl's `-d` sends `application/x-www-form-urlencoded`, an HTML form
+/// `multipart/form-data`) was read as JSON all the same, so a client that meant another
+/// format got a parser's complaint, or worse, had it taken. Accepted:
+/// `application/json` with or without parameters (`; charset=utf-8`), any
+/// `application/*+json`, and no `Content-Type` at all (a hand-written request, `printf |
+/// nc`: what it sends can only be meant as JSON, and JSON is what is checked next). A
+/// request without a body is not held to it (a `DELETE` with a stray header). `POST
+/// /api/market/import` also takes `text/csv` and `text/plain` (the CSV itself).
+///
+/// The order path sends `application/json` exactly (the CLI, the bench, the TUI): that is
+/// one header lookup and one comparison, with nothing allocated.
+pub fn json_body(headers: &axum::http::HeaderMap, path: &str) -> Result<(), ApiError> {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(()) };
+    let raw = value.as_bytes();
+    if raw == b"application/json" {
+        return Ok(());
+    }
+    let no_body = !headers.contains_key(TRANSFER_ENCODING) && headers.get(CONTENT_LENGTH).is_none_or(|n| n.as_bytes() == b"0");
+    if no_body {
+        return Ok(());
+    }
+    let essence = raw.split(|&b| b == b';').next().unwrap_or(raw).trim_ascii();
+    let is = |t: &str| essence.eq_ignore_ascii_case(t.as_bytes());
+    let lower = essence.to_ascii_lowercase();
+    if is("application/json") || (lower.starts_with(b"application/") && lower.ends_with(b"+json")) {
+        return Ok(());
+    }
+    let import = path == IMPORT_PATH;
+    if import && (is("text/csv") || is("text/plain")) {
+        return Ok(());
+    }
+    let got: String = String::from_utf8_lossy(raw).chars().take(80).collect();
+    let wanted = if import {
+        "this route takes JSON {\"csv\": \"<the file>\"} with `Content-Type: application/json`, or the CSV itself with `Content-Type: text/csv`"
+    } else {
+        "this route takes a JSON body: send it with `Content-Type: application/json` (curl: `--json '{…}'`, or `-H 'Content-Type: application/json'` with `-d`)"
+    };
+    Err(ApiError::new(415, "unsupported_media_type", format!("{wanted}; got Content-Type {got:?}")))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -325,6 +377,42 @@ mod tests {
         assert!(e.message.starts_with("depth is too large: the largest this parameter takes is 18446744073709551615"), "{}", e.message);
         assert!(query_number("tail", Some("ten"), 0, u64::MAX).is_err());
         assert!(page_limit(Some("-1"), 100, 10_000).unwrap_err().message.contains("from 1 to 10000"));
+    }
+
+    #[test]
+    fn a_body_must_be_labelled_as_json_or_not_at_all() {
+        let check = |ctype: Option<&str>, length: Option<&str>, path: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            if let Some(t) = ctype {
+                h.insert(axum::http::header::CONTENT_TYPE, t.parse().unwrap());
+            }
+            if let Some(n) = length {
+                h.insert(axum::http::header::CONTENT_LENGTH, n.parse().unwrap());
+            }
+            json_body(&h, path).map_err(|e| (e.status, e.code.to_string(), e.message))
+        };
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("Application/JSON ;charset=UTF-8"),
+            Some("application/merge-patch+json"),
+        ] {
+            assert_eq!(check(ok, Some("2"), "/api/orders"), Ok(()), "{ok:?}");
+        }
+        for bad in
+            ["application/x-www-form-urlencoded", "text/plain", "text/csv", "multipart/form-data; boundary=x", "application/jsonx", ""]
+        {
+            let (status, code, message) = check(Some(bad), Some("2"), "/api/orders").unwrap_err();
+            assert_eq!((status, code.as_str()), (415, "unsupported_media_type"), "{bad}");
+            assert!(message.contains("Content-Type: application/json") && message.contains(&format!("{bad:?}")), "{message}");
+        }
+        assert_eq!(check(Some("text/plain"), Some("0"), "/api/orders"), Ok(()), "no body, nothing to label");
+        assert_eq!(check(Some("text/plain"), None, "/api/orders"), Ok(()), "no body, nothing to label");
+        assert_eq!(check(Some("text/csv; charset=utf-8"), Some("9"), IMPORT_PATH), Ok(()));
+        assert_eq!(check(Some("text/plain"), Some("9"), IMPORT_PATH), Ok(()));
+        let (_, _, message) = check(Some("application/x-www-form-urlencoded"), Some("9"), IMPORT_PATH).unwrap_err();
+        assert!(message.contains("text/csv"), "{message}");
     }
 
     #[test]

@@ -255,10 +255,11 @@ pub fn exchange<S: Read + Write>(
 ) -> std::io::Result<(u16, Value)> {
     let body = body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
+    // JSON unless the caller names another type (or `Content-Type` with no value: none).
+    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
         req.push_str("Content-Type: application/json\r\n");
     }
-    for (k, v) in headers {
+    for (k, v) in headers.iter().filter(|(k, v)| !(k.eq_ignore_ascii_case("content-type") && v.is_empty())) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");

@@ -131,8 +131,9 @@ struct ImportBody {
 }
 
 /// `POST /api/market/import` (admin): historical OHLCV bars, all or none. The body is the
-/// CSV itself with `Content-Type: text/csv` (or `text/plain`), or any other type carrying
-/// JSON `{"csv": "<the file>"}` (what `agt market import` sends). Answers
+/// CSV itself with `Content-Type: text/csv` (or `text/plain`), or JSON `{"csv": "<the
+/// file>"}` (what `agt market import` sends; any other type is refused with 415 before it
+/// gets here, `http::json_body`). Answers
 /// `{"imported", "symbols", "last": {symbol: close}, "last_price_updated": [symbol]}`, or
 /// 400 `invalid_csv` listing every bad row by line. Where an import set a symbol's last
 /// price, risk is told before the answer, so the price band applies to the next order.

@@ -285,6 +285,13 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
             return Failure(e.clone()).into_response();
         }
     }
+    // A body in a format the API does not read is refused unread (415): the audit record
+    // keeps its size, not its bytes, and an `Expect: 100-continue` client is not asked to
+    // send it. A path no route has is left to its 404.
+    let routed = req.extensions().get::<MatchedPath>().is_some();
+    let media = if allowed.is_ok() && routed { crate::daemon::http::json_body(req.headers(), req.uri().path()) } else { Ok(()) };
+    let keep_body = media.is_ok();
+    let allowed = allowed.and(media);
     let next = |req| async move {
         match allowed {
             Ok(()) => next.run(req).await,
@@ -292,7 +299,7 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         }
     };
     // A body that never came is no command: nothing ran, so there is nothing to audit.
-    let (req, detail) = match command_detail(req).await {
+    let (req, detail) = match command_detail(req, keep_body).await {
         Ok(read) => read,
         Err(refused) => return refused,
     };
@@ -366,10 +373,11 @@ const AUDITED_BODY: u64 = 4096;
 /// matched in any case); another small body as text, unless it mentions a secret (a
 /// truncated rule body), when it is withheld whole and the detail says why; one over [`AUDITED_BODY`] bytes, or streamed without a length, as
 /// `"body_bytes"`. The body is read here only when its length is known and small, and
-/// handed on to the handler unchanged. A JSON body is checked once, here, and then
+/// handed on to the handler unchanged, and only if `keep_body` (a body about to be
+/// refused unread is recorded by its size). A JSON body is checked once, here, and then
 /// copied as it is into the detail and the journal: escaped as a string, every quote of
 /// it cost the HTTP worker, for every order.
-async fn command_detail(req: Request) -> Result<(Request, Box<RawValue>), Response> {
+async fn command_detail(req: Request, keep_body: bool) -> Result<(Request, Box<RawValue>), Response> {
     #[derive(serde::Serialize)]
     struct Detail<'a, B: serde::Serialize> {
         query: Option<&'a str>,
@@ -381,7 +389,7 @@ async fn command_detail(req: Request) -> Result<(Request, Box<RawValue>), Respon
     let raw = |d: &Detail<&RawValue>| serde_json::value::to_raw_value(d).expect("a detail serializes");
     let length = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match length {
-        Some(n) if n > 0 && n <= AUDITED_BODY => {
+        Some(n) if n > 0 && n <= AUDITED_BODY && keep_body => {
             let (parts, body) = req.into_parts();
             // A body that could not be read whole (it stalled, the client went) is refused
             // here: handed on empty, it would read as `{}` (a halt's "everywhere").
@@ -531,7 +539,7 @@ mod tests {
             .header(header::CONTENT_LENGTH, body.len())
             .body(axum::body::Body::from(body.to_string()))
             .unwrap();
-        let (req, detail) = command_detail(req).await.expect("a body read whole");
+        let (req, detail) = command_detail(req, true).await.expect("a body read whole");
         let handed = axum::body::to_bytes(req.into_body(), usize::MAX).await.unwrap();
         assert_eq!(handed, body.as_bytes(), "the handler gets the body unchanged");
         let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
@@ -553,7 +561,7 @@ mod tests {
             if !body.is_empty() {
                 req = req.header(header::CONTENT_LENGTH, body.len());
             }
-            let (_, detail) = command_detail(req.body(axum::body::Body::from(body)).unwrap()).await.expect("a body read whole");
+            let (_, detail) = command_detail(req.body(axum::body::Body::from(body)).unwrap(), true).await.expect("a body read whole");
             let detail: serde_json::Value = serde_json::from_str(detail.get()).unwrap();
             assert_eq!(detail["query"], "secret=***&token=***&dry=1", "{detail}");
         }
