@@ -11,6 +11,7 @@ pub mod http;
 pub mod lock;
 mod log_files;
 mod logging;
+mod malformed;
 pub mod metrics;
 mod refusals;
 mod retention;

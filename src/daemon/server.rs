@@ -17,8 +17,12 @@
 //! request for ever. Every body is read through [`TimedBody`], which ends it with
 //! [`BodyTimedOut`] once it is overdue ([`BodyDeadline`]); the routes answer that 408
 //! `request_timeout` (`http::read_body`).
+//!
+//! A request hyper cannot parse is answered by hyper itself, without a body; its answer
+//! is given a JSON one on the way out ([`JsonHeads`], `daemon::malformed`).
 
 use crate::daemon::http::Transport;
+use crate::daemon::malformed::JsonHeads;
 use crate::daemon::metrics::{self, ServiceLabel};
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -250,7 +254,7 @@ pub async fn serve<L: Accept>(
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .half_close(true)
-                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+                    .serve_connection(TokioIo::new(JsonHeads::new(io)), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 let gauge = metrics::get().active_connections.get_or_create(&label).clone();
                 gauge.inc();
