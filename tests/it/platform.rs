@@ -158,6 +158,130 @@ fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
     assert_eq!(d.req("GET", "/health", None).1["status"], "healthy");
 }
 
+/// What the daemon answers to `request` sent whole over `s`, read to its close.
+fn answer_to<S: std::io::Read + Write>(mut s: S, request: &[u8]) -> String {
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The JSON error of a whole answer: its status and its code.
+fn json_error(answer: &str) -> (u16, String) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer:?}"));
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), code(&v).to_string())
+}
+
+/// A body labelled as something other than JSON is refused (415) and not read, on the
+/// socket and on TCP, after the caller's token and role are checked; no label at all is
+/// read as JSON.
+#[test]
+fn a_body_that_is_not_labelled_json_is_refused_415() {
+    let d = Daemon::start();
+    let body = r#"{"username": "formed", "email": "f@x.io"}"#;
+    for ctype in ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", "application/xml"] {
+        let (s, v) = d.raw("POST", "/api/users", body, &[("Content-Type", ctype)]);
+        assert_eq!((s, code(&v)), (415, "unsupported_media_type"), "{ctype}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Content-Type: application/json") && message.contains(ctype), "{message}");
+    }
+    assert!(!d.ok("GET", "/api/users", None).to_string().contains("formed"), "a refused body made a user");
+    // Refused unread: the audit record keeps its size and the refusal, not its bytes.
+    let records = d.ok("GET", "/api/audit?limit=1000", None);
+    let tried: Vec<_> = records.as_array().unwrap().iter().filter(|r| r["action"] == "POST /api/users").map(|r| &r["detail"]).collect();
+    assert!(tried.iter().any(|r| r["body_bytes"] == body.len()), "{tried:?}");
+    assert!(tried.iter().any(|r| r["status"] == 415 && r["error"] == "unsupported_media_type"), "{tried:?}");
+    assert!(!records.to_string().contains("formed"), "a refused body reached the audit log");
+    // JSON with parameters, a +json type, or no Content-Type at all: read as JSON.
+    let (s, v) = d.raw("POST", "/api/users", body, &[("Content-Type", "application/json; charset=utf-8")]);
+    assert_eq!(s, 201, "{v}");
+    let other = r#"{"username": "patched", "email": "p@x.io"}"#;
+    assert_eq!(d.raw("POST", "/api/users", other, &[("Content-Type", "application/merge-patch+json")]).0, 201);
+    let (s, v) = d.raw("POST", "/api/users", r#"{"username": "bare", "email": "b@x.io"}"#, &[("Content-Type", "")]);
+    assert_eq!(s, 201, "no Content-Type: {v}");
+    // A command without a body is not held to its label (an empty halt is "everywhere").
+    assert_eq!(d.raw("POST", "/api/risk/halt", "", &[("Content-Type", "text/plain")]).0, 200);
+    assert_eq!(d.raw("POST", "/api/risk/resume", "", &[("Content-Type", "text/plain")]).0, 200);
+    // An import takes the CSV itself too, and says so when refused.
+    let (s, v) = d.raw("POST", "/api/market/import", "symbol,interval", &[("Content-Type", "application/x-www-form-urlencoded")]);
+    assert_eq!((s, code(&v)), (415, "unsupported_media_type"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("text/csv"), "{v}");
+    // A path no route has stays a 404.
+    assert_eq!(d.raw("POST", "/api/nope", body, &[("Content-Type", "text/plain")]).0, 404);
+    // On TCP: no token is 401 and a viewer's write 403, whatever the body's label.
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let admin = d.ok("POST", "/api/tokens", Some(json!({"role": "admin"})))["token"].as_str().unwrap().to_string();
+    let over_tcp = |token: &str| {
+        let auth = format!("Bearer {token}");
+        let stream = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+        exchange(stream, "POST", "/api/users", Some(body), &[("Content-Type", "text/plain"), ("Authorization", auth.as_str())]).unwrap()
+    };
+    assert_eq!(over_tcp("nope").0, 401);
+    assert_eq!(over_tcp(&viewer).0, 403);
+    assert_eq!(code(&over_tcp(&admin).1), "unsupported_media_type");
+}
+
+/// A client announcing a body over the limit with `Expect: 100-continue` gets its 413
+/// at once, and is never told to send the body.
+#[test]
+fn an_oversized_body_announced_with_expect_is_refused_before_100_continue() {
+    let d = Daemon::start();
+    for (path, length) in [("/api/users", 2usize << 20), ("/api/market/import", 100 << 20)] {
+        let s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        );
+        let answer = answer_to(s, head.as_bytes());
+        assert!(!answer.contains("100 Continue"), "{path}: {answer}");
+        assert_eq!(json_error(&answer), (413, "payload_too_large".to_string()), "{path}: {answer}");
+    }
+    // A body within the limit is still asked for and read.
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let body = r#"{"username": "expected", "email": "e@x.io"}"#;
+    let head = format!(
+        "POST /api/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    r.get_mut().write_all(body.as_bytes()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut r, &mut rest).unwrap();
+    assert!(rest.contains("HTTP/1.1 201"), "{rest}");
+}
+
+/// What hyper answers itself, before any route sees the request, is JSON like every
+/// other error: a garbage request line, a URI over 64 KiB, too many headers.
+#[test]
+fn requests_hyper_cannot_parse_get_json_errors() {
+    let d = Daemon::start();
+    let long_uri = format!("GET /api/users?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers = format!("GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n", (0..150).map(|i| format!("X-N{i}: v\r\n")).collect::<String>());
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_string(), 400, "malformed_request"),
+        ("GET /health HTTP/1.1\r\nBad Header\r\n\r\n".to_string(), 400, "malformed_request"),
+        (long_uri, 414, "uri_too_long"),
+        (many_headers, 431, "headers_too_large"),
+    ];
+    for (request, status, want) in &cases {
+        let s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let answer = answer_to(s, request.as_bytes());
+        assert_eq!(json_error(&answer), (*status, want.to_string()), "{answer}");
+    }
+    let s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(json_error(&answer_to(s, b"\x01\x02 nonsense\r\n\r\n")), (400, "malformed_request".to_string()));
+    assert_eq!(d.req("GET", "/health", None).1["status"], "healthy");
+}
+
 #[test]
 fn socket_refuses_browser_requests() {
     let d = Daemon::start();
