@@ -15,7 +15,7 @@ pub struct BookArgs {
 }
 
 pub fn run(ctx: &Ctx, args: BookArgs) -> CliResult {
-    let symbol = super::named(&args.symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+    let symbol = super::named(&args.symbol, "SYMBOL", super::A_SYMBOL)?;
     let path = with_query(&format!("/api/book/{}", encode(symbol)), &[("depth", Some(args.depth.to_string()))]);
     let v = ctx.get(&path)?;
     ctx.show(&v, render)

@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, cmd: MarketCmd) -> CliResult {
     match cmd {
         MarketCmd::Import { file } => import(ctx, &file),
         MarketCmd::Quote { symbol } => {
-            let symbol = super::named(&symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+            let symbol = super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
             let v = ctx.get(&format!("/api/market/{}", encode(symbol)))?;
             ctx.show(&v, kv)
         }
@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, cmd: MarketCmd) -> CliResult {
             let (which, keep_front) = if from.is_some() { ("first", true) } else { ("newest", false) };
             let cut = Cut { noun: "candles".into(), which, default: 100, max: 10_000, keep_front };
             let query = [("interval", interval), ("from", from), ("to", to)];
-            let symbol = super::named(&symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+            let symbol = super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
             let listed = ctx.get_list(&format!("/api/market/{}/candles", encode(symbol)), &query, limit, cut)?;
             ctx.show_list(&listed, |v| {
                 let t = table_of(

@@ -173,6 +173,20 @@ pub fn named<'a>(value: &'a str, arg: &str, what: &str) -> Result<&'a str, CliEr
     Ok(value)
 }
 
+/// [`named`] for a flag or an optional argument (`--user`, `--symbol`, `risk halt
+/// [SYMBOL]`): absent is `None`, given but empty or blank is a usage error. Sent empty, it
+/// would name no user, or read as no filter at all ("every user").
+pub fn named_opt(value: Option<String>, arg: &str, what: &str) -> Result<Option<String>, CliError> {
+    if let Some(v) = &value {
+        named(v, arg, what)?;
+    }
+    Ok(value)
+}
+
+/// What [`named`] asks for a user and a symbol, alike in every command.
+pub const A_USER: &str = "a username or user id (`agt user list` shows them)";
+pub const A_SYMBOL: &str = "a symbol (`agt symbol list` shows them)";
+
 impl CliError {
     pub fn failed(code: &str, message: impl Into<String>) -> CliError {
         CliError::Failed { code: code.to_string(), message: message.into() }

@@ -95,6 +95,8 @@ pub enum OrderCmd {
 pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
     match cmd {
         OrderCmd::Place { user, symbol, side, quantity, price, kind, tif, client_id } => {
+            super::named(&user, "USER", super::A_USER)?;
+            super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
             let kind = match (kind, &price) {
                 (Some(Kind::Limit), None) => return Err(CliError::Usage("a limit order needs a PRICE".into())),
                 (Some(Kind::Market), Some(_)) => {
@@ -131,6 +133,8 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show(&v, order_view)
         }
         OrderCmd::List { user, symbol, all, limit } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
+            let symbol = super::named_opt(symbol, "--symbol", super::A_SYMBOL)?;
             let query = [("user_id", user), ("symbol", symbol), ("status", Some(if all { "all" } else { "open" }.to_string()))];
             let noun = if all { "orders" } else { "open orders" };
             let cut = Cut { noun: noun.into(), which: "newest", default: 100, max: 10_000, keep_front: true };
@@ -153,6 +157,8 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show(&v, order_view)
         }
         OrderCmd::CancelAll { user, symbol } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
+            let symbol = super::named_opt(symbol, "--symbol", super::A_SYMBOL)?;
             let mut body = Map::new();
             if let Some(u) = user {
                 body.insert("user_id".into(), u.into());

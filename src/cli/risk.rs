@@ -39,10 +39,12 @@ pub enum RiskCmd {
 pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
     match cmd {
         RiskCmd::Limits { user } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
             let v = ctx.get(&with_query("/api/risk/limits", &[("user_id", user)]))?;
             ctx.show(&v, kv)
         }
         RiskCmd::Set { key, value, user } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
             let mut body = Map::new();
             let value = if value == "default" && user.is_some() { Value::Null } else { json_value(&value) };
             body.insert(key, value);
@@ -59,6 +61,8 @@ pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
 }
 
 fn trading_state(ctx: &Ctx, verb: &str, symbol: Option<String>) -> CliResult {
+    // Empty, it would halt (or resume) nothing the user meant: leave SYMBOL out for all.
+    let symbol = super::named_opt(symbol, "SYMBOL", "a symbol, or no SYMBOL at all for every symbol")?;
     let mut body = Map::new();
     if let Some(s) = &symbol {
         body.insert("symbol".into(), s.clone().into());

@@ -30,6 +30,7 @@ pub enum TokenCmd {
 pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
     match cmd {
         TokenCmd::Create { role, user, name } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
             let mut body = Map::new();
             body.insert("role".into(), role.into());
             if let Some(u) = user {

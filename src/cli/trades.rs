@@ -16,7 +16,7 @@ pub struct TradesArgs {
 
 pub fn run(ctx: &Ctx, args: TradesArgs) -> CliResult {
     let cut = Cut { noun: "trades".into(), which: "newest", default: 100, max: 10_000, keep_front: true };
-    let symbol = super::named(&args.symbol, "SYMBOL", "a symbol (`agt symbol list` shows them)")?;
+    let symbol = super::named(&args.symbol, "SYMBOL", super::A_SYMBOL)?;
     let listed = ctx.get_list(&format!("/api/trades/{}", encode(symbol)), &[], args.limit, cut)?;
     ctx.show_list(&listed, |v| {
         let t = table_of(

@@ -109,7 +109,7 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
 /// The route of one user; an empty name is a usage error ([`super::named`]), not a
 /// request for the user `" "` (or, as an empty segment, for the list).
 fn path(user: &str) -> Result<String, CliError> {
-    let user = super::named(user, "USER", "a username or user id (`agt user list` shows them)")?;
+    let user = super::named(user, "USER", super::A_USER)?;
     Ok(format!("/api/users/{}", encode(user)))
 }
 

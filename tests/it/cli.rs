@@ -184,6 +184,19 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         (&["market", "quote", ""], "SYMBOL"),
         (&["market", "candles", ""], "SYMBOL"),
         (&["service", "restart", ""], "NAME"),
+        (&["order", "place", "", "AAPL", "buy", "1"], "USER"),
+        (&["order", "place", "bob", "", "buy", "1", "5"], "SYMBOL"),
+        (&["order", "place", "bob", " ", "sell", "1", "--type", "market"], "SYMBOL"),
+        (&["risk", "halt", ""], "SYMBOL"),
+        (&["risk", "resume", " "], "SYMBOL"),
+        // An empty filter or target flag: "no user" is not "every user".
+        (&["order", "list", "--user", ""], "--user"),
+        (&["order", "list", "--symbol", " "], "--symbol"),
+        (&["order", "cancel-all", "--user", ""], "--user"),
+        (&["order", "cancel-all", "--symbol", ""], "--symbol"),
+        (&["risk", "limits", "--user", ""], "--user"),
+        (&["risk", "set", "max_open_orders", "5", "--user", " "], "--user"),
+        (&["token", "create", "--role", "trader", "--user", ""], "--user"),
     ] {
         let out = agt().args(args).assert().code(2).get_output().stderr.clone();
         let err = String::from_utf8_lossy(&out);

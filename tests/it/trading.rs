@@ -233,7 +233,7 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
         assert_eq!((s, code(&e)), (400, "invalid_symbol"), "a blank symbol is not every symbol: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains("leave symbol out"), "{e}");
     }
-    dm.cli().args(["order", "cancel-all", "--symbol", ""]).assert().code(1).stderr(predicates::str::contains("invalid_symbol"));
+    dm.cli().args(["order", "cancel-all", "--symbol", ""]).assert().code(2).stderr(predicates::str::contains("--symbol cannot be empty"));
     assert_eq!(dm.ok("GET", "/api/risk/state", None)["halted"], false);
     assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "cancelled");
 }
@@ -1040,7 +1040,7 @@ fn orders_listed_by_an_unknown_symbol_are_refused() {
         assert_eq!((s, code(&e)), (400, want), "{q}: {e}");
     }
     for flag in ["--symbol", "--user"] {
-        dm.cli().args(["order", "list", flag, ""]).assert().code(1).stderr(predicates::str::contains("is empty"));
+        dm.cli().args(["order", "list", flag, ""]).assert().code(2).stderr(predicates::str::contains(format!("{flag} cannot be empty")));
     }
 }
 
