@@ -527,6 +527,29 @@ fn a_config_change_made_while_stopped_is_announced_at_start() {
     assert_eq!(d.events("CONFIG_CHANGED").len(), changed.len() + 1);
 }
 
+/// A token is refused (401) only once the daemon knows it is not valid. While the auth
+/// service has not loaded its store (a start, or a store it cannot open), a request
+/// with a valid token gets 503: a client that gives up on a 401, as `agt tui` does,
+/// retries a 503. Here auth.db is unreadable, so the window stays open.
+#[test]
+fn a_token_is_not_refused_before_auth_has_loaded_its_tokens() {
+    let mut d = Daemon::start();
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    d.stop();
+    let data = d.path().join("data");
+    for f in ["auth.db-wal", "auth.db-shm"] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    std::fs::write(data.join("auth.db"), vec![0x5a; 8192]).unwrap();
+    d.spawn_listening();
+    let (s, e) = d.tcp("GET", "/api/users", None, Some(&token));
+    assert_eq!((s, code(&e)), (503, "service_unavailable"), "{e}");
+    assert!(e.to_string().contains("tokens are not loaded"), "{e}");
+    // An open route still answers; and a request without a token is still a 401.
+    assert_eq!(d.tcp("GET", "/health", None, None).0, 200);
+    assert_eq!(d.tcp("GET", "/api/users", None, None).0, 401);
+}
+
 #[test]
 fn tokens_users_and_audit_survive_sigkill() {
     let mut d = Daemon::start();

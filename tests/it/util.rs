@@ -57,6 +57,16 @@ impl Daemon {
 
     /// Starts `agt daemon run` and waits until agtd.json names it and /ready answers 200.
     pub fn spawn(&mut self) {
+        self.spawn_until(true)
+    }
+
+    /// Starts `agt daemon run` and waits only until agtd.json names it (its listeners
+    /// are up), for a test of what a daemon answers while it is not ready.
+    pub fn spawn_listening(&mut self) {
+        self.spawn_until(false)
+    }
+
+    fn spawn_until(&mut self, ready: bool) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("daemon.out")).unwrap();
         let child = Command::new(BIN)
             .args(["--home", self.path().to_str().unwrap(), "daemon", "run"])
@@ -79,7 +89,7 @@ impl Daemon {
             }
             if let Ok(text) = std::fs::read_to_string(self.path().join("agtd.json")) {
                 if let Ok(info) = serde_json::from_str::<Value>(&text) {
-                    if info["pid"].as_u64() == Some(pid as u64) && self.try_get("/ready").is_some_and(|(s, _)| s == 200) {
+                    if info["pid"].as_u64() == Some(pid as u64) && (!ready || self.try_get("/ready").is_some_and(|(s, _)| s == 200)) {
                         self.http = info["http"].as_str().map(String::from);
                         return;
                     }

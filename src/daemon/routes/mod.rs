@@ -214,8 +214,16 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
                     )));
                 };
-                let Some(token) = app.tokens.verify(secret) else {
-                    return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked")));
+                let token = match app.tokens.verify(secret) {
+                    Ok(Some(token)) => token,
+                    Ok(None) => return Err(Failure(ApiError::unauthorized("the bearer token is unknown or revoked"))),
+                    Err(crate::services::auth::NotLoaded) => {
+                        return Err(Failure(ApiError::new(
+                            503,
+                            "service_unavailable",
+                            "the daemon is starting: its tokens are not loaded yet (or the auth service cannot open its store; `agt service list` shows it); retry shortly",
+                        )))
+                    }
                 };
                 check_bound_user(app, &token)?;
                 req.extensions_mut().insert(Caller::Token(token));

@@ -6,7 +6,7 @@
 
 mod tokens;
 
-pub use tokens::Tokens;
+pub use tokens::{NotLoaded, Tokens};
 
 use crate::api::{ApiError, Role, TokenCreated, TokenInfo};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};

@@ -11,20 +11,28 @@ use crate::api::TokenInfo;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// The live tokens, or `None` until the auth service has first loaded them from its
+/// store: the listeners accept connections while the services are still starting, and a
+/// valid token asked about then is not known yet, not unknown.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: Arc<RwLock<HashMap<String, Arc<TokenInfo>>>>,
+    by_hash: Arc<RwLock<Option<HashMap<String, Arc<TokenInfo>>>>>,
 }
+
+/// The tokens cannot be checked yet: the auth service has not loaded its store since the
+/// daemon started (a 503, so that a client retries, where a 401 would tell it to give up).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotLoaded;
 
 impl Tokens {
     /// The token a bearer secret belongs to, if it is valid and not revoked. Every
     /// request over TCP asks: the hash is written into a buffer on the stack and the
     /// token shared, not copied (a `String` for the hash and five for the token were
     /// allocated per request before).
-    pub fn verify(&self, secret: &str) -> Option<Arc<TokenInfo>> {
+    pub fn verify(&self, secret: &str) -> Result<Option<Arc<TokenInfo>>, NotLoaded> {
         let mut hex = [0u8; 64];
         let hash = super::hash_secret_into(secret, &mut hex);
-        self.by_hash.read().unwrap().get(hash).cloned()
+        Ok(self.by_hash.read().unwrap().as_ref().ok_or(NotLoaded)?.get(hash).cloned())
     }
 
     /// Whether a token a request was let in with is still live (not revoked since): a
@@ -32,19 +40,22 @@ impl Tokens {
     /// event it sends, so a revoke ends it too. By id, so that a rebuild of the read
     /// model (a restart of auth) does not end it.
     pub fn is_live(&self, token: &TokenInfo) -> bool {
-        self.by_hash.read().unwrap().values().any(|t| t.id == token.id)
+        self.by_hash.read().unwrap().as_ref().is_some_and(|m| m.values().any(|t| t.id == token.id))
     }
 
+    /// After a commit that made a token; the service has loaded the map by then.
     pub(super) fn put(&self, hash: String, token: TokenInfo) {
-        self.by_hash.write().unwrap().insert(hash, Arc::new(token));
+        self.by_hash.write().unwrap().get_or_insert_with(HashMap::new).insert(hash, Arc::new(token));
     }
 
     pub(super) fn remove(&self, hash: &str) {
-        self.by_hash.write().unwrap().remove(hash);
+        if let Some(m) = self.by_hash.write().unwrap().as_mut() {
+            m.remove(hash);
+        }
     }
 
     pub(super) fn replace_all(&self, tokens: HashMap<String, TokenInfo>) {
-        *self.by_hash.write().unwrap() = tokens.into_iter().map(|(hash, t)| (hash, Arc::new(t))).collect();
+        *self.by_hash.write().unwrap() = Some(tokens.into_iter().map(|(hash, t)| (hash, Arc::new(t))).collect());
     }
 }
 
@@ -67,11 +78,21 @@ mod tests {
             created_at: "2026-12-05T00:00:00Z".into(),
             revoked: false,
         };
+        tokens.replace_all(HashMap::new());
         tokens.put(super::super::hash_secret("agt_secret"), info);
-        let found = tokens.verify("agt_secret").expect("a live token is found");
+        let found = tokens.verify("agt_secret").unwrap().expect("a live token is found");
         assert_eq!((found.id.as_str(), found.role, found.user_id.as_deref()), ("tok_1", Role::Trader, Some("usr_1")));
-        assert!(tokens.verify("agt_other").is_none());
+        assert_eq!(tokens.verify("agt_other"), Ok(None));
         tokens.remove(&super::super::hash_secret("agt_secret"));
-        assert!(tokens.verify("agt_secret").is_none(), "revoked at once");
+        assert_eq!(tokens.verify("agt_secret"), Ok(None), "revoked at once");
+    }
+
+    /// Before auth has loaded its store, no token is known, and none is unknown either.
+    #[test]
+    fn before_the_first_load_a_token_is_not_refused_but_not_checked() {
+        let tokens = Tokens::default();
+        assert_eq!(tokens.verify("agt_secret"), Err(NotLoaded));
+        tokens.replace_all(HashMap::new());
+        assert_eq!(tokens.verify("agt_secret"), Ok(None));
     }
 }
