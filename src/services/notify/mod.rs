@@ -63,7 +63,8 @@ pub enum Cmd {
     AddRule { rule: NewWebhookRule, reply: Reply<WebhookRule> },
     /// Every rule: the config's first (ids `config:N`), then the run-time ones.
     Rules(Reply<Vec<WebhookRule>>),
-    /// Removes a run-time rule; its pending deliveries still go out.
+    /// Removes a run-time rule; its pending deliveries are given up (`NOTIFICATION_FAILED`),
+    /// except those already with the sender.
     RemoveRule { id: String, reply: Reply<WebhookRule> },
     /// The feed skipped events no rule wanted ([`Interest`]) up to this one.
     Passed(crate::daemon::follower::Passed),

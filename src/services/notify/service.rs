@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const KEEP_FINISHED: i64 = 100_000;
 /// How often finished deliveries are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// At most this many deliveries of removed webhooks are given up at a time (one
+/// `NOTIFICATION_FAILED` each, in one commit); a larger backlog goes on at the next tick.
+const GIVE_UP_PER_CALL: usize = 10_000;
 
 pub struct Notify {
     /// The last bus sequence handled: replays at or below it are ignored.
@@ -36,6 +39,12 @@ pub struct Notify {
     /// The sender's `Due` request while nothing was due, answered when something is.
     parked: Option<(usize, Reply<Vec<Attempt>>)>,
     last_prune: Instant,
+    /// The config's webhook URLs as [`Notify::sweep`] last saw them (`None` before its
+    /// first look): a change may have removed one whose deliveries are to be given up.
+    config_urls: Option<Vec<String>>,
+    /// Removed webhooks whose pending deliveries are still to be given up: a run-time
+    /// rule's id, or `None` for the config's (those at a URL it no longer lists).
+    sweeps: Vec<Option<String>>,
 }
 
 /// A webhook subscription, from the config or added at run time.
@@ -169,7 +178,8 @@ impl Notify {
     /// Up to `max` pending deliveries due now and not already with the sender; marks them
     /// as with the sender. Each is signed with its webhook's secret as it stands now; one
     /// whose webhook is gone (removed from the config, or its rule deleted) is given up
-    /// instead of sent: removing a webhook stops its posts.
+    /// instead of sent, with every other pending delivery of that webhook
+    /// ([`Notify::sweep`]): removing a webhook stops its posts.
     ///
     /// No URL gets more than [`MAX_IN_FLIGHT_PER_URL`] deliveries with the sender at once,
     /// so a receiver that hangs holds that many of the sender's slots, not all of them,
@@ -185,15 +195,17 @@ impl Notify {
              WHERE status = 'pending' AND next_attempt_at <= ?1 AND url NOT IN (SELECT value FROM json_each(?3))
              ORDER BY next_attempt_at, n LIMIT ?2",
         )?;
-        let (mut out, mut orphans) = (Vec::new(), Vec::new());
+        let mut out = Vec::new();
+        let mut given_up = self.sweep(tx, GIVE_UP_PER_CALL, after)?;
         let settings = self.settings.get();
         let now = now_ms();
         // Each round after the first excludes at least one more URL (one that reached its
-        // cap in the round before), so this ends; it stops early once nothing was skipped.
+        // cap in the round before) or follows one that gave up at least one more removed
+        // webhook's delivery, so this ends; it stops early once nothing was skipped.
         loop {
             let full: Vec<&String> = per_url.iter().filter(|(_, n)| **n >= MAX_IN_FLIGHT_PER_URL).map(|(u, _)| u).collect();
             let full = serde_json::to_string(&full).expect("strings serialize");
-            let fetch = max - out.len() + self.in_flight.len() + orphans.len();
+            let fetch = max - out.len() + self.in_flight.len();
             let rows = stmt.query_map(params![now, fetch as i64, full], |r| {
                 Ok((
                     r.get::<_, String>(2)?,
@@ -208,10 +220,11 @@ impl Notify {
                 ))
             })?;
             let (mut fetched, mut capped) = (0, false);
+            let mut gone = false;
             for row in rows {
                 let (rule, mut a) = row?;
                 fetched += 1;
-                if out.len() >= max || self.in_flight.contains_key(&a.id) || orphans.contains(&a.id) {
+                if out.len() >= max || self.in_flight.contains_key(&a.id) {
                     continue;
                 }
                 let sending = per_url.entry(a.url.clone()).or_default();
@@ -221,7 +234,8 @@ impl Notify {
                 }
                 // A config webhook by its url (its index moves when the list changes; a
                 // url is listed once in the config), a run-time rule by its id.
-                let webhook = if rule.starts_with("config:") {
+                let config = rule.starts_with("config:");
+                let webhook = if config {
                     settings.notify.webhooks.iter().find(|w| w.url == a.url).map(|w| w.secret.clone())
                 } else {
                     self.rules.iter().find(|r| r.id == rule).map(|r| r.secret.clone())
@@ -233,38 +247,88 @@ impl Notify {
                         self.in_flight.insert(a.id.clone(), a.url.clone());
                         out.push(a);
                     }
-                    None => orphans.push(a.id),
+                    // Gone (after a restart, say, which forgets `sweeps`): given up below.
+                    None => {
+                        let which = (!config).then_some(rule);
+                        if !self.sweeps.contains(&which) {
+                            self.sweeps.push(which);
+                        }
+                        gone = true;
+                    }
                 }
             }
-            if out.len() >= max || !capped || fetched < fetch {
+            if gone {
+                given_up += self.sweep(tx, GIVE_UP_PER_CALL.saturating_sub(given_up), after)?;
+            }
+            let budget_left = given_up < GIVE_UP_PER_CALL;
+            if out.len() >= max || fetched < fetch || !(capped || (gone && budget_left)) {
                 break;
             }
-        }
-        drop(stmt);
-        for id in orphans {
-            self.give_up_removed(tx, &id, after)?;
         }
         Ok(out)
     }
 
-    /// Gives up a pending delivery whose webhook is gone, without an attempt:
-    /// `NOTIFICATION_FAILED` says why.
-    fn give_up_removed(&mut self, tx: &Connection, id: &str, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    /// Gives up the pending deliveries of removed webhooks ([`Notify::sweeps`], and the
+    /// config's if its URLs changed since the last look), at most `budget` of them;
+    /// returns how many. A sweep that is not done stays for the next call.
+    fn sweep(&mut self, tx: &Connection, budget: usize, after: &mut AfterCommit) -> Result<usize, ServiceError> {
+        let urls: Vec<String> = self.settings.get().notify.webhooks.iter().map(|w| w.url.clone()).collect();
+        if self.config_urls.as_ref() != Some(&urls) {
+            self.config_urls = Some(urls);
+            if !self.sweeps.contains(&None) {
+                self.sweeps.push(None);
+            }
+        }
+        let mut given_up = 0;
+        while let Some(which) = self.sweeps.first().cloned() {
+            let limit = budget - given_up;
+            if limit == 0 {
+                break;
+            }
+            let n = self.give_up_removed(tx, which.as_deref(), limit, after)?;
+            given_up += n;
+            if n < limit {
+                self.sweeps.remove(0);
+            }
+        }
+        Ok(given_up)
+    }
+
+    /// Gives up, without an attempt, the pending deliveries of a webhook that is gone: the
+    /// run-time rule `rule`, or (`None`) the config's at a URL it no longer lists. All of
+    /// them at once, up to `limit`, whether due or not: given up one page per `Due`, a
+    /// removed receiver's backlog held back every other webhook's deliveries (10,000 of
+    /// them, ~80 s). One with the sender is left for its outcome to settle (it may be
+    /// delivered). `NOTIFICATION_FAILED` says why, for each. Returns how many.
+    fn give_up_removed(&self, tx: &Connection, rule: Option<&str>, limit: usize, after: &mut AfterCommit) -> Result<usize, ServiceError> {
         let error = "its webhook was removed before it was delivered";
-        let row: (String, String, i64, i64) = tx
-            .prepare_cached(
-                "UPDATE deliveries SET status = 'failed', last_error = ?2, next_attempt_at = NULL, updated_at = ?3
-                 WHERE id = ?1 RETURNING url, event_type, event_seq, attempts",
-            )?
-            .query_row(params![id, error, crate::api::now_rfc3339()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-        let (url, event_type, event_seq, attempts) = row;
-        count("failed");
-        after.event(
-            "NOTIFICATION_FAILED",
-            serde_json::json!({"delivery_id": id, "url": shown_url(&url), "event_type": event_type, "event_seq": event_seq,
-                               "attempts": attempts, "error": error}),
-        );
-        Ok(())
+        let mut stmt = tx.prepare_cached(
+            "UPDATE deliveries SET status = 'failed', last_error = ?4, next_attempt_at = NULL, updated_at = ?5
+             WHERE n IN (SELECT n FROM deliveries WHERE status = 'pending'
+                         AND (CASE WHEN ?1 IS NULL THEN rule LIKE 'config:%' AND url NOT IN (SELECT value FROM json_each(?2))
+                              ELSE rule = ?1 END)
+                         AND id NOT IN (SELECT value FROM json_each(?6))
+                         ORDER BY n LIMIT ?3)
+             RETURNING id, url, event_type, event_seq, attempts",
+        )?;
+        let urls = serde_json::to_string(self.config_urls.as_deref().unwrap_or_default()).expect("strings serialize");
+        let sending = serde_json::to_string(&self.in_flight.keys().collect::<Vec<_>>()).expect("strings serialize");
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = stmt.query_map(params![rule, urls, limit, error, crate::api::now_rfc3339(), sending], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+        })?;
+        let mut n = 0;
+        for row in rows {
+            let (id, url, event_type, event_seq, attempts) = row?;
+            n += 1;
+            count("failed");
+            after.event(
+                "NOTIFICATION_FAILED",
+                serde_json::json!({"delivery_id": id, "url": shown_url(&url), "event_type": event_type, "event_seq": event_seq,
+                                   "attempts": attempts, "error": error}),
+            );
+        }
+        Ok(n)
     }
 
     /// Answers a parked `Due` if anything has become due.
@@ -378,6 +442,7 @@ impl Notify {
         };
         tx.prepare_cached("DELETE FROM rules WHERE id = ?1")?.execute([id])?;
         let removed = self.rules.remove(i);
+        self.sweeps.push(Some(removed.id.clone()));
         self.interest.set(self.rules.iter().map(|r| r.events.as_slice()));
         Ok(Ok(removed.shown()))
     }
@@ -459,6 +524,8 @@ impl Service for Notify {
             in_flight: HashMap::new(),
             parked: None,
             last_prune: Instant::now(),
+            config_urls: None,
+            sweeps: Vec::new(),
         })
     }
 
@@ -507,6 +574,7 @@ impl Service for Notify {
     }
 
     fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        self.sweep(tx, GIVE_UP_PER_CALL, after)?;
         self.wake_sender(tx, after)?;
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.last_prune = Instant::now();
@@ -549,6 +617,8 @@ mod tests {
             in_flight: HashMap::new(),
             parked: None,
             last_prune: Instant::now(),
+            config_urls: None,
+            sweeps: Vec::new(),
         };
         Fixture { _dir: dir, conn, svc }
     }
@@ -640,6 +710,40 @@ mod tests {
             ("failed", Some("its webhook was removed before it was delivered"))
         );
         assert_eq!(d.iter().find(|d| d.rule == added.id).unwrap().status, "pending");
+    }
+
+    /// A removed webhook's backlog is given up at once, not a page per `Due`: the other
+    /// webhooks' deliveries behind it go out at the next `Due`. The two it had with the
+    /// sender are left for their outcomes.
+    #[test]
+    fn a_removed_webhooks_backlog_does_not_hold_up_the_others() {
+        let mut f = fixture(HOOK, Tuning::default());
+        let rule = NewWebhookRule { url: "http://127.0.0.1:9/gone".into(), events: vec!["*".into()], secret: None };
+        let added = f.with_tx(|s, tx| s.add_rule(tx, rule).unwrap()).unwrap();
+        for seq in 1..=50 {
+            f.event(seq, "ORDER_CREATED");
+        }
+        let sending = f.due();
+        assert_eq!(sending.len(), MAX_IN_FLIGHT_PER_URL, "the removed rule's two oldest are with the sender");
+        f.event(51, "USER_CREATED");
+        f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
+        let due = f.due();
+        assert_eq!(due.iter().map(|a| a.url.as_str()).collect::<Vec<_>>(), ["http://127.0.0.1:9/hook"], "the config's delivery at once");
+        let d = f.deliveries();
+        let failed = d.iter().filter(|d| d.rule == added.id && d.status == "failed").count();
+        assert_eq!(failed, 50 - MAX_IN_FLIGHT_PER_URL + 1, "all the rest of the backlog is given up in one go");
+        assert!(d
+            .iter()
+            .filter(|d| d.status == "failed")
+            .all(|d| d.last_error.as_deref() == Some("its webhook was removed before it was delivered")));
+        f.run(Cmd::Outcome { id: sending[0].id.clone(), result: AttemptResult::Delivered });
+        let d = f.deliveries();
+        assert_eq!(
+            d.iter().find(|d| d.id == sending[0].id).map(|d| d.status.as_str()),
+            Some("sent"),
+            "one with the sender is its outcome's"
+        );
+        assert_eq!(d.iter().find(|d| d.id == sending[1].id).map(|d| d.status.as_str()), Some("pending"));
     }
 
     /// A receiver with a backlog gets [`MAX_IN_FLIGHT_PER_URL`] deliveries with the sender
