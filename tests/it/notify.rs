@@ -522,3 +522,16 @@ fn a_hanging_receiver_does_not_hold_up_another() {
     let pending = d.ok("GET", "/api/notifications?status=pending&limit=1000", None);
     assert_eq!(pending.as_array().unwrap().len(), USERS, "the hanging receiver's deliveries wait their turn");
 }
+
+/// `GET /api/notifications/rules` shows a secret as `***`: a rule sent back with it (one
+/// copied from the list) is refused, as the config refuses it, instead of signing every
+/// post with `***`, a key no receiver has.
+#[test]
+fn a_rule_given_the_masked_secret_is_refused() {
+    let d = Daemon::with_config_env("", FAST);
+    let rule = json!({"url": "http://127.0.0.1:9/hook", "events": ["*"], "secret": "***"});
+    let (s, e) = d.req("POST", "/api/notifications/rules", Some(rule));
+    assert_eq!((s, code(&e)), (400, "invalid_secret"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("real secret"), "{e}");
+    assert!(d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().is_empty());
+}

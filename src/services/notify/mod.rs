@@ -42,6 +42,7 @@ pub use url::{parse_url, shown_url};
 
 use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
 use crate::services::actor::Reply;
+use crate::services::config::settings::MASKED_SECRET;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;
@@ -199,6 +200,18 @@ fn check_rule(rule: &NewWebhookRule) -> Result<(), ApiError> {
     }
     if let Some(secret) = &rule.secret {
         check_secret(secret).map_err(|e| ApiError::invalid("invalid_secret", e))?;
+        // What `GET /api/notifications/rules` shows, sent back (a rule copied from the
+        // list): taken as the key, every post would be signed with one the receiver does
+        // not have. The config refuses it the same way.
+        if secret == MASKED_SECRET {
+            return Err(ApiError::invalid(
+                "invalid_secret",
+                format!(
+                    "\"{MASKED_SECRET}\" is the masked value the rule list shows, not a secret: give the webhook's real secret, \
+                     or leave secret out to send unsigned"
+                ),
+            ));
+        }
     }
     Ok(())
 }
