@@ -535,3 +535,27 @@ fn a_rule_given_the_masked_secret_is_refused() {
     assert!(e["error"]["message"].as_str().unwrap().contains("real secret"), "{e}");
     assert!(d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().is_empty());
 }
+
+/// A webhook URL is at most 2048 bytes, wherever it is given, and a refusal quotes only its
+/// start (the URL goes into every delivery, event and `notify list` line); a rule that
+/// names an event type many times keeps it once.
+#[test]
+fn a_huge_webhook_url_is_refused_and_a_repeated_event_type_is_kept_once() {
+    let d = Daemon::with_config_env("", FAST);
+    let url = format!("http://127.0.0.1:9/{}", "a".repeat(100_000));
+    let (s, e) = d.req("POST", "/api/notifications/rules", Some(json!({"url": url, "events": ["*"]})));
+    // Failures print the start of an answer only: it may quote the whole URL.
+    let head = |v: &dyn ToString| v.to_string().chars().take(300).collect::<String>();
+    assert_eq!((s, code(&e)), (400, "invalid_url"), "{}", head(&e));
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at most 2048 bytes") && message.len() < 300, "{}", head(&message));
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"notify.webhooks": [{"url": url, "events": ["*"]}]})));
+    assert_eq!((s, code(&e)), (400, "invalid_config"), "{}", head(&e));
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("notify.webhooks[0].url") && message.len() < 300, "{}", head(&message));
+    assert!(d.ok("GET", "/api/notifications/rules", None).as_array().unwrap().is_empty());
+
+    let rule =
+        d.ok("POST", "/api/notifications/rules", Some(json!({"url": "http://127.0.0.1:9/hook", "events": vec!["USER_CREATED"; 1000]})));
+    assert_eq!(rule["events"], json!(["USER_CREATED"]));
+}

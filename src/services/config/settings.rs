@@ -1210,9 +1210,11 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
     let events = match table.get("events") {
         None => vec![Toml::String("*".into())],
         Some(Toml::Array(items)) if !items.is_empty() => {
-            let mut events = Vec::new();
+            let mut events: Vec<Toml> = Vec::new();
             for e in items {
                 match e.as_str() {
+                    // Each type once, as a run-time rule keeps them.
+                    Some(name) if events.contains(&Toml::String(name.into())) => {}
                     Some(name) if name == "*" || EVENT_TYPES.contains(&name) => events.push(Toml::String(name.into())),
                     _ => {
                         return Err(ConfigError::invalid(

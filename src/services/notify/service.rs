@@ -409,10 +409,17 @@ impl Notify {
         if let Err(e) = check_rule(&new) {
             return Ok(Err(e));
         }
+        // Each type once: a list that names one many times is the same subscription.
+        let mut events: Vec<String> = Vec::new();
+        for e in new.events {
+            if !events.contains(&e) {
+                events.push(e);
+            }
+        }
         let rule = Rule {
             id: uuid::Uuid::now_v7().to_string(),
             url: new.url,
-            events: new.events,
+            events,
             secret: new.secret.filter(|s| !s.is_empty()),
             created_at: Some(crate::api::now_rfc3339()),
         };

@@ -8,10 +8,20 @@
 
 use std::borrow::Cow;
 
+/// The longest webhook URL, in bytes. The URL is copied into every delivery, its
+/// `NOTIFICATION_*` events and `agt notify list`; the URI parser alone took up to 64 KiB.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// Parses a webhook URL into what the sender can POST to: `http://host[:port][/path]`,
-/// with a port (if any) from 1 to 65535 and no credentials. Messages show the URL as
-/// [`shown_url`] does, so a password in it never reaches an answer or the log.
+/// with a port (if any) from 1 to 65535, no credentials and at most [`MAX_URL_BYTES`].
+/// Messages show the URL as [`shown_url`] does, so a password in it never reaches an
+/// answer or the log.
 pub fn parse_url(url: &str) -> Result<hyper::Uri, String> {
+    if url.len() > MAX_URL_BYTES {
+        // Its start only: an answer should not quote back a URL of many kilobytes.
+        let start = &url[..url.floor_char_boundary(60)];
+        return Err(format!("{:?}… is {} bytes; a webhook URL is at most {MAX_URL_BYTES} bytes", shown_url(start), url.len()));
+    }
     let shown = shown_url(url);
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{shown:?} is not a valid URL ({e})"))?;
     match uri.scheme_str() {
@@ -119,6 +129,15 @@ mod tests {
             assert!(e.contains("port") || e.contains("not a valid URL"), "{url}: {e}");
         }
         assert!(parse_url("http://127.0.0.1:99999/typo").unwrap_err().contains("from 1 to 65535"));
+    }
+
+    #[test]
+    fn a_url_is_at_most_2048_bytes_and_a_longer_one_is_not_quoted_whole() {
+        let url = |len: usize| format!("http://h/{}", "a".repeat(len - "http://h/".len()));
+        assert!(parse_url(&url(MAX_URL_BYTES)).is_ok());
+        let e = parse_url(&url(100_000)).unwrap_err();
+        assert!(e.contains("100000 bytes") && e.contains("at most 2048 bytes") && e.len() < 200, "{e}");
+        assert!(!parse_url(&format!("http://u:pw@h/{}", "é".repeat(2000))).unwrap_err().contains("pw"));
     }
 
     #[test]
