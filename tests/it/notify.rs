@@ -559,3 +559,22 @@ fn a_huge_webhook_url_is_refused_and_a_repeated_event_type_is_kept_once() {
         d.ok("POST", "/api/notifications/rules", Some(json!({"url": "http://127.0.0.1:9/hook", "events": vec!["USER_CREATED"; 1000]})));
     assert_eq!(rule["events"], json!(["USER_CREATED"]));
 }
+
+/// A `config set` of `notify.webhooks` to the list it is (its secret as `***` or written
+/// out) is no change and announces nothing, as for any key; a new secret is a change.
+#[test]
+fn setting_the_webhooks_to_what_they_are_announces_nothing() {
+    let d = Daemon::with_config_env(&webhook("http://127.0.0.1:9/hook", &["USER_CREATED"], Some("k1")), FAST);
+    let before = d.events("CONFIG_CHANGED").len();
+    let hooks =
+        |secret: &str| json!({"notify.webhooks": [{"url": "http://127.0.0.1:9/hook", "events": ["USER_CREATED"], "secret": secret}]});
+    d.ok("PUT", "/api/config", Some(hooks("***")));
+    d.ok("PUT", "/api/config", Some(hooks("k1")));
+    d.ok("PUT", "/api/config", Some(hooks("k2")));
+    // Events are in order: once the new secret's is there, any before it would be too.
+    let changes = wait_until("the new secret's CONFIG_CHANGED", Duration::from_secs(10), || {
+        let all = d.events("CONFIG_CHANGED");
+        (all.len() > before).then_some(all)
+    });
+    assert_eq!(changes.len(), before + 1, "{changes:?}");
+}

@@ -170,10 +170,15 @@ impl Config {
         // persist what the client sent (not the masked view), then go live.
         let entries: Vec<(&str, &serde_json::Value)> = changes.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut next: Settings = (*self.live.get()).clone();
-        let applied = match next.set_many(&entries) {
+        let mut applied = match next.set_many(&entries) {
             Ok(c) => c,
             Err(e) => return Ok(Err(ApiError::invalid("invalid_config", e.to_string()))),
         };
+        // The webhooks as they are, secrets and all (a change shows them masked): the same
+        // list again is no change, and announces nothing, as for any other key.
+        if self.live.get().notify.webhooks == next.notify.webhooks {
+            applied.retain(|c| c.key != "notify.webhooks");
+        }
         if let Err(e) = Settings::persist_many(&self.file, &entries) {
             return Ok(Err(ApiError::new(500, "config_not_saved", e.to_string())));
         }
@@ -376,7 +381,8 @@ impl Config {
 
     /// Keeps changes in the history and announces them.
     /// A key set to the value it has is no change: neither kept nor announced. Webhooks
-    /// are compared masked, so a new secret for the same url looks the same: always kept.
+    /// are compared masked here, so a new secret for the same url looks the same: always
+    /// kept (callers compare the webhooks whole and leave out a list that did not change).
     fn record(&self, tx: &Connection, applied: &[Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
         for change in applied.iter().filter(|c| c.old != c.new || c.key.starts_with("notify.webhooks")) {
             keep(tx, change)?;
