@@ -1030,6 +1030,12 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     edit("max_open_orders = 9", "max_open_orders = \"many\"");
     wait_until("the bad edit to be reported", Duration::from_secs(10), || d.log().contains("does not load").then_some(()));
     assert_eq!(limit(), Some(9));
+    // A `config set` meanwhile would write a file that does not load: refused as the
+    // operator's to fix (409, naming the key), not as the daemon's failure (500).
+    let (s, e) = d.req("PUT", "/api/config", Some(json!({"log.level": "debug"})));
+    assert_eq!((s, code(&e)), (409, "config_not_saved"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("risk.max_open_orders") && message.contains("fix the file"), "{message}");
     // `config set` writes the file itself: that write is not taken for an edit, and the
     // environment still wins over the file, as at start.
     edit("max_open_orders = \"many\"", "max_open_orders = 9");

@@ -129,6 +129,20 @@ fn overridden_by_environment(key: &str) -> Option<String> {
     Settings::env_override(key, &|name: &str| std::env::var(name).ok())
 }
 
+/// Why a change validated against the live settings was not written to `agt.toml`. A file
+/// that cannot be read or written is the daemon's trouble (500); one that, with the change,
+/// would not load (an edit that broke it, or a key it holds that does not go with the
+/// change) is the operator's to fix (409), and the message says so.
+fn not_saved(e: super::settings::ConfigError) -> ApiError {
+    match e {
+        super::settings::ConfigError::Io { .. } => ApiError::new(500, "config_not_saved", e.to_string()),
+        e => ApiError::conflict(
+            "config_not_saved",
+            format!("nothing was saved: agt.toml with this change would not load ({e}); fix the file, then set again"),
+        ),
+    }
+}
+
 /// Stores the value of each of `keys` (secrets masked, as `get` shows them) as the
 /// history's baseline: at a start every key, after a change the keys it recorded. Only
 /// those: the live `symbols` also follow an edit of the file that is not recorded (it
@@ -180,7 +194,7 @@ impl Config {
             applied.retain(|c| c.key != "notify.webhooks");
         }
         if let Err(e) = Settings::persist_many(&self.file, &entries) {
-            return Ok(Err(ApiError::new(500, "config_not_saved", e.to_string())));
+            return Ok(Err(not_saved(e)));
         }
         if entries.iter().any(|(key, _)| key.starts_with("notify.webhooks")) {
             super::warn_if_secrets_are_readable(&self.file, &next);
