@@ -95,16 +95,23 @@ fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
     screen.lines().find(|l| l.contains(needle))
 }
 
+/// A daemon with a user, alice (with 100 000 USD), and a fresh symbol on a 0.01 tick and
+/// a lot of 1: where the dashboards that trade start.
+fn alice_and_a_symbol() -> (Daemon, String, String) {
+    let d = Daemon::start();
+    let alice = format!("alice{}", unique());
+    d.ok("POST", "/api/users", Some(json!({"username": alice, "email": format!("{alice}@example.com")})));
+    d.deposit(&alice, "USD", "100000");
+    let sym = d.symbol("0.01", "1");
+    (d, alice, sym)
+}
+
 #[test]
 fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     if !Pane::available() {
         return;
     }
-    let mut d = Daemon::start();
-    let alice = format!("alice{}", unique());
-    d.ok("POST", "/api/users", Some(json!({"username": alice, "email": format!("{alice}@example.com")})));
-    d.deposit(&alice, "USD", "100000");
-    let sym = d.symbol("0.01", "1");
+    let (mut d, alice, sym) = alice_and_a_symbol();
 
     let pane = Pane::open();
     pane.type_text(&format!("{BIN} --home {} tui --symbol {sym}; echo \"tui exited $?\"", d.path().display()));
@@ -249,11 +256,7 @@ fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
     if !Pane::available() {
         return;
     }
-    let mut d = Daemon::start();
-    let alice = format!("alice{}", unique());
-    d.ok("POST", "/api/users", Some(json!({"username": alice, "email": format!("{alice}@example.com")})));
-    d.deposit(&alice, "USD", "100000");
-    let sym = d.symbol("0.01", "1");
+    let (mut d, alice, sym) = alice_and_a_symbol();
     let bob = d.user("bob");
     d.deposit(&bob, &sym, "10");
     let (_, bobs) = d.place(&bob, &sym, "sell", "2", Some("250"));
