@@ -159,6 +159,22 @@ impl Failure {
     pub fn text(&self) -> String {
         format!("{}: {}", self.code, self.message)
     }
+
+    /// What became of a command that failed, for the form it was sent from: the daemon
+    /// refused it (its own words say what to fix), or it never got there, or its answer
+    /// was lost, in which case it may have been done and sending it again could do it twice.
+    pub fn outcome(&self) -> String {
+        // The client's words for a connection that was never made (`client::dial`): only
+        // then is it certain that nothing arrived.
+        let never_connected = ["no socket there", "connection refused", "no connection within"].iter().any(|w| self.message.contains(w));
+        match (self.status, self.code.as_str()) {
+            (0, "unreachable") if never_connected => {
+                format!("not sent: {} · Enter sends it again once the daemon is back", self.message)
+            }
+            (0, _) => format!("no answer: {}; it may have been done: look before sending it again", self.message),
+            _ => format!("the daemon refused: {}", self.text()),
+        }
+    }
 }
 
 impl From<ClientError> for Failure {

@@ -1107,7 +1107,7 @@ impl App {
                     if f.sending {
                         // The form stays open with the daemon's own words, to fix and resend.
                         f.sending = false;
-                        f.error = Some(failure.text());
+                        f.error = Some(failure.outcome());
                         return;
                     }
                 }

@@ -185,7 +185,7 @@ fn the_order_form_validates_inline_before_sending() {
     app.update(Action::Net(Net::Done(Command::Place(p.clone()), Err(refused))));
     let f = form(&app);
     assert!(!f.sending);
-    assert_eq!(f.error.as_deref(), Some("insufficient_funds: needs 1502 USD, 10 available"));
+    assert_eq!(f.error.as_deref(), Some("the daemon refused: insufficient_funds: needs 1502 USD, 10 available"));
 
     // Accepted: the form closes, the message says so, and the new order gets selected.
     app.update(key(KeyCode::Enter));

@@ -87,7 +87,8 @@ pub struct Form {
     pub kind: FormKind,
     pub fields: Vec<Field>,
     pub focus: usize,
-    /// The daemon's answer when it refused what was sent (`code: message`).
+    /// What became of what was sent, when it failed ([`Failure::outcome`]): the daemon's
+    /// refusal, or that it was never reached.
     pub error: Option<String>,
     /// Sent and waiting for the answer: keys other than Esc are ignored meanwhile.
     pub sending: bool,

@@ -163,10 +163,21 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.wait_for("empty book");
 
     // The daemon goes away and comes back: the dashboard says so and recovers by itself.
+    // An order sent meanwhile is said not sent (not "refused"), and Enter sends it again.
     d.kill9();
     pane.wait_for("reconnecting…");
+    pane.keys(&["n"]);
+    pane.wait_for("New order");
+    pane.type_text("2");
+    pane.keys(&["Tab"]);
+    pane.type_text("99");
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("✗ not sent: cannot reach");
+    assert!(!screen.contains("the daemon refused") && screen.contains("once the daemon is back"), "{screen}");
     d.spawn();
     pane.wait_for("● live");
+    pane.keys(&["Enter"]);
+    pane.wait_for(&format!("buy 2 {sym} @ 99: new"));
     pane.keys(&["1"]);
     pane.wait_for("Services · 10/10 running");
 

@@ -52,20 +52,36 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     let status = if form.sending {
         Line::styled("sending…", theme.warn())
     } else if let Some(e) = &form.error {
-        Line::from(vec![Span::styled("✗ the daemon refused: ", theme.bad()), Span::raw(clean(e))])
+        Line::from(vec![Span::styled("✗ ", theme.bad()), Span::raw(clean(e))])
     } else {
         Line::styled("Enter sends · Esc cancels", theme.dim())
     };
-    lines.push(status);
 
     // As tall as the lines take once wrapped: a long refusal (which says what to fix)
     // must not be cut, nor push the keys off the bottom.
-    let inner = 72u16.min(area.width).saturating_sub(2).max(1) as usize;
-    let rows: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
-    let popup = super::centered(area, 72, rows as u16 + 3);
+    let inner_w = 72u16.min(area.width).saturating_sub(2).max(1) as usize;
+    let height = |l: &Line| l.width().div_ceil(inner_w).max(1);
+    let field_rows: usize = lines.iter().map(height).sum();
+    let status_rows = height(&status);
+    let popup = super::centered(area, 72, (field_rows + status_rows) as u16 + 3);
     frame.render_widget(Clear, popup);
     let block = Block::bordered().title(format!(" {} ", form.title()));
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), popup);
+    let inner = block.inner(popup);
+    frame.render_widget(block, popup);
+    // The status (the daemon's refusal, or the keys) keeps its rows at the bottom, and the
+    // fields scroll above it: on a short terminal the field being typed in and its
+    // complaint stay in sight, where a cut popup hid them and the user typed blind.
+    let status_h = (status_rows as u16).min(inner.height);
+    let fields_h = (inner.height - status_h).min(field_rows as u16);
+    let fields_area = Rect { height: fields_h, ..inner };
+    // The status takes every row below the fields: its height above is a guess (words
+    // wrap whole), and the slack row keeps the end of a long refusal in sight.
+    let status_area = Rect { y: inner.y + fields_h, height: inner.height - fields_h, ..inner };
+    let focus_top: usize = lines.iter().take(form.focus * 2).map(height).sum();
+    let focus_bottom = focus_top + lines.iter().skip(form.focus * 2).take(2).map(height).sum::<usize>();
+    let scroll = focus_bottom.saturating_sub(fields_h as usize).min(focus_top) as u16;
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((scroll, 0)), fields_area);
+    frame.render_widget(Paragraph::new(status).wrap(Wrap { trim: false }), status_area);
 }
 
 pub fn confirm(frame: &mut Frame, area: Rect, question: &str, theme: Theme) {

@@ -285,3 +285,60 @@ fn a_refused_token_is_said_not_retried() {
     assert!(screen.contains("✗ token refused") && screen.contains("unknown or revoked"), "{}", t.backend());
     assert!(!screen.contains("reconnecting"), "{}", t.backend());
 }
+
+/// On a short terminal the form scrolls to the field being typed in and keeps its
+/// complaint and the keys in sight: cut at the bottom, it hid both and the user typed blind.
+#[test]
+fn a_form_on_a_short_terminal_shows_the_field_being_typed_in() {
+    let mut app = on_tab('2');
+    app.update(ch('n'));
+    typing(&mut app, "1.5");
+    let screen = |app: &App| {
+        let t = render(app, 40, 10, Theme { color: false });
+        t.backend().buffer().content().iter().map(|c| c.symbol()).collect::<String>()
+    };
+    let s = screen(&app);
+    assert!(s.contains("Quantity  1.5█") && s.contains("Enter sends"), "{s}");
+    app.update(key(KeyCode::Enter));
+    let s = screen(&app);
+    assert!(s.contains("✗ must be a") && s.contains("Quantity  1.5█"), "{s}");
+    // The last field too, and back to the first.
+    for _ in 0..2 {
+        app.update(key(KeyCode::Tab));
+    }
+    assert!(screen(&app).contains("Time in force"), "{}", screen(&app));
+    for _ in 0..6 {
+        app.update(key(KeyCode::BackTab));
+    }
+    assert!(screen(&app).contains("User  alice"), "{}", screen(&app));
+}
+
+/// A send that never reached the daemon is not "refused by the daemon": the form says it
+/// was not sent and that Enter sends it again; an answer lost on the way says the order
+/// may exist.
+#[test]
+fn a_form_sent_to_a_stopped_daemon_says_it_was_not_sent() {
+    for (message, shown, says) in [
+        ("cannot reach the agt daemon at /tmp/h/agt.sock: no socket there", "✗ not sent: cannot reach", "Enter sends it again"),
+        (
+            "cannot reach the agt daemon at /tmp/h/agt.sock: the connection dropped during the answer (eof)",
+            "✗ no answer: cannot reach",
+            "it may have been done",
+        ),
+    ] {
+        let mut app = on_tab('2');
+        app.update(ch('n'));
+        typing(&mut app, "10");
+        app.update(key(KeyCode::Tab));
+        typing(&mut app, "150.25");
+        let fx = app.update(key(KeyCode::Enter));
+        let Some(crate::tui::action::Effect::Send(command)) = fx.into_iter().next() else { panic!("sent") };
+        let failure = crate::tui::action::Failure { status: 0, code: "unreachable".into(), message: message.into() };
+        app.update(Action::Net(Net::Done(command, Err(failure))));
+        let t = render(&app, 120, 40, Theme { color: false });
+        let s: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
+        assert!(s.contains(shown) && !s.contains("refused"), "{}", t.backend());
+        let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
+        assert!(form.error.as_deref().is_some_and(|e| e.contains(says)), "{:?}", form.error);
+    }
+}
