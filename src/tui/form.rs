@@ -275,8 +275,13 @@ impl Form {
         if symbol.is_empty() {
             self.complain(SYMBOL, "required, e.g. AAPL");
         } else if instrument.is_none() && !known.symbols.is_empty() {
+            // Five names, and how many more: a list cut without a word reads as all there is.
             let names: Vec<&str> = known.symbols.iter().take(5).map(|i| i.symbol.as_str()).collect();
-            self.complain(SYMBOL, format!("unknown symbol; known: {}", names.join(" ")));
+            let more = match known.symbols.len().saturating_sub(5) {
+                0 => String::new(),
+                n => format!(" and {n} more (Book tab, h/l)"),
+            };
+            self.complain(SYMBOL, format!("unknown symbol; known: {}{more}", names.join(" ")));
         }
         let market = self.price_unused();
         let quantity = self.positive(QUANTITY, "e.g. 10");
@@ -430,6 +435,19 @@ mod tests {
         typing(&mut f, "3");
         let Some(Command::Place(p)) = f.validate(&Known { symbols: &[], users: &[] }) else { panic!("valid") };
         assert_eq!((p.kind, p.price), (Some(OrderType::Market), None));
+    }
+
+    #[test]
+    fn an_unknown_symbol_lists_some_known_ones_and_says_how_many_more() {
+        let symbols: Vec<Instrument> =
+            ["AAPL", "B", "C", "D", "E", "F", "G"].iter().map(|s| Instrument { symbol: s.to_string(), ..aapl() }).collect();
+        let mut f = Form::place("alice", "ZZZ");
+        typing(&mut f, "1");
+        f.validate(&Known { symbols: &symbols, users: &[] });
+        assert_eq!(f.field(SYMBOL).unwrap().error.as_deref(), Some("unknown symbol; known: AAPL B C D E and 2 more (Book tab, h/l)"));
+        let mut f = Form::place("alice", "ZZZ");
+        f.validate(&Known { symbols: &symbols[..2], users: &[] });
+        assert_eq!(f.field(SYMBOL).unwrap().error.as_deref(), Some("unknown symbol; known: AAPL B"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Accounts: users on the left (a trader's own alone); the selected user's balances
 //! (total, held by open orders, available) and positions on the right.
 
-use super::text::{clean, column_widths, cut, dec};
+use super::text::{clean, column_widths, cut, dec, fit};
 use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
@@ -22,7 +22,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     };
     let [balances_area, positions_area] = Layout::vertical([Constraint::Ratio(3, 5), Constraint::Ratio(2, 5)]).areas(right);
-    let title = format!(" {} · {} · {} ", clean(&user.username), user.status, short_id(&user.user_id));
+    // A long name is cut, marked, to leave its status and id in the title.
+    let rest = format!(" · {} · {} ", user.status, short_id(&user.user_id));
+    let room = usize::from(right.width).saturating_sub(4 + rest.chars().count()).max(8);
+    let title = format!(" {}{rest}", cut(&clean(&user.username), room));
     let Some(account) = app.account() else {
         let block = Block::bordered().title(title);
         let inner = block.inner(balances_area);
@@ -45,7 +48,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let text = if app.may_transfer() { "no funds yet · d deposits" } else { "no funds yet" };
         super::notice(frame, inner, text, theme.dim());
     } else {
-        let widths = [Constraint::Length(8), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        // The asset column as wide as its longest name (a base asset may have 20
+        // letters), the amounts sharing the rest.
+        let asset_w = fit(account.balances.iter().map(|b| b.asset.as_str()), 8, 20) as u16;
+        let widths = [Constraint::Length(asset_w), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
         let w = column_widths(block.inner(balances_area), &widths, 0);
         let rows = account.balances.iter().map(|b| {
             let held = Cell::from(cut(&dec(b.held), w[2])).style(if b.held.is_zero() { theme.dim() } else { theme.warn() });
@@ -66,7 +72,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         frame.render_widget(block, positions_area);
         super::notice(frame, inner, "no positions", theme.dim());
     } else {
-        let widths = [Constraint::Length(10), Constraint::Fill(1), Constraint::Fill(1)];
+        let symbol_w = fit(account.positions.iter().map(|p| p.symbol.as_str()), 10, 24) as u16;
+        let widths = [Constraint::Length(symbol_w), Constraint::Fill(1), Constraint::Fill(1)];
         let w = column_widths(block.inner(positions_area), &widths, 0);
         let rows = account.positions.iter().map(|p| {
             let style = if p.quantity.is_sign_negative() { theme.sell() } else { theme.buy() };

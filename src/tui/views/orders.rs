@@ -1,7 +1,7 @@
 //! Orders: the newest orders of every user (a trader's own only), live, with the
 //! selected one ready for `c` (cancel) and `a` (amend). Wider terminals get more columns.
 
-use super::text::{clean, clock, column_widths, cut, dec, price, status};
+use super::text::{clean, clock, column_widths, cut, dec, fit, price, status};
 use super::Theme;
 use crate::api::{OrderStatus, Side};
 use crate::tui::action::{short_id, Fetch};
@@ -50,9 +50,23 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         widths.push(Constraint::Length(8));
     }
     header.extend(["USER", "SYMBOL", "SIDE", "PRICE", "QTY", "FILLED"]);
+    // Symbols and user names longer than their columns get what the row has to spare
+    // (STATUS keeps its 11): cut to `VERYLONGS…`, they left blank columns at the right.
+    let (mut user_w, mut symbol_w) = (if wide { 12 } else { 9 }, 10);
+    let fixed = 8 + if wide { 8 + 10 + 3 } else { 0 } + 4 + 10 + 8 + 8 + 11;
+    let columns = if wide { 11 } else { 8 };
+    let mut spare = usize::from(inner.width).saturating_sub(2 + fixed + user_w + symbol_w + columns - 1);
+    for (w, need) in [
+        (&mut symbol_w, fit(visible.iter().map(|o| o.symbol.as_str()), 0, 22)),
+        (&mut user_w, fit(visible.iter().map(|o| app.username(&o.user_id)), 0, 24)),
+    ] {
+        let more = need.saturating_sub(*w).min(spare);
+        *w += more;
+        spare -= more;
+    }
     widths.extend([
-        Constraint::Length(if wide { 12 } else { 9 }),
-        Constraint::Length(10),
+        Constraint::Length(user_w as u16),
+        Constraint::Length(symbol_w as u16),
         Constraint::Length(4),
         Constraint::Length(10),
         Constraint::Length(8),

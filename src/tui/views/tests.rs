@@ -342,3 +342,38 @@ fn a_form_sent_to_a_stopped_daemon_says_it_was_not_sent() {
         assert!(form.error.as_deref().is_some_and(|e| e.contains(says)), "{:?}", form.error);
     }
 }
+
+/// A long symbol and a long user name take the columns a wide terminal has to spare
+/// (symbols first), in Orders and in the account's balances and positions: cut to `VERYLONGS…`
+/// they left blank columns at the right. At 80 columns they are cut, marked.
+#[test]
+fn long_symbols_and_names_use_the_room_there_is() {
+    use crate::tui::action::Snapshot;
+    let sym = "VERYLONGSYMBOLNAME-USD";
+    let mut app = on_tab('2');
+    let users = vec![fixture::user(fixture::BOB, "bob"), fixture::user(fixture::ALICE, "alice_with_a_long_name")];
+    app.update(fixture::snap(Snapshot::Users(users)));
+    let mut orders = fixture::orders();
+    orders[0].symbol = sym.into();
+    app.update(fixture::snap(Snapshot::Orders(orders)));
+    let row_of = |t: &Terminal<TestBackend>, needle: &str| {
+        let w = usize::from(t.backend().buffer().area.width);
+        let cells = t.backend().buffer().content();
+        cells.chunks(w).map(|r| r.iter().map(|c| c.symbol()).collect::<String>()).find(|r| r.contains(needle)).unwrap_or_default()
+    };
+    let t = render(&app, 140, 40, Theme { color: false });
+    let row = row_of(&t, "c0ffee01");
+    assert!(row.contains(sym) && row.contains("alice_with_a_long_name"), "{}", t.backend());
+    let t = render(&app, 80, 24, Theme { color: false });
+    assert!(row_of(&t, "c0ffee01").contains("VERYLONGSY…"), "{}", t.backend());
+
+    app.update(ch('4'));
+    let mut account = fixture::account();
+    account.balances[0].asset = "VERYLONGSYMBOLNAME".into();
+    account.positions[0].symbol = sym.into();
+    account.user_id = app.selected_user().unwrap().user_id.clone();
+    app.update(fixture::snap(Snapshot::Account(account)));
+    let t = render(&app, 120, 40, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains("VERYLONGSYMBOLNAME ") && screen.contains(sym), "{screen}");
+}

@@ -77,6 +77,11 @@ pub fn column_widths(inner: Rect, widths: &[Constraint], reserved: u16) -> Vec<u
     Layout::horizontal(widths.iter().copied()).flex(Flex::Start).spacing(1).split(area).iter().map(|r| usize::from(r.width)).collect()
 }
 
+/// The width a column needs to show its longest value whole, within `min..=max`.
+pub fn fit<'a>(values: impl Iterator<Item = &'a str>, min: usize, max: usize) -> usize {
+    values.map(|v| v.chars().count()).max().unwrap_or(0).clamp(min, max)
+}
+
 /// Control characters (from hostile names or messages) would move the cursor: replace them.
 pub fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '�' } else { c }).collect()
