@@ -88,7 +88,10 @@ pub enum Feed {
 #[derive(Debug, Clone)]
 pub enum Overlay {
     None,
-    Help,
+    /// The keys, scrolled down by `scroll` rows where the terminal is too short for them.
+    Help {
+        scroll: usize,
+    },
     /// Typing a filter for the current tab; `before` is restored by Esc.
     Filter {
         before: String,
@@ -477,11 +480,23 @@ impl App {
         }
         match std::mem::replace(&mut self.overlay, Overlay::None) {
             Overlay::None => self.on_view_key(key),
-            Overlay::Help => match key.code {
-                KeyCode::Char('q') => self.quit = true,
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => {}
-                _ => self.overlay = Overlay::Help,
-            },
+            Overlay::Help { scroll } => {
+                let last = crate::tui::views::help::rows().saturating_sub(1);
+                let scroll = match key.code {
+                    KeyCode::Char('q') => {
+                        self.quit = true;
+                        return;
+                    }
+                    KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => return,
+                    KeyCode::Char('j') | KeyCode::Down => scroll + 1,
+                    KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
+                    KeyCode::PageDown => scroll + PAGE,
+                    KeyCode::PageUp => scroll.saturating_sub(PAGE),
+                    KeyCode::Char('g') | KeyCode::Home => 0,
+                    _ => scroll,
+                };
+                self.overlay = Overlay::Help { scroll: scroll.min(last) };
+            }
             Overlay::Filter { before } => self.on_filter_key(key, before),
             Overlay::Form(mut form) => match form.key(key) {
                 Outcome::Cancel => {}
@@ -539,7 +554,7 @@ impl App {
     fn on_view_key(&mut self, key: KeyEvent) {
         match key.code {
             KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') => self.overlay = Overlay::Help,
+            KeyCode::Char('?') => self.overlay = Overlay::Help { scroll: 0 },
             KeyCode::Esc => self.escape(),
             KeyCode::Tab => self.set_tab(Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()]),
             KeyCode::BackTab => self.set_tab(Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]),

@@ -87,9 +87,9 @@ fn q_and_ctrl_c_quit_but_q_in_a_text_field_is_typed() {
 fn help_overlay_opens_and_closes() {
     let mut app = fixture::app();
     app.update(ch('?'));
-    assert!(matches!(app.overlay, Overlay::Help));
+    assert!(matches!(app.overlay, Overlay::Help { .. }));
     app.update(ch('2'));
-    assert!(matches!(app.overlay, Overlay::Help), "keys do not leak through the help");
+    assert!(matches!(app.overlay, Overlay::Help { .. }), "keys do not leak through the help");
     assert_eq!(app.tab, Tab::Overview);
     app.update(key(KeyCode::Esc));
     assert!(matches!(app.overlay, Overlay::None));

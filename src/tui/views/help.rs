@@ -61,7 +61,8 @@ fn section(title: &'static str, keys: &[(&'static str, &'static str)], theme: Th
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, theme: Theme) {
+/// The two columns of the help: where each key works.
+fn columns(theme: Theme) -> (Vec<Line<'static>>, Vec<Line<'static>>) {
     let mut left = Vec::new();
     section("Everywhere", GLOBAL, theme, &mut left);
     section("Orders", &long(tab_keys(Tab::Orders)), theme, &mut left);
@@ -71,13 +72,42 @@ pub fn draw(frame: &mut Frame, area: Rect, theme: Theme) {
     section("Accounts", &long(tab_keys(Tab::Accounts)), theme, &mut right);
     section("Events", &long(tab_keys(Tab::Events)), theme, &mut right);
     section("Forms", FORM, theme, &mut right);
-    let rows = left.len().max(right.len()) as u16;
-    let popup = super::centered(area, 78, rows + 2);
+    (left, right)
+}
+
+/// The rows the help takes in one column: how far it can scroll.
+pub fn rows() -> usize {
+    let (left, right) = columns(Theme { color: false });
+    left.len() + 1 + right.len()
+}
+
+/// Side by side where the terminal is wide enough, else one column; scrolled by `scroll`
+/// rows where it is too short. Squeezed into two columns of 40, every line was cut.
+pub fn draw(frame: &mut Frame, area: Rect, scroll: usize, theme: Theme) {
+    let (mut left, right) = columns(theme);
+    let wide = area.width >= 78;
+    let rows = if wide {
+        left.len().max(right.len())
+    } else {
+        left.push(Line::raw(""));
+        left.extend(right.iter().cloned());
+        left.len()
+    };
+    let popup = super::centered(area, if wide { 78 } else { 40 }, rows as u16 + 2);
+    let visible = usize::from(popup.height.saturating_sub(2));
+    let scroll = scroll.min(rows.saturating_sub(visible));
+    let up = if scroll > 0 { " · k up" } else { "" };
+    let down = if scroll + visible < rows { " · j more" } else { "" };
     frame.render_widget(Clear, popup);
-    let block = Block::bordered().title(" Keys · Esc or ? closes ");
+    let block = Block::bordered().title(format!(" Keys · Esc or ? closes{up}{down} "));
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    let [l, r] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).spacing(1).areas(inner);
-    frame.render_widget(Paragraph::new(left), l);
-    frame.render_widget(Paragraph::new(right), r);
+    let at = (scroll as u16, 0);
+    if wide {
+        let [l, r] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).spacing(1).areas(inner);
+        frame.render_widget(Paragraph::new(left).scroll(at), l);
+        frame.render_widget(Paragraph::new(right).scroll(at), r);
+    } else {
+        frame.render_widget(Paragraph::new(left).scroll(at), inner);
+    }
 }

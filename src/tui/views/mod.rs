@@ -15,7 +15,7 @@ mod book;
 mod events;
 mod footer;
 mod form;
-mod help;
+pub mod help;
 mod orders;
 mod overview;
 pub mod text;
@@ -53,7 +53,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
     }
     footer::draw(frame, footer, app, theme);
     match &app.overlay {
-        Overlay::Help => help::draw(frame, frame.area(), theme),
+        Overlay::Help { scroll } => help::draw(frame, frame.area(), *scroll, theme),
         Overlay::Form(f) => form::draw(frame, frame.area(), f, theme),
         Overlay::Confirm { question, .. } => form::confirm(frame, frame.area(), question, theme),
         Overlay::Filter { .. } | Overlay::None => {}
@@ -69,15 +69,26 @@ fn tab_bar(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Conn::Refused(_) => ("✗ token refused", theme.bad()),
     };
     let [left, right] = Layout::horizontal([Constraint::Min(0), Constraint::Length(conn.chars().count() as u16 + 1)]).areas(area);
+    // Where every title does not fit, the other tabs shrink to their digit, then the
+    // padding goes: cut at the edge, the bar hid the tab on screen (4 to 6 at 40 columns).
+    let full = |i: usize, t: &Tab| format!("{} {}", i + 1, t.title());
+    let width = |compact: bool, pad: usize| -> usize {
+        let titles: usize =
+            Tab::ALL.iter().enumerate().map(|(i, t)| if compact && *t != app.tab { 1 } else { full(i, t).chars().count() }).sum();
+        titles + Tab::ALL.len() * 2 * pad + Tab::ALL.len() - 1
+    };
+    let room = usize::from(left.width);
+    let compact = width(false, 1) > room;
+    let pad = if compact && width(true, 1) > room { "" } else { " " };
     let titles = Tab::ALL.iter().enumerate().map(|(i, t)| {
-        let title = format!("{} {}", i + 1, t.title());
+        let title = if compact && *t != app.tab { (i + 1).to_string() } else { full(i, t) };
         if app.tab_available(*t) {
             Line::raw(title)
         } else {
             Line::styled(title, theme.dim())
         }
     });
-    let tabs = Tabs::new(titles).select(app.tab.index()).divider("│").padding(" ", " ").highlight_style(theme.active_tab());
+    let tabs = Tabs::new(titles).select(app.tab.index()).divider("│").padding(pad, pad).highlight_style(theme.active_tab());
     frame.render_widget(tabs, left);
     frame.render_widget(Paragraph::new(Span::styled(conn, style)).right_aligned(), right);
 }
@@ -121,18 +132,27 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         if let Some(role) = app.role {
             spans.push(Span::styled(" · ", theme.dim()));
             spans.push(Span::raw(role.as_str()));
-            // Whose orders and account a trader's dashboard shows.
-            if let Some(u) = app.own_user() {
-                spans.push(Span::raw(format!(" {}", text::clean(&u.username))));
-            }
         }
+        let mut tail = Vec::new();
         if app.read_only() {
-            spans.push(Span::styled(" · ", theme.dim()));
-            spans.push(Span::styled("read-only", theme.warn()));
+            tail.push(Span::styled(" · ", theme.dim()));
+            tail.push(Span::styled("read-only", theme.warn()));
         }
+        // Whose orders and account a trader's dashboard shows: a long name is cut to the
+        // room left, marked, where it wrapped whole onto a row nobody sees.
+        if let Some(u) = app.own_user() {
+            let used: usize = spans.iter().chain(&tail).map(|s| s.width()).sum::<usize>() + 1;
+            let room = usize::from(area.width).saturating_sub(used).max(8);
+            spans.push(Span::raw(format!(" {}", text::cut(&text::clean(&u.username), room))));
+        }
+        spans.extend(tail);
         Line::from(spans)
     };
-    frame.render_widget(Paragraph::new(line).wrap(ratatui::widgets::Wrap { trim: false }), area);
+    // Only a message has the rows to wrap into; on one row, wrapping moved whole words
+    // onto a row nobody sees, where a line cut at the edge shows all it can.
+    let line = Paragraph::new(line);
+    let line = if app.flash.is_some() { line.wrap(ratatui::widgets::Wrap { trim: false }) } else { line };
+    frame.render_widget(line, area);
 }
 
 /// A `w`×`h` rectangle in the middle of `area`, shrunk to fit.

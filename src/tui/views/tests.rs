@@ -343,6 +343,38 @@ fn a_form_sent_to_a_stopped_daemon_says_it_was_not_sent() {
     }
 }
 
+/// The tab bar always shows the tab on screen: where the titles do not fit, the others
+/// shrink to their digits. Cut at the edge, it hid tabs 4 to 6 at 40 columns.
+#[test]
+fn a_narrow_tab_bar_still_names_the_tab_on_screen() {
+    for (tab, title) in [('1', "1 Overview"), ('4', "4 Accounts"), ('6', "6 Audit")] {
+        let app = on_tab(tab);
+        for w in [30, 40, 60] {
+            let t = render(&app, w, 10, Theme { color: false });
+            let row: String = t.backend().buffer().content()[..usize::from(w)].iter().map(|c| c.symbol()).collect();
+            assert!(row.contains(title) && row.contains("● live"), "{w} columns: {row:?}");
+        }
+    }
+    let t = render(&on_tab('4'), 80, 24, Theme { color: false });
+    let row: String = t.backend().buffer().content()[..80].iter().map(|c| c.symbol()).collect();
+    assert!(row.contains("1 Overview │ 2 Orders"), "whole where they fit: {row:?}");
+}
+
+/// A trader's long user name is cut to the status line, marked, after the role; it
+/// wrapped whole onto a row nobody sees, and the line said only "trader".
+#[test]
+fn a_long_trader_name_is_cut_in_the_status_line() {
+    let mut app = fixture::trader_app();
+    let long = format!("{}z", "a".repeat(63));
+    app.update(fixture::snap(crate::tui::action::Snapshot::Users(vec![fixture::user(fixture::ALICE, &long)])));
+    let t = render(&app, 80, 24, Theme { color: false });
+    let row: String = t.backend().buffer().content()[80..160].iter().map(|c| c.symbol()).collect();
+    assert!(row.contains("· trader aaaa") && row.trim_end().ends_with('…'), "{row:?}");
+    let t = render(&app, 200, 24, Theme { color: false });
+    let row: String = t.backend().buffer().content()[200..400].iter().map(|c| c.symbol()).collect();
+    assert!(row.contains(&format!("trader {long}")), "whole where it fits: {row:?}");
+}
+
 /// A long symbol and a long user name take the columns a wide terminal has to spare
 /// (symbols first), in Orders and in the account's balances and positions: cut to `VERYLONGS…`
 /// they left blank columns at the right. At 80 columns they are cut, marked.
@@ -376,4 +408,22 @@ fn long_symbols_and_names_use_the_room_there_is() {
     let t = render(&app, 120, 40, Theme { color: false });
     let screen = format!("{}", t.backend());
     assert!(screen.contains("VERYLONGSYMBOLNAME ") && screen.contains(sym), "{screen}");
+}
+
+/// On a narrow, short terminal the help is one column that scrolls: squeezed into two
+/// columns of 19 it cut every line, and the keys past its tenth row could not be read.
+#[test]
+fn the_help_scrolls_on_a_small_terminal() {
+    let mut app = on_tab('2');
+    app.update(ch('?'));
+    let text = |app: &App| format!("{}", render(app, 40, 10, Theme { color: false }).backend());
+    let screen = text(&app);
+    assert!(screen.contains("close, clear, else quit") && screen.contains("j more"), "{screen}");
+    for _ in 0..100 {
+        app.update(ch('j'));
+    }
+    let screen = text(&app);
+    assert!(screen.contains("check and send") && screen.contains("k up") && !screen.contains("j more"), "{screen}");
+    app.update(key(KeyCode::Esc));
+    assert!(matches!(app.overlay, Overlay::None));
 }
