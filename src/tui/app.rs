@@ -102,6 +102,21 @@ pub enum Overlay {
         question: String,
         command: Command,
     },
+    /// Enter on a row: the whole of it, scrolled down by `scroll` rows.
+    Detail {
+        of: Detail,
+        scroll: usize,
+    },
+}
+
+/// The row a detail pop-up shows, by its identity rather than its place in the list: a
+/// refresh underneath shows the row's newest state (an order filling) and never another
+/// row that has taken its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    Order(String),
+    Event(u64),
+    Audit(u64),
 }
 
 /// A message in the status line for a few seconds.
@@ -513,6 +528,24 @@ impl App {
                     self.overlay = Overlay::Form(form);
                 }
             },
+            Overlay::Detail { of, scroll } => {
+                let last = crate::tui::views::detail::rows(self, &of).map_or(0, |(_, rows)| rows.len().saturating_sub(1));
+                let scroll = match key.code {
+                    KeyCode::Char('q') => {
+                        self.quit = true;
+                        return;
+                    }
+                    KeyCode::Esc | KeyCode::Enter => return,
+                    KeyCode::Char('j') | KeyCode::Down => scroll + 1,
+                    KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
+                    KeyCode::PageDown => scroll + PAGE,
+                    KeyCode::PageUp => scroll.saturating_sub(PAGE),
+                    KeyCode::Char('g') | KeyCode::Home => 0,
+                    KeyCode::Char('G') | KeyCode::End => last,
+                    _ => scroll,
+                };
+                self.overlay = Overlay::Detail { of, scroll: scroll.min(last) };
+            }
             Overlay::Confirm { question, command } => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
                     self.say(format!("{}…", command.describe()), false);
@@ -569,6 +602,7 @@ impl App {
                 self.refresh_view();
                 self.say("refreshing…", false);
             }
+            KeyCode::Enter => self.open_detail(),
             KeyCode::Char('/') if self.filter().is_some() => {
                 let before = self.filter().unwrap_or_default().to_string();
                 self.overlay = Overlay::Filter { before };
@@ -774,6 +808,20 @@ impl App {
             _ => self.book.symbol.clone(),
         };
         self.overlay = Overlay::Form(Form::place(&user, &symbol.unwrap_or_default()));
+    }
+
+    /// Enter: the selected row whole, where the table cuts it (a reject reason, a long
+    /// name or symbol, an event's data, an audit record's detail).
+    fn open_detail(&mut self) {
+        let of = match self.tab {
+            Tab::Orders => self.selected_order().map(|o| Detail::Order(o.order_id.clone())),
+            Tab::Events => self.visible_events().get(self.events.selected).map(|e| Detail::Event(e.seq)),
+            Tab::Audit => self.audit.records.iter().rev().nth(self.audit.selected).map(|r| Detail::Audit(r.seq)),
+            Tab::Overview | Tab::Book | Tab::Accounts => return,
+        };
+        if let Some(of) = of {
+            self.overlay = Overlay::Detail { of, scroll: 0 };
+        }
     }
 
     fn ask_cancel(&mut self) {

@@ -147,6 +147,13 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     // The order is in the table, selected, and resting in the book.
     let screen = pane.wait_until("the order in the table", |s| line_with(s, "▶").is_some_and(|l| l.contains(&sym) && l.contains("101.25")));
     assert!(line_with(&screen, "▶").unwrap().contains("new"), "{screen}");
+    // Enter shows it whole, its full id and user too; Esc goes back to the table.
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("Esc closes");
+    let id = d.ok("GET", &format!("/api/orders?symbol={sym}&status=all"), None)[0]["order_id"].as_str().unwrap().to_string();
+    assert!(screen.contains(&id) && screen.contains(&format!("user  {alice} (")), "{screen}");
+    pane.keys(&["Escape"]);
+    pane.wait_until("the detail closed", |s| !s.contains("Esc closes"));
     pane.keys(&["3"]);
     pane.wait_until("the bid in the ladder", |s| line_with(s, "bid").is_some_and(|l| l.contains("101.25") && l.contains(" 7 ")));
 

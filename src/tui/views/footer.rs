@@ -36,6 +36,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         Overlay::Form(_) => keys(&[("Tab", "next field"), ("S-Tab", "previous"), ("←/→", "choose"), ("Enter", "send"), ("Esc", "cancel")]),
         Overlay::Confirm { .. } => keys(&[("y", "yes"), ("n", "no")]),
         Overlay::Help { .. } => keys(&[("j/k", "scroll"), ("Esc", "close")]),
+        Overlay::Detail { .. } => keys(&[("j/k", "scroll"), ("Esc", "close")]),
         Overlay::None => {
             // A session is not offered the keys its token may not use: none that change
             // things when read-only, no transfers but an admin's, nothing in a tab it may

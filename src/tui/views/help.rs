@@ -19,6 +19,7 @@ pub const GLOBAL: &[(&str, &str)] = &[
     ("g G", "first / last"),
     ("PgUp PgDn", "page"),
     ("r", "refresh now"),
+    ("Enter", "the selected row whole"),
 ];
 
 /// Keys in forms (new order, amend, deposit, withdraw).

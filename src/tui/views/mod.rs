@@ -1,5 +1,6 @@
 //! Drawing: one file per tab, plus the chrome every tab shares (tab bar, status line,
-//! footer), the help overlay and the forms. Views read [`App`] and never change it.
+//! footer), the help overlay, the forms and the detail of a row. Views read [`App`] and
+//! never change it.
 //!
 //! The screen, top to bottom: the tab bar with the connection state at its right, a
 //! status line (daemon version and uptime, health, role; or a message), the tab's body,
@@ -12,6 +13,7 @@
 mod accounts;
 mod audit;
 mod book;
+pub mod detail;
 mod events;
 mod footer;
 mod form;
@@ -56,6 +58,7 @@ pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
         Overlay::Help { scroll } => help::draw(frame, frame.area(), *scroll, theme),
         Overlay::Form(f) => form::draw(frame, frame.area(), f, theme),
         Overlay::Confirm { question, .. } => form::confirm(frame, frame.area(), question, theme),
+        Overlay::Detail { of, scroll } => detail::draw(frame, frame.area(), app, of, *scroll, theme),
         Overlay::Filter { .. } | Overlay::None => {}
     }
 }

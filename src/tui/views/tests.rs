@@ -410,6 +410,61 @@ fn long_symbols_and_names_use_the_room_there_is() {
     assert!(screen.contains("VERYLONGSYMBOLNAME ") && screen.contains(sym), "{screen}");
 }
 
+/// Enter shows the selected row whole, what its table cuts: an order's reject reason and
+/// full id, an event's data, an audit record's detail and hashes. It stays on that row
+/// when newer ones arrive above it, scrolls with j/k, and Esc closes it.
+#[test]
+fn enter_shows_the_selected_row_whole() {
+    use crate::tui::action::Snapshot;
+    let text = |app: &App, w: u16, h: u16| format!("{}", render(app, w, h, Theme { color: false }).backend());
+    let mut app = on_tab('2');
+    for _ in 0..3 {
+        app.update(ch('j'));
+    }
+    app.update(key(KeyCode::Enter));
+    check("detail_order", &app);
+    let screen = text(&app, 80, 24);
+    for needle in ["Order c0ffee04", "ord_0195aaaa00000000c0ffee04", "reason  insufficient_funds", "alice (usr_00000000a11ce001)"] {
+        assert!(screen.contains(needle), "{needle}:\n{screen}");
+    }
+    // A new order on top moves the list, not the pop-up.
+    let mut orders = fixture::orders();
+    orders.insert(
+        0,
+        fixture::order(
+            "ord_0195aaaa00000000c0ffee09",
+            fixture::BOB,
+            crate::api::Side::Buy,
+            "1",
+            Some("1"),
+            "0",
+            crate::api::OrderStatus::New,
+            "06:00",
+        ),
+    );
+    app.update(fixture::snap(Snapshot::Orders(orders)));
+    assert!(text(&app, 80, 24).contains("ord_0195aaaa00000000c0ffee04"));
+    // Scrolled past the first rows on a short terminal, then closed.
+    app.update(ch('j'));
+    let screen = text(&app, 80, 12);
+    assert!(!screen.contains("order id") && screen.contains("k up"), "{screen}");
+    app.update(key(KeyCode::Esc));
+    assert!(matches!(app.overlay, Overlay::None) && !app.quit);
+
+    let mut app = on_tab('5');
+    app.update(key(KeyCode::Enter));
+    let screen = text(&app, 120, 40);
+    assert!(screen.contains("Event 305") && screen.contains("event id"), "{screen}");
+    let mut app = on_tab('6');
+    app.update(key(KeyCode::Enter));
+    let screen = text(&app, 120, 40);
+    assert!(screen.contains("Audit record") && screen.contains("prev hash"), "{screen}");
+    // Nothing to show in the Book: Enter does nothing there.
+    let mut app = on_tab('3');
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(app.overlay, Overlay::None));
+}
+
 /// On a narrow, short terminal the help is one column that scrolls: squeezed into two
 /// columns of 19 it cut every line, and the keys past its tenth row could not be read.
 #[test]
