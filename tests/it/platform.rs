@@ -529,25 +529,45 @@ fn a_config_change_made_while_stopped_is_announced_at_start() {
 
 /// A token is refused (401) only once the daemon knows it is not valid. While the auth
 /// service has not loaded its store (a start, or a store it cannot open), a request
-/// with a valid token gets 503: a client that gives up on a 401, as `agt tui` does,
-/// retries a 503. Here auth.db is unreadable, so the window stays open.
+/// with a valid token gets 503, and so does a trader token while the users service has
+/// not loaded its user: a client that gives up on a 401, as `agt tui` does, retries a
+/// 503. Here a store is unreadable, so the window stays open.
 #[test]
-fn a_token_is_not_refused_before_auth_has_loaded_its_tokens() {
+fn a_token_is_not_refused_before_its_stores_are_loaded() {
     let mut d = Daemon::start();
-    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
-    d.stop();
-    let data = d.path().join("data");
-    for f in ["auth.db-wal", "auth.db-shm"] {
-        let _ = std::fs::remove_file(data.join(f));
-    }
-    std::fs::write(data.join("auth.db"), vec![0x5a; 8192]).unwrap();
-    d.spawn_listening();
-    let (s, e) = d.tcp("GET", "/api/users", None, Some(&token));
+    let alice = d.user("alice");
+    let trader = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})))["token"].as_str().unwrap().to_string();
+    let unreadable = |d: &mut Daemon, store: &str| {
+        d.stop();
+        let data = d.path().join("data");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(data.join(format!("{store}{suffix}")));
+        }
+        std::fs::write(data.join(store), vec![0x5a; 8192]).unwrap();
+        d.spawn_listening();
+    };
+
+    unreadable(&mut d, "users.db");
+    // Auth loads its tokens a moment after the listeners are up; from then on the
+    // trader's token waits for its user, which never loads.
+    let (s, e) = wait_until("auth's tokens", Duration::from_secs(10), || {
+        let (s, e) = d.tcp("GET", "/api/symbols", None, Some(&trader));
+        (!e.to_string().contains("tokens are not loaded")).then_some((s, e))
+    });
+    assert_eq!((s, code(&e)), (503, "service_unavailable"), "{e}");
+    assert!(e.to_string().contains("users are not loaded"), "{e}");
+    // The supervisor's view needs no service that may still be starting.
+    let (s, v) = d.tcp("GET", "/api/services", None, Some(&viewer));
+    assert_eq!(s, 200, "a token bound to no user is let in: {v}");
+
+    unreadable(&mut d, "auth.db");
+    let (s, e) = d.tcp("GET", "/api/symbols", None, Some(&viewer));
     assert_eq!((s, code(&e)), (503, "service_unavailable"), "{e}");
     assert!(e.to_string().contains("tokens are not loaded"), "{e}");
     // An open route still answers; and a request without a token is still a 401.
     assert_eq!(d.tcp("GET", "/health", None, None).0, 200);
-    assert_eq!(d.tcp("GET", "/api/users", None, None).0, 401);
+    assert_eq!(d.tcp("GET", "/api/symbols", None, None).0, 401);
 }
 
 #[test]

@@ -258,6 +258,13 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
                 user.username, user.status, user.username
             ),
         ))),
+        // Not loaded yet (the daemon is starting): the user may well exist, and a 401
+        // would tell the client its token is dead.
+        None if !app.directory.loaded() => Err(Failure(ApiError::new(
+            503,
+            "service_unavailable",
+            "the daemon is starting: its users are not loaded yet (or the users service cannot open its store; `agt service list` shows it); retry shortly",
+        ))),
         None => Err(Failure(ApiError::unauthorized(format!("trader token {} is bound to user {user_id}, which does not exist", token.id)))),
     }
 }

@@ -21,6 +21,9 @@ pub struct Directory {
 struct Maps {
     by_id: HashMap<String, Arc<User>>,
     id_by_name: HashMap<String, String>,
+    /// Whether the users service has loaded its store since the daemon started: until
+    /// then a user missing here may exist (the listeners accept requests meanwhile).
+    loaded: bool,
 }
 
 impl Directory {
@@ -28,6 +31,12 @@ impl Directory {
     pub fn get(&self, key: &str) -> Option<Arc<User>> {
         let m = self.inner.read().unwrap();
         m.by_id.get(key).or_else(|| m.id_by_name.get(key).and_then(|id| m.by_id.get(id))).cloned()
+    }
+
+    /// Whether the users service has loaded every user once (a miss in [`Directory::get`]
+    /// means "no such user" only from then on).
+    pub fn loaded(&self) -> bool {
+        self.inner.read().unwrap().loaded
     }
 
     /// Adds or replaces a user (usernames never change).
@@ -45,5 +54,6 @@ impl Directory {
             m.id_by_name.insert(u.username.clone(), u.user_id.clone());
             m.by_id.insert(u.user_id.clone(), Arc::new(u));
         }
+        m.loaded = true;
     }
 }
