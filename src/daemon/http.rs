@@ -283,6 +283,24 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError
         .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
 }
 
+/// The query of a GET route that takes no parameters: any is refused (400
+/// `invalid_query`), as the routes that take some refuse those they do not know, so that
+/// `?user_id=bob` on a route that cannot filter is not read as a filtered answer.
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = Failure;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.uri.query() {
+            Some(q) if !q.is_empty() => Err(Failure(ApiError::invalid(
+                "invalid_query",
+                format!("this route takes no query parameters; got {:?}", q.chars().take(80).collect::<String>()),
+            ))),
+            _ => Ok(NoQuery),
+        }
+    }
+}
+
 /// Refuses a query string on a command that takes its filters in the body (`cancel-all`,
 /// `halt`, `resume`): dropped, `?symbol=MSFT` would cancel or halt everything.
 pub fn no_query(uri: &axum::http::Uri, body: &str) -> Result<(), ApiError> {

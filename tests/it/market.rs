@@ -414,6 +414,32 @@ fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
         let (s, e) = dm.req("GET", path, None);
         assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
     }
+    // A route that takes no parameters refuses any: `?user_id=` on the services or the
+    // tokens would read as a filter that was applied.
+    let user = dm.user("q");
+    for path in [
+        "/api/services".to_string(),
+        format!("/api/users/{user}"),
+        format!("/api/users/{user}/account"),
+        "/api/risk/state".into(),
+        "/api/tokens".into(),
+        "/api/audit/verify".into(),
+        "/api/config".into(),
+        "/api/config/pending".into(),
+        "/api/notifications/rules".into(),
+        "/api/symbols".into(),
+        "/api/symbols/AAPL".into(),
+        "/api/market/AAPL".into(),
+        // No such order (404 without a query): the query is refused before the lookup.
+        "/api/orders/ord_0".into(),
+        "/api/trading/orders/ord_0".into(),
+    ] {
+        let plain = if path.contains("ord_0") { 404 } else { 200 };
+        assert_eq!(dm.req("GET", &path, None).0, plain, "{path} without a query");
+        let (s, e) = dm.req("GET", &format!("{path}?user_id=x"), None);
+        assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("takes no query parameters"), "{path}: {e}");
+    }
     let out = dm
         .cli()
         .args(["-o", "json", "market", "candles", "AAPL", "--interval", "1d", "--from", "2024-05-04", "--to", "2024-05-06"])

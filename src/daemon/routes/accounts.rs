@@ -4,7 +4,7 @@
 use super::users::visible_user;
 use crate::api::{ApiError, Transfer};
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, ApiResult, Caller, Json, Path};
+use crate::daemon::http::{ok, ApiResult, Caller, Json, NoQuery, Path};
 use crate::services::{market, risk, users};
 use axum::extract::State;
 use axum::response::Response;
@@ -89,7 +89,7 @@ pub async fn withdraw(
 }
 
 /// Readers, and a trader for its own user.
-pub async fn account(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn account(State(app): State<Arc<App>>, caller: Caller, _: NoQuery, Path(id): Path<String>) -> ApiResult<Response> {
     let user = visible_user(&app, &caller, &id).await?;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Account { user_id: user.user_id, reply }).await?))
 }

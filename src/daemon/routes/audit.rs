@@ -2,7 +2,7 @@
 
 use crate::api::Role;
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, page_limit, query_number, ApiResult, Caller, Query};
+use crate::daemon::http::{ok, page_limit, query_number, ApiResult, Caller, NoQuery, Query};
 use crate::services::audit::{Cmd, Filter};
 use axum::extract::State;
 use axum::response::Response;
@@ -31,7 +31,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<A
     Ok(ok(app.audit.call(|reply| Cmd::List { since, filter, limit, reply }).await?))
 }
 
-pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn verify(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     app.feed_caught_up(&app.feeds.audit).await;
     Ok(ok(app.audit.call(Cmd::Verify).await?))

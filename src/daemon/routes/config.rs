@@ -2,14 +2,14 @@
 
 use crate::api::ApiError;
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, ApiResult, Caller, Json};
+use crate::daemon::http::{ok, ApiResult, Caller, Json, NoQuery};
 use crate::services::config::service::Cmd;
 use crate::services::config::settings::Settings;
 use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
 
-pub async fn show(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn show(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     Ok(ok(app.config.call(Cmd::Show).await?))
 }
@@ -18,7 +18,7 @@ pub async fn show(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Resp
 /// next start (`{"durability": {"saved": "full", "running": "normal"}}`; `{}` when none).
 /// Under `symbols`, the entries not traded as written, each beside the instrument's
 /// terms (`null` for a symbol not listed yet).
-pub async fn pending(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn pending(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     let saved = app.settings.get();
     let mut pending = saved.pending_restart(&app.started_with);

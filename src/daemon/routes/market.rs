@@ -6,7 +6,7 @@
 
 use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, read_body, ApiResult, Caller, Json, Path, Query};
+use crate::daemon::http::{created, ok, page_limit, parse_json, read_body, ApiResult, Caller, Json, NoQuery, Path, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
 use axum::extract::{Request, State};
@@ -38,7 +38,7 @@ pub struct CandlesQuery {
     to: Option<String>,
 }
 
-pub async fn list_symbols(State(app): State<Arc<App>>, _caller: Caller) -> ApiResult<Response> {
+pub async fn list_symbols(State(app): State<Arc<App>>, _caller: Caller, _: NoQuery) -> ApiResult<Response> {
     Ok(ok(app.market.call(Cmd::Symbols).await?))
 }
 
@@ -47,7 +47,7 @@ pub async fn add_symbol(State(app): State<Arc<App>>, caller: Caller, Json(body):
     Ok(created(app.market.call(|r| Cmd::AddSymbol(body, r)).await?))
 }
 
-pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, Path(symbol): Path<String>) -> ApiResult<Response> {
+pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, _: NoQuery, Path(symbol): Path<String>) -> ApiResult<Response> {
     Ok(ok(app.market.call(|r| Cmd::Symbol(symbol, r)).await?))
 }
 
@@ -81,7 +81,7 @@ pub async fn trades(
 }
 
 /// Last price and 24h figures from the market service, best bid and ask from the book.
-pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, Path(symbol): Path<String>) -> ApiResult<Response> {
+pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, _: NoQuery, Path(symbol): Path<String>) -> ApiResult<Response> {
     caught_up(&app).await;
     let mut quote = app.market.call(|reply| Cmd::Quote { symbol: symbol.clone(), reply }).await?;
     // The quote is still worth answering while the trading service restarts: without a book.

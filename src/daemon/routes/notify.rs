@@ -5,7 +5,7 @@
 
 use crate::api::{ApiError, NewWebhookRule};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Path, Query};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, NoQuery, Path, Query};
 use crate::services::notify::Cmd;
 use axum::extract::State;
 use axum::response::Response;
@@ -35,7 +35,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
     Ok(ok(app.notify.call(|reply| Cmd::List { limit, status, reply }).await?))
 }
 
-pub async fn rules(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn rules(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     Ok(ok(app.notify.call(Cmd::Rules).await?))
 }

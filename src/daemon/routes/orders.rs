@@ -3,7 +3,7 @@
 
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, Path, Query, RawBody};
+use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, NoQuery, Path, Query, RawBody};
 use crate::services::orders::{saga, Cmd, ListFilter};
 use crate::services::{market, trading};
 use axum::extract::State;
@@ -21,7 +21,7 @@ pub async fn place_seed(State(app): State<Arc<App>>, caller: Caller, Json(body):
     place(State(app), caller, Json(body.into())).await
 }
 
-pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get(State(app): State<Arc<App>>, caller: Caller, _: NoQuery, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(ok(saga::visible_order(&app, &caller, &id).await?))
 }
 

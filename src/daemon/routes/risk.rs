@@ -7,7 +7,7 @@
 use super::users::visible_user;
 use crate::api::{ApiError, HaltRequest, RiskLimits};
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, Query, RawBody};
+use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, NoQuery, Query, RawBody};
 use crate::services::risk::checks::LIMIT_KEYS;
 use crate::services::{config, risk, users};
 use axum::extract::FromRequest;
@@ -159,7 +159,7 @@ pub async fn resume(State(app): State<Arc<App>>, caller: Caller, req: Request) -
 }
 
 /// `{"halted", "halted_symbols"}` (readers).
-pub async fn state(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn state(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     Ok(ok(app.risk.call(risk::Cmd::TradingState).await?))
 }

@@ -2,7 +2,7 @@
 
 use crate::api::{ApiError, Health};
 use crate::daemon::app::App;
-use crate::daemon::http::{ApiResult, Caller, Path};
+use crate::daemon::http::{ApiResult, Caller, NoQuery, Path};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
 
-pub async fn services(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn services(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
     Ok(crate::daemon::http::ok(app.supervisor.list()))
 }

@@ -2,7 +2,7 @@
 
 use crate::api::{ApiError, NewToken, Role};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Path};
+use crate::daemon::http::{created, ok, ApiResult, Caller, Json, NoQuery, Path};
 use crate::services::auth::{Cmd, Create};
 use axum::extract::State;
 use axum::response::Response;
@@ -54,7 +54,7 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Jso
     Ok(created(token))
 }
 
-pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Response> {
+pub async fn list(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_admin()?;
     Ok(ok(app.auth.call(Cmd::List).await?))
 }

@@ -2,7 +2,7 @@
 
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::daemon::app::App;
-use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, Path, Query};
+use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, NoQuery, Path, Query};
 use crate::services::users::Cmd;
 use axum::extract::State;
 use axum::response::Response;
@@ -54,7 +54,7 @@ pub async fn visible_user(app: &App, caller: &Caller, key: &str) -> Result<User,
     Ok(user)
 }
 
-pub async fn get(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get(State(app): State<Arc<App>>, caller: Caller, _: NoQuery, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(ok(visible_user(&app, &caller, &id).await?))
 }
 
