@@ -16,8 +16,11 @@ use std::sync::{Arc, RwLock};
 /// valid token asked about then is not known yet, not unknown.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    by_hash: Arc<RwLock<Option<HashMap<String, Arc<TokenInfo>>>>>,
+    by_hash: Arc<RwLock<Option<ByHash>>>,
 }
+
+/// The live tokens by the SHA-256 (hex) of their secret.
+type ByHash = HashMap<String, Arc<TokenInfo>>;
 
 /// The tokens cannot be checked yet: the auth service has not loaded its store since the
 /// daemon started (a 503, so that a client retries, where a 401 would tell it to give up).

@@ -33,6 +33,19 @@ fn on_tab(c: char) -> App {
     app
 }
 
+/// The Orders tab's form filled in (10 @ 150.25) and sent: the app, and the command it
+/// handed the net task, whose answer a test then gives it.
+fn an_order_sent() -> (App, crate::tui::action::Command) {
+    let mut app = on_tab('2');
+    app.update(ch('n'));
+    typing(&mut app, "10");
+    app.update(key(KeyCode::Tab));
+    typing(&mut app, "150.25");
+    let fx = app.update(key(KeyCode::Enter));
+    let Some(crate::tui::action::Effect::Send(command)) = fx.into_iter().next() else { panic!("sent") };
+    (app, command)
+}
+
 #[test]
 fn overview() {
     check("overview", &fixture::app());
@@ -118,13 +131,7 @@ fn order_form_with_errors() {
 
 #[test]
 fn order_form_refused_by_the_daemon() {
-    let mut app = on_tab('2');
-    app.update(ch('n'));
-    typing(&mut app, "10");
-    app.update(key(KeyCode::Tab));
-    typing(&mut app, "150.25");
-    let fx = app.update(key(KeyCode::Enter));
-    let Some(crate::tui::action::Effect::Send(command)) = fx.into_iter().next() else { panic!("sent") };
+    let (mut app, command) = an_order_sent();
     let failure = crate::tui::action::Failure {
         status: 422,
         code: "insufficient_funds".into(),
@@ -326,13 +333,7 @@ fn a_form_sent_to_a_stopped_daemon_says_it_was_not_sent() {
             "it may have been done",
         ),
     ] {
-        let mut app = on_tab('2');
-        app.update(ch('n'));
-        typing(&mut app, "10");
-        app.update(key(KeyCode::Tab));
-        typing(&mut app, "150.25");
-        let fx = app.update(key(KeyCode::Enter));
-        let Some(crate::tui::action::Effect::Send(command)) = fx.into_iter().next() else { panic!("sent") };
+        let (mut app, command) = an_order_sent();
         let failure = crate::tui::action::Failure { status: 0, code: "unreachable".into(), message: message.into() };
         app.update(Action::Net(Net::Done(command, Err(failure))));
         let t = render(&app, 120, 40, Theme { color: false });
