@@ -139,7 +139,17 @@ pub fn lookup(v: &Value, key: &str) -> Option<Value> {
     ["config", "effective", "values"].iter().find_map(|w| v.get(*w).and_then(|inner| walk(inner, key)).cloned())
 }
 
+/// The value at a dotted key; a list's items are named by their index
+/// (`notify.webhooks.0.url`), as `config set` names them.
 fn walk<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Value::Array(items) = v {
+        let (index, rest) = key.split_once('.').map_or((key, None), |(i, rest)| (i, Some(rest)));
+        let item = items.get(index.parse::<usize>().ok()?)?;
+        return match rest {
+            None => Some(item),
+            Some(rest) => walk(item, rest),
+        };
+    }
     let obj = v.as_object()?;
     if let Some(found) = obj.get(key) {
         return Some(found);
@@ -179,5 +189,11 @@ mod tests {
         assert_eq!(lookup(&c, "durability"), Some(json!("normal")));
         assert_eq!(lookup(&c, "risk.nope"), None);
         assert_eq!(lookup(&json!({"config": {"log": {"level": "info"}}}), "log.level"), Some(json!("info")));
+        let hooks = json!({"notify": {"webhooks": [{"url": "http://a/", "events": ["TRADE_EXECUTED"]}]}});
+        assert_eq!(lookup(&hooks, "notify.webhooks.0.url"), Some(json!("http://a/")), "a list item by its index");
+        assert_eq!(lookup(&hooks, "notify.webhooks.0.events.0"), Some(json!("TRADE_EXECUTED")));
+        assert_eq!(lookup(&hooks, "notify.webhooks.0"), Some(json!({"url": "http://a/", "events": ["TRADE_EXECUTED"]})));
+        assert_eq!(lookup(&hooks, "notify.webhooks.1.url"), None, "past the end");
+        assert_eq!(lookup(&hooks, "notify.webhooks.x"), None);
     }
 }
