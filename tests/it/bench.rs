@@ -178,12 +178,7 @@ fn a_refused_warm_up_order_fails_the_run() {
 #[test]
 fn an_account_that_does_not_match_its_fills_fails_the_run() {
     let d = Daemon::start();
-    let child = std::process::Command::new(crate::util::BIN)
-        .args(["--home", d.path().to_str().unwrap(), "-o", "json", "bench", "--orders", "400", "--rate", "200", "--concurrency", "2"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = d.cli_spawn(&["-o", "json", "bench", "--orders", "400", "--rate", "200", "--concurrency", "2"]);
     let (b0, b1) = crate::util::wait_until("the bench's users", std::time::Duration::from_secs(30), || {
         let users = d.ok("GET", "/api/users", None);
         let named = |suffix: &str| {
@@ -209,13 +204,7 @@ fn an_account_that_does_not_match_its_fills_fails_the_run() {
 #[test]
 fn an_interrupted_run_still_cleans_up() {
     let d = Daemon::start();
-    let child = std::process::Command::new(crate::util::BIN)
-        .args(["--home", d.path().to_str().unwrap(), "-o", "json", "bench", "--orders", "100000", "--rate", "100"])
-        .args(["--concurrency", "2", "--via", "http"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = d.cli_spawn(&["-o", "json", "bench", "--orders", "100000", "--rate", "100", "--concurrency", "2", "--via", "http"]);
     crate::util::wait_until("bench orders", std::time::Duration::from_secs(30), || {
         let m = d.ok("GET", "/metrics", None);
         let placed = m.as_str().unwrap().lines().filter(|l| l.starts_with("agt_orders_total")).count();
@@ -304,17 +293,7 @@ fn bad_invocations() {
 #[test]
 fn a_daemon_that_dies_mid_run_exits_3_with_one_message() {
     let mut d = Daemon::start();
-    let mut bench = std::process::Command::new(crate::util::BIN)
-        .arg("--home")
-        .arg(d.path())
-        .args(["-o", "json", "bench", "--orders", "5000000", "--concurrency", "4", "--symbols", "1"])
-        .env_remove("AGT_URL")
-        .env_remove("AGT_TOKEN")
-        .env_remove("AGT_SOCKET")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut bench = d.cli_spawn(&["-o", "json", "bench", "--orders", "5000000", "--concurrency", "4", "--symbols", "1"]);
     // Once orders are placed, the daemon dies.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while d.ok("GET", "/api/orders?limit=1", None).as_array().is_none_or(|a| a.is_empty()) {

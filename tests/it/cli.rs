@@ -1,7 +1,7 @@
 //! The CLI against a daemon, as a script would use it: lists that say when they were cut,
 //! one JSON document per finite list, closed pipes, and arguments refused before asking.
 
-use crate::util::{code, Daemon, BIN};
+use crate::util::{cli_at, code, Daemon, BIN};
 use serde_json::{json, Value};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -162,11 +162,7 @@ fn cli_risk_resume_names_what_stays_halted() {
 #[test]
 fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
     let idle = tempfile::tempdir().unwrap();
-    let agt = || {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(idle.path()).env_remove("AGT_URL").env_remove("AGT_TOKEN").env_remove("AGT_SOCKET");
-        c
-    };
+    let agt = || cli_at(idle.path());
     for args in [&["order", "get", ""][..], &["order", "cancel", " "], &["order", "amend", "", "--qty", "1"]] {
         agt().args(args).assert().code(2).stderr(predicates::str::contains("ID cannot be empty: give an order id"));
     }

@@ -107,8 +107,8 @@ fn cli_daemon_start_status_stop() {
     let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
     std::fs::write(home.path().join("agt.toml"), BASE_CONFIG).unwrap();
     let agt = |args: &[&str]| {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET");
+        let mut c = cli_at(home.path());
+        c.args(args);
         c
     };
     agt(&["daemon", "status"]).assert().code(3);
@@ -438,8 +438,8 @@ fn a_copy_of_a_running_home_is_not_running_and_reaches_nothing() {
     let copy = parent.path().join("copy");
     assert!(std::process::Command::new("cp").arg("-a").arg(d.path()).arg(&copy).status().unwrap().success());
     let agt = |args: &[&str]| {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(&copy).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET").env_remove("AGT_TOKEN");
+        let mut c = cli_at(&copy);
+        c.args(args);
         c
     };
     agt(&["daemon", "status"]).assert().code(3).stderr(predicates::str::contains("not running"));
@@ -481,8 +481,8 @@ fn a_lock_held_by_another_process_is_named_and_left_alone() {
     // `--no-fork`: flock becomes the `sleep` that holds the lock, so killing it ends both.
     let mut holder = std::process::Command::new("flock").arg("--no-fork").arg(&lock).args(["sleep", "100"]).spawn().unwrap();
     let agt = |args: &[&str]| {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET");
+        let mut c = cli_at(home.path());
+        c.args(args);
         c
     };
     // flock takes the lock once it runs.

@@ -137,20 +137,7 @@ fn events_tail_follow_says_why_its_stream_ended() {
     let made = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
     let (id, token) = (made["id"].as_str().unwrap().to_string(), made["token"].as_str().unwrap().to_string());
     let url = format!("http://{}", d.tcp_addr());
-    let follow = |args: &[&str]| {
-        std::process::Command::new(crate::util::BIN)
-            .arg("--home")
-            .arg(d.path())
-            .args(args)
-            .args(["events", "tail", "-f"])
-            .env_remove("AGT_URL")
-            .env_remove("AGT_TOKEN")
-            .env_remove("AGT_SOCKET")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let follow = |args: &[&str]| d.cli_spawn(&[args, &["events", "tail", "-f"]].concat());
     let finish = |child: std::process::Child| {
         let out = child.wait_with_output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())

@@ -79,8 +79,8 @@ impl Detached {
     }
 
     fn agt(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(self.home.path()).args(args).env_remove("AGT_URL").env_remove("AGT_SOCKET").env_remove("AGT_TOKEN");
+        let mut c = cli_at(self.home.path());
+        c.args(args);
         c
     }
 

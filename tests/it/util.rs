@@ -170,9 +170,23 @@ impl Daemon {
 
     /// `agt --home H ARGS`, ready to run and assert on.
     pub fn cli(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.arg("--home").arg(self.path()).env_remove("AGT_URL").env_remove("AGT_TOKEN").env_remove("AGT_SOCKET").env("NO_COLOR", "1");
-        c
+        cli_at(self.path())
+    }
+
+    /// `agt --home H ARGS` started in the background with its output piped, for a test
+    /// that acts while it runs (kills the daemon, sends a signal) and then reads it.
+    pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(BIN)
+            .arg("--home")
+            .arg(self.path())
+            .args(args)
+            .env_remove("AGT_URL")
+            .env_remove("AGT_TOKEN")
+            .env_remove("AGT_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agt")
     }
 
     pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -249,6 +263,14 @@ impl Drop for Daemon {
 }
 
 /// A short random suffix for names.
+/// `agt --home HOME`, with none of the caller's `AGT_*` addresses or token, for a home
+/// that is no [`Daemon`]'s (one with no daemon, a copy, a lock held by another process).
+pub fn cli_at(home: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(BIN);
+    c.arg("--home").arg(home).env_remove("AGT_URL").env_remove("AGT_TOKEN").env_remove("AGT_SOCKET").env("NO_COLOR", "1");
+    c
+}
+
 pub fn unique() -> String {
     use rand::Rng;
     let mut r = rand::thread_rng();
