@@ -90,6 +90,14 @@ impl Drop for Pane {
     }
 }
 
+/// `c` on the Orders tab, confirmed with `y`: the selected row then reads cancelled.
+fn cancel_the_selected_order(pane: &Pane) {
+    pane.keys(&["c"]);
+    pane.wait_for("Cancel order");
+    pane.keys(&["y"]);
+    pane.wait_until("the order cancelled", |s| line_with(s, "▶").is_some_and(|l| l.contains("cancelled")));
+}
+
 /// The line of the screen that holds `needle`.
 fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
     screen.lines().find(|l| l.contains(needle))
@@ -160,10 +168,7 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     // Cancel asks first, then the table and the book show it.
     pane.keys(&["2"]);
     pane.wait_for("Orders · 1 of 1");
-    pane.keys(&["c"]);
-    pane.wait_for("Cancel order");
-    pane.keys(&["y"]);
-    pane.wait_until("the order cancelled", |s| line_with(s, "▶").is_some_and(|l| l.contains("cancelled")));
+    cancel_the_selected_order(&pane);
     let orders = d.ok("GET", &format!("/api/orders?symbol={sym}&status=all"), None);
     assert_eq!(orders[0]["status"], "cancelled", "{orders}");
     pane.keys(&["3"]);
@@ -346,10 +351,7 @@ fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
     pane.wait_until("its order again", |s| line_with(s, "▶").is_some_and(|l| l.contains("part-filled")));
 
     // Cancel asks first, then the table shows it; the daemon agrees.
-    pane.keys(&["c"]);
-    pane.wait_for("Cancel order");
-    pane.keys(&["y"]);
-    pane.wait_until("the order cancelled", |s| line_with(s, "▶").is_some_and(|l| l.contains("cancelled")));
+    cancel_the_selected_order(&pane);
     let orders = d.ok("GET", &format!("/api/orders?user_id={alice}&status=all"), None);
     assert_eq!(orders[0]["status"], "cancelled", "{orders}");
     pane.keys(&["q"]);
