@@ -291,27 +291,20 @@ pub struct NoQuery;
 impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
     type Rejection = Failure;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.uri.query() {
-            Some(q) if !q.is_empty() => Err(Failure(ApiError::invalid(
-                "invalid_query",
-                format!("this route takes no query parameters; got {:?}", q.chars().take(80).collect::<String>()),
-            ))),
-            _ => Ok(NoQuery),
-        }
+        no_query(&parts.uri, None).map(|()| NoQuery).map_err(Failure)
     }
 }
 
-/// Refuses a query string on a command that takes its filters in the body (`cancel-all`,
-/// `halt`, `resume`): dropped, `?symbol=MSFT` would cancel or halt everything.
-pub fn no_query(uri: &axum::http::Uri, body: &str) -> Result<(), ApiError> {
+/// Refuses a query string on a route that takes none: a GET ([`NoQuery`]), or a command
+/// that takes its filters in the body (`cancel-all`, `halt`, `resume`; `body` shows
+/// them), where a dropped `?symbol=MSFT` would cancel or halt everything.
+pub fn no_query(uri: &axum::http::Uri, body: Option<&str>) -> Result<(), ApiError> {
     match uri.query() {
-        Some(q) if !q.is_empty() => Err(ApiError::invalid(
-            "invalid_query",
-            format!(
-                "this route takes no query parameters (got {:?}); send its filters in the JSON body: {body}",
-                q.chars().take(80).collect::<String>()
-            ),
-        )),
+        Some(q) if !q.is_empty() => {
+            let got = q.chars().take(80).collect::<String>();
+            let instead = body.map(|b| format!("; send its filters in the JSON body: {b}")).unwrap_or_default();
+            Err(ApiError::invalid("invalid_query", format!("this route takes no query parameters (got {got:?}){instead}")))
+        }
         _ => Ok(()),
     }
 }

@@ -139,7 +139,7 @@ pub async fn amend(
 }
 
 pub async fn cancel_all(State(app): State<Arc<App>>, caller: Caller, uri: axum::http::Uri, RawBody(body): RawBody) -> ApiResult<Response> {
-    crate::daemon::http::no_query(&uri, r#"{"user_id": "…", "symbol": "…"}, each optional"#)?;
+    crate::daemon::http::no_query(&uri, Some(r#"{"user_id": "…", "symbol": "…"}, each optional"#))?;
     let req: CancelAll = if body.iter().all(u8::is_ascii_whitespace) { CancelAll::default() } else { parse_json(&body)? };
     // A blank user or symbol is refused, not read as "every user" or "every symbol": a
     // script's unset variable would cancel everything.

@@ -138,7 +138,7 @@ async fn halt_body(app: &App, req: Request) -> Result<HaltRequest, ApiError> {
 }
 
 async fn halt_request(req: Request) -> Result<HaltRequest, ApiError> {
-    crate::daemon::http::no_query(req.uri(), r#"{"symbol": "AAPL"}, or {} for every symbol"#)?;
+    crate::daemon::http::no_query(req.uri(), Some(r#"{"symbol": "AAPL"}, or {} for every symbol"#))?;
     let RawBody(bytes) = RawBody::from_request(req, &()).await.map_err(|e| e.0)?;
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(HaltRequest::default());
