@@ -107,7 +107,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         ]);
         if wide {
             cells.push((o.average_price.map(|p| price(p, decimals)).unwrap_or_default(), plain));
-            cells.push((format!("{:?}", o.time_in_force).to_lowercase(), plain));
+            cells.push((o.time_in_force.as_str().to_string(), plain));
         }
         let mut status_text = status(o.status).to_string();
         if wide {
