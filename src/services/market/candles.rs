@@ -14,6 +14,7 @@ use crate::services::store::DecimalText;
 use foldhash::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
+use std::time::{Duration, Instant};
 
 /// A candle width. Bars start on whole multiples of it since the Unix epoch, in UTC, so
 /// `1d` bars start at midnight UTC.
@@ -167,15 +168,38 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// The bars in the store, with the bar each (symbol, interval) last touched kept in memory:
 /// trades arrive in time order, so nearly every trade lands in that bar and costs no
-/// read. A bar a trade changed is written back once per batch ([`Bars::flush`], from the
-/// market service's `before_commit` and before it reads bars), not once per trade: that
-/// was five upserts per trade, most of them rewriting the row the previous trade wrote.
-#[derive(Default)]
+/// read.
+///
+/// **Written at most once a second, rebuilt from the tape.** A bar a trade changed is not
+/// written with that trade's batch: five upserts per symbol for every small batch were
+/// ~40 % of the market thread's instructions (session 37). Bars are derived data: the
+/// trades that make them are on the tape, committed with the batch. So the store keeps,
+/// beside the bars, the tape row up to which they include trades (`candles_through` in
+/// `meta`, moved by each [`Bars::flush`] in the same transaction as the bars), and
+/// [`Bars::load`] adds the trades past it again. A crash, a rolled-back batch (the actor
+/// reloads the service) or a stop between two flushes therefore loses no bar, and none
+/// counts a trade twice. Flushes come from the market service's `before_commit` once
+/// [`FLUSH_EVERY`] has passed, and before anything reads bars (quotes, candles, imports).
 pub struct Bars {
     /// By symbol, then by interval (in the order of [`Interval::ALL`]): a symbol is
     /// looked up by `&str`, without a `String` built per trade and interval.
     current: HashMap<String, [Option<Held>; 5]>,
+    /// Changed bars a trade of a later (or earlier) bar pushed out of `current` before a
+    /// flush wrote them; a trade of their own bar takes them back. At most a second's worth.
+    unwritten: Vec<(String, Interval, Bar)>,
+    /// The tape row of the newest trade added to a bar, and the one the stored bars reach.
+    through: i64,
+    stored_through: i64,
+    last_flush: Instant,
+    flush_every: Duration,
 }
+
+/// How long changed bars may wait in memory before a batch's commit writes them.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Pushed-out bars that force a flush at the next commit, however recent the last one
+/// (many symbols, or trades jumping between old bars).
+const MAX_UNWRITTEN: usize = 4_096;
 
 /// Which bars a reader asks for: those that start in `[from, to)` (Unix seconds; either
 /// open), at most `limit` of them: the first `limit` from `from` when it is given (paging
@@ -201,38 +225,76 @@ struct Held {
 }
 
 impl Bars {
-    /// Adds a trade to its bar of every interval.
-    pub fn record(&mut self, tx: &Connection, symbol: &str, p: &Print) -> rusqlite::Result<()> {
-        if !self.current.contains_key(symbol) {
-            self.current.insert(symbol.to_string(), Default::default());
+    /// The bars as the store has them, with the trades the store's bars do not include
+    /// yet (those after `candles_through`) added again in the order they reached the tape.
+    pub fn load(conn: &Connection) -> rusqlite::Result<Bars> {
+        let through: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'candles_through'", [], |r| r.get(0))?;
+        let mut bars = Bars {
+            current: HashMap::default(),
+            unwritten: Vec::new(),
+            through,
+            stored_through: through,
+            last_flush: Instant::now(),
+            flush_every: FLUSH_EVERY,
+        };
+        let mut stmt = conn.prepare("SELECT id, symbol, price, quantity, ts_us FROM trades WHERE id > ?1 ORDER BY id")?;
+        let mut rows = stmt.query([through])?;
+        while let Some(r) = rows.next()? {
+            let symbol: String = r.get(1)?;
+            let p = Print { ts_us: r.get(4)?, price: super::tape::decimal_at(r, 2)?, quantity: super::tape::decimal_at(r, 3)? };
+            bars.record(conn, &symbol, &p, r.get(0)?)?;
         }
-        let slots = self.current.get_mut(symbol).expect("inserted above");
+        Ok(bars)
+    }
+
+    /// Adds a trade (tape row `row`) to its bar of every interval.
+    pub fn record(&mut self, tx: &Connection, symbol: &str, p: &Print, row: i64) -> rusqlite::Result<()> {
+        let Bars { current, unwritten, .. } = self;
+        if !current.contains_key(symbol) {
+            current.insert(symbol.to_string(), Default::default());
+        }
+        let slots = current.get_mut(symbol).expect("inserted above");
         for (interval, slot) in Interval::ALL.into_iter().zip(slots.iter_mut()) {
             let open_time = interval.bucket(p.ts_us);
-            match slot {
-                Some(held) if held.bar.open_time == open_time => {
-                    held.bar.add(p);
-                    held.dirty = true;
-                    continue;
-                }
-                // Another bar is about to take this one's place in memory: store it first.
-                Some(held) if held.dirty => write(tx, symbol, interval, &held.bar)?,
-                _ => {}
+            if let Some(held) = slot.as_mut().filter(|h| h.bar.open_time == open_time) {
+                held.bar.add(p);
+                held.dirty = true;
+                continue;
             }
-            let bar = match read(tx, symbol, interval, open_time)? {
-                Some(mut b) => {
-                    b.add(p);
-                    b
-                }
-                None => Bar::opened_by(interval, p),
+            // Another bar takes this one's place in memory: keep it for the flush.
+            if let Some(held) = slot.take().filter(|h| h.dirty) {
+                unwritten.push((symbol.to_string(), interval, held.bar));
+            }
+            let pushed_out = unwritten.iter().position(|(s, i, b)| s == symbol && *i == interval && b.open_time == open_time);
+            let mut bar = match pushed_out {
+                Some(at) => Some(unwritten.swap_remove(at).2),
+                None => read(tx, symbol, interval, open_time)?,
             };
-            *slot = Some(Held { bar, dirty: true });
+            match &mut bar {
+                Some(b) => b.add(p),
+                None => bar = Some(Bar::opened_by(interval, p)),
+            }
+            *slot = bar.map(|bar| Held { bar, dirty: true });
+        }
+        self.through = self.through.max(row);
+        Ok(())
+    }
+
+    /// [`Bars::flush`], if [`FLUSH_EVERY`] has passed since the last one (or too many bars
+    /// wait).
+    pub fn flush_if_due(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        if self.last_flush.elapsed() >= self.flush_every || self.unwritten.len() >= MAX_UNWRITTEN {
+            self.flush(tx)?;
         }
         Ok(())
     }
 
-    /// Writes the bars trades have changed since the last flush.
+    /// Writes the bars trades have changed since the last flush, and how far along the
+    /// tape they now reach.
     pub fn flush(&mut self, tx: &Connection) -> rusqlite::Result<()> {
+        for (symbol, interval, bar) in self.unwritten.drain(..) {
+            write(tx, &symbol, interval, &bar)?;
+        }
         for (symbol, slots) in self.current.iter_mut() {
             for (interval, held) in Interval::ALL.into_iter().zip(slots.iter_mut()) {
                 if let Some(held) = held.as_mut().filter(|h| h.dirty) {
@@ -241,13 +303,26 @@ impl Bars {
                 }
             }
         }
+        if self.through != self.stored_through {
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'candles_through'")?.execute([self.through])?;
+            self.stored_through = self.through;
+        }
+        self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// Keeps changed bars in memory for `every` (tests: to see what a stop before the
+    /// flush leaves).
+    #[cfg(test)]
+    pub fn set_flush_every(&mut self, every: Duration) {
+        self.flush_every = every;
     }
 
     /// Writes an imported bar over whatever the store had at its open time (a bar built
     /// from trades included).
     pub fn put(&mut self, tx: &Connection, symbol: &str, interval: Interval, bar: &Bar) -> rusqlite::Result<()> {
         write(tx, symbol, interval, bar)?;
+        self.unwritten.retain(|(s, i, b)| !(s == symbol && *i == interval && b.open_time == bar.open_time));
         let at = Interval::ALL.iter().position(|i| *i == interval).expect("every interval is in ALL");
         if let Some(slot) = self.current.get_mut(symbol).map(|slots| &mut slots[at]) {
             if slot.as_ref().is_some_and(|h| h.bar.open_time == bar.open_time) {

@@ -69,6 +69,9 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO meta VALUES ('last_event_seq', 0);",
     // The last price an import set, and the moment it stands for (`import::as_of_us`).
     "CREATE TABLE imported_last (symbol TEXT PRIMARY KEY, price TEXT NOT NULL, ts_us INTEGER NOT NULL);",
+    // The tape row up to which the stored candles include trades (`candles::Bars`): until
+    // now every batch wrote its bars, so they include every trade on the tape.
+    "INSERT INTO meta VALUES ('candles_through', (SELECT coalesce(max(id), 0) FROM trades));",
 ];
 
 impl Market {
@@ -82,7 +85,7 @@ impl Market {
         Ok(Market {
             instruments,
             tape: Tape::load(conn)?,
-            bars: Bars::default(),
+            bars: Bars::load(conn)?,
             last_event_seq: last as u64,
             unsaved_seq: false,
             listed: super::Listed::default(),
@@ -186,6 +189,9 @@ impl Market {
             Ok(b) => b,
             Err(e) => return Ok(Err(e)),
         };
+        // An imported bar replaces the stored one whole: the trades in memory go in first,
+        // so that a reload adds none of them again on top of it.
+        self.bars.flush(tx)?;
         // Per symbol, the newest bar: the one whose close stands for the latest moment
         // (a tie goes to the later line of the file).
         let mut newest: std::collections::BTreeMap<String, (i64, usize, rust_decimal::Decimal)> = Default::default();
@@ -207,6 +213,12 @@ impl Market {
             out.last.insert(symbol, close);
         }
         Ok(Ok(out))
+    }
+
+    /// Keeps changed bars in memory for `every` instead of [`super::candles::FLUSH_EVERY`].
+    #[cfg(test)]
+    pub(super) fn hold_bars_for(&mut self, every: std::time::Duration) {
+        self.bars.set_flush_every(every);
     }
 
     #[cfg(test)]
@@ -239,12 +251,13 @@ impl Service for Market {
         Ok(market)
     }
 
-    /// The batch's trades have changed some bars: written once each, here.
+    /// The batch's position on the bus, and the bars its trades changed once a second
+    /// (see [`Bars`]: a reload rebuilds the rest from the tape).
     fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
         if std::mem::take(&mut self.unsaved_seq) {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_event_seq'")?.execute([self.last_event_seq as i64])?;
         }
-        Ok(self.bars.flush(tx)?)
+        Ok(self.bars.flush_if_due(tx)?)
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {

@@ -165,7 +165,7 @@ impl Tape {
         if newer {
             self.last.insert(t.symbol.clone(), Last { price: t.price, ts_us, row });
         }
-        bars.record(tx, &t.symbol, &Print { ts_us, price: t.price, quantity: t.quantity })?;
+        bars.record(tx, &t.symbol, &Print { ts_us, price: t.price, quantity: t.quantity }, row)?;
         Ok(true)
     }
 

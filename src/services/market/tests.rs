@@ -508,3 +508,58 @@ fn a_batch_of_trades_out_of_order_leaves_every_bar_as_its_trades_add_up() {
         f.market = Market::open(&f.conn, &[seed("AAPL", "0.01", "1")]).unwrap();
     }
 }
+
+/// Bars wait in memory between flushes (at most a second): a stop, a crash or a reload
+/// before the flush loses none of them, and one after it counts no trade twice, because a
+/// reload adds again exactly the tape's trades past the stored bars' mark.
+#[test]
+fn bars_not_yet_written_are_rebuilt_from_the_tape_once() {
+    use super::candles::{aggregate, Interval};
+    use super::tape::Print;
+    let hour = std::time::Duration::from_secs(3_600);
+    let mut f = Fixture::new(&[seed("AAPL", "0.01", "1"), seed("ZZZ", "0.5", "1")]);
+    f.market.hold_bars_for(hour);
+    // Out of order across bars of every width, over two symbols, one trade per batch.
+    let offsets = [61, 0, 5, 3_600, 62, 1, 301, 2, 86_400 + 7, 60, 3_599, 300];
+    let print = |i: usize| Print { ts_us: T0 + offsets[i] * S, price: d("100") + Decimal::from(i as i64), quantity: d("1") };
+    let stored = |f: &Fixture| f.conn.query_row("SELECT count(*) FROM candles", [], |r| r.get::<_, i64>(0)).unwrap();
+    let expected = |iv: Interval, prints: &[Print]| -> Vec<_> {
+        aggregate(iv, prints)
+            .iter()
+            .map(|b| b.to_candle("AAPL", iv))
+            .map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume, c.trades))
+            .collect()
+    };
+    let mut aapl = Vec::new();
+    for (i, _) in offsets.iter().enumerate().take(6) {
+        let p = print(i);
+        f.trade(&format!("a{i}"), "AAPL", &p.price.to_string(), "1", p.ts_us);
+        f.trade(&format!("z{i}"), "ZZZ", "7.5", "1", p.ts_us);
+        aapl.push(p);
+    }
+    assert_eq!(stored(&f), 0, "the bars wait in memory");
+
+    // A stop now: the reload rebuilds them from the tape.
+    f.market = f.reopen(&[]);
+    f.market.hold_bars_for(hour);
+    assert_eq!(stored(&f), 0);
+    for iv in Interval::ALL {
+        assert_eq!(f.candles("AAPL", iv.as_str()), expected(iv, &aapl), "{iv:?} after a stop before any flush");
+    }
+    // Reading them flushed them; the trades after that flush are the only ones added again.
+    assert!(stored(&f) > 0);
+    for (i, _) in offsets.iter().enumerate().skip(6) {
+        let p = print(i);
+        f.trade(&format!("a{i}"), "AAPL", &p.price.to_string(), "1", p.ts_us);
+        aapl.push(p);
+    }
+    for round in ["after a stop between flushes", "after a clean reload"] {
+        f.market = f.reopen(&[]);
+        f.market.hold_bars_for(hour);
+        for iv in Interval::ALL {
+            assert_eq!(f.candles("AAPL", iv.as_str()), expected(iv, &aapl), "{iv:?} {round}");
+        }
+    }
+    let z = f.candles("ZZZ", "1d");
+    assert_eq!(z.iter().map(|c| (c.5, c.6)).collect::<Vec<_>>(), [(d("6"), 6)], "ZZZ's six trades of the first day, once");
+}
