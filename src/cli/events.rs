@@ -35,6 +35,10 @@ pub struct TailArgs {
 
 pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
     let EventsCmd::Tail(args) = cmd;
+    // Sent empty (`--type ""`, or `A,,B`), the daemon would read no type as every type.
+    for t in &args.types {
+        super::named(t, "--type", "an event type, e.g. ORDER_CREATED, or leave --type out for every type")?;
+    }
     let types = (!args.types.is_empty()).then(|| args.types.join(","));
     // Where to start: after `--since`, or the last TAIL events (the daemon finds them,
     // so a long event log is not streamed only to keep its end).

@@ -55,11 +55,14 @@ pub fn run(ctx: &Ctx, cmd: MarketCmd) -> CliResult {
             ctx.show(&v, kv)
         }
         MarketCmd::Candles { symbol, interval, limit, from, to } => {
+            let symbol = super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
+            let interval = super::named_opt(interval, "--interval", "a candle width (1s, 1m, 5m, 1h, 1d), or leave --interval out for 1m")?;
+            let from = super::named_opt(from, "--from", "a time (RFC 3339, Unix seconds or YYYY-MM-DD), or leave --from out")?;
+            let to = super::named_opt(to, "--to", "a time (RFC 3339, Unix seconds or YYYY-MM-DD), or leave --to out")?;
             // From a start, the list is the first N, and a bar past them is the extra one.
             let (which, keep_front) = if from.is_some() { ("first", true) } else { ("newest", false) };
             let cut = Cut { noun: "candles".into(), which, default: 100, max: 10_000, keep_front };
             let query = [("interval", interval), ("from", from), ("to", to)];
-            let symbol = super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
             let listed = ctx.get_list(&format!("/api/market/{}/candles", encode(symbol)), &query, limit, cut)?;
             ctx.show_list(&listed, |v| {
                 let t = table_of(

@@ -174,8 +174,13 @@ pub fn named<'a>(value: &'a str, arg: &str, what: &str) -> Result<&'a str, CliEr
 }
 
 /// [`named`] for a flag or an optional argument (`--user`, `--symbol`, `risk halt
-/// [SYMBOL]`): absent is `None`, given but empty or blank is a usage error. Sent empty, it
-/// would name no user, or read as no filter at all ("every user").
+/// [SYMBOL]`, and every other flag whose empty value could never be meant: `--client-id`,
+/// `--name`, `--email`, `--tick`, `--price`, `--interval`, …): absent is `None`, given
+/// but empty or blank is a usage error naming the flag. Sent empty, it would name no
+/// user, read as no filter at all ("every user"), be dropped as if not given (an empty
+/// `--client-id` placed an order that a retry would place again), or be refused by the
+/// daemon in its own words rather than the flag's. A flag where empty means something
+/// (`daemon start --http ""` turns TCP off) does not come here.
 pub fn named_opt(value: Option<String>, arg: &str, what: &str) -> Result<Option<String>, CliError> {
     if let Some(v) = &value {
         named(v, arg, what)?;

@@ -97,6 +97,7 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
         OrderCmd::Place { user, symbol, side, quantity, price, kind, tif, client_id } => {
             super::named(&user, "USER", super::A_USER)?;
             super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
+            let client_id = super::named_opt(client_id, "--client-id", "an id of your own for this order, or leave --client-id out")?;
             let kind = match (kind, &price) {
                 (Some(Kind::Limit), None) => return Err(CliError::Usage("a limit order needs a PRICE".into())),
                 (Some(Kind::Market), Some(_)) => {
@@ -146,6 +147,9 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             ctx.show(&v, order_view)
         }
         OrderCmd::Amend { id, price, qty } => {
+            let path = path(&id)?;
+            let price = super::named_opt(price, "--price", "the new limit price, or leave --price out to keep it")?;
+            let qty = super::named_opt(qty, "--qty", "the new quantity, or leave --qty out to keep it")?;
             let mut body = Map::new();
             if let Some(p) = price {
                 body.insert("price".into(), p.into());
@@ -153,7 +157,7 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
             if let Some(q) = qty {
                 body.insert("quantity".into(), q.into());
             }
-            let v = ctx.patch(&path(&id)?, &Value::Object(body))?;
+            let v = ctx.patch(&path, &Value::Object(body))?;
             ctx.show(&v, order_view)
         }
         OrderCmd::CancelAll { user, symbol } => {

@@ -48,6 +48,11 @@ pub fn run(ctx: &Ctx, cmd: SymbolCmd) -> CliResult {
             })
         }
         SymbolCmd::Add { symbol, tick, lot, min_qty, max_qty } => {
+            super::named(&symbol, "SYMBOL", "a new symbol, e.g. AAPL or BTC-USD")?;
+            super::named(&tick, "--tick", "a price increment, e.g. 0.01")?;
+            super::named(&lot, "--lot", "a quantity increment, e.g. 1")?;
+            let min_qty = super::named_opt(min_qty, "--min-qty", "a quantity, or leave --min-qty out")?;
+            let max_qty = super::named_opt(max_qty, "--max-qty", "a quantity, or leave --max-qty out")?;
             let mut body = Map::new();
             body.insert("symbol".into(), symbol.into());
             body.insert("tick".into(), tick.into());

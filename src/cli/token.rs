@@ -31,6 +31,7 @@ pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
     match cmd {
         TokenCmd::Create { role, user, name } => {
             let user = super::named_opt(user, "--user", super::A_USER)?;
+            let name = super::named_opt(name, "--name", "a label to recognise the token by, or leave --name out for ROLE-token")?;
             let mut body = Map::new();
             body.insert("role".into(), role.into());
             if let Some(u) = user {

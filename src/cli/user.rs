@@ -73,6 +73,7 @@ pub enum UserCmd {
 pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
     match cmd {
         UserCmd::Create { name, email } => {
+            super::named(&email, "--email", AN_EMAIL)?;
             let v = ctx.post("/api/users", &json!({ "username": name, "email": email }))?;
             ctx.show(&v, kv)
         }
@@ -85,6 +86,8 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
             ctx.show(&v, |v| list_or_none(users_table(&items(v)), "no users"))
         }
         UserCmd::Update { user, email, status } => {
+            let path = path(&user)?;
+            let email = super::named_opt(email, "--email", AN_EMAIL)?;
             let mut body = serde_json::Map::new();
             if let Some(e) = email {
                 body.insert("email".into(), e.into());
@@ -92,7 +95,7 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
             if let Some(s) = status {
                 body.insert("status".into(), s.into());
             }
-            let v = ctx.put(&path(&user)?, &Value::Object(body))?;
+            let v = ctx.put(&path, &Value::Object(body))?;
             ctx.show(&v, kv)
         }
         UserCmd::Disable { user } => set_status(ctx, &user, "disabled"),
@@ -105,6 +108,9 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
         }
     }
 }
+
+/// What an empty `--email` is asked to be instead (a user always has one).
+const AN_EMAIL: &str = "an email address, e.g. bob@example.com";
 
 /// The route of one user; an empty name is a usage error ([`super::named`]), not a
 /// request for the user `" "` (or, as an empty segment, for the list).

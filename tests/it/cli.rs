@@ -193,6 +193,26 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         (&["risk", "limits", "--user", ""], "--user"),
         (&["risk", "set", "max_open_orders", "5", "--user", " "], "--user"),
         (&["token", "create", "--role", "trader", "--user", ""], "--user"),
+        // Any other flag whose empty value nothing could mean: not sent, not dropped as
+        // if absent (an empty --client-id placed an order a retry would place again).
+        (&["order", "place", "bob", "AAPL", "buy", "1", "5", "--client-id", ""], "--client-id"),
+        (&["order", "amend", "ord_1", "--price", ""], "--price"),
+        (&["order", "amend", "ord_1", "--price", "5", "--qty", " "], "--qty"),
+        (&["token", "create", "--role", "admin", "--name", ""], "--name"),
+        (&["events", "tail", "--type", ""], "--type"),
+        (&["events", "tail", "--type", "ORDER_CREATED,,TRADE_EXECUTED"], "--type"),
+        (&["user", "create", "bob", "--email", ""], "--email"),
+        (&["user", "update", "bob", "--email", " "], "--email"),
+        (&["symbol", "add", "", "--tick", "0.01", "--lot", "1"], "SYMBOL"),
+        (&["symbol", "add", "AAPL", "--tick", "", "--lot", "1"], "--tick"),
+        (&["symbol", "add", "AAPL", "--tick", "0.01", "--lot", " "], "--lot"),
+        (&["symbol", "add", "AAPL", "--tick", "0.01", "--lot", "1", "--min-qty", ""], "--min-qty"),
+        (&["symbol", "add", "AAPL", "--tick", "0.01", "--lot", "1", "--max-qty", ""], "--max-qty"),
+        (&["market", "candles", "AAPL", "--interval", ""], "--interval"),
+        (&["market", "candles", "AAPL", "--from", ""], "--from"),
+        (&["market", "candles", "AAPL", "--to", " "], "--to"),
+        // `-o json` changes what a success prints, not how a usage error is told.
+        (&["-o", "json", "order", "place", "bob", "AAPL", "buy", "1", "--client-id", " "], "--client-id"),
     ] {
         let out = agt().args(args).assert().code(2).get_output().stderr.clone();
         let err = String::from_utf8_lossy(&out);
