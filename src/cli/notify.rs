@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub enum NotifyCmd {
-    /// Recent deliveries, newest first: webhook, event, result, attempts
+    /// Recent deliveries, newest first: webhook, event, result, attempts, and when a
+    /// pending one is tried next
     #[command(visible_alias = "ls")]
     List(ListArgs),
 }
@@ -38,6 +39,10 @@ pub fn run(ctx: &Ctx, cmd: NotifyCmd) -> CliResult {
                         ("URL", "url|webhook"),
                         ("STATUS", "status|result|state"),
                         ("ATTEMPTS", "attempts"),
+                        // A pending delivery's next try (`-` once sent or failed): a
+                        // backlog behind a dead receiver waits up to 5 min a try, which
+                        // the attempt count alone does not say.
+                        ("NEXT ATTEMPT", "next_attempt_at"),
                         ("UPDATED", "updated_at|timestamp|created_at"),
                         ("ERROR", "last_error|error"),
                     ],

@@ -170,6 +170,35 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
     assert!(out.contains("USER_CREATED") && out.contains("sent"), "{out}");
 }
 
+/// A delivery behind a dead receiver waits between attempts: `notify list` says how many
+/// it has had and when the next is due, in its table and as `next_attempt_at` in JSON.
+#[test]
+fn notify_list_says_when_a_pending_delivery_is_tried_next() {
+    let url = format!("http://127.0.0.1:{}/hook", dead_port());
+    // A base of an hour, capped at 5 minutes: the first failure leaves it waiting 5 min.
+    let d = Daemon::with_config_env(&webhook(&url, &["USER_CREATED"], None), &[("AGT_NOTIFY_BACKOFF_MS", "3600000")]);
+    d.user("waiting");
+    let pending = wait_until("a failed attempt", Duration::from_secs(10), || deliveries(&d).into_iter().find(|x| x["attempts"] == 1));
+    assert_eq!(pending["status"], "pending", "{pending}");
+    let next = pending["next_attempt_at"].as_str().unwrap_or_else(|| panic!("a pending delivery says when: {pending}")).to_string();
+    let wait = chrono::DateTime::parse_from_rfc3339(&next).unwrap().signed_duration_since(chrono::Utc::now());
+    assert!(wait > chrono::Duration::minutes(4) && wait <= chrono::Duration::minutes(5), "next attempt in {wait}");
+
+    let out = d.cli().args(["-o", "json", "notify", "list"]).assert().success().get_output().stdout.clone();
+    let listed: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((&listed[0]["next_attempt_at"], &listed[0]["attempts"]), (&json!(next), &json!(1)), "{listed}");
+
+    let out = d.cli().args(["notify", "list"]).assert().success().get_output().stdout.clone();
+    let out = String::from_utf8_lossy(&out);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap();
+    let (attempts, at) = (header.find("ATTEMPTS").expect(&out), header.find("NEXT ATTEMPT").expect(&out));
+    let row = lines.next().unwrap();
+    assert!(row.contains("pending"), "{out}");
+    assert_eq!(&row[attempts..attempts + 1], "1", "{out}");
+    assert_eq!(row[at..].split_whitespace().next(), Some(next.as_str()), "{out}");
+}
+
 #[test]
 fn sigkill_with_a_delivery_pending_loses_none() {
     let port = dead_port();
