@@ -112,6 +112,23 @@ fn keep(tx: &Connection, change: &Change) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// Whether `change`, which took the settings from `before` to `now`, changes anything:
+/// the one rule for every caller of [`Config::record`]. A key's value as shown must
+/// differ, except `notify.webhooks`, whose shown value masks the secrets: the lists are
+/// compared whole, secrets included, so the same list again (its secrets written out or
+/// as `***`) is no change and announces nothing, and a new secret for the same url is a
+/// change, announced with the secret masked like every view of one.
+fn is_change(change: &Change, before: &Settings, now: &Settings) -> bool {
+    if change.key == WEBHOOKS {
+        before.notify.webhooks != now.notify.webhooks
+    } else {
+        change.old != change.new
+    }
+}
+
+/// The list key whose shown value hides what differs (its secrets): see [`is_change`].
+const WEBHOOKS: &str = "notify.webhooks";
+
 /// The events that announce a change, `applied` saying when it takes effect.
 fn announcements(change: &Change, applied: &str) -> Vec<(&'static str, serde_json::Value)> {
     let mut out =
@@ -188,11 +205,6 @@ impl Config {
             Ok(c) => c,
             Err(e) => return Ok(Err(ApiError::invalid("invalid_config", e.to_string()))),
         };
-        // The webhooks as they are, secrets and all (a change shows them masked): the same
-        // list again is no change, and announces nothing, as for any other key.
-        if self.live.get().notify.webhooks == next.notify.webhooks {
-            applied.retain(|c| c.key != "notify.webhooks");
-        }
         if let Err(e) = Settings::persist_many(&self.file, &entries) {
             return Ok(Err(not_saved(e)));
         }
@@ -201,7 +213,7 @@ impl Config {
         }
         // Its own write is not an edit to apply again.
         self.seen = stamp(&self.file);
-        self.record(tx, &applied, after)?;
+        self.record(tx, &mut applied, &self.live.get(), &next, after)?;
         save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())?;
         let json = next.to_json();
         self.live.replace(next);
@@ -226,9 +238,9 @@ impl Config {
             }
         };
         let live = self.live.get();
-        // The webhooks are compared whole, secrets included (`get` masks them), and taken
-        // as the file has them; the other lists apply at the next start.
-        const WEBHOOKS: &str = "notify.webhooks";
+        // The webhooks are taken as the file has them when the list differs whole, secrets
+        // included (`get` masks them), as `record` judges it ([`is_change`]); the other
+        // lists apply at the next start.
         let changed: Vec<(&str, serde_json::Value)> = Settings::known_keys()
             .into_iter()
             .filter(|key| *key != WEBHOOKS)
@@ -255,16 +267,16 @@ impl Config {
             }
             applied
         }) {
-            Ok(applied) => {
+            Ok(mut applied) => {
                 if symbols_changed {
                     self.say_symbols_edit(&live.symbols, &loaded.symbols);
                     next.symbols = loaded.symbols.clone();
                 }
+                self.record(tx, &mut applied, &live, &next, after)?;
                 let recorded: Vec<&str> = applied.iter().map(|c| c.key.as_str()).collect();
                 if !recorded.is_empty() {
                     tracing::info!(keys = ?recorded, "applied an edit of the configuration file");
                 }
-                self.record(tx, &applied, after)?;
                 save_baseline(tx, &next, &recorded)?;
                 self.live.replace(next);
             }
@@ -393,17 +405,66 @@ impl Config {
         }
     }
 
-    /// Keeps changes in the history and announces them.
-    /// A key set to the value it has is no change: neither kept nor announced. Webhooks
-    /// are compared masked here, so a new secret for the same url looks the same: always
-    /// kept (callers compare the webhooks whole and leave out a list that did not change).
-    fn record(&self, tx: &Connection, applied: &[Change], after: &mut AfterCommit) -> Result<(), ServiceError> {
-        for change in applied.iter().filter(|c| c.old != c.new || c.key.starts_with("notify.webhooks")) {
+    /// Keeps changes in the history and announces them; `applied` is left with those
+    /// ([`is_change`]: a key set to the value it has is no change, neither kept nor
+    /// announced), `before` and `now` being the settings without and with them.
+    fn record(
+        &self,
+        tx: &Connection,
+        applied: &mut Vec<Change>,
+        before: &Settings,
+        now: &Settings,
+        after: &mut AfterCommit,
+    ) -> Result<(), ServiceError> {
+        applied.retain(|c| is_change(c, before, now));
+        for change in applied.iter() {
             keep(tx, change)?;
             for (kind, data) in announcements(change, if change.hot { "now" } else { "at restart" }) {
                 after.event(kind, data);
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hooks(secret: &str) -> serde_json::Value {
+        json!([{"url": "http://127.0.0.1:9/hook", "events": ["USER_CREATED"], "secret": secret}])
+    }
+
+    /// `before` with its webhooks set to `hooks(secret)`: the change, and the settings after.
+    fn set_hooks(before: &Settings, secret: &str) -> (Change, Settings) {
+        let mut now = before.clone();
+        let change = now.set(WEBHOOKS, &hooks(secret)).unwrap();
+        (change, now)
+    }
+
+    #[test]
+    fn the_same_webhooks_are_no_change_and_a_new_secret_is_one_announced_masked() {
+        let (_, before) = set_hooks(&Settings::defaults(), "k1");
+        for same in ["k1", "***"] {
+            let (change, now) = set_hooks(&before, same);
+            assert!(!is_change(&change, &before, &now), "the list again, its secret as {same:?}");
+        }
+        let (change, now) = set_hooks(&before, "k2");
+        assert_eq!(change.old, change.new, "shown, the lists look alike: only the secret differs");
+        assert!(is_change(&change, &before, &now), "a new secret is a change");
+        let announced = announcements(&change, "now");
+        assert_eq!(announced[0].1["value"][0]["secret"], "***", "{announced:?}");
+        assert!(!format!("{announced:?}").contains("k1") && !format!("{announced:?}").contains("k2"), "{announced:?}");
+    }
+
+    #[test]
+    fn any_other_key_set_to_its_value_is_no_change() {
+        let before = Settings::defaults();
+        let mut now = before.clone();
+        let change = now.set("risk.max_open_orders", &json!(before.risk.max_open_orders)).unwrap();
+        assert!(!is_change(&change, &before, &now));
+        let change = now.set("risk.max_open_orders", &json!(before.risk.max_open_orders + 1)).unwrap();
+        assert!(is_change(&change, &before, &now));
     }
 }
