@@ -34,9 +34,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nobody answered: no socket, connection refused, or the connection dropped before
-    /// an answer. The CLI exits 3 and says how to start the daemon.
+    /// an answer. The CLI exits 3 and says how to start the daemon. `delivery` says
+    /// whether the request can have reached the daemon, for callers that must know if
+    /// sending it again could do it twice.
     #[error("cannot reach the agt daemon at {target}: {reason}")]
-    Unreachable { target: String, reason: String },
+    Unreachable { target: String, reason: String, delivery: Delivery },
     /// The daemon answered with its error shape `{"error": {"code", "message"}}`.
     #[error("{0}")]
     Api(ApiError),
@@ -48,7 +50,25 @@ pub enum ClientError {
     BadUrl { url: String, reason: String },
 }
 
+/// What became of a request that got no answer. A person at the order form must know
+/// whether sending again is safe; the words of the reason are for reading, not for that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// No connection was made (no socket, connection refused, no connection in time), or
+    /// hyper handed the request back unwritten: nothing reached the daemon, and sending
+    /// it again is safe.
+    NotSent,
+    /// The request may have been written and its answer lost (the connection dropped, no
+    /// answer in time): the daemon may have done it, so look before sending it again.
+    AnswerLost,
+}
+
 impl ClientError {
+    /// Whether the request is known never to have reached the daemon.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, ClientError::Unreachable { delivery: Delivery::NotSent, .. } | ClientError::BadUrl { .. })
+    }
+
     /// The daemon's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -246,9 +266,12 @@ impl Client {
             }
         };
         match self.timeout {
+            // A dial slower than the whole timeout is counted as lost too: it cannot be
+            // told from a request written and never answered, and a lost one is the safe guess.
             Some(t) => tokio::time::timeout(t, work).await.map_err(|_| ClientError::Unreachable {
                 target: self.endpoint.to_string(),
                 reason: format!("no answer within {} s", t.as_secs()),
+                delivery: Delivery::AnswerLost,
             })?,
             None => work.await,
         }
@@ -261,7 +284,9 @@ impl Client {
         body: Option<&Value>,
         accept: &'static str,
     ) -> Result<Response<Incoming>, ClientError> {
-        let unreachable = |reason: String| ClientError::Unreachable { target: self.endpoint.to_string(), reason };
+        // Until the request is handed to hyper, nothing can have reached the daemon.
+        let unreachable =
+            |reason: String| ClientError::Unreachable { target: self.endpoint.to_string(), reason, delivery: Delivery::NotSent };
         let payload = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")),
             None => Bytes::new(),
@@ -299,7 +324,16 @@ impl Client {
                 handshake(stream).await.map_err(unreachable)?
             }
         };
-        sender.send_request(req).await.map_err(|e| unreachable(format!("the connection failed ({e})")))
+        // hyper hands the request back when it failed before writing any of it; once
+        // written, the daemon may have it whatever became of the answer.
+        sender.try_send_request(req).await.map_err(|e| {
+            let delivery = if e.message().is_some() { Delivery::NotSent } else { Delivery::AnswerLost };
+            ClientError::Unreachable {
+                target: self.endpoint.to_string(),
+                reason: format!("the connection failed ({})", e.error()),
+                delivery,
+            }
+        })
     }
 }
 
@@ -343,6 +377,7 @@ async fn collect(body: Incoming, endpoint: &Endpoint) -> Result<Bytes, ClientErr
     body.collect().await.map(|c| c.to_bytes()).map_err(|e| ClientError::Unreachable {
         target: endpoint.to_string(),
         reason: format!("the connection dropped during the answer ({e})"),
+        delivery: Delivery::AnswerLost,
     })
 }
 
@@ -401,7 +436,11 @@ impl Lines {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(ClientError::Unreachable { target: self.target.clone(), reason: format!("the stream broke ({e})") })
+                    return Err(ClientError::Unreachable {
+                        target: self.target.clone(),
+                        reason: format!("the stream broke ({e})"),
+                        delivery: Delivery::AnswerLost,
+                    })
                 }
             }
         }
@@ -534,6 +573,40 @@ mod tests {
         assert_eq!(encode("a b/c?"), "a%20b%2Fc%3F");
         assert_eq!(encode("BTC-USD"), "BTC-USD");
         assert_eq!(with_query("/x", &[("a", Some("1".into())), ("b", None), ("c", Some("x,y".into()))]), "/x?a=1&c=x,y");
+    }
+
+    /// A socket nobody listens on refuses the connection: nothing was sent, whatever the
+    /// words. A daemon that reads the request and hangs up: the answer was lost.
+    #[tokio::test]
+    async fn a_dead_socket_is_not_sent_and_a_dropped_answer_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let post = |sock: PathBuf| async move { Client::new(Endpoint::Unix(sock)).post("/api/orders", Some(&serde_json::json!({}))).await };
+
+        let dead = dir.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let e = post(dead).await.unwrap_err();
+        assert!(
+            matches!(&e, ClientError::Unreachable { delivery: Delivery::NotSent, reason, .. } if reason == "connection refused"),
+            "{e:?}"
+        );
+        assert!(e.nothing_sent());
+
+        let e = post(dir.path().join("none.sock")).await.unwrap_err();
+        assert!(matches!(&e, ClientError::Unreachable { delivery: Delivery::NotSent, .. }) && e.nothing_sent(), "{e:?}");
+
+        let hangs_up = dir.path().join("hangs-up.sock");
+        let listener = tokio::net::UnixListener::bind(&hangs_up).unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+        });
+        let e = post(hangs_up).await.unwrap_err();
+        assert!(matches!(&e, ClientError::Unreachable { delivery: Delivery::AnswerLost, .. }) && !e.nothing_sent(), "{e:?}");
+
+        let refused = ClientError::Api(ApiError::new(422, "insufficient_funds", "short"));
+        assert!(!refused.nothing_sent());
     }
 
     #[test]

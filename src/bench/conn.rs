@@ -142,7 +142,11 @@ impl Conn {
             dials: 0,
             peer_pid: None,
         };
-        c.dial().await.map_err(|e| ClientError::Unreachable { target: endpoint.to_string(), reason: e.0 })?;
+        c.dial().await.map_err(|e| ClientError::Unreachable {
+            target: endpoint.to_string(),
+            reason: e.0,
+            delivery: crate::client::Delivery::NotSent,
+        })?;
         Ok(c)
     }
 
@@ -209,7 +213,12 @@ impl Conn {
     /// [`Conn::request`] with transport failures as [`ClientError::Unreachable`], for setup.
     pub async fn call(&mut self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, ClientError> {
         let body = body.map(|v| Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")));
-        self.request(method, path, body).await.map_err(|e| ClientError::Unreachable { target: self.endpoint.to_string(), reason: e.0 })
+        // The bench's own connection does not tell a failed dial from a lost answer.
+        self.request(method, path, body).await.map_err(|e| ClientError::Unreachable {
+            target: self.endpoint.to_string(),
+            reason: e.0,
+            delivery: crate::client::Delivery::AnswerLost,
+        })
     }
 }
 

@@ -278,8 +278,9 @@ fn interrupted(stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), ClientEr
 async fn unless_gone(control: &Endpoint, acknowledged: usize, during: &str) -> Result<(), ClientError> {
     match Conn::open(control).await {
         Ok(_) => Ok(()),
-        Err(ClientError::Unreachable { target, reason }) => Err(ClientError::Unreachable {
+        Err(ClientError::Unreachable { target, reason, delivery }) => Err(ClientError::Unreachable {
             target,
+            delivery,
             reason: format!(
                 "{reason}; the daemon went away during the bench's {during}, after it acknowledged {acknowledged} orders; \
                  the run stopped there (its bench users and orders stay: start the daemon and see `agt order list`)"

@@ -152,6 +152,9 @@ pub struct Failure {
     /// The daemon's stable error code (`insufficient_funds`), or `unreachable`.
     pub code: String,
     pub message: String,
+    /// Known never to have reached the daemon ([`ClientError::nothing_sent`]): the form
+    /// may say sending again is safe. False for an answer lost on the way.
+    pub nothing_sent: bool,
 }
 
 impl Failure {
@@ -164,27 +167,26 @@ impl Failure {
     /// refused it (its own words say what to fix), or it never got there, or its answer
     /// was lost, in which case it may have been done and sending it again could do it twice.
     pub fn outcome(&self) -> String {
-        // The client's words for a connection that was never made (`client::dial`): only
-        // then is it certain that nothing arrived.
-        let never_connected = ["no socket there", "connection refused", "no connection within"].iter().any(|w| self.message.contains(w));
-        match (self.status, self.code.as_str()) {
-            (0, "unreachable") if never_connected => {
-                format!("not sent: {} · Enter sends it again once the daemon is back", self.message)
-            }
-            (0, _) => format!("no answer: {}; it may have been done: look before sending it again", self.message),
-            _ => format!("the daemon refused: {}", self.text()),
+        if self.nothing_sent {
+            format!("not sent: {} · Enter sends it again once the daemon is back", self.message)
+        } else if self.status == 0 {
+            format!("no answer: {}; it may have been done: look before sending it again", self.message)
+        } else {
+            format!("the daemon refused: {}", self.text())
         }
     }
 }
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
-        match e {
-            ClientError::Api(a) => Failure { status: a.status, code: a.code.into_owned(), message: a.message },
-            ClientError::Unreachable { .. } => Failure { status: 0, code: "unreachable".into(), message: e.to_string() },
-            ClientError::Protocol(m) => Failure { status: 0, code: "protocol".into(), message: m },
-            ClientError::BadUrl { .. } => Failure { status: 0, code: "bad_url".into(), message: e.to_string() },
-        }
+        let nothing_sent = e.nothing_sent();
+        let (status, code, message) = match e {
+            ClientError::Api(a) => (a.status, a.code.into_owned(), a.message),
+            ClientError::Unreachable { .. } => (0, "unreachable".into(), e.to_string()),
+            ClientError::Protocol(m) => (0, "protocol".into(), m),
+            ClientError::BadUrl { .. } => (0, "bad_url".into(), e.to_string()),
+        };
+        Failure { status, code, message, nothing_sent }
     }
 }
 

@@ -181,7 +181,8 @@ fn the_order_form_validates_inline_before_sending() {
     assert!(form(&app).sending);
 
     // The daemon refuses: its message is shown and the form stays open to fix it.
-    let refused = Failure { status: 422, code: "insufficient_funds".into(), message: "needs 1502 USD, 10 available".into() };
+    let refused =
+        Failure { status: 422, code: "insufficient_funds".into(), message: "needs 1502 USD, 10 available".into(), nothing_sent: false };
     app.update(Action::Net(Net::Done(Command::Place(p.clone()), Err(refused))));
     let f = form(&app);
     assert!(!f.sending);
@@ -237,7 +238,7 @@ fn cancel_asks_first() {
     assert_eq!(app.flash.as_ref().unwrap().text, "order c0ffee03 is filled; only open orders can be cancelled");
 
     // A refused cancel shows the daemon's message.
-    let refused = Failure { status: 409, code: "order_not_open".into(), message: "order is filled".into() };
+    let refused = Failure { status: 409, code: "order_not_open".into(), message: "order is filled".into(), nothing_sent: false };
     app.update(Action::Net(Net::Done(Command::Cancel { order_id: "ord_x".into() }, Err(refused))));
     let flash = app.flash.clone().unwrap();
     assert!(flash.error);
@@ -396,7 +397,7 @@ fn a_failed_fetch_is_shown_where_the_data_would_be() {
     app.update(ch('6'));
     app.update(Action::Net(Net::FetchFailed(
         Fetch::AuditVerify,
-        Failure { status: 503, code: "service_unavailable".into(), message: "audit is restarting".into() },
+        Failure { status: 503, code: "service_unavailable".into(), message: "audit is restarting".into(), nothing_sent: false },
     )));
     assert_eq!(app.errors.get(&Fetch::AuditVerify).map(String::as_str), Some("service_unavailable: audit is restarting"));
     app.update(ch('v'));
@@ -499,7 +500,8 @@ fn a_failed_refresh_of_what_the_tab_shows_is_said_even_with_rows_on_screen() {
     app.update(ch('2'));
     app.update(snap(Snapshot::Orders(fixture::orders())));
     assert_eq!(app.refresh_error(), None);
-    let down = Failure { status: 503, code: "service_unavailable".into(), message: "the orders service has failed".into() };
+    let down =
+        Failure { status: 503, code: "service_unavailable".into(), message: "the orders service has failed".into(), nothing_sent: false };
     app.update(Action::Net(Net::FetchFailed(Fetch::Orders, down)));
     assert_eq!(app.orders.rows.len(), 5, "the last rows stay");
     assert!(app.refresh_error().is_some_and(|e| e.contains("service_unavailable")), "{:?}", app.refresh_error());
@@ -666,7 +668,7 @@ fn a_trader_trades_as_its_own_user_but_does_not_transfer() {
 fn a_read_refused_as_forbidden_is_not_asked_for_again() {
     let mut app = fixture::app();
     app.update(ch('2'));
-    let forbidden = Failure { status: 403, code: "forbidden".into(), message: "not yours".into() };
+    let forbidden = Failure { status: 403, code: "forbidden".into(), message: "not yours".into(), nothing_sent: false };
     app.update(Action::Net(Net::FetchFailed(Fetch::Orders, forbidden)));
     assert_eq!(app.unavailable(&Fetch::Orders), Some("not yours"));
     assert_eq!(app.who(), "an admin token");
@@ -675,7 +677,7 @@ fn a_read_refused_as_forbidden_is_not_asked_for_again() {
     app.update(ch('r'));
     assert!(!fetches(&app.update(Action::Flush)).contains(&Fetch::Orders));
 
-    let disabled = Failure { status: 403, code: "user_disabled".into(), message: "user alice is disabled".into() };
+    let disabled = Failure { status: 403, code: "user_disabled".into(), message: "user alice is disabled".into(), nothing_sent: false };
     app.update(ch('3'));
     app.update(Action::Net(Net::FetchFailed(Fetch::Market("AAPL".into()), disabled)));
     assert_eq!(app.unavailable(&Fetch::Market("AAPL".into())), None);

@@ -234,6 +234,7 @@ async fn get<T: DeserializeOwned>(client: &Client, path: &str) -> Result<T, Fail
         status: 0,
         code: "protocol".into(),
         message: format!("{path}: unexpected answer ({e})"),
+        nothing_sent: false,
     })
 }
 
@@ -317,7 +318,7 @@ mod tests {
     fn only_a_401_ends_the_follow_for_good() {
         let refused = ClientError::Api(crate::api::ApiError::unauthorized("revoked"));
         assert!(matches!(Ended::of(refused), Ended::Refused(m) if m == "revoked"));
-        let gone = ClientError::Unreachable { target: "x".into(), reason: "refused".into() };
+        let gone = ClientError::Unreachable { target: "x".into(), reason: "refused".into(), delivery: crate::client::Delivery::NotSent };
         assert!(matches!(Ended::of(gone), Ended::Broke(_)));
         let busy = ClientError::Api(crate::api::ApiError::unavailable("bus"));
         assert!(matches!(Ended::of(busy), Ended::Broke(_)));

@@ -136,6 +136,7 @@ fn order_form_refused_by_the_daemon() {
         status: 422,
         code: "insufficient_funds".into(),
         message: "buying 10 AAPL at 150.25 needs 1502.50 USD available, but only 1000 is (short by 502.50)".into(),
+        nothing_sent: false,
     };
     app.update(Action::Net(Net::Done(command, Err(failure))));
     check("form_refused", &app);
@@ -257,7 +258,7 @@ fn a_long_message_takes_two_rows() {
         Err(crate::tui::action::Failure {
             status: 503,
             code: "service_unavailable".into(),
-            message: "the orders service has failed (it crashed too often and is not restarted by itself); `agt service restart orders` starts it again".into(),
+            message: "the orders service has failed (it crashed too often and is not restarted by itself); `agt service restart orders` starts it again".into(), nothing_sent: false,
         }),
     )));
     let t = render(&app, 80, 24, Theme { color: false });
@@ -322,25 +323,33 @@ fn a_form_on_a_short_terminal_shows_the_field_being_typed_in() {
 
 /// A send that never reached the daemon is not "refused by the daemon": the form says it
 /// was not sent and that Enter sends it again; an answer lost on the way says the order
-/// may exist.
+/// may exist. Told by the client's typed [`Delivery`], not its words: a lost answer whose
+/// reason reads "connection refused" is still a lost answer.
+///
+/// [`Delivery`]: crate::client::Delivery
 #[test]
 fn a_form_sent_to_a_stopped_daemon_says_it_was_not_sent() {
-    for (message, shown, says) in [
-        ("cannot reach the agt daemon at /tmp/h/agt.sock: no socket there", "✗ not sent: cannot reach", "Enter sends it again"),
+    use crate::client::{ClientError, Delivery};
+    let gone = |reason: &str, delivery| ClientError::Unreachable { target: "/tmp/h/agt.sock".into(), reason: reason.into(), delivery };
+    for (error, shown, says, not_says) in [
+        (gone("no socket there", Delivery::NotSent), "✗ not sent: cannot reach", "Enter sends it again", "may have been done"),
+        (gone("connection refused", Delivery::NotSent), "✗ not sent: cannot reach", "Enter sends it again", "may have been done"),
         (
-            "cannot reach the agt daemon at /tmp/h/agt.sock: the connection dropped during the answer (eof)",
+            gone("the connection dropped during the answer (eof)", Delivery::AnswerLost),
             "✗ no answer: cannot reach",
             "it may have been done",
+            "Enter sends it again",
         ),
+        (gone("connection refused", Delivery::AnswerLost), "✗ no answer: cannot reach", "it may have been done", "Enter sends it again"),
     ] {
         let (mut app, command) = an_order_sent();
-        let failure = crate::tui::action::Failure { status: 0, code: "unreachable".into(), message: message.into() };
-        app.update(Action::Net(Net::Done(command, Err(failure))));
+        app.update(Action::Net(Net::Done(command, Err(error.into()))));
         let t = render(&app, 120, 40, Theme { color: false });
         let s: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
-        assert!(s.contains(shown) && !s.contains("refused"), "{}", t.backend());
+        assert!(s.contains(shown) && !s.contains("daemon refused"), "{}", t.backend());
         let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
-        assert!(form.error.as_deref().is_some_and(|e| e.contains(says)), "{:?}", form.error);
+        let error = form.error.as_deref().unwrap_or_default();
+        assert!(error.contains(says) && !error.contains(not_says), "{error:?}");
     }
 }
 
