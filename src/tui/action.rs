@@ -20,8 +20,9 @@ use super::rates::MetricsSample;
 pub enum Action {
     /// A key press (releases are dropped by the input thread).
     Key(KeyEvent),
-    /// The terminal changed size: redraw.
-    Resize,
+    /// The terminal's size, columns by rows: at start, and whenever it changes. The state
+    /// keeps it to bound what scrolls (the help) to what the screen shows.
+    Resize(u16, u16),
     /// Once a second: clocks, per-second rates, the metrics sample on Overview.
     Tick,
     /// The debounce window has passed: fetch the snapshots that events made stale.

@@ -200,6 +200,9 @@ pub struct App {
     pub quit: bool,
     /// Something visible changed since the last frame.
     pub dirty: bool,
+    /// The terminal's size ([`Action::Resize`]); 80x24, the smallest supported, until
+    /// the event loop says.
+    pub screen: ratatui::layout::Rect,
     /// Seconds since start, counted in ticks: the state's only notion of time.
     pub clock: u64,
     pub flash: Option<Flash>,
@@ -266,6 +269,7 @@ impl App {
             role: None,
             quit: false,
             dirty: true,
+            screen: ratatui::layout::Rect::new(0, 0, 80, 24),
             clock: 0,
             flash: None,
             last_seq: 0,
@@ -346,7 +350,12 @@ impl App {
         let mut fx = Vec::new();
         match action {
             Action::Key(k) => self.on_key(k, &mut fx),
-            Action::Resize => {}
+            Action::Resize(w, h) => {
+                self.screen = ratatui::layout::Rect::new(0, 0, w, h);
+                if let Overlay::Help { scroll } = &mut self.overlay {
+                    *scroll = (*scroll).min(crate::tui::views::help::max_scroll(self.screen));
+                }
+            }
             Action::Tick => self.on_tick(&mut fx),
             Action::Flush => {
                 self.flush(&mut fx);
@@ -496,7 +505,7 @@ impl App {
         match std::mem::replace(&mut self.overlay, Overlay::None) {
             Overlay::None => self.on_view_key(key),
             Overlay::Help { scroll } => {
-                let last = crate::tui::views::help::rows().saturating_sub(1);
+                let last = crate::tui::views::help::max_scroll(self.screen);
                 let scroll = match key.code {
                     KeyCode::Char('q') => {
                         self.quit = true;
@@ -508,6 +517,7 @@ impl App {
                     KeyCode::PageDown => scroll + PAGE,
                     KeyCode::PageUp => scroll.saturating_sub(PAGE),
                     KeyCode::Char('g') | KeyCode::Home => 0,
+                    KeyCode::Char('G') | KeyCode::End => last,
                     _ => scroll,
                 };
                 self.overlay = Overlay::Help { scroll: scroll.min(last) };

@@ -101,7 +101,7 @@ fn read_terminal(tx: UnboundedSender<Action>, stop: Arc<AtomicBool>) {
         let action = match term::read() {
             // Terminals that report releases would otherwise type every key twice.
             Ok(term::Event::Key(k)) if k.kind != KeyEventKind::Release => Action::Key(k),
-            Ok(term::Event::Resize(..)) => Action::Resize,
+            Ok(term::Event::Resize(w, h)) => Action::Resize(w, h),
             Ok(_) => continue,
             Err(_) => return,
         };

@@ -112,6 +112,8 @@ async fn event_loop(term: &mut terminal::Term, mut app: App, events: &mut Events
     let mut last_frame: Option<Instant> = None;
     let mut last_flush: Option<Instant> = None;
     let mut flush_at: Option<Instant> = None;
+    let size = term.size()?;
+    apply(&mut app, Action::Resize(size.width, size.height), wire);
     loop {
         let now = Instant::now();
         if app.dirty && last_frame.is_none_or(|t| now >= t + FRAME) {

@@ -15,7 +15,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     users(frame, left, app, theme);
 
     let Some(user) = app.selected_user() else {
-        let block = Block::bordered().title(" Account ");
+        let block = Block::bordered().title(super::title(" Account ", right));
         let inner = block.inner(right);
         frame.render_widget(block, right);
         super::notice(frame, inner, "no user selected", theme.dim());
@@ -27,7 +27,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let room = usize::from(right.width).saturating_sub(4 + rest.chars().count()).max(8);
     let title = format!(" {}{rest}", cut(&clean(&user.username), room));
     let Some(account) = app.account() else {
-        let block = Block::bordered().title(title);
+        let block = Block::bordered().title(super::title(title.clone(), right));
         let inner = block.inner(balances_area);
         frame.render_widget(block, balances_area);
         let key = Fetch::Account(user.user_id.clone());
@@ -37,11 +37,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             (None, None) => "loading account…".into(),
         };
         super::notice(frame, inner, &text, theme.dim());
-        frame.render_widget(Block::bordered().title(" Positions "), positions_area);
+        frame.render_widget(Block::bordered().title(super::title(" Positions ", positions_area)), positions_area);
         return;
     };
 
-    let block = Block::bordered().title(title);
+    let block = Block::bordered().title(super::title(title, right));
     if account.balances.is_empty() {
         let inner = block.inner(balances_area);
         frame.render_widget(block, balances_area);
@@ -66,7 +66,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         frame.render_widget(Table::new(rows, widths).header(header).block(block), balances_area);
     }
 
-    let block = Block::bordered().title(" Positions ");
+    let block = Block::bordered().title(super::title(" Positions ", positions_area));
     if account.positions.is_empty() {
         let inner = block.inner(positions_area);
         frame.render_widget(block, positions_area);
@@ -89,7 +89,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 }
 
 fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let block = Block::bordered().title(format!(" Users · {} ", app.users.len()));
+    let block =
+        Block::bordered().title(super::titled([format!(" Users · {} ", app.users.len()), format!(" Users {} ", app.users.len())], area));
     if app.users.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);

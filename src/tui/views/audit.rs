@@ -60,10 +60,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let rows = if broken { 4 } else { 3 };
     let [head, body] = Layout::vertical([Constraint::Length(rows), Constraint::Min(0)]).areas(area);
     let verdict = Paragraph::new(verdict).wrap(Wrap { trim: true });
-    frame.render_widget(verdict.block(Block::bordered().title(" Verify · v runs it again ")), head);
+    frame.render_widget(
+        verdict.block(Block::bordered().title(super::titled([" Verify · v runs it again ", " Verify · v again ", " Verify "], head))),
+        head,
+    );
 
     let records = &app.audit.records;
-    let block = Block::bordered().title(format!(" Audit · newest {} ", records.len()));
+    let block = Block::bordered().title(super::title(format!(" Audit · newest {} ", records.len()), body));
     if records.is_empty() {
         let inner = block.inner(body);
         frame.render_widget(block, body);

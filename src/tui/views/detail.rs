@@ -115,6 +115,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, of: &Detail, scroll: usize
     // Where rows are out of sight, the title says which way they are.
     let up = if scroll > 0 { " · k up" } else { "" };
     let down = if height + 2 > usize::from(area.height) { " · j more" } else { "" };
-    let block = Block::bordered().title(format!(" {title} · Esc closes{up}{down} "));
+    let block =
+        Block::bordered().title(super::titled([format!(" {title} · Esc closes{up}{down} "), format!(" {title}{up}{down} ")], popup));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), popup);
 }

@@ -32,7 +32,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         title.push(Span::styled(clean(&ev.filter), theme.warn()));
     }
     title.push(Span::raw(format!(" · seq {} ", app.last_seq)));
-    let block = Block::bordered().title(Line::from(title));
+    let block = Block::bordered().title(super::title(Line::from(title), area));
     if visible.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);

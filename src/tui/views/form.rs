@@ -65,7 +65,7 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     let status_rows = height(&status);
     let popup = super::centered(area, 72, (field_rows + status_rows) as u16 + 3);
     frame.render_widget(Clear, popup);
-    let block = Block::bordered().title(format!(" {} ", form.title()));
+    let block = Block::bordered().title(super::title(format!(" {} ", form.title()), popup));
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     // The status (the daemon's refusal, or the keys) keeps its rows at the bottom, and the
@@ -92,5 +92,8 @@ pub fn confirm(frame: &mut Frame, area: Rect, question: &str, theme: Theme) {
     ];
     let popup = super::centered(area, 70, 6);
     frame.render_widget(Clear, popup);
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" Confirm ")), popup);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(super::title(" Confirm ", popup))),
+        popup,
+    );
 }

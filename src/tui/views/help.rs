@@ -76,31 +76,41 @@ fn columns(theme: Theme) -> (Vec<Line<'static>>, Vec<Line<'static>>) {
     (left, right)
 }
 
-/// The rows the help takes in one column: how far it can scroll.
-pub fn rows() -> usize {
+/// Where the help goes on a screen of `area`: side by side where the terminal is wide
+/// enough, else one column (squeezed into two columns of 40, every line was cut); the rows
+/// it has, and its pop-up, as tall as they are or the screen.
+fn layout(area: Rect) -> (bool, usize, Rect) {
     let (left, right) = columns(Theme { color: false });
-    left.len() + 1 + right.len()
+    let wide = area.width >= 78;
+    let rows = if wide { left.len().max(right.len()) } else { left.len() + 1 + right.len() };
+    (wide, rows, super::centered(area, if wide { 78 } else { 40 }, rows as u16 + 2))
 }
 
-/// Side by side where the terminal is wide enough, else one column; scrolled by `scroll`
-/// rows where it is too short. Squeezed into two columns of 40, every line was cut.
+/// How far the help scrolls on a screen of `area`: until its last row is at the bottom.
+/// Further, each key moved an offset nothing showed, and as many took it back.
+pub fn max_scroll(area: Rect) -> usize {
+    let (_, rows, popup) = layout(area);
+    rows.saturating_sub(usize::from(popup.height.saturating_sub(2)))
+}
+
+/// The help scrolled down by `scroll` rows (at most [`max_scroll`]) where it is too short.
 pub fn draw(frame: &mut Frame, area: Rect, scroll: usize, theme: Theme) {
     let (mut left, right) = columns(theme);
-    let wide = area.width >= 78;
-    let rows = if wide {
-        left.len().max(right.len())
-    } else {
+    let (wide, rows, popup) = layout(area);
+    if !wide {
         left.push(Line::raw(""));
         left.extend(right.iter().cloned());
-        left.len()
-    };
-    let popup = super::centered(area, if wide { 78 } else { 40 }, rows as u16 + 2);
+    }
     let visible = usize::from(popup.height.saturating_sub(2));
-    let scroll = scroll.min(rows.saturating_sub(visible));
+    let scroll = scroll.min(max_scroll(area));
     let up = if scroll > 0 { " · k up" } else { "" };
     let down = if scroll + visible < rows { " · j more" } else { "" };
     frame.render_widget(Clear, popup);
-    let block = Block::bordered().title(format!(" Keys · Esc or ? closes{up}{down} "));
+    let title = super::titled(
+        [format!(" Keys · Esc or ? closes{up}{down} "), format!(" Keys · Esc closes{up}{down} "), format!(" Keys{up}{down} ")],
+        popup,
+    );
+    let block = Block::bordered().title(title);
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     let at = (scroll as u16, 0);

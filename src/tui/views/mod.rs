@@ -158,6 +158,54 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     frame.render_widget(line, area);
 }
 
+/// A block title that fits the top border of `area`: the first of `forms` (longest first,
+/// then shorter wordings) that fits whole, else the last cut with a `…`. ratatui cuts a
+/// title at the corner without a mark, and the reader could not tell that words were missing.
+pub fn titled<'a>(forms: impl IntoIterator<Item = impl Into<Line<'a>>>, area: Rect) -> Line<'a> {
+    let room = usize::from(area.width.saturating_sub(2));
+    let mut last = Line::default();
+    for form in forms {
+        last = form.into();
+        if last.width() <= room {
+            return last;
+        }
+    }
+    cut_line(last, room)
+}
+
+/// [`titled`] with one form: cut with a `…` where it does not fit.
+pub fn title<'a>(title: impl Into<Line<'a>>, area: Rect) -> Line<'a> {
+    titled([title], area)
+}
+
+/// `line` cut to `room` columns, the last of them a `…`, each span keeping its style.
+fn cut_line(line: Line<'_>, room: usize) -> Line<'_> {
+    use unicode_width::UnicodeWidthChar;
+    if room == 0 {
+        return Line::default();
+    }
+    let mut used = 0;
+    let mut spans = Vec::new();
+    for span in line.spans {
+        let mut text = String::new();
+        for c in span.content.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > room - 1 {
+                break;
+            }
+            used += w;
+            text.push(c);
+        }
+        let full = text.len() == span.content.len();
+        spans.push(Span::styled(text, span.style));
+        if !full {
+            break;
+        }
+    }
+    spans.push(Span::raw("…"));
+    Line::from(spans).style(line.style)
+}
+
 /// A `w`×`h` rectangle in the middle of `area`, shrunk to fit.
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
@@ -185,7 +233,7 @@ pub fn denied(app: &App, key: &Fetch) -> Option<String> {
 /// A whole panel the token may not read: its title, and in the middle what is missing,
 /// why (the daemon's words or the role's rule) and, dimmer, what to do instead.
 pub fn unavailable(frame: &mut Frame, area: Rect, title: &str, what: &str, why: &str, instead: &str, theme: Theme) {
-    let block = Block::bordered().title(format!(" {title} "));
+    let block = Block::bordered().title(self::title(format!(" {title} "), area));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let lines = vec![

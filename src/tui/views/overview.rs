@@ -38,7 +38,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let p99 = r.place_p99_us.last().map(|v| if v == 0 { "–".to_string() } else { micros(v) }).unwrap_or_else(|| "–".into());
     sparkline(frame, c, &format!("placement p99 {p99}"), &r.place_p99_us, theme);
     if app.polled() {
-        let block = Block::bordered().title(" events/s ");
+        let block = Block::bordered().title(super::title(" events/s ", d));
         let inner = block.inner(d);
         frame.render_widget(block, d);
         super::notice(frame, inner, &format!("no event stream for {}", app.who()), theme.dim());
@@ -57,7 +57,9 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
         _ => " Services ".into(),
     };
     let note = format!(" uptime, restarts, mailboxes: {} ", super::text::clean(why));
-    let block = Block::bordered().title(title).title_bottom(Line::styled(cut(&note, area.width.saturating_sub(2) as usize), theme.dim()));
+    let block = Block::bordered()
+        .title(super::title(title, area))
+        .title_bottom(Line::styled(cut(&note, area.width.saturating_sub(2) as usize), theme.dim()));
     let Some(services) = services.filter(|s| !s.is_empty()) else {
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -96,7 +98,7 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         title.push(Span::styled(format!("{restarts} restarts"), theme.warn()));
     }
     title.push(Span::raw(" "));
-    let block = Block::bordered().title(Line::from(title));
+    let block = Block::bordered().title(super::title(Line::from(title), area));
     if app.services.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -141,7 +143,7 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 }
 
 fn sparkline(frame: &mut Frame, area: Rect, title: &str, series: &Series, theme: Theme) {
-    let block = Block::bordered().title(format!(" {title} "));
+    let block = Block::bordered().title(super::title(format!(" {title} "), area));
     let width = block.inner(area).width as usize;
     let data = series.last_n(width);
     frame.render_widget(Sparkline::default().block(block).data(&data).style(theme.chart()), area);

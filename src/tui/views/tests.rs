@@ -477,9 +477,11 @@ fn enter_shows_the_selected_row_whole() {
 
 /// On a narrow, short terminal the help is one column that scrolls: squeezed into two
 /// columns of 19 it cut every line, and the keys past its tenth row could not be read.
+/// It scrolls no further than its last row: one key back up shows that there is more.
 #[test]
 fn the_help_scrolls_on_a_small_terminal() {
     let mut app = on_tab('2');
+    app.update(Action::Resize(40, 10));
     app.update(ch('?'));
     let text = |app: &App| format!("{}", render(app, 40, 10, Theme { color: false }).backend());
     let screen = text(&app);
@@ -488,7 +490,71 @@ fn the_help_scrolls_on_a_small_terminal() {
         app.update(ch('j'));
     }
     let screen = text(&app);
-    assert!(screen.contains("check and send") && screen.contains("k up") && !screen.contains("j more"), "{screen}");
+    let last = "  Esc        cancel";
+    assert!(screen.contains(last) && screen.contains("k up") && !screen.contains("j more"), "{screen}");
+    assert!(matches!(app.overlay, Overlay::Help { scroll } if scroll == help::max_scroll(app.screen)), "{:?}", app.overlay);
+    app.update(ch('k'));
+    let screen = text(&app);
+    assert!(!screen.contains(last) && screen.contains("j more"), "one key back:\n{screen}");
+    // Grown taller, the offset shrinks with what is left to show.
+    app.update(Action::Resize(40, 60));
+    assert!(matches!(app.overlay, Overlay::Help { scroll: 0 }), "{:?}", app.overlay);
+    app.update(ch('G'));
+    assert!(matches!(app.overlay, Overlay::Help { scroll: 0 }), "{:?}", app.overlay);
     app.update(key(KeyCode::Esc));
     assert!(matches!(app.overlay, Overlay::None));
+}
+
+/// At 40 columns Orders shows the columns a person tells an order by, whole, rather
+/// than every column squeezed to a few letters; the Book its ladder across the width.
+#[test]
+fn narrow_orders_and_book() {
+    for (tab, name) in [('2', "orders"), ('3', "book")] {
+        let app = on_tab(tab);
+        for (w, h) in [(40, 10), (40, 24), (60, 24)] {
+            let t = render(&app, w, h, Theme { color: true });
+            insta::assert_snapshot!(format!("narrow_{name}_{w}x{h}"), t.backend());
+        }
+    }
+    let t = render(&on_tab('2'), 40, 10, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    for needle in ["SYM", "FILL", "ST", "AAPL", "150.25", "0/10", "2/5", "part-filled", "market"] {
+        assert!(screen.contains(needle), "{needle}:\n{screen}");
+    }
+    assert!(!screen.contains('…'), "a value cut:\n{screen}");
+    let t = render(&on_tab('3'), 40, 24, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    for needle in ["PRICE", "SIZE", "CUM", "150.25", "151.00", "100", "AAPL trades"] {
+        assert!(screen.contains(needle), "{needle}:\n{screen}");
+    }
+    // Too narrow for three numbers of 8: price and size only.
+    let screen = format!("{}", render(&on_tab('3'), 28, 24, Theme { color: false }).backend());
+    assert!(screen.contains("PRICE") && screen.contains("151.00") && !screen.contains("CUM"), "{screen}");
+}
+
+/// A title longer than its block ends in `…` (or says less, on purpose), never cut
+/// silently at the corner.
+#[test]
+fn titles_too_long_for_their_block_are_shortened_visibly() {
+    let mut app = on_tab('2');
+    app.update(ch('/'));
+    typing(&mut app, "user:alice sym:AAPL");
+    app.update(key(KeyCode::Enter));
+    let t = render(&app, 40, 10, Theme { color: false });
+    let row: String = t.backend().buffer().content()[80..120].iter().map(|c| c.symbol()).collect();
+    assert!(row.starts_with("┌ Orders · ") && row.ends_with("…┐"), "{row:?}");
+
+    let area = Rect::new(0, 0, 13, 3);
+    assert_eq!(title(" Positions ", area).to_string(), " Positions ");
+    assert_eq!(title(" Positions · 3 ", area).to_string(), " Positions…");
+    assert_eq!(titled([" Verify · v again ", " Verify "], area).to_string(), " Verify ");
+    assert_eq!(title(" anything ", Rect::new(0, 0, 2, 3)).to_string(), "");
+
+    let mut app = on_tab('2');
+    app.update(Action::Resize(40, 10));
+    app.update(ch('?'));
+    app.update(ch('j'));
+    let t = render(&app, 40, 10, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains(" Keys · Esc closes · k up · j more "), "{screen}");
 }
