@@ -15,12 +15,23 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let ladder_w = if area.width >= 110 { 50 } else { 36 };
-    let [left, right] = Layout::horizontal([Constraint::Length(ladder_w), Constraint::Min(0)]).areas(area);
-    let [tape, chart] = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(right);
+    // Beside the ladder, the tape and the chart need some 40 columns. Narrower, the ladder
+    // takes the width, above the tape where there are rows for both, and the chart goes:
+    // squeezed into 4 columns beside it, they showed nothing a person could read.
+    let (left, tape, chart) = if area.width >= NARROW {
+        let ladder_w = if area.width >= 110 { 50 } else { 36 };
+        let [left, right] = Layout::horizontal([Constraint::Length(ladder_w), Constraint::Min(0)]).areas(area);
+        let [tape, chart] = Layout::vertical([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(right);
+        (left, tape, chart)
+    } else if area.height >= 20 {
+        let [left, tape] = Layout::vertical([Constraint::Ratio(3, 5), Constraint::Ratio(2, 5)]).areas(area);
+        (left, tape, Rect::default())
+    } else {
+        (area, Rect::default(), Rect::default())
+    };
 
     let Some(symbol) = app.book.symbol.as_deref() else {
-        let block = Block::bordered().title(" Book ");
+        let block = Block::bordered().title(super::title(" Book ", area));
         let inner = block.inner(area);
         frame.render_widget(block, area);
         let text = if let Some(d) = super::denied(app, &Fetch::Symbols) {
@@ -39,8 +50,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     let symbol = clean(symbol);
     let Some(m) = app.market() else {
-        for (a, t) in [(left, "book"), (tape, "trades"), (chart, "price")] {
-            let block = Block::bordered().title(format!(" {symbol} {t} "));
+        for (a, t) in [(left, "book"), (tape, "trades"), (chart, "price")].into_iter().filter(|(a, _)| !a.is_empty()) {
+            let block = Block::bordered().title(super::title(format!(" {symbol} {t} "), a));
             let inner = block.inner(a);
             frame.render_widget(block, a);
             let key = Fetch::Market(symbol.clone());
@@ -55,9 +66,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     let decimals = app.symbols.iter().find(|i| i.symbol == symbol).map(|i| i.tick.normalize().scale());
     ladder(frame, left, &symbol, &m.book.bids, &m.book.asks, decimals, theme);
-    trades(frame, tape, &symbol, m, decimals, theme);
-    price_chart(frame, chart, &symbol, &m.candles, decimals, theme);
+    if !tape.is_empty() {
+        trades(frame, tape, &symbol, m, decimals, theme);
+    }
+    if !chart.is_empty() {
+        price_chart(frame, chart, &symbol, &m.candles, decimals, theme);
+    }
 }
+
+/// The narrowest Book that has the ladder (36) beside the tape and the chart (40).
+const NARROW: u16 = 76;
 
 fn ladder(
     frame: &mut Frame,
@@ -72,11 +90,13 @@ fn ladder(
         (Some(b), Some(a)) => format!("spread {}", price(a.0 - b.0, decimals)),
         _ => "no spread".into(),
     };
-    let block = Block::bordered().title(Line::from(vec![
-        Span::raw(format!(" {symbol} · ")),
-        Span::styled(spread.clone(), theme.header()),
-        Span::raw(" · ◀ h l ▶ "),
-    ]));
+    let block = Block::bordered().title(super::titled(
+        [
+            Line::from(vec![Span::raw(format!(" {symbol} · ")), Span::styled(spread.clone(), theme.header()), Span::raw(" · ◀ h l ▶ ")]),
+            Line::from(vec![Span::raw(format!(" {symbol} · ")), Span::styled(spread.clone(), theme.header()), Span::raw(" ")]),
+        ],
+        area,
+    ));
     let inner = block.inner(area);
     // Header and spread line take two rows; the rest is shared by asks and bids.
     let half = (inner.height.saturating_sub(2) / 2) as usize;
@@ -93,16 +113,27 @@ fn ladder(
     };
     let asks = cumulative(asks);
     let bids = cumulative(bids);
-    // Numbers right-aligned in three equal columns, so digits line up across levels.
-    let w = (inner.width.saturating_sub(6) / 3) as usize;
+    // Numbers right-aligned in three equal columns, so digits line up across levels; where
+    // they would be narrower than 8, the cumulative size goes and price and size share the room.
+    let cum = inner.width >= 6 + 3 * 8;
+    let w = (inner.width.saturating_sub(if cum { 6 } else { 5 }) / if cum { 3 } else { 2 }) as usize;
     let level = |word: &'static str, (p, q, c): (Decimal, Decimal, Decimal), style| {
-        Line::from(vec![
+        let mut spans = vec![
             // Cut with a `…`: the paragraph would cut a long number at the edge unmarked.
             Span::styled(format!("{word:<3} {:>w$}", cut(&price(p, decimals), w)), style),
-            Span::raw(format!(" {:>w$} {:>w$}", cut(&dec(q), w), cut(&dec(c), w))),
-        ])
+            Span::raw(format!(" {:>w$}", cut(&dec(q), w))),
+        ];
+        if cum {
+            spans.push(Span::raw(format!(" {:>w$}", cut(&dec(c), w))));
+        }
+        Line::from(spans)
     };
-    let mut lines = vec![Line::styled(format!("{:<3} {:>w$} {:>w$} {:>w$}", "", "PRICE", "SIZE", "CUM"), theme.header())];
+    let header = if cum {
+        format!("{:<3} {:>w$} {:>w$} {:>w$}", "", "PRICE", "SIZE", "CUM")
+    } else {
+        format!("{:<3} {:>w$} {:>w$}", "", "PRICE", "SIZE")
+    };
+    let mut lines = vec![Line::styled(header, theme.header())];
     // Asks from the furthest down to the best, so the best ask sits just above the spread.
     for _ in asks.len()..half {
         lines.push(Line::raw(""));
@@ -120,7 +151,7 @@ fn ladder(
 
 fn trades(frame: &mut Frame, area: Rect, symbol: &str, m: &crate::tui::action::MarketData, decimals: Option<u32>, theme: Theme) {
     let last = m.trades.first().map(|t| format!(" · last {}", price(t.price, decimals))).unwrap_or_default();
-    let block = Block::bordered().title(format!(" {symbol} trades{last} "));
+    let block = Block::bordered().title(super::titled([format!(" {symbol} trades{last} "), format!(" {symbol} trades ")], area));
     if m.trades.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -143,7 +174,7 @@ fn trades(frame: &mut Frame, area: Rect, symbol: &str, m: &crate::tui::action::M
 }
 
 fn price_chart(frame: &mut Frame, area: Rect, symbol: &str, candles: &[Candle], decimals: Option<u32>, theme: Theme) {
-    let block = Block::bordered().title(format!(" {symbol} 1m closes "));
+    let block = Block::bordered().title(super::title(format!(" {symbol} 1m closes "), area));
     // Plotting is the one place a price becomes a float: it only picks a screen row.
     let points: Vec<(f64, f64)> = candles.iter().enumerate().filter_map(|(i, c)| Some((i as f64, c.close.to_f64()?))).collect();
     if points.is_empty() {
