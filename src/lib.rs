@@ -7,6 +7,7 @@
 //! - [`client`]: the HTTP client over the Unix socket or TCP, used by the CLI and the TUI.
 //! - [`cli`]: the clap command tree and one handler file per noun.
 //! - [`daemon`]: boot, supervisor, HTTP server (socket + TCP), routes and auth.
+//! - [`demo`]: `agt demo`, a synthetic market driven through the public API.
 //! - [`services`]: one folder per service (an actor owning its SQLite store), the event
 //!   bus and the store helpers.
 //! - [`tui`]: the `agt tui` dashboard.
