@@ -8,6 +8,7 @@ use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub struct BookArgs {
+    /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
     pub symbol: String,
     /// Price levels per side
     #[arg(long, default_value_t = 10)]

@@ -15,11 +15,16 @@ pub enum ConfigCmd {
     /// Every key with its current value
     Show,
     /// One key's value, e.g. `agt config get risk.max_open_orders`
-    Get { key: String },
+    Get {
+        /// A dotted key (`agt config show` lists them); a list's items by index, e.g.
+        /// notify.webhooks.0.url
+        key: String,
+    },
     /// Change a key; the daemon validates it, writes it to agt.toml and applies it live
     /// where it can
     #[command(allow_negative_numbers = true)]
     Set {
+        /// A dotted key, as `agt config show` lists them
         key: String,
         /// A number, true/false or a JSON array/object (sent as JSON), anything else as a string
         value: String,

@@ -12,9 +12,13 @@ use std::path::PathBuf;
 #[derive(Debug, Subcommand)]
 pub enum MarketCmd {
     /// Last price, best bid and ask, 24h volume
-    Quote { symbol: String },
+    Quote {
+        /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
+        symbol: String,
+    },
     /// OHLCV candles
     Candles {
+        /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
         symbol: String,
         /// Candle width, e.g. 1m, 5m, 1h, 1d [daemon default: 1m]
         #[arg(long)]

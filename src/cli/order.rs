@@ -35,9 +35,12 @@ pub enum OrderCmd {
     Place {
         /// Username or user id
         user: String,
+        /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
         symbol: String,
+        /// Buy or sell the symbol's base asset
         #[arg(value_enum)]
         side: Side,
+        /// How many units of the base asset, on the symbol's lot
         #[arg(value_name = "QTY")]
         quantity: String,
         /// Limit price; omit for a market order
@@ -54,13 +57,17 @@ pub enum OrderCmd {
         client_id: Option<String>,
     },
     /// Show one order with its fills
-    Get { id: String },
+    Get {
+        /// The order id (ord_…), as `order place` and `order list` show it
+        id: String,
+    },
     /// List orders, newest first (open ones unless --all)
     #[command(visible_alias = "ls")]
     List {
         /// Only this user's (username or id)
         #[arg(long)]
         user: Option<String>,
+        /// Only this symbol's
         #[arg(long)]
         symbol: Option<String>,
         /// Include filled, cancelled, rejected and expired orders
@@ -72,21 +79,30 @@ pub enum OrderCmd {
         limit: Option<u32>,
     },
     /// Cancel an open order
-    Cancel { id: String },
+    Cancel {
+        /// The order id (ord_…)
+        id: String,
+    },
     /// Change an open order's price or quantity (keeps its id)
     #[command(allow_negative_numbers = true)]
     #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["price", "qty"])))]
     Amend {
+        /// The order id (ord_…)
         id: String,
+        /// The new limit price (a change loses the order's time priority)
         #[arg(long)]
         price: Option<String>,
+        /// The new total quantity, what is already filled included, so more than that
+        /// (an increase loses the order's time priority)
         #[arg(long)]
         qty: Option<String>,
     },
     /// Cancel every open order, or those of one user and/or symbol
     CancelAll {
+        /// Only this user's orders (username or id)
         #[arg(long)]
         user: Option<String>,
+        /// Only this symbol's orders
         #[arg(long)]
         symbol: Option<String>,
     },

@@ -28,10 +28,16 @@ pub enum RiskCmd {
         user: Option<String>,
     },
     /// Halt trading on one symbol, or everywhere
-    Halt { symbol: Option<String> },
+    Halt {
+        /// The symbol to halt; without it, all trading
+        symbol: Option<String>,
+    },
     /// Resume trading on one symbol, or lift the halt of all trading (symbols halted on
     /// their own stay halted: the answer names them)
-    Resume { symbol: Option<String> },
+    Resume {
+        /// The symbol to resume; without it, the halt of all trading
+        symbol: Option<String>,
+    },
     /// Show what is halted: all trading, and which symbols
     State,
 }

@@ -13,6 +13,8 @@ pub enum SymbolCmd {
     /// Add an instrument (AAPL trades AAPL against USD; BTC-USD trades BTC)
     #[command(allow_negative_numbers = true)]
     Add {
+        /// 1 to 32 characters of A-Z, 0-9, `.` and `-`; its base asset is the symbol, or the
+        /// part before -USD
         symbol: String,
         /// Price increment, e.g. 0.01
         #[arg(long)]
@@ -20,8 +22,11 @@ pub enum SymbolCmd {
         /// Quantity increment, e.g. 1
         #[arg(long)]
         lot: String,
+        /// Smallest order quantity, a multiple of the lot [default: the lot]
         #[arg(long = "min-qty")]
         min_qty: Option<String>,
+        /// Largest order quantity, a multiple of the lot [default: 1000000000, rounded down
+        /// to the lot]
         #[arg(long = "max-qty")]
         max_qty: Option<String>,
     },

@@ -24,7 +24,10 @@ pub enum TokenCmd {
     #[command(visible_alias = "ls")]
     List,
     /// Revoke a token: it stops working at once
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (tok_…), as `agt token list` shows it
+        id: String,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {

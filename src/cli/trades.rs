@@ -7,6 +7,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct TradesArgs {
+    /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
     pub symbol: String,
     /// At most this many, the newest [default: 100, at most 10000]; when there are more,
     /// a note on stderr says so

@@ -15,6 +15,7 @@ pub enum UserCmd {
     Create {
         /// Username: 1-64 letters, digits, `_`, `.` or `-`
         name: String,
+        /// An e-mail address no other user has (compared ignoring case)
         #[arg(long)]
         email: String,
     },
@@ -31,8 +32,10 @@ pub enum UserCmd {
     Update {
         /// Username or user id
         user: String,
+        /// A new e-mail address no other user has (compared ignoring case)
         #[arg(long)]
         email: Option<String>,
+        /// disabled refuses the user's new orders and trader tokens (as `user disable`)
         #[arg(long, value_parser = ["active", "disabled"])]
         status: Option<String>,
     },
@@ -53,6 +56,7 @@ pub enum UserCmd {
         user: String,
         /// USD, or a symbol's base asset (AAPL, BTC)
         asset: String,
+        /// A decimal > 0, e.g. 10000 or 0.5
         amount: String,
     },
     /// Debit cash or an asset from a user's account (only what is available)
@@ -60,7 +64,9 @@ pub enum UserCmd {
     Withdraw {
         /// Username or user id
         user: String,
+        /// USD or any asset the account holds
         asset: String,
+        /// A decimal > 0, at most what is available
         amount: String,
     },
     /// Balances (total, held, available) and positions

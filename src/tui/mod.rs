@@ -77,8 +77,9 @@ const BATCH: usize = 5000;
 
 /// `agt tui` options.
 #[derive(Debug, Clone, Default, clap::Args)]
-#[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits. Over --url, a viewer's token makes a read-only session,\n\
-and a trader's a session of its own orders and account and the market, polled every second.\n\
+#[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits.\n\
+Over --url, a viewer's token makes a read-only session, and a trader's a session of its own\n\
+orders and account and the market, polled every second.\n\
 Colour follows NO_COLOR.")]
 pub struct Options {
     /// Never send a change (orders, transfers), even with a token that may
