@@ -233,7 +233,9 @@ fn render(m: &Value) -> String {
             f("window_s")
         ));
     }
-    out.push(format!("orders:         {orders_line}"));
+    // `agt_orders_total` counts each placement once, by the status it was answered with: a
+    // later cancel or fill does not move it (`agt_bus_events_total` counts those events).
+    out.push(format!("orders placed:  {orders_line} (status when answered)"));
     out.push(format!("trades:         {}", m["trades"]));
     out.push(format!("placement:      p50 {}, p99 {} ({} orders)", latency(&p["p50"]), latency(&p["p99"]), p["count"]));
     let http = &m["http_requests"];
@@ -314,6 +316,7 @@ http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \
         assert!(render(&m).contains("p50 1.00 ms"));
         assert_eq!(m["bus_backlog"], 17);
         assert!(render(&m).contains("bus backlog:    17 events not stored yet"));
+        assert!(render(&m).contains("orders placed:  filled 2, new 3 (status when answered)"), "{}", render(&m));
     }
 
     #[test]
