@@ -1467,7 +1467,7 @@ mod tests {
         rt.block_on(async {
             let deposit = |user: &str, asset: &str, amount| {
                 let (user_id, asset) = (user.to_string(), asset.to_string());
-                h.risk.call(move |reply| risk::Cmd::Deposit { user_id, asset, amount, reply })
+                h.risk.call(move |reply| risk::Cmd::Deposit { user_id, asset, amount, grid: 0, reply })
             };
             deposit("bob", "AAPL", dec("10")).await.unwrap();
             deposit("alice", "USD", dec("1000")).await.unwrap();
@@ -1558,7 +1558,10 @@ mod tests {
         rt.block_on(async {
             for user in ["bob", "alice"] {
                 let user_id = user.to_string();
-                h.risk.call(move |reply| risk::Cmd::Deposit { user_id, asset: "USD".into(), amount: dec("1000"), reply }).await.unwrap();
+                h.risk
+                    .call(move |reply| risk::Cmd::Deposit { user_id, asset: "USD".into(), amount: dec("1000"), grid: 0, reply })
+                    .await
+                    .unwrap();
             }
             let place = |o: NewOrder| {
                 let instrument = odd.clone();
@@ -1624,7 +1627,7 @@ mod tests {
         let mut lane = Lane::open(&ctx, None).unwrap();
         for (user, asset, amount) in deposits {
             let (reply, rx) = oneshot::channel();
-            let cmd = risk::Cmd::Deposit { user_id: user.to_string(), asset: asset.to_string(), amount: dec(amount), reply };
+            let cmd = risk::Cmd::Deposit { user_id: user.to_string(), asset: asset.to_string(), amount: dec(amount), grid: 0, reply };
             one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
         }
         (lane, ctx, bus)
@@ -1951,7 +1954,7 @@ mod tests {
 
         // A read in the same batch as a change waits for the change's flush, as before.
         let (reply, _deposited) = oneshot::channel();
-        let deposit = risk::Cmd::Deposit { user_id: "alice".into(), asset: "USD".into(), amount: dec("1"), reply };
+        let deposit = risk::Cmd::Deposit { user_id: "alice".into(), asset: "USD".into(), amount: dec("1"), grid: 0, reply };
         let (reply, rx) = oneshot::channel();
         let o = NewOrder { price: Some(dec("100")), ..order("ord_b2", "alice", Side::Buy, dec("1"), None) };
         lane.run(Work { places: vec![Placement { order: o, user_active: true, instrument: aapl(), reply }], ..Default::default() })

@@ -409,3 +409,47 @@ fn holds_are_exactly_what_open_orders_need() {
     let (st, e) = dm.place(&b, &sym, "buy", "1", Some("11.01"));
     assert_eq!((st, code(&e)), (422, "price_band"), "{e}");
 }
+
+/// A trade must not round a balance. A lot of 0.001 bought onto a balance of
+/// 99999999999999999999999999.9 needs 29 digits: the buyer's balance stayed as it was and
+/// the seller's 0.001 was gone. Deposits and orders now keep each asset's supply within 28
+/// digits at the finest decimal places its trades move it by.
+#[test]
+fn supply_leaves_room_for_the_grid_so_trades_settle_exactly() {
+    let dm = Daemon::start();
+    let (buyer, seller) = (dm.user("big"), dm.user("small"));
+    let big = "99999999999999999999999999.9";
+    // A deposit that leaves no room for the lot's places is refused.
+    let fine = dm.symbol("0.01", "0.001");
+    dm.deposit(&seller, &fine, "1");
+    let (s, e) = dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": fine, "amount": big})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("3 decimal places"), "{e}");
+    // An instrument listed later with a finer lot: its orders are refused instead.
+    let coarse = dm.symbol("0.01", "1");
+    dm.deposit(&seller, &coarse, "1");
+    dm.deposit(&buyer, &coarse, big);
+    dm.deposit(&buyer, "USD", "10");
+    let later = format!("{coarse}-USD");
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": later, "tick": "0.01", "lot": "0.001"})));
+    let (s, o) = dm.place(&seller, &later, "sell", "0.001", Some("1"));
+    assert_eq!((s, code(&o)), (422, "max_supply"), "{o}");
+    let (s, o) = dm.place(&buyer, &later, "buy", "0.001", Some("1"));
+    assert_eq!((s, code(&o)), (422, "max_supply"), "{o}");
+    assert_eq!(bal(&dm, &buyer, &coarse).0, d(big));
+    assert_eq!(bal(&dm, &seller, &coarse).0, d("1"));
+    // The coarse instrument still trades: its lot of 1 leaves the balance exact.
+    dm.place(&seller, &coarse, "sell", "1", Some("1"));
+    let (s, o) = dm.place(&buyer, &coarse, "buy", "1", Some("1"));
+    assert_eq!((s, o["status"].as_str()), (201, Some("filled")), "{o}");
+    assert_eq!(bal(&dm, &buyer, &coarse).0, d("100000000000000000000000000.9"));
+    assert_eq!(bal(&dm, &seller, &coarse).0, d("0"));
+    // A tick and a lot whose notional needs more than 28 places are refused at listing
+    // (one tick of 1e-14 times one lot of 1e-15 settled as 0 USD).
+    let (s, e) = dm.req(
+        "POST",
+        "/api/symbols",
+        Some(json!({"symbol": format!("{coarse}Z"), "tick": "0.00000000000001", "lot": "0.000000000000001"})),
+    );
+    assert_eq!((s, code(&e)), (400, "invalid_lot"), "{e}");
+}

@@ -25,8 +25,8 @@ pub async fn deposit(
     caller.require_admin()?;
     let user_id = user_id(&app, id).await?;
     let Transfer { asset, amount } = body;
-    traded(&app, &asset).await?;
-    Ok(ok(app.risk.call(|reply| risk::Cmd::Deposit { user_id, asset, amount, reply }).await?))
+    let grid = traded(&app, &asset).await?;
+    Ok(ok(app.risk.call(|reply| risk::Cmd::Deposit { user_id, asset, amount, grid, reply }).await?))
 }
 
 /// The cash every instrument is priced in (DESIGN.md §2): deposited before any symbol is
@@ -41,13 +41,25 @@ const CASH: &str = "USD";
 /// symbol add`, `[[symbols]]`) the asset takes deposits. A malformed name is left to
 /// risk's own check (400 `invalid_asset`, saying the rule). Withdrawals are not held to
 /// this: what an account holds can always leave.
-async fn traded(app: &App, asset: &str) -> Result<(), ApiError> {
-    if asset == CASH || !risk::checks::valid_name(asset) {
-        return Ok(());
+///
+/// Answers the most decimal places a trade moves the asset by (`risk::checks::grid_places`,
+/// the finest over the instruments that trade it), which the deposit must leave room for.
+async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
+    if !risk::checks::valid_name(asset) {
+        return Ok(0);
     }
     let listed = app.market.call(market::Cmd::Symbols).await?;
-    if listed.iter().any(|i| i.base == asset || i.quote == asset) {
-        return Ok(());
+    let grid = |i: &crate::api::Instrument| {
+        let (base, notional) = risk::checks::grid_places(i);
+        if i.base == asset {
+            base
+        } else {
+            notional
+        }
+    };
+    let trading: Vec<&crate::api::Instrument> = listed.iter().filter(|i| i.base == asset || i.quote == asset).collect();
+    if asset == CASH || !trading.is_empty() {
+        return Ok(trading.into_iter().map(grid).max().unwrap_or(0));
     }
     if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
         return Err(ApiError::rejected(

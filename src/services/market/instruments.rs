@@ -62,6 +62,19 @@ pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
             format!("lot must be a decimal number > 0 such as \"1\" or \"0.001\"; got {}", new.lot),
         ));
     }
+    // A fill's notional (price × quantity) has the tick's and the lot's decimal places
+    // together; past 28 it cannot be held exactly (one tick of 1e-14 times one lot of
+    // 1e-15 settled as 0 USD).
+    let places = new.tick.normalize().scale() + new.lot.normalize().scale();
+    if places > 28 {
+        return Err(ApiError::invalid(
+            "invalid_lot",
+            format!(
+                "tick {} and lot {} have {places} decimal places together, more than the 28 a notional (price × quantity) can have exactly; use a coarser tick or lot",
+                new.tick, new.lot
+            ),
+        ));
+    }
     let min_quantity = new.min_quantity.unwrap_or(new.lot);
     if min_quantity <= Decimal::ZERO {
         return Err(ApiError::invalid(

@@ -94,6 +94,10 @@ pub struct Ledger {
     /// asset → its total over every account: deposits less withdrawals, since a trade
     /// moves an asset between accounts and makes none. Kept at most [`MAX_SUPPLY`].
     supply: HashMap<String, Decimal>,
+    /// asset → the most decimal places a deposit, a withdrawal or a stored balance of it
+    /// has had. With the grid's places ([`Ledger::room`]) it bounds the places of every
+    /// balance of the asset: a trade adds only amounts on an instrument's grid.
+    finest: HashMap<String, u32>,
     dirty: Dirty,
 }
 
@@ -104,6 +108,13 @@ pub struct Ledger {
 /// limit let a later trade fail to settle, which failed risk at every start, since the
 /// intake journal hands the same trade back each time.
 pub const MAX_SUPPLY: Decimal = Decimal::from_parts(3_892_314_112, 2_681_241_660, 54_210_108, false, 0);
+
+/// Whether `d`, written to `places` decimal places, has at most 28 digits.
+fn fits_at(d: Decimal, places: u32) -> bool {
+    let d = d.normalize();
+    let shift = places.saturating_sub(d.scale());
+    10i128.checked_pow(shift).and_then(|f| d.mantissa().checked_mul(f)).is_some_and(|m| m.abs() < 10i128.pow(28))
+}
 
 /// The decimal places a position's average price is shown with.
 pub const SHOWN_PLACES: u32 = 10;
@@ -122,6 +133,14 @@ pub enum Refusal {
     },
     /// A result would not fit in a decimal.
     TooLarge,
+    /// What all accounts hold of `asset`, written to `places` decimal places (the finest
+    /// its balances or an instrument's grid have), would need more than 28 digits: a
+    /// trade could then round a balance.
+    NoRoom {
+        asset: String,
+        supply: Decimal,
+        places: u32,
+    },
     /// A deposit would take what all accounts hold of `asset` over [`MAX_SUPPLY`].
     OverSupply {
         asset: String,
@@ -284,13 +303,21 @@ impl Ledger {
         Account { user_id: user.to_string(), balances, positions }
     }
 
-    pub fn deposit(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
+    /// `grid` is the most decimal places a trade moves the asset by: a lot's places for a
+    /// base asset, a tick's and a lot's together for USD (the notional), the finest over
+    /// the instruments that trade it.
+    pub fn deposit(&mut self, user: &str, asset: &str, amount: Decimal, grid: u32) -> Result<Bal, Refusal> {
         let b = self.balance(user, asset);
         let total = exact_add(b.total, amount).ok_or(Refusal::TooLarge)?;
         let supply = self.supply.get(asset).copied().unwrap_or_default();
         let supply = exact_add(supply, amount)
             .filter(|s| *s <= MAX_SUPPLY)
             .ok_or_else(|| Refusal::OverSupply { asset: asset.to_string(), supply })?;
+        let places = self.finest(asset).max(amount.normalize().scale()).max(total.normalize().scale()).max(grid);
+        if !fits_at(supply, places) {
+            return Err(Refusal::NoRoom { asset: asset.to_string(), supply: supply - amount, places });
+        }
+        self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         self.supply.insert(asset.to_string(), supply);
         let bal = self.bal_mut(user, asset);
         bal.total = total;
@@ -306,9 +333,38 @@ impl Ledger {
         if let Some(s) = self.supply.get_mut(asset) {
             *s = s.saturating_sub(amount);
         }
+        self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         let bal = self.bal_mut(user, asset);
         bal.total = total;
         Ok(*bal)
+    }
+
+    /// The most decimal places a balance of `asset` has had (see `finest`).
+    fn finest(&self, asset: &str) -> u32 {
+        self.finest.get(asset).copied().unwrap_or(0)
+    }
+
+    fn note_places(&mut self, asset: &str, places: u32) {
+        if places > self.finest(asset) {
+            self.finest.insert(asset.to_string(), places);
+        }
+    }
+
+    /// Whether trades that move `asset` by amounts of up to `grid` decimal places settle
+    /// exactly. Every balance is at most the supply (short sales aside) and has at most
+    /// the places of the finest deposit, withdrawal or trade amount; if the supply written
+    /// to those places fits in 28 digits, so does every balance before and after such a
+    /// trade, and every notional (at most the buyer's USD). Without it a trade rounded:
+    /// 0.001 bought onto a balance of 10^26 + 0.9 left it unchanged, and the seller's
+    /// 0.001 was gone.
+    pub fn room(&self, asset: &str, grid: u32) -> Result<(), Refusal> {
+        let supply = self.supply.get(asset).copied().unwrap_or_default();
+        let places = self.finest(asset).max(grid);
+        if fits_at(supply, places) {
+            Ok(())
+        } else {
+            Err(Refusal::NoRoom { asset: asset.to_string(), supply, places })
+        }
     }
 
     /// Takes the hold the checks planned. The checks made sure it fits in available.
@@ -568,6 +624,7 @@ impl Ledger {
             // no deposit of that asset until withdrawals bring it under.
             let supply = ledger.supply.entry(asset.clone()).or_default();
             *supply = supply.saturating_add(bal.total);
+            ledger.note_places(&asset, bal.total.normalize().scale());
             ledger.balances.entry(user).or_default().insert(asset, bal);
         }
         let mut stmt =

@@ -127,6 +127,14 @@ impl RateWindow {
     }
 }
 
+/// The most decimal places a trade of `inst` moves its assets by: (base, USD). A fill's
+/// quantity is on the lot, its notional on tick × lot. The risk ledger keeps each asset's
+/// supply within 28 digits at these places (`Ledger::room`), so that settling never rounds.
+pub fn grid_places(inst: &crate::api::Instrument) -> (u32, u32) {
+    let lot = inst.lot.normalize().scale();
+    (lot, lot + inst.tick.normalize().scale())
+}
+
 /// What the checks need to know about the user and the market, read by the caller.
 pub struct Context<'a> {
     pub limits: &'a Effective,

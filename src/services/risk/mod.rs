@@ -26,11 +26,14 @@ use crate::services::actor::Reply;
 use rust_decimal::Decimal;
 
 pub enum Cmd {
-    /// Adds to a balance; answers the account after.
+    /// Adds to a balance; answers the account after. `grid`: the most decimal places a
+    /// trade moves the asset by, over the instruments listed (`checks::grid_places`); 422
+    /// `max_supply` if the supply at those places would not fit in 28 digits.
     Deposit {
         user_id: String,
         asset: String,
         amount: Decimal,
+        grid: u32,
         reply: Reply<Account>,
     },
     /// Takes from the available balance (422 `insufficient_funds` if there is not enough).

@@ -70,8 +70,8 @@ impl Service for Risk {
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
         match cmd {
-            Cmd::Deposit { user_id, asset, amount, reply } => {
-                let r = self.deposit(after, &user_id, &asset, amount)?;
+            Cmd::Deposit { user_id, asset, amount, grid, reply } => {
+                let r = self.deposit(after, &user_id, &asset, amount, grid)?;
                 after.reply(reply, r);
             }
             Cmd::Withdraw { user_id, asset, amount, reply } => {
@@ -128,6 +128,13 @@ fn refused(r: Refusal) -> ApiError {
                 "all accounts together already hold {} {asset}; agt keeps at most {} of one asset (10^27), so that every trade settles exactly",
                 supply.normalize(),
                 super::accounts::MAX_SUPPLY
+            ),
+        ),
+        Refusal::NoRoom { asset, supply, places } => ApiError::rejected(
+            "max_supply",
+            format!(
+                "all accounts together hold {} {asset}; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly",
+                supply.normalize()
             ),
         ),
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
@@ -198,11 +205,11 @@ impl Risk {
         TradingState { halted: self.halted, halted_symbols: self.halted_symbols.iter().cloned().collect() }
     }
 
-    pub fn deposit(&mut self, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal) -> Outcome<Account> {
+    pub fn deposit(&mut self, after: &mut AfterCommit, user: &str, asset: &str, amount: Decimal, grid: u32) -> Outcome<Account> {
         if let Err(e) = checks::validate_asset(asset).and_then(|_| checks::validate_amount(amount)) {
             return Ok(Err(e));
         }
-        let bal = match self.ledger.deposit(user, asset, amount) {
+        let bal = match self.ledger.deposit(user, asset, amount, grid) {
             Ok(b) => b,
             Err(r) => return Ok(Err(refused(r))),
         };
@@ -274,6 +281,8 @@ impl Risk {
             now,
         };
         let plan = checks::admit(req, cx)?;
+        let (lot_places, notional_places) = checks::grid_places(&req.instrument);
+        self.ledger.room(base, lot_places).and_then(|_| self.ledger.room(QUOTE, notional_places)).map_err(refused)?;
         self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
         Ok(Reserved { budget: plan.budget })
     }
@@ -547,7 +556,7 @@ mod set_last_price_tests {
         assert_eq!(risk.last_price("AAPL"), Some(d("100")));
 
         // The band now applies: 10% by default.
-        run(&mut conn, |_, after| risk.deposit(after, "u", "USD", d("100000"))).unwrap();
+        run(&mut conn, |_, after| risk.deposit(after, "u", "USD", d("100000"), 0)).unwrap();
         let instrument = Instrument {
             symbol: "AAPL".into(),
             base: "AAPL".into(),

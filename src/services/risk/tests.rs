@@ -387,7 +387,7 @@ impl Fixture {
     }
     fn deposit(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
         let a = d(amount);
-        self.run(|r, _, after| r.deposit(after, user, asset, a))
+        self.run(|r, _, after| r.deposit(after, user, asset, a, 0))
     }
     fn withdraw(&mut self, user: &str, asset: &str, amount: &str) -> Result<crate::api::Account, ApiError> {
         let a = d(amount);
@@ -908,7 +908,7 @@ mod ledger_properties {
         // Everyone starts with something to trade (the session's deposits come on top).
         for user in USERS {
             for (asset, amount) in [("USD", d("5000")), ("AAA", d("40")), ("BBB", d("40"))] {
-                f.run(|r, _, after| r.deposit(after, user, asset, amount)).unwrap();
+                f.run(|r, _, after| r.deposit(after, user, asset, amount, 0)).unwrap();
                 *net.entry(asset).or_default() += amount;
             }
         }
@@ -919,7 +919,7 @@ mod ledger_properties {
             match op {
                 Op::Deposit { user, asset, cents } => {
                     let amount = Decimal::new(i64::from(cents), 2);
-                    let a = f.run(|r, _, after| r.deposit(after, USERS[user], ASSETS[asset], amount));
+                    let a = f.run(|r, _, after| r.deposit(after, USERS[user], ASSETS[asset], amount, 0));
                     prop_assert!(a.is_ok());
                     *net.entry(ASSETS[asset]).or_default() += amount;
                 }
