@@ -550,7 +550,7 @@ async fn run_until(
 
     // Clean up: cancel what still rests, revoke the token made for the run.
     progress(&opts, "cancelling the bench users' open orders");
-    let (pool, cancelled) = on_pool(control, all_users, |mut conn, user| async move {
+    let (pool, cancelled) = on_pool(control, all_users.clone(), |mut conn, user| async move {
         let r = conn.call(Method::POST, "/api/orders/cancel-all", Some(&json!({ "user_id": user }))).await;
         let n = match r.and_then(|a| a.ok()) {
             Ok(a) => serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&a.body).map(|v| v.len() as u64).map_err(|_| ()),
@@ -569,6 +569,38 @@ async fn run_until(
     }
     if cleanup.errors > 0 {
         unless_gone(&opts.control, placed.len(), "clean-up").await?;
+    }
+    // Holds: with every bench order closed, nothing may stay held. The sums above hold
+    // whatever the holds are; a hold left open would keep funds from their owner.
+    if cleanup.errors == 0 {
+        let (pool, accounts) = on_pool(control, all_users, |mut conn, user| async move {
+            let r = match conn.call(Method::GET, &format!("/api/users/{}/account", encode(&user)), None).await {
+                Ok(a) => a.ok().and_then(|a| a.json::<Account>("GET /api/users/{id}/account")),
+                Err(e) => Err(e),
+            };
+            (conn, r)
+        })
+        .await;
+        control = pool;
+        let mut released = true;
+        for a in accounts {
+            match a {
+                Ok(a) => {
+                    for b in a.balances.iter().filter(|b| !b.held.is_zero()) {
+                        released = false;
+                        verification
+                            .problems
+                            .push(format!("bench user {} still has {} {} held with all its orders closed", a.user_id, b.held, b.asset));
+                    }
+                }
+                Err(e) => {
+                    released = false;
+                    verification.problems.push(format!("cannot read a bench account after the clean-up: {e}"));
+                }
+            }
+        }
+        verification.holds_released = Some(released);
+        verification.problems.truncate(MAX_PROBLEMS);
     }
     if let Some(id) = token_id {
         cleanup.token_revoked = Some(revoke(&mut control[0], &id).await);

@@ -145,6 +145,9 @@ pub struct Verification {
     /// moved. `None` when not checkable (some placement got no answer, or some order
     /// could not be read).
     pub accounts_match_fills: Option<bool>,
+    /// After the clean-up cancelled every open bench order, no bench user holds anything.
+    /// `None` when the clean-up failed for some user.
+    pub holds_released: Option<bool>,
     /// The first problems found, one line each.
     pub problems: Vec<String>,
 }
@@ -158,6 +161,7 @@ impl Verification {
             && self.fills_match_trades != Some(false)
             && self.balances_conserved != Some(false)
             && self.accounts_match_fills != Some(false)
+            && self.holds_released != Some(false)
     }
 
     /// The checks that failed, for a one-line summary.
@@ -177,6 +181,9 @@ impl Verification {
         }
         if self.accounts_match_fills == Some(false) {
             out.push("some bench account does not match its fills".into());
+        }
+        if self.holds_released == Some(false) {
+            out.push("some bench account still holds funds with its orders closed".into());
         }
         out
     }
@@ -280,10 +287,11 @@ pub fn render(r: &Report) -> String {
         None => "not checked",
     };
     ver.push_str(&format!(
-        "; fills = 2×trades: {}; balances conserved: {}; accounts match fills: {}",
+        "; fills = 2×trades: {}; balances conserved: {}; accounts match fills: {}; holds released: {}",
         yn(v.fills_match_trades),
         yn(v.balances_conserved),
-        yn(v.accounts_match_fills)
+        yn(v.accounts_match_fills),
+        yn(v.holds_released)
     ));
     lines.push(("verified".into(), ver));
     let mut cleanup = format!("{} open orders cancelled", r.cleanup.cancelled);

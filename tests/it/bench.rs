@@ -49,6 +49,7 @@ fn sane(d: &Daemon, r: &Value, orders: u64, verified: u64, concurrency: u64, sym
     assert_eq!(v["fills_match_trades"], true, "{r}");
     assert_eq!(v["balances_conserved"], true, "{r}");
     assert_eq!(v["accounts_match_fills"], true, "{r}");
+    assert_eq!(v["holds_released"], true, "{r}");
     assert_eq!((&r["warmup_errors"], &r["cancel_errors"]), (&serde_json::json!({}), &serde_json::json!({})), "{r}");
     assert_eq!(r["interrupted"], false, "{r}");
     assert!(r["seed"].is_u64(), "{r}");
