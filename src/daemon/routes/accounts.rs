@@ -59,7 +59,10 @@ async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
     };
     let trading: Vec<&crate::api::Instrument> = listed.iter().filter(|i| i.base == asset || i.quote == asset).collect();
     if asset == CASH || !trading.is_empty() {
-        return Ok(trading.into_iter().map(grid).max().unwrap_or(0));
+        // An instrument whose notional needs more than 28 places (listed before agt
+        // refused such) can take no order at all; its grid must not cap the deposits.
+        let tradable = trading.into_iter().filter(|i| risk::checks::grid_places(i).1 <= 28);
+        return Ok(tradable.map(grid).max().unwrap_or(0));
     }
     if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
         return Err(ApiError::rejected(
