@@ -314,6 +314,7 @@ fn risk_reserve(c: &mut Criterion) {
                         user_id: "usr_bench".into(),
                         asset: "USD".into(),
                         amount: Decimal::from(1_000_000_000_000_000i64),
+                        grid: 0,
                         reply: reply(),
                     },
                     risk::Cmd::SetLimits { user_id: "usr_bench".into(), limits, clear: Vec::new(), reply: reply() },
