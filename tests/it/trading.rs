@@ -244,9 +244,13 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
 #[test]
 fn amounts_near_the_decimal_limit_are_answered_not_panicked_on() {
     let dm = Daemon::start();
-    // The most USD there may be (10^27), and no notional limit below it: a market buy's
-    // budget is then more ticks than a decimal holds.
-    let (sym, buyer, seller) = dm.market_pair("1000000000000000000000000000", "100");
+    // The most USD there may be while BTC-USD (tick 0.01 × lot 0.0001, 6 places) is
+    // listed: 22 digits, so that its notionals settle exactly; one more is refused.
+    // And no notional limit below it: a market buy's budget is then ~10^24 ticks.
+    let (sym, buyer, seller) = dm.market_pair("9999999999999999999999", "100");
+    let (s, e) = dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": "USD", "amount": "1"})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("6 decimal places"), "{e}");
     dm.ok("PUT", "/api/risk/limits", Some(json!({"max_order_notional": "9999999999999999999999999999"})));
     let (s, ask) = dm.place(&seller, &sym, "sell", "1", Some("10.00"));
     assert_eq!(s, 201, "{ask}");
