@@ -589,10 +589,15 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
 /// (pruning stops until asked again).
 fn prune_chunk(conn: &mut rusqlite::Connection, inner: &Inner, upto: u64) -> bool {
     const _: () = assert!(blocks::BLOCK_EVENTS as u64 <= PRUNE_CHUNK, "a chunk passes at least a block");
-    let end = upto.min(inner.first_kept.load(Ordering::Acquire) + PRUNE_CHUNK - 1);
+    let before = inner.first_kept.load(Ordering::Acquire);
+    let end = upto.min(before + PRUNE_CHUNK - 1);
     let pruned = conn.transaction().and_then(|tx| {
         let first = blocks::prune(&tx, end)?;
-        tx.commit()?;
+        // Said before the commit, not after: a reader whose read follows the commit must
+        // find these events pruned when it then checks (`/api/events`), or it would take
+        // the seqs missing from its page for events of other types, a silent gap.
+        inner.first_kept.store(end + 1, Ordering::Release);
+        tx.commit().inspect_err(|_| inner.first_kept.store(before, Ordering::Release))?;
         Ok(first)
     });
     match pruned {
