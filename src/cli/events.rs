@@ -6,7 +6,7 @@
 
 use super::output::{clean, field};
 use super::{CliError, CliResult, Ctx};
-use crate::client::{with_query, ClientError};
+use crate::client::{with_query, ClientError, Delivery};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::ops::ControlFlow;
@@ -46,7 +46,10 @@ pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
         Some(s) => ("since", s.to_string()),
         None => ("tail", TAIL.to_string()),
     };
-    let path = with_query("/api/events", &[(start.0, Some(start.1)), ("type", types), ("follow", args.follow.then(|| "true".to_string()))]);
+    let path = with_query(
+        "/api/events",
+        &[(start.0, Some(start.1)), ("type", types.clone()), ("follow", args.follow.then(|| "true".to_string()))],
+    );
     let client = ctx.client()?;
     if !ctx.json() && !ctx.quiet() && args.follow {
         eprintln!("following events; Ctrl-C to stop");
@@ -60,37 +63,67 @@ pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
         shown += 1;
         ControlFlow::Continue(())
     });
+    let resume = Resume { last, types: types.as_deref(), follow: args.follow };
     match streamed {
-        // A followed stream that breaks off is asked about below, like one that ends.
-        Err(ClientError::Unreachable { .. }) if args.follow && shown > 0 => {}
+        // A stream that broke off (the daemon cuts one it cannot go on with: events
+        // pruned past it, its token revoked; or the daemon died) is asked about below,
+        // followed or not: a read cut short must not pass for the whole of it.
+        Err(ClientError::Unreachable { delivery: Delivery::AnswerLost, .. }) => return Err(why_the_stream_ended(ctx, &resume)),
+        Err(ClientError::Unreachable { .. }) if args.follow && shown > 0 => return Err(why_the_stream_ended(ctx, &resume)),
         other => other?,
     }
     if shown == 0 && !args.follow && args.since.is_none() && !ctx.json() {
         ctx.say("no events");
     }
     if args.follow {
-        return Err(why_the_stream_ended(ctx, last));
+        return Err(why_the_stream_ended(ctx, &resume));
     }
     Ok(())
 }
 
-/// A followed stream has ended: the daemon stopped, or it ended the stream (the token was
-/// revoked, the stream fell behind the events kept, the daemon restarted). Asking the
-/// daemon again tells them apart: its refusal (401 for a revoked token, 410 for pruned
-/// events) is the answer (exit 1); nobody answering means it is not running (exit 3).
-fn why_the_stream_ended(ctx: &Ctx, last: Option<u64>) -> CliError {
-    let probe = with_query("/api/events", &[("since", last.map(|s| s.to_string())), ("limit", Some("0".into()))]);
-    let resume = last.map(|s| format!("agt events tail -f --since {s}")).unwrap_or_else(|| "agt events tail -f".into());
+/// Where a stream that ended got to, for the command that goes on from there.
+struct Resume<'a> {
+    last: Option<u64>,
+    types: Option<&'a str>,
+    follow: bool,
+}
+
+impl Resume<'_> {
+    /// `agt events tail [-f] [--since SEQ] [--type T]`: what was asked, after the last event shown.
+    fn command(&self) -> String {
+        let mut c = String::from("agt events tail");
+        if self.follow {
+            c.push_str(" -f");
+        }
+        if let Some(s) = self.last {
+            c.push_str(&format!(" --since {s}"));
+        }
+        if let Some(t) = self.types {
+            c.push_str(&format!(" --type {t}"));
+        }
+        c
+    }
+}
+
+/// A stream has ended or broken off: the daemon stopped, or it ended the stream (the
+/// token was revoked, the stream fell behind the events kept, the daemon restarted).
+/// Asking the daemon again tells them apart: its refusal (401 for a revoked token, 410
+/// for pruned events) is the answer (exit 1); nobody answering means it is not running
+/// (exit 3). Either way the message says how to go on from the last event shown.
+fn why_the_stream_ended(ctx: &Ctx, resume: &Resume) -> CliError {
+    let probe = with_query("/api/events", &[("since", resume.last.map(|s| s.to_string())), ("limit", Some("0".into()))]);
+    let go_on = resume.command();
     match ctx.client().map(|c| c.get(&probe)) {
         Err(e) => e,
-        Ok(Err(e @ ClientError::Unreachable { .. })) => {
-            CliError::NotRunning(format!("the daemon ended the event stream and does not answer ({e}); it stopped"))
-        }
+        Ok(Err(e @ ClientError::Unreachable { .. })) => CliError::NotRunning(format!(
+            "the event stream broke off and the daemon does not answer ({e}); it stopped. Once it runs again, resume with `{go_on}`"
+        )),
         Ok(Err(e)) => CliError::Client(e),
-        Ok(Ok(_)) => CliError::failed(
+        Ok(Ok(_)) if resume.follow => CliError::failed(
             "stream_ended",
-            format!("the daemon ended the event stream (it restarted, or is shutting down); resume with `{resume}`"),
+            format!("the daemon ended the event stream (it restarted, or is shutting down); resume with `{go_on}`"),
         ),
+        Ok(Ok(_)) => CliError::failed("stream_ended", format!("the event stream broke off before its end; resume with `{go_on}`")),
     }
 }
 

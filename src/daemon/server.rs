@@ -59,6 +59,14 @@ impl Peer {
             _ => !matches!(std::io::Error::last_os_error().kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
         }
     }
+
+    /// Shuts the connection both ways: hyper's next write to it fails, and so it ends a
+    /// response its client has stopped reading (an event stream, at the daemon's stop)
+    /// instead of waiting for room to write.
+    pub fn hang_up(&self) {
+        // SAFETY: `shutdown` on a descriptor this owns; it closes nothing.
+        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
+    }
 }
 
 /// How long a request's body may take to arrive: `grace` for the whole of it, plus one

@@ -1,7 +1,7 @@
 //! `GET /api/events` and `agt events tail`: limits, tails, the ends of the numbering,
 //! and what a viewer sees.
 
-use crate::util::{code, Daemon};
+use crate::util::{code, wait_until, Daemon};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::time::Duration;
@@ -150,9 +150,114 @@ fn events_tail_follow_says_why_its_stream_ended() {
     assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("unauthorized") && !stderr.contains("stopped"), "{stderr}");
 
-    let stopped = follow(&[]);
+    let stopped = d.cli_spawn(&["events", "tail", "-f", "--type", "USER_CREATED"]);
     std::thread::sleep(Duration::from_millis(500));
     d.stop();
     let (status, stderr) = finish(stopped);
     assert_eq!(status, Some(3), "{stderr}");
+    assert!(stderr.contains("resume with `agt events tail -f --since ") && stderr.contains(" --type USER_CREATED`"), "{stderr}");
+}
+
+/// Fills the event log with a few megabytes of events (an `agt bench` run) and gives
+/// the newest seq.
+fn many_events(d: &Daemon, orders: &str) -> u64 {
+    d.cli().args(["-q", "bench", "--orders", orders, "--concurrency", "8"]).assert().success();
+    newest_seq(d)
+}
+
+/// The newest event's seq (one NDJSON line: the test client reads it as one JSON value).
+fn newest_seq(d: &Daemon) -> u64 {
+    d.ok("GET", "/api/events?tail=1", None)["seq"].as_u64().unwrap()
+}
+
+/// A stream request on the socket whose client reads nothing yet (a small receive
+/// buffer, so the daemon soon has nowhere to write): a slow consumer.
+fn stalled(d: &Daemon, path: &str) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt on a socket this test owns, with a c_int it points at.
+    unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&size as *const libc::c_int).cast(), 4);
+    }
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s
+}
+
+/// A chunked body's events, and whether it ended with its last chunk (a complete answer)
+/// rather than a dropped connection.
+fn dechunk(raw: &[u8]) -> (Vec<u64>, bool) {
+    let text = String::from_utf8_lossy(raw);
+    let mut rest = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let mut body = String::new();
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { break (body.lines().map(seq_of).collect(), false) };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break (body.lines().map(seq_of).collect(), false) };
+        if n == 0 {
+            break (body.lines().map(seq_of).collect(), true);
+        }
+        if after.len() < n {
+            break (body.lines().map(seq_of).collect(), false);
+        }
+        body.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or("");
+    }
+}
+
+/// A reader too slow for the retention (it read nothing while the events after its
+/// place were pruned) gets every event up to the cut, without a gap, and then a broken
+/// stream, not the end of a complete one: a script paging with `since` and `limit` used
+/// to take the short page for the end of the log. `agt events tail --since` says so with
+/// the daemon's 410 (exit 1) instead of exiting 0 with part of the log.
+#[test]
+fn events_a_slow_reader_falls_behind_the_retention_is_cut_off_not_ended() {
+    let d = Daemon::start();
+    let newest = many_events(&d, "4000");
+    let mut raw = stalled(&d, &format!("/api/events?since=0&limit={newest}"));
+    let mut cli = d.cli_spawn(&["-o", "json", "events", "tail", "--since", "0"]);
+    // Both are stuck with far fewer events than the log holds: the CLI on its stdout.
+    d.cli().args(["config", "set", "events.retain_s", "1"]).assert().success();
+    wait_until("the events to be pruned", Duration::from_secs(30), || {
+        let oldest = d.ok("GET", "/api/events?since=0&limit=1", None);
+        (oldest["seq"].as_u64().unwrap() >= newest).then_some(())
+    });
+
+    let mut bytes = Vec::new();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.read_to_end(&mut bytes).expect("the cut stream ends");
+    let (seqs, complete) = dechunk(&bytes);
+    assert!(!complete, "a stream cut short does not end like a complete one");
+    assert!(!seqs.is_empty() && (seqs.len() as u64) < newest, "{} of {newest} events", seqs.len());
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every event up to the cut, no gap");
+
+    let mut out = String::new();
+    cli.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = cli.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("events_pruned") && stderr.contains("since="), "{stderr}");
+    let shown: Vec<u64> = out.lines().map(seq_of).collect();
+    assert_eq!(shown, (1..=shown.len() as u64).collect::<Vec<_>>(), "no gap in what the CLI printed");
+    assert!((shown.len() as u64) < newest);
+}
+
+/// A follower that reads nothing does not hold the daemon's stop for the server's whole
+/// grace (10 s): its connection is hung up a moment after the stop begins.
+#[test]
+fn events_a_stalled_follower_does_not_hold_the_stop() {
+    let mut d = Daemon::start();
+    many_events(&d, "3000");
+    let mut raw = stalled(&d, "/api/events?since=0&follow=true");
+    // It has been sent what its buffers take, and no more.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert!(d.stop().success());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the stop took {took:?}");
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut bytes = Vec::new();
+    let _ = raw.read_to_end(&mut bytes);
+    let (seqs, _) = dechunk(&bytes);
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
 }

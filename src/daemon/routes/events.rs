@@ -181,7 +181,29 @@ fn pruned_between(since: u64, first_kept: u64) -> Option<u64> {
     (since > 0 && next < first_kept).then(|| first_kept - 1)
 }
 
-/// Replays from the store after `last`, sending at most `left` events; false if the client left.
+/// How a replay from the store ended.
+#[derive(Debug, PartialEq)]
+enum Replayed {
+    /// It sent everything stored after `last` that was asked for, or its `limit`.
+    Done,
+    /// The client has gone: there is nobody to tell anything.
+    Gone,
+    /// It cannot go on: the token was revoked, the events after `last` were pruned, or
+    /// the store could not be read. The stream must be [`cut`], not ended: an ended one
+    /// reads, to a client, as "that was everything".
+    Cut(&'static str),
+}
+
+/// Ends a stream that was cut short so that its client cannot take it for complete: the
+/// body fails, and hyper closes the connection without the chunked body's last chunk
+/// (curl: "transfer closed with outstanding read data remaining"; `agt events tail` then
+/// asks the daemon why, and gets its 410 or 401). Sent after the frames already queued,
+/// so the client gets every event up to the cut, with no gap.
+async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, why: &str) {
+    let _ = tx.send(Err(std::io::Error::other(format!("event stream cut short: {why}")))).await;
+}
+
+/// Replays from the store after `last`, sending at most `left` events.
 async fn replay(
     app: &Arc<App>,
     reader: &Reader,
@@ -190,19 +212,19 @@ async fn replay(
     left: &mut usize,
     sse: bool,
     tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-) -> bool {
+) -> Replayed {
     while *left > 0 {
         let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
-        let Ok(Ok(page)) = page else { return false };
+        let Ok(Ok(page)) = page else { return Replayed::Cut("the event store could not be read") };
         // Asked after the read: a page holding anything that followed a revoke is not sent.
         if reader.revoked(app) {
-            return false;
+            return Replayed::Cut("the token was revoked");
         }
-        // Pruned before the read (a client that fell hours behind): end the stream rather
+        // Pruned before the read (a client that fell hours behind): cut the stream rather
         // than skip; resuming from `last` then answers `events_pruned`.
         if pruned_after(app, *last).is_some() {
-            return false;
+            return Replayed::Cut("the events after the last one sent were pruned (events.retain_s)");
         }
         for e in &page {
             *last = e.seq;
@@ -211,37 +233,77 @@ async fn replay(
             }
             *left -= 1;
             if tx.send(Ok(frame(e, sse))).await.is_err() {
-                return false;
+                return Replayed::Gone;
             }
         }
         if page.len() < n {
             break;
         }
     }
-    true
+    Replayed::Done
 }
 
+/// How long a stream's client has, once the daemon stops, to take what was already sent
+/// before the connection is hung up ([`Peer::hang_up`]).
+const HANG_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the stream, until it is done or the daemon stops.
 #[allow(clippy::too_many_arguments)]
 async fn stream(
     app: Arc<App>,
     since: u64,
     types: Option<Vec<String>>,
     follow: bool,
-    mut left: usize,
+    left: usize,
     sse: bool,
     peer: Option<Peer>,
     reader: Reader,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
+    let mut shutdown = app.shutdown.subscribe();
+    tokio::select! {
+        () = send_events(&app, since, types, follow, left, sse, peer.as_ref(), &reader, &tx) => return,
+        _ = shutdown.changed() => {}
+    }
+    // The daemon stops. A followed stream ends (it has no end a client could take this
+    // for); a read that had not got to its end is cut, or hung up on at once if even the
+    // cut cannot be queued.
+    let cut_now = !follow && tx.try_send(Err(std::io::Error::other("event stream cut short: the daemon stops"))).is_err();
+    drop(tx);
+    // A client that reads nothing would hold the daemon's stop for the server's whole
+    // grace (10 s): hyper waits for room to write what the stream queued. A moment to take
+    // it, then the connection is shut, and hyper's write fails.
+    if let Some(peer) = peer {
+        if !cut_now {
+            tokio::time::sleep(HANG_UP_AFTER).await;
+        }
+        peer.hang_up();
+    }
+}
+
+/// The stream itself: the replay from the store, then (`follow`) the live events.
+#[allow(clippy::too_many_arguments)]
+async fn send_events(
+    app: &Arc<App>,
+    since: u64,
+    types: Option<Vec<String>>,
+    follow: bool,
+    mut left: usize,
+    sse: bool,
+    peer: Option<&Peer>,
+    reader: &Reader,
+    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) {
     // Subscribe before replaying, so nothing committed in between is missed. (The
     // handler has waited for the events published before the request.)
     let mut live = app.bus.subscribe();
-    let mut shutdown = app.shutdown.subscribe();
     let mut last = since;
     // A stream that has sent its `limit` ends here: following on would skip what was
     // stored after the replay's last event and before the live feed's next one (a gap).
-    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || !follow || left == 0 {
-        return;
+    match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
+        Replayed::Done if follow && left > 0 => {}
+        Replayed::Cut(why) => return cut(tx, why).await,
+        Replayed::Done | Replayed::Gone => return,
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
     last = last.max(since);
@@ -258,7 +320,10 @@ async fn stream(
                     if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) || !reader.shows(&e) {
                         continue;
                     }
-                    if reader.revoked(&app) || tx.send(Ok(frame(&e, sse))).await.is_err() {
+                    if reader.revoked(app) {
+                        return cut(tx, "the token was revoked").await;
+                    }
+                    if tx.send(Ok(frame(&e, sse))).await.is_err() {
                         return;
                     }
                     left -= 1;
@@ -268,17 +333,21 @@ async fn stream(
                 }
                 Err(RecvError::Lagged(_)) => {
                     // Too slow for the live feed: catch up from the store instead.
-                    if !replay(&app, &reader, &mut last, &types, &mut left, sse, &tx).await || left == 0 {
-                        return;
+                    match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
+                        Replayed::Done if left > 0 => {}
+                        Replayed::Cut(why) => return cut(tx, why).await,
+                        Replayed::Done | Replayed::Gone => return,
                     }
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = shutdown.changed() => return,
             _ = tx.closed() => return,
             _ = check.tick() => {
-                if peer.as_ref().is_some_and(Peer::gone) || reader.revoked(&app) {
+                if peer.is_some_and(Peer::gone) {
                     return;
+                }
+                if reader.revoked(app) {
+                    return cut(tx, "the token was revoked").await;
                 }
             }
         }
