@@ -261,3 +261,22 @@ fn events_a_stalled_follower_does_not_hold_the_stop() {
     let (seqs, _) = dechunk(&bytes);
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
 }
+
+/// `follow` reads as every yes/no switch does (`follow=1`), a typo is told what is
+/// allowed, and a `type` that names no type is a 400, not an empty 200.
+#[test]
+fn events_follow_and_type_say_what_they_take() {
+    let d = Daemon::start();
+    d.user("switch");
+    assert_eq!(ended(&d, "/api/events?since=0&limit=1&follow=1").map(|(s, e)| (s, e.len())), Some((200, 1)));
+    for (path, says) in [
+        ("/api/events?follow=maybe", "follow must be true or false"),
+        ("/api/events?follow=", "follow must be true or false"),
+        ("/api/events?type=,", "type names no event type"),
+        ("/api/events?type=%20,%20&follow=true", "type names no event type"),
+    ] {
+        let (status, body) = d.req("GET", path, None);
+        assert_eq!((status, code(&body)), (400, "invalid_query"), "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with(says), "{path}: {body}");
+    }
+}

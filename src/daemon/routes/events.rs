@@ -23,8 +23,10 @@ pub struct EventQuery {
     since: Option<String>,
     #[serde(default, rename = "type")]
     types: Option<String>,
+    /// Text, read by [`crate::api::switch::parse`]: `follow=1` is followed, and a typo is
+    /// told what is allowed rather than serde's "provided string was not `true`".
     #[serde(default)]
-    follow: Option<bool>,
+    follow: Option<String>,
     #[serde(default)]
     limit: Option<String>,
     /// Start with the newest N events (of the asked types) instead of after `since`.
@@ -55,6 +57,15 @@ pub async fn events(
         None => None,
         Some(t) => {
             let list: Vec<String> = t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            // `type=,` names no type: read as "these types" it streamed nothing, a 200 that
+            // looked like a quiet log.
+            if list.is_empty() {
+                return Err(ApiError::invalid(
+                    "invalid_query",
+                    format!("type names no event type (got {t:?}); give one or more, comma-separated, or leave type out for every type"),
+                )
+                .into());
+            }
             if let Some(bad) = list.iter().find(|x| !EVENT_TYPES.contains(&x.as_str())) {
                 return Err(ApiError::invalid(
                     "unknown_event_type",
@@ -72,7 +83,15 @@ pub async fn events(
     };
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
-    let follow = q.follow.unwrap_or(false);
+    let follow = match q.follow.as_deref() {
+        None => false,
+        Some(text) => crate::api::switch::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_query",
+                format!("follow must be {}; got {:?}", crate::api::switch::EXPECTED, text.chars().take(40).collect::<String>()),
+            )
+        })?,
+    };
     // A browser's EventSource reconnects with the last `id:` it got (the seq) in
     // `Last-Event-ID`, and the URL it first used: resume after that id, whatever the URL says.
     let resume = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok())) {
