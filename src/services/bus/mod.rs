@@ -388,7 +388,9 @@ impl Bus {
             return Ok(self.last_seq());
         }
         let conn = self.inner.reader.lock().unwrap();
-        Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| seq - 1))
+        // Not from before `first_kept`: a prune says so before its commit (`prune_chunk`),
+        // and a tail that began among the events going would be answered 410.
+        Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| (seq - 1).max(self.first_kept().saturating_sub(1))))
     }
 
     /// How heavily the daemon is loaded (set by the trading lane, read by every store's
@@ -403,8 +405,11 @@ impl Bus {
     }
 
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
-    /// some types only. Blocking: call it from `spawn_blocking` in async code.
+    /// some types only; none before [`Bus::first_kept`] (a prune says so before its commit,
+    /// so what a read gives and what `first_kept` says agree). Blocking: call it from
+    /// `spawn_blocking` in async code.
     pub fn read_since(&self, since: u64, types: Option<&[String]>, limit: usize) -> anyhow::Result<Vec<BusEvent>> {
+        let since = since.max(self.first_kept().saturating_sub(1));
         let conn = self.inner.reader.lock().unwrap();
         blocks::read_since(&conn, self.inner.legacy_last, since, types, limit)
     }
