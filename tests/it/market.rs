@@ -313,14 +313,9 @@ fn the_demo_makes_a_live_market_through_the_api_and_reuses_its_users() {
     dm.cli().args(["demo", "--symbols", "NOPE", "--duration", "1"]).assert().code(1).stderr(predicates::str::contains("unknown_symbol"));
 }
 
-/// A market batch that fails (here another process holds `market.db`'s write lock past
-/// the busy timeout, as a backup tool might) loses the trades it held, while the trades
-/// after them still wait in market's mailbox for the restarted service. Applied, those
-/// would move market's position past the lost ones for good; the tape must end with
-/// every trade.
-/// The market writes changed candles at most once a second and rebuilds the rest from the
-/// tape at start: a SIGKILL right after the trades (before that write, in all but a slow
-/// run) loses no bar, and the restart after it counts no trade twice.
+/// The market writes changed candles at most every 250 ms and rebuilds the rest from the
+/// tape at start: a SIGKILL right after the trades (usually before that write; the test
+/// says which) loses no bar, and the restart after it counts no trade twice.
 #[test]
 fn candles_survive_a_kill_before_they_are_written_and_count_each_trade_once() {
     let mut dm = Daemon::start();
@@ -351,6 +346,11 @@ fn candles_survive_a_kill_before_they_are_written_and_count_each_trade_once() {
     assert_eq!(stored(), 4, "a read writes the bars first");
 }
 
+/// A market batch that fails (here another process holds `market.db`'s write lock past
+/// the busy timeout, as a backup tool might) loses the trades it held, while the trades
+/// after them still wait in market's mailbox for the restarted service. Applied, those
+/// would move market's position past the lost ones for good; the tape must end with
+/// every trade.
 #[test]
 fn the_trades_of_a_failed_market_batch_reach_the_tape_after_its_restart() {
     let dm = Daemon::start();

@@ -251,7 +251,7 @@ impl Service for Market {
         Ok(market)
     }
 
-    /// The batch's position on the bus, and the bars its trades changed once a second
+    /// The batch's position on the bus, and the bars its trades changed every 250 ms
     /// (see [`Bars`]: a reload rebuilds the rest from the tape).
     fn before_commit(&mut self, tx: &rusqlite::Connection) -> Result<(), ServiceError> {
         if std::mem::take(&mut self.unsaved_seq) {

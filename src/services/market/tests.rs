@@ -509,7 +509,7 @@ fn a_batch_of_trades_out_of_order_leaves_every_bar_as_its_trades_add_up() {
     }
 }
 
-/// Bars wait in memory between flushes (at most a second): a stop, a crash or a reload
+/// Bars wait in memory between flushes (at most 250 ms): a stop, a crash or a reload
 /// before the flush loses none of them, and one after it counts no trade twice, because a
 /// reload adds again exactly the tape's trades past the stored bars' mark.
 #[test]
