@@ -162,6 +162,18 @@ fn random_tag(len: usize) -> String {
     (0..len).map(|_| CHARS[r.gen_range(0..CHARS.len())] as char).collect()
 }
 
+/// Each user's account, read over the control pool (for the checks after the run).
+async fn accounts_of(control: Vec<Conn>, users: Vec<String>) -> (Vec<Conn>, Vec<Result<Account, ClientError>>) {
+    on_pool(control, users, |mut conn, user| async move {
+        let r = match conn.call(Method::GET, &format!("/api/users/{}/account", encode(&user)), None).await {
+            Ok(a) => a.ok().and_then(|a| a.json::<Account>("GET /api/users/{id}/account")),
+            Err(e) => Err(e),
+        };
+        (conn, r)
+    })
+    .await
+}
+
 /// Runs `f` over `items` on the connections of `pool`, each connection taking every
 /// `pool.len()`-th item; gives the pool back with the results in item order.
 async fn on_pool<T, R, F, Fut>(pool: Vec<Conn>, items: Vec<T>, f: F) -> (Vec<Conn>, Vec<R>)
@@ -480,14 +492,7 @@ async fn run_until(
 
     // Conservation: trades move cash and assets only between bench users.
     let all_users: Vec<String> = plan.users.buyers.iter().chain(&plan.users.sellers).cloned().collect();
-    let (pool, accounts) = on_pool(control, all_users.clone(), |mut conn, user| async move {
-        let r = match conn.call(Method::GET, &format!("/api/users/{}/account", encode(&user)), None).await {
-            Ok(a) => a.ok().and_then(|a| a.json::<Account>("GET /api/users/{id}/account")),
-            Err(e) => Err(e),
-        };
-        (conn, r)
-    })
-    .await;
+    let (pool, accounts) = accounts_of(control, all_users.clone()).await;
     control = pool;
     match accounts.into_iter().collect::<Result<Vec<Account>, _>>() {
         Ok(accounts) => {
@@ -573,14 +578,7 @@ async fn run_until(
     // Holds: with every bench order closed, nothing may stay held. The sums above hold
     // whatever the holds are; a hold left open would keep funds from their owner.
     if cleanup.errors == 0 {
-        let (pool, accounts) = on_pool(control, all_users, |mut conn, user| async move {
-            let r = match conn.call(Method::GET, &format!("/api/users/{}/account", encode(&user)), None).await {
-                Ok(a) => a.ok().and_then(|a| a.json::<Account>("GET /api/users/{id}/account")),
-                Err(e) => Err(e),
-            };
-            (conn, r)
-        })
-        .await;
+        let (pool, accounts) = accounts_of(control, all_users).await;
         control = pool;
         let mut released = true;
         for a in accounts {

@@ -529,24 +529,32 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Calls `f` with every command under `agt` and its path (`agt order place`), clap's
+    /// own `help` subcommand left out.
+    fn each_command(f: &mut dyn FnMut(&clap::Command, &str)) {
+        fn walk(cmd: &clap::Command, path: &str, f: &mut dyn FnMut(&clap::Command, &str)) {
+            f(cmd, path);
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), f);
+            }
+        }
+        walk(&Cli::command(), "agt", f);
+    }
+
     /// `--help` is the manual a user has at hand: an argument listed without a word
     /// (`<ID>`, `--qty <QTY>`) leaves them guessing, as `order amend --qty` did about
     /// whether it is the new total or an increment.
     #[test]
     fn every_argument_says_what_it_is() {
-        fn walk(cmd: &clap::Command, path: &str, bare: &mut Vec<String>) {
+        let mut bare = Vec::new();
+        each_command(&mut |cmd, path| {
             for arg in cmd.get_arguments() {
                 let id = arg.get_id().as_str();
                 if !matches!(id, "help" | "version") && arg.get_help().is_none() && arg.get_long_help().is_none() {
                     bare.push(format!("{path} {id}"));
                 }
             }
-            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-                walk(sub, &format!("{path} {}", sub.get_name()), bare);
-            }
-        }
-        let mut bare = Vec::new();
-        walk(&Cli::command(), "agt", &mut bare);
+        });
         assert!(bare.is_empty(), "arguments without a description in --help: {bare:?}");
     }
 
@@ -556,18 +564,14 @@ mod tests {
     /// A long line must be a whole sentence or paragraph, which clap wraps cleanly.
     #[test]
     fn hand_wrapped_help_breaks_only_where_clap_would_not_rewrap() {
-        fn walk(cmd: &clap::Command, path: &str, long: &mut Vec<String>) {
+        let mut long = Vec::new();
+        each_command(&mut |cmd, path| {
             for text in [cmd.get_after_help(), cmd.get_before_help()].into_iter().flatten() {
                 let text = text.to_string();
                 let cut = text.lines().filter(|l| l.chars().count() > 100 && !l.trim_end().ends_with(['.', ':', '!', '?']));
                 long.extend(cut.map(|line| format!("{path}: {line}")));
             }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), long);
-            }
-        }
-        let mut long = Vec::new();
-        walk(&Cli::command(), "agt", &mut long);
+        });
         assert!(long.is_empty(), "help lines broken mid-sentence past clap's width: {long:#?}");
     }
 
