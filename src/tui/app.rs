@@ -33,6 +33,21 @@ const FLASH_TICKS: u64 = 6;
 /// Rows PageUp/PageDown move.
 const PAGE: usize = 10;
 
+/// Where a scrolling overlay's offset goes for a key (j/k, arrows, pages, g/G, Home/End),
+/// at most `last`; any other key leaves it.
+fn scrolled(code: KeyCode, scroll: usize, last: usize) -> usize {
+    let to = match code {
+        KeyCode::Char('j') | KeyCode::Down => scroll + 1,
+        KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
+        KeyCode::PageDown => scroll + PAGE,
+        KeyCode::PageUp => scroll.saturating_sub(PAGE),
+        KeyCode::Char('g') | KeyCode::Home => 0,
+        KeyCode::Char('G') | KeyCode::End => last,
+        _ => scroll,
+    };
+    to.min(last)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Overview,
@@ -506,21 +521,11 @@ impl App {
             Overlay::None => self.on_view_key(key),
             Overlay::Help { scroll } => {
                 let last = crate::tui::views::help::max_scroll(self.screen);
-                let scroll = match key.code {
-                    KeyCode::Char('q') => {
-                        self.quit = true;
-                        return;
-                    }
-                    KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => return,
-                    KeyCode::Char('j') | KeyCode::Down => scroll + 1,
-                    KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
-                    KeyCode::PageDown => scroll + PAGE,
-                    KeyCode::PageUp => scroll.saturating_sub(PAGE),
-                    KeyCode::Char('g') | KeyCode::Home => 0,
-                    KeyCode::Char('G') | KeyCode::End => last,
-                    _ => scroll,
-                };
-                self.overlay = Overlay::Help { scroll: scroll.min(last) };
+                match key.code {
+                    KeyCode::Char('q') => self.quit = true,
+                    KeyCode::Esc | KeyCode::Char('?') | KeyCode::Enter => {}
+                    code => self.overlay = Overlay::Help { scroll: scrolled(code, scroll, last) },
+                }
             }
             Overlay::Filter { before } => self.on_filter_key(key, before),
             Overlay::Form(mut form) => match form.key(key) {
@@ -540,21 +545,11 @@ impl App {
             },
             Overlay::Detail { of, scroll } => {
                 let last = crate::tui::views::detail::rows(self, &of).map_or(0, |(_, rows)| rows.len().saturating_sub(1));
-                let scroll = match key.code {
-                    KeyCode::Char('q') => {
-                        self.quit = true;
-                        return;
-                    }
-                    KeyCode::Esc | KeyCode::Enter => return,
-                    KeyCode::Char('j') | KeyCode::Down => scroll + 1,
-                    KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
-                    KeyCode::PageDown => scroll + PAGE,
-                    KeyCode::PageUp => scroll.saturating_sub(PAGE),
-                    KeyCode::Char('g') | KeyCode::Home => 0,
-                    KeyCode::Char('G') | KeyCode::End => last,
-                    _ => scroll,
-                };
-                self.overlay = Overlay::Detail { of, scroll: scroll.min(last) };
+                match key.code {
+                    KeyCode::Char('q') => self.quit = true,
+                    KeyCode::Esc | KeyCode::Enter => {}
+                    code => self.overlay = Overlay::Detail { of, scroll: scrolled(code, scroll, last) },
+                }
             }
             Overlay::Confirm { question, command } => match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
