@@ -68,8 +68,8 @@ pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
         // A stream that broke off (the daemon cuts one it cannot go on with: events
         // pruned past it, its token revoked; or the daemon died) is asked about below,
         // followed or not: a read cut short must not pass for the whole of it.
+        // (A stream that showed anything was sent, so only a lost answer can break it.)
         Err(ClientError::Unreachable { delivery: Delivery::AnswerLost, .. }) => return Err(why_the_stream_ended(ctx, &resume)),
-        Err(ClientError::Unreachable { .. }) if args.follow && shown > 0 => return Err(why_the_stream_ended(ctx, &resume)),
         other => other?,
     }
     if shown == 0 && !args.follow && args.since.is_none() && !ctx.json() {
