@@ -49,20 +49,13 @@ async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
         return Ok(0);
     }
     let listed = app.market.call(market::Cmd::Symbols).await?;
-    let grid = |i: &crate::api::Instrument| {
-        let (base, notional) = risk::checks::grid_places(i);
-        if i.base == asset {
-            base
-        } else {
-            notional
-        }
-    };
     let trading: Vec<&crate::api::Instrument> = listed.iter().filter(|i| i.base == asset || i.quote == asset).collect();
     if asset == CASH || !trading.is_empty() {
         // An instrument whose notional needs more than 28 places (listed before agt
         // refused such) can take no order at all; its grid must not cap the deposits.
-        let tradable = trading.into_iter().filter(|i| risk::checks::grid_places(i).1 <= 28);
-        return Ok(tradable.map(grid).max().unwrap_or(0));
+        let grids = trading.into_iter().map(|i| (i.base == asset, risk::checks::grid_places(i)));
+        let tradable = grids.filter(|(_, (_, notional))| *notional <= 28);
+        return Ok(tradable.map(|(base, (lot, notional))| if base { lot } else { notional }).max().unwrap_or(0));
     }
     if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
         return Err(ApiError::rejected(
