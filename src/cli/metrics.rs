@@ -174,7 +174,14 @@ pub fn summarize(samples: &[Sample]) -> Value {
     let orders: Map<String, Value> = by_label(samples, "agt_orders_total", "status").into_iter().map(|(k, v)| (k, number(v))).collect();
     let place = "agt_order_place_duration_seconds";
     let mut services: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for (metric, key) in [("agt_service_up", "up"), ("agt_service_restarts_total", "restarts"), ("agt_mailbox_depth", "mailbox_depth")] {
+    // `feed_behind`: events on the bus not handed to the service yet (audit, health,
+    // market and notify are fed from the bus; the others have no feed).
+    for (metric, key) in [
+        ("agt_service_up", "up"),
+        ("agt_service_restarts_total", "restarts"),
+        ("agt_mailbox_depth", "mailbox_depth"),
+        ("agt_feed_behind", "feed_behind"),
+    ] {
         for (svc, v) in by_label(samples, metric, "service") {
             let v = if key == "up" { json!(v > 0.0) } else { number(v) };
             services.entry(svc).or_default().insert(key.into(), v);
@@ -242,7 +249,7 @@ fn render(m: &Value) -> String {
     out.push(format!("http requests:  {} ({} errors)", http["total"], http["errors"]));
     out.push(format!("bus backlog:    {} events not stored yet", m["bus_backlog"]));
     if let Some(services) = m["services"].as_object().filter(|s| !s.is_empty()) {
-        let mut t = Table::new(&["SERVICE", "UP", "RESTARTS", "MAILBOX"]);
+        let mut t = Table::new(&["SERVICE", "UP", "RESTARTS", "MAILBOX", "FEED BEHIND"]);
         for (name, s) in services {
             let up = match s.get("up").and_then(Value::as_bool) {
                 Some(true) => "yes",
@@ -250,7 +257,7 @@ fn render(m: &Value) -> String {
                 None => "-",
             };
             let num = |k: &str| s.get(k).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-            t.row(vec![name.clone(), up.into(), num("restarts"), num("mailbox_depth")]);
+            t.row(vec![name.clone(), up.into(), num("restarts"), num("mailbox_depth"), num("feed_behind")]);
         }
         out.push(String::new());
         out.push(t.render());
@@ -285,6 +292,7 @@ agt_order_place_duration_seconds_sum 0.5
 agt_service_up{service="market"} 1
 agt_service_restarts_total{service="market"} 2
 agt_mailbox_depth{service="market"} 0
+agt_feed_behind{service="market"} 9
 agt_bus_backlog 17
 http_requests_total{service="agt",endpoint="/health",method="GET"} 7
 http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \"q\""} 5
@@ -294,8 +302,8 @@ http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \
     #[test]
     fn parses_the_text_format() {
         let s = parse(TEXT);
-        assert_eq!(s.len(), 14);
-        assert_eq!(s[13].label("note"), Some("a \"q\""));
+        assert_eq!(s.len(), 15);
+        assert_eq!(s[14].label("note"), Some("a \"q\""));
         assert_eq!((s[5].label("le"), s[5].value), (Some("+Inf"), 100.0));
         assert_eq!(s[7], Sample { name: "agt_order_place_duration_seconds_sum".into(), labels: vec![], value: 0.5 });
     }
@@ -309,6 +317,11 @@ http_requests_total{service="agt",endpoint="/api/orders",method="POST",note="a \
         assert_eq!(m["http_requests"]["by_endpoint"]["GET /health"], 7);
         assert_eq!(m["services"]["market"]["up"], true);
         assert_eq!(m["services"]["market"]["restarts"], 2);
+        assert_eq!(m["services"]["market"]["feed_behind"], 9);
+        let table = render(&m);
+        let head = table.lines().find(|l| l.starts_with("SERVICE")).unwrap();
+        let market = table.lines().find(|l| l.starts_with("market")).unwrap();
+        assert!(head.ends_with("FEED BEHIND") && market.trim_end().ends_with(" 9"), "{table}");
         // p50: rank 50 is the top of the first bucket.
         assert!((m["order_place_seconds"]["p50"].as_f64().unwrap() - 0.001).abs() < 1e-12);
         // p99: rank 99 is past the last finite bucket: its bound.

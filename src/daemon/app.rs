@@ -86,11 +86,20 @@ impl App {
 /// behind under load answers with what it has by then.
 pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The progress of the event feeds whose services' state a route reads (health's
-/// history is read by nobody who must see their own write).
+/// The progress of each service's event feed: routes that read what audit, market or
+/// notify build wait on theirs (health's history is read by nobody who must see their
+/// own write), and `/metrics` shows how far each is behind the bus (`agt_feed_behind`).
 #[derive(Debug, Default)]
 pub struct Feeds {
     pub audit: Arc<Progress>,
+    pub health: Arc<Progress>,
     pub market: Arc<Progress>,
     pub notify: Arc<Progress>,
+}
+
+impl Feeds {
+    /// Each feed with the name of the service it feeds.
+    pub fn each(&self) -> [(&'static str, &Progress); 4] {
+        [("audit", &self.audit), ("health", &self.health), ("market", &self.market), ("notify", &self.notify)]
+    }
 }

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub bus_events_kept: Gauge,
     /// Events handed to the bus and not stored yet (set at scrape time).
     pub bus_backlog: Gauge,
+    /// Events stored on the bus that a service's feed has not handed to it yet (set at
+    /// scrape time).
+    pub feed_behind: Family<ServiceLabel, Gauge>,
     pub notification_deliveries: Family<ResultLabel, Counter>,
 }
 
@@ -111,6 +114,7 @@ impl Metrics {
         let bus_events = Family::<TypeLabel, Counter>::default();
         let bus_events_kept = Gauge::default();
         let bus_backlog = Gauge::default();
+        let feed_behind = Family::<ServiceLabel, Gauge>::default();
         let notification_deliveries = Family::<ResultLabel, Counter>::default();
         r.register("http_requests", "HTTP requests by service, route and method", http_requests.clone());
         r.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
@@ -139,6 +143,11 @@ impl Metrics {
             "Events handed to the bus and not yet stored in events.db (it runs below the order path: this shows whether it keeps up)",
             bus_backlog.clone(),
         );
+        r.register(
+            "agt_feed_behind",
+            "Events stored on the bus that a service's feed has not handed to it yet: with agt_mailbox_depth, how far audit, health, market and notify are behind the order flow (a feed waits while its service's mailbox is full, then reads what it passed from events.db)",
+            feed_behind.clone(),
+        );
         r.register("agt_notification_deliveries", "Webhook delivery attempts by result", notification_deliveries.clone());
         // Every status is there from the start, at 0 (a rate() over a series that does not
         // exist yet shows no data, not 0).
@@ -162,6 +171,7 @@ impl Metrics {
             bus_events,
             bus_events_kept,
             bus_backlog,
+            feed_behind,
             notification_deliveries,
         }
     }

@@ -199,7 +199,7 @@ async fn serve(
     let audit_at = follower::spawn(bus.clone(), app.audit.clone(), feed, app.feeds.audit.clone(), app.shutdown.subscribe());
     let lifecycle = Filter::Only { wants: Box::new(|kind| kind.starts_with("SERVICE_")), passed: health::Cmd::Passed };
     let feed = Feed { last_seq: health::Cmd::LastEventSeq, event: health::Cmd::Event, filter: lifecycle };
-    let health_at = follower::spawn(bus.clone(), app.health.clone(), feed, Default::default(), app.shutdown.subscribe());
+    let health_at = follower::spawn(bus.clone(), app.health.clone(), feed, app.feeds.health.clone(), app.shutdown.subscribe());
     let trades = Filter::Only { wants: Box::new(|kind| kind == "TRADE_EXECUTED"), passed: market::Cmd::Passed };
     let feed = Feed { last_seq: market::Cmd::LastEventSeq, event: market::Cmd::Event, filter: trades };
     let market_at = follower::spawn(bus.clone(), app.market.clone(), feed, app.feeds.market.clone(), app.shutdown.subscribe());

@@ -163,6 +163,7 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
         "agt_store_commit_duration_seconds",
         "agt_bus_events_total",
         "agt_notification_deliveries_total",
+        "agt_feed_behind",
     ] {
         assert!(families.contains(want), "no panel shows {want}: {families:?}");
     }
@@ -232,9 +233,24 @@ fn every_metric_the_dashboard_queries_is_exported_by_the_daemon() {
         "agt_store_commit_duration_seconds",
         "agt_lane_busy_seconds",
         "agt_bus_events_total",
+        "agt_feed_behind",
     ] {
         assert!(sampled.contains(f), "{f} has no sample after a trade:\n{text}");
     }
+    // Each service's feed is there by name; market's is at 0 once a market read has
+    // waited for it (`/api/trades` answers after market has seen every event).
+    dm.ok("GET", &format!("/api/trades/{sym}"), None);
+    let (_, text) = dm.tcp("GET", "/metrics", None, None);
+    let text = text.as_str().unwrap();
+    let behind = |service: &str| -> i64 {
+        let series = format!("agt_feed_behind{{service=\"{service}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series}:\n{text}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    for service in ["audit", "health", "notify"] {
+        assert!(behind(service) >= 0);
+    }
+    assert_eq!(behind("market"), 0, "{text}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use crate::api::{ApiError, Health};
 use crate::daemon::app::App;
 use crate::daemon::http::{ApiResult, Caller, NoQuery, Path};
+use crate::daemon::metrics::ServiceLabel;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +36,13 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
 
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.supervisor.export_gauges();
-    crate::daemon::metrics::get().bus_backlog.set(app.bus.backlog() as i64);
+    let metrics = crate::daemon::metrics::get();
+    metrics.bus_backlog.set(app.bus.backlog() as i64);
+    let stored = app.bus.last_seq();
+    for (service, feed) in app.feeds.each() {
+        let seen = feed.seen.load(std::sync::atomic::Ordering::Acquire);
+        metrics.feed_behind.get_or_create(&ServiceLabel { service }).set(stored.saturating_sub(seen) as i64);
+    }
     let text = crate::daemon::metrics::get().encode();
     // prometheus-client writes OpenMetrics (`# EOF`, a counter's family without `_total`):
     // said so, since a 0.0.4 parser reads those families' TYPE and HELP as no one's.
