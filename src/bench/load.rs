@@ -414,8 +414,14 @@ async fn run_until(
     let cpu_before = super::cpu::Usage::now(daemon_pid);
     let ((back_conns, back_plan), outs, started) = phase(conns, Arc::new(plan)).await;
     let cpu_after = super::cpu::Usage::now(daemon_pid);
+    let phase_ended = Instant::now();
     conns = back_conns;
     let times_after = placement_times(&mut conns).await;
+    let caught_up = match (conns.first_mut(), symbols.first()) {
+        (Some(conn), Some(symbol)) => super::catch_up::wait(conn, symbol, phase_ended).await,
+        _ => None,
+    };
+    let cpu_caught_up = caught_up.map(|_| super::cpu::Usage::now(daemon_pid));
     let plan = back_plan;
 
     let mut hist = histogram();
@@ -656,8 +662,10 @@ async fn run_until(
         sched: opts.sched.to_string(),
         cpu_us_per_order: {
             let (bench, daemon) = cpu_before.per_order(&cpu_after, acknowledged);
-            CpuPerOrder { bench, daemon }
+            let daemon_with_catch_up = cpu_caught_up.and_then(|at| cpu_before.per_order(&at, acknowledged).1);
+            CpuPerOrder { bench, daemon, daemon_with_catch_up }
         },
+        catch_up_ms: caught_up.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
         daemon_time: times_before.zip(times_after).map(|(before, after)| after.since(&before)),
     })
 }

@@ -25,6 +25,7 @@
 //! cash and assets summed over the bench users must equal what was deposited. Finally the
 //! bench users' open orders are cancelled and a token made for the run is revoked.
 
+mod catch_up;
 pub mod conn;
 mod cpu;
 pub mod daemon_time;

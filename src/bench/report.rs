@@ -76,6 +76,10 @@ pub struct Report {
     pub sched: String,
     /// CPU time per acknowledged order during the measured phase.
     pub cpu_us_per_order: CpuPerOrder,
+    /// How long after the measured phase's last answer the daemon's background work for
+    /// it was done (events stored, audit, market, notify and health caught up:
+    /// `bench::catch_up`), ms; `null` if not within a minute or the daemon does not say.
+    pub catch_up_ms: Option<f64>,
     /// The daemon's own placement time during the measured phase: the share of its
     /// placements over each bound (`null` if its `/metrics` could not be read).
     pub daemon_time: Option<super::daemon_time::DaemonTime>,
@@ -83,7 +87,8 @@ pub struct Report {
 
 /// CPU time (user and system) per acknowledged order, µs, spent during the measured phase:
 /// when the generator and the daemon share a machine, orders/s is bounded by the sum.
-/// Work the daemon does after the phase (events still being stored) is not counted.
+/// Work the daemon does after the phase (events still being stored, audit catching up)
+/// is in `daemon_with_catch_up`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuPerOrder {
     /// This load generator.
@@ -91,6 +96,9 @@ pub struct CpuPerOrder {
     /// The daemon, all its threads: known over the Unix socket on Linux (the socket names
     /// its peer), `null` over TCP.
     pub daemon: Option<f64>,
+    /// The daemon from the phase's start until its background work for the phase was
+    /// done (`catch_up_ms` after the last answer): what each order cost it in all.
+    pub daemon_with_catch_up: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -276,6 +284,7 @@ pub fn render(r: &Report) -> String {
     if !parts.is_empty() {
         lines.push(("cpu µs/order".into(), parts.join(", ")));
     }
+    lines.push(("caught up".into(), caught_up(r.catch_up_ms, cpu.daemon_with_catch_up)));
     let v = &r.verification;
     let mut ver = format!("{}/{}", v.verified, v.checked);
     if v.missing + v.inconsistent + v.lookup_errors > 0 {
@@ -313,9 +322,26 @@ pub fn render(r: &Report) -> String {
     out.join("\n")
 }
 
+/// The report's `caught up` line: when the daemon's background work was done, and its
+/// CPU per order counted through it.
+fn caught_up(ms: Option<f64>, daemon_us: Option<f64>) -> String {
+    match (ms, daemon_us) {
+        (Some(ms), Some(us)) => format!("{ms:.0} ms after the last answer; daemon {us:.1} cpu µs/order with that work"),
+        (Some(ms), None) => format!("{ms:.0} ms after the last answer"),
+        (None, _) => format!("not within {} s of the last answer, or the daemon does not say", super::catch_up::LIMIT.as_secs()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caught_up_line_gives_the_time_and_the_cpu_with_it() {
+        assert_eq!(caught_up(Some(41.6), Some(80.26)), "42 ms after the last answer; daemon 80.3 cpu µs/order with that work");
+        assert_eq!(caught_up(Some(3.0), None), "3 ms after the last answer", "over TCP the daemon's CPU is not known");
+        assert_eq!(caught_up(None, Some(80.0)), "not within 60 s of the last answer, or the daemon does not say");
+    }
 
     #[test]
     fn latency_summary() {
