@@ -29,6 +29,10 @@ pub struct TailArgs {
     /// note on stderr when there are more]
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
+    /// Only the records of this actor, exactly as the ACTOR column shows it: `socket`,
+    /// `token:ID`, or `event:SERVICE` for the events a service published
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, cmd: AuditCmd) -> CliResult {
@@ -49,17 +53,23 @@ fn tail(ctx: &Ctx, args: TailArgs) -> CliResult {
         }
         list_or_none(t, "no audit records")
     };
+    // Empty, the daemon would match no record and answer an empty list, as if the actor had done nothing.
+    let actor = super::named_opt(args.actor, "--actor", "an actor as the ACTOR column shows it (socket, token:ID, event:SERVICE)")?;
     match args.since {
         // Paging forward from --since: the first N after it, and a note when there are more.
         Some(since) => {
-            let noun = format!("records after {since}");
+            let noun = match &actor {
+                Some(a) => format!("records of {a} after {since}"),
+                None => format!("records after {since}"),
+            };
             let cut = Cut { noun, which: "first", default: 100, max: 100_000, keep_front: true };
-            let listed = ctx.get_list("/api/audit", &[("since", Some(since.to_string()))], args.limit, cut)?;
+            let listed = ctx.get_list("/api/audit", &[("since", Some(since.to_string())), ("actor", actor)], args.limit, cut)?;
             ctx.show_list(&listed, table)
         }
         // A tail: the newest N, as asked.
         None => {
-            let v = ctx.get(&with_query("/api/audit", &[("limit", Some(args.limit.unwrap_or(TAIL).to_string()))]))?;
+            let query = [("actor", actor), ("limit", Some(args.limit.unwrap_or(TAIL).to_string()))];
+            let v = ctx.get(&with_query("/api/audit", &query))?;
             ctx.show(&v, table)
         }
     }

@@ -153,3 +153,26 @@ fn audit_verify_fails_while_an_anchor_a_start_could_not_read_is_kept() {
     std::fs::remove_file(d.path().join("data/audit.head.unreadable")).unwrap();
     d.cli().args(["audit", "verify"]).assert().success().stdout(contains("audit chain ok"));
 }
+
+/// `agt audit tail --actor` asks `GET /api/audit?actor=` for one actor's records, in a
+/// tail and in pages after `--since` alike; an empty one is a usage error, not "nobody".
+#[test]
+fn cli_audit_tail_filters_by_actor() {
+    let d = Daemon::start();
+    let made = crate::util::unique();
+    d.user(&format!("audited{made}"));
+    let records = |args: &[&str]| -> Vec<Value> {
+        let out = d.cli().args(["-o", "json", "audit", "tail"]).args(args).assert().success().get_output().stdout.clone();
+        serde_json::from_slice::<Value>(&out).unwrap().as_array().unwrap().clone()
+    };
+    let everyone = records(&["--limit", "1000"]);
+    assert!(everyone.iter().any(|r| r["actor"] == "socket") && everyone.iter().any(|r| r["actor"] == "event:users"));
+    for args in [&["--actor", "event:users"][..], &["--actor", "event:users", "--since", "0"]] {
+        let theirs = records(args);
+        assert!(!theirs.is_empty() && theirs.iter().all(|r| r["actor"] == "event:users"), "{args:?}: {theirs:?}");
+        assert!(theirs.iter().any(|r| r["detail"].to_string().contains(&made)), "{args:?}: {theirs:?}");
+    }
+    assert!(records(&["--actor", "token:tok_nobody"]).is_empty());
+    d.cli().args(["audit", "tail", "--actor", "nobody"]).assert().success().stdout("no audit records\n");
+    d.cli().args(["audit", "tail", "--actor", " "]).assert().code(2).stderr(contains("--actor cannot be empty"));
+}
