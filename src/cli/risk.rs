@@ -1,6 +1,7 @@
-//! `agt risk limits | set | halt | resume | state`: pre-trade limits and trading halts.
+//! `agt risk limits | set | halt | resume | state | holds`: pre-trade limits, trading
+//! halts, and what open orders hold.
 
-use super::output::{cell, clean, items, kv};
+use super::output::{cell, clean, items, kv, list_or_none, table_of};
 use super::{json_value, CliResult, Ctx};
 use crate::client::with_query;
 use clap::Subcommand;
@@ -40,6 +41,13 @@ pub enum RiskCmd {
     },
     /// Show what is halted: all trading, and which symbols
     State,
+    /// The open holds: the USD or asset each open order keeps from its user's available
+    /// balance, every user's or one user's
+    Holds {
+        /// Only this user's holds (username or id)
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
@@ -50,6 +58,8 @@ pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
             ctx.show(&v, kv)
         }
         RiskCmd::Set { key, value, user } => {
+            super::named(&key, "KEY", "a limit's name, e.g. max_open_orders")?;
+            super::named(&value, "VALUE", "a number, true/false, or `default` with --user")?;
             let user = super::named_opt(user, "--user", super::A_USER)?;
             let mut body = Map::new();
             let value = if value == "default" && user.is_some() { Value::Null } else { json_value(&value) };
@@ -62,6 +72,14 @@ pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
         RiskCmd::State => {
             let v = ctx.get("/api/risk/state")?;
             ctx.show(&v, kv)
+        }
+        RiskCmd::Holds { user } => {
+            let user = super::named_opt(user, "--user", super::A_USER)?;
+            let v = ctx.get(&with_query("/api/risk/holds", &[("user_id", user)]))?;
+            ctx.show(&v, |v| {
+                let t = table_of(&items(v), &[("ORDER ID", "order_id"), ("USER ID", "user_id"), ("ASSET", "asset"), ("AMOUNT", "amount")]);
+                list_or_none(t, "no open holds")
+            })
         }
     }
 }

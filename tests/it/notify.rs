@@ -607,3 +607,58 @@ fn setting_the_webhooks_to_what_they_are_announces_nothing() {
     });
     assert_eq!(changes.len(), before + 1, "{changes:?}");
 }
+
+/// `agt notify rules` lists, adds and removes webhook rules as the API does (the README
+/// told users to curl them): a secret through stdin, signing the deliveries, never shown.
+#[test]
+fn cli_notify_rules_add_list_and_remove() {
+    let hook = Receiver::start(|_| Some(204));
+    let d = Daemon::with_config_env(&webhook(&format!("http://127.0.0.1:{}/cfg", dead_port()), &["TOKEN_CREATED"], None), FAST);
+    let out = d
+        .cli()
+        .args(["-o", "json", "notify", "rules", "add", &hook.url(), "--events", "USER_CREATED,TRADE_EXECUTED", "--secret", "-"])
+        .write_stdin("s3cret\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let rule: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!((rule["source"].as_str(), rule["secret"].as_str()), (Some("api"), Some("***")), "{rule}");
+    assert_eq!(rule["events"], json!(["USER_CREATED", "TRADE_EXECUTED"]));
+    let id = rule["id"].as_str().unwrap().to_string();
+
+    // The table: the config's webhook and the rule; `rules` alone is `rules list`.
+    let table = String::from_utf8(d.cli().args(["notify", "rules"]).assert().success().get_output().stdout.clone()).unwrap();
+    assert!(table.starts_with("ID") && table.contains("config:0") && table.contains(&id), "{table}");
+    assert!(table.contains("USER_CREATED,TRADE_EXECUTED") && table.contains("***") && !table.contains("s3cret"), "{table}");
+    let listed: Value =
+        serde_json::from_slice(&d.cli().args(["-o", "json", "notify", "rules", "list"]).assert().success().get_output().stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    let user = d.user("hooked");
+    let hit = wait_until("a delivery through the CLI's rule", Duration::from_secs(10), || hook.hits().pop());
+    assert!(hit.body.contains(&user));
+    assert_eq!(hit.headers["x-agt-signature"], format!("sha256={}", hmac_hex("s3cret", &hit.body)), "the secret as typed, no newline");
+
+    // What the daemon refuses is exit 1 with its code; what nothing could mean is exit 2.
+    d.cli()
+        .args(["notify", "rules", "add", &hook.url(), "--events", "NOPE"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("invalid_events"));
+    for (args, arg) in [
+        (&["notify", "rules", "add", "", "--events", "*"][..], "URL"),
+        (&["notify", "rules", "add", "http://127.0.0.1:1/", "--events", "USER_CREATED,,TRADE_EXECUTED"], "--events"),
+        (&["notify", "rules", "add", "http://127.0.0.1:1/", "--events", "*", "--secret", ""], "--secret"),
+        (&["notify", "rules", "remove", " "], "ID"),
+    ] {
+        d.cli().args(args).assert().code(2).stderr(predicates::str::contains(format!("{arg} cannot be empty")));
+    }
+    d.cli().args(["notify", "rules", "add", "http://127.0.0.1:1/"]).assert().code(2);
+
+    d.cli().args(["notify", "rules", "remove", &id]).assert().success().stdout(format!("removed webhook rule {id} ({})\n", hook.url()));
+    d.cli().args(["notify", "rules", "rm", &id]).assert().code(1).stderr(predicates::str::contains("not_found"));
+    let left = d.ok("GET", "/api/notifications/rules", None);
+    assert_eq!(left.as_array().unwrap().len(), 1, "only the config's: {left}");
+}

@@ -453,3 +453,31 @@ fn supply_leaves_room_for_the_grid_so_trades_settle_exactly() {
     );
     assert_eq!((s, code(&e)), (400, "invalid_lot"), "{e}");
 }
+
+/// `agt risk holds [--user U]` shows `GET /api/risk/holds` (the README sent users to
+/// curl): every open order's hold, or one user's, by username as well as by id.
+#[test]
+fn cli_risk_holds_lists_every_users_or_one_users() {
+    let dm = Daemon::start();
+    let (sym, b, s) = dm.market_pair("1000", "10");
+    let buy = dm.place(&b, &sym, "buy", "3", Some("10.00")).1;
+    let sell = dm.place(&s, &sym, "sell", "4", Some("11.00")).1;
+    let name = dm.ok("GET", &format!("/api/users/{b}"), None)["username"].as_str().unwrap().to_string();
+    let json = |args: &[&str]| -> Value {
+        serde_json::from_slice(&dm.cli().args(["-o", "json", "risk", "holds"]).args(args).assert().success().get_output().stdout).unwrap()
+    };
+    let theirs = json(&["--user", &name]);
+    let [hold] = theirs.as_array().unwrap().as_slice() else { panic!("one hold: {theirs}") };
+    assert_eq!((&hold["order_id"], hold["user_id"].as_str(), hold["asset"].as_str()), (&buy["order_id"], Some(b.as_str()), Some("USD")));
+    assert_eq!(dec(&hold["amount"]), d("30"));
+    let all = json(&[]);
+    let ids: Vec<&str> = all.as_array().unwrap().iter().map(|h| h["order_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&buy["order_id"].as_str().unwrap()) && ids.contains(&sell["order_id"].as_str().unwrap()), "{all}");
+    let table = String::from_utf8(dm.cli().args(["risk", "holds", "--user", &s]).assert().success().get_output().stdout.clone()).unwrap();
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(table.starts_with("ORDER ID") && row.contains(sell["order_id"].as_str().unwrap()) && row.contains(&sym), "{table}");
+    dm.ok("DELETE", &format!("/api/orders/{}", sell["order_id"].as_str().unwrap()), None);
+    dm.cli().args(["risk", "holds", "--user", &s]).assert().success().stdout("no open holds\n");
+    dm.cli().args(["risk", "holds", "--user", "nobody-at-all"]).assert().code(1).stderr(predicates::str::contains("not_found"));
+    dm.cli().args(["risk", "holds", "--user", ""]).assert().code(2).stderr(predicates::str::contains("--user cannot be empty"));
+}
