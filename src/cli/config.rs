@@ -43,6 +43,7 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
             })
         }
         ConfigCmd::Get { key } => {
+            super::named(&key, "KEY", "a dotted key (`agt config show` lists them)")?;
             let v = ctx.get("/api/config")?;
             let found = lookup(&v, &key)
                 .ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
@@ -54,6 +55,8 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
             })
         }
         ConfigCmd::Set { key, value } => {
+            // VALUE may be empty: `http.listen ""` turns TCP off.
+            super::named(&key, "KEY", "a dotted key (`agt config show` lists them)")?;
             let mut body = Map::new();
             body.insert(key.clone(), json_value(&value));
             let v = ctx.put("/api/config", &Value::Object(body))?;

@@ -113,6 +113,9 @@ pub fn run(ctx: &Ctx, cmd: OrderCmd) -> CliResult {
         OrderCmd::Place { user, symbol, side, quantity, price, kind, tif, client_id } => {
             super::named(&user, "USER", super::A_USER)?;
             super::named(&symbol, "SYMBOL", super::A_SYMBOL)?;
+            super::named(&quantity, "QTY", "a quantity on the symbol's lot, e.g. 10")?;
+            // Given but empty, PRICE is no price: nothing the daemon could place (leave it out for a market order).
+            let price = super::named_opt(price, "PRICE", "a limit price, or leave PRICE out for a market order")?;
             let client_id = super::named_opt(client_id, "--client-id", "an id of your own for this order, or leave --client-id out")?;
             let kind = match (kind, &price) {
                 (Some(Kind::Limit), None) => return Err(CliError::Usage("a limit order needs a PRICE".into())),

@@ -79,6 +79,7 @@ pub enum UserCmd {
 pub fn run(ctx: &Ctx, cmd: UserCmd) -> CliResult {
     match cmd {
         UserCmd::Create { name, email } => {
+            super::named(&name, "NAME", "a username: 1-64 letters, digits, `_`, `.` or `-`")?;
             super::named(&email, "--email", AN_EMAIL)?;
             let v = ctx.post("/api/users", &json!({ "username": name, "email": email }))?;
             ctx.show(&v, kv)
@@ -164,6 +165,7 @@ fn resting_orders_note(ctx: &Ctx, user: &Value) {
 fn transfer(ctx: &Ctx, user: &str, kind: &str, asset: String, amount: String) -> CliResult {
     let path = path(user)?;
     super::named(&asset, "ASSET", "USD or a symbol's base asset (AAPL, BTC)")?;
+    super::named(&amount, "AMOUNT", "a decimal > 0, e.g. 10000 or 0.5")?;
     let v = ctx.post(&format!("{path}/{kind}"), &json!({ "asset": asset, "amount": amount }))?;
     ctx.show(&v, |v| if v.get("balances").is_some() { account(v) } else { kv(v) })
 }

@@ -183,6 +183,20 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         (&["order", "place", "", "AAPL", "buy", "1"], "USER"),
         (&["order", "place", "bob", "", "buy", "1", "5"], "SYMBOL"),
         (&["order", "place", "bob", " ", "sell", "1", "--type", "market"], "SYMBOL"),
+        // A quantity, price or amount nothing could mean: not sent for the daemon's own
+        // words, and an empty PRICE is no price, not a market order.
+        (&["order", "place", "bob", "AAPL", "buy", "", "100"], "QTY"),
+        (&["order", "place", "bob", "AAPL", "sell", " "], "QTY"),
+        (&["order", "place", "bob", "AAPL", "buy", "1", ""], "PRICE"),
+        (&["order", "place", "bob", "AAPL", "buy", "1", " ", "--type", "limit"], "PRICE"),
+        (&["user", "deposit", "alice", "USD", ""], "AMOUNT"),
+        (&["user", "withdraw", "alice", "USD", " "], "AMOUNT"),
+        (&["user", "create", "", "--email", "a@b.c"], "NAME"),
+        (&["risk", "set", "", "5"], "KEY"),
+        (&["risk", "set", "max_open_orders", ""], "VALUE"),
+        (&["risk", "set", "max_open_orders", " ", "--user", "bob"], "VALUE"),
+        (&["config", "get", ""], "KEY"),
+        (&["config", "set", " ", "5"], "KEY"),
         (&["risk", "halt", ""], "SYMBOL"),
         (&["risk", "resume", " "], "SYMBOL"),
         // An empty filter or target flag: "no user" is not "every user".
@@ -219,6 +233,8 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         assert!(err.contains(&format!("{arg} cannot be empty: give ")), "{args:?}: {err}");
         assert!(!err.contains("no route") && !err.contains("not_found"), "{args:?}: {err}");
     }
+    // An empty VALUE is one: `http.listen ""` turns TCP off. It goes to the daemon (none here).
+    agt().args(["config", "set", "http.listen", ""]).assert().code(3);
     for url in ["not a url", "http://host:port", "http://h:99999"] {
         agt().args(["--url", url, "--token", "t", "health"]).assert().code(2).stderr(predicates::str::contains("invalid daemon URL"));
     }
