@@ -264,10 +264,11 @@ impl Form {
     }
 
     fn validate_place(&mut self, known: &Known) -> Option<Command> {
+        // A username is known in any case, as the daemon finds it.
         let user = self.value(USER).to_string();
         if user.is_empty() {
             self.complain(USER, "required: a username or user id");
-        } else if !known.users.is_empty() && !known.users.iter().any(|u| u.username == user || u.user_id == user) {
+        } else if !known.users.is_empty() && !known.users.iter().any(|u| u.username.eq_ignore_ascii_case(&user) || u.user_id == user) {
             self.complain(USER, format!("no user {user:?}"));
         }
         let symbol = self.value(SYMBOL).to_uppercase();
@@ -448,6 +449,26 @@ mod tests {
         let mut f = Form::place("alice", "ZZZ");
         f.validate(&Known { symbols: &symbols[..2], users: &[] });
         assert_eq!(f.field(SYMBOL).unwrap().error.as_deref(), Some("unknown symbol; known: AAPL B"));
+    }
+
+    #[test]
+    fn a_username_in_another_case_is_a_known_user() {
+        let user = |name: &str| User {
+            user_id: format!("usr_{name}"),
+            username: name.into(),
+            email: String::new(),
+            status: "active".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let (symbols, users) = ([aapl()], [user("Alice")]);
+        let known = Known { symbols: &symbols, users: &users };
+        for (typed, known_user) in [("ALICE", true), ("alice", true), ("bob", false)] {
+            let mut f = Form::place(typed, "AAPL");
+            typing(&mut f, "1");
+            f.validate(&known);
+            assert_eq!(f.field(USER).unwrap().error.is_none(), known_user, "{typed}");
+        }
     }
 
     #[test]

@@ -59,11 +59,87 @@ fn users_round_trip_and_conflicts() {
     // A username with the shape of an id could never be named by it.
     let (s, e) = d.req("POST", "/api/users", Some(json!({"username": "usr_0123456789abcdef", "email": "id@x.io"})));
     assert_eq!((s, code(&e)), (400, "invalid_username"), "{e}");
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": "USR_0123456789ABCDEF", "email": "id2@x.io"})));
+    assert_eq!((s, code(&e)), (400, "invalid_username"), "an id in another case too: {e}");
     let (s, e) = d.req("POST", "/api/tokens", Some(json!({"role": "viewer", "expires": "1h"})));
     assert_eq!((s, code(&e)), (400, "invalid_request"), "a mistyped token field is refused: {e}");
     assert_eq!(d.req("GET", "/api/users/nobody-here", None).0, 404);
     d.cli().args(["-o", "json", "user", "get", &name]).assert().success();
     d.cli().args(["user", "get", "nobody-here"]).assert().code(1).stderr(predicates::str::contains("not_found"));
+}
+
+/// A username is one name in any case, like an email: `Carol` cannot join `carol`, and
+/// either spelling finds her everywhere a user is named (the API, the CLI, an order, a
+/// filter), her own spelling kept.
+#[test]
+fn usernames_are_told_apart_without_case() {
+    let d = Daemon::start();
+    let name = format!("Carol{}", unique());
+    let id = d.ok("POST", "/api/users", Some(json!({"username": name, "email": format!("{name}@x.io")})))["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (lower, upper) = (name.to_lowercase(), name.to_uppercase());
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": lower, "email": "another@x.io"})));
+    assert_eq!((s, code(&e)), (409, "username_taken"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("without case"), "{e}");
+    for key in [&lower, &upper, &name] {
+        let u = d.ok("GET", &format!("/api/users/{key}"), None);
+        assert_eq!((u["user_id"].as_str(), u["username"].as_str()), (Some(id.as_str()), Some(name.as_str())), "{key}");
+    }
+    d.cli().args(["user", "deposit", &upper, "USD", "100"]).assert().success();
+    let sym = d.symbol("0.01", "1");
+    let (s, o) = d.place(&lower, &sym, "buy", "1", Some("5"));
+    assert_eq!((s, o["user_id"].as_str()), (201, Some(id.as_str())), "{o}");
+    let listed = d.ok("GET", &format!("/api/orders?user_id={upper}"), None);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let account = d.ok("GET", &format!("/api/users/{upper}/account"), None);
+    assert_eq!(account["user_id"], id.as_str());
+}
+
+/// A store an older agt filled (usernames then were case-sensitive) may hold `dave` and
+/// `Dave`: the migration keeps both, each is found by its exact spelling or id, another
+/// spelling is a 409 `ambiguous_user` naming both, and no third can join them.
+#[test]
+fn two_users_an_older_agt_let_differ_only_in_case_both_keep_working() {
+    let mut d = Daemon::start();
+    let name = format!("dave{}", unique());
+    let first = d.ok("POST", "/api/users", Some(json!({"username": name, "email": format!("{name}@x.io")})))["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.stop();
+    // What an older agt left: a second user whose name differs only in case, and the
+    // store before the case-insensitive index (the migration that adds it runs at start).
+    let shouted = name.to_uppercase();
+    let second = "usr_00000000000000d2";
+    let db = rusqlite::Connection::open(d.path().join("data/users.db")).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    db.execute_batch(&format!(
+        "DROP INDEX users_username_nocase; PRAGMA user_version = {};
+         INSERT INTO users VALUES ('{second}', '{shouted}', 'second@x.io', 'active', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z');",
+        version - 1
+    ))
+    .unwrap();
+    drop(db);
+    d.spawn();
+    assert_eq!(d.ok("GET", &format!("/api/users/{name}"), None)["user_id"], first.as_str());
+    assert_eq!(d.ok("GET", &format!("/api/users/{shouted}"), None)["user_id"], second);
+    assert_eq!(d.ok("GET", &format!("/api/users/{second}"), None)["username"], shouted.as_str());
+    let mixed = format!("D{}", &name[1..]);
+    let (s, e) = d.req("GET", &format!("/api/users/{mixed}"), None);
+    assert_eq!((s, code(&e)), (409, "ambiguous_user"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&first) && message.contains(second), "{message}");
+    let sym = d.symbol("0.01", "1");
+    let (s, e) = d.place(&mixed, &sym, "buy", "1", Some("1"));
+    assert_eq!((s, code(&e)), (409, "ambiguous_user"), "an order names no one by guess: {e}");
+    d.cli().args(["user", "get", &mixed]).assert().code(1).stderr(predicates::str::contains("ambiguous_user"));
+    d.deposit(&shouted, "USD", "5");
+    let (s, e) = d.req("POST", "/api/users", Some(json!({"username": mixed, "email": "third@x.io"})));
+    assert_eq!((s, code(&e)), (409, "username_taken"), "{e}");
+    let users = d.ok("GET", "/api/users", None);
+    assert_eq!(users.as_array().unwrap().iter().filter(|u| u["username"].as_str().unwrap().eq_ignore_ascii_case(&name)).count(), 2);
 }
 
 /// Disabling a user stops its new orders, not the ones resting: they can still fill, and

@@ -21,16 +21,25 @@ pub struct Directory {
 struct Maps {
     by_id: HashMap<String, Arc<User>>,
     id_by_name: HashMap<String, String>,
+    /// Each username in lower case, to the one user it names in any case; `None` where
+    /// two users' usernames differ only in case (an older agt's store): the users service
+    /// then answers, with which to name (`ambiguous_user`).
+    id_by_folded: HashMap<String, Option<String>>,
     /// Whether the users service has loaded its store since the daemon started: until
     /// then a user missing here may exist (the listeners accept requests meanwhile).
     loaded: bool,
 }
 
 impl Directory {
-    /// A user by id or username; an id wins over a username that looks like one.
+    /// A user by id or username, the username in any case (as the users service finds
+    /// it); an id wins over a username that looks like one, an exact spelling over another.
     pub fn get(&self, key: &str) -> Option<Arc<User>> {
         let m = self.inner.read().unwrap();
-        m.by_id.get(key).or_else(|| m.id_by_name.get(key).and_then(|id| m.by_id.get(id))).cloned()
+        if let Some(user) = m.by_id.get(key).or_else(|| m.id_by_name.get(key).and_then(|id| m.by_id.get(id))) {
+            return Some(user.clone());
+        }
+        let folded = m.id_by_folded.get(&key.to_ascii_lowercase())?.as_ref()?;
+        m.by_id.get(folded).cloned()
     }
 
     /// Whether the users service has loaded every user once (a miss in [`Directory::get`]
@@ -41,19 +50,63 @@ impl Directory {
 
     /// Adds or replaces a user (usernames never change).
     pub(super) fn put(&self, user: User) {
-        let mut m = self.inner.write().unwrap();
-        m.id_by_name.insert(user.username.clone(), user.user_id.clone());
-        m.by_id.insert(user.user_id.clone(), Arc::new(user));
+        self.inner.write().unwrap().put(user);
     }
 
     pub(super) fn replace_all(&self, users: Vec<User>) {
         let mut m = self.inner.write().unwrap();
         m.by_id.clear();
         m.id_by_name.clear();
+        m.id_by_folded.clear();
         for u in users {
-            m.id_by_name.insert(u.username.clone(), u.user_id.clone());
-            m.by_id.insert(u.user_id.clone(), Arc::new(u));
+            m.put(u);
         }
         m.loaded = true;
+    }
+}
+
+impl Maps {
+    fn put(&mut self, user: User) {
+        self.id_by_name.insert(user.username.clone(), user.user_id.clone());
+        let id = &user.user_id;
+        self.id_by_folded
+            .entry(user.username.to_ascii_lowercase())
+            .and_modify(|named| {
+                if named.as_ref() != Some(id) {
+                    *named = None;
+                }
+            })
+            .or_insert_with(|| Some(id.clone()));
+        self.by_id.insert(user.user_id.clone(), Arc::new(user));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, name: &str) -> User {
+        User {
+            user_id: id.into(),
+            username: name.into(),
+            email: format!("{id}@example.com"),
+            status: "active".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_username_is_found_in_any_case_unless_two_share_it() {
+        let d = Directory::default();
+        d.replace_all(vec![user("usr_1", "alice"), user("usr_2", "Bob")]);
+        d.put(user("usr_1", "alice")); // an update: still the one user
+        assert_eq!(d.get("ALICE").unwrap().user_id, "usr_1");
+        assert_eq!(d.get("bob").unwrap().user_id, "usr_2");
+        // An older agt's store with `Bob` and `BOB`: each by its spelling, no other.
+        d.put(user("usr_3", "BOB"));
+        assert_eq!(d.get("Bob").unwrap().user_id, "usr_2");
+        assert_eq!(d.get("BOB").unwrap().user_id, "usr_3");
+        assert!(d.get("bob").is_none(), "ambiguous: the users service says which to name");
     }
 }

@@ -35,6 +35,9 @@ const MIGRATIONS: &[&str] = &[
     // Emails are told apart without case (`ALICE@example.com` is alice's address); not a
     // unique index, since a store may already hold two that differ only in case.
     "CREATE INDEX users_email_nocase ON users(email COLLATE NOCASE);",
+    // Usernames likewise (`Alice` names alice): not unique either, for the stores an older
+    // agt left with two usernames that differ only in case (`find` says which to name).
+    "CREATE INDEX users_username_nocase ON users(username COLLATE NOCASE);",
 ];
 
 /// 1–64 letters, digits, `_`, `.` or `-` (DESIGN.md §7), not only dots, and not the shape of a user id:
@@ -61,8 +64,10 @@ pub fn validate_username(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `usr_` and 16 lower-case hex digits: what [`create`] makes ids of.
+/// `usr_` and 16 hex digits, in any case: what [`create`] makes ids of (lower case), and
+/// what a lookup in another case would take for one (`USR_…` names `usr_…`).
 fn looks_like_id(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
     name.strip_prefix("usr_").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
@@ -85,19 +90,44 @@ fn row_to_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
 
 const COLUMNS: &str = "user_id, username, email, status, created_at, updated_at";
 
-fn find(tx: &Connection, key: &str) -> rusqlite::Result<Option<User>> {
+/// The user a key names: its id, else its username in any case. A store an older agt
+/// filled may hold two usernames that differ only in case (`alice`, `Alice`): each is
+/// found by its exact spelling, and another spelling of both (`ALICE`) is a 409
+/// `ambiguous_user` naming them, never a guess.
+fn find(tx: &Connection, key: &str) -> rusqlite::Result<Result<User, ApiError>> {
     // An id wins over a username that happens to look like one.
     let by_id = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE user_id = ?1"))?.query_row([key], row_to_user).optional()?;
-    if by_id.is_some() {
-        return Ok(by_id);
+    if let Some(user) = by_id {
+        return Ok(Ok(user));
     }
-    tx.prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE username = ?1"))?.query_row([key], row_to_user).optional()
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE username = ?1 COLLATE NOCASE ORDER BY created_at, user_id");
+    let mut found = tx.prepare_cached(&sql)?.query_map([key], row_to_user)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(match found.len() {
+        0 => Err(ApiError::not_found("user", key)),
+        1 => Ok(found.remove(0)),
+        _ => match found.iter().position(|u| u.username == key) {
+            Some(i) => Ok(found.remove(i)),
+            None => Err(ambiguous(key, &found)),
+        },
+    })
 }
 
-/// Whether another user has this username (exactly) or this email (in any ASCII case).
+/// A name in a case that two or more users' usernames share (only an older agt's store
+/// holds such users).
+fn ambiguous(key: &str, users: &[User]) -> ApiError {
+    let names: Vec<String> = users.iter().map(|u| format!("{:?} ({})", u.username, u.user_id)).collect();
+    ApiError::conflict(
+        "ambiguous_user",
+        format!(
+            "{key:?} names more than one user, whose usernames differ only in case: {}; name one by its exact username or its id",
+            names.join(", ")
+        ),
+    )
+}
+
+/// Whether another user has this username or this email, in any ASCII case.
 fn taken(tx: &Connection, column: &str, value: &str, except: &str) -> rusqlite::Result<bool> {
-    let collate = if column == "email" { " COLLATE NOCASE" } else { "" };
-    let sql = format!("SELECT 1 FROM users WHERE {column} = ?1{collate} AND user_id <> ?2");
+    let sql = format!("SELECT 1 FROM users WHERE {column} = ?1 COLLATE NOCASE AND user_id <> ?2");
     Ok(tx.prepare_cached(&sql)?.query_row(params![value, except], |_| Ok(())).optional()?.is_some())
 }
 
@@ -121,7 +151,7 @@ impl Service for Users {
                 after.reply(reply, result);
             }
             Cmd::Get(key, reply) => {
-                let user = find(tx, &key)?.ok_or_else(|| ApiError::not_found("user", &key));
+                let user = find(tx, &key)?;
                 after.reply(reply, user);
             }
             Cmd::List(reply) => {
@@ -154,7 +184,10 @@ fn create(tx: &Connection, new: NewUser, after: &mut AfterCommit) -> Result<Resu
         return Ok(Err(e));
     }
     if taken(tx, "username", &new.username, "")? {
-        return Ok(Err(ApiError::conflict("username_taken", format!("username {:?} is already taken", new.username))));
+        return Ok(Err(ApiError::conflict(
+            "username_taken",
+            format!("username {:?} is already taken (usernames are told apart without case: `Alice` is alice)", new.username),
+        )));
     }
     if taken(tx, "email", &new.email, "")? {
         return Ok(Err(ApiError::conflict("email_taken", format!("email {:?} is already in use", new.email))));
@@ -181,8 +214,9 @@ fn create(tx: &Connection, new: NewUser, after: &mut AfterCommit) -> Result<Resu
 }
 
 fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut AfterCommit) -> Result<Result<User, ApiError>, ServiceError> {
-    let Some(mut user) = find(tx, key)? else {
-        return Ok(Err(ApiError::not_found("user", key)));
+    let mut user = match find(tx, key)? {
+        Ok(user) => user,
+        Err(e) => return Ok(Err(e)),
     };
     if update.username.as_ref().is_some_and(|n| *n != user.username) {
         return Ok(Err(ApiError::invalid(
