@@ -1003,7 +1003,8 @@ fn check(p: &Placed, o: &Order, user: &str, symbol: &str) -> Result<(), String> 
             p.fills
         ));
     }
-    if o.status != OrderStatus::Cancelled && o.remaining_quantity != qty - o.filled_quantity {
+    // Cancelled ones too: their remaining is what never traded.
+    if o.remaining_quantity != qty - o.filled_quantity {
         return Err(format!("remaining {} + filled {} is not the quantity {qty}", o.remaining_quantity, o.filled_quantity));
     }
     Ok(())

@@ -1796,7 +1796,7 @@ mod tests {
         let cancelled = mine_rx.try_recv().unwrap().unwrap();
         assert_eq!(
             (cancelled.status, cancelled.remaining_quantity, cancelled.filled_quantity),
-            (OrderStatus::Cancelled, dec("0"), dec("3"))
+            (OrderStatus::Cancelled, dec("2"), dec("3"))
         );
         assert_eq!(not_his_rx.try_recv().unwrap().unwrap_err().status, 404, "another user's order looks absent");
         let many: Vec<Order> = many_rx.try_recv().unwrap().unwrap();

@@ -349,6 +349,62 @@ fn self_trade_prevention_ioc_fok_and_market_orders() {
     assert!(killed["reject_reason"].as_str().unwrap().starts_with("fok_unfilled"), "{killed}");
 }
 
+/// A closed order's `remaining_quantity` is what never traded (quantity − filled), in
+/// the placement's answer, in `GET /api/orders/{id}` and in `ORDER_CANCELLED`: a market
+/// buy its budget cut short answered "0" as if it had bought everything.
+#[test]
+fn a_closed_orders_remaining_is_what_never_traded() {
+    let dm = Daemon::with_config("[risk]\nprice_band_pct = 1000\n");
+    let sym = dm.symbol("0.01", "1");
+    let (maker, taker) = (dm.user("mk"), dm.user("tk"));
+    dm.deposit(&maker, &sym, "100");
+    dm.deposit(&maker, "USD", "1000");
+    dm.deposit(&taker, "USD", "250");
+    dm.place(&maker, &sym, "sell", "1", Some("100.00"));
+    dm.place(&maker, &sym, "sell", "5", Some("200.00"));
+    let remaining = |o: &Value| (o["status"].as_str().unwrap().to_string(), dec(&o["filled_quantity"]), dec(&o["remaining_quantity"]));
+    let check = |o: &Value, want: (&str, &str, &str)| {
+        let want = (want.0.to_string(), d(want.1), d(want.2));
+        assert_eq!(remaining(o), want, "answered {o}");
+        let stored = dm.ok("GET", &format!("/api/orders/{}", o["order_id"].as_str().unwrap()), None);
+        assert_eq!(remaining(&stored), want, "stored {stored}");
+    };
+    // A market buy of 5 whose budget (250 USD) covers 1 at 100 and no lot at 200.
+    let (_, mkt) = dm.place(&taker, &sym, "buy", "5", None);
+    check(&mkt, ("cancelled", "1", "4"));
+    assert!(mkt["reject_reason"].as_str().unwrap().starts_with("market_unfilled: 4 not bought"), "{mkt}");
+    // A market buy the book runs out under.
+    let rich = dm.user("rich");
+    dm.deposit(&rich, "USD", "100000");
+    let (_, mkt) = dm.place(&rich, &sym, "buy", "9", None);
+    check(&mkt, ("cancelled", "5", "4"));
+    // IOC and FOK limit orders, a market sell, then a partly filled limit cancelled.
+    dm.place(&maker, &sym, "sell", "3", Some("300.00"));
+    let tif = |qty: &str, tif: &str| {
+        let body = json!({"user_id": rich, "symbol": sym, "side": "buy", "quantity": qty, "price": "300", "time_in_force": tif});
+        dm.req("POST", "/api/orders", Some(body)).1
+    };
+    check(&tif("4", "fok"), ("cancelled", "0", "4"));
+    check(&tif("5", "ioc"), ("cancelled", "3", "2"));
+    dm.place(&rich, &sym, "buy", "2", Some("50.00"));
+    let (_, sell) = dm.place(&maker, &sym, "sell", "7", None);
+    check(&sell, ("cancelled", "2", "5"));
+    let (_, rest) = dm.place(&maker, &sym, "sell", "6", Some("400.00"));
+    let (_, part) = dm.place(&rich, &sym, "buy", "2", None);
+    check(&part, ("filled", "2", "0"));
+    let id = rest["order_id"].as_str().unwrap();
+    let cancelled = dm.ok("DELETE", &format!("/api/orders/{id}"), None);
+    check(&cancelled, ("cancelled", "2", "4"));
+    let event = dm.events("ORDER_CANCELLED").into_iter().find(|e| e["data"]["order_id"] == id).unwrap();
+    assert_eq!(dec(&event["data"]["remaining_quantity"]), d("4"), "{event}");
+    // A rejected order traded none of its quantity.
+    let (s, rejected) = dm.place(&taker, &sym, "buy", "1000", Some("400.00"));
+    assert_eq!(s, 422, "{rejected}");
+    let id = dm.ok("GET", &format!("/api/orders?user_id={taker}&status=all"), None)[0]["order_id"].as_str().unwrap().to_string();
+    let stored = dm.ok("GET", &format!("/api/orders/{id}"), None);
+    assert_eq!(remaining(&stored), ("rejected".to_string(), d("0"), d("1000")), "{stored}");
+}
+
 /// Sums every user's balances per asset.
 fn totals(dm: &Daemon, users: &[String]) -> HashMap<String, Decimal> {
     let mut t = HashMap::new();
@@ -695,7 +751,7 @@ fn a_cancel_answered_before_a_lane_crash_between_commits_stays_cancelled() {
     assert_eq!(dm.events("ORDER_CREATED").len(), 1);
     let before: Vec<u64> = ["risk", "trading", "orders"].iter().map(|n| restarts(&dm, n)).collect();
     let answered = dm.ok("DELETE", &format!("/api/orders/{id}"), None);
-    assert_eq!((answered["status"].as_str(), answered["remaining_quantity"].as_str()), (Some("cancelled"), Some("0")));
+    assert_eq!((answered["status"].as_str(), answered["remaining_quantity"].as_str()), (Some("cancelled"), Some("2")));
     wait_for_lane_restart(&dm, &before);
     let now = dm.ok("GET", &format!("/api/orders/{id}"), None);
     assert_eq!(now, answered, "stored as it was answered");

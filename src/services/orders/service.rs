@@ -271,6 +271,16 @@ impl Resting {
     }
 }
 
+/// An order's `remaining_quantity`: the part of its quantity that has not traded. While
+/// the order is open that is what may still fill; once it is cancelled (by its owner, an
+/// IOC or FOK rule, a market order's empty book or spent budget, self-trade prevention)
+/// or rejected, it is what never traded, so that `filled_quantity + remaining_quantity =
+/// quantity` always holds and a cancelled market buy says how much it did not buy. (A
+/// closed order used to answer 0 here, which read as "all of it traded".)
+pub(crate) fn unfilled(quantity: Decimal, filled: Decimal) -> Decimal {
+    (quantity - filled).max(Decimal::ZERO).normalize()
+}
+
 fn dec(s: &str) -> rusqlite::Result<Decimal> {
     Decimal::from_str(s).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
@@ -290,8 +300,7 @@ fn row_to_order(r: &rusqlite::Row) -> rusqlite::Result<Order> {
         price: r.get::<_, Option<String>>(6)?.map(|p| dec(&p)).transpose()?,
         quantity,
         filled_quantity: filled,
-        // Only an open order has something remaining; a closed one's rest was cancelled.
-        remaining_quantity: if status.is_open() { (quantity - filled).normalize() } else { Decimal::ZERO },
+        remaining_quantity: unfilled(quantity, filled),
         average_price: None,
         status,
         fills: Vec::new(),
@@ -380,7 +389,7 @@ pub(crate) fn matched(mut o: Order, result: &MatchResult, now: &str) -> Order {
     }
     after_match(&mut o, result);
     o.updated_at = now.to_string();
-    o.remaining_quantity = if o.status.is_open() { (o.quantity - o.filled_quantity).normalize() } else { Decimal::ZERO };
+    o.remaining_quantity = unfilled(o.quantity, o.filled_quantity);
     average(&mut o);
     o
 }
@@ -434,7 +443,7 @@ fn save(
     seq: Option<i64>,
     resting: &mut Resting,
 ) -> rusqlite::Result<()> {
-    o.remaining_quantity = if o.status.is_open() { (o.quantity - o.filled_quantity).normalize() } else { Decimal::ZERO };
+    o.remaining_quantity = unfilled(o.quantity, o.filled_quantity);
     macro_rules! update {
         ($by:literal) => {
             concat!(
@@ -495,11 +504,11 @@ fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, seq: i64, 
     Ok(())
 }
 
-/// An order that never reached the book, as rejected: nothing left, and why.
+/// An order that never reached the book, as rejected: none of it traded, and why.
 fn mark_rejected(o: &mut Order, code: &str, message: &str, now: &str) {
     o.status = OrderStatus::Rejected;
     o.reject_reason = Some(format!("{code}: {message}"));
-    o.remaining_quantity = Decimal::ZERO;
+    o.remaining_quantity = unfilled(o.quantity, o.filled_quantity);
     o.updated_at = now.to_string();
 }
 
@@ -823,8 +832,7 @@ impl Orders {
             }
             maker.updated_at = now.to_string();
             maker.average_price = average_of(notional, maker.filled_quantity);
-            maker.remaining_quantity =
-                if maker.status.is_open() { (maker.quantity - maker.filled_quantity).normalize() } else { Decimal::ZERO };
+            maker.remaining_quantity = unfilled(maker.quantity, maker.filled_quantity);
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
                 after.event_of("ORDER_STATUS_UPDATED", &StatusChange::of(&maker, was));
@@ -862,8 +870,7 @@ impl Orders {
         if stored {
             save(tx, &mut taker, next_stage, Some(notional), None, &mut self.resting)?;
         } else {
-            taker.remaining_quantity =
-                if taker.status.is_open() { (taker.quantity - taker.filled_quantity).normalize() } else { Decimal::ZERO };
+            taker.remaining_quantity = unfilled(taker.quantity, taker.filled_quantity);
             let stage = next_stage.unwrap_or("accepted");
             let seq = self.take_seq(tx)?;
             if taker.status.is_open() {
@@ -962,7 +969,6 @@ impl Orders {
             if o.status.is_open() {
                 let was = o.status;
                 o.status = OrderStatus::Cancelled;
-                o.remaining_quantity = Decimal::ZERO;
                 o.updated_at = at.to_string();
                 // The stage is the placement saga's to finish (it may still be settling).
                 save(tx, &mut o, None, None, None, &mut self.resting)?;
