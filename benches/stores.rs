@@ -522,7 +522,13 @@ fn journal_append(c: &mut Criterion) {
                 client_order_id: None,
             },
             at: now(),
-            hold: Some(risk::checks::Plan { asset: "USD".into(), amount: dec("1872.50"), limit: Some(dec("187.25")), budget: None }),
+            hold: Some(risk::checks::Plan {
+                asset: "USD".into(),
+                amount: dec("1872.50"),
+                limit: Some(dec("187.25")),
+                budget: None,
+                short: Default::default(),
+            }),
             result: Some(MatchResult {
                 order_id: format!("ord_{i:032}"),
                 fills: vec![TradeFill {

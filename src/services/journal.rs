@@ -709,8 +709,13 @@ mod tests {
         use crate::services::trading::TradeFill;
         let mut traded = placement("t");
         traded.rejected = None;
-        traded.hold =
-            Some(Plan { asset: "USD".into(), amount: "201".parse().unwrap(), limit: Some("100.5".parse().unwrap()), budget: None });
+        traded.hold = Some(Plan {
+            asset: "USD".into(),
+            amount: "201".parse().unwrap(),
+            limit: Some("100.5".parse().unwrap()),
+            budget: None,
+            short: Default::default(),
+        });
         traded.grid = Some(Grid { tick: "0.01".parse().unwrap(), lot: "1".parse().unwrap() });
         let fill = TradeFill {
             trade_id: "trd_1".into(),

@@ -915,7 +915,7 @@ impl Lane {
                     }
                     Record::Amend(a) => {
                         let settlement = saga::settlement(&a.user_id, &a.symbol, a.side, &a.result);
-                        let mut redone = svc.amend(&a.order_id, a.price, a.remaining)?;
+                        let mut redone = svc.amend(&a.order_id, a.price, a.remaining, 0)?;
                         if redone.is_ok() {
                             redone = svc.settle_new(tx, &settlement)?;
                         }
@@ -1112,7 +1112,8 @@ impl Lane {
         {
             return refuse(reply, e);
         }
-        if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining))? {
+        let grid = lot.normalize().scale();
+        if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, price, remaining, grid))? {
             return refuse(reply, e);
         }
         let result = match self.trading.work(|svc, tx, after| svc.amend(tx, &order_id, price, remaining, None, after))? {
@@ -1120,7 +1121,7 @@ impl Lane {
             Err(e) => {
                 // The hold goes back to what it was.
                 let (old_price, old_remaining) = (o.price.unwrap_or_default(), o.remaining_quantity);
-                if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, old_price, old_remaining))? {
+                if let Err(e) = self.risk.work(|svc, _, _| svc.amend(&order_id, old_price, old_remaining, 0))? {
                     return Err(ServiceError::Other(format!("cannot put back the hold of {order_id}: {}", e.message)));
                 }
                 return refuse(reply, e);

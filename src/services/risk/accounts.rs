@@ -53,6 +53,9 @@ pub struct HoldRec {
     pub amount: Decimal,
     /// A market buy's budget as reserved: the answer to a repeated `Reserve`.
     pub budget: Option<Decimal>,
+    /// A short sale's part not yet sold beyond what it holds (`Plan::short`): counted in
+    /// [`Ledger::exposure`] until it is sold or the order ends.
+    pub short: Decimal,
     pub open: bool,
 }
 
@@ -94,6 +97,13 @@ pub struct Ledger {
     /// asset → its total over every account: deposits less withdrawals, since a trade
     /// moves an asset between accounts and makes none. Kept at most [`MAX_SUPPLY`].
     supply: HashMap<String, Decimal>,
+    /// asset → what the accounts below zero owe of it together (short sales): the long
+    /// balances hold that much more than the supply. Changed only when a balance is or
+    /// goes below zero.
+    short: HashMap<String, Decimal>,
+    /// asset → the open short sales' parts not sold yet (`HoldRec::short`): what they may
+    /// still add to `short`, and so to the long balances.
+    open_short: HashMap<String, Decimal>,
     /// asset → the most decimal places a deposit, a withdrawal or a stored balance of it
     /// has had. With the grid's places ([`Ledger::room`]) it bounds the places of every
     /// balance of the asset: a trade adds only amounts on an instrument's grid.
@@ -102,12 +112,17 @@ pub struct Ledger {
 }
 
 /// The most of one asset all accounts together may hold: 10^27. A trade only moves an
-/// asset between accounts, so no balance can pass this (short sales aside, see the
-/// README), and a settlement's sums and products of such amounts stay inside a decimal's
+/// asset between accounts, so no balance can pass this (short sales aside: those
+/// [`Ledger::room`] bounds by [`Ledger::exposure`]), and a settlement's sums and products of such amounts stay inside a decimal's
 /// ~7.9 × 10^28. Deposits over it are refused. Without it, a deposit near the decimal
 /// limit let a later trade fail to settle, which failed risk at every start, since the
 /// intake journal hands the same trade back each time.
 pub const MAX_SUPPLY: Decimal = Decimal::from_parts(3_892_314_112, 2_681_241_660, 54_210_108, false, 0);
+
+/// What a balance owes: how far below zero it is.
+fn owed(total: Decimal) -> Decimal {
+    (-total).max(Decimal::ZERO)
+}
 
 /// Whether `d`, written to `places` decimal places, has at most 28 digits.
 fn fits_at(d: Decimal, places: u32) -> bool {
@@ -133,12 +148,14 @@ pub enum Refusal {
     },
     /// A result would not fit in a decimal.
     TooLarge,
-    /// What all accounts hold of `asset`, written to `places` decimal places (the finest
-    /// its balances or an instrument's grid have), would need more than 28 digits: a
-    /// trade could then round a balance.
+    /// What all accounts hold of `asset` (its supply, and with short selling the
+    /// `short` more that long balances hold against short sales, made or open), written to
+    /// `places` decimal places (the finest its balances or an instrument's grid have),
+    /// would need more than 28 digits: a trade could then round a balance.
     NoRoom {
         asset: String,
         supply: Decimal,
+        short: Decimal,
         places: u32,
     },
     /// A deposit would take what all accounts hold of `asset` over [`MAX_SUPPLY`].
@@ -225,6 +242,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE holds_v2 RENAME TO holds;
     CREATE INDEX holds_open ON holds(open) WHERE open = 1;",
     crate::services::intake::APPLIED_MIGRATION,
+    // A short sale's part beyond its hold (`HoldRec::short`); NULL when it has none.
+    "ALTER TABLE holds ADD COLUMN short TEXT;",
 ];
 
 /// Decimals are stored as their exact text.
@@ -314,14 +333,15 @@ impl Ledger {
             .filter(|s| *s <= MAX_SUPPLY)
             .ok_or_else(|| Refusal::OverSupply { asset: asset.to_string(), supply })?;
         let places = self.finest(asset).max(amount.normalize().scale()).max(total.normalize().scale()).max(grid);
-        if !fits_at(supply, places) {
-            return Err(Refusal::NoRoom { asset: asset.to_string(), supply: supply - amount, places });
+        // A deposit onto a balance below zero pays back what it owes first.
+        let short = self.short_of(asset) - owed(b.total) + owed(total) + self.open_short_of(asset);
+        if !supply.checked_add(short).is_some_and(|bound| fits_at(bound, places)) {
+            return Err(Refusal::NoRoom { asset: asset.to_string(), supply: supply - amount, short, places });
         }
         self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         self.supply.insert(asset.to_string(), supply);
-        let bal = self.bal_mut(user, asset);
-        bal.total = total;
-        Ok(*bal)
+        self.set_total(user, asset, total);
+        Ok(self.balance(user, asset))
     }
 
     pub fn withdraw(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
@@ -334,9 +354,65 @@ impl Ledger {
             *s = s.saturating_sub(amount);
         }
         self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
+        self.set_total(user, asset, total);
+        Ok(self.balance(user, asset))
+    }
+
+    /// Sets a balance's total, keeping `short` (what the accounts below zero owe) in step.
+    fn set_total(&mut self, user: &str, asset: &str, total: Decimal) {
         let bal = self.bal_mut(user, asset);
+        let before = bal.total;
         bal.total = total;
-        Ok(*bal)
+        self.note_owed(asset, before, total);
+    }
+
+    /// Moves a balance's total by `by`, as [`Ledger::set_total`]; a trade's four changes.
+    fn move_total(&mut self, user: &str, asset: &str, by: Decimal) -> Result<(), Refusal> {
+        let bal = self.bal_mut(user, asset);
+        let before = bal.total;
+        bal.total = before.checked_add(by).ok_or(Refusal::TooLarge)?;
+        let total = bal.total;
+        self.note_owed(asset, before, total);
+        Ok(())
+    }
+
+    /// Keeps `short` in step with a balance that went from `before` to `total`: only a
+    /// balance below zero, before or after, changes what is owed.
+    fn note_owed(&mut self, asset: &str, before: Decimal, total: Decimal) {
+        if before.is_sign_negative() || total.is_sign_negative() {
+            let owes = owed(total) - owed(before);
+            if !owes.is_zero() {
+                let s = slot(&mut self.short, asset);
+                *s = s.saturating_add(owes).max(Decimal::ZERO);
+            }
+        }
+    }
+
+    fn short_of(&self, asset: &str) -> Decimal {
+        self.short.get(asset).copied().unwrap_or_default()
+    }
+
+    fn open_short_of(&self, asset: &str) -> Decimal {
+        self.open_short.get(asset).copied().unwrap_or_default()
+    }
+
+    /// Moves the open short sales' total of `asset` by `by`.
+    fn note_open_short(&mut self, asset: &str, by: Decimal) {
+        if !by.is_zero() {
+            let s = slot(&mut self.open_short, asset);
+            *s = s.saturating_add(by).max(Decimal::ZERO);
+        }
+    }
+
+    /// The most any one balance of `asset` can come to, in either direction: the supply,
+    /// plus what accounts below zero owe (the long balances hold that much more), plus
+    /// what open short sales may still sell short. Without short selling it is the supply.
+    /// A trade only moves the asset between two accounts, so no balance passes this
+    /// before or after it: a long one holds at most the supply and every short, and a
+    /// short one owes at most what all shorts owe.
+    pub fn exposure(&self, asset: &str) -> (Decimal, Decimal) {
+        let supply = self.supply.get(asset).copied().unwrap_or_default();
+        (supply, self.short_of(asset).saturating_add(self.open_short_of(asset)))
     }
 
     /// The most decimal places a balance of `asset` has had (see `finest`).
@@ -351,19 +427,22 @@ impl Ledger {
     }
 
     /// Whether trades that move `asset` by amounts of up to `grid` decimal places settle
-    /// exactly. Every balance is at most the supply (short sales aside) and has at most
-    /// the places of the finest deposit, withdrawal or trade amount; if the supply written
-    /// to those places fits in 28 digits, so does every balance before and after such a
-    /// trade, and every notional (at most the buyer's USD). Without it a trade rounded:
-    /// 0.001 bought onto a balance of 10^26 + 0.9 left it unchanged, and the seller's
-    /// 0.001 was gone.
-    pub fn room(&self, asset: &str, grid: u32) -> Result<(), Refusal> {
-        let supply = self.supply.get(asset).copied().unwrap_or_default();
+    /// exactly, with an order that may sell `short` more of it short. Every balance is
+    /// at most [`Ledger::exposure`] away from zero (the supply, when nobody sells short)
+    /// and has at most the places of the finest deposit, withdrawal or trade amount; if
+    /// that bound written to those places fits in 28 digits, so does every balance before
+    /// and after such a trade, and every notional (at most the buyer's USD, which is never
+    /// short). Without it a trade rounded: 0.001 bought onto a balance of 10^26 + 0.9 left
+    /// it unchanged, and the seller's 0.001 was gone; with short selling, long balances
+    /// could pass the supply (and overflow a decimal) by what shorts owe.
+    pub fn room(&self, asset: &str, grid: u32, short: Decimal) -> Result<(), Refusal> {
+        let (supply, owed) = self.exposure(asset);
+        let short = owed.saturating_add(short);
         let places = self.finest(asset).max(grid);
-        if fits_at(supply, places) {
+        if supply.checked_add(short).is_some_and(|bound| fits_at(bound, places)) {
             Ok(())
         } else {
-            Err(Refusal::NoRoom { asset: asset.to_string(), supply, places })
+            Err(Refusal::NoRoom { asset: asset.to_string(), supply, short, places })
         }
     }
 
@@ -379,8 +458,10 @@ impl Ledger {
             limit: plan.limit,
             amount: plan.amount,
             budget: plan.budget,
+            short: plan.short,
             open: true,
         };
+        self.note_open_short(&plan.asset, plan.short);
         self.bal_mut(user, &plan.asset).held += plan.amount;
         *slot(&mut self.open_orders, user) += 1;
         self.dirty.holds.insert(order_id.clone(), rec.clone());
@@ -392,6 +473,8 @@ impl Ledger {
     /// order holds nothing open (never reserved, or already released).
     pub fn release(&mut self, order_id: &str) -> bool {
         let Some(mut rec) = self.holds.remove(order_id) else { return false };
+        self.note_open_short(&rec.asset, -rec.short);
+        rec.short = Decimal::ZERO;
         let bal = self.bal_mut(&rec.user_id, &rec.asset);
         bal.held = (bal.held - rec.amount).max(Decimal::ZERO);
         if let Some(n) = self.open_orders.get_mut(&*rec.user_id) {
@@ -407,9 +490,10 @@ impl Ledger {
     }
 
     /// Re-sizes an open hold for an amend: a buy to `remaining × price`, a sell to
-    /// `remaining` (or what is available, short selling). Refused if the growth is more than
-    /// is available.
-    pub fn resize(&mut self, order_id: &str, price: Decimal, remaining: Decimal, allow_short: bool) -> Result<(), Refusal> {
+    /// `remaining` (or what is available, short selling: the rest is its short part).
+    /// Refused if the growth is more than is available, or if a larger short part leaves
+    /// no room (see [`Ledger::room`]) at `grid` places.
+    pub fn resize(&mut self, order_id: &str, price: Decimal, remaining: Decimal, allow_short: bool, grid: u32) -> Result<(), Refusal> {
         let Some(rec) = self.holds.get(order_id) else { return Err(Refusal::NoHold) };
         let (user, asset, old) = (rec.user_id.clone(), rec.asset.clone(), rec.amount);
         let available = self.available(&user, &asset);
@@ -424,8 +508,18 @@ impl Ledger {
                 return Err(Refusal::Insufficient { asset: asset.to_string(), needed: want - old, available });
             }
         }
+        let old_short = self.holds.get(order_id).map_or(Decimal::ZERO, |rec| rec.short);
+        let short = match self.holds.get(order_id).map(|rec| rec.side) {
+            Some(Side::Sell) => (remaining - want).max(Decimal::ZERO),
+            _ => Decimal::ZERO,
+        };
+        if short > old_short {
+            self.room(&asset, grid, short - old_short)?;
+        }
+        self.note_open_short(&asset, short - old_short);
         let rec = self.holds.get_mut(order_id).expect("checked above");
         rec.amount = want;
+        rec.short = short;
         if rec.side == Side::Buy {
             rec.limit = Some(price);
         }
@@ -437,12 +531,16 @@ impl Ledger {
     }
 
     /// Shrinks an order's open hold by up to `by` and takes as much off its owner's held
-    /// amount.
-    fn shrink_hold(&mut self, order_id: &str, by: Decimal) {
+    /// amount. A short sale sells what it holds first: what `by` asks beyond that comes
+    /// off its short part (`sold_short`).
+    fn shrink_hold(&mut self, order_id: &str, by: Decimal, sold_short: bool) {
         let Some(rec) = self.holds.get_mut(order_id) else { return };
         let take = by.min(rec.amount).max(Decimal::ZERO);
         rec.amount -= take;
+        let short = if sold_short { (by - take).min(rec.short).max(Decimal::ZERO) } else { Decimal::ZERO };
+        rec.short -= short;
         let snapshot = HoldRec::clone(rec);
+        self.note_open_short(&snapshot.asset, -short);
         let bal = self.bal_mut(&snapshot.user_id, &snapshot.asset);
         bal.held = (bal.held - take).max(Decimal::ZERO);
         self.dirty.holds.insert(snapshot.order_id.clone(), snapshot);
@@ -466,19 +564,17 @@ impl Ledger {
         let fits = |total: Decimal, plus: Decimal| total.checked_add(plus).ok_or(Refusal::TooLarge);
         fits(self.balance(&t.buy_user_id, base).total, t.quantity)?;
         fits(self.balance(&t.sell_user_id, QUOTE).total, notional)?;
-        self.shrink_hold(&t.buy_order_id, by);
-        self.bal_mut(&t.buy_user_id, QUOTE).total -= notional;
-        let b = self.bal_mut(&t.buy_user_id, base);
-        b.total = fits(b.total, t.quantity)?;
+        self.shrink_hold(&t.buy_order_id, by, false);
+        self.move_total(&t.buy_user_id, QUOTE, -notional)?;
+        self.move_total(&t.buy_user_id, base, t.quantity)?;
         // Seller.
         let by = match self.holds.get(t.sell_order_id.as_str()) {
             Some(h) if &*h.asset == base => t.quantity,
             _ => Decimal::ZERO,
         };
-        self.shrink_hold(&t.sell_order_id, by);
-        self.bal_mut(&t.sell_user_id, base).total -= t.quantity;
-        let s = self.bal_mut(&t.sell_user_id, QUOTE);
-        s.total = fits(s.total, notional)?;
+        self.shrink_hold(&t.sell_order_id, by, true);
+        self.move_total(&t.sell_user_id, base, -t.quantity)?;
+        self.move_total(&t.sell_user_id, QUOTE, notional)?;
         // Holds never exceed what there is. A short sale (`risk.allow_short`) takes the
         // seller's asset below zero by design, holding what there was: there the check is
         // that it holds nothing it does not have.
@@ -577,10 +673,10 @@ impl Ledger {
         }
         if !dirty.holds.is_empty() {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO holds (order_id, user_id, symbol, asset, side, limit_price, amount, budget, open)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO holds (order_id, user_id, symbol, asset, side, limit_price, amount, budget, open, short)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (order_id) DO UPDATE SET limit_price = excluded.limit_price,
-                     amount = excluded.amount, open = excluded.open",
+                     amount = excluded.amount, open = excluded.open, short = excluded.short",
             )?;
             for h in dirty.holds.values().filter(|h| h.open || !dirty.placed.contains(&h.order_id)) {
                 stmt.execute(params![
@@ -592,7 +688,8 @@ impl Ledger {
                     h.limit.map(text),
                     text(h.amount),
                     h.budget.map(text),
-                    h.open
+                    h.open,
+                    (!h.short.is_zero()).then(|| text(h.short))
                 ])?;
             }
         }
@@ -625,10 +722,14 @@ impl Ledger {
             let supply = ledger.supply.entry(asset.clone()).or_default();
             *supply = supply.saturating_add(bal.total);
             ledger.note_places(&asset, bal.total.normalize().scale());
+            if bal.total.is_sign_negative() {
+                let short = ledger.short.entry(asset.clone()).or_default();
+                *short = short.saturating_add(-bal.total);
+            }
             ledger.balances.entry(user).or_default().insert(asset, bal);
         }
         let mut stmt =
-            conn.prepare("SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget FROM holds WHERE open = 1")?;
+            conn.prepare("SELECT order_id, user_id, symbol, asset, side, limit_price, amount, budget, short FROM holds WHERE open = 1")?;
         let mut rows = stmt.query([])?;
         let open: usize = conn.query_row("SELECT count(*) FROM holds WHERE open = 1", [], |r| r.get(0))?;
         ledger.holds.reserve(open);
@@ -643,8 +744,13 @@ impl Ledger {
                 limit: r.get::<_, Option<String>>(5)?.map(|t| dec(&t)).transpose()?,
                 amount: dec(&r.get::<_, String>(6)?)?,
                 budget: r.get::<_, Option<String>>(7)?.map(|t| dec(&t)).transpose()?,
+                short: r.get::<_, Option<String>>(8)?.map(|t| dec(&t)).transpose()?.unwrap_or_default(),
                 open: true,
             };
+            if !rec.short.is_zero() {
+                let short = ledger.open_short.entry(rec.asset.to_string()).or_default();
+                *short = short.saturating_add(rec.short);
+            }
             *ledger.open_orders.entry(rec.user_id.to_string()).or_default() += 1;
             ledger.holds.insert(rec.order_id.clone(), Box::new(rec));
         }
@@ -655,6 +761,7 @@ impl Ledger {
             let p = Pos { quantity: dec(&r.get::<_, String>(2)?)?, average_price: dec(&r.get::<_, String>(3)?)? };
             ledger.positions.entry(user).or_default().insert(symbol, p);
         }
+
         Ok(ledger)
     }
 }

@@ -164,6 +164,12 @@ pub struct Plan {
     pub limit: Option<Decimal>,
     /// A market buy's budget: all the USD it holds.
     pub budget: Option<Decimal>,
+    /// A short sale's part beyond what it holds (`risk.allow_short`): what its fills may
+    /// take the seller's balance below zero by, and so add to others' long balances past
+    /// the asset's supply (`Ledger::room` counts it). Absent from journal records of
+    /// orders that sell nothing short, and of an older agt's.
+    #[serde(default, skip_serializing_if = "Decimal::is_zero")]
+    pub short: Decimal,
 }
 
 /// Runs every pre-trade check in order and answers the hold, or the first rejection.
@@ -216,7 +222,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
                         ),
                     ));
                 }
-                Ok(Plan { asset: QUOTE.into(), amount: need, limit: Some(p), budget: None })
+                Ok(Plan { asset: QUOTE.into(), amount: need, limit: Some(p), budget: None, short: Decimal::ZERO })
             }
             None => {
                 if cx.available_quote <= Decimal::ZERO {
@@ -230,7 +236,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
                 // the book may be far above that. What it cannot buy within the budget
                 // goes unfilled, as any market order's rest does.
                 let budget = cx.available_quote.min(limits.max_order_notional);
-                Ok(Plan { asset: QUOTE.into(), amount: budget, limit: None, budget: Some(budget) })
+                Ok(Plan { asset: QUOTE.into(), amount: budget, limit: None, budget: Some(budget), short: Decimal::ZERO })
             }
         },
         Side::Sell => {
@@ -251,7 +257,7 @@ pub fn admit(req: &ReserveRequest, cx: Context) -> Result<Plan, ApiError> {
             } else {
                 qty
             };
-            Ok(Plan { asset: base, amount: held, limit: None, budget: None })
+            Ok(Plan { asset: base, amount: held, limit: None, budget: None, short: qty - held })
         }
     }
 }

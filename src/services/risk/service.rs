@@ -130,11 +130,19 @@ fn refused(r: Refusal) -> ApiError {
                 super::accounts::MAX_SUPPLY
             ),
         ),
-        Refusal::NoRoom { asset, supply, places } => ApiError::rejected(
+        Refusal::NoRoom { asset, supply, short, places } if short.is_zero() => ApiError::rejected(
             "max_supply",
             format!(
                 "all accounts together hold {} {asset}; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly",
                 supply.normalize()
+            ),
+        ),
+        Refusal::NoRoom { asset, supply, short, places } => ApiError::rejected(
+            "max_supply",
+            format!(
+                "all accounts together hold {} {asset}, and with short sales (made, open, and this order's) long balances may hold {} more; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly: sell less short, or buy back what is sold short first",
+                supply.normalize(),
+                short.normalize()
             ),
         ),
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
@@ -282,7 +290,11 @@ impl Risk {
         };
         let plan = checks::admit(req, cx)?;
         let (lot_places, notional_places) = checks::grid_places(&req.instrument);
-        self.ledger.room(base, lot_places).and_then(|_| self.ledger.room(QUOTE, notional_places)).map_err(refused)?;
+        // A short sale's own short part counts: its fills may lengthen its buyers by that much.
+        self.ledger
+            .room(base, lot_places, plan.short)
+            .and_then(|_| self.ledger.room(QUOTE, notional_places, Decimal::ZERO))
+            .map_err(refused)?;
         self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
         Ok(Reserved { budget: plan.budget })
     }
@@ -291,7 +303,7 @@ impl Risk {
     /// (`services::intake`) so that the hold can be placed again without the checks.
     pub fn hold_plan(&self, order_id: &str) -> Option<checks::Plan> {
         let h = self.ledger.hold(order_id)?;
-        Some(checks::Plan { asset: h.asset.to_string(), amount: h.amount, limit: h.limit, budget: h.budget })
+        Some(checks::Plan { asset: h.asset.to_string(), amount: h.amount, limit: h.limit, budget: h.budget, short: h.short })
     }
 
     /// Places a journalled hold again, as it was admitted (no checks: its placement has
@@ -405,7 +417,9 @@ impl Risk {
 
     /// Re-sizes an open order's hold for an amend (422 `insufficient_funds` /
     /// `insufficient_position` when the new size needs more than is available).
-    pub fn amend(&mut self, order_id: &str, price: Decimal, remaining: Decimal) -> Outcome<()> {
+    /// `grid`: the decimal places of the order's lot, for the room a larger short part
+    /// needs (0 where the amend was already answered: a redo, or a hold put back).
+    pub fn amend(&mut self, order_id: &str, price: Decimal, remaining: Decimal, grid: u32) -> Outcome<()> {
         if price <= Decimal::ZERO || remaining <= Decimal::ZERO {
             return Ok(Err(ApiError::invalid(
                 "invalid_amend",
@@ -417,7 +431,7 @@ impl Risk {
         };
         let (user, side) = (hold.user_id.clone(), hold.side);
         let allow_short = self.limits(Some(&user)).allow_short;
-        match self.ledger.resize(order_id, price, remaining, allow_short) {
+        match self.ledger.resize(order_id, price, remaining, allow_short, grid) {
             Ok(()) => Ok(Ok(())),
             Err(Refusal::Insufficient { asset, needed, available }) => {
                 let (code, what) = match side {

@@ -405,7 +405,7 @@ impl Fixture {
     }
     fn amend(&mut self, id: &str, price: &str, remaining: &str) -> Result<(), ApiError> {
         let (p, q) = (d(price), d(remaining));
-        self.run(|r, _, _| r.amend(id, p, q))
+        self.run(|r, _, _| r.amend(id, p, q, 0))
     }
     fn bal(&self, user: &str, asset: &str) -> (Decimal, Decimal, Decimal) {
         let b: Bal = self.risk.ledger().balance(user, asset);
@@ -454,6 +454,80 @@ fn an_assets_supply_is_capped_across_accounts_and_rebuilt_on_load() {
     f.reload();
     f.deposit("u1", "AAPL", "1").unwrap();
     assert_eq!(f.deposit("u2", "AAPL", "1").unwrap_err().code, "max_supply", "the supply was rebuilt from the balances");
+}
+
+/// Short selling on, with limits that let one order move up to 10^28.
+fn short_seller() -> Fixture {
+    let mut settings = Settings::defaults();
+    settings.risk.allow_short = true;
+    settings.risk.max_order_quantity = Decimal::from_str(&"9".repeat(28)).unwrap();
+    settings.risk.max_order_notional = settings.risk.max_order_quantity;
+    settings.risk.price_band_pct = Decimal::from(1000);
+    Fixture::with(settings)
+}
+
+/// An order at 1 USD in `symbol` on a tick of 1 and a lot of `lot`.
+fn at_one(id: &str, user: &str, side: Side, symbol: &str, lot: &str, qty: &str) -> ReserveRequest {
+    let instrument = Instrument { tick: d("1"), lot: d(lot), min_quantity: d(lot), max_quantity: d(&"9".repeat(28)), ..instrument(symbol) };
+    ReserveRequest { instrument, ..order(id, user, side, Some("1"), qty) }
+}
+
+/// With short selling, long balances hold more than the supply: what the accounts below
+/// zero owe. The supply room alone let 10^25 bought against a short sale take 0.001 more
+/// on a finer lot, which needs 29 digits: the buyer's balance stayed as it was and the
+/// seller's 0.001 was gone (and ever larger shorts overflowed a decimal, so that a trade
+/// failed to settle). The room now counts what shorts owe and what open short sales may
+/// still sell, and refuses with `max_supply` instead.
+#[test]
+fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
+    let mut f = short_seller();
+    let e25 = format!("1{}", "0".repeat(25));
+    f.deposit("fine", "AAPL", "1").unwrap();
+    f.deposit("long", "USD", &e25).unwrap();
+    // 10^25 sold short on a lot of 1 (0 places): room for it, the supply being 1.
+    f.reserve(&at_one("s1", "short", Side::Sell, "AAPL", "1", &e25)).unwrap();
+    f.reserve(&at_one("b1", "long", Side::Buy, "AAPL", "1", &e25)).unwrap();
+    let t = SettleTrade { price: d("1"), quantity: d(&e25), ..trade("t1", "1", "1", ("b1", "long"), ("s1", "short")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s1".into(), "b1".into()] }).unwrap();
+    assert_eq!((f.bal("long", "AAPL").0, f.bal("short", "AAPL").0), (d(&e25), -d(&e25)));
+    // The seller takes its USD out; the buyer has a little for the fine lot.
+    f.withdraw("short", "USD", &e25).unwrap();
+    f.deposit("long", "USD", "1").unwrap();
+    // On a lot of 0.001, 10^25 + 1 needs 29 digits: neither side may trade it, nor add to it.
+    for (id, side) in [("s2", Side::Sell), ("b2", Side::Buy)] {
+        let user = if side == Side::Sell { "fine" } else { "long" };
+        let e = f.reserve(&at_one(id, user, side, "AAPL-USD", "0.001", "0.001")).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (422, "max_supply"), "{}", e.message);
+        assert!(e.message.contains("short sales") && e.message.contains("3 decimal places"), "{}", e.message);
+    }
+    let e = f.run(|r, _, after| r.deposit(after, "fine", "AAPL", d("0.001"), 3)).unwrap_err();
+    assert_eq!(e.code, "max_supply", "{}", e.message);
+    f.reload();
+    assert_eq!(f.reserve(&at_one("s3", "fine", Side::Sell, "AAPL-USD", "0.001", "0.001")).unwrap_err().code, "max_supply", "rebuilt");
+    // Open short sales count before they trade: two that together pass 10^28 cannot both rest.
+    let six = format!("6{}", "0".repeat(27));
+    f.reserve(&at_one("s4", "short", Side::Sell, "AAPL", "1", &six)).unwrap();
+    let e = f.reserve(&at_one("s5", "other", Side::Sell, "AAPL", "1", &six)).unwrap_err();
+    assert_eq!(e.code, "max_supply", "{}", e.message);
+    f.reload();
+    assert_eq!(f.reserve(&at_one("s6", "other", Side::Sell, "AAPL", "1", &six)).unwrap_err().code, "max_supply", "rebuilt");
+    // Nor can one grow into it by an amend; shrinking is always allowed.
+    assert_eq!(f.run(|r, _, _| r.amend("s4", d("1"), d(&format!("9999{}", "0".repeat(24))), 0)).unwrap_err().code, "max_supply");
+    f.amend("s4", "1", "5").unwrap();
+    f.reserve(&at_one("s7", "other", Side::Sell, "AAPL", "1", &six)).unwrap();
+    f.release(&["s4", "s7"]);
+    // Buying the short back frees the room again, and the fine lot trades exactly.
+    f.deposit("short", "USD", &e25).unwrap();
+    f.reserve(&at_one("s8", "long", Side::Sell, "AAPL", "1", &e25)).unwrap();
+    f.reserve(&at_one("b8", "short", Side::Buy, "AAPL", "1", &e25)).unwrap();
+    let t = SettleTrade { price: d("1"), quantity: d(&e25), ..trade("t8", "1", "1", ("b8", "short"), ("s8", "long")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s8".into(), "b8".into()] }).unwrap();
+    f.withdraw("long", "USD", &e25).unwrap();
+    f.reserve(&at_one("s9", "fine", Side::Sell, "AAPL-USD", "0.001", "0.001")).unwrap();
+    f.reserve(&at_one("b9", "long", Side::Buy, "AAPL-USD", "0.001", "0.001")).unwrap();
+    let t = SettleTrade { symbol: "AAPL-USD".into(), ..trade("t9", "1", "0.001", ("b9", "long"), ("s9", "fine")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s9".into(), "b9".into()] }).unwrap();
+    assert_eq!((f.bal("long", "AAPL").0, f.bal("fine", "AAPL").0, f.bal("short", "AAPL").0), (d("0.001"), d("0.999"), d("0")));
 }
 
 #[test]
@@ -1079,6 +1153,117 @@ mod ledger_properties {
             prop_assert_eq!(b.held, Decimal::ZERO);
         }
         check_invariants(&f, &net)
+    }
+
+    /// A cross of `qty` (`digit` × 10^`exp` lots) at 1 USD between two users, on a lot
+    /// of 1 or of 0.001 (`fine`), the buyer funded first; or a deposit of the base asset.
+    #[derive(Debug, Clone)]
+    enum Big {
+        Cross { seller: usize, buyer: usize, fine: bool, digit: u8, exp: u32 },
+        Deposit { user: usize, digit: u8, exp: u32 },
+    }
+
+    fn big() -> impl Strategy<Value = Big> {
+        prop_oneof![
+            6 => (0..3usize, 0..3usize, any::<bool>(), 1..10u8, 0..28u32)
+                .prop_map(|(seller, buyer, fine, digit, exp)| Big::Cross { seller, buyer, fine, digit, exp }),
+            1 => (0..3usize, 1..10u8, 0..28u32).prop_map(|(user, digit, exp)| Big::Deposit { user, digit, exp }),
+        ]
+    }
+
+    /// With short selling, sizes up to 10^28 and two grids on one asset: every trade the
+    /// checks let through settles exactly (each balance as an exact model has it, kept in
+    /// thousandths in an i128), and what they refuse is refused as `max_supply` (or for
+    /// funds, or a size past the limit).
+    fn run_shorts(ops: Vec<Big>) -> Result<(), TestCaseError> {
+        let mut f = short_seller();
+        let mut model: BTreeMap<(usize, &str), i128> = BTreeMap::new();
+        let thousandths = |x: Decimal| -> i128 {
+            let x = x.normalize();
+            assert!(x.scale() <= 3, "{x} has more than 3 places");
+            x.mantissa() * 10i128.pow(3 - x.scale())
+        };
+        let sized = |digit: u8, exp: u32| Decimal::from_i128_with_scale(i128::from(digit) * 10i128.pow(exp), 0);
+        let mut n = 0;
+        for op in ops {
+            n += 1;
+            match op {
+                Big::Deposit { user, digit, exp } => {
+                    let amount = sized(digit, exp);
+                    let grid = 3;
+                    if f.run(|r, _, after| r.deposit(after, USERS[user], "AAA", amount, grid)).is_ok() {
+                        *model.entry((user, "AAA")).or_default() += thousandths(amount);
+                    }
+                }
+                Big::Cross { seller, buyer, fine, digit, exp } if seller != buyer => {
+                    let (symbol, lot) = if fine { ("AAA-USD", "0.001") } else { ("AAA", "1") };
+                    let qty = if fine { sized(digit, exp) / Decimal::from(1000) } else { sized(digit, exp) };
+                    let (s_id, b_id) = (format!("s{n}"), format!("b{n}"));
+                    let (s_user, b_user) = (USERS[seller], USERS[buyer]);
+                    let need = qty - f.risk.ledger().available(b_user, "USD");
+                    if need > Decimal::ZERO {
+                        if f.run(|r, _, after| r.deposit(after, b_user, "USD", need, 3)).is_err() {
+                            continue;
+                        }
+                        *model.entry((buyer, "USD")).or_default() += thousandths(need);
+                    }
+                    let sell = f.reserve(&at_one(&s_id, s_user, Side::Sell, symbol, lot, &qty.to_string()));
+                    let buy = f.reserve(&at_one(&b_id, b_user, Side::Buy, symbol, lot, &qty.to_string()));
+                    let release = vec![s_id.clone(), b_id.clone()];
+                    match (&sell, &buy) {
+                        (Ok(_), Ok(_)) => {
+                            let t = SettleTrade {
+                                trade_id: format!("t{n}"),
+                                symbol: symbol.into(),
+                                base_asset: "AAA".into(),
+                                price: d("1"),
+                                quantity: qty,
+                                buy_order_id: b_id,
+                                buy_user_id: b_user.into(),
+                                sell_order_id: s_id,
+                                sell_user_id: s_user.into(),
+                            };
+                            let r = f.settle(&SettleRequest { trades: vec![t], release });
+                            prop_assert!(r.is_ok(), "a trade the checks admitted did not settle: {:?}", r);
+                            let q = thousandths(qty);
+                            *model.entry((buyer, "AAA")).or_default() += q;
+                            *model.entry((seller, "AAA")).or_default() -= q;
+                            *model.entry((buyer, "USD")).or_default() -= q;
+                            *model.entry((seller, "USD")).or_default() += q;
+                        }
+                        _ => {
+                            for e in [sell.err(), buy.err()].into_iter().flatten() {
+                                prop_assert!(
+                                    ["max_supply", "insufficient_funds", "max_order_quantity", "max_order_notional"]
+                                        .contains(&e.code.as_ref()),
+                                    "{:?}",
+                                    e
+                                );
+                            }
+                            f.release(&[&release[0], &release[1]]);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for ((user, asset), want) in &model {
+                let got = f.bal(USERS[*user], asset).0;
+                prop_assert_eq!(thousandths(got), *want, "{} {} is {}", USERS[*user], asset, got);
+            }
+        }
+        f.reload();
+        for ((user, asset), want) in &model {
+            prop_assert_eq!(thousandths(f.bal(USERS[*user], asset).0), *want);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn short_sales_never_round_or_overflow_a_balance(ops in prop::collection::vec(big(), 1..60)) {
+            run_shorts(ops)?;
+        }
     }
 
     proptest! {
