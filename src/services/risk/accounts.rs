@@ -355,7 +355,41 @@ impl Ledger {
         }
         self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         self.set_total(user, asset, total);
+        self.trim_positions(user, asset);
         Ok(self.balance(user, asset))
+    }
+
+    /// Shrinks `user`'s long positions in the symbols that trade `asset` until together
+    /// they are no more than the balance holds: a position is what trades put in the
+    /// account, and what left it by a withdrawal is no longer there to have a price. A
+    /// withdrawal takes deposited units first (the position shrinks only once the balance
+    /// cannot cover it), and then the positions in symbol order; the average price of what
+    /// is left stays. Without it, buying 1 BTC and withdrawing it left a 1 BTC position in
+    /// an account holding none.
+    fn trim_positions(&mut self, user: &str, asset: &str) {
+        let Some(map) = self.positions.get(user) else { return };
+        let of_asset = |symbol: &str| crate::services::market::base_asset(symbol) == asset;
+        let long: Decimal = map.iter().filter(|(s, p)| of_asset(s) && p.quantity > Decimal::ZERO).map(|(_, p)| p.quantity).sum();
+        let mut excess = long - self.balance(user, asset).total.max(Decimal::ZERO);
+        if excess <= Decimal::ZERO {
+            return;
+        }
+        let symbols: Vec<String> = map.iter().filter(|(s, p)| of_asset(s) && p.quantity > Decimal::ZERO).map(|(s, _)| s.clone()).collect();
+        for symbol in symbols {
+            let p = self.position(user, &symbol);
+            let take = excess.min(p.quantity);
+            excess -= take;
+            self.dirty.positions.insert((self.names.get(user), self.names.get(&symbol)));
+            let map = slot(&mut self.positions, user);
+            if take == p.quantity {
+                map.remove(&symbol);
+            } else {
+                map.insert(symbol, Pos { quantity: p.quantity - take, ..p });
+            }
+            if excess.is_zero() {
+                break;
+            }
+        }
     }
 
     /// Sets a balance's total, keeping `short` (what the accounts below zero owe) in step.

@@ -854,6 +854,33 @@ fn positions_follow_trades_with_the_average_buy_price() {
     assert_eq!(pos(&f, "s"), Some((d("20"), d("112.5"))));
 }
 
+/// A position is what trades put in the account: once a withdrawal takes the units away,
+/// it goes with them (buying 1 and withdrawing it left a position of 1 in an account that
+/// held none). Deposited units leave first; the average of what is left stays.
+#[test]
+fn a_withdrawal_takes_the_position_with_the_units_it_takes() {
+    let mut f = Fixture::new();
+    f.deposit("b", "USD", "10000").unwrap();
+    f.deposit("s", "AAPL", "100").unwrap();
+    f.reserve(&order("s1", "s", Side::Sell, Some("100"), "4")).unwrap();
+    f.reserve(&order("b1", "b", Side::Buy, Some("100"), "4")).unwrap();
+    let t = trade("t1", "100", "4", ("b1", "b"), ("s1", "s"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["b1".into(), "s1".into()] }).unwrap();
+    f.deposit("b", "AAPL", "2").unwrap();
+    let pos = |f: &Fixture| f.risk.account("b").positions.first().map(|p| (p.quantity, p.average_price));
+    f.withdraw("b", "AAPL", "2").unwrap();
+    assert_eq!(pos(&f), Some((d("4"), d("100"))), "the deposited units left first");
+    f.withdraw("b", "AAPL", "1").unwrap();
+    assert_eq!(pos(&f), Some((d("3"), d("100"))));
+    f.reload();
+    assert_eq!(pos(&f), Some((d("3"), d("100"))), "stored");
+    f.withdraw("b", "AAPL", "3").unwrap();
+    assert_eq!(pos(&f), None, "nothing held, no position");
+    f.reload();
+    assert_eq!(pos(&f), None);
+    assert_eq!(f.withdraw("s", "AAPL", "96").unwrap().positions, vec![], "a seller of deposited units has none to lose");
+}
+
 #[test]
 fn a_malformed_settlement_moves_nothing() {
     let mut f = Fixture::new();
