@@ -541,6 +541,29 @@ mod tests {
         walk(&Cli::command(), "agt", f);
     }
 
+    /// A subcommand's argument with the id of a global option (`url`, `token`, `home`,
+    /// …) takes that option's place without a word from clap: a webhook's URL positional
+    /// once made `agt notify rules add` dial the daemon at the webhook's address.
+    #[test]
+    fn no_argument_reuses_a_global_options_id() {
+        let root = Cli::command();
+        let globals: Vec<String> = root.get_arguments().filter(|a| a.is_global_set()).map(|a| a.get_id().as_str().to_string()).collect();
+        assert!(globals.iter().any(|g| g == "url"), "the walk sees the global options: {globals:?}");
+        let mut clashes = Vec::new();
+        each_command(&mut |cmd, path| {
+            if path == "agt" {
+                return;
+            }
+            for arg in cmd.get_arguments().filter(|a| !a.is_global_set()) {
+                let id = arg.get_id().as_str();
+                if globals.iter().any(|g| g == id) {
+                    clashes.push(format!("{path} {id}"));
+                }
+            }
+        });
+        assert!(clashes.is_empty(), "arguments that take a global option's id: {clashes:?}");
+    }
+
     /// `--help` is the manual a user has at hand: an argument listed without a word
     /// (`<ID>`, `--qty <QTY>`) leaves them guessing, as `order amend --qty` did about
     /// whether it is the new total or an increment.
