@@ -98,61 +98,80 @@ fn tab_bar(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 
 /// A message if there is one, else why we are reconnecting, else who we talk to.
 fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let room = usize::from(area.width);
+    let sep = || Span::styled(" · ", theme.dim());
     let line = if let Some(flash) = &app.flash {
         let style = if flash.error { theme.bad() } else { theme.ok() };
         Line::from(Span::styled(text::clean(&flash.text), style))
     } else if let Conn::Reconnecting(why) = &app.conn {
-        Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])
+        fitted([Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])], room)
     } else if let Conn::Refused(why) = &app.conn {
-        Line::from(vec![
-            Span::styled(format!("{} ", text::clean(why)), theme.bad()),
-            Span::styled("· q quits; start agt tui again with a valid token", theme.dim()),
-        ])
+        let why = Span::styled(text::clean(why), theme.bad());
+        let hint = Span::styled(" · q quits; start agt tui again with a valid token", theme.dim());
+        fitted([Line::from(vec![why.clone(), hint]), Line::from(why)], room)
     } else if let Some(e) = app.refresh_error() {
-        Line::from(vec![
-            Span::styled("not refreshed: ", theme.bad()),
-            Span::styled(text::clean(e), theme.warn()),
-            Span::styled(" · showing the last data", theme.dim()),
-        ])
+        let what = vec![Span::styled("not refreshed: ", theme.bad()), Span::styled(text::clean(e), theme.warn())];
+        let mut full = what.clone();
+        full.push(Span::styled(" · showing the last data", theme.dim()));
+        fitted([Line::from(full), Line::from(what)], room)
     } else {
-        let mut spans = Vec::new();
-        match &app.health {
-            Some(h) => {
-                spans.push(Span::raw(format!("agt {}", h.version)));
-                spans.push(Span::styled(" · up ", theme.dim()));
-                spans.push(Span::raw(text::duration(app.daemon_uptime().unwrap_or(0))));
-                spans.push(Span::styled(" · ", theme.dim()));
-                if h.status == "healthy" {
-                    spans.push(Span::styled("healthy", theme.ok()));
-                } else {
-                    spans.push(Span::styled(h.status.to_uppercase(), theme.bad()));
+        // Where the whole line does not fit, the endpoint (the longest) goes first, then
+        // the version, then the uptime: health and who we are (role, name, read-only)
+        // stay longest.
+        let form = |version: bool, endpoint: bool, uptime: bool| -> Line<'static> {
+            let mut spans = Vec::new();
+            let part = |spans: &mut Vec<Span<'static>>, more: Vec<Span<'static>>| {
+                if !spans.is_empty() {
+                    spans.push(sep());
                 }
+                spans.extend(more);
+            };
+            match &app.health {
+                Some(h) => {
+                    if version {
+                        part(&mut spans, vec![Span::raw(format!("agt {}", h.version))]);
+                    }
+                    if uptime {
+                        part(
+                            &mut spans,
+                            vec![Span::styled("up ", theme.dim()), Span::raw(text::duration(app.daemon_uptime().unwrap_or(0)))],
+                        );
+                    }
+                    let health = if h.status == "healthy" {
+                        Span::styled("healthy", theme.ok())
+                    } else {
+                        Span::styled(h.status.to_uppercase(), theme.bad())
+                    };
+                    part(&mut spans, vec![health]);
+                }
+                None => part(&mut spans, vec![Span::raw("agt")]),
             }
-            None => spans.push(Span::raw("agt")),
-        }
-        spans.push(Span::styled(" · ", theme.dim()));
-        spans.push(Span::raw(text::clean(&app.settings.endpoint)));
-        if let Some(role) = app.role {
-            spans.push(Span::styled(" · ", theme.dim()));
-            spans.push(Span::raw(role.as_str()));
-        }
-        let mut tail = Vec::new();
-        if app.read_only() {
-            tail.push(Span::styled(" · ", theme.dim()));
-            tail.push(Span::styled("read-only", theme.warn()));
-        }
-        // Whose orders and account a trader's dashboard shows: a long name is cut to the
-        // room left, marked, where it wrapped whole onto a row nobody sees.
-        if let Some(u) = app.own_user() {
-            let used: usize = spans.iter().chain(&tail).map(|s| s.width()).sum::<usize>() + 1;
-            let room = usize::from(area.width).saturating_sub(used).max(8);
-            spans.push(Span::raw(format!(" {}", text::cut(&text::clean(&u.username), room))));
-        }
-        spans.extend(tail);
-        Line::from(spans)
+            if endpoint {
+                part(&mut spans, vec![Span::raw(text::clean(&app.settings.endpoint))]);
+            }
+            if let Some(role) = app.role {
+                part(&mut spans, vec![Span::raw(role.as_str())]);
+            }
+            let mut tail = Vec::new();
+            if app.read_only() {
+                tail.push(sep());
+                tail.push(Span::styled("read-only", theme.warn()));
+            }
+            // Whose orders and account a trader's dashboard shows: a long name is cut to
+            // the room left (8 letters at least), marked, where it wrapped whole onto a
+            // row nobody sees.
+            if let Some(u) = app.own_user() {
+                let used: usize = spans.iter().chain(&tail).map(|s| s.width()).sum::<usize>() + 1;
+                let name = room.saturating_sub(used).max(8);
+                spans.push(Span::raw(format!(" {}", text::cut(&text::clean(&u.username), name))));
+            }
+            spans.extend(tail);
+            Line::from(spans)
+        };
+        fitted([form(true, true, true), form(true, false, true), form(false, false, true), form(false, false, false)], room)
     };
     // Only a message has the rows to wrap into; on one row, wrapping moved whole words
-    // onto a row nobody sees, where a line cut at the edge shows all it can.
+    // onto a row nobody sees, where a line cut at the edge (marked) shows all it can.
     let line = Paragraph::new(line);
     let line = if app.flash.is_some() { line.wrap(ratatui::widgets::Wrap { trim: false }) } else { line };
     frame.render_widget(line, area);
@@ -162,7 +181,13 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 /// then shorter wordings) that fits whole, else the last cut with a `…`. ratatui cuts a
 /// title at the corner without a mark, and the reader could not tell that words were missing.
 pub fn titled<'a>(forms: impl IntoIterator<Item = impl Into<Line<'a>>>, area: Rect) -> Line<'a> {
-    let room = usize::from(area.width.saturating_sub(2));
+    fitted(forms, usize::from(area.width.saturating_sub(2)))
+}
+
+/// The first of `forms` (longest first) no wider than `room` columns, else the last cut
+/// to them with a `…`: titles, the status line and the footer, which ratatui would cut
+/// at the edge without a mark.
+pub fn fitted<'a>(forms: impl IntoIterator<Item = impl Into<Line<'a>>>, room: usize) -> Line<'a> {
     let mut last = Line::default();
     for form in forms {
         last = form.into();

@@ -521,7 +521,8 @@ fn narrow_orders_and_book() {
     for needle in ["SYM", "FILL", "ST", "AAPL", "150.25", "0/10", "2/5", "part-filled", "market"] {
         assert!(screen.contains(needle), "{needle}:\n{screen}");
     }
-    assert!(!screen.contains('…'), "a value cut:\n{screen}");
+    let body: String = t.backend().buffer().content()[80..360].iter().map(|c| c.symbol()).collect();
+    assert!(!body.contains('…'), "a value cut:\n{screen}");
     let t = render(&on_tab('3'), 40, 24, Theme { color: false });
     let screen = format!("{}", t.backend());
     for needle in ["PRICE", "SIZE", "CUM", "150.25", "151.00", "100", "AAPL trades"] {
@@ -530,6 +531,45 @@ fn narrow_orders_and_book() {
     // Too narrow for three numbers of 8: price and size only.
     let screen = format!("{}", render(&on_tab('3'), 28, 24, Theme { color: false }).backend());
     assert!(screen.contains("PRICE") && screen.contains("151.00") && !screen.contains("CUM"), "{screen}");
+}
+
+/// The footer and the status line say less, visibly, where they do not fit: the keys
+/// before help and quit give way to a `…`, the status line drops the endpoint, then the
+/// version, then the uptime, and what still does not fit ends in `…`. Cut at the edge,
+/// 40 columns lost `? help` and half a path, unmarked.
+#[test]
+fn the_footer_and_status_line_shorten_visibly() {
+    let rows = |app: &App, w: u16, h: u16| -> (String, String) {
+        let t = render(app, w, h, Theme { color: false });
+        let cells = t.backend().buffer().content();
+        let row = |y: usize| cells[y * usize::from(w)..(y + 1) * usize::from(w)].iter().map(|c| c.symbol()).collect::<String>();
+        (row(1).trim_end().to_string(), row(usize::from(h) - 1).trim_end().to_string())
+    };
+    let app = on_tab('2');
+    let (status, footer) = rows(&app, 40, 10);
+    assert_eq!(footer, "/ filter  n new  …  ? help  q quit");
+    assert_eq!(status, "agt 0.1.0 · up 2h04m · DEGRADED · admin");
+    let (status, footer) = rows(&app, 80, 24);
+    assert_eq!(footer, "/ filter  n new  c cancel  a amend  j/k move  Tab switch  ? help  q quit", "whole where it fits");
+    assert!(status.ends_with("/home/op/.local/share/agt/agt.sock · admin"), "{status}");
+    let (_, footer) = rows(&app, 120, 40);
+    assert!(footer.ends_with("? help  q quit") && !footer.contains('…'), "{footer}");
+
+    // A form's keys keep the one that cancels; a 12-column line is cut, marked.
+    let mut form = on_tab('2');
+    form.update(ch('n'));
+    let (_, footer) = rows(&form, 40, 30);
+    assert_eq!(footer, "Tab next field  …  Esc cancel");
+    let (status, footer) = rows(&app, 12, 10);
+    assert_eq!((status.as_str(), footer.as_str()), ("DEGRADED · …", "…  ? help  …"));
+
+    // Why the daemon is out of reach, and a refused token, end in `…` where cut.
+    let mut app = fixture::app();
+    app.update(Action::Net(Net::Refused("the bearer token is unknown or revoked".into())));
+    let (status, _) = rows(&app, 40, 10);
+    assert_eq!(status, "the bearer token is unknown or revoked");
+    let (status, _) = rows(&app, 30, 10);
+    assert!(status.starts_with("the bearer token") && status.ends_with('…'), "{status}");
 }
 
 /// A title longer than its block ends in `…` (or says less, on purpose), never cut
