@@ -36,6 +36,9 @@ const PAGE: usize = 10;
 /// Where a scrolling overlay's offset goes for a key (j/k, arrows, pages, g/G, Home/End),
 /// at most `last`; any other key leaves it.
 fn scrolled(code: KeyCode, scroll: usize, last: usize) -> usize {
+    // From where the pop-up shows, should what it shows have shrunk (a row refreshed
+    // shorter) since the last key: else the first k took back an offset nothing showed.
+    let scroll = scroll.min(last);
     let to = match code {
         KeyCode::Char('j') | KeyCode::Down => scroll + 1,
         KeyCode::Char('k') | KeyCode::Up => scroll.saturating_sub(1),
@@ -367,8 +370,13 @@ impl App {
             Action::Key(k) => self.on_key(k, &mut fx),
             Action::Resize(w, h) => {
                 self.screen = ratatui::layout::Rect::new(0, 0, w, h);
-                if let Overlay::Help { scroll } = &mut self.overlay {
-                    *scroll = (*scroll).min(crate::tui::views::help::max_scroll(self.screen));
+                let last = match &self.overlay {
+                    Overlay::Help { .. } => crate::tui::views::help::max_scroll(self.screen),
+                    Overlay::Detail { of, .. } => crate::tui::views::detail::max_scroll(self, of, self.screen),
+                    _ => 0,
+                };
+                if let Overlay::Help { scroll } | Overlay::Detail { scroll, .. } = &mut self.overlay {
+                    *scroll = (*scroll).min(last);
                 }
             }
             Action::Tick => self.on_tick(&mut fx),
@@ -544,7 +552,7 @@ impl App {
                 }
             },
             Overlay::Detail { of, scroll } => {
-                let last = crate::tui::views::detail::rows(self, &of).map_or(0, |(_, rows)| rows.len().saturating_sub(1));
+                let last = crate::tui::views::detail::max_scroll(self, &of, self.screen);
                 match key.code {
                     KeyCode::Char('q') => self.quit = true,
                     KeyCode::Esc | KeyCode::Enter => {}

@@ -99,23 +99,82 @@ fn json(v: &Value, rows: &mut Vec<(String, String)>) {
     }
 }
 
+/// The pop-up's width on a screen of `area`, and the rows each of its lines takes there
+/// once wrapped (as the paragraph wraps them: words whole, so a long word can take a row
+/// more than its width says).
+fn layout(lines: &[Line], area: Rect) -> (u16, Vec<usize>) {
+    let width = 100u16.min(area.width);
+    let inner = width.saturating_sub(2).max(1);
+    let rows = lines.iter().map(|l| Paragraph::new(l.clone()).wrap(Wrap { trim: false }).line_count(inner).max(1)).collect();
+    (width, rows)
+}
+
+fn lines<'a>(rows: &'a [(String, String)], theme: Theme) -> Vec<Line<'a>> {
+    let label_w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0).min(20);
+    rows.iter()
+        .map(|(k, v)| Line::from(vec![Span::styled(format!("{:>label_w$}  ", clean(k)), theme.dim()), Span::raw(clean(v))]))
+        .collect()
+}
+
+/// The first of `heights` (rows of wrapped lines) to show so that the last line sits at
+/// the bottom of `visible` rows: scrolling further moved an offset nothing showed, and
+/// each key past it had to be taken back before the pop-up moved up again.
+fn last_start(heights: &[usize], visible: usize) -> usize {
+    let mut used = 0;
+    for (i, h) in heights.iter().enumerate().rev() {
+        used += h;
+        if used > visible {
+            // This line does not fit below the rest; a single line taller than the
+            // screen is still shown from its start.
+            return (i + 1).min(heights.len() - 1);
+        }
+    }
+    0
+}
+
+/// How far the detail of `of` scrolls (in rows of the record) on a screen of `area`:
+/// until its last line is at the bottom.
+pub fn max_scroll(app: &App, of: &Detail, area: Rect) -> usize {
+    let Some((_, rows)) = rows(app, of) else { return 0 };
+    let (_, heights) = layout(&lines(&rows, Theme { color: false }), area);
+    last_start(&heights, usize::from(area.height.saturating_sub(2)))
+}
+
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, of: &Detail, scroll: usize, theme: Theme) {
     let (title, rows) = rows(app, of).unwrap_or_else(|| ("Gone".into(), vec![("".into(), "no longer in the list".into())]));
-    let label_w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0).min(20);
-    let lines: Vec<Line> = rows
-        .iter()
-        .skip(scroll)
-        .map(|(k, v)| Line::from(vec![Span::styled(format!("{:>label_w$}  ", clean(k)), theme.dim()), Span::raw(clean(v))]))
-        .collect();
-    let width = 100u16.min(area.width);
-    let inner_w = usize::from(width.saturating_sub(2)).max(1);
-    let height: usize = lines.iter().map(|l| l.width().div_ceil(inner_w).max(1)).sum();
+    let lines = lines(&rows, theme);
+    let (width, heights) = layout(&lines, area);
+    let visible = usize::from(area.height.saturating_sub(2));
+    let scroll = scroll.min(last_start(&heights, visible));
+    let height: usize = heights[scroll..].iter().sum();
     let popup = super::centered(area, width, height as u16 + 2);
     frame.render_widget(Clear, popup);
     // Where rows are out of sight, the title says which way they are.
     let up = if scroll > 0 { " · k up" } else { "" };
-    let down = if height + 2 > usize::from(area.height) { " · j more" } else { "" };
+    let down = if height > visible { " · j more" } else { "" };
     let block =
         Block::bordered().title(super::titled([format!(" {title} · Esc closes{up}{down} "), format!(" {title}{up}{down} ")], popup));
+    let lines: Vec<Line> = lines.into_iter().skip(scroll).collect();
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), popup);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_start;
+
+    #[test]
+    fn the_detail_scrolls_until_its_last_line_is_at_the_bottom() {
+        // Ten one-row lines in four rows: the last four show from the seventh on.
+        assert_eq!(last_start(&[1; 10], 4), 6);
+        // All of them fit: no scrolling.
+        assert_eq!(last_start(&[1; 10], 10), 0);
+        assert_eq!(last_start(&[1; 3], 10), 0);
+        // Wrapped lines count the rows they take: the last two (3 + 2 rows) fill five.
+        assert_eq!(last_start(&[1, 1, 1, 3, 2], 5), 3);
+        assert_eq!(last_start(&[1, 1, 1, 3, 2], 4), 4);
+        // A last line taller than the screen is shown from its start.
+        assert_eq!(last_start(&[1, 1, 9], 4), 2);
+        assert_eq!(last_start(&[], 4), 0);
+        assert_eq!(last_start(&[1, 1], 0), 1);
+    }
 }

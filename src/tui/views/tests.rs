@@ -420,6 +420,36 @@ fn long_symbols_and_names_use_the_room_there_is() {
     assert!(screen.contains("VERYLONGSYMBOLNAME ") && screen.contains(sym), "{screen}");
 }
 
+/// The detail scrolls until its last line is at the bottom, not a page past it: at the
+/// end, the last row shows on the bottom row and the first k moves it up again.
+#[test]
+fn the_detail_stops_at_its_last_line() {
+    let mut app = on_tab('2');
+    for _ in 0..3 {
+        app.update(ch('j'));
+    }
+    app.update(key(KeyCode::Enter));
+    app.update(Action::Resize(80, 12));
+    for _ in 0..5 {
+        app.update(key(KeyCode::PageDown));
+    }
+    let Overlay::Detail { scroll: end, .. } = app.overlay.clone() else { panic!("the detail is open") };
+    let t = render(&app, 80, 12, Theme { color: true });
+    insta::assert_snapshot!("detail_order_end_80x12", t.backend());
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains("updated") && screen.contains("k up") && !screen.contains("j more"), "{screen}");
+    // 16 rows of the record in 10 rows of screen: the seventh is the first shown.
+    assert_eq!(end, 6, "{screen}");
+    app.update(key(KeyCode::End));
+    assert!(matches!(app.overlay, Overlay::Detail { scroll, .. } if scroll == end));
+    app.update(ch('k'));
+    assert!(matches!(app.overlay, Overlay::Detail { scroll, .. } if scroll == end - 1), "one press moves it back");
+    assert!(format!("{}", render(&app, 80, 12, Theme { color: false }).backend()).contains("j more"));
+    // A taller screen shows it all, and a scroll from a shorter one is taken back.
+    app.update(Action::Resize(120, 40));
+    assert!(matches!(app.overlay, Overlay::Detail { scroll: 0, .. }));
+}
+
 /// Enter shows the selected row whole, what its table cuts: an order's reject reason and
 /// full id, an event's data, an audit record's detail and hashes. It stays on that row
 /// when newer ones arrive above it, scrolls with j/k, and Esc closes it.
@@ -455,6 +485,7 @@ fn enter_shows_the_selected_row_whole() {
     app.update(fixture::snap(Snapshot::Orders(orders)));
     assert!(text(&app, 80, 24).contains("ord_0195aaaa00000000c0ffee04"));
     // Scrolled past the first rows on a short terminal, then closed.
+    app.update(Action::Resize(80, 12));
     app.update(ch('j'));
     let screen = text(&app, 80, 12);
     assert!(!screen.contains("order id") && screen.contains("k up"), "{screen}");
