@@ -39,6 +39,12 @@ impl Home {
     pub fn config_file(&self) -> PathBuf {
         self.root.join("agt.toml")
     }
+    /// The key that fingerprints webhook secrets for the config history
+    /// (`services::config::fingerprint`): beside `agt.toml`, which holds the secrets,
+    /// not in `data/` with the fingerprints.
+    pub fn config_key(&self) -> PathBuf {
+        self.root.join("config.key")
+    }
     pub fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }

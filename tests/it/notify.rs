@@ -662,3 +662,38 @@ fn cli_notify_rules_add_list_and_remove() {
     let left = d.ok("GET", "/api/notifications/rules", None);
     assert_eq!(left.as_array().unwrap().len(), 1, "only the config's: {left}");
 }
+
+/// A webhook secret changed in `agt.toml` while the daemon was stopped is announced at
+/// the next start, once, masked: the baseline a start compares with keeps the webhooks
+/// masked, so only a keyed fingerprint of the secrets (never the secrets) tells it. A
+/// start with nothing edited announces nothing, and neither the store nor the log ever
+/// holds a secret.
+#[test]
+fn a_webhook_secret_changed_while_stopped_is_announced_at_start() {
+    let (first, second) = ("first-s3cret-Zq", "second-s3cret-Wx");
+    let mut d = Daemon::with_config_env(&webhook("http://127.0.0.1:9/hook", &["USER_CREATED"], Some(first)), FAST);
+    let changes = |d: &Daemon| d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["key"] == "notify.webhooks").count();
+    assert_eq!(changes(&d), 0, "the first start only takes the configuration as its baseline");
+    d.stop();
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace(first, second)).unwrap();
+    d.spawn();
+    let announced: Vec<Value> = d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["key"] == "notify.webhooks").collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    let data = &announced[0]["data"];
+    assert_eq!((&data["value"][0]["secret"], &data["old"][0]["secret"]), (&json!("***"), &json!("***")), "{data}");
+    assert_eq!(data["applied"], "at start");
+    d.restart();
+    assert_eq!(changes(&d), 1, "a start with nothing edited announces nothing");
+    d.stop();
+    // The history, its baseline and the log: no secret, old or new, in clear.
+    let mut files = vec![d.path().join("data/config.db"), d.path().join("data/config.db-wal"), d.path().join("daemon.out")];
+    files.extend(std::fs::read_dir(d.path().join("logs")).into_iter().flatten().flatten().map(|e| e.path()));
+    for path in files {
+        let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        for secret in [first, second] {
+            assert!(!bytes.contains(secret), "{secret} in {}", path.display());
+        }
+    }
+}

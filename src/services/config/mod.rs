@@ -1,10 +1,12 @@
 //! The config service: the live configuration.
 //!
 //! [`settings`] is the model (defaults, the home file, `AGT_*` overrides, validation);
-//! [`service`] is the actor that applies `agt config set` and keeps a history of changes.
+//! [`service`] is the actor that applies `agt config set` and keeps a history of changes;
+//! [`fingerprint`] lets that history tell webhook secrets apart without holding them.
 //! Other services read the live settings through [`SharedSettings`]; a hot key takes
 //! effect on their next read.
 
+pub mod fingerprint;
 pub mod service;
 pub mod settings;
 

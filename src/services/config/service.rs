@@ -36,6 +36,8 @@ pub struct Config {
     /// A start's change of `symbols`, announced once the market has loaded (and seeded
     /// what it could): only the entries it trades as written are announced.
     held: Option<HeldSymbols>,
+    /// Fingerprints the webhook secrets in the baseline.
+    key: super::fingerprint::Key,
 }
 
 /// `symbols` as the history last recorded it and as this start read it.
@@ -63,6 +65,9 @@ const MIGRATIONS: &[&str] = &[
     // Every key's value as the history last left it (secrets masked): what a start
     // compares the loaded configuration with (`Config::record_offline_changes`).
     "CREATE TABLE baseline (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // Beside the masked `notify.webhooks`, a keyed fingerprint of their secrets
+    // (`fingerprint.rs`): without it a secret changed while stopped looked like no change.
+    "ALTER TABLE baseline ADD COLUMN fingerprint TEXT;",
 ];
 
 impl Service for Config {
@@ -74,7 +79,9 @@ impl Service for Config {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
-        let mut config = Config { live: ctx.settings.clone(), seen: stamp(&file), file, instruments: ctx.instruments.clone(), held: None };
+        let key = super::fingerprint::Key::load_or_create(&ctx.home.config_key());
+        let mut config =
+            Config { live: ctx.settings.clone(), seen: stamp(&file), file, instruments: ctx.instruments.clone(), held: None, key };
         config.held = config.record_offline_changes(conn, &ctx.bus)?;
         Ok(config)
     }
@@ -164,15 +171,23 @@ fn not_saved(e: super::settings::ConfigError) -> ApiError {
 /// history's baseline: at a start every key, after a change the keys it recorded. Only
 /// those: the live `symbols` also follow an edit of the file that is not recorded (it
 /// applies at the next start), and that start must still find it changed to announce it.
-fn save_baseline(tx: &Connection, settings: &Settings, keys: &[&str]) -> Result<(), ServiceError> {
-    let mut put =
-        tx.prepare_cached("INSERT INTO baseline (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?;
-    for &key in keys {
-        if let Some(v) = settings.get(key) {
-            put.execute(params![key, v.to_string()])?;
+/// The webhooks' row also keeps the fingerprint of their secrets (never the secrets).
+fn save_baseline(tx: &Connection, settings: &Settings, keys: &[&str], key: &super::fingerprint::Key) -> Result<(), ServiceError> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO baseline (key, value, fingerprint) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, fingerprint = excluded.fingerprint",
+    )?;
+    for &name in keys {
+        if let Some(v) = settings.get(name) {
+            let fingerprint = (name == WEBHOOKS).then(|| secrets_fingerprint(settings, key));
+            put.execute(params![name, v.to_string(), fingerprint])?;
         }
     }
     Ok(())
+}
+
+fn secrets_fingerprint(settings: &Settings, key: &super::fingerprint::Key) -> String {
+    key.fingerprint(settings.notify.webhooks.iter().map(|w| w.secret.as_deref()))
 }
 
 impl Config {
@@ -214,7 +229,7 @@ impl Config {
         // Its own write is not an edit to apply again.
         self.seen = stamp(&self.file);
         self.record(tx, &mut applied, &self.live.get(), &next, after)?;
-        save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())?;
+        save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), &self.key)?;
         let json = next.to_json();
         self.live.replace(next);
         Ok(Ok(json))
@@ -277,7 +292,7 @@ impl Config {
                 if !recorded.is_empty() {
                     tracing::info!(keys = ?recorded, "applied an edit of the configuration file");
                 }
-                save_baseline(tx, &next, &recorded)?;
+                save_baseline(tx, &next, &recorded, &self.key)?;
                 self.live.replace(next);
             }
             Err(e) => tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed"),
@@ -297,16 +312,22 @@ impl Config {
     fn record_offline_changes(&self, conn: &Connection, bus: &crate::services::bus::Bus) -> Result<Option<HeldSymbols>, ServiceError> {
         let live = self.live.get();
         let tx = conn.unchecked_transaction()?;
-        let baseline: std::collections::HashMap<String, String> = tx
-            .prepare("SELECT key, value FROM baseline")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let baseline: std::collections::HashMap<String, (String, Option<String>)> = tx
+            .prepare("SELECT key, value, fingerprint FROM baseline")?
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
             .collect::<rusqlite::Result<_>>()?;
         let mut changed = Vec::new();
         if !baseline.is_empty() {
             for key in Settings::known_keys() {
                 let Some(new) = live.get(key) else { continue };
-                let was = baseline.get(key).and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok());
-                if was.as_ref() != Some(&new) {
+                let was = baseline.get(key).and_then(|(v, _)| serde_json::from_str::<serde_json::Value>(v).ok());
+                // The webhooks as shown hide their secrets: the fingerprints tell a new
+                // one apart ([`is_change`] compares them whole while running).
+                let secrets_changed = key == WEBHOOKS && {
+                    let stored = baseline.get(key).and_then(|(_, f)| f.as_deref());
+                    self.key.differs(stored, &secrets_fingerprint(&live, &self.key)) == Some(true)
+                };
+                if was.as_ref() != Some(&new) || secrets_changed {
                     let old = was.unwrap_or(serde_json::Value::Null);
                     changed.push(Change { key: key.to_string(), old, new, hot: Settings::is_hot(key) });
                 }
@@ -315,7 +336,7 @@ impl Config {
         for change in &changed {
             keep(&tx, change)?;
         }
-        save_baseline(&tx, &live, &Settings::known_keys())?;
+        save_baseline(&tx, &live, &Settings::known_keys(), &self.key)?;
         tx.commit()?;
         let mut held = None;
         for change in changed {
