@@ -501,11 +501,19 @@ pub fn running_daemon(home: &Home) -> Result<Running, CliError> {
         };
         // Killed (`kill -9` just before `agt daemon start`), still tearing down its
         // threads and files: it will never serve again. Wait for it to let go of the
-        // lock, so that the next daemon can take it.
-        match running {
-            Running::Daemon(pid) if dying(pid) && Instant::now() < deadline => std::thread::sleep(POLL),
-            _ => return Ok(running),
+        // lock, so that the next daemon can take it. While it does, the kernel's list of
+        // locks may no longer name it (`Unknown`) and its main thread may already be a
+        // zombie, whose command line reads empty: the pid it recorded says it is going.
+        let going = |pid: u32| dying(pid) || is_zombie(pid);
+        let waiting = match running {
+            Running::Daemon(pid) => dying(pid),
+            Running::Unknown => recorded.is_some_and(going),
+            _ => false,
+        };
+        if !waiting || Instant::now() >= deadline {
+            return Ok(running);
         }
+        std::thread::sleep(POLL);
     }
 }
 
