@@ -424,7 +424,13 @@ fn supply_leaves_room_for_the_grid_so_trades_settle_exactly() {
     dm.deposit(&seller, &fine, "1");
     let (s, e) = dm.req("POST", &format!("/api/users/{buyer}/deposits"), Some(json!({"asset": fine, "amount": big})));
     assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("3 decimal places"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 decimal places"), "{e}");
+    // The total named is the one the deposit would make, not the one before it.
+    assert!(
+        message.contains(&format!("with this deposit of {big}")) && message.ends_with("deposit less, or in fewer decimal places"),
+        "{e}"
+    );
     // An instrument listed later with a finer lot: its orders are refused instead.
     let coarse = dm.symbol("0.01", "1");
     dm.deposit(&seller, &coarse, "1");

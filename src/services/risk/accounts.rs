@@ -154,9 +154,13 @@ pub enum Refusal {
     /// would need more than 28 digits: a trade could then round a balance.
     NoRoom {
         asset: String,
+        /// What all accounts hold now (before the deposit refused, for one).
         supply: Decimal,
         short: Decimal,
         places: u32,
+        /// The deposit refused, if that is what did not fit: its message gives the total
+        /// it would have made, not only the one before it.
+        deposit: Option<Decimal>,
     },
     /// A deposit would take what all accounts hold of `asset` over [`MAX_SUPPLY`].
     OverSupply {
@@ -336,7 +340,7 @@ impl Ledger {
         // A deposit onto a balance below zero pays back what it owes first.
         let short = self.short_of(asset) - owed(b.total) + owed(total) + self.open_short_of(asset);
         if !supply.checked_add(short).is_some_and(|bound| fits_at(bound, places)) {
-            return Err(Refusal::NoRoom { asset: asset.to_string(), supply: supply - amount, short, places });
+            return Err(Refusal::NoRoom { asset: asset.to_string(), supply: supply - amount, short, places, deposit: Some(amount) });
         }
         self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         self.supply.insert(asset.to_string(), supply);
@@ -476,7 +480,7 @@ impl Ledger {
         if supply.checked_add(short).is_some_and(|bound| fits_at(bound, places)) {
             Ok(())
         } else {
-            Err(Refusal::NoRoom { asset: asset.to_string(), supply, short, places })
+            Err(Refusal::NoRoom { asset: asset.to_string(), supply, short, places, deposit: None })
         }
     }
 

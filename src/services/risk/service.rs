@@ -130,21 +130,33 @@ fn refused(r: Refusal) -> ApiError {
                 super::accounts::MAX_SUPPLY
             ),
         ),
-        Refusal::NoRoom { asset, supply, short, places } if short.is_zero() => ApiError::rejected(
-            "max_supply",
-            format!(
-                "all accounts together hold {} {asset}; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly",
-                supply.normalize()
-            ),
-        ),
-        Refusal::NoRoom { asset, supply, short, places } => ApiError::rejected(
-            "max_supply",
-            format!(
-                "all accounts together hold {} {asset}, and with short sales (made, open, and this order's) long balances may hold {} more; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly: sell less short, or buy back what is sold short first",
-                supply.normalize(),
-                short.normalize()
-            ),
-        ),
+        Refusal::NoRoom { asset, supply, short, places, deposit } => {
+            // A first deposit refused read "all accounts together hold 0 USD": the total
+            // that does not fit is the one the deposit would make.
+            let held = match deposit.and_then(|amount| Some((amount, supply.checked_add(amount)?))) {
+                Some((amount, after)) => format!(
+                    "all accounts together hold {} {asset}, {} with this deposit of {}",
+                    supply.normalize(),
+                    after.normalize(),
+                    amount.normalize()
+                ),
+                None => format!("all accounts together hold {} {asset}", supply.normalize()),
+            };
+            let shorts = if short.is_zero() {
+                String::new()
+            } else {
+                format!(", and with short sales (made, open, and this order's) long balances may hold {} more", short.normalize())
+            };
+            let fix = match (deposit, short.is_zero()) {
+                (Some(_), _) => ": deposit less, or in fewer decimal places",
+                (None, false) => ": sell less short, or buy back what is sold short first",
+                (None, true) => "",
+            };
+            ApiError::rejected(
+                "max_supply",
+                format!("{held}{shorts}; written to {places} decimal places (the finest of its balances and of the lots and ticks it trades on) that is more than 28 digits, so a trade could not settle exactly{fix}"),
+            )
+        }
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
     }
 }
