@@ -372,15 +372,17 @@ impl Ledger {
     /// an account holding none.
     fn trim_positions(&mut self, user: &str, asset: &str) {
         let Some(map) = self.positions.get(user) else { return };
-        let of_asset = |symbol: &str| crate::services::market::base_asset(symbol) == asset;
-        let long: Decimal = map.iter().filter(|(s, p)| of_asset(s) && p.quantity > Decimal::ZERO).map(|(_, p)| p.quantity).sum();
-        let mut excess = long - self.balance(user, asset).total.max(Decimal::ZERO);
+        // The long positions in `asset`: (symbol, position), in symbol order.
+        let long: Vec<(String, Pos)> = map
+            .iter()
+            .filter(|(s, p)| crate::services::market::base_asset(s) == asset && p.quantity > Decimal::ZERO)
+            .map(|(s, p)| (s.clone(), *p))
+            .collect();
+        let mut excess = long.iter().map(|(_, p)| p.quantity).sum::<Decimal>() - self.balance(user, asset).total.max(Decimal::ZERO);
         if excess <= Decimal::ZERO {
             return;
         }
-        let symbols: Vec<String> = map.iter().filter(|(s, p)| of_asset(s) && p.quantity > Decimal::ZERO).map(|(s, _)| s.clone()).collect();
-        for symbol in symbols {
-            let p = self.position(user, &symbol);
+        for (symbol, p) in long {
             let take = excess.min(p.quantity);
             excess -= take;
             self.dirty.positions.insert((self.names.get(user), self.names.get(&symbol)));
@@ -533,7 +535,7 @@ impl Ledger {
     /// no room (see [`Ledger::room`]) at `grid` places.
     pub fn resize(&mut self, order_id: &str, price: Decimal, remaining: Decimal, allow_short: bool, grid: u32) -> Result<(), Refusal> {
         let Some(rec) = self.holds.get(order_id) else { return Err(Refusal::NoHold) };
-        let (user, asset, old) = (rec.user_id.clone(), rec.asset.clone(), rec.amount);
+        let (user, asset, old, side, old_short) = (rec.user_id.clone(), rec.asset.clone(), rec.amount, rec.side, rec.short);
         let available = self.available(&user, &asset);
         let mut want = match rec.side {
             Side::Buy => price.checked_mul(remaining).ok_or(Refusal::TooLarge)?,
@@ -546,10 +548,9 @@ impl Ledger {
                 return Err(Refusal::Insufficient { asset: asset.to_string(), needed: want - old, available });
             }
         }
-        let old_short = self.holds.get(order_id).map_or(Decimal::ZERO, |rec| rec.short);
-        let short = match self.holds.get(order_id).map(|rec| rec.side) {
-            Some(Side::Sell) => (remaining - want).max(Decimal::ZERO),
-            _ => Decimal::ZERO,
+        let short = match side {
+            Side::Sell => (remaining - want).max(Decimal::ZERO),
+            Side::Buy => Decimal::ZERO,
         };
         if short > old_short {
             self.room(&asset, grid, short - old_short)?;
@@ -799,7 +800,6 @@ impl Ledger {
             let p = Pos { quantity: dec(&r.get::<_, String>(2)?)?, average_price: dec(&r.get::<_, String>(3)?)? };
             ledger.positions.entry(user).or_default().insert(symbol, p);
         }
-
         Ok(ledger)
     }
 }
