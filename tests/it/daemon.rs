@@ -108,20 +108,15 @@ fn sigterm_stops_gracefully_and_removes_the_socket_and_pid_files() {
 /// two busy cores that happened in 7 of 40 tries).
 #[test]
 fn a_start_right_after_a_kill_waits_for_the_killed_daemon() {
-    let home = tempfile::Builder::new().prefix("agt-it-").tempdir_in("/tmp").unwrap();
-    std::fs::write(home.path().join("agt.toml"), BASE_CONFIG).unwrap();
-    let agt = |args: &[&str]| {
-        let mut c = cli_at(home.path());
-        c.args(args);
-        c
-    };
-    agt(&["daemon", "start"]).assert().success();
+    // A home with the tests' config, its daemons started by `agt daemon start`.
+    let d = Daemon::unstarted("", &[]);
+    d.cli().args(["daemon", "start"]).assert().success();
     for _ in 0..8 {
-        let pid: i32 = std::fs::read_to_string(home.path().join("agtd.pid")).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(d.path().join("agtd.pid")).unwrap().trim().parse().unwrap();
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        agt(&["daemon", "start"]).assert().success();
+        d.cli().args(["daemon", "start"]).assert().success();
     }
-    agt(&["daemon", "stop"]).assert().success();
+    d.cli().args(["daemon", "stop"]).assert().success();
 }
 
 #[test]
