@@ -176,3 +176,56 @@ fn cli_audit_tail_filters_by_actor() {
     d.cli().args(["audit", "tail", "--actor", "nobody"]).assert().success().stdout("no audit records\n");
     d.cli().args(["audit", "tail", "--actor", " "]).assert().code(2).stderr(contains("--actor cannot be empty"));
 }
+
+/// Under durability "full" a command runs while its audit record is being committed. When
+/// audit restarted in between (here crashed on purpose), the command had run but was
+/// answered 503 "not acknowledged" and its record was lost: a client that retried such a
+/// deposit deposited twice. Now the record is sent again and the command answered as
+/// it ran, so the balance is exactly the deposits acknowledged, each with its record.
+#[test]
+fn a_command_that_ran_while_audit_restarted_keeps_its_record_and_its_answer() {
+    let d = Daemon::with_config_env(
+        "[supervisor]\nmax_restarts = 100\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n",
+        &[("AGT_DURABILITY", "full")],
+    );
+    let user = d.user("audited");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let depositors: Vec<_> = (0..3)
+        .map(|_| {
+            let (sock, stop, path) = (d.sock(), stop.clone(), format!("/api/users/{user}/deposits"));
+            std::thread::spawn(move || {
+                let mut acknowledged = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+                    let (status, body) = crate::util::exchange(s, "POST", &path, Some(r#"{"asset": "USD", "amount": "1"}"#), &[]).unwrap();
+                    match status {
+                        201 | 200 => acknowledged += 1,
+                        503 => assert!(body["error"]["message"].as_str().unwrap().contains("not run"), "{body}"),
+                        _ => panic!("{status} {body}"),
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        // Crash audit once deposits are flowing and it runs again.
+        let before = d.ok("GET", &format!("/api/users/{user}/account"), None);
+        crate::util::wait_until("a deposit after audit's restart", std::time::Duration::from_secs(10), || {
+            let (s, now) = d.req("GET", &format!("/api/users/{user}/account"), None);
+            (s == 200 && now != before).then_some(())
+        });
+        let (s, _) = d.req("POST", "/api/services/audit/crash", None);
+        assert!(s == 202 || s == 503, "{s}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged: u64 = depositors.into_iter().map(|t| t.join().unwrap()).sum();
+    let account = d.ok("GET", &format!("/api/users/{user}/account"), None);
+    let total = crate::util::dec(&account["balances"][0]["total"]);
+    assert_eq!(total, rust_decimal::Decimal::from(acknowledged), "deposits made: {account}; acknowledged: {acknowledged}");
+    let records = d.ok("GET", "/api/audit?actor=socket&limit=100000", None);
+    let path = format!("POST /api/users/{user}/deposits");
+    let recorded =
+        records.as_array().unwrap().iter().filter(|r| r["action"] == path.as_str() && r["detail"].get("status").is_none()).count();
+    assert!(recorded as u64 >= acknowledged, "{recorded} audit records for {acknowledged} deposits acknowledged");
+}

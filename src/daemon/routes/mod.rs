@@ -272,9 +272,9 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
 /// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
 /// answers only once that record is durable: an acknowledged command always has its
 /// audit record. It is appended to audit's journal of commands before the handler runs
-/// (`services::audit::CommandLog`); without one (durability "full", audit not running)
-/// it is sent to audit before the handler runs, so the two overlap, and the answer
-/// waits for audit's commit. The record's detail is the query and the body
+/// (`services::audit::CommandLog`); without one (durability "full") it is sent to audit
+/// before the handler runs, so the two overlap, and the answer waits for audit's commit;
+/// if audit restarted before that commit, the record is sent again (the command ran). The record's detail is the query and the body
 /// ([`command_detail`]). What a command did is recorded by the events it causes; a
 /// command refused (an answer of 400 or more) gets a second record with the status and
 /// error code ([`record_refusal`]), so an attempt that failed is told from one that worked.
@@ -342,29 +342,53 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         Staged::Refused(e) => return not_run(e),
         Staged::NoJournal(detail) => detail,
     };
-    let logged = app.audit.send(|r| crate::services::audit::Cmd::Append {
-        actor: actor.clone(),
-        action: action.clone(),
-        detail: serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default(),
-        reply: Some(r),
-    });
+    let detail = serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default();
+    let append = || {
+        app.audit.send(|r| crate::services::audit::Cmd::Append {
+            actor: actor.clone(),
+            action: action.clone(),
+            detail: detail.clone(),
+            reply: Some(r),
+        })
+    };
+    // Audit down: nothing runs, as with the journal.
+    let logged = match append() {
+        Ok(rx) => rx,
+        Err(e) => return not_run(e),
+    };
     let resp = next(req).await;
     record_refusal(app, &actor, &action, &resp);
-    let logged = match logged {
-        Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
-        Err(e) => Err(e),
-    };
+    // The command has run, so its record must be kept: a 503 would tell the client it had
+    // not (a deposit retried would be made twice). If audit restarted before committing
+    // the record (its reply dropped), the record is sent again once audit runs.
+    let mut logged = logged.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit")));
+    let deadline = Instant::now() + REAPPEND_WITHIN;
+    while logged.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        logged = match append() {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
+            Err(e) => Err(e),
+        };
+    }
     match logged {
         Ok(()) => resp,
         // Nothing may be acknowledged without its audit record.
         Err(e) => Failure(ApiError::new(
             503,
             "service_unavailable",
-            format!("the command was not audited, so it is not acknowledged: {}", e.message),
+            format!(
+                "the command ran, but its audit record could not be stored, so it is not acknowledged: {}; check what it did before retrying it",
+                e.message
+            ),
         ))
         .into_response(),
     }
 }
+
+/// How long a command that ran under durability "full" waits for audit to come back and
+/// store its record, when audit restarted before committing it: the supervisor's backoff
+/// reaches 5 s only after several restarts, by when audit is usually marked failed.
+const REAPPEND_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether a caller's role may send a command to this path (DESIGN.md §4): an admin
 /// anything; a trader only its orders' routes (place, amend, cancel, cancel-all, the
