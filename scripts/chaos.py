@@ -1,0 +1,656 @@
+#!/usr/bin/env python3
+"""Crash consistency under a mixed workload: SIGKILL the daemon at random moments and
+check that nothing acknowledged was lost and that money is conserved.
+
+Usage: scripts/chaos.py [--rounds 30] [--bin target/release/agt] [--home NEW_DIR]
+       [--seed N] [--durability normal|full] [--short] [--kinds kill,crash,...]
+
+Python 3, stdlib only; needs a release build (`cargo build --release`). It makes a
+fresh home (a temporary one unless --home), starts the daemon with `agt daemon start`,
+lists `AAPL-USD` beside the shipped `AAPL` (two symbols trading one base asset) and
+makes ten users. Each round, over seven connections to the socket at once: four traders
+place limit (crossing and resting, some for all a user has), market, IOC and FOK orders
+on AAPL, AAPL-USD and BTC-USD, each with a client order id, cancel, amend and
+cancel-all; a cashier deposits and withdraws USD, AAPL and BTC (some withdrawals take
+all that is available, racing the traders' holds); an admin halts and resumes symbols
+and all trading, disables and enables users and changes their max_order_quantity; a
+reader lists orders. The script keeps a ledger of every acknowledged deposit and
+withdrawal, and of those whose answer the kill cut off (they may or may not have
+happened: the checks find which). A round ends in one of (--kinds): `kill` (SIGKILL at
+a random moment), `crash-then-kill` (a service crashed by fault injection first),
+`kill-in-stop` (killed while `agt daemon stop` drains), `kill-in-start` (killed again
+while it recovers), `crash` (services crashed, no kill: the running daemon is checked).
+Then it starts the daemon again and checks, through the API:
+
+- every order it got an answer for (or saw in a list) exists, with its fills, a status
+  at least as advanced and no less filled; an acknowledged cancel stays cancelled; an
+  open order has the price and quantity its last acknowledged amend gave it;
+- a placement retried with its client order id finds the first order (200); one whose
+  answer the kill cut off either finds it or is placed now;
+- per user and asset: total = deposits - withdrawals + what the user's fills moved,
+  so the sum over users is deposits - withdrawals; available = total - held, and none
+  of them below zero (with --short, only USD);
+- holds (`/api/risk/holds`) are exactly the open orders, each of remaining x price
+  (buys, USD) or remaining (sells, the base asset), and `held` is their sum;
+- every trade id is in exactly two fills (a buy and a sell, same price and quantity),
+  on its symbol's tape naming those orders; each order's filled quantity is its fills'
+  sum; the quote's last price, 24 h trades and volume and the 1m candles match the tape;
+- the books (`/api/book/SYM`) are the open orders' remaining quantities by price;
+- acknowledged halts, resumes, user statuses and limits hold after the restart;
+- `GET /api/audit/verify` is ok, `/ready` and `/metrics` show every service up, and
+  no answer was a 5xx other than 503.
+
+After the last round it stops the daemon cleanly, checks that the stopped stores agree
+(open orders = open holds = resting orders, no saga left unfinished; python's sqlite3),
+starts it and checks again. Prints each round and every violation; exits 1 if there was
+one. Slow (~3 s a round): never run by `cargo test`; a short version of each bug it
+found lives in `tests/it/` (audit.rs: a command run while audit restarted under
+durability "full").
+"""
+import argparse, json, os, random, signal, socket, sqlite3, subprocess, sys, tempfile, threading, time
+from collections import defaultdict
+from decimal import Decimal as D
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--rounds", type=int, default=30)
+ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
+ap.add_argument("--home")
+ap.add_argument("--seed", type=int, default=int(time.time()))
+ap.add_argument("--short", action="store_true", help="risk.allow_short = true: sells may go below zero")
+ap.add_argument("--durability", choices=["normal", "full"])
+ap.add_argument("--kinds", default="kill,kill,kill,crash-then-kill,kill-in-stop,kill-in-start,crash",
+                help="the kinds of round to pick from at random (a kind listed twice is picked twice as often)")
+ap.add_argument("--min-ms", type=int, default=200, help="shortest round before the kill")
+ap.add_argument("--max-ms", type=int, default=2500, help="longest round before the kill")
+args = ap.parse_args()
+rng = random.Random(args.seed)
+home = args.home or tempfile.mkdtemp(prefix="agt-chaos-")
+os.makedirs(home, exist_ok=True)
+with open(f"{home}/agt.toml", "w") as f:
+    f.write((f'durability = "{args.durability}"\n' if args.durability else '')
+            + '[http]\nlisten = ""\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\n' + ('allow_short = true\n' if args.short else '') + '[debug]\nfault_injection = true\n')
+print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
+
+BASE = {"AAPL": "AAPL", "AAPL-USD": "AAPL", "BTC-USD": "BTC"}
+SYMBOLS = list(BASE)
+FINAL = {"filled", "cancelled", "rejected", "expired"}
+RANK = {"new": 0, "partially_filled": 1}
+problems = []
+
+
+def problem(msg):
+    problems.append(msg)
+    print("VIOLATION:", msg, flush=True)
+
+
+class Gone(Exception):
+    """The daemon went away mid-request: whether the request took effect is unknown."""
+
+
+class Conn:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(60)
+        self.sock.connect(f"{home}/agt.sock")
+        self.buf = b""
+
+    def recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise Gone()
+        self.buf += chunk
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        try:
+            self.sock.sendall(head.encode() + data)
+            while b"\r\n\r\n" not in self.buf:
+                self.recv()
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            status = int(head.split(b" ")[1])
+            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")), None)
+            if length is None:  # NDJSON streams: read to the end
+                while True:
+                    try:
+                        self.recv()
+                    except Gone:
+                        break
+                body, self.buf = self.buf, b""
+                return status, [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+            while len(self.buf) < length:
+                self.recv()
+        except (OSError, socket.timeout) as e:
+            raise Gone() from e
+        body, self.buf = self.buf[:length], self.buf[length:]
+        if status >= 500 and status != 503:
+            problem(f"{method} {path} {body[:300]!r} answered {status}")
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:  # /metrics: Prometheus text
+            return status, body.decode()
+
+
+def ok(method, path, body=None):
+    s, v = Conn().call(method, path, body)
+    if s >= 300:
+        raise SystemExit(f"{method} {path}: {s} {v}")
+    return v
+
+
+def agt(*a):
+    return subprocess.run([args.bin, "--home", home, *a], capture_output=True, text=True)
+
+
+def start():
+    r = agt("daemon", "start")
+    if r.returncode != 0:
+        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+
+
+def pid():
+    with open(f"{home}/agtd.json") as f:
+        return json.load(f)["pid"]
+
+
+# --- what the script was told -------------------------------------------------------
+lock = threading.Lock()
+ledger = defaultdict(D)  # (user, asset) -> acknowledged deposits - withdrawals
+uncertain = []  # (user, asset, signed amount) the kill cut the answer off
+told = {}  # order_id -> the most advanced view of the order we were told
+told_cancelled = set()  # acknowledged cancels
+amended = defaultdict(list)  # order_id -> (price, quantity) of each acknowledged amend, in answer order
+amend_unanswered = set()  # orders an amend was sent for that the kill cut off
+halts = {}  # symbol -> (halted, certain)
+settings = {}  # (user, "status" or "limit") -> (value, certain): users' status and max_order_quantity
+counts = defaultdict(int)
+
+
+def remember(o):
+    """Keeps the most advanced answer seen for an order."""
+    if not isinstance(o, dict) or "order_id" not in o:
+        return
+    with lock:
+        old = told.get(o["order_id"])
+        if old is None or D(o["filled_quantity"]) > D(old["filled_quantity"]) or (o["status"] in FINAL and old["status"] not in FINAL):
+            told[o["order_id"]] = o
+
+
+placed = {}  # client_order_id -> (body, order_id) of every answered placement
+unplaced = []  # bodies of placements the kill cut the answer off
+next_cid = iter(range(10**9))
+
+
+def place(c, body):
+    """Places with a client order id of our own, so a retry after the kill can be checked."""
+    body = dict(body, client_order_id=f"x{args.seed}-{next(next_cid)}")
+    try:
+        s, o = c.call("POST", "/api/orders", body)
+    except Gone:
+        with lock:
+            unplaced.append(body)
+        raise
+    if isinstance(o, dict) and "order_id" in o:
+        with lock:
+            placed[body["client_order_id"]] = (body, o["order_id"])
+    remember(o)
+    return s, o
+
+
+def open_ids(c, user):
+    s, v = c.call("GET", f"/api/orders?user_id={user}&status=open&limit=200")
+    return [o["order_id"] for o in v] if s == 200 else []
+
+
+def trader(users, stop):
+    r = random.Random(rng.random())
+    c = Conn()
+    while not stop.is_set():
+        u, sym = r.choice(users), r.choice(SYMBOLS)
+        side = r.choice(["buy", "sell"])
+        qty = str(r.randint(1, 5)) if sym != "BTC-USD" else str(D(r.randint(1, 50)) / 10000)
+        # Most limit prices rest (buys below 100, sells above); some cross.
+        lo, hi = (9400, 10050) if side == "buy" else (9950, 10600)
+        px = str(D(r.randint(lo, hi)) / 100)
+        k = r.random()
+        try:
+            if k < 0.45:
+                body = {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "price": px}
+                body["time_in_force"] = r.choice(["gtc", "gtc", "gtc", "ioc", "fok"])
+                s, o = place(c, body)
+                counts["place"] += 1
+            elif k < 0.55:
+                s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "type": "market",
+                                 "time_in_force": r.choice(["gtc", "ioc", "fok"])})
+                counts["market"] += 1
+            elif k < 0.65:
+                ids = open_ids(c, u)
+                if ids:
+                    i = r.choice(ids)
+                    s, o = c.call("DELETE", f"/api/orders/{i}")
+                    counts["cancel"] += 1
+                    if s == 200:
+                        remember(o)
+                        with lock:
+                            told_cancelled.add(i)
+            elif k < 0.85:
+                ids = open_ids(c, u)
+                if ids:
+                    i = r.choice(ids)
+                    body = r.choice([{"price": px}, {"quantity": str(r.randint(1, 8))}, {"price": px, "quantity": str(r.randint(1, 8))}])
+                    try:
+                        s, o = c.call("PATCH", f"/api/orders/{i}", body)
+                    except Gone:
+                        with lock:
+                            amend_unanswered.add(i)
+                        raise
+                    counts["amend"] += 1
+                    if s == 200:
+                        remember(o)
+                        with lock:
+                            amended[i].append((D(o["price"]), D(o["quantity"])))
+            elif k < 0.99:
+                # Nearly all of the user's cash or asset in one order.
+                s, acct = c.call("GET", f"/api/users/{u}/account")
+                bal = {b["asset"]: D(b["available"]) for b in acct["balances"]} if s == 200 else {}
+                p = D(r.randint(9900, 10100)) / 100
+                q = int(bal.get("USD", 0) / p) if side == "buy" else int(bal.get(BASE[sym], 0))
+                if sym == "BTC-USD":
+                    q = (bal.get("USD", D(0)) / p if side == "buy" else bal.get("BTC", D(0))).quantize(D("0.0001"), rounding="ROUND_DOWN")
+                if q > 0:
+                    s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": str(q), "price": str(p)})
+                    counts["all-in"] += 1
+            else:
+                s, v = c.call("POST", "/api/orders/cancel-all", {"user_id": u, "symbol": sym})
+                counts["cancel-all"] += 1
+                if s == 200:
+                    for o in v if isinstance(v, list) else v.get("cancelled", []):
+                        remember(o)
+                        with lock:
+                            told_cancelled.add(o["order_id"])
+        except Gone:
+            return
+
+
+def cashier(users, stop):
+    r = random.Random(rng.random())
+    c = Conn()
+    while not stop.is_set():
+        u, asset = r.choice(users), r.choice(["USD", "USD", "AAPL", "BTC"])
+        amount = D(r.randint(1, 100000)) / 100 if asset != "BTC" else D(r.randint(1, 10000)) / 10000
+        route = r.choice(["deposits", "deposits", "withdrawals"])
+        sign = 1 if route == "deposits" else -1
+        try:
+            if route == "withdrawals" and r.random() < 0.5:
+                # All that is available, racing the traders' holds on the same money.
+                s, acct = c.call("GET", f"/api/users/{u}/account")
+                have = [b for b in acct["balances"] if D(b["available"]) > 0] if s == 200 else []
+                if have:
+                    b = r.choice(have)
+                    asset, amount = b["asset"], D(b["available"])
+            s, v = c.call("POST", f"/api/users/{u}/{route}", {"asset": asset, "amount": str(amount)})
+            counts[route] += 1
+        except Gone:
+            with lock:
+                uncertain.append((u, asset, sign * amount))
+            return
+        if s < 300:
+            with lock:
+                ledger[(u, asset)] += sign * amount
+        time.sleep(0.005)
+
+
+def admin(users, stop):
+    r = random.Random(rng.random())
+    c = Conn()
+    while not stop.is_set():
+        # Halts are brief and rare enough that most of a round trades.
+        halted = [k for k, (h, _) in halts.items() if h]
+        route = "resume" if halted and r.random() < 0.7 else "halt" if r.random() < 0.3 else "resume"
+        sym = r.choice(halted) if route == "resume" and halted else r.choice(SYMBOLS + SYMBOLS + [None])
+        with lock:
+            halts[sym] = (route == "halt", False)
+        try:
+            s, v = c.call("POST", f"/api/risk/{route}", {"symbol": sym} if sym else {})
+        except Gone:
+            return
+        counts[route] += 1
+        if s < 300:
+            with lock:
+                halts[sym] = (route == "halt", True)
+        # A user disabled for a moment, or given a new per-user limit.
+        u = r.choice(users)
+        if r.random() < 0.3:
+            what, path, body = ("status", f"/api/users/{u}", {"status": r.choice(["disabled", "active", "active"])})
+            method = "PUT"
+        else:
+            what, path, body = ("limit", f"/api/risk/limits?user_id={u}", {"max_order_quantity": str(r.randint(4, 1000))})
+            method = "PUT"
+        with lock:
+            settings[(u, what)] = (None, False)
+        try:
+            s, v = c.call(method, path, body)
+        except Gone:
+            return
+        counts[what] += 1
+        if s < 300:
+            with lock:
+                settings[(u, what)] = (list(body.values())[0], True)
+        time.sleep(r.choice([0.02, 0.1, 0.2]))
+
+
+def reader(users, stop):
+    r = random.Random(rng.random())
+    c = Conn()
+    while not stop.is_set():
+        try:
+            s, v = c.call("GET", f"/api/orders?user_id={r.choice(users)}&limit=20")
+        except Gone:
+            return
+        if s == 200:
+            for o in v:
+                remember(o)
+
+
+# --- the checks -------------------------------------------------------------------
+def all_orders(c, u):
+    s, v = c.call("GET", f"/api/orders?user_id={u}&status=all&limit=10000")
+    if len(v) >= 10000:
+        problem(f"{u} has 10,000 orders or more: the checks see only the newest")
+    return v
+
+
+def check(users, label):
+    c = Conn()
+    global uncertain, unplaced
+    orders = {}
+    for u in users:
+        for o in all_orders(c, u):
+            orders[o["order_id"]] = o
+    # every acknowledged order, at least as advanced
+    for oid, was in list(told.items()):
+        now = orders.get(oid)
+        if now is None:
+            problem(f"{label}: acknowledged order {oid} is gone: {was}")
+            continue
+        if D(now["filled_quantity"]) < D(was["filled_quantity"]):
+            problem(f"{label}: {oid} lost fills: told {was['filled_quantity']}, now {now['filled_quantity']}")
+        if was["status"] in FINAL and now["status"] != was["status"]:
+            problem(f"{label}: {oid} was {was['status']}, now {now['status']}")
+        if was["status"] not in FINAL and now["status"] not in FINAL and RANK[now["status"]] < RANK[was["status"]]:
+            problem(f"{label}: {oid} went back from {was['status']} to {now['status']}")
+        now_fills = {f["trade_id"] for f in now["fills"]}
+        for f in was["fills"]:
+            if f["trade_id"] not in now_fills:
+                problem(f"{label}: {oid} lost fill {f}")
+    for oid, values in amended.items():
+        o = orders.get(oid)
+        # Two amends of one order may cross on the way; the last applied is one of the last two.
+        if o and o["status"] not in FINAL and oid not in amend_unanswered and (D(o["price"]), D(o["quantity"])) not in values[-2:]:
+            problem(f"{label}: open {oid} is {o['quantity']} @ {o['price']}, acknowledged amends made it {values[-2:]}")
+    for oid in told_cancelled:
+        if oid in orders and orders[oid]["status"] != "cancelled":
+            problem(f"{label}: acknowledged cancel of {oid}, now {orders[oid]['status']}")
+    # fills and trades
+    trades = defaultdict(list)
+    net = defaultdict(D)  # (user, asset) -> what fills moved
+    for o in orders.values():
+        fq = sum((D(f["quantity"]) for f in o["fills"]), D(0))
+        if fq != D(o["filled_quantity"]):
+            problem(f"{label}: {o['order_id']} filled_quantity {o['filled_quantity']} but its fills sum to {fq}")
+        if D(o["remaining_quantity"]) != D(o["quantity"]) - D(o["filled_quantity"]) and o["status"] not in FINAL:
+            problem(f"{label}: open {o['order_id']} remaining {o['remaining_quantity']} != quantity - filled")
+        base = BASE[o["symbol"]]
+        for f in o["fills"]:
+            trades[f["trade_id"]].append((o["side"], D(f["price"]), D(f["quantity"]), o["symbol"]))
+            sign = 1 if o["side"] == "buy" else -1
+            net[(o["user_id"], base)] += sign * D(f["quantity"])
+            net[(o["user_id"], "USD")] -= sign * D(f["quantity"]) * D(f["price"])
+    for tid, fs in trades.items():
+        if len(fs) != 2 or {fs[0][0], fs[1][0]} != {"buy", "sell"} or fs[0][1:] != fs[1][1:]:
+            problem(f"{label}: trade {tid} has fills {fs}")
+    for sym in SYMBOLS:
+        s, tape = c.call("GET", f"/api/trades/{sym}?limit=10000")
+        ids = {t["trade_id"] for t in tape}
+        for t in tape:
+            for side, key in (("buy", "buy_order_id"), ("sell", "sell_order_id")):
+                o = orders.get(t[key])
+                if o is None or o["side"] != side or t["trade_id"] not in {f["trade_id"] for f in o["fills"]}:
+                    problem(f"{label}: tape trade {t['trade_id']} names {side} order {t[key]}, which has no such fill")
+        mine = {t for t, fs in trades.items() if fs[0][3] == sym}
+        if len(tape) < 10000 and ids != mine:
+            problem(f"{label}: {sym} tape has {len(ids - mine)} trades no fill names and lacks {len(mine - ids)}: {list(ids ^ mine)[:3]}")
+    # holds, accounts, money
+    s, holds = c.call("GET", "/api/risk/holds")
+    open_orders = {i: o for i, o in orders.items() if o["status"] not in FINAL}
+    by_order = defaultdict(list)
+    for h in holds:
+        by_order[h["order_id"]].append(h)
+    for i in set(by_order) - set(open_orders):
+        problem(f"{label}: hold without an open order: {by_order[i]} ({orders.get(i, {}).get('status')})")
+    held = defaultdict(D)
+    for i, o in open_orders.items():
+        hs = by_order.get(i, [])
+        if args.short and o["side"] == "sell":
+            # A short sale holds only what was available; the rest is sold short.
+            want = (BASE[o["symbol"]], min(D(o["remaining_quantity"]), sum((D(h["amount"]) for h in hs), D(0))))
+        elif o["side"] == "buy":
+            want = ("USD", D(o["remaining_quantity"]) * D(o["price"]))
+        else:
+            want = (BASE[o["symbol"]], D(o["remaining_quantity"]))
+        got = [(h["asset"], D(h["amount"])) for h in hs]
+        if got != [want]:
+            problem(f"{label}: open order {i} ({o['side']} {o['remaining_quantity']} @ {o['price']}) holds {got}, needs {want}")
+        for h in hs:
+            held[(o["user_id"], h["asset"])] += D(h["amount"])
+    totals = defaultdict(D)
+    # the kill may have cut off answers to deposits that happened: find which did
+    resolved = []
+    for u in users:
+        s, acct = c.call("GET", f"/api/users/{u}/account")
+        seen = set()
+        for b in acct["balances"]:
+            a, t, h, av = b["asset"], D(b["total"]), D(b["held"]), D(b["available"])
+            seen.add(a)
+            totals[a] += t
+            if av != t - h or h < 0 or (av < 0 or t < 0) and not (args.short and a != "USD"):
+                problem(f"{label}: {u} {a}: total {t} held {h} available {av}")
+            if h != held[(u, a)]:
+                problem(f"{label}: {u} {a} held {h}, open orders need {held[(u, a)]}")
+            rest = t - ledger[(u, a)] - net[(u, a)]
+            mine = [x for x in uncertain if x[0] == u and x[1] == a]
+            match = None
+            for mask in range(1 << len(mine)):
+                pick = [mine[j] for j in range(len(mine)) if mask >> j & 1]
+                if sum((x[2] for x in pick), D(0)) == rest:
+                    match = pick
+                    break
+            if match is None:
+                problem(f"{label}: {u} {a}: total {t} != deposits - withdrawals {ledger[(u, a)]} + fills {net[(u, a)]} (off by {rest}; unanswered {mine})")
+            else:
+                resolved += match
+        for (uu, a), v in list(ledger.items()) + list(net.items()):
+            if uu == u and a not in seen and v != 0:
+                problem(f"{label}: {u} has no {a} balance, expected {ledger[(u, a)] + net[(u, a)]}")
+    for x in resolved:
+        ledger[(x[0], x[1])] += x[2]
+    counts["unanswered cash"] += len(uncertain)
+    counts["unanswered cash that happened"] += len(resolved)
+    uncertain = []
+    # books
+    for sym in SYMBOLS:
+        s, book = c.call("GET", f"/api/book/{sym}?depth=1000")
+        for side, key in (("buy", "bids"), ("sell", "asks")):
+            want = defaultdict(D)
+            for o in open_orders.values():
+                if o["symbol"] == sym and o["side"] == side:
+                    want[D(o["price"])] += D(o["remaining_quantity"])
+            got = {D(p): D(q) for p, q in book[key]}
+            if got != dict(want):
+                problem(f"{label}: {sym} {key} {sorted(got.items())[:5]} != open orders {sorted(want.items())[:5]}")
+    # market data agrees with the tape
+    for sym in SYMBOLS:
+        s, tape = c.call("GET", f"/api/trades/{sym}?limit=10000")
+        s, q = c.call("GET", f"/api/market/{sym}")
+        if tape and len(tape) < 10000:
+            vol = sum((D(t["quantity"]) for t in tape), D(0))
+            if D(q["last"] or 0) != D(tape[0]["price"]) or q["trades_24h"] != len(tape) or D(q["volume_24h"]) != vol:
+                problem(f"{label}: {sym} quote {q} disagrees with the tape: last {tape[0]['price']}, {len(tape)} trades, volume {vol}")
+            s, bars = c.call("GET", f"/api/market/{sym}/candles?interval=1m&limit=10000")
+            bvol, bn = sum((D(b["volume"]) for b in bars), D(0)), sum(b["trades"] for b in bars)
+            if (bvol, bn) != (vol, len(tape)):
+                problem(f"{label}: {sym} 1m candles hold {bn} trades, volume {bvol}; the tape {len(tape)}, {vol}")
+    # a retried placement (same client_order_id) finds the order the kill cut the answer off
+    for body in unplaced:
+        s, o = c.call("POST", "/api/orders", body)
+        if s not in (200, 201, 422):
+            problem(f"{label}: retry of an unanswered placement answered {s} {o}")
+        counts["retried unanswered placements"] += 1
+        counts["... that had happened"] += s == 200
+        if isinstance(o, dict) and "order_id" in o:
+            placed[body["client_order_id"]] = (body, o["order_id"])
+            remember(o)
+    unplaced.clear()
+    for cid in random.Random(label).sample(sorted(placed), min(20, len(placed))):
+        body, oid = placed[cid]
+        s, o = c.call("POST", "/api/orders", body)
+        if s != 200 or o.get("order_id") != oid:
+            problem(f"{label}: retry of answered placement {cid} ({oid}) answered {s} {o}")
+    # halts
+    s, state = c.call("GET", "/api/risk/state")
+    halted = set(state["halted_symbols"])
+    for sym, (h, certain) in halts.items():
+        if certain and (state["halted"] if sym is None else sym in halted) != h:
+            problem(f"{label}: {sym} acknowledged {'halted' if h else 'resumed'}, state {state}")
+    for (u, what), (value, certain) in settings.items():
+        if not certain:
+            continue
+        if what == "status":
+            now = c.call("GET", f"/api/users/{u}")[1]["status"]
+        else:
+            now = c.call("GET", f"/api/risk/limits?user_id={u}")[1]["max_order_quantity"]
+        if D(now) != D(value) if what == "limit" else now != value:
+            problem(f"{label}: {u} acknowledged {what} {value}, now {now}")
+    s, v = c.call("GET", "/api/audit/verify")
+    if not v.get("ok"):
+        problem(f"{label}: audit verify {v}")
+    s, metrics = c.call("GET", "/metrics")
+    down = [l for l in (metrics or "").splitlines() if l.startswith("agt_service_up{") and not l.endswith(" 1")]
+    if s != 200 or down:
+        problem(f"{label}: /metrics {s}, services down: {down}")
+    s, _ = c.call("GET", "/ready")
+    if s != 200:
+        problem(f"{label}: /ready {s}")
+    return len(orders), len(open_orders), len(trades)
+
+
+# --- the run ----------------------------------------------------------------------
+start()
+ok("POST", "/api/symbols", {"symbol": "AAPL-USD", "tick": "0.01", "lot": "1", "min_quantity": "1"})
+tag = str(time.time_ns())[-6:]
+users = [ok("POST", "/api/users", {"username": f"chaos{tag}{i}", "email": f"c{tag}{i}@example.com"})["user_id"] for i in range(10)]
+for u in users:
+    for asset, amount in (("USD", D("20000")), ("AAPL", D("200")), ("BTC", D("1"))):
+        ok("POST", f"/api/users/{u}/deposits", {"asset": asset, "amount": str(amount)})
+        ledger[(u, asset)] += amount
+kills = 0
+for rnd in range(args.rounds):
+    stop = threading.Event()
+    threads = [threading.Thread(target=trader, args=(users, stop)) for _ in range(4)]
+    threads += [threading.Thread(target=cashier, args=(users, stop)), threading.Thread(target=admin, args=(users, stop)),
+                threading.Thread(target=reader, args=(users, stop))]
+    for t in threads:
+        t.start()
+    kind = rng.choice(args.kinds.split(","))
+    wait = rng.randint(args.min_ms, args.max_ms) / 1000
+    if kind == "crash-then-kill":
+        # A service crashes (the supervisor restarts it) while the orders flow.
+        time.sleep(wait / 2)
+        name = rng.choice(["risk", "orders", "trading", "audit", "market", "users", "notify"])
+        s, v = Conn().call("POST", f"/api/services/{name}/crash")
+        kind += f" ({name}: {s})"
+        time.sleep(wait / 2)
+    else:
+        time.sleep(wait)
+    if kind == "crash":
+        # No kill: a service crashes and the supervisor restarts it while the orders
+        # flow; the running daemon must agree with itself afterwards.
+        names = ["risk", "orders", "trading", "audit", "market", "users"]
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice(names)
+            s, v = Conn().call("POST", f"/api/services/{name}/crash")
+            kind += f" {name}:{s}"
+            time.sleep(rng.randint(50, 400) / 1000)
+        stop.set()
+        for t in threads:
+            t.join()
+        deadline = time.time() + 15
+        while Conn().call("GET", "/ready")[0] != 200 and time.time() < deadline:
+            time.sleep(0.02)
+        n, o, t = check(users, f"round {rnd + 1} ({kind})")
+        for sym in SYMBOLS + [None]:
+            ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
+            halts[sym] = (False, True)
+        for u in users:
+            ok("PUT", f"/api/users/{u}", {"status": "active"})
+            settings[(u, "status")] = ("active", True)
+        print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+        continue
+    victim = pid()
+    if kind == "kill-in-stop":
+        # A graceful stop, killed while it drains.
+        stopper = subprocess.Popen([args.bin, "--home", home, "daemon", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.randint(0, 30) / 1000)
+    try:
+        os.kill(victim, signal.SIGKILL)
+    except ProcessLookupError:
+        kind += " (it had already stopped)"
+    kills += 1
+    for t in threads:
+        t.join()
+    if kind.startswith("kill-in-stop"):
+        stopper.wait()
+    if kind == "kill-in-start":
+        # Killed again while it recovers from the first kill.
+        starter = subprocess.Popen([args.bin, "--home", home, "daemon", "start"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if pid() != victim:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.001)
+        time.sleep(rng.randint(0, 20) / 1000)
+        try:
+            os.kill(pid(), signal.SIGKILL)
+            kills += 1
+        except (ProcessLookupError, OSError, ValueError, KeyError):
+            kind += " (no second pid)"
+        starter.wait()
+    start()
+    n, o, t = check(users, f"round {rnd + 1}")
+    # resume everything so the next round trades
+    for sym in SYMBOLS + [None]:
+        ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
+        halts[sym] = (False, True)
+    for u in users:
+        ok("PUT", f"/api/users/{u}", {"status": "active"})
+        settings[(u, "status")] = ("active", True)
+    print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+
+r = agt("daemon", "stop")
+if r.returncode != 0:
+    problem(f"agt daemon stop: {r.stderr}")
+db = lambda name: sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True)
+open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
+hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
+rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
+unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
+if not (open_rows == hold_rows == rest_rows) or unfinished:
+    problem(f"stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
+start()
+n, o, t = check(users, "after a clean stop")
+agt("daemon", "stop")
+print(f"{kills} kills, {n} orders ({o} open), {t} trades, {dict(counts)}; {len(problems)} violations", flush=True)
+sys.exit(1 if problems else 0)
