@@ -19,7 +19,9 @@ withdrawal, and of those whose answer the kill cut off (they may or may not have
 happened: the checks find which). A round ends in one of (--kinds): `kill` (SIGKILL at
 a random moment), `crash-then-kill` (a service crashed by fault injection first),
 `kill-in-stop` (killed while `agt daemon stop` drains), `kill-in-start` (killed again
-while it recovers), `crash` (services crashed, no kill: the running daemon is checked).
+while it recovers), `crash` (services crashed, no kill: the running daemon is checked), `mass` (a
+cancel-all of 2,400 resting orders of one user, killed part way through), `stop` (a
+graceful stop under load, after which the stopped stores must agree).
 Then it starts the daemon again and checks, through the API:
 
 - every order it got an answer for (or saw in a list) exists, with its fills, a status
@@ -58,7 +60,7 @@ ap.add_argument("--home")
 ap.add_argument("--seed", type=int, default=int(time.time()))
 ap.add_argument("--short", action="store_true", help="risk.allow_short = true: sells may go below zero")
 ap.add_argument("--durability", choices=["normal", "full"])
-ap.add_argument("--kinds", default="kill,kill,kill,crash-then-kill,kill-in-stop,kill-in-start,crash",
+ap.add_argument("--kinds", default="kill,kill,kill,crash-then-kill,kill-in-stop,kill-in-start,crash,mass,stop",
                 help="the kinds of round to pick from at random (a kind listed twice is picked twice as often)")
 ap.add_argument("--min-ms", type=int, default=200, help="shortest round before the kill")
 ap.add_argument("--max-ms", type=int, default=2500, help="longest round before the kill")
@@ -554,15 +556,73 @@ for u in users:
         ok("POST", f"/api/users/{u}/deposits", {"asset": asset, "amount": str(amount)})
         ledger[(u, asset)] += amount
 kills = 0
+def mass_cancel(u, sent):
+    """Cancels all of one user's orders; the main thread kills the daemon meanwhile."""
+    c = Conn()
+    sent.set()
+    try:
+        s, v = c.call("POST", "/api/orders/cancel-all", {"user_id": u})
+    except Gone:
+        return
+    if s == 200:
+        for o in v:
+            remember(o)
+            with lock:
+                told_cancelled.add(o["order_id"])
+
+
+def stop_and_compare_stores(label):
+    """A clean stop drains every mailbox and flushes the lane: the stores then agree."""
+    r = agt("daemon", "stop")
+    if r.returncode != 0:
+        problem(f"{label}: agt daemon stop: {r.stderr}")
+    db = lambda name: sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True)
+    open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
+    hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
+    rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
+    unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
+    if not (open_rows == hold_rows == rest_rows) or unfinished:
+        problem(f"{label}: stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
+
+
 for rnd in range(args.rounds):
     stop = threading.Event()
+    kind = rng.choice(args.kinds.split(","))
+    if kind == "mass":
+        # Thousands of one user's orders resting, then a cancel-all of them (done 500 at
+        # a time between other commands) killed part way through.
+        u = rng.choice(users)
+        ok("POST", f"/api/users/{u}/deposits", {"asset": "USD", "amount": "400000"})
+        ledger[(u, "USD")] += D("400000")
+        for sym in SYMBOLS + [None]:
+            ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
+            halts[sym] = (False, True)
+        ok("PUT", f"/api/users/{u}", {"status": "active"})
+        settings[(u, "status")] = ("active", True)
+
+        def rest(n, r):
+            c = Conn()
+            for _ in range(n):
+                try:
+                    place(c, {"user_id": u, "symbol": r.choice(["AAPL", "AAPL-USD"]), "side": "buy", "quantity": "1",
+                              "price": str(D(r.randint(9000, 9100)) / 100)})
+                except Gone:
+                    return
+        fill = [threading.Thread(target=rest, args=(600, random.Random(rng.random()))) for _ in range(4)]
+        [t.start() for t in fill]
+        [t.join() for t in fill]
     threads = [threading.Thread(target=trader, args=(users, stop)) for _ in range(4)]
     threads += [threading.Thread(target=cashier, args=(users, stop)), threading.Thread(target=admin, args=(users, stop)),
                 threading.Thread(target=reader, args=(users, stop))]
     for t in threads:
         t.start()
-    kind = rng.choice(args.kinds.split(","))
     wait = rng.randint(args.min_ms, args.max_ms) / 1000
+    if kind == "mass":
+        sent = threading.Event()
+        threads.append(threading.Thread(target=mass_cancel, args=(u, sent)))
+        threads[-1].start()
+        sent.wait()
+        wait = rng.randint(0, 150) / 1000
     if kind == "crash-then-kill":
         # A service crashes (the supervisor restarts it) while the orders flow.
         time.sleep(wait / 2)
@@ -594,6 +654,18 @@ for rnd in range(args.rounds):
         for u in users:
             ok("PUT", f"/api/users/{u}", {"status": "active"})
             settings[(u, "status")] = ("active", True)
+        print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+        continue
+    if kind == "stop":
+        # A graceful stop while the orders flow: no kill.
+        stop_and_compare_stores(f"round {rnd + 1} (stopped under load)")
+        for t in threads:
+            t.join()
+        start()
+        n, o, t = check(users, f"round {rnd + 1} ({kind})")
+        for sym in SYMBOLS + [None]:
+            ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
+            halts[sym] = (False, True)
         print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
         continue
     victim = pid()
@@ -639,16 +711,7 @@ for rnd in range(args.rounds):
         settings[(u, "status")] = ("active", True)
     print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
 
-r = agt("daemon", "stop")
-if r.returncode != 0:
-    problem(f"agt daemon stop: {r.stderr}")
-db = lambda name: sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True)
-open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
-hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
-rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
-unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
-if not (open_rows == hold_rows == rest_rows) or unfinished:
-    problem(f"stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
+stop_and_compare_stores("the last round")
 start()
 n, o, t = check(users, "after a clean stop")
 agt("daemon", "stop")
