@@ -13,7 +13,8 @@ place limit (crossing and resting, some for all a user has), market, IOC and FOK
 on AAPL, AAPL-USD and BTC-USD, each with a client order id, cancel, amend and
 cancel-all; a cashier deposits and withdraws USD, AAPL and BTC (some withdrawals take
 all that is available, racing the traders' holds); an admin halts and resumes symbols
-and all trading, disables and enables users and changes their max_order_quantity; a
+and all trading, disables and enables users, changes their max_order_quantity, lists new instruments (and deposits
+their asset at once) and changes `risk.max_order_notional` live; a
 reader lists orders. The script keeps a ledger of every acknowledged deposit and
 withdrawal, and of those whose answer the kill cut off (they may or may not have
 happened: the checks find which). A round ends in one of (--kinds): `kill` (SIGKILL at
@@ -38,7 +39,8 @@ Then it starts the daemon again and checks, through the API:
   on its symbol's tape naming those orders; each order's filled quantity is its fills'
   sum; the quote's last price, 24 h trades and volume and the 1m candles match the tape;
 - the books (`/api/book/SYM`) are the open orders' remaining quantities by price;
-- acknowledged halts, resumes, user statuses and limits hold after the restart;
+- acknowledged halts, resumes, user statuses, limits, instruments and config hold
+  after the restart;
 - `GET /api/audit/verify` is ok, `/ready` and `/metrics` show every service up, and
   no answer was a 5xx other than 503.
 
@@ -164,6 +166,7 @@ told_cancelled = set()  # acknowledged cancels
 amended = defaultdict(list)  # order_id -> (price, quantity) of each acknowledged amend, in answer order
 amend_unanswered = set()  # orders an amend was sent for that the kill cut off
 halts = {}  # symbol -> (halted, certain)
+listed = set()  # instruments added and acknowledged
 settings = {}  # (user, "status" or "limit") -> (value, certain): users' status and max_order_quantity
 counts = defaultdict(int)
 
@@ -320,8 +323,40 @@ def admin(users, stop):
         if s < 300:
             with lock:
                 halts[sym] = (route == "halt", True)
-        # A user disabled for a moment, or given a new per-user limit.
+        # A user disabled for a moment, or given a new per-user limit; now and then a
+        # new instrument (and a deposit of its asset) or a live config change.
         u = r.choice(users)
+        if r.random() < 0.1:
+            sym = f"Z{args.seed % 1000}N{next(next_cid)}-USD"
+            try:
+                s, v = c.call("POST", "/api/symbols", {"symbol": sym, "tick": "0.01", "lot": "1"})
+                if s < 300:
+                    with lock:
+                        listed.add(sym)
+                    amount = D(r.randint(1, 1000))
+                    s, v = c.call("POST", f"/api/users/{u}/deposits", {"asset": sym[:-4], "amount": str(amount)})
+                    if s < 300:
+                        with lock:
+                            ledger[(u, sym[:-4])] += amount
+                    elif s != 503:
+                        problem(f"deposit of {sym[:-4]} right after listing {sym}: {s} {v}")
+                counts["listed"] += 1
+            except Gone:
+                return
+            continue
+        if r.random() < 0.1:
+            value = str(r.randint(10000000, 20000000))
+            with lock:
+                settings[("config", "risk.max_order_notional")] = (None, False)
+            try:
+                s, v = c.call("PUT", "/api/config", {"risk.max_order_notional": value})
+            except Gone:
+                return
+            counts["config"] += 1
+            if s < 300:
+                with lock:
+                    settings[("config", "risk.max_order_notional")] = (value, True)
+            continue
         if r.random() < 0.3:
             what, path, body = ("status", f"/api/users/{u}", {"status": r.choice(["disabled", "active", "active"])})
             method = "PUT"
@@ -524,14 +559,20 @@ def check(users, label):
     for sym, (h, certain) in halts.items():
         if certain and (state["halted"] if sym is None else sym in halted) != h:
             problem(f"{label}: {sym} acknowledged {'halted' if h else 'resumed'}, state {state}")
+    s, syms = c.call("GET", "/api/symbols")
+    lost = listed - {x["symbol"] for x in syms}
+    if lost:
+        problem(f"{label}: acknowledged instruments lost: {sorted(lost)}")
     for (u, what), (value, certain) in settings.items():
         if not certain:
             continue
-        if what == "status":
+        if u == "config":
+            now = c.call("GET", "/api/config")[1]["risk"]["max_order_notional"]
+        elif what == "status":
             now = c.call("GET", f"/api/users/{u}")[1]["status"]
         else:
             now = c.call("GET", f"/api/risk/limits?user_id={u}")[1]["max_order_quantity"]
-        if D(now) != D(value) if what == "limit" else now != value:
+        if D(now) != D(value) if what != "status" else now != value:
             problem(f"{label}: {u} acknowledged {what} {value}, now {now}")
     s, v = c.call("GET", "/api/audit/verify")
     if not v.get("ok"):
