@@ -39,6 +39,8 @@ Then it starts the daemon again and checks, through the API:
   on its symbol's tape naming those orders; each order's filled quantity is its fills'
   sum; the quote's last price, 24 h trades and volume and the 1m candles match the tape;
 - the books (`/api/book/SYM`) are the open orders' remaining quantities by price;
+- `TRADE_EXECUTED` events name each trade once; `ACCOUNT_DEPOSITED` less
+  `ACCOUNT_WITHDRAWN` events sum to the ledger, per user and asset;
 - acknowledged halts, resumes, user statuses, limits, instruments and config hold
   after the restart;
 - `GET /api/audit/verify` is ok, `/ready` and `/metrics` show every service up, and
@@ -133,6 +135,22 @@ class Conn:
             return status, json.loads(body) if body else None
         except ValueError:  # /metrics: Prometheus text
             return status, body.decode()
+
+
+def events(types):
+    """Every stored event of these types (HTTP/1.0: the stream ends with the connection)."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(60)
+    sock.connect(f"{home}/agt.sock")
+    sock.sendall(f"GET /api/events?since=0&type={types} HTTP/1.0\r\nHost: agt\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    if b" 200 " not in head.split(b"\r\n")[0]:
+        problem(f"GET /api/events: {head[:100]!r} {body[:200]!r}")
+        return []
+    return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
 
 
 def ok(method, path, body=None):
@@ -511,6 +529,21 @@ def check(users, label):
                 problem(f"{label}: {u} has no {a} balance, expected {ledger[(u, a)] + net[(u, a)]}")
     for x in resolved:
         ledger[(x[0], x[1])] += x[2]
+    # the events say the same: each trade once, and the deposits and withdrawals made
+    seen = defaultdict(int)
+    moved = defaultdict(D)
+    for e in events("TRADE_EXECUTED,ACCOUNT_DEPOSITED,ACCOUNT_WITHDRAWN"):
+        d = e["data"]
+        if e["type"] == "TRADE_EXECUTED":
+            seen[d["trade_id"]] += 1
+        else:
+            moved[(d["user_id"], d["asset"])] += D(d["amount"]) * (1 if e["type"] == "ACCOUNT_DEPOSITED" else -1)
+    if set(seen) != set(trades) or any(n != 1 for n in seen.values()):
+        problem(f"{label}: TRADE_EXECUTED events: {len(set(trades) - set(seen))} trades without, {len(set(seen) - set(trades))} unknown, "
+                f"{sum(n > 1 for n in seen.values())} twice")
+    for key in set(moved) | {k for k, v in ledger.items() if v}:
+        if moved[key] != ledger[key]:
+            problem(f"{label}: {key}: deposit and withdrawal events sum to {moved[key]}, the acknowledged ones to {ledger[key]}")
     counts["unanswered cash"] += len(uncertain)
     counts["unanswered cash that happened"] += len(resolved)
     uncertain = []
