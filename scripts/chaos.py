@@ -32,7 +32,8 @@ Then it starts the daemon again and checks, through the API:
   answer the kill cut off either finds it or is placed now;
 - per user and asset: total = deposits - withdrawals + what the user's fills moved,
   so the sum over users is deposits - withdrawals; available = total - held, and none
-  of them below zero (with --short, only USD);
+  of them below zero (with --short, only USD: all-in sells then sell more than there
+  is, and `risk.allow_short` is turned off and on live);
 - holds (`/api/risk/holds`) are exactly the open orders, each of remaining x price
   (buys, USD) or remaining (sells, the base asset), and `held` is their sum;
 - every trade id is in exactly two fills (a buy and a sell, same price and quantity),
@@ -280,6 +281,9 @@ def trader(users, stop):
                 q = int(bal.get("USD", 0) / p) if side == "buy" else int(bal.get(BASE[sym], 0))
                 if sym == "BTC-USD":
                     q = (bal.get("USD", D(0)) / p if side == "buy" else bal.get("BTC", D(0))).quantize(D("0.0001"), rounding="ROUND_DOWN")
+                if args.short and side == "sell":
+                    # More than there is: the rest is sold short.
+                    q += r.randint(1, 20) if sym != "BTC-USD" else D(r.randint(1, 5000)) / 10000
                 if q > 0:
                     s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": str(q), "price": str(p)})
                     counts["all-in"] += 1
@@ -363,17 +367,20 @@ def admin(users, stop):
                 return
             continue
         if r.random() < 0.1:
-            value = str(r.randint(10000000, 20000000))
+            # With --short, short selling is also turned off and on while shorts are open.
+            key, value = "risk.max_order_notional", str(r.randint(10000000, 20000000))
+            if args.short and r.random() < 0.5:
+                key, value = "risk.allow_short", r.choice([True, False])
             with lock:
-                settings[("config", "risk.max_order_notional")] = (None, False)
+                settings[("config", key)] = (None, False)
             try:
-                s, v = c.call("PUT", "/api/config", {"risk.max_order_notional": value})
+                s, v = c.call("PUT", "/api/config", {key: value})
             except Gone:
                 return
             counts["config"] += 1
             if s < 300:
                 with lock:
-                    settings[("config", "risk.max_order_notional")] = (value, True)
+                    settings[("config", key)] = (value, True)
             continue
         if r.random() < 0.3:
             what, path, body = ("status", f"/api/users/{u}", {"status": r.choice(["disabled", "active", "active"])})
@@ -600,7 +607,11 @@ def check(users, label):
         if not certain:
             continue
         if u == "config":
-            now = c.call("GET", "/api/config")[1]["risk"]["max_order_notional"]
+            now = c.call("GET", "/api/config")[1]["risk"][what.split(".")[1]]
+            if isinstance(value, bool):
+                if now != value:
+                    problem(f"{label}: acknowledged {what} {value}, now {now}")
+                continue
         elif what == "status":
             now = c.call("GET", f"/api/users/{u}")[1]["status"]
         else:
