@@ -11,7 +11,8 @@
 //! loop says the debounce window has passed ([`Action::Flush`]). A burst of a thousand
 //! orders therefore costs a few fetches, and a hidden tab costs none.
 //!
-//! **A token that may not read the event stream** (a trader's) gets a polled session
+//! **A session without the event stream** (a trader's, whose stream holds only its own
+//! user's events, or a token the daemon refuses it) is polled
 //! ([`Feed::Polled`]): what the current tab shows is fetched again every second. What
 //! the role may not read at all is never asked for ([`App::unavailable`]): a trader's
 //! Services, Audit and Events panels say so instead of failing, and any other read the

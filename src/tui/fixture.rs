@@ -305,8 +305,8 @@ fn a_minute_of_readings(app: &mut App, events: bool) {
     }
 }
 
-/// What the daemon says when a trader's token asks for the event stream.
-pub const TRADER_REFUSED: &str = "a trader token may only read its own user's data and market data";
+/// Why a trader's session is polled.
+pub const TRADER_REFUSED: &str = crate::tui::net::TRADER_POLLED;
 
 /// Alice's dashboard with her trader token over TCP, answered as the daemon answers a
 /// trader: no event stream (polled), the services' states from `/health` only, her user

@@ -31,12 +31,14 @@
 //! something the daemon would refuse; the status line says `read-only`. Anything the
 //! daemon still refuses shows the daemon's own message.
 //!
-//! A trader's token may not read the event stream, the services' details or the audit
-//! log (DESIGN.md §4). Its session is polled (`● polling`): Orders, Book and Accounts
+//! A trader's token may not read the services' details or the audit log (DESIGN.md §4),
+//! and its event stream holds only its own user's events, not the market's the Book tab
+//! follows. Its session is polled (`● polling`): Orders, Book and Accounts
 //! show its own orders, its own account (the one user its `GET /api/users` lists) and
 //! the market, fetched again every second while their tab is shown; Overview shows the
-//! services' states from `/health` and the public metrics; Events and Audit say they are
-//! not available to the role, and are never asked for. `d` and `w` are refused with a
+//! services' states from `/health` and the public metrics; Events says the session is
+//! polled (`agt events tail -f` with the token follows its own events), and Audit that
+//! the role may not read it; neither is asked for. `d` and `w` are refused with a
 //! message (deposits are an admin's); `n`, `c` and `a` work on its own orders.
 //!
 //! # Limits

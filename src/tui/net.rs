@@ -12,8 +12,9 @@
 //! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
 //! about two seconds of its socket answering again.
 //!
-//! **Without the stream.** A token the daemon refuses the stream as `forbidden` (a
-//! trader's) gets a watched session instead: the role is probed and reported, then
+//! **Without the stream.** A trader's token, whose stream holds only its own user's
+//! events (not the market's, which the Book tab follows), and a token the daemon refuses
+//! the stream as `forbidden`, get a watched session instead: the role is probed and reported, then
 //! [`Net::Polling`], and a light read every [`HEARTBEAT`] tells a daemon gone (or the
 //! token revoked) as a broken stream would. The dashboard polls its snapshots itself.
 
@@ -25,6 +26,10 @@ use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Why a trader's session is polled: its event stream carries its own user's events
+/// alone, and the Book tab would never hear of the market's trades.
+pub const TRADER_POLLED: &str =
+    "a trader token's stream holds only its own user's events, not the market's; `agt events tail -f` with the token follows them";
 /// How many past events the stream replays at most when it (re)connects.
 pub const BACKLOG: u64 = 200;
 /// The error code of a `since` whose next events the daemon no longer keeps.
@@ -99,6 +104,10 @@ impl Wire {
     /// One connection: find where to start, open the stream, forward events until it
     /// breaks. `Ok` means nobody listens any more; `Err` says why the stream ended.
     async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), Ended> {
+        let role = probe_role(&self.client).await;
+        if role == Some(Role::Trader) {
+            return Err(Ended::Denied(TRADER_POLLED.into()));
+        }
         let head = newest_seq(&self.client).await.map_err(Ended::of)?;
         let floor = head.saturating_sub(BACKLOG);
         // A head below what we saw means a new event log (another home, a wiped one).
@@ -118,7 +127,7 @@ impl Wire {
         if !self.report(Net::Connected { head }) {
             return Ok(());
         }
-        if let Some(role) = probe_role(&self.client).await {
+        if let Some(role) = role {
             self.report(Net::Role(role));
         }
         loop {
@@ -284,10 +293,10 @@ async fn newest_seq(client: &Client) -> Result<u64, ClientError> {
     serde_json::from_str::<Event>(&line).map(|e| e.seq).map_err(|e| ClientError::Protocol(format!("an event line: {e}")))
 }
 
-/// The token's role, over TCP: `GET /api/tokens` is for admins only, and the event
-/// stream for readers (admins and viewers; `limit=0` streams nothing), so two reads tell
-/// the three roles apart without changing anything. Not `GET /api/users`: a trader lists
-/// its own user there. The socket is always admin: no probe.
+/// The token's role, over TCP: `GET /api/tokens` is for admins only, and the audit log
+/// for readers (admins and viewers), so two reads tell the three roles apart without
+/// changing anything. Not `GET /api/users`: a trader lists its own user there; nor the
+/// event stream, which a trader reads too (its own user's events). The socket is always admin: no probe.
 async fn probe_role(client: &Client) -> Option<Role> {
     if matches!(client.endpoint(), Endpoint::Unix(_)) {
         return Some(Role::Admin);
@@ -300,10 +309,10 @@ async fn probe_role(client: &Client) -> Option<Role> {
     if !forbidden(&tokens) {
         return None;
     }
-    let events = client.get("/api/events?limit=0").await;
-    if events.is_ok() {
+    let audit = client.get("/api/audit?limit=1").await;
+    if audit.is_ok() {
         Some(Role::Viewer)
-    } else if forbidden(&events) {
+    } else if forbidden(&audit) {
         Some(Role::Trader)
     } else {
         None

@@ -280,3 +280,94 @@ fn events_follow_and_type_say_what_they_take() {
         assert!(body["error"]["message"].as_str().unwrap().starts_with(says), "{path}: {body}");
     }
 }
+
+/// The events of an NDJSON body, however the helper read it (one line parses as JSON).
+fn events_of(body: Value) -> Vec<Value> {
+    match body {
+        Value::String(text) => text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect(),
+        one @ Value::Object(_) => vec![one],
+        other => panic!("not events: {other}"),
+    }
+}
+
+/// A trader token reads its own user's orders, fills, deposits and user record from the
+/// event stream, replayed, counted by `tail` and followed; never another user's events,
+/// the tape's order ids, or the platform's own (tokens, services, config).
+#[test]
+fn a_trader_reads_its_own_users_events_alone() {
+    let d = Daemon::start();
+    let (sym, alice, bob) = d.market_pair("1000000", "1000");
+    let tok = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let sell = d.place(&bob, &sym, "sell", "1", Some("10")).1;
+    let buy = d.place(&alice, &sym, "buy", "1", Some("10")).1;
+    assert_eq!(buy["status"], "filled", "{buy}");
+    d.place(&bob, &sym, "sell", "5", Some("12"));
+    d.deposit(&bob, "USD", "5");
+    let own = |e: &Value| e["data"]["user_id"] == alice.as_str();
+    let (s, body) = d.tcp("GET", "/api/events?limit=1000", None, Some(&tok));
+    assert_eq!(s, 200, "{body}");
+    let text = body.to_string();
+    assert!(!text.contains(&bob) && !text.contains(sell["order_id"].as_str().unwrap()), "another user's events leaked: {text}");
+    let seen = events_of(body);
+    let kinds: Vec<&str> = seen.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(seen.iter().all(own), "{kinds:?}");
+    for k in ["USER_CREATED", "ACCOUNT_DEPOSITED", "ORDER_CREATED", "ORDER_EXECUTED"] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert!(!kinds.iter().any(|k| k.starts_with("TRADE_") || k.starts_with("TOKEN_") || k.starts_with("SERVICE_")), "{kinds:?}");
+    let fill = seen.iter().find(|e| e["type"] == "ORDER_EXECUTED").unwrap();
+    assert_eq!(fill["data"]["trades"][0]["trade_id"], buy["fills"][0]["trade_id"], "the fill names its trade: {fill}");
+    // An admin reads the same events, and the rest.
+    let all = events_of(d.ok("GET", "/api/events?limit=1000", None));
+    let admins_own: Vec<&Value> = all.iter().filter(|e| own(e) && e["type"] != "TOKEN_CREATED").collect();
+    assert_eq!(admins_own.len(), seen.len(), "the trader missed some of its own events");
+    // Other types are refused, by name.
+    let (s, e) = d.tcp("GET", "/api/events?type=TRADE_EXECUTED", None, Some(&tok));
+    assert_eq!((s, code(&e)), (403, "forbidden"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("ORDER_EXECUTED"), "the message lists what it may read: {e}");
+    let (s, fills) = d.tcp("GET", "/api/events?type=ORDER_EXECUTED", None, Some(&tok));
+    assert_eq!(s, 200);
+    assert_eq!(events_of(fills).len(), 1);
+    // `tail` counts the trader's own events, not the newest of everyone's.
+    let (s, last) = d.tcp("GET", "/api/events?tail=2", None, Some(&tok));
+    assert_eq!(s, 200);
+    let last = events_of(last);
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last[1]["seq"], seen.last().unwrap()["seq"], "{last:?}");
+    // `agt events tail` with the token: its own newest, and another type refused.
+    let url = format!("http://{}", d.tcp_addr());
+    let out = d.cli().args(["--url", &url, "--token", &tok, "-o", "json", "events", "tail"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains(alice.as_str()) && !text.contains(bob.as_str()) && text.contains("ORDER_EXECUTED"), "{text}");
+    d.cli().args(["--url", &url, "--token", &tok, "events", "tail", "--type", "TRADE_EXECUTED"]).assert().code(1);
+    // Followed: another user's new events are skipped, its own arrive.
+    let addr = d.tcp_addr();
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let since = seen.last().unwrap()["seq"].as_u64().unwrap();
+    let request = format!("GET /api/events?since={since}&follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n");
+    let mut r = std::io::BufReader::new(s);
+    std::io::Write::write_all(r.get_mut(), request.as_bytes()).unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+        assert!(!line.is_empty(), "the stream ended before its head");
+        if line == "\r\n" {
+            break;
+        }
+    }
+    d.deposit(&bob, "USD", "7");
+    d.place(&bob, &sym, "sell", "1", Some("13"));
+    d.deposit(&alice, "USD", "3");
+    let next = loop {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0, "the stream ended");
+        if let Some(at) = line.find("{\"seq\":") {
+            break serde_json::from_str::<Value>(line[at..].trim()).unwrap();
+        }
+    };
+    assert_eq!((next["type"].as_str(), next["data"]["user_id"].as_str()), (Some("ACCOUNT_DEPOSITED"), Some(alice.as_str())), "{next}");
+    assert_eq!(next["data"]["amount"], "3", "{next}");
+}

@@ -296,7 +296,7 @@ fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
     assert!(!screen.contains("read-only"), "a trader may trade:\n{screen}");
     // Overview: the services' states from /health, what is not the trader's said once.
     let screen = pane.wait_for("Services · 10/10 running");
-    for needle in ["only admin and viewer tokens read it", "no event stream for a trader token"] {
+    for needle in ["only admin and viewer tokens read it", "no event rate for a trader token"] {
         assert!(screen.contains(needle), "{needle}:\n{screen}");
     }
     assert!(!screen.contains("not refreshed") && !screen.contains("forbidden"), "{screen}");
@@ -334,7 +334,7 @@ fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
 
     // Events and Audit say what they would show and why not.
     pane.keys(&["5"]);
-    pane.wait_for("The event stream is not available to a trader token.");
+    pane.wait_for("does not follow the event stream for a trader token.");
     pane.keys(&["6"]);
     pane.wait_for("The audit log is not available to a trader token.");
 

@@ -36,6 +36,29 @@ pub struct EventQuery {
 
 const PAGE: usize = 1000;
 
+/// The event types a trader token reads, each only where its `data.user_id` is the
+/// token's user: its orders' lives and fills (`ORDER_EXECUTED` carries the trades' ids,
+/// prices and quantities, never the other side's order), its account's deposits and
+/// withdrawals, its user's record. DESIGN.md §4 lets a trader read its user's account,
+/// orders and fills; everything else on the bus (other users, which orders traded, limits,
+/// halts, services, config, tokens) stays an admin's and a viewer's.
+pub const TRADER_TYPES: &[&str] = &[
+    "USER_CREATED",
+    "USER_UPDATED",
+    "ACCOUNT_DEPOSITED",
+    "ACCOUNT_WITHDRAWN",
+    "ORDER_CREATED",
+    "ORDER_REJECTED",
+    "ORDER_STATUS_UPDATED",
+    "ORDER_EXECUTED",
+    "ORDER_CANCELLED",
+    "ORDER_EXPIRED",
+];
+
+/// How many of the newest events of its types a trader's `tail=N` looks through for its
+/// own: a week of everyone's orders is not read to find a quiet user's few.
+const TRADER_TAIL_SCAN: usize = 200_000;
+
 /// How often a followed stream with nothing to send looks whether its client is still
 /// there (`server::Peer`): a stream of events that never come would otherwise outlive
 /// its client until the daemon stops (hyper notices a closed connection only when it
@@ -49,7 +72,16 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
 ) -> ApiResult<Response> {
-    caller.require_reader()?;
+    // A trader reads its own user's events alone (`TRADER_TYPES`, `Reader::shows`).
+    let trader: Option<Arc<str>> = match caller.role() {
+        Role::Trader => Some(
+            caller
+                .bound_user()
+                .ok_or_else(|| ApiError::forbidden("this trader token is bound to no user, so it has no events to read"))?
+                .into(),
+        ),
+        Role::Admin | Role::Viewer => None,
+    };
     let q_since = query_number("since", q.since.as_deref(), 0, u64::MAX)?;
     let q_tail = query_number("tail", q.tail.as_deref(), 0, u64::MAX)?.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let limit = query_number("limit", q.limit.as_deref(), 0, u64::MAX)?.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -78,9 +110,20 @@ pub async fn events(
                     return Err(ApiError::forbidden(format!("a viewer token may not read tokens, nor their events ({t})")).into());
                 }
             }
+            if trader.is_some() {
+                if let Some(t) = list.iter().find(|t| !TRADER_TYPES.contains(&t.as_str())) {
+                    return Err(ApiError::forbidden(format!(
+                        "a trader token reads only its own user's events, of the types {} ({t} is not one)",
+                        TRADER_TYPES.join(" ")
+                    ))
+                    .into());
+                }
+            }
             Some(list)
         }
     };
+    // A trader's stream reads only the blocks that hold its types.
+    let types = types.or_else(|| trader.is_some().then(|| TRADER_TYPES.iter().map(|t| t.to_string()).collect()));
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     let follow = match q.follow.as_deref() {
@@ -109,10 +152,14 @@ pub async fn events(
         }
         (None, None, Some(n)) => {
             // Count only what this caller may see: a viewer's newest N leave out the
-            // `TOKEN_*` events the stream will hide.
+            // `TOKEN_*` events the stream will hide, a trader's every other user's.
             let t = types.clone().or_else(|| (caller.role() == Role::Viewer).then(visible_to_viewers));
-            let bus = app.bus.clone();
-            match tokio::task::spawn_blocking(move || bus.since_for_last(n, t.as_deref())).await {
+            let (bus, user) = (app.bus.clone(), trader.clone());
+            let counted = move || match user {
+                Some(u) => bus.since_for_last_kept(n, t.as_deref(), Some(&|e: &BusEvent| names_user(e, &u)), TRADER_TAIL_SCAN),
+                None => bus.since_for_last(n, t.as_deref()),
+            };
+            match tokio::task::spawn_blocking(counted).await {
                 Ok(Ok(since)) => since,
                 _ => return Err(ApiError::unavailable("bus").into()),
             }
@@ -130,7 +177,7 @@ pub async fn events(
         )
         .into());
     }
-    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), Reader::of(caller), tx));
+    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), Reader::of(caller, trader), tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((
         [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
@@ -157,14 +204,16 @@ struct Reader {
     token: Option<Arc<TokenInfo>>,
     /// A viewer reads everything but tokens (DESIGN.md §4): `TOKEN_*` events are skipped.
     hide_tokens: bool,
+    /// A trader's user: only events of [`TRADER_TYPES`] that name it are sent.
+    only_user: Option<Arc<str>>,
 }
 
 impl Reader {
-    fn of(caller: Caller) -> Reader {
+    fn of(caller: Caller, only_user: Option<Arc<str>>) -> Reader {
         let hide_tokens = caller.role() == Role::Viewer;
         match caller {
-            Caller::Token(t) => Reader { token: Some(t), hide_tokens },
-            Caller::Socket => Reader { token: None, hide_tokens },
+            Caller::Token(t) => Reader { token: Some(t), hide_tokens, only_user },
+            Caller::Socket => Reader { token: None, hide_tokens, only_user },
         }
     }
 
@@ -173,8 +222,17 @@ impl Reader {
     }
 
     fn shows(&self, e: &BusEvent) -> bool {
-        !(self.hide_tokens && is_token_event(&e.kind))
+        match &self.only_user {
+            Some(user) => TRADER_TYPES.contains(&e.kind.as_ref()) && names_user(e, user),
+            None => !(self.hide_tokens && is_token_event(&e.kind)),
+        }
     }
+}
+
+/// Whether the event's `data.user_id` is `user`. The text is looked at first: most
+/// events on a busy bus name another user, and need not be parsed to say so.
+fn names_user(e: &BusEvent, user: &str) -> bool {
+    e.data_text().contains(user) && e.data().get("user_id").and_then(serde_json::Value::as_str) == Some(user)
 }
 
 fn is_token_event(kind: &str) -> bool {

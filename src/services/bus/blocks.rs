@@ -204,29 +204,45 @@ pub(super) fn read_since(
     Ok(out)
 }
 
-/// The seq of the `n`-th newest stored event (of some types only, if given), counting
-/// from 1, or `None` when fewer are stored.
-pub(super) fn nth_newest(conn: &Connection, n: usize, types: Option<&[String]>) -> anyhow::Result<Option<u64>> {
+/// The seq of the `n`-th newest stored event (of some types only, if given, and only
+/// those `keep` takes, if given), counting from 1, or `None` when fewer are stored. With
+/// `keep`, at most `scan` events of the types are looked at: when that many were and
+/// fewer than `n` kept, the oldest looked at is the answer (a trader's `tail=N` does not
+/// read a week of everyone's events to find its own few).
+pub(super) fn nth_newest(
+    conn: &Connection,
+    n: usize,
+    types: Option<&[String]>,
+    keep: Option<&dyn Fn(&BusEvent) -> bool>,
+    scan: usize,
+) -> anyhow::Result<Option<u64>> {
     let mut left = n;
+    let mut looked = 0usize;
+    // Whether the event of `line` counts, and whether the scan must stop at it.
+    let mut counts = |line: &str| -> anyhow::Result<(bool, bool)> {
+        if types.is_none() && keep.is_none() {
+            return Ok((true, false));
+        }
+        let e = BusEvent::from_line(line.to_string())?;
+        if types.is_some_and(|t| !t.iter().any(|k| *k == e.kind)) {
+            return Ok((false, false));
+        }
+        looked += 1;
+        Ok((keep.is_none_or(|k| k(&e)), keep.is_some() && looked >= scan))
+    };
     {
         let mut stmt = conn.prepare_cached("SELECT CASE WHEN types & ?1 <> 0 THEN body END FROM event_blocks ORDER BY last_seq DESC")?;
         let mut rows = stmt.query([mask_of(types)])?;
         while let Some(row) = rows.next()? {
             let Some(body) = row.get_ref(0)?.as_str_or_null()? else { continue };
             for line in body.rsplit('\n') {
-                let wanted = match types {
-                    None => true,
-                    Some(t) => {
-                        let e = BusEvent::from_line(line.to_string())?;
-                        t.iter().any(|k| *k == e.kind)
-                    }
-                };
+                let (wanted, last) = counts(line)?;
                 if wanted {
                     left -= 1;
-                    if left == 0 {
-                        let seq = line_seq(line).map_or_else(|| BusEvent::from_line(line.to_string()).map(|e| e.seq), Ok)?;
-                        return Ok(Some(seq));
-                    }
+                }
+                if left == 0 || last {
+                    let seq = line_seq(line).map_or_else(|| BusEvent::from_line(line.to_string()).map(|e| e.seq), Ok)?;
+                    return Ok(Some(seq));
                 }
             }
         }
@@ -234,6 +250,23 @@ pub(super) fn nth_newest(conn: &Connection, n: usize, types: Option<&[String]>) 
     let mut sql = String::from("SELECT seq FROM events WHERE seq > 0");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     and_types(&mut sql, &mut args, types);
+    if keep.is_some() {
+        // An older agt's row per event, read one by one for `keep`.
+        let sql = sql.replacen("SELECT seq", "SELECT envelope", 1) + " ORDER BY seq DESC";
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        while let Some(row) = rows.next()? {
+            let line: String = row.get(0)?;
+            let (wanted, last) = counts(&line)?;
+            if wanted {
+                left -= 1;
+            }
+            if left == 0 || last {
+                return Ok(Some(BusEvent::from_line(line)?.seq));
+            }
+        }
+        return Ok(None);
+    }
     sql.push_str(" ORDER BY seq DESC LIMIT 1 OFFSET ?");
     args.push(((left - 1).min(i64::MAX as usize) as i64).into());
     let mut stmt = conn.prepare_cached(&sql)?;

@@ -384,13 +384,25 @@ impl Bus {
     /// Where to start reading to get the newest `n` events (of some types only, if
     /// given): the seq just before the `n`-th newest, or 0 when fewer are kept. Blocking.
     pub fn since_for_last(&self, n: usize, types: Option<&[String]>) -> anyhow::Result<u64> {
+        self.since_for_last_kept(n, types, None, usize::MAX)
+    }
+
+    /// [`Bus::since_for_last`] counting only the events `keep` takes, among at most `scan`
+    /// of the types (see `blocks::nth_newest`). Blocking.
+    pub fn since_for_last_kept(
+        &self,
+        n: usize,
+        types: Option<&[String]>,
+        keep: Option<&dyn Fn(&BusEvent) -> bool>,
+        scan: usize,
+    ) -> anyhow::Result<u64> {
         if n == 0 {
             return Ok(self.last_seq());
         }
         let conn = self.inner.reader.lock().unwrap();
         // Not from before `first_kept`: a prune says so before its commit (`prune_chunk`),
         // and a tail that began among the events going would be answered 410.
-        Ok(blocks::nth_newest(&conn, n, types)?.map_or(0, |seq| (seq - 1).max(self.first_kept().saturating_sub(1))))
+        Ok(blocks::nth_newest(&conn, n, types, keep, scan)?.map_or(0, |seq| (seq - 1).max(self.first_kept().saturating_sub(1))))
     }
 
     /// How heavily the daemon is loaded (set by the trading lane, read by every store's
@@ -835,6 +847,15 @@ mod tests {
         let third_newest_trade = (1..=n).rev().filter(|i| i.is_multiple_of(3)).nth(2).unwrap();
         assert_eq!(bus.since_for_last(3, Some(&trades)).unwrap(), third_newest_trade - 1);
         assert_eq!(bus.since_for_last(10 * n as usize, None).unwrap(), 0, "fewer than asked: from the start");
+        // Counting only what `keep` takes (a trader's own): the 2nd newest trade of those
+        // whose seq is a multiple of 9, and a scan bounded to the newest 5 trades starts
+        // at the 5th newest when fewer are kept there.
+        let nine = |e: &BusEvent| e.seq.is_multiple_of(9);
+        let second_ninth = (1..=n).rev().filter(|i| i.is_multiple_of(9)).nth(1).unwrap();
+        assert_eq!(bus.since_for_last_kept(2, Some(&trades), Some(&nine), usize::MAX).unwrap(), second_ninth - 1);
+        let fifth_trade = (1..=n).rev().filter(|i| i.is_multiple_of(3)).nth(4).unwrap();
+        assert_eq!(bus.since_for_last_kept(4, Some(&trades), Some(&nine), 5).unwrap(), fifth_trade - 1, "the scan stops");
+        assert_eq!(bus.since_for_last_kept(10 * n as usize, Some(&trades), Some(&nine), usize::MAX).unwrap(), 0);
 
         let cut = blocks::BLOCK_EVENTS as u64 + 7;
         bus.prune(cut);
@@ -879,6 +900,10 @@ mod tests {
         assert_eq!(seqs(&bus.read_since(0, Some(&users), 100).unwrap()), [1, 3, 7]);
         assert_eq!(bus.since_for_last(2, Some(&users)).unwrap(), 2, "counting back into the old rows");
         assert_eq!(bus.since_for_last(4, None).unwrap(), 3);
+        let odd = |e: &BusEvent| e.seq % 2 == 1;
+        assert_eq!(bus.since_for_last_kept(2, None, Some(&odd), usize::MAX).unwrap(), 4, "kept: 7, then the old row 5");
+        assert_eq!(bus.since_for_last_kept(2, Some(&users), Some(&odd), usize::MAX).unwrap(), 2);
+        assert_eq!(bus.since_for_last_kept(9, Some(&users), Some(&odd), usize::MAX).unwrap(), 0, "fewer kept than asked");
         assert_eq!(bus.seq_before("2026-06-01T00:00:00.000000Z").unwrap(), 5, "the old rows' own stamps");
         assert_eq!(bus.seq_before("9999-01-01T00:00:00.000000Z").unwrap(), 7);
 

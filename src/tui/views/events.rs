@@ -1,6 +1,6 @@
 //! Events: the live event stream, newest first, with a one-line summary of each
 //! event's data. Space pauses it (arrivals are held, not lost); `/` filters by type.
-//! A session the daemon refuses the stream (a trader's) says so instead.
+//! A polled session (a trader's, or one the daemon refuses the stream) says so instead.
 
 use super::text::{clean, clock, cut};
 use super::Theme;
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     if let Feed::Polled(why) = &app.feed {
-        let what = format!("The event stream is not available to {}.", app.who());
+        let what = format!("The dashboard does not follow the event stream for {}.", app.who());
         let instead = "Orders, Book and Accounts are fetched again every second instead.";
         super::unavailable(frame, area, "Events", &what, why, instead, theme);
         return;

@@ -41,7 +41,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let block = Block::bordered().title(super::title(" events/s ", d));
         let inner = block.inner(d);
         frame.render_widget(block, d);
-        super::notice(frame, inner, &format!("no event stream for {}", app.who()), theme.dim());
+        super::notice(frame, inner, &format!("no event rate for {}", app.who()), theme.dim());
     } else {
         sparkline(frame, d, &format!("events/s {}", per_s(&r.events_per_s)), &r.events_per_s, theme);
     }

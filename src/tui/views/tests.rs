@@ -190,7 +190,7 @@ fn a_trader_is_told_what_it_may_not_read() {
     let mut app = fixture::trader_app();
     let t = render(&app, 80, 24, Theme { color: true });
     let screen = format!("{}", t.backend());
-    for needle in ["● polling", "trader alice", "Services · 9/10 running", "only admin and viewer tokens", "no event stream for a trader"]
+    for needle in ["● polling", "trader alice", "Services · 9/10 running", "only admin and viewer tokens", "no event rate for a trader"]
     {
         assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
     }
@@ -206,7 +206,7 @@ fn a_trader_is_told_what_it_may_not_read() {
     assert_eq!(title_colour(&t, "6 Audit"), dim);
     assert_ne!(title_colour(&t, "2 Orders"), dim);
     for (tab, what, why) in [
-        ('5', "The event stream is not available to a trader token.", "its own user's data"),
+        ('5', "does not follow the event stream for a trader token.", "only its own user's events"),
         ('6', "The audit log is not available to a trader token.", "only admin and viewer tokens"),
     ] {
         app.update(ch(tab));
