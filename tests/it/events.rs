@@ -371,3 +371,33 @@ fn a_trader_reads_its_own_users_events_alone() {
     assert_eq!((next["type"].as_str(), next["data"]["user_id"].as_str()), (Some("ACCOUNT_DEPOSITED"), Some(alice.as_str())), "{next}");
     assert_eq!(next["data"]["amount"], "3", "{next}");
 }
+
+/// An SSE stream that is cut says why in the stream itself (`event: cut`, the API's error
+/// shape) before the connection closes; an NDJSON one has no such line.
+#[test]
+fn a_cut_sse_stream_says_why_in_band() {
+    let d = Daemon::start();
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    let (token, id) = (viewer["token"].as_str().unwrap().to_string(), viewer["id"].as_str().unwrap().to_string());
+    let s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let request = format!(
+        "GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    std::io::Write::write_all(r.get_mut(), request.as_bytes()).unwrap();
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(std::io::BufRead::read_line(&mut r, &mut head).unwrap() > 0, "no head: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    d.ok("DELETE", &format!("/api/tokens/{id}"), None);
+    d.user("after_the_revoke");
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    let data = rest.split("event: cut\ndata: ").nth(1).unwrap_or_else(|| panic!("no cut event: {rest:?}"));
+    let error: Value = serde_json::from_str(data.lines().next().unwrap()).unwrap();
+    assert_eq!(code(&error), "unauthorized", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("revoked"), "{error}");
+    assert!(!rest.contains("after_the_revoke"), "{rest}");
+}

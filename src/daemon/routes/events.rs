@@ -268,16 +268,38 @@ enum Replayed {
     /// It cannot go on: the token was revoked, the events after `last` were pruned, or
     /// the store could not be read. The stream must be [`cut`], not ended: an ended one
     /// reads, to a client, as "that was everything".
-    Cut(&'static str),
+    Cut(Why),
+}
+
+/// Why a stream was cut: the error code a new request would be answered with, and what
+/// happened.
+#[derive(Debug, PartialEq, Clone, Copy)]
+struct Why(&'static str, &'static str);
+
+const REVOKED: Why = Why("unauthorized", "the token was revoked");
+const PRUNED: Why = Why("events_pruned", "the events after the last one sent were pruned (events.retain_s)");
+const UNREADABLE: Why = Why("service_unavailable", "the event store could not be read");
+const STOPPING: Why = Why("service_unavailable", "the daemon stops");
+
+/// The SSE event that tells a client in the stream itself why it was cut (`event: cut`,
+/// its data the API's error shape), before the connection closes: an `EventSource`
+/// reconnects on its own, and would otherwise learn why only from the answer to that.
+/// An NDJSON stream has no such line (each line is an event): its client asks again.
+fn cut_frame(why: Why) -> bytes::Bytes {
+    let error = serde_json::json!({"error": {"code": why.0, "message": format!("event stream cut short: {}", why.1)}});
+    format!("event: cut\ndata: {error}\n\n").into()
 }
 
 /// Ends a stream that was cut short so that its client cannot take it for complete: the
 /// body fails, and hyper closes the connection without the chunked body's last chunk
 /// (curl: "transfer closed with outstanding read data remaining"; `agt events tail` then
 /// asks the daemon why, and gets its 410 or 401). Sent after the frames already queued,
-/// so the client gets every event up to the cut, with no gap.
-async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, why: &str) {
-    let _ = tx.send(Err(std::io::Error::other(format!("event stream cut short: {why}")))).await;
+/// so the client gets every event up to the cut, with no gap. An SSE stream instead ends
+/// with [`cut_frame`], which says it was cut and why: hyper drops what it has not
+/// written yet when a body fails, so a frame followed by a failure would rarely arrive.
+async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, sse: bool, why: Why) {
+    let last = if sse { Ok(cut_frame(why)) } else { Err(std::io::Error::other(format!("event stream cut short: {}", why.1))) };
+    let _ = tx.send(last).await;
 }
 
 /// Replays from the store after `last`, sending at most `left` events.
@@ -293,15 +315,15 @@ async fn replay(
     while *left > 0 {
         let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
-        let Ok(Ok(page)) = page else { return Replayed::Cut("the event store could not be read") };
+        let Ok(Ok(page)) = page else { return Replayed::Cut(UNREADABLE) };
         // Asked after the read: a page holding anything that followed a revoke is not sent.
         if reader.revoked(app) {
-            return Replayed::Cut("the token was revoked");
+            return Replayed::Cut(REVOKED);
         }
         // Pruned before the read (a client that fell hours behind): cut the stream rather
         // than skip; resuming from `last` then answers `events_pruned`.
         if pruned_after(app, *last).is_some() {
-            return Replayed::Cut("the events after the last one sent were pruned (events.retain_s)");
+            return Replayed::Cut(PRUNED);
         }
         for e in &page {
             *last = e.seq;
@@ -344,8 +366,12 @@ async fn stream(
     }
     // The daemon stops. A followed stream ends (it has no end a client could take this
     // for); a read that had not got to its end is cut, or hung up on at once if even the
-    // cut cannot be queued.
-    let cut_now = !follow && tx.try_send(Err(std::io::Error::other("event stream cut short: the daemon stops"))).is_err();
+    // cut cannot be queued. An SSE stream, followed or not, says why it ends.
+    let cut_now = if sse {
+        tx.try_send(Ok(cut_frame(STOPPING))).is_err() && !follow
+    } else {
+        !follow && tx.try_send(Err(std::io::Error::other(format!("event stream cut short: {}", STOPPING.1)))).is_err()
+    };
     drop(tx);
     // A client that reads nothing would hold the daemon's stop for the server's whole
     // grace (10 s): hyper waits for room to write what the stream queued. A moment to take
@@ -379,7 +405,7 @@ async fn send_events(
     // stored after the replay's last event and before the live feed's next one (a gap).
     match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
         Replayed::Done if follow && left > 0 => {}
-        Replayed::Cut(why) => return cut(tx, why).await,
+        Replayed::Cut(why) => return cut(tx, sse, why).await,
         Replayed::Done | Replayed::Gone => return,
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
@@ -398,7 +424,7 @@ async fn send_events(
                         continue;
                     }
                     if reader.revoked(app) {
-                        return cut(tx, "the token was revoked").await;
+                        return cut(tx, sse, REVOKED).await;
                     }
                     if tx.send(Ok(frame(&e, sse))).await.is_err() {
                         return;
@@ -412,7 +438,7 @@ async fn send_events(
                     // Too slow for the live feed: catch up from the store instead.
                     match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
                         Replayed::Done if left > 0 => {}
-                        Replayed::Cut(why) => return cut(tx, why).await,
+                        Replayed::Cut(why) => return cut(tx, sse, why).await,
                         Replayed::Done | Replayed::Gone => return,
                     }
                 }
@@ -424,7 +450,7 @@ async fn send_events(
                     return;
                 }
                 if reader.revoked(app) {
-                    return cut(tx, "the token was revoked").await;
+                    return cut(tx, sse, REVOKED).await;
                 }
             }
         }
@@ -444,6 +470,17 @@ mod tests {
         assert_eq!(pruned_between(0, 10), None, "since=0 reads what is kept");
         assert_eq!(pruned_between(u64::MAX, 10), None);
         assert_eq!(pruned_between(u64::MAX - 1, u64::MAX), None);
+    }
+
+    /// The SSE frame of a cut carries the API's error shape, one `data` line.
+    #[test]
+    fn a_cut_tells_an_sse_client_why_in_the_error_shape() {
+        let frame = String::from_utf8(cut_frame(PRUNED).to_vec()).unwrap();
+        let data = frame.strip_prefix("event: cut\ndata: ").and_then(|d| d.strip_suffix("\n\n")).expect(&frame);
+        assert!(!data.contains('\n'), "{frame}");
+        let error: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(error["error"]["code"], "events_pruned");
+        assert!(error["error"]["message"].as_str().unwrap().contains("pruned"), "{error}");
     }
 
     #[test]
