@@ -487,3 +487,29 @@ fn cli_risk_holds_lists_every_users_or_one_users() {
     dm.cli().args(["risk", "holds", "--user", "nobody-at-all"]).assert().code(1).stderr(predicates::str::contains("not_found"));
     dm.cli().args(["risk", "holds", "--user", ""]).assert().code(2).stderr(predicates::str::contains("--user cannot be empty"));
 }
+
+/// A position is per symbol, but `X` and `X-USD` trade one asset with one balance: buying
+/// 1 through `X` and selling it through `X-USD` left `agt user account` showing a long
+/// position of 1 in `X` in an account holding no X. The sale takes it with it.
+#[test]
+fn selling_through_another_symbol_of_the_asset_leaves_no_position_behind() {
+    let dm = Daemon::start();
+    let (sym, buyer, seller) = dm.market_pair("1000", "5");
+    let other = format!("{sym}-USD");
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": other, "tick": "0.01", "lot": "1"})));
+    let taker = dm.user("taker");
+    dm.deposit(&taker, "USD", "1000");
+    assert_eq!(dm.place(&seller, &sym, "sell", "1", Some("100.00")).0, 201);
+    assert_eq!(dm.place(&buyer, &sym, "buy", "1", Some("100.00")).1["status"], "filled");
+    let account = || -> Value {
+        let out = dm.cli().args(["-o", "json", "user", "account", &buyer]).assert().success().get_output().stdout.clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    assert_eq!(account()["positions"], json!([{"symbol": sym, "quantity": "1", "average_price": "100"}]));
+    assert_eq!(dm.place(&buyer, &other, "sell", "1", Some("110.00")).0, 201);
+    assert_eq!(dm.place(&taker, &other, "buy", "1", Some("110.00")).1["status"], "filled");
+    let a = account();
+    assert_eq!(bal(&dm, &buyer, &sym).0, d("0"));
+    assert_eq!(a["positions"], json!([]), "no X is held, so no X position: {a}");
+    assert_eq!(dm.ok("GET", &format!("/api/users/{taker}/account"), None)["positions"][0]["symbol"], other.as_str());
+}

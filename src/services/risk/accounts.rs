@@ -345,6 +345,10 @@ impl Ledger {
         self.note_places(asset, amount.normalize().scale().max(total.normalize().scale()));
         self.supply.insert(asset.to_string(), supply);
         self.set_total(user, asset, total);
+        if b.total < Decimal::ZERO {
+            // It paid back (some of) what short sales owed.
+            self.trim_positions(user, asset);
+        }
         Ok(self.balance(user, asset))
     }
 
@@ -363,37 +367,55 @@ impl Ledger {
         Ok(self.balance(user, asset))
     }
 
-    /// Shrinks `user`'s long positions in the symbols that trade `asset` until together
-    /// they are no more than the balance holds: a position is what trades put in the
-    /// account, and what left it by a withdrawal is no longer there to have a price. A
-    /// withdrawal takes deposited units first (the position shrinks only once the balance
-    /// cannot cover it), and then the positions in symbol order; the average price of what
-    /// is left stays. Without it, buying 1 BTC and withdrawing it left a 1 BTC position in
-    /// an account holding none.
+    /// Fits `user`'s positions in the symbols that trade `asset` to the balance: the long
+    /// ones together to no more than it holds, the short ones together to no more than it
+    /// owes. A position is what trades put in the account (or took past it, sold short);
+    /// units no longer there have no price to show. Called after every change of such a
+    /// balance: a withdrawal (deposited units leave first, so a position shrinks only
+    /// once the balance cannot cover it), a deposit (one that pays back a short sale
+    /// closes the short position as far), a trade on either side (a sale through
+    /// `AAPL-USD` of what was bought through `AAPL` closes the `AAPL` position; a buy
+    /// through one symbol covers a short sale through another).
+    /// Positions shrink in symbol order and keep their average price. Without it, buying
+    /// 1 BTC and withdrawing it, or buying 1 through `AAPL` and selling it through
+    /// `AAPL-USD`, left a position of 1 in an account holding none.
     fn trim_positions(&mut self, user: &str, asset: &str) {
         let Some(map) = self.positions.get(user) else { return };
-        // The long positions in `asset`: (symbol, position), in symbol order.
-        let long: Vec<(String, Pos)> = map
-            .iter()
-            .filter(|(s, p)| crate::services::market::base_asset(s) == asset && p.quantity > Decimal::ZERO)
-            .map(|(s, p)| (s.clone(), *p))
-            .collect();
-        let mut excess = long.iter().map(|(_, p)| p.quantity).sum::<Decimal>() - self.balance(user, asset).total.max(Decimal::ZERO);
-        if excess <= Decimal::ZERO {
-            return;
-        }
-        for (symbol, p) in long {
-            let take = excess.min(p.quantity);
-            excess -= take;
-            self.dirty.positions.insert((self.names.get(user), self.names.get(&symbol)));
-            let map = slot(&mut self.positions, user);
-            if take == p.quantity {
-                map.remove(&symbol);
+        let total = self.balance(user, asset).total;
+        // (what the long positions hold, what the short ones owe): summed first, so that
+        // a trade whose positions fit (nearly all) allocates nothing.
+        let (mut long, mut short) = (Decimal::ZERO, Decimal::ZERO);
+        for (_, p) in map.iter().filter(|(s, _)| crate::services::market::base_asset(s) == asset) {
+            if p.quantity > Decimal::ZERO {
+                long = long.saturating_add(p.quantity);
             } else {
-                map.insert(symbol, Pos { quantity: p.quantity - take, ..p });
+                short = short.saturating_sub(p.quantity);
             }
-            if excess.is_zero() {
-                break;
+        }
+        for (is_long, mut excess) in [(true, long - total.max(Decimal::ZERO)), (false, short - owed(total))] {
+            if excess <= Decimal::ZERO {
+                continue;
+            }
+            let Some(map) = self.positions.get(user) else { return };
+            let side: Vec<(String, Pos)> = map
+                .iter()
+                .filter(|(s, p)| crate::services::market::base_asset(s) == asset && (p.quantity > Decimal::ZERO) == is_long)
+                .map(|(s, p)| (s.clone(), *p))
+                .collect();
+            for (symbol, p) in side {
+                let take = excess.min(p.quantity.abs());
+                excess -= take;
+                self.dirty.positions.insert((self.names.get(user), self.names.get(&symbol)));
+                let map = slot(&mut self.positions, user);
+                if take == p.quantity.abs() {
+                    map.remove(&symbol);
+                } else {
+                    let quantity = if is_long { p.quantity - take } else { p.quantity + take };
+                    map.insert(symbol, Pos { quantity, ..p });
+                }
+                if excess.is_zero() {
+                    break;
+                }
             }
         }
     }
@@ -634,6 +656,11 @@ impl Ledger {
         if !delta.is_zero() {
             self.move_position(&t.sell_user_id, &t.symbol, delta, t.price);
         }
+        // The asset is one whatever symbol trades it: a sale through `AAPL-USD` of what
+        // was bought through `AAPL` takes the `AAPL` position with it, and a buy through
+        // one symbol covers a short sale through another (see `trim_positions`).
+        self.trim_positions(&t.sell_user_id, base);
+        self.trim_positions(&t.buy_user_id, base);
         Ok(())
     }
 

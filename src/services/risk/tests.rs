@@ -881,6 +881,85 @@ fn a_withdrawal_takes_the_position_with_the_units_it_takes() {
     assert_eq!(f.withdraw("s", "AAPL", "96").unwrap().positions, vec![], "a seller of deposited units has none to lose");
 }
 
+/// `AAPL` and `AAPL-USD` trade one asset. Selling through one what was bought through the
+/// other left a long position of 1 in `AAPL` in an account holding no AAPL: a sale now
+/// closes its own symbol's position first, then trims the others to what the balance
+/// still holds, deposited units going first, in symbol order, as a withdrawal does.
+#[test]
+fn a_sale_through_another_symbol_of_the_asset_takes_the_position_with_it() {
+    let mut f = Fixture::new();
+    f.deposit("b", "USD", "10000").unwrap();
+    f.deposit("s", "AAPL", "100").unwrap();
+    f.deposit("s", "USD", "10000").unwrap();
+    f.deposit("b", "AAPL", "2").unwrap();
+    let pos = |f: &Fixture, u: &str| -> Vec<(String, Decimal, Decimal)> {
+        f.risk.account(u).positions.iter().map(|p| (p.symbol.clone(), p.quantity, p.average_price)).collect()
+    };
+    let via = |symbol: &str, req: ReserveRequest| ReserveRequest { instrument: instrument(symbol), ..req };
+    f.reserve(&order("s1", "s", Side::Sell, Some("100"), "3")).unwrap();
+    f.reserve(&order("b1", "b", Side::Buy, Some("100"), "3")).unwrap();
+    let t = trade("t1", "100", "3", ("b1", "b"), ("s1", "s"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["b1".into(), "s1".into()] }).unwrap();
+    assert_eq!(pos(&f, "b"), vec![("AAPL".into(), d("3"), d("100"))]);
+    // 4 sold through AAPL-USD: the 2 deposited go first, then 2 of the 3 bought.
+    f.reserve(&via("AAPL-USD", order("s2", "b", Side::Sell, Some("110"), "4"))).unwrap();
+    f.reserve(&via("AAPL-USD", order("b2", "s", Side::Buy, Some("110"), "4"))).unwrap();
+    let t = SettleTrade { symbol: "AAPL-USD".into(), ..trade("t2", "110", "4", ("b2", "s"), ("s2", "b")) };
+    f.settle(&SettleRequest { trades: vec![t.clone()], release: vec!["b2".into(), "s2".into()] }).unwrap();
+    assert_eq!(f.bal("b", "AAPL").0, d("1"));
+    assert_eq!(pos(&f, "b"), vec![("AAPL".into(), d("1"), d("100"))], "what is left keeps its average");
+    assert_eq!(pos(&f, "s"), vec![("AAPL-USD".into(), d("4"), d("110"))], "the buyer's side is a position as before");
+    // Settled again (a redo) it moves nothing, also after a restart.
+    let before = f.snapshot();
+    f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+    f.reload();
+    assert_eq!(f.snapshot(), before);
+    // The last one through AAPL-USD: no position is left anywhere.
+    f.reserve(&via("AAPL-USD", order("s3", "b", Side::Sell, Some("110"), "1"))).unwrap();
+    f.reserve(&via("AAPL-USD", order("b3", "s", Side::Buy, Some("110"), "1"))).unwrap();
+    let t = SettleTrade { symbol: "AAPL-USD".into(), ..trade("t3", "110", "1", ("b3", "s"), ("s3", "b")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["b3".into(), "s3".into()] }).unwrap();
+    assert_eq!((f.bal("b", "AAPL").0, pos(&f, "b")), (d("0"), vec![]));
+    f.reload();
+    assert_eq!(pos(&f, "b"), vec![], "stored");
+}
+
+/// With short selling, a short position never owes more than the account does: a sale
+/// past the balance through one symbol closes the long position in the other and opens
+/// a short one for the rest; a buy through the other covers it; a deposit of the asset
+/// that pays back the debt closes the short position as far.
+#[test]
+fn short_positions_follow_the_balance_across_symbols_and_deposits() {
+    let mut f = short_seller();
+    f.deposit("b", "USD", "10000").unwrap();
+    f.deposit("s", "AAPL", "100").unwrap();
+    let pos = |f: &Fixture| -> Vec<(String, Decimal, Decimal)> {
+        f.risk.account("b").positions.iter().map(|p| (p.symbol.clone(), p.quantity, p.average_price)).collect()
+    };
+    let cross = |f: &mut Fixture, id: &str, symbol: &str, price: &str, qty: &str, buyer: &str, seller: &str| {
+        let t = SettleTrade { symbol: symbol.into(), ..trade(id, price, qty, ("bo", buyer), ("so", seller)) };
+        f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+    };
+    cross(&mut f, "t1", "AAPL", "100", "1", "b", "s");
+    cross(&mut f, "t2", "AAPL-USD", "120", "3", "s", "b");
+    assert_eq!(f.bal("b", "AAPL").0, d("-2"));
+    assert_eq!(pos(&f), vec![("AAPL-USD".into(), d("-2"), d("120"))], "the AAPL long went with the unit sold");
+    cross(&mut f, "t3", "AAPL", "90", "1", "b", "s");
+    assert_eq!(pos(&f), vec![("AAPL-USD".into(), d("-1"), d("120"))], "a buy through AAPL covers the short first");
+    cross(&mut f, "t4", "AAPL", "95", "3", "b", "s");
+    assert_eq!(f.bal("b", "AAPL").0, d("2"));
+    assert_eq!(pos(&f), vec![("AAPL".into(), d("2"), d("95"))], "the rest is long, at the price paid");
+    // Sold short again, then paid back by deposits.
+    cross(&mut f, "t5", "AAPL", "100", "5", "s", "b");
+    assert_eq!(pos(&f), vec![("AAPL".into(), d("-3"), d("100"))]);
+    f.deposit("b", "AAPL", "1").unwrap();
+    assert_eq!(pos(&f), vec![("AAPL".into(), d("-2"), d("100"))]);
+    f.reload();
+    assert_eq!(pos(&f), vec![("AAPL".into(), d("-2"), d("100"))], "stored");
+    f.deposit("b", "AAPL", "5").unwrap();
+    assert_eq!((f.bal("b", "AAPL").0, pos(&f)), (d("3"), vec![]), "a deposit is a balance, not a position");
+}
+
 #[test]
 fn a_malformed_settlement_moves_nothing() {
     let mut f = Fixture::new();
@@ -898,7 +977,8 @@ mod ledger_properties {
     use proptest::prelude::*;
 
     const USERS: [&str; 3] = ["ann", "bob", "cy"];
-    const SYMBOLS: [&str; 2] = ["AAA", "BBB-USD"];
+    /// `AAA` and `AAA-USD` trade one asset: positions in both must fit its balance.
+    const SYMBOLS: [&str; 3] = ["AAA", "BBB-USD", "AAA-USD"];
     const ASSETS: [&str; 3] = ["USD", "AAA", "BBB"];
 
     #[derive(Debug, Clone)]
@@ -944,7 +1024,7 @@ mod ledger_properties {
         prop_oneof![
             3 => (0..3usize, 0..3usize, 1..200_000u32).prop_map(|(user, asset, cents)| Op::Deposit { user, asset, cents }),
             1 => (0..3usize, 0..3usize, 1..50_000u32).prop_map(|(user, asset, cents)| Op::Withdraw { user, asset, cents }),
-            5 => (0..3usize, 0..2usize, any::<bool>(), prop::option::weighted(0.8, 1..40u8), 1..20u8)
+            5 => (0..3usize, 0..SYMBOLS.len(), any::<bool>(), prop::option::weighted(0.8, 1..40u8), 1..20u8)
                 .prop_map(|(user, symbol, buy, price, qty)| Op::Reserve { user, symbol, buy, price, qty }),
             1 => any::<usize>().prop_map(Op::Again),
             8 => (any::<usize>(), any::<usize>(), 1..=4u8).prop_map(|(buy, sell, part)| Op::Trade { buy, sell, part }),
@@ -997,6 +1077,28 @@ mod ledger_properties {
         }
         for key in held.keys() {
             prop_assert!(balances.contains_key(key), "a hold on {key:?} without a balance");
+        }
+        positions_fit(f)
+    }
+
+    /// Every user's positions in the symbols of one asset hold together no more than its
+    /// balance holds (long) and owe no more than it owes (short).
+    fn positions_fit(f: &Fixture) -> Result<(), TestCaseError> {
+        let mut sums: BTreeMap<(String, String), (Decimal, Decimal)> = BTreeMap::new();
+        for ((user, symbol), p) in f.risk.ledger().all_positions() {
+            prop_assert!(!p.quantity.is_zero(), "{user} {symbol}: a zero position is listed");
+            let asset = crate::services::market::base_asset(&symbol).to_string();
+            let (long, short) = sums.entry((user, asset)).or_default();
+            if p.quantity > Decimal::ZERO {
+                *long += p.quantity;
+            } else {
+                *short -= p.quantity;
+            }
+        }
+        for ((user, asset), (long, short)) in sums {
+            let total = f.risk.ledger().balance(&user, &asset).total;
+            prop_assert!(long <= total.max(Decimal::ZERO), "{user} is long {long} {asset} holding {total}");
+            prop_assert!(short <= (-total).max(Decimal::ZERO), "{user} is short {short} {asset} holding {total}");
         }
         Ok(())
     }
@@ -1277,6 +1379,7 @@ mod ledger_properties {
                 let got = f.bal(USERS[*user], asset).0;
                 prop_assert_eq!(thousandths(got), *want, "{} {} is {}", USERS[*user], asset, got);
             }
+            positions_fit(&f)?;
         }
         f.reload();
         for ((user, asset), want) in &model {
