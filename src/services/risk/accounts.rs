@@ -375,7 +375,7 @@ impl Ledger {
     /// once the balance cannot cover it), a deposit (one that pays back a short sale
     /// closes the short position as far), a trade on either side (a sale through
     /// `AAPL-USD` of what was bought through `AAPL` closes the `AAPL` position; a buy
-    /// through one symbol covers a short sale through another).
+    /// through one symbol covers a short sale through another), and once at load.
     /// Positions shrink in symbol order and keep their average price. Without it, buying
     /// 1 BTC and withdrawing it, or buying 1 through `AAPL` and selling it through
     /// `AAPL-USD`, left a position of 1 in an account holding none.
@@ -418,6 +418,37 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// Fits every stored position to its balance ([`Ledger::trim_positions`]) and writes
+    /// the rows it changed. A store holds positions an older agt left past the balance
+    /// (withdrawals before the trim existed, sales through another symbol of the asset);
+    /// without this they stayed until the next withdrawal or trade of that asset. Once
+    /// per start: nothing this agt does leaves a position past its balance.
+    fn trim_loaded_positions(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (user, map) in &self.positions {
+            for symbol in map.keys() {
+                let asset = crate::services::market::base_asset(symbol);
+                if !pairs.last().is_some_and(|(u, a)| u == user && a == asset) {
+                    pairs.push((user.clone(), asset.to_string()));
+                }
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        for (user, asset) in &pairs {
+            self.trim_positions(user, asset);
+        }
+        let trimmed = self.dirty.positions.len();
+        if trimmed == 0 {
+            return Ok(());
+        }
+        let tx = conn.unchecked_transaction()?;
+        self.flush(&tx)?;
+        tx.commit()?;
+        tracing::info!(positions = trimmed, "trimmed stored positions to what their balances hold");
+        Ok(())
     }
 
     /// Sets a balance's total, keeping `short` (what the accounts below zero owe) in step.
@@ -827,6 +858,7 @@ impl Ledger {
             let p = Pos { quantity: dec(&r.get::<_, String>(2)?)?, average_price: dec(&r.get::<_, String>(3)?)? };
             ledger.positions.entry(user).or_default().insert(symbol, p);
         }
+        ledger.trim_loaded_positions(conn)?;
         Ok(ledger)
     }
 }

@@ -960,6 +960,39 @@ fn short_positions_follow_the_balance_across_symbols_and_deposits() {
     assert_eq!((f.bal("b", "AAPL").0, pos(&f)), (d("3"), vec![]), "a deposit is a balance, not a position");
 }
 
+/// Positions an older agt left past the balance (a withdrawal before withdrawals trimmed
+/// them, a sale through another symbol of the asset, a deposit paying back a short sale)
+/// are trimmed when the ledger loads, and the trimmed rows are written.
+#[test]
+fn positions_left_past_the_balance_are_trimmed_at_load_and_stay_trimmed() {
+    let mut f = Fixture::new();
+    f.deposit("b", "AAPL", "1").unwrap();
+    f.deposit("b", "MSFT", "5").unwrap();
+    for (user, symbol, quantity, average) in [
+        ("b", "AAPL", "2", "100"),
+        ("b", "AAPL-USD", "3", "110"),
+        ("b", "MSFT", "4", "50"),
+        ("c", "AAPL", "-2", "120"),
+        ("c", "BTC-USD", "1", "60000"),
+    ] {
+        f.conn.execute("INSERT INTO positions VALUES (?1, ?2, ?3, ?4)", [user, symbol, quantity, average]).unwrap();
+    }
+    f.reload();
+    let stored = |f: &Fixture| -> Vec<(String, String, String)> {
+        let mut stmt = f.conn.prepare("SELECT user_id, symbol, quantity FROM positions ORDER BY user_id, symbol").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let row = |u: &str, s: &str, q: &str| (u.to_string(), s.to_string(), q.to_string());
+    // 5 long in AAPL against a balance of 1: trimmed in symbol order, AAPL first.
+    assert_eq!(stored(&f), vec![row("b", "AAPL-USD", "1"), row("b", "MSFT", "4")], "written at load");
+    let p = &f.risk.account("b").positions;
+    assert_eq!((p[0].symbol.as_str(), p[0].quantity, p[0].average_price), ("AAPL-USD", d("1"), d("110")));
+    assert!(f.risk.account("c").positions.is_empty());
+    let before = f.snapshot();
+    f.reload();
+    assert_eq!(f.snapshot(), before);
+}
+
 #[test]
 fn a_malformed_settlement_moves_nothing() {
     let mut f = Fixture::new();
