@@ -600,7 +600,41 @@ impl Lane {
         };
         lane.recover()?;
         lane.check_live_orders()?;
+        lane.restore_shorts()?;
         Ok(lane)
+    }
+
+    /// Gives the open short sales an older agt stored without their short part (risk's
+    /// `shorts_unknown`) that part back, from what remains of each order: read as 0,
+    /// they counted nothing in the supply room (`Ledger::exposure`), so other short
+    /// sales could grow past what every balance can hold exactly. Once per store: risk
+    /// empties its list as it commits. After recovery, so the orders' remaining sizes and
+    /// risk's holds are level with the journal.
+    fn restore_shorts(&mut self) -> Result<(), ServiceError> {
+        let mut listed = Vec::new();
+        self.risk.read(|_, tx, _| {
+            listed = Risk::unknown_shorts(tx)?;
+            Ok(())
+        })?;
+        if listed.is_empty() {
+            return Ok(());
+        }
+        // Orders' rows as they stand (recovery's fills may wait unwritten).
+        self.record_deferred()?;
+        let mut remaining = Vec::with_capacity(listed.len());
+        self.orders.read(|_, tx, _| {
+            for id in listed {
+                if let Some(left) = Orders::open_remaining(tx, &id)? {
+                    remaining.push((id, left));
+                }
+            }
+            Ok(())
+        })?;
+        let restored = self.risk.batch(&self.bus, |svc, tx, _| svc.restore_shorts(tx, &remaining))?;
+        if restored > 0 {
+            tracing::info!(orders = restored, "restored the short part of short sales stored without it");
+        }
+        Ok(())
     }
 
     /// Checks every live order against risk's holds and trading's books, in one read of

@@ -933,6 +933,11 @@ impl Orders {
         }))
     }
 
+    /// What remains of an open order, `None` if it is not stored or not open.
+    pub(crate) fn open_remaining(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Decimal>> {
+        Ok(load_bare(tx, order_id)?.filter(|(o, _, _, _)| o.status.is_open()).map(|(o, _, _, _)| o.remaining_quantity))
+    }
+
     /// Which of `order_ids` are not stored at all, sorted: one lookup each.
     pub fn unknown<'a>(tx: &Connection, order_ids: impl IntoIterator<Item = &'a str>) -> rusqlite::Result<Vec<String>> {
         let mut stmt = tx.prepare_cached("SELECT 1 FROM orders WHERE order_id = ?1")?;

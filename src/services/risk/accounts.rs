@@ -137,6 +137,16 @@ pub const SHOWN_PLACES: u32 = 10;
 /// is shown.
 const KEPT_PLACES: u32 = SHOWN_PLACES + 4;
 
+/// One user's positions in the symbols that trade `asset` (`AAPL`, `AAPL-USD`), in symbol
+/// order: a range of the map, as they all begin with the asset's name. A trade looks them
+/// up twice; a user with positions in many symbols is not walked whole each time.
+fn of_asset<'m>(map: &'m BTreeMap<String, Pos>, asset: &'m str) -> impl Iterator<Item = (&'m String, &'m Pos)> + 'm {
+    use std::ops::Bound;
+    map.range::<str, _>((Bound::Included(asset), Bound::Unbounded))
+        .take_while(move |(s, _)| s.starts_with(asset))
+        .filter(move |(s, _)| crate::services::market::base_asset(s) == asset)
+}
+
 /// A ledger change the ledger cannot make (its callers map it to an API error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -248,6 +258,12 @@ pub const MIGRATIONS: &[&str] = &[
     crate::services::intake::APPLIED_MIGRATION,
     // A short sale's part beyond its hold (`HoldRec::short`); NULL when it has none.
     "ALTER TABLE holds ADD COLUMN short TEXT;",
+    // The open sells whose short part may be unknown: an agt before the column above
+    // stored none (NULL, read as 0), so they counted nothing in the supply room. The
+    // lane recomputes them once at its next start (`Ledger::restore_short`) and empties
+    // the table. NULL also means "none" since, so some listed have none: they stay 0.
+    "CREATE TABLE shorts_unknown (order_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    INSERT INTO shorts_unknown SELECT order_id FROM holds WHERE open = 1 AND side = 'sell' AND short IS NULL;",
 ];
 
 /// Decimals are stored as their exact text.
@@ -385,7 +401,7 @@ impl Ledger {
         // (what the long positions hold, what the short ones owe): summed first, so that
         // a trade whose positions fit (nearly all) allocates nothing.
         let (mut long, mut short) = (Decimal::ZERO, Decimal::ZERO);
-        for (_, p) in map.iter().filter(|(s, _)| crate::services::market::base_asset(s) == asset) {
+        for (_, p) in of_asset(map, asset) {
             if p.quantity > Decimal::ZERO {
                 long = long.saturating_add(p.quantity);
             } else {
@@ -397,11 +413,8 @@ impl Ledger {
                 continue;
             }
             let Some(map) = self.positions.get(user) else { return };
-            let side: Vec<(String, Pos)> = map
-                .iter()
-                .filter(|(s, p)| crate::services::market::base_asset(s) == asset && (p.quantity > Decimal::ZERO) == is_long)
-                .map(|(s, p)| (s.clone(), *p))
-                .collect();
+            let side: Vec<(String, Pos)> =
+                of_asset(map, asset).filter(|(_, p)| (p.quantity > Decimal::ZERO) == is_long).map(|(s, p)| (s.clone(), *p)).collect();
             for (symbol, p) in side {
                 let take = excess.min(p.quantity.abs());
                 excess -= take;
@@ -620,6 +633,29 @@ impl Ledger {
         let bal = self.bal_mut(&user, &asset);
         bal.held = (bal.held - old + want).max(Decimal::ZERO);
         Ok(())
+    }
+
+    /// Sets a sell's short part from the order's `remaining` size, for a hold stored
+    /// without one (`shorts_unknown`). A sell holds what was available and sells the rest
+    /// short, and each fill comes off the hold first, then off the short part, so at any
+    /// time `amount + short` is what remains of the order: the short part is
+    /// `remaining - amount`. Only ever raises it (a hold that knows its part keeps it);
+    /// false if the order holds nothing open or is not a sell.
+    pub fn restore_short(&mut self, order_id: &str, remaining: Decimal) -> bool {
+        let Some(rec) = self.holds.get_mut(order_id) else { return false };
+        if rec.side != Side::Sell {
+            return false;
+        }
+        let short = (remaining - rec.amount).max(Decimal::ZERO);
+        if short <= rec.short {
+            return false;
+        }
+        let by = short - rec.short;
+        rec.short = short;
+        let snapshot = HoldRec::clone(rec);
+        self.note_open_short(&snapshot.asset, by);
+        self.dirty.holds.insert(snapshot.order_id.clone(), snapshot);
+        true
     }
 
     /// Shrinks an order's open hold by up to `by` and takes as much off its owner's held
@@ -869,6 +905,14 @@ pub fn reserved_before(tx: &Connection, order_id: &str) -> rusqlite::Result<Opti
     let row: Option<Option<String>> =
         tx.prepare_cached("SELECT budget FROM holds WHERE order_id = ?1")?.query_row([order_id], |r| r.get(0)).optional()?;
     row.map(|b| b.map(|t| dec(&t)).transpose()).transpose()
+}
+
+/// The orders listed in `shorts_unknown` (see [`Ledger::restore_short`]): empty once the
+/// lane has restored them, so a start asks one read of an empty table.
+pub fn listed_unknown_shorts(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT order_id FROM shorts_unknown")?;
+    let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect();
+    ids
 }
 
 /// Records a trade as settled; false if it already was.

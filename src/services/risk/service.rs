@@ -221,6 +221,20 @@ impl Risk {
         &self.ledger
     }
 
+    /// The open sells stored without their short part (risk's `shorts_unknown`): the
+    /// lane looks up what remains of each and hands it to [`Risk::restore_shorts`].
+    pub fn unknown_shorts(tx: &Connection) -> Result<Vec<String>, ServiceError> {
+        Ok(accounts::listed_unknown_shorts(tx)?)
+    }
+
+    /// Sets each sell's short part from what remains of its order, and empties
+    /// `shorts_unknown`, so that this runs once per store. Returns how many changed.
+    pub fn restore_shorts(&mut self, tx: &Connection, remaining: &[(String, Decimal)]) -> Result<usize, ServiceError> {
+        let restored = remaining.iter().filter(|(id, left)| self.ledger.restore_short(id, *left)).count();
+        tx.execute("DELETE FROM shorts_unknown", [])?;
+        Ok(restored)
+    }
+
     pub fn trading_state(&self) -> TradingState {
         TradingState { halted: self.halted, halted_symbols: self.halted_symbols.iter().cloned().collect() }
     }

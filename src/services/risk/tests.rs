@@ -530,6 +530,36 @@ fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
     assert_eq!((f.bal("long", "AAPL").0, f.bal("fine", "AAPL").0, f.bal("short", "AAPL").0), (d("0.001"), d("0.999"), d("0")));
 }
 
+/// An older agt stored no short part (`holds.short` NULL, read as 0): its open short
+/// sales counted nothing in the supply room. The migration lists them; given what remains
+/// of each order, risk sets the part (`remaining - amount`: a sell holds what there was
+/// and sells the rest short), stores it, and empties the list.
+#[test]
+fn a_short_part_stored_as_null_is_restored_from_what_remains_of_the_order() {
+    let mut f = short_seller();
+    let six = format!("6{}", "0".repeat(27));
+    f.deposit("short", "AAPL", "1").unwrap();
+    f.reserve(&at_one("s4", "short", Side::Sell, "AAPL", "1", &six)).unwrap();
+    let open_short = |f: &Fixture| f.risk.ledger().exposure("AAPL").1;
+    assert_eq!(open_short(&f), d(&six) - Decimal::ONE);
+    f.conn.execute("UPDATE holds SET short = NULL", []).unwrap();
+    f.conn.execute("INSERT INTO shorts_unknown SELECT order_id FROM holds WHERE open = 1 AND side = 'sell'", []).unwrap();
+    f.reload();
+    assert_eq!(open_short(&f), Decimal::ZERO, "what an older agt's row reads as");
+    assert_eq!(Risk::unknown_shorts(&f.conn).unwrap(), vec!["s4".to_string()]);
+    let remaining = vec![("s4".to_string(), d(&six)), ("gone".to_string(), d("5"))];
+    assert_eq!(f.run(|r, tx, _| r.restore_shorts(tx, &remaining).map(Ok)).unwrap(), 1);
+    assert_eq!(open_short(&f), d(&six) - Decimal::ONE);
+    assert_eq!(Risk::unknown_shorts(&f.conn).unwrap(), Vec::<String>::new(), "once");
+    f.reload();
+    assert_eq!(open_short(&f), d(&six) - Decimal::ONE, "stored");
+    let e = f.reserve(&at_one("s5", "other", Side::Sell, "AAPL", "1", &six)).unwrap_err();
+    assert_eq!(e.code, "max_supply", "{}", e.message);
+    // A hold that knows its part keeps it; a buy has none.
+    assert_eq!(f.run(|r, tx, _| r.restore_shorts(tx, &[("s4".into(), Decimal::ONE)]).map(Ok)).unwrap(), 0);
+    assert_eq!(open_short(&f), d(&six) - Decimal::ONE);
+}
+
 #[test]
 fn deposits_and_withdrawals_move_balances_exactly() {
     let mut f = Fixture::new();
