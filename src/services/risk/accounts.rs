@@ -760,12 +760,12 @@ impl Ledger {
         }
     }
 
-    /// Every open hold, by user then order id.
     /// The order ids of the open holds, in no order.
     pub fn hold_ids(&self) -> impl Iterator<Item = &str> {
         self.holds.keys().map(|id| &**id)
     }
 
+    /// Every open hold, by user then order id.
     pub fn holds(&self) -> Vec<Hold> {
         let mut v: Vec<Hold> = self
             .holds
