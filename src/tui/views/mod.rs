@@ -33,13 +33,9 @@ use ratatui::widgets::{Block, Paragraph, Tabs};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, app: &App, theme: Theme) {
-    // A message too long for one row (a refusal says what to fix) takes up to three,
-    // with some slack for the words wrapped whole.
+    // A message too long for one row (a refusal says what to fix) takes up to three.
     let width = frame.area().width as usize;
-    let status_rows = match &app.flash {
-        Some(f) => text::clean(&f.text).chars().count().div_ceil(width.saturating_sub(8).max(1)).clamp(1, 3) as u16,
-        None => 1,
-    };
+    let status_rows = app.flash.as_ref().map_or(1, |f| flash_rows(&f.text, width).len() as u16);
     let [tabs, status, body, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(status_rows), Constraint::Min(0), Constraint::Length(1)])
             .areas(frame.area());
@@ -102,7 +98,9 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let sep = || Span::styled(" · ", theme.dim());
     let line = if let Some(flash) = &app.flash {
         let style = if flash.error { theme.bad() } else { theme.ok() };
-        Line::from(Span::styled(text::clean(&flash.text), style))
+        let rows = flash_rows(&flash.text, room).into_iter().map(|row| Line::styled(row, style));
+        frame.render_widget(Paragraph::new(rows.collect::<Vec<_>>()), area);
+        return;
     } else if let Conn::Reconnecting(why) = &app.conn {
         fitted([Line::from(vec![Span::styled("reconnecting… ", theme.warn()), Span::styled(text::clean(why), theme.dim())])], room)
     } else if let Conn::Refused(why) = &app.conn {
@@ -170,11 +168,16 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         };
         fitted([form(true, true, true), form(true, false, true), form(false, false, true), form(false, false, false)], room)
     };
-    // Only a message has the rows to wrap into; on one row, wrapping moved whole words
-    // onto a row nobody sees, where a line cut at the edge (marked) shows all it can.
-    let line = Paragraph::new(line);
-    let line = if app.flash.is_some() { line.wrap(ratatui::widgets::Wrap { trim: false }) } else { line };
-    frame.render_widget(line, area);
+    // Not wrapped: on one row, wrapping moved whole words onto a row nobody sees, where a
+    // line cut at the edge (marked) shows all it can.
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// The rows a message takes in the status area at `width` columns: words wrapped whole, up
+/// to three rows, the last ending in `…` where the message needs more. Wrapped here, not
+/// by ratatui, so the area is exactly as tall as the rows and a cut is marked.
+fn flash_rows(message: &str, width: usize) -> Vec<String> {
+    text::wrap(&text::clean(message), width, 3)
 }
 
 /// A block title that fits the top border of `area`: the first of `forms` (longest first,

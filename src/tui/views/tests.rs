@@ -266,6 +266,35 @@ fn a_long_message_takes_two_rows() {
     assert!(screen.contains("starts it again"), "{screen}");
 }
 
+/// A message longer than its three rows ends the last in `…`: cut at the bottom, the
+/// words that say what to fix were missing, and nothing said so.
+#[test]
+fn a_message_longer_than_three_rows_ends_in_a_mark() {
+    let mut app = on_tab('2');
+    let message = "the orders service has failed (it crashed too often and is not restarted by itself: its store \
+                   data/orders.db could not be opened, the disk is full or the file is not readable by the daemon's user); \
+                   free some room or fix the file's owner, then `agt service restart orders` starts it again, or stop \
+                   the daemon and start it again, which also starts the orders service with every other one";
+    app.update(Action::Net(Net::Done(
+        Command::Cancel { order_id: "ord_0195aaaa00000000c0ffee01".into() },
+        Err(crate::tui::action::Failure { status: 503, code: "service_unavailable".into(), message: message.into(), nothing_sent: false }),
+    )));
+    for (w, h) in [(40, 10), (80, 24), (120, 40)] {
+        let t = render(&app, w, h, Theme { color: true });
+        insta::assert_snapshot!(format!("long_message_{w}x{h}"), t.backend());
+        let cells = t.backend().buffer().content();
+        let row = |y: usize| cells[y * usize::from(w)..(y + 1) * usize::from(w)].iter().map(|c| c.symbol()).collect::<String>();
+        // The message's rows 1 to 3, the body's border under them.
+        assert!(row(1).starts_with("cancel c0ffee01 failed:"), "{}", t.backend());
+        assert!(row(3).trim_end().ends_with('…'), "the last row marks the cut:\n{}", t.backend());
+        assert!(row(4).starts_with('┌'), "{}", t.backend());
+    }
+    // A message that fits its rows is shown whole, unmarked, in as many rows as it takes.
+    let t = render(&app, 200, 40, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains("with every other one") && !screen.contains('…'), "{screen}");
+}
+
 /// A number wider than its column ends in `…`: cut unmarked, 123456789016.04595678 read
 /// as 123456789016.0, another amount.
 #[test]

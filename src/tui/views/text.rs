@@ -67,6 +67,58 @@ pub fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// `s` split at `room` display columns: what fits, and the rest.
+fn split_at_width(s: &str, room: usize) -> (&str, &str) {
+    use unicode_width::UnicodeWidthChar;
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        used += c.width().unwrap_or(0);
+        if used > room {
+            return s.split_at(i);
+        }
+    }
+    (s, "")
+}
+
+/// `s` in rows of at most `width` columns, at most `rows` of them. Words stay whole where
+/// they fit on a row (a longer one is split). Where the text needs more rows, the last
+/// holds what fits of the rest and ends in `…`: ratatui's wrap cut a long message at the
+/// bottom of its area, and nothing said that words were missing.
+pub fn wrap(s: &str, width: usize, rows: usize) -> Vec<String> {
+    use unicode_width::UnicodeWidthStr;
+    let width = width.max(1);
+    let mut out: Vec<String> = Vec::new();
+    let mut row = String::new();
+    for word in s.split(' ') {
+        if !row.is_empty() && row.width() + 1 + word.width() <= width {
+            row.push(' ');
+            row.push_str(word);
+            continue;
+        }
+        if !row.is_empty() {
+            out.push(std::mem::take(&mut row));
+        }
+        let mut rest = word;
+        while rest.width() > width {
+            let (head, tail) = split_at_width(rest, width);
+            // A character wider than the whole row: shown alone, cut by the terminal.
+            let (head, tail) = if head.is_empty() { rest.split_at(rest.chars().next().map_or(0, char::len_utf8)) } else { (head, tail) };
+            out.push(head.to_string());
+            rest = tail;
+        }
+        row.push_str(rest);
+    }
+    if !row.is_empty() || out.is_empty() {
+        out.push(row);
+    }
+    if out.len() > rows.max(1) {
+        let last = out.split_off(rows.max(1) - 1).join(" ");
+        let (head, _) = split_at_width(&last, width - 1);
+        out.push(format!("{head}…"));
+    }
+    out
+}
+
 /// The width each column of a `Table` gets inside `inner` (the area within its block), as
 /// the table lays them out: columns from the left, one space between them, after
 /// `reserved` columns for a highlight symbol. Cells cut to these widths with [`cut`] end
@@ -98,6 +150,17 @@ mod tests {
         assert_eq!(price(d("190.552666666667"), Some(2)), "190.552666666667");
         assert_eq!(price(d("190.5500"), Some(2)), "190.55");
         assert_eq!(price(d("7"), None), "7");
+    }
+
+    #[test]
+    fn a_long_text_wraps_at_words_and_ends_in_a_mark_where_rows_run_out() {
+        assert_eq!(wrap("the quick brown fox", 9, 3), ["the quick", "brown fox"]);
+        assert_eq!(wrap("", 9, 3), [""]);
+        assert_eq!(wrap("abcdefghijkl", 5, 3), ["abcde", "fghij", "kl"]);
+        let rows = wrap("one two three four five six seven eight", 9, 3);
+        assert_eq!(rows, ["one two", "three", "four fiv…"]);
+        assert!(rows.iter().all(|r| r.chars().count() <= 9));
+        assert_eq!(wrap("a b c", 1, 2), ["a", "…"]);
     }
 
     #[test]
