@@ -7,7 +7,7 @@
 
 use super::fitted;
 use super::help::tab_keys;
-use super::text::clean;
+use super::text::{clean, filter_prompt};
 use super::Theme;
 use crate::tui::app::{App, Overlay, Tab};
 use ratatui::layout::Rect;
@@ -16,7 +16,8 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let (prefix, pairs, keep) = hints(app, theme);
+    let room = usize::from(area.width);
+    let (pairs, keep) = hints(app);
     let keys = |pairs: &[(&str, &str)]| -> Vec<Span<'static>> {
         let mut spans = Vec::new();
         for (i, (k, what)) in pairs.iter().enumerate() {
@@ -33,43 +34,65 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     let kept = pairs.len() - keep.min(pairs.len());
     // All the keys, then fewer of the first ones with a `…` where the others were, down
-    // to none of them; the last is cut, marked, where even that does not fit.
-    let forms = (0..=kept).rev().map(|n| {
-        let mut spans = prefix.clone();
-        spans.extend(keys(&pairs[..n]));
-        if n < kept {
-            if n > 0 {
+    // to none of them.
+    let forms: Vec<Vec<Span<'static>>> = (0..=kept)
+        .rev()
+        .map(|n| {
+            let mut spans = keys(&pairs[..n]);
+            if n < kept {
+                if n > 0 {
+                    spans.push(Span::raw("  "));
+                }
+                spans.push(Span::styled("…", theme.dim()));
+            }
+            if !pairs[kept..].is_empty() && (n > 0 || n < kept) {
                 spans.push(Span::raw("  "));
             }
-            spans.push(Span::styled("…", theme.dim()));
+            spans.extend(keys(&pairs[kept..]));
+            spans
+        })
+        .collect();
+    let prefix = match &app.overlay {
+        // The filter being typed comes first, and keeps its cursor in sight: it gets what
+        // the fewest keys leave (all the line if that is under `MIN_PROMPT`), its tail shown
+        // where it is longer.
+        Overlay::Filter { .. } => {
+            let fewest = forms.last().map_or(0, |f| Line::from(f.clone()).width() + 2);
+            let (prompt_room, with_keys) = if room >= fewest + MIN_PROMPT { (room - fewest, true) } else { (room, false) };
+            let text = filter_prompt(&clean(app.filter().unwrap_or("")), prompt_room);
+            let mut prefix = vec![Span::styled("/", theme.key()), Span::raw(text), Span::styled("█", theme.key())];
+            if !with_keys {
+                frame.render_widget(Paragraph::new(Line::from(prefix)), area);
+                return;
+            }
+            prefix.push(Span::raw("  "));
+            prefix
         }
-        if !pairs[kept..].is_empty() && (n > 0 || n < kept) {
-            spans.push(Span::raw("  "));
-        }
-        spans.extend(keys(&pairs[kept..]));
+        _ => vec![],
+    };
+    let forms = forms.into_iter().map(|keys| {
+        let mut spans = prefix.clone();
+        spans.extend(keys);
         Line::from(spans)
     });
-    frame.render_widget(Paragraph::new(fitted(forms, usize::from(area.width))), area);
+    // The last is cut, marked, where even that does not fit.
+    frame.render_widget(Paragraph::new(fitted(forms, room)), area);
 }
 
-/// What the footer offers: what comes before the keys (the filter being typed), the
-/// keys with a word each, and how many of the last ones stay when there is no room.
-fn hints(app: &App, theme: Theme) -> (Vec<Span<'static>>, Vec<(&'static str, &'static str)>, usize) {
+/// The fewest columns the filter being typed gets beside the keys (`/`, `…`, a letter and
+/// the cursor); on a narrower line it takes the whole line and the keys give way.
+const MIN_PROMPT: usize = 4;
+
+/// What the footer offers: the keys with a word each, and how many of the last ones stay
+/// when there is no room. The filter being typed goes before them (`draw`).
+fn hints(app: &App) -> (Vec<(&'static str, &'static str)>, usize) {
     match &app.overlay {
-        Overlay::Filter { .. } => {
-            let prefix = vec![
-                Span::styled("/", theme.key()),
-                Span::raw(clean(app.filter().unwrap_or(""))),
-                Span::styled("█", theme.key()),
-                Span::raw("  "),
-            ];
-            (prefix, vec![("Enter", "keep"), ("Esc", "cancel")], 1)
-        }
+        Overlay::Filter { .. } => (vec![("Enter", "keep"), ("Esc", "cancel")], 1),
         Overlay::Form(_) => {
-            (vec![], vec![("Tab", "next field"), ("S-Tab", "previous"), ("←/→", "choose"), ("Enter", "send"), ("Esc", "cancel")], 1)
+            (vec![("Tab", "next field"), ("S-Tab", "previous"), ("←/→", "choose"), ("Enter", "send"), ("Esc", "cancel")], 1)
         }
-        Overlay::Confirm { .. } => (vec![], vec![("y", "yes"), ("n", "no")], 1),
-        Overlay::Help { .. } | Overlay::Detail { .. } => (vec![], vec![("j/k", "scroll"), ("Esc", "close")], 1),
+        Overlay::Confirm { .. } => (vec![("y", "yes"), ("n", "no")], 1),
+        Overlay::Help { .. } | Overlay::Detail { .. } => (vec![("j/k", "scroll"), ("Esc", "close")], 1),
         Overlay::None => {
             // A session is not offered the keys its token may not use: none that change
             // things when read-only, no transfers but an admin's, nothing in a tab it may
@@ -87,7 +110,7 @@ fn hints(app: &App, theme: Theme) -> (Vec<Span<'static>>, Vec<(&'static str, &'s
                 pairs.push(("j/k", "move"));
             }
             pairs.extend([("Tab", "switch"), ("?", "help"), ("q", "quit")]);
-            (vec![], pairs, 2)
+            (pairs, 2)
         }
     }
 }

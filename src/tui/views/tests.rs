@@ -295,6 +295,53 @@ fn a_message_longer_than_three_rows_ends_in_a_mark() {
     assert!(screen.contains("with every other one") && !screen.contains('…'), "{screen}");
 }
 
+/// A filter longer than the footer shows its tail after a `…`, the cursor right after the
+/// last letter typed and the key that cancels beside it: cut at the end, the line lost
+/// the cursor and what was just typed.
+#[test]
+fn a_long_filter_keeps_the_cursor_in_sight() {
+    // The bottom row as it reads: a wide letter's second cell (blank) left out.
+    let footer = |app: &App, w: u16, h: u16| -> String {
+        use unicode_width::UnicodeWidthStr;
+        let t = render(app, w, h, Theme { color: false });
+        let cells = &t.backend().buffer().content()[usize::from(h - 1) * usize::from(w)..usize::from(h) * usize::from(w)];
+        let (mut row, mut skip) = (String::new(), 0);
+        for c in cells {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            row.push_str(c.symbol());
+            skip = c.symbol().width().saturating_sub(1);
+        }
+        row
+    };
+    let mut app = on_tab('2');
+    app.update(ch('/'));
+    let typed = "user:alice sym:AAPL status:part-filled side:buy type:limit, last";
+    assert_eq!(typed.len(), 64, "the longest filter the app takes");
+    typing(&mut app, typed);
+    for (w, h) in [(40, 10), (80, 24)] {
+        let t = render(&app, w, h, Theme { color: true });
+        insta::assert_snapshot!(format!("long_filter_{w}x{h}"), t.backend());
+        let row = footer(&app, w, h);
+        assert!(row.starts_with("/…") && row.trim_end().ends_with("…  Esc cancel"), "{row:?}");
+        let (before, _) = row.split_once('█').expect("the cursor on screen");
+        assert!(before.ends_with("limit, last"), "the cursor right after the last letter typed: {row:?}");
+    }
+    // Whole where it fits, with every key.
+    let row = footer(&app, 120, 40);
+    assert!(row.starts_with(&format!("/{typed}█  Enter keep  Esc cancel")), "{row:?}");
+    // Wide letters take two columns each: the cursor is still right after the last.
+    let mut app = on_tab('2');
+    app.update(ch('/'));
+    typing(&mut app, &"株式".repeat(9));
+    let row = footer(&app, 40, 10);
+    assert_eq!(row, format!("/…{}█  …  Esc cancel", &"株式".repeat(9)[3 * 7..]), "{row:?}");
+    // On a line too narrow for the keys as well, the filter takes it all.
+    assert_eq!(footer(&app, 14, 10), "/…式株式株式█ ");
+}
+
 /// A number wider than its column ends in `…`: cut unmarked, 123456789016.04595678 read
 /// as 123456789016.0, another amount.
 #[test]

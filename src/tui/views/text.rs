@@ -119,6 +119,32 @@ pub fn wrap(s: &str, width: usize, rows: usize) -> Vec<String> {
     out
 }
 
+/// The filter being typed, as the footer shows it between its `/` and the cursor `█` in
+/// `room` columns for the three. Where the text does not fit,
+/// its tail with a leading `…`: cut at the end, the line lost the cursor and the letters
+/// just typed, and the user typed blind.
+pub fn filter_prompt(filter: &str, room: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let text_room = room.saturating_sub(2);
+    if filter.width() <= text_room {
+        filter.to_string()
+    } else {
+        // The tail that fits after the `…`: skip characters from the front until it does.
+        let keep = text_room.saturating_sub(1);
+        let mut tail = filter;
+        while tail.width() > keep {
+            let mut chars = tail.chars();
+            chars.next();
+            tail = chars.as_str();
+        }
+        if text_room == 0 {
+            String::new()
+        } else {
+            format!("…{tail}")
+        }
+    }
+}
+
 /// The width each column of a `Table` gets inside `inner` (the area within its block), as
 /// the table lays them out: columns from the left, one space between them, after
 /// `reserved` columns for a highlight symbol. Cells cut to these widths with [`cut`] end
@@ -161,6 +187,21 @@ mod tests {
         assert_eq!(rows, ["one two", "three", "four fiv…"]);
         assert!(rows.iter().all(|r| r.chars().count() <= 9));
         assert_eq!(wrap("a b c", 1, 2), ["a", "…"]);
+    }
+
+    /// The cursor stays on screen, right after what was typed, however long the filter.
+    #[test]
+    fn a_long_filter_shows_its_tail_and_the_cursor() {
+        assert_eq!(filter_prompt("bob", 10), "bob");
+        assert_eq!(filter_prompt("abcdefgh", 10), "abcdefgh", "exactly the room");
+        assert_eq!(filter_prompt("abcdefghi", 10), "…cdefghi", "the tail, marked");
+        // Wide characters count two columns each.
+        assert_eq!(filter_prompt("日本語の株式", 8), "…株式");
+        for room in 2..12 {
+            let shown = filter_prompt("user:alice sym:AAPL", room);
+            use unicode_width::UnicodeWidthStr;
+            assert!(shown.width() + 2 <= room && "user:alice sym:AAPL".ends_with(shown.trim_start_matches('…')), "{room}: {shown:?}");
+        }
     }
 
     #[test]
