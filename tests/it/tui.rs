@@ -1,4 +1,4 @@
-//! `agt tui` for real: the binary in a tmux pane (120x40) against a real daemon, driven
+//! `agt tui` for real: the binary in a tmux pane (120x40, and 40x12) against a real daemon, driven
 //! with keys and read back with `capture-pane`. Skipped, with a note, where tmux is not
 //! installed (CI installs it).
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// How long any one thing may take to appear on screen.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A private tmux server (its own socket) holding one shell in a 120x40 pane.
+/// A private tmux server (its own socket) holding one shell in a pane (120x40 unless said).
 struct Pane {
     server: String,
     /// The server's socket file, which `kill-server` leaves behind.
@@ -27,10 +27,16 @@ impl Pane {
     }
 
     fn open() -> Pane {
+        Pane::open_sized(120, 40)
+    }
+
+    /// A pane of `w` columns and `h` rows.
+    fn open_sized(w: u16, h: u16) -> Pane {
+        let (w, h) = (w.to_string(), h.to_string());
         let mut pane = Pane { server: format!("agt-tui-{}", unique()), socket: None };
         // A bare shell with a known prompt; the dashboard's variables, nothing of ours.
         let shell = "env -u AGT_URL -u AGT_TOKEN -u AGT_SOCKET -u AGT_HOME NO_COLOR=1 TERM=xterm-256color PS1='$ ' sh";
-        pane.tmux(&["new-session", "-d", "-s", "t", "-x", "120", "-y", "40", shell]);
+        pane.tmux(&["new-session", "-d", "-s", "t", "-x", &w, "-y", &h, shell]);
         pane.socket = Some(pane.tmux(&["display-message", "-p", "#{socket_path}"]).trim().to_string());
         // capture-pane drops trailing blanks: the prompt reads `$`.
         pane.wait_until("the shell prompt", |s| s.lines().any(|l| l.trim_end() == "$"));
@@ -214,6 +220,72 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ,");
     pane.keys(&["Enter"]);
     pane.wait_for("icanon,echo,");
+}
+
+/// At 40x12, the narrowest the snapshots draw, for real: every tab, a detail, the help
+/// and a long filter lay out without a panic, each screen names its tab and its panel,
+/// and the footer keeps its last keys whole, a `…` where others gave way, never a word
+/// cut at the edge.
+#[test]
+fn tui_at_40_columns_marks_what_it_leaves_out() {
+    if !Pane::available() {
+        return;
+    }
+    let (d, alice, sym) = alice_and_a_symbol();
+    let bob = d.user("bob");
+    d.deposit(&bob, &sym, "100");
+    d.place(&bob, &sym, "sell", "10", Some("150"));
+    d.place(&alice, &sym, "buy", "4", Some("151"));
+    d.place(&alice, &sym, "buy", "5", Some("140"));
+
+    let pane = Pane::open_sized(40, 12);
+    pane.type_text(&format!("{BIN} --home {} tui --symbol {sym}; echo \"tui exited $?\"", d.path().display()));
+    pane.keys(&["Enter"]);
+    pane.wait_for("● live");
+    let footer = |s: &str| s.lines().nth(11).unwrap_or("").trim_end().to_string();
+    for (key, tab, panel) in [
+        ("1", "1 Overview", "Services · 10/10 running".to_string()),
+        ("2", "2 Orders", "Orders · 3 of 3".to_string()),
+        ("3", "3 Book", format!("{sym} · spread 10.00")),
+        ("4", "4 Accounts", "Users · ".to_string()),
+        ("5", "5 Events", "Events · ".to_string()),
+        ("6", "6 Audit", "Audit · newest".to_string()),
+    ] {
+        pane.keys(&[key]);
+        let screen = pane.wait_until(&format!("tab {tab} with {panel:?}"), |s| {
+            s.lines().next().is_some_and(|l| l.contains(tab)) && s.contains(&panel) && footer(s).ends_with("? help  q quit")
+        });
+        let keys = footer(&screen);
+        // The footer at 80 columns on this tab, less what gave way: a `…` says where.
+        assert!(keys.len() < 30 || keys.contains("  …  "), "{tab}: keys left out without a mark: {keys:?}\n{screen}");
+    }
+
+    // A detail and the help open, scroll and close at this size too.
+    pane.keys(&["2"]);
+    pane.wait_for("Orders · 3 of 3");
+    pane.keys(&["Enter"]);
+    let screen = pane.wait_for("Esc closes");
+    assert!(screen.contains("order id") && screen.contains("symbol  "), "{screen}");
+    pane.keys(&["j"]);
+    pane.keys(&["Escape"]);
+    pane.wait_until("the detail closed", |s| s.contains("Orders · 3 of 3") && !s.contains("Esc closes"));
+    pane.keys(&["?"]);
+    let screen = pane.wait_for("Keys · Esc or ? closes");
+    assert!(screen.contains("quit"), "{screen}");
+    pane.keys(&["?"]);
+    pane.wait_until("the help closed", |s| !s.contains("Keys · ") && s.contains("Orders · 3 of 3"));
+
+    // A filter longer than the footer: its tail and the cursor stay in sight.
+    pane.keys(&["/"]);
+    pane.type_text("user:alice sym:AAPL status:part-filled side:buy");
+    let screen = pane.wait_until("the filter's tail", |s| footer(s).ends_with("side:buy█  …  Esc cancel"));
+    assert!(footer(&screen).starts_with("/…"), "{screen}");
+    pane.keys(&["Escape"]);
+    pane.wait_until("the filter cancelled", |s| footer(s).starts_with("/ filter"));
+
+    pane.keys(&["q"]);
+    let screen = pane.wait_for("tui exited 0");
+    assert!(!screen.contains("panicked"), "{screen}");
 }
 
 /// With most of the event log pruned (`events.retain_s`), the dashboard still finds the
