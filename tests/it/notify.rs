@@ -663,6 +663,53 @@ fn cli_notify_rules_add_list_and_remove() {
     assert_eq!(left.as_array().unwrap().len(), 1, "only the config's: {left}");
 }
 
+/// A start that finds `config.key` gone (or not holding a key) cannot compare the webhook
+/// secrets with the history's fingerprints, so it says so: a warning in the log, and each
+/// webhook with a secret announced as possibly changed (`"changed": "unknown"`), masked. A
+/// secret changed offline then was not let through without a word. A normal restart, and
+/// a webhook without a secret, say nothing.
+#[test]
+fn a_lost_config_key_makes_the_next_start_say_it_cannot_compare_secrets() {
+    let secret = "kept-s3cret-Qv";
+    let config = format!(
+        "{}\n{}",
+        webhook("http://127.0.0.1:9/a", &["USER_CREATED"], None),
+        webhook("http://127.0.0.1:9/b", &["USER_CREATED"], Some(secret))
+    );
+    let mut d = Daemon::with_config_env(&config, FAST);
+    let unknown =
+        |d: &Daemon| -> Vec<Value> { d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["changed"] == "unknown").collect() };
+    let warned = |d: &Daemon| d.log().matches("cannot be told at this start").count();
+    d.restart();
+    assert_eq!((unknown(&d).len(), warned(&d)), (0, 0), "a normal restart says nothing: {}", d.log());
+
+    let key = d.path().join("config.key");
+    d.stop();
+    std::fs::remove_file(&key).unwrap();
+    d.spawn();
+    let said = unknown(&d);
+    assert_eq!(said.len(), 1, "the webhook with a secret, alone: {said:?}");
+    let data = &said[0]["data"];
+    assert_eq!(data["key"], "notify.webhooks.1.secret", "{data}");
+    assert_eq!((&data["old"], &data["value"], &data["applied"]), (&json!("***"), &json!("***"), &json!("at start")), "{data}");
+    assert_eq!(warned(&d), 1, "{}", d.log());
+    assert!(d.log().contains("config.key was missing"), "{}", d.log());
+    assert!(key.exists(), "a new key is kept for the next start");
+
+    // The new key fingerprinted the secrets: the next start compares again, silently.
+    d.restart();
+    assert_eq!((unknown(&d).len(), warned(&d)), (1, 1), "{}", d.log());
+
+    // A key file cut short or edited is replaced, and said the same way.
+    d.stop();
+    std::fs::write(&key, "0123abc\n").unwrap();
+    d.spawn();
+    assert_eq!(unknown(&d).len(), 2);
+    assert!(d.log().contains("config.key did not hold a key"), "{}", d.log());
+    d.stop();
+    assert!(!d.log().contains(secret), "the secret in clear in the log");
+}
+
 /// A webhook secret changed in `agt.toml` while the daemon was stopped is announced at
 /// the next start, once, masked: the baseline a start compares with keeps the webhooks
 /// masked, so only a keyed fingerprint of the secrets (never the secrets) tells it. A

@@ -17,30 +17,41 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// The key fingerprints are made with.
-pub struct Key([u8; 32]);
+pub struct Key {
+    bytes: [u8; 32],
+    /// Why this start made a new key, if it did (the file was missing, or did not hold a
+    /// key): the start that compares fingerprints made with the old one says so.
+    pub made_because: Option<&'static str>,
+}
 
 impl Key {
     /// The key in `file`, else a new one written there (created 0600, never over another
     /// daemon's). A file that does not hold a key (cut short, edited) is replaced: it only
-    /// costs the next start its comparison of secrets. A file that cannot be written
-    /// leaves a key for this run only, said in the log.
+    /// costs this start its comparison of secrets, which then says it cannot tell
+    /// (`Config::record_offline_changes`). A file that cannot be written leaves a key for
+    /// this run only, said in the log.
     pub fn load_or_create(file: &Path) -> Key {
-        if let Some(key) = std::fs::read_to_string(file).ok().and_then(|s| parse(s.trim())) {
-            return Key(key);
-        }
-        let key: [u8; 32] = rand::random();
-        if let Err(e) = write(file, &key) {
+        let made_because = match std::fs::read_to_string(file) {
+            Ok(s) => match parse(s.trim()) {
+                Some(bytes) => return Key { bytes, made_because: None },
+                None => "did not hold a key",
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "was missing",
+            Err(_) => "could not be read",
+        };
+        let bytes: [u8; 32] = rand::random();
+        if let Err(e) = write(file, &bytes) {
             tracing::warn!(file = %file.display(), error = %e,
                 "cannot keep the key that fingerprints webhook secrets: a secret changed while the daemon is stopped will not be announced at the next start");
         }
-        Key(key)
+        Key { bytes, made_because: Some(made_because) }
     }
 
     /// The fingerprint of the webhooks' secrets, in their order (none for a webhook
     /// without one): `v1:<key id>:<hmac>`, hex.
     pub fn fingerprint<'a>(&self, secrets: impl IntoIterator<Item = Option<&'a str>>) -> String {
         let secrets: Vec<Option<&str>> = secrets.into_iter().collect();
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.bytes).expect("HMAC takes a key of any length");
         // JSON: unambiguous where a secret holds a separator, and none from "".
         mac.update(serde_json::to_string(&secrets).unwrap_or_default().as_bytes());
         format!("v1:{}:{}", self.id(), hex::encode(mac.finalize().into_bytes()))
@@ -48,7 +59,7 @@ impl Key {
 
     /// Which key made a fingerprint: a hash of it, which says nothing of the key.
     fn id(&self) -> String {
-        hex::encode(&Sha256::digest([b"agt config fingerprint key id:".as_slice(), &self.0].concat())[..8])
+        hex::encode(&Sha256::digest([b"agt config fingerprint key id:".as_slice(), &self.bytes].concat())[..8])
     }
 
     /// Whether a stored fingerprint says the secrets are other than `now`'s: `None` where
@@ -84,11 +95,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.key");
         let key = Key::load_or_create(&file);
+        assert_eq!(key.made_because, Some("was missing"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         let a = key.fingerprint([Some("s3cret"), None]);
         assert!(!a.contains("s3cret") && !a.contains(&hex::encode("s3cret")), "{a}");
-        assert_eq!(Key::load_or_create(&file).fingerprint([Some("s3cret"), None]), a, "the same key at the next start");
+        let again = Key::load_or_create(&file);
+        assert_eq!((again.fingerprint([Some("s3cret"), None]), again.made_because), (a.clone(), None), "the same key at the next start");
         let b = key.fingerprint([Some("other"), None]);
         assert_eq!(key.differs(Some(&a), &b), Some(true));
         assert_eq!(key.differs(Some(&a), &a), Some(false));
@@ -103,6 +116,7 @@ mod tests {
         // A key file that does not hold a key is replaced.
         std::fs::write(&file, "not a key").unwrap();
         let fresh = Key::load_or_create(&file);
+        assert_eq!(fresh.made_because, Some("did not hold a key"));
         assert_eq!(fresh.differs(Some(&a), &fresh.fingerprint([Some("s3cret"), None])), None);
     }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     held: Option<HeldSymbols>,
     /// Fingerprints the webhook secrets in the baseline.
     key: super::fingerprint::Key,
+    /// Where `key` is kept: named in the warning when it was lost.
+    key_file: std::path::PathBuf,
 }
 
 /// `symbols` as the history last recorded it and as this start read it.
@@ -79,9 +81,17 @@ impl Service for Config {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
-        let key = super::fingerprint::Key::load_or_create(&ctx.home.config_key());
-        let mut config =
-            Config { live: ctx.settings.clone(), seen: stamp(&file), file, instruments: ctx.instruments.clone(), held: None, key };
+        let key_file = ctx.home.config_key();
+        let key = super::fingerprint::Key::load_or_create(&key_file);
+        let mut config = Config {
+            live: ctx.settings.clone(),
+            seen: stamp(&file),
+            file,
+            instruments: ctx.instruments.clone(),
+            held: None,
+            key,
+            key_file,
+        };
         config.held = config.record_offline_changes(conn, &ctx.bus)?;
         Ok(config)
     }
@@ -144,6 +154,14 @@ fn announcements(change: &Change, applied: &str) -> Vec<(&'static str, serde_jso
         out.push(("RISK_LIMIT_CHANGED", serde_json::json!({"user_id": null, "key": change.key, "value": change.new})));
     }
     out
+}
+
+/// The announcement of a webhook secret a start cannot compare ([`Config::secrets_unknown`]):
+/// the history cannot say whether it changed, so its receivers are told it may have. Masked
+/// like every view of a secret.
+fn secret_unknown(index: usize) -> serde_json::Value {
+    let masked = super::settings::MASKED_SECRET;
+    serde_json::json!({"key": format!("notify.webhooks.{index}.secret"), "old": masked, "value": masked, "applied": "at start", "changed": "unknown"})
 }
 
 /// The environment variable that sets `key` for this daemon, if one does: it wins over
@@ -317,6 +335,7 @@ impl Config {
             .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
             .collect::<rusqlite::Result<_>>()?;
         let mut changed = Vec::new();
+        let secrets_unknown = self.secrets_unknown(&live, baseline.get(WEBHOOKS).and_then(|(_, f)| f.as_deref()));
         if !baseline.is_empty() {
             for key in Settings::known_keys() {
                 let Some(new) = live.get(key) else { continue };
@@ -349,7 +368,40 @@ impl Config {
                 bus.publish(kind, "config", data);
             }
         }
+        if let Some(why) = secrets_unknown {
+            let with_secret: Vec<usize> =
+                live.notify.webhooks.iter().enumerate().filter(|(_, w)| w.secret.is_some()).map(|(i, _)| i).collect();
+            tracing::warn!(
+                file = %self.key_file.display(),
+                webhooks = ?with_secret,
+                "{why}: whether a webhook secret changed while the daemon was stopped cannot be told at this start; \
+                 each is announced as possibly changed (CONFIG_CHANGED, \"changed\": \"unknown\"): check the secrets the receivers verify with"
+            );
+            for i in with_secret {
+                bus.publish("CONFIG_CHANGED", "config", secret_unknown(i));
+            }
+        }
         Ok(held)
+    }
+
+    /// Why the webhooks' secrets cannot be compared with the fingerprint the history
+    /// stored, where they cannot and it matters: a fingerprint was stored, the key that
+    /// made it is gone (`config.key` lost, cut short, or another home's), and a webhook
+    /// has a secret now. `None` at a home's first start, for an older agt's baseline
+    /// without a fingerprint, and where no webhook has a secret (one removed shows in the
+    /// masked value, as a change).
+    fn secrets_unknown(&self, live: &Settings, stored: Option<&str>) -> Option<String> {
+        let stored = stored?;
+        if !live.notify.webhooks.iter().any(|w| w.secret.is_some()) {
+            return None;
+        }
+        if self.key.differs(Some(stored), &secrets_fingerprint(live, &self.key)).is_some() {
+            return None;
+        }
+        Some(match self.key.made_because {
+            Some(why) => format!("config.key {why} and was replaced by a new key"),
+            None => "config.key holds another key than the one that fingerprinted the webhook secrets".to_string(),
+        })
     }
 
     /// Announces a start's change of `symbols` once the market has loaded: as a change
