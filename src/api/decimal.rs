@@ -126,8 +126,27 @@ pub fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
 /// off (its fast parser misreads some short numbers with large exponents, `6e25`); as
 /// strings they are parsed digit for digit, or refused. No field of the API that takes a
 /// fraction is anything but a decimal. Borrowed when no number needs it, as in requests
-/// that send decimals as strings.
+/// that send decimals as strings. A text field would now take such a number as its text
+/// (`{"username": 1.5}`): [`numbers_as_one`] is the text to check the types against.
 pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    splice_numbers(json, |buf, number| {
+        buf.push(b'"');
+        buf.extend_from_slice(number);
+        buf.push(b'"');
+    })
+}
+
+/// The JSON text with every number [`exact_numbers`] would quote written as `1`: a text
+/// that has each of them where it was, as a JSON number still, but one every decimal
+/// field takes. Reading a request's type from it refuses a number sent for a text field
+/// as `{"username": 15}` is refused, where the quoted text would pass it as `"1.5"`.
+/// Borrowed when no number needs it.
+pub fn numbers_as_one(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    splice_numbers(json, |buf, _| buf.push(b'1'))
+}
+
+/// `json` with each number a float could change (see [`exact_numbers`]) written by `write`.
+fn splice_numbers<'a>(json: &'a [u8], write: impl Fn(&mut Vec<u8>, &[u8])) -> std::borrow::Cow<'a, [u8]> {
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut i = 0;
@@ -168,9 +187,7 @@ pub fn exact_numbers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
                 if (fraction || digits > 18) && is_json_number(&json[start..i]) {
                     let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len() + 8));
                     buf.extend_from_slice(&json[copied..start]);
-                    buf.push(b'"');
-                    buf.extend_from_slice(&json[start..i]);
-                    buf.push(b'"');
+                    write(buf, &json[start..i]);
                     copied = i;
                 }
             }
@@ -444,6 +461,13 @@ mod tests {
             r#"{"a":"x\"12345678901234567890.5","v":["1.23456789012345678",2],"n":"-0.5e-3"}"#
         );
         assert!(matches!(exact_numbers(br#"{"v": 10, "s": "1234567890123456789012.5"}"#), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_type_probe_has_a_number_where_each_quoted_one_was() {
+        let body = br#"{"a":"1.5","v":[1.23456789012345678,2],"n":-0.5e-3,"i":12345678901234567890123}"#;
+        assert_eq!(std::str::from_utf8(&numbers_as_one(body)).unwrap(), r#"{"a":"1.5","v":[1,2],"n":1,"i":1}"#);
+        assert!(matches!(numbers_as_one(br#"{"v": 10, "s": "2.5"}"#), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -227,29 +227,45 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("invalid_request", OBJECT));
     }
     let exact = crate::api::decimal::exact_numbers(bytes);
-    serde_json::from_slice(&exact).map_err(|e| {
-        let syntax = e.is_syntax() || e.is_eof();
-        let code = if syntax { "invalid_json" } else { "invalid_request" };
-        let text = e.to_string();
-        if text.contains("expected struct") {
-            return ApiError::invalid(code, OBJECT);
+    let t = serde_json::from_slice(&exact).map_err(|e| body_refusal::<T>(e, &exact, OBJECT))?;
+    if let std::borrow::Cow::Owned(_) = exact {
+        // Quoting a number made it a string, which a text field would take as its text
+        // (`{"username": 1.5}` a user named "1.5") where `{"username": 15}` is refused.
+        // Read the types again with each such number a JSON number still.
+        let probe = crate::api::decimal::numbers_as_one(bytes);
+        if let Err(e) = serde_json::from_slice::<T>(&probe) {
+            let mut refused = body_refusal::<T>(e, &probe, OBJECT);
+            refused.message = refused.message.replace("integer `1`", "a number");
+            return Err(refused);
         }
-        if syntax {
-            return ApiError::invalid(code, format!("invalid request body: {text}"));
-        }
-        // A value of the wrong kind: name its field (found by reading the body again, only
-        // now, so a good body pays nothing for it), not its column in a line the caller
-        // may never have seen (the CLI builds it).
-        let path = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(&exact))
-            .err()
-            .map(|e| e.path().to_string())
-            .filter(|p| p != ".");
-        let text = text.rsplit_once(" at line ").map_or(text.as_str(), |(t, _)| t);
-        match path {
-            Some(field) => ApiError::invalid(code, format!("invalid request body: {field}: {text}")),
-            None => ApiError::invalid(code, format!("invalid request body: {text}")),
-        }
-    })
+    }
+    Ok(t)
+}
+
+/// Why a request body did not read as `T`: a syntax error as serde says it, a value of
+/// the wrong kind with its field's name.
+fn body_refusal<T: DeserializeOwned>(e: serde_json::Error, text: &[u8], object: &str) -> ApiError {
+    let syntax = e.is_syntax() || e.is_eof();
+    let code = if syntax { "invalid_json" } else { "invalid_request" };
+    let message = e.to_string();
+    if message.contains("expected struct") {
+        return ApiError::invalid(code, object);
+    }
+    if syntax {
+        return ApiError::invalid(code, format!("invalid request body: {message}"));
+    }
+    // A value of the wrong kind: name its field (found by reading the body again, only
+    // now, so a good body pays nothing for it), not its column in a line the caller
+    // may never have seen (the CLI builds it).
+    let path = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(text))
+        .err()
+        .map(|e| e.path().to_string())
+        .filter(|p| p != ".");
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(t, _)| t);
+    match path {
+        Some(field) => ApiError::invalid(code, format!("invalid request body: {field}: {message}")),
+        None => ApiError::invalid(code, format!("invalid request body: {message}")),
+    }
 }
 
 /// A path's parameters, refused with a JSON 400: axum's own rejection is plain text

@@ -184,6 +184,47 @@ fn hostile_strings_are_refused_or_kept_byte_for_byte() {
     assert_eq!(d.req("GET", &format!("/api/users/{u}"), None).0, 200);
 }
 
+/// A number where text belongs is refused whatever its digits: `1.5`, `1e5` and 19-digit
+/// integers were quoted for the decimal reader before serde saw them, so a text field took
+/// them as their text (`{"username": 1.5}` made a user named "1.5", a symbol "1.5" was
+/// listed), where `{"username": 15}` was refused.
+#[test]
+fn a_number_sent_for_a_text_field_is_refused_like_any_number() {
+    let d = Daemon::start();
+    let u = d.user("numbers");
+    let cases = [
+        ("POST", "/api/users".to_string(), r#"{"username": 1.5, "email": "n@x.io"}"#),
+        ("POST", "/api/users".to_string(), r#"{"username": 12345678901234567890123, "email": "n@x.io"}"#),
+        ("POST", "/api/symbols".to_string(), r#"{"symbol": 1.5, "tick": "0.01", "lot": "1"}"#),
+        ("POST", format!("/api/users/{u}/deposits"), r#"{"asset": 1e2, "amount": 1.5}"#),
+        (
+            "POST",
+            "/api/orders".to_string(),
+            &format!(
+                r#"{{"user_id": "{u}", "symbol": "AAPL", "side": "buy", "quantity": 1, "price": 1.5, "time_in_force": "ioc", "client_order_id": 2.5}}"#
+            ),
+        ),
+        ("POST", "/api/tokens".to_string(), r#"{"role": "viewer", "name": 0.5}"#),
+    ];
+    for (m, p, b) in &cases {
+        let (s, v) = d.raw(m, p, b, &[]);
+        assert_eq!((s, code(&v)), (400, "invalid_request"), "{m} {p} {b} -> {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("invalid type: a number, expected a string"), "{message}");
+    }
+    assert_eq!(d.req("GET", "/api/users/1.5", None).0, 404);
+    assert_eq!(d.req("GET", "/api/symbols/1.5", None).0, 404);
+    // Decimals still take numbers exactly, beside text fields that are text.
+    d.deposit(&u, "USD", "10");
+    let (s, o) = d.raw(
+        "POST",
+        "/api/orders",
+        &format!(r#"{{"user_id": "{u}", "symbol": "AAPL", "side": "buy", "quantity": 1, "price": 1.50, "time_in_force": "ioc", "client_order_id": "2.5"}}"#),
+        &[],
+    );
+    assert_eq!((s, o["price"].as_str(), o["client_order_id"].as_str()), (201, Some("1.5"), Some("2.5")), "{o}");
+}
+
 #[test]
 fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
     let d = Daemon::start();
