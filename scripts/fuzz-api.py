@@ -682,6 +682,16 @@ def burst_money_race(n):
     if res[0][0] == 201 and outcomes["w"][0] in (200, 201) and res[0][1]["status"] == "new":
         violation(f"money race: a buy holding 1000 USD and a withdrawal of 1000 both succeeded on 1001: {res}")
     admin.call("POST", "/api/orders/cancel-all", {"user_id": u})
+    # Each of these needs the whole balance: exactly one may have it.
+    v = new_user(f"mw{n}")
+    fund(v, "USD", 1000)
+    res = at_once([lambda c: c.call("POST", f"/api/users/{v}/withdrawals", {"asset": "USD", "amount": "1000"})] * 3
+                  + [lambda c: place(c, v, "AAPL", "buy", 100, "10.00")] * 3)
+    won = [r for r in res[:3] if r[0] in (200, 201)] + [r for r in res[3:] if r[0] == 201]
+    ledger["USD"] -= D(1000) * sum(1 for r in res[:3] if r[0] in (200, 201))
+    if len(won) != 1:
+        violation(f"whole balance raced 6 ways: {len(won)} won: {[r[0] for r in res]}")
+    admin.call("POST", "/api/orders/cancel-all", {"user_id": v})
 
 
 def burst_disable(n):
