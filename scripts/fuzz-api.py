@@ -4,10 +4,10 @@
 Usage: scripts/fuzz-api.py [--bin target/release/agt] [--home NEW_DIR] [--seed N]
        [--requests 20000] [--bursts 20] [--keep]
 
-Python 3, stdlib only; needs a release build (`cargo build --release`). It makes a fresh
-home (a temporary one unless --home) with TCP on a free port, starts the daemon with
-`agt daemon start`, makes two users (one funded in USD, AAPL and BTC), a resting order,
-and three tokens (admin, viewer, trader bound to the first user). Then:
+Python 3, stdlib only; needs a release build (`cargo build --release`). Each phase has
+a fresh home (`fuzz/` and `bursts/` in a temporary directory unless --home) with TCP on
+a free port, a daemon started with `agt daemon start`, two users funded in USD, AAPL and
+BTC, a resting order, and three tokens (admin, viewer, trader bound to the first user):
 
 1. Fuzz: --requests requests, each to a route of `src/daemon/routes/mod.rs` picked at
    random, over the socket or over TCP with one of the three tokens (or none, or a bad
@@ -24,7 +24,7 @@ and three tokens (admin, viewer, trader bound to the first user). Then:
    answer must come within 15 s, have a status below 500 (503 `service_unavailable`,
    and 504 on order routes, allowed), and, if 4xx, be `{"error": {"code", "message"}}`
    with both non-empty; every 50 requests `/ready` must answer 200 and the daemon's log
-   must not say `panicked`.
+   must not say `panicked`; at the end `/api/audit/verify` must be ok.
 2. Bursts (--bursts rounds), each from several connections at once on the same objects:
    cancel and amend the same order; two amends of one order; amend while it fills;
    cancel-all while placing for the same user; deposits and withdrawals racing a
@@ -56,11 +56,9 @@ ap.add_argument("--bursts", type=int, default=20)
 ap.add_argument("--keep", action="store_true", help="leave the daemon running at the end")
 args = ap.parse_args()
 rng = random.Random(args.seed)
-home = args.home or tempfile.mkdtemp(prefix="agt-fuzz-")
-os.makedirs(home, exist_ok=True)
-with open(f"{home}/agt.toml", "w") as f:
-    f.write('[http]\nlisten = "127.0.0.1:0"\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\n')
-print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
+root = args.home or tempfile.mkdtemp(prefix="agt-fuzz-")
+home = None  # the home of the daemon being driven: `{root}/fuzz`, then `{root}/bursts`
+print(f"home {root}, seed {args.seed}, binary {args.bin}", flush=True)
 
 violations = []
 vlock = threading.Lock()
@@ -152,11 +150,6 @@ def agt(*a, check=True):
     return r
 
 
-agt("daemon", "start")
-tcp = json.load(open(f"{home}/agtd.json"))["http"]
-admin = Conn()
-
-
 def must(status_body, want=(200, 201)):
     s, b = status_body
     if s not in want:
@@ -164,17 +157,33 @@ def must(status_body, want=(200, 201)):
     return b
 
 
-alice = must(admin.call("POST", "/api/users", {"username": "alice", "email": "alice@example.com"}))
-bob = must(admin.call("POST", "/api/users", {"username": "bob", "email": "bob@example.com"}))
-ledger = defaultdict(D)  # asset -> deposits - withdrawals acknowledged
-for u in (alice, bob):
-    for asset, amt in (("USD", "1000000"), ("AAPL", "10000"), ("BTC", "100")):
-        must(admin.call("POST", f"/api/users/{u['user_id']}/deposits", {"asset": asset, "amount": amt}))
-        ledger[asset] += D(amt)
-tokens = {role: must(admin.call("POST", "/api/tokens", {"role": role, "name": f"fuzz-{role}", **({"user_id": "alice"} if role == "trader" else {})}))
-          for role in ("admin", "viewer", "trader")}
-resting = must(admin.call("POST", "/api/orders", {"user_id": "alice", "symbol": "AAPL", "side": "buy", "quantity": "1", "price": "10.00"}))
-log_dir = f"{home}/logs"
+def start_home(name):
+    """A daemon on a fresh home `{root}/{name}`, with two funded users, three tokens
+    and a resting order. Each phase has its own: the fuzz may list instruments whose fine
+    grids lower the assets' cap (`max_supply`), set limits and halt, where the bursts need
+    a known start."""
+    global home, tcp, admin, alice, bob, ledger, tokens, resting, log_dir
+    home = f"{root}/{name}"
+    os.makedirs(home, exist_ok=True)
+    with open(f"{home}/agt.toml", "w") as f:
+        f.write('[http]\nlisten = "127.0.0.1:0"\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\nprice_band_pct = "1000"\n')
+    agt("daemon", "start")
+    tcp = json.load(open(f"{home}/agtd.json"))["http"]
+    log_dir = f"{home}/logs"
+    admin = Conn()
+    alice = must(admin.call("POST", "/api/users", {"username": "alice", "email": "alice@example.com"}))
+    bob = must(admin.call("POST", "/api/users", {"username": "bob", "email": "bob@example.com"}))
+    ledger = defaultdict(D)  # asset -> deposits - withdrawals acknowledged
+    for u in (alice, bob):
+        for asset, amt in (("USD", "1000000"), ("AAPL", "10000"), ("BTC", "100")):
+            must(admin.call("POST", f"/api/users/{u['user_id']}/deposits", {"asset": asset, "amount": amt}))
+            ledger[asset] += D(amt)
+    tokens = {role: must(admin.call("POST", "/api/tokens", {"role": role, "name": f"fuzz-{role}", **({"user_id": "alice"} if role == "trader" else {})}))
+              for role in ("admin", "viewer", "trader")}
+    resting = must(admin.call("POST", "/api/orders", {"user_id": "alice", "symbol": "AAPL", "side": "buy", "quantity": "1", "price": "10.00"}))
+
+
+start_home("fuzz")
 
 
 def log_text():
@@ -496,15 +505,10 @@ for i, req in enumerate(RAW):
                 body = body.split(b"\r\n", 1)[1].rsplit(b"\r\n0\r\n", 1)[0] if b"\r\n" in body else body
             check_error_shape(f"raw #{i} {req[:80]!r}", status, body)
 ready_and_no_panic("after the raw requests")
-# Undo what the fuzz may have changed that the bursts rely on.
-admin = Conn()
-admin.call("POST", "/api/risk/resume", {})
-for sym in must(admin.call("GET", "/api/risk/state"))["halted_symbols"]:
-    must(admin.call("POST", "/api/risk/resume", {"symbol": sym}))
-must(admin.call("PUT", "/api/config", {"risk.max_open_orders": 100000, "risk.max_orders_per_second": 100000, "risk.price_band_pct": 1000, "risk.max_order_notional": "1000000000000", "risk.max_order_quantity": "1000000000", "risk.allow_short": False}))
-for u in ("alice", "bob"):
-    admin.call("PUT", f"/api/users/{u}", {"status": "active"})
-    admin.call("PUT", f"/api/risk/limits?user_id={u}", {"max_open_orders": None, "max_orders_per_second": None, "max_order_quantity": None, "max_order_notional": None})
+verify = must(Conn().call("GET", "/api/audit/verify"))
+if not verify["ok"]:
+    violation(f"audit verify after the fuzz: {verify}")
+agt("daemon", "stop")
 print(f"phase 1 done in {time.time() - started:.0f} s", flush=True)
 
 # ---------------------------------------------------------------- phase 2: bursts
@@ -845,12 +849,7 @@ def burst_trader(n):
 
 BURSTS = [burst_trader, burst_settings, burst_double_amend, burst_restart, burst_revoke, burst_cancel_amend, burst_amend_fill, burst_cancel_all_place, burst_money_race, burst_disable, burst_same_name, burst_halt]
 print(f"phase 2: {args.bursts} rounds of {len(BURSTS)} bursts", flush=True)
-# The fuzz's deposits and withdrawals that worked moved money: start the ledger from
-# what the accounts hold now (the bursts then check every change they make).
-ledger.clear()
-for u in must(admin.call("GET", "/api/users?limit=10000")):
-    for b in must(admin.call("GET", f"/api/users/{u['user_id']}/account"))["balances"]:
-        ledger[b["asset"]] += D(b["total"])
+start_home("bursts")
 consistency("before the bursts")
 for n in range(args.bursts):
     for burst in BURSTS:
