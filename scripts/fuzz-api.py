@@ -2,7 +2,7 @@
 """Generated bad input and conflicting concurrency at every route of the API.
 
 Usage: scripts/fuzz-api.py [--bin target/release/agt] [--home NEW_DIR] [--seed N]
-       [--requests 20000] [--bursts 20] [--keep]
+       [--requests 20000] [--bursts 20] [--keep] [--messages FILE]
 
 Python 3, stdlib only; needs a release build (`cargo build --release`). Each phase has
 a fresh home (`fuzz/` and `bursts/` in a temporary directory unless --home) with TCP on
@@ -54,6 +54,7 @@ ap.add_argument("--seed", type=int, default=int(time.time()))
 ap.add_argument("--requests", type=int, default=20000)
 ap.add_argument("--bursts", type=int, default=20)
 ap.add_argument("--keep", action="store_true", help="leave the daemon running at the end")
+ap.add_argument("--messages", help="write each distinct error code and message of the fuzz to this file, to read")
 args = ap.parse_args()
 rng = random.Random(args.seed)
 root = args.home or tempfile.mkdtemp(prefix="agt-fuzz-")
@@ -367,10 +368,11 @@ def check_error_shape(where, status, data):
     if not (isinstance(e, dict) and isinstance(e.get("code"), str) and e["code"] and isinstance(e.get("message"), str) and e["message"]):
         violation(f"{where}: {status} with a body not of the error shape: {data[:200]!r}")
         return None
+    messages.add((status, e["code"], e["message"][:300]))
     return e["code"]
 
 
-stats = Counter()
+stats, messages = Counter(), set()
 creds = [None, tokens["admin"]["token"], tokens["viewer"]["token"], tokens["trader"]["token"], "bogus"]
 
 
@@ -866,6 +868,9 @@ for (tmpl, method, status), k in stats.items():
     by_route[f"{method} {tmpl}"][status] += k
 for r in sorted(by_route):
     print(f"  {r:<45} " + ", ".join(f"{s}: {k}" for s, k in sorted(by_route[r].items())))
+if args.messages:
+    with open(args.messages, "w") as f:
+        f.writelines(f"{st} {code}: {msg}\n" for st, code, msg in sorted(messages))
 print(f"\n{sum(stats.values())} fuzz requests, {args.bursts * len(BURSTS)} bursts, {len(violations)} violations")
 if not args.keep:
     agt("daemon", "stop", check=False)
