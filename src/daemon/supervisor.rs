@@ -10,7 +10,7 @@ use crate::api::ServiceInfo;
 use crate::services::actor::{run_incarnation, Control, Envelope, Exit, Handle, Service, ServiceCtx, State, Status};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,11 @@ struct Entry {
 #[derive(Default)]
 pub struct Supervisor {
     entries: Vec<Entry>,
+    /// Set once shutdown begins: a service that fails from then on is not restarted. Its
+    /// stop is a message in its mailbox, and an incarnation that took it and then failed
+    /// (its last commit or journal prune could not be written) took it with it: a new one
+    /// would wait for a stop that never comes, and the shutdown would wait for it forever.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -42,6 +47,7 @@ impl Supervisor {
         let status = Arc::new(Status::new(S::NAME));
         let handle = Handle::new(tx.clone(), status.clone());
         let st = status.clone();
+        let stopping = self.stopping.clone();
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", S::NAME))
             .spawn(move || {
@@ -53,6 +59,7 @@ impl Supervisor {
                     ctx,
                     rx,
                     statuses,
+                    &stopping,
                     |ctx, rx| run_incarnation::<S>(ctx, rx, &st),
                     |_| {
                         st.depth.fetch_sub(1, Ordering::Relaxed);
@@ -74,11 +81,12 @@ impl Supervisor {
         let wait = std::sync::Arc::new(crate::services::spin::AnswerWait::new(ctx.settings.clone()));
         let handles = lane::Handles::new(tx, &statuses, wait);
         let st = statuses.clone();
+        let stopping = self.stopping.clone();
         let thread = std::thread::Builder::new()
             .name("svc-lane".into())
             .spawn(move || {
                 let all = st.all();
-                supervise(ctx, rx, all, |ctx, rx| lane::run_incarnation(ctx, rx, &st), |c| st.dropped(c))
+                supervise(ctx, rx, all, &stopping, |ctx, rx| lane::run_incarnation(ctx, rx, &st), |c| st.dropped(c))
             })
             .expect("spawning the lane thread");
         let mut thread = Some(thread);
@@ -140,6 +148,7 @@ impl Supervisor {
 
     /// Stops every service in reverse start order, each after its queued work.
     pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         for e in self.entries.iter().rev() {
             (e.control)(Control::Stop);
             if let Some(t) = e.thread.lock().unwrap().take() {
@@ -178,6 +187,7 @@ fn supervise<C>(
     ctx: ServiceCtx,
     rx: mpsc::Receiver<Envelope<C>>,
     statuses: Vec<Arc<Status>>,
+    stopping: &AtomicBool,
     run: impl Fn(&ServiceCtx, &mpsc::Receiver<Envelope<C>>) -> Result<Exit, crate::services::actor::ServiceError>,
     dropped: impl Fn(&C),
 ) {
@@ -205,6 +215,13 @@ fn supervise<C>(
         for status in &statuses {
             tracing::error!(service = status.name, error = %error, "service failed");
             *status.last_error.lock().unwrap() = Some(error.clone());
+        }
+        if stopping.load(Ordering::SeqCst) {
+            for status in &statuses {
+                tracing::error!(service = status.name, "the daemon is stopping: not restarted");
+            }
+            set(State::Stopped);
+            return;
         }
         set(State::Restarting);
         let now = Instant::now();

@@ -102,6 +102,25 @@ fn sigterm_stops_gracefully_and_removes_the_socket_and_pid_files() {
     assert!(!d.path().join("agtd.json").exists());
 }
 
+/// A service that fails while it stops is not restarted: its stop was a message the
+/// failed incarnation had taken, so a new one waited for a stop that never came and SIGTERM
+/// (or `agt daemon stop`) never ended. Here the trading lane's journal segment is deleted
+/// under it, so the prune of its last flush fails.
+#[test]
+fn a_service_that_fails_while_stopping_does_not_hang_the_stop() {
+    let mut d = Daemon::start();
+    let u = d.user("stopper");
+    d.deposit(&u, "USD", "100");
+    let (s, o) = d.place(&u, "AAPL", "buy", "1", Some("10.00"));
+    assert_eq!(s, 201, "{o}");
+    for segment in std::fs::read_dir(d.path().join("data/trading-journal")).unwrap() {
+        std::fs::remove_file(segment.unwrap().path()).unwrap();
+    }
+    assert!(d.stop_within(Duration::from_secs(20)).is_some(), "the daemon did not stop within 20 s of SIGTERM");
+    let log = d.log();
+    assert!(log.contains("the daemon is stopping: not restarted"), "{log}");
+}
+
 /// `kill -9` and `agt daemon start` at once, again and again: while the killed daemon's
 /// threads exit, the kernel's list of locks may no longer name it and its main thread
 /// may already be a zombie; the start waits for it rather than call the home taken (on

@@ -123,6 +123,23 @@ impl Daemon {
         c.wait().unwrap()
     }
 
+    /// SIGTERM, then the exit status if the daemon ends within `within`; `None` if it
+    /// does not (it is killed then, so that a hang fails the test instead of hanging it).
+    pub fn stop_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take().expect("running");
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = c.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     pub fn restart(&mut self) {
         if self.child.is_some() {
             self.stop();
