@@ -43,7 +43,7 @@ Prints each violation and a summary (requests per route and status); exits 1 if 
 was a violation. Takes a minute or two: never run by `cargo test`. Bugs it found have a
 test in `tests/it/` each.
 """
-import argparse, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
+import argparse, atexit, json, os, random, re, socket, subprocess, sys, tempfile, threading, time
 from collections import Counter, defaultdict
 from decimal import Decimal as D
 
@@ -169,6 +169,9 @@ def start_home(name):
     with open(f"{home}/agt.toml", "w") as f:
         f.write('[http]\nlisten = "127.0.0.1:0"\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\nprice_band_pct = "1000"\n')
     agt("daemon", "start")
+    if not args.keep:
+        # Also when a check or the setup ends the script early: leave no daemon behind.
+        atexit.register(lambda h=home: subprocess.run([args.bin, "--home", h, "daemon", "stop"], capture_output=True))
     tcp = json.load(open(f"{home}/agtd.json"))["http"]
     log_dir = f"{home}/logs"
     admin = Conn()
