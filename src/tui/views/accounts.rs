@@ -1,7 +1,7 @@
 //! Accounts: users on the left (a trader's own alone); the selected user's balances
 //! (total, held by open orders, available) and positions on the right.
 
-use super::text::{clean, column_widths, cut, dec, fit};
+use super::text::{clean, column_widths, cut, dec, fit, heading, keep};
 use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
@@ -48,21 +48,32 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let text = if app.may_transfer() { "no funds yet · d deposits" } else { "no funds yet" };
         super::notice(frame, inner, text, theme.dim());
     } else {
+        let cells: Vec<[String; 4]> =
+            account.balances.iter().map(|b| [clean(&b.asset), dec(b.total), dec(b.held), dec(b.available)]).collect();
+        let held = |i: usize| if account.balances[i].held.is_zero() { theme.dim() } else { theme.warn() };
         // The asset column as wide as its longest name (a base asset may have 20
         // letters), the amounts sharing the rest.
-        let asset_w = fit(account.balances.iter().map(|b| b.asset.as_str()), 8, 20) as u16;
-        let widths = [Constraint::Length(asset_w), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        let asset_w = fit(cells.iter().map(|c| c[0].as_str()), 8, 20) as u16;
+        let fill = [Constraint::Length(asset_w), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
+        const HEADERS: [(&str, &str); 4] = [("ASSET", "ASSET"), ("TOTAL", "TOTAL"), ("HELD", "HELD"), ("AVAILABLE", "AVAIL")];
+        let (cols, widths) = narrow(block.inner(balances_area), &cells, &fill, &HEADERS, &[0, 3, 1, 2]);
         let w = column_widths(block.inner(balances_area), &widths, 0);
-        let rows = account.balances.iter().map(|b| {
-            let held = Cell::from(cut(&dec(b.held), w[2])).style(if b.held.is_zero() { theme.dim() } else { theme.warn() });
-            Row::new(vec![
-                Cell::from(cut(&clean(&b.asset), w[0])),
-                Cell::from(cut(&dec(b.total), w[1])),
-                held,
-                Cell::from(cut(&dec(b.available), w[3])),
-            ])
+        let rows = cells.iter().enumerate().map(|(r, c)| {
+            Row::new(
+                cols.iter()
+                    .zip(&w)
+                    .map(|(&i, &width)| {
+                        let cell = Cell::from(cut(&c[i], width));
+                        if i == 2 {
+                            cell.style(held(r))
+                        } else {
+                            cell
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
         });
-        let header = Row::new(["ASSET", "TOTAL", "HELD", "AVAILABLE"]).style(theme.header());
+        let header = Row::new(cols.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), balances_area);
     }
 
@@ -72,20 +83,54 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         frame.render_widget(block, positions_area);
         super::notice(frame, inner, "no positions", theme.dim());
     } else {
-        let symbol_w = fit(account.positions.iter().map(|p| p.symbol.as_str()), 10, 24) as u16;
-        let widths = [Constraint::Length(symbol_w), Constraint::Fill(1), Constraint::Fill(1)];
+        let cells: Vec<[String; 3]> = account.positions.iter().map(|p| [clean(&p.symbol), dec(p.quantity), dec(p.average_price)]).collect();
+        let symbol_w = fit(cells.iter().map(|c| c[0].as_str()), 10, 24) as u16;
+        let fill = [Constraint::Length(symbol_w), Constraint::Fill(1), Constraint::Fill(1)];
+        const HEADERS: [(&str, &str); 3] = [("SYMBOL", "SYM"), ("QUANTITY", "QTY"), ("AVG PRICE", "AVG")];
+        let (cols, widths) = narrow(block.inner(positions_area), &cells, &fill, &HEADERS, &[0, 1, 2]);
         let w = column_widths(block.inner(positions_area), &widths, 0);
-        let rows = account.positions.iter().map(|p| {
+        let rows = account.positions.iter().zip(&cells).map(|(p, c)| {
             let style = if p.quantity.is_sign_negative() { theme.sell() } else { theme.buy() };
-            Row::new(vec![
-                Cell::from(cut(&clean(&p.symbol), w[0])),
-                Cell::from(cut(&dec(p.quantity), w[1])).style(style),
-                Cell::from(cut(&dec(p.average_price), w[2])),
-            ])
+            Row::new(
+                cols.iter()
+                    .zip(&w)
+                    .map(|(&i, &width)| {
+                        let cell = Cell::from(cut(&c[i], width));
+                        if i == 1 {
+                            cell.style(style)
+                        } else {
+                            cell
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
         });
-        let header = Row::new(["SYMBOL", "QUANTITY", "AVG PRICE"]).style(theme.header());
+        let header = Row::new(cols.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), positions_area);
     }
+}
+
+/// The columns of an account table that an `inner` this wide shows, and their widths.
+/// Where every column fits whole (each as wide as its values, or its short header), the
+/// usual `fill` layout; narrower, the columns in `rank` order while they fit, each as wide
+/// as it needs: four columns in the 12 a 40-column terminal leaves headed `H` and showed
+/// a digit of each amount (an amount cut short reads as another amount).
+fn narrow<const N: usize>(
+    inner: Rect,
+    cells: &[[String; N]],
+    fill: &[Constraint; N],
+    headers: &[(&str, &str); N],
+    rank: &[usize],
+) -> (Vec<usize>, Vec<Constraint>) {
+    let needs: Vec<usize> = (0..N).map(|i| fit(cells.iter().map(|c| c[i].as_str()), headers[i].1.chars().count(), 24)).collect();
+    let room = usize::from(inner.width);
+    if needs.iter().sum::<usize>() + N - 1 <= room {
+        return ((0..N).collect(), fill.to_vec());
+    }
+    let kept = keep(room, &needs, rank);
+    let cols: Vec<usize> = (0..N).filter(|&i| kept[i]).collect();
+    let widths = cols.iter().map(|&i| Constraint::Length(needs[i] as u16)).collect();
+    (cols, widths)
 }
 
 fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -102,13 +147,14 @@ fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         super::notice(frame, inner, &text, theme.dim());
         return;
     }
-    let name_w = area.width.saturating_sub(2 + 2 + 9) as usize;
+    let widths = [Constraint::Min(0), Constraint::Length(8)];
+    // A status longer than its column (`suspended`) ends in `…` like a long name.
+    let w = column_widths(block.inner(area), &widths, 2);
     let (shown, selected) = super::window(app.users.len(), app.accounts.selected, area);
     let rows = app.users[shown].iter().map(|u| {
-        let status = Cell::from(u.status.clone()).style(if u.status == "active" { theme.dim() } else { theme.warn() });
-        Row::new(vec![Cell::from(cut(&clean(&u.username), name_w)), status])
+        let status = Cell::from(cut(&clean(&u.status), w[1])).style(if u.status == "active" { theme.dim() } else { theme.warn() });
+        Row::new(vec![Cell::from(cut(&clean(&u.username), w[0])), status])
     });
-    let widths = [Constraint::Min(0), Constraint::Length(8)];
     let table = Table::new(rows, widths)
         .header(Row::new(["USER", "STATUS"]).style(theme.header()))
         .block(block)

@@ -1,7 +1,7 @@
 //! Audit: whether the hash chain verifies, and the newest records, newest first; or,
 //! for a token that may not read the log (a trader's), why not.
 
-use super::text::{clean, clock, cut};
+use super::text::{clean, clock, column_widths, cut, fit, keep};
 use super::Theme;
 use crate::tui::action::Fetch;
 use crate::tui::app::App;
@@ -79,34 +79,57 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
     let wide = area.width >= 110;
-    // Borders, the highlight mark, the fixed columns and one space between columns.
-    let detail_w = area.width.saturating_sub(2 + 2 + 8 + 8 + 14 + 24 + if wide { 10 + 5 } else { 4 }) as usize;
-    let (shown, selected) = super::window(records.len(), app.audit.selected, body);
-    let rows = records.iter().rev().skip(shown.start).take(shown.len()).map(|r| {
+    let inner = block.inner(body);
+    let cells = |r: &crate::api::AuditRecord| {
         let detail = match &r.detail {
             serde_json::Value::Null => String::new(),
             v => v.to_string(),
         };
-        let mut cells = vec![
-            Cell::from(r.seq.to_string()),
-            Cell::from(clock(&r.timestamp).to_string()),
-            Cell::from(cut(&clean(&r.actor), 14)),
-            Cell::from(cut(&clean(&r.action), 24)),
-        ];
-        if wide {
-            cells.push(Cell::from(r.hash.get(..10).unwrap_or(&r.hash).to_string()).style(theme.dim()));
-        }
-        cells.push(Cell::from(cut(&clean(&detail), detail_w)).style(theme.dim()));
-        Row::new(cells)
+        [
+            r.seq.to_string(),
+            clock(&r.timestamp).to_string(),
+            clean(&r.actor),
+            clean(&r.action),
+            r.hash.get(..10).unwrap_or(&r.hash).to_string(),
+            clean(&detail),
+        ]
+    };
+    // SEQ, TIME, ACTOR, ACTION, HASH, DETAIL. Wide: every column. Narrower: the action
+    // first, then the actor, the sequence number, the time and the detail (at least 10),
+    // each as wide as its values; what does not fit is left out, whole in the record's
+    // detail (Enter). Squeezed together at 40 columns they read `event:or`, `ORDER_CR`.
+    let needs: [usize; 6] = if wide {
+        [8, 8, 14, 24, 10, 0]
+    } else {
+        let all: Vec<[String; 6]> = records.iter().map(cells).collect();
+        let need = |i: usize, min: usize, max: usize| fit(all.iter().map(|c| c[i].as_str()), min, max);
+        [need(0, 3, 8), 8, need(2, 5, 14), need(3, 6, 24), 0, 10]
+    };
+    let kept = if wide { vec![true; 6] } else { keep(usize::from(inner.width.saturating_sub(2)), &needs, &[3, 2, 0, 1, 5]) };
+    // The HASH column is only in the wide layout; `keep` never ranked it.
+    let cols: Vec<usize> = (0..6).filter(|&i| kept[i] && (wide || i != 4)).collect();
+    let widths: Vec<Constraint> =
+        cols.iter().map(|&i| if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
+    let w = column_widths(inner, &widths, 2);
+    let (shown, selected) = super::window(records.len(), app.audit.selected, body);
+    let rows = records.iter().rev().skip(shown.start).take(shown.len()).map(|r| {
+        let c = cells(r);
+        Row::new(
+            cols.iter()
+                .zip(&w)
+                .map(|(&i, &width)| {
+                    let cell = Cell::from(cut(&c[i], width));
+                    if i >= 4 {
+                        cell.style(theme.dim())
+                    } else {
+                        cell
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
     });
-    let mut widths = vec![Constraint::Length(8), Constraint::Length(8), Constraint::Length(14), Constraint::Length(24)];
-    let mut header = vec!["SEQ", "TIME", "ACTOR", "ACTION"];
-    if wide {
-        widths.push(Constraint::Length(10));
-        header.push("HASH");
-    }
-    widths.push(Constraint::Min(0));
-    header.push("DETAIL");
+    const HEADERS: [&str; 6] = ["SEQ", "TIME", "ACTOR", "ACTION", "HASH", "DETAIL"];
+    let header = cols.iter().zip(&w).map(|(&i, &width)| cut(HEADERS[i], width));
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.header()))
         .block(block)

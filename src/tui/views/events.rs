@@ -2,7 +2,7 @@
 //! event's data. Space pauses it (arrivals are held, not lost); `/` filters by type.
 //! A polled session (a trader's, or one the daemon refuses the stream) says so instead.
 
-use super::text::{clean, clock, cut};
+use super::text::{clean, clock, column_widths, cut, fit, keep};
 use super::Theme;
 use crate::api::Event;
 use crate::tui::app::{App, Feed};
@@ -41,40 +41,53 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     }
     let wide = area.width >= 110;
-    // Borders, the highlight mark, the fixed columns and one space between columns.
-    let detail_w = area.width.saturating_sub(2 + 2 + 8 + 8 + 20 + if wide { 8 + 4 } else { 3 }) as usize;
+    // Following: no highlight, the newest on top. Scrolled: the selected event.
     let (shown, selected) = super::window(visible.len(), ev.selected, area);
+    let selected = (ev.selected > 0 || ev.paused).then_some(selected);
+    let reserved = if selected.is_some() { 2 } else { 0 };
+    let inner = block.inner(area);
+    let cells = |e: &Event| [e.seq.to_string(), clock(&e.timestamp).to_string(), clean(&e.kind), clean(&e.source), clean(&summary(e))];
+    // SEQ, TIME, TYPE, SOURCE, DATA. Wide: every column, TYPE as wide as the longest type.
+    // Narrow: the type first, then the sequence number, the data (at least 10), the time;
+    // what does not fit is left out, whole in the event's detail (Enter).
+    let needs: [usize; 5] = if wide {
+        [8, 8, type_width(), 8, 0]
+    } else {
+        let seqs: Vec<String> = visible.iter().map(|e| e.seq.to_string()).collect();
+        let seq = fit(seqs.iter().map(String::as_str), 3, 8);
+        [seq, 8, fit(visible.iter().map(|e| e.kind.as_str()), 4, type_width()), 0, 10]
+    };
+    let kept = if wide { [true; 5].to_vec() } else { keep(usize::from(inner.width.saturating_sub(reserved)), &needs, &[2, 0, 4, 1]) };
+    // The SOURCE column is only in the wide layout; `keep` never ranked it.
+    let cols: Vec<usize> = (0..5).filter(|&i| kept[i] && (wide || i != 3)).collect();
+    let widths: Vec<Constraint> =
+        cols.iter().map(|&i| if i == 4 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
+    let w = column_widths(inner, &widths, reserved);
     let rows = visible[shown].iter().map(|e| {
+        let c = cells(e);
         let style = match e.kind.as_str() {
             "SERVICE_FAILED" | "ORDER_REJECTED" | "NOTIFICATION_FAILED" => theme.bad(),
             "SERVICE_RESTARTED" | "TRADING_STATE_CHANGED" => theme.warn(),
             "TRADE_EXECUTED" => theme.ok(),
             _ => ratatui::style::Style::new(),
         };
-        let mut cells =
-            vec![Cell::from(e.seq.to_string()), Cell::from(clock(&e.timestamp).to_string()), Cell::from(clean(&e.kind)).style(style)];
-        if wide {
-            cells.push(Cell::from(clean(&e.source)));
-        }
-        cells.push(Cell::from(cut(&clean(&summary(e)), detail_w)));
-        Row::new(cells)
+        let style = |i: usize| if i == 2 { style } else { ratatui::style::Style::new() };
+        Row::new(cols.iter().zip(&w).map(|(&i, &width)| Cell::from(cut(&c[i], width)).style(style(i))).collect::<Vec<_>>())
     });
-    let mut widths = vec![Constraint::Length(8), Constraint::Length(8), Constraint::Length(20)];
-    let mut header = vec!["SEQ", "TIME", "TYPE"];
-    if wide {
-        widths.push(Constraint::Length(8));
-        header.push("SOURCE");
-    }
-    widths.push(Constraint::Min(0));
-    header.push("DATA");
+    const HEADERS: [&str; 5] = ["SEQ", "TIME", "TYPE", "SOURCE", "DATA"];
+    let header = cols.iter().zip(&w).map(|(&i, &width)| cut(HEADERS[i], width));
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.header()))
         .block(block)
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
-    // Following: no highlight, the newest on top. Scrolled: the selected event.
-    let selected = (ev.selected > 0 || ev.paused).then_some(selected);
     frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(selected));
+}
+
+/// The width of the longest event type (`TRADING_STATE_CHANGED`): a column of 20 cut it
+/// without a mark.
+fn type_width() -> usize {
+    crate::services::bus::EVENT_TYPES.iter().map(|t| t.len()).max().unwrap_or(20)
 }
 
 /// The fields that say what happened, `key=value`, in a fixed order, then the rest.

@@ -7,7 +7,7 @@
 //! A token that may not read `/api/services` (a trader's) sees each service's state from
 //! the public `/health`, and the event rate only where the event stream is followed.
 
-use super::text::{cut, duration, micros};
+use super::text::{clean, column_widths, cut, duration, fit, heading, keep, micros};
 use super::Theme;
 use crate::tui::action::Fetch;
 use crate::tui::app::App;
@@ -56,7 +56,7 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
         Some(s) if !s.is_empty() => format!(" Services · {running}/{} running ", s.len()),
         _ => " Services ".into(),
     };
-    let note = format!(" uptime, restarts, mailboxes: {} ", super::text::clean(why));
+    let note = format!(" uptime, restarts, mailboxes: {} ", clean(why));
     let block = Block::bordered()
         .title(super::title(title, area))
         .title_bottom(Line::styled(cut(&note, area.width.saturating_sub(2) as usize), theme.dim()));
@@ -66,17 +66,18 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
         super::notice(frame, inner, "loading services…", theme.dim());
         return;
     };
+    let widths = [Constraint::Length(9), Constraint::Min(0)];
+    let w = column_widths(block.inner(area), &widths, 0);
     let rows = services.iter().map(|(name, state)| {
         let style = match state.as_str() {
             "running" => theme.ok(),
             "failed" => theme.bad(),
             _ => theme.warn(),
         };
-        let shown = if state == "failed" { "FAILED".to_string() } else { super::text::clean(state) };
-        Row::new(vec![Cell::from(super::text::clean(name)), Cell::from(shown).style(style)])
+        let shown = if state == "failed" { "FAILED".to_string() } else { clean(state) };
+        Row::new(vec![Cell::from(cut(&clean(name), w[0])), Cell::from(cut(&shown, w[1])).style(style)])
     });
-    let header = Row::new(["SERVICE", "STATE"]).style(theme.header());
-    let widths = [Constraint::Length(9), Constraint::Min(0)];
+    let header = Row::new(["SERVICE", "STATE"].into_iter().zip(&w).map(|(h, &width)| cut(h, width))).style(theme.header());
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 
@@ -106,40 +107,65 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         super::notice(frame, inner, &why, theme.dim());
         return;
     }
-    let note_w = area.width.saturating_sub(2 + 9 + 11 + 8 + 9 + 8 + 5) as usize;
-    let rows = app.services.iter().map(|s| {
-        let (state, note, style) = match s.state.as_str() {
-            "failed" => (
-                "FAILED".to_string(),
-                format!("failed after {} restarts: {}", s.restarts, s.last_error.as_deref().unwrap_or("")),
-                theme.bad(),
-            ),
-            "running" if s.restarts > 0 => {
-                let why = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
-                ("running".into(), format!("restarted {}×{why}", s.restarts), theme.warn())
-            }
-            "running" => ("running".into(), String::new(), theme.ok()),
-            other => (other.to_string(), s.last_error.clone().unwrap_or_default(), theme.warn()),
-        };
-        Row::new(vec![
-            Cell::from(s.name.clone()),
-            Cell::from(state).style(style),
-            Cell::from(duration(app.service_uptime(s))),
-            Cell::from(s.restarts.to_string()).style(if s.restarts > 0 { theme.warn() } else { theme.dim() }),
-            Cell::from(s.mailbox_depth.to_string()),
-            Cell::from(cut(&super::text::clean(&note), note_w)).style(style),
-        ])
-    });
-    let widths = [
-        Constraint::Length(9),
-        Constraint::Length(11),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Min(0),
-    ];
-    let header = Row::new(["SERVICE", "STATE", "UPTIME", "RESTARTS", "MAILBOX", "NOTE"]).style(theme.header());
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+    let cells: Vec<_> = app
+        .services
+        .iter()
+        .map(|s| {
+            let (state, note, style) = match s.state.as_str() {
+                "failed" => (
+                    "FAILED".to_string(),
+                    format!("failed after {} restarts: {}", s.restarts, s.last_error.as_deref().unwrap_or("")),
+                    theme.bad(),
+                ),
+                "running" if s.restarts > 0 => {
+                    let why = s.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                    ("running".into(), format!("restarted {}×{why}", s.restarts), theme.warn())
+                }
+                "running" => ("running".into(), String::new(), theme.ok()),
+                other => (other.to_string(), s.last_error.clone().unwrap_or_default(), theme.warn()),
+            };
+            let restarts = if s.restarts > 0 { theme.warn() } else { theme.dim() };
+            let plain = ratatui::style::Style::new();
+            [
+                (clean(&s.name), plain),
+                (clean(&state), style),
+                (duration(app.service_uptime(s)), plain),
+                (s.restarts.to_string(), restarts),
+                (s.mailbox_depth.to_string(), plain),
+                (clean(&note), style),
+            ]
+        })
+        .collect();
+    const HEADERS: [(&str, &str); 6] =
+        [("SERVICE", "SVC"), ("STATE", "ST"), ("UPTIME", "UP"), ("RESTARTS", "RST"), ("MAILBOX", "MBOX"), ("NOTE", "NOTE")];
+    let inner = block.inner(area);
+    let widths: Vec<(bool, Constraint)> = if inner.width >= 70 {
+        // Room for every column at its usual width (the header's, and a state's).
+        [9, 11, 8, 9, 8].into_iter().map(|n| (true, Constraint::Length(n))).chain([(true, Constraint::Min(0))]).collect()
+    } else {
+        // Narrow: each column as wide as its values (or its short header), the state and
+        // the note before the mailboxes; a note gets at least 8.
+        let needs: Vec<usize> = (0..6)
+            .map(|i| {
+                let short = HEADERS[i].1.chars().count();
+                if i == 5 {
+                    8
+                } else {
+                    fit(cells.iter().map(|c| c[i].0.as_str()), short, 12)
+                }
+            })
+            .collect();
+        let kept = keep(usize::from(inner.width), &needs, &[0, 1, 3, 2, 5, 4]);
+        (0..6).map(|i| (kept[i], if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) })).collect()
+    };
+    let shown: Vec<usize> = (0..6).filter(|&i| widths[i].0).collect();
+    let constraints: Vec<Constraint> = shown.iter().map(|&i| widths[i].1).collect();
+    let w = column_widths(inner, &constraints, 0);
+    let rows = cells
+        .iter()
+        .map(|c| Row::new(shown.iter().zip(&w).map(|(&i, &width)| Cell::from(cut(&c[i].0, width)).style(c[i].1)).collect::<Vec<_>>()));
+    let header = Row::new(shown.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
+    frame.render_widget(Table::new(rows, constraints).header(header).block(block), area);
 }
 
 fn sparkline(frame: &mut Frame, area: Rect, title: &str, series: &Series, theme: Theme) {

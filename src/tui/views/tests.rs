@@ -705,3 +705,46 @@ fn titles_too_long_for_their_block_are_shortened_visibly() {
     let screen = format!("{}", t.backend());
     assert!(screen.contains(" Keys · Esc closes · k up · j more "), "{screen}");
 }
+
+/// At 40 columns every tab's table shows whole words: the columns that matter first, each
+/// as wide as its values, a short header where the name does not fit (`RST`, `AVAIL`), and
+/// `…` where a value still does not. Squeezed to fixed widths they read `runnin`,
+/// `RESTAR`, `event:or`, `ORDER_CR` and a balances header `H`, with no mark.
+#[test]
+fn narrow_tables_cut_no_word_without_a_mark() {
+    for (tab, name) in [('1', "overview"), ('2', "orders"), ('3', "book"), ('4', "accounts"), ('5', "events"), ('6', "audit")] {
+        let app = on_tab(tab);
+        for (w, h) in [(40, 10), (40, 12)] {
+            let t = render(&app, w, h, Theme { color: true });
+            insta::assert_snapshot!(format!("narrow_table_{name}_{w}x{h}"), t.backend());
+        }
+    }
+    let screen = |tab: char| format!("{}", render(&on_tab(tab), 40, 12, Theme { color: false }).backend());
+    let checks: [(char, &[&str], &[&str]); 4] = [
+        ('1', &["SERVICE", "STATE", "RST", "running", "2h03m", "restarted"], &["runnin ", "RESTAR"]),
+        ('4', &["ASSET", "AVAIL", "96695", "AAPL", "12"], &["│ASSET     H │"]),
+        ('5', &["TYPE", "DATA", "TRADE_EXECUTED", "SERVICE_RESTARTED", "ACCOUNT_DEPOSITED", "305"], &[]),
+        ('6', &["ACTOR", "ACTION", "event:orders", "ORDER_CREATED", "POST /api/orders", "1006"], &["event:or ", "ORDER_CR ", "/ap "]),
+    ];
+    for (tab, has, lacks) in checks {
+        let screen = screen(tab);
+        for needle in has {
+            assert!(screen.contains(needle), "tab {tab}: {needle:?} missing:\n{screen}");
+        }
+        for needle in lacks {
+            assert!(!screen.contains(needle), "tab {tab}: {needle:?} cut without a mark:\n{screen}");
+        }
+    }
+
+    // The longest event type is whole at every width; a paused stream's highlight mark
+    // takes its two columns from the data, not from the type.
+    let mut app = on_tab('5');
+    app.update(Action::Net(Net::Event(Box::new(fixture::event(306, "TRADING_STATE_CHANGED", "trading", serde_json::json!({}))))));
+    for (w, h) in [(40, 12), (80, 24), (120, 40)] {
+        let screen = format!("{}", render(&app, w, h, Theme { color: false }).backend());
+        assert!(screen.contains("TRADING_STATE_CHANGED"), "{w}x{h}:\n{screen}");
+    }
+    app.update(ch(' '));
+    let screen = format!("{}", render(&app, 40, 12, Theme { color: false }).backend());
+    assert!(screen.contains("▶ 306 TRADING_STATE_CHANGED"), "{screen}");
+}

@@ -160,6 +160,38 @@ pub fn fit<'a>(values: impl Iterator<Item = &'a str>, min: usize, max: usize) ->
     values.map(|v| v.chars().count()).max().unwrap_or(0).clamp(min, max)
 }
 
+/// Which of a table's columns to show in `room` columns (after the highlight mark): each
+/// column's `need` (the width that shows its values whole), taken in `rank` order, the
+/// most telling first, while they fit with a space between them. A column left out is
+/// whole in the row's detail (Enter); every column squeezed in beside the others showed
+/// a few letters of each value, cut mid-word (`runnin`, `ORDER_CR`). The first-ranked
+/// column always shows, cut to the room if it must be.
+pub fn keep(room: usize, needs: &[usize], rank: &[usize]) -> Vec<bool> {
+    let mut kept = vec![false; needs.len()];
+    let mut used = 0;
+    for &i in rank {
+        let add = needs[i] + usize::from(used > 0);
+        if used + add <= room {
+            kept[i] = true;
+            used += add;
+        }
+    }
+    if let (false, Some(&first)) = (kept.contains(&true), rank.first()) {
+        kept[first] = true;
+    }
+    kept
+}
+
+/// A column's header in `width` columns: its name, else its short form (`RST` for
+/// `RESTARTS`), else the short form cut with `…`: the table cut `RESTARTS` to `RESTAR`.
+pub fn heading(name: &str, short: &str, width: usize) -> String {
+    if name.chars().count() <= width {
+        name.to_string()
+    } else {
+        cut(short, width)
+    }
+}
+
 /// Control characters (from hostile names or messages) would move the cursor: replace them.
 pub fn clean(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '�' } else { c }).collect()
@@ -204,6 +236,17 @@ mod tests {
         }
     }
 
+    /// The most telling columns first, while they fit; a smaller one after a big one
+    /// that did not; the first always.
+    #[test]
+    fn columns_are_kept_by_rank_while_they_fit() {
+        assert_eq!(keep(20, &[5, 10, 3], &[1, 0, 2]), [true, true, true]);
+        assert_eq!(keep(15, &[5, 10, 3], &[1, 0, 2]), [false, true, true], "11 + 4 after 10: 5 did not fit");
+        assert_eq!(keep(16, &[5, 10, 3], &[1, 0, 2]), [true, true, false]);
+        assert_eq!(keep(4, &[5, 10, 3], &[1, 0, 2]), [false, false, true]);
+        assert_eq!(keep(2, &[5, 10, 3], &[1, 0, 2]), [false, true, false], "none fits: the first, cut");
+    }
+
     #[test]
     fn words() {
         assert_eq!(duration(45), "45s");
@@ -212,6 +255,9 @@ mod tests {
         assert_eq!(duration(2 * 86_400 + 4 * 3600), "2d04h");
         assert_eq!(clock("2024-05-01T12:34:56.123456Z"), "12:34:56");
         assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(heading("RESTARTS", "RST", 9), "RESTARTS");
+        assert_eq!(heading("RESTARTS", "RST", 4), "RST");
+        assert_eq!(heading("RESTARTS", "RST", 2), "R…");
         assert_eq!(micros(85), "85 µs");
         assert_eq!(micros(1500), "1.50 ms");
         assert_eq!(clean("a\x1b[2Jb"), "a�[2Jb");
