@@ -251,13 +251,30 @@ fn tui_at_40_columns_marks_what_it_leaves_out() {
         ("5", "5 Events", "Events · ".to_string()),
         ("6", "6 Audit", "Audit · newest".to_string()),
     ] {
+        // The tables' headers and words whole, or short on purpose: squeezed to fixed
+        // widths they read `RESTAR`, `runnin`, `event:or`, `POST /ap`.
+        let (has, lacks): (&[&str], &[&str]) = match key {
+            "1" => (&["SERVICE", "STATE", "RST", "running"], &["RESTAR", "runnin "]),
+            "5" => (&["TYPE", "ORDER_CREATED"], &["ORDER_CREATE "]),
+            "6" => (&["ACTOR", "ACTION"], &["event:or ", "POST /ap "]),
+            _ => (&[], &[]),
+        };
         pane.keys(&[key]);
         let screen = pane.wait_until(&format!("tab {tab} with {panel:?}"), |s| {
-            s.lines().next().is_some_and(|l| l.contains(tab)) && s.contains(&panel) && footer(s).ends_with("? help  q quit")
+            s.lines().next().is_some_and(|l| l.contains(tab))
+                && s.contains(&panel)
+                && footer(s).ends_with("? help  q quit")
+                && has.iter().all(|n| s.contains(n))
         });
         let keys = footer(&screen);
         // The footer at 80 columns on this tab, less what gave way: a `…` says where.
         assert!(keys.len() < 30 || keys.contains("  …  "), "{tab}: keys left out without a mark: {keys:?}\n{screen}");
+        for needle in has {
+            assert!(screen.contains(needle), "{tab}: {needle:?} missing:\n{screen}");
+        }
+        for needle in lacks {
+            assert!(!screen.contains(needle), "{tab}: {needle:?} cut without a mark:\n{screen}");
+        }
     }
 
     // A detail and the help open, scroll and close at this size too.

@@ -1,7 +1,7 @@
 //! Accounts: users on the left (a trader's own alone); the selected user's balances
 //! (total, held by open orders, available) and positions on the right.
 
-use super::text::{clean, column_widths, cut, dec, fit, heading, keep};
+use super::text::{clean, column_widths, cut, dec, fit, heading, share};
 use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
@@ -112,8 +112,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 
 /// The columns of an account table that an `inner` this wide shows, and their widths.
 /// Where every column fits whole (each as wide as its values, or its short header), the
-/// usual `fill` layout; narrower, the columns in `rank` order while they fit, each as wide
-/// as it needs: four columns in the 12 a 40-column terminal leaves headed `H` and showed
+/// usual `fill` layout; narrower, the columns in `rank` order as [`share`] gives them
+/// room: four columns in the 12 a 40-column terminal leaves headed `H` and showed
 /// a digit of each amount (an amount cut short reads as another amount).
 fn narrow<const N: usize>(
     inner: Rect,
@@ -127,9 +127,9 @@ fn narrow<const N: usize>(
     if needs.iter().sum::<usize>() + N - 1 <= room {
         return ((0..N).collect(), fill.to_vec());
     }
-    let kept = keep(room, &needs, rank);
-    let cols: Vec<usize> = (0..N).filter(|&i| kept[i]).collect();
-    let widths = cols.iter().map(|&i| Constraint::Length(needs[i] as u16)).collect();
+    let w = share(room, &needs, 6, rank);
+    let cols: Vec<usize> = (0..N).filter(|&i| w[i] > 0).collect();
+    let widths = cols.iter().map(|&i| Constraint::Length(w[i] as u16)).collect();
     (cols, widths)
 }
 

@@ -1,7 +1,7 @@
 //! Audit: whether the hash chain verifies, and the newest records, newest first; or,
 //! for a token that may not read the log (a trader's), why not.
 
-use super::text::{clean, clock, column_widths, cut, fit, keep};
+use super::text::{clean, clock, column_widths, cut, fit, share};
 use super::Theme;
 use crate::tui::action::Fetch;
 use crate::tui::app::App;
@@ -96,8 +96,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     // SEQ, TIME, ACTOR, ACTION, HASH, DETAIL. Wide: every column. Narrower: the action
     // first, then the actor, the sequence number, the time and the detail (at least 10),
-    // each as wide as its values; what does not fit is left out, whole in the record's
-    // detail (Enter). Squeezed together at 40 columns they read `event:or`, `ORDER_CR`.
+    // each as wide as its values (see `share`); what does not fit is cut with `…` or left
+    // out, whole in the record's detail (Enter). Squeezed together at 40 columns they read `event:or`, `ORDER_CR`.
     let needs: [usize; 6] = if wide {
         [8, 8, 14, 24, 10, 0]
     } else {
@@ -105,9 +105,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let need = |i: usize, min: usize, max: usize| fit(all.iter().map(|c| c[i].as_str()), min, max);
         [need(0, 3, 8), 8, need(2, 5, 14), need(3, 6, 24), 0, 10]
     };
-    let kept = if wide { vec![true; 6] } else { keep(usize::from(inner.width.saturating_sub(2)), &needs, &[3, 2, 0, 1, 5]) };
-    // The HASH column is only in the wide layout; `keep` never ranked it.
-    let cols: Vec<usize> = (0..6).filter(|&i| kept[i] && (wide || i != 4)).collect();
+    let needs = if wide { needs.to_vec() } else { share(usize::from(inner.width.saturating_sub(2)), &needs, 6, &[3, 2, 0, 1, 5]) };
+    // The HASH column is only in the wide layout; `share` never ranked it.
+    let cols: Vec<usize> = (0..6).filter(|&i| (wide || needs[i] > 0) && (wide || i != 4)).collect();
     let widths: Vec<Constraint> =
         cols.iter().map(|&i| if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
     let w = column_widths(inner, &widths, 2);

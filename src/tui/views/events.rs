@@ -2,7 +2,7 @@
 //! event's data. Space pauses it (arrivals are held, not lost); `/` filters by type.
 //! A polled session (a trader's, or one the daemon refuses the stream) says so instead.
 
-use super::text::{clean, clock, column_widths, cut, fit, keep};
+use super::text::{clean, clock, column_widths, cut, fit, share};
 use super::Theme;
 use crate::api::Event;
 use crate::tui::app::{App, Feed};
@@ -49,7 +49,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let cells = |e: &Event| [e.seq.to_string(), clock(&e.timestamp).to_string(), clean(&e.kind), clean(&e.source), clean(&summary(e))];
     // SEQ, TIME, TYPE, SOURCE, DATA. Wide: every column, TYPE as wide as the longest type.
     // Narrow: the type first, then the sequence number, the data (at least 10), the time;
-    // what does not fit is left out, whole in the event's detail (Enter).
+    // what does not fit is cut with `…` or left out (see `share`), whole in the event's
+    // detail (Enter).
     let needs: [usize; 5] = if wide {
         [8, 8, type_width(), 8, 0]
     } else {
@@ -57,9 +58,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let seq = fit(seqs.iter().map(String::as_str), 3, 8);
         [seq, 8, fit(visible.iter().map(|e| e.kind.as_str()), 4, type_width()), 0, 10]
     };
-    let kept = if wide { [true; 5].to_vec() } else { keep(usize::from(inner.width.saturating_sub(reserved)), &needs, &[2, 0, 4, 1]) };
-    // The SOURCE column is only in the wide layout; `keep` never ranked it.
-    let cols: Vec<usize> = (0..5).filter(|&i| kept[i] && (wide || i != 3)).collect();
+    let room = usize::from(inner.width.saturating_sub(reserved));
+    let needs = if wide { needs.to_vec() } else { share(room, &needs, 6, &[2, 0, 4, 1]) };
+    // The SOURCE column is only in the wide layout; `share` never ranked it.
+    let cols: Vec<usize> = (0..5).filter(|&i| (wide || needs[i] > 0) && (wide || i != 3)).collect();
     let widths: Vec<Constraint> =
         cols.iter().map(|&i| if i == 4 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
     let w = column_widths(inner, &widths, reserved);

@@ -7,7 +7,7 @@
 //! A token that may not read `/api/services` (a trader's) sees each service's state from
 //! the public `/health`, and the event rate only where the event stream is followed.
 
-use super::text::{clean, column_widths, cut, duration, fit, heading, keep, micros};
+use super::text::{clean, column_widths, cut, duration, fit, heading, micros, share};
 use super::Theme;
 use crate::tui::action::Fetch;
 use crate::tui::app::App;
@@ -155,8 +155,8 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                 }
             })
             .collect();
-        let kept = keep(usize::from(inner.width), &needs, &[0, 1, 3, 2, 5, 4]);
-        (0..6).map(|i| (kept[i], if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) })).collect()
+        let w = share(usize::from(inner.width), &needs, 6, &[0, 1, 3, 2, 5, 4]);
+        (0..6).map(|i| (w[i] > 0, if i == 5 { Constraint::Min(0) } else { Constraint::Length(w[i] as u16) })).collect()
     };
     let shown: Vec<usize> = (0..6).filter(|&i| widths[i].0).collect();
     let constraints: Vec<Constraint> = shown.iter().map(|&i| widths[i].1).collect();

@@ -736,6 +736,16 @@ fn narrow_tables_cut_no_word_without_a_mark() {
         }
     }
 
+    // An action longer than the room (a deposit's path) keeps its first 24 letters,
+    // marked, and leaves the actor what is left, marked too, rather than dropping it.
+    let mut app = on_tab('6');
+    let mut records = fixture::audit();
+    records[5].action = "POST /api/accounts/usr_000000000b0b0002/deposit".into();
+    records[5].actor = "token:tok_0123456789".into();
+    app.update(fixture::snap(crate::tui::action::Snapshot::Audit(records)));
+    let screen = format!("{}", render(&app, 40, 12, Theme { color: false }).backend());
+    assert!(screen.contains("│▶ token:tok_… POST /api/accounts/usr_…│"), "{screen}");
+
     // The longest event type is whole at every width; a paused stream's highlight mark
     // takes its two columns from the data, not from the type.
     let mut app = on_tab('5');

@@ -160,26 +160,29 @@ pub fn fit<'a>(values: impl Iterator<Item = &'a str>, min: usize, max: usize) ->
     values.map(|v| v.chars().count()).max().unwrap_or(0).clamp(min, max)
 }
 
-/// Which of a table's columns to show in `room` columns (after the highlight mark): each
-/// column's `need` (the width that shows its values whole), taken in `rank` order, the
-/// most telling first, while they fit with a space between them. A column left out is
-/// whole in the row's detail (Enter); every column squeezed in beside the others showed
-/// a few letters of each value, cut mid-word (`runnin`, `ORDER_CR`). The first-ranked
-/// column always shows, cut to the room if it must be.
-pub fn keep(room: usize, needs: &[usize], rank: &[usize]) -> Vec<bool> {
-    let mut kept = vec![false; needs.len()];
+/// The width of each of a table's columns in `room` columns (after the highlight mark), 0
+/// for one left out: each column's `need` (the width that shows its values whole), taken
+/// in `rank` order, the most telling first, while they fit with a space between them. One
+/// that does not fit whole takes the rest where that is at least `least` (its values cut
+/// with `…`), so a long action leaves the actor a few letters rather than none. A column
+/// left out is whole in the row's detail (Enter); every column squeezed in beside the
+/// others showed a few letters of each value, cut mid-word (`runnin`, `ORDER_CR`). The
+/// first-ranked column always shows, cut to the room if it must be.
+pub fn share(room: usize, needs: &[usize], least: usize, rank: &[usize]) -> Vec<usize> {
+    let mut widths = vec![0; needs.len()];
     let mut used = 0;
     for &i in rank {
-        let add = needs[i] + usize::from(used > 0);
-        if used + add <= room {
-            kept[i] = true;
-            used += add;
+        let left = room.saturating_sub(used + usize::from(used > 0));
+        let width = needs[i].min(left);
+        if width == needs[i] || width >= least {
+            widths[i] = width;
+            used += width + usize::from(used > 0);
         }
     }
-    if let (false, Some(&first)) = (kept.contains(&true), rank.first()) {
-        kept[first] = true;
+    if let (true, Some(&first)) = (widths.iter().all(|w| *w == 0), rank.first()) {
+        widths[first] = room.min(needs[first]);
     }
-    kept
+    widths
 }
 
 /// A column's header in `width` columns: its name, else its short form (`RST` for
@@ -236,15 +239,16 @@ mod tests {
         }
     }
 
-    /// The most telling columns first, while they fit; a smaller one after a big one
-    /// that did not; the first always.
+    /// The most telling columns first, whole while they fit, then cut where at least
+    /// `least` is left; a smaller one after a big one that did not fit; the first always.
     #[test]
-    fn columns_are_kept_by_rank_while_they_fit() {
-        assert_eq!(keep(20, &[5, 10, 3], &[1, 0, 2]), [true, true, true]);
-        assert_eq!(keep(15, &[5, 10, 3], &[1, 0, 2]), [false, true, true], "11 + 4 after 10: 5 did not fit");
-        assert_eq!(keep(16, &[5, 10, 3], &[1, 0, 2]), [true, true, false]);
-        assert_eq!(keep(4, &[5, 10, 3], &[1, 0, 2]), [false, false, true]);
-        assert_eq!(keep(2, &[5, 10, 3], &[1, 0, 2]), [false, true, false], "none fits: the first, cut");
+    fn columns_share_the_room_by_rank() {
+        assert_eq!(share(20, &[5, 10, 3], 4, &[1, 0, 2]), [5, 10, 3]);
+        assert_eq!(share(15, &[5, 10, 3], 5, &[1, 0, 2]), [0, 10, 3], "4 left of 5: out, and 3 fits");
+        assert_eq!(share(15, &[5, 10, 3], 4, &[1, 0, 2]), [4, 10, 0], "4 left of 5: cut");
+        assert_eq!(share(16, &[5, 10, 3], 4, &[1, 0, 2]), [5, 10, 0]);
+        assert_eq!(share(4, &[5, 10, 3], 5, &[1, 0, 2]), [0, 0, 3]);
+        assert_eq!(share(2, &[5, 10, 3], 5, &[1, 0, 2]), [0, 2, 0], "none fits: the first, cut");
     }
 
     #[test]
