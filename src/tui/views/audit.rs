@@ -106,8 +106,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         [need(0, 3, 8), 8, need(2, 5, 14), need(3, 6, 24), 0, 10]
     };
     let needs = if wide { needs.to_vec() } else { share(usize::from(inner.width.saturating_sub(2)), &needs, 6, &[3, 2, 0, 1, 5]) };
-    // The HASH column is only in the wide layout; `share` never ranked it.
-    let cols: Vec<usize> = (0..6).filter(|&i| (wide || needs[i] > 0) && (wide || i != 4)).collect();
+    // The HASH column is only in the wide layout: `share` never ranks it, so it gets 0.
+    let cols: Vec<usize> = (0..6).filter(|&i| wide || needs[i] > 0).collect();
     let widths: Vec<Constraint> =
         cols.iter().map(|&i| if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
     let w = column_widths(inner, &widths, 2);

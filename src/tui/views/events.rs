@@ -60,8 +60,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     let room = usize::from(inner.width.saturating_sub(reserved));
     let needs = if wide { needs.to_vec() } else { share(room, &needs, 6, &[2, 0, 4, 1]) };
-    // The SOURCE column is only in the wide layout; `share` never ranked it.
-    let cols: Vec<usize> = (0..5).filter(|&i| (wide || needs[i] > 0) && (wide || i != 3)).collect();
+    // The SOURCE column is only in the wide layout: `share` never ranks it, so it gets 0.
+    let cols: Vec<usize> = (0..5).filter(|&i| wide || needs[i] > 0).collect();
     let widths: Vec<Constraint> =
         cols.iter().map(|&i| if i == 4 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
     let w = column_widths(inner, &widths, reserved);

@@ -174,7 +174,7 @@ pub fn share(room: usize, needs: &[usize], least: usize, rank: &[usize]) -> Vec<
     for &i in rank {
         let left = room.saturating_sub(used + usize::from(used > 0));
         let width = needs[i].min(left);
-        if width == needs[i] || width >= least {
+        if width > 0 && (width == needs[i] || width >= least) {
             widths[i] = width;
             used += width + usize::from(used > 0);
         }
