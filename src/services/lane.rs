@@ -2067,12 +2067,16 @@ mod tests {
                 order(&format!("ord_b{i}"), "alice", Side::Buy, dec("1"), None),
             ]
         });
-        // Counted from now, so that only a batch slower than FLUSH_AFTER_BUSY flushes.
-        lane.since = Some(Instant::now());
+        // Counted from an hour ahead during the batch, so that it does not flush however
+        // slow the machine is (a busy CI box took over 30 ms for it); the window is then
+        // checked against a first placement 20 ms old.
+        lane.since = Some(Instant::now() + Duration::from_secs(3600));
         let answers = place_batch(&mut lane, pairs);
         assert!(answers.iter().all(|a| matches!(a, Ok((201, _)))), "every placement stands: {:?}", answers.iter().find(|a| a.is_err()));
         assert!(lane.unflushed >= BUSY_AT && lane.pending(), "{} placements, not flushed yet", lane.unflushed);
         assert_eq!(lane.flush_window(), FLUSH_AFTER_BUSY, "{} placements wait longer", lane.unflushed);
+        lane.since = Instant::now().checked_sub(FLUSH_AFTER * 2);
+        assert!(lane.since.is_some() && !lane.due(), "past FLUSH_AFTER, a busy lane still waits for more");
         assert!(!lane.bus.load().is_heavy());
         lane.flush_step().unwrap();
         assert!(lane.bus.load().is_heavy(), "the stores' checkpointers are told: their passes wait longer too");
