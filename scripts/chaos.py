@@ -670,6 +670,21 @@ def stop_and_compare_stores(label):
         problem(f"{label}: stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
 
 
+def next_round(users, enable=True):
+    """Resumes every symbol and all trading, and (enable) every user, so the next round trades."""
+    for sym in SYMBOLS + [None]:
+        ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
+        halts[sym] = (False, True)
+    if enable:
+        for u in users:
+            ok("PUT", f"/api/users/{u}", {"status": "active"})
+            settings[(u, "status")] = ("active", True)
+
+
+def said(rnd, kind, n, o, t):
+    print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+
+
 for rnd in range(args.rounds):
     stop = threading.Event()
     kind = rng.choice(args.kinds.split(","))
@@ -733,13 +748,8 @@ for rnd in range(args.rounds):
         while Conn().call("GET", "/ready")[0] != 200 and time.time() < deadline:
             time.sleep(0.02)
         n, o, t = check(users, f"round {rnd + 1} ({kind})")
-        for sym in SYMBOLS + [None]:
-            ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
-            halts[sym] = (False, True)
-        for u in users:
-            ok("PUT", f"/api/users/{u}", {"status": "active"})
-            settings[(u, "status")] = ("active", True)
-        print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+        next_round(users)
+        said(rnd, kind, n, o, t)
         continue
     if kind == "stop":
         # A graceful stop while the orders flow: no kill.
@@ -748,10 +758,8 @@ for rnd in range(args.rounds):
             t.join()
         start()
         n, o, t = check(users, f"round {rnd + 1} ({kind})")
-        for sym in SYMBOLS + [None]:
-            ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
-            halts[sym] = (False, True)
-        print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+        next_round(users, enable=False)
+        said(rnd, kind, n, o, t)
         continue
     victim = pid()
     if kind == "kill-in-stop":
@@ -787,14 +795,8 @@ for rnd in range(args.rounds):
         starter.wait()
     start()
     n, o, t = check(users, f"round {rnd + 1}")
-    # resume everything so the next round trades
-    for sym in SYMBOLS + [None]:
-        ok("POST", "/api/risk/resume", {"symbol": sym} if sym else {})
-        halts[sym] = (False, True)
-    for u in users:
-        ok("PUT", f"/api/users/{u}", {"status": "active"})
-        settings[(u, "status")] = ("active", True)
-    print(f"round {rnd + 1} [{kind}]: {n} orders ({o} open), {t} trades, {len(told)} acknowledged, violations {len(problems)}", flush=True)
+    next_round(users)
+    said(rnd, kind, n, o, t)
 
 stop_and_compare_stores("the last round")
 start()

@@ -483,6 +483,16 @@ mod tests {
         assert!(error["error"]["message"].as_str().unwrap().contains("pruned"), "{error}");
     }
 
+    /// The trader's list is spelled out (a new event type is not a trader's until it is
+    /// added on purpose); each name in it must be a real type.
+    #[test]
+    fn a_trader_reads_only_known_types_that_name_a_user() {
+        for t in TRADER_TYPES {
+            assert!(EVENT_TYPES.contains(t), "{t} is no event type");
+            assert!(["ORDER_", "ACCOUNT_", "USER_"].iter().any(|p| t.starts_with(p)), "{t} names no user");
+        }
+    }
+
     #[test]
     fn a_viewer_counts_every_type_but_tokens() {
         let seen = visible_to_viewers();
