@@ -1,13 +1,13 @@
 //! Audit: whether the hash chain verifies, and the newest records, newest first; or,
 //! for a token that may not read the log (a trader's), why not.
 
-use super::text::{clean, clock, column_widths, cut, fit, share};
+use super::text::{clean, clock, column_widths, cut, fit, share, wrap};
 use super::Theme;
 use crate::tui::action::Fetch;
 use crate::tui::app::App;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -17,23 +17,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         super::unavailable(frame, area, "Audit", &what, why, instead, theme);
         return;
     }
-    let verdict = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
-        (_, Some(e)) => Line::from(Span::styled(format!("cannot verify: {e}"), theme.bad())),
-        (None, None) => Line::from(Span::styled("verifying the chain…", theme.dim())),
-        (Some(v), None) if v.ok => {
-            Line::from(vec![Span::styled("chain OK", theme.ok()), Span::raw(format!(": {} records, every hash matches", v.records))])
-        }
+    // The verdict as (what leads it, in its colour; the rest), fitted below.
+    let (lead, style, rest) = match (&app.audit.verify, app.errors.get(&Fetch::AuditVerify)) {
+        (_, Some(e)) => (format!("cannot verify: {e}"), theme.bad(), String::new()),
+        (None, None) => ("verifying the chain…".to_string(), theme.dim(), String::new()),
+        (Some(v), None) if v.ok => ("chain OK".to_string(), theme.ok(), format!(": {} records, every hash matches", v.records)),
         // Every record hashes well, but an anchor file cannot be read: the chain's end is
         // unchecked; the CLI's `audit verify` says what to do.
         (Some(v), None) if v.first_bad.is_none() && v.anchor_unreadable.is_some() => {
             let a = v.anchor_unreadable.as_ref().expect("matched");
-            Line::from(vec![
-                Span::styled("chain end UNCHECKED", theme.bad()),
-                Span::raw(format!(
-                    ": {} records hash well, but the anchor {} {}; `agt audit verify` says what to do",
-                    v.records, a.file, a.error
-                )),
-            ])
+            let rest =
+                format!(": {} records hash well, but the anchor {} {}; `agt audit verify` says what to do", v.records, a.file, a.error);
+            ("chain end UNCHECKED".to_string(), theme.bad(), rest)
         }
         (Some(v), None) => {
             let first_bad = v.first_bad.map(|s| s.to_string()).unwrap_or_else(|| "?".into());
@@ -48,20 +43,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                 Some(a) => format!("{anchor}; the anchor {} {}", a.file, a.error),
                 None => anchor,
             };
-            Line::from(vec![
-                Span::styled("chain BROKEN", theme.bad()),
-                Span::raw(format!(": {} records; the first bad one is seq {first_bad}{anchor}", v.records)),
-            ])
+            ("chain BROKEN".to_string(), theme.bad(), format!(": {} records; the first bad one is seq {first_bad}{anchor}", v.records))
         }
     };
-    // A broken chain's verdict (with what its anchor says is missing) runs past 80
-    // columns: it gets a second row and wraps, where an ok one keeps a single row.
-    let broken = app.audit.verify.as_ref().is_some_and(|v| !v.ok);
-    let rows = if broken { 4 } else { 3 };
+    // A verdict that is not OK (what its anchor says is missing, what to do) runs past 80
+    // columns: it gets a second row, where an ok one keeps a single row. What still does
+    // not fit ends in … (`text::wrap`), rather than cut where the border is.
+    let two = app.audit.verify.as_ref().is_some_and(|v| !v.ok);
+    let rows = if two { 4 } else { 3 };
     let [head, body] = Layout::vertical([Constraint::Length(rows), Constraint::Min(0)]).areas(area);
-    let verdict = Paragraph::new(verdict).wrap(Wrap { trim: true });
+    let fitted = wrap(&format!("{lead}{rest}"), head.width.saturating_sub(2) as usize, (rows - 2) as usize);
+    let lines: Vec<Line> = fitted
+        .into_iter()
+        .enumerate()
+        .map(|(i, row)| match row.strip_prefix(lead.as_str()) {
+            Some(after) if i == 0 && !rest.is_empty() => Line::from(vec![Span::styled(lead.clone(), style), Span::raw(after.to_string())]),
+            _ if rest.is_empty() => Line::from(Span::styled(row, style)),
+            _ => Line::from(row),
+        })
+        .collect();
     frame.render_widget(
-        verdict.block(Block::bordered().title(super::titled([" Verify · v runs it again ", " Verify · v again ", " Verify "], head))),
+        Paragraph::new(lines)
+            .block(Block::bordered().title(super::titled([" Verify · v runs it again ", " Verify · v again ", " Verify "], head))),
         head,
     );
 
