@@ -6,6 +6,7 @@ use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::widgets::{Block, Cell, Row, Table, TableState};
 use ratatui::Frame;
 
@@ -58,21 +59,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         const HEADERS: [(&str, &str); 4] = [("ASSET", "ASSET"), ("TOTAL", "TOTAL"), ("HELD", "HELD"), ("AVAILABLE", "AVAIL")];
         let (cols, widths) = narrow(block.inner(balances_area), &cells, &fill, &HEADERS, &[0, 3, 1, 2]);
         let w = column_widths(block.inner(balances_area), &widths, 0);
-        let rows = cells.iter().enumerate().map(|(r, c)| {
-            Row::new(
-                cols.iter()
-                    .zip(&w)
-                    .map(|(&i, &width)| {
-                        let cell = Cell::from(cut(&c[i], width));
-                        if i == 2 {
-                            cell.style(held(r))
-                        } else {
-                            cell
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
+        let rows = cells.iter().enumerate().map(|(r, c)| shown_row(c, &cols, &w, (2, held(r))));
         let header = Row::new(cols.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), balances_area);
     }
@@ -91,23 +78,25 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let w = column_widths(block.inner(positions_area), &widths, 0);
         let rows = account.positions.iter().zip(&cells).map(|(p, c)| {
             let style = if p.quantity.is_sign_negative() { theme.sell() } else { theme.buy() };
-            Row::new(
-                cols.iter()
-                    .zip(&w)
-                    .map(|(&i, &width)| {
-                        let cell = Cell::from(cut(&c[i], width));
-                        if i == 1 {
-                            cell.style(style)
-                        } else {
-                            cell
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )
+            shown_row(c, &cols, &w, (1, style))
         });
         let header = Row::new(cols.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
         frame.render_widget(Table::new(rows, widths).header(header).block(block), positions_area);
     }
+}
+
+/// A row of an account table: the cells of the columns `cols` shows, each cut to its
+/// width, with column `styled.0` in `styled.1` (held amounts, a position's side).
+fn shown_row<const N: usize>(cells: &[String; N], cols: &[usize], widths: &[usize], styled: (usize, Style)) -> Row<'static> {
+    let cell = |(&i, &width): (&usize, &usize)| {
+        let cell = Cell::from(cut(&cells[i], width));
+        if i == styled.0 {
+            cell.style(styled.1)
+        } else {
+            cell
+        }
+    };
+    Row::new(cols.iter().zip(widths).map(cell).collect::<Vec<_>>())
 }
 
 /// The columns of an account table that an `inner` this wide shows, and their widths.
