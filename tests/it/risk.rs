@@ -431,17 +431,40 @@ fn supply_leaves_room_for_the_grid_so_trades_settle_exactly() {
         message.contains(&format!("with this deposit of {big}")) && message.ends_with("deposit less, or in fewer decimal places"),
         "{e}"
     );
-    // An instrument listed later with a finer lot: its orders are refused instead.
+    // An instrument listed later with a finer lot would trade the asset at places its
+    // supply has no room for: the listing is refused (before, it was listed and every
+    // order of it refused, and deposits of the asset capped by its grid).
     let coarse = dm.symbol("0.01", "1");
     dm.deposit(&seller, &coarse, "1");
     dm.deposit(&buyer, &coarse, big);
     dm.deposit(&buyer, "USD", "10");
     let later = format!("{coarse}-USD");
-    dm.ok("POST", "/api/symbols", Some(json!({"symbol": later, "tick": "0.01", "lot": "0.001"})));
-    let (s, o) = dm.place(&seller, &later, "sell", "0.001", Some("1"));
-    assert_eq!((s, code(&o)), (422, "max_supply"), "{o}");
-    let (s, o) = dm.place(&buyer, &later, "buy", "0.001", Some("1"));
-    assert_eq!((s, code(&o)), (422, "max_supply"), "{o}");
+    let (s, e) = dm.req("POST", "/api/symbols", Some(json!({"symbol": later, "tick": "0.01", "lot": "0.001"})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("{later} cannot be listed: its trades would move {coarse} by amounts of 3 decimal places")),
+        "{e}"
+    );
+    assert!(message.contains("100000000000000000000000000.9") && message.ends_with("list it with a coarser tick or lot"), "{e}");
+    assert_eq!(dm.req("GET", &format!("/api/symbols/{later}"), None).0, 404);
+    // The same from the CLI: exit 1 with the message.
+    dm.cli()
+        .args(["symbol", "add", &later, "--tick", "0.01", "--lot", "0.001"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("coarser tick or lot"));
+    // USD too: the notional's places are the tick's and the lot's together.
+    let rich = dm.user("rich");
+    dm.deposit(&rich, "USD", "1000000000000");
+    let other = format!("{coarse}X-USD");
+    let (s, e) = dm.req("POST", "/api/symbols", Some(json!({"symbol": other, "tick": "0.01", "lot": "0.00000000000000001"})));
+    assert_eq!((s, code(&e)), (422, "max_supply"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("move USD by amounts of 19 decimal places"), "{e}");
+    // A grid with room lists, and an existing symbol is still a conflict, not a grid check.
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": later, "tick": "0.01", "lot": "1"})));
+    let (s, e) = dm.req("POST", "/api/symbols", Some(json!({"symbol": later, "tick": "0.01", "lot": "0.001"})));
+    assert_eq!((s, code(&e)), (409, "symbol_exists"), "{e}");
     assert_eq!(bal(&dm, &buyer, &coarse).0, d(big));
     assert_eq!(bal(&dm, &seller, &coarse).0, d("1"));
     // The coarse instrument still trades: its lot of 1 leaves the balance exact.

@@ -42,8 +42,22 @@ pub async fn list_symbols(State(app): State<Arc<App>>, _caller: Caller, _: NoQue
     Ok(ok(app.market.call(Cmd::Symbols).await?))
 }
 
+/// Lists an instrument. One whose trades could not settle exactly with what the accounts
+/// already hold is refused (422 `max_supply`, risk's `Cmd::Room`): a lot and tick of many
+/// decimal places make every trade move USD and the base asset by that many places, and
+/// agt never rounds money. Listed anyway, each of its orders would be refused, and USD
+/// deposits would be capped for every account by its grid. A deposit between this check
+/// and the listing can still pass it: the symbol's orders are then refused as before.
 pub async fn add_symbol(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<NewInstrument>) -> ApiResult<Response> {
     caller.require_admin()?;
+    // Market validates again (and refuses a symbol that exists): this is for the grid.
+    if let Ok(inst) = crate::services::market::validate_instrument(body.clone()) {
+        if app.market.call(|r| Cmd::Symbol(inst.symbol.clone(), r)).await.is_err() {
+            let (lot, notional) = risk::checks::grid_places(&inst);
+            let grids = vec![(inst.base.clone(), lot), (inst.quote.clone(), notional)];
+            app.risk.call(|reply| risk::Cmd::Room { symbol: inst.symbol.clone(), grids, reply }).await?;
+        }
+    }
     Ok(created(app.market.call(|r| Cmd::AddSymbol(body, r)).await?))
 }
 

@@ -82,6 +82,17 @@ pub enum Cmd {
         reply: Reply<TradingState>,
     },
     TradingState(Reply<TradingState>),
+    /// Whether trades of an instrument about to be listed (`symbol`) would settle
+    /// exactly: each `(asset, places)` is an asset it trades and the most decimal places
+    /// its trades move it by (`checks::grid_places`). 422 `max_supply` if what the
+    /// accounts already hold of one of them, written to those places, passes 28 digits:
+    /// every order of it would be refused, and deposits of the asset would be capped by
+    /// its grid (`Ledger::room`), so the listing is refused instead.
+    Room {
+        symbol: String,
+        grids: Vec<(String, u32)>,
+        reply: Reply<()>,
+    },
     /// Every hold still open, for consistency checks.
     Holds(Reply<Vec<Hold>>),
     /// Sets a symbol's last price (the price band's anchor) from imported history
@@ -102,7 +113,7 @@ impl Cmd {
     /// Whether the command only reads. The lane answers a batch of reads at once from
     /// its open transactions instead of flushing first (see `services::lane`).
     pub fn is_read(&self) -> bool {
-        matches!(self, Cmd::Account { .. } | Cmd::Limits { .. } | Cmd::TradingState(_) | Cmd::Holds(_))
+        matches!(self, Cmd::Account { .. } | Cmd::Limits { .. } | Cmd::TradingState(_) | Cmd::Holds(_) | Cmd::Room { .. })
     }
 }
 

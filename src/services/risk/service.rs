@@ -102,6 +102,12 @@ impl Service for Risk {
             }
             Cmd::TradingState(reply) => after.reply(reply, Ok(self.trading_state())),
             Cmd::Holds(reply) => after.reply(reply, Ok(self.holds())),
+            Cmd::Room { symbol, grids, reply } => {
+                let r = grids
+                    .iter()
+                    .try_for_each(|(asset, places)| self.ledger.room(asset, *places, Decimal::ZERO).map_err(|r| unlistable(&symbol, r)));
+                after.reply(reply, r);
+            }
             Cmd::SetLastPrice { symbol, price, as_of_us, reply } => {
                 let r = self.set_last_price(tx, &symbol, price, as_of_us)?;
                 after.reply(reply, r);
@@ -159,6 +165,24 @@ fn refused(r: Refusal) -> ApiError {
         }
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
     }
+}
+
+/// Why `symbol` cannot be listed: what the accounts hold of an asset it trades does not
+/// fit in 28 digits at the places its trades would move that asset by.
+fn unlistable(symbol: &str, r: Refusal) -> ApiError {
+    let Refusal::NoRoom { asset, supply, short, places, .. } = r else { return refused(r) };
+    let shorts = if short.is_zero() {
+        String::new()
+    } else {
+        format!(" (and long balances may hold {} more against short sales)", short.normalize())
+    };
+    ApiError::rejected(
+        "max_supply",
+        format!(
+            "{symbol} cannot be listed: its trades would move {asset} by amounts of {places} decimal places, and all accounts together hold {} {asset}{shorts}, which written to {places} places is more than 28 digits, so its trades could not settle exactly; list it with a coarser tick or lot",
+            supply.normalize()
+        ),
+    )
 }
 
 impl Risk {
