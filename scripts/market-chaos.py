@@ -16,7 +16,7 @@ and ETH-USD, four traders place crossing limit orders (gtc, ioc) and market orde
 followers stay on `GET /api/events?follow=true` (two NDJSON with `since`, two SSE resuming
 with `Last-Event-ID` while their URL says since=0) and reconnect after each kill with the
 last seq they got. A round ends in one of (--kinds): `kill` (SIGKILL at a random moment),
-`import` (SIGKILL just after a 20,000-bar import was sent), `crash-market` (the market
+`import` (SIGKILL within 0.4 s of sending a 20,000-bar import), `crash-market` (the market
 service crashed by fault injection one to three times, no kill: the running daemon is
 checked), `crash-then-kill`, `kill-in-start` (killed again while it recovers),
 `kill-in-stop` (killed while `agt daemon stop` drains). With --retain-s N
@@ -615,7 +615,7 @@ for rnd in range(args.rounds):
         # Killed while a 20,000-bar import is on its way or being stored.
         time.sleep(wait / 2)
         first_import.wait()
-        time.sleep(rng.randint(0, 60) / 1000)
+        time.sleep(rng.randint(0, 400) / 1000)
     elif kind in ("crash-market", "crash-then-kill"):
         # The market service fails (the supervisor restarts it from its store) while
         # trades and imports flow: its bars in memory are lost, and rebuilt from the tape.
