@@ -4,7 +4,7 @@
 //! `agt --home H daemon run --detached` in a new session, detached from the terminal, with
 //! its stdout and stderr appended to `$AGT_HOME/logs/daemon.out` (where `--detached` has it
 //! print only warnings and errors: `daemon::logging::Stderr`; a file of 8 MiB or more is
-//! first renamed `daemon.out.1`), and returns once
+//! first renamed `daemon.out.1`, as the running daemon does too: `log_files::StderrFile`), and returns once
 //! `agtd.json` names that process and `GET /ready` answers 200 on its socket. `stop`
 //! sends SIGTERM to the home's daemon and waits for the process to end; with no
 //! daemon running it says so and exits 0, so scripts can call it unconditionally.
@@ -18,6 +18,7 @@ use super::{CliError, CliResult, Ctx};
 use crate::api::DaemonInfo;
 use crate::client::{read_info, BlockingClient, Client, ClientError, Endpoint};
 use crate::daemon::lock::{self, Holder};
+use crate::daemon::log_files;
 use crate::daemon::{Home, RunOptions};
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -121,7 +122,7 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
         .mode(0o700)
         .create(home.logs_dir())
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", home.logs_dir().display()))?;
-    set_aside_if_full(&log_path, DAEMON_OUT_LIMIT)?;
+    log_files::set_aside_if_full(&log_path, log_files::DAEMON_OUT_LIMIT).map_err(|e| anyhow::anyhow!("{e}"))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -209,30 +210,6 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
             ));
         }
         std::thread::sleep(POLL);
-    }
-}
-
-/// How big `logs/daemon.out` may grow before a start sets it aside. The daemon prints
-/// little there (warnings and errors), so this takes many starts, or a daemon in
-/// trouble for a long time; its tail is what `start` shows when the daemon exits.
-const DAEMON_OUT_LIMIT: u64 = 8 * 1024 * 1024;
-
-/// Renames `path` to `path.1` (replacing the one before) when it holds `limit` bytes or
-/// more, so a start appends to a fresh file and the two together stay near twice the
-/// limit. Only a start rotates: a daemon that prints warnings for months between starts
-/// grows it past the limit until the next one.
-fn set_aside_if_full(path: &Path, limit: u64) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
-    if meta.len() < limit {
-        return Ok(());
-    }
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".1");
-    match std::fs::rename(path, &aside) {
-        Ok(()) => Ok(()),
-        // A start racing this one set it aside first.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("cannot set {} aside as {}: {e}", path.display(), Path::new(&aside).display())),
     }
 }
 
@@ -609,22 +586,6 @@ fn log_tail(path: &Path, from: u64, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn daemon_out_is_set_aside_once_it_reaches_the_limit_and_replaces_the_older_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (out, aside) = (dir.path().join("daemon.out"), dir.path().join("daemon.out.1"));
-        set_aside_if_full(&out, 10).unwrap();
-        assert!(!out.exists() && !aside.exists(), "nothing to set aside");
-        std::fs::write(&aside, "the run before").unwrap();
-        std::fs::write(&out, "123456789").unwrap();
-        set_aside_if_full(&out, 10).unwrap();
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "123456789", "under the limit: kept to append to");
-        std::fs::write(&out, "1234567890").unwrap();
-        set_aside_if_full(&out, 10).unwrap();
-        assert!(!out.exists());
-        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "1234567890", "at the limit: set aside, the older one replaced");
-    }
 
     #[test]
     fn a_killed_or_exiting_process_is_dying_a_running_one_is_not() {

@@ -13,9 +13,15 @@
 //! line written on each new day (so no day's rollover is missed however long the daemon
 //! runs), and when `log.keep_days` changes ([`KeepDays::set`]); each of them that deletes
 //! a file logs which ([`say_deleted`]).
+//!
+//! A detached daemon's stderr, `logs/daemon.out`, is set aside as `daemon.out.1` once it
+//! holds [`DAEMON_OUT_LIMIT`] bytes: by `agt daemon start`, and by the running daemon
+//! itself, looked at once a minute from the same writer ([`StderrFile`]).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +29,93 @@ use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
 /// What every daily file's name starts with; the date follows after a dot.
 const PREFIX: &str = "agtd.log";
+
+/// How big `logs/daemon.out` may grow before it is set aside. The daemon prints little
+/// there (warnings and errors), so this takes many starts, or a daemon in trouble for a
+/// long time; its tail is what `start` shows when the daemon exits.
+pub const DAEMON_OUT_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// How often the running daemon looks at the size of its stderr file (at most: only a
+/// line written looks).
+const STDERR_CHECK_EVERY_S: i64 = 60;
+
+/// Renames `path` to `path.1` (replacing the one before) when it holds `limit` bytes or
+/// more, so that what is written next goes to a fresh file and the two together stay near
+/// twice the limit. Returns whether it did.
+pub fn set_aside_if_full(path: &Path, limit: u64) -> Result<bool, String> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(false) };
+    if meta.len() < limit {
+        return Ok(false);
+    }
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".1");
+    match std::fs::rename(path, &aside) {
+        Ok(()) => Ok(true),
+        // A start racing this one set it aside first.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot set {} aside as {}: {e}", path.display(), Path::new(&aside).display())),
+    }
+}
+
+/// A detached daemon's stdout and stderr: the file `agt daemon start` opened for them,
+/// `logs/daemon.out`. Only a start used to set it aside, so a daemon that warned for
+/// months between starts (a client retrying with a revoked token writes a line per 10 s
+/// window) grew it without bound. Now the daemon sets it aside too, and points its
+/// descriptors at a fresh file (`dup2`): what a panic prints goes there as well.
+pub struct StderrFile {
+    path: PathBuf,
+    /// The descriptors that write to it: 1 and 2 (a test's own otherwise).
+    fds: Vec<RawFd>,
+    limit: u64,
+    /// When to look at its size next (Unix seconds).
+    next_check: i64,
+}
+
+impl StderrFile {
+    /// `logs/daemon.out` as a detached daemon has it on its stdout and stderr.
+    pub fn daemon_out(logs: &Path) -> StderrFile {
+        StderrFile::new(logs.join("daemon.out"), vec![libc::STDOUT_FILENO, libc::STDERR_FILENO], DAEMON_OUT_LIMIT)
+    }
+
+    fn new(path: PathBuf, fds: Vec<RawFd>, limit: u64) -> StderrFile {
+        StderrFile { path, fds, limit, next_check: 0 }
+    }
+
+    /// Sets the file aside if it is full and its time to be looked at has come, and
+    /// has `fds` write to a fresh one. Returns whether it did.
+    fn check(&mut self, now: i64) -> io::Result<bool> {
+        if now < self.next_check {
+            return Ok(false);
+        }
+        self.next_check = now + STDERR_CHECK_EVERY_S;
+        // `daemon run --detached` by hand, its stderr elsewhere: an old file of a start's
+        // is not ours to move, nor our descriptors to point at it.
+        if !self.fds.first().is_some_and(|&fd| same_file(format!("/proc/self/fd/{fd}"), &self.path)) {
+            return Ok(false);
+        }
+        if !set_aside_if_full(&self.path, self.limit).map_err(io::Error::other)? {
+            return Ok(false);
+        }
+        let fresh = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&self.path)?;
+        for &fd in &self.fds {
+            // SAFETY: `dup2` onto a descriptor this process keeps open for this file;
+            // `fresh` stays valid for the call, and is closed after (the copies remain).
+            if unsafe { libc::dup2(fresh.as_raw_fd(), fd) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether two paths name one file (a descriptor's `/proc/self/fd/N` follows to it).
+fn same_file(a: impl AsRef<Path>, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
 
 /// The date in a daily log file's name (`agtd.log.2025-03-01`), or `None` for any other
 /// name, including one with something before or after it (`agtd.log.2025-03-01.gz`).
@@ -85,12 +178,15 @@ pub struct DailyFiles {
     keep: KeepDays,
     /// When the next day begins (Unix seconds): the first write from then on prunes.
     next_day: i64,
+    /// A detached daemon's stderr file, set aside when full; `None` in the foreground
+    /// (a terminal, or systemd's journal, which keeps its own bounds).
+    stderr: Option<StderrFile>,
 }
 
 impl DailyFiles {
     /// Prunes `dir` by `keep_days`, then opens (or creates) today's file there. Returns
     /// the writer, the handle that changes `keep_days`, and the files deleted.
-    pub fn open(dir: &Path, keep_days: u64) -> io::Result<(DailyFiles, KeepDays, Vec<PathBuf>)> {
+    pub fn open(dir: &Path, keep_days: u64, stderr: Option<StderrFile>) -> io::Result<(DailyFiles, KeepDays, Vec<PathBuf>)> {
         let now = Utc::now();
         let deleted = prune(dir, keep_days, now.date_naive());
         let appender = RollingFileAppender::builder()
@@ -99,7 +195,7 @@ impl DailyFiles {
             .build(dir)
             .map_err(|e| io::Error::other(format!("cannot open the daily log file in {}: {e}", dir.display())))?;
         let keep = KeepDays { days: Arc::new(AtomicU64::new(keep_days)), dir: dir.to_path_buf() };
-        Ok((DailyFiles { appender, keep: keep.clone(), next_day: next_day_after(now) }, keep, deleted))
+        Ok((DailyFiles { appender, keep: keep.clone(), next_day: next_day_after(now), stderr }, keep, deleted))
     }
 
     /// Prunes if `now` is in a day after the one of the last prune, and says so in the
@@ -111,6 +207,18 @@ impl DailyFiles {
             let keep_days = self.keep.get();
             say_deleted(&prune(&self.keep.dir, keep_days, now.date_naive()), keep_days, Pruned::NewDay);
             self.next_day = next_day_after(now);
+        }
+    }
+
+    /// Sets a full stderr file aside ([`StderrFile`]), and says so in the daily file.
+    fn set_stderr_aside(&mut self, now: DateTime<Utc>) {
+        let Some(stderr) = &mut self.stderr else { return };
+        match stderr.check(now.timestamp()) {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(file = %stderr.path.display(), limit = stderr.limit, "set the daemon's stderr file aside as .1: it was full")
+            }
+            Err(e) => tracing::warn!(file = %stderr.path.display(), error = %e, "cannot set the daemon's full stderr file aside"),
         }
     }
 }
@@ -152,7 +260,9 @@ fn next_day_after(now: DateTime<Utc>) -> i64 {
 
 impl Write for DailyFiles {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.prune_on_new_day(Utc::now());
+        let now = Utc::now();
+        self.prune_on_new_day(now);
+        self.set_stderr_aside(now);
         self.appender.write(buf)
     }
 
@@ -165,6 +275,7 @@ impl Write for DailyFiles {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use std::os::unix::fs::PermissionsExt;
 
     fn day(text: &str) -> NaiveDate {
         text.parse().unwrap()
@@ -199,6 +310,52 @@ mod tests {
         std::fs::create_dir(dir.path().join("agtd.log.2025-01-01")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("daemon.out"), dir.path().join("agtd.log.2025-01-02")).unwrap();
         dir
+    }
+
+    #[test]
+    fn daemon_out_is_set_aside_once_it_reaches_the_limit_and_replaces_the_older_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, aside) = (dir.path().join("daemon.out"), dir.path().join("daemon.out.1"));
+        set_aside_if_full(&out, 10).unwrap();
+        assert!(!out.exists() && !aside.exists(), "nothing to set aside");
+        std::fs::write(&aside, "the run before").unwrap();
+        std::fs::write(&out, "123456789").unwrap();
+        set_aside_if_full(&out, 10).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "123456789", "under the limit: kept to append to");
+        std::fs::write(&out, "1234567890").unwrap();
+        set_aside_if_full(&out, 10).unwrap();
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "1234567890", "at the limit: set aside, the older one replaced");
+    }
+
+    /// A detached daemon that runs for months keeps its stderr file bounded: the first line
+    /// written once the file is full sets it aside, and what the process prints on its
+    /// descriptors from then on goes to a fresh file. Looked at once a minute, not per line.
+    #[test]
+    fn a_full_stderr_file_is_set_aside_while_the_daemon_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, aside) = (dir.path().join("daemon.out"), dir.path().join("daemon.out.1"));
+        let writer = std::fs::OpenOptions::new().create(true).append(true).open(&out).unwrap();
+        let fd = writer.as_raw_fd();
+        let mut stderr = StderrFile::new(out.clone(), vec![fd], 10);
+        let say = |text: &str| assert_eq!(unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) }, text.len() as isize);
+        say("12345");
+        assert!(!stderr.check(1000).unwrap(), "under the limit");
+        say("67890");
+        assert!(!stderr.check(1059).unwrap(), "full, but looked at less than a minute ago");
+        assert!(stderr.check(1060).unwrap());
+        say("after");
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "1234567890");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "after", "the descriptor writes to the fresh file");
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!stderr.check(2000).unwrap(), "the fresh file is under the limit");
+        // A descriptor that writes elsewhere leaves a full file of that name alone.
+        std::fs::write(&out, "1234567890").unwrap();
+        let elsewhere = tempfile::tempfile().unwrap();
+        let mut other = StderrFile::new(out.clone(), vec![elsewhere.as_raw_fd()], 10);
+        assert!(!other.check(3000).unwrap());
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "1234567890");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "1234567890");
     }
 
     #[test]
@@ -267,7 +424,7 @@ mod tests {
         let kept = format!("agtd.log.{}", today - Days::new(2));
         std::fs::write(dir.path().join(&old), "").unwrap();
         std::fs::write(dir.path().join(&kept), "").unwrap();
-        let (mut files, _keep, deleted) = DailyFiles::open(dir.path(), 3).unwrap();
+        let (mut files, _keep, deleted) = DailyFiles::open(dir.path(), 3, None).unwrap();
         assert!(deleted.contains(&dir.path().join(&old)), "{deleted:?}");
         assert!(!dir.path().join(&old).exists() && dir.path().join(&kept).exists());
         files.write_all(b"a line\n").unwrap();
@@ -295,7 +452,7 @@ mod tests {
         let sink = lines.clone();
         let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
         let dir = tempfile::tempdir().unwrap();
-        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2).unwrap();
+        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2, None).unwrap();
         let today = Utc::now().date_naive();
         let yesterday = format!("agtd.log.{}", today - Days::new(1));
         let older = format!("agtd.log.{}", today - Days::new(5));
@@ -321,7 +478,7 @@ mod tests {
     #[test]
     fn the_first_write_of_a_new_day_prunes_by_the_live_keep_days() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2).unwrap();
+        let (mut files, keep, _) = DailyFiles::open(dir.path(), 2, None).unwrap();
         let today = Utc::now().date_naive();
         let yesterday = dir.path().join(format!("agtd.log.{}", today - Days::new(1)));
         std::fs::write(&yesterday, "").unwrap();

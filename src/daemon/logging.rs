@@ -4,7 +4,7 @@
 //! The level comes from `log.level` and can be changed live (`agt config set log.level`),
 //! as can `log.keep_days`. Nothing logs a token secret: tokens are logged by id only.
 
-use super::log_files::{say_deleted, DailyFiles, KeepDays, Pruned};
+use super::log_files::{say_deleted, DailyFiles, KeepDays, Pruned, StderrFile};
 use crate::daemon::Home;
 use crate::services::config::settings::LogSettings;
 use tracing_subscriber::filter::LevelFilter;
@@ -18,7 +18,8 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 /// keeps what it prints) stderr is a log of its own, at `log.level`. A daemon that
 /// `agt daemon start` launched (it passes `daemon run --detached`) has its stderr in
 /// `logs/daemon.out`, beside the daily files that hold every line already: there it
-/// carries only warnings and errors, so that file stays small and still shows, with a
+/// carries only warnings and errors (and is set aside when full, `log_files::StderrFile`),
+/// so that file stays small and still shows, with a
 /// panic's message and a failed start's error (neither goes through this log), why a
 /// daemon stopped. The flag, not "is stderr a terminal", decides: systemd's stderr is
 /// not a terminal either, and it must keep the whole log.
@@ -56,7 +57,9 @@ fn filter_for(level: &str) -> String {
 
 pub fn init(home: &Home, log: &LogSettings, stderr: Stderr) -> anyhow::Result<Logging> {
     std::fs::create_dir_all(home.logs_dir())?;
-    let (daily, keep, deleted) = DailyFiles::open(&home.logs_dir(), log.keep_days)?;
+    // Only a detached daemon's stderr is a file of ours (`logs/daemon.out`) to keep bounded.
+    let stderr_file = (stderr == Stderr::WarningsOnly).then(|| StderrFile::daemon_out(&home.logs_dir()));
+    let (daily, keep, deleted) = DailyFiles::open(&home.logs_dir(), log.keep_days, stderr_file)?;
     let (file, guard) = tracing_appender::non_blocking(daily);
     let (filter, reload) = reload::Layer::new(EnvFilter::try_new(filter_for(log.level.as_str()))?);
     // On top of the level, which filters every layer.

@@ -9,7 +9,7 @@ pub mod follower;
 pub mod home;
 pub mod http;
 pub mod lock;
-mod log_files;
+pub mod log_files;
 mod logging;
 mod malformed;
 pub mod metrics;
