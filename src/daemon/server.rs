@@ -4,6 +4,14 @@
 //! [`Transport`] it came in on, and tracked so shutdown can stop accepting, let the
 //! requests in flight finish, and end long streams.
 //!
+//! A stop answers every request it takes ([`serve`]): the listener stops taking
+//! connections (those the kernel had queued are still served), the requests in flight
+//! finish and are answered with `Connection: close`, and a request read from then on is
+//! answered 503 `service_unavailable` ("the daemon is stopping"), never cut. A connection
+//! idle at the stop is closed only after [`LAST_CALL`] without a request: closed at once,
+//! a request its client had just sent was reset unanswered, and the client could not
+//! tell whether it had run.
+//!
 //! Connections allow half-closes: a client may shut its writing side and still read
 //! its answer. It also keeps hyper from reading a connection while a request is in
 //! flight only to notice an early close: that read reserved a fresh 8 KiB buffer per
@@ -26,10 +34,10 @@ use crate::daemon::malformed::JsonHeads;
 use crate::daemon::metrics::{self, ServiceLabel};
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -201,12 +209,30 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 pub trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static;
     fn accept(&self) -> impl std::future::Future<Output = std::io::Result<(Self::Io, Option<PeerAddr>)>> + Send;
+
+    /// Stops listening, and hands back the connections the kernel had queued and nobody
+    /// accepted yet: closing the listener would reset them, and their clients could not
+    /// tell a request refused from one lost.
+    fn close(self) -> Vec<(Self::Io, Option<PeerAddr>)>;
 }
 
 impl Accept for tokio::net::UnixListener {
     type Io = tokio::net::UnixStream;
     async fn accept(&self) -> std::io::Result<(Self::Io, Option<PeerAddr>)> {
         tokio::net::UnixListener::accept(self).await.map(|(s, _)| (s, None))
+    }
+
+    /// `shutdown(SHUT_RD)` on a listening Unix socket refuses every connect from then on
+    /// (`ECONNREFUSED`), under the socket's lock, and leaves the queue to be accepted: no
+    /// connection can slip in between the last accept and the close.
+    fn close(self) -> Vec<(Self::Io, Option<PeerAddr>)> {
+        // SAFETY: `shutdown` on a descriptor this listener owns; it closes nothing.
+        unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RD) };
+        let Ok(listener) = self.into_std() else { return Vec::new() };
+        std::iter::from_fn(|| listener.accept().ok())
+            .filter_map(|(s, _)| s.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(s)).ok())
+            .map(|s| (s, None))
+            .collect()
     }
 }
 
@@ -217,10 +243,49 @@ impl Accept for tokio::net::TcpListener {
         let _ = s.set_nodelay(true);
         Ok((s, Some(PeerAddr(addr))))
     }
+
+    /// TCP has no way to refuse new connections and keep the queue (`shutdown` on a
+    /// listener resets the queue): a connection that completes between the last accept
+    /// here and the close, microseconds, is reset. Later ones are refused.
+    fn close(self) -> Vec<(Self::Io, Option<PeerAddr>)> {
+        let Ok(listener) = self.into_std() else { return Vec::new() };
+        std::iter::from_fn(|| listener.accept().ok())
+            .filter_map(|(s, addr)| {
+                let _ = s.set_nodelay(true);
+                let s = s.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(s)).ok()?;
+                Some((s, Some(PeerAddr(addr))))
+            })
+            .collect()
+    }
 }
 
-/// Serves `router` on `listener` until `shutdown` flips, then waits (up to 10 s) for the
-/// connections in flight.
+/// How long a connection idle when the daemon begins to stop is kept open for a request
+/// its client may have sent meanwhile (answered 503, then closed). As long as a client
+/// that stopped reading an event stream is given (`routes::events`).
+pub const LAST_CALL: Duration = Duration::from_secs(1);
+
+/// How long a stop waits for the connections in flight before it goes on without them.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The answer to a request read once the daemon is stopping: not run, and the connection
+/// closes after it.
+fn stopping_answer() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let e = crate::api::ApiError::new(
+        503,
+        "service_unavailable",
+        "the daemon is stopping: the request was not run; send it again once the daemon has started again",
+    );
+    let mut resp = crate::daemon::http::Failure(e).into_response();
+    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    resp
+}
+
+/// Serves `router` on `listener` until `shutdown` flips, then stops (see the module's
+/// doc): the listener is closed and its queued connections served; every request read
+/// from then on is answered 503, every answer carries `Connection: close`; a connection
+/// idle at the stop gets [`LAST_CALL`] for a last request; then the stop waits (up to
+/// [`GRACE`]) for the connections in flight.
 pub async fn serve<L: Accept>(
     listener: L,
     router: Router,
@@ -229,53 +294,90 @@ pub async fn serve<L: Accept>(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let router = router.layer(axum::Extension(transport));
-    let graceful = GracefulShutdown::new();
+    // Read for every request: an atomic, not the watch channel's lock.
+    let stopping = Arc::new(AtomicBool::new(false));
+    // Every connection's task holds a sender: the channel closes when the last one ends.
+    let (live, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
+    let told = shutdown.clone();
     let label = ServiceLabel {
         service: match transport {
             Transport::Socket => "socket",
             Transport::Tcp => "tcp",
         },
     };
+    let connection = |io: L::Io, addr: Option<PeerAddr>| {
+        let peer = Peer::of(&io);
+        let (mut router, stopping) = (router.clone(), stopping.clone());
+        let svc = tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let stopping = stopping.clone();
+            let answer = (!stopping.load(Ordering::Acquire)).then(|| {
+                let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, deadline)));
+                if let Some(peer) = &peer {
+                    req.extensions_mut().insert(peer.clone());
+                }
+                if let Some(addr) = addr {
+                    req.extensions_mut().insert(addr);
+                }
+                tower::Service::call(&mut router, req)
+            });
+            async move {
+                let Some(answer) = answer else { return Ok::<_, std::convert::Infallible>(stopping_answer()) };
+                let mut resp = answer.await?;
+                // Answered during the stop: the client is told not to send another
+                // request on this connection, which closes after this answer.
+                if stopping.load(Ordering::Acquire) {
+                    resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                }
+                Ok(resp)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .half_close(true)
+            .serve_connection(TokioIo::new(JsonHeads::new(io)), TowerToHyperService::new(svc));
+        let gauge = metrics::get().active_connections.get_or_create(&label).clone();
+        gauge.inc();
+        let (live, mut stop) = (live.clone(), told.clone());
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { drop(stop.wait_for(|stopped| *stopped).await) } => {
+                    // A request in flight is answered (with `Connection: close`) and ends
+                    // the connection; an idle one is given a last call, then closed.
+                    if tokio::time::timeout(LAST_CALL, conn.as_mut()).await.is_err() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
+            gauge.dec();
+            drop(live);
+        });
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (io, addr) = match accepted {
-                    Ok(accepted) => accepted,
+                match accepted {
+                    Ok((io, addr)) => connection(io, addr),
                     Err(e) => {
                         // EMFILE and friends: back off rather than spin.
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
                     }
-                };
-                let peer = Peer::of(&io);
-                let svc = tower::ServiceExt::map_request(router.clone(), move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(|body| axum::body::Body::new(TimedBody::new(body, deadline)));
-                    if let Some(peer) = &peer {
-                        req.extensions_mut().insert(peer.clone());
-                    }
-                    if let Some(addr) = addr {
-                        req.extensions_mut().insert(addr);
-                    }
-                    req
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .half_close(true)
-                    .serve_connection(TokioIo::new(JsonHeads::new(io)), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
-                let gauge = metrics::get().active_connections.get_or_create(&label).clone();
-                gauge.inc();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    gauge.dec();
-                });
+                }
             }
-            _ = shutdown.changed() => break,
+            _ = async { drop(shutdown.wait_for(|stopped| *stopped).await) } => break,
         }
     }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    // Closed first, then the answers say the daemon stops: a client that reconnects on
+    // hearing it is refused, rather than queued on a listener about to close.
+    for (io, addr) in listener.close() {
+        connection(io, addr);
+    }
+    stopping.store(true, Ordering::Release);
+    drop(live);
+    let _ = tokio::time::timeout(GRACE, all_ended.recv()).await;
 }
 
 #[cfg(test)]

@@ -607,3 +607,156 @@ fn start_errors_name_the_path_and_the_fix() {
     }
     assert!(!long.exists(), "a home whose socket cannot be made is not created");
 }
+
+/// What one request on a connection got: an answer (its status, body and whether the
+/// connection closes after it), or nothing whole.
+enum Got {
+    Answer { status: u16, body: serde_json::Value, close: bool },
+    Dropped(String),
+}
+
+/// One POST on a connection that may be kept open; the answer read by its length.
+fn post_on<S: std::io::Read + std::io::Write>(s: &mut S, path: &str, body: &str, headers: &str) -> Got {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return Got::Dropped(format!("sending: {e}"));
+    }
+    let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let field = |name: &str| head.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
+            let Some(len) = field("content-length:").and_then(|v| v.parse::<usize>().ok()) else {
+                return Got::Dropped(format!("an answer without a length: {head}"));
+            };
+            if raw.len() >= end + 4 + len {
+                let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let body = serde_json::from_slice(&raw[end + 4..end + 4 + len]).unwrap_or(serde_json::Value::Null);
+                let close = field("connection:").is_some_and(|v| v.contains("close"));
+                return Got::Answer { status, body, close };
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Got::Dropped(format!("closed after {} bytes of the answer", raw.len())),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => return Got::Dropped(format!("reading after {} bytes: {e}", raw.len())),
+        }
+    }
+}
+
+/// What one client of the stop test saw.
+#[derive(Default, Debug)]
+struct Tally {
+    deposited: u64,
+    refused: u64,
+    wrong: Vec<String>,
+}
+
+/// Deposits 1 USD again and again, over connections `connect` opens (a new one per
+/// request unless `keep_alive`), until the daemon refuses: a connection refused, or a
+/// 503 saying it stops. Anything else (a dropped connection, another answer) is wrong.
+fn deposit_until_refused<S: std::io::Read + std::io::Write>(
+    connect: impl Fn() -> std::io::Result<S>,
+    keep_alive: bool,
+    path: &str,
+    auth: &str,
+    count: &std::sync::atomic::AtomicU64,
+) -> Tally {
+    let mut tally = Tally::default();
+    let headers = if keep_alive { auth.to_string() } else { format!("{auth}Connection: close\r\n") };
+    loop {
+        let mut s = match connect() {
+            Ok(s) => s,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) => return tally,
+            Err(e) => {
+                tally.wrong.push(format!("connecting: {e}"));
+                return tally;
+            }
+        };
+        loop {
+            match post_on(&mut s, path, r#"{"asset": "USD", "amount": "1"}"#, &headers) {
+                Got::Answer { status: 200 | 201, close, .. } => {
+                    tally.deposited += 1;
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if close || !keep_alive {
+                        break;
+                    }
+                }
+                Got::Answer { status: 503, body, close } => {
+                    let says = body["error"]["message"].as_str().unwrap_or("");
+                    if code(&body) != "service_unavailable" || !says.contains("the daemon is stopping") || !close {
+                        tally.wrong.push(format!("503 (close: {close}) {body}"));
+                    }
+                    tally.refused += 1;
+                    return tally;
+                }
+                Got::Answer { status, body, .. } => {
+                    tally.wrong.push(format!("{status} {body}"));
+                    return tally;
+                }
+                Got::Dropped(why) => {
+                    tally.wrong.push(why);
+                    return tally;
+                }
+            }
+        }
+    }
+}
+
+/// `agt daemon stop` while deposits keep coming on several connections, over the socket
+/// (a connection per request) and TCP (kept open): every request is answered, 201 and
+/// its deposit kept, or 503 "the daemon is stopping" and nothing done; a client that
+/// connects once the daemon has stopped listening is refused. Before, a request that
+/// arrived on an idle kept-open connection, or on a connection not yet accepted, had its
+/// connection closed under it unanswered, and its client could not tell whether it had
+/// run. The clients go on until refused, so the stop lands among their requests.
+#[test]
+fn a_stop_answers_every_request_it_takes() {
+    let d = Daemon::unstarted("", &[]);
+    d.cli().args(["daemon", "start"]).assert().success();
+    /// Stops the daemon `agt daemon start` left running if the test fails half-way.
+    struct StopAtEnd<'a>(&'a Daemon);
+    impl Drop for StopAtEnd<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.cli().args(["daemon", "stop"]).output();
+        }
+    }
+    let _stop = StopAtEnd(&d);
+    let user = d.user("busy");
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "admin"})))["token"].as_str().unwrap().to_string();
+    let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.path().join("agtd.json")).unwrap()).unwrap();
+    let http = info["http"].as_str().unwrap().to_string();
+    let path = format!("/api/users/{user}/deposits");
+    let counts: Vec<_> = (0..6).map(|_| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0))).collect();
+    let clients: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let (count, path, sock, http) = (count.clone(), path.clone(), d.sock(), http.clone());
+            let auth = format!("Authorization: Bearer {token}\r\n");
+            std::thread::spawn(move || {
+                if i % 2 == 0 {
+                    deposit_until_refused(|| std::os::unix::net::UnixStream::connect(&sock), false, &path, "", &count)
+                } else {
+                    deposit_until_refused(|| std::net::TcpStream::connect(&http), true, &path, &auth, &count)
+                }
+            })
+        })
+        .collect();
+    wait_until("deposits on every connection", Duration::from_secs(30), || {
+        // A client that ended already says why below.
+        (clients.iter().any(|c| c.is_finished()) || counts.iter().all(|c| c.load(std::sync::atomic::Ordering::Relaxed) >= 5)).then_some(())
+    });
+    d.cli().args(["daemon", "stop"]).assert().success();
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(tallies.iter().all(|t| t.wrong.is_empty()), "{tallies:#?}");
+    let deposited: u64 = tallies.iter().map(|t| t.deposited).sum();
+
+    d.cli().args(["daemon", "start"]).assert().success();
+    let account = d.ok("GET", &format!("/api/users/{user}/account"), None);
+    assert_eq!(dec(&account["balances"][0]["total"]), rust_decimal::Decimal::from(deposited), "{account} {tallies:?}");
+    d.cli().args(["audit", "verify"]).assert().success();
+}
