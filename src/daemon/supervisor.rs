@@ -27,17 +27,14 @@ struct Entry {
     status: Arc<Status>,
     control: Box<dyn Fn(Control) -> bool + Send + Sync>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set just before the service is sent its stop (shared by the lane's three).
+    told_to_stop: Arc<AtomicBool>,
 }
 
 /// All supervised services, in start order (shutdown runs in reverse).
 #[derive(Default)]
 pub struct Supervisor {
     entries: Vec<Entry>,
-    /// Set once shutdown begins: a service that fails from then on is not restarted. Its
-    /// stop is a message in its mailbox, and an incarnation that took it and then failed
-    /// (its last commit or journal prune could not be written) took it with it: a new one
-    /// would wait for a stop that never comes, and the shutdown would wait for it forever.
-    stopping: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -47,7 +44,8 @@ impl Supervisor {
         let status = Arc::new(Status::new(S::NAME));
         let handle = Handle::new(tx.clone(), status.clone());
         let st = status.clone();
-        let stopping = self.stopping.clone();
+        let told_to_stop = Arc::new(AtomicBool::new(false));
+        let told = told_to_stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("svc-{}", S::NAME))
             .spawn(move || {
@@ -59,7 +57,7 @@ impl Supervisor {
                     ctx,
                     rx,
                     statuses,
-                    &stopping,
+                    &told,
                     |ctx, rx| run_incarnation::<S>(ctx, rx, &st),
                     |_| {
                         st.depth.fetch_sub(1, Ordering::Relaxed);
@@ -68,7 +66,7 @@ impl Supervisor {
             })
             .expect("spawning a service thread");
         let ctl = handle.clone();
-        self.entries.push(Entry { status, control: Box::new(move |c| ctl.control(c)), thread: Mutex::new(Some(thread)) });
+        self.entries.push(Entry { status, control: Box::new(move |c| ctl.control(c)), thread: Mutex::new(Some(thread)), told_to_stop });
         handle
     }
 
@@ -81,18 +79,25 @@ impl Supervisor {
         let wait = std::sync::Arc::new(crate::services::spin::AnswerWait::new(ctx.settings.clone()));
         let handles = lane::Handles::new(tx, &statuses, wait);
         let st = statuses.clone();
-        let stopping = self.stopping.clone();
+        let told_to_stop = Arc::new(AtomicBool::new(false));
+        let told = told_to_stop.clone();
         let thread = std::thread::Builder::new()
             .name("svc-lane".into())
             .spawn(move || {
                 let all = st.all();
-                supervise(ctx, rx, all, &stopping, |ctx, rx| lane::run_incarnation(ctx, rx, &st), |c| st.dropped(c))
+                supervise(ctx, rx, all, &told, |ctx, rx| lane::run_incarnation(ctx, rx, &st), |c| st.dropped(c))
             })
             .expect("spawning the lane thread");
         let mut thread = Some(thread);
         for status in statuses.all() {
             let ctl = handles.clone();
-            self.entries.push(Entry { status, control: Box::new(move |c| ctl.control(c)), thread: Mutex::new(thread.take()) });
+            let told_to_stop = told_to_stop.clone();
+            self.entries.push(Entry {
+                status,
+                control: Box::new(move |c| ctl.control(c)),
+                thread: Mutex::new(thread.take()),
+                told_to_stop,
+            });
         }
         handles
     }
@@ -146,10 +151,12 @@ impl Supervisor {
         self.entry(name).is_some()
     }
 
-    /// Stops every service in reverse start order, each after its queued work.
+    /// Stops every service in reverse start order, each after its queued work. A
+    /// service that fails before it is told to stop is restarted as ever, so that its
+    /// queued work is done and it takes its stop in turn.
     pub fn shutdown(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
         for e in self.entries.iter().rev() {
+            e.told_to_stop.store(true, Ordering::SeqCst);
             (e.control)(Control::Stop);
             if let Some(t) = e.thread.lock().unwrap().take() {
                 let _ = t.join();
@@ -183,11 +190,18 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Restarts one thread's incarnations: a single service's, or the trading lane's three
 /// services at once (they share a thread, so they fail and restart together).
+///
+/// Not once the thread was `told_to_stop`: its stop is a message in its mailbox, and an
+/// incarnation that took it and then failed (its last commit or journal prune could not
+/// be written) took it with it, so a new one would wait for a stop that never comes and
+/// the daemon's stop would wait for it forever. Until then a failure restarts it even
+/// while the daemon stops (other services are being stopped first): not restarted, its
+/// queued work was answered 503 and left to the next start to redo.
 fn supervise<C>(
     ctx: ServiceCtx,
     rx: mpsc::Receiver<Envelope<C>>,
     statuses: Vec<Arc<Status>>,
-    stopping: &AtomicBool,
+    told_to_stop: &AtomicBool,
     run: impl Fn(&ServiceCtx, &mpsc::Receiver<Envelope<C>>) -> Result<Exit, crate::services::actor::ServiceError>,
     dropped: impl Fn(&C),
 ) {
@@ -216,7 +230,7 @@ fn supervise<C>(
             tracing::error!(service = status.name, error = %error, "service failed");
             *status.last_error.lock().unwrap() = Some(error.clone());
         }
-        if stopping.load(Ordering::SeqCst) {
+        if told_to_stop.load(Ordering::SeqCst) {
             for status in &statuses {
                 tracing::error!(service = status.name, "the daemon is stopping: not restarted");
             }
@@ -286,5 +300,97 @@ fn wait_for_restart<C>(rx: &mpsc::Receiver<Envelope<C>>, dropped: &impl Fn(&C)) 
             Ok(Envelope::Control(Control::Crash)) => {}
             Ok(Envelope::Cmd(c)) => dropped(&c),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::actor::{AfterCommit, Reply, ServiceError};
+
+    enum Work {
+        /// Holds the service's thread until the sender is dropped.
+        Hold(mpsc::Receiver<()>),
+        Echo(Reply<u32>),
+    }
+
+    fn handle(cmd: Work, after: &mut AfterCommit) {
+        match cmd {
+            Work::Hold(gate) => {
+                let _ = gate.recv();
+            }
+            Work::Echo(reply) => after.reply(reply, Ok(7)),
+        }
+    }
+
+    /// Started first, so stopped last.
+    struct Early;
+    /// Started last, so stopped first.
+    struct Late;
+
+    impl Service for Early {
+        type Cmd = Work;
+        const NAME: &'static str = "early";
+        const MIGRATIONS: &'static [&'static str] = &[];
+        fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
+            Ok(Early)
+        }
+        fn handle(&mut self, _: &rusqlite::Connection, cmd: Work, after: &mut AfterCommit) -> Result<(), ServiceError> {
+            handle(cmd, after);
+            Ok(())
+        }
+    }
+
+    impl Service for Late {
+        type Cmd = Work;
+        const NAME: &'static str = "late";
+        const MIGRATIONS: &'static [&'static str] = &[];
+        fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
+            Ok(Late)
+        }
+        fn handle(&mut self, _: &rusqlite::Connection, cmd: Work, after: &mut AfterCommit) -> Result<(), ServiceError> {
+            handle(cmd, after);
+            Ok(())
+        }
+    }
+
+    /// A service that fails while the daemon stops, before it was told to stop, is
+    /// restarted and does the work queued for it: not restarted (as from d2412ff), that
+    /// work was answered 503. Here `late`, stopped first, is held while `early` crashes.
+    #[test]
+    fn a_service_that_fails_before_it_is_told_to_stop_is_restarted_and_does_its_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        let mut sup = Supervisor::default();
+        let early = sup.spawn::<Early>(ctx.clone());
+        let late = sup.spawn::<Late>(ctx);
+        let sup = Arc::new(sup);
+        while [&early.status, &late.status].iter().any(|s| s.state() != State::Running) {
+            std::thread::yield_now();
+        }
+        let (release, gate) = mpsc::channel();
+        assert!(late.tell(Work::Hold(gate)));
+        let stopper = std::thread::spawn({
+            let sup = sup.clone();
+            move || sup.shutdown()
+        });
+        // The stop has begun: `late` was told, and waits (held) for its turn.
+        while !sup.entries[1].told_to_stop.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        assert!(early.control(Control::Crash));
+        while early.status.state() == State::Running && early.status.restarts.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        // Queued while `early` is down: its next incarnation answers it.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        early.tell(Work::Echo(reply));
+        let answer = answer.blocking_recv().expect("answered, not dropped with a service left down");
+        assert_eq!(answer.unwrap(), 7);
+        assert_eq!(early.status.restarts.load(Ordering::Relaxed), 1);
+        drop(release);
+        stopper.join().unwrap();
+        assert_eq!((early.status.state(), late.status.state()), (State::Stopped, State::Stopped));
+        bus.shutdown();
     }
 }
