@@ -274,7 +274,9 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
 /// audit record. It is appended to audit's journal of commands before the handler runs
 /// (`services::audit::CommandLog`); without one (durability "full") it is sent to audit
 /// before the handler runs, so the two overlap, and the answer waits for audit's commit;
-/// if audit restarted before that commit, the record is sent again (the command ran). The record's detail is the query and the body
+/// if audit restarted before answering, the record is sent again once it runs (the
+/// command ran), under the same id, so that one it had committed is not stored twice
+/// (`audit::Cmd::AppendOnce`). The record's detail is the query and the body
 /// ([`command_detail`]). What a command did is recorded by the events it causes; a
 /// command refused (an answer of 400 or more) gets a second record with the status and
 /// error code ([`record_refusal`]), so an attempt that failed is told from one that worked.
@@ -343,12 +345,14 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         Staged::NoJournal(detail) => detail,
     };
     let detail = serde_json::from_str::<serde_json::Value>(detail.get()).unwrap_or_default();
+    let id = crate::services::audit::CommandId::next();
     let append = || {
-        app.audit.send(|r| crate::services::audit::Cmd::Append {
+        app.audit.send(|reply| crate::services::audit::Cmd::AppendOnce {
+            id,
             actor: actor.clone(),
             action: action.clone(),
             detail: detail.clone(),
-            reply: Some(r),
+            reply,
         })
     };
     // Audit down: nothing runs, as with the journal.
@@ -359,16 +363,26 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     let resp = next(req).await;
     record_refusal(app, &actor, &action, &resp);
     // The command has run, so its record must be kept: a 503 would tell the client it had
-    // not (a deposit retried would be made twice). If audit restarted before committing
-    // the record (its reply dropped), the record is sent again once audit runs.
+    // not (a deposit retried would be made twice). If audit restarted before answering
+    // (its reply dropped), the record is sent again as soon as audit runs again.
     let mut logged = logged.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit")));
-    let deadline = Instant::now() + REAPPEND_WITHIN;
-    while logged.is_err() && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        logged = match append() {
-            Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
-            Err(e) => Err(e),
-        };
+    let deadline = tokio::time::Instant::now() + REAPPEND_WITHIN;
+    while logged.is_err() {
+        if tokio::time::timeout_at(deadline, app.audit.status.until_running()).await.is_err() {
+            break;
+        }
+        match append() {
+            Ok(rx) => logged = rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
+            Err(e) => {
+                // Refused while it says it runs: its thread is gone, and waiting for it
+                // to run again would not wait.
+                let gone = app.audit.status.state() == crate::services::actor::State::Running;
+                logged = Err(e);
+                if gone {
+                    break;
+                }
+            }
+        }
     }
     match logged {
         Ok(()) => resp,

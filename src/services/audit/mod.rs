@@ -30,6 +30,16 @@ pub enum Cmd {
         detail: serde_json::Value,
         reply: Option<Reply<()>>,
     },
+    /// A command run under durability "full" (no journal of commands), appended once by
+    /// its `id`: one sent again after audit restarted (`routes::audit_commands`) is not
+    /// stored twice when the incarnation that failed had committed it before replying.
+    AppendOnce {
+        id: CommandId,
+        actor: String,
+        action: String,
+        detail: serde_json::Value,
+        reply: Reply<()>,
+    },
     /// A bus event to record (skipped if its sequence was recorded already).
     Event(crate::daemon::follower::Handed),
     /// A command the HTTP layer journalled (`commands`) and answered: chained and stored
@@ -72,7 +82,42 @@ pub struct Audit {
     commits_answer_commands: bool,
     /// The chain's end as kept outside the store, written after each commit.
     anchor: anchor::Anchor,
+    /// Ids of [`Cmd::AppendOnce`] stored since `command_ids` was last pruned.
+    ids_since_prune: u32,
 }
+
+/// The id of a command run under durability "full", unique to it: the milliseconds of
+/// the Unix time it was given at, then a counter (from a random start) in the low 20
+/// bits. Stored in `command_ids` with its record, in the same commit, so an incarnation
+/// started after one that committed it and failed before replying finds it there; as
+/// ids grow with time, those older than [`COMMAND_IDS_KEPT`] go by a range of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandId(i64);
+
+impl CommandId {
+    pub fn next() -> CommandId {
+        static COUNTER: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+        let counter = COUNTER.get_or_init(|| std::sync::atomic::AtomicU64::new(rand::random()));
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xF_FFFF;
+        CommandId(((unix_ms() << 20) | n) as i64)
+    }
+
+    /// The smallest id given at `ms` (Unix time).
+    fn first_at(ms: u64) -> i64 {
+        (ms << 20) as i64
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a command's id is kept after it was given: far longer than a command may
+/// run and then send its record again (`REAPPEND_WITHIN`, 10 s, after the command).
+const COMMAND_IDS_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `command_ids` is pruned once this many ids have been stored since the last time.
+const PRUNE_IDS_EVERY: u32 = 256;
 
 /// How long audit gathers events and journalled commands into one commit (see
 /// [`Service::linger`]).
@@ -282,6 +327,7 @@ impl Service for Audit {
             journal_pruned: 0,
             commits_answer_commands: ctx.durability == crate::services::store::Durability::Full,
             anchor,
+            ids_since_prune: PRUNE_IDS_EVERY,
         };
         // Commands answered but not yet stored when the daemon (or this service) stopped
         // are chained first, before anything newer. The journal stays locked meanwhile:
@@ -332,6 +378,11 @@ impl Service for Audit {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'command_journal_seq'")?.execute([self.journal_applied])?;
             self.journal_stored = self.journal_applied;
         }
+        if self.ids_since_prune >= PRUNE_IDS_EVERY {
+            let kept_from = unix_ms().saturating_sub(COMMAND_IDS_KEPT.as_millis() as u64);
+            tx.prepare_cached("DELETE FROM command_ids WHERE id < ?1")?.execute([CommandId::first_at(kept_from)])?;
+            self.ids_since_prune = 0;
+        }
         self.write_pending(tx)?;
         Ok(())
     }
@@ -348,6 +399,15 @@ impl Service for Audit {
                 if let Some(r) = reply {
                     after.reply(r, Ok(()));
                 }
+            }
+            Cmd::AppendOnce { id, actor, action, detail, reply } => {
+                // Held already: an incarnation committed it, then failed before its reply.
+                let new = tx.prepare_cached("INSERT OR IGNORE INTO command_ids (id) VALUES (?1)")?.execute([id.0])? == 1;
+                if new {
+                    self.append(tx, &actor, &action, &detail)?;
+                    self.ids_since_prune += 1;
+                }
+                after.reply(reply, Ok(()));
             }
             Cmd::Event(handed) => {
                 if handed.is_next(self.last_event_seq) {
@@ -492,6 +552,47 @@ mod tests {
         let reloaded = Audit::load(&conn, &ctx).unwrap();
         assert_eq!((reloaded.last_event_seq, reloaded.last_seq), (7, 3));
         assert!(reloaded.verify(&conn.transaction().unwrap()).unwrap().ok);
+        bus.shutdown();
+    }
+
+    /// Under durability "full" a command's record is sent again after audit restarted
+    /// without answering; when the incarnation that failed had committed it, the record
+    /// was stored twice. Sent under the command's id, it is stored once, whichever
+    /// incarnation gets it, and the chain verifies.
+    #[test]
+    fn a_command_sent_again_under_its_id_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx, mut conn) = opened(dir.path());
+        let once = |id, action: &str| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let cmd = Cmd::AppendOnce { id, actor: "socket".into(), action: action.into(), detail: serde_json::json!({"body": 1}), reply };
+            (cmd, answer)
+        };
+        let (first, second) = (CommandId::next(), CommandId::next());
+        assert_ne!(first, second);
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        let (cmd, lost) = once(first, "POST /api/first");
+        svc.handle(&tx, cmd, &mut after).unwrap();
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+        // Committed, and the incarnation dies before its reply goes out.
+        drop((svc, after));
+        assert!(lost.blocking_recv().is_err());
+
+        let mut svc = Audit::load(&conn, &ctx).unwrap();
+        let tx = conn.transaction().unwrap();
+        let mut after = AfterCommit::new("audit");
+        let (again, _answer) = once(first, "POST /api/first");
+        svc.handle(&tx, again, &mut after).unwrap();
+        assert!(!after.is_empty(), "the command is answered, as stored");
+        let (next, _) = once(second, "POST /api/second");
+        svc.handle(&tx, next, &mut after).unwrap();
+        svc.before_commit(&tx).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(actions(&conn), ["POST /api/first", "POST /api/second"]);
+        assert!(svc.verify(&conn.transaction().unwrap()).unwrap().ok);
         bus.shutdown();
     }
 

@@ -38,6 +38,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         last_event_seq INTEGER NOT NULL,
         body TEXT NOT NULL
     );",
+    // The ids of the commands run under durability "full" that the chain holds
+    // (`CommandId`): one sent again after a restart is stored once.
+    "CREATE TABLE command_ids (id INTEGER PRIMARY KEY);",
 ];
 
 /// The most records in one block: what a read from the middle of one decodes in vain.
