@@ -8,7 +8,7 @@
 //! service it is rebuilt from the store before the service answers again.
 
 use crate::api::TokenInfo;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 /// The live tokens, or `None` until the auth service has first loaded them from its
@@ -19,8 +19,14 @@ pub struct Tokens {
     by_hash: Arc<RwLock<Option<ByHash>>>,
 }
 
-/// The live tokens by the SHA-256 (hex) of their secret.
-type ByHash = HashMap<String, Arc<TokenInfo>>;
+/// The live tokens by the SHA-256 (hex) of their secret, and their ids: a follower asks
+/// by id before each event it sends ([`Tokens::is_live`]), which scanned every live token
+/// per event before.
+#[derive(Default)]
+struct ByHash {
+    tokens: HashMap<String, Arc<TokenInfo>>,
+    ids: HashSet<String>,
+}
 
 /// The tokens cannot be checked yet: the auth service has not loaded its store since the
 /// daemon started (a 503, so that a client retries, where a 401 would tell it to give up).
@@ -35,7 +41,7 @@ impl Tokens {
     pub fn verify(&self, secret: &str) -> Result<Option<Arc<TokenInfo>>, NotLoaded> {
         let mut hex = [0u8; 64];
         let hash = super::hash_secret_into(secret, &mut hex);
-        Ok(self.by_hash.read().unwrap().as_ref().ok_or(NotLoaded)?.get(hash).cloned())
+        Ok(self.by_hash.read().unwrap().as_ref().ok_or(NotLoaded)?.tokens.get(hash).cloned())
     }
 
     /// Whether a token a request was let in with is still live (not revoked since): a
@@ -43,22 +49,29 @@ impl Tokens {
     /// event it sends, so a revoke ends it too. By id, so that a rebuild of the read
     /// model (a restart of auth) does not end it.
     pub fn is_live(&self, token: &TokenInfo) -> bool {
-        self.by_hash.read().unwrap().as_ref().is_some_and(|m| m.values().any(|t| t.id == token.id))
+        self.by_hash.read().unwrap().as_ref().is_some_and(|m| m.ids.contains(&token.id))
     }
 
     /// After a commit that made a token; the service has loaded the map by then.
     pub(super) fn put(&self, hash: String, token: TokenInfo) {
-        self.by_hash.write().unwrap().get_or_insert_with(HashMap::new).insert(hash, Arc::new(token));
+        let mut slot = self.by_hash.write().unwrap();
+        let m = slot.get_or_insert_with(ByHash::default);
+        m.ids.insert(token.id.clone());
+        m.tokens.insert(hash, Arc::new(token));
     }
 
     pub(super) fn remove(&self, hash: &str) {
         if let Some(m) = self.by_hash.write().unwrap().as_mut() {
-            m.remove(hash);
+            if let Some(t) = m.tokens.remove(hash) {
+                m.ids.remove(&t.id);
+            }
         }
     }
 
     pub(super) fn replace_all(&self, tokens: HashMap<String, TokenInfo>) {
-        *self.by_hash.write().unwrap() = Some(tokens.into_iter().map(|(hash, t)| (hash, Arc::new(t))).collect());
+        let ids = tokens.values().map(|t| t.id.clone()).collect();
+        let tokens = tokens.into_iter().map(|(hash, t)| (hash, Arc::new(t))).collect();
+        *self.by_hash.write().unwrap() = Some(ByHash { tokens, ids });
     }
 }
 
@@ -86,8 +99,12 @@ mod tests {
         let found = tokens.verify("agt_secret").unwrap().expect("a live token is found");
         assert_eq!((found.id.as_str(), found.role, found.user_id.as_deref()), ("tok_1", Role::Trader, Some("usr_1")));
         assert!(matches!(tokens.verify("agt_other"), Ok(None)));
+        assert!(tokens.is_live(&found), "a follower let in with it goes on");
+        tokens.replace_all(HashMap::from([(super::super::hash_secret("agt_secret"), (*found).clone())]));
+        assert!(tokens.is_live(&found), "a rebuild of the read model (auth restarted) does not end it");
         tokens.remove(&super::super::hash_secret("agt_secret"));
         assert!(matches!(tokens.verify("agt_secret"), Ok(None)), "revoked at once");
+        assert!(!tokens.is_live(&found), "and its followers end at their next event");
     }
 
     /// Before auth has loaded its store, no token is known, and none is unknown either.
