@@ -38,10 +38,13 @@ pub enum Action {
 pub enum Net {
     /// The event stream is open again: every snapshot may be out of date. `head` is the
     /// newest event at that moment; the stream first replays a little history up to it.
-    Connected { head: u64 },
+    /// `own`: the stream holds only the token's own user's events (a trader's), not the
+    /// market's, so the dashboard polls what the current tab shows besides.
+    Connected { head: u64, own: bool },
     /// The daemon answers this token but refuses it the event stream (why, in its
-    /// words: a trader's token): the net task only watches the connection, and the
-    /// dashboard polls what it shows. The role, probed first, has already been reported.
+    /// words: a trader token bound to no user): the net task only watches the
+    /// connection, and the dashboard polls what it shows. The role, probed first, has
+    /// already been reported.
     Polling(String),
     /// The event stream broke or could not be opened; the net task retries by itself.
     Disconnected(String),

@@ -11,12 +11,13 @@
 //! loop says the debounce window has passed ([`Action::Flush`]). A burst of a thousand
 //! orders therefore costs a few fetches, and a hidden tab costs none.
 //!
-//! **A session without the event stream** (a trader's, whose stream holds only its own
-//! user's events, or a token the daemon refuses it) is polled
-//! ([`Feed::Polled`]): what the current tab shows is fetched again every second. What
+//! **A session without the whole event stream** is polled: a trader's, whose stream
+//! holds only its own user's events ([`Feed::Own`]: they fill its Events tab, but the
+//! market's trades never come), or a token the daemon refuses the stream
+//! ([`Feed::Polled`]). What the current tab shows is fetched again every second. What
 //! the role may not read at all is never asked for ([`App::unavailable`]): a trader's
-//! Services, Audit and Events panels say so instead of failing, and any other read the
-//! daemon refuses as `forbidden` joins them.
+//! Services and Audit panels say so instead of failing, and any other read the daemon
+//! refuses as `forbidden` joins them.
 
 use super::action::{short_id, Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::form::{Form, Known, Outcome};
@@ -98,8 +99,12 @@ pub enum Conn {
 pub enum Feed {
     /// The event stream (admin and viewer tokens): an event makes its snapshots stale.
     Events,
+    /// The stream of the token's own user's events (a trader's): they show in the Events
+    /// tab and make its orders and account stale, but nothing says the market moved, so
+    /// what the current tab shows is also fetched again every second.
+    Own,
     /// No event stream: the daemon refused it to this token (why, in its words), so what
-    /// the current tab shows is fetched again every second.
+    /// the current tab shows is fetched again every second and Events has nothing.
     Polled(String),
 }
 
@@ -325,9 +330,9 @@ impl App {
         !self.read_only() && self.role != Some(Role::Trader)
     }
 
-    /// True when snapshots are polled rather than made stale by events.
+    /// True when snapshots are polled rather than (only) made stale by events.
     pub fn polled(&self) -> bool {
-        matches!(self.feed, Feed::Polled(_))
+        matches!(self.feed, Feed::Own | Feed::Polled(_))
     }
 
     /// Why this token may not read a snapshot, if it may not.
@@ -345,11 +350,11 @@ impl App {
         }
     }
 
-    /// Whether a tab has anything this token may see: not Events without the stream, not
+    /// Whether a tab has anything this token may see: not Events without a stream, not
     /// Audit when the log is denied.
     pub fn tab_available(&self, tab: Tab) -> bool {
         match tab {
-            Tab::Events => !self.polled(),
+            Tab::Events => !matches!(self.feed, Feed::Polled(_)),
             Tab::Audit => self.unavailable(&Fetch::Audit).is_none(),
             Tab::Overview | Tab::Orders | Tab::Book | Tab::Accounts => true,
         }
@@ -644,8 +649,9 @@ impl App {
     }
 
     /// Esc with nothing open undoes what the tab has in effect, one thing at a time (its
-    /// filter, then a paused stream), and quits once there is nothing left (DESIGN.md §6:
-    /// "`q`/Esc quit"), as Esc leaves an overlay first.
+    /// filter, then a paused stream), as it closes an overlay first, and with nothing left
+    /// does nothing: a user pressing Esc once more to close what is already closed lost
+    /// the session. `q` and Ctrl-C quit.
     fn escape(&mut self) {
         if let Some(f) = self.filter_mut().filter(|f| !f.is_empty()) {
             f.clear();
@@ -655,9 +661,7 @@ impl App {
         }
         if self.tab == Tab::Events && self.events.paused {
             self.toggle_pause();
-            return;
         }
-        self.quit = true;
     }
 
     fn set_tab(&mut self, tab: Tab) {
@@ -963,7 +967,7 @@ impl App {
 
     fn on_net(&mut self, net: Net) {
         match net {
-            Net::Connected { head } => self.connected(Feed::Events, head),
+            Net::Connected { head, own } => self.connected(if own { Feed::Own } else { Feed::Events }, head),
             Net::Polling(why) => self.connected(Feed::Polled(why), 0),
             Net::Disconnected(why) => self.conn = Conn::Reconnecting(why),
             Net::Refused(why) => self.conn = Conn::Refused(why),

@@ -46,8 +46,11 @@ fn digits_tab_and_esc_move_between_tabs() {
     assert_eq!(app.tab, Tab::Overview, "Tab wraps around");
 }
 
+/// Esc closes the innermost thing open, one at a time, and with nothing open does
+/// nothing, on every tab: it quit there, and a user closing what was already closed lost
+/// the session.
 #[test]
-fn esc_undoes_what_is_in_effect_then_quits() {
+fn esc_undoes_what_is_in_effect_and_never_quits() {
     let mut app = fixture::app();
     app.update(ch('2'));
     app.update(ch('/'));
@@ -63,8 +66,28 @@ fn esc_undoes_what_is_in_effect_then_quits() {
     assert!(app.events.paused);
     app.update(key(KeyCode::Esc));
     assert!(!app.events.paused && !app.quit, "then the stream resumes");
+    for tab in ['5', '1', '2', '3', '4', '6'] {
+        app.update(ch(tab));
+        for _ in 0..3 {
+            let fx = app.update(key(KeyCode::Esc));
+            assert!(fx.is_empty() && !app.quit && matches!(app.overlay, Overlay::None), "tab {tab}: Esc with nothing open");
+        }
+    }
+    app.update(ch('2'));
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(app.overlay, Overlay::Detail { .. }));
     app.update(key(KeyCode::Esc));
-    assert!(app.quit, "and then Esc quits");
+    assert!(matches!(app.overlay, Overlay::None) && app.tab == Tab::Orders && !app.quit, "a detail closes, and only it");
+    app.update(ch('c'));
+    assert!(matches!(app.overlay, Overlay::Confirm { .. }));
+    assert!(sent(&app.update(key(KeyCode::Esc))).is_empty());
+    assert!(matches!(app.overlay, Overlay::None) && !app.quit, "a question is answered no");
+    app.update(ch('/'));
+    typing(&mut app, "al");
+    app.update(key(KeyCode::Esc));
+    assert!(matches!(app.overlay, Overlay::None) && app.orders.filter.is_empty() && !app.quit, "a filter being typed is cancelled");
+    app.update(ch('q'));
+    assert!(app.quit, "q quits");
 }
 
 #[test]
@@ -367,7 +390,7 @@ fn a_lost_connection_is_shown_and_recovered() {
     assert_eq!(app.conn, Conn::Reconnecting("connection refused".into()));
     app.update(event("ORDER_CREATED", serde_json::json!({})));
     assert!(fetches(&app.update(Action::Flush)).is_empty(), "no fetches while the daemon is away");
-    app.update(Action::Net(Net::Connected { head: 1000 }));
+    app.update(Action::Net(Net::Connected { head: 1000, own: false }));
     assert_eq!(app.conn, Conn::Live);
     let fx = fetches(&app.update(Action::Flush));
     for k in [Fetch::Health, Fetch::Services, Fetch::Users, Fetch::Symbols, Fetch::Orders] {
@@ -414,7 +437,7 @@ fn a_failed_fetch_is_shown_where_the_data_would_be() {
 #[test]
 fn replayed_history_is_not_counted_as_a_rate() {
     let mut app = App::new(Settings::default());
-    app.update(Action::Net(Net::Connected { head: 10 }));
+    app.update(Action::Net(Net::Connected { head: 10, own: false }));
     for seq in 1..=12 {
         app.update(Action::Net(Net::Event(Box::new(fixture::event(seq, "USER_CREATED", "users", serde_json::json!({}))))));
     }
@@ -544,13 +567,14 @@ fn an_amend_of_a_partly_filled_order_needs_a_total_above_the_filled() {
     assert_eq!(form(&app).field(form::QUANTITY).unwrap().error.as_deref(), Some("the new total must exceed the 2 already filled"));
 }
 
-/// A trader's token: the stream is refused, so what the tab shows is polled; what the
-/// role may not read (services' details, audit) is never asked for.
+/// A trader's token: its stream holds its own user's events alone, so what the tab shows
+/// is polled besides; what the role may not read (services' details, audit) is never
+/// asked for.
 #[test]
 fn a_trader_session_polls_what_it_may_read_and_never_asks_for_the_rest() {
     let mut app = App::new(Settings::default());
     app.update(Action::Net(Net::Role(Role::Trader)));
-    app.update(Action::Net(Net::Polling(fixture::TRADER_REFUSED.into())));
+    app.update(Action::Net(Net::Connected { head: 0, own: true }));
     assert_eq!(app.conn, Conn::Live);
     assert!(app.polled());
     let fx = fetches(&app.update(Action::Flush));
@@ -583,9 +607,10 @@ fn a_trader_session_polls_what_it_may_read_and_never_asks_for_the_rest() {
     assert!(fx.contains(&Fetch::Account(ALICE.into())), "{fx:?}");
     answer_as_for_a_trader(&mut app, &fx);
 
-    // Events and Audit have nothing to show, and ask for nothing, `r` and `v` included.
-    assert!(!app.tab_available(Tab::Events) && !app.tab_available(Tab::Audit));
-    assert!(app.tab_available(Tab::Orders) && app.tab_available(Tab::Book) && app.tab_available(Tab::Accounts));
+    // Audit has nothing to show; Events shows its stream. Neither asks for anything,
+    // `r` and `v` included.
+    assert!(!app.tab_available(Tab::Audit));
+    assert!([Tab::Orders, Tab::Book, Tab::Accounts, Tab::Events].into_iter().all(|t| app.tab_available(t)));
     for k in ['6', 'v', 'r', '5', 'r'] {
         app.update(ch(k));
         for _ in 0..3 {
@@ -623,6 +648,49 @@ fn answer_as_for_a_trader(app: &mut App, fx: &[Fetch]) {
         };
         app.update(snap(s));
     }
+}
+
+/// A trader's Events tab shows its own user's events as they come on its stream, with
+/// the filter, the pause and the detail an admin has; they also make its orders stale.
+/// It said the session was polled and named `agt events tail -f` instead.
+#[test]
+fn a_trader_follows_its_own_events() {
+    let mut app = fixture::trader_app();
+    app.update(ch('2'));
+    app.update(Action::Flush);
+    app.update(snap(Snapshot::Orders(vec![])));
+    app.update(ch('5'));
+    assert!(app.tab_available(Tab::Events));
+    let kinds = |app: &App| app.visible_events().iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+    assert_eq!(kinds(&app), ["ORDER_CREATED", "ACCOUNT_DEPOSITED", "USER_CREATED"]);
+    app.update(ch('/'));
+    typing(&mut app, "order");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(kinds(&app), ["ORDER_CREATED"]);
+    app.update(ch(' '));
+    let fill = serde_json::json!({"order_id": "ord_0195aaaa00000000c0ffee01", "user_id": ALICE, "status": "partially_filled"});
+    app.update(Action::Net(Net::Event(Box::new(fixture::event(420, "ORDER_EXECUTED", "orders", fill)))));
+    assert_eq!(kinds(&app), ["ORDER_CREATED"], "held while paused");
+    app.update(ch(' '));
+    assert_eq!(kinds(&app), ["ORDER_EXECUTED", "ORDER_CREATED"]);
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(app.overlay, Overlay::Detail { of: Detail::Event(420), .. }));
+    app.update(key(KeyCode::Esc));
+    app.update(key(KeyCode::Esc));
+    assert_eq!(kinds(&app).len(), 4, "Esc cleared the filter");
+    app.update(ch('2'));
+    assert!(fetches(&app.update(Action::Flush)).contains(&Fetch::Orders), "the fill made its orders stale");
+}
+
+/// A token the daemon refuses the stream (a trader's bound to no user) is polled, and
+/// its Events tab has nothing to show.
+#[test]
+fn a_session_refused_the_stream_has_no_events_tab() {
+    let mut app = App::new(Settings::default());
+    app.update(Action::Net(Net::Role(Role::Trader)));
+    app.update(Action::Net(Net::Polling(fixture::TRADER_REFUSED.into())));
+    assert!(app.polled() && app.conn == Conn::Live);
+    assert!(!app.tab_available(Tab::Events));
 }
 
 /// A session that follows the stream polls nothing but the Overview's counters.

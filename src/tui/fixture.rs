@@ -255,7 +255,7 @@ pub fn health(services: std::collections::BTreeMap<String, String>) -> Health {
 /// A dashboard connected to a daemon holding all of the above.
 pub fn app() -> App {
     let mut app = App::new(Settings { endpoint: "/home/op/.local/share/agt/agt.sock".into(), read_only: false, symbol: None });
-    app.update(Action::Net(Net::Connected { head: 300 }));
+    app.update(Action::Net(Net::Connected { head: 300, own: false }));
     app.update(Action::Net(Net::Role(Role::Admin)));
     app.update(snap(Snapshot::Health(health(Default::default()))));
     app.update(snap(Snapshot::Services(services())));
@@ -305,16 +305,26 @@ fn a_minute_of_readings(app: &mut App, events: bool) {
     }
 }
 
-/// Why a trader's session is polled.
-pub const TRADER_REFUSED: &str = crate::tui::net::TRADER_POLLED;
+/// Why the daemon refuses a trader token its event stream: one bound to no user.
+pub const TRADER_REFUSED: &str = "this trader token is bound to no user, so it has no events to read";
+
+/// Alice's own events, as her trader token's stream holds them: of the trader's types,
+/// naming her.
+pub fn own_events() -> Vec<Event> {
+    let own = |e: &Event| !e.kind.starts_with("SERVICE_") && e.kind != "TRADE_EXECUTED" && e.data["user_id"] == ALICE;
+    events().into_iter().filter(own).collect()
+}
 
 /// Alice's dashboard with her trader token over TCP, answered as the daemon answers a
-/// trader: no event stream (polled), the services' states from `/health` only, her user
-/// alone, her orders alone, the tape without order ids.
+/// trader: the stream of her own events (polled besides), the services' states from
+/// `/health` only, her user alone, her orders alone, the tape without order ids.
 pub fn trader_app() -> App {
     let mut app = App::new(Settings { endpoint: "http://10.0.0.5:8000".into(), read_only: false, symbol: None });
     app.update(Action::Net(Net::Role(Role::Trader)));
-    app.update(Action::Net(Net::Polling(TRADER_REFUSED.into())));
+    app.update(Action::Net(Net::Connected { head: 304, own: true }));
+    for e in own_events() {
+        app.update(Action::Net(Net::Event(Box::new(e))));
+    }
     app.update(snap(Snapshot::Health(health(services().into_iter().map(|s| (s.name, s.state)).collect()))));
     app.update(snap(Snapshot::Users(vec![user(ALICE, "alice")])));
     app.update(snap(Snapshot::Symbols(vec![instrument("AAPL", "0.01", "1"), instrument("BTC-USD", "0.01", "0.0001")])));
@@ -326,7 +336,7 @@ pub fn trader_app() -> App {
     }
     app.update(snap(Snapshot::Market(market)));
     app.update(snap(Snapshot::Account(account())));
-    // A trader has no event stream: readings only.
+    // Its stream is not the market's: no event rate, readings only.
     a_minute_of_readings(&mut app, false);
     app.flash = None;
     app

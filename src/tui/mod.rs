@@ -33,12 +33,12 @@
 //!
 //! A trader's token may not read the services' details or the audit log (DESIGN.md §4),
 //! and its event stream holds only its own user's events, not the market's the Book tab
-//! follows. Its session is polled (`● polling`): Orders, Book and Accounts
-//! show its own orders, its own account (the one user its `GET /api/users` lists) and
-//! the market, fetched again every second while their tab is shown; Overview shows the
-//! services' states from `/health` and the public metrics; Events says the session is
-//! polled (`agt events tail -f` with the token follows its own events), and Audit that
-//! the role may not read it; neither is asked for. `d` and `w` are refused with a
+//! follows. Its session follows that stream and is polled besides (`● polling`): Orders,
+//! Book and Accounts show its own orders, its own account (the one user its `GET
+//! /api/users` lists) and the market, fetched again every second while their tab is
+//! shown; Events shows its own events as they come, filtered and paused as an admin's;
+//! Overview shows the services' states from `/health` and the public metrics; Audit
+//! says the role may not read it, and is not asked for. `d` and `w` are refused with a
 //! message (deposits are an admin's); `n`, `c` and `a` work on its own orders.
 //!
 //! # Limits
@@ -81,7 +81,7 @@ const BATCH: usize = 5000;
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(after_help = "Inside: ? lists every key, q or Ctrl-C quits.\n\
 Over --url, a viewer's token makes a read-only session, and a trader's a session of its own\n\
-orders and account and the market, polled every second.\n\
+orders, account and events and the market, polled every second.\n\
 Colour follows NO_COLOR.")]
 pub struct Options {
     /// Never send a change (orders, transfers), even with a token that may

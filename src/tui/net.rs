@@ -12,11 +12,18 @@
 //! Reconnects back off from 100 ms to 2 s, so a restarting daemon is picked up within
 //! about two seconds of its socket answering again.
 //!
-//! **Without the stream.** A trader's token, whose stream holds only its own user's
-//! events (not the market's, which the Book tab follows), and a token the daemon refuses
-//! the stream as `forbidden`, get a watched session instead: the role is probed and reported, then
-//! [`Net::Polling`], and a light read every [`HEARTBEAT`] tells a daemon gone (or the
-//! token revoked) as a broken stream would. The dashboard polls its snapshots itself.
+//! **A trader's stream.** A trader's token reads only its own user's events (its orders,
+//! fills and transfers), so its stream is followed for those ([`Net::Connected`] with
+//! `own`): they fill its Events tab and make its orders and account stale sooner. The
+//! market's trades the Book tab shows never come on it, so the dashboard polls besides.
+//! It opens with the newest [`BACKLOG`] of the user's own events (`tail=`): the last
+//! [`BACKLOG`] sequence numbers of a busy market may hold none of a quiet user's.
+//!
+//! **Without the stream.** A token the daemon refuses the stream as `forbidden` (a trader
+//! token bound to no user) gets a watched session instead: the role is probed and
+//! reported, then [`Net::Polling`], and a light read every [`HEARTBEAT`] tells a daemon
+//! gone (or the token revoked) as a broken stream would. The dashboard polls its
+//! snapshots itself.
 
 use super::action::{Action, Command, Effect, Failure, Fetch, MarketData, Net, OrdersScope, Snapshot};
 use super::rates::MetricsSample;
@@ -26,10 +33,6 @@ use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Why a trader's session is polled: its event stream carries its own user's events
-/// alone, and the Book tab would never hear of the market's trades.
-pub const TRADER_POLLED: &str =
-    "a trader token's stream holds only its own user's events, not the market's; `agt events tail -f` with the token follows them";
 /// How many past events the stream replays at most when it (re)connects.
 pub const BACKLOG: u64 = 200;
 /// The error code of a `since` whose next events the daemon no longer keeps.
@@ -105,26 +108,28 @@ impl Wire {
     /// breaks. `Ok` means nobody listens any more; `Err` says why the stream ended.
     async fn follow_once(&self, last_seen: &mut Option<u64>, backoff: &mut Duration) -> Result<(), Ended> {
         let role = probe_role(&self.client).await;
-        if role == Some(Role::Trader) {
-            return Err(Ended::Denied(TRADER_POLLED.into()));
-        }
+        // Its own user's events alone: the daemon counts `tail` and `head` among them.
+        let own = role == Some(Role::Trader);
         let head = newest_seq(&self.client).await.map_err(Ended::of)?;
         let floor = head.saturating_sub(BACKLOG);
+        let tail = format!("/api/events?follow=true&tail={BACKLOG}");
         // A head below what we saw means a new event log (another home, a wiped one).
-        let since = match *last_seen {
-            Some(seen) if seen <= head => seen.max(floor),
-            _ => floor,
+        let path = match *last_seen {
+            Some(seen) if seen <= head && own => format!("/api/events?follow=true&since={seen}"),
+            Some(seen) if seen <= head => format!("/api/events?follow=true&since={}", seen.max(floor)),
+            _ if own => tail.clone(),
+            _ => format!("/api/events?follow=true&since={floor}"),
         };
-        let path = format!("/api/events?follow=true&since={since}");
         let mut lines = match self.client.get_lines(&path).await {
-            // `since` is at least the newest minus BACKLOG, so if events after it were
-            // pruned, fewer than BACKLOG are kept: all of them is a short replay.
-            Err(e) if e.code() == Some(PRUNED) => self.client.get_lines("/api/events?follow=true&since=0").await,
+            // An admin's `since` is at least the newest minus BACKLOG, so if events after
+            // it were pruned, fewer than BACKLOG are kept: all of them is a short replay.
+            // A trader's goes back to its user's last event: its newest BACKLOG instead.
+            Err(e) if e.code() == Some(PRUNED) => self.client.get_lines(if own { &tail } else { "/api/events?follow=true&since=0" }).await,
             other => other,
         }
         .map_err(Ended::of)?;
         *backoff = BACKOFF_MIN;
-        if !self.report(Net::Connected { head }) {
+        if !self.report(Net::Connected { head, own }) {
             return Ok(());
         }
         if let Some(role) = role {

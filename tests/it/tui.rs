@@ -209,12 +209,21 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
         assert!(screen.contains(needle), "{needle} missing at 80x24:\n{screen}");
     }
 
-    // Help, then Esc closes it and Esc again quits: the shell is back, on the main screen, in cooked mode.
+    // Help, then Esc closes it; Esc again, with nothing open, does nothing (it quit, and a
+    // user closing what was closed lost the session); q quits: the shell is back, on the
+    // main screen, in cooked mode.
     pane.keys(&["?"]);
     pane.wait_for("Keys · Esc or ? closes");
     pane.keys(&["Escape"]);
     pane.wait_until("the help closed", |s| !s.contains("Keys · Esc"));
     pane.keys(&["Escape"]);
+    // Nothing on screen changes to wait for, and an Esc with the next key right behind it
+    // reads as Alt and that key: the terminal tells a lone Esc by the pause after it.
+    std::thread::sleep(Duration::from_millis(300));
+    pane.keys(&["2"]);
+    let screen = pane.wait_for("Orders · ");
+    assert!(pane.alternate_screen() && !screen.contains("tui exited"), "Esc with nothing open quit:\n{screen}");
+    pane.keys(&["q"]);
     pane.wait_for("tui exited 0");
     assert!(!pane.alternate_screen(), "the alternate screen is left");
     pane.type_text("stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ,");
@@ -359,9 +368,9 @@ fn tui_with_a_viewer_token_is_read_only() {
     assert!(!pane.alternate_screen());
 }
 
-/// A trader's token over TCP: the dashboard opens (polled, as the event stream is not the
-/// trader's to read), shows the trader's own orders and account and the market, follows
-/// what others do to them without events, says which panels the role may not read, and
+/// A trader's token over TCP: the dashboard opens (polled besides its stream, which holds
+/// only its own user's events), shows the trader's own orders, account and events and the
+/// market, follows what others do to them, says which panels the role may not read, and
 /// comes back after a crash.
 #[test]
 fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
@@ -421,9 +430,27 @@ fn tui_with_a_trader_token_shows_its_own_orders_account_and_market() {
     pane.wait_for("deposits and withdrawals need an admin token");
     assert!(!pane.screen().contains("Deposit to"));
 
-    // Events and Audit say what they would show and why not.
+    // Events: its own user's events, as they come, none of bob's; filtered by type as an
+    // admin's are. It said the session was polled and named `agt events tail -f`.
     pane.keys(&["5"]);
-    pane.wait_for("does not follow the event stream for a trader token.");
+    let screen = pane.wait_until("its own events", |s| {
+        s.contains(&format!("{alice}'s own"))
+            && s.contains("ORDER_EXECUTED")
+            && s.contains("ACCOUNT_DEPOSITED")
+            && s.contains("USER_CREATED")
+    });
+    assert!(!screen.contains(&bobs[bobs.len() - 8..]) && !screen.contains("username=bob"), "another user's events:\n{screen}");
+    assert!(!screen.contains("TRADE_EXECUTED") && !screen.contains("tail -f"), "{screen}");
+    pane.keys(&["/"]);
+    pane.type_text("deposit");
+    pane.keys(&["Enter"]);
+    pane.wait_until("its deposits alone", |s| s.contains("type: deposit") && s.contains("ACCOUNT_DEPOSITED") && !s.contains("ORDER_"));
+    d.deposit(&alice, "USD", "7");
+    pane.wait_until("a deposit as it comes", |s| line_with(s, "ACCOUNT_DEPOSITED").is_some_and(|l| l.contains("amount=7 ")));
+    pane.keys(&["Escape"]);
+    pane.wait_until("the filter cleared", |s| !s.contains("type: deposit") && s.contains("ORDER_CREATED"));
+
+    // Audit says the role may not read it.
     pane.keys(&["6"]);
     pane.wait_for("The audit log is not available to a trader token.");
 

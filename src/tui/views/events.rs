@@ -1,6 +1,7 @@
 //! Events: the live event stream, newest first, with a one-line summary of each
 //! event's data. Space pauses it (arrivals are held, not lost); `/` filters by type.
-//! A polled session (a trader's, or one the daemon refuses the stream) says so instead.
+//! A trader's shows its own user's events, all its stream holds; a session the daemon
+//! refuses the stream says so instead.
 
 use super::text::{clean, clock, column_widths, cut, fit, share};
 use super::Theme;
@@ -22,6 +23,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let ev = &app.events;
     let visible = app.visible_events();
     let mut title = vec![Span::raw(format!(" Events · {} shown · ", visible.len()))];
+    // Whose they are, where the stream holds one user's alone (as Orders says).
+    if let Some(u) = app.own_user().filter(|_| app.feed == Feed::Own) {
+        title.push(Span::raw(format!("{}'s own · ", clean(&u.username))));
+    }
     if ev.paused {
         title.push(Span::styled(format!("PAUSED ({} new)", ev.held.len()), theme.warn()));
     } else {

@@ -6,6 +6,10 @@
 //!
 //! A token that may not read `/api/services` (a trader's) sees each service's state from
 //! the public `/health`, and the event rate only where the event stream is followed.
+//!
+//! Where the terminal is too short for every service (under 24 rows), the last row says
+//! how many are left out, and how many of those failed or restarted: `… 5 more · 1 FAILED
+//! · 1 restarted`.
 
 use super::text::{clean, column_widths, cut, duration, fit, heading, micros, share};
 use super::Theme;
@@ -14,7 +18,7 @@ use crate::tui::app::App;
 use crate::tui::rates::Series;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Row, Sparkline, Table};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -67,8 +71,11 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
         return;
     };
     let widths = [Constraint::Length(9), Constraint::Min(0)];
-    let w = column_widths(block.inner(area), &widths, 0);
-    let rows = services.iter().map(|(name, state)| {
+    let inner = block.inner(area);
+    let w = column_widths(inner, &widths, 0);
+    let (shown, hidden) = room_for(services.len(), inner);
+    let hidden_failed = services.values().skip(shown).filter(|s| *s == "failed").count();
+    let rows = services.iter().take(shown).map(|(name, state)| {
         let style = match state.as_str() {
             "running" => theme.ok(),
             "failed" => theme.bad(),
@@ -79,6 +86,37 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
     });
     let header = Row::new(["SERVICE", "STATE"].into_iter().zip(&w).map(|(h, &width)| cut(h, width))).style(theme.header());
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+    more(frame, inner, shown, hidden, (hidden_failed, 0), theme);
+}
+
+/// How many of `n` rows a bordered table's `inner` area shows under its header, and how
+/// many it leaves out: where some are, the last row is theirs ([`more`]).
+fn room_for(n: usize, inner: Rect) -> (usize, usize) {
+    let room = usize::from(inner.height.saturating_sub(1));
+    if n <= room {
+        (n, 0)
+    } else {
+        let shown = room.saturating_sub(1);
+        (shown, n - shown)
+    }
+}
+
+/// The row under the `shown` ones saying that `hidden` services are left out, and how many
+/// of them `(failed, restarted)`: the title's counts did not say that rows were missing,
+/// and at 40 columns the title itself is cut.
+fn more(frame: &mut Frame, inner: Rect, shown: usize, hidden: usize, (failed, restarted): (usize, usize), theme: Theme) {
+    if hidden == 0 || inner.height < 2 {
+        return;
+    }
+    let mut spans = vec![Span::styled(format!("… {hidden} more"), theme.dim())];
+    for (n, what, style) in [(failed, "FAILED", theme.bad()), (restarted, "restarted", theme.warn())] {
+        if n > 0 {
+            spans.push(Span::styled(" · ", theme.dim()));
+            spans.push(Span::styled(format!("{n} {what}"), style));
+        }
+    }
+    let row = Rect { y: inner.y + 1 + shown as u16, height: 1, ..inner };
+    frame.render_widget(Paragraph::new(super::fitted([Line::from(spans)], usize::from(row.width))), row);
 }
 
 fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
@@ -161,11 +199,17 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let shown: Vec<usize> = (0..6).filter(|&i| widths[i].0).collect();
     let constraints: Vec<Constraint> = shown.iter().map(|&i| widths[i].1).collect();
     let w = column_widths(inner, &constraints, 0);
+    let (shown_rows, hidden) = room_for(cells.len(), inner);
+    let left_out = || app.services.iter().skip(shown_rows);
+    let hidden_failed = left_out().filter(|s| s.state == "failed").count();
+    let hidden_restarted = left_out().filter(|s| s.state != "failed" && s.restarts > 0).count();
     let rows = cells
         .iter()
+        .take(shown_rows)
         .map(|c| Row::new(shown.iter().zip(&w).map(|(&i, &width)| Cell::from(cut(&c[i].0, width)).style(c[i].1)).collect::<Vec<_>>()));
     let header = Row::new(shown.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
     frame.render_widget(Table::new(rows, constraints).header(header).block(block), area);
+    more(frame, inner, shown_rows, hidden, (hidden_failed, hidden_restarted), theme);
 }
 
 fn sparkline(frame: &mut Frame, area: Rect, title: &str, series: &Series, theme: Theme) {

@@ -172,8 +172,8 @@ fn before_any_data() {
     }
 }
 
-/// A trader's dashboard: its own orders, account and the market; the services' states
-/// without their details; Events and Audit dimmed in the tab bar and saying why.
+/// A trader's dashboard: its own orders, account, events and the market; the services'
+/// states without their details; Audit dimmed in the tab bar and saying why.
 #[test]
 fn trader() {
     for (tab, name) in [('1', "overview"), ('2', "orders"), ('3', "book"), ('4', "accounts"), ('5', "events"), ('6', "audit")] {
@@ -202,18 +202,34 @@ fn a_trader_is_told_what_it_may_not_read() {
         row[text[..at].chars().count()].fg
     };
     let dim = Theme { color: true }.dim().fg.unwrap();
-    assert_eq!(title_colour(&t, "5 Events"), dim);
     assert_eq!(title_colour(&t, "6 Audit"), dim);
+    assert_ne!(title_colour(&t, "5 Events"), dim);
     assert_ne!(title_colour(&t, "2 Orders"), dim);
-    for (tab, what, why) in [
-        ('5', "does not follow the event stream for a trader token.", "only its own user's events"),
-        ('6', "The audit log is not available to a trader token.", "only admin and viewer tokens"),
-    ] {
-        app.update(ch(tab));
-        let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
-        assert!(screen.contains(what) && screen.contains(why), "{screen}");
-        assert!(!screen.contains("space pause") && !screen.contains("v verify"), "keys of an unavailable tab:\n{screen}");
+    app.update(ch('6'));
+    let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
+    assert!(
+        screen.contains("The audit log is not available to a trader token.") && screen.contains("only admin and viewer tokens"),
+        "{screen}"
+    );
+    assert!(!screen.contains("v verify"), "keys of an unavailable tab:\n{screen}");
+
+    // Its Events tab: its own user's events, with the keys an admin has there; it said the
+    // session was polled and named `agt events tail -f`.
+    app.update(ch('5'));
+    let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
+    for needle in ["Events · 3 shown · alice's own · following", "ACCOUNT_DEPOSITED", "ORDER_CREATED", "space pause", "/ filter"] {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
     }
+    assert!(!screen.contains("SERVICE_RESTARTED") && !screen.contains("tail -f"), "{screen}");
+
+    // A session the daemon refuses the stream says so there instead.
+    let mut refused = App::new(crate::tui::app::Settings::default());
+    refused.update(Action::Net(Net::Role(crate::api::Role::Trader)));
+    refused.update(Action::Net(Net::Polling(fixture::TRADER_REFUSED.into())));
+    refused.update(ch('5'));
+    let screen = format!("{}", render(&refused, 80, 24, Theme { color: false }).backend());
+    assert!(screen.contains("does not follow the event stream for a trader token.") && screen.contains("bound to no user"), "{screen}");
+    assert!(!screen.contains("space pause"), "keys of an unavailable tab:\n{screen}");
     app.update(ch('4'));
     let screen = format!("{}", render(&app, 80, 24, Theme { color: false }).backend());
     assert!(screen.contains("n new order") && !screen.contains("d deposit"), "{screen}");
@@ -592,7 +608,7 @@ fn the_help_scrolls_on_a_small_terminal() {
     app.update(ch('?'));
     let text = |app: &App| format!("{}", render(app, 40, 10, Theme { color: false }).backend());
     let screen = text(&app);
-    assert!(screen.contains("close, clear, else quit") && screen.contains("j more"), "{screen}");
+    assert!(screen.contains("close, clear") && screen.contains("j more"), "{screen}");
     for _ in 0..100 {
         app.update(ch('j'));
     }
@@ -721,7 +737,7 @@ fn narrow_tables_cut_no_word_without_a_mark() {
     }
     let screen = |tab: char| format!("{}", render(&on_tab(tab), 40, 12, Theme { color: false }).backend());
     let checks: [(char, &[&str], &[&str]); 4] = [
-        ('1', &["SERVICE", "STATE", "RST", "running", "2h03m", "restarted"], &["runnin ", "RESTAR"]),
+        ('1', &["SERVICE", "STATE", "RST", "running", "2h03m", "… 5 more · 1 FAILED · 1 restarted"], &["runnin ", "RESTAR"]),
         ('4', &["ASSET", "AVAIL", "96695", "AAPL", "12"], &["│ASSET     H │"]),
         ('5', &["TYPE", "DATA", "TRADE_EXECUTED", "SERVICE_RESTARTED", "ACCOUNT_DEPOSITED", "305"], &[]),
         ('6', &["ACTOR", "ACTION", "event:orders", "ORDER_CREATED", "POST /api/orders", "1006"], &["event:or ", "ORDER_CR ", "/ap "]),
@@ -757,4 +773,33 @@ fn narrow_tables_cut_no_word_without_a_mark() {
     app.update(ch(' '));
     let screen = format!("{}", render(&app, 40, 12, Theme { color: false }).backend());
     assert!(screen.contains("▶ 306 TRADING_STATE_CHANGED"), "{screen}");
+}
+
+/// The Overview's services table says which rows it leaves out on a short terminal: its
+/// last row counts them, and the failed among them. At 40x12 it showed 6 of 10 services,
+/// the failed one not among them, with no row saying so (the title's counts were cut).
+#[test]
+fn the_services_table_marks_the_rows_it_leaves_out() {
+    // An admin's at 40x12 is `narrow_table_overview_40x12`; 80x24 and 120x40 `overview_*`.
+    let t = render(&fixture::trader_app(), 40, 12, Theme { color: true });
+    insta::assert_snapshot!("services_cut_trader_overview_40x12", t.backend());
+    for (app, name) in [(fixture::app(), "overview"), (fixture::trader_app(), "trader_overview")] {
+        let screen = |w, h| format!("{}", render(&app, w, h, Theme { color: false }).backend());
+        let small = screen(40, 12);
+        let restarted = if name == "overview" { " · 1 restarted" } else { "" };
+        assert!(small.contains(&format!("│… 5 more · 1 FAILED{restarted} ")), "{name}:\n{small}");
+        let short = screen(80, 14);
+        // The trader's are in name order (from `/health`): notify is shown there.
+        let failed = if name == "overview" { " · 1 FAILED" } else { "" };
+        assert!(short.contains(&format!("│… 3 more{failed} ")), "{name}:\n{short}");
+        // Where they fit (the snapshots at 80x24 and 120x40), all ten and no mark.
+        for (w, h) in [(80, 24), (120, 40)] {
+            let whole = screen(w, h);
+            assert!(whole.contains("notify") && !whole.contains(" more"), "{name} {w}x{h}:\n{whole}");
+        }
+    }
+    // One row for the mark alone, and none at all, draw without a panic.
+    for h in [5, 6, 7] {
+        render(&fixture::app(), 40, h, Theme { color: true });
+    }
 }
