@@ -3,7 +3,7 @@
 refused one changes nothing, orders obey the configuration in force, and no secret leaks.
 
 Usage: scripts/config-chaos.py [--steps 200] [--bin target/release/agt] [--home NEW_DIR]
-       [--seed N] [--kill-every 12]
+       [--seed N] [--kill-every 12] [--only edit,offline_edit,...]
 
 Python 3, stdlib only; needs a release build (`cargo build --release`). It makes a fresh
 home (a temporary one unless --home) whose `agt.toml` has TCP off and a webhook with a
@@ -21,6 +21,8 @@ changes the configuration and keeps a ledger of what was acknowledged:
 - edits of `agt.toml`: valid ones (written in place, or a new file renamed over it),
   invalid values, half-written files (cut inside a string), an empty-but-for-a-bad-key
   file; after each invalid edit the file is put back as the ledger says;
+- an edit while the daemon is stopped, then a start (`daemon run`) killed at a random
+  moment, then a start: the edit must be in force and announced exactly once, "at start";
 - SIGKILL of the daemon every few steps, sometimes while a change is in flight (its
   answer cut off: either value is then accepted, and the ledger takes the one found),
   and sometimes a start on a broken `agt.toml` (it must fail with exit 1 and a message
@@ -45,7 +47,8 @@ ap.add_argument("--steps", type=int, default=200)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
 ap.add_argument("--home")
 ap.add_argument("--seed", type=int, default=int(time.time()))
-ap.add_argument("--kill-every", type=int, default=12, help="a SIGKILL and restart about every N steps")
+ap.add_argument("--kill-every", type=int, default=12, help="a SIGKILL and restart about every N steps (0: none)")
+ap.add_argument("--only", help="run only these kinds of step, comma-separated (api_set, cli_set, risk_limits, halt, edit, offline_edit)")
 args = ap.parse_args()
 rng = random.Random(args.seed)
 home = args.home or tempfile.mkdtemp(prefix="agt-config-chaos-")
@@ -609,6 +612,32 @@ def step_kill(label):
             problem(f"{label}: after a kill, {k} = {flat.get(k)!r}: neither {ledger.get(k)!r} nor the unanswered {v!r}")
 
 
+def step_offline_edit(label):
+    """An edit while stopped, then a start killed at a random moment (`daemon run` in the
+    foreground), then a start: the edit is in force and announced once, "at start"."""
+    k = rng.choice(["risk.max_order_quantity", "risk.max_open_orders", "log.keep_days", "events.retain_s"])
+    v = norm(k, rng.choice([x for x in KEYS[k][0] if norm(k, x) != ledger[k]]))
+    since = last_seq()
+    paused.set()
+    kill()
+    ledger[k] = v
+    write_file(render(ledger, webhook_secret), rng.random() < 0.5)
+    p = subprocess.Popen([args.bin, "--home", home, "daemon", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.random() * 0.4)
+    p.kill()
+    p.wait()
+    start()
+    paused.clear()
+    deadline = time.time() + 3
+    while True:
+        got = [e for e in events_since(since) if e["type"] == "CONFIG_CHANGED" and e["data"]["key"] == k]
+        if got or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    if len(got) != 1 or got[0]["data"].get("value") != v or got[0]["data"].get("applied") != "at start":
+        problem(f"{label}: {k} edited to {v!r} while stopped, a start killed, then a start: announced {[e['data'] for e in got]}")
+
+
 # --- run -----------------------------------------------------------------------------------
 start()
 USERS = ["alice", "bob", "carol"]
@@ -624,8 +653,8 @@ ledger.update(DEFAULTS)
 threads = [threading.Thread(target=trader, args=(u,), daemon=True) for u in USERS]
 for t in threads:
     t.start()
-steps = [(step_api_set, 5), (step_cli_set, 3), (step_risk_limits, 4), (step_halt, 2), (step_edit, 3)]
-population = [s for s, w in steps for _ in range(w)]
+steps = [(step_api_set, 5), (step_cli_set, 3), (step_risk_limits, 4), (step_halt, 2), (step_edit, 3), (step_offline_edit, 1)]
+population = [s for s, w in steps for _ in range(w) if not args.only or s.__name__[5:] in args.only.split(",")]
 for i in range(args.steps):
     if args.kill_every and rng.random() < 1 / args.kill_every:
         fn = step_kill

@@ -234,6 +234,24 @@ impl AfterCommit {
     }
 }
 
+/// Writes `events` into the outbox of the store `conn` as one row, inside the caller's
+/// open transaction, for a service whose `load` itself decides and records something to
+/// announce (config's changes made while the daemon was stopped). [`Unit::open`] re-sends
+/// the row right after `load`, like one a crash left. Handed straight to the bus instead,
+/// the events were lost to a SIGKILL between the transaction's commit and the bus's, and
+/// the record they announce said the next start had nothing to announce. The row is
+/// numbered past the bus's mark for `source`, which drops a row at or below it as a re-send
+/// (a store restored from a backup numbers from an older id: [`Unit::resend`]).
+pub(crate) fn stage_at_load(tx: &rusqlite::Connection, bus: &Bus, source: &'static str, events: &[NewEvent]) -> Result<(), ServiceError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let newest: i64 = tx.query_row("SELECT coalesce(max(id), 0) FROM outbox_batches", [], |r| r.get(0))?;
+    let id = newest.max(bus.outbox_mark(source)?.unwrap_or(0)) + 1;
+    tx.prepare_cached("INSERT INTO outbox_batches (id, events) VALUES (?1, ?2)")?.execute(rusqlite::params![id, outbox_text(events)])?;
+    Ok(())
+}
+
 /// The outbox row of a batch of events: a line per event, `event_id kind data`. Neither
 /// an id (a uuid) nor a kind (one of `EVENT_TYPES`) holds a space, and compact JSON holds
 /// no raw line break (serde escapes one inside a string), so the text needs no escaping.

@@ -17,7 +17,8 @@
 use super::settings::{Change, Settings, SymbolSettings};
 use super::SharedSettings;
 use crate::api::ApiError;
-use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
+use crate::services::actor::{stage_at_load, AfterCommit, Reply, Service, ServiceCtx, ServiceError};
+use crate::services::bus::NewEvent;
 use rusqlite::{params, Connection};
 
 pub enum Cmd {
@@ -356,7 +357,11 @@ impl Config {
             keep(&tx, change)?;
         }
         save_baseline(&tx, &live, &Settings::known_keys(), &self.key)?;
-        tx.commit()?;
+        // The announcements go into the outbox in the transaction that moves the baseline
+        // past them (`Unit::open` sends them on): once the baseline holds a change, no
+        // later start finds it to announce, so a SIGKILL between this commit and the bus's
+        // lost it for good when they were handed to the bus after.
+        let mut events = Vec::new();
         let mut held = None;
         for change in changed {
             if change.key == "symbols" {
@@ -365,7 +370,7 @@ impl Config {
             }
             tracing::info!(key = change.key, "the configuration changed while the daemon was stopped; recorded");
             for (kind, data) in announcements(&change, "at start") {
-                bus.publish(kind, "config", data);
+                events.push(NewEvent::new(kind, "config", data));
             }
         }
         if let Some(why) = secrets_unknown {
@@ -378,9 +383,11 @@ impl Config {
                  each is announced as possibly changed (CONFIG_CHANGED, \"changed\": \"unknown\"): check the secrets the receivers verify with"
             );
             for i in with_secret {
-                bus.publish("CONFIG_CHANGED", "config", secret_unknown(i));
+                events.push(NewEvent::new("CONFIG_CHANGED", "config", secret_unknown(i)));
             }
         }
+        stage_at_load(&tx, bus, Self::NAME, &events)?;
+        tx.commit()?;
         Ok(held)
     }
 
@@ -529,6 +536,35 @@ mod tests {
         let announced = announcements(&change, "now");
         assert_eq!(announced[0].1["value"][0]["secret"], "***", "{announced:?}");
         assert!(!format!("{announced:?}").contains("k1") && !format!("{announced:?}").contains("k2"), "{announced:?}");
+    }
+
+    /// A start that finds a key changed while the daemon was stopped moves the baseline
+    /// past it and must announce it: both in one commit. Its announcement was handed to
+    /// the bus after the commit, so a SIGKILL before the bus stored it (here: the store
+    /// loaded, never re-sent) lost it for good, the next start finding nothing changed.
+    #[test]
+    fn a_start_commits_its_announcements_with_the_baseline_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_bus, mut ctx) = ServiceCtx::for_tests(dir.path());
+        let file = ctx.home.config_file();
+        let load = |ctx: &mut ServiceCtx| {
+            ctx.settings = SharedSettings::new(Settings::load(&file, &|_: &str| None).unwrap());
+            drop(crate::services::actor::Unit::<Config>::load(ctx).unwrap());
+        };
+        std::fs::write(&file, "[risk]\nmax_open_orders = 7\n").unwrap();
+        load(&mut ctx); // the first start: the baseline
+        std::fs::write(&file, "[risk]\nmax_open_orders = 8\n").unwrap();
+        load(&mut ctx); // the edit seen at a start that is killed before the bus stores anything
+        let conn = Connection::open(ctx.home.store("config")).unwrap();
+        let outbox: Vec<String> =
+            conn.prepare("SELECT events FROM outbox_batches").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let text = outbox.join("\n");
+        assert!(text.contains("CONFIG_CHANGED") && text.contains(r#""key":"risk.max_open_orders""#), "{text:?}");
+        assert!(text.contains(r#""value":8"#) && text.contains(r#""applied":"at start""#), "{text:?}");
+        assert!(text.contains("RISK_LIMIT_CHANGED"), "{text:?}");
+        load(&mut ctx); // nothing new: nothing more to send
+        let rows: i64 = conn.query_row("SELECT count(*) FROM outbox_batches", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows as usize, outbox.len());
     }
 
     #[test]
