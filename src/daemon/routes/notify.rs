@@ -43,10 +43,23 @@ pub async fn rules(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> A
 /// Body `{"url", "events", "secret"?}` → 201 the rule (its secret masked).
 pub async fn add_rule(State(app): State<Arc<App>>, caller: Caller, Json(rule): Json<NewWebhookRule>) -> ApiResult<Response> {
     caller.require_admin()?;
+    caught_up(&app).await;
     Ok(created(app.notify.call(|reply| Cmd::AddRule { rule, reply }).await?))
+}
+
+/// Notify matches an event against the rules as they stand when the event reaches it:
+/// first let it handle every event published so far, so that a rule added or removed
+/// applies to the events after the change, as a webhook changed by `PUT /api/config`
+/// does. Without it, events a busy notify had not reached yet were matched against the
+/// new rules: a rule removed lost them (neither delivered nor `NOTIFICATION_FAILED`), and
+/// a rule added was sent events from before it existed.
+async fn caught_up(app: &App) {
+    app.feed_caught_up(&app.feeds.notify).await;
+    let _ = app.notify.call(Cmd::LastEventSeq).await;
 }
 
 pub async fn remove_rule(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.require_admin()?;
+    caught_up(&app).await;
     Ok(ok(app.notify.call(|reply| Cmd::RemoveRule { id, reply }).await?))
 }
