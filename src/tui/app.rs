@@ -649,9 +649,8 @@ impl App {
     }
 
     /// Esc with nothing open undoes what the tab has in effect, one thing at a time (its
-    /// filter, then a paused stream), as it closes an overlay first, and with nothing left
-    /// does nothing: a user pressing Esc once more to close what is already closed lost
-    /// the session. `q` and Ctrl-C quit.
+    /// filter, then a paused stream), and quits once there is nothing left (DESIGN.md §6:
+    /// "`q`/Esc quit"), as Esc leaves an overlay first.
     fn escape(&mut self) {
         if let Some(f) = self.filter_mut().filter(|f| !f.is_empty()) {
             f.clear();
@@ -661,7 +660,9 @@ impl App {
         }
         if self.tab == Tab::Events && self.events.paused {
             self.toggle_pause();
+            return;
         }
+        self.quit = true;
     }
 
     fn set_tab(&mut self, tab: Tab) {

@@ -50,7 +50,7 @@ fn digits_tab_and_esc_move_between_tabs() {
 /// nothing, on every tab: it quit there, and a user closing what was already closed lost
 /// the session.
 #[test]
-fn esc_undoes_what_is_in_effect_and_never_quits() {
+fn esc_closes_what_is_open_undoes_what_is_in_effect_then_quits() {
     let mut app = fixture::app();
     app.update(ch('2'));
     app.update(ch('/'));
@@ -66,13 +66,6 @@ fn esc_undoes_what_is_in_effect_and_never_quits() {
     assert!(app.events.paused);
     app.update(key(KeyCode::Esc));
     assert!(!app.events.paused && !app.quit, "then the stream resumes");
-    for tab in ['5', '1', '2', '3', '4', '6'] {
-        app.update(ch(tab));
-        for _ in 0..3 {
-            let fx = app.update(key(KeyCode::Esc));
-            assert!(fx.is_empty() && !app.quit && matches!(app.overlay, Overlay::None), "tab {tab}: Esc with nothing open");
-        }
-    }
     app.update(ch('2'));
     app.update(key(KeyCode::Enter));
     assert!(matches!(app.overlay, Overlay::Detail { .. }));
@@ -86,8 +79,14 @@ fn esc_undoes_what_is_in_effect_and_never_quits() {
     typing(&mut app, "al");
     app.update(key(KeyCode::Esc));
     assert!(matches!(app.overlay, Overlay::None) && app.orders.filter.is_empty() && !app.quit, "a filter being typed is cancelled");
-    app.update(ch('q'));
-    assert!(app.quit, "q quits");
+    app.update(key(KeyCode::Esc));
+    assert!(app.quit, "with nothing left, Esc quits (DESIGN.md §6: q/Esc quit)");
+    for tab in ['1', '2', '3', '4', '5', '6'] {
+        let mut app = fixture::app();
+        app.update(ch(tab));
+        app.update(key(KeyCode::Esc));
+        assert!(app.quit, "tab {tab}: Esc with nothing open quits");
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use ratatui::Frame;
 /// Keys that work on every tab.
 pub const GLOBAL: &[(&str, &str)] = &[
     ("q Ctrl-C", "quit"),
-    ("Esc", "close, clear"),
+    ("Esc", "close, clear, else quit"),
     ("?", "this help"),
     ("Tab S-Tab", "next / previous tab"),
     ("1-6", "go to tab"),
