@@ -203,6 +203,60 @@ fn splice_numbers<'a>(json: &'a [u8], write: impl Fn(&mut Vec<u8>, &[u8])) -> st
     }
 }
 
+/// The one key of the object that stands, in a body read by [`numbers_kept`], for a JSON
+/// number as its client wrote it: `{"$number": "1e2"}` for `1e2`. A settings body
+/// (`PUT /api/config`, `PUT /api/risk/limits`) is read into a `serde_json::Value`, where
+/// [`exact_numbers`] leaves `100.0` the string `"100.0"`: a whole-number setting then
+/// refused what `100` passed, and every message quoted the number as if it had been sent
+/// as text. Kept as this object, the settings read it as a number, exactly, and show it
+/// as it came.
+pub const SENT_NUMBER: &str = "$number";
+
+/// The text of a number [`numbers_kept`] kept (`{"$number": "1e2"}` → `1e2`).
+pub fn sent_number(value: &serde_json::Value) -> Option<&str> {
+    match value {
+        serde_json::Value::Object(m) if m.len() == 1 => m.get(SENT_NUMBER)?.as_str(),
+        _ => None,
+    }
+}
+
+/// A JSON body read as a `serde_json::Value` with each number a float could change kept
+/// as the text it was sent as ([`SENT_NUMBER`]); other numbers (integers of up to 18
+/// digits) are JSON numbers as usual. `exact` is the body as [`exact_numbers`] read it:
+/// those numbers are strings there and JSON numbers in `probe`, the body as
+/// [`numbers_as_one`] read it, which tells them from strings sent as strings. An object
+/// of the body's own with the key `$number` is refused (the field it is in named), so
+/// only a number can arrive as one.
+pub fn numbers_kept(exact: &mut serde_json::Value, probe: Option<&serde_json::Value>) -> Result<(), String> {
+    use serde_json::Value;
+    fn walk(v: &mut Value, probe: Option<&Value>, at: &str) -> Result<(), String> {
+        match v {
+            Value::String(text) if probe.is_some_and(Value::is_number) => {
+                let text = std::mem::take(text);
+                *v = Value::Object(serde_json::Map::from_iter([(SENT_NUMBER.to_string(), Value::String(text))]));
+            }
+            Value::Object(m) => {
+                if m.contains_key(SENT_NUMBER) {
+                    let field = if at.is_empty() { String::new() } else { format!("{at}: ") };
+                    return Err(format!("{field}unknown field {SENT_NUMBER:?}"));
+                }
+                for (k, item) in m.iter_mut() {
+                    let at = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    walk(item, probe.and_then(|p| p.get(k)), &at)?;
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(item, probe.and_then(|p| p.get(i)), &format!("{at}[{i}]"))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    walk(exact, probe, "")
+}
+
 /// JSON's number grammar (RFC 8259 §6): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
 fn is_json_number(t: &[u8]) -> bool {
     fn digits(t: &[u8]) -> usize {
@@ -468,6 +522,21 @@ mod tests {
         let body = br#"{"a":"1.5","v":[1.23456789012345678,2],"n":-0.5e-3,"i":12345678901234567890123}"#;
         assert_eq!(std::str::from_utf8(&numbers_as_one(body)).unwrap(), r#"{"a":"1.5","v":[1,2],"n":1,"i":1}"#);
         assert!(matches!(numbers_as_one(br#"{"v": 10, "s": "2.5"}"#), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_settings_body_keeps_each_quoted_number_as_sent_and_its_strings_as_strings() {
+        let body = br#"{"a":"1.5","v":[1.5,2],"n":{"m":1e2},"i":7}"#;
+        let mut exact: serde_json::Value = serde_json::from_slice(&exact_numbers(body)).unwrap();
+        let probe: serde_json::Value = serde_json::from_slice(&numbers_as_one(body)).unwrap();
+        numbers_kept(&mut exact, Some(&probe)).unwrap();
+        let kept = |t: &str| serde_json::json!({ SENT_NUMBER: t });
+        assert_eq!(exact, serde_json::json!({"a": "1.5", "v": [kept("1.5"), 2], "n": {"m": kept("1e2")}, "i": 7}));
+        assert_eq!(sent_number(&exact["n"]["m"]), Some("1e2"));
+        assert_eq!(sent_number(&exact["a"]), None);
+        // Only a number arrives as one: the body's own `$number` is refused, named.
+        let mut forged = serde_json::json!({"risk": {"max_open_orders": {"$number": "5"}}});
+        assert_eq!(numbers_kept(&mut forged, None).unwrap_err(), r#"risk.max_open_orders: unknown field "$number""#);
     }
 
     #[test]

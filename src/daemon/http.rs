@@ -130,6 +130,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     }
 }
 
+/// A settings body (`PUT /api/config`, `PUT /api/risk/limits`): a JSON value whose
+/// numbers keep the text they were sent as (`crate::api::decimal::numbers_kept`), so a
+/// whole-number setting takes `100.0` and `1e2` as `100` does, a decimal one any exact
+/// decimal, and a refusal shows a number as the client wrote it, unquoted.
+pub struct SettingsBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for SettingsBody {
+    type Rejection = Failure;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_settings(&bytes).map(SettingsBody).map_err(Failure)
+    }
+}
+
+/// [`SettingsBody`] from the body's bytes.
+pub fn parse_settings(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let mut value: serde_json::Value = parse_json(bytes)?;
+    let probe = match crate::api::decimal::numbers_as_one(bytes) {
+        std::borrow::Cow::Owned(text) => serde_json::from_slice::<serde_json::Value>(&text).ok(),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    crate::api::decimal::numbers_kept(&mut value, probe.as_ref())
+        .map_err(|e| ApiError::invalid("invalid_request", format!("invalid request body: {e}")))?;
+    Ok(value)
+}
+
 /// A body as it came, up to [`MAX_BODY`], for a route that reads an empty one its own
 /// way; refused as [`Json`] refuses one (413, 408, 400), not with axum's plain text.
 pub struct RawBody(pub Bytes);
@@ -227,7 +253,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::invalid("invalid_request", OBJECT));
     }
     let exact = crate::api::decimal::exact_numbers(bytes);
-    let t = serde_json::from_slice(&exact).map_err(|e| body_refusal::<T>(e, &exact, OBJECT))?;
+    let t = serde_json::from_slice(&exact).map_err(|e| {
+        let mut refused = body_refusal::<T>(e, &exact, OBJECT);
+        if let std::borrow::Cow::Owned(_) = exact {
+            refused.message = number_unquoted::<T>(refused.message, &exact, &crate::api::decimal::numbers_as_one(bytes));
+        }
+        refused
+    })?;
     if let std::borrow::Cow::Owned(_) = exact {
         // Quoting a number made it a string, which a text field would take as its text
         // (`{"username": 1.5}` a user named "1.5") where `{"username": 15}` is refused.
@@ -240,6 +272,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     }
     Ok(t)
+}
+
+/// `message` with the refused value shown as its client sent it: a number that
+/// [`crate::api::decimal::exact_numbers`] quoted for the decimal reader (`{"amount": 1e400}`)
+/// is a number in `probe` (the body as `numbers_as_one` wrote it), and is shown unquoted
+/// (`1e400`, not `"1e400"`), as a string sent as a string stays quoted. Only on the way
+/// to an error: the body is read again.
+fn number_unquoted<T: DeserializeOwned>(message: String, exact: &[u8], probe: &[u8]) -> String {
+    use serde_path_to_error::Segment;
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_slice(exact)) else { return message };
+    let (Ok(mut quoted), Ok(mut sent)) =
+        (serde_json::from_slice::<serde_json::Value>(exact), serde_json::from_slice::<serde_json::Value>(probe))
+    else {
+        return message;
+    };
+    for segment in e.path().iter() {
+        let (q, s) = match segment {
+            Segment::Map { key } => (quoted.get_mut(key).map(std::mem::take), sent.get_mut(key).map(std::mem::take)),
+            Segment::Seq { index } => (quoted.get_mut(*index).map(std::mem::take), sent.get_mut(*index).map(std::mem::take)),
+            _ => return message,
+        };
+        let (Some(q), Some(s)) = (q, s) else { return message };
+        (quoted, sent) = (q, s);
+    }
+    match (&quoted, &sent) {
+        (serde_json::Value::String(text), serde_json::Value::Number(_)) => message.replacen(&format!("{text:?}"), text, 1),
+        _ => message,
+    }
 }
 
 /// Why a request body did not read as `T`: a syntax error as serde says it, a value of

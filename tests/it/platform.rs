@@ -225,6 +225,141 @@ fn a_number_sent_for_a_text_field_is_refused_like_any_number() {
     assert_eq!((s, o["price"].as_str(), o["client_order_id"].as_str()), (201, Some("1.5"), Some("2.5")), "{o}");
 }
 
+/// Every body that takes a number reads it the same way, over the socket, over TCP and
+/// from the CLI: a whole-number setting takes any exact whole number (`100`, `100.0`,
+/// `"100"`, `1e2`) and refuses a fraction naming the field, the value as it was sent (a
+/// number unquoted) and the range; a decimal one takes any exact decimal; a switch takes
+/// `1.0` as `1`. The settings bodies were read with `100.0` turned into the text
+/// `"100.0"`, so a whole-number setting refused it where `100` passed, and every refusal
+/// quoted a number (`got "1e2"`).
+#[test]
+fn numbers_in_bodies_are_read_alike_on_every_route_and_transport() {
+    let d = Daemon::start();
+    let u = d.user("numbers");
+    let admin = d.ok("POST", "/api/tokens", Some(json!({"role": "admin"})))["token"].as_str().unwrap().to_string();
+    let put = |tcp: bool, path: &str, body: &str| if tcp { d.tcp_raw("PUT", path, body, &admin) } else { d.raw("PUT", path, body, &[]) };
+
+    // (PUT route, the GET that shows it, how the body names a key, how the answer does, the refusal's code)
+    let user_limits = format!("/api/risk/limits?user_id={u}");
+    let routes: [(&str, &str, &str, &str, &str); 3] = [
+        ("/api/config", "/api/config", "risk.", "risk/", "invalid_config"),
+        ("/api/risk/limits", "/api/risk/limits", "", "", "invalid_limit"),
+        (&user_limits, &user_limits, "", "", "invalid_limit"),
+    ];
+    // (key, a value to start from, the value as sent, what it reads as or the refusal's message after "KEY: ")
+    let whole = "expected a whole number >= 1";
+    let cases: &[(&str, &str, &str, Result<serde_json::Value, String>)] = &[
+        ("max_open_orders", "3", "100", Ok(json!(100))),
+        ("max_open_orders", "3", "100.0", Ok(json!(100))),
+        ("max_open_orders", "3", r#""100""#, Ok(json!(100))),
+        ("max_open_orders", "3", "1e2", Ok(json!(100))),
+        ("max_open_orders", "3", r#""1e2""#, Ok(json!(100))),
+        ("max_open_orders", "3", "100.5", Err(format!("{whole} (not a fraction), got 100.5"))),
+        ("max_open_orders", "3", r#""100.5""#, Err(format!(r#"{whole} (not a fraction), got "100.5""#))),
+        ("max_open_orders", "3", "-1.0", Err(format!("{whole}, got -1.0"))),
+        ("max_open_orders", "3", "5e9", Err("expected a whole number from 1 to 4294967295, got 5e9".into())),
+        ("max_orders_per_second", "3", "2.0E1", Ok(json!(20))),
+        ("max_orders_per_second", "3", "0.5", Err(format!("{whole} (not a fraction), got 0.5"))),
+        ("max_order_notional", "3", "0.30000000000000001", Ok(json!("0.30000000000000001"))),
+        ("max_order_notional", "3", "2.5e3", Ok(json!("2500"))),
+        ("max_order_notional", "3", r#""12.50""#, Ok(json!("12.5"))),
+        ("max_order_notional", "3", "-1.5", Err(r#"expected a decimal number > 0 such as "10.5", got -1.5"#.into())),
+        ("price_band_pct", "3", "1.5e3", Err(r#"expected a decimal number > 0 and <= 1000 such as "10", got 1.5e3"#.into())),
+        ("allow_short", "false", "1.0", Ok(json!(true))),
+        ("allow_short", "true", "0e0", Ok(json!(false))),
+        ("allow_short", "false", "0.5", Err("expected true or false (yes/no, on/off and 1/0 are read as those), got 0.5".into())),
+    ];
+    for tcp in [false, true] {
+        for (put_path, get_path, prefix, shown_under, code_) in &routes {
+            for (key, start, sent, want) in cases {
+                let name = format!("{prefix}{key}");
+                let (s, e) = put(tcp, put_path, &format!(r#"{{"{name}": {start}}}"#));
+                assert_eq!(s, 200, "{put_path} {name} = {start}: {e}");
+                let (s, answer) = put(tcp, put_path, &format!(r#"{{"{name}": {sent}}}"#));
+                let at = format!("tcp {tcp}: PUT {put_path} {name} = {sent}");
+                match want {
+                    Ok(v) => {
+                        assert_eq!(s, 200, "{at}: {answer}");
+                        let shown = d.ok("GET", get_path, None);
+                        let shown = if shown_under.is_empty() { &shown[*key] } else { &shown["risk"][*key] };
+                        assert_eq!(shown, v, "{at}");
+                    }
+                    Err(message) => {
+                        assert_eq!((s, code(&answer)), (400, *code_), "{at}: {answer}");
+                        assert_eq!(answer["error"]["message"], format!("{name}: {message}"), "{at}");
+                    }
+                }
+            }
+        }
+    }
+    // The CLI sends a value as typed, and gets the same answer.
+    for (args, want) in [
+        (vec!["config", "set", "risk.max_open_orders", "1e2"], Ok("100")),
+        (
+            vec!["config", "set", "risk.max_open_orders", "100.5"],
+            Err("risk.max_open_orders: expected a whole number >= 1 (not a fraction), got 100.5"),
+        ),
+        (
+            vec!["config", "set", "trading.order_timeout_s", "2.5e4"],
+            Err("trading.order_timeout_s: expected a whole number from 1 to 3600, got 2.5e4"),
+        ),
+        (vec!["risk", "set", "max_open_orders", "100.0"], Ok("100")),
+        (vec!["risk", "set", "max_open_orders", "100.5"], Err("max_open_orders: expected a whole number >= 1 (not a fraction), got 100.5")),
+        (vec!["risk", "set", "max_open_orders", "7.0", "--user", &u], Ok("7")),
+        (
+            vec!["risk", "set", "max_open_orders", "7.5", "--user", &u],
+            Err("max_open_orders: expected a whole number >= 1 (not a fraction), got 7.5"),
+        ),
+        (vec!["risk", "set", "max_order_notional", "0.30000000000000001", "--user", &u], Ok("0.30000000000000001")),
+    ] {
+        match want {
+            Ok(shown) => {
+                d.cli().args(&args).assert().success().stdout(predicates::str::contains(shown));
+            }
+            Err(message) => {
+                d.cli().args(&args).assert().code(1).stderr(predicates::str::contains(message));
+            }
+        }
+    }
+    // A list's entries: a number is no symbol name, and a tick keeps its digits.
+    let (s, e) = put(true, "/api/config", r#"{"symbols": {"symbol": 1.5, "tick": 0.01, "lot": 1}}"#);
+    assert_eq!(
+        (s, e["error"]["message"].as_str().unwrap_or("")),
+        (
+            400,
+            r#"symbols[0].symbol: expected 1-32 characters of A-Z, 0-9, '.' and '-', beginning and ending with a letter or digit such as "BTC-USD", got 1.5"#
+        ),
+        "{e}"
+    );
+    let (s, e) = put(false, "/api/config", r#"{"symbols": {"symbol": "NUM-USD", "tick": 0.010, "lot": 1e0}}"#);
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(
+        d.ok("GET", "/api/config", None)["symbols"].as_array().unwrap().iter().find(|s| s["symbol"] == "NUM-USD").unwrap()["tick"],
+        "0.01"
+    );
+    // Only a number arrives as one: an object of the body's own like the daemon's
+    // inner form of a number is refused.
+    let (s, e) = put(false, "/api/risk/limits", r#"{"max_open_orders": {"$number": "5"}}"#);
+    assert_eq!((s, code(&e)), (400, "invalid_request"), "{e}");
+    // The routes whose bodies take decimals show a refused number as sent too.
+    for tcp in [false, true] {
+        let post = |body: &str| {
+            let path = format!("/api/users/{u}/deposits");
+            if tcp {
+                d.tcp_raw("POST", &path, body, &admin)
+            } else {
+                d.raw("POST", &path, body, &[])
+            }
+        };
+        assert_eq!(post(r#"{"asset": "USD", "amount": 1e2}"#).0, 200);
+        let (s, e) = post(r#"{"asset": "USD", "amount": 1e400}"#);
+        assert_eq!((s, code(&e)), (400, "invalid_request"), "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().starts_with("invalid request body: amount: 1e400 is beyond"), "{e}");
+        let (s, e) = post(r#"{"asset": "USD", "amount": "1e400"}"#);
+        assert!(s == 400 && e["error"]["message"].as_str().unwrap().contains(r#"amount: "1e400" is beyond"#), "a string stays quoted: {e}");
+    }
+}
+
 #[test]
 fn malformed_requests_get_json_errors_and_the_daemon_stays_healthy() {
     let d = Daemon::start();

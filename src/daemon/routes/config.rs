@@ -2,7 +2,7 @@
 
 use crate::api::ApiError;
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, ApiResult, Caller, Json, NoQuery};
+use crate::daemon::http::{ok, ApiResult, Caller, NoQuery, SettingsBody};
 use crate::services::config::service::Cmd;
 use crate::services::config::settings::Settings;
 use axum::extract::State;
@@ -44,12 +44,13 @@ pub async fn pending(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) ->
 /// An object under a list key (`symbols`, `notify.webhooks`) is one entry of that list,
 /// not more keys: `{"symbols": {"symbol": "X-USD", …}}` adds one instrument, as
 /// `agt symbol add` does, rather than being refused as an unknown key `symbols.lot`.
+/// A number as its client sent it (`decimal::SENT_NUMBER`) is a value, not more keys.
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
     match v {
         serde_json::Value::Object(m) if !prefix.is_empty() || !m.is_empty() => {
             for (k, v) in m {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                if v.is_object() && !Settings::is_list(&key) {
+                if v.is_object() && !Settings::is_list(&key) && crate::api::decimal::sent_number(v).is_none() {
                     flatten(&key, v, out);
                 } else {
                     out.push((key, v.clone()));
@@ -60,7 +61,7 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_jso
     }
 }
 
-pub async fn set(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<serde_json::Value>) -> ApiResult<Response> {
+pub async fn set(State(app): State<Arc<App>>, caller: Caller, SettingsBody(body): SettingsBody) -> ApiResult<Response> {
     caller.require_admin()?;
     if !body.is_object() {
         return Err(ApiError::invalid("invalid_request", "send a JSON object of dotted keys, e.g. {\"log.level\": \"debug\"}").into());

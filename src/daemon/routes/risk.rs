@@ -7,7 +7,7 @@
 use super::users::visible_user;
 use crate::api::{ApiError, HaltRequest, RiskLimits};
 use crate::daemon::app::App;
-use crate::daemon::http::{ok, parse_json, ApiResult, Caller, Json, NoQuery, Query, RawBody};
+use crate::daemon::http::{ok, parse_json, ApiResult, Caller, NoQuery, Query, RawBody, SettingsBody};
 use crate::services::risk::checks::LIMIT_KEYS;
 use crate::services::{config, risk, users};
 use axum::extract::FromRequest;
@@ -87,7 +87,14 @@ fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits,
     let mut limits = RiskLimits::default();
     for (k, v) in obj.iter().filter(|(_, v)| !clears(v)) {
         let mut read = crate::services::config::settings::Settings::defaults();
-        read.set(&format!("risk.{k}"), v).map_err(|e| ApiError::invalid("invalid_limit", e.to_string()))?;
+        read.set(&format!("risk.{k}"), v).map_err(|e| {
+            // Named as the body names it (`max_open_orders`), not as the config key.
+            let message = match e {
+                crate::services::config::settings::ConfigError::Invalid { message, .. } => format!("{k}: {message}"),
+                other => other.to_string(),
+            };
+            ApiError::invalid("invalid_limit", message)
+        })?;
         let r = &read.risk;
         match k.as_str() {
             "max_open_orders" => limits.max_open_orders = Some(r.max_open_orders),
@@ -109,7 +116,7 @@ pub async fn set_limits(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<UserQuery>,
-    Json(body): Json<serde_json::Value>,
+    SettingsBody(body): SettingsBody,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let user = q.user()?;

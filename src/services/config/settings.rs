@@ -378,17 +378,20 @@ impl Kind {
                 // A number past the largest allowed is refused naming the whole range: ">= 0"
                 // alone reads as if 4294967296 were fine.
                 let too_large = || format!("expected a whole number from {min} to {max}, got {}", shown(value));
+                let fraction = || format!("expected {} (not a fraction), got {}", self.allowed(), shown(value));
                 let n: i128 = match value {
                     Toml::Integer(i) => i128::from(*i),
+                    Toml::Float(f) if f.is_finite() && f.fract() != 0.0 => return Err(fraction()),
                     Toml::Float(f) if f.fract() == 0.0 && f.abs() < 1e18 => *f as i128,
                     Toml::Float(f) if *f > max as f64 => return Err(too_large()),
-                    Toml::String(s) => match s.trim().parse() {
-                        Ok(n) => n,
-                        // Digits too many for any integer: a number, only too large.
-                        Err(_) if s.trim().bytes().all(|b| b.is_ascii_digit()) && !s.trim().is_empty() => return Err(too_large()),
-                        Err(_) => return Err(refuse()),
+                    // Text (`"100"`, the CLI's and the environment's) and a JSON number as
+                    // sent (`100.0`, `1e2`) are read alike: any exact whole number.
+                    _ => match value.as_str().or_else(|| sent_number(value)).map(whole_of) {
+                        Some(Whole::Is(n)) => n,
+                        Some(Whole::Fraction) => return Err(fraction()),
+                        Some(Whole::TooLarge) => return Err(too_large()),
+                        Some(Whole::Not) | None => return Err(refuse()),
                     },
-                    _ => return Err(refuse()),
                 };
                 if n > i128::from(max) {
                     return Err(too_large());
@@ -410,15 +413,63 @@ impl Kind {
                 // As the strings "1" and "0" are: `config set risk.allow_short 1` sends a number.
                 Toml::Integer(n @ (0 | 1)) => Ok(Toml::Boolean(*n == 1)),
                 Toml::String(s) => crate::api::switch::parse(s).map(Toml::Boolean).ok_or_else(refuse),
-                _ => Err(refuse()),
+                // `1.0` as `1`: a number means what it is, however it is written.
+                _ => match sent_number(value).map(whole_of) {
+                    Some(Whole::Is(n @ (0 | 1))) => Ok(Toml::Boolean(n == 1)),
+                    _ => Err(refuse()),
+                },
             },
         }
     }
 }
 
-/// A decimal from a TOML string, integer or float; a float through its shortest text, so
-/// `0.1` is exactly 0.1 (as `api::decimal` does for JSON).
+/// What a text says as a whole-number setting.
+enum Whole {
+    Is(i128),
+    /// An exact number with a fraction (`100.5`).
+    Fraction,
+    /// A whole number past any setting's range (`1e30`, 40 digits).
+    TooLarge,
+    /// Not a number.
+    Not,
+}
+
+/// Reads a whole number from text: digits (`"100"`, as `str::parse` takes them), or any
+/// exact decimal that is whole (`"100.0"`, `"1e2"`), so that a number means the same as
+/// text, as a JSON number and in a file.
+fn whole_of(text: &str) -> Whole {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i128>() {
+        return Whole::Is(n);
+    }
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Whole::TooLarge;
+    }
+    match crate::api::decimal::parse(t) {
+        // `parse` normalizes: a whole number has no digits after the point.
+        Ok(d) if d.scale() == 0 => Whole::Is(d.mantissa()),
+        Ok(_) => Whole::Fraction,
+        // Beyond a decimal: a size it cannot hold (`1e30`) is only too large.
+        Err(_) if t.parse::<f64>().is_ok_and(|f| f > 1e18) => Whole::TooLarge,
+        Err(_) => Whole::Not,
+    }
+}
+
+/// The text of a JSON number as its client sent it (`1e2`), which a settings body keeps
+/// as a one-key table (`crate::api::decimal::SENT_NUMBER`) on its way to TOML.
+fn sent_number(value: &Toml) -> Option<&str> {
+    match value {
+        Toml::Table(t) if t.len() == 1 => t.get(crate::api::decimal::SENT_NUMBER)?.as_str(),
+        _ => None,
+    }
+}
+
+/// A decimal from a TOML string, integer or float, or a JSON number as sent; a float
+/// through its shortest text, so `0.1` is exactly 0.1 (as `api::decimal` does for JSON).
 fn decimal_of(value: &Toml) -> Option<Decimal> {
+    if let Some(text) = sent_number(value) {
+        return crate::api::decimal::parse(text).ok();
+    }
     match value {
         Toml::String(s) => crate::api::decimal::parse(s).ok(),
         Toml::Integer(i) => Some(Decimal::from(*i)),
@@ -427,8 +478,11 @@ fn decimal_of(value: &Toml) -> Option<Decimal> {
     }
 }
 
-/// A value as the error messages quote it.
+/// A value as the error messages quote it: text quoted, a number as it was written.
 fn shown(value: &Toml) -> String {
+    if let Some(number) = sent_number(value) {
+        return number.to_string();
+    }
     match value {
         Toml::String(s) => format!("{s:?}"),
         Toml::Integer(i) => i.to_string(),
@@ -1127,6 +1181,7 @@ fn normalize_list(origin: &str, key: &str, value: &Toml) -> Result<Toml, ConfigE
 fn entry_table<'a>(origin: &str, key: &str, fields: &[&str], item: &'a Toml) -> Result<&'a toml::Table, ConfigError> {
     let table = item
         .as_table()
+        .filter(|_| sent_number(item).is_none())
         .ok_or_else(|| ConfigError::invalid(origin, key, format!("expected a table with {}, got {}", fields.join(", "), shown(item))))?;
     if let Some(extra) = table.keys().find(|k| !fields.contains(&k.as_str())) {
         let known: Vec<String> = fields.iter().map(|f| f.to_string()).collect();

@@ -262,10 +262,11 @@ fn a_bad_value_names_the_file_the_key_and_what_is_allowed() {
 fn log_keep_days_takes_whole_days_and_says_what_to_fix() {
     assert_eq!(load_text("[log]\nkeep_days = 2\n").unwrap().log.keep_days, 2);
     assert_eq!(load_text("[log]\nkeep_days = 0\n").unwrap().log.keep_days, 0, "0 keeps every file");
-    for (bad, shown) in [("-1", "-1"), ("\"two\"", "\"two\""), ("1.5", "1.5"), ("true", "true")] {
+    for (bad, refusal) in [("-1", ", got -1"), ("\"two\"", ", got \"two\""), ("1.5", " (not a fraction), got 1.5"), ("true", ", got true")]
+    {
         assert_eq!(
             load_error(&format!("[log]\nkeep_days = {bad}\n")),
-            format!("/h/agt.toml: log.keep_days: expected a whole number >= 0, got {shown}")
+            format!("/h/agt.toml: log.keep_days: expected a whole number >= 0{refusal}")
         );
     }
     let (_dir, file) = home_with("");
@@ -737,4 +738,45 @@ fn a_variable_that_looks_like_a_setting_but_names_none_is_refused() {
         .is_ok());
     let err = check_env_names(names(&["AGT_LOG_LEVEL", "AGT_TRADING_SPIN"])).unwrap_err().to_string();
     assert!(err.starts_with("environment: unknown key \"AGT_TRADING_SPIN\" (did you mean AGT_TRADING_SPIN_US?"), "{err}");
+}
+
+/// A JSON number as its client sent it (how a settings body keeps `100.0` or `1e2`).
+fn sent(text: &str) -> Json {
+    json!({ crate::api::decimal::SENT_NUMBER: text })
+}
+
+#[test]
+fn a_whole_number_setting_takes_any_exact_whole_number_and_shows_a_refused_one_as_sent() {
+    let mut s = Settings::defaults();
+    for v in [json!(100), json!("100"), json!("100.0"), json!("1e2"), sent("100.0"), sent("1e2"), sent("1E2"), sent("100.000")] {
+        s.set("risk.max_open_orders", &json!(7)).unwrap();
+        s.set("risk.max_open_orders", &v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(s.risk.max_open_orders, 100, "{v}");
+    }
+    let refused = |v: &Json| s.clone().set("risk.max_open_orders", v).unwrap_err().to_string();
+    assert_eq!(refused(&sent("100.5")), "risk.max_open_orders: expected a whole number >= 1 (not a fraction), got 100.5");
+    assert_eq!(refused(&json!("100.5")), r#"risk.max_open_orders: expected a whole number >= 1 (not a fraction), got "100.5""#);
+    assert_eq!(refused(&sent("0.0")), "risk.max_open_orders: expected a whole number >= 1, got 0.0");
+    assert_eq!(refused(&sent("1e30")), "risk.max_open_orders: expected a whole number from 1 to 4294967295, got 1e30");
+    assert_eq!(refused(&sent("5e9")), "risk.max_open_orders: expected a whole number from 1 to 4294967295, got 5e9");
+    let err = s.clone().set("trading.spin_us", &sent("2.5e3")).unwrap_err().to_string();
+    assert_eq!(err, "trading.spin_us: expected a whole number from 0 to 1000, got 2.5e3");
+    // A decimal setting takes the number exactly; a text one refuses it, shown as sent.
+    s.set("risk.max_order_notional", &sent("12345678.123456789012")).unwrap();
+    assert_eq!(s.get("risk.max_order_notional"), Some(json!("12345678.123456789012")));
+    let err = s.clone().set("risk.price_band_pct", &sent("1e4")).unwrap_err().to_string();
+    assert!(err.ends_with("got 1e4"), "{err}");
+    let err = s.clone().set("log.level", &sent("1.5")).unwrap_err().to_string();
+    assert!(err.ends_with("got 1.5"), "{err}");
+    s.set("risk.allow_short", &sent("1.0")).unwrap();
+    assert!(s.risk.allow_short, "1.0 is 1");
+    // In a list's entries too: a number is no symbol name, and a tick keeps its digits.
+    let err = s.clone().set("symbols", &json!({"symbol": sent("1.5"), "tick": "0.01", "lot": 1})).unwrap_err().to_string();
+    assert!(err.starts_with("symbols[0].symbol: expected") && err.ends_with("got 1.5"), "{err}");
+    let err = s.clone().set("symbols", &sent("1.5")).unwrap_err().to_string();
+    assert!(err.starts_with("symbols[0]: expected a table") && err.ends_with("got 1.5"), "{err}");
+    let err = s.clone().set("notify.webhooks", &json!([{"url": "http://a/", "secret": sent("0.5")}])).unwrap_err().to_string();
+    assert_eq!(err, "notify.webhooks[0].secret: expected a string, got 0.5");
+    s.set("symbols", &json!({"symbol": "TSLA", "tick": sent("0.05"), "lot": sent("1e0")})).unwrap();
+    assert_eq!(s.get("symbols.TSLA.tick"), Some(json!("0.05")));
 }
