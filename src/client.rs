@@ -229,6 +229,18 @@ impl Client {
 
     /// Sends a request and returns the JSON answer (`Null` for an empty body).
     pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let body = body.map(|v| Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")));
+        self.request_bytes(method, path, body).await
+    }
+
+    /// [`Client::request`] with a body already written as JSON text: what a
+    /// `serde_json::Value` cannot say, a number as the user typed it (`100.0`, `1e2`,
+    /// `0.30000000000000001`), which a `Value` would send through a float.
+    pub async fn request_text(&self, method: Method, path: &str, body: String) -> Result<Value, ClientError> {
+        self.request_bytes(method, path, Some(Bytes::from(body))).await
+    }
+
+    async fn request_bytes(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Value, ClientError> {
         let bytes = self.exchange(method, path, body, "application/json").await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
@@ -254,7 +266,7 @@ impl Client {
         Ok(Lines { body: resp.into_body(), buf: Vec::new(), done: false, target: self.endpoint.to_string() })
     }
 
-    async fn exchange(&self, method: Method, path: &str, body: Option<&Value>, accept: &'static str) -> Result<Bytes, ClientError> {
+    async fn exchange(&self, method: Method, path: &str, body: Option<Bytes>, accept: &'static str) -> Result<Bytes, ClientError> {
         let work = async {
             let resp = self.send(method, path, body, accept).await?;
             let status = resp.status();
@@ -277,20 +289,12 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        accept: &'static str,
-    ) -> Result<Response<Incoming>, ClientError> {
+    async fn send(&self, method: Method, path: &str, body: Option<Bytes>, accept: &'static str) -> Result<Response<Incoming>, ClientError> {
         // Until the request is handed to hyper, nothing can have reached the daemon.
         let unreachable =
             |reason: String| ClientError::Unreachable { target: self.endpoint.to_string(), reason, delivery: Delivery::NotSent };
-        let payload = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).expect("a JSON value serializes")),
-            None => Bytes::new(),
-        };
+        let has_body = body.is_some();
+        let payload = body.unwrap_or_default();
         let (uri, host, token) = match &self.endpoint {
             Endpoint::Unix(_) => (path.to_string(), "localhost".to_string(), None),
             Endpoint::Tcp { authority, prefix, token } => (format!("{prefix}{path}"), authority.clone(), token.clone()),
@@ -301,7 +305,7 @@ impl Client {
             .header(HOST, host)
             .header(USER_AGENT, concat!("agt/", env!("CARGO_PKG_VERSION")))
             .header(ACCEPT, accept);
-        if body.is_some() {
+        if has_body {
             req = req.header(CONTENT_TYPE, "application/json");
         }
         if let Some(t) = token {
@@ -475,6 +479,10 @@ impl BlockingClient {
     }
     pub fn patch(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         self.rt.block_on(self.inner.patch(path, body))
+    }
+    /// A PUT of a body already written as JSON text ([`Client::request_text`]).
+    pub fn put_text(&self, path: &str, body: String) -> Result<Value, ClientError> {
+        self.rt.block_on(self.inner.request_text(Method::PUT, path, body))
     }
     pub fn delete(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         self.rt.block_on(self.inner.delete(path, body))

@@ -5,7 +5,7 @@
 //! JSON key, and the daemon validates, persists and applies it.
 
 use super::output::{cell, flatten};
-use super::{json_value, CliError, CliResult, Ctx};
+use super::{json_text, one_key_body, CliError, CliResult, Ctx};
 use crate::services::config::settings::Settings;
 use clap::Subcommand;
 use serde_json::{Map, Value};
@@ -57,9 +57,7 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
         ConfigCmd::Set { key, value } => {
             // VALUE may be empty: `http.listen ""` turns TCP off.
             super::named(&key, "KEY", "a dotted key (`agt config show` lists them)")?;
-            let mut body = Map::new();
-            body.insert(key.clone(), json_value(&value));
-            let v = ctx.put("/api/config", &Value::Object(body))?;
+            let v = ctx.put_text("/api/config", one_key_body(&key, &json_text(&value)))?;
             // A key the running daemon cannot apply live is saved for its next start; say
             // so, or the user takes the echo for a change in effect. Not when the daemon
             // runs with that value already (set back to it): nothing waits for a start.

@@ -262,6 +262,10 @@ impl Ctx {
     pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         Ok(self.client()?.put(path, Some(body))?)
     }
+    /// A PUT of a body already written as JSON text: see [`json_text`].
+    pub fn put_text(&self, path: &str, body: String) -> Result<Value, CliError> {
+        Ok(self.client()?.put_text(path, body)?)
+    }
     pub fn patch(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         Ok(self.client()?.patch(path, Some(body))?)
     }
@@ -506,17 +510,22 @@ fn home_hint(ctx: &Ctx) -> String {
     }
 }
 
-/// A command-line value as JSON: a number, bool, array or object when it parses as one,
-/// else the string itself (`3` → 3, `true` → true, `0.05` → 0.05, `abc` → "abc").
-pub fn json_value(raw: &str) -> Value {
+/// A command-line value as JSON text: a number, bool, array or object as typed when it
+/// parses as one, else the string itself (`3` → `3`, `true` → `true`, `100.0` → `100.0`,
+/// `abc` → `"abc"`). A number goes as its digits, neither through a float
+/// (`12345678.123456789012` read into a `serde_json::Value` is `12345678.12345679`) nor as
+/// a string: the daemon reads it as the number it is and, refusing it, shows it as typed,
+/// as it does for a JSON number sent over HTTP.
+pub fn json_text(raw: &str) -> String {
     match serde_json::from_str::<Value>(raw) {
-        // A fraction or a long number goes as the text it is: a JSON number would pass
-        // through a float here (`12345678.123456789012` sent as `12345678.12345679`). The
-        // daemon reads a decimal, or a number of a setting, from a string too.
-        Ok(Value::Number(n)) if !(n.is_i64() || n.is_u64()) => Value::String(raw.trim().to_string()),
-        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => v,
-        _ => Value::String(raw.to_string()),
+        Ok(Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_)) => raw.trim().to_string(),
+        _ => Value::String(raw.to_string()).to_string(),
     }
+}
+
+/// A body of one key and a value's JSON text (from [`json_text`]).
+pub fn one_key_body(key: &str, value_text: &str) -> String {
+    format!("{{{}: {value_text}}}", Value::String(key.to_string()))
 }
 
 #[cfg(test)]
@@ -600,13 +609,15 @@ mod tests {
 
     #[test]
     fn values_from_the_command_line() {
-        assert_eq!(json_value("3"), serde_json::json!(3));
-        assert_eq!(json_value("true"), serde_json::json!(true));
-        assert_eq!(json_value("0.05"), serde_json::json!("0.05"), "a fraction as its text, not through a float");
-        assert_eq!(json_value("info"), serde_json::json!("info"));
-        assert_eq!(json_value("\"x\""), serde_json::json!("\"x\""));
-        assert_eq!(json_value("007"), serde_json::json!("007"));
-        assert_eq!(json_value("12345678.123456789012"), serde_json::json!("12345678.123456789012"));
-        assert_eq!(json_value("79228162514264337593543950335"), serde_json::json!("79228162514264337593543950335"));
+        assert_eq!(json_text("3"), "3");
+        assert_eq!(json_text("true"), "true");
+        assert_eq!(json_text(" 100.0 "), "100.0", "a number as typed, neither through a float nor quoted");
+        assert_eq!(json_text("1e2"), "1e2");
+        assert_eq!(json_text("info"), r#""info""#);
+        assert_eq!(json_text("\"x\""), r#""\"x\"""#);
+        assert_eq!(json_text("007"), r#""007""#);
+        assert_eq!(json_text("12345678.123456789012"), "12345678.123456789012");
+        assert_eq!(json_text(r#"{"tick": 0.30000000000000001}"#), r#"{"tick": 0.30000000000000001}"#);
+        assert_eq!(one_key_body("risk.max_open_orders", &json_text("1e2")), r#"{"risk.max_open_orders": 1e2}"#);
     }
 }

@@ -2,7 +2,7 @@
 //! halts, and what open orders hold.
 
 use super::output::{cell, clean, items, kv, list_or_none, table_of};
-use super::{json_value, CliResult, Ctx};
+use super::{json_text, one_key_body, CliResult, Ctx};
 use crate::client::with_query;
 use clap::Subcommand;
 use serde_json::{Map, Value};
@@ -61,10 +61,8 @@ pub fn run(ctx: &Ctx, cmd: RiskCmd) -> CliResult {
             super::named(&key, "KEY", "a limit's name, e.g. max_open_orders")?;
             super::named(&value, "VALUE", "a number, true/false, or `default` with --user")?;
             let user = super::named_opt(user, "--user", super::A_USER)?;
-            let mut body = Map::new();
-            let value = if value == "default" && user.is_some() { Value::Null } else { json_value(&value) };
-            body.insert(key, value);
-            let v = ctx.put(&with_query("/api/risk/limits", &[("user_id", user)]), &Value::Object(body))?;
+            let value = if value == "default" && user.is_some() { "null".to_string() } else { json_text(&value) };
+            let v = ctx.put_text(&with_query("/api/risk/limits", &[("user_id", user)]), one_key_body(&key, &value))?;
             ctx.show(&v, kv)
         }
         RiskCmd::Halt { symbol } => trading_state(ctx, "halt", symbol),
