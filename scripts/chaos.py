@@ -58,6 +58,9 @@ import argparse, json, os, random, signal, socket, sqlite3, subprocess, sys, tem
 from collections import defaultdict
 from decimal import Decimal as D
 
+import agt_unix  # scripts/agt_unix.py: HTTP over the daemon's socket
+from agt_unix import Gone
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=30)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
@@ -90,52 +93,11 @@ def problem(msg):
     print("VIOLATION:", msg, flush=True)
 
 
-class Gone(Exception):
-    """The daemon went away mid-request: whether the request took effect is unknown."""
+class Conn(agt_unix.Conn):
+    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
 
-
-class Conn:
     def __init__(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(f"{home}/agt.sock")
-        self.buf = b""
-
-    def recv(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise Gone()
-        self.buf += chunk
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-        try:
-            self.sock.sendall(head.encode() + data)
-            while b"\r\n\r\n" not in self.buf:
-                self.recv()
-            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            status = int(head.split(b" ")[1])
-            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")), None)
-            if length is None:  # NDJSON streams: read to the end
-                while True:
-                    try:
-                        self.recv()
-                    except Gone:
-                        break
-                body, self.buf = self.buf, b""
-                return status, [json.loads(l) for l in body.decode().splitlines() if l.strip()]
-            while len(self.buf) < length:
-                self.recv()
-        except (OSError, socket.timeout) as e:
-            raise Gone() from e
-        body, self.buf = self.buf[:length], self.buf[length:]
-        if status >= 500 and status != 503:
-            problem(f"{method} {path} {body[:300]!r} answered {status}")
-        try:
-            return status, json.loads(body) if body else None
-        except ValueError:  # /metrics: Prometheus text
-            return status, body.decode()
+        super().__init__(home, problem)
 
 
 def events(types):

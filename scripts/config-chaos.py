@@ -42,6 +42,9 @@ and not in `GET /api/audit`. Prints every violation; exits 1 if there was one. N
 """
 import argparse, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
 
+import agt_unix  # scripts/agt_unix.py: HTTP over the daemon's socket
+from agt_unix import Gone
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=200)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
@@ -66,41 +69,11 @@ def problem(msg):
     print("VIOLATION:", msg, flush=True)
 
 
-class Gone(Exception):
-    pass
+class Conn(agt_unix.Conn):
+    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
 
-
-class Conn:
     def __init__(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(f"{home}/agt.sock")
-        self.buf = b""
-
-    def recv(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise Gone()
-        self.buf += chunk
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-        try:
-            self.sock.sendall(head.encode() + data)
-            while b"\r\n\r\n" not in self.buf:
-                self.recv()
-            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            status = int(head.split(b" ")[1])
-            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")), 0)
-            while len(self.buf) < length:
-                self.recv()
-        except (OSError, socket.timeout) as e:
-            raise Gone() from e
-        body, self.buf = self.buf[:length], self.buf[length:]
-        if status >= 500 and status != 503:
-            problem(f"{method} {path} {data[:200]!r} answered {status} {body[:300]!r}")
-        return status, json.loads(body) if body else None
+        super().__init__(home, problem)
 
 
 def call(method, path, body=None):
@@ -121,16 +94,8 @@ def agt(*a):
 
 
 def events_since(seq, types="CONFIG_CHANGED"):
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(60)
-    sock.connect(f"{home}/agt.sock")
     q = f"&type={types}" if types else ""
-    sock.sendall(f"GET /api/events?since={seq}{q} HTTP/1.0\r\nHost: agt\r\n\r\n".encode())
-    data = b""
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+    return agt_unix.events(home, f"since={seq}{q}")[1]
 
 
 def last_seq():

@@ -51,6 +51,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal as D
 
+import agt_unix  # scripts/agt_unix.py: HTTP over the daemon's socket
+from agt_unix import Gone
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=20)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
@@ -85,44 +88,11 @@ def problem(msg):
     print("VIOLATION:", msg, flush=True)
 
 
-class Gone(Exception):
-    """The daemon went away mid-request: whether the request took effect is unknown."""
+class Conn(agt_unix.Conn):
+    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
 
-
-class Conn:
     def __init__(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        try:
-            self.sock.connect(f"{home}/agt.sock")
-        except OSError as e:
-            raise Gone() from e
-        self.buf = b""
-
-    def recv(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise Gone()
-        self.buf += chunk
-
-    def call(self, method, path, body=None, ctype="application/json"):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n"
-        try:
-            self.sock.sendall(head.encode() + data)
-            while b"\r\n\r\n" not in self.buf:
-                self.recv()
-            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            status = int(head.split(b" ")[1])
-            length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
-            while len(self.buf) < length:
-                self.recv()
-        except (OSError, socket.timeout, StopIteration) as e:
-            raise Gone() from e
-        body, self.buf = self.buf[:length], self.buf[length:]
-        if status >= 500 and status != 503:
-            problem(f"{method} {path} answered {status} {body[:300]!r}")
-        return status, json.loads(body) if body else None
+        super().__init__(home, problem)
 
 
 def ok(method, path, body=None):
@@ -352,18 +322,10 @@ def importer(stop, r, first):
 # --- the checks ---------------------------------------------------------------------
 def read_events():
     """Every stored event (HTTP/1.0: the stream ends with the connection)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(60)
-    s.connect(f"{home}/agt.sock")
-    s.sendall(b"GET /api/events?since=0 HTTP/1.0\r\nHost: agt\r\n\r\n")
-    data = b""
-    while chunk := s.recv(1 << 20):
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    if b" 200 " not in head.split(b"\r\n")[0]:
-        problem(f"GET /api/events: {head[:100]!r} {body[:200]!r}")
-        return []
-    return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+    line, events = agt_unix.events(home, "since=0")
+    if " 200 " not in line:
+        problem(f"GET /api/events: {line}")
+    return events
 
 
 def check(users, label, followers, run_days):

@@ -43,6 +43,9 @@ slot left to the next tick, which capped a URL at 20 deliveries/s.
 import argparse, hashlib, hmac, http.server, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 
+import agt_unix  # scripts/agt_unix.py: HTTP over the daemon's socket
+from agt_unix import Gone
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=8)
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
@@ -194,41 +197,11 @@ env = dict(os.environ, AGT_NOTIFY_TIMEOUT_MS=str(args.timeout_ms), AGT_NOTIFY_BA
 print(f"home {home}, seed {args.seed}, binary {args.bin}, receivers A :{A.port} B :{B.port}", flush=True)
 
 
-class Gone(Exception):
-    """The daemon went away mid-request."""
+class Conn(agt_unix.Conn):
+    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
 
-
-class Conn:
     def __init__(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(f"{home}/agt.sock")
-        self.buf = b""
-
-    def recv(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise Gone()
-        self.buf += chunk
-
-    def call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-        try:
-            self.sock.sendall(head.encode() + data)
-            while b"\r\n\r\n" not in self.buf:
-                self.recv()
-            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            status = int(head.split(b" ")[1])
-            length = next(int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:"))
-            while len(self.buf) < length:
-                self.recv()
-        except (OSError, socket.timeout, StopIteration) as e:
-            raise Gone() from e
-        body, self.buf = self.buf[:length], self.buf[length:]
-        if status >= 500 and status != 503:
-            problem(f"{method} {path} answered {status}: {body[:300]!r}")
-        return status, json.loads(body) if body else None
+        super().__init__(home, problem)
 
 
 def ok(method, path, body=None):
@@ -240,17 +213,10 @@ def ok(method, path, body=None):
 
 def stream(query):
     """The events of `GET /api/events?query` (HTTP/1.0: the stream ends with the connection)."""
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(60)
-    sock.connect(f"{home}/agt.sock")
-    sock.sendall(f"GET /api/events?{query} HTTP/1.0\r\nHost: agt\r\n\r\n".encode())
-    data = b""
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    if b" 200 " not in head.split(b"\r\n")[0]:
-        raise Gone(f"GET /api/events?{query}: {head[:100]!r} {body[:200]!r}")
-    return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+    line, events = agt_unix.events(home, query)
+    if " 200 " not in line:
+        raise Gone(f"GET /api/events?{query}: {line}")
+    return events
 
 
 def last_seq():

@@ -1,0 +1,89 @@
+"""HTTP/1.1 over agt's Unix socket, for the drivers run by hand (`chaos.py`,
+`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`): Python's standard library has
+no client for a Unix socket, and each driver had its own copy of this one. Not a script.
+
+One request at a time per connection, kept open between them. A connection the daemon
+drops mid-request (killed, stopping) raises `Gone`: whether the request took effect is
+unknown, and each driver decides what that means for its ledger.
+"""
+
+import json
+import socket
+
+
+class Gone(Exception):
+    """The daemon went away mid-request: whether the request took effect is unknown."""
+
+
+class Conn:
+    """A kept-open connection to the daemon of `home`. `on_5xx(message)` is told of every
+    answer of 500 or more but 503 (the answer of a service restarting or a daemon
+    stopping), which agt promises never to give."""
+
+    def __init__(self, home, on_5xx, timeout=60):
+        self.on_5xx = on_5xx
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(f"{home}/agt.sock")
+        except OSError as e:
+            raise Gone() from e
+        self.buf = b""
+
+    def recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise Gone()
+        self.buf += chunk
+
+    def call(self, method, path, body=None, ctype="application/json"):
+        """(status, answer): JSON parsed, a list of events for an NDJSON stream (no
+        Content-Length: read to its end), text for what is not JSON (`/metrics`). `body`
+        is sent as JSON, or as it is when it is bytes (a CSV import)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+        head = f"{method} {path} HTTP/1.1\r\nHost: agt\r\nContent-Type: {ctype}\r\nContent-Length: {len(data)}\r\n\r\n"
+        try:
+            self.sock.sendall(head.encode() + data)
+            while b"\r\n\r\n" not in self.buf:
+                self.recv()
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            status = int(head.split(b" ")[1])
+            length = next((int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")), None)
+            if length is None:
+                while True:
+                    try:
+                        self.recv()
+                    except Gone:
+                        break
+                body, self.buf = self.buf, b""
+                return status, [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+            while len(self.buf) < length:
+                self.recv()
+        except (OSError, socket.timeout) as e:
+            raise Gone() from e
+        body, self.buf = self.buf[:length], self.buf[length:]
+        if status >= 500 and status != 503:
+            self.on_5xx(f"{method} {path} {data[:200]!r} answered {status} {body[:300]!r}")
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:
+            return status, body.decode()
+
+
+def events(home, query, timeout=60):
+    """(status line, events) of `GET /api/events?query` over HTTP/1.0, whose stream ends
+    with the connection; the events are [] and the status line says why when it is not
+    a 200."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    sock.connect(f"{home}/agt.sock")
+    sock.sendall(f"GET /api/events?{query} HTTP/1.0\r\nHost: agt\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    sock.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    line = head.split(b"\r\n")[0].decode()
+    if " 200 " not in line:
+        return f"{line} {body[:200]!r}", []
+    return line, [json.loads(l) for l in body.decode().splitlines() if l.strip()]
