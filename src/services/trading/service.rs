@@ -149,17 +149,26 @@ fn dec(s: &str) -> Result<Decimal, ServiceError> {
     Decimal::from_str(s).map_err(|e| ServiceError::Other(format!("corrupt decimal {s:?} in trading.db: {e}")))
 }
 
-/// `value / unit` as a whole number, or an error naming what is off the grid.
+/// `value / unit` as a whole number, or an error naming what is off the grid. The
+/// engine counts prices in ticks and quantities in lots as `i64`s, so a value of more
+/// than `i64::MAX` units is refused, and the message says where that bound lies (it
+/// said only "too large", and nothing else in the API names it).
 fn units(value: Decimal, unit: Decimal, what: &'static str) -> Result<i64, ApiError> {
     let code = if what == "price" { "invalid_tick" } else { "invalid_lot" };
     if unit <= Decimal::ZERO {
         return Err(ApiError::invalid(code, format!("the instrument's {what} unit must be positive")));
     }
-    let n = value.checked_div(unit).ok_or_else(|| ApiError::invalid(code, format!("{what} {value} is too large")))?;
+    let too_large = || {
+        let (one, of) = if what == "price" { ("tick", "ticks") } else { ("lot", "lots") };
+        let most = Decimal::from(i64::MAX).checked_mul(unit).map(|m| format!("{} (", m.normalize())).unwrap_or_default();
+        let close = if most.is_empty() { "" } else { ")" };
+        ApiError::invalid(code, format!("{what} {value} is too large: the most is {most}{} {of} of the {one} {unit}{close}", i64::MAX))
+    };
+    let n = value.checked_div(unit).ok_or_else(too_large)?;
     if n.fract() != Decimal::ZERO {
         return Err(ApiError::rejected(code, format!("{what} {value} is not a multiple of {unit}")));
     }
-    i64::try_from(n).map_err(|_| ApiError::invalid(code, format!("{what} {value} is too large")))
+    i64::try_from(n).map_err(|_| too_large())
 }
 
 impl Trading {
@@ -712,6 +721,26 @@ impl Service for Trading {
 mod tests {
     use super::*;
     use crate::services::actor::{ServiceCtx, Unit};
+
+    /// A value past the engine's `i64` count of ticks or lots says where the bound is.
+    #[test]
+    fn a_value_past_the_engines_count_names_the_most_it_may_be() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(units(d("9223372036854775807"), d("1"), "quantity").unwrap(), i64::MAX);
+        let e = units(d("9223372036854775808"), d("1"), "quantity").unwrap_err();
+        assert_eq!(
+            (&*e.code, e.message.as_str()),
+            (
+                "invalid_lot",
+                "quantity 9223372036854775808 is too large: the most is 9223372036854775807 (9223372036854775807 lots of the lot 1)"
+            )
+        );
+        let e = units(d("100000000000000000"), d("0.01"), "price").unwrap_err();
+        assert_eq!(
+            e.message,
+            "price 100000000000000000 is too large: the most is 92233720368547758.07 (9223372036854775807 ticks of the tick 0.01)"
+        );
+    }
 
     fn order(id: &str, user: &str, side: Side, price: &str, quantity: &str) -> MatchRequest {
         MatchRequest {
