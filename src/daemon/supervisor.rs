@@ -323,30 +323,18 @@ mod tests {
         }
     }
 
-    /// Started first, so stopped last.
-    struct Early;
-    /// Started last, so stopped first.
-    struct Late;
+    /// One test service under two names: `Svc<false>` ("early") is started first, so
+    /// stopped last; `Svc<true>` ("late") the other way round.
+    struct Svc<const LATE: bool>;
+    type Early = Svc<false>;
+    type Late = Svc<true>;
 
-    impl Service for Early {
+    impl<const LATE: bool> Service for Svc<LATE> {
         type Cmd = Work;
-        const NAME: &'static str = "early";
+        const NAME: &'static str = if LATE { "late" } else { "early" };
         const MIGRATIONS: &'static [&'static str] = &[];
         fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
-            Ok(Early)
-        }
-        fn handle(&mut self, _: &rusqlite::Connection, cmd: Work, after: &mut AfterCommit) -> Result<(), ServiceError> {
-            handle(cmd, after);
-            Ok(())
-        }
-    }
-
-    impl Service for Late {
-        type Cmd = Work;
-        const NAME: &'static str = "late";
-        const MIGRATIONS: &'static [&'static str] = &[];
-        fn load(_: &rusqlite::Connection, _: &ServiceCtx) -> Result<Self, ServiceError> {
-            Ok(Late)
+            Ok(Svc)
         }
         fn handle(&mut self, _: &rusqlite::Connection, cmd: Work, after: &mut AfterCommit) -> Result<(), ServiceError> {
             handle(cmd, after);
