@@ -112,19 +112,18 @@ impl Wire {
         let own = role == Some(Role::Trader);
         let head = newest_seq(&self.client).await.map_err(Ended::of)?;
         let floor = head.saturating_sub(BACKLOG);
+        // The newest BACKLOG events (a trader's: of its own, which the daemon counts).
         let tail = format!("/api/events?follow=true&tail={BACKLOG}");
         // A head below what we saw means a new event log (another home, a wiped one).
+        // After a break an admin replays at most BACKLOG events; a trader's own since its
+        // last may lie further back than that in the market's.
         let path = match *last_seen {
-            Some(seen) if seen <= head && own => format!("/api/events?follow=true&since={seen}"),
-            Some(seen) if seen <= head => format!("/api/events?follow=true&since={}", seen.max(floor)),
-            _ if own => tail.clone(),
-            _ => format!("/api/events?follow=true&since={floor}"),
+            Some(seen) if seen <= head => format!("/api/events?follow=true&since={}", if own { seen } else { seen.max(floor) }),
+            _ => tail.clone(),
         };
         let mut lines = match self.client.get_lines(&path).await {
-            // An admin's `since` is at least the newest minus BACKLOG, so if events after
-            // it were pruned, fewer than BACKLOG are kept: all of them is a short replay.
-            // A trader's goes back to its user's last event: its newest BACKLOG instead.
-            Err(e) if e.code() == Some(PRUNED) => self.client.get_lines(if own { &tail } else { "/api/events?follow=true&since=0" }).await,
+            // Events after `since` were pruned: the newest that are kept instead.
+            Err(e) if e.code() == Some(PRUNED) => self.client.get_lines(&tail).await,
             other => other,
         }
         .map_err(Ended::of)?;
