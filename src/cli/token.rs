@@ -20,9 +20,13 @@ pub enum TokenCmd {
         #[arg(long)]
         name: Option<String>,
     },
-    /// List tokens (never their secrets)
+    /// List the live tokens (never their secrets)
     #[command(visible_alias = "ls")]
-    List,
+    List {
+        /// Revoked tokens too (they stay on the record, marked REVOKED)
+        #[arg(long)]
+        all: bool,
+    },
     /// Revoke a token: it stops working at once
     Revoke {
         /// The token's id (tok_…), as `agt token list` shows it
@@ -61,8 +65,8 @@ pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
                 )
             })
         }
-        TokenCmd::List => {
-            let v = ctx.get("/api/tokens")?;
+        TokenCmd::List { all } => {
+            let v = ctx.get(if all { "/api/tokens?status=all" } else { "/api/tokens" })?;
             ctx.show(&v, |v| {
                 let t = table_of(
                     &items(v),
@@ -75,7 +79,7 @@ pub fn run(ctx: &Ctx, cmd: TokenCmd) -> CliResult {
                         ("REVOKED", "revoked"),
                     ],
                 );
-                list_or_none(t, "no tokens")
+                list_or_none(t, if all { "no tokens" } else { "no live tokens (--all lists the revoked ones too)" })
             })
         }
         TokenCmd::Revoke { id } => {

@@ -603,6 +603,46 @@ fn tcp_auth_matrix() {
     assert!(!logs.contains(&admin), "a secret reached the logs");
 }
 
+/// `GET /api/tokens` lists the live tokens: a revoked one stays on the record, so a
+/// daemon that makes a token per job answered with every token it ever made (211 KB after
+/// 1.4 k in a soak). `status=all` and `status=revoked` still show them; the live list
+/// keeps the order of creation, and survives a restart (auth reloads it from its store).
+#[test]
+fn the_token_list_shows_live_tokens_unless_asked_for_revoked_ones() {
+    let mut d = Daemon::start();
+    let made: Vec<String> = (0..5)
+        .map(|i| {
+            d.ok("POST", "/api/tokens", Some(json!({"role": "viewer", "name": format!("job-{i}")})))["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for id in &made[..3] {
+        d.ok("DELETE", &format!("/api/tokens/{id}"), None);
+    }
+    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let live = d.ok("GET", "/api/tokens", None);
+    assert_eq!(ids(&live), made[3..], "the live ones, oldest first: {live}");
+    assert!(live.as_array().unwrap().iter().all(|t| t["revoked"] == false && t["name"].as_str().unwrap().starts_with("job-")));
+    assert_eq!(d.ok("GET", "/api/tokens?status=live", None), live);
+    assert_eq!(ids(&d.ok("GET", "/api/tokens?status=revoked", None)), made[..3]);
+    let all = d.ok("GET", "/api/tokens?status=all", None);
+    assert_eq!(ids(&all), made, "{all}");
+    assert_eq!(all.as_array().unwrap().iter().filter(|t| t["revoked"] == true).count(), 3);
+    let (s, e) = d.req("GET", "/api/tokens?status=dead", None);
+    assert_eq!((s, code(&e)), (400, "invalid_status"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("live (the default), revoked or all"), "{e}");
+    assert_eq!(d.req("GET", "/api/tokens?revoked=1", None).0, 400, "an unknown parameter is refused, not ignored");
+    // The CLI: live by default, `--all` for the record.
+    let listed = |args: &[&str]| -> serde_json::Value {
+        let out = d.cli().args(["-o", "json", "token", "list"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(ids(&listed(&[])), made[3..]);
+    assert_eq!(ids(&listed(&["--all"])), made);
+    d.restart();
+    assert_eq!(ids(&d.ok("GET", "/api/tokens", None)), made[3..], "after a restart too");
+}
+
 /// What a token may do follows its role and its user to the end: a disabled user's
 /// trader token is refused, a viewer's write is 403 whatever its body, a viewer does not
 /// read tokens through events or audit, a trader's tape hides whose orders traded and its

@@ -21,9 +21,19 @@ pub struct Create {
     pub name: String,
 }
 
+/// Which tokens `GET /api/tokens` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    /// Those that work: from memory, so the answer grows with the live tokens, not with
+    /// every token ever revoked.
+    Live,
+    Revoked,
+    All,
+}
+
 pub enum Cmd {
     Create(Create, Reply<TokenCreated>),
-    List(Reply<Vec<TokenInfo>>),
+    List(Listed, Reply<Vec<TokenInfo>>),
     Revoke(String, Reply<TokenInfo>),
 }
 
@@ -115,10 +125,17 @@ impl Service for Auth {
                 after.then(move || tokens.put(hash, info));
                 after.reply(reply, Ok(created));
             }
-            Cmd::List(reply) => {
-                let mut stmt =
-                    tx.prepare_cached("SELECT id, name, role, user_id, created_at, revoked_at FROM tokens ORDER BY created_at, id")?;
-                let list = stmt.query_map([], row_to_info)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Cmd::List(Listed::Live, reply) => {
+                let mut list: Vec<TokenInfo> = self.by_hash.values().cloned().collect();
+                list.sort_unstable_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+                after.reply(reply, Ok(list));
+            }
+            Cmd::List(which, reply) => {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, name, role, user_id, created_at, revoked_at FROM tokens
+                     WHERE ?1 OR revoked_at IS NOT NULL ORDER BY created_at, id",
+                )?;
+                let list = stmt.query_map([which == Listed::All], row_to_info)?.collect::<rusqlite::Result<Vec<_>>>()?;
                 after.reply(reply, Ok(list));
             }
             Cmd::Revoke(id, reply) => {
