@@ -118,6 +118,8 @@ impl BusEvent {
     /// it). Parsing every event's data into a `serde_json::Value` and dropping it was
     /// most of a replay's cost: a follower catching up, `GET /api/events?since=`.
     fn from_line(line: String) -> serde_json::Result<Self> {
+        #[cfg(test)]
+        tests::LINES_PARSED.with(|n| n.set(n.get() + 1));
         let Some(at) = data_at(&line) else {
             // Not the layout `data_text` slices: parse it whole.
             let event: Event = serde_json::from_str(&line)?;
@@ -636,6 +638,11 @@ fn prune_chunk(conn: &mut rusqlite::Connection, inner: &Inner, upto: u64) -> boo
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Lines this thread parsed into events (`BusEvent::from_line`): what a read cost.
+        pub(super) static LINES_PARSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
     /// The envelope the bus writes by hand reads exactly as serde writes an [`Event`];
     /// a follower gets back the very text the producer encoded, escapes and all, and
     /// the same data whether the producer built a value or encoded it straight to text.
@@ -840,12 +847,20 @@ mod tests {
         }
         let trades = vec!["TRADE_EXECUTED".to_string()];
         let want: Vec<u64> = (120..=n).filter(|i| i.is_multiple_of(3)).take(60).collect();
+        LINES_PARSED.with(|p| p.set(0));
         assert_eq!(seqs(&bus.read_since(119, Some(&trades), 60).unwrap()), want, "across blocks, one type");
+        assert_eq!(LINES_PARSED.with(|p| p.get()), 60, "only the lines of the asked type are parsed");
+        let all_trades = (1..=n).filter(|i| i.is_multiple_of(3)).count();
+        LINES_PARSED.with(|p| p.set(0));
+        assert_eq!(bus.read_since(0, Some(&trades), 1000).unwrap().len(), all_trades);
+        assert_eq!(LINES_PARSED.with(|p| p.get()), all_trades, "a replay from the start parses what it sends");
         let users = vec!["USER_CREATED".to_string()];
         assert_eq!(seqs(&bus.read_since(0, Some(&users), 10).unwrap()), [n + 1], "blocks without the type are skipped");
         assert_eq!(bus.since_for_last(3, None).unwrap(), n - 2);
         let third_newest_trade = (1..=n).rev().filter(|i| i.is_multiple_of(3)).nth(2).unwrap();
+        LINES_PARSED.with(|p| p.set(0));
         assert_eq!(bus.since_for_last(3, Some(&trades)).unwrap(), third_newest_trade - 1);
+        assert_eq!(LINES_PARSED.with(|p| p.get()), 3, "a tail counts its type's lines without parsing the others");
         assert_eq!(bus.since_for_last(10 * n as usize, None).unwrap(), 0, "fewer than asked: from the start");
         // Counting only what `keep` takes (a trader's own): the 2nd newest trade of those
         // whose seq is a multiple of 9, and a scan bounded to the newest 5 trades starts
