@@ -25,7 +25,8 @@ one unless --home), turns TCP on (127.0.0.1, port 0), starts the daemon with
 - a poller that asks the GET routes the TUI asks, once a second.
 
 Every --sample seconds it records the daemon's RSS (`/proc/PID/status` VmRSS),
-open fds (`/proc/PID/fd`), threads, each thread's CPU time (by thread name), the size
+open fds (`/proc/PID/fd`), threads, each thread's CPU time (by thread name; the time of
+threads that exited since is a series of its own, `(exited threads)`), the size
 of every file under `data/`, and the gauges of `/metrics`. At the end it stops the
 load, waits until the daemon is idle again (the drain), samples once more, and
 reports for each series its value after the warm-up, at the end of the load and after
@@ -367,6 +368,13 @@ def proc(pid):
         cpu[name] += (int(fields[11]) + int(fields[12])) / tick
     for name, s in cpu.items():
         out[f"cpu_s {name}"] = s
+    # The process's own count keeps the time of threads that have exited (tokio's
+    # blocking pool, named agtd like the runtime, lets an idle thread go after 10 s, and
+    # `/api/events` reads events.db there): without it a thread's series can fall.
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read()
+    fields = st[st.rindex(")") + 2:].split()
+    out["cpu_s (exited threads)"] = max(0.0, (int(fields[11]) + int(fields[12])) / tick - sum(cpu.values()))
     return out
 
 
