@@ -443,7 +443,14 @@ fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
         assert_eq!((s, code(&e)), (400, "invalid_query"), "{q}: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains(says), "{q}: {e}");
     }
-    for path in ["/api/book/AAPL?dept=1", "/api/orders?usr_id=x", "/api/events?bogus=1", "/api/trades/AAPL?x=1", "/api/audit?actr=x"] {
+    for path in [
+        "/api/book/AAPL?dept=1",
+        "/api/orders?usr_id=x",
+        "/api/events?bogus=1",
+        "/api/trades/AAPL?x=1",
+        "/api/audit?actr=x",
+        "/api/tokens?user_id=x",
+    ] {
         let (s, e) = dm.req("GET", path, None);
         assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
     }
@@ -455,7 +462,6 @@ fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
         format!("/api/users/{user}"),
         format!("/api/users/{user}/account"),
         "/api/risk/state".into(),
-        "/api/tokens".into(),
         "/api/audit/verify".into(),
         "/api/config".into(),
         "/api/config/pending".into(),
