@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Retries in tens of milliseconds instead of seconds.
@@ -550,6 +550,62 @@ fn a_hanging_receiver_does_not_hold_up_another() {
     assert!(hang.hits().len() <= 2, "the hanging receiver has at most two attempts in flight: {}", hang.hits().len());
     let pending = d.ok("GET", "/api/notifications?status=pending&limit=1000", None);
     assert_eq!(pending.as_array().unwrap().len(), USERS, "the hanging receiver's deliveries wait their turn");
+}
+
+/// A crash of notify (the supervisor restarts it) leaves the sender's attempts running.
+/// A rule removed while its delivery was being attempted: the restarted notify found the
+/// rule gone and gave the delivery up (`NOTIFICATION_FAILED`), though the attempt then
+/// delivered it. The new notify takes what the sender says it is attempting, and the
+/// delivery ends as its attempt does: sent.
+#[test]
+fn an_attempt_in_flight_across_a_restart_of_notify_ends_as_it_went() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let held = Receiver::start({
+        let (gate, arrived) = (gate.clone(), arrived.clone());
+        move |_| {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            let (open, turn) = &*gate;
+            let _open = turn.wait_while(open.lock().unwrap(), |open| !*open).unwrap();
+            Some(200)
+        }
+    });
+    let healthy = Receiver::start(|_| Some(200));
+    let config = format!(
+        "[supervisor]\nmax_restarts = 100\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n\n{}",
+        webhook(&healthy.url(), &["USER_CREATED"], None)
+    );
+    // Attempts time out only after the test's deadline: the held one is in flight throughout.
+    let d = Daemon::with_config_env(&config, &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_NOTIFY_TIMEOUT_MS", "60000")]);
+    let rule = d.ok("POST", "/api/notifications/rules", Some(json!({"url": held.url(), "events": ["USER_CREATED"]})));
+    let rule = rule["id"].as_str().unwrap().to_string();
+    d.user("held");
+    wait_until("the rule's delivery to be in flight", Duration::from_secs(10), || (arrived.load(Ordering::SeqCst) == 1).then_some(()));
+    let (s, body) = d.req("DELETE", &format!("/api/notifications/rules/{rule}"), None);
+    assert_eq!(s, 200, "{body}");
+
+    let (s, body) = d.req("POST", "/api/services/notify/crash", None);
+    assert_eq!(s, 202, "{body}");
+    // The restarted notify hands out a new delivery: it has looked at the held one's URL.
+    d.user("after");
+    wait_until("a delivery by the restarted notify", Duration::from_secs(10), || (healthy.hits().len() == 2).then_some(()));
+    let services = d.ok("GET", "/api/services", None);
+    let notify = services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap().clone();
+    assert_eq!(notify["restarts"], 1, "{notify}");
+    let of_rule = || deliveries(&d).into_iter().find(|x| x["rule"] == rule.as_str()).unwrap();
+    assert_eq!(of_rule()["status"], "pending", "being attempted, it is left to its attempt: {}", of_rule());
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let sent = wait_until("the held delivery to be sent", Duration::from_secs(10), || Some(of_rule()).filter(|x| x["status"] == "sent"));
+    assert_eq!(sent["attempts"], 1, "{sent}");
+    let notes = wait_until("NOTIFICATION_SENT", Duration::from_secs(5), || {
+        let e = d.events("NOTIFICATION_SENT");
+        (e.len() == 3).then_some(e)
+    });
+    assert!(notes.iter().any(|e| e["data"]["delivery_id"] == sent["id"]), "{notes:?}");
+    assert!(d.events("NOTIFICATION_FAILED").is_empty(), "{:?}", d.events("NOTIFICATION_FAILED"));
+    assert_eq!(held.hits().len(), 1, "posted once");
 }
 
 /// `GET /api/notifications/rules` shows a secret as `***`: a rule sent back with it (one

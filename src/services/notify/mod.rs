@@ -57,7 +57,14 @@ pub enum Cmd {
     /// Up to `max` deliveries due now, for the sender. When none is due the actor keeps
     /// the reply and answers as soon as one is (a long poll), so an idle sender costs
     /// nothing and a new event goes out at once.
-    Due { max: usize, reply: Reply<Vec<Attempt>> },
+    ///
+    /// `sending` is every delivery the sender is attempting as it asks, (id, URL): the
+    /// sender outlives a restart of notify, the actor's memory does not, and an actor
+    /// that forgot an attempt in flight gave up its delivery as its webhook's removal
+    /// came (or after a restart, when it found the webhook gone) though the attempt then
+    /// delivered it, and handed a hanging receiver two more. The actor takes this list
+    /// as what is in flight, and hands out or gives up nothing before the first one.
+    Due { max: usize, sending: Vec<(String, String)>, reply: Reply<Vec<Attempt>> },
     /// What became of one attempt; the actor records it and schedules the next one.
     Outcome { id: String, result: AttemptResult },
     /// Adds a run-time rule (kept in `notify.db`, beside the `[[notify.webhooks]]` of the config).

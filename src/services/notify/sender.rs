@@ -15,7 +15,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -47,9 +47,9 @@ fn client(timeout: Duration) -> HttpClient {
 async fn run(notify: Handle<Cmd>, mut shutdown: tokio::sync::watch::Receiver<bool>, tuning: Tuning) {
     let client = client(tuning.timeout);
     let mut tasks: JoinSet<(String, AttemptResult)> = JoinSet::new();
-    // Ids being attempted: the actor forgets what it handed out when it restarts, so it may
-    // hand the same delivery again; this keeps it from going out twice at once.
-    let mut sending: HashSet<String> = HashSet::new();
+    // The deliveries being attempted, id to URL: each `Due` tells the actor (which forgets
+    // them when it restarts), and a delivery handed out again is not sent twice at once.
+    let mut sending: HashMap<String, String> = HashMap::new();
     let mut due = None;
     loop {
         if *shutdown.borrow() {
@@ -58,7 +58,8 @@ async fn run(notify: Handle<Cmd>, mut shutdown: tokio::sync::watch::Receiver<boo
         let free = MAX_IN_FLIGHT.saturating_sub(sending.len());
         if due.is_none() && free > 0 {
             // Refused while notify is not running; the pause below retries.
-            due = notify.send(|reply| Cmd::Due { max: free, reply }).ok();
+            let attempting = sending.iter().map(|(id, url)| (id.clone(), url.clone())).collect();
+            due = notify.send(|reply| Cmd::Due { max: free, sending: attempting, reply }).ok();
         }
         tokio::select! {
             r = async { due.as_mut().expect("guarded by is_some").await }, if due.is_some() => {
@@ -66,7 +67,8 @@ async fn run(notify: Handle<Cmd>, mut shutdown: tokio::sync::watch::Receiver<boo
                 match r {
                     Ok(Ok(list)) => {
                         for a in list {
-                            if sending.insert(a.id.clone()) {
+                            if !sending.contains_key(&a.id) {
+                                sending.insert(a.id.clone(), a.url.clone());
                                 let (client, timeout) = (client.clone(), tuning.timeout);
                                 tasks.spawn(async move {
                                     let result = std::panic::AssertUnwindSafe(attempt(&client, &a, timeout))

@@ -33,9 +33,14 @@ pub struct Notify {
     interest: super::Interest,
     tuning: Tuning,
     /// Deliveries handed to the sender and not yet reported back, by id, with their URL
-    /// (for [`MAX_IN_FLIGHT_PER_URL`]). Memory only: after a restart every pending
-    /// delivery is due again, including those that were in flight.
+    /// (for [`MAX_IN_FLIGHT_PER_URL`], and so that a removed webhook's delivery being
+    /// attempted is left to its outcome). Each `Due` replaces it with the sender's own
+    /// list ([`Cmd::Due`]), so a restart of notify alone loses none of it.
     in_flight: HashMap<String, String>,
+    /// Whether `in_flight` is the sender's: false from a start until the sender's first
+    /// `Due`. Until then nothing is handed out or given up (`due` and `sweep` wait), as
+    /// any pending delivery may be one the sender is attempting.
+    sender_known: bool,
     /// Every URL with pending deliveries, and perhaps a few without (dropped when
     /// [`Notify::due`] finds none there): where `due` looks, a URL at a time.
     pending_urls: HashSet<String>,
@@ -204,6 +209,9 @@ impl Notify {
     /// message: its feed fell minutes behind, so every other webhook's deliveries waited
     /// as long, and `GET /api/notifications` timed out behind them.
     fn due(&mut self, tx: &Connection, max: usize, after: &mut AfterCommit) -> Result<Vec<Attempt>, ServiceError> {
+        if !self.sender_known {
+            return Ok(Vec::new());
+        }
         let mut per_url: HashMap<String, usize> = HashMap::new();
         for url in self.in_flight.values() {
             *per_url.entry(url.clone()).or_default() += 1;
@@ -309,6 +317,9 @@ impl Notify {
     /// config's if its URLs changed since the last look), at most `budget` of them;
     /// returns how many. A sweep that is not done stays for the next call.
     fn sweep(&mut self, tx: &Connection, budget: usize, after: &mut AfterCommit) -> Result<usize, ServiceError> {
+        if !self.sender_known {
+            return Ok(0);
+        }
         let urls: Vec<String> = self.settings.get().notify.webhooks.iter().map(|w| w.url.clone()).collect();
         if self.config_urls.as_ref() != Some(&urls) {
             self.config_urls = Some(urls);
@@ -570,6 +581,7 @@ impl Service for Notify {
             interest: ctx.notify_interest.clone(),
             tuning: ctx.notify_tuning,
             in_flight: HashMap::new(),
+            sender_known: false,
             pending_urls,
             parked: None,
             last_prune: Instant::now(),
@@ -600,7 +612,9 @@ impl Service for Notify {
                 let list = self.list(tx, limit, status)?;
                 after.reply(reply, Ok(list));
             }
-            Cmd::Due { max, reply } => {
+            Cmd::Due { max, sending, reply } => {
+                self.in_flight = sending.into_iter().collect();
+                self.sender_known = true;
                 let due = self.due(tx, max, after)?;
                 if due.is_empty() {
                     self.parked = Some((max, reply));
@@ -670,6 +684,7 @@ mod tests {
             interest: Default::default(),
             tuning,
             in_flight: HashMap::new(),
+            sender_known: true,
             pending_urls: HashSet::new(),
             parked: None,
             last_prune: Instant::now(),
@@ -802,6 +817,41 @@ mod tests {
         assert_eq!(d.iter().find(|d| d.id == sending[1].id).map(|d| d.status.as_str()), Some("pending"));
     }
 
+    /// A restart of notify alone leaves the sender's attempts running. The new actor
+    /// takes what the sender says it is attempting: a removed rule's delivery being
+    /// attempted is left to its outcome, not given up as the removal or the look that
+    /// finds its rule gone comes (it was given up, then delivered), and a URL at its cap
+    /// gets no more (a hanging receiver held two more slots after each restart).
+    #[test]
+    fn a_restart_of_notify_keeps_the_senders_attempts_in_flight() {
+        let mut f = fixture(HOOK, Tuning::default());
+        let rule = NewWebhookRule { url: "http://127.0.0.1:9/rule".into(), events: vec!["*".into()], secret: None };
+        let added = f.with_tx(|s, tx| s.add_rule(tx, rule).unwrap()).unwrap();
+        for seq in 1..=3 {
+            f.event(seq, "USER_CREATED");
+        }
+        let sending = f.due();
+        assert_eq!(sending.len(), 2 * MAX_IN_FLIGHT_PER_URL, "two for the config's URL, two for the rule's");
+        // What a start leaves of the actor's memory (`Notify::load`); then the rule goes.
+        f.svc.in_flight.clear();
+        f.svc.sender_known = false;
+        f.svc.config_urls = None;
+        f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
+        f.with_tx(|s, tx| s.tick(tx, &mut AfterCommit::new("notify")).unwrap());
+        assert!(f.due().is_empty(), "nothing is handed out before the sender says what it has");
+        assert!(f.deliveries().iter().all(|d| d.status == "pending"), "nor given up");
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        let listed = sending.iter().map(|a| (a.id.clone(), a.url.clone())).collect();
+        f.run(Cmd::Due { max: 16, sending: listed, reply });
+        assert!(f.svc.parked.is_some(), "the config's URL is at its cap: the request waits");
+        let d = f.deliveries();
+        let of_rule = |status: &str| d.iter().filter(|d| d.rule == added.id && d.status == status).count();
+        assert_eq!((of_rule("failed"), of_rule("pending")), (1, MAX_IN_FLIGHT_PER_URL), "only the one not being attempted is given up");
+        let rules_attempt = sending.iter().find(|a| a.url.ends_with("/rule")).unwrap().id.clone();
+        f.run(Cmd::Outcome { id: rules_attempt.clone(), result: AttemptResult::Delivered });
+        assert_eq!(f.deliveries().iter().find(|d| d.id == rules_attempt).map(|d| d.status.clone()).as_deref(), Some("sent"));
+    }
+
     /// A receiver with a backlog gets [`MAX_IN_FLIGHT_PER_URL`] deliveries with the sender
     /// at a time, so another receiver's newer delivery goes out beside them.
     #[test]
@@ -916,7 +966,7 @@ mod tests {
     fn a_parked_due_is_answered_by_a_new_delivery() {
         let mut f = fixture(HOOK, Tuning::default());
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        f.run(Cmd::Due { max: 4, reply });
+        f.run(Cmd::Due { max: 4, sending: Vec::new(), reply });
         assert!(f.svc.parked.is_some(), "nothing due: the request waits");
         f.event(1, "USER_CREATED");
         assert!(f.svc.parked.is_none(), "the new delivery answered it");
@@ -934,7 +984,8 @@ mod tests {
         let first = f.due();
         assert_eq!(first.len(), MAX_IN_FLIGHT_PER_URL);
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        f.run(Cmd::Due { max: 16, reply });
+        let sending = first.iter().map(|a| (a.id.clone(), a.url.clone())).collect();
+        f.run(Cmd::Due { max: 16, sending, reply });
         assert!(f.svc.parked.is_some(), "the URL is at its cap: the request waits");
         f.run(Cmd::Outcome { id: first[0].id.clone(), result: AttemptResult::Delivered });
         assert!(f.svc.parked.is_none(), "the freed slot answered it");
@@ -1003,14 +1054,20 @@ mod tests {
         };
         let handed = crate::daemon::follower::Handed { after: 1, event: std::sync::Arc::new(BusEvent::from_event(event)) };
         svc.handle(&tx, Cmd::Event(handed), &mut AfterCommit::new("notify")).unwrap();
-        assert_eq!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().len(), 2, "one per url, both now with the sender");
+        assert!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().is_empty(), "nothing before the sender says what it has");
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
+        assert_eq!(svc.in_flight.len(), 2, "one per url, both now with the sender");
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
-        // A restart (or SIGKILL): what was with the sender is due again.
+        // A SIGKILL: the sender went with it, so its first `Due` lists nothing, and what
+        // was with the old one is due again.
         let mut svc = Notify::load(&conn, &ctx).unwrap();
         assert_eq!((svc.last_event_seq, svc.rules.len()), (2, 1));
         let tx = conn.transaction().unwrap();
-        assert_eq!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().len(), 2);
+        let (reply, _rx) = tokio::sync::oneshot::channel();
+        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
+        assert_eq!(svc.in_flight.len(), 2);
         drop(tx);
         bus.shutdown();
     }
