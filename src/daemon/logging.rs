@@ -7,6 +7,7 @@
 use super::log_files::{say_deleted, DailyFiles, KeepDays, Pruned, StderrFile};
 use crate::daemon::Home;
 use crate::services::config::settings::LogSettings;
+use crate::services::config::SharedSettings;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -38,15 +39,26 @@ pub struct Logging {
 }
 
 impl Logging {
-    pub fn set_level(&self, level: &str) {
-        if let Ok(f) = EnvFilter::try_new(filter_for(level)) {
-            let _ = self.reload.reload(f);
-        }
+    /// Keeps the log's level and how long its files are kept in step with the live
+    /// settings: a change applies in the config service's replace of them, so it is in
+    /// force when `config set` answers (a poll of them left `log.level` up to 500 ms
+    /// behind an acknowledged change).
+    pub fn follow(&self, settings: &SharedSettings) {
+        let (reload, keep_days) = (self.reload.clone(), self.keep_days.clone());
+        settings.on_change(move |old, new| {
+            if old.log.level != new.log.level {
+                set_level(&reload, new.log.level.as_str());
+            }
+            if old.log.keep_days != new.log.keep_days {
+                say_deleted(&keep_days.set(new.log.keep_days), new.log.keep_days, Pruned::KeepDaysChanged);
+            }
+        });
     }
+}
 
-    /// Takes a changed `log.keep_days` and deletes at once the daily files it no longer keeps.
-    pub fn set_keep_days(&self, days: u64) {
-        say_deleted(&self.keep_days.set(days), days, Pruned::KeepDaysChanged);
+fn set_level(reload: &reload::Handle<EnvFilter, Registry>, level: &str) {
+    if let Ok(f) = EnvFilter::try_new(filter_for(level)) {
+        let _ = reload.reload(f);
     }
 }
 

@@ -136,6 +136,7 @@ async fn serve(
     }
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
+    logging.follow(&shared);
     let directory = crate::services::users::Directory::default();
     let tokens = auth::Tokens::default();
     let command_log = audit::CommandLog::default();
@@ -243,27 +244,11 @@ async fn serve(
     write_atomically(&home.info_file(), serde_json::to_string_pretty(&info)?.as_bytes())?;
     tracing::info!(pid = info.pid, socket = %info.socket, http = ?http_addr, "agt daemon started");
 
-    // Keep the log level and how long log files are kept in step with the live config.
-    let (mut level, mut keep_days) = (settings.log.level, settings.log.keep_days);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = tick.tick() => {
-                let live = shared.get();
-                if live.log.level != level {
-                    level = live.log.level;
-                    logging.set_level(level.as_str());
-                }
-                if live.log.keep_days != keep_days {
-                    keep_days = live.log.keep_days;
-                    logging.set_keep_days(keep_days);
-                }
-            }
-        }
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
     }
     tracing::info!("shutting down: draining connections, then services");
     let _ = app.shutdown.send(true);

@@ -1368,6 +1368,28 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     wait_until("the removed webhook", Duration::from_secs(10), || (hooks() == 0).then_some(()));
 }
 
+/// A `log.level` acknowledged by `PUT /api/config` is in force when the answer leaves:
+/// it was applied by a poll of the live settings every 500 ms, so a warning logged just
+/// after a set to `error` still went to the log. Here the warning is the one a set of a
+/// webhook secret into a readable `agt.toml` logs.
+#[test]
+fn a_log_level_set_is_in_force_when_the_set_answers() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let file = d.path().join("agt.toml");
+    let warning = "the config file now holds a webhook secret";
+    let readable = || std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let hook = |secret: &str| json!({"notify.webhooks": [{"url": "http://127.0.0.1:9/hook", "secret": secret}]});
+    d.ok("PUT", "/api/config", Some(json!({"log.level": "error"})));
+    readable();
+    d.ok("PUT", "/api/config", Some(hook("first"))); // its warning is below the level
+    d.ok("PUT", "/api/config", Some(json!({"log.level": "warn"})));
+    readable();
+    d.ok("PUT", "/api/config", Some(hook("second")));
+    wait_until("the second set's warning", Duration::from_secs(10), || d.log().contains(warning).then_some(()));
+    assert_eq!(d.log().matches(warning).count(), 1, "{}", d.log());
+}
+
 fn service(d: &Daemon, name: &str) -> serde_json::Value {
     d.ok("GET", "/api/services", None).as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone()
 }

@@ -4,28 +4,53 @@
 //! [`service`] is the actor that applies `agt config set` and keeps a history of changes;
 //! [`fingerprint`] lets that history tell webhook secrets apart without holding them.
 //! Other services read the live settings through [`SharedSettings`]; a hot key takes
-//! effect on their next read.
+//! effect on their next read, or, for what reads it only when it changes (the log's
+//! level), through [`SharedSettings::on_change`] before the change is answered.
 
 pub mod fingerprint;
 pub mod service;
 pub mod settings;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What runs when the settings are replaced, given them before and after.
+type Watcher = Box<dyn Fn(&settings::Settings, &settings::Settings) + Send + Sync>;
 
 /// The live settings, replaced as a whole when a hot key changes.
 #[derive(Clone)]
-pub struct SharedSettings(Arc<RwLock<Arc<settings::Settings>>>);
+pub struct SharedSettings(Arc<Shared>);
+
+struct Shared {
+    current: RwLock<Arc<settings::Settings>>,
+    /// What applies a change outside the settings themselves (the log's level): run by
+    /// [`SharedSettings::replace`] before it returns, so a change the config service
+    /// acknowledges is in force when its answer leaves, not at a later poll. Locked for
+    /// the whole of a replace, so watchers see the replaces in the order they happened.
+    watchers: Mutex<Vec<Watcher>>,
+}
 
 impl SharedSettings {
     pub fn new(s: settings::Settings) -> Self {
-        SharedSettings(Arc::new(RwLock::new(Arc::new(s))))
+        SharedSettings(Arc::new(Shared { current: RwLock::new(Arc::new(s)), watchers: Mutex::new(Vec::new()) }))
     }
     /// A snapshot: cheap (one refcount), consistent for as long as the caller keeps it.
     pub fn get(&self) -> Arc<settings::Settings> {
-        self.0.read().unwrap().clone()
+        self.0.current.read().unwrap().clone()
     }
+    /// Makes `s` the live settings, then runs every watcher with the settings before and
+    /// after, on the caller's thread.
     pub fn replace(&self, s: settings::Settings) {
-        *self.0.write().unwrap() = Arc::new(s);
+        let watchers = self.0.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let new = Arc::new(s);
+        let old = std::mem::replace(&mut *self.0.current.write().unwrap(), new.clone());
+        for watch in watchers.iter() {
+            watch(&old, &new);
+        }
+    }
+    /// Runs `watch` at every later [`SharedSettings::replace`]. It must be quick and must
+    /// not replace the settings itself.
+    pub fn on_change(&self, watch: impl Fn(&settings::Settings, &settings::Settings) + Send + Sync + 'static) {
+        self.0.watchers.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(watch));
     }
 }
 
