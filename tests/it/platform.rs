@@ -1368,6 +1368,30 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     wait_until("the removed webhook", Duration::from_secs(10), || (hooks() == 0).then_some(()));
 }
 
+/// `printf … > agt.toml` truncates the file, then writes it. The empty file between is
+/// not an edit: applied, it took every key back to its default, announced, for a tick.
+/// The watcher holds it (and says so) and applies the written file once.
+#[test]
+fn a_truncated_then_written_agt_toml_is_applied_once_as_written() {
+    let d = Daemon::with_config("[risk]\nmax_open_orders = 40\nallow_short = true\n");
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let before = d.events("CONFIG_CHANGED").len();
+    std::fs::OpenOptions::new().write(true).truncate(true).open(&file).unwrap();
+    // The watcher has looked at the empty file (past its tick) and waits for the write.
+    wait_until("the empty file to be held", Duration::from_secs(10), || d.log().contains("is empty or missing: waiting").then_some(()));
+    std::fs::write(&file, text.replace("max_open_orders = 40", "max_open_orders = 41")).unwrap();
+    let limit = || d.ok("GET", "/api/risk/limits", None)["max_open_orders"].as_u64();
+    wait_until("the written edit to apply", Duration::from_secs(10), || (limit() == Some(41)).then_some(()));
+    let changes: Vec<serde_json::Value> = d.events("CONFIG_CHANGED").into_iter().skip(before).collect();
+    assert_eq!(changes.len(), 1, "only the written change, never the empty file's defaults: {changes:?}");
+    assert_eq!(
+        (&changes[0]["data"]["key"], &changes[0]["data"]["old"], &changes[0]["data"]["value"]),
+        (&json!("risk.max_open_orders"), &json!(40), &json!(41))
+    );
+    assert_eq!(d.ok("GET", "/api/config", None)["risk"]["allow_short"], true);
+}
+
 /// A `log.level` acknowledged by `PUT /api/config` is in force when the answer leaves:
 /// it was applied by a poll of the live settings every 500 ms, so a warning logged just
 /// after a set to `error` still went to the log. Here the warning is the one a set of a
@@ -1388,6 +1412,36 @@ fn a_log_level_set_is_in_force_when_the_set_answers() {
     d.ok("PUT", "/api/config", Some(hook("second")));
     wait_until("the second set's warning", Duration::from_secs(10), || d.log().contains(warning).then_some(()));
     assert_eq!(d.log().matches(warning).count(), 1, "{}", d.log());
+}
+
+/// A webhook secret of the wrong type is refused without being shown, by the API, the
+/// CLI and an edit of `agt.toml` alike: errors are answered, logged and audited.
+#[test]
+fn a_numeric_webhook_secret_is_never_shown() {
+    let d = Daemon::start();
+    const SECRET: &str = "987654321";
+    for body in [
+        format!(r#"{{"notify.webhooks": [{{"url": "http://127.0.0.1:9/hook", "secret": {SECRET}}}]}}"#),
+        format!(r#"{{"notify": {{"webhooks": [{{"url": "http://127.0.0.1:9/hook", "secret": {SECRET}.5e3}}]}}}}"#),
+    ] {
+        let (s, e) = d.raw("PUT", "/api/config", &body, &[("Content-Type", "application/json")]);
+        assert_eq!((s, code(&e)), (400, "invalid_config"), "{e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains("secret: expected a string, got a number") && !message.contains(SECRET), "{message}");
+    }
+    let out = d
+        .cli()
+        .args(["config", "set", "notify.webhooks", &format!(r#"[{{"url": "http://127.0.0.1:9/hook", "secret": {SECRET}}}]"#)])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("expected a string") && !stderr.contains(SECRET), "{stderr}");
+    let file = d.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\n[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = {SECRET}\n")).unwrap();
+    wait_until("the edit to be refused", Duration::from_secs(10), || d.log().contains("does not load").then_some(()));
+    assert!(!d.log().contains(SECRET), "{}", d.log());
+    assert!(!d.ok("GET", "/api/audit?limit=1000", None).to_string().contains(SECRET));
 }
 
 fn service(d: &Daemon, name: &str) -> serde_json::Value {

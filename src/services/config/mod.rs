@@ -2,7 +2,8 @@
 //!
 //! [`settings`] is the model (defaults, the home file, `AGT_*` overrides, validation);
 //! [`service`] is the actor that applies `agt config set` and keeps a history of changes;
-//! [`fingerprint`] lets that history tell webhook secrets apart without holding them.
+//! [`fingerprint`] lets that history tell webhook secrets apart without holding them;
+//! [`watch`] says when an edit of `agt.toml` is finished, to be applied.
 //! Other services read the live settings through [`SharedSettings`]; a hot key takes
 //! effect on their next read, or, for what reads it only when it changes (the log's
 //! level), through [`SharedSettings::on_change`] before the change is answered.
@@ -10,6 +11,7 @@
 pub mod fingerprint;
 pub mod service;
 pub mod settings;
+pub mod watch;
 
 use std::sync::{Arc, Mutex, RwLock};
 

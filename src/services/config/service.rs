@@ -4,9 +4,11 @@
 //! A change is validated on a copy of the live settings, written into `$AGT_HOME/agt.toml`
 //! (comments kept), recorded in `data/config.db`, and only then made live: a hot key takes
 //! effect at once, a cold one (`http.listen`, `durability`, `symbols`) at the next start.
-//! An edit of the file itself is seen within a second (its size and modification time,
-//! checked each [`Config::TICK`]) and applied the same way, without writing it back; a file
-//! that no longer loads is reported in the log and changes nothing.
+//! An edit of the file itself is seen within a second (its size, modification time and
+//! inode, checked each [`Config::TICK`]), read until it is finished ([`super::watch`]) and
+//! applied the same way, without writing it back; a file that no longer loads is reported
+//! in the log and changes nothing. A `config set` that finds an edit in the file it
+//! rewrites keeps it, and applies it too.
 //!
 //! `[[symbols]]` entries apply only at a start, and only where the market has no such
 //! instrument yet: an instrument's terms never change. So what is said about them is
@@ -15,6 +17,7 @@
 //! market now trades as written.
 
 use super::settings::{Change, Settings, SymbolSettings};
+use super::watch::Watch;
 use super::SharedSettings;
 use crate::api::ApiError;
 use crate::services::actor::{stage_at_load, AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -31,7 +34,7 @@ pub struct Config {
     live: SharedSettings,
     file: std::path::PathBuf,
     /// The file as the live settings last matched it: an edit changes it.
-    seen: Option<Stamp>,
+    watch: Watch,
     /// The market's instruments (its read model): which `[[symbols]]` entries apply.
     instruments: crate::services::market::Listed,
     /// A start's change of `symbols`, announced once the market has loaded (and seeded
@@ -47,14 +50,6 @@ pub struct Config {
 struct HeldSymbols {
     change: Change,
     saved: Vec<SymbolSettings>,
-}
-
-/// A file's size and modification time.
-type Stamp = (u64, std::time::SystemTime);
-
-fn stamp(file: &std::path::Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(file).ok()?;
-    Some((meta.len(), meta.modified().ok()?))
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -86,7 +81,7 @@ impl Service for Config {
         let key = super::fingerprint::Key::load_or_create(&key_file);
         let mut config = Config {
             live: ctx.settings.clone(),
-            seen: stamp(&file),
+            watch: Watch::start(&file),
             file,
             instruments: ctx.instruments.clone(),
             held: None,
@@ -99,10 +94,10 @@ impl Service for Config {
 
     fn tick(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
         self.announce_held(after);
-        let now = stamp(&self.file);
-        if now != self.seen {
-            self.seen = now;
-            self.reload(tx, after)?;
+        if let Some(text) = self.watch.look(&self.file) {
+            if self.reload(tx, after, text.as_deref())? {
+                self.watch.took(text);
+            }
         }
         Ok(())
     }
@@ -175,10 +170,12 @@ fn overridden_by_environment(key: &str) -> Option<String> {
 /// Why a change validated against the live settings was not written to `agt.toml`. A file
 /// that cannot be read or written is the daemon's trouble (500); one that, with the change,
 /// would not load (an edit that broke it, or a key it holds that does not go with the
-/// change) is the operator's to fix (409), and the message says so.
+/// change) is the operator's to fix (409), and the message says so; so is a file someone
+/// is writing meanwhile (it kept changing, or it is empty as while an editor rewrites it).
 fn not_saved(e: super::settings::ConfigError) -> ApiError {
     match e {
         super::settings::ConfigError::Io { .. } => ApiError::new(500, "config_not_saved", e.to_string()),
+        super::settings::ConfigError::Busy { .. } => ApiError::conflict("config_not_saved", e.to_string()),
         e => ApiError::conflict(
             "config_not_saved",
             format!("nothing was saved: agt.toml with this change would not load ({e}); fix the file, then set again"),
@@ -239,19 +236,36 @@ impl Config {
             Ok(c) => c,
             Err(e) => return Ok(Err(ApiError::invalid("invalid_config", e.to_string()))),
         };
-        if let Err(e) = Settings::persist_many(&self.file, &entries) {
-            return Ok(Err(not_saved(e)));
-        }
+        let watch = &self.watch;
+        let mut check = |base: &Option<String>| match watch.is_held(base) {
+            true => Err(super::settings::ConfigError::Busy {
+                path: self.file.display().to_string(),
+                message: format!(
+                    "the file is empty or missing, as while an editor rewrites it; it is applied as such once it stays so for {} s: \
+                     nothing was saved, set again once it is written",
+                    super::watch::EMPTY_HOLD.as_secs()
+                ),
+            }),
+            false => Ok(()),
+        };
+        let saved = match Settings::persist_over(&self.file, &entries, &mut check) {
+            Ok(saved) => saved,
+            Err(e) => return Ok(Err(not_saved(e))),
+        };
         if entries.iter().any(|(key, _)| key.starts_with("notify.webhooks")) {
             super::warn_if_secrets_are_readable(&self.file, &next);
         }
-        // Its own write is not an edit to apply again.
-        self.seen = stamp(&self.file);
         self.record(tx, &mut applied, &self.live.get(), &next, after)?;
         save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), &self.key)?;
-        let json = next.to_json();
         self.live.replace(next);
-        Ok(Ok(json))
+        // The file it was merged into held an edit the tick had not seen (one that came
+        // after it, or while the file was read): it is in the file now, so it is applied
+        // now, as the edit it is. Its own write is not an edit to apply again.
+        if !self.watch.applied(&saved.base) {
+            self.reload(tx, after, Some(&saved.text))?;
+        }
+        self.watch.wrote(saved.stamp, saved.text);
+        Ok(Ok(self.live.get().to_json()))
     }
 
     /// Applies an edit of the file: every single-value key whose value (with the
@@ -263,12 +277,14 @@ impl Config {
     /// same, as a `config set` of them would (`config get` and `GET /api/config/pending`
     /// show what is saved): compared with the old ones, every later edit of the file
     /// said the same entries again.
-    fn reload(&mut self, tx: &Connection, after: &mut AfterCommit) -> Result<(), ServiceError> {
-        let loaded = match Settings::load(&self.file, &|name: &str| std::env::var(name).ok()) {
+    ///
+    /// `text` is the file as read (`None`: it is gone); answers whether it loaded.
+    fn reload(&mut self, tx: &Connection, after: &mut AfterCommit, text: Option<&str>) -> Result<bool, ServiceError> {
+        let loaded = match Settings::from_text(&self.file, text, &|name: &str| std::env::var(name).ok()) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(file = %self.file.display(), error = %e, "the configuration file changed but does not load; nothing changed");
-                return Ok(());
+                return Ok(false);
             }
         };
         let live = self.live.get();
@@ -287,7 +303,7 @@ impl Config {
         let symbols_changed = !lists.is_empty();
         let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
         if keys.is_empty() && !hooks_changed && !symbols_changed {
-            return Ok(());
+            return Ok(true);
         }
         let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
         let mut next: Settings = (*live).clone();
@@ -314,9 +330,12 @@ impl Config {
                 save_baseline(tx, &next, &recorded, &self.key)?;
                 self.live.replace(next);
             }
-            Err(e) => tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the configuration file changed to values that do not go together; nothing changed");
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Records, as changes applied at this start, where the configuration the daemon
@@ -565,6 +584,44 @@ mod tests {
         load(&mut ctx); // nothing new: nothing more to send
         let rows: i64 = conn.query_row("SELECT count(*) FROM outbox_batches", [], |r| r.get(0)).unwrap();
         assert_eq!(rows as usize, outbox.len());
+    }
+
+    /// An edit of `agt.toml` that lands after the tick looked, before (or while) a `config
+    /// set` rewrites the file, is kept in the file and applied with the set, each change
+    /// announced once: it was kept in the file and left out of the live settings, the
+    /// tick then taking the set's own write for the file the settings matched.
+    #[test]
+    fn an_edit_the_tick_has_not_seen_survives_a_set_and_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, mut ctx) = ServiceCtx::for_tests(dir.path());
+        let file = ctx.home.config_file();
+        std::fs::write(&file, "[risk]\nmax_open_orders = 7\n").unwrap();
+        ctx.settings = SharedSettings::new(Settings::load(&file, &|_: &str| None).unwrap());
+        let mut unit = crate::services::actor::Unit::<Config>::load(&ctx).unwrap();
+        // The edit, after the tick's look: the watch takes the file as what it applied.
+        std::fs::write(&file, "[risk]\nmax_open_orders = 8\n").unwrap();
+        unit.svc.watch.wrote(super::super::watch::stamp(&file), "[risk]\nmax_open_orders = 7\n".into());
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        let set = Cmd::Set(vec![("risk.allow_short".into(), json!(true))], reply);
+        let events = unit.batch(&bus, |svc, tx, after| {
+            svc.handle(tx, set, after)?;
+            Ok(after
+                .event_texts()
+                .into_iter()
+                .map(|(kind, data)| (kind, serde_json::from_str::<serde_json::Value>(data).unwrap()))
+                .collect::<Vec<_>>())
+        });
+        let answer = answer.try_recv().unwrap().expect("set");
+        assert_eq!(answer["risk"]["max_open_orders"], 8, "{answer}");
+        assert_eq!(answer["risk"]["allow_short"], true, "{answer}");
+        let live = ctx.settings.get();
+        assert_eq!((live.risk.max_open_orders, live.risk.allow_short), (8, true));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("max_open_orders = 8") && text.contains("allow_short = true"), "{text}");
+        let changed: Vec<_> = events.unwrap().into_iter().filter(|(k, _)| *k == "CONFIG_CHANGED").map(|(_, d)| d["key"].clone()).collect();
+        assert_eq!(changed, [json!("risk.allow_short"), json!("risk.max_open_orders")]);
+        // Nothing is left for the tick: the set's write is not an edit.
+        assert_eq!(unit.svc.watch.look(&file), None);
     }
 
     #[test]

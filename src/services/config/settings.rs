@@ -250,6 +250,9 @@ pub enum ConfigError {
     /// A file that cannot be read or written.
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// A file that someone else is writing while a change is saved into it.
+    #[error("{path}: {message}")]
+    Busy { path: String, message: String },
 }
 
 fn prefix(origin: &str) -> String {
@@ -494,6 +497,21 @@ fn shown(value: &Toml) -> String {
     }
 }
 
+/// What kind of value `value` is, without the value: what an error says of a secret.
+fn kind(value: &Toml) -> &'static str {
+    if sent_number(value).is_some() {
+        return "a number";
+    }
+    match value {
+        Toml::String(_) => "a string",
+        Toml::Integer(_) | Toml::Float(_) => "a number",
+        Toml::Boolean(_) => "a boolean",
+        Toml::Datetime(_) => "a date",
+        Toml::Array(_) => "a list",
+        Toml::Table(_) => "a table",
+    }
+}
+
 /// Parses `http.listen` (or `--http`): `None` for `""` (TCP off), else the address to bind.
 /// Takes an IP address or `localhost` with a port.
 pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
@@ -614,16 +632,20 @@ impl Settings {
     /// `AGT_HTTP_LISTEN`. An empty variable counts as unset, except that an empty
     /// `AGT_HTTP_ADDR`/`AGT_HTTP_LISTEN` turns TCP off.
     pub fn load(home_file: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let text = super::watch::read(home_file)
+            .map_err(|e| ConfigError::Io { path: home_file.display().to_string(), message: format!("cannot read: {e}") })?;
+        Settings::from_text(home_file, text.as_deref(), env)
+    }
+
+    /// [`Settings::load`] of `home_file` as read already (`None`: there is none): the
+    /// config service reads an edit once and applies what it read.
+    pub fn from_text(home_file: &Path, text: Option<&str>, env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let mut settings = Settings::defaults();
         let origin = home_file.display().to_string();
-        match std::fs::read_to_string(home_file) {
-            Ok(text) => {
-                let layer = parse_layer(&origin, &text)?;
-                let changed = layer_keys(&layer);
-                settings = settings.layered(layer, &|key| changed.iter().any(|c| c == key).then(|| origin.clone()))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot read: {e}") }),
+        if let Some(text) = text {
+            let layer = parse_layer(&origin, text)?;
+            let changed = layer_keys(&layer);
+            settings = settings.layered(layer, &|key| changed.iter().any(|c| c == key).then(|| origin.clone()))?;
         }
         let mut layer = toml::Table::new();
         let mut vars: Vec<(&'static str, String)> = Vec::new();
@@ -841,7 +863,14 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "",
                 "",
-                format!("expected an object of keys and values such as {{\"risk.max_open_orders\": 50}}, got {patch}"),
+                // Its kind, not the body: a list of webhooks holds their secrets.
+                format!(
+                    "expected an object of keys and values such as {{\"risk.max_open_orders\": 50}}, got {}",
+                    match json_to_toml(patch) {
+                        Some(value) => kind(&value),
+                        None => "null",
+                    }
+                ),
             ));
         };
         let mut out = Vec::new();
@@ -876,36 +905,83 @@ impl Settings {
     /// file is written only if it still loads, atomically (temp file + rename), so a crash
     /// never leaves half a file. Not safe against a concurrent `persist` to the same file:
     /// callers serialize (the config service does).
-    pub fn persist(home_file: &Path, key: &str, value: &Json) -> Result<(), ConfigError> {
+    pub fn persist(home_file: &Path, key: &str, value: &Json) -> Result<Saved, ConfigError> {
         Self::persist_many(home_file, &[(key, value)])
     }
 
     /// [`Settings::persist`] for several keys in one write.
-    pub fn persist_many(home_file: &Path, entries: &[(&str, &Json)]) -> Result<(), ConfigError> {
+    pub fn persist_many(home_file: &Path, entries: &[(&str, &Json)]) -> Result<Saved, ConfigError> {
+        Self::persist_over(home_file, entries, &mut |_| Ok(()))
+    }
+
+    /// [`Settings::persist_many`], without losing an edit someone else makes meanwhile:
+    /// the file is read again just before the rename, and if it changed since it was
+    /// read, the change is merged into the new text instead ([`MERGE_TRIES`] times, then
+    /// [`ConfigError::Busy`]). Only an edit landing between that last read and the
+    /// rename (microseconds) can still be lost. `check` is given each text the change is
+    /// about to be merged into (`None`: no file) and may refuse it.
+    pub fn persist_over(
+        home_file: &Path,
+        entries: &[(&str, &Json)],
+        check: &mut dyn FnMut(&Option<String>) -> Result<(), ConfigError>,
+    ) -> Result<Saved, ConfigError> {
         let origin = home_file.display().to_string();
         // Write through a symlink to its target rather than replacing the link.
         let target = std::fs::canonicalize(home_file).unwrap_or_else(|_| home_file.to_path_buf());
-        let text = match std::fs::read_to_string(&target) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot read: {e}") }),
-        };
-        let mut doc: toml_edit::DocumentMut =
-            text.parse().map_err(|e: toml_edit::TomlError| ConfigError::Syntax { origin: origin.clone(), message: e.to_string() })?;
+        let read =
+            || super::watch::read(&target).map_err(|e| ConfigError::Io { path: origin.clone(), message: format!("cannot read: {e}") });
+        for _ in 0..MERGE_TRIES {
+            let base = read()?;
+            check(&base)?;
+            let (text, private) = Self::merged(&origin, base.as_deref().unwrap_or_default(), entries)?;
+            let unchanged = || matches!(read(), Ok(now) if now == base);
+            match write_atomically(&target, &text, private, &unchanged) {
+                Ok(Some(stamp)) => return Ok(Saved { base, text, stamp }),
+                Ok(None) => continue,
+                Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot write: {e}") }),
+            }
+        }
+        Err(ConfigError::Busy {
+            path: origin,
+            message: format!("the file changed each of the {MERGE_TRIES} times this change was merged into it (is something writing it?); nothing was saved, set again"),
+        })
+    }
+
+    /// `base` with `entries` written in, and whether it holds a webhook's secret.
+    fn merged(origin: &str, base: &str, entries: &[(&str, &Json)]) -> Result<(String, bool), ConfigError> {
+        let mut doc: toml_edit::DocumentMut = base.parse().map_err(|e: toml_edit::TomlError| ConfigError::Syntax {
+            origin: origin.to_string(),
+            // Not toml_edit's whole report: it quotes the line, which may be a secret's.
+            message: e.message().trim_end().to_string() + &line_of(base, e.span()),
+        })?;
         for (key, value) in entries {
             let value = normalize_json(key, value)?;
-            edit(&mut doc, &origin, key, value)?;
+            edit(&mut doc, origin, key, value)?;
         }
         let text = doc.to_string();
         // Refuse to write a file that would stop the daemon from starting.
-        let layer = parse_layer(&origin, &text)?;
+        let layer = parse_layer(origin, &text)?;
         let persisted: Vec<&str> = entries.iter().map(|(k, _)| *k).collect();
-        let saved = Settings::defaults().layered(layer, &|key| persisted.contains(&key).then(|| origin.clone()))?;
+        let saved = Settings::defaults().layered(layer, &|key| persisted.contains(&key).then(|| origin.to_string()))?;
         // A file that holds a webhook's signing secret is the owner's alone, whatever mode
         // it had: `config set` must not leave a secret it wrote readable by others.
         let private = saved.notify.webhooks.iter().any(|w| w.secret.is_some());
-        write_atomically(&target, &text, private).map_err(|e| ConfigError::Io { path: origin, message: format!("cannot write: {e}") })
+        Ok((text, private))
     }
+}
+
+/// How many times a save merges its change into a file that keeps changing under it.
+const MERGE_TRIES: usize = 5;
+
+/// What [`Settings::persist`] wrote, and over what.
+#[derive(Debug)]
+pub struct Saved {
+    /// The file's text the change was merged into (`None`: there was no file).
+    pub base: Option<String>,
+    /// The text now in the file.
+    pub text: String,
+    /// The written file's stamp (`None` if it could not be taken).
+    pub stamp: Option<super::watch::Stamp>,
 }
 
 /// Variables that start like a setting's (`AGT_RISK_…`) but name none, such as the typo
@@ -967,8 +1043,13 @@ fn parse_layer(origin: &str, text: &str) -> Result<toml::Table, ConfigError> {
     normalize_layer(origin, &table)
 }
 
+/// Where a syntax error is, by line: never the line itself, which may hold a secret.
 fn location(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
+    line_of(text, e.span())
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             format!(" (line {line})")
@@ -1310,7 +1391,8 @@ fn normalize_webhook(origin: &str, index: usize, item: &Toml) -> Result<Toml, Co
             crate::services::notify::check_secret(s).map_err(|e| ConfigError::invalid(origin, format!("{at}.secret"), e))?;
             out.insert("secret".into(), Toml::String(s.clone()));
         }
-        Some(v) => return Err(ConfigError::invalid(origin, format!("{at}.secret"), format!("expected a string, got {}", shown(v)))),
+        // Its kind only: a secret written as a number is a secret all the same.
+        Some(v) => return Err(ConfigError::invalid(origin, format!("{at}.secret"), format!("expected a string, got {}", kind(v)))),
     }
     Ok(Toml::Table(out))
 }
@@ -1463,10 +1545,18 @@ fn masked_secret_without_one(index: usize, url: &str) -> ConfigError {
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Replaces `path` with `text` so that readers see the old file or the new one, never half.
-/// Replaces `path` with `text` through a temp file and a rename. A new file is `0600`; an
-/// existing one keeps its mode, less what group and others had if `private`.
-fn write_atomically(path: &Path, text: &str, private: bool) -> std::io::Result<()> {
+/// Replaces `path` with `text` through a temp file and a rename, so that readers see the
+/// old file or the new one, never half; if `unchanged()` still holds just before the
+/// rename, else it leaves `path` alone and answers `None`. A new file is `0600`; an
+/// existing one keeps its mode, less what group and others had if `private`. Answers the
+/// written file's stamp, taken before the rename, which keeps it: taken after, it could
+/// be an edit's that came just after, which would then never be applied.
+fn write_atomically(
+    path: &Path,
+    text: &str,
+    private: bool,
+    unchanged: &dyn Fn() -> bool,
+) -> std::io::Result<Option<Option<super::watch::Stamp>>> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -1479,28 +1569,36 @@ fn write_atomically(path: &Path, text: &str, private: bool) -> std::io::Result<(
     // Webhook secrets may live here: new files are the owner's alone; old ones keep their mode.
     let old = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
     let mode = if private { old & !0o077 } else { old };
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        let stamp = super::watch::stamp_of(&file);
+        if !unchanged() {
+            return Ok(None);
+        }
+        std::fs::rename(&temp, path)?;
+        Ok(Some(stamp))
+    })();
+    let stamp = match result {
+        Ok(Some(stamp)) => stamp,
+        other => {
+            let _ = std::fs::remove_file(&temp);
+            return other;
+        }
+    };
     if mode != old {
         tracing::warn!(
             file = %path.display(),
             "the config file now holds a webhook secret and others could read it: its mode is now {mode:o} (was {old:o})"
         );
     }
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result?;
     // The rename is durable once the directory is synced.
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
-    Ok(())
+    Ok(Some(stamp))
 }
 
 impl fmt::Display for LogLevel {

@@ -776,7 +776,66 @@ fn a_whole_number_setting_takes_any_exact_whole_number_and_shows_a_refused_one_a
     let err = s.clone().set("symbols", &sent("1.5")).unwrap_err().to_string();
     assert!(err.starts_with("symbols[0]: expected a table") && err.ends_with("got 1.5"), "{err}");
     let err = s.clone().set("notify.webhooks", &json!([{"url": "http://a/", "secret": sent("0.5")}])).unwrap_err().to_string();
-    assert_eq!(err, "notify.webhooks[0].secret: expected a string, got 0.5");
+    assert_eq!(err, "notify.webhooks[0].secret: expected a string, got a number", "a secret is never shown");
     s.set("symbols", &json!({"symbol": "TSLA", "tick": sent("0.05"), "lot": sent("1e0")})).unwrap();
     assert_eq!(s.get("symbols.TSLA.tick"), Some(json!("0.05")));
+}
+
+/// A secret of the wrong type is refused by its kind alone: a number, a date or a switch
+/// written where the signing key goes is still the signing key, and errors are shown to
+/// callers, logged, and kept by audit.
+#[test]
+fn a_secret_of_the_wrong_type_is_refused_without_being_shown() {
+    const SECRET: &str = "987654321";
+    let hook = |secret: Json| json!([{"url": "http://127.0.0.1:9/hook", "secret": secret}]);
+    // As `PUT /api/config` reads a body: a number kept as sent, or a plain JSON one.
+    for secret in [json!({"$number": SECRET}), json!(987654321), json!(987654321.5), json!(true)] {
+        let err = Settings::defaults().set(WEBHOOKS, &hook(secret.clone())).expect_err("not a string").to_string();
+        assert!(err.contains("notify.webhooks[0].secret: expected a string, got "), "{err}");
+        assert!(!err.contains(SECRET) && !err.contains("true"), "{secret}: {err}");
+    }
+    // As an edit of agt.toml writes it.
+    for written in [SECRET, "987654321.5", "1987-05-27", "true"] {
+        let err = load_error(&format!("[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = {written}\n"));
+        assert!(err.contains("notify.webhooks[0].secret: expected a string, got "), "{err}");
+        assert!(!err.contains(written), "{written}: {err}");
+    }
+    // A secret left unquoted is a syntax error: it names the line, never quotes it, in a
+    // start's or an edit's error and in a `config set`'s refusal to rewrite the file.
+    let broken = format!("[[notify.webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = x{SECRET}\n");
+    let err = load_error(&broken);
+    assert!(err.contains("line 3") && !err.contains(SECRET), "{err}");
+    let (_dir, file) = home_with(&broken);
+    let err = Settings::persist(&file, "risk.max_open_orders", &json!(5)).expect_err("the file does not parse").to_string();
+    assert!(err.contains("line 3") && !err.contains(SECRET), "{err}");
+}
+
+/// An edit of `agt.toml` that lands while a `config set` rewrites it (after the read,
+/// before the rename) is merged into the rewrite, not overwritten; a file that changes
+/// at every try is left alone, with a message saying so.
+#[test]
+fn an_edit_made_while_a_set_rewrites_the_file_is_kept() {
+    let (_dir, file) = home_with("[risk]\nmax_open_orders = 7\n");
+    let mut reads = 0;
+    let saved = Settings::persist_over(&file, &[("risk.allow_short", &json!(true))], &mut |_| {
+        if reads == 0 {
+            std::fs::write(&file, "[risk]\nmax_open_orders = 8\n").unwrap();
+        }
+        reads += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(reads, 2, "merged again into the edited file");
+    assert_eq!(saved.base.as_deref(), Some("[risk]\nmax_open_orders = 8\n"));
+    let s = Settings::load(&file, &no_env).unwrap();
+    assert_eq!((s.risk.max_open_orders, s.risk.allow_short), (8, true));
+    let mut n = 10;
+    let err = Settings::persist_over(&file, &[("risk.max_open_orders", &json!(5))], &mut |_| {
+        n += 1;
+        std::fs::write(&file, format!("[risk]\nmax_open_orders = {n}\n")).unwrap();
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Busy { .. }) && err.to_string().contains("nothing was saved"), "{err}");
+    assert_eq!(Settings::load(&file, &no_env).unwrap().risk.max_open_orders, n, "the last edit stands");
 }
