@@ -1381,9 +1381,12 @@ fn a_truncated_then_written_agt_toml_is_applied_once_as_written() {
     // The watcher has looked at the empty file (past its tick) and waits for the write.
     wait_until("the empty file to be held", Duration::from_secs(10), || d.log().contains("is empty or missing: waiting").then_some(()));
     std::fs::write(&file, text.replace("max_open_orders = 40", "max_open_orders = 41")).unwrap();
-    let limit = || d.ok("GET", "/api/risk/limits", None)["max_open_orders"].as_u64();
-    wait_until("the written edit to apply", Duration::from_secs(10), || (limit() == Some(41)).then_some(()));
-    let changes: Vec<serde_json::Value> = d.events("CONFIG_CHANGED").into_iter().skip(before).collect();
+    // Its announcement follows every one before it: a revert to the defaults would be there.
+    let changes: Vec<serde_json::Value> = wait_until("the written edit's announcement", Duration::from_secs(10), || {
+        let changes: Vec<serde_json::Value> = d.events("CONFIG_CHANGED").into_iter().skip(before).collect();
+        changes.iter().any(|e| e["data"]["value"] == 41).then_some(changes)
+    });
+    assert_eq!(d.ok("GET", "/api/risk/limits", None)["max_open_orders"], 41);
     assert_eq!(changes.len(), 1, "only the written change, never the empty file's defaults: {changes:?}");
     assert_eq!(
         (&changes[0]["data"]["key"], &changes[0]["data"]["old"], &changes[0]["data"]["value"]),
