@@ -739,6 +739,43 @@ fn roles_hold_beyond_the_routes_own_checks() {
     assert!(rest.contains("\r\n\r\n") && !rest.ends_with("0\r\n\r\n"), "the stream was cut: {rest:?}");
 }
 
+/// Disabling a user ends the event streams its trader tokens opened before, as a revoke
+/// does: every request with such a token is refused from then on (403 `user_disabled`),
+/// and a stream opened earlier went on carrying the user's orders and deposits until the
+/// daemon stopped. The SSE stream says why in its `cut` event.
+#[test]
+fn disabling_a_user_cuts_the_streams_of_its_trader_tokens() {
+    let d = Daemon::start();
+    let alice = d.user("alice");
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let open = |accept: &str| {
+        let s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let request = format!(
+            "GET /api/events?follow=true HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{accept}Authorization: Bearer {token}\r\n\r\n"
+        );
+        stream_opened(s, &request)
+    };
+    let (ndjson, sse) = (open(""), open("Accept: text/event-stream\r\n"));
+    d.cli().args(["user", "disable", &alice]).assert().success();
+    d.deposit(&alice, "USD", "4242.42");
+    for (mut r, sse) in [(ndjson, false), (sse, true)] {
+        let mut rest = String::new();
+        let ended = std::io::Read::read_to_string(&mut r, &mut rest);
+        assert!(ended.is_ok(), "the stream of a disabled user's token ends (sse {sse}): {ended:?} {rest}");
+        assert!(!rest.contains("4242.42"), "it carried a deposit made after the disable (sse {sse}): {rest}");
+        if sse {
+            let data = rest.split("event: cut\ndata: ").nth(1).unwrap_or_else(|| panic!("no cut event: {rest:?}"));
+            let error: serde_json::Value = serde_json::from_str(data.lines().next().unwrap()).unwrap();
+            assert_eq!(code(&error), "user_disabled", "{error}");
+        } else {
+            assert!(rest.contains("\r\n\r\n") && !rest.ends_with("0\r\n\r\n"), "cut, not ended: {rest:?}");
+        }
+    }
+    let (s, e) = d.tcp("GET", "/api/events?follow=true", None, Some(&token));
+    assert_eq!((s, code(&e)), (403, "user_disabled"), "{e}");
+}
+
 /// The journal of commands is pruned whole once every command in it is stored; the
 /// commands answered after the next start must still get their records.
 #[test]

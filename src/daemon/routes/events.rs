@@ -199,8 +199,9 @@ fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
 
 /// Who reads a stream, for what it may see while it lasts.
 struct Reader {
-    /// The token it came with (none on the socket): a revoke ends the stream, checked
-    /// before every page of the replay, every event followed and every peer check.
+    /// The token it came with (none on the socket): a revoke ends the stream, and so
+    /// does a trader token's user being disabled, checked before every page of the
+    /// replay, every event followed and every peer check ([`Reader::refused`]).
     token: Option<Arc<TokenInfo>>,
     /// A viewer reads everything but tokens (DESIGN.md §4): `TOKEN_*` events are skipped.
     hide_tokens: bool,
@@ -217,8 +218,19 @@ impl Reader {
         }
     }
 
-    fn revoked(&self, app: &App) -> bool {
-        self.token.as_ref().is_some_and(|t| !app.tokens.is_live(t))
+    /// Why the stream may not go on, if its token would now be refused: revoked, or a
+    /// trader token whose user is no longer active. The guard checks both only when a
+    /// request comes (`routes::check_bound_user`); a stream outlives its request, and a
+    /// disabled user's stream went on carrying its orders and deposits until the daemon
+    /// stopped, although every request with the same token was refused.
+    fn refused(&self, app: &App) -> Option<Why> {
+        let token = self.token.as_ref()?;
+        if !app.tokens.is_live(token) {
+            return Some(REVOKED);
+        }
+        let user = self.only_user.as_deref()?;
+        // A user the directory does not hold (users restarting) is not taken for disabled.
+        app.directory.get(user).filter(|u| u.status != "active").map(|_| DISABLED)
     }
 
     fn shows(&self, e: &BusEvent) -> bool {
@@ -265,7 +277,7 @@ enum Replayed {
     Done,
     /// The client has gone: there is nobody to tell anything.
     Gone,
-    /// It cannot go on: the token was revoked, the events after `last` were pruned, or
+    /// It cannot go on: the token was revoked (or its user disabled), the events after `last` were pruned, or
     /// the store could not be read. The stream must be [`cut`], not ended: an ended one
     /// reads, to a client, as "that was everything".
     Cut(Why),
@@ -277,6 +289,7 @@ enum Replayed {
 struct Why(&'static str, &'static str);
 
 const REVOKED: Why = Why("unauthorized", "the token was revoked");
+const DISABLED: Why = Why("user_disabled", "the token's user was disabled");
 const PRUNED: Why = Why("events_pruned", "the events after the last one sent were pruned (events.retain_s)");
 const UNREADABLE: Why = Why("service_unavailable", "the event store could not be read");
 const STOPPING: Why = Why("service_unavailable", "the daemon stops");
@@ -316,9 +329,10 @@ async fn replay(
         let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
         let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
         let Ok(Ok(page)) = page else { return Replayed::Cut(UNREADABLE) };
-        // Asked after the read: a page holding anything that followed a revoke is not sent.
-        if reader.revoked(app) {
-            return Replayed::Cut(REVOKED);
+        // Asked after the read: a page holding anything that followed a revoke (or a
+        // disable) is not sent.
+        if let Some(why) = reader.refused(app) {
+            return Replayed::Cut(why);
         }
         // Pruned before the read (a client that fell hours behind): cut the stream rather
         // than skip; resuming from `last` then answers `events_pruned`.
@@ -423,8 +437,8 @@ async fn send_events(
                     if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) || !reader.shows(&e) {
                         continue;
                     }
-                    if reader.revoked(app) {
-                        return cut(tx, sse, REVOKED).await;
+                    if let Some(why) = reader.refused(app) {
+                        return cut(tx, sse, why).await;
                     }
                     if tx.send(Ok(frame(&e, sse))).await.is_err() {
                         return;
@@ -449,8 +463,8 @@ async fn send_events(
                 if peer.is_some_and(Peer::gone) {
                     return;
                 }
-                if reader.revoked(app) {
-                    return cut(tx, sse, REVOKED).await;
+                if let Some(why) = reader.refused(app) {
+                    return cut(tx, sse, why).await;
                 }
             }
         }
