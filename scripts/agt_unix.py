@@ -1,5 +1,5 @@
 """HTTP/1.1 over agt's Unix socket, for the drivers run by hand (`chaos.py`,
-`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`): Python's standard library has
+`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`, `auth-chaos.py`): Python's standard library has
 no client for a Unix socket, and each driver had its own copy of this one. Not a script.
 
 One request at a time per connection, kept open between them. A connection the daemon
