@@ -203,12 +203,7 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
         }
         Transport::Tcp => {
             if needs_token(req.uri().path()) {
-                let bearer = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-                    .map(str::trim);
+                let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_secret);
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
                     return Err(Failure(ApiError::unauthorized(
                         "this route needs `Authorization: Bearer <token>`; create one with `agt token create`",
@@ -231,6 +226,15 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
         }
     }
     Ok(req)
+}
+
+/// The secret of an `Authorization: Bearer <token>` value. The scheme is a
+/// case-insensitive token (RFC 9110 §11.1), so `BEARER` names it as `Bearer` does: only
+/// `Bearer` and `bearer` were taken, and a client that spelled it otherwise got a 401
+/// that told it to send the header it had sent.
+fn bearer_secret(value: &str) -> Option<&str> {
+    let (scheme, secret) = (value.get(..7)?, value.get(7..)?);
+    scheme.eq_ignore_ascii_case("bearer ").then(|| secret.trim())
 }
 
 /// A trader token acts for its user, so it works only while that user can: a disabled
@@ -583,6 +587,18 @@ fn append_record(app: &App, actor: &str, action: &str, detail: serde_json::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scheme in any case, one or more spaces before the secret; another scheme, a
+    /// missing space or a bare secret is no bearer token.
+    #[test]
+    fn a_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer agt_1", "bearer agt_1", "BEARER agt_1", "bEaReR  agt_1 "] {
+            assert_eq!(bearer_secret(value), Some("agt_1"), "{value:?}");
+        }
+        for value in ["Token agt_1", "Bearer", "Beareragt_1", "agt_1", "Basic YWdlbnQ6", "Bearé agt_1"] {
+            assert_eq!(bearer_secret(value).filter(|s| !s.is_empty()), None, "{value:?}");
+        }
+    }
 
     /// The `body` of the audit detail of `body` sent as a command.
     async fn audited(body: &str) -> serde_json::Value {
