@@ -626,7 +626,7 @@ def admin(stop):
 
 def settle_uncertain():
     """After a restart: what a kill left unanswered is read back from the daemon."""
-    listed = {t["id"]: t for t in ok("GET", "/api/tokens")}
+    listed = {t["id"]: t for t in ok("GET", "/api/tokens?status=all")}
     with lock:
         for tid, t in tokens.items():
             if t["revoking"] and not t["revoked"]:
@@ -674,7 +674,7 @@ def check_all(label):
                 problem(f"{label}: follower of token {f['tid']} ({why}) still open")
     check_followers(label)
     # What an admin reads back (tokens, the audit log, every event) holds no secret.
-    for path in ("/api/tokens", "/api/audit?since=0&limit=100000", "/api/notifications"):
+    for path in ("/api/tokens?status=all", "/api/audit?since=0&limit=100000", "/api/notifications"):
         for leak in leaked_secret(json.dumps(ok("GET", path))):
             problem(f"{label}: GET {path} holds a secret {leak[:12]}…")
     line, evs = agt_unix.events(home, "since=0")
