@@ -6,6 +6,7 @@
 
 pub mod decimal;
 mod error;
+pub mod json;
 pub mod switch;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -28,7 +29,7 @@ pub fn to_json_exact<T: Serialize + ?Sized>(t: &T) -> serde_json::Result<Vec<u8>
     SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         buf.clear();
-        let out = serde_json::to_writer(&mut *buf, t).map(|()| buf.to_vec());
+        let out = json::write(&mut buf, t).map(|()| buf.to_vec());
         if buf.capacity() > KEPT {
             *buf = Vec::new();
         }

@@ -170,7 +170,7 @@ fn bad(e: serde_json::Error) -> ServiceError {
 
 /// Appends record `seq`.
 pub fn append(tx: &Connection, seq: i64, record: &Intake) -> Result<(), ServiceError> {
-    let json = serde_json::to_string(record).map_err(bad)?;
+    let json = crate::api::json::to_string(record).map_err(bad)?;
     tx.prepare_cached("INSERT INTO intake (seq, record) VALUES (?1, ?2)")?.execute(params![seq, json])?;
     Ok(())
 }

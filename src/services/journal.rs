@@ -175,7 +175,7 @@ fn check(seq: i64, payload: &[u8]) -> [u8; 8] {
 fn encode<T: Serialize>(buf: &mut Vec<u8>, seq: i64, record: &T) -> Result<(), ServiceError> {
     let at = buf.len();
     buf.extend_from_slice(&[0u8; HEADER]);
-    serde_json::to_writer(&mut *buf, record).map_err(|e| ServiceError::Other(format!("a journal record does not encode: {e}")))?;
+    crate::api::json::write(buf, record).map_err(|e| ServiceError::Other(format!("a journal record does not encode: {e}")))?;
     let len = (buf.len() - at - HEADER) as u32;
     let sum = check(seq, &buf[at + HEADER..]);
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());

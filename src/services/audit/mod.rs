@@ -168,7 +168,7 @@ fn event_detail(e: &crate::services::bus::BusEvent) -> String {
     out.extend_from_slice(b"{\"data\":");
     out.extend_from_slice(data.as_bytes());
     out.extend_from_slice(b",\"event_id\":");
-    serde_json::to_writer(&mut out, &e.event_id).expect("a string encodes");
+    crate::api::json::write_str(&mut out, &e.event_id);
     write!(out, ",\"seq\":{}}}", e.seq).expect("a Vec takes any write");
     String::from_utf8(out).expect("JSON text is UTF-8")
 }

@@ -193,7 +193,7 @@ fn envelope(seq: u64, event_id: &str, kind: &str, source: &str, timestamp: &str,
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        serde_json::to_writer(&mut out, value).expect("a string encodes");
+        crate::api::json::write_str(&mut out, value);
     }
     out.extend_from_slice(DATA_KEY.as_bytes());
     let at = out.len();
