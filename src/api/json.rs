@@ -268,7 +268,13 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _name: &'static str, value: &T) -> Result {
         value.serialize(self)
     }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _name: &'static str, _index: u32, variant: &'static str, value: &T) -> Result {
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result {
         open_variant(self.out, variant);
         value.serialize(&mut *self)?;
         self.out.push(b'}');
@@ -308,49 +314,28 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.close()
-    }
+/// The sequences' traits: each element after a comma.
+macro_rules! elements {
+    ($($trait:ident::$method:ident),*) => {
+        $(impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
+                self.element(value)
+            }
+            fn end(self) -> Result {
+                self.close()
+            }
+        })*
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result {
-        self.element(value)
-    }
-    fn end(self) -> Result {
-        self.close()
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -391,7 +376,13 @@ impl ser::SerializeStruct for StructWriter<'_, '_> {
     fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result {
         match self {
             StructWriter::Fields(fields) => fields.field(key, value),
-            StructWriter::Raw(w) => value.serialize(RawText { out: w.out }),
+            StructWriter::Raw(w) => match serde_json::to_value(value)? {
+                serde_json::Value::String(text) => {
+                    w.out.extend_from_slice(text.as_bytes());
+                    Ok(())
+                }
+                _ => Err(Error::custom("expected RawValue")),
+            },
         }
     }
     fn end(self) -> Result {
@@ -421,6 +412,15 @@ impl KeyWriter<'_> {
         }
         self.quoted(v)
     }
+}
+
+/// Serializer methods that refuse what they are given, with `$error`.
+macro_rules! refuse {
+    ($error:expr; $(fn $name:ident $(<$t:ident>)? ($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $name $(<$t: Serialize + ?Sized>)? (self, $($arg: $ty),*) -> $ret {
+            Err($error)
+        })*
+    };
 }
 
 fn key_must_be_a_string() -> Error {
@@ -500,148 +500,20 @@ impl ser::Serializer for KeyWriter<'_> {
         self.out.push(b'"');
         Ok(())
     }
-    fn serialize_bytes(self, _v: &[u8]) -> Result {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_none(self) -> Result {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_unit(self) -> Result {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct> {
-        Err(key_must_be_a_string())
-    }
-    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant> {
-        Err(key_must_be_a_string())
-    }
-}
-
-/// Writes a `RawValue`'s text as it is: it is JSON already.
-struct RawText<'a> {
-    out: &'a mut Vec<u8>,
-}
-
-fn not_raw() -> Error {
-    Error::custom("expected RawValue")
-}
-
-impl ser::Serializer for RawText<'_> {
-    type Ok = ();
-    type Error = Error;
-    type SerializeSeq = ser::Impossible<(), Error>;
-    type SerializeTuple = ser::Impossible<(), Error>;
-    type SerializeTupleStruct = ser::Impossible<(), Error>;
-    type SerializeTupleVariant = ser::Impossible<(), Error>;
-    type SerializeMap = ser::Impossible<(), Error>;
-    type SerializeStruct = ser::Impossible<(), Error>;
-    type SerializeStructVariant = ser::Impossible<(), Error>;
-
-    fn serialize_str(self, v: &str) -> Result {
-        self.out.extend_from_slice(v.as_bytes());
-        Ok(())
-    }
-    fn serialize_bool(self, _: bool) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_i8(self, _: i8) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_i16(self, _: i16) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_i32(self, _: i32) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_i64(self, _: i64) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_u8(self, _: u8) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_u16(self, _: u16) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_u32(self, _: u32) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_u64(self, _: u64) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_f32(self, _: f32) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_f64(self, _: f64) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_char(self, _: char) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_none(self) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_unit(self) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(self, _: &'static str, _: u32, _: &'static str, _: &T) -> Result {
-        Err(not_raw())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
-        Err(not_raw())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple> {
-        Err(not_raw())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct> {
-        Err(not_raw())
-    }
-    fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeTupleVariant> {
-        Err(not_raw())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap> {
-        Err(not_raw())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct> {
-        Err(not_raw())
-    }
-    fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Self::SerializeStructVariant> {
-        Err(not_raw())
+    refuse! {
+        key_must_be_a_string();
+        fn serialize_bytes(_v: &[u8]) -> Result;
+        fn serialize_none() -> Result;
+        fn serialize_unit() -> Result;
+        fn serialize_unit_struct(_name: &'static str) -> Result;
+        fn serialize_newtype_variant<T>(_name: &'static str, _index: u32, _variant: &'static str, _value: &T) -> Result;
+        fn serialize_seq(_len: Option<usize>) -> Result<Self::SerializeSeq>;
+        fn serialize_tuple(_len: usize) -> Result<Self::SerializeTuple>;
+        fn serialize_tuple_struct(_name: &'static str, _len: usize) -> Result<Self::SerializeTupleStruct>;
+        fn serialize_tuple_variant(_name: &'static str, _index: u32, _variant: &'static str, _len: usize) -> Result<Self::SerializeTupleVariant>;
+        fn serialize_map(_len: Option<usize>) -> Result<Self::SerializeMap>;
+        fn serialize_struct(_name: &'static str, _len: usize) -> Result<Self::SerializeStruct>;
+        fn serialize_struct_variant(_name: &'static str, _index: u32, _variant: &'static str, _len: usize) -> Result<Self::SerializeStructVariant>;
     }
 }
 
@@ -667,8 +539,11 @@ mod tests {
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-zA-Z0-9 .:_-]{0,80}",
-            proptest::collection::vec(prop_oneof![any::<char>(), (0u8..0x20).prop_map(char::from), Just('"'), Just('\\'), Just('é'), Just('\u{7f}')], 0..80)
-                .prop_map(|cs| cs.into_iter().collect()),
+            proptest::collection::vec(
+                prop_oneof![any::<char>(), (0u8..0x20).prop_map(char::from), Just('"'), Just('\\'), Just('é'), Just('\u{7f}')],
+                0..80
+            )
+            .prop_map(|cs| cs.into_iter().collect()),
         ]
     }
 
@@ -779,4 +654,3 @@ mod tests {
         assert!(both_refuse(&OneKey(Shape::Newtype(1))));
     }
 }
-
