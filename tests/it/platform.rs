@@ -110,15 +110,16 @@ fn two_users_an_older_agt_let_differ_only_in_case_both_keep_working() {
         .to_string();
     d.stop();
     // What an older agt left: a second user whose name differs only in case, and the
-    // store before the case-insensitive index (the migration that adds it runs at start).
+    // store before the case-insensitive index (the migrations from it run at start: that
+    // one, then the list's index).
     let shouted = name.to_uppercase();
     let second = "usr_00000000000000d2";
     let db = rusqlite::Connection::open(d.path().join("data/users.db")).unwrap();
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     db.execute_batch(&format!(
-        "DROP INDEX users_username_nocase; PRAGMA user_version = {};
+        "DROP INDEX users_username_nocase; DROP INDEX users_created; PRAGMA user_version = {};
          INSERT INTO users VALUES ('{second}', '{shouted}', 'second@x.io', 'active', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z');",
-        version - 1
+        version - 2
     ))
     .unwrap();
     drop(db);

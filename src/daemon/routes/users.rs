@@ -24,21 +24,20 @@ pub struct ListQuery {
 
 /// Every user, oldest first; `?limit=N` the first N, checked as every list's `limit` is
 /// (1 to 10000, else 400 `invalid_limit`). There is no default cut: users are few, and a
-/// list cut silently would pass for the whole one.
+/// list cut silently would pass for the whole one. The limit goes into the store's
+/// query, which reads only the users it answers.
 ///
 /// A trader's token lists its own user alone, as `GET /api/orders` lists its own orders:
 /// that user is already its to read (`GET /api/users/{id}`), and the list is how a client
 /// holding only the token (the dashboard) learns whose account it shows.
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    let limit = page_limit(q.limit.as_deref(), usize::MAX, MAX_LIMIT)?;
+    let limit = q.limit.as_deref().map(|raw| page_limit(Some(raw), MAX_LIMIT, MAX_LIMIT)).transpose()?;
     if let Some(own) = caller.bound_user() {
         return Ok(ok(vec![visible_user(&app, &caller, own).await?]));
     }
     // A trader bound to no user is refused here, as everywhere.
     caller.require_reader()?;
-    let mut users = app.users.call(Cmd::List).await?;
-    users.truncate(limit);
-    Ok(ok(users))
+    Ok(ok(app.users.call(|reply| Cmd::List { limit, reply }).await?))
 }
 
 /// The largest `?limit=` of `GET /api/users`, as for the other lists.
