@@ -48,6 +48,10 @@ pub enum ClientError {
     /// The daemon's URL (`--url`, `AGT_URL`) cannot be used.
     #[error("invalid daemon URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    /// The token (`--token`, `AGT_TOKEN`) cannot be sent: it is not one `agt token
+    /// create` made. Not shown, as a token is a secret; the CLI exits 2 (usage).
+    #[error("invalid token (--token or AGT_TOKEN): {0}")]
+    BadToken(String),
 }
 
 /// What became of a request that got no answer. A person at the order form must know
@@ -66,7 +70,7 @@ pub enum Delivery {
 impl ClientError {
     /// Whether the request is known never to have reached the daemon.
     pub fn nothing_sent(&self) -> bool {
-        matches!(self, ClientError::Unreachable { delivery: Delivery::NotSent, .. } | ClientError::BadUrl { .. })
+        matches!(self, ClientError::Unreachable { delivery: Delivery::NotSent, .. } | ClientError::BadUrl { .. } | ClientError::BadToken(_))
     }
 
     /// The daemon's error code, when it answered with one.
@@ -93,6 +97,25 @@ pub enum Endpoint {
     },
 }
 
+/// Refuses a token an `Authorization` header cannot carry (a control character: a paste
+/// that took a terminal's escape or a line break, say), where the client is
+/// made, rather than at its first request; the message says it is the token that is
+/// wrong, not the URL.
+fn check_token(token: &str) -> Result<(), ClientError> {
+    match HeaderValue::from_str(&format!("Bearer {token}")) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(unsendable()),
+    }
+}
+
+fn unsendable() -> ClientError {
+    ClientError::BadToken(
+        "it holds a control character (a line break, an escape, ...), which an HTTP header cannot carry; \
+         pass the token exactly as `agt token create` printed it"
+            .into(),
+    )
+}
+
 impl Endpoint {
     /// Parses `http://host:port[/prefix]` (a bare `host:port` is taken as http).
     pub fn tcp(url: &str, token: Option<String>) -> Result<Endpoint, ClientError> {
@@ -117,6 +140,9 @@ impl Endpoint {
         let authority = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
         let prefix = path.trim_end_matches('/').to_string();
         let token = token.filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            check_token(t)?;
+        }
         Ok(Endpoint::Tcp { authority, prefix, token })
     }
 
@@ -309,10 +335,7 @@ impl Client {
             req = req.header(CONTENT_TYPE, "application/json");
         }
         if let Some(t) = token {
-            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| ClientError::BadUrl {
-                url: self.endpoint.to_string(),
-                reason: "the token has characters a header cannot carry".into(),
-            })?;
+            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| unsendable())?;
             req = req.header(AUTHORIZATION, v);
         }
         let req = req.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("cannot build a request for {uri:?}: {e}")))?;

@@ -200,7 +200,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(ClientError::Unreachable { .. }) | CliError::NotRunning(_) | CliError::NotAnswering(_) => 3,
-            CliError::Client(ClientError::BadUrl { .. }) | CliError::Usage(_) => 2,
+            CliError::Client(ClientError::BadUrl { .. } | ClientError::BadToken(_)) | CliError::Usage(_) => 2,
             CliError::Client(_) | CliError::Failed { .. } | CliError::Other(_) => 1,
         }
     }
@@ -490,7 +490,7 @@ fn report(ctx: &Ctx, e: &CliError) {
                 ),
             }
         }
-        CliError::Client(ClientError::BadUrl { .. }) | CliError::Usage(_) => {
+        CliError::Client(ClientError::BadUrl { .. } | ClientError::BadToken(_)) | CliError::Usage(_) => {
             eprintln!("error: {e}\n\nFor more information, try '--help'.");
         }
         CliError::NotRunning(msg) => {

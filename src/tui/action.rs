@@ -189,6 +189,7 @@ impl From<ClientError> for Failure {
             ClientError::Unreachable { .. } => (0, "unreachable".into(), e.to_string()),
             ClientError::Protocol(m) => (0, "protocol".into(), m),
             ClientError::BadUrl { .. } => (0, "bad_url".into(), e.to_string()),
+            ClientError::BadToken(_) => (0, "bad_token".into(), e.to_string()),
         };
         Failure { status, code, message, nothing_sent }
     }

@@ -74,6 +74,21 @@ fn unreachable_url_exits_3() {
     agt(&h).env("AGT_URL", "http://127.0.0.1:1").env("AGT_TOKEN", "x").args(["user", "list"]).assert().code(3);
 }
 
+/// A token an HTTP header cannot carry is a usage error (exit 2) that names the token, not
+/// the URL: it was "invalid daemon URL …: the token has characters a header cannot carry".
+/// Refused before any connection is tried (here to a port nobody listens on), and not echoed.
+#[test]
+fn a_malformed_token_is_a_usage_error_that_names_the_token() {
+    let h = home();
+    for token in ["agt_\x01x", "agt_x\ny", "agt_\x1b[0m"] {
+        let out = agt(&h).args(["--url", "http://127.0.0.1:1", "--token", token, "health"]).assert().code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains("invalid token (--token or AGT_TOKEN)") && stderr.contains("agt token create"), "{stderr}");
+        assert!(!stderr.contains("URL") && !stderr.contains(token), "{stderr}");
+    }
+    agt(&h).env("AGT_URL", "http://127.0.0.1:1").env("AGT_TOKEN", "agt_\x01x").args(["user", "list"]).assert().code(2);
+}
+
 #[test]
 fn a_socket_nobody_listens_on_exits_3() {
     let h = home();
