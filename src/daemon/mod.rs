@@ -81,7 +81,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok();
     crate::services::config::settings::check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut settings = Settings::load(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut settings, source) = Settings::load_with_source(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let body_deadline = server::BodyDeadline::from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -99,7 +99,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, notify_tuning, refusal_window, body_deadline, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, source, notify_tuning, refusal_window, body_deadline, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -122,6 +122,7 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
 async fn serve(
     home: Home,
     settings: Settings,
+    source: crate::services::config::watch::Source,
     notify_tuning: crate::services::notify::Tuning,
     refusal_window: Duration,
     body_deadline: server::BodyDeadline,
@@ -136,6 +137,8 @@ async fn serve(
     }
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
+    // What the config service compares the file with: an edit made from here on is one.
+    shared.made_from(source);
     logging.follow(&shared);
     let directory = crate::services::users::Directory::default();
     let tokens = auth::Tokens::default();

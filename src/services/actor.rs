@@ -111,6 +111,13 @@ pub trait Service: Sized + Send + 'static {
         false
     }
 
+    /// How soon [`Service::tick`] is due where that is sooner than [`Service::TICK`]
+    /// after the last (the config service's second read of a file it found changing);
+    /// `None` for at the usual time. Only for a service with a `TICK`.
+    fn tick_due(&self) -> Option<Duration> {
+        None
+    }
+
     /// Periodic work (retries, expiry), in its own transaction.
     fn tick(&mut self, _tx: &rusqlite::Connection, _after: &mut AfterCommit) -> Result<(), ServiceError> {
         Ok(())
@@ -751,6 +758,7 @@ pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelop
             },
             Some(period) => {
                 let wait = period.saturating_sub(last_tick.elapsed());
+                let wait = unit.svc.tick_due().map_or(wait, |due| due.min(wait));
                 match rx.recv_timeout(wait) {
                     Ok(e) => Some(e),
                     Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -787,7 +795,7 @@ pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelop
                 }
             }
             if let Some(period) = S::TICK {
-                if last_tick.elapsed() >= period {
+                if last_tick.elapsed() >= period || svc.tick_due().is_some_and(|due| due.is_zero()) {
                     last_tick = Instant::now();
                     svc.tick(tx, after)?;
                 }

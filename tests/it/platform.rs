@@ -1433,6 +1433,29 @@ fn a_truncated_then_written_agt_toml_is_applied_once_as_written() {
     assert_eq!(d.ok("GET", "/api/config", None)["risk"]["allow_short"], true);
 }
 
+/// An edit of `agt.toml` made while the config service is down (the supervisor restarting
+/// it after a crash) is applied when it is back, and announced once. The restarted watch
+/// took the file as it found it for the one applied, so the edit waited for the next one.
+#[test]
+fn an_edit_of_agt_toml_made_while_config_restarts_is_applied_once() {
+    // A second's backoff: the edit lands while config is down.
+    let d = Daemon::with_config("[supervisor]\nbackoff_initial_ms = 1000\n\n[risk]\nmax_open_orders = 40\n");
+    let file = d.path().join("agt.toml");
+    let limit = || d.ok("GET", "/api/risk/limits", None)["max_open_orders"].as_u64();
+    let announced = || d.events("CONFIG_CHANGED").into_iter().filter(|e| e["data"]["key"] == "risk.max_open_orders").count();
+    assert_eq!(announced(), 0);
+    d.ok("POST", "/api/services/config/crash", None);
+    wait_until("config to be down", Duration::from_secs(10), || (service(&d, "config")["state"] != "running").then_some(()));
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("max_open_orders = 40", "max_open_orders = 9")).unwrap();
+    wait_until("the edit to apply", Duration::from_secs(10), || (limit() == Some(9)).then_some(()));
+    assert_eq!(service(&d, "config")["restarts"], 1, "applied by the restarted service");
+    // A set makes the service look at the file first: nothing more to apply.
+    d.ok("PUT", "/api/config", Some(json!({"log.level": "debug"})));
+    assert_eq!(announced(), 1, "{:?}", d.events("CONFIG_CHANGED"));
+    assert_eq!(d.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 9);
+}
+
 /// A `log.level` acknowledged by `PUT /api/config` is in force when the answer leaves:
 /// it was applied by a poll of the live settings every 500 ms, so a warning logged just
 /// after a set to `error` still went to the log. Here the warning is the one a set of a

@@ -29,11 +29,28 @@ struct Shared {
     /// acknowledges is in force when its answer leaves, not at a later poll. Locked for
     /// the whole of a replace, so watchers see the replaces in the order they happened.
     watchers: Mutex<Vec<Watcher>>,
+    /// The file the settings were last made from (or matched, after a `config set`'s
+    /// write), as the config service's watch last took it: kept here, not in the service,
+    /// so a restarted service compares the file with what was applied, not with the file
+    /// as it is when it starts (an edit made meanwhile was never applied).
+    source: Mutex<watch::Source>,
 }
 
 impl SharedSettings {
     pub fn new(s: settings::Settings) -> Self {
-        SharedSettings(Arc::new(Shared { current: RwLock::new(Arc::new(s)), watchers: Mutex::new(Vec::new()) }))
+        SharedSettings(Arc::new(Shared {
+            current: RwLock::new(Arc::new(s)),
+            watchers: Mutex::new(Vec::new()),
+            source: Mutex::new(watch::Source::default()),
+        }))
+    }
+    /// The file the live settings were made from (none known: no file).
+    pub fn source(&self) -> watch::Source {
+        self.0.source.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The live settings are now made from `source`.
+    pub fn made_from(&self, source: watch::Source) {
+        *self.0.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
     }
     /// A snapshot: cheap (one refcount), consistent for as long as the caller keeps it.
     pub fn get(&self) -> Arc<settings::Settings> {

@@ -75,13 +75,18 @@ impl Service for Config {
     /// How often the file is looked at: an edit applies within this.
     const TICK: Option<std::time::Duration> = Some(std::time::Duration::from_secs(1));
 
+    /// A file read as changed is read again [`super::watch::SETTLE`] later, not a tick later.
+    fn tick_due(&self) -> Option<std::time::Duration> {
+        self.watch.due_in()
+    }
+
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
         let key_file = ctx.home.config_key();
         let key = super::fingerprint::Key::load_or_create(&key_file);
         let mut config = Config {
             live: ctx.settings.clone(),
-            watch: Watch::start(&file),
+            watch: Watch::start(ctx.settings.source()),
             file,
             instruments: ctx.instruments.clone(),
             held: None,
@@ -97,6 +102,7 @@ impl Service for Config {
         if let Some(text) = self.watch.look(&self.file) {
             if self.reload(tx, after, text.as_deref())? {
                 self.watch.took(text);
+                self.live.made_from(self.watch.source());
             }
         }
         Ok(())
@@ -265,6 +271,7 @@ impl Config {
             self.reload(tx, after, Some(&saved.text))?;
         }
         self.watch.wrote(saved.stamp, saved.text);
+        self.live.made_from(self.watch.source());
         Ok(Ok(self.live.get().to_json()))
     }
 

@@ -632,9 +632,18 @@ impl Settings {
     /// `AGT_HTTP_LISTEN`. An empty variable counts as unset, except that an empty
     /// `AGT_HTTP_ADDR`/`AGT_HTTP_LISTEN` turns TCP off.
     pub fn load(home_file: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let text = super::watch::read(home_file)
+        Ok(Settings::load_with_source(home_file, env)?.0)
+    }
+
+    /// [`Settings::load`], with the file as it was read: what the settings were made
+    /// from, for the config service to tell an edit made since from the file it applied.
+    pub fn load_with_source(
+        home_file: &Path,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(Settings, super::watch::Source), ConfigError> {
+        let source = super::watch::Source::read(home_file)
             .map_err(|e| ConfigError::Io { path: home_file.display().to_string(), message: format!("cannot read: {e}") })?;
-        Settings::from_text(home_file, text.as_deref(), env)
+        Ok((Settings::from_text(home_file, source.text.as_deref(), env)?, source))
     }
 
     /// [`Settings::load`] of `home_file` as read already (`None`: there is none): the

@@ -5,20 +5,26 @@
 //! the wrong moment, it is empty or half-written, and applying that took every key back
 //! to its default (announced in `CONFIG_CHANGED`) for a tick, then forward again. So:
 //!
-//! - a changed file is read until two reads [`SETTLE`] apart agree (its text and its
-//!   [`Stamp`]); one still changing after [`SETTLE_READS`] reads is looked at again at the
-//!   next tick, and nothing of it is applied meanwhile;
+//! - a changed file is applied once two reads [`SETTLE`] apart agree (its text and its
+//!   [`Stamp`]). The look that finds it changed reads it and returns; the next look, due
+//!   [`SETTLE`] later ([`Watch::due_in`]), reads it again. The service's thread never
+//!   sleeps on the file: a `config set` waited up to half a second behind a file that
+//!   kept changing. Nothing of a file still changing is applied;
 //! - a file that became empty (0 bytes) or missing is held: applied only once it has
 //!   stayed so for [`EMPTY_HOLD`], the write that usually follows a truncation replacing
 //!   it first. A file that was empty already is no such step.
+//!
+//! What the watch compares with is the file the live settings were made from
+//! ([`Source`]), kept with them ([`super::SharedSettings::source`]): not the file as it is
+//! when the config service (re)starts, which took an edit made since (at boot, before the
+//! service started, or while the supervisor restarted it) for the one applied, and never
+//! applied it.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long apart two reads of a changed file must agree before it is applied.
 pub const SETTLE: Duration = Duration::from_millis(50);
-/// How many reads a tick spends on a file that keeps changing.
-const SETTLE_READS: usize = 10;
 /// How long a file that became empty or missing must stay so to be applied (every key
 /// then goes back to its default).
 pub const EMPTY_HOLD: Duration = Duration::from_secs(5);
@@ -60,6 +66,23 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// The file as the live settings were made from it: its stamp (taken before the text, so
+/// a write between them makes the next look read it again) and its text (`None`: there
+/// was no file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub stamp: Option<Stamp>,
+    pub text: Option<String>,
+}
+
+impl Source {
+    /// The file at `path` as it is now.
+    pub fn read(path: &Path) -> std::io::Result<Source> {
+        let stamp = stamp(path);
+        Ok(Source { stamp, text: read(path)? })
+    }
+}
+
 /// A text that is no configuration at all: an empty or missing file.
 fn is_empty(text: &Option<String>) -> bool {
     text.as_deref().is_none_or(str::is_empty)
@@ -77,23 +100,43 @@ pub struct Watch {
     applied: Option<String>,
     /// Since when the file has been empty or missing (as of which stamp), not yet applied.
     emptied: Option<(Option<Stamp>, Instant)>,
+    /// A changed file as a look read it (its stamp, its text, when), waiting for a look
+    /// [`SETTLE`] later to read the same.
+    settling: Option<(Option<Stamp>, Option<String>, Instant)>,
 }
 
 impl Watch {
-    /// The file as it is when the service starts: what the daemon's settings were read from.
-    pub fn start(path: &Path) -> Watch {
-        let seen = stamp(path);
-        Watch { seen, applied: read(path).ok().flatten(), emptied: None }
+    /// Takes up from the file the live settings were made from: a file that differs
+    /// from it now is an edit, read and applied as any other.
+    pub fn start(source: Source) -> Watch {
+        Watch { seen: source.stamp, applied: source.text, emptied: None, settling: None }
+    }
+
+    /// The file the live settings were last made from, to keep with them.
+    pub fn source(&self) -> Source {
+        Source { stamp: self.seen, text: self.applied.clone() }
+    }
+
+    /// How soon the next look is due, where it is sooner than at the next tick: a file
+    /// read as changed is read again [`SETTLE`] after.
+    pub fn due_in(&self) -> Option<Duration> {
+        self.settling.as_ref().map(|(_, _, read)| SETTLE.saturating_sub(read.elapsed()))
     }
 
     /// An edit to apply, as its finished text (`None`: the file is gone), or `None` when
-    /// there is none yet: the file is as last seen, still changing, or held empty. Once
-    /// it is applied, call [`Watch::took`].
+    /// there is none yet: the file is as last seen, still changing (or read once only),
+    /// or held empty. Once it is applied, call [`Watch::took`].
     pub fn look(&mut self, path: &Path) -> Option<Option<String>> {
+        self.look_at(path, Instant::now())
+    }
+
+    /// [`Watch::look`] at the moment `at`.
+    fn look_at(&mut self, path: &Path, at: Instant) -> Option<Option<String>> {
         if stamp(path) == self.seen {
+            self.settling = None;
             return None;
         }
-        let (now, text) = match settled(path) {
+        let (now, text) = match self.settle(path, at) {
             Settled::Still(now, text) => (now, text),
             Settled::Changing => return None,
             Settled::Unreadable(now, e) => {
@@ -109,15 +152,15 @@ impl Watch {
         }
         if is_empty(&text) && !is_empty(&self.applied) {
             match self.emptied {
-                Some((at, since)) if at == now && since.elapsed() >= EMPTY_HOLD => {}
-                Some((at, _)) if at == now => return None,
+                Some((of, since)) if of == now && at.saturating_duration_since(since) >= EMPTY_HOLD => {}
+                Some((of, _)) if of == now => return None,
                 _ => {
                     tracing::info!(
                         file = %path.display(),
                         hold_s = EMPTY_HOLD.as_secs(),
                         "the configuration file is empty or missing: waiting for it to be written; if it stays so, every key goes back to its default"
                     );
-                    self.emptied = Some((now, Instant::now()));
+                    self.emptied = Some((now, at));
                     return None;
                 }
             }
@@ -151,76 +194,152 @@ impl Watch {
         self.seen = now;
         self.applied = Some(text);
         self.emptied = None;
+        self.settling = None;
+    }
+
+    /// Reads the changed file: [`Settled::Still`] if a read [`SETTLE`] or more before
+    /// `at` found the same, else [`Settled::Changing`] and the read kept for the next look.
+    fn settle(&mut self, path: &Path, at: Instant) -> Settled {
+        // The stamp before the text: a write between them makes the next look read again.
+        let now = stamp(path);
+        let text = match read(path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.settling = None;
+                return Settled::Unreadable(now, e);
+            }
+        };
+        match self.settling.take() {
+            Some((was, t, read)) if was == now && t == text => {
+                if at.saturating_duration_since(read) >= SETTLE {
+                    return Settled::Still(now, text);
+                }
+                self.settling = Some((was, t, read));
+            }
+            _ => self.settling = Some((now, text, at)),
+        }
+        Settled::Changing
     }
 }
 
 enum Settled {
     /// Two reads [`SETTLE`] apart agreed.
     Still(Option<Stamp>, Option<String>),
-    /// It kept changing.
+    /// It changed since the last read, or was read once only.
     Changing,
     /// It cannot be read (its permissions, say).
     Unreadable(Option<Stamp>, std::io::Error),
-}
-
-fn settled(path: &Path) -> Settled {
-    // The stamp before the text: a write between them makes the next look read again.
-    let look = || (stamp(path), read(path));
-    let (mut now, mut text) = match look() {
-        (now, Ok(text)) => (now, text),
-        (now, Err(e)) => return Settled::Unreadable(now, e),
-    };
-    for _ in 0..SETTLE_READS {
-        std::thread::sleep(SETTLE);
-        match look() {
-            (again, Ok(t)) if again == now && t == text => return Settled::Still(now, text),
-            (again, Ok(t)) => (now, text) = (again, t),
-            (again, Err(e)) => return Settled::Unreadable(again, e),
-        }
-    }
-    Settled::Changing
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `agt.toml` in a temporary folder, its watch, and the watch's clock, which the test
+    /// moves: each look is [`SETTLE`] after the one before.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        file: std::path::PathBuf,
+        watch: Watch,
+        at: Instant,
+    }
+
+    impl Fixture {
+        /// The daemon started with `text` in the file.
+        fn new(text: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("agt.toml");
+            std::fs::write(&file, text).unwrap();
+            let watch = Watch::start(Source::read(&file).unwrap());
+            Fixture { _dir: dir, file, watch, at: Instant::now() }
+        }
+        fn write(&self, text: &str) {
+            std::fs::write(&self.file, text).unwrap();
+        }
+        fn look(&mut self) -> Option<Option<String>> {
+            self.at += SETTLE;
+            self.watch.look_at(&self.file, self.at)
+        }
+        /// The look that reads a changed file first, which applies nothing, then the next.
+        fn look_twice(&mut self) -> Option<Option<String>> {
+            assert_eq!(self.look(), None, "a file read once is not applied");
+            self.look()
+        }
+    }
+
+    /// A file that changes between two looks is not applied until two looks [`SETTLE`]
+    /// apart read the same, and no look waits for that: the one that finds it changing
+    /// returns, and says when to look again. It slept up to 10 × 50 ms on the service's
+    /// thread, where a `PUT /api/config` waited behind it.
+    #[test]
+    fn a_changing_file_is_applied_once_two_looks_settle_apart_agree() {
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        assert_eq!(f.look(), None, "nothing changed");
+        assert_eq!(f.watch.due_in(), None, "nothing to look at before the next tick");
+        f.write("[risk]\nmax_open_orders = 8\n");
+        assert_eq!(f.look(), None, "read once");
+        assert!(f.watch.due_in().is_some_and(|d| d <= SETTLE), "looked at again within {SETTLE:?}");
+        // Read again too soon: the same, but not yet SETTLE apart.
+        assert_eq!(f.watch.look_at(&f.file, f.at + SETTLE / 2), None);
+        f.write("[risk]\nmax_open_orders = 9\n");
+        assert_eq!(f.look(), None, "it changed since: read again, nothing applied");
+        f.write("[risk]\nmax_open_orders = 10\n");
+        assert_eq!(f.look(), None, "and again");
+        let text = f.look().expect("two reads SETTLE apart agree");
+        assert_eq!(text.as_deref(), Some("[risk]\nmax_open_orders = 10\n"));
+        f.watch.took(text);
+        assert_eq!(f.watch.due_in(), None);
+        assert_eq!(f.look(), None, "applied once");
+    }
+
+    /// A watch that (re)starts compares the file with what the live settings were made
+    /// from, not with the file as it is then: an edit made between the daemon's read of it
+    /// and the config service's start (or while the supervisor restarted the service) is
+    /// applied. It was taken for the applied file, and applied at no later look.
+    #[test]
+    fn a_watch_started_after_an_edit_applies_it() {
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        let source = f.watch.source();
+        f.write("[risk]\nmax_open_orders = 8\n");
+        f.watch = Watch::start(source);
+        let text = f.look_twice().expect("the edit made before the start");
+        assert_eq!(text.as_deref(), Some("[risk]\nmax_open_orders = 8\n"));
+        f.watch.took(text);
+        assert_eq!(f.watch.source().text.as_deref(), Some("[risk]\nmax_open_orders = 8\n"), "what is kept with the settings");
+        // Restarted again with nothing new: nothing to apply.
+        f.watch = Watch::start(f.watch.source());
+        assert_eq!(f.look(), None);
+    }
+
     /// A truncation then a write: the empty file between them is never what is applied,
     /// however long the write takes within [`EMPTY_HOLD`]; the written file is, once.
     #[test]
     fn an_emptied_file_is_held_and_the_write_after_it_applied_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("agt.toml");
-        std::fs::write(&file, "[risk]\nmax_open_orders = 7\n").unwrap();
-        let mut watch = Watch::start(&file);
-        assert_eq!(watch.look(&file), None, "nothing changed");
-        std::fs::write(&file, "").unwrap();
-        assert_eq!(watch.look(&file), None, "held: it may be being written");
-        assert_eq!(watch.look(&file), None, "still held");
-        std::fs::write(&file, "[risk]\nmax_open_orders = 8\n").unwrap();
-        let text = watch.look(&file).expect("the finished edit");
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        assert_eq!(f.look(), None, "nothing changed");
+        f.write("");
+        assert_eq!(f.look_twice(), None, "held: it may be being written");
+        assert_eq!(f.look_twice(), None, "still held");
+        f.write("[risk]\nmax_open_orders = 8\n");
+        let text = f.look_twice().expect("the finished edit");
         assert_eq!(text.as_deref(), Some("[risk]\nmax_open_orders = 8\n"));
-        watch.took(text);
-        assert_eq!(watch.look(&file), None, "applied once");
+        f.watch.took(text);
+        assert_eq!(f.look(), None, "applied once");
     }
 
     #[test]
     fn an_empty_or_missing_file_that_stays_so_is_applied_after_the_hold() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("agt.toml");
-        std::fs::write(&file, "[risk]\nmax_open_orders = 7\n").unwrap();
-        let mut watch = Watch::start(&file);
-        std::fs::remove_file(&file).unwrap();
-        assert_eq!(watch.look(&file), None);
-        assert!(watch.is_held(&None), "a rewrite must not write over it");
-        // As if the hold had passed.
-        watch.emptied = watch.emptied.map(|(at, since)| (at, since - EMPTY_HOLD));
-        assert_eq!(watch.look(&file), Some(None), "gone for good: the defaults apply");
-        watch.took(None);
-        assert!(!watch.is_held(&None), "applied: no longer held");
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        std::fs::remove_file(&f.file).unwrap();
+        assert_eq!(f.look_twice(), None);
+        assert!(f.watch.is_held(&None), "a rewrite must not write over it");
+        f.at += EMPTY_HOLD;
+        assert_eq!(f.look_twice(), Some(None), "gone for good: the defaults apply");
+        f.watch.took(None);
+        assert!(!f.watch.is_held(&None), "applied: no longer held");
         // A file that was empty already is no step of a write.
-        std::fs::write(&file, "").unwrap();
-        let text = watch.look(&file).expect("an empty file where there was none");
+        f.write("");
+        let text = f.look_twice().expect("an empty file where there was none");
         assert_eq!(text.as_deref(), Some(""));
     }
 }
