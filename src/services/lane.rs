@@ -76,6 +76,7 @@ use crate::services::intake::{self, AmendRecord, CancelRecord, Grid, IntakeRef, 
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
 use crate::services::risk::{self, checks::Plan, Risk};
 use crate::services::spin::{self, AnswerWait, SpinHistory};
+use crate::services::store::Held;
 use crate::services::trading::{self, MatchResult, Trading};
 use prometheus_client::metrics::histogram::Histogram;
 use rust_decimal::Decimal;
@@ -715,6 +716,8 @@ impl Lane {
     fn record_one_deferred(&mut self) -> Result<(), ServiceError> {
         let Some(Deferred { at, outcomes }) = self.deferred.pop_front() else { return Ok(()) };
         self.orders.work(|orders, tx, after| {
+            // One statement per kind of row for the whole batch, not one per row.
+            let tx = &Held::new(tx);
             for (t, settled) in outcomes {
                 match t {
                     Then::Record(order, result) => drop(orders.record_accepted(tx, order, result, settled, &at, after)?),
@@ -739,7 +742,7 @@ impl Lane {
             self.record_one_deferred()?;
         }
         if self.orders.svc.has_unwritten() {
-            self.orders.work(|orders, tx, _| orders.write_unwritten(tx))?;
+            self.orders.work(|orders, tx, _| orders.write_unwritten(&Held::new(tx)))?;
         }
         Ok(())
     }
@@ -1295,6 +1298,8 @@ impl Lane {
         // Phase 2: match, and journal every placement stored new. The journal's append
         // makes the whole batch durable: from here on, each placement can be answered.
         let next = self.trading.work(|svc, tx, after| {
+            // One statement for the batch's trades, not one per trade.
+            let tx = &Held::new(tx);
             let mut out = Vec::with_capacity(next.len());
             for n in next {
                 let n = match n {

@@ -372,6 +372,39 @@ impl Drop for CheckpointGuard {
 mod tests {
     use super::*;
 
+    /// A held statement writes each row as `prepare_cached` would: every run binds all
+    /// its parameters (a NULL after a value stays NULL), a failed run leaves it usable,
+    /// and the statement goes back to rusqlite's cache when the `Held` drops, so the
+    /// transaction commits.
+    #[test]
+    fn a_held_statement_writes_each_row_as_prepare_cached_would() {
+        const INSERT: &str = "INSERT INTO t (k, v) VALUES (?1, ?2)";
+        let rows = [(1, Some("a")), (2, None), (1, Some("dup")), (3, Some("c"))];
+        let mut written = Vec::new();
+        for held in [false, true] {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); BEGIN").unwrap();
+            let outcomes: Vec<bool> = if held {
+                let tx = Held::new(&conn);
+                rows.iter().map(|(k, v)| tx.execute(INSERT, rusqlite::params![k, v]).is_ok()).collect()
+            } else {
+                rows.iter().map(|(k, v)| conn.prepare_cached(INSERT).unwrap().execute(rusqlite::params![k, v]).is_ok()).collect()
+            };
+            assert_eq!(outcomes, [true, true, false, true], "held: {held}");
+            conn.execute_batch("COMMIT").unwrap();
+            let got: Vec<(i64, Option<String>)> = conn
+                .prepare("SELECT k, v FROM t ORDER BY k")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            written.push(got);
+        }
+        assert_eq!(written[0], [(1, Some("a".into())), (2, None), (3, Some("c".into()))]);
+        assert_eq!(written[1], written[0]);
+    }
+
     /// Under heavy load a checkpoint pass waits for more of the log.
     #[test]
     fn a_pass_waits_for_more_frames_under_heavy_load() {
@@ -591,5 +624,48 @@ mod tests {
         assert_eq!(n, 1);
         drop(c);
         assert!(matches!(open(&p, Durability::Normal, &m[..1]), Err(StoreError::TooNew { .. })));
+    }
+}
+
+/// A connection with the statements one piece of work runs row after row held for that
+/// work's length (a lane drain's recorded orders, a commit's resting rows).
+/// `prepare_cached` per row hashes the SQL and allocates its key to take the statement
+/// out of rusqlite's cache, and on drop hashes it again and clears its bindings to put it
+/// back: ~2 k instructions a row, ~4 % of the lane (BENCHMARKS.md, session 41). Held
+/// here, a statement is taken once per piece of work and goes back to the cache when
+/// the `Held` drops. Derefs to the connection, so everything else runs as before.
+pub(crate) struct Held<'c> {
+    conn: &'c Connection,
+    /// Taken statements by their SQL's address: a handful, so a scan beats a hash. The
+    /// same text at another address is only a second entry.
+    held: std::cell::RefCell<Vec<(&'static str, rusqlite::CachedStatement<'c>)>>,
+}
+
+impl<'c> Held<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        Held { conn, held: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    /// Runs `sql` (one statement that returns no rows) with `params`, as
+    /// `Statement::execute`: the statement is reset after each run, and every run binds
+    /// all its parameters, so nothing carries over from one row to the next.
+    pub(crate) fn execute(&self, sql: &'static str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        let mut held = self.held.borrow_mut();
+        let i = match held.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(i) => i,
+            None => {
+                held.push((sql, self.conn.prepare_cached(sql)?));
+                held.len() - 1
+            }
+        };
+        held[i].1.execute(params)
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
     }
 }

@@ -4,7 +4,7 @@ use super::events::{OrderEvent, StatusChange, TradeRef};
 use super::{Accepted, Cmd, ListFilter, NewOrder};
 use crate::api::{ApiError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
-use crate::services::store::{enum_at, text_at, DecimalText};
+use crate::services::store::{enum_at, text_at, DecimalText, Held};
 use crate::services::trading::{Cancelled, MatchResult};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
@@ -436,7 +436,7 @@ fn load(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<Order>> {
 /// found by its `seq` where the caller has it (a row from [`load_bare`] or [`Resting`]),
 /// else by `order_id`.
 fn save(
-    tx: &Connection,
+    tx: &Held,
     o: &mut Order,
     stage: Option<&str>,
     notional: Option<Decimal>,
@@ -454,52 +454,57 @@ fn save(
             )
         };
     }
-    let (mut stmt, key): (_, &dyn rusqlite::ToSql) = match &seq {
-        Some(seq) => (tx.prepare_cached(update!("seq"))?, seq),
-        None => (tx.prepare_cached(update!("order_id"))?, &o.order_id),
+    let (sql, key): (_, &dyn rusqlite::ToSql) = match &seq {
+        Some(seq) => (update!("seq"), seq),
+        None => (update!("order_id"), &o.order_id),
     };
-    let changed = stmt.execute(params![
-        key,
-        o.price.map(DecimalText::of),
-        DecimalText::of(o.quantity),
-        DecimalText::of(o.filled_quantity),
-        o.status.as_str(),
-        o.updated_at,
-        o.reject_reason,
-        stage,
-        notional.map(DecimalText::of)
-    ])?;
+    let changed = tx.execute(
+        sql,
+        params![
+            key,
+            o.price.map(DecimalText::of),
+            DecimalText::of(o.quantity),
+            DecimalText::of(o.filled_quantity),
+            o.status.as_str(),
+            o.updated_at,
+            o.reject_reason,
+            stage,
+            notional.map(DecimalText::of)
+        ],
+    )?;
     debug_assert!(changed == 1 || seq.is_none(), "no row {seq:?} for order {}", o.order_id);
     resting.saved(o, stage, notional);
     Ok(())
 }
 
 /// Writes a whole order row: `o` as it stands, at `stage`, its fills coming to `notional`.
-fn insert(tx: &Connection, o: &Order, stage: &str, notional: Decimal, seq: i64, resting: &mut Resting) -> rusqlite::Result<()> {
-    tx.prepare_cached(concat!(
-        "INSERT INTO orders (",
-        columns!(),
-        ", stage, notional, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-    ))?
-    .execute(params![
-        o.order_id,
-        o.user_id,
-        o.symbol,
-        o.side.as_str(),
-        o.kind.as_str(),
-        o.time_in_force.as_str(),
-        o.price.map(DecimalText::of),
-        DecimalText::of(o.quantity),
-        DecimalText::of(o.filled_quantity),
-        o.status.as_str(),
-        o.client_order_id,
-        o.created_at,
-        o.updated_at,
-        o.reject_reason,
-        stage,
-        DecimalText::of(notional),
-        seq
-    ])?;
+fn insert(tx: &Held, o: &Order, stage: &str, notional: Decimal, seq: i64, resting: &mut Resting) -> rusqlite::Result<()> {
+    tx.execute(
+        concat!(
+            "INSERT INTO orders (",
+            columns!(),
+            ", stage, notional, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+        ),
+        params![
+            o.order_id,
+            o.user_id,
+            o.symbol,
+            o.side.as_str(),
+            o.kind.as_str(),
+            o.time_in_force.as_str(),
+            o.price.map(DecimalText::of),
+            DecimalText::of(o.quantity),
+            DecimalText::of(o.filled_quantity),
+            o.status.as_str(),
+            o.client_order_id,
+            o.created_at,
+            o.updated_at,
+            o.reject_reason,
+            stage,
+            DecimalText::of(notional),
+            seq
+        ],
+    )?;
     resting.inserted(o, stage, notional, seq);
     Ok(())
 }
@@ -517,10 +522,11 @@ fn stage_of(tx: &Connection, order_id: &str) -> rusqlite::Result<Option<String>>
 }
 
 /// Adds a fill to an order once (by trade id); true if it was new.
-fn add_fill(tx: &Connection, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
-    let n = tx
-        .prepare_cached("INSERT OR IGNORE INTO fills (order_id, trade_id, price, quantity, timestamp) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![order_id, trade_id, DecimalText::of(price), DecimalText::of(qty), ts])?;
+fn add_fill(tx: &Held, order_id: &str, trade_id: &str, price: Decimal, qty: Decimal, ts: &str) -> rusqlite::Result<bool> {
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO fills (order_id, trade_id, price, quantity, timestamp) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![order_id, trade_id, DecimalText::of(price), DecimalText::of(qty), ts],
+    )?;
     Ok(n == 1)
 }
 
@@ -533,7 +539,7 @@ impl Orders {
     /// Writes the rows [`Unwritten`] holds, each once as it stands, in the order they
     /// first changed, and keeps the open ones in [`Resting`] as [`insert`] and [`save`]
     /// would.
-    pub(crate) fn write_unwritten(&mut self, tx: &Connection) -> Result<(), ServiceError> {
+    pub(crate) fn write_unwritten(&mut self, tx: &Held) -> Result<(), ServiceError> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
@@ -568,6 +574,7 @@ impl Orders {
     /// [`Orders::accept`] at a given time: the lane stamps a batch once, so that redoing
     /// it from the intake journal (`services::intake`) stores the times it answered.
     pub(crate) fn accept_at(&mut self, tx: &Connection, n: NewOrder, now: String) -> Result<Accepted, ServiceError> {
+        let tx = &Held::new(tx);
         self.write_unwritten(tx)?;
         let accepted = Self::accept_unstored(tx, n, now, &mut HashMap::new())?;
         if let Accepted::New(o) = &accepted {
@@ -631,7 +638,7 @@ impl Orders {
     /// Stores an order [`Orders::accept_unstored`] answered at stage `accepted`, as
     /// [`Orders::accept_at`] would have: the lane's placement that could not be finished
     /// (its hold not released), for recovery to find.
-    pub(crate) fn store_accepted(&mut self, tx: &Connection, o: &Order) -> Result<(), ServiceError> {
+    pub(crate) fn store_accepted(&mut self, tx: &Held, o: &Order) -> Result<(), ServiceError> {
         let seq = self.take_seq(tx)?;
         Ok(insert(tx, o, "accepted", Decimal::ZERO, seq, &mut self.resting)?)
     }
@@ -640,7 +647,7 @@ impl Orders {
     /// what [`Orders::reject_at`] leaves of a stored `accepted` order, in one write.
     pub(crate) fn reject_unstored(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         mut o: Order,
         code: &str,
         message: &str,
@@ -678,6 +685,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
+        let tx = &Held::new(tx);
         self.write_unwritten(tx)?;
         let Some(mut o) = load(tx, order_id)? else {
             return Ok(Err(ApiError::not_found("order", order_id)));
@@ -718,7 +726,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Result<Order, ApiError>, ServiceError> {
-        self.write_unwritten(tx)?;
+        self.write_unwritten(&Held::new(tx))?;
         let Some((taker, stage, _, _)) = load_bare(tx, &result.order_id)? else {
             return Ok(Err(ApiError::not_found("order", &result.order_id)));
         };
@@ -739,6 +747,7 @@ impl Orders {
         now: &str,
         after: &mut AfterCommit,
     ) -> Result<Order, ServiceError> {
+        let tx = &Held::new(tx);
         self.write_unwritten(tx)?;
         // Fills are read only when there were some before; a new order's are this match's.
         if !taker.filled_quantity.is_zero() {
@@ -753,7 +762,7 @@ impl Orders {
     /// rows the same way.
     pub(crate) fn record_accepted(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         taker: Order,
         result: MatchResult,
         settled: bool,
@@ -769,7 +778,7 @@ impl Orders {
     #[allow(clippy::too_many_arguments)]
     fn record_loaded(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         mut taker: Order,
         stored: bool,
         first_record: bool,
@@ -967,6 +976,7 @@ impl Orders {
         at: &str,
         after: &mut AfterCommit,
     ) -> Result<Vec<Order>, ServiceError> {
+        let tx = &Held::new(tx);
         self.write_unwritten(tx)?;
         let mut out = Vec::with_capacity(cancelled.len());
         for c in cancelled {
@@ -1025,11 +1035,11 @@ impl Service for Orders {
 
     /// Writes what [`Unwritten`] still holds.
     fn before_commit(&mut self, tx: &Connection) -> Result<(), ServiceError> {
-        self.write_unwritten(tx)
+        self.write_unwritten(&Held::new(tx))
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
-        self.write_unwritten(tx)?;
+        self.write_unwritten(&Held::new(tx))?;
         match cmd {
             Cmd::Accept { order, reply } => {
                 let r = self.accept(tx, order)?;
@@ -1174,7 +1184,7 @@ mod tests {
             rests: filled < o.quantity,
             self_trade_prevented: false,
         };
-        orders.record_accepted(tx, o, result, true, "t", &mut AfterCommit::new("orders")).unwrap();
+        orders.record_accepted(&Held::new(tx), o, result, true, "t", &mut AfterCommit::new("orders")).unwrap();
     }
 
     /// Every write to `orders` a temporary trigger saw since the last look.

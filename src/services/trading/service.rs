@@ -5,7 +5,7 @@ use super::{Cancelled, Cmd, MatchRequest, MatchResult, TradeFill};
 use crate::api::{ApiError, BookView, OrderType, Side, TimeInForce};
 use crate::services::actor::{AfterCommit, Service, ServiceCtx, ServiceError};
 use crate::services::names::Names;
-use crate::services::store::DecimalText;
+use crate::services::store::{DecimalText, Held};
 use foldhash::{HashMap, HashMapExt};
 use rusqlite::{params, Connection, OptionalExtension};
 use rust_decimal::Decimal;
@@ -205,7 +205,7 @@ impl Trading {
     /// recorded: their trade ids and times are kept, and any other difference is an error.
     fn record_fills(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         symbol: &str,
         taker_order_id: &str,
         taker_side: Side,
@@ -247,20 +247,11 @@ impl Trading {
                 Side::Buy => (taker_order_id, maker_order_id.as_str()),
                 Side::Sell => (maker_order_id.as_str(), taker_order_id),
             };
-            tx.prepare_cached(
+            tx.execute(
                 "INSERT INTO trades (trade_id, symbol, price, quantity, taker_side, buy_order_id, sell_order_id, timestamp)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                trade_id,
-                symbol,
-                DecimalText::of(price),
-                DecimalText::of(quantity),
-                taker_side.as_str(),
-                buy,
-                sell,
-                timestamp
-            ])?;
+                params![trade_id, symbol, DecimalText::of(price), DecimalText::of(quantity), taker_side.as_str(), buy, sell, timestamp],
+            )?;
             self.changed.entry(f.maker_id).or_insert(true);
             if f.maker_remaining == 0 {
                 self.ids.remove(maker_order_id.as_str());
@@ -310,6 +301,8 @@ impl Trading {
         let mut ids = std::mem::take(&mut self.changed_ids);
         ids.extend(self.changed.drain());
         ids.sort_unstable_by_key(|(internal, _)| *internal);
+        // One statement per kind of row for the commit's hundreds of rows, not one per row.
+        let tx = &Held::new(tx);
         let written = (|| -> Result<(), ServiceError> {
             for &(internal, stored) in &ids {
                 let resting = self.meta.get(&internal).and_then(|m| {
@@ -318,11 +311,10 @@ impl Trading {
                 });
                 match resting {
                     Some((m, b, o)) => {
-                        tx.prepare_cached(
+                        tx.execute(
                             "INSERT OR REPLACE INTO resting (internal_id, order_id, user_id, symbol, side, price, remaining, priority, tick, lot)
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        )?
-                        .execute(params![
+                            params![
                             internal as i64,
                             &*m.order_id,
                             &*m.user_id,
@@ -337,7 +329,7 @@ impl Trading {
                         ])?;
                     }
                     None if stored => {
-                        tx.prepare_cached("DELETE FROM resting WHERE internal_id = ?1")?.execute([internal as i64])?;
+                        tx.execute("DELETE FROM resting WHERE internal_id = ?1", [internal as i64])?;
                     }
                     None => {}
                 }
@@ -365,7 +357,7 @@ impl Trading {
             let stored: MatchResult = serde_json::from_str(&json).map_err(|e| ServiceError::Other(e.to_string()))?;
             return Ok(Ok(stored));
         }
-        let result = self.match_as(tx, req, None, after)?;
+        let result = self.match_as(&Held::new(tx), req, None, after)?;
         if let Ok(r) = &result {
             Self::keep_outcome(tx, r)?;
         }
@@ -391,7 +383,7 @@ impl Trading {
     /// order.
     pub(crate) fn match_new(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         req: MatchRequest,
         after: &mut AfterCommit,
     ) -> Result<Result<MatchResult, ApiError>, ServiceError> {
@@ -410,7 +402,7 @@ impl Trading {
         after: &mut AfterCommit,
     ) -> Result<(), ServiceError> {
         let order_id = req.order_id.clone();
-        match self.match_as(tx, req, Some(journaled), after)? {
+        match self.match_as(&Held::new(tx), req, Some(journaled), after)? {
             Ok(result) if &result == journaled => Ok(()),
             Ok(result) => Err(ServiceError::Other(format!("redoing {order_id}: the book answered {result:?}, the journal {journaled:?}"))),
             Err(e) => {
@@ -421,7 +413,7 @@ impl Trading {
 
     fn match_as(
         &mut self,
-        tx: &Connection,
+        tx: &Held,
         req: MatchRequest,
         journaled: Option<&MatchResult>,
         after: &mut AfterCommit,
@@ -563,7 +555,7 @@ impl Trading {
         let Some(outcome) = outcome else {
             return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} is not resting in a book"))));
         };
-        let trade_fills = self.record_fills(tx, &symbol, order_id, current.side, journaled.map(|j| &j.fills[..]), after)?;
+        let trade_fills = self.record_fills(&Held::new(tx), &symbol, order_id, current.side, journaled.map(|j| &j.fills[..]), after)?;
         let req = MatchRequest {
             order_id: order_id.to_string(),
             user_id,
@@ -759,7 +751,7 @@ mod tests {
     }
 
     fn place(unit: &mut Unit<Trading>, o: MatchRequest) {
-        unit.work(|svc, tx, after| svc.match_new(tx, o, after)).unwrap().unwrap();
+        unit.work(|svc, tx, after| svc.match_new(&Held::new(tx), o, after)).unwrap().unwrap();
     }
 
     /// A `resting` row: order id, price, remaining, priority.
