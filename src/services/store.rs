@@ -368,6 +368,49 @@ impl Drop for CheckpointGuard {
     }
 }
 
+/// A connection with the statements one piece of work runs row after row held for that
+/// work's length (a lane drain's recorded orders, a commit's resting rows).
+/// `prepare_cached` per row hashes the SQL and allocates its key to take the statement
+/// out of rusqlite's cache, and on drop hashes it again and clears its bindings to put it
+/// back: ~2 k instructions a row, ~4 % of the lane (BENCHMARKS.md, session 41). Held
+/// here, a statement is taken once per piece of work and goes back to the cache when
+/// the `Held` drops. Derefs to the connection, so everything else runs as before.
+pub(crate) struct Held<'c> {
+    conn: &'c Connection,
+    /// Taken statements by their SQL's address: a handful, so a scan beats a hash. The
+    /// same text at another address is only a second entry.
+    held: std::cell::RefCell<Vec<(&'static str, rusqlite::CachedStatement<'c>)>>,
+}
+
+impl<'c> Held<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
+        Held { conn, held: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    /// Runs `sql` (one statement that returns no rows) with `params`, as
+    /// `Statement::execute`: the statement is reset after each run, and every run binds
+    /// all its parameters, so nothing carries over from one row to the next.
+    pub(crate) fn execute(&self, sql: &'static str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        let mut held = self.held.borrow_mut();
+        let i = match held.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
+            Some(i) => i,
+            None => {
+                held.push((sql, self.conn.prepare_cached(sql)?));
+                held.len() - 1
+            }
+        };
+        held[i].1.execute(params)
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,48 +667,5 @@ mod tests {
         assert_eq!(n, 1);
         drop(c);
         assert!(matches!(open(&p, Durability::Normal, &m[..1]), Err(StoreError::TooNew { .. })));
-    }
-}
-
-/// A connection with the statements one piece of work runs row after row held for that
-/// work's length (a lane drain's recorded orders, a commit's resting rows).
-/// `prepare_cached` per row hashes the SQL and allocates its key to take the statement
-/// out of rusqlite's cache, and on drop hashes it again and clears its bindings to put it
-/// back: ~2 k instructions a row, ~4 % of the lane (BENCHMARKS.md, session 41). Held
-/// here, a statement is taken once per piece of work and goes back to the cache when
-/// the `Held` drops. Derefs to the connection, so everything else runs as before.
-pub(crate) struct Held<'c> {
-    conn: &'c Connection,
-    /// Taken statements by their SQL's address: a handful, so a scan beats a hash. The
-    /// same text at another address is only a second entry.
-    held: std::cell::RefCell<Vec<(&'static str, rusqlite::CachedStatement<'c>)>>,
-}
-
-impl<'c> Held<'c> {
-    pub(crate) fn new(conn: &'c Connection) -> Self {
-        Held { conn, held: std::cell::RefCell::new(Vec::new()) }
-    }
-
-    /// Runs `sql` (one statement that returns no rows) with `params`, as
-    /// `Statement::execute`: the statement is reset after each run, and every run binds
-    /// all its parameters, so nothing carries over from one row to the next.
-    pub(crate) fn execute(&self, sql: &'static str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-        let mut held = self.held.borrow_mut();
-        let i = match held.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
-            Some(i) => i,
-            None => {
-                held.push((sql, self.conn.prepare_cached(sql)?));
-                held.len() - 1
-            }
-        };
-        held[i].1.execute(params)
-    }
-}
-
-impl std::ops::Deref for Held<'_> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        self.conn
     }
 }
