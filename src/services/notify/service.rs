@@ -720,6 +720,35 @@ mod tests {
             tx.commit().unwrap();
             after
         }
+        /// `n` pending deliveries (`backlog-1`, …) of event `seq` to `url` for `rule`.
+        fn backlog(&self, rule: &str, url: &str, seq: i64, n: i64) {
+            self.conn
+                .execute(
+                    "INSERT INTO deliveries (id, rule, url, event_seq, event_type, payload, status, attempts, next_attempt_at,
+                                             created_at, updated_at)
+                     WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?4)
+                     SELECT 'backlog-' || i, ?1, ?2, ?3, 'USER_CREATED', '{}', 'pending', 0, 0, 'now', 'now' FROM k",
+                    params![rule, url, seq, n],
+                )
+                .unwrap();
+        }
+        /// What `f` costs in SQLite's virtual machine steps: counted, not timed (reading a
+        /// backlog is ~10 steps a row; a look through an index, a few hundred in all).
+        fn steps<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> (T, u64) {
+            use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+            let steps = std::sync::Arc::new(AtomicU64::new(0));
+            let counter = steps.clone();
+            self.conn.progress_handler(
+                100,
+                Some(move || {
+                    counter.fetch_add(100, Relaxed);
+                    false
+                }),
+            );
+            let out = f(self);
+            self.conn.progress_handler(100, None::<fn() -> bool>);
+            (out, steps.load(Relaxed))
+        }
         /// Runs `f` inside a committed transaction (for the parts whose answers go through
         /// `AfterCommit`, which only a running actor releases).
         fn with_tx<T>(&mut self, f: impl FnOnce(&mut Notify, &Connection) -> T) -> T {
@@ -908,31 +937,9 @@ mod tests {
         f.event(1, "USER_CREATED");
         f.event(2, "USER_CREATED");
         assert_eq!(f.due().len(), MAX_IN_FLIGHT_PER_URL, "the dead receiver's two are with the sender");
-        f.conn
-            .execute(
-                "INSERT INTO deliveries (id, rule, url, event_seq, event_type, payload, status, attempts, next_attempt_at,
-                                         created_at, updated_at)
-                 WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 100000)
-                 SELECT 'backlog-' || i, 'config:0', 'http://127.0.0.1:9/dead', 2, 'USER_CREATED', '{}', 'pending', 0, 0,
-                        'now', 'now' FROM k",
-                [],
-            )
-            .unwrap();
-        // Counted in SQLite's virtual machine steps, not timed: reading the backlog is
-        // ~10 steps a row, so a million or more; the probe and the sweep are a few hundred.
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        let steps = std::sync::Arc::new(AtomicU64::new(0));
-        let counter = steps.clone();
-        f.conn.progress_handler(
-            100,
-            Some(move || {
-                counter.fetch_add(100, Relaxed);
-                false
-            }),
-        );
-        assert!(f.due().is_empty(), "the dead receiver is at its cap and the live one has nothing");
-        f.conn.progress_handler(100, None::<fn() -> bool>);
-        let steps = steps.load(Relaxed);
+        f.backlog("config:0", "http://127.0.0.1:9/dead", 2, 100_000);
+        let (due, steps) = f.steps(|f| f.due());
+        assert!(due.is_empty(), "the dead receiver is at its cap and the live one has nothing");
         assert!(steps < 20_000, "one look at a capped backlog of 100,000 took {steps} steps");
         f.event(3, "TRADE_EXECUTED");
         assert_eq!(f.due().iter().map(|a| a.url.as_str()).collect::<Vec<_>>(), ["http://127.0.0.1:9/live"]);
@@ -950,33 +957,12 @@ mod tests {
             f.event(seq, "ORDER_CREATED");
         }
         assert_eq!(f.with_tx(|s, tx| s.sweep(tx, GIVE_UP_PER_CALL, &mut AfterCommit::new("notify")).unwrap()), 0, "nothing removed yet");
-        f.conn
-            .execute(
-                "INSERT INTO deliveries (id, rule, url, event_seq, event_type, payload, status, attempts, next_attempt_at,
-                                         created_at, updated_at)
-                 WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 100000)
-                 SELECT 'backlog-' || i, 'config:0', 'http://127.0.0.1:9/hook', 4, 'USER_CREATED', '{}', 'pending', 0, 0,
-                        'now', 'now' FROM k",
-                [],
-            )
-            .unwrap();
+        f.backlog("config:0", "http://127.0.0.1:9/hook", 4, 100_000);
         f.svc.pending_urls.insert("http://127.0.0.1:9/hook".into());
-        // Counted in SQLite's virtual machine steps, not timed: reading the backlog is a
-        // million or more; the rule's three deliveries, a few hundred.
-        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-        let steps = std::sync::Arc::new(AtomicU64::new(0));
-        let counter = steps.clone();
-        f.conn.progress_handler(
-            100,
-            Some(move || {
-                counter.fetch_add(100, Relaxed);
-                false
-            }),
-        );
-        f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
-        let given_up = f.with_tx(|s, tx| s.sweep(tx, GIVE_UP_PER_CALL, &mut AfterCommit::new("notify")).unwrap());
-        f.conn.progress_handler(100, None::<fn() -> bool>);
-        let steps = steps.load(Relaxed);
+        let (given_up, steps) = f.steps(|f| {
+            f.with_tx(|s, tx| s.remove_rule(tx, &added.id).unwrap()).unwrap();
+            f.with_tx(|s, tx| s.sweep(tx, GIVE_UP_PER_CALL, &mut AfterCommit::new("notify")).unwrap())
+        });
         assert_eq!(given_up, 3, "the rule's pending deliveries, all at once");
         assert!(steps < 20_000, "removing a rule beside a backlog of 100,000 took {steps} steps");
         let pending: i64 = f.conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0)).unwrap();
