@@ -28,8 +28,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How many events the Events tab keeps (newest first).
 pub const EVENT_HISTORY: usize = 1000;
-/// How many events are held back while the Events tab is paused.
-const HELD_MAX: usize = 10_000;
 /// How long a message in the status line stays, in ticks (seconds).
 const FLASH_TICKS: u64 = 6;
 /// Rows PageUp/PageDown move.
@@ -195,8 +193,13 @@ pub struct AccountsTab {
 pub struct EventsTab {
     /// Newest first.
     pub items: VecDeque<Event>,
-    /// Arrived while paused (up to 10 000); shown on resume, so a pause loses nothing.
-    pub held: Vec<Event>,
+    /// The newest of those arrived while paused, shown on resume. At most
+    /// [`EVENT_HISTORY`]: the tab keeps no more than that, so the oldest held make way
+    /// for the newest, and a resume after a long pause under load shows the newest
+    /// events rather than those of the moment it paused with a silent gap above them.
+    pub held: VecDeque<Event>,
+    /// How many arrived while paused, held or since made way: the title's count.
+    pub held_count: u64,
     pub paused: bool,
     /// Event types to show: words matched against the type, any of them.
     pub filter: String,
@@ -792,6 +795,7 @@ impl App {
     fn toggle_pause(&mut self) {
         self.events.paused = !self.events.paused;
         if !self.events.paused {
+            self.events.held_count = 0;
             for e in std::mem::take(&mut self.events.held) {
                 self.show_event(e);
             }
@@ -1054,9 +1058,11 @@ impl App {
             self.stale.extend([Fetch::Services, Fetch::Health]);
         }
         if self.events.paused {
-            if self.events.held.len() < HELD_MAX {
-                self.events.held.push(e);
+            self.events.held_count += 1;
+            if self.events.held.len() == EVENT_HISTORY {
+                self.events.held.pop_front();
             }
+            self.events.held.push_back(e);
         } else {
             self.show_event(e);
         }

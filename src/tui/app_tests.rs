@@ -320,6 +320,29 @@ fn space_pauses_the_event_stream_without_losing_events() {
     assert_eq!(app.events.items[0].seq, 900);
 }
 
+/// A pause longer than the tab's history under load: resuming shows the newest events,
+/// not those of the moment it paused with everything since missing above them, and the
+/// title counts every arrival, not only those held.
+#[test]
+fn a_long_pause_resumes_on_the_newest_events() {
+    let mut app = fixture::app();
+    app.update(ch('5'));
+    app.update(ch(' '));
+    let arrived = EVENT_HISTORY as u64 * 3;
+    for seq in 1000..1000 + arrived {
+        app.update(Action::Net(Net::Event(Box::new(fixture::event(seq, "ORDER_CREATED", "orders", serde_json::json!({}))))));
+    }
+    assert_eq!(app.events.held_count, arrived, "every arrival counted");
+    assert!(app.events.held.len() <= EVENT_HISTORY);
+    app.update(ch(' '));
+    let newest = 1000 + arrived - 1;
+    assert_eq!(app.events.items.len(), EVENT_HISTORY);
+    assert_eq!(app.events.items[0].seq, newest, "the newest on top");
+    let seqs: Vec<u64> = app.events.items.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] == w[1] + 1), "no gap below the newest");
+    assert_eq!(app.events.held_count, 0);
+}
+
 #[test]
 fn events_filter_by_type() {
     let mut app = fixture::app();

@@ -28,7 +28,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         title.push(Span::raw(format!("{}'s own · ", clean(&u.username))));
     }
     if ev.paused {
-        title.push(Span::styled(format!("PAUSED ({} new)", ev.held.len()), theme.warn()));
+        title.push(Span::styled(format!("PAUSED ({} new)", ev.held_count), theme.warn()));
     } else {
         title.push(Span::styled("following", theme.ok()));
     }
