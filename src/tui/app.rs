@@ -1144,8 +1144,14 @@ impl App {
             Snapshot::Market(m) => self.book.data = Some(m),
             Snapshot::Account(a) => self.accounts.account = Some(a),
             Snapshot::Audit(records) => {
+                // As in Orders: the top row follows the newest record, another row stays
+                // on its record (by seq) while new ones push in above it.
+                let keep = self.audit.records.iter().rev().nth(self.audit.selected).map(|r| r.seq).filter(|_| self.audit.selected > 0);
                 self.audit.records = records;
-                self.audit.selected = self.audit.selected.min(self.audit.records.len().saturating_sub(1));
+                self.audit.selected = keep
+                    .and_then(|seq| self.audit.records.iter().rev().position(|r| r.seq == seq))
+                    .unwrap_or(self.audit.selected)
+                    .min(self.audit.records.len().saturating_sub(1));
             }
             Snapshot::AuditVerify(v) => self.audit.verify = Some(v),
             Snapshot::Metrics(m) => self.rates.add_metrics(m),

@@ -343,6 +343,34 @@ fn a_long_pause_resumes_on_the_newest_events() {
     assert_eq!(app.events.held_count, 0);
 }
 
+/// The Audit tab under load: a refresh with newer records above keeps the cursor on the
+/// record it was on (as Orders does), while the top row follows the newest.
+#[test]
+fn the_audit_cursor_stays_on_its_record_as_new_ones_arrive() {
+    let mut app = fixture::app();
+    app.update(ch('6'));
+    app.update(snap(Snapshot::Audit(fixture::audit())));
+    app.update(ch('j'));
+    app.update(ch('j'));
+    let on = |app: &App| app.audit.records.iter().rev().nth(app.audit.selected).map(|r| r.seq);
+    assert_eq!(on(&app), Some(1004));
+    // Two newer records (1007, 1008); the two oldest leave the window.
+    let mut newer = fixture::audit();
+    for r in &mut newer {
+        r.seq += 2;
+    }
+    app.update(snap(Snapshot::Audit(newer.clone())));
+    assert_eq!(on(&app), Some(1004), "still on its record");
+    app.update(key(KeyCode::Home));
+    assert_eq!(on(&app), Some(1008));
+    let mut newest = newer;
+    for r in &mut newest {
+        r.seq += 1;
+    }
+    app.update(snap(Snapshot::Audit(newest)));
+    assert_eq!(on(&app), Some(1009), "the top row follows the newest");
+}
+
 #[test]
 fn events_filter_by_type() {
     let mut app = fixture::app();
