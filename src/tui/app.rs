@@ -237,6 +237,10 @@ pub struct App {
     pub last_seq: u64,
     /// The newest event when the stream (re)connected; older ones are replayed history.
     replayed_to: u64,
+    /// `clock` when the stream broke, while the daemon is away: what the Overview shows
+    /// is as of then, so uptimes stop counting and the panels say so rather than show a
+    /// dead daemon's services as running.
+    away_since: Option<u64>,
 
     pub health: Option<Health>,
     /// `clock` when `health` arrived, to keep its uptime counting between fetches.
@@ -301,6 +305,7 @@ impl App {
             flash: None,
             last_seq: 0,
             replayed_to: 0,
+            away_since: None,
             health: None,
             health_at: 0,
             services: Vec::new(),
@@ -497,15 +502,27 @@ impl App {
         self.accounts.account.as_ref().filter(|a| a.user_id == uid)
     }
 
-    /// The daemon's uptime now, counting on from the last `/health`.
-    pub fn daemon_uptime(&self) -> Option<u64> {
-        self.health.as_ref().map(|h| h.uptime_s + self.clock.saturating_sub(self.health_at))
+    /// How long ago (in seconds) the stream broke, while the daemon is away: the
+    /// services, uptimes and rates on screen are as of then.
+    pub fn away_for(&self) -> Option<u64> {
+        self.away_since.map(|t| self.clock.saturating_sub(t))
     }
 
-    /// A service's uptime now, counting on from the last `/api/services`.
+    /// The last moment the daemon was heard from: now, or when the stream broke.
+    fn last_heard(&self) -> u64 {
+        self.away_since.unwrap_or(self.clock)
+    }
+
+    /// The daemon's uptime now, counting on from the last `/health` (until it went away).
+    pub fn daemon_uptime(&self) -> Option<u64> {
+        self.health.as_ref().map(|h| h.uptime_s + self.last_heard().saturating_sub(self.health_at))
+    }
+
+    /// A service's uptime now, counting on from the last `/api/services` (until the
+    /// daemon went away).
     pub fn service_uptime(&self, s: &ServiceInfo) -> u64 {
         if s.state == "running" {
-            s.uptime_s + self.clock.saturating_sub(self.services_at)
+            s.uptime_s + self.last_heard().saturating_sub(self.services_at)
         } else {
             s.uptime_s
         }
@@ -974,8 +991,14 @@ impl App {
         match net {
             Net::Connected { head, own } => self.connected(if own { Feed::Own } else { Feed::Events }, head),
             Net::Polling(why) => self.connected(Feed::Polled(why), 0),
-            Net::Disconnected(why) => self.conn = Conn::Reconnecting(why),
-            Net::Refused(why) => self.conn = Conn::Refused(why),
+            Net::Disconnected(why) => {
+                self.conn = Conn::Reconnecting(why);
+                self.away_since.get_or_insert(self.clock);
+            }
+            Net::Refused(why) => {
+                self.conn = Conn::Refused(why);
+                self.away_since.get_or_insert(self.clock);
+            }
             Net::Role(role) => {
                 self.role = Some(role);
                 self.denied = denied_to(role).iter().map(|(k, why)| (k.clone(), why.to_string())).collect();
@@ -1000,6 +1023,7 @@ impl App {
     /// The daemon answers again, with events or polled: anything may have changed.
     fn connected(&mut self, feed: Feed, head: u64) {
         self.conn = Conn::Live;
+        self.away_since = None;
         self.feed = feed;
         self.replayed_to = head;
         // Anything may have changed while we were away.

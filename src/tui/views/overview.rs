@@ -36,10 +36,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let [a, b] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(upper);
     let [c, d] = Layout::horizontal([Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)]).areas(lower);
     let r = &app.rates;
-    let per_s = |s: &Series| s.last().map(|v| v.to_string()).unwrap_or_else(|| "–".into());
+    // The last reading is no rate while the daemon is away: the lines stay, the number goes.
+    let away = app.away_for().is_some();
+    let per_s = |s: &Series| s.last().filter(|_| !away).map(|v| v.to_string()).unwrap_or_else(|| "–".into());
     sparkline(frame, a, &format!("orders/s {}", per_s(&r.orders_per_s)), &r.orders_per_s, theme);
     sparkline(frame, b, &format!("trades/s {}", per_s(&r.trades_per_s)), &r.trades_per_s, theme);
-    let p99 = r.place_p99_us.last().map(|v| if v == 0 { "–".to_string() } else { micros(v) }).unwrap_or_else(|| "–".into());
+    let p99 =
+        r.place_p99_us.last().filter(|_| !away).map(|v| if v == 0 { "–".to_string() } else { micros(v) }).unwrap_or_else(|| "–".into());
     sparkline(frame, c, &format!("placement p99 {p99}"), &r.place_p99_us, theme);
     if app.polled() {
         let block = Block::bordered().title(super::title(" events/s ", d));
@@ -57,7 +60,7 @@ fn states(frame: &mut Frame, area: Rect, app: &App, why: &str, theme: Theme) {
     let services = app.health.as_ref().map(|h| &h.services);
     let running = services.map_or(0, |s| s.values().filter(|v| *v == "running").count());
     let title = match services {
-        Some(s) if !s.is_empty() => format!(" Services · {running}/{} running ", s.len()),
+        Some(s) if !s.is_empty() => format!(" Services · {}{running}/{} running ", last_seen(app), s.len()),
         _ => " Services ".into(),
     };
     let note = format!(" uptime, restarts, mailboxes: {} ", clean(why));
@@ -126,7 +129,7 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let mut title = vec![Span::raw(if app.services.is_empty() {
         " Services".to_string()
     } else {
-        format!(" Services · {running}/{} running", app.services.len())
+        format!(" Services · {}{running}/{} running", last_seen(app), app.services.len())
     })];
     if failed > 0 {
         title.push(Span::raw(" · "));
@@ -210,6 +213,12 @@ fn services(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let header = Row::new(shown.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
     frame.render_widget(Table::new(rows, constraints).header(header).block(block), area);
     more(frame, inner, shown_rows, hidden, (hidden_failed, hidden_restarted), theme);
+}
+
+/// While the daemon is away, what the services' title counts is only what was last
+/// seen: `daemon away 12s · last seen `, else nothing.
+fn last_seen(app: &App) -> String {
+    app.away_for().map(|s| format!("daemon away {} · last seen ", duration(s))).unwrap_or_default()
 }
 
 fn sparkline(frame: &mut Frame, area: Rect, title: &str, series: &Series, theme: Theme) {

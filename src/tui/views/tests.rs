@@ -161,6 +161,29 @@ fn reconnecting() {
     check("reconnecting", &app);
 }
 
+/// A daemon gone away does not look alive on the Overview: its services are "last seen"
+/// running, their uptimes stop counting, and the rates show no number; all comes back
+/// with the stream.
+#[test]
+fn a_daemon_away_is_not_shown_running() {
+    let mut app = fixture::app();
+    let uptime = |app: &App| app.services.first().map(|s| app.service_uptime(s));
+    let before = uptime(&app);
+    app.update(Action::Net(Net::Disconnected("cannot reach the agt daemon at /tmp/agt.sock: connection refused".into())));
+    for _ in 0..12 {
+        app.update(Action::Tick);
+    }
+    assert_eq!(uptime(&app), before, "a dead daemon's uptime does not count on");
+    let screen = format!("{}", render(&app, 120, 40, Theme { color: false }).backend());
+    for needle in ["Services · daemon away 12s · last seen", "orders/s – ", "trades/s – ", "placement p99 – "] {
+        assert!(screen.contains(needle), "{needle:?} missing:\n{screen}");
+    }
+    app.update(Action::Net(Net::Connected { head: 300, own: false }));
+    assert_eq!(app.away_for(), None);
+    let screen = format!("{}", render(&app, 120, 40, Theme { color: false }).backend());
+    assert!(!screen.contains("daemon away"), "back:\n{screen}");
+}
+
 #[test]
 fn before_any_data() {
     let app = App::new(crate::tui::app::Settings { endpoint: "http://10.0.0.5:8000".into(), read_only: true, symbol: None });
