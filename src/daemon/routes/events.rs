@@ -277,9 +277,9 @@ enum Replayed {
     Done,
     /// The client has gone: there is nobody to tell anything.
     Gone,
-    /// It cannot go on: the token was revoked (or its user disabled), the events after `last` were pruned, or
-    /// the store could not be read. The stream must be [`cut`], not ended: an ended one
-    /// reads, to a client, as "that was everything".
+    /// It cannot go on: the token was revoked (or its user disabled), the events after
+    /// `last` were pruned, or the store could not be read. The stream must be [`cut`], not
+    /// ended: an ended one reads, to a client, as "that was everything".
     Cut(Why),
 }
 

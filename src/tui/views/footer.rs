@@ -103,8 +103,13 @@ fn hints(app: &App) -> (Vec<(&'static str, &'static str)>, usize) {
                 _ => true,
             };
             let available = app.tab_available(app.tab);
+            // Space pauses the Events tab, and resumes it once paused: the footer says which.
+            let word = |k: &str, word: &'static str| match k {
+                "space" if app.events.paused => "resume",
+                _ => word,
+            };
             let mut pairs: Vec<(&str, &str)> =
-                tab_keys(app.tab).iter().filter(|(k, _, _)| available && offered(k)).map(|(k, word, _)| (*k, *word)).collect();
+                tab_keys(app.tab).iter().filter(|(k, _, _)| available && offered(k)).map(|(k, w, _)| (*k, word(k, w))).collect();
             // Only the tabs with a list to move in.
             if available && matches!(app.tab, Tab::Orders | Tab::Accounts | Tab::Events | Tab::Audit) {
                 pairs.push(("j/k", "move"));
