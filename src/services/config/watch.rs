@@ -14,6 +14,13 @@
 //!   stayed so for [`EMPTY_HOLD`], the write that usually follows a truncation replacing
 //!   it first. A file that was empty already is no such step.
 //!
+//! - a file whose size and modification time are as last seen is read again too while
+//!   that time is younger than [`RACY`]: a write of the same size within the same tick of
+//!   the filesystem's clock leaves both as they were (git's "racily clean" files), and was
+//!   never applied. Once a read finds the text unchanged [`RACY`] after the file's
+//!   modification time, any later write moves the stamp, and a look is a `stat` again.
+//!   (A tool that sets the modification time back, `touch -r`, is not seen.)
+//!
 //! What the watch compares with is the file the live settings were made from
 //! ([`Source`]), kept with them ([`super::SharedSettings::source`]): not the file as it is
 //! when the config service (re)starts, which took an edit made since (at boot, before the
@@ -28,6 +35,10 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 /// How long a file that became empty or missing must stay so to be applied (every key
 /// then goes back to its default).
 pub const EMPTY_HOLD: Duration = Duration::from_secs(5);
+/// How long after a file's modification time a write of the same size may still leave
+/// the same modification time: a tick of the filesystem's clock (a few milliseconds on
+/// ext4, 2 s on FAT). Until a read that old, a look with an unchanged stamp reads the text.
+pub const RACY: Duration = Duration::from_secs(2);
 
 /// A file's identity and version as `stat` gives them: an edit in place changes its
 /// size or modification time, a replacement (rename) its inode. A rename does not change
@@ -94,6 +105,10 @@ pub struct Watch {
     /// The stamp of the file as last decided on (applied, or found not to load); a tick
     /// reads the file only when it differs.
     seen: Option<Stamp>,
+    /// The text of the file when `seen` was decided on, and whether `seen` could still be
+    /// a later write's too ([`RACY`]): then a look compares the text.
+    seen_text: Option<String>,
+    racy: bool,
     /// The text the live settings were last made from (`None`: there was no file). A
     /// `config set` whose rewrite started from another text merged an edit the live
     /// settings lack, and applies it ([`Watch::applied`]).
@@ -109,7 +124,7 @@ impl Watch {
     /// Takes up from the file the live settings were made from: a file that differs
     /// from it now is an edit, read and applied as any other.
     pub fn start(source: Source) -> Watch {
-        Watch { seen: source.stamp, applied: source.text, emptied: None, settling: None }
+        Watch { seen: source.stamp, seen_text: source.text.clone(), racy: true, applied: source.text, emptied: None, settling: None }
     }
 
     /// The file the live settings were last made from, to keep with them.
@@ -132,7 +147,8 @@ impl Watch {
 
     /// [`Watch::look`] at the moment `at`.
     fn look_at(&mut self, path: &Path, at: Instant) -> Option<Option<String>> {
-        if stamp(path) == self.seen {
+        let current = stamp(path);
+        if current == self.seen && !self.rewritten_within_a_tick(path, current) {
             self.settling = None;
             return None;
         }
@@ -142,11 +158,12 @@ impl Watch {
             Settled::Unreadable(now, e) => {
                 tracing::warn!(file = %path.display(), error = %e, "the configuration file changed but cannot be read; nothing changed");
                 self.seen = now;
+                self.racy = false;
                 return None;
             }
         };
         if text == self.applied {
-            self.seen = now;
+            self.decided(now, text);
             self.emptied = None;
             return None;
         }
@@ -166,8 +183,35 @@ impl Watch {
             }
         }
         self.emptied = None;
-        self.seen = now;
+        self.decided(now, text.clone());
         Some(text)
+    }
+
+    /// The file stamped `now` and holding `text` is decided on (applied, found the same
+    /// as applied, or found not to load): looks compare with it.
+    fn decided(&mut self, now: Option<Stamp>, text: Option<String>) {
+        self.seen = now;
+        self.seen_text = text;
+        self.racy = true;
+    }
+
+    /// Whether the file, its stamp as last decided on, was written since after all: the
+    /// stamp is younger than [`RACY`], and the text differs. The time is taken before the
+    /// read, so a read that finds the text unchanged that long after the modification time
+    /// proves a later write must move the stamp.
+    fn rewritten_within_a_tick(&mut self, path: &Path, current: Option<Stamp>) -> bool {
+        let Some(stamp) = current.filter(|_| self.racy) else { return false };
+        let read_at = SystemTime::now();
+        match read(path) {
+            Ok(text) if text == self.seen_text => {
+                if read_at.duration_since(stamp.modified).is_ok_and(|age| age >= RACY) {
+                    self.racy = false;
+                }
+                false
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
     }
 
     /// The live settings are now made from `text`.
@@ -191,7 +235,7 @@ impl Watch {
 
     /// A `config set` wrote `text` (stamped `now`), which the live settings now match.
     pub fn wrote(&mut self, now: Option<Stamp>, text: String) {
-        self.seen = now;
+        self.decided(now, Some(text.clone()));
         self.applied = Some(text);
         self.emptied = None;
         self.settling = None;
@@ -325,6 +369,52 @@ mod tests {
         assert_eq!(text.as_deref(), Some("[risk]\nmax_open_orders = 8\n"));
         f.watch.took(text);
         assert_eq!(f.look(), None, "applied once");
+    }
+
+    /// Sets the file's modification time, as a write in the same tick of the
+    /// filesystem's clock (or `touch -r`) leaves it.
+    fn set_modified(file: &Path, at: SystemTime) {
+        std::fs::File::options().write(true).open(file).unwrap().set_modified(at).unwrap();
+    }
+
+    /// A write of the same size within the tick of the filesystem's clock that stamped the
+    /// file before keeps its stamp (size, modification time, inode): it was never applied.
+    /// While the stamp is younger than [`RACY`], a look compares the text as well.
+    #[test]
+    fn a_same_size_write_within_one_clock_tick_is_applied() {
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        let stamped = std::fs::metadata(&f.file).unwrap().modified().unwrap();
+        assert_eq!(f.look(), None, "nothing changed");
+        f.write("[risk]\nmax_open_orders = 8\n");
+        set_modified(&f.file, stamped);
+        assert_eq!(stamp(&f.file), f.watch.seen, "the stamp cannot tell the two writes apart");
+        let text = f.look_twice().expect("the same stamp, another text");
+        assert_eq!(text.as_deref(), Some("[risk]\nmax_open_orders = 8\n"));
+        f.watch.took(text);
+        assert_eq!(f.look(), None, "applied once");
+        // And a file that does not load is decided on too: not tried again at every look.
+        let stamped = std::fs::metadata(&f.file).unwrap().modified().unwrap();
+        f.write("[risk]\nmax_open_orders = ?\n");
+        set_modified(&f.file, stamped);
+        assert!(f.look_twice().is_some(), "read, to be tried");
+        assert_eq!(f.look(), None, "tried once");
+    }
+
+    /// A stamp read with the text unchanged [`RACY`] after its modification time is
+    /// trusted: a later write must move it, so a look is a `stat` alone again (a write
+    /// that sets the time back is then not seen; without this, every look read the file).
+    #[test]
+    fn a_stamp_older_than_a_clock_tick_is_trusted_once_read_unchanged() {
+        let mut f = Fixture::new("[risk]\nmax_open_orders = 7\n");
+        let old = SystemTime::now() - 10 * RACY;
+        set_modified(&f.file, old);
+        f.watch = Watch::start(Source::read(&f.file).unwrap());
+        assert_eq!(f.look(), None, "read: the same text, and its stamp old enough");
+        f.write("[risk]\nmax_open_orders = 8\n");
+        set_modified(&f.file, old);
+        assert_eq!(f.look_twice(), None, "a stat alone: the stamp is trusted");
+        f.write("[risk]\nmax_open_orders = 99\n");
+        assert_eq!(f.look_twice().flatten().as_deref(), Some("[risk]\nmax_open_orders = 99\n"), "a write that moves the stamp");
     }
 
     #[test]
