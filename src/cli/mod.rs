@@ -188,6 +188,26 @@ pub fn named_opt(value: Option<String>, arg: &str, what: &str) -> Result<Option<
     Ok(value)
 }
 
+/// The value parser of a count the daemon checks (`--limit`, `--depth`): a whole number
+/// that fits a `u32` goes to the daemon as typed, even 0 or past `max`, so that it is
+/// refused in the daemon's words (400 `invalid_limit`, exit 1) like any other request's.
+/// Digits past `u32`'s range are refused here (exit 2) as too large, with the largest
+/// the daemon takes: clap's own message, "99999999999 is not in 0..=4294967295", named
+/// a range the daemon does not take at either end (the daemon says so too:
+/// `http::query_number`).
+pub fn count_up_to(max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let t = raw.trim();
+        match t.parse::<u32>() {
+            Ok(n) => Ok(n),
+            Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(format!("{t} is too large: {max} is the most it gives"))
+            }
+            Err(_) => Err(format!("{t:?} is not a whole number of 1 or more")),
+        }
+    }
+}
+
 /// What [`named`] asks for a user and a symbol, alike in every command.
 pub const A_USER: &str = "a username or user id (`agt user list` shows them)";
 pub const A_SYMBOL: &str = "a symbol (`agt symbol list` shows them)";

@@ -155,3 +155,31 @@ fn without_home_in_the_environment_the_default_home_comes_from_passwd() {
     assert!(!err.contains(&cwd.path().display().to_string()), "a home under the working folder: {err}");
     assert!(!cwd.path().join(".local").exists());
 }
+
+/// A count too large for the CLI to hold (`--limit`, `--depth`) is refused before any
+/// request, as too large, naming the most the daemon gives: clap's own message claimed
+/// "not in 0..=4294967295", a range the daemon takes at neither end (0 is refused, and a
+/// list gives at most 10000). Found by `scripts/cli-fuzz.py`.
+#[test]
+fn a_count_past_its_range_is_too_large_not_out_of_a_range_the_daemon_never_takes() {
+    let h = home();
+    for (args, most) in [
+        (&["order", "list", "--limit"][..], "10000"),
+        (&["trades", "AAPL", "--limit"], "10000"),
+        (&["market", "candles", "AAPL", "--limit"], "10000"),
+        (&["notify", "list", "--limit"], "10000"),
+        (&["audit", "tail", "--limit"], "100000"),
+        (&["book", "AAPL", "--depth"], "1000"),
+    ] {
+        let out = agt(&h).args(args).arg("99999999999").assert().code(2).get_output().stderr.clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains(&format!("99999999999 is too large: {most} is the most it gives")), "{args:?}: {err}");
+        assert!(!err.contains("4294967295"), "{args:?}: {err}");
+        let out = agt(&h).args(args).arg("ten").assert().code(2).get_output().stderr.clone();
+        let err = String::from_utf8_lossy(&out);
+        assert!(err.contains(r#""ten" is not a whole number of 1 or more"#), "{args:?}: {err}");
+    }
+    // One that fits goes to the daemon as typed (here none runs: exit 3), 0 included, so
+    // that the daemon refuses it in its own words.
+    agt(&h).args(["order", "list", "--limit", "0"]).assert().code(3);
+}
