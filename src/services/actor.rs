@@ -211,6 +211,14 @@ impl AfterCommit {
     pub fn event_texts(&self) -> Vec<(&'static str, &str)> {
         self.events.iter().map(|e| (e.kind, e.text.as_str())).collect()
     }
+    /// Sends the replies held so far, as a commit would: for tests that drive a service
+    /// by hand and read its answers.
+    #[cfg(test)]
+    pub fn send_replies(self) {
+        for r in self.replies {
+            r();
+        }
+    }
     /// Writes the batch's events into the outbox (inside the batch's transaction), as one
     /// row: a row per event was a b-tree insert per event on the order path (~5 per order).
     /// Gives the row's id and size.

@@ -800,3 +800,78 @@ fn a_webhook_secret_changed_while_stopped_is_announced_at_start() {
         }
     }
 }
+
+/// Notify records an attempt's outcome in a batch that commits a few milliseconds later.
+/// A crash in between lost the outcome, and the restarted notify posted the delivery
+/// again. The sender reports what it has not seen committed to the restarted notify, so
+/// a receiver that answered 200 gets one post, and one `NOTIFICATION_SENT` is announced.
+#[test]
+fn an_outcome_lost_with_a_crash_of_notify_is_not_posted_again() {
+    let hook = Receiver::start(|_| Some(200));
+    let config = format!("[supervisor]\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n\n{}", webhook(&hook.url(), &["USER_CREATED"], None));
+    // Notify crashes right after recording the first outcome, before its commit.
+    let d = Daemon::with_config_env(&config, &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_FAULT_NOTIFY_OUTCOME", "1")]);
+    let user = d.user("once");
+    let sent =
+        wait_until("the delivery to be sent", Duration::from_secs(15), || deliveries(&d).into_iter().find(|x| x["status"] == "sent"));
+    let services = d.ok("GET", "/api/services", None);
+    let notify = services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap().clone();
+    assert_eq!(notify["restarts"], 1, "the fault fired: {notify}");
+    assert_eq!(sent["attempts"], 1, "{sent}");
+    let hits = hook.hits();
+    assert_eq!(hits.len(), 1, "posted once: {hits:#?}");
+    assert!(hits[0].body.contains(&user));
+    let notes = wait_until("NOTIFICATION_SENT", Duration::from_secs(5), || {
+        let e = d.events("NOTIFICATION_SENT");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["data"]["delivery_id"], sent["id"]);
+    assert_eq!(metric(&d, "sent"), 1);
+}
+
+/// With all 16 of the sender's slots held by hanging receivers, a restarted notify got
+/// the sender's list of attempts only when a slot freed, an attempt timeout later, and
+/// until then gave up nothing: a webhook removed meanwhile kept its pending deliveries.
+/// The sender gives a restarted notify its list at once, so the removal takes effect
+/// now, not after the hanging attempts' timeout (an hour here).
+#[test]
+fn a_restarted_notify_with_every_slot_busy_acts_at_once() {
+    const HANGING: usize = 8; // two slots each: all 16
+    let hanging: Vec<Receiver> = (0..HANGING).map(|_| Receiver::start(|_| None)).collect();
+    let mut config = String::from("[supervisor]\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n\n");
+    for r in &hanging {
+        config.push_str(&webhook(&r.url(), &["USER_CREATED"], None));
+        config.push('\n');
+    }
+    let d = Daemon::with_config_env(&config, &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_NOTIFY_TIMEOUT_MS", "3600000")]);
+    d.user("first");
+    d.user("second");
+    wait_until("every slot to be taken", Duration::from_secs(10), || hanging.iter().all(|r| r.hits().len() == 2).then_some(()));
+    let late = Receiver::start(|_| Some(200));
+    let rule = d.ok("POST", "/api/notifications/rules", Some(json!({"url": late.url(), "events": ["USER_CREATED"]})));
+    let rule = rule["id"].as_str().unwrap().to_string();
+    d.user("third");
+    let of_rule = || deliveries(&d).into_iter().find(|x| x["rule"] == rule.as_str());
+    let queued = wait_until("the rule's delivery", Duration::from_secs(10), of_rule);
+    assert_eq!(queued["status"], "pending", "no slot is free: {queued}");
+
+    let restarts = |d: &Daemon| {
+        let services = d.ok("GET", "/api/services", None);
+        services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap()["restarts"].as_u64().unwrap()
+    };
+    let (s, body) = d.req("POST", "/api/services/notify/crash", None);
+    assert_eq!(s, 202, "{body}");
+    wait_until("notify to be restarted", Duration::from_secs(10), || (restarts(&d) == 1).then_some(()));
+    assert_eq!(d.ok("DELETE", &format!("/api/notifications/rules/{rule}"), None)["id"], rule.as_str());
+    let given_up =
+        wait_until("the removed rule's delivery to be given up", Duration::from_secs(10), || of_rule().filter(|x| x["status"] == "failed"));
+    assert!(given_up["last_error"].as_str().unwrap().contains("removed"), "{given_up}");
+    let failed = wait_until("NOTIFICATION_FAILED", Duration::from_secs(5), || {
+        let e = d.events("NOTIFICATION_FAILED");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(late.hits().is_empty());
+    assert!(hanging.iter().all(|r| r.hits().len() == 2), "the hanging attempts were not made again");
+}

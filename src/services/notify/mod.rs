@@ -15,7 +15,8 @@
 //! Delivery is at least once: a delivery is in `notify.db` before it is attempted, and one
 //! that was in flight when the daemon died is pending again after a restart, so it may
 //! reach its receiver twice; the `X-Agt-Delivery` header (stable across retries) lets a
-//! receiver drop duplicates.
+//! receiver drop duplicates. A crash of the actor alone posts nothing twice: the sender
+//! outlives it and reports again each outcome it has not seen committed ([`Cmd::Due`]).
 //!
 //! What a receiver gets: `POST <url>` with the event envelope as the JSON body and
 //! `Content-Type: application/json`, `X-Agt-Event: <type>`, `X-Agt-Delivery: <id>`, and,
@@ -30,6 +31,7 @@
 //! `AGT_NOTIFY_BACKOFF_MS` (first retry delay, default 1000), `AGT_NOTIFY_MAX_ATTEMPTS`
 //! (default 10), `AGT_NOTIFY_TIMEOUT_MS` (per attempt, default 5000).
 
+pub mod fault;
 pub mod interest;
 pub mod sender;
 pub mod service;
@@ -64,9 +66,20 @@ pub enum Cmd {
     /// came (or after a restart, when it found the webhook gone) though the attempt then
     /// delivered it, and handed a hanging receiver two more. The actor takes this list
     /// as what is in flight, and hands out or gives up nothing before the first one.
-    Due { max: usize, sending: Vec<(String, String)>, reply: Reply<Vec<Attempt>> },
+    ///
+    /// `reported` is every outcome the sender has told and not yet seen committed: an
+    /// outcome lives only in the actor's open transaction until its batch commits, so a
+    /// crash in between lost it, and the restarted actor posted the delivery again. The
+    /// actor records them (again, for most: [`Outcome::attempts`] makes that a no-op)
+    /// before it hands anything out; its answer, sent after the commit that holds them,
+    /// tells the sender it may forget them.
+    ///
+    /// `max` may be 0: the sender, all its slots busy, gives a restarted actor its lists
+    /// at once (instead of at its next free slot, up to an attempt timeout later), and
+    /// the actor answers at once, with nothing.
+    Due { max: usize, sending: Vec<(String, String)>, reported: Vec<Outcome>, reply: Reply<Vec<Attempt>> },
     /// What became of one attempt; the actor records it and schedules the next one.
-    Outcome { id: String, result: AttemptResult },
+    Outcome(Outcome),
     /// Adds a run-time rule (kept in `notify.db`, beside the `[[notify.webhooks]]` of the config).
     AddRule { rule: NewWebhookRule, reply: Reply<WebhookRule> },
     /// Every rule: the config's first (ids `config:N`), then the run-time ones.
@@ -91,6 +104,18 @@ pub struct Attempt {
     pub payload: String,
     /// Attempts made before this one.
     pub attempts: u32,
+}
+
+/// What became of one attempt, as the sender reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The delivery's id.
+    pub id: String,
+    /// The attempts made before this one ([`Attempt::attempts`]): the actor records an
+    /// outcome only while the delivery still has that many, so one reported twice (in a
+    /// `Due` after its `Outcome`) changes nothing the second time.
+    pub attempts: u32,
+    pub result: AttemptResult,
 }
 
 /// What one attempt came to.

@@ -6,7 +6,7 @@
 //! that hangs holds at most [`MAX_IN_FLIGHT_PER_URL`] slots until their timeouts (the
 //! actor hands out no more for its URL); the other receivers' deliveries use the rest.
 
-use super::{parse_url, signature, Attempt, AttemptResult, Cmd, Tuning};
+use super::{parse_url, signature, Attempt, AttemptResult, Cmd, Outcome, Tuning};
 use crate::services::actor::Handle;
 use bytes::Bytes;
 use futures::FutureExt;
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -46,26 +47,46 @@ fn client(timeout: Duration) -> HttpClient {
 
 async fn run(notify: Handle<Cmd>, mut shutdown: tokio::sync::watch::Receiver<bool>, tuning: Tuning) {
     let client = client(tuning.timeout);
-    let mut tasks: JoinSet<(String, AttemptResult)> = JoinSet::new();
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
     // The deliveries being attempted, id to URL: each `Due` tells the actor (which forgets
     // them when it restarts), and a delivery handed out again is not sent twice at once.
     let mut sending: HashMap<String, String> = HashMap::new();
+    // Outcomes told to the actor and not yet known committed, oldest first: each `Due`
+    // carries them, and an answered `Due` confirms the ones it carried (`Cmd::Due`).
+    let mut reported: Vec<Outcome> = Vec::new();
+    // How many of `reported` (its first ones) the outstanding `Due` carries.
+    let mut carried = 0;
+    // The actor's restart count when the outstanding or last answered `Due` was sent:
+    // while it stands, the running actor has this sender's lists. `None` when a `Due`
+    // was lost (or none was ever answered): the next incarnation has not got them.
+    let mut listed_at: Option<u32> = None;
     let mut due = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         let free = MAX_IN_FLIGHT.saturating_sub(sending.len());
-        if due.is_none() && free > 0 {
-            // Refused while notify is not running; the pause below retries.
+        let restarts = notify.status.restarts.load(Ordering::Relaxed);
+        // With every slot busy the sender has nothing to ask for, but a restarted actor
+        // hands out and gives up nothing until it has the lists: it gets them now (a
+        // `Due` for none), not at the next free slot, up to an attempt timeout later.
+        if due.is_none() && (free > 0 || listed_at != Some(restarts)) {
             let attempting = sending.iter().map(|(id, url)| (id.clone(), url.clone())).collect();
-            due = notify.send(|reply| Cmd::Due { max: free, sending: attempting, reply }).ok();
+            let told = reported.clone();
+            // Refused while notify is not running; the pause below retries.
+            due = notify.send(|reply| Cmd::Due { max: free, sending: attempting, reported: told, reply }).ok();
+            if due.is_some() {
+                (carried, listed_at) = (reported.len(), Some(restarts));
+            }
         }
         tokio::select! {
             r = async { due.as_mut().expect("guarded by is_some").await }, if due.is_some() => {
                 due = None;
                 match r {
                     Ok(Ok(list)) => {
+                        // Committed before this answer: no longer needed for a restarted actor.
+                        reported.drain(..carried);
+                        carried = 0;
                         for a in list {
                             if !sending.contains_key(&a.id) {
                                 sending.insert(a.id.clone(), a.url.clone());
@@ -75,19 +96,23 @@ async fn run(notify: Handle<Cmd>, mut shutdown: tokio::sync::watch::Receiver<boo
                                         .catch_unwind()
                                         .await
                                         .unwrap_or_else(|_| AttemptResult::Failed { error: "the attempt panicked".into(), permanent: false });
-                                    (a.id, result)
+                                    Outcome { id: a.id, attempts: a.attempts, result }
                                 });
                             }
                         }
                     }
-                    // The actor restarted (its parked reply was dropped) or refused: ask again soon.
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                    // The actor's incarnation ended with the request (its parked reply was
+                    // dropped): ask the next one at once, with the lists.
+                    Err(_) => listed_at = None,
+                    // Refused: ask again soon.
+                    Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((id, result)) = done {
-                    sending.remove(&id);
-                    notify.tell(Cmd::Outcome { id, result });
+                if let Ok(outcome) = done {
+                    sending.remove(&outcome.id);
+                    reported.push(outcome.clone());
+                    notify.tell(Cmd::Outcome(outcome));
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(100)), if due.is_none() => {}

@@ -1,8 +1,9 @@
 //! The notify actor: rules, the delivery queue in `data/notify.db`, and the outcome of
 //! every attempt. It never does network I/O itself; [`super::sender`] does.
 
+use super::fault::OutcomeFault;
 use super::sender::MAX_IN_FLIGHT_PER_URL;
-use super::{check_rule, shown_url, wants, Attempt, AttemptResult, Cmd, Tuning};
+use super::{check_rule, shown_url, wants, Attempt, AttemptResult, Cmd, Outcome, Tuning};
 use crate::api::{ApiError, Delivery, NewWebhookRule, WebhookRule};
 use crate::daemon::metrics::{self, ResultLabel};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
@@ -53,6 +54,8 @@ pub struct Notify {
     /// Removed webhooks whose pending deliveries are still to be given up: a run-time
     /// rule's id, or `None` for the config's (those at a URL it no longer lists).
     sweeps: Vec<Option<String>>,
+    /// `AGT_FAULT_NOTIFY_OUTCOME` (tests only; [`super::fault`]).
+    fault: Option<OutcomeFault>,
 }
 
 /// A webhook subscription, from the config or added at run time.
@@ -114,6 +117,11 @@ const MIGRATIONS: &[&str] = &[
     // `Notify::give_up_removed` finds a removed rule's pending deliveries without reading
     // anyone else's. Pending ones only: the finished, most of the table, stay out of it.
     "CREATE INDEX deliveries_pending_rule ON deliveries(rule, n) WHERE status = 'pending';",
+    // The same for a webhook removed from the config, found by its URL: through
+    // `deliveries_url_due` it read every pending delivery at that URL, a run-time rule's
+    // backlog there included. The condition is the query's, word for word, as SQLite
+    // uses a partial index only for a query whose terms include the index's.
+    "CREATE INDEX deliveries_pending_config ON deliveries(url, n) WHERE status = 'pending' AND rule LIKE 'config:%';",
 ];
 
 fn now_ms() -> i64 {
@@ -124,8 +132,12 @@ fn rfc3339_of_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default()
 }
 
-fn count(result: &str) {
-    metrics::get().notification_deliveries.get_or_create(&ResultLabel { result: result.to_string() }).inc();
+/// Counts `n` outcomes of `result` once the batch commits: counted before, an outcome a
+/// crash took back was counted again when the sender reported it to the next notify.
+fn count(after: &mut AfterCommit, result: &'static str, n: u64) {
+    after.then(move || {
+        metrics::get().notification_deliveries.get_or_create(&ResultLabel { result: result.to_string() }).inc_by(n);
+    });
 }
 
 fn row_to_delivery(r: &rusqlite::Row) -> rusqlite::Result<Delivery> {
@@ -353,8 +365,9 @@ impl Notify {
     /// delivered). `NOTIFICATION_FAILED` says why, for each. Returns how many.
     ///
     /// It reads only the gone webhook's deliveries: a rule's through the index
-    /// `deliveries_pending_rule`, the config's a URL at a time (`deliveries_url_due`, the
-    /// URLs of [`Notify::pending_urls`] the config no longer lists). One query for both,
+    /// `deliveries_pending_rule`, the config's a URL at a time (`deliveries_pending_config`,
+    /// the URLs of [`Notify::pending_urls`] the config no longer lists; not a run-time
+    /// rule's deliveries at the same URL). One query for both,
     /// its condition chosen per row, read every pending delivery each time: ~0.3 s for one
     /// `DELETE` of a rule beside a dead receiver's backlog of 130,000.
     fn give_up_removed(&self, tx: &Connection, rule: Option<&str>, limit: usize, after: &mut AfterCommit) -> Result<usize, ServiceError> {
@@ -385,13 +398,15 @@ impl Notify {
             for row in rows {
                 let (id, url, event_type, event_seq, attempts) = row?;
                 n += 1;
-                count("failed");
                 after.event(
                     "NOTIFICATION_FAILED",
                     serde_json::json!({"delivery_id": id, "url": shown_url(&url), "event_type": event_type, "event_seq": event_seq,
                                        "attempts": attempts, "error": error}),
                 );
             }
+        }
+        if n > 0 {
+            count(after, "failed", n as u64);
         }
         Ok(n)
     }
@@ -414,15 +429,19 @@ impl Notify {
 
     /// Records one attempt's outcome; emits `NOTIFICATION_SENT` on success and
     /// `NOTIFICATION_FAILED` when the delivery is given up (not on each failed attempt).
-    fn record(&mut self, tx: &Connection, id: &str, result: AttemptResult, after: &mut AfterCommit) -> Result<(), ServiceError> {
+    /// An outcome already recorded (the delivery is settled, or has had more attempts
+    /// since) changes nothing: the sender reports again what it has not seen committed.
+    fn record(&mut self, tx: &Connection, outcome: Outcome, after: &mut AfterCommit) -> Result<(), ServiceError> {
+        let Outcome { id, attempts: before, result } = outcome;
+        let id = id.as_str();
         self.in_flight.remove(id);
         let row: Option<(String, String, i64, i64, String)> = tx
             .prepare_cached("SELECT url, event_type, event_seq, attempts, status FROM deliveries WHERE id = ?1")?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()?;
-        // Unknown, or already settled (a duplicate report after a restart): nothing to do.
+        // Unknown, already settled or already counted (reported again): nothing to do.
         let Some((url, event_type, event_seq, attempts, status)) = row else { return Ok(()) };
-        if status != "pending" {
+        if status != "pending" || attempts != i64::from(before) {
             return Ok(());
         }
         let attempts = attempts + 1;
@@ -435,7 +454,7 @@ impl Notify {
                      updated_at = ?3, delivered_at = ?3 WHERE id = ?1",
                 )?
                 .execute(params![id, attempts, at])?;
-                count("sent");
+                count(after, "sent", 1);
                 after.event(
                     "NOTIFICATION_SENT",
                     serde_json::json!({"delivery_id": id, "url": url, "event_type": event_type, "event_seq": event_seq, "attempts": attempts}),
@@ -449,7 +468,7 @@ impl Notify {
                          updated_at = ?4 WHERE id = ?1",
                     )?
                     .execute(params![id, attempts, error, at])?;
-                    count("failed");
+                    count(after, "failed", 1);
                     tracing::warn!(delivery = id, %url, attempts, %error, "webhook delivery given up");
                     after.event(
                         "NOTIFICATION_FAILED",
@@ -462,7 +481,7 @@ impl Notify {
                         "UPDATE deliveries SET attempts = ?2, last_error = ?3, next_attempt_at = ?4, updated_at = ?5 WHERE id = ?1",
                     )?
                     .execute(params![id, attempts, error, now_ms() + wait.as_millis() as i64, at])?;
-                    count("retry");
+                    count(after, "retry", 1);
                     tracing::debug!(delivery = id, %url, attempts, %error, retry_in = ?wait, "webhook delivery failed; will retry");
                 }
             }
@@ -604,6 +623,7 @@ impl Service for Notify {
             last_prune: Instant::now(),
             config_urls: None,
             sweeps: Vec::new(),
+            fault: if ctx.settings.get().debug.fault_injection { OutcomeFault::from_env() } else { None },
         })
     }
 
@@ -629,18 +649,27 @@ impl Service for Notify {
                 let list = self.list(tx, limit, status)?;
                 after.reply(reply, Ok(list));
             }
-            Cmd::Due { max, sending, reply } => {
+            Cmd::Due { max, sending, reported, reply } => {
                 self.in_flight = sending.into_iter().collect();
+                // Before anything is handed out: one whose outcome a crash took is settled
+                // (or waits out its backoff), not posted again.
+                for outcome in reported {
+                    self.record(tx, outcome, after)?;
+                }
                 self.sender_known = true;
-                let due = self.due(tx, max, after)?;
-                if due.is_empty() {
+                // The parked request this replaces, if any, was the sender's last: it has
+                // stopped waiting for it.
+                self.parked = None;
+                let due = if max == 0 { Vec::new() } else { self.due(tx, max, after)? };
+                if due.is_empty() && max > 0 {
                     self.parked = Some((max, reply));
                 } else {
                     after.reply(reply, Ok(due));
                 }
             }
-            Cmd::Outcome { id, result } => {
-                self.record(tx, &id, result, after)?;
+            Cmd::Outcome(outcome) => {
+                self.record(tx, outcome, after)?;
+                OutcomeFault::tick(&mut self.fault);
                 // The slot it frees may be its URL's only way on: left to the next tick, a
                 // receiver that answered at once still got two deliveries per 100 ms, and a
                 // backlog at more than 20 events/s never drained.
@@ -707,6 +736,7 @@ mod tests {
             last_prune: Instant::now(),
             config_urls: None,
             sweeps: Vec::new(),
+            fault: None,
         };
         Fixture { _dir: dir, conn, svc }
     }
@@ -719,6 +749,13 @@ mod tests {
             self.svc.before_commit(&tx).unwrap();
             tx.commit().unwrap();
             after
+        }
+        /// Reports an attempt's outcome as the sender does: against the attempts the
+        /// delivery had when it was handed out (as it has them now).
+        fn outcome(&mut self, id: String, result: AttemptResult) -> AfterCommit {
+            let attempts: i64 =
+                self.conn.query_row("SELECT attempts FROM deliveries WHERE id = ?1", [&id], |r| r.get(0)).optional().unwrap().unwrap_or(0);
+            self.run(Cmd::Outcome(Outcome { id, attempts: attempts as u32, result }))
         }
         /// `n` pending deliveries (`backlog-1`, …) of event `seq` to `url` for `rule`.
         fn backlog(&self, rule: &str, url: &str, seq: i64, n: i64) {
@@ -814,7 +851,7 @@ mod tests {
         let rules: Vec<String> = f.deliveries().into_iter().map(|d| d.rule).collect();
         assert!(rules.contains(&"config:0".to_string()) && rules.contains(&added.id), "{rules:?}");
         for (id, _) in due {
-            f.run(Cmd::Outcome { id, result: AttemptResult::Failed { error: "HTTP 500".into(), permanent: false } });
+            f.outcome(id, AttemptResult::Failed { error: "HTTP 500".into(), permanent: false });
         }
         // The config's webhook goes: its pending delivery is given up, the rule's is not.
         f.svc.settings.replace(Default::default());
@@ -853,7 +890,7 @@ mod tests {
             .iter()
             .filter(|d| d.status == "failed")
             .all(|d| d.last_error.as_deref() == Some("its webhook was removed before it was delivered")));
-        f.run(Cmd::Outcome { id: sending[0].id.clone(), result: AttemptResult::Delivered });
+        f.outcome(sending[0].id.clone(), AttemptResult::Delivered);
         let d = f.deliveries();
         assert_eq!(
             d.iter().find(|d| d.id == sending[0].id).map(|d| d.status.as_str()),
@@ -888,13 +925,13 @@ mod tests {
         assert!(f.deliveries().iter().all(|d| d.status == "pending"), "nor given up");
         let (reply, _rx) = tokio::sync::oneshot::channel();
         let listed = sending.iter().map(|a| (a.id.clone(), a.url.clone())).collect();
-        f.run(Cmd::Due { max: 16, sending: listed, reply });
+        f.run(Cmd::Due { max: 16, sending: listed, reported: Vec::new(), reply });
         assert!(f.svc.parked.is_some(), "the config's URL is at its cap: the request waits");
         let d = f.deliveries();
         let of_rule = |status: &str| d.iter().filter(|d| d.rule == added.id && d.status == status).count();
         assert_eq!((of_rule("failed"), of_rule("pending")), (1, MAX_IN_FLIGHT_PER_URL), "only the one not being attempted is given up");
         let rules_attempt = sending.iter().find(|a| a.url.ends_with("/rule")).unwrap().id.clone();
-        f.run(Cmd::Outcome { id: rules_attempt.clone(), result: AttemptResult::Delivered });
+        f.outcome(rules_attempt.clone(), AttemptResult::Delivered);
         assert_eq!(f.deliveries().iter().find(|d| d.id == rules_attempt).map(|d| d.status.clone()).as_deref(), Some("sent"));
     }
 
@@ -916,10 +953,10 @@ mod tests {
         assert_eq!(urls(&first), ["slow", "slow", "fast", "fast"], "oldest first, two per URL");
         assert!(f.due().is_empty(), "both URLs are at their cap");
         let done = first.iter().find(|a| a.url.ends_with("fast")).unwrap().id.clone();
-        f.run(Cmd::Outcome { id: done, result: AttemptResult::Delivered });
+        f.outcome(done, AttemptResult::Delivered);
         assert_eq!(urls(&f.due()), ["fast"], "a freed slot of one URL goes to that URL's next");
         let done = first.iter().find(|a| a.url.ends_with("slow")).unwrap().id.clone();
-        f.run(Cmd::Outcome { id: done, result: AttemptResult::Delivered });
+        f.outcome(done, AttemptResult::Delivered);
         let next = f.due();
         assert_eq!(urls(&next), ["slow"]);
         assert_eq!(Some(next[0].id.clone()), f.deliveries().into_iter().find(|d| d.event_seq == 3).map(|d| d.id), "the next oldest");
@@ -969,6 +1006,63 @@ mod tests {
         assert_eq!(pending, 100_000, "the config webhook's backlog is untouched");
     }
 
+    /// A config webhook's removal reads its own deliveries at its URL, not a run-time
+    /// rule's there: through `deliveries_url_due` it read every pending delivery at the
+    /// URL, a rule's backlog of 100,000 included, each time the config changed.
+    #[test]
+    fn removing_a_config_webhook_reads_only_its_own_deliveries() {
+        let mut f = fixture(HOOK, Tuning::default());
+        let rule = NewWebhookRule { url: "http://127.0.0.1:9/hook".into(), events: vec!["ORDER_CREATED".into()], secret: None };
+        let added = f.with_tx(|s, tx| s.add_rule(tx, rule).unwrap()).unwrap();
+        for seq in 1..=3 {
+            f.event(seq, "USER_CREATED");
+        }
+        assert_eq!(f.with_tx(|s, tx| s.sweep(tx, GIVE_UP_PER_CALL, &mut AfterCommit::new("notify")).unwrap()), 0, "nothing removed yet");
+        f.backlog(&added.id, "http://127.0.0.1:9/hook", 4, 100_000);
+        let (given_up, steps) = f.steps(|f| {
+            f.svc.settings.replace(Default::default());
+            f.with_tx(|s, tx| s.sweep(tx, GIVE_UP_PER_CALL, &mut AfterCommit::new("notify")).unwrap())
+        });
+        assert_eq!(given_up, 3, "the config webhook's pending deliveries, all at once");
+        assert!(steps < 20_000, "removing a config webhook beside a backlog of 100,000 at its URL took {steps} steps");
+        let pending: i64 = f.conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending, 100_000, "the rule's backlog at the same URL is untouched");
+    }
+
+    /// An outcome lives in notify's open transaction until its batch commits; a crash in
+    /// between lost it, and the restarted notify handed the delivery out again (a second
+    /// post). The sender reports it again in its next `Due`: recorded before anything is
+    /// handed out, and a no-op when it was committed after all.
+    #[test]
+    fn an_outcome_reported_again_is_recorded_once() {
+        let tuning = Tuning { backoff_base: Duration::ZERO, ..Tuning::default() };
+        let mut f = fixture(HOOK, tuning);
+        f.event(1, "USER_CREATED");
+        f.event(2, "USER_CREATED");
+        let sent = f.due();
+        assert_eq!(sent.len(), 2);
+        let report = |a: &Attempt, result| Outcome { id: a.id.clone(), attempts: a.attempts, result };
+        let failed = AttemptResult::Failed { error: "HTTP 500".into(), permanent: false };
+        // The first's outcome was committed; the second's went with a crash.
+        f.run(Cmd::Outcome(report(&sent[0], failed.clone())));
+        f.svc.in_flight.clear();
+        f.svc.sender_known = false;
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        let reported = vec![report(&sent[0], failed.clone()), report(&sent[1], AttemptResult::Delivered)];
+        f.run(Cmd::Due { max: 16, sending: Vec::new(), reported, reply }).send_replies();
+        let d = f.deliveries();
+        let of = |a: &Attempt| d.iter().find(|d| d.id == a.id).map(|d| (d.status.clone(), d.attempts)).unwrap();
+        assert_eq!(of(&sent[0]), ("pending".into(), 1), "a retry reported twice is one attempt");
+        assert_eq!(of(&sent[1]), ("sent".into(), 1), "the lost outcome is recorded");
+        let handed: Vec<String> = rx.try_recv().expect("answered").unwrap().into_iter().map(|a| a.id).collect();
+        assert_eq!(handed, [sent[0].id.clone()], "the retry is due again; the delivered one is not handed out");
+        // All slots busy: a `Due` for none is answered at once, with nothing.
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        f.run(Cmd::Due { max: 0, sending: Vec::new(), reported: Vec::new(), reply }).send_replies();
+        assert!(f.svc.parked.is_none() && f.svc.sender_known);
+        assert!(rx.try_recv().expect("answered").unwrap().is_empty());
+    }
+
     #[test]
     fn failed_attempts_back_off_then_a_success_settles_it() {
         let tuning = Tuning { backoff_base: Duration::from_millis(1), ..Tuning::default() };
@@ -977,14 +1071,14 @@ mod tests {
         for n in 1..=2 {
             let a = f.due().pop().expect("due");
             assert_eq!(a.attempts, n - 1);
-            f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "HTTP 500".into(), permanent: false } });
+            f.outcome(a.id, AttemptResult::Failed { error: "HTTP 500".into(), permanent: false });
             std::thread::sleep(Duration::from_millis(5));
         }
         let a = f.due().pop().expect("due again");
-        let after = f.run(Cmd::Outcome { id: a.id.clone(), result: AttemptResult::Delivered });
+        let after = f.outcome(a.id.clone(), AttemptResult::Delivered);
         assert!(!after.is_empty(), "NOTIFICATION_SENT is published");
         // A duplicate report (after a restart) changes nothing.
-        f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "late".into(), permanent: false } });
+        f.outcome(a.id, AttemptResult::Failed { error: "late".into(), permanent: false });
         let d = &f.deliveries()[0];
         assert_eq!((d.status.as_str(), d.attempts), ("sent", 3));
         assert_eq!(d.last_error, None, "a sent delivery has no error; its attempts say it was retried");
@@ -1002,7 +1096,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
             for a in f.due() {
                 let permanent = a.attempts == 0 && f.deliveries().iter().any(|d| d.id == a.id && d.event_seq == 2);
-                f.run(Cmd::Outcome { id: a.id, result: AttemptResult::Failed { error: "refused".into(), permanent } });
+                f.outcome(a.id, AttemptResult::Failed { error: "refused".into(), permanent });
             }
         }
         let d = f.deliveries();
@@ -1014,7 +1108,7 @@ mod tests {
     fn a_parked_due_is_answered_by_a_new_delivery() {
         let mut f = fixture(HOOK, Tuning::default());
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        f.run(Cmd::Due { max: 4, sending: Vec::new(), reply });
+        f.run(Cmd::Due { max: 4, sending: Vec::new(), reported: Vec::new(), reply });
         assert!(f.svc.parked.is_some(), "nothing due: the request waits");
         f.event(1, "USER_CREATED");
         assert!(f.svc.parked.is_none(), "the new delivery answered it");
@@ -1033,9 +1127,9 @@ mod tests {
         assert_eq!(first.len(), MAX_IN_FLIGHT_PER_URL);
         let (reply, _rx) = tokio::sync::oneshot::channel();
         let sending = first.iter().map(|a| (a.id.clone(), a.url.clone())).collect();
-        f.run(Cmd::Due { max: 16, sending, reply });
+        f.run(Cmd::Due { max: 16, sending, reported: Vec::new(), reply });
         assert!(f.svc.parked.is_some(), "the URL is at its cap: the request waits");
-        f.run(Cmd::Outcome { id: first[0].id.clone(), result: AttemptResult::Delivered });
+        f.outcome(first[0].id.clone(), AttemptResult::Delivered);
         assert!(f.svc.parked.is_none(), "the freed slot answered it");
         assert_eq!(f.svc.in_flight.len(), MAX_IN_FLIGHT_PER_URL);
     }
@@ -1104,7 +1198,7 @@ mod tests {
         svc.handle(&tx, Cmd::Event(handed), &mut AfterCommit::new("notify")).unwrap();
         assert!(svc.due(&tx, 16, &mut AfterCommit::new("notify")).unwrap().is_empty(), "nothing before the sender says what it has");
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
+        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reported: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.in_flight.len(), 2, "one per url, both now with the sender");
         svc.before_commit(&tx).unwrap();
         tx.commit().unwrap();
@@ -1114,7 +1208,7 @@ mod tests {
         assert_eq!((svc.last_event_seq, svc.rules.len()), (2, 1));
         let tx = conn.transaction().unwrap();
         let (reply, _rx) = tokio::sync::oneshot::channel();
-        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
+        svc.handle(&tx, Cmd::Due { max: 16, sending: Vec::new(), reported: Vec::new(), reply }, &mut AfterCommit::new("notify")).unwrap();
         assert_eq!(svc.in_flight.len(), 2);
         drop(tx);
         bus.shutdown();
