@@ -3,6 +3,7 @@
 
 Usage: scripts/followers-cpu.py HOME [--seconds 60] [--since0 0.25]
        scripts/followers-cpu.py HOME --replay 3 [--seconds 2]
+       scripts/followers-cpu.py HOME --replay 3 --to-end [--parallel] [--all-types]
 
 Python 3, stdlib only. Over the socket (every caller is admin). The CPU counted is that
 of the daemon's threads named `agtd` (the tokio runtime: HTTP, and its blocking pool,
@@ -17,6 +18,10 @@ thread seen: the blocking pool's threads exit after 10 s idle, and their time le
   a long history (`agt bench --orders 300000 --cancels 20`), and --since0 0 with 0.25.
 - --replay N: N followers from `since=0`, each read for --seconds as fast as Python
   reads: the runtime's CPU per MB of events sent (a replay's cost per event).
+  With --to-end, each is a read without `follow` to the stream's end, and the wall time
+  gives MB/s (a followed one that caught up in less than --seconds idles the rest, so its
+  MB/s says nothing); --parallel runs the N at once (do replays wait for one another?),
+  --all-types reads every type instead of the followers' two.
 """
 import argparse, json, os, random, socket, threading, time
 
@@ -26,6 +31,9 @@ ap.add_argument("--seconds", type=float)
 ap.add_argument("--since0", type=float, default=0.25, help="share of followers from since=0")
 ap.add_argument("--replay", type=int, metavar="N")
 ap.add_argument("--seed", type=int, default=1)
+ap.add_argument("--to-end", action="store_true", help="with --replay: no follow, read each to its end")
+ap.add_argument("--parallel", action="store_true", help="with --to-end: the N replays at once")
+ap.add_argument("--all-types", action="store_true", help="with --replay: every event type")
 args = ap.parse_args()
 HOME = args.home
 TICK = os.sysconf("SC_CLK_TCK")
@@ -63,13 +71,24 @@ class Watch:
         return sum(self.seen.values()) - self.base
 
 
-def open_stream(start, sse=False):
+def open_stream(start, sse=False, follow=True, types=TYPES):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
     s.connect(f"{HOME}/agt.sock")
     accept = "Accept: text/event-stream\r\n" if sse else ""
-    s.sendall(f"GET /api/events?follow=true&{start}&type={TYPES} HTTP/1.1\r\nHost: agt\r\n{accept}\r\n".encode())
+    query = f"{start}" + ("&follow=true" if follow else "") + (f"&type={types}" if types else "")
+    close = "" if follow else "Connection: close\r\n"
+    s.sendall(f"GET /api/events?{query} HTTP/1.1\r\nHost: agt\r\n{accept}{close}\r\n".encode())
     return s
+
+
+def read_to_end(s):
+    got = 0
+    while True:
+        b = s.recv(1 << 16)
+        if not b:
+            return got
+        got += len(b)
 
 
 def read_for(s, seconds, stop=None):
@@ -88,7 +107,29 @@ def read_for(s, seconds, stop=None):
 
 watch = Watch()
 t0 = time.monotonic()
-if args.replay:
+if args.replay and args.to_end:
+    types = None if args.all_types else TYPES
+    sizes = []
+
+    def one():
+        sizes.append(read_to_end(open_stream("since=0", follow=False, types=types)))
+
+    if args.parallel:
+        threads = [threading.Thread(target=one) for _ in range(args.replay)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for _ in range(args.replay):
+            one()
+    wall = time.monotonic() - t0
+    cpu = watch.used()
+    sent = sum(sizes)
+    print(f"since=0 to the end x{args.replay}{' at once' if args.parallel else ''}, {'all types' if types is None else types}: "
+          f"{wall:.2f} s, {sent / 1e6:.1f} MB ({', '.join(f'{n / 1e6:.1f}' for n in sizes)}), {sent / 1e6 / wall:.1f} MB/s; "
+          f"agtd {cpu:.2f} s CPU, {1000 * cpu / max(sent / 1e6, 1e-9):.2f} ms per MB")
+elif args.replay:
     secs = args.seconds or 2
     sent = 0
     for _ in range(args.replay):

@@ -17,6 +17,20 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Default)]
 pub struct Tokens {
     by_hash: Arc<RwLock<Option<ByHash>>>,
+    /// Told after every revoke (and rebuild), once the token is gone from the map: a
+    /// stream that outlives its request waits on it ([`Tokens::revocations`]) to ask
+    /// [`Tokens::is_live`] at once, where it asked only at its next event or its 5 s peer
+    /// check (a quiet trader's stream went on for up to 5 s after its token was revoked).
+    revoked: Arc<Revocations>,
+}
+
+/// A `watch::Sender` with no receivers until a stream subscribes.
+struct Revocations(tokio::sync::watch::Sender<()>);
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Revocations(tokio::sync::watch::channel(()).0)
+    }
 }
 
 /// The live tokens by the SHA-256 (hex) of their secret, and their ids: a follower asks
@@ -52,6 +66,12 @@ impl Tokens {
         self.by_hash.read().unwrap().as_ref().is_some_and(|m| m.ids.contains(&token.id))
     }
 
+    /// A receiver told after each revoke from now on (its `changed()` resolves), for a
+    /// holder of a token to ask [`Tokens::is_live`] again.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<()> {
+        self.revoked.0.subscribe()
+    }
+
     /// After a commit that made a token; the service has loaded the map by then.
     pub(super) fn put(&self, hash: String, token: TokenInfo) {
         let mut slot = self.by_hash.write().unwrap();
@@ -66,12 +86,14 @@ impl Tokens {
                 m.ids.remove(&t.id);
             }
         }
+        self.revoked.0.send_replace(());
     }
 
     pub(super) fn replace_all(&self, tokens: HashMap<String, TokenInfo>) {
         let ids = tokens.values().map(|t| t.id.clone()).collect();
         let tokens = tokens.into_iter().map(|(hash, t)| (hash, Arc::new(t))).collect();
         *self.by_hash.write().unwrap() = Some(ByHash { tokens, ids });
+        self.revoked.0.send_replace(());
     }
 }
 

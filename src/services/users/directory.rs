@@ -13,6 +13,19 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Default)]
 pub struct Directory {
     inner: Arc<RwLock<Maps>>,
+    /// Told after every change (a user created, updated, disabled; a rebuild), once the
+    /// map holds it: a trader's event stream waits on it ([`Directory::changes`]) to see
+    /// at once that its user was disabled, even when no event it reads comes.
+    changed: Arc<Changes>,
+}
+
+/// A `watch::Sender` with no receivers until a stream subscribes.
+struct Changes(tokio::sync::watch::Sender<()>);
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(tokio::sync::watch::channel(()).0)
+    }
 }
 
 /// A user is shared (`Arc`): the order path looks one up for every placement, and a
@@ -48,9 +61,15 @@ impl Directory {
         self.inner.read().unwrap().loaded
     }
 
+    /// A receiver told after each change from now on (its `changed()` resolves).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.0.subscribe()
+    }
+
     /// Adds or replaces a user (usernames never change).
     pub(super) fn put(&self, user: User) {
         self.inner.write().unwrap().put(user);
+        self.changed.0.send_replace(());
     }
 
     pub(super) fn replace_all(&self, users: Vec<User>) {
@@ -62,6 +81,8 @@ impl Directory {
             m.put(u);
         }
         m.loaded = true;
+        drop(m);
+        self.changed.0.send_replace(());
     }
 }
 
