@@ -401,3 +401,136 @@ fn a_cut_sse_stream_says_why_in_band() {
     assert!(error["error"]["message"].as_str().unwrap().contains("revoked"), "{error}");
     assert!(!rest.contains("after_the_revoke"), "{rest}");
 }
+
+/// A followed stream over TCP with `token`, its answer's head read (a 200): what is left
+/// is its body (with `tail=0`, nothing of which comes while no event it reads is
+/// published).
+fn followed(d: &Daemon, token: &str, query: &str, sse: bool) -> std::io::BufReader<std::net::TcpStream> {
+    use std::io::{BufRead, Write};
+    let s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+    // Well under the streams' 5 s peer check: a stream that ends only at that check
+    // fails the read below with a timeout.
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let accept = if sse { "Accept: text/event-stream\r\n" } else { "" };
+    write!(
+        r.get_mut(),
+        "GET /api/events?follow=true{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{accept}Authorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(r.read_line(&mut head).unwrap() > 0, "no head: {head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    r
+}
+
+/// What is left of a stream, read to its end: an error if it did not end within the
+/// read timeout (3 s) of its last byte.
+fn rest_of(mut r: std::io::BufReader<std::net::TcpStream>) -> std::io::Result<String> {
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).map(|_| rest)
+}
+
+/// Asserts a stream ended cut (not complete), and, for SSE, with a `cut` event of `code`.
+fn assert_cut(rest: &str, sse: bool, want: &str) {
+    if sse {
+        let data = rest.split("event: cut\ndata: ").nth(1).unwrap_or_else(|| panic!("no cut event: {rest:?}"));
+        let error: Value = serde_json::from_str(data.lines().next().unwrap()).unwrap();
+        assert_eq!(code(&error), want, "{error}");
+    } else {
+        assert!(!rest.ends_with("0\r\n\r\n"), "cut, not ended as complete: {rest:?}");
+    }
+}
+
+/// Revoking a token ends every stream it opened at once, even one with nothing to send:
+/// a trader's stream never reads `TOKEN_REVOKED` (nor a viewer's), so it noticed the
+/// revoke only at its 5 s peer check. Over TCP, as an integration holds such a stream.
+#[test]
+fn revoking_a_token_ends_its_quiet_streams_at_once() {
+    let d = Daemon::start();
+    let alice = d.user("alice");
+    let trader = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})));
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    let secret = |t: &Value| t["token"].as_str().unwrap().to_string();
+    let streams = [
+        (followed(&d, &secret(&trader), "&tail=0", false), false),
+        (followed(&d, &secret(&trader), "&tail=0&type=ORDER_EXECUTED", true), true),
+        (followed(&d, &secret(&viewer), "&tail=0", false), false),
+    ];
+    // One token only: the viewer's stream stays.
+    d.cli().args(["token", "revoke", trader["id"].as_str().unwrap()]).assert().success();
+    let [trader_ndjson, trader_sse, viewer_stream] = streams;
+    for (r, sse) in [trader_ndjson, trader_sse] {
+        let rest = rest_of(r).unwrap_or_else(|e| panic!("the revoked token's stream did not end at once (sse {sse}): {e}"));
+        assert_cut(&rest, sse, "unauthorized");
+    }
+    let mut quiet = viewer_stream.0;
+    let mut byte = [0u8; 1];
+    assert!(std::io::Read::read(&mut quiet, &mut byte).is_err(), "another token's stream goes on (a read times out)");
+
+    d.ok("DELETE", &format!("/api/tokens/{}", viewer["id"].as_str().unwrap()), None);
+    let rest = rest_of(quiet).unwrap_or_else(|e| panic!("the viewer's stream did not end at once: {e}"));
+    assert_cut(&rest, false, "unauthorized");
+    let (s, e) = d.tcp("GET", "/api/events?follow=true", None, Some(&secret(&trader)));
+    assert_eq!((s, code(&e)), (401, "unauthorized"), "{e}");
+}
+
+/// Disabling a user ends its trader token's streams at once even when they read nothing:
+/// the disable's own `USER_UPDATED` cut a stream that reads it, but one asking only for
+/// fills (`type=ORDER_EXECUTED`) went on until its 5 s peer check.
+#[test]
+fn disabling_a_user_ends_its_quiet_filtered_streams_at_once() {
+    let d = Daemon::start();
+    let alice = d.user("alice");
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let fills =
+        [(followed(&d, &token, "&type=ORDER_EXECUTED", false), false), (followed(&d, &token, "&tail=0&type=ORDER_EXECUTED", true), true)];
+    d.cli().args(["user", "disable", &alice]).assert().success();
+    for (r, sse) in fills {
+        let rest = rest_of(r).unwrap_or_else(|e| panic!("the disabled user's stream did not end at once (sse {sse}): {e}"));
+        assert_cut(&rest, sse, "user_disabled");
+    }
+    let (s, e) = d.tcp("GET", "/api/events?follow=true", None, Some(&token));
+    assert_eq!((s, code(&e)), (403, "user_disabled"), "{e}");
+}
+
+/// Two replays of the whole log at once (each on a read connection of its own) both get
+/// to its end, each with every event once, in order; a third that reads nothing
+/// meanwhile holds neither back.
+#[test]
+fn replays_side_by_side_each_see_every_event_once_in_order() {
+    let d = Daemon::start();
+    let newest = many_events(&d, "3000");
+    let path = format!("/api/events?since=0&limit={newest}");
+    let _stalled = stalled(&d, &path);
+    let replays: Vec<_> = (0..2)
+        .map(|_| {
+            let (sock, path) = (d.sock(), path.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                let mut raw = Vec::new();
+                s.read_to_end(&mut raw).unwrap();
+                dechunk(&raw)
+            })
+        })
+        .collect();
+    for r in replays {
+        let (seqs, complete) = r.join().unwrap();
+        assert!(complete, "the replay ended as complete");
+        assert_eq!(seqs.len() as u64, newest);
+        assert!(seqs.iter().copied().eq(1..=newest), "every event once, in order");
+    }
+    // SSE frames each event with its seq and type, as a followed event is.
+    let (s, body) = d.raw("GET", "/api/events?since=0&limit=3", "", &[("Accept", "text/event-stream")]);
+    assert_eq!(s, 200);
+    let text = body.as_str().unwrap();
+    let first: Vec<&str> = text.split("\n\n").next().unwrap().lines().collect();
+    assert_eq!(first[0], "id: 1", "{text}");
+    assert!(first[1].starts_with("event: ") && first[2].starts_with("data: {\"seq\":1,"), "{text}");
+    assert_eq!(text.matches("\nevent: ").count(), 3, "{text}");
+}

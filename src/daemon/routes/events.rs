@@ -34,7 +34,20 @@ pub struct EventQuery {
     tail: Option<String>,
 }
 
-const PAGE: usize = 1000;
+/// How much of `events.db` a replay reads per page: whole blocks until this many bytes
+/// of them, in one short read (a reader thread holds no read open while its client
+/// takes what it sent, or `events.db`'s log could not be checkpointed meanwhile).
+const PAGE_READ: usize = 256 * 1024;
+
+/// The most a replay puts in one piece of the body (one frame past it at most): a
+/// 1,000-event page handed over event by event cost a channel send, a hyper chunk and a
+/// copy of each line.
+const CHUNK: usize = 32 * 1024;
+
+/// Pieces of the body queued for the client (replayed chunks, or followed events): a
+/// client that stops reading holds at most about `QUEUED` [`CHUNK`]s of the daemon's
+/// memory, and the reader thread's page and its one queued chunk besides.
+const QUEUED: usize = 8;
 
 /// The event types a trader token reads, each only where its `data.user_id` is the
 /// token's user: its orders' lives and fills (`ORDER_EXECUTED` carries the trades' ids,
@@ -125,7 +138,7 @@ pub async fn events(
     // A trader's stream reads only the blocks that hold its types.
     let types = types.or_else(|| trader.is_some().then(|| TRADER_TYPES.iter().map(|t| t.to_string()).collect()));
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(QUEUED);
     let follow = match q.follow.as_deref() {
         None => false,
         Some(text) => crate::api::switch::parse(text).ok_or_else(|| {
@@ -156,7 +169,7 @@ pub async fn events(
             let t = types.clone().or_else(|| (caller.role() == Role::Viewer).then(visible_to_viewers));
             let (bus, user) = (app.bus.clone(), trader.clone());
             let counted = move || match user {
-                Some(u) => bus.since_for_last_kept(n, t.as_deref(), Some(&|e: &BusEvent| names_user(e, &u)), TRADER_TAIL_SCAN),
+                Some(u) => bus.since_for_last_kept(n, t.as_deref(), Some(&|e: &BusEvent| names_user(&e.line, &u)), TRADER_TAIL_SCAN),
                 None => bus.since_for_last(n, t.as_deref()),
             };
             match tokio::task::spawn_blocking(counted).await {
@@ -177,7 +190,8 @@ pub async fn events(
         )
         .into());
     }
-    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), Reader::of(caller, trader), tx));
+    let reader = Arc::new(Reader::of(caller, trader));
+    tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), reader, tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((
         [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
@@ -187,13 +201,25 @@ pub async fn events(
 }
 
 fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(e.line.len() + if sse { 64 } else { 1 });
+    push_frame(&mut out, e.seq, &e.kind, &e.line, sse);
+    out.into()
+}
+
+/// Appends an event's frame: its envelope line (NDJSON), or an SSE event whose id is its
+/// seq and whose name is its type.
+fn push_frame(out: &mut Vec<u8>, seq: u64, kind: &str, line: &str, sse: bool) {
     if sse {
-        format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, e.line).into()
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.extend_from_slice(b"\nevent: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\n\n");
     } else {
-        let mut s = String::with_capacity(e.line.len() + 1);
-        s.push_str(&e.line);
-        s.push('\n');
-        s.into()
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
     }
 }
 
@@ -233,18 +259,54 @@ impl Reader {
         app.directory.get(user).filter(|u| u.status != "active").map(|_| DISABLED)
     }
 
+    /// What tells the stream at once that [`Reader::refused`] may have changed: a
+    /// revoke (for a token), a change to a user (for a trader token, whose user may have
+    /// been disabled). Without them a stream whose filter let no event through noticed
+    /// only at its peer check, up to [`PEER_CHECK`] later: a trader's stream never sees
+    /// `TOKEN_REVOKED`, nor a viewer's, and a disable's `USER_UPDATED` reaches only a
+    /// trader's stream whose `type` asks for it.
+    fn watches(&self, app: &App) -> [Option<tokio::sync::watch::Receiver<()>>; 2] {
+        let token = self.token.as_ref().map(|_| app.tokens.revocations());
+        let user = self.token.as_ref().and(self.only_user.as_ref()).map(|_| app.directory.changes());
+        [token, user]
+    }
+
     fn shows(&self, e: &BusEvent) -> bool {
+        self.shows_line(&e.kind, &e.line)
+    }
+
+    /// [`Reader::shows`] for an event of type `kind` whose envelope is `line`, as a
+    /// replay reads it from the store (unparsed).
+    fn shows_line(&self, kind: &str, line: &str) -> bool {
         match &self.only_user {
-            Some(user) => TRADER_TYPES.contains(&e.kind.as_ref()) && names_user(e, user),
-            None => !(self.hide_tokens && is_token_event(&e.kind)),
+            Some(user) => TRADER_TYPES.contains(&kind) && names_user(line, user),
+            None => !(self.hide_tokens && is_token_event(kind)),
         }
     }
 }
 
-/// Whether the event's `data.user_id` is `user`. The text is looked at first: most
-/// events on a busy bus name another user, and need not be parsed to say so.
-fn names_user(e: &BusEvent, user: &str) -> bool {
-    e.data_text().contains(user) && e.data().get("user_id").and_then(serde_json::Value::as_str) == Some(user)
+/// Whether the `user_id` of the `data` of the event whose envelope is `line` is `user`.
+/// The text is looked at first: most events on a busy bus name another user, and need
+/// not be parsed to say so; then only `data`'s `user_id`.
+fn names_user(line: &str, user: &str) -> bool {
+    if !line.contains(user) {
+        return false;
+    }
+    match crate::services::bus::data_of(line) {
+        Some(data) => data_user(data).as_deref() == Some(user),
+        // Not the layout agt writes: parse it whole.
+        None => serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["data"]["user_id"].as_str() == Some(user)),
+    }
+}
+
+/// The `user_id` of an event's `data` (JSON text), if it is an object with a string there.
+fn data_user(data: &str) -> Option<std::borrow::Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow, default)]
+        user_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Named>(data).ok()?.user_id
 }
 
 fn is_token_event(kind: &str) -> bool {
@@ -316,44 +378,96 @@ async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>
 }
 
 /// Replays from the store after `last`, sending at most `left` events.
+///
+/// The store is read on a thread of the blocking pool of its own for the whole replay
+/// ([`read_pages`]), on a read connection of its own (the bus lends a few side by side),
+/// which hands this task whole chunks through a channel of one: two replays run side by
+/// side, and one whose client reads slowly holds a thread that waits, no read open, and
+/// a chunk or two. This task only passes the chunks on, so that the stream, stopped
+/// (its client gone, the daemon stopping), sends nothing after: dropping the channel
+/// ends the thread at its next chunk.
 async fn replay(
     app: &Arc<App>,
-    reader: &Reader,
+    reader: &Arc<Reader>,
     last: &mut u64,
     types: &Option<Vec<String>>,
     left: &mut usize,
     sse: bool,
     tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) -> Replayed {
-    while *left > 0 {
-        let (bus, from, t, n) = (app.bus.clone(), *last, types.clone(), PAGE.min(*left));
-        let page = tokio::task::spawn_blocking(move || bus.read_since(from, t.as_deref(), n)).await;
-        let Ok(Ok(page)) = page else { return Replayed::Cut(UNREADABLE) };
+    let (chunks, mut read) = tokio::sync::mpsc::channel(1);
+    let job = {
+        let (app, reader, types, from, n) = (app.clone(), reader.clone(), types.clone(), *last, *left);
+        tokio::task::spawn_blocking(move || read_pages(&app, &reader, from, types.as_deref(), n, sse, &chunks))
+    };
+    while let Some(chunk) = read.recv().await {
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Replayed::Gone;
+        }
+    }
+    match job.await {
+        Ok((how, through, n)) => {
+            (*last, *left) = (through, n);
+            how
+        }
+        Err(_) => Replayed::Cut(UNREADABLE),
+    }
+}
+
+/// The reader thread of a [`replay`]: pages of the store after `last`, framed into chunks
+/// of about [`CHUNK`], each sent once its page's read is over. Gives how the replay
+/// ended, the seq it has read through, and how many events it may still send.
+fn read_pages(
+    app: &App,
+    reader: &Reader,
+    mut last: u64,
+    types: Option<&[String]>,
+    mut left: usize,
+    sse: bool,
+    chunks: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> (Replayed, u64, usize) {
+    let mut page: Vec<bytes::Bytes> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    while left > 0 {
+        let read = app.bus.scan_since(last, types, PAGE_READ, &mut |seq, kind, line| {
+            if !reader.shows_line(kind, line) {
+                return true;
+            }
+            if out.capacity() == 0 {
+                out.reserve(CHUNK + line.len() + 64);
+            }
+            push_frame(&mut out, seq, kind, line, sse);
+            left -= 1;
+            if out.len() >= CHUNK {
+                page.push(std::mem::take(&mut out).into());
+            }
+            left > 0
+        });
+        let Ok(read) = read else { return (Replayed::Cut(UNREADABLE), last, left) };
+        if !out.is_empty() {
+            page.push(std::mem::take(&mut out).into());
+        }
         // Asked after the read: a page holding anything that followed a revoke (or a
         // disable) is not sent.
         if let Some(why) = reader.refused(app) {
-            return Replayed::Cut(why);
+            return (Replayed::Cut(why), last, left);
         }
         // Pruned before the read (a client that fell hours behind): cut the stream rather
         // than skip; resuming from `last` then answers `events_pruned`.
-        if pruned_after(app, *last).is_some() {
-            return Replayed::Cut(PRUNED);
+        if pruned_after(app, last).is_some() {
+            return (Replayed::Cut(PRUNED), last, left);
         }
-        for e in &page {
-            *last = e.seq;
-            if !reader.shows(e) {
-                continue;
-            }
-            *left -= 1;
-            if tx.send(Ok(frame(e, sse))).await.is_err() {
-                return Replayed::Gone;
+        for chunk in page.drain(..) {
+            if chunks.blocking_send(chunk).is_err() {
+                return (Replayed::Gone, last, left);
             }
         }
-        if page.len() < n {
+        last = read.through;
+        if !read.more {
             break;
         }
     }
-    Replayed::Done
+    (Replayed::Done, last, left)
 }
 
 /// How long a stream's client has, once the daemon stops, to take what was already sent
@@ -370,7 +484,7 @@ async fn stream(
     left: usize,
     sse: bool,
     peer: Option<Peer>,
-    reader: Reader,
+    reader: Arc<Reader>,
     tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
     let mut shutdown = app.shutdown.subscribe();
@@ -408,12 +522,14 @@ async fn send_events(
     mut left: usize,
     sse: bool,
     peer: Option<&Peer>,
-    reader: &Reader,
+    reader: &Arc<Reader>,
     tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
 ) {
     // Subscribe before replaying, so nothing committed in between is missed. (The
-    // handler has waited for the events published before the request.)
+    // handler has waited for the events published before the request.) Likewise the
+    // watches: a revoke during the replay is looked at once it is over.
     let mut live = app.bus.subscribe();
+    let [mut revoked, mut user_changed] = reader.watches(app);
     let mut last = since;
     // A stream that has sent its `limit` ends here: following on would skip what was
     // stored after the replay's last event and before the live feed's next one (a gap).
@@ -459,6 +575,16 @@ async fn send_events(
                 Err(RecvError::Closed) => return,
             },
             _ = tx.closed() => return,
+            () = told(&mut revoked) => {
+                if let Some(why) = reader.refused(app) {
+                    return cut(tx, sse, why).await;
+                }
+            }
+            () = told(&mut user_changed) => {
+                if let Some(why) = reader.refused(app) {
+                    return cut(tx, sse, why).await;
+                }
+            }
             _ = check.tick() => {
                 if peer.is_some_and(Peer::gone) {
                     return;
@@ -469,6 +595,17 @@ async fn send_events(
             }
         }
     }
+}
+
+/// Resolves when `watch` is told of a change; never when there is nothing to watch (a
+/// stream on the socket has no token to revoke).
+async fn told(watch: &mut Option<tokio::sync::watch::Receiver<()>>) {
+    if let Some(rx) = watch {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -222,6 +222,91 @@ pub(super) fn read_since(
     Ok(out)
 }
 
+/// How far a [`scan`] read.
+#[derive(Debug, PartialEq)]
+pub struct Scanned {
+    /// Every stored event up to this seq was looked at (or, when `visit` stopped the scan,
+    /// the one it stopped at): the next page starts after it. At a block's end unless
+    /// stopped, so the next page does not decode the start of a block again.
+    pub through: u64,
+    /// Whether the scan stopped before the end of the store (its budget, or `visit`).
+    pub more: bool,
+}
+
+/// Rows of an older agt's table read per page.
+const LEGACY_PAGE: usize = 1000;
+
+/// Hands `visit` each stored event with `seq > since` (of `types` only, if given), oldest
+/// first, as its seq, type and envelope line, without parsing it, until `visit` returns
+/// false or the blocks read pass `budget` bytes (checked at a block's end). A replay
+/// built a `BusEvent` per line (five strings, the envelope's fields parsed) and copied
+/// its line again to frame it; it needs the line as stored, and its seq and type only
+/// for SSE and filters, which the line's first bytes give.
+pub(super) fn scan(
+    conn: &Connection,
+    legacy_last: u64,
+    since: u64,
+    types: Option<&[String]>,
+    budget: usize,
+    visit: &mut dyn FnMut(u64, &str, &str) -> bool,
+) -> anyhow::Result<Scanned> {
+    if since >= i64::MAX as u64 {
+        return Ok(Scanned { through: since, more: false });
+    }
+    if since < legacy_last {
+        // An older agt's rows, a page at a time, then the blocks on the next call.
+        let mut sql = String::from("SELECT seq, type, envelope FROM events WHERE seq > ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![(since as i64).into()];
+        and_types(&mut sql, &mut args, types);
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        args.push((LEGACY_PAGE as i64).into());
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let (mut through, mut n) = (legacy_last, 0);
+        while let Some(row) = rows.next()? {
+            let seq = row.get::<_, i64>(0)? as u64;
+            n += 1;
+            if !visit(seq, row.get_ref(1)?.as_str()?, row.get_ref(2)?.as_str()?) {
+                return Ok(Scanned { through: seq, more: true });
+            }
+            through = seq;
+        }
+        return Ok(Scanned { through: if n == LEGACY_PAGE { through } else { legacy_last }, more: true });
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT last_seq, CASE WHEN types & ?2 <> 0 THEN body END FROM event_blocks WHERE last_seq > ?1 ORDER BY last_seq",
+    )?;
+    let mut rows = stmt.query(params![since as i64, mask_of(types)])?;
+    let (mut through, mut read) = (since, 0);
+    while let Some(row) = rows.next()? {
+        if let Some(body) = row.get_ref(1)?.as_str_or_null()? {
+            read += body.len();
+            for line in body.split('\n') {
+                let parsed;
+                let (seq, kind) = match line_seq(line).zip(line_kind(line)) {
+                    Some(found) => found,
+                    None => {
+                        // Another layout, or a type with an escape in it: parse it.
+                        parsed = BusEvent::from_line(line.to_string())?;
+                        (parsed.seq, &*parsed.kind)
+                    }
+                };
+                if seq <= since || types.is_some_and(|t| !t.iter().any(|k| k == kind)) {
+                    continue;
+                }
+                if !visit(seq, kind, line) {
+                    return Ok(Scanned { through: seq, more: true });
+                }
+            }
+        }
+        through = row.get::<_, i64>(0)? as u64;
+        if read >= budget {
+            return Ok(Scanned { through, more: true });
+        }
+    }
+    Ok(Scanned { through, more: false })
+}
+
 /// The seq of the `n`-th newest stored event (of some types only, if given, and only
 /// those `keep` takes, if given), counting from 1, or `None` when fewer are stored. With
 /// `keep`, at most `scan` events of the types are looked at: when that many were and

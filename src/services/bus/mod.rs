@@ -19,6 +19,9 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 
 mod blocks;
+mod readers;
+
+pub use blocks::Scanned;
 
 /// Every event type of DESIGN.md §2. A service may only publish one of these.
 pub const EVENT_TYPES: &[&str] = &[
@@ -104,6 +107,13 @@ const DATA_KEY: &str = ",\"data\":";
 /// Where `data`'s text begins in an envelope line that ends with it.
 fn data_at(line: &str) -> Option<usize> {
     line.ends_with('}').then(|| line.find(DATA_KEY)).flatten().map(|at| at + DATA_KEY.len())
+}
+
+/// The `data` of an envelope line as JSON text, when it is the line's last field (as in
+/// every envelope agt writes): a reader of the raw line ([`Bus::scan_since`]) looks at it
+/// without parsing the rest.
+pub fn data_of(line: &str) -> Option<&str> {
+    data_at(line).map(|at| &line[at..line.len() - 1])
 }
 
 impl BusEvent {
@@ -236,7 +246,8 @@ pub struct Bus {
 struct Inner {
     tx: mpsc::Sender<Msg>,
     live: broadcast::Sender<Arc<BusEvent>>,
-    reader: Mutex<rusqlite::Connection>,
+    /// Read connections, one per read at a time (`readers`): replays read side by side.
+    readers: readers::Readers,
     /// The newest seq of an older agt's table of a row per event (0: none), see `blocks`.
     legacy_last: u64,
     last_seq: AtomicU64,
@@ -265,7 +276,7 @@ impl Bus {
         let inner = Arc::new(Inner {
             tx,
             live,
-            reader: Mutex::new(reader),
+            readers: readers::Readers::new(path.clone(), reader),
             legacy_last,
             last_seq: AtomicU64::new(last),
             first_kept: AtomicU64::new(first.unwrap_or(last + 1)),
@@ -367,7 +378,7 @@ impl Bus {
     /// events as it numbers them, so their times rise with their seqs: a binary search of
     /// ~log2(events) lookups by seq. Blocking.
     pub fn seq_before(&self, cutoff: &str) -> anyhow::Result<u64> {
-        let conn = self.inner.reader.lock().unwrap();
+        let conn = self.inner.readers.take();
         let at_or_after = |seq: u64| blocks::at_or_after(&conn, self.inner.legacy_last, seq);
         let (mut lo, mut hi, mut best) = (self.first_kept(), self.last_seq(), 0);
         while lo <= hi {
@@ -401,7 +412,7 @@ impl Bus {
         if n == 0 {
             return Ok(self.last_seq());
         }
-        let conn = self.inner.reader.lock().unwrap();
+        let conn = self.inner.readers.take();
         // Not from before `first_kept`: a prune says so before its commit (`prune_chunk`),
         // and a tail that began among the events going would be answered 410.
         Ok(blocks::nth_newest(&conn, n, types, keep, scan)?.map_or(0, |seq| (seq - 1).max(self.first_kept().saturating_sub(1))))
@@ -415,7 +426,7 @@ impl Bus {
 
     /// The highest outbox row id stored from `source` (see [`Bus::publish_outbox`]).
     pub fn outbox_mark(&self, source: &str) -> rusqlite::Result<Option<i64>> {
-        blocks::mark_of(&self.inner.reader.lock().unwrap(), source)
+        blocks::mark_of(&self.inner.readers.take(), source)
     }
 
     /// Committed events with `seq > since`, oldest first, at most `limit`, optionally of
@@ -424,8 +435,27 @@ impl Bus {
     /// `spawn_blocking` in async code.
     pub fn read_since(&self, since: u64, types: Option<&[String]>, limit: usize) -> anyhow::Result<Vec<BusEvent>> {
         let since = since.max(self.first_kept().saturating_sub(1));
-        let conn = self.inner.reader.lock().unwrap();
+        let conn = self.inner.readers.take();
         blocks::read_since(&conn, self.inner.legacy_last, since, types, limit)
+    }
+
+    /// A page of a replay: hands `visit` the committed events with `seq > since` (of
+    /// `types` only, if given), oldest first, as their seq, type and envelope line,
+    /// none parsed, until `visit` says stop (returns false) or about `budget` bytes of
+    /// the store were read. One short read on a connection of its own: a replay's client
+    /// may read slowly, and a read held open meanwhile would keep `events.db`'s log from
+    /// being checkpointed. [`Scanned::through`] is where the next page starts. None
+    /// before [`Bus::first_kept`], as [`Bus::read_since`]. Blocking.
+    pub fn scan_since(
+        &self,
+        since: u64,
+        types: Option<&[String]>,
+        budget: usize,
+        visit: &mut dyn FnMut(u64, &str, &str) -> bool,
+    ) -> anyhow::Result<Scanned> {
+        let since = since.max(self.first_kept().saturating_sub(1));
+        let conn = self.inner.readers.take();
+        blocks::scan(&conn, self.inner.legacy_last, since, types, budget, visit)
     }
 
     /// Commits what is queued and stops the bus thread.
@@ -880,6 +910,53 @@ mod tests {
         bus.shutdown();
         let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
         assert_eq!((bus.first_kept(), bus.last_seq()), (cut + 1, n + 1), "the cut block reopens as cut");
+        bus.shutdown();
+    }
+
+    /// Pages of a scan end at a block's end (where the next begins), together give every
+    /// event once, in order, of the asked types, with each line as stored; `visit` stops
+    /// a scan at once.
+    #[test]
+    fn a_scan_pages_through_whole_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Bus::open(&crate::daemon::Home::at(dir.path()), Default::default()).unwrap();
+        let n = 5 * blocks::BLOCK_EVENTS as u64 + 10;
+        let kind = |i: u64| if i.is_multiple_of(3) { "TRADE_EXECUTED" } else { "ORDER_CREATED" };
+        bus.publish_then((1..=n).map(|i| event(kind(i), i)).collect(), Vec::new());
+        wait_until(|| bus.last_seq() == n);
+        let stored = bus.read_since(0, None, n as usize).unwrap();
+        for types in [None, Some(vec!["TRADE_EXECUTED".to_string()])] {
+            let (mut seen, mut since, mut pages) = (Vec::new(), 7, 0);
+            loop {
+                let page = bus
+                    .scan_since(since, types.as_deref(), 1, &mut |seq, kind, line| {
+                        seen.push((seq, kind.to_string(), line.to_string()));
+                        true
+                    })
+                    .unwrap();
+                pages += 1;
+                assert!(page.through.is_multiple_of(blocks::BLOCK_EVENTS as u64) || page.through == n, "{page:?}");
+                since = page.through;
+                if !page.more {
+                    break;
+                }
+            }
+            assert!(pages >= 5, "a budget of one byte reads a block per page: {pages}");
+            let want: Vec<_> = stored
+                .iter()
+                .filter(|e| e.seq > 7 && types.as_ref().is_none_or(|t| t.iter().any(|k| *k == e.kind)))
+                .map(|e| (e.seq, e.kind.to_string(), e.line.clone()))
+                .collect();
+            assert_eq!(seen, want);
+        }
+        let mut left = 3;
+        let stopped = bus
+            .scan_since(100, None, usize::MAX, &mut |_, _, _| {
+                left -= 1;
+                left > 0
+            })
+            .unwrap();
+        assert_eq!(stopped, Scanned { through: 103, more: true }, "stopped at the third event");
         bus.shutdown();
     }
 
