@@ -92,6 +92,12 @@ pub struct DaemonInfo {
     pub http: Option<String>,
     pub version: String,
     pub started_at: String,
+    /// When the daemon took its stop signal (RFC 3339); absent while it serves. It then
+    /// answers the requests it has, closes its listeners and exits: a client that finds
+    /// its socket refusing or gone meanwhile is told it is stopping, not broken (the
+    /// advice to restart it was wrong then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_since: Option<String>,
 }
 
 /// `GET /health`, in the seed's shape plus the state of every service.

@@ -48,18 +48,37 @@ pub enum DaemonCmd {
         /// TCP listen address, as for `daemon run`
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
-        /// Seconds to wait for the daemon to become ready
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        /// Seconds to wait for the daemon to become ready (1 to 86400)
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = wait_seconds)]
         timeout: u64,
     },
     /// Stop the daemon gracefully (SIGTERM) and wait for it to exit
     Stop {
-        /// Seconds to wait for the daemon to exit
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        /// Seconds to wait for the daemon to exit (1 to 86400)
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = wait_seconds)]
         timeout: u64,
     },
     /// Whether the daemon runs: pid, socket, HTTP address, version, uptime (exit 3 if not)
     Status,
+}
+
+/// The most `--timeout` waits: a day.
+const WAIT_MAX_S: u64 = 86_400;
+
+/// `--timeout` of `daemon start` and `stop`: whole seconds from 1 to [`WAIT_MAX_S`]. 0
+/// could only fail (no daemon is ready, or gone, the instant it is started or signalled),
+/// and a count past the clock's range made the deadline overflow.
+fn wait_seconds(raw: &str) -> Result<u64, String> {
+    let t = raw.trim();
+    match t.parse::<u64>() {
+        Ok(0) => Err("0 would give up at once: wait at least 1 second".into()),
+        Ok(n) if n <= WAIT_MAX_S => Ok(n),
+        Ok(_) => Err(format!("{t} is too long: {WAIT_MAX_S} (a day) is the most it waits")),
+        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{t} is too long: {WAIT_MAX_S} (a day) is the most it waits"))
+        }
+        Err(_) => Err(format!("{t:?} is not a whole number of seconds (1 to {WAIT_MAX_S})")),
+    }
 }
 
 pub fn run(ctx: &Ctx, cmd: DaemonCmd) -> CliResult {
@@ -266,6 +285,19 @@ fn stop(ctx: &Ctx, timeout: Duration) -> CliResult {
     ctx.show(&json!({ "running": false, "stopped": true, "pid": pid }), |_| format!("agt daemon stopped (pid {pid})"))
 }
 
+/// When this home's daemon `pid` took its stop signal, if it has (`agtd.json`).
+pub(super) fn stopping_since(home: &Home, pid: u32) -> Option<String> {
+    read_info(home).filter(|i| i.pid == pid).and_then(|i| i.stopping_since)
+}
+
+/// What a client is told while the daemon `pid` is stopping.
+pub(super) fn stopping_message(pid: u32, since: &str) -> String {
+    format!(
+        "agt daemon (pid {pid}) is stopping (since {since}): it answers the requests it has, then exits; \
+         start it again once it has (`agt daemon stop` waits for that)"
+    )
+}
+
 fn status(ctx: &Ctx) -> CliResult {
     let endpoint = ctx.endpoint()?;
     // Another daemon than this home's (--url, or a --socket elsewhere): all there is to
@@ -291,7 +323,14 @@ fn status(ctx: &Ctx) -> CliResult {
         Running::Daemon(pid) => Some(pid),
         Running::Unknown => None,
     };
+    // A daemon that took its stop signal closes its listeners first: unreachable then is
+    // its stop, not a fault to restart it for.
+    let stopping = pid.filter(|_| own).and_then(|pid| Some((pid, stopping_since(&ctx.home, pid)?)));
     let unanswered = |problem: &str, message: String| {
+        let (problem, message) = match &stopping {
+            Some((pid, since)) => ("stopping", stopping_message(*pid, since)),
+            None => (problem, message),
+        };
         if ctx.json() && !ctx.quiet() {
             println!(
                 "{}",

@@ -495,10 +495,14 @@ fn report(ctx: &Ctx, e: &CliError) {
                 },
                 _ => None,
             };
+            let stopping = own_pid.and_then(|pid| daemon::stopping_since(&ctx.home, pid));
             match (endpoint, own_pid) {
                 (Ok(Endpoint::Tcp { .. }), _) => eprintln!(
                     "hint: is the agt daemon running there? Check --url/AGT_URL; on that machine start it with `agt daemon start`"
                 ),
+                (_, Some(pid)) if stopping.is_some() => {
+                    eprintln!("hint: {}", daemon::stopping_message(pid, stopping.as_deref().unwrap_or_default()))
+                }
                 (_, Some(pid)) => eprintln!(
                     "hint: the daemon runs (pid {pid}) but cannot be reached on its socket; restart it: `agt daemon stop`, then \
                      `agt daemon start`{}",

@@ -242,6 +242,7 @@ async fn serve(
         http: http_addr.clone(),
         version: VERSION.into(),
         started_at: app.started_at.clone(),
+        stopping_since: None,
     };
     write_atomically(&home.pid_file(), format!("{}\n", info.pid).as_bytes())?;
     write_atomically(&home.info_file(), serde_json::to_string_pretty(&info)?.as_bytes())?;
@@ -254,6 +255,10 @@ async fn serve(
         _ = sigint.recv() => {}
     }
     tracing::info!("shutting down: draining connections, then services");
+    let stopping = DaemonInfo { stopping_since: Some(crate::api::now_rfc3339()), ..info };
+    if let Err(e) = write_atomically(&home.info_file(), serde_json::to_string_pretty(&stopping)?.as_bytes()) {
+        tracing::warn!(error = %e, "cannot mark agtd.json as stopping; clients may advise a restart meanwhile");
+    }
     let _ = app.shutdown.send(true);
     for s in servers {
         let _ = s.await;

@@ -183,3 +183,23 @@ fn a_count_past_its_range_is_too_large_not_out_of_a_range_the_daemon_never_takes
     // that the daemon refuses it in its own words.
     agt(&h).args(["order", "list", "--limit", "0"]).assert().code(3);
 }
+
+/// `--timeout` of `daemon start` and `stop` is 1 s to a day: 0 could only fail, and a
+/// count past the clock's range panicked (exit 101) adding it to the time.
+#[test]
+fn daemon_start_and_stop_timeouts_are_a_second_to_a_day() {
+    let home = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (["daemon", "start", "--timeout", "0"], "wait at least 1 second"),
+        (["daemon", "stop", "--timeout", "0"], "wait at least 1 second"),
+        (["daemon", "start", "--timeout", "18446744073709551615"], "86400 (a day) is the most it waits"),
+        (["daemon", "stop", "--timeout", "99999999999999999999999"], "86400 (a day) is the most it waits"),
+        (["daemon", "stop", "--timeout", "1.5"], "not a whole number of seconds"),
+    ] {
+        let out = crate::util::cli_at(home.path()).args(args).timeout(std::time::Duration::from_secs(30)).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!home.path().join("agtd.json").exists(), "nothing was started");
+}

@@ -763,3 +763,60 @@ fn a_stop_answers_every_request_it_takes() {
     assert_eq!(dec(&account["balances"][0]["total"]), rust_decimal::Decimal::from(deposited), "{account} {tallies:?}");
     d.cli().args(["audit", "verify"]).assert().success();
 }
+
+/// While a daemon stops (it took SIGTERM, answers the requests it has, then exits), a
+/// command that finds its socket refusing or gone is told it is stopping: it was told the
+/// daemon "runs but nothing answers; restart it", wrong advice for a daemon on its way
+/// out. A request whose body is still coming holds the stop open for the test.
+#[test]
+fn a_stopping_daemon_is_said_to_be_stopping_not_broken() {
+    use std::io::{Read, Write};
+    let mut d = Daemon::start();
+    let pid = d.pid();
+    let user = d.user("slow");
+    let mut held = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    let body = r#"{"asset":"USD","amount":"5"}"#;
+    write!(
+        held,
+        "POST /api/users/{user}/deposits HTTP/1.1\r\nHost: agt\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..3]
+    )
+    .unwrap();
+    held.flush().unwrap();
+    // The held connection is served (accepted, its head read at once) before the stop:
+    // open beside the one asking.
+    wait_until("the held connection to be served", Duration::from_secs(10), || {
+        let mut ask = std::os::unix::net::UnixStream::connect(d.sock()).ok()?;
+        ask.write_all(b"GET /metrics HTTP/1.0\r\nHost: agt\r\n\r\n").ok()?;
+        let mut text = String::new();
+        ask.read_to_string(&mut text).ok()?;
+        text.lines().any(|l| l.starts_with("active_connections{service=\"socket\"} ") && !l.ends_with(" 1")).then_some(())
+    });
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let info = d.path().join("agtd.json");
+    let since = wait_until("agtd.json to say the daemon is stopping", Duration::from_secs(10), || {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&info).ok()?).ok()?;
+        v["stopping_since"].as_str().map(String::from)
+    });
+    wait_until("the listener to close", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(d.sock()).is_err().then_some(())
+    });
+    let out = d.cli().args(["daemon", "status"]).timeout(Duration::from_secs(30)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("(pid {pid}) is stopping (since {since})")) && !err.contains("restart it"), "{err}");
+    let out = d.cli().args(["daemon", "status", "-o", "json"]).timeout(Duration::from_secs(30)).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((doc["running"].as_bool(), doc["problem"].as_str()), (Some(true), Some("stopping")), "{doc}");
+    let out = d.cli().args(["health"]).timeout(Duration::from_secs(30)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("is stopping") && !err.contains("restart it"), "{err}");
+    // The held request, taken before the stop, is done and answered; then the daemon ends.
+    held.write_all(&body.as_bytes()[3..]).unwrap();
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains(r#""total":"5""#), "{answer}");
+    assert!(d.stop_within(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", d.log());
+}
