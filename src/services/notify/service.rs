@@ -434,16 +434,26 @@ impl Notify {
     fn record(&mut self, tx: &Connection, outcome: Outcome, after: &mut AfterCommit) -> Result<(), ServiceError> {
         let Outcome { id, attempts: before, result } = outcome;
         let id = id.as_str();
-        self.in_flight.remove(id);
         let row: Option<(String, String, i64, i64, String)> = tx
             .prepare_cached("SELECT url, event_type, event_seq, attempts, status FROM deliveries WHERE id = ?1")?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
             .optional()?;
         // Unknown, already settled or already counted (reported again): nothing to do.
-        let Some((url, event_type, event_seq, attempts, status)) = row else { return Ok(()) };
-        if status != "pending" || attempts != i64::from(before) {
+        let Some((url, event_type, event_seq, attempts, status)) = row else {
+            self.in_flight.remove(id);
+            return Ok(());
+        };
+        if status != "pending" {
+            self.in_flight.remove(id);
             return Ok(());
         }
+        if attempts != i64::from(before) {
+            // An earlier attempt's outcome, reported again: the delivery may be out with
+            // the sender once more, and then `in_flight` holds that attempt. Taken out, the
+            // delivery was handed out twice at once (posted again after its 200).
+            return Ok(());
+        }
+        self.in_flight.remove(id);
         let attempts = attempts + 1;
         let at = crate::api::now_rfc3339();
         let url = shown_url(&url);
@@ -1061,6 +1071,30 @@ mod tests {
         f.run(Cmd::Due { max: 0, sending: Vec::new(), reported: Vec::new(), reply }).send_replies();
         assert!(f.svc.parked.is_none() && f.svc.sender_known);
         assert!(rx.try_recv().expect("answered").unwrap().is_empty());
+    }
+
+    /// A `Due` carries earlier outcomes again while the same delivery's retry is out with
+    /// the sender: the stale report must leave that attempt in flight, or the retry is
+    /// handed out a second time at once (a receiver that failed twice then answered 200
+    /// got a fourth post).
+    #[test]
+    fn an_outcome_reported_again_leaves_the_retry_in_flight() {
+        let tuning = Tuning { backoff_base: Duration::ZERO, ..Tuning::default() };
+        let mut f = fixture(HOOK, tuning);
+        f.event(1, "USER_CREATED");
+        let first = f.due().pop().expect("due");
+        let failed = AttemptResult::Failed { error: "HTTP 500".into(), permanent: false };
+        f.run(Cmd::Outcome(Outcome { id: first.id.clone(), attempts: first.attempts, result: failed.clone() }));
+        let retry = f.due().pop().expect("the retry");
+        assert_eq!((retry.id.as_str(), retry.attempts), (first.id.as_str(), 1));
+        let (reply, mut rx) = tokio::sync::oneshot::channel();
+        let reported = vec![Outcome { id: first.id.clone(), attempts: first.attempts, result: failed }];
+        let sending = vec![(retry.id.clone(), retry.url.clone())];
+        f.run(Cmd::Due { max: 16, sending, reported, reply }).send_replies();
+        assert!(f.svc.in_flight.contains_key(&retry.id), "the retry is still out");
+        assert!(rx.try_recv().is_err(), "nothing to hand out: the request waits");
+        let d = f.deliveries();
+        assert_eq!((d[0].status.as_str(), d[0].attempts), ("pending", 1), "the stale report counted nothing");
     }
 
     #[test]
