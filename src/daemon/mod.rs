@@ -89,6 +89,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
     }
     // Before any thread starts (the log writer is the first): each inherits the class.
+    crate::services::disk_full::arm_fault(settings.debug.fault_injection);
     let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
     let stderr = if opts.detached { logging::Stderr::WarningsOnly } else { logging::Stderr::AtLevel };
     let logging = logging::init(&home, &settings.log, stderr)?;

@@ -208,6 +208,8 @@ fn supervise<C>(
     let set = |s: State| statuses.iter().for_each(|st| st.set_state(s));
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut backoff = live_policy(&ctx).backoff_initial;
+    // Whether the incarnations have been failing on a full disk (logged once).
+    let mut full_streak = false;
     loop {
         // `[supervisor]` keys are hot: read the policy afresh after every incarnation.
         let policy = live_policy(&ctx);
@@ -226,9 +228,12 @@ fn supervise<C>(
             Ok(Err(e)) => e.to_string(),
             Err(p) => panic_text(p.as_ref()),
         };
-        for status in &statuses {
-            tracing::error!(service = status.name, error = %error, "service failed");
-            *status.last_error.lock().unwrap() = Some(error.clone());
+        let full = crate::services::disk_full::is_full(&error, &ctx.home.data_dir());
+        if !(full && full_streak) {
+            for status in &statuses {
+                tracing::error!(service = status.name, error = %error, "service failed");
+                *status.last_error.lock().unwrap() = Some(error.clone());
+            }
         }
         if told_to_stop.load(Ordering::SeqCst) {
             for status in &statuses {
@@ -237,7 +242,38 @@ fn supervise<C>(
             set(State::Stopped);
             return;
         }
+        if full {
+            // Before the state: a caller refused for it is told why.
+            crate::services::disk_full::set_full();
+        }
         set(State::Restarting);
+        if full {
+            // Not the service's fault, and not mended by restarting it sooner or later:
+            // tried again every `disk_full::RETRY` for as long as it lasts, not counted
+            // towards `failed`, and said once in the log rather than at every retry.
+            crate::services::disk_full::set_full();
+            if !full_streak {
+                for status in &statuses {
+                    tracing::error!(
+                        service = status.name,
+                        retry_every_ms = crate::services::disk_full::RETRY.as_millis() as u64,
+                        "the disk is full: the service cannot write; it is started again until there is room, by itself"
+                    );
+                }
+            }
+            full_streak = true;
+            backoff = policy.backoff_initial;
+            match refuse_while_full(&rx, &dropped) {
+                Some(Control::Stop) => {
+                    set(State::Stopped);
+                    return;
+                }
+                Some(_) => statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator")),
+                None => {}
+            }
+            continue;
+        }
+        full_streak = false;
         let now = Instant::now();
         failures.push_back(now);
         while failures.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
@@ -289,6 +325,24 @@ fn record_restart(ctx: &ServiceCtx, status: &Status, reason: &str) {
     crate::daemon::metrics::get().service_restarts.get_or_create(&crate::daemon::metrics::ServiceLabel { service: status.name }).inc();
     tracing::warn!(service = status.name, reason, "restarting service");
     ctx.bus.publish("SERVICE_RESTARTED", "health", serde_json::json!({"service": status.name, "reason": reason}));
+}
+
+/// For [`disk_full::RETRY`](crate::services::disk_full::RETRY) after a failure on a full
+/// disk: answers each command that arrives 503 (saying the disk is full) rather than
+/// leaving it for the next incarnation, which fails again before it takes it while the
+/// disk stays full: a cancel waited in the mailbox until there was room (a minute and
+/// more). `Some` for an operator's stop or restart, which ends the wait.
+fn refuse_while_full<C>(rx: &mpsc::Receiver<Envelope<C>>, dropped: &impl Fn(&C)) -> Option<Control> {
+    let until = Instant::now() + crate::services::disk_full::RETRY;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(Envelope::Control(Control::Crash)) => {}
+            Ok(Envelope::Control(c)) => return Some(c),
+            Ok(Envelope::Cmd(c)) => dropped(&c),
+            Err(mpsc::RecvTimeoutError::Timeout) => return None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Some(Control::Stop),
+        }
+    }
 }
 
 /// A failed service drops every command (its callers get 503) until told to restart.

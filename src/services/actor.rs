@@ -408,6 +408,9 @@ impl Status {
     /// the supervisor any more, so "retry shortly" would send the caller round in
     /// circles: it says how to start it again instead.
     pub fn unavailable(&self) -> ApiError {
+        if crate::services::disk_full::now() {
+            return ApiError::new(503, "service_unavailable", crate::services::disk_full::message(self.name));
+        }
         if self.state() != State::Failed {
             return ApiError::unavailable(self.name);
         }
@@ -680,6 +683,8 @@ impl<S: Service> Unit<S> {
         let staged = match committed {
             Ok(staged) => staged,
             Err(e) => {
+                // Before the batch's replies are dropped: their callers' 503 says why.
+                crate::services::disk_full::note(&e.to_string());
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(e);
             }

@@ -63,7 +63,19 @@ pub struct Journal<T = Record> {
     current: Option<(File, u64)>,
     last: i64,
     buf: Vec<u8>,
+    /// Why the journal takes no more appends: a torn append it could not cut back.
+    broken: Option<String>,
     records: PhantomData<fn() -> T>,
+}
+
+/// `file.write_all(data)`, or, with the fault point of `disk_full` armed and set, the
+/// first half of `data` then ENOSPC: a write a full disk cut short.
+fn write_all(file: &mut File, data: &[u8]) -> std::io::Result<()> {
+    if crate::services::disk_full::injected() {
+        file.write_all(&data[..data.len() / 2])?;
+        return Err(std::io::Error::from_raw_os_error(28));
+    }
+    file.write_all(data)
 }
 
 /// A journal's segment files and newest record number at one moment
@@ -271,8 +283,18 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
             .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<i64>().ok()?, p)))
             .collect();
         segments.sort();
-        let mut j =
-            Journal { name, dir, durability, segment_bytes, segments, current: None, last: 0, buf: Vec::new(), records: PhantomData };
+        let mut j = Journal {
+            name,
+            dir,
+            durability,
+            segment_bytes,
+            segments,
+            current: None,
+            last: 0,
+            buf: Vec::new(),
+            broken: None,
+            records: PhantomData,
+        };
         j.last = j.check_frames()?;
         Ok(j)
     }
@@ -333,6 +355,9 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
             return Ok(());
         }
         let started = Instant::now();
+        if let Some(why) = &self.broken {
+            return Err(ServiceError::Other(why.clone()));
+        }
         if first <= self.last {
             return Err(ServiceError::Other(format!("record {first} of the journal {} would follow {}", self.name, self.last)));
         }
@@ -343,7 +368,22 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         self.open_segment(first)?;
         let (file, len) = self.current.as_mut().expect("a segment is open");
         let path = &self.segments.last().expect("a segment is open").1;
-        file.write_all(&self.buf).map_err(|e| io("append to", path, e))?;
+        if let Err(e) = write_all(file, &self.buf) {
+            // A write cut short (a full disk) leaves part of a frame at the end, and the
+            // next append would follow it: at the next start the journal is cut at that
+            // torn frame, and with it every record appended after it, acknowledged
+            // since. So the segment is cut back to its last whole frame first; if even
+            // that fails, the journal takes no more appends (each refused with 503)
+            // until the service restarts and reopens it, which cuts the torn tail.
+            if crate::services::disk_full::io_full(&e) {
+                // Before the batch's replies are dropped: their callers' 503 says why.
+                crate::services::disk_full::set_full();
+            }
+            if let Err(cut) = file.set_len(*len) {
+                self.broken = Some(format!("{}: cannot cut a torn append back ({cut})", path.display()));
+            }
+            return Err(io("append to", path, e));
+        }
         if self.durability == Durability::Full {
             file.sync_data().map_err(|e| io("sync", path, e))?;
         }

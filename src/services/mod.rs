@@ -1,5 +1,6 @@
 //! The services of agt: one folder per service, each an actor that owns its SQLite store.
 pub mod config;
+pub mod disk_full;
 pub mod trading;
 
 pub mod actor;

@@ -235,6 +235,9 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
 }
 
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, data: *const c_void, amount: c_int, offset: i64) -> c_int {
+    if crate::services::disk_full::injected() {
+        return ffi::SQLITE_FULL;
+    }
     let f = this(file);
     if !f.log {
         return (f.methods().xWrite.expect("a file takes writes"))(f.real, data, amount, offset);

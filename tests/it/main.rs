@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod cli_offline;
 mod daemon;
+mod disk_full;
 mod events;
 mod logs;
 mod market;

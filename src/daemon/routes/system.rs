@@ -14,7 +14,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Health> {
     let services = app.supervisor.list().into_iter().map(|s| (s.name, s.state)).collect();
     Json(Health {
         service: "agt".into(),
-        status: if app.supervisor.all_running() { "healthy" } else { "degraded" }.into(),
+        // A full disk degrades the daemon even while its services run idle.
+        status: if app.supervisor.all_running() && !crate::services::disk_full::now() { "healthy" } else { "degraded" }.into(),
         timestamp: crate::api::now_rfc3339(),
         version: app.version.into(),
         uptime_s: app.started.elapsed().as_secs(),
@@ -29,7 +30,20 @@ pub async fn ready(State(app): State<Arc<App>>) -> Response {
     }
     if !app.supervisor.all_running() {
         let down: Vec<_> = app.supervisor.list().into_iter().filter(|s| s.state != "running").map(|s| s.name).collect();
-        return not_ready(format!("services not running: {}", down.join(", ")));
+        // Why, when it is the disk: a probe's reader should not go looking for a crash.
+        let why = if crate::services::disk_full::now() {
+            "; the disk holding the daemon's home is full: free space there, agt resumes by itself"
+        } else {
+            ""
+        };
+        return not_ready(format!("services not running: {}{why}", down.join(", ")));
+    }
+    if crate::services::disk_full::now() {
+        // Every service runs (idle), but the last write found the disk full.
+        return not_ready(
+            "the disk holding the daemon's home is full (the last write failed for want of space): free space there, agt resumes by itself"
+                .into(),
+        );
     }
     (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
 }

@@ -157,7 +157,7 @@ impl CommandLog {
     pub fn stage(&self, audit: &Handle<Cmd>, actor: String, action: String, detail: Box<RawValue>) -> Staged {
         // As before the journal: while audit is down a command is refused, not piled up.
         if audit.status.state() != crate::services::actor::State::Running {
-            return Staged::Refused(ApiError::unavailable("audit"));
+            return Staged::Refused(audit.status.unavailable());
         }
         let mut shared = self.shared.lock().unwrap();
         if shared.journal.is_none() {
@@ -187,8 +187,17 @@ impl CommandLog {
         let Some(journal) = journal.as_mut() else { return Err(ApiError::unavailable("audit")) };
         let first = journal.last() + 1;
         if let Err(e) = journal.append_all(first, pending) {
-            tracing::error!(error = %e, "the audit journal could not append a command");
-            return Err(ApiError::unavailable("audit"));
+            let text = e.to_string();
+            if !crate::services::disk_full::says_full(&text) {
+                tracing::error!(error = %e, "the audit journal could not append a command");
+                return Err(ApiError::unavailable("audit"));
+            }
+            // Said once while the disk stays full, not for every command refused.
+            if !crate::services::disk_full::now() {
+                tracing::error!(error = %e, "the audit journal could not append a command: the disk is full");
+            }
+            crate::services::disk_full::set_full();
+            return Err(audit.status.unavailable());
         }
         *written += pending.len() as u64;
         let commands = std::mem::take(pending);

@@ -581,14 +581,21 @@ fn run(mut conn: rusqlite::Connection, checkpointer: &crate::services::store::Ch
                 tracing::error!(error = %e, "the event bus could not commit at shutdown; the next start re-sends the events");
                 return;
             }
-            // events.db is unwritable for now (disk full, locked by another process).
-            tracing::error!(error = %e, retry_in_ms = retry.as_millis() as u64, "the event bus could not commit; trying again");
+            // events.db is unwritable for now (disk full, locked by another process):
+            // said once, not at every retry (every 2 s for as long as a disk stays full).
+            crate::services::disk_full::note(&e.to_string());
+            if retry == RETRY_FIRST {
+                tracing::error!(error = %e, "the event bus could not commit; trying again until it can (said once)");
+            }
             std::thread::sleep(retry);
             retry = (retry * 2).min(RETRY_MAX);
             while let Ok(m) = rx.try_recv() {
                 take(m, &mut batch, &mut prune_to);
             }
             continue;
+        }
+        if retry != RETRY_FIRST {
+            tracing::warn!("the event bus commits again");
         }
         retry = RETRY_FIRST;
         seq = next;

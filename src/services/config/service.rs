@@ -174,12 +174,18 @@ fn overridden_by_environment(key: &str) -> Option<String> {
 }
 
 /// Why a change validated against the live settings was not written to `agt.toml`. A file
-/// that cannot be read or written is the daemon's trouble (500); one that, with the change,
+/// that cannot be read or written is the daemon's trouble (500; 503 on a full disk); one that, with the change,
 /// would not load (an edit that broke it, or a key it holds that does not go with the
 /// change) is the operator's to fix (409), and the message says so; so is a file someone
 /// is writing meanwhile (it kept changing, or it is empty as while an editor rewrites it).
 fn not_saved(e: super::settings::ConfigError) -> ApiError {
     match e {
+        // A full disk is not the daemon's trouble either: 503, saying what to do.
+        super::settings::ConfigError::Io { ref message, .. } if crate::services::disk_full::says_full(message) => ApiError::new(
+            503,
+            "config_not_saved",
+            format!("nothing was saved: {e}; the disk holding agt.toml is full: free space there and set again"),
+        ),
         super::settings::ConfigError::Io { .. } => ApiError::new(500, "config_not_saved", e.to_string()),
         super::settings::ConfigError::Busy { .. } => ApiError::conflict("config_not_saved", e.to_string()),
         e => ApiError::conflict(

@@ -1,0 +1,99 @@
+//! A full disk, by fault injection (`AGT_FAULT_DISK_FULL`: while its file exists every
+//! store's write fails with SQLITE_FULL and every journal's append is cut short half-way,
+//! ENOSPC), so no root and no small filesystem is needed. `scripts/disk-full.py` does
+//! the same on a real full tmpfs, under load.
+
+use crate::util::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A daemon whose disk is full while `home/disk-full` exists; the supervisor's backoff is
+/// short, so that the old five-failures-in-a-minute limit is reached within the test.
+fn daemon() -> (Daemon, std::path::PathBuf) {
+    let mut dm = Daemon::unstarted("[supervisor]\nbackoff_initial_ms = 10\nbackoff_max_ms = 20\n", &[]);
+    let flag = dm.path().join("disk-full");
+    dm.env.push(("AGT_FAULT_DISK_FULL".into(), flag.display().to_string()));
+    dm.spawn();
+    (dm, flag)
+}
+
+fn says_disk_full(v: &serde_json::Value) -> bool {
+    v["error"]["message"].as_str().is_some_and(|m| m.contains("disk") && m.contains("full"))
+}
+
+/// Writes on a full disk are refused with 503 `service_unavailable` saying the disk is
+/// full, for as long as it lasts, without any service being marked `failed` (every
+/// store's service was failed for good within a second of the disk filling, and nothing
+/// resumed once there was room); once there is room, writes go through again with no
+/// restart. The journals' appends cut short meanwhile are cut back: a placement
+/// acknowledged after them survives a SIGKILL (a torn frame left in the journal cut off
+/// every record after it at the next start).
+#[test]
+fn a_full_disk_refuses_writes_with_503_and_agt_resumes_by_itself_once_there_is_room() {
+    let (mut dm, flag) = daemon();
+    let sym = dm.symbol("0.01", "1");
+    let u = dm.user("full");
+    dm.deposit(&u, "USD", "10000");
+    let (s, before) = dm.place(&u, &sym, "buy", "1", Some("90.00"));
+    assert_eq!(s, 201, "{before}");
+
+    std::fs::write(&flag, b"").unwrap();
+    // Writes keep coming for two and a half seconds: more failures than the
+    // supervisor's limit, and more than one retry of the full disk's.
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut refused = 0;
+    while Instant::now() < until {
+        let (s, v) = dm.place(&u, &sym, "buy", "1", Some("91.00"));
+        assert_eq!(s, 503, "a placement on a full disk: {v}");
+        assert_eq!(code(&v), "service_unavailable");
+        assert!(says_disk_full(&v), "the 503 says the disk is full: {v}");
+        let (s, v) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": "USD", "amount": "1"})));
+        assert_eq!(s, 503, "a deposit on a full disk: {v}");
+        assert!(says_disk_full(&v), "the 503 says the disk is full: {v}");
+        refused += 2;
+    }
+    assert!(refused > 10);
+    let services = dm.ok("GET", "/api/services", None);
+    let failed: Vec<_> = services.as_array().unwrap().iter().filter(|s| s["state"] == "failed").map(|s| s["name"].clone()).collect();
+    assert!(failed.is_empty(), "no service is marked failed on a full disk: {services}");
+    let out = dm.cli().args(["user", "deposit", &u, "USD", "5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("disk") && stderr.contains("full"), "the CLI says the disk is full: {stderr}");
+
+    std::fs::remove_file(&flag).unwrap();
+    let after = wait_until("a placement once there is room", Duration::from_secs(10), || {
+        let (s, v) = dm.place(&u, &sym, "buy", "2", Some("92.00"));
+        (s == 201).then_some(v)
+    });
+    // SIGKILL at once: the stores may not all hold it yet; the journal's redo must.
+    dm.kill9();
+    dm.spawn();
+    for o in [&before, &after] {
+        let id = o["order_id"].as_str().unwrap();
+        let (s, now) = dm.req("GET", &format!("/api/orders/{id}"), None);
+        assert_eq!(s, 200, "acknowledged order {id} after the restart: {now}");
+        assert_eq!(now["status"], "new");
+        assert_eq!(now["quantity"], o["quantity"]);
+    }
+    let open = dm.ok("GET", &format!("/api/orders?user_id={u}&status=all"), None);
+    assert_eq!(open.as_array().unwrap().len(), 2, "nothing refused was stored: {open}");
+    let acct = dm.ok("GET", &format!("/api/users/{u}/account"), None);
+    let usd = acct["balances"].as_array().unwrap().iter().find(|b| b["asset"] == "USD").unwrap().clone();
+    assert_eq!(dec(&usd["total"]), dec(&json!("10000")), "no refused deposit counted: {usd}");
+    assert_eq!(dec(&usd["held"]), dec(&json!("274")), "holds are the two open orders: {usd}");
+    assert_eq!(dm.ok("GET", "/api/audit/verify", None)["ok"], true);
+}
+
+/// `agt config set` on a full disk: 503 saying the disk is full (it said "restarting or
+/// down; retry shortly"). Where agt.toml itself cannot be written for want of space the
+/// answer is a 503 too, not the 500 of another I/O failure (`config::service::not_saved`).
+#[test]
+fn config_set_on_a_full_disk_is_a_503_saying_so() {
+    let (dm, flag) = daemon();
+    std::fs::write(&flag, b"").unwrap();
+    let (s, v) = dm.req("PUT", "/api/config", Some(json!({"risk.max_order_notional": "123456"})));
+    std::fs::remove_file(&flag).unwrap();
+    assert_eq!(s, 503, "{v}");
+    assert!(says_disk_full(&v), "{v}");
+}
