@@ -93,27 +93,45 @@ pub enum Endpoint {
         authority: String,
         /// A path prefix from the URL (`http://h:8000/agt` → `/agt`), usually empty.
         prefix: String,
-        token: Option<String>,
+        /// `None` sends no `Authorization` (the daemon then refuses `/api`).
+        token: Option<Bearer>,
     },
 }
 
-/// Refuses a token an `Authorization` header cannot carry (a control character: a paste
-/// that took a terminal's escape or a line break, say), where the client is
-/// made, rather than at its first request; the message says it is the token that is
-/// wrong, not the URL.
-fn check_token(token: &str) -> Result<(), ClientError> {
-    match HeaderValue::from_str(&format!("Bearer {token}")) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(unsendable()),
+/// A bearer token as the `Authorization` header value it is sent as, `Bearer <token>`,
+/// built and checked once when the token is given (`--token`, or the admin token
+/// `agt bench` makes for its load), not again for each request. Marked sensitive, so
+/// `{:?}` of an endpoint does not print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer(HeaderValue);
+
+impl Bearer {
+    /// Refuses a token an `Authorization` header cannot carry (a control character: a
+    /// paste that took a terminal's escape or a line break, say) where it is given,
+    /// rather than at its first request; the message says it is the token that is
+    /// wrong, not the URL.
+    pub fn new(token: &str) -> Result<Bearer, ClientError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ClientError::BadToken(
+                "it holds a control character (a line break, an escape, ...), which an HTTP header cannot carry; \
+                 pass the token exactly as `agt token create` printed it"
+                    .into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Bearer(value))
+    }
+
+    /// The header's value, `Bearer <token>`.
+    pub fn header(&self) -> &HeaderValue {
+        &self.0
     }
 }
 
-fn unsendable() -> ClientError {
-    ClientError::BadToken(
-        "it holds a control character (a line break, an escape, ...), which an HTTP header cannot carry; \
-         pass the token exactly as `agt token create` printed it"
-            .into(),
-    )
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer(…)")
+    }
 }
 
 impl Endpoint {
@@ -139,10 +157,7 @@ impl Endpoint {
         check_authority(authority).map_err(|reason| bad(&reason))?;
         let authority = if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
         let prefix = path.trim_end_matches('/').to_string();
-        let token = token.filter(|t| !t.is_empty());
-        if let Some(t) = &token {
-            check_token(t)?;
-        }
+        let token = token.filter(|t| !t.is_empty()).map(|t| Bearer::new(&t)).transpose()?;
         Ok(Endpoint::Tcp { authority, prefix, token })
     }
 
@@ -323,7 +338,7 @@ impl Client {
         let payload = body.unwrap_or_default();
         let (uri, host, token) = match &self.endpoint {
             Endpoint::Unix(_) => (path.to_string(), "localhost".to_string(), None),
-            Endpoint::Tcp { authority, prefix, token } => (format!("{prefix}{path}"), authority.clone(), token.clone()),
+            Endpoint::Tcp { authority, prefix, token } => (format!("{prefix}{path}"), authority.clone(), token.as_ref()),
         };
         let mut req = Request::builder()
             .method(method)
@@ -335,8 +350,7 @@ impl Client {
             req = req.header(CONTENT_TYPE, "application/json");
         }
         if let Some(t) = token {
-            let v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| unsendable())?;
-            req = req.header(AUTHORIZATION, v);
+            req = req.header(AUTHORIZATION, t.header().clone());
         }
         let req = req.body(Full::new(payload)).map_err(|e| ClientError::Protocol(format!("cannot build a request for {uri:?}: {e}")))?;
 
@@ -575,7 +589,7 @@ mod tests {
         );
         assert_eq!(
             Endpoint::tcp("localhost:9/agt/", Some("t".into())).unwrap(),
-            Endpoint::Tcp { authority: "localhost:9".into(), prefix: "/agt".into(), token: Some("t".into()) }
+            Endpoint::Tcp { authority: "localhost:9".into(), prefix: "/agt".into(), token: Some(Bearer::new("t").unwrap()) }
         );
         assert_eq!(
             Endpoint::tcp("http://[::1]", None).unwrap(),
@@ -585,6 +599,27 @@ mod tests {
         assert!(Endpoint::tcp("http:///x", None).is_err());
         assert!(Endpoint::tcp("http://[::1]:8000/x", None).is_ok());
         assert!(Endpoint::tcp("my_host.example-1.com:8000", None).is_ok());
+    }
+
+    /// A token is checked and made a header once, where it is given: one a header cannot
+    /// carry is `BadToken` (exit 2) before any request, an empty one is no token, and
+    /// `{:?}` of the endpoint does not print it.
+    #[test]
+    fn a_token_becomes_its_header_once() {
+        match Endpoint::tcp("http://h:1", Some("s3cret".into())).unwrap() {
+            Endpoint::Tcp { token: Some(t), .. } => {
+                assert_eq!(t.header().as_bytes(), b"Bearer s3cret");
+                assert!(t.header().is_sensitive());
+            }
+            other => panic!("{other:?}"),
+        }
+        let shown = format!("{:?}", Endpoint::tcp("http://h:1", Some("s3cret".into())).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(matches!(Endpoint::tcp("http://h:1", Some(String::new())).unwrap(), Endpoint::Tcp { token: None, .. }));
+        for bad in ["line\nbreak", "esc\u{1b}[A", "nul\0"] {
+            assert!(matches!(Endpoint::tcp("http://h:1", Some(bad.into())), Err(ClientError::BadToken(_))), "{bad:?}");
+            assert!(matches!(Bearer::new(bad), Err(ClientError::BadToken(_))), "{bad:?}");
+        }
     }
 
     /// A URL no lookup could find is a usage error (exit 2), not "cannot reach" (exit 3)

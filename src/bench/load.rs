@@ -335,7 +335,7 @@ async fn run_until(
                 .await?
                 .ok()?;
             let created: crate::api::TokenCreated = t.json("POST /api/tokens")?;
-            *token = Some(created.token);
+            *token = Some(crate::client::Bearer::new(&created.token)?);
             token_id = Some(created.id);
         }
     }
