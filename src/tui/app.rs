@@ -241,6 +241,9 @@ pub struct App {
     /// is as of then, so uptimes stop counting and the panels say so rather than show a
     /// dead daemon's services as running.
     away_since: Option<u64>,
+    /// How many tries to reconnect have failed since the stream broke: the Events tab
+    /// says how long it has been reconnecting and how often it tried, not "following".
+    failed_tries: u32,
 
     pub health: Option<Health>,
     /// `clock` when `health` arrived, to keep its uptime counting between fetches.
@@ -306,6 +309,7 @@ impl App {
             last_seq: 0,
             replayed_to: 0,
             away_since: None,
+            failed_tries: 0,
             health: None,
             health_at: 0,
             services: Vec::new(),
@@ -506,6 +510,11 @@ impl App {
     /// services, uptimes and rates on screen are as of then.
     pub fn away_for(&self) -> Option<u64> {
         self.away_since.map(|t| self.clock.saturating_sub(t))
+    }
+
+    /// How many tries to reconnect have failed since the stream broke (0 while live).
+    pub fn failed_tries(&self) -> u32 {
+        self.failed_tries
     }
 
     /// The last moment the daemon was heard from: now, or when the stream broke.
@@ -992,6 +1001,10 @@ impl App {
             Net::Connected { head, own } => self.connected(if own { Feed::Own } else { Feed::Events }, head),
             Net::Polling(why) => self.connected(Feed::Polled(why), 0),
             Net::Disconnected(why) => {
+                // The first report is the break itself; each one after it, a try that failed.
+                if matches!(self.conn, Conn::Reconnecting(_)) {
+                    self.failed_tries += 1;
+                }
                 self.conn = Conn::Reconnecting(why);
                 self.away_since.get_or_insert(self.clock);
             }
@@ -1024,6 +1037,7 @@ impl App {
     fn connected(&mut self, feed: Feed, head: u64) {
         self.conn = Conn::Live;
         self.away_since = None;
+        self.failed_tries = 0;
         self.feed = feed;
         self.replayed_to = head;
         // Anything may have changed while we were away.

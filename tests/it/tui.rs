@@ -182,8 +182,14 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
 
     // The daemon goes away and comes back: the dashboard says so and recovers by itself.
     // An order sent meanwhile is said not sent (not "refused"), and Enter sends it again.
+    // The Events title says the stream is reconnecting, not "following", until it is back.
+    let events_title = |s: &str, state: &str| s.lines().any(|l| l.starts_with("┌ Events") && l.contains(state));
+    pane.keys(&["5"]);
+    pane.wait_until("Events following", |s| events_title(s, " following "));
     d.kill9();
     pane.wait_for("reconnecting…");
+    pane.wait_until("Events reconnecting", |s| events_title(s, " reconnecting… ") && !events_title(s, "following"));
+    pane.keys(&["3"]);
     pane.keys(&["n"]);
     pane.wait_for("New order");
     pane.type_text("2");
@@ -196,6 +202,8 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.wait_for("● live");
     pane.keys(&["Enter"]);
     pane.wait_for(&format!("buy 2 {sym} @ 99: new"));
+    pane.keys(&["5"]);
+    pane.wait_until("Events following again", |s| events_title(s, " following ") && !events_title(s, "reconnecting"));
     pane.keys(&["1"]);
     pane.wait_for("Services · 10/10 running");
 

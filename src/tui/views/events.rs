@@ -3,10 +3,10 @@
 //! A trader's shows its own user's events, all its stream holds; a session the daemon
 //! refuses the stream says so instead.
 
-use super::text::{clean, clock, column_widths, cut, fit, share};
+use super::text::{clean, clock, column_widths, cut, duration, fit, share};
 use super::Theme;
 use crate::api::Event;
-use crate::tui::app::{App, Feed};
+use crate::tui::app::{App, Conn, Feed};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Row, Table, TableState};
@@ -22,22 +22,29 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     let ev = &app.events;
     let visible = app.visible_events();
-    let mut title = vec![Span::raw(format!(" Events · {} shown · ", visible.len()))];
-    // Whose they are, where the stream holds one user's alone (as Orders says).
-    if let Some(u) = app.own_user().filter(|_| app.feed == Feed::Own) {
-        title.push(Span::raw(format!("{}'s own · ", clean(&u.username))));
-    }
-    if ev.paused {
-        title.push(Span::styled(format!("PAUSED ({} new)", ev.held_count), theme.warn()));
-    } else {
-        title.push(Span::styled("following", theme.ok()));
-    }
-    if !ev.filter.is_empty() {
-        title.push(Span::raw(" · type: "));
-        title.push(Span::styled(clean(&ev.filter), theme.warn()));
-    }
-    title.push(Span::raw(format!(" · seq {} ", app.last_seq)));
-    let block = Block::bordered().title(super::title(Line::from(title), area));
+    // Where the whole title does not fit, the sequence number goes first, then the count,
+    // then the failed tries: whether the stream is followed stays in sight.
+    let title = |count: bool, seq: bool, tries: bool| {
+        let mut title = vec![Span::raw(" Events · ")];
+        if count {
+            title.push(Span::raw(format!("{} shown · ", visible.len())));
+        }
+        // Whose they are, where the stream holds one user's alone (as Orders says).
+        if let Some(u) = app.own_user().filter(|_| app.feed == Feed::Own) {
+            title.push(Span::raw(format!("{}'s own · ", clean(&u.username))));
+        }
+        title.extend(state(app, tries, theme));
+        if !ev.filter.is_empty() {
+            title.push(Span::raw(" · type: "));
+            title.push(Span::styled(clean(&ev.filter), theme.warn()));
+        }
+        title.push(Span::raw(if seq { format!(" · seq {} ", app.last_seq) } else { " ".into() }));
+        Line::from(title)
+    };
+    let block = Block::bordered().title(super::titled(
+        [title(true, true, true), title(true, false, true), title(false, false, true), title(false, false, false)],
+        area,
+    ));
     if visible.is_empty() {
         let inner = block.inner(area);
         frame.render_widget(block, area);
@@ -89,6 +96,40 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .row_highlight_style(theme.selected())
         .highlight_symbol("▶ ");
     frame.render_stateful_widget(table, area, &mut TableState::default().with_selected(selected));
+}
+
+/// What the stream is doing, as the title says it: "following" only while events come
+/// live; reconnecting (for how long, after how many failed tries) while the daemon is away
+/// or restarting, as the tab bar says; and a pause's held count besides.
+fn state(app: &App, tries: bool, theme: Theme) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    let ev = &app.events;
+    if ev.paused {
+        spans.push(Span::styled(format!("PAUSED ({} new)", ev.held_count), theme.warn()));
+    }
+    let stream = match &app.conn {
+        Conn::Live if ev.paused => None,
+        Conn::Live => Some(Span::styled("following", theme.ok())),
+        Conn::Connecting => Some(Span::styled("connecting…", theme.warn())),
+        Conn::Reconnecting(_) => {
+            let mut text = format!("reconnecting… {}", duration(app.away_for().unwrap_or(0)));
+            match app.failed_tries() {
+                _ if !tries => {}
+                0 => {}
+                1 => text.push_str(", 1 try failed"),
+                n => text.push_str(&format!(", {n} tries failed")),
+            }
+            Some(Span::styled(text, theme.warn()))
+        }
+        Conn::Refused(_) => Some(Span::styled("stopped: token refused", theme.bad())),
+    };
+    if let Some(s) = stream {
+        if !spans.is_empty() {
+            spans.push(Span::raw(" · "));
+        }
+        spans.push(s);
+    }
+    spans
 }
 
 /// The width of the longest event type (`TRADING_STATE_CHANGED`): a column of 20 cut it

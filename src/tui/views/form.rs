@@ -10,15 +10,40 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-const LABEL_W: usize = 14;
+/// The value's room below which a field's label goes on its own row above the value: a
+/// label column beside it left a narrow terminal a few letters, and hints wrapped under
+/// the labels.
+const MIN_VALUE_W: usize = 16;
+/// The smallest terminal a form is drawn in: a field's row and the keys, inside a border.
+/// Below it, the form says how big the terminal must be instead of an empty box.
+const MIN_W: u16 = 20;
+const MIN_H: u16 = 5;
+/// The form's width where there is room: its widest field and the daemon's refusals.
+const FORM_W: u16 = 72;
 
 pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
-    let mut lines: Vec<Line> = Vec::new();
+    if area.width < MIN_W || area.height < MIN_H {
+        too_small(frame, area, form, theme);
+        return;
+    }
+    let inner_w = FORM_W.min(area.width).saturating_sub(2).max(1) as usize;
+    // Labels right-aligned to the form's longest ("Time in force"; a transfer's "Amount").
+    let label_w = form.fields.iter().map(|f| f.label.chars().count()).max().unwrap_or(0);
+    let stacked = inner_w < label_w + 4 + MIN_VALUE_W;
+    // Each field's lines, with the field they belong to: scrolling keeps the focused
+    // field's in sight.
+    let mut lines: Vec<(usize, Line)> = Vec::new();
     for (i, f) in form.fields.iter().enumerate() {
         let focused = i == form.focus;
         let marker = if focused { "▶ " } else { "  " };
-        let label = Span::styled(format!("{marker}{:>w$}  ", f.label, w = LABEL_W), if focused { theme.header() } else { theme.dim() });
-        let mut spans = vec![label];
+        let label_style = if focused { theme.header() } else { theme.dim() };
+        let mut spans = Vec::new();
+        if stacked {
+            lines.push((i, Line::styled(format!("{marker}{}", f.label), label_style)));
+            spans.push(Span::raw("    "));
+        } else {
+            spans.push(Span::styled(format!("{marker}{:>label_w$}  ", f.label), label_style));
+        }
         match &f.input {
             Input::Text(s) => {
                 spans.push(Span::raw(clean(s)));
@@ -36,18 +61,19 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
                 }
             }
         }
-        lines.push(Line::from(spans));
-        let pad = " ".repeat(LABEL_W + 4);
+        lines.push((i, Line::from(spans)));
+        let pad = " ".repeat(if stacked { 4 } else { label_w + 4 });
         let note = if let Some(e) = &f.error {
-            Line::from(vec![Span::raw(pad), Span::styled(format!("✗ {}", clean(e)), theme.bad())])
+            Some(Line::from(vec![Span::raw(pad), Span::styled(format!("✗ {}", clean(e)), theme.bad())]))
         } else if f.label == PRICE && form.price_unused() {
-            Line::from(vec![Span::raw(pad), Span::styled("not used by a market order", theme.dim())])
+            Some(Line::from(vec![Span::raw(pad), Span::styled("not used by a market order", theme.dim())]))
         } else if focused {
-            Line::from(vec![Span::raw(pad), Span::styled(f.hint, theme.dim())])
+            Some(Line::from(vec![Span::raw(pad), Span::styled(f.hint, theme.dim())]))
         } else {
-            Line::raw("")
+            // Beside the labels, a blank row keeps the fields apart; stacked, the labels do.
+            (!stacked).then(|| Line::raw(""))
         };
-        lines.push(note);
+        lines.extend(note.map(|n| (i, n)));
     }
     let status = if form.sending {
         Line::styled("sending…", theme.warn())
@@ -59,29 +85,44 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
 
     // As tall as the lines take once wrapped: a long refusal (which says what to fix)
     // must not be cut, nor push the keys off the bottom.
-    let inner_w = 72u16.min(area.width).saturating_sub(2).max(1) as usize;
     let height = |l: &Line| l.width().div_ceil(inner_w).max(1);
-    let field_rows: usize = lines.iter().map(height).sum();
+    let field_rows: usize = lines.iter().map(|(_, l)| height(l)).sum();
     let status_rows = height(&status);
-    let popup = super::centered(area, 72, (field_rows + status_rows) as u16 + 3);
+    let popup = super::centered(area, FORM_W, (field_rows + status_rows) as u16 + 3);
     frame.render_widget(Clear, popup);
     let block = Block::bordered().title(super::title(format!(" {} ", form.title()), popup));
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
-    // The status (the daemon's refusal, or the keys) keeps its rows at the bottom, and the
-    // fields scroll above it: on a short terminal the field being typed in and its
-    // complaint stay in sight, where a cut popup hid them and the user typed blind.
-    let status_h = (status_rows as u16).min(inner.height);
+    // The status (the daemon's refusal, or the keys) keeps its rows at the bottom, less
+    // the one row the focused field needs, and the fields scroll above it: on a short
+    // terminal the field being typed in and its complaint stay in sight, where a cut
+    // popup hid them and the user typed blind.
+    let status_h = (status_rows as u16).min(inner.height.saturating_sub(1));
     let fields_h = (inner.height - status_h).min(field_rows as u16);
     let fields_area = Rect { height: fields_h, ..inner };
     // The status takes every row below the fields: its height above is a guess (words
     // wrap whole), and the slack row keeps the end of a long refusal in sight.
     let status_area = Rect { y: inner.y + fields_h, height: inner.height - fields_h, ..inner };
-    let focus_top: usize = lines.iter().take(form.focus * 2).map(height).sum();
-    let focus_bottom = focus_top + lines.iter().skip(form.focus * 2).take(2).map(height).sum::<usize>();
-    let scroll = focus_bottom.saturating_sub(fields_h as usize).min(focus_top) as u16;
+    let focus_top: usize = lines.iter().take_while(|(i, _)| *i < form.focus).map(|(_, l)| height(l)).sum();
+    let focus_rows: usize = lines.iter().filter(|(i, _)| *i == form.focus).map(|(_, l)| height(l)).sum();
+    // The focused field's first rows (its label and value) before its note, where all
+    // of it does not fit.
+    let scroll = (focus_top + focus_rows).saturating_sub(fields_h as usize).min(focus_top) as u16;
+    let lines: Vec<Line> = lines.into_iter().map(|(_, l)| l).collect();
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((scroll, 0)), fields_area);
     frame.render_widget(Paragraph::new(status).wrap(Wrap { trim: false }), status_area);
+}
+
+/// Too small a terminal for any field: what the form is, and the size it needs, where
+/// the box would have been empty.
+fn too_small(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
+    frame.render_widget(Clear, area);
+    let lines = vec![
+        Line::styled(form.title(), theme.header()),
+        Line::styled(format!("terminal too small: need {MIN_W}×{MIN_H}"), theme.warn()),
+        Line::styled("Esc cancels", theme.dim()),
+    ];
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
 
 pub fn confirm(frame: &mut Frame, area: Rect, question: &str, theme: Theme) {

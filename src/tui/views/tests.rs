@@ -826,3 +826,106 @@ fn the_services_table_marks_the_rows_it_leaves_out() {
         render(&fixture::app(), 40, h, Theme { color: true });
     }
 }
+
+/// The row of the screen a tab's block title is on, as text.
+fn title_row(app: &App, w: u16, h: u16) -> String {
+    let t = render(app, w, h, Theme { color: false });
+    let buf = t.backend().buffer();
+    let y = (0..h).find(|&y| buf.cell((0, y)).is_some_and(|c| c.symbol() == "┌")).expect("a block");
+    (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()
+}
+
+/// The Events title says what the stream does: "following" only while it is live; while
+/// the daemon is away, reconnecting, for how long and after how many failed tries (the
+/// title said "following" throughout); following again once the stream is back.
+#[test]
+fn the_events_title_says_whether_it_follows() {
+    let gone = || Action::Net(Net::Disconnected("cannot reach the agt daemon at /tmp/agt.sock: connection refused".into()));
+    let mut app = on_tab('5');
+    for (w, h) in [(80, 24), (60, 20), (40, 12)] {
+        let row = title_row(&app, w, h);
+        assert!(row.contains("following") && !row.contains("reconnecting"), "{w}x{h}: {row}");
+    }
+    app.update(gone());
+    for (w, h) in [(80, 24), (60, 20), (40, 12)] {
+        let row = title_row(&app, w, h);
+        assert!(row.contains("reconnecting… 0s") && !row.contains("following"), "{w}x{h}: {row}");
+    }
+    for _ in 0..12 {
+        app.update(Action::Tick);
+    }
+    app.update(gone());
+    assert!(title_row(&app, 80, 24).contains("reconnecting… 12s, 1 try failed"), "{}", title_row(&app, 80, 24));
+    app.update(gone());
+    app.update(gone());
+    let row = title_row(&app, 80, 24);
+    assert!(row.contains("reconnecting… 12s, 3 tries failed · seq "), "{row}");
+    // Narrower, the sequence number, the count and the tries give way; the state stays.
+    let row = title_row(&app, 60, 20);
+    assert!(row.contains("┌ Events · 5 shown · reconnecting… 12s, 3 tries failed ─"), "{row}");
+    let row = title_row(&app, 50, 20);
+    assert!(row.contains("┌ Events · reconnecting… 12s, 3 tries failed ─"), "{row}");
+    let row = title_row(&app, 40, 12);
+    assert!(row.contains("┌ Events · reconnecting… 12s ─"), "{row}");
+    // Paused meanwhile: both.
+    app.update(ch(' '));
+    let row = title_row(&app, 80, 24);
+    assert!(row.contains("PAUSED (0 new) · reconnecting… 12s"), "{row}");
+    app.update(ch(' '));
+    app.update(Action::Net(Net::Connected { head: 300, own: false }));
+    let row = title_row(&app, 80, 24);
+    assert!(row.contains("following") && !row.contains("reconnecting") && !row.contains("failed"), "{row}");
+    // A break after that counts afresh.
+    app.update(gone());
+    assert!(title_row(&app, 80, 24).contains("reconnecting… 0s ·"), "{}", title_row(&app, 80, 24));
+    // Before the first answer, and once the token is refused for good.
+    let mut fresh = fixture::app();
+    fresh.conn = crate::tui::app::Conn::Connecting;
+    fresh.update(ch('5'));
+    assert!(title_row(&fresh, 80, 24).contains("connecting…"), "{}", title_row(&fresh, 80, 24));
+    app.update(Action::Net(Net::Refused("the bearer token is unknown or revoked".into())));
+    let row = title_row(&app, 80, 24);
+    assert!(row.contains("stopped: token refused") && !row.contains("following"), "{row}");
+}
+
+/// Every form is usable at 80x24, 60x20 and 40x12: tabbing through it, the focused field
+/// shows with its marker, its label and its value, and the keys stay in sight (an open
+/// form once showed no field below 80x24). Below the smallest size it says so.
+#[test]
+fn every_form_shows_its_focused_field_on_a_small_terminal() {
+    let text = |app: &App, w: u16, h: u16| {
+        let t = render(app, w, h, Theme { color: false });
+        let buf = t.backend().buffer();
+        (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect::<String>()).collect::<Vec<_>>()
+    };
+    for (tab, open, title) in [('2', 'n', "New order"), ('2', 'a', "Amend order"), ('4', 'd', "Deposit to"), ('4', 'w', "Withdraw from")] {
+        for (w, h) in [(80, 24), (60, 20), (40, 12)] {
+            let mut app = on_tab(tab);
+            app.update(ch(open));
+            let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
+            let fields: Vec<&str> = form.fields.iter().map(|f| f.label).collect();
+            for _ in 0..fields.len() {
+                let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
+                let label = form.fields[form.focus].label;
+                let value = form.fields[form.focus].value().to_string();
+                let rows = text(&app, w, h);
+                let screen = rows.join("\n");
+                assert!(screen.contains(title), "{title} at {w}x{h}:\n{screen}");
+                assert!(screen.contains("Enter sends · Esc cancels"), "{title} at {w}x{h}:\n{screen}");
+                let row = rows.iter().find(|r| r.contains("▶ ") && r.contains(&format!("{label}  ")));
+                let Some(row) = row else { panic!("{title}: {label} not in sight at {w}x{h}:\n{screen}") };
+                assert!(row.contains(&value), "{title}: {label}'s value {value:?} at {w}x{h}:\n{screen}");
+                app.update(key(KeyCode::Tab));
+            }
+        }
+        // Narrower than a label and its value: the label on its own row, above its value.
+        let mut app = on_tab(tab);
+        app.update(ch(open));
+        let rows = text(&app, 30, 10);
+        let screen = rows.join("\n");
+        assert!(rows.iter().any(|r| r.starts_with("│▶ ")) && screen.contains("Enter sends"), "{title} at 30x10:\n{screen}");
+        // Too small for any field: it says so, and how big it must be.
+        let screen = text(&app, 19, 4).join("");
+        assert!(screen.contains("terminal too small") && screen.contains("20×5"), "{title} at 19x4: {screen}");
+    }
+}
