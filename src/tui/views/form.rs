@@ -85,7 +85,9 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
 
     // As tall as the lines take once wrapped: a long refusal (which says what to fix)
     // must not be cut, nor push the keys off the bottom.
-    let height = |l: &Line| l.width().div_ceil(inner_w).max(1);
+    // Counted as ratatui wraps them: an estimate from the width was off for a line of
+    // spaces (a stacked field's empty value), and scrolled the focused value out of sight.
+    let height = |l: &Line| Paragraph::new(l.clone()).wrap(Wrap { trim: false }).line_count(inner_w as u16).max(1);
     let field_rows: usize = lines.iter().map(|(_, l)| height(l)).sum();
     let status_rows = height(&status);
     let popup = super::centered(area, FORM_W, (field_rows + status_rows) as u16 + 3);

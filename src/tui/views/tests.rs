@@ -918,12 +918,26 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
                 app.update(key(KeyCode::Tab));
             }
         }
-        // Narrower than a label and its value: the label on its own row, above its value.
+        // Narrower than a label and its value: the label on its own row, above its value,
+        // each in sight when focused (an empty value above once scrolled the last one away).
         let mut app = on_tab(tab);
         app.update(ch(open));
-        let rows = text(&app, 30, 10);
-        let screen = rows.join("\n");
-        assert!(rows.iter().any(|r| r.starts_with("│▶ ")) && screen.contains("Enter sends"), "{title} at 30x10:\n{screen}");
+        let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
+        for _ in 0..form.fields.len() {
+            let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
+            let field = &form.fields[form.focus];
+            let value = match &field.input {
+                crate::tui::form::Input::Text(v) => format!("    {v}█"),
+                crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
+            };
+            let rows = text(&app, 30, 10);
+            let screen = rows.join("\n");
+            let at = rows.iter().position(|r| r.starts_with(&format!("│▶ {} ", field.label)));
+            let Some(at) = at else { panic!("{title}: {} not in sight at 30x10:\n{screen}", field.label) };
+            assert!(rows.get(at + 1).is_some_and(|r| r.contains(&value)), "{title}: {value:?} under its label at 30x10:\n{screen}");
+            assert!(screen.contains("Enter sends"), "{title} at 30x10:\n{screen}");
+            app.update(key(KeyCode::Tab));
+        }
         // Too small for any field: it says so, and how big it must be.
         let screen = text(&app, 19, 4).join("");
         assert!(screen.contains("terminal too small") && screen.contains("20×5"), "{title} at 19x4: {screen}");
