@@ -927,14 +927,16 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
             let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
             let field = &form.fields[form.focus];
             let value = match &field.input {
-                crate::tui::form::Input::Text(v) => format!("    {v}█"),
+                crate::tui::form::Input::Text(v) => format!("{v}█"),
                 crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
             };
             let rows = text(&app, 30, 10);
             let screen = rows.join("\n");
-            let at = rows.iter().position(|r| r.starts_with(&format!("│▶ {} ", field.label)));
+            // Stacked (the order form's long labels) or beside it (a transfer's, an amend's).
+            let at = rows.iter().position(|r| r.starts_with("│▶ ") && r.contains(&format!("{} ", field.label)));
             let Some(at) = at else { panic!("{title}: {} not in sight at 30x10:\n{screen}", field.label) };
-            assert!(rows.get(at + 1).is_some_and(|r| r.contains(&value)), "{title}: {value:?} under its label at 30x10:\n{screen}");
+            let shown = rows[at].contains(&value) || rows.get(at + 1).is_some_and(|r| r.contains(&format!("│    {value}")));
+            assert!(shown, "{title}: {value:?} beside or under its label at 30x10:\n{screen}");
             assert!(screen.contains("Enter sends"), "{title} at 30x10:\n{screen}");
             app.update(key(KeyCode::Tab));
         }
