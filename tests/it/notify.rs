@@ -856,13 +856,15 @@ fn a_restarted_notify_with_every_slot_busy_acts_at_once() {
     let queued = wait_until("the rule's delivery", Duration::from_secs(10), of_rule);
     assert_eq!(queued["status"], "pending", "no slot is free: {queued}");
 
-    let restarts = |d: &Daemon| {
+    // Restarted and running again: a command sent while it starts is refused (503).
+    let restarted = |d: &Daemon| {
         let services = d.ok("GET", "/api/services", None);
-        services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap()["restarts"].as_u64().unwrap()
+        let notify = services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap().clone();
+        notify["restarts"].as_u64() == Some(1) && notify["state"] == "running"
     };
     let (s, body) = d.req("POST", "/api/services/notify/crash", None);
     assert_eq!(s, 202, "{body}");
-    wait_until("notify to be restarted", Duration::from_secs(10), || (restarts(&d) == 1).then_some(()));
+    wait_until("notify to be restarted and running", Duration::from_secs(10), || restarted(&d).then_some(()));
     assert_eq!(d.ok("DELETE", &format!("/api/notifications/rules/{rule}"), None)["id"], rule.as_str());
     let given_up =
         wait_until("the removed rule's delivery to be given up", Duration::from_secs(10), || of_rule().filter(|x| x["status"] == "failed"));
