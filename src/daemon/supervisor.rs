@@ -269,7 +269,15 @@ fn supervise<C>(
                     return;
                 }
                 Some(_) => statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator")),
-                None => {}
+                // Counted as a restart, though not announced (the bus cannot store the
+                // event either): what watches the count (the feeds of audit, market,
+                // health and notify; the saga's resume after the lane's restarts; notify's
+                // sender) must see that an incarnation ended and its mailbox lost the
+                // failed batch and what came meanwhile. Not seen, a feed went on from
+                // past the gap, which its service skipped for good.
+                None => statuses.iter().for_each(|st| {
+                    st.restarts.fetch_add(1, Ordering::Relaxed);
+                }),
             }
             continue;
         }
