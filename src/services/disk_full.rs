@@ -106,7 +106,10 @@ pub fn message(service: &str) -> String {
 /// The fault point (only with `debug.fault_injection = true`, and only when the daemon
 /// was started with `AGT_FAULT_DISK_FULL=<path>`): while a file exists at that path,
 /// every write of every store fails with `SQLITE_FULL`, as on a full disk. The
-/// integration tests fill the disk with it without root or a small filesystem.
+/// integration tests fill the disk with it without root or a small filesystem. A file
+/// that holds words fills only the stores whose file names begin with one of them
+/// (`audit`: `audit.db` and its log), and no journal: one service's store failing while
+/// the others, the bus's included, go on.
 static FAULT: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// Arms the fault point once, at the daemon's start.
@@ -115,9 +118,27 @@ pub fn arm_fault(fault_injection: bool) {
     let _ = FAULT.set(path);
 }
 
-/// Whether the fault point says the disk is full now (a `stat` per write, only while armed).
+/// Whether the fault point says the disk is full now for every file (the journals').
 pub fn injected() -> bool {
-    matches!(FAULT.get(), Some(Some(path)) if path.exists())
+    injected_for(None)
+}
+
+/// Whether the fault point is armed: store files then keep their names for
+/// [`injected_for`].
+pub fn armed() -> bool {
+    matches!(FAULT.get(), Some(Some(_)))
+}
+
+/// Whether the fault point says the disk is full now for the store file `name` (a read
+/// of the flag file per write, only while armed): an empty flag file fills every file, one
+/// with words only the stores whose names begin with one of them.
+pub fn injected_for(name: Option<&str>) -> bool {
+    let Some(Some(path)) = FAULT.get() else { return false };
+    match std::fs::read_to_string(path) {
+        Err(_) => false,
+        Ok(words) if words.trim().is_empty() => true,
+        Ok(words) => name.is_some_and(|n| words.split_whitespace().any(|w| n.starts_with(w))),
+    }
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ struct File {
     /// The buffer's last write was the header of a commit's last frame: its page ends
     /// the commit.
     commit: bool,
+    /// The file's name (`audit.db-wal`), kept only while the disk-full fault point is
+    /// armed (tests), which may fill one store's files and not the others'.
+    fault_name: Option<Box<str>>,
 }
 
 /// Where the platform's file begins in ours (8-byte aligned).
@@ -141,6 +144,12 @@ unsafe extern "C" fn open(
             buf: Vec::new(),
             at: 0,
             commit: false,
+            fault_name: (crate::services::disk_full::armed() && !name.is_null())
+                .then(|| {
+                    let full = std::ffi::CStr::from_ptr(name).to_string_lossy();
+                    full.rsplit('/').next().map(Box::from)
+                })
+                .flatten(),
         },
     );
     rc
@@ -222,6 +231,7 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     let flushed = f.flush();
     let rc = (f.methods().xClose.expect("a file closes"))(f.real);
     std::ptr::drop_in_place(&mut f.buf);
+    std::ptr::drop_in_place(&mut f.fault_name);
     f.base.pMethods = std::ptr::null();
     if flushed != ffi::SQLITE_OK {
         flushed
@@ -235,10 +245,10 @@ unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amou
 }
 
 unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, data: *const c_void, amount: c_int, offset: i64) -> c_int {
-    if crate::services::disk_full::injected() {
+    let f = this(file);
+    if crate::services::disk_full::injected_for(f.fault_name.as_deref()) {
         return ffi::SQLITE_FULL;
     }
-    let f = this(file);
     if !f.log {
         return (f.methods().xWrite.expect("a file takes writes"))(f.real, data, amount, offset);
     }
