@@ -87,3 +87,45 @@ def events(home, query, timeout=60):
     if " 200 " not in line:
         return f"{line} {body[:200]!r}", []
     return line, [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+
+
+def check_balances(conn, users, ledger, net, held, uncertain, problem, label, may_go_below_zero=lambda asset: False):
+    """Each user's balances against a driver's ledger, as chaos.py and disk-full.py check
+    them: available = total - held and none of them below zero (unless
+    `may_go_below_zero(asset)`: short sales), held = what the open orders need (`held`,
+    by (user, asset)), total = deposits - withdrawals (`ledger`) + what fills moved
+    (`net`). Deposits and withdrawals whose answer never came (`uncertain`: (user,
+    asset, signed amount)) count as done where exactly such a subset makes a total add
+    up; those move into `ledger`. Returns each asset's total over the users, and the
+    unanswered ones found done; the caller empties `uncertain`."""
+    from decimal import Decimal as D
+    totals, resolved = {}, []
+    for u in users:
+        _, acct = conn.call("GET", f"/api/users/{u}/account")
+        seen = set()
+        for b in acct["balances"]:
+            a, t, h, av = b["asset"], D(b["total"]), D(b["held"]), D(b["available"])
+            seen.add(a)
+            totals[a] = totals.get(a, D(0)) + t
+            if av != t - h or h < 0 or (av < 0 or t < 0) and not may_go_below_zero(a):
+                problem(f"{label}: {u} {a}: total {t} held {h} available {av}")
+            if h != held[(u, a)]:
+                problem(f"{label}: {u} {a} held {h}, open orders need {held[(u, a)]}")
+            rest = t - ledger[(u, a)] - net[(u, a)]
+            mine = [x for x in uncertain if x[0] == u and x[1] == a]
+            match = None
+            for mask in range(1 << len(mine)):
+                pick = [mine[j] for j in range(len(mine)) if mask >> j & 1]
+                if sum((x[2] for x in pick), D(0)) == rest:
+                    match = pick
+                    break
+            if match is None:
+                problem(f"{label}: {u} {a}: total {t} != deposits - withdrawals {ledger[(u, a)]} + fills {net[(u, a)]} (off by {rest}; unanswered {mine})")
+            else:
+                resolved += match
+        for (uu, a), v in list(ledger.items()) + list(net.items()):
+            if uu == u and a not in seen and v != 0:
+                problem(f"{label}: {u} has no {a} balance, expected {ledger[(u, a)] + net[(u, a)]}")
+    for x in resolved:
+        ledger[(x[0], x[1])] += x[2]
+    return totals, resolved

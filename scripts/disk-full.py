@@ -337,34 +337,7 @@ def check(users, label):
             problem(f"{label}: open order {i} ({o['side']} {o['remaining_quantity']} @ {o['price']}) holds {got}, needs {want}")
         for h in hs:
             held[(o["user_id"], h["asset"])] += D(h["amount"])
-    resolved = []
-    for u in users:
-        s, acct = c.call("GET", f"/api/users/{u}/account")
-        seen = set()
-        for b in acct["balances"]:
-            a, t, h, av = b["asset"], D(b["total"]), D(b["held"]), D(b["available"])
-            seen.add(a)
-            if av != t - h or h < 0 or av < 0:
-                problem(f"{label}: {u} {a}: total {t} held {h} available {av}")
-            if h != held[(u, a)]:
-                problem(f"{label}: {u} {a} held {h}, open orders need {held[(u, a)]}")
-            rest = t - ledger[(u, a)] - net[(u, a)]
-            mine = [x for x in uncertain if x[0] == u and x[1] == a]
-            match = None
-            for mask in range(1 << len(mine)):
-                pick = [mine[j] for j in range(len(mine)) if mask >> j & 1]
-                if sum((x[2] for x in pick), D(0)) == rest:
-                    match = pick
-                    break
-            if match is None:
-                problem(f"{label}: {u} {a}: total {t} != deposits - withdrawals {ledger[(u, a)]} + fills {net[(u, a)]} (off by {rest}; unanswered {mine})")
-            else:
-                resolved += match
-        for (uu, a), v in list(ledger.items()) + list(net.items()):
-            if uu == u and a not in seen and v != 0:
-                problem(f"{label}: {u} has no {a} balance, expected {ledger[(u, a)] + net[(u, a)]}")
-    for x in resolved:
-        ledger[(x[0], x[1])] += x[2]
+    agt_unix.check_balances(c, users, ledger, net, held, uncertain, problem, label)
     uncertain.clear()
     s, v = c.call("GET", "/api/audit/verify")
     if s != 200 or not v.get("ok"):
