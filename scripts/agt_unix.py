@@ -129,3 +129,33 @@ def check_balances(conn, users, ledger, net, held, uncertain, problem, label, ma
     for x in resolved:
         ledger[(x[0], x[1])] += x[2]
     return totals, resolved
+
+
+FINAL = {"filled", "cancelled", "rejected", "expired"}
+RANK = {"new": 0, "partially_filled": 1}
+
+
+def check_acknowledged(orders, told, told_cancelled, problem, label):
+    """Every order the daemon acknowledged (`told`: id to the order as answered) against
+    `orders` (id to the order as read back): it exists, with no fill lost, a final status
+    kept and an open one no less advanced; an acknowledged cancel (`told_cancelled`)
+    stays cancelled. As chaos.py and disk-full.py check them."""
+    from decimal import Decimal as D
+    for oid, was in list(told.items()):
+        now = orders.get(oid)
+        if now is None:
+            problem(f"{label}: acknowledged order {oid} is gone: {was}")
+            continue
+        if D(now["filled_quantity"]) < D(was["filled_quantity"]):
+            problem(f"{label}: {oid} lost fills: told {was['filled_quantity']}, now {now['filled_quantity']}")
+        if was["status"] in FINAL and now["status"] != was["status"]:
+            problem(f"{label}: {oid} was {was['status']}, now {now['status']}")
+        if was["status"] not in FINAL and now["status"] not in FINAL and RANK[now["status"]] < RANK[was["status"]]:
+            problem(f"{label}: {oid} went back from {was['status']} to {now['status']}")
+        now_fills = {f["trade_id"] for f in now["fills"]}
+        for f in was.get("fills", []):
+            if f["trade_id"] not in now_fills:
+                problem(f"{label}: {oid} lost fill {f}")
+    for oid in told_cancelled:
+        if oid in orders and orders[oid]["status"] != "cancelled":
+            problem(f"{label}: acknowledged cancel of {oid}, now {orders[oid]['status']}")

@@ -83,8 +83,7 @@ print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
 
 BASE = {"AAPL": "AAPL", "AAPL-USD": "AAPL", "BTC-USD": "BTC"}
 SYMBOLS = list(BASE)
-FINAL = {"filled", "cancelled", "rejected", "expired"}
-RANK = {"new": 0, "partially_filled": 1}
+FINAL = agt_unix.FINAL
 problems = []
 
 
@@ -391,30 +390,13 @@ def check(users, label):
     for u in users:
         for o in all_orders(c, u):
             orders[o["order_id"]] = o
-    # every acknowledged order, at least as advanced
-    for oid, was in list(told.items()):
-        now = orders.get(oid)
-        if now is None:
-            problem(f"{label}: acknowledged order {oid} is gone: {was}")
-            continue
-        if D(now["filled_quantity"]) < D(was["filled_quantity"]):
-            problem(f"{label}: {oid} lost fills: told {was['filled_quantity']}, now {now['filled_quantity']}")
-        if was["status"] in FINAL and now["status"] != was["status"]:
-            problem(f"{label}: {oid} was {was['status']}, now {now['status']}")
-        if was["status"] not in FINAL and now["status"] not in FINAL and RANK[now["status"]] < RANK[was["status"]]:
-            problem(f"{label}: {oid} went back from {was['status']} to {now['status']}")
-        now_fills = {f["trade_id"] for f in now["fills"]}
-        for f in was["fills"]:
-            if f["trade_id"] not in now_fills:
-                problem(f"{label}: {oid} lost fill {f}")
+    # every acknowledged order, at least as advanced; acknowledged cancels kept
+    agt_unix.check_acknowledged(orders, told, told_cancelled, problem, label)
     for oid, values in amended.items():
         o = orders.get(oid)
         # Two amends of one order may cross on the way; the last applied is one of the last two.
         if o and o["status"] not in FINAL and oid not in amend_unanswered and (D(o["price"]), D(o["quantity"])) not in values[-2:]:
             problem(f"{label}: open {oid} is {o['quantity']} @ {o['price']}, acknowledged amends made it {values[-2:]}")
-    for oid in told_cancelled:
-        if oid in orders and orders[oid]["status"] != "cancelled":
-            problem(f"{label}: acknowledged cancel of {oid}, now {orders[oid]['status']}")
     # fills and trades
     trades = defaultdict(list)
     net = defaultdict(D)  # (user, asset) -> what fills moved

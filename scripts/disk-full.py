@@ -73,8 +73,7 @@ print(f"home {home} on a {args.size_mb} MB tmpfs, seed {args.seed}, binary {args
 
 BASE = {"AAPL": "AAPL", "BTC-USD": "BTC"}
 SYMBOLS = list(BASE)
-FINAL = {"filled", "cancelled", "rejected", "expired"}
-RANK = {"new": 0, "partially_filled": 1}
+FINAL = agt_unix.FINAL
 problems = []
 refusals = defaultdict(int)  # (status, code) -> how many
 messages = {}  # (status, code) -> one message
@@ -300,20 +299,7 @@ def check(users, label):
     for u in users:
         for o in all_orders(c, u):
             orders[o["order_id"]] = o
-    for oid, was in list(told.items()):
-        now = orders.get(oid)
-        if now is None:
-            problem(f"{label}: acknowledged order {oid} is gone: {was}")
-            continue
-        if D(now["filled_quantity"]) < D(was["filled_quantity"]):
-            problem(f"{label}: {oid} lost fills: told {was['filled_quantity']}, now {now['filled_quantity']}")
-        if was["status"] in FINAL and now["status"] != was["status"]:
-            problem(f"{label}: {oid} was {was['status']}, now {now['status']}")
-        if was["status"] not in FINAL and now["status"] not in FINAL and RANK[now["status"]] < RANK[was["status"]]:
-            problem(f"{label}: {oid} went back from {was['status']} to {now['status']}")
-    for oid in told_cancelled:
-        if oid in orders and orders[oid]["status"] != "cancelled":
-            problem(f"{label}: acknowledged cancel of {oid}, now {orders[oid]['status']}")
+    agt_unix.check_acknowledged(orders, told, told_cancelled, problem, label)
     net = defaultdict(D)
     for o in orders.values():
         base = BASE[o["symbol"]]
