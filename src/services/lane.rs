@@ -142,14 +142,48 @@ pub struct Amend {
     /// The new price, and/or the new total quantity: at least one of them.
     pub price: Option<Decimal>,
     pub quantity: Option<Decimal>,
-    /// The instrument's `max_quantity` (zero: none), which the new total must not pass.
-    pub instrument_max: Decimal,
+    pub reply: Reply<Order>,
+}
+
+/// What an amend is checked against that the lane's three services do not keep, read by
+/// the lane from the other services' read models once it has the order: its instrument's
+/// quantity bounds (the market's) and whether its user may trade (the users'). The saga
+/// used to read the order from the lane first to learn its symbol and user, then look
+/// these up and send the amend: two round trips to the lane per amend instead of one.
+struct AmendTerms {
     /// The instrument's `min_quantity`, which the new total must reach, as a placement's.
-    pub instrument_min: Decimal,
+    instrument_min: Decimal,
+    /// The instrument's `max_quantity` (zero: none), which the new total must not pass.
+    instrument_max: Decimal,
     /// False when the order's user is disabled (`user_disabled`): an amend is a new
     /// decision to trade.
-    pub user_active: bool,
-    pub reply: Reply<Order>,
+    user_active: bool,
+}
+
+impl AmendTerms {
+    /// The terms of `order`'s amend, or a 503 while the market or the users service has
+    /// not loaded its read model since the daemon started (a start's first moments): the
+    /// bounds or the user's status are not known yet.
+    fn of(
+        order: &Order,
+        instruments: &crate::services::market::Listed,
+        users: &crate::services::users::Directory,
+    ) -> Result<AmendTerms, ApiError> {
+        let Some(listed) = instruments.get() else {
+            return Err(ApiError::unavailable("market"));
+        };
+        let user = match users.get(&order.user_id) {
+            Some(u) => Some(u),
+            None if !users.loaded() => return Err(ApiError::unavailable("users")),
+            None => None,
+        };
+        // An instrument or user gone from its read model cannot be (neither is ever
+        // deleted); the amend is then checked as before this lookup moved here: no
+        // bounds, an active user.
+        let (instrument_min, instrument_max) =
+            listed.get(&order.symbol).map_or((Decimal::ZERO, Decimal::ZERO), |i| (i.min_quantity, i.max_quantity));
+        Ok(AmendTerms { instrument_min, instrument_max, user_active: user.is_none_or(|u| u.status == "active") })
+    }
 }
 
 /// A cancel-all under way: the orders that rested when it came, taken out of their books
@@ -408,6 +442,9 @@ struct Lane {
     orders: Unit<Orders>,
     journal: Journal,
     bus: crate::services::bus::Bus,
+    /// The market's and the users' read models, for an amend's [`AmendTerms`].
+    instruments: crate::services::market::Listed,
+    users: crate::services::users::Directory,
     split_fault: Option<SplitFault>,
     /// The newest intake record, appended to the journal.
     journalled: i64,
@@ -585,6 +622,8 @@ impl Lane {
             orders,
             journal: Journal::open(&ctx.home, ctx.durability)?,
             bus: ctx.bus.clone(),
+            instruments: ctx.instruments.clone(),
+            users: ctx.directory.clone(),
             split_fault,
             journalled: 0,
             applied: 0,
@@ -1110,7 +1149,7 @@ impl Lane {
     /// answer to send once the record is appended. A refusal changes nothing and is
     /// answered at once (`None`). The checks and their order are the saga's before.
     fn amend(&mut self, amend: Amend, at: &str) -> Result<Option<(AmendRecord, Reply<Order>, Order)>, ServiceError> {
-        let Amend { order_id, owner, price, quantity, instrument_max, instrument_min, user_active, reply } = amend;
+        let Amend { order_id, owner, price, quantity, reply } = amend;
         let refuse = |reply: Reply<Order>, e: ApiError| {
             let _ = reply.send(Err(e));
             Ok(None)
@@ -1118,6 +1157,10 @@ impl Lane {
         let (o, stage) = match self.open_order_of(&order_id, owner.as_deref())? {
             Ok((o, stage)) if o.kind == OrderType::Limit => (o, stage),
             Ok((o, _)) => return refuse(reply, saga::not_open(&o)),
+            Err(e) => return refuse(reply, e),
+        };
+        let AmendTerms { instrument_min, instrument_max, user_active } = match AmendTerms::of(&o, &self.instruments, &self.users) {
+            Ok(terms) => terms,
             Err(e) => return refuse(reply, e),
         };
         let price = price.or(o.price).unwrap_or_default();
@@ -1664,6 +1707,9 @@ mod tests {
     /// A lane driven by hand (no thread) on a fresh home, with these deposits made.
     pub(super) fn funded(dir: &tempfile::TempDir, deposits: &[(&str, &str, &str)]) -> (Lane, ServiceCtx, crate::services::bus::Bus) {
         let (bus, ctx) = ServiceCtx::for_tests(dir.path());
+        // The read models an amend's terms come from, as the market and users leave them.
+        ctx.instruments.loaded_with(vec![aapl()]);
+        ctx.directory.loaded_with(Vec::new());
         let mut lane = Lane::open(&ctx, None).unwrap();
         for (user, asset, amount) in deposits {
             let (reply, rx) = oneshot::channel();
@@ -1898,6 +1944,34 @@ mod tests {
     /// before the flush, the lane redoes the amends in their place: the same fills under
     /// the same trade ids, holds, orders and times.
     #[test]
+    fn an_amends_terms_come_from_the_read_models_and_wait_until_they_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, _ctx, _bus) = funded(&dir, &[("alice", "USD", "1000")]);
+        assert!(place_batch(&mut lane, [priced("99", order("ord_b", "alice", Side::Buy, dec("2"), None))])[0].is_ok());
+        let o = get(&mut lane, "ord_b");
+        let (market, users) = (crate::services::market::Listed::default(), crate::services::users::Directory::default());
+        let unavailable = |r: Result<AmendTerms, ApiError>| r.err().map(|e| (e.status, e.message));
+        let (status, message) = unavailable(AmendTerms::of(&o, &market, &users)).expect("no instruments yet");
+        assert!(status == 503 && message.contains("market"), "{message}");
+        market.loaded_with(vec![aapl()]);
+        let (status, message) = unavailable(AmendTerms::of(&o, &market, &users)).expect("no users yet");
+        assert!(status == 503 && message.contains("users"), "{message}");
+        let user = |status: &str| crate::api::User {
+            user_id: "alice".into(),
+            username: "alice".into(),
+            email: "alice@example.com".into(),
+            status: status.into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        users.loaded_with(vec![user("active")]);
+        let terms = AmendTerms::of(&o, &market, &users).unwrap();
+        assert_eq!((terms.instrument_min, terms.instrument_max, terms.user_active), (dec("1"), dec("1000000"), true));
+        users.loaded_with(vec![user("disabled")]);
+        assert!(!AmendTerms::of(&o, &market, &users).unwrap().user_active);
+    }
+
+    #[test]
     fn amends_are_answered_from_the_journal_and_redone_in_order_when_it_starts() {
         let dir = tempfile::tempdir().unwrap();
         let (mut lane, ctx, bus) = funded(&dir, &[("bob", "AAPL", "10"), ("alice", "USD", "1000")]);
@@ -1911,16 +1985,8 @@ mod tests {
 
         let amend = |id: &str, owner: Option<&str>, price: Option<&str>, quantity: Option<&str>| {
             let (reply, rx) = oneshot::channel();
-            let a = Amend {
-                order_id: id.into(),
-                owner: owner.map(String::from),
-                price: price.map(dec),
-                quantity: quantity.map(dec),
-                instrument_max: Decimal::ZERO,
-                instrument_min: Decimal::ZERO,
-                user_active: true,
-                reply,
-            };
+            let a =
+                Amend { order_id: id.into(), owner: owner.map(String::from), price: price.map(dec), quantity: quantity.map(dec), reply };
             (a, rx)
         };
         // ord_b to 101 takes 3 of ord_s; bob may not touch alice's ord_b2; ord_b2 grows to 4.
@@ -2230,9 +2296,6 @@ mod redo_proptest {
                             owner: None,
                             price: price.or(quantity.is_none().then(|| dec("100"))),
                             quantity,
-                            instrument_max: Decimal::ZERO,
-                            instrument_min: Decimal::ZERO,
-                            user_active: true,
                             reply,
                         });
                     }

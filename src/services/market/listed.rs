@@ -36,3 +36,11 @@ impl Listed {
         *slot = Some(Arc::new(map));
     }
 }
+
+#[cfg(test)]
+impl Listed {
+    /// As the market's load leaves it: for tests of its readers without a market.
+    pub(crate) fn loaded_with(&self, instruments: Vec<Instrument>) {
+        self.replace_all(instruments)
+    }
+}

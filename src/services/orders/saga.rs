@@ -337,21 +337,12 @@ pub async fn amend(app: &App, caller: &Caller, order_id: &str, body: AmendOrder)
     if body.price.is_none() && body.quantity.is_none() {
         return Err(invalid("invalid_request", "send a new \"price\" and/or \"quantity\" (the order's new total quantity)"));
     }
-    // The other checks need the order as the lane has it (`lane::Amend`); its
-    // instrument's `max_quantity` and its user's status are what the lane does not keep.
-    // An order that cannot be read here is answered by the lane (404, or 409 once final),
-    // which also refuses another trader's order before any check could tell it exists.
-    let ((instrument_min, instrument_max), user_active) =
-        match app.orders.call(|reply| Cmd::Get { order_id: order_id.to_string(), reply }).await {
-            Ok(o) => {
-                let (i, u) = tokio::join!(instrument(app, &o.symbol), lookup_user(app, &o.user_id));
-                (i.map_or((Decimal::ZERO, Decimal::ZERO), |i| (i.min_quantity, i.max_quantity)), u.map_or(true, |u| u.status == "active"))
-            }
-            Err(_) => ((Decimal::ZERO, Decimal::ZERO), true),
-        };
+    // Every other check needs the order as the lane has it, and is the lane's
+    // (`lane::Amend`): it also refuses another trader's order before any check could tell
+    // it exists.
     let owner = owner(caller);
     let (order_id, price, quantity) = (order_id.to_string(), body.price, body.quantity);
-    let amend = |reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, instrument_max, instrument_min, user_active, reply });
+    let amend = |reply| LaneCmd::Amend(Amend { order_id, owner, price, quantity, reply });
     app.placements.call(amend).await
 }
 

@@ -103,6 +103,14 @@ impl Maps {
 }
 
 #[cfg(test)]
+impl Directory {
+    /// As the users service's load leaves it: for tests of its readers without one.
+    pub(crate) fn loaded_with(&self, users: Vec<User>) {
+        self.replace_all(users)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
