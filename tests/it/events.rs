@@ -534,3 +534,66 @@ fn replays_side_by_side_each_see_every_event_once_in_order() {
     assert!(first[1].starts_with("event: ") && first[2].starts_with("data: {\"seq\":1,"), "{text}");
     assert_eq!(text.matches("\nevent: ").count(), 3, "{text}");
 }
+
+/// The tcp listener's open connections, from `/metrics` (asked on the socket).
+fn tcp_connections(d: &Daemon) -> Option<u64> {
+    use std::io::Write;
+    let mut ask = std::os::unix::net::UnixStream::connect(d.sock()).ok()?;
+    ask.write_all(b"GET /metrics HTTP/1.0\r\nHost: agt\r\n\r\n").ok()?;
+    let mut text = String::new();
+    ask.read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("active_connections{service=\"tcp\"} ")).and_then(|n| n.trim().parse().ok())
+}
+
+/// A revoked token's replay ends at once even while its client reads nothing: the
+/// replay, waiting for room to send, looked at the revoke only once its send went
+/// through, so the daemon held the connection (and its queued chunks) until the client
+/// read again, and then sent it the rest of the page it had read. Now the connection is
+/// closed with the client still not reading, which then gets what its socket held, and
+/// the end: never the backlog.
+#[test]
+fn a_revoke_ends_a_replay_whose_client_reads_nothing_at_once() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let d = Daemon::start();
+    let newest = many_events(&d, "4000");
+    let (_, all) = d.raw("GET", &format!("/api/events?since=0&limit={newest}"), "", &[]);
+    let backlog = all.as_str().unwrap().len();
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    let mut s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt on a socket this test owns, with a c_int it points at.
+    unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&size as *const libc::c_int).cast(), 4);
+    }
+    let token = viewer["token"].as_str().unwrap();
+    write!(s, "GET /api/events?since=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n").unwrap();
+    // The replay has begun (its first bytes wait in the client's buffer); with megabytes
+    // to send it is soon stuck on a client that reads nothing.
+    wait_until("the replay to send", Duration::from_secs(10), || {
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: FIONREAD into a c_int on a socket this test owns.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+        (waiting > 0).then_some(())
+    });
+    assert_eq!(tcp_connections(&d), Some(1));
+
+    d.ok("DELETE", &format!("/api/tokens/{}", viewer["id"].as_str().unwrap()), None);
+    wait_until("the daemon to close the revoked stream's connection", Duration::from_secs(10), || {
+        (tcp_connections(&d)? == 0).then_some(())
+    });
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    // The end may come as a reset: what was read until then counts.
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (seqs, complete) = dechunk(&got);
+    assert!(!complete, "a stream cut short does not end like a complete one");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
+    assert!(got.len() < backlog / 8, "{} bytes read of a {backlog}-byte backlog", got.len());
+}

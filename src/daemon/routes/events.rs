@@ -138,7 +138,7 @@ pub async fn events(
     // A trader's stream reads only the blocks that hold its types.
     let types = types.or_else(|| trader.is_some().then(|| TRADER_TYPES.iter().map(|t| t.to_string()).collect()));
     let sse = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(QUEUED);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(QUEUED);
     let follow = match q.follow.as_deref() {
         None => false,
         Some(text) => crate::api::switch::parse(text).ok_or_else(|| {
@@ -200,12 +200,6 @@ pub async fn events(
         .into_response())
 }
 
-fn frame(e: &BusEvent, sse: bool) -> bytes::Bytes {
-    let mut out = Vec::with_capacity(e.line.len() + if sse { 64 } else { 1 });
-    push_frame(&mut out, e.seq, &e.kind, &e.line, sse);
-    out.into()
-}
-
 /// Appends an event's frame: its envelope line (NDJSON), or an SSE event whose id is its
 /// seq and whose name is its type.
 fn push_frame(out: &mut Vec<u8>, seq: u64, kind: &str, line: &str, sse: bool) {
@@ -227,7 +221,8 @@ fn push_frame(out: &mut Vec<u8>, seq: u64, kind: &str, line: &str, sse: bool) {
 struct Reader {
     /// The token it came with (none on the socket): a revoke ends the stream, and so
     /// does a trader token's user being disabled, checked before every page of the
-    /// replay, every event followed and every peer check ([`Reader::refused`]).
+    /// replay, every chunk of events followed, every peer check, and whenever a watch
+    /// tells of a change, a send waiting for room included ([`Reader::refused`]).
     token: Option<Arc<TokenInfo>>,
     /// A viewer reads everything but tokens (DESIGN.md §4): `TOKEN_*` events are skipped.
     hide_tokens: bool,
@@ -372,9 +367,95 @@ fn cut_frame(why: Why) -> bytes::Bytes {
 /// so the client gets every event up to the cut, with no gap. An SSE stream instead ends
 /// with [`cut_frame`], which says it was cut and why: hyper drops what it has not
 /// written yet when a body fails, so a frame followed by a failure would rarely arrive.
-async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>, sse: bool, why: Why) {
-    let last = if sse { Ok(cut_frame(why)) } else { Err(std::io::Error::other(format!("event stream cut short: {}", why.1))) };
-    let _ = tx.send(last).await;
+async fn cut(tx: &Queue, sse: bool, why: Why) {
+    let _ = tx.send(last_piece(sse, why)).await;
+}
+
+/// What ends a stream cut for `why`: [`cut_frame`] for SSE, a failed body for NDJSON.
+fn last_piece(sse: bool, why: Why) -> Piece {
+    if sse {
+        Ok(cut_frame(why))
+    } else {
+        Err(std::io::Error::other(format!("event stream cut short: {}", why.1)))
+    }
+}
+
+/// A piece of a stream's body, as its response reads it.
+type Piece = Result<bytes::Bytes, std::io::Error>;
+
+/// Where a stream queues its body's pieces for hyper to write.
+type Queue = tokio::sync::mpsc::Sender<Piece>;
+
+/// How a send to a stream's client went.
+enum Sent {
+    Queued,
+    /// The client has gone.
+    Gone,
+    /// The reader was refused (token revoked, user disabled) while the send waited.
+    Refused(Why),
+}
+
+/// Where a stream's pieces go, and what may stop them on the way.
+struct Out<'a> {
+    tx: &'a Queue,
+    sse: bool,
+    /// Hung up to end a refused reader's stream whose client reads nothing ([`Out::end`]).
+    peer: Option<&'a Peer>,
+    /// [`Reader::watches`], looked at while a send waits for room: a client that stopped
+    /// reading leaves none, and a revoke seen only once it read again let it have the
+    /// rest of the replayed page (or the next live events) first.
+    watches: [Option<tokio::sync::watch::Receiver<()>>; 2],
+}
+
+impl Out<'_> {
+    /// Queues `chunk` once there is room, unless the reader is refused first.
+    async fn send(&mut self, app: &App, reader: &Reader, chunk: bytes::Bytes) -> Sent {
+        tokio::select! {
+            biased;
+            why = refusal(&mut self.watches, app, reader) => Sent::Refused(why),
+            room = self.tx.reserve() => match room {
+                Ok(room) => {
+                    room.send(Ok(chunk));
+                    Sent::Queued
+                }
+                Err(_) => Sent::Gone,
+            },
+        }
+    }
+
+    /// Ends a stream cut for `why`. A refused reader's ends at once: the cut is queued if
+    /// there is room, else the connection is hung up (hyper's write fails, and what it
+    /// and the queue held is dropped), so the client gets at most what was already on its
+    /// way. Any other cut waits for room, so that its client gets every event up to it
+    /// and can resume without a gap (`events_pruned`); so does a refused one on a
+    /// connection the daemon holds no [`Peer`] of (its descriptor could not be copied).
+    async fn end(&self, why: Why) {
+        if why != REVOKED && why != DISABLED {
+            return cut(self.tx, self.sse, why).await;
+        }
+        match (self.tx.try_send(last_piece(self.sse, why)), self.peer) {
+            (Err(tokio::sync::mpsc::error::TrySendError::Full(_)), Some(peer)) => peer.hang_up(),
+            (Err(tokio::sync::mpsc::error::TrySendError::Full(last)), None) => {
+                let _ = self.tx.send(last).await;
+            }
+            (Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)), _) => {}
+        }
+    }
+}
+
+/// Resolves with why the reader is refused once it is: looked at whenever one of its
+/// `watches` tells of a change (never, for a reader with nothing to watch).
+async fn refusal(watches: &mut [Option<tokio::sync::watch::Receiver<()>>; 2], app: &App, reader: &Reader) -> Why {
+    let [revoked, user_changed] = watches;
+    loop {
+        tokio::select! {
+            () = told(revoked) => {}
+            () = told(user_changed) => {}
+        }
+        if let Some(why) = reader.refused(app) {
+            return why;
+        }
+    }
 }
 
 /// Replays from the store after `last`, sending at most `left` events.
@@ -384,25 +465,26 @@ async fn cut(tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>
 /// which hands this task whole chunks through a channel of one: two replays run side by
 /// side, and one whose client reads slowly holds a thread that waits, no read open, and
 /// a chunk or two. This task only passes the chunks on, so that the stream, stopped
-/// (its client gone, the daemon stopping), sends nothing after: dropping the channel
-/// ends the thread at its next chunk.
+/// (its client gone, the daemon stopping, the reader refused while a send waits),
+/// sends nothing after: dropping the channel ends the thread at its next chunk.
 async fn replay(
     app: &Arc<App>,
     reader: &Arc<Reader>,
     last: &mut u64,
     types: &Option<Vec<String>>,
     left: &mut usize,
-    sse: bool,
-    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    out: &mut Out<'_>,
 ) -> Replayed {
     let (chunks, mut read) = tokio::sync::mpsc::channel(1);
     let job = {
-        let (app, reader, types, from, n) = (app.clone(), reader.clone(), types.clone(), *last, *left);
+        let (app, reader, types, from, n, sse) = (app.clone(), reader.clone(), types.clone(), *last, *left, out.sse);
         tokio::task::spawn_blocking(move || read_pages(&app, &reader, from, types.as_deref(), n, sse, &chunks))
     };
     while let Some(chunk) = read.recv().await {
-        if tx.send(Ok(chunk)).await.is_err() {
-            return Replayed::Gone;
+        match out.send(app, reader, chunk).await {
+            Sent::Queued => {}
+            Sent::Gone => return Replayed::Gone,
+            Sent::Refused(why) => return Replayed::Cut(why),
         }
     }
     match job.await {
@@ -485,7 +567,7 @@ async fn stream(
     sse: bool,
     peer: Option<Peer>,
     reader: Arc<Reader>,
-    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tx: Queue,
 ) {
     let mut shutdown = app.shutdown.subscribe();
     tokio::select! {
@@ -495,11 +577,8 @@ async fn stream(
     // The daemon stops. A followed stream ends (it has no end a client could take this
     // for); a read that had not got to its end is cut, or hung up on at once if even the
     // cut cannot be queued. An SSE stream, followed or not, says why it ends.
-    let cut_now = if sse {
-        tx.try_send(Ok(cut_frame(STOPPING))).is_err() && !follow
-    } else {
-        !follow && tx.try_send(Err(std::io::Error::other(format!("event stream cut short: {}", STOPPING.1)))).is_err()
-    };
+    let queued = (sse || !follow) && tx.try_send(last_piece(sse, STOPPING)).is_ok();
+    let cut_now = !follow && !queued;
     drop(tx);
     // A client that reads nothing would hold the daemon's stop for the server's whole
     // grace (10 s): hyper waits for room to write what the stream queued. A moment to take
@@ -523,19 +602,19 @@ async fn send_events(
     sse: bool,
     peer: Option<&Peer>,
     reader: &Arc<Reader>,
-    tx: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    tx: &Queue,
 ) {
     // Subscribe before replaying, so nothing committed in between is missed. (The
     // handler has waited for the events published before the request.) Likewise the
-    // watches: a revoke during the replay is looked at once it is over.
+    // watches: a revoke during the replay ends it at its next send or page.
     let mut live = app.bus.subscribe();
-    let [mut revoked, mut user_changed] = reader.watches(app);
+    let mut out = Out { tx, sse, peer, watches: reader.watches(app) };
     let mut last = since;
     // A stream that has sent its `limit` ends here: following on would skip what was
     // stored after the replay's last event and before the live feed's next one (a gap).
-    match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
+    match replay(app, reader, &mut last, &types, &mut left, &mut out).await {
         Replayed::Done if follow && left > 0 => {}
-        Replayed::Cut(why) => return cut(tx, sse, why).await,
+        Replayed::Cut(why) => return out.end(why).await,
         Replayed::Done | Replayed::Gone => return,
     }
     // Replay may have stopped at a type filter's last match; follow from the bus's head.
@@ -543,58 +622,99 @@ async fn send_events(
     let mut check = tokio::time::interval(PEER_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            r = live.recv() => match r {
-                Ok(e) => {
-                    if e.seq <= last {
-                        continue;
-                    }
-                    last = e.seq;
-                    if types.as_ref().is_some_and(|t| !t.iter().any(|x| *x == e.kind)) || !reader.shows(&e) {
-                        continue;
-                    }
-                    if let Some(why) = reader.refused(app) {
-                        return cut(tx, sse, why).await;
-                    }
-                    if tx.send(Ok(frame(&e, sse))).await.is_err() {
-                        return;
-                    }
-                    left -= 1;
-                    if left == 0 {
-                        return;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow for the live feed: catch up from the store instead.
-                    match replay(app, reader, &mut last, &types, &mut left, sse, tx).await {
-                        Replayed::Done if left > 0 => {}
-                        Replayed::Cut(why) => return cut(tx, sse, why).await,
-                        Replayed::Done | Replayed::Gone => return,
-                    }
-                }
-                Err(RecvError::Closed) => return,
-            },
+        let first = tokio::select! {
+            r = live.recv() => r,
             _ = tx.closed() => return,
-            () = told(&mut revoked) => {
-                if let Some(why) = reader.refused(app) {
-                    return cut(tx, sse, why).await;
-                }
-            }
-            () = told(&mut user_changed) => {
-                if let Some(why) = reader.refused(app) {
-                    return cut(tx, sse, why).await;
-                }
-            }
+            why = refusal(&mut out.watches, app, reader) => return out.end(why).await,
             _ = check.tick() => {
                 if peer.is_some_and(Peer::gone) {
                     return;
                 }
                 if let Some(why) = reader.refused(app) {
-                    return cut(tx, sse, why).await;
+                    return out.end(why).await;
+                }
+                continue;
+            }
+        };
+        let ready = take_ready(first, &mut live, &mut last, &types, reader, &mut left, sse);
+        if !ready.chunk.is_empty() {
+            // Asked once every event in the chunk was published: one that followed a
+            // revoke (or a disable) is not sent.
+            if let Some(why) = reader.refused(app) {
+                return out.end(why).await;
+            }
+            match out.send(app, reader, ready.chunk.into()).await {
+                Sent::Queued => {}
+                Sent::Gone => return,
+                Sent::Refused(why) => return out.end(why).await,
+            }
+        }
+        if left == 0 {
+            return;
+        }
+        match ready.then {
+            Ok(()) => {}
+            // Too slow for the live feed: catch up from the store instead.
+            Err(RecvError::Lagged(_)) => match replay(app, reader, &mut last, &types, &mut left, &mut out).await {
+                Replayed::Done if left > 0 => {}
+                Replayed::Cut(why) => return out.end(why).await,
+                Replayed::Done | Replayed::Gone => return,
+            },
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The live events ready at once, framed into one chunk.
+struct Ready {
+    /// Their frames, in order: empty if none was for this reader.
+    chunk: Vec<u8>,
+    /// What the feed said after them: `Ok` if nothing was waiting (or the chunk was full,
+    /// or the `limit` reached), else its lag or close, for the stream to act on once the
+    /// chunk is sent.
+    then: Result<(), RecvError>,
+}
+
+/// Frames `first` and every event already waiting behind it on the feed (up to about
+/// [`CHUNK`]), skipping those at or before `last`, of other types, or not for `reader`,
+/// and counting the sent ones off `left`. One chunk for a burst is one channel send and
+/// one hyper write instead of one of each per event: a busy bus (a flush hands the feed
+/// hundreds of events at once) cost each follower a wakeup and a write per event.
+fn take_ready(
+    first: Result<Arc<BusEvent>, RecvError>,
+    live: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
+    last: &mut u64,
+    types: &Option<Vec<String>>,
+    reader: &Reader,
+    left: &mut usize,
+    sse: bool,
+) -> Ready {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut chunk = Vec::new();
+    let mut next = first;
+    let then = loop {
+        let e = match next {
+            Ok(e) => e,
+            Err(e) => break Err(e),
+        };
+        if e.seq > *last {
+            *last = e.seq;
+            if types.as_ref().is_none_or(|t| t.iter().any(|x| *x == e.kind)) && reader.shows(&e) {
+                push_frame(&mut chunk, e.seq, &e.kind, &e.line, sse);
+                *left -= 1;
+                if *left == 0 || chunk.len() >= CHUNK {
+                    break Ok(());
                 }
             }
         }
-    }
+        next = match live.try_recv() {
+            Ok(e) => Ok(e),
+            Err(TryRecvError::Empty) => break Ok(()),
+            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+        };
+    };
+    Ready { chunk, then }
 }
 
 /// Resolves when `watch` is told of a change; never when there is nothing to watch (a
