@@ -7,6 +7,7 @@
 //! that says what a valid amount looks like. Arithmetic on money that must not round
 //! goes through [`exact_add`] and [`exact_mul`].
 
+use super::quote::quoted;
 use rust_decimal::Decimal;
 use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
@@ -22,23 +23,24 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
     }
     let lower = t.to_ascii_lowercase();
     if lower.contains("nan") || lower.contains("inf") {
-        return Err(format!("expected a finite decimal number, got {t:?}"));
+        return Err(format!("expected a finite decimal number, got {}", quoted(t)));
     }
     // rust_decimal skips `_` (`"1_000"` is 1000): a separator is refused, as `,` is.
     if !t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) {
         return Err(format!(
-            "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {t:?}"
+            "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {}",
+            quoted(t)
         ));
     }
     if let Some(shape) = misshapen(t) {
         return Err(shape);
     }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
-    let d = parsed
-        .map(|d| d.normalize())
-        .map_err(|_| format!("{t:?} is beyond what agt keeps exactly: at most 28 digits after the point, and under 7.9e28 in size"))?;
+    let d = parsed.map(|d| d.normalize()).map_err(|_| {
+        format!("{} is beyond what agt keeps exactly: at most 28 digits after the point, and under 7.9e28 in size", quoted(t))
+    })?;
     if !same_digits(t, DecimalText::of(d).as_str()) {
-        return Err(format!("{t:?} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)"));
+        return Err(format!("{} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)", quoted(t)));
     }
     Ok(d)
 }
@@ -53,7 +55,7 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
 fn misshapen(t: &str) -> Option<String> {
     let b = t.as_bytes();
     if b.first() == Some(&b'+') {
-        return Some(format!("write a decimal without a plus sign: {:?}, not {t:?}", &t[1..]));
+        return Some(format!("write a decimal without a plus sign: {}, not {}", quoted(&t[1..]), quoted(t)));
     }
     let unsigned = b.strip_prefix(b"-").unwrap_or(b);
     let split = unsigned.iter().position(|c| matches!(c, b'e' | b'E')).unwrap_or(unsigned.len());
@@ -64,14 +66,14 @@ fn misshapen(t: &str) -> Option<String> {
     };
     let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
     if fraction.is_some_and(|f| whole.is_empty() || f.is_empty()) {
-        return Some(format!("a decimal point needs a digit on each side (\"0.5\", \"5\" or \"5.0\"), got {t:?}"));
+        return Some(format!("a decimal point needs a digit on each side (\"0.5\", \"5\" or \"5.0\"), got {}", quoted(t)));
     }
     let exponent_ok = match exponent.split_first() {
         None => true,
         Some((_, e)) => digits(e.strip_prefix(b"+").or_else(|| e.strip_prefix(b"-")).unwrap_or(e)),
     };
     if !digits(whole) || !fraction.is_none_or(digits) || !exponent_ok {
-        return Some(format!("expected a decimal number such as \"10.5\" or \"-2\", got {t:?}"));
+        return Some(format!("expected a decimal number such as \"10.5\" or \"-2\", got {}", quoted(t)));
     }
     None
 }

@@ -56,7 +56,7 @@ impl ApiError {
         Self::new(403, "forbidden", message)
     }
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::new(404, "not_found", format!("no {what} {id:?}"))
+        Self::new(404, "not_found", format!("no {what} {}", super::quote::quoted(id)))
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(409, code, message)

@@ -7,6 +7,7 @@
 pub mod decimal;
 mod error;
 pub mod json;
+pub mod quote;
 pub mod switch;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};

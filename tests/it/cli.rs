@@ -239,3 +239,39 @@ fn cli_refuses_empty_ids_and_malformed_urls_as_usage() {
         agt().args(["--url", url, "--token", "t", "health"]).assert().code(2).stderr(predicates::str::contains("invalid daemon URL"));
     }
 }
+
+/// A 5,000-digit value is quoted by its ends and its length, in the CLI's stderr (exit 1,
+/// the daemon's code kept) and in the daemon's 400 and 404 bodies alike: quoted whole it
+/// buried the message that says what to fix.
+#[test]
+fn a_huge_value_is_quoted_short_in_errors() {
+    let d = Daemon::start();
+    let (sym, buyer, _) = d.market_pair("1000", "10");
+    let digits = "1".repeat(5000);
+    let short = "\"1111111111111111…11111111\" (5000 characters)";
+    for args in [
+        vec!["order", "place", buyer.as_str(), sym.as_str(), "buy", "1", digits.as_str()],
+        vec!["order", "place", buyer.as_str(), sym.as_str(), "buy", digits.as_str(), "10"],
+        vec!["user", "deposit", buyer.as_str(), "USD", digits.as_str()],
+    ] {
+        let out = d.cli().args(&args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", args[1]);
+        assert!(err.len() < 400, "{} bytes of stderr: {err}", err.len());
+        assert!(err.contains(short) && err.contains("invalid_request") && err.contains("agt keeps exactly"), "{err}");
+    }
+    let out = d.cli().args(["order", "place", &buyer, &sym, "buy", "1", &format!("x{digits}")]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"x111111111111111…11111111\" (5001 characters)") && err.contains("such as \"10.5\""), "{err}");
+
+    // Over HTTP: the same status and code, a short message.
+    let (status, body) = d.place(&buyer, &sym, "buy", "1", Some(&digits));
+    assert_eq!((status, code(&body)), (400, "invalid_request"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 200 && message.contains(short), "{message}");
+    let (status, body) = d.req("GET", &format!("/api/users/{digits}"), None);
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 100 && message.contains(short), "{message}");
+}
