@@ -1,7 +1,7 @@
 //! Accounts: users on the left (a trader's own alone); the selected user's balances
 //! (total, held by open orders, available) and positions on the right.
 
-use super::text::{clean, column_widths, cut, dec, fit, heading, share};
+use super::text::{clean, column_widths, cut, dec, fit, heading};
 use super::Theme;
 use crate::tui::action::{short_id, Fetch};
 use crate::tui::app::App;
@@ -11,7 +11,14 @@ use ratatui::widgets::{Block, Cell, Row, Table, TableState};
 use ratatui::Frame;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
-    let users_w = if area.width >= 110 { 36 } else { 26 };
+    // Below 80 columns the users list gives up room to the amounts (a third of the width,
+    // a name of a few letters beside its status): at 60 it kept 26 and the balances lost
+    // their totals.
+    let users_w = match area.width {
+        110.. => 36,
+        80.. => 26,
+        w => (w / 3).max(18),
+    };
     let [left, right] = Layout::horizontal([Constraint::Length(users_w), Constraint::Min(0)]).areas(area);
     users(frame, left, app, theme);
 
@@ -57,7 +64,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         let asset_w = fit(cells.iter().map(|c| c[0].as_str()), 8, 20) as u16;
         let fill = [Constraint::Length(asset_w), Constraint::Fill(1), Constraint::Fill(1), Constraint::Fill(1)];
         const HEADERS: [(&str, &str); 4] = [("ASSET", "ASSET"), ("TOTAL", "TOTAL"), ("HELD", "HELD"), ("AVAILABLE", "AVAIL")];
-        let (cols, widths) = narrow(block.inner(balances_area), &cells, &fill, &HEADERS, &[0, 3, 1, 2]);
+        // The total first: what the user owns; the held part is total less available.
+        let (cols, widths) = narrow(block.inner(balances_area), &cells, &fill, &HEADERS, &[0, 1, 3, 2]);
         let w = column_widths(block.inner(balances_area), &widths, 0);
         let rows = cells.iter().enumerate().map(|(r, c)| shown_row(c, &cols, &w, (2, held(r))));
         let header = Row::new(cols.iter().zip(&w).map(|(&i, &width)| heading(HEADERS[i].0, HEADERS[i].1, width))).style(theme.header());
@@ -85,11 +93,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
 }
 
-/// A row of an account table: the cells of the columns `cols` shows, each cut to its
+/// A row of an account table: the cells of the columns `cols` shows, each fitted to its
 /// width, with column `styled.0` in `styled.1` (held amounts, a position's side).
 fn shown_row<const N: usize>(cells: &[String; N], cols: &[usize], widths: &[usize], styled: (usize, Style)) -> Row<'static> {
     let cell = |(&i, &width): (&usize, &usize)| {
-        let cell = Cell::from(cut(&cells[i], width));
+        // Column 0 is the name, cut with a mark; an amount is whole or `…` alone.
+        let text = match i {
+            0 => cut(&cells[i], width),
+            _ if cells[i].chars().count() <= width => cells[i].clone(),
+            _ => "…".to_string(),
+        };
+        let cell = Cell::from(text);
         if i == styled.0 {
             cell.style(styled.1)
         } else {
@@ -101,9 +115,13 @@ fn shown_row<const N: usize>(cells: &[String; N], cols: &[usize], widths: &[usiz
 
 /// The columns of an account table that an `inner` this wide shows, and their widths.
 /// Where every column fits whole (each as wide as its values, or its short header), the
-/// usual `fill` layout; narrower, the columns in `rank` order as [`share`] gives them
-/// room: four columns in the 12 a 40-column terminal leaves headed `H` and showed
-/// a digit of each amount (an amount cut short reads as another amount).
+/// usual `fill` layout, or, where its even shares would cut a long amount, each column
+/// its need and the rest spread. Narrower, the name (column `rank[0]`, cut with `…` down
+/// to its short header's width to leave the first amount room) and then the amounts in
+/// `rank` order, each whole or left out: an amount is never shown cut, as a cut one reads
+/// as another amount (`123456789016.0` for `123456789016.04595678`), and at 60 columns the
+/// totals were. Where not even the first amount fits whole beside the name, it takes the
+/// rest of the row, and a value too long for it shows `…` alone ([`shown_row`]).
 fn narrow<const N: usize>(
     inner: Rect,
     cells: &[[String; N]],
@@ -113,10 +131,30 @@ fn narrow<const N: usize>(
 ) -> (Vec<usize>, Vec<Constraint>) {
     let needs: Vec<usize> = (0..N).map(|i| fit(cells.iter().map(|c| c[i].as_str()), headers[i].1.chars().count(), 24)).collect();
     let room = usize::from(inner.width);
-    if needs.iter().sum::<usize>() + N - 1 <= room {
-        return ((0..N).collect(), fill.to_vec());
+    let whole = needs.iter().sum::<usize>() + N - 1;
+    if whole <= room {
+        if column_widths(inner, fill, 0).iter().zip(&needs).all(|(w, need)| w >= need) {
+            return ((0..N).collect(), fill.to_vec());
+        }
+        let spare = room - whole;
+        let widths = (0..N).map(|i| Constraint::Length((needs[i] + spare / N + usize::from(i < spare % N)) as u16)).collect();
+        return ((0..N).collect(), widths);
     }
-    let w = share(room, &needs, 6, rank);
+    let mut w = vec![0; N];
+    let (name, amounts) = rank.split_first().expect("a name column");
+    let least_name = headers[*name].1.chars().count().min(needs[*name]);
+    let first_amount = amounts.first().map_or(0, |&i| needs[i] + 1);
+    w[*name] = needs[*name].min(room.saturating_sub(first_amount)).max(least_name).min(room);
+    let mut used = w[*name];
+    for &i in amounts {
+        if used + 1 + needs[i] <= room {
+            w[i] = needs[i];
+            used += 1 + needs[i];
+        }
+    }
+    if let Some(&first) = amounts.first().filter(|_| amounts.iter().all(|&i| w[i] == 0)) {
+        w[first] = room.saturating_sub(used + 1);
+    }
     let cols: Vec<usize> = (0..N).filter(|&i| w[i] > 0).collect();
     let widths = cols.iter().map(|&i| Constraint::Length(w[i] as u16)).collect();
     (cols, widths)

@@ -2,10 +2,11 @@
 //! below it the complaint about it (or, on the focused field, a hint). The daemon's own
 //! refusal, if it sent one, is at the bottom.
 
-use super::text::clean;
+use super::text::{clean, wrap};
 use super::Theme;
 use crate::tui::form::{Form, Input, PRICE};
 use ratatui::layout::Rect;
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use ratatui::Frame;
@@ -62,18 +63,21 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
             }
         }
         lines.push((i, Line::from(spans)));
-        let pad = " ".repeat(if stacked { 4 } else { label_w + 4 });
+        let pad = if stacked { 4 } else { label_w + 4 };
         let note = if let Some(e) = &f.error {
-            Some(Line::from(vec![Span::raw(pad), Span::styled(format!("✗ {}", clean(e)), theme.bad())]))
+            note_lines(pad, "✗ ", &clean(e), theme.bad(), inner_w)
         } else if f.label == PRICE && form.price_unused() {
-            Some(Line::from(vec![Span::raw(pad), Span::styled("not used by a market order", theme.dim())]))
+            note_lines(pad, "", "not used by a market order", theme.dim(), inner_w)
         } else if focused {
-            Some(Line::from(vec![Span::raw(pad), Span::styled(f.hint, theme.dim())]))
+            note_lines(pad, "", f.hint, theme.dim(), inner_w)
+        } else if stacked {
+            // Stacked, the labels keep the fields apart.
+            Vec::new()
         } else {
-            // Beside the labels, a blank row keeps the fields apart; stacked, the labels do.
-            (!stacked).then(|| Line::raw(""))
+            // Beside the labels, a blank row keeps the fields apart.
+            vec![Line::raw("")]
         };
-        lines.extend(note.map(|n| (i, n)));
+        lines.extend(note.into_iter().map(|n| (i, n)));
     }
     let status = if form.sending {
         Line::styled("sending…", theme.warn())
@@ -113,6 +117,27 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     let lines: Vec<Line> = lines.into_iter().map(|(_, l)| l).collect();
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((scroll, 0)), fields_area);
     frame.render_widget(Paragraph::new(status).wrap(Wrap { trim: false }), status_area);
+}
+
+/// A field's note (its complaint, or a hint) in rows that start `pad` columns in, under
+/// the value, each continuation under the note's first letter (after the `prefix`, the
+/// `✗ ` of a complaint), broken between words. Wrapped as one line by ratatui, a long
+/// complaint went on at the form's first column, under the labels, and read as another
+/// field's.
+fn note_lines(pad: usize, prefix: &str, text: &str, style: Style, inner_w: usize) -> Vec<Line<'static>> {
+    let indent = pad + prefix.chars().count();
+    let rows = wrap(text, inner_w.saturating_sub(indent), usize::MAX);
+    rows.into_iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let lead = if r == 0 {
+                vec![Span::raw(" ".repeat(pad)), Span::styled(prefix.to_string(), style)]
+            } else {
+                vec![Span::raw(" ".repeat(indent))]
+            };
+            Line::from(lead.into_iter().chain([Span::styled(row, style)]).collect::<Vec<_>>())
+        })
+        .collect()
 }
 
 /// Too small a terminal for any field: what the form is, and the size it needs, where

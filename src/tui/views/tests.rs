@@ -381,21 +381,50 @@ fn a_long_filter_keeps_the_cursor_in_sight() {
     assert_eq!(footer(&app, 14, 10), "/…式株式株式█ ");
 }
 
-/// A number wider than its column ends in `…`: cut unmarked, 123456789016.04595678 read
-/// as 123456789016.0, another amount.
+/// An amount is never shown cut (cut unmarked, 123456789016.04595678 read as
+/// 123456789016.0, another amount; cut marked, its last digits were still gone): whole,
+/// or its column is left out, the total last of the amounts, at every width the view
+/// draws at. At 60 columns the totals were cut.
 #[test]
-fn a_number_too_wide_for_its_column_is_marked_as_cut() {
+fn an_amount_is_whole_or_its_column_left_out() {
     let mut app = on_tab('4');
     let mut account = fixture::account();
     account.balances[1].total = "123456789016.04595678".parse().unwrap();
+    account.balances[1].available = "123456787513.54595678".parse().unwrap();
     app.update(fixture::snap(crate::tui::action::Snapshot::Account(account)));
-    let t = render(&app, 80, 24, Theme { color: false });
-    let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
-    assert!(screen.contains("123456789016.…"), "{screen}");
-    assert!(!screen.contains("123456789016.0 "), "cut without a mark:\n{}", t.backend());
-    let t = render(&app, 160, 48, Theme { color: false });
-    let screen: String = t.backend().buffer().content().iter().map(|c| c.symbol()).collect();
-    assert!(screen.contains("123456789016.04595678"), "whole where it fits:\n{}", t.backend());
+    // The account's table rows: the right pane of each row that names an asset or symbol.
+    let table_rows = |w: u16| -> Vec<String> {
+        let t = render(&app, w, 24, Theme { color: false });
+        let buf = t.backend().buffer();
+        let rows: Vec<String> = (0..24).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+        rows.iter().filter_map(|r| r.rsplit_once("││").map(|(_, right)| right.to_string())).collect()
+    };
+    for w in 30..=130 {
+        let rows = table_rows(w);
+        let screen = rows.join("\n");
+        for row in rows.iter().filter(|r| ["USD", "AAPL", "U…", "A…"].iter().any(|a| r.starts_with(a))) {
+            let chars: Vec<char> = row.chars().collect();
+            let cut = chars.windows(2).any(|p| p[1] == '…' && (p[0].is_ascii_digit() || p[0] == '.'));
+            assert!(!cut, "an amount cut at {w} columns: {row:?}\n{screen}");
+        }
+        if w >= 60 {
+            assert!(screen.contains("TOTAL") && screen.contains("123456789016.04595678"), "the total whole at {w}:\n{screen}");
+        }
+    }
+    let wide = table_rows(130).join("\n");
+    for whole in ["TOTAL", "HELD", "AVAILABLE", "123456789016.04595678", "1502.5", "123456787513.54595678", "150.04"] {
+        assert!(wide.contains(whole), "{whole} at 130:\n{wide}");
+    }
+    // At 60, the amounts that fit beside the total; the available amount (as long as the
+    // total) is left out rather than cut.
+    let sixty = table_rows(60).join("\n");
+    assert!(sixty.contains("ASSET TOTAL                 HELD"), "{sixty}");
+    assert!(sixty.contains("USD   123456789016.04595678 1502.5"), "{sixty}");
+    assert!(!sixty.contains("AVAIL"), "{sixty}");
+    // The fixture's short amounts keep every column at 60.
+    let t = render(&on_tab('4'), 60, 24, Theme { color: false });
+    let screen = format!("{}", t.backend());
+    assert!(["ASSET", "TOTAL", "HELD", "AVAILABLE", "98197.5", "1502.5", "96695"].iter().all(|n| screen.contains(n)), "{screen}");
 }
 
 /// A revoked token is said once and for good, not retried as an outage.
@@ -944,4 +973,54 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
         let screen = text(&app, 19, 4).join("");
         assert!(screen.contains("terminal too small") && screen.contains("20×5"), "{title} at 19x4: {screen}");
     }
+}
+
+/// A field's complaint longer than the room right of its value goes on under its own
+/// first letter, broken between words: wrapped by ratatui, it went on at the form's first
+/// column, under the labels, as if it were another field's. Stacked (a narrow form), the
+/// complaint starts under the value.
+#[test]
+fn a_long_field_complaint_wraps_under_itself() {
+    for (w, h, stacked) in [(80, 30, false), (60, 30, false), (44, 40, false), (30, 40, true)] {
+        let mut app = on_tab('2');
+        app.update(ch('n'));
+        typing(&mut app, "1,5");
+        app.update(key(KeyCode::Enter));
+        let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
+        let message = form.fields.iter().find_map(|f| f.error.clone()).expect("the quantity is refused");
+        assert!(message.chars().count() > 60, "a complaint long enough to wrap: {message}");
+        let t = render(&app, w, h, Theme { color: false });
+        let buf = t.backend().buffer();
+        let rows: Vec<String> = (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+        let screen = rows.join("\n");
+        let first = rows.iter().position(|r| r.contains("✗ ")).unwrap_or_else(|| panic!("no complaint at {w}x{h}:\n{screen}"));
+        // Columns in characters: the border and the complaint are one cell each.
+        let mark = rows[first].chars().position(|c| c == '✗').unwrap();
+        let text_col = mark + 2;
+        // The popup's left border: the form's first column is right of it.
+        let left = rows[first].chars().take(mark).collect::<Vec<_>>().iter().rposition(|c| *c == '│').expect("the popup's border");
+        if stacked {
+            let value_col = rows[first - 1].chars().position(|c| c == '1').expect("the value above");
+            assert_eq!(mark, value_col, "under the value at {w}x{h}:\n{screen}");
+        }
+        // The complaint's rows: the first, and those after it that start at its column.
+        let mut words: Vec<String> = vec![rows[first].chars().skip(text_col).collect::<String>().trim_end_matches(['│', ' ']).to_string()];
+        for row in &rows[first + 1..] {
+            let chars: Vec<char> = row.chars().collect();
+            let lead_blank = chars[left + 1..text_col].iter().all(|c| *c == ' ');
+            if !lead_blank || chars[text_col] == ' ' {
+                break;
+            }
+            words.push(chars[text_col..].iter().collect::<String>().trim_end_matches(['│', ' ']).to_string());
+        }
+        assert!(words.len() > 1, "wrapped at {w}x{h}:\n{screen}");
+        assert_eq!(words.join(" "), message, "every row under the first letter, words whole, at {w}x{h}:\n{screen}");
+    }
+    // Still too small is still said so.
+    let mut app = on_tab('2');
+    app.update(ch('n'));
+    typing(&mut app, "1,5");
+    app.update(key(KeyCode::Enter));
+    let screen = format!("{}", render(&app, 19, 4, Theme { color: false }).backend());
+    assert!(screen.contains("terminal too small"), "{screen}");
 }
