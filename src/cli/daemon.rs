@@ -196,6 +196,17 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
                     format!("a daemon already runs for {}{other}; `agt daemon stop` stops it", home.root().display()),
                 ));
             }
+            // The daemon says so itself when its disk is full, but its words go to
+            // daemon.out, on that disk: they may be lost (a bare exit status and an
+            // empty log), so the disk is asked here too.
+            let data = home.data_dir();
+            if crate::services::disk_full::no_room(&data) {
+                let why = format!("it exited while starting, {status}");
+                return Err(CliError::failed(
+                    "daemon_exited",
+                    format!("{}. The end of {}:\n{tail}", crate::services::disk_full::cannot_start(&data, &why), log_path.display()),
+                ));
+            }
             return Err(CliError::failed(
                 "daemon_exited",
                 format!("the daemon exited while starting ({status}). The end of {}:\n{tail}", log_path.display()),
@@ -222,8 +233,14 @@ fn start(ctx: &Ctx, http: Option<String>, timeout: Duration) -> CliResult {
             return Err(CliError::failed(
                 "start_timeout",
                 format!(
-                    "the daemon (pid {pid}) is not ready after {} s; it keeps running. See {} and `agt daemon status`",
+                    "the daemon (pid {pid}) is not ready after {} s; it keeps running{}. See {} and `agt daemon status`",
                     timeout.as_secs(),
+                    // Its services retry a full disk until there is room: say which disk.
+                    if crate::services::disk_full::no_room(&home.data_dir()) {
+                        format!(" and waits for room: the disk holding {} is full, free space there", home.data_dir().display())
+                    } else {
+                        String::new()
+                    },
                     log_path.display()
                 ),
             ));

@@ -521,7 +521,12 @@ fn report(ctx: &Ctx, e: &CliError) {
             eprintln!("{msg}");
             eprintln!("hint: start it with `agt daemon start` (background) or `agt daemon run` (foreground){}", home_hint(ctx));
         }
-        CliError::Other(e) => eprintln!("error: {e:#}"),
+        // Not `eprintln!`, which panics (exit 101) where stderr cannot be written: a
+        // detached daemon's stderr is `logs/daemon.out`, on the disk that may be full.
+        CliError::Other(e) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+        }
         other => eprintln!("error: {other}"),
     }
 }

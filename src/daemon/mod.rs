@@ -61,7 +61,22 @@ fn raise_open_file_limit() {
 }
 
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or `agt daemon stop`.
+///
+/// A start that fails on a full disk says so, and names the disk: SQLite's own words
+/// ("disk I/O error", "database or disk is full") named neither the disk nor the fix.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let data = opts.home.data_dir();
+    start_and_serve(opts).map_err(|e| {
+        let error = format!("{e:#}");
+        if crate::services::disk_full::is_full(&error, &data) {
+            anyhow::anyhow!(crate::services::disk_full::cannot_start(&data, &error))
+        } else {
+            e
+        }
+    })
+}
+
+fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     let home = opts.home;
     // Before anything is created: bind() would refuse it only after start-up, in words
     // ("path must be shorter than SUN_LEN") that name neither the path nor the fix.
@@ -90,6 +105,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     // Before any thread starts (the log writer is the first): each inherits the class.
     crate::services::disk_full::arm_fault(settings.debug.fault_injection);
+    crate::services::disk_full::watch(home.data_dir());
     let batch = settings.trading.sched_batch && crate::services::priority::batch_this_thread();
     let stderr = if opts.detached { logging::Stderr::WarningsOnly } else { logging::Stderr::AtLevel };
     let logging = logging::init(&home, &settings.log, stderr)?;

@@ -59,27 +59,56 @@ pub fn io_full(e: &std::io::Error) -> bool {
     e.raw_os_error().is_some_and(|n| FULL_ERRNOS.contains(&n))
 }
 
-/// When a write last failed for a full disk, in milliseconds from [`EPOCH`] (0: never).
-/// One clock for the daemon: every store and journal lives under `AGT_HOME/data`, on one
-/// disk. A time, not a flag cleared by the next commit: a commit that writes nothing
-/// goes through on a full disk too, and cleared by one the 503s of the writes failing
-/// meanwhile said "restarting" instead of "full".
+/// When a write last failed for a full disk, in milliseconds from [`EPOCH`] (0: never,
+/// or there has been room since). One clock for the daemon: every store and journal
+/// lives under `AGT_HOME/data`, on one disk. A time, not a flag cleared by the next
+/// commit: a commit that writes nothing goes through on a full disk too, and cleared by
+/// one the 503s of the writes failing meanwhile said "restarting" instead of "full".
 static LAST_FULL_MS: AtomicU64 = AtomicU64::new(0);
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
-/// For how long after a write failed for want of space the daemon says the disk is
-/// full: two retries of a service, so it is said for as long as writes keep failing,
-/// and no longer than two seconds once there is room.
+/// The daemon's `data/`, whose filesystem [`now`] asks for room once [`SAID_FOR`] has
+/// passed ([`watch`]).
+static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// For how long after a write failed for want of space the daemon says the disk is full
+/// without asking the filesystem: two retries of a service, so a write that fails again
+/// renews it before it ends.
 const SAID_FOR: Duration = Duration::from_secs(2);
 
 fn ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Whether a write failed for a full disk in the last [`SAID_FOR`].
+/// Names the directory whose filesystem holds the stores (`AGT_HOME/data`), once, at
+/// the daemon's start.
+pub fn watch(data_dir: PathBuf) {
+    let _ = DATA_DIR.set(data_dir);
+}
+
+/// Whether the disk is full as far as the daemon can tell: a write failed for want of
+/// space in the last [`SAID_FOR`], or one did before and there is still no room. The
+/// time alone let `/ready` answer 200 two seconds after the last failed write on an
+/// idle daemon, though the disk was as full as before and the next write would fail:
+/// once the time has passed, the filesystem of `data/` is asked ([`no_room`], one
+/// `statvfs`, no write) and the fault point's file counts as full while it exists, and
+/// only room clears it. Where the filesystem cannot tell (a user's quota, or a write
+/// larger than what is left over a megabyte) it clears after [`SAID_FOR`], as before.
 pub fn now() -> bool {
     let last = LAST_FULL_MS.load(Ordering::Acquire);
-    last != 0 && ms().saturating_sub(last) < SAID_FOR.as_millis() as u64
+    if last == 0 {
+        return false;
+    }
+    if ms().saturating_sub(last) < SAID_FOR.as_millis() as u64 {
+        return true;
+    }
+    if fault_file_exists() || DATA_DIR.get().is_some_and(|d| no_room(d)) {
+        return true;
+    }
+    // Room again: later calls answer without a syscall (a write failing meanwhile has
+    // set a newer time, which stays).
+    let _ = LAST_FULL_MS.compare_exchange(last, 0, Ordering::AcqRel, Ordering::Acquire);
+    false
 }
 
 /// Records that a write failed for a full disk just now.
@@ -103,6 +132,17 @@ pub fn message(service: &str) -> String {
     )
 }
 
+/// What `agt daemon run` and `agt daemon start` say when the daemon could not start
+/// because the disk holding `data_dir` is full (`error`: what failed, in SQLite's or
+/// the OS's words).
+pub fn cannot_start(data_dir: &std::path::Path, error: &str) -> String {
+    let data = data_dir.display();
+    format!(
+        "the daemon cannot start: the disk holding {data} is full ({error}). \
+         Free space there (`df -h {data}` shows what is left), then start it again"
+    )
+}
+
 /// The fault point (only with `debug.fault_injection = true`, and only when the daemon
 /// was started with `AGT_FAULT_DISK_FULL=<path>`): while a file exists at that path,
 /// every write of every store fails with `SQLITE_FULL`, as on a full disk. The
@@ -116,6 +156,12 @@ static FAULT: OnceLock<Option<PathBuf>> = OnceLock::new();
 pub fn arm_fault(fault_injection: bool) {
     let path = fault_injection.then(|| std::env::var_os("AGT_FAULT_DISK_FULL").map(PathBuf::from)).flatten();
     let _ = FAULT.set(path);
+}
+
+/// Whether the fault point's file exists: the disk counts as full (for [`now`]) while it
+/// does, whichever stores it names.
+fn fault_file_exists() -> bool {
+    matches!(FAULT.get(), Some(Some(path)) if path.exists())
 }
 
 /// Whether the fault point says the disk is full now for every file (the journals').

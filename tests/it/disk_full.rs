@@ -131,3 +131,54 @@ fn audit_records_every_event_of_a_stretch_its_store_was_full() {
     }
     assert_eq!(dm.ok("GET", "/api/audit/verify", None)["ok"], true);
 }
+
+/// `agt daemon run` and `agt daemon start` on a full disk say which disk is full and to
+/// free space there (they said SQLite's bare "database or disk is full", or "disk I/O
+/// error", naming neither), with exit code 1; once there is room, the daemon starts.
+#[test]
+fn a_start_on_a_full_disk_names_the_disk_and_says_to_free_space() {
+    let mut dm = Daemon::unstarted("", &[]);
+    let flag = dm.path().join("disk-full");
+    std::fs::write(&flag, b"").unwrap();
+    let data = dm.path().join("data");
+    for args in [&["daemon", "run"][..], &["daemon", "start", "--timeout", "20"]] {
+        let out = dm.cli().args(args).env("AGT_FAULT_DISK_FULL", &flag).timeout(Duration::from_secs(60)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "agt {args:?}: {stderr}");
+        assert!(stderr.contains(&format!("the disk holding {} is full", data.display())), "agt {args:?} names the disk: {stderr}");
+        assert!(stderr.contains("Free space there"), "agt {args:?} says what to do: {stderr}");
+    }
+    std::fs::remove_file(&flag).unwrap();
+    dm.env.push(("AGT_FAULT_DISK_FULL".into(), flag.display().to_string()));
+    dm.spawn();
+    assert_eq!(dm.ok("GET", "/health", None)["status"], "healthy");
+}
+
+/// `/ready` stays 503 (and `/health` degraded) for as long as the disk is full, on a
+/// daemon that writes nothing meanwhile: it answered 200 two seconds after the last
+/// failed write, though the next write would fail as well. Only the users' store is
+/// full, so nothing but the one refused request fails: the daemon is idle after it.
+#[test]
+fn ready_stays_503_while_the_disk_is_full_and_is_200_once_there_is_room() {
+    let (dm, flag) = daemon();
+    std::fs::write(&flag, "users").unwrap();
+    let (s, v) = dm.req("POST", "/api/users", Some(json!({"username": "refused", "email": "refused@example.com"})));
+    assert_eq!(s, 503, "{v}");
+    assert!(says_disk_full(&v), "{v}");
+    let full_since = Instant::now();
+    let mut looks = 0;
+    // Past the two seconds after which it used to answer 200.
+    while full_since.elapsed() < Duration::from_millis(3500) {
+        let (s, v) = dm.req("GET", "/ready", None);
+        assert_eq!(s, 503, "/ready {:?} after the failed write, the disk still full: {v}", full_since.elapsed());
+        assert!(says_disk_full(&v), "{v}");
+        assert_eq!(dm.ok("GET", "/health", None)["status"], "degraded");
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(looks > 10);
+    std::fs::remove_file(&flag).unwrap();
+    wait_until("/ready once there is room", Duration::from_secs(10), || (dm.req("GET", "/ready", None).0 == 200).then_some(()));
+    assert_eq!(dm.ok("GET", "/health", None)["status"], "healthy");
+    dm.user("after");
+}
