@@ -86,6 +86,12 @@ pub trait Service: Sized + Send + 'static {
     /// cannot fail it.
     fn after_commit(&mut self) {}
 
+    /// Runs when the batch's transaction was rolled back (a command failed, or the
+    /// commit did: a full disk), before the incarnation ends: its callers are told it
+    /// failed, so what the batch did outside the store is undone here (the config
+    /// service puts `agt.toml` back as it was).
+    fn rolled_back(&mut self) {}
+
     /// How long a batch that holds only [`Service::deferrable`] commands sleeps before it
     /// takes what has queued meanwhile and commits; `None` for not at all. At several
     /// events per order a follower of the bus (audit, notify) was woken for nearly every
@@ -686,6 +692,7 @@ impl<S: Service> Unit<S> {
                 // Before the batch's replies are dropped: their callers' 503 says why.
                 crate::services::disk_full::note(&e.to_string());
                 let _ = self.conn.execute_batch("ROLLBACK");
+                self.svc.rolled_back();
                 return Err(e);
             }
         };
@@ -743,6 +750,7 @@ impl<S: Service> Unit<S> {
     fn rollback(&mut self) {
         if self.open.take().is_some() {
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.svc.rolled_back();
         }
     }
 }

@@ -182,3 +182,44 @@ fn ready_stays_503_while_the_disk_is_full_and_is_200_once_there_is_room() {
     assert_eq!(dm.ok("GET", "/health", None)["status"], "healthy");
     dm.user("after");
 }
+
+/// A `config set` whose record cannot be committed (config's store full, `agt.toml`
+/// writable) answers 503, and nothing changed: the file is as it was, byte for byte, and
+/// the setting keeps its value, now and once the config service runs again. The set
+/// wrote the file and made the change live before the failed commit; the caller was told
+/// "nothing was stored", and the restarted service then recorded and applied it.
+#[test]
+fn a_config_set_that_cannot_be_recorded_leaves_the_file_and_the_setting_as_they_were() {
+    let (dm, flag) = daemon();
+    let file = dm.path().join("agt.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let was = dm.ok("GET", "/api/config", None)["risk"]["max_open_orders"].clone();
+    assert!(was.is_number(), "{was}");
+    std::fs::write(&flag, "config").unwrap();
+    let (s, v) = dm.req("PUT", "/api/config", Some(json!({"risk.max_open_orders": 7})));
+    assert_eq!(s, 503, "{v}");
+    assert!(says_disk_full(&v), "{v}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "agt.toml is as it was");
+    wait_until("config to fail on its full store", Duration::from_secs(10), || {
+        let services = dm.ok("GET", "/api/services", None);
+        let config = services.as_array().unwrap().iter().find(|s| s["name"] == "config").unwrap().clone();
+        config["last_error"].as_str().is_some_and(|e| e.contains("full")).then_some(())
+    });
+    std::fs::remove_file(&flag).unwrap();
+    let now = wait_until("the config service once there is room", Duration::from_secs(10), || {
+        let (s, v) = dm.req("GET", "/api/config", None);
+        (s == 200).then_some(v)
+    });
+    assert_eq!(now["risk"]["max_open_orders"], was, "the refused set is not in force: {now}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "agt.toml is as it was");
+    let changed = dm.events("CONFIG_CHANGED");
+    assert!(changed.is_empty(), "the refused set is not announced: {changed:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dm.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!leftovers.iter().any(|n| n.to_string_lossy().contains("before-set")), "{leftovers:?}");
+    // Once there is room the same set goes through, and is in the file.
+    let set = dm.ok("PUT", "/api/config", Some(json!({"risk.max_open_orders": 7})));
+    assert_eq!(set["risk"]["max_open_orders"], 7);
+    assert!(std::fs::read_to_string(&file).unwrap().contains("max_open_orders = 7"));
+    let leftovers: Vec<_> = std::fs::read_dir(dm.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!leftovers.iter().any(|n| n.to_string_lossy().contains("before-set")), "the kept file is gone once recorded: {leftovers:?}");
+}

@@ -44,6 +44,19 @@ pub struct Config {
     key: super::fingerprint::Key,
     /// Where `key` is kept: named in the warning when it was lost.
     key_file: std::path::PathBuf,
+    /// What the open batch's first `config set` changed outside `config.db`, to undo if
+    /// the batch does not commit ([`Service::rolled_back`]): the set writes `agt.toml`
+    /// and makes its change live before the commit that records it, and on a full disk
+    /// that commit failed, the caller was told 503, and the file and the live settings
+    /// kept the change anyway (and a restarted service recorded and announced it).
+    undo: Option<Undo>,
+}
+
+/// The file and the live settings as they were before the batch's first `config set`.
+struct Undo {
+    saved: super::settings::Saved,
+    settings: Settings,
+    source: super::watch::Source,
 }
 
 /// `symbols` as the history last recorded it and as this start read it.
@@ -92,6 +105,7 @@ impl Service for Config {
             held: None,
             key,
             key_file,
+            undo: None,
         };
         config.held = config.record_offline_changes(conn, &ctx.bus)?;
         Ok(config)
@@ -106,6 +120,30 @@ impl Service for Config {
             }
         }
         Ok(())
+    }
+
+    /// The batch's sets are recorded (the file they replaced went before their answers).
+    fn after_commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// The batch's sets were not recorded (their callers got 503, saying nothing was
+    /// stored): `agt.toml` and the live settings go back to what they were before them.
+    fn rolled_back(&mut self) {
+        let Some(undo) = self.undo.take() else { return };
+        match undo.saved.put_back() {
+            Ok(()) => tracing::warn!(
+                file = %undo.saved.path.display(),
+                "a config set could not be recorded (its commit failed): the file is put back as it was, nothing changed"
+            ),
+            Err(e) => tracing::error!(
+                file = %undo.saved.path.display(),
+                error = %e,
+                "a config set could not be recorded and the file cannot be put back as it was: it holds the change, which the config service records when it starts again"
+            ),
+        }
+        self.live.replace(undo.settings);
+        self.live.made_from(undo.source);
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -260,10 +298,22 @@ impl Config {
             }),
             false => Ok(()),
         };
-        let saved = match Settings::persist_over(&self.file, &entries, &mut check) {
+        // The batch's first set keeps the file it replaces, to put back if the batch
+        // does not commit (`Config::rolled_back`); a later one's file is the first's.
+        let first = self.undo.is_none();
+        let saved = match Settings::persist_keeping(&self.file, &entries, &mut check, first) {
             Ok(saved) => saved,
             Err(e) => return Ok(Err(not_saved(e))),
         };
+        if first {
+            let settings = (*self.live.get()).clone();
+            let source = self.live.source();
+            self.undo = Some(Undo { saved: saved.clone(), settings, source });
+            // Recorded: the replaced file is not needed any more, and goes before the
+            // answer does (`after_commit` runs after it).
+            let recorded = saved.clone();
+            after.then(move || recorded.forget_former());
+        }
         if entries.iter().any(|(key, _)| key.starts_with("notify.webhooks")) {
             super::warn_if_secrets_are_readable(&self.file, &next);
         }

@@ -934,6 +934,19 @@ impl Settings {
         entries: &[(&str, &Json)],
         check: &mut dyn FnMut(&Option<String>) -> Result<(), ConfigError>,
     ) -> Result<Saved, ConfigError> {
+        Self::persist_keeping(home_file, entries, check, false)
+    }
+
+    /// [`Settings::persist_over`]; with `keep_former`, the file it replaces stays on disk
+    /// under another name ([`Saved::former`], a hard link: no space needed), so that the
+    /// config service can put it back by a rename if the change's record then fails to
+    /// commit ([`Saved::put_back`]), on a full disk too.
+    pub fn persist_keeping(
+        home_file: &Path,
+        entries: &[(&str, &Json)],
+        check: &mut dyn FnMut(&Option<String>) -> Result<(), ConfigError>,
+        keep_former: bool,
+    ) -> Result<Saved, ConfigError> {
         let origin = home_file.display().to_string();
         // Write through a symlink to its target rather than replacing the link.
         let target = std::fs::canonicalize(home_file).unwrap_or_else(|_| home_file.to_path_buf());
@@ -944,8 +957,13 @@ impl Settings {
             check(&base)?;
             let (text, private) = Self::merged(&origin, base.as_deref().unwrap_or_default(), entries)?;
             let unchanged = || matches!(read(), Ok(now) if now == base);
-            match write_atomically(&target, &text, private, &unchanged) {
-                Ok(Some(stamp)) => return Ok(Saved { base, text, stamp }),
+            let former = keep_former.then(|| former_of(&target));
+            match write_atomically(&target, &text, private, &unchanged, former.as_deref()) {
+                Ok(Some(stamp)) => {
+                    // No file before: nothing to keep; putting back is removing it.
+                    let former = former.filter(|_| base.is_some());
+                    return Ok(Saved { base, text, stamp, path: target, former });
+                }
                 Ok(None) => continue,
                 Err(e) => return Err(ConfigError::Io { path: origin, message: format!("cannot write: {e}") }),
             }
@@ -983,7 +1001,7 @@ impl Settings {
 const MERGE_TRIES: usize = 5;
 
 /// What [`Settings::persist`] wrote, and over what.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Saved {
     /// The file's text the change was merged into (`None`: there was no file).
     pub base: Option<String>,
@@ -991,6 +1009,37 @@ pub struct Saved {
     pub text: String,
     /// The written file's stamp (`None` if it could not be taken).
     pub stamp: Option<super::watch::Stamp>,
+    /// The file written (a symlink's target).
+    pub path: PathBuf,
+    /// Where the file it replaced is kept, asked for by [`Settings::persist_keeping`]
+    /// (`None`: not asked for, or there was no file).
+    pub former: Option<PathBuf>,
+}
+
+impl Saved {
+    /// Puts the file back as it was before this write: the kept former file renamed over
+    /// it (the same inode, text and times), or the file removed where there was none.
+    /// Only for a write made with `keep_former`.
+    pub fn put_back(&self) -> std::io::Result<()> {
+        match (&self.former, &self.base) {
+            (Some(former), _) => std::fs::rename(former, &self.path),
+            (None, None) => std::fs::remove_file(&self.path),
+            (None, Some(_)) => Err(std::io::Error::other("the file it replaced was not kept")),
+        }
+    }
+
+    /// Drops the kept former file once the change is recorded.
+    pub fn forget_former(&self) {
+        if let Some(former) = &self.former {
+            let _ = std::fs::remove_file(former);
+        }
+    }
+}
+
+/// Where [`Settings::persist_keeping`] keeps the file it replaces: beside it, hidden.
+fn former_of(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "agt.toml".into());
+    path.with_file_name(format!(".{name}.before-set"))
 }
 
 /// Variables that start like a setting's (`AGT_RISK_…`) but name none, such as the typo
@@ -1565,6 +1614,7 @@ fn write_atomically(
     text: &str,
     private: bool,
     unchanged: &dyn Fn() -> bool,
+    former: Option<&Path>,
 ) -> std::io::Result<Option<Option<super::watch::Stamp>>> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
@@ -1586,6 +1636,14 @@ fn write_atomically(
         let stamp = super::watch::stamp_of(&file);
         if !unchanged() {
             return Ok(None);
+        }
+        if let Some(former) = former {
+            // A link left by a write that was never put back nor forgotten (a crash).
+            let _ = std::fs::remove_file(former);
+            match std::fs::hard_link(path, former) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         std::fs::rename(&temp, path)?;
         Ok(Some(stamp))
