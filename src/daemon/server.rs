@@ -75,6 +75,41 @@ impl Peer {
         // SAFETY: `shutdown` on a descriptor this owns; it closes nothing.
         unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RDWR) };
     }
+
+    /// How many bytes the kernel still holds to send on the connection (`TIOCOUTQ`):
+    /// written by the daemon, not yet taken by the client. 0 where it cannot be asked.
+    pub fn unsent(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ into a c_int on a descriptor this owns.
+        let r = unsafe { libc::ioctl(self.0.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+        if r == 0 {
+            n.max(0) as usize
+        } else {
+            0
+        }
+    }
+
+    /// [`Peer::hang_up`], and what the kernel still holds to send is dropped rather than
+    /// delivered: the connection ends with a reset once its last descriptor closes
+    /// (`SO_LINGER` of 0). For a stream whose reader may no longer read (a revoked token):
+    /// a client that had stopped reading otherwise got, once it read again, every byte
+    /// the kernel had taken on before the revoke, up to its send buffer (4 MiB).
+    pub fn cut_off(&self) {
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on a descriptor this owns, with a `linger` it points at for
+        // the call's length. A socket that has no such option (a Unix socket ignores it)
+        // is only hung up.
+        unsafe {
+            libc::setsockopt(
+                self.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        self.hang_up();
+    }
 }
 
 /// How long a request's body may take to arrive: `grace` for the whole of it, plus one

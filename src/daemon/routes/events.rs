@@ -424,22 +424,49 @@ impl Out<'_> {
     }
 
     /// Ends a stream cut for `why`. A refused reader's ends at once: the cut is queued if
-    /// there is room, else the connection is hung up (hyper's write fails, and what it
-    /// and the queue held is dropped), so the client gets at most what was already on its
-    /// way. Any other cut waits for room, so that its client gets every event up to it
-    /// and can resume without a gap (`events_pruned`); so does a refused one on a
+    /// there is room, and a client that takes it (and all before it) within
+    /// [`HANG_UP_AFTER`] gets it and the end; else the connection is cut off
+    /// ([`Peer::cut_off`]: a reset, and what hyper, the queue and the kernel's send
+    /// buffer held is dropped), so a client that stopped reading gets at most what had
+    /// reached it. Any other cut waits for room, so that its client gets every event up
+    /// to it and can resume without a gap (`events_pruned`); so does a refused one on a
     /// connection the daemon holds no [`Peer`] of (its descriptor could not be copied).
     async fn end(&self, why: Why) {
+        use tokio::sync::mpsc::error::TrySendError::{Closed, Full};
         if why != REVOKED && why != DISABLED {
             return cut(self.tx, self.sse, why).await;
         }
         match (self.tx.try_send(last_piece(self.sse, why)), self.peer) {
-            (Err(tokio::sync::mpsc::error::TrySendError::Full(_)), Some(peer)) => peer.hang_up(),
-            (Err(tokio::sync::mpsc::error::TrySendError::Full(last)), None) => {
+            (Ok(()) | Err(Closed(_)), Some(peer)) => {
+                if !taken_within(self.tx, peer, HANG_UP_AFTER).await {
+                    peer.cut_off();
+                }
+            }
+            (Err(Full(_)), Some(peer)) => peer.cut_off(),
+            (Err(Full(last)), None) => {
                 let _ = self.tx.send(last).await;
             }
-            (Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)), _) => {}
+            (Ok(()) | Err(Closed(_)), None) => {}
         }
+    }
+}
+
+/// Whether the client takes everything queued for it within `limit`: hyper has taken it
+/// all from the queue (or is done with the connection) and the kernel holds none of it
+/// unsent. Hyper takes pieces into a buffer of its own, and writes to the kernel's send
+/// buffer, well before a client that stopped reading would get them; neither tells
+/// anyone when it empties, so both are looked at every few milliseconds (only while a
+/// refused stream ends).
+async fn taken_within(tx: &Queue, peer: &Peer, limit: std::time::Duration) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        if (tx.is_closed() || tx.capacity() == tx.max_capacity()) && peer.unsent() == 0 {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -552,8 +579,9 @@ fn read_pages(
     (Replayed::Done, last, left)
 }
 
-/// How long a stream's client has, once the daemon stops, to take what was already sent
-/// before the connection is hung up ([`Peer::hang_up`]).
+/// How long a stream's client has, once the daemon stops or its reader is refused, to
+/// take what was already sent before the connection is hung up ([`Peer::hang_up`],
+/// [`Peer::cut_off`]).
 const HANG_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sends the stream, until it is done or the daemon stops.
