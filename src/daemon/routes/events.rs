@@ -423,30 +423,37 @@ impl Out<'_> {
         }
     }
 
-    /// Ends a stream cut for `why`. A refused reader's ends at once: the cut is queued if
-    /// there is room, and a client that takes it (and all before it) within
-    /// [`HANG_UP_AFTER`] gets it and the end; else the connection is cut off
-    /// ([`Peer::cut_off`]: a reset, and what hyper, the queue and the kernel's send
-    /// buffer held is dropped), so a client that stopped reading gets at most what had
-    /// reached it. Any other cut waits for room, so that its client gets every event up
-    /// to it and can resume without a gap (`events_pruned`); so does a refused one on a
-    /// connection the daemon holds no [`Peer`] of (its descriptor could not be copied).
+    /// Ends a stream cut for `why`. A refused reader's ends at once. A client still
+    /// behind (the kernel holds bytes it has not taken) has the connection cut off
+    /// ([`Peer::cut_off`]: a reset, and what hyper, the queue and the kernel's send buffer
+    /// held is dropped), so a client that stopped reading gets at most what had reached
+    /// it, not up to 4 MiB of the kernel's send buffer once it reads again. One that is
+    /// level gets the cut queued, and the end if it takes it within [`HANG_UP_AFTER`];
+    /// else it is cut off too. Any other cut waits for room, so that its client gets
+    /// every event up to it and can resume without a gap (`events_pruned`); so does a
+    /// refused one on a connection the daemon holds no [`Peer`] of (its descriptor could
+    /// not be copied).
     async fn end(&self, why: Why) {
         use tokio::sync::mpsc::error::TrySendError::{Closed, Full};
         if why != REVOKED && why != DISABLED {
             return cut(self.tx, self.sse, why).await;
         }
-        match (self.tx.try_send(last_piece(self.sse, why)), self.peer) {
-            (Ok(()) | Err(Closed(_)), Some(peer)) => {
+        let Some(peer) = self.peer else {
+            if let Err(Full(last)) = self.tx.try_send(last_piece(self.sse, why)) {
+                let _ = self.tx.send(last).await;
+            }
+            return;
+        };
+        if peer.unsent() > 0 {
+            return peer.cut_off();
+        }
+        match self.tx.try_send(last_piece(self.sse, why)) {
+            Ok(()) | Err(Closed(_)) => {
                 if !taken_within(self.tx, peer, HANG_UP_AFTER).await {
                     peer.cut_off();
                 }
             }
-            (Err(Full(_)), Some(peer)) => peer.cut_off(),
-            (Err(Full(last)), None) => {
-                let _ = self.tx.send(last).await;
-            }
-            (Ok(()) | Err(Closed(_)), None) => {}
+            Err(Full(_)) => peer.cut_off(),
         }
     }
 }
