@@ -102,9 +102,21 @@ pub fn holder(home: &Home) -> std::io::Result<Holder> {
         return Err(err);
     }
     let meta = file.metadata()?;
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    Ok(flock_holder(&locks, meta.dev(), meta.ino()).map_or(Holder::Unknown, Holder::Pid))
+    // The kernel hands `/proc/locks` out a page per `read`, walking its list afresh each
+    // time: a lock another process drops meanwhile shifts the lines after it, and one can
+    // be missed (with tests' daemons taking and dropping SQLite's locks beside it, CI once
+    // saw a held lock named by nobody). A line that is there shows up in a read or two.
+    for _ in 0..LOCKS_READS {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        if let Some(pid) = flock_holder(&locks, meta.dev(), meta.ino()) {
+            return Ok(Holder::Pid(pid));
+        }
+    }
+    Ok(Holder::Unknown)
 }
+
+/// How many times [`holder`] reads `/proc/locks` for a held lock's holder.
+const LOCKS_READS: usize = 4;
 
 /// The pid `/proc/locks` gives for a granted `flock` on the file with this device and
 /// inode. Lines read `1: FLOCK  ADVISORY  WRITE 4242 fe:00:10502428 0 EOF` (the device
