@@ -435,14 +435,8 @@ impl Out<'_> {
     /// not be copied).
     async fn end(&self, why: Why) {
         use tokio::sync::mpsc::error::TrySendError::{Closed, Full};
-        if why != REVOKED && why != DISABLED {
+        let (true, Some(peer)) = (why == REVOKED || why == DISABLED, self.peer) else {
             return cut(self.tx, self.sse, why).await;
-        }
-        let Some(peer) = self.peer else {
-            if let Err(Full(last)) = self.tx.try_send(last_piece(self.sse, why)) {
-                let _ = self.tx.send(last).await;
-            }
-            return;
         };
         if peer.unsent() > 0 {
             return peer.cut_off();
