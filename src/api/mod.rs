@@ -139,6 +139,14 @@ pub struct User {
     pub updated_at: String,
 }
 
+impl User {
+    /// Whether the user may trade: a placement or an amend of a disabled user's order is
+    /// refused (`user_disabled`), and so is a trader token bound to one.
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
 /// `POST /api/users`, the seed's body. Any other key is refused (a misspelt `email`
 /// would otherwise be a 400 about a missing field, and an extra one kept nowhere).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -182,7 +182,7 @@ impl AmendTerms {
         // bounds, an active user.
         let (instrument_min, instrument_max) =
             listed.get(&order.symbol).map_or((Decimal::ZERO, Decimal::ZERO), |i| (i.min_quantity, i.max_quantity));
-        Ok(AmendTerms { instrument_min, instrument_max, user_active: user.is_none_or(|u| u.status == "active") })
+        Ok(AmendTerms { instrument_min, instrument_max, user_active: user.is_none_or(|u| u.is_active()) })
     }
 }
 

@@ -253,7 +253,7 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
         ))));
     };
     match app.directory.get(user_id) {
-        Some(user) if user.status == "active" => Ok(()),
+        Some(user) if user.is_active() => Ok(()),
         Some(user) => Err(Failure(ApiError::new(
             403,
             "user_disabled",

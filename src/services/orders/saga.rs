@@ -113,7 +113,7 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
         client_order_id: body.client_order_id.filter(|c| !c.is_empty()),
     };
     let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
-    let placement = |reply| LaneCmd::Place(Placement { order: new, user_active: user.status == "active", instrument, reply });
+    let placement = |reply| LaneCmd::Place(Placement { order: new, user_active: user.is_active(), instrument, reply });
     // The lane finishes the placement whether or not anyone still waits for it.
     let answer = match tokio::time::timeout(timeout, app.placements.call(placement)).await {
         Ok(r) => r,
@@ -409,7 +409,7 @@ async fn resume(app: &Arc<App>) {
         let user = must(|| app.users.call(|r| users::Cmd::Get(o.user_id.clone(), r))).await;
         let instrument = must(|| instrument(app, &o.symbol)).await;
         let outcome = match (user, instrument) {
-            (Ok(u), Ok(i)) => advance(app, &new, u.status == "active", &i).await,
+            (Ok(u), Ok(i)) => advance(app, &new, u.is_active(), &i).await,
             (Err(e), _) | (_, Err(e)) => {
                 abort(app, &o.order_id, &e).await;
                 Err(e)
