@@ -812,8 +812,12 @@ fn an_outcome_lost_with_a_crash_of_notify_is_not_posted_again() {
     // Notify crashes right after recording the first outcome, before its commit.
     let d = Daemon::with_config_env(&config, &[("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_FAULT_NOTIFY_OUTCOME", "1")]);
     let user = d.user("once");
-    let sent =
-        wait_until("the delivery to be sent", Duration::from_secs(15), || deliveries(&d).into_iter().find(|x| x["status"] == "sent"));
+    // Asked while notify restarts too: it answers 503 then, and the wait goes on.
+    let sent = wait_until("the delivery to be sent", Duration::from_secs(15), || {
+        let (status, list) = d.req("GET", "/api/notifications", None);
+        (status == 200).then_some(())?;
+        list.as_array()?.iter().find(|x| x["status"] == "sent").cloned()
+    });
     let services = d.ok("GET", "/api/services", None);
     let notify = services.as_array().unwrap().iter().find(|s| s["name"] == "notify").unwrap().clone();
     assert_eq!(notify["restarts"], 1, "the fault fired: {notify}");
