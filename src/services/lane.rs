@@ -2225,6 +2225,60 @@ mod tests {
         drop(lane);
         bus.shutdown();
     }
+
+    /// A withdrawal and a short sale in one drain of the mailbox are decided one after the
+    /// other, never on a ledger half-way between them: the drain's commands to risk first
+    /// (phase 0, flushed), then its placements, whatever order they came in. So a
+    /// withdrawal beside a short sale takes only what the account held before it (the
+    /// proceeds are not there yet), every withdrawal after it is refused while the sale is
+    /// owed, and one beside the buy-back is refused too (the buy-back comes after it).
+    #[test]
+    fn a_withdrawal_beside_a_short_sale_in_one_drain_is_decided_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lane, ctx, bus) = funded(&dir, &[("bob", "USD", "1000"), ("sam", "USD", "60")]);
+        let mut settings = (*ctx.settings.get()).clone();
+        settings.risk.allow_short = true;
+        ctx.settings.replace(settings);
+        let withdraw = |amount: &str| {
+            let (reply, rx) = oneshot::channel();
+            (risk::Cmd::Withdraw { user_id: "sam".into(), asset: "USD".into(), amount: dec(amount), reply }, rx)
+        };
+        let placement = |order: NewOrder| {
+            let (reply, rx) = oneshot::channel();
+            (Placement { order, user_active: true, instrument: aapl(), reply }, rx)
+        };
+        let (_, bid) = place_batch(&mut lane, [order("ord_b", "bob", Side::Buy, dec("3"), None)]).remove(0).unwrap();
+        assert_eq!(bid.status, OrderStatus::New);
+
+        // The short sale first in the mailbox, two withdrawals after it.
+        let (sale, mut sold) = placement(order("ord_s", "sam", Side::Sell, dec("3"), None));
+        let ((all, mut all_rx), (own, mut own_rx)) = (withdraw("310"), withdraw("50"));
+        lane.run(Work { places: vec![sale], risk: vec![all, own], ..Default::default() }).unwrap();
+        let e = all_rx.try_recv().unwrap().unwrap_err();
+        assert!(e.message.contains("only 60 is available"), "decided before the sale's proceeds came: {}", e.message);
+        own_rx.try_recv().unwrap().unwrap();
+        let (_, sold) = sold.try_recv().unwrap().unwrap();
+        assert_eq!((sold.status, sold.filled_quantity), (OrderStatus::Filled, dec("3")), "sold short after the withdrawal");
+        assert_eq!(account(&mut lane, "sam"), [("AAPL".into(), dec("-3"), dec("0")), ("USD".into(), dec("310"), dec("0"))]);
+        let (cmd, rx) = withdraw("310");
+        let e = one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap_err();
+        assert_eq!((e.status, e.code.as_ref()), (422, "insufficient_funds"));
+        assert!(e.message.contains("owes 3 AAPL from short sales"), "{}", e.message);
+
+        // Bought back in the same drain as a withdrawal: the withdrawal is decided first.
+        let (_, ask) = place_batch(&mut lane, [order("ord_a", "bob", Side::Sell, dec("3"), None)]).remove(0).unwrap();
+        assert_eq!(ask.status, OrderStatus::New);
+        let (buy_back, mut bought) = placement(order("ord_c", "sam", Side::Buy, dec("3"), None));
+        let (cmd, mut rx) = withdraw("10");
+        lane.run(Work { places: vec![buy_back], risk: vec![cmd], ..Default::default() }).unwrap();
+        assert!(rx.try_recv().unwrap().unwrap_err().message.contains("owes 3 AAPL"));
+        assert_eq!(bought.try_recv().unwrap().unwrap().1.status, OrderStatus::Filled);
+        let (cmd, rx) = withdraw("10");
+        one(&mut lane, Work { risk: vec![cmd], ..Default::default() }, rx).unwrap();
+        assert_eq!(account(&mut lane, "sam"), [("AAPL".into(), dec("0"), dec("0")), ("USD".into(), dec("0"), dec("0"))]);
+        drop(lane);
+        bus.shutdown();
+    }
 }
 
 #[cfg(test)]

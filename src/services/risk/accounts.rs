@@ -178,6 +178,13 @@ pub enum Refusal {
         supply: Decimal,
     },
     NoHold,
+    /// A withdrawal from an account that owes: `owed` is each asset its balance of is
+    /// below zero (sold short) and how much, in asset order. Without margin, what short
+    /// sales brought in is all that stands behind the debt; let it leave and the debt
+    /// can never be collected.
+    Owes {
+        owed: Vec<(String, Decimal)>,
+    },
 }
 
 /// The value under `key`, the default put there first if there is none: the key is
@@ -368,7 +375,22 @@ impl Ledger {
         Ok(self.balance(user, asset))
     }
 
+    /// What `user` owes: each asset whose balance is below zero (sold short) and by how
+    /// much, in asset order; empty for an account that owes nothing.
+    pub fn debts(&self, user: &str) -> Vec<(String, Decimal)> {
+        let Some(m) = self.balances.get(user) else { return Vec::new() };
+        m.iter().filter(|(_, b)| b.total < Decimal::ZERO).map(|(asset, b)| (asset.clone(), owed(b.total))).collect()
+    }
+
+    /// Takes `amount` from what is available, unless the account owes anything: while a
+    /// short sale is open against the account, nothing leaves it (not the proceeds, not
+    /// what they bought, not an unrelated asset, since any of them is the collateral),
+    /// and buying the asset back or depositing it lets withdrawals go on.
     pub fn withdraw(&mut self, user: &str, asset: &str, amount: Decimal) -> Result<Bal, Refusal> {
+        let owed = self.debts(user);
+        if !owed.is_empty() {
+            return Err(Refusal::Owes { owed });
+        }
         let available = self.available(user, asset);
         if amount > available {
             return Err(Refusal::Insufficient { asset: asset.to_string(), needed: amount, available });

@@ -164,7 +164,20 @@ fn refused(r: Refusal) -> ApiError {
             )
         }
         Refusal::NoHold => ApiError::conflict("order_not_open", "the order holds nothing: it is not open"),
+        Refusal::Owes { owed } => ApiError::rejected("insufficient_funds", format!("the account {}", owes(&owed))),
     }
+}
+
+/// What an account owes, and how it stops owing: "owes 2 AAPL from short sales: buy it
+/// back or deposit it before withdrawing".
+fn owes(owed: &[(String, Decimal)]) -> String {
+    let each: Vec<String> = owed.iter().map(|(asset, amount)| format!("{} {asset}", amount.normalize())).collect();
+    let (list, it) = match each.as_slice() {
+        [one] => (one.clone(), "it"),
+        [rest @ .., last] => (format!("{} and {last}", rest.join(", ")), "them"),
+        [] => (String::from("nothing"), "it"),
+    };
+    format!("owes {list} from short sales: buy {it} back or deposit {it} before withdrawing (an account that owes can withdraw nothing)")
 }
 
 /// Why `symbol` cannot be listed: what the accounts hold of an asset it trades does not
@@ -284,6 +297,12 @@ impl Risk {
         }
         let bal = match self.ledger.withdraw(user, asset, amount) {
             Ok(b) => b,
+            Err(Refusal::Owes { owed }) => {
+                return Ok(Err(ApiError::rejected(
+                    "insufficient_funds",
+                    format!("cannot withdraw {} {asset}: the account {}", amount.normalize(), owes(&owed)),
+                )));
+            }
             Err(Refusal::Insufficient { needed, available, .. }) => {
                 let held = self.ledger.balance(user, asset).held;
                 let why = if held > Decimal::ZERO { format!("; open orders hold {}", held.normalize()) } else { String::new() };

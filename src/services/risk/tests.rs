@@ -490,8 +490,8 @@ fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
     let t = SettleTrade { price: d("1"), quantity: d(&e25), ..trade("t1", "1", "1", ("b1", "long"), ("s1", "short")) };
     f.settle(&SettleRequest { trades: vec![t], release: vec!["s1".into(), "b1".into()] }).unwrap();
     assert_eq!((f.bal("long", "AAPL").0, f.bal("short", "AAPL").0), (d(&e25), -d(&e25)));
-    // The seller takes its USD out; the buyer has a little for the fine lot.
-    f.withdraw("short", "USD", &e25).unwrap();
+    // The buyer has a little for the fine lot. (The seller's proceeds stay: an account
+    // that owes withdraws nothing.)
     f.deposit("long", "USD", "1").unwrap();
     // On a lot of 0.001, 10^25 + 1 needs 29 digits: neither side may trade it, nor add to it.
     for (id, side) in [("s2", Side::Sell), ("b2", Side::Buy)] {
@@ -516,8 +516,8 @@ fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
     f.amend("s4", "1", "5").unwrap();
     f.reserve(&at_one("s7", "other", Side::Sell, "AAPL", "1", &six)).unwrap();
     f.release(&["s4", "s7"]);
-    // Buying the short back frees the room again, and the fine lot trades exactly.
-    f.deposit("short", "USD", &e25).unwrap();
+    // Buying the short back (with its proceeds) frees the room again, and the fine lot
+    // trades exactly.
     f.reserve(&at_one("s8", "long", Side::Sell, "AAPL", "1", &e25)).unwrap();
     f.reserve(&at_one("b8", "short", Side::Buy, "AAPL", "1", &e25)).unwrap();
     let t = SettleTrade { price: d("1"), quantity: d(&e25), ..trade("t8", "1", "1", ("b8", "short"), ("s8", "long")) };
@@ -592,6 +592,110 @@ fn cannot_withdraw_what_orders_hold() {
     assert_eq!(f.withdraw("u1", "USD", "40.01").unwrap_err().code, "insufficient_funds");
     f.withdraw("u1", "USD", "40").unwrap();
     assert_eq!(f.bal("u1", "USD"), (d("60"), d("60"), d("0")));
+}
+
+/// `seller` sells `qty` AAPL at 100 to `buyer` through the checks, as the lane would:
+/// reserved, settled, released.
+fn sell_at_100(f: &mut Fixture, id: &str, seller: &str, buyer: &str, qty: &str) {
+    f.reserve(&order(&format!("s{id}"), seller, Side::Sell, Some("100"), qty)).unwrap();
+    f.reserve(&order(&format!("b{id}"), buyer, Side::Buy, Some("100"), qty)).unwrap();
+    let t = trade(&format!("t{id}"), "100", qty, (&format!("b{id}"), buyer), (&format!("s{id}"), seller));
+    f.settle(&SettleRequest { trades: vec![t], release: vec![format!("s{id}"), format!("b{id}")] }).unwrap();
+}
+
+/// A short seller with 50 USD and 5 MSFT of its own who sold 3 AAPL holding 1: it owes
+/// 2 AAPL and holds 350 USD, 300 of them the short sale's proceeds.
+fn sold_short() -> Fixture {
+    let mut f = short_seller();
+    f.deposit("b", "USD", "10000").unwrap();
+    f.deposit("s", "USD", "50").unwrap();
+    f.deposit("s", "AAPL", "1").unwrap();
+    f.deposit("s", "MSFT", "5").unwrap();
+    sell_at_100(&mut f, "1", "s", "b", "3");
+    assert_eq!((f.bal("s", "AAPL").0, f.bal("s", "USD").0), (d("-2"), d("350")));
+    f
+}
+
+/// Tries a withdrawal `s` must be refused because it owes `owes`: 422
+/// `insufficient_funds` saying what it owes and how to stop owing, with nothing moved in
+/// memory or in the store, and no event.
+fn refused_while_owing(f: &mut Fixture, asset: &str, amount: &str, owes: &str) {
+    let before = f.snapshot();
+    let a = d(amount);
+    let tx = f.conn.transaction().unwrap();
+    let mut after = AfterCommit::new("risk");
+    let e = f.risk.withdraw(&mut after, "s", asset, a).unwrap().unwrap_err();
+    assert!(after.event_texts().is_empty(), "a refused withdrawal announced {:?}", after.event_texts());
+    crate::services::actor::Service::before_commit(&mut f.risk, &tx).unwrap();
+    tx.commit().unwrap();
+    assert_eq!((e.status, e.code.as_ref()), (422, "insufficient_funds"), "{}", e.message);
+    let want = format!("cannot withdraw {amount} {asset}: the account owes {owes} from short sales: buy ");
+    assert!(e.message.starts_with(&want), "{}", e.message);
+    assert!(e.message.contains("before withdrawing"), "{}", e.message);
+    assert_eq!(before, f.snapshot(), "a refused withdrawal moved something");
+    f.reload();
+    assert_eq!(before, f.snapshot(), "a refused withdrawal stored something");
+}
+
+/// Without margin, a short sale's proceeds are all that stands behind what it owes: an
+/// account below zero in any asset may withdraw nothing (the proceeds, what they buy, or
+/// an unrelated asset), until it buys the asset back.
+#[test]
+fn an_account_that_owes_may_withdraw_nothing_until_it_buys_back() {
+    let mut f = sold_short();
+    refused_while_owing(&mut f, "USD", "300", "2 AAPL");
+    refused_while_owing(&mut f, "USD", "0.01", "2 AAPL");
+    refused_while_owing(&mut f, "AAPL", "1", "2 AAPL");
+    // Trading goes on: the proceeds buy another asset, which cannot leave either.
+    f.deposit("m", "MSFT", "10").unwrap();
+    let t = SettleTrade { symbol: "MSFT".into(), base_asset: "MSFT".into(), ..trade("m1", "20", "5", ("mb", "s"), ("ms", "m")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+    assert_eq!((f.bal("s", "MSFT").0, f.bal("s", "USD").0), (d("10"), d("250")));
+    refused_while_owing(&mut f, "MSFT", "5", "2 AAPL");
+    // Bought back in part, it still owes the rest.
+    sell_at_100(&mut f, "2", "b", "s", "1");
+    refused_while_owing(&mut f, "USD", "1", "1 AAPL");
+    // Bought back whole: withdrawals are as before.
+    sell_at_100(&mut f, "3", "b", "s", "1");
+    assert_eq!(f.bal("s", "AAPL").0, d("0"));
+    assert!(f.risk.ledger().debts("s").is_empty());
+    f.withdraw("s", "USD", "50").unwrap();
+    f.withdraw("s", "MSFT", "10").unwrap();
+    assert_eq!(f.withdraw("s", "USD", "1000").unwrap_err().code, "insufficient_funds", "and only what is available");
+    assert_eq!(f.bal("s", "USD"), (d("0"), d("0"), d("0")));
+}
+
+/// Depositing what a short sale owes pays it back, and withdrawals go on; a deposit of
+/// part of it does not.
+#[test]
+fn depositing_what_is_owed_lets_an_account_withdraw_again() {
+    let mut f = sold_short();
+    f.deposit("s", "AAPL", "1.5").unwrap();
+    refused_while_owing(&mut f, "USD", "350", "0.5 AAPL");
+    f.deposit("s", "AAPL", "0.5").unwrap();
+    let a = f.withdraw("s", "USD", "350").unwrap();
+    assert_eq!(a.balances.iter().find(|b| b.asset == "USD").map(|b| b.total), Some(d("0")));
+    f.withdraw("s", "MSFT", "5").unwrap();
+}
+
+/// What an account owes in two assets is said whole, and an asset it never traded is
+/// held back too: it is collateral like any other.
+#[test]
+fn an_account_short_in_one_asset_may_not_withdraw_an_unrelated_one() {
+    let mut f = sold_short();
+    refused_while_owing(&mut f, "MSFT", "5", "2 AAPL");
+    f.deposit("b", "USD", "1000").unwrap();
+    let t = SettleTrade { symbol: "BBB-USD".into(), base_asset: "BBB".into(), ..trade("x1", "10", "1.5", ("xb", "b"), ("xs", "s")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+    refused_while_owing(&mut f, "MSFT", "1", "2 AAPL and 1.5 BBB");
+    let e = f.withdraw("s", "USD", "1").unwrap_err();
+    assert!(e.message.contains("buy them back or deposit them"), "{}", e.message);
+    // Another account, owing nothing, withdraws as before.
+    f.withdraw("b", "AAPL", "3").unwrap();
+    f.deposit("s", "AAPL", "2").unwrap();
+    refused_while_owing(&mut f, "MSFT", "1", "1.5 BBB");
+    f.deposit("s", "BBB", "1.5").unwrap();
+    f.withdraw("s", "MSFT", "5").unwrap();
 }
 
 #[test]
@@ -1348,11 +1452,14 @@ mod ledger_properties {
     }
 
     /// A cross of `qty` (`digit` × 10^`exp` lots) at 1 USD between two users, on a lot
-    /// of 1 or of 0.001 (`fine`), the buyer funded first; or a deposit of the base asset.
+    /// of 1 or of 0.001 (`fine`), the buyer funded first; a deposit of the base asset; or
+    /// a withdrawal of `part` quarters of what is available of USD or the base asset (1
+    /// where nothing is: what a short seller owes).
     #[derive(Debug, Clone)]
     enum Big {
         Cross { seller: usize, buyer: usize, fine: bool, digit: u8, exp: u32 },
         Deposit { user: usize, digit: u8, exp: u32 },
+        Withdraw { user: usize, usd: bool, part: u8 },
     }
 
     fn big() -> impl Strategy<Value = Big> {
@@ -1360,13 +1467,15 @@ mod ledger_properties {
             6 => (0..3usize, 0..3usize, any::<bool>(), 1..10u8, 0..28u32)
                 .prop_map(|(seller, buyer, fine, digit, exp)| Big::Cross { seller, buyer, fine, digit, exp }),
             1 => (0..3usize, 1..10u8, 0..28u32).prop_map(|(user, digit, exp)| Big::Deposit { user, digit, exp }),
+            2 => (0..3usize, any::<bool>(), 1..=4u8).prop_map(|(user, usd, part)| Big::Withdraw { user, usd, part }),
         ]
     }
 
     /// With short selling, sizes up to 10^28 and two grids on one asset: every trade the
     /// checks let through settles exactly (each balance as an exact model has it, kept in
     /// thousandths in an i128), and what they refuse is refused as `max_supply` (or for
-    /// funds, or a size past the limit).
+    /// funds, or a size past the limit). A user the model has below zero withdraws
+    /// nothing; any other withdraws what is available.
     fn run_shorts(ops: Vec<Big>) -> Result<(), TestCaseError> {
         let mut f = short_seller();
         let mut model: BTreeMap<(usize, &str), i128> = BTreeMap::new();
@@ -1385,6 +1494,29 @@ mod ledger_properties {
                     let grid = 3;
                     if f.run(|r, _, after| r.deposit(after, USERS[user], "AAA", amount, grid)).is_ok() {
                         *model.entry((user, "AAA")).or_default() += thousandths(amount);
+                    }
+                }
+                Big::Withdraw { user, usd, part } => {
+                    let (u, asset) = (USERS[user], if usd { "USD" } else { "AAA" });
+                    let available = f.risk.ledger().available(u, asset);
+                    let quarters = available.checked_mul(Decimal::from(part)).map_or(available, |x| x / Decimal::from(4));
+                    let mut amount = quarters.round_dp_with_strategy(3, rust_decimal::RoundingStrategy::ToZero);
+                    if amount <= Decimal::ZERO {
+                        amount = Decimal::ONE;
+                    }
+                    let owes = model.iter().any(|((who, _), v)| *who == user && *v < 0);
+                    let r = f.run(|r, _, after| r.withdraw(after, u, asset, amount));
+                    match r {
+                        Ok(_) => {
+                            prop_assert!(!owes, "{} withdrew {} {} while owing: {:?}", u, amount, asset, model);
+                            prop_assert!(amount <= available, "{} withdrew {} {} of {} available", u, amount, asset, available);
+                            *model.entry((user, asset)).or_default() -= thousandths(amount);
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e.code.as_ref(), "insufficient_funds", "{:?}", e);
+                            prop_assert_eq!(e.message.contains("from short sales"), owes, "{}", e.message);
+                            prop_assert!(owes || amount > available, "{} refused {} {} of {} available", u, amount, asset, available);
+                        }
                     }
                 }
                 Big::Cross { seller, buyer, fine, digit, exp } if seller != buyer => {
