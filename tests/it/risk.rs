@@ -274,6 +274,72 @@ fn allow_short_reads_yes_and_no_as_config_does() {
     assert_eq!(per_user(), false, "a refused value changed nothing");
 }
 
+/// With short selling on, a short seller cannot walk off with the proceeds: while its
+/// account owes an asset, `agt user withdraw` of anything fails (exit 1, 422
+/// `insufficient_funds`) saying what it owes and how to stop owing, and moves nothing;
+/// once it has bought the asset back, it withdraws as before.
+#[test]
+fn a_short_seller_withdraws_nothing_until_it_buys_back() {
+    let dm = Daemon::start();
+    let ok = |args: &[&str]| {
+        let out = dm.cli().args(["-o", "json"]).args(args).assert().success().get_output().stdout.clone();
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+    let refused = |args: &[&str]| {
+        let out = dm.cli().args(args).assert().code(1).get_output().stderr.clone();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    ok(&["config", "set", "risk.allow_short", "true"]);
+    ok(&["symbol", "add", "SHRT", "--tick", "0.01", "--lot", "1"]);
+    ok(&["symbol", "add", "OTHR", "--tick", "0.01", "--lot", "1"]);
+    for name in ["bob", "sam"] {
+        ok(&["user", "create", name, "--email", &format!("{name}@example.com")]);
+    }
+    ok(&["user", "deposit", "bob", "USD", "1000"]);
+    ok(&["user", "deposit", "sam", "USD", "10"]);
+    ok(&["user", "deposit", "sam", "OTHR", "4"]);
+    let sam = ok(&["user", "get", "sam"])["user_id"].as_str().unwrap().to_string();
+
+    // Sold short against a resting buy: sam owes 3 SHRT and holds 310 USD.
+    assert_eq!(ok(&["order", "place", "bob", "SHRT", "buy", "3", "100"])["status"], "new");
+    assert_eq!(ok(&["order", "place", "sam", "SHRT", "sell", "3", "100"])["status"], "filled");
+    assert_eq!(bal(&dm, &sam, "SHRT").0, d("-3"));
+    assert_eq!(bal(&dm, &sam, "USD"), (d("310"), d("0"), d("310")));
+    let withdrawn = || events_of(&dm, "ACCOUNT_WITHDRAWN").len();
+    let before = (withdrawn(), dm.ok("GET", &format!("/api/users/{sam}/account"), None));
+    // The proceeds, its own 10 USD, an unrelated asset: all refused alike.
+    for (asset, amount) in [("USD", "300"), ("USD", "10"), ("OTHR", "4"), ("SHRT", "1")] {
+        let err = refused(&["user", "withdraw", "sam", asset, amount]);
+        assert!(err.contains("insufficient_funds"), "{asset}: {err}");
+        let says = format!(
+            "cannot withdraw {amount} {asset}: the account owes 3 SHRT from short sales: buy it back or deposit it before withdrawing"
+        );
+        assert!(err.contains(&says), "{asset}: {err}");
+    }
+    assert_eq!(before, (withdrawn(), dm.ok("GET", &format!("/api/users/{sam}/account"), None)), "a refusal moved or announced something");
+    // Audit keeps each attempt and its refusal.
+    wait_until("the refusals to be audited", std::time::Duration::from_secs(10), || {
+        let records = dm.ok("GET", "/api/audit?limit=1000", None);
+        let refusals = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "POST /api/users/sam/withdrawals" && r["detail"]["error"] == "insufficient_funds")
+            .count();
+        (refusals == 4).then_some(())
+    });
+
+    // Bought back: withdrawals work again, of what is available.
+    assert_eq!(ok(&["order", "place", "bob", "SHRT", "sell", "3", "100"])["status"], "new");
+    assert_eq!(ok(&["order", "place", "sam", "SHRT", "buy", "3", "100"])["status"], "filled");
+    let account = ok(&["user", "withdraw", "sam", "USD", "10"]);
+    assert!(account["balances"].as_array().unwrap().iter().any(|b| b["asset"] == "USD" && b["total"] == "0"), "{account}");
+    ok(&["user", "withdraw", "sam", "OTHR", "4"]);
+    let err = refused(&["user", "withdraw", "sam", "USD", "1"]);
+    assert!(err.contains("only 0 is available") && !err.contains("owes"), "{err}");
+    assert_eq!(withdrawn(), before.0 + 2);
+}
+
 #[test]
 fn deposits_stop_at_the_supply_every_trade_can_settle() {
     let mut dm = Daemon::start();

@@ -5,7 +5,8 @@
 //! of the open holds of that user and asset; `available = total - held`; a total, a held
 //! amount or an available amount never goes below zero (short selling, when allowed, is
 //! the one way a base-asset total goes negative); settling a trade moves USD and the base
-//! asset between two users and changes no sum over users.
+//! asset between two users and changes no sum over users; an account with any total
+//! below zero withdraws nothing (`run_shorts`).
 //!
 //! Every change marks what it touched; [`Ledger::flush`] writes exactly those rows in the
 //! batch's transaction, so memory and store never disagree once the batch commits (and if
