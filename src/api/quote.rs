@@ -22,9 +22,101 @@ pub fn quoted(value: &str) -> String {
     format!("{:?} ({n} characters)", format!("{head}…{tail}"))
 }
 
+/// `value` as a number is shown (unquoted), by the same rule as [`quoted`]: whole when it
+/// is at most 40 characters, else `1111111111111111…11111111 (5000 characters)`. For a
+/// number a client sent as a JSON or TOML number, which a message shows as it was written.
+pub fn bare(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= WHOLE {
+        return value.to_string();
+    }
+    let head: String = value.chars().take(HEAD).collect();
+    let tail: String = value.chars().skip(n - TAIL).collect();
+    format!("{head}…{tail} ({n} characters)")
+}
+
+/// `message`, written by a library that quotes what it was given whole (serde's ``unknown
+/// field `x` `` and `invalid type: string "x"`), with each `` `…` `` or `"…"` span of more
+/// than 40 characters written as [`quoted`] writes it. The library cannot be told to
+/// shorten them, and a 5,000-character key or enum value is as much noise in its words as
+/// in ours. Spans are paired left to right; a `"` span is read with `{:?}`'s escapes (`\"`,
+/// `\\`, `\n`, `\u{…}`), so the length it states is that of the value, not of its escapes.
+pub fn quote_long_in(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.chars().count() <= WHOLE {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    let mut changed = false;
+    while let Some(open) = rest.find(['`', '"']) {
+        let delim = rest.as_bytes()[open];
+        let body = &rest[open + 1..];
+        let end = if delim == b'`' { body.find('`') } else { debug_string_end(body) };
+        let Some(end) = end else { break };
+        let inner = &body[..end];
+        out.push_str(&rest[..open]);
+        if inner.chars().count() > WHOLE {
+            let value = if delim == b'`' { inner.to_string() } else { unescape_debug(inner) };
+            out.push_str(&quoted(&value));
+            changed = true;
+        } else {
+            out.push_str(&rest[open..open + 1 + end + 1]);
+        }
+        rest = &body[end + 1..];
+    }
+    if !changed {
+        return message.into();
+    }
+    out.push_str(rest);
+    out.into()
+}
+
+/// Where a `{:?}`-quoted string's closing `"` is in `body` (the text after its opening one).
+fn debug_string_end(body: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The text `{:?}` quoted as `inner` (without its quotes); an escape it does not know is
+/// kept as written.
+fn unescape_debug(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('u') => {
+                let code: String = chars.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                match u32::from_str_radix(&code, 16).ok().and_then(char::from_u32) {
+                    Some(c) => out.push(c),
+                    None => out.push_str(&format!("\\u{{{code}}}")),
+                }
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::quoted;
+    use super::{bare, quote_long_in, quoted};
 
     #[test]
     fn a_short_value_is_quoted_whole_and_a_long_one_by_its_ends_and_length() {
@@ -38,5 +130,28 @@ mod tests {
         let wide = "é".repeat(100);
         assert_eq!(quoted(&wide), format!("\"{}…{}\" (100 characters)", "é".repeat(16), "é".repeat(8)));
         assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn a_long_number_is_shown_bare_by_the_same_rule() {
+        assert_eq!(bare("1e400"), "1e400");
+        assert_eq!(bare(&"1".repeat(5000)), "1111111111111111…11111111 (5000 characters)");
+    }
+
+    #[test]
+    fn long_spans_in_a_library_message_are_quoted_short_and_short_ones_kept() {
+        let short = "unknown field `tif`, expected one of `user_id`, `symbol`, `side`";
+        assert_eq!(quote_long_in(short), short);
+        let key = "Z".repeat(5000);
+        let serde = format!("unknown field `{key}`, expected `username` or `email`");
+        assert_eq!(quote_long_in(&serde), "unknown field \"ZZZZZZZZZZZZZZZZ…ZZZZZZZZ\" (5000 characters), expected `username` or `email`");
+        // A `{:?}` span: its length is the value's, its escapes read.
+        let value = format!("a\"b\n{}", "x".repeat(60));
+        let typed = format!("invalid type: string {value:?}, expected \"buy\" or \"sell\"");
+        assert_eq!(quote_long_in(&typed), format!("invalid type: string {}, expected \"buy\" or \"sell\"", quoted(&value)));
+        assert!(quote_long_in(&typed).contains("(64 characters)"));
+        // An unpaired delimiter ends the search; what came before it is still shortened.
+        let open = format!("`{key}` and a stray ` here");
+        assert!(quote_long_in(&open).starts_with("\"ZZZZ") && quote_long_in(&open).ends_with("and a stray ` here"));
     }
 }

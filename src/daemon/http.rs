@@ -5,6 +5,7 @@
 //! status. Malformed JSON, wrong types and missing fields are answered here, before any
 //! service sees the request.
 
+use crate::api::quote::{bare, quote_long_in, quoted};
 use crate::api::{ApiError, Role, TokenInfo};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -233,13 +234,12 @@ pub fn json_body(headers: &axum::http::HeaderMap, path: &str) -> Result<(), ApiE
     if import && (is("text/csv") || is("text/plain")) {
         return Ok(());
     }
-    let got: String = String::from_utf8_lossy(raw).chars().take(80).collect();
     let wanted = if import {
         "this route takes JSON {\"csv\": \"<the file>\"} with `Content-Type: application/json`, or the CSV itself with `Content-Type: text/csv`"
     } else {
         "this route takes a JSON body: send it with `Content-Type: application/json` (curl: `--json '{…}'`, or `-H 'Content-Type: application/json'` with `-d`)"
     };
-    Err(ApiError::new(415, "unsupported_media_type", format!("{wanted}; got Content-Type {got:?}")))
+    Err(ApiError::new(415, "unsupported_media_type", format!("{wanted}; got Content-Type {}", quoted(&String::from_utf8_lossy(raw)))))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -297,7 +297,9 @@ fn number_unquoted<T: DeserializeOwned>(message: String, exact: &[u8], probe: &[
         (quoted, sent) = (q, s);
     }
     match (&quoted, &sent) {
-        (serde_json::Value::String(text), serde_json::Value::Number(_)) => message.replacen(&format!("{text:?}"), text, 1),
+        (serde_json::Value::String(text), serde_json::Value::Number(_)) => {
+            message.replacen(&crate::api::quote::quoted(text), &bare(text), 1)
+        }
         _ => message,
     }
 }
@@ -312,7 +314,7 @@ fn body_refusal<T: DeserializeOwned>(e: serde_json::Error, text: &[u8], object: 
         return ApiError::invalid(code, object);
     }
     if syntax {
-        return ApiError::invalid(code, format!("invalid request body: {message}"));
+        return ApiError::invalid(code, format!("invalid request body: {}", quote_long_in(&message)));
     }
     // A value of the wrong kind: name its field (found by reading the body again, only
     // now, so a good body pays nothing for it), not its column in a line the caller
@@ -321,7 +323,9 @@ fn body_refusal<T: DeserializeOwned>(e: serde_json::Error, text: &[u8], object: 
         .err()
         .map(|e| e.path().to_string())
         .filter(|p| p != ".");
-    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(t, _)| t);
+    // serde quotes an unknown key or enum value whole, and the path names the key again.
+    let message = quote_long_in(message.rsplit_once(" at line ").map_or(message.as_str(), |(t, _)| t));
+    let path = path.map(|p| if p.chars().count() > 40 { quoted(&p) } else { p });
     match path {
         Some(field) => ApiError::invalid(code, format!("invalid request body: {field}: {message}")),
         None => ApiError::invalid(code, format!("invalid request body: {message}")),
@@ -337,7 +341,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(t)) => Ok(Path(t)),
-            Err(e) => Err(Failure(ApiError::new(e.status().as_u16(), "invalid_path", e.body_text()))),
+            Err(e) => Err(Failure(ApiError::new(e.status().as_u16(), "invalid_path", quote_long_in(&e.body_text())))),
         }
     }
 }
@@ -354,9 +358,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 }
 
 fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::bad_request("malformed query string"))?)
+    let uri: axum::http::Uri = format!("/?{q}").parse().map_err(|_| ApiError::bad_request("malformed query string"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
         .map(|axum::extract::Query(t)| t)
-        .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
+        .map_err(|e| ApiError::invalid("invalid_query", query_refusal(&uri, &e.body_text())))
+}
+
+/// axum's words for a query it could not read, with each long key or value the client
+/// sent quoted by its ends and length: serde quotes an unknown key whole, and axum names
+/// it again, bare, as the path of the error.
+fn query_refusal(uri: &axum::http::Uri, message: &str) -> String {
+    let mut message = quote_long_in(message).into_owned();
+    let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+    let mut long: Vec<String> = pairs.into_iter().flat_map(|(k, v)| [k, v]).filter(|s| s.chars().count() > 40).collect();
+    long.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in &long {
+        message = message.replace(s.as_str(), &quoted(s));
+    }
+    message
 }
 
 /// The query of a GET route that takes no parameters: any is refused (400
@@ -377,9 +396,8 @@ impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
 pub fn no_query(uri: &axum::http::Uri, body: Option<&str>) -> Result<(), ApiError> {
     match uri.query() {
         Some(q) if !q.is_empty() => {
-            let got = q.chars().take(80).collect::<String>();
             let instead = body.map(|b| format!("; send its filters in the JSON body: {b}")).unwrap_or_default();
-            Err(ApiError::invalid("invalid_query", format!("this route takes no query parameters (got {got:?}){instead}")))
+            Err(ApiError::invalid("invalid_query", format!("this route takes no query parameters (got {}){instead}", quoted(q))))
         }
         _ => Ok(()),
     }
@@ -393,10 +411,7 @@ pub fn page_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize
     let Some(raw) = raw else { return Ok(default) };
     match raw.trim().parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be a whole number from 1 to {max}; got {:?}", raw.chars().take(40).collect::<String>()),
-        )),
+        _ => Err(ApiError::invalid("invalid_limit", format!("limit must be a whole number from 1 to {max}; got {}", quoted(raw)))),
     }
 }
 
@@ -411,14 +426,11 @@ pub fn query_number(name: &str, raw: Option<&str>, min: u64, max: u64) -> Result
         // Digits that overflow are a number, only too large: say so, not "a whole number".
         Err(_) if !raw.trim().is_empty() && raw.trim().bytes().all(|b| b.is_ascii_digit()) => Err(ApiError::invalid(
             "invalid_query",
-            format!("{name} is too large: the largest this parameter takes is {max}; got {:?}", raw.chars().take(40).collect::<String>()),
+            format!("{name} is too large: the largest this parameter takes is {max}; got {}", quoted(raw)),
         )),
         _ => {
             let range = if max == u64::MAX { format!("of {min} or more") } else { format!("from {min} to {max}") };
-            Err(ApiError::invalid(
-                "invalid_query",
-                format!("{name} must be a whole number {range}; got {:?}", raw.chars().take(40).collect::<String>()),
-            ))
+            Err(ApiError::invalid("invalid_query", format!("{name} must be a whole number {range}; got {}", quoted(raw))))
         }
     }
 }

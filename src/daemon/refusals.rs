@@ -83,7 +83,7 @@ impl Refusals {
         let Some(raw) = env(NAME).filter(|v| !v.trim().is_empty()) else { return Ok(WINDOW) };
         match raw.trim().parse::<u64>() {
             Ok(ms) if (1..=3_600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
-            _ => Err(format!("{NAME}: expected a whole number of milliseconds from 1 to 3600000, got {raw:?}")),
+            _ => Err(format!("{NAME}: expected a whole number of milliseconds from 1 to 3600000, got {}", crate::api::quote::quoted(&raw))),
         }
     }
 

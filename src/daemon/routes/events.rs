@@ -1,5 +1,6 @@
 //! `GET /api/events`: the bus as one long NDJSON (or SSE) response — replay, then follow.
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, Role, TokenInfo};
 use crate::daemon::app::App;
 use crate::daemon::http::{query_number, ApiResult, Caller, Query};
@@ -107,14 +108,17 @@ pub async fn events(
             if list.is_empty() {
                 return Err(ApiError::invalid(
                     "invalid_query",
-                    format!("type names no event type (got {t:?}); give one or more, comma-separated, or leave type out for every type"),
+                    format!(
+                        "type names no event type (got {}); give one or more, comma-separated, or leave type out for every type",
+                        quoted(t)
+                    ),
                 )
                 .into());
             }
             if let Some(bad) = list.iter().find(|x| !EVENT_TYPES.contains(&x.as_str())) {
                 return Err(ApiError::invalid(
                     "unknown_event_type",
-                    format!("unknown event type {bad:?}; known: {}", EVENT_TYPES.join(" ")),
+                    format!("unknown event type {}; known: {}", quoted(bad), EVENT_TYPES.join(" ")),
                 )
                 .into());
             }
@@ -142,10 +146,7 @@ pub async fn events(
     let follow = match q.follow.as_deref() {
         None => false,
         Some(text) => crate::api::switch::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_query",
-                format!("follow must be {}; got {:?}", crate::api::switch::EXPECTED, text.chars().take(40).collect::<String>()),
-            )
+            ApiError::invalid("invalid_query", format!("follow must be {}; got {}", crate::api::switch::EXPECTED, quoted(text)))
         })?,
     };
     // A browser's EventSource reconnects with the last `id:` it got (the seq) in

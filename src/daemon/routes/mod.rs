@@ -83,11 +83,19 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn not_found(req: Request) -> Failure {
-    Failure(ApiError::new(404, "not_found", format!("no route {} {}; see DESIGN.md §4 for the API", req.method(), req.uri().path())))
+    Failure(ApiError::new(
+        404,
+        "not_found",
+        format!("no route {} {}; see DESIGN.md §4 for the API", req.method(), crate::api::quote::bare(req.uri().path())),
+    ))
 }
 
 async fn method_not_allowed(req: Request) -> Failure {
-    Failure(ApiError::new(405, "method_not_allowed", format!("{} is not allowed on {}", req.method(), req.uri().path())))
+    Failure(ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), crate::api::quote::bare(req.uri().path())),
+    ))
 }
 
 /// The service a route belongs to, for the seed's `service` metric label.

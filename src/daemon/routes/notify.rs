@@ -3,6 +3,7 @@
 //! Reading is for admins and viewers; adding and removing rules is admin-only. Secrets
 //! are never answered back (shown as `"***"`).
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, NewWebhookRule};
 use crate::daemon::app::App;
 use crate::daemon::http::{created, ok, page_limit, ApiResult, Caller, Json, NoQuery, Path, Query};
@@ -29,7 +30,9 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
         None => None,
         Some(s @ ("pending" | "sent" | "failed")) => Some(s.to_string()),
         Some(other) => {
-            return Err(ApiError::invalid("invalid_status", format!("status must be pending, sent, failed or all, got {other:?}")).into())
+            return Err(
+                ApiError::invalid("invalid_status", format!("status must be pending, sent, failed or all, got {}", quoted(other))).into()
+            )
         }
     };
     Ok(ok(app.notify.call(|reply| Cmd::List { limit, status, reply }).await?))

@@ -1,6 +1,7 @@
 //! Orders and books: placement, queries, cancel, amend, mass cancel (DESIGN.md §4),
 //! including the seed-compatible routes.
 
+use crate::api::quote::quoted;
 use crate::api::{AmendOrder, ApiError, CancelAll, OrderStatus, PlaceOrder, SeedPlaceOrder};
 use crate::daemon::app::App;
 use crate::daemon::http::{created, ok, page_limit, parse_json, query_number, ApiResult, Caller, Json, NoQuery, Path, Query, RawBody};
@@ -59,7 +60,8 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
                     ApiError::invalid(
                         "invalid_status",
                         format!(
-                            "status must be open, all, or one of new, partially_filled, filled, cancelled, rejected, expired; got {s:?}"
+                            "status must be open, all, or one of new, partially_filled, filled, cancelled, rejected, expired; got {}",
+                            quoted(s)
                         ),
                     )
                 })
@@ -107,7 +109,11 @@ pub async fn set_status(
         (Some(body), Some(query)) if body != query => {
             return Err(ApiError::invalid(
                 "invalid_status",
-                format!("the body says status {body:?} and the query ?status= says {query:?}: send the status once, or the same in both"),
+                format!(
+                    "the body says status {} and the query ?status= says {}: send the status once, or the same in both",
+                    quoted(&body),
+                    quoted(&query)
+                ),
             )
             .into())
         }
@@ -120,8 +126,8 @@ pub async fn set_status(
         return Err(ApiError::rejected(
             "invalid_status_transition",
             match OrderStatus::parse(&status) {
-                Some(_) => format!("only \"cancelled\" can be set by a client; {status:?} is decided by the matching engine"),
-                None => format!("{status:?} is not an order status; the only one a client can set is \"cancelled\""),
+                Some(_) => format!("only \"cancelled\" can be set by a client; {} is decided by the matching engine", quoted(&status)),
+                None => format!("{} is not an order status; the only one a client can set is \"cancelled\"", quoted(&status)),
             },
         )
         .into());

@@ -5,6 +5,7 @@
 //! live in the risk service.
 
 use super::users::visible_user;
+use crate::api::quote::quoted;
 use crate::api::{ApiError, HaltRequest, RiskLimits};
 use crate::daemon::app::App;
 use crate::daemon::http::{ok, parse_json, ApiResult, Caller, NoQuery, Query, RawBody, SettingsBody};
@@ -71,7 +72,7 @@ fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits,
     let clears = |v: &serde_json::Value| v.is_null() || v.as_str() == Some("default");
     for (k, v) in obj {
         if !LIMIT_KEYS.contains(&k.as_str()) {
-            return Err(ApiError::invalid("invalid_limit", format!("unknown limit {k:?}; the limits are {known}")));
+            return Err(ApiError::invalid("invalid_limit", format!("unknown limit {}; the limits are {known}", quoted(k))));
         }
         if clears(v) && !for_user {
             return Err(ApiError::invalid(
@@ -103,7 +104,7 @@ fn parse_limits(body: &serde_json::Value, for_user: bool) -> Result<(RiskLimits,
             "max_orders_per_second" => limits.max_orders_per_second = Some(r.max_orders_per_second),
             "price_band_pct" => limits.price_band_pct = Some(r.price_band_pct),
             "allow_short" => limits.allow_short = Some(r.allow_short),
-            other => return Err(ApiError::invalid("invalid_limit", format!("unknown limit {other:?}; the limits are {known}"))),
+            other => return Err(ApiError::invalid("invalid_limit", format!("unknown limit {}; the limits are {known}", quoted(other)))),
         }
     }
     let clear: Vec<String> = obj.iter().filter(|(_, v)| clears(v)).map(|(k, _)| k.clone()).collect();

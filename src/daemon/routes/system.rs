@@ -1,5 +1,6 @@
 //! `/health`, `/ready`, `/metrics` and the supervisor's view (`/api/services`).
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, Health};
 use crate::daemon::app::App;
 use crate::daemon::http::{ApiResult, Caller, NoQuery, Path};
@@ -72,7 +73,7 @@ fn known(app: &App, name: &str) -> Result<(), ApiError> {
     if app.supervisor.has(name) {
         Ok(())
     } else {
-        Err(ApiError::new(404, "unknown_service", format!("no service {name:?}; known: {}", app.supervisor.names().join(", "))))
+        Err(ApiError::new(404, "unknown_service", format!("no service {}; known: {}", quoted(name), app.supervisor.names().join(", "))))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `/api/tokens`: bearer tokens for TCP clients; the secret is answered once.
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, NewToken, Role};
 use crate::daemon::app::App;
 use crate::daemon::http::{created, ok, ApiResult, Caller, Json, Path, Query};
@@ -19,7 +20,7 @@ pub struct ListQuery {
 pub async fn create(State(app): State<Arc<App>>, caller: Caller, Json(body): Json<NewToken>) -> ApiResult<Response> {
     caller.require_admin()?;
     let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::invalid("invalid_role", format!("role must be admin, trader or viewer, got {:?}", body.role)))?;
+        .ok_or_else(|| ApiError::invalid("invalid_role", format!("role must be admin, trader or viewer, got {}", quoted(&body.role))))?;
     let user = match body.user_id.as_deref().filter(|u| !u.is_empty()) {
         Some(key) => Some(app.users.call(|r| crate::services::users::Cmd::Get(key.to_string(), r)).await?),
         None => None,
@@ -75,7 +76,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
         Some(other) => {
             return Err(ApiError::invalid(
                 "invalid_status",
-                format!("status must be live (the default), revoked or all; got {:?}", other.chars().take(40).collect::<String>()),
+                format!("status must be live (the default), revoked or all; got {}", quoted(other)),
             )
             .into());
         }

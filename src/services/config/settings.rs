@@ -242,7 +242,7 @@ pub enum ConfigError {
     #[error("{}{key}: {message}", prefix(.origin))]
     Invalid { origin: String, key: String, message: String },
     /// A key agt does not know (usually a typo).
-    #[error("{}unknown key {key:?} ({hint})", prefix(.origin))]
+    #[error("{}unknown key {} ({hint})", prefix(.origin), shown_key(.key))]
     UnknownKey { origin: String, key: String, hint: String },
     /// A file that is not valid TOML.
     #[error("{origin}: not valid TOML: {message}")]
@@ -481,13 +481,26 @@ fn decimal_of(value: &Toml) -> Option<Decimal> {
     }
 }
 
-/// A value as the error messages quote it: text quoted, a number as it was written.
+/// An unknown key as its error quotes it: whole, or by its ends and length when long
+/// (`api::quote`); a long one under a section agt wrote (`notify.webhooks[0].`) shows
+/// the section whole, so that the message still says where the key is.
+fn shown_key(key: &str) -> String {
+    match key.rsplit_once('.') {
+        Some((section, leaf)) if key.chars().count() > 40 && section.chars().count() <= 40 => {
+            format!("{section}.{}", crate::api::quote::quoted(leaf))
+        }
+        _ => crate::api::quote::quoted(key),
+    }
+}
+
+/// A value as the error messages quote it: text quoted, a number as it was written;
+/// either by its ends and length when long (`api::quote`).
 fn shown(value: &Toml) -> String {
     if let Some(number) = sent_number(value) {
-        return number.to_string();
+        return crate::api::quote::bare(number);
     }
     match value {
-        Toml::String(s) => format!("{s:?}"),
+        Toml::String(s) => crate::api::quote::quoted(s),
         Toml::Integer(i) => i.to_string(),
         Toml::Float(f) => f.to_string(),
         Toml::Boolean(b) => b.to_string(),
@@ -524,7 +537,7 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
     if let Some(port) = text.strip_prefix("localhost:").and_then(|p| p.parse::<u16>().ok()) {
         return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
     }
-    Err(format!("expected {}, got {text:?}", Kind::Listen.allowed()))
+    Err(format!("expected {}, got {}", Kind::Listen.allowed(), crate::api::quote::quoted(text)))
 }
 
 impl LogLevel {
@@ -1594,9 +1607,9 @@ fn masked_secret_without_one(index: usize, url: &str) -> ConfigError {
         "",
         format!("notify.webhooks[{index}].secret"),
         format!(
-            "\"{MASKED_SECRET}\" is the masked value `config get` shows, and the webhook {:?} has no secret to keep \
+            "\"{MASKED_SECRET}\" is the masked value `config get` shows, and the webhook {} has no secret to keep \
              (a new or changed url starts without one): give the secret again, or leave secret out to send unsigned",
-            crate::services::notify::shown_url(url)
+            crate::api::quote::quoted(&crate::services::notify::shown_url(url))
         ),
     )
 }

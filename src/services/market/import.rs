@@ -23,6 +23,7 @@
 //! checks the symbols ([`check`]) and writes every bar in one transaction, or none.
 
 use super::candles::Interval;
+use crate::api::quote::quoted;
 use crate::api::ApiError;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -61,15 +62,6 @@ pub struct CsvRow {
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_csv", message)
-}
-
-/// At most 40 characters of a field, quoted, for a message.
-fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    format!("{out:?}")
 }
 
 /// Splits one CSV line into trimmed fields. Double quotes enclose a field (with `""` for a
@@ -146,7 +138,7 @@ fn header(line_no: usize, line: &str) -> Result<Layout, ApiError> {
         match COLUMNS.iter().position(|c| *c == name) {
             Some(k) if index[k] != usize::MAX => repeated.push(COLUMNS[k]),
             Some(k) => index[k] = i,
-            None => unknown.push(shown(f)),
+            None => unknown.push(quoted(f)),
         }
     }
     let missing: Vec<&str> = COLUMNS.iter().zip(index).filter(|(_, i)| *i == usize::MAX).map(|(c, _)| *c).collect();
@@ -183,7 +175,7 @@ pub fn parse_time_named(name: &str, s: &str) -> Result<i64, String> {
     }
     let digits = s.strip_prefix('-').unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: i64 = s.parse().map_err(|_| format!("{name} {} is out of range: {hint}", shown(s)))?;
+        let secs: i64 = s.parse().map_err(|_| format!("{name} {} is out of range: {hint}", quoted(s)))?;
         if secs >= 100_000_000_000 {
             return Err(format!("{name} {s} looks like milliseconds (or later than the year 5000): give Unix seconds"));
         }
@@ -204,13 +196,13 @@ pub fn parse_time_named(name: &str, s: &str) -> Result<i64, String> {
             return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp());
         }
     }
-    Err(format!("{name} {} is not a time: {hint}", shown(s)))
+    Err(format!("{name} {} is not a time: {hint}", quoted(s)))
 }
 
 fn parse_decimal(name: &str, s: &str, positive: bool) -> Result<Decimal, String> {
     let ok_chars = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'));
     if !ok_chars {
-        return Err(format!("{name} {} is not a decimal number (write it like 170.25, without exponent or separators)", shown(s)));
+        return Err(format!("{name} {} is not a decimal number (write it like 170.25, without exponent or separators)", quoted(s)));
     }
     // Exact or refused, as every amount the API takes: a 29th digit is not rounded away.
     let d = crate::api::decimal::parse(s).map_err(|e| format!("{name}: {e}"))?;
@@ -237,7 +229,7 @@ fn row(layout: &Layout, fields: &[String], now_secs: i64) -> Result<ImportBar, V
     }
     let interval = Interval::parse(f(1));
     if interval.is_none() {
-        problems.push(format!("interval {} is not one of {}", shown(f(1)), Interval::allowed()));
+        problems.push(format!("interval {} is not one of {}", quoted(f(1)), Interval::allowed()));
     }
     let open_time = match parse_time(f(2)) {
         Ok(t) => Some(t),
@@ -390,7 +382,7 @@ pub fn check(rows: Vec<CsvRow>, tick: impl Fn(&str) -> Option<Decimal>) -> Resul
             } else {
                 " (add it first with `agt symbol add`)".to_string()
             };
-            problems.insert(0, format!("unknown symbol {}{hint}", shown(&r.symbol)));
+            problems.insert(0, format!("unknown symbol {}{hint}", quoted(&r.symbol)));
         }
         bad.push(format!("line {}: {}", r.line, problems.join("; ")));
     }

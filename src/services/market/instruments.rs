@@ -6,6 +6,7 @@
 
 use super::base_asset;
 use super::tape::decimal_at;
+use crate::api::quote::quoted;
 use crate::api::{ApiError, Instrument, NewInstrument};
 use crate::services::config::settings::SymbolSettings;
 use rusqlite::{params, Connection};
@@ -20,22 +21,13 @@ pub fn default_max_quantity() -> Decimal {
     Decimal::from(1_000_000_000u64)
 }
 
-/// At most 40 characters of what the client sent, for an error message.
-fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(40).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    format!("{out:?}")
-}
-
 /// Checks a new instrument and fills in its defaults.
 pub fn validate(new: NewInstrument) -> Result<Instrument, ApiError> {
     let sym = new.symbol;
     if !crate::api::valid_name(&sym) {
         return Err(ApiError::invalid(
             "invalid_symbol",
-            format!("symbol must be {}, such as \"AAPL\" or \"BTC-USD\"; got {}", crate::api::NAME_RULE, shown(&sym)),
+            format!("symbol must be {}, such as \"AAPL\" or \"BTC-USD\"; got {}", crate::api::NAME_RULE, quoted(&sym)),
         ));
     }
     let base = base_asset(&sym).to_string();
@@ -211,7 +203,7 @@ impl Instruments {
     /// The instrument, or 404 `unknown_symbol`.
     pub fn require(&self, symbol: &str) -> Result<&Instrument, ApiError> {
         self.get(symbol)
-            .ok_or_else(|| ApiError::new(404, "unknown_symbol", format!("no symbol {}; `agt symbol list` shows them", shown(symbol))))
+            .ok_or_else(|| ApiError::new(404, "unknown_symbol", format!("no symbol {}; `agt symbol list` shows them", quoted(symbol))))
     }
 
     /// Every instrument, by symbol.

@@ -172,7 +172,7 @@ impl Market {
         let Some(iv) = Interval::parse(interval) else {
             return Ok(Err(ApiError::invalid(
                 "invalid_interval",
-                format!("interval must be one of {}; got {:?}", Interval::allowed(), interval.chars().take(40).collect::<String>()),
+                format!("interval must be one of {}; got {}", Interval::allowed(), crate::api::quote::quoted(interval)),
             )));
         };
         if let Err(e) = self.instruments.require(symbol) {

@@ -168,7 +168,7 @@ impl Tuning {
             let Some(raw) = env(name).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
             match raw.trim().parse::<u64>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(format!("{name}: expected a whole number{unit} from 1 to {max}, got {raw:?}")),
+                _ => Err(format!("{name}: expected a whole number{unit} from 1 to {max}, got {}", crate::api::quote::quoted(&raw))),
             }
         };
         const HOUR_MS: u64 = 3_600_000;
@@ -226,7 +226,11 @@ fn check_rule(rule: &NewWebhookRule) -> Result<(), ApiError> {
         if e != "*" && !crate::services::bus::EVENT_TYPES.contains(&e.as_str()) {
             return Err(ApiError::invalid(
                 "invalid_events",
-                format!("unknown event type {e:?}; expected \"*\" or one of {}", crate::services::bus::EVENT_TYPES.join(", ")),
+                format!(
+                    "unknown event type {}; expected \"*\" or one of {}",
+                    crate::api::quote::quoted(e),
+                    crate::services::bus::EVENT_TYPES.join(", ")
+                ),
             ));
         }
     }

@@ -6,6 +6,7 @@
 //! So a URL accepted while the daemon runs is accepted at its next start, and one the
 //! sender could not deliver to is refused when it is given, not failed quietly later.
 
+use crate::api::quote::quoted;
 use std::borrow::Cow;
 
 /// The longest webhook URL, in bytes. The URL is copied into every delivery, its
@@ -17,38 +18,39 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// Messages show the URL as [`shown_url`] does, so a password in it never reaches an
 /// answer or the log.
 pub fn parse_url(url: &str) -> Result<hyper::Uri, String> {
+    // Quoted by its ends when long (`quoted`): an answer should not quote back a URL of
+    // many kilobytes, nor of 2,000 bytes. Masked first, so that no half of a password is
+    // left unmasked by the cut.
+    let shown = quoted(&shown_url(url));
     if url.len() > MAX_URL_BYTES {
-        // Its start only: an answer should not quote back a URL of many kilobytes.
-        let start = &url[..url.floor_char_boundary(60)];
-        return Err(format!("{:?}… is {} bytes; a webhook URL is at most {MAX_URL_BYTES} bytes", shown_url(start), url.len()));
+        return Err(format!("{shown} is {} bytes; a webhook URL is at most {MAX_URL_BYTES} bytes", url.len()));
     }
-    let shown = shown_url(url);
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("{shown:?} is not a valid URL ({e})"))?;
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{shown} is not a valid URL ({e})"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
             return Err(format!(
-                "{shown:?}: https:// webhooks are not supported by this build of agt (it has no TLS client); \
+                "{shown}: https:// webhooks are not supported by this build of agt (it has no TLS client); \
                  use an http:// URL, e.g. a local TLS-terminating proxy"
             ))
         }
-        _ => return Err(format!("{shown:?} is not an http:// URL such as \"http://127.0.0.1:9000/hook\"")),
+        _ => return Err(format!("{shown} is not an http:// URL such as \"http://127.0.0.1:9000/hook\"")),
     }
     let Some(authority) = uri.authority() else {
-        return Err(format!("{shown:?} has no host; expected http://host[:port]/path"));
+        return Err(format!("{shown} has no host; expected http://host[:port]/path"));
     };
     if authority.as_str().contains('@') {
         return Err(format!("{shown}: credentials in the URL are not supported; set a secret to sign deliveries"));
     }
     if authority.host().is_empty() {
-        return Err(format!("{shown:?} has no host; expected http://host[:port]/path"));
+        return Err(format!("{shown} has no host; expected http://host[:port]/path"));
     }
     // The URI parser takes any text after the host's colon, and the HTTP client then
     // connects to port 80 when it is not a number it can use: a typo would be posted
     // to the wrong service and marked sent.
     if let Some(port) = port_text(authority.as_str()) {
         if !matches!(port.parse::<u16>(), Ok(1..)) || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{shown:?}: the port must be a number from 1 to 65535, got {port:?}"));
+            return Err(format!("{shown}: the port must be a number from 1 to 65535, got {}", quoted(port)));
         }
     }
     Ok(uri)

@@ -87,7 +87,7 @@ pub fn validate_asset(asset: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid(
             "invalid_asset",
-            format!("asset must be {} (such as \"USD\" or \"AAPL\"), got {asset:?}", crate::api::NAME_RULE),
+            format!("asset must be {} (such as \"USD\" or \"AAPL\"), got {}", crate::api::NAME_RULE, crate::api::quote::quoted(asset)),
         ))
     }
 }

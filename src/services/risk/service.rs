@@ -549,7 +549,10 @@ impl Risk {
                 "allow_short" => own.allow_short = None,
                 other => {
                     let known = checks::LIMIT_KEYS.join(", ");
-                    return Ok(Err(ApiError::invalid("invalid_limit", format!("unknown limit {other:?}; the limits are {known}"))));
+                    return Ok(Err(ApiError::invalid(
+                        "invalid_limit",
+                        format!("unknown limit {}; the limits are {known}", crate::api::quote::quoted(other)),
+                    )));
                 }
             }
         }
@@ -575,7 +578,10 @@ impl Risk {
             if !checks::valid_name(s) {
                 return Ok(Err(ApiError::invalid(
                     "invalid_symbol",
-                    format!("symbol must be 1-32 characters of A-Z, 0-9, '-' and '.' (such as \"AAPL\"), got {s:?}"),
+                    format!(
+                        "symbol must be 1-32 characters of A-Z, 0-9, '-' and '.' (such as \"AAPL\"), got {}",
+                        crate::api::quote::quoted(s)
+                    ),
                 )));
             }
         }

@@ -7,6 +7,7 @@ mod directory;
 
 pub use directory::Directory;
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, NewUser, User, UserUpdate};
 use crate::services::actor::{AfterCommit, Reply, Service, ServiceCtx, ServiceError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -59,13 +60,16 @@ pub fn validate_username(name: &str) -> Result<(), ApiError> {
     if name.bytes().all(|b| b == b'.') {
         return Err(ApiError::invalid(
             "invalid_username",
-            format!("username {name:?} is only dots, which a URL cannot name (`/api/users/..` is the parent); add a letter or digit"),
+            format!(
+                "username {} is only dots, which a URL cannot name (`/api/users/..` is the parent); add a letter or digit",
+                quoted(name)
+            ),
         ));
     }
     if looks_like_id(name) {
         return Err(ApiError::invalid(
             "invalid_username",
-            format!("username {name:?} has the shape of a user id (usr_ and 16 hex digits); choose another"),
+            format!("username {} has the shape of a user id (usr_ and 16 hex digits); choose another", quoted(name)),
         ));
     }
     Ok(())
@@ -126,7 +130,8 @@ fn ambiguous(key: &str, users: &[User]) -> ApiError {
     ApiError::conflict(
         "ambiguous_user",
         format!(
-            "{key:?} names more than one user, whose usernames differ only in case: {}; name one by its exact username or its id",
+            "{} names more than one user, whose usernames differ only in case: {}; name one by its exact username or its id",
+            quoted(key),
             names.join(", ")
         ),
     )
@@ -199,11 +204,11 @@ fn create(tx: &Connection, new: NewUser, after: &mut AfterCommit) -> Result<Resu
     if taken(tx, "username", &new.username, "")? {
         return Ok(Err(ApiError::conflict(
             "username_taken",
-            format!("username {:?} is already taken (usernames are told apart without case: `Alice` is alice)", new.username),
+            format!("username {} is already taken (usernames are told apart without case: `Alice` is alice)", quoted(&new.username)),
         )));
     }
     if taken(tx, "email", &new.email, "")? {
-        return Ok(Err(ApiError::conflict("email_taken", format!("email {:?} is already in use", new.email))));
+        return Ok(Err(ApiError::conflict("email_taken", format!("email {} is already in use", quoted(&new.email)))));
     }
     let now = crate::api::now_rfc3339();
     let user = User {
@@ -246,13 +251,16 @@ fn update_user(tx: &Connection, key: &str, update: UserUpdate, after: &mut After
             return Ok(Err(e));
         }
         if taken(tx, "email", email, &user.user_id)? {
-            return Ok(Err(ApiError::conflict("email_taken", format!("email {email:?} is already in use"))));
+            return Ok(Err(ApiError::conflict("email_taken", format!("email {} is already in use", quoted(email)))));
         }
         user.email = email.clone();
     }
     if let Some(status) = &update.status {
         if status != "active" && status != "disabled" {
-            return Ok(Err(ApiError::invalid("invalid_status", format!("status must be \"active\" or \"disabled\", got {status:?}"))));
+            return Ok(Err(ApiError::invalid(
+                "invalid_status",
+                format!("status must be \"active\" or \"disabled\", got {}", quoted(status)),
+            )));
         }
         user.status = status.clone();
     }
