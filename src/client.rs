@@ -9,6 +9,7 @@
 //! [`BlockingClient`] wraps a `Client` with its own current-thread runtime, for callers
 //! that are not async (the CLI).
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, DaemonInfo, ErrorBody};
 use crate::daemon::Home;
 use bytes::Bytes;
@@ -37,7 +38,7 @@ pub enum ClientError {
     /// an answer. The CLI exits 3 and says how to start the daemon. `delivery` says
     /// whether the request can have reached the daemon, for callers that must know if
     /// sending it again could do it twice.
-    #[error("cannot reach the agt daemon at {target}: {reason}")]
+    #[error("cannot reach the agt daemon at {}: {reason}", shown_target(.target))]
     Unreachable { target: String, reason: String, delivery: Delivery },
     /// The daemon answered with its error shape `{"error": {"code", "message"}}`.
     #[error("{0}")]
@@ -46,7 +47,7 @@ pub enum ClientError {
     #[error("unexpected answer from the daemon: {0}")]
     Protocol(String),
     /// The daemon's URL (`--url`, `AGT_URL`) cannot be used.
-    #[error("invalid daemon URL {url:?}: {reason}")]
+    #[error("invalid daemon URL {}: {reason}", quoted(.url))]
     BadUrl { url: String, reason: String },
     /// The token (`--token`, `AGT_TOKEN`) cannot be sent: it is not one `agt token
     /// create` made. Not shown, as a token is a secret; the CLI exits 2 (usage).
@@ -187,13 +188,13 @@ fn check_authority(authority: &str) -> Result<(), String> {
         Some(rest) => {
             let Some((v6, after)) = rest.split_once(']') else { return Err("an IPv6 address needs its closing ']'".into()) };
             if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')) {
-                return Err(format!("{v6:?} is not an IPv6 address"));
+                return Err(format!("{} is not an IPv6 address", quoted(v6)));
             }
             match after {
                 "" => return Ok(()),
                 _ => match after.strip_prefix(':') {
                     Some(port) => (None, Some(port)),
-                    None => return Err(format!("unexpected {after:?} after the IPv6 address (a port is written :PORT)")),
+                    None => return Err(format!("unexpected {} after the IPv6 address (a port is written :PORT)", quoted(after))),
                 },
             }
         }
@@ -205,13 +206,25 @@ fn check_authority(authority: &str) -> Result<(), String> {
     if let Some(host) = host {
         if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
             return Err(format!(
-                "{host:?} is not a host name: write http://HOST:PORT, HOST being letters, digits, '-' and '.' (or an IPv6 address in [])"
+                "{} is not a host name: write http://HOST:PORT, HOST being letters, digits, '-' and '.' (or an IPv6 address in [])",
+                quoted(host)
             ));
         }
     }
     match port {
-        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Err(format!("port {p:?} is not a number from 1 to 65535")),
+        Some(p) if p.parse::<u16>().map_or(true, |n| n == 0) => Err(format!("port {} is not a number from 1 to 65535", quoted(p))),
         _ => Ok(()),
+    }
+}
+
+/// The daemon an error names: a TCP one (`--url`, which a script may fill with anything)
+/// by its ends and length when long (`api::quote`), a socket's path whole (the kernel keeps
+/// it under 108 bytes, and a user looks for the home in it).
+fn shown_target(target: &str) -> std::borrow::Cow<'_, str> {
+    if target.starts_with("http://") {
+        crate::api::quote::bare(target).into()
+    } else {
+        target.into()
     }
 }
 

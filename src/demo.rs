@@ -18,6 +18,7 @@
 //! up to a fixed balance (never beyond), at the start and every 20 s, so running the
 //! demo again reuses the same users without inflating them.
 
+use crate::api::quote::quoted;
 use crate::api::ApiError;
 use crate::client::{encode, Client, ClientError};
 use rand::rngs::StdRng;
@@ -289,7 +290,7 @@ async fn instruments(client: &Client, wanted: &[String]) -> Result<Vec<Instrumen
                 all.iter().find(|i| &i.symbol == w).cloned().ok_or_else(|| {
                     failed(
                         "unknown_symbol",
-                        format!("the daemon has no symbol {w:?}; `agt symbol list` shows them, `agt symbol add` adds one"),
+                        format!("the daemon has no symbol {}; `agt symbol list` shows them, `agt symbol add` adds one", quoted(w)),
                     )
                 })
             })
@@ -567,12 +568,18 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h (e.g. 90s, 5m), or 0 to run until Ctrl-C")),
+        _ => {
+            return Err(format!(
+                "unknown unit {} in {}: use ms, s, m or h (e.g. 90s, 5m), or 0 to run until Ctrl-C",
+                quoted(unit),
+                quoted(s)
+            ))
+        }
     };
     let n: f64 =
-        num.trim().parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 60, 90s, 5m or 1h, or 0 to run until Ctrl-C"))?;
+        num.trim().parse().map_err(|_| format!("{} is not a duration: use e.g. 60, 90s, 5m or 1h, or 0 to run until Ctrl-C", quoted(s)))?;
     if !n.is_finite() || n < 0.0 || n * scale > 366.0 * 86_400.0 {
-        return Err(format!("{s:?} is out of range: from 0 (until Ctrl-C) to a year"));
+        return Err(format!("{} is out of range: from 0 (until Ctrl-C) to a year", quoted(s)));
     }
     Ok(if n == 0.0 { None } else { Some(Duration::from_secs_f64(n * scale)) })
 }

@@ -74,7 +74,7 @@ pub struct BenchArgs {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && (1.0..=10_000_000.0).contains(&r) => Ok(r),
-        _ => Err(format!("the rate is orders per second, a number from 1 to 10000000, got {s:?}")),
+        _ => Err(format!("the rate is orders per second, a number from 1 to 10000000, got {}", crate::api::quote::quoted(s))),
     }
 }
 

@@ -45,8 +45,9 @@ pub fn run(ctx: &Ctx, cmd: ConfigCmd) -> CliResult {
         ConfigCmd::Get { key } => {
             super::named(&key, "KEY", "a dotted key (`agt config show` lists them)")?;
             let v = ctx.get("/api/config")?;
-            let found = lookup(&v, &key)
-                .ok_or_else(|| CliError::failed("unknown_key", format!("no config key {key:?}; `agt config show` lists them")))?;
+            let found = lookup(&v, &key).ok_or_else(|| {
+                CliError::failed("unknown_key", format!("no config key {}; `agt config show` lists them", crate::api::quote::quoted(&key)))
+            })?;
             let pending = if Settings::is_hot(&key) { Map::new() } else { pending(ctx) };
             ctx.show(&found, |f| match f {
                 Value::Object(_) => show(&key, f),

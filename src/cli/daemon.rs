@@ -15,6 +15,7 @@
 
 use super::output::{duration, field};
 use super::{CliError, CliResult, Ctx};
+use crate::api::quote::{bare, quoted};
 use crate::api::DaemonInfo;
 use crate::client::{read_info, BlockingClient, Client, ClientError, Endpoint};
 use crate::daemon::lock::{self, Holder};
@@ -73,11 +74,11 @@ fn wait_seconds(raw: &str) -> Result<u64, String> {
     match t.parse::<u64>() {
         Ok(0) => Err("0 would give up at once: wait at least 1 second".into()),
         Ok(n) if n <= WAIT_MAX_S => Ok(n),
-        Ok(_) => Err(format!("{t} is too long: {WAIT_MAX_S} (a day) is the most it waits")),
+        Ok(_) => Err(format!("{} is too long: {WAIT_MAX_S} (a day) is the most it waits", bare(t))),
         Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
-            Err(format!("{t} is too long: {WAIT_MAX_S} (a day) is the most it waits"))
+            Err(format!("{} is too long: {WAIT_MAX_S} (a day) is the most it waits", bare(t)))
         }
-        Err(_) => Err(format!("{t:?} is not a whole number of seconds (1 to {WAIT_MAX_S})")),
+        Err(_) => Err(format!("{} is not a whole number of seconds (1 to {WAIT_MAX_S})", quoted(t))),
     }
 }
 

@@ -43,7 +43,7 @@ fn parse_run_for(s: &str) -> Result<RunFor, String> {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 100_000.0 => Ok(r),
-        _ => Err(format!("the rate is taker orders per second, a number > 0 and <= 100000, got {s:?}")),
+        _ => Err(format!("the rate is taker orders per second, a number > 0 and <= 100000, got {}", crate::api::quote::quoted(s))),
     }
 }
 

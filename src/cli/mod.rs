@@ -201,9 +201,9 @@ pub fn count_up_to(max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + S
         match t.parse::<u32>() {
             Ok(n) => Ok(n),
             Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
-                Err(format!("{t} is too large: {max} is the most it gives"))
+                Err(format!("{} is too large: {max} is the most it gives", crate::api::quote::bare(t)))
             }
-            Err(_) => Err(format!("{t:?} is not a whole number of 1 or more")),
+            Err(_) => Err(format!("{} is not a whole number of 1 or more", crate::api::quote::quoted(t))),
         }
     }
 }
@@ -390,8 +390,42 @@ pub struct Listed {
 
 /// Parses, dispatches and maps the outcome to an exit code; what `main` calls.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    run(cli)
+    match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) => usage_error(e),
+    }
+}
+
+/// clap's refusal of a command line, as clap prints it (exit 2), with each long value the
+/// user gave quoted by its ends and length ([`crate::api::quote::quoted`]). clap quotes
+/// a value it refuses whole (`invalid value '<5,000 digits>' for '--limit <N>'`), and
+/// cannot be told not to; our value parsers' own words, which it appends, are short
+/// already. The values are the arguments (and an `--opt=VALUE`'s value) and `AGT_*`
+/// variables, which clap reads for some options.
+fn usage_error(e: clap::Error) -> ExitCode {
+    let given =
+        std::env::args_os().skip(1).chain(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("AGT_")).map(|(_, v)| v));
+    let mut long: Vec<String> = given
+        .map(|a| a.to_string_lossy().into_owned())
+        .flat_map(|a| {
+            let value = a.split_once('=').map(|(_, v)| v.to_string());
+            [Some(a), value]
+        })
+        .flatten()
+        .filter(|a| a.chars().count() > 40)
+        .collect();
+    if long.is_empty() || !e.use_stderr() {
+        e.exit()
+    }
+    // The longest first, so that an `--opt=VALUE` is not left half replaced by its VALUE.
+    long.sort_by_key(|a| std::cmp::Reverse(a.len()));
+    let mut text = e.render().to_string();
+    for a in &long {
+        let short = crate::api::quote::quoted(a);
+        text = text.replace(&format!("'{a}'"), &short).replace(a.as_str(), &short);
+    }
+    eprint!("{text}");
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// Runs one parsed command line.
