@@ -275,3 +275,121 @@ fn a_huge_value_is_quoted_short_in_errors() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.len() < 100 && message.contains(short), "{message}");
 }
+
+/// A 5,000-character value in every other place a refusal names what the client sent:
+/// a field's value, a JSON key, an enum value, a query parameter and its key, a path, a
+/// header, a config key and value, a webhook URL, and the CLI's own and clap's checks.
+/// Each keeps its status (exit code) and error code, names what it refused, and quotes
+/// the value by its ends and length: whole, they were 5 to 15 KB of message.
+#[test]
+fn every_refusal_quotes_a_huge_value_short() {
+    let d = Daemon::start();
+    let (sym, buyer, _) = d.market_pair("1000", "10");
+    let huge = "Z".repeat(5000);
+    let h = huge.as_str();
+    let short = "\"ZZZZZZZZZZZZZZZZ…ZZZZZZZZ\" (5000 characters)";
+    // The message: the value quoted short, never 41 of its characters in a row, and the
+    // words that say what was refused.
+    let check = |what: &str, message: &str, names: &str| {
+        assert!(message.contains(short) && message.contains(names), "{what}: {message}");
+        assert!(!message.contains(&"Z".repeat(41)) && message.len() < 700, "{what}: {} bytes: {message}", message.len());
+    };
+    let order = |k: &str, v: &str| {
+        let mut b = json!({"user_id": buyer, "symbol": sym, "side": "buy", "quantity": "1", "price": "10"});
+        b[k] = v.into();
+        b
+    };
+    let mut unknown_key = order("side", "buy");
+    unknown_key[huge.as_str()] = 1.into();
+    let mut config_key = json!({});
+    config_key[huge.as_str()] = 1.into();
+    let mut limit_key = json!({});
+    limit_key[huge.as_str()] = 1.into();
+    let user_path = format!("/api/users/{buyer}");
+    let bodies: Vec<(&str, String, Value, u16, &str, &str)> = vec![
+        ("POST", "/api/orders".into(), order("side", &huge), 400, "invalid_request", "side: unknown variant"),
+        ("POST", "/api/orders".into(), order("type", &huge), 400, "invalid_request", "type: unknown variant"),
+        ("POST", "/api/orders".into(), order("time_in_force", &huge), 400, "invalid_request", "time_in_force: unknown variant"),
+        ("POST", "/api/orders".into(), unknown_key, 400, "invalid_request", "unknown field"),
+        ("PUT", user_path.clone(), json!({"status": huge}), 400, "invalid_status", "status must be"),
+        ("POST", format!("{user_path}/deposits"), json!({"asset": huge, "amount": "1"}), 400, "invalid_asset", "asset must be"),
+        ("PUT", "/api/risk/limits".into(), limit_key, 400, "invalid_limit", "unknown limit"),
+        ("PUT", "/api/risk/limits".into(), json!({"max_open_orders": huge}), 400, "invalid_limit", "max_open_orders: expected"),
+        ("POST", "/api/risk/halt".into(), json!({"symbol": huge}), 400, "invalid_symbol", "symbol must be"),
+        ("PUT", "/api/config".into(), config_key, 400, "invalid_config", "unknown key"),
+        ("PUT", "/api/config".into(), json!({"log.level": huge}), 400, "invalid_config", "log.level: expected"),
+        ("PUT", "/api/config".into(), json!({"http.listen": huge}), 400, "invalid_config", "http.listen: expected"),
+        ("POST", "/api/tokens".into(), json!({"name": "t", "role": huge}), 400, "invalid_role", "role must be"),
+        (
+            "POST",
+            "/api/notifications/rules".into(),
+            json!({"url": "http://h/x", "events": [huge]}),
+            400,
+            "invalid_events",
+            "unknown event type",
+        ),
+        ("POST", "/api/services/x/restart".replace('x', &huge), Value::Null, 404, "unknown_service", "no service"),
+        ("GET", format!("/api/orders?status={huge}"), Value::Null, 400, "invalid_status", "status must be"),
+        ("GET", format!("/api/orders?{huge}=1"), Value::Null, 400, "invalid_query", "unknown field"),
+        ("GET", format!("/api/orders?limit={huge}"), Value::Null, 400, "invalid_limit", "limit must be"),
+        ("GET", format!("/api/events?type={huge}"), Value::Null, 400, "unknown_event_type", "unknown event type"),
+        ("GET", format!("/api/events?follow={huge}"), Value::Null, 400, "invalid_query", "follow must be"),
+        ("GET", format!("/api/book/{sym}?depth={huge}"), Value::Null, 400, "invalid_query", "depth must be"),
+        ("GET", format!("/api/market/{sym}/candles?interval={huge}"), Value::Null, 400, "invalid_interval", "interval must be"),
+        ("GET", format!("/api/tokens?status={huge}"), Value::Null, 400, "invalid_status", "status must be"),
+        ("GET", format!("/api/notifications?status={huge}"), Value::Null, 400, "invalid_status", "status must be"),
+        ("GET", format!("/api/book/{huge}"), Value::Null, 404, "unknown_symbol", "no symbol"),
+    ];
+    for (method, path, body, status, want, names) in bodies {
+        let what = format!("{method} {}", path.replace(&huge, "<huge>"));
+        let (got, answer) = d.req(method, &path, (!body.is_null()).then_some(body));
+        assert_eq!((got, code(&answer)), (status, want), "{what}: {}", answer.to_string().len());
+        check(&what, answer["error"]["message"].as_str().unwrap(), names);
+    }
+    // A webhook URL (within its 2,048 bytes, so refused for its scheme) and a header.
+    let url = format!("ftp://{huge}")[..2000].to_string();
+    let (got, answer) = d.req("POST", "/api/notifications/rules", Some(json!({"url": url, "events": ["*"]})));
+    assert_eq!((got, code(&answer)), (400, "invalid_url"), "{}", answer.to_string().len());
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"ftp://ZZZZZZZZZZ…ZZZZZZZZ\" (2000 characters) is not an http:// URL") && message.len() < 200, "{message}");
+    let (got, answer) = d.raw("POST", "/api/users", "{}", &[("Content-Type", h)]);
+    assert_eq!((got, code(&answer)), (415, "unsupported_media_type"));
+    check("Content-Type", answer["error"]["message"].as_str().unwrap(), "got Content-Type");
+
+    // A path no route has: named as it was sent, a number of characters past 40.
+    let (got, answer) = d.req("GET", &format!("/api/{huge}"), None);
+    assert_eq!((got, code(&answer)), (404, "not_found"));
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("no route GET /api/ZZZZZZZZZZZ…ZZZZZZZZ (5005 characters);") && message.len() < 200, "{message}");
+
+    // The CLI: the daemon's refusals (exit 1), its own checks and clap's (exit 2).
+    let cli: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["config", "get", h], 1, "no config key"),
+        (vec!["config", "set", h, "1"], 1, "unknown key"),
+        (vec!["config", "set", "log.level", h], 1, "log.level: expected"),
+        (vec!["risk", "set", h, "1"], 1, "unknown limit"),
+        (vec!["risk", "halt", h], 1, "invalid_symbol"),
+        (vec!["service", "restart", h], 1, "unknown_service"),
+        (vec!["user", "deposit", &buyer, h, "1"], 1, "invalid_asset"),
+        (vec!["events", "tail", "--type", h], 1, "unknown_event_type"),
+        (vec!["market", "candles", &sym, "--interval", h], 1, "invalid_interval"),
+        (vec!["order", "place", &buyer, &sym, h, "1", "10"], 2, "for '<SIDE>'"),
+        (vec!["order", "place", &buyer, &sym, "buy", "1", "10", "--tif", h], 2, "for '--tif <TIF>'"),
+        (vec!["user", "update", &buyer, "--status", h], 2, "for '--status <STATUS>'"),
+        (vec!["order", "list", "--limit", h], 2, "is not a whole number"),
+        (vec!["daemon", "stop", "--timeout", h], 2, "is not a whole number of seconds"),
+        (vec!["order", h], 2, "unrecognized subcommand"),
+    ];
+    for (args, exit, names) in cli {
+        let out = d.cli().args(&args).output().unwrap();
+        let err = stderr(&out);
+        let what = format!("agt {}", args.join(" ").replace(&huge, "<huge>"));
+        assert_eq!(out.status.code(), Some(exit), "{what}: {}", err.len());
+        check(&what, &err, names);
+    }
+    // `--limit 999…9` is digits, only too many: shown as a number, unquoted.
+    let out = d.cli().args(["order", "list", "--limit", &"9".repeat(5000)]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", err.len());
+    assert!(err.contains("9999999999999999…99999999 (5000 characters) is too large") && err.len() < 300, "{err}");
+}
