@@ -188,20 +188,30 @@ fn stalled(d: &Daemon, path: &str) -> std::os::unix::net::UnixStream {
 /// A chunked body's events, and whether it ended with its last chunk (a complete answer)
 /// rather than a dropped connection.
 fn dechunk(raw: &[u8]) -> (Vec<u64>, bool) {
-    let text = String::from_utf8_lossy(raw);
-    let mut rest = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    let mut body = String::new();
+    let (chunks, complete) = http_chunks(raw);
+    (String::from_utf8_lossy(&chunks.concat()).lines().map(seq_of).collect(), complete)
+}
+
+/// The chunks of a chunked answer (after its head), as the daemon wrote them, the last
+/// one only if it came whole; and whether it ended with its last chunk.
+fn http_chunks(raw: &[u8]) -> (Vec<&[u8]>, bool) {
+    let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return (vec![], false) };
+    let mut rest = &raw[at + 4..];
+    let mut chunks = Vec::new();
     loop {
-        let Some((size, after)) = rest.split_once("\r\n") else { break (body.lines().map(seq_of).collect(), false) };
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break (body.lines().map(seq_of).collect(), false) };
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { return (chunks, false) };
+        let Some(n) = std::str::from_utf8(&rest[..eol]).ok().and_then(|size| usize::from_str_radix(size.trim(), 16).ok()) else {
+            return (chunks, false);
+        };
         if n == 0 {
-            break (body.lines().map(seq_of).collect(), true);
+            return (chunks, true);
         }
+        let after = &rest[eol + 2..];
         if after.len() < n {
-            break (body.lines().map(seq_of).collect(), false);
+            return (chunks, false);
         }
-        body.push_str(&after[..n]);
-        rest = after[n..].strip_prefix("\r\n").unwrap_or("");
+        chunks.push(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&[]);
     }
 }
 
@@ -619,4 +629,231 @@ fn a_revoke_ends_a_replay_whose_client_reads_nothing_at_once() {
     assert!(!complete, "a stream cut short does not end like a complete one");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "what it got has no gap");
     assert!(got.len() < backlog / 8, "{} bytes read of a {backlog}-byte backlog", got.len());
+}
+
+/// What the kernel holds to send on the daemon's end of the TCP connection whose client
+/// end is `client` (`/proc/net/tcp`'s `tx_queue`: written by the daemon, not yet taken
+/// by the client), if that end is listed.
+fn daemon_unsent(d: &Daemon, client: &std::net::TcpStream) -> Option<usize> {
+    let (daemon_port, client_port) = (d.tcp_addr().rsplit_once(':')?.1.parse::<u16>().ok()?, client.local_addr().ok()?.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let port = |addr: &str| addr.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).find_map(|row| {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let (local, remote, queues) = (cols.get(1)?, cols.get(2)?, cols.get(4)?);
+        (port(local)? == daemon_port && port(remote)? == client_port).then_some(())?;
+        usize::from_str_radix(queues.split_once(':')?.0, 16).ok()
+    })
+}
+
+/// How much a live stream's client leaves unread before its reader is refused: the
+/// daemon's kernel holds at least this much for it (well past the client's own 4 KiB
+/// receive buffer, and the 8 pieces the stream queues), so it is stuck on its sends.
+const BACKLOG: usize = 256 * 1024;
+
+/// A followed stream of live events only (`tail=0`: nothing stored is replayed) over TCP
+/// with `token`, from a client with a small window ([`small_window_connect`]) that reads
+/// nothing once its answer has begun, and the seq it follows from.
+fn live_stream_read_by_nobody(d: &Daemon, token: &str) -> (std::net::TcpStream, u64) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let from = newest_seq(d);
+    let mut s = small_window_connect(d.tcp_addr());
+    write!(s, "GET /api/events?follow=true&tail=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n")
+        .unwrap();
+    wait_until("the stream's head", Duration::from_secs(10), || {
+        let mut waiting: libc::c_int = 0;
+        // SAFETY: FIONREAD into a c_int on a socket this test owns.
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+        (waiting > 0).then_some(())
+    });
+    (s, from)
+}
+
+/// Runs `more` (which makes events for the stream) until the daemon's kernel holds
+/// [`BACKLOG`] unsent on `s`: what it holds then.
+fn until_backlog(d: &Daemon, s: &std::net::TcpStream, mut more: impl FnMut()) -> usize {
+    wait_until("the daemon's send buffer to fill", Duration::from_secs(120), || {
+        daemon_unsent(d, s).filter(|&n| n >= BACKLOG).or_else(|| {
+            more();
+            None
+        })
+    })
+}
+
+/// What a client that read nothing gets of its cut stream once it reads again, after the
+/// daemon has closed the connection: everything up to the end, or the reset.
+fn read_after_cut(d: &Daemon, mut s: std::net::TcpStream) -> Vec<u8> {
+    wait_until("the daemon to close the refused stream's connection", Duration::from_secs(10), || (tcp_connections(d)? == 0).then_some(()));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// Asserts a cut live stream gave its client the first of the events it may read
+/// (`visible`, in order, those published up to the refusal), with no gap and nothing
+/// after, and no more than its own socket could hold: not the `held` bytes the daemon's
+/// kernel had taken on for it.
+fn assert_cut_at_once(got: &[u8], visible: &[u64], held: usize) {
+    let (seqs, complete) = dechunk(got);
+    assert!(!complete, "a stream cut short does not end like a complete one");
+    assert!(!seqs.is_empty(), "the client's socket held some events: {} bytes", got.len());
+    assert_eq!(Some(&seqs[..]), visible.get(..seqs.len()), "what it got has no gap, and nothing after the refusal");
+    eprintln!("live stream cut: the client read {} bytes ({} events); the daemon's kernel held {held} unsent", got.len(), seqs.len());
+    assert!(got.len() < BACKLOG / 4, "{} bytes read; the daemon's kernel held {held} unsent", got.len());
+}
+
+/// A revoked token's live stream ends at once while its client reads nothing and the
+/// orders keep coming. The replay's case is above; a followed stream is stuck elsewhere:
+/// on its live feed's chunks (and, once it lags, on a replay catching up), with the
+/// kernel's send buffer full of events its client has not taken. The client, reading
+/// again, gets what its own socket held and the end: not the daemon's backlog, and
+/// nothing published after the revoke.
+#[test]
+fn a_revoke_ends_a_live_stream_whose_client_reads_nothing_at_once() {
+    let d = Daemon::start();
+    let viewer = d.ok("POST", "/api/tokens", Some(json!({"role": "viewer"})));
+    let (s, from) = live_stream_read_by_nobody(&d, viewer["token"].as_str().unwrap());
+    let mut bench = d.cli_spawn(&["-q", "bench", "--orders", "6000", "--concurrency", "8"]);
+    let held = until_backlog(&d, &s, || {
+        assert!(bench.try_wait().unwrap().is_none(), "the bench ended before the stream's backlog reached {BACKLOG} bytes");
+    });
+    // The orders go on while the token is revoked.
+    d.ok("DELETE", &format!("/api/tokens/{}", viewer["id"].as_str().unwrap()), None);
+    let revoked = newest_seq(&d);
+    let got = read_after_cut(&d, s);
+    assert!(bench.wait().unwrap().success(), "the bench, while the stream was stuck and cut");
+    let (_, after) = d.raw("GET", &format!("/api/events?since={from}&limit={}", revoked - from), "", &[]);
+    let visible: Vec<u64> = events_of(after)
+        .iter()
+        .filter(|e| !e["type"].as_str().unwrap().starts_with("TOKEN_"))
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_cut_at_once(&got, &visible, held);
+}
+
+/// Disabling a user ends its trader token's live stream at once while the client reads
+/// nothing and the user's own orders keep it busy, as a revoke does.
+#[test]
+fn a_disable_ends_a_live_stream_whose_client_reads_nothing_at_once() {
+    let d = Daemon::start();
+    let (sym, alice, bob) = d.market_pair("100000000", "10000000");
+    let token = d.ok("POST", "/api/tokens", Some(json!({"role": "trader", "user_id": alice})))["token"].as_str().unwrap().to_string();
+    let (s, from) = live_stream_read_by_nobody(&d, &token);
+    // Alice's buys fill against Bob's sells: her orders' lives and fills, for her stream.
+    let trade = || {
+        assert_eq!(d.place(&bob, &sym, "sell", "1", Some("10")).0, 201);
+        assert_eq!(d.place(&alice, &sym, "buy", "1", Some("10")).0, 201);
+    };
+    let held = until_backlog(&d, &s, trade);
+    d.cli().args(["user", "disable", &alice]).assert().success();
+    let disabled = newest_seq(&d);
+    let got = read_after_cut(&d, s);
+    let (_, after) = d.raw("GET", &format!("/api/events?since={from}&limit={}", disabled - from), "", &[]);
+    let hers: Vec<u64> = events_of(after)
+        .iter()
+        .filter(|e| e["data"]["user_id"] == alice.as_str() && TRADER_TYPES.contains(&e["type"].as_str().unwrap()))
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_cut_at_once(&got, &hers, held);
+}
+
+/// The event types a trader token reads (`routes/events.rs`), where they name its user.
+const TRADER_TYPES: &[&str] = &[
+    "USER_CREATED",
+    "USER_UPDATED",
+    "ACCOUNT_DEPOSITED",
+    "ACCOUNT_WITHDRAWN",
+    "ORDER_CREATED",
+    "ORDER_REJECTED",
+    "ORDER_STATUS_UPDATED",
+    "ORDER_EXECUTED",
+    "ORDER_CANCELLED",
+    "ORDER_EXPIRED",
+];
+
+/// A burst of orders reaches a follower whole: every event once, in order, no seq
+/// skipped, byte for byte what a replay of the same range sends, though the live feed
+/// frames the events ready together into one chunk (`take_ready`) where the replay frames
+/// pages of the store. A chunk that dropped, repeated or reordered an event at a chunk's
+/// edge, or a follower that fell behind the feed and caught up from the store, would show
+/// here.
+#[test]
+fn a_follower_gets_a_burst_of_orders_whole_and_in_order() {
+    use std::io::Write;
+    let d = Daemon::start();
+    let from = newest_seq(&d);
+    let mut s = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /api/events?follow=true&tail=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its head");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    // The follower reads as the orders come, until it has the newest event the burst
+    // made (looking for it between reads: a short read timeout, not a bound on anything).
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let (newest_tx, newest_rx) = std::sync::mpsc::channel::<u64>();
+    let follower = std::thread::spawn(move || {
+        let mut newest = None;
+        let mut since_any = std::time::Instant::now();
+        loop {
+            newest = newest.or_else(|| newest_rx.try_recv().ok());
+            if newest.is_some_and(|newest| dechunk(&raw).0.last().is_some_and(|&seq| seq >= newest)) {
+                return raw;
+            }
+            match s.read(&mut buf) {
+                Ok(0) => panic!("the followed stream ended"),
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    since_any = std::time::Instant::now();
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    let last = dechunk(&raw).0.last().copied();
+                    assert!(
+                        since_any.elapsed() < Duration::from_secs(60),
+                        "the follower got nothing for a minute after {last:?} (newest {newest:?})"
+                    );
+                }
+                Err(e) => panic!("the followed stream broke: {e}"),
+            }
+        }
+    });
+    many_events(&d, "3000");
+    let newest = newest_seq(&d);
+    newest_tx.send(newest).unwrap();
+    let raw = follower.join().unwrap();
+    let (followed, _) = http_chunks(&raw);
+    let followed = followed.concat();
+
+    let replay = format!("/api/events?since={from}&limit={}", newest - from);
+    let mut r = std::os::unix::net::UnixStream::connect(d.sock()).unwrap();
+    write!(r, "GET {replay} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut replayed = Vec::new();
+    r.read_to_end(&mut replayed).unwrap();
+    let (replayed, complete) = http_chunks(&replayed);
+    assert!(complete, "the replay ended as complete");
+    let replayed = replayed.concat();
+
+    let seqs: Vec<u64> = String::from_utf8_lossy(&followed).lines().map(seq_of).collect();
+    assert!(
+        seqs.iter().copied().eq(from + 1..=newest),
+        "every event once, in order, no seq skipped: {} events from {:?}",
+        seqs.len(),
+        seqs.first()
+    );
+    assert!(followed == replayed, "the followed events are the replayed ones, byte for byte");
+    let (chunks, _) = http_chunks(&raw);
+    eprintln!("followed {} events ({} bytes) in {} chunks", seqs.len(), followed.len(), chunks.len());
+    assert!(chunks.len() < seqs.len(), "events ready together went in one chunk: {} chunks for {} events", chunks.len(), seqs.len());
 }

@@ -794,6 +794,112 @@ mod tests {
         }
     }
 
+    fn live_event(seq: u64, kind: &str, user: &str) -> Arc<BusEvent> {
+        Arc::new(BusEvent::from_event(crate::api::Event {
+            seq,
+            event_id: format!("e{seq}"),
+            kind: kind.into(),
+            source: "orders".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            data: serde_json::json!({"user_id": user, "order_id": format!("o{seq}"), "note": "x".repeat(150)}),
+        }))
+    }
+
+    fn everyone() -> Reader {
+        Reader { token: None, hide_tokens: false, only_user: None }
+    }
+
+    /// What the live loop of [`send_events`] sends for what waits on `live`: the chunks
+    /// [`take_ready`] frames, one per call, until the feed is empty or `left` is spent.
+    fn drain(
+        live: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
+        last: &mut u64,
+        reader: &Reader,
+        left: &mut usize,
+        sse: bool,
+    ) -> Vec<Vec<u8>> {
+        let mut chunks = Vec::new();
+        while *left > 0 {
+            let Ok(first) = live.try_recv() else { break };
+            let ready = take_ready(Ok(first), live, last, &None, reader, left, sse);
+            assert!(ready.then.is_ok(), "the feed neither lagged nor closed");
+            chunks.push(ready.chunk);
+        }
+        chunks
+    }
+
+    /// A burst of live events (a flush hands the feed hundreds at once) goes out in
+    /// chunks of about [`CHUNK`], each event once and in order: every chunk but the last
+    /// is full, and none runs past [`CHUNK`] by more than the frame that filled it. One
+    /// chunk per event was a channel send, a hyper write and a wakeup each; an unbounded
+    /// chunk would hold a whole lagging feed in memory.
+    #[test]
+    fn a_burst_of_live_events_goes_in_few_chunks_each_bounded() {
+        for sse in [false, true] {
+            let (feed, mut live) = tokio::sync::broadcast::channel(4096);
+            let burst = 2000u64;
+            let frames: Vec<Vec<u8>> = (1..=burst)
+                .map(|seq| {
+                    let e = live_event(seq, "ORDER_CREATED", "u1");
+                    feed.send(e.clone()).unwrap();
+                    let mut frame = Vec::new();
+                    push_frame(&mut frame, e.seq, &e.kind, &e.line, sse);
+                    frame
+                })
+                .collect();
+            let widest = frames.iter().map(Vec::len).max().unwrap();
+            let (mut last, mut left) = (0, usize::MAX);
+            let chunks = drain(&mut live, &mut last, &everyone(), &mut left, sse);
+            let total: usize = frames.iter().map(Vec::len).sum();
+            assert!(total > 8 * CHUNK, "the burst is worth several chunks ({total} bytes)");
+            assert!(chunks.len() <= total / CHUNK + 1, "sse {sse}: {} chunks for {total} bytes", chunks.len());
+            let (full, tail) = chunks.split_at(chunks.len() - 1);
+            assert!(full.iter().all(|c| c.len() >= CHUNK), "sse {sse}: a chunk went before it was full");
+            assert!(!tail[0].is_empty());
+            assert!(chunks.iter().all(|c| c.len() < CHUNK + widest), "sse {sse}: a chunk past the bound");
+            assert_eq!(chunks.concat(), frames.concat(), "sse {sse}: every event once, in order, framed as a replay frames it");
+            assert_eq!((last, left), (burst, usize::MAX - burst as usize));
+        }
+    }
+
+    /// What a chunk leaves out does not count towards it, nor does it end it: events
+    /// already sent (at or before `last`, as a catch-up replay leaves them on the feed),
+    /// and those the reader may not see. `limit` ends the chunk on its last event and
+    /// leaves the rest waiting; a lag behind the chunk is told after it, not instead.
+    #[test]
+    fn a_chunk_skips_what_was_sent_or_is_hidden_and_stops_at_the_limit() {
+        let (feed, mut live) = tokio::sync::broadcast::channel(64);
+        for seq in 1..=30 {
+            let user = if seq % 3 == 0 { "u1" } else { "u2" };
+            feed.send(live_event(seq, "ORDER_CREATED", user)).unwrap();
+        }
+        let trader = Reader { token: None, hide_tokens: false, only_user: Some("u1".into()) };
+        let (mut last, mut left) = (10, 4);
+        let chunks = drain(&mut live, &mut last, &trader, &mut left, false);
+        let seqs: Vec<u64> = chunks
+            .concat()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(chunks.len(), 1, "one chunk for what was ready at once");
+        assert_eq!(seqs, [12, 15, 18, 21], "after `last`, the trader's own, up to the limit");
+        assert_eq!((last, left), (21, 0));
+        assert_eq!(live.try_recv().unwrap().seq, 22, "the rest waits on the feed");
+
+        // The feed overruns this reader after its next event was taken: that event is
+        // still framed, and the lag comes after it.
+        let first = live.try_recv().unwrap();
+        for seq in 31..=200 {
+            feed.send(live_event(seq, "ORDER_CREATED", "u1")).unwrap();
+        }
+        let (mut last, mut left) = (22, usize::MAX);
+        let ready = take_ready(Ok(first), &mut live, &mut last, &None, &everyone(), &mut left, false);
+        assert!(matches!(ready.then, Err(RecvError::Lagged(_))), "the lag is told");
+        assert_eq!(String::from_utf8(ready.chunk).unwrap().lines().count(), 1);
+        assert_eq!(last, 23);
+    }
+
     #[test]
     fn a_viewer_counts_every_type_but_tokens() {
         let seen = visible_to_viewers();
