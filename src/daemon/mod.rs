@@ -96,6 +96,12 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     let env = |k: &str| std::env::var(k).ok();
     crate::services::config::settings::check_env_names(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A `config set` a SIGKILL cut off before its record committed is undone before the
+    // settings are read: its cold keys (`durability`, `http.listen`, `symbols`) would
+    // otherwise be in force for this run, and its change recorded as the start's own.
+    let agreed = crate::services::config::cut_off::agreed_in(&home.store("config"));
+    let settled = crate::services::config::cut_off::settle(&home.config_file(), agreed.as_deref())
+        .map_err(|e| anyhow::anyhow!("cannot settle a config set cut off in {}: {e}", home.config_file().display()))?;
     let (mut settings, source) = Settings::load_with_source(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -112,6 +118,7 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     if settings.trading.sched_batch && !batch {
         tracing::warn!("trading.sched_batch: the batch scheduling class was refused; the daemon's threads run in the normal one");
     }
+    settled.say(&home.config_file());
     crate::services::config::warn_if_secrets_are_readable(&home.config_file(), &settings);
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;

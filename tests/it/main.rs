@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod cli;
 mod cli_offline;
+mod config;
 mod daemon;
 mod disk_full;
 mod events;

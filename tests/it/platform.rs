@@ -829,8 +829,8 @@ fn commands_keep_their_audit_records_across_restarts_after_a_prune() {
     assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true);
 }
 
-/// A change to `agt.toml` made while the daemon was stopped (or a `config set` a crash
-/// cut off after its file write) is recorded and announced at the next start.
+/// A change to `agt.toml` made while the daemon was stopped is recorded and announced at
+/// the next start (a `config set` a crash cut off is not: `config.rs`).
 #[test]
 fn a_config_change_made_while_stopped_is_announced_at_start() {
     let mut d = Daemon::start();

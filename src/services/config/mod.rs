@@ -3,11 +3,15 @@
 //! [`settings`] is the model (defaults, the home file, `AGT_*` overrides, validation);
 //! [`service`] is the actor that applies `agt config set` and keeps a history of changes;
 //! [`fingerprint`] lets that history tell webhook secrets apart without holding them;
-//! [`watch`] says when an edit of `agt.toml` is finished, to be applied.
+//! [`watch`] says when an edit of `agt.toml` is finished, to be applied; [`cut_off`]
+//! undoes a set a crash stopped between writing the file and recording it ([`fault`]
+//! stops one there, in tests).
 //! Other services read the live settings through [`SharedSettings`]; a hot key takes
 //! effect on their next read, or, for what reads it only when it changes (the log's
 //! level), through [`SharedSettings::on_change`] before the change is answered.
 
+pub mod cut_off;
+pub mod fault;
 pub mod fingerprint;
 pub mod service;
 pub mod settings;

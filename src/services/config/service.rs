@@ -8,7 +8,8 @@
 //! inode, checked each [`Config::TICK`]), read until it is finished ([`super::watch`]) and
 //! applied the same way, without writing it back; a file that no longer loads is reported
 //! in the log and changes nothing. A `config set` that finds an edit in the file it
-//! rewrites keeps it, and applies it too.
+//! rewrites keeps it, and applies it too. A set a crash cut off between its write and
+//! its record is undone when the service (or the daemon) starts again ([`super::cut_off`]).
 //!
 //! `[[symbols]]` entries apply only at a start, and only where the market has no such
 //! instrument yet: an instrument's terms never change. So what is said about them is
@@ -79,6 +80,10 @@ const MIGRATIONS: &[&str] = &[
     // Beside the masked `notify.webhooks`, a keyed fingerprint of their secrets
     // (`fingerprint.rs`): without it a secret changed while stopped looked like no change.
     "ALTER TABLE baseline ADD COLUMN fingerprint TEXT;",
+    // The SHA-256 of `agt.toml` as the history last agreed with it (a set's write, an
+    // applied edit, a start's file): how a start tells a set a crash cut off before its
+    // record from one recorded (`cut_off.rs`).
+    "CREATE TABLE agreed_file (id INTEGER PRIMARY KEY CHECK (id = 1), sha256 TEXT NOT NULL);",
 ];
 
 impl Service for Config {
@@ -95,6 +100,15 @@ impl Service for Config {
 
     fn load(conn: &rusqlite::Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
         let file = ctx.home.config_file();
+        super::fault::arm(ctx.settings.get().debug.fault_injection);
+        // A set the previous incarnation was cut off in (a panic) is settled before the
+        // watch takes the file; the daemon's start settled one a SIGKILL left already.
+        let settled = super::cut_off::settle(&file, super::cut_off::agreed(conn).as_deref())
+            .map_err(|e| ServiceError::Other(format!("cannot settle a config set cut off in {}: {e}", file.display())))?;
+        settled.say(&file);
+        if matches!(settled, super::cut_off::Settled::PutBack { .. }) {
+            take_file_back(&ctx.settings, &file);
+        }
         let key_file = ctx.home.config_key();
         let key = super::fingerprint::Key::load_or_create(&key_file);
         let mut config = Config {
@@ -115,6 +129,7 @@ impl Service for Config {
         self.announce_held(after);
         if let Some(text) = self.watch.look(&self.file) {
             if self.reload(tx, after, text.as_deref())? {
+                super::cut_off::agree(tx, text.as_deref())?;
                 self.watch.took(text);
                 self.live.made_from(self.watch.source());
             }
@@ -139,7 +154,7 @@ impl Service for Config {
             Err(e) => tracing::error!(
                 file = %undo.saved.path.display(),
                 error = %e,
-                "a config set could not be recorded and the file cannot be put back as it was: it holds the change, which the config service records when it starts again"
+                "a config set could not be recorded and the file cannot be put back as it was: it holds the change until the config service starts again, which puts it back"
             ),
         }
         self.live.replace(undo.settings);
@@ -156,6 +171,73 @@ impl Service for Config {
         }
         Ok(())
     }
+}
+
+/// The live settings with a file's values taken ([`taken`]).
+struct Taken {
+    next: Settings,
+    /// The changes, before [`is_change`] judges them.
+    applied: Vec<Change>,
+    /// `symbols` differ: they apply only at a start, which the log says.
+    symbols_changed: bool,
+}
+
+/// `live` with the values of `loaded` (a file as read, with the environment's
+/// overrides) where they differ, as an edit of the file applies them: `None` if none
+/// does. The webhooks are taken as the file has them when the list differs whole,
+/// secrets included (`get` masks them), as `record` judges it ([`is_change`]); the live
+/// `symbols` take the file's too, though they apply only at the next start.
+fn taken(live: &Settings, loaded: &Settings) -> Result<Option<Taken>, super::settings::ConfigError> {
+    let changed: Vec<(&str, serde_json::Value)> = Settings::known_keys()
+        .into_iter()
+        .filter(|key| *key != WEBHOOKS)
+        .filter_map(|key| {
+            let new = loaded.get(key)?;
+            (live.get(key).as_ref() != Some(&new)).then_some((key, new))
+        })
+        .collect();
+    let (lists, keys): (Vec<_>, Vec<_>) = changed.iter().partition(|(key, _)| Settings::is_list(key));
+    let symbols_changed = !lists.is_empty();
+    let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
+    if keys.is_empty() && !hooks_changed && !symbols_changed {
+        return Ok(None);
+    }
+    let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
+    let mut next: Settings = live.clone();
+    let mut applied = if entries.is_empty() { Vec::new() } else { next.set_many(&entries)? };
+    if hooks_changed {
+        let old = next.get(WEBHOOKS).unwrap_or_default();
+        next.notify.webhooks = loaded.notify.webhooks.clone();
+        let new = next.get(WEBHOOKS).unwrap_or_default();
+        applied.push(Change { key: WEBHOOKS.into(), old, new, hot: true });
+    }
+    if symbols_changed {
+        next.symbols = loaded.symbols.clone();
+    }
+    Ok(Some(Taken { next, applied, symbols_changed }))
+}
+
+/// After [`super::cut_off::settle`] put back the file a set cut off by a panic had
+/// replaced: the live settings, which that set had made live, are made from the file
+/// again, with nothing recorded or announced (the history never held the set).
+fn take_file_back(live: &SharedSettings, file: &std::path::Path) {
+    let read = Settings::load_with_source(file, &|name: &str| std::env::var(name).ok());
+    let (loaded, source) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "the file put back does not load; the live settings keep the cut-off set's change until it does");
+            return;
+        }
+    };
+    match taken(&live.get(), &loaded) {
+        Ok(Some(Taken { next, .. })) => live.replace(next),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(file = %file.display(), error = %e, "the file put back does not go together; the live settings keep the cut-off set's change until it does");
+            return;
+        }
+    }
+    live.made_from(source);
 }
 
 /// Keeps a change in the history.
@@ -312,8 +394,15 @@ impl Config {
             // Recorded: the replaced file is not needed any more, and goes before the
             // answer does (`after_commit` runs after it).
             let recorded = saved.clone();
-            after.then(move || recorded.forget_former());
+            after.then(move || {
+                super::fault::at(super::fault::Step::Recorded);
+                recorded.forget_former();
+                super::fault::at(super::fault::Step::Unlinked);
+            });
         }
+        // The record says which file it agrees with: a start that finds the kept file
+        // beside another one knows this record never committed (`cut_off.rs`).
+        super::cut_off::agree(tx, Some(&saved.text))?;
         if entries.iter().any(|(key, _)| key.starts_with("notify.webhooks")) {
             super::warn_if_secrets_are_readable(&self.file, &next);
         }
@@ -328,6 +417,8 @@ impl Config {
         }
         self.watch.wrote(saved.stamp, saved.text);
         self.live.made_from(self.watch.source());
+        // The file written and the change live, its record not committed: the worst place.
+        super::fault::at(super::fault::Step::Written);
         Ok(Ok(self.live.get().to_json()))
     }
 
@@ -351,39 +442,11 @@ impl Config {
             }
         };
         let live = self.live.get();
-        // The webhooks are taken as the file has them when the list differs whole, secrets
-        // included (`get` masks them), as `record` judges it ([`is_change`]); the other
-        // lists apply at the next start.
-        let changed: Vec<(&str, serde_json::Value)> = Settings::known_keys()
-            .into_iter()
-            .filter(|key| *key != WEBHOOKS)
-            .filter_map(|key| {
-                let new = loaded.get(key)?;
-                (live.get(key).as_ref() != Some(&new)).then_some((key, new))
-            })
-            .collect();
-        let (lists, keys): (Vec<_>, Vec<_>) = changed.iter().partition(|(key, _)| Settings::is_list(key));
-        let symbols_changed = !lists.is_empty();
-        let hooks_changed = live.notify.webhooks != loaded.notify.webhooks;
-        if keys.is_empty() && !hooks_changed && !symbols_changed {
-            return Ok(true);
-        }
-        let entries: Vec<(&str, &serde_json::Value)> = keys.iter().map(|(k, v)| (*k, v)).collect();
-        let mut next: Settings = (*live).clone();
-        let result = if entries.is_empty() { Ok(Vec::new()) } else { next.set_many(&entries) };
-        match result.map(|mut applied| {
-            if hooks_changed {
-                let old = next.get(WEBHOOKS).unwrap_or_default();
-                next.notify.webhooks = loaded.notify.webhooks.clone();
-                let new = next.get(WEBHOOKS).unwrap_or_default();
-                applied.push(Change { key: WEBHOOKS.into(), old, new, hot: true });
-            }
-            applied
-        }) {
-            Ok(mut applied) => {
+        match taken(&live, &loaded) {
+            Ok(None) => return Ok(true),
+            Ok(Some(Taken { next, mut applied, symbols_changed })) => {
                 if symbols_changed {
                     self.say_symbols_edit(&live.symbols, &loaded.symbols);
-                    next.symbols = loaded.symbols.clone();
                 }
                 self.record(tx, &mut applied, &live, &next, after)?;
                 let recorded: Vec<&str> = applied.iter().map(|c| c.key.as_str()).collect();
@@ -404,9 +467,10 @@ impl Config {
     /// Records, as changes applied at this start, where the configuration the daemon
     /// started with differs from what the history last recorded: an edit of `agt.toml`
     /// while the daemon was stopped (or a list edited while it ran, which applies only at
-    /// a start), an environment override, or a `config set` that a crash cut off after
-    /// it wrote the file but before its record committed (it was never acknowledged; it
-    /// is in effect now, so it is announced now). The first start of a home only takes the
+    /// a start), or an environment override. (A `config set` a crash cut off after it
+    /// wrote the file but before its record committed was never acknowledged: the file is
+    /// put back before this, `cut_off.rs`, so it is neither recorded nor announced.) It also
+    /// stores which file the history now agrees with. The first start of a home only takes the
     /// configuration as its baseline. A change of `symbols` is recorded now but given back
     /// to be announced once the market has loaded ([`Config::announce_held`]): only the
     /// entries it then trades as written were applied.
@@ -439,6 +503,7 @@ impl Config {
             keep(&tx, change)?;
         }
         save_baseline(&tx, &live, &Settings::known_keys(), &self.key)?;
+        super::cut_off::agree(&tx, self.live.source().text.as_deref())?;
         // The announcements go into the outbox in the transaction that moves the baseline
         // past them (`Unit::open` sends them on): once the baseline holds a change, no
         // later start finds it to announce, so a SIGKILL between this commit and the bus's

@@ -970,11 +970,11 @@ impl Settings {
             check(&base)?;
             let (text, private) = Self::merged(&origin, base.as_deref().unwrap_or_default(), entries)?;
             let unchanged = || matches!(read(), Ok(now) if now == base);
-            let former = keep_former.then(|| former_of(&target));
-            match write_atomically(&target, &text, private, &unchanged, former.as_deref()) {
+            let former = keep_former.then(|| Former::of(&target));
+            match write_atomically(&target, &text, private, &unchanged, former.as_ref()) {
                 Ok(Some(stamp)) => {
-                    // No file before: nothing to keep; putting back is removing it.
-                    let former = former.filter(|_| base.is_some());
+                    // No file before: the marker says so; putting back is removing it.
+                    let former = former.map(|f| if base.is_some() { f.link } else { f.none });
                     return Ok(Saved { base, text, stamp, path: target, former });
                 }
                 Ok(None) => continue,
@@ -1025,7 +1025,8 @@ pub struct Saved {
     /// The file written (a symlink's target).
     pub path: PathBuf,
     /// Where the file it replaced is kept, asked for by [`Settings::persist_keeping`]
-    /// (`None`: not asked for, or there was no file).
+    /// (`None`: not asked for); where there was no file, the marker that says so
+    /// ([`Former::none`]).
     pub former: Option<PathBuf>,
 }
 
@@ -1035,7 +1036,8 @@ impl Saved {
     /// Only for a write made with `keep_former`.
     pub fn put_back(&self) -> std::io::Result<()> {
         match (&self.former, &self.base) {
-            (Some(former), _) => std::fs::rename(former, &self.path),
+            (Some(former), Some(_)) => std::fs::rename(former, &self.path),
+            (Some(marker), None) => std::fs::remove_file(&self.path).and_then(|()| std::fs::remove_file(marker)),
             (None, None) => std::fs::remove_file(&self.path),
             (None, Some(_)) => Err(std::io::Error::other("the file it replaced was not kept")),
         }
@@ -1049,10 +1051,23 @@ impl Saved {
     }
 }
 
-/// Where [`Settings::persist_keeping`] keeps the file it replaces: beside it, hidden.
-fn former_of(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "agt.toml".into());
-    path.with_file_name(format!(".{name}.before-set"))
+/// What [`Settings::persist_keeping`] leaves beside the file it replaces until the
+/// change is recorded: the config service's start reads them to undo a set a crash cut
+/// off before its record (`config::cut_off`).
+pub struct Former {
+    /// The replaced file, kept as a hard link (`.agt.toml.before-set`).
+    pub link: PathBuf,
+    /// An empty file saying there was no file to replace (`.agt.toml.before-set-none`):
+    /// putting back is then removing the new one.
+    pub none: PathBuf,
+}
+
+impl Former {
+    /// Beside `path` (a symlink's target), hidden.
+    pub fn of(path: &Path) -> Former {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "agt.toml".into());
+        Former { link: path.with_file_name(format!(".{name}.before-set")), none: path.with_file_name(format!(".{name}.before-set-none")) }
+    }
 }
 
 /// Variables that start like a setting's (`AGT_RISK_…`) but name none, such as the typo
@@ -1627,7 +1642,7 @@ fn write_atomically(
     text: &str,
     private: bool,
     unchanged: &dyn Fn() -> bool,
-    former: Option<&Path>,
+    former: Option<&Former>,
 ) -> std::io::Result<Option<Option<super::watch::Stamp>>> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
@@ -1651,12 +1666,22 @@ fn write_atomically(
             return Ok(None);
         }
         if let Some(former) = former {
-            // A link left by a write that was never put back nor forgotten (a crash).
-            let _ = std::fs::remove_file(former);
-            match std::fs::hard_link(path, former) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            // Left by a write that was never put back nor forgotten (a crash the start
+            // did not settle: it runs before any set, so this is only a precaution).
+            let _ = std::fs::remove_file(&former.link);
+            let _ = std::fs::remove_file(&former.none);
+            match std::fs::hard_link(path, &former.link) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Created, not linked: an empty file costs an inode, no block.
+                    std::fs::File::create(&former.none)?;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
             }
+            // On disk before the rename: a power cut must not keep the new file and lose
+            // what undoes it.
+            std::fs::File::open(&dir)?.sync_all()?;
+            super::fault::at(super::fault::Step::Linked);
         }
         std::fs::rename(&temp, path)?;
         Ok(Some(stamp))
