@@ -1,6 +1,10 @@
 """HTTP/1.1 over agt's Unix socket, for the drivers run by hand (`chaos.py`,
-`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`, `auth-chaos.py`): Python's standard library has
-no client for a Unix socket, and each driver had its own copy of this one. Not a script.
+`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`, `auth-chaos.py`, `disk-full.py`):
+Python's standard library has no client for a Unix socket, and each driver had its own
+copy of this one. Beside it, what several drivers do alike: `ok` and `pid`; the load of
+chaos.py and disk-full.py (`Told`, what their threads were told; `draw_order`, a
+trader's next order; `cashier`) and the checks they make of it after a kill or a full
+disk (`check_balances`, `check_acknowledged`). Not a script.
 
 One request at a time per connection, kept open between them. A connection the daemon
 drops mid-request (killed, stopping) raises `Gone`: whether the request took effect is
@@ -9,6 +13,25 @@ unknown, and each driver decides what that means for its ledger.
 
 import json
 import socket
+import threading
+import time
+from collections import defaultdict
+from decimal import Decimal
+
+
+def ok(conn, method, path, body=None):
+    """The answer to a request that must succeed; a driver cannot go on without it, so
+    anything else stops it, saying what came back."""
+    s, v = conn.call(method, path, body)
+    if s >= 300:
+        raise SystemExit(f"{method} {path} {body}: {s} {v}")
+    return v
+
+
+def pid(home):
+    """The pid of the daemon running in `home`, as its `agtd.json` names it."""
+    with open(f"{home}/agtd.json") as f:
+        return json.load(f)["pid"]
 
 
 class Gone(Exception):
@@ -135,6 +158,98 @@ FINAL = {"filled", "cancelled", "rejected", "expired"}
 RANK = {"new": 0, "partially_filled": 1}
 
 
+class Told:
+    """What a load driver's threads were told, for the checks after a kill or a full disk
+    (`check_acknowledged`, `check_balances`); shared by chaos.py and disk-full.py, whose
+    traders and cashiers keep it alike. Change it under `lock`."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ledger = defaultdict(Decimal)  # (user, asset) -> acknowledged deposits - withdrawals
+        self.uncertain = []  # (user, asset, signed amount) whose answer never came
+        self.orders = {}  # order_id -> the most advanced view of the order we were told
+        self.cancelled = set()  # acknowledged cancels
+
+    def remember(self, o):
+        """Keeps the most advanced answer seen for an order (ignores what is not one)."""
+        if not isinstance(o, dict) or "order_id" not in o:
+            return
+        with self.lock:
+            old = self.orders.get(o["order_id"])
+            if old is None or Decimal(o["filled_quantity"]) > Decimal(old["filled_quantity"]) or (o["status"] in FINAL and old["status"] not in FINAL):
+                self.orders[o["order_id"]] = o
+
+    def cancel_answered(self, order_id, o):
+        """A cancel of `order_id` answered 200 with `o`: it must stay cancelled."""
+        self.remember(o)
+        with self.lock:
+            self.cancelled.add(order_id)
+
+
+def draw_order(r, users, symbols):
+    """A trader's next order terms, drawn from `r`: (user, symbol, side, quantity,
+    limit price). Quantities of 1-5 (0.0001-0.005 on BTC-USD); most limit prices rest
+    (buys below 100, sells above) and some cross."""
+    u, sym = r.choice(users), r.choice(symbols)
+    side = r.choice(["buy", "sell"])
+    qty = str(r.randint(1, 5)) if sym != "BTC-USD" else str(Decimal(r.randint(1, 50)) / 10000)
+    lo, hi = (9400, 10050) if side == "buy" else (9950, 10600)
+    px = str(Decimal(r.randint(lo, hi)) / 100)
+    return u, sym, side, qty, px
+
+
+def limit_order(r, u, sym, side, qty, px):
+    """The body of a limit order on these terms, its time in force drawn from `r` (mostly
+    gtc, some ioc and fok)."""
+    return {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "price": px,
+            "time_in_force": r.choice(["gtc", "gtc", "gtc", "ioc", "fok"])}
+
+
+def trader(conn, r, users, symbols, stop, act):
+    """A trader until `stop` or the daemon goes: each turn draws an order's terms
+    (`draw_order`), then k in [0, 1), and `act(conn, r, k, user, symbol, side, quantity,
+    price)` does what k picks (place, cancel, amend: each driver its own mix)."""
+    while not stop.is_set():
+        terms = draw_order(r, users, symbols)
+        k = r.random()
+        try:
+            act(conn, r, k, *terms)
+        except Gone:
+            return
+
+
+def cashier(conn, r, users, stop, told, counts, all_in=False, refused=lambda s, v: None):
+    """A cashier until `stop` or the daemon goes: deposits and withdrawals of USD, AAPL
+    and BTC, each booked in `told` (its ledger once acknowledged, as uncertain when the
+    answer never came); `refused(status, answer)` is told of every other answer. With
+    `all_in`, half the withdrawals take all a user has available of one asset, racing
+    the traders' holds on the same money."""
+    while not stop.is_set():
+        u, asset = r.choice(users), r.choice(["USD", "USD", "AAPL", "BTC"])
+        amount = Decimal(r.randint(1, 100000)) / 100 if asset != "BTC" else Decimal(r.randint(1, 10000)) / 10000
+        route = r.choice(["deposits", "deposits", "withdrawals"])
+        sign = 1 if route == "deposits" else -1
+        try:
+            if all_in and route == "withdrawals" and r.random() < 0.5:
+                s, acct = conn.call("GET", f"/api/users/{u}/account")
+                have = [b for b in acct["balances"] if Decimal(b["available"]) > 0] if s == 200 else []
+                if have:
+                    b = r.choice(have)
+                    asset, amount = b["asset"], Decimal(b["available"])
+            s, v = conn.call("POST", f"/api/users/{u}/{route}", {"asset": asset, "amount": str(amount)})
+            counts[route] += 1
+        except Gone:
+            with told.lock:
+                told.uncertain.append((u, asset, sign * amount))
+            return
+        if s < 300:
+            with told.lock:
+                told.ledger[(u, asset)] += sign * amount
+        else:
+            refused(s, v)
+        time.sleep(0.005)
+
+
 def check_acknowledged(orders, told, told_cancelled, problem, label):
     """Every order the daemon acknowledged (`told`: id to the order as answered) against
     `orders` (id to the order as read back): it exists, with no fill lost, a final status
@@ -159,3 +274,34 @@ def check_acknowledged(orders, told, told_cancelled, problem, label):
     for oid in told_cancelled:
         if oid in orders and orders[oid]["status"] != "cancelled":
             problem(f"{label}: acknowledged cancel of {oid}, now {orders[oid]['status']}")
+
+
+def check_holds(conn, orders, base, problem, label, short=False):
+    """The holds (`/api/risk/holds`) against the orders (id to order as read back): each
+    open order holds exactly what it needs (remaining x price of USD for a buy, the
+    remaining quantity of its symbol's base asset, `base[symbol]`, for a sell; with
+    `short`, a sell holds only what was available, the rest sold short) and no other
+    order holds anything. Returns the open orders and what they hold by (user, asset),
+    for `check_balances`."""
+    _, holds = conn.call("GET", "/api/risk/holds")
+    open_orders = {i: o for i, o in orders.items() if o["status"] not in FINAL}
+    by_order = defaultdict(list)
+    for h in holds:
+        by_order[h["order_id"]].append(h)
+    for i in set(by_order) - set(open_orders):
+        problem(f"{label}: hold without an open order: {by_order[i]} ({orders.get(i, {}).get('status')})")
+    held = defaultdict(Decimal)
+    for i, o in open_orders.items():
+        hs = by_order.get(i, [])
+        if short and o["side"] == "sell":
+            want = (base[o["symbol"]], min(Decimal(o["remaining_quantity"]), sum((Decimal(h["amount"]) for h in hs), Decimal(0))))
+        elif o["side"] == "buy":
+            want = ("USD", Decimal(o["remaining_quantity"]) * Decimal(o["price"]))
+        else:
+            want = (base[o["symbol"]], Decimal(o["remaining_quantity"]))
+        got = [(h["asset"], Decimal(h["amount"])) for h in hs]
+        if got != [want]:
+            problem(f"{label}: open order {i} ({o['side']} {o['remaining_quantity']} @ {o['price']}) holds {got}, needs {want}")
+        for h in hs:
+            held[(o["user_id"], h["asset"])] += Decimal(h["amount"])
+    return open_orders, held

@@ -116,10 +116,7 @@ def events(types):
 
 
 def ok(method, path, body=None):
-    s, v = Conn().call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 def agt(*a):
@@ -133,32 +130,19 @@ def start():
 
 
 def pid():
-    with open(f"{home}/agtd.json") as f:
-        return json.load(f)["pid"]
+    return agt_unix.pid(home)
 
 
 # --- what the script was told -------------------------------------------------------
-lock = threading.Lock()
-ledger = defaultdict(D)  # (user, asset) -> acknowledged deposits - withdrawals
-uncertain = []  # (user, asset, signed amount) the kill cut the answer off
-told = {}  # order_id -> the most advanced view of the order we were told
-told_cancelled = set()  # acknowledged cancels
+TOLD = agt_unix.Told()  # the acknowledged orders, cancels and cash, and the cash the kill cut the answer off
+lock, ledger, uncertain, told, told_cancelled = TOLD.lock, TOLD.ledger, TOLD.uncertain, TOLD.orders, TOLD.cancelled
+remember = TOLD.remember
 amended = defaultdict(list)  # order_id -> (price, quantity) of each acknowledged amend, in answer order
 amend_unanswered = set()  # orders an amend was sent for that the kill cut off
 halts = {}  # symbol -> (halted, certain)
 listed = set()  # instruments added and acknowledged
 settings = {}  # (user, "status" or "limit") -> (value, certain): users' status and max_order_quantity
 counts = defaultdict(int)
-
-
-def remember(o):
-    """Keeps the most advanced answer seen for an order."""
-    if not isinstance(o, dict) or "order_id" not in o:
-        return
-    with lock:
-        old = told.get(o["order_id"])
-        if old is None or D(o["filled_quantity"]) > D(old["filled_quantity"]) or (o["status"] in FINAL and old["status"] not in FINAL):
-            told[o["order_id"]] = o
 
 
 placed = {}  # client_order_id -> (body, order_id) of every answered placement
@@ -189,103 +173,67 @@ def open_ids(c, user):
 
 def trader(users, stop):
     r = random.Random(rng.random())
-    c = Conn()
-    while not stop.is_set():
-        u, sym = r.choice(users), r.choice(SYMBOLS)
-        side = r.choice(["buy", "sell"])
-        qty = str(r.randint(1, 5)) if sym != "BTC-USD" else str(D(r.randint(1, 50)) / 10000)
-        # Most limit prices rest (buys below 100, sells above); some cross.
-        lo, hi = (9400, 10050) if side == "buy" else (9950, 10600)
-        px = str(D(r.randint(lo, hi)) / 100)
-        k = r.random()
-        try:
-            if k < 0.45:
-                body = {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "price": px}
-                body["time_in_force"] = r.choice(["gtc", "gtc", "gtc", "ioc", "fok"])
-                s, o = place(c, body)
-                counts["place"] += 1
-            elif k < 0.55:
-                s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "type": "market",
-                                 "time_in_force": r.choice(["gtc", "ioc", "fok"])})
-                counts["market"] += 1
-            elif k < 0.65:
-                ids = open_ids(c, u)
-                if ids:
-                    i = r.choice(ids)
-                    s, o = c.call("DELETE", f"/api/orders/{i}")
-                    counts["cancel"] += 1
-                    if s == 200:
-                        remember(o)
-                        with lock:
-                            told_cancelled.add(i)
-            elif k < 0.85:
-                ids = open_ids(c, u)
-                if ids:
-                    i = r.choice(ids)
-                    body = r.choice([{"price": px}, {"quantity": str(r.randint(1, 8))}, {"price": px, "quantity": str(r.randint(1, 8))}])
-                    try:
-                        s, o = c.call("PATCH", f"/api/orders/{i}", body)
-                    except Gone:
-                        with lock:
-                            amend_unanswered.add(i)
-                        raise
-                    counts["amend"] += 1
-                    if s == 200:
-                        remember(o)
-                        with lock:
-                            amended[i].append((D(o["price"]), D(o["quantity"])))
-            elif k < 0.99:
-                # Nearly all of the user's cash or asset in one order.
-                s, acct = c.call("GET", f"/api/users/{u}/account")
-                bal = {b["asset"]: D(b["available"]) for b in acct["balances"]} if s == 200 else {}
-                p = D(r.randint(9900, 10100)) / 100
-                q = int(bal.get("USD", 0) / p) if side == "buy" else int(bal.get(BASE[sym], 0))
-                if sym == "BTC-USD":
-                    q = (bal.get("USD", D(0)) / p if side == "buy" else bal.get("BTC", D(0))).quantize(D("0.0001"), rounding="ROUND_DOWN")
-                if args.short and side == "sell":
-                    # More than there is: the rest is sold short.
-                    q += r.randint(1, 20) if sym != "BTC-USD" else D(r.randint(1, 5000)) / 10000
-                if q > 0:
-                    s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": str(q), "price": str(p)})
-                    counts["all-in"] += 1
-            else:
-                s, v = c.call("POST", "/api/orders/cancel-all", {"user_id": u, "symbol": sym})
-                counts["cancel-all"] += 1
-                if s == 200:
-                    for o in v if isinstance(v, list) else v.get("cancelled", []):
-                        remember(o)
-                        with lock:
-                            told_cancelled.add(o["order_id"])
-        except Gone:
-            return
+    agt_unix.trader(Conn(), r, users, SYMBOLS, stop, trade)
+
+
+def trade(c, r, k, u, sym, side, qty, px):
+    """One turn of a trader (`agt_unix.trader`): what k picks, on these terms."""
+    if k < 0.45:
+        s, o = place(c, agt_unix.limit_order(r, u, sym, side, qty, px))
+        counts["place"] += 1
+    elif k < 0.55:
+        s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "type": "market",
+                         "time_in_force": r.choice(["gtc", "ioc", "fok"])})
+        counts["market"] += 1
+    elif k < 0.65:
+        ids = open_ids(c, u)
+        if ids:
+            i = r.choice(ids)
+            s, o = c.call("DELETE", f"/api/orders/{i}")
+            counts["cancel"] += 1
+            if s == 200:
+                TOLD.cancel_answered(i, o)
+    elif k < 0.85:
+        ids = open_ids(c, u)
+        if ids:
+            i = r.choice(ids)
+            body = r.choice([{"price": px}, {"quantity": str(r.randint(1, 8))}, {"price": px, "quantity": str(r.randint(1, 8))}])
+            try:
+                s, o = c.call("PATCH", f"/api/orders/{i}", body)
+            except Gone:
+                with lock:
+                    amend_unanswered.add(i)
+                raise
+            counts["amend"] += 1
+            if s == 200:
+                remember(o)
+                with lock:
+                    amended[i].append((D(o["price"]), D(o["quantity"])))
+    elif k < 0.99:
+        # Nearly all of the user's cash or asset in one order.
+        s, acct = c.call("GET", f"/api/users/{u}/account")
+        bal = {b["asset"]: D(b["available"]) for b in acct["balances"]} if s == 200 else {}
+        p = D(r.randint(9900, 10100)) / 100
+        q = int(bal.get("USD", 0) / p) if side == "buy" else int(bal.get(BASE[sym], 0))
+        if sym == "BTC-USD":
+            q = (bal.get("USD", D(0)) / p if side == "buy" else bal.get("BTC", D(0))).quantize(D("0.0001"), rounding="ROUND_DOWN")
+        if args.short and side == "sell":
+            # More than there is: the rest is sold short.
+            q += r.randint(1, 20) if sym != "BTC-USD" else D(r.randint(1, 5000)) / 10000
+        if q > 0:
+            s, o = place(c, {"user_id": u, "symbol": sym, "side": side, "quantity": str(q), "price": str(p)})
+            counts["all-in"] += 1
+    else:
+        s, v = c.call("POST", "/api/orders/cancel-all", {"user_id": u, "symbol": sym})
+        counts["cancel-all"] += 1
+        if s == 200:
+            for o in v if isinstance(v, list) else v.get("cancelled", []):
+                TOLD.cancel_answered(o["order_id"], o)
 
 
 def cashier(users, stop):
     r = random.Random(rng.random())
-    c = Conn()
-    while not stop.is_set():
-        u, asset = r.choice(users), r.choice(["USD", "USD", "AAPL", "BTC"])
-        amount = D(r.randint(1, 100000)) / 100 if asset != "BTC" else D(r.randint(1, 10000)) / 10000
-        route = r.choice(["deposits", "deposits", "withdrawals"])
-        sign = 1 if route == "deposits" else -1
-        try:
-            if route == "withdrawals" and r.random() < 0.5:
-                # All that is available, racing the traders' holds on the same money.
-                s, acct = c.call("GET", f"/api/users/{u}/account")
-                have = [b for b in acct["balances"] if D(b["available"]) > 0] if s == 200 else []
-                if have:
-                    b = r.choice(have)
-                    asset, amount = b["asset"], D(b["available"])
-            s, v = c.call("POST", f"/api/users/{u}/{route}", {"asset": asset, "amount": str(amount)})
-            counts[route] += 1
-        except Gone:
-            with lock:
-                uncertain.append((u, asset, sign * amount))
-            return
-        if s < 300:
-            with lock:
-                ledger[(u, asset)] += sign * amount
-        time.sleep(0.005)
+    agt_unix.cashier(Conn(), r, users, stop, TOLD, counts, all_in=True)
 
 
 def admin(users, stop):
@@ -385,7 +333,7 @@ def all_orders(c, u):
 
 def check(users, label):
     c = Conn()
-    global uncertain, unplaced
+    global unplaced
     orders = {}
     for u in users:
         for o in all_orders(c, u):
@@ -427,28 +375,7 @@ def check(users, label):
         if len(tape) < 10000 and ids != mine:
             problem(f"{label}: {sym} tape has {len(ids - mine)} trades no fill names and lacks {len(mine - ids)}: {list(ids ^ mine)[:3]}")
     # holds, accounts, money
-    s, holds = c.call("GET", "/api/risk/holds")
-    open_orders = {i: o for i, o in orders.items() if o["status"] not in FINAL}
-    by_order = defaultdict(list)
-    for h in holds:
-        by_order[h["order_id"]].append(h)
-    for i in set(by_order) - set(open_orders):
-        problem(f"{label}: hold without an open order: {by_order[i]} ({orders.get(i, {}).get('status')})")
-    held = defaultdict(D)
-    for i, o in open_orders.items():
-        hs = by_order.get(i, [])
-        if args.short and o["side"] == "sell":
-            # A short sale holds only what was available; the rest is sold short.
-            want = (BASE[o["symbol"]], min(D(o["remaining_quantity"]), sum((D(h["amount"]) for h in hs), D(0))))
-        elif o["side"] == "buy":
-            want = ("USD", D(o["remaining_quantity"]) * D(o["price"]))
-        else:
-            want = (BASE[o["symbol"]], D(o["remaining_quantity"]))
-        got = [(h["asset"], D(h["amount"])) for h in hs]
-        if got != [want]:
-            problem(f"{label}: open order {i} ({o['side']} {o['remaining_quantity']} @ {o['price']}) holds {got}, needs {want}")
-        for h in hs:
-            held[(o["user_id"], h["asset"])] += D(h["amount"])
+    open_orders, held = agt_unix.check_holds(c, orders, BASE, problem, label, short=args.short)
     # the kill may have cut off answers to deposits that happened: find which did
     totals, resolved = agt_unix.check_balances(c, users, ledger, net, held, uncertain, problem, label, lambda a: args.short and a != "USD")
     totals = defaultdict(D, totals)
@@ -469,7 +396,7 @@ def check(users, label):
             problem(f"{label}: {key}: deposit and withdrawal events sum to {moved[key]}, the acknowledged ones to {ledger[key]}")
     counts["unanswered cash"] += len(uncertain)
     counts["unanswered cash that happened"] += len(resolved)
-    uncertain = []
+    uncertain.clear()
     # books
     for sym in SYMBOLS:
         s, book = c.call("GET", f"/api/book/{sym}?depth=1000")
@@ -567,9 +494,7 @@ def mass_cancel(u, sent):
         return
     if s == 200:
         for o in v:
-            remember(o)
-            with lock:
-                told_cancelled.add(o["order_id"])
+            TOLD.cancel_answered(o["order_id"], o)
 
 
 def stop_and_compare_stores(label):

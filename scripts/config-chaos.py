@@ -81,10 +81,7 @@ def call(method, path, body=None):
 
 
 def ok(method, path, body=None):
-    s, v = call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path} {body}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 def agt(*a):
@@ -192,8 +189,7 @@ def start(expect_ok=True):
 
 
 def pid():
-    with open(f"{home}/agtd.json") as f:
-        return json.load(f)["pid"]
+    return agt_unix.pid(home)
 
 
 def kill():

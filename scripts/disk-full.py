@@ -123,15 +123,11 @@ def agt(*a, timeout=60):
 
 
 def ok(method, path, body=None):
-    s, v = Conn().call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 def pid():
-    with open(f"{home}/agtd.json") as f:
-        return json.load(f)["pid"]
+    return agt_unix.pid(home)
 
 
 def free_mb():
@@ -167,21 +163,11 @@ def grow(mb):
 
 
 # --- what the script was told -------------------------------------------------------
-ledger = defaultdict(D)  # (user, asset) -> acknowledged deposits - withdrawals
-uncertain = []  # (user, asset, signed amount) whose answer never came
-told = {}  # order_id -> the most advanced view of the order we were told
-told_cancelled = set()
+TOLD = agt_unix.Told()  # the acknowledged orders, cancels and cash, and the cash whose answer never came
+ledger, uncertain, told, told_cancelled = TOLD.ledger, TOLD.uncertain, TOLD.orders, TOLD.cancelled
+remember = TOLD.remember
 counts = defaultdict(int)
 writes_refused = threading.Event()
-
-
-def remember(o):
-    if not isinstance(o, dict) or "order_id" not in o:
-        return
-    with lock:
-        old = told.get(o["order_id"])
-        if old is None or D(o["filled_quantity"]) > D(old["filled_quantity"]) or (o["status"] in FINAL and old["status"] not in FINAL):
-            told[o["order_id"]] = o
 
 
 def refused(s, v):
@@ -195,67 +181,39 @@ def refused(s, v):
 
 def trader(users, stop):
     r = random.Random(rng.random())
-    c = Conn()
-    while not stop.is_set():
-        u, sym = r.choice(users), r.choice(SYMBOLS)
-        side = r.choice(["buy", "sell"])
-        qty = str(r.randint(1, 5)) if sym != "BTC-USD" else str(D(r.randint(1, 50)) / 10000)
-        lo, hi = (9400, 10050) if side == "buy" else (9950, 10600)
-        px = str(D(r.randint(lo, hi)) / 100)
-        k = r.random()
-        try:
-            if k < 0.55:
-                body = {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "price": px,
-                        "time_in_force": r.choice(["gtc", "gtc", "gtc", "ioc", "fok"])}
-                s, o = c.call("POST", "/api/orders", body)
-                counts["place"] += 1
-                refused(s, o) or remember(o)
-            elif k < 0.65:
-                s, o = c.call("POST", "/api/orders", {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "type": "market"})
-                counts["market"] += 1
-                refused(s, o) or remember(o)
-            else:
-                s, v = c.call("GET", f"/api/orders?user_id={u}&status=open&limit=100")
-                ids = [o["order_id"] for o in v] if s == 200 else []
-                if not ids:
-                    continue
-                i = r.choice(ids)
-                if k < 0.8:
-                    s, o = c.call("DELETE", f"/api/orders/{i}")
-                    counts["cancel"] += 1
-                    if not refused(s, o) and s == 200:
-                        remember(o)
-                        with lock:
-                            told_cancelled.add(i)
-                else:
-                    s, o = c.call("PATCH", f"/api/orders/{i}", r.choice([{"price": px}, {"quantity": str(r.randint(1, 8))}]))
-                    counts["amend"] += 1
-                    refused(s, o) or remember(o)
-        except Gone:
+    agt_unix.trader(Conn(), r, users, SYMBOLS, stop, trade)
+
+
+def trade(c, r, k, u, sym, side, qty, px):
+    """One turn of a trader (`agt_unix.trader`): what k picks, on these terms."""
+    if k < 0.55:
+        s, o = c.call("POST", "/api/orders", agt_unix.limit_order(r, u, sym, side, qty, px))
+        counts["place"] += 1
+        refused(s, o) or remember(o)
+    elif k < 0.65:
+        s, o = c.call("POST", "/api/orders", {"user_id": u, "symbol": sym, "side": side, "quantity": qty, "type": "market"})
+        counts["market"] += 1
+        refused(s, o) or remember(o)
+    else:
+        s, v = c.call("GET", f"/api/orders?user_id={u}&status=open&limit=100")
+        ids = [o["order_id"] for o in v] if s == 200 else []
+        if not ids:
             return
+        i = r.choice(ids)
+        if k < 0.8:
+            s, o = c.call("DELETE", f"/api/orders/{i}")
+            counts["cancel"] += 1
+            if not refused(s, o) and s == 200:
+                TOLD.cancel_answered(i, o)
+        else:
+            s, o = c.call("PATCH", f"/api/orders/{i}", r.choice([{"price": px}, {"quantity": str(r.randint(1, 8))}]))
+            counts["amend"] += 1
+            refused(s, o) or remember(o)
 
 
 def cashier(users, stop):
     r = random.Random(rng.random())
-    c = Conn()
-    while not stop.is_set():
-        u, asset = r.choice(users), r.choice(["USD", "USD", "AAPL", "BTC"])
-        amount = D(r.randint(1, 100000)) / 100 if asset != "BTC" else D(r.randint(1, 10000)) / 10000
-        route = r.choice(["deposits", "deposits", "withdrawals"])
-        sign = 1 if route == "deposits" else -1
-        try:
-            s, v = c.call("POST", f"/api/users/{u}/{route}", {"asset": asset, "amount": str(amount)})
-            counts[route] += 1
-        except Gone:
-            with lock:
-                uncertain.append((u, asset, sign * amount))
-            return
-        if s < 300:
-            with lock:
-                ledger[(u, asset)] += sign * amount
-        else:
-            refused(s, v)
-        time.sleep(0.005)
+    agt_unix.cashier(Conn(), r, users, stop, TOLD, counts, refused=refused)
 
 
 tag = f"{args.seed % 100000}"
@@ -307,22 +265,7 @@ def check(users, label):
             sign = 1 if o["side"] == "buy" else -1
             net[(o["user_id"], base)] += sign * D(f["quantity"])
             net[(o["user_id"], "USD")] -= sign * D(f["quantity"]) * D(f["price"])
-    s, holds = c.call("GET", "/api/risk/holds")
-    open_orders = {i: o for i, o in orders.items() if o["status"] not in FINAL}
-    by_order = defaultdict(list)
-    for h in holds:
-        by_order[h["order_id"]].append(h)
-    for i in set(by_order) - set(open_orders):
-        problem(f"{label}: hold without an open order: {by_order[i]} ({orders.get(i, {}).get('status')})")
-    held = defaultdict(D)
-    for i, o in open_orders.items():
-        hs = by_order.get(i, [])
-        want = ("USD", D(o["remaining_quantity"]) * D(o["price"])) if o["side"] == "buy" else (BASE[o["symbol"]], D(o["remaining_quantity"]))
-        got = [(h["asset"], D(h["amount"])) for h in hs]
-        if got != [want]:
-            problem(f"{label}: open order {i} ({o['side']} {o['remaining_quantity']} @ {o['price']}) holds {got}, needs {want}")
-        for h in hs:
-            held[(o["user_id"], h["asset"])] += D(h["amount"])
+    open_orders, held = agt_unix.check_holds(c, orders, BASE, problem, label)
     agt_unix.check_balances(c, users, ledger, net, held, uncertain, problem, label)
     uncertain.clear()
     s, v = c.call("GET", "/api/audit/verify")
