@@ -305,3 +305,35 @@ def check_holds(conn, orders, base, problem, label, short=False):
         for h in hs:
             held[(o["user_id"], h["asset"])] += Decimal(h["amount"])
     return open_orders, held
+
+
+# The trading lane's services share one thread: a crash of any of them restarts all three,
+# and each one's count of restarts goes up with every one of those crashes.
+LANE = ("risk", "orders", "trading")
+
+
+def restarts(conn):
+    """name -> (restarts, state), from `GET /api/services`; {} when it does not answer."""
+    s, v = conn.call("GET", "/api/services")
+    return {x["name"]: (x["restarts"], x["state"]) for x in v} if s == 200 else {}
+
+
+def wait_until_crashes_taken(connect, before, crashed, timeout=30):
+    """Waits until every crash the daemon accepted has been taken: `crashed` counts the
+    202s per service name, `before` is `restarts()` from before the first of them. A 202
+    only says the crash was queued, behind whatever the service's mailbox held: `/ready`
+    can answer 200 before the service takes it, and checks run then meet the service going
+    down under them (503s that say nothing about what the checks look for). A service
+    marked `failed` (too many restarts) counts as taken. False on timeout."""
+    want = {}
+    for name, n in crashed.items():
+        key = LANE if name in LANE else (name,)
+        for k in key:
+            want[k] = want.get(k, 0) + n
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = restarts(connect())
+        if now and all(now[k][1] == "failed" or now[k][0] >= before.get(k, (0, ""))[0] + n for k, n in want.items()):
+            return True
+        time.sleep(0.02)
+    return False

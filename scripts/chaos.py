@@ -577,14 +577,18 @@ for rnd in range(args.rounds):
         # No kill: a service crashes and the supervisor restarts it while the orders
         # flow; the running daemon must agree with itself afterwards.
         names = ["risk", "orders", "trading", "audit", "market", "users"]
+        before, crashed = agt_unix.restarts(Conn()), defaultdict(int)
         for _ in range(rng.randint(1, 3)):
             name = rng.choice(names)
             s, v = Conn().call("POST", f"/api/services/{name}/crash")
             kind += f" {name}:{s}"
+            crashed[name] += s == 202
             time.sleep(rng.randint(50, 400) / 1000)
         stop.set()
         for t in threads:
             t.join()
+        if not agt_unix.wait_until_crashes_taken(Conn, before, crashed):
+            problem(f"round {rnd + 1} ({kind}): the crashes were not all taken within 30 s")
         deadline = time.time() + 15
         while Conn().call("GET", "/ready")[0] != 200 and time.time() < deadline:
             time.sleep(0.02)

@@ -581,10 +581,16 @@ for rnd in range(args.rounds):
     elif kind in ("crash-market", "crash-then-kill"):
         # The market service fails (the supervisor restarts it from its store) while
         # trades and imports flow: its bars in memory are lost, and rebuilt from the tape.
+        before, crashed = agt_unix.restarts(Conn()), {"market": 0}
         for _ in range(rng.randint(1, 3)):
             time.sleep(wait / 3)
             s, v = Conn().call("POST", "/api/services/market/crash")
             counts["market crashes"] += s == 202
+            crashed["market"] += s == 202
+        # Taken before anything is checked: a crash still queued behind the market's
+        # mailbox takes it down under the checks (see `agt_unix.wait_until_crashes_taken`).
+        if not agt_unix.wait_until_crashes_taken(Conn, before, crashed):
+            problem("the market's crashes were not all taken within 30 s")
     else:
         time.sleep(wait)
     if kind in ("crash-market", "crash-then-kill"):
