@@ -683,9 +683,9 @@ impl Ledger {
 
     /// Shrinks an order's open hold by up to `by` and takes as much off its owner's held
     /// amount. A short sale sells what it holds first: what `by` asks beyond that comes
-    /// off its short part (`sold_short`).
-    fn shrink_hold(&mut self, order_id: &str, by: Decimal, sold_short: bool) {
-        let Some(rec) = self.holds.get_mut(order_id) else { return };
+    /// off its short part (`sold_short`). Returns what came off the short part.
+    fn shrink_hold(&mut self, order_id: &str, by: Decimal, sold_short: bool) -> Decimal {
+        let Some(rec) = self.holds.get_mut(order_id) else { return Decimal::ZERO };
         let take = by.min(rec.amount).max(Decimal::ZERO);
         rec.amount -= take;
         let short = if sold_short { (by - take).min(rec.short).max(Decimal::ZERO) } else { Decimal::ZERO };
@@ -695,6 +695,46 @@ impl Ledger {
         let bal = self.bal_mut(&snapshot.user_id, &snapshot.asset);
         bal.held = (bal.held - take).max(Decimal::ZERO);
         self.dirty.holds.insert(snapshot.order_id.clone(), snapshot);
+        short
+    }
+
+    /// After a short sale sold beyond what it held: those units came out of a balance the
+    /// owner's other sells of the asset may hold (a sell placed before it, holding all
+    /// there was). They would then hold more than there is: what they hold beyond the
+    /// balance becomes their short part, the newest order's first, as if they had been
+    /// placed after the short sale. So the account never holds more than it has, and the
+    /// room ([`Ledger::exposure`]) still counts all they may sell short (the short sale's
+    /// part went down by as much as theirs go up). Rare (a short seller with covered sells
+    /// open), so a scan of the open holds is cheap enough.
+    fn rehold_after_short_sale(&mut self, user: &str, asset: &str) {
+        let bal = self.balance(user, asset);
+        let mut excess = bal.held - bal.total.max(Decimal::ZERO);
+        if excess <= Decimal::ZERO {
+            return;
+        }
+        let mut sells: Vec<Arc<str>> = self
+            .holds
+            .values()
+            .filter(|h| h.open && h.side == Side::Sell && h.amount > Decimal::ZERO && &*h.user_id == user && &*h.asset == asset)
+            .map(|h| h.order_id.clone())
+            .collect();
+        // Order ids are time-ordered (UUIDv7): the newest first, whatever order the map keeps.
+        sells.sort_unstable_by(|a, b| b.cmp(a));
+        for id in sells {
+            let rec = self.holds.get_mut(&*id).expect("listed above");
+            let moved = excess.min(rec.amount);
+            rec.amount -= moved;
+            rec.short += moved;
+            let snapshot = HoldRec::clone(rec);
+            self.note_open_short(asset, moved);
+            self.dirty.holds.insert(id, snapshot);
+            let bal = self.bal_mut(user, asset);
+            bal.held -= moved;
+            excess -= moved;
+            if excess.is_zero() {
+                break;
+            }
+        }
     }
 
     /// Moves cash and asset for one trade: the buyer pays `price × qty` USD out of its
@@ -723,9 +763,12 @@ impl Ledger {
             Some(h) if &*h.asset == base => t.quantity,
             _ => Decimal::ZERO,
         };
-        self.shrink_hold(&t.sell_order_id, by, true);
+        let sold_short = self.shrink_hold(&t.sell_order_id, by, true);
         self.move_total(&t.sell_user_id, base, -t.quantity)?;
         self.move_total(&t.sell_user_id, QUOTE, notional)?;
+        if sold_short > Decimal::ZERO {
+            self.rehold_after_short_sale(&t.sell_user_id, base);
+        }
         // Holds never exceed what there is. A short sale (`risk.allow_short`) takes the
         // seller's asset below zero by design, holding what there was: there the check is
         // that it holds nothing it does not have.

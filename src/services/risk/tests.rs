@@ -530,6 +530,39 @@ fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
     assert_eq!((f.bal("long", "AAPL").0, f.bal("fine", "AAPL").0, f.bal("short", "AAPL").0), (d("0.001"), d("0.999"), d("0")));
 }
 
+/// A short sale that trades before the same account's covered sell sells units that sell
+/// holds: the account then held 10 of the 5 it had (logged as an error at every such
+/// trade), and the covered sell's 5 to be sold short were counted nowhere in the room.
+/// What it holds beyond the balance becomes its short part instead.
+#[test]
+fn a_short_sale_that_trades_first_turns_what_an_earlier_sell_held_into_its_short_part() {
+    let mut f = short_seller();
+    f.deposit("s", "AAPL", "10").unwrap();
+    f.deposit("b", "USD", "100").unwrap();
+    // What short sales owe and may still sell short.
+    let open_short = |f: &Fixture| f.risk.ledger().exposure("AAPL").1;
+    let hold = |f: &Fixture, id: &str| f.risk.ledger().hold(id).map(|h| (h.amount, h.short));
+    f.reserve(&at_one("s1-covered", "s", Side::Sell, "AAPL", "1", "10")).unwrap();
+    f.reserve(&at_one("s2-short", "s", Side::Sell, "AAPL", "1", "5")).unwrap();
+    assert_eq!((hold(&f, "s1-covered"), hold(&f, "s2-short")), (Some((d("10"), d("0"))), Some((d("0"), d("5")))));
+    assert_eq!(open_short(&f), d("5"));
+    f.reserve(&at_one("b1", "b", Side::Buy, "AAPL", "1", "5")).unwrap();
+    let t = trade("t1", "1", "5", ("b1", "b"), ("s2-short", "s"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s2-short".into(), "b1".into()] }).unwrap();
+    assert_eq!(f.bal("s", "AAPL"), (d("5"), d("5"), d("0")), "it holds what it has, no more");
+    assert_eq!(hold(&f, "s1-covered"), Some((d("5"), d("5"))), "the rest of the covered sell is sold short");
+    assert_eq!(open_short(&f), d("5"), "and still counted in the room");
+    f.reload();
+    assert_eq!((f.bal("s", "AAPL"), hold(&f, "s1-covered"), open_short(&f)), ((d("5"), d("5"), d("0")), Some((d("5"), d("5"))), d("5")));
+    // The covered sell trades whole: the account owes 5, holds nothing, and nothing is open.
+    f.reserve(&at_one("b2", "b", Side::Buy, "AAPL", "1", "10")).unwrap();
+    let t = trade("t2", "1", "10", ("b2", "b"), ("s1-covered", "s"));
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["s1-covered".into(), "b2".into()] }).unwrap();
+    assert_eq!(f.bal("s", "AAPL"), (d("-5"), d("0"), d("-5")));
+    assert_eq!((f.bal("b", "AAPL").0, f.bal("s", "USD").0 + f.bal("b", "USD").0), (d("15"), d("100")));
+    assert_eq!(open_short(&f), d("5"), "owed now, no longer open");
+}
+
 /// An older agt stored no short part (`holds.short` NULL, read as 0): its open short
 /// sales counted nothing in the supply room. The migration lists them; given what remains
 /// of each order, risk sets the part (`remaining - amount`: a sell holds what there was
