@@ -610,8 +610,10 @@ mod tests {
     }
 
     /// A burst after an idle spell must not wait for the idle checkpointer's next pass:
-    /// the writer's commit wakes it. (Here idle passes are 60 s apart, so only the wake
-    /// can make the pass happen.)
+    /// the writer's commit wakes it. Idle, it waits twice as long each time (20 ms, 40 ms,
+    /// … up to 60 s here): 5.5 s into the spell it is in a wait of ~5 s that ends ~4.7 s
+    /// after the write, so a pass within 3 s is the wake's. (With 1.5 s and 0.5 s the test
+    /// failed once on a machine loaded tenfold: the woken thread had no core for 0.5 s.)
     #[test]
     fn a_write_after_an_idle_spell_wakes_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
@@ -624,12 +626,12 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never backed off");
             std::thread::sleep(Duration::from_millis(2));
         }
-        // Let it back off far (its next pass is then about a second away), then write.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Let it back off far (its next pass is then seconds away), then write.
+        std::thread::sleep(Duration::from_millis(5500));
         let before = ckpt.wal_bytes.load(Ordering::Relaxed);
         c.execute("INSERT INTO t VALUES (1)", []).unwrap();
         bound_wal(&c, &ckpt);
-        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while ckpt.wal_bytes.load(Ordering::Relaxed) == before {
             assert!(std::time::Instant::now() < deadline, "the write did not wake the checkpointer");
             std::thread::sleep(Duration::from_millis(2));
