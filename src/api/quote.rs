@@ -13,26 +13,52 @@ const TAIL: usize = 8;
 /// `value` in quotes (as `{:?}` writes it: control characters escaped), whole when it is
 /// at most 40 characters; else `"1111111111111111…11111111" (5000 characters)`.
 pub fn quoted(value: &str) -> String {
+    match ends(value) {
+        None => format!("{value:?}"),
+        Some((short, n)) => format!("{short:?} ({n} characters)"),
+    }
+}
+
+/// Whether [`quoted`] shortens `value`.
+pub fn is_long(value: &str) -> bool {
+    value.chars().count() > WHOLE
+}
+
+/// A long value's head, `…` and tail, and its length in characters; `None` for one
+/// shown whole.
+fn ends(value: &str) -> Option<(String, usize)> {
     let n = value.chars().count();
     if n <= WHOLE {
-        return format!("{value:?}");
+        return None;
     }
     let head: String = value.chars().take(HEAD).collect();
     let tail: String = value.chars().skip(n - TAIL).collect();
-    format!("{:?} ({n} characters)", format!("{head}…{tail}"))
+    Some((format!("{head}…{tail}"), n))
 }
 
 /// `value` as a number is shown (unquoted), by the same rule as [`quoted`]: whole when it
 /// is at most 40 characters, else `1111111111111111…11111111 (5000 characters)`. For a
 /// number a client sent as a JSON or TOML number, which a message shows as it was written.
 pub fn bare(value: &str) -> String {
-    let n = value.chars().count();
-    if n <= WHOLE {
-        return value.to_string();
+    match ends(value) {
+        None => value.to_string(),
+        Some((short, n)) => format!("{short} ({n} characters)"),
     }
-    let head: String = value.chars().take(HEAD).collect();
-    let tail: String = value.chars().skip(n - TAIL).collect();
-    format!("{head}…{tail} ({n} characters)")
+}
+
+/// `message`, written by a library that names values a caller gave it whole (clap's
+/// `invalid value '…'`, axum's path of a query error), with each long one of `given`
+/// written as [`quoted`] writes it, wherever it appears, in single quotes or bare. The
+/// longest first, so that an `--opt=VALUE` is not left half replaced by its VALUE.
+pub fn quote_given(message: &str, given: impl IntoIterator<Item = String>) -> String {
+    let mut long: Vec<String> = given.into_iter().filter(|a| is_long(a)).collect();
+    long.sort_by_key(|a| std::cmp::Reverse(a.len()));
+    let mut text = message.to_string();
+    for a in &long {
+        let short = quoted(a);
+        text = text.replace(&format!("'{a}'"), &short).replace(a.as_str(), &short);
+    }
+    text
 }
 
 /// `message`, written by a library that quotes what it was given whole (serde's ``unknown
@@ -42,7 +68,7 @@ pub fn bare(value: &str) -> String {
 /// in ours. Spans are paired left to right; a `"` span is read with `{:?}`'s escapes (`\"`,
 /// `\\`, `\n`, `\u{…}`), so the length it states is that of the value, not of its escapes.
 pub fn quote_long_in(message: &str) -> std::borrow::Cow<'_, str> {
-    if message.chars().count() <= WHOLE {
+    if !is_long(message) {
         return message.into();
     }
     let mut out = String::with_capacity(message.len().min(1024));
@@ -55,7 +81,7 @@ pub fn quote_long_in(message: &str) -> std::borrow::Cow<'_, str> {
         let Some(end) = end else { break };
         let inner = &body[..end];
         out.push_str(&rest[..open]);
-        if inner.chars().count() > WHOLE {
+        if is_long(inner) {
             let value = if delim == b'`' { inner.to_string() } else { unescape_debug(inner) };
             out.push_str(&quoted(&value));
             changed = true;

@@ -403,28 +403,20 @@ pub fn main() -> ExitCode {
 /// already. The values are the arguments (and an `--opt=VALUE`'s value) and `AGT_*`
 /// variables, which clap reads for some options.
 fn usage_error(e: clap::Error) -> ExitCode {
-    let given =
-        std::env::args_os().skip(1).chain(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("AGT_")).map(|(_, v)| v));
-    let mut long: Vec<String> = given
+    let given: Vec<String> = std::env::args_os()
+        .skip(1)
+        .chain(std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("AGT_")).map(|(_, v)| v))
         .map(|a| a.to_string_lossy().into_owned())
         .flat_map(|a| {
             let value = a.split_once('=').map(|(_, v)| v.to_string());
             [Some(a), value]
         })
         .flatten()
-        .filter(|a| a.chars().count() > 40)
         .collect();
-    if long.is_empty() || !e.use_stderr() {
+    if !given.iter().any(|a| crate::api::quote::is_long(a)) || !e.use_stderr() {
         e.exit()
     }
-    // The longest first, so that an `--opt=VALUE` is not left half replaced by its VALUE.
-    long.sort_by_key(|a| std::cmp::Reverse(a.len()));
-    let mut text = e.render().to_string();
-    for a in &long {
-        let short = crate::api::quote::quoted(a);
-        text = text.replace(&format!("'{a}'"), &short).replace(a.as_str(), &short);
-    }
-    eprint!("{text}");
+    eprint!("{}", crate::api::quote::quote_given(&e.render().to_string(), given));
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 

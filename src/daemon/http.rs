@@ -368,14 +368,8 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError
 /// sent quoted by its ends and length: serde quotes an unknown key whole, and axum names
 /// it again, bare, as the path of the error.
 fn query_refusal(uri: &axum::http::Uri, message: &str) -> String {
-    let mut message = quote_long_in(message).into_owned();
     let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
-    let mut long: Vec<String> = pairs.into_iter().flat_map(|(k, v)| [k, v]).filter(|s| s.chars().count() > 40).collect();
-    long.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for s in &long {
-        message = message.replace(s.as_str(), &quoted(s));
-    }
-    message
+    crate::api::quote::quote_given(&quote_long_in(message), pairs.into_iter().flat_map(|(k, v)| [k, v]))
 }
 
 /// The query of a GET route that takes no parameters: any is refused (400
