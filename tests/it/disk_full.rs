@@ -107,8 +107,28 @@ fn config_set_on_a_full_disk_is_a_503_saying_so() {
 fn audit_records_every_event_of_a_stretch_its_store_was_full() {
     let (dm, flag) = daemon();
     let before = dm.user("before");
+    let recorded = |user: &str| {
+        let records = dm.ok("GET", "/api/audit?limit=1000", None);
+        records.as_array().unwrap().iter().any(|r| r["action"] == "USER_CREATED" && r.to_string().contains(user))
+    };
+    // Audit idle when its store fills: the first command after it is journalled and
+    // answered before audit's first write fails.
+    wait_until("audit to record the user made before the stretch", Duration::from_secs(15), || recorded(&before).then_some(()));
     std::fs::write(&flag, "audit").unwrap();
-    let during: Vec<String> = (0..4).map(|i| dm.user(&format!("during{i}"))).collect();
+    // Once audit has failed on its full store, each of its starts fails on chaining the
+    // journal, and commands are refused unrun (503) until there is room: the first
+    // is made, the others only while audit has not yet tried to write. (All four were
+    // expected to be made: under load, audit failed between two of them.)
+    let mut during = Vec::new();
+    for i in 0..4 {
+        let name = format!("during{i}{}", unique());
+        let (s, v) = dm.req("POST", "/api/users", Some(json!({"username": name, "email": format!("{name}@example.com")})));
+        match s {
+            201 => during.push(v["user_id"].as_str().unwrap().to_string()),
+            503 => assert!(i > 0 && code(&v) == "service_unavailable", "only a command after the first is refused: {v}"),
+            _ => panic!("a user made while audit's store is full: {s} {v}"),
+        }
+    }
     wait_until("audit to find its store full", Duration::from_secs(10), || {
         let services = dm.ok("GET", "/api/services", None);
         let audit = services.as_array().unwrap().iter().find(|s| s["name"] == "audit").unwrap().clone();
@@ -121,10 +141,6 @@ fn audit_records_every_event_of_a_stretch_its_store_was_full() {
         let (s, u) = dm.req("POST", "/api/users", Some(json!({"username": name, "email": format!("{name}@example.com")})));
         (s == 201).then(|| u["user_id"].as_str().unwrap().to_string())
     });
-    let recorded = |user: &str| {
-        let records = dm.ok("GET", "/api/audit?limit=1000", None);
-        records.as_array().unwrap().iter().any(|r| r["action"] == "USER_CREATED" && r.to_string().contains(user))
-    };
     wait_until("audit to record the user made after the stretch", Duration::from_secs(15), || recorded(&after).then_some(()));
     for u in during.iter().chain([&before]) {
         assert!(recorded(u), "USER_CREATED of {u} is in the audit log");
