@@ -349,6 +349,28 @@ pub enum Envelope<C> {
     Control(Control),
 }
 
+impl<C> Envelope<C> {
+    fn is_crash(&self) -> bool {
+        matches!(self, Envelope::Control(Control::Crash))
+    }
+}
+
+/// Adds to `batch` what has queued in `rx`, in order, until the batch is full or holds
+/// a crash (fault injection). A crash takes the rest of its batch down with it, so what
+/// queued after it stays in the mailbox, which outlives the incarnation: each accepted
+/// crash is one crash, and the commands behind it are run by the next incarnation. A
+/// second crash drained into the first's batch was lost (two 202s, one restart: a chaos
+/// round waited for a crash that never came), and so was every command behind it.
+pub fn take_queued<C>(rx: &mpsc::Receiver<Envelope<C>>, batch: &mut Vec<Envelope<C>>) {
+    while batch.len() < MAX_BATCH && !batch.last().is_some_and(Envelope::is_crash) {
+        match rx.try_recv() {
+            Ok(e) => batch.push(e),
+            // A disconnected mailbox is seen (and ends the incarnation) at the next recv.
+            Err(_) => return,
+        }
+    }
+}
+
 /// The lifecycle state of a service, as `GET /api/services` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -791,12 +813,7 @@ pub fn run_incarnation<S: Service>(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelop
             }
         };
         batch.extend(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
+        take_queued(rx, &mut batch);
         if let Some(linger) = unit.svc.linger() {
             linger_for_more::<S>(rx, &mut batch, linger);
         }
@@ -846,13 +863,7 @@ fn linger_for_more<S: Service>(rx: &mpsc::Receiver<Envelope<S::Cmd>>, batch: &mu
         return;
     }
     std::thread::sleep(linger);
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(e) => batch.push(e),
-            // A disconnected mailbox is seen (and ends the incarnation) at the next recv.
-            Err(_) => return,
-        }
-    }
+    take_queued(rx, batch);
 }
 
 #[cfg(test)]
@@ -892,6 +903,44 @@ mod tests {
         status.set_state(State::Running);
         tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woken when the service runs").unwrap();
         tokio::time::timeout(Duration::from_secs(10), status.until_running()).await.expect("a running service answers at once");
+    }
+
+    /// Two crashes queued together are two crashes: the first incarnation's batch ends at
+    /// its crash, and what queued behind it (the second crash, then a command) waits in
+    /// the mailbox for the next incarnation, which takes the second crash, and the one
+    /// after it the command. The second crash was drained into the first's batch and lost
+    /// with it.
+    #[test]
+    fn each_queued_crash_is_a_crash_and_what_queued_behind_it_runs_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bus, ctx) = ctx(dir.path());
+        let status = Status::new(Emitter::NAME);
+        let (tx, rx) = mpsc::channel();
+        let queued = [
+            Envelope::Cmd(()),
+            Envelope::Control(Control::Crash),
+            Envelope::Control(Control::Crash),
+            Envelope::Cmd(()),
+            Envelope::Control(Control::Stop),
+        ];
+        for e in queued {
+            tx.send(e).unwrap();
+        }
+        // With every sender gone, an incarnation that finds the mailbox empty ends.
+        drop(tx);
+        let incarnation = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_incarnation::<Emitter>(&ctx, &rx, &status)));
+        for crash in 1..=2 {
+            let panic = incarnation().map(|_| ()).expect_err(&format!("crash {crash} panics"));
+            let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert_eq!(message, "fault injection: emitter was told to crash", "crash {crash}");
+        }
+        assert!(matches!(incarnation().expect("no third crash"), Ok(Exit::Stop)));
+        let created = || bus.read_since(0, Some(&["ORDER_CREATED".to_string()]), 100).unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while created() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(created(), 1, "the command behind the crashes ran; the one in the first crash's batch did not");
     }
 
     /// `n` commits of one event each; the id of the last one's outbox row.

@@ -70,7 +70,8 @@
 
 use crate::api::{ApiError, Instrument, Order, OrderType};
 use crate::services::actor::{
-    self, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit, MAX_BATCH,
+    self, take_queued, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit,
+    MAX_BATCH,
 };
 use crate::services::intake::{self, AmendRecord, CancelRecord, Grid, IntakeRef, Journal, Record, RecordRef, RejectedRef};
 use crate::services::orders::{self, saga, Accepted, NewOrder, Orders};
@@ -359,12 +360,7 @@ pub fn run_incarnation(ctx: &ServiceCtx, rx: &mpsc::Receiver<Envelope<LaneCmd>>,
             }
         };
         batch.extend(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
+        take_queued(rx, &mut batch);
         let mut work = Work::default();
         let mut exit = None;
         for env in batch.drain(..) {
