@@ -6,7 +6,10 @@
 //! amount or an available amount never goes below zero (short selling, when allowed, is
 //! the one way a base-asset total goes negative); settling a trade moves USD and the base
 //! asset between two users and changes no sum over users; an account with any total
-//! below zero withdraws nothing (`run_shorts`).
+//! below zero withdraws nothing. With short selling (`run_shorts`, with sells that rest
+//! across later trades): an account holds no more than its total (nothing below zero),
+//! a sell's hold and short part together are what it has left to sell, and
+//! [`Ledger::exposure`] counts what accounts below zero owe and every open short part.
 //!
 //! Every change marks what it touched; [`Ledger::flush`] writes exactly those rows in the
 //! batch's transaction, so memory and store never disagree once the batch commits (and if
