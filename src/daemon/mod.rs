@@ -25,6 +25,7 @@ use crate::api::DaemonInfo;
 use crate::services::actor::ServiceCtx;
 use crate::services::config::settings::Settings;
 use crate::services::config::SharedSettings;
+use crate::services::disk_full::CannotStart;
 use crate::services::{audit, auth, config, health, market, notify, users};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,14 +65,16 @@ fn raise_open_file_limit() {
 ///
 /// A start that fails on a full disk says so, and names the disk: SQLite's own words
 /// ("disk I/O error", "database or disk is full") named neither the disk nor the fix.
+/// It is `data/`'s, but for the put-back of a cut-off `config set`, which writes beside
+/// `agt.toml` and says so itself ([`CannotStart`]).
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let data = opts.home.data_dir();
     start_and_serve(opts).map_err(|e| {
         let error = format!("{e:#}");
-        if crate::services::disk_full::is_full(&error, &data) {
-            anyhow::anyhow!(crate::services::disk_full::cannot_start(&data, &error))
-        } else {
+        if e.is::<CannotStart>() || !crate::services::disk_full::is_full(&error, &data) {
             e
+        } else {
+            anyhow::Error::new(CannotStart { dir: data, error })
         }
     })
 }
@@ -99,9 +102,24 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     // A `config set` a SIGKILL cut off before its record committed is undone before the
     // settings are read: its cold keys (`durability`, `http.listen`, `symbols`) would
     // otherwise be in force for this run, and its change recorded as the start's own.
+    // The disk-full fault point (tests only) reaches the put-back of such a set: it is
+    // armed before it, by the file as found. Once: a put-back of a cut-off set of
+    // `debug.fault_injection` itself would not disarm it (no test makes one).
+    if Settings::load(&home.config_file(), &env).is_ok_and(|s| s.debug.fault_injection) {
+        crate::services::disk_full::arm_fault(true);
+    }
     let agreed = crate::services::config::cut_off::agreed_in(&home.store("config"));
-    let settled = crate::services::config::cut_off::settle(&home.config_file(), agreed.as_deref())
-        .map_err(|e| anyhow::anyhow!("cannot settle a config set cut off in {}: {e}", home.config_file().display()))?;
+    let settled = crate::services::config::cut_off::settle(&home.config_file(), agreed.as_deref()).map_err(|e| {
+        let error = format!("cannot settle a config set cut off in {}: {e}", home.config_file().display());
+        if crate::services::disk_full::io_full(&e) {
+            // Its writes are beside the file it puts back, whose disk may not be data/'s.
+            let file = std::fs::canonicalize(home.config_file()).unwrap_or_else(|_| home.config_file());
+            let dir = file.parent().unwrap_or(home.root()).to_path_buf();
+            anyhow::Error::new(CannotStart { dir, error })
+        } else {
+            anyhow::anyhow!(error)
+        }
+    })?;
     let (mut settings, source) = Settings::load_with_source(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;

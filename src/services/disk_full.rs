@@ -143,6 +143,25 @@ pub fn cannot_start(data_dir: &std::path::Path, error: &str) -> String {
     )
 }
 
+/// A start stopped by a full disk: shown as [`cannot_start`] for the disk holding `dir`.
+/// Nearly always `data/`'s (the stores), but a start's first write is the put-back of a
+/// cut-off `config set` (`config::cut_off::settle`), beside `agt.toml`, which may be on
+/// another disk: freeing space under `data/` would not help it.
+#[derive(Debug)]
+pub struct CannotStart {
+    pub dir: PathBuf,
+    /// What failed, in SQLite's or the OS's words.
+    pub error: String,
+}
+
+impl std::fmt::Display for CannotStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&cannot_start(&self.dir, &self.error))
+    }
+}
+
+impl std::error::Error for CannotStart {}
+
 /// The fault point (only with `debug.fault_injection = true`, and only when the daemon
 /// was started with `AGT_FAULT_DISK_FULL=<path>`): while a file exists at that path,
 /// every write of every store fails with `SQLITE_FULL`, as on a full disk. The
@@ -152,7 +171,10 @@ pub fn cannot_start(data_dir: &std::path::Path, error: &str) -> String {
 /// the others, the bus's included, go on.
 static FAULT: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// Arms the fault point once, at the daemon's start.
+/// Arms the fault point at the daemon's start; the first call wins. The start arms it
+/// before it settles a cut-off `config set` if the file as found turns fault injection
+/// on (`config::cut_off`'s put-back is then under it too), else once it has read the
+/// settings.
 pub fn arm_fault(fault_injection: bool) {
     let path = fault_injection.then(|| std::env::var_os("AGT_FAULT_DISK_FULL").map(PathBuf::from)).flatten();
     let _ = FAULT.set(path);

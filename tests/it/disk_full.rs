@@ -239,3 +239,35 @@ fn a_config_set_that_cannot_be_recorded_leaves_the_file_and_the_setting_as_they_
     let leftovers: Vec<_> = std::fs::read_dir(dm.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!leftovers.iter().any(|n| n.to_string_lossy().contains("before-set")), "the kept file is gone once recorded: {leftovers:?}");
 }
+
+/// A start that must put `agt.toml` back after a `config set` a SIGKILL cut off, on a
+/// full disk (only the put-back's writes fail: the fault point's flag names `agt.toml`),
+/// says so as any start on a full disk does, naming the disk of `agt.toml`'s folder, with
+/// exit code 1, and changes nothing; once there is room, the next start puts it back.
+#[test]
+fn a_start_that_cannot_put_back_a_cut_off_config_set_names_the_full_disk() {
+    let mut dm = Daemon::with_config_env("", &[("AGT_FAULT_CONFIG_SET", "kill:written")]);
+    let file = dm.path().join("agt.toml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let out = dm.cli().args(["config", "set", "risk.max_open_orders", "77"]).timeout(Duration::from_secs(30)).output().unwrap();
+    assert!(!out.status.success(), "the daemon was killed before the set's record: {out:?}");
+    dm.kill9();
+    let cut_off = std::fs::read_to_string(&file).unwrap();
+    assert!(cut_off.contains("max_open_orders = 77"), "{cut_off}");
+    let flag = dm.path().join("disk-full");
+    std::fs::write(&flag, "agt.toml").unwrap();
+    for args in [&["daemon", "run"][..], &["daemon", "start", "--timeout", "20"]] {
+        let out = dm.cli().args(args).env("AGT_FAULT_DISK_FULL", &flag).timeout(Duration::from_secs(60)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "agt {args:?}: {stderr}");
+        assert!(stderr.contains(&format!("the disk holding {} is full", dm.path().display())), "agt {args:?} names the disk: {stderr}");
+        assert!(stderr.contains("Free space there") && stderr.contains("agt.toml"), "agt {args:?}: {stderr}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), cut_off, "agt {args:?}: nothing was put back yet");
+        assert!(dm.path().join(".agt.toml.before-set").exists(), "agt {args:?}: the file to put back is kept");
+    }
+    std::fs::remove_file(&flag).unwrap();
+    dm.env = vec![("AGT_FAULT_DISK_FULL".into(), flag.display().to_string())];
+    dm.spawn();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before, "put back once there is room");
+    assert_ne!(dm.ok("GET", "/api/config", None)["risk"]["max_open_orders"], 77);
+}

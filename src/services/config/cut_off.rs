@@ -125,6 +125,18 @@ fn remove_temp_files(target: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// With the disk-full fault point armed and set for `agt.toml` (`disk_full`'s
+/// `AGT_FAULT_DISK_FULL`, a flag file naming it), fails as a write on a full disk does
+/// (ENOSPC), before the put-back changes anything: the tests' way to fill the disk under
+/// a start's first write, made before any store is open.
+fn fault_full(home_file: &Path) -> std::io::Result<()> {
+    let name = home_file.file_name().map(|n| n.to_string_lossy());
+    if crate::services::disk_full::injected_for(name.as_deref()) {
+        return Err(std::io::Error::from_raw_os_error(28));
+    }
+    Ok(())
+}
+
 /// Finds what a set cut off by a crash left beside `home_file` and ends it as the
 /// history says (`agreed`: [`agreed`]'s digest), as the module's table shows.
 pub fn settle(home_file: &Path, agreed: Option<&str>) -> std::io::Result<Settled> {
@@ -145,6 +157,7 @@ pub fn settle(home_file: &Path, agreed: Option<&str>) -> std::io::Result<Settled
     } else if agreed == Some(digest(current.as_deref()).as_str()) {
         Settled::Recorded
     } else {
+        fault_full(home_file)?;
         let kept = match current {
             Some(_) => {
                 let kept = kept_of(&target);
