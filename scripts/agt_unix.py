@@ -1,10 +1,16 @@
-"""HTTP/1.1 over agt's Unix socket, for the drivers run by hand (`chaos.py`,
-`market-chaos.py`, `notify-chaos.py`, `config-chaos.py`, `auth-chaos.py`, `disk-full.py`):
-Python's standard library has no client for a Unix socket, and each driver had its own
-copy of this one. Beside it, what several drivers do alike: `ok` and `pid`; the load of
-chaos.py and disk-full.py (`Told`, what their threads were told; `draw_order`, a
-trader's next order; `cashier`) and the checks they make of it after a kill or a full
-disk (`check_balances`, `check_acknowledged`). Not a script.
+"""What agt's drivers run by hand (`chaos.py`, `market-chaos.py`, `notify-chaos.py`,
+`config-chaos.py`, `auth-chaos.py`, `disk-full.py`) share, so that each says only what it
+does differently. Not a script.
+
+- `Conn`, HTTP/1.1 over the daemon's Unix socket (Python's standard library has no client
+  for one), and `connector`, a driver's `Conn()` for its daemon; `events`, the event
+  stream read to its end; `ok` and `pid`.
+- `Problems`, the one way a driver records and prints a violation and gives its verdict.
+- `start` and `stores_agree`: a daemon started or the driver stops; the stopped stores
+  against each other.
+- The load of chaos.py and disk-full.py (`Told`, what their threads were told;
+  `draw_order`, a trader's next order; `cashier`) and the checks they make of it after a
+  kill or a full disk (`check_balances`, `check_acknowledged`, `check_holds`).
 
 One request at a time per connection, kept open between them. A connection the daemon
 drops mid-request (killed, stopping) raises `Gone`: whether the request took effect is
@@ -12,7 +18,11 @@ unknown, and each driver decides what that means for its ledger.
 """
 
 import json
+import os
+import signal
 import socket
+import sqlite3
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -32,6 +42,35 @@ def pid(home):
     """The pid of the daemon running in `home`, as its `agtd.json` names it."""
     with open(f"{home}/agtd.json") as f:
         return json.load(f)["pid"]
+
+
+class Problems:
+    """A driver's violations: `problems(msg)` records one and prints it as `VIOLATION: msg`
+    the moment it is found (from any thread), `len(problems)` counts them and a driver
+    with any fails (`verdict()`). A run that finds thousands prints the first
+    `print_at_most` (each cut to `width` characters) and says the rest are not printed;
+    all are counted."""
+
+    def __init__(self, print_at_most=None, width=None):
+        self.lock = threading.Lock()
+        self.found = []
+        self.print_at_most, self.width = print_at_most, width
+
+    def __call__(self, msg):
+        with self.lock:
+            self.found.append(msg)
+            n = len(self.found)
+        if self.print_at_most is None or n <= self.print_at_most:
+            print("VIOLATION:", msg[:self.width] if self.width else msg, flush=True)
+        elif n == self.print_at_most + 1:
+            print(f"VIOLATION: ... (only the first {self.print_at_most} are printed)", flush=True)
+
+    def __len__(self):
+        return len(self.found)
+
+    def verdict(self):
+        """The driver's exit code: 1 if it found a violation, else 0."""
+        return 1 if self.found else 0
 
 
 class Gone(Exception):
@@ -91,6 +130,76 @@ class Conn:
             return status, json.loads(body) if body else None
         except ValueError:
             return status, body.decode()
+
+
+def connector(home, on_5xx, timeout=60):
+    """A driver's `Conn()`: a new connection to the daemon of `home` each call, whose
+    answers of 500 or more but 503 go to `on_5xx` (its `Problems`)."""
+    return lambda: Conn(home, on_5xx, timeout)
+
+
+def start(agt):
+    """`agt daemon start` through the driver's own `agt(*args)` (its home, binary and
+    environment); the driver cannot go on without a daemon, so a failed start stops it.
+    Returns the finished process."""
+    r = agt("daemon", "start")
+    if r.returncode != 0:
+        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+    return r
+
+
+def wait_ready(connect, timeout=15):
+    """Waits until `/ready` answers 200 (all services up after a restart or a crash), for
+    `timeout` seconds at most; the checks that follow say what is wrong if it never does."""
+    deadline = time.time() + timeout
+    while connect().call("GET", "/ready")[0] != 200 and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def kill_in_start(bin, home, victim, r):
+    """After a SIGKILL of `victim`: `agt daemon start`, and a SIGKILL of the new daemon
+    while it recovers (0-20 ms, drawn from `r`, after its pid shows). True if it was
+    killed again; false if no new pid showed within 10 s or it was gone already."""
+    starter = subprocess.Popen([bin, "--home", home, "daemon", "start"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, again = time.time() + 10, False
+    while time.time() < deadline:
+        try:
+            if pid(home) != victim:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.001)
+    time.sleep(r.randint(0, 20) / 1000)
+    try:
+        os.kill(pid(home), signal.SIGKILL)
+        again = True
+    except (ProcessLookupError, OSError, ValueError, KeyError):
+        pass
+    starter.wait()
+    return again
+
+
+def stores_agree(home, problem, label=None):
+    """After a clean stop (every mailbox drained, the lane flushed) the stores of `home`
+    must agree: the open orders, the open holds and the resting orders are the same ids,
+    and no order's saga is left unfinished. Read-only: the daemon must be stopped."""
+    conns = []
+
+    def db(name):
+        conns.append(sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True))
+        return conns[-1]
+
+    try:
+        open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
+        hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
+        rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
+        unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
+    finally:
+        for c in conns:
+            c.close()
+    if not (open_rows == hold_rows == rest_rows) or unfinished:
+        said = f"{label}: " if label else ""
+        problem(f"{said}stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
 
 
 def events(home, query, timeout=60):

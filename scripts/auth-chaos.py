@@ -64,15 +64,9 @@ with open(f"{home}/agt.toml", "w") as f:
     f.write(f'[log]\nlevel = "{args.log_level}"\n' + '[http]\nlisten = "127.0.0.1:0"\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\nprice_band_pct = "1000"\n[debug]\nfault_injection = true\n')
 print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
 
-problems = []
+problems = agt_unix.Problems()
+problem = problems  # records and prints a violation
 stats = defaultdict(int)
-plock = threading.Lock()
-
-
-def problem(msg):
-    with plock:
-        problems.append(msg)
-    print("VIOLATION:", msg, flush=True)
 
 
 def agt(*a):
@@ -80,9 +74,7 @@ def agt(*a):
 
 
 def start():
-    r = agt("daemon", "start")
-    if r.returncode != 0:
-        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+    agt_unix.start(agt)
 
 
 def info():
@@ -90,15 +82,15 @@ def info():
         return json.load(f)
 
 
+Conn = agt_unix.connector(home, problem)  # a new connection to this run's daemon
+
+
 def sock_call(method, path, body=None):
-    return agt_unix.Conn(home, problem).call(method, path, body)
+    return Conn().call(method, path, body)
 
 
 def ok(method, path, body=None):
-    s, v = sock_call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 class Tcp:
@@ -745,4 +737,4 @@ for rnd in range(1, args.rounds + 1):
 agt("daemon", "stop")
 grep_secrets("after stop")
 print(f"\n{args.rounds} rounds, {kills} kills, {dict(stats)}, {len(followers)} followers, {len(problems)} violations")
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())

@@ -54,7 +54,7 @@ one. Slow (~3 s a round): never run by `cargo test`; a short version of each bug
 found lives in `tests/it/` (audit.rs: a command run while audit restarted under
 durability "full").
 """
-import argparse, json, os, random, signal, socket, sqlite3, subprocess, sys, tempfile, threading, time
+import argparse, os, random, signal, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 from decimal import Decimal as D
 
@@ -84,35 +84,17 @@ print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
 BASE = {"AAPL": "AAPL", "AAPL-USD": "AAPL", "BTC-USD": "BTC"}
 SYMBOLS = list(BASE)
 FINAL = agt_unix.FINAL
-problems = []
-
-
-def problem(msg):
-    problems.append(msg)
-    print("VIOLATION:", msg, flush=True)
-
-
-class Conn(agt_unix.Conn):
-    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
-
-    def __init__(self):
-        super().__init__(home, problem)
+problems = agt_unix.Problems()
+problem = problems  # records and prints a violation
+Conn = agt_unix.connector(home, problem)  # a new connection to this run's daemon
 
 
 def events(types):
-    """Every stored event of these types (HTTP/1.0: the stream ends with the connection)."""
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(60)
-    sock.connect(f"{home}/agt.sock")
-    sock.sendall(f"GET /api/events?since=0&type={types} HTTP/1.0\r\nHost: agt\r\n\r\n".encode())
-    data = b""
-    while chunk := sock.recv(1 << 20):
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    if b" 200 " not in head.split(b"\r\n")[0]:
-        problem(f"GET /api/events: {head[:100]!r} {body[:200]!r}")
-        return []
-    return [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+    """Every stored event of these types."""
+    line, evs = agt_unix.events(home, f"since=0&type={types}")
+    if " 200 " not in line:
+        problem(f"GET /api/events: {line}")
+    return evs
 
 
 def ok(method, path, body=None):
@@ -124,9 +106,7 @@ def agt(*a):
 
 
 def start():
-    r = agt("daemon", "start")
-    if r.returncode != 0:
-        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+    agt_unix.start(agt)
 
 
 def pid():
@@ -505,13 +485,7 @@ def stop_and_compare_stores(label):
     r = agt("daemon", "stop")
     if r.returncode != 0:
         problem(f"{label}: agt daemon stop: {r.stderr}")
-    db = lambda name: sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True)
-    open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
-    hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
-    rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
-    unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
-    if not (open_rows == hold_rows == rest_rows) or unfinished:
-        problem(f"{label}: stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
+    agt_unix.stores_agree(home, problem, label)
 
 
 def next_round(users, enable=True):
@@ -600,9 +574,7 @@ for rnd in range(args.rounds):
             if x.get("state") == "failed":
                 counts["restarted by hand"] += 1
                 Conn().call("POST", f"/api/services/{x['name']}/restart")
-        deadline = time.time() + 15
-        while Conn().call("GET", "/ready")[0] != 200 and time.time() < deadline:
-            time.sleep(0.02)
+        agt_unix.wait_ready(Conn)
         n, o, t = check(users, f"round {rnd + 1} ({kind})")
         next_round(users)
         said(rnd, kind, n, o, t)
@@ -633,22 +605,10 @@ for rnd in range(args.rounds):
         stopper.wait()
     if kind == "kill-in-start":
         # Killed again while it recovers from the first kill.
-        starter = subprocess.Popen([args.bin, "--home", home, "daemon", "start"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                if pid() != victim:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.001)
-        time.sleep(rng.randint(0, 20) / 1000)
-        try:
-            os.kill(pid(), signal.SIGKILL)
+        if agt_unix.kill_in_start(args.bin, home, victim, rng):
             kills += 1
-        except (ProcessLookupError, OSError, ValueError, KeyError):
+        else:
             kind += " (no second pid)"
-        starter.wait()
     start()
     n, o, t = check(users, f"round {rnd + 1}")
     next_round(users)
@@ -659,4 +619,4 @@ start()
 n, o, t = check(users, "after a clean stop")
 agt("daemon", "stop")
 print(f"{kills} kills, {n} orders ({o} open), {t} trades, {dict(counts)}; {len(problems)} violations", flush=True)
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())

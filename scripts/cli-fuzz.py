@@ -55,7 +55,7 @@ from collections import Counter
 from decimal import Decimal as D, InvalidOperation
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agt_unix import Conn  # noqa: E402
+from agt_unix import Conn, Problems  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
@@ -74,13 +74,9 @@ print(f"home {root}, seed {args.seed}, binary {args.bin}", flush=True)
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("AGT_")}
 ENV["RUST_BACKTRACE"] = "1"  # a panic would print its backtrace: the check sees either
-violations = []
+violations = Problems()
+violation = violations  # records and prints a violation
 runs = Counter()
-
-
-def violation(msg):
-    violations.append(msg)
-    print("VIOLATION:", msg, flush=True)
 
 
 def agt(argv, where=None, timeout=30):
@@ -756,4 +752,4 @@ for name in sorted(by_cmd):
 print(f"{len(violations)} violations")
 if not args.keep:
     shutil.rmtree(root, ignore_errors=True) if not violations else print(f"kept {root} for a look")
-sys.exit(1 if violations else 0)
+sys.exit(violations.verdict())

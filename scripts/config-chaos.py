@@ -40,7 +40,7 @@ the webhook secrets ever used appear in no event, no file under `logs/`, no CLI 
 and not in `GET /api/audit`. Prints every violation; exits 1 if there was one. Not run by
 `cargo test`.
 """
-import argparse, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
+import argparse, json, os, random, signal, subprocess, sys, tempfile, threading, time
 
 import agt_unix  # scripts/agt_unix.py: HTTP over the daemon's socket
 from agt_unix import Gone
@@ -59,21 +59,11 @@ os.makedirs(home, exist_ok=True)
 CONF = f"{home}/agt.toml"
 print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
 
-problems = []
+problems = agt_unix.Problems()
+problem = problems  # records and prints a violation
 secrets = set()
 outputs = []  # every CLI output, searched for secrets at the end
-
-
-def problem(msg):
-    problems.append(msg)
-    print("VIOLATION:", msg, flush=True)
-
-
-class Conn(agt_unix.Conn):
-    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
-
-    def __init__(self):
-        super().__init__(home, problem)
+Conn = agt_unix.connector(home, problem)  # a new connection to this run's daemon
 
 
 def call(method, path, body=None):
@@ -182,10 +172,8 @@ os.chmod(CONF, 0o600)
 
 
 def start(expect_ok=True):
-    r = agt("daemon", "start")
-    if expect_ok and r.returncode != 0:
-        raise SystemExit(f"agt daemon start failed: {r.stderr}")
-    return r
+    """`agt daemon start`; unless `expect_ok`, a failed start is the caller's to judge."""
+    return agt_unix.start(agt) if expect_ok else agt("daemon", "start")
 
 
 def pid():
@@ -651,4 +639,4 @@ for s in secrets:
 agt("daemon", "stop")
 print(f"{args.steps} steps, {counts['orders']} orders ({counts['refused']} refused, {counts['gone']} cut off), "
       f"{len(secrets)} secrets, {len(problems)} violations", flush=True)
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())

@@ -44,7 +44,7 @@ Prints each round and every violation; exits 1 if there was one. Takes about a m
 Never run by `cargo test`; the bugs it found have short deterministic versions in
 `tests/it/` (fault injection of ENOSPC, no root needed).
 """
-import argparse, json, os, random, signal, sqlite3, subprocess, sys, tempfile, threading, time
+import argparse, os, random, signal, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 from decimal import Decimal as D
 
@@ -74,21 +74,19 @@ print(f"home {home} on a {args.size_mb} MB tmpfs, seed {args.seed}, binary {args
 BASE = {"AAPL": "AAPL", "BTC-USD": "BTC"}
 SYMBOLS = list(BASE)
 FINAL = agt_unix.FINAL
-problems = []
+# A full disk can fail thousands of requests alike: the first 30 are printed, all counted.
+problems = agt_unix.Problems(print_at_most=30, width=600)
+problem = problems  # records and prints a violation
 refusals = defaultdict(int)  # (status, code) -> how many
 messages = {}  # (status, code) -> one message
 lock = threading.Lock()
 
 
-def problem(msg):
-    problems.append(msg)
-    if len(problems) <= 30:
-        print("VIOLATION:", msg[:600], flush=True)
-    elif len(problems) == 31:
-        print("VIOLATION: ... (only the first 30 are printed)", flush=True)
-
-
 class Conn(agt_unix.Conn):
+    """A connection to this run's daemon that also counts every refusal by (status,
+    code), and takes an answer slower than 40 s, or a refusal without an error body or a
+    503 without a message, for a violation."""
+
     def __init__(self):
         super().__init__(home, problem, timeout=40)
 
@@ -105,8 +103,6 @@ class Conn(agt_unix.Conn):
             with lock:
                 refusals[key] += 1
                 messages.setdefault(key, v["error"]["message"])
-            if s >= 500 and s != 503:
-                pass  # agt_unix told problem()
             if s == 503 and not v["error"].get("message"):
                 problem(f"{method} {path}: 503 without a message")
         elif s >= 400:
@@ -299,6 +295,20 @@ def until_refused(limit_s=120):
     return time.time() - t
 
 
+def full_under_load(before_stop=lambda: None):
+    """Rounds 2 and 3: the disk filled again but for 3 MB, the load until a write is
+    refused and a second more of it on the full disk; then `before_stop()` (a SIGKILL
+    while the load still runs) and the load stops."""
+    fill(leave_mb=3)
+    stop, threads = load(users)
+    until_refused()
+    time.sleep(1)
+    before_stop()
+    stop.set()
+    for t in threads:
+        t.join()
+
+
 def disk_refusals_named():
     """Every 503 seen must name the full disk (or a service restarting)."""
     for (s, code), n in refusals.items():
@@ -395,13 +405,7 @@ n, o = check(users, "round 1")
 print(f"round 1: {n} orders ({o} open), {len(told)} acknowledged, refusals {dict(refusals)}, violations {len(problems)}", flush=True)
 
 # --- round 2: stop on the full disk, start on it -------------------------------------
-fill(leave_mb=3)
-stop, threads = load(users)
-until_refused()
-time.sleep(1)
-stop.set()
-for t in threads:
-    t.join()
+full_under_load()
 t = time.time()
 r = agt("daemon", "stop")
 print(f"round 2: agt daemon stop on the full disk: exit {r.returncode} in {time.time() - t:.1f} s {r.stderr.strip()[:200]}", flush=True)
@@ -424,14 +428,7 @@ n, o = check(users, "round 2")
 print(f"round 2: {n} orders ({o} open), {len(told)} acknowledged, violations {len(problems)}", flush=True)
 
 # --- round 3: SIGKILL on the full disk ------------------------------------------------
-fill(leave_mb=3)
-stop, threads = load(users)
-until_refused()
-time.sleep(1)
-os.kill(pid(), signal.SIGKILL)
-stop.set()
-for t in threads:
-    t.join()
+full_under_load(lambda: os.kill(pid(), signal.SIGKILL))
 time.sleep(0.2)
 r = agt("daemon", "start")
 print(f"round 3: start after SIGKILL on the full disk: exit {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}", flush=True)
@@ -445,25 +442,7 @@ print(f"round 3: {n} orders ({o} open), {len(told)} acknowledged, violations {le
 
 # --- the end: stopped stores agree --------------------------------------------------
 r = agt("daemon", "stop")
-conns = []
-
-
-def db(name):
-    conns.append(sqlite3.connect(f"file:{home}/data/{name}.db?mode=ro", uri=True))
-    return conns[-1]
-
-
-
-open_rows = {r[0] for r in db("orders").execute("SELECT order_id FROM orders WHERE status IN ('new', 'partially_filled')")}
-hold_rows = {r[0] for r in db("risk").execute("SELECT order_id FROM holds WHERE open = 1")}
-rest_rows = {r[0] for r in db("trading").execute("SELECT order_id FROM resting")}
-unfinished = db("orders").execute("SELECT count(*) FROM orders WHERE stage <> 'done'").fetchone()[0]
-if not (open_rows == hold_rows == rest_rows) or unfinished:
-    problem(f"stopped stores disagree: open {len(open_rows)}, holds {len(hold_rows)}, resting {len(rest_rows)}, unfinished {unfinished}")
-for c in conns:
-    c.close()
-for c in conns:
-    c.close()
+agt_unix.stores_agree(home, problem)
 disk_refusals_named()
 print(f"refusals: " + ", ".join(f"{s} {c} x{n}: {messages[(s, c)]!r}" for (s, c), n in sorted(refusals.items())), flush=True)
 print(f"{dict(counts)}; {len(problems)} violations", flush=True)
@@ -472,4 +451,4 @@ if not args.keep:
         agt("daemon", "stop")
     subprocess.run(["umount", mnt])
     os.rmdir(mnt)
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())

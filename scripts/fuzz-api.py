@@ -47,6 +47,8 @@ import argparse, atexit, json, os, random, re, socket, subprocess, sys, tempfile
 from collections import Counter, defaultdict
 from decimal import Decimal as D
 
+import agt_unix  # scripts/agt_unix.py: how a driver records violations
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "agt"))
 ap.add_argument("--home")
@@ -61,14 +63,8 @@ root = args.home or tempfile.mkdtemp(prefix="agt-fuzz-")
 home = None  # the home of the daemon being driven: `{root}/fuzz`, then `{root}/bursts`
 print(f"home {root}, seed {args.seed}, binary {args.bin}", flush=True)
 
-violations = []
-vlock = threading.Lock()
-
-
-def violation(msg):
-    with vlock:
-        violations.append(msg)
-    print("VIOLATION:", msg, flush=True)
+violations = agt_unix.Problems()
+violation = violations  # records and prints a violation
 
 
 class Conn:
@@ -877,4 +873,4 @@ if args.messages:
 print(f"\n{sum(stats.values())} fuzz requests, {args.bursts * len(BURSTS)} bursts, {len(violations)} violations")
 if not args.keep:
     agt("daemon", "stop", check=False)
-sys.exit(1 if violations else 0)
+sys.exit(violations.verdict())

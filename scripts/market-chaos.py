@@ -78,28 +78,15 @@ print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
 
 SYMBOLS = {"AAPL": ("AAPL", "1"), "MSFT": ("MSFT", "1"), "BTC-USD": ("BTC", "0.0001"), "ETH-USD": ("ETH", "0.001")}
 INTERVALS = {"1s": 1, "1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
-problems = []
+problems = agt_unix.Problems()
+problem = problems  # records and prints a violation
 counts = defaultdict(int)
 lock = threading.Lock()
-
-
-def problem(msg):
-    problems.append(msg)
-    print("VIOLATION:", msg, flush=True)
-
-
-class Conn(agt_unix.Conn):
-    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
-
-    def __init__(self):
-        super().__init__(home, problem)
+Conn = agt_unix.connector(home, problem)  # a new connection to this run's daemon
 
 
 def ok(method, path, body=None):
-    s, v = Conn().call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 def agt(*a):
@@ -115,14 +102,11 @@ def agt_json(*a):
 
 
 def start():
-    r = agt("daemon", "start")
-    if r.returncode != 0:
-        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+    agt_unix.start(agt)
 
 
 def pid():
-    with open(f"{home}/agtd.json") as f:
-        return json.load(f)["pid"]
+    return agt_unix.pid(home)
 
 
 def micros(ts):
@@ -508,15 +492,11 @@ def wait_followers(followers, upto, label):
 
 
 def last_seq():
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(30)
-    s.connect(f"{home}/agt.sock")
-    s.sendall(b"GET /api/events?tail=1 HTTP/1.0\r\nHost: agt\r\n\r\n")
-    data = b""
-    while chunk := s.recv(1 << 16):
-        data += chunk
-    lines = [l for l in data.split(b"\r\n\r\n", 1)[1].decode().splitlines() if l.strip()]
-    return json.loads(lines[-1])["seq"] if lines else 0
+    """The store's last seq (0 when it holds none); the checks cannot go on without it."""
+    line, evs = agt_unix.events(home, "tail=1", timeout=30)
+    if " 200 " not in line:
+        raise SystemExit(f"GET /api/events?tail=1: {line}")
+    return evs[-1]["seq"] if evs else 0
 
 
 # --- the run ------------------------------------------------------------------------
@@ -540,27 +520,6 @@ kills = 0
 def said(label, n, o, t, e):
     print(f"{label}: {n} orders ({o} open), {t} trades, {e} events, followers at {[f.last for f in followers]} "
           f"after {[f.connects for f in followers]} connections; violations {len(problems)}", flush=True)
-
-
-def kill_in_start(victim):
-    """Starts the daemon and kills it again while it recovers; true if it did."""
-    starter = subprocess.Popen([args.bin, "--home", home, "daemon", "start"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, again = time.time() + 10, False
-    while time.time() < deadline:
-        try:
-            if pid() != victim:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.001)
-    time.sleep(rng.randint(0, 20) / 1000)
-    try:
-        os.kill(pid(), signal.SIGKILL)
-        again = True
-    except (ProcessLookupError, OSError, ValueError, KeyError):
-        pass
-    starter.wait()
-    return again
 
 
 for rnd in range(args.rounds):
@@ -604,9 +563,7 @@ for rnd in range(args.rounds):
         stop.set()
         for t in threads:
             t.join()
-        deadline = time.time() + 15
-        while Conn().call("GET", "/ready")[0] != 200 and time.time() < deadline:
-            time.sleep(0.02)
+        agt_unix.wait_ready(Conn)
     else:
         victim = pid()
         if kind == "kill-in-stop":
@@ -624,7 +581,7 @@ for rnd in range(args.rounds):
         if kind.startswith("kill-in-stop"):
             stopper.wait()
         if kind == "kill-in-start":
-            kills += kill_in_start(victim)
+            kills += agt_unix.kill_in_start(args.bin, home, victim, rng)
         start()
     run_days.add(int(time.time()) // 86400 * 86400)
     label = f"round {rnd + 1} ({kind})"
@@ -647,4 +604,4 @@ for f in followers:
 print(f"{kills} kills, {n} orders ({o} open), {t} trades, {e} events, followed {[len(f.got) for f in followers]} "
       f"(told pruned {[f.skipped for f in followers]}) "
       f"over {[f.connects for f in followers]} connections, {dict(counts)}; {len(problems)} violations", flush=True)
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())

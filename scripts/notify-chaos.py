@@ -63,15 +63,10 @@ args = ap.parse_args()
 rng = random.Random(args.seed)
 home = args.home or tempfile.mkdtemp(prefix="agt-notify-chaos-")
 os.makedirs(home, exist_ok=True)
-problems = []
+problems = agt_unix.Problems()
+problem = problems  # records and prints a violation
 counts = defaultdict(int)
 lock = threading.Lock()
-
-
-def problem(msg):
-    with lock:
-        problems.append(msg)
-    print("VIOLATION:", msg, flush=True)
 
 
 # --- the receivers ---------------------------------------------------------------------
@@ -197,18 +192,11 @@ env = dict(os.environ, AGT_NOTIFY_TIMEOUT_MS=str(args.timeout_ms), AGT_NOTIFY_BA
 print(f"home {home}, seed {args.seed}, binary {args.bin}, receivers A :{A.port} B :{B.port}", flush=True)
 
 
-class Conn(agt_unix.Conn):
-    """A kept-open connection to this run's daemon (`scripts/agt_unix.py`)."""
-
-    def __init__(self):
-        super().__init__(home, problem)
+Conn = agt_unix.connector(home, problem)  # a new connection to this run's daemon
 
 
 def ok(method, path, body=None):
-    s, v = Conn().call(method, path, body)
-    if s >= 300:
-        raise SystemExit(f"{method} {path}: {s} {v}")
-    return v
+    return agt_unix.ok(Conn(), method, path, body)
 
 
 def stream(query):
@@ -232,15 +220,12 @@ started_at = [0.0]
 
 
 def start():
-    r = agt("daemon", "start")
-    if r.returncode != 0:
-        raise SystemExit(f"agt daemon start failed: {r.stderr}")
+    agt_unix.start(agt)
     started_at[0] = time.monotonic()
 
 
 def pid():
-    with open(f"{home}/agtd.json") as f:
-        return json.load(f)["pid"]
+    return agt_unix.pid(home)
 
 
 # --- the rules ----------------------------------------------------------------------------
@@ -577,4 +562,4 @@ agt("daemon", "stop")
 for rec in RECEIVERS.values():
     rec.down()
 print(f"done: {args.rounds} rounds, {kills} kills, {n}, {dict(counts)}, {len(problems)} violations (home {home}, seed {args.seed})")
-sys.exit(1 if problems else 0)
+sys.exit(problems.verdict())
