@@ -19,6 +19,9 @@ pub struct ApiError {
     pub order_id: Option<String>,
 }
 
+/// The message of [`ApiError::daemon_stopping`].
+pub const DAEMON_STOPPING: &str = "the daemon is stopping: the request was not run; send it again once the daemon has started again";
+
 /// The JSON body of an error response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -71,6 +74,18 @@ impl ApiError {
             "service_unavailable",
             format!("the {service} service is restarting or down; retry shortly (agt service list shows its state)"),
         )
+    }
+    /// 503 for a request read once the daemon has begun to stop (`daemon::server`): not
+    /// run. Its message is [`DAEMON_STOPPING`], by which a client tells it from a
+    /// service's 503 ([`ApiError::is_daemon_stopping`]).
+    pub fn daemon_stopping() -> Self {
+        Self::new(503, "service_unavailable", DAEMON_STOPPING)
+    }
+    /// Whether this is the answer of a daemon on its way out ([`ApiError::daemon_stopping`]):
+    /// `agt events tail -f` whose stream ended at a stop asks the daemon why, and may be
+    /// answered this instead of finding nobody there.
+    pub fn is_daemon_stopping(&self) -> bool {
+        self.status == 503 && self.message == DAEMON_STOPPING
     }
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(504, "timeout", message)

@@ -112,18 +112,31 @@ impl Resume<'_> {
 /// (exit 3). Either way the message says how to go on from the last event shown.
 fn why_the_stream_ended(ctx: &Ctx, resume: &Resume) -> CliError {
     let probe = with_query("/api/events", &[("since", resume.last.map(|s| s.to_string())), ("limit", Some("0".into()))]);
-    let go_on = resume.command();
-    match ctx.client().map(|c| c.get(&probe)) {
+    match ctx.client() {
         Err(e) => e,
-        Ok(Err(e @ ClientError::Unreachable { .. })) => CliError::NotRunning(format!(
+        Ok(client) => what_the_probe_says(client.get(&probe).map(drop), resume),
+    }
+}
+
+/// What the daemon's answer to [`why_the_stream_ended`]'s probe says about the stream.
+/// A daemon that has begun to stop can still answer it (a connection it had queued
+/// when it closed its listener), 503 "the daemon is stopping": that is a stop too, not
+/// a refusal (it was told as an error, exit 1, without how to go on).
+fn what_the_probe_says(probe: Result<(), ClientError>, resume: &Resume) -> CliError {
+    let go_on = resume.command();
+    match probe {
+        Err(e @ ClientError::Unreachable { .. }) => CliError::NotRunning(format!(
             "the event stream broke off and the daemon does not answer ({e}); it stopped. Once it runs again, resume with `{go_on}`"
         )),
-        Ok(Err(e)) => CliError::Client(e),
-        Ok(Ok(_)) if resume.follow => CliError::failed(
+        Err(ClientError::Api(e)) if e.is_daemon_stopping() => {
+            CliError::NotRunning(format!("the event stream ended as the daemon stopped. Once it runs again, resume with `{go_on}`"))
+        }
+        Err(e) => CliError::Client(e),
+        Ok(()) if resume.follow => CliError::failed(
             "stream_ended",
             format!("the daemon ended the event stream (it restarted, or is shutting down); resume with `{go_on}`"),
         ),
-        Ok(Ok(_)) => CliError::failed("stream_ended", format!("the event stream broke off before its end; resume with `{go_on}`")),
+        Ok(()) => CliError::failed("stream_ended", format!("the event stream broke off before its end; resume with `{go_on}`")),
     }
 }
 
@@ -163,5 +176,24 @@ pub fn shorten(s: &str, max: usize) -> String {
         let mut t: String = s.chars().take(max - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiError;
+
+    /// A followed stream's probe answered by a daemon on its way out is a stop (exit 3,
+    /// with the command that goes on), as finding nobody there is; a service's 503 is
+    /// still the daemon's error (exit 1).
+    #[test]
+    fn a_probe_answered_by_a_stopping_daemon_says_it_stopped_and_how_to_go_on() {
+        let resume = Resume { last: Some(42), types: Some("USER_CREATED"), follow: true };
+        let stopped = what_the_probe_says(Err(ClientError::Api(ApiError::daemon_stopping())), &resume);
+        assert_eq!(stopped.exit_code(), 3, "{stopped}");
+        assert!(stopped.to_string().contains("resume with `agt events tail -f --since 42 --type USER_CREATED`"), "{stopped}");
+        let restarting = what_the_probe_says(Err(ClientError::Api(ApiError::unavailable("users"))), &resume);
+        assert_eq!(restarting.exit_code(), 1, "{restarting}");
     }
 }

@@ -306,12 +306,7 @@ const GRACE: Duration = Duration::from_secs(10);
 /// closes after it.
 fn stopping_answer() -> axum::response::Response {
     use axum::response::IntoResponse;
-    let e = crate::api::ApiError::new(
-        503,
-        "service_unavailable",
-        "the daemon is stopping: the request was not run; send it again once the daemon has started again",
-    );
-    let mut resp = crate::daemon::http::Failure(e).into_response();
+    let mut resp = crate::daemon::http::Failure(crate::api::ApiError::daemon_stopping()).into_response();
     resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
     resp
 }
