@@ -129,6 +129,27 @@ fn events_and_book_numbers_out_of_range_say_what_is_allowed() {
     assert_eq!(d.req("GET", &format!("/api/book/{sym}?depth=5000"), None).0, 200, "a deep ask gets what there is");
 }
 
+/// Waits until `agt events tail -f` has printed its first line (then its stream is open),
+/// and reads the rest of its output meanwhile on a thread, so that the pipe stays open
+/// and read; `wait_with_output` then reads its stderr alone.
+fn shown_an_event(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let _ = first_tx.send(());
+            all.push_str(&line);
+            line.clear();
+        }
+        all
+    });
+    assert!(first_rx.recv_timeout(Duration::from_secs(30)).is_ok(), "the follower showed no event");
+    reader
+}
+
 /// `agt events tail -f` whose token is revoked ends with the daemon's 401 (exit 1), not
 /// "the daemon stopped" (exit 3) while it runs on; one whose daemon stops exits 3.
 #[test]
@@ -142,16 +163,20 @@ fn events_tail_follow_says_why_its_stream_ended() {
         let out = child.wait_with_output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
-    let revoked = follow(&["--url", &url, "--token", &token]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Each follower is cut once it has shown an event, which proves its stream is open:
+    // a fixed half second could pass before a loaded machine had even started the CLI,
+    // and a follower that never reached the daemon has no seq to resume from.
+    d.user("before-revoke");
+    let mut revoked = follow(&["--url", &url, "--token", &token]);
+    let _shown = shown_an_event(&mut revoked);
     d.ok("DELETE", &format!("/api/tokens/{id}"), None);
     d.user("after-revoke");
     let (status, stderr) = finish(revoked);
     assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("unauthorized") && !stderr.contains("stopped"), "{stderr}");
 
-    let stopped = d.cli_spawn(&["events", "tail", "-f", "--type", "USER_CREATED"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut stopped = d.cli_spawn(&["events", "tail", "-f", "--type", "USER_CREATED"]);
+    let _shown = shown_an_event(&mut stopped);
     d.stop();
     let (status, stderr) = finish(stopped);
     assert_eq!(status, Some(3), "{stderr}");
@@ -195,20 +220,26 @@ fn dechunk(raw: &[u8]) -> (Vec<u64>, bool) {
 /// The chunks of a chunked answer (after its head), as the daemon wrote them, the last
 /// one only if it came whole; and whether it ended with its last chunk.
 fn http_chunks(raw: &[u8]) -> (Vec<&[u8]>, bool) {
-    let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return (vec![], false) };
+    let (chunks, complete, _) = http_chunks_and_part(raw);
+    (chunks, complete)
+}
+
+/// [`http_chunks`], and what came of a last chunk that did not come whole.
+fn http_chunks_and_part(raw: &[u8]) -> (Vec<&[u8]>, bool, &[u8]) {
+    let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return (vec![], false, &[]) };
     let mut rest = &raw[at + 4..];
     let mut chunks = Vec::new();
     loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { return (chunks, false) };
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { return (chunks, false, &[]) };
         let Some(n) = std::str::from_utf8(&rest[..eol]).ok().and_then(|size| usize::from_str_radix(size.trim(), 16).ok()) else {
-            return (chunks, false);
+            return (chunks, false, &[]);
         };
         if n == 0 {
-            return (chunks, true);
+            return (chunks, true, &[]);
         }
         let after = &rest[eol + 2..];
         if after.len() < n {
-            return (chunks, false);
+            return (chunks, false, after);
         }
         chunks.push(&after[..n]);
         rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&[]);
@@ -690,11 +721,22 @@ fn read_after_cut(d: &Daemon, mut s: std::net::TcpStream) -> Vec<u8> {
 /// after, and no more than its own socket could hold: not the `held` bytes the daemon's
 /// kernel had taken on for it.
 fn assert_cut_at_once(got: &[u8], visible: &[u64], held: usize) {
-    let (seqs, complete) = dechunk(got);
+    // The events of its whole chunks and the whole lines of a chunk it got part of: a
+    // chunk frames every event ready together, and the first one can be larger than the
+    // client's socket holds (a loaded machine readied many at once; the client held 6 KB
+    // of the first chunk, and no chunk whole).
+    let (chunks, complete, part) = http_chunks_and_part(got);
+    let whole_lines = &part[..part.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1)];
+    let seqs: Vec<u64> = String::from_utf8_lossy(&[chunks.concat(), whole_lines.to_vec()].concat()).lines().map(seq_of).collect();
     assert!(!complete, "a stream cut short does not end like a complete one");
     assert!(!seqs.is_empty(), "the client's socket held some events: {} bytes", got.len());
     assert_eq!(Some(&seqs[..]), visible.get(..seqs.len()), "what it got has no gap, and nothing after the refusal");
-    eprintln!("live stream cut: the client read {} bytes ({} events); the daemon's kernel held {held} unsent", got.len(), seqs.len());
+    let in_part = String::from_utf8_lossy(whole_lines).lines().count();
+    eprintln!(
+        "live stream cut: the client read {} bytes ({} events, {in_part} of a chunk it got part of); the daemon's kernel held {held} unsent",
+        got.len(),
+        seqs.len()
+    );
     assert!(got.len() < BACKLOG / 4, "{} bytes read; the daemon's kernel held {held} unsent", got.len());
 }
 
