@@ -488,7 +488,13 @@ fn sigkill_during_a_burst_of_concurrent_orders_loses_nothing_acknowledged() {
                 }
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(150 + 100 * cycle));
+        // The kill comes mid-burst, later in each cycle: once that many placements are
+        // answered and the reader has seen some. (A fixed 150 ms, then 250 and 350, could
+        // pass before the first answer on a loaded machine: nothing acknowledged to check.)
+        let answered = 20 * (cycle + 1);
+        wait_until("placements answered and read before the kill", std::time::Duration::from_secs(60), || {
+            (acked.lock().unwrap().len() >= answered && !seen.lock().unwrap().is_empty()).then_some(())
+        });
         dm.kill9();
         for t in threads {
             t.join().unwrap();
@@ -575,7 +581,13 @@ fn sigkill_during_a_burst_of_cancels_and_amends_loses_nothing_acknowledged() {
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(120));
+    // The kill comes mid-burst, once cancels and amends are answered (a fixed 120 ms
+    // could pass before the first answer on a loaded machine).
+    wait_until("cancels and amends answered before the kill", std::time::Duration::from_secs(60), || {
+        let acked = acked.lock().unwrap();
+        let count = |what: &str| acked.iter().filter(|(w, _)| *w == what).count();
+        (count("cancel") >= 10 && count("amend") >= 10).then_some(())
+    });
     dm.kill9();
     for t in threads {
         t.join().unwrap();
