@@ -1,7 +1,8 @@
 //! The supervisor: runs every service on its own thread and restarts it when it fails.
 //!
 //! A service that panics or returns an error is restarted with exponential backoff
-//! (100 ms doubling to 5 s); more than `max_restarts` failures within `window_s` marks it
+//! (100 ms doubling to 5 s, and 100 ms again after a `window_s` without a failure: see
+//! `Failures`); more than `max_restarts` failures within `window_s` marks it
 //! `failed` — the daemon stays up and reports `degraded` until an operator restarts it.
 //! A manual restart (`agt service restart`) finishes the queued work first and counts as a
 //! restart. While a service is not running its handles answer 503 at once.
@@ -206,8 +207,7 @@ fn supervise<C>(
     dropped: impl Fn(&C),
 ) {
     let set = |s: State| statuses.iter().for_each(|st| st.set_state(s));
-    let mut failures: VecDeque<Instant> = VecDeque::new();
-    let mut backoff = live_policy(&ctx).backoff_initial;
+    let mut failures = Failures::default();
     // Whether the incarnations have been failing on a full disk (logged once).
     let mut full_streak = false;
     loop {
@@ -222,7 +222,7 @@ fn supervise<C>(
             Ok(Ok(Exit::Restart)) => {
                 statuses.iter().for_each(|st| clear_last_error(st));
                 statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator"));
-                backoff = policy.backoff_initial;
+                failures.backoff = None;
                 continue;
             }
             Ok(Err(e)) => e.to_string(),
@@ -262,7 +262,7 @@ fn supervise<C>(
                 }
             }
             full_streak = true;
-            backoff = policy.backoff_initial;
+            failures.backoff = None;
             match refuse_while_full(&rx, &dropped) {
                 Some(Control::Stop) => {
                     set(State::Stopped);
@@ -282,12 +282,7 @@ fn supervise<C>(
             continue;
         }
         full_streak = false;
-        let now = Instant::now();
-        failures.push_back(now);
-        while failures.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
-            failures.pop_front();
-        }
-        if failures.len() as u32 > policy.max_restarts {
+        let Some(backoff) = failures.count(Instant::now(), &policy) else {
             set(State::Failed);
             for status in &statuses {
                 ctx.bus.publish("SERVICE_FAILED", "health", serde_json::json!({"service": status.name, "error": error}));
@@ -297,15 +292,46 @@ fn supervise<C>(
                 set(State::Stopped);
                 return;
             }
-            failures.clear();
+            failures = Failures::default();
             statuses.iter().for_each(|st| clear_last_error(st));
             statuses.iter().for_each(|st| record_restart(&ctx, st, "requested by an operator after failure"));
-            backoff = policy.backoff_initial;
             continue;
-        }
+        };
         std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(policy.backoff_max);
         statuses.iter().for_each(|st| record_restart(&ctx, st, &error));
+    }
+}
+
+/// A service's failures within the restart window, and the wait before the next restart.
+#[derive(Default)]
+struct Failures {
+    at: VecDeque<Instant>,
+    /// The last wait; `None` starts afresh at `backoff_initial`.
+    backoff: Option<Duration>,
+}
+
+impl Failures {
+    /// Counts a failure at `now`: the wait before the service is started again (the
+    /// last one doubled, up to `backoff_max`), or `None` once there have been more than
+    /// `max_restarts` within `window` (the service is then marked `failed`). A failure
+    /// after a whole window without one waits `backoff_initial` again: the backoff is for
+    /// a service failing over and over, not for one that failed now and then. It only
+    /// ever grew, so after six failures in a long uptime, each days apart, every later
+    /// restart waited `backoff_max` (5 s) with the service down.
+    fn count(&mut self, now: Instant, policy: &Policy) -> Option<Duration> {
+        while self.at.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+            self.at.pop_front();
+        }
+        if self.at.is_empty() {
+            self.backoff = None;
+        }
+        self.at.push_back(now);
+        if self.at.len() as u32 > policy.max_restarts {
+            return None;
+        }
+        let backoff = self.backoff.map_or(policy.backoff_initial, |b| (b * 2).min(policy.backoff_max));
+        self.backoff = Some(backoff);
+        Some(backoff)
     }
 }
 
@@ -369,6 +395,38 @@ fn wait_for_restart<C>(rx: &mpsc::Receiver<Envelope<C>>, dropped: &impl Fn(&C)) 
 mod tests {
     use super::*;
     use crate::services::actor::{AfterCommit, Reply, ServiceError};
+
+    /// The backoff doubles while failures come within the window, and starts again at
+    /// `backoff_initial` after a window without one; more than `max_restarts` within the
+    /// window is `failed`.
+    #[test]
+    fn the_backoff_starts_afresh_after_a_window_without_failures() {
+        let policy = Policy {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        };
+        let ms = |n: u64| Some(Duration::from_millis(n));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut f = Failures::default();
+        let waits: Vec<_> = (0..5).map(|i| f.count(at(i * 10), &policy)).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1600)], "doubling within the window");
+        // Each failure a day apart, long after the window: the first wait every time.
+        for day in 1..=8 {
+            assert_eq!(f.count(at(day * 86_400), &policy), ms(100), "day {day}");
+        }
+        // A failure within the window of the last one still doubles.
+        assert_eq!(f.count(at(8 * 86_400 + 30), &policy), ms(200));
+        // Up to the maximum, and one failure too many in the window is `failed`.
+        let mut f = Failures::default();
+        let waits: Vec<_> = (0..7).map(|i| f.count(at(i), &Policy { max_restarts: 6, ..policy })).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1600), ms(3200), None]);
+        let mut f = Failures::default();
+        let waits: Vec<_> = (0..8).map(|i| f.count(at(i), &Policy { max_restarts: 100, ..policy })).collect();
+        assert_eq!(waits[6..], [ms(5000), ms(5000)], "capped at backoff_max");
+    }
 
     enum Work {
         /// Holds the service's thread until the sender is dropped.
