@@ -104,8 +104,9 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     // otherwise be in force for this run, and its change recorded as the start's own.
     // The disk-full fault point (tests only) reaches the put-back of such a set: it is
     // armed before it, by the file as found. Once: a put-back of a cut-off set of
-    // `debug.fault_injection` itself would not disarm it (no test makes one).
-    if Settings::load(&home.config_file(), &env).is_ok_and(|s| s.debug.fault_injection) {
+    // `debug.fault_injection` itself would not disarm it (no test makes one). The file
+    // is read for it only when the fault point's variable is set, not at every start.
+    if env("AGT_FAULT_DISK_FULL").is_some() && Settings::load(&home.config_file(), &env).is_ok_and(|s| s.debug.fault_injection) {
         crate::services::disk_full::arm_fault(true);
     }
     let agreed = crate::services::config::cut_off::agreed_in(&home.store("config"));
