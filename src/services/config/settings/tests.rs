@@ -78,7 +78,7 @@ fn defaults_are_the_shipped_file() {
 
 #[test]
 fn every_key_is_in_the_shipped_file_with_a_comment() {
-    let text = include_str!("../../../config/agt.toml");
+    let text = include_str!("../../../../config/agt.toml");
     for key in Settings::known_keys() {
         let leaf = key.rsplit('.').next().unwrap();
         let line = match key {
