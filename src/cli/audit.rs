@@ -23,11 +23,11 @@ pub enum AuditCmd {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Records after this sequence number, oldest first
-    #[arg(long, value_name = "SEQ")]
+    #[arg(long, value_name = "SEQ", allow_negative_numbers = true, value_parser = super::whole_in("a sequence number", 0, None))]
     pub since: Option<u64>,
     /// At most this many records [default: 20; with --since, 100, at most 100000, and a
     /// note on stderr when there are more]
-    #[arg(long, value_name = "N", value_parser = super::count_up_to(100_000))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = super::count_up_to(100_000))]
     pub limit: Option<u32>,
     /// Only the records of this actor, exactly as the ACTOR column shows it: `socket`,
     /// `token:ID`, or `event:SERVICE` for the events a service published

@@ -11,7 +11,7 @@ pub struct BookArgs {
     /// The symbol, e.g. AAPL or BTC-USD (`agt symbol list` shows them)
     pub symbol: String,
     /// Price levels per side
-    #[arg(long, default_value_t = 10, value_parser = super::count_up_to(1000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10, value_parser = super::count_up_to(1000))]
     pub depth: u32,
 }
 

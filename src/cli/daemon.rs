@@ -50,13 +50,13 @@ pub enum DaemonCmd {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
         /// Seconds to wait for the daemon to become ready (1 to 86400)
-        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = wait_seconds)]
+        #[arg(long, value_name = "SECS", default_value_t = 30, allow_negative_numbers = true, value_parser = wait_seconds)]
         timeout: u64,
     },
     /// Stop the daemon gracefully (SIGTERM) and wait for it to exit
     Stop {
         /// Seconds to wait for the daemon to exit (1 to 86400)
-        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = wait_seconds)]
+        #[arg(long, value_name = "SECS", default_value_t = 30, allow_negative_numbers = true, value_parser = wait_seconds)]
         timeout: u64,
     },
     /// Whether the daemon runs: pid, socket, HTTP address, version, uptime (exit 3 if not)

@@ -16,13 +16,13 @@ Watch it with `agt tui`, `agt book AAPL`, `agt trades AAPL` or `agt market candl
 Over --url, the --token must be an admin's (the demo creates users and deposits).")]
 pub struct DemoArgs {
     /// Market makers, and as many takers
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub users: u32,
     /// Taker orders per second, all takers together
-    #[arg(long, default_value_t = 20.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true, value_parser = parse_rate)]
     pub rate: f64,
     /// How long to trade: 60, 90s, 5m, 1h; 0 runs until Ctrl-C
-    #[arg(long, default_value = "60s", value_parser = parse_run_for)]
+    #[arg(long, default_value = "60s", allow_negative_numbers = true, value_parser = parse_run_for)]
     pub duration: RunFor,
     /// Symbols to trade, comma-separated [default: AAPL,MSFT,BTC-USD,ETH-USD]
     #[arg(long, value_delimiter = ',')]

@@ -26,7 +26,7 @@ pub enum MarketCmd {
         /// At most this many, the newest (shown oldest first) [default: 100, at most
         /// 10000]; when there are more, a note on stderr says so. With --from, the
         /// first this many from there
-        #[arg(long, value_name = "N", value_parser = super::count_up_to(10_000))]
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = super::count_up_to(10_000))]
         limit: Option<u32>,
         /// Only bars that start at or after this time (RFC 3339, Unix seconds or YYYY-MM-DD)
         #[arg(long, value_name = "TIME")]

@@ -208,6 +208,30 @@ pub fn count_up_to(max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + S
     }
 }
 
+/// The value parser of a whole number the CLI itself bounds (`--since`, and `agt bench`'s
+/// counts): clap's own parsers said "invalid digit found in string" of `-1` or `ten`, which
+/// names neither what was wrong nor what to give. `what` is what the number counts
+/// ("a sequence number"); the message names the range taken, `lo` to `hi` (`None`: no end
+/// but `u64`'s, said as "or more").
+pub fn whole_in(what: &'static str, lo: u64, hi: Option<u64>) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let t = raw.trim();
+        let range = match hi {
+            Some(hi) => format!("from {lo} to {hi}"),
+            None => format!("of {lo} or more"),
+        };
+        let most = hi.unwrap_or(u64::MAX);
+        match t.parse::<u64>() {
+            Ok(n) if n < lo => Err(format!("{what} is a whole number {range}; got {n}")),
+            Ok(n) if n <= most => Ok(n),
+            Err(_) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(format!("{what} is a whole number {range}; got {}", crate::api::quote::quoted(t)))
+            }
+            _ => Err(format!("{} is too large: {most} is the most it takes", crate::api::quote::bare(t))),
+        }
+    }
+}
+
 /// What [`named`] asks for a user and a symbol, alike in every command.
 pub const A_USER: &str = "a username or user id (`agt user list` shows them)";
 pub const A_SYMBOL: &str = "a symbol (`agt symbol list` shows them)";

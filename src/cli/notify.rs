@@ -57,7 +57,7 @@ pub enum RulesCmd {
 pub struct ListArgs {
     /// At most this many, the newest [default: 100, at most 10000]; when there are
     /// more, a note on stderr says so
-    #[arg(long, value_name = "N", value_parser = super::count_up_to(10_000))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = super::count_up_to(10_000))]
     pub limit: Option<u32>,
     /// Only deliveries in this state
     #[arg(long, value_parser = ["pending", "sent", "failed", "all"])]

@@ -203,3 +203,42 @@ fn daemon_start_and_stop_timeouts_are_a_second_to_a_day() {
     }
     assert!(!home.path().join("agtd.json").exists(), "nothing was started");
 }
+
+/// A negative number given to a numeric option reaches its parser, which says what the
+/// option takes: clap read `--limit -1` as an unknown flag `-1` ("unexpected argument '-1'
+/// found"), and for `agt trades AAPL --limit -1` suggested `-- -1`, which would only have
+/// made `-1` a second symbol. `--since abc` and `bench --orders -1` said "invalid digit
+/// found in string", naming neither the option's range nor what was wrong.
+#[test]
+fn a_negative_or_non_numeric_count_says_what_the_option_takes() {
+    let h = home();
+    for (args, says) in [
+        (&["book", "AAPL", "--depth", "-1"][..], r#""-1" is not a whole number of 1 or more"#),
+        (&["trades", "AAPL", "--limit", "-1"], r#""-1" is not a whole number of 1 or more"#),
+        (&["market", "candles", "AAPL", "--limit", "-2"], r#""-2" is not a whole number of 1 or more"#),
+        (&["order", "list", "--limit", "-5"], r#""-5" is not a whole number of 1 or more"#),
+        (&["notify", "list", "--limit", "-1"], r#""-1" is not a whole number of 1 or more"#),
+        (&["audit", "tail", "--limit", "-1"], r#""-1" is not a whole number of 1 or more"#),
+        (&["audit", "tail", "--since", "-1"], r#"a sequence number is a whole number of 0 or more; got "-1""#),
+        (&["events", "tail", "--since", "-1"], r#"a sequence number is a whole number of 0 or more; got "-1""#),
+        (&["events", "tail", "--since", "abc"], r#"a sequence number is a whole number of 0 or more; got "abc""#),
+        (&["events", "tail", "--since", "99999999999999999999999"], "is too large: 18446744073709551615 is the most it takes"),
+        (&["demo", "--users", "-1"], "-1 is not in 1..=100"),
+        (&["demo", "--rate", "-1"], r#"a number > 0 and <= 100000, got "-1""#),
+        (&["demo", "--duration", "-1"], r#""-1" is out of range"#),
+        (&["bench", "--orders", "-1"], r#"--orders is a whole number from 1 to 100000000; got "-1""#),
+        (&["bench", "--orders", "0"], "--orders is a whole number from 1 to 100000000; got 0"),
+        (&["bench", "--concurrency", "ten"], r#"--concurrency is a whole number from 1 to 4096; got "ten""#),
+        (&["bench", "--cancels", "101"], "101 is too large: 100 is the most it takes"),
+        (&["bench", "--seed", "-4"], r#"--seed is a whole number of 0 or more; got "-4""#),
+        (&["daemon", "stop", "--timeout", "-1"], r#""-1" is not a whole number of seconds"#),
+    ] {
+        let out = agt(&h).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument") && !err.contains("invalid digit"), "{args:?}: {err}");
+    }
+    // A count that fits still goes to the daemon (none runs here: exit 3).
+    agt(&h).args(["events", "tail", "--since", "0"]).assert().code(3);
+}
