@@ -366,14 +366,16 @@ impl Form {
                 self.complain(label, "must be greater than 0");
                 None
             }
-            // The parser's own reason when there is one beyond "not a number" (too many
-            // digits, a separator), else the example.
-            Err(e) if e.contains("more digits") || raw.contains(['_', ',']) => {
-                self.complain(label, e);
+            // "not a number" and the example only for text that is none ("ten", "-");
+            // else the parser's own reason, which says what to fix: a number too large
+            // or too long to keep exactly (30 nines was "not a number"), a separator, a
+            // point without a digit on each side (`5.`), a plus sign.
+            Err(e) if e.starts_with("expected a") && !raw.contains(['_', ',']) => {
+                self.complain(label, format!("not a number, {example}"));
                 None
             }
-            Err(_) => {
-                self.complain(label, format!("not a number, {example}"));
+            Err(e) => {
+                self.complain(label, e);
                 None
             }
         }
@@ -481,7 +483,21 @@ mod tests {
         typing(&mut f, "ten");
         assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
         assert_eq!(f.field(AMOUNT).unwrap().error.as_deref(), Some("not a number, e.g. 1000"));
-        for (typed, says) in [("1_000", "without separators"), ("12345678901234567890.123456789012", "more digits than agt keeps")] {
+        for typed in ["-", "1.2.3", "nan"] {
+            f.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+            typing(&mut f, typed);
+            assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
+            assert_eq!(f.field(AMOUNT).unwrap().error.as_deref(), Some("not a number, e.g. 1000"), "{typed}");
+        }
+        for (typed, says) in [
+            ("1_000", "without separators"),
+            ("12345678901234567890.123456789012", "more digits than agt keeps"),
+            // Numbers, not "not a number": what the field cannot take and why.
+            ("999999999999999999999999999999", "beyond what agt keeps exactly"),
+            ("1e400", "beyond what agt keeps exactly"),
+            ("5.", "a decimal point needs a digit on each side"),
+            ("+5", "without a plus sign"),
+        ] {
             f.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
             typing(&mut f, typed);
             assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
