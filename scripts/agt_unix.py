@@ -7,7 +7,9 @@ does differently. Not a script.
   stream read to its end; `ok` and `pid`.
 - `Problems`, the one way a driver records and prints a violation and gives its verdict.
 - `start` and `stores_agree`: a daemon started or the driver stops; the stopped stores
-  against each other.
+  against each other. `kill_and_restart`: how chaos.py's and market-chaos.py's `kill`,
+  `kill-in-stop` and `kill-in-start` rounds end (`kill_in_start` the last one's second
+  kill).
 - The load of chaos.py and disk-full.py (`Told`, what their threads were told;
   `draw_order`, a trader's next order; `cashier`) and the checks they make of it after a
   kill or a full disk (`check_balances`, `check_acknowledged`, `check_holds`).
@@ -26,6 +28,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from typing import NamedTuple
 from decimal import Decimal
 
 
@@ -177,6 +180,52 @@ def kill_in_start(bin, home, victim, r):
         pass
     starter.wait()
     return again
+
+
+class Killed(NamedTuple):
+    """What `kill_and_restart` did, for the driver's round line and its count of kills."""
+
+    kills: int  # SIGKILLs sent: 1, or 2 when kill-in-start killed the recovering daemon too
+    had_stopped: bool  # the SIGKILL found the daemon gone (a kill-in-stop whose stop finished first)
+    no_second_pid: bool  # kill-in-start: no new daemon showed to be killed while it recovered
+
+
+def kill_and_restart(bin, home, agt, kind, r, threads, stop=None):
+    """Ends a `kill`, `kill-in-stop` or `kill-in-start` round of chaos.py or market-chaos.py:
+    SIGKILL of the daemon (for `kill-in-stop`, 0-30 ms after `agt daemon stop` began
+    draining), then the round's `threads` joined (they end on `Gone`; with `stop`, set
+    first, one between requests ends without trying the dead socket), for `kill-in-start`
+    a start killed again while it recovers (`kill_in_start`), and a start through the
+    driver's `agt` (`start`). The delays are drawn from `r` in the order the drivers drew
+    them, so a seed replays the rounds it did before."""
+    victim = pid(home)
+    stopper = None
+    if kind == "kill-in-stop":
+        # A graceful stop, killed while it drains.
+        stopper = subprocess.Popen([bin, "--home", home, "daemon", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(r.randint(0, 30) / 1000)
+    try:
+        os.kill(victim, signal.SIGKILL)
+        had_stopped = False
+    except ProcessLookupError:
+        had_stopped = True
+    # Counted as a kill either way, as the drivers always counted it.
+    kills = 1
+    if stop is not None:
+        stop.set()
+    for t in threads:
+        t.join()
+    if stopper is not None:
+        stopper.wait()
+    no_second_pid = False
+    if kind == "kill-in-start" and not had_stopped:
+        # Killed again while it recovers from the first kill.
+        if kill_in_start(bin, home, victim, r):
+            kills += 1
+        else:
+            no_second_pid = True
+    start(agt)
+    return Killed(kills, had_stopped, no_second_pid)
 
 
 def stores_agree(home, problem, label=None):

@@ -54,7 +54,7 @@ one. Slow (~3 s a round): never run by `cargo test`; a short version of each bug
 found lives in `tests/it/` (audit.rs: a command run while audit restarted under
 durability "full").
 """
-import argparse, os, random, signal, subprocess, sys, tempfile, threading, time
+import argparse, os, random, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 from decimal import Decimal as D
 
@@ -107,10 +107,6 @@ def agt(*a):
 
 def start():
     agt_unix.start(agt)
-
-
-def pid():
-    return agt_unix.pid(home)
 
 
 # --- what the script was told -------------------------------------------------------
@@ -589,27 +585,11 @@ for rnd in range(args.rounds):
         next_round(users, enable=False)
         said(rnd, kind, n, o, t)
         continue
-    victim = pid()
-    if kind == "kill-in-stop":
-        # A graceful stop, killed while it drains.
-        stopper = subprocess.Popen([args.bin, "--home", home, "daemon", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.randint(0, 30) / 1000)
-    try:
-        os.kill(victim, signal.SIGKILL)
-    except ProcessLookupError:
-        kind += " (it had already stopped)"
-    kills += 1
-    for t in threads:
-        t.join()
-    if kind.startswith("kill-in-stop"):
-        stopper.wait()
-    if kind == "kill-in-start":
-        # Killed again while it recovers from the first kill.
-        if agt_unix.kill_in_start(args.bin, home, victim, rng):
-            kills += 1
-        else:
-            kind += " (no second pid)"
-    start()
+    # Killed (in a stop's drain, or again in the start's recovery), then started: the
+    # threads end on the kill (`Gone`).
+    ended = agt_unix.kill_and_restart(args.bin, home, agt, kind, rng, threads)
+    kills += ended.kills
+    kind += " (it had already stopped)" if ended.had_stopped else " (no second pid)" if ended.no_second_pid else ""
     n, o, t = check(users, f"round {rnd + 1}")
     next_round(users)
     said(rnd, kind, n, o, t)

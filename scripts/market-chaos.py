@@ -46,7 +46,7 @@ After the last round it stops the daemon cleanly, starts it and checks again. Pr
 round and every violation; exits 1 if there was one. Slow (~3 s a round): never run by
 `cargo test`; a short version of each bug it found lives in `tests/it/market.rs`.
 """
-import argparse, atexit, json, os, random, signal, socket, subprocess, sys, tempfile, threading, time
+import argparse, atexit, json, os, random, socket, subprocess, sys, tempfile, threading, time
 from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal as D
@@ -103,10 +103,6 @@ def agt_json(*a):
 
 def start():
     agt_unix.start(agt)
-
-
-def pid():
-    return agt_unix.pid(home)
 
 
 def micros(ts):
@@ -565,24 +561,12 @@ for rnd in range(args.rounds):
             t.join()
         agt_unix.wait_ready(Conn)
     else:
-        victim = pid()
-        if kind == "kill-in-stop":
-            # A graceful stop (the market writes its bars), killed while it drains.
-            stopper = subprocess.Popen([args.bin, "--home", home, "daemon", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.randint(0, 30) / 1000)
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
+        # Killed (in a stop's drain, where the market writes its bars, or again in the
+        # start's recovery), then started.
+        ended = agt_unix.kill_and_restart(args.bin, home, agt, kind, rng, threads, stop)
+        kills += ended.kills
+        if ended.had_stopped:
             kind += " (it had stopped)"
-        kills += 1
-        stop.set()
-        for t in threads:
-            t.join()
-        if kind.startswith("kill-in-stop"):
-            stopper.wait()
-        if kind == "kill-in-start":
-            kills += agt_unix.kill_in_start(args.bin, home, victim, rng)
-        start()
     run_days.add(int(time.time()) // 86400 * 86400)
     label = f"round {rnd + 1} ({kind})"
     wait_followers(followers, last_seq(), label)
