@@ -255,7 +255,7 @@ async fn serve(
     let notify_at = follower::spawn(bus.clone(), app.notify.clone(), feed, app.feeds.notify.clone(), app.shutdown.subscribe());
     let followers = vec![audit_at, health_at, market_at, notify_at];
     drop(on_followers_rt);
-    tokio::spawn(routes::settle_refusals(app.clone()));
+    let refusals_settled = tokio::spawn(routes::settle_refusals(app.clone()));
     retention::spawn(bus.clone(), app.settings.clone(), followers, app.shutdown.subscribe());
     crate::services::notify::sender::spawn(app.notify.clone(), app.shutdown.subscribe(), notify_tuning);
 
@@ -306,6 +306,10 @@ async fn serve(
     for s in servers {
         let _ = s.await;
     }
+    // The refusals counted in windows still open are recorded before audit stops: the
+    // settle task records them as the stop begins, but nothing else made it run before
+    // the services' shutdown, and a record appended once audit has stopped is lost.
+    let _ = refusals_settled.await;
     let sup = supervisor.clone();
     tokio::task::spawn_blocking(move || sup.shutdown()).await?;
     let b = bus.clone();
