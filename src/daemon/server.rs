@@ -407,7 +407,17 @@ pub async fn serve<L: Accept>(
     }
     stopping.store(true, Ordering::Release);
     drop(live);
-    let _ = tokio::time::timeout(GRACE, all_ended.recv()).await;
+    if tokio::time::timeout(GRACE, all_ended.recv()).await.is_err() {
+        // Said, so that a stop that took the whole grace is explained (and a test can
+        // tell a connection that held the stop from a machine that was merely slow).
+        let open = metrics::get().active_connections.get_or_create(&label).get();
+        tracing::warn!(
+            transport = label.service,
+            open,
+            grace_s = GRACE.as_secs(),
+            "the stop waited the whole grace for connections in flight and goes on without them"
+        );
+    }
 }
 
 #[cfg(test)]
