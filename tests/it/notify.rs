@@ -111,6 +111,23 @@ fn deliveries(d: &Daemon) -> Vec<Value> {
     d.ok("GET", "/api/notifications", None).as_array().expect("a JSON array").clone()
 }
 
+/// The seq of the `USER_CREATED` event of `user`.
+fn created_seq(d: &Daemon, user: &str) -> u64 {
+    let events = d.events("USER_CREATED");
+    let e = events.iter().find(|e| e["data"]["user_id"] == user).unwrap_or_else(|| panic!("no USER_CREATED for {user}"));
+    e["seq"].as_u64().unwrap()
+}
+
+/// Waits until `user`'s `USER_CREATED` has a delivery in the log, and gives it. A barrier
+/// for "nothing was queued": notify handles the bus's events in order, and queues an
+/// event's deliveries in the transaction that marks the event handled, so once this
+/// one's is in the log every earlier event has had its deliveries queued, or none. A
+/// post is always of a delivery in the log: an event with none is never posted.
+fn queued_after(d: &Daemon, user: &str) -> Value {
+    let seq = created_seq(d, user);
+    wait_until("the later event's delivery", Duration::from_secs(20), || deliveries(d).into_iter().find(|x| x["event_seq"] == seq))
+}
+
 fn metric(d: &Daemon, result: &str) -> u64 {
     let Value::String(text) = d.ok("GET", "/metrics", None) else { panic!("metrics are text") };
     let name = format!("agt_notification_deliveries_total{{result=\"{result}\"}} ");
@@ -131,9 +148,10 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
 
     let sent =
         wait_until("the delivery to be sent", Duration::from_secs(15), || deliveries(&d).into_iter().find(|x| x["status"] == "sent"));
-    std::thread::sleep(Duration::from_millis(500)); // room for a wrong fourth attempt
+    // Each attempt is recorded after its answer, which the receiver gives once it has
+    // counted the hit: all three are here. A wrong fourth is looked for at the end.
     let hits = hook.hits();
-    assert_eq!(hits.iter().map(|h| h.answered).collect::<Vec<_>>(), [Some(500), Some(500), Some(200)], "{hits:#?}");
+    assert_eq!(hits.iter().take(3).map(|h| h.answered).collect::<Vec<_>>(), [Some(500), Some(500), Some(200)], "{hits:#?}");
     for h in &hits {
         assert_eq!(h.path, "/hook");
         assert_eq!(h.headers["content-type"], "application/json");
@@ -168,6 +186,18 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
     let out = d.cli().args(["notify", "list"]).assert().success().get_output().stdout.clone();
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("USER_CREATED") && out.contains("sent"), "{out}");
+
+    // No wrong fourth attempt: a later delivery to the same receiver is handed out after
+    // every one due before it (per URL, oldest due first), so once it has been posted
+    // and answered, a sent delivery handed out again would have been posted too.
+    let later = d.user("later");
+    let next = queued_after(&d, &later);
+    wait_until("the later delivery to be sent", Duration::from_secs(15), || {
+        deliveries(&d).into_iter().find(|x| x["id"] == next["id"] && x["status"] == "sent")
+    });
+    let of_first = hook.hits().into_iter().filter(|h| h.headers["x-agt-delivery"] == sent["id"].as_str().unwrap()).count();
+    assert_eq!(of_first, 3, "a sent delivery is not posted again: {:#?}", hook.hits());
+    assert_eq!(hook.hits().len(), 4, "{:#?}", hook.hits());
 }
 
 /// A delivery behind a dead receiver waits between attempts: `notify list` says how many
@@ -228,25 +258,44 @@ fn sigkill_with_a_delivery_pending_loses_none() {
 /// Removing a webhook stops its posts, retries included: a pending delivery of a webhook
 /// no longer configured is given up, not sent on to the old URL. Its secret was never
 /// copied into the delivery.
+///
+/// The receiver answers 500 from the start, so every attempt reaches it and is counted
+/// (a dead port that came alive before the removal could take a retry, and a delivery
+/// sent is not given up), and attempts never time out, so each recorded one was posted.
 #[test]
 fn a_removed_webhook_gets_no_more_retries() {
-    let port = dead_port();
-    let url = format!("http://127.0.0.1:{port}/hook");
-    let d = Daemon::with_config_env(&webhook(&url, &["USER_CREATED"], Some("0ld-s3cret")), FAST);
+    let hook = Receiver::start(|_| Some(500));
+    let env = [("AGT_NOTIFY_BACKOFF_MS", "50"), ("AGT_NOTIFY_TIMEOUT_MS", "600000"), ("AGT_NOTIFY_MAX_ATTEMPTS", "1000")];
+    let d = Daemon::with_config_env(&webhook(&hook.url(), &["USER_CREATED"], Some("0ld-s3cret")), &env);
     d.user("pending");
     let pending =
         wait_until("a failed attempt", Duration::from_secs(10), || deliveries(&d).into_iter().find(|x| x["attempts"].as_u64() >= Some(1)));
+    assert_eq!(pending["status"], "pending", "{pending}");
     let raw = std::fs::read(d.path().join("data/notify.db")).unwrap();
     let wal = std::fs::read(d.path().join("data/notify.db-wal")).unwrap_or_default();
     assert!(!String::from_utf8_lossy(&[raw, wal].concat()).contains("0ld-s3cret"), "the secret is not stored with the delivery");
-    let hook = Receiver::on(TcpListener::bind(("127.0.0.1", port)).unwrap(), |_| Some(200));
     d.ok("PUT", "/api/config", Some(json!({"notify.webhooks": []})));
     let given_up = wait_until("the delivery to be given up", Duration::from_secs(10), || {
         deliveries(&d).into_iter().find(|x| x["id"] == pending["id"] && x["status"] == "failed")
     });
     assert!(given_up["last_error"].as_str().unwrap().contains("removed"), "{given_up}");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(hook.hits().is_empty(), "nothing was posted to the removed webhook: {:?}", hook.hits());
+
+    // A later event, delivered elsewhere: once it is posted, notify has moved on past the
+    // removal, with nothing of the old webhook's left to hand out.
+    let witness = Receiver::start(|_| Some(200));
+    d.ok("POST", "/api/notifications/rules", Some(json!({"url": witness.url(), "events": ["USER_CREATED"]})));
+    let later = d.user("later");
+    let next = queued_after(&d, &later);
+    wait_until("the later delivery to be posted", Duration::from_secs(15), || witness.hits().pop());
+    let log = deliveries(&d);
+    assert_eq!(log.iter().filter(|x| x["url"] == hook.url()).count(), 1, "nothing more was queued for the removed webhook: {log:?}");
+    assert_eq!(next["url"], witness.url(), "{next}");
+    let now = log.iter().find(|x| x["id"] == pending["id"]).unwrap();
+    assert_eq!((&now["status"], &now["attempts"]), (&json!("failed"), &given_up["attempts"]), "given up for good: {now}");
+    // Every post the old URL got is an attempt recorded before it was given up.
+    let hits = hook.hits();
+    assert!(hits.iter().all(|h| h.headers["x-agt-delivery"] == pending["id"].as_str().unwrap()), "{hits:#?}");
+    assert_eq!(hits.len() as u64, given_up["attempts"].as_u64().unwrap(), "nothing was posted to the removed webhook after: {hits:#?}");
     let failed = wait_until("NOTIFICATION_FAILED", Duration::from_secs(5), || {
         let e = d.events("NOTIFICATION_FAILED");
         (!e.is_empty()).then_some(e)
@@ -354,8 +403,15 @@ fn a_webhook_set_in_the_running_config_gets_the_events_it_names() {
     d.deposit(&user, "USD", "10");
     let hit = wait_until("a delivery through the configured webhook", Duration::from_secs(10), || hook.hits().pop());
     assert!(hit.body.contains(&user) && hit.body.contains("USER_CREATED"), "{}", hit.body);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(hook.hits().len(), 1, "only the type it names: {:?}", hook.hits().iter().map(|h| &h.body).collect::<Vec<_>>());
+    // Once a later user's delivery is queued, the deposit has been handled: only the
+    // two users' creations were queued, so only they are ever posted.
+    let later = d.user("later");
+    queued_after(&d, &later);
+    let queued: Vec<(Value, Value)> = deliveries(&d).into_iter().map(|x| (x["event_type"].clone(), x["event_seq"].clone())).rev().collect();
+    let created = |u: &str| (json!("USER_CREATED"), json!(created_seq(&d, u)));
+    assert_eq!(queued, [created(&user), created(&later)], "only the type it names, from the change on");
+    let hits = wait_until("both posts", Duration::from_secs(10), || Some(hook.hits()).filter(|h| h.len() >= 2));
+    assert_eq!(hits.len(), 2, "{:?}", hits.iter().map(|h| &h.body).collect::<Vec<_>>());
 }
 
 #[test]
@@ -392,9 +448,17 @@ fn run_time_rules_persist_and_the_log_is_for_readers_only() {
     let id = rule["id"].as_str().unwrap();
     assert_eq!(d.ok("DELETE", &format!("/api/notifications/rules/{id}"), None)["id"], id);
     assert_eq!(d.req("DELETE", &format!("/api/notifications/rules/{id}"), None).0, 404);
-    d.user("unheard");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(hook.hits().len(), 1, "a removed rule queues nothing more");
+    // Another rule's delivery of the next user is the barrier: once it is queued, that
+    // user's creation has been handled, and the removed rule queued nothing for it.
+    let witness = Receiver::start(|_| Some(204));
+    let other = d.ok("POST", "/api/notifications/rules", Some(json!({"url": witness.url(), "events": ["USER_CREATED"]})));
+    let unheard = d.user("unheard");
+    let seq = created_seq(&d, &unheard);
+    assert_eq!(queued_after(&d, &unheard)["rule"], other["id"]);
+    let log = deliveries(&d);
+    assert!(!log.iter().any(|x| x["event_seq"] == seq && x["rule"] == rule["id"]), "a removed rule queues nothing more: {log:?}");
+    assert_eq!(log.iter().filter(|x| x["rule"] == rule["id"]).count(), 1, "{log:?}");
+    assert_eq!(hook.hits().len(), 1, "a removed rule posts nothing more");
 
     for (q, want) in [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_limit")] {
         let (s, e) = d.req("GET", &format!("/api/notifications?{q}"), None);
