@@ -631,7 +631,7 @@ fn check_events(dm: &Daemon, acked: &[Value]) {
 }
 
 /// Four traders each place 150 crossing orders at once over the socket; `meanwhile` runs
-/// 100 ms in. Returns how many were placed (201) and refused (503, the lane restarting).
+/// once 20 of them are answered. Returns how many were placed (201) and refused (503, the lane restarting).
 fn burst(dm: &Daemon, users: &[String], sym: &str, meanwhile: impl FnOnce()) -> (u32, u32) {
     use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
     let (placed, refused) = (std::sync::Arc::new(AtomicU32::new(0)), std::sync::Arc::new(AtomicU32::new(0)));
@@ -656,7 +656,11 @@ fn burst(dm: &Daemon, users: &[String], sym: &str, meanwhile: impl FnOnce()) -> 
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // `meanwhile` runs during the burst, not before it: once some placements are answered
+    // (a slow machine took longer than the 100 ms this used to wait to make its first).
+    crate::util::wait_until("the burst's first answers", std::time::Duration::from_secs(60), || {
+        (placed.load(Relaxed) + refused.load(Relaxed) >= 20 || threads.iter().all(|t| t.is_finished())).then_some(())
+    });
     meanwhile();
     for t in threads {
         t.join().unwrap();
