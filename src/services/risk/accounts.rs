@@ -567,10 +567,18 @@ impl Ledger {
     /// short). Without it a trade rounded: 0.001 bought onto a balance of 10^26 + 0.9 left
     /// it unchanged, and the seller's 0.001 was gone; with short selling, long balances
     /// could pass the supply (and overflow a decimal) by what shorts owe.
+    ///
+    /// The places of every term of the bound count too, not only the balances' and this
+    /// order's grid: open short sales on a finer lot (0.001 resting on `AAPL-USD`) beside
+    /// one of 10^26 on a lot of 1 summed to 10^26 + 1.001, which a decimal cannot hold,
+    /// and the running total of open short sales lost the 0.001 for good.
     pub fn room(&self, asset: &str, grid: u32, short: Decimal) -> Result<(), Refusal> {
         let (supply, owed) = self.exposure(asset);
+        let places = [self.short_of(asset), self.open_short_of(asset), short]
+            .iter()
+            .map(|d| d.normalize().scale())
+            .fold(self.finest(asset).max(grid), u32::max);
         let short = owed.saturating_add(short);
-        let places = self.finest(asset).max(grid);
         if supply.checked_add(short).is_some_and(|bound| fits_at(bound, places)) {
             Ok(())
         } else {

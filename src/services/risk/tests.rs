@@ -530,6 +530,31 @@ fn short_sales_count_in_the_supply_room_so_long_balances_settle_exactly() {
     assert_eq!((f.bal("long", "AAPL").0, f.bal("fine", "AAPL").0, f.bal("short", "AAPL").0), (d("0.001"), d("0.999"), d("0")));
 }
 
+/// Open short sales on two lots of one asset: 0.001 resting on a lot of 0.001 and 1 on
+/// a lot of 1 left room, by the balances' places and the coarse lot's, for 10^26 more on
+/// the lot of 1. The open short sales then summed to 10^26 + 1.001, which needs 30
+/// digits: the total rounded to 10^26 + 1.00, and once the large sale ended, the room
+/// counted 1.00 where 1.001 was still open (found by `short_sales_never_round_or_overflow_a_balance`).
+/// The sale is refused with `max_supply` instead, and the total stays exact.
+#[test]
+fn open_short_sales_on_a_finer_lot_keep_their_places_in_the_room() {
+    let mut f = short_seller();
+    f.reserve(&at_one("s1", "short", Side::Sell, "AAPL", "1", "1")).unwrap();
+    f.reserve(&at_one("s2", "short", Side::Sell, "AAPL-USD", "0.001", "0.001")).unwrap();
+    let e26 = format!("1{}", "0".repeat(26));
+    let e = f.reserve(&at_one("s3", "short", Side::Sell, "AAPL", "1", &e26)).unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (422, "max_supply"), "{}", e.message);
+    assert!(e.message.contains("3 decimal places"), "{}", e.message);
+    assert_eq!(f.risk.ledger().exposure("AAPL").1, d("1.001"));
+    // What fits at those places still rests.
+    let e24 = format!("1{}", "0".repeat(24));
+    f.reserve(&at_one("s4", "short", Side::Sell, "AAPL", "1", &e24)).unwrap();
+    f.release(&["s4"]);
+    assert_eq!(f.risk.ledger().exposure("AAPL").1, d("1.001"));
+    f.reload();
+    assert_eq!(f.risk.ledger().exposure("AAPL").1, d("1.001"), "rebuilt");
+}
+
 /// A short sale that trades before the same account's covered sell sells units that sell
 /// holds: the account then held 10 of the 5 it had (logged as an error at every such
 /// trade), and the covered sell's 5 to be sold short were counted nowhere in the room.
