@@ -42,6 +42,9 @@ pub struct Risk {
     prices_unsaved: BTreeSet<String>,
     /// Recent placements per user (`rate_limited`); in memory only, a restart forgets them.
     rates: HashMap<String, RateWindow>,
+    /// The market's instruments (its read model): a reserve checks the supply room at the
+    /// finest grid any of them trades the asset on, not only its own order's.
+    instruments: crate::services::market::Listed,
 }
 
 impl Service for Risk {
@@ -50,7 +53,7 @@ impl Service for Risk {
     const MIGRATIONS: &'static [&'static str] = accounts::MIGRATIONS;
 
     fn load(conn: &Connection, ctx: &ServiceCtx) -> Result<Self, ServiceError> {
-        Risk::open(conn, ctx.settings.clone())
+        Risk::open(conn, ctx.settings.clone(), ctx.instruments.clone())
     }
 
     /// The ledger changes in memory command by command and is written once per batch.
@@ -200,7 +203,7 @@ fn unlistable(symbol: &str, r: Refusal) -> ApiError {
 
 impl Risk {
     /// Rebuilds the service's memory from its store.
-    pub fn open(conn: &Connection, settings: SharedSettings) -> Result<Risk, ServiceError> {
+    pub fn open(conn: &Connection, settings: SharedSettings, instruments: crate::services::market::Listed) -> Result<Risk, ServiceError> {
         let ledger = Ledger::load(conn)?;
         let mut user_limits = HashMap::new();
         let mut stmt = conn.prepare("SELECT user_id, limits FROM user_limits")?;
@@ -238,6 +241,7 @@ impl Risk {
             last_price_at: HashMap::new(),
             prices_unsaved: BTreeSet::new(),
             rates: HashMap::new(),
+            instruments,
         })
     }
 
@@ -358,7 +362,8 @@ impl Risk {
             now,
         };
         let plan = checks::admit(req, cx)?;
-        let (lot_places, notional_places) = checks::grid_places(&req.instrument);
+        let ((own_lot, own_notional), (listed_lot, listed_notional)) = (checks::grid_places(&req.instrument), self.finest_listed(base));
+        let (lot_places, notional_places) = (own_lot.max(listed_lot), own_notional.max(listed_notional));
         // A short sale's own short part counts: its fills may lengthen its buyers by that much.
         self.ledger
             .room(base, lot_places, plan.short)
@@ -366,6 +371,34 @@ impl Risk {
             .map_err(refused)?;
         self.ledger.place_hold(&req.order_id, &req.user_id, symbol, req.side, &plan);
         Ok(Reserved { budget: plan.budget })
+    }
+
+    /// The most decimal places a trade can move `base` by (a lot's) and USD by (a
+    /// notional's) over every listed instrument that trades them, as a deposit's grid is
+    /// (`routes::accounts`): a reserve or an amend checks the supply room at these places
+    /// too, not only at its own order's. Checked at its own lot alone, 8 × 10^25 sold
+    /// short on a lot of 1 beside open orders on a lot of 0.001 passed, and their later
+    /// 0.001 fills summed with it past what a decimal holds: the open short sales' total
+    /// rounded. An instrument whose notional needs more than 28 places takes no order, so
+    /// it counts for nothing (as for deposits); before the market has loaded nothing is
+    /// listed (and no placement has an instrument yet).
+    fn finest_listed(&self, base: &str) -> (u32, u32) {
+        let (mut lot, mut notional) = (0, 0);
+        if let Some(listed) = self.instruments.get() {
+            for i in listed.values() {
+                let (l, n) = checks::grid_places(i);
+                if n > 28 {
+                    continue;
+                }
+                if i.base == base {
+                    lot = lot.max(l);
+                }
+                if i.quote == QUOTE {
+                    notional = notional.max(n);
+                }
+            }
+        }
+        (lot, notional)
     }
 
     /// The hold a reserve placed for an open order, as its plan: what the lane journals
@@ -498,8 +531,10 @@ impl Risk {
         let Some(hold) = self.ledger.hold(order_id) else {
             return Ok(Err(ApiError::conflict("order_not_open", format!("order {order_id} holds nothing: it is not open"))));
         };
-        let (user, side) = (hold.user_id.clone(), hold.side);
+        let (user, side, asset) = (hold.user_id.clone(), hold.side, hold.asset.clone());
         let allow_short = self.limits(Some(&user)).allow_short;
+        // A sale grown short needs room at the finest lot its asset trades on, as a reserve.
+        let grid = grid.max(self.finest_listed(&asset).0);
         match self.ledger.resize(order_id, price, remaining, allow_short, grid) {
             Ok(()) => Ok(Ok(())),
             Err(Refusal::Insufficient { asset, needed, available }) => {
@@ -637,7 +672,7 @@ mod set_last_price_tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = store::open(&dir.path().join("risk.db"), Durability::Normal, accounts::MIGRATIONS).unwrap();
         let settings = SharedSettings::new(Settings::defaults());
-        let mut risk = Risk::open(&conn, settings.clone()).unwrap();
+        let mut risk = Risk::open(&conn, settings.clone(), Default::default()).unwrap();
         assert_eq!(risk.last_price("AAPL"), None);
         let e = run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("0"), 1)).unwrap_err();
         assert_eq!((e.status, e.code.as_ref()), (400, "invalid_price"));
@@ -675,6 +710,6 @@ mod set_last_price_tests {
         assert_eq!(risk.last_price("AAPL"), Some(d("100")));
         assert!(run(&mut conn, |tx, _| risk.set_last_price(tx, "AAPL", d("101"), 5_001)).unwrap());
         // Persisted like a settled trade's price.
-        assert_eq!(Risk::open(&conn, settings).unwrap().last_price("AAPL"), Some(d("101")));
+        assert_eq!(Risk::open(&conn, settings, Default::default()).unwrap().last_price("AAPL"), Some(d("101")));
     }
 }

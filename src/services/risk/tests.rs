@@ -362,6 +362,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     conn: Connection,
     settings: SharedSettings,
+    /// The market's instruments as risk sees them (none listed unless a test lists some).
+    instruments: crate::services::market::Listed,
     risk: Risk,
 }
 
@@ -373,8 +375,9 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let conn = store::open(&dir.path().join("risk.db"), Durability::Normal, MIGRATIONS).unwrap();
         let settings = SharedSettings::new(settings);
-        let risk = Risk::open(&conn, settings.clone()).unwrap();
-        Fixture { _dir: dir, conn, settings, risk }
+        let instruments = crate::services::market::Listed::default();
+        let risk = Risk::open(&conn, settings.clone(), instruments.clone()).unwrap();
+        Fixture { _dir: dir, conn, settings, instruments, risk }
     }
     /// Runs one command in its own committed transaction.
     fn run<T>(&mut self, f: impl FnOnce(&mut Risk, &Connection, &mut AfterCommit) -> Outcome<T>) -> Result<T, ApiError> {
@@ -422,7 +425,7 @@ impl Fixture {
         )
     }
     fn reload(&mut self) {
-        self.risk = Risk::open(&self.conn, self.settings.clone()).unwrap();
+        self.risk = Risk::open(&self.conn, self.settings.clone(), self.instruments.clone()).unwrap();
     }
 }
 
@@ -468,8 +471,12 @@ fn short_seller() -> Fixture {
 
 /// An order at 1 USD in `symbol` on a tick of 1 and a lot of `lot`.
 fn at_one(id: &str, user: &str, side: Side, symbol: &str, lot: &str, qty: &str) -> ReserveRequest {
-    let instrument = Instrument { tick: d("1"), lot: d(lot), min_quantity: d(lot), max_quantity: d(&"9".repeat(28)), ..instrument(symbol) };
-    ReserveRequest { instrument, ..order(id, user, side, Some("1"), qty) }
+    ReserveRequest { instrument: tick_one(symbol, lot), ..order(id, user, side, Some("1"), qty) }
+}
+
+/// `symbol` on a tick of 1 and a lot of `lot`, up to 28 nines.
+fn tick_one(symbol: &str, lot: &str) -> Instrument {
+    Instrument { tick: d("1"), lot: d(lot), min_quantity: d(lot), max_quantity: d(&"9".repeat(28)), ..instrument(symbol) }
 }
 
 /// With short selling, long balances hold more than the supply: what the accounts below
@@ -553,6 +560,39 @@ fn open_short_sales_on_a_finer_lot_keep_their_places_in_the_room() {
     assert_eq!(f.risk.ledger().exposure("AAPL").1, d("1.001"));
     f.reload();
     assert_eq!(f.risk.ledger().exposure("AAPL").1, d("1.001"), "rebuilt");
+}
+
+/// Open orders on a lot of 0.001 (a buy and a short sale of AAPL-USD), then 8 × 10^25
+/// sold short on AAPL's lot of 1: checked at its own lot's places, the bound fitted, and
+/// the fine orders' fill of 0.001 then took the open short sales' total to 8 × 10^25 +
+/// 0.009, which a decimal cannot hold: it rounded to 0.01 (found by
+/// `short_sales_never_round_or_overflow_a_balance`). A reserve now checks the room at the
+/// finest lot any listed instrument trades the asset on, as a deposit does.
+#[test]
+fn a_short_sale_on_a_coarse_lot_leaves_room_for_the_fills_of_a_finer_one() {
+    let mut f = short_seller();
+    f.instruments.loaded_with(vec![tick_one("AAPL", "1"), tick_one("AAPL-USD", "0.001")]);
+    f.deposit("long", "USD", "1").unwrap();
+    f.reserve(&at_one("b1", "long", Side::Buy, "AAPL-USD", "0.001", "0.001")).unwrap();
+    f.reserve(&at_one("s1", "short", Side::Sell, "AAPL-USD", "0.001", "0.01")).unwrap();
+    let big = format!("8{}", "0".repeat(25));
+    let e = f.reserve(&at_one("s2", "short", Side::Sell, "AAPL", "1", &big)).unwrap_err();
+    assert_eq!((e.status, e.code.as_ref()), (422, "max_supply"), "{}", e.message);
+    assert!(e.message.contains("3 decimal places"), "{}", e.message);
+    // What fits at 3 places still rests on the coarse lot, and the fine fill settles exactly.
+    let fits = format!("8{}", "0".repeat(23));
+    f.reserve(&at_one("s3", "short", Side::Sell, "AAPL", "1", &fits)).unwrap();
+    // Nor can it grow past the room by an amend on its own lot.
+    assert_eq!(f.run(|r, _, _| r.amend("s3", d("1"), d(&big), 0)).unwrap_err().code, "max_supply");
+    let t = SettleTrade { symbol: "AAPL-USD".into(), ..trade("t1", "1", "0.001", ("b1", "long"), ("s1", "short")) };
+    f.settle(&SettleRequest { trades: vec![t], release: vec!["b1".into()] }).unwrap();
+    assert_eq!(f.risk.ledger().exposure("AAPL").1, d(&fits) + d("0.01"), "owed 0.001, open 0.009 and the coarse sale");
+    // It is the listing that counts: unlisted (no placement has an instrument before the
+    // market has loaded), the order's own lot and the open sales' places are all the check
+    // knows, and the same sale rests.
+    let mut g = short_seller();
+    g.reserve(&at_one("s1", "short", Side::Sell, "AAPL-USD", "0.001", "0.01")).unwrap();
+    g.reserve(&at_one("s2", "short", Side::Sell, "AAPL", "1", &big)).unwrap();
 }
 
 /// A short sale that trades before the same account's covered sell sells units that sell
@@ -868,7 +908,7 @@ fn a_hold_with_an_unknown_side_is_a_load_error_not_a_buy() {
     f.reload();
     assert_eq!(f.bal("u1", "AAPL"), (d("10"), d("5"), d("5")));
     f.conn.execute("UPDATE holds SET side = 'sel' WHERE order_id = 'o1'", []).unwrap();
-    let err = Risk::open(&f.conn, f.settings.clone()).err().expect("the load must fail");
+    let err = Risk::open(&f.conn, f.settings.clone(), f.instruments.clone()).err().expect("the load must fail");
     assert!(err.to_string().contains("unknown value \"sel\""), "{err}");
 }
 
@@ -1833,6 +1873,8 @@ mod ledger_properties {
     /// other withdraws what is available.
     fn run_shorts(ops: Vec<Big>) -> Result<(), TestCaseError> {
         let mut s = Shorts { f: short_seller(), model: BTreeMap::new(), net: BTreeMap::new(), resting: Vec::new() };
+        // Both markets are listed, as the market's read model has them in the daemon.
+        s.f.instruments.loaded_with([true, false].map(|fine| tick_one(market(fine).0, market(fine).1)).to_vec());
         for (n, op) in ops.into_iter().enumerate() {
             s.step(n, op)?;
             s.check()?;
