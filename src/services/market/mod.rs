@@ -13,7 +13,7 @@ pub mod import;
 mod instruments;
 pub use instruments::validate as validate_instrument;
 mod listed;
-pub use listed::Listed;
+pub use listed::{BySymbol, Listed};
 mod service;
 mod tape;
 #[cfg(test)]

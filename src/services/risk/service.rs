@@ -45,6 +45,48 @@ pub struct Risk {
     /// The market's instruments (its read model): a reserve checks the supply room at the
     /// finest grid any of them trades the asset on, not only its own order's.
     instruments: crate::services::market::Listed,
+    /// Those finest grids, worked out once per snapshot of the read model.
+    listed_grids: ListedGrids,
+}
+
+/// The finest grids of the listed instruments ([`Risk::finest_listed`]), worked out when
+/// the market's read model changes (an instrument added), not at every reserve.
+#[derive(Default)]
+struct ListedGrids {
+    /// The snapshot they were worked out from (`None`: nothing listed yet).
+    of: Option<crate::services::market::BySymbol>,
+    /// Base asset → the most places a lot of an instrument that trades it has.
+    lots: HashMap<String, u32>,
+    /// The most places a notional (tick × lot) of an instrument quoted in USD has.
+    notional: u32,
+}
+
+impl ListedGrids {
+    fn of(listed: Option<crate::services::market::BySymbol>) -> ListedGrids {
+        let mut grids = ListedGrids { of: None, lots: HashMap::new(), notional: 0 };
+        for i in listed.iter().flat_map(|l| l.values()) {
+            let (lot, notional) = checks::grid_places(i);
+            if notional > 28 {
+                continue;
+            }
+            let finest = grids.lots.entry(i.base.clone()).or_default();
+            *finest = (*finest).max(lot);
+            if i.quote == QUOTE {
+                grids.notional = grids.notional.max(notional);
+            }
+        }
+        grids.of = listed;
+        grids
+    }
+
+    /// Whether these were worked out from `listed`, the same snapshot.
+    fn holds(&self, listed: &Option<crate::services::market::BySymbol>) -> bool {
+        match (&self.of, listed) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Service for Risk {
@@ -242,6 +284,7 @@ impl Risk {
             prices_unsaved: BTreeSet::new(),
             rates: HashMap::new(),
             instruments,
+            listed_grids: ListedGrids::default(),
         })
     }
 
@@ -382,23 +425,12 @@ impl Risk {
     /// rounded. An instrument whose notional needs more than 28 places takes no order, so
     /// it counts for nothing (as for deposits); before the market has loaded nothing is
     /// listed (and no placement has an instrument yet).
-    fn finest_listed(&self, base: &str) -> (u32, u32) {
-        let (mut lot, mut notional) = (0, 0);
-        if let Some(listed) = self.instruments.get() {
-            for i in listed.values() {
-                let (l, n) = checks::grid_places(i);
-                if n > 28 {
-                    continue;
-                }
-                if i.base == base {
-                    lot = lot.max(l);
-                }
-                if i.quote == QUOTE {
-                    notional = notional.max(n);
-                }
-            }
+    fn finest_listed(&mut self, base: &str) -> (u32, u32) {
+        let listed = self.instruments.get();
+        if !self.listed_grids.holds(&listed) {
+            self.listed_grids = ListedGrids::of(listed);
         }
-        (lot, notional)
+        (self.listed_grids.lots.get(base).copied().unwrap_or(0), self.listed_grids.notional)
     }
 
     /// The hold a reserve placed for an open order, as its plan: what the lane journals

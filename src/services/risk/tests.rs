@@ -571,9 +571,10 @@ fn open_short_sales_on_a_finer_lot_keep_their_places_in_the_room() {
 #[test]
 fn a_short_sale_on_a_coarse_lot_leaves_room_for_the_fills_of_a_finer_one() {
     let mut f = short_seller();
-    f.instruments.loaded_with(vec![tick_one("AAPL", "1"), tick_one("AAPL-USD", "0.001")]);
     f.deposit("long", "USD", "1").unwrap();
     f.reserve(&at_one("b1", "long", Side::Buy, "AAPL-USD", "0.001", "0.001")).unwrap();
+    // Listed after risk worked out the grids of nothing listed: it sees the new listing.
+    f.instruments.loaded_with(vec![tick_one("AAPL", "1"), tick_one("AAPL-USD", "0.001")]);
     f.reserve(&at_one("s1", "short", Side::Sell, "AAPL-USD", "0.001", "0.01")).unwrap();
     let big = format!("8{}", "0".repeat(25));
     let e = f.reserve(&at_one("s2", "short", Side::Sell, "AAPL", "1", &big)).unwrap_err();
