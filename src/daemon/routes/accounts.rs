@@ -51,11 +51,7 @@ async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
     let listed = app.market.call(market::Cmd::Symbols).await?;
     let trading: Vec<&crate::api::Instrument> = listed.iter().filter(|i| i.base == asset || i.quote == asset).collect();
     if asset == CASH || !trading.is_empty() {
-        // An instrument whose notional needs more than 28 places (listed before agt
-        // refused such) can take no order at all; its grid must not cap the deposits.
-        let grids = trading.into_iter().map(|i| (i.base == asset, risk::checks::grid_places(i)));
-        let tradable = grids.filter(|(_, (_, notional))| *notional <= 28);
-        return Ok(tradable.map(|(base, (lot, notional))| if base { lot } else { notional }).max().unwrap_or(0));
+        return Ok(risk::checks::finest_grid(trading, asset));
     }
     if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
         return Err(ApiError::rejected(

@@ -135,6 +135,16 @@ pub fn grid_places(inst: &crate::api::Instrument) -> (u32, u32) {
     (lot, lot + inst.tick.normalize().scale())
 }
 
+/// The most decimal places a trade moves `asset` by over `instruments` (0 with none): a
+/// lot's where it is the base, a notional's where it is the quote. What a deposit must
+/// leave room for, and a reserve or an amend as well as its own order's grid. An
+/// instrument whose notional needs more than 28 places (listed before agt refused such)
+/// takes no order at all, so it counts for nothing.
+pub fn finest_grid<'a>(instruments: impl IntoIterator<Item = &'a crate::api::Instrument>, asset: &str) -> u32 {
+    let grids = instruments.into_iter().filter(|i| i.base == asset || i.quote == asset).map(|i| (i.base == asset, grid_places(i)));
+    grids.filter(|(_, (_, notional))| *notional <= 28).map(|(base, (lot, notional))| if base { lot } else { notional }).max().unwrap_or(0)
+}
+
 /// What the checks need to know about the user and the market, read by the caller.
 pub struct Context<'a> {
     pub limits: &'a Effective,

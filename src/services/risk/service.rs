@@ -49,44 +49,15 @@ pub struct Risk {
     listed_grids: ListedGrids,
 }
 
-/// The finest grids of the listed instruments ([`Risk::finest_listed`]), worked out when
-/// the market's read model changes (an instrument added), not at every reserve.
+/// The finest grid of each asset over the listed instruments ([`Risk::finest_listed`]),
+/// worked out once per snapshot of the market's read model (it changes only when an
+/// instrument is added) and asset, not at every reserve.
 #[derive(Default)]
 struct ListedGrids {
-    /// The snapshot they were worked out from (`None`: nothing listed yet).
+    /// The snapshot they are worked out from (`None`: nothing listed yet).
     of: Option<crate::services::market::BySymbol>,
-    /// Base asset → the most places a lot of an instrument that trades it has.
-    lots: HashMap<String, u32>,
-    /// The most places a notional (tick × lot) of an instrument quoted in USD has.
-    notional: u32,
-}
-
-impl ListedGrids {
-    fn of(listed: Option<crate::services::market::BySymbol>) -> ListedGrids {
-        let mut grids = ListedGrids { of: None, lots: HashMap::new(), notional: 0 };
-        for i in listed.iter().flat_map(|l| l.values()) {
-            let (lot, notional) = checks::grid_places(i);
-            if notional > 28 {
-                continue;
-            }
-            let finest = grids.lots.entry(i.base.clone()).or_default();
-            *finest = (*finest).max(lot);
-            if i.quote == QUOTE {
-                grids.notional = grids.notional.max(notional);
-            }
-        }
-        grids.of = listed;
-        grids
-    }
-
-    /// Whether these were worked out from `listed`, the same snapshot.
-    fn holds(&self, listed: &Option<crate::services::market::BySymbol>) -> bool {
-        match (&self.of, listed) {
-            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
-    }
+    /// Asset → [`checks::finest_grid`] over that snapshot.
+    by_asset: HashMap<String, u32>,
 }
 
 impl Service for Risk {
@@ -405,8 +376,8 @@ impl Risk {
             now,
         };
         let plan = checks::admit(req, cx)?;
-        let ((own_lot, own_notional), (listed_lot, listed_notional)) = (checks::grid_places(&req.instrument), self.finest_listed(base));
-        let (lot_places, notional_places) = (own_lot.max(listed_lot), own_notional.max(listed_notional));
+        let (own_lot, own_notional) = checks::grid_places(&req.instrument);
+        let (lot_places, notional_places) = (own_lot.max(self.finest_listed(base)), own_notional.max(self.finest_listed(QUOTE)));
         // A short sale's own short part counts: its fills may lengthen its buyers by that much.
         self.ledger
             .room(base, lot_places, plan.short)
@@ -416,21 +387,30 @@ impl Risk {
         Ok(Reserved { budget: plan.budget })
     }
 
-    /// The most decimal places a trade can move `base` by (a lot's) and USD by (a
-    /// notional's) over every listed instrument that trades them, as a deposit's grid is
-    /// (`routes::accounts`): a reserve or an amend checks the supply room at these places
-    /// too, not only at its own order's. Checked at its own lot alone, 8 × 10^25 sold
-    /// short on a lot of 1 beside open orders on a lot of 0.001 passed, and their later
-    /// 0.001 fills summed with it past what a decimal holds: the open short sales' total
-    /// rounded. An instrument whose notional needs more than 28 places takes no order, so
-    /// it counts for nothing (as for deposits); before the market has loaded nothing is
-    /// listed (and no placement has an instrument yet).
-    fn finest_listed(&mut self, base: &str) -> (u32, u32) {
+    /// [`checks::finest_grid`] of `asset` over every listed instrument, as a deposit's
+    /// grid is (`routes::accounts`): a reserve or an amend checks the supply room at these
+    /// places too, not only at its own order's. Checked at its own lot alone, 8 × 10^25
+    /// sold short on a lot of 1 beside open orders on a lot of 0.001 passed, and their
+    /// later 0.001 fills summed with it past what a decimal holds: the open short sales'
+    /// total rounded. Before the market has loaded nothing is listed (and no placement
+    /// has an instrument yet).
+    fn finest_listed(&mut self, asset: &str) -> u32 {
         let listed = self.instruments.get();
-        if !self.listed_grids.holds(&listed) {
-            self.listed_grids = ListedGrids::of(listed);
+        let cached = &mut self.listed_grids;
+        let same = match (&cached.of, &listed) {
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            *cached = ListedGrids { of: listed, by_asset: HashMap::new() };
         }
-        (self.listed_grids.lots.get(base).copied().unwrap_or(0), self.listed_grids.notional)
+        if let Some(&places) = cached.by_asset.get(asset) {
+            return places;
+        }
+        let places = cached.of.as_ref().map_or(0, |l| checks::finest_grid(l.values(), asset));
+        cached.by_asset.insert(asset.to_string(), places);
+        places
     }
 
     /// The hold a reserve placed for an open order, as its plan: what the lane journals
@@ -566,7 +546,7 @@ impl Risk {
         let (user, side, asset) = (hold.user_id.clone(), hold.side, hold.asset.clone());
         let allow_short = self.limits(Some(&user)).allow_short;
         // A sale grown short needs room at the finest lot its asset trades on, as a reserve.
-        let grid = grid.max(self.finest_listed(&asset).0);
+        let grid = if side == Side::Sell { grid.max(self.finest_listed(&asset)) } else { grid };
         match self.ledger.resize(order_id, price, remaining, allow_short, grid) {
             Ok(()) => Ok(Ok(())),
             Err(Refusal::Insufficient { asset, needed, available }) => {
