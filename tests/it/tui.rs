@@ -196,8 +196,11 @@ fn tui_places_and_cancels_an_order_and_gives_the_terminal_back() {
     pane.keys(&["Tab"]);
     pane.type_text("99");
     pane.keys(&["Enter"]);
-    let screen = pane.wait_for("✗ not sent: cannot reach");
-    assert!(!screen.contains("the daemon refused") && screen.contains("once the daemon is back"), "{screen}");
+    // The whole message, not the capture taken as its first part is drawn: tmux can
+    // catch the terminal mid-write.
+    let screen =
+        pane.wait_until("the not-sent message", |s| s.contains("✗ not sent: cannot reach") && s.contains("once the daemon is back"));
+    assert!(!screen.contains("the daemon refused"), "{screen}");
     d.spawn();
     pane.wait_for("● live");
     pane.keys(&["Enter"]);
