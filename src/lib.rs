@@ -21,4 +21,6 @@ pub mod client;
 pub mod daemon;
 pub mod demo;
 pub mod services;
+#[cfg(test)]
+mod testing;
 pub mod tui;

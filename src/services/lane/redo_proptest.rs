@@ -102,7 +102,7 @@ fn dec(s: &str) -> Decimal {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::testing::proptest_cases(64), ..ProptestConfig::default() })]
     #[test]
     fn a_crash_redoes_placements_cancels_and_amends_as_answered(
         batches in prop::collection::vec(prop::collection::vec(op(), 1..6), 1..12)

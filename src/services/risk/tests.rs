@@ -1890,7 +1890,7 @@ mod ledger_properties {
         Ok(())
     }
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::testing::proptest_cases(64), ..ProptestConfig::default() })]
         #[test]
         fn short_sales_never_round_or_overflow_a_balance(ops in prop::collection::vec(big(), 1..60)) {
             run_shorts(ops)?;
@@ -1898,7 +1898,7 @@ mod ledger_properties {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::testing::proptest_cases(200), ..ProptestConfig::default() })]
         #[test]
         fn conservation_holds_and_idempotence(ops in prop::collection::vec(op(), 1..120)) {
             run_session(ops)?;

@@ -715,7 +715,7 @@ fn run_session(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: ProptestConfig::default().cases.max(512),
+        cases: crate::testing::proptest_cases(512),
         // Regressions would be written next to this file, which other code shares.
         failure_persistence: None,
         ..ProptestConfig::default()
