@@ -242,3 +242,17 @@ fn a_negative_or_non_numeric_count_says_what_the_option_takes() {
     // A count that fits still goes to the daemon (none runs here: exit 3).
     agt(&h).args(["events", "tail", "--since", "0"]).assert().code(3);
 }
+
+/// A well-formed command that fails on this machine (not the command line's fault) exits
+/// 1 with the reason, not 2: a script retrying on 2 would retry a typo (README, exit codes).
+#[test]
+fn a_file_to_import_that_cannot_be_read_exits_1_naming_it() {
+    let h = home();
+    let missing = h.path().join("no-such-bars.csv");
+    agt(&h)
+        .args(["market", "import"])
+        .arg(&missing)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("cannot read {}", missing.display())));
+}

@@ -484,3 +484,16 @@ fn tui_without_a_daemon_says_how_to_start_one() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("agt daemon start"));
 }
+
+/// Run from a script (no terminal on stdin or stdout), the dashboard does not start: it
+/// exits 1, a local failure of a well-formed command, and names the commands to use.
+#[test]
+fn tui_without_a_terminal_exits_1_and_points_at_the_other_commands() {
+    let d = Daemon::start();
+    d.cli()
+        .arg("tui")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("agt tui needs a terminal"))
+        .stderr(predicates::str::contains("-o json"));
+}
