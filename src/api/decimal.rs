@@ -13,34 +13,86 @@ use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use std::str::FromStr;
 
+/// Why [`parse`] refused a text, one variant per reason, each carrying the text as sent
+/// (trimmed). Its `Display` is the message users see; a caller that answers some reasons
+/// in its own words (the TUI's forms say "not a number" of text that is none) asks the
+/// variant ([`BadDecimal::is_not_a_number`]), never the message's wording.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDecimal {
+    /// Nothing but blanks.
+    #[error("expected a decimal number such as \"10.5\", got an empty string")]
+    Empty,
+    /// `NaN`, `inf`, `Infinity`: words a float parser takes, never an amount.
+    #[error("expected a finite decimal number, got {}", quoted(.0))]
+    NotFinite(String),
+    /// A thousands separator (`1_000`, `1,000`): rust_decimal would skip `_`.
+    #[error("{}", other_characters(.0))]
+    Separator(String),
+    /// Characters no decimal has (`ten`, `1 000`).
+    #[error("{}", other_characters(.0))]
+    Characters(String),
+    /// `+5`: a JSON number has no plus sign, so its text has none either.
+    #[error("write a decimal without a plus sign: {}, not {}", quoted(unsigned(.0)), quoted(.0))]
+    PlusSign(String),
+    /// `5.`, `.5`: a point without a digit on each side.
+    #[error("a decimal point needs a digit on each side (\"0.5\", \"5\" or \"5.0\"), got {}", quoted(.0))]
+    BarePoint(String),
+    /// The right characters in no decimal's order (`-`, `1-2`, `1e`).
+    #[error("expected a decimal number such as \"10.5\" or \"-2\", got {}", quoted(.0))]
+    Shape(String),
+    /// A size or a number of places a decimal cannot hold (`1e400`, 30 nines).
+    #[error("{} is beyond what agt keeps exactly: at most 28 digits after the point, and under 7.9e28 in size", quoted(.0))]
+    OutOfRange(String),
+    /// More significant digits than a decimal keeps: rust_decimal would round them.
+    #[error("{} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)", quoted(.0))]
+    TooManyDigits(String),
+}
+
+impl BadDecimal {
+    /// Whether the text is no number at all (`ten`, `-`, `nan`, blank), as opposed to a
+    /// number agt cannot take as written (too large, too long, `5.`, `+5`, `1_000`),
+    /// whose message says what to change.
+    pub fn is_not_a_number(&self) -> bool {
+        matches!(self, BadDecimal::Empty | BadDecimal::NotFinite(_) | BadDecimal::Characters(_) | BadDecimal::Shape(_))
+    }
+}
+
+/// The message of [`BadDecimal::Separator`] and [`BadDecimal::Characters`].
+fn other_characters(t: &str) -> String {
+    format!(
+        "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {}",
+        quoted(t)
+    )
+}
+
+/// `t` without its leading `+`.
+fn unsigned(t: &str) -> &str {
+    t.strip_prefix('+').unwrap_or(t)
+}
+
 /// Parses a decimal from user text (CLI arguments, query strings, JSON strings, CSV
 /// cells): one every reader of amounts shares, so that `"+5"` or `"5."` is refused
 /// everywhere alike ([`misshapen`]).
-pub fn parse(text: &str) -> Result<Decimal, String> {
+pub fn parse(text: &str) -> Result<Decimal, BadDecimal> {
     let t = text.trim();
     if t.is_empty() {
-        return Err("expected a decimal number such as \"10.5\", got an empty string".into());
+        return Err(BadDecimal::Empty);
     }
     let lower = t.to_ascii_lowercase();
     if lower.contains("nan") || lower.contains("inf") {
-        return Err(format!("expected a finite decimal number, got {}", quoted(t)));
+        return Err(BadDecimal::NotFinite(t.into()));
     }
     // rust_decimal skips `_` (`"1_000"` is 1000): a separator is refused, as `,` is.
     if !t.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'-' | b'+' | b'e' | b'E')) {
-        return Err(format!(
-            "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got {}",
-            quoted(t)
-        ));
+        return Err(if t.contains(['_', ',']) { BadDecimal::Separator(t.into()) } else { BadDecimal::Characters(t.into()) });
     }
     if let Some(shape) = misshapen(t) {
         return Err(shape);
     }
     let parsed = if lower.contains('e') { Decimal::from_scientific(t) } else { Decimal::from_str(t) };
-    let d = parsed.map(|d| d.normalize()).map_err(|_| {
-        format!("{} is beyond what agt keeps exactly: at most 28 digits after the point, and under 7.9e28 in size", quoted(t))
-    })?;
+    let d = parsed.map(|d| d.normalize()).map_err(|_| BadDecimal::OutOfRange(t.into()))?;
     if !same_digits(t, DecimalText::of(d).as_str()) {
-        return Err(format!("{} has more digits than agt keeps exactly (28 significant digits, at most 28 after the point)", quoted(t)));
+        return Err(BadDecimal::TooManyDigits(t.into()));
     }
     Ok(d)
 }
@@ -52,10 +104,10 @@ pub fn parse(text: &str) -> Result<Decimal, String> {
 /// JSON number and taken as a string, and a stray sign or point in an argument or a CSV
 /// row slipped through. A text of the right shape costs a scan and no allocation: a
 /// placement's price and quantity come here.
-fn misshapen(t: &str) -> Option<String> {
+fn misshapen(t: &str) -> Option<BadDecimal> {
     let b = t.as_bytes();
     if b.first() == Some(&b'+') {
-        return Some(format!("write a decimal without a plus sign: {}, not {}", quoted(&t[1..]), quoted(t)));
+        return Some(BadDecimal::PlusSign(t.into()));
     }
     let unsigned = b.strip_prefix(b"-").unwrap_or(b);
     let split = unsigned.iter().position(|c| matches!(c, b'e' | b'E')).unwrap_or(unsigned.len());
@@ -66,14 +118,14 @@ fn misshapen(t: &str) -> Option<String> {
     };
     let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
     if fraction.is_some_and(|f| whole.is_empty() || f.is_empty()) {
-        return Some(format!("a decimal point needs a digit on each side (\"0.5\", \"5\" or \"5.0\"), got {}", quoted(t)));
+        return Some(BadDecimal::BarePoint(t.into()));
     }
     let exponent_ok = match exponent.split_first() {
         None => true,
         Some((_, e)) => digits(e.strip_prefix(b"+").or_else(|| e.strip_prefix(b"-")).unwrap_or(e)),
     };
     if !digits(whole) || !fraction.is_none_or(digits) || !exponent_ok {
-        return Some(format!("expected a decimal number such as \"10.5\" or \"-2\", got {}", quoted(t)));
+        return Some(BadDecimal::Shape(t.into()));
     }
     None
 }
@@ -609,13 +661,50 @@ mod tests {
             ("1e5e5", "such as \"10.5\""),
             ("e5", "such as \"10.5\""),
         ] {
-            let e = parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
             assert!(p(&format!(r#"{{"v": "{bad}"}}"#)).is_err(), "{bad} was accepted as a JSON string");
         }
         for (good, is) in [("5", "5"), ("-5", "-5"), ("0.5", "0.5"), ("007.50", "7.5"), ("1e+3", "1000"), ("1E-3", "0.001"), ("5.0", "5")] {
             assert_eq!(parse(good).map(|d| d.to_string()), Ok(is.to_string()), "{good}");
         }
+    }
+
+    /// Each refusal names its reason as a variant, so that a caller can tell text that is
+    /// no number from a number agt cannot take without reading the message.
+    #[test]
+    fn a_refusal_says_its_reason_as_a_variant() {
+        for (bad, reason) in [
+            ("  ", BadDecimal::Empty),
+            ("NaN", BadDecimal::NotFinite("NaN".into())),
+            ("-inf", BadDecimal::NotFinite("-inf".into())),
+            ("ten", BadDecimal::Characters("ten".into())),
+            ("1 000", BadDecimal::Characters("1 000".into())),
+            ("1_000", BadDecimal::Separator("1_000".into())),
+            ("1,5", BadDecimal::Separator("1,5".into())),
+            (" +5 ", BadDecimal::PlusSign("+5".into())),
+            ("5.", BadDecimal::BarePoint("5.".into())),
+            ("-", BadDecimal::Shape("-".into())),
+            ("1e400", BadDecimal::OutOfRange("1e400".into())),
+            ("1.00000000000000000000000000001", BadDecimal::TooManyDigits("1.00000000000000000000000000001".into())),
+        ] {
+            assert_eq!(parse(bad), Err(reason), "{bad:?}");
+        }
+        let no_number = ["", "ten", "-", "nan", "1.2.3", "1 000"];
+        let not_taken = ["1_000", "1,000", "+5", "5.", "1e400", "999999999999999999999999999999", "1.00000000000000000000000000001"];
+        for text in no_number {
+            assert!(parse(text).unwrap_err().is_not_a_number(), "{text:?}");
+        }
+        for text in not_taken {
+            assert!(!parse(text).unwrap_err().is_not_a_number(), "{text:?}");
+        }
+        // The message is the reason's, as users saw it before there were variants.
+        assert_eq!(parse("").unwrap_err().to_string(), "expected a decimal number such as \"10.5\", got an empty string");
+        assert_eq!(parse("+5").unwrap_err().to_string(), "write a decimal without a plus sign: \"5\", not \"+5\"");
+        assert_eq!(
+            parse("1_000").unwrap_err().to_string(),
+            "expected a decimal number such as \"10.5\": digits, a point, a sign and an exponent only, without separators; got \"1_000\""
+        );
     }
 
     #[test]

@@ -370,12 +370,12 @@ impl Form {
             // else the parser's own reason, which says what to fix: a number too large
             // or too long to keep exactly (30 nines was "not a number"), a separator, a
             // point without a digit on each side (`5.`), a plus sign.
-            Err(e) if e.starts_with("expected a") && !raw.contains(['_', ',']) => {
+            Err(e) if e.is_not_a_number() => {
                 self.complain(label, format!("not a number, {example}"));
                 None
             }
             Err(e) => {
-                self.complain(label, e);
+                self.complain(label, e.to_string());
                 None
             }
         }
@@ -483,7 +483,7 @@ mod tests {
         typing(&mut f, "ten");
         assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
         assert_eq!(f.field(AMOUNT).unwrap().error.as_deref(), Some("not a number, e.g. 1000"));
-        for typed in ["-", "1.2.3", "nan"] {
+        for typed in ["-", "1.2.3", "nan", "1 000"] {
             f.key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
             typing(&mut f, typed);
             assert!(f.validate(&Known { symbols: &[], users: &[] }).is_none());
@@ -491,6 +491,7 @@ mod tests {
         }
         for (typed, says) in [
             ("1_000", "without separators"),
+            ("1,000", "without separators"),
             ("12345678901234567890.123456789012", "more digits than agt keeps"),
             // Numbers, not "not a number": what the field cannot take and why.
             ("999999999999999999999999999999", "beyond what agt keeps exactly"),
