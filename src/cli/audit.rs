@@ -23,7 +23,7 @@ pub enum AuditCmd {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Records after this sequence number, oldest first
-    #[arg(long, value_name = "SEQ", allow_negative_numbers = true, value_parser = super::whole_in("a sequence number", 0, None))]
+    #[arg(long, value_name = "SEQ", allow_negative_numbers = true, value_parser = super::whole_in::<u64>("a sequence number", 0, None))]
     pub since: Option<u64>,
     /// At most this many records [default: 20; with --since, 100, at most 100000, and a
     /// note on stderr when there are more]

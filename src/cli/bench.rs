@@ -38,14 +38,14 @@ Exit status 1 when an order or cancel was not acknowledged (warm-up included), t
 failed, or the run was interrupted; exit status 3 when the daemon cannot be reached, or goes away during the run.")]
 pub struct BenchArgs {
     /// Orders to place in the measured phase
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::whole_in("--orders", 1, Some(100_000_000)))]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = super::whole_in::<u64>("--orders", 1, Some(100_000_000)))]
     pub orders: u64,
     /// Connections, each with one worker placing orders on it
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = super::whole_in("--concurrency", 1, Some(4096)))]
-    pub concurrency: u64,
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = super::whole_in::<usize>("--concurrency", 1, Some(4096)))]
+    pub concurrency: usize,
     /// Bench symbols to spread the orders over
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = super::whole_in("--symbols", 1, Some(64)))]
-    pub symbols: u64,
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = super::whole_in::<usize>("--symbols", 1, Some(64)))]
+    pub symbols: usize,
     /// Transport of the load [default: http with --url, else socket]
     #[arg(long, value_enum)]
     pub via: Option<ViaArg>,
@@ -57,14 +57,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "/api/orders", value_parser = ["/api/orders", "/api/trading/orders"])]
     pub route: String,
     /// Orders to place before measuring (closed loop; verified, not reported)
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_in("--warmup", 0, Some(100_000_000)))]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_in::<u64>("--warmup", 0, Some(100_000_000)))]
     pub warmup: u64,
     /// Cancel this percent of the orders that rest, right after their answer, on the same
     /// connection (a market maker's flow); reported as cancels/s with their own latency
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_in("--cancels", 0, Some(100)))]
-    pub cancels: u64,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole_in::<u8>("--cancels", 0, Some(100)))]
+    pub cancels: u8,
     /// Seed of the order mix: the same seed and options place the same orders [default: random, reported]
-    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_in("--seed", 0, None))]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole_in::<u64>("--seed", 0, None))]
     pub seed: Option<u64>,
     /// Scheduling class of the load generator's thread (Linux; elsewhere always normal)
     #[arg(long, value_enum, default_value_t = SchedArg::Batch)]
@@ -118,14 +118,13 @@ pub fn run(ctx: &Ctx, args: BenchArgs) -> CliResult {
     };
     let opts = Options {
         orders: args.orders,
-        concurrency: args.concurrency as usize,
-        symbols: args.symbols as usize,
+        concurrency: args.concurrency,
+        symbols: args.symbols,
         via,
         rate: args.rate,
         route: args.route,
         warmup: args.warmup,
-        // At most 100 (its parser's range).
-        cancels: u8::try_from(args.cancels).unwrap_or(100),
+        cancels: args.cancels,
         seed: args.seed,
         control,
         load,

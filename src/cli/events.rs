@@ -23,7 +23,7 @@ pub enum EventsCmd {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// Start after this sequence number (0 = from the beginning)
-    #[arg(long, value_name = "SEQ", allow_negative_numbers = true, value_parser = super::whole_in("a sequence number", 0, None))]
+    #[arg(long, value_name = "SEQ", allow_negative_numbers = true, value_parser = super::whole_in::<u64>("a sequence number", 0, None))]
     pub since: Option<u64>,
     /// Only these event types, e.g. ORDER_CREATED,TRADE_EXECUTED
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]

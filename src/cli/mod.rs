@@ -188,6 +188,44 @@ pub fn named_opt(value: Option<String>, arg: &str, what: &str) -> Result<Option<
     Ok(value)
 }
 
+/// What a number option's text is, read one way for [`count_up_to`] and [`whole_in`]:
+/// each then says in its own words what the option takes.
+enum Digits<T> {
+    /// A whole number that fits `T`.
+    Whole(T),
+    /// Digits only, but more than `T` holds: a number, only too large.
+    TooLarge,
+    /// Anything else: a sign, a point, letters, nothing.
+    Not,
+}
+
+/// The unsigned integer types a number option is read into, and the most each holds.
+pub trait Whole: std::str::FromStr + Copy + Ord + std::fmt::Display + Send + Sync + 'static {
+    const MOST: Self;
+}
+
+impl Whole for u8 {
+    const MOST: u8 = u8::MAX;
+}
+impl Whole for u32 {
+    const MOST: u32 = u32::MAX;
+}
+impl Whole for u64 {
+    const MOST: u64 = u64::MAX;
+}
+impl Whole for usize {
+    const MOST: usize = usize::MAX;
+}
+
+/// The text (trimmed) as a whole number of type `T`, too large for it, or not one.
+fn digits<T: Whole>(t: &str) -> Digits<T> {
+    match t.parse::<T>() {
+        Ok(n) => Digits::Whole(n),
+        Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => Digits::TooLarge,
+        Err(_) => Digits::Not,
+    }
+}
+
 /// The value parser of a count the daemon checks (`--limit`, `--depth`): a whole number
 /// that fits a `u32` goes to the daemon as typed, even 0 or past `max`, so that it is
 /// refused in the daemon's words (400 `invalid_limit`, exit 1) like any other request's.
@@ -198,36 +236,33 @@ pub fn named_opt(value: Option<String>, arg: &str, what: &str) -> Result<Option<
 pub fn count_up_to(max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
     move |raw: &str| {
         let t = raw.trim();
-        match t.parse::<u32>() {
-            Ok(n) => Ok(n),
-            Err(_) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) => {
-                Err(format!("{} is too large: {max} is the most it gives", crate::api::quote::bare(t)))
-            }
-            Err(_) => Err(format!("{} is not a whole number of 1 or more", crate::api::quote::quoted(t))),
+        match digits::<u32>(t) {
+            Digits::Whole(n) => Ok(n),
+            Digits::TooLarge => Err(format!("{} is too large: {max} is the most it gives", crate::api::quote::bare(t))),
+            Digits::Not => Err(format!("{} is not a whole number of 1 or more", crate::api::quote::quoted(t))),
         }
     }
 }
 
 /// The value parser of a whole number the CLI itself bounds (`--since`, and `agt bench`'s
-/// counts): clap's own parsers said "invalid digit found in string" of `-1` or `ten`, which
-/// names neither what was wrong nor what to give. `what` is what the number counts
+/// counts), read into the type its option has (`--cancels` a `u8`, `--concurrency` a
+/// `usize`): clap's own parsers said "invalid digit found in string" of `-1` or `ten`,
+/// which names neither what was wrong nor what to give. `what` is what the number counts
 /// ("a sequence number"); the message names the range taken, `lo` to `hi` (`None`: no end
-/// but `u64`'s, said as "or more").
-pub fn whole_in(what: &'static str, lo: u64, hi: Option<u64>) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+/// but `T`'s, said as "or more").
+pub fn whole_in<T: Whole>(what: &'static str, lo: T, hi: Option<T>) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
     move |raw: &str| {
         let t = raw.trim();
-        let range = match hi {
+        let range = || match hi {
             Some(hi) => format!("from {lo} to {hi}"),
             None => format!("of {lo} or more"),
         };
-        let most = hi.unwrap_or(u64::MAX);
-        match t.parse::<u64>() {
-            Ok(n) if n < lo => Err(format!("{what} is a whole number {range}; got {n}")),
-            Ok(n) if n <= most => Ok(n),
-            Err(_) if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) => {
-                Err(format!("{what} is a whole number {range}; got {}", crate::api::quote::quoted(t)))
-            }
-            _ => Err(format!("{} is too large: {most} is the most it takes", crate::api::quote::bare(t))),
+        let most = hi.unwrap_or(T::MOST);
+        match digits::<T>(t) {
+            Digits::Whole(n) if n < lo => Err(format!("{what} is a whole number {}; got {n}", range())),
+            Digits::Whole(n) if n <= most => Ok(n),
+            Digits::Not => Err(format!("{what} is a whole number {}; got {}", range(), crate::api::quote::quoted(t))),
+            Digits::Whole(_) | Digits::TooLarge => Err(format!("{} is too large: {most} is the most it takes", crate::api::quote::bare(t))),
         }
     }
 }
@@ -684,6 +719,26 @@ mod tests {
             }
         });
         assert!(long.is_empty(), "help lines broken mid-sentence past clap's width: {long:#?}");
+    }
+
+    /// A number option is read into its own type, so its bounds are the parser's and the
+    /// type's alike: `bench --cancels` is a `u8` of 0 to 100, with no narrowing after.
+    #[test]
+    fn a_whole_number_is_read_into_its_options_type() {
+        let cancels = whole_in::<u8>("--cancels", 0, Some(100));
+        assert_eq!(cancels(" 100 "), Ok(100u8));
+        assert_eq!(cancels("101").unwrap_err(), "101 is too large: 100 is the most it takes");
+        assert_eq!(cancels("256").unwrap_err(), "256 is too large: 100 is the most it takes");
+        assert_eq!(cancels("-1").unwrap_err(), r#"--cancels is a whole number from 0 to 100; got "-1""#);
+        let any = whole_in::<u8>("a byte", 1, None);
+        assert_eq!(any("256").unwrap_err(), "256 is too large: 255 is the most it takes");
+        assert_eq!(any("0").unwrap_err(), "a byte is a whole number of 1 or more; got 0");
+        assert_eq!(whole_in::<usize>("--concurrency", 1, Some(4096))("4096"), Ok(4096usize));
+        // The count the daemon bounds reads digits the same way.
+        let limit = count_up_to(10_000);
+        assert_eq!(limit("20000"), Ok(20_000));
+        assert_eq!(limit("4294967296").unwrap_err(), "4294967296 is too large: 10000 is the most it gives");
+        assert_eq!(limit("1.5").unwrap_err(), r#""1.5" is not a whole number of 1 or more"#);
     }
 
     #[test]
