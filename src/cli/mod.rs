@@ -227,16 +227,19 @@ fn digits<T: Whole>(t: &str) -> Digits<T> {
 }
 
 /// The value parser of a count the daemon checks (`--limit`, `--depth`): a whole number
-/// that fits a `u32` goes to the daemon as typed, even 0 or past `max`, so that it is
-/// refused in the daemon's words (400 `invalid_limit`, exit 1) like any other request's.
-/// Digits past `u32`'s range are refused here (exit 2) as too large, with the largest
-/// the daemon takes: clap's own message, "99999999999 is not in 0..=4294967295", named
-/// a range the daemon does not take at either end (the daemon says so too:
-/// `http::query_number`).
+/// from 1 that fits a `u32` goes to the daemon as typed, even past `max`, so that it is
+/// refused (or, for `--depth`, capped) in the daemon's words like any other request's:
+/// the most a list gives is the daemon's to say. 0 is refused here (exit 2) as `-1` is,
+/// naming the range: no daemon takes a count of nothing, and it answered 400
+/// `invalid_limit` (exit 1) where every other bad value of an option is a usage error.
+/// Digits past `u32`'s range are refused here as too large, with the largest the daemon
+/// takes: clap's own message, "99999999999 is not in 0..=4294967295", named a range the
+/// daemon does not take at either end (the daemon says so too: `http::query_number`).
 pub fn count_up_to(max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
     move |raw: &str| {
         let t = raw.trim();
         match digits::<u32>(t) {
+            Digits::Whole(0) => Err(format!("{} is too small: 1 is the fewest it gives, {max} the most", crate::api::quote::bare(t))),
             Digits::Whole(n) => Ok(n),
             Digits::TooLarge => Err(format!("{} is too large: {max} is the most it gives", crate::api::quote::bare(t))),
             Digits::Not => Err(format!("{} is not a whole number of 1 or more", crate::api::quote::quoted(t))),
@@ -737,6 +740,7 @@ mod tests {
         // The count the daemon bounds reads digits the same way.
         let limit = count_up_to(10_000);
         assert_eq!(limit("20000"), Ok(20_000));
+        assert_eq!(limit(" 0 ").unwrap_err(), "0 is too small: 1 is the fewest it gives, 10000 the most");
         assert_eq!(limit("4294967296").unwrap_err(), "4294967296 is too large: 10000 is the most it gives");
         assert_eq!(limit("1.5").unwrap_err(), r#""1.5" is not a whole number of 1 or more"#);
     }

@@ -108,7 +108,15 @@ fn cli_lists_cut_at_their_limit_say_so_on_stderr() {
     // Deliveries: none here, and nothing to say.
     let out = d.cli().args(["-o", "json", "notify", "list", "--limit", "5"]).output().unwrap();
     assert_eq!((json_out(&out), stderr(&out)), (json!([]), String::new()));
-    d.cli().args(["notify", "list", "--limit", "0"]).assert().code(1).stderr(predicates::str::contains("invalid_limit"));
+    // 0 is the CLI's to refuse (a usage error, exit 2), as -1 is; over HTTP the daemon
+    // still answers 400 invalid_limit.
+    d.cli()
+        .args(["notify", "list", "--limit", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("1 is the fewest it gives, 10000 the most"));
+    let (s, e) = d.req("GET", "/api/notifications?limit=0", None);
+    assert_eq!((s, code(&e)), (400, "invalid_limit"), "{e}");
     d.cli().args(["order", "list", "--help"]).assert().success().stdout(predicates::str::contains("default: 100, at most 10000"));
 }
 

@@ -179,9 +179,9 @@ fn a_count_past_its_range_is_too_large_not_out_of_a_range_the_daemon_never_takes
         let err = String::from_utf8_lossy(&out);
         assert!(err.contains(r#""ten" is not a whole number of 1 or more"#), "{args:?}: {err}");
     }
-    // One that fits goes to the daemon as typed (here none runs: exit 3), 0 included, so
-    // that the daemon refuses it in its own words.
-    agt(&h).args(["order", "list", "--limit", "0"]).assert().code(3);
+    // One that fits goes to the daemon as typed (here none runs: exit 3), past the most
+    // included, so that the daemon refuses it in its own words.
+    agt(&h).args(["order", "list", "--limit", "20000"]).assert().code(3);
 }
 
 /// `--timeout` of `daemon start` and `stop` is 1 s to a day: 0 could only fail, and a
@@ -219,6 +219,13 @@ fn a_negative_or_non_numeric_count_says_what_the_option_takes() {
         (&["order", "list", "--limit", "-5"], r#""-5" is not a whole number of 1 or more"#),
         (&["notify", "list", "--limit", "-1"], r#""-1" is not a whole number of 1 or more"#),
         (&["audit", "tail", "--limit", "-1"], r#""-1" is not a whole number of 1 or more"#),
+        // 0 too: no daemon takes a count of nothing (it was refused by the daemon, exit 1).
+        (&["book", "AAPL", "--depth", "0"], "0 is too small: 1 is the fewest it gives, 1000 the most"),
+        (&["trades", "AAPL", "--limit", "0"], "0 is too small: 1 is the fewest it gives, 10000 the most"),
+        (&["market", "candles", "AAPL", "--limit", "00"], "00 is too small: 1 is the fewest it gives, 10000 the most"),
+        (&["order", "list", "--limit", "0"], "0 is too small: 1 is the fewest it gives, 10000 the most"),
+        (&["notify", "list", "--limit", "0"], "0 is too small: 1 is the fewest it gives, 10000 the most"),
+        (&["audit", "tail", "--limit", "0"], "0 is too small: 1 is the fewest it gives, 100000 the most"),
         (&["audit", "tail", "--since", "-1"], r#"a sequence number is a whole number of 0 or more; got "-1""#),
         (&["events", "tail", "--since", "-1"], r#"a sequence number is a whole number of 0 or more; got "-1""#),
         (&["events", "tail", "--since", "abc"], r#"a sequence number is a whole number of 0 or more; got "abc""#),
