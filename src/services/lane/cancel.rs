@@ -234,8 +234,9 @@ impl Lane {
             let e = format!("order {order_id} is not resting in a book (its placement has not finished)");
             return refuse(reply, ApiError::conflict("order_not_open", e));
         };
-        if (price % tick) != Decimal::ZERO {
-            return refuse(reply, ApiError::rejected("invalid_tick", format!("price {price} is not a multiple of the tick {tick}")));
+        // A placement's rule and words, the nearest price on the tick included.
+        if let Err(e) = risk::checks::check_tick(price, tick) {
+            return refuse(reply, e);
         }
         let remaining = quantity - o.filled_quantity;
         if (remaining % lot) != Decimal::ZERO {
