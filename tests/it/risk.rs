@@ -46,7 +46,7 @@ fn deposits_withdrawals_and_who_may_read_an_account() {
 
     for (path, body, status, want) in [
         ("withdrawals", json!({"asset": "USD", "amount": "100.01"}), 422, "insufficient_funds"),
-        ("withdrawals", json!({"asset": "GOLD", "amount": "1"}), 422, "insufficient_funds"),
+        ("withdrawals", json!({"asset": "GOLD", "amount": "1"}), 400, "unknown_asset"),
         ("deposits", json!({"asset": "USD", "amount": "0"}), 400, "invalid_amount"),
         ("deposits", json!({"asset": "USD", "amount": "-1"}), 400, "invalid_amount"),
         ("deposits", json!({"asset": "usd", "amount": "1"}), 400, "invalid_asset"),
@@ -145,6 +145,52 @@ fn a_deposit_in_an_asset_no_instrument_trades_is_refused() {
     dm.deposit(&u, "QQ", "5");
     assert_eq!(bal(&dm, &u, "QQ"), (d("5"), d("0"), d("5")));
     dm.ok("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": "QQ", "amount": "5"})));
+}
+
+/// A withdrawal of an asset no listed instrument trades is refused as a deposit of it is
+/// (400 `unknown_asset`, where it was 422 `insufficient_funds`, "only 0 is available"),
+/// unless the account holds some: a balance whose instrument is gone (here deleted from
+/// `market.db`, as a restore of an older one would lose it; agt never delists) still
+/// leaves, and only the reasons of a withdrawal of it are its own.
+#[test]
+fn a_withdrawal_of_an_asset_no_instrument_trades_is_refused_unless_the_account_holds_it() {
+    let mut dm = Daemon::start();
+    let u = dm.user("untraded");
+    let withdraw = |dm: &Daemon, asset: &str, amount: &str| {
+        dm.req("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": asset, "amount": amount})))
+    };
+    let (s, e) = withdraw(&dm, "ZZZ", "5");
+    assert_eq!((s, code(&e)), (400, "unknown_asset"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("no listed instrument trades ZZZ and the account holds none of it"), "{message}");
+    for traded in ["AAPL", "BTC", "USD"] {
+        assert!(message.contains(traded), "{traded} missing from {message}");
+    }
+    dm.cli().args(["user", "withdraw", &u, "ZZZ", "5"]).assert().code(1).stderr(predicates::str::contains("unknown_asset"));
+    let (s, e) = withdraw(&dm, "BTC-USD", "1");
+    assert_eq!((s, code(&e)), (422, "invalid_asset"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("withdraw BTC or USD instead"), "{e}");
+    // A listed asset the account lacks is still its own reason.
+    let (s, e) = withdraw(&dm, "AAPL", "1");
+    assert_eq!((s, code(&e)), (422, "insufficient_funds"), "{e}");
+
+    let sym = format!("GONE{}", unique().to_uppercase());
+    dm.ok("POST", "/api/symbols", Some(json!({"symbol": sym, "tick": "0.01", "lot": "1"})));
+    dm.deposit(&u, &sym, "5");
+    dm.stop();
+    let market = rusqlite::Connection::open(dm.path().join("data/market.db")).unwrap();
+    assert_eq!(market.execute("DELETE FROM instruments WHERE symbol = ?1", [&sym]).unwrap(), 1);
+    drop(market);
+    dm.spawn();
+    let (s, e) = dm.req("POST", &format!("/api/users/{u}/deposits"), Some(json!({"asset": sym, "amount": "1"})));
+    assert_eq!((s, code(&e)), (400, "unknown_asset"), "unlisted, it takes no deposits: {e}");
+    let (s, e) = withdraw(&dm, &sym, "6");
+    assert_eq!((s, code(&e)), (422, "insufficient_funds"), "held: more than there is is its own reason: {e}");
+    dm.ok("POST", &format!("/api/users/{u}/withdrawals"), Some(json!({"asset": sym, "amount": "2"})));
+    dm.cli().args(["user", "withdraw", &u, &sym, "3"]).assert().success();
+    assert_eq!(bal(&dm, &u, &sym).0, d("0"));
+    let (s, e) = withdraw(&dm, &sym, "1");
+    assert_eq!((s, code(&e)), (400, "unknown_asset"), "none left: {e}");
 }
 
 #[test]

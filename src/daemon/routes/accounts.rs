@@ -25,8 +25,15 @@ pub async fn deposit(
     caller.require_admin()?;
     let user_id = user_id(&app, id).await?;
     let Transfer { asset, amount } = body;
-    let grid = traded(&app, &asset).await?;
+    let grid = traded(&app, &asset, Way::Deposit).await?;
     Ok(ok(app.risk.call(|reply| risk::Cmd::Deposit { user_id, asset, amount, grid, reply }).await?))
+}
+
+/// Which way a transfer goes, for [`traded`]'s messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Deposit,
+    Withdrawal,
 }
 
 /// The cash every instrument is priced in (DESIGN.md §2): deposited before any symbol is
@@ -39,12 +46,14 @@ const CASH: &str = "USD";
 /// refused with the asset meant (422 `invalid_asset`), any other untraded asset with the
 /// list of those that are (400 `unknown_asset`); once its instrument is listed (`agt
 /// symbol add`, `[[symbols]]`) the asset takes deposits. A malformed name is left to
-/// risk's own check (400 `invalid_asset`, saying the rule). Withdrawals are not held to
-/// this: what an account holds can always leave.
+/// risk's own check (400 `invalid_asset`, saying the rule). A withdrawal is held to the
+/// same rule, so that a typo is told as the deposit's is, not as 422
+/// `insufficient_funds` ("only 0 is available"), unless the account holds the asset
+/// ([`withdraw`]).
 ///
 /// Answers the most decimal places a trade moves the asset by (`risk::checks::grid_places`,
 /// the finest over the instruments that trade it), which the deposit must leave room for.
-async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
+async fn traded(app: &App, asset: &str, way: Way) -> Result<u32, ApiError> {
     if !risk::checks::valid_name(asset) {
         return Ok(0);
     }
@@ -53,11 +62,15 @@ async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
     if asset == CASH || !trading.is_empty() {
         return Ok(risk::checks::finest_grid(trading, asset));
     }
+    let verb = match way {
+        Way::Deposit => "deposit",
+        Way::Withdrawal => "withdraw",
+    };
     if let Some(i) = listed.iter().find(|i| i.symbol == asset) {
         return Err(ApiError::rejected(
             "invalid_asset",
             format!(
-                "{asset} is an instrument, not an asset: it trades {} against {}; deposit {} or {} instead",
+                "{asset} is an instrument, not an asset: it trades {} against {}; {verb} {} or {} instead",
                 i.base, i.quote, i.base, i.quote
             ),
         ));
@@ -71,15 +84,22 @@ async fn traded(app: &App, asset: &str) -> Result<u32, ApiError> {
     if more > 0 {
         list.push_str(&format!(" and {more} more (`agt symbol list`)"));
     }
-    Err(ApiError::invalid(
-        "unknown_asset",
-        format!(
+    let message = match way {
+        Way::Deposit => format!(
             "no listed instrument trades {asset}, so it takes no deposits (the assets traded: {list}); list an instrument that trades it first (`agt symbol add {asset} --tick T --lot L`, or {asset}-USD)"
         ),
-    ))
+        Way::Withdrawal => format!(
+            "no listed instrument trades {asset} and the account holds none of it, so there is none to withdraw (the assets traded: {list})"
+        ),
+    };
+    Err(ApiError::invalid("unknown_asset", message))
 }
 
-/// Admin only; only what is available (not held by open orders) can be withdrawn.
+/// Admin only; only what is available (not held by open orders) can be withdrawn. An
+/// asset no listed instrument trades is refused as a deposit of it is ([`traded`]),
+/// unless the account holds some: what an account holds can always leave, though no
+/// instrument trades it any more (a balance from an agt that took deposits of any asset,
+/// or a `market.db` restored from before its instrument was listed).
 pub async fn withdraw(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -89,6 +109,13 @@ pub async fn withdraw(
     caller.require_admin()?;
     let user_id = user_id(&app, id).await?;
     let Transfer { asset, amount } = body;
+    if let Err(untraded) = traded(&app, &asset, Way::Withdrawal).await {
+        // Asked only on the way to a refusal: a withdrawal of a traded asset costs no read.
+        let account = app.risk.call(|reply| risk::Cmd::Account { user_id: user_id.clone(), reply }).await?;
+        if !account.balances.iter().any(|b| b.asset == asset && !b.total.is_zero()) {
+            return Err(untraded.into());
+        }
+    }
     Ok(ok(app.risk.call(|reply| risk::Cmd::Withdraw { user_id, asset, amount, reply }).await?))
 }
 
