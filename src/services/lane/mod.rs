@@ -72,7 +72,7 @@
 //! (cancels, cancel-alls, amends), `recover.rs` (the redo at start), `tests.rs` and
 //! `redo_proptest.rs`.
 
-use crate::api::{ApiError, Instrument, Order, OrderType};
+use crate::api::{ApiError, Instrument, Order, OrderType, Side};
 use crate::services::actor::{
     self, take_queued, AfterCommit, Control, Envelope, Exit, Handle, Reply, Service, ServiceCtx, ServiceError, State, Status, Unit,
     MAX_BATCH,
@@ -466,7 +466,23 @@ impl Lane {
         Ok(lane)
     }
 
-    fn run(&mut self, work: Work) -> Result<(), ServiceError> {
+    /// Runs a drain of the mailbox. A market buy holds all its user's available USD
+    /// until phase 3 settles it (its budget: the book may ask more than the last price
+    /// says), so a buy of the same user after it in one batch would find none available
+    /// and be refused, though the user could pay for both in either order. Such a buy
+    /// starts a batch of its own, run once the one before has settled (another journal
+    /// append, for a case that is rare); every placement is still decided in mailbox
+    /// order, and a redo goes through the records in the same order.
+    fn run(&mut self, mut work: Work) -> Result<(), ServiceError> {
+        let later = after_market_buys(&mut work.places);
+        self.run_batch(work)?;
+        for places in later {
+            self.run_batch(Work { places, ..Default::default() })?;
+        }
+        Ok(())
+    }
+
+    fn run_batch(&mut self, work: Work) -> Result<(), ServiceError> {
         let Work { orders: mut orders_cmds, risk: risk_cmds, trading: trading_cmds, places, cancels, amends, strays } = work;
         // Placements alone go ahead of what orders still has to record; anything that
         // could see the difference goes after it ([`Deferred`]).
@@ -693,6 +709,31 @@ impl Lane {
         }
         Ok(())
     }
+}
+
+/// Cuts `places` before each buy whose user has a market buy earlier in the same part
+/// (see [`Lane::run`]): leaves the first part in `places` and answers the others, in
+/// order. A drain without a market buy is left whole.
+fn after_market_buys(places: &mut Vec<Placement>) -> Vec<Vec<Placement>> {
+    let market_buy = |o: &NewOrder| o.side == Side::Buy && o.kind == OrderType::Market;
+    if !places.iter().any(|p| market_buy(&p.order)) {
+        return Vec::new();
+    }
+    let mut parts: Vec<Vec<Placement>> = vec![Vec::with_capacity(places.len())];
+    // The users with a market buy in the last part: few, so a list.
+    let mut buyers: Vec<String> = Vec::new();
+    for p in places.drain(..) {
+        if p.order.side == Side::Buy && buyers.contains(&p.order.user_id) {
+            parts.push(Vec::new());
+            buyers.clear();
+        }
+        if market_buy(&p.order) {
+            buyers.push(p.order.user_id.clone());
+        }
+        parts.last_mut().expect("parts starts with one").push(p);
+    }
+    *places = parts.remove(0);
+    parts
 }
 
 /// Handles a service's commands of phase 0: in its open transaction, answered at the
