@@ -233,3 +233,33 @@ fn a_command_that_ran_while_audit_restarted_keeps_its_record_and_its_answer() {
         records.as_array().unwrap().iter().filter(|r| r["action"] == path.as_str() && r["detail"].get("status").is_none()).count();
     assert!(recorded as u64 >= acknowledged, "{recorded} audit records for {acknowledged} deposits acknowledged");
 }
+
+/// Once audit had failed (more restarts than `supervisor.max_restarts`), every command
+/// was refused unrun for want of its audit record, `agt service restart audit` included,
+/// though each refusal says to run just that: only a restart of the daemon brought audit
+/// back (chaos.py --kinds crash, seed 4620). That restart now runs while audit does not,
+/// and is audited all the same, under either durability.
+#[test]
+fn a_failed_audit_service_comes_back_with_the_command_its_refusals_name() {
+    for durability in ["normal", "full"] {
+        let d = Daemon::with_config_env("[supervisor]\nmax_restarts = 0\n", &[("AGT_DURABILITY", durability)]);
+        // Under durability "full" the crash's own record goes down with audit: it ran, but
+        // is not acknowledged (503).
+        let (s, e) = d.req("POST", "/api/services/audit/crash", None);
+        assert!(s == 202 || (durability == "full" && s == 503), "{durability}: {s} {e}");
+        let state =
+            || d.ok("GET", "/api/services", None).as_array().unwrap().iter().find(|s| s["name"] == "audit").unwrap()["state"].clone();
+        crate::util::wait_until("audit to fail", std::time::Duration::from_secs(10), || (state() == "failed").then_some(()));
+        let (s, e) = d.req("POST", "/api/users", Some(serde_json::json!({"username": "late", "email": "late@example.com"})));
+        assert_eq!((s, crate::util::code(&e)), (503, "service_unavailable"), "{durability}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("`agt service restart audit` starts it again"), "{e}");
+
+        d.cli().args(["service", "restart", "audit"]).assert().success().stdout(contains("restarting audit"));
+        assert_eq!(state(), "running", "{durability}");
+        d.user("late");
+        let records = d.ok("GET", "/api/audit?limit=1000", None);
+        let restarts = records.as_array().unwrap().iter().filter(|r| r["action"] == "POST /api/services/audit/restart").count();
+        assert_eq!(restarts, 1, "{durability}: the restart is audited once: {records}");
+        assert_eq!(d.ok("GET", "/api/audit/verify", None)["ok"], true, "{durability}");
+    }
+}

@@ -336,9 +336,20 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
         Failure(ApiError::new(503, "service_unavailable", format!("the command was not audited, so it was not run: {}", e.message)))
             .into_response()
     };
+    // An operator's restart of audit runs while audit does not (failed, or between two
+    // incarnations): refused as every other command is then, a failed audit could only
+    // be brought back by restarting the daemon, though each refusal says to run it. It
+    // is audited all the same: journalled before it runs, or (durability "full") sent
+    // to audit once the restart has it running.
+    let restarts_audit = *req.method() == Method::POST && req.uri().path() == "/api/services/audit/restart";
     // Journalled (and so durable) at once, or failing that, appended and committed.
     let (_in_flight, others) = app.command_log.enter();
-    let detail = match app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail) {
+    let staged = if restarts_audit {
+        app.command_log.stage_while_down(actor.clone(), action.clone(), detail)
+    } else {
+        app.command_log.stage(&app.audit, actor.clone(), action.clone(), detail)
+    };
+    let detail = match staged {
         Staged::Queued(ticket) => {
             // With other commands in flight, the other requests this worker has ready
             // stage theirs meanwhile, and the first to write puts them all in the
@@ -367,9 +378,11 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
             reply,
         })
     };
-    // Audit down: nothing runs, as with the journal.
+    // Audit down: nothing runs, as with the journal, but audit's own restart, whose
+    // record is sent again below once audit runs.
     let logged = match append() {
-        Ok(rx) => rx,
+        Ok(rx) => Some(rx),
+        Err(_) if restarts_audit => None,
         Err(e) => return not_run(e),
     };
     let resp = next(req).await;
@@ -377,7 +390,10 @@ async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
     // The command has run, so its record must be kept: a 503 would tell the client it had
     // not (a deposit retried would be made twice). If audit restarted before answering
     // (its reply dropped), the record is sent again as soon as audit runs again.
-    let mut logged = logged.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit")));
+    let mut logged = match logged {
+        Some(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("audit"))),
+        None => Err(ApiError::unavailable("audit")),
+    };
     let deadline = tokio::time::Instant::now() + REAPPEND_WITHIN;
     while logged.is_err() {
         if tokio::time::timeout_at(deadline, app.audit.status.until_running()).await.is_err() {

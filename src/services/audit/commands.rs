@@ -159,6 +159,13 @@ impl CommandLog {
         if audit.status.state() != crate::services::actor::State::Running {
             return Staged::Refused(audit.status.unavailable());
         }
+        self.stage_while_down(actor, action, detail)
+    }
+
+    /// [`Self::stage`] even while audit is not running, for the one command that must
+    /// run then: an operator's restart of audit (`routes::audit_commands`). Audit, once
+    /// started, stores what the journal holds beyond its store, this command included.
+    pub fn stage_while_down(&self, actor: String, action: String, detail: Box<RawValue>) -> Staged {
         let mut shared = self.shared.lock().unwrap();
         if shared.journal.is_none() {
             return Staged::NoJournal(detail);
