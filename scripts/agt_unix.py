@@ -263,6 +263,9 @@ def events(home, query, timeout=60):
     while chunk := sock.recv(1 << 20):
         data += chunk
     sock.close()
+    if b"\r\n\r\n" not in data:
+        # The daemon went (a kill) before its answer's head was whole.
+        return f"no answer: the connection closed after {len(data)} bytes", []
     head, body = data.split(b"\r\n\r\n", 1)
     line = head.split(b"\r\n")[0].decode()
     if " 200 " not in line:

@@ -203,7 +203,10 @@ def ok(method, path, body=None):
 
 def stream(query):
     """The events of `GET /api/events?query` (HTTP/1.0: the stream ends with the connection)."""
-    line, events = agt_unix.events(home, query)
+    try:
+        line, events = agt_unix.events(home, query)
+    except OSError as e:  # the daemon is down (a kill): no socket, or no answer
+        raise Gone(f"GET /api/events?{query}: {e}")
     if " 200 " not in line:
         raise Gone(f"GET /api/events?{query}: {line}")
     return events
@@ -212,6 +215,17 @@ def stream(query):
 def last_seq():
     e = stream("tail=1")
     return e[-1]["seq"] if e else 0
+
+
+def seq_after(what, rule):
+    """The bus's last seq once a rule change was answered; if the kill comes first, the
+    change is settled after the restart as one whose answer was cut off (it was made,
+    and its bracket ends where the restart finds the bus)."""
+    try:
+        return last_seq()
+    except Gone:
+        uncertain_ops.append((what, rule))
+        raise
 
 
 def agt(*a):
@@ -312,7 +326,7 @@ def rule_op(c, r):
             del rules[url]
             return
         rule.id = v["id"]
-        rule.periods[-1][2] = last_seq()
+        rule.periods[-1][2] = seq_after("add", rule)
         counts["rules added"] += 1
     elif k < 0.8:
         rule = r.choice([x for x in live if x is not config_rule] or live)
@@ -327,7 +341,7 @@ def rule_op(c, r):
             raise
         if s != 200:
             problem(f"DELETE rule {rule.id}: {s} {v}")
-        rule.removed = (before, last_seq())
+        rule.removed = (before, seq_after("remove", rule))
         counts["rules removed"] += 1
     else:
         events = r.sample(TYPES, r.randint(1, 3))
@@ -341,7 +355,7 @@ def rule_op(c, r):
             raise
         if s != 200:
             problem(f"PUT notify.webhooks: {s} {v}")
-        config_rule.periods[-1][2] = last_seq()
+        config_rule.periods[-1][2] = seq_after("config", config_rule)
         counts["config changes"] += 1
 
 
