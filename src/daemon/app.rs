@@ -55,36 +55,116 @@ pub struct App {
     pub recovered: std::sync::atomic::AtomicBool,
     /// How far each service's event feed has gone (`daemon::follower`).
     pub feeds: Feeds,
+    /// How long a read of what the bus builds waits for it ([`SYNC_WAIT`], or
+    /// `AGT_SYNC_WAIT_MS`: [`sync_wait_from_vars`]).
+    pub sync_wait: std::time::Duration,
     /// Flips to true when the daemon begins to shut down: long streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
-    /// Read-your-writes for readers of the bus: waits (at most `timeout`) until every
-    /// event of what was acknowledged before this call is committed on the bus. The
-    /// trading lane answers a placement before its record commits, so it is asked first
-    /// (one round trip, answered behind that commit), then the bus.
-    pub async fn sync_events(&self, timeout: std::time::Duration) {
-        let _ = tokio::time::timeout(timeout, self.orders.call(orders::Cmd::Sync)).await;
-        self.bus.sync(timeout).await;
+    /// Read-your-writes for readers of the bus: waits (until `deadline` at the latest)
+    /// until every event of what was acknowledged before this call is committed on the
+    /// bus. The trading lane answers a placement before its record commits, so it is
+    /// asked first (one round trip, answered behind that commit), then the bus.
+    pub async fn sync_events(&self, deadline: tokio::time::Instant) -> Freshness {
+        // A lane that is down answers at once (503): what it had not flushed is redone
+        // from its journal when it starts, and waiting here would not bring it sooner.
+        // With no wait at all (`AGT_SYNC_WAIT_MS=0`) nothing is checked: marked behind.
+        let flushed =
+            deadline > tokio::time::Instant::now() && tokio::time::timeout_at(deadline, self.orders.call(orders::Cmd::Sync)).await.is_ok();
+        let unstored = self.bus.sync(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+        match (flushed, unstored) {
+            (true, 0) => Freshness::Current,
+            // The lane's unflushed events are not counted yet: at least one is missing.
+            (_, n) => Freshness::Behind(n.max(1)),
+        }
     }
 
-    /// Waits (each step at most [`SYNC_WAIT`]) until `feed` has handed its service every
+    /// Waits (at most [`App::sync_wait`] in all) until `feed` has handed its service every
     /// event published so far, or skipped it: a call to the service after this comes
-    /// through its mailbox behind them, so a client reads what it has just done.
-    pub async fn feed_caught_up(&self, feed: &Progress) {
-        self.sync_events(SYNC_WAIT).await;
+    /// through its mailbox behind them, so a client reads what it has just done. Says
+    /// whether it got there; a reader answers anyway, marked ([`Freshness::mark`]).
+    pub async fn feed_caught_up(&self, feed: &Progress) -> Freshness {
+        let deadline = tokio::time::Instant::now() + self.sync_wait;
+        let on_bus = self.sync_events(deadline).await;
         let target = self.bus.last_seq();
-        let deadline = tokio::time::Instant::now() + SYNC_WAIT;
-        while feed.seen.load(std::sync::atomic::Ordering::Acquire) < target && tokio::time::Instant::now() < deadline {
+        let seen = || feed.seen.load(std::sync::atomic::Ordering::Acquire);
+        while seen() < target && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+        match (on_bus, target.saturating_sub(seen())) {
+            (Freshness::Current, 0) => Freshness::Current,
+            (Freshness::Current, n) => Freshness::Behind(n),
+            (Freshness::Behind(b), n) => Freshness::Behind(b + n),
         }
     }
 }
 
-/// The longest a read waits for each step of [`App::feed_caught_up`]: a service far
-/// behind under load answers with what it has by then.
-pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest a read of what the bus builds waits for it to catch up with what was
+/// acknowledged before the read ([`App::sync_events`], [`App::feed_caught_up`]). Under
+/// normal load that takes milliseconds; on a loaded machine the bus and the feeds, which
+/// run at a lower priority (`trading.background_nice`), fall seconds behind (over 2 s at
+/// nice 10 beside three CPU hogs: the 2 s this was, per step, let a client miss its own
+/// trade). Long enough for that, well inside a client's timeout (the CLI's is 60 s); a
+/// feed that is stuck (its service down or its store full) is not waited for longer: the
+/// read answers what it has, and says so.
+pub const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`SYNC_WAIT`], or `AGT_SYNC_WAIT_MS` from `env` (0 to 600,000; 0: no wait and no
+/// check, every such read is answered marked behind, a test's way to see that marking). An empty
+/// variable counts as unset; anything else out of range is an error naming the variable,
+/// and the daemon refuses to start on it.
+pub fn sync_wait_from_vars(env: &impl Fn(&str) -> Option<String>) -> Result<std::time::Duration, String> {
+    const NAME: &str = "AGT_SYNC_WAIT_MS";
+    let Some(raw) = env(NAME).filter(|v| !v.trim().is_empty()) else { return Ok(SYNC_WAIT) };
+    match raw.trim().parse::<u64>() {
+        Ok(ms) if ms <= 600_000 => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("{NAME}: expected a whole number of milliseconds from 0 to 600000, got {}", crate::api::quote::quoted(&raw))),
+    }
+}
+
+/// The header of an answer read while the bus or a feed was still behind after
+/// its wait: how many events, at least, published before the read it may not show.
+/// A client that must see its own writes asks again.
+pub const BEHIND_HEADER: &str = "x-agt-behind";
+
+/// Whether a read of what the bus builds shows everything acknowledged before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// The wait ran out with at least this many events not yet there.
+    Behind(u64),
+}
+
+impl Freshness {
+    /// `answer` as read at this freshness: one that is behind carries [`BEHIND_HEADER`]
+    /// (and a warning in the log, for the operator of a machine too loaded for its feeds),
+    /// instead of passing for current.
+    pub fn mark(self, what: &str, mut answer: axum::response::Response) -> axum::response::Response {
+        if let Freshness::Behind(n) = self {
+            tracing::warn!(read = what, events_behind = n, "answered a read behind the event bus: its feed did not catch up in time");
+            answer.headers_mut().insert(BEHIND_HEADER, axum::http::HeaderValue::from(n));
+        }
+        answer
+    }
+
+    /// For a change whose meaning depends on the service having seen every earlier event
+    /// (a notify rule, a market import): refused (503, nothing changed) rather than made
+    /// against a stale view.
+    pub fn require_current(self, service: &str) -> Result<(), crate::api::ApiError> {
+        match self {
+            Freshness::Current => Ok(()),
+            Freshness::Behind(n) => Err(crate::api::ApiError::new(
+                503,
+                "service_unavailable",
+                format!(
+                    "the {service} service is {n} or more events behind and did not catch up in time; nothing was changed: retry shortly"
+                ),
+            )),
+        }
+    }
+}
 
 /// The progress of each service's event feed: routes that read what audit, market or
 /// notify build wait on theirs (health's history is read by nobody who must see their

@@ -123,7 +123,10 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     })?;
     let (mut settings, source) = Settings::load_with_source(&home.config_file(), &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let notify_tuning = crate::services::notify::Tuning::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let refusal_window = refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let windows = Windows {
+        refusal: refusals::Refusals::window_from(&env).map_err(|e| anyhow::anyhow!("{e}"))?,
+        sync_wait: app::sync_wait_from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
     let body_deadline = server::BodyDeadline::from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(addr) = opts.http {
         settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
@@ -142,7 +145,7 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, source, notify_tuning, refusal_window, body_deadline, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, source, notify_tuning, windows, body_deadline, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -162,12 +165,19 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(tokio::net::UnixListener::from_std(listener)?)
 }
 
+/// The daemon's windows a test may shorten (`AGT_REFUSAL_WINDOW_MS`, `AGT_SYNC_WAIT_MS`,
+/// read at start): how long refusals are counted together, how long a read waits for the bus.
+struct Windows {
+    refusal: Duration,
+    sync_wait: Duration,
+}
+
 async fn serve(
     home: Home,
     settings: Settings,
     source: crate::services::config::watch::Source,
     notify_tuning: crate::services::notify::Tuning,
-    refusal_window: Duration,
+    windows: Windows,
     body_deadline: server::BodyDeadline,
     logging: logging::Logging,
 ) -> anyhow::Result<()> {
@@ -233,10 +243,11 @@ async fn serve(
         directory,
         tokens,
         command_log,
-        refused_commands: refusals::Refusals::new(refusal_window),
-        refused_requests: refusals::Refusals::new(refusal_window),
+        refused_commands: refusals::Refusals::new(windows.refusal),
+        refused_requests: refusals::Refusals::new(windows.refusal),
         recovered: Default::default(),
         feeds: Default::default(),
+        sync_wait: windows.sync_wait,
         shutdown,
     });
     use follower::{Feed, Filter};

@@ -1786,3 +1786,43 @@ fn a_stalled_or_trickling_body_is_timed_out() {
     // And a body that comes whole is read as ever.
     assert_eq!(d.tcp("POST", "/api/users", Some(json!({"username": format!("ok{}", unique()), "email": "ok@x.io"})), Some(&admin)).0, 201);
 }
+
+/// A read of what the event bus builds (audit, the market, the event log) waits for it to
+/// catch up with what was acknowledged before (`AGT_SYNC_WAIT_MS`, 10 s by default); when
+/// the wait runs out it answers what it has, marked `x-agt-behind` (events it may not
+/// show), never passing for current; a change that needs notify caught up (a rule) is
+/// refused, 503, and not made. With no wait at all (`0`) the daemon checks nothing, so
+/// every such answer is marked behind.
+#[test]
+fn a_read_the_bus_has_not_caught_up_with_says_so_and_a_rule_change_waits_for_notify() {
+    let d = Daemon::with_config_env("", &[("AGT_SYNC_WAIT_MS", "0")]);
+    let user = d.user("behind");
+    let ask = |method: &str, path: &str, body: Option<&str>| {
+        exchange_marked(std::os::unix::net::UnixStream::connect(d.sock()).unwrap(), method, path, body, &[]).unwrap()
+    };
+    for path in ["/api/audit?limit=5", "/api/events?tail=1", &format!("/api/trades/{}", d.symbol("0.01", "1"))] {
+        let marked = (0..20).find_map(|_| match ask("GET", path, None) {
+            (200, Some(behind), _) => Some(behind),
+            (200, None, _) => None,
+            (status, _, v) => panic!("GET {path}: {status} {v}"),
+        });
+        assert!(marked.is_some_and(|n| n >= 1), "GET {path} answered behind the bus is marked so");
+    }
+    let refused = (0..20).find_map(|i| {
+        let url = format!("http://127.0.0.1:9/refused{i}");
+        let (status, _, v) = ask("POST", "/api/notifications/rules", Some(&json!({"url": url, "events": ["USER_CREATED"]}).to_string()));
+        (status == 503).then_some((url, v))
+    });
+    let (url, v) = refused.expect("a rule change while notify is behind is refused");
+    assert_eq!(code(&v), "service_unavailable", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nothing was changed"), "{v}");
+    assert!(!d.ok("GET", "/api/notifications/rules", None).to_string().contains(&url), "the refused rule was not added");
+
+    // With the default wait the same reads are current: the user just made is there.
+    let d = Daemon::start();
+    let user2 = d.user("current");
+    let (status, behind, records) =
+        exchange_marked(std::os::unix::net::UnixStream::connect(d.sock()).unwrap(), "GET", "/api/audit?limit=1000", None, &[]).unwrap();
+    assert_eq!((status, behind), (200, None), "{records}");
+    assert!(records.to_string().contains(&user2) && !records.to_string().contains(&user));
+}

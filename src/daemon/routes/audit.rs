@@ -27,12 +27,12 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<A
     let limit = page_limit(q.limit.as_deref(), 100, 100_000)?;
     let filter = Filter { actor: q.actor, hide_tokens: caller.role() == Role::Viewer };
     // Events reach audit through its feed: a client lists what it has just done.
-    app.feed_caught_up(&app.feeds.audit).await;
-    Ok(ok(app.audit.call(|reply| Cmd::List { since, filter, limit, reply }).await?))
+    let freshness = app.feed_caught_up(&app.feeds.audit).await;
+    Ok(freshness.mark("audit", ok(app.audit.call(|reply| Cmd::List { since, filter, limit, reply }).await?)))
 }
 
 pub async fn verify(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
     caller.require_reader()?;
-    app.feed_caught_up(&app.feeds.audit).await;
-    Ok(ok(app.audit.call(Cmd::Verify).await?))
+    let freshness = app.feed_caught_up(&app.feeds.audit).await;
+    Ok(freshness.mark("audit verify", ok(app.audit.call(Cmd::Verify).await?)))
 }

@@ -76,7 +76,8 @@ pub async fn set(State(app): State<Arc<App>>, caller: Caller, SettingsBody(body)
         // Notify reads its webhooks as they stand when an event reaches it: first let it
         // handle every event published so far, so that a webhook changed here applies
         // to the events after the change, not to older ones its feed had not handed over.
-        app.feed_caught_up(&app.feeds.notify).await;
+        // One too far behind refuses the change (503), as a rule's does.
+        app.feed_caught_up(&app.feeds.notify).await.require_current("notify")?;
         let _ = app.notify.call(crate::services::notify::Cmd::LastEventSeq).await;
     }
     Ok(ok(app.config.call(|r| Cmd::Set(changes, r)).await?))

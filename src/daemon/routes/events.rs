@@ -157,8 +157,8 @@ pub async fn events(
         Some(None) => return Err(ApiError::invalid("invalid_query", "Last-Event-ID must be the seq of an event (a whole number)").into()),
     };
     // Read our writes: every event published before this request is committed first (the
-    // newest N of `tail` included).
-    app.sync_events(std::time::Duration::from_secs(2)).await;
+    // newest N of `tail` included). A follow stream shows what it missed as it comes.
+    let freshness = app.sync_events(tokio::time::Instant::now() + app.sync_wait).await;
     let since = match (resume, q_since, q_tail) {
         (Some(seq), _, _) => seq,
         (None, Some(_), Some(_)) => {
@@ -194,11 +194,12 @@ pub async fn events(
     let reader = Arc::new(Reader::of(caller, trader));
     tokio::spawn(stream(app, since, types, follow, limit, sse, peer.map(|Extension(p)| p), reader, tx));
     let ctype = if sse { "text/event-stream" } else { "application/x-ndjson" };
-    Ok((
+    let answer = (
         [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
         Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
     )
-        .into_response())
+        .into_response();
+    Ok(freshness.mark("events", answer))
 }
 
 /// Appends an event's frame: its envelope line (NDJSON), or an SSE event whose id is its

@@ -5,7 +5,7 @@
 //! importing history need an admin.
 
 use crate::api::{ApiError, NewInstrument, Role};
-use crate::daemon::app::App;
+use crate::daemon::app::{App, Freshness};
 use crate::daemon::http::{created, ok, page_limit, parse_json, read_body, ApiResult, Caller, Json, NoQuery, Path, Query};
 use crate::services::market::{import, Cmd};
 use crate::services::{risk, trading};
@@ -69,9 +69,10 @@ pub async fn get_symbol(State(app): State<Arc<App>>, _caller: Caller, _: NoQuery
 /// market service has seen every event published so far, so a client that has just
 /// traded reads its own trade on the tape. The feed skips events market does not use, so
 /// "seen" is the feed's progress, then one round trip behind what it delivered.
-async fn caught_up(app: &App) {
-    app.feed_caught_up(&app.feeds.market).await;
+async fn caught_up(app: &App) -> Freshness {
+    let freshness = app.feed_caught_up(&app.feeds.market).await;
     let _ = app.market.call(Cmd::LastEventSeq).await;
+    freshness
 }
 
 /// The tape, newest first: `?limit=` (default 100, 1 to 10000).
@@ -82,7 +83,7 @@ pub async fn trades(
     Query(q): Query<LimitQuery>,
 ) -> ApiResult<Response> {
     let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
-    caught_up(&app).await;
+    let freshness = caught_up(&app).await;
     let mut trades = app.market.call(|reply| Cmd::Trades { symbol, limit, reply }).await?;
     if caller.role() == Role::Trader {
         // The tape is market data: a trader sees every trade, not whose orders made it.
@@ -91,19 +92,19 @@ pub async fn trades(
             t.sell_order_id.clear();
         }
     }
-    Ok(ok(trades))
+    Ok(freshness.mark("market trades", ok(trades)))
 }
 
 /// Last price and 24h figures from the market service, best bid and ask from the book.
 pub async fn quote(State(app): State<Arc<App>>, _caller: Caller, _: NoQuery, Path(symbol): Path<String>) -> ApiResult<Response> {
-    caught_up(&app).await;
+    let freshness = caught_up(&app).await;
     let mut quote = app.market.call(|reply| Cmd::Quote { symbol: symbol.clone(), reply }).await?;
     // The quote is still worth answering while the trading service restarts: without a book.
     if let Ok(book) = app.trading.call(|reply| trading::Cmd::Book { symbol, depth: 1, reply }).await {
         quote.best_bid = book.bids.first().map(|l| l.0);
         quote.best_ask = book.asks.first().map(|l| l.0);
     }
-    Ok(ok(quote))
+    Ok(freshness.mark("market quote", ok(quote)))
 }
 
 /// OHLCV bars, oldest first: `?interval=` (1s 1m 5m 1h 1d, default 1m), `?limit=`
@@ -131,9 +132,9 @@ pub async fn candles(
             .into());
         }
     }
-    caught_up(&app).await;
+    let freshness = caught_up(&app).await;
     let span = crate::services::market::Span { from, to, limit };
-    Ok(ok(app.market.call(|reply| Cmd::Candles { symbol, interval, span, reply }).await?))
+    Ok(freshness.mark("market candles", ok(app.market.call(|reply| Cmd::Candles { symbol, interval, span, reply }).await?)))
 }
 
 /// The largest import body: about half a million bars.
@@ -168,7 +169,7 @@ pub async fn anchor_imported_prices(app: &App) {
     if market_up.is_err() || risk_up.is_err() {
         return tracing::warn!("market or risk is not running: the imported last prices were not given to the price band");
     }
-    app.feed_caught_up(&app.feeds.market).await;
+    let _ = app.feed_caught_up(&app.feeds.market).await;
     let lasts = match app.market.call(Cmd::ImportedLast).await {
         Ok(l) => l,
         Err(e) => return tracing::warn!(error = %e.message, "could not read the imported last prices for the price band"),
@@ -208,8 +209,8 @@ pub async fn import(State(app): State<Arc<App>>, caller: Caller, req: Request) -
         .await
         .map_err(|e| ApiError::new(500, "internal", format!("the CSV parser failed: {e}")))??;
     // Compare the bars with every trade published so far, not only those the market
-    // service has already taken from the bus.
-    caught_up(&app).await;
+    // service has already taken from the bus: a market too far behind refuses (503).
+    caught_up(&app).await.require_current("market")?;
     let summary = app.market.call(|reply| Cmd::Import { rows, reply }).await?;
     for (symbol, price, as_of_us) in summary.new_last_prices.iter().cloned() {
         app.risk.call(|reply| risk::Cmd::SetLastPrice { symbol, price, as_of_us, reply }).await.map_err(|e| {

@@ -46,7 +46,7 @@ pub async fn rules(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> A
 /// Body `{"url", "events", "secret"?}` → 201 the rule (its secret masked).
 pub async fn add_rule(State(app): State<Arc<App>>, caller: Caller, Json(rule): Json<NewWebhookRule>) -> ApiResult<Response> {
     caller.require_admin()?;
-    caught_up(&app).await;
+    caught_up(&app).await?;
     Ok(created(app.notify.call(|reply| Cmd::AddRule { rule, reply }).await?))
 }
 
@@ -56,13 +56,16 @@ pub async fn add_rule(State(app): State<Arc<App>>, caller: Caller, Json(rule): J
 /// does. Without it, events a busy notify had not reached yet were matched against the
 /// new rules: a rule removed lost them (neither delivered nor `NOTIFICATION_FAILED`), and
 /// a rule added was sent events from before it existed.
-async fn caught_up(app: &App) {
-    app.feed_caught_up(&app.feeds.notify).await;
+/// A notify that does not catch up within the wait refuses the change (503) rather than
+/// apply it to events older than its answer.
+async fn caught_up(app: &App) -> Result<(), ApiError> {
+    app.feed_caught_up(&app.feeds.notify).await.require_current("notify")?;
     let _ = app.notify.call(Cmd::LastEventSeq).await;
+    Ok(())
 }
 
 pub async fn remove_rule(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.require_admin()?;
-    caught_up(&app).await;
+    caught_up(&app).await?;
     Ok(ok(app.notify.call(|reply| Cmd::RemoveRule { id, reply }).await?))
 }

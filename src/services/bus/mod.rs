@@ -320,11 +320,14 @@ impl Bus {
     }
 
     /// Waits until every event published before this call is committed (read-your-writes
-    /// for `/api/events` and for services fed from the bus). Gives up after `timeout`.
-    pub async fn sync(&self, timeout: std::time::Duration) {
+    /// for `/api/events` and for services fed from the bus). Gives up after `timeout`, and
+    /// says how many of them were not committed then (0: all were).
+    pub async fn sync(&self, timeout: std::time::Duration) -> u64 {
         let target = self.inner.submitted.load(Ordering::Acquire);
         let mut rx = self.inner.processed.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target)).await;
+        let stored = *rx.borrow();
+        target.saturating_sub(stored)
     }
 
     /// Events handed to the bus and not stored yet (the `agt_bus_backlog` gauge).

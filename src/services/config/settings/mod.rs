@@ -767,8 +767,14 @@ const MERGE_TRIES: usize = 5;
 /// sections (`AGT_HOME`, `AGT_URL`, …) and the tuning knobs (`AGT_NOTIFY_*`, the HTTP body's
 /// deadline) are not settings.
 pub fn check_env_names(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-    const NOT_SETTINGS: &[&str] =
-        &["AGT_HTTP_ADDR", "AGT_HTTP_BODY_TIMEOUT_MS", "AGT_NOTIFY_BACKOFF_MS", "AGT_NOTIFY_MAX_ATTEMPTS", "AGT_NOTIFY_TIMEOUT_MS"];
+    const NOT_SETTINGS: &[&str] = &[
+        "AGT_HTTP_ADDR",
+        "AGT_HTTP_BODY_TIMEOUT_MS",
+        "AGT_NOTIFY_BACKOFF_MS",
+        "AGT_NOTIFY_MAX_ATTEMPTS",
+        "AGT_NOTIFY_TIMEOUT_MS",
+        "AGT_SYNC_WAIT_MS",
+    ];
     let vars: Vec<String> = KEYS.iter().map(|k| env_var(k.name)).collect();
     let sections: Vec<String> = KEYS.iter().filter_map(|k| k.name.split_once('.')).map(|(section, _)| env_var(section) + "_").collect();
     for name in names {
