@@ -143,7 +143,14 @@ impl Freshness {
     /// instead of passing for current.
     pub fn mark(self, what: &str, mut answer: axum::response::Response) -> axum::response::Response {
         if let Freshness::Behind(n) = self {
-            tracing::warn!(read = what, events_behind = n, "answered a read behind the event bus: its feed did not catch up in time");
+            if let Some(unlogged) = BEHIND_WARNINGS.lock().unwrap_or_else(|e| e.into_inner()).note(std::time::Instant::now()) {
+                tracing::warn!(
+                    read = what,
+                    events_behind = n,
+                    earlier_unlogged = unlogged,
+                    "answered a read behind the event bus: its feed did not catch up in time"
+                );
+            }
             answer.headers_mut().insert(BEHIND_HEADER, axum::http::HeaderValue::from(n));
         }
         answer
@@ -166,6 +173,40 @@ impl Freshness {
     }
 }
 
+/// The warnings of reads answered behind the bus: a machine that stays too loaded for its
+/// feeds answers every such read so, and a dashboard polling each second would fill the
+/// log with the same line; one a [`Throttle::EVERY`] says it, with how many went unlogged.
+static BEHIND_WARNINGS: std::sync::Mutex<Throttle> = std::sync::Mutex::new(Throttle::new());
+
+/// At most one log line per [`Throttle::EVERY`], counting those it held back.
+#[derive(Debug)]
+struct Throttle {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    const fn new() -> Throttle {
+        Throttle { last: None, held_back: 0 }
+    }
+
+    /// Whether to log now: `Some(n)` with the `n` held back since the last line logged.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < Self::EVERY => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
 /// The progress of each service's event feed: routes that read what audit, market or
 /// notify build wait on theirs (health's history is read by nobody who must see their
 /// own write), and `/metrics` shows how far each is behind the bus (`agt_feed_behind`).
@@ -181,5 +222,22 @@ impl Feeds {
     /// Each feed with the name of the service it feeds.
     pub fn each(&self) -> [(&'static str, &Progress); 4] {
         [("audit", &self.audit), ("health", &self.health), ("market", &self.market), ("notify", &self.notify)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn reads_behind_are_logged_once_a_window_with_the_count_held_back() {
+        let mut t = Throttle::new();
+        let t0 = Instant::now();
+        assert_eq!(t.note(t0), Some(0), "the first is logged");
+        assert_eq!(t.note(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.note(t0 + Throttle::EVERY - Duration::from_millis(1)), None);
+        assert_eq!(t.note(t0 + Throttle::EVERY), Some(2), "the next window's first says how many were held back");
+        assert_eq!(t.note(t0 + Throttle::EVERY * 3), Some(0));
     }
 }
