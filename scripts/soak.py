@@ -592,7 +592,9 @@ try:
         if sum(v for k, v in m.items() if "mailbox_depth" in k or "bus_backlog" in k or "feed_behind" in k) == 0:
             break
         time.sleep(1)
-    time.sleep(3)
+    # Past a follow stream's peer check (`routes::events::PEER_CHECK`, 5 s): a follower
+    # whose client went silent is let go at its next check, not at once.
+    time.sleep(8)
     drained = sample(t0)
     drained_fds = fd_kinds(daemon()["pid"])
     with open(args.csv or f"{home}/soak.csv", "w", newline="") as f:
