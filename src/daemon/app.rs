@@ -49,8 +49,9 @@ pub struct App {
     /// Requests refused for want of a valid bearer token, by client address: logged one
     /// by one up to the same bound, then counted.
     pub refused_requests: crate::daemon::refusals::Refusals,
-    /// Instruments the order saga has looked up (they never change once created).
-    pub instruments: std::sync::RwLock<std::collections::HashMap<String, crate::api::Instrument>>,
+    /// The market's instruments (its read model, shared with the services' context): the
+    /// order saga and the transfer routes read them without a round trip to market.
+    pub instruments: crate::services::market::Listed,
     /// Set once start-up recovery (interrupted sagas) has finished: `/ready` waits for it.
     pub recovered: std::sync::atomic::AtomicBool,
     /// How far each service's event feed has gone (`daemon::follower`).

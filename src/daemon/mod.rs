@@ -239,7 +239,7 @@ async fn serve(
         orders: lane.orders,
         placements: lane.placements,
         notify,
-        instruments: Default::default(),
+        instruments: ctx.instruments.clone(),
         directory,
         tokens,
         command_log,

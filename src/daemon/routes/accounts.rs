@@ -57,7 +57,11 @@ async fn traded(app: &App, asset: &str, way: Way) -> Result<u32, ApiError> {
     if !risk::checks::valid_name(asset) {
         return Ok(0);
     }
-    let listed = app.market.call(market::Cmd::Symbols).await?;
+    // The market's read model, or its service before the model has loaded.
+    let listed: Vec<crate::api::Instrument> = match app.instruments.get() {
+        Some(model) => model.values().cloned().collect(),
+        None => app.market.call(market::Cmd::Symbols).await?,
+    };
     let trading: Vec<&crate::api::Instrument> = listed.iter().filter(|i| i.base == asset || i.quote == asset).collect();
     if asset == CASH || !trading.is_empty() {
         return Ok(risk::checks::finest_grid(trading, asset));

@@ -52,15 +52,14 @@ async fn lookup_user(app: &App, key: &str) -> Result<Arc<crate::api::User>, ApiE
     }
 }
 
-/// An instrument, from the saga's cache or the market service. Instruments never change
-/// once created, so a cached copy is as good as the market service's answer.
+/// An instrument, from the market's read model (`market::Listed`), or from the market
+/// service when the model does not hold it (not loaded yet, or no such symbol: the
+/// service answers 404 `unknown_symbol` or 503). Instruments never change once created.
 pub async fn instrument(app: &App, symbol: &str) -> Result<Instrument, ApiError> {
-    if let Some(i) = app.instruments.read().unwrap().get(symbol) {
-        return Ok(i.clone());
+    if let Some(i) = app.instruments.get().and_then(|listed| listed.get(symbol).cloned()) {
+        return Ok(i);
     }
-    let i = app.market.call(|r| market::Cmd::Symbol(symbol.to_string(), r)).await?;
-    app.instruments.write().unwrap().insert(symbol.to_string(), i.clone());
-    Ok(i)
+    app.market.call(|r| market::Cmd::Symbol(symbol.to_string(), r)).await
 }
 
 /// Checks the body, resolves user and instrument, then hands the placement to the trading
