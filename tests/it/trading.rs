@@ -1029,11 +1029,11 @@ fn placements_one_after_another_are_answered_with_spinning_on_and_off() {
     assert_eq!(bal(&dm, &seller, &sym), (d("30"), d("0"), d("30")));
 }
 
-/// An amend off the tick is told the nearest price below on it, in the words a placement
-/// off the tick gets (the amend said only "not a multiple of the tick"), over HTTP and
-/// through `agt order amend`.
+/// An amend off the tick is told the nearest prices on it, in the words a placement off
+/// the tick gets (the amend said only "not a multiple of the tick"), over HTTP and through
+/// `agt order amend`; a quantity off the lot likewise.
 #[test]
-fn an_amend_off_the_tick_names_the_nearest_price_below_as_a_placement_does() {
+fn an_amend_off_the_grid_names_the_nearest_values_on_it_as_a_placement_does() {
     let dm = Daemon::start();
     let sym = format!("TK{}", unique().to_uppercase());
     dm.ok("POST", "/api/symbols", Some(json!({"symbol": sym, "tick": "0.05", "lot": "1"})));
@@ -1042,7 +1042,7 @@ fn an_amend_off_the_tick_names_the_nearest_price_below_as_a_placement_does() {
     let (s, placed) = dm.place(&u, &sym, "buy", "1", Some("100.03"));
     assert_eq!((s, code(&placed)), (422, "invalid_tick"), "{placed}");
     let placement_says = placed["error"]["message"].as_str().unwrap().to_string();
-    assert_eq!(placement_says, "price 100.03 is not a multiple of the tick 0.05 (nearest below: 100)");
+    assert_eq!(placement_says, "price 100.03 is not a multiple of the tick 0.05 (nearest on it: 100 or 100.05)");
     let (s, o) = dm.place(&u, &sym, "buy", "1", Some("90"));
     assert_eq!(s, 201, "{o}");
     let id = o["order_id"].as_str().unwrap();
@@ -1052,9 +1052,16 @@ fn an_amend_off_the_tick_names_the_nearest_price_below_as_a_placement_does() {
     let out = dm.cli().args(["order", "amend", id, "--price", "100.03"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("invalid_tick") && err.contains("(nearest below: 100)"), "{err}");
+    assert!(err.contains("invalid_tick") && err.contains("(nearest on it: 100 or 100.05)"), "{err}");
     let (s, e) = dm.req("PATCH", &format!("/api/orders/{id}"), Some(json!({"price": "95.07", "quantity": "2"})));
-    assert_eq!(e["error"]["message"].as_str(), Some("price 95.07 is not a multiple of the tick 0.05 (nearest below: 95.05)"), "{s} {e}");
+    assert_eq!(
+        e["error"]["message"].as_str(),
+        Some("price 95.07 is not a multiple of the tick 0.05 (nearest on it: 95.05 or 95.1)"),
+        "{s} {e}"
+    );
+    let (s, e) = dm.req("PATCH", &format!("/api/orders/{id}"), Some(json!({"quantity": "2.5"})));
+    assert_eq!((s, code(&e)), (422, "invalid_lot"), "{e}");
+    assert_eq!(e["error"]["message"].as_str(), Some("quantity 2.5 is not a multiple of the lot 1 (nearest on it: 2 or 3)"), "{e}");
     let unchanged = dm.ok("GET", &format!("/api/orders/{id}"), None);
     assert_eq!((dec(&unchanged["price"]), dec(&unchanged["quantity"])), (d("90"), d("1")), "a refused amend changed nothing");
 }

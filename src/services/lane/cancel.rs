@@ -238,12 +238,15 @@ impl Lane {
         if let Err(e) = risk::checks::check_tick(price, tick) {
             return refuse(reply, e);
         }
-        let remaining = quantity - o.filled_quantity;
-        if (remaining % lot) != Decimal::ZERO {
-            return refuse(reply, ApiError::rejected("invalid_lot", format!("quantity {quantity} is not a multiple of the lot {lot}")));
-        }
         if let Err(e) = risk::checks::check_lot(quantity, lot, instrument_min) {
             return refuse(reply, e);
+        }
+        // Fills come in lots, so this holds whenever the total is on the lot; a row from
+        // before that rule is refused rather than left resting off its grid.
+        let remaining = quantity - o.filled_quantity;
+        if (remaining % lot) != Decimal::ZERO {
+            let e = format!("the unfilled {remaining} of quantity {quantity} is not a multiple of the lot {lot}");
+            return refuse(reply, ApiError::rejected("invalid_lot", e));
         }
         let price_changed = o.price != Some(price);
         if let Err(e) =

@@ -332,19 +332,32 @@ pub struct AmendContext<'a> {
     pub last_price: Option<Decimal>,
 }
 
-/// A limit price must be a positive multiple of the instrument's tick.
+/// A limit price must be a positive multiple of the instrument's tick. The refusal names
+/// the prices on the tick either side, so that the user can pick one: only the one above
+/// when the one below is 0 (`0.001` on a 0.01 tick), which is no price at all.
 pub fn check_tick(price: Decimal, tick: Decimal) -> Result<(), ApiError> {
     if price <= Decimal::ZERO {
         return Err(ApiError::rejected("invalid_tick", format!("price must be greater than zero, got {price}")));
     }
     if tick > Decimal::ZERO && !(price % tick).is_zero() {
-        let below = price - price % tick;
         return Err(ApiError::rejected(
             "invalid_tick",
-            format!("price {price} is not a multiple of the tick {tick} (nearest below: {})", below.normalize()),
+            format!("price {price} is not a multiple of the tick {tick} ({})", nearest_on_grid(price, tick)),
         ));
     }
     Ok(())
+}
+
+/// The multiples of `step` either side of `value` (positive, off the grid), as a hint:
+/// "nearest on the tick: 100 or 100.05", or only the one above when the one below is 0.
+fn nearest_on_grid(value: Decimal, step: Decimal) -> String {
+    let below = value - value % step;
+    let above = below + step;
+    if below.is_zero() {
+        format!("the smallest on it is {}", above.normalize())
+    } else {
+        format!("nearest on it: {} or {}", below.normalize(), above.normalize())
+    }
 }
 
 /// A quantity must be a positive multiple of the lot, and at least the minimum.
@@ -353,7 +366,10 @@ pub fn check_lot(qty: Decimal, lot: Decimal, min_quantity: Decimal) -> Result<()
         return Err(ApiError::rejected("invalid_lot", format!("quantity must be greater than zero, got {qty}")));
     }
     if lot > Decimal::ZERO && !(qty % lot).is_zero() {
-        return Err(ApiError::rejected("invalid_lot", format!("quantity {qty} is not a multiple of the lot {lot}")));
+        return Err(ApiError::rejected(
+            "invalid_lot",
+            format!("quantity {qty} is not a multiple of the lot {lot} ({})", nearest_on_grid(qty, lot)),
+        ));
     }
     if qty < min_quantity {
         return Err(ApiError::rejected(

@@ -154,8 +154,11 @@ fn invalid_tick() {
     assert!(checks::check_tick(d("100.05"), d("0.05")).is_ok());
     assert_eq!(checks::check_tick(d("100.03"), d("0.05")).unwrap_err().code, "invalid_tick");
     let e = checks::check_tick(d("100.03"), d("0.05")).unwrap_err();
-    assert!(e.message.contains("100.03") && e.message.contains("0.05"), "{}", e.message);
+    assert_eq!(e.message, "price 100.03 is not a multiple of the tick 0.05 (nearest on it: 100 or 100.05)");
     assert_eq!(e.status, 422);
+    // The price below is 0, which no order may have: only the one above is named.
+    let e = checks::check_tick(d("0.001"), d("0.01")).unwrap_err();
+    assert_eq!(e.message, "price 0.001 is not a multiple of the tick 0.01 (the smallest on it is 0.01)");
 }
 
 #[test]
@@ -166,6 +169,10 @@ fn invalid_lot() {
     }
     assert_eq!(checks::check_lot(d("15"), d("10"), d("10")).unwrap_err().code, "invalid_lot");
     assert!(checks::check_lot(d("20"), d("10"), d("10")).is_ok());
+    let e = checks::check_lot(d("1.25"), d("0.5"), d("0.5")).unwrap_err();
+    assert_eq!(e.message, "quantity 1.25 is not a multiple of the lot 0.5 (nearest on it: 1 or 1.5)");
+    let e = checks::check_lot(d("0.0001"), d("0.001"), d("0.001")).unwrap_err();
+    assert_eq!(e.message, "quantity 0.0001 is not a multiple of the lot 0.001 (the smallest on it is 0.001)");
     // Below the minimum although on the lot.
     let e = checks::check_lot(d("5"), d("5"), d("10")).unwrap_err();
     assert!(e.message.contains("minimum 10"), "{}", e.message);
