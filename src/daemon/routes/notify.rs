@@ -23,6 +23,10 @@ pub struct ListQuery {
 }
 
 /// Deliveries, newest first: `?limit=` (default 100, 1 to 10000), `?status=pending|sent|failed`.
+/// A delivery is queued when notify handles the event that causes it, so the list first
+/// waits for notify's feed as `/api/audit` waits for audit's: a client reads the delivery
+/// its trade caused. A list still behind after the wait is answered marked
+/// (`X-Agt-Behind`), not refused: the log is worth reading on a loaded machine too.
 pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<ListQuery>) -> ApiResult<Response> {
     caller.require_reader()?;
     let limit = page_limit(q.limit.as_deref(), 100, 10_000)?;
@@ -35,7 +39,8 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller, Query(q): Query<L
             )
         }
     };
-    Ok(ok(app.notify.call(|reply| Cmd::List { limit, status, reply }).await?))
+    let freshness = app.feed_caught_up(&app.feeds.notify).await;
+    Ok(freshness.mark("notifications", ok(app.notify.call(|reply| Cmd::List { limit, status, reply }).await?)))
 }
 
 pub async fn rules(State(app): State<Arc<App>>, caller: Caller, _: NoQuery) -> ApiResult<Response> {
