@@ -8,9 +8,17 @@
 //!
 //! [`BlockingClient`] wraps a `Client` with its own current-thread runtime, for callers
 //! that are not async (the CLI).
+//!
+//! **Stale reads.** A read of what the daemon builds from its event bus (the audit log,
+//! market data, the notification log, the event list) waits for the bus and that
+//! service's feed to catch up, and an answer still behind then comes marked
+//! ([`BEHIND_HEADER`]: how many events, at least, it may lack). The client notes each
+//! such answer in its [`Staleness`], shared by its clones, and [`Client::get_marked`]
+//! gives one read's mark with its answer: the CLI warns after its output, the TUI says
+//! so on its status line. The library itself prints nothing.
 
 use crate::api::quote::quoted;
-use crate::api::{ApiError, DaemonInfo, ErrorBody};
+use crate::api::{ApiError, DaemonInfo, ErrorBody, BEHIND_HEADER};
 use crate::daemon::Home;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +30,7 @@ use serde_json::Value;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long dialling the daemon may take before it counts as unreachable.
@@ -242,17 +251,85 @@ pub fn read_info(home: &Home) -> Option<DaemonInfo> {
     serde_json::from_str(&text).ok()
 }
 
+/// An answer the daemon marked as read behind its event bus ([`BEHIND_HEADER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behind {
+    /// What was asked, `GET /api/audit`: the method and the path without its query (the
+    /// query says how much, not what, and the CLI adds its own `limit`).
+    pub request: String,
+    /// At least this many events published before the read may be missing from it.
+    pub events: u64,
+}
+
+/// The answers read behind the event bus, of a client and all its clones: a command's
+/// requests go through clones of one client, and whoever shows the answers (the CLI,
+/// once the command is done) asks here whether any of them was behind. Only the first
+/// [`Staleness::KEPT`] are kept, the rest counted, so a long-lived client (the TUI's)
+/// holds no more than that however long it polls.
+#[derive(Debug, Clone, Default)]
+pub struct Staleness(Arc<Mutex<StaleAnswers>>);
+
+/// What a [`Staleness`] holds: the answers marked behind, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaleAnswers {
+    /// The first [`Staleness::KEPT`] of them.
+    pub kept: Vec<Behind>,
+    /// How many more there were.
+    pub more: u64,
+}
+
+impl StaleAnswers {
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.more == 0
+    }
+}
+
+impl Staleness {
+    /// How many marked answers are kept whole.
+    pub const KEPT: usize = 8;
+
+    fn note(&self, behind: Behind) {
+        let mut answers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.kept.len() < Self::KEPT {
+            answers.kept.push(behind);
+        } else {
+            answers.more += 1;
+        }
+    }
+
+    /// The answers marked behind so far, forgotten here: the next call sees only later ones.
+    pub fn take(&self) -> StaleAnswers {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// How many events, at least, an answer says it may lack: `None` for an answer that is
+/// current (no [`BEHIND_HEADER`]). A value that is not a number still marks it behind,
+/// by one at least: the daemon said so.
+fn behind_of<B>(resp: &Response<B>) -> Option<u64> {
+    let value = resp.headers().get(BEHIND_HEADER)?;
+    Some(value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1).max(1))
+}
+
 /// A client of one daemon. Cheap to clone; holds no connection between requests.
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
     /// Applies to whole request/response exchanges, not to streams.
     timeout: Option<Duration>,
+    /// The answers read behind the event bus, shared with every clone.
+    staleness: Staleness,
 }
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Client {
-        Client { endpoint, timeout: Some(DEFAULT_REQUEST_TIMEOUT) }
+        Client { endpoint, timeout: Some(DEFAULT_REQUEST_TIMEOUT), staleness: Staleness::default() }
+    }
+
+    /// The answers of this client and its clones that the daemon marked as read behind
+    /// its event bus.
+    pub fn staleness(&self) -> &Staleness {
+        &self.staleness
     }
 
     /// `None` waits as long as the daemon takes.
@@ -267,6 +344,14 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.request(Method::GET, path, None).await
+    }
+
+    /// [`Client::get`], with how many events, at least, the answer may lack (`None`: it
+    /// is current): for a caller that runs reads side by side (the TUI) and must know
+    /// which of them was behind. The answer is noted in [`Client::staleness`] too.
+    pub async fn get_marked(&self, path: &str) -> Result<(Value, Option<u64>), ClientError> {
+        let (bytes, behind) = self.exchange(Method::GET, path, None, "application/json").await?;
+        Ok((json_of(path, &bytes)?, behind))
     }
     pub async fn post(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         self.request(Method::POST, path, body).await
@@ -295,16 +380,13 @@ impl Client {
     }
 
     async fn request_bytes(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Value, ClientError> {
-        let bytes = self.exchange(method, path, body, "application/json").await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{path} did not answer JSON ({e})")))
+        let (bytes, _) = self.exchange(method, path, body, "application/json").await?;
+        json_of(path, &bytes)
     }
 
     /// Sends a GET and returns the answer as text (for `/metrics`).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let bytes = self.exchange(Method::GET, path, None, "text/plain").await?;
+        let (bytes, _) = self.exchange(Method::GET, path, None, "text/plain").await?;
         String::from_utf8(bytes.to_vec()).map_err(|_| ClientError::Protocol(format!("{path} did not answer UTF-8 text")))
     }
 
@@ -317,16 +399,35 @@ impl Client {
             let body = collect(resp.into_body(), &self.endpoint).await?;
             return Err(api_error(status, &body));
         }
+        self.note_behind(&Method::GET, path, behind_of(&resp));
         Ok(Lines { body: resp.into_body(), buf: Vec::new(), done: false, target: self.endpoint.to_string() })
     }
 
-    async fn exchange(&self, method: Method, path: &str, body: Option<Bytes>, accept: &'static str) -> Result<Bytes, ClientError> {
+    /// Notes an answer marked behind in [`Client::staleness`].
+    fn note_behind(&self, method: &Method, path: &str, behind: Option<u64>) {
+        if let Some(events) = behind {
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            self.staleness.note(Behind { request: format!("{method} {path}"), events });
+        }
+    }
+
+    /// One exchange: the answer's body, and how many events it says it may lack.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        accept: &'static str,
+    ) -> Result<(Bytes, Option<u64>), ClientError> {
         let work = async {
-            let resp = self.send(method, path, body, accept).await?;
+            let resp = self.send(method.clone(), path, body, accept).await?;
             let status = resp.status();
+            let behind = behind_of(&resp);
             let bytes = collect(resp.into_body(), &self.endpoint).await?;
             if status.is_success() {
-                Ok(bytes)
+                // Noted only once the whole answer is in: one lost on the way showed nothing.
+                self.note_behind(&method, path, behind);
+                Ok((bytes, behind))
             } else {
                 Err(api_error(status, &bytes))
             }
@@ -433,6 +534,14 @@ async fn collect(body: Incoming, endpoint: &Endpoint) -> Result<Bytes, ClientErr
         reason: format!("the connection dropped during the answer ({e})"),
         delivery: Delivery::AnswerLost,
     })
+}
+
+/// A JSON answer (`Null` for an empty body).
+fn json_of(path: &str, bytes: &[u8]) -> Result<Value, ClientError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol(format!("{path} did not answer JSON ({e})")))
 }
 
 /// The daemon's error body, or a stand-in when an answer is not in that shape (a proxy's

@@ -12,6 +12,13 @@ pub mod switch;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
+/// The header of an answer read while the event bus or the feed of the service that
+/// answers (audit, market, notify) was still behind after the daemon's wait: how many
+/// events, at least, published before the read it may not show. Here, with the wire
+/// types, because the daemon writes it and the CLI and TUI read it; a client that must
+/// see its own writes asks again.
+pub const BEHIND_HEADER: &str = "x-agt-behind";
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -64,6 +64,11 @@ pub fn run(ctx: &Ctx, cmd: EventsCmd) -> CliResult {
         ControlFlow::Continue(())
     });
     let resume = Resume { last, types: types.as_deref(), follow: args.follow };
+    // A followed stream shows the events its start was behind as they reach the bus, and
+    // a stream that broke off says how to resume: neither is a read to warn about.
+    if args.follow || streamed.is_err() {
+        client.client().staleness().take();
+    }
     match streamed {
         // A stream that broke off (the daemon cuts one it cannot go on with: events
         // pruned past it, its token revoked; or the daemon died) is asked about below,
@@ -114,7 +119,12 @@ fn why_the_stream_ended(ctx: &Ctx, resume: &Resume) -> CliError {
     let probe = with_query("/api/events", &[("since", resume.last.map(|s| s.to_string())), ("limit", Some("0".into()))]);
     match ctx.client() {
         Err(e) => e,
-        Ok(client) => what_the_probe_says(client.get(&probe).map(drop), resume),
+        Ok(client) => {
+            let said = client.get(&probe).map(drop);
+            // The probe shows nothing, so a mark on it is not warned about either.
+            client.client().staleness().take();
+            what_the_probe_says(said, resume)
+        }
     }
 }
 

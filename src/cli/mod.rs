@@ -10,6 +10,12 @@
 //! | 1 | the daemon answered with an error (`error: <code>: <message>` on stderr), or a check failed (`audit verify`) |
 //! | 2 | usage error: unknown command, missing or malformed argument |
 //! | 3 | the daemon cannot be reached (the message says how to start it) |
+//!
+//! **Stale reads.** A command whose answer the daemon marked as read behind its event
+//! bus (a loaded machine: `X-Agt-Behind`, see `client`) still exits 0, as the read
+//! succeeded, and says so in one line on stderr after its output ([`behind_warning`]):
+//! stdout stays only the data, `-o json` included; `-q` prints no warning, as it prints
+//! no data.
 
 pub mod audit;
 pub mod bench;
@@ -33,7 +39,7 @@ pub mod trades;
 pub mod user;
 
 use crate::api::ApiError;
-use crate::client::{BlockingClient, Client, ClientError, Endpoint};
+use crate::client::{BlockingClient, Client, ClientError, Endpoint, StaleAnswers};
 use crate::daemon::Home;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -510,13 +516,54 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    match dispatch(&ctx, cli.command) {
+    let code = match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&ctx, &e);
             ExitCode::from(e.exit_code())
         }
+    };
+    warn_if_behind(&ctx);
+    code
+}
+
+/// After a command's output: one line on stderr when any answer it showed was read
+/// behind the daemon's event bus, so that data a loaded machine had not caught up with
+/// does not pass for current. The exit code stays as it was (the read succeeded).
+fn warn_if_behind(ctx: &Ctx) {
+    let Some(client) = ctx.client.get() else { return };
+    let stale = client.client().staleness().take();
+    if ctx.quiet() {
+        return;
     }
+    if let Some(line) = behind_warning(&stale) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// The words that begin [`behind_warning`]'s line, for scripts and tests that look for it.
+pub const BEHIND_WARNING: &str = "warning: read behind the event bus:";
+
+/// The warning for answers read behind the daemon's event bus: which requests, how many
+/// events each may lack at least, why, and that running the command again shows them.
+/// `None` when every answer was current.
+pub fn behind_warning(stale: &StaleAnswers) -> Option<String> {
+    let events = |n: u64| if n == 1 { "at least 1 event".to_string() } else { format!("at least {n} events") };
+    let what = match (stale.kept.as_slice(), stale.more) {
+        ([], 0) => return None,
+        ([one], 0) => format!("{} may lack {} published before it", one.request, events(one.events)),
+        (kept, more) => {
+            let mut each: Vec<String> = kept.iter().map(|b| format!("{} ({})", b.request, events(b.events))).collect();
+            if more > 0 {
+                each.push(format!("{more} more"));
+            }
+            format!("{} answers may lack events published before them: {}", kept.len() as u64 + more, each.join(", "))
+        }
+    };
+    Some(format!(
+        "{BEHIND_WARNING} {what}; the daemon had not caught up with its events when its wait ran out (a loaded machine); run the command again to see them"
+    ))
 }
 
 fn dispatch(ctx: &Ctx, command: Command) -> CliResult {
@@ -556,6 +603,8 @@ fn tui(ctx: &Ctx, opts: crate::tui::Options) -> CliResult {
             other?;
         }
     }
+    // The probe shows nothing: a mark on it is no warning after the dashboard.
+    ctx.client()?.client().staleness().take();
     crate::tui::run(Client::new(ctx.endpoint()?), opts).map_err(CliError::Other)
 }
 
@@ -743,6 +792,28 @@ mod tests {
         assert_eq!(limit(" 0 ").unwrap_err(), "0 is too small: 1 is the fewest it gives, 10000 the most");
         assert_eq!(limit("4294967296").unwrap_err(), "4294967296 is too large: 10000 is the most it gives");
         assert_eq!(limit("1.5").unwrap_err(), r#""1.5" is not a whole number of 1 or more"#);
+    }
+
+    /// One line, naming each request read behind with its count, why, and what to do;
+    /// nothing when every answer was current.
+    #[test]
+    fn a_warning_for_answers_read_behind() {
+        use crate::client::Behind;
+        let b = |request: &str, events| Behind { request: request.into(), events };
+        assert_eq!(behind_warning(&StaleAnswers::default()), None);
+        let one = behind_warning(&StaleAnswers { kept: vec![b("GET /api/audit", 3)], more: 0 }).unwrap();
+        assert_eq!(
+            one,
+            "warning: read behind the event bus: GET /api/audit may lack at least 3 events published before it; the daemon had \
+             not caught up with its events when its wait ran out (a loaded machine); run the command again to see them"
+        );
+        let two = behind_warning(&StaleAnswers { kept: vec![b("GET /api/trades/X", 1), b("GET /api/market/X", 2)], more: 5 }).unwrap();
+        assert!(two.starts_with(BEHIND_WARNING), "{two}");
+        assert!(
+            two.contains("7 answers may lack events published before them: GET /api/trades/X (at least 1 event), GET /api/market/X (at least 2 events), 5 more;"),
+            "{two}"
+        );
+        assert!(!two.contains('\n'), "one line: {two}");
     }
 
     #[test]

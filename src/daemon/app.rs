@@ -125,10 +125,7 @@ pub fn sync_wait_from_vars(env: &impl Fn(&str) -> Option<String>) -> Result<std:
     }
 }
 
-/// The header of an answer read while the bus or a feed was still behind after
-/// its wait: how many events, at least, published before the read it may not show.
-/// A client that must see its own writes asks again.
-pub const BEHIND_HEADER: &str = "x-agt-behind";
+pub use crate::api::BEHIND_HEADER;
 
 /// Whether a read of what the bus builds shows everything acknowledged before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

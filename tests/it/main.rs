@@ -4,6 +4,7 @@
 mod util;
 
 mod audit;
+mod behind;
 mod bench;
 mod cli;
 mod cli_offline;

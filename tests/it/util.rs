@@ -200,6 +200,23 @@ impl Daemon {
         cli_at(self.path())
     }
 
+    /// `agt --home H ARGS` run to its end, and run again while it succeeded but warned on
+    /// stderr that an answer was read behind the event bus ([`BEHIND_WARNING`]: a machine
+    /// too loaded for the feeds), for up to [`STALE_FOR`], as [`current`] asks an HTTP
+    /// read again: for a test that reads its own writes through the CLI (the audit log,
+    /// the tape, candles, events, deliveries), none of which is about a stale read.
+    pub fn cli_current(&self, args: &[&str]) -> std::process::Output {
+        let deadline = Instant::now() + STALE_FOR;
+        loop {
+            let out = self.cli().args(args).output().expect("run agt");
+            let warned = String::from_utf8_lossy(&out.stderr).contains(BEHIND_WARNING);
+            if !(out.status.success() && warned) || Instant::now() >= deadline {
+                return out;
+            }
+            eprintln!("agt {} answered behind the bus: asking again", args.join(" "));
+        }
+    }
+
     /// `agt --home H ARGS` started in the background with its output piped, for a test
     /// that acts while it runs (kills the daemon, sends a signal) and then reads it.
     pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
@@ -304,12 +321,19 @@ pub fn unique() -> String {
     (0..8).map(|_| (b'a' + r.gen_range(0..26)) as char).collect()
 }
 
+/// The words the CLI's warning of an answer read behind the event bus begins with
+/// (`agt::cli::BEHIND_WARNING`: the tests drive the binary, so they say it again).
+pub const BEHIND_WARNING: &str = "warning: read behind the event bus:";
+
+/// How long a test asks a read answered behind the event bus again ([`current`],
+/// [`Daemon::cli_current`]).
+const STALE_FOR: Duration = Duration::from_secs(120);
+
 /// A read the daemon answered while what it reads was still behind the event bus after
 /// its wait (`x-agt-behind`: a machine too loaded for the feeds) is asked again, as a
 /// client that must see its own writes does, for up to `STALE_FOR`: the tests read their
 /// own writes, and none of them is about a stale read (those use [`exchange_marked`]).
 fn current(method: &str, path: &str, mut ask: impl FnMut() -> (u16, Option<u64>, Value)) -> (u16, Value) {
-    const STALE_FOR: Duration = Duration::from_secs(120);
     let deadline = Instant::now() + STALE_FOR;
     loop {
         match ask() {
