@@ -54,8 +54,10 @@ pub enum Net {
     Role(Role),
     /// One event of `/api/events?follow=true`.
     Event(Box<Event>),
-    /// A snapshot arrived.
-    Snapshot(Snapshot),
+    /// A snapshot arrived, with how many events, at least, it may lack: `Some` when the
+    /// daemon answered it behind its event bus (`X-Agt-Behind`: a machine too loaded
+    /// for the feeds that build the tape, the candles and the audit log).
+    Snapshot(Snapshot, Option<u64>),
     /// A snapshot could not be fetched.
     FetchFailed(Fetch, Failure),
     /// A command was answered: the daemon's JSON, or its error.

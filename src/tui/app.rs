@@ -260,6 +260,11 @@ pub struct App {
     pub audit: AuditTab,
     /// Why a snapshot could not be fetched, shown where it would be.
     pub errors: BTreeMap<Fetch, String>,
+    /// Snapshots whose last fetch the daemon answered behind its event bus, with how
+    /// many events, at least, each may lack: the status line says so while one shown is,
+    /// so that a tape or audit log a loaded machine has not caught up with does not pass
+    /// for current. The next current answer clears it.
+    behind: BTreeMap<Fetch, u64>,
     /// Snapshots this token may not read, and why: never asked for (again) until the
     /// role is probed anew. Seeded from the role, and joined by any read the daemon
     /// refuses as `forbidden`.
@@ -323,6 +328,7 @@ impl App {
             events: EventsTab::default(),
             audit: AuditTab::default(),
             errors: BTreeMap::new(),
+            behind: BTreeMap::new(),
             denied: BTreeMap::new(),
             stale: BTreeSet::new(),
             inflight: BTreeSet::new(),
@@ -958,6 +964,13 @@ impl App {
 
     /// The last refresh of something the current tab shows that failed, if any: its rows
     /// stay on screen, so the status line must say they are not current.
+    /// How many events, at least, what a visible view shows may lack: the most of the
+    /// last answers of its snapshots that the daemon marked behind its event bus; `None`
+    /// while they are current.
+    pub fn feeds_behind(&self) -> Option<u64> {
+        self.behind.iter().filter(|(k, _)| self.wanted(k)).map(|(_, n)| *n).max()
+    }
+
     pub fn refresh_error(&self) -> Option<&str> {
         self.errors.iter().find(|(k, _)| **k != Fetch::Metrics && self.wanted(k)).map(|(_, e)| e.as_str())
     }
@@ -1017,7 +1030,7 @@ impl App {
                 self.denied = denied_to(role).iter().map(|(k, why)| (k.clone(), why.to_string())).collect();
             }
             Net::Event(e) => self.on_event(*e),
-            Net::Snapshot(s) => self.on_snapshot(s),
+            Net::Snapshot(s, behind) => self.on_snapshot(s, behind),
             Net::FetchFailed(key, failure) => {
                 self.inflight.remove(&key);
                 if failure.status == 403 && failure.code == "forbidden" {
@@ -1123,7 +1136,7 @@ impl App {
         }
     }
 
-    fn on_snapshot(&mut self, s: Snapshot) {
+    fn on_snapshot(&mut self, s: Snapshot, behind: Option<u64>) {
         let key = match &s {
             Snapshot::Health(_) => Fetch::Health,
             Snapshot::Services(_) => Fetch::Services,
@@ -1138,6 +1151,10 @@ impl App {
         };
         self.inflight.remove(&key);
         self.errors.remove(&key);
+        match behind {
+            Some(n) => self.behind.insert(key.clone(), n),
+            None => self.behind.remove(&key),
+        };
         self.answered.insert(key);
         match s {
             Snapshot::Health(h) => {

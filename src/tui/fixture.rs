@@ -33,7 +33,12 @@ pub fn typing(app: &mut App, text: &str) {
 }
 
 pub fn snap(s: Snapshot) -> Action {
-    Action::Net(Net::Snapshot(s))
+    Action::Net(Net::Snapshot(s, None))
+}
+
+/// A snapshot the daemon answered `behind` events behind its event bus.
+pub fn snap_behind(s: Snapshot, behind: u64) -> Action {
+    Action::Net(Net::Snapshot(s, Some(behind)))
 }
 
 pub const ALICE: &str = "usr_00000000a11ce001";

@@ -181,14 +181,14 @@ impl Wire {
             match effect {
                 Effect::Fetch(key) => {
                     let net = match wire.fetch(&key).await {
-                        Ok(s) => Net::Snapshot(s),
+                        Ok((s, behind)) => Net::Snapshot(s, behind),
                         Err(f) => Net::FetchFailed(key, f),
                     };
                     wire.report(net);
                 }
                 Effect::FetchOrders(scope) => {
                     let net = match wire.orders(&scope).await {
-                        Ok(rows) => Net::Snapshot(Snapshot::Orders(rows)),
+                        Ok(rows) => Net::Snapshot(Snapshot::Orders(rows), None),
                         Err(f) => Net::FetchFailed(Fetch::Orders, f),
                     };
                     wire.report(net);
@@ -213,36 +213,65 @@ impl Wire {
         get::<Vec<Order>>(&self.client, &path).await
     }
 
-    async fn fetch(&self, key: &Fetch) -> Result<Snapshot, Failure> {
+    /// One snapshot, and how many events, at least, the answers it was read from may
+    /// lack (`None`: current). Only what the daemon builds from its event bus can be
+    /// behind: the tape and the candles, the audit log.
+    async fn fetch(&self, key: &Fetch) -> Result<(Snapshot, Option<u64>), Failure> {
         let c = &self.client;
-        Ok(match key {
-            Fetch::Health => Snapshot::Health(get::<Health>(c, "/health").await?),
-            Fetch::Services => Snapshot::Services(get::<Vec<ServiceInfo>>(c, "/api/services").await?),
-            Fetch::Orders => Snapshot::Orders(self.orders(&OrdersScope::default()).await?),
-            Fetch::Users => Snapshot::Users(get::<Vec<User>>(c, "/api/users").await?),
-            Fetch::Symbols => Snapshot::Symbols(get::<Vec<Instrument>>(c, "/api/symbols").await?),
-            Fetch::Market(symbol) => {
-                let s = encode(symbol);
-                let book = format!("/api/book/{s}?depth={BOOK_DEPTH}");
-                let trades = format!("/api/trades/{s}?limit={TRADES_LIMIT}");
-                let candles = format!("/api/market/{s}/candles?interval=1m&limit={CANDLES_LIMIT}");
-                let (book, trades, candles) =
-                    tokio::join!(get::<BookView>(c, &book), get::<Vec<Trade>>(c, &trades), get::<Vec<Candle>>(c, &candles));
-                Snapshot::Market(MarketData { symbol: symbol.clone(), book: book?, trades: trades?, candles: candles? })
-            }
-            Fetch::Account(user_id) => Snapshot::Account(get::<Account>(c, &format!("/api/users/{}/account", encode(user_id))).await?),
-            Fetch::Audit => Snapshot::Audit(get::<Vec<AuditRecord>>(c, &format!("/api/audit?limit={AUDIT_LIMIT}")).await?),
-            Fetch::AuditVerify => Snapshot::AuditVerify(get::<AuditVerify>(c, "/api/audit/verify").await?),
-            Fetch::Metrics => {
-                let text = c.get_text("/metrics").await?;
-                Snapshot::Metrics(MetricsSample::from_text(&text, self.started.elapsed().as_millis() as u64))
-            }
-        })
+        Ok((
+            match key {
+                Fetch::Health => Snapshot::Health(get::<Health>(c, "/health").await?),
+                Fetch::Services => Snapshot::Services(get::<Vec<ServiceInfo>>(c, "/api/services").await?),
+                Fetch::Orders => Snapshot::Orders(self.orders(&OrdersScope::default()).await?),
+                Fetch::Users => Snapshot::Users(get::<Vec<User>>(c, "/api/users").await?),
+                Fetch::Symbols => Snapshot::Symbols(get::<Vec<Instrument>>(c, "/api/symbols").await?),
+                Fetch::Market(symbol) => {
+                    let s = encode(symbol);
+                    let book = format!("/api/book/{s}?depth={BOOK_DEPTH}");
+                    let trades = format!("/api/trades/{s}?limit={TRADES_LIMIT}");
+                    let candles = format!("/api/market/{s}/candles?interval=1m&limit={CANDLES_LIMIT}");
+                    let (book, trades, candles) = tokio::join!(
+                        get::<BookView>(c, &book),
+                        get_marked::<Vec<Trade>>(c, &trades),
+                        get_marked::<Vec<Candle>>(c, &candles)
+                    );
+                    let ((trades, trades_behind), (candles, candles_behind)) = (trades?, candles?);
+                    let behind = trades_behind.max(candles_behind);
+                    return Ok((Snapshot::Market(MarketData { symbol: symbol.clone(), book: book?, trades, candles }), behind));
+                }
+                Fetch::Account(user_id) => Snapshot::Account(get::<Account>(c, &format!("/api/users/{}/account", encode(user_id))).await?),
+                Fetch::Audit => {
+                    let (records, behind) = get_marked::<Vec<AuditRecord>>(c, &format!("/api/audit?limit={AUDIT_LIMIT}")).await?;
+                    return Ok((Snapshot::Audit(records), behind));
+                }
+                Fetch::AuditVerify => {
+                    let (verify, behind) = get_marked::<AuditVerify>(c, "/api/audit/verify").await?;
+                    return Ok((Snapshot::AuditVerify(verify), behind));
+                }
+                Fetch::Metrics => {
+                    let text = c.get_text("/metrics").await?;
+                    Snapshot::Metrics(MetricsSample::from_text(&text, self.started.elapsed().as_millis() as u64))
+                }
+            },
+            None,
+        ))
     }
 }
 
 async fn get<T: DeserializeOwned>(client: &Client, path: &str) -> Result<T, Failure> {
     let v = client.get(path).await?;
+    typed(path, v)
+}
+
+/// [`get`] of a read the daemon may answer behind its event bus, with how many events,
+/// at least, the answer may lack. Each task reads its own answer's mark: the tasks share
+/// the client, and its [`Client::staleness`] cannot tell their reads apart.
+async fn get_marked<T: DeserializeOwned>(client: &Client, path: &str) -> Result<(T, Option<u64>), Failure> {
+    let (v, behind) = client.get_marked(path).await?;
+    Ok((typed(path, v)?, behind))
+}
+
+fn typed<T: DeserializeOwned>(path: &str, v: serde_json::Value) -> Result<T, Failure> {
     serde_json::from_value(v).map_err(|e| Failure {
         status: 0,
         code: "protocol".into(),

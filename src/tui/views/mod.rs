@@ -3,9 +3,10 @@
 //! never change it.
 //!
 //! The screen, top to bottom: the tab bar with the connection state at its right, a
-//! status line (daemon version and uptime, health, role; or a message), the tab's body,
-//! and a footer with the keys of what has the focus. Everything is laid out from the
-//! frame's size at each draw, so resizes need no handling beyond a redraw.
+//! status line (daemon version and uptime, health, whether the feeds are behind, role;
+//! or a message), the tab's body, and a footer with the keys of what has the focus.
+//! Everything is laid out from the frame's size at each draw, so resizes need no
+//! handling beyond a redraw.
 //!
 //! A panel whose data the token may not read ([`App::unavailable`]) says so, with the
 //! reason, where the data would be; a tab with nothing to show is dimmed in the tab bar.
@@ -143,6 +144,10 @@ fn status_line(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                     part(&mut spans, vec![health]);
                 }
                 None => part(&mut spans, vec![Span::raw("agt")]),
+            }
+            // Kept in every form, beside health: what the tab shows is not current.
+            if let Some(n) = app.feeds_behind() {
+                part(&mut spans, vec![Span::styled(format!("feeds {n}+ events behind"), theme.warn())]);
             }
             if endpoint {
                 part(&mut spans, vec![Span::raw(text::clean(&app.settings.endpoint))]);

@@ -1024,3 +1024,36 @@ fn a_long_field_complaint_wraps_under_itself() {
     let screen = format!("{}", render(&app, 19, 4, Theme { color: false }).backend());
     assert!(screen.contains("terminal too small"), "{screen}");
 }
+
+/// What a tab shows that the daemon answered behind its event bus (a loaded machine:
+/// the feeds that build the audit log and the tape had not caught up) says so on the
+/// status line, at 80 columns too, while that tab is shown; the next current answer
+/// clears it.
+#[test]
+fn feeds_behind_are_said_on_the_status_line_until_current() {
+    use crate::tui::action::Snapshot;
+    let status = |app: &App, w: u16| {
+        let screen = format!("{}", render(app, w, 24, Theme { color: false }).backend());
+        screen.lines().nth(1).expect("a status line").to_string()
+    };
+    let mut app = on_tab('6');
+    assert!(!status(&app, 80).contains("behind"), "current: {}", status(&app, 80));
+    app.update(fixture::snap_behind(Snapshot::Audit(fixture::audit()), 7));
+    for w in [80, 120] {
+        assert!(status(&app, w).contains("feeds 7+ events behind"), "{w} columns: {}", status(&app, w));
+    }
+    // The Overview shows no audit log: nothing of it to warn about there.
+    app.update(ch('1'));
+    assert!(!status(&app, 80).contains("behind"), "{}", status(&app, 80));
+    app.update(ch('6'));
+    assert!(status(&app, 80).contains("feeds 7+ events behind"), "{}", status(&app, 80));
+    app.update(fixture::snap(Snapshot::Audit(fixture::audit())));
+    assert!(!status(&app, 80).contains("behind"), "caught up: {}", status(&app, 80));
+
+    // The Book tab's tape and candles likewise; the most of what it shows is said.
+    app.update(ch('3'));
+    app.update(fixture::snap_behind(Snapshot::Market(fixture::market()), 2));
+    assert!(status(&app, 80).contains("feeds 2+ events behind"), "{}", status(&app, 80));
+    app.update(fixture::snap(Snapshot::Market(fixture::market())));
+    assert!(!status(&app, 80).contains("behind"), "{}", status(&app, 80));
+}
