@@ -161,8 +161,9 @@ fn cli_audit_tail_filters_by_actor() {
     let made = crate::util::unique();
     d.user(&format!("audited{made}"));
     let records = |args: &[&str]| -> Vec<Value> {
-        let out = d.cli().args(["-o", "json", "audit", "tail"]).args(args).assert().success().get_output().stdout.clone();
-        serde_json::from_slice::<Value>(&out).unwrap().as_array().unwrap().clone()
+        let out = d.cli_current(&[&["-o", "json", "audit", "tail"][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     };
     let everyone = records(&["--limit", "1000"]);
     assert!(everyone.iter().any(|r| r["actor"] == "socket") && everyone.iter().any(|r| r["actor"] == "event:users"));

@@ -87,10 +87,10 @@ fn cli_lists_cut_at_their_limit_say_so_on_stderr() {
     for _ in 0..3 {
         assert_eq!(d.place(&seller, &sym, "sell", "1", Some("59.00")).0, 201);
     }
-    let out = d.cli().args(["-o", "json", "trades", &sym, "--limit", "2"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "trades", &sym, "--limit", "2"]);
     assert_eq!(json_out(&out).as_array().unwrap().len(), 2);
     assert!(stderr(&out).contains("showing the newest 2 trades"), "{}", stderr(&out));
-    let out = d.cli().args(["-o", "json", "trades", &sym, "--limit", "3"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "trades", &sym, "--limit", "3"]);
     assert_eq!((json_out(&out).as_array().unwrap().len(), stderr(&out)), (3, String::new()));
 
     // Candles are the newest N, oldest first: the extra one asked for is the oldest.
@@ -100,13 +100,13 @@ fn cli_lists_cut_at_their_limit_say_so_on_stderr() {
          {sym},1d,2024-05-01,10,11,9,10,1\n{sym},1d,2024-05-02,10,11,9,10.5,1\n{sym},1d,2024-05-03,10,11,9,10.25,1\n"
     );
     d.ok("POST", "/api/market/import", Some(json!({ "csv": csv })));
-    let out = d.cli().args(["-o", "json", "market", "candles", &sym, "--interval", "1d", "--limit", "2"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "market", "candles", &sym, "--interval", "1d", "--limit", "2"]);
     let closes: Vec<String> = json_out(&out).as_array().unwrap().iter().map(|c| c["close"].as_str().unwrap().to_string()).collect();
     assert_eq!(closes, ["10.5", "10.25"], "the newest two, oldest first");
     assert!(stderr(&out).contains("showing the newest 2 candles"), "{}", stderr(&out));
 
     // Deliveries: none here, and nothing to say.
-    let out = d.cli().args(["-o", "json", "notify", "list", "--limit", "5"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "notify", "list", "--limit", "5"]);
     assert_eq!((json_out(&out), stderr(&out)), (json!([]), String::new()));
     // 0 is the CLI's to refuse (a usage error, exit 2), as -1 is; over HTTP the daemon
     // still answers 400 invalid_limit.
@@ -144,10 +144,10 @@ fn cli_audit_tail_prints_one_json_document() {
     for i in 0..3 {
         d.user(&format!("au{i}"));
     }
-    let out = d.cli().args(["-o", "json", "audit", "tail", "--limit", "4"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "audit", "tail", "--limit", "4"]);
     assert!(out.status.success());
     assert_eq!(json_out(&out).as_array().unwrap().len(), 4);
-    let out = d.cli().args(["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]).output().unwrap();
+    let out = d.cli_current(&["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]);
     let seqs: Vec<u64> = json_out(&out).as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2]);
     assert!(stderr(&out).contains("showing the first 2 records after 0"), "{}", stderr(&out));

@@ -86,8 +86,9 @@ fn events_tail_for_a_viewer_counts_only_what_it_may_see() {
     assert_eq!(got, visible[visible.len() - 3..], "the newest 3 a viewer may see");
 
     let url = format!("http://{}", d.tcp_addr());
-    let out =
-        d.cli().args(["--url", &url, "--token", &viewer, "-o", "json", "events", "tail"]).assert().success().get_output().stdout.clone();
+    let out = d.cli_current(&["--url", &url, "--token", &viewer, "-o", "json", "events", "tail"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = out.stdout;
     let shown: Vec<u64> = String::from_utf8(out).unwrap().lines().map(seq_of).collect();
     assert_eq!(shown, visible[visible.len() - 20..], "agt events tail: the newest 20 a viewer may see");
 }
@@ -394,7 +395,7 @@ fn a_trader_reads_its_own_users_events_alone() {
     assert_eq!(last[1]["seq"], seen.last().unwrap()["seq"], "{last:?}");
     // `agt events tail` with the token: its own newest, and another type refused.
     let url = format!("http://{}", d.tcp_addr());
-    let out = d.cli().args(["--url", &url, "--token", &tok, "-o", "json", "events", "tail"]).output().unwrap();
+    let out = d.cli_current(&["--url", &url, "--token", &tok, "-o", "json", "events", "tail"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(alice.as_str()) && !text.contains(bob.as_str()) && text.contains("ORDER_EXECUTED"), "{text}");

@@ -479,11 +479,8 @@ fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
         assert_eq!((s, code(&e)), (400, "invalid_query"), "{path}: {e}");
         assert!(e["error"]["message"].as_str().unwrap().contains("takes no query parameters"), "{path}: {e}");
     }
-    let out = dm
-        .cli()
-        .args(["-o", "json", "market", "candles", "AAPL", "--interval", "1d", "--from", "2024-05-04", "--to", "2024-05-06"])
-        .output()
-        .unwrap();
+    let out =
+        dm.cli_current(&["-o", "json", "market", "candles", "AAPL", "--interval", "1d", "--from", "2024-05-04", "--to", "2024-05-06"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bars: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(bars.iter().map(|b| b["close"].as_str().unwrap()).collect::<Vec<_>>(), ["103", "104"]);

@@ -183,7 +183,7 @@ fn a_webhook_that_fails_twice_then_succeeds_gets_exactly_one_success() {
     assert_eq!(notes[0]["data"]["attempts"], 3);
     assert_eq!((metric(&d, "retry"), metric(&d, "sent"), metric(&d, "failed")), (2, 1, 0));
 
-    let out = d.cli().args(["notify", "list"]).assert().success().get_output().stdout.clone();
+    let out = ok_stdout(d.cli_current(&["notify", "list"]));
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("USER_CREATED") && out.contains("sent"), "{out}");
 
@@ -214,11 +214,11 @@ fn notify_list_says_when_a_pending_delivery_is_tried_next() {
     let wait = chrono::DateTime::parse_from_rfc3339(&next).unwrap().signed_duration_since(chrono::Utc::now());
     assert!(wait > chrono::Duration::minutes(4) && wait <= chrono::Duration::minutes(5), "next attempt in {wait}");
 
-    let out = d.cli().args(["-o", "json", "notify", "list"]).assert().success().get_output().stdout.clone();
+    let out = ok_stdout(d.cli_current(&["-o", "json", "notify", "list"]));
     let listed: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!((&listed[0]["next_attempt_at"], &listed[0]["attempts"]), (&json!(next), &json!(1)), "{listed}");
 
-    let out = d.cli().args(["notify", "list"]).assert().success().get_output().stdout.clone();
+    let out = ok_stdout(d.cli_current(&["notify", "list"]));
     let out = String::from_utf8_lossy(&out);
     let mut lines = out.lines();
     let header = lines.next().unwrap();
@@ -415,12 +415,11 @@ fn hanging_and_dead_receivers_fail_cleanly() {
     let (s, v) = d.req("GET", "/api/notifications?status=failed&limit=3", None);
     assert_eq!((s, v.as_array().unwrap().len()), (200, 3));
     // The CLI has the API's filters.
-    let out =
-        d.cli().args(["-o", "json", "notify", "list", "--status", "failed", "--limit", "2"]).assert().success().get_output().stdout.clone();
+    let out = ok_stdout(d.cli_current(&["-o", "json", "notify", "list", "--status", "failed", "--limit", "2"]));
     let listed: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     assert!(listed.as_array().unwrap().iter().all(|x| x["status"] == "failed"), "{listed}");
-    let out = d.cli().args(["-o", "json", "notify", "list", "--status", "pending"]).assert().success().get_output().stdout.clone();
+    let out = ok_stdout(d.cli_current(&["-o", "json", "notify", "list", "--status", "pending"]));
     assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), json!([]));
     d.cli().args(["notify", "list", "--status", "bogus"]).assert().code(2);
     d.cli().args(["notify", "list", "--limit", "0"]).assert().code(2);
@@ -1018,4 +1017,10 @@ fn a_restarted_notify_with_every_slot_busy_acts_at_once() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(late.hits().is_empty());
     assert!(hanging.iter().all(|r| r.hits().len() == 2), "the hanging attempts were not made again");
+}
+
+/// The stdout of an `agt` run that must have succeeded.
+fn ok_stdout(out: std::process::Output) -> Vec<u8> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }

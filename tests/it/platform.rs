@@ -956,11 +956,8 @@ fn events_resume_from_since_and_follow_live() {
         }
     }
     assert!(found, "USER_CREATED did not arrive on the follow stream");
-    d.cli()
-        .args(["-o", "json", "events", "tail", "--since", "0", "--type", "USER_CREATED"])
-        .assert()
-        .success()
-        .stdout(predicates::str::contains(&id));
+    let out = d.cli_current(&["-o", "json", "events", "tail", "--since", "0", "--type", "USER_CREATED"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&id), "{out:?}");
 }
 
 /// `agt events tail` without `--since` shows the newest 20 events (of the asked types),
@@ -970,11 +967,15 @@ fn events_resume_from_since_and_follow_live() {
 fn events_tail_shows_the_newest_events() {
     let d = Daemon::start();
     let ids: Vec<String> = (0..25).map(|i| d.user(&format!("t{i}"))).collect();
-    let out = d.cli().args(["-o", "json", "events", "tail", "--type", "USER_CREATED"]).assert().success().get_output().stdout.clone();
+    let out = d.cli_current(&["-o", "json", "events", "tail", "--type", "USER_CREATED"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = out.stdout;
     let shown: Vec<serde_json::Value> = String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let users: Vec<&str> = shown.iter().map(|e| e["data"]["user_id"].as_str().unwrap()).collect();
     assert_eq!(users, ids[5..].iter().map(String::as_str).collect::<Vec<_>>(), "the newest 20, oldest first");
-    let all = d.cli().args(["-o", "json", "events", "tail"]).assert().success().get_output().stdout.clone();
+    let all = d.cli_current(&["-o", "json", "events", "tail"]);
+    assert!(all.status.success(), "{all:?}");
+    let all = all.stdout;
     let all: Vec<serde_json::Value> = String::from_utf8(all).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let newest = d.events("").iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
     assert_eq!(all.len(), 20);
@@ -1165,7 +1166,9 @@ fn audit_pages_forward_from_since_and_tails_without_it() {
         last = end;
     }
     assert_eq!(paged[..all.len()], all[..], "paging with since visits every record once, in order");
-    let out = d.cli().args(["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]).assert().success().get_output().stdout.clone();
+    let out = d.cli_current(&["-o", "json", "audit", "tail", "--since", "0", "--limit", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = out.stdout;
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
     assert_eq!(records.iter().map(|r| r["seq"].as_u64().unwrap()).collect::<Vec<_>>(), all[..2]);
 }
