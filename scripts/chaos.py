@@ -235,12 +235,14 @@ def admin(users, stop):
         u = r.choice(users)
         if r.random() < 0.1:
             sym = f"Z{args.seed % 1000}N{next(next_cid)}-USD"
+            deposit = None  # (user, asset, amount) once the deposit is sent
             try:
                 s, v = c.call("POST", "/api/symbols", {"symbol": sym, "tick": "0.01", "lot": "1"})
                 if s < 300:
                     with lock:
                         listed.add(sym)
                     amount = D(r.randint(1, 1000))
+                    deposit = (u, sym[:-4], amount)
                     s, v = c.call("POST", f"/api/users/{u}/deposits", {"asset": sym[:-4], "amount": str(amount)})
                     if s < 300:
                         with lock:
@@ -249,6 +251,12 @@ def admin(users, stop):
                         problem(f"deposit of {sym[:-4]} right after listing {sym}: {s} {v}")
                 counts["listed"] += 1
             except Gone:
+                # The kill cut the deposit's answer off: it may have happened, as a
+                # cashier's may (the checks find which).
+                if deposit:
+                    with lock:
+                        uncertain.append(deposit)
+                    counts["unanswered deposits after listing"] += 1
                 return
             continue
         if r.random() < 0.1:
