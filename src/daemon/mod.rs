@@ -128,9 +128,13 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
         sync_wait: app::sync_wait_from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let body_deadline = server::BodyDeadline::from_vars(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut run_flags = Vec::new();
     if let Some(addr) = opts.http {
-        settings.set("http.listen", &serde_json::Value::String(addr)).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+        let value = serde_json::Value::String(addr);
+        settings.set("http.listen", &value).map_err(|e| anyhow::anyhow!("--http: {e}"))?;
+        run_flags.push(("http.listen", value));
     }
+    let origin = Origin { source, run_flags };
     // Before any thread starts (the log writer is the first): each inherits the class.
     crate::services::disk_full::arm_fault(settings.debug.fault_injection);
     crate::services::disk_full::watch(home.data_dir());
@@ -145,7 +149,7 @@ fn start_and_serve(opts: RunOptions) -> anyhow::Result<()> {
     raise_open_file_limit();
     lock::clear_stale_socket(&home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("agtd").build()?;
-    let result = runtime.block_on(serve(home.clone(), settings, source, notify_tuning, windows, body_deadline, logging));
+    let result = runtime.block_on(serve(home.clone(), settings, origin, notify_tuning, windows, body_deadline, logging));
     runtime.shutdown_timeout(Duration::from_secs(5));
     for f in [home.socket(), home.pid_file(), home.info_file()] {
         let _ = std::fs::remove_file(f);
@@ -165,6 +169,14 @@ fn bind_socket(home: &Home) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(tokio::net::UnixListener::from_std(listener)?)
 }
 
+/// What the daemon's settings were made from: agt.toml as read (with the environment's
+/// overrides), and the command line's settings over it for this run (`--http`), which the
+/// config service keeps over every later read of the file.
+struct Origin {
+    source: crate::services::config::watch::Source,
+    run_flags: Vec<(&'static str, serde_json::Value)>,
+}
+
 /// The daemon's windows a test may shorten (`AGT_REFUSAL_WINDOW_MS`, `AGT_SYNC_WAIT_MS`,
 /// read at start): how long refusals are counted together, how long a read waits for the bus.
 struct Windows {
@@ -175,7 +187,7 @@ struct Windows {
 async fn serve(
     home: Home,
     settings: Settings,
-    source: crate::services::config::watch::Source,
+    origin: Origin,
     notify_tuning: crate::services::notify::Tuning,
     windows: Windows,
     body_deadline: server::BodyDeadline,
@@ -191,7 +203,10 @@ async fn serve(
     let bus = crate::services::bus::Bus::open(&home, durability)?;
     let shared = SharedSettings::new(settings.clone());
     // What the config service compares the file with: an edit made from here on is one.
-    shared.made_from(source);
+    shared.made_from(origin.source);
+    for (key, value) in origin.run_flags {
+        shared.set_for_this_run(key, value);
+    }
     logging.follow(&shared);
     let directory = crate::services::users::Directory::default();
     let tokens = auth::Tokens::default();

@@ -1406,6 +1406,58 @@ fn an_edit_of_agt_toml_is_applied_within_a_second_and_a_broken_one_changes_nothi
     wait_until("the removed webhook", Duration::from_secs(10), || (hooks() == 0).then_some(()));
 }
 
+/// `agt daemon start --http ADDR` sets the listener for that run over agt.toml, as
+/// `AGT_HTTP_ADDR` does. An edit of another key in agt.toml is no change of
+/// `http.listen`: the watcher used to read the file again without the flag, announce
+/// `http.listen` changed to the file's value "at restart" and list it as pending, and the
+/// next start with the same flag then announced it changed back.
+#[test]
+fn an_edit_of_agt_toml_keeps_the_http_flag_of_the_run() {
+    let d = Daemon::unstarted("", &[]);
+    let file = d.path().join("agt.toml");
+    let config = |open: u32| format!("[http]\nlisten = \"\"\n\n[risk]\nmax_open_orders = {open}\n");
+    std::fs::write(&file, config(40)).unwrap();
+    /// Stops the daemon `agt daemon start` left running, however the test ends.
+    struct Stop<'a>(&'a Daemon);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.cli().args(["daemon", "stop"]).ok();
+        }
+    }
+    let _stop = Stop(&d);
+    let start = || d.cli().args(["daemon", "start", "--http", "127.0.0.1:0"]).assert().success();
+    start();
+    let keys = || d.events("CONFIG_CHANGED").iter().map(|e| e["data"]["key"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    std::fs::write(&file, config(41)).unwrap();
+    wait_until("the edit to apply", Duration::from_secs(10), || {
+        d.events("CONFIG_CHANGED").iter().any(|e| e["data"]["value"] == 41).then_some(())
+    });
+    assert_eq!(keys(), ["risk.max_open_orders"], "the edit changed one key");
+    assert_eq!(d.ok("GET", "/api/config/pending", None), json!({}), "the daemon runs with the listener it was started with");
+    d.cli().args(["config", "get", "http.listen"]).assert().success().stdout(predicates::str::contains("saved").not());
+    // The same flag at the next start: nothing changed while stopped.
+    d.cli().args(["daemon", "stop"]).assert().success();
+    start();
+    d.cli().args(["config", "set", "risk.max_open_orders", "42"]).assert().success();
+    wait_until("the set's announcement", Duration::from_secs(10), || {
+        d.events("CONFIG_CHANGED").iter().any(|e| e["data"]["value"] == 42).then_some(())
+    });
+    assert_eq!(keys(), ["risk.max_open_orders", "risk.max_open_orders"], "no start announced http.listen");
+    // A set of http.listen saves it for the next start; an edit after it does not take
+    // the flag's value back for a change.
+    d.cli().args(["config", "set", "http.listen", "127.0.0.1:1"]).assert().success();
+    let pending = json!({"http.listen": {"saved": "127.0.0.1:1", "running": "127.0.0.1:0"}});
+    assert_eq!(d.ok("GET", "/api/config/pending", None), pending);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("max_open_orders = 42", "max_open_orders = 43")).unwrap();
+    wait_until("the second edit to apply", Duration::from_secs(10), || {
+        d.events("CONFIG_CHANGED").iter().any(|e| e["data"]["value"] == 43).then_some(())
+    });
+    let last: Vec<String> = keys().into_iter().skip(2).collect();
+    assert_eq!(last, ["http.listen", "risk.max_open_orders"], "the set, then the edit");
+    assert_eq!(d.ok("GET", "/api/config/pending", None), pending);
+}
+
 /// `printf … > agt.toml` truncates the file, then writes it. The empty file between is
 /// not an edit: applied, it took every key back to its default, announced, for a tick.
 /// The watcher holds it (and says so) and applies the written file once.

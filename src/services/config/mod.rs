@@ -38,6 +38,11 @@ struct Shared {
     /// so a restarted service compares the file with what was applied, not with the file
     /// as it is when it starts (an edit made meanwhile was never applied).
     source: Mutex<watch::Source>,
+    /// What the daemon's command line set for this run (`daemon run --http ADDR`). Like an
+    /// environment override it wins over agt.toml for as long as the daemon runs, so a
+    /// fresh read of the file (an edit, a put-back) takes it again rather than the file's
+    /// value: without it an edit of any key announced `http.listen` changed to the file's.
+    run_flags: Mutex<Vec<(&'static str, serde_json::Value)>>,
 }
 
 impl SharedSettings {
@@ -46,7 +51,43 @@ impl SharedSettings {
             current: RwLock::new(Arc::new(s)),
             watchers: Mutex::new(Vec::new()),
             source: Mutex::new(watch::Source::default()),
+            run_flags: Mutex::new(Vec::new()),
         }))
+    }
+    /// Keeps `key = value` as set by the daemon's command line for this run: see
+    /// [`SharedSettings::with_run_flags`]. The live settings must hold it already.
+    pub fn set_for_this_run(&self, key: &'static str, value: serde_json::Value) {
+        let mut flags = self.0.run_flags.lock().unwrap_or_else(|e| e.into_inner());
+        flags.retain(|(k, _)| *k != key);
+        flags.push((key, value));
+    }
+    /// This run's command-line settings, to give back with [`SharedSettings::restore_run_flags`].
+    pub fn run_flags(&self) -> Vec<(&'static str, serde_json::Value)> {
+        self.0.run_flags.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Puts back the command-line settings [`SharedSettings::run_flags`] gave.
+    pub fn restore_run_flags(&self, flags: Vec<(&'static str, serde_json::Value)>) {
+        *self.0.run_flags.lock().unwrap_or_else(|e| e.into_inner()) = flags;
+    }
+    /// A `config set` of `key` saved a value for it: that is what the live settings hold
+    /// now (shown as saved, pending the next start), and a later read of the file must
+    /// not put the flag's value back over it, as a change nobody made.
+    /// (`key` may name a section, `http`, for the keys in it.)
+    pub fn forget_run_flag(&self, key: &str) {
+        let within = |k: &str| k == key || k.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'));
+        self.0.run_flags.lock().unwrap_or_else(|e| e.into_inner()).retain(|(k, _)| !within(k));
+    }
+    /// `loaded` (agt.toml read again, with the environment's overrides) with this run's
+    /// command-line settings over it, as the start read them: what the daemon would run
+    /// with were it started now the way it was. A flag was checked at the start, so it
+    /// sets again; one that would not is left to the file's value and logged.
+    pub fn with_run_flags(&self, mut loaded: settings::Settings) -> settings::Settings {
+        for (key, value) in self.0.run_flags.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Err(e) = loaded.set(key, value) {
+                tracing::warn!(key, error = %e, "a setting of the daemon's command line no longer applies over agt.toml");
+            }
+        }
+        loaded
     }
     /// The file the live settings were made from (none known: no file).
     pub fn source(&self) -> watch::Source {

@@ -58,6 +58,8 @@ struct Undo {
     saved: super::settings::Saved,
     settings: Settings,
     source: super::watch::Source,
+    /// The command line's settings for this run: a set drops the ones it saves a value for.
+    run_flags: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// `symbols` as the history last recorded it and as this start read it.
@@ -159,6 +161,7 @@ impl Service for Config {
         }
         self.live.replace(undo.settings);
         self.live.made_from(undo.source);
+        self.live.restore_run_flags(undo.run_flags);
     }
 
     fn handle(&mut self, tx: &Connection, cmd: Cmd, after: &mut AfterCommit) -> Result<(), ServiceError> {
@@ -223,7 +226,7 @@ fn taken(live: &Settings, loaded: &Settings) -> Result<Option<Taken>, super::set
 fn take_file_back(live: &SharedSettings, file: &std::path::Path) {
     let read = Settings::load_with_source(file, &|name: &str| std::env::var(name).ok());
     let (loaded, source) = match read {
-        Ok(read) => read,
+        Ok((loaded, source)) => (live.with_run_flags(loaded), source),
         Err(e) => {
             tracing::error!(file = %file.display(), error = %e, "the file put back does not load; the live settings keep the cut-off set's change until it does");
             return;
@@ -390,7 +393,8 @@ impl Config {
         if first {
             let settings = (*self.live.get()).clone();
             let source = self.live.source();
-            self.undo = Some(Undo { saved: saved.clone(), settings, source });
+            let run_flags = self.live.run_flags();
+            self.undo = Some(Undo { saved: saved.clone(), settings, source, run_flags });
             // Recorded: the replaced file is not needed any more, and goes before the
             // answer does (`after_commit` runs after it).
             let recorded = saved.clone();
@@ -408,6 +412,9 @@ impl Config {
         }
         self.record(tx, &mut applied, &self.live.get(), &next, after)?;
         save_baseline(tx, &next, &applied.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), &self.key)?;
+        for (key, _) in &entries {
+            self.live.forget_run_flag(key);
+        }
         self.live.replace(next);
         // The file it was merged into held an edit the tick had not seen (one that came
         // after it, or while the file was read): it is in the file now, so it is applied
@@ -435,7 +442,7 @@ impl Config {
     /// `text` is the file as read (`None`: it is gone); answers whether it loaded.
     fn reload(&mut self, tx: &Connection, after: &mut AfterCommit, text: Option<&str>) -> Result<bool, ServiceError> {
         let loaded = match Settings::from_text(&self.file, text, &|name: &str| std::env::var(name).ok()) {
-            Ok(s) => s,
+            Ok(s) => self.live.with_run_flags(s),
             Err(e) => {
                 tracing::warn!(file = %self.file.display(), error = %e, "the configuration file changed but does not load; nothing changed");
                 return Ok(false);
