@@ -193,6 +193,9 @@ fn an_amend_passes_the_checks_a_placement_would_and_is_an_event() {
     dm.ok("PUT", &format!("/api/users/{buyer}"), Some(json!({"status": "disabled"})));
     let (s, e) = amend(json!({"price": "100.00"}));
     assert_eq!((s, code(&e)), (422, "user_disabled"), "{e}");
+    // It says how to undo it, as the token routes' refusal does.
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("`agt user enable {buyer}`")), "{message}");
     let (s, e) = amend(json!({"quantity": "3"}));
     assert_eq!((s, code(&e)), (422, "user_disabled"), "{e}");
     assert_eq!(dm.ok("GET", &format!("/api/orders/{id}"), None)["status"], "new");

@@ -318,7 +318,10 @@ fn check_active(active: bool, user_id: &str) -> Result<(), ApiError> {
     if active {
         return Ok(());
     }
-    Err(ApiError::rejected("user_disabled", format!("user {user_id} is disabled; an admin can re-enable it")))
+    Err(ApiError::rejected(
+        "user_disabled",
+        format!("user {user_id} is disabled: an admin enables it again with `agt user enable {user_id}`"),
+    ))
 }
 
 /// What [`admit_amend`] needs of risk's state, and the order's user.
