@@ -220,7 +220,15 @@ mod tests {
         }
         assert_eq!(holder(&other).unwrap(), Holder::Nobody);
         drop(lock);
-        assert_eq!(holder(&home).unwrap(), Holder::Nobody, "released with the daemon");
+        // A test beside this one that spawns a process forks this one: until the child
+        // execs (its copy of the descriptor is close-on-exec), it shares the lock, still
+        // named by this pid. Seen once in a full run on a loaded machine; that window is
+        // microseconds, so a lock still held after a few seconds is a real one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while holder(&home).unwrap() != Holder::Nobody {
+            assert!(std::time::Instant::now() < deadline, "released with the daemon: {:?}", holder(&home));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         acquire(&home).expect("a probe leaves the lock free");
     }
 
