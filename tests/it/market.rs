@@ -433,7 +433,10 @@ fn candles_are_read_by_time_range_and_unknown_parameters_are_refused() {
     assert_eq!(closes("limit=3"), ["107", "108", "109"], "without a range, the newest");
     assert!(closes("from=2030-01-01").is_empty());
     for (q, says) in [
-        ("from=2030-01-01&to=2020-01-01", "from must be before to"),
+        (
+            "from=2030-01-01&to=2020-01-01",
+            "from must be before to (bars that start in [from, to)); got from \"2030-01-01\" and to \"2020-01-01\"",
+        ),
         ("from=2024-05-03&to=2024-05-03", "from must be before to"),
         ("from=yesterday", "from \"yesterday\" is not a time"),
         ("to=1714521600000", "looks like milliseconds"),

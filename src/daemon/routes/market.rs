@@ -4,6 +4,7 @@
 //! Market data is readable by every role, traders included; adding an instrument and
 //! importing history need an admin.
 
+use crate::api::quote::quoted;
 use crate::api::{ApiError, NewInstrument, Role};
 use crate::daemon::app::{App, Freshness};
 use crate::daemon::http::{created, ok, page_limit, parse_json, read_body, ApiResult, Caller, Json, NoQuery, Path, Query};
@@ -119,15 +120,18 @@ pub async fn candles(
 ) -> ApiResult<Response> {
     let interval = q.interval.unwrap_or_else(|| "1m".into());
     let limit = page_limit(q.limit.as_deref(), 100, MAX_LIMIT)?;
-    let time = |name: &str, raw: Option<String>| {
+    let time = |name: &str, raw: Option<&String>| {
         raw.map(|t| import::parse_time_named(name, t.trim()).map_err(|e| ApiError::invalid("invalid_query", e))).transpose()
     };
-    let (from, to) = (time("from", q.from)?, time("to", q.to)?);
-    if let (Some(f), Some(t)) = (from, to) {
+    let (from, to) = (time("from", q.from.as_ref())?, time("to", q.to.as_ref())?);
+    if let (Some(f), Some(t), Some(raw_from), Some(raw_to)) = (from, to, &q.from, &q.to) {
         if f >= t {
+            // In the user's own words (a date, RFC 3339 or seconds), not the seconds they
+            // were read as: "got from 1714608000" does not say which one to move.
+            let (raw_from, raw_to) = (quoted(raw_from.trim()), quoted(raw_to.trim()));
             return Err(ApiError::invalid(
                 "invalid_query",
-                format!("from must be before to (bars that start in [from, to)); got from {f} and to {t} (Unix seconds)"),
+                format!("from must be before to (bars that start in [from, to)); got from {raw_from} and to {raw_to}"),
             )
             .into());
         }
