@@ -513,7 +513,15 @@ async fn command_detail(req: Request, keep_body: bool) -> Result<(Request, Box<R
             Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), detail))
         }
         _ => {
-            let body_bytes = length.filter(|n| *n > 0).map(Some).or(length.is_none().then_some(None));
+            // Without a length a request has a body only if it is chunked (HTTP/1.1's
+            // message length): a bodiless DELETE, as the CLI sends a cancel, has none, and
+            // recorded as `"body_bytes": null` read as a body of unknown size.
+            let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+            let body_bytes = match length {
+                Some(n) if n > 0 => Some(Some(n)),
+                None if chunked => Some(None),
+                _ => None,
+            };
             let query = req.uri().query().map(masking::query);
             let detail = raw(&Detail { query: query.as_deref(), body: None, body_bytes });
             Ok((req, detail))
@@ -660,6 +668,24 @@ mod tests {
         }
         let body = audited(r#"{"notify.webhooks": [{"url": "http://user:PW4@127.0.0.1:9/y", "events": ["*"]}]}"#).await;
         assert_eq!(body["notify.webhooks"][0]["url"], "http://***@127.0.0.1:9/y");
+    }
+
+    /// A command without a body is recorded with its query alone; one streamed without a
+    /// length, or too long to keep, by its size (`null`: not known).
+    #[tokio::test]
+    async fn a_bodiless_command_is_recorded_without_a_body_size() {
+        let detail = |req: axum::http::request::Builder| async move {
+            let (_, d) = command_detail(req.body(axum::body::Body::empty()).unwrap(), true).await.expect("no body to read");
+            serde_json::from_str::<serde_json::Value>(d.get()).unwrap()
+        };
+        let cancel = Request::builder().method("DELETE").uri("/api/orders/ord_1");
+        assert_eq!(detail(cancel).await, serde_json::json!({"query": null}));
+        let empty = Request::builder().method("DELETE").uri("/api/orders/ord_1").header(header::CONTENT_LENGTH, 0);
+        assert_eq!(detail(empty).await, serde_json::json!({"query": null}));
+        let chunked = Request::builder().method("POST").uri("/api/market/import").header(header::TRANSFER_ENCODING, "chunked");
+        assert_eq!(detail(chunked).await, serde_json::json!({"query": null, "body_bytes": null}));
+        let large = Request::builder().method("POST").uri("/api/market/import").header(header::CONTENT_LENGTH, 5000);
+        assert_eq!(detail(large).await, serde_json::json!({"query": null, "body_bytes": 5000}));
     }
 
     #[tokio::test]
