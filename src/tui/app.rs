@@ -962,8 +962,6 @@ impl App {
         }
     }
 
-    /// The last refresh of something the current tab shows that failed, if any: its rows
-    /// stay on screen, so the status line must say they are not current.
     /// How many events, at least, what a visible view shows may lack: the most of the
     /// last answers of its snapshots that the daemon marked behind its event bus; `None`
     /// while they are current.
@@ -971,6 +969,8 @@ impl App {
         self.behind.iter().filter(|(k, _)| self.wanted(k)).map(|(_, n)| *n).max()
     }
 
+    /// The last refresh of something the current tab shows that failed, if any: its rows
+    /// stay on screen, so the status line must say they are not current.
     pub fn refresh_error(&self) -> Option<&str> {
         self.errors.iter().find(|(k, _)| **k != Fetch::Metrics && self.wanted(k)).map(|(_, e)| e.as_str())
     }
