@@ -278,12 +278,6 @@ pub struct StaleAnswers {
     pub more: u64,
 }
 
-impl StaleAnswers {
-    pub fn is_empty(&self) -> bool {
-        self.kept.is_empty() && self.more == 0
-    }
-}
-
 impl Staleness {
     /// How many marked answers are kept whole.
     pub const KEPT: usize = 8;
