@@ -4,6 +4,7 @@ check that nothing acknowledged was lost and that money is conserved.
 
 Usage: scripts/chaos.py [--rounds 30] [--bin target/release/agt] [--home NEW_DIR]
        [--seed N] [--durability normal|full] [--short] [--kinds kill,crash,...]
+       [--upgrade-from OLD_AGT]
 
 Python 3, stdlib only; needs a release build (`cargo build --release`). It makes a
 fresh home (a temporary one unless --home), starts the daemon with `agt daemon start`,
@@ -47,6 +48,14 @@ Then it starts the daemon again and checks, through the API:
 - `GET /api/audit/verify` is ok, `/ready` and `/metrics` show every service up, and
   no answer was a 5xx other than 503.
 
+With --upgrade-from, the home is made and run by that older agt binary until the first
+round that kills the daemon (or until the clean stop at the end, if none does); from
+then on, --bin runs it (its `daemon stop` of a kill-in-stop round already). The newer
+agt must take over an older one's home, stores and intake journal as a crash left
+them, as an operator who upgrades after a crash would have it. Use kinds that kill
+(e.g. `--kinds kill,kill-in-stop,kill-in-start`) and an older build whose routes the
+rounds use (`git worktree add /tmp/old REV`, then `cargo build --release` there).
+
 After the last round it stops the daemon cleanly, checks that the stopped stores agree
 (open orders = open holds = resting orders, no saga left unfinished; python's sqlite3),
 starts it and checks again. Prints each round and every violation; exits 1 if there was
@@ -71,6 +80,7 @@ ap.add_argument("--durability", choices=["normal", "full"])
 ap.add_argument("--kinds", default="kill,kill,kill,crash-then-kill,kill-in-stop,kill-in-start,crash,mass,stop",
                 help="the kinds of round to pick from at random (a kind listed twice is picked twice as often)")
 ap.add_argument("--min-ms", type=int, default=200, help="shortest round before the kill")
+ap.add_argument("--upgrade-from", metavar="OLD_AGT", help="an older agt binary that runs the home until the first kill")
 ap.add_argument("--max-ms", type=int, default=2500, help="longest round before the kill")
 args = ap.parse_args()
 rng = random.Random(args.seed)
@@ -79,7 +89,11 @@ os.makedirs(home, exist_ok=True)
 with open(f"{home}/agt.toml", "w") as f:
     f.write((f'durability = "{args.durability}"\n' if args.durability else '')
             + '[http]\nlisten = ""\n[risk]\nmax_open_orders = 100000\nmax_orders_per_second = 100000\n' + ('allow_short = true\n' if args.short else '') + '[debug]\nfault_injection = true\n')
-print(f"home {home}, seed {args.seed}, binary {args.bin}", flush=True)
+# The binary the rounds end with; with --upgrade-from, the older one runs until a kill.
+newer = args.bin
+if args.upgrade_from:
+    args.bin = args.upgrade_from
+print(f"home {home}, seed {args.seed}, binary {args.bin}" + (f", upgraded to {newer} at the first kill" if args.upgrade_from else ""), flush=True)
 
 BASE = {"AAPL": "AAPL", "AAPL-USD": "AAPL", "BTC-USD": "BTC"}
 SYMBOLS = list(BASE)
@@ -595,6 +609,9 @@ for rnd in range(args.rounds):
         continue
     # Killed (in a stop's drain, or again in the start's recovery), then started: the
     # threads end on the kill (`Gone`).
+    if args.bin != newer:
+        print(f"upgrade: the daemon of {args.bin} is killed, {newer} starts it again", flush=True)
+        args.bin = newer
     ended = agt_unix.kill_and_restart(args.bin, home, agt, kind, rng, threads)
     kills += ended.kills
     kind += " (it had already stopped)" if ended.had_stopped else " (no second pid)" if ended.no_second_pid else ""
@@ -603,6 +620,10 @@ for rnd in range(args.rounds):
     said(rnd, kind, n, o, t)
 
 stop_and_compare_stores("the last round")
+if args.bin != newer:
+    # No round killed it: the upgrade comes after a clean stop instead.
+    print(f"upgrade: the daemon of {args.bin} stopped cleanly, {newer} starts it again", flush=True)
+    args.bin = newer
 start()
 n, o, t = check(users, "after a clean stop")
 agt("daemon", "stop")
