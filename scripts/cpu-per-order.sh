@@ -1,9 +1,12 @@
 #!/bin/bash
 # CPU time per order, by daemon thread (and for the load generator), over two seconds of
 # steady load from `agt bench`. Usage: scripts/cpu-per-order.sh HOME [CONCURRENCY] [ORDERS]
-# with a daemon already running on HOME. Uses /proc, so Linux only. See BENCHMARKS.md.
+# [BENCH ARGS...] with a daemon already running on HOME; further arguments go to `agt
+# bench` (e.g. `--rate 10000` for an open loop: give it ORDERS for 3.5 s or more). Uses
+# /proc, so Linux only. See BENCHMARKS.md.
 set -euo pipefail
 home=$1 conc=${2:-32} orders=${3:-30000}
+shift $(($# < 3 ? $# : 3))
 agt=${AGT:-target/release/agt}
 pid=$(cat "$home/agtd.pid")
 snap() {
@@ -13,7 +16,7 @@ snap() {
 }
 placed() { curl -s --unix-socket "$home/agt.sock" http://agt/metrics | awk '/^agt_orders_total/ {s+=$2} END {print s}'; }
 out=$(mktemp)
-"$agt" --home "$home" bench --orders "$orders" --concurrency "$conc" --warmup 0 > "$out" 2>&1 &
+"$agt" --home "$home" bench --orders "$orders" --concurrency "$conc" --warmup 0 "$@" > "$out" 2>&1 &
 bench=$!
 sleep 1.5; s0=$(snap); o0=$(placed); sleep 2; s1=$(snap); o1=$(placed)
 n=$((o1 - o0))
