@@ -99,6 +99,10 @@ pub struct DaemonInfo {
     /// The bound TCP address (`127.0.0.1:8000`), or null when TCP is off.
     pub http: Option<String>,
     pub version: String,
+    /// The commit the daemon was built from (`daemon::BUILD`); absent in the file of an
+    /// agt from before it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
     pub started_at: String,
     /// When the daemon took its stop signal (RFC 3339); absent while it serves. It then
     /// answers the requests it has, closes its listeners and exits: a client that finds
@@ -116,6 +120,10 @@ pub struct Health {
     pub status: String,
     pub timestamp: String,
     pub version: String,
+    /// The commit the daemon was built from (`daemon::BUILD`); empty from an agt that did
+    /// not say.
+    #[serde(default)]
+    pub build: String,
     pub uptime_s: u64,
     pub services: BTreeMap<String, String>,
 }

@@ -397,6 +397,8 @@ fn status(ctx: &Ctx) -> CliResult {
         "running": true,
         "status": health.get("status"),
         "version": health.get("version"),
+        "build": health.get("build"),
+        "cli_build": crate::daemon::BUILD,
         "uptime_s": health.get("uptime_s"),
         "endpoint": endpoint.to_string(),
     });
@@ -412,6 +414,9 @@ fn status(ctx: &Ctx) -> CliResult {
         if doc["version"].is_null() {
             doc["version"] = json!(i.version);
         }
+        if doc["build"].is_null() {
+            doc["build"] = json!(i.build);
+        }
     }
     let local = doc.get("pid").is_some();
     ctx.show(&doc, |d| {
@@ -424,10 +429,32 @@ fn status(ctx: &Ctx) -> CliResult {
         } else {
             lines.push(format!("url:     {}", field(d, "endpoint")));
         }
-        lines.push(format!("version: {}", field(d, "version")));
+        lines.push(format!("version: {}", version_and_build(d)));
+        if let Some(note) = other_build(d["build"].as_str(), crate::daemon::BUILD) {
+            lines.push(format!("note:    {note}"));
+        }
         lines.push(format!("uptime:  {uptime}"));
         lines.join("\n")
     })
+}
+
+/// `0.1.0 (8ace95c)`: a daemon's version and the commit it was built from, or the
+/// version alone from an agt that does not say its build.
+pub fn version_and_build(d: &Value) -> String {
+    match d["build"].as_str().filter(|b| !b.is_empty()) {
+        Some(build) => format!("{} ({build})", field(d, "version")),
+        None => field(d, "version"),
+    }
+}
+
+/// What `agt daemon status` says when the daemon runs another build than this agt: an
+/// operator who replaced the binary and forgot the restart. Nothing when either build
+/// is not known.
+fn other_build(daemon: Option<&str>, cli: &str) -> Option<String> {
+    let known = |b: &&str| !b.is_empty() && *b != "unknown";
+    let daemon = daemon.filter(known)?;
+    (known(&cli) && daemon != cli)
+        .then(|| format!("this agt is build {cli}, the daemon runs {daemon}: to run this one, `agt daemon stop`, then `agt daemon start`"))
 }
 
 /// How long `agt daemon status` and `agt health` wait for `GET /health`: a daemon that
@@ -655,5 +682,23 @@ mod tests {
         assert!(!dying_by("", ""), "no /proc: not known to be dying");
         // The process's own state now: alive, not dying.
         assert!(!dying(std::process::id()));
+    }
+
+    /// After the binary was replaced, the daemon still runs the old build until restarted:
+    /// `agt daemon status` says so, and only when both builds are known and differ.
+    #[test]
+    fn a_daemon_of_another_build_is_named_with_the_way_to_run_this_one() {
+        let note = other_build(Some("2235370"), "8ace95c").unwrap();
+        assert!(note.contains("this agt is build 8ace95c, the daemon runs 2235370"), "{note}");
+        assert!(note.contains("`agt daemon stop`, then `agt daemon start`"), "{note}");
+        assert_eq!(other_build(Some("8ace95c"), "8ace95c"), None, "the same build");
+        assert_eq!(other_build(None, "8ace95c"), None, "an agt that does not say its build");
+        assert_eq!(other_build(Some(""), "8ace95c"), None);
+        assert_eq!(other_build(Some("unknown"), "8ace95c"), None, "built outside git");
+        assert_eq!(other_build(Some("2235370"), "unknown"), None, "this agt built outside git");
+
+        assert_eq!(version_and_build(&json!({"version": "0.1.0", "build": "8ace95c"})), "0.1.0 (8ace95c)");
+        assert_eq!(version_and_build(&json!({"version": "0.1.0"})), "0.1.0", "an older daemon");
+        assert_eq!(version_and_build(&json!({"version": "0.1.0", "build": ""})), "0.1.0");
     }
 }

@@ -12,7 +12,7 @@ pub fn run(ctx: &Ctx) -> CliResult {
 
 /// Status, version and uptime, then one line per service.
 pub fn render(h: &Value) -> String {
-    let mut out = format!("status:   {}\nversion:  {}", field(h, "status"), field(h, "version"));
+    let mut out = format!("status:   {}\nversion:  {}", field(h, "status"), super::daemon::version_and_build(h));
     if let Some(up) = h.get("uptime_s").and_then(Value::as_u64) {
         out.push_str(&format!("\nuptime:   {}", duration(up)));
     }

@@ -49,7 +49,7 @@ use std::process::ExitCode;
 
 /// agt: a trading platform in a box. One daemon, one HTTP API, this CLI.
 #[derive(Debug, Parser)]
-#[command(name = "agt", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "agt", version = crate::daemon::VERSION_AND_BUILD, propagate_version = true, max_term_width = 100)]
 #[command(after_help = "Start the daemon with `agt daemon start` (background) or `agt daemon run` (foreground).\n\
 Exit codes: 0 ok, 1 the daemon answered an error, 2 usage error, 3 daemon unreachable.")]
 pub struct Cli {

@@ -31,6 +31,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this agt was built from (`build.rs`), `unknown` outside a git checkout:
+/// every build is `0.1.0` until a release, and an operator who replaced the binary must
+/// be able to tell whether the daemon runs the new one.
+pub const BUILD: &str = env!("AGT_COMMIT");
+/// `agt --version`: `0.1.0 (8ace95c)`.
+pub const VERSION_AND_BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AGT_COMMIT"), ")");
 
 /// What `agt daemon run` was asked for.
 #[derive(Debug, Clone)]
@@ -310,6 +316,7 @@ async fn serve(
         socket: home.socket().display().to_string(),
         http: http_addr.clone(),
         version: VERSION.into(),
+        build: Some(BUILD.into()),
         started_at: app.started_at.clone(),
         stopping_since: None,
     };

@@ -252,6 +252,7 @@ pub fn health(services: std::collections::BTreeMap<String, String>) -> Health {
         status: "degraded".into(),
         timestamp: "2025-03-01T10:05:00Z".into(),
         version: "0.1.0".into(),
+        build: "8ace95c".into(),
         uptime_s: 7380,
         services,
     }

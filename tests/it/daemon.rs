@@ -820,3 +820,34 @@ fn a_stopping_daemon_is_said_to_be_stopping_not_broken() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains(r#""total":"5""#), "{answer}");
     assert!(d.stop_within(Duration::from_secs(30)).is_some_and(|s| s.success()), "{}", d.log());
 }
+
+/// Every place that names the daemon's build names the commit this agt was built from, as
+/// `agt --version` does: `/health`, `agtd.json`, `agt health` and `agt daemon status`, which
+/// adds no note while the daemon runs this very build (the note is for a daemon left
+/// running an agt that was since replaced: `cli::daemon`'s unit tests).
+#[test]
+fn the_daemon_names_its_build_as_agt_version_does() {
+    let d = Daemon::start();
+    let out = d.cli().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let build = version
+        .strip_prefix("agt ")
+        .and_then(|v| v.split_once(" ("))
+        .and_then(|(_, b)| b.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`agt VERSION (BUILD)`: {version:?}"))
+        .to_string();
+    assert!(!build.is_empty(), "{version}");
+    let (status, health) = d.req("GET", "/health", None);
+    assert_eq!((status, health["build"].as_str()), (200, Some(build.as_str())), "{health}");
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("agtd.json")).unwrap()).unwrap();
+    assert_eq!(info["build"].as_str(), Some(build.as_str()), "{info}");
+    let out = d.cli().args(["-o", "json", "daemon", "status"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!((v["build"].as_str(), v["cli_build"].as_str()), (Some(build.as_str()), Some(build.as_str())), "{v}");
+    let shown = version.trim_start_matches("agt ");
+    let out = d.cli().args(["daemon", "status"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("version: {shown}\n")) && !text.contains("note:"), "{text}");
+    let out = d.cli().arg("health").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("version:  {shown}\n")), "{:?}", out);
+}

@@ -19,6 +19,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Health> {
         status: if app.supervisor.all_running() && !crate::services::disk_full::now() { "healthy" } else { "degraded" }.into(),
         timestamp: crate::api::now_rfc3339(),
         version: app.version.into(),
+        build: crate::daemon::BUILD.into(),
         uptime_s: app.started.elapsed().as_secs(),
         services,
     })
