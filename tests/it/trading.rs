@@ -1200,3 +1200,50 @@ fn an_order_filled_in_pieces_answers_its_amounts_normalized() {
     dm.restart();
     assert_eq!(amounts(&dm.ok("GET", &path, None)), amounts(&maker), "and after a restart");
 }
+
+/// A position whose buys come to more than a decimal holds (~7.9 × 10^28) in all. No
+/// trade's notional can (each is at most the USD supply, 10^27), but buys add up: the
+/// buyer's USD deposited again each time the seller withdraws it, eighty buys of 1 at
+/// 10^27 overflowed the position's cost, a panic in settlement that failed risk, trading
+/// and orders, and again at every start, since the intake journal hands the same trade
+/// back.
+#[test]
+fn a_position_bought_for_more_than_a_decimal_holds_keeps_trading_and_survives_a_restart() {
+    // The shipped instruments trade USD on a 0.01 tick and a 0.0001 lot (6 places), which
+    // caps USD at 10^22: coarse ones let the supply reach 10^27.
+    let coarse: String = ["AAPL", "MSFT", "BTC-USD", "ETH-USD"]
+        .iter()
+        .map(|s| format!("[[symbols]]\nsymbol = \"{s}\"\ntick = \"1\"\nlot = \"1\"\n"))
+        .collect();
+    let mut dm = Daemon::with_config(&format!(
+        "{coarse}\n[risk]\nmax_order_notional = \"1e27\"\nmax_order_quantity = \"1e27\"\nmax_orders_per_second = 100000\n"
+    ));
+    let price = "1000000000000000000000000000";
+    let sym = dm.symbol("1000000000000000000000000", "1");
+    let (buyer, seller) = (dm.user("buyer"), dm.user("seller"));
+    dm.deposit(&seller, &sym, "100");
+    for i in 0..85 {
+        dm.deposit(&buyer, "USD", price);
+        let (s, sell) = dm.place(&seller, &sym, "sell", "1", Some(price));
+        assert_eq!((s, sell["status"].as_str()), (201, Some("new")), "sell {i}: {sell}");
+        let (s, buy) = dm.place(&buyer, &sym, "buy", "1", Some(price));
+        assert_eq!((s, buy["status"].as_str()), (201, Some("filled")), "buy {i}: {buy}");
+        let (s, v) = dm.req("POST", &format!("/api/users/{seller}/withdrawals"), Some(json!({"asset": "USD", "amount": price})));
+        assert_eq!(s, 200, "withdrawal {i}: {v}");
+    }
+    let check = |dm: &Daemon| {
+        let a = dm.ok("GET", &format!("/api/users/{buyer}/account"), None);
+        assert_eq!((dec(&a["positions"][0]["quantity"]), dec(&a["positions"][0]["average_price"])), (d("85"), d(price)), "{a}");
+        assert_eq!(bal(dm, &seller, &sym), (d("15"), d("0"), d("15")));
+        assert_eq!(bal(dm, &buyer, &sym), (d("85"), d("0"), d("85")));
+        assert_eq!(bal(dm, &buyer, "USD"), (d("0"), d("0"), d("0")));
+    };
+    check(&dm);
+    dm.kill9();
+    dm.spawn();
+    check(&dm);
+    dm.deposit(&buyer, "USD", price);
+    assert_eq!(dm.place(&seller, &sym, "sell", "1", Some(price)).0, 201);
+    let (s, buy) = dm.place(&buyer, &sym, "buy", "1", Some(price));
+    assert_eq!((s, buy["status"].as_str()), (201, Some("filled")), "after the restart: {buy}");
+}

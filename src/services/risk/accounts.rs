@@ -141,6 +141,22 @@ pub const SHOWN_PLACES: u32 = 10;
 /// is shown.
 const KEPT_PLACES: u32 = SHOWN_PLACES + 4;
 
+/// The average price of position `p` grown by `delta` at `price` to `q`: its cost over
+/// its quantity, exact wherever the cost fits in a decimal. A cost can pass a decimal's
+/// ~7.9 × 10^28 although no trade's notional can (each is at most the USD supply): buys
+/// add up, and a buyer whose USD comes back buys again. Past that range the same average
+/// is taken as the old one moved towards `price` by the new part's share of `q` (at most
+/// 1, so nothing overflows). Without it, the eightieth buy of 1 at 10^27 overflowed, a
+/// panic at settlement that failed the trading lane at every start.
+fn grown_average(p: Pos, delta: Decimal, price: Decimal, q: Decimal) -> Decimal {
+    let cost = p.quantity.abs().checked_mul(p.average_price).zip(delta.abs().checked_mul(price)).and_then(|(a, b)| a.checked_add(b));
+    if let Some(average) = cost.and_then(|c| c.checked_div(q.abs())) {
+        return average;
+    }
+    let share = delta.abs().checked_div(q.abs()).unwrap_or(Decimal::ONE);
+    (price - p.average_price).checked_mul(share).and_then(|m| p.average_price.checked_add(m)).unwrap_or(price)
+}
+
 /// One user's positions in the symbols that trade `asset` (`AAPL`, `AAPL-USD`), in symbol
 /// order: a range of the map, as they all begin with the asset's name. A trade looks them
 /// up twice; a user with positions in many symbols is not walked whole each time.
@@ -821,8 +837,7 @@ impl Ledger {
             // one, 704 / 7, gave …715 for …714); it is rounded to those once, where it is
             // shown (`Ledger::account`). Not to every digit a decimal has: a 28-digit
             // average made each later fill's arithmetic and row several times dearer.
-            let cost = p.quantity.abs() * p.average_price + delta.abs() * price;
-            (cost / q.abs()).round_dp(KEPT_PLACES)
+            grown_average(p, delta, price, q).round_dp(KEPT_PLACES)
         } else if q.is_zero() {
             Decimal::ZERO
         } else if q.is_sign_positive() == p.quantity.is_sign_positive() {

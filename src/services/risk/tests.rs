@@ -1094,6 +1094,37 @@ fn positions_follow_trades_with_the_average_buy_price() {
     assert_eq!(pos(&f, "s"), Some((d("20"), d("112.5"))));
 }
 
+/// A position's cost (quantity × average price) is not bounded by any supply: each buy
+/// costs at most what the USD supply is, but a buyer whose USD comes back (the seller
+/// withdraws, the buyer deposits) buys again. Eighty buys of 1 at 10^27 cost more than a
+/// decimal holds: the weighted average overflowed, a panic that failed risk, trading and
+/// orders at every start, since the journal hands the same trade back each time.
+#[test]
+fn a_position_costing_more_than_a_decimal_holds_keeps_its_average() {
+    let mut f = Fixture::new();
+    let price = "1000000000000000000000000000";
+    f.deposit("seller", "AAPL", "100").unwrap();
+    for i in 0..100 {
+        f.deposit("buyer", "USD", price).unwrap();
+        let t = trade(&format!("t{i}"), price, "1", (&format!("b{i}"), "buyer"), (&format!("s{i}"), "seller"));
+        f.settle(&SettleRequest { trades: vec![t], release: vec![] }).unwrap();
+        f.withdraw("seller", "USD", price).unwrap();
+    }
+    // One more at half the price moves the average by its share: (100 × 10^27 + 10^27 / 2)
+    // / 101, i.e. 10^27 less 1/101 of the difference.
+    f.deposit("seller", "AAPL", "1").unwrap();
+    f.deposit("buyer", "USD", price).unwrap();
+    let half = "500000000000000000000000000";
+    f.settle(&SettleRequest { trades: vec![trade("t-half", half, "1", ("b-half", "buyer"), ("s-half", "seller"))], release: vec![] })
+        .unwrap();
+    let p = &f.risk.account("buyer").positions[0];
+    assert_eq!(p.quantity, d("101"));
+    let expected = d(price) - (d(price) - d(half)) / d("101");
+    assert!((p.average_price - expected).abs() < d("1"), "{} against {expected}", p.average_price);
+    f.reload();
+    assert_eq!(f.risk.account("buyer").positions[0].quantity, d("101"), "the same after a reload");
+}
+
 /// A position is what trades put in the account: once a withdrawal takes the units away,
 /// it goes with them (buying 1 and withdrawing it left a position of 1 in an account that
 /// held none). Deposited units leave first; the average of what is left stays.
