@@ -12,6 +12,7 @@ mod config;
 mod daemon;
 mod disk_full;
 mod events;
+mod http_client;
 mod logs;
 mod market;
 mod monitoring;

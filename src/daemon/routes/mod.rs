@@ -281,7 +281,7 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
     }
 }
 
-/// Records every command (any method but GET/HEAD under `/api`) in the audit log, and
+/// Records every command (a POST, PUT, PATCH or DELETE under `/api`) in the audit log, and
 /// answers only once that record is durable: an acknowledged command always has its
 /// audit record. It is appended to audit's journal of commands before the handler runs
 /// (`services::audit::CommandLog`); without one (durability "full") it is sent to audit
@@ -293,7 +293,11 @@ fn check_bound_user(app: &App, token: &TokenInfo) -> Result<(), Failure> {
 /// command refused (an answer of 400 or more) gets a second record with the status and
 /// error code ([`record_refusal`]), so an attempt that failed is told from one that worked.
 async fn audit_commands(app: &App, req: Request, next: Next) -> Response {
-    let is_command = !matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/api/");
+    // Only the methods a route can change something with: OPTIONS (or a method no route
+    // has) runs no handler, so it gets the router's 405 with `Allow` whatever the role,
+    // not a viewer's 403, and leaves no records in the append-only log.
+    let is_command =
+        matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE) && req.uri().path().starts_with("/api/");
     if !is_command {
         return next.run(req).await;
     }

@@ -1,0 +1,63 @@
+//! What a careful HTTP client sends beyond the happy path: methods that change nothing,
+//! encodings, repeated credentials, ids it leaves blank. Each over TCP with bearer
+//! tokens, as an integration (a trading bot, a back-office script) talks to agt.
+
+use crate::util::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+/// A token of `role` (bound to `user` for a trader).
+fn token(d: &Daemon, role: &str, user: Option<&str>) -> String {
+    let mut b = json!({"role": role});
+    if let Some(u) = user {
+        b["user_id"] = u.into();
+    }
+    d.ok("POST", "/api/tokens", Some(b))["token"].as_str().unwrap().to_string()
+}
+
+/// `request` sent whole over a new TCP connection: the answer's status, head (lower-cased)
+/// and body as JSON.
+fn send(d: &Daemon, request: &str) -> (u16, String, Value) {
+    let mut s = std::net::TcpStream::connect(d.tcp_addr()).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {text:?}"));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or(Value::String(body.into())))
+}
+
+/// The actions of the audit log's newest records.
+fn audited_actions(d: &Daemon) -> Vec<String> {
+    let records = d.ok("GET", "/api/audit?limit=1000", None);
+    records.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect()
+}
+
+/// OPTIONS (and a method no route has) changes nothing, so it is no command: every role
+/// gets the router's 405 with `Allow`, a viewer and a trader included (they were told 403
+/// "cannot change anything" for asking what a route they may read allows), and the
+/// append-only audit log does not grow by two records for each such probe.
+#[test]
+fn options_and_unknown_methods_are_not_commands() {
+    let d = Daemon::start();
+    let alice = d.user("alice");
+    let tokens = [token(&d, "admin", None), token(&d, "viewer", None), token(&d, "trader", Some(&alice))];
+    for t in &tokens {
+        for (method, path, allow) in [
+            ("OPTIONS", "/api/book/AAPL", "get,head"),
+            ("OPTIONS", "/api/orders", "get,head,post"),
+            ("PROPFIND", "/api/orders", "get,head,post"),
+        ] {
+            let (s, head, v) =
+                send(&d, &format!("{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n"));
+            assert_eq!((s, code(&v)), (405, "method_not_allowed"), "{method} {path}: {v}");
+            assert!(head.contains(&format!("allow: {allow}")), "{method} {path}: {head}");
+        }
+    }
+    let actions = audited_actions(&d);
+    assert!(!actions.iter().any(|a| a.starts_with("OPTIONS ") || a.starts_with("PROPFIND ")), "{actions:?}");
+    // Without a token it is still a 401 under /api, as a GET is.
+    let (s, _, v) = send(&d, "OPTIONS /api/orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+}
