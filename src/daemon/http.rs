@@ -211,17 +211,33 @@ pub const IMPORT_PATH: &str = "/api/market/import";
 /// request without a body is not held to it (a `DELETE` with a stray header). `POST
 /// /api/market/import` also takes `text/csv` and `text/plain` (the CSV itself).
 ///
+/// A body with a `Content-Encoding` other than `identity` is refused the same way: the
+/// daemon decodes none, and read as it came, a gzipped body was a parser's "expected
+/// value at line 1 column 1", and a plain one labelled `br` was taken as if unlabelled.
+///
 /// The order path sends `application/json` exactly (the CLI, the bench, the TUI): that is
-/// one header lookup and one comparison, with nothing allocated.
+/// two header lookups and one comparison, with nothing allocated.
 pub fn json_body(headers: &axum::http::HeaderMap, path: &str) -> Result<(), ApiError> {
-    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    let has_body = || headers.contains_key(TRANSFER_ENCODING) || headers.get(CONTENT_LENGTH).is_some_and(|n| n.as_bytes() != b"0");
+    if let Some(coding) = headers.get_all(CONTENT_ENCODING).iter().find(|v| !is_identity(v.as_bytes())) {
+        if has_body() {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                format!(
+                    "the daemon reads request bodies uncompressed: send the body without Content-Encoding (or with `Content-Encoding: identity`); got Content-Encoding {}",
+                    quoted(&String::from_utf8_lossy(coding.as_bytes()))
+                ),
+            ));
+        }
+    }
     let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(()) };
     let raw = value.as_bytes();
     if raw == b"application/json" {
         return Ok(());
     }
-    let no_body = !headers.contains_key(TRANSFER_ENCODING) && headers.get(CONTENT_LENGTH).is_none_or(|n| n.as_bytes() == b"0");
-    if no_body {
+    if !has_body() {
         return Ok(());
     }
     let essence = raw.split(|&b| b == b';').next().unwrap_or(raw).trim_ascii();
@@ -240,6 +256,12 @@ pub fn json_body(headers: &axum::http::HeaderMap, path: &str) -> Result<(), ApiE
         "this route takes a JSON body: send it with `Content-Type: application/json` (curl: `--json '{…}'`, or `-H 'Content-Type: application/json'` with `-d`)"
     };
     Err(ApiError::new(415, "unsupported_media_type", format!("{wanted}; got Content-Type {}", quoted(&String::from_utf8_lossy(raw)))))
+}
+
+/// Whether a `Content-Encoding` value says the body is not encoded: `identity`, in any
+/// case, alone or listed with itself, or nothing.
+fn is_identity(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii).all(|c| c.is_empty() || c.eq_ignore_ascii_case(b"identity"))
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
