@@ -100,3 +100,29 @@ fn a_body_with_a_content_encoding_is_refused_415() {
     );
     assert_eq!(s, 200, "{v}");
 }
+
+/// An empty `client_order_id` is refused (400 `invalid_client_order_id`), not read as
+/// none: a bot that sends `""` where its id generator failed, and retries after a lost
+/// answer, had two orders placed, each stored without an id, where an id means "place
+/// this once". A blank one (" ") is an id like any other, stored byte for byte.
+#[test]
+fn an_empty_client_order_id_is_refused_not_dropped() {
+    let d = Daemon::start();
+    let (sym, buyer, _) = d.market_pair("1000", "10");
+    let trader = token(&d, "trader", Some(&buyer));
+    for path in ["/api/orders", "/api/trading/orders"] {
+        let body = json!({"symbol": sym, "side": "buy", "quantity": "1", "price": "10", "client_order_id": ""});
+        for _ in 0..2 {
+            let (s, v) = d.tcp("POST", path, Some(body.clone()), Some(&trader));
+            assert_eq!((s, code(&v)), (400, "invalid_client_order_id"), "{path}: {v}");
+            assert!(v["error"]["message"].as_str().unwrap().contains("leave it out"), "{v}");
+        }
+    }
+    let listed = d.ok("GET", &format!("/api/orders?user_id={buyer}&status=all"), None);
+    assert_eq!(listed.as_array().unwrap().len(), 0, "a refused placement was stored: {listed}");
+    let blank = json!({"symbol": sym, "side": "buy", "quantity": "1", "price": "10", "client_order_id": " "});
+    let (first, v1) = d.tcp("POST", "/api/orders", Some(blank.clone()), Some(&trader));
+    let (again, v2) = d.tcp("POST", "/api/orders", Some(blank), Some(&trader));
+    assert_eq!((first, again), (201, 200), "{v1} {v2}");
+    assert_eq!((&v1["order_id"], &v1["client_order_id"]), (&v2["order_id"], &json!(" ")));
+}

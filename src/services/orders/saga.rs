@@ -97,6 +97,14 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
         if c.len() > 256 {
             return Err(invalid("invalid_client_order_id", "client_order_id is at most 256 bytes"));
         }
+        // Refused, not read as none: an id means "place this once", and an order stored
+        // without one would be placed again by the same request retried.
+        if c.is_empty() {
+            return Err(invalid(
+                "invalid_client_order_id",
+                "client_order_id is empty: give the id a retry of this order repeats, or leave it out for an order without one",
+            ));
+        }
     }
     let (user, instrument) = tokio::join!(resolve_user(&app, caller, body.user_id.as_deref()), instrument(&app, &symbol));
     let (user, instrument) = (user?, instrument?);
@@ -109,7 +117,7 @@ pub async fn place(app: Arc<App>, caller: &Caller, body: PlaceOrder) -> Result<(
         time_in_force: body.time_in_force.unwrap_or(TimeInForce::Gtc),
         price: body.price,
         quantity: body.quantity,
-        client_order_id: body.client_order_id.filter(|c| !c.is_empty()),
+        client_order_id: body.client_order_id,
     };
     let timeout = Duration::from_secs(app.settings.get().trading.order_timeout_s.max(1));
     let placement = |reply| LaneCmd::Place(Placement { order: new, user_active: user.is_active(), instrument, reply });
