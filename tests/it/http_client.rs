@@ -126,3 +126,23 @@ fn an_empty_client_order_id_is_refused_not_dropped() {
     assert_eq!((first, again), (201, 200), "{v1} {v2}");
     assert_eq!((&v1["order_id"], &v1["client_order_id"]), (&v2["order_id"], &json!(" ")));
 }
+
+/// Two `Authorization` headers are refused (401), not decided by which came first: a
+/// proxy that adds its own token to a client's request must not have the request run as
+/// whichever of the two the daemon happened to read.
+#[test]
+fn two_authorization_headers_are_refused() {
+    let d = Daemon::start();
+    let (alice, bob) = (d.user("alice"), d.user("bob"));
+    let (a, b) = (token(&d, "trader", Some(&alice)), token(&d, "trader", Some(&bob)));
+    for (first, second) in [(&a, &b), (&b, &a), (&a, &a)] {
+        let (s, _, v) = send(
+            &d,
+            &format!("GET /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {first}\r\nAuthorization: Bearer {second}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!((s, code(&v)), (401, "unauthorized"), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("one Authorization header"), "{v}");
+    }
+    let (s, _, _) = send(&d, &format!("GET /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\nConnection: close\r\n\r\n"));
+    assert_eq!(s, 200);
+}

@@ -211,6 +211,13 @@ fn guard(app: &App, mut req: Request) -> Result<Request, Failure> {
         }
         Transport::Tcp => {
             if needs_token(req.uri().path()) {
+                // Two credentials are none: which one the request runs as must not depend
+                // on their order (a proxy adding its own token to a client's request).
+                if req.headers().get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+                    return Err(Failure(ApiError::unauthorized(
+                        "this request has more than one Authorization header: send one Authorization header, `Authorization: Bearer <token>`",
+                    )));
+                }
                 let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_secret);
                 let Some(secret) = bearer.filter(|s| !s.is_empty()) else {
                     return Err(Failure(ApiError::unauthorized(
