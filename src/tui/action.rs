@@ -181,6 +181,20 @@ impl Failure {
             format!("the daemon refused: {}", self.text())
         }
     }
+
+    /// What became of a command sent from no form (a cancel, asked with y/n), for the
+    /// status line, led by what it was: as [`Failure::outcome`] tells a form, whether it
+    /// never reached the daemon (nothing was done) or its answer was lost (it may have
+    /// been done), else the daemon's refusal.
+    pub fn outcome_of(&self, what: &str) -> String {
+        if self.nothing_sent {
+            format!("{what} not sent: {}", self.message)
+        } else if self.status == 0 {
+            format!("{what}: no answer: {}; it may have been done: look before sending it again", self.message)
+        } else {
+            format!("{what} failed: {}", self.text())
+        }
+    }
 }
 
 impl From<ClientError> for Failure {

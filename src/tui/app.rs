@@ -1260,7 +1260,7 @@ impl App {
                         return;
                     }
                 }
-                self.say(format!("{} failed: {}", command.describe(), failure.text()), true);
+                self.say(failure.outcome_of(&command.describe()), true);
                 // A refused cancel usually means the order moved on: show what it is now.
                 self.stale.insert(Fetch::Orders);
             }

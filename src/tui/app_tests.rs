@@ -532,6 +532,33 @@ fn a_filter_naming_a_user_or_symbol_asks_the_daemon_for_their_orders() {
     assert_eq!(scopes(&app.update(Action::Flush)), vec![OrdersScope::default()]);
 }
 
+/// A cancel (a question, not a form) that got no answer says, like a form, whether it
+/// reached the daemon: one to a stopped daemon was not sent and may be asked again; one
+/// whose answer was lost may have been done. Both once read `cancel … failed:
+/// unreachable: …`, and the user could not tell whether the order was still open.
+#[test]
+fn a_cancel_without_an_answer_says_whether_it_was_sent() {
+    let mut app = fixture::app();
+    app.update(ch('2'));
+    let cancel = || Command::Cancel { order_id: "ord_0195aaaa00000000c0ffee01".into() };
+    let down = Failure {
+        status: 0,
+        code: "unreachable".into(),
+        message: "cannot reach the agt daemon at /tmp/h/agt.sock: connection refused".into(),
+        nothing_sent: true,
+    };
+    app.update(Action::Net(Net::Done(cancel(), Err(down))));
+    let flash = app.flash.clone().unwrap();
+    assert!(flash.error);
+    assert_eq!(flash.text, "cancel c0ffee01 not sent: cannot reach the agt daemon at /tmp/h/agt.sock: connection refused");
+
+    let lost = Failure { status: 0, code: "unreachable".into(), message: "connection reset".into(), nothing_sent: false };
+    app.update(Action::Net(Net::Done(cancel(), Err(lost))));
+    let flash = app.flash.clone().unwrap();
+    assert!(flash.error);
+    assert_eq!(flash.text, "cancel c0ffee01: no answer: connection reset; it may have been done: look before sending it again");
+}
+
 #[test]
 fn the_top_row_follows_the_newest_order_and_another_row_stays_on_its_order() {
     let mut app = fixture::app();
