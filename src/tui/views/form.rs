@@ -21,6 +21,9 @@ const MIN_W: u16 = 20;
 const MIN_H: u16 = 5;
 /// The form's width where there is room: its widest field and the daemon's refusals.
 const FORM_W: u16 = 72;
+/// The keys under the fields, and what they say where that does not fit on one row.
+const KEYS: &str = "Enter sends · Esc cancels";
+const SHORT_KEYS: &str = "Enter · Esc";
 
 pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     if area.width < MIN_W || area.height < MIN_H {
@@ -83,8 +86,11 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
         Line::styled("sending…", theme.warn())
     } else if let Some(e) = &form.error {
         Line::from(vec![Span::styled("✗ ", theme.bad()), Span::raw(clean(e))])
+    } else if inner_w >= KEYS.chars().count() {
+        Line::styled(KEYS, theme.dim())
     } else {
-        Line::styled("Enter sends · Esc cancels", theme.dim())
+        // Wrapped, the keys took a second row from the field being typed in.
+        Line::styled(SHORT_KEYS, theme.dim())
     };
 
     // As tall as the lines take once wrapped: a long refusal (which says what to fix)
@@ -100,10 +106,12 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: Theme) {
     let inner = block.inner(popup);
     frame.render_widget(block, popup);
     // The status (the daemon's refusal, or the keys) keeps its rows at the bottom, less
-    // the one row the focused field needs, and the fields scroll above it: on a short
-    // terminal the field being typed in and its complaint stay in sight, where a cut
-    // popup hid them and the user typed blind.
-    let status_h = (status_rows as u16).min(inner.height.saturating_sub(1));
+    // the rows the focused field needs (its value; stacked, its label and its value), and
+    // the fields scroll above it: on a short terminal the field being typed in and its
+    // complaint stay in sight, where a cut popup hid them and the user typed blind.
+    let head = if stacked { 2 } else { 1 };
+    let focus_head: usize = lines.iter().filter(|(i, _)| *i == form.focus).take(head).map(|(_, l)| height(l)).sum();
+    let status_h = (status_rows as u16).min(inner.height.saturating_sub(focus_head as u16));
     let fields_h = (inner.height - status_h).min(field_rows as u16);
     let fields_area = Rect { height: fields_h, ..inner };
     // The status takes every row below the fields: its height above is a guess (words

@@ -975,6 +975,44 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
     }
 }
 
+/// At the smallest size a form is drawn in (20×5, labels stacked over their values), the
+/// focused field shows its label and its value, and the keys (shortened) stay in the last
+/// row: the keys wrapped to two rows there and left the field one, its label alone, so
+/// the user typed blind.
+#[test]
+fn a_form_at_its_smallest_size_shows_the_value_being_typed() {
+    for (tab, open) in [('2', 'n'), ('2', 'a'), ('4', 'd'), ('4', 'w')] {
+        for (w, h) in [(20, 5), (24, 5), (20, 6)] {
+            let mut app = on_tab(tab);
+            app.update(ch(open));
+            let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
+            for _ in 0..form.fields.len() {
+                let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
+                let field = &form.fields[form.focus];
+                let value = match &field.input {
+                    crate::tui::form::Input::Text(v) => format!("{v}█"),
+                    crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
+                };
+                let t = render(&app, w, h, Theme { color: false });
+                let buf = t.backend().buffer();
+                let rows: Vec<String> = (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+                let screen = rows.join("\n");
+                let label = field.label.chars().take(usize::from(w) - 4).collect::<String>();
+                let at = rows.iter().position(|r| r.contains(&format!("▶ {label}")));
+                let Some(at) = at else { panic!("{} not in sight at {w}x{h}:\n{screen}", field.label) };
+                let shown_value = value.chars().take(usize::from(w) - 6).collect::<String>();
+                assert!(
+                    rows[at].contains(&shown_value) || rows.get(at + 1).is_some_and(|r| r.contains(&shown_value)),
+                    "{}'s value {value:?} at {w}x{h}:\n{screen}",
+                    field.label
+                );
+                assert!(rows[usize::from(h) - 2].contains("Esc"), "the keys in the last row at {w}x{h}:\n{screen}");
+                app.update(key(KeyCode::Tab));
+            }
+        }
+    }
+}
+
 /// A field's complaint longer than the room right of its value goes on under its own
 /// first letter, broken between words: wrapped by ratatui, it went on at the form's first
 /// column, under the labels, as if it were another field's. Stacked (a narrow form), the
