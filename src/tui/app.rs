@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub const EVENT_HISTORY: usize = 1000;
 /// How long a message in the status line stays, in ticks (seconds).
 const FLASH_TICKS: u64 = 6;
-/// Rows PageUp/PageDown move.
+/// Rows PageUp/PageDown move in an overlay (the help, a row's detail), and in a list until
+/// it is first drawn ([`App::list_rows`]).
 const PAGE: usize = 10;
 
 /// Where a scrolling overlay's offset goes for a key (j/k, arrows, pages, g/G, Home/End),
@@ -230,6 +231,11 @@ pub struct App {
     /// The terminal's size ([`Action::Resize`]); 80x24, the smallest supported, until
     /// the event loop says.
     pub screen: ratatui::layout::Rect,
+    /// The rows the tab's list showed when last drawn: what PgUp and PgDn move by. Set by
+    /// the view ([`views::list_window`](crate::tui::views::list_window)), which alone
+    /// knows how much of the screen the list gets (a flash, the audit verdict and the
+    /// width all take rows); a fixed page skipped unseen rows on a short terminal.
+    pub list_rows: std::cell::Cell<usize>,
     /// Seconds since start, counted in ticks: the state's only notion of time.
     pub clock: u64,
     pub flash: Option<Flash>,
@@ -309,6 +315,7 @@ impl App {
             quit: false,
             dirty: true,
             screen: ratatui::layout::Rect::new(0, 0, 80, 24),
+            list_rows: std::cell::Cell::new(PAGE),
             clock: 0,
             flash: None,
             last_seq: 0,
@@ -648,8 +655,8 @@ impl App {
             KeyCode::Char(c @ '1'..='6') => self.set_tab(Tab::ALL[c as usize - '1' as usize]),
             KeyCode::Char('j') | KeyCode::Down => self.move_selection(1),
             KeyCode::Char('k') | KeyCode::Up => self.move_selection(-1),
-            KeyCode::PageDown => self.move_selection(PAGE as isize),
-            KeyCode::PageUp => self.move_selection(-(PAGE as isize)),
+            KeyCode::PageDown => self.move_selection(self.list_rows.get().max(1) as isize),
+            KeyCode::PageUp => self.move_selection(-(self.list_rows.get().max(1) as isize)),
             KeyCode::Char('g') | KeyCode::Home => self.select_first(),
             KeyCode::Char('G') | KeyCode::End => self.move_selection(isize::MAX / 2),
             KeyCode::Char('r') => {

@@ -177,7 +177,7 @@ fn users(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let widths = [Constraint::Min(0), Constraint::Length(8)];
     // A status longer than its column (`suspended`) ends in `…` like a long name.
     let w = column_widths(block.inner(area), &widths, 2);
-    let (shown, selected) = super::window(app.users.len(), app.accounts.selected, area);
+    let (shown, selected) = super::list_window(app, app.users.len(), app.accounts.selected, area);
     let rows = app.users[shown].iter().map(|u| {
         let status = Cell::from(cut(&clean(&u.status), w[1])).style(if u.status == "active" { theme.dim() } else { theme.warn() });
         Row::new(vec![Cell::from(cut(&clean(&u.username), w[0])), status])

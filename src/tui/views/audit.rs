@@ -114,7 +114,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let widths: Vec<Constraint> =
         cols.iter().map(|&i| if i == 5 { Constraint::Min(0) } else { Constraint::Length(needs[i] as u16) }).collect();
     let w = column_widths(inner, &widths, 2);
-    let (shown, selected) = super::window(records.len(), app.audit.selected, body);
+    let (shown, selected) = super::list_window(app, records.len(), app.audit.selected, body);
     let rows = records.iter().rev().skip(shown.start).take(shown.len()).map(|r| {
         let c = cells(r);
         Row::new(

@@ -54,7 +54,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     let wide = area.width >= 110;
     // Following: no highlight, the newest on top. Scrolled: the selected event.
-    let (shown, selected) = super::window(visible.len(), ev.selected, area);
+    let (shown, selected) = super::list_window(app, visible.len(), ev.selected, area);
     let selected = (ev.selected > 0 || ev.paused).then_some(selected);
     let reserved = if selected.is_some() { 2 } else { 0 };
     let inner = block.inner(area);

@@ -251,6 +251,13 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
 /// passes the bottom), and the selection's index within them. Only these rows are
 /// built: a 1000-event list under load would otherwise be formatted whole, 20 times a
 /// second, to show 35 lines of it.
+/// [`window`] for the tab's own list, noting the rows it shows for PgUp and PgDn
+/// ([`App::list_rows`]).
+pub fn list_window(app: &App, len: usize, selected: usize, area: Rect) -> (std::ops::Range<usize>, usize) {
+    app.list_rows.set((area.height as usize).saturating_sub(3).max(1));
+    window(len, selected, area)
+}
+
 pub fn window(len: usize, selected: usize, area: Rect) -> (std::ops::Range<usize>, usize) {
     let height = (area.height as usize).saturating_sub(3).max(1);
     let selected = selected.min(len.saturating_sub(1));

@@ -50,7 +50,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     // Every cell is cut to its column with a visible `…` (the "▶ " takes two columns).
     let w = column_widths(inner, &widths, 2);
 
-    let (shown, selected) = super::window(visible.len(), app.orders.selected, area);
+    let (shown, selected) = super::list_window(app, visible.len(), app.orders.selected, area);
     let rows = visible[shown].iter().map(|o| {
         let side_style = if o.side == Side::Buy { theme.buy() } else { theme.sell() };
         let status_style = match o.status {

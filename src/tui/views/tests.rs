@@ -3,7 +3,7 @@
 //! `cargo insta review` (or `INSTA_UPDATE=always`) accepts intended changes.
 
 use super::*;
-use crate::tui::action::{Action, Command, Net};
+use crate::tui::action::{Action, Command, Net, Snapshot};
 use crate::tui::app::App;
 use crate::tui::fixture::{self, ch, key, typing};
 use crossterm::event::KeyCode;
@@ -972,6 +972,43 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
         // Too small for any field: it says so, and how big it must be.
         let screen = text(&app, 19, 4).join("");
         assert!(screen.contains("terminal too small") && screen.contains("20×5"), "{title} at 19x4: {screen}");
+    }
+}
+
+/// PgDn and PgUp move the selection by the rows the list shows, on every tab with a list
+/// and at every size: they moved 10 rows whatever the height, so at 40x12 (5 rows shown)
+/// a page skipped rows never seen, and at 120x40 it took four presses to turn a page.
+#[test]
+fn a_page_is_the_rows_the_list_shows() {
+    let many_orders: Vec<_> = (0..300)
+        .map(|i| {
+            let mut o = fixture::orders()[0].clone();
+            o.order_id = format!("ord_0195aaaa0000000000{i:06}");
+            o
+        })
+        .collect();
+    let many_users: Vec<_> = (0..300).map(|i| fixture::user(&format!("usr_{i:016}"), &format!("user{i:04}"))).collect();
+    for (tab, name) in [('2', "Orders"), ('4', "Users")] {
+        for (w, h) in [(40, 12), (80, 24), (120, 40)] {
+            let mut app = on_tab(tab);
+            app.update(Action::Resize(w, h));
+            app.update(fixture::snap(Snapshot::Orders(many_orders.clone())));
+            app.update(fixture::snap(Snapshot::Users(many_users.clone())));
+            let t = render(&app, w, h, Theme { color: false });
+            let screen = format!("{}", t.backend());
+            // The list's rows: those between its header and its bottom border, in the
+            // list's own panel (Users is the left one).
+            let buf = t.backend().buffer();
+            let rows: Vec<String> = (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+            let top = rows.iter().position(|r| r.contains(&format!("┌ {name}"))).unwrap_or_else(|| panic!("{name} at {w}x{h}:\n{screen}"));
+            let shown = rows[top + 2..].iter().take_while(|r| !r.starts_with('└')).count();
+            let selected = |app: &App| if tab == '2' { app.orders.selected } else { app.accounts.selected };
+            app.update(key(KeyCode::PageDown));
+            assert_eq!(selected(&app), shown, "{name}: PgDn from the top at {w}x{h} ({shown} rows shown):\n{screen}");
+            app.update(key(KeyCode::PageDown));
+            app.update(key(KeyCode::PageUp));
+            assert_eq!(selected(&app), shown, "{name}: PgUp at {w}x{h}");
+        }
     }
 }
 
