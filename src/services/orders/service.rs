@@ -332,11 +332,39 @@ fn with_fills(tx: &Connection, mut o: Order) -> rusqlite::Result<Order> {
 
 /// Sets the volume-weighted average price from the order's fills.
 fn average(o: &mut Order) {
-    let qty: Decimal = o.fills.iter().map(|f| f.quantity).sum();
-    if qty > Decimal::ZERO {
-        let notional: Decimal = o.fills.iter().map(|f| f.price * f.quantity).sum();
-        o.average_price = Some((notional / qty).round_dp(12).normalize());
+    if let Some(average) = average_of_fills(&o.fills) {
+        o.average_price = Some(average);
     }
+}
+
+/// The volume-weighted average price of `fills` (`None` without any), rounded as
+/// [`average_of`] does: their notional over their quantity, exact while the notional fits
+/// in a decimal. An order's fills can come to more (~7.9 × 10^28) although no one fill
+/// can: a sell amended after fills at 10^27 trades on at a new price, its buyers' USD
+/// deposited again each time its seller withdraws it. Past that range each fill moves the
+/// average towards its price by its share of what has filled (at most 1, so nothing
+/// overflows). Without it the sum overflowed, a panic that failed the trading lane at
+/// every start.
+fn average_of_fills(fills: &[Fill]) -> Option<Decimal> {
+    let qty: Decimal = fills.iter().map(|f| f.quantity).sum();
+    if qty <= Decimal::ZERO {
+        return None;
+    }
+    if let Some(notional) = exact_notional(fills) {
+        return average_of(notional, qty);
+    }
+    let (mut average, mut filled) = (Decimal::ZERO, Decimal::ZERO);
+    for f in fills {
+        filled += f.quantity;
+        let share = f.quantity.checked_div(filled).unwrap_or(Decimal::ONE);
+        average = (f.price - average).checked_mul(share).and_then(|m| average.checked_add(m)).unwrap_or(f.price);
+    }
+    Some(average.round_dp(12).normalize())
+}
+
+/// The sum of price × quantity over `fills`, or `None` past a decimal's range.
+fn exact_notional(fills: &[Fill]) -> Option<Decimal> {
+    fills.iter().try_fold(Decimal::ZERO, |sum, f| f.price.checked_mul(f.quantity).and_then(|n| sum.checked_add(n)))
 }
 
 /// The status a match leaves its taker in, from what is filled; a final status stays.
@@ -412,10 +440,15 @@ fn filled_after(filled: Decimal, quantity: Decimal) -> Decimal {
     (filled + quantity).normalize()
 }
 
-/// The sum of price × quantity over `fills`.
+/// The sum of price × quantity over `fills`, as a row keeps it: [`TOO_LARGE`] past a
+/// decimal's range.
 fn notional_of(fills: &[Fill]) -> Decimal {
-    fills.iter().map(|f| f.price * f.quantity).sum()
+    exact_notional(fills).unwrap_or(TOO_LARGE)
 }
+
+/// The notional a row keeps for fills that come to more than a decimal holds: the next
+/// fill's average is then taken from the fills themselves ([`average_of_fills`]).
+const TOO_LARGE: Decimal = Decimal::MAX;
 
 /// The average price of `filled` bought or sold for `notional`, rounded as [`average`] does.
 fn average_of(notional: Decimal, filled: Decimal) -> Option<Decimal> {
@@ -833,14 +866,19 @@ impl Orders {
                 }
                 continue;
             }
-            let notional = so_far + f.price * f.quantity;
+            let notional = f.price.checked_mul(f.quantity).and_then(|n| so_far.checked_add(n)).filter(|n| *n < TOO_LARGE);
             let was = maker.status;
             maker.filled_quantity = filled_after(maker.filled_quantity, f.quantity);
             if maker.status.is_open() {
                 maker.status = if maker.filled_quantity >= maker.quantity { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
             }
             maker.updated_at = now.to_string();
-            maker.average_price = average_of(notional, maker.filled_quantity);
+            maker.average_price = match notional {
+                Some(notional) => average_of(notional, maker.filled_quantity),
+                // Its fills, this one's included (just added), past a decimal's range.
+                None => average_of_fills(&with_fills(tx, maker.clone())?.fills),
+            };
+            let notional = notional.unwrap_or(TOO_LARGE);
             maker.remaining_quantity = unfilled(maker.quantity, maker.filled_quantity);
             after.event_of("ORDER_EXECUTED", &OrderEvent::maker_fill(&maker, &f.trade_id, f.price, f.quantity));
             if was != maker.status {
@@ -1331,6 +1369,24 @@ mod tests {
         assert_eq!(d(&notional), all.iter().map(|(p, q)| d(p) * d(q)).sum::<Decimal>());
         assert_eq!(d(&stored), d("12"));
         assert_eq!(load(&tx, "mk").unwrap().unwrap().average_price, Some(vwap(&all)));
+    }
+
+    /// A maker whose fills come to more than a decimal holds: eighty fills of 1 at 10^27
+    /// overflowed the sum kept in its row, a panic that failed the trading lane at every
+    /// start. Its average is then taken from its fills, and stays exact.
+    #[test]
+    fn a_makers_fills_may_come_to_more_than_a_decimal_holds() {
+        let (_dir, mut conn) = store();
+        let tx = conn.transaction().unwrap();
+        let orders = &mut Orders::default();
+        resting_sell(orders, &tx, "mk", "1000");
+        let price = "1000000000000000000000000000";
+        for n in 0..85 {
+            assert_eq!(trade(orders, &tx, n, price, "1"), d(price), "the event after fill {n}");
+        }
+        assert_eq!(trade(orders, &tx, 85, "1", "85"), d("500000000000000000000000000.5"), "half at 10^27, half at 1");
+        let stored = load(&tx, "mk").unwrap().unwrap();
+        assert_eq!((stored.filled_quantity, stored.average_price), (d("170"), Some(d("500000000000000000000000000.5"))));
     }
 
     /// The rows kept for maker fills are the stored ones after every kind of write: a
