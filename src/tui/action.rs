@@ -176,10 +176,16 @@ impl Failure {
         if self.nothing_sent {
             format!("not sent: {} · Enter sends it again once the daemon is back", self.message)
         } else if self.status == 0 {
-            format!("no answer: {}; it may have been done: look before sending it again", self.message)
+            self.no_answer()
         } else {
             format!("the daemon refused: {}", self.text())
         }
+    }
+
+    /// A command whose answer was lost: it may have been done, so it is not for sending
+    /// again blind.
+    fn no_answer(&self) -> String {
+        format!("no answer: {}; it may have been done: look before sending it again", self.message)
     }
 
     /// What became of a command sent from no form (a cancel, asked with y/n), for the
@@ -190,7 +196,7 @@ impl Failure {
         if self.nothing_sent {
             format!("{what} not sent: {}", self.message)
         } else if self.status == 0 {
-            format!("{what}: no answer: {}; it may have been done: look before sending it again", self.message)
+            format!("{what}: {}", self.no_answer())
         } else {
             format!("{what} failed: {}", self.text())
         }

@@ -26,6 +26,25 @@ fn check(name: &str, app: &App) {
     }
 }
 
+/// The screen's rows as plain text, uncoloured.
+fn screen_rows(app: &App, w: u16, h: u16) -> Vec<String> {
+    let t = render(app, w, h, Theme { color: false });
+    let buf = t.backend().buffer();
+    (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect()
+}
+
+/// The open form's focused field and its value as drawn: the text typed with its cursor,
+/// or the choice in brackets.
+fn focused_field(app: &App) -> (&'static str, String) {
+    let Overlay::Form(form) = &app.overlay else { panic!("a form is open") };
+    let field = &form.fields[form.focus];
+    let value = match &field.input {
+        crate::tui::form::Input::Text(v) => format!("{v}█"),
+        crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
+    };
+    (field.label, value)
+}
+
 fn on_tab(c: char) -> App {
     let mut app = fixture::app();
     app.update(ch(c));
@@ -922,11 +941,7 @@ fn the_events_title_says_whether_it_follows() {
 /// form once showed no field below 80x24). Below the smallest size it says so.
 #[test]
 fn every_form_shows_its_focused_field_on_a_small_terminal() {
-    let text = |app: &App, w: u16, h: u16| {
-        let t = render(app, w, h, Theme { color: false });
-        let buf = t.backend().buffer();
-        (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect::<String>()).collect::<Vec<_>>()
-    };
+    let text = screen_rows;
     for (tab, open, title) in [('2', 'n', "New order"), ('2', 'a', "Amend order"), ('4', 'd', "Deposit to"), ('4', 'w', "Withdraw from")] {
         for (w, h) in [(80, 24), (60, 20), (40, 12)] {
             let mut app = on_tab(tab);
@@ -953,17 +968,12 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
         app.update(ch(open));
         let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
         for _ in 0..form.fields.len() {
-            let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
-            let field = &form.fields[form.focus];
-            let value = match &field.input {
-                crate::tui::form::Input::Text(v) => format!("{v}█"),
-                crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
-            };
+            let (label, value) = focused_field(&app);
             let rows = text(&app, 30, 10);
             let screen = rows.join("\n");
             // Stacked (the order form's long labels) or beside it (a transfer's, an amend's).
-            let at = rows.iter().position(|r| r.starts_with("│▶ ") && r.contains(&format!("{} ", field.label)));
-            let Some(at) = at else { panic!("{title}: {} not in sight at 30x10:\n{screen}", field.label) };
+            let at = rows.iter().position(|r| r.starts_with("│▶ ") && r.contains(&format!("{label} ")));
+            let Some(at) = at else { panic!("{title}: {label} not in sight at 30x10:\n{screen}") };
             let shown = rows[at].contains(&value) || rows.get(at + 1).is_some_and(|r| r.contains(&format!("│    {value}")));
             assert!(shown, "{title}: {value:?} beside or under its label at 30x10:\n{screen}");
             assert!(screen.contains("Enter sends"), "{title} at 30x10:\n{screen}");
@@ -1024,24 +1034,16 @@ fn a_form_at_its_smallest_size_shows_the_value_being_typed() {
             app.update(ch(open));
             let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
             for _ in 0..form.fields.len() {
-                let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
-                let field = &form.fields[form.focus];
-                let value = match &field.input {
-                    crate::tui::form::Input::Text(v) => format!("{v}█"),
-                    crate::tui::form::Input::Choice { .. } => format!("[{}]", field.value()),
-                };
-                let t = render(&app, w, h, Theme { color: false });
-                let buf = t.backend().buffer();
-                let rows: Vec<String> = (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+                let (label, value) = focused_field(&app);
+                let rows = screen_rows(&app, w, h);
                 let screen = rows.join("\n");
-                let label = field.label.chars().take(usize::from(w) - 4).collect::<String>();
-                let at = rows.iter().position(|r| r.contains(&format!("▶ {label}")));
-                let Some(at) = at else { panic!("{} not in sight at {w}x{h}:\n{screen}", field.label) };
+                let shown_label = label.chars().take(usize::from(w) - 4).collect::<String>();
+                let at = rows.iter().position(|r| r.contains(&format!("▶ {shown_label}")));
+                let Some(at) = at else { panic!("{label} not in sight at {w}x{h}:\n{screen}") };
                 let shown_value = value.chars().take(usize::from(w) - 6).collect::<String>();
                 assert!(
                     rows[at].contains(&shown_value) || rows.get(at + 1).is_some_and(|r| r.contains(&shown_value)),
-                    "{}'s value {value:?} at {w}x{h}:\n{screen}",
-                    field.label
+                    "{label}'s value {value:?} at {w}x{h}:\n{screen}"
                 );
                 assert!(rows[usize::from(h) - 2].contains("Esc"), "the keys in the last row at {w}x{h}:\n{screen}");
                 app.update(key(KeyCode::Tab));
