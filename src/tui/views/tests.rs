@@ -941,7 +941,6 @@ fn the_events_title_says_whether_it_follows() {
 /// form once showed no field below 80x24). Below the smallest size it says so.
 #[test]
 fn every_form_shows_its_focused_field_on_a_small_terminal() {
-    let text = screen_rows;
     for (tab, open, title) in [('2', 'n', "New order"), ('2', 'a', "Amend order"), ('4', 'd', "Deposit to"), ('4', 'w', "Withdraw from")] {
         for (w, h) in [(80, 24), (60, 20), (40, 12)] {
             let mut app = on_tab(tab);
@@ -952,7 +951,7 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
                 let Overlay::Form(form) = &app.overlay else { panic!("the form stays open") };
                 let label = form.fields[form.focus].label;
                 let value = form.fields[form.focus].value().to_string();
-                let rows = text(&app, w, h);
+                let rows = screen_rows(&app, w, h);
                 let screen = rows.join("\n");
                 assert!(screen.contains(title), "{title} at {w}x{h}:\n{screen}");
                 assert!(screen.contains("Enter sends · Esc cancels"), "{title} at {w}x{h}:\n{screen}");
@@ -969,7 +968,7 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
         let Overlay::Form(form) = &app.overlay else { panic!("{open} opens a form") };
         for _ in 0..form.fields.len() {
             let (label, value) = focused_field(&app);
-            let rows = text(&app, 30, 10);
+            let rows = screen_rows(&app, 30, 10);
             let screen = rows.join("\n");
             // Stacked (the order form's long labels) or beside it (a transfer's, an amend's).
             let at = rows.iter().position(|r| r.starts_with("│▶ ") && r.contains(&format!("{label} ")));
@@ -980,7 +979,7 @@ fn every_form_shows_its_focused_field_on_a_small_terminal() {
             app.update(key(KeyCode::Tab));
         }
         // Too small for any field: it says so, and how big it must be.
-        let screen = text(&app, 19, 4).join("");
+        let screen = screen_rows(&app, 19, 4).join("");
         assert!(screen.contains("terminal too small") && screen.contains("20×5"), "{title} at 19x4: {screen}");
     }
 }
@@ -1004,12 +1003,10 @@ fn a_page_is_the_rows_the_list_shows() {
             app.update(Action::Resize(w, h));
             app.update(fixture::snap(Snapshot::Orders(many_orders.clone())));
             app.update(fixture::snap(Snapshot::Users(many_users.clone())));
-            let t = render(&app, w, h, Theme { color: false });
-            let screen = format!("{}", t.backend());
             // The list's rows: those between its header and its bottom border, in the
             // list's own panel (Users is the left one).
-            let buf = t.backend().buffer();
-            let rows: Vec<String> = (0..h).map(|y| (0..w).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect()).collect();
+            let rows = screen_rows(&app, w, h);
+            let screen = rows.join("\n");
             let top = rows.iter().position(|r| r.contains(&format!("┌ {name}"))).unwrap_or_else(|| panic!("{name} at {w}x{h}:\n{screen}"));
             let shown = rows[top + 2..].iter().take_while(|r| !r.starts_with('└')).count();
             let selected = |app: &App| if tab == '2' { app.orders.selected } else { app.accounts.selected };
