@@ -162,6 +162,14 @@ pub fn exact_add(a: Decimal, b: Decimal) -> Option<Decimal> {
     Decimal::try_from_i128_with_scale(at(a)?.checked_add(at(b)?)?, scale).ok()
 }
 
+/// An average price `from` moved towards `to` by `share` (0 to 1) of the difference: the
+/// running mean of a volume-weighted average whose total cost no longer fits in a decimal
+/// (a position's, an order's fills'), where cost / quantity would overflow. Nothing in it
+/// can (`share` ≤ 1); `to` if the difference itself cannot be held.
+pub fn moved_toward(from: Decimal, to: Decimal, share: Decimal) -> Decimal {
+    to.checked_sub(from).and_then(|d| d.checked_mul(share)).and_then(|m| from.checked_add(m)).unwrap_or(to)
+}
+
 /// `a × b` if the product is exact, else `None` (see [`exact_add`]).
 pub fn exact_mul(a: Decimal, b: Decimal) -> Option<Decimal> {
     let (a, b) = (a.normalize(), b.normalize());

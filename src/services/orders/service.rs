@@ -357,7 +357,7 @@ fn average_of_fills(fills: &[Fill]) -> Option<Decimal> {
     for f in fills {
         filled += f.quantity;
         let share = f.quantity.checked_div(filled).unwrap_or(Decimal::ONE);
-        average = (f.price - average).checked_mul(share).and_then(|m| average.checked_add(m)).unwrap_or(f.price);
+        average = crate::api::decimal::moved_toward(average, f.price, share);
     }
     Some(average.round_dp(12).normalize())
 }

@@ -154,7 +154,7 @@ fn grown_average(p: Pos, delta: Decimal, price: Decimal, q: Decimal) -> Decimal 
         return average;
     }
     let share = delta.abs().checked_div(q.abs()).unwrap_or(Decimal::ONE);
-    (price - p.average_price).checked_mul(share).and_then(|m| p.average_price.checked_add(m)).unwrap_or(price)
+    crate::api::decimal::moved_toward(p.average_price, price, share)
 }
 
 /// One user's positions in the symbols that trade `asset` (`AAPL`, `AAPL-USD`), in symbol
